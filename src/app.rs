@@ -1,0 +1,282 @@
+//! Turns parsed command-line flags into a run: settings, store, catalogue,
+//! pipeline, and the exit status.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::catalogue::{self, Catalogue, Origin};
+use crate::cli::{Cli, CommonArgs, RunArgs};
+use crate::input::Source;
+use crate::pipeline::{self, Options, Setup, StopReason, Summary};
+use crate::routing::{self, Presets, Settings};
+use crate::store::{self, writer::Writer, Store};
+use crate::upstream::{self, Client};
+
+/// Exit statuses.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const LINE_ERRORS: i32 = 1;
+    pub const FATAL: i32 = 2;
+}
+
+/// An error that ends the program with status 2.
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl<T: std::fmt::Display> From<T> for Fatal {
+    fn from(e: T) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+/// The environment variable holding the API key.
+pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
+
+/// Runs the parsed command line and returns the exit status.
+pub fn main(cli: Cli) -> i32 {
+    match route(&cli.run, &cli.common) {
+        Ok(code) => code,
+        Err(Fatal(msg)) => {
+            eprintln!("llmroute: error: {msg}");
+            exit::FATAL
+        }
+    }
+}
+
+/// The store path: `--db`, `LLMROUTE_DB`, or the XDG data directory.
+pub fn store_path(common: &CommonArgs) -> Result<PathBuf, Fatal> {
+    match &common.db {
+        Some(p) => Ok(p.clone()),
+        None => store::default_path().map_err(Fatal),
+    }
+}
+
+/// The base URL: `--base-url`, `LLMROUTE_BASE_URL`, or OpenRouter's.
+pub fn base_url(common: &CommonArgs) -> String {
+    common
+        .base_url
+        .clone()
+        .unwrap_or_else(|| upstream::DEFAULT_BASE_URL.to_string())
+}
+
+/// Routing settings from the flags.
+pub fn settings(run: &RunArgs, presets: &Presets) -> Result<Settings, Fatal> {
+    let (priority, weights) = match (&run.weights, &run.priority) {
+        (Some(w), _) => ("custom".to_string(), *w),
+        (None, p) => {
+            let name = p.clone().unwrap_or_else(|| "balanced".into());
+            let w = routing::resolve_priority(&name, presets).map_err(Fatal)?;
+            (name, w)
+        }
+    };
+    let clean = |list: &Option<Vec<String>>| -> Option<Vec<String>> {
+        list.as_ref().map(|l| {
+            l.iter()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+        })
+    };
+    let models = match clean(&run.models) {
+        Some(m) if m.is_empty() => return Err(Fatal("--models lists no model".into())),
+        Some(m) => m,
+        None => routing::DEFAULT_MODELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let fallback = clean(&run.fallback).unwrap_or_default();
+    let quality: HashMap<String, f64> = run.quality.iter().cloned().collect();
+    Ok(Settings::new(priority, weights, models, fallback, quality))
+}
+
+fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+    let presets = Presets::new();
+    let settings = settings(run, &presets)?;
+    let base = base_url(common);
+    let api_key = std::env::var(API_KEY_VAR)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    if !run.dry_run && api_key.is_none() {
+        return Err(Fatal(format!(
+            "{API_KEY_VAR} is not set (use --dry-run to route without calling)"
+        )));
+    }
+    let sources: Vec<Source> = if run.files.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        run.files.iter().map(|f| Source::from_arg(f)).collect()
+    };
+    for s in &sources {
+        s.check().map_err(Fatal)?;
+    }
+    let concurrency = run.concurrency.unwrap_or(8) as usize;
+    let client = match run.dry_run {
+        true => None,
+        false => Some(Client::new(&base, api_key.as_deref(), concurrency).map_err(Fatal)?),
+    };
+    warn_plain_http(&base, run.quiet);
+
+    let path = store_path(common)?;
+    let mut store = Store::open(&path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("llmroute")
+        .build()?;
+
+    let catalogue = load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet);
+    if !run.quiet {
+        for m in settings.models.iter().chain(settings.fallback.iter()) {
+            if catalogue.get(m).is_none() {
+                eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
+            }
+        }
+    }
+    let stats = store.model_stats()?;
+    let cooldowns = store.cooldowns(store::now_ms())?;
+    store.set_run(&run_id(), &settings.priority);
+
+    let writer = Writer::spawn(store);
+    let setup = Setup {
+        options: Options {
+            settings,
+            presets,
+            dry_run: run.dry_run,
+            explain: run.explain || run.dry_run,
+            concurrency,
+            unordered: run.unordered,
+            timeout: run.timeout.unwrap_or(Duration::from_secs(60)),
+            cache_ttl: run.cache_ttl.unwrap_or(Duration::from_secs(7 * 86400)),
+            no_cache: run.no_cache,
+            max_attempts: run.max_attempts.unwrap_or(4),
+        },
+        client,
+        catalogue,
+        store: writer.handle(),
+        stats,
+        cooldowns,
+    };
+    let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
+    let summary = rt.block_on(pipeline::run(setup, sources, out));
+    // Tasks still running after the grace period are dropped here; then the
+    // store thread commits what is queued.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    writer.finish();
+    Ok(finish(&summary, run.quiet))
+}
+
+/// Reports the end of a run on stderr and picks the exit status.
+fn finish(summary: &Summary, quiet: bool) -> i32 {
+    if let Some(f) = &summary.store_failure {
+        eprintln!("llmroute: warning: the store failed during the run ({f}); some answers were not cached");
+    }
+    if let Some(e) = &summary.input_error {
+        eprintln!("llmroute: error: reading input: {e}");
+        return exit::FATAL;
+    }
+    match &summary.stop {
+        Some(StopReason::Fatal { message, .. }) => {
+            eprintln!("llmroute: error: the API refused the run: {message}");
+            return exit::FATAL;
+        }
+        Some(StopReason::Interrupted { exit_code }) => return *exit_code,
+        Some(StopReason::BrokenPipe) => return exit::OK,
+        Some(StopReason::OutputError(e)) => {
+            eprintln!("llmroute: error: writing output: {e}");
+            return exit::FATAL;
+        }
+        None => {}
+    }
+    let _ = quiet;
+    if summary.errors > 0 {
+        exit::LINE_ERRORS
+    } else {
+        exit::OK
+    }
+}
+
+/// A plain-http base URL to another host would carry the key in clear.
+fn warn_plain_http(base: &str, quiet: bool) {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return;
+    };
+    if url.scheme() != "http" || quiet {
+        return;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if !loopback {
+        eprintln!("llmroute: warning: {base} is plain http: the API key would travel unencrypted");
+    }
+}
+
+fn run_id() -> String {
+    format!("{:x}-{:x}", store::now_ms(), std::process::id())
+}
+
+/// The catalogue to route with: the store's copy while fresh; else a new
+/// fetch (kept in the store); else the stale copy, else the embedded
+/// snapshot, with a warning. Without a client (dry runs) nothing is fetched.
+fn load_catalogue(
+    store: &Store,
+    client: Option<&Client>,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+    quiet: bool,
+) -> Catalogue {
+    let now = store::now_ms();
+    let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
+        let age = Duration::from_millis((now - at).max(0) as u64);
+        Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
+    });
+    let fresh =
+        |c: &Catalogue| matches!(c.origin, Origin::Stored { age } if age < catalogue::MAX_AGE);
+    if let Some(c) = stored.as_ref().filter(|c| fresh(c)) {
+        return c.clone();
+    }
+    let Some(client) = client else {
+        return stored.unwrap_or_else(Catalogue::embedded);
+    };
+    let problem = match rt.block_on(client.fetch_models(Duration::from_secs(20))) {
+        Ok(bytes) => match Catalogue::parse(&bytes, Origin::Live) {
+            Ok(c) => {
+                if let Err(e) = store.put_catalogue(base, now, &c.to_json()) {
+                    if !quiet {
+                        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
+                    }
+                }
+                return c;
+            }
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e,
+    };
+    match stored {
+        Some(c) => {
+            if !quiet {
+                let age = match c.origin {
+                    Origin::Stored { age } => {
+                        crate::duration::format(Duration::from_secs(age.as_secs()))
+                    }
+                    _ => String::new(),
+                };
+                eprintln!("llmroute: warning: cannot fetch {base}/models ({problem}); using the stored catalogue from {age} ago");
+            }
+            c
+        }
+        None => {
+            if !quiet {
+                eprintln!(
+                    "llmroute: warning: cannot fetch {base}/models ({problem}); using the built-in catalogue of {}",
+                    catalogue::EMBEDDED_DATE
+                );
+            }
+            Catalogue::embedded()
+        }
+    }
+}

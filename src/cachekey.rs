@@ -1,0 +1,143 @@
+//! The canonical form of a request and its cache key.
+//!
+//! Two lines that ask the same thing under the same routing settings share a
+//! key: object keys are sorted, insignificant whitespace is gone, and `id`,
+//! `custom_id` and the `llmroute` object never take part (the input parser
+//! has already removed them). The routing settings that decide the choice
+//! (candidates, weights, fallback, quality overrides, pinned model) are part
+//! of the key, so changing the priority misses the cache.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Bumped whenever the canonical form changes, so old entries stop matching.
+const VERSION: &[u8] = b"llmroute-cache-v1\n";
+
+/// A SHA-256 cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Writes `v` in canonical form: compact, object keys sorted by their bytes.
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => write_object(map, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        // Scalars: serde_json's own compact form (shortest round-trip numbers,
+        // minimal string escapes) is already canonical.
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail"),
+    }
+}
+
+/// Writes an object in canonical form.
+pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k).expect("writing to a Vec cannot fail");
+        out.push(b':');
+        write_canonical(v, out);
+    }
+    out.push(b'}');
+}
+
+/// The cache key of a request body under the given routing fingerprint
+/// (see [`crate::routing::Settings::fingerprint`]). `scratch` is reused
+/// between calls to avoid allocating.
+pub fn key(body: &Map<String, Value>, fingerprint: &str, scratch: &mut Vec<u8>) -> Key {
+    scratch.clear();
+    write_object(body, scratch);
+    let mut h = Sha256::new();
+    h.update(VERSION);
+    h.update((scratch.len() as u64).to_le_bytes());
+    h.update(&scratch[..]);
+    h.update(fingerprint.as_bytes());
+    Key(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn canon(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_canonical(v, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn sorts_keys_at_every_depth() {
+        let v = json!({"b": 1, "a": {"z": [3, {"y": null, "x": "s"}], "c": true}});
+        assert_eq!(
+            canon(&v),
+            r#"{"a":{"c":true,"z":[3,{"x":"s","y":null}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn order_and_whitespace_do_not_change_the_key() {
+        let a: Value = serde_json::from_str(
+            r#"{"messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
+        )
+        .unwrap();
+        let b: Value =
+            serde_json::from_str("{ \"temperature\" : 0.5,\n \"messages\" : [ { \"content\":\"hi\", \"role\":\"user\" } ] }")
+                .unwrap();
+        let mut s = Vec::new();
+        assert_eq!(key(&obj(a), "fp", &mut s), key(&obj(b), "fp", &mut s));
+    }
+
+    #[test]
+    fn content_and_fingerprint_change_the_key() {
+        let mut s = Vec::new();
+        let a = obj(json!({"messages":[{"role":"user","content":"hi"}]}));
+        let b = obj(json!({"messages":[{"role":"user","content":"hi!"}]}));
+        assert_ne!(key(&a, "fp", &mut s), key(&b, "fp", &mut s));
+        assert_ne!(key(&a, "fp1", &mut s), key(&a, "fp2", &mut s));
+        // Array order is meaningful.
+        let c =
+            obj(json!({"messages":[{"role":"user","content":"1"},{"role":"user","content":"2"}]}));
+        let d =
+            obj(json!({"messages":[{"role":"user","content":"2"},{"role":"user","content":"1"}]}));
+        assert_ne!(key(&c, "fp", &mut s), key(&d, "fp", &mut s));
+    }
+
+    #[test]
+    fn body_and_fingerprint_cannot_run_into_each_other() {
+        // The body's length is hashed, so moving bytes between body and
+        // fingerprint changes the key.
+        let mut s = Vec::new();
+        let a = obj(json!({"k": "v"}));
+        assert_ne!(
+            key(&a, "xy", &mut s),
+            key(&obj(json!({"k": "v"})), "x", &mut s)
+        );
+        assert_eq!(key(&a, "fp", &mut s).to_hex().len(), 64);
+    }
+}

@@ -1,0 +1,182 @@
+//! The command-line definition. Defaults live in [`crate::app`], so that a
+//! flag left out can be filled from the environment or, later, a config file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::scoring::Weights;
+
+const AFTER_HELP: &str = "\
+Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
+{\"prompt\": \"...\", \"system\": \"...\"}. Output: one JSON object per non-blank input line, in input order.
+
+Exit status: 0 every line answered; 1 some line has an error; 2 usage, configuration or fatal error
+(including a key the API refuses); 130 interrupted (143 on SIGTERM).
+
+Examples:
+  llmroute --dry-run < requests.jsonl | jq -c '{line, model, score}'
+  llmroute -p cost requests.jsonl | jq -r .content
+  llmroute -p speed --models openai/gpt-5.4-mini,google/gemini-3.5-flash --fallback openai/gpt-5.4 batch.jsonl";
+
+/// Route JSONL chat requests to the best OpenRouter model, call it, and write one annotated JSON line per request.
+#[derive(Debug, Parser)]
+#[command(name = "llmroute", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]
+    #[arg(long, value_name = "PATH", env = "LLMROUTE_DB", global = true)]
+    pub db: Option<PathBuf>,
+
+    /// The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]
+    #[arg(long, value_name = "URL", env = "LLMROUTE_BASE_URL", global = true)]
+    pub base_url: Option<String>,
+}
+
+/// Routing and running.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Input files, read in order as one stream; none or `-` reads standard input
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// What to favour: speed, cost, quality or balanced [default: balanced]
+    #[arg(short, long, value_name = "PRIORITY", env = "LLMROUTE_PRIORITY")]
+    pub priority: Option<String>,
+
+    /// Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority
+    #[arg(short, long, value_name = "WEIGHTS", value_parser = parse_weights)]
+    pub weights: Option<Weights>,
+
+    /// Candidate models, comma-separated [default: a built-in list across price tiers]
+    #[arg(
+        short,
+        long,
+        value_name = "MODELS",
+        value_delimiter = ',',
+        env = "LLMROUTE_MODELS"
+    )]
+    pub models: Option<Vec<String>>,
+
+    /// Models to try, in order, after the ranked candidates have failed
+    #[arg(
+        short,
+        long,
+        value_name = "MODELS",
+        value_delimiter = ',',
+        env = "LLMROUTE_FALLBACK"
+    )]
+    pub fallback: Option<Vec<String>>,
+
+    /// Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8
+    #[arg(long, value_name = "MODEL=SCORE", value_delimiter = ',', value_parser = parse_quality)]
+    pub quality: Vec<(String, f64)>,
+
+    /// Choose models but call none (needs no API key; works offline); implies --explain
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Add the full ranking (`candidates`) to every output line
+    #[arg(short = 'e', long)]
+    pub explain: bool,
+
+    /// Requests in flight at once [default: 8]
+    #[arg(short = 'j', long, value_name = "N", env = "LLMROUTE_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+
+    /// Write output lines as they complete instead of in input order
+    #[arg(long)]
+    pub unordered: bool,
+
+    /// Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Upstream attempts per line, across models [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// How long a cached answer is reused, e.g. 12h, 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_CACHE_TTL", value_parser = parse_duration)]
+    pub cache_ttl: Option<Duration>,
+
+    /// Neither read nor write the response cache (attempts are still recorded)
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Print nothing on stderr but errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s)
+}
+
+fn parse_weights(s: &str) -> Result<Weights, String> {
+    Weights::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_quality(s: &str) -> Result<(String, f64), String> {
+    crate::quality::parse_override(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lists_and_values_parse() {
+        let cli = Cli::try_parse_from([
+            "llmroute",
+            "-p",
+            "cost",
+            "--models",
+            "a/b,c/d",
+            "--quality",
+            "a/b=0.9",
+            "--timeout",
+            "500ms",
+            "-j",
+            "3",
+            "x.jsonl",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.priority.as_deref(), Some("cost"));
+        assert_eq!(cli.run.models.unwrap(), vec!["a/b", "c/d"]);
+        assert_eq!(cli.run.quality, vec![("a/b".to_string(), 0.9)]);
+        assert_eq!(cli.run.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(cli.run.concurrency, Some(3));
+        assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["llmroute", "--weights", "latency=-1"][..],
+            &["llmroute", "--weights", "latency=0,cost=0"],
+            &["llmroute", "--timeout", "soon"],
+            &["llmroute", "-j", "0"],
+            &["llmroute", "--quality", "a/b=2"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! Parsing one input line into a [`Request`].
+//!
+//! Three forms are accepted, all JSON objects on one line:
+//! 1. an OpenAI chat-completions body (`messages` plus generation parameters);
+//! 2. an OpenAI Batch API line (`custom_id`, `method`, `url`, `body`);
+//! 3. shorthand: `{"prompt": "...", "system": "..."}`.
+//!
+//! `id`/`custom_id` are echoed back, the `llmroute` object overrides routing
+//! for the line, and `model` other than `"auto"` pins a model. None of these
+//! go upstream; every other field does, untouched.
+
+use serde_json::{Map, Value};
+
+use crate::scoring::Weights;
+
+/// Completion tokens assumed when a request sets no `max_tokens`.
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 512;
+/// Tokens counted per message on top of its text (role, separators).
+const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// One routable request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The echoed `id` or `custom_id` (`null` when absent).
+    pub id: Value,
+    /// The body sent upstream, without `model`.
+    pub body: Map<String, Value>,
+    /// A model named by the line (not `"auto"`).
+    pub pinned: Option<String>,
+    /// The line's own routing settings.
+    pub overrides: Option<Overrides>,
+    /// Estimated prompt tokens (about four bytes of text a token).
+    pub prompt_tokens: u64,
+    /// `max_tokens` / `max_completion_tokens`, when given.
+    pub max_tokens: Option<u64>,
+    /// Parameters a model must support to take this request.
+    pub needs_tools: bool,
+    pub needs_response_format: bool,
+}
+
+impl Request {
+    /// Completion tokens to plan for: `max_tokens`, else the default.
+    pub fn completion_tokens(&self) -> u64 {
+        self.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS)
+    }
+}
+
+/// The `llmroute` object of a line.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overrides {
+    pub priority: Option<String>,
+    pub weights: Option<Weights>,
+    pub models: Option<Vec<String>>,
+    pub fallback: Option<Vec<String>>,
+}
+
+/// Why a line is not a request. `id` is echoed when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputError {
+    pub id: Value,
+    pub message: String,
+}
+
+impl InputError {
+    fn new(id: &Value, message: impl Into<String>) -> Self {
+        InputError {
+            id: id.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether a line is blank (only whitespace), and so skipped.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Parses one line (without its newline; a trailing `\r` and a UTF-8 byte
+/// order mark are ignored). Blank lines must be filtered out by the caller.
+pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|e| {
+        InputError::new(
+            &Value::Null,
+            format!(
+                "line is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| InputError::new(&Value::Null, format!("invalid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(InputError::new(
+            &Value::Null,
+            format!("expected a JSON object, got {}", kind(&value)),
+        ));
+    };
+    let id = match (obj.remove("id"), obj.remove("custom_id")) {
+        (Some(id), _) if !id.is_null() => id,
+        (_, Some(cid)) => cid,
+        _ => Value::Null,
+    };
+    let top_overrides = obj.remove("llmroute");
+
+    let mut body =
+        if obj.contains_key("body") && (obj.contains_key("method") || obj.contains_key("url")) {
+            batch_body(obj, &id)?
+        } else {
+            obj
+        };
+    let overrides = match top_overrides.or_else(|| body.remove("llmroute")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_overrides(v).map_err(|m| InputError::new(&id, m))?),
+    };
+    body.remove("id");
+    body.remove("custom_id");
+
+    if body.contains_key("prompt") {
+        if body.contains_key("messages") {
+            return Err(InputError::new(
+                &id,
+                "a line has either \"messages\" or \"prompt\", not both",
+            ));
+        }
+        shorthand(&mut body, &id)?;
+    }
+    match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => {}
+        Some(Value::Array(_)) => return Err(InputError::new(&id, "\"messages\" is empty")),
+        Some(other) => {
+            return Err(InputError::new(
+                &id,
+                format!("\"messages\" must be an array, got {}", kind(other)),
+            ))
+        }
+        None => return Err(InputError::new(&id, "no \"messages\" or \"prompt\" field")),
+    }
+
+    let pinned = match body.remove("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) if m == "auto" || m.trim().is_empty() => None,
+        Some(Value::String(m)) => Some(m),
+        Some(other) => {
+            return Err(InputError::new(
+                &id,
+                format!("\"model\" must be a string, got {}", kind(&other)),
+            ))
+        }
+    };
+
+    let max_tokens = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .find_map(|v| {
+            v.as_u64()
+                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        });
+    let prompt_tokens = estimate_prompt_tokens(&body["messages"]);
+    let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
+    let needs_response_format = body.get("response_format").is_some_and(|v| !v.is_null());
+
+    Ok(Request {
+        id,
+        body,
+        pinned,
+        overrides,
+        prompt_tokens,
+        max_tokens,
+        needs_tools,
+        needs_response_format,
+    })
+}
+
+fn batch_body(mut obj: Map<String, Value>, id: &Value) -> Result<Map<String, Value>, InputError> {
+    if let Some(method) = obj.get("method").and_then(Value::as_str) {
+        if !method.eq_ignore_ascii_case("POST") {
+            return Err(InputError::new(
+                id,
+                format!("batch line has method {method}; only POST is supported"),
+            ));
+        }
+    }
+    if let Some(url) = obj.get("url").and_then(Value::as_str) {
+        if !url.trim_end_matches('/').ends_with("/chat/completions") {
+            return Err(InputError::new(
+                id,
+                format!("batch line targets {url}; only /v1/chat/completions is supported"),
+            ));
+        }
+    }
+    match obj.remove("body") {
+        Some(Value::Object(body)) => Ok(body),
+        Some(other) => Err(InputError::new(
+            id,
+            format!("batch \"body\" must be an object, got {}", kind(&other)),
+        )),
+        None => Err(InputError::new(id, "batch line has no \"body\"")),
+    }
+}
+
+fn shorthand(body: &mut Map<String, Value>, id: &Value) -> Result<(), InputError> {
+    let prompt = match body.remove("prompt") {
+        Some(Value::String(p)) => p,
+        Some(other) => {
+            return Err(InputError::new(
+                id,
+                format!("\"prompt\" must be a string, got {}", kind(&other)),
+            ))
+        }
+        None => unreachable!("checked by the caller"),
+    };
+    let mut messages = Vec::with_capacity(2);
+    match body.remove("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            messages.push(serde_json::json!({"role": "system", "content": s}))
+        }
+        Some(other) => {
+            return Err(InputError::new(
+                id,
+                format!("\"system\" must be a string, got {}", kind(&other)),
+            ))
+        }
+    }
+    messages.push(serde_json::json!({"role": "user", "content": prompt}));
+    body.insert("messages".into(), Value::Array(messages));
+    Ok(())
+}
+
+fn string_list(v: Value, field: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = match v {
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+                other => Err(format!(
+                    "llmroute.{field} must list model ids, found {}",
+                    kind(&other)
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(format!(
+                "llmroute.{field} must be an array of model ids, got {}",
+                kind(&other)
+            ))
+        }
+    };
+    Ok(list)
+}
+
+fn parse_overrides(v: Value) -> Result<Overrides, String> {
+    let Value::Object(mut o) = v else {
+        return Err(format!("\"llmroute\" must be an object, got {}", kind(&v)));
+    };
+    let mut out = Overrides::default();
+    if let Some(p) = o.remove("priority") {
+        match p {
+            Value::String(s) => out.priority = Some(s),
+            Value::Null => {}
+            other => {
+                return Err(format!(
+                    "llmroute.priority must be a string, got {}",
+                    kind(&other)
+                ))
+            }
+        }
+    }
+    if let Some(w) = o.remove("weights") {
+        out.weights = match w {
+            Value::Null => None,
+            Value::String(s) => {
+                Some(Weights::parse(&s).map_err(|e| format!("llmroute.weights: {e}"))?)
+            }
+            Value::Object(m) => {
+                let mut parts = Vec::new();
+                for (k, v) in m {
+                    let n = v
+                        .as_f64()
+                        .ok_or_else(|| format!("llmroute.weights.{k} must be a number"))?;
+                    parts.push(format!("{k}={n}"));
+                }
+                Some(
+                    Weights::parse(&parts.join(","))
+                        .map_err(|e| format!("llmroute.weights: {e}"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "llmroute.weights must be an object, got {}",
+                    kind(&other)
+                ))
+            }
+        };
+    }
+    for field in ["models", "fallback"] {
+        if let Some(v) = o.remove(field) {
+            let list = if v.is_null() {
+                None
+            } else {
+                Some(string_list(v, field)?)
+            };
+            match field {
+                "models" => out.models = list.filter(|l| !l.is_empty()),
+                _ => out.fallback = list,
+            }
+        }
+    }
+    if let Some(k) = o.keys().next() {
+        return Err(format!(
+            "unknown key llmroute.{k} (known: priority, weights, models, fallback)"
+        ));
+    }
+    Ok(out)
+}
+
+/// About four bytes of text a token, plus a few tokens a message.
+pub fn estimate_prompt_tokens(messages: &Value) -> u64 {
+    let Some(messages) = messages.as_array() else {
+        return 0;
+    };
+    messages
+        .iter()
+        .map(|m| {
+            let text_bytes = match m.get("content") {
+                Some(Value::String(s)) => s.len(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .map(str::len)
+                    .sum(),
+                _ => 0,
+            };
+            TOKENS_PER_MESSAGE + (text_bytes as u64).div_ceil(4)
+        })
+        .sum()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(line: &str) -> Request {
+        parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {}", e.message))
+    }
+
+    fn err(line: &[u8]) -> InputError {
+        parse_line(line).expect_err("should be refused")
+    }
+
+    #[test]
+    fn chat_form_passes_parameters_untouched() {
+        let r = ok(
+            r#"{"id":"a1","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"max_tokens":50,"tools":[{"type":"function"}]}"#,
+        );
+        assert_eq!(r.id, json!("a1"));
+        assert_eq!(r.body["temperature"], json!(0.2));
+        assert_eq!(r.max_tokens, Some(50));
+        assert!(r.needs_tools && !r.needs_response_format);
+        assert!(!r.body.contains_key("id"));
+        assert_eq!(r.pinned, None);
+    }
+
+    #[test]
+    fn batch_form_uses_body_and_custom_id() {
+        let r = ok(
+            r#"{"custom_id":"req-7","method":"POST","url":"/v1/chat/completions","body":{"model":"openai/gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}}"#,
+        );
+        assert_eq!(r.id, json!("req-7"));
+        assert_eq!(r.pinned.as_deref(), Some("openai/gpt-5.4-mini"));
+        assert!(r.needs_response_format);
+        assert!(!r.body.contains_key("model"));
+        let e = err(
+            br#"{"custom_id":"e","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#,
+        );
+        assert_eq!(e.id, json!("e"));
+        assert!(e.message.contains("/v1/embeddings"));
+    }
+
+    #[test]
+    fn shorthand_builds_messages() {
+        let r = ok(r#"{"prompt":"2+2?","system":"be brief","max_tokens":5}"#);
+        assert_eq!(
+            r.body["messages"],
+            json!([{"role":"system","content":"be brief"},{"role":"user","content":"2+2?"}])
+        );
+        assert_eq!(r.body["max_tokens"], json!(5));
+        assert!(!r.body.contains_key("prompt") && !r.body.contains_key("system"));
+        let r = ok(r#"{"prompt":"hi"}"#);
+        assert_eq!(r.body["messages"], json!([{"role":"user","content":"hi"}]));
+    }
+
+    #[test]
+    fn llmroute_object_is_read_and_removed() {
+        let r = ok(
+            r#"{"prompt":"x","llmroute":{"priority":"cost","models":["a/b","c/d"],"fallback":"e/f,g/h","weights":{"latency":1,"cost":1}}}"#,
+        );
+        let o = r.overrides.unwrap();
+        assert_eq!(o.priority.as_deref(), Some("cost"));
+        assert_eq!(o.models.unwrap(), vec!["a/b", "c/d"]);
+        assert_eq!(o.fallback.unwrap(), vec!["e/f", "g/h"]);
+        assert_eq!(o.weights.unwrap().latency, 0.5);
+        assert!(!r.body.contains_key("llmroute"));
+        assert!(err(br#"{"prompt":"x","llmroute":{"speed":1}}"#)
+            .message
+            .contains("llmroute.speed"));
+        assert!(
+            err(br#"{"prompt":"x","llmroute":{"weights":{"latency":-1}}}"#)
+                .message
+                .contains("negative")
+        );
+    }
+
+    #[test]
+    fn model_auto_is_not_a_pin() {
+        assert_eq!(ok(r#"{"prompt":"x","model":"auto"}"#).pinned, None);
+        assert_eq!(
+            ok(r#"{"prompt":"x","model":"m/n"}"#).pinned.as_deref(),
+            Some("m/n")
+        );
+        assert!(err(br#"{"prompt":"x","model":5}"#)
+            .message
+            .contains("model"));
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        assert!(err(b"{not json").message.starts_with("invalid JSON"));
+        assert!(err(b"[1,2]").message.contains("an array"));
+        assert!(err(b"\"str\"").message.contains("a string"));
+        assert!(err(br#"{"id":9,"foo":1}"#)
+            .message
+            .contains("no \"messages\""));
+        assert_eq!(err(br#"{"id":9,"foo":1}"#).id, json!(9));
+        assert!(err(b"{\"prompt\":\"\xff\"}").message.contains("UTF-8"));
+        assert!(err(br#"{"messages":[]}"#).message.contains("empty"));
+        assert!(err(br#"{"messages":{}}"#).message.contains("array"));
+        assert!(
+            err(br#"{"prompt":"a","messages":[{"role":"user","content":"b"}]}"#)
+                .message
+                .contains("not both")
+        );
+        assert!(err(br#"{"prompt":7}"#).message.contains("string"));
+    }
+
+    #[test]
+    fn crlf_and_bom_are_tolerated() {
+        let r = parse_line(b"\xEF\xBB\xBF{\"prompt\":\"x\"}\r").unwrap();
+        assert_eq!(r.body["messages"][0]["content"], json!("x"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(err(deep.as_bytes()).message.starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn token_estimate() {
+        let r = ok(
+            r#"{"messages":[{"role":"user","content":"abcdefgh"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url"}]}]}"#,
+        );
+        assert_eq!(r.prompt_tokens, (4 + 2) + (4 + 1));
+        assert_eq!(r.completion_tokens(), DEFAULT_COMPLETION_TOKENS);
+    }
+
+    #[test]
+    fn blank() {
+        assert!(is_blank(b"   \t\r"));
+        assert!(is_blank(b""));
+        assert!(!is_blank(b" {}"));
+    }
+}
+
+/// Where input lines come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    File(std::path::PathBuf),
+}
+
+impl Source {
+    /// `-` is standard input.
+    pub fn from_arg(arg: &std::path::Path) -> Source {
+        if arg.as_os_str() == "-" {
+            Source::Stdin
+        } else {
+            Source::File(arg.to_path_buf())
+        }
+    }
+
+    /// Checks that a file can be read, so a bad path fails before any work.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Source::Stdin => Ok(()),
+            Source::File(p) => {
+                let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if meta.is_dir() {
+                    return Err(format!("{}: is a directory", p.display()));
+                }
+                std::fs::File::open(p)
+                    .map(drop)
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            }
+        }
+    }
+
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(match self {
+            Source::Stdin => Box::new(std::io::stdin()),
+            Source::File(p) => Box::new(std::fs::File::open(p)?),
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Stdin => "standard input".into(),
+            Source::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// What the reader thread sends.
+#[derive(Debug)]
+pub enum InputEvent {
+    /// A 1-based line number across all sources, and the line without its newline.
+    Line(u64, Vec<u8>),
+    /// Reading failed; nothing more follows.
+    Error(String),
+}
+
+/// Reads `sources` in order as one stream of lines on a thread of its own,
+/// sending them into a bounded channel: when the pipeline falls behind, the
+/// reader waits, so memory does not grow with the input.
+pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<InputEvent>) {
+    use std::io::BufRead;
+    let spawned = std::thread::Builder::new()
+        .name("llmroute-input".into())
+        .spawn(move || {
+            let mut line_no = 0u64;
+            for source in sources {
+                let reader = match source.open() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ =
+                            tx.blocking_send(InputEvent::Error(format!("{}: {e}", source.name())));
+                        return;
+                    }
+                };
+                let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+                loop {
+                    let mut buf = Vec::new();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            if buf.last() == Some(&b'\n') {
+                                buf.pop();
+                            }
+                            line_no += 1;
+                            if tx.blocking_send(InputEvent::Line(line_no, buf)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            let _ = tx.blocking_send(InputEvent::Error(format!(
+                                "{}: {e}",
+                                source.name()
+                            )));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("llmroute: cannot start the input thread: {e}");
+    }
+}

@@ -1,0 +1,210 @@
+//! The JSON object written for every input line.
+//!
+//! Fields, in order: `id`, `line`, `model`, `score`, `latency_ms`, `cached`,
+//! `cost_usd`, `attempts`, `error`, `content`, then `candidates` (with
+//! `--explain` and `--dry-run`) and `dry_run` (with `--dry-run`), and last
+//! `response`, the upstream body spliced in verbatim (it is already compact
+//! JSON, so it is never parsed and serialised again).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Stable error types of output lines.
+pub mod error_type {
+    pub const INVALID_INPUT: &str = "invalid_input";
+    pub const ALL_MODELS_FAILED: &str = "all_models_failed";
+    pub const NO_ELIGIBLE_MODEL: &str = "no_eligible_model";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const AUTH: &str = "auth";
+    pub const PAYMENT_REQUIRED: &str = "payment_required";
+    pub const INTERRUPTED: &str = "interrupted";
+}
+
+/// One upstream attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub model: String,
+    /// HTTP status, `null` when none was received.
+    pub status: Option<u16>,
+    /// `null` on success, else a short description.
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
+/// One entry of the ranking shown by `--explain`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateOut {
+    pub model: String,
+    pub score: f64,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub quality: f64,
+}
+
+/// The `error` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// Everything an output line says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Line {
+    pub id: Value,
+    pub line: u64,
+    pub model: Option<String>,
+    pub score: Option<f64>,
+    pub latency_ms: f64,
+    pub cached: bool,
+    pub cost_usd: Option<f64>,
+    pub attempts: Vec<Attempt>,
+    pub error: Option<ErrorOut>,
+    pub content: Option<String>,
+    pub candidates: Option<Vec<CandidateOut>>,
+    pub dry_run: bool,
+    /// The upstream body: compact JSON on one line.
+    pub response: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Head<'a> {
+    id: &'a Value,
+    line: u64,
+    model: Option<&'a str>,
+    score: Option<f64>,
+    latency_ms: f64,
+    cached: bool,
+    cost_usd: Option<f64>,
+    attempts: &'a [Attempt],
+    error: Option<&'a ErrorOut>,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidates: Option<&'a [CandidateOut]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+}
+
+/// Rounds a millisecond figure to microseconds.
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+impl Line {
+    /// An error line.
+    pub fn error(id: Value, line: u64, kind: &'static str, message: impl Into<String>) -> Line {
+        Line {
+            id,
+            line,
+            error: Some(ErrorOut {
+                kind,
+                message: message.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Appends this line and its newline to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let head = Head {
+            id: &self.id,
+            line: self.line,
+            model: self.model.as_deref(),
+            score: self.score,
+            latency_ms: round_ms(self.latency_ms),
+            cached: self.cached,
+            cost_usd: self.cost_usd,
+            attempts: &self.attempts,
+            error: self.error.as_ref(),
+            content: self.content.as_deref(),
+            candidates: self.candidates.as_deref(),
+            dry_run: self.dry_run,
+        };
+        serde_json::to_writer(&mut *out, &head).expect("serialising to a Vec cannot fail");
+        out.pop(); // the closing brace
+        out.extend_from_slice(b",\"response\":");
+        match &self.response {
+            Some(raw) => out.extend_from_slice(raw.as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.response.as_ref().map_or(0, String::len));
+        self.write_to(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field() {
+        let line = Line {
+            id: json!("a"),
+            line: 3,
+            model: Some("m/x".into()),
+            score: Some(0.75),
+            latency_ms: 12.345_678_9,
+            cost_usd: Some(0.002),
+            attempts: vec![Attempt {
+                model: "m/x".into(),
+                status: Some(200),
+                error: None,
+                latency_ms: 12.0,
+            }],
+            content: Some("hi\nthere".into()),
+            response: Some(r#"{"choices":[{"message":{"content":"hi\nthere"}}]}"#.into()),
+            ..Default::default()
+        };
+        let bytes = line.to_bytes();
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(bytes.ends_with(b"}\n"));
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        for field in [
+            "id",
+            "line",
+            "model",
+            "score",
+            "latency_ms",
+            "cached",
+            "cost_usd",
+            "attempts",
+            "error",
+            "content",
+            "response",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(v["latency_ms"], json!(12.346));
+        assert_eq!(
+            v["response"]["choices"][0]["message"]["content"],
+            json!("hi\nthere")
+        );
+        assert_eq!(v["error"], Value::Null);
+        assert!(v.get("candidates").is_none() && v.get("dry_run").is_none());
+    }
+
+    #[test]
+    fn error_lines_carry_type_and_message() {
+        let v: Value = serde_json::from_slice(
+            &Line::error(json!(7), 2, error_type::INVALID_INPUT, "bad").to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            v["error"],
+            json!({"type": "invalid_input", "message": "bad"})
+        );
+        assert_eq!(
+            (v["id"].clone(), v["line"].clone(), v["model"].clone()),
+            (json!(7), json!(2), Value::Null)
+        );
+        assert_eq!(v["response"], Value::Null);
+        assert_eq!(v["cached"], json!(false));
+    }
+}

@@ -1,0 +1,979 @@
+//! The pipeline: reads lines, routes and answers them concurrently, and
+//! writes one output line per input line.
+//!
+//! ```text
+//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks ──▶ output thread ──▶ stdout
+//!                                  ▲                     │                │
+//!                                  └──── window permits ─┼────────────────┘ (released when written)
+//!                                                        ▼
+//!                                                  store thread (cache lookups, group-committed writes)
+//! ```
+//!
+//! Memory is bounded by the window: at most `window` lines are between being
+//! read and being written, whatever the input length. A line's answer is
+//! committed to the cache before its output line is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+use crate::cachekey;
+use crate::catalogue::Catalogue;
+use crate::input::{self, InputEvent, Request, Source};
+use crate::output::{error_type, Attempt, CandidateOut, Line};
+use crate::routing::{self, Presets, Settings};
+use crate::store::writer::WriterHandle;
+use crate::store::{self, AttemptRow, CacheEntry, CachedAnswer, LineRecord, ModelStat, RequestRow};
+use crate::upstream::{self, Client, FailureKind};
+
+/// How long in-flight requests may run on after Ctrl-C or a closed output.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub settings: Settings,
+    pub presets: Presets,
+    pub dry_run: bool,
+    pub explain: bool,
+    pub concurrency: usize,
+    pub unordered: bool,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub no_cache: bool,
+    pub max_attempts: u32,
+}
+
+/// What a run starts from.
+pub struct Setup {
+    pub options: Options,
+    /// `None` for dry runs, which never call upstream.
+    pub client: Option<Client>,
+    pub catalogue: Catalogue,
+    pub store: WriterHandle,
+    pub stats: HashMap<String, ModelStat>,
+    /// Cooldowns in force (model -> until unix ms).
+    pub cooldowns: HashMap<String, i64>,
+}
+
+/// Why a run ended early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    /// The API refused the key or the account (401/402): nothing more is sent.
+    Fatal { kind: &'static str, message: String },
+    /// SIGINT (130) or SIGTERM (143).
+    Interrupted { exit_code: i32 },
+    /// The reader of our output went away (`| head`).
+    BrokenPipe,
+    /// Writing the output failed otherwise.
+    OutputError(String),
+}
+
+impl StopReason {
+    /// Whether no more input is read.
+    fn halts_input(&self) -> bool {
+        !matches!(self, StopReason::Fatal { .. })
+    }
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Non-blank input lines read.
+    pub lines: u64,
+    /// Lines answered by a model during this run.
+    pub answered: u64,
+    /// Lines answered from the cache.
+    pub cached: u64,
+    /// Lines whose output carries an error.
+    pub errors: u64,
+    /// Spend of this run in USD, where known.
+    pub cost_usd: f64,
+    pub stop: Option<StopReason>,
+    /// The input could not be read to its end.
+    pub input_error: Option<String>,
+    /// The store failed during the run (answers after it were not cached).
+    pub store_failure: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Shared stop state: the first reason wins.
+#[derive(Default)]
+struct Stop {
+    set: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    notify: Notify,
+}
+
+impl Stop {
+    fn set(&self, reason: StopReason) -> bool {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(reason);
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        true
+    }
+
+    fn get(&self) -> Option<StopReason> {
+        if !self.set.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves once a reason that halts input is set.
+    async fn halted(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.get().is_some_and(|r| r.halts_input()) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Counters {
+    answered: AtomicU64,
+    cached: AtomicU64,
+    errors: AtomicU64,
+    cost_usd: Mutex<f64>,
+}
+
+struct Ctx {
+    opts: Options,
+    client: Option<Client>,
+    catalogue: Catalogue,
+    store: WriterHandle,
+    stats: RwLock<HashMap<String, ModelStat>>,
+    cooldowns: Mutex<HashMap<String, Instant>>,
+    concurrency: Semaphore,
+    stop: Stop,
+    counters: Counters,
+    store_warned: AtomicBool,
+    /// Unix ms and Instant of the same moment, to turn one into the other.
+    epoch: (i64, Instant),
+}
+
+enum OutMsg {
+    Line(u64, Vec<u8>),
+    /// Write every pending line now, gaps or not, then acknowledge.
+    Drain(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Runs the pipeline over `sources`, writing to `out`.
+pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>) -> Summary {
+    let started = Instant::now();
+    let epoch = (store::now_ms(), Instant::now());
+    let cooldowns = setup
+        .cooldowns
+        .into_iter()
+        .map(|(m, until)| {
+            (
+                m,
+                epoch.1 + Duration::from_millis((until - epoch.0).max(0) as u64),
+            )
+        })
+        .collect();
+    let concurrency = setup.options.concurrency.max(1);
+    let window = (concurrency * 4).max(256);
+    let ctx = Arc::new(Ctx {
+        client: setup.client,
+        catalogue: setup.catalogue,
+        store: setup.store,
+        stats: RwLock::new(setup.stats),
+        cooldowns: Mutex::new(cooldowns),
+        concurrency: Semaphore::new(concurrency),
+        stop: Stop::default(),
+        counters: Counters {
+            answered: AtomicU64::new(0),
+            cached: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            cost_usd: Mutex::new(0.0),
+        },
+        store_warned: AtomicBool::new(false),
+        epoch,
+        opts: setup.options,
+    });
+
+    let window_sem = Arc::new(Semaphore::new(window));
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<OutMsg>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let ctx = ctx.clone();
+        let window_sem = window_sem.clone();
+        let ordered = !ctx.opts.unordered;
+        std::thread::Builder::new()
+            .name("llmroute-output".into())
+            .spawn(move || {
+                output_thread(out_rx, out, ordered, &window_sem, &ctx.stop);
+                let _ = done_tx.send(());
+            })
+            .expect("spawning the output thread");
+    }
+
+    let (in_tx, mut in_rx) = mpsc::channel::<InputEvent>(1024);
+    input::spawn_reader(sources, in_tx);
+    let signals = tokio::spawn(watch_signals(ctx.clone()));
+
+    let mut seq = 0u64;
+    let mut input_error = None;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = ctx.stop.halted() => break,
+            e = in_rx.recv() => e,
+        };
+        let (line_no, bytes) = match event {
+            Some(InputEvent::Line(n, b)) => (n, b),
+            Some(InputEvent::Error(e)) => {
+                input_error = Some(e);
+                break;
+            }
+            None => break,
+        };
+        if input::is_blank(&bytes) {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = ctx.stop.halted() => break,
+            permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
+        }
+        seq += 1;
+        match input::parse_line(&bytes) {
+            Err(e) => {
+                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                let line = Line::error(e.id, line_no, error_type::INVALID_INPUT, e.message);
+                let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
+            }
+            Ok(req) => {
+                let ctx = ctx.clone();
+                let out_tx = out_tx.clone();
+                tokio::spawn(async move {
+                    let line = process(&ctx, line_no, req).await;
+                    if line.error.is_some() {
+                        ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
+                });
+            }
+        }
+    }
+    drop(in_rx);
+
+    // Every line task holds a sender; the output thread ends when the last is dropped.
+    let halted = ctx.stop.get().is_some_and(|r| r.halts_input());
+    if halted {
+        let grace = tokio::time::sleep(GRACE);
+        tokio::pin!(grace);
+        let mut done_rx = done_rx;
+        let finished = tokio::select! {
+            _ = &mut done_rx => true,
+            _ = &mut grace => false,
+        };
+        if !finished {
+            // Write what has finished, even past a gap, and give up on the rest.
+            let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+            if out_tx.send(OutMsg::Drain(ack_tx)).is_ok() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    ack_rx.recv_timeout(Duration::from_secs(5))
+                })
+                .await;
+            }
+        }
+        drop(out_tx);
+    } else {
+        drop(out_tx);
+        let _ = done_rx.await;
+    }
+    signals.abort();
+
+    let store_failure = ctx.store.failure();
+    let cost_usd = *ctx
+        .counters
+        .cost_usd
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Summary {
+        lines: seq,
+        answered: ctx.counters.answered.load(Ordering::Relaxed),
+        cached: ctx.counters.cached.load(Ordering::Relaxed),
+        errors: ctx.counters.errors.load(Ordering::Relaxed),
+        cost_usd,
+        stop: ctx.stop.get(),
+        input_error,
+        store_failure,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn watch_signals(ctx: Arc<Ctx>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<()>();
+    let exit_code = tokio::select! {
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = terminated => 143,
+    };
+    if ctx.stop.set(StopReason::Interrupted { exit_code }) {
+        eprintln!(
+            "llmroute: interrupted: no new requests; waiting up to {}s for those in flight (Ctrl-C again to quit now)",
+            GRACE.as_secs()
+        );
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("llmroute: quitting at once");
+    std::process::exit(exit_code);
+}
+
+fn output_thread(
+    rx: std::sync::mpsc::Receiver<OutMsg>,
+    out: Box<dyn Write + Send>,
+    ordered: bool,
+    window: &Semaphore,
+    stop: &Stop,
+) {
+    let mut out = std::io::BufWriter::with_capacity(128 * 1024, out);
+    let mut broken = false;
+    let mut ordered = ordered;
+    let mut next = 1u64;
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let write =
+        |bytes: &[u8], out: &mut std::io::BufWriter<Box<dyn Write + Send>>, broken: &mut bool| {
+            if !*broken {
+                if let Err(e) = out.write_all(bytes) {
+                    *broken = true;
+                    stop.set(output_stop(e));
+                }
+            }
+            window.add_permits(1);
+        };
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                if !broken {
+                    if let Err(e) = out.flush() {
+                        broken = true;
+                        stop.set(output_stop(e));
+                    }
+                }
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        };
+        match msg {
+            OutMsg::Line(seq, bytes) if ordered => {
+                if seq == next {
+                    write(&bytes, &mut out, &mut broken);
+                    next += 1;
+                    while let Some(b) = pending.remove(&next) {
+                        write(&b, &mut out, &mut broken);
+                        next += 1;
+                    }
+                } else {
+                    pending.insert(seq, bytes);
+                }
+            }
+            OutMsg::Line(_, bytes) => write(&bytes, &mut out, &mut broken),
+            OutMsg::Drain(ack) => {
+                for (_, b) in std::mem::take(&mut pending) {
+                    write(&b, &mut out, &mut broken);
+                }
+                ordered = false;
+                if !broken {
+                    let _ = out.flush();
+                }
+                let _ = ack.send(());
+            }
+        }
+    }
+    for (_, b) in std::mem::take(&mut pending) {
+        write(&b, &mut out, &mut broken);
+    }
+    if !broken {
+        if let Err(e) = out.flush() {
+            stop.set(output_stop(e));
+        }
+    }
+}
+
+fn output_stop(e: std::io::Error) -> StopReason {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StopReason::BrokenPipe
+    } else {
+        StopReason::OutputError(e.to_string())
+    }
+}
+
+/// A model in the order of models to try for one line.
+struct Planned {
+    model: String,
+    score: Option<f64>,
+    context_length: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TryState {
+    Untried,
+    /// Rate limited: may be tried again once its cooldown is over.
+    Cooling,
+    Done,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The upstream body: the request with `model` set, without re-serialising
+/// the rest for every attempt.
+fn body_for(model: &str, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(rest.len() + model.len() + 12);
+    body.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
+    if rest.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&rest[1..]);
+    } else {
+        body.push(b'}');
+    }
+    body
+}
+
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl Ctx {
+    fn cooldown_until(&self, model: &str) -> Option<Instant> {
+        let map = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(model).copied().filter(|t| *t > Instant::now())
+    }
+
+    fn cool_down(&self, model: &str, d: Duration) -> i64 {
+        let until = Instant::now() + d;
+        let mut map = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(model.to_string()).or_insert(until);
+        if *e < until {
+            *e = until;
+        }
+        self.epoch.0 + until.duration_since(self.epoch.1).as_millis() as i64
+    }
+
+    fn learn_latency(&self, model: &str, ms: f64) {
+        let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
+        let s = stats
+            .get(model)
+            .map_or(ModelStat::first(ms), |s| s.update(ms));
+        stats.insert(model.to_string(), s);
+    }
+
+    fn warn_store_failure(&self) {
+        if let Some(f) = self.store.failure() {
+            if !self.store_warned.swap(true, Ordering::Relaxed) {
+                eprintln!("llmroute: warning: the store failed ({f}); going on without caching or recording");
+            }
+        }
+    }
+
+    fn add_cost(&self, c: f64) {
+        *self
+            .counters
+            .cost_usd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) += c;
+    }
+}
+
+/// Routes and answers one line.
+async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
+    let started = Instant::now();
+    let owned;
+    let settings = match &req.overrides {
+        None => &ctx.opts.settings,
+        Some(o) => match ctx.opts.settings.with_overrides(o, &ctx.opts.presets) {
+            Ok(s) => {
+                owned = s;
+                &owned
+            }
+            Err(e) => return Line::error(req.id, line_no, error_type::INVALID_INPUT, e),
+        },
+    };
+
+    let key = (!ctx.opts.no_cache && !ctx.opts.dry_run).then(|| {
+        cachekey::key(
+            &req.body,
+            &settings.fingerprint(req.pinned.as_deref()),
+            &mut Vec::new(),
+        )
+    });
+    if let Some(key) = key {
+        let min_created = store::now_ms() - ctx.opts.cache_ttl.as_millis() as i64;
+        if let Some(hit) = ctx.store.lookup(key, min_created).await {
+            return cached_line(ctx, line_no, req, hit, started);
+        }
+    }
+
+    // The order of models to try: the ranking (or the pinned model), then
+    // the fallback models, leaving out any the catalogue says cannot take it.
+    let mut candidates = None;
+    let mut order: Vec<Planned> = Vec::new();
+    let mut excluded = Vec::new();
+    if let Some(pinned) = &req.pinned {
+        order.push(Planned {
+            model: pinned.clone(),
+            score: None,
+            context_length: ctx.catalogue.get(pinned).and_then(|i| i.context_length),
+        });
+    } else {
+        let ranking = {
+            let stats = ctx.stats.read().unwrap_or_else(|e| e.into_inner());
+            routing::rank(&req, settings, &ctx.catalogue, &stats)
+        };
+        if ctx.opts.explain || ctx.opts.dry_run {
+            candidates = Some(
+                ranking
+                    .ranked
+                    .iter()
+                    .map(|r| CandidateOut {
+                        model: r.model.clone(),
+                        score: r.score,
+                        latency_ms: r.latency_ms,
+                        cost_usd: r.cost_usd,
+                        quality: r.quality,
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        order.extend(ranking.ranked.into_iter().map(|r| Planned {
+            model: r.model,
+            score: Some(r.score),
+            context_length: r.context_length,
+        }));
+        excluded = ranking.excluded;
+    }
+    for model in settings.fallback.iter() {
+        if order.iter().any(|p| &p.model == model) {
+            continue;
+        }
+        let info = ctx.catalogue.get(model);
+        match routing::eligibility(&req, info) {
+            Ok(()) => order.push(Planned {
+                model: model.clone(),
+                score: None,
+                context_length: info.and_then(|i| i.context_length),
+            }),
+            Err(why) => excluded.push((model.clone(), why)),
+        }
+    }
+    if order.is_empty() {
+        let why: Vec<String> = excluded
+            .iter()
+            .map(|(m, e)| format!("{m}: {}", e.reason()))
+            .collect();
+        let message = if why.is_empty() {
+            "no candidate models".to_string()
+        } else {
+            format!("no candidate can take this request ({})", why.join("; "))
+        };
+        let mut line = Line::error(req.id, line_no, error_type::NO_ELIGIBLE_MODEL, message);
+        line.candidates = candidates;
+        line.latency_ms = ms_since(started);
+        return line;
+    }
+
+    if ctx.opts.dry_run {
+        return Line {
+            id: req.id,
+            line: line_no,
+            model: Some(order[0].model.clone()),
+            score: order[0].score,
+            latency_ms: ms_since(started),
+            candidates: Some(candidates.unwrap_or_default()),
+            dry_run: true,
+            ..Default::default()
+        };
+    }
+
+    let Some(client) = ctx.client.as_ref() else {
+        return Line::error(
+            req.id,
+            line_no,
+            error_type::ALL_MODELS_FAILED,
+            "no upstream client",
+        );
+    };
+    let _permit = ctx
+        .concurrency
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+
+    let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
+    let mut state = vec![TryState::Untried; order.len()];
+    let mut min_context: Option<u64> = None;
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut rows: Vec<AttemptRow> = Vec::new();
+    let mut cooldown_rows: Vec<(String, i64)> = Vec::new();
+    let mut last_message = String::new();
+    let mut final_error: Option<(&'static str, String)> = None;
+    let mut success = None;
+
+    while (attempts.len() as u32) < ctx.opts.max_attempts {
+        if let Some(reason) = ctx.stop.get() {
+            final_error = Some(stop_error(&reason));
+            break;
+        }
+        // Best untried model not cooling down; else one whose cooldown is
+        // over; else wait for the first cooldown to end.
+        let mut pick = None;
+        let mut retry = None;
+        let mut earliest: Option<(usize, Instant)> = None;
+        for (i, p) in order.iter().enumerate() {
+            if state[i] == TryState::Done
+                || min_context.is_some_and(|c| p.context_length.is_some_and(|x| x <= c))
+            {
+                continue;
+            }
+            match ctx.cooldown_until(&p.model) {
+                None if state[i] == TryState::Untried => {
+                    pick = Some(i);
+                    break;
+                }
+                None => {
+                    retry.get_or_insert(i);
+                }
+                Some(t) => {
+                    if earliest.is_none_or(|(_, e)| t < e) {
+                        earliest = Some((i, t));
+                    }
+                }
+            }
+        }
+        let i = match (pick.or(retry), earliest) {
+            (Some(i), _) => i,
+            (None, Some((i, until))) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = ctx.stop.halted() => continue,
+                }
+                i
+            }
+            (None, None) => break,
+        };
+
+        let model = order[i].model.as_str();
+        let t0 = Instant::now();
+        let result = client
+            .complete(body_for(model, &rest), ctx.opts.timeout)
+            .await;
+        let ms = ms_since(t0);
+        let ts = store::now_ms();
+        match result {
+            Ok(s) => {
+                ctx.learn_latency(model, ms);
+                attempts.push(Attempt {
+                    model: model.to_string(),
+                    status: Some(s.status),
+                    error: None,
+                    latency_ms: ms,
+                });
+                success = Some((i, s, ms, ts));
+                break;
+            }
+            Err(f) => {
+                attempts.push(Attempt {
+                    model: model.to_string(),
+                    status: f.status,
+                    error: Some(f.message.clone()),
+                    latency_ms: ms,
+                });
+                rows.push(AttemptRow {
+                    ts,
+                    model: model.to_string(),
+                    status: f.status,
+                    ok: false,
+                    cached: false,
+                    latency_ms: Some(ms),
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    cost_usd: None,
+                    score: order[i].score,
+                    error_type: Some(f.kind.name()),
+                });
+                last_message = format!("{model}: {}", f.message);
+                match f.kind {
+                    k if k.fatal() => {
+                        let kind = if k == FailureKind::Auth {
+                            error_type::AUTH
+                        } else {
+                            error_type::PAYMENT_REQUIRED
+                        };
+                        let reason = StopReason::Fatal {
+                            kind,
+                            message: f.message.clone(),
+                        };
+                        if ctx.stop.set(reason.clone()) {
+                            eprintln!(
+                                "llmroute: stopping: the API refused the request ({}); no further requests will be sent",
+                                f.message
+                            );
+                        }
+                        final_error = Some(stop_error(&reason));
+                        break;
+                    }
+                    FailureKind::RateLimited | FailureKind::Unavailable => {
+                        let until = ctx
+                            .cool_down(model, f.retry_after.unwrap_or(upstream::DEFAULT_COOLDOWN));
+                        cooldown_rows.push((model.to_string(), until));
+                        state[i] = TryState::Cooling;
+                    }
+                    FailureKind::ContextLength => {
+                        if let Some(c) = order[i].context_length {
+                            min_context = Some(min_context.map_or(c, |m| m.max(c)));
+                        }
+                        state[i] = TryState::Done;
+                    }
+                    k if !k.try_elsewhere() => {
+                        final_error = Some((error_type::BAD_REQUEST, last_message.clone()));
+                        break;
+                    }
+                    _ => state[i] = TryState::Done,
+                }
+            }
+        }
+    }
+
+    let request_id = id_text(&req.id);
+    let Some((i, s, attempt_ms, ts)) = success else {
+        let (kind, message) = final_error.unwrap_or_else(|| {
+            let message = if attempts.is_empty() {
+                "no candidate model could be tried".to_string()
+            } else {
+                format!("{} attempt(s) failed; last: {last_message}", attempts.len())
+            };
+            (error_type::ALL_MODELS_FAILED, message)
+        });
+        let latency_ms = ms_since(started);
+        ctx.store.write_nowait(LineRecord {
+            cache: None,
+            request: Some(RequestRow {
+                ts: store::now_ms(),
+                line: line_no,
+                request_id,
+                model: None,
+                ok: false,
+                cached: false,
+                latency_ms,
+                cost_usd: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                score: None,
+                attempts: attempts.len() as u32,
+                error_type: Some(kind),
+            }),
+            attempts: rows,
+            cooldowns: cooldown_rows,
+        });
+        ctx.warn_store_failure();
+        let mut line = Line::error(req.id, line_no, kind, message);
+        line.attempts = attempts;
+        line.candidates = candidates;
+        line.latency_ms = latency_ms;
+        return line;
+    };
+
+    let planned = &order[i];
+    let cost_usd = s.usage.cost.or_else(|| {
+        let info = ctx.catalogue.get(&planned.model)?;
+        Some(
+            info.prompt_price? * s.usage.prompt_tokens? as f64
+                + info.completion_price? * s.usage.completion_tokens? as f64,
+        )
+    });
+    if let Some(c) = cost_usd {
+        ctx.add_cost(c);
+    }
+    rows.push(AttemptRow {
+        ts,
+        model: planned.model.clone(),
+        status: Some(s.status),
+        ok: true,
+        cached: false,
+        latency_ms: Some(attempt_ms),
+        prompt_tokens: s.usage.prompt_tokens,
+        completion_tokens: s.usage.completion_tokens,
+        cost_usd,
+        score: planned.score,
+        error_type: None,
+    });
+    let latency_ms = ms_since(started);
+    let record = LineRecord {
+        cache: key.map(|key| CacheEntry {
+            key,
+            answer: CachedAnswer {
+                model: planned.model.clone(),
+                response: s.body.clone(),
+                content: s.content.clone(),
+                cost_usd,
+                prompt_tokens: s.usage.prompt_tokens,
+                completion_tokens: s.usage.completion_tokens,
+                score: planned.score,
+                created_at: ts,
+            },
+        }),
+        request: Some(RequestRow {
+            ts,
+            line: line_no,
+            request_id,
+            model: Some(planned.model.clone()),
+            ok: true,
+            cached: false,
+            latency_ms,
+            cost_usd,
+            prompt_tokens: s.usage.prompt_tokens,
+            completion_tokens: s.usage.completion_tokens,
+            score: planned.score,
+            attempts: attempts.len() as u32,
+            error_type: None,
+        }),
+        attempts: rows,
+        cooldowns: cooldown_rows,
+    };
+    // Committed before the output line is written: a re-run never pays
+    // again for a line it has already shown.
+    ctx.store.write(record).await;
+    ctx.warn_store_failure();
+    ctx.counters.answered.fetch_add(1, Ordering::Relaxed);
+    Line {
+        id: req.id,
+        line: line_no,
+        model: Some(planned.model.clone()),
+        score: planned.score,
+        latency_ms,
+        cached: false,
+        cost_usd,
+        attempts,
+        error: None,
+        content: s.content,
+        candidates,
+        dry_run: false,
+        response: Some(s.body),
+    }
+}
+
+fn stop_error(reason: &StopReason) -> (&'static str, String) {
+    match reason {
+        StopReason::Fatal { kind, message } => {
+            (kind, format!("not sent: the run was stopped ({message})"))
+        }
+        StopReason::Interrupted { .. } => (
+            error_type::INTERRUPTED,
+            "not sent: the run was interrupted".into(),
+        ),
+        StopReason::BrokenPipe | StopReason::OutputError(_) => (
+            error_type::INTERRUPTED,
+            "not sent: the output was closed".into(),
+        ),
+    }
+}
+
+fn cached_line(ctx: &Ctx, line_no: u64, req: Request, hit: CachedAnswer, started: Instant) -> Line {
+    let latency_ms = ms_since(started);
+    let ts = store::now_ms();
+    ctx.store.write_nowait(LineRecord {
+        cache: None,
+        request: Some(RequestRow {
+            ts,
+            line: line_no,
+            request_id: id_text(&req.id),
+            model: Some(hit.model.clone()),
+            ok: true,
+            cached: true,
+            latency_ms,
+            cost_usd: Some(0.0),
+            prompt_tokens: hit.prompt_tokens,
+            completion_tokens: hit.completion_tokens,
+            score: hit.score,
+            attempts: 0,
+            error_type: None,
+        }),
+        attempts: vec![AttemptRow {
+            ts,
+            model: hit.model.clone(),
+            status: None,
+            ok: true,
+            cached: true,
+            latency_ms: Some(latency_ms),
+            prompt_tokens: hit.prompt_tokens,
+            completion_tokens: hit.completion_tokens,
+            cost_usd: Some(0.0),
+            score: hit.score,
+            error_type: None,
+        }],
+        cooldowns: Vec::new(),
+    });
+    ctx.counters.cached.fetch_add(1, Ordering::Relaxed);
+    Line {
+        id: req.id,
+        line: line_no,
+        model: Some(hit.model),
+        score: hit.score,
+        latency_ms,
+        cached: true,
+        cost_usd: Some(0.0),
+        attempts: Vec::new(),
+        error: None,
+        content: hit.content,
+        candidates: None,
+        dry_run: false,
+        response: Some(hit.response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_gets_the_model_first() {
+        assert_eq!(
+            body_for("a/b", br#"{"messages":[]}"#),
+            br#"{"model":"a/b","messages":[]}"#.to_vec()
+        );
+        assert_eq!(body_for("a\"b", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
+        let v: Value = serde_json::from_slice(&body_for("m", br#"{"x":1,"y":[2]}"#)).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","x":1,"y":[2]}));
+    }
+}

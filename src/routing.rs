@@ -1,0 +1,393 @@
+//! Routing settings and the ranking of one request's candidates.
+//!
+//! [`Settings`] are the flags (or a line's `llmroute` object) that decide a
+//! choice; [`rank`] applies eligibility (context window, supported
+//! parameters) and the scorer to one request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::catalogue::Catalogue;
+use crate::input::{Overrides, Request};
+use crate::quality;
+use crate::scoring::{self, Candidate, Priority, Weights};
+use crate::store::ModelStat;
+
+/// The built-in candidates: popular models across price tiers, all listed
+/// with prices, context window and intelligence index in the catalogue.
+pub const DEFAULT_MODELS: &[&str] = &[
+    "deepseek/deepseek-v4-flash",
+    "openai/gpt-5.4-nano",
+    "qwen/qwen3.6-plus",
+    "openai/gpt-5.4-mini",
+    "anthropic/claude-haiku-4.5",
+    "google/gemini-3.5-flash",
+    "anthropic/claude-sonnet-4.6",
+    "openai/gpt-5.4",
+];
+
+/// Routing settings that decide a choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The priority's name (or `custom` for explicit weights), for metrics.
+    pub priority: String,
+    pub weights: Weights,
+    pub models: Arc<Vec<String>>,
+    pub fallback: Arc<Vec<String>>,
+    pub quality: Arc<HashMap<String, f64>>,
+    fingerprint: String,
+}
+
+/// Named weight presets beyond the built-in priorities.
+pub type Presets = HashMap<String, Weights>;
+
+/// Resolves a priority name: a built-in one or a preset.
+pub fn resolve_priority(name: &str, presets: &Presets) -> Result<Weights, String> {
+    if let Some(w) = presets.get(name) {
+        return Ok(*w);
+    }
+    Priority::from_name(name)
+        .map(Priority::weights)
+        .ok_or_else(|| {
+            let mut known: Vec<&str> = Priority::ALL.iter().map(|p| p.name()).collect();
+            known.extend(presets.keys().map(String::as_str));
+            format!("unknown priority '{name}' (known: {})", known.join(", "))
+        })
+}
+
+impl Settings {
+    pub fn new(
+        priority: String,
+        weights: Weights,
+        models: Vec<String>,
+        fallback: Vec<String>,
+        quality: HashMap<String, f64>,
+    ) -> Settings {
+        let mut s = Settings {
+            priority,
+            weights,
+            models: Arc::new(models),
+            fallback: Arc::new(fallback),
+            quality: Arc::new(quality),
+            fingerprint: String::new(),
+        };
+        s.fingerprint = s.compute_fingerprint();
+        s
+    }
+
+    /// These settings with a line's overrides applied.
+    pub fn with_overrides(&self, o: &Overrides, presets: &Presets) -> Result<Settings, String> {
+        let (priority, weights) = match (&o.weights, &o.priority) {
+            (Some(w), _) => ("custom".to_string(), *w),
+            (None, Some(p)) => (p.clone(), resolve_priority(p, presets)?),
+            (None, None) => (self.priority.clone(), self.weights),
+        };
+        let mut s = Settings {
+            priority,
+            weights,
+            models: o
+                .models
+                .clone()
+                .map_or_else(|| self.models.clone(), Arc::new),
+            fallback: o
+                .fallback
+                .clone()
+                .map_or_else(|| self.fallback.clone(), Arc::new),
+            quality: self.quality.clone(),
+            fingerprint: String::new(),
+        };
+        s.fingerprint = s.compute_fingerprint();
+        Ok(s)
+    }
+
+    /// What the cache key takes from these settings. Candidate order does
+    /// not change a choice, so candidates are sorted; fallback order does.
+    fn compute_fingerprint(&self) -> String {
+        let mut models: Vec<&str> = self.models.iter().map(String::as_str).collect();
+        models.sort_unstable();
+        models.dedup();
+        let mut quality: Vec<(&String, &f64)> = self.quality.iter().collect();
+        quality.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let quality: Vec<String> = quality.iter().map(|(m, q)| format!("{m}={q}")).collect();
+        format!(
+            "models={}\nweights={:.6},{:.6},{:.6}\nfallback={}\nquality={}\n",
+            models.join(","),
+            self.weights.latency,
+            self.weights.cost,
+            self.weights.quality,
+            self.fallback.join(","),
+            quality.join(","),
+        )
+    }
+
+    /// The routing part of a cache key: the settings, and the pinned model.
+    pub fn fingerprint(&self, pinned: Option<&str>) -> std::borrow::Cow<'_, str> {
+        match pinned {
+            None => std::borrow::Cow::Borrowed(&self.fingerprint),
+            Some(m) => std::borrow::Cow::Owned(format!("{}pinned={m}\n", self.fingerprint)),
+        }
+    }
+}
+
+/// One eligible candidate, scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub model: String,
+    pub score: f64,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub quality: f64,
+    pub context_length: Option<u64>,
+}
+
+/// Why a candidate was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excluded {
+    ContextWindow,
+    MaxTokens,
+    Tools,
+    ResponseFormat,
+}
+
+impl Excluded {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Excluded::ContextWindow => "prompt and max_tokens do not fit its context window",
+            Excluded::MaxTokens => "max_tokens is above its completion limit",
+            Excluded::Tools => "it does not support tools",
+            Excluded::ResponseFormat => "it does not support response_format",
+        }
+    }
+}
+
+/// Whether `model` can take `req`, by what the catalogue says of it. Models
+/// the catalogue does not know are assumed able.
+pub fn eligibility(
+    req: &Request,
+    info: Option<&crate::catalogue::ModelInfo>,
+) -> Result<(), Excluded> {
+    let Some(info) = info else { return Ok(()) };
+    if let Some(ctx) = info.context_length {
+        if req.prompt_tokens + req.completion_tokens() > ctx {
+            return Err(Excluded::ContextWindow);
+        }
+    }
+    if let (Some(max), Some(limit)) = (req.max_tokens, info.max_completion_tokens) {
+        if max > limit {
+            return Err(Excluded::MaxTokens);
+        }
+    }
+    if req.needs_tools && !info.supports("tools") {
+        return Err(Excluded::Tools);
+    }
+    if req.needs_response_format && !info.supports("response_format") {
+        return Err(Excluded::ResponseFormat);
+    }
+    Ok(())
+}
+
+/// The outcome of ranking one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranking {
+    /// Eligible candidates, best first.
+    pub ranked: Vec<Ranked>,
+    /// Candidates left out, with why.
+    pub excluded: Vec<(String, Excluded)>,
+}
+
+/// Ranks `settings.models` for `req`.
+pub fn rank(
+    req: &Request,
+    settings: &Settings,
+    catalogue: &Catalogue,
+    stats: &HashMap<String, ModelStat>,
+) -> Ranking {
+    let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
+    let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
+    let mut excluded = Vec::new();
+    for model in settings.models.iter() {
+        if eligible.iter().any(|(m, _)| *m == model.as_str()) {
+            continue;
+        }
+        let info = catalogue.get(model);
+        if let Err(why) = eligibility(req, info) {
+            excluded.push((model.clone(), why));
+            continue;
+        }
+        eligible.push((model, info.and_then(|i| i.context_length)));
+        inputs.push(Candidate {
+            latency_ms: stats.get(model.as_str()).map(|s| s.ewma_ms),
+            cost_usd: info
+                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
+            quality: quality::prior(
+                model,
+                info.and_then(|i| i.intelligence_index),
+                &settings.quality,
+            ),
+        });
+    }
+    let scored = scoring::rank(&inputs, &settings.weights);
+    let ranked = scored
+        .into_iter()
+        .map(|s| {
+            let (model, context_length) = eligible[s.index];
+            Ranked {
+                model: model.to_string(),
+                score: s.score,
+                latency_ms: s.latency_ms,
+                cost_usd: s.cost_usd,
+                quality: s.quality,
+                context_length,
+            }
+        })
+        .collect();
+    Ranking { ranked, excluded }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{ModelInfo, Origin};
+    use crate::input::parse_line;
+
+    fn info(id: &str, prompt: f64, ctx: u64, params: &[&str], index: Option<f64>) -> ModelInfo {
+        ModelInfo {
+            id: id.into(),
+            prompt_price: Some(prompt),
+            completion_price: Some(prompt * 2.0),
+            context_length: Some(ctx),
+            max_completion_tokens: None,
+            supported_parameters: params.iter().map(|s| s.to_string()).collect(),
+            intelligence_index: index,
+        }
+    }
+
+    fn settings(models: &[&str]) -> Settings {
+        Settings::new(
+            "balanced".into(),
+            Priority::Balanced.weights(),
+            models.iter().map(|s| s.to_string()).collect(),
+            vec![],
+            HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn eligibility_filters_context_and_parameters() {
+        let cat = Catalogue::from_models(
+            vec![
+                info("small/ctx", 1e-6, 600, &["tools"], Some(30.0)),
+                info("no/tools", 1e-6, 100_000, &["max_tokens"], Some(30.0)),
+                info(
+                    "big/ok",
+                    2e-6,
+                    100_000,
+                    &["tools", "max_tokens"],
+                    Some(50.0),
+                ),
+            ],
+            0,
+            Origin::Live,
+        );
+        let req =
+            parse_line(br#"{"prompt":"hello","max_tokens":1000,"tools":[{"type":"function"}]}"#)
+                .unwrap();
+        let r = rank(
+            &req,
+            &settings(&["small/ctx", "no/tools", "big/ok", "not/in/catalogue"]),
+            &cat,
+            &HashMap::new(),
+        );
+        let names: Vec<&str> = r.ranked.iter().map(|c| c.model.as_str()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"big/ok") && names.contains(&"not/in/catalogue"));
+        assert_eq!(
+            r.excluded,
+            vec![
+                ("small/ctx".to_string(), Excluded::ContextWindow),
+                ("no/tools".to_string(), Excluded::Tools)
+            ]
+        );
+    }
+
+    #[test]
+    fn measured_latency_decides_under_speed() {
+        let cat = Catalogue::from_models(
+            vec![
+                info("a/slow", 1e-6, 100_000, &[], Some(30.0)),
+                info("b/fast", 1e-6, 100_000, &[], Some(30.0)),
+            ],
+            0,
+            Origin::Live,
+        );
+        let mut stats = HashMap::new();
+        stats.insert(
+            "a/slow".to_string(),
+            ModelStat {
+                ewma_ms: 900.0,
+                samples: 5,
+            },
+        );
+        stats.insert(
+            "b/fast".to_string(),
+            ModelStat {
+                ewma_ms: 90.0,
+                samples: 5,
+            },
+        );
+        let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
+        let mut s = settings(&["a/slow", "b/fast"]);
+        s.weights = Priority::Speed.weights();
+        let r = rank(&req, &s, &cat, &stats);
+        assert_eq!(r.ranked[0].model, "b/fast");
+        assert_eq!(r.ranked[0].latency_ms, Some(90.0));
+    }
+
+    #[test]
+    fn fingerprint_tracks_what_decides_the_choice() {
+        let a = settings(&["x/1", "x/2"]);
+        let b = settings(&["x/2", "x/1"]);
+        assert_eq!(
+            a.fingerprint(None),
+            b.fingerprint(None),
+            "candidate order does not matter"
+        );
+        let mut c = a.clone();
+        c.weights = Priority::Speed.weights();
+        c.fingerprint = c.compute_fingerprint();
+        assert_ne!(a.fingerprint(None), c.fingerprint(None));
+        assert_ne!(a.fingerprint(None), a.fingerprint(Some("x/1")));
+        let o = Overrides {
+            fallback: Some(vec!["y/1".into()]),
+            ..Default::default()
+        };
+        assert_ne!(
+            a.fingerprint(None),
+            a.with_overrides(&o, &Presets::new())
+                .unwrap()
+                .fingerprint(None)
+        );
+    }
+
+    #[test]
+    fn overrides_resolve_priorities_and_presets() {
+        let base = settings(&["x/1"]);
+        let mut presets = Presets::new();
+        presets.insert("nightly".into(), Weights::new(0.1, 0.8, 0.1).unwrap());
+        let o = Overrides {
+            priority: Some("nightly".into()),
+            ..Default::default()
+        };
+        let s = base.with_overrides(&o, &presets).unwrap();
+        assert_eq!(s.priority, "nightly");
+        assert!((s.weights.cost - 0.8).abs() < 1e-12);
+        let bad = Overrides {
+            priority: Some("fastest".into()),
+            ..Default::default()
+        };
+        assert!(base
+            .with_overrides(&bad, &presets)
+            .unwrap_err()
+            .contains("unknown priority 'fastest'"));
+    }
+}

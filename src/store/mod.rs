@@ -1,0 +1,586 @@
+//! The SQLite store: response cache, metrics, model statistics, cooldowns
+//! and the catalogue copy.
+//!
+//! One file, WAL mode, a busy timeout, created with mode 0600, migrated by
+//! `PRAGMA user_version`. Several llmroute processes may share it. During a
+//! run, every write goes through one [`writer::Writer`] thread, which groups
+//! them into few transactions.
+
+pub mod schema;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::cachekey::Key;
+
+/// Weight of the newest sample in a model's latency average.
+pub const EWMA_ALPHA: f64 = 0.3;
+
+/// How long a write waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use the store at {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the store at {path} has schema version {found}, newer than this llmroute knows ({known}); upgrade llmroute")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A cached answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedAnswer {
+    pub model: String,
+    pub response: String,
+    pub content: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub score: Option<f64>,
+    pub created_at: i64,
+}
+
+/// A model's measured latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelStat {
+    pub ewma_ms: f64,
+    pub samples: i64,
+}
+
+impl ModelStat {
+    /// Folds one more successful attempt's latency into the average.
+    pub fn update(self, latency_ms: f64) -> ModelStat {
+        ModelStat {
+            ewma_ms: self.ewma_ms * (1.0 - EWMA_ALPHA) + latency_ms * EWMA_ALPHA,
+            samples: self.samples + 1,
+        }
+    }
+
+    pub fn first(latency_ms: f64) -> ModelStat {
+        ModelStat {
+            ewma_ms: latency_ms,
+            samples: 1,
+        }
+    }
+}
+
+/// One row of `attempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub ts: i64,
+    pub model: String,
+    pub status: Option<u16>,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub score: Option<f64>,
+    pub error_type: Option<&'static str>,
+}
+
+/// One row of `requests`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub ts: i64,
+    pub line: u64,
+    pub request_id: Option<String>,
+    pub model: Option<String>,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: f64,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub score: Option<f64>,
+    pub attempts: u32,
+    pub error_type: Option<&'static str>,
+}
+
+/// A successful answer to keep in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntry {
+    pub key: Key,
+    pub answer: CachedAnswer,
+}
+
+/// Everything a finished line writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LineRecord {
+    pub cache: Option<CacheEntry>,
+    pub request: Option<RequestRow>,
+    pub attempts: Vec<AttemptRow>,
+    /// (model, until unix ms) pauses learned from Retry-After.
+    pub cooldowns: Vec<(String, i64)>,
+}
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `$XDG_DATA_HOME/llmroute/llmroute.db` (`~/.local/share/...` by default).
+pub fn default_path() -> Result<PathBuf, String> {
+    use etcetera::BaseStrategy;
+    let dirs = etcetera::choose_base_strategy()
+        .map_err(|e| format!("cannot find the home directory: {e}"))?;
+    Ok(dirs.data_dir().join("llmroute").join("llmroute.db"))
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    run_id: String,
+    priority: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                create_private_dir(dir)
+                    .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        create_private_file(path).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| open_err(e.to_string()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| open_err(describe(&e)))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!(
+                "cannot switch to WAL mode (journal mode is {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| open_err(describe(&e)))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            run_id: String::new(),
+            priority: String::new(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = schema::MIGRATIONS.len() as i64;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        if version == known {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while this one waited for the lock.
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                message: format!("migration {} failed: {}", i + 1, describe(&e)),
+            })?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sets what rows written through this store are labelled with.
+    pub fn set_run(&mut self, run_id: &str, priority: &str) {
+        self.run_id = run_id.to_string();
+        self.priority = priority.to_string();
+    }
+
+    /// The stored catalogue for `base_url`: (fetched at unix ms, compact JSON).
+    pub fn catalogue(&self, base_url: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT fetched_at, body FROM catalogue WHERE base_url = ?1",
+                [base_url],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn put_catalogue(
+        &self,
+        base_url: &str,
+        fetched_at: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO catalogue (base_url, fetched_at, body) VALUES (?1, ?2, ?3)",
+            params![base_url, fetched_at, body],
+        )?;
+        Ok(())
+    }
+
+    /// Every model's measured latency.
+    pub fn model_stats(&self) -> Result<HashMap<String, ModelStat>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT model, ewma_ms, samples FROM model_stats")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                ModelStat {
+                    ewma_ms: r.get(1)?,
+                    samples: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Cooldowns still in force at `now` (model -> until unix ms).
+    pub fn cooldowns(&self, now: i64) -> Result<HashMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT model, until_ms FROM cooldowns WHERE until_ms > ?1")?;
+        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A cached answer for `key` created at or after `min_created_at`.
+    pub fn lookup(
+        &self,
+        key: &Key,
+        min_created_at: i64,
+    ) -> Result<Option<CachedAnswer>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at
+             FROM cache WHERE key = ?1 AND created_at >= ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![&key.0[..], min_created_at], |r| {
+                Ok(CachedAnswer {
+                    model: r.get(0)?,
+                    response: r.get(1)?,
+                    content: r.get(2)?,
+                    cost_usd: r.get(3)?,
+                    prompt_tokens: r.get(4)?,
+                    completion_tokens: r.get(5)?,
+                    score: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Writes one finished line (call inside a transaction for speed).
+    pub fn write_line(&self, rec: &LineRecord) -> Result<(), StoreError> {
+        if let Some(c) = &rec.cache {
+            let a = &c.answer;
+            self.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO cache
+                     (key, model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    &c.key.0[..],
+                    a.model,
+                    a.response,
+                    a.content,
+                    a.cost_usd,
+                    a.prompt_tokens,
+                    a.completion_tokens,
+                    a.score,
+                    a.created_at
+                ])?;
+        }
+        for a in &rec.attempts {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
+                     completion_tokens, cost_usd, priority, score, error_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?
+                .execute(params![
+                    a.ts,
+                    self.run_id,
+                    rec.request.as_ref().map_or(0, |r| r.line as i64),
+                    a.model,
+                    a.status,
+                    a.ok,
+                    a.cached,
+                    a.latency_ms,
+                    a.prompt_tokens,
+                    a.completion_tokens,
+                    a.cost_usd,
+                    self.priority,
+                    a.score,
+                    a.error_type
+                ])?;
+            if a.ok && !a.cached {
+                if let Some(ms) = a.latency_ms {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO model_stats (model, ewma_ms, samples, updated_at) VALUES (?1, ?2, 1, ?3)
+                             ON CONFLICT (model) DO UPDATE SET
+                               ewma_ms = ewma_ms * (1.0 - ?4) + excluded.ewma_ms * ?4,
+                               samples = samples + 1,
+                               updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![a.model, ms, a.ts, EWMA_ALPHA])?;
+                }
+            }
+        }
+        if let Some(r) = &rec.request {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
+                     prompt_tokens, completion_tokens, priority, score, attempts, error_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )?
+                .execute(params![
+                    r.ts,
+                    self.run_id,
+                    r.line as i64,
+                    r.request_id,
+                    r.model,
+                    r.ok,
+                    r.cached,
+                    r.latency_ms,
+                    r.cost_usd,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    self.priority,
+                    r.score,
+                    r.attempts,
+                    r.error_type
+                ])?;
+        }
+        for (model, until) in &rec.cooldowns {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO cooldowns (model, until_ms, reason) VALUES (?1, ?2, 'retry-after')
+                     ON CONFLICT (model) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+                )?
+                .execute(params![model, until])?;
+        }
+        Ok(())
+    }
+}
+
+/// A readable cause for the common ways a store cannot be used.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(NotADatabase) => "the file is not an SQLite database (or is corrupt)".into(),
+        Some(DatabaseCorrupt) => "the database file is corrupt".into(),
+        Some(ReadOnly) => "the database is read-only".into(),
+        Some(CannotOpen) => "the database file cannot be opened".into(),
+        Some(DiskFull) => "the disk is full".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates the database file with mode 0600 if it does not exist yet, so
+/// SQLite (which gives its WAL and shm files the database's mode) never
+/// makes it world-readable.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: u8, created_at: i64) -> CacheEntry {
+        CacheEntry {
+            key: Key([key; 32]),
+            answer: CachedAnswer {
+                model: "m/a".into(),
+                response: "{\"choices\":[]}".into(),
+                content: Some("hi".into()),
+                cost_usd: Some(0.001),
+                prompt_tokens: Some(3),
+                completion_tokens: Some(4),
+                score: Some(0.5),
+                created_at,
+            },
+        }
+    }
+
+    #[test]
+    fn opens_migrates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/s.db");
+        drop(Store::open(&path).unwrap());
+        let s = Store::open(&path).unwrap();
+        let v: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::MIGRATIONS.len() as i64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn refuses_a_newer_schema_and_a_non_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        s.conn().pragma_update(None, "user_version", 999).unwrap();
+        drop(s);
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+        let err = Store::open(&junk)
+            .err()
+            .expect("junk is refused")
+            .to_string();
+        assert!(err.contains("not an SQLite database"), "{err}");
+    }
+
+    #[test]
+    fn cache_round_trip_and_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let e = entry(1, 1_000);
+        s.write_line(&LineRecord {
+            cache: Some(e.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.lookup(&Key([1; 32]), 0).unwrap(), Some(e.answer));
+        assert_eq!(
+            s.lookup(&Key([1; 32]), 1_001).unwrap(),
+            None,
+            "older than the TTL"
+        );
+        assert_eq!(s.lookup(&Key([2; 32]), 0).unwrap(), None);
+    }
+
+    #[test]
+    fn successful_attempts_feed_the_latency_average() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let attempt = |ms: f64, ok: bool| AttemptRow {
+            ts: 1,
+            model: "m/a".into(),
+            status: Some(if ok { 200 } else { 500 }),
+            ok,
+            cached: false,
+            latency_ms: Some(ms),
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost_usd: None,
+            score: None,
+            error_type: None,
+        };
+        let rec = LineRecord {
+            attempts: vec![
+                attempt(100.0, true),
+                attempt(5000.0, false),
+                attempt(200.0, true),
+            ],
+            ..Default::default()
+        };
+        s.write_line(&rec).unwrap();
+        let stats = s.model_stats().unwrap();
+        let expect = ModelStat::first(100.0).update(200.0);
+        assert_eq!(stats["m/a"].samples, 2);
+        assert!((stats["m/a"].ewma_ms - expect.ewma_ms).abs() < 1e-9);
+        let n: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn cooldowns_keep_the_later_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        for until in [5_000, 3_000] {
+            s.write_line(&LineRecord {
+                cooldowns: vec![("m/a".into(), until)],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(s.cooldowns(1_000).unwrap()["m/a"], 5_000);
+        assert!(s.cooldowns(6_000).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! The store's schema, as an append-only list of migrations.
+//!
+//! `PRAGMA user_version` holds how many migrations a store has had. Never edit
+//! a migration that has shipped: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: cache, metrics, model statistics, cooldowns, catalogue.
+    r#"
+    CREATE TABLE cache (
+        key               BLOB PRIMARY KEY,   -- sha256 of the canonical request and routing settings
+        model             TEXT NOT NULL,      -- the model that answered
+        response          TEXT NOT NULL,      -- the upstream body, verbatim
+        content           TEXT,               -- the first choice's message content
+        cost_usd          REAL,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        score             REAL,
+        created_at        INTEGER NOT NULL    -- unix milliseconds
+    ) WITHOUT ROWID;
+
+    -- One row per routed input line (cache hits and failures included).
+    CREATE TABLE requests (
+        id                INTEGER PRIMARY KEY,
+        ts                INTEGER NOT NULL,   -- unix milliseconds when the line was answered
+        run_id            TEXT NOT NULL,
+        line              INTEGER NOT NULL,   -- 1-based input line number in that run
+        request_id        TEXT,               -- the echoed id, as JSON
+        model             TEXT,               -- the model whose answer was returned
+        ok                INTEGER NOT NULL,
+        cached            INTEGER NOT NULL,
+        latency_ms        REAL NOT NULL,      -- end to end, as in the output line
+        cost_usd          REAL,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        priority          TEXT,
+        score             REAL,
+        attempts          INTEGER NOT NULL,   -- upstream attempts made for the line
+        error_type        TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts);
+
+    -- One row per upstream attempt, and one per cache hit (cached = 1).
+    CREATE TABLE attempts (
+        id                INTEGER PRIMARY KEY,
+        ts                INTEGER NOT NULL,
+        run_id            TEXT NOT NULL,
+        line              INTEGER NOT NULL,
+        model             TEXT NOT NULL,
+        status            INTEGER,            -- HTTP status, NULL when none was received
+        ok                INTEGER NOT NULL,
+        cached            INTEGER NOT NULL,
+        latency_ms        REAL,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        cost_usd          REAL,
+        priority          TEXT,
+        score             REAL,
+        error_type        TEXT
+    );
+    CREATE INDEX attempts_ts ON attempts (ts);
+    CREATE INDEX attempts_model_ts ON attempts (model, ts);
+
+    -- Recency-weighted latency of successful attempts.
+    CREATE TABLE model_stats (
+        model       TEXT PRIMARY KEY,
+        ewma_ms     REAL NOT NULL,
+        samples     INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Models paused by a Retry-After, shared by every process on the store.
+    CREATE TABLE cooldowns (
+        model     TEXT PRIMARY KEY,
+        until_ms  INTEGER NOT NULL,
+        reason    TEXT
+    ) WITHOUT ROWID;
+
+    -- The last catalogue fetched from each base URL, in compact form.
+    CREATE TABLE catalogue (
+        base_url    TEXT PRIMARY KEY,
+        fetched_at  INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];

@@ -1,0 +1,234 @@
+//! The store's writer thread: every cache lookup and write of a run goes
+//! through it, grouped into as few transactions as the load allows (group
+//! commit). A write's acknowledgement is sent only after its transaction has
+//! committed, so an output line written after the acknowledgement is never
+//! lost from the cache, whatever happens to the process next.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::TransactionBehavior;
+use tokio::sync::oneshot;
+
+use super::{CachedAnswer, LineRecord, Store, StoreError};
+use crate::cachekey::Key;
+
+/// Most messages handled in one transaction.
+const MAX_BATCH: usize = 4096;
+
+enum Msg {
+    Lookup {
+        key: Key,
+        min_created_at: i64,
+        reply: oneshot::Sender<Option<CachedAnswer>>,
+    },
+    Line {
+        record: Box<LineRecord>,
+        ack: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// Owns the writer thread; [`Writer::finish`] flushes and returns the store.
+pub struct Writer {
+    handle: WriterHandle,
+    join: JoinHandle<Store>,
+}
+
+/// A cheap, cloneable way to talk to the writer thread.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Msg>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Writer {
+    pub fn spawn(store: Store) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let thread_failure = failure.clone();
+        let join = std::thread::Builder::new()
+            .name("llmroute-store".into())
+            .spawn(move || run(store, rx, thread_failure))
+            .expect("spawning the store thread");
+        Writer {
+            handle: WriterHandle { tx, failure },
+            join,
+        }
+    }
+
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for every queued write to commit and gives the store back.
+    /// Other handles must have been dropped, or this waits for them.
+    pub fn finish(self) -> Store {
+        drop(self.handle);
+        self.join.join().expect("the store thread does not panic")
+    }
+}
+
+impl WriterHandle {
+    /// A cached answer, or `None` (also when the store has failed).
+    pub async fn lookup(&self, key: Key, min_created_at: i64) -> Option<CachedAnswer> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Lookup {
+                key,
+                min_created_at,
+                reply,
+            })
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Queues a record and waits until it has committed (or failed; see
+    /// [`WriterHandle::failure`]).
+    pub async fn write(&self, record: LineRecord) {
+        let (ack, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Msg::Line {
+                record: Box::new(record),
+                ack: Some(ack),
+            })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Queues a record without waiting for it.
+    pub fn write_nowait(&self, record: LineRecord) {
+        let _ = self.tx.send(Msg::Line {
+            record: Box::new(record),
+            ack: None,
+        });
+    }
+
+    /// The first error the store reported, if any. After one, the run goes
+    /// on without recording (and answers are not cached).
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>>) -> Store {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let writes = batch.iter().any(|m| matches!(m, Msg::Line { .. }));
+        if let Err(e) = apply(&store, &mut batch, &mut acks, writes) {
+            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }
+        // Replies go out only now: after the commit, or after the failure.
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        for m in batch.drain(..) {
+            if let Msg::Lookup { reply, .. } = m {
+                let _ = reply.send(None);
+            }
+        }
+    }
+    store
+}
+
+/// Handles a batch in one transaction. Lookups are answered (and removed
+/// from the batch) as they are met; write acknowledgements are collected.
+fn apply(
+    store: &Store,
+    batch: &mut Vec<Msg>,
+    acks: &mut Vec<oneshot::Sender<()>>,
+    writes: bool,
+) -> Result<(), StoreError> {
+    let behavior = if writes {
+        TransactionBehavior::Immediate
+    } else {
+        TransactionBehavior::Deferred
+    };
+    let tx = rusqlite::Transaction::new_unchecked(store.conn(), behavior)?;
+    let mut result = Ok(());
+    for m in batch.drain(..) {
+        match m {
+            Msg::Lookup {
+                key,
+                min_created_at,
+                reply,
+            } => {
+                let hit = store.lookup(&key, min_created_at).unwrap_or(None);
+                let _ = reply.send(hit);
+            }
+            Msg::Line { record, ack } => {
+                if result.is_ok() {
+                    result = store.write_line(&record);
+                }
+                acks.extend(ack);
+            }
+        }
+    }
+    match result {
+        Ok(()) => Ok(tx.commit()?),
+        Err(e) => {
+            let _ = tx.rollback();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CacheEntry;
+
+    #[test]
+    fn writes_commit_before_they_are_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let writer = Writer::spawn(Store::open(&path).unwrap());
+        let h = writer.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answer = CachedAnswer {
+            model: "m".into(),
+            response: "{}".into(),
+            content: None,
+            cost_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            score: None,
+            created_at: 10,
+        };
+        rt.block_on(h.write(LineRecord {
+            cache: Some(CacheEntry {
+                key: Key([7; 32]),
+                answer: answer.clone(),
+            }),
+            ..Default::default()
+        }));
+        // A second connection sees the committed row at once.
+        let other = Store::open(&path).unwrap();
+        assert_eq!(
+            other.lookup(&Key([7; 32]), 0).unwrap(),
+            Some(answer.clone())
+        );
+        assert_eq!(rt.block_on(h.lookup(Key([7; 32]), 0)), Some(answer));
+        assert_eq!(rt.block_on(h.lookup(Key([8; 32]), 0)), None);
+        assert_eq!(h.failure(), None);
+        drop(h);
+        writer.finish();
+    }
+}
