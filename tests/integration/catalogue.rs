@@ -1,0 +1,172 @@
+//! The real OpenRouter catalogue (a saved `/models` response) parses, and
+//! the scorer works over all of it.
+
+use std::collections::HashMap;
+
+use llmroute::catalogue::{Catalogue, Origin};
+use llmroute::input::parse_line;
+use llmroute::routing::{rank, Settings};
+use llmroute::scoring::Priority;
+
+use crate::util::*;
+
+fn real() -> Catalogue {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/openrouter-models.json"
+    ))
+    .unwrap();
+    Catalogue::parse(&bytes, Origin::Live).expect("the real catalogue parses")
+}
+
+#[test]
+fn real_catalogue_parses_with_nulls_and_odd_prices() {
+    let c = real();
+    assert_eq!(c.len(), 337);
+    assert_eq!(c.skipped, 0);
+    // Router models answer a price of "-1": unknown, not negative.
+    let fusion = c.get("openrouter/fusion").unwrap();
+    assert_eq!((fusion.prompt_price, fusion.completion_price), (None, None));
+    // Free variants cost nothing.
+    let free = c
+        .models()
+        .iter()
+        .filter(|m| m.id.ends_with(":free"))
+        .collect::<Vec<_>>();
+    assert_eq!(free.len(), 22);
+    assert!(free.iter().all(|m| m.prompt_price == Some(0.0)));
+    let glm = c.get("z-ai/glm-5.2").unwrap();
+    assert_eq!(glm.prompt_price, Some(0.0000014));
+    assert_eq!(glm.context_length, Some(1_048_576));
+    assert_eq!(glm.max_completion_tokens, Some(131_072));
+    assert!(glm.supports("tools") && !glm.supports("response_format"));
+    let with_index = c
+        .models()
+        .iter()
+        .filter(|m| m.intelligence_index.is_some())
+        .count();
+    assert_eq!(with_index, 44);
+    // The embedded snapshot is this catalogue, trimmed.
+    let embedded = Catalogue::embedded();
+    assert_eq!(embedded.models(), c.models());
+}
+
+#[test]
+fn scorer_ranks_the_whole_real_catalogue() {
+    let c = real();
+    let models: Vec<String> = c.models().iter().map(|m| m.id.clone()).collect();
+    let req =
+        parse_line(br#"{"prompt":"hello","tools":[{"type":"function","function":{"name":"f"}}]}"#)
+            .unwrap();
+    let mut winners = Vec::new();
+    for p in Priority::ALL {
+        let s = Settings::new(
+            p.name().into(),
+            p.weights(),
+            models.clone(),
+            vec![],
+            HashMap::new(),
+        );
+        let r = rank(&req, &s, &c, &HashMap::new());
+        assert!(r.ranked.len() > 100, "most models take tools");
+        assert!(r
+            .excluded
+            .iter()
+            .all(|(m, _)| !c.get(m).unwrap().supports("tools")));
+        assert!(r.ranked.windows(2).all(|w| w[0].score >= w[1].score));
+        winners.push(r.ranked[0].model.clone());
+    }
+    // Cost and quality cannot agree on this catalogue.
+    assert_ne!(winners[1], winners[2], "{winners:?}");
+    let quality_winner = c.get(&winners[2]).unwrap();
+    assert!(
+        quality_winner.intelligence_index.unwrap() > 50.0,
+        "{winners:?}"
+    );
+    // Min-max over the whole catalogue: every cheap model is near the best
+    // cost, so the cost winner is cheap but not necessarily free.
+    let cost_of = |m: &str| c.get(m).unwrap().estimate_cost(10, 512).unwrap();
+    let dearest = c
+        .models()
+        .iter()
+        .filter_map(|m| m.estimate_cost(10, 512))
+        .fold(0.0, f64::max);
+    assert!(cost_of(&winners[1]) < dearest / 100.0, "{winners:?}");
+    assert!(cost_of(&winners[1]) < cost_of(&winners[2]), "{winners:?}");
+}
+
+#[test]
+fn catalogue_is_fetched_stored_and_reused() {
+    let env = Env::new(vec![ModelSpec::new("t/only").prices("0.000001", "0.000001")]);
+    env.cmd()
+        .args(["--models", "t/only"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let fetched = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/models"))
+        .count();
+    assert_eq!(fetched, 1);
+    assert_eq!(env.count("SELECT count(*) FROM catalogue"), 1);
+    // A second run within 24 h uses the stored copy.
+    env.cmd()
+        .args(["--models", "t/only", "--no-cache"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let fetched = env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/models"))
+        .count();
+    assert_eq!(fetched, 1);
+}
+
+#[test]
+fn unreachable_catalogue_falls_back_to_the_embedded_one_with_a_warning() {
+    let env = Env::new(vec![]);
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Status(500));
+    let out = env
+        .cmd()
+        .args(["--models", "openai/gpt-5.4-mini"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("built-in catalogue"), "{}", out.stderr);
+    // The embedded catalogue knows this model's price, so cost is computed.
+    let line = &out.lines()[0];
+    assert!(line["cost_usd"].as_f64().is_some(), "{line}");
+}
+
+#[test]
+fn dry_run_works_offline_on_the_embedded_defaults() {
+    let env = Env::new(vec![]);
+    let out = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", "http://127.0.0.1:9/api/v1")
+        .env_remove("OPENROUTER_API_KEY")
+        .arg("--dry-run")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/requests.jsonl"
+        ))
+        .run();
+    let lines = out.lines();
+    assert!(lines.len() >= 7);
+    for l in lines.iter().filter(|l| l["error"].is_null()) {
+        assert_eq!(l["dry_run"], true);
+        let model = l["model"].as_str().unwrap();
+        assert!(
+            llmroute::routing::DEFAULT_MODELS.contains(&model) || l["id"] == "pinned",
+            "{l}"
+        );
+        assert!(!l["candidates"].as_array().unwrap().is_empty() || l["id"] == "pinned");
+    }
+    assert!(env.server.requests().is_empty());
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}

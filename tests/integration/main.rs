@@ -1,0 +1,6 @@
+//! Integration tests: the real binary against a fake OpenRouter server.
+
+mod util;
+
+mod catalogue;
+mod route;

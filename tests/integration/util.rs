@@ -1,0 +1,202 @@
+//! A small harness that runs the built `llmroute` binary against a fake
+//! OpenRouter server on 127.0.0.1, each test in its own temporary directory
+//! with its own store, and a clean environment.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub use fake_openrouter::{Behavior, CatalogueBehavior, FakeServer, ModelSpec};
+use serde_json::Value;
+
+/// The API key the tests pass; it must never show up anywhere.
+pub const KEY: &str = "sk-or-v1-test-7f3a9c1e5b2d4f6a8c0e";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_llmroute"))
+}
+
+/// One test's world: a temporary directory, a store path and a fake server.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub server: FakeServer,
+}
+
+impl Env {
+    pub fn new(models: Vec<ModelSpec>) -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            server: FakeServer::start(models),
+        }
+    }
+
+    /// Three models with distinct prices and quality.
+    pub fn three() -> Env {
+        Env::new(vec![
+            ModelSpec::new("t/a")
+                .prices("0.000001", "0.000002")
+                .intelligence(50.0),
+            ModelSpec::new("t/b")
+                .prices("0.000002", "0.000004")
+                .intelligence(40.0),
+            ModelSpec::new("t/c")
+                .prices("0.000004", "0.000008")
+                .intelligence(30.0),
+        ])
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("store.db")
+    }
+
+    /// A command with the environment every test starts from.
+    pub fn cmd(&self) -> Cmd {
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("OPENROUTER_API_KEY", KEY)
+            .env("LLMROUTE_BASE_URL", self.server.base_url())
+            .env("LLMROUTE_DB", self.db())
+            .current_dir(self.dir.path());
+        Cmd {
+            cmd: c,
+            stdin: Vec::new(),
+        }
+    }
+
+    /// Opens the store read-only for assertions.
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(self.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("the store opens")
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Writes a file in the test directory.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).expect("writing a test file");
+        p
+    }
+}
+
+pub struct Cmd {
+    pub cmd: Command,
+    stdin: Vec<u8>,
+}
+
+impl Cmd {
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Self {
+        self.stdin = input.as_ref().to_vec();
+        self
+    }
+
+    /// Runs to completion.
+    pub fn run(mut self) -> Output {
+        self.cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("llmroute starts");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = std::mem::take(&mut self.stdin);
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("llmroute runs");
+        feeder.join().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Every stdout line, parsed; panics on a line that is not JSON.
+    pub fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("output line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit status\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// `n` shorthand lines with ids `r1..rn` and prompts `p1..pn`.
+pub fn prompts(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\"}}\n"))
+        .collect()
+}
+
+/// The model named in a fake completion's content, `[model] prompt`.
+pub fn answered_by(line: &Value) -> String {
+    let content = line["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content in {line}"));
+    content
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
