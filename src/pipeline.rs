@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::cachekey;
 use crate::catalogue::Catalogue;
@@ -160,7 +160,7 @@ struct Ctx {
     store: WriterHandle,
     stats: RwLock<HashMap<String, ModelStat>>,
     cooldowns: Mutex<HashMap<String, Instant>>,
-    concurrency: Semaphore,
+    concurrency: Arc<Semaphore>,
     stop: Stop,
     counters: Counters,
     store_warned: AtomicBool,
@@ -170,9 +170,12 @@ struct Ctx {
 
 enum OutMsg {
     Line(u64, Vec<u8>),
-    /// Write every pending line now, gaps or not, then acknowledge.
-    Drain(std::sync::mpsc::SyncSender<()>),
+    /// A line that will have no output (the run was interrupted before it was sent).
+    Skip(u64),
 }
+
+/// A request to write every pending line now, gaps or not, acknowledged when done.
+type DrainRequest = std::sync::mpsc::SyncSender<()>;
 
 /// Runs the pipeline over `sources`, writing to `out`.
 pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>) -> Summary {
@@ -196,7 +199,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         store: setup.store,
         stats: RwLock::new(setup.stats),
         cooldowns: Mutex::new(cooldowns),
-        concurrency: Semaphore::new(concurrency),
+        concurrency: Arc::new(Semaphore::new(concurrency)),
         stop: Stop::default(),
         counters: Counters {
             answered: AtomicU64::new(0),
@@ -212,6 +215,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
     let window_sem = Arc::new(Semaphore::new(window));
     let (out_tx, out_rx) = std::sync::mpsc::channel::<OutMsg>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel::<DrainRequest>();
     {
         let ctx = ctx.clone();
         let window_sem = window_sem.clone();
@@ -219,7 +223,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         std::thread::Builder::new()
             .name("llmroute-output".into())
             .spawn(move || {
-                output_thread(out_rx, out, ordered, &window_sem, &ctx.stop);
+                output_thread(out_rx, drain_rx, out, ordered, &window_sem, &ctx.stop);
                 let _ = done_tx.send(());
             })
             .expect("spawning the output thread");
@@ -253,9 +257,16 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             _ = ctx.stop.halted() => break,
             permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
         }
+        // Lines start in input order: the permit is taken here, not in the task.
+        let permit = tokio::select! {
+            biased;
+            _ = ctx.stop.halted() => break,
+            p = ctx.concurrency.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
         seq += 1;
         match input::parse_line(&bytes) {
             Err(e) => {
+                drop(permit);
                 ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
                 let line = Line::error(e.id, line_no, error_type::INVALID_INPUT, e.message);
                 let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
@@ -264,11 +275,16 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                 let ctx = ctx.clone();
                 let out_tx = out_tx.clone();
                 tokio::spawn(async move {
-                    let line = process(&ctx, line_no, req).await;
-                    if line.error.is_some() {
-                        ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
+                    let msg = match process(&ctx, line_no, req, permit).await {
+                        Some(line) => {
+                            if line.error.is_some() {
+                                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            OutMsg::Line(seq, line.to_bytes())
+                        }
+                        None => OutMsg::Skip(seq),
+                    };
+                    let _ = out_tx.send(msg);
                 });
             }
         }
@@ -278,6 +294,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
     // Every line task holds a sender; the output thread ends when the last is dropped.
     let halted = ctx.stop.get().is_some_and(|r| r.halts_input());
     if halted {
+        drop(out_tx);
         let grace = tokio::time::sleep(GRACE);
         tokio::pin!(grace);
         let mut done_rx = done_rx;
@@ -288,14 +305,13 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         if !finished {
             // Write what has finished, even past a gap, and give up on the rest.
             let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
-            if out_tx.send(OutMsg::Drain(ack_tx)).is_ok() {
+            if drain_tx.send(ack_tx).is_ok() {
                 let _ = tokio::task::spawn_blocking(move || {
                     ack_rx.recv_timeout(Duration::from_secs(5))
                 })
                 .await;
             }
         }
-        drop(out_tx);
     } else {
         drop(out_tx);
         let _ = done_rx.await;
@@ -352,6 +368,7 @@ async fn watch_signals(ctx: Arc<Ctx>) {
 
 fn output_thread(
     rx: std::sync::mpsc::Receiver<OutMsg>,
+    drain: std::sync::mpsc::Receiver<DrainRequest>,
     out: Box<dyn Write + Send>,
     ordered: bool,
     window: &Semaphore,
@@ -375,6 +392,7 @@ fn output_thread(
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => m,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
             Err(std::sync::mpsc::TryRecvError::Empty) => {
                 if !broken {
                     if let Err(e) = out.flush() {
@@ -382,37 +400,43 @@ fn output_thread(
                         stop.set(output_stop(e));
                     }
                 }
-                match rx.recv() {
+                // Idle: wait for the next line, looking now and then for a drain request.
+                match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(m) => m,
-                    Err(_) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Ok(ack) = drain.try_recv() {
+                            for (_, b) in std::mem::take(&mut pending) {
+                                write(&b, &mut out, &mut broken);
+                            }
+                            ordered = false;
+                            if !broken {
+                                let _ = out.flush();
+                            }
+                            let _ = ack.send(());
+                        }
+                        continue;
+                    }
                 }
             }
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
         };
         match msg {
             OutMsg::Line(seq, bytes) if ordered => {
-                if seq == next {
-                    write(&bytes, &mut out, &mut broken);
+                pending.insert(seq, bytes);
+                while let Some(b) = pending.remove(&next) {
+                    write(&b, &mut out, &mut broken);
                     next += 1;
-                    while let Some(b) = pending.remove(&next) {
-                        write(&b, &mut out, &mut broken);
-                        next += 1;
-                    }
-                } else {
-                    pending.insert(seq, bytes);
+                }
+            }
+            OutMsg::Skip(seq) if ordered => {
+                pending.insert(seq, Vec::new());
+                while let Some(b) = pending.remove(&next) {
+                    write(&b, &mut out, &mut broken);
+                    next += 1;
                 }
             }
             OutMsg::Line(_, bytes) => write(&bytes, &mut out, &mut broken),
-            OutMsg::Drain(ack) => {
-                for (_, b) in std::mem::take(&mut pending) {
-                    write(&b, &mut out, &mut broken);
-                }
-                ordered = false;
-                if !broken {
-                    let _ = out.flush();
-                }
-                let _ = ack.send(());
-            }
+            OutMsg::Skip(_) => write(&[], &mut out, &mut broken),
         }
     }
     for (_, b) in std::mem::take(&mut pending) {
@@ -516,8 +540,15 @@ impl Ctx {
     }
 }
 
-/// Routes and answers one line.
-async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
+/// Routes and answers one line. `None` when the run was interrupted before
+/// the line was sent: it gets no output line, and a re-run will answer it.
+async fn process(
+    ctx: &Ctx,
+    line_no: u64,
+    req: Request,
+    _permit: OwnedSemaphorePermit,
+) -> Option<Line> {
+    let interrupted = || ctx.stop.get().is_some_and(|r| r.halts_input());
     let started = Instant::now();
     let owned;
     let settings = match &req.overrides {
@@ -527,7 +558,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
                 owned = s;
                 &owned
             }
-            Err(e) => return Line::error(req.id, line_no, error_type::INVALID_INPUT, e),
+            Err(e) => return Some(Line::error(req.id, line_no, error_type::INVALID_INPUT, e)),
         },
     };
 
@@ -541,7 +572,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
     if let Some(key) = key {
         let min_created = store::now_ms() - ctx.opts.cache_ttl.as_millis() as i64;
         if let Some(hit) = ctx.store.lookup(key, min_created).await {
-            return cached_line(ctx, line_no, req, hit, started);
+            return Some(cached_line(ctx, line_no, req, hit, started));
         }
     }
 
@@ -610,11 +641,11 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
         let mut line = Line::error(req.id, line_no, error_type::NO_ELIGIBLE_MODEL, message);
         line.candidates = candidates;
         line.latency_ms = ms_since(started);
-        return line;
+        return Some(line);
     }
 
     if ctx.opts.dry_run {
-        return Line {
+        return Some(Line {
             id: req.id,
             line: line_no,
             model: Some(order[0].model.clone()),
@@ -623,22 +654,20 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
             candidates: Some(candidates.unwrap_or_default()),
             dry_run: true,
             ..Default::default()
-        };
+        });
     }
 
     let Some(client) = ctx.client.as_ref() else {
-        return Line::error(
+        return Some(Line::error(
             req.id,
             line_no,
             error_type::ALL_MODELS_FAILED,
             "no upstream client",
-        );
+        ));
     };
-    let _permit = ctx
-        .concurrency
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    if interrupted() {
+        return None;
+    }
 
     let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
     let mut state = vec![TryState::Untried; order.len()];
@@ -652,6 +681,9 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
 
     while (attempts.len() as u32) < ctx.opts.max_attempts {
         if let Some(reason) = ctx.stop.get() {
+            if attempts.is_empty() && interrupted() {
+                return None;
+            }
             final_error = Some(stop_error(&reason));
             break;
         }
@@ -811,7 +843,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
         line.attempts = attempts;
         line.candidates = candidates;
         line.latency_ms = latency_ms;
-        return line;
+        return Some(line);
     };
 
     let planned = &order[i];
@@ -876,7 +908,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
     ctx.store.write(record).await;
     ctx.warn_store_failure();
     ctx.counters.answered.fetch_add(1, Ordering::Relaxed);
-    Line {
+    Some(Line {
         id: req.id,
         line: line_no,
         model: Some(planned.model.clone()),
@@ -890,7 +922,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request) -> Line {
         candidates,
         dry_run: false,
         response: Some(s.body),
-    }
+    })
 }
 
 fn stop_error(reason: &StopReason) -> (&'static str, String) {

@@ -4,3 +4,4 @@ mod util;
 
 mod catalogue;
 mod route;
+mod signals;

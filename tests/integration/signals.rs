@@ -1,0 +1,136 @@
+//! Ctrl-C, SIGTERM and a closed output.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Starts llmroute on `input`, reads `wait_for` output lines, sends `signal`,
+/// and returns (exit status, every output line, stderr).
+fn interrupt(
+    env: &Env,
+    args: &[&str],
+    input: &str,
+    wait_for: usize,
+    signal: &str,
+) -> (i32, Vec<String>, String) {
+    let file = env.write("batch.jsonl", input);
+    let mut cmd = env.cmd().args(args).arg(&file).cmd;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..wait_for {
+        let mut l = String::new();
+        stdout.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    kill(child.id(), signal);
+    for l in stdout.lines() {
+        lines.push(l.unwrap());
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), lines, stderr)
+}
+
+#[test]
+fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(200));
+    let input = prompts(40);
+    let (code, lines, stderr) = interrupt(&env, &["--models", "t/a", "-j", "2"], &input, 2, "INT");
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        lines.len() >= 2 && lines.len() < 40,
+        "{} lines",
+        lines.len()
+    );
+    let answered = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["error"].is_null())
+        .count();
+    let integrity: String = env
+        .sql()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let sent_first = env.server.completions().len();
+    assert!(sent_first >= answered);
+
+    env.server.clear_log();
+    env.server.set_default("t/a", Behavior::ok());
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "2"])
+        .stdin(&input)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 40);
+    assert_eq!(
+        env.server.completions().len(),
+        40 - answered,
+        "only unanswered lines are sent again"
+    );
+    assert_eq!(
+        out.lines().iter().filter(|l| l["cached"] == true).count(),
+        answered
+    );
+}
+
+#[test]
+fn sigterm_exits_143() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(200));
+    let (code, _, stderr) = interrupt(
+        &env,
+        &["--models", "t/a", "-j", "1"],
+        &prompts(20),
+        1,
+        "TERM",
+    );
+    assert_eq!(code, 143, "{stderr}");
+}
+
+#[test]
+fn a_closed_output_ends_quietly_with_status_0() {
+    let env = Env::three();
+    let input = prompts(20_000);
+    let file = env.write("big.jsonl", &input);
+    let mut child = env
+        .cmd()
+        .args(["--dry-run"])
+        .arg(&file)
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(first.contains("\"line\":1"));
+    let _ = Duration::ZERO;
+}
