@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::catalogue::{self, Catalogue, Origin};
-use crate::cli::{Cli, CommonArgs, RunArgs};
+use crate::cli::{Cli, Command, CommonArgs, RunArgs};
 use crate::input::Source;
 use crate::pipeline::{self, Options, Setup, StopReason, Summary};
 use crate::routing::{self, Presets, Settings};
@@ -35,7 +35,11 @@ pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
 
 /// Runs the parsed command line and returns the exit status.
 pub fn main(cli: Cli) -> i32 {
-    match route(&cli.run, &cli.common) {
+    let result = match &cli.command {
+        None => route(&cli.run, &cli.common),
+        Some(Command::Report(args)) => crate::report::main(args, &cli.common),
+    };
+    match result {
         Ok(code) => code,
         Err(Fatal(msg)) => {
             eprintln!("llmroute: error: {msg}");

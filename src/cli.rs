@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::scoring::Weights;
 
@@ -23,7 +23,11 @@ Examples:
 /// Route JSONL chat requests to the best OpenRouter model, call it, and write one annotated JSON line per request.
 #[derive(Debug, Parser)]
 #[command(name = "llmroute", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub run: RunArgs,
 
@@ -117,6 +121,58 @@ pub struct RunArgs {
     /// Print nothing on stderr but errors
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Subcommands; without one, llmroute routes its input.
+#[derive(Debug, Subcommand, Clone)]
+pub enum Command {
+    /// Latency percentiles, per-model usage, errors, cost and cache hit rate from the store
+    Report(ReportArgs),
+}
+
+/// `llmroute report`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// The window to report on: a duration back from now (1h, 7d) or `all`
+    #[arg(long, value_name = "DURATION|all", default_value = "24h", value_parser = parse_since)]
+    pub since: Since,
+
+    /// Only these models (repeatable)
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+
+    /// Same as --format json
+    #[arg(long)]
+    pub json: bool,
+
+    /// Output format
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+/// How far back a report looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    All,
+    Last(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// For people: totals and a row per model
+    Table,
+    /// For scripts
+    Json,
+    /// Prometheus text exposition, for node_exporter's textfile collector
+    Prometheus,
+}
+
+fn parse_since(s: &str) -> Result<Since, String> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        Ok(Since::All)
+    } else {
+        crate::duration::parse(s).map(Since::Last)
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -17,6 +17,7 @@
 //! | [`pipeline`] | concurrency, ordering, retries, fallback, cooldowns             |
 //! | [`store`]    | SQLite: cache, metrics, model statistics, schema migrations     |
 //! | [`output`]   | the JSON object written for every input line                    |
+//! | [`report`]   | `llmroute report`: percentiles, usage, cost from the store      |
 //! | [`duration`] | humantime durations on the command line                         |
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod input;
 pub mod output;
 pub mod pipeline;
 pub mod quality;
+pub mod report;
 pub mod routing;
 pub mod scoring;
 pub mod store;

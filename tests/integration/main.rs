@@ -3,5 +3,6 @@
 mod util;
 
 mod catalogue;
+mod report;
 mod route;
 mod signals;
