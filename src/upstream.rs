@@ -349,16 +349,17 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(MAX_COOLDOWN))
 }
 
+/// The `message` of an error object, else the whole object as JSON.
+fn error_object_message(err: &Value) -> String {
+    err.get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| err.to_string(), str::to_string)
+}
+
 /// The `error.message` of an OpenRouter/OpenAI error body, if there is one.
 fn error_message(bytes: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
-    let e = v.get("error")?;
-    let msg = e
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| e.to_string());
-    Some(msg)
+    Some(error_object_message(v.get("error")?))
 }
 
 fn snippet(bytes: &[u8]) -> String {
@@ -431,10 +432,7 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
         }
     };
     if let Some(err) = &wire.error {
-        let msg = err
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| err.to_string(), str::to_string);
+        let msg = error_object_message(err);
         return invalid(
             FailureKind::UpstreamError,
             format!("the provider returned an error: {msg}"),
@@ -447,10 +445,7 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
         );
     };
     if let Some(err) = &choice.error {
-        let msg = err
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| err.to_string(), str::to_string);
+        let msg = error_object_message(err);
         return invalid(
             FailureKind::UpstreamError,
             format!("the provider failed mid-generation: {msg}"),

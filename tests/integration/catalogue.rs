@@ -95,6 +95,14 @@ fn scorer_ranks_the_whole_real_catalogue() {
     assert!(cost_of(&winners[1]) < cost_of(&winners[2]), "{winners:?}");
 }
 
+fn catalogue_fetches(env: &Env) -> usize {
+    env.server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/models"))
+        .count()
+}
+
 #[test]
 fn catalogue_is_fetched_stored_and_reused() {
     let env = Env::new(vec![ModelSpec::new("t/only").prices("0.000001", "0.000001")]);
@@ -103,13 +111,7 @@ fn catalogue_is_fetched_stored_and_reused() {
         .stdin(prompts(1))
         .run()
         .assert_code(0);
-    let fetched = env
-        .server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/models"))
-        .count();
-    assert_eq!(fetched, 1);
+    assert_eq!(catalogue_fetches(&env), 1);
     assert_eq!(env.count("SELECT count(*) FROM catalogue"), 1);
     // A second run within 24 h uses the stored copy.
     env.cmd()
@@ -117,13 +119,7 @@ fn catalogue_is_fetched_stored_and_reused() {
         .stdin(prompts(1))
         .run()
         .assert_code(0);
-    let fetched = env
-        .server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/models"))
-        .count();
-    assert_eq!(fetched, 1);
+    assert_eq!(catalogue_fetches(&env), 1);
 }
 
 #[test]

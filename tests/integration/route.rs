@@ -818,3 +818,41 @@ fn the_key_is_never_written_anywhere() {
         );
     }
 }
+
+#[test]
+fn several_processes_share_one_store() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(2));
+    let children: Vec<_> = (0..3)
+        .map(|p| {
+            let input: String = (0..60)
+                .map(|i| format!("{{\"prompt\":\"proc {p} line {i}\"}}\n"))
+                .collect();
+            let file = env.write(&format!("in{p}.jsonl"), &input);
+            env.cmd()
+                .args(["--models", "t/a", "-j", "4"])
+                .arg(file)
+                .cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 60);
+    }
+    assert_eq!(env.count("SELECT count(*) FROM requests WHERE ok = 1"), 180);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts") as usize,
+        env.server.completions().len()
+    );
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 180);
+}
