@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::catalogue::{self, Catalogue, Origin};
-use crate::cli::{Cli, Command, CommonArgs, RunArgs};
+use crate::cli::{Cli, Command, CommonArgs, RoutingArgs, RunArgs};
 use crate::input::Source;
 use crate::pipeline::{self, Options, Setup, StopReason, Summary};
 use crate::routing::{self, Presets, Settings};
@@ -30,6 +30,11 @@ impl<T: std::fmt::Display> From<T> for Fatal {
     }
 }
 
+/// Metrics older than this are pruned after each run.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+/// Most rows of each metrics table one run prunes.
+const PRUNE_BATCH: usize = 50_000;
+
 /// The environment variable holding the API key.
 pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
 
@@ -38,6 +43,8 @@ pub fn main(cli: Cli) -> i32 {
     let result = match &cli.command {
         None => route(&cli.run, &cli.common),
         Some(Command::Report(args)) => crate::report::main(args, &cli.common),
+        Some(Command::Models(args)) => crate::models::main(args, &cli.common),
+        Some(Command::Cache(args)) => crate::cache::main(args, &cli.common),
     };
     match result {
         Ok(code) => code,
@@ -65,7 +72,7 @@ pub fn base_url(common: &CommonArgs) -> String {
 }
 
 /// Routing settings from the flags.
-pub fn settings(run: &RunArgs, presets: &Presets) -> Result<Settings, Fatal> {
+pub fn settings(run: &RoutingArgs, presets: &Presets) -> Result<Settings, Fatal> {
     let (priority, weights) = match (&run.weights, &run.priority) {
         (Some(w), _) => ("custom".to_string(), *w),
         (None, p) => {
@@ -97,7 +104,7 @@ pub fn settings(run: &RunArgs, presets: &Presets) -> Result<Settings, Fatal> {
 
 fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
     let presets = Presets::new();
-    let settings = settings(run, &presets)?;
+    let settings = settings(&run.routing, &presets)?;
     let base = base_url(common);
     let api_key = std::env::var(API_KEY_VAR)
         .ok()
@@ -129,7 +136,7 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
         .thread_name("llmroute")
         .build()?;
 
-    let catalogue = load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet);
+    let catalogue = load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
     if !run.quiet {
         for m in settings.models.iter().chain(settings.fallback.iter()) {
             if catalogue.get(m).is_none() {
@@ -166,8 +173,26 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
     // Tasks still running after the grace period are dropped here; then the
     // store thread commits what is queued.
     rt.shutdown_timeout(Duration::from_millis(200));
-    writer.finish();
+    let store = writer.finish();
+    let retention = run.retention.unwrap_or(DEFAULT_RETENTION);
+    if let Err(e) = store.prune_metrics(store::now_ms() - retention.as_millis() as i64, PRUNE_BATCH)
+    {
+        if !run.quiet {
+            eprintln!("llmroute: warning: cannot prune old metrics: {e}");
+        }
+    }
     Ok(finish(&summary, run.quiet))
+}
+
+/// Writes a subcommand's output; a reader that stopped early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> Result<i32, Fatal> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(e) => Err(Fatal(format!("cannot write to standard output: {e}"))),
+    }
 }
 
 /// Reports the end of a run on stderr and picks the exit status.
@@ -225,13 +250,15 @@ fn run_id() -> String {
 
 /// The catalogue to route with: the store's copy while fresh; else a new
 /// fetch (kept in the store); else the stale copy, else the embedded
-/// snapshot, with a warning. Without a client (dry runs) nothing is fetched.
-fn load_catalogue(
+/// snapshot, with a warning. Without a client (dry runs) nothing is fetched;
+/// with `refresh` the stored copy is refetched however fresh.
+pub fn load_catalogue(
     store: &Store,
     client: Option<&Client>,
     base: &str,
     rt: &tokio::runtime::Runtime,
     quiet: bool,
+    refresh: bool,
 ) -> Catalogue {
     let now = store::now_ms();
     let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
@@ -240,7 +267,7 @@ fn load_catalogue(
     });
     let fresh =
         |c: &Catalogue| matches!(c.origin, Origin::Stored { age } if age < catalogue::MAX_AGE);
-    if let Some(c) = stored.as_ref().filter(|c| fresh(c)) {
+    if let Some(c) = stored.as_ref().filter(|c| fresh(c) && !refresh) {
         return c.clone();
     }
     let Some(client) = client else {

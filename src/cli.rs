@@ -47,13 +47,9 @@ pub struct CommonArgs {
     pub base_url: Option<String>,
 }
 
-/// Routing and running.
+/// What decides a choice: shared by routing runs and `llmroute models`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct RunArgs {
-    /// Input files, read in order as one stream; none or `-` reads standard input
-    #[arg(value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-
+pub struct RoutingArgs {
     /// What to favour: speed, cost, quality or balanced [default: balanced]
     #[arg(short, long, value_name = "PRIORITY", env = "LLMROUTE_PRIORITY")]
     pub priority: Option<String>,
@@ -85,6 +81,17 @@ pub struct RunArgs {
     /// Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8
     #[arg(long, value_name = "MODEL=SCORE", value_delimiter = ',', value_parser = parse_quality)]
     pub quality: Vec<(String, f64)>,
+}
+
+/// Routing and running.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Input files, read in order as one stream; none or `-` reads standard input
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub routing: RoutingArgs,
 
     /// Choose models but call none (needs no API key; works offline); implies --explain
     #[arg(short = 'n', long)]
@@ -121,6 +128,10 @@ pub struct RunArgs {
     /// Print nothing on stderr but errors
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Metrics older than this are pruned from the store after a run [default: 90d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
 }
 
 /// Subcommands; without one, llmroute routes its input.
@@ -128,6 +139,57 @@ pub struct RunArgs {
 pub enum Command {
     /// Latency percentiles, per-model usage, errors, cost and cache hit rate from the store
     Report(ReportArgs),
+    /// The candidate models with prices, quality, measured latency and the score each would get now
+    Models(ModelsArgs),
+    /// Inspect and trim the response cache
+    Cache(CacheArgs),
+}
+
+/// `llmroute models`.
+#[derive(Debug, Args, Clone)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+
+    /// Every model in the catalogue, not only the candidates
+    #[arg(long)]
+    pub all: bool,
+
+    /// JSON for scripts
+    #[arg(long)]
+    pub json: bool,
+
+    /// Fetch the catalogue again now
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+/// `llmroute cache`.
+#[derive(Debug, Args, Clone)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum CacheAction {
+    /// Entries, size, oldest and newest entry, and the hit rate over a window
+    Stats {
+        /// The window of the hit rate: a duration back from now (1h, 7d) or `all`
+        #[arg(long, value_name = "DURATION|all", default_value = "24h", value_parser = parse_since)]
+        since: Since,
+        /// JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached answer
+    Clear,
+    /// Remove cached answers older than a duration
+    Prune {
+        /// e.g. 30d
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Duration,
+    },
 }
 
 /// `llmroute report`.
@@ -214,9 +276,9 @@ mod tests {
             "x.jsonl",
         ])
         .unwrap();
-        assert_eq!(cli.run.priority.as_deref(), Some("cost"));
-        assert_eq!(cli.run.models.unwrap(), vec!["a/b", "c/d"]);
-        assert_eq!(cli.run.quality, vec![("a/b".to_string(), 0.9)]);
+        assert_eq!(cli.run.routing.priority.as_deref(), Some("cost"));
+        assert_eq!(cli.run.routing.models.unwrap(), vec!["a/b", "c/d"]);
+        assert_eq!(cli.run.routing.quality, vec![("a/b".to_string(), 0.9)]);
         assert_eq!(cli.run.timeout, Some(Duration::from_millis(500)));
         assert_eq!(cli.run.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);

@@ -18,14 +18,18 @@
 //! | [`store`]    | SQLite: cache, metrics, model statistics, schema migrations     |
 //! | [`output`]   | the JSON object written for every input line                    |
 //! | [`report`]   | `llmroute report`: percentiles, usage, cost from the store      |
+//! | [`models`]   | `llmroute models`: candidates, prices, measurements, scores now |
+//! | [`cache`]    | `llmroute cache`: stats, clear, prune                           |
 //! | [`duration`] | humantime durations on the command line                         |
 
 pub mod app;
+pub mod cache;
 pub mod cachekey;
 pub mod catalogue;
 pub mod cli;
 pub mod duration;
 pub mod input;
+pub mod models;
 pub mod output;
 pub mod pipeline;
 pub mod quality;

@@ -409,6 +409,98 @@ impl Store {
     }
 }
 
+/// What `llmroute cache stats` shows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CacheStats {
+    pub entries: i64,
+    /// Bytes of cached responses and contents.
+    pub bytes: i64,
+    /// Unix ms of the oldest and newest entry.
+    pub oldest: Option<i64>,
+    pub newest: Option<i64>,
+    /// Routed lines in the window, and how many the cache answered.
+    pub lookups: i64,
+    pub hits: i64,
+}
+
+impl Store {
+    /// Cache size and the hit rate of lines routed since `since` (unix ms).
+    pub fn cache_stats(&self, since: Option<i64>) -> Result<CacheStats, StoreError> {
+        let (entries, bytes, oldest, newest) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(response) + coalesce(length(content), 0)), 0),
+                    min(created_at), max(created_at)
+             FROM cache",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let (lookups, hits) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(cached), 0) FROM requests WHERE ts >= ?1",
+            [since.unwrap_or(i64::MIN)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(CacheStats {
+            entries,
+            bytes,
+            oldest,
+            newest,
+            lookups,
+            hits,
+        })
+    }
+
+    /// Removes cached answers created before `before` (unix ms); all with `None`.
+    pub fn cache_remove(&self, before: Option<i64>) -> Result<usize, StoreError> {
+        Ok(match before {
+            Some(t) => self
+                .conn
+                .execute("DELETE FROM cache WHERE created_at < ?1", [t])?,
+            None => self.conn.execute("DELETE FROM cache", [])?,
+        })
+    }
+
+    /// Deletes metrics rows older than `before` (unix ms), at most `limit`
+    /// of each table, so that a run never spends long on it; the next run
+    /// takes the rest. Expired cooldowns go too. Returns the rows deleted.
+    pub fn prune_metrics(&self, before: i64, limit: usize) -> Result<usize, StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let mut n = 0;
+        for table in ["attempts", "requests"] {
+            n += tx.execute(
+                &format!("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts < ?1 ORDER BY ts LIMIT ?2)"),
+                params![before, limit as i64],
+            )?;
+        }
+        tx.execute("DELETE FROM cooldowns WHERE until_ms < ?1", [now_ms()])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Successful-attempt latencies of `model`, sorted, and its attempt and
+    /// error counts, over attempts since `since` (unix ms).
+    pub fn model_measurements(
+        &self,
+        model: &str,
+        since: i64,
+    ) -> Result<(Vec<f64>, i64, i64), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT latency_ms FROM attempts
+             WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND ok = 1 AND latency_ms IS NOT NULL
+             ORDER BY latency_ms",
+        )?;
+        let lat = stmt
+            .query_map(params![model, since], |r| r.get(0))?
+            .collect::<Result<Vec<f64>, _>>()?;
+        let (n, errors) = self.conn.prepare_cached(
+            "SELECT count(*), coalesce(sum(ok = 0), 0) FROM attempts WHERE model = ?1 AND ts >= ?2 AND cached = 0",
+        )?
+        .query_row(params![model, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((lat, n, errors))
+    }
+}
+
 /// A readable cause for the common ways a store cannot be used.
 fn describe(e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::*;
@@ -567,6 +659,62 @@ mod tests {
             .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn metrics_are_pruned_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        for ts in [1, 2, 3, 100] {
+            let row = AttemptRow {
+                ts,
+                model: "m".into(),
+                status: None,
+                ok: true,
+                cached: true,
+                latency_ms: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                cost_usd: None,
+                score: None,
+                error_type: None,
+            };
+            s.write_line(&LineRecord {
+                attempts: vec![row],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(s.prune_metrics(50, 2).unwrap(), 2);
+        assert_eq!(s.prune_metrics(50, 2).unwrap(), 1);
+        assert_eq!(s.prune_metrics(50, 2).unwrap(), 0);
+        let left: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
+    }
+
+    #[test]
+    fn cache_stats_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        for (k, at) in [(1u8, 1_000), (2, 2_000), (3, 3_000)] {
+            s.write_line(&LineRecord {
+                cache: Some(entry(k, at)),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let st = s.cache_stats(None).unwrap();
+        assert_eq!(
+            (st.entries, st.oldest, st.newest),
+            (3, Some(1_000), Some(3_000))
+        );
+        assert_eq!(st.bytes, 3 * ("{\"choices\":[]}".len() as i64 + 2));
+        assert_eq!(s.cache_remove(Some(2_500)).unwrap(), 2);
+        assert_eq!(s.cache_remove(None).unwrap(), 1);
+        assert_eq!(s.cache_stats(None).unwrap().entries, 0);
     }
 
     #[test]

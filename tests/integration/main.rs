@@ -3,6 +3,7 @@
 mod util;
 
 mod catalogue;
+mod commands;
 mod report;
 mod route;
 mod signals;

@@ -1,0 +1,112 @@
+//! `llmroute cache`: stats, clear, prune.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::{self, Fatal};
+use crate::cli::{CacheAction, CacheArgs, CommonArgs, Since};
+use crate::store::{self, Store};
+
+#[derive(Serialize)]
+struct StatsOut {
+    path: String,
+    entries: i64,
+    /// Bytes of cached responses.
+    bytes: i64,
+    /// Bytes of the store file and its WAL.
+    file_bytes: u64,
+    oldest_ms: Option<i64>,
+    newest_ms: Option<i64>,
+    since: String,
+    lookups: i64,
+    hits: i64,
+    hit_rate: f64,
+}
+
+/// Runs `llmroute cache ...`.
+pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+    let path = app::store_path(common)?;
+    let store = Store::open(&path)?;
+    let now = store::now_ms();
+    let text = match &args.action {
+        CacheAction::Clear => {
+            let n = store.cache_remove(None)?;
+            format!("removed {n} cached answers\n")
+        }
+        CacheAction::Prune { older_than } => {
+            let n = store.cache_remove(Some(now - older_than.as_millis() as i64))?;
+            format!(
+                "removed {n} cached answers older than {}\n",
+                crate::duration::format(*older_than)
+            )
+        }
+        CacheAction::Stats { since, json } => {
+            let (from, label) = match since {
+                Since::All => (None, "all".to_string()),
+                Since::Last(d) => (
+                    Some(now - d.as_millis() as i64),
+                    crate::duration::format(*d),
+                ),
+            };
+            let s = store.cache_stats(from)?;
+            let file_bytes = ["", "-wal"]
+                .iter()
+                .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+                .map(|m| m.len())
+                .sum();
+            let out = StatsOut {
+                path: path.display().to_string(),
+                entries: s.entries,
+                bytes: s.bytes,
+                file_bytes,
+                oldest_ms: s.oldest,
+                newest_ms: s.newest,
+                since: label,
+                lookups: s.lookups,
+                hits: s.hits,
+                hit_rate: if s.lookups > 0 {
+                    s.hits as f64 / s.lookups as f64
+                } else {
+                    0.0
+                },
+            };
+            if *json {
+                let mut t = serde_json::to_string_pretty(&out)?;
+                t.push('\n');
+                t
+            } else {
+                human(&out, now)
+            }
+        }
+    };
+    app::write_stdout(text.as_bytes())
+}
+
+fn age(now: i64, t: Option<i64>) -> String {
+    t.map_or_else(
+        || "-".into(),
+        |t| {
+            format!(
+                "{} ago",
+                crate::duration::format(Duration::from_secs(((now - t).max(0) / 1000) as u64))
+            )
+        },
+    )
+}
+
+fn human(s: &StatsOut, now: i64) -> String {
+    format!(
+        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {} lines, last {})\n",
+        s.path,
+        s.entries,
+        s.bytes as f64 / 1048576.0,
+        s.file_bytes as f64 / 1048576.0,
+        age(now, s.oldest_ms),
+        age(now, s.newest_ms),
+        s.hit_rate * 100.0,
+        s.hits,
+        s.lookups,
+        s.since,
+    )
+}

@@ -1,0 +1,212 @@
+//! `llmroute models`: the candidate models (or the whole catalogue) with
+//! their prices, context window, quality prior, measured latency, error
+//! rate, cooldown, and the score each would get now, best first.
+//!
+//! Scores are for a reference request of [`REF_PROMPT_TOKENS`] prompt tokens
+//! and [`REF_COMPLETION_TOKENS`] completion tokens, under `--priority` or
+//! `--weights`; measurements are over the attempts the store holds.
+
+use std::time::Duration;
+
+use comfy_table::presets::NOTHING;
+use comfy_table::{CellAlignment, Table};
+use serde::Serialize;
+
+use crate::app::{self, Fatal};
+use crate::cli::{CommonArgs, ModelsArgs};
+use crate::input::Request;
+use crate::quality;
+use crate::routing::{self, Presets};
+use crate::store::{self, Store};
+use crate::upstream::Client;
+
+pub const REF_PROMPT_TOKENS: u64 = 500;
+pub const REF_COMPLETION_TOKENS: u64 = 512;
+
+/// One row of the listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub model: String,
+    pub in_catalogue: bool,
+    /// USD per million prompt / completion tokens.
+    pub prompt_usd_per_mtok: Option<f64>,
+    pub completion_usd_per_mtok: Option<f64>,
+    pub context_length: Option<u64>,
+    pub quality: f64,
+    pub latency_ms: Latency,
+    pub attempts: i64,
+    pub errors: i64,
+    pub error_rate: Option<f64>,
+    /// Unix ms until which the model is paused by a Retry-After.
+    pub cooldown_until: Option<i64>,
+    /// `null` when the model cannot take the reference request.
+    pub score: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// The recency-weighted average routing uses.
+    pub ewma: Option<f64>,
+    pub p95: Option<f64>,
+    pub samples: i64,
+}
+
+/// Runs `llmroute models`.
+pub fn main(args: &ModelsArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+    let settings = app::settings(&args.routing, &Presets::new())?;
+    let base = app::base_url(common);
+    let key = std::env::var(app::API_KEY_VAR)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let client = Client::new(&base, key.as_deref(), 1).map_err(Fatal)?;
+    let store = Store::open(&app::store_path(common)?)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let catalogue = app::load_catalogue(&store, Some(&client), &base, &rt, false, args.refresh);
+
+    let ids: Vec<String> = if args.all {
+        catalogue.models().iter().map(|m| m.id.clone()).collect()
+    } else {
+        settings.models.to_vec()
+    };
+    let mut settings = settings;
+    settings = routing::Settings::new(
+        settings.priority.clone(),
+        settings.weights,
+        ids.clone(),
+        Vec::new(),
+        (*settings.quality).clone(),
+    );
+    let stats = store.model_stats()?;
+    let cooldowns = store.cooldowns(store::now_ms())?;
+    let reference = reference_request();
+    let ranking = routing::rank(&reference, &settings, &catalogue, &stats);
+
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let info = catalogue.get(id);
+        let (latencies, attempts, errors) = store.model_measurements(id, i64::MIN)?;
+        let stat = stats.get(id);
+        rows.push(Row {
+            model: id.clone(),
+            in_catalogue: info.is_some(),
+            prompt_usd_per_mtok: info.and_then(|i| i.prompt_price).map(|p| round(p * 1e6, 6)),
+            completion_usd_per_mtok: info
+                .and_then(|i| i.completion_price)
+                .map(|p| round(p * 1e6, 6)),
+            context_length: info.and_then(|i| i.context_length),
+            quality: round(
+                quality::prior(
+                    id,
+                    info.and_then(|i| i.intelligence_index),
+                    &settings.quality,
+                ),
+                4,
+            ),
+            latency_ms: Latency {
+                ewma: stat.map(|s| round(s.ewma_ms, 3)),
+                p95: crate::report::percentile(&latencies, 95),
+                samples: stat.map_or(0, |s| s.samples),
+            },
+            attempts,
+            errors,
+            error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
+            cooldown_until: cooldowns.get(id).copied(),
+            score: ranking
+                .ranked
+                .iter()
+                .find(|r| &r.model == id)
+                .map(|r| round(r.score, 6)),
+        });
+    }
+    rows.sort_by(|a, b| match (a.score, b.score) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.model.cmp(&b.model),
+    });
+
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&rows)?;
+        s.push('\n');
+        s
+    } else {
+        let header = format!(
+            "{} models, priority {} ({}); scores for {} prompt + {} completion tokens\n",
+            rows.len(),
+            settings.priority,
+            settings.weights,
+            REF_PROMPT_TOKENS,
+            REF_COMPLETION_TOKENS
+        );
+        format!("{header}{}\n", table(&rows, store::now_ms()))
+    };
+    app::write_stdout(text.as_bytes())
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+/// The request scores are shown for.
+fn reference_request() -> Request {
+    Request {
+        id: serde_json::Value::Null,
+        body: serde_json::Map::new(),
+        pinned: None,
+        overrides: None,
+        prompt_tokens: REF_PROMPT_TOKENS,
+        max_tokens: Some(REF_COMPLETION_TOKENS),
+        needs_tools: false,
+        needs_response_format: false,
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.decimals$}"))
+}
+
+/// The listing as a table for people.
+pub fn table(rows: &[Row], now: i64) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header([
+        "model", "$/M in", "$/M out", "context", "quality", "ewma ms", "p95 ms", "n", "err%",
+        "cooldown", "score",
+    ]);
+    for r in rows {
+        let cooldown = match r.cooldown_until {
+            Some(until) if until > now => {
+                crate::duration::format(Duration::from_millis((until - now) as u64))
+            }
+            _ => "-".into(),
+        };
+        let model = if r.in_catalogue {
+            r.model.clone()
+        } else {
+            format!("{} (unknown)", r.model)
+        };
+        t.add_row([
+            model,
+            opt(r.prompt_usd_per_mtok, 3),
+            opt(r.completion_usd_per_mtok, 3),
+            r.context_length
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            format!("{:.2}", r.quality),
+            opt(r.latency_ms.ewma, 0),
+            opt(r.latency_ms.p95, 0),
+            r.latency_ms.samples.to_string(),
+            opt(r.error_rate.map(|e| e * 100.0), 1),
+            cooldown,
+            opt(r.score, 3),
+        ]);
+    }
+    for i in 1..=10 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}

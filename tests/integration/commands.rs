@@ -1,0 +1,255 @@
+//! `llmroute models` and `llmroute cache`.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn json(out: &Output) -> Value {
+    out.assert_code(0);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+#[test]
+fn models_lists_prices_measurements_cooldowns_and_scores() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(30));
+    env.server.script(
+        "t/b",
+        [Behavior::status(500), Behavior::rate_limited(Some(600))],
+    );
+    // Line 1: t/b fails (500) then t/a answers; line 2: t/b is rate limited, t/a answers.
+    let pinned = "{\"model\":\"t/b\",\"prompt\":\"1\"}\n{\"model\":\"t/b\",\"prompt\":\"2\"}\n{\"model\":\"t/c\",\"prompt\":\"3\"}\n";
+    env.cmd()
+        .args(["--fallback", "t/a", "-j", "1", "--models", "t/a,t/b,t/c"])
+        .stdin(pinned)
+        .run()
+        .assert_code(0);
+
+    let rows = json(
+        &env.cmd()
+            .args(["models", "--models", "t/a,t/b,t/c", "-p", "speed", "--json"])
+            .run(),
+    );
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let row = |m: &str| rows.iter().find(|r| r["model"] == m).unwrap().clone();
+    let a = row("t/a");
+    assert_eq!(a["prompt_usd_per_mtok"], 1.0);
+    assert_eq!(a["completion_usd_per_mtok"], 2.0);
+    assert_eq!(a["latency_ms"]["samples"], 2);
+    let ewma: f64 = env
+        .sql()
+        .query_row(
+            "SELECT ewma_ms FROM model_stats WHERE model = 't/a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((a["latency_ms"]["ewma"].as_f64().unwrap() - ewma).abs() < 0.001);
+    assert!(a["latency_ms"]["p95"].as_f64().unwrap() >= 30.0);
+    assert_eq!(a["error_rate"], 0.0);
+    let b = row("t/b");
+    assert_eq!(
+        (
+            b["attempts"].clone(),
+            b["errors"].clone(),
+            b["error_rate"].clone()
+        ),
+        (2.into(), 2.into(), 1.0.into())
+    );
+    // Retry-After 600 s, capped at 5 minutes.
+    let (until, now) = (
+        b["cooldown_until"].as_i64().unwrap(),
+        llmroute::store::now_ms(),
+    );
+    assert!(
+        until > now + 250_000 && until <= now + 300_000,
+        "{}",
+        until - now
+    );
+    assert_eq!(b["latency_ms"]["samples"], 0);
+    assert_eq!(row("t/c")["latency_ms"]["samples"], 1);
+    assert!((row("t/a")["quality"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+
+    let table = env.cmd().args(["models", "--models", "t/a,t/b,t/c"]).run();
+    table.assert_code(0);
+    for m in ["t/a", "t/b", "t/c", "score", "cooldown"] {
+        assert!(table.stdout.contains(m), "{m} missing:\n{}", table.stdout);
+    }
+}
+
+#[test]
+fn models_all_lists_the_catalogue_and_refresh_refetches_it() {
+    let env = Env::three();
+    let all = json(&env.cmd().args(["models", "--all", "--json"]).run());
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    let fetches = || {
+        env.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/models"))
+            .count()
+    };
+    assert_eq!(fetches(), 1);
+    env.cmd().args(["models", "--json"]).run().assert_code(0);
+    assert_eq!(fetches(), 1, "a fresh stored catalogue is reused");
+    env.cmd()
+        .args(["models", "--json", "--refresh"])
+        .run()
+        .assert_code(0);
+    assert_eq!(fetches(), 2);
+    // Models outside the catalogue are listed and marked.
+    let rows = json(
+        &env.cmd()
+            .args(["models", "--models", "t/a,x/unknown", "--json"])
+            .run(),
+    );
+    let unknown = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "x/unknown")
+        .unwrap()
+        .clone();
+    assert_eq!(unknown["in_catalogue"], false);
+    assert_eq!(unknown["prompt_usd_per_mtok"], Value::Null);
+}
+
+#[test]
+fn cache_stats_prune_and_clear() {
+    let env = Env::three();
+    let stats = |since: &str| {
+        json(
+            &env.cmd()
+                .args(["cache", "stats", "--json", "--since", since])
+                .run(),
+        )
+    };
+    let s = stats("24h");
+    assert_eq!(
+        (
+            s["entries"].clone(),
+            s["lookups"].clone(),
+            s["hit_rate"].clone()
+        ),
+        (0.into(), 0.into(), 0.0.into())
+    );
+
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(3))
+        .run()
+        .assert_code(0);
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(3))
+        .run()
+        .assert_code(0);
+    let s = stats("all");
+    assert_eq!(s["entries"], 3);
+    assert_eq!(
+        (
+            s["lookups"].clone(),
+            s["hits"].clone(),
+            s["hit_rate"].clone()
+        ),
+        (6.into(), 3.into(), 0.5.into())
+    );
+    let bytes: i64 = env
+        .sql()
+        .query_row(
+            "SELECT sum(length(response) + length(content)) FROM cache",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(s["bytes"], bytes);
+    assert!(s["file_bytes"].as_u64().unwrap() > 0);
+    assert!(s["oldest_ms"].as_i64().unwrap() <= s["newest_ms"].as_i64().unwrap());
+
+    let human = env.cmd().args(["cache", "stats"]).run();
+    assert!(human.stdout.contains("entries    3"), "{}", human.stdout);
+
+    let out = env
+        .cmd()
+        .args(["cache", "prune", "--older-than", "1h"])
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("removed 0"), "{}", out.stdout);
+    // Age one entry, then prune it.
+    let rw = rusqlite::Connection::open(env.db()).unwrap();
+    rw.execute("UPDATE cache SET created_at = created_at - 7200000 WHERE key = (SELECT key FROM cache LIMIT 1)", [])
+        .unwrap();
+    drop(rw);
+    let out = env
+        .cmd()
+        .args(["cache", "prune", "--older-than", "1h"])
+        .run();
+    assert!(out.stdout.contains("removed 1"), "{}", out.stdout);
+    let out = env.cmd().args(["cache", "clear"]).run();
+    assert!(out.stdout.contains("removed 2"), "{}", out.stdout);
+    assert_eq!(stats("all")["entries"], 0);
+    // A cleared cache means the next run pays again.
+    env.server.clear_log();
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(3))
+        .run()
+        .assert_code(0);
+    assert_eq!(env.server.completions().len(), 3);
+}
+
+#[test]
+fn old_metrics_are_pruned_after_a_run() {
+    let env = Env::three();
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let old = llmroute::store::now_ms() - 100 * 86_400_000;
+    let rw = rusqlite::Connection::open(env.db()).unwrap();
+    for _ in 0..5 {
+        rw.execute(
+            "INSERT INTO attempts (ts, run_id, line, model, ok, cached) VALUES (?1, 'old', 1, 't/a', 1, 0)",
+            [old],
+        )
+        .unwrap();
+        rw.execute(
+            "INSERT INTO requests (ts, run_id, line, ok, cached, latency_ms, attempts) VALUES (?1, 'old', 1, 1, 0, 5, 1)",
+            [old],
+        )
+        .unwrap();
+    }
+    drop(rw);
+    env.cmd()
+        .args(["--models", "t/a", "--retention", "1000d"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE run_id = 'old'"),
+        5,
+        "within a longer retention"
+    );
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE run_id = 'old'"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE run_id = 'old'"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests"),
+        3,
+        "recent rows stay"
+    );
+}
