@@ -1,0 +1,402 @@
+//! `llmroute report`: what the store says about past runs.
+//!
+//! The totals come from table `requests` (one row per routed input line), the
+//! per-model rows from table `attempts` (one row per upstream attempt), each
+//! read in one pass ([`query`]). Percentiles are exact (nearest rank), over
+//! every latency in the window sorted in memory. The result is one [`Report`],
+//! written as a table ([`table`]), JSON, or the Prometheus text format
+//! ([`prometheus`]).
+
+mod prometheus;
+mod query;
+mod table;
+
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::app::Fatal;
+use crate::cli::{CommonArgs, ReportArgs, ReportFormat, Since};
+use crate::store::{self, Store};
+
+/// The quantiles every latency summary gives, in percent.
+pub const QUANTILES: [u32; 3] = [50, 95, 99];
+
+/// Runs `llmroute report` and returns the exit status.
+pub fn main(args: &ReportArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+    let format = match (args.json, args.format) {
+        (true, ReportFormat::Prometheus) => {
+            return Err(Fatal(
+                "--json conflicts with --format prometheus (--json means --format json)".into(),
+            ))
+        }
+        (true, _) => ReportFormat::Json,
+        (false, f) => f,
+    };
+    let path = crate::app::store_path(common)?;
+    let store = Store::open(&path)?;
+    let window = Window::new(args.since, store::now_ms());
+    let models = model_filter(&args.models);
+    let report = query::load(store.conn(), &window, &models)
+        .map_err(|e| Fatal(format!("cannot read the store at {}: {e}", path.display())))?;
+    let text = match format {
+        ReportFormat::Table => {
+            let colour = use_colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            table::render(&report, colour)
+        }
+        ReportFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&report)?;
+            s.push('\n');
+            s
+        }
+        ReportFormat::Prometheus => prometheus::render(&report),
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Fatal(format!("cannot write the report: {e}"))),
+    }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to something.
+fn use_colour(stdout_is_tty: bool, no_color: Option<&OsStr>) -> bool {
+    stdout_is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The `--model` values, trimmed, without blanks or repeats, in the order given.
+fn model_filter(models: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in models.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
+        if !out.iter().any(|o| o == m) {
+            out.push(m.to_string());
+        }
+    }
+    out
+}
+
+/// The rows a report covers: `ts >= from_ms` (no lower bound for `all`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// How the window is written on the command line: `24h`, `7d`, `all`.
+    pub label: String,
+    pub from_ms: Option<i64>,
+    pub to_ms: i64,
+}
+
+impl Window {
+    pub fn new(since: Since, now_ms: i64) -> Window {
+        match since {
+            Since::All => Window {
+                label: "all".into(),
+                from_ms: None,
+                to_ms: now_ms,
+            },
+            Since::Last(d) => {
+                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                Window {
+                    label: since_label(d),
+                    from_ms: Some(now_ms.saturating_sub(ms)),
+                    to_ms: now_ms,
+                }
+            }
+        }
+    }
+}
+
+/// A duration in the one unit that says it exactly: `24h`, `7d`, `90m`,
+/// `45s`, `1500ms`. Whole days are kept in hours up to a day (`24h`).
+fn since_label(d: Duration) -> String {
+    const UNITS: [(u128, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (size, unit) in UNITS {
+        if ms % size == 0 && (unit != "d" || ms / size >= 2) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Everything `llmroute report` says; serialises to the JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The window as written on the command line (`24h`, `all`).
+    pub since: String,
+    /// The window's lower bound in unix ms; `null` for `all`.
+    pub from_ms: Option<i64>,
+    /// When the report was made, in unix ms.
+    pub to_ms: i64,
+    /// Rows of `requests`: routed input lines, cache hits included.
+    pub requests: i64,
+    /// Lines answered by a model (ok, not from the cache).
+    pub answered: i64,
+    /// Lines that ended with an error.
+    pub errors: i64,
+    /// Lines answered from the cache.
+    pub cache_hits: i64,
+    pub cache_hit_rate: f64,
+    /// End-to-end latency of answered lines.
+    pub latency_ms: LatencySummary,
+    /// Sum of the lines' costs.
+    pub cost_usd: f64,
+    /// Token sums over answered lines.
+    pub tokens: Tokens,
+    /// Upstream attempts (rows of `attempts` that are not cache hits).
+    pub attempts: i64,
+    /// One entry per model that was called, most attempts first.
+    pub models: Vec<ModelReport>,
+    /// The `--model` filter, empty for none.
+    #[serde(skip)]
+    pub filter: Vec<String>,
+    /// The answered lines' latencies, ascending.
+    #[serde(skip)]
+    pub latencies: Latencies,
+}
+
+impl Report {
+    /// The window for people: `last 24h` or `all time`.
+    pub fn window(&self) -> String {
+        match self.from_ms {
+            None => "all time".into(),
+            Some(_) => format!("last {}", self.since),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub prompt: i64,
+    pub completion: i64,
+}
+
+/// One model's upstream attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    /// Its attempts.
+    pub requests: i64,
+    /// Its attempts over all upstream attempts in the report.
+    pub share: f64,
+    /// Its failed attempts.
+    pub errors: i64,
+    pub error_rate: f64,
+    /// Latency of its successful attempts.
+    pub latency_ms: LatencySummary,
+    /// Sum of its attempts' costs.
+    pub cost_usd: f64,
+    /// Its successful attempts' latencies, ascending.
+    #[serde(skip)]
+    pub latencies: Latencies,
+}
+
+/// avg, p50, p95, p99 and max of a set of latencies; all `None` when empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub avg: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// Latencies in milliseconds, sorted ascending.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latencies(Vec<f64>);
+
+impl Latencies {
+    pub fn new(mut values: Vec<f64>) -> Latencies {
+        values.retain(|v| !v.is_nan());
+        values.sort_unstable_by(f64::total_cmp);
+        Latencies(values)
+    }
+
+    pub fn sorted(&self) -> &[f64] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn sum(&self) -> f64 {
+        // Folding from +0.0: an empty `sum()` of floats is -0.0.
+        self.0.iter().fold(0.0, |a, b| a + b)
+    }
+
+    pub fn percentile(&self, p: u32) -> Option<f64> {
+        percentile(&self.0, p)
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary {
+            avg: (!self.is_empty()).then(|| self.sum() / self.len() as f64),
+            p50: self.percentile(50),
+            p95: self.percentile(95),
+            p99: self.percentile(99),
+            max: self.0.last().copied(),
+        }
+    }
+}
+
+/// The exact nearest-rank `p`th percentile (`p` in percent, at most 100) of
+/// ascending `sorted`: the smallest value with at least `p`% of the values at
+/// or below it, i.e. the value at index ceil(p/100 * n) - 1, clamped to 0.
+pub fn percentile(sorted: &[f64], p: u32) -> Option<f64> {
+    let n = sorted.len() as u64;
+    if n == 0 {
+        return None;
+    }
+    let rank = (u64::from(p.min(100)) * n).div_ceil(100);
+    let index = rank.saturating_sub(1).min(n - 1);
+    Some(sorted[index as usize])
+}
+
+/// `part / whole`, 0 when `whole` is 0.
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nearest rank the long way: the smallest value v such that at least
+    /// p% of the values are <= v.
+    fn by_definition(values: &[f64], p: u32) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        *sorted
+            .iter()
+            .find(|&&v| sorted.iter().filter(|&&w| w <= v).count() as f64 * 100.0 >= p as f64 * n)
+            .unwrap()
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let one_to_hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&one_to_hundred, 50), Some(50.0));
+        assert_eq!(percentile(&one_to_hundred, 95), Some(95.0));
+        assert_eq!(percentile(&one_to_hundred, 99), Some(99.0));
+        assert_eq!(percentile(&one_to_hundred, 100), Some(100.0));
+        assert_eq!(percentile(&one_to_hundred, 0), Some(1.0), "clamped to 0");
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7.0], 99), Some(7.0));
+        // Ten values: p50 is the 5th, p95 and p99 the 10th.
+        let ten: Vec<f64> = (1..=10).map(|i| f64::from(i) * 10.0).collect();
+        assert_eq!(percentile(&ten, 50), Some(50.0));
+        assert_eq!(percentile(&ten, 95), Some(100.0));
+        assert_eq!(percentile(&ten, 99), Some(100.0));
+        // Three values: p50 is the 2nd (ceil(1.5) = 2).
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 50), Some(2.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50), Some(2.0));
+    }
+
+    #[test]
+    fn percentile_sees_a_slow_tail() {
+        // 97 fast values and 3 very slow ones.
+        let mut values: Vec<f64> = (0..97).map(|i| 100.0 + f64::from(i)).collect();
+        values.extend([9_000.0, 12_000.0, 30_000.0]);
+        let l = Latencies::new(values.iter().rev().copied().collect());
+        assert_eq!(l.percentile(50), Some(149.0));
+        assert_eq!(l.percentile(95), Some(194.0));
+        assert_eq!(l.percentile(97), Some(196.0));
+        assert_eq!(l.percentile(98), Some(9_000.0));
+        assert_eq!(l.percentile(99), Some(12_000.0));
+        let s = l.summary();
+        assert_eq!(s.max, Some(30_000.0));
+        assert_eq!(s.p99, Some(12_000.0));
+        let avg = values.iter().sum::<f64>() / 100.0;
+        assert!((s.avg.unwrap() - avg).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentile_agrees_with_the_definition() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 1..=60usize {
+            let values: Vec<f64> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 1000) as f64
+                })
+                .collect();
+            let l = Latencies::new(values.clone());
+            for p in [1, 10, 25, 50, 75, 90, 95, 99, 100] {
+                assert_eq!(
+                    l.percentile(p),
+                    Some(by_definition(&values, p)),
+                    "n={n} p={p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_latencies_summarise_to_nulls() {
+        let s = Latencies::new(vec![]).summary();
+        assert_eq!(s, LatencySummary::default());
+        let json = serde_json::to_value(s).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"avg": null, "p50": null, "p95": null, "p99": null, "max": null})
+        );
+    }
+
+    #[test]
+    fn windows_and_their_labels() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(since_label(h(24)), "24h");
+        assert_eq!(since_label(h(1)), "1h");
+        assert_eq!(since_label(h(7 * 24)), "7d");
+        assert_eq!(since_label(h(36)), "36h");
+        assert_eq!(since_label(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(since_label(Duration::from_secs(45)), "45s");
+        assert_eq!(since_label(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(since_label(Duration::ZERO), "0s");
+        let w = Window::new(Since::Last(h(24)), 100_000_000);
+        assert_eq!(w.from_ms, Some(100_000_000 - 86_400_000));
+        assert_eq!((w.label.as_str(), w.to_ms), ("24h", 100_000_000));
+        let all = Window::new(Since::All, 5);
+        assert_eq!((all.label.as_str(), all.from_ms), ("all", None));
+        let huge = Window::new(Since::Last(Duration::from_secs(u64::MAX)), 5);
+        assert_eq!(huge.from_ms, Some(5 - i64::MAX));
+    }
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+    }
+
+    #[test]
+    fn the_model_filter_is_trimmed_and_deduplicated() {
+        let given = ["a/b", " c/d ", "", "a/b"].map(String::from);
+        assert_eq!(model_filter(&given), vec!["a/b", "c/d"]);
+    }
+}

@@ -1,0 +1,236 @@
+//! The report in the Prometheus text exposition format (version 0.0.4), for
+//! node_exporter's textfile collector and the like.
+//!
+//! Counters hold the totals over the report's window, summaries the exact
+//! latency quantiles with their `_sum` and `_count`. Per-model families are
+//! left out when no model was called.
+
+use std::fmt::Write;
+
+use super::{Latencies, Report, QUANTILES};
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    let plain = |v: i64| vec![(vec![], v as f64)];
+
+    family(
+        o,
+        "llmroute_requests_total",
+        "counter",
+        "Input lines routed, cache hits included.",
+        plain(r.requests),
+    );
+    family(
+        o,
+        "llmroute_answered_total",
+        "counter",
+        "Lines answered by a model (not from the cache).",
+        plain(r.answered),
+    );
+    family(
+        o,
+        "llmroute_errors_total",
+        "counter",
+        "Lines that ended with an error.",
+        plain(r.errors),
+    );
+    family(
+        o,
+        "llmroute_cache_hits_total",
+        "counter",
+        "Lines answered from the cache.",
+        plain(r.cache_hits),
+    );
+    family(
+        o,
+        "llmroute_cost_usd_total",
+        "counter",
+        "Cost of the lines in US dollars.",
+        vec![(vec![], r.cost_usd)],
+    );
+    family(
+        o,
+        "llmroute_tokens_total",
+        "counter",
+        "Tokens of the answered lines.",
+        vec![
+            (vec![("kind", "prompt".into())], r.tokens.prompt as f64),
+            (
+                vec![("kind", "completion".into())],
+                r.tokens.completion as f64,
+            ),
+        ],
+    );
+    family(
+        o,
+        "llmroute_attempts_total",
+        "counter",
+        "Upstream attempts, across models.",
+        plain(r.attempts),
+    );
+    summary_family(
+        o,
+        "llmroute_latency_ms",
+        "End-to-end latency of answered lines in milliseconds (exact quantiles).",
+        vec![(vec![], &r.latencies)],
+    );
+
+    if r.models.is_empty() {
+        return out;
+    }
+    let per_model = |value: &dyn Fn(&super::ModelReport) -> f64| -> Vec<Sample> {
+        r.models
+            .iter()
+            .map(|m| (vec![("model", m.model.clone())], value(m)))
+            .collect()
+    };
+    family(
+        o,
+        "llmroute_model_attempts_total",
+        "counter",
+        "Upstream attempts by model.",
+        per_model(&|m| m.requests as f64),
+    );
+    family(
+        o,
+        "llmroute_model_errors_total",
+        "counter",
+        "Failed upstream attempts by model.",
+        per_model(&|m| m.errors as f64),
+    );
+    family(
+        o,
+        "llmroute_model_cost_usd_total",
+        "counter",
+        "Cost of the upstream attempts by model in US dollars.",
+        per_model(&|m| m.cost_usd),
+    );
+    summary_family(
+        o,
+        "llmroute_model_latency_ms",
+        "Latency of successful upstream attempts by model in milliseconds (exact quantiles).",
+        r.models
+            .iter()
+            .map(|m| (vec![("model", m.model.clone())], &m.latencies))
+            .collect(),
+    );
+    out
+}
+
+type Labels = Vec<(&'static str, String)>;
+type Sample = (Labels, f64);
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
+    header(out, name, kind, help);
+    for (labels, value) in samples {
+        sample(out, name, &labels, value);
+    }
+}
+
+/// A summary: quantiles (NaN when there are no observations), `_sum`, `_count`.
+fn summary_family(out: &mut String, name: &str, help: &str, series: Vec<(Labels, &Latencies)>) {
+    header(out, name, "summary", help);
+    for (labels, l) in series {
+        for q in QUANTILES {
+            let mut with_q = labels.clone();
+            with_q.push(("quantile", format!("{}", f64::from(q) / 100.0)));
+            sample(out, name, &with_q, l.percentile(q).unwrap_or(f64::NAN));
+        }
+        sample(out, &format!("{name}_sum"), &labels, l.sum());
+        sample(out, &format!("{name}_count"), &labels, l.len() as f64);
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&number(value));
+    out.push('\n');
+}
+
+/// A sample value as Go's `ParseFloat` reads it.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A label value: backslash, double quote and line feed escaped.
+fn escape_label(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A `# HELP` text: backslash and line feed escaped.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_label_values_and_help() {
+        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label("x\ny"), r"x\ny");
+        assert_eq!(escape_help("a\\b\nc \"d\""), "a\\\\b\\nc \"d\"");
+    }
+
+    #[test]
+    fn values_read_as_go_floats() {
+        assert_eq!(number(10.0), "10");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+    }
+
+    #[test]
+    fn a_summary_without_observations_has_nan_quantiles() {
+        let mut out = String::new();
+        summary_family(
+            &mut out,
+            "x_ms",
+            "h",
+            vec![(vec![("model", "a\"b".into())], &Latencies::default())],
+        );
+        assert_eq!(
+            out,
+            "# HELP x_ms h\n# TYPE x_ms summary\n\
+             x_ms{model=\"a\\\"b\",quantile=\"0.5\"} NaN\n\
+             x_ms{model=\"a\\\"b\",quantile=\"0.95\"} NaN\n\
+             x_ms{model=\"a\\\"b\",quantile=\"0.99\"} NaN\n\
+             x_ms_sum{model=\"a\\\"b\"} 0\n\
+             x_ms_count{model=\"a\\\"b\"} 0\n"
+        );
+    }
+}
