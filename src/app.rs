@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::catalogue::{self, Catalogue, Origin};
-use crate::cli::{Cli, Command, CommonArgs, RoutingArgs, RunArgs};
+use crate::cli::{Cli, Command, CommonArgs, ConfigAction, RoutingArgs, RunArgs};
+use crate::config::{Config, Loaded, WeightsTable};
 use crate::input::Source;
 use crate::pipeline::{self, Options, Setup, StopReason, Summary};
 use crate::routing::{self, Presets, Settings};
@@ -30,6 +31,11 @@ impl<T: std::fmt::Display> From<T> for Fatal {
     }
 }
 
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(7 * 86400);
+
 /// Metrics older than this are pruned after each run.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 /// Most rows of each metrics table one run prunes.
@@ -39,13 +45,20 @@ const PRUNE_BATCH: usize = 50_000;
 pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
 
 /// Runs the parsed command line and returns the exit status.
-pub fn main(cli: Cli) -> i32 {
-    let result = match &cli.command {
-        None => route(&cli.run, &cli.common),
-        Some(Command::Report(args)) => crate::report::main(args, &cli.common),
-        Some(Command::Models(args)) => crate::models::main(args, &cli.common),
-        Some(Command::Cache(args)) => crate::cache::main(args, &cli.common),
-    };
+pub fn main(mut cli: Cli) -> i32 {
+    let result = Loaded::load(cli.common.config.as_deref())
+        .map_err(Fatal)
+        .and_then(|loaded| {
+            loaded.config.apply(&mut cli);
+            let presets = loaded.config.presets();
+            match &cli.command {
+                None => route(&cli.run, &cli.common, presets),
+                Some(Command::Report(args)) => crate::report::main(args, &cli.common),
+                Some(Command::Models(args)) => crate::models::main(args, &cli.common, &presets),
+                Some(Command::Cache(args)) => crate::cache::main(args, &cli.common),
+                Some(Command::Config(args)) => config_command(&args.action, &cli, &loaded),
+            }
+        });
     match result {
         Ok(code) => code,
         Err(Fatal(msg)) => {
@@ -53,6 +66,75 @@ pub fn main(cli: Cli) -> i32 {
             exit::FATAL
         }
     }
+}
+
+/// `llmroute config path` and `llmroute config show`.
+fn config_command(action: &ConfigAction, cli: &Cli, loaded: &Loaded) -> Result<i32, Fatal> {
+    let text = match action {
+        ConfigAction::Path => {
+            let config = match (&loaded.path, &loaded.location) {
+                (Some(p), _) => p.display().to_string(),
+                (None, Some(p)) => format!("{} (not present)", p.display()),
+                (None, None) => "(no home directory)".into(),
+            };
+            let store = store_path(&cli.common)?;
+            format!(
+                "config     {config}\nstore      {}\ncatalogue  {} (table catalogue, one copy per base URL)\n",
+                store.display(),
+                store.display()
+            )
+        }
+        ConfigAction::Show => {
+            let run = &cli.run;
+            let routing = &run.routing;
+            let presets = loaded.config.presets.clone();
+            let effective = Config {
+                priority: Some(
+                    routing
+                        .priority
+                        .clone()
+                        .unwrap_or_else(|| "balanced".into()),
+                )
+                .filter(|_| routing.weights.is_none()),
+                weights: routing.weights.map(|w| WeightsTable {
+                    latency: w.latency,
+                    cost: w.cost,
+                    quality: w.quality,
+                }),
+                models: Some(routing.models.clone().unwrap_or_else(|| {
+                    routing::DEFAULT_MODELS
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect()
+                })),
+                fallback: Some(routing.fallback.clone().unwrap_or_default()),
+                quality: routing.quality.iter().cloned().collect(),
+                presets,
+                concurrency: Some(run.concurrency.unwrap_or(DEFAULT_CONCURRENCY)),
+                rpm: run.rpm,
+                tpm: run.tpm,
+                max_cost: run.max_cost,
+                timeout: Some(run.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+                max_attempts: Some(run.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)),
+                cache_ttl: Some(run.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL)),
+                retention: Some(run.retention.unwrap_or(DEFAULT_RETENTION)),
+                base_url: Some(base_url(&cli.common)),
+                db: Some(store_path(&cli.common)?),
+            };
+            let key = if std::env::var(API_KEY_VAR).is_ok_and(|k| !k.trim().is_empty()) {
+                "set"
+            } else {
+                "not set"
+            };
+            let body = toml::to_string(&effective).map_err(|e| Fatal(e.to_string()))?;
+            let source = match &loaded.path {
+                Some(p) => format!("flags, environment, {}, built-in defaults", p.display()),
+                None => "flags, environment, built-in defaults (no config file)".into(),
+            };
+            format!("# Effective configuration, from {source}\n# {API_KEY_VAR} is {key}\n{body}")
+        }
+    };
+    write_stdout(text.as_bytes())
 }
 
 /// The store path: `--db`, `LLMROUTE_DB`, or the XDG data directory.
@@ -102,8 +184,7 @@ pub fn settings(run: &RoutingArgs, presets: &Presets) -> Result<Settings, Fatal>
     Ok(Settings::new(priority, weights, models, fallback, quality))
 }
 
-fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
-    let presets = Presets::new();
+fn route(run: &RunArgs, common: &CommonArgs, presets: Presets) -> Result<i32, Fatal> {
     let settings = settings(&run.routing, &presets)?;
     let base = base_url(common);
     let api_key = std::env::var(API_KEY_VAR)
@@ -122,7 +203,7 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
     for s in &sources {
         s.check().map_err(Fatal)?;
     }
-    let concurrency = run.concurrency.unwrap_or(8) as usize;
+    let concurrency = run.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize;
     let client = match run.dry_run {
         true => None,
         false => Some(Client::new(&base, api_key.as_deref(), concurrency).map_err(Fatal)?),
@@ -157,11 +238,15 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
             explain: run.explain || run.dry_run,
             concurrency,
             unordered: run.unordered,
-            timeout: run.timeout.unwrap_or(Duration::from_secs(60)),
-            cache_ttl: run.cache_ttl.unwrap_or(Duration::from_secs(7 * 86400)),
+            timeout: run.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            cache_ttl: run.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL),
             no_cache: run.no_cache,
-            max_attempts: run.max_attempts.unwrap_or(4),
+            max_attempts: run.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            rpm: run.rpm,
+            tpm: run.tpm,
+            max_cost: run.max_cost,
         },
+        progress: crate::progress::bar(run.progress, run.quiet, &sources),
         client,
         catalogue,
         store: writer.handle(),
@@ -170,6 +255,7 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
     };
     let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
     let summary = rt.block_on(pipeline::run(setup, sources, out));
+    let dry_run = run.dry_run;
     // Tasks still running after the grace period are dropped here; then the
     // store thread commits what is queued.
     rt.shutdown_timeout(Duration::from_millis(200));
@@ -181,7 +267,7 @@ fn route(run: &RunArgs, common: &CommonArgs) -> Result<i32, Fatal> {
             eprintln!("llmroute: warning: cannot prune old metrics: {e}");
         }
     }
-    Ok(finish(&summary, run.quiet))
+    Ok(finish(&summary, run.quiet, dry_run))
 }
 
 /// Writes a subcommand's output; a reader that stopped early (`| head`) is not an error.
@@ -196,7 +282,24 @@ pub fn write_stdout(bytes: &[u8]) -> Result<i32, Fatal> {
 }
 
 /// Reports the end of a run on stderr and picks the exit status.
-fn finish(summary: &Summary, quiet: bool) -> i32 {
+fn finish(summary: &Summary, quiet: bool, dry_run: bool) -> i32 {
+    let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
+    if !quiet && !closed {
+        let s = summary;
+        let spend = if dry_run {
+            "dry run".to_string()
+        } else {
+            format!("${:.4} spent", s.cost_usd)
+        };
+        eprintln!(
+            "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",
+            s.lines,
+            s.answered,
+            s.cached,
+            s.errors,
+            s.elapsed.as_secs_f64()
+        );
+    }
     if let Some(f) = &summary.store_failure {
         eprintln!("llmroute: warning: the store failed during the run ({f}); some answers were not cached");
     }
@@ -217,7 +320,6 @@ fn finish(summary: &Summary, quiet: bool) -> i32 {
         }
         None => {}
     }
-    let _ = quiet;
     if summary.errors > 0 {
         exit::LINE_ERRORS
     } else {

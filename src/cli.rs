@@ -42,6 +42,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH", env = "LLMROUTE_DB", global = true)]
     pub db: Option<PathBuf>,
 
+    /// The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]
+    #[arg(long, value_name = "PATH", env = "LLMROUTE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]
     #[arg(long, value_name = "URL", env = "LLMROUTE_BASE_URL", global = true)]
     pub base_url: Option<String>,
@@ -129,9 +133,34 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Requests per minute at most, shared by all requests in flight
+    #[arg(long, value_name = "N", env = "LLMROUTE_RPM", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+
+    /// Tokens per minute at most (estimated before a call, corrected from usage after)
+    #[arg(long, value_name = "N", env = "LLMROUTE_TPM", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tpm: Option<u32>,
+
+    /// Spend at most this many USD in this run; then remaining lines get budget_exceeded errors
+    #[arg(long, value_name = "USD", env = "LLMROUTE_MAX_COST", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
+
+    /// Progress bar on stderr: auto (only on a terminal), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
     /// Metrics older than this are pruned from the store after a run [default: 90d]
     #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
+}
+
+/// When to show the progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Progress {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Subcommands; without one, llmroute routes its input.
@@ -143,6 +172,23 @@ pub enum Command {
     Models(ModelsArgs),
     /// Inspect and trim the response cache
     Cache(CacheArgs),
+    /// Where the config, store and catalogue live, and the effective configuration
+    Config(ConfigArgs),
+}
+
+/// `llmroute config`.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ConfigAction {
+    /// Print where the config file, the store and the catalogue live
+    Path,
+    /// Print the effective configuration (flags, environment, file, defaults) as TOML
+    Show,
 }
 
 /// `llmroute models`.
@@ -239,6 +285,18 @@ fn parse_since(s: &str) -> Result<Since, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s)
+}
+
+fn parse_usd(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("'{s}' is not an amount of USD"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("'{s}' is not a non-negative amount of USD"));
+    }
+    Ok(v)
 }
 
 fn parse_weights(s: &str) -> Result<Weights, String> {

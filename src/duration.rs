@@ -21,11 +21,22 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration '{s}': {e} (try 500ms, 30s, 2m, 7d)"))
 }
 
-/// Formats a duration compactly for messages (`1m 30s`).
+/// Formats a duration compactly (`90d`, `45s`, `1h 30m`), in a form
+/// [`parse`] reads back.
 pub fn format(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= len && ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
     // Whole milliseconds keep humantime from printing nanoseconds.
-    let ms = Duration::from_millis(d.as_millis() as u64);
-    humantime::format_duration(ms).to_string()
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
 #[cfg(test)]
@@ -45,6 +56,21 @@ mod tests {
         assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert_eq!(parse("1h 30m").unwrap(), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn formats_compactly_and_round_trips() {
+        for (d, text) in [
+            (Duration::from_secs(90 * 86400), "90d"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(45), "45s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(5400), "90m"),
+            (Duration::from_millis(1500), "1s 500ms"),
+        ] {
+            assert_eq!(format(d), text);
+            assert_eq!(parse(text).unwrap(), d);
+        }
     }
 
     #[test]

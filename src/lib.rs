@@ -7,6 +7,7 @@
 //! |--------------|----------------------------------------------------------------|
 //! | [`app`]      | turns parsed flags into a run and an exit status                |
 //! | [`cli`]      | the command-line definition (clap)                              |
+//! | [`config`]   | the config file: defaults for every routing flag                |
 //! | [`input`]    | parsing one JSONL line into a [`input::Request`]                |
 //! | [`cachekey`] | canonical form of a request and its cache key                   |
 //! | [`scoring`]  | the pure weighted scorer                                        |
@@ -14,24 +15,31 @@
 //! | [`catalogue`]| OpenRouter's model catalogue: parse, store, embedded snapshot   |
 //! | [`routing`]  | routing settings, eligibility and ranking of one request        |
 //! | [`upstream`] | the HTTP client for `/chat/completions` and `/models`           |
+//! | [`limits`]   | requests/tokens per minute and the spending cap                 |
 //! | [`pipeline`] | concurrency, ordering, retries, fallback, cooldowns             |
+//! | [`progress`] | the progress bar on stderr                                        |
 //! | [`store`]    | SQLite: cache, metrics, model statistics, schema migrations     |
 //! | [`output`]   | the JSON object written for every input line                    |
 //! | [`report`]   | `llmroute report`: percentiles, usage, cost from the store      |
 //! | [`models`]   | `llmroute models`: candidates, prices, measurements, scores now |
 //! | [`cache`]    | `llmroute cache`: stats, clear, prune                           |
 //! | [`duration`] | humantime durations on the command line                         |
+//! | [`gendocs`]  | the man page and shell completions (from the clap definition)   |
 
 pub mod app;
 pub mod cache;
 pub mod cachekey;
 pub mod catalogue;
 pub mod cli;
+pub mod config;
 pub mod duration;
+pub mod gendocs;
 pub mod input;
+pub mod limits;
 pub mod models;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod quality;
 pub mod report;
 pub mod routing;

@@ -52,8 +52,8 @@ pub struct Latency {
 }
 
 /// Runs `llmroute models`.
-pub fn main(args: &ModelsArgs, common: &CommonArgs) -> Result<i32, Fatal> {
-    let settings = app::settings(&args.routing, &Presets::new())?;
+pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result<i32, Fatal> {
+    let settings = app::settings(&args.routing, presets)?;
     let base = app::base_url(common);
     let key = std::env::var(app::API_KEY_VAR)
         .ok()

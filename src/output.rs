@@ -18,6 +18,7 @@ pub mod error_type {
     pub const AUTH: &str = "auth";
     pub const PAYMENT_REQUIRED: &str = "payment_required";
     pub const INTERRUPTED: &str = "interrupted";
+    pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 }
 
 /// One upstream attempt.

@@ -25,11 +25,13 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use crate::cachekey;
 use crate::catalogue::Catalogue;
 use crate::input::{self, InputEvent, Request, Source};
+use crate::limits::{Budget, RateLimits};
 use crate::output::{error_type, Attempt, CandidateOut, Line};
 use crate::routing::{self, Presets, Settings};
 use crate::store::writer::WriterHandle;
 use crate::store::{self, AttemptRow, CacheEntry, CachedAnswer, LineRecord, ModelStat, RequestRow};
 use crate::upstream::{self, Client, FailureKind};
+use indicatif::ProgressBar;
 
 /// How long in-flight requests may run on after Ctrl-C or a closed output.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -47,6 +49,10 @@ pub struct Options {
     pub cache_ttl: Duration,
     pub no_cache: bool,
     pub max_attempts: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Spending cap of this run in USD.
+    pub max_cost: Option<f64>,
 }
 
 /// What a run starts from.
@@ -59,6 +65,8 @@ pub struct Setup {
     pub stats: HashMap<String, ModelStat>,
     /// Cooldowns in force (model -> until unix ms).
     pub cooldowns: HashMap<String, i64>,
+    /// A progress bar to advance, when one is shown.
+    pub progress: Option<ProgressBar>,
 }
 
 /// Why a run ended early.
@@ -164,6 +172,10 @@ struct Ctx {
     stop: Stop,
     counters: Counters,
     store_warned: AtomicBool,
+    budget_warned: AtomicBool,
+    limits: Arc<RateLimits>,
+    budget: Option<Budget>,
+    progress: Option<ProgressBar>,
     /// Unix ms and Instant of the same moment, to turn one into the other.
     epoch: (i64, Instant),
 }
@@ -208,6 +220,10 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             cost_usd: Mutex::new(0.0),
         },
         store_warned: AtomicBool::new(false),
+        budget_warned: AtomicBool::new(false),
+        limits: Arc::new(RateLimits::new(setup.options.rpm, setup.options.tpm)),
+        budget: setup.options.max_cost.map(Budget::new),
+        progress: setup.progress,
         epoch,
         opts: setup.options,
     });
@@ -232,6 +248,25 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
     let (in_tx, mut in_rx) = mpsc::channel::<InputEvent>(1024);
     input::spawn_reader(sources, in_tx);
     let signals = tokio::spawn(watch_signals(ctx.clone()));
+    let ticker = ctx.progress.clone().map(|pb| {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let spent = *ctx
+                    .counters
+                    .cost_usd
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                pb.set_message(format!(
+                    "{} cached · {} errors · ${spent:.4}",
+                    ctx.counters.cached.load(Ordering::Relaxed),
+                    ctx.counters.errors.load(Ordering::Relaxed),
+                ));
+            }
+        })
+    });
 
     let mut seq = 0u64;
     let mut input_error = None;
@@ -268,6 +303,9 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             Err(e) => {
                 drop(permit);
                 ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(pb) = &ctx.progress {
+                    pb.inc(1);
+                }
                 let line = Line::error(e.id, line_no, error_type::INVALID_INPUT, e.message);
                 let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
             }
@@ -279,6 +317,9 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                         Some(line) => {
                             if line.error.is_some() {
                                 ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let Some(pb) = &ctx.progress {
+                                pb.inc(1);
                             }
                             OutMsg::Line(seq, line.to_bytes())
                         }
@@ -317,6 +358,12 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         let _ = done_rx.await;
     }
     signals.abort();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(pb) = &ctx.progress {
+        pb.finish_and_clear();
+    }
 
     let store_failure = ctx.store.failure();
     let cost_usd = *ctx
@@ -462,6 +509,8 @@ struct Planned {
     model: String,
     score: Option<f64>,
     context_length: Option<u64>,
+    /// Estimated cost of this request on this model.
+    est_cost: Option<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -531,6 +580,18 @@ impl Ctx {
         }
     }
 
+    fn warn_budget(&self) {
+        if let Some(b) = &self.budget {
+            if !self.budget_warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "llmroute: budget reached: ${:.4} spent of ${}; no more requests are sent, remaining lines get budget_exceeded",
+                    b.spent(),
+                    b.max()
+                );
+            }
+        }
+    }
+
     fn add_cost(&self, c: f64) {
         *self
             .counters
@@ -582,10 +643,12 @@ async fn process(
     let mut order: Vec<Planned> = Vec::new();
     let mut excluded = Vec::new();
     if let Some(pinned) = &req.pinned {
+        let info = ctx.catalogue.get(pinned);
         order.push(Planned {
             model: pinned.clone(),
             score: None,
-            context_length: ctx.catalogue.get(pinned).and_then(|i| i.context_length),
+            context_length: info.and_then(|i| i.context_length),
+            est_cost: estimate(info, &req),
         });
     } else {
         let ranking = {
@@ -611,6 +674,7 @@ async fn process(
             model: r.model,
             score: Some(r.score),
             context_length: r.context_length,
+            est_cost: r.cost_usd,
         }));
         excluded = ranking.excluded;
     }
@@ -624,6 +688,7 @@ async fn process(
                 model: model.clone(),
                 score: None,
                 context_length: info.and_then(|i| i.context_length),
+                est_cost: estimate(info, &req),
             }),
             Err(why) => excluded.push((model.clone(), why)),
         }
@@ -670,6 +735,8 @@ async fn process(
     }
 
     let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
+    let planned_tokens = req.prompt_tokens + req.completion_tokens();
+    let worst_estimate = order.iter().filter_map(|p| p.est_cost).fold(0.0, f64::max);
     let mut state = vec![TryState::Untried; order.len()];
     let mut min_context: Option<u64> = None;
     let mut attempts: Vec<Attempt> = Vec::new();
@@ -726,22 +793,67 @@ async fn process(
         };
 
         let model = order[i].model.as_str();
+        // The budget holds this attempt's estimate (unknown prices count as
+        // the dearest known candidate) until its real cost is known.
+        let reservation = match &ctx.budget {
+            None => None,
+            Some(b) => {
+                let est = order[i].est_cost.unwrap_or(worst_estimate);
+                match b.reserve(est) {
+                    Some(r) => Some(r),
+                    None => {
+                        ctx.warn_budget();
+                        final_error = Some((
+                            error_type::BUDGET_EXCEEDED,
+                            format!("not sent: the budget of ${} is spent", b.max()),
+                        ));
+                        break;
+                    }
+                }
+            }
+        };
+        if !ctx.limits.is_unlimited() {
+            tokio::select! {
+                _ = ctx.limits.acquire(planned_tokens) => {}
+                _ = ctx.stop.halted() => {
+                    if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
+                        b.settle(r, Some(0.0));
+                    }
+                    continue;
+                }
+            }
+        }
         let t0 = Instant::now();
         let result = client
             .complete(body_for(model, &rest), ctx.opts.timeout)
             .await;
         let ms = ms_since(t0);
         let ts = store::now_ms();
+        let cost = match &result {
+            Ok(s) => actual_cost(ctx, model, &s.usage),
+            Err(_) => Some(0.0),
+        };
+        if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
+            b.settle(r, cost);
+        }
         match result {
             Ok(s) => {
                 ctx.learn_latency(model, ms);
+                let used =
+                    s.usage.prompt_tokens.unwrap_or(0) + s.usage.completion_tokens.unwrap_or(0);
+                let extra = (used.max(0) as u64).saturating_sub(planned_tokens);
+                if extra > 0 && !ctx.limits.is_unlimited() {
+                    // More tokens than planned: the debt slows later requests, not this line.
+                    let ctx_limits = ctx.limits.clone();
+                    tokio::spawn(async move { ctx_limits.take_tokens(extra).await });
+                }
                 attempts.push(Attempt {
                     model: model.to_string(),
                     status: Some(s.status),
                     error: None,
                     latency_ms: ms,
                 });
-                success = Some((i, s, ms, ts));
+                success = Some((i, s, ms, ts, cost));
                 break;
             }
             Err(f) => {
@@ -808,7 +920,7 @@ async fn process(
     }
 
     let request_id = id_text(&req.id);
-    let Some((i, s, attempt_ms, ts)) = success else {
+    let Some((i, s, attempt_ms, ts, cost_usd)) = success else {
         let (kind, message) = final_error.unwrap_or_else(|| {
             let message = if attempts.is_empty() {
                 "no candidate model could be tried".to_string()
@@ -847,13 +959,6 @@ async fn process(
     };
 
     let planned = &order[i];
-    let cost_usd = s.usage.cost.or_else(|| {
-        let info = ctx.catalogue.get(&planned.model)?;
-        Some(
-            info.prompt_price? * s.usage.prompt_tokens? as f64
-                + info.completion_price? * s.usage.completion_tokens? as f64,
-        )
-    });
     if let Some(c) = cost_usd {
         ctx.add_cost(c);
     }
@@ -922,6 +1027,22 @@ async fn process(
         candidates,
         dry_run: false,
         response: Some(s.body),
+    })
+}
+
+/// Estimated cost of `req` on a model, from the catalogue's prices.
+fn estimate(info: Option<&crate::catalogue::ModelInfo>, req: &Request) -> Option<f64> {
+    info?.estimate_cost(req.prompt_tokens, req.completion_tokens())
+}
+
+/// What an answer cost: the response's `usage.cost`, else price × usage.
+fn actual_cost(ctx: &Ctx, model: &str, usage: &upstream::Usage) -> Option<f64> {
+    usage.cost.or_else(|| {
+        let info = ctx.catalogue.get(model)?;
+        Some(
+            info.prompt_price? * usage.prompt_tokens? as f64
+                + info.completion_price? * usage.completion_tokens? as f64,
+        )
     })
 }
 

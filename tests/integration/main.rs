@@ -2,8 +2,10 @@
 
 mod util;
 
+mod batch;
 mod catalogue;
 mod commands;
+mod docs;
 mod report;
 mod route;
 mod signals;

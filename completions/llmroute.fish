@@ -1,0 +1,134 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_llmroute_global_optspecs
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet rpm= tpm= max-cost= progress= retention= db= config= base-url= h/help V/version
+end
+
+function __fish_llmroute_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_llmroute_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_llmroute_using_subcommand
+    set -l cmd (__fish_llmroute_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c llmroute -n "__fish_llmroute_needs_command" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l timeout -d 'Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call, corrected from usage after)' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -s n -l dry-run -d 'Choose models but call none (needs no API key; works offline); implies --explain'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s e -l explain -d 'Add the full ranking (`candidates`) to every output line'
+complete -c llmroute -n "__fish_llmroute_needs_command" -l unordered -d 'Write output lines as they complete instead of in input order'
+complete -c llmroute -n "__fish_llmroute_needs_command" -l no-cache -d 'Neither read nor write the response cache (attempts are still recorded)'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s q -l quiet -d 'Print nothing on stderr but errors'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s V -l version -d 'Print version'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format' -r -f -a "table\t'For people: totals and a row per model'
+json\t'For scripts'
+prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'"
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l json -d 'Same as --format json'
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l all -d 'Every model in the catalogue, not only the candidates'
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l json -d 'JSON for scripts'
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l refresh -d 'Fetch the catalogue again now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "clear" -d 'Remove every cached answer'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "prune" -d 'Remove cached answers older than a duration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l since -d 'The window of the hit rate: a duration back from now (1h, 7d) or `all`' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l json -d 'JSON for scripts'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l older-than -d 'e.g. 30d' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "clear" -d 'Remove every cached answer'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove cached answers older than a duration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'

@@ -1,0 +1,351 @@
+//! The configuration file: defaults for every routing flag.
+//!
+//! `$XDG_CONFIG_HOME/llmroute/config.toml` (`~/.config/llmroute/config.toml`),
+//! or `--config PATH` / `LLMROUTE_CONFIG`. Precedence: flag > environment >
+//! config file > built-in default. Flags and their environment variables
+//! are resolved by clap; [`Config::apply`] then fills whatever is still
+//! unset from the file. An unknown key or a bad value is an error naming the
+//! file, the line and the key.
+//!
+//! ```toml
+//! priority = "nightly"
+//! models = ["openai/gpt-5.4-mini", "google/gemini-3.5-flash"]
+//! fallback = ["openai/gpt-5.4"]
+//! concurrency = 16
+//! rpm = 600
+//! timeout = "45s"
+//!
+//! [quality]
+//! "openai/gpt-5.4-mini" = 0.8
+//!
+//! [presets.nightly]
+//! latency = 0.1
+//! cost = 0.8
+//! quality = 0.1
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::cli::{Cli, Command};
+use crate::routing::Presets;
+use crate::scoring::{Priority, Weights};
+
+/// The config file's contents. Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub priority: Option<String>,
+    pub weights: Option<WeightsTable>,
+    pub models: Option<Vec<String>>,
+    pub fallback: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quality: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub presets: BTreeMap<String, WeightsTable>,
+    pub concurrency: Option<u32>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub max_cost: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub cache_ttl: Option<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub retention: Option<Duration>,
+    pub base_url: Option<String>,
+    pub db: Option<PathBuf>,
+}
+
+/// `latency`, `cost` and `quality` weights (normalised when used).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsTable {
+    #[serde(default)]
+    pub latency: f64,
+    #[serde(default)]
+    pub cost: f64,
+    #[serde(default)]
+    pub quality: f64,
+}
+
+impl WeightsTable {
+    pub fn weights(&self) -> Result<Weights, String> {
+        Weights::new(self.latency, self.cost, self.quality).map_err(|e| e.to_string())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Seconds(f64),
+    }
+    let raw = Option::<Raw>::deserialize(d)?;
+    match raw {
+        None => Ok(None),
+        Some(Raw::Text(s)) => crate::duration::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(Raw::Seconds(n)) => crate::duration::parse(&n.to_string())
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&crate::duration::format(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Where the config file is looked for by default.
+pub fn default_path() -> Option<PathBuf> {
+    use etcetera::BaseStrategy;
+    etcetera::choose_base_strategy()
+        .ok()
+        .map(|d| d.config_dir().join("llmroute").join("config.toml"))
+}
+
+/// A loaded config and where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    /// Where the file is (or would be) looked for.
+    pub location: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Reads the config: `explicit` (from `--config`/`LLMROUTE_CONFIG`) must
+    /// exist; the default location may be absent.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, String> {
+        let (location, must_exist) = match explicit {
+            Some(p) => (Some(p.to_path_buf()), true),
+            None => (default_path(), false),
+        };
+        let Some(path) = location.clone() else {
+            return Ok(Loaded::default());
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(Loaded {
+                    config: Config::default(),
+                    path: None,
+                    location,
+                })
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let config = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Loaded {
+            config,
+            path: Some(path),
+            location,
+        })
+    }
+}
+
+/// Parses and checks a config file's text.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    config.check()?;
+    Ok(config)
+}
+
+impl Config {
+    /// Checks what serde cannot: value ranges and names.
+    fn check(&self) -> Result<(), String> {
+        for (name, w) in &self.presets {
+            if Priority::from_name(name).is_some() {
+                return Err(format!(
+                    "presets.{name}: a preset cannot redefine the built-in priority '{name}'"
+                ));
+            }
+            w.weights().map_err(|e| format!("presets.{name}: {e}"))?;
+        }
+        if let Some(w) = &self.weights {
+            w.weights().map_err(|e| format!("weights: {e}"))?;
+        }
+        for (model, q) in &self.quality {
+            if !(0.0..=1.0).contains(q) {
+                return Err(format!("quality.\"{model}\": {q} is outside [0, 1]"));
+            }
+        }
+        if let Some(p) = &self.priority {
+            if Priority::from_name(p).is_none() && !self.presets.contains_key(p) {
+                return Err(format!("priority: unknown priority '{p}'"));
+            }
+        }
+        let positive = [
+            ("concurrency", self.concurrency),
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("max_attempts", self.max_attempts),
+        ];
+        for (key, v) in positive {
+            if v == Some(0) {
+                return Err(format!("{key}: must be at least 1"));
+            }
+        }
+        if self.max_cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Err("max_cost: must be a non-negative number of USD".into());
+        }
+        Ok(())
+    }
+
+    /// The named weight presets.
+    pub fn presets(&self) -> Presets {
+        self.presets
+            .iter()
+            .filter_map(|(k, w)| Some((k.clone(), w.weights().ok()?)))
+            .collect()
+    }
+
+    /// Fills every option the command line and environment left unset.
+    pub fn apply(&self, cli: &mut Cli) {
+        let common = &mut cli.common;
+        fill(&mut common.db, &self.db);
+        fill(&mut common.base_url, &self.base_url);
+        let routing = match &mut cli.command {
+            None | Some(Command::Config(_)) => Some(&mut cli.run.routing),
+            Some(Command::Models(m)) => Some(&mut m.routing),
+            _ => None,
+        };
+        if let Some(r) = routing {
+            // Explicit weights from the config only apply when no priority
+            // was chosen on the command line or in the environment.
+            if r.weights.is_none() && r.priority.is_none() {
+                r.weights = self.weights.and_then(|w| w.weights().ok());
+                fill(&mut r.priority, &self.priority);
+            }
+            fill(&mut r.models, &self.models);
+            fill(&mut r.fallback, &self.fallback);
+            let given: Vec<String> = r.quality.iter().map(|(m, _)| m.clone()).collect();
+            r.quality.extend(
+                self.quality
+                    .iter()
+                    .filter(|(m, _)| !given.contains(m))
+                    .map(|(m, q)| (m.clone(), *q)),
+            );
+        }
+        let run = &mut cli.run;
+        fill(&mut run.concurrency, &self.concurrency);
+        fill(&mut run.rpm, &self.rpm);
+        fill(&mut run.tpm, &self.tpm);
+        fill(&mut run.max_cost, &self.max_cost);
+        fill(&mut run.timeout, &self.timeout);
+        fill(&mut run.max_attempts, &self.max_attempts);
+        fill(&mut run.cache_ttl, &self.cache_ttl);
+        fill(&mut run.retention, &self.retention);
+    }
+}
+
+fn fill<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+    if slot.is_none() {
+        slot.clone_from(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = parse(
+            r#"
+            priority = "nightly"
+            models = ["a/b", "c/d"]
+            fallback = ["e/f"]
+            concurrency = 16
+            rpm = 600
+            tpm = 100000
+            max_cost = 2.5
+            timeout = "45s"
+            cache_ttl = 86400
+            retention = "30d"
+            max_attempts = 3
+            base_url = "http://127.0.0.1:9/api/v1"
+            db = "/tmp/x.db"
+            [quality]
+            "a/b" = 0.8
+            [presets.nightly]
+            latency = 0.1
+            cost = 0.8
+            quality = 0.1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Some(Duration::from_secs(45)));
+        assert_eq!(c.cache_ttl, Some(Duration::from_secs(86400)));
+        assert_eq!(c.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.presets()["nightly"].cost, 0.8);
+        assert_eq!(c.quality["a/b"], 0.8);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = parse("priority = \"speed\"\n\nspeeed = 3\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("speeed"), "{e}");
+        let e = parse("timeout = \"soon\"\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("soon"), "{e}");
+        let e = parse("[presets.x]\nlatency = -1\n").unwrap_err();
+        assert!(e.contains("presets.x") && e.contains("negative"), "{e}");
+        let e = parse("[presets.x]\nspeed = 1\n").unwrap_err();
+        assert!(e.contains("speed"), "{e}");
+        assert!(parse("priority = \"fastest\"\n")
+            .unwrap_err()
+            .contains("fastest"));
+        assert!(parse("concurrency = 0\n")
+            .unwrap_err()
+            .contains("concurrency"));
+        assert!(parse("[quality]\n\"a/b\" = 3\n")
+            .unwrap_err()
+            .contains("a/b"));
+        assert!(parse("[presets.speed]\nlatency = 1\n")
+            .unwrap_err()
+            .contains("built-in"));
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let c = parse("priority = \"cost\"\nconcurrency = 16\nmodels = [\"x/y\"]\ntimeout = \"5s\"\n[quality]\n\"m/1\" = 0.1\n\"m/2\" = 0.2\n").unwrap();
+        let mut cli = Cli::try_parse_from(["llmroute", "-j", "2", "--quality", "m/1=0.9"]).unwrap();
+        c.apply(&mut cli);
+        assert_eq!(cli.run.concurrency, Some(2), "the flag wins");
+        assert_eq!(
+            cli.run.routing.priority.as_deref(),
+            Some("cost"),
+            "the file fills the gap"
+        );
+        assert_eq!(cli.run.routing.models, Some(vec!["x/y".to_string()]));
+        assert_eq!(cli.run.timeout, Some(Duration::from_secs(5)));
+        let q: BTreeMap<_, _> = cli.run.routing.quality.iter().cloned().collect();
+        assert_eq!((q["m/1"], q["m/2"]), (0.9, 0.2));
+        let mut cli = Cli::try_parse_from(["llmroute", "-p", "speed"]).unwrap();
+        c.apply(&mut cli);
+        assert_eq!(cli.run.routing.priority.as_deref(), Some("speed"));
+    }
+}

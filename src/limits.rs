@@ -1,0 +1,201 @@
+//! Limits a run keeps: requests and tokens per minute, and a spending cap.
+//!
+//! The rate limiters are GCRA (the `governor` crate): requests are spaced
+//! evenly instead of sent in bursts followed by stalls. The budget reserves
+//! each request's estimated cost before it is sent and settles it with the
+//! real cost after, so the spend plus what is in flight never passes the cap.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Requests-per-minute and tokens-per-minute limiters shared by all lines.
+pub struct RateLimits {
+    requests: Option<DefaultDirectRateLimiter>,
+    tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+}
+
+impl RateLimits {
+    pub fn new(rpm: Option<u32>, tpm: Option<u32>) -> RateLimits {
+        let requests = rpm.and_then(NonZeroU32::new).map(|n| {
+            // A burst of one: requests leave one every 60/n seconds.
+            RateLimiter::direct(Quota::per_minute(n).allow_burst(NonZeroU32::MIN))
+        });
+        let tokens = tpm.and_then(NonZeroU32::new).map(|n| {
+            // Tokens come in lumps (a whole request at a time), so the
+            // bucket holds a second's worth, or at least one large request.
+            let burst = NonZeroU32::new((n.get() / 60).max(4096).min(n.get())).unwrap_or(n);
+            (
+                RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)),
+                burst,
+            )
+        });
+        RateLimits { requests, tokens }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+
+    /// Waits until one more request of about `tokens` tokens may be sent.
+    pub async fn acquire(&self, tokens: u64) {
+        if let Some(r) = &self.requests {
+            r.until_ready().await;
+        }
+        self.take_tokens(tokens).await;
+    }
+
+    /// Charges tokens used beyond the estimate (from the response's usage).
+    pub async fn take_tokens(&self, tokens: u64) {
+        if let Some((t, burst)) = &self.tokens {
+            let mut left = tokens;
+            while left > 0 {
+                let n = left.min(burst.get() as u64) as u32;
+                let n = NonZeroU32::new(n).expect("n > 0");
+                // n never exceeds the burst, so this cannot fail.
+                let _ = t.until_n_ready(n).await;
+                left -= n.get() as u64;
+            }
+        }
+    }
+}
+
+/// A spending cap for one run.
+pub struct Budget {
+    max_usd: f64,
+    state: Mutex<BudgetState>,
+    exhausted: AtomicBool,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    spent: f64,
+    reserved: f64,
+}
+
+/// An estimated cost held against the budget while a request is in flight.
+#[derive(Debug)]
+#[must_use = "settle the reservation with the real cost"]
+pub struct Reservation(f64);
+
+impl Budget {
+    pub fn new(max_usd: f64) -> Budget {
+        Budget {
+            max_usd,
+            state: Mutex::new(BudgetState::default()),
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// Reserves `estimate` USD, or refuses when spend plus what is in flight
+    /// plus the estimate would pass the cap. After the first refusal every
+    /// later request is refused too.
+    pub fn reserve(&self, estimate: f64) -> Option<Reservation> {
+        if self.exhausted.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2.
+        if s.spent + s.reserved + estimate > self.max_usd + 1e-9 {
+            self.exhausted.store(true, Ordering::Relaxed);
+            return None;
+        }
+        s.reserved += estimate;
+        Some(Reservation(estimate))
+    }
+
+    /// Replaces a reservation with what the request really cost (the
+    /// estimate when unknown; nothing when it failed before a response).
+    pub fn settle(&self, r: Reservation, actual: Option<f64>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.reserved = (s.reserved - r.0).max(0.0);
+        s.spent += actual.unwrap_or(r.0);
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    pub fn spent(&self) -> f64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).spent
+    }
+
+    pub fn max(&self) -> f64 {
+        self.max_usd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn budget_counts_what_is_in_flight() {
+        let b = Budget::new(1.0);
+        let r1 = b.reserve(0.4).unwrap();
+        let r2 = b.reserve(0.4).unwrap();
+        assert!(b.reserve(0.4).is_none(), "0.8 in flight + 0.4 > 1.0");
+        assert!(b.exhausted());
+        b.settle(r1, Some(0.1));
+        assert!(b.reserve(0.1).is_none(), "once refused, always refused");
+        b.settle(r2, None);
+        assert!((b.spent() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn budget_admits_up_to_the_cap() {
+        let b = Budget::new(0.3);
+        for _ in 0..3 {
+            let r = b.reserve(0.1).unwrap();
+            b.settle(r, Some(0.1));
+        }
+        assert!(b.reserve(0.01).is_none());
+        assert!((b.spent() - 0.3).abs() < 1e-9);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_are_spaced_not_burst() {
+        let limits = RateLimits::new(Some(600), None); // one per 100 ms
+        let start = Instant::now();
+        for _ in 0..4 {
+            limits.acquire(1).await;
+        }
+        // The first is immediate, the next three wait 100 ms each.
+        assert!(
+            start.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(RateLimits::new(None, None).is_unlimited());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn tokens_per_minute_hold_back_large_requests() {
+        // 60,000 a minute is 1,000 a second; the bucket holds 4,096.
+        let limits = RateLimits::new(None, Some(60_000));
+        let start = Instant::now();
+        limits.acquire(4_096).await;
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "a full bucket is free"
+        );
+        limits.acquire(500).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+        // Requests larger than the bucket are taken in bucket-sized parts.
+        let big = RateLimits::new(None, Some(600_000)); // 10,000/s, bucket 10,000
+        let start = Instant::now();
+        big.acquire(15_000).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The progress bar on stderr: lines done (of the total, when the input is
+//! files), rate, cache hits, errors, spend and ETA. Shown on a terminal
+//! unless `--quiet`; `--progress always|never` overrides.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+
+use crate::cli::Progress;
+use crate::input::Source;
+
+/// A bar for a run over `sources`, or `None` when none is shown.
+pub fn bar(when: Progress, quiet: bool, sources: &[Source]) -> Option<ProgressBar> {
+    let on_terminal = std::io::stderr().is_terminal();
+    let show = match when {
+        Progress::Never => false,
+        Progress::Always => true,
+        Progress::Auto => on_terminal && !quiet,
+    };
+    if !show {
+        return None;
+    }
+    let total = total_lines(sources);
+    let pb = match total {
+        Some(n) => ProgressBar::with_draw_target(Some(n), target(on_terminal)),
+        None => ProgressBar::with_draw_target(None, target(on_terminal)),
+    };
+    let template = match total {
+        Some(_) => "{spinner} {wide_bar} {pos}/{len} lines · {per_sec} · {msg} · ETA {eta}",
+        None => "{spinner} {pos} lines · {per_sec} · {msg}",
+    };
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("a valid template")
+            .progress_chars("█▉▊▋▌▍▎▏ "),
+    );
+    Some(pb)
+}
+
+fn target(on_terminal: bool) -> ProgressDrawTarget {
+    if on_terminal {
+        ProgressDrawTarget::stderr_with_hz(10)
+    } else {
+        // Forced onto something that is not a terminal (`--progress always`).
+        ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 4)
+    }
+}
+
+/// Non-blank lines in `sources`, when they are all files.
+fn total_lines(sources: &[Source]) -> Option<u64> {
+    let mut total = 0;
+    for s in sources {
+        let Source::File(path) = s else { return None };
+        total += count_non_blank(std::fs::File::open(path).ok()?).ok()?;
+    }
+    Some(total)
+}
+
+/// Counts lines holding something other than whitespace.
+pub fn count_non_blank(mut r: impl std::io::Read) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut count, mut in_line_content) = (0u64, false);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                count += in_line_content as u64;
+                in_line_content = false;
+            } else if !b.is_ascii_whitespace() {
+                in_line_content = true;
+            }
+        }
+    }
+    Ok(count + in_line_content as u64)
+}
+
+/// Plain stderr with ANSI cursor movement, for a forced bar.
+#[derive(Debug)]
+struct Stderr;
+
+impl Stderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        std::io::stderr().lock().write_all(s.as_bytes())
+    }
+}
+
+impl TermLike for Stderr {
+    fn width(&self) -> u16 {
+        80
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_non_blank_lines() {
+        assert_eq!(count_non_blank(&b"a\n\n  \nb\r\nc"[..]).unwrap(), 3);
+        assert_eq!(count_non_blank(&b""[..]).unwrap(), 0);
+        assert_eq!(count_non_blank(&b"\n\n"[..]).unwrap(), 0);
+    }
+}

@@ -1,0 +1,305 @@
+//! Batch operations: rate limits, budget, progress, summary, configuration.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+#[test]
+fn rpm_spaces_requests_evenly() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "5", "--rpm", "300"])
+        .stdin(prompts(5))
+        .run();
+    out.assert_code(0);
+    let reqs = env.server.completions();
+    assert_eq!(reqs.len(), 5);
+    // 300 a minute is one every 200 ms: no burst, so no two requests closer than that.
+    for w in reqs.windows(2) {
+        let gap = w[1].at.duration_since(w[0].at);
+        assert!(
+            gap >= Duration::from_millis(180),
+            "requests {gap:?} apart under --rpm 300"
+        );
+    }
+}
+
+/// Ten lines against a model whose every answer costs $0.01 (usage.cost),
+/// with an estimate of about $0.005 a request from its price.
+fn priced() -> Env {
+    let env = Env::new(vec![ModelSpec::new("t/p").prices("0.00000001", "0.00001")]);
+    env.server.set_default("t/p", Behavior::ok_with_cost(0.01));
+    env
+}
+
+#[test]
+fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
+    let env = priced();
+    let out = env
+        .cmd()
+        .args(["--models", "t/p", "-j", "1", "--max-cost", "0.035"])
+        .stdin(prompts(10))
+        .run();
+    out.assert_code(1);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 10);
+    // After 3 answers ($0.03 spent), the 4th would bring spend plus its estimate past $0.035.
+    let answered = lines.iter().filter(|l| l["error"].is_null()).count();
+    assert_eq!(answered, 3);
+    assert!(
+        lines[3..]
+            .iter()
+            .all(|l| l["error"]["type"] == "budget_exceeded"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.server.completions().len(), 3);
+    assert!(
+        out.stderr.contains("budget reached") && out.stderr.contains("$0.0300"),
+        "{}",
+        out.stderr
+    );
+
+    // Cached answers cost nothing and are still served under a spent budget.
+    env.server.clear_log();
+    let out = env
+        .cmd()
+        .args(["--models", "t/p", "-j", "1", "--max-cost", "0"])
+        .stdin(prompts(10))
+        .run();
+    out.assert_code(1);
+    let lines = out.lines();
+    assert_eq!(lines.iter().filter(|l| l["cached"] == true).count(), 3);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["error"]["type"] == "budget_exceeded")
+            .count(),
+        7
+    );
+    assert_eq!(env.server.completions().len(), 0);
+}
+
+#[test]
+fn budget_counts_requests_in_flight() {
+    let env = priced();
+    env.server.set_default(
+        "t/p",
+        Behavior::Ok {
+            latency: Duration::from_millis(300),
+            cost: Some(0.01),
+        },
+    );
+    // Eight at once, each held at its ~$0.005 estimate: only four fit in $0.022.
+    let out = env
+        .cmd()
+        .args(["--models", "t/p", "-j", "8", "--max-cost", "0.022"])
+        .stdin(prompts(8))
+        .run();
+    out.assert_code(1);
+    assert_eq!(env.server.completions().len(), 4);
+    assert_eq!(
+        out.lines()
+            .iter()
+            .filter(|l| l["error"]["type"] == "budget_exceeded")
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn progress_is_hidden_unless_asked_for_and_a_summary_ends_the_run() {
+    let env = Env::three();
+    let file = env.write("in.jsonl", &prompts(3));
+    let out = env.cmd().args(["--models", "t/a"]).arg(&file).run();
+    out.assert_code(0);
+    assert!(
+        !out.stderr.contains("lines ·"),
+        "no bar when stderr is not a terminal: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("llmroute: 3 lines: 3 answered, 0 cached, 0 errors"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--progress", "always"])
+        .arg(&file)
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("3/3 lines"), "{}", out.stderr);
+    let out = env.cmd().args(["--models", "t/a", "-q"]).arg(&file).run();
+    assert_eq!(out.stderr, "");
+}
+
+fn show(cmd: Cmd) -> Value {
+    let out = cmd.args(["config", "show"]).run();
+    out.assert_code(0);
+    let body: String = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table =
+        toml::from_str(&body).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    serde_json::to_value(table).unwrap()
+}
+
+#[test]
+fn flag_beats_environment_beats_config_file_beats_default() {
+    // Unmeasured, so cost and quality decide: cost and balanced pick
+    // t/cheap, quality picks t/smart.
+    let env = Env::new(vec![
+        ModelSpec::new("t/cheap")
+            .prices("0.00000001", "0.00000001")
+            .intelligence(15.0),
+        ModelSpec::new("t/smart")
+            .prices("0.00001", "0.00003")
+            .intelligence(58.0),
+    ]);
+    let dir = env.path("config/llmroute");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "priority = \"quality\"\nmodels = [\"t/cheap\", \"t/smart\"]\nconcurrency = 3\ntimeout = \"7s\"\n",
+    )
+    .unwrap();
+    let pick = |cmd: Cmd| {
+        let out = cmd.arg("--no-cache").stdin(prompts(1)).run();
+        out.assert_code(0);
+        out.lines()[0]["model"].as_str().unwrap().to_string()
+    };
+    assert_eq!(pick(env.cmd()), "t/smart", "the file's priority");
+    assert_eq!(
+        pick(env.cmd().env("LLMROUTE_PRIORITY", "cost")),
+        "t/cheap",
+        "environment over file"
+    );
+    assert_eq!(
+        pick(
+            env.cmd()
+                .env("LLMROUTE_PRIORITY", "cost")
+                .args(["-p", "quality"])
+        ),
+        "t/smart",
+        "flag over environment"
+    );
+
+    let file = show(env.cmd());
+    assert_eq!(
+        (
+            file["priority"].clone(),
+            file["concurrency"].clone(),
+            file["timeout"].clone()
+        ),
+        ("quality".into(), 3.into(), "7s".into())
+    );
+    let with_env = show(
+        env.cmd()
+            .env("LLMROUTE_PRIORITY", "cost")
+            .env("LLMROUTE_CONCURRENCY", "5"),
+    );
+    assert_eq!(
+        (
+            with_env["priority"].clone(),
+            with_env["concurrency"].clone()
+        ),
+        ("cost".into(), 5.into())
+    );
+
+    std::fs::remove_file(dir.join("config.toml")).unwrap();
+    assert_eq!(
+        pick(env.cmd().args(["--models", "t/cheap,t/smart"])),
+        "t/cheap",
+        "built-in balanced"
+    );
+    let none = show(env.cmd());
+    assert_eq!(
+        (none["priority"].clone(), none["concurrency"].clone()),
+        ("balanced".into(), 8.into())
+    );
+    assert!(!serde_json::to_string(&none).unwrap().contains(KEY));
+}
+
+#[test]
+fn config_presets_route_and_the_store_path_comes_from_the_file() {
+    let env = Env::new(vec![
+        ModelSpec::new("t/cheap")
+            .prices("0.00000001", "0.00000001")
+            .intelligence(15.0),
+        ModelSpec::new("t/smart")
+            .prices("0.00001", "0.00003")
+            .intelligence(58.0),
+    ]);
+    let db = env.path("from-config.db");
+    let cfg = env.write(
+        "my.toml",
+        &format!("db = \"{}\"\nmodels = [\"t/cheap\", \"t/smart\"]\n[presets.thrifty]\nlatency = 0\ncost = 1\nquality = 0\n[presets.brainy]\nquality = 1\n", db.display()),
+    );
+    let run = |p: &str| {
+        let out = env
+            .cmd()
+            .env_remove("LLMROUTE_DB")
+            .args(["--config"])
+            .arg(&cfg)
+            .args(["-p", p, "--no-cache"])
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(0);
+        out.lines()[0]["model"].as_str().unwrap().to_string()
+    };
+    assert_eq!(run("thrifty"), "t/cheap");
+    assert_eq!(run("brainy"), "t/smart");
+    assert!(db.exists(), "the store named in the config file is used");
+    let out = env
+        .cmd()
+        .env_remove("LLMROUTE_DB")
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "path"])
+        .run();
+    assert!(
+        out.stdout.contains("my.toml") && out.stdout.contains("from-config.db"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn config_errors_name_the_file_line_and_key() {
+    let env = Env::three();
+    let cfg = env.write("bad.toml", "priority = \"speed\"\n\nconcurrancy = 4\n");
+    let out = env.cmd().arg("--config").arg(&cfg).stdin(prompts(1)).run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("bad.toml")
+            && out.stderr.contains("line 3")
+            && out.stderr.contains("concurrancy"),
+        "{}",
+        out.stderr
+    );
+    let cfg = env.write("bad2.toml", "timeout = \"whenever\"\n");
+    let out = env.cmd().arg("--config").arg(&cfg).stdin(prompts(1)).run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("bad2.toml")
+            && out.stderr.contains("line 1")
+            && out.stderr.contains("whenever"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(env.path("absent.toml"))
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("absent.toml"), "{}", out.stderr);
+}

@@ -1,0 +1,81 @@
+//! The generated man page and completions: the committed files match what
+//! the code generates, and the man page renders without warnings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap_complete::Shell;
+use llmroute::gendocs;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn generated_docs_are_fresh() {
+    let expected = [
+        ("man/llmroute.1", gendocs::man_page()),
+        (
+            "completions/llmroute.bash",
+            gendocs::completions(Shell::Bash),
+        ),
+        ("completions/_llmroute", gendocs::completions(Shell::Zsh)),
+        (
+            "completions/llmroute.fish",
+            gendocs::completions(Shell::Fish),
+        ),
+    ];
+    let stale: Vec<&str> = expected
+        .iter()
+        .filter(|(path, generated)| {
+            std::fs::read_to_string(repo().join(path)).ok().as_ref() != Some(generated)
+        })
+        .map(|(path, _)| *path)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} differ from the command-line definition (or are missing); \
+         run scripts/generate-docs and commit the result",
+        stale.join(", ")
+    );
+}
+
+/// The first of `names` found on PATH.
+fn on_path(names: &[&'static str]) -> Option<(&'static str, PathBuf)> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+            .map(|found| (*name, found))
+    })
+}
+
+#[test]
+fn man_page_renders_without_warnings() {
+    let page = repo().join("man/llmroute.1");
+    let Some((name, program)) = on_path(&["groff", "mandoc", "man"]) else {
+        eprintln!("skipped: none of groff, mandoc or man is installed");
+        return;
+    };
+    let mut cmd = Command::new(&program);
+    match name {
+        "groff" => cmd.args(["-man", "-Tutf8", "-ww", "-z"]).arg(&page),
+        "mandoc" => cmd.args(["-Tutf8", "-Wwarning"]).arg(&page),
+        _ => cmd
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80"),
+    };
+    let out = cmd.output().expect("the formatter runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "{name} on man/llmroute.1: {}\n{stderr}",
+        out.status
+    );
+    if name != "groff" {
+        assert!(!out.stdout.is_empty(), "{name} rendered nothing");
+    }
+}
