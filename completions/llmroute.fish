@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet rpm= tpm= max-cost= progress= retention= db= config= base-url= h/help V/version
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet v/verbose rpm= tpm= max-cost= progress= retention= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -48,6 +48,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -s e -l explain -d 'Add 
 complete -c llmroute -n "__fish_llmroute_needs_command" -l unordered -d 'Write output lines as they complete instead of in input order'
 complete -c llmroute -n "__fish_llmroute_needs_command" -l no-cache -d 'Neither read nor write the response cache (attempts are still recorded)'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s q -l quiet -d 'Print nothing on stderr but errors'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s v -l verbose -d 'Log every upstream attempt and cache hit on stderr'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s V -l version -d 'Print version'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'

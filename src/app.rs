@@ -245,6 +245,7 @@ fn route(run: &RunArgs, common: &CommonArgs, presets: Presets) -> Result<i32, Fa
             rpm: run.rpm,
             tpm: run.tpm,
             max_cost: run.max_cost,
+            verbose: run.verbose,
         },
         progress: crate::progress::bar(run.progress, run.quiet, &sources),
         client,

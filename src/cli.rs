@@ -130,8 +130,12 @@ pub struct RunArgs {
     pub no_cache: bool,
 
     /// Print nothing on stderr but errors
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Log every upstream attempt and cache hit on stderr
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Requests per minute at most, shared by all requests in flight
     #[arg(long, value_name = "N", env = "LLMROUTE_RPM", value_parser = clap::value_parser!(u32).range(1..))]

@@ -53,6 +53,8 @@ pub struct Options {
     pub tpm: Option<u32>,
     /// Spending cap of this run in USD.
     pub max_cost: Option<f64>,
+    /// Log every attempt and cache hit on stderr.
+    pub verbose: bool,
 }
 
 /// What a run starts from.
@@ -633,6 +635,9 @@ async fn process(
     if let Some(key) = key {
         let min_created = store::now_ms() - ctx.opts.cache_ttl.as_millis() as i64;
         if let Some(hit) = ctx.store.lookup(key, min_created).await {
+            if ctx.opts.verbose {
+                eprintln!("llmroute: line {line_no}: cache hit ({})", hit.model);
+            }
             return Some(cached_line(ctx, line_no, req, hit, started));
         }
     }
@@ -833,6 +838,18 @@ async fn process(
             Ok(s) => actual_cost(ctx, model, &s.usage),
             Err(_) => Some(0.0),
         };
+        if ctx.opts.verbose {
+            match &result {
+                Ok(s) => eprintln!(
+                    "llmroute: line {line_no}: {model}: HTTP {} in {ms:.1} ms",
+                    s.status
+                ),
+                Err(f) => eprintln!(
+                    "llmroute: line {line_no}: {model}: failed in {ms:.1} ms: {}",
+                    f.message
+                ),
+            }
+        }
         if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
             b.settle(r, cost);
         }

@@ -803,12 +803,25 @@ fn costs_come_from_usage_or_from_prices() {
 #[test]
 fn the_key_is_never_written_anywhere() {
     let env = Env::three();
-    env.server.set_default("t/b", Behavior::status(500));
+    env.server.set_default("t/a", Behavior::status(500));
     let out = env
         .cmd()
-        .args(["--models", "t/a,t/b", "-p", "cost", "--explain"])
+        .args([
+            "--models",
+            "t/a,t/b",
+            "-p",
+            "cost",
+            "--explain",
+            "--verbose",
+        ])
         .stdin(prompts(3))
         .run();
+    // Verbose logging shows every attempt, the failed ones too, but not the key.
+    assert!(
+        out.stderr.contains("t/a: failed") && out.stderr.contains("HTTP 500"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stdout.contains(KEY) && !out.stderr.contains(KEY));
     for f in ["store.db", "store.db-wal"] {
         let bytes = read(&env.path(f));
