@@ -145,6 +145,18 @@ pub fn store_path(common: &CommonArgs) -> Result<PathBuf, Fatal> {
     }
 }
 
+/// Turns a store failure into a fatal error that names the store.
+pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> Fatal + '_ {
+    move |e| match e {
+        store::StoreError::Sql(e) => Fatal(format!(
+            "cannot use the store at {}: {}",
+            path.display(),
+            store::describe(&e)
+        )),
+        other => Fatal(other.to_string()),
+    }
+}
+
 /// The base URL: `--base-url`, `LLMROUTE_BASE_URL`, or OpenRouter's.
 pub fn base_url(common: &CommonArgs) -> String {
     common
@@ -225,8 +237,10 @@ fn route(run: &RunArgs, common: &CommonArgs, presets: Presets) -> Result<i32, Fa
             }
         }
     }
-    let stats = store.model_stats()?;
-    let cooldowns = store.cooldowns(store::now_ms())?;
+    let stats = store.model_stats().map_err(store_fatal(&path))?;
+    let cooldowns = store
+        .cooldowns(store::now_ms())
+        .map_err(store_fatal(&path))?;
     store.set_run(&run_id(), &settings.priority);
 
     let writer = Writer::spawn(store);

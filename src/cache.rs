@@ -31,11 +31,13 @@ pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
     let now = store::now_ms();
     let text = match &args.action {
         CacheAction::Clear => {
-            let n = store.cache_remove(None)?;
+            let n = store.cache_remove(None).map_err(app::store_fatal(&path))?;
             format!("removed {n} cached answers\n")
         }
         CacheAction::Prune { older_than } => {
-            let n = store.cache_remove(Some(now - older_than.as_millis() as i64))?;
+            let n = store
+                .cache_remove(Some(now - older_than.as_millis() as i64))
+                .map_err(app::store_fatal(&path))?;
             format!(
                 "removed {n} cached answers older than {}\n",
                 crate::duration::format(*older_than)
@@ -49,7 +51,7 @@ pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
                     crate::duration::format(*d),
                 ),
             };
-            let s = store.cache_stats(from)?;
+            let s = store.cache_stats(from).map_err(app::store_fatal(&path))?;
             let file_bytes = ["", "-wal"]
                 .iter()
                 .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())

@@ -59,7 +59,8 @@ pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result
         .ok()
         .filter(|k| !k.trim().is_empty());
     let client = Client::new(&base, key.as_deref(), 1).map_err(Fatal)?;
-    let store = Store::open(&app::store_path(common)?)?;
+    let path = app::store_path(common)?;
+    let store = Store::open(&path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -78,15 +79,19 @@ pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result
         Vec::new(),
         (*settings.quality).clone(),
     );
-    let stats = store.model_stats()?;
-    let cooldowns = store.cooldowns(store::now_ms())?;
+    let stats = store.model_stats().map_err(app::store_fatal(&path))?;
+    let cooldowns = store
+        .cooldowns(store::now_ms())
+        .map_err(app::store_fatal(&path))?;
     let reference = reference_request();
     let ranking = routing::rank(&reference, &settings, &catalogue, &stats);
 
     let mut rows = Vec::with_capacity(ids.len());
     for id in &ids {
         let info = catalogue.get(id);
-        let (latencies, attempts, errors) = store.model_measurements(id, i64::MIN)?;
+        let (latencies, attempts, errors) = store
+            .model_measurements(id, i64::MIN)
+            .map_err(app::store_fatal(&path))?;
         let stat = stats.get(id);
         rows.push(Row {
             model: id.clone(),

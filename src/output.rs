@@ -19,6 +19,7 @@ pub mod error_type {
     pub const PAYMENT_REQUIRED: &str = "payment_required";
     pub const INTERRUPTED: &str = "interrupted";
     pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+    pub const INTERNAL: &str = "internal_error";
 }
 
 /// One upstream attempt.

@@ -315,6 +315,15 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                 let ctx = ctx.clone();
                 let out_tx = out_tx.clone();
                 tokio::spawn(async move {
+                    // Should this task die, the guard still writes the line.
+                    let mut guard = LineGuard {
+                        out: out_tx.clone(),
+                        seq,
+                        line_no,
+                        id: req.id.clone(),
+                        ctx: ctx.clone(),
+                        done: false,
+                    };
                     let msg = match process(&ctx, line_no, req, permit).await {
                         Some(line) => {
                             if line.error.is_some() {
@@ -327,6 +336,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                         }
                         None => OutMsg::Skip(seq),
                     };
+                    guard.done = true;
                     let _ = out_tx.send(msg);
                 });
             }
@@ -495,6 +505,34 @@ fn output_thread(
         if let Err(e) = out.flush() {
             stop.set(output_stop(e));
         }
+    }
+}
+
+/// Writes an `internal_error` line for a line whose task ended without
+/// writing one (a bug), so that no line is lost and the run cannot stall
+/// waiting for it.
+struct LineGuard {
+    out: std::sync::mpsc::Sender<OutMsg>,
+    seq: u64,
+    line_no: u64,
+    id: Value,
+    ctx: Arc<Ctx>,
+    done: bool,
+}
+
+impl Drop for LineGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let line = Line::error(
+            std::mem::take(&mut self.id),
+            self.line_no,
+            error_type::INTERNAL,
+            "llmroute failed on this line (an internal error; please report it)",
+        );
+        let _ = self.out.send(OutMsg::Line(self.seq, line.to_bytes()));
     }
 }
 
@@ -740,7 +778,7 @@ async fn process(
     }
 
     let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
-    let planned_tokens = req.prompt_tokens + req.completion_tokens();
+    let planned_tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
     let worst_estimate = order.iter().filter_map(|p| p.est_cost).fold(0.0, f64::max);
     let mut state = vec![TryState::Untried; order.len()];
     let mut min_context: Option<u64> = None;

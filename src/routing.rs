@@ -168,7 +168,7 @@ pub fn eligibility(
 ) -> Result<(), Excluded> {
     let Some(info) = info else { return Ok(()) };
     if let Some(ctx) = info.context_length {
-        if req.prompt_tokens + req.completion_tokens() > ctx {
+        if req.prompt_tokens.saturating_add(req.completion_tokens()) > ctx {
             return Err(Excluded::ContextWindow);
         }
     }

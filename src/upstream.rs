@@ -155,6 +155,9 @@ pub struct Client {
     http: reqwest::Client,
     chat_url: String,
     models_url: String,
+    /// The key, kept only to blank it out of messages built from what a
+    /// server sent back (an API may echo it in an error body).
+    redact: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -200,11 +203,29 @@ impl Client {
             http,
             chat_url: format!("{base}/chat/completions"),
             models_url: format!("{base}/models"),
+            redact: api_key
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty()),
         })
+    }
+
+    /// Replaces the key, wherever it appears in `text`, with `[redacted]`.
+    pub fn redact(&self, text: String) -> String {
+        match &self.redact {
+            Some(k) if text.contains(k.as_str()) => text.replace(k.as_str(), "[redacted]"),
+            _ => text,
+        }
     }
 
     /// Sends one chat completion request (`body` is the JSON to post).
     pub async fn complete(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
+        self.complete_raw(body, timeout).await.map_err(|mut f| {
+            f.message = self.redact(f.message);
+            f
+        })
+    }
+
+    async fn complete_raw(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
         let fut = async {
             let resp = self
                 .http

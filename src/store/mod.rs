@@ -502,7 +502,7 @@ impl Store {
 }
 
 /// A readable cause for the common ways a store cannot be used.
-fn describe(e: &rusqlite::Error) -> String {
+pub(crate) fn describe(e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::*;
     match e.sqlite_error_code() {
         Some(NotADatabase) => "the file is not an SQLite database (or is corrupt)".into(),
