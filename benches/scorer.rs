@@ -1,0 +1,121 @@
+//! Decision time: how long llmroute takes to choose a model for one request.
+//!
+//! Two levels, each over 8 candidates (the built-in list) and over the whole
+//! real catalogue (`tests/fixtures/openrouter-models.json`, 337 models):
+//!
+//! - `decision/route/*`: `routing::rank`, the full decision of a live run:
+//!   eligibility against the catalogue, cost estimate, quality prior, scoring
+//!   and the ranked list it returns.
+//! - `decision/score/*`: `scoring::rank_into` alone, the pure scorer over
+//!   ready-made candidates, with a reused output buffer.
+//!
+//! Every model has a measured latency, as after a few runs. `bench/run` runs
+//! this with `cargo bench --bench scorer` and reads the medians that criterion
+//! writes under `target/criterion/`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use llmroute::catalogue::{Catalogue, Origin};
+use llmroute::input::parse_line;
+use llmroute::quality;
+use llmroute::routing::{rank, Settings, DEFAULT_MODELS};
+use llmroute::scoring::{rank_into, Candidate, Priority, Scored, Weights};
+use llmroute::store::ModelStat;
+
+const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/openrouter-models.json");
+
+/// A typical line: a system and a user message, `max_tokens`, `temperature`.
+const LINE: &[u8] = br#"{"id":"r1","messages":[{"role":"system","content":"You are a concise assistant. Answer in one sentence."},{"role":"user","content":"Question 1: explain how a pipe connects two processes. Please keep the answer short and concrete, and mention one example."}],"max_tokens":256,"temperature":0.2}"#;
+
+/// A deterministic latency between 150 and 2,500 ms for model number `i`.
+fn latency(i: usize) -> f64 {
+    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    150.0 + (x % 2351) as f64
+}
+
+fn stats_for(models: &[String]) -> HashMap<String, ModelStat> {
+    models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                m.clone(),
+                ModelStat {
+                    ewma_ms: latency(i),
+                    samples: 20,
+                },
+            )
+        })
+        .collect()
+}
+
+fn settings(models: Vec<String>) -> Settings {
+    Settings::new(
+        "balanced".into(),
+        Priority::Balanced.weights(),
+        models,
+        vec![],
+        HashMap::new(),
+    )
+}
+
+/// The scorer's inputs for `models`, as `routing::rank` builds them.
+fn candidates(
+    catalogue: &Catalogue,
+    models: &[String],
+    prompt: u64,
+    completion: u64,
+) -> Vec<Candidate> {
+    let none = HashMap::new();
+    models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let info = catalogue.get(m);
+            Candidate {
+                latency_ms: Some(latency(i)),
+                cost_usd: info.and_then(|i| i.estimate_cost(prompt, completion)),
+                quality: quality::prior(m, info.and_then(|i| i.intelligence_index), &none),
+            }
+        })
+        .collect()
+}
+
+fn decision(c: &mut Criterion) {
+    let catalogue = Catalogue::parse(FIXTURE, Origin::Live).expect("the fixture parses");
+    let req = parse_line(LINE).expect("the request parses");
+    let eight: Vec<String> = DEFAULT_MODELS.iter().map(|m| m.to_string()).collect();
+    let all: Vec<String> = catalogue.models().iter().map(|m| m.id.clone()).collect();
+    let weights: Weights = Priority::Balanced.weights();
+
+    let mut group = c.benchmark_group("decision");
+    for (name, models) in [("8_candidates", &eight), ("catalogue", &all)] {
+        let s = settings(models.clone());
+        let stats = stats_for(models);
+        let ranking = rank(&req, &s, &catalogue, &stats);
+        assert!(!ranking.ranked.is_empty(), "{name}: no eligible model");
+        group.bench_function(format!("route/{name}"), |b| {
+            b.iter(|| rank(black_box(&req), &s, &catalogue, &stats))
+        });
+
+        let cands = candidates(
+            &catalogue,
+            models,
+            req.prompt_tokens,
+            req.completion_tokens(),
+        );
+        let mut out: Vec<Scored> = Vec::with_capacity(cands.len());
+        group.bench_function(format!("score/{name}"), |b| {
+            b.iter(|| {
+                rank_into(black_box(&cands), &weights, &mut out);
+                black_box(out.first().map(|s| s.index))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);
