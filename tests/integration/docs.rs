@@ -79,3 +79,28 @@ fn man_page_renders_without_warnings() {
         assert!(!out.stdout.is_empty(), "{name} rendered nothing");
     }
 }
+
+/// Every test the README's "Guarantees" section names exists.
+#[test]
+fn readme_guarantees_name_real_tests() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let start = readme.find("## Guarantees").expect("a Guarantees section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut named = 0;
+    for part in section.split('`').skip(1).step_by(2) {
+        let Some((module, test)) = part.split_once("::") else {
+            continue;
+        };
+        let path = format!("{root}/tests/integration/{module}.rs");
+        let source = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("README names {part}, but {path} is missing"));
+        assert!(
+            source.contains(&format!("fn {test}(")),
+            "README names {part}, which {path} does not define"
+        );
+        named += 1;
+    }
+    assert!(named >= 20, "only {named} tests named");
+}
