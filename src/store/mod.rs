@@ -171,24 +171,46 @@ impl Store {
         .map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| open_err(describe(&e)))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(format!(
-                "cannot switch to WAL mode (journal mode is {mode})"
-            )));
-        }
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| open_err(describe(&e)))?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
             run_id: String::new(),
             priority: String::new(),
         };
-        store.migrate()?;
-        Ok(store)
+        // Switching a new file to WAL and migrating it take an exclusive lock
+        // on top of a shared one. When several processes open a fresh store at
+        // once, SQLite answers SQLITE_BUSY at once instead of calling the busy
+        // handler (waiting could deadlock), so the whole step is retried here.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match store.prepare() {
+                Err(StoreError::Sql(e)) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    // Jitter by process id so that the contenders spread out.
+                    let jitter = Duration::from_micros(u64::from(std::process::id() % 997));
+                    std::thread::sleep(pause + jitter);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(StoreError::Sql(e)) => return Err(open_err(describe(&e))),
+                other => return other.map(|()| store),
+            }
+        }
+    }
+
+    /// WAL mode, pragmas and migrations: what every open does after connecting.
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: self.path.clone(),
+                message: format!("cannot switch to WAL mode (journal mode is {mode})"),
+            });
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        self.migrate()
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -502,6 +524,14 @@ impl Store {
 }
 
 /// A readable cause for the common ways a store cannot be used.
+/// Whether an error means another connection holds a lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 pub(crate) fn describe(e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::*;
     match e.sqlite_error_code() {
