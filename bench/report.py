@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""Turns the harness's results JSON into BENCHMARKS.md and an SVG chart.
+
+usage: report.py RESULTS.json BENCHMARKS.md CHART.svg [TOTAL_SECONDS]
+
+Medians are over the runs, with min–max beside them. Ratios are computed run
+by run (llmroute's run k against the peer's and the raw limit's run k), and
+the median of those ratios is reported. Standard library only.
+"""
+
+import json
+import math
+import os
+import statistics
+import sys
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def num(x, digits=None):
+    """A readable number: thousands separators, sensible precision."""
+    if x is None:
+        return "n/a"
+    if digits is None:
+        a = abs(x)
+        digits = 0 if a >= 100 else 1 if a >= 10 else 2 if a >= 1 else 3
+    return f"{x:,.{digits}f}"
+
+
+def spread(xs, digits=None, scale=1.0):
+    """'median (min–max)' of xs times scale."""
+    xs = [x * scale for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    m = statistics.median(xs)
+    if len(xs) == 1:
+        return num(m, digits)
+    return f"{num(m, digits)} ({num(min(xs), digits)}–{num(max(xs), digits)})"
+
+
+def ratios(a, b):
+    return [x / y for x, y in zip(a, b) if x is not None and y]
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+# ---------------------------------------------------------------------------
+# The chart
+# ---------------------------------------------------------------------------
+
+
+def svg_chart(s1, out_path):
+    conc = [str(c) for c in s1["concurrency"]]
+    series = [
+        ("llmroute", "#1f77b4", "", [[r[c]["llmroute"]["lines_per_s"] for r in s1["runs"]]
+                                      for c in conc]),
+        ("LiteLLM Router (peer)", "#ff7f0e", "",
+         [[r[c]["peer"]["lines_per_s"] for r in s1["runs"]] for c in conc]),
+        ("raw HTTP limit (wrk)", "#555555", "6,4",
+         [[r[c]["limit"]["requests_per_s"] for r in s1["runs"]] for c in conc]),
+    ]
+    W, H = 720, 440
+    left, right, top, bottom = 80, 200, 50, 60
+    pw, ph = W - left - right, H - top - bottom
+    vals = [v for _, _, _, cols in series for col in cols for v in col if v]
+    lo = 10 ** math.floor(math.log10(min(vals)))
+    hi = 10 ** math.ceil(math.log10(max(vals)))
+
+    def y(v):
+        return top + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+
+    def x(i):
+        return left + pw * (i + 0.5) / len(conc)
+
+    e = []
+    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">')
+    e.append(f'<rect width="{W}" height="{H}" fill="white"/>')
+    e.append(f'<text x="{left + pw / 2}" y="24" text-anchor="middle" font-size="15" '
+             f'font-weight="bold">Throughput against concurrency (upstream answers at once)</text>')
+    # Grid: one line per decade, light lines at 2x and 5x.
+    d = lo
+    while d <= hi * 1.0001:
+        for m, strong in ((1, True), (2, False), (5, False)):
+            v = d * m
+            if v > hi * 1.0001:
+                continue
+            yy = y(v)
+            e.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" '
+                     f'stroke="{"#cccccc" if strong else "#eeeeee"}"/>')
+            if strong:
+                e.append(f'<text x="{left - 8}" y="{yy + 4:.1f}" text-anchor="end">'
+                         f'{num(v, 0)}</text>')
+        d *= 10
+    e.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    for i, c in enumerate(conc):
+        e.append(f'<text x="{x(i):.1f}" y="{top + ph + 20}" text-anchor="middle">{c}</text>')
+    e.append(f'<text x="{left + pw / 2}" y="{H - 18}" text-anchor="middle">'
+             f'requests in flight (-j, wrk -c)</text>')
+    e.append(f'<text transform="translate(22,{top + ph / 2}) rotate(-90)" text-anchor="middle">'
+             f'lines/s (requests/s for wrk), log scale</text>')
+    for name, colour, dash, cols in series:
+        meds = [med(col) for col in cols]
+        pts = " ".join(f"{x(i):.1f},{y(m):.1f}" for i, m in enumerate(meds) if m)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        e.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2.5"'
+                 f'{dash_attr}/>')
+        for i, col in enumerate(cols):
+            col = [v for v in col if v]
+            if not col:
+                continue
+            xx = x(i)
+            e.append(f'<line x1="{xx:.1f}" y1="{y(min(col)):.1f}" x2="{xx:.1f}" '
+                     f'y2="{y(max(col)):.1f}" stroke="{colour}" stroke-width="1.5"/>')
+            e.append(f'<circle cx="{xx:.1f}" cy="{y(med(col)):.1f}" r="4" fill="{colour}"/>')
+            e.append(f'<text x="{xx + 8:.1f}" y="{y(med(col)) - 7:.1f}" fill="{colour}" '
+                     f'stroke="white" stroke-width="3" paint-order="stroke">'
+                     f'{num(med(col), 0)}</text>')
+    for j, (name, colour, dash, _) in enumerate(series):
+        ly = top + 20 + j * 22
+        lx = left + pw + 16
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        e.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 26}" y2="{ly}" stroke="{colour}" '
+                 f'stroke-width="2.5"{dash_attr}/>')
+        e.append(f'<text x="{lx + 32}" y="{ly + 4}">{name}</text>')
+    e.append(f'<text x="{left + pw + 16}" y="{top + 100}" fill="#555">dot: median of the runs</text>')
+    e.append(f'<text x="{left + pw + 16}" y="{top + 116}" fill="#555">bar: min–max</text>')
+    e.append("</svg>")
+    with open(out_path, "w") as f:
+        f.write("\n".join(e) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# BENCHMARKS.md
+# ---------------------------------------------------------------------------
+
+
+def main() -> int:
+    if len(sys.argv) < 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    res_path, md_path, svg_path = sys.argv[1:4]
+    total_s = float(sys.argv[4]) if len(sys.argv) > 4 else None
+    with open(res_path) as f:
+        R = json.load(f)
+    S = R["scenarios"]
+    M = R["machine"]
+    sizes = R["sizes"]
+    md = []
+    goals = []  # (scenario, what, result, goal, ok)
+
+    md.append("# Benchmarks")
+    md.append("")
+    md.append("Produced by [`bench/run`](bench/README.md), which builds llmroute, starts the fake "
+              "OpenRouter-compatible upstream (`crates/fake-openrouter`) on the loopback interface, "
+              "runs every scenario below and writes this file. Figures are medians over "
+              f"{R['runs']} runs, with the min–max range in brackets. Nothing here is asserted by a "
+              "test: the numbers only report.")
+    md.append("")
+    if R.get("quick"):
+        md.append("> **Quick mode** (`BENCH_QUICK=1`): every size is shrunk to check the harness. "
+                  "These numbers are not comparable with a full run.")
+        md.append("")
+    dirty = " (with uncommitted changes to the sources)" if M.get("dirty") else ""
+    md.append("| | |")
+    md.append("|---|---|")
+    md.append(f"| date | {R['started']} |")
+    md.append(f"| llmroute commit | `{M.get('commit')}`{dirty} |")
+    md.append(f"| machine | {M.get('cores')} cores, {M.get('cpu')}, {M.get('ram_gib')} GiB RAM, "
+              f"Linux {M.get('kernel')} |")
+    md.append(f"| toolchain | {M.get('rustc')}, release profile |")
+    md.append(f"| peer | LiteLLM {M.get('litellm')} (`Router`), {M.get('python')} |")
+    md.append(f"| tools | {M.get('wrk')}; {M.get('hyperfine') or 'no hyperfine (Python timer)'} |")
+    took = f"{total_s / 60:.1f} min in all (build included)" if total_s else ""
+    md.append(f"| duration | scenarios {R['harness_seconds'] / 60:.1f} min; {took} |")
+    md.append("")
+    md.append("All processes share the same 2 cores: llmroute (or the peer, or wrk) and the fake "
+              "upstream (2 worker threads) compete for them, so the \"raw limit\" is the limit "
+              "of this machine with this upstream, not of the network.")
+    md.append("")
+
+    # ---------------- Scenario 1
+    s1 = S.get("1")
+    s1_rows = []
+    if s1:
+        conc = [str(c) for c in s1["concurrency"]]
+        for c in conc:
+            runs = s1["runs"]
+            lr = [r[c]["llmroute"]["lines_per_s"] for r in runs]
+            pr = [r[c]["peer"]["lines_per_s"] for r in runs]
+            lim = [r[c]["limit"]["requests_per_s"] for r in runs]
+            s1_rows.append((c, lr, pr, lim, ratios(lr, pr), ratios(lr, lim),
+                            [r[c]["llmroute"]["rss_kb"] for r in runs],
+                            [r[c]["peer"]["rss_kb"] for r in runs]))
+            rp, rl = med(ratios(lr, pr)), med(ratios(lr, lim))
+            goals.append(("1", f"llmroute / LiteLLM, -j {c}", f"{num(rp, 0)}×", "≥ 100×",
+                          rp is not None and rp >= 100))
+            if c == "64":
+                goals.append(("1", "llmroute / raw limit, -j 64", f"{rl * 100:.0f}%", "≥ 50%",
+                              rl >= 0.5))
+
+    s2 = S.get("2")
+    if s2:
+        lr = [r["llmroute"]["lines_per_s"] for r in s2["runs"]]
+        eff = med(lr) / s2["ideal_lines_per_s"]
+        goals.append(("2", f"latency-bound, -j {s2['concurrency']}, {s2['latency_ms']} ms",
+                      f"{num(med(lr), 0)} lines/s = {eff * 100:.1f}% of "
+                      f"{num(s2['ideal_lines_per_s'], 0)}", "≥ 95%", eff >= 0.95))
+    s3 = S.get("3")
+    if s3:
+        v = med([r["lines_per_s"] for r in s3["runs"]])
+        goals.append(("3", f"cached re-run, {num(s3['lines'], 0)} lines", f"{num(v, 0)} lines/s",
+                      "≥ 50,000 lines/s", v >= 50_000))
+    s4 = S.get("4")
+    if s4:
+        for mode, label in (("dry_run", "--dry-run"), ("cached", "cached re-run")):
+            small = med([r["rss_kb"] for r in s4[mode]["small"]]) / 1024
+            large = med([r["rss_kb"] for r in s4[mode]["large"]]) / 1024
+            goals.append(("4", f"peak RSS, {label}, {num(s4['large'], 0)} lines",
+                          f"{large:.1f} MB", "≤ 64 MB", large <= 64))
+            goals.append(("4", f"peak RSS growth, {label}, {num(s4['small'], 0)} → "
+                          f"{num(s4['large'], 0)} lines", f"{(large / small - 1) * 100:+.0f}%",
+                          "≤ +20%", large <= small * 1.2))
+    s5 = S.get("5")
+    if s5:
+        rs = s5["results"]
+        for key, label, limit in (("decision/route/8_candidates", "one decision, 8 candidates", 5),
+                                  ("decision/route/catalogue", "one decision, whole catalogue",
+                                   100)):
+            if key in rs:
+                v = rs[key]["median_ns"] / 1000
+                goals.append(("5", label, f"{v:.2f} µs", f"≤ {limit} µs", v <= limit))
+    s6 = S.get("6")
+    if s6:
+        v = s6["version"]["median_s"] * 1000
+        goals.append(("6", "`llmroute --version`", f"{v:.2f} ms", "≤ 5 ms", v <= 5))
+        v = s6["cached_line"]["median_s"] * 1000
+        goals.append(("6", "one cached line end to end", f"{v:.2f} ms", "≤ 20 ms", v <= 20))
+    s7 = S.get("7")
+    if s7:
+        v = med([r["seconds"] for r in s7["runs"]])
+        goals.append(("7", f"`report --json`, {num(s7['attempts'], 0)} attempt rows",
+                      f"{v * 1000:.0f} ms", "≤ 1 s", v <= 1))
+
+    md.append("## Summary")
+    md.append("")
+    md.append("| # | measure | result (median) | goal | |")
+    md.append("|---|---|---|---|---|")
+    for sc, what, result, goal, ok in goals:
+        md.append(f"| {sc} | {what} | {result} | {goal} | {verdict(ok)} |")
+    md.append("")
+    missed = [g for g in goals if not g[4]]
+    if missed:
+        md.append(f"Missed: {len(missed)} of {len(goals)} goals.")
+    else:
+        md.append(f"All {len(goals)} goals met.")
+    if R.get("problems"):
+        md.append("")
+        md.append("The harness noticed these problems (a run that errs is still timed):")
+        md.append("")
+        for p in R["problems"]:
+            md.append(f"- {p}")
+    md.append("")
+
+    if s1:
+        md.append("## 1. Routing overhead")
+        md.append("")
+        md.append(f"The upstream answers at once. llmroute routes {num(s1['lines'], 0)} lines with "
+                  "`--no-cache -q --models fast/a,fast/b,fast/c -j N` and writes its output to a "
+                  f"file. The peer, LiteLLM's `Router` (`bench/litellm_peer.py`), gets "
+                  f"{num(s1['peer_lines'], 0)} lines of the same input: it is about a hundred "
+                  "times slower, so the comparison is of throughput, not of wall time. The raw "
+                  f"limit is wrk posting one representative body (`bench/post.lua`) straight to "
+                  f"the upstream's `/chat/completions` for {s1['limit_seconds']} s on N "
+                  "keep-alive connections.")
+        md.append("")
+        md.append("llmroute's time is the whole process (start-up, store, catalogue fetch, output); "
+                  "the peer's leaves out the interpreter's start-up, the import of litellm and the "
+                  "building of the Router (several seconds), which flatters the peer.")
+        md.append("")
+        md.append("| -j | llmroute lines/s | LiteLLM lines/s | raw limit requests/s | "
+                  "llmroute / LiteLLM | llmroute / limit | llmroute peak RSS MB | "
+                  "LiteLLM peak RSS MB |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for c, lr, pr, lim, rp, rl, lrss, prss in s1_rows:
+            md.append(f"| {c} | {spread(lr, 0)} | {spread(pr, 0)} | {spread(lim, 0)} | "
+                      f"{spread(rp, 0)}× | {spread([x * 100 for x in rl], 1)}% | "
+                      f"{spread(lrss, 1, 1 / 1024)} | {spread(prss, 0, 1 / 1024)} |")
+        md.append("")
+        md.append("Ratios are taken run by run (llmroute's run k against the peer's and wrk's run "
+                  "k), then the median of the ratios is shown.")
+        md.append("")
+        rel = os.path.relpath(svg_path, os.path.dirname(os.path.abspath(md_path)))
+        md.append(f"![Throughput against concurrency]({rel})")
+        md.append("")
+
+    if s2:
+        lr = [r["llmroute"]["lines_per_s"] for r in s2["runs"]]
+        pr = [r["peer"]["lines_per_s"] for r in s2["runs"]]
+        ideal = s2["ideal_lines_per_s"]
+        md.append("## 2. Latency-bound")
+        md.append("")
+        md.append(f"The upstream answers every request after {s2['latency_ms']} ms; "
+                  f"`-j {s2['concurrency']}`, so at most {num(ideal, 0)} lines/s. llmroute routes "
+                  f"{num(s2['lines'], 0)} lines, the peer {num(s2['peer_lines'], 0)} (same "
+                  "concurrency). llmroute's time includes its start-up and the catalogue fetch.")
+        md.append("")
+        md.append("| | lines/s | share of the ideal |")
+        md.append("|---|---|---|")
+        md.append(f"| llmroute | {spread(lr, 1)} | {spread([v / ideal * 100 for v in lr], 1)}% |")
+        md.append(f"| LiteLLM Router | {spread(pr, 1)} | "
+                  f"{spread([v / ideal * 100 for v in pr], 1)}% |")
+        md.append("")
+
+    if s3:
+        v = [r["lines_per_s"] for r in s3["runs"]]
+        f = s3["fill"]
+        md.append("## 3. Cached re-run")
+        md.append("")
+        md.append(f"{num(s3['lines'], 0)} lines are routed once to fill the cache "
+                  f"(`--models fast/a,fast/b,fast/c -j 64`; that fill took {f['seconds']:.1f} s, "
+                  f"{num(f['lines_per_s'], 0)} lines/s, timed once). Each run then re-runs the same "
+                  "lines with the same flags on its own copy of the filled store, so every line is "
+                  "a cache hit (checked).")
+        md.append("")
+        md.append("| | lines/s | seconds | peak RSS MB |")
+        md.append("|---|---|---|---|")
+        md.append(f"| cached re-run | {spread(v, 0)} | "
+                  f"{spread([r['seconds'] for r in s3['runs']], 2)} | "
+                  f"{spread([r['rss_kb'] for r in s3['runs']], 1, 1 / 1024)} |")
+        md.append("")
+
+    if s4:
+        md.append("## 4. Memory")
+        md.append("")
+        md.append("Peak RSS (`/usr/bin/time -f %M`), output to `/dev/null`. `--dry-run` uses the "
+                  "built-in candidates (8 models) and the embedded catalogue. The cached re-run uses "
+                  f"a copy of the store filled in scenario 3 ({num(sizes['s3_lines'], 0)} cached "
+                  f"answers); its {num(s4['large'], 0)}-line input is the scenario-3 input repeated "
+                  f"{s4['large'] // sizes['s3_lines']} times, so every line is a cache hit without "
+                  f"a {num(s4['large'], 0)}-line fill. The {num(s4['small'], 0)}-line input is the "
+                  "first lines of the same file.")
+        md.append("")
+        md.append("| | lines | peak RSS MB | lines/s |")
+        md.append("|---|---|---|---|")
+        for mode, label in (("dry_run", "`--dry-run`"), ("cached", "cached re-run")):
+            for name in ("small", "large"):
+                rs = s4[mode][name]
+                md.append(f"| {label} | {num(s4[name], 0)} | "
+                          f"{spread([r['rss_kb'] for r in rs], 1, 1 / 1024)} | "
+                          f"{spread([r['lines_per_s'] for r in rs], 0)} |")
+        md.append("")
+
+    if s5:
+        md.append("## 5. Decision time")
+        md.append("")
+        md.append(f"`cargo bench --bench scorer` (criterion, `benches/scorer.rs`; warm-up "
+                  f"{s5['warm_up_s']} s, measurement {s5['measurement_s']} s). `route` is "
+                  "`routing::rank`, the whole decision for one parsed request: eligibility against "
+                  "the catalogue, cost estimate, quality prior, scoring, the ranked list. `score` is "
+                  "`scoring::rank_into` alone over ready-made candidates. The catalogue is "
+                  "`tests/fixtures/openrouter-models.json`; every model has a measured latency.")
+        md.append("")
+        md.append("| benchmark | median | 95% interval of the median |")
+        md.append("|---|---|---|")
+        for k, v in sorted(S["5"]["results"].items()):
+            md.append(f"| `{k}` | {v['median_ns'] / 1000:.3f} µs | "
+                      f"{v['low_ns'] / 1000:.3f}–{v['high_ns'] / 1000:.3f} µs |")
+        md.append("")
+
+    if s6:
+        md.append("## 6. Start-up")
+        md.append("")
+        v, c = s6["version"], s6["cached_line"]
+        md.append(f"Timed with {v['tool']} over {v['runs']} runs after 5 warm-up runs. The cached "
+                  "line is `echo '{\"prompt\":\"x\"}' | llmroute -q --models ...` against a store "
+                  "where that line's answer is cached (so: open and migrate-check the store, read the "
+                  "catalogue from it, hash, hit, write the line).")
+        md.append("")
+        md.append("| command | median ms | min–max ms | mean ms |")
+        md.append("|---|---|---|---|")
+        for name, r in (("`llmroute --version`", v), ("one cached line end to end", c)):
+            md.append(f"| {name} | {r['median_s'] * 1000:.2f} | {r['min_s'] * 1000:.2f}–"
+                      f"{r['max_s'] * 1000:.2f} | {r['mean_s'] * 1000:.2f} |")
+        md.append("")
+
+    if s7:
+        md.append("## 7. Report")
+        md.append("")
+        md.append(f"`llmroute report --json --since all` over a store with "
+                  f"{num(s7['attempts'], 0)} attempt rows and {num(s7['requests'], 0)} request "
+                  "rows, spread over the last 24 hours: 8 models with log-normal latencies, about "
+                  "12% cache hits, 8% failed attempts (retried on another model), a few failed "
+                  f"lines (`bench/make_store.py`, built in {s7['build_s']:.0f} s with sqlite3).")
+        md.append("")
+        md.append("| | seconds | peak RSS MB |")
+        md.append("|---|---|---|")
+        md.append(f"| `report --json` | {spread([r['seconds'] for r in s7['runs']], 3)} | "
+                  f"{spread([r['rss_kb'] for r in s7['runs']], 1, 1 / 1024)} |")
+        md.append("")
+
+    md.append("## Method")
+    md.append("")
+    md.append("- Every llmroute run gets `OPENROUTER_API_KEY=bench`, `--base-url` of the fake "
+              "upstream, a fresh `--db` in a temporary directory, an empty `XDG_CONFIG_HOME` and "
+              "`-q`. Input comes on standard input from a file.")
+    md.append("- Input: `bench/gen_requests.py` writes distinct chat-completions bodies (a system "
+              "and a user message, `max_tokens`, `temperature`; about 420 bytes a line).")
+    md.append("- Throughput is lines divided by the wall time of the llmroute process. Output "
+              "is checked: one line per input line, no errors, all cache hits where expected.")
+    md.append("- The peer keeps the same number of requests in flight with an "
+              "`asyncio.Semaphore`, routes among the same three models with "
+              "`routing_strategy=\"simple-shuffle\"`, writes JSONL in input order, and runs with "
+              "`LITELLM_LOCAL_MODEL_COST_MAP=True` and telemetry, callbacks and logging off.")
+    md.append("- Runs of the three contenders are interleaved (llmroute, peer, wrk at each "
+              "concurrency, then the next run), so slow drift of the machine hits all three.")
+    md.append("")
+    md.append("## What we found and changed")
+    md.append("")
+    md.append("See the notes below.")
+    md.append("")
+
+    with open(md_path, "w") as f:
+        f.write("\n".join(md))
+    if s1:
+        svg_chart(s1, svg_path)
+    print(f"wrote {md_path}" + (f" and {svg_path}" if s1 else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
