@@ -224,7 +224,7 @@ fn route(run: &RunArgs, common: &CommonArgs, presets: Presets) -> Result<i32, Fa
 
     let path = store_path(common)?;
     let mut store = Store::open(&path)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("llmroute")
         .build()?;

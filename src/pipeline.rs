@@ -647,7 +647,7 @@ async fn process(
     ctx: &Ctx,
     line_no: u64,
     req: Request,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) -> Option<Line> {
     let interrupted = || ctx.stop.get().is_some_and(|r| r.halts_input());
     let started = Instant::now();
@@ -974,6 +974,9 @@ async fn process(
         }
     }
 
+    // No more upstream requests for this line: let the next one start while
+    // this one is recorded (`-j` counts requests in flight, not commits).
+    drop(permit);
     let request_id = id_text(&req.id);
     let Some((i, s, attempt_ms, ts, cost_usd)) = success else {
         let (kind, message) = final_error.unwrap_or_else(|| {
