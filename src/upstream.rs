@@ -153,8 +153,9 @@ struct WireMessage {
 /// The API client. Cheap to share behind an `Arc`; keeps connections alive.
 pub struct Client {
     http: reqwest::Client,
-    chat_url: String,
-    models_url: String,
+    /// Parsed once: a request then costs a clone, not a parse of the URL.
+    chat_url: reqwest::Url,
+    models_url: reqwest::Url,
     /// The key, kept only to blank it out of messages built from what a
     /// server sent back (an API may echo it in an error body).
     redact: Option<String>,
@@ -164,7 +165,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Deliberately leaves out the headers, which hold the key.
         f.debug_struct("Client")
-            .field("chat_url", &self.chat_url)
+            .field("chat_url", &self.chat_url.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -199,10 +200,14 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let endpoint = |path: &str| {
+            reqwest::Url::parse(&format!("{base}/{path}"))
+                .map_err(|e| format!("invalid base URL '{base}': {e}"))
+        };
         Ok(Client {
             http,
-            chat_url: format!("{base}/chat/completions"),
-            models_url: format!("{base}/models"),
+            chat_url: endpoint("chat/completions")?,
+            models_url: endpoint("models")?,
             redact: api_key
                 .map(|k| k.trim().to_string())
                 .filter(|k| !k.is_empty()),
@@ -229,7 +234,7 @@ impl Client {
         let fut = async {
             let resp = self
                 .http
-                .post(&self.chat_url)
+                .post(self.chat_url.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
@@ -270,7 +275,7 @@ impl Client {
         let fut = async {
             let resp = self
                 .http
-                .get(&self.models_url)
+                .get(self.models_url.clone())
                 .send()
                 .await
                 .map_err(|e| transport_failure(e).message)?;
