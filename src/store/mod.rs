@@ -616,6 +616,61 @@ mod tests {
     }
 
     #[test]
+    fn migrates_a_version_1_cache_and_keeps_its_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.execute(
+                "INSERT INTO cache (key, model, response, content, created_at)
+                 VALUES (?1, 'm', '{\"choices\":[]}', 'hello', 5)",
+                [&[9u8; 32][..]],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let v: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::MIGRATIONS.len() as i64);
+        let hit = s
+            .lookup(&Key([9; 32]), 0)
+            .unwrap()
+            .expect("the answer survives");
+        assert_eq!(
+            (hit.model.as_str(), hit.content.as_deref()),
+            ("m", Some("hello"))
+        );
+        // The new table is a rowid table: the same key replaces, never duplicates.
+        let without_rowid: String = s
+            .conn()
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'cache'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            !without_rowid.to_uppercase().contains("WITHOUT ROWID"),
+            "{without_rowid}"
+        );
+        let e = entry(9, 7);
+        s.write_line(&LineRecord {
+            cache: Some(e),
+            ..Default::default()
+        })
+        .unwrap();
+        let n: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
     fn refuses_a_newer_schema_and_a_non_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
