@@ -549,21 +549,34 @@ pub enum InputEvent {
     Error(String),
 }
 
+/// Lines per batch sent by the reader, at most.
+pub const BATCH_LINES: usize = 256;
+/// Bytes of lines per batch, past which a batch is sent at once.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches waiting in the channel, at most: with [`BATCH_BYTES`], what bounds
+/// the memory the reader may run ahead by.
+pub const CHANNEL_BATCHES: usize = 4;
+
 /// Reads `sources` in order as one stream of lines on a thread of its own,
-/// sending them into a bounded channel: when the pipeline falls behind, the
-/// reader waits, so memory does not grow with the input.
-pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<InputEvent>) {
+/// sending them in batches into a bounded channel: when the pipeline falls
+/// behind, the reader waits, so memory does not grow with the input. Lines
+/// go in batches so that the pipeline does not wake the reader once a line;
+/// a batch is sent as soon as the input has nothing more buffered, so a slow
+/// stream (`tail -f | llmroute`) is not held back waiting for company.
+pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<Vec<InputEvent>>) {
     use std::io::BufRead;
     let spawned = std::thread::Builder::new()
         .name("llmroute-input".into())
         .spawn(move || {
             let mut line_no = 0u64;
+            let mut batch = Vec::with_capacity(BATCH_LINES);
+            let mut batch_bytes = 0usize;
             for source in sources {
                 let reader = match source.open() {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ =
-                            tx.blocking_send(InputEvent::Error(format!("{}: {e}", source.name())));
+                        batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                        let _ = tx.blocking_send(batch);
                         return;
                     }
                 };
@@ -577,20 +590,31 @@ pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<InputEve
                                 buf.pop();
                             }
                             line_no += 1;
-                            if tx.blocking_send(InputEvent::Line(line_no, buf)).is_err() {
-                                return;
+                            batch_bytes += buf.len();
+                            batch.push(InputEvent::Line(line_no, buf));
+                            if batch.len() >= BATCH_LINES
+                                || batch_bytes >= BATCH_BYTES
+                                || reader.buffer().is_empty()
+                            {
+                                let full =
+                                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                                batch_bytes = 0;
+                                if tx.blocking_send(full).is_err() {
+                                    return;
+                                }
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
-                            let _ = tx.blocking_send(InputEvent::Error(format!(
-                                "{}: {e}",
-                                source.name()
-                            )));
+                            batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                            let _ = tx.blocking_send(batch);
                             return;
                         }
                     }
                 }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
             }
         });
     if let Err(e) = spawned {

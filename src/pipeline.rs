@@ -247,7 +247,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             .expect("spawning the output thread");
     }
 
-    let (in_tx, mut in_rx) = mpsc::channel::<InputEvent>(1024);
+    let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(input::CHANNEL_BATCHES);
     input::spawn_reader(sources, in_tx);
     let signals = tokio::spawn(watch_signals(ctx.clone()));
     let ticker = ctx.progress.clone().map(|pb| {
@@ -272,11 +272,18 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
 
     let mut seq = 0u64;
     let mut input_error = None;
+    let mut batch = Vec::new().into_iter();
     loop {
-        let event = tokio::select! {
-            biased;
-            _ = ctx.stop.halted() => break,
-            e = in_rx.recv() => e,
+        let event = match batch.next() {
+            Some(e) => Some(e),
+            None => tokio::select! {
+                biased;
+                _ = ctx.stop.halted() => break,
+                b = in_rx.recv() => b.and_then(|b| {
+                    batch = b.into_iter();
+                    batch.next()
+                }),
+            },
         };
         let (line_no, bytes) = match event {
             Some(InputEvent::Line(n, b)) => (n, b),

@@ -869,3 +869,44 @@ fn several_processes_share_one_store() {
     );
     assert_eq!(env.count("SELECT count(*) FROM cache"), 180);
 }
+
+#[test]
+fn a_slow_stream_is_answered_line_by_line_while_stdin_stays_open() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let env = Env::three();
+    let mut cmd = env.cmd().args(["--models", "t/a"]).cmd;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("llmroute starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Each answer must come while stdin is still open: nothing may wait for
+    // more input (a fuller batch, a fuller buffer) before routing a line.
+    for i in 1..=3 {
+        writeln!(stdin, "{{\"id\":\"s{i}\",\"prompt\":\"slow {i}\"}}").unwrap();
+        stdin.flush().unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no answer to line {i} while stdin is open"));
+        let v: Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(v["id"], json!(format!("s{i}")));
+        assert_eq!(v["content"], json!(format!("[t/a] slow {i}")));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(env.server.completions().len(), 3);
+}
