@@ -169,32 +169,72 @@ impl Loaded {
 /// Parses and checks a config file's text.
 pub fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
-    config.check()?;
+    config.check().map_err(|e| {
+        let key = e.path.join(".");
+        let keys: Vec<&str> = e.path.iter().map(String::as_str).collect();
+        match line_of(text, &keys) {
+            Some(line) => format!("line {line}: {key}: {}", e.message),
+            None => format!("{key}: {}", e.message),
+        }
+    })?;
     Ok(config)
+}
+
+/// A value serde accepted but llmroute does not: the key's path and why.
+#[derive(Debug)]
+struct CheckError {
+    path: Vec<String>,
+    message: String,
+}
+
+fn bad(path: &[&str], message: impl Into<String>) -> CheckError {
+    CheckError {
+        path: path.iter().map(|p| p.to_string()).collect(),
+        message: message.into(),
+    }
+}
+
+/// The 1-based line of the key at `path` (table names, then the key) in `text`.
+fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut start = None;
+    for (i, part) in path.iter().enumerate() {
+        let (key, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
+        start = Some(key.span().start);
+        if i + 1 < path.len() {
+            match value.get_ref() {
+                toml::de::DeValue::Table(t) => table = t,
+                _ => return None,
+            }
+        }
+    }
+    Some(text[..start?].matches('\n').count() + 1)
 }
 
 impl Config {
     /// Checks what serde cannot: value ranges and names.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), CheckError> {
         for (name, w) in &self.presets {
             if Priority::from_name(name).is_some() {
-                return Err(format!(
-                    "presets.{name}: a preset cannot redefine the built-in priority '{name}'"
+                return Err(bad(
+                    &["presets", name],
+                    format!("a preset cannot redefine the built-in priority '{name}'"),
                 ));
             }
-            w.weights().map_err(|e| format!("presets.{name}: {e}"))?;
+            w.weights().map_err(|e| bad(&["presets", name], e))?;
         }
         if let Some(w) = &self.weights {
-            w.weights().map_err(|e| format!("weights: {e}"))?;
+            w.weights().map_err(|e| bad(&["weights"], e))?;
         }
         for (model, q) in &self.quality {
             if !(0.0..=1.0).contains(q) {
-                return Err(format!("quality.\"{model}\": {q} is outside [0, 1]"));
+                return Err(bad(&["quality", model], format!("{q} is outside [0, 1]")));
             }
         }
         if let Some(p) = &self.priority {
             if Priority::from_name(p).is_none() && !self.presets.contains_key(p) {
-                return Err(format!("priority: unknown priority '{p}'"));
+                return Err(bad(&["priority"], format!("unknown priority '{p}'")));
             }
         }
         let positive = [
@@ -205,11 +245,11 @@ impl Config {
         ];
         for (key, v) in positive {
             if v == Some(0) {
-                return Err(format!("{key}: must be at least 1"));
+                return Err(bad(&[key], "must be at least 1"));
             }
         }
         if self.max_cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err("max_cost: must be a non-negative number of USD".into());
+            return Err(bad(&["max_cost"], "must be a non-negative number of USD"));
         }
         Ok(())
     }
@@ -315,18 +355,27 @@ mod tests {
         assert!(e.contains("presets.x") && e.contains("negative"), "{e}");
         let e = parse("[presets.x]\nspeed = 1\n").unwrap_err();
         assert!(e.contains("speed"), "{e}");
-        assert!(parse("priority = \"fastest\"\n")
-            .unwrap_err()
-            .contains("fastest"));
-        assert!(parse("concurrency = 0\n")
-            .unwrap_err()
-            .contains("concurrency"));
-        assert!(parse("[quality]\n\"a/b\" = 3\n")
-            .unwrap_err()
-            .contains("a/b"));
-        assert!(parse("[presets.speed]\nlatency = 1\n")
-            .unwrap_err()
-            .contains("built-in"));
+        // Values serde accepts but llmroute refuses name their line too.
+        let e = parse("priority = \"fastest\"\n").unwrap_err();
+        assert!(
+            e.contains("line 1: priority:") && e.contains("fastest"),
+            "{e}"
+        );
+        let e = parse("rpm = 60\n\nconcurrency = 0\n").unwrap_err();
+        assert_eq!(e, "line 3: concurrency: must be at least 1");
+        let e = parse("[quality]\n\"x/y\" = 0.5\n\"a/b\" = 3\n").unwrap_err();
+        assert!(e.starts_with("line 3: quality.a/b:"), "{e}");
+        let e = parse("rpm = 1\n[presets.speed]\nlatency = 1\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: presets.speed:") && e.contains("built-in"),
+            "{e}"
+        );
+        let e = parse("[presets.x]\nlatency = -1\n").unwrap_err();
+        assert!(e.starts_with("line 1: presets.x:"), "{e}");
+        let e = parse("presets.y = { latency = 0 }\n").unwrap_err();
+        assert!(e.starts_with("line 1: presets.y:"), "{e}");
+        let e = parse("\n\nmax_cost = -2\n").unwrap_err();
+        assert!(e.starts_with("line 3: max_cost:"), "{e}");
     }
 
     #[test]
