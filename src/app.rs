@@ -231,8 +231,9 @@ fn route(run: &RunArgs, common: &CommonArgs, presets: Presets) -> Result<i32, Fa
 
     let catalogue = load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
     if !run.quiet {
+        let mut warned = std::collections::HashSet::new();
         for m in settings.models.iter().chain(settings.fallback.iter()) {
-            if catalogue.get(m).is_none() {
+            if catalogue.get(m).is_none() && warned.insert(m) {
                 eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
             }
         }

@@ -134,6 +134,21 @@ fn progress_is_hidden_unless_asked_for_and_a_summary_ends_the_run() {
         .run();
     out.assert_code(0);
     assert!(out.stderr.contains("3/3 lines"), "{}", out.stderr);
+    // On standard input the total is unknown: a count, no "of".
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--progress", "always"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("3 lines ·"), "{}", out.stderr);
+    assert!(!out.stderr.contains("/3 lines"), "{}", out.stderr);
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--progress", "never"])
+        .arg(&file)
+        .run();
+    assert!(!out.stderr.contains("lines ·"), "{}", out.stderr);
     let out = env.cmd().args(["--models", "t/a", "-q"]).arg(&file).run();
     assert_eq!(out.stderr, "");
 }
@@ -302,4 +317,25 @@ fn config_errors_name_the_file_line_and_key() {
         .run();
     out.assert_code(2);
     assert!(out.stderr.contains("absent.toml"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unknown_model_is_warned_about_once_on_stderr_only() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,x/nope", "--fallback", "x/nope,t/b"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(0);
+    let warning = "x/nope is not in the model catalogue";
+    assert_eq!(
+        out.stderr.matches(warning).count(),
+        1,
+        "once, though named twice and used for three lines: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("t/a is not"), "{}", out.stderr);
+    assert!(!out.stdout.contains("warning"), "{}", out.stdout);
+    assert_eq!(out.lines().len(), 3);
 }
