@@ -98,8 +98,12 @@ fn age(now: i64, t: Option<i64>) -> String {
 }
 
 fn human(s: &StatsOut, now: i64) -> String {
+    let window = match s.since.as_str() {
+        "all" => "all time".to_string(),
+        d => format!("last {d}"),
+    };
     format!(
-        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {} lines, last {})\n",
+        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {} lines, {})\n",
         s.path,
         s.entries,
         s.bytes as f64 / 1048576.0,
@@ -109,6 +113,6 @@ fn human(s: &StatsOut, now: i64) -> String {
         s.hit_rate * 100.0,
         s.hits,
         s.lookups,
-        s.since,
+        window,
     )
 }

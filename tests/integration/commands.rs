@@ -72,6 +72,32 @@ fn models_lists_prices_measurements_cooldowns_and_scores() {
     assert_eq!(b["latency_ms"]["samples"], 0);
     assert_eq!(row("t/c")["latency_ms"]["samples"], 1);
     assert!((row("t/a")["quality"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert_eq!(a["context_length"], 128_000, "from the catalogue");
+
+    // --weights re-ranks. Here t/a is the cheapest and the smartest, but the
+    // slowest measured (30 ms; t/c answered at once, t/b gets the lowest
+    // measured latency as its prior): all weight on latency puts it last.
+    let order = |weights: &str| -> Vec<String> {
+        let rows = json(
+            &env.cmd()
+                .args([
+                    "models",
+                    "--models",
+                    "t/a,t/b,t/c",
+                    "--weights",
+                    weights,
+                    "--json",
+                ])
+                .run(),
+        );
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["model"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(order("cost=1"), ["t/a", "t/b", "t/c"]);
+    assert_eq!(order("latency=1").last().map(String::as_str), Some("t/a"));
 
     let table = env.cmd().args(["models", "--models", "t/a,t/b,t/c"]).run();
     table.assert_code(0);

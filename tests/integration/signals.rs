@@ -95,11 +95,17 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
     );
 }
 
+fn integrity(env: &Env) -> String {
+    env.sql()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[test]
-fn sigterm_exits_143() {
+fn sigterm_finishes_in_flight_lines_and_exits_143() {
     let env = Env::three();
     env.server.set_default("t/a", Behavior::ok_after(200));
-    let (code, _, stderr) = interrupt(
+    let (code, lines, stderr) = interrupt(
         &env,
         &["--models", "t/a", "-j", "1"],
         &prompts(20),
@@ -107,6 +113,91 @@ fn sigterm_exits_143() {
         "TERM",
     );
     assert_eq!(code, 143, "{stderr}");
+    assert!(lines.len() < 20, "{} lines", lines.len());
+    // Every line written is whole and answered: the one in flight when the
+    // signal came was let finish, not cut off.
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["error"].is_null(), "{v}");
+    }
+    assert_eq!(
+        lines.len(),
+        env.server.completions().len(),
+        "each request sent got its line"
+    );
+    assert_eq!(integrity(&env), "ok");
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let env = Env::three();
+    // Far longer than the grace period the first Ctrl-C gives in-flight lines.
+    env.server.set_default("t/a", Behavior::ok_after(60_000));
+    let file = env.write("batch.jsonl", &prompts(10));
+    let child = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "2"])
+        .arg(&file)
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (by count, not by time) until both requests are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.server.completions().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no request was sent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(child.id(), "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    let second = std::time::Instant::now();
+    kill(child.id(), "INT");
+    let out = child.wait_with_output().unwrap();
+    // The grace period is 10 s; "at once" is checked with a wide margin.
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "exited {:?} after the second Ctrl-C",
+        second.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130));
+    assert!(out.stdout.is_empty(), "no line was answered");
+    assert_eq!(integrity(&env), "ok");
+}
+
+#[test]
+fn a_live_run_piped_into_head_ends_quietly_and_keeps_the_store() {
+    let env = Env::three();
+    // 200 lines of 20 ms at -j 4 take a second: the closed pipe is seen long before.
+    env.server.set_default("t/a", Behavior::ok_after(20));
+    let file = env.write("batch.jsonl", &prompts(200));
+    let mut child = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "4"])
+        .arg(&file)
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(first.contains("\"line\":1"), "{first}");
+    assert_eq!(integrity(&env), "ok");
+    let sent = env.server.completions().len();
+    assert!(sent < 200, "the run stopped early ({sent} requests)");
+    let cached = env.count("SELECT count(*) FROM cache") as usize;
+    assert!(
+        cached >= 1 && cached <= sent,
+        "{cached} cached, {sent} sent"
+    );
 }
 
 #[test]
