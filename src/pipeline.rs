@@ -170,6 +170,9 @@ struct Ctx {
     store: WriterHandle,
     stats: RwLock<HashMap<String, ModelStat>>,
     cooldowns: Mutex<HashMap<String, Instant>>,
+    /// Per model: rate limits in a row without Retry-After, and when the last
+    /// one came back. Cleared by a success.
+    limited: Mutex<HashMap<String, (u32, Instant)>>,
     concurrency: Arc<Semaphore>,
     stop: Stop,
     counters: Counters,
@@ -213,6 +216,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         store: setup.store,
         stats: RwLock::new(setup.stats),
         cooldowns: Mutex::new(cooldowns),
+        limited: Mutex::new(HashMap::new()),
         concurrency: Arc::new(Semaphore::new(concurrency)),
         stop: Stop::default(),
         counters: Counters {
@@ -611,7 +615,30 @@ impl Ctx {
         self.epoch.0 + until.duration_since(self.epoch.1).as_millis() as i64
     }
 
+    /// The cooldown for a 429/503 on `model` for a request sent at `sent`:
+    /// Retry-After when given, else a backoff that doubles with each rate
+    /// limit in a row. Requests sent before the previous rate limit came back
+    /// belong to the same burst and do not lengthen it again.
+    fn rate_limit_pause(
+        &self,
+        model: &str,
+        sent: Instant,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let mut map = self.limited.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let entry = map.entry(model.to_string()).or_insert((0, sent));
+        if entry.0 == 0 || sent >= entry.1 {
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = now;
+        }
+        retry_after.unwrap_or_else(|| upstream::backoff(entry.0))
+    }
+
     fn learn_latency(&self, model: &str, ms: f64) {
+        if let Ok(mut map) = self.limited.lock() {
+            map.remove(model);
+        }
         let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
         let s = stats
             .get(model)
@@ -960,8 +987,8 @@ async fn process(
                         break;
                     }
                     FailureKind::RateLimited | FailureKind::Unavailable => {
-                        let until = ctx
-                            .cool_down(model, f.retry_after.unwrap_or(upstream::DEFAULT_COOLDOWN));
+                        let pause = ctx.rate_limit_pause(model, t0, f.retry_after);
+                        let until = ctx.cool_down(model, pause);
                         cooldown_rows.push((model.to_string(), until));
                         state[i] = TryState::Cooling;
                     }

@@ -17,8 +17,17 @@ pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest Retry-After honoured.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
-/// Cooldown after a 429 or 503 that names no Retry-After.
+/// Cooldown after a 429 or 503 that names no Retry-After; see [`backoff`].
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// Cooldown after the `streak`-th rate limit in a row without Retry-After:
+/// [`DEFAULT_COOLDOWN`] doubled for each earlier one, capped at
+/// [`MAX_COOLDOWN`]. A storm of 429s on every candidate thus slows the run's
+/// own pace (1 s, 2 s, 4 s, ...) instead of hammering the API.
+pub fn backoff(streak: u32) -> Duration {
+    let doublings = streak.saturating_sub(1).min(16);
+    (DEFAULT_COOLDOWN * (1u32 << doublings)).min(MAX_COOLDOWN)
+}
 /// Sent as `HTTP-Referer`, which OpenRouter uses to attribute traffic to an app.
 pub const REFERER: &str = "https://github.com/llmroute/llmroute";
 /// Sent as `X-Title`.
@@ -517,6 +526,12 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        let waits: Vec<u64> = (1..=4).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8]);
+        assert_eq!(backoff(0), DEFAULT_COOLDOWN);
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), MAX_COOLDOWN);
+        assert_eq!(backoff(u32::MAX), MAX_COOLDOWN);
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("99999"), Some(MAX_COOLDOWN));
         assert_eq!(parse_retry_after("-3"), None);

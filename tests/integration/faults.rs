@@ -484,6 +484,31 @@ fn an_endless_429_storm_without_retry_after_ends_in_clear_errors() {
 }
 
 #[test]
+fn rate_limits_without_retry_after_back_off_longer_each_time() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::rate_limited(None));
+    let run = run_guarded(
+        env.cmd()
+            .args(["--models", "t/a", "--max-attempts", "3", "-j", "1"]),
+        prompts(1),
+        Duration::from_secs(30),
+    );
+    assert_sane(&run.out);
+    run.out.assert_code(1);
+    let at: Vec<Instant> = env.server.completions().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3, "three attempts on the one candidate");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // The first pause is 1 s, the second 2 s. Only lower bounds are checked:
+    // a loaded machine makes gaps longer, never shorter.
+    assert!(gaps[0] >= Duration::from_millis(900), "{gaps:?}");
+    assert!(
+        gaps[1] >= Duration::from_millis(1800),
+        "the second pause should double: {gaps:?}"
+    );
+    assert_attempts_recorded(&env);
+}
+
+#[test]
 fn random_5xx_across_models_with_fallback_keeps_every_line_and_answer_in_place() {
     let env = Env::three();
     let flaky = |seed| Behavior::Flaky {
