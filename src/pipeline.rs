@@ -33,6 +33,14 @@ use crate::store::{self, AttemptRow, CacheEntry, CachedAnswer, LineRecord, Model
 use crate::upstream::{self, Client, FailureKind};
 use indicatif::ProgressBar;
 
+/// Most lines between being read and being written, for `-j concurrency`.
+/// It bounds memory, and what a crash can make a re-run pay again: at most
+/// the lines in the window (requests in flight and answers whose commit had
+/// not finished), never a line whose output was written.
+pub fn window(concurrency: usize) -> usize {
+    (concurrency * 4).max(256)
+}
+
 /// How long in-flight requests may run on after Ctrl-C or a closed output.
 pub const GRACE: Duration = Duration::from_secs(10);
 
@@ -209,7 +217,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         })
         .collect();
     let concurrency = setup.options.concurrency.max(1);
-    let window = (concurrency * 4).max(256);
+    let window = window(concurrency);
     let ctx = Arc::new(Ctx {
         client: setup.client,
         catalogue: setup.catalogue,
