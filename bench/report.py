@@ -422,7 +422,12 @@ def main() -> int:
     md.append("")
     md.append("## What we found and changed")
     md.append("")
-    md.append("See the notes below.")
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "findings.md")
+    try:
+        with open(findings) as f:
+            md.append(f.read().rstrip("\n"))
+    except OSError:
+        md.append(f"(`{findings}` is missing.)")
     md.append("")
 
     with open(md_path, "w") as f:
