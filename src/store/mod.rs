@@ -596,17 +596,19 @@ mod tests {
         }
     }
 
+    fn user_version(s: &Store) -> i64 {
+        s.conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[test]
     fn opens_migrates_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/dir/s.db");
         drop(Store::open(&path).unwrap());
         let s = Store::open(&path).unwrap();
-        let v: i64 = s
-            .conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, schema::MIGRATIONS.len() as i64);
+        assert_eq!(user_version(&s), schema::MIGRATIONS.len() as i64);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -631,11 +633,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
         let s = Store::open(&path).unwrap();
-        let v: i64 = s
-            .conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, schema::MIGRATIONS.len() as i64);
+        assert_eq!(user_version(&s), schema::MIGRATIONS.len() as i64);
         let hit = s
             .lookup(&Key([9; 32]), 0)
             .unwrap()

@@ -79,16 +79,7 @@ fn assert_no_key_in_store(db: &Path) {
 /// Starts llmroute on `file`, kills it with SIGKILL after `after`, and returns
 /// its complete output lines and its stderr.
 fn run_and_kill(env: &Env, args: &[&str], file: &Path, after: Duration) -> (Vec<Value>, String) {
-    let mut child = env
-        .cmd()
-        .args(args)
-        .arg(file)
-        .cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("llmroute starts");
+    let mut child = env.spawn(args, file);
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {

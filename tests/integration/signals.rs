@@ -1,7 +1,8 @@
 //! Ctrl-C, SIGTERM and a closed output.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
@@ -15,6 +16,17 @@ fn kill(pid: u32, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
+/// Runs llmroute as `llmroute ARGS FILE | head -n 1` would: reads the first
+/// output line, closes the pipe, and returns that line and how it ended.
+fn first_line_then_close(env: &Env, args: &[&str], file: &Path) -> (String, std::process::Output) {
+    let mut child = env.spawn(args, file);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    (first, child.wait_with_output().unwrap())
+}
+
 /// Starts llmroute on `input`, reads `wait_for` output lines, sends `signal`,
 /// and returns (exit status, every output line, stderr).
 fn interrupt(
@@ -25,13 +37,7 @@ fn interrupt(
     signal: &str,
 ) -> (i32, Vec<String>, String) {
     let file = env.write("batch.jsonl", input);
-    let mut cmd = env.cmd().args(args).arg(&file).cmd;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(args, &file);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut lines = Vec::new();
     for _ in 0..wait_for {
@@ -134,16 +140,7 @@ fn a_second_ctrl_c_exits_at_once() {
     // Far longer than the grace period the first Ctrl-C gives in-flight lines.
     env.server.set_default("t/a", Behavior::ok_after(60_000));
     let file = env.write("batch.jsonl", &prompts(10));
-    let child = env
-        .cmd()
-        .args(["--models", "t/a", "-j", "2"])
-        .arg(&file)
-        .cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&["--models", "t/a", "-j", "2"], &file);
     // Wait (by count, not by time) until both requests are in flight.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.server.completions().len() < 2 {
@@ -172,21 +169,7 @@ fn a_live_run_piped_into_head_ends_quietly_and_keeps_the_store() {
     // 200 lines of 20 ms at -j 4 take a second: the closed pipe is seen long before.
     env.server.set_default("t/a", Behavior::ok_after(20));
     let file = env.write("batch.jsonl", &prompts(200));
-    let mut child = env
-        .cmd()
-        .args(["--models", "t/a", "-j", "4"])
-        .arg(&file)
-        .cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
+    let (first, out) = first_line_then_close(&env, &["--models", "t/a", "-j", "4"], &file);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(first.contains("\"line\":1"), "{first}");
@@ -205,23 +188,8 @@ fn a_closed_output_ends_quietly_with_status_0() {
     let env = Env::three();
     let input = prompts(20_000);
     let file = env.write("big.jsonl", &input);
-    let mut child = env
-        .cmd()
-        .args(["--dry-run"])
-        .arg(&file)
-        .cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
+    let (first, out) = first_line_then_close(&env, &["--dry-run"], &file);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(first.contains("\"line\":1"));
-    let _ = Duration::ZERO;
 }

@@ -71,6 +71,19 @@ impl Env {
         }
     }
 
+    /// Starts llmroute with `args` on `file`: no stdin, stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str], file: &Path) -> std::process::Child {
+        self.cmd()
+            .args(args)
+            .arg(file)
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("llmroute starts")
+    }
+
     /// Opens the store read-only for assertions.
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open_with_flags(self.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
