@@ -104,6 +104,7 @@ def svg_chart(s1, out_path):
              f'requests in flight (-j, wrk -c)</text>')
     e.append(f'<text transform="translate(22,{top + ph / 2}) rotate(-90)" text-anchor="middle">'
              f'lines/s (requests/s for wrk), log scale</text>')
+    placed = {}  # label baselines already used at each concurrency
     for name, colour, dash, cols in series:
         meds = [med(col) for col in cols]
         pts = " ".join(f"{x(i):.1f},{y(m):.1f}" for i, m in enumerate(meds) if m)
@@ -118,7 +119,12 @@ def svg_chart(s1, out_path):
             e.append(f'<line x1="{xx:.1f}" y1="{y(min(col)):.1f}" x2="{xx:.1f}" '
                      f'y2="{y(max(col)):.1f}" stroke="{colour}" stroke-width="1.5"/>')
             e.append(f'<circle cx="{xx:.1f}" cy="{y(med(col)):.1f}" r="4" fill="{colour}"/>')
-            e.append(f'<text x="{xx + 8:.1f}" y="{y(med(col)) - 7:.1f}" fill="{colour}" '
+            # Above the dot, or below it when another label is already there.
+            ly = y(med(col)) - 7
+            if any(abs(ly - other) < 14 for other in placed.get(i, [])):
+                ly = y(med(col)) + 18
+            placed.setdefault(i, []).append(ly)
+            e.append(f'<text x="{xx + 8:.1f}" y="{ly:.1f}" fill="{colour}" '
                      f'stroke="white" stroke-width="3" paint-order="stroke">'
                      f'{num(med(col), 0)}</text>')
     for j, (name, colour, dash, _) in enumerate(series):
