@@ -152,9 +152,12 @@ fn dry_run_works_offline_on_the_embedded_defaults() {
             "/examples/requests.jsonl"
         ))
         .run();
+    // The README's first command: every example line is routed, status 0.
+    out.assert_code(0);
     let lines = out.lines();
-    assert!(lines.len() >= 7);
-    for l in lines.iter().filter(|l| l["error"].is_null()) {
+    assert_eq!(lines.len(), 7, "seven requests and a blank line");
+    for l in &lines {
+        assert!(l["error"].is_null(), "{l}");
         assert_eq!(l["dry_run"], true);
         let model = l["model"].as_str().unwrap();
         assert!(
