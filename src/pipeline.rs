@@ -705,6 +705,7 @@ async fn process(
         },
     };
 
+    let line_priority = req.overrides.as_ref().map(|_| settings.priority.clone());
     let key = (!ctx.opts.no_cache && !ctx.opts.dry_run).then(|| {
         cachekey::key(
             &req.body,
@@ -718,7 +719,17 @@ async fn process(
             if ctx.opts.verbose {
                 eprintln!("llmroute: line {line_no}: cache hit ({})", hit.model);
             }
-            return Some(cached_line(ctx, line_no, req, hit, started));
+            let candidates = (ctx.opts.explain && req.pinned.is_none())
+                .then(|| explain(&rank(ctx, &req, settings)));
+            return Some(cached_line(
+                ctx,
+                line_no,
+                req,
+                hit,
+                started,
+                line_priority,
+                candidates,
+            ));
         }
     }
 
@@ -736,24 +747,9 @@ async fn process(
             est_cost: estimate(info, &req),
         });
     } else {
-        let ranking = {
-            let stats = ctx.stats.read().unwrap_or_else(|e| e.into_inner());
-            routing::rank(&req, settings, &ctx.catalogue, &stats)
-        };
+        let ranking = rank(ctx, &req, settings);
         if ctx.opts.explain || ctx.opts.dry_run {
-            candidates = Some(
-                ranking
-                    .ranked
-                    .iter()
-                    .map(|r| CandidateOut {
-                        model: r.model.clone(),
-                        score: r.score,
-                        latency_ms: r.latency_ms,
-                        cost_usd: r.cost_usd,
-                        quality: r.quality,
-                    })
-                    .collect::<Vec<_>>(),
-            );
+            candidates = Some(explain(&ranking));
         }
         order.extend(ranking.ranked.into_iter().map(|r| Planned {
             model: r.model,
@@ -846,7 +842,8 @@ async fn process(
         let mut earliest: Option<(usize, Instant)> = None;
         for (i, p) in order.iter().enumerate() {
             if state[i] == TryState::Done
-                || min_context.is_some_and(|c| p.context_length.is_some_and(|x| x <= c))
+                // After a context-length error, only windows known to be larger.
+                || min_context.is_some_and(|c| p.context_length.is_none_or(|x| x <= c))
             {
                 continue;
             }
@@ -1001,9 +998,10 @@ async fn process(
                         state[i] = TryState::Cooling;
                     }
                     FailureKind::ContextLength => {
-                        if let Some(c) = order[i].context_length {
-                            min_context = Some(min_context.map_or(c, |m| m.max(c)));
-                        }
+                        // A window the catalogue does not give counts as 0:
+                        // any known window may be larger, an unknown one not.
+                        let c = order[i].context_length.unwrap_or(0);
+                        min_context = Some(min_context.map_or(c, |m| m.max(c)));
                         state[i] = TryState::Done;
                     }
                     k if !k.try_elsewhere() => {
@@ -1049,6 +1047,7 @@ async fn process(
             }),
             attempts: rows,
             cooldowns: cooldown_rows,
+            priority: line_priority,
         });
         ctx.warn_store_failure();
         let mut line = Line::error(req.id, line_no, kind, message);
@@ -1107,6 +1106,7 @@ async fn process(
         }),
         attempts: rows,
         cooldowns: cooldown_rows,
+        priority: line_priority,
     };
     // Committed before the output line is written: a re-run never pays
     // again for a line it has already shown.
@@ -1162,7 +1162,36 @@ fn stop_error(reason: &StopReason) -> (&'static str, String) {
     }
 }
 
-fn cached_line(ctx: &Ctx, line_no: u64, req: Request, hit: CachedAnswer, started: Instant) -> Line {
+/// The ranking of `req`'s candidates under `settings`, from what is known now.
+fn rank(ctx: &Ctx, req: &Request, settings: &Settings) -> routing::Ranking {
+    let stats = ctx.stats.read().unwrap_or_else(|e| e.into_inner());
+    routing::rank(req, settings, &ctx.catalogue, &stats)
+}
+
+/// A ranking as the output's `candidates`.
+fn explain(ranking: &routing::Ranking) -> Vec<CandidateOut> {
+    ranking
+        .ranked
+        .iter()
+        .map(|r| CandidateOut {
+            model: r.model.clone(),
+            score: r.score,
+            latency_ms: r.latency_ms,
+            cost_usd: r.cost_usd,
+            quality: r.quality,
+        })
+        .collect()
+}
+
+fn cached_line(
+    ctx: &Ctx,
+    line_no: u64,
+    req: Request,
+    hit: CachedAnswer,
+    started: Instant,
+    priority: Option<String>,
+    candidates: Option<Vec<CandidateOut>>,
+) -> Line {
     let latency_ms = ms_since(started);
     let ts = store::now_ms();
     ctx.store.write_nowait(LineRecord {
@@ -1196,6 +1225,7 @@ fn cached_line(ctx: &Ctx, line_no: u64, req: Request, hit: CachedAnswer, started
             error_type: None,
         }],
         cooldowns: Vec::new(),
+        priority,
     });
     ctx.counters.cached.fetch_add(1, Ordering::Relaxed);
     Line {
@@ -1209,7 +1239,7 @@ fn cached_line(ctx: &Ctx, line_no: u64, req: Request, hit: CachedAnswer, started
         attempts: Vec::new(),
         error: None,
         content: hit.content,
-        candidates: None,
+        candidates,
         dry_run: false,
         response: Some(hit.response),
     }

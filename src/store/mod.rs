@@ -123,6 +123,9 @@ pub struct LineRecord {
     pub attempts: Vec<AttemptRow>,
     /// (model, until unix ms) pauses learned from Retry-After.
     pub cooldowns: Vec<(String, i64)>,
+    /// The line's own priority, when its `llmroute` object changed the
+    /// routing; else the rows get the run's.
+    pub priority: Option<String>,
 }
 
 /// The current time in unix milliseconds.
@@ -337,6 +340,7 @@ impl Store {
 
     /// Writes one finished line (call inside a transaction for speed).
     pub fn write_line(&self, rec: &LineRecord) -> Result<(), StoreError> {
+        let priority = rec.priority.as_deref().unwrap_or(&self.priority);
         if let Some(c) = &rec.cache {
             let a = &c.answer;
             self.conn
@@ -376,7 +380,7 @@ impl Store {
                     a.prompt_tokens,
                     a.completion_tokens,
                     a.cost_usd,
-                    self.priority,
+                    priority,
                     a.score,
                     a.error_type
                 ])?;
@@ -413,7 +417,7 @@ impl Store {
                     r.cost_usd,
                     r.prompt_tokens,
                     r.completion_tokens,
-                    self.priority,
+                    priority,
                     r.score,
                     r.attempts,
                     r.error_type

@@ -290,11 +290,17 @@ fn bad_request_is_not_retried_but_context_length_moves_to_a_larger_window() {
     let env = Env::new(vec![
         ModelSpec::new("t/small").context(1000).intelligence(50.0),
         ModelSpec::new("t/same").context(1000).intelligence(45.0),
+        ModelSpec::new("t/unknown").no_context().intelligence(30.0),
         ModelSpec::new("t/large")
             .context(200_000)
             .intelligence(20.0),
     ]);
-    let models = ["--models", "t/small,t/same,t/large", "-p", "quality"];
+    let models = [
+        "--models",
+        "t/small,t/same,t/unknown,t/large",
+        "-p",
+        "quality",
+    ];
     env.server.script(
         "t/small",
         [Behavior::status_with_body(
@@ -328,7 +334,7 @@ fn bad_request_is_not_retried_but_context_length_moves_to_a_larger_window() {
     assert_eq!(
         order,
         vec!["t/small", "t/large"],
-        "t/same has no larger window"
+        "t/same has no larger window, and t/unknown's is not known to be larger"
     );
 }
 
@@ -909,4 +915,138 @@ fn a_slow_stream_is_answered_line_by_line_while_stdin_stays_open() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
     assert_eq!(env.server.completions().len(), 3);
+}
+
+/// A cheap, weak model, a dear, strong one and a third for fallbacks;
+/// unmeasured, so cost and quality decide.
+fn cheap_and_smart() -> Env {
+    Env::new(vec![
+        ModelSpec::new("t/cheap")
+            .prices("0.00000001", "0.00000001")
+            .intelligence(15.0),
+        ModelSpec::new("t/smart")
+            .prices("0.00001", "0.00003")
+            .intelligence(58.0),
+        ModelSpec::new("t/spare")
+            .prices("0.00001", "0.00003")
+            .intelligence(30.0),
+    ])
+}
+
+#[test]
+fn a_lines_llmroute_object_overrides_the_flags_for_that_line_only() {
+    let env = cheap_and_smart();
+    env.server.set_default("t/smart", Behavior::status(500));
+    let input = concat!(
+        r#"{"id":"flag","prompt":"a"}"#,
+        "\n",
+        r#"{"id":"prio","prompt":"b","llmroute":{"priority":"quality"}}"#,
+        "\n",
+        r#"{"id":"weights","prompt":"c","llmroute":{"weights":{"quality":1}}}"#,
+        "\n",
+        r#"{"id":"models","prompt":"d","llmroute":{"models":["t/spare"]}}"#,
+        "\n",
+        r#"{"id":"fallback","prompt":"e","llmroute":{"models":["t/smart"],"fallback":["t/spare"]}}"#,
+        "\n",
+    );
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap,t/smart", "-p", "cost", "-j", "1"])
+        .stdin(input)
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    let by_id = |id: &str| lines.iter().find(|l| l["id"] == id).unwrap().clone();
+    assert_eq!(by_id("flag")["model"], "t/cheap", "-p cost");
+    // t/smart is chosen first (it fails), then t/cheap answers.
+    let tried = |id: &str| -> Vec<String> {
+        by_id(id)["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["model"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(tried("prio"), ["t/smart", "t/cheap"], "the line's priority");
+    assert_eq!(
+        tried("weights"),
+        ["t/smart", "t/cheap"],
+        "the line's weights"
+    );
+    assert_eq!(tried("models"), ["t/spare"], "the line's candidates");
+    assert_eq!(
+        tried("fallback"),
+        ["t/smart", "t/spare"],
+        "the line's fallback"
+    );
+    // Nothing of the llmroute object goes upstream.
+    assert!(env
+        .server
+        .completions()
+        .iter()
+        .all(|r| r.json().get("llmroute").is_none()));
+    // The metrics rows carry each line's own priority.
+    let priorities: Vec<(String, String)> = env
+        .sql()
+        .prepare("SELECT request_id, priority FROM requests ORDER BY line")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(priorities[0], ("flag".to_string(), "cost".to_string()));
+    assert_eq!(priorities[1], ("prio".to_string(), "quality".to_string()));
+    let attempt_priorities: Vec<String> = env
+        .sql()
+        .prepare("SELECT priority FROM attempts WHERE line = 2 ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(attempt_priorities, ["quality", "quality"]);
+}
+
+#[test]
+fn quality_overrides_change_the_choice() {
+    let env = cheap_and_smart();
+    let pick = |extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap,t/smart", "-p", "quality", "--no-cache"])
+            .args(extra)
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(0);
+        out.lines()[0]["model"].as_str().unwrap().to_string()
+    };
+    assert_eq!(pick(&[]), "t/smart", "by the catalogue's index");
+    assert_eq!(pick(&["--quality", "t/cheap=1,t/smart=0.1"]), "t/cheap");
+}
+
+#[test]
+fn explain_ranks_cache_hits_too() {
+    let env = cheap_and_smart();
+    let run = || {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap,t/smart", "--explain"])
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(0);
+        out.lines()[0].clone()
+    };
+    let first = run();
+    let again = run();
+    assert_eq!(again["cached"], true);
+    let models = |l: &Value| -> Vec<Value> {
+        l["candidates"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no candidates: {l}"))
+            .iter()
+            .map(|c| c["model"].clone())
+            .collect()
+    };
+    assert_eq!(models(&again), models(&first));
+    assert_eq!(models(&again).len(), 2);
 }
