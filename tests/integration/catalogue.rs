@@ -120,6 +120,46 @@ fn catalogue_is_fetched_stored_and_reused() {
         .run()
         .assert_code(0);
     assert_eq!(catalogue_fetches(&env), 1);
+
+    // Older than 24 h: fetched again.
+    let age_by = |hours: i64| {
+        rusqlite::Connection::open(env.db())
+            .unwrap()
+            .execute(
+                "UPDATE catalogue SET fetched_at = fetched_at - ?1",
+                [hours * 3_600_000],
+            )
+            .unwrap();
+    };
+    age_by(25);
+    let out = env
+        .cmd()
+        .args(["--models", "t/only", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(catalogue_fetches(&env), 2, "a stale copy is refetched");
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+
+    // Stale and the fetch fails: the stored copy, with a warning.
+    age_by(30);
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Status(500));
+    let out = env
+        .cmd()
+        .args(["--models", "t/only", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(catalogue_fetches(&env), 3);
+    assert!(
+        out.stderr.contains("using the stored catalogue from"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("built-in"), "{}", out.stderr);
+    // The stored price is still used: t/only is not in the built-in snapshot.
+    assert!(out.lines()[0]["cost_usd"].as_f64().is_some());
 }
 
 #[test]

@@ -372,6 +372,51 @@ fn assert_no_request_during_cooldown(
 }
 
 #[test]
+fn a_408_moves_on_to_the_next_model() {
+    best_model_fails(Behavior::status(408), "408", "60s");
+}
+
+#[test]
+fn a_503_with_retry_after_pauses_that_model_for_later_lines() {
+    let env = Env::three();
+    env.server.script(
+        "t/a",
+        [Behavior::Status {
+            code: 503,
+            retry_after: Some("600".into()),
+            body: None,
+            latency: Duration::ZERO,
+        }],
+    );
+    let run = run_guarded(
+        env.cmd().args(MODELS).args(["-j", "1"]),
+        prompts(3),
+        Duration::from_secs(30),
+    );
+    assert_sane(&run.out);
+    run.out.assert_code(0);
+    let lines = assert_lines(&run.out, &ids(3));
+    assert_eq!(lines[0]["attempts"][0]["status"], 503);
+    assert!(
+        lines.iter().all(|l| l["model"] == "t/b"),
+        "{}",
+        run.out.stdout
+    );
+    assert_eq!(env.server.count_for("t/a"), 1, "t/a rests after its 503");
+    // 600 s asked, 5 minutes kept, in the store for other processes too.
+    let until: i64 = env
+        .sql()
+        .query_row(
+            "SELECT until_ms FROM cooldowns WHERE model = 't/a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let left = until - llmroute::store::now_ms();
+    assert!(left > 250_000 && left <= 300_000, "{left} ms");
+}
+
+#[test]
 fn a_429_storm_with_retry_after_is_waited_out() {
     let env = Env::three();
     for m in ["t/a", "t/b"] {

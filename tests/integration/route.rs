@@ -378,6 +378,24 @@ fn candidates_that_cannot_take_the_request_are_left_out() {
         "{msg}"
     );
     assert_eq!(env.server.completions().len(), 1);
+
+    // response_format, likewise: t/notools lists only max_tokens.
+    let line = r#"{"prompt":"json please","response_format":{"type":"json_object"}}"#;
+    let out = env
+        .cmd()
+        .args(["--models", "t/notools,t/ok", "-p", "quality", "--explain"])
+        .stdin(line)
+        .run();
+    out.assert_code(0);
+    let l = &out.lines()[0];
+    assert_eq!(l["model"], "t/ok", "{l}");
+    let ranked: Vec<&Value> = l["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["model"])
+        .collect();
+    assert_eq!(ranked, [&Value::from("t/ok")]);
 }
 
 #[test]
@@ -465,28 +483,30 @@ fn when_every_candidate_cools_down_the_line_waits_instead_of_failing() {
 
 #[test]
 fn a_refused_key_stops_the_run() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::status(401));
-    let out = env
-        .cmd()
-        .args(["--models", "t/a,t/b", "-j", "1"])
-        .stdin(prompts(5))
-        .run();
-    out.assert_code(2);
-    let lines = out.lines();
-    assert_eq!(lines.len(), 5);
-    assert!(
-        lines.iter().all(|l| l["error"]["type"] == "auth"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(
-        env.server.completions().len(),
-        1,
-        "nothing is sent after a 401"
-    );
-    assert!(out.stderr.contains("401"), "{}", out.stderr);
-    assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
+    for (status, kind) in [(401, "auth"), (402, "payment_required")] {
+        let env = Env::three();
+        env.server.set_default("t/a", Behavior::status(status));
+        let out = env
+            .cmd()
+            .args(["--models", "t/a,t/b", "-j", "1"])
+            .stdin(prompts(5))
+            .run();
+        out.assert_code(2);
+        let lines = out.lines();
+        assert_eq!(lines.len(), 5);
+        assert!(
+            lines.iter().all(|l| l["error"]["type"] == kind),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            env.server.completions().len(),
+            1,
+            "nothing is sent after a {status}"
+        );
+        assert!(out.stderr.contains(&status.to_string()), "{}", out.stderr);
+        assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
+    }
 }
 
 #[test]
@@ -711,6 +731,12 @@ fn exit_statuses() {
     let out = env.cmd().args(["--weights", "latency=-1"]).run();
     out.assert_code(2);
     assert!(out.stderr.contains("negative"), "{}", out.stderr);
+    let out = env
+        .cmd()
+        .args(["--weights", "latency=0,cost=0,quality=0"])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("zero"), "{}", out.stderr);
     let out = env.cmd().args(["-p", "fastest"]).stdin(prompts(1)).run();
     out.assert_code(2);
     assert!(out.stderr.contains("unknown priority"), "{}", out.stderr);
@@ -1049,4 +1075,69 @@ fn explain_ranks_cache_hits_too() {
     };
     assert_eq!(models(&again), models(&first));
     assert_eq!(models(&again).len(), 2);
+}
+
+#[test]
+fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
+    let env = Env::three();
+    // t/a is the cheapest and smartest; it answers at once three times, then
+    // takes 150 ms a request. t/b is measured first by a pinned line.
+    env.server
+        .script("t/a", [Behavior::ok(), Behavior::ok(), Behavior::ok()]);
+    env.server.set_default("t/a", Behavior::ok_after(150));
+    let mut input = String::from("{\"model\":\"t/b\",\"prompt\":\"warm up\"}\n");
+    input.push_str(&prompts(12));
+    let out = env
+        .cmd()
+        .args([
+            "--models",
+            "t/a,t/b",
+            "-p",
+            "speed",
+            "-j",
+            "1",
+            "--no-cache",
+        ])
+        .stdin(input)
+        .run();
+    out.assert_code(0);
+    let by: Vec<String> = out.lines()[1..]
+        .iter()
+        .map(|l| l["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(&by[..3], ["t/a", "t/a", "t/a"], "fast and cheap: {by:?}");
+    let slow_answers = by[3..].iter().filter(|m| *m == "t/a").count();
+    assert!(
+        slow_answers <= 2,
+        "t/a kept {slow_answers} lines after slowing down: {by:?}"
+    );
+    assert!(by[6..].iter().all(|m| m == "t/b"), "{by:?}");
+}
+
+#[test]
+fn no_more_than_j_requests_are_in_flight() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(100));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "3", "--no-cache"])
+        .stdin(prompts(12))
+        .run();
+    out.assert_code(0);
+    let at: Vec<std::time::Instant> = env.server.completions().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 12);
+    // Each slot's next request arrives at least 100 ms after its last (the
+    // answer takes that long), so no 90 ms holds more than -j arrivals. A
+    // loaded machine only spreads them further apart.
+    let within_90ms_of = |t: &std::time::Instant| {
+        at.iter()
+            .filter(|u| {
+                u.checked_duration_since(*t)
+                    .is_some_and(|d| d < Duration::from_millis(90))
+            })
+            .count()
+    };
+    let most = at.iter().map(within_90ms_of).max().unwrap();
+    // At most -j, and -j is used: the first three go out together.
+    assert_eq!(most, 3, "{most} requests within 90 ms under -j 3");
 }
