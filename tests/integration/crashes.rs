@@ -285,6 +285,27 @@ fn a_store_that_cannot_be_created_is_a_clear_fatal_error() {
 }
 
 #[test]
+fn a_read_only_file_system_is_a_clear_fatal_error_for_root_too() {
+    let env = Env::three();
+    let Some(fs) = Tmpfs::mount_or_skip(env.path("ro"), "8m") else {
+        return;
+    };
+    // A store made while the file system was writable...
+    let db = fs.0.join("store.db");
+    let run = run_guarded(
+        env.cmd().arg("--db").arg(&db).args(["--models", "t/a"]),
+        prompts(2),
+        Duration::from_secs(30),
+    );
+    run.out.assert_code(0);
+    env.server.clear_log();
+    fs.remount_read_only();
+    // ...and then read-only (file permissions do not stop root; this does).
+    assert_unusable(&env, &db);
+    assert_unusable(&env, &fs.0.join("new.db"));
+}
+
+#[test]
 fn a_missing_store_directory_is_created_private() {
     let env = Env::three();
     let db = env.path("new/deeper/store.db");
@@ -381,6 +402,29 @@ impl Tmpfs {
         ok.then_some(Tmpfs(dir))
     }
 
+    /// Like [`Tmpfs::mount`], but says when the test is skipped, and fails
+    /// instead under CI (`CI` set), where it runs as root and must not skip.
+    fn mount_or_skip(dir: PathBuf, size: &str) -> Option<Tmpfs> {
+        let fs = Tmpfs::mount(dir, size);
+        if fs.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount a tmpfs under CI"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        }
+        fs
+    }
+
+    fn remount_read_only(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remount {} read-only", self.0.display());
+    }
+
     /// Fills the file system, then frees `free` bytes again.
     fn fill(&self, free: u64) -> PathBuf {
         use std::io::Write;
@@ -434,8 +478,7 @@ fn assert_full_disk_handled(run: &Run, n: usize, db: &Path) {
 #[test]
 fn a_full_disk_never_loses_or_garbles_a_line() {
     let env = Env::three();
-    let Some(fs) = Tmpfs::mount(env.path("small"), "8m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some(fs) = Tmpfs::mount_or_skip(env.path("small"), "8m") else {
         return;
     };
     let db = fs.0.join("store.db");

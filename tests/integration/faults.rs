@@ -343,6 +343,23 @@ fn a_50_mb_body_is_refused_without_buffering_it() {
     best_model_fails(big, "larger than 16 MiB", "30s");
 }
 
+#[test]
+fn a_50_mb_body_without_content_length_is_cut_off_while_reading() {
+    let big = Behavior::BigBodyUnsized { bytes: 50_000_000 };
+    let run = every_model_fails(big.clone(), "larger than 16 MiB", "30s");
+    // Each of the 4 requests in flight holds at most the 16 MiB cap before it
+    // is cut off, plus what the allocator and the HTTP client's read buffers
+    // keep on the way (at most as much again; about 104 MiB in all is seen).
+    // Uncapped, each would hold 50 MB and more.
+    if let Some(kib) = run.peak_rss_kib {
+        assert!(
+            kib < (4 * 2 * 16 + 48) * 1024,
+            "peak RSS {kib} KiB while reading 50 MB bodies"
+        );
+    }
+    best_model_fails(big, "larger than 16 MiB", "30s");
+}
+
 /// No request reached `model` between `from` and `to` after one of its
 /// first `storm` requests, which were answered 429.
 fn assert_no_request_during_cooldown(

@@ -807,6 +807,29 @@ fn the_store_lives_in_xdg_data_home_by_default_and_is_private() {
             0o600
         );
     }
+    // The subcommands find the same store there, and --db points them
+    // elsewhere.
+    let requests = |args: &[&str]| -> Value {
+        let out = env.cmd().env_remove("LLMROUTE_DB").args(args).run();
+        out.assert_code(0);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        v["requests"].clone()
+    };
+    assert_eq!(requests(&["report", "--json", "--since", "all"]), 1);
+    let elsewhere = env.path("elsewhere.db");
+    let elsewhere = elsewhere.to_str().unwrap();
+    assert_eq!(
+        requests(&["report", "--json", "--since", "all", "--db", elsewhere]),
+        0
+    );
+    let stats = env
+        .cmd()
+        .env_remove("LLMROUTE_DB")
+        .args(["cache", "stats", "--json"])
+        .run();
+    stats.assert_code(0);
+    let v: Value = serde_json::from_str(&stats.stdout).unwrap();
+    assert_eq!(v["entries"], 1, "{v}");
 }
 
 #[test]

@@ -210,6 +210,10 @@ pub enum Behavior {
     ErrorInBody,
     /// 200 with a valid completion whose content is padded so the body is about `bytes` long.
     BigBody { bytes: usize },
+    /// Like [`Behavior::BigBody`], but without `Content-Length`: the body runs
+    /// until the server closes the connection, so a client can only stop it
+    /// by counting what it reads.
+    BigBodyUnsized { bytes: usize },
     /// After `latency`, 500 with probability `fail_rate`, otherwise a valid
     /// completion. The draw is a xorshift PRNG seeded by `seed` plus the number of
     /// earlier completion requests naming the same model, so a run is reproducible.
@@ -1167,12 +1171,18 @@ impl Conn {
                 self.respond(200, None, keep_alive).await
             }
             Behavior::BigBody { bytes } => {
-                self.completion_body(model, request, None, 0);
-                let pad = bytes.saturating_sub(self.body.len());
-                if pad > 0 {
-                    self.completion_body(model, request, None, pad);
-                }
+                self.big_body(model, request, bytes);
                 self.respond(200, None, keep_alive).await
+            }
+            Behavior::BigBodyUnsized { bytes } => {
+                self.big_body(model, request, bytes);
+                self.out.clear();
+                write_head(&mut self.out, 200, None, None, true);
+                self.stream.write_all(&self.out).await?;
+                // A client that has read enough hangs up: that is no error here.
+                let _ = self.stream.write_all(&self.body).await;
+                let _ = self.stream.shutdown().await;
+                Ok(false)
             }
             Behavior::Flaky {
                 fail_rate,
@@ -1200,6 +1210,15 @@ impl Conn {
     }
 
     /// Sends `self.body` with the given status.
+    /// A completion padded to about `bytes`, in `self.body`.
+    fn big_body(&mut self, model: &str, request: &Value, bytes: usize) {
+        self.completion_body(model, request, None, 0);
+        let pad = bytes.saturating_sub(self.body.len());
+        if pad > 0 {
+            self.completion_body(model, request, None, pad);
+        }
+    }
+
     async fn respond(
         &mut self,
         code: u16,
