@@ -44,6 +44,25 @@ const PRUNE_BATCH: usize = 50_000;
 /// The environment variable holding the API key.
 pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
 
+/// Replaces Rust's panic message with one that says it is a bug, and never
+/// shows the API key, whatever the message holds.
+pub fn install_panic_hook() {
+    let key = std::env::var(API_KEY_VAR)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    std::panic::set_hook(Box::new(move |info| {
+        let mut text = info.to_string();
+        if let Some(k) = &key {
+            text = text.replace(k.as_str(), "[redacted]");
+        }
+        eprintln!(
+            "llmroute: internal error: {text}\nllmroute: this is a bug; please report it at {}/issues",
+            env!("CARGO_PKG_HOMEPAGE")
+        );
+    }));
+}
+
 /// Runs the parsed command line and returns the exit status.
 pub fn main(mut cli: Cli) -> i32 {
     let result = Loaded::load(cli.common.config.as_deref())

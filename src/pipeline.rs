@@ -691,6 +691,8 @@ async fn process(
     req: Request,
     permit: OwnedSemaphorePermit,
 ) -> Option<Line> {
+    #[cfg(debug_assertions)]
+    fail_point(line_no);
     let interrupted = || ctx.stop.get().is_some_and(|r| r.halts_input());
     let started = Instant::now();
     let owned;
@@ -1128,6 +1130,19 @@ async fn process(
         dry_run: false,
         response: Some(s.body),
     })
+}
+
+/// In debug builds only: panics on the line numbered `LLMROUTE_FAIL_LINE`,
+/// with the API key in the message, so that tests can see what a bug in a
+/// line's task does to the run (an `internal_error` line, the rest goes on)
+/// and that the key stays out of the panic message.
+#[cfg(debug_assertions)]
+fn fail_point(line_no: u64) {
+    let wanted = std::env::var("LLMROUTE_FAIL_LINE").ok();
+    if wanted.and_then(|v| v.parse().ok()) == Some(line_no) {
+        let key = std::env::var(crate::app::API_KEY_VAR).unwrap_or_default();
+        panic!("injected failure on line {line_no} (key {key})");
+    }
 }
 
 /// Estimated cost of `req` on a model, from the catalogue's prices.

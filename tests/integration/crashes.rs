@@ -692,3 +692,30 @@ fn plain_http_to_another_host_draws_a_warning_and_loopback_does_not() {
     out.assert_code(0);
     assert!(out.stderr.contains("unencrypted"), "{}", out.stderr);
 }
+
+#[test]
+fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_panic() {
+    let env = Env::three();
+    // Debug builds panic on this line, with the key in the panic's message.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_FAIL_LINE", "2")
+        .args(["--models", "t/a"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(1);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert_eq!(lines[1]["error"]["type"], "internal_error");
+    assert_eq!(lines[1]["id"], "r2", "the id is still echoed");
+    assert!(lines[0]["error"].is_null() && lines[2]["error"].is_null());
+    assert!(out.stderr.contains("internal error"), "{}", out.stderr);
+    assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
+    assert!(!out.stderr.contains(KEY), "{}", out.stderr);
+    assert!(!out.stdout.contains(KEY));
+    assert_eq!(
+        env.server.completions().len(),
+        2,
+        "only lines 1 and 3 went upstream"
+    );
+}
