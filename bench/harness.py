@@ -14,7 +14,7 @@ Environment:
   BENCH_SLOW_MS     that latency (100)
   BENCH_VENV_PY     the Python that has litellm (the peer)
   BENCH_QUICK=1     tiny sizes, for checking the harness itself
-  BENCH_RUNS=N      runs per measurement (default 3; 2 when quick)
+  BENCH_RUNS=N      runs per measurement (default 5; 2 when quick)
   BENCH_ONLY=1,3    run only these scenarios
   BENCH_SCORER_EXE  the criterion benchmark's executable (else `cargo bench`)
 """
@@ -37,7 +37,7 @@ URL_SLOW = os.environ["BENCH_URL_SLOW"]
 SLOW_MS = int(os.environ.get("BENCH_SLOW_MS", "100"))
 VENV_PY = os.environ["BENCH_VENV_PY"]
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-RUNS = int(os.environ.get("BENCH_RUNS") or (2 if QUICK else 3))
+RUNS = int(os.environ.get("BENCH_RUNS") or (2 if QUICK else 5))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 
 LLMROUTE = os.path.join(ROOT, "target", "release", "llmroute")
