@@ -177,10 +177,8 @@ struct Ctx {
     catalogue: Catalogue,
     store: WriterHandle,
     stats: RwLock<HashMap<String, ModelStat>>,
-    cooldowns: Mutex<HashMap<String, Instant>>,
-    /// Per model: rate limits in a row without Retry-After, and when the last
-    /// one came back. Cleared by a success.
-    limited: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Models paused by rate limits, and how those limits have gone.
+    pauses: Mutex<HashMap<String, Pause>>,
     concurrency: Arc<Semaphore>,
     stop: Stop,
     counters: Counters,
@@ -199,6 +197,26 @@ enum OutMsg {
     Skip(u64),
 }
 
+/// A model's rate-limit state in this run.
+struct Pause {
+    /// Not tried again before this.
+    until: Instant,
+    /// Rate limits in a row since its last success.
+    streak: u32,
+    /// When the last of them came back.
+    last_limited: Instant,
+}
+
+impl Pause {
+    fn until(until: Instant) -> Pause {
+        Pause {
+            until,
+            streak: 0,
+            last_limited: until,
+        }
+    }
+}
+
 /// A request to write every pending line now, gaps or not, acknowledged when done.
 type DrainRequest = std::sync::mpsc::SyncSender<()>;
 
@@ -210,10 +228,8 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         .cooldowns
         .into_iter()
         .map(|(m, until)| {
-            (
-                m,
-                epoch.1 + Duration::from_millis((until - epoch.0).max(0) as u64),
-            )
+            let until = epoch.1 + Duration::from_millis((until - epoch.0).max(0) as u64);
+            (m, Pause::until(until))
         })
         .collect();
     let concurrency = setup.options.concurrency.max(1);
@@ -223,8 +239,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         catalogue: setup.catalogue,
         store: setup.store,
         stats: RwLock::new(setup.stats),
-        cooldowns: Mutex::new(cooldowns),
-        limited: Mutex::new(HashMap::new()),
+        pauses: Mutex::new(cooldowns),
         concurrency: Arc::new(Semaphore::new(concurrency)),
         stop: Stop::default(),
         counters: Counters {
@@ -609,43 +624,41 @@ fn id_text(id: &Value) -> Option<String> {
 
 impl Ctx {
     fn cooldown_until(&self, model: &str) -> Option<Instant> {
-        let map = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(model).copied().filter(|t| *t > Instant::now())
+        let map = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(model)
+            .map(|p| p.until)
+            .filter(|t| *t > Instant::now())
     }
 
-    fn cool_down(&self, model: &str, d: Duration) -> i64 {
-        let until = Instant::now() + d;
-        let mut map = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map.entry(model.to_string()).or_insert(until);
-        if *e < until {
-            *e = until;
+    /// Pauses `model` after a 429/503 on a request sent at `sent`, and
+    /// returns until when (unix ms): for Retry-After when given, else for a
+    /// backoff that doubles with each rate limit in a row. Requests sent
+    /// before the previous rate limit came back belong to the same burst and
+    /// do not lengthen it again.
+    fn rate_limited(&self, model: &str, sent: Instant, retry_after: Option<Duration>) -> i64 {
+        let now = Instant::now();
+        let mut map = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        let p = map
+            .entry(model.to_string())
+            .or_insert_with(|| Pause::until(now));
+        if p.streak == 0 || sent >= p.last_limited {
+            p.streak = p.streak.saturating_add(1);
+            p.last_limited = now;
         }
+        let until = now + retry_after.unwrap_or_else(|| upstream::backoff(p.streak));
+        p.until = p.until.max(until);
         self.epoch.0 + until.duration_since(self.epoch.1).as_millis() as i64
     }
 
-    /// The cooldown for a 429/503 on `model` for a request sent at `sent`:
-    /// Retry-After when given, else a backoff that doubles with each rate
-    /// limit in a row. Requests sent before the previous rate limit came back
-    /// belong to the same burst and do not lengthen it again.
-    fn rate_limit_pause(
-        &self,
-        model: &str,
-        sent: Instant,
-        retry_after: Option<Duration>,
-    ) -> Duration {
-        let mut map = self.limited.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let entry = map.entry(model.to_string()).or_insert((0, sent));
-        if entry.0 == 0 || sent >= entry.1 {
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = now;
-        }
-        retry_after.unwrap_or_else(|| upstream::backoff(entry.0))
-    }
-
-    fn learn_latency(&self, model: &str, ms: f64) {
-        if let Ok(mut map) = self.limited.lock() {
-            map.remove(model);
+    /// A success ends `model`'s run of rate limits (not a pause under way).
+    fn answered(&self, model: &str, ms: f64) {
+        if let Some(p) = self
+            .pauses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(model)
+        {
+            p.streak = 0;
         }
         let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
         let s = stats
@@ -934,7 +947,7 @@ async fn process(
         }
         match result {
             Ok(s) => {
-                ctx.learn_latency(model, ms);
+                ctx.answered(model, ms);
                 let used =
                     s.usage.prompt_tokens.unwrap_or(0) + s.usage.completion_tokens.unwrap_or(0);
                 let extra = (used.max(0) as u64).saturating_sub(planned_tokens);
@@ -994,8 +1007,7 @@ async fn process(
                         break;
                     }
                     FailureKind::RateLimited | FailureKind::Unavailable => {
-                        let pause = ctx.rate_limit_pause(model, t0, f.retry_after);
-                        let until = ctx.cool_down(model, pause);
+                        let until = ctx.rate_limited(model, t0, f.retry_after);
                         cooldown_rows.push((model.to_string(), until));
                         state[i] = TryState::Cooling;
                     }
