@@ -327,7 +327,6 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
     // buffer of the final size: a growing buffer doubles its allocation on
     // the way. Four 50 MB bodies without Content-Length, cut off at the cap,
     // peaked at 150 MB that way and at 104 MB this way.
-    let known = resp.content_length().map(|n| n as usize);
     let mut chunks = Vec::new();
     let mut total = 0usize;
     while let Some(chunk) = resp.chunk().await.map_err(|e| {
@@ -341,11 +340,7 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
         }
         chunks.push(chunk);
     }
-    let mut buf = Vec::with_capacity(known.unwrap_or(total).max(total));
-    for chunk in &chunks {
-        buf.extend_from_slice(chunk);
-    }
-    Ok(buf)
+    Ok(chunks.concat())
 }
 
 /// A readable description of a transport error, without the URL.
