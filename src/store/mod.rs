@@ -600,6 +600,29 @@ mod tests {
         }
     }
 
+    /// An attempt row at `ts` on model `m`, nothing else known.
+    fn attempt(ts: i64, ok: bool, cached: bool) -> AttemptRow {
+        AttemptRow {
+            ts,
+            model: "m".into(),
+            status: None,
+            ok,
+            cached,
+            latency_ms: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost_usd: None,
+            score: None,
+            error_type: None,
+        }
+    }
+
+    fn rows(s: &Store, table: &str) -> i64 {
+        s.conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
     fn user_version(s: &Store) -> i64 {
         s.conn()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -665,11 +688,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let n: i64 = s
-            .conn()
-            .query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(rows(&s, "cache"), 1);
     }
 
     #[test]
@@ -716,17 +735,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         let attempt = |ms: f64, ok: bool| AttemptRow {
-            ts: 1,
             model: "m/a".into(),
             status: Some(if ok { 200 } else { 500 }),
-            ok,
-            cached: false,
             latency_ms: Some(ms),
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost_usd: None,
-            score: None,
-            error_type: None,
+            ..attempt(1, ok, false)
         };
         let rec = LineRecord {
             attempts: vec![
@@ -741,11 +753,7 @@ mod tests {
         let expect = ModelStat::first(100.0).update(200.0);
         assert_eq!(stats["m/a"].samples, 2);
         assert!((stats["m/a"].ewma_ms - expect.ewma_ms).abs() < 1e-9);
-        let n: i64 = s
-            .conn()
-            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 3);
+        assert_eq!(rows(&s, "attempts"), 3);
     }
 
     #[test]
@@ -753,21 +761,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         for ts in [1, 2, 3, 100] {
-            let row = AttemptRow {
-                ts,
-                model: "m".into(),
-                status: None,
-                ok: true,
-                cached: true,
-                latency_ms: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                cost_usd: None,
-                score: None,
-                error_type: None,
-            };
             s.write_line(&LineRecord {
-                attempts: vec![row],
+                attempts: vec![attempt(ts, true, true)],
                 ..Default::default()
             })
             .unwrap();
@@ -775,11 +770,7 @@ mod tests {
         assert_eq!(s.prune_metrics(50, 2).unwrap(), 2);
         assert_eq!(s.prune_metrics(50, 2).unwrap(), 1);
         assert_eq!(s.prune_metrics(50, 2).unwrap(), 0);
-        let left: i64 = s
-            .conn()
-            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(left, 1);
+        assert_eq!(rows(&s, "attempts"), 1);
     }
 
     #[test]
