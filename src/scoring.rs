@@ -10,16 +10,8 @@
 //! models get tried and measured); a candidate with unknown price is given the
 //! highest known cost (a pessimistic prior, so unknown prices are not mistaken
 //! for free ones).
-//!
-//! Latencies are measured, so they carry noise: a spread smaller than
-//! [`LATENCY_NOISE_MS`] is normalised over that much instead, so that 1 ms
-//! of jitter between two equally fast models does not decide a choice. Any
-//! larger spread is plain min-max.
 
 use std::fmt;
-
-/// The smallest latency spread normalised as a full 0..1 range.
-pub const LATENCY_NOISE_MS: f64 = 25.0;
 
 /// The three weights, normalised to sum to 1.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -215,7 +207,7 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
         let latency_ms = c.latency_ms.or(lat.map(|(lo, _)| lo));
         let cost_usd = c.cost_usd;
         let nl = match (latency_ms, lat) {
-            (Some(v), Some((lo, hi))) => norm(v, lo, hi.max(lo + LATENCY_NOISE_MS)),
+            (Some(v), Some((lo, hi))) => norm(v, lo, hi),
             _ => 0.0,
         };
         let nc = match (cost_usd, cost) {
@@ -389,16 +381,19 @@ mod tests {
     }
 
     #[test]
-    fn latency_jitter_below_the_noise_floor_barely_counts() {
-        // 2 ms apart: normalised over 25 ms, so cost decides.
+    fn any_latency_spread_is_plain_min_max() {
+        // 2 ms apart still spans the whole 0..1 range: latency's 0.4 beats
+        // cost's 0.3 under balanced weights.
         let cands = [
             c(Some(10.0), Some(0.02), 0.5),
             c(Some(12.0), Some(0.01), 0.5),
         ];
         let r = rank(&cands, &Priority::Balanced.weights());
-        assert_eq!(r[0].index, 1);
+        assert_eq!(r[0].index, 0);
         let slow = r.iter().find(|s| s.index == 1).unwrap();
-        assert!(close(slow.score, 0.4 * (1.0 - 2.0 / 25.0) + 0.3 + 0.15));
+        assert!(close(slow.score, 0.3 + 0.15));
+        let fast = r.iter().find(|s| s.index == 0).unwrap();
+        assert!(close(fast.score, 0.4 + 0.15));
     }
 
     #[test]

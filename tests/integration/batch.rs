@@ -186,8 +186,17 @@ fn flag_beats_environment_beats_config_file_beats_default() {
         "priority = \"quality\"\nmodels = [\"t/cheap\", \"t/smart\"]\nconcurrency = 3\ntimeout = \"7s\"\n",
     )
     .unwrap();
+    // Each pick on a store of its own, so that no latency has been measured.
+    let picks = std::cell::Cell::new(0);
     let pick = |cmd: Cmd| {
-        let out = cmd.arg("--no-cache").stdin(prompts(1)).run();
+        picks.set(picks.get() + 1);
+        let db = env.path(&format!("pick{}.db", picks.get()));
+        let out = cmd
+            .arg("--db")
+            .arg(db)
+            .arg("--no-cache")
+            .stdin(prompts(1))
+            .run();
         out.assert_code(0);
         out.lines()[0]["model"].as_str().unwrap().to_string()
     };

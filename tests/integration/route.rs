@@ -1104,10 +1104,13 @@ fn explain_ranks_cache_hits_too() {
 fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
     let env = Env::three();
     // t/a is the cheapest and smartest; it answers at once three times, then
-    // takes 150 ms a request. t/b is measured first by a pinned line.
+    // takes 150 ms a request. t/b, measured first by a pinned line, always
+    // takes 30 ms: slower than t/a at first, far faster once t/a slows down
+    // (one 150 ms answer lifts t/a's average to about 46 ms).
     env.server
         .script("t/a", [Behavior::ok(), Behavior::ok(), Behavior::ok()]);
     env.server.set_default("t/a", Behavior::ok_after(150));
+    env.server.set_default("t/b", Behavior::ok_after(30));
     let mut input = String::from("{\"model\":\"t/b\",\"prompt\":\"warm up\"}\n");
     input.push_str(&prompts(12));
     let out = env
