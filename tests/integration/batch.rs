@@ -17,6 +17,21 @@ fn rpm_spaces_requests_evenly() {
     out.assert_code(0);
     let reqs = env.server.completions();
     assert_eq!(reqs.len(), 5);
+    // Counted per window from the server's log: at 300 a minute, any window
+    // of 390 ms holds at most two requests (five at once would be a burst).
+    for r in &reqs {
+        let in_window = reqs
+            .iter()
+            .filter(|o| {
+                o.at.checked_duration_since(r.at)
+                    .is_some_and(|d| d < Duration::from_millis(390))
+            })
+            .count();
+        assert!(
+            in_window <= 2,
+            "{in_window} requests in 390 ms under --rpm 300"
+        );
+    }
     // 300 a minute is one every 200 ms: no burst, so no two requests closer than that.
     for w in reqs.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
