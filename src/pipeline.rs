@@ -2,11 +2,13 @@
 //! writes one output line per input line.
 //!
 //! ```text
-//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks ──▶ output thread ──▶ stdout
-//!                                  ▲                     │                │
-//!                                  └──── window permits ─┼────────────────┘ (released when written)
-//!                                                        ▼
-//!                                                  store thread (cache lookups, group-committed writes)
+//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks ──────────────────────▶ output thread ──▶ stdout
+//!                                  ▲                     │ answers                        ▲    │
+//!                                  │                     ▼                                │    │
+//!                                  │               store thread (cache lookups, ──────────┘    │
+//!                                  │               group-committed writes; hands an            │
+//!                                  │               answer's line on after its commit)          │
+//!                                  └──────────────── window permits (released when written) ───┘
 //! ```
 //!
 //! Memory is bounded by the window: at most `window` lines are between being
@@ -358,20 +360,40 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                         ctx: ctx.clone(),
                         done: false,
                     };
-                    let msg = match process(&ctx, line_no, req, permit).await {
-                        Some(line) => {
-                            if line.error.is_some() {
-                                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if let Some(pb) = &ctx.progress {
-                                pb.inc(1);
-                            }
-                            OutMsg::Line(seq, line.to_bytes())
+                    let (line, record) = match process(&ctx, line_no, req, permit).await {
+                        Done::Unsent => {
+                            guard.done = true;
+                            let _ = out_tx.send(OutMsg::Skip(seq));
+                            return;
                         }
-                        None => OutMsg::Skip(seq),
+                        Done::Line(line) => (line, None),
+                        Done::AfterCommit(line, record) => (line, Some(record)),
                     };
+                    if line.error.is_some() {
+                        ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(pb) = &ctx.progress {
+                        pb.inc(1);
+                    }
+                    let msg = OutMsg::Line(seq, line.to_bytes());
                     guard.done = true;
-                    let _ = out_tx.send(msg);
+                    match record {
+                        None => {
+                            let _ = out_tx.send(msg);
+                        }
+                        // The store thread hands the line on once the record
+                        // has committed: a re-run never pays again for a line
+                        // it has shown.
+                        Some(record) => {
+                            ctx.warn_store_failure();
+                            ctx.store.write_then(
+                                record,
+                                Box::new(move || {
+                                    let _ = out_tx.send(msg);
+                                }),
+                            );
+                        }
+                    }
                 });
             }
         }
@@ -696,14 +718,19 @@ impl Ctx {
     }
 }
 
-/// Routes and answers one line. `None` when the run was interrupted before
-/// the line was sent: it gets no output line, and a re-run will answer it.
-async fn process(
-    ctx: &Ctx,
-    line_no: u64,
-    req: Request,
-    permit: OwnedSemaphorePermit,
-) -> Option<Line> {
+/// How a line's task ends.
+enum Done {
+    /// Write this line now.
+    Line(Line),
+    /// Write this line once the record has committed.
+    AfterCommit(Line, Box<LineRecord>),
+    /// The run was interrupted before the line was sent: it gets no output
+    /// line, and a re-run will answer it.
+    Unsent,
+}
+
+/// Routes and answers one line.
+async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePermit) -> Done {
     #[cfg(debug_assertions)]
     fail_point(line_no);
     let interrupted = || ctx.stop.get().is_some_and(|r| r.halts_input());
@@ -716,7 +743,9 @@ async fn process(
                 owned = s;
                 &owned
             }
-            Err(e) => return Some(Line::error(req.id, line_no, error_type::INVALID_INPUT, e)),
+            Err(e) => {
+                return Done::Line(Line::error(req.id, line_no, error_type::INVALID_INPUT, e))
+            }
         },
     };
 
@@ -736,7 +765,7 @@ async fn process(
             }
             let candidates = (ctx.opts.explain && req.pinned.is_none())
                 .then(|| explain(&rank(ctx, &req, settings)));
-            return Some(cached_line(
+            return Done::Line(cached_line(
                 ctx,
                 line_no,
                 req,
@@ -802,11 +831,11 @@ async fn process(
         let mut line = Line::error(req.id, line_no, error_type::NO_ELIGIBLE_MODEL, message);
         line.candidates = candidates;
         line.latency_ms = ms_since(started);
-        return Some(line);
+        return Done::Line(line);
     }
 
     if ctx.opts.dry_run {
-        return Some(Line {
+        return Done::Line(Line {
             id: req.id,
             line: line_no,
             model: Some(order[0].model.clone()),
@@ -819,7 +848,7 @@ async fn process(
     }
 
     let Some(client) = ctx.client.as_ref() else {
-        return Some(Line::error(
+        return Done::Line(Line::error(
             req.id,
             line_no,
             error_type::ALL_MODELS_FAILED,
@@ -827,7 +856,7 @@ async fn process(
         ));
     };
     if interrupted() {
-        return None;
+        return Done::Unsent;
     }
 
     let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
@@ -845,7 +874,7 @@ async fn process(
     while (attempts.len() as u32) < ctx.opts.max_attempts {
         if let Some(reason) = ctx.stop.get() {
             if attempts.is_empty() && interrupted() {
-                return None;
+                return Done::Unsent;
             }
             final_error = Some(stop_error(&reason));
             break;
@@ -1068,7 +1097,7 @@ async fn process(
         line.attempts = attempts;
         line.candidates = candidates;
         line.latency_ms = latency_ms;
-        return Some(line);
+        return Done::Line(line);
     };
 
     let planned = &order[i];
@@ -1122,12 +1151,8 @@ async fn process(
         cooldowns: cooldown_rows,
         priority: line_priority,
     };
-    // Committed before the output line is written: a re-run never pays
-    // again for a line it has already shown.
-    ctx.store.write(record).await;
-    ctx.warn_store_failure();
     ctx.counters.answered.fetch_add(1, Ordering::Relaxed);
-    Some(Line {
+    let line = Line {
         id: req.id,
         line: line_no,
         model: Some(planned.model.clone()),
@@ -1141,7 +1166,8 @@ async fn process(
         candidates,
         dry_run: false,
         response: Some(s.body),
-    })
+    };
+    Done::AfterCommit(line, Box::new(record))
 }
 
 /// In debug builds only: panics on the line numbered `LLMROUTE_FAIL_LINE`,

@@ -1,8 +1,9 @@
 //! The store's writer thread: every cache lookup and write of a run goes
 //! through it, grouped into as few transactions as the load allows (group
-//! commit). A write's acknowledgement is sent only after its transaction has
-//! committed, so an output line written after the acknowledgement is never
-//! lost from the cache, whatever happens to the process next.
+//! commit). What a write asks to be done after it (acknowledge it, hand its
+//! output line on) is done only after its transaction has committed, so an
+//! output line written then is never lost from the cache, whatever happens
+//! to the process next.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,9 +26,14 @@ enum Msg {
     },
     Line {
         record: Box<LineRecord>,
-        ack: Option<oneshot::Sender<()>>,
+        then: Option<AfterCommit>,
     },
 }
+
+/// Run on the store thread once a record's transaction has committed (or
+/// failed: see [`WriterHandle::failure`]). Keep it short: it holds up the
+/// next transaction.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
 /// Owns the writer thread; [`Writer::finish`] flushes and returns the store.
 pub struct Writer {
@@ -87,15 +93,23 @@ impl WriterHandle {
     /// [`WriterHandle::failure`]).
     pub async fn write(&self, record: LineRecord) {
         let (ack, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Msg::Line {
-                record: Box::new(record),
-                ack: Some(ack),
-            })
-            .is_ok()
-        {
-            let _ = rx.await;
+        self.write_then(
+            Box::new(record),
+            Box::new(move || {
+                let _ = ack.send(());
+            }),
+        );
+        let _ = rx.await;
+    }
+
+    /// Queues a record; `then` runs once it has committed (or failed). With
+    /// the store thread gone, `then` runs at once, here.
+    pub fn write_then(&self, record: Box<LineRecord>, then: AfterCommit) {
+        if let Err(mpsc::SendError(Msg::Line { then: Some(f), .. })) = self.tx.send(Msg::Line {
+            record,
+            then: Some(then),
+        }) {
+            f();
         }
     }
 
@@ -103,7 +117,7 @@ impl WriterHandle {
     pub fn write_nowait(&self, record: LineRecord) {
         let _ = self.tx.send(Msg::Line {
             record: Box::new(record),
-            ack: None,
+            then: None,
         });
     }
 
@@ -118,8 +132,10 @@ impl WriterHandle {
 }
 
 fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>>) -> Store {
+    #[cfg(debug_assertions)]
+    let delay = commit_delay();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut acks = Vec::with_capacity(MAX_BATCH);
+    let mut after = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -129,13 +145,17 @@ fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>
             }
         }
         let writes = batch.iter().any(|m| matches!(m, Msg::Line { .. }));
-        if let Err(e) = apply(&store, &mut batch, &mut acks, writes) {
+        #[cfg(debug_assertions)]
+        if writes {
+            std::thread::sleep(delay);
+        }
+        if let Err(e) = apply(&store, &mut batch, &mut after, writes) {
             let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }
-        // Replies go out only now: after the commit, or after the failure.
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        // Only now: after the commit, or after the failure.
+        for then in after.drain(..) {
+            then();
         }
         for m in batch.drain(..) {
             if let Msg::Lookup { reply, .. } = m {
@@ -146,12 +166,21 @@ fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>
     store
 }
 
+/// In debug builds only: `LLMROUTE_COMMIT_DELAY_MS` holds every write
+/// transaction back that long, so that tests can see that nothing waiting
+/// for a commit goes ahead of it.
+#[cfg(debug_assertions)]
+fn commit_delay() -> std::time::Duration {
+    let ms = std::env::var("LLMROUTE_COMMIT_DELAY_MS").ok();
+    std::time::Duration::from_millis(ms.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 /// Handles a batch in one transaction. Lookups are answered (and removed
 /// from the batch) as they are met; write acknowledgements are collected.
 fn apply(
     store: &Store,
     batch: &mut Vec<Msg>,
-    acks: &mut Vec<oneshot::Sender<()>>,
+    after: &mut Vec<AfterCommit>,
     writes: bool,
 ) -> Result<(), StoreError> {
     let behavior = if writes {
@@ -171,11 +200,11 @@ fn apply(
                 let hit = store.lookup(&key, min_created_at).unwrap_or(None);
                 let _ = reply.send(hit);
             }
-            Msg::Line { record, ack } => {
+            Msg::Line { record, then } => {
                 if result.is_ok() {
                     result = store.write_line(&record);
                 }
-                acks.extend(ack);
+                after.extend(then);
             }
         }
     }

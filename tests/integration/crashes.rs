@@ -4,7 +4,7 @@
 //! Authorization header.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -718,4 +718,33 @@ fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_pa
         2,
         "only lines 1 and 3 went upstream"
     );
+}
+
+#[test]
+fn a_line_is_shown_only_once_its_answer_has_committed() {
+    let env = Env::three();
+    let file = env.write("one.jsonl", &prompts(1));
+    // Debug builds hold every write transaction back this long.
+    let mut child = env
+        .cmd()
+        .env("LLMROUTE_COMMIT_DELAY_MS", "400")
+        .args(["--models", "t/a", "-q"])
+        .arg(&file)
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("llmroute starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // Killed the moment the line shows: its answer must be in the store.
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let line: Value = serde_json::from_str(&first).expect("a whole JSON line");
+    assert!(line["error"].is_null(), "{line}");
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 1);
+    assert_eq!(env.count("SELECT count(*) FROM requests WHERE ok = 1"), 1);
 }
