@@ -41,6 +41,7 @@ RUNS = int(os.environ.get("BENCH_RUNS") or (2 if QUICK else 5))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 
 LLMROUTE = os.path.join(ROOT, "target", "release", "llmroute")
+FLOOR = os.path.join(ROOT, "target", "release", "examples", "client_floor")
 PEER = os.path.join(ROOT, "bench", "litellm_peer.py")
 LUA = os.path.join(ROOT, "bench", "post.lua")
 MODELS = "fast/a,fast/b,fast/c"
@@ -249,6 +250,30 @@ def run_peer(url, concurrency, input_file, lines, problems):
     }
 
 
+def run_floor(url, concurrency, input_file, lines, problems):
+    """llmroute's upstream client alone (examples/client_floor.rs)."""
+    d = fresh("floor")
+    out = os.path.join(d, "out.json")
+    r = timed([FLOOR, url, str(concurrency), MODELS, input_file], stdout=out)
+    stats = {}
+    with open(out) as f:
+        for line in reversed(f.read().strip().splitlines()):
+            if line.startswith("{"):
+                stats = json.loads(line)
+                break
+    shutil.rmtree(d, ignore_errors=True)
+    check(r["rc"] == 0 and stats.get("errors") == 0 and stats.get("requests") == lines,
+          f"client floor -j {concurrency}: exit {r['rc']}, {stats}: {r['stderr'].strip()[-300:]}",
+          problems)
+    return {
+        "requests": stats.get("requests"),
+        "seconds": stats.get("seconds"),
+        "requests_per_s": stats.get("requests_per_s"),
+        "errors": stats.get("errors"),
+        "rss_kb": r["rss_kb"],
+    }
+
+
 def run_limit(url, concurrency, seconds, body_file, problems):
     threads = min(concurrency, 2)
     env = dict(os.environ, BENCH_BODY_FILE=body_file)
@@ -294,8 +319,10 @@ def scenario1(inputs, problems):
             pr = run_peer(URL_FAST, c, inputs["s1_peer"], peer_lines, problems)
             log(f"  {pr['lines_per_s'] or 0:.0f} lines/s; raw limit ({SIZES['limit_seconds']} s)")
             lim = run_limit(URL_FAST, c, SIZES["limit_seconds"], inputs["body"], problems)
-            log(f"  {lim['requests_per_s'] or 0:.0f} requests/s")
-            run[str(c)] = {"llmroute": lr, "peer": pr, "limit": lim}
+            log(f"  {lim['requests_per_s'] or 0:.0f} requests/s; client floor ({lines} requests)")
+            fl = run_floor(URL_FAST, c, inputs["s1"], lines, problems)
+            log(f"  {fl['requests_per_s'] or 0:.0f} requests/s")
+            run[str(c)] = {"llmroute": lr, "peer": pr, "limit": lim, "floor": fl}
         runs.append(run)
     return {"lines": lines, "peer_lines": peer_lines, "concurrency": conc,
             "limit_seconds": SIZES["limit_seconds"], "runs": runs}
