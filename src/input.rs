@@ -543,8 +543,9 @@ impl Source {
 /// What the reader thread sends.
 #[derive(Debug)]
 pub enum InputEvent {
-    /// A 1-based line number across all sources, and the line without its newline.
-    Line(u64, Vec<u8>),
+    /// A 1-based line number across all sources, and the line parsed. Blank
+    /// lines are counted but not sent.
+    Line(u64, Result<Request, InputError>),
     /// Reading failed; nothing more follows.
     Error(String),
 }
@@ -590,8 +591,15 @@ pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<Vec<Inpu
                                 buf.pop();
                             }
                             line_no += 1;
-                            batch_bytes += buf.len();
-                            batch.push(InputEvent::Line(line_no, buf));
+                            if !is_blank(&buf) {
+                                batch_bytes += buf.len();
+                                // Parsed here, on the reader's own thread: the
+                                // thread that sends the requests has enough to do.
+                                batch.push(InputEvent::Line(line_no, parse_line(&buf)));
+                            }
+                            if batch.is_empty() {
+                                continue;
+                            }
                             if batch.len() >= BATCH_LINES
                                 || batch_bytes >= BATCH_BYTES
                                 || reader.buffer().is_empty()

@@ -194,7 +194,8 @@ struct Ctx {
 }
 
 enum OutMsg {
-    Line(u64, Vec<u8>),
+    /// Serialised by the output thread, off the thread that sends requests.
+    Line(u64, Box<Line>),
     /// A line that will have no output (the run was interrupted before it was sent).
     Skip(u64),
 }
@@ -314,17 +315,14 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                 }),
             },
         };
-        let (line_no, bytes) = match event {
-            Some(InputEvent::Line(n, b)) => (n, b),
+        let (line_no, parsed) = match event {
+            Some(InputEvent::Line(n, p)) => (n, p),
             Some(InputEvent::Error(e)) => {
                 input_error = Some(e);
                 break;
             }
             None => break,
         };
-        if input::is_blank(&bytes) {
-            continue;
-        }
         tokio::select! {
             biased;
             _ = ctx.stop.halted() => break,
@@ -337,7 +335,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             p = ctx.concurrency.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
         seq += 1;
-        match input::parse_line(&bytes) {
+        match parsed {
             Err(e) => {
                 drop(permit);
                 ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +343,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                     pb.inc(1);
                 }
                 let line = Line::error(e.id, line_no, error_type::INVALID_INPUT, e.message);
-                let _ = out_tx.send(OutMsg::Line(seq, line.to_bytes()));
+                let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
             }
             Ok(req) => {
                 let ctx = ctx.clone();
@@ -375,7 +373,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                     if let Some(pb) = &ctx.progress {
                         pb.inc(1);
                     }
-                    let msg = OutMsg::Line(seq, line.to_bytes());
+                    let msg = OutMsg::Line(seq, Box::new(line));
                     guard.done = true;
                     match record {
                         None => {
@@ -493,17 +491,22 @@ fn output_thread(
     let mut broken = false;
     let mut ordered = ordered;
     let mut next = 1u64;
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let write =
-        |bytes: &[u8], out: &mut std::io::BufWriter<Box<dyn Write + Send>>, broken: &mut bool| {
-            if !*broken {
-                if let Err(e) = out.write_all(bytes) {
-                    *broken = true;
-                    stop.set(output_stop(e));
-                }
+    // Lines that came before their turn; `None` for a line with no output.
+    let mut pending: BTreeMap<u64, Option<Box<Line>>> = BTreeMap::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut write = |line: Option<Box<Line>>,
+                     out: &mut std::io::BufWriter<Box<dyn Write + Send>>,
+                     broken: &mut bool| {
+        if let (Some(line), false) = (line, *broken) {
+            buf.clear();
+            line.write_to(&mut buf);
+            if let Err(e) = out.write_all(&buf) {
+                *broken = true;
+                stop.set(output_stop(e));
             }
-            window.add_permits(1);
-        };
+        }
+        window.add_permits(1);
+    };
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => m,
@@ -521,8 +524,8 @@ fn output_thread(
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         if let Ok(ack) = drain.try_recv() {
-                            for (_, b) in std::mem::take(&mut pending) {
-                                write(&b, &mut out, &mut broken);
+                            for (_, line) in std::mem::take(&mut pending) {
+                                write(line, &mut out, &mut broken);
                             }
                             ordered = false;
                             if !broken {
@@ -535,27 +538,25 @@ fn output_thread(
                 }
             }
         };
-        match msg {
-            OutMsg::Line(seq, bytes) if ordered => {
-                pending.insert(seq, bytes);
-                while let Some(b) = pending.remove(&next) {
-                    write(&b, &mut out, &mut broken);
-                    next += 1;
-                }
+        let (seq, line) = match msg {
+            OutMsg::Line(seq, line) => (seq, Some(line)),
+            OutMsg::Skip(seq) => (seq, None),
+        };
+        if !ordered {
+            write(line, &mut out, &mut broken);
+        } else if seq == next {
+            write(line, &mut out, &mut broken);
+            next += 1;
+            while let Some(line) = pending.remove(&next) {
+                write(line, &mut out, &mut broken);
+                next += 1;
             }
-            OutMsg::Skip(seq) if ordered => {
-                pending.insert(seq, Vec::new());
-                while let Some(b) = pending.remove(&next) {
-                    write(&b, &mut out, &mut broken);
-                    next += 1;
-                }
-            }
-            OutMsg::Line(_, bytes) => write(&bytes, &mut out, &mut broken),
-            OutMsg::Skip(_) => write(&[], &mut out, &mut broken),
+        } else {
+            pending.insert(seq, line);
         }
     }
-    for (_, b) in std::mem::take(&mut pending) {
-        write(&b, &mut out, &mut broken);
+    for (_, line) in std::mem::take(&mut pending) {
+        write(line, &mut out, &mut broken);
     }
     if !broken {
         if let Err(e) = out.flush() {
@@ -588,7 +589,7 @@ impl Drop for LineGuard {
             error_type::INTERNAL,
             "llmroute failed on this line (an internal error; please report it)",
         );
-        let _ = self.out.send(OutMsg::Line(self.seq, line.to_bytes()));
+        let _ = self.out.send(OutMsg::Line(self.seq, Box::new(line)));
     }
 }
 

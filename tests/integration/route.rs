@@ -951,8 +951,14 @@ fn a_slow_stream_is_answered_line_by_line_while_stdin_stays_open() {
     });
     // Each answer must come while stdin is still open: nothing may wait for
     // more input (a fuller batch, a fuller buffer) before routing a line.
+    // The second line comes with a blank line after it in the same write.
     for i in 1..=3 {
-        writeln!(stdin, "{{\"id\":\"s{i}\",\"prompt\":\"slow {i}\"}}").unwrap();
+        let blank = if i == 2 { "  \n" } else { "" };
+        write!(
+            stdin,
+            "{{\"id\":\"s{i}\",\"prompt\":\"slow {i}\"}}\n{blank}"
+        )
+        .unwrap();
         stdin.flush().unwrap();
         let got = rx
             .recv_timeout(Duration::from_secs(20))
