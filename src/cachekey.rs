@@ -63,14 +63,45 @@ pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
 /// (see [`crate::routing::Settings::fingerprint`]). `scratch` is reused
 /// between calls to avoid allocating.
 pub fn key(body: &Map<String, Value>, fingerprint: &str, scratch: &mut Vec<u8>) -> Key {
+    digest(body, scratch).key(fingerprint)
+}
+
+/// The body's share of a cache key: its canonical form, hashed. Worked out
+/// once per line; [`BodyDigest::key`] then adds a line's routing settings.
+#[derive(Clone)]
+pub struct BodyDigest(Sha256);
+
+impl std::fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyDigest")
+    }
+}
+
+/// Hashes `body` in canonical form. `scratch` is reused between calls.
+pub fn digest(body: &Map<String, Value>, scratch: &mut Vec<u8>) -> BodyDigest {
     scratch.clear();
     write_object(body, scratch);
     let mut h = Sha256::new();
     h.update(VERSION);
     h.update((scratch.len() as u64).to_le_bytes());
     h.update(&scratch[..]);
-    h.update(fingerprint.as_bytes());
-    Key(h.finalize().into())
+    BodyDigest(h)
+}
+
+/// Two digests are equal when they give the same keys.
+impl PartialEq for BodyDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.key("") == other.key("")
+    }
+}
+
+impl BodyDigest {
+    /// The cache key of the body under a routing fingerprint.
+    pub fn key(&self, fingerprint: &str) -> Key {
+        let mut h = self.0.clone();
+        h.update(fingerprint.as_bytes());
+        Key(h.finalize().into())
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +170,22 @@ mod tests {
             key(&obj(json!({"k": "v"})), "x", &mut s)
         );
         assert_eq!(key(&a, "fp", &mut s).to_hex().len(), 64);
+    }
+
+    #[test]
+    fn keys_are_stable_across_versions() {
+        // sha256("llmroute-cache-v1\n" ‖ len as u64 LE ‖ canonical body ‖ fingerprint).
+        // A different key here orphans every cache written before: bump
+        // VERSION on purpose instead.
+        let body = obj(json!({"b": 1, "a": [true, null]}));
+        let want = "8d2f10cf00c5d83302372f5cb4a9cfc26cf24de78543c901c85530f4314a578b";
+        assert_eq!(key(&body, "fp", &mut Vec::new()).to_hex(), want);
+        let d = digest(&body, &mut Vec::new());
+        assert_eq!(d.key("fp").to_hex(), want);
+        assert_ne!(d.key("other"), d.key("fp"));
+        assert_eq!(
+            d,
+            digest(&obj(json!({"a": [true, null], "b": 1})), &mut Vec::new())
+        );
     }
 }

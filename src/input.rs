@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cachekey::{self, BodyDigest};
 use crate::scoring::Weights;
 
 /// Completion tokens assumed when a request sets no `max_tokens`.
@@ -23,8 +24,14 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 pub struct Request {
     /// The echoed `id` or `custom_id` (`null` when absent).
     pub id: Value,
-    /// The body sent upstream, without `model`.
+    /// The body sent upstream, without `model`, as parsed. Emptied by
+    /// [`Request::prepare`]: from then on `wire` and `digest` stand for it.
     pub body: Map<String, Value>,
+    /// The body serialised once (without `model`), filled in by [`Request::prepare`].
+    pub wire: Vec<u8>,
+    /// The body's share of the cache key, filled in by [`Request::prepare`]
+    /// for a run that uses the cache.
+    pub digest: Option<BodyDigest>,
     /// A model named by the line (not `"auto"`).
     pub pinned: Option<String>,
     /// The line's own routing settings.
@@ -39,6 +46,18 @@ pub struct Request {
 }
 
 impl Request {
+    /// Serialises the body for the wire and, for a run that uses the cache
+    /// (`keyed`), hashes its canonical form; then drops the parsed body,
+    /// which nothing needs any more. The reader thread does this for every
+    /// line, so that the thread that sends the requests does not.
+    pub fn prepare(&mut self, keyed: bool, scratch: &mut Vec<u8>) {
+        self.wire = serde_json::to_vec(&self.body).expect("a JSON map serialises");
+        if keyed {
+            self.digest = Some(cachekey::digest(&self.body, scratch));
+        }
+        self.body = Map::new();
+    }
+
     /// Completion tokens to plan for: `max_tokens`, else the default.
     pub fn completion_tokens(&self) -> u64 {
         self.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS)
@@ -164,6 +183,8 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
     Ok(Request {
         id,
         body,
+        wire: Vec::new(),
+        digest: None,
         pinned,
         overrides,
         prompt_tokens,
@@ -369,6 +390,26 @@ mod tests {
     }
 
     #[test]
+    fn prepare_serialises_and_hashes_the_body_once() {
+        let line = r#"{"id":"p","model":"x/y","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
+        let parsed = ok(line);
+        let want_key = cachekey::key(&parsed.body, "fp", &mut Vec::new());
+        let mut r = parsed.clone();
+        r.prepare(true, &mut Vec::new());
+        let wire: Value = serde_json::from_slice(&r.wire).unwrap();
+        assert_eq!(
+            wire,
+            json!({"messages":[{"role":"user","content":"hi"}],"temperature":0.5})
+        );
+        assert_eq!(r.digest.as_ref().map(|d| d.key("fp")), Some(want_key));
+        assert!(r.body.is_empty(), "the parsed body is dropped");
+        let mut unkeyed = parsed;
+        unkeyed.prepare(false, &mut Vec::new());
+        assert_eq!(unkeyed.wire, r.wire);
+        assert!(unkeyed.digest.is_none());
+    }
+
+    #[test]
     fn chat_form_passes_parameters_untouched() {
         let r = ok(
             r#"{"id":"a1","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"max_tokens":50,"tools":[{"type":"function"}]}"#,
@@ -542,6 +583,8 @@ impl Source {
 
 /// What the reader thread sends.
 #[derive(Debug)]
+// Nearly every event is a line: boxing it would cost an allocation a line.
+#[allow(clippy::large_enum_variant)]
 pub enum InputEvent {
     /// A 1-based line number across all sources, and the line parsed. Blank
     /// lines are counted but not sent.
@@ -564,12 +607,19 @@ pub const CHANNEL_BATCHES: usize = 4;
 /// go in batches so that the pipeline does not wake the reader once a line;
 /// a batch is sent as soon as the input has nothing more buffered, so a slow
 /// stream (`tail -f | llmroute`) is not held back waiting for company.
-pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<Vec<InputEvent>>) {
+/// Each line is parsed and [prepared](Request::prepare) there too; `keyed`
+/// says whether the run uses the cache.
+pub fn spawn_reader(
+    sources: Vec<Source>,
+    keyed: bool,
+    tx: tokio::sync::mpsc::Sender<Vec<InputEvent>>,
+) {
     use std::io::BufRead;
     let spawned = std::thread::Builder::new()
         .name("llmroute-input".into())
         .spawn(move || {
             let mut line_no = 0u64;
+            let mut scratch = Vec::new();
             let mut batch = Vec::with_capacity(BATCH_LINES);
             let mut batch_bytes = 0usize;
             for source in sources {
@@ -595,7 +645,11 @@ pub fn spawn_reader(sources: Vec<Source>, tx: tokio::sync::mpsc::Sender<Vec<Inpu
                                 batch_bytes += buf.len();
                                 // Parsed here, on the reader's own thread: the
                                 // thread that sends the requests has enough to do.
-                                batch.push(InputEvent::Line(line_no, parse_line(&buf)));
+                                let parsed = parse_line(&buf).map(|mut req| {
+                                    req.prepare(keyed, &mut scratch);
+                                    req
+                                });
+                                batch.push(InputEvent::Line(line_no, parsed));
                             }
                             if batch.is_empty() {
                                 continue;

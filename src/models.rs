@@ -160,6 +160,8 @@ fn reference_request() -> Request {
     Request {
         id: serde_json::Value::Null,
         body: serde_json::Map::new(),
+        wire: Vec::new(),
+        digest: None,
         pinned: None,
         overrides: None,
         prompt_tokens: REF_PROMPT_TOKENS,

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::cachekey;
 use crate::catalogue::Catalogue;
 use crate::input::{self, InputEvent, Request, Source};
 use crate::limits::{Budget, RateLimits};
@@ -65,6 +64,13 @@ pub struct Options {
     pub max_cost: Option<f64>,
     /// Log every attempt and cache hit on stderr.
     pub verbose: bool,
+}
+
+impl Options {
+    /// Whether lines are looked up in and written to the cache.
+    pub fn uses_cache(&self) -> bool {
+        !self.no_cache && !self.dry_run
+    }
 }
 
 /// What a run starts from.
@@ -278,7 +284,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
     }
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(input::CHANNEL_BATCHES);
-    input::spawn_reader(sources, in_tx);
+    input::spawn_reader(sources, ctx.opts.uses_cache(), in_tx);
     let signals = tokio::spawn(watch_signals(ctx.clone()));
     let ticker = ctx.progress.clone().map(|pb| {
         let ctx = ctx.clone();
@@ -751,13 +757,12 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
     };
 
     let line_priority = req.overrides.as_ref().map(|_| settings.priority.clone());
-    let key = (!ctx.opts.no_cache && !ctx.opts.dry_run).then(|| {
-        cachekey::key(
-            &req.body,
-            &settings.fingerprint(req.pinned.as_deref()),
-            &mut Vec::new(),
-        )
-    });
+    let key = match &req.digest {
+        Some(d) if ctx.opts.uses_cache() => {
+            Some(d.key(&settings.fingerprint(req.pinned.as_deref())))
+        }
+        _ => None,
+    };
     if let Some(key) = key {
         let min_created = store::now_ms() - ctx.opts.cache_ttl.as_millis() as i64;
         if let Some(hit) = ctx.store.lookup(key, min_created).await {
@@ -860,7 +865,6 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
         return Done::Unsent;
     }
 
-    let rest = serde_json::to_vec(&req.body).expect("a JSON map serialises");
     let planned_tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
     let worst_estimate = order.iter().filter_map(|p| p.est_cost).fold(0.0, f64::max);
     let mut state = vec![TryState::Untried; order.len()];
@@ -952,7 +956,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
         }
         let t0 = Instant::now();
         let result = client
-            .complete(body_for(model, &rest), ctx.opts.timeout)
+            .complete(body_for(model, &req.wire), ctx.opts.timeout)
             .await;
         let ms = ms_since(t0);
         let ts = store::now_ms();
