@@ -510,7 +510,9 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
     })?;
     let text = text.trim();
     // One output line per input line: a body spread over lines is re-written compactly.
-    let body = if text.contains(['\n', '\r']) {
+    // Byte searches (memchr): far quicker than a search for either char.
+    let multiline = text.as_bytes().contains(&b'\n') || text.as_bytes().contains(&b'\r');
+    let body = if multiline {
         serde_json::from_str::<Value>(text)
             .map(|v| v.to_string())
             .unwrap_or_else(|_| text.replace(['\n', '\r'], " "))
@@ -612,6 +614,9 @@ mod tests {
         let s = parse_completion(200, pretty).unwrap();
         assert!(!s.body.contains('\n'));
         assert_eq!(s.content.as_deref(), Some("a\nb"));
+        let carriage = b"{\r\"choices\":[{\"message\":{\"content\":\"c\"}}]}";
+        let s = parse_completion(200, carriage).unwrap();
+        assert_eq!(s.body, r#"{"choices":[{"message":{"content":"c"}}]}"#);
 
         let kind = |b: &[u8]| parse_completion(200, b).unwrap_err().kind;
         assert_eq!(kind(b"not json"), FailureKind::InvalidResponse);
