@@ -340,6 +340,19 @@ impl Store {
 
     /// Writes one finished line (call inside a transaction for speed).
     pub fn write_line(&self, rec: &LineRecord) -> Result<(), StoreError> {
+        let mut latencies = LatencyFold::default();
+        self.write_line_folded(rec, &mut latencies)?;
+        self.write_latencies(&mut latencies)
+    }
+
+    /// Like [`Store::write_line`], but the latencies of successful attempts
+    /// are only added to `latencies`; [`Store::write_latencies`] writes them,
+    /// one `model_stats` update per model for any number of lines.
+    pub fn write_line_folded(
+        &self,
+        rec: &LineRecord,
+        latencies: &mut LatencyFold,
+    ) -> Result<(), StoreError> {
         let priority = rec.priority.as_deref().unwrap_or(&self.priority);
         if let Some(c) = &rec.cache {
             let a = &c.answer;
@@ -386,15 +399,7 @@ impl Store {
                 ])?;
             if a.ok && !a.cached {
                 if let Some(ms) = a.latency_ms {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO model_stats (model, ewma_ms, samples, updated_at) VALUES (?1, ?2, 1, ?3)
-                             ON CONFLICT (model) DO UPDATE SET
-                               ewma_ms = ewma_ms * (1.0 - ?4) + excluded.ewma_ms * ?4,
-                               samples = samples + 1,
-                               updated_at = excluded.updated_at",
-                        )?
-                        .execute(params![a.model, ms, a.ts, EWMA_ALPHA])?;
+                    latencies.add(&a.model, ms, a.ts);
                 }
             }
         }
@@ -432,6 +437,71 @@ impl Store {
                 .execute(params![model, until])?;
         }
         Ok(())
+    }
+
+    /// Writes and clears what [`Store::write_line_folded`] gathered.
+    pub fn write_latencies(&self, latencies: &mut LatencyFold) -> Result<(), StoreError> {
+        for (model, f) in latencies.models.drain(..) {
+            // A new row starts at the first sample, as ModelStat::first does;
+            // an old one decays once per sample, as ModelStat::update does.
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO model_stats (model, ewma_ms, samples, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (model) DO UPDATE SET
+                       ewma_ms = ewma_ms * ?5 + ?6,
+                       samples = samples + excluded.samples,
+                       updated_at = excluded.updated_at",
+                )?
+                .execute(params![model, f.fresh, f.samples, f.ts, f.decay, f.added])?;
+        }
+        Ok(())
+    }
+}
+
+/// Latencies of successful attempts, folded per model: `model_stats` then
+/// takes one update per model however many lines a transaction holds.
+/// Folding k samples x₁…xₖ into an average e gives
+/// e·(1−α)ᵏ + Σ α·xᵢ·(1−α)ᵏ⁻ⁱ, the same as k updates one by one.
+#[derive(Debug, Default)]
+pub struct LatencyFold {
+    models: Vec<(String, Folded)>,
+}
+
+#[derive(Debug)]
+struct Folded {
+    samples: i64,
+    /// (1−α)ᵏ: what is left of the old average.
+    decay: f64,
+    /// Σ α·xᵢ·(1−α)ᵏ⁻ⁱ: what the new samples add to it.
+    added: f64,
+    /// The average of a model with no row yet: the first sample, then updates.
+    fresh: f64,
+    ts: i64,
+}
+
+impl LatencyFold {
+    fn add(&mut self, model: &str, ms: f64, ts: i64) {
+        let keep = 1.0 - EWMA_ALPHA;
+        // A run routes among a handful of models: a list beats a map here.
+        match self.models.iter_mut().find(|(m, _)| m == model) {
+            Some((_, f)) => {
+                f.samples += 1;
+                f.decay *= keep;
+                f.added = f.added * keep + EWMA_ALPHA * ms;
+                f.fresh = f.fresh * keep + EWMA_ALPHA * ms;
+                f.ts = f.ts.max(ts);
+            }
+            None => self.models.push((
+                model.to_string(),
+                Folded {
+                    samples: 1,
+                    decay: keep,
+                    added: EWMA_ALPHA * ms,
+                    fresh: ms,
+                    ts,
+                },
+            )),
+        }
     }
 }
 
@@ -754,6 +824,59 @@ mod tests {
         assert_eq!(stats["m/a"].samples, 2);
         assert!((stats["m/a"].ewma_ms - expect.ewma_ms).abs() < 1e-9);
         assert_eq!(rows(&s, "attempts"), 3);
+    }
+
+    #[test]
+    fn latencies_folded_per_transaction_match_updates_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let one_by_one = Store::open(&dir.path().join("a.db")).unwrap();
+        let folded = Store::open(&dir.path().join("b.db")).unwrap();
+        let line = |model: &str, ms: f64| LineRecord {
+            attempts: vec![AttemptRow {
+                model: model.into(),
+                latency_ms: Some(ms),
+                ..attempt(1, true, false)
+            }],
+            ..Default::default()
+        };
+        // m/a has a row before the batch; m/b gets its first in it.
+        one_by_one.write_line(&line("m/a", 50.0)).unwrap();
+        folded.write_line(&line("m/a", 50.0)).unwrap();
+        let batch = [
+            line("m/a", 120.0),
+            line("m/b", 30.0),
+            line("m/a", 80.0),
+            line("m/b", 900.0),
+            line("m/a", 10.0),
+        ];
+        let mut latencies = LatencyFold::default();
+        for rec in &batch {
+            one_by_one.write_line(rec).unwrap();
+            folded.write_line_folded(rec, &mut latencies).unwrap();
+        }
+        folded.write_latencies(&mut latencies).unwrap();
+        let (want, got) = (
+            one_by_one.model_stats().unwrap(),
+            folded.model_stats().unwrap(),
+        );
+        let expect_a = ModelStat::first(50.0)
+            .update(120.0)
+            .update(80.0)
+            .update(10.0);
+        let expect_b = ModelStat::first(30.0).update(900.0);
+        for (model, expect) in [("m/a", expect_a), ("m/b", expect_b)] {
+            assert_eq!(want[model].samples, expect.samples, "{model}");
+            assert_eq!(got[model].samples, expect.samples, "{model}");
+            assert!(
+                (want[model].ewma_ms - expect.ewma_ms).abs() < 1e-9,
+                "{model}"
+            );
+            assert!(
+                (got[model].ewma_ms - expect.ewma_ms).abs() < 1e-9,
+                "{model}"
+            );
+        }
+        assert!(latencies.models.is_empty(), "written and cleared");
     }
 
     #[test]

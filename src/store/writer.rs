@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
 
-use super::{CachedAnswer, LineRecord, Store, StoreError};
+use super::{CachedAnswer, LatencyFold, LineRecord, Store, StoreError};
 use crate::cachekey::Key;
 
 /// Most messages handled in one transaction.
@@ -190,6 +190,7 @@ fn apply(
     };
     let tx = rusqlite::Transaction::new_unchecked(store.conn(), behavior)?;
     let mut result = Ok(());
+    let mut latencies = LatencyFold::default();
     for m in batch.drain(..) {
         match m {
             Msg::Lookup {
@@ -202,11 +203,14 @@ fn apply(
             }
             Msg::Line { record, then } => {
                 if result.is_ok() {
-                    result = store.write_line(&record);
+                    result = store.write_line_folded(&record, &mut latencies);
                 }
                 after.extend(then);
             }
         }
+    }
+    if result.is_ok() {
+        result = store.write_latencies(&mut latencies);
     }
     match result {
         Ok(()) => Ok(tx.commit()?),
