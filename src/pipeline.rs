@@ -202,8 +202,40 @@ struct Ctx {
 enum OutMsg {
     /// Serialised by the output thread, off the thread that sends requests.
     Line(u64, Box<Line>),
+    /// The lines whose records one transaction committed.
+    Committed(Vec<(u64, Box<Line>)>),
     /// A line that will have no output (the run was interrupted before it was sent).
     Skip(u64),
+}
+
+/// Lines the store thread hands on after their commit, gathered so that the
+/// output thread gets (and is woken for) each transaction's lines at once,
+/// not line by line. It holds a sender only while it holds lines, so the
+/// output thread still ends when the last line has been handed on.
+#[derive(Default)]
+struct Outbox(Mutex<Held>);
+
+#[derive(Default)]
+struct Held {
+    lines: Vec<(u64, Box<Line>)>,
+    out: Option<OutSender>,
+}
+
+type OutSender = std::sync::mpsc::Sender<OutMsg>;
+
+impl Outbox {
+    fn put(&self, seq: u64, line: Box<Line>, out: OutSender) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.lines.push((seq, line));
+        held.out.get_or_insert(out);
+    }
+
+    fn hand_on(&self) {
+        let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(out) = held.out {
+            let _ = out.send(OutMsg::Committed(held.lines));
+        }
+    }
 }
 
 /// A model's rate-limit state in this run.
@@ -268,6 +300,11 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
 
     let window_sem = Arc::new(Semaphore::new(window));
     let (out_tx, out_rx) = std::sync::mpsc::channel::<OutMsg>();
+    let outbox = Arc::new(Outbox::default());
+    {
+        let outbox = outbox.clone();
+        ctx.store.after_each_commit(move || outbox.hand_on());
+    }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let (drain_tx, drain_rx) = std::sync::mpsc::channel::<DrainRequest>();
     {
@@ -354,6 +391,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
             Ok(req) => {
                 let ctx = ctx.clone();
                 let out_tx = out_tx.clone();
+                let outbox = outbox.clone();
                 tokio::spawn(async move {
                     // Should this task die, the guard still writes the line.
                     let mut guard = LineGuard {
@@ -379,11 +417,11 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                     if let Some(pb) = &ctx.progress {
                         pb.inc(1);
                     }
-                    let msg = OutMsg::Line(seq, Box::new(line));
+                    let line = Box::new(line);
                     guard.done = true;
                     match record {
                         None => {
-                            let _ = out_tx.send(msg);
+                            let _ = out_tx.send(OutMsg::Line(seq, line));
                         }
                         // The store thread hands the line on once the record
                         // has committed: a re-run never pays again for a line
@@ -392,9 +430,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                             ctx.warn_store_failure();
                             ctx.store.write_then(
                                 record,
-                                Box::new(move || {
-                                    let _ = out_tx.send(msg);
-                                }),
+                                Box::new(move || outbox.put(seq, line, out_tx)),
                             );
                         }
                     }
@@ -544,21 +580,28 @@ fn output_thread(
                 }
             }
         };
-        let (seq, line) = match msg {
-            OutMsg::Line(seq, line) => (seq, Some(line)),
-            OutMsg::Skip(seq) => (seq, None),
-        };
-        if !ordered {
-            write(line, &mut out, &mut broken);
-        } else if seq == next {
-            write(line, &mut out, &mut broken);
-            next += 1;
-            while let Some(line) = pending.remove(&next) {
+        let mut place = |seq: u64, line: Option<Box<Line>>| {
+            if !ordered {
+                write(line, &mut out, &mut broken);
+            } else if seq == next {
                 write(line, &mut out, &mut broken);
                 next += 1;
+                while let Some(line) = pending.remove(&next) {
+                    write(line, &mut out, &mut broken);
+                    next += 1;
+                }
+            } else {
+                pending.insert(seq, line);
             }
-        } else {
-            pending.insert(seq, line);
+        };
+        match msg {
+            OutMsg::Line(seq, line) => place(seq, Some(line)),
+            OutMsg::Committed(lines) => {
+                for (seq, line) in lines {
+                    place(seq, Some(line));
+                }
+            }
+            OutMsg::Skip(seq) => place(seq, None),
         }
     }
     for (_, line) in std::mem::take(&mut pending) {

@@ -35,6 +35,9 @@ enum Msg {
 /// next transaction.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
+/// Run on the store thread after the [`AfterCommit`]s of each transaction.
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
 /// Owns the writer thread; [`Writer::finish`] flushes and returns the store.
 pub struct Writer {
     handle: WriterHandle,
@@ -46,19 +49,21 @@ pub struct Writer {
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     failure: Arc<Mutex<Option<String>>>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
 }
 
 impl Writer {
     pub fn spawn(store: Store) -> Writer {
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
-        let thread_failure = failure.clone();
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let (thread_failure, thread_hooks) = (failure.clone(), hooks.clone());
         let join = std::thread::Builder::new()
             .name("llmroute-store".into())
-            .spawn(move || run(store, rx, thread_failure))
+            .spawn(move || run(store, rx, thread_failure, thread_hooks))
             .expect("spawning the store thread");
         Writer {
-            handle: WriterHandle { tx, failure },
+            handle: WriterHandle { tx, failure, hooks },
             join,
         }
     }
@@ -103,14 +108,21 @@ impl WriterHandle {
     }
 
     /// Queues a record; `then` runs once it has committed (or failed). With
-    /// the store thread gone, `then` runs at once, here.
+    /// the store thread gone, `then` runs at once, here, and the hooks after it.
     pub fn write_then(&self, record: Box<LineRecord>, then: AfterCommit) {
         if let Err(mpsc::SendError(Msg::Line { then: Some(f), .. })) = self.tx.send(Msg::Line {
             record,
             then: Some(then),
         }) {
             f();
+            run_hooks(&self.hooks);
         }
+    }
+
+    /// Runs `hook` on the store thread after the `then`s of every
+    /// transaction: the place to hand on in one go what they gathered.
+    pub fn after_each_commit(&self, hook: impl Fn() + Send + Sync + 'static) {
+        lock(&self.hooks).push(Arc::new(hook));
     }
 
     /// Queues a record without waiting for it.
@@ -124,14 +136,28 @@ impl WriterHandle {
     /// The first error the store reported, if any. After one, the run goes
     /// on without recording (and answers are not cached).
     pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.failure).clone()
     }
 }
 
-fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>>) -> Store {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run_hooks(hooks: &Mutex<Vec<Hook>>) {
+    // Called without the lock held: a hook may add another.
+    let hooks: Vec<Hook> = lock(hooks).clone();
+    for hook in hooks {
+        hook();
+    }
+}
+
+fn run(
+    store: Store,
+    rx: mpsc::Receiver<Msg>,
+    failure: Arc<Mutex<Option<String>>>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
+) -> Store {
     #[cfg(debug_assertions)]
     let delay = commit_delay();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -150,12 +176,16 @@ fn run(store: Store, rx: mpsc::Receiver<Msg>, failure: Arc<Mutex<Option<String>>
             std::thread::sleep(delay);
         }
         if let Err(e) = apply(&store, &mut batch, &mut after, writes) {
-            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = lock(&failure);
             slot.get_or_insert_with(|| e.to_string());
         }
         // Only now: after the commit, or after the failure.
+        let handed_on = !after.is_empty();
         for then in after.drain(..) {
             then();
+        }
+        if handed_on {
+            run_hooks(&hooks);
         }
         for m in batch.drain(..) {
             if let Msg::Lookup { reply, .. } = m {
@@ -263,5 +293,38 @@ mod tests {
         assert_eq!(h.failure(), None);
         drop(h);
         writer.finish();
+    }
+
+    #[test]
+    fn hooks_run_after_the_thens_of_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::spawn(Store::open(&dir.path().join("s.db")).unwrap());
+        let h = writer.handle();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = events.clone();
+        h.after_each_commit(move || log.lock().unwrap().push("hook".to_string()));
+        for i in 0..50 {
+            let log = events.clone();
+            h.write_then(
+                Box::<LineRecord>::default(),
+                Box::new(move || log.lock().unwrap().push(format!("then {i}"))),
+            );
+        }
+        h.write_nowait(LineRecord::default());
+        drop(h);
+        writer.finish();
+        let events = events.lock().unwrap();
+        let thens: Vec<&String> = events.iter().filter(|e| e.starts_with("then")).collect();
+        assert_eq!(thens.len(), 50);
+        assert_eq!(thens[0], "then 0", "in the order written");
+        assert_eq!(thens[49], "then 49");
+        let hooks = events.iter().filter(|e| *e == "hook").count();
+        assert!((1..=50).contains(&hooks), "{events:?}");
+        assert_eq!(
+            events.last().unwrap(),
+            "hook",
+            "nothing is left behind a hook"
+        );
+        assert_ne!(events[0], "hook", "a hook follows thens, never leads");
     }
 }
