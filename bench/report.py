@@ -122,14 +122,24 @@ def svg_chart(s1, out_path):
             e.append(f'<line x1="{xx:.1f}" y1="{y(min(col)):.1f}" x2="{xx:.1f}" '
                      f'y2="{y(max(col)):.1f}" stroke="{colour}" stroke-width="1.5"/>')
             e.append(f'<circle cx="{xx:.1f}" cy="{y(med(col)):.1f}" r="4" fill="{colour}"/>')
-            # Above the dot, or below it when another label is already there.
-            ly = y(med(col)) - 7
-            if any(abs(ly - other) < 14 for other in placed.get(i, [])):
-                ly = y(med(col)) + 18
-            placed.setdefault(i, []).append(ly)
-            e.append(f'<text x="{xx + 8:.1f}" y="{ly:.1f}" fill="{colour}" '
-                     f'stroke="white" stroke-width="3" paint-order="stroke">'
-                     f'{num(med(col), 0)}</text>')
+            # Right of the dot, above or below it, else left of it: clear of
+            # the labels already placed on that side and of every series' dot.
+            dots = [y(med([v for v in c[i] if v])) for _, _, _, c in series if any(c[i])]
+            me = y(med(col))
+            tries = [(side, ly) for side in (1, -1) for ly in (me - 7, me + 18, me - 21, me + 32)]
+            for side, ly in tries:
+                taken = placed.get((i, side), [])
+                clear_labels = all(abs(ly - other) >= 14 for other in taken)
+                clear_dots = all(d == me or not (ly - 12 <= d <= ly + 3) for d in dots)
+                if clear_labels and clear_dots:
+                    break
+            else:
+                side, ly = tries[0]
+            placed.setdefault((i, side), []).append(ly)
+            anchor = "start" if side > 0 else "end"
+            e.append(f'<text x="{xx + 8 * side:.1f}" y="{ly:.1f}" fill="{colour}" '
+                     f'text-anchor="{anchor}" stroke="white" stroke-width="3" '
+                     f'paint-order="stroke">{num(med(col), 0)}</text>')
     for j, (name, colour, dash, _) in enumerate(series):
         ly = top + 20 + j * 22
         lx = left + pw + 16
