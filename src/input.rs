@@ -12,6 +12,7 @@
 use serde_json::{Map, Value};
 
 use crate::cachekey::{self, BodyDigest};
+use crate::output::error_type;
 use crate::scoring::Weights;
 
 /// Completion tokens assumed when a request sets no `max_tokens`.
@@ -78,6 +79,9 @@ pub struct Overrides {
 pub struct InputError {
     pub id: Value,
     pub message: String,
+    /// The output line's `error.type`: `invalid_input`, or `internal_error`
+    /// for a line llmroute itself failed on.
+    pub kind: &'static str,
 }
 
 impl InputError {
@@ -85,6 +89,16 @@ impl InputError {
         InputError {
             id: id.clone(),
             message: message.into(),
+            kind: error_type::INVALID_INPUT,
+        }
+    }
+
+    /// A line the reader failed on: a bug, not the line's fault.
+    fn internal() -> Self {
+        InputError {
+            id: Value::Null,
+            message: "llmroute failed on this line (an internal error; please report it)".into(),
+            kind: error_type::INTERNAL,
         }
     }
 }
@@ -593,6 +607,17 @@ pub enum InputEvent {
     Error(String),
 }
 
+/// In debug builds only: panics on the line numbered
+/// `LLMROUTE_FAIL_PARSE_LINE`, so that tests can see what a bug in the reader
+/// does to the run (an `internal_error` line, the rest goes on).
+#[cfg(debug_assertions)]
+fn fail_point(line_no: u64) {
+    let wanted = std::env::var("LLMROUTE_FAIL_PARSE_LINE").ok();
+    if wanted.and_then(|v| v.parse().ok()) == Some(line_no) {
+        panic!("injected failure while reading line {line_no}");
+    }
+}
+
 /// Lines per batch sent by the reader, at most.
 pub const BATCH_LINES: usize = 256;
 /// Bytes of lines per batch, past which a batch is sent at once.
@@ -614,72 +639,92 @@ pub fn spawn_reader(
     keyed: bool,
     tx: tokio::sync::mpsc::Sender<Vec<InputEvent>>,
 ) {
-    use std::io::BufRead;
+    use std::panic::AssertUnwindSafe;
     let spawned = std::thread::Builder::new()
         .name("llmroute-input".into())
         .spawn(move || {
-            let mut line_no = 0u64;
-            let mut scratch = Vec::new();
-            let mut batch = Vec::with_capacity(BATCH_LINES);
-            let mut batch_bytes = 0usize;
-            for source in sources {
-                let reader = match source.open() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
-                        let _ = tx.blocking_send(batch);
-                        return;
-                    }
-                };
-                let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
-                loop {
-                    let mut buf = Vec::new();
-                    match reader.read_until(b'\n', &mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {
-                            if buf.last() == Some(&b'\n') {
-                                buf.pop();
-                            }
-                            line_no += 1;
-                            if !is_blank(&buf) {
-                                batch_bytes += buf.len();
-                                // Parsed here, on the reader's own thread: the
-                                // thread that sends the requests has enough to do.
-                                let parsed = parse_line(&buf).map(|mut req| {
-                                    req.prepare(keyed, &mut scratch);
-                                    req
-                                });
-                                batch.push(InputEvent::Line(line_no, parsed));
-                            }
-                            if batch.is_empty() {
-                                continue;
-                            }
-                            if batch.len() >= BATCH_LINES
-                                || batch_bytes >= BATCH_BYTES
-                                || reader.buffer().is_empty()
-                            {
-                                let full =
-                                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
-                                batch_bytes = 0;
-                                if tx.blocking_send(full).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
-                            let _ = tx.blocking_send(batch);
-                            return;
-                        }
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.blocking_send(batch);
+            // A bug past the per-line guard ends the input with an error, not
+            // quietly as if the input had ended.
+            let read = std::panic::catch_unwind(AssertUnwindSafe(|| read_all(sources, keyed, &tx)));
+            if read.is_err() {
+                let _ = tx.blocking_send(vec![InputEvent::Error(
+                    "llmroute failed while reading (an internal error; please report it)".into(),
+                )]);
             }
         });
     if let Err(e) = spawned {
         eprintln!("llmroute: cannot start the input thread: {e}");
+    }
+}
+
+/// The reader thread's work: every source in turn, in batches.
+fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Vec<InputEvent>>) {
+    use std::io::BufRead;
+    use std::panic::AssertUnwindSafe;
+    let mut line_no = 0u64;
+    let mut scratch = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH_LINES);
+    let mut batch_bytes = 0usize;
+    for source in sources {
+        let reader = match source.open() {
+            Ok(r) => r,
+            Err(e) => {
+                batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                let _ = tx.blocking_send(batch);
+                return;
+            }
+        };
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+        loop {
+            let mut buf = Vec::new();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    line_no += 1;
+                    if !is_blank(&buf) {
+                        batch_bytes += buf.len();
+                        // Parsed here, on the reader's own thread: the
+                        // thread that sends the requests has enough to do.
+                        // A bug here costs this line an internal_error
+                        // line, not the rest of the input.
+                        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            #[cfg(debug_assertions)]
+                            fail_point(line_no);
+                            parse_line(&buf).map(|mut req| {
+                                req.prepare(keyed, &mut scratch);
+                                req
+                            })
+                        }))
+                        .unwrap_or_else(|_| Err(InputError::internal()));
+                        batch.push(InputEvent::Line(line_no, parsed));
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    if batch.len() >= BATCH_LINES
+                        || batch_bytes >= BATCH_BYTES
+                        || reader.buffer().is_empty()
+                    {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                        batch_bytes = 0;
+                        if tx.blocking_send(full).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                    let _ = tx.blocking_send(batch);
+                    return;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
     }
 }

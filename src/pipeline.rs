@@ -385,7 +385,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                 if let Some(pb) = &ctx.progress {
                     pb.inc(1);
                 }
-                let line = Line::error(e.id, line_no, error_type::INVALID_INPUT, e.message);
+                let line = Line::error(e.id, line_no, e.kind, e.message);
                 let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
             }
             Ok(req) => {
@@ -417,6 +417,10 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                     if let Some(pb) = &ctx.progress {
                         pb.inc(1);
                     }
+                    // Reports a failure of an earlier commit; before `done`,
+                    // so that should it panic (stderr gone), the guard still
+                    // writes this line.
+                    ctx.warn_store_failure();
                     let line = Box::new(line);
                     guard.done = true;
                     match record {
@@ -427,7 +431,6 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
                         // has committed: a re-run never pays again for a line
                         // it has shown.
                         Some(record) => {
-                            ctx.warn_store_failure();
                             ctx.store.write_then(
                                 record,
                                 Box::new(move || outbox.put(seq, line, out_tx)),
@@ -440,7 +443,9 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
     }
     drop(in_rx);
 
-    // Every line task holds a sender; the output thread ends when the last is dropped.
+    // Senders are held by line tasks, by lines waiting for their commit, and
+    // by the outbox while it holds lines; the output thread ends when the
+    // last is dropped.
     let halted = ctx.stop.get().is_some_and(|r| r.halts_input());
     if halted {
         drop(out_tx);

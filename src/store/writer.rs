@@ -179,6 +179,16 @@ fn run(
             let mut slot = lock(&failure);
             slot.get_or_insert_with(|| e.to_string());
         }
+        // What a failed BEGIN left in the batch: lookups miss, and what
+        // waits for a write still runs (the write is lost, the line is not).
+        for m in batch.drain(..) {
+            match m {
+                Msg::Lookup { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                Msg::Line { then, .. } => after.extend(then),
+            }
+        }
         // Only now: after the commit, or after the failure.
         let handed_on = !after.is_empty();
         for then in after.drain(..) {
@@ -186,11 +196,6 @@ fn run(
         }
         if handed_on {
             run_hooks(&hooks);
-        }
-        for m in batch.drain(..) {
-            if let Msg::Lookup { reply, .. } = m {
-                let _ = reply.send(None);
-            }
         }
     }
     store
@@ -206,7 +211,8 @@ fn commit_delay() -> std::time::Duration {
 }
 
 /// Handles a batch in one transaction. Lookups are answered (and removed
-/// from the batch) as they are met; write acknowledgements are collected.
+/// from the batch) as they are met; what waits for a write is moved to
+/// `after`. Should the transaction not even begin, the batch is left as it is.
 fn apply(
     store: &Store,
     batch: &mut Vec<Msg>,
@@ -326,5 +332,47 @@ mod tests {
             "nothing is left behind a hook"
         );
         assert_ne!(events[0], "hook", "a hook follows thens, never leads");
+    }
+
+    #[test]
+    fn what_waits_for_a_write_runs_even_when_the_transaction_cannot_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .busy_timeout(std::time::Duration::from_millis(20))
+            .unwrap();
+        // Another connection holds the write lock, so BEGIN IMMEDIATE fails.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let writer = Writer::spawn(store);
+        let h = writer.handle();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = events.clone();
+        h.after_each_commit(move || log.lock().unwrap().push("hook"));
+        let log = events.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        h.write_then(
+            Box::<LineRecord>::default(),
+            Box::new(move || log.lock().unwrap().push("then")),
+        );
+        assert_eq!(rt.block_on(h.lookup(Key([1; 32]), 0)), None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while events.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(*events.lock().unwrap(), ["then", "hook"]);
+        assert!(
+            h.failure().is_some_and(|f| f.contains("locked")),
+            "{:?}",
+            h.failure()
+        );
+        drop(h);
+        let store = writer.finish();
+        other.execute_batch("ROLLBACK").unwrap();
+        drop(store);
     }
 }

@@ -721,6 +721,38 @@ fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_pa
 }
 
 #[test]
+fn a_bug_while_reading_one_line_gets_an_internal_error_line_and_the_rest_goes_on() {
+    let env = Env::three();
+    // Debug builds panic while parsing this line, on the reader's thread.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_FAIL_PARSE_LINE", "2")
+        .args(["--models", "t/a"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(1);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert_eq!(
+        lines[1]["error"]["type"], "internal_error",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[1]["line"], 2);
+    assert!(lines[0]["error"].is_null() && lines[2]["error"].is_null());
+    assert!(out.stderr.contains("internal error"), "{}", out.stderr);
+    assert_eq!(
+        env.server.completions().len(),
+        2,
+        "lines 1 and 3 went upstream"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no commit delay hook"
+)]
 fn a_line_is_shown_only_once_its_answer_has_committed() {
     let env = Env::three();
     let file = env.write("one.jsonl", &prompts(1));
