@@ -693,40 +693,13 @@ fn plain_http_to_another_host_draws_a_warning_and_loopback_does_not() {
     assert!(out.stderr.contains("unencrypted"), "{}", out.stderr);
 }
 
-#[test]
-fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_panic() {
-    let env = Env::three();
-    // Debug builds panic on this line, with the key in the panic's message.
+/// Runs three lines with a debug-build fail point (`var`) on line 2 and
+/// checks what every such bug must give: an `internal_error` line for line
+/// 2, the other two answered, exit 1, and a bug report on stderr.
+fn run_with_a_bug_on_line_2(env: &Env, var: &str) -> Output {
     let out = env
         .cmd()
-        .env("LLMROUTE_FAIL_LINE", "2")
-        .args(["--models", "t/a"])
-        .stdin(prompts(3))
-        .run();
-    out.assert_code(1);
-    let lines = out.lines();
-    assert_eq!(lines.len(), 3, "{}", out.stdout);
-    assert_eq!(lines[1]["error"]["type"], "internal_error");
-    assert_eq!(lines[1]["id"], "r2", "the id is still echoed");
-    assert!(lines[0]["error"].is_null() && lines[2]["error"].is_null());
-    assert!(out.stderr.contains("internal error"), "{}", out.stderr);
-    assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
-    assert!(!out.stderr.contains(KEY), "{}", out.stderr);
-    assert!(!out.stdout.contains(KEY));
-    assert_eq!(
-        env.server.completions().len(),
-        2,
-        "only lines 1 and 3 went upstream"
-    );
-}
-
-#[test]
-fn a_bug_while_reading_one_line_gets_an_internal_error_line_and_the_rest_goes_on() {
-    let env = Env::three();
-    // Debug builds panic while parsing this line, on the reader's thread.
-    let out = env
-        .cmd()
-        .env("LLMROUTE_FAIL_PARSE_LINE", "2")
+        .env(var, "2")
         .args(["--models", "t/a"])
         .stdin(prompts(3))
         .run();
@@ -744,8 +717,27 @@ fn a_bug_while_reading_one_line_gets_an_internal_error_line_and_the_rest_goes_on
     assert_eq!(
         env.server.completions().len(),
         2,
-        "lines 1 and 3 went upstream"
+        "only lines 1 and 3 went upstream"
     );
+    out
+}
+
+#[test]
+fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_panic() {
+    let env = Env::three();
+    // Debug builds panic on this line, with the key in the panic's message.
+    let out = run_with_a_bug_on_line_2(&env, "LLMROUTE_FAIL_LINE");
+    assert_eq!(out.lines()[1]["id"], "r2", "the id is still echoed");
+    assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
+    assert!(!out.stderr.contains(KEY), "{}", out.stderr);
+    assert!(!out.stdout.contains(KEY));
+}
+
+#[test]
+fn a_bug_while_reading_one_line_gets_an_internal_error_line_and_the_rest_goes_on() {
+    let env = Env::three();
+    // Debug builds panic while parsing this line, on the reader's thread.
+    run_with_a_bug_on_line_2(&env, "LLMROUTE_FAIL_PARSE_LINE");
 }
 
 #[test]
