@@ -6,7 +6,7 @@
 //! real cost after, so the spend plus what is in flight never passes the cap.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -14,7 +14,18 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 /// Requests-per-minute and tokens-per-minute limiters shared by all lines.
 pub struct RateLimits {
     requests: Option<DefaultDirectRateLimiter>,
-    tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    tokens: Option<TokenBucket>,
+}
+
+struct TokenBucket {
+    limiter: DefaultDirectRateLimiter,
+    burst: NonZeroU32,
+    /// Tokens answers used beyond their estimates, not yet taken from the
+    /// bucket: the next request takes them with its own.
+    owed: AtomicU64,
+    /// Requests take tokens in turn (the lock is fair): a large one waiting
+    /// for the bucket to fill is not overtaken for ever by small ones.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl RateLimits {
@@ -27,10 +38,12 @@ impl RateLimits {
             // Tokens come in lumps (a whole request at a time), so the
             // bucket holds a second's worth, or at least one large request.
             let burst = NonZeroU32::new((n.get() / 60).max(4096).min(n.get())).unwrap_or(n);
-            (
-                RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)),
+            TokenBucket {
+                limiter: RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)),
                 burst,
-            )
+                owed: AtomicU64::new(0),
+                turn: tokio::sync::Mutex::new(()),
+            }
         });
         RateLimits { requests, tokens }
     }
@@ -39,25 +52,30 @@ impl RateLimits {
         self.requests.is_none() && self.tokens.is_none()
     }
 
-    /// Waits until one more request of about `tokens` tokens may be sent.
+    /// Waits until one more request of about `tokens` tokens may be sent;
+    /// tokens owed by earlier answers are taken first.
     pub async fn acquire(&self, tokens: u64) {
         if let Some(r) = &self.requests {
             r.until_ready().await;
         }
-        self.take_tokens(tokens).await;
-    }
-
-    /// Charges tokens used beyond the estimate (from the response's usage).
-    pub async fn take_tokens(&self, tokens: u64) {
-        if let Some((t, burst)) = &self.tokens {
-            let mut left = tokens;
+        if let Some(t) = &self.tokens {
+            let _turn = t.turn.lock().await;
+            let mut left = tokens + t.owed.swap(0, Ordering::Relaxed);
             while left > 0 {
-                let n = left.min(burst.get() as u64) as u32;
+                let n = left.min(t.burst.get() as u64) as u32;
                 let n = NonZeroU32::new(n).expect("n > 0");
                 // n never exceeds the burst, so this cannot fail.
-                let _ = t.until_n_ready(n).await;
+                let _ = t.limiter.until_n_ready(n).await;
                 left -= n.get() as u64;
             }
+        }
+    }
+
+    /// Records tokens an answer used beyond its estimate (from its usage):
+    /// they slow the requests after it, not the line that used them.
+    pub fn owe(&self, tokens: u64) {
+        if let Some(t) = &self.tokens {
+            t.owed.fetch_add(tokens, Ordering::Relaxed);
         }
     }
 }
@@ -185,6 +203,17 @@ mod tests {
             _ = std::future::ready(()) => panic!("a full bucket made a request wait"),
         }
         limits.acquire(500).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+        // Tokens owed by an answer are taken by the next request.
+        let owing = RateLimits::new(None, Some(60_000));
+        let start = Instant::now();
+        owing.acquire(4_096).await;
+        owing.owe(500);
+        owing.acquire(1).await;
         assert!(
             start.elapsed() >= Duration::from_millis(450),
             "{:?}",

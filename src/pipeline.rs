@@ -1033,10 +1033,9 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
                 let used =
                     s.usage.prompt_tokens.unwrap_or(0) + s.usage.completion_tokens.unwrap_or(0);
                 let extra = (used.max(0) as u64).saturating_sub(planned_tokens);
-                if extra > 0 && !ctx.limits.is_unlimited() {
+                if extra > 0 {
                     // More tokens than planned: the debt slows later requests, not this line.
-                    let ctx_limits = ctx.limits.clone();
-                    tokio::spawn(async move { ctx_limits.take_tokens(extra).await });
+                    ctx.limits.owe(extra);
                 }
                 attempts.push(Attempt {
                     model: model.to_string(),

@@ -42,6 +42,42 @@ fn rpm_spaces_requests_evenly() {
     }
 }
 
+#[test]
+fn tokens_used_beyond_the_estimate_slow_the_requests_after_them() {
+    let env = Env::three();
+    // Each answer is padded to about 20 kB, and its usage reports about 5,000
+    // completion tokens; each line plans for a few prompt tokens and one.
+    env.server
+        .set_default("t/a", Behavior::BigBody { bytes: 20_000 });
+    let input: String = (1..=5)
+        .map(|i| format!("{{\"id\":\"u{i}\",\"prompt\":\"p{i}\",\"max_tokens\":1}}\n"))
+        .collect();
+    // 600,000 a minute: 10,000 tokens a second, and a bucket of 10,000.
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "1", "--tpm", "600000"])
+        .stdin(input)
+        .run();
+    out.assert_code(0);
+    let reqs = env.server.completions();
+    assert_eq!(reqs.len(), 5);
+    let usage: i64 = out
+        .lines()
+        .iter()
+        .map(|l| l["response"]["usage"]["total_tokens"].as_i64().unwrap())
+        .take(4)
+        .sum();
+    assert!(usage > 19_000, "the fake reports large usage: {usage}");
+    // The first four lines used about 20,000 tokens against an estimate of
+    // a few dozen: past the bucket, the last request must wait about a
+    // second for them. Planned tokens alone would let all five go at once.
+    let spread = reqs[4].at.duration_since(reqs[0].at);
+    assert!(
+        spread >= Duration::from_millis(600),
+        "five requests within {spread:?} though the first four used {usage} tokens under --tpm 600000"
+    );
+}
+
 /// Ten lines against a model whose every answer costs $0.01 (usage.cost),
 /// with an estimate of about $0.005 a request from its price.
 fn priced() -> Env {
