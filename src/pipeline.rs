@@ -516,13 +516,13 @@ async fn watch_signals(ctx: Arc<Ctx>) {
         _ = terminated => 143,
     };
     if ctx.stop.set(StopReason::Interrupted { exit_code }) {
-        eprintln!(
+        ctx.say(format_args!(
             "llmroute: interrupted: no new requests; waiting up to {}s for those in flight (Ctrl-C again to quit now)",
             GRACE.as_secs()
-        );
+        ));
     }
     let _ = tokio::signal::ctrl_c().await;
-    eprintln!("llmroute: quitting at once");
+    ctx.say(format_args!("llmroute: quitting at once"));
     std::process::exit(exit_code);
 }
 
@@ -744,10 +744,21 @@ impl Ctx {
         stats.insert(model.to_string(), s);
     }
 
+    /// Writes a message on stderr, taking the progress bar (if any) off
+    /// while it does, so that the two never share a line.
+    fn say(&self, message: std::fmt::Arguments<'_>) {
+        match &self.progress {
+            Some(pb) => pb.suspend(|| eprintln!("{message}")),
+            None => eprintln!("{message}"),
+        }
+    }
+
     fn warn_store_failure(&self) {
         if let Some(f) = self.store.failure() {
             if !self.store_warned.swap(true, Ordering::Relaxed) {
-                eprintln!("llmroute: warning: the store failed ({f}); going on without caching or recording");
+                self.say(format_args!(
+                    "llmroute: warning: the store failed ({f}); going on without caching or recording"
+                ));
             }
         }
     }
@@ -755,11 +766,11 @@ impl Ctx {
     fn warn_budget(&self) {
         if let Some(b) = &self.budget {
             if !self.budget_warned.swap(true, Ordering::Relaxed) {
-                eprintln!(
+                self.say(format_args!(
                     "llmroute: budget reached: ${:.4} spent of ${}; no more requests are sent, remaining lines get budget_exceeded",
                     b.spent(),
                     b.max()
-                );
+                ));
             }
         }
     }
@@ -815,7 +826,10 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
         let min_created = store::now_ms() - ctx.opts.cache_ttl.as_millis() as i64;
         if let Some(hit) = ctx.store.lookup(key, min_created).await {
             if ctx.opts.verbose {
-                eprintln!("llmroute: line {line_no}: cache hit ({})", hit.model);
+                ctx.say(format_args!(
+                    "llmroute: line {line_no}: cache hit ({})",
+                    hit.model
+                ));
             }
             let candidates = (ctx.opts.explain && req.pinned.is_none())
                 .then(|| explain(&rank(ctx, &req, settings)));
@@ -1014,14 +1028,14 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
         };
         if ctx.opts.verbose {
             match &result {
-                Ok(s) => eprintln!(
+                Ok(s) => ctx.say(format_args!(
                     "llmroute: line {line_no}: {model}: HTTP {} in {ms:.1} ms",
                     s.status
-                ),
-                Err(f) => eprintln!(
+                )),
+                Err(f) => ctx.say(format_args!(
                     "llmroute: line {line_no}: {model}: failed in {ms:.1} ms: {}",
                     f.message
-                ),
+                )),
             }
         }
         if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
@@ -1079,10 +1093,10 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
                             message: f.message.clone(),
                         };
                         if ctx.stop.set(reason.clone()) {
-                            eprintln!(
+                            ctx.say(format_args!(
                                 "llmroute: stopping: the API refused the request ({}); no further requests will be sent",
                                 f.message
-                            );
+                            ));
                         }
                         final_error = Some(stop_error(&reason));
                         break;

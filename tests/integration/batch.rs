@@ -162,6 +162,41 @@ fn budget_counts_requests_in_flight() {
 }
 
 #[test]
+fn messages_never_share_a_line_with_the_progress_bar() {
+    let env = Env::three();
+    // Slow answers, so that the bar is drawn before the first message.
+    env.server.set_default("t/a", Behavior::ok_after(400));
+    let file = env.write("in.jsonl", &prompts(2));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "1", "-v", "--progress", "always"])
+        .arg(&file)
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("lines ·"),
+        "a bar was drawn: {:?}",
+        out.stderr
+    );
+    let starts: Vec<usize> = out
+        .stderr
+        .match_indices("llmroute: line")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 2, "{:?}", out.stderr);
+    for i in starts {
+        // On a line of its own: after a newline, or after the bar has
+        // erased its line; never right after the bar's text.
+        let before = &out.stderr[..i];
+        assert!(
+            before.is_empty() || before.ends_with('\n') || before.ends_with("\r\u{1b}[2K"),
+            "a message shares a line with the bar: {:?}",
+            &out.stderr[i.saturating_sub(60)..i + 20]
+        );
+    }
+}
+
+#[test]
 fn progress_is_hidden_unless_asked_for_and_a_summary_ends_the_run() {
     let env = Env::three();
     let file = env.write("in.jsonl", &prompts(3));
