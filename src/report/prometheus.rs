@@ -71,8 +71,8 @@ pub fn render(r: &Report) -> String {
     );
     summary_family(
         o,
-        "llmroute_latency_ms",
-        "End-to-end latency of answered lines in milliseconds (exact quantiles).",
+        "llmroute_latency_seconds",
+        "End-to-end latency of answered lines in seconds (exact quantiles).",
         vec![(vec![], &r.latencies)],
     );
 
@@ -108,8 +108,8 @@ pub fn render(r: &Report) -> String {
     );
     summary_family(
         o,
-        "llmroute_model_latency_ms",
-        "Latency of successful upstream attempts by model in milliseconds (exact quantiles).",
+        "llmroute_model_latency_seconds",
+        "Latency of successful upstream attempts by model in seconds (exact quantiles).",
         r.models
             .iter()
             .map(|m| (vec![("model", m.model.clone())], &m.latencies))
@@ -133,16 +133,25 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Sam
     }
 }
 
-/// A summary: quantiles (NaN when there are no observations), `_sum`, `_count`.
+/// A summary of latencies kept in milliseconds, given in seconds as
+/// Prometheus has it: quantiles (NaN when there are no observations),
+/// `_sum`, `_count`.
 fn summary_family(out: &mut String, name: &str, help: &str, series: Vec<(Labels, &Latencies)>) {
+    const SECONDS_PER_MS: f64 = 1e-3;
     header(out, name, "summary", help);
     for (labels, l) in series {
         for q in QUANTILES {
             let mut with_q = labels.clone();
             with_q.push(("quantile", format!("{}", f64::from(q) / 100.0)));
-            sample(out, name, &with_q, l.percentile(q).unwrap_or(f64::NAN));
+            let v = l.percentile(q).map_or(f64::NAN, |ms| ms * SECONDS_PER_MS);
+            sample(out, name, &with_q, v);
         }
-        sample(out, &format!("{name}_sum"), &labels, l.sum());
+        sample(
+            out,
+            &format!("{name}_sum"),
+            &labels,
+            l.sum() * SECONDS_PER_MS,
+        );
         sample(out, &format!("{name}_count"), &labels, l.len() as f64);
     }
 }
@@ -219,18 +228,18 @@ mod tests {
         let mut out = String::new();
         summary_family(
             &mut out,
-            "x_ms",
+            "x_seconds",
             "h",
             vec![(vec![("model", "a\"b".into())], &Latencies::default())],
         );
         assert_eq!(
             out,
-            "# HELP x_ms h\n# TYPE x_ms summary\n\
-             x_ms{model=\"a\\\"b\",quantile=\"0.5\"} NaN\n\
-             x_ms{model=\"a\\\"b\",quantile=\"0.95\"} NaN\n\
-             x_ms{model=\"a\\\"b\",quantile=\"0.99\"} NaN\n\
-             x_ms_sum{model=\"a\\\"b\"} 0\n\
-             x_ms_count{model=\"a\\\"b\"} 0\n"
+            "# HELP x_seconds h\n# TYPE x_seconds summary\n\
+             x_seconds{model=\"a\\\"b\",quantile=\"0.5\"} NaN\n\
+             x_seconds{model=\"a\\\"b\",quantile=\"0.95\"} NaN\n\
+             x_seconds{model=\"a\\\"b\",quantile=\"0.99\"} NaN\n\
+             x_seconds_sum{model=\"a\\\"b\"} 0\n\
+             x_seconds_count{model=\"a\\\"b\"} 0\n"
         );
     }
 }

@@ -616,6 +616,11 @@ fn key(name: &str, labels: &[(&str, &str)]) -> SampleKey {
     (name.to_string(), l)
 }
 
+/// A JSON latency in milliseconds as seconds (`null` stays `null`).
+fn seconds(ms: &Value) -> Value {
+    ms.as_f64().map_or(Value::Null, |v| json!(v / 1000.0))
+}
+
 /// Compares a sample to a JSON number, or a NaN quantile to `null`.
 fn assert_sample(samples: &Samples, k: SampleKey, want: &Value) {
     let got = *samples.get(&k).unwrap_or_else(|| panic!("no sample {k:?}"));
@@ -676,19 +681,24 @@ fn prometheus_exposition_parses_and_agrees_with_the_json() {
                 &j["tokens"][kind],
             );
         }
+        // Prometheus has seconds where the JSON has milliseconds.
         for (q, field) in [("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")] {
             assert_sample(
                 &s,
-                key("llmroute_latency_ms", &[("quantile", q)]),
-                &j["latency_ms"][field],
+                key("llmroute_latency_seconds", &[("quantile", q)]),
+                &seconds(&j["latency_ms"][field]),
             );
         }
         let answered = j["answered"].as_f64().unwrap();
-        assert_sample(&s, key("llmroute_latency_ms_count", &[]), &j["answered"]);
         assert_sample(
             &s,
-            key("llmroute_latency_ms_sum", &[]),
-            &json!(j["latency_ms"]["avg"].as_f64().unwrap() * answered),
+            key("llmroute_latency_seconds_count", &[]),
+            &j["answered"],
+        );
+        assert_sample(
+            &s,
+            key("llmroute_latency_seconds_sum", &[]),
+            &json!(j["latency_ms"]["avg"].as_f64().unwrap() * answered / 1000.0),
         );
 
         let models = j["models"].as_array().unwrap();
@@ -703,16 +713,19 @@ fn prometheus_exposition_parses_and_agrees_with_the_json() {
                 assert_sample(
                     &s,
                     key(
-                        "llmroute_model_latency_ms",
+                        "llmroute_model_latency_seconds",
                         &[("model", name), ("quantile", q)],
                     ),
-                    &m["latency_ms"][field],
+                    &seconds(&m["latency_ms"][field]),
                 );
             }
-            let count = s[&key("llmroute_model_latency_ms_count", &l)];
-            let sum = s[&key("llmroute_model_latency_ms_sum", &l)];
+            let count = s[&key("llmroute_model_latency_seconds_count", &l)];
+            let sum = s[&key("llmroute_model_latency_seconds_sum", &l)];
             match m["latency_ms"]["avg"].as_f64() {
-                Some(avg) => assert!((sum - avg * count).abs() < 1e-6 * sum.max(1.0), "{name}"),
+                Some(avg) => assert!(
+                    (sum - avg * count / 1000.0).abs() < 1e-6 * sum.max(1.0),
+                    "{name}"
+                ),
                 None => assert_eq!((sum, count), (0.0, 0.0), "{name}"),
             }
         }
@@ -816,12 +829,12 @@ fn an_empty_store_reports_no_requests() {
         "llmroute_errors_total",
         "llmroute_cache_hits_total",
         "llmroute_cost_usd_total",
-        "llmroute_latency_ms_count",
-        "llmroute_latency_ms_sum",
+        "llmroute_latency_seconds_count",
+        "llmroute_latency_seconds_sum",
     ] {
         assert_eq!(s[&key(name, &[])], 0.0, "{name}");
     }
-    assert!(s[&key("llmroute_latency_ms", &[("quantile", "0.99")])].is_nan());
+    assert!(s[&key("llmroute_latency_seconds", &[("quantile", "0.99")])].is_nan());
 
     // Old rows only: the default window is empty.
     let env = Env::new(vec![]);
