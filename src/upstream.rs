@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -207,6 +207,10 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
+            // llmroute makes its own retries and fallbacks, and the API does not
+            // redirect: without these layers a request costs less to send.
+            .retry(reqwest::retry::never())
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let endpoint = |path: &str| {
@@ -255,6 +259,9 @@ impl Client {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
+            if (300..400).contains(&status) {
+                return Err(redirected(status, resp.headers().get(LOCATION)));
+            }
             let bytes = read_capped(resp).await?;
             Ok::<_, Failure>((status, retry_after, bytes))
         };
@@ -450,6 +457,22 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, bytes: &[u8])
         status: Some(status),
         message,
         retry_after,
+    }
+}
+
+/// A redirect, which llmroute does not follow: the API does not redirect,
+/// so one means a wrong base URL, and following it could send the key on.
+fn redirected(status: u16, location: Option<&HeaderValue>) -> Failure {
+    let to = location
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("nowhere given");
+    Failure {
+        kind: FailureKind::Client,
+        status: Some(status),
+        message: format!(
+            "HTTP {status}: redirected to {to}; redirects are not followed (check the base URL)"
+        ),
+        retry_after: None,
     }
 }
 

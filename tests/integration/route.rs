@@ -286,6 +286,36 @@ fn max_attempts_bounds_the_tries_and_the_line_reports_all_failed() {
 }
 
 #[test]
+fn a_redirect_is_an_error_and_is_not_followed() {
+    let env = Env::three();
+    // A redirect back to the same endpoint: a client that followed it would
+    // post the request (and the key) again, and again.
+    let location = format!("{}/chat/completions", env.server.base_url());
+    env.server.set_default(
+        "t/a",
+        Behavior::Redirect {
+            code: 307,
+            location,
+        },
+    );
+    let out = env.cmd().args(["--models", "t/a"]).stdin(prompts(1)).run();
+    out.assert_code(1);
+    let line = &out.lines()[0];
+    assert_eq!(line["error"]["type"], "bad_request", "{line}");
+    assert_eq!(line["attempts"][0]["status"], 307, "{line}");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("redirected to http://127.0.0.1") && message.contains("not followed"),
+        "{message}"
+    );
+    assert_eq!(
+        env.server.completions().len(),
+        1,
+        "the redirect was followed"
+    );
+}
+
+#[test]
 fn bad_request_is_not_retried_but_context_length_moves_to_a_larger_window() {
     let env = Env::new(vec![
         ModelSpec::new("t/small").context(1000).intelligence(50.0),

@@ -191,6 +191,8 @@ pub enum Behavior {
         body: Option<String>,
         latency: Duration,
     },
+    /// A redirect: `code` (e.g. 307) with `Location: location` and an empty JSON body.
+    Redirect { code: u16, location: String },
     /// Reads the request and never answers; the connection stays open until the
     /// client closes it or the server is dropped.
     Hang,
@@ -1118,7 +1120,14 @@ impl Conn {
                     Some(body) => self.body.extend_from_slice(body.as_bytes()),
                     None => write_error_body(&mut self.body, code, &format!("fake error {code}")),
                 }
-                self.respond(code, retry_after.as_deref(), keep_alive).await
+                let header = retry_after.as_deref().map(|v| ("retry-after", v));
+                self.respond(code, header, keep_alive).await
+            }
+            Behavior::Redirect { code, location } => {
+                self.body.clear();
+                self.body.extend_from_slice(b"{}");
+                self.respond(code, Some(("location", &location)), keep_alive)
+                    .await
             }
             Behavior::Hang => self.hang().await,
             Behavior::Truncated => {
@@ -1219,10 +1228,11 @@ impl Conn {
         }
     }
 
+    /// Sends `self.body` with `code` and at most one extra header.
     async fn respond(
         &mut self,
         code: u16,
-        retry_after: Option<&str>,
+        header: Option<(&str, &str)>,
         keep_alive: bool,
     ) -> io::Result<bool> {
         self.out.clear();
@@ -1232,7 +1242,7 @@ impl Conn {
         } else {
             Some(self.body.len())
         };
-        write_head(&mut self.out, code, len, retry_after, !keep_alive);
+        write_head(&mut self.out, code, len, header, !keep_alive);
         if !bodyless {
             self.out.extend_from_slice(&self.body);
         }
@@ -1318,7 +1328,7 @@ fn write_head(
     out: &mut Vec<u8>,
     code: u16,
     content_length: Option<usize>,
-    retry_after: Option<&str>,
+    header: Option<(&str, &str)>,
     close: bool,
 ) {
     let _ = write!(
@@ -1329,8 +1339,8 @@ fn write_head(
     if let Some(len) = content_length {
         let _ = write!(out, "content-length: {len}\r\n");
     }
-    if let Some(value) = retry_after {
-        let _ = write!(out, "retry-after: {value}\r\n");
+    if let Some((name, value)) = header {
+        let _ = write!(out, "{name}: {value}\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
