@@ -20,6 +20,10 @@ pub struct RateLimits {
 struct TokenBucket {
     limiter: DefaultDirectRateLimiter,
     burst: NonZeroU32,
+    /// The quota: what one request, or all that is owed, may count for at
+    /// most, so that a huge `max_tokens` or a wild usage report slows the
+    /// run for a minute instead of stalling it.
+    per_minute: u64,
     /// Tokens answers used beyond their estimates, not yet taken from the
     /// bucket: the next request takes them with its own.
     owed: AtomicU64,
@@ -41,6 +45,7 @@ impl RateLimits {
             TokenBucket {
                 limiter: RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)),
                 burst,
+                per_minute: u64::from(n.get()),
                 owed: AtomicU64::new(0),
                 turn: tokio::sync::Mutex::new(()),
             }
@@ -55,19 +60,25 @@ impl RateLimits {
     /// Waits until one more request of about `tokens` tokens may be sent;
     /// tokens owed by earlier answers are taken first.
     pub async fn acquire(&self, tokens: u64) {
+        let Some(t) = &self.tokens else {
+            if let Some(r) = &self.requests {
+                r.until_ready().await;
+            }
+            return;
+        };
+        let _turn = t.turn.lock().await;
+        let mut left = t.due(tokens, t.owed.swap(0, Ordering::Relaxed));
+        while left > 0 {
+            let n = left.min(t.burst.get() as u64) as u32;
+            let n = NonZeroU32::new(n).expect("n > 0");
+            // n never exceeds the burst, so this cannot fail.
+            let _ = t.limiter.until_n_ready(n).await;
+            left -= n.get() as u64;
+        }
+        // The request slot is taken last, still in turn: requests that
+        // waited for tokens together still leave spaced out.
         if let Some(r) = &self.requests {
             r.until_ready().await;
-        }
-        if let Some(t) = &self.tokens {
-            let _turn = t.turn.lock().await;
-            let mut left = tokens + t.owed.swap(0, Ordering::Relaxed);
-            while left > 0 {
-                let n = left.min(t.burst.get() as u64) as u32;
-                let n = NonZeroU32::new(n).expect("n > 0");
-                // n never exceeds the burst, so this cannot fail.
-                let _ = t.limiter.until_n_ready(n).await;
-                left -= n.get() as u64;
-            }
         }
     }
 
@@ -75,8 +86,20 @@ impl RateLimits {
     /// they slow the requests after it, not the line that used them.
     pub fn owe(&self, tokens: u64) {
         if let Some(t) = &self.tokens {
-            t.owed.fetch_add(tokens, Ordering::Relaxed);
+            let _ = t
+                .owed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |owed| {
+                    Some(owed.saturating_add(tokens).min(t.per_minute))
+                });
         }
+    }
+}
+
+impl TokenBucket {
+    /// Tokens a request takes: its own and what is owed, each at most a
+    /// minute's worth.
+    fn due(&self, tokens: u64, owed: u64) -> u64 {
+        tokens.min(self.per_minute) + owed.min(self.per_minute)
     }
 }
 
@@ -191,6 +214,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn requests_that_waited_for_tokens_still_leave_spaced_out() {
+        // One request per 100 ms; 1,000 tokens a second, a bucket of 4,096.
+        let limits = RateLimits::new(Some(600), Some(60_000));
+        limits.acquire(4_096).await;
+        limits.owe(300); // the next request waits about 300 ms for tokens
+        async fn done(limits: &RateLimits) -> Instant {
+            limits.acquire(1).await;
+            Instant::now()
+        }
+        let (a, b, c) = tokio::join!(done(&limits), done(&limits), done(&limits));
+        let mut t = [a, b, c];
+        t.sort();
+        for w in t.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(
+                gap >= Duration::from_millis(90),
+                "{gap:?} apart under --rpm 600"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn tokens_per_minute_hold_back_large_requests() {
         // 60,000 a minute is 1,000 a second; the bucket holds 4,096.
         let limits = RateLimits::new(None, Some(60_000));
@@ -219,6 +264,14 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+        // Neither a wild usage report nor a huge request counts for more
+        // than a minute's worth, and nothing overflows.
+        let t = owing.tokens.as_ref().unwrap();
+        owing.owe(u64::MAX);
+        owing.owe(u64::MAX);
+        assert_eq!(t.owed.load(Ordering::Relaxed), 60_000);
+        assert_eq!(t.due(u64::MAX, u64::MAX), 120_000);
+        assert_eq!(t.due(10, 5), 15);
         // Requests larger than the bucket are taken in bucket-sized parts.
         let big = RateLimits::new(None, Some(600_000)); // 10,000/s, bucket 10,000
         let start = Instant::now();

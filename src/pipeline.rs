@@ -748,8 +748,14 @@ impl Ctx {
     /// while it does, so that the two never share a line.
     fn say(&self, message: std::fmt::Arguments<'_>) {
         match &self.progress {
-            Some(pb) => pb.suspend(|| eprintln!("{message}")),
-            None => eprintln!("{message}"),
+            // Not eprintln!: with stderr gone it panics, and inside suspend
+            // that would poison the bar for every line after.
+            Some(pb) => pb.suspend(|| {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }
         }
     }
 
@@ -1006,14 +1012,17 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
             }
         };
         if !ctx.limits.is_unlimited() {
-            tokio::select! {
-                _ = ctx.limits.acquire(planned_tokens) => {}
-                _ = ctx.stop.halted() => {
-                    if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
-                        b.settle(r, Some(0.0));
-                    }
-                    continue;
+            let stopped = tokio::select! {
+                _ = ctx.limits.acquire(planned_tokens) => ctx.stop.get().is_some(),
+                _ = ctx.stop.halted() => true,
+            };
+            // Stopped while waiting (also by a refused key on another line):
+            // not sent; the loop's top says why.
+            if stopped {
+                if let (Some(b), Some(r)) = (&ctx.budget, reservation) {
+                    b.settle(r, Some(0.0));
                 }
+                continue;
             }
         }
         let t0 = Instant::now();
@@ -1044,8 +1053,8 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
         match result {
             Ok(s) => {
                 ctx.answered(model, ms);
-                let used =
-                    s.usage.prompt_tokens.unwrap_or(0) + s.usage.completion_tokens.unwrap_or(0);
+                let used = (s.usage.prompt_tokens.unwrap_or(0))
+                    .saturating_add(s.usage.completion_tokens.unwrap_or(0));
                 let extra = (used.max(0) as u64).saturating_sub(planned_tokens);
                 if extra > 0 {
                     // More tokens than planned: the debt slows later requests, not this line.

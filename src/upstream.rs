@@ -463,9 +463,11 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, bytes: &[u8])
 /// A redirect, which llmroute does not follow: the API does not redirect,
 /// so one means a wrong base URL, and following it could send the key on.
 fn redirected(status: u16, location: Option<&HeaderValue>) -> Failure {
+    // As sent, but on one line and short, like any text from the server.
     let to = location
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("nowhere given");
+        .map(|v| snippet(v.as_bytes()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "nowhere given".into());
     Failure {
         kind: FailureKind::Client,
         status: Some(status),

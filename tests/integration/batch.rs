@@ -78,6 +78,36 @@ fn tokens_used_beyond_the_estimate_slow_the_requests_after_them() {
     );
 }
 
+#[test]
+fn a_line_waiting_for_tokens_is_not_sent_after_the_key_is_refused() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::status(401));
+    // 60,000 a minute: 1,000 tokens a second, a bucket of 4,096. Each line
+    // plans for about 2,500, so the second waits about a second for its
+    // tokens, long after the first has come back 401.
+    let input: String = (1..=2)
+        .map(|i| format!("{{\"id\":\"k{i}\",\"prompt\":\"p{i}\",\"max_tokens\":2500}}\n"))
+        .collect();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "2", "--tpm", "60000"])
+        .stdin(input)
+        .run();
+    out.assert_code(2);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines.iter().all(|l| l["error"]["type"] == "auth"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        env.server.completions().len(),
+        1,
+        "the waiting line went out after the refusal"
+    );
+}
+
 /// Ten lines against a model whose every answer costs $0.01 (usage.cost),
 /// with an estimate of about $0.005 a request from its price.
 fn priced() -> Env {
