@@ -662,6 +662,7 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
     use std::io::BufRead;
     use std::panic::AssertUnwindSafe;
     let mut line_no = 0u64;
+    let mut buf = Vec::new();
     let mut scratch = Vec::new();
     let mut batch = Vec::with_capacity(BATCH_LINES);
     let mut batch_bytes = 0usize;
@@ -676,7 +677,8 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
         };
         let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
         loop {
-            let mut buf = Vec::new();
+            // Lines are parsed here, so one buffer serves them all.
+            buf.clear();
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) => break,
                 Ok(_) => {
