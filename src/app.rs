@@ -63,6 +63,14 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// In debug builds only: whether the environment variable `var` names line
+/// `line_no`, where a test wants a bug injected (see the fail points of the
+/// reader and the pipeline).
+#[cfg(debug_assertions)]
+pub(crate) fn fail_point_hit(var: &str, line_no: u64) -> bool {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()) == Some(line_no)
+}
+
 /// Runs the parsed command line and returns the exit status.
 pub fn main(mut cli: Cli) -> i32 {
     let result = Loaded::load(cli.common.config.as_deref())

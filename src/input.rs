@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 use crate::cachekey::{self, BodyDigest};
-use crate::output::error_type;
+use crate::output::{error_type, INTERNAL_MESSAGE};
 use crate::scoring::Weights;
 
 /// Completion tokens assumed when a request sets no `max_tokens`.
@@ -97,7 +97,7 @@ impl InputError {
     fn internal() -> Self {
         InputError {
             id: Value::Null,
-            message: "llmroute failed on this line (an internal error; please report it)".into(),
+            message: INTERNAL_MESSAGE.into(),
             kind: error_type::INTERNAL,
         }
     }
@@ -612,8 +612,7 @@ pub enum InputEvent {
 /// does to the run (an `internal_error` line, the rest goes on).
 #[cfg(debug_assertions)]
 fn fail_point(line_no: u64) {
-    let wanted = std::env::var("LLMROUTE_FAIL_PARSE_LINE").ok();
-    if wanted.and_then(|v| v.parse().ok()) == Some(line_no) {
+    if crate::app::fail_point_hit("LLMROUTE_FAIL_PARSE_LINE", line_no) {
         panic!("injected failure while reading line {line_no}");
     }
 }

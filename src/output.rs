@@ -22,6 +22,10 @@ pub mod error_type {
     pub const INTERNAL: &str = "internal_error";
 }
 
+/// The message of an `internal_error` line: llmroute, not the line, failed.
+pub const INTERNAL_MESSAGE: &str =
+    "llmroute failed on this line (an internal error; please report it)";
+
 /// One upstream attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {

@@ -641,7 +641,7 @@ impl Drop for LineGuard {
             std::mem::take(&mut self.id),
             self.line_no,
             error_type::INTERNAL,
-            "llmroute failed on this line (an internal error; please report it)",
+            crate::output::INTERNAL_MESSAGE,
         );
         let _ = self.out.send(OutMsg::Line(self.seq, Box::new(line)));
     }
@@ -1251,8 +1251,7 @@ async fn process(ctx: &Ctx, line_no: u64, req: Request, permit: OwnedSemaphorePe
 /// and that the key stays out of the panic message.
 #[cfg(debug_assertions)]
 fn fail_point(line_no: u64) {
-    let wanted = std::env::var("LLMROUTE_FAIL_LINE").ok();
-    if wanted.and_then(|v| v.parse().ok()) == Some(line_no) {
+    if crate::app::fail_point_hit("LLMROUTE_FAIL_LINE", line_no) {
         let key = std::env::var(crate::app::API_KEY_VAR).unwrap_or_default();
         panic!("injected failure on line {line_no} (key {key})");
     }
