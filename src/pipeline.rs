@@ -192,7 +192,7 @@ struct Ctx {
     counters: Counters,
     store_warned: AtomicBool,
     budget_warned: AtomicBool,
-    limits: Arc<RateLimits>,
+    limits: RateLimits,
     budget: Option<Budget>,
     progress: Option<ProgressBar>,
     /// Unix ms and Instant of the same moment, to turn one into the other.
@@ -291,7 +291,7 @@ pub async fn run(setup: Setup, sources: Vec<Source>, out: Box<dyn Write + Send>)
         },
         store_warned: AtomicBool::new(false),
         budget_warned: AtomicBool::new(false),
-        limits: Arc::new(RateLimits::new(setup.options.rpm, setup.options.tpm)),
+        limits: RateLimits::new(setup.options.rpm, setup.options.tpm),
         budget: setup.options.max_cost.map(Budget::new),
         progress: setup.progress,
         epoch,

@@ -597,7 +597,6 @@ impl Store {
     }
 }
 
-/// A readable cause for the common ways a store cannot be used.
 /// Whether an error means another connection holds a lock.
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
@@ -606,6 +605,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A readable cause for the common ways a store cannot be used.
 pub(crate) fn describe(e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::*;
     match e.sqlite_error_code() {
