@@ -39,14 +39,7 @@ fn models_lists_prices_measurements_cooldowns_and_scores() {
     assert_eq!(a["prompt_usd_per_mtok"], 1.0);
     assert_eq!(a["completion_usd_per_mtok"], 2.0);
     assert_eq!(a["latency_ms"]["samples"], 2);
-    let ewma: f64 = env
-        .sql()
-        .query_row(
-            "SELECT ewma_ms FROM model_stats WHERE model = 't/a'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let ewma: f64 = env.value("SELECT ewma_ms FROM model_stats WHERE model = 't/a'");
     assert!((a["latency_ms"]["ewma"].as_f64().unwrap() - ewma).abs() < 0.001);
     assert!(a["latency_ms"]["p95"].as_f64().unwrap() >= 30.0);
     assert_eq!(a["error_rate"], 0.0);
@@ -183,14 +176,7 @@ fn cache_stats_prune_and_clear() {
         ),
         (6.into(), 3.into(), 0.5.into())
     );
-    let bytes: i64 = env
-        .sql()
-        .query_row(
-            "SELECT sum(length(response) + length(content)) FROM cache",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let bytes: i64 = env.value("SELECT sum(length(response) + length(content)) FROM cache");
     assert_eq!(s["bytes"], bytes);
     assert!(s["file_bytes"].as_u64().unwrap() > 0);
     assert!(s["oldest_ms"].as_i64().unwrap() <= s["newest_ms"].as_i64().unwrap());

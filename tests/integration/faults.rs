@@ -421,14 +421,7 @@ fn a_503_with_retry_after_pauses_that_model_for_later_lines() {
     );
     assert_eq!(env.server.count_for("t/a"), 1, "t/a rests after its 503");
     // 600 s asked, 5 minutes kept, in the store for other processes too.
-    let until: i64 = env
-        .sql()
-        .query_row(
-            "SELECT until_ms FROM cooldowns WHERE model = 't/a'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let until: i64 = env.value("SELECT until_ms FROM cooldowns WHERE model = 't/a'");
     let left = until - llmroute::store::now_ms();
     assert!(left > 250_000 && left <= 300_000, "{left} ms");
 }

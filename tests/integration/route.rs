@@ -878,10 +878,7 @@ fn costs_come_from_usage_or_from_prices() {
     let expect = usage["prompt_tokens"].as_f64().unwrap() * 0.000001
         + usage["completion_tokens"].as_f64().unwrap() * 0.000002;
     assert!((lines[1]["cost_usd"].as_f64().unwrap() - expect).abs() < 1e-12);
-    let stored: f64 = env
-        .sql()
-        .query_row("SELECT sum(cost_usd) FROM requests", [], |r| r.get(0))
-        .unwrap();
+    let stored: f64 = env.value("SELECT sum(cost_usd) FROM requests");
     assert!((stored - 0.0123 - expect).abs() < 1e-9);
 }
 

@@ -73,11 +73,7 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["error"].is_null())
         .count();
-    let integrity: String = env
-        .sql()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_eq!(integrity(&env), "ok");
     let sent_first = env.server.completions().len();
     assert!(sent_first >= answered);
 
@@ -102,9 +98,7 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
 }
 
 fn integrity(env: &Env) -> String {
-    env.sql()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap()
+    env.value("PRAGMA integrity_check")
 }
 
 #[test]

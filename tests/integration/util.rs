@@ -90,10 +90,15 @@ impl Env {
             .expect("the store opens")
     }
 
-    pub fn count(&self, sql: &str) -> i64 {
+    /// The one value `sql` selects from the store.
+    pub fn value<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
         self.sql()
             .query_row(sql, [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.value(sql)
     }
 
     /// Writes a file in the test directory.
