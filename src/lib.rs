@@ -24,7 +24,6 @@
 //! | [`models`]   | `llmroute models`: candidates, prices, measurements, scores now |
 //! | [`cache`]    | `llmroute cache`: stats, clear, prune                           |
 //! | [`duration`] | humantime durations on the command line                         |
-//! | [`gendocs`]  | the man page and shell completions (from the clap definition)   |
 
 pub mod app;
 pub mod cache;
@@ -33,7 +32,6 @@ pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod duration;
-pub mod gendocs;
 pub mod input;
 pub mod limits;
 pub mod models;

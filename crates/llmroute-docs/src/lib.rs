@@ -1,29 +1,31 @@
-//! The man page and the shell completions, generated from the clap
-//! definition in [`crate::cli`].
+//! The man page and the shell completions of `llmroute`, generated from
+//! its clap definition in [`llmroute::cli`].
 //!
-//! `scripts/generate-docs` writes them to `man/llmroute.1` and
-//! `completions/`, and the integration test `generated_docs_are_fresh` fails
-//! when the committed files differ from what these functions produce. The
-//! options and commands come from clap, so new flags and subcommands appear
-//! without changes here; the prose sections (exit status, environment, files,
-//! examples) are written out below.
+//! This crate is not linked into the `llmroute` binary: it is a library for
+//! the integration test `generated_docs_are_fresh` and a binary for
+//! `scripts/generate-docs`, which writes `man/llmroute.1` and `completions/`.
+//! The test fails when the committed files differ from what these functions
+//! produce. The options and commands come from clap, so new flags and
+//! subcommands appear without changes here; the prose sections (exit status,
+//! environment, files, examples) are written out below.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, Command, CommandFactory};
-use clap_complete::Shell;
 use clap_mangen::Man;
+use llmroute::cli::Cli;
 use roff::{bold, italic, roman, Inline, Roff};
 
-use crate::cli::Cli;
+/// The shells that [`completions`] writes for (clap_complete's).
+pub use clap_complete::Shell;
 
 /// The binary's name, as used in the man page and the completions.
 const BIN: &str = "llmroute";
 
 /// The first line of the man page.
 const HEADER_COMMENT: &str =
-    ".\\\" Generated from src/cli.rs and src/gendocs.rs by scripts/generate-docs; do not edit.\n";
+    ".\\\" Generated from src/cli.rs and crates/llmroute-docs/src/lib.rs by scripts/generate-docs; do not edit.\n";
 
 /// The date in the page header. A constant, so that the page depends only on
 /// the source; formatters such as mandoc warn when the header has no date.
@@ -191,6 +193,16 @@ pub fn completions(shell: Shell) -> String {
     String::from_utf8(out).expect("clap_complete writes UTF-8")
 }
 
+/// The root of the repository (the `llmroute` package), where the generated
+/// files live.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("this crate is crates/llmroute-docs in the repository")
+        .to_path_buf()
+}
+
 /// Writes `man/llmroute.1`, `completions/llmroute.bash`,
 /// `completions/_llmroute` (zsh) and `completions/llmroute.fish` under `dir`,
 /// creating the directories as needed.
@@ -273,6 +285,7 @@ fn synopsis(cmd: &Command) -> String {
     // are alternatives, not one command line.
     let mut run = Command::new(BIN)
         .bin_name(BIN)
+        // llmroute's version: both packages take it from the workspace.
         .version(env!("CARGO_PKG_VERSION"))
         .disable_help_flag(true)
         .disable_version_flag(true);
@@ -498,6 +511,7 @@ fn see_also() -> String {
     roff.control("PP", []);
     roff.text([
         roman("The README of the source distribution describes the routing, the store and the output in full: "),
+        // llmroute's homepage: both packages take it from the workspace.
         italic(env!("CARGO_PKG_HOMEPAGE")),
         roman("."),
     ]);
@@ -564,7 +578,7 @@ mod tests {
     fn man_page_is_deterministic_and_has_no_paths() {
         let page = man_page();
         assert_eq!(page, man_page());
-        assert!(!page.contains(env!("CARGO_MANIFEST_DIR")));
+        assert!(!page.contains(repo_root().to_str().unwrap()));
         assert!(page.starts_with(".\\\""));
         assert!(
             page.lines().all(|line| !line.ends_with(' ')),
