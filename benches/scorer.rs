@@ -17,11 +17,11 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llmroute::catalogue::{Catalogue, Origin};
-use llmroute::input::parse_line;
-use llmroute::quality;
-use llmroute::routing::{rank, Settings, DEFAULT_MODELS};
-use llmroute::scoring::{rank_into, Candidate, Priority, Scored, Weights};
+use llmroute::core::catalogue::{Catalogue, Origin};
+use llmroute::core::quality;
+use llmroute::core::ranking::{rank, Settings, DEFAULT_MODELS};
+use llmroute::core::request::parse_line;
+use llmroute::core::scoring::{rank_into, Candidate, Priority, Scored, Weights};
 use llmroute::store::ModelStat;
 
 const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/openrouter-models.json");

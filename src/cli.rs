@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::scoring::Weights;
+use crate::core::scoring::Weights;
 
 const AFTER_HELP: &str = "\
 Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
@@ -283,12 +283,12 @@ fn parse_since(s: &str) -> Result<Since, String> {
     if s.trim().eq_ignore_ascii_case("all") {
         Ok(Since::All)
     } else {
-        crate::duration::parse(s).map(Since::Last)
+        crate::core::duration::parse(s).map(Since::Last)
     }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+    crate::core::duration::parse(s)
 }
 
 fn parse_usd(s: &str) -> Result<f64, String> {
@@ -308,7 +308,7 @@ fn parse_weights(s: &str) -> Result<Weights, String> {
 }
 
 fn parse_quality(s: &str) -> Result<(String, f64), String> {
-    crate::quality::parse_override(s)
+    crate::core::quality::parse_override(s)
 }
 
 #[cfg(test)]

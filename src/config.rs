@@ -31,8 +31,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::cli::{Cli, Command};
-use crate::routing::Presets;
-use crate::scoring::{Priority, Weights};
+use crate::core::ranking::Presets;
+use crate::core::scoring::{Priority, Weights};
 
 /// The config file's contents. Every key is optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -101,10 +101,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     let raw = Option::<Raw>::deserialize(d)?;
     match raw {
         None => Ok(None),
-        Some(Raw::Text(s)) => crate::duration::parse(&s)
+        Some(Raw::Text(s)) => crate::core::duration::parse(&s)
             .map(Some)
             .map_err(serde::de::Error::custom),
-        Some(Raw::Seconds(n)) => crate::duration::parse(&n.to_string())
+        Some(Raw::Seconds(n)) => crate::core::duration::parse(&n.to_string())
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
@@ -112,7 +112,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 
 fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
-        Some(d) => s.serialize_str(&crate::duration::format(*d)),
+        Some(d) => s.serialize_str(&crate::core::duration::format(*d)),
         None => s.serialize_none(),
     }
 }

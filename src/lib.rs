@@ -1,46 +1,40 @@
-//! llmroute: a streaming JSONL filter that routes chat requests to the best
-//! OpenRouter model by measured latency, live price and quality.
+//! llmroute: routes chat requests to the best model of an OpenAI-compatible
+//! API (OpenRouter by default) by measured latency, live price and quality.
 //!
-//! The binary (`src/main.rs`) is a thin shell over these modules:
+//! One line's way through, by module:
 //!
-//! | module       | concern                                                        |
-//! |--------------|----------------------------------------------------------------|
-//! | [`app`]      | turns parsed flags into a run and an exit status                |
-//! | [`cli`]      | the command-line definition (clap)                              |
-//! | [`config`]   | the config file: defaults for every routing flag                |
-//! | [`input`]    | parsing one JSONL line into a [`input::Request`]                |
-//! | [`cachekey`] | canonical form of a request and its cache key                   |
-//! | [`scoring`]  | the pure weighted scorer                                        |
-//! | [`quality`]  | quality priors (catalogue index, built-in table, overrides)     |
-//! | [`catalogue`]| OpenRouter's model catalogue: parse, store, embedded snapshot   |
-//! | [`routing`]  | routing settings, eligibility and ranking of one request        |
-//! | [`upstream`] | the HTTP client for `/chat/completions` and `/models`           |
-//! | [`limits`]   | requests/tokens per minute and the spending cap                 |
-//! | [`pipeline`] | concurrency, ordering, retries, fallback, cooldowns             |
-//! | [`progress`] | the progress bar on stderr                                        |
-//! | [`store`]    | SQLite: cache, metrics, model statistics, schema migrations     |
-//! | [`output`]   | the JSON object written for every input line                    |
-//! | [`report`]   | `llmroute report`: percentiles, usage, cost from the store      |
-//! | [`models`]   | `llmroute models`: candidates, prices, measurements, scores now |
-//! | [`cache`]    | `llmroute cache`: stats, clear, prune                           |
-//! | [`duration`] | humantime durations on the command line                         |
+//! ```text
+//! main.rs ─▶ app ─▶ batch (front end) ─▶ batch::reader ─▶ engine::Router::route ─▶ batch::output
+//!                                                          │  core: request, cachekey, ranking,
+//!                                                          │        attempts, health, failure
+//!                                                          └─ ports: upstream (HTTP), store (SQLite)
+//! ```
+//!
+//! | module       | concern                                                            |
+//! |--------------|--------------------------------------------------------------------|
+//! | [`app`]      | the entry point: config file, dispatch, fatal errors               |
+//! | [`cli`]      | the command-line definition (clap)                                  |
+//! | [`config`]   | the config file: defaults for every routing flag                    |
+//! | [`setup`]    | what runs and commands share: store path, base URL, catalogue, key  |
+//! | [`core`]     | the pure core: request, cache key, ranking, attempt policy, health  |
+//! | [`engine`]   | the routing engine ([`engine::Router`]) and its traits              |
+//! | [`upstream`] | the HTTP client: the engine's upstream                              |
+//! | [`store`]    | SQLite: cache, records, model health, schema migrations             |
+//! | [`batch`]    | the batch front end: JSONL in, one annotated line out per line      |
+//! | [`commands`] | `report`, `models`, `cache`, `config`                               |
+//!
+//! Dependencies point down the table's groups: front ends and commands use
+//! the engine and the store; the engine uses the core and its own traits;
+//! the store and the HTTP client implement those traits; the core uses
+//! nothing of llmroute's but itself.
 
 pub mod app;
-pub mod cache;
-pub mod cachekey;
-pub mod catalogue;
+pub mod batch;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod duration;
-pub mod input;
-pub mod limits;
-pub mod models;
-pub mod output;
-pub mod pipeline;
-pub mod progress;
-pub mod quality;
-pub mod report;
-pub mod routing;
-pub mod scoring;
+pub mod core;
+pub mod engine;
+pub mod setup;
 pub mod store;
 pub mod upstream;

@@ -4,7 +4,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    llmroute::app::install_panic_hook();
+    llmroute::setup::install_panic_hook();
     let cli = llmroute::cli::Cli::parse();
     std::process::exit(llmroute::app::main(cli));
 }

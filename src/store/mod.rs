@@ -6,6 +6,7 @@
 //! run, every write goes through one [`writer::Writer`] thread, which groups
 //! them into few transactions.
 
+pub mod ports;
 pub mod schema;
 pub mod writer;
 
@@ -15,10 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::cachekey::Key;
-
-/// Weight of the newest sample in a model's latency average.
-pub const EWMA_ALPHA: f64 = 0.3;
+use crate::core::cachekey::Key;
+use crate::core::health::Fold;
+pub use crate::core::health::ModelStat;
 
 /// How long a write waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,103 +37,11 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// A cached answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CachedAnswer {
-    pub model: String,
-    pub response: String,
-    pub content: Option<String>,
-    pub cost_usd: Option<f64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub score: Option<f64>,
-    pub created_at: i64,
-}
+pub use crate::engine::ports::{
+    Answer as CachedAnswer, AttemptRow, CacheEntry, Record as LineRecord, RequestRow,
+};
 
-/// A model's measured latency.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModelStat {
-    pub ewma_ms: f64,
-    pub samples: i64,
-}
-
-impl ModelStat {
-    /// Folds one more successful attempt's latency into the average.
-    pub fn update(self, latency_ms: f64) -> ModelStat {
-        ModelStat {
-            ewma_ms: self.ewma_ms * (1.0 - EWMA_ALPHA) + latency_ms * EWMA_ALPHA,
-            samples: self.samples + 1,
-        }
-    }
-
-    pub fn first(latency_ms: f64) -> ModelStat {
-        ModelStat {
-            ewma_ms: latency_ms,
-            samples: 1,
-        }
-    }
-}
-
-/// One row of `attempts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptRow {
-    pub ts: i64,
-    pub model: String,
-    pub status: Option<u16>,
-    pub ok: bool,
-    pub cached: bool,
-    pub latency_ms: Option<f64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub cost_usd: Option<f64>,
-    pub score: Option<f64>,
-    pub error_type: Option<&'static str>,
-}
-
-/// One row of `requests`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestRow {
-    pub ts: i64,
-    pub line: u64,
-    pub request_id: Option<String>,
-    pub model: Option<String>,
-    pub ok: bool,
-    pub cached: bool,
-    pub latency_ms: f64,
-    pub cost_usd: Option<f64>,
-    pub prompt_tokens: Option<i64>,
-    pub completion_tokens: Option<i64>,
-    pub score: Option<f64>,
-    pub attempts: u32,
-    pub error_type: Option<&'static str>,
-}
-
-/// A successful answer to keep in the cache.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CacheEntry {
-    pub key: Key,
-    pub answer: CachedAnswer,
-}
-
-/// Everything a finished line writes, in one transaction.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LineRecord {
-    pub cache: Option<CacheEntry>,
-    pub request: Option<RequestRow>,
-    pub attempts: Vec<AttemptRow>,
-    /// (model, until unix ms) pauses learned from Retry-After.
-    pub cooldowns: Vec<(String, i64)>,
-    /// The line's own priority, when its `llmroute` object changed the
-    /// routing; else the rows get the run's.
-    pub priority: Option<String>,
-}
-
-/// The current time in unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::engine::now_ms;
 
 /// `$XDG_DATA_HOME/llmroute/llmroute.db` (`~/.local/share/...` by default).
 pub fn default_path() -> Result<PathBuf, String> {
@@ -198,6 +106,22 @@ impl Store {
                 other => return other.map(|()| store),
             }
         }
+    }
+
+    /// Opens an existing store to read only, as it is (no migration), for
+    /// a reader beside a run's writer.
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_millis(200))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            run_id: String::new(),
+            priority: String::new(),
+        })
     }
 
     /// WAL mode, pragmas and migrations: what every open does after connecting.
@@ -439,68 +363,67 @@ impl Store {
         Ok(())
     }
 
-    /// Writes and clears what [`Store::write_line_folded`] gathered.
+    /// Writes and clears what [`Store::write_line_folded`] gathered: each
+    /// model's average is read, folded as [`Fold::apply`] says, and written
+    /// back, inside the caller's transaction.
     pub fn write_latencies(&self, latencies: &mut LatencyFold) -> Result<(), StoreError> {
-        for (model, f) in latencies.models.drain(..) {
-            // A new row starts at the first sample, as ModelStat::first does;
-            // an old one decays once per sample, as ModelStat::update does.
+        for (model, (fold, ts)) in latencies.models.drain(..) {
+            let old = self
+                .conn
+                .prepare_cached("SELECT ewma_ms, samples FROM model_stats WHERE model = ?1")?
+                .query_row([&model], |r| {
+                    Ok(ModelStat {
+                        ewma_ms: r.get(0)?,
+                        samples: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            let new = fold.apply(old);
             self.conn
                 .prepare_cached(
                     "INSERT INTO model_stats (model, ewma_ms, samples, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (model) DO UPDATE SET
-                       ewma_ms = ewma_ms * ?5 + ?6,
-                       samples = samples + excluded.samples,
-                       updated_at = excluded.updated_at",
+                       ewma_ms = excluded.ewma_ms,
+                       samples = excluded.samples,
+                       updated_at = max(updated_at, excluded.updated_at)",
                 )?
-                .execute(params![model, f.fresh, f.samples, f.ts, f.decay, f.added])?;
+                .execute(params![model, new.ewma_ms, new.samples, ts])?;
         }
         Ok(())
     }
 }
 
-/// Latencies of successful attempts, folded per model: `model_stats` then
-/// takes one update per model however many lines a transaction holds.
-/// Folding k samples x₁…xₖ into an average e gives
-/// e·(1−α)ᵏ + Σ α·xᵢ·(1−α)ᵏ⁻ⁱ, the same as k updates one by one.
+/// Latencies of successful attempts, folded per model ([`Fold`]):
+/// `model_stats` then takes one update per model however many lines a
+/// transaction holds.
 #[derive(Debug, Default)]
 pub struct LatencyFold {
-    models: Vec<(String, Folded)>,
-}
-
-#[derive(Debug)]
-struct Folded {
-    samples: i64,
-    /// (1−α)ᵏ: what is left of the old average.
-    decay: f64,
-    /// Σ α·xᵢ·(1−α)ᵏ⁻ⁱ: what the new samples add to it.
-    added: f64,
-    /// The average of a model with no row yet: the first sample, then updates.
-    fresh: f64,
-    ts: i64,
+    /// (model, (its samples, the latest of their times)).
+    models: Vec<(String, (Fold, i64))>,
 }
 
 impl LatencyFold {
+    /// Adds what another fold gathered, as if its samples came after these.
+    pub fn extend(&mut self, other: LatencyFold) {
+        for (model, (fold, ts)) in other.models {
+            match self.models.iter_mut().find(|(m, _)| *m == model) {
+                Some((_, (f, t))) => {
+                    f.merge(&fold);
+                    *t = (*t).max(ts);
+                }
+                None => self.models.push((model, (fold, ts))),
+            }
+        }
+    }
+
     fn add(&mut self, model: &str, ms: f64, ts: i64) {
-        let keep = 1.0 - EWMA_ALPHA;
         // A run routes among a handful of models: a list beats a map here.
         match self.models.iter_mut().find(|(m, _)| m == model) {
-            Some((_, f)) => {
-                f.samples += 1;
-                f.decay *= keep;
-                f.added = f.added * keep + EWMA_ALPHA * ms;
-                f.fresh = f.fresh * keep + EWMA_ALPHA * ms;
-                f.ts = f.ts.max(ts);
+            Some((_, (f, t))) => {
+                f.add(ms);
+                *t = (*t).max(ts);
             }
-            None => self.models.push((
-                model.to_string(),
-                Folded {
-                    samples: 1,
-                    decay: keep,
-                    added: EWMA_ALPHA * ms,
-                    fresh: ms,
-                    ts,
-                },
-            )),
+            None => self.models.push((model.to_string(), (Fold::new(ms), ts))),
         }
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
 
 use super::{CachedAnswer, LatencyFold, LineRecord, Store, StoreError};
-use crate::cachekey::Key;
+use crate::core::cachekey::Key;
 
 /// Most messages handled in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -212,7 +212,10 @@ fn commit_delay() -> std::time::Duration {
 
 /// Handles a batch in one transaction. Lookups are answered (and removed
 /// from the batch) as they are met; what waits for a write is moved to
-/// `after`. Should the transaction not even begin, the batch is left as it is.
+/// `after`. Should the transaction not even begin, the batch is left as it
+/// is. Should a record fail to be written, the transaction is rolled back
+/// and its records written again, each under a savepoint of its own, so
+/// that a bad record fails alone.
 fn apply(
     store: &Store,
     batch: &mut Vec<Msg>,
@@ -227,6 +230,7 @@ fn apply(
     let tx = rusqlite::Transaction::new_unchecked(store.conn(), behavior)?;
     let mut result = Ok(());
     let mut latencies = LatencyFold::default();
+    let mut records = Vec::new();
     for m in batch.drain(..) {
         match m {
             Msg::Lookup {
@@ -241,6 +245,7 @@ fn apply(
                 if result.is_ok() {
                     result = store.write_line_folded(&record, &mut latencies);
                 }
+                records.push(record);
                 after.extend(then);
             }
         }
@@ -248,13 +253,26 @@ fn apply(
     if result.is_ok() {
         result = store.write_latencies(&mut latencies);
     }
-    match result {
-        Ok(()) => Ok(tx.commit()?),
-        Err(e) => {
-            let _ = tx.rollback();
-            Err(e)
-        }
+    if result.is_ok() {
+        return Ok(tx.commit()?);
     }
+    let _ = tx.rollback();
+    let first = result;
+    let tx = rusqlite::Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate)?;
+    let mut latencies = LatencyFold::default();
+    for record in &records {
+        let mut fold = LatencyFold::default();
+        let conn = store.conn();
+        conn.execute_batch("SAVEPOINT record")?;
+        match store.write_line_folded(record, &mut fold) {
+            Ok(()) => latencies.extend(fold),
+            Err(_) => conn.execute_batch("ROLLBACK TO record")?,
+        }
+        conn.execute_batch("RELEASE record")?;
+    }
+    store.write_latencies(&mut latencies)?;
+    tx.commit()?;
+    first
 }
 
 #[cfg(test)]
@@ -374,5 +392,70 @@ mod tests {
         let store = writer.finish();
         other.execute_batch("ROLLBACK").unwrap();
         drop(store);
+    }
+
+    #[test]
+    fn a_bad_record_fails_alone_and_the_rest_of_its_transaction_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        // Any attempt row naming model "bad" is refused.
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TEMP TRIGGER refuse BEFORE INSERT ON attempts WHEN NEW.model = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'a bad row'); END;",
+            )
+            .unwrap();
+        let record = |key: u8, model: &str| LineRecord {
+            cache: Some(CacheEntry {
+                key: Key([key; 32]),
+                answer: CachedAnswer {
+                    model: model.into(),
+                    response: "{}".into(),
+                    content: None,
+                    cost_usd: None,
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    score: None,
+                    created_at: 1,
+                },
+            }),
+            attempts: vec![crate::store::AttemptRow {
+                ts: 1,
+                model: model.into(),
+                status: Some(200),
+                ok: true,
+                cached: false,
+                latency_ms: Some(10.0),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cost_usd: None,
+                score: None,
+                error_type: None,
+            }],
+            ..Default::default()
+        };
+        let mut batch: Vec<Msg> = [(1, "good/a"), (2, "bad"), (3, "good/b")]
+            .into_iter()
+            .map(|(k, m)| Msg::Line {
+                record: Box::new(record(k, m)),
+                then: None,
+            })
+            .collect();
+        let result = apply(&store, &mut batch, &mut Vec::new(), true);
+        assert!(result.is_err(), "the bad record's error is reported");
+        for (key, cached) in [(1u8, true), (2, false), (3, true)] {
+            assert_eq!(
+                store.lookup(&Key([key; 32]), 0).unwrap().is_some(),
+                cached,
+                "record {key}"
+            );
+        }
+        let stats = store.model_stats().unwrap();
+        assert_eq!(
+            stats.len(),
+            2,
+            "the good records' latencies count: {stats:?}"
+        );
     }
 }

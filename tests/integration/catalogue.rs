@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use llmroute::catalogue::{Catalogue, Origin};
-use llmroute::input::parse_line;
-use llmroute::routing::{rank, Settings};
-use llmroute::scoring::Priority;
+use llmroute::core::catalogue::{Catalogue, Origin};
+use llmroute::core::ranking::{rank, Settings};
+use llmroute::core::request::parse_line;
+use llmroute::core::scoring::Priority;
 
 use crate::util::*;
 
@@ -201,7 +201,7 @@ fn dry_run_works_offline_on_the_embedded_defaults() {
         assert_eq!(l["dry_run"], true);
         let model = l["model"].as_str().unwrap();
         assert!(
-            llmroute::routing::DEFAULT_MODELS.contains(&model) || l["id"] == "pinned",
+            llmroute::core::ranking::DEFAULT_MODELS.contains(&model) || l["id"] == "pinned",
             "{l}"
         );
         assert!(!l["candidates"].as_array().unwrap().is_empty() || l["id"] == "pinned");

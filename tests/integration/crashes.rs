@@ -192,7 +192,7 @@ fn kill_9_at_random_moments_never_corrupts_the_store_and_a_re_run_pays_only_for_
     assert_eq!(per_prompt.len(), N);
     let total: usize = per_prompt.values().sum();
     assert!(
-        total <= N + KILLS * llmroute::pipeline::window(CONCURRENCY),
+        total <= N + KILLS * llmroute::batch::run::window(CONCURRENCY),
         "{total} upstream requests for {N} lines"
     );
     assert_eq!(integrity(&env.db()), "ok");
@@ -771,4 +771,27 @@ fn a_line_is_shown_only_once_its_answer_has_committed() {
     assert!(line["error"].is_null(), "{line}");
     assert_eq!(env.count("SELECT count(*) FROM cache"), 1);
     assert_eq!(env.count("SELECT count(*) FROM requests WHERE ok = 1"), 1);
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no fail points"
+)]
+fn an_input_thread_that_cannot_start_is_a_fatal_error() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a"])
+        .env("LLMROUTE_FAIL_READER_START", "1")
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("cannot start the input thread"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(env.server.completions().len(), 0);
 }

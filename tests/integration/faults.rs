@@ -466,7 +466,13 @@ fn a_429_storm_with_retry_after_is_waited_out() {
         "Retry-After: 1 was honoured ({:?})",
         run.elapsed
     );
-    assert_eq!(env.server.completions().len(), 10 + 6);
+    // Every request is a scripted 429 or one of the six answers. A line
+    // that wakes when a pause ends looks again before sending: when another
+    // line's 429 has just renewed the pause, it does not send into it, so
+    // not every scripted 429 need be drawn.
+    let limited = env.count("SELECT count(*) FROM attempts WHERE status = 429") as usize;
+    assert_eq!(env.server.completions().len(), limited + 6);
+    assert!((6..=10).contains(&limited), "{limited} rate limits");
     // Only requests already under way when the 429 came may arrive during the pause.
     for m in ["t/a", "t/b"] {
         assert_no_request_during_cooldown(
@@ -478,10 +484,6 @@ fn a_429_storm_with_retry_after_is_waited_out() {
         );
     }
     assert_attempts_recorded(&env);
-    assert_eq!(
-        env.count("SELECT count(*) FROM attempts WHERE status = 429"),
-        10
-    );
 }
 
 #[test]

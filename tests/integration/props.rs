@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Map, Number, Value};
 
-use llmroute::cachekey::{key, write_canonical};
-use llmroute::input::parse_line;
+use llmroute::core::cachekey::{key, write_canonical};
+use llmroute::core::request::parse_line;
 
 fn config() -> Config {
     Config {

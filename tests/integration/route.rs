@@ -1200,3 +1200,42 @@ fn no_more_than_j_requests_are_in_flight() {
     // At most -j, and -j is used: the first three go out together.
     assert_eq!(most, 3, "{most} requests within 90 ms under -j 3");
 }
+
+#[test]
+fn identical_lines_in_flight_share_one_paid_call_unless_the_cache_is_off() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(300));
+    let same = "{\"prompt\":\"same\"}\n".repeat(4);
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "8"])
+        .stdin(&same)
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        env.server.completions().len(),
+        1,
+        "one paid call for four lines"
+    );
+    let fresh = lines.iter().filter(|l| l["cached"] == false).count();
+    assert_eq!(fresh, 1, "{}", out.stdout);
+    for l in &lines {
+        assert_eq!(l["content"], lines[0]["content"]);
+    }
+    assert_eq!(env.count("SELECT count(*) FROM requests"), 4);
+
+    env.server.clear_log();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "8", "--no-cache"])
+        .stdin(&same)
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        env.server.completions().len(),
+        4,
+        "--no-cache: each line is sent"
+    );
+}

@@ -187,3 +187,138 @@ fn a_closed_output_ends_quietly_with_status_0() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(first.contains("\"line\":1"));
 }
+
+/// Starts llmroute on `input` (read to its end at once), waits until `sent`
+/// requests reached the server, and sends SIGINT.
+fn interrupt_once_sent(env: &Env, args: &[&str], input: &str, sent: usize) -> std::process::Child {
+    let file = env.write("batch.jsonl", input);
+    let child = env.spawn(args, &file);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.server.completions().len() < sent {
+        assert!(std::time::Instant::now() < deadline, "no request was sent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(child.id(), "INT");
+    child
+}
+
+/// Waits for `child` at most `limit`; kills it and fails past that.
+fn wait_at_most(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn after_the_grace_period_lines_in_flight_are_interrupted_in_order_and_counted() {
+    let env = Env::three();
+    // Never answers, and the attempt's own time limit is far away: only the
+    // grace period (10 s) can end these lines.
+    env.server.set_default("t/a", Behavior::Hang);
+    let child = interrupt_once_sent(
+        &env,
+        &["--models", "t/a", "-j", "2", "--timeout", "10m"],
+        &prompts(2),
+        2,
+    );
+    // All input was handed out before Ctrl-C; the grace period still holds.
+    let out = wait_at_most(child, Duration::from_secs(45));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let order: Vec<u64> = lines.iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    assert_eq!(order, [1, 2], "in input order");
+    for l in &lines {
+        assert_eq!(l["error"]["type"], "interrupted", "{l}");
+        assert_eq!(l["attempts"].as_array().map(Vec::len), Some(1), "{l}");
+    }
+    assert!(
+        stderr.contains("2 lines: 0 answered, 0 cached, 2 errors"),
+        "{stderr}"
+    );
+    assert_eq!(integrity(&env), "ok");
+}
+
+#[test]
+fn a_line_sent_before_ctrl_c_that_then_fails_is_not_called_unsent() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    // The attempt times out within the grace period, after Ctrl-C.
+    let child = interrupt_once_sent(
+        &env,
+        &["--models", "t/a,t/b", "-j", "1", "--timeout", "2s"],
+        &prompts(1),
+        1,
+    );
+    let out = wait_at_most(child, Duration::from_secs(30));
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(line["error"]["type"], "interrupted", "{line}");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("not sent"), "{message}");
+    assert!(message.contains("after 1 attempt"), "{message}");
+    assert_eq!(
+        env.server.completions().len(),
+        1,
+        "t/b is not tried after Ctrl-C"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no commit delay hook"
+)]
+fn ctrl_c_while_the_store_is_flushed_quits() {
+    let env = Env::three();
+    // Lines that fail are written at once; their records then wait for the
+    // store, held back 60 s a transaction by a debug-only hook.
+    env.server.set_default("t/a", Behavior::status(400));
+    let file = env.write("batch.jsonl", &prompts(3));
+    let mut child = env
+        .cmd()
+        .args(["--models", "t/a"])
+        .arg(&file)
+        .env("LLMROUTE_COMMIT_DELAY_MS", "60000")
+        .cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..3 {
+        let mut l = String::new();
+        stdout.read_line(&mut l).unwrap();
+        assert!(l.contains("bad_request"), "{l}");
+    }
+    // Every line is out: the run is ending, and the store being flushed.
+    // Ctrl-C is sent until it is heard (the first may land between the run
+    // and the flush).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ctrl-C was not heard during the flush"
+        );
+        kill(child.id(), "INT");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(integrity(&env), "ok");
+}

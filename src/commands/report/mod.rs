@@ -12,12 +12,15 @@ mod query;
 mod table;
 
 use std::ffi::OsStr;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::Fatal;
+use anyhow::Context;
+
+pub use crate::core::health::percentile;
+
 use crate::cli::{CommonArgs, ReportArgs, ReportFormat, Since};
 use crate::store::{self, Store};
 
@@ -25,22 +28,20 @@ use crate::store::{self, Store};
 pub const QUANTILES: [u32; 3] = [50, 95, 99];
 
 /// Runs `llmroute report` and returns the exit status.
-pub fn main(args: &ReportArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+pub fn main(args: &ReportArgs, common: &CommonArgs) -> anyhow::Result<i32> {
     let format = match (args.json, args.format) {
         (true, ReportFormat::Prometheus) => {
-            return Err(Fatal(
-                "--json conflicts with --format prometheus (--json means --format json)".into(),
-            ))
+            anyhow::bail!("--json conflicts with --format prometheus (--json means --format json)")
         }
         (true, _) => ReportFormat::Json,
         (false, f) => f,
     };
-    let path = crate::app::store_path(common)?;
+    let path = crate::setup::store_path(common)?;
     let store = Store::open(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);
     let report = query::load(store.conn(), &window, &models)
-        .map_err(|e| Fatal(format!("cannot read the store at {}: {e}", path.display())))?;
+        .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let text = match format {
         ReportFormat::Table => {
             let colour = use_colour(
@@ -56,13 +57,7 @@ pub fn main(args: &ReportArgs, common: &CommonArgs) -> Result<i32, Fatal> {
         }
         ReportFormat::Prometheus => prometheus::render(&report),
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        // A reader that stopped early (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(Fatal(format!("cannot write the report: {e}"))),
-    }
+    crate::setup::write_stdout(text.as_bytes())
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to something.
@@ -254,19 +249,6 @@ impl Latencies {
             max: self.0.last().copied(),
         }
     }
-}
-
-/// The exact nearest-rank `p`th percentile (`p` in percent, at most 100) of
-/// ascending `sorted`: the smallest value with at least `p`% of the values at
-/// or below it, i.e. the value at index ceil(p/100 * n) - 1, clamped to 0.
-pub fn percentile(sorted: &[f64], p: u32) -> Option<f64> {
-    let n = sorted.len() as u64;
-    if n == 0 {
-        return None;
-    }
-    let rank = (u64::from(p.min(100)) * n).div_ceil(100);
-    let index = rank.saturating_sub(1).min(n - 1);
-    Some(sorted[index as usize])
 }
 
 /// `part / whole`, 0 when `whole` is 0.

@@ -11,9 +11,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::cachekey::{self, BodyDigest};
-use crate::output::{error_type, INTERNAL_MESSAGE};
-use crate::scoring::Weights;
+use crate::core::cachekey::{self, BodyDigest};
+use crate::core::failure::{error_type, INTERNAL_MESSAGE};
+use crate::core::scoring::Weights;
 
 /// Completion tokens assumed when a request sets no `max_tokens`.
 pub const DEFAULT_COMPLETION_TOKENS: u64 = 512;
@@ -94,7 +94,7 @@ impl InputError {
     }
 
     /// A line the reader failed on: a bug, not the line's fault.
-    fn internal() -> Self {
+    pub fn internal() -> Self {
         InputError {
             id: Value::Null,
             message: INTERNAL_MESSAGE.into(),
@@ -544,188 +544,5 @@ mod tests {
         assert!(is_blank(b"   \t\r"));
         assert!(is_blank(b""));
         assert!(!is_blank(b" {}"));
-    }
-}
-
-/// Where input lines come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Stdin,
-    File(std::path::PathBuf),
-}
-
-impl Source {
-    /// `-` is standard input.
-    pub fn from_arg(arg: &std::path::Path) -> Source {
-        if arg.as_os_str() == "-" {
-            Source::Stdin
-        } else {
-            Source::File(arg.to_path_buf())
-        }
-    }
-
-    /// Checks that a file can be read, so a bad path fails before any work.
-    pub fn check(&self) -> Result<(), String> {
-        match self {
-            Source::Stdin => Ok(()),
-            Source::File(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if meta.is_dir() {
-                    return Err(format!("{}: is a directory", p.display()));
-                }
-                std::fs::File::open(p)
-                    .map(drop)
-                    .map_err(|e| format!("{}: {e}", p.display()))
-            }
-        }
-    }
-
-    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        Ok(match self {
-            Source::Stdin => Box::new(std::io::stdin()),
-            Source::File(p) => Box::new(std::fs::File::open(p)?),
-        })
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Source::Stdin => "standard input".into(),
-            Source::File(p) => p.display().to_string(),
-        }
-    }
-}
-
-/// What the reader thread sends.
-#[derive(Debug)]
-// Nearly every event is a line: boxing it would cost an allocation a line.
-#[allow(clippy::large_enum_variant)]
-pub enum InputEvent {
-    /// A 1-based line number across all sources, and the line parsed. Blank
-    /// lines are counted but not sent.
-    Line(u64, Result<Request, InputError>),
-    /// Reading failed; nothing more follows.
-    Error(String),
-}
-
-/// In debug builds only: panics on the line numbered
-/// `LLMROUTE_FAIL_PARSE_LINE`, so that tests can see what a bug in the reader
-/// does to the run (an `internal_error` line, the rest goes on).
-#[cfg(debug_assertions)]
-fn fail_point(line_no: u64) {
-    if crate::app::fail_point_hit("LLMROUTE_FAIL_PARSE_LINE", line_no) {
-        panic!("injected failure while reading line {line_no}");
-    }
-}
-
-/// Lines per batch sent by the reader, at most.
-pub const BATCH_LINES: usize = 256;
-/// Bytes of lines per batch, past which a batch is sent at once.
-const BATCH_BYTES: usize = 1 << 20;
-/// Batches waiting in the channel, at most: with [`BATCH_BYTES`], what bounds
-/// the memory the reader may run ahead by.
-pub const CHANNEL_BATCHES: usize = 4;
-
-/// Reads `sources` in order as one stream of lines on a thread of its own,
-/// sending them in batches into a bounded channel: when the pipeline falls
-/// behind, the reader waits, so memory does not grow with the input. Lines
-/// go in batches so that the pipeline does not wake the reader once a line;
-/// a batch is sent as soon as the input has nothing more buffered, so a slow
-/// stream (`tail -f | llmroute`) is not held back waiting for company.
-/// Each line is parsed and [prepared](Request::prepare) there too; `keyed`
-/// says whether the run uses the cache.
-pub fn spawn_reader(
-    sources: Vec<Source>,
-    keyed: bool,
-    tx: tokio::sync::mpsc::Sender<Vec<InputEvent>>,
-) {
-    use std::panic::AssertUnwindSafe;
-    let spawned = std::thread::Builder::new()
-        .name("llmroute-input".into())
-        .spawn(move || {
-            // A bug past the per-line guard ends the input with an error, not
-            // quietly as if the input had ended.
-            let read = std::panic::catch_unwind(AssertUnwindSafe(|| read_all(sources, keyed, &tx)));
-            if read.is_err() {
-                let _ = tx.blocking_send(vec![InputEvent::Error(
-                    "llmroute failed while reading (an internal error; please report it)".into(),
-                )]);
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("llmroute: cannot start the input thread: {e}");
-    }
-}
-
-/// The reader thread's work: every source in turn, in batches.
-fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Vec<InputEvent>>) {
-    use std::io::BufRead;
-    use std::panic::AssertUnwindSafe;
-    let mut line_no = 0u64;
-    let mut buf = Vec::new();
-    let mut scratch = Vec::new();
-    let mut batch = Vec::with_capacity(BATCH_LINES);
-    let mut batch_bytes = 0usize;
-    for source in sources {
-        let reader = match source.open() {
-            Ok(r) => r,
-            Err(e) => {
-                batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
-                let _ = tx.blocking_send(batch);
-                return;
-            }
-        };
-        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
-        loop {
-            // Lines are parsed here, so one buffer serves them all.
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    line_no += 1;
-                    if !is_blank(&buf) {
-                        batch_bytes += buf.len();
-                        // Parsed here, on the reader's own thread: the
-                        // thread that sends the requests has enough to do.
-                        // A bug here costs this line an internal_error
-                        // line, not the rest of the input.
-                        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            #[cfg(debug_assertions)]
-                            fail_point(line_no);
-                            parse_line(&buf).map(|mut req| {
-                                req.prepare(keyed, &mut scratch);
-                                req
-                            })
-                        }))
-                        .unwrap_or_else(|_| Err(InputError::internal()));
-                        batch.push(InputEvent::Line(line_no, parsed));
-                    }
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    if batch.len() >= BATCH_LINES
-                        || batch_bytes >= BATCH_BYTES
-                        || reader.buffer().is_empty()
-                    {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
-                        batch_bytes = 0;
-                        if tx.blocking_send(full).is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
-                    let _ = tx.blocking_send(batch);
-                    return;
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
     }
 }

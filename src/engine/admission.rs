@@ -1,4 +1,5 @@
-//! Limits a run keeps: requests and tokens per minute, and a spending cap.
+//! Admission: requests and tokens per minute, and a spending cap, as
+//! [`Limits`], the engine's [`Admission`].
 //!
 //! The rate limiters are GCRA (the `governor` crate): requests are spaced
 //! evenly instead of sent in bursts followed by stalls. The budget reserves
@@ -10,6 +11,44 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation};
+
+/// The rate limits and the budget of a process.
+pub struct Limits {
+    pub rates: RateLimits,
+    pub budget: Option<Budget>,
+}
+
+impl Admission for Limits {
+    fn reserve(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget> {
+        match &self.budget {
+            None => Ok(None),
+            Some(b) => b.reserve(estimate).map(Some).ok_or(OverBudget {
+                spent: b.spent(),
+                max: b.max(),
+            }),
+        }
+    }
+
+    fn settle(&self, r: Reservation, actual: Option<f64>) {
+        if let Some(b) = &self.budget {
+            b.settle(r, actual);
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.rates.is_unlimited()
+    }
+
+    fn acquire(&self, tokens: u64) -> BoxFuture<'_, ()> {
+        Box::pin(self.rates.acquire(tokens))
+    }
+
+    fn owe(&self, tokens: u64) {
+        self.rates.owe(tokens);
+    }
+}
 
 /// Requests-per-minute and tokens-per-minute limiters shared by all lines.
 pub struct RateLimits {
@@ -115,11 +154,6 @@ struct BudgetState {
     spent: f64,
     reserved: f64,
 }
-
-/// An estimated cost held against the budget while a request is in flight.
-#[derive(Debug)]
-#[must_use = "settle the reservation with the real cost"]
-pub struct Reservation(f64);
 
 impl Budget {
     pub fn new(max_usd: f64) -> Budget {

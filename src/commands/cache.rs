@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::app::{self, Fatal};
 use crate::cli::{CacheAction, CacheArgs, CommonArgs, Since};
+use crate::setup as app;
 use crate::store::{self, Store};
 
 #[derive(Serialize)]
@@ -25,7 +25,7 @@ struct StatsOut {
 }
 
 /// Runs `llmroute cache ...`.
-pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
+pub fn main(args: &CacheArgs, common: &CommonArgs) -> anyhow::Result<i32> {
     let path = app::store_path(common)?;
     let store = Store::open(&path)?;
     let now = store::now_ms();
@@ -40,7 +40,7 @@ pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
                 .map_err(app::store_fatal(&path))?;
             format!(
                 "removed {n} cached answers older than {}\n",
-                crate::duration::format(*older_than)
+                crate::core::duration::format(*older_than)
             )
         }
         CacheAction::Stats { since, json } => {
@@ -48,7 +48,7 @@ pub fn main(args: &CacheArgs, common: &CommonArgs) -> Result<i32, Fatal> {
                 Since::All => (None, "all".to_string()),
                 Since::Last(d) => (
                     Some(now - d.as_millis() as i64),
-                    crate::duration::format(*d),
+                    crate::core::duration::format(*d),
                 ),
             };
             let s = store.cache_stats(from).map_err(app::store_fatal(&path))?;
@@ -91,7 +91,9 @@ fn age(now: i64, t: Option<i64>) -> String {
         |t| {
             format!(
                 "{} ago",
-                crate::duration::format(Duration::from_secs(((now - t).max(0) / 1000) as u64))
+                crate::core::duration::format(Duration::from_secs(
+                    ((now - t).max(0) / 1000) as u64
+                ))
             )
         },
     )

@@ -60,7 +60,7 @@ pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
 }
 
 /// The cache key of a request body under the given routing fingerprint
-/// (see [`crate::routing::Settings::fingerprint`]). `scratch` is reused
+/// (see [`crate::core::ranking::Settings::fingerprint`]). `scratch` is reused
 /// between calls to avoid allocating.
 pub fn key(body: &Map<String, Value>, fingerprint: &str, scratch: &mut Vec<u8>) -> Key {
     digest(body, scratch).key(fingerprint)

@@ -1,17 +1,20 @@
-//! Routing settings and the ranking of one request's candidates.
+//! Routing settings, and the plan of one request: eligibility, ranking and
+//! the order of models to try.
 //!
 //! [`Settings`] are the flags (or a line's `llmroute` object) that decide a
 //! choice; [`rank`] applies eligibility (context window, supported
-//! parameters) and the scorer to one request.
+//! parameters) and the scorer to one request; [`plan`] adds the pinned model
+//! and the fallback list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::catalogue::Catalogue;
-use crate::input::{Overrides, Request};
-use crate::quality;
-use crate::scoring::{self, Candidate, Priority, Weights};
-use crate::store::ModelStat;
+use crate::core::attempts::Planned;
+use crate::core::catalogue::Catalogue;
+use crate::core::health::{HealthView, ModelStat};
+use crate::core::quality;
+use crate::core::request::{Overrides, Request};
+use crate::core::scoring::{self, Candidate, Priority, Weights};
 
 /// The built-in candidates: popular models across price tiers, all listed
 /// with prices, context window and intelligence index in the catalogue.
@@ -164,7 +167,7 @@ impl Excluded {
 /// the catalogue does not know are assumed able.
 pub fn eligibility(
     req: &Request,
-    info: Option<&crate::catalogue::ModelInfo>,
+    info: Option<&crate::core::catalogue::ModelInfo>,
 ) -> Result<(), Excluded> {
     let Some(info) = info else { return Ok(()) };
     if let Some(ctx) = info.context_length {
@@ -200,7 +203,7 @@ pub fn rank(
     req: &Request,
     settings: &Settings,
     catalogue: &Catalogue,
-    stats: &HashMap<String, ModelStat>,
+    health: &(impl HealthView + ?Sized),
 ) -> Ranking {
     let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
@@ -216,7 +219,7 @@ pub fn rank(
         }
         eligible.push((model, info.and_then(|i| i.context_length)));
         inputs.push(Candidate {
-            latency_ms: stats.get(model.as_str()).map(|s| s.ewma_ms),
+            latency_ms: health.stat(model).map(|s| s.ewma_ms),
             cost_usd: info
                 .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
             quality: quality::prior(
@@ -244,11 +247,93 @@ pub fn rank(
     Ranking { ranked, excluded }
 }
 
+/// Measured latencies alone, with no pauses: what `llmroute models` and
+/// tests rank with.
+impl HealthView for HashMap<String, ModelStat> {
+    fn stat(&self, model: &str) -> Option<ModelStat> {
+        self.get(model).copied()
+    }
+    fn cooling_until(&self, _: &str) -> Option<std::time::Instant> {
+        None
+    }
+}
+
+/// The plan of one request: the models to try, in order, and what went
+/// into choosing them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The ranking (or the pinned model), then the fallback models.
+    pub order: Vec<Planned>,
+    /// The ranking, when the request was ranked (not pinned).
+    pub ranking: Option<Vec<Ranked>>,
+    /// Candidates and fallback models left out, with why.
+    pub excluded: Vec<(String, Excluded)>,
+}
+
+impl Plan {
+    /// Why nothing can be tried, for a plan with an empty order.
+    pub fn why_empty(&self) -> String {
+        if self.excluded.is_empty() {
+            return "no candidate models".to_string();
+        }
+        let why: Vec<String> = self
+            .excluded
+            .iter()
+            .map(|(m, e)| format!("{m}: {}", e.reason()))
+            .collect();
+        format!("no candidate can take this request ({})", why.join("; "))
+    }
+}
+
+/// The order of models to try for `req`: the ranking (or the pinned model),
+/// then the fallback models, leaving out any the catalogue says cannot take it.
+pub fn plan(
+    req: &Request,
+    settings: &Settings,
+    catalogue: &Catalogue,
+    health: &(impl HealthView + ?Sized),
+) -> Plan {
+    let mut plan = Plan::default();
+    let planned = |model: &str| {
+        let info = catalogue.get(model);
+        Planned {
+            model: model.to_string(),
+            score: None,
+            context_length: info.and_then(|i| i.context_length),
+            est_cost: info
+                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
+        }
+    };
+    if let Some(pinned) = &req.pinned {
+        plan.order.push(planned(pinned));
+    } else {
+        let ranking = rank(req, settings, catalogue, health);
+        plan.order.extend(ranking.ranked.iter().map(|r| Planned {
+            model: r.model.clone(),
+            score: Some(r.score),
+            context_length: r.context_length,
+            est_cost: r.cost_usd,
+        }));
+        plan.ranking = Some(ranking.ranked);
+        plan.excluded = ranking.excluded;
+    }
+    for model in settings.fallback.iter() {
+        if plan.order.iter().any(|p| &p.model == model) {
+            continue;
+        }
+        match eligibility(req, catalogue.get(model)) {
+            Ok(()) => plan.order.push(planned(model)),
+            Err(why) => plan.excluded.push((model.clone(), why)),
+        }
+    }
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::{ModelInfo, Origin};
-    use crate::input::parse_line;
+    use crate::core::catalogue::{ModelInfo, Origin};
+    use crate::core::request::parse_line;
 
     fn info(id: &str, prompt: f64, ctx: u64, params: &[&str], index: Option<f64>) -> ModelInfo {
         ModelInfo {

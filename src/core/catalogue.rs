@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// The embedded snapshot (see `scripts/update-catalogue-snapshot`).
-pub const EMBEDDED: &str = include_str!("../assets/catalogue.json");
+pub const EMBEDDED: &str = include_str!("../../assets/catalogue.json");
 /// The date of the embedded snapshot.
 pub const EMBEDDED_DATE: &str = "2026-06-16";
 

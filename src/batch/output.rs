@@ -9,33 +9,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Stable error types of output lines.
-pub mod error_type {
-    pub const INVALID_INPUT: &str = "invalid_input";
-    pub const ALL_MODELS_FAILED: &str = "all_models_failed";
-    pub const NO_ELIGIBLE_MODEL: &str = "no_eligible_model";
-    pub const BAD_REQUEST: &str = "bad_request";
-    pub const AUTH: &str = "auth";
-    pub const PAYMENT_REQUIRED: &str = "payment_required";
-    pub const INTERRUPTED: &str = "interrupted";
-    pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
-    pub const INTERNAL: &str = "internal_error";
-}
-
-/// The message of an `internal_error` line: llmroute, not the line, failed.
-pub const INTERNAL_MESSAGE: &str =
-    "llmroute failed on this line (an internal error; please report it)";
-
-/// One upstream attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
-    pub model: String,
-    /// HTTP status, `null` when none was received.
-    pub status: Option<u16>,
-    /// `null` on success, else a short description.
-    pub error: Option<String>,
-    pub latency_ms: f64,
-}
+pub use crate::core::failure::{error_type, INTERNAL_MESSAGE};
+use crate::core::ranking::Ranked;
+pub use crate::engine::Attempt;
+use crate::engine::{Outcome, Routed};
 
 /// One entry of the ranking shown by `--explain`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +22,18 @@ pub struct CandidateOut {
     pub latency_ms: Option<f64>,
     pub cost_usd: Option<f64>,
     pub quality: f64,
+}
+
+impl From<&Ranked> for CandidateOut {
+    fn from(r: &Ranked) -> CandidateOut {
+        CandidateOut {
+            model: r.model.clone(),
+            score: r.score,
+            latency_ms: r.latency_ms,
+            cost_usd: r.cost_usd,
+            quality: r.quality,
+        }
+    }
 }
 
 /// The `error` object.
@@ -109,6 +98,50 @@ impl Line {
             }),
             ..Default::default()
         }
+    }
+
+    /// The line of a routed request: `id` and `line` from the input, the
+    /// rest from the engine's outcome. `None` for a request that was never
+    /// sent (the run was interrupted first).
+    pub fn from_routed(id: Value, line: u64, routed: Routed) -> Option<Line> {
+        let candidates = routed
+            .candidates
+            .as_ref()
+            .map(|r| r.iter().map(CandidateOut::from).collect());
+        let cost = routed.cost_usd();
+        let cached = matches!(routed.outcome, Outcome::Cached(_));
+        let mut out = Line {
+            id,
+            line,
+            latency_ms: routed.latency_ms,
+            attempts: routed.attempts,
+            candidates,
+            ..Default::default()
+        };
+        match routed.outcome {
+            Outcome::Unsent => return None,
+            Outcome::Answered(a) | Outcome::Cached(a) => {
+                out.cost_usd = cost;
+                out.cached = cached;
+                out.model = Some(a.model);
+                out.score = a.score;
+                out.content = a.content;
+                out.response = Some(a.response);
+            }
+            Outcome::Planned(p) => {
+                out.model = Some(p.model);
+                out.score = p.score;
+                out.dry_run = true;
+                out.candidates.get_or_insert_with(Vec::new);
+            }
+            Outcome::Failed(e) => {
+                out.error = Some(ErrorOut {
+                    kind: e.kind,
+                    message: e.message,
+                });
+            }
+        }
+        Some(out)
     }
 
     /// Appends this line and its newline to `out`.

@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
+use crate::batch::reader::Source;
 use crate::cli::Progress;
-use crate::input::Source;
 
 /// A bar for a run over `sources`, or `None` when none is shown.
 pub fn bar(when: Progress, quiet: bool, sources: &[Source]) -> Option<ProgressBar> {

@@ -12,11 +12,11 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
-use crate::app::{self, Fatal};
 use crate::cli::{CommonArgs, ModelsArgs};
-use crate::input::Request;
-use crate::quality;
-use crate::routing::{self, Presets};
+use crate::core::quality;
+use crate::core::ranking::{self, Presets};
+use crate::core::request::Request;
+use crate::setup as app;
 use crate::store::{self, Store};
 use crate::upstream::Client;
 
@@ -52,13 +52,13 @@ pub struct Latency {
 }
 
 /// Runs `llmroute models`.
-pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result<i32, Fatal> {
+pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> anyhow::Result<i32> {
     let settings = app::settings(&args.routing, presets)?;
     let base = app::base_url(common);
     let key = std::env::var(app::API_KEY_VAR)
         .ok()
         .filter(|k| !k.trim().is_empty());
-    let client = Client::new(&base, key.as_deref(), 1).map_err(Fatal)?;
+    let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
     let path = app::store_path(common)?;
     let store = Store::open(&path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,7 +72,7 @@ pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result
         settings.models.to_vec()
     };
     let mut settings = settings;
-    settings = routing::Settings::new(
+    settings = ranking::Settings::new(
         settings.priority.clone(),
         settings.weights,
         ids.clone(),
@@ -84,7 +84,7 @@ pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result
         .cooldowns(store::now_ms())
         .map_err(app::store_fatal(&path))?;
     let reference = reference_request();
-    let ranking = routing::rank(&reference, &settings, &catalogue, &stats);
+    let ranking = ranking::rank(&reference, &settings, &catalogue, &stats);
 
     let mut rows = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -111,7 +111,7 @@ pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> Result
             ),
             latency_ms: Latency {
                 ewma: stat.map(|s| round(s.ewma_ms, 3)),
-                p95: crate::report::percentile(&latencies, 95),
+                p95: crate::core::health::percentile(&latencies, 95),
                 samples: stat.map_or(0, |s| s.samples),
             },
             attempts,
@@ -186,7 +186,7 @@ pub fn table(rows: &[Row], now: i64) -> Table {
     for r in rows {
         let cooldown = match r.cooldown_until {
             Some(until) if until > now => {
-                crate::duration::format(Duration::from_millis((until - now) as u64))
+                crate::core::duration::format(Duration::from_millis((until - now) as u64))
             }
             _ => "-".into(),
         };

@@ -480,7 +480,7 @@ fn total_money(usd: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{LatencySummary, ModelReport, Tokens};
+    use crate::commands::report::{LatencySummary, ModelReport, Tokens};
 
     fn model(name: &str, attempts: i64, errors: i64, latencies: Vec<f64>) -> ModelReport {
         let latencies = Latencies::new(latencies);

@@ -1,0 +1,255 @@
+//! The batch front end: `llmroute [FILE]...` reads JSONL requests, routes
+//! each through the engine, and writes one annotated JSON line per input
+//! line, in order, with progress, signals and an exit status.
+//!
+//! | module       | concern                                                   |
+//! |--------------|-----------------------------------------------------------|
+//! | this one     | a run's set-up from the flags, its summary, exit status   |
+//! | [`reader`]   | the input reader thread: sources, lines, parsing          |
+//! | [`run`]      | the dispatcher, line tasks, the grace period, the summary |
+//! | `sink`       | the output thread: input order, the outbox, stdout        |
+//! | [`stop`]     | why a run stops early                                     |
+//! | [`output`]   | the JSON object written for every input line              |
+//! | [`console`]  | messages on stderr and the engine's observer               |
+//! | [`progress`] | the progress bar                                          |
+//! | [`signals`]  | Ctrl-C and SIGTERM                                        |
+
+pub mod console;
+pub mod output;
+pub mod progress;
+pub mod reader;
+pub mod run;
+mod signals;
+mod sink;
+pub mod stop;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::cli::{CommonArgs, RunArgs};
+use crate::core::ranking::Presets;
+use crate::engine::admission::{Budget, Limits, RateLimits};
+use crate::engine::health::LocalHealth;
+use crate::engine::{self, Parts, Router};
+use crate::setup::{self, exit};
+use crate::store::{self, writer::Writer, Store};
+use crate::upstream::Client;
+use console::{BatchObserver, Console};
+use reader::Source;
+use run::{Batch, StopReason, Summary};
+
+/// Runs a batch over the files (or stdin) of `run`, and returns the exit status.
+pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Result<i32> {
+    let settings = setup::settings(&run.routing, &presets)?;
+    let base = setup::base_url(common);
+    let api_key = std::env::var(setup::API_KEY_VAR)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    if !run.dry_run && api_key.is_none() {
+        return Err(anyhow!(
+            "{} is not set (use --dry-run to route without calling)",
+            setup::API_KEY_VAR
+        ));
+    }
+    let sources: Vec<Source> = if run.files.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        run.files.iter().map(|f| Source::from_arg(f)).collect()
+    };
+    for s in &sources {
+        s.check().map_err(anyhow::Error::msg)?;
+    }
+    let concurrency = run.concurrency.unwrap_or(setup::DEFAULT_CONCURRENCY) as usize;
+    let client = match run.dry_run {
+        true => None,
+        false => {
+            Some(Client::new(&base, api_key.as_deref(), concurrency).map_err(anyhow::Error::msg)?)
+        }
+    };
+    setup::warn_plain_http(&base, run.quiet);
+
+    let path = setup::store_path(common)?;
+    let mut store = Store::open(&path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("llmroute")
+        .build()
+        .context("cannot start the async runtime")?;
+
+    let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
+    if !run.quiet {
+        warn_unknown(&settings, &catalogue);
+    }
+    let health = Arc::new(LocalHealth::default());
+    let stats = store.model_stats().map_err(setup::store_fatal(&path))?;
+    let cooldowns = store
+        .cooldowns(store::now_ms())
+        .map_err(setup::store_fatal(&path))?;
+    health.merge(stats, instants(cooldowns));
+    let shared = store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
+    store.set_run(&run_id(), &settings.priority);
+
+    let progress = progress::bar(run.progress, run.quiet, &sources);
+    let console = || Console {
+        progress: progress.clone(),
+        verbose: run.verbose,
+    };
+    let writer = Writer::spawn(store);
+    let handle = Arc::new(writer.handle());
+    let use_cache = !run.no_cache && !run.dry_run;
+    let config = engine::Config {
+        settings,
+        presets,
+        dry_run: run.dry_run,
+        explain: run.explain || run.dry_run,
+        timeout: run.timeout.unwrap_or(setup::DEFAULT_TIMEOUT),
+        cache_ttl: run.cache_ttl.unwrap_or(setup::DEFAULT_CACHE_TTL),
+        use_cache,
+        max_attempts: run.max_attempts.unwrap_or(setup::DEFAULT_MAX_ATTEMPTS),
+    };
+    let parts = Parts {
+        upstream: client.map(|c| Arc::new(c) as _),
+        cache: handle.clone(),
+        recorder: handle,
+        health,
+        admission: Arc::new(Limits {
+            rates: RateLimits::new(run.rpm, run.tpm),
+            budget: run.max_cost.map(Budget::new),
+        }),
+        observer: Arc::new(BatchObserver { console: console() }),
+    };
+    let router = Arc::new(Router::new(config, catalogue, parts));
+    let batch = Batch {
+        router: router.clone(),
+        concurrency,
+        unordered: run.unordered,
+        keyed: use_cache,
+        console: console(),
+    };
+    let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
+    let summary = rt
+        .block_on(run::run(batch, sources, out))
+        .map_err(anyhow::Error::msg)?;
+    let refused = router.stopped().cloned();
+    let store_failure = router.record_failure();
+    drop(router);
+    drop(shared);
+    // Tasks still running after the grace period are dropped here.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    flush_and_prune(writer, run);
+    Ok(finish(&summary, run, refused, store_failure))
+}
+
+/// Warns once about each candidate the catalogue does not list.
+fn warn_unknown(
+    settings: &crate::core::ranking::Settings,
+    catalogue: &crate::core::catalogue::Catalogue,
+) {
+    let mut warned = HashSet::new();
+    for m in settings.models.iter().chain(settings.fallback.iter()) {
+        if catalogue.get(m).is_none() && warned.insert(m) {
+            eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
+        }
+    }
+}
+
+/// Commits what is queued and prunes old metrics. Ctrl-C still quits
+/// while it does (the store stays consistent either way).
+fn flush_and_prune(writer: Writer, run: &RunArgs) {
+    let quiet = run.quiet;
+    let retention = run.retention.unwrap_or(setup::DEFAULT_RETENTION);
+    let work = move || {
+        let store = writer.finish();
+        let before = store::now_ms()
+            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = store.prune_metrics(before, setup::PRUNE_BATCH) {
+            if !quiet {
+                eprintln!("llmroute: warning: cannot prune old metrics: {e}");
+            }
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(async {
+            tokio::select! {
+                _ = tokio::task::spawn_blocking(work) => {}
+                code = signals::signal() => std::process::exit(code),
+            }
+        }),
+        Err(_) => work(),
+    }
+}
+
+/// Pauses in unix ms as instants from now.
+fn instants(
+    cooldowns: std::collections::HashMap<String, i64>,
+) -> std::collections::HashMap<String, std::time::Instant> {
+    let (now_ms, now) = (store::now_ms(), std::time::Instant::now());
+    cooldowns
+        .into_iter()
+        .map(|(m, until)| {
+            let ahead = u64::try_from(until.saturating_sub(now_ms)).unwrap_or(0);
+            (m, now + Duration::from_millis(ahead))
+        })
+        .collect()
+}
+
+/// Reports the end of a run on stderr and picks the exit status.
+fn finish(
+    summary: &Summary,
+    run: &RunArgs,
+    refused: Option<crate::core::attempts::Ending>,
+    store_failure: Option<String>,
+) -> i32 {
+    let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
+    if !run.quiet && !closed {
+        let s = summary;
+        let spend = if run.dry_run {
+            "dry run".to_string()
+        } else {
+            format!("${:.4} spent", s.cost_usd)
+        };
+        eprintln!(
+            "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",
+            s.lines,
+            s.answered,
+            s.cached,
+            s.errors,
+            s.elapsed.as_secs_f64()
+        );
+    }
+    if let Some(f) = &store_failure {
+        eprintln!("llmroute: warning: the store failed during the run ({f}); some answers were not cached");
+    }
+    if let Some(e) = &summary.input_error {
+        eprintln!("llmroute: error: reading input: {e}");
+        return exit::FATAL;
+    }
+    if let Some(r) = refused {
+        eprintln!("llmroute: error: the API refused the run: {}", r.message);
+        return exit::FATAL;
+    }
+    match &summary.stop {
+        Some(StopReason::Interrupted { exit_code }) => return *exit_code,
+        Some(StopReason::BrokenPipe) => return exit::OK,
+        Some(StopReason::OutputError(e)) => {
+            eprintln!("llmroute: error: writing output: {e}");
+            return exit::FATAL;
+        }
+        None => {}
+    }
+    if summary.errors > 0 {
+        exit::LINE_ERRORS
+    } else {
+        exit::OK
+    }
+}
+
+fn run_id() -> String {
+    format!("{:x}-{:x}", store::now_ms(), std::process::id())
+}

@@ -1,0 +1,462 @@
+//! A batch run: reads lines, routes them concurrently through the engine,
+//! and writes one output line per input line.
+//!
+//! ```text
+//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks: Router::route ─────▶ output thread ──▶ stdout
+//!                                  ▲                          │ an answer is handed on     ▲    │
+//!                                  │                          ▼ once its record commits    │    │
+//!                                  │                    the store's writer ─────(outbox)───┘    │
+//!                                  └──────────────── window permits (released when written) ────┘
+//! ```
+//!
+//! Memory is bounded by the window: at most `window` lines are between being
+//! read and being written, whatever the input length. A line's answer is
+//! durable in the cache before its output line is written.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use serde_json::Value;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::console::Console;
+use super::output::{error_type, Line};
+use super::reader::{self, InputEvent, Source};
+use super::sink::{output_thread, DrainRequest, OutMsg, OutSender, Outbox};
+pub use super::stop::{Stop, StopReason};
+use crate::core::request::Request;
+use crate::engine::{Outcome, RouteOptions, Router};
+
+/// Most lines between being read and being written, for `-j concurrency`.
+/// It bounds memory, and what a crash can make a re-run pay again: at most
+/// the lines in the window (requests in flight and answers whose commit had
+/// not finished), never a line whose output was written.
+pub fn window(concurrency: usize) -> usize {
+    (concurrency * 4).max(256)
+}
+
+/// How long requests in flight may run on after Ctrl-C or a closed output.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// How long lines may take to be written once the grace period is over and
+/// requests in flight were ended.
+const AFTER_GRACE: Duration = Duration::from_secs(5);
+
+/// What a batch run is asked to do, beyond what the engine does.
+pub struct Batch {
+    pub router: Arc<Router>,
+    pub concurrency: usize,
+    pub unordered: bool,
+    /// Whether lines are prepared with a cache key.
+    pub keyed: bool,
+    pub console: Console,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Non-blank input lines read.
+    pub lines: u64,
+    /// Lines answered by a model during this run.
+    pub answered: u64,
+    /// Lines answered from the cache.
+    pub cached: u64,
+    /// Lines whose output carries an error.
+    pub errors: u64,
+    /// Spend of this run in USD, where known.
+    pub cost_usd: f64,
+    pub stop: Option<StopReason>,
+    /// The input could not be read to its end.
+    pub input_error: Option<String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    answered: AtomicU64,
+    cached: AtomicU64,
+    errors: AtomicU64,
+    cost_usd: Mutex<f64>,
+}
+
+impl Counters {
+    fn add_cost(&self, c: f64) {
+        *self.cost_usd.lock().unwrap_or_else(|e| e.into_inner()) += c;
+    }
+
+    fn cost(&self) -> f64 {
+        *self.cost_usd.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What every line task shares.
+pub(super) struct Shared {
+    router: Arc<Router>,
+    stop: Stop,
+    counters: Counters,
+    console: Console,
+    store_warned: AtomicBool,
+    outbox: Outbox,
+}
+
+impl Shared {
+    fn progress(&self) -> Option<&ProgressBar> {
+        self.console.progress.as_ref()
+    }
+
+    fn warn_store_failure(&self) {
+        if let Some(f) = self.router.record_failure() {
+            if !self.store_warned.swap(true, Ordering::Relaxed) {
+                self.console.say(format_args!(
+                    "llmroute: warning: the store failed ({f}); going on without caching or recording"
+                ));
+            }
+        }
+    }
+}
+
+/// Runs the batch over `sources`, writing to `out`.
+pub async fn run(
+    batch: Batch,
+    sources: Vec<Source>,
+    out: Box<dyn Write + Send>,
+) -> Result<Summary, String> {
+    let started = Instant::now();
+    let concurrency = batch.concurrency.max(1);
+    let window = window(concurrency);
+    let ctx = Arc::new(Shared {
+        router: batch.router,
+        stop: Stop::default(),
+        counters: Counters::default(),
+        console: batch.console,
+        store_warned: AtomicBool::new(false),
+        outbox: Outbox::default(),
+    });
+
+    let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
+    reader::spawn(sources, batch.keyed, in_tx)
+        .map_err(|e| format!("cannot start the input thread: {e}"))?;
+
+    let window_sem = Arc::new(Semaphore::new(window));
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<OutMsg>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drain_tx, drain_rx) = std::sync::mpsc::channel::<DrainRequest>();
+    let output = {
+        let ctx = ctx.clone();
+        let window_sem = window_sem.clone();
+        let ordered = !batch.unordered;
+        std::thread::Builder::new()
+            .name("llmroute-output".into())
+            .spawn(move || {
+                let on_stop = |reason| {
+                    ctx.stop(reason);
+                };
+                output_thread(
+                    out_rx,
+                    drain_rx,
+                    out,
+                    ordered,
+                    &window_sem,
+                    &ctx.outbox,
+                    &on_stop,
+                );
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| format!("cannot start the output thread: {e}"))?
+    };
+
+    let signals = tokio::spawn(watch_signals(ctx.clone()));
+    let ticker = ctx
+        .progress()
+        .cloned()
+        .map(|pb| tokio::spawn(tick(ctx.clone(), pb)));
+
+    let (seq, input_error) = dispatch(&ctx, &mut in_rx, &window_sem, concurrency, &out_tx).await;
+    drop(in_rx);
+    drop(out_tx);
+    if finish_lines(&ctx, &mut done_rx, &drain_tx).await {
+        // Every line is written: the thread is ending, and is waited for
+        // so that nothing it writes can race the process's exit.
+        let _ = tokio::task::spawn_blocking(move || output.join()).await;
+    }
+    signals.abort();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(pb) = ctx.progress() {
+        pb.finish_and_clear();
+    }
+    let c = &ctx.counters;
+    Ok(Summary {
+        lines: seq,
+        answered: c.answered.load(Ordering::Relaxed),
+        cached: c.cached.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        cost_usd: c.cost(),
+        stop: ctx.stop.get(),
+        input_error,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Hands lines out to tasks, in input order, as the window and `-j` allow,
+/// until the input ends or the run stops. Returns the lines handed out and
+/// the input's error, if reading it failed.
+async fn dispatch(
+    ctx: &Arc<Shared>,
+    in_rx: &mut mpsc::Receiver<Vec<InputEvent>>,
+    window_sem: &Semaphore,
+    concurrency: usize,
+    out_tx: &OutSender,
+) -> (u64, Option<String>) {
+    let concurrency_sem = Arc::new(Semaphore::new(concurrency));
+    let mut seq = 0u64;
+    let mut input_error = None;
+    let mut events = Vec::new().into_iter();
+    loop {
+        let event = match events.next() {
+            Some(e) => Some(e),
+            None => tokio::select! {
+                biased;
+                _ = ctx.stop.halted() => break,
+                b = in_rx.recv() => b.and_then(|b| {
+                    events = b.into_iter();
+                    events.next()
+                }),
+            },
+        };
+        let (line_no, parsed) = match event {
+            Some(InputEvent::Line(n, p)) => (n, p),
+            Some(InputEvent::Error(e)) => {
+                input_error = Some(e);
+                break;
+            }
+            None => break,
+        };
+        tokio::select! {
+            biased;
+            _ = ctx.stop.halted() => break,
+            permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
+        }
+        // Lines start in input order: the permit is taken here, not in the task.
+        let permit = tokio::select! {
+            biased;
+            _ = ctx.stop.halted() => break,
+            p = concurrency_sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
+        seq += 1;
+        match parsed {
+            Err(e) => {
+                drop(permit);
+                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(pb) = ctx.progress() {
+                    pb.inc(1);
+                }
+                let line = Line::error(e.id, line_no, e.kind, e.message);
+                let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
+            }
+            Ok(req) => {
+                tokio::spawn(route_line(
+                    ctx.clone(),
+                    seq,
+                    line_no,
+                    req,
+                    permit,
+                    out_tx.clone(),
+                ));
+            }
+        }
+    }
+    (seq, input_error)
+}
+
+/// Keeps the progress bar's message up to date.
+async fn tick(ctx: Arc<Shared>, pb: ProgressBar) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        pb.set_message(format!(
+            "{} cached · {} errors · ${:.4}",
+            ctx.counters.cached.load(Ordering::Relaxed),
+            ctx.counters.errors.load(Ordering::Relaxed),
+            ctx.counters.cost(),
+        ));
+    }
+}
+
+/// Routes one line and hands its output line on: at once, or once its
+/// record has committed.
+async fn route_line(
+    ctx: Arc<Shared>,
+    seq: u64,
+    line_no: u64,
+    req: Request,
+    permit: OwnedSemaphorePermit,
+    out_tx: OutSender,
+) {
+    // Should this task die, the guard still writes the line.
+    let mut guard = LineGuard {
+        out: out_tx.clone(),
+        seq,
+        line_no,
+        id: req.id.clone(),
+        ctx: ctx.clone(),
+        done: false,
+    };
+    #[cfg(debug_assertions)]
+    fail_point(line_no);
+    let mut routed = ctx.router.route(&req, RouteOptions { tag: line_no }).await;
+    // No more upstream requests for this line: let the next
+    // one start while this one is recorded.
+    drop(permit);
+    ctx.tally(&routed.outcome, routed.cost_usd());
+    let commit = routed.commit.take();
+    let Some(line) = Line::from_routed(req.id, line_no, routed) else {
+        guard.done = true;
+        let _ = out_tx.send(OutMsg::Skip(seq));
+        return;
+    };
+    if let Some(pb) = ctx.progress() {
+        pb.inc(1);
+    }
+    // Reports a failure of an earlier commit; before `done`,
+    // so that should it panic (stderr gone), the guard still
+    // writes this line.
+    ctx.warn_store_failure();
+    let line = Box::new(line);
+    guard.done = true;
+    match commit {
+        None => {
+            let _ = out_tx.send(OutMsg::Line(seq, line));
+        }
+        // Handed on once the record has committed: a re-run
+        // never pays again for a line it has shown.
+        Some(c) => {
+            let ctx2 = ctx.clone();
+            c.on_commit(Box::new(move || ctx2.outbox.put(seq, line, &out_tx)));
+        }
+    }
+}
+
+/// Waits for every line to be written, and says whether all were. After a
+/// stop (Ctrl-C, a closed output) requests in flight get [`GRACE`]; then
+/// they are ended, and their lines written as interrupted; should some
+/// still not come, what has come is written past the gaps.
+async fn finish_lines(
+    ctx: &Shared,
+    done: &mut tokio::sync::oneshot::Receiver<()>,
+    drain: &std::sync::mpsc::Sender<DrainRequest>,
+) -> bool {
+    tokio::select! {
+        _ = &mut *done => return true,
+        _ = ctx.stop.halted() => {}
+    }
+    if tokio::time::timeout(GRACE, &mut *done).await.is_ok() {
+        return true;
+    }
+    ctx.router.abort();
+    if tokio::time::timeout(AFTER_GRACE, &mut *done).await.is_ok() {
+        return true;
+    }
+    let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+    if drain.send(ack_tx).is_ok() {
+        let _ = tokio::task::spawn_blocking(move || ack_rx.recv_timeout(AFTER_GRACE)).await;
+    }
+    false
+}
+
+impl Shared {
+    /// Counts a line's outcome for the summary and the progress bar.
+    fn tally(&self, outcome: &Outcome, cost: Option<f64>) {
+        let c = &self.counters;
+        match outcome {
+            Outcome::Answered(_) => {
+                c.answered.fetch_add(1, Ordering::Relaxed);
+                if let Some(cost) = cost {
+                    c.add_cost(cost);
+                }
+            }
+            Outcome::Cached(_) => {
+                c.cached.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(_) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Planned(_) | Outcome::Unsent => {}
+        }
+    }
+
+    /// Stops the run for a reason of the front end's: no more input is
+    /// read and no request is sent.
+    pub(super) fn stop(&self, reason: StopReason) -> bool {
+        let first = self.stop.set(reason);
+        self.router.cancel();
+        first
+    }
+
+    pub(super) fn console(&self) -> &Console {
+        &self.console
+    }
+}
+
+/// Watches for signals for the whole run.
+async fn watch_signals(ctx: Arc<Shared>) {
+    let exit_code = super::signals::signal().await;
+    if ctx.stop(StopReason::Interrupted { exit_code }) {
+        let again = if exit_code == 130 {
+            " (Ctrl-C again to quit now)"
+        } else {
+            ""
+        };
+        ctx.console().say(format_args!(
+            "llmroute: interrupted: no new requests; waiting up to {}s for those in flight{again}",
+            GRACE.as_secs()
+        ));
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    ctx.console()
+        .say(format_args!("llmroute: quitting at once"));
+    std::process::exit(exit_code);
+}
+
+/// In debug builds only: panics on the line numbered `LLMROUTE_FAIL_LINE`,
+/// with the API key in the message, so that tests can see what a bug in a
+/// line's task does to the run (an `internal_error` line, the rest goes on)
+/// and that the key stays out of the panic message.
+#[cfg(debug_assertions)]
+fn fail_point(line_no: u64) {
+    if crate::setup::fail_point_hit("LLMROUTE_FAIL_LINE", line_no) {
+        let key = std::env::var(crate::setup::API_KEY_VAR).unwrap_or_default();
+        panic!("injected failure on line {line_no} (key {key})");
+    }
+}
+
+/// Writes an `internal_error` line for a line whose task ended without
+/// writing one (a bug), so that no line is lost and the run cannot stall
+/// waiting for it.
+struct LineGuard {
+    out: OutSender,
+    seq: u64,
+    line_no: u64,
+    id: Value,
+    ctx: Arc<Shared>,
+    done: bool,
+}
+
+impl Drop for LineGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let line = Line::error(
+            std::mem::take(&mut self.id),
+            self.line_no,
+            error_type::INTERNAL,
+            crate::core::failure::INTERNAL_MESSAGE,
+        );
+        let _ = self.out.send(OutMsg::Line(self.seq, Box::new(line)));
+    }
+}

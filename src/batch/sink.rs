@@ -1,0 +1,159 @@
+//! The output thread: writes lines in input order (or as they come with
+//! `--unordered`), serialising them off the thread that sends requests, and
+//! the outbox through which answers arrive once their records commit.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::output::Line;
+use super::stop::StopReason;
+
+/// What the output thread is sent.
+pub(super) enum OutMsg {
+    /// Serialised by the output thread, off the thread that sends requests.
+    Line(u64, Box<Line>),
+    /// Lines wait in the outbox.
+    Outbox,
+    /// A line that will have no output (the run was interrupted before it was sent).
+    Skip(u64),
+}
+
+pub(super) type OutSender = std::sync::mpsc::Sender<OutMsg>;
+
+/// Lines whose records have committed, gathered so that the output thread
+/// is woken once for all that a transaction commits, not once a line.
+#[derive(Default)]
+pub(super) struct Outbox(Mutex<Vec<(u64, Box<Line>)>>);
+
+impl Outbox {
+    /// Adds a line; the first line into an empty outbox wakes the output thread.
+    pub(super) fn put(&self, seq: u64, line: Box<Line>, out: &OutSender) {
+        let first = {
+            let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            held.push((seq, line));
+            held.len() == 1
+        };
+        if first {
+            let _ = out.send(OutMsg::Outbox);
+        }
+    }
+
+    pub(super) fn take(&self) -> Vec<(u64, Box<Line>)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A request to write every pending line now, gaps or not, acknowledged when done.
+pub(super) type DrainRequest = std::sync::mpsc::SyncSender<()>;
+
+pub(super) fn output_thread(
+    rx: std::sync::mpsc::Receiver<OutMsg>,
+    drain: std::sync::mpsc::Receiver<DrainRequest>,
+    out: Box<dyn Write + Send>,
+    ordered: bool,
+    window: &Semaphore,
+    outbox: &Outbox,
+    on_stop: &(dyn Fn(StopReason) + Sync),
+) {
+    let mut out = std::io::BufWriter::with_capacity(128 * 1024, out);
+    let mut broken = false;
+    let mut ordered = ordered;
+    let mut next = 1u64;
+    // Lines that came before their turn; `None` for a line with no output.
+    let mut pending: BTreeMap<u64, Option<Box<Line>>> = BTreeMap::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut write = |line: Option<Box<Line>>,
+                     out: &mut std::io::BufWriter<Box<dyn Write + Send>>,
+                     broken: &mut bool| {
+        if let (Some(line), false) = (line, *broken) {
+            buf.clear();
+            line.write_to(&mut buf);
+            if let Err(e) = out.write_all(&buf) {
+                *broken = true;
+                on_stop(output_stop(e));
+            }
+        }
+        window.add_permits(1);
+    };
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                if !broken {
+                    if let Err(e) = out.flush() {
+                        broken = true;
+                        on_stop(output_stop(e));
+                    }
+                }
+                // Idle: wait for the next line, looking now and then for a drain request.
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Ok(ack) = drain.try_recv() {
+                            for (seq, line) in outbox.take() {
+                                pending.insert(seq, Some(line));
+                            }
+                            for (_, line) in std::mem::take(&mut pending) {
+                                write(line, &mut out, &mut broken);
+                            }
+                            ordered = false;
+                            if !broken {
+                                let _ = out.flush();
+                            }
+                            let _ = ack.send(());
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut place = |seq: u64, line: Option<Box<Line>>| {
+            if !ordered {
+                write(line, &mut out, &mut broken);
+            } else if seq == next {
+                write(line, &mut out, &mut broken);
+                next += 1;
+                while let Some(line) = pending.remove(&next) {
+                    write(line, &mut out, &mut broken);
+                    next += 1;
+                }
+            } else {
+                pending.insert(seq, line);
+            }
+        };
+        match msg {
+            OutMsg::Line(seq, line) => place(seq, Some(line)),
+            OutMsg::Outbox => {
+                for (seq, line) in outbox.take() {
+                    place(seq, Some(line));
+                }
+            }
+            OutMsg::Skip(seq) => place(seq, None),
+        }
+    }
+    for (seq, line) in outbox.take() {
+        pending.insert(seq, Some(line));
+    }
+    for (_, line) in std::mem::take(&mut pending) {
+        write(line, &mut out, &mut broken);
+    }
+    if !broken {
+        if let Err(e) = out.flush() {
+            on_stop(output_stop(e));
+        }
+    }
+}
+
+fn output_stop(e: std::io::Error) -> StopReason {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StopReason::BrokenPipe
+    } else {
+        StopReason::OutputError(e.to_string())
+    }
+}

@@ -1,0 +1,62 @@
+//! Why a batch run stops early, on the front end's side, shared by the
+//! tasks and threads of a run: the first reason wins.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+/// Why a run ended early, on the front end's side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    /// SIGINT (130) or SIGTERM (143).
+    Interrupted { exit_code: i32 },
+    /// The reader of our output went away (`| head`).
+    BrokenPipe,
+    /// Writing the output failed otherwise.
+    OutputError(String),
+}
+
+/// Shared stop state: the first reason wins.
+#[derive(Default)]
+pub struct Stop {
+    set: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    notify: Notify,
+}
+
+impl Stop {
+    pub fn set(&self, reason: StopReason) -> bool {
+        let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(reason);
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        true
+    }
+
+    pub fn get(&self) -> Option<StopReason> {
+        if !self.set.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves once a reason is set.
+    pub async fn halted(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The attempt policy of one request: which model to send it to next, when
+//! to wait for a cooling model, and when to give up. A small state machine
+//! with no I/O and no clock but the instants it is given:
+//!
+//! ```text
+//! loop {
+//!     match attempts.next(now, &health) {
+//!         Next::Send(i)    => { let r = send(plan[i]); let e = attempts.observe(i, r); ... }
+//!         Next::Wait(t)    => sleep until t,
+//!         Next::GiveUp(e)  => the request ends with e,
+//!     }
+//! }
+//! ```
+//!
+//! The order is the plan's: the ranked candidates (or the pinned model), then
+//! the fallback models. A model is tried once, except one that was rate
+//! limited, which may be tried again once its pause is over. After a
+//! context-length error only models with a larger known window are tried.
+//! A failure no other model can help with (a bad request) ends the request;
+//! one that makes the whole run pointless (a refused key or account) ends it
+//! and tells the engine to stop the run.
+
+use std::time::{Duration, Instant};
+
+use crate::core::failure::{error_type, Failure, FailureKind};
+use crate::core::health::HealthView;
+
+/// A model in the order of models to try for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub model: String,
+    /// Its score, for a ranked candidate (not for a pinned or fallback model).
+    pub score: Option<f64>,
+    pub context_length: Option<u64>,
+    /// Estimated cost of this request on this model, when its price is known.
+    pub est_cost: Option<f64>,
+}
+
+/// How a request ends without an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// One of [`error_type`].
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Ending {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Ending {
+        Ending {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send the request to the plan's model at this index.
+    Send(usize),
+    /// Every model left is cooling: wait until then, and ask again.
+    Wait(Instant),
+    /// No model is left to try.
+    GiveUp(Ending),
+}
+
+/// What a failed attempt asks of the engine beyond this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Pause the model: rate limited or unavailable, for Retry-After when
+    /// given, else for a backoff.
+    CoolDown {
+        retry_after: Option<Duration>,
+    },
+    /// The API refused the key or the account: send nothing more, anywhere.
+    /// The ending carries the error type and the API's message.
+    StopRun(Ending),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Untried,
+    /// Rate limited: may be tried again once its pause is over.
+    Cooling,
+    Done,
+}
+
+/// The attempts of one request.
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    plan: Vec<Planned>,
+    state: Vec<State>,
+    /// After a context-length error: the largest window known too small.
+    min_context: Option<u64>,
+    sent: u32,
+    max: u32,
+    /// `model: message` of the last failure.
+    last: Option<String>,
+    ended: Option<Ending>,
+}
+
+impl Attempts {
+    /// The policy for `plan`, sending at most `max_attempts` times.
+    pub fn new(plan: Vec<Planned>, max_attempts: u32) -> Attempts {
+        let state = vec![State::Untried; plan.len()];
+        Attempts {
+            plan,
+            state,
+            min_context: None,
+            sent: 0,
+            max: max_attempts,
+            last: None,
+            ended: None,
+        }
+    }
+
+    pub fn plan(&self) -> &[Planned] {
+        &self.plan
+    }
+
+    /// Attempts observed so far.
+    pub fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// The best model not tried and not cooling; else one whose pause is
+    /// over; else a wait for the first pause to end; else the end.
+    pub fn next(&self, now: Instant, health: &(impl HealthView + ?Sized)) -> Next {
+        if let Some(e) = &self.ended {
+            return Next::GiveUp(e.clone());
+        }
+        if self.sent >= self.max {
+            return Next::GiveUp(self.all_failed());
+        }
+        let mut again = None;
+        let mut earliest: Option<Instant> = None;
+        for (i, p) in self.plan.iter().enumerate() {
+            if self.state[i] == State::Done || self.too_small(p) {
+                continue;
+            }
+            match health.cooling_until(&p.model).filter(|t| *t > now) {
+                None if self.state[i] == State::Untried => return Next::Send(i),
+                None => {
+                    again.get_or_insert(i);
+                }
+                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            }
+        }
+        match (again, earliest) {
+            (Some(i), _) => Next::Send(i),
+            (None, Some(t)) => Next::Wait(t),
+            (None, None) => Next::GiveUp(self.all_failed()),
+        }
+    }
+
+    /// Takes in the result of an attempt sent to the plan's model `i`.
+    pub fn observe(&mut self, i: usize, result: Result<(), &Failure>) -> Effect {
+        self.sent = self.sent.saturating_add(1);
+        let f = match result {
+            Ok(()) => {
+                self.state[i] = State::Done;
+                return Effect::None;
+            }
+            Err(f) => f,
+        };
+        let model = &self.plan[i].model;
+        self.last = Some(format!("{model}: {}", f.message));
+        match f.kind {
+            FailureKind::Interrupted => {
+                self.state[i] = State::Done;
+                self.ended = Some(Ending::new(
+                    error_type::INTERRUPTED,
+                    format!("{model}: {}", f.message),
+                ));
+                Effect::None
+            }
+            FailureKind::Auth | FailureKind::Payment => {
+                let kind = if f.kind == FailureKind::Auth {
+                    error_type::AUTH
+                } else {
+                    error_type::PAYMENT_REQUIRED
+                };
+                self.state[i] = State::Done;
+                self.ended = Some(Ending::new(kind, format!("{model}: {}", f.message)));
+                Effect::StopRun(Ending::new(kind, f.message.clone()))
+            }
+            FailureKind::RateLimited | FailureKind::Unavailable => {
+                self.state[i] = State::Cooling;
+                Effect::CoolDown {
+                    retry_after: f.retry_after,
+                }
+            }
+            FailureKind::ContextLength => {
+                // A window the catalogue does not give counts as 0: any
+                // known window may be larger, an unknown one not.
+                let c = self.plan[i].context_length.unwrap_or(0);
+                self.min_context = Some(self.min_context.map_or(c, |m| m.max(c)));
+                self.state[i] = State::Done;
+                Effect::None
+            }
+            k if !k.try_elsewhere() => {
+                self.state[i] = State::Done;
+                self.ended = Some(Ending::new(
+                    error_type::BAD_REQUEST,
+                    format!("{model}: {}", f.message),
+                ));
+                Effect::None
+            }
+            _ => {
+                self.state[i] = State::Done;
+                Effect::None
+            }
+        }
+    }
+
+    /// Whether a context-length error ruled this model out.
+    fn too_small(&self, p: &Planned) -> bool {
+        self.min_context
+            .is_some_and(|c| p.context_length.is_none_or(|x| x <= c))
+    }
+
+    fn all_failed(&self) -> Ending {
+        let message = match &self.last {
+            None => "no candidate model could be tried".to_string(),
+            Some(last) => format!("{} attempt(s) failed; last: {last}", self.sent),
+        };
+        Ending::new(error_type::ALL_MODELS_FAILED, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::failure::classify_status;
+    use crate::core::health::ModelStat;
+    use std::collections::HashMap;
+
+    /// A fake health view: pauses only.
+    #[derive(Default)]
+    struct Pauses(HashMap<String, Instant>);
+
+    impl HealthView for Pauses {
+        fn stat(&self, _: &str) -> Option<ModelStat> {
+            None
+        }
+        fn cooling_until(&self, model: &str) -> Option<Instant> {
+            self.0.get(model).copied()
+        }
+    }
+
+    fn planned(model: &str, context: Option<u64>) -> Planned {
+        Planned {
+            model: model.into(),
+            score: None,
+            context_length: context,
+            est_cost: None,
+        }
+    }
+
+    fn abc() -> Attempts {
+        Attempts::new(
+            vec![
+                planned("a", Some(8_000)),
+                planned("b", Some(4_000)),
+                planned("c", Some(32_000)),
+            ],
+            4,
+        )
+    }
+
+    fn status(code: u16, retry_after: Option<u64>, body: &str) -> Failure {
+        classify_status(code, retry_after.map(Duration::from_secs), body.as_bytes())
+    }
+
+    fn failure(kind: FailureKind) -> Failure {
+        Failure {
+            kind,
+            status: None,
+            message: kind.name().into(),
+            retry_after: None,
+        }
+    }
+
+    /// Fails every attempt with `f` until the policy stops, and returns the
+    /// models it sent to and how it ended.
+    fn drive(mut a: Attempts, f: &Failure) -> (Vec<String>, Next) {
+        let now = Instant::now();
+        let health = Pauses::default();
+        let mut sent = Vec::new();
+        loop {
+            match a.next(now, &health) {
+                Next::Send(i) => {
+                    sent.push(a.plan()[i].model.clone());
+                    a.observe(i, Err(f));
+                }
+                other => return (sent, other),
+            }
+        }
+    }
+
+    fn gave_up(next: Next) -> Ending {
+        match next {
+            Next::GiveUp(e) => e,
+            other => panic!("expected to give up, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_best_model_goes_first_and_an_answer_ends_the_request() {
+        let mut a = abc();
+        let now = Instant::now();
+        assert_eq!(a.next(now, &Pauses::default()), Next::Send(0));
+        assert_eq!(a.observe(0, Ok(())), Effect::None);
+        assert_eq!(a.sent(), 1);
+    }
+
+    #[test]
+    fn a_408_moves_on_to_the_next_model() {
+        let (sent, end) = drive(abc(), &status(408, None, ""));
+        assert_eq!(sent, ["a", "b", "c"]);
+        let e = gave_up(end);
+        assert_eq!(e.kind, error_type::ALL_MODELS_FAILED);
+        assert!(
+            e.message
+                .starts_with("3 attempt(s) failed; last: c: HTTP 408"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn timeouts_move_on_to_the_next_model() {
+        let (sent, _) = drive(abc(), &failure(FailureKind::Timeout));
+        assert_eq!(sent, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn server_errors_move_on_to_the_next_model() {
+        for code in [500, 502, 504] {
+            let (sent, end) = drive(abc(), &status(code, None, "boom"));
+            assert_eq!(sent, ["a", "b", "c"], "{code}");
+            assert_eq!(gave_up(end).kind, error_type::ALL_MODELS_FAILED);
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_completions_move_on_to_the_next_model() {
+        for kind in [
+            FailureKind::InvalidResponse,
+            FailureKind::UpstreamError,
+            FailureKind::TooLarge,
+            FailureKind::Connect,
+            FailureKind::NotFound,
+        ] {
+            let (sent, _) = drive(abc(), &failure(kind));
+            assert_eq!(sent, ["a", "b", "c"], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_429_with_retry_after_cools_the_model_and_moves_on() {
+        let mut a = abc();
+        let f = status(429, Some(7), "slow down");
+        let now = Instant::now();
+        let mut health = Pauses::default();
+        assert_eq!(a.next(now, &health), Next::Send(0));
+        assert_eq!(
+            a.observe(0, Err(&f)),
+            Effect::CoolDown {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        health.0.insert("a".into(), now + Duration::from_secs(7));
+        assert_eq!(a.next(now, &health), Next::Send(1));
+    }
+
+    #[test]
+    fn a_429_without_retry_after_asks_for_a_backoff() {
+        let mut a = abc();
+        let f = status(429, None, "");
+        assert_eq!(
+            a.observe(0, Err(&f)),
+            Effect::CoolDown { retry_after: None }
+        );
+        let f = status(503, None, "");
+        assert_eq!(
+            a.observe(1, Err(&f)),
+            Effect::CoolDown { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn a_cooled_model_is_tried_again_once_its_pause_is_over() {
+        let mut a = Attempts::new(vec![planned("a", None), planned("b", None)], 4);
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut health = Pauses::default();
+        a.observe(0, Err(&status(429, Some(5), "")));
+        health.0.insert("a".into(), later);
+        a.observe(1, Err(&status(500, None, "")));
+        // b is done, a is cooling: wait for a.
+        assert_eq!(a.next(t0, &health), Next::Wait(later));
+        assert_eq!(a.next(later, &health), Next::Send(0));
+    }
+
+    #[test]
+    fn when_every_candidate_is_cooling_the_request_waits_for_the_first() {
+        let a = abc();
+        let t0 = Instant::now();
+        let mut health = Pauses::default();
+        for (m, s) in [("a", 9), ("b", 3), ("c", 6)] {
+            health.0.insert(m.into(), t0 + Duration::from_secs(s));
+        }
+        assert_eq!(a.next(t0, &health), Next::Wait(t0 + Duration::from_secs(3)));
+        // A pause already over does not count.
+        assert_eq!(a.next(t0 + Duration::from_secs(4), &health), Next::Send(1));
+    }
+
+    #[test]
+    fn a_context_length_error_tries_only_larger_windows() {
+        let f = status(
+            400,
+            None,
+            r#"{"error":{"message":"maximum context length is 8192 tokens"}}"#,
+        );
+        let mut plan = abc().plan().to_vec();
+        plan.push(planned("unknown-window", None));
+        let (sent, end) = drive(Attempts::new(plan, 10), &f);
+        // a (8k) failed: b (4k) and the unknown window are skipped, c (32k) tried.
+        assert_eq!(sent, ["a", "c"]);
+        assert_eq!(gave_up(end).kind, error_type::ALL_MODELS_FAILED);
+    }
+
+    #[test]
+    fn any_other_400_ends_the_request_as_a_bad_request() {
+        let (sent, end) = drive(abc(), &status(400, None, "temperature must be <= 2"));
+        assert_eq!(sent, ["a"]);
+        let e = gave_up(end);
+        assert_eq!(e.kind, error_type::BAD_REQUEST);
+        assert_eq!(e.message, "a: HTTP 400: temperature must be <= 2");
+        // Other 4xx alike.
+        let (sent, _) = drive(abc(), &status(422, None, ""));
+        assert_eq!(sent, ["a"]);
+    }
+
+    #[test]
+    fn a_401_or_402_ends_the_request_and_stops_the_run() {
+        for (code, kind) in [(401, error_type::AUTH), (402, error_type::PAYMENT_REQUIRED)] {
+            let mut a = abc();
+            let f = status(code, None, "no");
+            match a.observe(0, Err(&f)) {
+                Effect::StopRun(e) => {
+                    assert_eq!(e.kind, kind);
+                    assert_eq!(e.message, format!("HTTP {code}: no"));
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+            let e = gave_up(a.next(Instant::now(), &Pauses::default()));
+            assert_eq!(e.kind, kind);
+            assert_eq!(e.message, format!("a: HTTP {code}: no"));
+        }
+    }
+
+    #[test]
+    fn max_attempts_bounds_the_tries() {
+        let mut plan = abc().plan().to_vec();
+        plan.push(planned("d", None));
+        let (sent, end) = drive(Attempts::new(plan, 2), &status(500, None, ""));
+        assert_eq!(sent, ["a", "b"]);
+        assert!(gave_up(end).message.starts_with("2 attempt(s) failed"));
+    }
+
+    #[test]
+    fn an_empty_plan_gives_up_at_once() {
+        let e = gave_up(Attempts::new(vec![], 4).next(Instant::now(), &Pauses::default()));
+        assert_eq!(
+            e,
+            Ending::new(
+                error_type::ALL_MODELS_FAILED,
+                "no candidate model could be tried"
+            )
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! How requests and attempts fail, and what a success carries: the
+//! classification of upstream answers (status, body) into [`FailureKind`]s,
+//! the checks a chat completion must pass, `Retry-After`, and the stable
+//! error types of a request's outcome. Pure functions over bytes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::health::MAX_COOLDOWN;
+use serde_json::Value;
+
+/// Stable error types of a request's outcome (output lines, the store, the server).
+pub mod error_type {
+    pub const INVALID_INPUT: &str = "invalid_input";
+    pub const ALL_MODELS_FAILED: &str = "all_models_failed";
+    pub const NO_ELIGIBLE_MODEL: &str = "no_eligible_model";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const AUTH: &str = "auth";
+    pub const PAYMENT_REQUIRED: &str = "payment_required";
+    pub const INTERRUPTED: &str = "interrupted";
+    pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+    pub const INTERNAL: &str = "internal_error";
+}
+
+/// The message of an `internal_error`: llmroute, not the request, failed.
+pub const INTERNAL_MESSAGE: &str =
+    "llmroute failed on this line (an internal error; please report it)";
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection, or it broke before a whole response arrived.
+    Connect,
+    /// `--timeout` passed, or HTTP 408.
+    Timeout,
+    /// HTTP 429.
+    RateLimited,
+    /// HTTP 503.
+    Unavailable,
+    /// Any other 5xx.
+    Server,
+    /// HTTP 400 saying the prompt does not fit the model's context window.
+    ContextLength,
+    /// Any other 400.
+    BadRequest,
+    /// HTTP 401 or 403 from a bad key.
+    Auth,
+    /// HTTP 402: out of credits.
+    Payment,
+    /// HTTP 404: the model is unknown or no provider serves this request.
+    NotFound,
+    /// Any other 4xx.
+    Client,
+    /// A 2xx whose body is not a chat completion.
+    InvalidResponse,
+    /// A 2xx carrying an `error` object (a provider failed mid-generation).
+    UpstreamError,
+    /// The body was larger than the client's cap.
+    TooLarge,
+    /// The run ended before the answer came (after Ctrl-C and its grace period).
+    Interrupted,
+}
+
+impl FailureKind {
+    /// The stable name used in output lines and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Unavailable => "unavailable",
+            FailureKind::Server => "server_error",
+            FailureKind::ContextLength => "context_length",
+            FailureKind::BadRequest => "bad_request",
+            FailureKind::Auth => "auth",
+            FailureKind::Payment => "payment_required",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Client => "client_error",
+            FailureKind::InvalidResponse => "invalid_response",
+            FailureKind::UpstreamError => "upstream_error",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the request may succeed on another model.
+    pub fn try_elsewhere(self) -> bool {
+        !matches!(
+            self,
+            FailureKind::BadRequest
+                | FailureKind::Client
+                | FailureKind::Auth
+                | FailureKind::Payment
+                | FailureKind::Interrupted
+        )
+    }
+
+    /// Whether this failure stops the whole run (the key or the account is unusable).
+    pub fn fatal(self) -> bool {
+        matches!(self, FailureKind::Auth | FailureKind::Payment)
+    }
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub status: Option<u16>,
+    pub message: String,
+    /// How long the server asked us to wait (429/503 only), capped.
+    pub retry_after: Option<Duration>,
+}
+
+/// Token use as the server reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<i64>,
+    #[serde(default)]
+    pub completion_tokens: Option<i64>,
+    #[serde(default)]
+    pub cost: Option<f64>,
+}
+
+/// A successful attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub status: u16,
+    /// The response body as compact JSON on one line.
+    pub body: String,
+    pub content: Option<String>,
+    pub usage: Usage,
+}
+
+#[derive(Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Option<Vec<WireChoice>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<Value>,
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date, capped at [`MAX_COOLDOWN`].
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = if let Ok(secs) = v.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        Duration::from_secs_f64(secs.min(MAX_COOLDOWN.as_secs_f64()))
+    } else {
+        let when = httpdate::parse_http_date(v).ok()?;
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(MAX_COOLDOWN))
+}
+
+/// The `message` of an error object, else the whole object as JSON.
+fn error_object_message(err: &Value) -> String {
+    err.get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| err.to_string(), str::to_string)
+}
+
+/// The `error.message` of an OpenRouter/OpenAI error body, if there is one.
+fn error_message(bytes: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    Some(error_object_message(v.get("error")?))
+}
+
+/// The first 200 bytes of `bytes` on one line, for messages.
+pub fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    one_line.trim().to_string()
+}
+
+fn is_context_length_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    (m.contains("context")
+        && (m.contains("length") || m.contains("window") || m.contains("too long")))
+        || m.contains("maximum context")
+        || m.contains("too many tokens")
+        || m.contains("prompt is too long")
+}
+
+/// Classifies a non-2xx answer.
+pub fn classify_status(status: u16, retry_after: Option<Duration>, bytes: &[u8]) -> Failure {
+    let detail = error_message(bytes).unwrap_or_else(|| snippet(bytes));
+    let kind = match status {
+        400 if is_context_length_error(&detail) => FailureKind::ContextLength,
+        400 => FailureKind::BadRequest,
+        401 => FailureKind::Auth,
+        402 => FailureKind::Payment,
+        404 => FailureKind::NotFound,
+        408 => FailureKind::Timeout,
+        429 => FailureKind::RateLimited,
+        503 => FailureKind::Unavailable,
+        500..=599 => FailureKind::Server,
+        _ => FailureKind::Client,
+    };
+    let retry_after = match kind {
+        FailureKind::RateLimited | FailureKind::Unavailable => retry_after,
+        _ => None,
+    };
+    let message = if detail.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {detail}")
+    };
+    Failure {
+        kind,
+        status: Some(status),
+        message,
+        retry_after,
+    }
+}
+/// Checks a 2xx body is a chat completion and pulls out what the output needs.
+pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
+    let invalid = |kind, message: String| {
+        Err(Failure {
+            kind,
+            status: Some(status),
+            message,
+            retry_after: None,
+        })
+    };
+    let wire: WireCompletion = match serde_json::from_slice(bytes) {
+        Ok(w) => w,
+        Err(e) => {
+            return invalid(
+                FailureKind::InvalidResponse,
+                format!("response is not a JSON completion: {e}"),
+            )
+        }
+    };
+    if let Some(err) = &wire.error {
+        let msg = error_object_message(err);
+        return invalid(
+            FailureKind::UpstreamError,
+            format!("the provider returned an error: {msg}"),
+        );
+    }
+    let Some(choice) = wire.choices.as_ref().and_then(|c| c.first()) else {
+        return invalid(
+            FailureKind::InvalidResponse,
+            "response has no choices".into(),
+        );
+    };
+    if let Some(err) = &choice.error {
+        let msg = error_object_message(err);
+        return invalid(
+            FailureKind::UpstreamError,
+            format!("the provider failed mid-generation: {msg}"),
+        );
+    }
+    let Some(message) = &choice.message else {
+        return invalid(
+            FailureKind::InvalidResponse,
+            "response's first choice has no message".into(),
+        );
+    };
+    let content = match &message.content {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| Failure {
+        kind: FailureKind::InvalidResponse,
+        status: Some(status),
+        message: "response is not UTF-8".into(),
+        retry_after: None,
+    })?;
+    let text = text.trim();
+    // One output line per input line: a body spread over lines is re-written compactly.
+    // Byte searches (memchr): far quicker than a search for either char.
+    let multiline = text.as_bytes().contains(&b'\n') || text.as_bytes().contains(&b'\r');
+    let body = if multiline {
+        serde_json::from_str::<Value>(text)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| text.replace(['\n', '\r'], " "))
+    } else {
+        text.to_string()
+    };
+    Ok(Success {
+        status,
+        body,
+        content,
+        usage: wire.usage.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("99999"), Some(MAX_COOLDOWN));
+        assert_eq!(parse_retry_after("-3"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        let future =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = parse_retry_after(&future).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let ctx = br#"{"error":{"code":400,"message":"This endpoint's maximum context length is 8192 tokens"}}"#;
+        assert_eq!(
+            classify_status(400, None, ctx).kind,
+            FailureKind::ContextLength
+        );
+        let bad = br#"{"error":{"code":400,"message":"temperature must be <= 2"}}"#;
+        let f = classify_status(400, None, bad);
+        assert_eq!(f.kind, FailureKind::BadRequest);
+        assert_eq!(f.message, "HTTP 400: temperature must be <= 2");
+        assert!(!f.kind.try_elsewhere());
+        assert_eq!(classify_status(401, None, b"").kind, FailureKind::Auth);
+        assert!(classify_status(402, None, b"").kind.fatal());
+        let rl = classify_status(429, Some(Duration::from_secs(3)), b"slow down");
+        assert_eq!(
+            (rl.kind, rl.retry_after),
+            (FailureKind::RateLimited, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(
+            classify_status(500, Some(Duration::from_secs(3)), b"").retry_after,
+            None
+        );
+        assert_eq!(
+            classify_status(503, None, b"").kind,
+            FailureKind::Unavailable
+        );
+        assert_eq!(
+            classify_status(502, None, b"<html>\nbad gateway</html>").message,
+            "HTTP 502: <html> bad gateway</html>"
+        );
+        assert!(classify_status(502, None, b"").kind.try_elsewhere());
+    }
+
+    #[test]
+    fn completions_are_validated() {
+        let ok = br#"{"id":"g","choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"cost":0.0002}}"#;
+        let s = parse_completion(200, ok).unwrap();
+        assert_eq!(s.content.as_deref(), Some("hi"));
+        assert_eq!(
+            s.usage,
+            Usage {
+                prompt_tokens: Some(3),
+                completion_tokens: Some(1),
+                cost: Some(0.0002)
+            }
+        );
+        assert_eq!(s.body.as_bytes(), &ok[..]);
+
+        let tool =
+            br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[]}}]}"#;
+        assert_eq!(parse_completion(200, tool).unwrap().content, None);
+
+        let pretty = b"\n\n{\n  \"choices\": [{\"message\": {\"content\": \"a\\nb\"}}]\n}\n";
+        let s = parse_completion(200, pretty).unwrap();
+        assert!(!s.body.contains('\n'));
+        assert_eq!(s.content.as_deref(), Some("a\nb"));
+        let carriage = b"{\r\"choices\":[{\"message\":{\"content\":\"c\"}}]}";
+        let s = parse_completion(200, carriage).unwrap();
+        assert_eq!(s.body, r#"{"choices":[{"message":{"content":"c"}}]}"#);
+
+        let kind = |b: &[u8]| parse_completion(200, b).unwrap_err().kind;
+        assert_eq!(kind(b"not json"), FailureKind::InvalidResponse);
+        assert_eq!(kind(br#"{"choices":[]}"#), FailureKind::InvalidResponse);
+        assert_eq!(
+            kind(br#"{"choices":[{"index":0}]}"#),
+            FailureKind::InvalidResponse
+        );
+        assert_eq!(
+            kind(br#"{"choices":[{"message":{"content":"x"}}"#),
+            FailureKind::InvalidResponse
+        );
+        assert_eq!(
+            kind(br#"{"error":{"code":502,"message":"Provider returned error"}}"#),
+            FailureKind::UpstreamError
+        );
+        assert_eq!(
+            kind(br#"{"choices":[{"message":{"content":""},"error":{"message":"cut"},"finish_reason":"error"}]}"#),
+            FailureKind::UpstreamError
+        );
+    }
+}

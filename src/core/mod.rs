@@ -1,0 +1,26 @@
+//! The pure core: plain data and functions, no I/O, no clock but the
+//! instants they are given. Everything here is unit-tested on its own.
+//!
+//! | module        | concern                                                      |
+//! |---------------|--------------------------------------------------------------|
+//! | [`request`]   | one input line or request body into a [`request::Request`]   |
+//! | [`cachekey`]  | canonical form of a request and its cache key                |
+//! | [`catalogue`] | the model catalogue: parsing, compact form, embedded snapshot |
+//! | [`quality`]   | quality priors                                               |
+//! | [`scoring`]   | the weighted scorer                                          |
+//! | [`ranking`]   | routing settings, eligibility, ranking, the plan of a request |
+//! | [`health`]    | latency averages and rate-limit pauses                       |
+//! | [`failure`]   | how attempts fail; what a success carries; error types       |
+//! | [`attempts`]  | the attempt policy: send, wait or give up                    |
+//! | [`duration`]  | humantime durations                                          |
+
+pub mod attempts;
+pub mod cachekey;
+pub mod catalogue;
+pub mod duration;
+pub mod failure;
+pub mod health;
+pub mod quality;
+pub mod ranking;
+pub mod request;
+pub mod scoring;

@@ -1,0 +1,205 @@
+//! The routing engine: [`Router::route`] takes one request to an answer or
+//! an error — its settings, the cache, single flight, the plan, admission,
+//! the attempts and their policy ([`crate::core::attempts`]), health, and
+//! the record of it all — and reaches the world only through the traits of
+//! [`ports`]. Front ends (the batch filter, a server) share one `Router` by
+//! reference and build their own output from [`Routed`].
+
+pub mod admission;
+pub mod flight;
+pub mod health;
+pub mod ports;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::attempts::{Ending, Planned};
+use crate::core::catalogue::Catalogue;
+use crate::core::ranking::{Presets, Ranked, Settings};
+use flight::Flights;
+use ports::{Admission, Answer, Cache, Commit, Health, Observer, Recorder, Upstream};
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// What the engine is set to do, the same for every request.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The settings a request without its own routing gets.
+    pub settings: Settings,
+    /// Named weights a request's `priority` may name.
+    pub presets: Presets,
+    /// Choose but call nothing.
+    pub dry_run: bool,
+    /// Keep the ranking in [`Routed::candidates`].
+    pub explain: bool,
+    /// Time limit of one attempt.
+    pub timeout: Duration,
+    /// How long a cached answer is reused.
+    pub cache_ttl: Duration,
+    /// Whether answers are looked up in and written to the cache (and
+    /// identical requests in flight share one call).
+    pub use_cache: bool,
+    /// Attempts per request, across models.
+    pub max_attempts: u32,
+}
+
+/// The world as the engine sees it.
+pub struct Parts {
+    /// `None` for dry runs, which never call upstream.
+    pub upstream: Option<Arc<dyn Upstream>>,
+    pub cache: Arc<dyn Cache>,
+    pub recorder: Arc<dyn Recorder>,
+    pub health: Arc<dyn Health>,
+    pub admission: Arc<dyn Admission>,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// One upstream attempt, as a request's outcome shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub model: String,
+    /// HTTP status, `null` when none was received.
+    pub status: Option<u16>,
+    /// `null` on success, else a short description.
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A model answered it now.
+    Answered(Answer),
+    /// The cache, or an identical request in flight, answered it.
+    Cached(Answer),
+    /// A dry run: the model that would be called first.
+    Planned(Planned),
+    /// No answer, and why.
+    Failed(Ending),
+    /// The front end cancelled before anything was sent: there is no
+    /// outcome, and a later run will route it.
+    Unsent,
+}
+
+/// What routing one request gave.
+#[derive(Debug)]
+pub struct Routed {
+    pub outcome: Outcome,
+    /// Upstream attempts, in order (none for a cached answer).
+    pub attempts: Vec<Attempt>,
+    /// The ranking, when asked for (`explain`) and the request was ranked.
+    pub candidates: Option<Vec<Ranked>>,
+    /// From the start of routing to its end.
+    pub latency_ms: f64,
+    /// For an answer: when its record (and so the cached answer) is durable.
+    /// Show the answer only then, and a re-run never pays for it again.
+    pub commit: Option<Commit>,
+}
+
+impl Routed {
+    fn new(outcome: Outcome, latency_ms: f64) -> Routed {
+        Routed {
+            outcome,
+            attempts: Vec::new(),
+            candidates: None,
+            latency_ms,
+            commit: None,
+        }
+    }
+
+    /// The cost of this request in USD, where known (0 for a cached answer).
+    pub fn cost_usd(&self) -> Option<f64> {
+        match &self.outcome {
+            Outcome::Answered(a) => a.cost_usd,
+            Outcome::Cached(_) => Some(0.0),
+            _ => None,
+        }
+    }
+}
+
+/// Per-request options of a front end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteOptions {
+    /// The front end's number for the request (the input line of a batch),
+    /// for logs and records.
+    pub tag: u64,
+}
+
+/// The engine. `Send + Sync`: one per process, shared by reference by every
+/// request in flight.
+pub struct Router {
+    config: Config,
+    catalogue: Catalogue,
+    parts: Parts,
+    flights: Flights,
+    /// Cancelled by the front end: send nothing more (Ctrl-C, a closed output).
+    cancel: CancellationToken,
+    /// Cancelled by the front end once requests in flight may no longer
+    /// finish: they end at once as interrupted.
+    abort: CancellationToken,
+    /// Set when the API refused the key or the account (and `refused` is
+    /// cancelled): every request after it gets this.
+    stopped: OnceLock<Ending>,
+    refused: CancellationToken,
+    /// Whether the observer has been told the budget is spent.
+    budget_warned: AtomicBool,
+}
+
+impl Router {
+    pub fn new(config: Config, catalogue: Catalogue, parts: Parts) -> Router {
+        Router {
+            config,
+            catalogue,
+            parts,
+            flights: Flights::default(),
+            cancel: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            stopped: OnceLock::new(),
+            refused: CancellationToken::new(),
+            budget_warned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// No more upstream requests; those in flight may finish.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Requests in flight end now, as interrupted.
+    pub fn abort(&self) {
+        self.cancel.cancel();
+        self.abort.cancel();
+    }
+
+    /// The first error the recorder met, if any: from then on, requests
+    /// are answered but not recorded or cached.
+    pub fn record_failure(&self) -> Option<String> {
+        self.parts.recorder.failure()
+    }
+
+    /// Why the API stopped the run (a refused key or account), if it did:
+    /// the error type, and the API's message.
+    pub fn stopped(&self) -> Option<&Ending> {
+        self.stopped.get()
+    }
+}

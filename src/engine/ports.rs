@@ -1,0 +1,252 @@
+//! The engine's seams: every way [`super::Router`] reaches the world is one
+//! of these traits, and the records it hands over are plain data. The SQLite
+//! store implements the cache, the recorder and (with [`super::health`])
+//! live health; the HTTP client implements the upstream; the batch front
+//! end implements the observer. Tests implement them in memory.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::cachekey::Key;
+use crate::core::failure::{Failure, Success};
+use crate::core::health::HealthView;
+
+/// A boxed future, for traits used as objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The API that answers chat completions.
+pub trait Upstream: Send + Sync {
+    /// Posts one chat completion request (`body` is the JSON to send).
+    fn complete(&self, body: Vec<u8>, timeout: Duration)
+        -> BoxFuture<'_, Result<Success, Failure>>;
+}
+
+/// An answer, from a model or from the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub model: String,
+    /// The upstream's body: compact JSON on one line.
+    pub response: String,
+    pub content: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    /// The model's score when it was chosen (none for a pinned or fallback model).
+    pub score: Option<f64>,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// Answers kept for identical requests.
+pub trait Cache: Send + Sync {
+    /// An answer for `key` created at or after `min_created_at` (unix ms).
+    fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>>;
+}
+
+/// One upstream attempt, or one cache hit, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub ts: i64,
+    pub model: String,
+    pub status: Option<u16>,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub score: Option<f64>,
+    pub error_type: Option<&'static str>,
+}
+
+/// One routed request, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub ts: i64,
+    /// The front end's number for it (the input line of a batch).
+    pub line: u64,
+    pub request_id: Option<String>,
+    pub model: Option<String>,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: f64,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub score: Option<f64>,
+    pub attempts: u32,
+    pub error_type: Option<&'static str>,
+}
+
+/// An answer to keep in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntry {
+    pub key: Key,
+    pub answer: Answer,
+}
+
+/// Everything a finished request leaves behind, kept together: the answer
+/// to cache, the request and its attempts, and the pauses learned. A
+/// recorder that is also the cache keeps the answer in the same
+/// transaction as the rest, so an answer shown is never lost from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    pub cache: Option<CacheEntry>,
+    pub request: Option<RequestRow>,
+    pub attempts: Vec<AttemptRow>,
+    /// (model, until unix ms) pauses learned from rate limits.
+    pub cooldowns: Vec<(String, i64)>,
+    /// The request's own priority, when it changed the routing; else the
+    /// rows get the run's.
+    pub priority: Option<String>,
+}
+
+/// Where records go.
+pub trait Recorder: Send + Sync {
+    /// Queues a record, and returns when it has been queued.
+    fn record(&self, record: Record);
+    /// Queues a record, with a ticket that says when it is durable.
+    fn record_durable(&self, record: Record) -> Commit;
+    /// The first error the recorder met, after which it goes on without
+    /// recording (and answers are not cached).
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What waits for a record to be durable.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// A ticket for a record on its way to durable storage. [`Commit::on_commit`]
+/// runs its closure once the record is durable (or has failed to be: a
+/// store that fails goes on without recording, and says so).
+pub struct Commit(Arc<Mutex<Ticket>>);
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Commit")
+    }
+}
+
+/// The recorder's half of a [`Commit`].
+pub struct Committer(Arc<Mutex<Ticket>>);
+
+enum Ticket {
+    Pending(Option<AfterCommit>),
+    Done,
+}
+
+impl Commit {
+    /// A ticket and the half that settles it.
+    pub fn pair() -> (Commit, Committer) {
+        let t = Arc::new(Mutex::new(Ticket::Pending(None)));
+        (Commit(t.clone()), Committer(t))
+    }
+
+    /// A ticket already settled.
+    pub fn done() -> Commit {
+        Commit(Arc::new(Mutex::new(Ticket::Done)))
+    }
+
+    /// Runs `then` once the record is durable: later, on the recorder's
+    /// side, or now, here, when it already is. Returns whether it ran now.
+    pub fn on_commit(self, then: AfterCommit) -> bool {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *t {
+            Ticket::Pending(slot) => {
+                *slot = Some(then);
+                false
+            }
+            Ticket::Done => {
+                drop(t);
+                then();
+                true
+            }
+        }
+    }
+
+    /// Waits until the record is durable.
+    pub async fn wait(self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.on_commit(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        let _ = rx.await;
+    }
+}
+
+impl Committer {
+    /// The record is durable (or has failed): runs what waits for it.
+    pub fn done(self) {
+        drop(self);
+    }
+}
+
+/// A committer dropped unsettled (its record lost on the way) settles
+/// anyway: what waits for a record is never lost with it.
+impl Drop for Committer {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match std::mem::replace(&mut *t, Ticket::Done) {
+                Ticket::Pending(f) => f,
+                Ticket::Done => None,
+            }
+        };
+        if let Some(f) = waiting {
+            f();
+        }
+    }
+}
+
+/// Model health, read live and updated as attempts come back.
+pub trait Health: HealthView + Send + Sync {
+    /// A successful attempt took `latency_ms`.
+    fn answered(&self, model: &str, latency_ms: f64);
+    /// A request sent at `sent` was rate limited; returns until when the
+    /// model now pauses.
+    fn rate_limited(&self, model: &str, sent: Instant, retry_after: Option<Duration>) -> Instant;
+}
+
+/// An estimated cost held against the budget while a request is in flight.
+#[derive(Debug)]
+#[must_use = "settle the reservation with the real cost"]
+pub struct Reservation(pub f64);
+
+/// Why the budget refused a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverBudget {
+    pub spent: f64,
+    pub max: f64,
+}
+
+/// What decides whether, and when, a request may be sent: requests and
+/// tokens per minute, and the spending cap.
+pub trait Admission: Send + Sync {
+    /// Holds `estimate` USD against the budget; `Ok(None)` without one.
+    fn reserve(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget>;
+    /// Replaces a reservation with what the request really cost (the
+    /// estimate when unknown).
+    fn settle(&self, r: Reservation, actual: Option<f64>);
+    /// Whether requests are sent as they come (no rate limits).
+    fn unlimited(&self) -> bool;
+    /// Waits until one more request of about `tokens` tokens may be sent.
+    fn acquire(&self, tokens: u64) -> BoxFuture<'_, ()>;
+    /// Tokens an answer used beyond its estimate.
+    fn owe(&self, tokens: u64);
+}
+
+/// What the engine tells whoever watches (logs, progress). Every method
+/// has a default that ignores it.
+pub trait Observer: Send + Sync {
+    /// A request (`tag` is the front end's number for it) was answered from the cache.
+    fn cache_hit(&self, _tag: u64, _model: &str) {}
+    /// An attempt came back: its status, or why it failed.
+    fn attempt(&self, _tag: u64, _model: &str, _result: Result<u16, &str>, _latency_ms: f64) {}
+    /// The API refused the key or the account; nothing more is sent.
+    fn stopping(&self, _message: &str) {}
+    /// The budget refused a request for the first time.
+    fn budget_reached(&self, _spent: f64, _max: f64) {}
+}

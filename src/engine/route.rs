@@ -1,0 +1,577 @@
+//! [`Router::route`]: one request, from its settings to its record.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::flight::{Join, Leader};
+use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
+use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
+use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
+use crate::core::cachekey::Key;
+use crate::core::failure::{error_type, Failure, FailureKind, Success, Usage};
+use crate::core::ranking::{self, Settings};
+use crate::core::request::Request;
+
+/// One request on its way through the engine.
+struct Job<'a> {
+    req: &'a Request,
+    opts: RouteOptions,
+    settings: &'a Settings,
+    /// The request's own priority, when its routing is its own.
+    priority: Option<String>,
+    key: Option<Key>,
+    started: Instant,
+}
+
+/// What a request's attempts have left so far.
+#[derive(Default)]
+struct Tried {
+    attempts: Vec<Attempt>,
+    rows: Vec<AttemptRow>,
+    cooldowns: Vec<(String, i64)>,
+}
+
+/// Why the attempt loop stopped before sending.
+enum Halt {
+    /// Nothing was sent: the request gets no outcome.
+    Unsent,
+    Ending(Ending),
+}
+
+impl Router {
+    /// Routes `req` to an answer or an error, and records it.
+    pub async fn route(&self, req: &Request, opts: RouteOptions) -> Routed {
+        let started = Instant::now();
+        let owned;
+        let settings = match &req.overrides {
+            None => &self.config.settings,
+            Some(o) => match self.config.settings.with_overrides(o, &self.config.presets) {
+                Ok(s) => {
+                    owned = s;
+                    &owned
+                }
+                Err(e) => {
+                    let ending = Ending::new(error_type::INVALID_INPUT, e);
+                    return Routed::new(Outcome::Failed(ending), ms_since(started));
+                }
+            },
+        };
+        let key = match &req.digest {
+            Some(d) if self.config.use_cache => {
+                Some(d.key(&settings.fingerprint(req.pinned.as_deref())))
+            }
+            _ => None,
+        };
+        let job = Job {
+            req,
+            opts,
+            settings,
+            priority: req.overrides.as_ref().map(|_| settings.priority.clone()),
+            key,
+            started,
+        };
+        let mut leader = None;
+        if let Some(key) = key {
+            let ttl = i64::try_from(self.config.cache_ttl.as_millis()).unwrap_or(i64::MAX);
+            if let Some(hit) = self
+                .parts
+                .cache
+                .get(key, now_ms().saturating_sub(ttl))
+                .await
+            {
+                self.parts.observer.cache_hit(opts.tag, &hit.model);
+                return self.cached(&job, hit, false);
+            }
+            match self.flights.join(key) {
+                Join::Lead(l) => leader = Some(l),
+                Join::Follow(f) => {
+                    if let Some(answer) = f.answer().await {
+                        self.parts.observer.cache_hit(opts.tag, &answer.model);
+                        return self.cached(&job, (*answer).clone(), true);
+                    }
+                    // The identical request got no answer: try on our own.
+                }
+            }
+        }
+        self.plan_and_send(&job, leader).await
+    }
+
+    async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {
+        let plan = ranking::plan(job.req, job.settings, &self.catalogue, &*self.parts.health);
+        let candidates = plan
+            .ranking
+            .clone()
+            .filter(|_| self.config.explain || self.config.dry_run);
+        let mut routed = if plan.order.is_empty() {
+            let ending = Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty());
+            Routed::new(Outcome::Failed(ending), ms_since(job.started))
+        } else if self.config.dry_run {
+            let first = plan.order.into_iter().next().expect("a plan with a model");
+            Routed::new(Outcome::Planned(first), ms_since(job.started))
+        } else {
+            match &self.parts.upstream {
+                None => {
+                    let ending = Ending::new(error_type::ALL_MODELS_FAILED, "no upstream client");
+                    Routed::new(Outcome::Failed(ending), ms_since(job.started))
+                }
+                Some(_) if self.cancel.is_cancelled() => Routed::new(Outcome::Unsent, 0.0),
+                Some(upstream) => {
+                    let attempts = Attempts::new(plan.order, self.config.max_attempts);
+                    self.send(job, attempts, &**upstream, leader).await
+                }
+            }
+        };
+        routed.candidates = candidates;
+        routed
+    }
+
+    /// The attempt loop: sends until an answer, or until the policy, the
+    /// budget or the front end ends it.
+    async fn send(
+        &self,
+        job: &Job<'_>,
+        mut policy: Attempts,
+        upstream: &dyn Upstream,
+        leader: Option<Leader<'_>>,
+    ) -> Routed {
+        let req = job.req;
+        let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
+        let worst = policy
+            .plan()
+            .iter()
+            .filter_map(|p| p.est_cost)
+            .fold(0.0, f64::max);
+        let mut tried = Tried::default();
+        let ending = loop {
+            match self.halted(&tried) {
+                Some(Halt::Unsent) => return Routed::new(Outcome::Unsent, 0.0),
+                Some(Halt::Ending(e)) => break e,
+                None => {}
+            }
+            let i = match policy.next(Instant::now(), &*self.parts.health) {
+                Next::Send(i) => i,
+                Next::Wait(until) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                        _ = self.cancel.cancelled() => {}
+                        _ = self.refused.cancelled() => {}
+                    }
+                    continue;
+                }
+                Next::GiveUp(e) => break e,
+            };
+            let planned = policy.plan()[i].clone();
+            // The budget holds this attempt's estimate (an unknown price
+            // counts as the dearest known candidate) until its cost is known.
+            let reservation = match self
+                .parts
+                .admission
+                .reserve(planned.est_cost.unwrap_or(worst))
+            {
+                Ok(r) => r,
+                Err(over) => {
+                    if !self.budget_warned.swap(true, Ordering::Relaxed) {
+                        self.parts.observer.budget_reached(over.spent, over.max);
+                    }
+                    break Ending::new(
+                        error_type::BUDGET_EXCEEDED,
+                        format!("not sent: the budget of ${} is spent", over.max),
+                    );
+                }
+            };
+            if !self.parts.admission.unlimited() {
+                let stopped = tokio::select! {
+                    _ = self.parts.admission.acquire(tokens) => self.stopping(),
+                    _ = self.cancel.cancelled() => true,
+                    _ = self.refused.cancelled() => true,
+                };
+                // Stopped while waiting: not sent; the loop's top says why.
+                if stopped {
+                    if let Some(r) = reservation {
+                        self.parts.admission.settle(r, Some(0.0));
+                    }
+                    continue;
+                }
+            }
+            let (result, sent, ms, ts) = self.attempt(job, &planned.model, upstream).await;
+            let cost = match &result {
+                Ok(s) => self.actual_cost(&planned.model, &s.usage),
+                Err(_) => Some(0.0),
+            };
+            if let Some(r) = reservation {
+                self.parts.admission.settle(r, cost);
+            }
+            match result {
+                Ok(s) => {
+                    policy.observe(i, Ok(()));
+                    return self.answered(job, &planned, s, ms, ts, cost, tried, leader);
+                }
+                Err(f) => {
+                    tried.failed(&planned, &f, ms, ts);
+                    if f.kind == FailureKind::Interrupted {
+                        break Ending::new(
+                            error_type::INTERRUPTED,
+                            format!("interrupted after {} attempt(s)", tried.attempts.len()),
+                        );
+                    }
+                    let effect = policy.observe(i, Err(&f));
+                    self.take_effect(&planned.model, sent, effect, &mut tried);
+                }
+            }
+        };
+        self.failed(job, ending, tried)
+    }
+
+    /// Whether the request must stop before its next attempt, and how.
+    fn halted(&self, tried: &Tried) -> Option<Halt> {
+        if let Some(stop) = self.stopped.get() {
+            return Some(Halt::Ending(Ending::new(
+                stop.kind,
+                format!("not sent: the run was stopped ({})", stop.message),
+            )));
+        }
+        if !self.cancel.is_cancelled() {
+            return None;
+        }
+        if tried.attempts.is_empty() {
+            return Some(Halt::Unsent);
+        }
+        let last = tried.attempts.last().and_then(|a| a.error.as_deref());
+        Some(Halt::Ending(Ending::new(
+            error_type::INTERRUPTED,
+            format!(
+                "interrupted after {} attempt(s); last: {}",
+                tried.attempts.len(),
+                last.unwrap_or("none")
+            ),
+        )))
+    }
+
+    /// Whether the run is stopping (cancelled, or refused by the API).
+    fn stopping(&self) -> bool {
+        self.cancel.is_cancelled() || self.stopped.get().is_some()
+    }
+
+    /// Sends one attempt: its result, when it was sent, how long it took
+    /// (ms), and when it came back (unix ms).
+    async fn attempt(
+        &self,
+        job: &Job<'_>,
+        model: &str,
+        upstream: &dyn Upstream,
+    ) -> (Result<Success, Failure>, Instant, f64, i64) {
+        let sent = Instant::now();
+        let body = body_for(model, &job.req.wire);
+        let result = tokio::select! {
+            r = upstream.complete(body, self.config.timeout) => r,
+            _ = self.abort.cancelled() => Err(Failure {
+                kind: FailureKind::Interrupted,
+                status: None,
+                message: "interrupted: no answer before the run ended".into(),
+                retry_after: None,
+            }),
+        };
+        let ms = ms_since(sent);
+        let outcome = match &result {
+            Ok(s) => Ok(s.status),
+            Err(f) => Err(f.message.as_str()),
+        };
+        self.parts
+            .observer
+            .attempt(job.opts.tag, model, outcome, ms);
+        if let Ok(s) = &result {
+            self.parts.health.answered(model, ms);
+            let used = s
+                .usage
+                .prompt_tokens
+                .unwrap_or(0)
+                .saturating_add(s.usage.completion_tokens.unwrap_or(0));
+            let planned = job
+                .req
+                .prompt_tokens
+                .saturating_add(job.req.completion_tokens());
+            let extra = (used.max(0) as u64).saturating_sub(planned);
+            if extra > 0 {
+                // More tokens than planned: the debt slows later requests, not this one.
+                self.parts.admission.owe(extra);
+            }
+        }
+        (result, sent, ms, now_ms())
+    }
+
+    /// What a failed attempt, sent at `sent`, asks beyond its request: a
+    /// pause, or a stop.
+    fn take_effect(&self, model: &str, sent: Instant, effect: Effect, tried: &mut Tried) {
+        match effect {
+            Effect::None => {}
+            Effect::CoolDown { retry_after } => {
+                let until = self.parts.health.rate_limited(model, sent, retry_after);
+                tried.cooldowns.push((model.to_string(), unix_ms(until)));
+            }
+            Effect::StopRun(ending) => {
+                if self.stopped.set(ending.clone()).is_ok() {
+                    self.refused.cancel();
+                    self.parts.observer.stopping(&ending.message);
+                }
+            }
+        }
+    }
+
+    /// An answer from a model: recorded (with the cache entry), then shown
+    /// once durable.
+    #[allow(clippy::too_many_arguments)]
+    fn answered(
+        &self,
+        job: &Job<'_>,
+        planned: &Planned,
+        s: Success,
+        ms: f64,
+        ts: i64,
+        cost_usd: Option<f64>,
+        mut tried: Tried,
+        leader: Option<Leader<'_>>,
+    ) -> Routed {
+        tried.attempts.push(Attempt {
+            model: planned.model.clone(),
+            status: Some(s.status),
+            error: None,
+            latency_ms: ms,
+        });
+        let answer = Answer {
+            model: planned.model.clone(),
+            response: s.body,
+            content: s.content,
+            cost_usd,
+            prompt_tokens: s.usage.prompt_tokens,
+            completion_tokens: s.usage.completion_tokens,
+            score: planned.score,
+            created_at: ts,
+        };
+        tried.rows.push(AttemptRow {
+            ts,
+            model: answer.model.clone(),
+            status: Some(s.status),
+            ok: true,
+            cached: false,
+            latency_ms: Some(ms),
+            prompt_tokens: answer.prompt_tokens,
+            completion_tokens: answer.completion_tokens,
+            cost_usd,
+            score: answer.score,
+            error_type: None,
+        });
+        let latency_ms = ms_since(job.started);
+        let record = Record {
+            cache: job.key.map(|key| CacheEntry {
+                key,
+                answer: answer.clone(),
+            }),
+            request: Some(request_row(
+                job,
+                Some(&answer),
+                cost_usd,
+                latency_ms,
+                tried.attempts.len(),
+                None,
+            )),
+            attempts: tried.rows,
+            cooldowns: tried.cooldowns,
+            priority: job.priority.clone(),
+        };
+        let commit = self.parts.recorder.record_durable(record);
+        if let Some(l) = leader {
+            // After the record is queued: the followers' records come after it.
+            l.publish(answer.clone());
+        }
+        Routed {
+            outcome: Outcome::Answered(answer),
+            attempts: tried.attempts,
+            candidates: None,
+            latency_ms,
+            commit: Some(commit),
+        }
+    }
+
+    /// A request that ends without an answer: recorded, shown at once.
+    fn failed(&self, job: &Job<'_>, ending: Ending, tried: Tried) -> Routed {
+        let latency_ms = ms_since(job.started);
+        self.parts.recorder.record(Record {
+            cache: None,
+            request: Some(request_row(
+                job,
+                None,
+                None,
+                latency_ms,
+                tried.attempts.len(),
+                Some(ending.kind),
+            )),
+            attempts: tried.rows,
+            cooldowns: tried.cooldowns,
+            priority: job.priority.clone(),
+        });
+        Routed {
+            outcome: Outcome::Failed(ending),
+            attempts: tried.attempts,
+            candidates: None,
+            latency_ms,
+            commit: None,
+        }
+    }
+
+    /// An answer from the cache, or from an identical request in flight
+    /// (`shared`), whose record must then be durable before it is shown.
+    fn cached(&self, job: &Job<'_>, hit: Answer, shared: bool) -> Routed {
+        let latency_ms = ms_since(job.started);
+        let ts = now_ms();
+        let record = Record {
+            cache: None,
+            request: Some(RequestRow {
+                cached: true,
+                ..request_row(job, Some(&hit), Some(0.0), latency_ms, 0, None)
+            }),
+            attempts: vec![AttemptRow {
+                ts,
+                model: hit.model.clone(),
+                status: None,
+                ok: true,
+                cached: true,
+                latency_ms: Some(latency_ms),
+                prompt_tokens: hit.prompt_tokens,
+                completion_tokens: hit.completion_tokens,
+                cost_usd: Some(0.0),
+                score: hit.score,
+                error_type: None,
+            }],
+            cooldowns: Vec::new(),
+            priority: job.priority.clone(),
+        };
+        let commit = if shared {
+            Some(self.parts.recorder.record_durable(record))
+        } else {
+            self.parts.recorder.record(record);
+            None
+        };
+        let candidates = (self.config.explain && job.req.pinned.is_none()).then(|| {
+            ranking::rank(job.req, job.settings, &self.catalogue, &*self.parts.health).ranked
+        });
+        Routed {
+            outcome: Outcome::Cached(hit),
+            attempts: Vec::new(),
+            candidates,
+            latency_ms,
+            commit,
+        }
+    }
+
+    /// What an answer cost: the response's `usage.cost`, else price × usage.
+    fn actual_cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        usage.cost.or_else(|| {
+            let info = self.catalogue.get(model)?;
+            Some(
+                info.prompt_price? * usage.prompt_tokens? as f64
+                    + info.completion_price? * usage.completion_tokens? as f64,
+            )
+        })
+    }
+}
+
+impl Tried {
+    fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
+        self.attempts.push(Attempt {
+            model: planned.model.clone(),
+            status: f.status,
+            error: Some(f.message.clone()),
+            latency_ms: ms,
+        });
+        self.rows.push(AttemptRow {
+            ts,
+            model: planned.model.clone(),
+            status: f.status,
+            ok: false,
+            cached: false,
+            latency_ms: Some(ms),
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost_usd: None,
+            score: planned.score,
+            error_type: Some(f.kind.name()),
+        });
+    }
+}
+
+fn request_row(
+    job: &Job<'_>,
+    answer: Option<&Answer>,
+    cost_usd: Option<f64>,
+    latency_ms: f64,
+    attempts: usize,
+    error_type: Option<&'static str>,
+) -> RequestRow {
+    RequestRow {
+        ts: now_ms(),
+        line: job.opts.tag,
+        request_id: id_text(&job.req.id),
+        model: answer.map(|a| a.model.clone()),
+        ok: answer.is_some(),
+        cached: false,
+        latency_ms,
+        cost_usd,
+        prompt_tokens: answer.and_then(|a| a.prompt_tokens),
+        completion_tokens: answer.and_then(|a| a.completion_tokens),
+        score: answer.and_then(|a| a.score),
+        attempts: attempts as u32,
+        error_type,
+    }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// An instant as unix ms.
+fn unix_ms(t: Instant) -> i64 {
+    let now = Instant::now();
+    let ahead = t.saturating_duration_since(now).as_millis();
+    now_ms().saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
+}
+
+/// The upstream body: the request with `model` set, without re-serialising
+/// the rest for every attempt.
+pub(crate) fn body_for(model: &str, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(rest.len() + model.len() + 12);
+    body.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
+    if rest.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&rest[1..]);
+    } else {
+        body.push(b'}');
+    }
+    body
+}
+
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_gets_the_model_first() {
+        assert_eq!(
+            body_for("a/b", br#"{"messages":[]}"#),
+            br#"{"model":"a/b","messages":[]}"#.to_vec()
+        );
+        assert_eq!(body_for("a\"b", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
+        let v: Value = serde_json::from_slice(&body_for("m", br#"{"x":1,"y":[2]}"#)).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","x":1,"y":[2]}));
+    }
+}

@@ -1,0 +1,367 @@
+//! The engine with in-memory fakes of its traits: no HTTP, no SQLite.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::admission::{Limits, RateLimits};
+use super::health::LocalHealth;
+use super::ports::*;
+use super::*;
+use crate::core::cachekey::Key;
+use crate::core::catalogue::{Catalogue, Origin};
+use crate::core::failure::{classify_status, error_type, Failure, FailureKind, Success, Usage};
+use crate::core::health::HealthView;
+use crate::core::request::{parse_line, Request};
+use crate::core::scoring::Priority;
+
+/// What a fake model does with a request.
+#[derive(Clone)]
+enum Reply {
+    Ok,
+    Status(u16, Option<&'static str>),
+    /// Answers after this long.
+    Slow(Duration),
+    /// Never answers.
+    Hang,
+}
+
+/// An upstream that answers by a script per model, and logs which model
+/// each request went to.
+#[derive(Default)]
+struct FakeUpstream {
+    /// Replies in turn; the last one repeats.
+    script: Mutex<HashMap<String, Vec<Reply>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeUpstream {
+    fn with(script: &[(&str, &[Reply])]) -> Arc<FakeUpstream> {
+        let f = FakeUpstream::default();
+        for (model, replies) in script {
+            f.script
+                .lock()
+                .unwrap()
+                .insert(model.to_string(), replies.to_vec());
+        }
+        Arc::new(f)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn success(model: &str) -> Success {
+    Success {
+        status: 200,
+        body: format!(r#"{{"choices":[{{"message":{{"content":"[{model}]"}}}}]}}"#),
+        content: Some(format!("[{model}]")),
+        usage: Usage::default(),
+    }
+}
+
+impl Upstream for FakeUpstream {
+    fn complete(
+        &self,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<Success, Failure>> {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let model = v["model"].as_str().unwrap().to_string();
+        self.calls.lock().unwrap().push(model.clone());
+        let reply = {
+            let mut script = self.script.lock().unwrap();
+            let replies = script
+                .entry(model.clone())
+                .or_insert_with(|| vec![Reply::Ok]);
+            if replies.len() > 1 {
+                replies.remove(0)
+            } else {
+                replies[0].clone()
+            }
+        };
+        Box::pin(async move {
+            match reply {
+                Reply::Ok => Ok(success(&model)),
+                Reply::Slow(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(success(&model))
+                }
+                Reply::Hang => std::future::pending().await,
+                Reply::Status(code, retry_after) => Err(classify_status(
+                    code,
+                    retry_after.and_then(crate::core::failure::parse_retry_after),
+                    b"fake",
+                )),
+            }
+        })
+    }
+}
+
+/// A cache and recorder in memory; records are durable at once.
+#[derive(Default)]
+struct Memory {
+    cache: Mutex<HashMap<Key, Answer>>,
+    records: Mutex<Vec<Record>>,
+}
+
+impl Cache for Memory {
+    fn get(&self, key: Key, _min: i64) -> BoxFuture<'_, Option<Answer>> {
+        let hit = self.cache.lock().unwrap().get(&key).cloned();
+        Box::pin(async move { hit })
+    }
+}
+
+impl Recorder for Memory {
+    fn record(&self, record: Record) {
+        if let Some(c) = &record.cache {
+            self.cache.lock().unwrap().insert(c.key, c.answer.clone());
+        }
+        self.records.lock().unwrap().push(record);
+    }
+
+    fn record_durable(&self, record: Record) -> Commit {
+        self.record(record);
+        Commit::done()
+    }
+}
+
+struct Quiet;
+impl Observer for Quiet {}
+
+struct World {
+    router: Arc<Router>,
+    upstream: Arc<FakeUpstream>,
+    memory: Arc<Memory>,
+    health: Arc<LocalHealth>,
+}
+
+fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World {
+    let memory = Arc::new(Memory::default());
+    let health = Arc::new(LocalHealth::default());
+    let config = Config {
+        settings: Settings::new(
+            "speed".into(),
+            Priority::Speed.weights(),
+            models.iter().map(|m| m.to_string()).collect(),
+            vec![],
+            HashMap::new(),
+        ),
+        presets: Presets::new(),
+        dry_run: false,
+        explain: false,
+        timeout: Duration::from_secs(5),
+        cache_ttl: Duration::from_secs(3600),
+        use_cache,
+        max_attempts: 4,
+    };
+    let parts = Parts {
+        upstream: Some(upstream.clone()),
+        cache: memory.clone(),
+        recorder: memory.clone(),
+        health: health.clone(),
+        admission: Arc::new(Limits {
+            rates: RateLimits::new(None, None),
+            budget: None,
+        }),
+        observer: Arc::new(Quiet),
+    };
+    let catalogue = Catalogue::from_models(vec![], 0, Origin::Live);
+    World {
+        router: Arc::new(Router::new(config, catalogue, parts)),
+        upstream,
+        memory,
+        health,
+    }
+}
+
+fn request(prompt: &str) -> Request {
+    let mut r = parse_line(format!(r#"{{"prompt":"{prompt}"}}"#).as_bytes()).unwrap();
+    r.prepare(true, &mut Vec::new());
+    r
+}
+
+fn answered_by(routed: &Routed) -> &str {
+    match &routed.outcome {
+        Outcome::Answered(a) | Outcome::Cached(a) => &a.model,
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+fn ending(routed: &Routed) -> &Ending {
+    match &routed.outcome {
+        Outcome::Failed(e) => e,
+        other => panic!("not a failure: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failures_fall_back_in_ranking_order_and_are_all_recorded() {
+    let upstream = FakeUpstream::with(&[
+        ("a", &[Reply::Status(500, None)]),
+        ("b", &[Reply::Status(503, Some("60"))]),
+    ]);
+    let w = world(&["a", "b", "c"], upstream, true);
+    let routed = w.router.route(&request("x"), RouteOptions { tag: 1 }).await;
+    assert_eq!(answered_by(&routed), "c");
+    assert_eq!(w.upstream.calls(), ["a", "b", "c"]);
+    let statuses: Vec<Option<u16>> = routed.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(500), Some(503), Some(200)]);
+    let records = w.memory.records.lock().unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.attempts.len(), 3);
+    assert_eq!(r.request.as_ref().map(|q| q.attempts), Some(3));
+    assert!(r.cache.is_some(), "the answer is cached");
+    assert_eq!(r.cooldowns.len(), 1);
+    assert_eq!(r.cooldowns[0].0, "b");
+    assert!(w.health.cooling_until("b").is_some(), "b pauses");
+    assert!(w.health.stat("c").is_some(), "c is measured");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_bad_request_is_not_sent_elsewhere() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Status(400, None)])]);
+    let w = world(&["a", "b"], upstream, true);
+    let routed = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert_eq!(ending(&routed).kind, error_type::BAD_REQUEST);
+    assert_eq!(w.upstream.calls(), ["a"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_waits_for_a_cooling_model_and_then_sends_again() {
+    // The only model is rate limited for 200 ms, then answers.
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Status(429, Some("0.2")), Reply::Ok])]);
+    let w = world(&["a"], upstream, true);
+    let routed = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert_eq!(answered_by(&routed), "a");
+    assert_eq!(w.upstream.calls(), ["a", "a"]);
+    assert_eq!(routed.attempts.len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_model_paused_by_another_request_is_skipped() {
+    let upstream = FakeUpstream::with(&[]);
+    let w = world(&["a", "b"], upstream, true);
+    w.health.rate_limited(
+        "a",
+        std::time::Instant::now(),
+        Some(Duration::from_secs(60)),
+    );
+    let routed = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert_eq!(answered_by(&routed), "b");
+    assert_eq!(w.upstream.calls(), ["b"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn identical_requests_in_flight_share_one_call() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Slow(Duration::from_millis(50))])]);
+    let w = world(&["a"], upstream, true);
+    let req = request("same");
+    let routed = route_together(&w.router, &req, 4).await;
+    assert_eq!(
+        w.upstream.calls().len(),
+        1,
+        "one upstream call for four lines"
+    );
+    let answered = routed
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Answered(_)))
+        .count();
+    let shared = routed
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Cached(_)))
+        .count();
+    assert_eq!((answered, shared), (1, 3));
+    // Each is recorded; only the leader's carries the answer to cache.
+    let records = w.memory.records.lock().unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records.iter().filter(|r| r.cache.is_some()).count(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_the_cache_identical_requests_each_go_upstream() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Slow(Duration::from_millis(20))])]);
+    let w = world(&["a"], upstream, false);
+    let req = request("same");
+    route_together(&w.router, &req, 4).await;
+    assert_eq!(w.upstream.calls().len(), 4);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_router_sends_nothing_and_an_aborted_one_ends_what_is_in_flight() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Hang])]);
+    let w = world(&["a"], upstream, true);
+    let router = w.router.clone();
+    let req = request("x");
+    let in_flight = tokio::spawn(async move { router.route(&req, RouteOptions::default()).await });
+    // Let it send, then end the run.
+    while w.upstream.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    w.router.cancel();
+    let later = w.router.route(&request("y"), RouteOptions::default()).await;
+    assert_eq!(
+        later.outcome,
+        Outcome::Unsent,
+        "nothing is sent after a cancel"
+    );
+    w.router.abort();
+    let routed = in_flight.await.unwrap();
+    let e = ending(&routed);
+    assert_eq!(e.kind, error_type::INTERRUPTED);
+    assert!(
+        e.message.starts_with("interrupted after 1 attempt(s)"),
+        "{}",
+        e.message
+    );
+    assert_eq!(routed.attempts.len(), 1, "the attempt sent is kept");
+    assert_eq!(w.upstream.calls(), ["a"]);
+    let records = w.memory.records.lock().unwrap();
+    assert_eq!(records.len(), 1, "the interrupted request is recorded");
+    assert_eq!(
+        records[0].attempts[0].error_type,
+        Some(FailureKind::Interrupted.name())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_key_stops_every_request_after_it() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Status(401, None)])]);
+    let w = world(&["a", "b"], upstream, true);
+    let first = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert_eq!(ending(&first).kind, error_type::AUTH);
+    let second = w.router.route(&request("y"), RouteOptions::default()).await;
+    let e = ending(&second);
+    assert_eq!(e.kind, error_type::AUTH);
+    assert!(
+        e.message.starts_with("not sent: the run was stopped"),
+        "{}",
+        e.message
+    );
+    assert_eq!(w.upstream.calls(), ["a"], "nothing after the 401");
+    assert_eq!(w.router.stopped().map(|e| e.kind), Some(error_type::AUTH));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cached_answer_is_served_without_a_call() {
+    let upstream = FakeUpstream::with(&[]);
+    let w = world(&["a"], upstream, true);
+    let first = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert!(matches!(first.outcome, Outcome::Answered(_)));
+    let again = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert!(matches!(again.outcome, Outcome::Cached(_)));
+    assert_eq!(again.cost_usd(), Some(0.0));
+    assert_eq!(w.upstream.calls().len(), 1);
+}
+
+/// Routes `n` copies of `req` at once.
+async fn route_together(router: &Arc<Router>, req: &Request, n: u64) -> Vec<Routed> {
+    let mut set = tokio::task::JoinSet::new();
+    for tag in 0..n {
+        let (router, req) = (router.clone(), req.clone());
+        set.spawn(async move { router.route(&req, RouteOptions { tag }).await });
+    }
+    set.join_all().await
+}

@@ -1,0 +1,216 @@
+//! What the batch run and the commands share, below the entry point: where
+//! the store is, the base URL, the API key, the catalogue to route with,
+//! routing settings from flags, writing to stdout, and exit statuses. It
+//! never imports the entry point ([`crate::app`]) or a front end.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use crate::cli::{CommonArgs, RoutingArgs};
+use crate::core::catalogue::{self, Catalogue, Origin};
+use crate::core::ranking::{self, Presets, Settings};
+use crate::store::{self, Store};
+use crate::upstream::{self, Client};
+
+/// Exit statuses.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const LINE_ERRORS: i32 = 1;
+    pub const FATAL: i32 = 2;
+}
+
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(7 * 86400);
+
+/// Metrics older than this are pruned after each run.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+/// Most rows of each metrics table one run prunes.
+pub const PRUNE_BATCH: usize = 50_000;
+
+/// The environment variable holding the API key.
+pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
+
+/// Replaces Rust's panic message with one that says it is a bug, and never
+/// shows the API key, whatever the message holds.
+pub fn install_panic_hook() {
+    let key = std::env::var(API_KEY_VAR)
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    std::panic::set_hook(Box::new(move |info| {
+        let mut text = info.to_string();
+        if let Some(k) = &key {
+            text = text.replace(k.as_str(), "[redacted]");
+        }
+        eprintln!(
+            "llmroute: internal error: {text}\nllmroute: this is a bug; please report it at {}/issues",
+            env!("CARGO_PKG_HOMEPAGE")
+        );
+    }));
+}
+
+/// In debug builds only: whether the environment variable `var` names line
+/// `line_no`, where a test wants a bug injected (see the fail points of the
+/// reader and the pipeline).
+#[cfg(debug_assertions)]
+pub(crate) fn fail_point_hit(var: &str, line_no: u64) -> bool {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()) == Some(line_no)
+}
+
+/// The store path: `--db`, `LLMROUTE_DB`, or the XDG data directory.
+pub fn store_path(common: &CommonArgs) -> anyhow::Result<PathBuf> {
+    match &common.db {
+        Some(p) => Ok(p.clone()),
+        None => store::default_path().map_err(anyhow::Error::msg),
+    }
+}
+
+/// Turns a store failure into a fatal error that names the store.
+pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> anyhow::Error + '_ {
+    move |e| match e {
+        store::StoreError::Sql(e) => anyhow!(
+            "cannot use the store at {}: {}",
+            path.display(),
+            store::describe(&e)
+        ),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The base URL: `--base-url`, `LLMROUTE_BASE_URL`, or OpenRouter's.
+pub fn base_url(common: &CommonArgs) -> String {
+    common
+        .base_url
+        .clone()
+        .unwrap_or_else(|| upstream::DEFAULT_BASE_URL.to_string())
+}
+
+/// Routing settings from the flags.
+pub fn settings(run: &RoutingArgs, presets: &Presets) -> anyhow::Result<Settings> {
+    let (priority, weights) = match (&run.weights, &run.priority) {
+        (Some(w), _) => ("custom".to_string(), *w),
+        (None, p) => {
+            let name = p.clone().unwrap_or_else(|| "balanced".into());
+            let w = ranking::resolve_priority(&name, presets).map_err(anyhow::Error::msg)?;
+            (name, w)
+        }
+    };
+    let clean = |list: &Option<Vec<String>>| -> Option<Vec<String>> {
+        list.as_ref().map(|l| {
+            l.iter()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+        })
+    };
+    let models = match clean(&run.models) {
+        Some(m) if m.is_empty() => return Err(anyhow!("--models lists no model")),
+        Some(m) => m,
+        None => ranking::DEFAULT_MODELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let fallback = clean(&run.fallback).unwrap_or_default();
+    let quality: HashMap<String, f64> = run.quality.iter().cloned().collect();
+    Ok(Settings::new(priority, weights, models, fallback, quality))
+}
+
+/// Writes a subcommand's output; a reader that stopped early (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// A plain-http base URL to another host would carry the key in clear.
+pub fn warn_plain_http(base: &str, quiet: bool) {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return;
+    };
+    if url.scheme() != "http" || quiet {
+        return;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if !loopback {
+        eprintln!("llmroute: warning: {base} is plain http: the API key would travel unencrypted");
+    }
+}
+
+/// The catalogue to route with: the store's copy while fresh; else a new
+/// fetch (kept in the store); else the stale copy, else the embedded
+/// snapshot, with a warning. Without a client (dry runs) nothing is fetched;
+/// with `refresh` the stored copy is refetched however fresh.
+pub fn load_catalogue(
+    store: &Store,
+    client: Option<&Client>,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+    quiet: bool,
+    refresh: bool,
+) -> Catalogue {
+    let now = store::now_ms();
+    let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
+        let age = Duration::from_millis((now - at).max(0) as u64);
+        Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
+    });
+    let fresh =
+        |c: &Catalogue| matches!(c.origin, Origin::Stored { age } if age < catalogue::MAX_AGE);
+    if let Some(c) = stored.as_ref().filter(|c| fresh(c) && !refresh) {
+        return c.clone();
+    }
+    let Some(client) = client else {
+        return stored.unwrap_or_else(Catalogue::embedded);
+    };
+    let problem = match rt.block_on(client.fetch_models(Duration::from_secs(20))) {
+        Ok(bytes) => match Catalogue::parse(&bytes, Origin::Live) {
+            Ok(c) => {
+                if let Err(e) = store.put_catalogue(base, now, &c.to_json()) {
+                    if !quiet {
+                        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
+                    }
+                }
+                return c;
+            }
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e,
+    };
+    match stored {
+        Some(c) => {
+            if !quiet {
+                let age = match c.origin {
+                    Origin::Stored { age } => {
+                        crate::core::duration::format(Duration::from_secs(age.as_secs()))
+                    }
+                    _ => String::new(),
+                };
+                eprintln!("llmroute: warning: cannot fetch {base}/models ({problem}); using the stored catalogue from {age} ago");
+            }
+            c
+        }
+        None => {
+            if !quiet {
+                eprintln!(
+                    "llmroute: warning: cannot fetch {base}/models ({problem}); using the built-in catalogue of {}",
+                    catalogue::EMBEDDED_DATE
+                );
+            }
+            Catalogue::embedded()
+        }
+    }
+}
