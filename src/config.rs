@@ -3,9 +3,10 @@
 //! `$XDG_CONFIG_HOME/llmroute/config.toml` (`~/.config/llmroute/config.toml`),
 //! or `--config PATH` / `LLMROUTE_CONFIG`. Precedence: flag > environment >
 //! config file > built-in default. Flags and their environment variables
-//! are resolved by clap; [`Config::apply`] then fills whatever is still
-//! unset from the file. An unknown key or a bad value is an error naming the
-//! file, the line and the key.
+//! are resolved by clap; [`crate::options::Options::resolve`] then fills
+//! whatever is still unset from the file, then from the defaults. An
+//! unknown key or a bad value is an error naming the file, the line and the
+//! key.
 //!
 //! ```toml
 //! priority = "nightly"
@@ -30,7 +31,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::cli::{Cli, Command};
 use crate::core::ranking::Presets;
 use crate::core::scoring::{Priority, Weights};
 
@@ -261,56 +261,11 @@ impl Config {
             .filter_map(|(k, w)| Some((k.clone(), w.weights().ok()?)))
             .collect()
     }
-
-    /// Fills every option the command line and environment left unset.
-    pub fn apply(&self, cli: &mut Cli) {
-        let common = &mut cli.common;
-        fill(&mut common.db, &self.db);
-        fill(&mut common.base_url, &self.base_url);
-        let routing = match &mut cli.command {
-            None | Some(Command::Config(_)) => Some(&mut cli.run.routing),
-            Some(Command::Models(m)) => Some(&mut m.routing),
-            _ => None,
-        };
-        if let Some(r) = routing {
-            // Explicit weights from the config only apply when no priority
-            // was chosen on the command line or in the environment.
-            if r.weights.is_none() && r.priority.is_none() {
-                r.weights = self.weights.and_then(|w| w.weights().ok());
-                fill(&mut r.priority, &self.priority);
-            }
-            fill(&mut r.models, &self.models);
-            fill(&mut r.fallback, &self.fallback);
-            let given: Vec<String> = r.quality.iter().map(|(m, _)| m.clone()).collect();
-            r.quality.extend(
-                self.quality
-                    .iter()
-                    .filter(|(m, _)| !given.contains(m))
-                    .map(|(m, q)| (m.clone(), *q)),
-            );
-        }
-        let run = &mut cli.run;
-        fill(&mut run.concurrency, &self.concurrency);
-        fill(&mut run.rpm, &self.rpm);
-        fill(&mut run.tpm, &self.tpm);
-        fill(&mut run.max_cost, &self.max_cost);
-        fill(&mut run.timeout, &self.timeout);
-        fill(&mut run.max_attempts, &self.max_attempts);
-        fill(&mut run.cache_ttl, &self.cache_ttl);
-        fill(&mut run.retention, &self.retention);
-    }
-}
-
-fn fill<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
-    if slot.is_none() {
-        slot.clone_from(value);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     #[test]
     fn a_full_config_parses() {
@@ -376,25 +331,5 @@ mod tests {
         assert!(e.starts_with("line 1: presets.y:"), "{e}");
         let e = parse("\n\nmax_cost = -2\n").unwrap_err();
         assert!(e.starts_with("line 3: max_cost:"), "{e}");
-    }
-
-    #[test]
-    fn flags_and_environment_win_over_the_file() {
-        let c = parse("priority = \"cost\"\nconcurrency = 16\nmodels = [\"x/y\"]\ntimeout = \"5s\"\n[quality]\n\"m/1\" = 0.1\n\"m/2\" = 0.2\n").unwrap();
-        let mut cli = Cli::try_parse_from(["llmroute", "-j", "2", "--quality", "m/1=0.9"]).unwrap();
-        c.apply(&mut cli);
-        assert_eq!(cli.run.concurrency, Some(2), "the flag wins");
-        assert_eq!(
-            cli.run.routing.priority.as_deref(),
-            Some("cost"),
-            "the file fills the gap"
-        );
-        assert_eq!(cli.run.routing.models, Some(vec!["x/y".to_string()]));
-        assert_eq!(cli.run.timeout, Some(Duration::from_secs(5)));
-        let q: BTreeMap<_, _> = cli.run.routing.quality.iter().cloned().collect();
-        assert_eq!((q["m/1"], q["m/2"]), (0.9, 0.2));
-        let mut cli = Cli::try_parse_from(["llmroute", "-p", "speed"]).unwrap();
-        c.apply(&mut cli);
-        assert_eq!(cli.run.routing.priority.as_deref(), Some("speed"));
     }
 }

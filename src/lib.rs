@@ -15,6 +15,7 @@
 //! | [`app`]      | the entry point: config file, dispatch, fatal errors               |
 //! | [`cli`]      | the command-line definition (clap)                                  |
 //! | [`config`]   | the config file: defaults for every routing flag                    |
+//! | [`options`]  | flags, environment, config file and defaults, resolved once         |
 //! | [`setup`]    | what runs and commands share: store path, base URL, catalogue, key  |
 //! | [`core`]     | the pure core: request, cache key, ranking, attempt policy, health  |
 //! | [`engine`]   | the routing engine ([`engine::Router`]) and its traits              |
@@ -35,6 +36,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod options;
 pub mod setup;
 pub mod store;
 pub mod upstream;

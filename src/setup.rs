@@ -1,19 +1,15 @@
-//! What the batch run and the commands share, below the entry point: where
-//! the store is, the base URL, the API key, the catalogue to route with,
-//! routing settings from flags, writing to stdout, and exit statuses. It
+//! What the batch run and the commands share, below the entry point: the
+//! API key, the catalogue to route with, store errors, writing to stdout,
+//! and exit statuses. It
 //! never imports the entry point ([`crate::app`]) or a front end.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::cli::{CommonArgs, RoutingArgs};
 use crate::core::catalogue::{self, Catalogue, Origin};
-use crate::core::ranking::{self, Presets, Settings};
 use crate::store::{self, Store};
-use crate::upstream::{self, Client};
+use crate::upstream::Client;
 
 /// Exit statuses.
 pub mod exit {
@@ -22,13 +18,6 @@ pub mod exit {
     pub const FATAL: i32 = 2;
 }
 
-pub const DEFAULT_CONCURRENCY: u32 = 8;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(7 * 86400);
-
-/// Metrics older than this are pruned after each run.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 /// Most rows of each metrics table one run prunes.
 pub const PRUNE_BATCH: usize = 50_000;
 
@@ -62,14 +51,6 @@ pub(crate) fn fail_point_hit(var: &str, line_no: u64) -> bool {
     std::env::var(var).ok().and_then(|v| v.parse().ok()) == Some(line_no)
 }
 
-/// The store path: `--db`, `LLMROUTE_DB`, or the XDG data directory.
-pub fn store_path(common: &CommonArgs) -> anyhow::Result<PathBuf> {
-    match &common.db {
-        Some(p) => Ok(p.clone()),
-        None => store::default_path().map_err(anyhow::Error::msg),
-    }
-}
-
 /// Turns a store failure into a fatal error that names the store.
 pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> anyhow::Error + '_ {
     move |e| match e {
@@ -80,45 +61,6 @@ pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> anyh
         ),
         other => anyhow::Error::new(other),
     }
-}
-
-/// The base URL: `--base-url`, `LLMROUTE_BASE_URL`, or OpenRouter's.
-pub fn base_url(common: &CommonArgs) -> String {
-    common
-        .base_url
-        .clone()
-        .unwrap_or_else(|| upstream::DEFAULT_BASE_URL.to_string())
-}
-
-/// Routing settings from the flags.
-pub fn settings(run: &RoutingArgs, presets: &Presets) -> anyhow::Result<Settings> {
-    let (priority, weights) = match (&run.weights, &run.priority) {
-        (Some(w), _) => ("custom".to_string(), *w),
-        (None, p) => {
-            let name = p.clone().unwrap_or_else(|| "balanced".into());
-            let w = ranking::resolve_priority(&name, presets).map_err(anyhow::Error::msg)?;
-            (name, w)
-        }
-    };
-    let clean = |list: &Option<Vec<String>>| -> Option<Vec<String>> {
-        list.as_ref().map(|l| {
-            l.iter()
-                .map(|m| m.trim().to_string())
-                .filter(|m| !m.is_empty())
-                .collect::<Vec<_>>()
-        })
-    };
-    let models = match clean(&run.models) {
-        Some(m) if m.is_empty() => return Err(anyhow!("--models lists no model")),
-        Some(m) => m,
-        None => ranking::DEFAULT_MODELS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
-    let fallback = clean(&run.fallback).unwrap_or_default();
-    let quality: HashMap<String, f64> = run.quality.iter().cloned().collect();
-    Ok(Settings::new(priority, weights, models, fallback, quality))
 }
 
 /// Writes a subcommand's output; a reader that stopped early (`| head`) is not an error.

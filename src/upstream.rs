@@ -13,8 +13,6 @@ use crate::core::failure::{
     classify_status, parse_completion, parse_retry_after, snippet, Failure, FailureKind, Success,
 };
 
-/// OpenRouter's API.
-pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 /// Largest response body accepted; a larger one fails the attempt.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Sent as `HTTP-Referer`, which OpenRouter uses to attribute traffic to an app.

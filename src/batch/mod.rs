@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use crate::cli::{CommonArgs, RunArgs};
-use crate::core::ranking::Presets;
+use crate::cli::RunArgs;
 use crate::engine::admission::{Budget, Limits, RateLimits};
 use crate::engine::health::LocalHealth;
 use crate::engine::{self, Parts, Router};
+use crate::options::Options;
 use crate::setup::{self, exit};
 use crate::store::{self, writer::Writer, Store};
 use crate::upstream::Client;
@@ -42,9 +42,9 @@ use reader::Source;
 use run::{Batch, StopReason, Summary};
 
 /// Runs a batch over the files (or stdin) of `run`, and returns the exit status.
-pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Result<i32> {
-    let settings = setup::settings(&run.routing, &presets)?;
-    let base = setup::base_url(common);
+pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
+    let settings = options.settings()?;
+    let base = options.base_url.clone();
     let api_key = std::env::var(setup::API_KEY_VAR)
         .ok()
         .filter(|k| !k.trim().is_empty());
@@ -62,7 +62,7 @@ pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Res
     for s in &sources {
         s.check().map_err(anyhow::Error::msg)?;
     }
-    let concurrency = run.concurrency.unwrap_or(setup::DEFAULT_CONCURRENCY) as usize;
+    let concurrency = options.concurrency as usize;
     let client = match run.dry_run {
         true => None,
         false => {
@@ -71,7 +71,7 @@ pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Res
     };
     setup::warn_plain_http(&base, run.quiet);
 
-    let path = setup::store_path(common)?;
+    let path = options.store_path()?;
     let mut store = Store::open(&path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,13 +102,13 @@ pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Res
     let use_cache = !run.no_cache && !run.dry_run;
     let config = engine::Config {
         settings,
-        presets,
+        presets: options.routing.presets.clone(),
         dry_run: run.dry_run,
         explain: run.explain || run.dry_run,
-        timeout: run.timeout.unwrap_or(setup::DEFAULT_TIMEOUT),
-        cache_ttl: run.cache_ttl.unwrap_or(setup::DEFAULT_CACHE_TTL),
+        timeout: options.timeout,
+        cache_ttl: options.cache_ttl,
         use_cache,
-        max_attempts: run.max_attempts.unwrap_or(setup::DEFAULT_MAX_ATTEMPTS),
+        max_attempts: options.max_attempts,
     };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),
@@ -116,8 +116,8 @@ pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Res
         recorder: handle,
         health,
         admission: Arc::new(Limits {
-            rates: RateLimits::new(run.rpm, run.tpm),
-            budget: run.max_cost.map(Budget::new),
+            rates: RateLimits::new(options.rpm, options.tpm),
+            budget: options.max_cost.map(Budget::new),
         }),
         observer: Arc::new(BatchObserver { console: console() }),
     };
@@ -139,7 +139,7 @@ pub fn main(run: &RunArgs, common: &CommonArgs, presets: Presets) -> anyhow::Res
     drop(shared);
     // Tasks still running after the grace period are dropped here.
     rt.shutdown_timeout(Duration::from_millis(200));
-    flush_and_prune(writer, run);
+    flush_and_prune(writer, run.quiet, options.retention);
     Ok(finish(&summary, run, refused, store_failure))
 }
 
@@ -158,9 +158,7 @@ fn warn_unknown(
 
 /// Commits what is queued and prunes old metrics. Ctrl-C still quits
 /// while it does (the store stays consistent either way).
-fn flush_and_prune(writer: Writer, run: &RunArgs) {
-    let quiet = run.quiet;
-    let retention = run.retention.unwrap_or(setup::DEFAULT_RETENTION);
+fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
     let work = move || {
         let store = writer.finish();
         let before = store::now_ms()

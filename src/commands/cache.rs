@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{CacheAction, CacheArgs, CommonArgs, Since};
+use crate::cli::{CacheAction, CacheArgs, Since};
+use crate::options::Options;
 use crate::setup as app;
 use crate::store::{self, Store};
 
@@ -25,8 +26,8 @@ struct StatsOut {
 }
 
 /// Runs `llmroute cache ...`.
-pub fn main(args: &CacheArgs, common: &CommonArgs) -> anyhow::Result<i32> {
-    let path = app::store_path(common)?;
+pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
+    let path = options.store_path()?;
     let store = Store::open(&path)?;
     let now = store::now_ms();
     let text = match &args.action {

@@ -12,10 +12,11 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
-use crate::cli::{CommonArgs, ModelsArgs};
+use crate::cli::ModelsArgs;
 use crate::core::quality;
-use crate::core::ranking::{self, Presets};
+use crate::core::ranking;
 use crate::core::request::Request;
+use crate::options::Options;
 use crate::setup as app;
 use crate::store::{self, Store};
 use crate::upstream::Client;
@@ -52,14 +53,14 @@ pub struct Latency {
 }
 
 /// Runs `llmroute models`.
-pub fn main(args: &ModelsArgs, common: &CommonArgs, presets: &Presets) -> anyhow::Result<i32> {
-    let settings = app::settings(&args.routing, presets)?;
-    let base = app::base_url(common);
+pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
+    let settings = options.settings()?;
+    let base = options.base_url.clone();
     let key = std::env::var(app::API_KEY_VAR)
         .ok()
         .filter(|k| !k.trim().is_empty());
     let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
-    let path = app::store_path(common)?;
+    let path = options.store_path()?;
     let store = Store::open(&path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -21,14 +21,15 @@ use anyhow::Context;
 
 pub use crate::core::health::percentile;
 
-use crate::cli::{CommonArgs, ReportArgs, ReportFormat, Since};
+use crate::cli::{ReportArgs, ReportFormat, Since};
+use crate::options::Options;
 use crate::store::{self, Store};
 
 /// The quantiles every latency summary gives, in percent.
 pub const QUANTILES: [u32; 3] = [50, 95, 99];
 
 /// Runs `llmroute report` and returns the exit status.
-pub fn main(args: &ReportArgs, common: &CommonArgs) -> anyhow::Result<i32> {
+pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     let format = match (args.json, args.format) {
         (true, ReportFormat::Prometheus) => {
             anyhow::bail!("--json conflicts with --format prometheus (--json means --format json)")
@@ -36,7 +37,7 @@ pub fn main(args: &ReportArgs, common: &CommonArgs) -> anyhow::Result<i32> {
         (true, _) => ReportFormat::Json,
         (false, f) => f,
     };
-    let path = crate::setup::store_path(common)?;
+    let path = options.store_path()?;
     let store = Store::open(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);

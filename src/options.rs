@@ -1,0 +1,264 @@
+//! Options resolved once. Flags and their environment variables (resolved
+//! by clap), then the config file, then the built-in defaults, become one
+//! immutable [`Options`] value: what a run or a command reads, and what
+//! `llmroute config show` prints. Nothing changes it afterwards.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use crate::cli::{Cli, Command, RoutingArgs};
+use crate::config::{Config, WeightsTable};
+use crate::core::ranking::{self, Presets, Settings};
+use crate::core::scoring::Weights;
+
+pub const DEFAULT_PRIORITY: &str = "balanced";
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(7 * 86400);
+/// Metrics older than this are pruned after each run.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+/// OpenRouter's API.
+pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+
+/// What decides a choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// A named priority (built-in or preset); unused when `weights` is set.
+    pub priority: String,
+    /// Explicit weights.
+    pub weights: Option<Weights>,
+    /// `None`: the built-in candidates.
+    pub models: Option<Vec<String>>,
+    pub fallback: Vec<String>,
+    /// Quality priors that override the built-in ones.
+    pub quality: BTreeMap<String, f64>,
+    /// Named weights beyond the built-in priorities.
+    pub presets: Presets,
+}
+
+/// Every option of a run or a command, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub routing: Routing,
+    pub concurrency: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Spending cap of a run in USD.
+    pub max_cost: Option<f64>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub cache_ttl: Duration,
+    pub retention: Duration,
+    pub base_url: String,
+    /// `None`: the default store path (see [`crate::store::default_path`]).
+    pub db: Option<PathBuf>,
+}
+
+impl Options {
+    /// Resolves the command line over the config file and the defaults.
+    /// Explicit weights from the file apply only when neither a priority
+    /// nor weights were given as flags or in the environment.
+    pub fn resolve(cli: &Cli, file: &Config) -> Options {
+        let flags = match &cli.command {
+            None | Some(Command::Config(_)) => cli.run.routing.clone(),
+            Some(Command::Models(m)) => m.routing.clone(),
+            _ => RoutingArgs::default(),
+        };
+        let (priority, weights) = match (flags.weights, flags.priority) {
+            (Some(w), p) => (p, Some(w)),
+            (None, Some(p)) => (Some(p), None),
+            (None, None) => (
+                file.priority.clone(),
+                file.weights.and_then(|w| w.weights().ok()),
+            ),
+        };
+        let mut quality: BTreeMap<String, f64> = file.quality.clone();
+        quality.extend(flags.quality.iter().cloned());
+        let run = &cli.run;
+        Options {
+            routing: Routing {
+                priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
+                weights,
+                models: flags.models.or_else(|| file.models.clone()),
+                fallback: flags
+                    .fallback
+                    .or_else(|| file.fallback.clone())
+                    .unwrap_or_default(),
+                quality,
+                presets: file.presets(),
+            },
+            concurrency: run
+                .concurrency
+                .or(file.concurrency)
+                .unwrap_or(DEFAULT_CONCURRENCY),
+            rpm: run.rpm.or(file.rpm),
+            tpm: run.tpm.or(file.tpm),
+            max_cost: run.max_cost.or(file.max_cost),
+            timeout: run.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            max_attempts: run
+                .max_attempts
+                .or(file.max_attempts)
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            cache_ttl: run
+                .cache_ttl
+                .or(file.cache_ttl)
+                .unwrap_or(DEFAULT_CACHE_TTL),
+            retention: run
+                .retention
+                .or(file.retention)
+                .unwrap_or(DEFAULT_RETENTION),
+            base_url: cli
+                .common
+                .base_url
+                .clone()
+                .or_else(|| file.base_url.clone())
+                .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+            db: cli.common.db.clone().or_else(|| file.db.clone()),
+        }
+    }
+
+    /// The routing settings these options give a request.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let r = &self.routing;
+        let (priority, weights) = match r.weights {
+            Some(w) => ("custom".to_string(), w),
+            None => {
+                let w = ranking::resolve_priority(&r.priority, &r.presets)
+                    .map_err(anyhow::Error::msg)?;
+                (r.priority.clone(), w)
+            }
+        };
+        let clean = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect()
+        };
+        let models = match &r.models {
+            Some(m) if clean(m).is_empty() => return Err(anyhow!("--models lists no model")),
+            Some(m) => clean(m),
+            None => ranking::DEFAULT_MODELS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let quality: HashMap<String, f64> = r.quality.clone().into_iter().collect();
+        Ok(Settings::new(
+            priority,
+            weights,
+            models,
+            clean(&r.fallback),
+            quality,
+        ))
+    }
+
+    /// The store: `--db`, `LLMROUTE_DB`, the config file's `db`, or the XDG
+    /// data directory.
+    pub fn store_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.db {
+            Some(p) => Ok(p.clone()),
+            None => crate::store::default_path().map_err(anyhow::Error::msg),
+        }
+    }
+
+    /// These options in the config file's form, every key filled in.
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let r = &self.routing;
+        let table = |w: &Weights| WeightsTable {
+            latency: w.latency,
+            cost: w.cost,
+            quality: w.quality,
+        };
+        Ok(Config {
+            priority: Some(r.priority.clone()).filter(|_| r.weights.is_none()),
+            weights: r.weights.as_ref().map(table),
+            models: Some(r.models.clone().unwrap_or_else(|| {
+                ranking::DEFAULT_MODELS
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect()
+            })),
+            fallback: Some(r.fallback.clone()),
+            quality: r.quality.clone(),
+            presets: r
+                .presets
+                .iter()
+                .map(|(k, w)| (k.clone(), table(w)))
+                .collect(),
+            concurrency: Some(self.concurrency),
+            rpm: self.rpm,
+            tpm: self.tpm,
+            max_cost: self.max_cost,
+            timeout: Some(self.timeout),
+            max_attempts: Some(self.max_attempts),
+            cache_ttl: Some(self.cache_ttl),
+            retention: Some(self.retention),
+            base_url: Some(self.base_url.clone()),
+            db: Some(self.store_path()?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use clap::Parser;
+
+    fn resolve(args: &[&str], file: &str) -> Options {
+        let cli = Cli::try_parse_from(args).unwrap();
+        Options::resolve(&cli, &parse(file).unwrap())
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let file = "priority = \"cost\"\nconcurrency = 16\nmodels = [\"x/y\"]\ntimeout = \"5s\"\n[quality]\n\"m/1\" = 0.1\n\"m/2\" = 0.2\n";
+        let o = resolve(&["llmroute", "-j", "2", "--quality", "m/1=0.9"], file);
+        assert_eq!(o.concurrency, 2, "the flag wins");
+        assert_eq!(o.routing.priority, "cost", "the file fills the gap");
+        assert_eq!(o.routing.models, Some(vec!["x/y".to_string()]));
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!(
+            (o.routing.quality["m/1"], o.routing.quality["m/2"]),
+            (0.9, 0.2)
+        );
+        let o = resolve(&["llmroute", "-p", "speed"], file);
+        assert_eq!(o.routing.priority, "speed");
+    }
+
+    #[test]
+    fn defaults_fill_what_nothing_sets() {
+        let o = resolve(&["llmroute"], "");
+        assert_eq!(o.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(o.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(o.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(o.cache_ttl, DEFAULT_CACHE_TTL);
+        assert_eq!(o.retention, DEFAULT_RETENTION);
+        assert_eq!(o.base_url, DEFAULT_BASE_URL);
+        assert_eq!(o.routing.priority, DEFAULT_PRIORITY);
+        let s = o.settings().unwrap();
+        assert_eq!(s.models.len(), ranking::DEFAULT_MODELS.len());
+    }
+
+    #[test]
+    fn file_weights_apply_only_without_a_priority_from_flags() {
+        let file = "[weights]\nlatency = 1\n";
+        let o = resolve(&["llmroute"], file);
+        assert_eq!(o.settings().unwrap().priority, "custom");
+        let o = resolve(&["llmroute", "-p", "cost"], file);
+        assert_eq!(o.settings().unwrap().priority, "cost");
+        let o = resolve(&["llmroute", "-w", "quality=1"], file);
+        let s = o.settings().unwrap();
+        assert_eq!((s.priority.as_str(), s.weights.quality), ("custom", 1.0));
+    }
+
+    #[test]
+    fn an_empty_model_list_is_an_error() {
+        let o = resolve(&["llmroute", "--models", " , "], "");
+        assert!(o.settings().unwrap_err().to_string().contains("no model"));
+    }
+}
