@@ -9,6 +9,7 @@ mod crashes;
 mod docs;
 mod faults;
 mod hostile;
+mod layout;
 mod props;
 mod report;
 mod route;
