@@ -45,6 +45,8 @@ fn stats_for(models: &[String]) -> HashMap<String, ModelStat> {
                 ModelStat {
                     ewma_ms: latency(i),
                     samples: 20,
+                    tries: 20,
+                    ..Default::default()
                 },
             )
         })
@@ -78,6 +80,7 @@ fn candidates(
                 latency_ms: Some(latency(i)),
                 cost_usd: info.and_then(|i| i.estimate_cost(prompt, completion)),
                 quality: quality::prior(m, info.and_then(|i| i.intelligence_index), &none),
+                error_rate: 0.0,
             }
         })
         .collect()
@@ -94,10 +97,10 @@ fn decision(c: &mut Criterion) {
     for (name, models) in [("8_candidates", &eight), ("catalogue", &all)] {
         let s = settings(models.clone());
         let stats = stats_for(models);
-        let ranking = rank(&req, &s, &catalogue, &stats);
+        let ranking = rank(&req, &s, &catalogue, &stats, None);
         assert!(!ranking.ranked.is_empty(), "{name}: no eligible model");
         group.bench_function(format!("route/{name}"), |b| {
-            b.iter(|| rank(black_box(&req), &s, &catalogue, &stats))
+            b.iter(|| rank(black_box(&req), &s, &catalogue, &stats, None))
         });
 
         let cands = candidates(

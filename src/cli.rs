@@ -149,6 +149,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "USD", env = "LLMROUTE_MAX_COST", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
 
+    /// Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]
+    #[arg(long, value_name = "SHARE", env = "LLMROUTE_EXPLORE", value_parser = parse_share)]
+    pub explore: Option<f64>,
+
+    /// Leave out candidates whose latency estimate for a line is over this, e.g. 2s
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_latency: Option<Duration>,
+
+    /// Leave out candidates whose cost estimate for a line is over this many USD
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_line_cost: Option<f64>,
+
     /// Progress bar on stderr: auto (only on a terminal), always, never
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
     pub progress: Progress,
@@ -301,6 +313,13 @@ fn parse_usd(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}' is not a non-negative amount of USD"));
     }
     Ok(v)
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a share between 0 and 1, e.g. 0.05")),
+    }
 }
 
 fn parse_weights(s: &str) -> Result<Weights, String> {

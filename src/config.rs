@@ -57,6 +57,15 @@ pub struct Config {
     )]
     pub timeout: Option<Duration>,
     pub max_attempts: Option<u32>,
+    /// Share of requests that re-measure a candidate, in [0, 1].
+    pub explore: Option<f64>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub max_latency: Option<Duration>,
+    pub max_line_cost: Option<f64>,
     #[serde(
         default,
         deserialize_with = "duration",
@@ -248,8 +257,16 @@ impl Config {
                 return Err(bad(&[key], "must be at least 1"));
             }
         }
-        if self.max_cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err(bad(&["max_cost"], "must be a non-negative number of USD"));
+        for (key, v) in [
+            ("max_cost", self.max_cost),
+            ("max_line_cost", self.max_line_cost),
+        ] {
+            if v.is_some_and(|c| !c.is_finite() || c < 0.0) {
+                return Err(bad(&[key], "must be a non-negative number of USD"));
+            }
+        }
+        if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
+            return Err(bad(&["explore"], "must be a share between 0 and 1"));
         }
         Ok(())
     }

@@ -51,6 +51,11 @@ pub struct Options {
     pub max_cost: Option<f64>,
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// The share of requests that re-measure a candidate.
+    pub explore: f64,
+    /// Per-line limits on a candidate's latency and cost estimates.
+    pub max_latency: Option<Duration>,
+    pub max_line_cost: Option<f64>,
     pub cache_ttl: Duration,
     pub retention: Duration,
     pub base_url: String,
@@ -103,6 +108,12 @@ impl Options {
                 .max_attempts
                 .or(file.max_attempts)
                 .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            explore: run
+                .explore
+                .or(file.explore)
+                .unwrap_or(crate::core::explore::DEFAULT_SHARE),
+            max_latency: run.max_latency.or(file.max_latency),
+            max_line_cost: run.max_line_cost.or(file.max_line_cost),
             cache_ttl: run
                 .cache_ttl
                 .or(file.cache_ttl)
@@ -147,13 +158,14 @@ impl Options {
                 .collect(),
         };
         let quality: HashMap<String, f64> = r.quality.clone().into_iter().collect();
-        Ok(Settings::new(
-            priority,
-            weights,
-            models,
-            clean(&r.fallback),
-            quality,
-        ))
+        let limits = ranking::Limits {
+            max_latency_ms: self.max_latency.map(|d| d.as_secs_f64() * 1000.0),
+            max_cost_usd: self.max_line_cost,
+        };
+        Ok(
+            Settings::new(priority, weights, models, clean(&r.fallback), quality)
+                .with_limits(limits),
+        )
     }
 
     /// The store: `--db`, `LLMROUTE_DB`, the config file's `db`, or the XDG
@@ -195,6 +207,9 @@ impl Options {
             max_cost: self.max_cost,
             timeout: Some(self.timeout),
             max_attempts: Some(self.max_attempts),
+            explore: Some(self.explore),
+            max_latency: self.max_latency,
+            max_line_cost: self.max_line_cost,
             cache_ttl: Some(self.cache_ttl),
             retention: Some(self.retention),
             base_url: Some(self.base_url.clone()),

@@ -109,6 +109,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         cache_ttl: options.cache_ttl,
         use_cache,
         max_attempts: options.max_attempts,
+        explore: options.explore,
     };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),

@@ -134,6 +134,17 @@ pub async fn run(
         store_warned: AtomicBool::new(false),
         outbox: Outbox::default(),
     });
+    {
+        let ctx = Arc::downgrade(&ctx);
+        ctx.upgrade()
+            .expect("alive")
+            .router
+            .after_each_commit(Box::new(move || {
+                if let Some(ctx) = ctx.upgrade() {
+                    ctx.outbox.hand_on();
+                }
+            }));
+    }
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
     reader::spawn(sources, batch.keyed, in_tx)
@@ -153,15 +164,7 @@ pub async fn run(
                 let on_stop = |reason| {
                     ctx.stop(reason);
                 };
-                output_thread(
-                    out_rx,
-                    drain_rx,
-                    out,
-                    ordered,
-                    &window_sem,
-                    &ctx.outbox,
-                    &on_stop,
-                );
+                output_thread(out_rx, drain_rx, out, ordered, &window_sem, &on_stop);
                 let _ = done_tx.send(());
             })
             .map_err(|e| format!("cannot start the output thread: {e}"))?
@@ -335,7 +338,11 @@ async fn route_line(
         // never pays again for a line it has shown.
         Some(c) => {
             let ctx2 = ctx.clone();
-            c.on_commit(Box::new(move || ctx2.outbox.put(seq, line, &out_tx)));
+            let put = Box::new(move || ctx2.outbox.put(seq, line, out_tx));
+            if c.on_commit(put) {
+                // Durable already: no commit is left to hand it on.
+                ctx.outbox.hand_on();
+            }
         }
     }
 }

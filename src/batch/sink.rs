@@ -16,8 +16,8 @@ use super::stop::StopReason;
 pub(super) enum OutMsg {
     /// Serialised by the output thread, off the thread that sends requests.
     Line(u64, Box<Line>),
-    /// Lines wait in the outbox.
-    Outbox,
+    /// The lines whose records one transaction committed.
+    Committed(Vec<(u64, Box<Line>)>),
     /// A line that will have no output (the run was interrupted before it was sent).
     Skip(u64),
 }
@@ -25,25 +25,32 @@ pub(super) enum OutMsg {
 pub(super) type OutSender = std::sync::mpsc::Sender<OutMsg>;
 
 /// Lines whose records have committed, gathered so that the output thread
-/// is woken once for all that a transaction commits, not once a line.
+/// gets (and is woken for) each transaction's lines at once, not line by
+/// line: the recorder's after-commit hook hands them on. It holds a sender
+/// only while it holds lines, so the output thread still ends when the last
+/// line has been handed on.
 #[derive(Default)]
-pub(super) struct Outbox(Mutex<Vec<(u64, Box<Line>)>>);
+pub(super) struct Outbox(Mutex<Held>);
+
+#[derive(Default)]
+struct Held {
+    lines: Vec<(u64, Box<Line>)>,
+    out: Option<OutSender>,
+}
 
 impl Outbox {
-    /// Adds a line; the first line into an empty outbox wakes the output thread.
-    pub(super) fn put(&self, seq: u64, line: Box<Line>, out: &OutSender) {
-        let first = {
-            let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            held.push((seq, line));
-            held.len() == 1
-        };
-        if first {
-            let _ = out.send(OutMsg::Outbox);
-        }
+    pub(super) fn put(&self, seq: u64, line: Box<Line>, out: OutSender) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.lines.push((seq, line));
+        held.out.get_or_insert(out);
     }
 
-    pub(super) fn take(&self) -> Vec<(u64, Box<Line>)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Sends what the outbox holds to the output thread, in one message.
+    pub(super) fn hand_on(&self) {
+        let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(out) = held.out {
+            let _ = out.send(OutMsg::Committed(held.lines));
+        }
     }
 }
 
@@ -56,7 +63,6 @@ pub(super) fn output_thread(
     out: Box<dyn Write + Send>,
     ordered: bool,
     window: &Semaphore,
-    outbox: &Outbox,
     on_stop: &(dyn Fn(StopReason) + Sync),
 ) {
     let mut out = std::io::BufWriter::with_capacity(128 * 1024, out);
@@ -96,9 +102,6 @@ pub(super) fn output_thread(
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         if let Ok(ack) = drain.try_recv() {
-                            for (seq, line) in outbox.take() {
-                                pending.insert(seq, Some(line));
-                            }
                             for (_, line) in std::mem::take(&mut pending) {
                                 write(line, &mut out, &mut broken);
                             }
@@ -129,16 +132,13 @@ pub(super) fn output_thread(
         };
         match msg {
             OutMsg::Line(seq, line) => place(seq, Some(line)),
-            OutMsg::Outbox => {
-                for (seq, line) in outbox.take() {
+            OutMsg::Committed(lines) => {
+                for (seq, line) in lines {
                     place(seq, Some(line));
                 }
             }
             OutMsg::Skip(seq) => place(seq, None),
         }
-    }
-    for (seq, line) in outbox.take() {
-        pending.insert(seq, Some(line));
     }
     for (_, line) in std::mem::take(&mut pending) {
         write(line, &mut out, &mut broken);

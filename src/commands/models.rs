@@ -85,7 +85,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .cooldowns(store::now_ms())
         .map_err(app::store_fatal(&path))?;
     let reference = reference_request();
-    let ranking = ranking::rank(&reference, &settings, &catalogue, &stats);
+    let ranking = ranking::rank(&reference, &settings, &catalogue, &stats, None);
 
     let mut rows = Vec::with_capacity(ids.len());
     for id in &ids {

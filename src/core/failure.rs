@@ -63,6 +63,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 15] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::RateLimited,
+        FailureKind::Unavailable,
+        FailureKind::Server,
+        FailureKind::ContextLength,
+        FailureKind::BadRequest,
+        FailureKind::Auth,
+        FailureKind::Payment,
+        FailureKind::NotFound,
+        FailureKind::Client,
+        FailureKind::InvalidResponse,
+        FailureKind::UpstreamError,
+        FailureKind::TooLarge,
+        FailureKind::Interrupted,
+    ];
+
     /// The stable name used in output lines and the store.
     pub fn name(self) -> &'static str {
         match self {
@@ -96,9 +114,70 @@ impl FailureKind {
         )
     }
 
+    /// Whether this failure says the model itself is unwell (down, slow,
+    /// broken, or gone), as opposed to the request, the account or a rate
+    /// limit, which pause a model without counting against it.
+    pub fn counts_against_model(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Connect
+                | FailureKind::Timeout
+                | FailureKind::Server
+                | FailureKind::InvalidResponse
+                | FailureKind::UpstreamError
+                | FailureKind::TooLarge
+                | FailureKind::NotFound
+        )
+    }
+
+    /// Whether the attempt was sent and may have been billed though it
+    /// failed: the answer was cut off, or came back broken.
+    pub fn may_be_billed(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Timeout
+                | FailureKind::InvalidResponse
+                | FailureKind::UpstreamError
+                | FailureKind::TooLarge
+                | FailureKind::Interrupted
+        )
+    }
+
+    /// The kind a stable name stands for.
+    pub fn from_name(name: &str) -> Option<FailureKind> {
+        FailureKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Whether this failure stops the whole run (the key or the account is unusable).
     pub fn fatal(self) -> bool {
         matches!(self, FailureKind::Auth | FailureKind::Payment)
+    }
+}
+
+/// What an attempt says of its model's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSignal {
+    /// Its latency is a sample of the model's: an answer, or an attempt
+    /// that ran out of time (so a model that hangs looks as slow as it is).
+    pub latency: Option<()>,
+    /// It counts as a try of the model: `Some(true)` when it failed for the
+    /// model's sake, `Some(false)` for an answer.
+    pub failed: Option<bool>,
+}
+
+/// What an attempt that answered (`ok`) or failed as `error_type` (a
+/// [`FailureKind::name`]) says of its model.
+pub fn health_signal(ok: bool, error_type: Option<&str>) -> HealthSignal {
+    if ok {
+        return HealthSignal {
+            latency: Some(()),
+            failed: Some(false),
+        };
+    }
+    let kind = error_type.and_then(FailureKind::from_name);
+    HealthSignal {
+        latency: (kind == Some(FailureKind::Timeout)).then_some(()),
+        failed: kind.filter(|k| k.counts_against_model()).map(|_| true),
     }
 }
 

@@ -1,6 +1,7 @@
 //! What is known of a model's health, as plain data and pure rules: its
-//! latency average (one formula, used live and by the store), and how long a
-//! rate limit pauses it. No clock but the instants given.
+//! latency and error averages (one formula, used live and by the store),
+//! how long a rate limit or a run of failures pauses it, and the state it
+//! is in. No clock but the instants given.
 
 use std::time::{Duration, Instant};
 
@@ -12,40 +13,102 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 /// Pause after a 429 or 503 that names no Retry-After; see [`backoff`].
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
 
-/// A model's measured latency: a recency-weighted average of its successful
-/// attempts.
+/// A recency-weighted average and how many samples it holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModelStat {
-    pub ewma_ms: f64,
-    pub samples: i64,
+pub struct Avg {
+    pub value: f64,
+    pub n: i64,
 }
 
-impl ModelStat {
+impl Avg {
     /// The average after its first sample.
-    pub fn first(latency_ms: f64) -> ModelStat {
-        ModelStat {
-            ewma_ms: latency_ms,
-            samples: 1,
+    pub fn first(x: f64) -> Avg {
+        Avg { value: x, n: 1 }
+    }
+
+    /// Folds one more sample in.
+    pub fn update(self, x: f64) -> Avg {
+        Avg {
+            value: self.value * (1.0 - EWMA_ALPHA) + x * EWMA_ALPHA,
+            n: self.n.saturating_add(1),
         }
     }
 
-    /// Folds one more successful attempt's latency into the average.
+    /// `avg` updated with `x`, or the first sample.
+    pub fn record(avg: Option<Avg>, x: f64) -> Avg {
+        avg.map_or(Avg::first(x), |a| a.update(x))
+    }
+}
+
+/// What is measured of a model: its latency (answers, and attempts that
+/// ran into the time limit) and its failures among the attempts that say
+/// something about it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ModelStat {
+    /// Recency-weighted latency, ms.
+    pub ewma_ms: f64,
+    /// Latency samples in it.
+    pub samples: i64,
+    /// Recency-weighted share of attempts that failed for the model's own
+    /// sake (not a rate limit, not a bad request), in [0, 1].
+    pub error_rate: f64,
+    /// Attempts in it.
+    pub tries: i64,
+    /// Unix ms of the last of those attempts.
+    pub last_at: i64,
+}
+
+impl ModelStat {
+    /// A model measured once, at `latency_ms`, with no failure.
+    pub fn first(latency_ms: f64) -> ModelStat {
+        ModelStat::default().with_latency(latency_ms)
+    }
+
+    /// Folds one more answer's latency in (not a try: see [`ModelStat::tried`]).
     pub fn update(self, latency_ms: f64) -> ModelStat {
-        ModelStat {
-            ewma_ms: self.ewma_ms * (1.0 - EWMA_ALPHA) + latency_ms * EWMA_ALPHA,
-            samples: self.samples.saturating_add(1),
-        }
+        self.with_latency(latency_ms)
+    }
+
+    fn with_latency(mut self, latency_ms: f64) -> ModelStat {
+        let a = Avg::record(self.latency(), latency_ms);
+        (self.ewma_ms, self.samples) = (a.value, a.n);
+        self
+    }
+
+    /// Folds one more attempt in: whether it failed, and when. The error
+    /// average starts from 0, as if the model had answered before: one
+    /// failure of a new model lowers its standing, it does not sink it.
+    pub fn tried(mut self, failed: bool, at: i64) -> ModelStat {
+        let e = self.errors().update(if failed { 1.0 } else { 0.0 });
+        (self.error_rate, self.tries) = (e.value, e.n);
+        self.last_at = self.last_at.max(at);
+        self
     }
 
     /// `stat` updated with `latency_ms`, or the first sample.
     pub fn record(stat: Option<ModelStat>, latency_ms: f64) -> ModelStat {
-        stat.map_or(ModelStat::first(latency_ms), |s| s.update(latency_ms))
+        stat.unwrap_or_default().with_latency(latency_ms)
+    }
+
+    pub fn latency(&self) -> Option<Avg> {
+        (self.samples > 0).then_some(Avg {
+            value: self.ewma_ms,
+            n: self.samples,
+        })
+    }
+
+    /// The error average (0 over no tries).
+    pub fn errors(&self) -> Avg {
+        Avg {
+            value: self.error_rate,
+            n: self.tries,
+        }
     }
 }
 
-/// Several samples of one model, folded so that they can be applied to an
-/// average in one step (the store applies a transaction's samples at once):
-/// `fold.apply(s)` equals updating `s` with each sample in turn.
+/// Several samples of one average, folded so that they can be applied in
+/// one step (the store applies a transaction's samples at once):
+/// `fold.apply(a)` equals updating `a` with each sample in turn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fold {
     samples: i64,
@@ -53,26 +116,26 @@ pub struct Fold {
     decay: f64,
     /// Σ α·xᵢ·(1−α)ᵏ⁻ⁱ: what the new samples add to it.
     added: f64,
-    /// The average of a model with none before: the samples alone.
-    fresh: ModelStat,
+    /// The average of one with none before: the samples alone.
+    fresh: Avg,
 }
 
 impl Fold {
-    pub fn new(latency_ms: f64) -> Fold {
+    pub fn new(x: f64) -> Fold {
         Fold {
             samples: 1,
             decay: 1.0 - EWMA_ALPHA,
-            added: EWMA_ALPHA * latency_ms,
-            fresh: ModelStat::first(latency_ms),
+            added: EWMA_ALPHA * x,
+            fresh: Avg::first(x),
         }
     }
 
-    pub fn add(&mut self, latency_ms: f64) {
+    pub fn add(&mut self, x: f64) {
         let keep = 1.0 - EWMA_ALPHA;
         self.samples += 1;
         self.decay *= keep;
-        self.added = self.added * keep + EWMA_ALPHA * latency_ms;
-        self.fresh = self.fresh.update(latency_ms);
+        self.added = self.added * keep + EWMA_ALPHA * x;
+        self.fresh = self.fresh.update(x);
     }
 
     /// Adds the samples of `later`, as if they came after these.
@@ -84,12 +147,12 @@ impl Fold {
     }
 
     /// The average `old` becomes with these samples.
-    pub fn apply(&self, old: Option<ModelStat>) -> ModelStat {
+    pub fn apply(&self, old: Option<Avg>) -> Avg {
         match old {
             None => self.fresh,
-            Some(s) => ModelStat {
-                ewma_ms: s.ewma_ms * self.decay + self.added,
-                samples: s.samples.saturating_add(self.samples),
+            Some(a) => Avg {
+                value: a.value * self.decay + self.added,
+                n: a.n.saturating_add(self.samples),
             },
         }
     }
@@ -167,12 +230,90 @@ pub fn percentile(sorted: &[f64], p: u32) -> Option<f64> {
     Some(sorted[index as usize])
 }
 
-/// What the attempt policy and the ranking read of every model's health.
+/// Failures in a row that open a model's circuit.
+pub const BREAKER_FAILURES: u32 = 3;
+/// How long a circuit first stays open; each reopening doubles it, up to
+/// [`MAX_COOLDOWN`].
+pub const BREAKER_OPEN: Duration = Duration::from_secs(10);
+
+/// How long a circuit stays open the `opens`-th time in a row.
+pub fn breaker_pause(opens: u32) -> Duration {
+    let doublings = opens.saturating_sub(1).min(16);
+    (BREAKER_OPEN * (1u32 << doublings)).min(MAX_COOLDOWN)
+}
+
+/// Attempts a model needs before it counts as measured: until then it is
+/// probed (see [`crate::core::explore`]).
+pub const WARMUP_TRIES: i64 = 3;
+
+/// The state a model is in, as `models` and `--explain` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Never tried: ranked on priors.
+    Prior,
+    /// Tried fewer than [`WARMUP_TRIES`] times, or being re-measured.
+    Probing,
+    /// Measured.
+    Measured,
+    /// Paused by a rate limit.
+    Cooling,
+    /// Its circuit is open after failures in a row.
+    Open,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Prior => "prior",
+            State::Probing => "probing",
+            State::Measured => "measured",
+            State::Cooling => "cooling",
+            State::Open => "open",
+        }
+    }
+}
+
+/// What the attempt policy, the ranking and exploration read of every
+/// model's health.
 pub trait HealthView {
-    /// The model's latency average, when it has been measured.
+    /// What is measured of the model, when anything is.
     fn stat(&self, model: &str) -> Option<ModelStat>;
-    /// Until when the model is paused, when it is.
+    /// Until when the model may not be tried (a rate limit, an open
+    /// circuit, a probe of a half-open circuit under way), when it may not.
     fn cooling_until(&self, model: &str) -> Option<Instant>;
+    /// Whether the model's circuit is open (not only a rate limit).
+    fn open(&self, model: &str) -> bool {
+        let _ = model;
+        false
+    }
+    /// Whether a probe of the model is under way.
+    fn probing(&self, model: &str) -> bool {
+        let _ = model;
+        false
+    }
+    /// Whether the model's last answer came back well under its average:
+    /// it may be recovering, and earns another probe.
+    fn improving(&self, model: &str) -> bool {
+        let _ = model;
+        false
+    }
+
+    /// The model's state at `now`.
+    fn state(&self, model: &str, now: Instant) -> State {
+        if self.cooling_until(model).is_some_and(|t| t > now) {
+            return if self.open(model) {
+                State::Open
+            } else {
+                State::Cooling
+            };
+        }
+        match self.stat(model) {
+            None => State::Prior,
+            Some(s) if s.tries == 0 && s.samples == 0 => State::Prior,
+            Some(s) if s.tries < WARMUP_TRIES || self.improving(model) => State::Probing,
+            Some(_) => State::Measured,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,18 +327,23 @@ mod tests {
         for x in &samples[1..] {
             fold.add(*x);
         }
-        let old = ModelStat {
-            ewma_ms: 250.0,
-            samples: 7,
-        };
-        let by_one = samples.iter().fold(old, |s, x| s.update(*x));
+        let old = Avg { value: 250.0, n: 7 };
+        let by_one = samples.iter().fold(old, |a, x| a.update(*x));
         let folded = fold.apply(Some(old));
-        assert!((folded.ewma_ms - by_one.ewma_ms).abs() < 1e-9);
-        assert_eq!(folded.samples, 11);
+        assert!((folded.value - by_one.value).abs() < 1e-9);
+        assert_eq!(folded.n, 11);
         let fresh = samples[1..]
             .iter()
-            .fold(ModelStat::first(samples[0]), |s, x| s.update(*x));
+            .fold(Avg::first(samples[0]), |a, x| a.update(*x));
         assert_eq!(fold.apply(None), fresh);
+        // Two folds merged equal one over all their samples.
+        let (mut a, mut b) = (Fold::new(samples[0]), Fold::new(samples[2]));
+        a.add(samples[1]);
+        b.add(samples[3]);
+        a.merge(&b);
+        let merged = a.apply(Some(old));
+        assert!((merged.value - by_one.value).abs() < 1e-9);
+        assert_eq!(merged.n, 11);
     }
 
     #[test]

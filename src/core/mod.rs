@@ -12,12 +12,14 @@
 //! | [`health`]    | latency averages and rate-limit pauses                       |
 //! | [`failure`]   | how attempts fail; what a success carries; error types       |
 //! | [`attempts`]  | the attempt policy: send, wait or give up                    |
+//! | [`explore`]   | which candidate a request probes, so the router keeps learning |
 //! | [`duration`]  | humantime durations                                          |
 
 pub mod attempts;
 pub mod cachekey;
 pub mod catalogue;
 pub mod duration;
+pub mod explore;
 pub mod failure;
 pub mod health;
 pub mod quality;

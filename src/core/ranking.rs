@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::core::attempts::Planned;
 use crate::core::catalogue::Catalogue;
-use crate::core::health::{HealthView, ModelStat};
+use crate::core::health::{HealthView, ModelStat, State};
 use crate::core::quality;
 use crate::core::request::{Overrides, Request};
 use crate::core::scoring::{self, Candidate, Priority, Weights};
@@ -38,7 +38,19 @@ pub struct Settings {
     pub models: Arc<Vec<String>>,
     pub fallback: Arc<Vec<String>>,
     pub quality: Arc<HashMap<String, f64>>,
+    /// Per-request limits on the estimates of a candidate. They narrow the
+    /// choice but are not in the cache key: a cached answer is free and
+    /// instant, so it meets any limit.
+    pub limits: Limits,
     fingerprint: String,
+}
+
+/// Per-request limits: a candidate whose estimate is over one is not
+/// eligible for the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub max_latency_ms: Option<f64>,
+    pub max_cost_usd: Option<f64>,
 }
 
 /// Named weight presets beyond the built-in priorities.
@@ -72,10 +84,17 @@ impl Settings {
             models: Arc::new(models),
             fallback: Arc::new(fallback),
             quality: Arc::new(quality),
+            limits: Limits::default(),
             fingerprint: String::new(),
         };
         s.fingerprint = s.compute_fingerprint();
         s
+    }
+
+    /// These settings with per-request limits.
+    pub fn with_limits(mut self, limits: Limits) -> Settings {
+        self.limits = limits;
+        self
     }
 
     /// These settings with a line's overrides applied.
@@ -97,6 +116,10 @@ impl Settings {
                 .clone()
                 .map_or_else(|| self.fallback.clone(), Arc::new),
             quality: self.quality.clone(),
+            limits: Limits {
+                max_latency_ms: o.max_latency_ms.or(self.limits.max_latency_ms),
+                max_cost_usd: o.max_cost_usd.or(self.limits.max_cost_usd),
+            },
             fingerprint: String::new(),
         };
         s.fingerprint = s.compute_fingerprint();
@@ -141,24 +164,57 @@ pub struct Ranked {
     pub cost_usd: Option<f64>,
     pub quality: f64,
     pub context_length: Option<u64>,
+    /// Its state, when asked for ([`with_states`]).
+    pub state: Option<State>,
 }
 
 /// Why a candidate was left out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Excluded {
     ContextWindow,
     MaxTokens,
     Tools,
     ResponseFormat,
+    /// Its latency estimate is over the request's `max_latency_ms`.
+    TooSlow {
+        estimate_ms: f64,
+        max_ms: f64,
+    },
+    /// Its cost estimate is over the request's `max_cost_usd`.
+    TooDear {
+        estimate_usd: f64,
+        max_usd: f64,
+    },
+    /// Its cost estimate is over what is left of the run's budget.
+    OverBudget {
+        estimate_usd: f64,
+        left_usd: f64,
+    },
 }
 
 impl Excluded {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> String {
         match self {
-            Excluded::ContextWindow => "prompt and max_tokens do not fit its context window",
-            Excluded::MaxTokens => "max_tokens is above its completion limit",
-            Excluded::Tools => "it does not support tools",
-            Excluded::ResponseFormat => "it does not support response_format",
+            Excluded::ContextWindow => "prompt and max_tokens do not fit its context window".into(),
+            Excluded::MaxTokens => "max_tokens is above its completion limit".into(),
+            Excluded::Tools => "it does not support tools".into(),
+            Excluded::ResponseFormat => "it does not support response_format".into(),
+            Excluded::TooSlow {
+                estimate_ms,
+                max_ms,
+            } => {
+                format!("its latency estimate {estimate_ms:.0} ms is over max_latency_ms {max_ms}")
+            }
+            Excluded::TooDear {
+                estimate_usd,
+                max_usd,
+            } => format!("its cost estimate ${estimate_usd:.6} is over max_cost_usd ${max_usd}"),
+            Excluded::OverBudget {
+                estimate_usd,
+                left_usd,
+            } => format!(
+                "its cost estimate ${estimate_usd:.6} is over the ${left_usd:.6} left of the budget"
+            ),
         }
     }
 }
@@ -198,12 +254,15 @@ pub struct Ranking {
     pub excluded: Vec<(String, Excluded)>,
 }
 
-/// Ranks `settings.models` for `req`.
+/// Ranks `settings.models` for `req`: the candidates the catalogue says can
+/// take it, whose estimates meet the request's limits and fit what is left
+/// of the budget (`budget_left`), scored.
 pub fn rank(
     req: &Request,
     settings: &Settings,
     catalogue: &Catalogue,
     health: &(impl HealthView + ?Sized),
+    budget_left: Option<f64>,
 ) -> Ranking {
     let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
@@ -217,9 +276,10 @@ pub fn rank(
             excluded.push((model.clone(), why));
             continue;
         }
+        let stat = health.stat(model);
         eligible.push((model, info.and_then(|i| i.context_length)));
         inputs.push(Candidate {
-            latency_ms: health.stat(model).map(|s| s.ewma_ms),
+            latency_ms: stat.and_then(|s| s.latency()).map(|a| a.value),
             cost_usd: info
                 .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
             quality: quality::prior(
@@ -227,7 +287,24 @@ pub fn rank(
                 info.and_then(|i| i.intelligence_index),
                 &settings.quality,
             ),
+            error_rate: stat.map_or(0.0, |s| s.error_rate),
         });
+    }
+    let limits = settings.limits;
+    if limits != Limits::default() || budget_left.is_some() {
+        // An unknown price counts as the dearest known one.
+        let worst = inputs.iter().filter_map(|c| c.cost_usd).reduce(f64::max);
+        let mut i = 0;
+        while i < inputs.len() {
+            match over_limits(&inputs[i], worst, limits, budget_left) {
+                Some(why) => {
+                    excluded.push((eligible[i].0.to_string(), why));
+                    inputs.remove(i);
+                    eligible.remove(i);
+                }
+                None => i += 1,
+            }
+        }
     }
     let scored = scoring::rank(&inputs, &settings.weights);
     let ranked = scored
@@ -241,10 +318,59 @@ pub fn rank(
                 cost_usd: s.cost_usd,
                 quality: s.quality,
                 context_length,
+                state: None,
             }
         })
         .collect();
     Ranking { ranked, excluded }
+}
+
+/// Which limit a candidate's estimates are over, if any. A latency never
+/// measured is over no limit: it is not known to be.
+fn over_limits(
+    c: &Candidate,
+    worst_cost: Option<f64>,
+    limits: Limits,
+    budget_left: Option<f64>,
+) -> Option<Excluded> {
+    if let (Some(est), Some(max)) = (c.latency_ms, limits.max_latency_ms) {
+        if est > max {
+            return Some(Excluded::TooSlow {
+                estimate_ms: est,
+                max_ms: max,
+            });
+        }
+    }
+    let cost = c.cost_usd.or(worst_cost);
+    if let (Some(est), Some(max)) = (cost, limits.max_cost_usd) {
+        if est > max + 1e-12 {
+            return Some(Excluded::TooDear {
+                estimate_usd: est,
+                max_usd: max,
+            });
+        }
+    }
+    if let Some(left) = budget_left {
+        let est = cost.unwrap_or(0.0);
+        if left <= 0.0 || est > left + 1e-12 {
+            return Some(Excluded::OverBudget {
+                estimate_usd: est,
+                left_usd: left.max(0.0),
+            });
+        }
+    }
+    None
+}
+
+/// Fills in the state of each candidate, as `--explain` shows it.
+pub fn with_states(
+    ranked: &mut [Ranked],
+    health: &(impl HealthView + ?Sized),
+    now: std::time::Instant,
+) {
+    for r in ranked {
+        r.state = Some(health.state(&r.model, now));
+    }
 }
 
 /// Measured latencies alone, with no pauses: what `llmroute models` and
@@ -264,13 +390,22 @@ impl HealthView for HashMap<String, ModelStat> {
 pub struct Plan {
     /// The ranking (or the pinned model), then the fallback models.
     pub order: Vec<Planned>,
-    /// The ranking, when the request was ranked (not pinned).
+    /// The ranking, when the request was ranked (not pinned) and it was asked for.
     pub ranking: Option<Vec<Ranked>>,
     /// Candidates and fallback models left out, with why.
     pub excluded: Vec<(String, Excluded)>,
 }
 
 impl Plan {
+    /// Whether every candidate left out was left out for the budget alone.
+    pub fn over_budget(&self) -> bool {
+        !self.excluded.is_empty()
+            && self
+                .excluded
+                .iter()
+                .all(|(_, e)| matches!(e, Excluded::OverBudget { .. }))
+    }
+
     /// Why nothing can be tried, for a plan with an empty order.
     pub fn why_empty(&self) -> String {
         if self.excluded.is_empty() {
@@ -286,12 +421,18 @@ impl Plan {
 }
 
 /// The order of models to try for `req`: the ranking (or the pinned model),
-/// then the fallback models, leaving out any the catalogue says cannot take it.
+/// then the fallback models, leaving out any the catalogue says cannot take
+/// it or whose estimates are over the limits or the budget left. When the
+/// catalogue came from the API itself, candidates it does not list go after
+/// those it does: the API may not serve them. With `keep_ranking` the plan
+/// keeps the ranking (for `--explain`).
 pub fn plan(
     req: &Request,
     settings: &Settings,
     catalogue: &Catalogue,
     health: &(impl HealthView + ?Sized),
+    budget_left: Option<f64>,
+    keep_ranking: bool,
 ) -> Plan {
     let mut plan = Plan::default();
     let planned = |model: &str| {
@@ -307,22 +448,49 @@ pub fn plan(
     if let Some(pinned) = &req.pinned {
         plan.order.push(planned(pinned));
     } else {
-        let ranking = rank(req, settings, catalogue, health);
-        plan.order.extend(ranking.ranked.iter().map(|r| Planned {
-            model: r.model.clone(),
+        let mut ranking = rank(req, settings, catalogue, health, budget_left);
+        if !matches!(catalogue.origin, crate::core::catalogue::Origin::Embedded) {
+            // A stable sort: the ranking's order within each group.
+            ranking
+                .ranked
+                .sort_by_key(|r| catalogue.get(&r.model).is_none());
+        }
+        let planned = |r: &Ranked, model: String| Planned {
+            model,
             score: Some(r.score),
             context_length: r.context_length,
             est_cost: r.cost_usd,
-        }));
-        plan.ranking = Some(ranking.ranked);
+        };
+        if keep_ranking {
+            plan.order
+                .extend(ranking.ranked.iter().map(|r| planned(r, r.model.clone())));
+            plan.ranking = Some(ranking.ranked);
+        } else {
+            plan.order.extend(ranking.ranked.into_iter().map(|mut r| {
+                let model = std::mem::take(&mut r.model);
+                planned(&r, model)
+            }));
+        }
         plan.excluded = ranking.excluded;
     }
     for model in settings.fallback.iter() {
         if plan.order.iter().any(|p| &p.model == model) {
             continue;
         }
-        match eligibility(req, catalogue.get(model)) {
-            Ok(()) => plan.order.push(planned(model)),
+        let p = planned(model);
+        let limits = Candidate {
+            latency_ms: health
+                .stat(model)
+                .and_then(|s| s.latency())
+                .map(|a| a.value),
+            cost_usd: p.est_cost,
+            quality: 0.0,
+            error_rate: 0.0,
+        };
+        match eligibility(req, catalogue.get(model)).and_then(|()| {
+            over_limits(&limits, None, settings.limits, budget_left).map_or(Ok(()), Err)
+        }) {
+            Ok(()) => plan.order.push(p),
             Err(why) => plan.excluded.push((model.clone(), why)),
         }
     }
@@ -382,6 +550,7 @@ mod tests {
             &settings(&["small/ctx", "no/tools", "big/ok", "not/in/catalogue"]),
             &cat,
             &HashMap::new(),
+            None,
         );
         let names: Vec<&str> = r.ranked.iter().map(|c| c.model.as_str()).collect();
         assert_eq!(names.len(), 2);
@@ -411,6 +580,8 @@ mod tests {
             ModelStat {
                 ewma_ms: 900.0,
                 samples: 5,
+                tries: 5,
+                ..Default::default()
             },
         );
         stats.insert(
@@ -418,12 +589,14 @@ mod tests {
             ModelStat {
                 ewma_ms: 90.0,
                 samples: 5,
+                tries: 5,
+                ..Default::default()
             },
         );
         let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
         let mut s = settings(&["a/slow", "b/fast"]);
         s.weights = Priority::Speed.weights();
-        let r = rank(&req, &s, &cat, &stats);
+        let r = rank(&req, &s, &cat, &stats, None);
         assert_eq!(r.ranked[0].model, "b/fast");
         assert_eq!(r.ranked[0].latency_ms, Some(90.0));
     }

@@ -72,6 +72,10 @@ pub struct Overrides {
     pub weights: Option<Weights>,
     pub models: Option<Vec<String>>,
     pub fallback: Option<Vec<String>>,
+    /// Candidates whose latency estimate is over this are not eligible.
+    pub max_latency_ms: Option<f64>,
+    /// Candidates whose cost estimate is over this are not eligible.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// Why a line is not a request. `id` is echoed when it could be read.
@@ -349,9 +353,31 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
             }
         }
     }
+    for field in ["max_latency_ms", "max_cost_usd"] {
+        let limit = match o.remove(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(n) if n.is_finite() && n >= 0.0 => Some(n),
+                _ => {
+                    return Err(format!(
+                        "llmroute.{field} must be a number at least 0, got {}",
+                        if v.is_number() {
+                            v.to_string()
+                        } else {
+                            kind(&v).to_string()
+                        }
+                    ))
+                }
+            },
+        };
+        match field {
+            "max_latency_ms" => out.max_latency_ms = limit,
+            _ => out.max_cost_usd = limit,
+        }
+    }
     if let Some(k) = o.keys().next() {
         return Err(format!(
-            "unknown key llmroute.{k} (known: priority, weights, models, fallback)"
+            "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd)"
         ));
     }
     Ok(out)

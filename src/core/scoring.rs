@@ -5,11 +5,16 @@
 //! ```
 //!
 //! `norm_x` is min-max normalisation over the candidates of one request (0 when
-//! all are equal). A candidate whose latency was never measured is given the
-//! lowest measured latency among the candidates (an optimistic prior, so new
-//! models get tried and measured); a candidate with unknown price is given the
-//! highest known cost (a pessimistic prior, so unknown prices are not mistaken
-//! for free ones).
+//! all are equal), and the sum is multiplied by `(1 - error_rate)²`, where
+//! `error_rate` is the recency-weighted share of the model's attempts that
+//! failed for its own sake: failures lower a model's standing, and a model
+//! failing most of the time falls below any that answers. A candidate whose latency was never measured is
+//! ranked as if twice as slow as the slowest measured one (a pessimistic
+//! prior: the bulk of the traffic goes to what is known to be good, while
+//! exploration, in [`crate::core::explore`], measures the unknown with a
+//! bounded number of probes); a candidate with unknown price is given the
+//! highest known cost (a pessimistic prior, so unknown prices are not
+//! mistaken for free ones).
 
 use std::fmt;
 
@@ -166,7 +171,13 @@ pub struct Candidate {
     pub cost_usd: Option<f64>,
     /// Quality prior in [0, 1].
     pub quality: f64,
+    /// Recent share of failed attempts, in [0, 1].
+    pub error_rate: f64,
 }
+
+/// How much slower than the slowest measured candidate an unmeasured one
+/// is taken to be.
+pub const UNMEASURED_FACTOR: f64 = 2.0;
 
 /// One candidate's score, with the values that went into it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,7 +185,7 @@ pub struct Scored {
     /// Index into the candidate slice given to [`rank`].
     pub index: usize,
     pub score: f64,
-    /// The latency used (after the prior for unmeasured candidates), if any.
+    /// The latency used (the prior, for an unmeasured candidate), if any.
     pub latency_ms: Option<f64>,
     pub cost_usd: Option<f64>,
     pub quality: f64,
@@ -201,10 +212,16 @@ fn norm(v: f64, lo: f64, hi: f64) -> f64 {
 /// again to avoid allocating per request.
 pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
     out.clear();
-    let lat = min_max(candidates.iter().filter_map(|c| c.latency_ms));
+    let measured = min_max(candidates.iter().filter_map(|c| c.latency_ms));
+    let prior = measured.map(|(_, hi)| hi * UNMEASURED_FACTOR);
+    // Unmeasured candidates widen the range to their prior.
+    let lat = match candidates.iter().any(|c| c.latency_ms.is_none()) {
+        true => measured.map(|(lo, _)| (lo, prior.unwrap_or(lo))),
+        false => measured,
+    };
     let cost = min_max(candidates.iter().filter_map(|c| c.cost_usd));
     out.extend(candidates.iter().enumerate().map(|(index, c)| {
-        let latency_ms = c.latency_ms.or(lat.map(|(lo, _)| lo));
+        let latency_ms = c.latency_ms.or(prior);
         let cost_usd = c.cost_usd;
         let nl = match (latency_ms, lat) {
             (Some(v), Some((lo, hi))) => norm(v, lo, hi),
@@ -216,7 +233,9 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
             _ => 0.0,
         };
         let quality = c.quality.clamp(0.0, 1.0);
-        let score = w.latency * (1.0 - nl) + w.cost * (1.0 - nc) + w.quality * quality;
+        let success = 1.0 - c.error_rate.clamp(0.0, 1.0);
+        let standing = success * success;
+        let score = (w.latency * (1.0 - nl) + w.cost * (1.0 - nc) + w.quality * quality) * standing;
         Scored {
             index,
             score,
@@ -245,6 +264,7 @@ mod tests {
             latency_ms: latency,
             cost_usd: cost,
             quality,
+            error_rate: 0.0,
         }
     }
 
@@ -344,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn unmeasured_latency_gets_the_best_measured_one() {
+    fn unmeasured_latency_is_taken_as_twice_the_slowest_measured_one() {
         let cands = [
             c(Some(200.0), Some(0.01), 0.5),
             c(None, Some(0.01), 0.5),
@@ -352,9 +372,24 @@ mod tests {
         ];
         let r = rank(&cands, &Priority::Speed.weights());
         let new = r.iter().find(|s| s.index == 1).unwrap();
-        assert_eq!(new.latency_ms, Some(200.0));
-        // It ties with the fastest measured one, which comes first in input order.
-        assert_eq!((r[0].index, r[1].index, r[2].index), (0, 1, 2));
+        assert_eq!(new.latency_ms, Some(1600.0));
+        // The bulk goes to what is measured; probes measure the new one.
+        assert_eq!((r[0].index, r[1].index, r[2].index), (0, 2, 1));
+        // With one measured, it still wins over the unknown.
+        let r = rank(&cands[..2], &Priority::Speed.weights());
+        assert_eq!(r[0].index, 0);
+        assert!(r[0].score > r[1].score);
+    }
+
+    #[test]
+    fn failures_lower_a_models_standing() {
+        let mut failing = c(Some(10.0), Some(0.01), 0.9);
+        failing.error_rate = 0.7;
+        let cands = [failing, c(Some(30.0), Some(0.01), 0.5)];
+        let r = rank(&cands, &Priority::Speed.weights());
+        assert_eq!(r[0].index, 1, "{r:?}");
+        let f = r.iter().find(|s| s.index == 0).unwrap();
+        assert!(close(f.score, (0.7 + 0.2 + 0.1 * 0.9) * 0.3 * 0.3));
     }
 
     #[test]

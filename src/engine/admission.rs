@@ -37,6 +37,14 @@ impl Admission for Limits {
         }
     }
 
+    fn budget_left(&self) -> Option<f64> {
+        self.budget.as_ref().map(Budget::left)
+    }
+
+    fn budget(&self) -> Option<(f64, f64)> {
+        self.budget.as_ref().map(|b| (b.spent(), b.max()))
+    }
+
     fn unlimited(&self) -> bool {
         self.rates.is_unlimited()
     }
@@ -172,8 +180,9 @@ impl Budget {
             return None;
         }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2.
-        if s.spent + s.reserved + estimate > self.max_usd + 1e-9 {
+        // A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2;
+        // a cap of 0 sends nothing, not even what is priced at 0.
+        if self.max_usd <= 0.0 || s.spent + s.reserved + estimate > self.max_usd + 1e-9 {
             self.exhausted.store(true, Ordering::Relaxed);
             return None;
         }
@@ -187,6 +196,15 @@ impl Budget {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.reserved = (s.reserved - r.0).max(0.0);
         s.spent += actual.unwrap_or(r.0);
+    }
+
+    /// What is left: the cap less what is spent and what is in flight.
+    pub fn left(&self) -> f64 {
+        if self.exhausted() {
+            return 0.0;
+        }
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (self.max_usd - s.spent - s.reserved).max(0.0)
     }
 
     pub fn exhausted(&self) -> bool {

@@ -1,32 +1,64 @@
-//! Model health held in memory: latency averages and pauses, updated as
-//! attempts come back, and merged with what a shared store says (so that
-//! processes sharing a store see each other's pauses and measurements
-//! during their runs, not only at start).
+//! Model health held in memory: latency and error averages, rate-limit
+//! pauses, circuit breakers and probes under way, updated as attempts come
+//! back, and merged with what a shared store says (so that processes
+//! sharing a store see each other's pauses and measurements during their
+//! runs, not only at start).
+//!
+//! The circuit breaker: `BREAKER_FAILURES` (3) failures in a row (for the
+//! model's own sake: see [`crate::core::failure::FailureKind::counts_against_model`])
+//! open a model's circuit for [`crate::core::health::breaker_pause`]; then it is half-open: one
+//! request at a time may try it. An answer closes it; a failure opens it
+//! again, for twice as long.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::core::health::{HealthView, ModelStat, Pause};
+use crate::core::failure::HealthSignal;
+use crate::core::health::{breaker_pause, HealthView, ModelStat, Pause, BREAKER_FAILURES};
 use crate::engine::ports::Health;
 
 /// How far a pause may move on its way through the store's unix
 /// milliseconds and back.
 const ROUNDING: Duration = Duration::from_millis(5);
 
+/// How often a request waiting only for a half-open model looks again.
+const HALF_OPEN_POLL: Duration = Duration::from_millis(50);
+
+/// A latency this far under a model's average marks it as recovering.
+const IMPROVING: f64 = 0.6;
+
+/// What this process alone knows of a model.
+#[derive(Debug, Default)]
+struct Local {
+    pause: Option<Pause>,
+    /// Failures in a row.
+    fails: u32,
+    /// Times its circuit opened in a row.
+    opens: u32,
+    open_until: Option<Instant>,
+    /// A probe (or the one request a half-open circuit lets through) is under way.
+    probing: bool,
+    improving: bool,
+}
+
 /// Health in memory, shared by every request of a process.
 #[derive(Debug, Default)]
 pub struct LocalHealth {
     stats: RwLock<HashMap<String, ModelStat>>,
-    pauses: Mutex<HashMap<String, Pause>>,
+    local: Mutex<HashMap<String, Local>>,
 }
 
 impl LocalHealth {
     pub fn new(stats: HashMap<String, ModelStat>) -> LocalHealth {
         LocalHealth {
             stats: RwLock::new(stats),
-            pauses: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes in what a shared store holds: its averages (which fold in this
@@ -38,28 +70,27 @@ impl LocalHealth {
             for (model, theirs) in stats {
                 match mine.get(&model) {
                     // Samples not yet recorded here are newer than the store's copy.
-                    Some(s) if s.samples > theirs.samples => {}
+                    Some(s) if s.samples + s.tries > theirs.samples + theirs.tries => {}
                     _ => {
                         mine.insert(model, theirs);
                     }
                 }
             }
         }
-        let mut mine = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        let mut local = self.local();
         for (model, until) in pauses {
-            mine.entry(model)
-                .and_modify(|p| {
-                    // This process's own pauses come back through the store's
-                    // unix milliseconds, rounded: those are not lengthened.
-                    if until > p.until + ROUNDING {
-                        p.until = until;
-                    }
-                })
-                .or_insert_with(|| Pause::until(until));
+            let l = local.entry(model).or_default();
+            match &mut l.pause {
+                // This process's own pauses come back through the store's
+                // unix milliseconds, rounded: those are not lengthened.
+                Some(p) if until <= p.until + ROUNDING => {}
+                Some(p) => p.until = until,
+                None => l.pause = Some(Pause::until(until)),
+            }
         }
     }
 
-    /// Every model's average, as known now.
+    /// Every model's averages, as known now.
     pub fn stats(&self) -> HashMap<String, ModelStat> {
         self.stats.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -75,49 +106,162 @@ impl HealthView for LocalHealth {
     }
 
     fn cooling_until(&self, model: &str) -> Option<Instant> {
-        let pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
-        pauses
+        let local = self.local();
+        let l = local.get(model)?;
+        let now = Instant::now();
+        let paused = [l.pause.map(|p| p.until), l.open_until]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max();
+        if paused.is_some() {
+            return paused;
+        }
+        // Half-open: while its one request is under way, others wait.
+        (l.fails >= BREAKER_FAILURES && l.probing).then_some(now + HALF_OPEN_POLL)
+    }
+
+    fn open(&self, model: &str) -> bool {
+        let local = self.local();
+        local
             .get(model)
-            .map(|p| p.until)
-            .filter(|t| *t > Instant::now())
+            .and_then(|l| l.open_until)
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    fn probing(&self, model: &str) -> bool {
+        self.local().get(model).is_some_and(|l| l.probing)
+    }
+
+    fn improving(&self, model: &str) -> bool {
+        self.local().get(model).is_some_and(|l| l.improving)
     }
 }
 
 impl Health for LocalHealth {
-    fn answered(&self, model: &str, latency_ms: f64) {
-        // A success ends the model's run of rate limits (not a pause under way).
-        if let Some(p) = self
-            .pauses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(model)
-        {
-            p.streak = 0;
+    fn observe(
+        &self,
+        model: &str,
+        signal: HealthSignal,
+        latency_ms: f64,
+        at: i64,
+    ) -> Option<Instant> {
+        if signal.latency.is_none() && signal.failed.is_none() {
+            return None;
         }
-        let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
-        let s = ModelStat::record(stats.get(model).copied(), latency_ms);
-        stats.insert(model.to_string(), s);
+        let before = {
+            let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
+            let update = |mut s: ModelStat| {
+                if signal.latency.is_some() {
+                    s = s.update(latency_ms);
+                }
+                if let Some(failed) = signal.failed {
+                    s = s.tried(failed, at);
+                }
+                s
+            };
+            match stats.get_mut(model) {
+                Some(s) => {
+                    let old = s.latency();
+                    *s = update(*s);
+                    old
+                }
+                None => {
+                    stats.insert(model.to_string(), update(ModelStat::default()));
+                    None
+                }
+            }
+        };
+        let improving = before.is_some_and(|b| latency_ms < b.value * IMPROVING);
+        let mut local = self.local();
+        if signal.failed == Some(false) && !improving && !local.contains_key(model) {
+            // Nothing to close, end or mark.
+            return None;
+        }
+        let l = local.entry(model.to_string()).or_default();
+        if signal.latency.is_some() {
+            l.improving = improving;
+        }
+        match signal.failed {
+            Some(false) => {
+                // An answer closes the circuit and ends a run of rate limits
+                // (not a pause under way).
+                l.fails = 0;
+                l.opens = 0;
+                l.open_until = None;
+                if let Some(p) = &mut l.pause {
+                    p.streak = 0;
+                }
+                None
+            }
+            Some(true) => {
+                l.fails = l.fails.saturating_add(1);
+                if l.fails < BREAKER_FAILURES {
+                    return None;
+                }
+                l.opens = l.opens.saturating_add(1);
+                let until = Instant::now() + breaker_pause(l.opens);
+                l.open_until = Some(until);
+                Some(until)
+            }
+            None => None,
+        }
     }
 
     fn rate_limited(&self, model: &str, sent: Instant, retry_after: Option<Duration>) -> Instant {
-        let mut pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
-        let p = Pause::limited(
-            pauses.get(model).copied(),
-            Instant::now(),
-            sent,
-            retry_after,
-        );
-        pauses.insert(model.to_string(), p);
+        let mut local = self.local();
+        let l = local.entry(model.to_string()).or_default();
+        let p = Pause::limited(l.pause, Instant::now(), sent, retry_after);
+        l.pause = Some(p);
         p.until
+    }
+
+    fn begin(&self, model: &str, probe: bool) -> Option<bool> {
+        let mut local = self.local();
+        let half_open = local
+            .get(model)
+            .is_some_and(|l| l.fails >= BREAKER_FAILURES);
+        if !probe && !half_open {
+            return Some(false);
+        }
+        let l = local.entry(model.to_string()).or_default();
+        if l.probing {
+            return None;
+        }
+        l.probing = true;
+        Some(true)
+    }
+
+    fn end(&self, model: &str, marked: bool) {
+        if marked {
+            if let Some(l) = self.local().get_mut(model) {
+                l.probing = false;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::failure::health_signal;
+    use crate::core::health::State;
 
     fn stat(ewma_ms: f64, samples: i64) -> ModelStat {
-        ModelStat { ewma_ms, samples }
+        ModelStat {
+            ewma_ms,
+            samples,
+            tries: samples,
+            ..Default::default()
+        }
+    }
+
+    fn answer(h: &LocalHealth, model: &str, ms: f64) {
+        h.observe(model, health_signal(true, None), ms, 0);
+    }
+
+    fn fail(h: &LocalHealth, model: &str) -> Option<Instant> {
+        h.observe(model, health_signal(false, Some("server_error")), 5.0, 0)
     }
 
     #[test]
@@ -141,8 +285,8 @@ mod tests {
             HashMap::new(),
         );
         assert_eq!(h.stat("a"), Some(stat(400.0, 5)));
-        h.answered("a", 400.0);
-        h.answered("a", 400.0);
+        answer(&h, "a", 400.0);
+        answer(&h, "a", 400.0);
         // The store has not caught up with this process's two samples yet.
         h.merge(
             HashMap::from([("a".to_string(), stat(10.0, 5))]),
@@ -152,14 +296,83 @@ mod tests {
     }
 
     #[test]
+    fn probes_are_one_at_a_time_and_plain_attempts_are_not_marked() {
+        let h = LocalHealth::default();
+        assert_eq!(h.begin("m", false), Some(false));
+        assert_eq!(h.begin("m", true), Some(true));
+        assert!(h.probing("m"));
+        assert_eq!(h.begin("m", true), None);
+        assert_eq!(
+            h.begin("m", false),
+            Some(false),
+            "a closed circuit lets others by"
+        );
+        h.end("m", true);
+        assert!(!h.probing("m"));
+    }
+
+    #[test]
     fn rate_limits_pause_and_a_success_ends_the_streak() {
         let h = LocalHealth::default();
         let t0 = Instant::now();
         let until = h.rate_limited("m", t0, Some(Duration::from_secs(30)));
         assert!(until >= t0 + Duration::from_secs(30));
         assert_eq!(h.cooling_until("m"), Some(until));
-        h.answered("m", 12.0);
-        let p = h.pauses.lock().unwrap()["m"];
+        answer(&h, "m", 12.0);
+        let p = h.local()["m"].pause.unwrap();
         assert_eq!((p.streak, p.until), (0, until), "the pause under way stays");
+    }
+
+    #[test]
+    fn failures_in_a_row_open_the_circuit_and_an_answer_closes_it() {
+        let h = LocalHealth::default();
+        assert_eq!(fail(&h, "m"), None);
+        assert_eq!(fail(&h, "m"), None);
+        let until = fail(&h, "m").expect("the third failure opens it");
+        assert!(h.open("m"));
+        assert_eq!(h.cooling_until("m"), Some(until));
+        assert_eq!(h.state("m", Instant::now()), State::Open);
+        // Half-open once the pause is over: one request at a time.
+        h.local().get_mut("m").unwrap().open_until = Some(Instant::now());
+        assert_eq!(h.cooling_until("m"), None);
+        assert_eq!(h.begin("m", false), Some(true), "half-open: marked");
+        assert!(h.cooling_until("m").is_some(), "others wait for it");
+        assert_eq!(h.begin("m", false), None);
+        // It fails again: open for twice as long.
+        h.end("m", true);
+        let again = fail(&h, "m").expect("reopened");
+        assert!(again - Instant::now() > breaker_pause(1));
+        answer(&h, "m", 10.0);
+        assert!(!h.open("m"));
+        assert_eq!(h.cooling_until("m"), None);
+        let s = h.stat("m").unwrap();
+        assert!(s.error_rate > 0.5 && s.tries == 5, "{s:?}");
+    }
+
+    #[test]
+    fn what_says_nothing_of_the_model_changes_nothing() {
+        let h = LocalHealth::default();
+        for kind in ["rate_limited", "bad_request", "auth", "interrupted"] {
+            h.observe("m", health_signal(false, Some(kind)), 5.0, 0);
+        }
+        assert_eq!(h.stat("m"), None);
+        // A time-out is a failure and a latency sample.
+        h.observe("m", health_signal(false, Some("timeout")), 60_000.0, 7);
+        let s = h.stat("m").unwrap();
+        assert_eq!(
+            (s.samples, s.tries, s.ewma_ms, s.last_at),
+            (1, 1, 60_000.0, 7)
+        );
+    }
+
+    #[test]
+    fn an_answer_well_under_the_average_marks_a_recovery() {
+        let h = LocalHealth::default();
+        answer(&h, "m", 600.0);
+        assert!(!h.improving("m"));
+        answer(&h, "m", 50.0);
+        assert!(h.improving("m"));
+        answer(&h, "m", 500.0);
+        assert!(!h.improving("m"));
     }
 }

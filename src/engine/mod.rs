@@ -13,7 +13,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ pub struct Config {
     pub use_cache: bool,
     /// Attempts per request, across models.
     pub max_attempts: u32,
+    /// The share of requests that re-measure a candidate (`--explore`); 0
+    /// turns exploration off. See [`crate::core::explore`].
+    pub explore: f64,
 }
 
 /// The world as the engine sees it.
@@ -155,6 +158,8 @@ pub struct Router {
     refused: CancellationToken,
     /// Whether the observer has been told the budget is spent.
     budget_warned: AtomicBool,
+    /// Requests planned so far.
+    ticks: AtomicU64,
 }
 
 impl Router {
@@ -169,6 +174,7 @@ impl Router {
             stopped: OnceLock::new(),
             refused: CancellationToken::new(),
             budget_warned: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
         }
     }
 
@@ -195,6 +201,12 @@ impl Router {
     /// are answered but not recorded or cached.
     pub fn record_failure(&self) -> Option<String> {
         self.parts.recorder.failure()
+    }
+
+    /// Runs `hook` after each group of records committed together (see
+    /// [`Recorder::after_each_commit`]).
+    pub fn after_each_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.parts.recorder.after_each_commit(hook);
     }
 
     /// Why the API stopped the run (a refused key or account), if it did:

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::core::cachekey::Key;
-use crate::core::failure::{Failure, Success};
+use crate::core::failure::{Failure, HealthSignal, Success};
 use crate::core::health::HealthView;
 
 /// A boxed future, for traits used as objects.
@@ -114,6 +114,11 @@ pub trait Recorder: Send + Sync {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Runs `hook` after the tickets of each group of records made durable
+    /// together have been settled: a front end hands on there, at once,
+    /// what their tickets gathered. A recorder that settles every ticket
+    /// before [`Recorder::record_durable`] returns never calls it.
+    fn after_each_commit(&self, hook: Box<dyn Fn() + Send + Sync>);
 }
 
 /// What waits for a record to be durable.
@@ -203,11 +208,26 @@ impl Drop for Committer {
 
 /// Model health, read live and updated as attempts come back.
 pub trait Health: HealthView + Send + Sync {
-    /// A successful attempt took `latency_ms`.
-    fn answered(&self, model: &str, latency_ms: f64);
+    /// An attempt came back at `at` (unix ms) after `latency_ms`; `signal`
+    /// says what that tells of the model. Returns until when the model's
+    /// circuit is open, when this failure opened it.
+    fn observe(
+        &self,
+        model: &str,
+        signal: HealthSignal,
+        latency_ms: f64,
+        at: i64,
+    ) -> Option<Instant>;
     /// A request sent at `sent` was rate limited; returns until when the
     /// model now pauses.
     fn rate_limited(&self, model: &str, sent: Instant, retry_after: Option<Duration>) -> Instant;
+    /// Whether an attempt on the model may go now, and marks it under way
+    /// when it is a probe (`probe`) or the one attempt a half-open circuit
+    /// lets through: `None` when such an attempt already is; else whether
+    /// this one was marked (give that to [`Health::end`]).
+    fn begin(&self, model: &str, probe: bool) -> Option<bool>;
+    /// An attempt begun with `marked` is over.
+    fn end(&self, model: &str, marked: bool);
 }
 
 /// An estimated cost held against the budget while a request is in flight.
@@ -230,6 +250,11 @@ pub trait Admission: Send + Sync {
     /// Replaces a reservation with what the request really cost (the
     /// estimate when unknown).
     fn settle(&self, r: Reservation, actual: Option<f64>);
+    /// What is left of the budget in USD (after what is spent and what is
+    /// in flight), when there is one.
+    fn budget_left(&self) -> Option<f64>;
+    /// (spent, cap) of the budget, when there is one.
+    fn budget(&self) -> Option<(f64, f64)>;
     /// Whether requests are sent as they come (no rate limits).
     fn unlimited(&self) -> bool;
     /// Waits until one more request of about `tokens` tokens may be sent.

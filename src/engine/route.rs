@@ -10,7 +10,8 @@ use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream}
 use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::Key;
-use crate::core::failure::{error_type, Failure, FailureKind, Success, Usage};
+use crate::core::explore;
+use crate::core::failure::{error_type, health_signal, Failure, FailureKind, Success, Usage};
 use crate::core::ranking::{self, Settings};
 use crate::core::request::Request;
 
@@ -99,13 +100,36 @@ impl Router {
     }
 
     async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {
-        let plan = ranking::plan(job.req, job.settings, &self.catalogue, &*self.parts.health);
-        let candidates = plan
-            .ranking
-            .clone()
-            .filter(|_| self.config.explain || self.config.dry_run);
+        let health = &*self.parts.health;
+        let budget_left = self.parts.admission.budget_left();
+        let explain = self.config.explain || self.config.dry_run;
+        let mut plan = ranking::plan(
+            job.req,
+            job.settings,
+            &self.catalogue,
+            health,
+            budget_left,
+            explain,
+        );
+        let now = Instant::now();
+        let mut candidates = plan.ranking.take();
+        if let Some(c) = &mut candidates {
+            ranking::with_states(c, health, now);
+        }
+        let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        let probe = match explore::choose(&plan.order, health, now, tick, self.config.explore) {
+            Some((i, _)) => {
+                plan.order[..=i].rotate_right(1);
+                Some(plan.order[0].model.clone())
+            }
+            None => None,
+        };
         let mut routed = if plan.order.is_empty() {
-            let ending = Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty());
+            let ending = if plan.over_budget() {
+                self.budget_spent()
+            } else {
+                Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty())
+            };
             Routed::new(Outcome::Failed(ending), ms_since(job.started))
         } else if self.config.dry_run {
             let first = plan.order.into_iter().next().expect("a plan with a model");
@@ -119,12 +143,25 @@ impl Router {
                 Some(_) if self.cancel.is_cancelled() => Routed::new(Outcome::Unsent, 0.0),
                 Some(upstream) => {
                     let attempts = Attempts::new(plan.order, self.config.max_attempts);
-                    self.send(job, attempts, &**upstream, leader).await
+                    self.send(job, attempts, probe, &**upstream, leader).await
                 }
             }
         };
         routed.candidates = candidates;
         routed
+    }
+
+    /// The ending of a request the budget refuses; the observer hears of
+    /// the first.
+    fn budget_spent(&self) -> Ending {
+        let (spent, max) = self.parts.admission.budget().unwrap_or((0.0, 0.0));
+        if !self.budget_warned.swap(true, Ordering::Relaxed) {
+            self.parts.observer.budget_reached(spent, max);
+        }
+        Ending::new(
+            error_type::BUDGET_EXCEEDED,
+            format!("not sent: the budget of ${max} is spent"),
+        )
     }
 
     /// The attempt loop: sends until an answer, or until the policy, the
@@ -133,6 +170,7 @@ impl Router {
         &self,
         job: &Job<'_>,
         mut policy: Attempts,
+        probe: Option<String>,
         upstream: &dyn Upstream,
         leader: Option<Leader<'_>>,
     ) -> Routed {
@@ -171,15 +209,15 @@ impl Router {
                 .reserve(planned.est_cost.unwrap_or(worst))
             {
                 Ok(r) => r,
-                Err(over) => {
-                    if !self.budget_warned.swap(true, Ordering::Relaxed) {
-                        self.parts.observer.budget_reached(over.spent, over.max);
-                    }
-                    break Ending::new(
-                        error_type::BUDGET_EXCEEDED,
-                        format!("not sent: the budget of ${} is spent", over.max),
-                    );
+                Err(_) => break self.budget_spent(),
+            };
+            let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
+            let Some(marked) = self.parts.health.begin(&planned.model, probing) else {
+                // The one attempt a half-open circuit lets through is under way.
+                if let Some(r) = reservation {
+                    self.parts.admission.settle(r, Some(0.0));
                 }
+                continue;
             };
             if !self.parts.admission.unlimited() {
                 let stopped = tokio::select! {
@@ -192,12 +230,22 @@ impl Router {
                     if let Some(r) = reservation {
                         self.parts.admission.settle(r, Some(0.0));
                     }
+                    self.parts.health.end(&planned.model, marked);
                     continue;
                 }
             }
-            let (result, sent, ms, ts) = self.attempt(job, &planned.model, upstream).await;
+            let (result, sent, ms, ts, opened) = self.attempt(job, &planned.model, upstream).await;
+            if let Some(until) = opened {
+                // Other processes skip it too, through the store.
+                tried
+                    .cooldowns
+                    .push((planned.model.clone(), unix_ms(until)));
+            }
+            self.parts.health.end(&planned.model, marked);
             let cost = match &result {
                 Ok(s) => self.actual_cost(&planned.model, &s.usage),
+                // Sent and perhaps billed: the estimate stays spent.
+                Err(f) if f.kind.may_be_billed() => None,
                 Err(_) => Some(0.0),
             };
             if let Some(r) = reservation {
@@ -255,13 +303,14 @@ impl Router {
     }
 
     /// Sends one attempt: its result, when it was sent, how long it took
-    /// (ms), and when it came back (unix ms).
+    /// (ms), when it came back (unix ms), and until when the model's
+    /// circuit is open, when this attempt opened it.
     async fn attempt(
         &self,
         job: &Job<'_>,
         model: &str,
         upstream: &dyn Upstream,
-    ) -> (Result<Success, Failure>, Instant, f64, i64) {
+    ) -> (Result<Success, Failure>, Instant, f64, i64, Option<Instant>) {
         let sent = Instant::now();
         let body = body_for(model, &job.req.wire);
         let result = tokio::select! {
@@ -281,8 +330,13 @@ impl Router {
         self.parts
             .observer
             .attempt(job.opts.tag, model, outcome, ms);
+        let at = now_ms();
+        let signal = match &result {
+            Ok(_) => health_signal(true, None),
+            Err(f) => health_signal(false, Some(f.kind.name())),
+        };
+        let opened = self.parts.health.observe(model, signal, ms, at);
         if let Ok(s) = &result {
-            self.parts.health.answered(model, ms);
             let used = s
                 .usage
                 .prompt_tokens
@@ -298,7 +352,7 @@ impl Router {
                 self.parts.admission.owe(extra);
             }
         }
-        (result, sent, ms, now_ms())
+        (result, sent, ms, at, opened)
     }
 
     /// What a failed attempt, sent at `sent`, asks beyond its request: a
@@ -454,7 +508,10 @@ impl Router {
             None
         };
         let candidates = (self.config.explain && job.req.pinned.is_none()).then(|| {
-            ranking::rank(job.req, job.settings, &self.catalogue, &*self.parts.health).ranked
+            let health = &*self.parts.health;
+            let mut r = ranking::rank(job.req, job.settings, &self.catalogue, health, None).ranked;
+            ranking::with_states(&mut r, health, Instant::now());
+            r
         });
         Routed {
             outcome: Outcome::Cached(hit),

@@ -125,6 +125,8 @@ impl Recorder for Memory {
         self.record(record);
         Commit::done()
     }
+
+    fn after_each_commit(&self, _hook: Box<dyn Fn() + Send + Sync>) {}
 }
 
 struct Quiet;
@@ -155,6 +157,7 @@ fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World
         cache_ttl: Duration::from_secs(3600),
         use_cache,
         max_attempts: 4,
+        explore: 0.0,
     };
     let parts = Parts {
         upstream: Some(upstream.clone()),

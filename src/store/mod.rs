@@ -210,20 +210,12 @@ impl Store {
         Ok(())
     }
 
-    /// Every model's measured latency.
+    /// What is measured of every model.
     pub fn model_stats(&self) -> Result<HashMap<String, ModelStat>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT model, ewma_ms, samples FROM model_stats")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                ModelStat {
-                    ewma_ms: r.get(1)?,
-                    samples: r.get(2)?,
-                },
-            ))
-        })?;
+        let mut stmt = self.conn.prepare(
+            "SELECT model, ewma_ms, samples, error_rate, tries, last_at FROM model_stats",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, stat_of(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -321,10 +313,8 @@ impl Store {
                     a.score,
                     a.error_type
                 ])?;
-            if a.ok && !a.cached {
-                if let Some(ms) = a.latency_ms {
-                    latencies.add(&a.model, ms, a.ts);
-                }
+            if !a.cached {
+                latencies.add(a);
             }
         }
         if let Some(r) = &rec.request {
@@ -364,67 +354,139 @@ impl Store {
     }
 
     /// Writes and clears what [`Store::write_line_folded`] gathered: each
-    /// model's average is read, folded as [`Fold::apply`] says, and written
-    /// back, inside the caller's transaction.
+    /// model's averages are read, folded as [`Fold::apply`] says, and
+    /// written back, inside the caller's transaction.
     pub fn write_latencies(&self, latencies: &mut LatencyFold) -> Result<(), StoreError> {
-        for (model, (fold, ts)) in latencies.models.drain(..) {
+        for (model, f) in latencies.models.drain(..) {
             let old = self
                 .conn
-                .prepare_cached("SELECT ewma_ms, samples FROM model_stats WHERE model = ?1")?
-                .query_row([&model], |r| {
-                    Ok(ModelStat {
-                        ewma_ms: r.get(0)?,
-                        samples: r.get(1)?,
-                    })
-                })
+                .prepare_cached(
+                    "SELECT ewma_ms, samples, error_rate, tries, last_at FROM model_stats WHERE model = ?1",
+                )?
+                .query_row([&model], |r| stat_of(r, 0))
                 .optional()?;
-            let new = fold.apply(old);
+            let old = old.unwrap_or_default();
+            let mut new = old;
+            if let Some(l) = &f.latency {
+                let a = l.apply(old.latency());
+                (new.ewma_ms, new.samples) = (a.value, a.n);
+            }
+            if let Some(e) = &f.errors {
+                let a = e.apply(Some(old.errors()));
+                (new.error_rate, new.tries) = (a.value, a.n);
+            }
+            new.last_at = old.last_at.max(f.last_at);
             self.conn
                 .prepare_cached(
-                    "INSERT INTO model_stats (model, ewma_ms, samples, updated_at) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO model_stats (model, ewma_ms, samples, error_rate, tries, last_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (model) DO UPDATE SET
                        ewma_ms = excluded.ewma_ms,
                        samples = excluded.samples,
+                       error_rate = excluded.error_rate,
+                       tries = excluded.tries,
+                       last_at = excluded.last_at,
                        updated_at = max(updated_at, excluded.updated_at)",
                 )?
-                .execute(params![model, new.ewma_ms, new.samples, ts])?;
+                .execute(params![
+                    model,
+                    new.ewma_ms,
+                    new.samples,
+                    new.error_rate,
+                    new.tries,
+                    new.last_at,
+                    f.ts
+                ])?;
         }
         Ok(())
     }
 }
 
-/// Latencies of successful attempts, folded per model ([`Fold`]):
-/// `model_stats` then takes one update per model however many lines a
-/// transaction holds.
+/// A `model_stats` row's averages, from column `at` on.
+fn stat_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ModelStat> {
+    Ok(ModelStat {
+        ewma_ms: r.get(at)?,
+        samples: r.get(at + 1)?,
+        error_rate: r.get(at + 2)?,
+        tries: r.get(at + 3)?,
+        last_at: r.get(at + 4)?,
+    })
+}
+
+/// What the attempts of a transaction say of each model, folded
+/// ([`Fold`]): `model_stats` then takes one update per model however many
+/// lines a transaction holds.
 #[derive(Debug, Default)]
 pub struct LatencyFold {
-    /// (model, (its samples, the latest of their times)).
-    models: Vec<(String, (Fold, i64))>,
+    models: Vec<(String, Folded)>,
+}
+
+#[derive(Debug, Default)]
+struct Folded {
+    /// Latencies of answers and of attempts that ran out of time.
+    latency: Option<Fold>,
+    /// 1 for each attempt that failed for the model's sake, 0 for each answer.
+    errors: Option<Fold>,
+    /// The latest attempt that says something of the model.
+    last_at: i64,
+    /// The latest row.
+    ts: i64,
 }
 
 impl LatencyFold {
     /// Adds what another fold gathered, as if its samples came after these.
     pub fn extend(&mut self, other: LatencyFold) {
-        for (model, (fold, ts)) in other.models {
-            match self.models.iter_mut().find(|(m, _)| *m == model) {
-                Some((_, (f, t))) => {
-                    f.merge(&fold);
-                    *t = (*t).max(ts);
-                }
-                None => self.models.push((model, (fold, ts))),
-            }
+        for (model, f) in other.models {
+            let mine = self.entry(&model);
+            merge(&mut mine.latency, f.latency);
+            merge(&mut mine.errors, f.errors);
+            mine.last_at = mine.last_at.max(f.last_at);
+            mine.ts = mine.ts.max(f.ts);
         }
     }
 
-    fn add(&mut self, model: &str, ms: f64, ts: i64) {
+    fn entry(&mut self, model: &str) -> &mut Folded {
         // A run routes among a handful of models: a list beats a map here.
-        match self.models.iter_mut().find(|(m, _)| m == model) {
-            Some((_, (f, t))) => {
-                f.add(ms);
-                *t = (*t).max(ts);
+        let i = match self.models.iter().position(|(m, _)| m == model) {
+            Some(i) => i,
+            None => {
+                self.models.push((model.to_string(), Folded::default()));
+                self.models.len() - 1
             }
-            None => self.models.push((model.to_string(), (Fold::new(ms), ts))),
+        };
+        &mut self.models[i].1
+    }
+
+    /// Takes in one attempt row (not a cache hit).
+    fn add(&mut self, a: &AttemptRow) {
+        let signal = crate::core::failure::health_signal(a.ok, a.error_type);
+        if signal.latency.is_none() && signal.failed.is_none() {
+            return;
         }
+        let f = self.entry(&a.model);
+        f.ts = f.ts.max(a.ts);
+        if let (Some(()), Some(ms)) = (signal.latency, a.latency_ms) {
+            add(&mut f.latency, ms);
+        }
+        if let Some(failed) = signal.failed {
+            add(&mut f.errors, if failed { 1.0 } else { 0.0 });
+            f.last_at = f.last_at.max(a.ts);
+        }
+    }
+}
+
+fn add(fold: &mut Option<Fold>, x: f64) {
+    match fold {
+        Some(f) => f.add(x),
+        None => *fold = Some(Fold::new(x)),
+    }
+}
+
+fn merge(fold: &mut Option<Fold>, later: Option<Fold>) {
+    match (fold.as_mut(), later) {
+        (Some(f), Some(l)) => f.merge(&l),
+        (None, l) => *fold = l,
+        (Some(_), None) => {}
     }
 }
 

@@ -32,6 +32,10 @@ impl Recorder for WriterHandle {
     fn failure(&self) -> Option<String> {
         WriterHandle::failure(self)
     }
+
+    fn after_each_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        WriterHandle::after_each_commit(self, hook);
+    }
 }
 
 /// How often the health of other processes is read from the store.

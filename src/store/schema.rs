@@ -106,4 +106,13 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE cache;
     ALTER TABLE cache_v2 RENAME TO cache;
     "#,
+    // 3: model health beyond latency: a recency-weighted error rate over the
+    // attempts that say something of the model, and when it was last tried.
+    // Latencies of rows before this were all of answers: each was a try.
+    r#"
+    ALTER TABLE model_stats ADD COLUMN error_rate REAL NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE model_stats SET tries = samples, last_at = updated_at;
+    "#,
 ];

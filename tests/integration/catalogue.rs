@@ -67,7 +67,7 @@ fn scorer_ranks_the_whole_real_catalogue() {
             vec![],
             HashMap::new(),
         );
-        let r = rank(&req, &s, &c, &HashMap::new());
+        let r = rank(&req, &s, &c, &HashMap::new(), None);
         assert!(r.ranked.len() > 100, "most models take tools");
         assert!(r
             .excluded

@@ -199,7 +199,9 @@ fn every_model_fails(behavior: Behavior, cause: &str, timeout: &str) -> Run {
     run
 }
 
-/// The best model fails with `behavior`; every line moves on to the next one.
+/// The best model fails with `behavior`: the line that tries it moves on to
+/// the next one, and the failure lowers its standing, so later lines may go
+/// to the next one first. Every line is answered.
 fn best_model_fails(behavior: Behavior, cause: &str, timeout: &str) {
     let env = Env::three();
     env.server.set_default("t/a", behavior);
@@ -213,23 +215,33 @@ fn best_model_fails(behavior: Behavior, cause: &str, timeout: &str) {
     let out = &run.out;
     assert_sane(out);
     out.assert_code(0);
+    let mut tried_a = 0;
     for (i, l) in assert_lines(out, &ids(4)).iter().enumerate() {
         assert_eq!(l["error"], Value::Null, "{l}");
         assert_eq!(l["model"], "t/b");
         assert_eq!(l["content"], format!("[t/b] p{}", i + 1));
         let attempts = l["attempts"].as_array().unwrap();
-        assert_eq!(attempts.len(), 2, "{l}");
-        assert_eq!(attempts[0]["model"], "t/a");
-        let e = attempts[0]["error"].as_str().unwrap();
-        assert!(e.contains(cause), "attempt error names {cause:?}: {e}");
-        assert_eq!(attempts[1]["status"], 200);
+        assert!((1..=2).contains(&attempts.len()), "{l}");
+        if attempts.len() == 2 {
+            tried_a += 1;
+            assert_eq!(attempts[0]["model"], "t/a");
+            let e = attempts[0]["error"].as_str().unwrap();
+            assert!(e.contains(cause), "attempt error names {cause:?}: {e}");
+        }
+        assert_eq!(attempts.last().unwrap()["status"], 200);
     }
-    assert_eq!(env.server.count_for("t/a"), 4);
+    let first = &out.lines()[0];
+    assert_eq!(
+        first["attempts"][0]["model"], "t/a",
+        "the best is tried first"
+    );
+    assert!(tried_a >= 1);
+    assert_eq!(env.server.count_for("t/a"), tried_a);
     assert_eq!(env.server.count_for("t/b"), 4);
     assert_attempts_recorded(&env);
     assert_eq!(
         env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"),
-        4
+        tried_a as i64
     );
 }
 

@@ -1136,15 +1136,25 @@ fn explain_ranks_cache_hits_too() {
 #[test]
 fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
     let env = Env::three();
-    // t/a is the cheapest and smartest; it answers at once three times, then
-    // takes 150 ms a request. t/b, measured first by a pinned line, always
-    // takes 30 ms: slower than t/a at first, far faster once t/a slows down
-    // (one 150 ms answer lifts t/a's average to about 46 ms).
-    env.server
-        .script("t/a", [Behavior::ok(), Behavior::ok(), Behavior::ok()]);
+    // t/a is the cheapest and smartest; it answers at once four times (once
+    // to a pinned line that measures it), then takes 150 ms a request. t/b,
+    // measured by a pinned line too, always takes 30 ms: slower than t/a at
+    // first, far faster once t/a slows down (one 150 ms answer lifts t/a's
+    // average to about 46 ms).
+    env.server.script(
+        "t/a",
+        [
+            Behavior::ok(),
+            Behavior::ok(),
+            Behavior::ok(),
+            Behavior::ok(),
+        ],
+    );
     env.server.set_default("t/a", Behavior::ok_after(150));
     env.server.set_default("t/b", Behavior::ok_after(30));
-    let mut input = String::from("{\"model\":\"t/b\",\"prompt\":\"warm up\"}\n");
+    // Both measured first, by pinned lines.
+    let mut input = String::from("{\"model\":\"t/a\",\"prompt\":\"warm up a\"}\n");
+    input.push_str("{\"model\":\"t/b\",\"prompt\":\"warm up\"}\n");
     input.push_str(&prompts(12));
     let out = env
         .cmd()
@@ -1160,7 +1170,7 @@ fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
         .stdin(input)
         .run();
     out.assert_code(0);
-    let by: Vec<String> = out.lines()[1..]
+    let by: Vec<String> = out.lines()[2..]
         .iter()
         .map(|l| l["model"].as_str().unwrap().to_string())
         .collect();

@@ -53,7 +53,11 @@ impl Env {
         self.path("store.db")
     }
 
-    /// A command with the environment every test starts from.
+    /// A command with the environment every test starts from. Exploration
+    /// is off (`LLMROUTE_EXPLORE=0`): it sends early lines on a fresh store
+    /// to candidates that are not the best, to measure them, which the
+    /// tests of scoring and fallback do not want. Tests of learning turn it
+    /// on with `--explore`.
     pub fn cmd(&self) -> Cmd {
         let mut c = Command::new(bin());
         c.env_clear()
@@ -64,6 +68,7 @@ impl Env {
             .env("OPENROUTER_API_KEY", KEY)
             .env("LLMROUTE_BASE_URL", self.server.base_url())
             .env("LLMROUTE_DB", self.db())
+            .env("LLMROUTE_EXPLORE", "0")
             .current_dir(self.dir.path());
         Cmd {
             cmd: c,
