@@ -19,9 +19,14 @@ use crate::engine::{Outcome, Routed};
 pub struct CandidateOut {
     pub model: String,
     pub score: f64,
+    /// The latency the score used: measured, or the prior of a model not
+    /// measured yet (`state` says which).
     pub latency_ms: Option<f64>,
     pub cost_usd: Option<f64>,
     pub quality: f64,
+    /// `prior` (never tried), `probing`, `measured`, `cooling` or `open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 impl From<&Ranked> for CandidateOut {
@@ -32,6 +37,7 @@ impl From<&Ranked> for CandidateOut {
             latency_ms: r.latency_ms,
             cost_usd: r.cost_usd,
             quality: r.quality,
+            state: r.state.map(|s| s.name()),
         }
     }
 }

@@ -13,6 +13,7 @@ use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
 use crate::cli::ModelsArgs;
+use crate::core::health::{HealthView, State};
 use crate::core::quality;
 use crate::core::ranking;
 use crate::core::request::Request;
@@ -38,8 +39,12 @@ pub struct Row {
     pub attempts: i64,
     pub errors: i64,
     pub error_rate: Option<f64>,
-    /// Unix ms until which the model is paused by a Retry-After.
+    /// Unix ms until which the model is paused (a rate limit, or its
+    /// circuit open after failures).
     pub cooldown_until: Option<i64>,
+    /// `prior` (never tried), `probing` (tried fewer than 3 times),
+    /// `measured`, or `cooling` (paused).
+    pub state: &'static str,
     /// `null` when the model cannot take the reference request.
     pub score: Option<f64>,
 }
@@ -119,6 +124,10 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
             errors,
             error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
             cooldown_until: cooldowns.get(id).copied(),
+            state: match cooldowns.get(id) {
+                Some(until) if *until > store::now_ms() => State::Cooling.name(),
+                _ => stats.state(id, std::time::Instant::now()).name(),
+            },
             score: ranking
                 .ranked
                 .iter()
@@ -182,7 +191,7 @@ pub fn table(rows: &[Row], now: i64) -> Table {
     t.load_preset(NOTHING);
     t.set_header([
         "model", "$/M in", "$/M out", "context", "quality", "ewma ms", "p95 ms", "n", "err%",
-        "cooldown", "score",
+        "state", "cooldown", "score",
     ]);
     for r in rows {
         let cooldown = match r.cooldown_until {
@@ -207,11 +216,12 @@ pub fn table(rows: &[Row], now: i64) -> Table {
             opt(r.latency_ms.p95, 0),
             r.latency_ms.samples.to_string(),
             opt(r.error_rate.map(|e| e * 100.0), 1),
+            r.state.to_string(),
             cooldown,
             opt(r.score, 3),
         ]);
     }
-    for i in 1..=10 {
+    for i in (1..=9).chain(11..=12) {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }

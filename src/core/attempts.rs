@@ -433,6 +433,19 @@ mod tests {
     }
 
     #[test]
+    fn a_400_naming_a_missing_model_moves_on_to_the_next() {
+        let f = status(
+            400,
+            None,
+            r#"{"error":{"message":"acme/ghost is not a valid model ID"}}"#,
+        );
+        let (sent, _) = drive(abc(), &f);
+        assert_eq!(sent, ["a", "b", "c"]);
+        let (sent, _) = drive(abc(), &status(404, None, ""));
+        assert_eq!(sent, ["a", "b", "c"]);
+    }
+
+    #[test]
     fn any_other_400_ends_the_request_as_a_bad_request() {
         let (sent, end) = drive(abc(), &status(400, None, "temperature must be <= 2"));
         assert_eq!(sent, ["a"]);

@@ -48,7 +48,8 @@ pub enum FailureKind {
     Auth,
     /// HTTP 402: out of credits.
     Payment,
-    /// HTTP 404: the model is unknown or no provider serves this request.
+    /// HTTP 404, or a 400 saying the model does not exist or is not
+    /// served: another model may take the request.
     NotFound,
     /// Any other 4xx.
     Client,
@@ -284,11 +285,29 @@ fn is_context_length_error(message: &str) -> bool {
         || m.contains("prompt is too long")
 }
 
+/// Whether a 400's message says the model does not exist or is not
+/// served: another model may take the request.
+fn is_model_not_found(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    let about_model = m.contains("model") || m.contains("endpoint");
+    about_model
+        && (m.contains("not a valid model")
+            || m.contains("not found")
+            || m.contains("does not exist")
+            || m.contains("no such model")
+            || m.contains("unknown model")
+            || m.contains("not available")
+            || m.contains("unavailable")
+            || m.contains("no endpoints")
+            || m.contains("not supported"))
+}
+
 /// Classifies a non-2xx answer.
 pub fn classify_status(status: u16, retry_after: Option<Duration>, bytes: &[u8]) -> Failure {
     let detail = error_message(bytes).unwrap_or_else(|| snippet(bytes));
     let kind = match status {
         400 if is_context_length_error(&detail) => FailureKind::ContextLength,
+        400 if is_model_not_found(&detail) => FailureKind::NotFound,
         400 => FailureKind::BadRequest,
         401 => FailureKind::Auth,
         402 => FailureKind::Payment,
@@ -420,6 +439,15 @@ mod tests {
             classify_status(400, None, ctx).kind,
             FailureKind::ContextLength
         );
+        for ghost in [
+            r#"{"error":{"code":400,"message":"acme/ghost is not a valid model ID"}}"#,
+            r#"{"error":{"message":"The model `x/y` does not exist"}}"#,
+            r#"{"error":{"message":"No endpoints found for acme/ghost."}}"#,
+        ] {
+            let f = classify_status(400, None, ghost.as_bytes());
+            assert_eq!(f.kind, FailureKind::NotFound, "{ghost}");
+            assert!(f.kind.try_elsewhere());
+        }
         let bad = br#"{"error":{"code":400,"message":"temperature must be <= 2"}}"#;
         let f = classify_status(400, None, bad);
         assert_eq!(f.kind, FailureKind::BadRequest);

@@ -117,7 +117,13 @@ impl Router {
             ranking::with_states(c, health, now);
         }
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
-        let probe = match explore::choose(&plan.order, health, now, tick, self.config.explore) {
+        // A dry run sends nothing, so it measures nothing: it shows the choice.
+        let share = if self.config.dry_run {
+            0.0
+        } else {
+            self.config.explore
+        };
+        let probe = match explore::choose(&plan.order, health, now, tick, share) {
             Some((i, _)) => {
                 plan.order[..=i].rotate_right(1);
                 Some(plan.order[0].model.clone())
