@@ -10,6 +10,7 @@ mod docs;
 mod faults;
 mod hostile;
 mod layout;
+mod learning;
 mod props;
 mod report;
 mod route;
