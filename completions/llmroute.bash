@@ -110,7 +110,7 @@ _llmroute() {
 
     case "${cmd}" in
         llmroute)
-            opts="-p -w -m -f -n -e -j -q -v -h -V --priority --weights --models --fallback --quality --dry-run --explain --concurrency --unordered --timeout --max-attempts --cache-ttl --no-cache --quiet --verbose --rpm --tpm --max-cost --explore --max-latency --max-line-cost --progress --retention --db --config --base-url --help --version report models cache config help"
+            opts="-p -w -m -f -n -e -j -q -v -h -V --priority --weights --models --fallback --quality --dry-run --explain --concurrency --unordered --timeout --max-attempts --cache-ttl --no-cache --quiet --verbose --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --progress --retention --db --config --base-url --help --version report models cache config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +185,10 @@ _llmroute() {
                     return 0
                     ;;
                 --explore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hedge)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet v/verbose rpm= tpm= max-cost= explore= max-latency= max-line-cost= progress= retention= db= config= base-url= h/help V/version
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet v/verbose rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= progress= retention= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -37,6 +37,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per 
 complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call, corrected from usage after)' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::scoring::Weights;
+use crate::engine::Hedge;
 
 const AFTER_HELP: &str = "\
 Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
@@ -152,6 +153,10 @@ pub struct RunArgs {
     /// Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]
     #[arg(long, value_name = "SHARE", env = "LLMROUTE_EXPLORE", value_parser = parse_share)]
     pub explore: Option<f64>,
+
+    /// Send a slow request to the next-best model too: after the first model's p95 latency (auto), after DURATION, or never (off) [default: off]
+    #[arg(long, value_name = "auto|off|DURATION", env = "LLMROUTE_HEDGE", value_parser = parse_hedge)]
+    pub hedge: Option<Hedge>,
 
     /// Leave out candidates whose latency estimate for a line is over this, e.g. 2s
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -313,6 +318,16 @@ fn parse_usd(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}' is not a non-negative amount of USD"));
     }
     Ok(v)
+}
+
+fn parse_hedge(s: &str) -> Result<Hedge, String> {
+    match s.trim() {
+        "auto" => Ok(Hedge::Auto),
+        "off" => Ok(Hedge::Off),
+        d => crate::core::duration::parse(d)
+            .map(Hedge::After)
+            .map_err(|e| format!("{e} (or auto, off)")),
+    }
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {

@@ -33,6 +33,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::core::ranking::Presets;
 use crate::core::scoring::{Priority, Weights};
+use crate::engine::Hedge;
 
 /// The config file's contents. Every key is optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -59,6 +60,9 @@ pub struct Config {
     pub max_attempts: Option<u32>,
     /// Share of requests that re-measure a candidate, in [0, 1].
     pub explore: Option<f64>,
+    /// `auto`, `off` or a duration.
+    #[serde(default, deserialize_with = "hedge", serialize_with = "ser_hedge")]
+    pub hedge: Option<Hedge>,
     #[serde(
         default,
         deserialize_with = "duration",
@@ -122,6 +126,27 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 fn ser_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&crate::core::duration::format(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+fn hedge<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hedge>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    raw.map(|s| match s.trim() {
+        "auto" => Ok(Hedge::Auto),
+        "off" => Ok(Hedge::Off),
+        t => crate::core::duration::parse(t)
+            .map(Hedge::After)
+            .map_err(serde::de::Error::custom),
+    })
+    .transpose()
+}
+
+fn ser_hedge<S: serde::Serializer>(h: &Option<Hedge>, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        Some(Hedge::Off) => s.serialize_str("off"),
+        Some(Hedge::Auto) => s.serialize_str("auto"),
+        Some(Hedge::After(d)) => s.serialize_str(&crate::core::duration::format(*d)),
         None => s.serialize_none(),
     }
 }

@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command, RoutingArgs};
 use crate::config::{Config, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
 use crate::core::scoring::Weights;
+use crate::engine::Hedge;
 
 pub const DEFAULT_PRIORITY: &str = "balanced";
 pub const DEFAULT_CONCURRENCY: u32 = 8;
@@ -53,6 +54,8 @@ pub struct Options {
     pub max_attempts: u32,
     /// The share of requests that re-measure a candidate.
     pub explore: f64,
+    /// When to hedge a request.
+    pub hedge: Hedge,
     /// Per-line limits on a candidate's latency and cost estimates.
     pub max_latency: Option<Duration>,
     pub max_line_cost: Option<f64>,
@@ -112,6 +115,7 @@ impl Options {
                 .explore
                 .or(file.explore)
                 .unwrap_or(crate::core::explore::DEFAULT_SHARE),
+            hedge: run.hedge.or(file.hedge).unwrap_or_default(),
             max_latency: run.max_latency.or(file.max_latency),
             max_line_cost: run.max_line_cost.or(file.max_line_cost),
             cache_ttl: run
@@ -208,6 +212,7 @@ impl Options {
             timeout: Some(self.timeout),
             max_attempts: Some(self.max_attempts),
             explore: Some(self.explore),
+            hedge: Some(self.hedge),
             max_latency: self.max_latency,
             max_line_cost: self.max_line_cost,
             cache_ttl: Some(self.cache_ttl),

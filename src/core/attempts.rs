@@ -167,6 +167,11 @@ impl Attempts {
         let model = &self.plan[i].model;
         self.last = Some(format!("{model}: {}", f.message));
         match f.kind {
+            FailureKind::Cancelled => {
+                // The other attempt of a hedged request answered.
+                self.state[i] = State::Done;
+                Effect::None
+            }
             FailureKind::Interrupted => {
                 self.state[i] = State::Done;
                 self.ended = Some(Ending::new(
@@ -212,6 +217,25 @@ impl Attempts {
                 Effect::None
             }
         }
+    }
+
+    /// The model to hedge an attempt on the plan's `besides` with: the best
+    /// one not tried, not ruled out and not cooling, while attempts are left.
+    pub fn hedge(
+        &self,
+        now: Instant,
+        health: &(impl HealthView + ?Sized),
+        besides: usize,
+    ) -> Option<usize> {
+        if self.ended.is_some() || self.sent + 2 > self.max {
+            return None;
+        }
+        self.plan.iter().enumerate().position(|(i, p)| {
+            i != besides
+                && self.state[i] == State::Untried
+                && !self.too_small(p)
+                && health.cooling_until(&p.model).is_none_or(|t| t <= now)
+        })
     }
 
     /// Whether a context-length error ruled this model out.
@@ -482,6 +506,26 @@ mod tests {
         let (sent, end) = drive(Attempts::new(plan, 2), &status(500, None, ""));
         assert_eq!(sent, ["a", "b"]);
         assert!(gave_up(end).message.starts_with("2 attempt(s) failed"));
+    }
+
+    #[test]
+    fn a_hedge_goes_to_the_next_best_model_while_attempts_are_left() {
+        let a = abc();
+        let now = Instant::now();
+        let mut health = Pauses::default();
+        assert_eq!(a.hedge(now, &health, 0), Some(1));
+        health.0.insert("b".into(), now + Duration::from_secs(5));
+        assert_eq!(a.hedge(now, &health, 0), Some(2), "b is cooling");
+        let one = Attempts::new(abc().plan().to_vec(), 1);
+        assert_eq!(
+            one.hedge(now, &Pauses::default(), 0),
+            None,
+            "one attempt only"
+        );
+        let mut cancelled = abc();
+        let f = failure(FailureKind::Cancelled);
+        assert_eq!(cancelled.observe(1, Err(&f)), Effect::None);
+        assert_eq!(cancelled.next(now, &Pauses::default()), Next::Send(0));
     }
 
     #[test]

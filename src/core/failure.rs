@@ -61,10 +61,12 @@ pub enum FailureKind {
     TooLarge,
     /// The run ended before the answer came (after Ctrl-C and its grace period).
     Interrupted,
+    /// Cancelled: a hedge of the same request answered first.
+    Cancelled,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 15] = [
+    pub const ALL: [FailureKind; 16] = [
         FailureKind::Connect,
         FailureKind::Timeout,
         FailureKind::RateLimited,
@@ -80,6 +82,7 @@ impl FailureKind {
         FailureKind::UpstreamError,
         FailureKind::TooLarge,
         FailureKind::Interrupted,
+        FailureKind::Cancelled,
     ];
 
     /// The stable name used in output lines and the store.
@@ -100,6 +103,7 @@ impl FailureKind {
             FailureKind::UpstreamError => "upstream_error",
             FailureKind::TooLarge => "too_large",
             FailureKind::Interrupted => "interrupted",
+            FailureKind::Cancelled => "cancelled",
         }
     }
 
@@ -141,6 +145,7 @@ impl FailureKind {
                 | FailureKind::UpstreamError
                 | FailureKind::TooLarge
                 | FailureKind::Interrupted
+                | FailureKind::Cancelled
         )
     }
 

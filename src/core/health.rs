@@ -291,6 +291,12 @@ pub trait HealthView {
         let _ = model;
         false
     }
+    /// The 95th percentile of the model's recent answers' latencies (ms),
+    /// when enough are known.
+    fn p95(&self, model: &str) -> Option<f64> {
+        let _ = model;
+        None
+    }
     /// Whether the model's last answer came back well under its average:
     /// it may be recovering, and earns another probe.
     fn improving(&self, model: &str) -> bool {

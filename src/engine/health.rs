@@ -40,7 +40,12 @@ struct Local {
     /// A probe (or the one request a half-open circuit lets through) is under way.
     probing: bool,
     improving: bool,
+    /// The latencies of its latest answers, oldest first.
+    recent: std::collections::VecDeque<f64>,
 }
+
+/// Answers whose latencies are kept for the percentile.
+const RECENT: usize = 64;
 
 /// Health in memory, shared by every request of a process.
 #[derive(Debug, Default)]
@@ -136,6 +141,17 @@ impl HealthView for LocalHealth {
     fn improving(&self, model: &str) -> bool {
         self.local().get(model).is_some_and(|l| l.improving)
     }
+
+    fn p95(&self, model: &str) -> Option<f64> {
+        let local = self.local();
+        let recent = &local.get(model)?.recent;
+        if recent.len() < crate::engine::attempt::HEDGE_MIN_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<f64> = recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        crate::core::health::percentile(&sorted, 95)
+    }
 }
 
 impl Health for LocalHealth {
@@ -174,13 +190,15 @@ impl Health for LocalHealth {
         };
         let improving = before.is_some_and(|b| latency_ms < b.value * IMPROVING);
         let mut local = self.local();
-        if signal.failed == Some(false) && !improving && !local.contains_key(model) {
-            // Nothing to close, end or mark.
-            return None;
-        }
         let l = local.entry(model.to_string()).or_default();
         if signal.latency.is_some() {
             l.improving = improving;
+        }
+        if signal.failed == Some(false) {
+            if l.recent.len() == RECENT {
+                l.recent.pop_front();
+            }
+            l.recent.push_back(latency_ms);
         }
         match signal.failed {
             Some(false) => {

@@ -6,6 +6,7 @@
 //! reference and build their own output from [`Routed`].
 
 pub mod admission;
+mod attempt;
 pub mod flight;
 pub mod health;
 pub mod ports;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::attempts::{Ending, Planned};
 use crate::core::catalogue::Catalogue;
 use crate::core::ranking::{Presets, Ranked, Settings};
+pub use attempt::{Hedge, HEDGE_SHARE};
 use flight::Flights;
 use ports::{Admission, Answer, Cache, Commit, Health, Observer, Recorder, Upstream};
 
@@ -56,6 +58,8 @@ pub struct Config {
     /// The share of requests that re-measure a candidate (`--explore`); 0
     /// turns exploration off. See [`crate::core::explore`].
     pub explore: f64,
+    /// When to hedge a request (`--hedge`).
+    pub hedge: Hedge,
 }
 
 /// The world as the engine sees it.
@@ -160,6 +164,8 @@ pub struct Router {
     budget_warned: AtomicBool,
     /// Requests planned so far.
     ticks: AtomicU64,
+    /// Requests hedged so far.
+    hedges: AtomicU64,
 }
 
 impl Router {
@@ -175,6 +181,7 @@ impl Router {
             refused: CancellationToken::new(),
             budget_warned: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
         }
     }
 

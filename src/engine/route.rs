@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::attempt::{ms_since, Admit};
 use super::flight::{Join, Leader};
 use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
 use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::Key;
 use crate::core::explore;
-use crate::core::failure::{error_type, health_signal, Failure, FailureKind, Success, Usage};
+use crate::core::failure::{error_type, Failure, FailureKind, Success, Usage};
 use crate::core::ranking::{self, Settings};
 use crate::core::request::Request;
 
@@ -188,6 +189,7 @@ impl Router {
             .filter_map(|p| p.est_cost)
             .fold(0.0, f64::max);
         let mut tried = Tried::default();
+        let mut interrupted = false;
         let ending = loop {
             match self.halted(&tried) {
                 Some(Halt::Unsent) => return Routed::new(Outcome::Unsent, 0.0),
@@ -209,70 +211,54 @@ impl Router {
             let planned = policy.plan()[i].clone();
             // The budget holds this attempt's estimate (an unknown price
             // counts as the dearest known candidate) until its cost is known.
-            let reservation = match self
-                .parts
-                .admission
-                .reserve(planned.est_cost.unwrap_or(worst))
-            {
-                Ok(r) => r,
-                Err(_) => break self.budget_spent(),
-            };
+            let estimate = |p: &Planned| p.est_cost.unwrap_or(worst);
             let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
-            let Some(marked) = self.parts.health.begin(&planned.model, probing) else {
-                // The one attempt a half-open circuit lets through is under way.
-                if let Some(r) = reservation {
-                    self.parts.admission.settle(r, Some(0.0));
-                }
-                continue;
+            let held = match self
+                .admit(&planned, estimate(&planned), probing, tokens, true)
+                .await
+            {
+                Admit::Go(h) => h,
+                Admit::OverBudget => break self.budget_spent(),
+                // Not sent; the loop's top says why, or tries again.
+                Admit::Busy | Admit::Stopped => continue,
             };
-            if !self.parts.admission.unlimited() {
-                let stopped = tokio::select! {
-                    _ = self.parts.admission.acquire(tokens) => self.stopping(),
-                    _ = self.cancel.cancelled() => true,
-                    _ = self.refused.cancelled() => true,
-                };
-                // Stopped while waiting: not sent; the loop's top says why.
-                if stopped {
-                    if let Some(r) = reservation {
-                        self.parts.admission.settle(r, Some(0.0));
-                    }
-                    self.parts.health.end(&planned.model, marked);
-                    continue;
+            let tag = job.opts.tag;
+            let first = self.send_one(req, tag, i, planned.clone(), held, upstream);
+            let came_back = match self.hedge_delay(&planned.model) {
+                None => vec![first.await],
+                Some(delay) => {
+                    self.hedged(req, tag, &policy, i, first, delay, estimate, upstream)
+                        .await
                 }
-            }
-            let (result, sent, ms, ts, opened) = self.attempt(job, &planned.model, upstream).await;
-            if let Some(until) = opened {
-                // Other processes skip it too, through the store.
-                tried
-                    .cooldowns
-                    .push((planned.model.clone(), unix_ms(until)));
-            }
-            self.parts.health.end(&planned.model, marked);
-            let cost = match &result {
-                Ok(s) => self.actual_cost(&planned.model, &s.usage),
-                // Sent and perhaps billed: the estimate stays spent.
-                Err(f) if f.kind.may_be_billed() => None,
-                Err(_) => Some(0.0),
             };
-            if let Some(r) = reservation {
-                self.parts.admission.settle(r, cost);
-            }
-            match result {
-                Ok(s) => {
-                    policy.observe(i, Ok(()));
-                    return self.answered(job, &planned, s, ms, ts, cost, tried, leader);
+            for s in came_back {
+                if let Some(until) = s.opened {
+                    // Other processes skip it too, through the store.
+                    tried
+                        .cooldowns
+                        .push((s.planned.model.clone(), unix_ms(until)));
                 }
-                Err(f) => {
-                    tried.failed(&planned, &f, ms, ts);
-                    if f.kind == FailureKind::Interrupted {
-                        break Ending::new(
-                            error_type::INTERRUPTED,
-                            format!("interrupted after {} attempt(s)", tried.attempts.len()),
-                        );
+                match s.result {
+                    Ok(answer) => {
+                        policy.observe(s.index, Ok(()));
+                        let done = (s.ms, s.ts, s.cost);
+                        return self.answered(job, &s.planned, answer, done, tried, leader);
                     }
-                    let effect = policy.observe(i, Err(&f));
-                    self.take_effect(&planned.model, sent, effect, &mut tried);
+                    Err(f) => {
+                        tried.failed(&s.planned, &f, s.ms, s.ts);
+                        if f.kind == FailureKind::Interrupted {
+                            interrupted = true;
+                        }
+                        let effect = policy.observe(s.index, Err(&f));
+                        self.take_effect(&s.planned.model, s.sent, effect, &mut tried);
+                    }
                 }
+            }
+            if interrupted {
+                break Ending::new(
+                    error_type::INTERRUPTED,
+                    format!("interrupted after {} attempt(s)", tried.attempts.len()),
+                );
             }
         };
         self.failed(job, ending, tried)
@@ -304,61 +290,8 @@ impl Router {
     }
 
     /// Whether the run is stopping (cancelled, or refused by the API).
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.cancel.is_cancelled() || self.stopped.get().is_some()
-    }
-
-    /// Sends one attempt: its result, when it was sent, how long it took
-    /// (ms), when it came back (unix ms), and until when the model's
-    /// circuit is open, when this attempt opened it.
-    async fn attempt(
-        &self,
-        job: &Job<'_>,
-        model: &str,
-        upstream: &dyn Upstream,
-    ) -> (Result<Success, Failure>, Instant, f64, i64, Option<Instant>) {
-        let sent = Instant::now();
-        let body = body_for(model, &job.req.wire);
-        let result = tokio::select! {
-            r = upstream.complete(body, self.config.timeout) => r,
-            _ = self.abort.cancelled() => Err(Failure {
-                kind: FailureKind::Interrupted,
-                status: None,
-                message: "interrupted: no answer before the run ended".into(),
-                retry_after: None,
-            }),
-        };
-        let ms = ms_since(sent);
-        let outcome = match &result {
-            Ok(s) => Ok(s.status),
-            Err(f) => Err(f.message.as_str()),
-        };
-        self.parts
-            .observer
-            .attempt(job.opts.tag, model, outcome, ms);
-        let at = now_ms();
-        let signal = match &result {
-            Ok(_) => health_signal(true, None),
-            Err(f) => health_signal(false, Some(f.kind.name())),
-        };
-        let opened = self.parts.health.observe(model, signal, ms, at);
-        if let Ok(s) = &result {
-            let used = s
-                .usage
-                .prompt_tokens
-                .unwrap_or(0)
-                .saturating_add(s.usage.completion_tokens.unwrap_or(0));
-            let planned = job
-                .req
-                .prompt_tokens
-                .saturating_add(job.req.completion_tokens());
-            let extra = (used.max(0) as u64).saturating_sub(planned);
-            if extra > 0 {
-                // More tokens than planned: the debt slows later requests, not this one.
-                self.parts.admission.owe(extra);
-            }
-        }
-        (result, sent, ms, at, opened)
     }
 
     /// What a failed attempt, sent at `sent`, asks beyond its request: a
@@ -381,15 +314,12 @@ impl Router {
 
     /// An answer from a model: recorded (with the cache entry), then shown
     /// once durable.
-    #[allow(clippy::too_many_arguments)]
     fn answered(
         &self,
         job: &Job<'_>,
         planned: &Planned,
         s: Success,
-        ms: f64,
-        ts: i64,
-        cost_usd: Option<f64>,
+        (ms, ts, cost_usd): (f64, i64, Option<f64>),
         mut tried: Tried,
         leader: Option<Leader<'_>>,
     ) -> Routed {
@@ -529,7 +459,7 @@ impl Router {
     }
 
     /// What an answer cost: the response's `usage.cost`, else price × usage.
-    fn actual_cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+    pub(super) fn actual_cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         usage.cost.or_else(|| {
             let info = self.catalogue.get(model)?;
             Some(
@@ -589,10 +519,6 @@ fn request_row(
     }
 }
 
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
 /// An instant as unix ms.
 fn unix_ms(t: Instant) -> i64 {
     let now = Instant::now();
@@ -600,41 +526,10 @@ fn unix_ms(t: Instant) -> i64 {
     now_ms().saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
 }
 
-/// The upstream body: the request with `model` set, without re-serialising
-/// the rest for every attempt.
-pub(crate) fn body_for(model: &str, rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(rest.len() + model.len() + 12);
-    body.extend_from_slice(b"{\"model\":");
-    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
-    if rest.len() > 2 {
-        body.push(b',');
-        body.extend_from_slice(&rest[1..]);
-    } else {
-        body.push(b'}');
-    }
-    body
-}
-
 fn id_text(id: &Value) -> Option<String> {
     match id {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_gets_the_model_first() {
-        assert_eq!(
-            body_for("a/b", br#"{"messages":[]}"#),
-            br#"{"model":"a/b","messages":[]}"#.to_vec()
-        );
-        assert_eq!(body_for("a\"b", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
-        let v: Value = serde_json::from_slice(&body_for("m", br#"{"x":1,"y":[2]}"#)).unwrap();
-        assert_eq!(v, serde_json::json!({"model":"m","x":1,"y":[2]}));
     }
 }

@@ -370,3 +370,69 @@ fn a_model_the_api_does_not_know_falls_back() {
     // The catalogue of this API does not list it: it is warned about.
     assert!(out.stderr.contains("acme/ghost"), "{}", out.stderr);
 }
+
+#[test]
+fn a_slow_answer_is_hedged_on_the_next_best_model_and_the_first_answer_wins() {
+    let env = equal(&[("t/a", 10), ("t/b", 20)]);
+    // One answer in ten takes two seconds.
+    env.server.set_default(
+        "t/a",
+        Behavior::Tail {
+            latency: Duration::from_millis(10),
+            slow: Duration::from_secs(2),
+            slow_rate: 0.1,
+            seed: 7,
+        },
+    );
+    let measure = "{\"model\":\"t/a\",\"prompt\":\"m1\"}\n{\"model\":\"t/b\",\"prompt\":\"m2\"}\n";
+    env.cmd()
+        .args(["--models", "t/a,t/b"])
+        .stdin(measure)
+        .run()
+        .assert_code(0);
+    env.server.clear_log();
+    let out = env
+        .cmd()
+        .args([
+            "--models",
+            "t/a,t/b",
+            "-p",
+            "speed",
+            "-j",
+            "1",
+            "--no-cache",
+        ])
+        .args(["--hedge", "200ms"])
+        .stdin(prompts(60))
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    let hedged: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["attempts"].as_array().is_some_and(|a| a.len() == 2))
+        .collect();
+    assert!(!hedged.is_empty(), "no line was hedged");
+    for l in &hedged {
+        let a = &l["attempts"];
+        assert_eq!(
+            (a[0]["model"].as_str(), a[1]["model"].as_str()),
+            (Some("t/a"), Some("t/b"))
+        );
+        assert!(
+            a[0]["error"].as_str().unwrap().starts_with("cancelled"),
+            "{l}"
+        );
+        assert_eq!(a[1]["status"], 200);
+        assert_eq!(l["model"], "t/b");
+    }
+    // At most a tenth of the requests, plus one, are hedged.
+    assert!(hedged.len() <= 7, "{} hedged", hedged.len());
+    assert_eq!(env.server.completions().len(), 60 + hedged.len());
+    // No line waited for a slow answer.
+    for l in &lines {
+        assert!(l["latency_ms"].as_f64().unwrap() < 1500.0, "{l}");
+    }
+    // Both attempts of a hedged line are recorded.
+    let cancelled: i64 = env.count("SELECT count(*) FROM attempts WHERE error_type = 'cancelled'");
+    assert_eq!(cancelled as usize, hedged.len());
+}

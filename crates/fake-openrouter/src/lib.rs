@@ -224,6 +224,15 @@ pub enum Behavior {
         seed: u64,
         latency: Duration,
     },
+    /// A heavy tail: 200 after `latency`, except a share `slow_rate` of
+    /// answers, which take `slow`. Drawn like [`Behavior::Flaky`], so a run
+    /// is reproducible.
+    Tail {
+        latency: Duration,
+        slow: Duration,
+        slow_rate: f64,
+        seed: u64,
+    },
 }
 
 impl Behavior {
@@ -1207,6 +1216,21 @@ impl Conn {
                     self.completion_body(model, request, None, 0);
                     self.respond(200, None, keep_alive).await
                 }
+            }
+            Behavior::Tail {
+                latency,
+                slow,
+                slow_rate,
+                seed,
+            } => {
+                let wait = if flaky_fails(seed, n, slow_rate) {
+                    slow
+                } else {
+                    latency
+                };
+                sleep(wait).await;
+                self.completion_body(model, request, None, 0);
+                self.respond(200, None, keep_alive).await
             }
         }
     }

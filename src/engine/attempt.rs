@@ -1,0 +1,339 @@
+//! One attempt on its way: admitted (the budget's reservation, the rate
+//! limits, the mark of a probe or of a half-open circuit's one request),
+//! sent, and settled. And hedging: when the first attempt has not answered
+//! in time, the same request goes to the next-best candidate as well, and
+//! the first answer wins.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::ports::{Reservation, Upstream};
+use super::{now_ms, Router};
+use crate::core::attempts::{Attempts, Planned};
+use crate::core::failure::{health_signal, Failure, FailureKind, Success};
+use crate::core::request::Request;
+
+/// When to hedge a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hedge {
+    #[default]
+    Off,
+    /// After the first model's measured 95th percentile latency.
+    Auto,
+    /// After this long.
+    After(Duration),
+}
+
+/// At most this share of requests is hedged (plus one).
+pub const HEDGE_SHARE: f64 = 0.1;
+
+/// Answers a model needs before `--hedge auto` trusts its percentile.
+pub const HEDGE_MIN_SAMPLES: usize = 20;
+
+/// One attempt that came back (or was cancelled).
+pub(super) struct Sent {
+    /// Its index in the plan.
+    pub index: usize,
+    pub planned: Planned,
+    pub result: Result<Success, Failure>,
+    /// When it was sent.
+    pub sent: Instant,
+    pub ms: f64,
+    /// When it came back, unix ms.
+    pub ts: i64,
+    /// Until when the model's circuit is open, when this attempt opened it.
+    pub opened: Option<Instant>,
+    /// What it cost: known, `None` for the estimate (may have been billed).
+    pub cost: Option<f64>,
+}
+
+/// What an admitted attempt holds until it is settled. Dropped unsettled
+/// (cancelled: a hedge lost, the run ended), it keeps its estimate spent,
+/// for it may have been billed, and ends its mark.
+pub(super) struct Held<'a> {
+    router: &'a Router,
+    model: String,
+    marked: bool,
+    reservation: Option<Reservation>,
+}
+
+impl Held<'_> {
+    fn settle(mut self, cost: Option<f64>) {
+        if let Some(r) = self.reservation.take() {
+            self.router.parts.admission.settle(r, cost);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.router.parts.admission.settle(r, None);
+        }
+        self.router.parts.health.end(&self.model, self.marked);
+    }
+}
+
+/// Whether an attempt may go.
+pub(super) enum Admit<'a> {
+    Go(Held<'a>),
+    /// The one attempt a half-open circuit lets through is under way.
+    Busy,
+    /// The budget refuses it.
+    OverBudget,
+    /// The run stopped while it waited for the rate limits.
+    Stopped,
+}
+
+impl Router {
+    /// Admits an attempt on `planned` (estimated at `estimate` USD and
+    /// `tokens` tokens): reserves the budget, marks a probe (`probe`) or a
+    /// half-open circuit's one request, and waits for the rate limits; with
+    /// `wait` false, only takes them if they are free now.
+    pub(super) async fn admit(
+        &self,
+        planned: &Planned,
+        estimate: f64,
+        probe: bool,
+        tokens: u64,
+        wait: bool,
+    ) -> Admit<'_> {
+        let reservation = match self.parts.admission.reserve(estimate) {
+            Ok(r) => r,
+            Err(_) => return Admit::OverBudget,
+        };
+        let marked = match self.parts.health.begin(&planned.model, probe) {
+            Some(m) => m,
+            None => {
+                if let Some(r) = reservation {
+                    self.parts.admission.settle(r, Some(0.0));
+                }
+                return Admit::Busy;
+            }
+        };
+        let held = Held {
+            router: self,
+            model: planned.model.clone(),
+            marked,
+            reservation,
+        };
+        if self.parts.admission.unlimited() {
+            return Admit::Go(held);
+        }
+        let stopped = if wait {
+            tokio::select! {
+                _ = self.parts.admission.acquire(tokens) => self.stopping(),
+                _ = self.cancel.cancelled() => true,
+                _ = self.refused.cancelled() => true,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = self.parts.admission.acquire(tokens) => self.stopping(),
+                _ = std::future::ready(()) => true,
+            }
+        };
+        if stopped {
+            // Not sent: nothing to pay.
+            held.settle(Some(0.0));
+            return Admit::Stopped;
+        }
+        Admit::Go(held)
+    }
+
+    /// Sends an admitted attempt and settles it.
+    pub(super) async fn send_one(
+        &self,
+        req: &Request,
+        tag: u64,
+        index: usize,
+        planned: Planned,
+        held: Held<'_>,
+        upstream: &dyn Upstream,
+    ) -> Sent {
+        let sent = Instant::now();
+        let body = body_for(&planned.model, &req.wire);
+        let result = tokio::select! {
+            r = upstream.complete(body, self.config.timeout) => r,
+            _ = self.abort.cancelled() => Err(Failure {
+                kind: FailureKind::Interrupted,
+                status: None,
+                message: "interrupted: no answer before the run ended".into(),
+                retry_after: None,
+            }),
+        };
+        let ms = ms_since(sent);
+        let model = planned.model.as_str();
+        let outcome = match &result {
+            Ok(s) => Ok(s.status),
+            Err(f) => Err(f.message.as_str()),
+        };
+        self.parts.observer.attempt(tag, model, outcome, ms);
+        let ts = now_ms();
+        let signal = match &result {
+            Ok(_) => health_signal(true, None),
+            Err(f) => health_signal(false, Some(f.kind.name())),
+        };
+        let opened = self.parts.health.observe(model, signal, ms, ts);
+        let cost = match &result {
+            Ok(s) => {
+                let used = s
+                    .usage
+                    .prompt_tokens
+                    .unwrap_or(0)
+                    .saturating_add(s.usage.completion_tokens.unwrap_or(0));
+                let planned_tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
+                let extra = (used.max(0) as u64).saturating_sub(planned_tokens);
+                if extra > 0 {
+                    // More tokens than planned: the debt slows later requests, not this one.
+                    self.parts.admission.owe(extra);
+                }
+                self.actual_cost(model, &s.usage)
+            }
+            // Sent and perhaps billed: the estimate stays spent.
+            Err(f) if f.kind.may_be_billed() => None,
+            Err(_) => Some(0.0),
+        };
+        held.settle(cost);
+        Sent {
+            index,
+            planned,
+            result,
+            sent,
+            ms,
+            ts,
+            opened,
+            cost,
+        }
+    }
+
+    /// How long to wait for the first attempt on `model` before hedging.
+    pub(super) fn hedge_delay(&self, model: &str) -> Option<Duration> {
+        match self.config.hedge {
+            Hedge::Off => None,
+            Hedge::After(d) => Some(d),
+            Hedge::Auto => self
+                .parts
+                .health
+                .p95(model)
+                .map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)),
+        }
+    }
+
+    /// Takes one of the hedges the share allows, if one is left.
+    fn take_hedge(&self) -> bool {
+        let requests = self.ticks.load(Ordering::Relaxed) as f64;
+        self.hedges
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                ((h + 1) as f64 <= HEDGE_SHARE * requests + 1.0).then_some(h + 1)
+            })
+            .is_ok()
+    }
+
+    /// Waits for `first` (the attempt on the plan's `index`); when it has
+    /// not answered after `delay`, sends the request to the next-best
+    /// candidate too. Returns what came back, the answer (if any) last; an
+    /// attempt that lost to the other's answer is cancelled, and returned as
+    /// such.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn hedged(
+        &self,
+        req: &Request,
+        tag: u64,
+        policy: &Attempts,
+        index: usize,
+        first: impl Future<Output = Sent>,
+        delay: Duration,
+        estimate: impl Fn(&Planned) -> f64,
+        upstream: &dyn Upstream,
+    ) -> Vec<Sent> {
+        let first_sent = Instant::now();
+        tokio::pin!(first);
+        tokio::select! {
+            s = &mut first => return vec![s],
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let Some(j) = policy.hedge(Instant::now(), &*self.parts.health, index) else {
+            return vec![first.await];
+        };
+        let second_plan = policy.plan()[j].clone();
+        if !self.take_hedge() {
+            return vec![first.await];
+        }
+        let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
+        let est = estimate(&second_plan);
+        let held = match self.admit(&second_plan, est, false, tokens, false).await {
+            Admit::Go(h) => h,
+            _ => return vec![first.await],
+        };
+        let second_sent = Instant::now();
+        let second = self.send_one(req, tag, j, second_plan.clone(), held, upstream);
+        tokio::pin!(second);
+        tokio::select! {
+            a = &mut first => match a.result.is_ok() {
+                true => vec![cancelled(j, second_plan, second_sent), a],
+                false => vec![a, second.await],
+            },
+            b = &mut second => match b.result.is_ok() {
+                true => vec![cancelled(index, policy.plan()[index].clone(), first_sent), b],
+                false => vec![b, first.await],
+            },
+        }
+    }
+}
+
+pub(super) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The upstream body: the request with `model` set, without re-serialising
+/// the rest for every attempt.
+pub(crate) fn body_for(model: &str, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(rest.len() + model.len() + 12);
+    body.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
+    if rest.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&rest[1..]);
+    } else {
+        body.push(b'}');
+    }
+    body
+}
+
+/// An attempt cancelled because the other one answered first.
+fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
+    Sent {
+        index,
+        planned,
+        result: Err(Failure {
+            kind: FailureKind::Cancelled,
+            status: None,
+            message: "cancelled: another attempt answered first".into(),
+            retry_after: None,
+        }),
+        sent,
+        ms: ms_since(sent),
+        ts: now_ms(),
+        opened: None,
+        cost: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn body_gets_the_model_first() {
+        assert_eq!(
+            body_for("a/b", br#"{"messages":[]}"#),
+            br#"{"model":"a/b","messages":[]}"#.to_vec()
+        );
+        assert_eq!(body_for("a\"b", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
+        let v: Value = serde_json::from_slice(&body_for("m", br#"{"x":1,"y":[2]}"#)).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","x":1,"y":[2]}));
+    }
+}
