@@ -129,6 +129,7 @@ mod tests {
                 error_rate: 0.0,
                 tries,
                 last_at,
+                ..Default::default()
             },
         );
     }

@@ -56,9 +56,76 @@ pub struct ModelStat {
     pub tries: i64,
     /// Unix ms of the last of those attempts.
     pub last_at: i64,
+    /// Latency against completion length, over its answers.
+    pub fit: Fit,
+}
+
+/// Recency-weighted means, over a model's answers, of their completion
+/// tokens `x`, of `x²`, of `x·ms` and of their latency `ms`: a line fitted
+/// online to latency by completion length (a fixed part plus a part per
+/// token), so that a long answer is expected to take longer than a short
+/// one on the same model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Fit {
+    pub x: f64,
+    pub xx: f64,
+    pub xy: f64,
+    pub y: f64,
+    /// Answers in it.
+    pub n: i64,
+}
+
+/// Answers a fit needs before its slope is used.
+pub const FIT_MIN_ANSWERS: i64 = 5;
+/// The spread of completion lengths (standard deviation, tokens) a fit
+/// needs before its slope is used.
+pub const FIT_MIN_SPREAD: f64 = 10.0;
+
+impl Fit {
+    /// Folds one more answer in: `tokens` long, `ms` to come.
+    pub fn add(self, tokens: f64, ms: f64) -> Fit {
+        let avg =
+            |value: f64, x: f64| Avg::record((self.n > 0).then_some(Avg { value, n: self.n }), x);
+        Fit {
+            x: avg(self.x, tokens).value,
+            xx: avg(self.xx, tokens * tokens).value,
+            xy: avg(self.xy, tokens * ms).value,
+            y: avg(self.y, ms).value,
+            n: self.n.saturating_add(1),
+        }
+    }
+
+    /// Milliseconds per completion token, when the answers seen tell.
+    pub fn slope(&self) -> Option<f64> {
+        let var = self.xx - self.x * self.x;
+        if self.n < FIT_MIN_ANSWERS || var < FIT_MIN_SPREAD * FIT_MIN_SPREAD {
+            return None;
+        }
+        Some(((self.xy - self.x * self.y) / var).max(0.0))
+    }
 }
 
 impl ModelStat {
+    /// The latency expected of a request with at most `completion_tokens`
+    /// tokens of answer (`None`: a typical one): the average, moved along
+    /// the fitted line from the typical answer's length to this one's.
+    pub fn estimate_ms(&self, completion_tokens: Option<u64>) -> Option<f64> {
+        let avg = self.latency()?.value;
+        let (Some(c), Some(slope)) = (completion_tokens, self.fit.slope()) else {
+            return Some(avg);
+        };
+        Some((avg + slope * (c as f64 - self.fit.x)).max(avg * 0.1))
+    }
+
+    /// Folds one more answer in: its latency and, when known, its length.
+    pub fn answered(self, latency_ms: f64, tokens: Option<i64>) -> ModelStat {
+        let mut s = self.with_latency(latency_ms);
+        if let Some(t) = tokens.filter(|t| *t >= 0) {
+            s.fit = s.fit.add(t as f64, latency_ms);
+        }
+        s
+    }
+
     /// A model measured once, at `latency_ms`, with no failure.
     pub fn first(latency_ms: f64) -> ModelStat {
         ModelStat::default().with_latency(latency_ms)
@@ -350,6 +417,28 @@ mod tests {
         let merged = a.apply(Some(old));
         assert!((merged.value - by_one.value).abs() < 1e-9);
         assert_eq!(merged.n, 11);
+    }
+
+    #[test]
+    fn latency_is_expected_to_grow_with_the_answers_length() {
+        // 100 ms fixed, plus 2 ms a token.
+        let mut s = ModelStat::default();
+        for t in [10, 400, 50, 300, 20, 200, 100] {
+            s = s.answered(100.0 + 2.0 * t as f64, Some(t));
+        }
+        let slope = s.fit.slope().unwrap();
+        assert!((slope - 2.0).abs() < 1e-6, "{slope}");
+        let short = s.estimate_ms(Some(10)).unwrap();
+        let long = s.estimate_ms(Some(4000)).unwrap();
+        assert!(long > short + 7000.0, "{short} {long}");
+        assert_eq!(s.estimate_ms(None), Some(s.ewma_ms), "a typical one");
+        // Answers all of one length tell nothing of the slope.
+        let mut flat = ModelStat::default();
+        for _ in 0..10 {
+            flat = flat.answered(50.0, Some(3));
+        }
+        assert_eq!(flat.fit.slope(), None);
+        assert_eq!(flat.estimate_ms(Some(4000)), Some(flat.ewma_ms));
     }
 
     #[test]

@@ -279,7 +279,7 @@ pub fn rank(
         let stat = health.stat(model);
         eligible.push((model, info.and_then(|i| i.context_length)));
         inputs.push(Candidate {
-            latency_ms: stat.and_then(|s| s.latency()).map(|a| a.value),
+            latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
             cost_usd: info
                 .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
             quality: quality::prior(

@@ -175,7 +175,8 @@ impl Router {
             Ok(_) => health_signal(true, None),
             Err(f) => health_signal(false, Some(f.kind.name())),
         };
-        let opened = self.parts.health.observe(model, signal, ms, ts);
+        let tokens = result.as_ref().ok().and_then(|s| s.usage.completion_tokens);
+        let opened = self.parts.health.observe(model, signal, ms, tokens, ts);
         let cost = match &result {
             Ok(s) => {
                 let used = s

@@ -160,6 +160,7 @@ impl Health for LocalHealth {
         model: &str,
         signal: HealthSignal,
         latency_ms: f64,
+        tokens: Option<i64>,
         at: i64,
     ) -> Option<Instant> {
         if signal.latency.is_none() && signal.failed.is_none() {
@@ -168,7 +169,9 @@ impl Health for LocalHealth {
         let before = {
             let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
             let update = |mut s: ModelStat| {
-                if signal.latency.is_some() {
+                if signal.failed == Some(false) {
+                    s = s.answered(latency_ms, tokens);
+                } else if signal.latency.is_some() {
                     s = s.update(latency_ms);
                 }
                 if let Some(failed) = signal.failed {
@@ -275,11 +278,17 @@ mod tests {
     }
 
     fn answer(h: &LocalHealth, model: &str, ms: f64) {
-        h.observe(model, health_signal(true, None), ms, 0);
+        h.observe(model, health_signal(true, None), ms, None, 0);
     }
 
     fn fail(h: &LocalHealth, model: &str) -> Option<Instant> {
-        h.observe(model, health_signal(false, Some("server_error")), 5.0, 0)
+        h.observe(
+            model,
+            health_signal(false, Some("server_error")),
+            5.0,
+            None,
+            0,
+        )
     }
 
     #[test]
@@ -371,11 +380,17 @@ mod tests {
     fn what_says_nothing_of_the_model_changes_nothing() {
         let h = LocalHealth::default();
         for kind in ["rate_limited", "bad_request", "auth", "interrupted"] {
-            h.observe("m", health_signal(false, Some(kind)), 5.0, 0);
+            h.observe("m", health_signal(false, Some(kind)), 5.0, None, 0);
         }
         assert_eq!(h.stat("m"), None);
         // A time-out is a failure and a latency sample.
-        h.observe("m", health_signal(false, Some("timeout")), 60_000.0, 7);
+        h.observe(
+            "m",
+            health_signal(false, Some("timeout")),
+            60_000.0,
+            None,
+            7,
+        );
         let s = h.stat("m").unwrap();
         assert_eq!(
             (s.samples, s.tries, s.ewma_ms, s.last_at),

@@ -208,14 +208,16 @@ impl Drop for Committer {
 
 /// Model health, read live and updated as attempts come back.
 pub trait Health: HealthView + Send + Sync {
-    /// An attempt came back at `at` (unix ms) after `latency_ms`; `signal`
-    /// says what that tells of the model. Returns until when the model's
-    /// circuit is open, when this failure opened it.
+    /// An attempt came back at `at` (unix ms) after `latency_ms`, with an
+    /// answer `tokens` long when it answered; `signal` says what that tells
+    /// of the model. Returns until when the model's circuit is open, when
+    /// this failure opened it.
     fn observe(
         &self,
         model: &str,
         signal: HealthSignal,
         latency_ms: f64,
+        tokens: Option<i64>,
         at: i64,
     ) -> Option<Instant>;
     /// A request sent at `sent` was rate limited; returns until when the

@@ -8,7 +8,10 @@
 
 pub mod ports;
 pub mod schema;
+mod stats;
 pub mod writer;
+
+pub use stats::LatencyFold;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,6 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::core::cachekey::Key;
-use crate::core::health::Fold;
 pub use crate::core::health::ModelStat;
 
 /// How long a write waits for another process's transaction.
@@ -210,15 +212,6 @@ impl Store {
         Ok(())
     }
 
-    /// What is measured of every model.
-    pub fn model_stats(&self) -> Result<HashMap<String, ModelStat>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT model, ewma_ms, samples, error_rate, tries, last_at FROM model_stats",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, stat_of(r, 1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Cooldowns still in force at `now` (model -> until unix ms).
     pub fn cooldowns(&self, now: i64) -> Result<HashMap<String, i64>, StoreError> {
         let mut stmt = self
@@ -351,142 +344,6 @@ impl Store {
                 .execute(params![model, until])?;
         }
         Ok(())
-    }
-
-    /// Writes and clears what [`Store::write_line_folded`] gathered: each
-    /// model's averages are read, folded as [`Fold::apply`] says, and
-    /// written back, inside the caller's transaction.
-    pub fn write_latencies(&self, latencies: &mut LatencyFold) -> Result<(), StoreError> {
-        for (model, f) in latencies.models.drain(..) {
-            let old = self
-                .conn
-                .prepare_cached(
-                    "SELECT ewma_ms, samples, error_rate, tries, last_at FROM model_stats WHERE model = ?1",
-                )?
-                .query_row([&model], |r| stat_of(r, 0))
-                .optional()?;
-            let old = old.unwrap_or_default();
-            let mut new = old;
-            if let Some(l) = &f.latency {
-                let a = l.apply(old.latency());
-                (new.ewma_ms, new.samples) = (a.value, a.n);
-            }
-            if let Some(e) = &f.errors {
-                let a = e.apply(Some(old.errors()));
-                (new.error_rate, new.tries) = (a.value, a.n);
-            }
-            new.last_at = old.last_at.max(f.last_at);
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO model_stats (model, ewma_ms, samples, error_rate, tries, last_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (model) DO UPDATE SET
-                       ewma_ms = excluded.ewma_ms,
-                       samples = excluded.samples,
-                       error_rate = excluded.error_rate,
-                       tries = excluded.tries,
-                       last_at = excluded.last_at,
-                       updated_at = max(updated_at, excluded.updated_at)",
-                )?
-                .execute(params![
-                    model,
-                    new.ewma_ms,
-                    new.samples,
-                    new.error_rate,
-                    new.tries,
-                    new.last_at,
-                    f.ts
-                ])?;
-        }
-        Ok(())
-    }
-}
-
-/// A `model_stats` row's averages, from column `at` on.
-fn stat_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ModelStat> {
-    Ok(ModelStat {
-        ewma_ms: r.get(at)?,
-        samples: r.get(at + 1)?,
-        error_rate: r.get(at + 2)?,
-        tries: r.get(at + 3)?,
-        last_at: r.get(at + 4)?,
-    })
-}
-
-/// What the attempts of a transaction say of each model, folded
-/// ([`Fold`]): `model_stats` then takes one update per model however many
-/// lines a transaction holds.
-#[derive(Debug, Default)]
-pub struct LatencyFold {
-    models: Vec<(String, Folded)>,
-}
-
-#[derive(Debug, Default)]
-struct Folded {
-    /// Latencies of answers and of attempts that ran out of time.
-    latency: Option<Fold>,
-    /// 1 for each attempt that failed for the model's sake, 0 for each answer.
-    errors: Option<Fold>,
-    /// The latest attempt that says something of the model.
-    last_at: i64,
-    /// The latest row.
-    ts: i64,
-}
-
-impl LatencyFold {
-    /// Adds what another fold gathered, as if its samples came after these.
-    pub fn extend(&mut self, other: LatencyFold) {
-        for (model, f) in other.models {
-            let mine = self.entry(&model);
-            merge(&mut mine.latency, f.latency);
-            merge(&mut mine.errors, f.errors);
-            mine.last_at = mine.last_at.max(f.last_at);
-            mine.ts = mine.ts.max(f.ts);
-        }
-    }
-
-    fn entry(&mut self, model: &str) -> &mut Folded {
-        // A run routes among a handful of models: a list beats a map here.
-        let i = match self.models.iter().position(|(m, _)| m == model) {
-            Some(i) => i,
-            None => {
-                self.models.push((model.to_string(), Folded::default()));
-                self.models.len() - 1
-            }
-        };
-        &mut self.models[i].1
-    }
-
-    /// Takes in one attempt row (not a cache hit).
-    fn add(&mut self, a: &AttemptRow) {
-        let signal = crate::core::failure::health_signal(a.ok, a.error_type);
-        if signal.latency.is_none() && signal.failed.is_none() {
-            return;
-        }
-        let f = self.entry(&a.model);
-        f.ts = f.ts.max(a.ts);
-        if let (Some(()), Some(ms)) = (signal.latency, a.latency_ms) {
-            add(&mut f.latency, ms);
-        }
-        if let Some(failed) = signal.failed {
-            add(&mut f.errors, if failed { 1.0 } else { 0.0 });
-            f.last_at = f.last_at.max(a.ts);
-        }
-    }
-}
-
-fn add(fold: &mut Option<Fold>, x: f64) {
-    match fold {
-        Some(f) => f.add(x),
-        None => *fold = Some(Fold::new(x)),
-    }
-}
-
-fn merge(fold: &mut Option<Fold>, later: Option<Fold>) {
-    match (fold.as_mut(), later) {
-        (Some(f), Some(l)) => f.merge(&l),
-        (None, l) => *fold = l,
-        (Some(_), None) => {}
     }
 }
 
@@ -820,6 +677,7 @@ mod tests {
             attempts: vec![AttemptRow {
                 model: model.into(),
                 latency_ms: Some(ms),
+                completion_tokens: Some((ms / 10.0) as i64),
                 ..attempt(1, true, false)
             }],
             ..Default::default()
@@ -844,12 +702,24 @@ mod tests {
             one_by_one.model_stats().unwrap(),
             folded.model_stats().unwrap(),
         );
-        let expect_a = ModelStat::first(50.0)
-            .update(120.0)
-            .update(80.0)
-            .update(10.0);
-        let expect_b = ModelStat::first(30.0).update(900.0);
+        let answers = |ms: &[f64]| {
+            ms.iter().fold(ModelStat::default(), |s, ms| {
+                s.answered(*ms, Some((ms / 10.0) as i64)).tried(false, 1)
+            })
+        };
+        let expect_a = answers(&[50.0, 120.0, 80.0, 10.0]);
+        let expect_b = answers(&[30.0, 900.0]);
         for (model, expect) in [("m/a", expect_a), ("m/b", expect_b)] {
+            for got in [&want[model], &got[model]] {
+                let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+                let (f, e) = (got.fit, expect.fit);
+                assert_eq!((f.n, got.tries), (e.n, expect.tries), "{model}");
+                assert!(
+                    close(f.x, e.x) && close(f.xx, e.xx) && close(f.xy, e.xy) && close(f.y, e.y),
+                    "{model}: {f:?} {e:?}"
+                );
+                assert!(close(got.error_rate, expect.error_rate), "{model}");
+            }
             assert_eq!(want[model].samples, expect.samples, "{model}");
             assert_eq!(got[model].samples, expect.samples, "{model}");
             assert!(
@@ -861,7 +731,7 @@ mod tests {
                 "{model}"
             );
         }
-        assert!(latencies.models.is_empty(), "written and cleared");
+        assert!(latencies.is_empty(), "written and cleared");
     }
 
     #[test]

@@ -115,4 +115,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE model_stats ADD COLUMN last_at INTEGER NOT NULL DEFAULT 0;
     UPDATE model_stats SET tries = samples, last_at = updated_at;
     "#,
+    // 4: latency against completion length: recency-weighted means, over
+    // a model's answers, of their completion tokens x, x², x·ms and ms.
+    r#"
+    ALTER TABLE model_stats ADD COLUMN fit_x REAL NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN fit_xx REAL NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN fit_xy REAL NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN fit_y REAL NOT NULL DEFAULT 0;
+    ALTER TABLE model_stats ADD COLUMN fit_n INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
