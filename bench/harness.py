@@ -571,6 +571,17 @@ def machine():
     return info
 
 
+def scenario8(problems):
+    """Routing quality: examples/routing_quality.rs against an oracle."""
+    log("8 routing quality (examples/routing_quality.rs)")
+    exe = os.path.join(ROOT, "target", "release", "examples", "routing_quality")
+    p = subprocess.run([exe, LLMROUTE], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        problems.append(f"routing_quality exited {p.returncode}: {p.stderr[-500:]}")
+        return None
+    return json.loads(p.stdout)
+
+
 def main() -> int:
     problems: list = []
     started = time.time()
@@ -619,6 +630,8 @@ def main() -> int:
         sc["6"] = scenario6(problems)
     if want(7):
         sc["7"] = scenario7(problems)
+    if want(8):
+        sc["8"] = scenario8(problems)
     results["harness_seconds"] = time.time() - started
     results["problems"] = problems
     with open(OUT, "w") as f:

@@ -18,7 +18,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use llmroute::core::catalogue::{Catalogue, Origin};
+use llmroute::core::explore;
 use llmroute::core::quality;
+use llmroute::core::ranking::plan;
 use llmroute::core::ranking::{rank, Settings, DEFAULT_MODELS};
 use llmroute::core::request::parse_line;
 use llmroute::core::scoring::{rank_into, Candidate, Priority, Scored, Weights};
@@ -101,6 +103,15 @@ fn decision(c: &mut Criterion) {
         assert!(!ranking.ranked.is_empty(), "{name}: no eligible model");
         group.bench_function(format!("route/{name}"), |b| {
             b.iter(|| rank(black_box(&req), &s, &catalogue, &stats, None))
+        });
+        // The whole choice of a request: the plan (ranking, fallback,
+        // limits) and exploration's probe.
+        let now = std::time::Instant::now();
+        group.bench_function(format!("plan/{name}"), |b| {
+            b.iter(|| {
+                let p = plan(black_box(&req), &s, &catalogue, &stats, None, false);
+                black_box(explore::choose(&p.order, &stats, now, 7, 0.05))
+            })
         });
 
         let cands = candidates(
