@@ -437,7 +437,7 @@ def scenario5(problems):
             }
     for k, v in sorted(results.items()):
         log(f"  {k}: {v['median_ns'] / 1000:.2f} µs")
-    check(len(results) == 4, f"criterion: {len(results)} results, expected 4", problems)
+    check(len(results) == 6, f"criterion: {len(results)} results, expected 6", problems)
     return {"warm_up_s": SIZES["criterion_warm_up_s"],
             "measurement_s": SIZES["criterion_measurement_s"], "results": results}
 

@@ -97,7 +97,9 @@ impl Router {
                 }
             }
         }
-        self.plan_and_send(&job, leader).await
+        // Boxed: the future of a request that goes upstream is large, and a
+        // cache hit should not carry (and copy) it.
+        Box::pin(self.plan_and_send(&job, leader)).await
     }
 
     async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {
@@ -227,7 +229,9 @@ impl Router {
             let came_back = match self.hedge_delay(&planned.model) {
                 None => vec![first.await],
                 Some(delay) => {
-                    self.hedged(req, tag, &policy, i, first, delay, estimate, upstream)
+                    // Boxed: two attempts in flight make a large future,
+                    // and most requests are never hedged.
+                    Box::pin(self.hedged(req, tag, &policy, i, first, delay, estimate, upstream))
                         .await
                 }
             };

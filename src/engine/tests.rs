@@ -369,3 +369,15 @@ async fn route_together(router: &Arc<Router>, req: &Request, n: u64) -> Vec<Rout
     }
     set.join_all().await
 }
+
+#[test]
+fn the_future_of_a_request_stays_small() {
+    // A cache hit should not carry the attempt loop's state: tasks are
+    // moved into place when spawned, so size is time.
+    let upstream = FakeUpstream::with(&[]);
+    let w = world(&["a"], upstream, true);
+    let req = request("x");
+    let fut = w.router.route(&req, RouteOptions::default());
+    let size = std::mem::size_of_val(&fut);
+    assert!(size <= 1024, "Router::route's future is {size} bytes");
+}
