@@ -110,6 +110,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         use_cache,
         max_attempts: options.max_attempts,
         explore: options.explore,
+        upstream: crate::upstream::identity(&base),
     };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),

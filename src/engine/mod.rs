@@ -56,6 +56,9 @@ pub struct Config {
     /// The share of requests that re-measure a candidate (`--explore`); 0
     /// turns exploration off. See [`crate::core::explore`].
     pub explore: f64,
+    /// The upstream's identity (its normalised base URL): part of every
+    /// cache key, so that one API's answers never come back from another's.
+    pub upstream: String,
 }
 
 /// The world as the engine sees it.

@@ -158,6 +158,7 @@ fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World
         use_cache,
         max_attempts: 4,
         explore: 0.0,
+        upstream: "http://upstream.test/v1".into(),
     };
     let parts = Parts {
         upstream: Some(upstream.clone()),

@@ -3,6 +3,7 @@
 mod util;
 
 mod batch;
+mod cache;
 mod catalogue;
 mod commands;
 mod crashes;
