@@ -57,11 +57,12 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let sources: Vec<Source> = if run.files.is_empty() {
         vec![Source::Stdin]
     } else {
-        run.files.iter().map(|f| Source::from_arg(f)).collect()
+        run.files
+            .iter()
+            .map(|f| Source::from_arg(f))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?
     };
-    for s in &sources {
-        s.check().map_err(anyhow::Error::msg)?;
-    }
     let concurrency = options.concurrency as usize;
     let client = match run.dry_run {
         true => None,

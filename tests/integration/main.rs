@@ -10,6 +10,7 @@ mod crashes;
 mod docs;
 mod faults;
 mod hostile;
+mod input;
 mod layout;
 mod props;
 mod report;
