@@ -7,7 +7,8 @@
 //!
 //! `id`/`custom_id` are echoed back, the `llmroute` object overrides routing
 //! for the line, and `model` other than `"auto"` pins a model. None of these
-//! go upstream; every other field does, untouched.
+//! go upstream, nor do `stream` and `stream_options` (the call is never
+//! streamed); every other field does, untouched.
 
 use serde_json::{Map, Value};
 
@@ -19,6 +20,10 @@ use crate::core::scoring::Weights;
 pub const DEFAULT_COMPLETION_TOKENS: u64 = 512;
 /// Tokens counted per message on top of its text (role, separators).
 const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// Fields of a line that a batch never sends: streaming, as the answer is
+/// written whole anyway.
+pub const NOT_SENT_IN_A_BATCH: [&str; 2] = ["stream", "stream_options"];
 
 /// One routable request.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +158,12 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
     };
     body.remove("id");
     body.remove("custom_id");
+    // A batch writes each answer whole: the call is never streamed, so a
+    // streamed reply is not refused as "not a JSON completion" on every
+    // candidate (each a billed call).
+    for streaming in NOT_SENT_IN_A_BATCH {
+        body.remove(streaming);
+    }
 
     if body.contains_key("prompt") {
         if body.contains_key("messages") {
@@ -460,6 +471,15 @@ mod tests {
         assert!(r.needs_tools && !r.needs_response_format);
         assert!(!r.body.contains_key("id"));
         assert_eq!(r.pinned, None);
+    }
+
+    #[test]
+    fn streaming_is_never_asked_for() {
+        let r = ok(
+            r#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true},"temperature":1}"#,
+        );
+        assert!(!r.body.contains_key("stream") && !r.body.contains_key("stream_options"));
+        assert_eq!(r.body["temperature"], 1);
     }
 
     #[test]

@@ -102,3 +102,26 @@ fn process_substitution_is_read_once_with_a_progress_bar() {
         }
     }
 }
+
+#[test]
+fn a_line_asking_for_a_stream_is_answered_whole_in_one_call() {
+    let env = Env::three();
+    let input = concat!(
+        r#"{"id":"s","prompt":"p1","stream":true,"stream_options":{"include_usage":true}}"#,
+        "\n",
+        r#"{"id":"b","custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"p2"}],"stream":true}}"#,
+        "\n"
+    );
+    let out = env.cmd().args(["--models", "t/a,t/b"]).stdin(input).run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["error"].is_null()), "{}", out.stdout);
+    let sent = env.server.completions();
+    assert_eq!(sent.len(), 2, "one call a line");
+    for r in sent {
+        let body = r.json();
+        assert!(body.get("stream").is_none(), "{body}");
+        assert!(body.get("stream_options").is_none(), "{body}");
+    }
+}
