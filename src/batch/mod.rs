@@ -210,10 +210,14 @@ fn finish(
     let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
     if !run.quiet && !closed {
         let s = summary;
-        let spend = if run.dry_run {
-            "dry run".to_string()
-        } else {
-            format!("${:.4} spent", s.cost_usd)
+        let spend = match (run.dry_run, s.cost_unknown) {
+            (true, _) => "dry run".to_string(),
+            (false, 0) => format!("${:.4} spent", s.cost_usd),
+            (false, n) => format!(
+                "${:.4} spent (cost unknown for {n} line{})",
+                s.cost_usd,
+                if n == 1 { "" } else { "s" }
+            ),
         };
         eprintln!(
             "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",

@@ -6,6 +6,7 @@ mod batch;
 mod cache;
 mod catalogue;
 mod commands;
+mod costs;
 mod crashes;
 mod docs;
 mod faults;

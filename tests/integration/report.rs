@@ -284,6 +284,7 @@ fn expected(d: &Rows, from: Option<i64>, models: &[&str]) -> Value {
                 "error_rate": errors as f64 / rows.len() as f64,
                 "latency_ms": latency(&ok_lat, false),
                 "cost_usd": rows.iter().filter_map(|a| a.cost_usd).sum::<f64>(),
+                "cost_unknown_attempts": rows.iter().filter(|a| a.ok && a.cost_usd.is_none()).count(),
             })
         })
         .collect();
@@ -296,6 +297,7 @@ fn expected(d: &Rows, from: Option<i64>, models: &[&str]) -> Value {
         "cache_hit_rate": if reqs.is_empty() { 0.0 } else { cache_hits as f64 / reqs.len() as f64 },
         "latency_ms": latency(&lat, true),
         "cost_usd": reqs.iter().filter_map(|r| r.cost_usd).sum::<f64>(),
+        "cost_unknown_lines": reqs.iter().filter(|r| r.ok && r.cost_usd.is_none()).count(),
         "tokens": {
             "prompt": answered.iter().filter_map(|r| r.prompt_tokens).sum::<i64>(),
             "completion": answered.iter().filter_map(|r| r.completion_tokens).sum::<i64>(),
@@ -567,7 +569,7 @@ fn scrape(text: &str) -> Samples {
         let total = metric.name.ends_with("_total");
         match metric.kind {
             Type::Counter => assert!(total, "{}", metric.name),
-            Type::Summary => assert!(!total, "{}", metric.name),
+            Type::Summary | Type::Gauge => assert!(!total, "{}", metric.name),
             other => panic!("{} is a {other}", metric.name),
         }
         for s in &metric.samples {

@@ -147,8 +147,11 @@ pub struct Report {
     pub cache_hit_rate: f64,
     /// End-to-end latency of answered lines.
     pub latency_ms: LatencySummary,
-    /// Sum of the lines' costs.
+    /// Sum of the lines' known costs.
     pub cost_usd: f64,
+    /// Answered lines whose cost is unknown (no price, no `usage.cost`),
+    /// left out of `cost_usd` rather than counted as 0.
+    pub cost_unknown_lines: i64,
     /// Token sums over answered lines.
     pub tokens: Tokens,
     /// Upstream attempts (rows of `attempts` that are not cache hits).
@@ -192,8 +195,10 @@ pub struct ModelReport {
     pub error_rate: f64,
     /// Latency of its successful attempts.
     pub latency_ms: LatencySummary,
-    /// Sum of its attempts' costs.
+    /// Sum of its attempts' known costs.
     pub cost_usd: f64,
+    /// Its successful attempts whose cost is unknown, left out of `cost_usd`.
+    pub cost_unknown_attempts: i64,
     /// Its successful attempts' latencies, ascending.
     #[serde(skip)]
     pub latencies: Latencies,

@@ -46,8 +46,15 @@ pub fn render(r: &Report) -> String {
         o,
         "llmroute_cost_usd_total",
         "counter",
-        "Cost of the lines in US dollars.",
-        vec![(vec![], r.cost_usd)],
+        "Known cost of the lines in US dollars (absent when only unknown costs).",
+        known_cost(vec![], r.cost_usd, r.cost_unknown_lines),
+    );
+    family(
+        o,
+        "llmroute_cost_unknown_lines",
+        "gauge",
+        "Answered lines whose cost is unknown (no price, no usage.cost).",
+        plain(r.cost_unknown_lines),
     );
     family(
         o,
@@ -104,7 +111,20 @@ pub fn render(r: &Report) -> String {
         "llmroute_model_cost_usd_total",
         "counter",
         "Cost of the upstream attempts by model in US dollars.",
-        per_model(&|m| m.cost_usd),
+        r.models
+            .iter()
+            .flat_map(|m| {
+                let labels = vec![("model", m.model.clone())];
+                known_cost(labels, m.cost_usd, m.cost_unknown_attempts)
+            })
+            .collect(),
+    );
+    family(
+        o,
+        "llmroute_model_cost_unknown_attempts",
+        "gauge",
+        "Successful upstream attempts whose cost is unknown, by model.",
+        per_model(&|m| m.cost_unknown_attempts as f64),
     );
     summary_family(
         o,
@@ -120,6 +140,15 @@ pub fn render(r: &Report) -> String {
 
 type Labels = Vec<(&'static str, String)>;
 type Sample = (Labels, f64);
+
+/// A known cost's sample; none when the costs are unknown, never a 0 for them.
+fn known_cost(labels: Labels, known: f64, unknown: i64) -> Vec<Sample> {
+    if unknown > 0 && known <= 0.0 {
+        Vec::new()
+    } else {
+        vec![(labels, known)]
+    }
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));

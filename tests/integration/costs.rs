@@ -1,0 +1,67 @@
+//! What llmroute says of money when it does not know a price.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A catalogue of ids only, as LiteLLM's proxy lists its models.
+const IDS_ONLY: &str = r#"{"data":[{"id":"t/a","object":"model"},{"id":"t/b","object":"model"}]}"#;
+
+fn report(env: &Env, format: &str) -> String {
+    let out = env
+        .cmd()
+        .args(["report", "--since", "all", "--format", format])
+        .run();
+    out.assert_code(0);
+    out.stdout
+}
+
+#[test]
+fn an_unknown_cost_is_never_shown_as_zero() {
+    let env = Env::three();
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Raw(IDS_ONLY.into()));
+    let out = env.cmd().args(["--models", "t/a"]).stdin(prompts(3)).run();
+    out.assert_code(0);
+    assert!(out.lines().iter().all(|l| l["cost_usd"].is_null()));
+    assert!(
+        out.stderr.contains("(cost unknown for 3 lines)"),
+        "{}",
+        out.stderr
+    );
+
+    let json: Value = serde_json::from_str(&report(&env, "json")).unwrap();
+    assert_eq!(json["cost_unknown_lines"], 3, "{json}");
+    assert_eq!(json["models"][0]["cost_unknown_attempts"], 3, "{json}");
+    let table = report(&env, "table");
+    assert!(!table.contains("$0"), "{table}");
+    assert!(table.contains("unknown for 3 lines"), "{table}");
+    let prom = report(&env, "prometheus");
+    assert!(
+        !prom.lines().any(|l| l.starts_with("llmroute_cost_usd")
+            || l.starts_with("llmroute_model_cost_usd")),
+        "{prom}"
+    );
+    assert!(prom.contains("\nllmroute_cost_unknown_lines 3\n"), "{prom}");
+
+    // One more line, whose answer says what it cost.
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.5));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a"])
+        .stdin("{\"prompt\":\"known\"}\n")
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("$0.5000 spent;"), "{}", out.stderr);
+    let json: Value = serde_json::from_str(&report(&env, "json")).unwrap();
+    assert_eq!(
+        (
+            json["cost_usd"].as_f64(),
+            json["cost_unknown_lines"].as_i64()
+        ),
+        (Some(0.5), Some(3)),
+        "{json}"
+    );
+    let table = report(&env, "table");
+    assert!(table.contains("$0.5000 + unknown for 3 lines"), "{table}");
+}
