@@ -107,7 +107,7 @@ pub fn load_catalogue(
 ) -> Catalogue {
     let now = store::now_ms();
     let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
-        let age = Duration::from_millis((now - at).max(0) as u64);
+        let age = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
         Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
     });
     let fresh =

@@ -164,8 +164,7 @@ fn warn_unknown(
 fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
     let work = move || {
         let store = writer.finish();
-        let before = store::now_ms()
-            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let before = crate::core::duration::before(store::now_ms(), retention);
         if let Err(e) = store.prune_metrics(before, setup::PRUNE_BATCH) {
             if !quiet {
                 eprintln!("llmroute: warning: cannot prune old metrics: {e}");
@@ -195,7 +194,12 @@ fn instants(
         .into_iter()
         .map(|(m, until)| {
             let ahead = u64::try_from(until.saturating_sub(now_ms)).unwrap_or(0);
-            (m, now + Duration::from_millis(ahead))
+            let ahead = Duration::from_millis(ahead);
+            (
+                m,
+                now.checked_add(ahead)
+                    .unwrap_or(now + store::ports::MAX_PAUSE),
+            )
         })
         .collect()
 }

@@ -17,3 +17,4 @@ mod props;
 mod report;
 mod route;
 mod signals;
+mod usage;

@@ -94,14 +94,11 @@ impl Window {
                 from_ms: None,
                 to_ms: now_ms,
             },
-            Since::Last(d) => {
-                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-                Window {
-                    label: since_label(d),
-                    from_ms: Some(now_ms.saturating_sub(ms)),
-                    to_ms: now_ms,
-                }
-            }
+            Since::Last(d) => Window {
+                label: since_label(d),
+                from_ms: Some(crate::core::duration::before(now_ms, d)),
+                to_ms: now_ms,
+            },
         }
     }
 }

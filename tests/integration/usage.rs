@@ -1,0 +1,69 @@
+//! Flags and commands as a new user meets them: values at the edges, and
+//! messages that say what went wrong.
+
+use crate::util::*;
+
+/// A duration past what unix milliseconds hold in an i64.
+const HUGE: &str = "1000000000y";
+
+fn no_bug(out: &Output) {
+    assert!(
+        !out.stderr.contains("internal error") && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn huge_durations_never_overflow() {
+    let env = Env::three();
+    for (flag, value) in [
+        ("--cache-ttl", HUGE),
+        ("--timeout", HUGE),
+        ("--retention", HUGE),
+    ] {
+        let out = env
+            .cmd()
+            .args(["--models", "t/a", flag, value])
+            .stdin(prompts(2))
+            .run();
+        no_bug(&out);
+        out.assert_code(0);
+        assert_eq!(out.lines().len(), 2);
+    }
+    // The answers were cached by the first run and are still fresh.
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--cache-ttl", HUGE])
+        .stdin(prompts(2))
+        .run();
+    assert!(
+        out.lines().iter().all(|l| l["cached"] == true),
+        "{}",
+        out.stdout
+    );
+    for args in [
+        &["report", "--since", HUGE][..],
+        &["cache", "stats", "--since", HUGE],
+        &["cache", "prune", "--older-than", HUGE],
+    ] {
+        let out = env.cmd().args(args).run();
+        no_bug(&out);
+        out.assert_code(0);
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM cache"),
+        2,
+        "nothing is that old"
+    );
+    // A number of seconds no duration holds is a usage error, not a bug.
+    for args in [
+        &["--timeout", "1e30"][..],
+        &["cache", "prune", "--older-than", "1e30"],
+    ] {
+        let out = env.cmd().args(args).stdin(prompts(1)).run();
+        no_bug(&out);
+        out.assert_code(2);
+        assert!(out.stderr.contains("too large"), "{}", out.stderr);
+    }
+}
