@@ -51,6 +51,19 @@ pub(crate) fn fail_point_hit(var: &str, line_no: u64) -> bool {
     std::env::var(var).ok().and_then(|v| v.parse().ok()) == Some(line_no)
 }
 
+/// Opens the store of a command beside a run, which never creates one: a
+/// missing store is a fatal error naming its path (a typo in `--db` must not
+/// look like an empty store).
+pub fn open_existing(path: &std::path::Path) -> anyhow::Result<Store> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
+            "no store at {} (a run creates it; check --db, LLMROUTE_DB or the config file's db)",
+            path.display()
+        )),
+        _ => Ok(Store::open(path)?),
+    }
+}
+
 /// Turns a store failure into a fatal error that names the store.
 pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> anyhow::Error + '_ {
     move |e| match e {

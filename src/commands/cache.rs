@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::{CacheAction, CacheArgs, Since};
 use crate::options::Options;
 use crate::setup as app;
-use crate::store::{self, Store};
+use crate::store;
 
 #[derive(Serialize)]
 struct StatsOut {
@@ -28,7 +28,7 @@ struct StatsOut {
 /// Runs `llmroute cache ...`.
 pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    let store = crate::setup::open_existing(&path)?;
     let now = store::now_ms();
     let text = match &args.action {
         CacheAction::Clear => {

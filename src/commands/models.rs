@@ -66,7 +66,12 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .filter(|k| !k.trim().is_empty());
     let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    // The default store is where the catalogue is kept, so a first look
+    // at the models may create it; a store named by --db must exist.
+    let store = match options.db {
+        Some(_) => crate::setup::open_existing(&path)?,
+        None => Store::open(&path)?,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -848,6 +848,11 @@ fn the_store_lives_in_xdg_data_home_by_default_and_is_private() {
     assert_eq!(requests(&["report", "--json", "--since", "all"]), 1);
     let elsewhere = env.path("elsewhere.db");
     let elsewhere = elsewhere.to_str().unwrap();
+    // Commands never create a store: an empty run makes this one.
+    env.cmd()
+        .args(["--dry-run", "-q", "--db", elsewhere])
+        .run()
+        .assert_code(0);
     assert_eq!(
         requests(&["report", "--json", "--since", "all", "--db", elsewhere]),
         0

@@ -67,3 +67,44 @@ fn huge_durations_never_overflow() {
         assert!(out.stderr.contains("too large"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn reading_commands_never_create_a_store() {
+    let env = Env::three();
+    let typo = env.path("typo.db");
+    for args in [
+        &["report"][..],
+        &["report", "--json"],
+        &["models"],
+        &["models", "--refresh"],
+        &["cache", "stats"],
+        &["cache", "clear"],
+        &["cache", "prune", "--older-than", "1d"],
+    ] {
+        let out = env.cmd().args(args).arg("--db").arg(&typo).run();
+        out.assert_code(2);
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains(&format!("no store at {}", typo.display())),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    // A run creates it; then they read it.
+    env.cmd()
+        .args(["--models", "t/a", "--db"])
+        .arg(&typo)
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    for args in [&["report"][..], &["models"], &["cache", "stats"]] {
+        env.cmd()
+            .args(args)
+            .arg("--db")
+            .arg(&typo)
+            .run()
+            .assert_code(0);
+    }
+}

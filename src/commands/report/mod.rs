@@ -23,7 +23,7 @@ pub use crate::core::health::percentile;
 
 use crate::cli::{ReportArgs, ReportFormat, Since};
 use crate::options::Options;
-use crate::store::{self, Store};
+use crate::store;
 
 /// The quantiles every latency summary gives, in percent.
 pub const QUANTILES: [u32; 3] = [50, 95, 99];
@@ -38,7 +38,7 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         (false, f) => f,
     };
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    let store = crate::setup::open_existing(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);
     let report = query::load(store.conn(), &window, &models)
