@@ -45,6 +45,15 @@ use run::{Batch, StopReason, Summary};
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let settings = options.settings()?;
     let base = options.base_url.clone();
+    // Before the key: `llmroute reprot` is a typo, not a missing key.
+    let sources: Vec<Source> = if run.files.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        run.files
+            .iter()
+            .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
+            .collect::<Result<_, _>>()?
+    };
     let api_key = std::env::var(setup::API_KEY_VAR)
         .ok()
         .filter(|k| !k.trim().is_empty());
@@ -54,15 +63,6 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
             setup::API_KEY_VAR
         ));
     }
-    let sources: Vec<Source> = if run.files.is_empty() {
-        vec![Source::Stdin]
-    } else {
-        run.files
-            .iter()
-            .map(|f| Source::from_arg(f))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?
-    };
     let concurrency = options.concurrency as usize;
     let client = match run.dry_run {
         true => None,
@@ -144,6 +144,43 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     rt.shutdown_timeout(Duration::from_millis(200));
     flush_and_prune(writer, run.quiet, options.retention);
     Ok(finish(&summary, run, refused, store_failure))
+}
+
+/// The error of an input that cannot be opened. A missing file named like
+/// a subcommand is one placed after options (`llmroute --db x report`),
+/// and one close to a subcommand's name is a typo (`llmroute reprot`):
+/// both say so.
+fn missing_file(arg: &std::path::Path, error: String) -> anyhow::Error {
+    use clap::CommandFactory;
+    let name = arg.to_string_lossy();
+    if arg.exists() || arg.components().count() != 1 {
+        return anyhow!(error);
+    }
+    let commands: Vec<String> = crate::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|c| c != "help")
+        .collect();
+    if commands.iter().any(|c| *c == name) {
+        // The command line with the subcommand moved to the front.
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(i) = args.iter().position(|a| *a == name) {
+            args.remove(i);
+        }
+        return anyhow!(
+            "no such file '{name}'; options go after a subcommand: did you mean `llmroute {name} {}`?",
+            args.join(" ")
+        );
+    }
+    match commands
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(c, &name), c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, c)) => anyhow!("no such file '{name}'; did you mean `llmroute {c}`?"),
+        None => anyhow!(error),
+    }
 }
 
 /// Warns once about each candidate the catalogue does not list.

@@ -108,3 +108,41 @@ fn reading_commands_never_create_a_store() {
             .assert_code(0);
     }
 }
+
+#[test]
+fn a_mistyped_subcommand_is_named_before_the_missing_key() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .env_remove("OPENROUTER_API_KEY")
+        .arg("reprot")
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("no such file 'reprot'; did you mean `llmroute report`?"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("API_KEY"), "{}", out.stderr);
+
+    let out = env
+        .cmd()
+        .env_remove("OPENROUTER_API_KEY")
+        .args(["--db", "x.db", "report"])
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("no such file 'report'")
+            && out.stderr.contains("`llmroute report --db x.db`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("x.db").exists());
+    // A file that is there is read, whatever its name.
+    env.write("report", &prompts(1));
+    env.cmd()
+        .args(["--models", "t/a", "report"])
+        .run()
+        .assert_code(0);
+}
