@@ -30,7 +30,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -s m -l models -d 'Candi
 complete -c llmroute -n "__fish_llmroute_needs_command" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l timeout -d 'Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
@@ -42,7 +42,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Lea
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

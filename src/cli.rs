@@ -113,8 +113,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub unordered: bool,
 
-    /// Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_duration)]
+    /// Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// Upstream attempts per line, across models [default: 4]
@@ -165,8 +165,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
     pub progress: Progress,
 
-    /// Metrics older than this are pruned from the store after a run [default: 90d]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_duration)]
+    /// Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
 }
 
@@ -301,6 +301,31 @@ fn parse_since(s: &str) -> Result<Since, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::core::duration::parse(s)
+}
+
+/// The shortest `--timeout`: a shorter one fails every attempt.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest `--retention`: a shorter one prunes the metrics of the run
+/// that just ended.
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Checks a duration against its minimum; the message names the minimum.
+pub fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {
+    if d < min {
+        return Err(format!(
+            "must be at least {}",
+            crate::core::duration::format(min)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_RETENTION).map_err(|e| format!("--retention {e}"))
 }
 
 fn parse_usd(s: &str) -> Result<f64, String> {

@@ -146,3 +146,30 @@ fn a_mistyped_subcommand_is_named_before_the_missing_key() {
         .run()
         .assert_code(0);
 }
+
+#[test]
+fn a_zero_timeout_or_retention_is_refused_with_its_minimum() {
+    let env = Env::three();
+    let config = env.write("zero.toml", "retention = \"0s\"\n");
+    for (args, minimum) in [
+        (&["--timeout", "0"][..], "--timeout must be at least 100ms"),
+        (&["--timeout", "10ms"], "--timeout must be at least 100ms"),
+        (&["--retention", "0"], "--retention must be at least 1h"),
+        (
+            &["--config", config.to_str().unwrap()],
+            "retention: must be at least 1h",
+        ),
+    ] {
+        let out = env.cmd().args(args).stdin(prompts(1)).run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(minimum), "{args:?}: {}", out.stderr);
+        assert_eq!(env.server.completions().len(), 0);
+    }
+    let out = env
+        .cmd()
+        .env("LLMROUTE_TIMEOUT", "0")
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("at least 100ms"), "{}", out.stderr);
+}
