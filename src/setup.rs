@@ -106,10 +106,70 @@ pub fn warn_plain_http(base: &str, quiet: bool) {
     }
 }
 
+/// How long a failed fetch of the catalogue is remembered: runs and
+/// commands in that time use what they have without asking again (and
+/// waiting again, offline).
+pub const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(5 * 60);
+
+/// Where the store remembers a failed fetch of `base`'s catalogue: a row
+/// of the catalogue table whose key no base URL can have, holding why.
+fn failure_key(base: &str) -> String {
+    format!("failed-fetch:{base}")
+}
+
+/// Fetches the catalogue now and keeps it in the store; a failure is
+/// remembered for [`FAILED_FETCH_MEMORY`].
+fn fetch_catalogue(
+    store: &Store,
+    client: &Client,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+    quiet: bool,
+) -> Result<Catalogue, String> {
+    let now = store::now_ms();
+    let fetched = rt
+        .block_on(client.fetch_models(Duration::from_secs(20)))
+        .and_then(|bytes| Catalogue::parse(&bytes, Origin::Live).map_err(|e| e.to_string()));
+    // A success needs no clearing: the fresh copy is found before the
+    // failure, which is forgotten long before the copy goes stale.
+    let kept = match &fetched {
+        Ok(c) => store.put_catalogue(base, now, &c.to_json()),
+        Err(problem) => store.put_catalogue(&failure_key(base), now, problem),
+    };
+    if let (Err(e), false) = (kept, quiet) {
+        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
+    }
+    fetched
+}
+
+/// The catalogue fetched again now (`models --refresh`): an error, saying
+/// why, when it cannot be.
+pub fn refresh_catalogue(
+    store: &Store,
+    client: &Client,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Catalogue> {
+    fetch_catalogue(store, client, base, rt, false)
+        .map_err(|e| anyhow!("cannot refresh the catalogue from {base}/models: {e}"))
+}
+
+/// Why the last fetch of `base`'s catalogue failed, when it did within
+/// [`FAILED_FETCH_MEMORY`].
+fn recent_failure(store: &Store, base: &str, now: i64) -> Option<String> {
+    let (at, problem) = store.catalogue(&failure_key(base)).ok().flatten()?;
+    let age = Duration::from_millis(u64::try_from(now.saturating_sub(at)).ok()?);
+    (at > 0 && age < FAILED_FETCH_MEMORY).then(|| {
+        let age = crate::core::duration::format(Duration::from_secs(age.as_secs()));
+        format!("not fetched: the last fetch, {age} ago, failed: {problem}")
+    })
+}
+
 /// The catalogue to route with: the store's copy while fresh; else a new
-/// fetch (kept in the store); else the stale copy, else the embedded
-/// snapshot, with a warning. Without a client (dry runs) nothing is fetched;
-/// with `refresh` the stored copy is refetched however fresh.
+/// fetch (kept in the store), unless one failed in the last few minutes;
+/// else the stale copy, else the embedded snapshot, with a warning.
+/// Without a client (dry runs) nothing is fetched; with `refresh` the
+/// stored copy is refetched however fresh.
 pub fn load_catalogue(
     store: &Store,
     client: Option<&Client>,
@@ -131,19 +191,15 @@ pub fn load_catalogue(
     let Some(client) = client else {
         return stored.unwrap_or_else(Catalogue::embedded);
     };
-    let problem = match rt.block_on(client.fetch_models(Duration::from_secs(20))) {
-        Ok(bytes) => match Catalogue::parse(&bytes, Origin::Live) {
-            Ok(c) => {
-                if let Err(e) = store.put_catalogue(base, now, &c.to_json()) {
-                    if !quiet {
-                        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
-                    }
-                }
-                return c;
-            }
-            Err(e) => e.to_string(),
+    let remembered = (!refresh)
+        .then(|| recent_failure(store, base, now))
+        .flatten();
+    let problem = match remembered {
+        Some(problem) => problem,
+        None => match fetch_catalogue(store, client, base, rt, quiet) {
+            Ok(c) => return c,
+            Err(problem) => problem,
         },
-        Err(e) => e,
     };
     match stored {
         Some(c) => {

@@ -75,7 +75,10 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let catalogue = app::load_catalogue(&store, Some(&client), &base, &rt, false, args.refresh);
+    let catalogue = match args.refresh {
+        true => app::refresh_catalogue(&store, &client, &base, &rt)?,
+        false => app::load_catalogue(&store, Some(&client), &base, &rt, false, false),
+    };
 
     let ids: Vec<String> = if args.all {
         catalogue.models().iter().map(|m| m.id.clone()).collect()

@@ -13,6 +13,7 @@ mod faults;
 mod hostile;
 mod input;
 mod layout;
+mod offline;
 mod props;
 mod report;
 mod route;
