@@ -359,7 +359,15 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
                 Some(string_list(v, field)?)
             };
             match field {
-                "models" => out.models = list.filter(|l| !l.is_empty()),
+                // As with --models "": no candidate is a mistake, not the
+                // built-in list.
+                "models" if list.as_ref().is_some_and(Vec::is_empty) => {
+                    return Err(
+                        "llmroute.models lists no model (leave it out for the default candidates)"
+                            .into(),
+                    )
+                }
+                "models" => out.models = list,
                 _ => out.fallback = list,
             }
         }
@@ -522,6 +530,15 @@ mod tests {
         assert_eq!(o.fallback.unwrap(), vec!["e/f", "g/h"]);
         assert_eq!(o.weights.unwrap().latency, 0.5);
         assert!(!r.body.contains_key("llmroute"));
+        for empty in [r#"[]"#, r#"" , ""#] {
+            let line = format!(r#"{{"prompt":"x","llmroute":{{"models":{empty}}}}}"#);
+            let e = err(line.as_bytes());
+            assert!(
+                e.message.contains("lists no model"),
+                "{empty}: {}",
+                e.message
+            );
+        }
         assert!(err(br#"{"prompt":"x","llmroute":{"speed":1}}"#)
             .message
             .contains("llmroute.speed"));

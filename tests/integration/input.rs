@@ -125,3 +125,29 @@ fn a_line_asking_for_a_stream_is_answered_whole_in_one_call() {
         assert!(body.get("stream_options").is_none(), "{body}");
     }
 }
+
+#[test]
+fn an_empty_model_list_in_a_line_is_invalid_input() {
+    let env = Env::three();
+    let input = concat!(
+        r#"{"id":1,"prompt":"p","llmroute":{"models":[]}}"#,
+        "\n",
+        r#"{"id":2,"prompt":"p","llmroute":{"models":" , "}}"#,
+        "\n",
+        r#"{"id":3,"prompt":"p","llmroute":{"models":["t/b"]}}"#,
+        "\n"
+    );
+    let out = env.cmd().args(["--models", "t/a"]).stdin(input).run();
+    out.assert_code(1);
+    let lines = out.lines();
+    for l in &lines[..2] {
+        assert_eq!(l["error"]["type"], "invalid_input", "{l}");
+        let message = l["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("llmroute.models lists no model"),
+            "{message}"
+        );
+    }
+    assert_eq!(answered_by(&lines[2]), "t/b");
+    assert_eq!(env.server.completions().len(), 1);
+}
