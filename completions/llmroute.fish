@@ -61,7 +61,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where th
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format' -r -f -a "table\t'For people: totals and a row per model'
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format [default: table]' -r -f -a "table\t'For people: totals and a row per model'
 json\t'For scripts'
 prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

@@ -269,9 +269,9 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Output format
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReportFormat::Table)]
-    pub format: ReportFormat,
+    /// Output format [default: table]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ReportFormat>,
 }
 
 /// How far back a report looks.

@@ -173,3 +173,30 @@ fn a_zero_timeout_or_retention_is_refused_with_its_minimum() {
     out.assert_code(2);
     assert!(out.stderr.contains("at least 100ms"), "{}", out.stderr);
 }
+
+#[test]
+fn json_and_another_report_format_conflict() {
+    let env = Env::three();
+    env.cmd().args(["--dry-run", "-q"]).run().assert_code(0);
+    for format in ["table", "prometheus"] {
+        let out = env
+            .cmd()
+            .args(["report", "--json", "--format", format])
+            .run();
+        out.assert_code(2);
+        assert!(
+            out.stderr
+                .contains(&format!("--json conflicts with --format {format}")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty());
+    }
+    for args in [
+        &["--json"][..],
+        &["--json", "--format", "json"],
+        &["--format", "table"],
+    ] {
+        env.cmd().arg("report").args(args).run().assert_code(0);
+    }
+}

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use anyhow::Context;
+use clap::ValueEnum;
 
 pub use crate::core::health::percentile;
 
@@ -31,11 +32,14 @@ pub const QUANTILES: [u32; 3] = [50, 95, 99];
 /// Runs `llmroute report` and returns the exit status.
 pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     let format = match (args.json, args.format) {
-        (true, ReportFormat::Prometheus) => {
-            anyhow::bail!("--json conflicts with --format prometheus (--json means --format json)")
+        (true, None | Some(ReportFormat::Json)) => ReportFormat::Json,
+        (true, Some(other)) => {
+            let name = other
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string());
+            anyhow::bail!("--json conflicts with --format {name} (--json means --format json)")
         }
-        (true, _) => ReportFormat::Json,
-        (false, f) => f,
+        (false, f) => f.unwrap_or(ReportFormat::Table),
     };
     let path = options.store_path()?;
     let store = crate::setup::open_existing(&path)?;
