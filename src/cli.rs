@@ -97,6 +97,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub routing: RoutingArgs,
 
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+
     /// Choose models but call none (needs no API key; works offline); implies --explain
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -105,25 +108,9 @@ pub struct RunArgs {
     #[arg(short = 'e', long)]
     pub explain: bool,
 
-    /// Requests in flight at once [default: 8]
-    #[arg(short = 'j', long, value_name = "N", env = "LLMROUTE_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub concurrency: Option<u32>,
-
     /// Write output lines as they complete instead of in input order
     #[arg(long)]
     pub unordered: bool,
-
-    /// Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_timeout)]
-    pub timeout: Option<Duration>,
-
-    /// Upstream attempts per line, across models [default: 4]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: Option<u32>,
-
-    /// How long a cached answer is reused, e.g. 12h, 7d [default: 7d]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_CACHE_TTL", value_parser = parse_duration)]
-    pub cache_ttl: Option<Duration>,
 
     /// Neither read nor write the response cache (attempts are still recorded)
     #[arg(long)]
@@ -136,6 +123,31 @@ pub struct RunArgs {
     /// Log every upstream attempt and cache hit on stderr
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Progress bar on stderr: auto (only on a terminal), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
+    pub progress: Progress,
+}
+
+/// The options a run is tuned with beyond its routing: shared by a run and
+/// `llmroute config show`, which prints them resolved.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TuningArgs {
+    /// Requests in flight at once [default: 8]
+    #[arg(short = 'j', long, value_name = "N", env = "LLMROUTE_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+
+    /// Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Upstream attempts per line, across models [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// How long a cached answer is reused, e.g. 12h, 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_CACHE_TTL", value_parser = parse_duration)]
+    pub cache_ttl: Option<Duration>,
 
     /// Requests per minute at most, shared by all requests in flight
     #[arg(long, value_name = "N", env = "LLMROUTE_RPM", value_parser = clap::value_parser!(u32).range(1..))]
@@ -160,10 +172,6 @@ pub struct RunArgs {
     /// Leave out candidates whose cost estimate for a line is over this many USD
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_line_cost: Option<f64>,
-
-    /// Progress bar on stderr: auto (only on a terminal), always, never
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
-    pub progress: Progress,
 
     /// Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]
     #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_retention)]
@@ -204,7 +212,18 @@ pub enum ConfigAction {
     /// Print where the config file, the store and the catalogue live
     Path,
     /// Print the effective configuration (flags, environment, file, defaults) as TOML
-    Show,
+    Show(Box<ShowArgs>),
+}
+
+/// `llmroute config show`: the routing and tuning flags a run takes, to
+/// show what they resolve to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// `llmroute models`.
@@ -385,8 +404,8 @@ mod tests {
         assert_eq!(cli.run.routing.priority.as_deref(), Some("cost"));
         assert_eq!(cli.run.routing.models.unwrap(), vec!["a/b", "c/d"]);
         assert_eq!(cli.run.routing.quality, vec![("a/b".to_string(), 0.9)]);
-        assert_eq!(cli.run.timeout, Some(Duration::from_millis(500)));
-        assert_eq!(cli.run.concurrency, Some(3));
+        assert_eq!(cli.run.tuning.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(cli.run.tuning.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::cli::{Cli, Command, RoutingArgs};
+use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, RoutingArgs, TuningArgs};
 use crate::config::{Config, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
 use crate::core::scoring::Weights;
@@ -68,10 +68,13 @@ impl Options {
     /// Explicit weights from the file apply only when neither a priority
     /// nor weights were given as flags or in the environment.
     pub fn resolve(cli: &Cli, file: &Config) -> Options {
-        let flags = match &cli.command {
-            None | Some(Command::Config(_)) => cli.run.routing.clone(),
-            Some(Command::Models(m)) => m.routing.clone(),
-            _ => RoutingArgs::default(),
+        let (flags, run) = match &cli.command {
+            None => (cli.run.routing.clone(), cli.run.tuning.clone()),
+            Some(Command::Config(ConfigArgs {
+                action: ConfigAction::Show(show),
+            })) => (show.routing.clone(), show.tuning.clone()),
+            Some(Command::Models(m)) => (m.routing.clone(), TuningArgs::default()),
+            _ => (RoutingArgs::default(), TuningArgs::default()),
         };
         let (priority, weights) = match (flags.weights, flags.priority) {
             (Some(w), p) => (p, Some(w)),
@@ -83,7 +86,6 @@ impl Options {
         };
         let mut quality: BTreeMap<String, f64> = file.quality.clone();
         quality.extend(flags.quality.iter().cloned());
-        let run = &cli.run;
         Options {
             routing: Routing {
                 priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),

@@ -23,7 +23,7 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
                 store.display()
             )
         }
-        ConfigAction::Show => {
+        ConfigAction::Show(_) => {
             let key = if std::env::var(API_KEY_VAR).is_ok_and(|k| !k.trim().is_empty()) {
                 "set"
             } else {

@@ -200,3 +200,33 @@ fn json_and_another_report_format_conflict() {
         env.cmd().arg("report").args(args).run().assert_code(0);
     }
 }
+
+#[test]
+fn config_show_takes_the_flags_of_a_run() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args([
+            "config", "show", "-p", "cost", "--models", "t/a,t/b", "-j", "3",
+        ])
+        .args([
+            "--timeout",
+            "5s",
+            "--cache-ttl",
+            HUGE,
+            "--quality",
+            "t/a=0.9",
+        ])
+        .run();
+    out.assert_code(0);
+    let shown: toml::Table = out
+        .stdout
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert_eq!(shown["priority"].as_str(), Some("cost"));
+    assert_eq!(shown["models"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["concurrency"].as_integer(), Some(3));
+    assert_eq!(shown["timeout"].as_str(), Some("5s"));
+    assert_eq!(shown["quality"]["t/a"].as_float(), Some(0.9));
+    assert!(out.stdout.contains("from flags"), "{}", out.stdout);
+}
