@@ -230,3 +230,33 @@ fn config_show_takes_the_flags_of_a_run() {
     assert_eq!(shown["quality"]["t/a"].as_float(), Some(0.9));
     assert!(out.stdout.contains("from flags"), "{}", out.stdout);
 }
+
+#[test]
+fn a_multi_line_upstream_error_is_one_line_of_log() {
+    let env = Env::three();
+    env.server.set_default(
+        "t/a",
+        Behavior::status_with_body(
+            500,
+            r#"{"error":{"message":"upstream broke:\n  line two\r\nline three"}}"#,
+        ),
+    );
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b", "-v"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    for line in out.stderr.lines() {
+        assert!(
+            line.starts_with("llmroute: "),
+            "a log entry spans lines:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("upstream broke: line two line three"),
+        "{}",
+        out.stderr
+    );
+}
