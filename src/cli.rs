@@ -12,6 +12,8 @@ const AFTER_HELP: &str = "\
 Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
 {\"prompt\": \"...\", \"system\": \"...\"}. Output: one JSON object per non-blank input line, in input order.
 
+API key: LLMROUTE_API_KEY, else OPENROUTER_API_KEY (needed except with --dry-run; never shown).
+
 Exit status: 0 every line answered; 1 some line has an error; 2 usage, configuration or fatal error
 (including a key the API refuses); 130 interrupted (143 on SIGTERM).
 

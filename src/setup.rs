@@ -21,19 +21,39 @@ pub mod exit {
 /// Most rows of each metrics table one run prunes.
 pub const PRUNE_BATCH: usize = 50_000;
 
-/// The environment variable holding the API key.
-pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
+/// The environment variables that may hold the API key; the first one set
+/// (and not blank) wins, so that another server's key need not be called
+/// `OPENROUTER_API_KEY`.
+pub const API_KEY_VARS: [&str; 2] = ["LLMROUTE_API_KEY", "OPENROUTER_API_KEY"];
+
+/// The API key, trimmed, and the variable it came from.
+pub fn api_key() -> Option<(&'static str, String)> {
+    API_KEY_VARS.iter().find_map(|var| {
+        let key = std::env::var(var).ok()?.trim().to_string();
+        (!key.is_empty()).then_some((*var, key))
+    })
+}
+
+/// What a run without a key is told.
+pub fn no_api_key() -> String {
+    format!(
+        "no API key: set {} or {} (use --dry-run to route without calling)",
+        API_KEY_VARS[0], API_KEY_VARS[1]
+    )
+}
 
 /// Replaces Rust's panic message with one that says it is a bug, and never
-/// shows the API key, whatever the message holds.
+/// shows an API key (from either variable), whatever the message holds.
 pub fn install_panic_hook() {
-    let key = std::env::var(API_KEY_VAR)
-        .ok()
+    let keys: Vec<String> = API_KEY_VARS
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
         .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty());
+        .filter(|k| !k.is_empty())
+        .collect();
     std::panic::set_hook(Box::new(move |info| {
         let mut text = info.to_string();
-        if let Some(k) = &key {
+        for k in &keys {
             text = text.replace(k.as_str(), "[redacted]");
         }
         eprintln!(

@@ -67,7 +67,7 @@ impl Client {
         let mut headers = HeaderMap::new();
         if let Some(key) = api_key {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
-                "OPENROUTER_API_KEY contains characters not allowed in an HTTP header".to_string()
+                "the API key contains characters not allowed in an HTTP header".to_string()
             })?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
@@ -309,6 +309,6 @@ mod tests {
         assert!(Client::new("http://127.0.0.1:1/api/v1/", Some("sk-secret"), 1).is_ok());
         assert!(Client::new("http://127.0.0.1:1", Some("bad\nkey"), 1)
             .unwrap_err()
-            .contains("OPENROUTER_API_KEY"));
+            .contains("the API key"));
     }
 }

@@ -54,14 +54,9 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
             .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
             .collect::<Result<_, _>>()?
     };
-    let api_key = std::env::var(setup::API_KEY_VAR)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
+    let api_key = setup::api_key().map(|(_, key)| key);
     if !run.dry_run && api_key.is_none() {
-        return Err(anyhow!(
-            "{} is not set (use --dry-run to route without calling)",
-            setup::API_KEY_VAR
-        ));
+        return Err(anyhow!(setup::no_api_key()));
     }
     let concurrency = options.concurrency as usize;
     let client = match run.dry_run {

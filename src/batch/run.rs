@@ -447,7 +447,7 @@ async fn watch_signals(ctx: Arc<Shared>) {
 #[cfg(debug_assertions)]
 fn fail_point(line_no: u64) {
     if crate::setup::fail_point_hit("LLMROUTE_FAIL_LINE", line_no) {
-        let key = std::env::var(crate::setup::API_KEY_VAR).unwrap_or_default();
+        let key = crate::setup::api_key().map(|(_, k)| k).unwrap_or_default();
         panic!("injected failure on line {line_no} (key {key})");
     }
 }

@@ -61,9 +61,7 @@ pub struct Latency {
 pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let settings = options.settings()?;
     let base = options.base_url.clone();
-    let key = std::env::var(app::API_KEY_VAR)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
+    let key = app::api_key().map(|(_, k)| k);
     let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
     let path = options.store_path()?;
     // The default store is where the catalogue is kept, so a first look

@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod hostile;
 mod input;
+mod keys;
 mod layout;
 mod offline;
 mod props;

@@ -62,8 +62,13 @@ const EXIT_STATUS: &[(&str, &str)] = &[
 /// Environment variables and what they do.
 const ENVIRONMENT: &[(&str, &str)] = &[
     (
+        "LLMROUTE_API_KEY",
+        "The API key, sent as a bearer token and nowhere else. Needed for a live run, not for --dry-run. \
+         Wins over OPENROUTER_API_KEY when both are set.",
+    ),
+    (
         "OPENROUTER_API_KEY",
-        "The API key, sent as a bearer token and nowhere else. Needed for a live run, not for --dry-run.",
+        "The API key when LLMROUTE_API_KEY is not set.",
     ),
     (
         "LLMROUTE_BASE_URL",
