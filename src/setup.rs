@@ -107,6 +107,23 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
     }
 }
 
+/// Says, once, that the cost weight cannot act when the catalogue gives a
+/// price for none of the candidates (an API whose `/models` lists ids only,
+/// as LiteLLM's proxy does): every candidate then costs the same.
+pub fn warn_no_prices(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
+    let priced = |m: &String| {
+        catalogue
+            .get(m)
+            .is_some_and(|i| i.prompt_price.is_some() && i.completion_price.is_some())
+    };
+    if settings.weights.cost > 0.0 && !settings.models.iter().any(priced) {
+        eprintln!(
+            "llmroute: warning: the catalogue gives no price for any candidate, so the cost weight ({}) cannot act; costs are unknown unless answers carry usage.cost",
+            settings.weights.cost
+        );
+    }
+}
+
 /// A plain-http base URL to another host would carry the key in clear.
 pub fn warn_plain_http(base: &str, quiet: bool) {
     let Ok(url) = reqwest::Url::parse(base) else {

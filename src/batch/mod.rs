@@ -78,6 +78,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
     if !run.quiet {
         warn_unknown(&settings, &catalogue);
+        setup::warn_no_prices(&settings, &catalogue);
     }
     let health = Arc::new(LocalHealth::default());
     let stats = store.model_stats().map_err(setup::store_fatal(&path))?;

@@ -91,6 +91,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         Vec::new(),
         (*settings.quality).clone(),
     );
+    app::warn_no_prices(&settings, &catalogue);
     let stats = store.model_stats().map_err(app::store_fatal(&path))?;
     let cooldowns = store
         .cooldowns(store::now_ms())
@@ -191,6 +192,11 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_string(), |x| format!("{x:.decimals$}"))
 }
 
+/// A price, or `unknown`: never a dash that could be read as free.
+fn price(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".to_string(), |x| format!("{x:.3}"))
+}
+
 /// The listing as a table for people.
 pub fn table(rows: &[Row], now: i64) -> Table {
     let mut t = Table::new();
@@ -213,8 +219,8 @@ pub fn table(rows: &[Row], now: i64) -> Table {
         };
         t.add_row([
             model,
-            opt(r.prompt_usd_per_mtok, 3),
-            opt(r.completion_usd_per_mtok, 3),
+            price(r.prompt_usd_per_mtok),
+            price(r.completion_usd_per_mtok),
             r.context_length
                 .map_or_else(|| "-".into(), |c| c.to_string()),
             format!("{:.2}", r.quality),

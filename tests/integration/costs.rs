@@ -65,3 +65,35 @@ fn an_unknown_cost_is_never_shown_as_zero() {
     let table = report(&env, "table");
     assert!(table.contains("$0.5000 + unknown for 3 lines"), "{table}");
 }
+
+#[test]
+fn a_catalogue_without_prices_says_once_that_cost_cannot_act() {
+    let env = Env::three();
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Raw(IDS_ONLY.into()));
+    const WARNING: &str = "no price for any candidate";
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stderr.matches(WARNING).count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cost weight"), "{}", out.stderr);
+
+    // Weights without cost: nothing to say.
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b", "-w", "latency=1", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains(WARNING), "{}", out.stderr);
+
+    let out = env.cmd().args(["models", "--models", "t/a,t/b"]).run();
+    out.assert_code(0);
+    assert_eq!(out.stderr.matches(WARNING).count(), 1, "{}", out.stderr);
+    for row in out.stdout.lines().filter(|l| l.starts_with("t/")) {
+        assert_eq!(row.matches("unknown").count(), 2, "{row}");
+    }
+}
