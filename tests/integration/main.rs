@@ -19,4 +19,5 @@ mod props;
 mod report;
 mod route;
 mod signals;
+mod tls;
 mod usage;

@@ -108,6 +108,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "How long metrics are kept in the store, as --retention.",
     ),
     (
+        "SSL_CERT_FILE, SSL_CERT_DIR",
+        "Certificates to trust instead of the system's store; the bundled roots are trusted too.",
+    ),
+    (
         "XDG_DATA_HOME",
         "The directory of the default store (~/.local/share when unset).",
     ),
