@@ -155,7 +155,7 @@ pub struct TuningArgs {
     #[arg(long, value_name = "N", env = "LLMROUTE_RPM", value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,
 
-    /// Tokens per minute at most (estimated before a call, corrected from usage after)
+    /// Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)
     #[arg(long, value_name = "N", env = "LLMROUTE_TPM", value_parser = clap::value_parser!(u32).range(1..))]
     pub tpm: Option<u32>,
 

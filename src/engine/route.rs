@@ -358,6 +358,9 @@ impl Router {
                 // More tokens than planned: the debt slows later requests, not this one.
                 self.parts.admission.owe(extra);
             }
+            self.parts
+                .admission
+                .give_back(super::admission::unused(planned, &s.usage));
         }
         (result, sent, ms, at, opened)
     }

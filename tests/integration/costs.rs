@@ -97,3 +97,37 @@ fn a_catalogue_without_prices_says_once_that_cost_cannot_act() {
         assert_eq!(row.matches("unknown").count(), 2, "{row}");
     }
 }
+
+#[test]
+fn tpm_paces_by_the_tokens_answers_used() {
+    use std::io::Read;
+    let env = Env::three();
+    // Ten short lines without max_tokens: each plans for 512 completion
+    // tokens, and each answer's usage says it used a few. At 1,000 tokens
+    // a minute, paced by plans they take about five minutes; paced by use,
+    // they all fit in the bucket at once.
+    let file = env.write("short.jsonl", &prompts(10));
+    let mut child = env.spawn(
+        &["--models", "t/a", "-j", "1", "--tpm", "1000", "-q"],
+        &file,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let sent = env.server.completions().len();
+    assert_eq!(
+        sent, 10,
+        "{sent} of 10 requests sent within a minute under --tpm 1000"
+    );
+    assert_eq!(stdout.lines().count(), 10);
+}
