@@ -124,7 +124,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
             ),
             latency_ms: Latency {
                 ewma: stat.map(|s| round(s.ewma_ms, 3)),
-                p95: crate::core::health::percentile(&latencies, 95),
+                p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
                 samples: stat.map_or(0, |s| s.samples),
             },
             attempts,
@@ -139,7 +139,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
                 .ranked
                 .iter()
                 .find(|r| &r.model == id)
-                .map(|r| round(r.score, 6)),
+                .map(|r| round(r.score, 4)),
         });
     }
     rows.sort_by(|a, b| match (a.score, b.score) {

@@ -14,6 +14,7 @@ mod hostile;
 mod input;
 mod keys;
 mod layout;
+mod numbers;
 mod offline;
 mod props;
 mod report;

@@ -247,13 +247,15 @@ impl Latencies {
         percentile(&self.0, p)
     }
 
+    /// The summary, in ms with at most 3 decimals (sums leave float noise).
     pub fn summary(&self) -> LatencySummary {
+        let ms = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
         LatencySummary {
-            avg: (!self.is_empty()).then(|| self.sum() / self.len() as f64),
-            p50: self.percentile(50),
-            p95: self.percentile(95),
-            p99: self.percentile(99),
-            max: self.0.last().copied(),
+            avg: ms((!self.is_empty()).then(|| self.sum() / self.len() as f64)),
+            p50: ms(self.percentile(50)),
+            p95: ms(self.percentile(95)),
+            p99: ms(self.percentile(99)),
+            max: ms(self.0.last().copied()),
         }
     }
 }
