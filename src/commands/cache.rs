@@ -49,7 +49,7 @@ pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
                 Since::All => (None, "all".to_string()),
                 Since::Last(d) => (
                     Some(crate::core::duration::before(now, *d)),
-                    crate::core::duration::format(*d),
+                    crate::core::duration::window_label(*d),
                 ),
             };
             let s = store.cache_stats(from).map_err(app::store_fatal(&path))?;

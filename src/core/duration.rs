@@ -34,6 +34,27 @@ pub fn before(now_ms: i64, d: Duration) -> i64 {
     now_ms.saturating_sub(millis(d))
 }
 
+/// A duration in the one unit that says it exactly: `24h`, `7d`, `90m`,
+/// `45s`, `1500ms`. Whole days are kept in hours up to a day (`24h`).
+pub fn window_label(d: Duration) -> String {
+    const UNITS: [(u128, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (size, unit) in UNITS {
+        if ms % size == 0 && (unit != "d" || ms / size >= 2) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Formats a duration compactly (`90d`, `45s`, `1h 30m`), in a form
 /// [`parse`] reads back.
 pub fn format(d: Duration) -> String {

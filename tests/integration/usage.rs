@@ -260,3 +260,16 @@ fn a_multi_line_upstream_error_is_one_line_of_log() {
         out.stderr
     );
 }
+
+#[test]
+fn cache_stats_and_report_name_a_window_alike() {
+    let env = Env::three();
+    env.cmd().args(["--dry-run", "-q"]).run().assert_code(0);
+    for (since, label) in [("24h", "last 24h"), ("1d", "last 24h"), ("7d", "last 7d")] {
+        let stats = env.cmd().args(["cache", "stats", "--since", since]).run();
+        stats.assert_code(0);
+        assert!(stats.stdout.contains(label), "{since}: {}", stats.stdout);
+        let report = env.cmd().args(["report", "--since", since]).run();
+        assert!(report.stdout.contains(label), "{since}: {}", report.stdout);
+    }
+}

@@ -13,7 +13,6 @@ mod table;
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -99,33 +98,12 @@ impl Window {
                 to_ms: now_ms,
             },
             Since::Last(d) => Window {
-                label: since_label(d),
+                label: crate::core::duration::window_label(d),
                 from_ms: Some(crate::core::duration::before(now_ms, d)),
                 to_ms: now_ms,
             },
         }
     }
-}
-
-/// A duration in the one unit that says it exactly: `24h`, `7d`, `90m`,
-/// `45s`, `1500ms`. Whole days are kept in hours up to a day (`24h`).
-fn since_label(d: Duration) -> String {
-    const UNITS: [(u128, &str); 4] = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ];
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    for (size, unit) in UNITS {
-        if ms % size == 0 && (unit != "d" || ms / size >= 2) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
 }
 
 /// Everything `llmroute report` says; serialises to the JSON report.
@@ -272,6 +250,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Nearest rank the long way: the smallest value v such that at least
     /// p% of the values are <= v.
@@ -360,14 +339,23 @@ mod tests {
     #[test]
     fn windows_and_their_labels() {
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(since_label(h(24)), "24h");
-        assert_eq!(since_label(h(1)), "1h");
-        assert_eq!(since_label(h(7 * 24)), "7d");
-        assert_eq!(since_label(h(36)), "36h");
-        assert_eq!(since_label(Duration::from_secs(90 * 60)), "90m");
-        assert_eq!(since_label(Duration::from_secs(45)), "45s");
-        assert_eq!(since_label(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(since_label(Duration::ZERO), "0s");
+        assert_eq!(crate::core::duration::window_label(h(24)), "24h");
+        assert_eq!(crate::core::duration::window_label(h(1)), "1h");
+        assert_eq!(crate::core::duration::window_label(h(7 * 24)), "7d");
+        assert_eq!(crate::core::duration::window_label(h(36)), "36h");
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_secs(90 * 60)),
+            "90m"
+        );
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_secs(45)),
+            "45s"
+        );
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_millis(1500)),
+            "1500ms"
+        );
+        assert_eq!(crate::core::duration::window_label(Duration::ZERO), "0s");
         let w = Window::new(Since::Last(h(24)), 100_000_000);
         assert_eq!(w.from_ms, Some(100_000_000 - 86_400_000));
         assert_eq!((w.label.as_str(), w.to_ms), ("24h", 100_000_000));
