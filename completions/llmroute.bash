@@ -1,3 +1,8 @@
+# The presets of the config file, as `llmroute config show` prints them.
+__llmroute_presets() {
+    command llmroute config show 2>/dev/null | sed -n 's/^\[presets\.\(.*\)\]$/\1/p' | tr -d '"'
+}
+
 _llmroute() {
     local i cur prev opts cmd
     COMPREPLY=()
@@ -117,11 +122,11 @@ _llmroute() {
             fi
             case "${prev}" in
                 --priority)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 --weights)
@@ -521,11 +526,11 @@ _llmroute() {
             fi
             case "${prev}" in
                 --priority)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 --weights)
@@ -785,11 +790,11 @@ _llmroute() {
             fi
             case "${prev}" in
                 --priority)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0
                     ;;
                 --weights)
