@@ -419,6 +419,9 @@ mod tests {
             &["llmroute", "--timeout", "soon"],
             &["llmroute", "-j", "0"],
             &["llmroute", "--quality", "a/b=2"],
+            // No aliases beyond the three names every message gives.
+            &["llmroute", "-w", "speed=1"],
+            &["llmroute", "-w", "price=1,quality=1"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
