@@ -342,22 +342,21 @@ mod tests {
     async fn requests_that_waited_for_tokens_still_leave_spaced_out() {
         // One request per 100 ms; 1,000 tokens a second, a bucket of 4,096.
         let limits = RateLimits::new(Some(600), Some(60_000));
+        // Taken before the limiters start counting, so that the time
+        // measured is never less than the time they made the requests wait.
+        let start = Instant::now();
         limits.acquire(4_096).await;
         limits.owe(300); // the next request waits about 300 ms for tokens
-        async fn done(limits: &RateLimits) -> Instant {
-            limits.acquire(1).await;
-            Instant::now()
-        }
-        let (a, b, c) = tokio::join!(done(&limits), done(&limits), done(&limits));
-        let mut t = [a, b, c];
-        t.sort();
-        for w in t.windows(2) {
-            let gap = w[1] - w[0];
-            assert!(
-                gap >= Duration::from_millis(90),
-                "{gap:?} apart under --rpm 600"
-            );
-        }
+        tokio::join!(limits.acquire(1), limits.acquire(1), limits.acquire(1));
+        // The first leaves after about 300 ms of tokens, the other two 100 ms
+        // apart after it: 500 ms in all, where three leaving together once
+        // the tokens came would take 300. Only a lower bound is asserted,
+        // which a loaded machine can only make easier to meet.
+        assert!(
+            start.elapsed() >= Duration::from_millis(480),
+            "{:?}: the three left together",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
