@@ -48,7 +48,7 @@ pub fn window_label(d: Duration) -> String {
         return "0s".into();
     }
     for (size, unit) in UNITS {
-        if ms % size == 0 && (unit != "d" || ms / size >= 2) {
+        if ms.is_multiple_of(size) && (unit != "d" || ms / size >= 2) {
             return format!("{}{unit}", ms / size);
         }
     }

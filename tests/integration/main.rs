@@ -21,4 +21,5 @@ mod report;
 mod route;
 mod signals;
 mod tls;
+mod toolchain;
 mod usage;
