@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= n/dry-run e/explain j/concurrency= unordered timeout= max-attempts= cache-ttl= no-cache q/quiet v/verbose rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= progress= retention= db= config= base-url= h/help V/version
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -30,20 +30,20 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -s m -l models -d 'Candi
 complete -c llmroute -n "__fish_llmroute_needs_command" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l timeout -d 'Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call, corrected from usage after)' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this are pruned from the store after a run [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -62,7 +62,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where th
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format' -r -f -a "table\t'For people: totals and a row per model'
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format [default: table]' -r -f -a "table\t'For people: totals and a row per model'
 json\t'For scripts'
 prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
@@ -120,6 +120,23 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

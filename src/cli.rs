@@ -13,6 +13,8 @@ const AFTER_HELP: &str = "\
 Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
 {\"prompt\": \"...\", \"system\": \"...\"}. Output: one JSON object per non-blank input line, in input order.
 
+API key: LLMROUTE_API_KEY, else OPENROUTER_API_KEY (needed except with --dry-run; never shown).
+
 Exit status: 0 every line answered; 1 some line has an error; 2 usage, configuration or fatal error
 (including a key the API refuses); 130 interrupted (143 on SIGTERM).
 
@@ -98,6 +100,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub routing: RoutingArgs,
 
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+
     /// Choose models but call none (needs no API key; works offline); implies --explain
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -106,25 +111,9 @@ pub struct RunArgs {
     #[arg(short = 'e', long)]
     pub explain: bool,
 
-    /// Requests in flight at once [default: 8]
-    #[arg(short = 'j', long, value_name = "N", env = "LLMROUTE_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub concurrency: Option<u32>,
-
     /// Write output lines as they complete instead of in input order
     #[arg(long)]
     pub unordered: bool,
-
-    /// Time limit of one upstream attempt, e.g. 30s, 2m [default: 60s]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-
-    /// Upstream attempts per line, across models [default: 4]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: Option<u32>,
-
-    /// How long a cached answer is reused, e.g. 12h, 7d [default: 7d]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_CACHE_TTL", value_parser = parse_duration)]
-    pub cache_ttl: Option<Duration>,
 
     /// Neither read nor write the response cache (attempts are still recorded)
     #[arg(long)]
@@ -138,11 +127,36 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// Progress bar on stderr: auto (only on a terminal), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
+    pub progress: Progress,
+}
+
+/// The options a run is tuned with beyond its routing: shared by a run and
+/// `llmroute config show`, which prints them resolved.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TuningArgs {
+    /// Requests in flight at once [default: 8]
+    #[arg(short = 'j', long, value_name = "N", env = "LLMROUTE_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+
+    /// Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_TIMEOUT", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Upstream attempts per line, across models [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// How long a cached answer is reused, e.g. 12h, 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_CACHE_TTL", value_parser = parse_duration)]
+    pub cache_ttl: Option<Duration>,
+
     /// Requests per minute at most, shared by all requests in flight
     #[arg(long, value_name = "N", env = "LLMROUTE_RPM", value_parser = clap::value_parser!(u32).range(1..))]
     pub rpm: Option<u32>,
 
-    /// Tokens per minute at most (estimated before a call, corrected from usage after)
+    /// Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)
     #[arg(long, value_name = "N", env = "LLMROUTE_TPM", value_parser = clap::value_parser!(u32).range(1..))]
     pub tpm: Option<u32>,
 
@@ -166,12 +180,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_line_cost: Option<f64>,
 
-    /// Progress bar on stderr: auto (only on a terminal), always, never
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
-    pub progress: Progress,
-
-    /// Metrics older than this are pruned from the store after a run [default: 90d]
-    #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_duration)]
+    /// Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]
+    #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
 }
 
@@ -209,7 +219,18 @@ pub enum ConfigAction {
     /// Print where the config file, the store and the catalogue live
     Path,
     /// Print the effective configuration (flags, environment, file, defaults) as TOML
-    Show,
+    Show(Box<ShowArgs>),
+}
+
+/// `llmroute config show`: the routing and tuning flags a run takes, to
+/// show what they resolve to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 }
 
 /// `llmroute models`.
@@ -274,9 +295,9 @@ pub struct ReportArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Output format
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ReportFormat::Table)]
-    pub format: ReportFormat,
+    /// Output format [default: table]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ReportFormat>,
 }
 
 /// How far back a report looks.
@@ -306,6 +327,31 @@ fn parse_since(s: &str) -> Result<Since, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::core::duration::parse(s)
+}
+
+/// The shortest `--timeout`: a shorter one fails every attempt.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest `--retention`: a shorter one prunes the metrics of the run
+/// that just ended.
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Checks a duration against its minimum; the message names the minimum.
+pub fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {
+    if d < min {
+        return Err(format!(
+            "must be at least {}",
+            crate::core::duration::format(min)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_RETENTION).map_err(|e| format!("--retention {e}"))
 }
 
 fn parse_usd(s: &str) -> Result<f64, String> {
@@ -375,8 +421,8 @@ mod tests {
         assert_eq!(cli.run.routing.priority.as_deref(), Some("cost"));
         assert_eq!(cli.run.routing.models.unwrap(), vec!["a/b", "c/d"]);
         assert_eq!(cli.run.routing.quality, vec![("a/b".to_string(), 0.9)]);
-        assert_eq!(cli.run.timeout, Some(Duration::from_millis(500)));
-        assert_eq!(cli.run.concurrency, Some(3));
+        assert_eq!(cli.run.tuning.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(cli.run.tuning.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
     }
 
@@ -388,6 +434,9 @@ mod tests {
             &["llmroute", "--timeout", "soon"],
             &["llmroute", "-j", "0"],
             &["llmroute", "--quality", "a/b=2"],
+            // No aliases beyond the three names every message gives.
+            &["llmroute", "-w", "speed=1"],
+            &["llmroute", "-w", "price=1,quality=1"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -290,6 +290,14 @@ impl Config {
                 return Err(bad(&[key], "must be a non-negative number of USD"));
             }
         }
+        for (key, v, min) in [
+            ("timeout", self.timeout, crate::cli::MIN_TIMEOUT),
+            ("retention", self.retention, crate::cli::MIN_RETENTION),
+        ] {
+            if let Some(d) = v {
+                crate::cli::at_least(d, min).map_err(|e| bad(&[key], e))?;
+            }
+        }
         if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
             return Err(bad(&["explore"], "must be a share between 0 and 1"));
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::cli::{Cli, Command, RoutingArgs};
+use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, RoutingArgs, TuningArgs};
 use crate::config::{Config, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
 use crate::core::scoring::Weights;
@@ -68,25 +68,31 @@ pub struct Options {
 
 impl Options {
     /// Resolves the command line over the config file and the defaults.
-    /// Explicit weights from the file apply only when neither a priority
-    /// nor weights were given as flags or in the environment.
+    /// A priority from the same or a higher level wins over weights: `-w`
+    /// overrides `-p` on the command line, while the file's `[weights]`
+    /// apply only when no priority is given anywhere (flags, environment
+    /// or the file's `priority`).
     pub fn resolve(cli: &Cli, file: &Config) -> Options {
-        let flags = match &cli.command {
-            None | Some(Command::Config(_)) => cli.run.routing.clone(),
-            Some(Command::Models(m)) => m.routing.clone(),
-            _ => RoutingArgs::default(),
+        let (flags, run) = match &cli.command {
+            None => (cli.run.routing.clone(), cli.run.tuning.clone()),
+            Some(Command::Config(ConfigArgs {
+                action: ConfigAction::Show(show),
+            })) => (show.routing.clone(), show.tuning.clone()),
+            Some(Command::Models(m)) => (m.routing.clone(), TuningArgs::default()),
+            _ => (RoutingArgs::default(), TuningArgs::default()),
         };
         let (priority, weights) = match (flags.weights, flags.priority) {
             (Some(w), p) => (p, Some(w)),
             (None, Some(p)) => (Some(p), None),
-            (None, None) => (
-                file.priority.clone(),
-                file.weights.and_then(|w| w.weights().ok()),
-            ),
+            // In the file too, a priority wins over weights, which apply
+            // only when no priority is given anywhere.
+            (None, None) => match &file.priority {
+                Some(p) => (Some(p.clone()), None),
+                None => (None, file.weights.and_then(|w| w.weights().ok())),
+            },
         };
         let mut quality: BTreeMap<String, f64> = file.quality.clone();
         quality.extend(flags.quality.iter().cloned());
-        let run = &cli.run;
         Options {
             routing: Routing {
                 priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
@@ -274,6 +280,24 @@ mod tests {
         let o = resolve(&["llmroute", "-w", "quality=1"], file);
         let s = o.settings().unwrap();
         assert_eq!((s.priority.as_str(), s.weights.quality), ("custom", 1.0));
+    }
+
+    #[test]
+    fn a_priority_in_the_file_beats_its_weights() {
+        // The README's own example: a preset named as the priority, and
+        // weights for when no priority is given anywhere.
+        let file = "priority = \"nightly\"\n[weights]\nlatency = 0.5\ncost = 0.2\nquality = 0.3\n[presets.nightly]\nlatency = 0.1\ncost = 0.8\nquality = 0.1\n";
+        let o = resolve(&["llmroute"], file);
+        let s = o.settings().unwrap();
+        assert_eq!((s.priority.as_str(), s.weights.cost), ("nightly", 0.8));
+        let shown = o.to_config().unwrap();
+        assert_eq!(shown.priority.as_deref(), Some("nightly"));
+        // -w on the command line still overrides any priority.
+        let o = resolve(&["llmroute", "-w", "quality=1"], file);
+        assert_eq!(o.settings().unwrap().priority, "custom");
+        // Weights alone in the file apply.
+        let o = resolve(&["llmroute"], "[weights]\nlatency = 1\n");
+        assert_eq!(o.settings().unwrap().priority, "custom");
     }
 
     #[test]

@@ -21,19 +21,39 @@ pub mod exit {
 /// Most rows of each metrics table one run prunes.
 pub const PRUNE_BATCH: usize = 50_000;
 
-/// The environment variable holding the API key.
-pub const API_KEY_VAR: &str = "OPENROUTER_API_KEY";
+/// The environment variables that may hold the API key; the first one set
+/// (and not blank) wins, so that another server's key need not be called
+/// `OPENROUTER_API_KEY`.
+pub const API_KEY_VARS: [&str; 2] = ["LLMROUTE_API_KEY", "OPENROUTER_API_KEY"];
+
+/// The API key, trimmed, and the variable it came from.
+pub fn api_key() -> Option<(&'static str, String)> {
+    API_KEY_VARS.iter().find_map(|var| {
+        let key = std::env::var(var).ok()?.trim().to_string();
+        (!key.is_empty()).then_some((*var, key))
+    })
+}
+
+/// What a run without a key is told.
+pub fn no_api_key() -> String {
+    format!(
+        "no API key: set {} or {} (use --dry-run to route without calling)",
+        API_KEY_VARS[0], API_KEY_VARS[1]
+    )
+}
 
 /// Replaces Rust's panic message with one that says it is a bug, and never
-/// shows the API key, whatever the message holds.
+/// shows an API key (from either variable), whatever the message holds.
 pub fn install_panic_hook() {
-    let key = std::env::var(API_KEY_VAR)
-        .ok()
+    let keys: Vec<String> = API_KEY_VARS
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
         .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty());
+        .filter(|k| !k.is_empty())
+        .collect();
     std::panic::set_hook(Box::new(move |info| {
         let mut text = info.to_string();
-        if let Some(k) = &key {
+        for k in &keys {
             text = text.replace(k.as_str(), "[redacted]");
         }
         eprintln!(
@@ -49,6 +69,19 @@ pub fn install_panic_hook() {
 #[cfg(debug_assertions)]
 pub(crate) fn fail_point_hit(var: &str, line_no: u64) -> bool {
     std::env::var(var).ok().and_then(|v| v.parse().ok()) == Some(line_no)
+}
+
+/// Opens the store of a command beside a run, which never creates one: a
+/// missing store is a fatal error naming its path (a typo in `--db` must not
+/// look like an empty store).
+pub fn open_existing(path: &std::path::Path) -> anyhow::Result<Store> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
+            "no store at {} (a run creates it; check --db, LLMROUTE_DB or the config file's db)",
+            path.display()
+        )),
+        _ => Ok(Store::open(path)?),
+    }
 }
 
 /// Turns a store failure into a fatal error that names the store.
@@ -74,6 +107,23 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
     }
 }
 
+/// Says, once, that the cost weight cannot act when the catalogue gives a
+/// price for none of the candidates (an API whose `/models` lists ids only,
+/// as LiteLLM's proxy does): every candidate then costs the same.
+pub fn warn_no_prices(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
+    let priced = |m: &String| {
+        catalogue
+            .get(m)
+            .is_some_and(|i| i.prompt_price.is_some() && i.completion_price.is_some())
+    };
+    if settings.weights.cost > 0.0 && !settings.models.iter().any(priced) {
+        eprintln!(
+            "llmroute: warning: the catalogue gives no price for any candidate, so the cost weight ({}) cannot act; costs are unknown unless answers carry usage.cost",
+            settings.weights.cost
+        );
+    }
+}
+
 /// A plain-http base URL to another host would carry the key in clear.
 pub fn warn_plain_http(base: &str, quiet: bool) {
     let Ok(url) = reqwest::Url::parse(base) else {
@@ -93,10 +143,70 @@ pub fn warn_plain_http(base: &str, quiet: bool) {
     }
 }
 
+/// How long a failed fetch of the catalogue is remembered: runs and
+/// commands in that time use what they have without asking again (and
+/// waiting again, offline).
+pub const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(5 * 60);
+
+/// Where the store remembers a failed fetch of `base`'s catalogue: a row
+/// of the catalogue table whose key no base URL can have, holding why.
+fn failure_key(base: &str) -> String {
+    format!("failed-fetch:{base}")
+}
+
+/// Fetches the catalogue now and keeps it in the store; a failure is
+/// remembered for [`FAILED_FETCH_MEMORY`].
+fn fetch_catalogue(
+    store: &Store,
+    client: &Client,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+    quiet: bool,
+) -> Result<Catalogue, String> {
+    let now = store::now_ms();
+    let fetched = rt
+        .block_on(client.fetch_models(Duration::from_secs(20)))
+        .and_then(|bytes| Catalogue::parse(&bytes, Origin::Live).map_err(|e| e.to_string()));
+    // A success needs no clearing: the fresh copy is found before the
+    // failure, which is forgotten long before the copy goes stale.
+    let kept = match &fetched {
+        Ok(c) => store.put_catalogue(base, now, &c.to_json()),
+        Err(problem) => store.put_catalogue(&failure_key(base), now, problem),
+    };
+    if let (Err(e), false) = (kept, quiet) {
+        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
+    }
+    fetched
+}
+
+/// The catalogue fetched again now (`models --refresh`): an error, saying
+/// why, when it cannot be.
+pub fn refresh_catalogue(
+    store: &Store,
+    client: &Client,
+    base: &str,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Catalogue> {
+    fetch_catalogue(store, client, base, rt, false)
+        .map_err(|e| anyhow!("cannot refresh the catalogue from {base}/models: {e}"))
+}
+
+/// Why the last fetch of `base`'s catalogue failed, when it did within
+/// [`FAILED_FETCH_MEMORY`].
+fn recent_failure(store: &Store, base: &str, now: i64) -> Option<String> {
+    let (at, problem) = store.catalogue(&failure_key(base)).ok().flatten()?;
+    let age = Duration::from_millis(u64::try_from(now.saturating_sub(at)).ok()?);
+    (at > 0 && age < FAILED_FETCH_MEMORY).then(|| {
+        let age = crate::core::duration::format(Duration::from_secs(age.as_secs()));
+        format!("not fetched: the last fetch, {age} ago, failed: {problem}")
+    })
+}
+
 /// The catalogue to route with: the store's copy while fresh; else a new
-/// fetch (kept in the store); else the stale copy, else the embedded
-/// snapshot, with a warning. Without a client (dry runs) nothing is fetched;
-/// with `refresh` the stored copy is refetched however fresh.
+/// fetch (kept in the store), unless one failed in the last few minutes;
+/// else the stale copy, else the embedded snapshot, with a warning.
+/// Without a client (dry runs) nothing is fetched; with `refresh` the
+/// stored copy is refetched however fresh.
 pub fn load_catalogue(
     store: &Store,
     client: Option<&Client>,
@@ -107,7 +217,7 @@ pub fn load_catalogue(
 ) -> Catalogue {
     let now = store::now_ms();
     let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
-        let age = Duration::from_millis((now - at).max(0) as u64);
+        let age = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
         Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
     });
     let fresh =
@@ -118,19 +228,15 @@ pub fn load_catalogue(
     let Some(client) = client else {
         return stored.unwrap_or_else(Catalogue::embedded);
     };
-    let problem = match rt.block_on(client.fetch_models(Duration::from_secs(20))) {
-        Ok(bytes) => match Catalogue::parse(&bytes, Origin::Live) {
-            Ok(c) => {
-                if let Err(e) = store.put_catalogue(base, now, &c.to_json()) {
-                    if !quiet {
-                        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
-                    }
-                }
-                return c;
-            }
-            Err(e) => e.to_string(),
+    let remembered = (!refresh)
+        .then(|| recent_failure(store, base, now))
+        .flatten();
+    let problem = match remembered {
+        Some(problem) => problem,
+        None => match fetch_catalogue(store, client, base, rt, quiet) {
+            Ok(c) => return c,
+            Err(problem) => problem,
         },
-        Err(e) => e,
     };
     match stored {
         Some(c) => {

@@ -20,6 +20,19 @@ pub const REFERER: &str = "https://github.com/llmroute/llmroute";
 /// Sent as `X-Title`.
 pub const TITLE: &str = "llmroute";
 
+/// The identity of the API at `base_url`, as cache keys hold it: the URL
+/// parsed (scheme and host in lower case, a default port dropped) without
+/// trailing slashes, so `https://OpenRouter.ai:443/api/v1/` and
+/// `https://openrouter.ai/api/v1` are one upstream. A URL that does not
+/// parse is kept as written, less its trailing slashes.
+pub fn identity(base_url: &str) -> String {
+    let base = base_url.trim();
+    match reqwest::Url::parse(base) {
+        Ok(url) => url.as_str().trim_end_matches('/').to_string(),
+        Err(_) => base.trim_end_matches('/').to_string(),
+    }
+}
+
 /// The API client. Cheap to share behind an `Arc`; keeps connections alive.
 pub struct Client {
     http: reqwest::Client,
@@ -54,7 +67,7 @@ impl Client {
         let mut headers = HeaderMap::new();
         if let Some(key) = api_key {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
-                "OPENROUTER_API_KEY contains characters not allowed in an HTTP header".to_string()
+                "the API key contains characters not allowed in an HTTP header".to_string()
             })?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
@@ -275,12 +288,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_upstream_has_one_identity() {
+        let id = identity("https://openrouter.ai/api/v1");
+        assert_eq!(id, "https://openrouter.ai/api/v1");
+        for same in [
+            "https://openrouter.ai/api/v1/",
+            "HTTPS://OpenRouter.AI:443/api/v1",
+            " https://openrouter.ai/api/v1// ",
+        ] {
+            assert_eq!(identity(same), id, "{same}");
+        }
+        assert_ne!(identity("http://127.0.0.1:4000/v1"), id);
+        assert_ne!(identity("https://openrouter.ai/api/v2"), id);
+    }
+
+    #[test]
     fn base_url_is_checked_and_key_is_hidden() {
         assert!(Client::new("ftp://x", None, 1).is_err());
         assert!(Client::new("not a url", None, 1).is_err());
         assert!(Client::new("http://127.0.0.1:1/api/v1/", Some("sk-secret"), 1).is_ok());
         assert!(Client::new("http://127.0.0.1:1", Some("bad\nkey"), 1)
             .unwrap_err()
-            .contains("OPENROUTER_API_KEY"));
+            .contains("the API key"));
     }
 }

@@ -16,8 +16,11 @@ pub struct Console {
 
 impl Console {
     /// Writes a message on stderr, taking the progress bar (if any) off
-    /// while it does, so that the two never share a line.
+    /// while it does, so that the two never share a line. A message is one
+    /// line, whatever an upstream put in it.
     pub fn say(&self, message: std::fmt::Arguments<'_>) {
+        let text = one_line(&message.to_string());
+        let message = format_args!("{text}");
         match &self.progress {
             // Not eprintln!: with stderr gone it panics, and inside suspend
             // that would poison the bar for every line after.
@@ -29,6 +32,31 @@ impl Console {
             }
         }
     }
+}
+
+/// `text` on one line: each run of whitespace holding a line break becomes
+/// one space, and other control characters go.
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for c in text.chars() {
+        let dropped = (pending_space && c.is_whitespace()) || (c.is_control() && c != '\t');
+        if c == '\n' || c == '\r' {
+            pending_space = true;
+        } else if !dropped {
+            if pending_space {
+                let trimmed = out.trim_end().len();
+                out.truncate(trimmed);
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The engine's observer for a batch: `-v` logs, and what stops the run.
@@ -68,5 +96,20 @@ impl Observer for BatchObserver {
         self.console.say(format_args!(
             "llmroute: budget reached: ${spent:.4} spent of ${max}; no more requests are sent, remaining lines get budget_exceeded"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_one_line() {
+        assert_eq!(one_line("plain"), "plain");
+        assert_eq!(
+            one_line("broke:\n  line two\r\nline three\n"),
+            "broke: line two line three"
+        );
+        assert_eq!(one_line("a\u{1b}[31mb"), "a[31mb");
     }
 }

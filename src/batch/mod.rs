@@ -45,22 +45,18 @@ use run::{Batch, StopReason, Summary};
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let settings = options.settings()?;
     let base = options.base_url.clone();
-    let api_key = std::env::var(setup::API_KEY_VAR)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
-    if !run.dry_run && api_key.is_none() {
-        return Err(anyhow!(
-            "{} is not set (use --dry-run to route without calling)",
-            setup::API_KEY_VAR
-        ));
-    }
+    // Before the key: `llmroute reprot` is a typo, not a missing key.
     let sources: Vec<Source> = if run.files.is_empty() {
         vec![Source::Stdin]
     } else {
-        run.files.iter().map(|f| Source::from_arg(f)).collect()
+        run.files
+            .iter()
+            .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
+            .collect::<Result<_, _>>()?
     };
-    for s in &sources {
-        s.check().map_err(anyhow::Error::msg)?;
+    let api_key = setup::api_key().map(|(_, key)| key);
+    if !run.dry_run && api_key.is_none() {
+        return Err(anyhow!(setup::no_api_key()));
     }
     let concurrency = options.concurrency as usize;
     let client = match run.dry_run {
@@ -82,6 +78,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
     if !run.quiet {
         warn_unknown(&settings, &catalogue);
+        setup::warn_no_prices(&settings, &catalogue);
     }
     let health = Arc::new(LocalHealth::default());
     let stats = store.model_stats().map_err(setup::store_fatal(&path))?;
@@ -111,6 +108,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         max_attempts: options.max_attempts,
         explore: options.explore,
         hedge: options.hedge,
+        upstream: crate::upstream::identity(&base),
     };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),
@@ -145,6 +143,43 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     Ok(finish(&summary, run, refused, store_failure))
 }
 
+/// The error of an input that cannot be opened. A missing file named like
+/// a subcommand is one placed after options (`llmroute --db x report`),
+/// and one close to a subcommand's name is a typo (`llmroute reprot`):
+/// both say so.
+fn missing_file(arg: &std::path::Path, error: String) -> anyhow::Error {
+    use clap::CommandFactory;
+    let name = arg.to_string_lossy();
+    if arg.exists() || arg.components().count() != 1 {
+        return anyhow!(error);
+    }
+    let commands: Vec<String> = crate::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|c| c != "help")
+        .collect();
+    if commands.iter().any(|c| *c == name) {
+        // The command line with the subcommand moved to the front.
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(i) = args.iter().position(|a| *a == name) {
+            args.remove(i);
+        }
+        return anyhow!(
+            "no such file '{name}'; options go after a subcommand: did you mean `llmroute {name} {}`?",
+            args.join(" ")
+        );
+    }
+    match commands
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(c, &name), c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, c)) => anyhow!("no such file '{name}'; did you mean `llmroute {c}`?"),
+        None => anyhow!(error),
+    }
+}
+
 /// Warns once about each candidate the catalogue does not list.
 fn warn_unknown(
     settings: &crate::core::ranking::Settings,
@@ -163,8 +198,7 @@ fn warn_unknown(
 fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
     let work = move || {
         let store = writer.finish();
-        let before = store::now_ms()
-            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let before = crate::core::duration::before(store::now_ms(), retention);
         if let Err(e) = store.prune_metrics(before, setup::PRUNE_BATCH) {
             if !quiet {
                 eprintln!("llmroute: warning: cannot prune old metrics: {e}");
@@ -194,7 +228,12 @@ fn instants(
         .into_iter()
         .map(|(m, until)| {
             let ahead = u64::try_from(until.saturating_sub(now_ms)).unwrap_or(0);
-            (m, now + Duration::from_millis(ahead))
+            let ahead = Duration::from_millis(ahead);
+            (
+                m,
+                now.checked_add(ahead)
+                    .unwrap_or(now + store::ports::MAX_PAUSE),
+            )
         })
         .collect()
 }
@@ -209,10 +248,14 @@ fn finish(
     let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
     if !run.quiet && !closed {
         let s = summary;
-        let spend = if run.dry_run {
-            "dry run".to_string()
-        } else {
-            format!("${:.4} spent", s.cost_usd)
+        let spend = match (run.dry_run, s.cost_unknown) {
+            (true, _) => "dry run".to_string(),
+            (false, 0) => format!("${:.4} spent", s.cost_usd),
+            (false, n) => format!(
+                "${:.4} spent (cost unknown for {n} line{})",
+                s.cost_usd,
+                if n == 1 { "" } else { "s" }
+            ),
         };
         eprintln!(
             "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",

@@ -19,25 +19,37 @@ use crate::engine::{Outcome, Routed};
 pub struct CandidateOut {
     pub model: String,
     pub score: f64,
-    /// The latency the score used: measured, or the prior of a model not
-    /// measured yet (`state` says which).
+    /// The latency the score used: measured, or the prior of a model never
+    /// measured (twice the slowest measured candidate; `latency_source`
+    /// says which).
     pub latency_ms: Option<f64>,
+    /// `measured`, or `prior`.
+    pub latency_source: &'static str,
     pub cost_usd: Option<f64>,
     pub quality: f64,
     /// `prior` (never tried), `probing`, `measured`, `cooling` or `open`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
+    /// Why it is in that state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl From<&Ranked> for CandidateOut {
     fn from(r: &Ranked) -> CandidateOut {
         CandidateOut {
             model: r.model.clone(),
-            score: r.score,
-            latency_ms: r.latency_ms,
+            score: round_score(r.score),
+            latency_ms: r.latency_ms.map(round_ms),
+            latency_source: if r.latency_measured {
+                "measured"
+            } else {
+                "prior"
+            },
             cost_usd: r.cost_usd,
-            quality: r.quality,
-            state: r.state.map(|s| s.name()),
+            quality: round_score(r.quality),
+            state: r.state.as_ref().map(|(s, _)| s.name()),
+            why: r.state.as_ref().map(|(_, w)| w.clone()),
         }
     }
 }
@@ -78,7 +90,7 @@ struct Head<'a> {
     latency_ms: f64,
     cached: bool,
     cost_usd: Option<f64>,
-    attempts: &'a [Attempt],
+    attempts: Vec<AttemptOut<'a>>,
     error: Option<&'a ErrorOut>,
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,9 +99,23 @@ struct Head<'a> {
     dry_run: bool,
 }
 
-/// Rounds a millisecond figure to microseconds.
+/// An attempt as its line shows it.
+#[derive(Serialize)]
+struct AttemptOut<'a> {
+    model: &'a str,
+    status: Option<u16>,
+    error: Option<&'a str>,
+    latency_ms: f64,
+}
+
+/// Rounds a millisecond figure to microseconds: at most 3 decimals.
 pub fn round_ms(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
+}
+
+/// Rounds a score (or a quality) to 4 decimals: the noise of its sums goes.
+pub fn round_score(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 impl Line {
@@ -135,6 +161,8 @@ impl Line {
                 out.response = Some(a.response);
             }
             Outcome::Planned(p) => {
+                // What the call would cost, as the chosen candidate's estimate.
+                out.cost_usd = p.est_cost;
                 out.model = Some(p.model);
                 out.score = p.score;
                 out.dry_run = true;
@@ -156,11 +184,20 @@ impl Line {
             id: &self.id,
             line: self.line,
             model: self.model.as_deref(),
-            score: self.score,
+            score: self.score.map(round_score),
             latency_ms: round_ms(self.latency_ms),
             cached: self.cached,
             cost_usd: self.cost_usd,
-            attempts: &self.attempts,
+            attempts: self
+                .attempts
+                .iter()
+                .map(|a| AttemptOut {
+                    model: &a.model,
+                    status: a.status,
+                    error: a.error.as_deref(),
+                    latency_ms: round_ms(a.latency_ms),
+                })
+                .collect(),
             error: self.error.as_ref(),
             content: self.content.as_deref(),
             candidates: self.candidates.as_deref(),

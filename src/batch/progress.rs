@@ -46,12 +46,19 @@ fn target(on_terminal: bool) -> ProgressDrawTarget {
     }
 }
 
-/// Non-blank lines in `sources`, when they are all files.
+/// Non-blank lines in `sources`, when they are all regular files: each is
+/// counted through its open handle, which is then rewound. A pipe or a FIFO
+/// is never read ahead, as that would take its lines from the run.
 fn total_lines(sources: &[Source]) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    let files: Vec<&std::fs::File> = sources
+        .iter()
+        .map(Source::regular_file)
+        .collect::<Option<_>>()?;
     let mut total = 0;
-    for s in sources {
-        let Source::File(path) = s else { return None };
-        total += count_non_blank(std::fs::File::open(path).ok()?).ok()?;
+    for mut f in files {
+        total += count_non_blank(f).ok()?;
+        f.seek(SeekFrom::Start(0)).ok()?;
     }
     Some(total)
 }

@@ -4,50 +4,60 @@
 
 use crate::core::request::{is_blank, parse_line, InputError, Request};
 
-/// Where input lines come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where input lines come from. Every source is opened once: a regular
+/// file when it is checked, before any work; anything else (a FIFO, a
+/// process substitution such as `<(zcat in.jsonl.gz)`, a device) only when
+/// its turn comes, since opening a FIFO waits for its writer, and reading a
+/// pipe ahead would take its lines.
+#[derive(Debug)]
 pub enum Source {
     Stdin,
-    File(std::path::PathBuf),
+    /// A regular file, open.
+    File(std::path::PathBuf, std::fs::File),
+    /// Anything else named by a path, not opened yet.
+    Stream(std::path::PathBuf),
 }
 
 impl Source {
-    /// `-` is standard input.
-    pub fn from_arg(arg: &std::path::Path) -> Source {
+    /// The source an argument names (`-` is standard input): a regular file
+    /// is opened now, so a bad path fails before any work; a path that is
+    /// not a regular file must exist and not be a directory.
+    pub fn from_arg(arg: &std::path::Path) -> Result<Source, String> {
         if arg.as_os_str() == "-" {
-            Source::Stdin
-        } else {
-            Source::File(arg.to_path_buf())
+            return Ok(Source::Stdin);
         }
+        let named = |e: std::io::Error| format!("{}: {e}", arg.display());
+        let meta = std::fs::metadata(arg).map_err(named)?;
+        if meta.is_dir() {
+            return Err(format!("{}: is a directory", arg.display()));
+        }
+        if !meta.is_file() {
+            return Ok(Source::Stream(arg.to_path_buf()));
+        }
+        let file = std::fs::File::open(arg).map_err(named)?;
+        Ok(Source::File(arg.to_path_buf(), file))
     }
 
-    /// Checks that a file can be read, so a bad path fails before any work.
-    pub fn check(&self) -> Result<(), String> {
+    /// The open file of a regular file source.
+    pub fn regular_file(&self) -> Option<&std::fs::File> {
         match self {
-            Source::Stdin => Ok(()),
-            Source::File(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if meta.is_dir() {
-                    return Err(format!("{}: is a directory", p.display()));
-                }
-                std::fs::File::open(p)
-                    .map(drop)
-                    .map_err(|e| format!("{}: {e}", p.display()))
-            }
+            Source::File(_, f) => Some(f),
+            _ => None,
         }
     }
 
-    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    fn open(self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
         Ok(match self {
             Source::Stdin => Box::new(std::io::stdin()),
-            Source::File(p) => Box::new(std::fs::File::open(p)?),
+            Source::File(_, f) => Box::new(f),
+            Source::Stream(p) => Box::new(std::fs::File::open(p)?),
         })
     }
 
     fn name(&self) -> String {
         match self {
             Source::Stdin => "standard input".into(),
-            Source::File(p) => p.display().to_string(),
+            Source::File(p, _) | Source::Stream(p) => p.display().to_string(),
         }
     }
 }
@@ -126,10 +136,11 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
     let mut batch = Vec::with_capacity(BATCH_LINES);
     let mut batch_bytes = 0usize;
     for source in sources {
+        let name = source.name();
         let reader = match source.open() {
             Ok(r) => r,
             Err(e) => {
-                batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                batch.push(InputEvent::Error(format!("{name}: {e}")));
                 let _ = tx.blocking_send(batch);
                 return;
             }
@@ -178,7 +189,7 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    batch.push(InputEvent::Error(format!("{}: {e}", source.name())));
+                    batch.push(InputEvent::Error(format!("{name}: {e}")));
                     let _ = tx.blocking_send(batch);
                     return;
                 }

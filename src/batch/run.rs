@@ -67,6 +67,9 @@ pub struct Summary {
     pub errors: u64,
     /// Spend of this run in USD, where known.
     pub cost_usd: f64,
+    /// Lines answered at a cost nobody knows (no price, no `usage.cost`):
+    /// not in `cost_usd`, which is not their cost as 0.
+    pub cost_unknown: u64,
     pub stop: Option<StopReason>,
     /// The input could not be read to its end.
     pub input_error: Option<String>,
@@ -79,6 +82,7 @@ struct Counters {
     cached: AtomicU64,
     errors: AtomicU64,
     cost_usd: Mutex<f64>,
+    cost_unknown: AtomicU64,
 }
 
 impl Counters {
@@ -198,6 +202,7 @@ pub async fn run(
         cached: c.cached.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         cost_usd: c.cost(),
+        cost_unknown: c.cost_unknown.load(Ordering::Relaxed),
         stop: ctx.stop.get(),
         input_error,
         elapsed: started.elapsed(),
@@ -280,8 +285,12 @@ async fn tick(ctx: Arc<Shared>, pb: ProgressBar) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
+        let unknown = match ctx.counters.cost_unknown.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(" + {n} unknown"),
+        };
         pb.set_message(format!(
-            "{} cached · {} errors · ${:.4}",
+            "{} cached · {} errors · ${:.4}{unknown}",
             ctx.counters.cached.load(Ordering::Relaxed),
             ctx.counters.errors.load(Ordering::Relaxed),
             ctx.counters.cost(),
@@ -381,8 +390,11 @@ impl Shared {
         match outcome {
             Outcome::Answered(_) => {
                 c.answered.fetch_add(1, Ordering::Relaxed);
-                if let Some(cost) = cost {
-                    c.add_cost(cost);
+                match cost {
+                    Some(cost) => c.add_cost(cost),
+                    None => {
+                        c.cost_unknown.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Outcome::Cached(_) => {
@@ -435,7 +447,7 @@ async fn watch_signals(ctx: Arc<Shared>) {
 #[cfg(debug_assertions)]
 fn fail_point(line_no: u64) {
     if crate::setup::fail_point_hit("LLMROUTE_FAIL_LINE", line_no) {
-        let key = std::env::var(crate::setup::API_KEY_VAR).unwrap_or_default();
+        let key = crate::setup::api_key().map(|(_, k)| k).unwrap_or_default();
         panic!("injected failure on line {line_no} (key {key})");
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::{CacheAction, CacheArgs, Since};
 use crate::options::Options;
 use crate::setup as app;
-use crate::store::{self, Store};
+use crate::store;
 
 #[derive(Serialize)]
 struct StatsOut {
@@ -28,7 +28,7 @@ struct StatsOut {
 /// Runs `llmroute cache ...`.
 pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    let store = crate::setup::open_existing(&path)?;
     let now = store::now_ms();
     let text = match &args.action {
         CacheAction::Clear => {
@@ -37,7 +37,7 @@ pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
         }
         CacheAction::Prune { older_than } => {
             let n = store
-                .cache_remove(Some(now - older_than.as_millis() as i64))
+                .cache_remove(Some(crate::core::duration::before(now, *older_than)))
                 .map_err(app::store_fatal(&path))?;
             format!(
                 "removed {n} cached answers older than {}\n",
@@ -48,8 +48,8 @@ pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
             let (from, label) = match since {
                 Since::All => (None, "all".to_string()),
                 Since::Last(d) => (
-                    Some(now - d.as_millis() as i64),
-                    crate::core::duration::format(*d),
+                    Some(crate::core::duration::before(now, *d)),
+                    crate::core::duration::window_label(*d),
                 ),
             };
             let s = store.cache_stats(from).map_err(app::store_fatal(&path))?;
@@ -93,7 +93,7 @@ fn age(now: i64, t: Option<i64>) -> String {
             format!(
                 "{} ago",
                 crate::core::duration::format(Duration::from_secs(
-                    ((now - t).max(0) / 1000) as u64
+                    (now.saturating_sub(t).max(0) / 1000) as u64
                 ))
             )
         },

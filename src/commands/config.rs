@@ -5,7 +5,7 @@ use anyhow::Context;
 use crate::cli::ConfigAction;
 use crate::config::Loaded;
 use crate::options::Options;
-use crate::setup::{write_stdout, API_KEY_VAR};
+use crate::setup::{api_key, write_stdout, API_KEY_VARS};
 
 /// `llmroute config path` and `llmroute config show`.
 pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow::Result<i32> {
@@ -23,11 +23,13 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
                 store.display()
             )
         }
-        ConfigAction::Show => {
-            let key = if std::env::var(API_KEY_VAR).is_ok_and(|k| !k.trim().is_empty()) {
-                "set"
-            } else {
-                "not set"
+        ConfigAction::Show(_) => {
+            let key = match api_key() {
+                Some((var, _)) => format!("{var} is set"),
+                None => format!(
+                    "no API key is set ({} or {})",
+                    API_KEY_VARS[0], API_KEY_VARS[1]
+                ),
             };
             let body =
                 toml::to_string(&options.to_config()?).context("cannot show the configuration")?;
@@ -35,7 +37,7 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
                 Some(p) => format!("flags, environment, {}, built-in defaults", p.display()),
                 None => "flags, environment, built-in defaults (no config file)".into(),
             };
-            format!("# Effective configuration, from {source}\n# {API_KEY_VAR} is {key}\n{body}")
+            format!("# Effective configuration, from {source}\n# {key}\n{body}")
         }
     };
     write_stdout(text.as_bytes())

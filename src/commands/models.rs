@@ -13,7 +13,7 @@ use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
 
 use crate::cli::ModelsArgs;
-use crate::core::health::{HealthView, State};
+use crate::core::health::{describe, HealthView, State};
 use crate::core::quality;
 use crate::core::ranking;
 use crate::core::request::Request;
@@ -45,6 +45,8 @@ pub struct Row {
     /// `prior` (never tried), `probing` (tried fewer than 3 times),
     /// `measured`, or `cooling` (paused).
     pub state: &'static str,
+    /// Why it is in that state.
+    pub why: String,
     /// `null` when the model cannot take the reference request.
     pub score: Option<f64>,
 }
@@ -61,16 +63,22 @@ pub struct Latency {
 pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let settings = options.settings()?;
     let base = options.base_url.clone();
-    let key = std::env::var(app::API_KEY_VAR)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
+    let key = app::api_key().map(|(_, k)| k);
     let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    // The default store is where the catalogue is kept, so a first look
+    // at the models may create it; a store named by --db must exist.
+    let store = match options.db {
+        Some(_) => crate::setup::open_existing(&path)?,
+        None => Store::open(&path)?,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let catalogue = app::load_catalogue(&store, Some(&client), &base, &rt, false, args.refresh);
+    let catalogue = match args.refresh {
+        true => app::refresh_catalogue(&store, &client, &base, &rt)?,
+        false => app::load_catalogue(&store, Some(&client), &base, &rt, false, false),
+    };
 
     let ids: Vec<String> = if args.all {
         catalogue.models().iter().map(|m| m.id.clone()).collect()
@@ -85,6 +93,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         Vec::new(),
         (*settings.quality).clone(),
     );
+    app::warn_no_prices(&settings, &catalogue);
     let stats = store.model_stats().map_err(app::store_fatal(&path))?;
     let cooldowns = store
         .cooldowns(store::now_ms())
@@ -99,6 +108,15 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
             .model_measurements(id, i64::MIN)
             .map_err(app::store_fatal(&path))?;
         let stat = stats.get(id);
+        let now_ms = store::now_ms();
+        let paused = cooldowns
+            .get(id)
+            .filter(|until| **until > now_ms)
+            .map(|until| ((until - now_ms) / 1000) as u64);
+        let state = match paused {
+            Some(_) => State::Cooling,
+            None => stats.state(id, std::time::Instant::now()),
+        };
         rows.push(Row {
             model: id.clone(),
             in_catalogue: info.is_some(),
@@ -117,22 +135,20 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
             ),
             latency_ms: Latency {
                 ewma: stat.map(|s| round(s.ewma_ms, 3)),
-                p95: crate::core::health::percentile(&latencies, 95),
+                p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
                 samples: stat.map_or(0, |s| s.samples),
             },
             attempts,
             errors,
             error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
             cooldown_until: cooldowns.get(id).copied(),
-            state: match cooldowns.get(id) {
-                Some(until) if *until > store::now_ms() => State::Cooling.name(),
-                _ => stats.state(id, std::time::Instant::now()).name(),
-            },
+            state: state.name(),
+            why: describe(state, stat.copied(), paused),
             score: ranking
                 .ranked
                 .iter()
                 .find(|r| &r.model == id)
-                .map(|r| round(r.score, 6)),
+                .map(|r| round(r.score, 4)),
         });
     }
     rows.sort_by(|a, b| match (a.score, b.score) {
@@ -185,6 +201,11 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_string(), |x| format!("{x:.decimals$}"))
 }
 
+/// A price, or `unknown`: never a dash that could be read as free.
+fn price(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".to_string(), |x| format!("{x:.3}"))
+}
+
 /// The listing as a table for people.
 pub fn table(rows: &[Row], now: i64) -> Table {
     let mut t = Table::new();
@@ -207,8 +228,8 @@ pub fn table(rows: &[Row], now: i64) -> Table {
         };
         t.add_row([
             model,
-            opt(r.prompt_usd_per_mtok, 3),
-            opt(r.completion_usd_per_mtok, 3),
+            price(r.prompt_usd_per_mtok),
+            price(r.completion_usd_per_mtok),
             r.context_length
                 .map_or_else(|| "-".into(), |c| c.to_string()),
             format!("{:.2}", r.quality),

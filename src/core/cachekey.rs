@@ -5,13 +5,19 @@
 //! `custom_id` and the `llmroute` object never take part (the input parser
 //! has already removed them). The routing settings that decide the choice
 //! (candidates, weights, fallback, quality overrides, pinned model) are part
-//! of the key, so changing the priority misses the cache.
+//! of the key, so changing the priority misses the cache, and so is the
+//! upstream's identity (its normalised base URL), so that answers from a
+//! mock server never come back from the real API.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the canonical form changes, so old entries stop matching.
 const VERSION: &[u8] = b"llmroute-cache-v1\n";
+
+/// Marks the upstream's part of a key, so that no fingerprint alone can
+/// give the key of an upstream and another fingerprint.
+const UPSTREAM: &[u8] = b"\nupstream\n";
 
 /// A SHA-256 cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +108,18 @@ impl BodyDigest {
         h.update(fingerprint.as_bytes());
         Key(h.finalize().into())
     }
+
+    /// The cache key of the body sent to `upstream` (the API's identity, as
+    /// [`crate::upstream::identity`] gives it) under a routing fingerprint:
+    /// the same request to another API is another entry.
+    pub fn upstream_key(&self, upstream: &str, fingerprint: &str) -> Key {
+        let mut h = self.0.clone();
+        h.update(UPSTREAM);
+        h.update((upstream.len() as u64).to_le_bytes());
+        h.update(upstream.as_bytes());
+        h.update(fingerprint.as_bytes());
+        Key(h.finalize().into())
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +188,18 @@ mod tests {
             key(&obj(json!({"k": "v"})), "x", &mut s)
         );
         assert_eq!(key(&a, "fp", &mut s).to_hex().len(), 64);
+    }
+
+    #[test]
+    fn the_upstream_changes_the_key() {
+        let d = digest(&obj(json!({"k": "v"})), &mut Vec::new());
+        let a = d.upstream_key("https://openrouter.ai/api/v1", "fp");
+        assert_eq!(a, d.upstream_key("https://openrouter.ai/api/v1", "fp"));
+        assert_ne!(a, d.upstream_key("http://127.0.0.1:4000/v1", "fp"));
+        assert_ne!(a, d.upstream_key("https://openrouter.ai/api/v1", "fp2"));
+        // Bytes moved between upstream and fingerprint give another key.
+        assert_ne!(d.upstream_key("ab", "c"), d.upstream_key("a", "bc"));
+        assert_ne!(a, d.key("fp"));
     }
 
     #[test]

@@ -15,16 +15,50 @@ pub fn parse(s: &str) -> Result<Duration, String> {
                 "invalid duration '{s}': must be a non-negative number of seconds"
             ));
         }
-        return Ok(Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("invalid duration '{s}': too large"));
     }
     humantime::parse_duration(s)
         .map_err(|e| format!("invalid duration '{s}': {e} (try 500ms, 30s, 2m, 7d)"))
 }
 
+/// A duration in whole milliseconds, at most `i64::MAX` (some 292 million
+/// years): what unix-ms arithmetic takes without overflow.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The unix ms `d` before `now_ms`, saturating: a duration longer than
+/// time itself reaches back to the earliest time, never wraps.
+pub fn before(now_ms: i64, d: Duration) -> i64 {
+    now_ms.saturating_sub(millis(d))
+}
+
+/// A duration in the one unit that says it exactly: `24h`, `7d`, `90m`,
+/// `45s`, `1500ms`. Whole days are kept in hours up to a day (`24h`).
+pub fn window_label(d: Duration) -> String {
+    const UNITS: [(u128, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (size, unit) in UNITS {
+        if ms.is_multiple_of(size) && (unit != "d" || ms / size >= 2) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Formats a duration compactly (`90d`, `45s`, `1h 30m`), in a form
 /// [`parse`] reads back.
 pub fn format(d: Duration) -> String {
-    let ms = d.as_millis() as u64;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     for (unit, len) in [
         ("d", 86_400_000),
         ("h", 3_600_000),
@@ -71,6 +105,17 @@ mod tests {
             assert_eq!(format(d), text);
             assert_eq!(parse(text).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn huge_durations_saturate_or_are_refused() {
+        assert!(parse("1e30").unwrap_err().contains("too large"));
+        let huge = parse("1000000000y").unwrap();
+        assert_eq!(millis(huge), i64::MAX);
+        assert_eq!(before(1_000, huge), 1_000 - i64::MAX);
+        assert_eq!(before(i64::MIN + 5, Duration::from_millis(10)), i64::MIN);
+        assert_eq!(before(1_000, Duration::from_millis(10)), 990);
+        assert!(!format(Duration::MAX).is_empty());
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn choose(
         return Some((i + 1, Probe::Recovery));
     }
     let every = (1.0 / share.min(1.0)).round().max(1.0) as u64;
-    if tick % every != 0 {
+    if !tick.is_multiple_of(every) {
         return None;
     }
     order

@@ -44,7 +44,9 @@ pub enum FailureKind {
     ContextLength,
     /// Any other 400.
     BadRequest,
-    /// HTTP 401 or 403 from a bad key.
+    /// HTTP 401: the API refused the key. (A 403 is the request's problem,
+    /// [`FailureKind::Client`]: OpenRouter answers 403 to input its
+    /// moderation flagged, which another model would refuse too.)
     Auth,
     /// HTTP 402: out of credits.
     Payment,
@@ -459,6 +461,10 @@ mod tests {
         assert_eq!(f.message, "HTTP 400: temperature must be <= 2");
         assert!(!f.kind.try_elsewhere());
         assert_eq!(classify_status(401, None, b"").kind, FailureKind::Auth);
+        // Moderation: the line's fault, neither fatal nor worth another model.
+        let flagged = classify_status(403, None, br#"{"error":{"message":"flagged"}}"#);
+        assert_eq!(flagged.kind, FailureKind::Client);
+        assert!(!flagged.kind.fatal() && !flagged.kind.try_elsewhere());
         assert!(classify_status(402, None, b"").kind.fatal());
         let rl = classify_status(429, Some(Duration::from_secs(3)), b"slow down");
         assert_eq!(

@@ -340,6 +340,28 @@ impl State {
     }
 }
 
+/// Why a model is in `state`, in a few words: what `--explain` and
+/// `llmroute models` show beside it. `paused_s` is how long its pause has
+/// left, for a cooling or open model.
+pub fn describe(state: State, stat: Option<ModelStat>, paused_s: Option<u64>) -> String {
+    let s = stat.unwrap_or_default();
+    let left = paused_s.map_or(String::new(), |p| format!(", {p} s left"));
+    match state {
+        State::Prior => "never tried: ranked on priors".into(),
+        State::Probing if s.tries < WARMUP_TRIES => {
+            format!("tried {} of {WARMUP_TRIES} times: being measured", s.tries)
+        }
+        State::Probing => "answered well under its average: measured again".into(),
+        State::Measured => format!(
+            "{} answers, {:.0}% of recent attempts failing",
+            s.samples,
+            s.error_rate * 100.0
+        ),
+        State::Cooling => format!("paused by a rate limit or by failures{left}"),
+        State::Open => format!("circuit open after failures in a row{left}"),
+    }
+}
+
 /// What the attempt policy, the ranking and exploration read of every
 /// model's health.
 pub trait HealthView {

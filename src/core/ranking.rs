@@ -164,8 +164,11 @@ pub struct Ranked {
     pub cost_usd: Option<f64>,
     pub quality: f64,
     pub context_length: Option<u64>,
-    /// Its state, when asked for ([`with_states`]).
-    pub state: Option<State>,
+    /// Whether `latency_ms` was measured (else it is the prior of a model
+    /// never measured).
+    pub latency_measured: bool,
+    /// Its state and why, when asked for ([`with_states`]).
+    pub state: Option<(State, String)>,
 }
 
 /// Why a candidate was left out.
@@ -318,6 +321,7 @@ pub fn rank(
                 cost_usd: s.cost_usd,
                 quality: s.quality,
                 context_length,
+                latency_measured: inputs[s.index].latency_ms.is_some(),
                 state: None,
             }
         })
@@ -369,7 +373,12 @@ pub fn with_states(
     now: std::time::Instant,
 ) {
     for r in ranked {
-        r.state = Some(health.state(&r.model, now));
+        let state = health.state(&r.model, now);
+        let paused = health
+            .cooling_until(&r.model)
+            .map(|t| t.saturating_duration_since(now).as_secs());
+        let why = crate::core::health::describe(state, health.stat(&r.model), paused);
+        r.state = Some((state, why));
     }
 }
 

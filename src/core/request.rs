@@ -7,7 +7,8 @@
 //!
 //! `id`/`custom_id` are echoed back, the `llmroute` object overrides routing
 //! for the line, and `model` other than `"auto"` pins a model. None of these
-//! go upstream; every other field does, untouched.
+//! go upstream, nor do `stream` and `stream_options` (the call is never
+//! streamed); every other field does, untouched.
 
 use serde_json::{Map, Value};
 
@@ -19,6 +20,10 @@ use crate::core::scoring::Weights;
 pub const DEFAULT_COMPLETION_TOKENS: u64 = 512;
 /// Tokens counted per message on top of its text (role, separators).
 const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// Fields of a line that a batch never sends: streaming, as the answer is
+/// written whole anyway.
+pub const NOT_SENT_IN_A_BATCH: [&str; 2] = ["stream", "stream_options"];
 
 /// One routable request.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +158,12 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
     };
     body.remove("id");
     body.remove("custom_id");
+    // A batch writes each answer whole: the call is never streamed, so a
+    // streamed reply is not refused as "not a JSON completion" on every
+    // candidate (each a billed call).
+    for streaming in NOT_SENT_IN_A_BATCH {
+        body.remove(streaming);
+    }
 
     if body.contains_key("prompt") {
         if body.contains_key("messages") {
@@ -348,7 +359,15 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
                 Some(string_list(v, field)?)
             };
             match field {
-                "models" => out.models = list.filter(|l| !l.is_empty()),
+                // As with --models "": no candidate is a mistake, not the
+                // built-in list.
+                "models" if list.as_ref().is_some_and(Vec::is_empty) => {
+                    return Err(
+                        "llmroute.models lists no model (leave it out for the default candidates)"
+                            .into(),
+                    )
+                }
+                "models" => out.models = list,
                 _ => out.fallback = list,
             }
         }
@@ -463,6 +482,15 @@ mod tests {
     }
 
     #[test]
+    fn streaming_is_never_asked_for() {
+        let r = ok(
+            r#"{"prompt":"x","stream":true,"stream_options":{"include_usage":true},"temperature":1}"#,
+        );
+        assert!(!r.body.contains_key("stream") && !r.body.contains_key("stream_options"));
+        assert_eq!(r.body["temperature"], 1);
+    }
+
+    #[test]
     fn batch_form_uses_body_and_custom_id() {
         let r = ok(
             r#"{"custom_id":"req-7","method":"POST","url":"/v1/chat/completions","body":{"model":"openai/gpt-5.4-mini","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}}"#,
@@ -502,6 +530,15 @@ mod tests {
         assert_eq!(o.fallback.unwrap(), vec!["e/f", "g/h"]);
         assert_eq!(o.weights.unwrap().latency, 0.5);
         assert!(!r.body.contains_key("llmroute"));
+        for empty in [r#"[]"#, r#"" , ""#] {
+            let line = format!(r#"{{"prompt":"x","llmroute":{{"models":{empty}}}}}"#);
+            let e = err(line.as_bytes());
+            assert!(
+                e.message.contains("lists no model"),
+                "{empty}: {}",
+                e.message
+            );
+        }
         assert!(err(br#"{"prompt":"x","llmroute":{"speed":1}}"#)
             .message
             .contains("llmroute.speed"));

@@ -82,8 +82,8 @@ impl Weights {
                 WeightsError::Syntax(format!("'{}' is not a number in '{part}'", v.trim()))
             })?;
             let slot = match k.trim() {
-                "latency" | "speed" => &mut l,
-                "cost" | "price" => &mut c,
+                "latency" => &mut l,
+                "cost" => &mut c,
                 "quality" => &mut q,
                 other => {
                     return Err(WeightsError::Syntax(format!(

@@ -190,6 +190,9 @@ impl Router {
                     // More tokens than planned: the debt slows later requests, not this one.
                     self.parts.admission.owe(extra);
                 }
+                self.parts
+                    .admission
+                    .give_back(super::admission::unused(planned_tokens, &s.usage));
                 self.actual_cost(model, &s.usage)
             }
             // Sent and perhaps billed: the estimate stays spent.

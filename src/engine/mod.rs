@@ -60,6 +60,9 @@ pub struct Config {
     pub explore: f64,
     /// When to hedge a request (`--hedge`).
     pub hedge: Hedge,
+    /// The upstream's identity (its normalised base URL): part of every
+    /// cache key, so that one API's answers never come back from another's.
+    pub upstream: String,
 }
 
 /// The world as the engine sees it.

@@ -263,6 +263,8 @@ pub trait Admission: Send + Sync {
     fn acquire(&self, tokens: u64) -> BoxFuture<'_, ()>;
     /// Tokens an answer used beyond its estimate.
     fn owe(&self, tokens: u64);
+    /// Tokens an answer's usage shows it did not use, of those planned.
+    fn give_back(&self, _tokens: u64) {}
 }
 
 /// What the engine tells whoever watches (logs, progress). Every method

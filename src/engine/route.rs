@@ -62,7 +62,8 @@ impl Router {
         };
         let key = match &req.digest {
             Some(d) if self.config.use_cache => {
-                Some(d.key(&settings.fingerprint(req.pinned.as_deref())))
+                let fingerprint = settings.fingerprint(req.pinned.as_deref());
+                Some(d.upstream_key(&self.config.upstream, &fingerprint))
             }
             _ => None,
         };

@@ -159,6 +159,7 @@ fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World
         max_attempts: 4,
         explore: 0.0,
         hedge: Hedge::Off,
+        upstream: "http://upstream.test/v1".into(),
     };
     let parts = Parts {
         upstream: Some(upstream.clone()),

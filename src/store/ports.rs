@@ -41,6 +41,10 @@ impl Recorder for WriterHandle {
 /// How often the health of other processes is read from the store.
 pub const HEALTH_REFRESH: Duration = Duration::from_millis(500);
 
+/// The longest pause read from the store, for one whose end an `Instant`
+/// cannot hold (a year: far longer than any `Retry-After` is honoured).
+pub const MAX_PAUSE: Duration = Duration::from_secs(365 * 86_400);
+
 /// Reads the store's latency averages and pauses every `every` into
 /// `health`, on a thread of its own with its own connection, until the
 /// returned guard is dropped. Read failures are skipped: the next read
@@ -72,7 +76,9 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
                     .into_iter()
                     .map(|(m, until)| {
                         let ahead = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-                        (m, at + Duration::from_millis(ahead))
+                        // A pause past what an Instant holds lasts as long as one can.
+                        let ahead = Duration::from_millis(ahead);
+                        (m, at.checked_add(ahead).unwrap_or(at + MAX_PAUSE))
                     })
                     .collect();
                 health.merge(stats, pauses);

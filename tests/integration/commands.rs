@@ -4,6 +4,12 @@ use serde_json::Value;
 
 use crate::util::*;
 
+/// A dry run of no lines: the store exists, empty.
+fn create_store(env: &Env) {
+    env.cmd().args(["--dry-run", "-q"]).run().assert_code(0);
+    assert!(env.db().exists());
+}
+
 fn json(out: &Output) -> Value {
     out.assert_code(0);
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
@@ -103,6 +109,7 @@ fn models_lists_prices_measurements_cooldowns_and_scores() {
 #[test]
 fn models_all_lists_the_catalogue_and_refresh_refetches_it() {
     let env = Env::three();
+    create_store(&env);
     let all = json(&env.cmd().args(["models", "--all", "--json"]).run());
     assert_eq!(all.as_array().unwrap().len(), 3);
     let fetches = || {
@@ -140,6 +147,7 @@ fn models_all_lists_the_catalogue_and_refresh_refetches_it() {
 #[test]
 fn cache_stats_prune_and_clear() {
     let env = Env::three();
+    create_store(&env);
     let stats = |since: &str| {
         json(
             &env.cmd()

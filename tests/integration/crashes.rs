@@ -723,6 +723,10 @@ fn run_with_a_bug_on_line_2(env: &Env, var: &str) -> Output {
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no fail points"
+)]
 fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_panic() {
     let env = Env::three();
     // Debug builds panic on this line, with the key in the panic's message.
@@ -734,6 +738,10 @@ fn a_bug_on_one_line_gets_an_internal_error_line_and_keeps_the_key_out_of_the_pa
 }
 
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no fail points"
+)]
 fn a_bug_while_reading_one_line_gets_an_internal_error_line_and_the_rest_goes_on() {
     let env = Env::three();
     // Debug builds panic while parsing this line, on the reader's thread.

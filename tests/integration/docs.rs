@@ -109,3 +109,73 @@ fn readme_guarantees_name_real_tests() {
     }
     assert!(named >= 20, "only {named} tests named");
 }
+
+#[test]
+fn the_man_page_synopsis_takes_several_files() {
+    let page = llmroute_docs::man_page();
+    let synopsis = &page[page.find(".SH SYNOPSIS").unwrap()..];
+    let first = synopsis.lines().nth(1).unwrap();
+    assert!(first.ends_with(r"[\fIFILE\fR]..."), "{first}");
+}
+
+/// What bash completes after `words`, with the config file `config`.
+fn bash_completes(words: &[&str], config: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("llmroute")).unwrap();
+    std::fs::write(dir.path().join("llmroute/config.toml"), config).unwrap();
+    let bin_dir = crate::util::bin().parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let script = format!(
+        "source completions/llmroute.bash\n\
+         COMP_WORDS=({words})\nCOMP_CWORD={cword}\n\
+         _llmroute llmroute '{cur}' '{prev}'\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        words = quoted.join(" "),
+        cword = words.len() - 1,
+        cur = words[words.len() - 1],
+        prev = words[words.len() - 2],
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(repo())
+        .env("PATH", path)
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env_remove("LLMROUTE_CONFIG")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bash_completes_priorities_and_the_config_presets() {
+    let config = "[presets.nightly]\ncost = 1\n";
+    for words in [
+        &["llmroute", "--priority", ""][..],
+        &["llmroute", "-p", ""],
+        &["llmroute", "models", "-p", ""],
+        &["llmroute", "config", "show", "--priority", ""],
+    ] {
+        let mut got = bash_completes(words, config);
+        got.sort();
+        assert_eq!(
+            got,
+            ["balanced", "cost", "nightly", "quality", "speed"],
+            "{words:?}"
+        );
+    }
+    assert_eq!(bash_completes(&["llmroute", "-p", "q"], ""), ["quality"]);
+}

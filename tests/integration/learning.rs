@@ -109,6 +109,25 @@ fn a_model_that_always_fails_gets_few_first_attempts_across_runs() {
         "{first_on_bad} of 60 lines tried the failing model first"
     );
     assert!(env.server.count_for("t/bad") <= 4);
+    // `models` says what state each is in, and why.
+    let models = env
+        .cmd()
+        .args(["models", "--models", "t/bad,t/good", "--json"])
+        .run();
+    models.assert_code(0);
+    let rows: Value = serde_json::from_str(&models.stdout).unwrap();
+    let row = |m: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("t/bad")["state"], "cooling", "{rows}");
+    assert!(row("t/bad")["why"].as_str().unwrap().contains("failures"));
+    assert_eq!(row("t/good")["state"], "measured");
+    assert!(row("t/good")["why"].as_str().unwrap().contains("answers"));
 }
 
 #[test]

@@ -3,15 +3,24 @@
 mod util;
 
 mod batch;
+mod cache;
 mod catalogue;
 mod commands;
+mod costs;
 mod crashes;
 mod docs;
 mod faults;
 mod hostile;
+mod input;
+mod keys;
 mod layout;
 mod learning;
+mod numbers;
+mod offline;
 mod props;
 mod report;
 mod route;
 mod signals;
+mod tls;
+mod toolchain;
+mod usage;

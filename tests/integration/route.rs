@@ -848,6 +848,11 @@ fn the_store_lives_in_xdg_data_home_by_default_and_is_private() {
     assert_eq!(requests(&["report", "--json", "--since", "all"]), 1);
     let elsewhere = env.path("elsewhere.db");
     let elsewhere = elsewhere.to_str().unwrap();
+    // Commands never create a store: an empty run makes this one.
+    env.cmd()
+        .args(["--dry-run", "-q", "--db", elsewhere])
+        .run()
+        .assert_code(0);
     assert_eq!(
         requests(&["report", "--json", "--since", "all", "--db", elsewhere]),
         0
@@ -1137,10 +1142,12 @@ fn explain_ranks_cache_hits_too() {
 fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
     let env = Env::three();
     // t/a is the cheapest and smartest; it answers at once four times (once
-    // to a pinned line that measures it), then takes 150 ms a request. t/b,
-    // measured by a pinned line too, always takes 30 ms: slower than t/a at
-    // first, far faster once t/a slows down (one 150 ms answer lifts t/a's
-    // average to about 46 ms).
+    // to a pinned line that measures it), then takes 2 s a request. t/b,
+    // measured by a pinned line too, always takes 200 ms: slower than t/a at
+    // first, far faster once t/a slows down (one 2 s answer lifts t/a's
+    // average past 600 ms). The margins are hundreds of milliseconds, which
+    // a loaded machine does not close: only the order of the two averages
+    // decides.
     env.server.script(
         "t/a",
         [
@@ -1150,8 +1157,8 @@ fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
             Behavior::ok(),
         ],
     );
-    env.server.set_default("t/a", Behavior::ok_after(150));
-    env.server.set_default("t/b", Behavior::ok_after(30));
+    env.server.set_default("t/a", Behavior::ok_after(2_000));
+    env.server.set_default("t/b", Behavior::ok_after(200));
     // Both measured first, by pinned lines.
     let mut input = String::from("{\"model\":\"t/a\",\"prompt\":\"warm up a\"}\n");
     input.push_str("{\"model\":\"t/b\",\"prompt\":\"warm up\"}\n");
@@ -1186,29 +1193,18 @@ fn a_model_that_slows_down_loses_traffic_within_a_few_requests() {
 #[test]
 fn no_more_than_j_requests_are_in_flight() {
     let env = Env::three();
-    env.server.set_default("t/a", Behavior::ok_after(100));
+    env.server.set_default("t/a", Behavior::ok_after(500));
     let out = env
         .cmd()
         .args(["--models", "t/a", "-j", "3", "--no-cache"])
         .stdin(prompts(12))
         .run();
     out.assert_code(0);
-    let at: Vec<std::time::Instant> = env.server.completions().iter().map(|r| r.at).collect();
-    assert_eq!(at.len(), 12);
-    // Each slot's next request arrives at least 100 ms after its last (the
-    // answer takes that long), so no 90 ms holds more than -j arrivals. A
-    // loaded machine only spreads them further apart.
-    let within_90ms_of = |t: &std::time::Instant| {
-        at.iter()
-            .filter(|u| {
-                u.checked_duration_since(*t)
-                    .is_some_and(|d| d < Duration::from_millis(90))
-            })
-            .count()
-    };
-    let most = at.iter().map(within_90ms_of).max().unwrap();
-    // At most -j, and -j is used: the first three go out together.
-    assert_eq!(most, 3, "{most} requests within 90 ms under -j 3");
+    assert_eq!(env.server.completions().len(), 12);
+    // Counted by the server, not timed: at most -j requests were ever in
+    // flight at once, and -j was used (twelve answers of 500 ms each, three
+    // at a time, overlap however loaded the machine).
+    assert_eq!(env.server.most_in_flight(), 3);
 }
 
 #[test]

@@ -345,6 +345,8 @@ impl FakeServer {
             api_key: config.api_key.clone(),
             catalogue: catalogue_json(&config.models),
             next_gen: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
             state: Mutex::new(State {
                 scripts: HashMap::new(),
                 defaults: HashMap::new(),
@@ -485,6 +487,15 @@ impl FakeServer {
             .map_or(0, |n| *n as usize)
     }
 
+    /// The most completion requests answered with [`Behavior::Ok`] that
+    /// were ever in flight at once: received, and their answer not begun
+    /// (it begins after the latency). A count, not a time: a client that
+    /// keeps to `-j` requests in flight never makes it larger than `-j`,
+    /// however loaded the machine.
+    pub fn most_in_flight(&self) -> u64 {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Clears the request log and the per-model counts.
     pub fn clear_log(&self) {
         let mut state = self.shared.lock();
@@ -521,6 +532,10 @@ struct Shared {
     api_key: Option<String>,
     catalogue: Vec<u8>,
     next_gen: AtomicU64,
+    /// Completions answering `Behavior::Ok` that are waiting out their
+    /// latency, and the most there ever were at once.
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -1113,7 +1128,12 @@ impl Conn {
         let model = request.get("model").and_then(Value::as_str).unwrap_or("");
         match behavior {
             Behavior::Ok { latency, cost } => {
+                let now = self.shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
                 sleep(latency).await;
+                // Before the answer is sent: the client frees its slot only
+                // once it has the answer, so it never counts twice.
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 self.completion_body(model, request, cost, 0);
                 self.respond(200, None, keep_alive).await
             }

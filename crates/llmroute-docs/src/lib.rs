@@ -62,8 +62,13 @@ const EXIT_STATUS: &[(&str, &str)] = &[
 /// Environment variables and what they do.
 const ENVIRONMENT: &[(&str, &str)] = &[
     (
+        "LLMROUTE_API_KEY",
+        "The API key, sent as a bearer token and nowhere else. Needed for a live run, not for --dry-run. \
+         Wins over OPENROUTER_API_KEY when both are set.",
+    ),
+    (
         "OPENROUTER_API_KEY",
-        "The API key, sent as a bearer token and nowhere else. Needed for a live run, not for --dry-run.",
+        "The API key when LLMROUTE_API_KEY is not set.",
     ),
     (
         "LLMROUTE_BASE_URL",
@@ -101,6 +106,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "LLMROUTE_RETENTION",
         "How long metrics are kept in the store, as --retention.",
+    ),
+    (
+        "SSL_CERT_FILE, SSL_CERT_DIR",
+        "Certificates to trust instead of the system's store; the bundled roots are trusted too.",
     ),
     (
         "XDG_DATA_HOME",
@@ -190,7 +199,45 @@ pub fn completions(shell: Shell) -> String {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, BIN, &mut out);
-    String::from_utf8(out).expect("clap_complete writes UTF-8")
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        Shell::Bash => bash_priorities(&script),
+        _ => script,
+    }
+}
+
+/// The priorities `--priority` takes, besides the config file's presets.
+const PRIORITIES: &str = "speed cost quality balanced";
+
+/// Lists the config file's presets, from `llmroute config show`.
+const BASH_PRESETS: &str = "\
+# The presets of the config file, as `llmroute config show` prints them.
+__llmroute_presets() {
+    command llmroute config show 2>/dev/null | sed -n 's/^\\[presets\\.\\(.*\\)\\]$/\\1/p' | tr -d '\"'
+}
+
+";
+
+/// clap_complete completes file names after `--priority`, which takes a
+/// free-form name: the bash script offers the priorities and the config
+/// file's presets instead.
+fn bash_priorities(script: &str) -> String {
+    let files = r#"COMPREPLY=($(compgen -f "${cur}"))"#;
+    let names =
+        format!(r#"COMPREPLY=($(compgen -W "{PRIORITIES} $(__llmroute_presets)" -- "${{cur}}"))"#);
+    let mut out = String::from(BASH_PRESETS);
+    let mut after_priority = false;
+    for line in script.lines() {
+        let trimmed = line.trim();
+        if after_priority && trimmed == files {
+            out.push_str(&line.replace(files, &names));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+        after_priority = matches!(trimmed, "--priority)" | "-p)");
+    }
+    out
 }
 
 /// The root of the repository (the `llmroute` package), where the generated
@@ -293,6 +340,9 @@ fn synopsis(cmd: &Command) -> String {
         run = run.arg(arg.clone());
     }
     let mut out = piece(|w| Man::new(run).render_synopsis_section(w));
+    // clap_mangen shows a repeatable positional once; llmroute reads
+    // several files in order.
+    out = out.replacen(r"[\fIFILE\fR]", r"[\fIFILE\fR]...", 1);
     for sub in leaf_commands(cmd) {
         out.push_str(".br\n");
         out.push_str(&piece_without_headings(|w| {

@@ -13,17 +13,17 @@ mod table;
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use serde::Serialize;
 
 use anyhow::Context;
+use clap::ValueEnum;
 
 pub use crate::core::health::percentile;
 
 use crate::cli::{ReportArgs, ReportFormat, Since};
 use crate::options::Options;
-use crate::store::{self, Store};
+use crate::store;
 
 /// The quantiles every latency summary gives, in percent.
 pub const QUANTILES: [u32; 3] = [50, 95, 99];
@@ -31,14 +31,17 @@ pub const QUANTILES: [u32; 3] = [50, 95, 99];
 /// Runs `llmroute report` and returns the exit status.
 pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     let format = match (args.json, args.format) {
-        (true, ReportFormat::Prometheus) => {
-            anyhow::bail!("--json conflicts with --format prometheus (--json means --format json)")
+        (true, None | Some(ReportFormat::Json)) => ReportFormat::Json,
+        (true, Some(other)) => {
+            let name = other
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string());
+            anyhow::bail!("--json conflicts with --format {name} (--json means --format json)")
         }
-        (true, _) => ReportFormat::Json,
-        (false, f) => f,
+        (false, f) => f.unwrap_or(ReportFormat::Table),
     };
     let path = options.store_path()?;
-    let store = Store::open(&path)?;
+    let store = crate::setup::open_existing(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);
     let report = query::load(store.conn(), &window, &models)
@@ -94,37 +97,13 @@ impl Window {
                 from_ms: None,
                 to_ms: now_ms,
             },
-            Since::Last(d) => {
-                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-                Window {
-                    label: since_label(d),
-                    from_ms: Some(now_ms.saturating_sub(ms)),
-                    to_ms: now_ms,
-                }
-            }
+            Since::Last(d) => Window {
+                label: crate::core::duration::window_label(d),
+                from_ms: Some(crate::core::duration::before(now_ms, d)),
+                to_ms: now_ms,
+            },
         }
     }
-}
-
-/// A duration in the one unit that says it exactly: `24h`, `7d`, `90m`,
-/// `45s`, `1500ms`. Whole days are kept in hours up to a day (`24h`).
-fn since_label(d: Duration) -> String {
-    const UNITS: [(u128, &str); 4] = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ];
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    for (size, unit) in UNITS {
-        if ms % size == 0 && (unit != "d" || ms / size >= 2) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
 }
 
 /// Everything `llmroute report` says; serialises to the JSON report.
@@ -147,8 +126,11 @@ pub struct Report {
     pub cache_hit_rate: f64,
     /// End-to-end latency of answered lines.
     pub latency_ms: LatencySummary,
-    /// Sum of the lines' costs.
+    /// Sum of the lines' known costs.
     pub cost_usd: f64,
+    /// Answered lines whose cost is unknown (no price, no `usage.cost`),
+    /// left out of `cost_usd` rather than counted as 0.
+    pub cost_unknown_lines: i64,
     /// Token sums over answered lines.
     pub tokens: Tokens,
     /// Upstream attempts (rows of `attempts` that are not cache hits).
@@ -192,8 +174,10 @@ pub struct ModelReport {
     pub error_rate: f64,
     /// Latency of its successful attempts.
     pub latency_ms: LatencySummary,
-    /// Sum of its attempts' costs.
+    /// Sum of its attempts' known costs.
     pub cost_usd: f64,
+    /// Its successful attempts whose cost is unknown, left out of `cost_usd`.
+    pub cost_unknown_attempts: i64,
     /// Its successful attempts' latencies, ascending.
     #[serde(skip)]
     pub latencies: Latencies,
@@ -241,13 +225,15 @@ impl Latencies {
         percentile(&self.0, p)
     }
 
+    /// The summary, in ms with at most 3 decimals (sums leave float noise).
     pub fn summary(&self) -> LatencySummary {
+        let ms = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
         LatencySummary {
-            avg: (!self.is_empty()).then(|| self.sum() / self.len() as f64),
-            p50: self.percentile(50),
-            p95: self.percentile(95),
-            p99: self.percentile(99),
-            max: self.0.last().copied(),
+            avg: ms((!self.is_empty()).then(|| self.sum() / self.len() as f64)),
+            p50: ms(self.percentile(50)),
+            p95: ms(self.percentile(95)),
+            p99: ms(self.percentile(99)),
+            max: ms(self.0.last().copied()),
         }
     }
 }
@@ -264,6 +250,7 @@ fn ratio(part: i64, whole: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Nearest rank the long way: the smallest value v such that at least
     /// p% of the values are <= v.
@@ -352,14 +339,23 @@ mod tests {
     #[test]
     fn windows_and_their_labels() {
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(since_label(h(24)), "24h");
-        assert_eq!(since_label(h(1)), "1h");
-        assert_eq!(since_label(h(7 * 24)), "7d");
-        assert_eq!(since_label(h(36)), "36h");
-        assert_eq!(since_label(Duration::from_secs(90 * 60)), "90m");
-        assert_eq!(since_label(Duration::from_secs(45)), "45s");
-        assert_eq!(since_label(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(since_label(Duration::ZERO), "0s");
+        assert_eq!(crate::core::duration::window_label(h(24)), "24h");
+        assert_eq!(crate::core::duration::window_label(h(1)), "1h");
+        assert_eq!(crate::core::duration::window_label(h(7 * 24)), "7d");
+        assert_eq!(crate::core::duration::window_label(h(36)), "36h");
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_secs(90 * 60)),
+            "90m"
+        );
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_secs(45)),
+            "45s"
+        );
+        assert_eq!(
+            crate::core::duration::window_label(Duration::from_millis(1500)),
+            "1500ms"
+        );
+        assert_eq!(crate::core::duration::window_label(Duration::ZERO), "0s");
         let w = Window::new(Since::Last(h(24)), 100_000_000);
         assert_eq!(w.from_ms, Some(100_000_000 - 86_400_000));
         assert_eq!((w.label.as_str(), w.to_ms), ("24h", 100_000_000));

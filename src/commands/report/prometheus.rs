@@ -1,8 +1,10 @@
 //! The report in the Prometheus text exposition format (version 0.0.4), for
 //! node_exporter's textfile collector and the like.
 //!
-//! Counters hold the totals over the report's window, summaries the exact
-//! latency quantiles with their `_sum` and `_count`. Per-model families are
+//! Gauges hold the totals over the report's window (they go down when old
+//! rows leave the window or are pruned, so they are not counters, and
+//! their names do not end in `_total`); summaries give the exact latency
+//! quantiles with their `_sum` and `_count`. Per-model families are
 //! left out when no model was called.
 
 use std::fmt::Write;
@@ -16,43 +18,50 @@ pub fn render(r: &Report) -> String {
 
     family(
         o,
-        "llmroute_requests_total",
-        "counter",
+        "llmroute_requests",
+        "gauge",
         "Input lines routed, cache hits included.",
         plain(r.requests),
     );
     family(
         o,
-        "llmroute_answered_total",
-        "counter",
+        "llmroute_answered",
+        "gauge",
         "Lines answered by a model (not from the cache).",
         plain(r.answered),
     );
     family(
         o,
-        "llmroute_errors_total",
-        "counter",
+        "llmroute_errors",
+        "gauge",
         "Lines that ended with an error.",
         plain(r.errors),
     );
     family(
         o,
-        "llmroute_cache_hits_total",
-        "counter",
+        "llmroute_cache_hits",
+        "gauge",
         "Lines answered from the cache.",
         plain(r.cache_hits),
     );
     family(
         o,
-        "llmroute_cost_usd_total",
-        "counter",
-        "Cost of the lines in US dollars.",
-        vec![(vec![], r.cost_usd)],
+        "llmroute_cost_usd",
+        "gauge",
+        "Known cost of the lines in US dollars (absent when only unknown costs).",
+        known_cost(vec![], r.cost_usd, r.cost_unknown_lines),
     );
     family(
         o,
-        "llmroute_tokens_total",
-        "counter",
+        "llmroute_cost_unknown_lines",
+        "gauge",
+        "Answered lines whose cost is unknown (no price, no usage.cost).",
+        plain(r.cost_unknown_lines),
+    );
+    family(
+        o,
+        "llmroute_tokens",
+        "gauge",
         "Tokens of the answered lines.",
         vec![
             (vec![("kind", "prompt".into())], r.tokens.prompt as f64),
@@ -64,8 +73,8 @@ pub fn render(r: &Report) -> String {
     );
     family(
         o,
-        "llmroute_attempts_total",
-        "counter",
+        "llmroute_attempts",
+        "gauge",
         "Upstream attempts, across models.",
         plain(r.attempts),
     );
@@ -87,24 +96,37 @@ pub fn render(r: &Report) -> String {
     };
     family(
         o,
-        "llmroute_model_attempts_total",
-        "counter",
+        "llmroute_model_attempts",
+        "gauge",
         "Upstream attempts by model.",
         per_model(&|m| m.requests as f64),
     );
     family(
         o,
-        "llmroute_model_errors_total",
-        "counter",
+        "llmroute_model_errors",
+        "gauge",
         "Failed upstream attempts by model.",
         per_model(&|m| m.errors as f64),
     );
     family(
         o,
-        "llmroute_model_cost_usd_total",
-        "counter",
+        "llmroute_model_cost_usd",
+        "gauge",
         "Cost of the upstream attempts by model in US dollars.",
-        per_model(&|m| m.cost_usd),
+        r.models
+            .iter()
+            .flat_map(|m| {
+                let labels = vec![("model", m.model.clone())];
+                known_cost(labels, m.cost_usd, m.cost_unknown_attempts)
+            })
+            .collect(),
+    );
+    family(
+        o,
+        "llmroute_model_cost_unknown_attempts",
+        "gauge",
+        "Successful upstream attempts whose cost is unknown, by model.",
+        per_model(&|m| m.cost_unknown_attempts as f64),
     );
     summary_family(
         o,
@@ -120,6 +142,15 @@ pub fn render(r: &Report) -> String {
 
 type Labels = Vec<(&'static str, String)>;
 type Sample = (Labels, f64);
+
+/// A known cost's sample; none when the costs are unknown, never a 0 for them.
+fn known_cost(labels: Labels, known: f64, unknown: i64) -> Vec<Sample> {
+    if unknown > 0 && known <= 0.0 {
+        Vec::new()
+    } else {
+        vec![(labels, known)]
+    }
+}
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));

@@ -109,6 +109,7 @@ struct LineSums {
     errors: i64,
     cache_hits: i64,
     cost_usd: f64,
+    cost_unknown: i64,
     prompt: i64,
     completion: i64,
     latencies: Vec<f64>,
@@ -120,6 +121,7 @@ struct ModelSums {
     attempts: i64,
     errors: i64,
     cost_usd: f64,
+    cost_unknown: i64,
     latencies: Vec<f64>,
 }
 
@@ -138,8 +140,13 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         let mut rows = stmt.query(f.params())?;
         while let Some(r) = rows.next()? {
             t.requests += 1;
-            t.cost_usd += r.get::<_, Option<f64>>(3)?.unwrap_or(0.0);
             let ok = r.get::<_, i64>(0)? != 0;
+            match r.get::<_, Option<f64>>(3)? {
+                Some(c) => t.cost_usd += c,
+                // An answer whose cost nobody knows; a failed line has none.
+                None if ok => t.cost_unknown += 1,
+                None => {}
+            }
             if r.get::<_, i64>(1)? != 0 {
                 t.cache_hits += 1;
             } else if ok {
@@ -178,12 +185,17 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
             };
             let s = &mut sums[i].1;
             s.attempts += 1;
-            if r.get::<_, i64>(1)? == 0 {
+            let ok = r.get::<_, i64>(1)? != 0;
+            if !ok {
                 s.errors += 1;
             } else if let Some(ms) = r.get::<_, Option<f64>>(2)? {
                 s.latencies.push(ms);
             }
-            s.cost_usd += r.get::<_, Option<f64>>(3)?.unwrap_or(0.0);
+            match r.get::<_, Option<f64>>(3)? {
+                Some(c) => s.cost_usd += c,
+                None if ok => s.cost_unknown += 1,
+                None => {}
+            }
         }
     }
     drop(tx);
@@ -201,6 +213,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
                 error_rate: ratio(s.errors, s.attempts),
                 latency_ms: latencies.summary(),
                 cost_usd: s.cost_usd,
+                cost_unknown_attempts: s.cost_unknown,
                 latencies,
             }
         })
@@ -222,6 +235,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         cache_hit_rate: ratio(t.cache_hits, t.requests),
         latency_ms: latencies.summary(),
         cost_usd: t.cost_usd,
+        cost_unknown_lines: t.cost_unknown,
         tokens: Tokens {
             prompt: t.prompt,
             completion: t.completion,

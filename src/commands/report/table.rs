@@ -141,7 +141,7 @@ fn totals(out: &mut String, r: &Report, p: &Paint) {
         out,
         "cost",
         vec![
-            total_money(r.cost_usd),
+            total_cost(r.cost_usd, r.cost_unknown_lines),
             format!(
                 "tokens {} prompt · {} completion",
                 count(r.tokens.prompt),
@@ -217,7 +217,7 @@ fn models(out: &mut String, r: &Report, p: &Paint) {
             fit_count(m.requests, 7),
             q(m.latency_ms.p50),
             q(m.latency_ms.p99),
-            money(m.cost_usd),
+            model_cost(m.cost_usd, m.cost_unknown_attempts),
         ));
     }
     if let (Some(lo), Some(hi)) = (lo, hi) {
@@ -386,7 +386,7 @@ fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -468,6 +468,31 @@ fn money(usd: f64) -> String {
     }
 }
 
+/// A model's cost: `?` when it is unknown, and `≥` before a sum that
+/// leaves out attempts of unknown cost.
+fn model_cost(known: f64, unknown: i64) -> String {
+    match (unknown, known) {
+        (0, x) => money(x),
+        (_, x) if x <= 0.0 => "?".into(),
+        // At least the known part, rounded down, in seven characters.
+        (_, x) if x < 0.001 => "≥$0".into(),
+        (_, x) if x < 1.0 => format!("≥${:.3}", (x * 1000.0).floor() / 1000.0),
+        (_, x) if x < 100.0 => format!("≥${:.1}", (x * 10.0).floor() / 10.0),
+        (_, x) if x < 100_000.0 => format!("≥${}", x.floor()),
+        (_, x) => format!("≥${}", compact(x)),
+    }
+}
+
+/// The total cost, and the lines whose cost is unknown, never shown as 0.
+fn total_cost(known: f64, unknown: i64) -> String {
+    let lines = if unknown == 1 { "line" } else { "lines" };
+    match (unknown, known) {
+        (0, x) => total_money(x),
+        (n, x) if x <= 0.0 => format!("unknown for {n} {lines}"),
+        (n, x) => format!("{} + unknown for {n} {lines}", total_money(x)),
+    }
+}
+
 /// The total cost, with more precision.
 fn total_money(usd: f64) -> String {
     if usd < 1_000.0 {
@@ -492,6 +517,7 @@ mod tests {
             error_rate: errors as f64 / attempts as f64,
             latency_ms: latencies.summary(),
             cost_usd: 0.0123,
+            cost_unknown_attempts: 0,
             latencies,
         }
     }
@@ -519,6 +545,7 @@ mod tests {
             cache_hit_rate: 12.0 / 1_234_567.0,
             latency_ms: latencies.summary(),
             cost_usd: 12.5,
+            cost_unknown_lines: 0,
             tokens: Tokens {
                 prompt: 123_456_789,
                 completion: 987_654_321,
@@ -689,5 +716,19 @@ mod tests {
             Latencies::new((51..=100).map(f64::from).collect()),
         );
         assert_eq!(overall_p95(&[&b, &a]), Some(95.0));
+    }
+
+    #[test]
+    fn an_unknown_cost_is_never_zero() {
+        assert_eq!(model_cost(0.0123, 0), "$0.0123");
+        assert_eq!(model_cost(0.0, 3), "?");
+        assert_eq!(model_cost(0.09829, 3), "≥$0.098");
+        assert_eq!(model_cost(12.36, 1), "≥$12.3");
+        for x in [0.0004, 0.5, 42.0, 5_000.0, 7e6] {
+            assert!(model_cost(x, 1).chars().count() <= 7, "{x}");
+        }
+        assert_eq!(total_cost(0.5, 0), "$0.5000");
+        assert_eq!(total_cost(0.0, 1), "unknown for 1 line");
+        assert_eq!(total_cost(0.5, 3), "$0.5000 + unknown for 3 lines");
     }
 }

@@ -1,0 +1,133 @@
+//! What llmroute says of money when it does not know a price.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A catalogue of ids only, as LiteLLM's proxy lists its models.
+const IDS_ONLY: &str = r#"{"data":[{"id":"t/a","object":"model"},{"id":"t/b","object":"model"}]}"#;
+
+fn report(env: &Env, format: &str) -> String {
+    let out = env
+        .cmd()
+        .args(["report", "--since", "all", "--format", format])
+        .run();
+    out.assert_code(0);
+    out.stdout
+}
+
+#[test]
+fn an_unknown_cost_is_never_shown_as_zero() {
+    let env = Env::three();
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Raw(IDS_ONLY.into()));
+    let out = env.cmd().args(["--models", "t/a"]).stdin(prompts(3)).run();
+    out.assert_code(0);
+    assert!(out.lines().iter().all(|l| l["cost_usd"].is_null()));
+    assert!(
+        out.stderr.contains("(cost unknown for 3 lines)"),
+        "{}",
+        out.stderr
+    );
+
+    let json: Value = serde_json::from_str(&report(&env, "json")).unwrap();
+    assert_eq!(json["cost_unknown_lines"], 3, "{json}");
+    assert_eq!(json["models"][0]["cost_unknown_attempts"], 3, "{json}");
+    let table = report(&env, "table");
+    assert!(!table.contains("$0"), "{table}");
+    assert!(table.contains("unknown for 3 lines"), "{table}");
+    let prom = report(&env, "prometheus");
+    assert!(
+        !prom.lines().any(|l| l.starts_with("llmroute_cost_usd")
+            || l.starts_with("llmroute_model_cost_usd")),
+        "{prom}"
+    );
+    assert!(prom.contains("\nllmroute_cost_unknown_lines 3\n"), "{prom}");
+
+    // One more line, whose answer says what it cost.
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.5));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a"])
+        .stdin("{\"prompt\":\"known\"}\n")
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("$0.5000 spent;"), "{}", out.stderr);
+    let json: Value = serde_json::from_str(&report(&env, "json")).unwrap();
+    assert_eq!(
+        (
+            json["cost_usd"].as_f64(),
+            json["cost_unknown_lines"].as_i64()
+        ),
+        (Some(0.5), Some(3)),
+        "{json}"
+    );
+    let table = report(&env, "table");
+    assert!(table.contains("$0.5000 + unknown for 3 lines"), "{table}");
+}
+
+#[test]
+fn a_catalogue_without_prices_says_once_that_cost_cannot_act() {
+    let env = Env::three();
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Raw(IDS_ONLY.into()));
+    const WARNING: &str = "no price for any candidate";
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stderr.matches(WARNING).count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cost weight"), "{}", out.stderr);
+
+    // Weights without cost: nothing to say.
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b", "-w", "latency=1", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains(WARNING), "{}", out.stderr);
+
+    let out = env.cmd().args(["models", "--models", "t/a,t/b"]).run();
+    out.assert_code(0);
+    assert_eq!(out.stderr.matches(WARNING).count(), 1, "{}", out.stderr);
+    for row in out.stdout.lines().filter(|l| l.starts_with("t/")) {
+        assert_eq!(row.matches("unknown").count(), 2, "{row}");
+    }
+}
+
+#[test]
+fn tpm_paces_by_the_tokens_answers_used() {
+    use std::io::Read;
+    let env = Env::three();
+    // Ten short lines without max_tokens: each plans for 512 completion
+    // tokens, and each answer's usage says it used a few. At 1,000 tokens
+    // a minute, paced by plans they take about five minutes; paced by use,
+    // they all fit in the bucket at once.
+    let file = env.write("short.jsonl", &prompts(10));
+    let mut child = env.spawn(
+        &["--models", "t/a", "-j", "1", "--tpm", "1000", "-q"],
+        &file,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let sent = env.server.completions().len();
+    assert_eq!(
+        sent, 10,
+        "{sent} of 10 requests sent within a minute under --tpm 1000"
+    );
+    assert_eq!(stdout.lines().count(), 10);
+}

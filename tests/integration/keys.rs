@@ -1,0 +1,100 @@
+//! The API key: `LLMROUTE_API_KEY` or `OPENROUTER_API_KEY`, the first
+//! winning, and whichever is used never shows.
+
+use crate::util::*;
+
+const OTHER_KEY: &str = "sk-llmroute-test-5d1e9b3a7c2f4e6a";
+
+fn authorizations(env: &Env) -> Vec<String> {
+    env.server
+        .completions()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn llmroute_api_key_is_read_and_wins_over_openrouter_api_key() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .env_remove("OPENROUTER_API_KEY")
+        .env("LLMROUTE_API_KEY", OTHER_KEY)
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(authorizations(&env), [format!("Bearer {OTHER_KEY}")]);
+
+    env.server.clear_log();
+    let out = env
+        .cmd()
+        .env("LLMROUTE_API_KEY", OTHER_KEY)
+        .args(["--models", "t/a", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(authorizations(&env), [format!("Bearer {OTHER_KEY}")]);
+
+    let out = env
+        .cmd()
+        .env("LLMROUTE_API_KEY", OTHER_KEY)
+        .args(["config", "show"])
+        .run();
+    assert!(
+        out.stdout.contains("# LLMROUTE_API_KEY is set"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(OTHER_KEY));
+
+    let out = env
+        .cmd()
+        .env_remove("OPENROUTER_API_KEY")
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("LLMROUTE_API_KEY") && out.stderr.contains("OPENROUTER_API_KEY"),
+        "{}",
+        out.stderr
+    );
+    let help = env.cmd().arg("--help").run();
+    assert!(help.stdout.contains("LLMROUTE_API_KEY"), "{}", help.stdout);
+}
+
+#[test]
+fn llmroute_api_key_never_leaks_when_an_upstream_echoes_it() {
+    let env = Env::three();
+    let echo = format!(r#"{{"error":{{"message":"bad key {OTHER_KEY}"}}}}"#);
+    env.server
+        .set_default("t/a", Behavior::status_with_body(500, echo));
+    let out = env
+        .cmd()
+        .env("LLMROUTE_API_KEY", OTHER_KEY)
+        .args(["--models", "t/a", "-v", "--max-attempts", "1"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("[redacted]"), "{}", out.stdout);
+    assert!(!out.stdout.contains(OTHER_KEY) && !out.stderr.contains(OTHER_KEY));
+}
+
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs a debug build: release builds have no fail points"
+)]
+fn llmroute_api_key_is_kept_out_of_a_panic() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .env("LLMROUTE_API_KEY", OTHER_KEY)
+        .env("LLMROUTE_FAIL_LINE", "1")
+        .args(["--models", "t/a"])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
+    assert!(!out.stderr.contains(OTHER_KEY), "{}", out.stderr);
+}
