@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::attempts::{Ending, Planned};
+use crate::core::cachekey::Seal;
 use crate::core::catalogue::Catalogue;
 use crate::core::ranking::{Presets, Ranked, Settings};
 pub use attempt::{Hedge, HEDGE_SHARE};
@@ -169,10 +170,14 @@ pub struct Router {
     ticks: AtomicU64,
     /// Requests hedged so far.
     hedges: AtomicU64,
+    /// The routing side of the cache key of a request without settings of
+    /// its own, worked out once.
+    seal: Seal,
 }
 
 impl Router {
     pub fn new(config: Config, catalogue: Catalogue, parts: Parts) -> Router {
+        let seal = Seal::new(&config.upstream, &config.settings.fingerprint(None));
         Router {
             config,
             catalogue,
@@ -185,6 +190,7 @@ impl Router {
             budget_warned: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
+            seal,
         }
     }
 

@@ -10,7 +10,7 @@ use super::flight::{Join, Leader};
 use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
 use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
-use crate::core::cachekey::Key;
+use crate::core::cachekey::{Key, Seal};
 use crate::core::explore;
 use crate::core::failure::{error_type, Failure, FailureKind, Success, Usage};
 use crate::core::ranking::{self, Settings};
@@ -62,8 +62,14 @@ impl Router {
         };
         let key = match &req.digest {
             Some(d) if self.config.use_cache => {
-                let fingerprint = settings.fingerprint(req.pinned.as_deref());
-                Some(d.upstream_key(&self.config.upstream, &fingerprint))
+                let seal = match (&req.overrides, &req.pinned) {
+                    (None, None) => self.seal,
+                    _ => Seal::new(
+                        &self.config.upstream,
+                        &settings.fingerprint(req.pinned.as_deref()),
+                    ),
+                };
+                Some(d.sealed_key(&seal))
             }
             _ => None,
         };

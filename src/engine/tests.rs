@@ -382,3 +382,22 @@ fn the_future_of_a_request_stays_small() {
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 1024, "Router::route's future is {size} bytes");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_line_whose_own_settings_equal_the_runs_shares_its_cache_key() {
+    let upstream = FakeUpstream::with(&[]);
+    let w = world(&["a"], upstream, true);
+    let plain = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert!(matches!(plain.outcome, Outcome::Answered(_)));
+    // The same settings, given by the line: the key (sealed once for the
+    // run, and worked out for this line) is the same.
+    let mut own = parse_line(br#"{"prompt":"x","llmroute":{"priority":"speed"}}"#).unwrap();
+    own.prepare(true, &mut Vec::new());
+    let again = w.router.route(&own, RouteOptions::default()).await;
+    assert!(
+        matches!(again.outcome, Outcome::Cached(_)),
+        "{:?}",
+        again.outcome
+    );
+    assert_eq!(w.upstream.calls().len(), 1);
+}
