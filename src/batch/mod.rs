@@ -81,11 +81,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         setup::warn_no_prices(&settings, &catalogue);
     }
     let health = Arc::new(LocalHealth::default());
-    let stats = store.model_stats().map_err(setup::store_fatal(&path))?;
-    let cooldowns = store
-        .cooldowns(store::now_ms())
-        .map_err(setup::store_fatal(&path))?;
-    health.merge(stats, instants(cooldowns));
+    store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
     let shared = store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
     store.set_run(&run_id(), &settings.priority);
 
@@ -217,25 +213,6 @@ fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
         }),
         Err(_) => work(),
     }
-}
-
-/// Pauses in unix ms as instants from now.
-fn instants(
-    cooldowns: std::collections::HashMap<String, i64>,
-) -> std::collections::HashMap<String, std::time::Instant> {
-    let (now_ms, now) = (store::now_ms(), std::time::Instant::now());
-    cooldowns
-        .into_iter()
-        .map(|(m, until)| {
-            let ahead = u64::try_from(until.saturating_sub(now_ms)).unwrap_or(0);
-            let ahead = Duration::from_millis(ahead);
-            (
-                m,
-                now.checked_add(ahead)
-                    .unwrap_or(now + store::ports::MAX_PAUSE),
-            )
-        })
-        .collect()
 }
 
 /// Reports the end of a run on stderr and picks the exit status.

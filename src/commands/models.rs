@@ -101,56 +101,19 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let reference = reference_request();
     let ranking = ranking::rank(&reference, &settings, &catalogue, &stats, None);
 
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let info = catalogue.get(id);
-        let (latencies, attempts, errors) = store
-            .model_measurements(id, i64::MIN)
-            .map_err(app::store_fatal(&path))?;
-        let stat = stats.get(id);
-        let now_ms = store::now_ms();
-        let paused = cooldowns
-            .get(id)
-            .filter(|until| **until > now_ms)
-            .map(|until| ((until - now_ms) / 1000) as u64);
-        let state = match paused {
-            Some(_) => State::Cooling,
-            None => stats.state(id, std::time::Instant::now()),
-        };
-        rows.push(Row {
-            model: id.clone(),
-            in_catalogue: info.is_some(),
-            prompt_usd_per_mtok: info.and_then(|i| i.prompt_price).map(|p| round(p * 1e6, 6)),
-            completion_usd_per_mtok: info
-                .and_then(|i| i.completion_price)
-                .map(|p| round(p * 1e6, 6)),
-            context_length: info.and_then(|i| i.context_length),
-            quality: round(
-                quality::prior(
-                    id,
-                    info.and_then(|i| i.intelligence_index),
-                    &settings.quality,
-                ),
-                4,
-            ),
-            latency_ms: Latency {
-                ewma: stat.map(|s| round(s.ewma_ms, 3)),
-                p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
-                samples: stat.map_or(0, |s| s.samples),
-            },
-            attempts,
-            errors,
-            error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
-            cooldown_until: cooldowns.get(id).copied(),
-            state: state.name(),
-            why: describe(state, stat.copied(), paused),
-            score: ranking
-                .ranked
-                .iter()
-                .find(|r| &r.model == id)
-                .map(|r| round(r.score, 4)),
-        });
-    }
+    let known = Known {
+        catalogue: &catalogue,
+        store: &store,
+        path: &path,
+        settings: &settings,
+        stats: &stats,
+        cooldowns: &cooldowns,
+        ranking: &ranking,
+    };
+    let mut rows = ids
+        .iter()
+        .map(|id| row(id, &known))
+        .collect::<anyhow::Result<Vec<Row>>>()?;
     rows.sort_by(|a, b| match (a.score, b.score) {
         (Some(x), Some(y)) => y.total_cmp(&x),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -174,6 +137,71 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         format!("{header}{}\n", table(&rows, store::now_ms()))
     };
     app::write_stdout(text.as_bytes())
+}
+
+/// What one listing needs to know.
+struct Known<'a> {
+    catalogue: &'a crate::core::catalogue::Catalogue,
+    store: &'a Store,
+    path: &'a std::path::Path,
+    settings: &'a ranking::Settings,
+    stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
+    cooldowns: &'a std::collections::HashMap<String, i64>,
+    ranking: &'a ranking::Ranking,
+}
+
+/// The listing's row of `id`.
+fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
+    let info = k.catalogue.get(id);
+    let (latencies, attempts, errors) = k
+        .store
+        .model_measurements(id, i64::MIN)
+        .map_err(app::store_fatal(k.path))?;
+    let stat = k.stats.get(id);
+    let now_ms = store::now_ms();
+    let paused = k
+        .cooldowns
+        .get(id)
+        .filter(|until| **until > now_ms)
+        .map(|until| ((until - now_ms) / 1000) as u64);
+    let state = match paused {
+        Some(_) => State::Cooling,
+        None => k.stats.state(id, std::time::Instant::now()),
+    };
+    Ok(Row {
+        model: id.to_string(),
+        in_catalogue: info.is_some(),
+        prompt_usd_per_mtok: info.and_then(|i| i.prompt_price).map(|p| round(p * 1e6, 6)),
+        completion_usd_per_mtok: info
+            .and_then(|i| i.completion_price)
+            .map(|p| round(p * 1e6, 6)),
+        context_length: info.and_then(|i| i.context_length),
+        quality: round(
+            quality::prior(
+                id,
+                info.and_then(|i| i.intelligence_index),
+                &k.settings.quality,
+            ),
+            4,
+        ),
+        latency_ms: Latency {
+            ewma: stat.map(|s| round(s.ewma_ms, 3)),
+            p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
+            samples: stat.map_or(0, |s| s.samples),
+        },
+        attempts,
+        errors,
+        error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
+        cooldown_until: k.cooldowns.get(id).copied(),
+        state: state.name(),
+        why: describe(state, stat.copied(), paused),
+        score: k
+            .ranking
+            .ranked
+            .iter()
+            .find(|r| r.model == id)
+            .map(|r| round(r.score, 4)),
+    })
 }
 
 fn round(x: f64, decimals: i32) -> f64 {

@@ -65,7 +65,18 @@ impl LocalHealth {
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+/// `model`'s entry, made on first sight: the model's name is copied once,
+/// not on every attempt.
+fn entry<'a>(local: &'a mut HashMap<String, Local>, model: &str) -> &'a mut Local {
+    if !local.contains_key(model) {
+        local.insert(model.to_string(), Local::default());
+    }
+    local.get_mut(model).expect("just made")
+}
+
+impl LocalHealth {
     /// Takes in what a shared store holds: its averages (which fold in this
     /// process's own samples once recorded, and other processes'), and its
     /// pauses, each kept when longer than the one known here.
@@ -193,7 +204,7 @@ impl Health for LocalHealth {
         };
         let improving = before.is_some_and(|b| latency_ms < b.value * IMPROVING);
         let mut local = self.local();
-        let l = local.entry(model.to_string()).or_default();
+        let l = entry(&mut local, model);
         if signal.latency.is_some() {
             l.improving = improving;
         }
@@ -231,7 +242,7 @@ impl Health for LocalHealth {
 
     fn rate_limited(&self, model: &str, sent: Instant, retry_after: Option<Duration>) -> Instant {
         let mut local = self.local();
-        let l = local.entry(model.to_string()).or_default();
+        let l = entry(&mut local, model);
         let p = Pause::limited(l.pause, Instant::now(), sent, retry_after);
         l.pause = Some(p);
         p.until
@@ -245,7 +256,7 @@ impl Health for LocalHealth {
         if !probe && !half_open {
             return Some(false);
         }
-        let l = local.entry(model.to_string()).or_default();
+        let l = entry(&mut local, model);
         if l.probing {
             return None;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::writer::WriterHandle;
-use super::{now_ms, Store};
+use super::{now_ms, Store, StoreError};
 use crate::core::cachekey::Key;
 use crate::engine::health::LocalHealth;
 use crate::engine::ports::{Answer, BoxFuture, Cache, Commit, Record, Recorder};
@@ -65,29 +65,35 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
                 if conn.is_none() {
                     conn = Store::open_reader(&path).ok();
                 }
-                let Some(reader) = &conn else { continue };
-                let now = now_ms();
-                let (Ok(stats), Ok(cooldowns)) = (reader.model_stats(), reader.cooldowns(now))
-                else {
-                    continue;
-                };
-                let at = Instant::now();
-                let pauses = cooldowns
-                    .into_iter()
-                    .map(|(m, until)| {
-                        let ahead = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-                        // A pause past what an Instant holds lasts as long as one can.
-                        let ahead = Duration::from_millis(ahead);
-                        (m, at.checked_add(ahead).unwrap_or(at + MAX_PAUSE))
-                    })
-                    .collect();
-                health.merge(stats, pauses);
+                if let Some(reader) = &conn {
+                    let _ = read_health(reader, &health);
+                }
             }
         });
     HealthReader {
         stop,
         thread: spawned.ok(),
     }
+}
+
+/// Reads the store's averages and pauses into `health`, the pauses'
+/// unix milliseconds turned into instants from now.
+pub fn read_health(store: &Store, health: &LocalHealth) -> Result<(), StoreError> {
+    let now = now_ms();
+    let stats = store.model_stats()?;
+    let cooldowns = store.cooldowns(now)?;
+    let at = Instant::now();
+    let pauses = cooldowns
+        .into_iter()
+        .map(|(m, until)| {
+            let ahead = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
+            // A pause past what an Instant holds lasts as long as one can.
+            let ahead = Duration::from_millis(ahead);
+            (m, at.checked_add(ahead).unwrap_or(at + MAX_PAUSE))
+        })
+        .collect();
+    health.merge(stats, pauses);
+    Ok(())
 }
 
 /// Stops the health reader when dropped.

@@ -11,6 +11,17 @@ use serde_json::Value;
 
 use crate::util::*;
 
+/// t/a or t/b under -p speed, one line at a time, without the cache.
+const A_OR_B: [&str; 7] = [
+    "--models",
+    "t/a,t/b",
+    "-p",
+    "speed",
+    "-j",
+    "1",
+    "--no-cache",
+];
+
 /// Exploration at its default share.
 const EXPLORE: [&str; 2] = ["--explore", "0.05"];
 
@@ -164,15 +175,7 @@ fn a_model_that_hangs_costs_a_bounded_number_of_timeouts() {
 #[test]
 fn a_model_that_slows_down_loses_its_traffic_and_wins_it_back_after_it_recovers() {
     let env = equal(&[("t/a", 10), ("t/b", 60)]);
-    let args = [
-        "--models",
-        "t/a,t/b",
-        "-p",
-        "speed",
-        "-j",
-        "1",
-        "--no-cache",
-    ];
+    let args = A_OR_B;
     // Warm: both measured, t/a the faster.
     env.cmd()
         .args(args)
@@ -205,15 +208,7 @@ fn a_model_that_slows_down_loses_its_traffic_and_wins_it_back_after_it_recovers(
 #[test]
 fn a_cooldown_one_process_learns_reaches_another_during_its_run() {
     let env = equal(&[("t/a", 5), ("t/b", 40)]);
-    let args = [
-        "--models",
-        "t/a,t/b",
-        "-p",
-        "speed",
-        "-j",
-        "1",
-        "--no-cache",
-    ];
+    let args = A_OR_B;
     // Both measured first.
     env.cmd()
         .args(args)
