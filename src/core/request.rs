@@ -186,17 +186,7 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
         None => return Err(InputError::new(&id, "no \"messages\" or \"prompt\" field")),
     }
 
-    let pinned = match body.remove("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(m)) if m == "auto" || m.trim().is_empty() => None,
-        Some(Value::String(m)) => Some(m),
-        Some(other) => {
-            return Err(InputError::new(
-                &id,
-                format!("\"model\" must be a string, got {}", kind(&other)),
-            ))
-        }
-    };
+    let pinned = pinned_model(body.remove("model"), &id)?;
 
     let max_tokens = ["max_tokens", "max_completion_tokens"]
         .iter()
@@ -221,6 +211,19 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
         needs_tools,
         needs_response_format,
     })
+}
+
+/// The model a line's `model` field pins, if any (`"auto"` pins none).
+fn pinned_model(model: Option<Value>, id: &Value) -> Result<Option<String>, InputError> {
+    match model {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(m)) if m == "auto" || m.trim().is_empty() => Ok(None),
+        Some(Value::String(m)) => Ok(Some(m)),
+        Some(other) => Err(InputError::new(
+            id,
+            format!("\"model\" must be a string, got {}", kind(&other)),
+        )),
+    }
 }
 
 fn batch_body(mut obj: Map<String, Value>, id: &Value) -> Result<Map<String, Value>, InputError> {

@@ -13,7 +13,16 @@ use super::{Latencies, Report, QUANTILES};
 
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let o = &mut out;
+    totals(&mut out, r);
+    // Per-model families are left out when no model was called.
+    if !r.models.is_empty() {
+        per_model(&mut out, r);
+    }
+    out
+}
+
+/// The window's totals.
+fn totals(o: &mut String, r: &Report) {
     let plain = |v: i64| vec![(vec![], v as f64)];
 
     family(
@@ -84,10 +93,10 @@ pub fn render(r: &Report) -> String {
         "End-to-end latency of answered lines in seconds (exact quantiles).",
         vec![(vec![], &r.latencies)],
     );
+}
 
-    if r.models.is_empty() {
-        return out;
-    }
+/// The families by model.
+fn per_model(o: &mut String, r: &Report) {
     let per_model = |value: &dyn Fn(&super::ModelReport) -> f64| -> Vec<Sample> {
         r.models
             .iter()
@@ -137,7 +146,6 @@ pub fn render(r: &Report) -> String {
             .map(|m| (vec![("model", m.model.clone())], &m.latencies))
             .collect(),
     );
-    out
 }
 
 type Labels = Vec<(&'static str, String)>;

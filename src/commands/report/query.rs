@@ -125,79 +125,90 @@ struct ModelSums {
     latencies: Vec<f64>,
 }
 
+/// The sums over the lines `f` selects.
+fn line_sums(tx: &rusqlite::Transaction<'_>, f: &Filter) -> rusqlite::Result<LineSums> {
+    let mut t = LineSums::default();
+    let mut stmt = tx.prepare(&format!(
+        "SELECT ok, cached, latency_ms, cost_usd, prompt_tokens, completion_tokens
+         FROM requests WHERE {}",
+        f.sql
+    ))?;
+    let mut rows = stmt.query(f.params())?;
+    while let Some(r) = rows.next()? {
+        t.requests += 1;
+        let ok = r.get::<_, i64>(0)? != 0;
+        match r.get::<_, Option<f64>>(3)? {
+            Some(c) => t.cost_usd += c,
+            // An answer whose cost nobody knows; a failed line has none.
+            None if ok => t.cost_unknown += 1,
+            None => {}
+        }
+        if r.get::<_, i64>(1)? != 0 {
+            t.cache_hits += 1;
+        } else if ok {
+            t.answered += 1;
+            t.prompt += r.get::<_, Option<i64>>(4)?.unwrap_or(0);
+            t.completion += r.get::<_, Option<i64>>(5)?.unwrap_or(0);
+            t.latencies.extend(r.get::<_, Option<f64>>(2)?);
+        }
+        if !ok {
+            t.errors += 1;
+        }
+    }
+    Ok(t)
+}
+
+/// The sums of each model over the attempts `f` selects, in the order met.
+fn model_sums(
+    tx: &rusqlite::Transaction<'_>,
+    f: &Filter,
+) -> rusqlite::Result<Vec<(String, ModelSums)>> {
+    let mut sums: Vec<(String, ModelSums)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut stmt = tx.prepare(&format!(
+        "SELECT model, ok, latency_ms, cost_usd FROM attempts WHERE {} AND cached = 0",
+        f.sql
+    ))?;
+    let mut rows = stmt.query(f.params())?;
+    while let Some(r) = rows.next()? {
+        let model = r
+            .get_ref(0)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e)))?;
+        let i = match index.get(model) {
+            Some(&i) => i,
+            None => {
+                index.insert(model.to_string(), sums.len());
+                sums.push((model.to_string(), ModelSums::default()));
+                sums.len() - 1
+            }
+        };
+        let s = &mut sums[i].1;
+        s.attempts += 1;
+        let ok = r.get::<_, i64>(1)? != 0;
+        if !ok {
+            s.errors += 1;
+        } else if let Some(ms) = r.get::<_, Option<f64>>(2)? {
+            s.latencies.push(ms);
+        }
+        match r.get::<_, Option<f64>>(3)? {
+            Some(c) => s.cost_usd += c,
+            None if ok => s.cost_unknown += 1,
+            None => {}
+        }
+    }
+    Ok(sums)
+}
+
 /// The report over `window`, restricted to `models` when that is not empty.
 pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::Result<Report> {
     let tx = conn.unchecked_transaction()?;
 
     let f = Filter::new(window, models, access(&tx, "requests", window, models)?);
-    let mut t = LineSums::default();
-    {
-        let mut stmt = tx.prepare(&format!(
-            "SELECT ok, cached, latency_ms, cost_usd, prompt_tokens, completion_tokens
-             FROM requests WHERE {}",
-            f.sql
-        ))?;
-        let mut rows = stmt.query(f.params())?;
-        while let Some(r) = rows.next()? {
-            t.requests += 1;
-            let ok = r.get::<_, i64>(0)? != 0;
-            match r.get::<_, Option<f64>>(3)? {
-                Some(c) => t.cost_usd += c,
-                // An answer whose cost nobody knows; a failed line has none.
-                None if ok => t.cost_unknown += 1,
-                None => {}
-            }
-            if r.get::<_, i64>(1)? != 0 {
-                t.cache_hits += 1;
-            } else if ok {
-                t.answered += 1;
-                t.prompt += r.get::<_, Option<i64>>(4)?.unwrap_or(0);
-                t.completion += r.get::<_, Option<i64>>(5)?.unwrap_or(0);
-                t.latencies.extend(r.get::<_, Option<f64>>(2)?);
-            }
-            if !ok {
-                t.errors += 1;
-            }
-        }
-    }
+    let mut t = line_sums(&tx, &f)?;
     let latencies = Latencies::new(std::mem::take(&mut t.latencies));
-
     let f = Filter::new(window, models, access(&tx, "attempts", window, models)?);
-    let mut sums: Vec<(String, ModelSums)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(&format!(
-            "SELECT model, ok, latency_ms, cost_usd FROM attempts WHERE {} AND cached = 0",
-            f.sql
-        ))?;
-        let mut rows = stmt.query(f.params())?;
-        while let Some(r) = rows.next()? {
-            let model = r.get_ref(0)?.as_str().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e))
-            })?;
-            let i = match index.get(model) {
-                Some(&i) => i,
-                None => {
-                    index.insert(model.to_string(), sums.len());
-                    sums.push((model.to_string(), ModelSums::default()));
-                    sums.len() - 1
-                }
-            };
-            let s = &mut sums[i].1;
-            s.attempts += 1;
-            let ok = r.get::<_, i64>(1)? != 0;
-            if !ok {
-                s.errors += 1;
-            } else if let Some(ms) = r.get::<_, Option<f64>>(2)? {
-                s.latencies.push(ms);
-            }
-            match r.get::<_, Option<f64>>(3)? {
-                Some(c) => s.cost_usd += c,
-                None if ok => s.cost_unknown += 1,
-                None => {}
-            }
-        }
-    }
+    let sums = model_sums(&tx, &f)?;
     drop(tx);
 
     let attempts: i64 = sums.iter().map(|(_, s)| s.attempts).sum();
