@@ -1257,9 +1257,22 @@ impl Conn {
 
     /// Writes a successful completion body into `self.body`.
     fn completion_body(&mut self, model: &str, request: &Value, cost: Option<f64>, pad: usize) {
+        let content = answer_content(model, request);
+        self.completion_body_of(model, request, &content, cost, pad);
+    }
+
+    /// Writes a successful completion with this content into `self.body`.
+    fn completion_body_of(
+        &mut self,
+        model: &str,
+        request: &Value,
+        content: &str,
+        cost: Option<f64>,
+        pad: usize,
+    ) {
         let id = self.shared.next_gen.fetch_add(1, Ordering::Relaxed) + 1;
         self.body.clear();
-        write_completion(&mut self.body, id, model, request, cost, pad);
+        write_completion(&mut self.body, id, model, request, content, cost, pad);
     }
 
     /// Sends `self.body` with the given status.
@@ -1433,54 +1446,80 @@ fn content_text(message: &Value) -> Cow<'_, str> {
     }
 }
 
-/// Writes a chat completion answering `request` as `model`; the content is
-/// `[<model>] <last message content>` followed by `pad` filler characters.
-fn write_completion(
-    out: &mut Vec<u8>,
-    id: u64,
-    model: &str,
-    request: &Value,
-    cost: Option<f64>,
-    pad: usize,
-) {
-    let messages: &[Value] = request
+/// The messages of a chat request (none when it has no `messages` array).
+fn messages(request: &Value) -> &[Value] {
+    request
         .get("messages")
         .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
-    let prompt_chars: usize = messages
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The content of a successful answer to `request` as `model`:
+/// `[<model>] <last message content>`.
+fn answer_content(model: &str, request: &Value) -> String {
+    let last = messages(request)
+        .last()
+        .map_or(Cow::Borrowed(""), content_text);
+    format!("[{model}] {last}")
+}
+
+/// Prompt and completion token counts: a quarter of the characters of every
+/// message's content, plus one; a quarter of the answer's characters, plus one.
+fn token_counts(request: &Value, content_chars: usize) -> (usize, usize) {
+    let prompt_chars: usize = messages(request)
         .iter()
         .map(|m| content_text(m).chars().count())
         .sum();
-    let last = messages.last().map_or(Cow::Borrowed(""), content_text);
-    let content_chars = model.chars().count() + 3 + last.chars().count() + pad;
-    let prompt_tokens = prompt_chars / 4 + 1;
-    let completion_tokens = content_chars / 4 + 1;
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    (prompt_chars / 4 + 1, content_chars / 4 + 1)
+}
 
+/// Writes `"usage":{…}` for an answer of `content_chars` characters.
+fn write_usage(out: &mut Vec<u8>, request: &Value, content_chars: usize, cost: Option<f64>) {
+    let (prompt_tokens, completion_tokens) = token_counts(request, content_chars);
     let _ = write!(
         out,
-        "{{\"id\":\"gen-{id}\",\"object\":\"chat.completion\",\"created\":{created},\"model\":\""
-    );
-    push_escaped(out, model);
-    out.extend_from_slice(
-        b"\",\"provider\":\"fake\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"[",
-    );
-    push_escaped(out, model);
-    out.extend_from_slice(b"] ");
-    push_escaped(out, &last);
-    out.resize(out.len() + pad, b'x');
-    let _ = write!(
-        out,
-        "\"}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{completion_tokens},\"total_tokens\":{}",
+        "\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{completion_tokens},\"total_tokens\":{}",
         prompt_tokens + completion_tokens
     );
     if let Some(cost) = cost {
         out.extend_from_slice(b",\"cost\":");
         let _ = serde_json::to_writer(&mut *out, &cost);
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+}
+
+/// Seconds since the Unix epoch, for `created`.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes a chat completion answering `request` as `model` whose content is
+/// `content` followed by `pad` filler characters.
+fn write_completion(
+    out: &mut Vec<u8>,
+    id: u64,
+    model: &str,
+    request: &Value,
+    content: &str,
+    cost: Option<f64>,
+    pad: usize,
+) {
+    let created = unix_now();
+    let _ = write!(
+        out,
+        "{{\"id\":\"gen-{id}\",\"object\":\"chat.completion\",\"created\":{created},\"model\":\""
+    );
+    push_escaped(out, model);
+    out.extend_from_slice(
+        b"\",\"provider\":\"fake\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
+    );
+    push_escaped(out, content);
+    out.resize(out.len() + pad, b'x');
+    out.extend_from_slice(b"\"},\"finish_reason\":\"stop\"}],");
+    write_usage(out, request, content.chars().count() + pad, cost);
+    out.push(b'}');
 }
 
 /// Whether a `Flaky` behaviour fails its `n`-th request.
@@ -1515,7 +1554,8 @@ mod unit_tests {
             ],
         });
         let mut out = Vec::new();
-        write_completion(&mut out, 7, "a/\"b\"", &request, Some(0.25), 3);
+        let content = answer_content("a/\"b\"", &request);
+        write_completion(&mut out, 7, "a/\"b\"", &request, &content, Some(0.25), 3);
         let v: Value = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(v["id"], "gen-7");
         assert_eq!(v["model"], "a/\"b\"");
