@@ -41,6 +41,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
+mod stream;
+
 /// Largest accepted request head (request line plus headers).
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest accepted request body.
@@ -172,6 +174,11 @@ impl LoggedRequest {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
+
+    /// Whether the body asked for a streamed answer (`"stream": true`).
+    pub fn stream(&self) -> bool {
+        stream::wants_stream(&self.json())
+    }
 }
 
 /// How the server answers one chat completion request.
@@ -233,6 +240,27 @@ pub enum Behavior {
         slow_rate: f64,
         seed: u64,
     },
+    /// A paced stream. Asked to stream, waits `first`, sends the head and the
+    /// first content chunk, then one content chunk every `interval`,
+    /// `pieces` in all (at least 1), then the finish chunk, the usage chunk
+    /// when asked for, and `data: [DONE]`. The content has `pieces` words
+    /// (see the module documentation), one per chunk.
+    ///
+    /// With `cut_after: Some(k)`, the connection is closed instead of sending
+    /// the (k+1)-th content chunk (or the finish chunk when `k >= pieces`),
+    /// that is `first + interval * min(k, pieces)` after the request, without
+    /// a finish chunk, `[DONE]` or the terminating zero-length HTTP chunk.
+    ///
+    /// Not asked to stream, answers like [`Behavior::Ok`] with the same
+    /// content after `first + interval * (pieces - 1)`; `cut_after` is ignored.
+    Stream {
+        first: Duration,
+        interval: Duration,
+        pieces: usize,
+        cut_after: Option<usize>,
+        /// Sent as `usage.cost` when `Some`.
+        cost: Option<f64>,
+    },
 }
 
 impl Behavior {
@@ -277,6 +305,30 @@ impl Behavior {
             retry_after: None,
             body: Some(body.into()),
             latency: Duration::ZERO,
+        }
+    }
+
+    /// A stream of `pieces` content chunks, the first after `first_ms`
+    /// milliseconds, then one every `interval_ms`; no cost, not cut.
+    pub fn stream(first_ms: u64, interval_ms: u64, pieces: usize) -> Self {
+        Behavior::Stream {
+            first: Duration::from_millis(first_ms),
+            interval: Duration::from_millis(interval_ms),
+            pieces,
+            cut_after: None,
+            cost: None,
+        }
+    }
+
+    /// Like [`Behavior::stream`], but the connection is closed after
+    /// `cut_after` content chunks, mid-stream.
+    pub fn stream_cut(first_ms: u64, interval_ms: u64, pieces: usize, cut_after: usize) -> Self {
+        Behavior::Stream {
+            first: Duration::from_millis(first_ms),
+            interval: Duration::from_millis(interval_ms),
+            pieces,
+            cut_after: Some(cut_after),
+            cost: None,
         }
     }
 
@@ -347,6 +399,10 @@ impl FakeServer {
             next_gen: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
+            streams_started: AtomicU64::new(0),
+            streams_completed: AtomicU64::new(0),
+            streams_abandoned: AtomicU64::new(0),
+            streams_cut: AtomicU64::new(0),
             state: Mutex::new(State {
                 scripts: HashMap::new(),
                 defaults: HashMap::new(),
@@ -487,13 +543,52 @@ impl FakeServer {
             .map_or(0, |n| *n as usize)
     }
 
-    /// The most completion requests answered with [`Behavior::Ok`] that
-    /// were ever in flight at once: received, and their answer not begun
-    /// (it begins after the latency). A count, not a time: a client that
-    /// keeps to `-j` requests in flight never makes it larger than `-j`,
-    /// however loaded the machine.
+    /// The most completion requests ever in flight at once (see
+    /// [`FakeServer::in_flight`]). A count, not a time: a client that keeps
+    /// to `-j` requests in flight never makes it larger than `-j`, however
+    /// loaded the machine.
     pub fn most_in_flight(&self) -> u64 {
         self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Completion requests answered with [`Behavior::Ok`] or
+    /// [`Behavior::Stream`] that are in flight now: received, and their
+    /// answer not begun (it begins after the latency); a streamed answer
+    /// stays in flight until just before its `data: [DONE]` is sent, or
+    /// until it is cut or its client goes away. The count drops before the
+    /// client can have its whole answer, so a client that frees its slot
+    /// once it has the answer is never counted twice.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Streamed answers begun: requests with `"stream": true` that met a
+    /// successful behaviour ([`Behavior::Ok`], [`Behavior::Stream`], a
+    /// [`Behavior::Flaky`] that does not fail, [`Behavior::Tail`]), counted
+    /// as soon as the request is read, before the latency. Each ends as
+    /// completed, abandoned or cut, unless the server is dropped first.
+    pub fn streams_started(&self) -> u64 {
+        self.shared.streams_started.load(Ordering::SeqCst)
+    }
+
+    /// Streams that reached `data: [DONE]` (counted just before it is sent,
+    /// so a client that has read it always sees the count).
+    pub fn streams_completed(&self) -> u64 {
+        self.shared.streams_completed.load(Ordering::SeqCst)
+    }
+
+    /// Streams ended because the client went away: it closed the connection
+    /// (noticed during the waits, before the head and between chunks) or a
+    /// write failed. Proves that a client dropping its request makes the
+    /// upstream call stop.
+    pub fn streams_abandoned(&self) -> u64 {
+        self.shared.streams_abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Streams closed on purpose mid-way by [`Behavior::Stream`]'s
+    /// `cut_after` (counted before the connection is closed).
+    pub fn streams_cut(&self) -> u64 {
+        self.shared.streams_cut.load(Ordering::SeqCst)
     }
 
     /// Clears the request log and the per-model counts.
@@ -532,10 +627,16 @@ struct Shared {
     api_key: Option<String>,
     catalogue: Vec<u8>,
     next_gen: AtomicU64,
-    /// Completions answering `Behavior::Ok` that are waiting out their
-    /// latency, and the most there ever were at once.
+    /// Completions in flight (see [`FakeServer::in_flight`]), and the most
+    /// there ever were at once.
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
+    /// Streamed answers: begun, ended with `[DONE]`, ended because the client
+    /// went away, ended by a `cut_after`.
+    streams_started: AtomicU64,
+    streams_completed: AtomicU64,
+    streams_abandoned: AtomicU64,
+    streams_cut: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -551,6 +652,36 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One completion counted in [`Shared::in_flight`] until [`InFlight::leave`]
+/// or drop (a connection task cancelled, a failed write).
+struct InFlight {
+    shared: Arc<Shared>,
+    counted: bool,
+}
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> InFlight {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight {
+            shared: Arc::clone(shared),
+            counted: true,
+        }
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -1126,15 +1257,33 @@ impl Conn {
         keep_alive: bool,
     ) -> io::Result<bool> {
         let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+        if stream::wants_stream(request) {
+            if let Some(plan) = stream::Plan::new(&behavior, n, model, request) {
+                return self.stream_answer(plan, model, request, keep_alive).await;
+            }
+        }
         match behavior {
             Behavior::Ok { latency, cost } => {
-                let now = self.shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                self.shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                let mut flight = InFlight::enter(&self.shared);
                 sleep(latency).await;
                 // Before the answer is sent: the client frees its slot only
                 // once it has the answer, so it never counts twice.
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                flight.leave();
                 self.completion_body(model, request, cost, 0);
+                self.respond(200, None, keep_alive).await
+            }
+            Behavior::Stream {
+                first,
+                interval,
+                pieces,
+                cut_after: _,
+                cost,
+            } => {
+                let mut flight = InFlight::enter(&self.shared);
+                sleep(stream::unstreamed_latency(first, interval, pieces)).await;
+                flight.leave();
+                let content = stream::stream_words(model, pieces).concat();
+                self.completion_body_of(model, request, &content, cost, 0);
                 self.respond(200, None, keep_alive).await
             }
             Behavior::Status {
