@@ -7,11 +7,15 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use futures_util::StreamExt;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 
 use crate::core::failure::{
     classify_status, parse_completion, parse_retry_after, snippet, Failure, FailureKind, Success,
 };
+use crate::engine::ports::Opened;
 
 /// Largest response body accepted; a larger one fails the attempt.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -160,6 +164,75 @@ impl Client {
         }
     }
 
+    /// Posts a request that asks for a stream, and returns once the answer's
+    /// head has come. A 2xx that is not a stream (an API that ignored
+    /// `stream`) is read whole and replayed as one.
+    pub async fn open(&self, body: Vec<u8>, timeout: Duration) -> Result<Opened, Failure> {
+        let redact = self.redact.clone();
+        let head = async {
+            let resp = self
+                .http
+                .post(self.chat_url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "text/event-stream")
+                .body(body)
+                .send()
+                .await
+                .map_err(transport_failure)?;
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(redirected(status, resp.headers().get(LOCATION)));
+            }
+            let is_stream = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if !(200..300).contains(&status) || !is_stream {
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let bytes = read_capped(resp).await?;
+                return if (200..300).contains(&status) {
+                    parse_completion(status, &bytes).map(|s| Opened::whole(&s))
+                } else {
+                    Err(classify_status(status, retry_after, &bytes))
+                };
+            }
+            let events = resp.bytes_stream().map(move |r| {
+                r.map_err(|e| {
+                    let mut f = transport_failure(e);
+                    if let Some(k) = &redact {
+                        f.message = f.message.replace(k.as_str(), "[redacted]");
+                    }
+                    f
+                })
+            });
+            Ok(Opened {
+                status,
+                events: Box::pin(events),
+            })
+        };
+        let opened = match tokio::time::timeout(timeout, head).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                kind: FailureKind::Timeout,
+                status: None,
+                message: format!(
+                    "no answer within {}",
+                    crate::core::duration::format(timeout)
+                ),
+                retry_after: None,
+            }),
+        };
+        opened.map_err(|mut f| {
+            f.message = self.redact(f.message);
+            f
+        })
+    }
+
     /// Fetches the raw `/models` response.
     pub async fn fetch_models(&self, timeout: Duration) -> Result<Vec<u8>, String> {
         let fut = async {
@@ -280,6 +353,14 @@ impl crate::engine::ports::Upstream for Client {
         timeout: Duration,
     ) -> crate::engine::ports::BoxFuture<'_, Result<Success, Failure>> {
         Box::pin(Client::complete(self, body, timeout))
+    }
+
+    fn open(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> crate::engine::ports::BoxFuture<'_, Result<Opened, Failure>> {
+        Box::pin(Client::open(self, body, timeout))
     }
 }
 

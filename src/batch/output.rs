@@ -168,6 +168,13 @@ impl Line {
                 out.dry_run = true;
                 out.candidates.get_or_insert_with(Vec::new);
             }
+            // A batch never asks for a stream.
+            Outcome::Streaming(_) => {
+                out.error = Some(ErrorOut {
+                    kind: crate::core::failure::error_type::INTERNAL,
+                    message: crate::core::failure::INTERNAL_MESSAGE.into(),
+                });
+            }
             Outcome::Failed(e) => {
                 out.error = Some(ErrorOut {
                     kind: e.kind,

@@ -319,7 +319,7 @@ async fn route_line(
     };
     #[cfg(debug_assertions)]
     fail_point(line_no);
-    let mut routed = ctx.router.route(&req, RouteOptions { tag: line_no }).await;
+    let mut routed = ctx.router.route(&req, RouteOptions::tagged(line_no)).await;
     // No more upstream requests for this line: let the next
     // one start while this one is recorded.
     drop(permit);
@@ -400,7 +400,7 @@ impl Shared {
             Outcome::Cached(_) => {
                 c.cached.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Failed(_) => {
+            Outcome::Failed(_) | Outcome::Streaming(_) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Planned(_) | Outcome::Unsent => {}

@@ -13,6 +13,7 @@
 //! | [`failure`]   | how attempts fail; what a success carries; error types       |
 //! | [`attempts`]  | the attempt policy: send, wait or give up                    |
 //! | [`explore`]   | which candidate a request probes, so the router keeps learning |
+//! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
 
 pub mod attempts;
@@ -26,3 +27,4 @@ pub mod quality;
 pub mod ranking;
 pub mod request;
 pub mod scoring;
+pub mod sse;

@@ -133,12 +133,18 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
     })?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| InputError::new(&Value::Null, format!("invalid JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
+    let Value::Object(obj) = value else {
         return Err(InputError::new(
             &Value::Null,
             format!("expected a JSON object, got {}", kind(&value)),
         ));
     };
+    parse_object(obj)
+}
+
+/// Parses a request already read as a JSON object (a server's body); as
+/// [`parse_line`] does after reading the line.
+pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> {
     let id = match (obj.remove("id"), obj.remove("custom_id")) {
         (Some(id), _) if !id.is_null() => id,
         (_, Some(cid)) => cid,
@@ -211,6 +217,32 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
         needs_tools,
         needs_response_format,
     })
+}
+
+/// What a client's `model` asks for, where a client can set nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// No model, `"auto"` or `"llmroute/auto"`: routed with the set priority.
+    Auto,
+    /// `"llmroute/<priority>"`: routed with that priority (or preset).
+    Priority(String),
+    /// Any other model: pinned.
+    Pinned(String),
+}
+
+/// The prefix of the names that choose how to route rather than a model.
+pub const ROUTE_PREFIX: &str = "llmroute/";
+
+/// Reads a client's `model` name.
+pub fn model_choice(model: Option<&str>) -> ModelChoice {
+    match model.map(str::trim) {
+        None | Some("" | "auto") => ModelChoice::Auto,
+        Some(m) => match m.strip_prefix(ROUTE_PREFIX) {
+            Some("auto") => ModelChoice::Auto,
+            Some(p) => ModelChoice::Priority(p.to_string()),
+            None => ModelChoice::Pinned(m.to_string()),
+        },
+    }
 }
 
 /// The model a line's `model` field pins, if any (`"auto"` pins none).
@@ -482,6 +514,33 @@ mod tests {
         assert!(r.needs_tools && !r.needs_response_format);
         assert!(!r.body.contains_key("id"));
         assert_eq!(r.pinned, None);
+    }
+
+    #[test]
+    fn model_names_choose_routing_or_pin() {
+        assert_eq!(model_choice(None), ModelChoice::Auto);
+        assert_eq!(model_choice(Some("auto")), ModelChoice::Auto);
+        assert_eq!(model_choice(Some("llmroute/auto")), ModelChoice::Auto);
+        assert_eq!(
+            model_choice(Some("llmroute/speed")),
+            ModelChoice::Priority("speed".into())
+        );
+        assert_eq!(
+            model_choice(Some("openai/gpt-5.4")),
+            ModelChoice::Pinned("openai/gpt-5.4".into())
+        );
+    }
+
+    #[test]
+    fn an_object_parses_as_its_line_does() {
+        let line = r#"{"id":7,"messages":[{"role":"user","content":"hi"}],"llmroute":{"priority":"cost"}}"#;
+        let Value::Object(obj) = serde_json::from_str(line).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            parse_object(obj).unwrap(),
+            parse_line(line.as_bytes()).unwrap()
+        );
     }
 
     #[test]

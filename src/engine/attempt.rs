@@ -6,10 +6,14 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ports::{Reservation, Upstream};
-use super::{now_ms, Router};
+use tokio_util::sync::CancellationToken;
+
+use super::ports::{Admission, Health, Reservation, Upstream};
+use super::stream::Live;
+use super::{now_ms, RouteOptions, Router};
 use crate::core::attempts::{Attempts, Planned};
 use crate::core::failure::{health_signal, Failure, FailureKind, Success};
 use crate::core::request::Request;
@@ -46,38 +50,42 @@ pub(super) struct Sent {
     pub opened: Option<Instant>,
     /// What it cost: known, `None` for the estimate (may have been billed).
     pub cost: Option<f64>,
+    /// A stream whose first chunk has come, and what its attempt holds.
+    pub live: Option<(Live, Held)>,
 }
 
 /// What an admitted attempt holds until it is settled. Dropped unsettled
 /// (cancelled: a hedge lost, the run ended), it keeps its estimate spent,
 /// for it may have been billed, and ends its mark.
-pub(super) struct Held<'a> {
-    router: &'a Router,
+/// It owns what it needs, so that a streamed answer can carry it to its end.
+pub(super) struct Held {
+    admission: Arc<dyn Admission>,
+    health: Arc<dyn Health>,
     model: String,
     marked: bool,
     reservation: Option<Reservation>,
 }
 
-impl Held<'_> {
-    fn settle(mut self, cost: Option<f64>) {
+impl Held {
+    pub(super) fn settle(mut self, cost: Option<f64>) {
         if let Some(r) = self.reservation.take() {
-            self.router.parts.admission.settle(r, cost);
+            self.admission.settle(r, cost);
         }
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         if let Some(r) = self.reservation.take() {
-            self.router.parts.admission.settle(r, None);
+            self.admission.settle(r, None);
         }
-        self.router.parts.health.end(&self.model, self.marked);
+        self.health.end(&self.model, self.marked);
     }
 }
 
 /// Whether an attempt may go.
-pub(super) enum Admit<'a> {
-    Go(Held<'a>),
+pub(super) enum Admit {
+    Go(Held),
     /// The one attempt a half-open circuit lets through is under way.
     Busy,
     /// The budget refuses it.
@@ -98,7 +106,8 @@ impl Router {
         probe: bool,
         tokens: u64,
         wait: bool,
-    ) -> Admit<'_> {
+        cancel: Option<&CancellationToken>,
+    ) -> Admit {
         let reservation = match self.parts.admission.reserve(estimate) {
             Ok(r) => r,
             Err(_) => return Admit::OverBudget,
@@ -113,7 +122,8 @@ impl Router {
             }
         };
         let held = Held {
-            router: self,
+            admission: self.parts.admission.clone(),
+            health: self.parts.health.clone(),
             model: planned.model.clone(),
             marked,
             reservation,
@@ -126,6 +136,7 @@ impl Router {
                 _ = self.parts.admission.acquire(tokens) => self.stopping(),
                 _ = self.cancel.cancelled() => true,
                 _ = self.refused.cancelled() => true,
+                _ = when_cancelled(cancel) => true,
             }
         } else {
             tokio::select! {
@@ -142,28 +153,60 @@ impl Router {
         Admit::Go(held)
     }
 
-    /// Sends an admitted attempt and settles it.
+    /// Sends an admitted attempt and settles it; or, for the first chunk
+    /// of a stream, hands what it holds on to the stream.
     pub(super) async fn send_one(
         &self,
         req: &Request,
-        tag: u64,
+        opts: &RouteOptions,
         index: usize,
         planned: Planned,
-        held: Held<'_>,
+        held: Held,
         upstream: &dyn Upstream,
     ) -> Sent {
+        let tag = opts.tag;
         let sent = Instant::now();
-        let body = body_for(&planned.model, &req.wire);
-        let result = tokio::select! {
-            r = upstream.complete(body, self.config.timeout) => r,
-            _ = self.abort.cancelled() => Err(Failure {
-                kind: FailureKind::Interrupted,
-                status: None,
-                message: "interrupted: no answer before the run ended".into(),
-                retry_after: None,
-            }),
+        let call = async {
+            if opts.stream {
+                let body = super::stream::stream_body(&planned.model, &req.wire);
+                self.open_stream(upstream, body)
+                    .await
+                    .map(|(s, l)| (s, Some(l)))
+            } else {
+                let body = body_for(&planned.model, &req.wire);
+                upstream
+                    .complete(body, self.config.timeout)
+                    .await
+                    .map(|s| (s, None))
+            }
+        };
+        let (result, live) = match tokio::select! {
+            r = call => r,
+            _ = self.abort.cancelled() => Err(interrupted("interrupted: no answer before the run ended")),
+            _ = when_cancelled(opts.cancel.as_ref()) => Err(interrupted(CLIENT_GONE)),
+        } {
+            Ok((s, live)) => (Ok(s), live),
+            Err(f) => (Err(f), None),
         };
         let ms = ms_since(sent);
+        if let Some(live) = live {
+            // The rest of the answer is to come: its health, cost and
+            // record wait for its end.
+            self.parts
+                .observer
+                .attempt(tag, &planned.model, Ok(200), ms);
+            return Sent {
+                index,
+                planned,
+                result,
+                sent,
+                ms,
+                ts: now_ms(),
+                opened: None,
+                cost: None,
+                live: Some((live, held)),
+            };
+        }
         let model = planned.model.as_str();
         let outcome = match &result {
             Ok(s) => Ok(s.status),
@@ -209,6 +252,7 @@ impl Router {
             ts,
             opened,
             cost,
+            live: None,
         }
     }
 
@@ -244,7 +288,7 @@ impl Router {
     pub(super) async fn hedged(
         &self,
         req: &Request,
-        tag: u64,
+        opts: &RouteOptions,
         policy: &Attempts,
         index: usize,
         first: impl Future<Output = Sent>,
@@ -267,12 +311,22 @@ impl Router {
         }
         let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
         let est = estimate(&second_plan);
-        let held = match self.admit(&second_plan, est, false, tokens, false).await {
+        let held = match self
+            .admit(
+                &second_plan,
+                est,
+                false,
+                tokens,
+                false,
+                opts.cancel.as_ref(),
+            )
+            .await
+        {
             Admit::Go(h) => h,
             _ => return vec![first.await],
         };
         let second_sent = Instant::now();
-        let second = self.send_one(req, tag, j, second_plan.clone(), held, upstream);
+        let second = self.send_one(req, opts, j, second_plan.clone(), held, upstream);
         tokio::pin!(second);
         tokio::select! {
             a = &mut first => match a.result.is_ok() {
@@ -284,6 +338,26 @@ impl Router {
                 false => vec![b, first.await],
             },
         }
+    }
+}
+
+/// What a request's cancellation says: its client has gone, or its deadline passed.
+pub(super) const CLIENT_GONE: &str = "cancelled: the client went away or its deadline passed";
+
+/// Waits until `token` is cancelled; forever without one.
+pub(super) async fn when_cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn interrupted(message: &str) -> Failure {
+    Failure {
+        kind: FailureKind::Interrupted,
+        status: None,
+        message: message.into(),
+        retry_after: None,
     }
 }
 
@@ -322,6 +396,7 @@ fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
         ts: now_ms(),
         opened: None,
         cost: None,
+        live: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod flight;
 pub mod health;
 pub mod ports;
 mod route;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ use crate::core::ranking::{Presets, Ranked, Settings};
 pub use attempt::{Hedge, HEDGE_SHARE};
 use flight::Flights;
 use ports::{Admission, Answer, Cache, Commit, Health, Observer, Recorder, Upstream};
+pub use stream::{StreamEnd, Streaming};
 
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -89,7 +91,7 @@ pub struct Attempt {
 }
 
 /// How a request ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// A model answered it now.
     Answered(Answer),
@@ -99,6 +101,9 @@ pub enum Outcome {
     Planned(Planned),
     /// No answer, and why.
     Failed(Ending),
+    /// A model is streaming the answer: its first chunk has come, the rest
+    /// is read as the front end reads [`Streaming`], and recorded at its end.
+    Streaming(Box<Streaming>),
     /// The front end cancelled before anything was sent: there is no
     /// outcome, and a later run will route it.
     Unsent,
@@ -141,11 +146,31 @@ impl Routed {
 }
 
 /// Per-request options of a front end.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteOptions {
     /// The front end's number for the request (the input line of a batch),
     /// for logs and records.
     pub tag: u64,
+    /// Do not look the answer up in the cache (a client's `no-cache`).
+    pub skip_cache_read: bool,
+    /// Do not keep the answer in the cache (a client's `no-store`).
+    pub skip_cache_write: bool,
+    /// Stream the answer: the outcome is [`Outcome::Streaming`], unless the
+    /// cache answers or the request fails before its first chunk.
+    pub stream: bool,
+    /// Cancelled when the request's own client has gone or its deadline has
+    /// passed: the attempt in flight ends as interrupted, and is recorded.
+    pub cancel: Option<CancellationToken>,
+}
+
+impl RouteOptions {
+    /// Options with only a tag.
+    pub fn tagged(tag: u64) -> RouteOptions {
+        RouteOptions {
+            tag,
+            ..RouteOptions::default()
+        }
+    }
 }
 
 /// The engine. `Send + Sync`: one per process, shared by reference by every

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::core::cachekey::Key;
 use crate::core::failure::{Failure, HealthSignal, Success};
 use crate::core::health::HealthView;
@@ -16,11 +18,46 @@ use crate::core::health::HealthView;
 /// A boxed future, for traits used as objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The bytes of a streamed answer as they arrive.
+pub type Chunks = Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, Failure>> + Send>>;
+
+/// A streamed answer whose head has come: server-sent events to read.
+pub struct Opened {
+    pub status: u16,
+    /// The events, as the upstream sends them.
+    pub events: Chunks,
+}
+
+impl Opened {
+    /// A whole answer, as the events that replay it.
+    pub fn whole(s: &Success) -> Opened {
+        let completion: serde_json::Value =
+            serde_json::from_str(&s.body).unwrap_or(serde_json::Value::Null);
+        let bytes = Bytes::from(crate::core::sse::replay(&completion, true));
+        Opened {
+            status: s.status,
+            events: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+        }
+    }
+}
+
 /// The API that answers chat completions.
 pub trait Upstream: Send + Sync {
     /// Posts one chat completion request (`body` is the JSON to send).
     fn complete(&self, body: Vec<u8>, timeout: Duration)
         -> BoxFuture<'_, Result<Success, Failure>>;
+
+    /// Posts one request that asks for a stream (`body` has `stream: true`);
+    /// returns once the answer's head has come within `timeout`, with its
+    /// events to read. A failed status is a [`Failure`], as for
+    /// [`Upstream::complete`]. By default, the whole answer replayed.
+    fn open(&self, body: Vec<u8>, timeout: Duration) -> BoxFuture<'_, Result<Opened, Failure>> {
+        Box::pin(async move {
+            self.complete(body, timeout)
+                .await
+                .map(|s| Opened::whole(&s))
+        })
+    }
 }
 
 /// An answer, from a model or from the cache.
@@ -59,6 +96,8 @@ pub struct AttemptRow {
     pub cost_usd: Option<f64>,
     pub score: Option<f64>,
     pub error_type: Option<&'static str>,
+    /// For a streamed answer: when its first chunk came, in ms after it was sent.
+    pub ttft_ms: Option<f64>,
 }
 
 /// One routed request, as recorded.
@@ -101,6 +140,8 @@ pub struct Record {
     /// The request's own priority, when it changed the routing; else the
     /// rows get the run's.
     pub priority: Option<String>,
+    /// The key of the cached answer this request reused: it was used now.
+    pub hit: Option<Key>,
 }
 
 /// Where records go.

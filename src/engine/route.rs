@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::attempt::{ms_since, Admit};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{ms_since, when_cancelled, Admit};
 use super::flight::{Join, Leader};
 use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
 use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
@@ -17,22 +19,30 @@ use crate::core::ranking::{self, Settings};
 use crate::core::request::Request;
 
 /// One request on its way through the engine.
-struct Job<'a> {
-    req: &'a Request,
-    opts: RouteOptions,
-    settings: &'a Settings,
+pub(super) struct Job<'a> {
+    pub req: &'a Request,
+    pub opts: RouteOptions,
+    pub settings: &'a Settings,
     /// The request's own priority, when its routing is its own.
-    priority: Option<String>,
-    key: Option<Key>,
-    started: Instant,
+    pub priority: Option<String>,
+    /// Its cache key, when it uses the cache.
+    pub key: Option<Key>,
+    pub started: Instant,
+}
+
+impl Job<'_> {
+    /// The key to keep its answer under, unless the client said not to.
+    pub fn write_key(&self) -> Option<Key> {
+        self.key.filter(|_| !self.opts.skip_cache_write)
+    }
 }
 
 /// What a request's attempts have left so far.
 #[derive(Default)]
-struct Tried {
-    attempts: Vec<Attempt>,
-    rows: Vec<AttemptRow>,
-    cooldowns: Vec<(String, i64)>,
+pub(super) struct Tried {
+    pub attempts: Vec<Attempt>,
+    pub rows: Vec<AttemptRow>,
+    pub cooldowns: Vec<(String, i64)>,
 }
 
 /// Why the attempt loop stopped before sending.
@@ -82,7 +92,7 @@ impl Router {
             started,
         };
         let mut leader = None;
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|_| !job.opts.skip_cache_read) {
             let ttl = i64::try_from(self.config.cache_ttl.as_millis()).unwrap_or(i64::MAX);
             if let Some(hit) = self
                 .parts
@@ -90,14 +100,18 @@ impl Router {
                 .get(key, now_ms().saturating_sub(ttl))
                 .await
             {
-                self.parts.observer.cache_hit(opts.tag, &hit.model);
+                self.parts.observer.cache_hit(job.opts.tag, &hit.model);
                 return self.cached(&job, hit, false);
             }
+        }
+        // A stream is its own: an identical request waits for no stream
+        // (its answer comes whole only at the end).
+        if let Some(key) = key.filter(|_| !job.opts.stream) {
             match self.flights.join(key) {
                 Join::Lead(l) => leader = Some(l),
                 Join::Follow(f) => {
                     if let Some(answer) = f.answer().await {
-                        self.parts.observer.cache_hit(opts.tag, &answer.model);
+                        self.parts.observer.cache_hit(job.opts.tag, &answer.model);
                         return self.cached(&job, (*answer).clone(), true);
                     }
                     // The identical request got no answer: try on our own.
@@ -200,7 +214,7 @@ impl Router {
         let mut tried = Tried::default();
         let mut interrupted = false;
         let ending = loop {
-            match self.halted(&tried) {
+            match self.halted(&tried, job.opts.cancel.as_ref()) {
                 Some(Halt::Unsent) => return Routed::new(Outcome::Unsent, 0.0),
                 Some(Halt::Ending(e)) => break e,
                 None => {}
@@ -212,6 +226,7 @@ impl Router {
                         _ = tokio::time::sleep_until(until.into()) => {}
                         _ = self.cancel.cancelled() => {}
                         _ = self.refused.cancelled() => {}
+                        _ = when_cancelled(job.opts.cancel.as_ref()) => {}
                     }
                     continue;
                 }
@@ -223,7 +238,14 @@ impl Router {
             let estimate = |p: &Planned| p.est_cost.unwrap_or(worst);
             let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
             let held = match self
-                .admit(&planned, estimate(&planned), probing, tokens, true)
+                .admit(
+                    &planned,
+                    estimate(&planned),
+                    probing,
+                    tokens,
+                    true,
+                    job.opts.cancel.as_ref(),
+                )
                 .await
             {
                 Admit::Go(h) => h,
@@ -231,14 +253,18 @@ impl Router {
                 // Not sent; the loop's top says why, or tries again.
                 Admit::Busy | Admit::Stopped => continue,
             };
-            let tag = job.opts.tag;
-            let first = self.send_one(req, tag, i, planned.clone(), held, upstream);
-            let came_back = match self.hedge_delay(&planned.model) {
+            let opts = &job.opts;
+            let first = self.send_one(req, opts, i, planned.clone(), held, upstream);
+            // A stream is never hedged: its first chunk is the answer.
+            let delay = (!opts.stream)
+                .then(|| self.hedge_delay(&planned.model))
+                .flatten();
+            let came_back = match delay {
                 None => vec![first.await],
                 Some(delay) => {
                     // Boxed: two attempts in flight make a large future,
                     // and most requests are never hedged.
-                    Box::pin(self.hedged(req, tag, &policy, i, first, delay, estimate, upstream))
+                    Box::pin(self.hedged(req, opts, &policy, i, first, delay, estimate, upstream))
                         .await
                 }
             };
@@ -250,6 +276,10 @@ impl Router {
                         .push((s.planned.model.clone(), unix_ms(until)));
                 }
                 match s.result {
+                    Ok(_) if s.live.is_some() => {
+                        let (live, held) = s.live.expect("checked");
+                        return self.streaming(job, s.planned, live, held, s.ms, tried);
+                    }
                     Ok(answer) => {
                         policy.observe(s.index, Ok(()));
                         let done = (s.ms, s.ts, s.cost);
@@ -276,14 +306,14 @@ impl Router {
     }
 
     /// Whether the request must stop before its next attempt, and how.
-    fn halted(&self, tried: &Tried) -> Option<Halt> {
+    fn halted(&self, tried: &Tried, own: Option<&CancellationToken>) -> Option<Halt> {
         if let Some(stop) = self.stopped.get() {
             return Some(Halt::Ending(Ending::new(
                 stop.kind,
                 format!("not sent: the run was stopped ({})", stop.message),
             )));
         }
-        if !self.cancel.is_cancelled() {
+        if !self.cancel.is_cancelled() && !own.is_some_and(CancellationToken::is_cancelled) {
             return None;
         }
         if tried.attempts.is_empty() {
@@ -362,10 +392,11 @@ impl Router {
             cost_usd,
             score: answer.score,
             error_type: None,
+            ttft_ms: None,
         });
         let latency_ms = ms_since(job.started);
         let record = Record {
-            cache: job.key.map(|key| CacheEntry {
+            cache: job.write_key().map(|key| CacheEntry {
                 key,
                 answer: answer.clone(),
             }),
@@ -380,6 +411,7 @@ impl Router {
             attempts: tried.rows,
             cooldowns: tried.cooldowns,
             priority: job.priority.clone(),
+            hit: None,
         };
         let commit = self.parts.recorder.record_durable(record);
         if let Some(l) = leader {
@@ -411,6 +443,7 @@ impl Router {
             attempts: tried.rows,
             cooldowns: tried.cooldowns,
             priority: job.priority.clone(),
+            hit: None,
         });
         Routed {
             outcome: Outcome::Failed(ending),
@@ -444,9 +477,11 @@ impl Router {
                 cost_usd: Some(0.0),
                 score: hit.score,
                 error_type: None,
+                ttft_ms: None,
             }],
             cooldowns: Vec::new(),
             priority: job.priority.clone(),
+            hit: if shared { None } else { job.key },
         };
         let commit = if shared {
             Some(self.parts.recorder.record_durable(record))
@@ -482,7 +517,7 @@ impl Router {
 }
 
 impl Tried {
-    fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
+    pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
         self.attempts.push(Attempt {
             model: planned.model.clone(),
             status: f.status,
@@ -501,11 +536,12 @@ impl Tried {
             cost_usd: None,
             score: planned.score,
             error_type: Some(f.kind.name()),
+            ttft_ms: None,
         });
     }
 }
 
-fn request_row(
+pub(super) fn request_row(
     job: &Job<'_>,
     answer: Option<&Answer>,
     cost_usd: Option<f64>,
@@ -531,7 +567,7 @@ fn request_row(
 }
 
 /// An instant as unix ms.
-fn unix_ms(t: Instant) -> i64 {
+pub(super) fn unix_ms(t: Instant) -> i64 {
     let now = Instant::now();
     let ahead = t.saturating_duration_since(now).as_millis();
     now_ms().saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))

@@ -208,7 +208,7 @@ async fn failures_fall_back_in_ranking_order_and_are_all_recorded() {
         ("b", &[Reply::Status(503, Some("60"))]),
     ]);
     let w = world(&["a", "b", "c"], upstream, true);
-    let routed = w.router.route(&request("x"), RouteOptions { tag: 1 }).await;
+    let routed = w.router.route(&request("x"), RouteOptions::tagged(1)).await;
     assert_eq!(answered_by(&routed), "c");
     assert_eq!(w.upstream.calls(), ["a", "b", "c"]);
     let statuses: Vec<Option<u16>> = routed.attempts.iter().map(|a| a.status).collect();
@@ -307,9 +307,8 @@ async fn a_cancelled_router_sends_nothing_and_an_aborted_one_ends_what_is_in_fli
     }
     w.router.cancel();
     let later = w.router.route(&request("y"), RouteOptions::default()).await;
-    assert_eq!(
-        later.outcome,
-        Outcome::Unsent,
+    assert!(
+        matches!(later.outcome, Outcome::Unsent),
         "nothing is sent after a cancel"
     );
     w.router.abort();
@@ -366,7 +365,7 @@ async fn route_together(router: &Arc<Router>, req: &Request, n: u64) -> Vec<Rout
     let mut set = tokio::task::JoinSet::new();
     for tag in 0..n {
         let (router, req) = (router.clone(), req.clone());
-        set.spawn(async move { router.route(&req, RouteOptions { tag }).await });
+        set.spawn(async move { router.route(&req, RouteOptions::tagged(tag)).await });
     }
     set.join_all().await
 }

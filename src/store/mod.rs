@@ -287,8 +287,8 @@ impl Store {
             self.conn
                 .prepare_cached(
                     "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
-                     completion_tokens, cost_usd, priority, score, error_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )?
                 .execute(params![
                     a.ts,
@@ -304,7 +304,8 @@ impl Store {
                     a.cost_usd,
                     priority,
                     a.score,
-                    a.error_type
+                    a.error_type,
+                    a.ttft_ms
                 ])?;
             if !a.cached {
                 latencies.add(a);
@@ -334,6 +335,11 @@ impl Store {
                     r.attempts,
                     r.error_type
                 ])?;
+        }
+        if let Some(key) = &rec.hit {
+            self.conn
+                .prepare_cached("UPDATE cache SET used_at = ?2 WHERE key = ?1")?
+                .execute(params![&key.0[..], rec.request.as_ref().map(|r| r.ts)])?;
         }
         for (model, until) in &rec.cooldowns {
             self.conn
@@ -526,6 +532,7 @@ mod tests {
             cost_usd: None,
             score: None,
             error_type: None,
+            ttft_ms: None,
         }
     }
 

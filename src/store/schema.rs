@@ -124,4 +124,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE model_stats ADD COLUMN fit_y REAL NOT NULL DEFAULT 0;
     ALTER TABLE model_stats ADD COLUMN fit_n INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: a streamed answer's time to its first chunk; when a cached answer
+    // was last used, so that a capped cache drops the least recently used.
+    r#"
+    ALTER TABLE attempts ADD COLUMN ttft_ms REAL;
+    ALTER TABLE cache ADD COLUMN used_at INTEGER;
+    "#,
 ];

@@ -432,6 +432,7 @@ mod tests {
                 cost_usd: None,
                 score: None,
                 error_type: None,
+                ttft_ms: None,
             }],
             ..Default::default()
         };

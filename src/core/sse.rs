@@ -1,0 +1,441 @@
+//! Server-sent events of a streamed chat completion (OpenAI's
+//! `chat.completion.chunk`s): splitting them out of the bytes as they
+//! arrive ([`Events`]), folding them into the whole completion they stand
+//! for ([`Fold`], which is what the cache keeps), and the events that
+//! replay a whole completion to a client that asked for a stream
+//! ([`replay`]).
+
+use serde_json::{json, Map, Value};
+
+use crate::core::failure::Usage;
+
+/// One event of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A `data:` payload (the lines of one event joined by `\n`).
+    Data(String),
+    /// `data: [DONE]`: the stream is complete.
+    Done,
+}
+
+/// Splits a byte stream into events. Comments (`: ...`) and fields other
+/// than `data` are dropped, as a client would.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// The unfinished line.
+    line: Vec<u8>,
+    /// The data lines of the unfinished event.
+    data: Option<String>,
+}
+
+impl Events {
+    /// Reads `bytes`, pushing each event they complete onto `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        for &b in bytes {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            let line = std::mem::take(&mut self.line);
+            if line.is_empty() {
+                if let Some(data) = self.data.take() {
+                    out.push(if data.trim() == "[DONE]" {
+                        Event::Done
+                    } else {
+                        Event::Data(data)
+                    });
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(&line);
+            let Some(value) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            }
+        }
+    }
+}
+
+/// The bytes of one event carrying `data`.
+pub fn frame(data: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// The last event of a stream.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// A chunk that carries only usage (`choices` empty): sent last, and only
+/// to a client that asked for it (`stream_options.include_usage`).
+pub fn is_usage_only(chunk: &Value) -> bool {
+    chunk.get("usage").is_some_and(|u| !u.is_null())
+        && chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+}
+
+/// The error a chunk carries instead of choices, if it does.
+pub fn error_of(chunk: &Value) -> Option<String> {
+    let e = chunk.get("error")?;
+    Some(
+        e.get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| e.to_string(), str::to_string),
+    )
+}
+
+/// The completion a stream's chunks add up to.
+#[derive(Debug, Default)]
+pub struct Fold {
+    id: Option<Value>,
+    model: Option<Value>,
+    created: Option<Value>,
+    /// By choice index: role, content, tool calls, finish reason.
+    choices: Vec<Choice>,
+    usage: Option<Value>,
+    /// Content chunks seen.
+    pub chunks: usize,
+    /// `[DONE]` seen.
+    pub done: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Choice {
+    role: Option<Value>,
+    content: Option<String>,
+    tool_calls: Vec<Value>,
+    finish_reason: Option<Value>,
+}
+
+impl Fold {
+    /// Adds one chunk.
+    pub fn add(&mut self, chunk: &Value) {
+        for (field, slot) in [
+            ("id", &mut self.id),
+            ("model", &mut self.model),
+            ("created", &mut self.created),
+        ] {
+            if slot.is_none() {
+                *slot = chunk.get(field).filter(|v| !v.is_null()).cloned();
+            }
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for c in choices {
+            let i = c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if i >= 64 {
+                continue;
+            }
+            if self.choices.len() <= i {
+                self.choices.resize(i + 1, Choice::default());
+            }
+            let choice = &mut self.choices[i];
+            if let Some(r) = c.get("finish_reason").filter(|r| !r.is_null()) {
+                choice.finish_reason = Some(r.clone());
+            }
+            let Some(delta) = c.get("delta") else {
+                continue;
+            };
+            if let Some(r) = delta.get("role").filter(|r| !r.is_null()) {
+                choice.role = Some(r.clone());
+            }
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                choice
+                    .content
+                    .get_or_insert_with(String::new)
+                    .push_str(text);
+                self.chunks += 1;
+            }
+            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                for call in calls {
+                    merge_tool_call(&mut choice.tool_calls, call);
+                }
+            }
+        }
+    }
+
+    /// Adds one event; returns the chunk it carried, if it parsed.
+    pub fn add_event(&mut self, event: &Event) -> Option<Value> {
+        match event {
+            Event::Done => {
+                self.done = true;
+                None
+            }
+            Event::Data(d) => {
+                let chunk: Value = serde_json::from_str(d).ok()?;
+                self.add(&chunk);
+                Some(chunk)
+            }
+        }
+    }
+
+    /// The usage the stream reported.
+    pub fn usage(&self) -> Usage {
+        self.usage
+            .as_ref()
+            .and_then(|u| serde_json::from_value(u.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The first choice's content.
+    pub fn content(&self) -> Option<&str> {
+        self.choices.first()?.content.as_deref()
+    }
+
+    /// The whole completion, as a non-streamed request would have had it.
+    pub fn completion(&self) -> Value {
+        let choices: Vec<Value> = self
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut message = Map::new();
+                message.insert(
+                    "role".into(),
+                    c.role.clone().unwrap_or_else(|| json!("assistant")),
+                );
+                message.insert(
+                    "content".into(),
+                    c.content.clone().map_or(Value::Null, Value::String),
+                );
+                if !c.tool_calls.is_empty() {
+                    message.insert("tool_calls".into(), Value::Array(c.tool_calls.clone()));
+                }
+                json!({
+                    "index": i,
+                    "message": message,
+                    "finish_reason": c.finish_reason.clone().unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let mut out = Map::new();
+        out.insert("id".into(), self.id.clone().unwrap_or(Value::Null));
+        out.insert("object".into(), json!("chat.completion"));
+        out.insert("created".into(), self.created.clone().unwrap_or(json!(0)));
+        out.insert("model".into(), self.model.clone().unwrap_or(Value::Null));
+        out.insert("choices".into(), Value::Array(choices));
+        if let Some(u) = &self.usage {
+            out.insert("usage".into(), u.clone());
+        }
+        Value::Object(out)
+    }
+}
+
+/// A streamed tool call adds to the call of its `index`: its id, name and
+/// type once, its arguments piece by piece.
+fn merge_tool_call(calls: &mut Vec<Value>, delta: &Value) {
+    let i = delta.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    if i >= 128 {
+        return;
+    }
+    while calls.len() <= i {
+        calls.push(json!({"function": {"arguments": ""}}));
+    }
+    let call = &mut calls[i];
+    for field in ["id", "type"] {
+        if let Some(v) = delta.get(field).filter(|v| !v.is_null()) {
+            call[field] = v.clone();
+        }
+    }
+    if let Some(f) = delta.get("function") {
+        if let Some(name) = f.get("name").filter(|v| !v.is_null()) {
+            call["function"]["name"] = name.clone();
+        }
+        if let Some(args) = f.get("arguments").and_then(Value::as_str) {
+            let mut all = call["function"]["arguments"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            all.push_str(args);
+            call["function"]["arguments"] = Value::String(all);
+        }
+    }
+}
+
+/// The events that replay a whole completion as a stream: one chunk with
+/// each choice's message, one with its finish reason, the usage when asked
+/// for, then `[DONE]`.
+pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
+    let head = |choices: Value| {
+        json!({
+            "id": completion.get("id").cloned().unwrap_or(Value::Null),
+            "object": "chat.completion.chunk",
+            "created": completion.get("created").cloned().unwrap_or(json!(0)),
+            "model": completion.get("model").cloned().unwrap_or(Value::Null),
+            "choices": choices,
+        })
+    };
+    let empty = Vec::new();
+    let choices = completion
+        .get("choices")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut out = Vec::new();
+    let deltas: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut delta = c.get("message").cloned().unwrap_or_else(|| json!({}));
+            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for (k, call) in calls.iter_mut().enumerate() {
+                    call["index"] = json!(k);
+                }
+            }
+            json!({"index": c.get("index").cloned().unwrap_or(json!(i)), "delta": delta, "finish_reason": null})
+        })
+        .collect();
+    out.extend(frame(&head(Value::Array(deltas)).to_string()));
+    let ends: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({
+                "index": c.get("index").cloned().unwrap_or(json!(i)),
+                "delta": {},
+                "finish_reason": c.get("finish_reason").cloned().unwrap_or(json!("stop")),
+            })
+        })
+        .collect();
+    out.extend(frame(&head(Value::Array(ends)).to_string()));
+    if include_usage {
+        if let Some(u) = completion.get("usage") {
+            let mut chunk = head(json!([]));
+            chunk["usage"] = u.clone();
+            out.extend(frame(&chunk.to_string()));
+        }
+    }
+    out.extend_from_slice(DONE);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(bytes: &[u8], split: usize) -> Vec<Event> {
+        let mut e = Events::default();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(split.max(1)) {
+            e.push(piece, &mut out);
+        }
+        out
+    }
+
+    const STREAM: &str = concat!(
+        ": OPENROUTER PROCESSING\n\n",
+        "data: {\"id\":\"c1\",\"created\":5,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}]}\r\n\r\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"cost\":0.5}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn events_split_wherever_the_bytes_break() {
+        let whole = events(STREAM.as_bytes(), usize::MAX);
+        assert_eq!(whole.len(), 5);
+        assert_eq!(whole.last(), Some(&Event::Done));
+        for split in [1, 2, 3, 7, 64] {
+            assert_eq!(events(STREAM.as_bytes(), split), whole, "split {split}");
+        }
+    }
+
+    #[test]
+    fn multi_line_data_joins_with_newlines() {
+        assert_eq!(
+            events(b"data: a\ndata:b\n\n", 4),
+            vec![Event::Data("a\nb".into())]
+        );
+        assert_eq!(frame("a\nb"), b"data: a\ndata: b\n\n".to_vec());
+    }
+
+    #[test]
+    fn a_stream_folds_into_its_completion() {
+        let mut fold = Fold::default();
+        for e in events(STREAM.as_bytes(), 5) {
+            fold.add_event(&e);
+        }
+        assert!(fold.done);
+        assert_eq!(fold.chunks, 2);
+        assert_eq!(fold.content(), Some("Hello"));
+        let u = fold.usage();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cost),
+            (Some(3), Some(2), Some(0.5))
+        );
+        let c = fold.completion();
+        assert_eq!(c["object"], "chat.completion");
+        assert_eq!(c["id"], "c1");
+        assert_eq!(c["model"], "m");
+        assert_eq!(c["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
+        assert_eq!(c["usage"]["completion_tokens"], 2);
+    }
+
+    #[test]
+    fn tool_calls_gather_their_arguments() {
+        let mut fold = Fold::default();
+        fold.add(&json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}));
+        fold.add(&json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}));
+        let c = fold.completion();
+        let call = &c["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["id"], "t");
+        assert_eq!(call["function"]["name"], "f");
+        assert_eq!(call["function"]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_replay_folds_back_into_the_same_completion() {
+        let mut fold = Fold::default();
+        for e in events(STREAM.as_bytes(), 9) {
+            fold.add_event(&e);
+        }
+        let whole = fold.completion();
+        for usage in [true, false] {
+            let mut again = Fold::default();
+            let evs = events(&replay(&whole, usage), 3);
+            assert_eq!(evs.last(), Some(&Event::Done));
+            let usage_chunks = evs
+                .iter()
+                .filter_map(|e| again.add_event(e))
+                .filter(is_usage_only)
+                .count();
+            assert_eq!(usage_chunks, usize::from(usage));
+            assert_eq!(again.content(), Some("Hello"));
+            assert_eq!(again.completion()["choices"], whole["choices"]);
+        }
+    }
+
+    #[test]
+    fn errors_and_usage_chunks_are_told_apart() {
+        assert!(is_usage_only(&json!({"choices": [], "usage": {"a": 1}})));
+        assert!(!is_usage_only(&json!({"choices": [{}], "usage": {"a": 1}})));
+        assert_eq!(
+            error_of(&json!({"error": {"message": "overloaded", "code": 502}})).as_deref(),
+            Some("overloaded")
+        );
+        assert_eq!(error_of(&json!({"choices": []})), None);
+    }
+}

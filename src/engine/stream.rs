@@ -1,0 +1,513 @@
+//! Streamed answers. An attempt at a stream succeeds when its first chunk
+//! has come: until then a failure falls back to the next model, as any
+//! attempt does; after it, the answer is that model's. [`Streaming`] then
+//! hands the chunks on as they come, and at its end (complete, cut off,
+//! or dropped by a client that went away) records the attempt, tells
+//! health, settles the budget and, for a complete stream, caches the whole
+//! completion it folded.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, Stream, StreamExt};
+use serde_json::Value;
+
+use super::attempt::{ms_since, Held};
+use super::ports::{
+    Answer, AttemptRow, CacheEntry, Chunks, Health, Record, Recorder, RequestRow, Upstream,
+};
+use super::route::{request_row, Job, Tried};
+use super::{now_ms, Attempt, Outcome, Routed, Router};
+use crate::core::attempts::Planned;
+use crate::core::cachekey::Key;
+use crate::core::failure::{error_type, health_signal, Failure, FailureKind, Success, Usage};
+use crate::core::sse::{self, Event, Events, Fold};
+
+/// The upstream body of a stream: the request with `model`, `stream` and
+/// usage at the end (which prices the answer) asked for.
+pub(super) fn stream_body(model: &str, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(rest.len() + model.len() + 64);
+    body.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
+    body.extend_from_slice(br#","stream":true,"stream_options":{"include_usage":true}"#);
+    if rest.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&rest[1..]);
+    } else {
+        body.push(b'}');
+    }
+    body
+}
+
+/// A stream whose first chunk has come.
+pub(crate) struct Live {
+    events: Chunks,
+    parser: Events,
+    fold: Fold,
+    /// Events read but not yet handed on.
+    queued: VecDeque<Event>,
+    /// ms from the attempt's start to its first chunk.
+    ttft_ms: f64,
+}
+
+impl Router {
+    /// Opens a stream, and reads it up to its first chunk, within the
+    /// attempt's time limit.
+    pub(super) async fn open_stream(
+        &self,
+        upstream: &dyn Upstream,
+        body: Vec<u8>,
+    ) -> Result<(Success, Live), Failure> {
+        let timeout = self.config.timeout;
+        let sent = Instant::now();
+        let first = async {
+            let opened = upstream.open(body, timeout).await?;
+            let mut live = Live {
+                events: opened.events,
+                parser: Events::default(),
+                fold: Fold::default(),
+                queued: VecDeque::new(),
+                ttft_ms: 0.0,
+            };
+            live.first_chunk().await?;
+            Ok((opened.status, live))
+        };
+        let (status, mut live) = match tokio::time::timeout(timeout, first).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(failure(
+                    FailureKind::Timeout,
+                    format!(
+                        "no first chunk within {}",
+                        crate::core::duration::format(timeout)
+                    ),
+                ))
+            }
+        };
+        live.ttft_ms = ms_since(sent);
+        let success = Success {
+            status,
+            body: String::new(),
+            content: None,
+            usage: Usage::default(),
+        };
+        Ok((success, live))
+    }
+
+    /// The outcome of a request whose stream has begun on `planned`.
+    pub(super) fn streaming(
+        &self,
+        job: &Job<'_>,
+        planned: Planned,
+        live: Live,
+        held: Held,
+        ms: f64,
+        mut tried: Tried,
+    ) -> Routed {
+        tried.attempts.push(Attempt {
+            model: planned.model.clone(),
+            status: Some(200),
+            error: None,
+            latency_ms: ms,
+        });
+        let prices = self
+            .catalogue
+            .get(&planned.model)
+            .map_or((None, None), |i| (i.prompt_price, i.completion_price));
+        let attempts = tried.attempts.clone();
+        let finish = Finish {
+            recorder: self.parts.recorder.clone(),
+            health: self.parts.health.clone(),
+            held: Some(held),
+            planned,
+            prices,
+            sent: Instant::now() - Duration::from_secs_f64(ms / 1000.0),
+            started: job.started,
+            request: request_row(job, None, None, 0.0, tried.attempts.len(), None),
+            rows: tried.rows,
+            cooldowns: tried.cooldowns,
+            priority: job.priority.clone(),
+            key: job.write_key(),
+        };
+        let stream = Box::new(Streaming {
+            out: VecDeque::new(),
+            live: Some(live),
+            idle: self.config.timeout,
+            sleep: Box::pin(tokio::time::sleep(self.config.timeout)),
+            finish: Some(finish),
+            on_end: None,
+            include_usage: false,
+        });
+        Routed {
+            outcome: Outcome::Streaming(stream),
+            attempts,
+            candidates: None,
+            latency_ms: ms_since(job.started),
+            commit: None,
+        }
+    }
+}
+
+impl Live {
+    /// Reads until the first chunk that carries choices; fails when the
+    /// stream ends, breaks or carries an error before it.
+    async fn first_chunk(&mut self) -> Result<(), Failure> {
+        let mut events = Vec::new();
+        loop {
+            let Some(bytes) = self.events.next().await else {
+                return Err(failure(
+                    FailureKind::Connect,
+                    "the stream ended before its first chunk",
+                ));
+            };
+            self.parser.push(&bytes?, &mut events);
+            for event in events.drain(..) {
+                if self.queued.is_empty() {
+                    match &event {
+                        Event::Done => {
+                            return Err(failure(
+                                FailureKind::InvalidResponse,
+                                "the stream ended before its first chunk",
+                            ))
+                        }
+                        Event::Data(d) => {
+                            let chunk: Value = serde_json::from_str(d).map_err(|_| {
+                                failure(
+                                    FailureKind::InvalidResponse,
+                                    format!("a chunk is not JSON: {}", sse_snippet(d)),
+                                )
+                            })?;
+                            if let Some(e) = sse::error_of(&chunk) {
+                                return Err(failure(FailureKind::UpstreamError, e));
+                            }
+                        }
+                    }
+                }
+                self.queued.push_back(event);
+            }
+            if !self.queued.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn sse_snippet(d: &str) -> String {
+    crate::core::failure::snippet(d.as_bytes())
+}
+
+fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        status: None,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+/// How a stream ended, as its front end hears of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEnd {
+    pub model: String,
+    /// Complete (`[DONE]` came).
+    pub ok: bool,
+    /// Why it is not.
+    pub error: Option<String>,
+    /// From the attempt's start to its first chunk, and to its end.
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+}
+
+/// What a stream records at its end.
+struct Finish {
+    recorder: Arc<dyn Recorder>,
+    health: Arc<dyn Health>,
+    held: Option<Held>,
+    planned: Planned,
+    prices: (Option<f64>, Option<f64>),
+    /// When the attempt, and the request, began.
+    sent: Instant,
+    started: Instant,
+    request: RequestRow,
+    rows: Vec<AttemptRow>,
+    cooldowns: Vec<(String, i64)>,
+    priority: Option<String>,
+    key: Option<Key>,
+}
+
+/// Why a stream ended.
+enum End {
+    Complete,
+    /// Cut off or broken, with what a client is told.
+    Broken(FailureKind, String),
+    /// The client went away.
+    Dropped,
+}
+
+impl Finish {
+    fn end(mut self, fold: &Fold, ttft_ms: f64, end: End) -> StreamEnd {
+        let total_ms = ms_since(self.sent);
+        let ts = now_ms();
+        let usage = fold.usage();
+        let model = self.planned.model.clone();
+        let (ok, kind) = match &end {
+            End::Complete => (true, None),
+            End::Broken(k, _) => (false, Some(*k)),
+            End::Dropped => (false, Some(FailureKind::Interrupted)),
+        };
+        let cost = if ok {
+            usage.cost.or_else(|| {
+                Some(
+                    self.prices.0? * usage.prompt_tokens? as f64
+                        + self.prices.1? * usage.completion_tokens? as f64,
+                )
+            })
+        } else {
+            usage.cost
+        };
+        let signal = health_signal(ok, kind.map(FailureKind::name));
+        let tokens = usage.completion_tokens.filter(|_| ok);
+        self.health.observe(&model, signal, total_ms, tokens, ts);
+        if let Some(h) = self.held.take() {
+            // A broken stream may have been billed: its estimate stays spent.
+            h.settle(cost);
+        }
+        let error = match &end {
+            End::Complete => None,
+            End::Broken(_, m) => Some(m.clone()),
+            End::Dropped => Some(super::attempt::CLIENT_GONE.to_string()),
+        };
+        self.rows.push(AttemptRow {
+            ts,
+            model: model.clone(),
+            status: Some(200),
+            ok,
+            cached: false,
+            latency_ms: Some(total_ms),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd: cost,
+            score: self.planned.score,
+            error_type: kind.map(FailureKind::name),
+            ttft_ms: Some(ttft_ms),
+        });
+        let answer = ok.then(|| Answer {
+            model: model.clone(),
+            response: fold.completion().to_string(),
+            content: fold.content().map(str::to_string),
+            cost_usd: cost,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            score: self.planned.score,
+            created_at: ts,
+        });
+        let request = RequestRow {
+            ts,
+            model: Some(model.clone()).filter(|_| ok),
+            ok,
+            latency_ms: ms_since(self.started),
+            cost_usd: cost,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            score: self.planned.score.filter(|_| ok),
+            error_type: kind.map(|k| match k {
+                FailureKind::Interrupted => error_type::INTERRUPTED,
+                _ => error_type::ALL_MODELS_FAILED,
+            }),
+            ..self.request.clone()
+        };
+        self.recorder.record(Record {
+            cache: answer
+                .clone()
+                .zip(self.key)
+                .map(|(answer, key)| CacheEntry { key, answer }),
+            request: Some(request),
+            attempts: std::mem::take(&mut self.rows),
+            cooldowns: std::mem::take(&mut self.cooldowns),
+            priority: self.priority.take(),
+            hit: None,
+        });
+        StreamEnd {
+            model,
+            ok,
+            error,
+            ttft_ms,
+            total_ms,
+            cost_usd: cost,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
+}
+
+/// A streamed answer on its way: server-sent events, each as it comes,
+/// and `data: [DONE]` last when it completes. A stream cut off ends with an
+/// `error` event instead. Set [`Streaming::include_usage`] to pass on the
+/// usage chunk; it is dropped otherwise.
+pub struct Streaming {
+    out: VecDeque<Bytes>,
+    live: Option<Live>,
+    /// How long the stream may go quiet.
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    finish: Option<Finish>,
+    on_end: Option<OnEnd>,
+    include_usage: bool,
+}
+
+/// What runs when a stream ends.
+pub type OnEnd = Box<dyn FnOnce(&StreamEnd) + Send>;
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming").finish_non_exhaustive()
+    }
+}
+
+impl Streaming {
+    /// Whether the usage chunk is passed on.
+    pub fn include_usage(&mut self, yes: bool) {
+        self.include_usage = yes;
+    }
+
+    /// Runs `then` once when the stream ends, however it ends.
+    pub fn on_end(&mut self, then: OnEnd) {
+        self.on_end = Some(then);
+    }
+
+    /// The model streaming.
+    pub fn model(&self) -> &str {
+        self.finish.as_ref().map_or("", |f| &f.planned.model)
+    }
+
+    fn end(&mut self, end: End) {
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        let live = self.live.take();
+        let (fold, ttft) = match &live {
+            Some(l) => (&l.fold, l.ttft_ms),
+            None => return,
+        };
+        if let End::Broken(_, message) = &end {
+            let error = serde_json::json!({"error": {
+                "message": message,
+                "type": "upstream_error",
+                "code": 502,
+            }});
+            self.out
+                .push_back(Bytes::from(sse::frame(&error.to_string())));
+        }
+        let summary = finish.end(fold, ttft, end);
+        if let Some(then) = self.on_end.take() {
+            then(&summary);
+        }
+    }
+
+    /// Hands on one event; returns how the stream ended, if it did.
+    fn pass(&mut self, event: Event) -> Option<End> {
+        let live = self.live.as_mut()?;
+        match event {
+            Event::Done => {
+                live.fold.done = true;
+                self.out.push_back(Bytes::from_static(sse::DONE));
+                Some(End::Complete)
+            }
+            Event::Data(d) => {
+                let Ok(chunk) = serde_json::from_str::<Value>(&d) else {
+                    return Some(End::Broken(
+                        FailureKind::InvalidResponse,
+                        format!("a chunk is not JSON: {}", sse_snippet(&d)),
+                    ));
+                };
+                if let Some(e) = sse::error_of(&chunk) {
+                    return Some(End::Broken(FailureKind::UpstreamError, e));
+                }
+                live.fold.add(&chunk);
+                if self.include_usage || !sse::is_usage_only(&chunk) {
+                    self.out.push_back(Bytes::from(sse::frame(&d)));
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Stream for Streaming {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                return Poll::Ready(Some(b));
+            }
+            let Some(live) = this.live.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(event) = live.queued.pop_front() {
+                if let Some(end) = this.pass(event) {
+                    this.end(end);
+                }
+                continue;
+            }
+            match live.events.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let mut events = Vec::new();
+                    live.parser.push(&bytes, &mut events);
+                    live.queued.extend(events);
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Err(f))) => {
+                    let message = format!("the stream broke: {}", f.message);
+                    this.end(End::Broken(FailureKind::Connect, message));
+                }
+                Poll::Ready(None) => {
+                    let message =
+                        format!("the stream was cut off after {} chunk(s)", live.fold.chunks);
+                    this.end(End::Broken(FailureKind::Connect, message));
+                }
+                Poll::Pending => {
+                    if this.sleep.poll_unpin(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let message = format!(
+                        "the stream was quiet for {}",
+                        crate::core::duration::format(this.idle)
+                    );
+                    this.end(End::Broken(FailureKind::Timeout, message));
+                }
+            }
+        }
+    }
+}
+
+/// A stream dropped before its end: its client went away. Dropping it
+/// closes the upstream call; the attempt is recorded as interrupted.
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.end(End::Dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_body_asks_for_usage() {
+        let v: Value = serde_json::from_slice(&stream_body("m", br#"{"messages":[]}"#)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]})
+        );
+    }
+}
