@@ -21,6 +21,7 @@
 //! | [`engine`]   | the routing engine ([`engine::Router`]) and its traits              |
 //! | [`upstream`] | the HTTP client: the engine's upstream                              |
 //! | [`store`]    | SQLite: cache, records, model health, schema migrations             |
+//! | [`wiring`]   | the engine wired to the HTTP client and the store, for front ends   |
 //! | [`batch`]    | the batch front end: JSONL in, one annotated line out per line      |
 //! | [`commands`] | `report`, `models`, `cache`, `config`                               |
 //!
@@ -40,3 +41,4 @@ pub mod options;
 pub mod setup;
 pub mod store;
 pub mod upstream;
+pub mod wiring;

@@ -23,28 +23,24 @@ mod signals;
 mod sink;
 pub mod stop;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
 use crate::cli::RunArgs;
-use crate::engine::admission::{Budget, Limits, RateLimits};
-use crate::engine::health::LocalHealth;
-use crate::engine::{self, Parts, Router};
 use crate::options::Options;
 use crate::setup::{self, exit};
-use crate::store::{self, writer::Writer, Store};
-use crate::upstream::Client;
+use crate::store::{self, writer::Writer};
+use crate::wiring::{self, Wants};
 use console::{BatchObserver, Console};
 use reader::Source;
 use run::{Batch, StopReason, Summary};
 
 /// Runs a batch over the files (or stdin) of `run`, and returns the exit status.
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
-    let settings = options.settings()?;
-    let base = options.base_url.clone();
+    // Bad routing settings are reported before anything else.
+    options.settings()?;
     // Before the key: `llmroute reprot` is a typo, not a missing key.
     let sources: Vec<Source> = if run.files.is_empty() {
         vec![Source::Stdin]
@@ -54,73 +50,32 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
             .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
             .collect::<Result<_, _>>()?
     };
-    let api_key = setup::api_key().map(|(_, key)| key);
-    if !run.dry_run && api_key.is_none() {
-        return Err(anyhow!(setup::no_api_key()));
-    }
-    let concurrency = options.concurrency as usize;
-    let client = match run.dry_run {
-        true => None,
-        false => {
-            Some(Client::new(&base, api_key.as_deref(), concurrency).map_err(anyhow::Error::msg)?)
-        }
-    };
-    setup::warn_plain_http(&base, run.quiet);
-
-    let path = options.store_path()?;
-    let mut store = Store::open(&path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("llmroute")
         .build()
         .context("cannot start the async runtime")?;
-
-    let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, &rt, run.quiet, false);
-    if !run.quiet {
-        warn_unknown(&settings, &catalogue);
-        setup::warn_no_prices(&settings, &catalogue);
-    }
-    let health = Arc::new(LocalHealth::default());
-    store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
-    let shared = store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
-    store.set_run(&run_id(), &settings.priority);
-
     let progress = progress::bar(run.progress, run.quiet, &sources);
     let console = || Console {
         progress: progress.clone(),
         verbose: run.verbose,
     };
-    let writer = Writer::spawn(store);
-    let handle = Arc::new(writer.handle());
     let use_cache = !run.no_cache && !run.dry_run;
-    let config = engine::Config {
-        settings,
-        presets: options.routing.presets.clone(),
+    let wants = Wants {
         dry_run: run.dry_run,
         explain: run.explain || run.dry_run,
-        timeout: options.timeout,
-        cache_ttl: options.cache_ttl,
         use_cache,
-        max_attempts: options.max_attempts,
-        explore: options.explore,
-        hedge: options.hedge,
-        upstream: crate::upstream::identity(&base),
+        quiet: run.quiet,
+        run_id: wiring::run_id(),
+        pool: options.concurrency as usize,
+        retry_refused: None,
     };
-    let parts = Parts {
-        upstream: client.map(|c| Arc::new(c) as _),
-        cache: handle.clone(),
-        recorder: handle,
-        health,
-        admission: Arc::new(Limits {
-            rates: RateLimits::new(options.rpm, options.tpm),
-            budget: options.max_cost.map(Budget::new),
-        }),
-        observer: Arc::new(BatchObserver { console: console() }),
-    };
-    let router = Arc::new(Router::new(config, catalogue, parts));
+    let observer = Arc::new(BatchObserver { console: console() });
+    let wired = wiring::wire(options, wants, observer, &rt)?;
+    let router = wired.router;
     let batch = Batch {
         router: router.clone(),
-        concurrency,
+        concurrency: options.concurrency as usize,
         unordered: run.unordered,
         keyed: use_cache,
         console: console(),
@@ -129,13 +84,13 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let summary = rt
         .block_on(run::run(batch, sources, out))
         .map_err(anyhow::Error::msg)?;
-    let refused = router.stopped().cloned();
+    let refused = router.stopped();
     let store_failure = router.record_failure();
     drop(router);
-    drop(shared);
+    drop(wired.health_reader);
     // Tasks still running after the grace period are dropped here.
     rt.shutdown_timeout(Duration::from_millis(200));
-    flush_and_prune(writer, run.quiet, options.retention);
+    flush_and_prune(wired.writer, run.quiet, options.retention);
     Ok(finish(&summary, run, refused, store_failure))
 }
 
@@ -173,19 +128,6 @@ fn missing_file(arg: &std::path::Path, error: String) -> anyhow::Error {
     {
         Some((_, c)) => anyhow!("no such file '{name}'; did you mean `llmroute {c}`?"),
         None => anyhow!(error),
-    }
-}
-
-/// Warns once about each candidate the catalogue does not list.
-fn warn_unknown(
-    settings: &crate::core::ranking::Settings,
-    catalogue: &crate::core::catalogue::Catalogue,
-) {
-    let mut warned = HashSet::new();
-    for m in settings.models.iter().chain(settings.fallback.iter()) {
-        if catalogue.get(m).is_none() && warned.insert(m) {
-            eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
-        }
     }
 }
 
@@ -268,8 +210,4 @@ fn finish(
     } else {
         exit::OK
     }
-}
-
-fn run_id() -> String {
-    format!("{:x}-{:x}", store::now_ms(), std::process::id())
 }

@@ -132,10 +132,11 @@ impl Router {
             return Admit::Go(held);
         }
         let stopped = if wait {
+            let refused = self.refusal.token();
             tokio::select! {
                 _ = self.parts.admission.acquire(tokens) => self.stopping(),
                 _ = self.cancel.cancelled() => true,
-                _ = self.refused.cancelled() => true,
+                _ = refused.cancelled() => true,
                 _ = when_cancelled(cancel) => true,
             }
         } else {

@@ -15,9 +15,9 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,62 @@ pub struct Config {
     /// The upstream's identity (its normalised base URL): part of every
     /// cache key, so that one API's answers never come back from another's.
     pub upstream: String,
+    /// After the API refuses the key or the account, let a request try
+    /// again once this has passed (a server); `None` stops for good (a batch).
+    pub retry_refused: Option<Duration>,
+}
+
+/// The API's refusal of the key or the account.
+#[derive(Default)]
+struct Refusal {
+    /// Whether `state` holds one: read on every attempt without a lock.
+    set: AtomicBool,
+    state: Mutex<Option<(Ending, Instant)>>,
+    /// Cancelled when a refusal comes, so that requests waiting stop; a
+    /// new one replaces it when the refusal is lifted.
+    token: Mutex<CancellationToken>,
+}
+
+impl Refusal {
+    /// The refusal in force, if any; one older than `retry` is lifted.
+    fn get(&self, retry: Option<Duration>) -> Option<Ending> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (ending, at) = state.as_ref()?;
+        if retry.is_some_and(|d| at.elapsed() >= d) {
+            *state = None;
+            self.set.store(false, Ordering::Release);
+            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = CancellationToken::new();
+            return None;
+        }
+        Some(ending.clone())
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Sets a refusal; whether none was in force.
+    fn set(&self, ending: Ending) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.is_some() {
+            return false;
+        }
+        *state = Some((ending, Instant::now()));
+        self.set.store(true, Ordering::Release);
+        self.token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel();
+        true
+    }
+
+    /// What is cancelled when a refusal comes.
+    fn token(&self) -> CancellationToken {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The world as the engine sees it.
@@ -185,10 +241,9 @@ pub struct Router {
     /// Cancelled by the front end once requests in flight may no longer
     /// finish: they end at once as interrupted.
     abort: CancellationToken,
-    /// Set when the API refused the key or the account (and `refused` is
-    /// cancelled): every request after it gets this.
-    stopped: OnceLock<Ending>,
-    refused: CancellationToken,
+    /// Set when the API refused the key or the account: every request
+    /// after it gets this, until [`Config::retry_refused`] passes.
+    refusal: Refusal,
     /// Whether the observer has been told the budget is spent.
     budget_warned: AtomicBool,
     /// Requests planned so far.
@@ -210,8 +265,7 @@ impl Router {
             flights: Flights::default(),
             cancel: CancellationToken::new(),
             abort: CancellationToken::new(),
-            stopped: OnceLock::new(),
-            refused: CancellationToken::new(),
+            refusal: Refusal::default(),
             budget_warned: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
@@ -252,7 +306,7 @@ impl Router {
 
     /// Why the API stopped the run (a refused key or account), if it did:
     /// the error type, and the API's message.
-    pub fn stopped(&self) -> Option<&Ending> {
-        self.stopped.get()
+    pub fn stopped(&self) -> Option<Ending> {
+        self.refusal.get(self.config.retry_refused)
     }
 }

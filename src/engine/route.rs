@@ -222,10 +222,11 @@ impl Router {
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
                 Next::Wait(until) => {
+                    let refused = self.refusal.token();
                     tokio::select! {
                         _ = tokio::time::sleep_until(until.into()) => {}
                         _ = self.cancel.cancelled() => {}
-                        _ = self.refused.cancelled() => {}
+                        _ = refused.cancelled() => {}
                         _ = when_cancelled(job.opts.cancel.as_ref()) => {}
                     }
                     continue;
@@ -307,7 +308,7 @@ impl Router {
 
     /// Whether the request must stop before its next attempt, and how.
     fn halted(&self, tried: &Tried, own: Option<&CancellationToken>) -> Option<Halt> {
-        if let Some(stop) = self.stopped.get() {
+        if let Some(stop) = self.stopped() {
             return Some(Halt::Ending(Ending::new(
                 stop.kind,
                 format!("not sent: the run was stopped ({})", stop.message),
@@ -332,7 +333,7 @@ impl Router {
 
     /// Whether the run is stopping (cancelled, or refused by the API).
     pub(super) fn stopping(&self) -> bool {
-        self.cancel.is_cancelled() || self.stopped.get().is_some()
+        self.cancel.is_cancelled() || self.refusal.is_set()
     }
 
     /// What a failed attempt, sent at `sent`, asks beyond its request: a
@@ -345,8 +346,7 @@ impl Router {
                 tried.cooldowns.push((model.to_string(), unix_ms(until)));
             }
             Effect::StopRun(ending) => {
-                if self.stopped.set(ending.clone()).is_ok() {
-                    self.refused.cancel();
+                if self.refusal.set(ending.clone()) {
                     self.parts.observer.stopping(&ending.message);
                 }
             }

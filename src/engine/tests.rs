@@ -24,6 +24,8 @@ enum Reply {
     Slow(Duration),
     /// Never answers.
     Hang,
+    /// For a stream: the first chunk, then nothing more.
+    FirstChunkOnly,
 }
 
 /// An upstream that answers by a script per model, and logs which model
@@ -50,6 +52,23 @@ impl FakeUpstream {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
+
+    /// Logs a call, and takes the model's next reply.
+    fn next_reply(&self, body: &[u8]) -> (String, Reply) {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let model = v["model"].as_str().unwrap().to_string();
+        self.calls.lock().unwrap().push(model.clone());
+        let mut script = self.script.lock().unwrap();
+        let replies = script
+            .entry(model.clone())
+            .or_insert_with(|| vec![Reply::Ok]);
+        let reply = if replies.len() > 1 {
+            replies.remove(0)
+        } else {
+            replies[0].clone()
+        };
+        (model, reply)
+    }
 }
 
 fn success(model: &str) -> Success {
@@ -67,23 +86,10 @@ impl Upstream for FakeUpstream {
         body: Vec<u8>,
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<Success, Failure>> {
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let model = v["model"].as_str().unwrap().to_string();
-        self.calls.lock().unwrap().push(model.clone());
-        let reply = {
-            let mut script = self.script.lock().unwrap();
-            let replies = script
-                .entry(model.clone())
-                .or_insert_with(|| vec![Reply::Ok]);
-            if replies.len() > 1 {
-                replies.remove(0)
-            } else {
-                replies[0].clone()
-            }
-        };
+        let (model, reply) = self.next_reply(&body);
         Box::pin(async move {
             match reply {
-                Reply::Ok => Ok(success(&model)),
+                Reply::Ok | Reply::FirstChunkOnly => Ok(success(&model)),
                 Reply::Slow(d) => {
                     tokio::time::sleep(d).await;
                     Ok(success(&model))
@@ -95,6 +101,41 @@ impl Upstream for FakeUpstream {
                     b"fake",
                 )),
             }
+        })
+    }
+
+    fn open(&self, body: Vec<u8>, timeout: Duration) -> BoxFuture<'_, Result<Opened, Failure>> {
+        if let Some(opened) = self.first_chunk_only(body.clone()) {
+            return Box::pin(async move { Ok(opened) });
+        }
+        Box::pin(async move {
+            self.complete(body, timeout)
+                .await
+                .map(|s| Opened::whole(&s))
+        })
+    }
+}
+
+impl FakeUpstream {
+    /// A stream's first chunk, then nothing: a stream a client may leave.
+    fn first_chunk_only(&self, body: Vec<u8>) -> Option<Opened> {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let model = v["model"].as_str()?;
+        let script = self.script.lock().unwrap();
+        if !matches!(script.get(model)?.first()?, Reply::FirstChunkOnly) {
+            return None;
+        }
+        drop(script);
+        self.calls.lock().unwrap().push(model.to_string());
+        let first = bytes::Bytes::from(crate::core::sse::frame(
+            r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+        ));
+        use futures_util::StreamExt;
+        let events = futures_util::stream::once(async move { Ok::<_, Failure>(first) })
+            .chain(futures_util::stream::pending());
+        Some(Opened {
+            status: 200,
+            events: Box::pin(events),
         })
     }
 }
@@ -140,6 +181,15 @@ struct World {
 }
 
 fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World {
+    world_with(models, upstream, use_cache, |_| {})
+}
+
+fn world_with(
+    models: &[&str],
+    upstream: Arc<FakeUpstream>,
+    use_cache: bool,
+    tweak: impl FnOnce(&mut Config),
+) -> World {
     let memory = Arc::new(Memory::default());
     let health = Arc::new(LocalHealth::default());
     let config = Config {
@@ -160,7 +210,10 @@ fn world(models: &[&str], upstream: Arc<FakeUpstream>, use_cache: bool) -> World
         explore: 0.0,
         hedge: Hedge::Off,
         upstream: "http://upstream.test/v1".into(),
+        retry_refused: None,
     };
+    let mut config = config;
+    tweak(&mut config);
     let parts = Parts {
         upstream: Some(upstream.clone()),
         cache: memory.clone(),
@@ -399,4 +452,146 @@ async fn a_line_whose_own_settings_equal_the_runs_shares_its_cache_key() {
         again.outcome
     );
     assert_eq!(w.upstream.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_server_tries_a_refused_key_again_after_a_while() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Status(401, None), Reply::Ok])]);
+    let w = world_with(&["a"], upstream, true, |c| {
+        c.retry_refused = Some(Duration::ZERO)
+    });
+    let first = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert_eq!(ending(&first).kind, error_type::AUTH);
+    let second = w.router.route(&request("y"), RouteOptions::default()).await;
+    assert_eq!(answered_by(&second), "a", "tried again, and answered");
+    assert_eq!(w.upstream.calls(), ["a", "a"]);
+    assert!(w.router.stopped().is_none());
+}
+
+fn streamed(routed: Routed) -> Box<Streaming> {
+    match routed.outcome {
+        Outcome::Streaming(s) => s,
+        other => panic!("not a stream: {other:?}"),
+    }
+}
+
+async fn read_all(mut s: Box<Streaming>) -> String {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.extend_from_slice(&b);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn stream_options() -> RouteOptions {
+    RouteOptions {
+        stream: true,
+        ..RouteOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_falls_back_before_its_first_chunk_and_is_cached_whole() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Status(500, None)])]);
+    let w = world(&["a", "b"], upstream, true);
+    let routed = w.router.route(&request("x"), stream_options()).await;
+    assert_eq!(routed.attempts.len(), 2);
+    let mut s = streamed(routed);
+    assert_eq!(s.model(), "b");
+    let ended = Arc::new(Mutex::new(None));
+    let seen = ended.clone();
+    s.on_end(Box::new(move |e| *seen.lock().unwrap() = Some(e.clone())));
+    let text = read_all(s).await;
+    assert!(
+        text.contains("[b]") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("\"usage\""),
+        "usage only when asked for: {text}"
+    );
+    let end = ended.lock().unwrap().clone().expect("told of its end");
+    assert!(end.ok && end.model == "b");
+    let records = w.memory.records.lock().unwrap().clone();
+    let last = records.last().unwrap();
+    let rows: Vec<_> = last
+        .attempts
+        .iter()
+        .map(|a| (a.model.as_str(), a.ok))
+        .collect();
+    assert_eq!(rows, [("a", false), ("b", true)]);
+    assert!(last.attempts[1].ttft_ms.is_some());
+    assert!(last.request.as_ref().unwrap().ok);
+    drop(records);
+    // The same request, not streamed, is answered by the folded stream.
+    let again = w.router.route(&request("x"), RouteOptions::default()).await;
+    match &again.outcome {
+        Outcome::Cached(a) => assert_eq!(a.content.as_deref(), Some("[b]")),
+        other => panic!("not cached: {other:?}"),
+    }
+    assert_eq!(w.upstream.calls(), ["a", "b"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_its_client_leaves_is_recorded_and_not_cached() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::FirstChunkOnly])]);
+    let w = world(&["a"], upstream, true);
+    let mut s = streamed(w.router.route(&request("x"), stream_options()).await);
+    use futures_util::StreamExt;
+    let first = s.next().await.expect("the first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("Hel"));
+    drop(s);
+    let records = w.memory.records.lock().unwrap().clone();
+    let last = records.last().expect("recorded when dropped");
+    assert!(last.cache.is_none());
+    assert_eq!(
+        last.attempts[0].error_type,
+        Some(FailureKind::Interrupted.name())
+    );
+    assert!(w.memory.cache.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_request_ends_its_attempt_and_records_it() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Hang])]);
+    let w = world(&["a", "b"], upstream, true);
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = RouteOptions {
+        cancel: Some(token.clone()),
+        ..RouteOptions::default()
+    };
+    let router = w.router.clone();
+    let task = tokio::spawn(async move { router.route(&request("x"), opts).await });
+    while w.upstream.calls().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    token.cancel();
+    let routed = task.await.unwrap();
+    assert_eq!(ending(&routed).kind, error_type::INTERRUPTED);
+    assert_eq!(w.upstream.calls(), ["a"], "no fallback after a cancel");
+    let records = w.memory.records.lock().unwrap();
+    let rows = &records.last().unwrap().attempts;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].error_type, Some(FailureKind::Interrupted.name()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cache_control_skips_the_read_or_the_write() {
+    let upstream = FakeUpstream::with(&[]);
+    let w = world(&["a"], upstream, true);
+    let no_store = RouteOptions {
+        skip_cache_write: true,
+        ..RouteOptions::default()
+    };
+    w.router.route(&request("x"), no_store).await;
+    let again = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert!(matches!(again.outcome, Outcome::Answered(_)), "not stored");
+    let no_cache = RouteOptions {
+        skip_cache_read: true,
+        ..RouteOptions::default()
+    };
+    let fresh = w.router.route(&request("x"), no_cache).await;
+    assert!(matches!(fresh.outcome, Outcome::Answered(_)), "not read");
+    assert_eq!(w.upstream.calls().len(), 3);
 }

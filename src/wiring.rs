@@ -1,0 +1,132 @@
+//! The engine wired to this machine, the same way for every front end: the
+//! HTTP client to the upstream, the SQLite store as cache and recorder,
+//! live health shared through the store, and the rate limits and budget.
+//! A front end brings its own observer and says what it needs.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use crate::core::catalogue::Catalogue;
+use crate::engine::admission::{Budget, Limits, RateLimits};
+use crate::engine::health::LocalHealth;
+use crate::engine::ports::Observer;
+use crate::engine::{self, Parts, Router};
+use crate::options::Options;
+use crate::setup;
+use crate::store::ports::HealthReader;
+use crate::store::writer::Writer;
+use crate::store::{self, Store};
+use crate::upstream::Client;
+
+/// What a front end asks of the wiring.
+pub struct Wants {
+    /// Choose but call nothing (no API key needed).
+    pub dry_run: bool,
+    /// Keep each request's ranking.
+    pub explain: bool,
+    /// Read and write the response cache.
+    pub use_cache: bool,
+    /// No warnings on stderr.
+    pub quiet: bool,
+    /// What the run's rows name as its priority, and its id.
+    pub run_id: String,
+    /// HTTP connections kept to the upstream.
+    pub pool: usize,
+    /// See [`engine::Config::retry_refused`].
+    pub retry_refused: Option<std::time::Duration>,
+}
+
+/// The engine and what must outlive it.
+pub struct Wired {
+    pub router: Arc<Router>,
+    /// The store's writer: finish it after the last request to flush.
+    pub writer: Writer,
+    /// Reads other processes' health from the store until dropped.
+    pub health_reader: HealthReader,
+    /// The store's path, for the front end's own reads.
+    pub store_path: std::path::PathBuf,
+}
+
+/// Opens the store, loads the catalogue and builds the engine, with
+/// `observer` watching. `rt` runs the catalogue fetch.
+pub fn wire(
+    options: &Options,
+    wants: Wants,
+    observer: Arc<dyn Observer>,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Wired> {
+    let settings = options.settings()?;
+    let base = options.base_url.clone();
+    let api_key = setup::api_key().map(|(_, key)| key);
+    if !wants.dry_run && api_key.is_none() {
+        return Err(anyhow!(setup::no_api_key()));
+    }
+    let client = match wants.dry_run {
+        true => None,
+        false => {
+            Some(Client::new(&base, api_key.as_deref(), wants.pool).map_err(anyhow::Error::msg)?)
+        }
+    };
+    setup::warn_plain_http(&base, wants.quiet);
+    let path = options.store_path()?;
+    let mut store = Store::open(&path)?;
+    let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
+    if !wants.quiet {
+        warn_unknown(&settings, &catalogue);
+        setup::warn_no_prices(&settings, &catalogue);
+    }
+    let health = Arc::new(LocalHealth::default());
+    store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
+    let health_reader =
+        store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
+    store.set_run(&wants.run_id, &settings.priority);
+    let writer = Writer::spawn(store);
+    let handle = Arc::new(writer.handle());
+    let config = engine::Config {
+        settings,
+        presets: options.routing.presets.clone(),
+        dry_run: wants.dry_run,
+        explain: wants.explain || wants.dry_run,
+        timeout: options.timeout,
+        cache_ttl: options.cache_ttl,
+        use_cache: wants.use_cache && !wants.dry_run,
+        max_attempts: options.max_attempts,
+        explore: options.explore,
+        hedge: options.hedge,
+        upstream: crate::upstream::identity(&base),
+        retry_refused: wants.retry_refused,
+    };
+    let parts = Parts {
+        upstream: client.map(|c| Arc::new(c) as _),
+        cache: handle.clone(),
+        recorder: handle,
+        health,
+        admission: Arc::new(Limits {
+            rates: RateLimits::new(options.rpm, options.tpm),
+            budget: options.max_cost.map(Budget::new),
+        }),
+        observer,
+    };
+    Ok(Wired {
+        router: Arc::new(Router::new(config, catalogue, parts)),
+        writer,
+        health_reader,
+        store_path: path,
+    })
+}
+
+/// An id for a run (or a server's life): the time and the process.
+pub fn run_id() -> String {
+    format!("{:x}-{:x}", store::now_ms(), std::process::id())
+}
+
+/// Warns once about each candidate the catalogue does not list.
+fn warn_unknown(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
+    let mut warned = std::collections::HashSet::new();
+    for m in settings.models.iter().chain(settings.fallback.iter()) {
+        if catalogue.get(m).is_none() && warned.insert(m) {
+            eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
+        }
+    }
+}
