@@ -18,6 +18,7 @@ pub fn main(cli: Cli) -> i32 {
                 Some(Command::Report(args)) => crate::commands::report::main(args, &options),
                 Some(Command::Models(args)) => crate::commands::models::main(args, &options),
                 Some(Command::Cache(args)) => crate::commands::cache::main(args, &options),
+                Some(Command::Serve(_)) => crate::serve::main(&options),
                 Some(Command::Config(args)) => {
                     crate::commands::config::main(&args.action, &options, &loaded)
                 }

@@ -205,6 +205,109 @@ pub enum Command {
     Cache(CacheArgs),
     /// Where the config, store and catalogue live, and the effective configuration
     Config(ConfigArgs),
+    /// Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(Box<ServeArgs>),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Clients set their base URL to http://ADDR/v1. The model \"auto\" (or none) routes with the server's
+priority; \"llmroute/speed\", \"llmroute/cost\", \"llmroute/quality\", \"llmroute/balanced\" or
+\"llmroute/<preset>\" pick one; any other model is pinned.
+
+Client tokens: LLMROUTE_AUTH_TOKENS (comma-separated) or --auth-token-file; admin tokens (DELETE /cache):
+LLMROUTE_ADMIN_TOKENS or --admin-token-file. Without client tokens the server listens on loopback only.
+
+Endpoints: POST /v1/chat/completions, GET /v1/models, POST /route, GET /health, GET /ready,
+GET /cache/stats, DELETE /cache, GET /metrics.
+
+Examples:
+  llmroute serve
+  LLMROUTE_AUTH_TOKENS=s3cret llmroute serve --listen 0.0.0.0:8080 -p speed";
+
+/// `llmroute serve`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+
+    /// The address to listen on, IP:PORT [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "LLMROUTE_LISTEN")]
+    pub listen: Option<String>,
+
+    /// Client tokens, one per line (# comments); adds to LLMROUTE_AUTH_TOKENS
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Admin tokens (for DELETE /cache), one per line; adds to LLMROUTE_ADMIN_TOKENS
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Requests that may wait for a free upstream slot (-j) before the server answers 503 [default: 4096]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub queue: Option<u32>,
+
+    /// The largest request body, e.g. 16MiB [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: Option<u64>,
+
+    /// Time limit of a whole request, fallbacks included; then 504 [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+
+    /// How long requests in flight may finish after SIGTERM or Ctrl-C [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<Duration>,
+
+    /// Time a client has to send a request's headers, and an idle connection stays open [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// Cap of the response cache; past it the least recently used answers go, e.g. 2GiB [default: no cap]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_max_size: Option<u64>,
+
+    /// How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub upkeep_every: Option<Duration>,
+
+    /// Neither read nor write the response cache
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Access log lines as text or JSON [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Put request and response bodies in the access log (they hold prompts)
+    #[arg(long)]
+    pub log_bodies: bool,
+
+    /// No access log; only warnings and errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The access log's format.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Reads a size: bytes, or a number with a unit (KiB, MiB, GiB, KB, MB, GB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("'{s}' is not a size, e.g. 16MiB"))
 }
 
 /// `llmroute config`.

@@ -84,6 +84,70 @@ pub struct Config {
     pub retention: Option<Duration>,
     pub base_url: Option<String>,
     pub db: Option<PathBuf>,
+    /// `llmroute serve`'s own settings.
+    pub serve: Option<ServeConfig>,
+}
+
+/// The `[serve]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    pub listen: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub queue: Option<u32>,
+    #[serde(default, deserialize_with = "size", serialize_with = "ser_size")]
+    pub max_body: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub deadline: Option<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub grace: Option<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "size", serialize_with = "ser_size")]
+    pub cache_max_size: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub upkeep_every: Option<Duration>,
+    pub log_format: Option<crate::cli::LogFormat>,
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Bytes(u64),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Bytes(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => crate::cli::parse_size(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_size<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.serialize_str(&bytesize::ByteSize::b(*n).display().iec_short().to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 /// `latency`, `cost` and `quality` weights (normalised when used).

@@ -23,6 +23,7 @@
 //! | [`store`]    | SQLite: cache, records, model health, schema migrations             |
 //! | [`wiring`]   | the engine wired to the HTTP client and the store, for front ends   |
 //! | [`batch`]    | the batch front end: JSONL in, one annotated line out per line      |
+//! | [`serve`]    | the server front end: an OpenAI-compatible HTTP API                  |
 //! | [`commands`] | `report`, `models`, `cache`, `config`                               |
 //!
 //! Dependencies point down the table's groups: front ends and commands use
@@ -38,6 +39,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod options;
+pub mod serve;
 pub mod setup;
 pub mod store;
 pub mod upstream;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use crate::cli::{Cli, Command, ConfigAction, ConfigArgs, RoutingArgs, TuningArgs};
-use crate::config::{Config, WeightsTable};
+use crate::cli::{
+    Cli, Command, ConfigAction, ConfigArgs, LogFormat, RoutingArgs, ServeArgs, TuningArgs,
+};
+use crate::config::{Config, ServeConfig, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
 use crate::core::scoring::Weights;
 use crate::engine::Hedge;
@@ -64,6 +66,89 @@ pub struct Options {
     pub base_url: String,
     /// `None`: the default store path (see [`crate::store::default_path`]).
     pub db: Option<PathBuf>,
+    /// What only `llmroute serve` uses.
+    pub serve: ServeOptions,
+}
+
+pub const DEFAULT_SERVE_CONCURRENCY: u32 = 256;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_QUEUE: u32 = 4096;
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_UPKEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// `llmroute serve`'s options, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub auth_token_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub queue: u32,
+    pub max_body: u64,
+    pub deadline: Duration,
+    pub grace: Duration,
+    pub header_timeout: Duration,
+    pub cache_max_size: Option<u64>,
+    pub upkeep_every: Duration,
+    pub no_cache: bool,
+    pub log_format: LogFormat,
+    pub log_bodies: bool,
+    pub quiet: bool,
+}
+
+impl ServeOptions {
+    fn resolve(cli: &Cli, file: &Config) -> ServeOptions {
+        let flags = match &cli.command {
+            Some(Command::Serve(s)) => (**s).clone(),
+            _ => ServeArgs::default(),
+        };
+        let f = file.serve.clone().unwrap_or_default();
+        ServeOptions {
+            listen: flags
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            auth_token_file: flags.auth_token_file.or(f.auth_token_file),
+            admin_token_file: flags.admin_token_file.or(f.admin_token_file),
+            queue: flags.queue.or(f.queue).unwrap_or(DEFAULT_QUEUE),
+            max_body: flags.max_body.or(f.max_body).unwrap_or(DEFAULT_MAX_BODY),
+            deadline: flags.deadline.or(f.deadline).unwrap_or(DEFAULT_DEADLINE),
+            grace: flags.grace.or(f.grace).unwrap_or(DEFAULT_GRACE),
+            header_timeout: flags
+                .header_timeout
+                .or(f.header_timeout)
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            cache_max_size: flags.cache_max_size.or(f.cache_max_size),
+            upkeep_every: flags
+                .upkeep_every
+                .or(f.upkeep_every)
+                .unwrap_or(DEFAULT_UPKEEP_EVERY)
+                .max(Duration::from_millis(100)),
+            no_cache: flags.no_cache,
+            log_format: flags.log_format.or(f.log_format).unwrap_or_default(),
+            log_bodies: flags.log_bodies,
+            quiet: flags.quiet,
+        }
+    }
+
+    /// In the config file's form.
+    fn to_config(&self) -> ServeConfig {
+        ServeConfig {
+            listen: Some(self.listen.clone()),
+            auth_token_file: self.auth_token_file.clone(),
+            admin_token_file: self.admin_token_file.clone(),
+            queue: Some(self.queue),
+            max_body: Some(self.max_body),
+            deadline: Some(self.deadline),
+            grace: Some(self.grace),
+            header_timeout: Some(self.header_timeout),
+            cache_max_size: self.cache_max_size,
+            upkeep_every: Some(self.upkeep_every),
+            log_format: Some(self.log_format),
+        }
+    }
 }
 
 impl Options {
@@ -79,6 +164,7 @@ impl Options {
                 action: ConfigAction::Show(show),
             })) => (show.routing.clone(), show.tuning.clone()),
             Some(Command::Models(m)) => (m.routing.clone(), TuningArgs::default()),
+            Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
             _ => (RoutingArgs::default(), TuningArgs::default()),
         };
         let (priority, weights) = match (flags.weights, flags.priority) {
@@ -108,7 +194,10 @@ impl Options {
             concurrency: run
                 .concurrency
                 .or(file.concurrency)
-                .unwrap_or(DEFAULT_CONCURRENCY),
+                .unwrap_or(match cli.command {
+                    Some(Command::Serve(_)) => DEFAULT_SERVE_CONCURRENCY,
+                    _ => DEFAULT_CONCURRENCY,
+                }),
             rpm: run.rpm.or(file.rpm),
             tpm: run.tpm.or(file.tpm),
             max_cost: run.max_cost.or(file.max_cost),
@@ -139,6 +228,7 @@ impl Options {
                 .or_else(|| file.base_url.clone())
                 .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
+            serve: ServeOptions::resolve(cli, file),
         }
     }
 
@@ -225,6 +315,7 @@ impl Options {
             retention: Some(self.retention),
             base_url: Some(self.base_url.clone()),
             db: Some(self.store_path()?),
+            serve: Some(self.serve.to_config()),
         })
     }
 }
@@ -298,6 +389,24 @@ mod tests {
         // Weights alone in the file apply.
         let o = resolve(&["llmroute"], "[weights]\nlatency = 1\n");
         assert_eq!(o.settings().unwrap().priority, "custom");
+    }
+
+    #[test]
+    fn a_server_has_its_own_defaults_and_table() {
+        let o = resolve(
+            &["llmroute", "serve"],
+            "[serve]\nlisten = \"127.0.0.1:9\"\nmax_body = \"1MiB\"\n",
+        );
+        assert_eq!(o.concurrency, DEFAULT_SERVE_CONCURRENCY);
+        assert_eq!(o.serve.listen, "127.0.0.1:9");
+        assert_eq!(o.serve.max_body, 1024 * 1024);
+        assert_eq!(o.serve.queue, DEFAULT_QUEUE);
+        let o = resolve(
+            &["llmroute", "serve", "-j", "3", "--listen", "127.0.0.1:7"],
+            "",
+        );
+        assert_eq!((o.concurrency, o.serve.listen.as_str()), (3, "127.0.0.1:7"));
+        assert_eq!(resolve(&["llmroute"], "").concurrency, DEFAULT_CONCURRENCY);
     }
 
     #[test]

@@ -214,6 +214,9 @@ impl Router {
             Err(f) => Err(f.message.as_str()),
         };
         self.parts.observer.attempt(tag, model, outcome, ms);
+        if let Err(f) = &result {
+            self.parts.observer.upstream_error(model, f.kind.name());
+        }
         let ts = now_ms();
         let signal = match &result {
             Ok(_) => health_signal(true, None),

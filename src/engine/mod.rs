@@ -7,6 +7,7 @@
 
 pub mod admission;
 mod attempt;
+mod decide;
 pub mod flight;
 pub mod health;
 pub mod ports;
@@ -27,6 +28,7 @@ use crate::core::cachekey::Seal;
 use crate::core::catalogue::Catalogue;
 use crate::core::ranking::{Presets, Ranked, Settings};
 pub use attempt::{Hedge, HEDGE_SHARE};
+pub use decide::Decision;
 use flight::Flights;
 use ports::{Admission, Answer, Cache, Commit, Health, Observer, Recorder, Upstream};
 pub use stream::{StreamEnd, Streaming};

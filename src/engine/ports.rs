@@ -315,6 +315,8 @@ pub trait Observer: Send + Sync {
     fn cache_hit(&self, _tag: u64, _model: &str) {}
     /// An attempt came back: its status, or why it failed.
     fn attempt(&self, _tag: u64, _model: &str, _result: Result<u16, &str>, _latency_ms: f64) {}
+    /// An attempt failed; `kind` is its [`crate::core::failure::FailureKind`]'s name.
+    fn upstream_error(&self, _model: &str, _kind: &'static str) {}
     /// The API refused the key or the account; nothing more is sent.
     fn stopping(&self, _message: &str) {}
     /// The budget refused a request for the first time.

@@ -215,8 +215,10 @@ pub struct StreamEnd {
     pub model: String,
     /// Complete (`[DONE]` came).
     pub ok: bool,
-    /// Why it is not.
+    /// Why it is not, and the kind of failure (`interrupted` for a client
+    /// that went away).
     pub error: Option<String>,
+    pub error_kind: Option<&'static str>,
     /// From the attempt's start to its first chunk, and to its end.
     pub ttft_ms: f64,
     pub total_ms: f64,
@@ -338,6 +340,7 @@ impl Finish {
             model,
             ok,
             error,
+            error_kind: kind.map(FailureKind::name),
             ttft_ms,
             total_ms,
             cost_usd: cost,

@@ -402,6 +402,47 @@ impl Store {
         })
     }
 
+    /// Removes the least recently used cached answers (by when last used,
+    /// else when made) until the rest hold at most `max_bytes`, counted as
+    /// [`Store::cache_stats`] counts them. Returns the answers removed.
+    pub fn cache_shrink(&self, max_bytes: u64) -> Result<usize, StoreError> {
+        let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let total: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(length(response) + coalesce(length(content), 0)), 0) FROM cache",
+            [],
+            |r| r.get(0),
+        )?;
+        if total <= max {
+            return Ok(0);
+        }
+        let mut over = total - max;
+        let mut doomed = Vec::new();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, length(response) + coalesce(length(content), 0) FROM cache
+                 ORDER BY coalesce(used_at, created_at), id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while over > 0 {
+                let Some(row) = rows.next()? else { break };
+                doomed.push(row.get::<_, i64>(0)?);
+                over -= row.get::<_, i64>(1)?;
+            }
+        }
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM cache WHERE id = ?1")?;
+            for id in &doomed {
+                del.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(doomed.len())
+    }
+
     /// Deletes metrics rows older than `before` (unix ms), at most `limit`
     /// of each table, so that a run never spends long on it; the next run
     /// takes the rest. Expired cooldowns go too. Returns the rows deleted.

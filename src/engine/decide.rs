@@ -1,0 +1,87 @@
+//! [`Router::decide`]: what the engine would do with a request now, without
+//! calling anything — for a server's `/route` and `/v1/models`.
+
+use std::time::Instant;
+
+use super::Router;
+use crate::core::attempts::{Ending, Planned};
+use crate::core::failure::error_type;
+use crate::core::ranking::{self, Excluded, Ranked};
+use crate::core::request::Request;
+use crate::core::scoring::Weights;
+
+/// A choice made without calling.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The priority's name (`custom` for explicit weights) and its weights.
+    pub priority: String,
+    pub weights: Weights,
+    /// The models a call would try, in order; the first is the choice.
+    pub order: Vec<Planned>,
+    /// Every eligible candidate, best first, with its state.
+    pub ranking: Vec<Ranked>,
+    /// Candidates left out, with why.
+    pub excluded: Vec<(String, String)>,
+    /// Why the first model, in one line.
+    pub reason: String,
+}
+
+impl Router {
+    /// Plans `req` with its own settings, as a call would, but sends
+    /// nothing and probes nothing.
+    pub fn decide(&self, req: &Request) -> Result<Decision, Ending> {
+        let owned;
+        let settings = match &req.overrides {
+            None => &self.config.settings,
+            Some(o) => {
+                owned = self
+                    .config
+                    .settings
+                    .with_overrides(o, &self.config.presets)
+                    .map_err(|e| Ending::new(error_type::INVALID_INPUT, e))?;
+                &owned
+            }
+        };
+        let health = &*self.parts.health;
+        let budget_left = self.parts.admission.budget_left();
+        let mut plan = ranking::plan(req, settings, &self.catalogue, health, budget_left, true);
+        let mut ranked = plan.ranking.take().unwrap_or_default();
+        ranking::with_states(&mut ranked, health, Instant::now());
+        let reason = match (plan.order.first(), &req.pinned) {
+            (None, _) => plan.why_empty(),
+            (Some(p), Some(_)) => format!("{}: pinned by the request", p.model),
+            (Some(p), None) => match ranked.iter().find(|r| r.model == p.model) {
+                Some(r) => why(r, &settings.priority),
+                None => format!("{}: a fallback model", p.model),
+            },
+        };
+        Ok(Decision {
+            priority: settings.priority.clone(),
+            weights: settings.weights,
+            excluded: plan
+                .excluded
+                .iter()
+                .map(|(m, e): &(String, Excluded)| (m.clone(), e.reason()))
+                .collect(),
+            order: plan.order,
+            ranking: ranked,
+            reason,
+        })
+    }
+}
+
+/// Why a ranked model comes first, in one line.
+fn why(r: &Ranked, priority: &str) -> String {
+    let latency = match (r.latency_ms, r.latency_measured) {
+        (Some(ms), true) => format!("{ms:.0} ms measured"),
+        (Some(ms), false) => format!("{ms:.0} ms assumed, not yet measured"),
+        (None, _) => "latency unknown".into(),
+    };
+    let cost = r
+        .cost_usd
+        .map_or_else(|| "price unknown".into(), |c| format!("${c:.6}"));
+    format!(
+        "{}: best score {:.3} for priority {priority} ({latency}, {cost}, quality {:.2})",
+        r.model, r.score, r.quality
+    )
+}

@@ -1,0 +1,443 @@
+//! `POST /v1/chat/completions`: an OpenAI chat request, routed by the
+//! engine, answered with the upstream's completion (or its stream) and
+//! `x-llmroute-*` headers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::errors::ApiError;
+use super::gate::Refused;
+use super::http::{App, Logged, RequestId};
+use super::log::Access;
+use crate::core::request::{self, model_choice, ModelChoice, Request};
+use crate::core::sse;
+use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd};
+
+/// A request as the client sent it, made routable.
+pub struct Call {
+    pub req: Request,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Reads a chat body: `model` chooses routing or pins a model, `stream`
+/// and `stream_options` say how to answer, the rest is the engine's.
+pub fn parse_call(bytes: &[u8], keyed: bool) -> Result<Call, ApiError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("\"stream\" must be true or false")),
+    };
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if let Some(Value::String(m)) = obj.get("model") {
+        match model_choice(Some(m)) {
+            ModelChoice::Auto => {
+                obj.remove("model");
+            }
+            ModelChoice::Priority(p) => {
+                obj.remove("model");
+                choose_priority(&mut obj, p)?;
+            }
+            ModelChoice::Pinned(_) => {}
+        }
+    }
+    let mut req = request::parse_object(obj).map_err(|e| ApiError::bad_request(e.message))?;
+    req.prepare(keyed, &mut Vec::new());
+    Ok(Call {
+        req,
+        stream,
+        include_usage,
+    })
+}
+
+/// `llmroute/<priority>` as the model: the body's own `llmroute` object
+/// wins if it names a priority or weights.
+fn choose_priority(obj: &mut Map<String, Value>, priority: String) -> Result<(), ApiError> {
+    let routing = obj
+        .entry("llmroute")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if routing.is_null() {
+        *routing = Value::Object(Map::new());
+    }
+    let Value::Object(r) = routing else {
+        return Err(ApiError::bad_request("\"llmroute\" must be an object"));
+    };
+    if !r.contains_key("priority") && !r.contains_key("weights") {
+        r.insert("priority".into(), Value::String(priority));
+    }
+    Ok(())
+}
+
+/// `Cache-Control`: (`no-cache`, `no-store`).
+pub fn cache_control(headers: &HeaderMap) -> (bool, bool) {
+    let mut out = (false, false);
+    for v in headers.get_all(header::CACHE_CONTROL) {
+        for d in v.to_str().unwrap_or("").split(',') {
+            match d.trim().to_ascii_lowercase().as_str() {
+                "no-cache" => out.0 = true,
+                "no-store" => out.1 = true,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+pub async fn completions(
+    State(app): State<Arc<App>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut resp = complete(app, id, headers, body).await;
+    resp.extensions_mut().insert(Logged);
+    resp
+}
+
+async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let mut access = Access::new(&id, "POST", "/v1/chat/completions");
+    let bytes = match app.read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return app.refuse(e, access, started),
+    };
+    if app.log_bodies {
+        access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let mut call = match parse_call(&bytes, app.use_cache) {
+        Ok(c) => c,
+        Err(e) => return app.refuse(e, access, started),
+    };
+    drop(bytes);
+    call.req.id = Value::String(id.0.to_string());
+    let slot = match app.gate.enter().await {
+        Ok(s) => s,
+        Err(Refused::Full) => return app.refuse(ApiError::saturated(), access, started),
+        Err(Refused::Closed) => return app.refuse(ApiError::shutting_down(), access, started),
+    };
+    if let Some(e) = app.router.stopped() {
+        return app.refuse(
+            ApiError::from_ending(&e, app.retry_refused),
+            access,
+            started,
+        );
+    }
+    let (no_cache, no_store) = cache_control(&headers);
+    let token = CancellationToken::new();
+    let opts = RouteOptions {
+        tag: app.next_tag(),
+        skip_cache_read: no_cache,
+        skip_cache_write: no_store,
+        stream: call.stream,
+        cancel: Some(token.clone()),
+    };
+    // Routed on a task of its own: a client that leaves drops this
+    // handler, whose guard cancels the request, which then ends and is
+    // recorded on that task.
+    let router = app.router.clone();
+    let req = call.req;
+    let mut task = tokio::spawn(async move { router.route(&req, opts).await });
+    let guard = token.clone().drop_guard();
+    let routed = tokio::select! {
+        r = &mut task => r,
+        _ = tokio::time::sleep(app.deadline) => {
+            token.cancel();
+            let _ = task.await;
+            drop(guard);
+            return app.refuse(ApiError::deadline(app.deadline), access, started);
+        }
+    };
+    guard.disarm();
+    let routed = match routed {
+        Ok(r) => r,
+        Err(_) => return app.refuse(ApiError::internal(), access, started),
+    };
+    app.answer(
+        routed,
+        call.stream,
+        call.include_usage,
+        slot,
+        access,
+        started,
+    )
+}
+
+impl App {
+    /// The response to a routed request.
+    fn answer(
+        self: &Arc<App>,
+        routed: Routed,
+        stream: bool,
+        include_usage: bool,
+        slot: super::gate::Slot,
+        mut access: Access,
+        started: Instant,
+    ) -> Response {
+        let attempts = routed.attempts.len();
+        let latency_ms = routed.latency_ms;
+        access.attempts = attempts;
+        let headers = |model: &str, score: Option<f64>, cached: bool| {
+            let mut h = HeaderMap::new();
+            let mut put = |k: &'static str, v: String| {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(k, v);
+                }
+            };
+            put("x-llmroute-model", model.to_string());
+            if let Some(s) = score {
+                put("x-llmroute-score", format!("{s:.4}"));
+            }
+            put("x-llmroute-latency-ms", format!("{latency_ms:.1}"));
+            put("x-llmroute-cached", cached.to_string());
+            put("x-llmroute-attempts", attempts.to_string());
+            h
+        };
+        let cost = routed.cost_usd();
+        match routed.outcome {
+            Outcome::Answered(a) => self.whole(
+                a,
+                false,
+                cost,
+                stream,
+                include_usage,
+                headers,
+                slot,
+                access,
+                started,
+            ),
+            Outcome::Cached(a) => self.whole(
+                a,
+                true,
+                cost,
+                stream,
+                include_usage,
+                headers,
+                slot,
+                access,
+                started,
+            ),
+            Outcome::Streaming(mut s) => {
+                let h = headers(s.model(), None, false);
+                access.model = Some(s.model().to_string());
+                s.include_usage(include_usage);
+                let app = self.clone();
+                s.on_end(Box::new(move |end: &StreamEnd| {
+                    app.stream_ended(end, access, started);
+                }));
+                self.metrics
+                    .duration
+                    .get_or_create(&super::metrics::CachedLabels { cached: false })
+                    .observe(started.elapsed().as_secs_f64());
+                // The slot is held until the stream ends.
+                let body = s.map(move |b| {
+                    let _ = &slot;
+                    Ok::<_, std::convert::Infallible>(b)
+                });
+                (h, sse_response(Body::from_stream(body))).into_response()
+            }
+            Outcome::Failed(e) => {
+                drop(slot);
+                self.refuse(
+                    ApiError::from_ending(&e, self.retry_refused),
+                    access,
+                    started,
+                )
+            }
+            Outcome::Planned(_) | Outcome::Unsent => {
+                drop(slot);
+                self.refuse(ApiError::shutting_down(), access, started)
+            }
+        }
+    }
+
+    /// A whole answer: as JSON, or replayed as a stream to a client that
+    /// asked for one.
+    #[allow(clippy::too_many_arguments)]
+    fn whole(
+        &self,
+        a: crate::engine::ports::Answer,
+        cached: bool,
+        cost: Option<f64>,
+        stream: bool,
+        include_usage: bool,
+        headers: impl Fn(&str, Option<f64>, bool) -> HeaderMap,
+        slot: super::gate::Slot,
+        mut access: Access,
+        started: Instant,
+    ) -> Response {
+        let h = headers(&a.model, a.score, cached);
+        self.metrics.spent(cost.filter(|_| !cached));
+        access.model = Some(a.model.clone());
+        access.cached = cached;
+        access.cost_usd = cost;
+        let body = if stream {
+            let completion: Value = serde_json::from_str(&a.response).unwrap_or(Value::Null);
+            let events = sse::replay(&completion, include_usage);
+            (h, sse_response(Body::from(events)))
+        } else {
+            if self.log_bodies {
+                access.response_body = Some(a.response.clone());
+            }
+            (
+                h,
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    a.response,
+                )
+                    .into_response(),
+            )
+        };
+        self.done(&access, 200, started);
+        drop(slot);
+        body.into_response()
+    }
+
+    fn stream_ended(&self, end: &StreamEnd, mut access: Access, started: Instant) {
+        self.metrics
+            .ttft
+            .get_or_create(&super::metrics::ModelLabels {
+                model: end.model.clone(),
+            })
+            .observe(end.ttft_ms / 1000.0);
+        self.metrics.spent(end.cost_usd);
+        if let Some(kind) = end.error_kind.filter(|k| *k != "interrupted") {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&super::metrics::ErrorLabels {
+                    model: end.model.clone(),
+                    kind: kind.to_string(),
+                })
+                .inc();
+        }
+        access.cost_usd = end.cost_usd;
+        access.ttft_ms = Some(end.ttft_ms);
+        access.error = end.error.clone();
+        let status = 200;
+        self.metrics
+            .requests
+            .get_or_create(&super::metrics::RequestLabels {
+                status,
+                model: end.model.clone(),
+                cached: false,
+            })
+            .inc();
+        access.log(status, started.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    /// Counts and logs a request answered.
+    fn done(&self, access: &Access, status: u16, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics
+            .answered(status, access.model.as_deref(), access.cached, secs);
+        access.log(status, secs * 1000.0);
+    }
+
+    /// An error answer, counted and logged.
+    pub fn refuse(&self, e: ApiError, mut access: Access, started: Instant) -> Response {
+        access.error = Some(e.message.clone());
+        self.done(&access, e.status.as_u16(), started);
+        e.into_response()
+    }
+}
+
+/// A server-sent events response.
+fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(body: &str) -> Result<Call, ApiError> {
+        parse_call(body.as_bytes(), true)
+    }
+
+    #[test]
+    fn model_names_route_pin_or_choose_a_priority() {
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        assert_eq!(call(&format!("{{{m}}}")).unwrap().req.pinned, None);
+        assert_eq!(
+            call(&format!(r#"{{{m},"model":"llmroute/auto"}}"#))
+                .unwrap()
+                .req
+                .pinned,
+            None
+        );
+        let pinned = call(&format!(r#"{{{m},"model":"a/b"}}"#)).unwrap();
+        assert_eq!(pinned.req.pinned.as_deref(), Some("a/b"));
+        let speed = call(&format!(r#"{{{m},"model":"llmroute/speed"}}"#)).unwrap();
+        assert_eq!(
+            speed.req.overrides.unwrap().priority.as_deref(),
+            Some("speed")
+        );
+        let own = call(&format!(
+            r#"{{{m},"model":"llmroute/speed","llmroute":{{"priority":"cost"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(own.req.overrides.unwrap().priority.as_deref(), Some("cost"));
+    }
+
+    #[test]
+    fn streaming_is_read_and_never_part_of_the_key() {
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        let s = call(&format!(
+            r#"{{{m},"stream":true,"stream_options":{{"include_usage":true}}}}"#
+        ))
+        .unwrap();
+        assert!(s.stream && s.include_usage);
+        let plain = call(&format!("{{{m}}}")).unwrap();
+        assert!(!plain.stream);
+        assert_eq!(s.req.digest, plain.req.digest, "one cache entry for both");
+        assert!(call(&format!(r#"{{{m},"stream":"yes"}}"#)).is_err());
+    }
+
+    #[test]
+    fn bad_bodies_are_bad_requests() {
+        for body in ["", "{", "[]", r#"{"messages":[]}"#, r#"{"model":"a"}"#] {
+            let e = call(body).err().unwrap_or_else(|| panic!("{body}"));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+        }
+    }
+
+    #[test]
+    fn cache_control_directives_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("No-Cache, max-age=0"),
+        );
+        assert_eq!(cache_control(&h), (true, false));
+        h.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(cache_control(&h), (true, true));
+    }
+}

@@ -1,0 +1,209 @@
+//! Errors in OpenAI's shape, `{"error": {"message", "type", "code"}}`, with
+//! the status an OpenAI client turns into the right exception.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::core::attempts::Ending;
+use crate::core::failure::error_type;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`.
+    pub kind: &'static str,
+    /// A stable code for scripts: llmroute's error type where there is one.
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            error_type::INVALID_INPUT,
+            message,
+        )
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_token",
+            "a valid token is needed: send Authorization: Bearer <token>",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "forbidden",
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "not_found",
+            message,
+        )
+    }
+
+    pub fn too_large(cap: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the request body is larger than {cap} bytes"),
+        )
+    }
+
+    /// A bug of llmroute's.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            error_type::INTERNAL,
+            crate::core::failure::INTERNAL_MESSAGE,
+        )
+    }
+
+    /// Every upstream slot busy and the queue full.
+    pub fn saturated() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "overloaded",
+                "llmroute is saturated: every upstream slot is busy and the queue is full; retry later",
+            )
+        }
+    }
+
+    /// The server is shutting down.
+    pub fn shutting_down() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "shutting_down",
+                "llmroute is shutting down",
+            )
+        }
+    }
+
+    pub fn deadline(after: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "deadline_exceeded",
+            format!(
+                "no answer within the deadline of {}",
+                crate::core::duration::format(after)
+            ),
+        )
+    }
+
+    /// The error of a request that ended without an answer. A refused key
+    /// is the server's problem, not the client's: 503 while it lasts.
+    pub fn from_ending(e: &Ending, retry_refused: u64) -> ApiError {
+        let (status, kind) = match e.kind {
+            error_type::INVALID_INPUT | error_type::BAD_REQUEST | error_type::NO_ELIGIBLE_MODEL => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            error_type::BUDGET_EXCEEDED => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
+            error_type::AUTH | error_type::PAYMENT_REQUIRED => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    e.kind,
+                    format!(
+                        "the upstream API refused llmroute's key or account: {}",
+                        e.message
+                    ),
+                );
+                err.retry_after = Some(retry_refused);
+                return err;
+            }
+            error_type::INTERNAL => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        };
+        ApiError::new(status, kind, e.kind, e.message.clone())
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_get_fitting_statuses() {
+        let status = |kind| ApiError::from_ending(&Ending::new(kind, "m"), 30).status;
+        assert_eq!(status(error_type::INVALID_INPUT), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(error_type::ALL_MODELS_FAILED),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(error_type::BUDGET_EXCEEDED),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let refused = ApiError::from_ending(&Ending::new(error_type::AUTH, "no"), 30);
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.retry_after, Some(30));
+    }
+
+    #[test]
+    fn the_body_has_openais_shape() {
+        let b = ApiError::bad_request("x").body();
+        assert_eq!(b["error"]["message"], "x");
+        assert_eq!(b["error"]["type"], "invalid_request_error");
+        assert_eq!(b["error"]["code"], "invalid_input");
+    }
+}

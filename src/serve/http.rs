@@ -1,0 +1,226 @@
+//! The HTTP API: its routes, the state they share, request ids, tokens,
+//! the body cap and the access log of the management endpoints.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::auth::{bearer, Tokens};
+use super::errors::ApiError;
+use super::gate::Gate;
+use super::metrics::Metrics;
+use super::{chat, manage};
+use crate::engine::Router;
+
+/// What every handler shares.
+pub struct App {
+    pub router: Arc<Router>,
+    pub gate: Gate,
+    pub metrics: Arc<Metrics>,
+    pub clients: Tokens,
+    /// Admin tokens; client tokens are not admin tokens.
+    pub admins: Tokens,
+    pub max_body: u64,
+    pub deadline: Duration,
+    pub log_bodies: bool,
+    pub use_cache: bool,
+    /// Seconds until a refused key is tried again, for `Retry-After`.
+    pub retry_refused: u64,
+    pub store_path: PathBuf,
+    pub started: Instant,
+    tags: AtomicU64,
+    ids: AtomicU64,
+    /// This process's part of every request id.
+    id_prefix: String,
+}
+
+/// Marks a response whose handler wrote its access line itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Logged;
+
+/// A request's id: the client's `x-request-id` when it is a sane one, else
+/// one of ours. Sent back as `x-request-id`, and recorded with the request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        router: Arc<Router>,
+        gate: Gate,
+        metrics: Arc<Metrics>,
+        clients: Tokens,
+        admins: Tokens,
+        options: &crate::options::ServeOptions,
+        retry_refused: Duration,
+        store_path: PathBuf,
+    ) -> App {
+        App {
+            router,
+            gate,
+            metrics,
+            clients,
+            admins,
+            max_body: options.max_body,
+            deadline: options.deadline,
+            log_bodies: options.log_bodies,
+            use_cache: !options.no_cache,
+            retry_refused: retry_refused.as_secs().max(1),
+            store_path,
+            started: Instant::now(),
+            tags: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
+            id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
+        }
+    }
+
+    /// The next request's number, for the store's `line` column.
+    pub fn next_tag(&self) -> u64 {
+        self.tags.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn new_id(&self, given: Option<&HeaderValue>) -> RequestId {
+        let sane = given
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()));
+        match sane {
+            Some(v) => RequestId(v.into()),
+            None => {
+                let n = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+                RequestId(format!("req-{}-{n:x}", self.id_prefix).into())
+            }
+        }
+    }
+
+    /// The body, at most `max_body` bytes.
+    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return Err(ApiError::too_large(self.max_body));
+        }
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ApiError::too_large(self.max_body))
+            }
+            Err(e) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        }
+    }
+
+    /// Whether the request carries a client token (or an admin one); true
+    /// when the server has no client tokens.
+    fn client_allowed(&self, headers: &HeaderMap) -> bool {
+        if self.clients.is_empty() {
+            return true;
+        }
+        match token(headers) {
+            Some(t) => self.clients.holds(t) || self.admins.holds(t),
+            None => false,
+        }
+    }
+
+    /// Whether the request carries an admin token.
+    pub fn admin_allowed(&self, headers: &HeaderMap) -> bool {
+        token(headers).is_some_and(|t| self.admins.holds(t))
+    }
+}
+
+fn token(headers: &HeaderMap) -> Option<&str> {
+    bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The API's routes.
+pub fn routes(app: Arc<App>) -> axum::Router {
+    let guarded = axum::Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/chat/completions", post(chat::completions))
+        .route("/v1/models", get(manage::models))
+        .route("/models", get(manage::models))
+        .route("/route", post(manage::route))
+        .route("/cache/stats", get(manage::cache_stats))
+        .route("/cache", delete(manage::clear_cache))
+        .route("/metrics", get(manage::metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
+    axum::Router::new()
+        .route("/health", get(manage::health))
+        .route("/ready", get(manage::ready))
+        .merge(guarded)
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), identify))
+        .with_state(app)
+}
+
+/// Gives every request its id, sends it back, and logs the requests that
+/// do not log themselves (all but chat completions).
+async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = app.new_id(req.headers().get("x-request-id"));
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    req.extensions_mut().insert(id.clone());
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let logged = resp.extensions().get::<Logged>().is_some();
+    if !logged && path != "/health" && path != "/metrics" {
+        tracing::info!(
+            target: "access",
+            request_id = %id.0,
+            method = %method,
+            path = %crate::core::failure::snippet(path.as_bytes()),
+            status = resp.status().as_u16(),
+            latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+            "request"
+        );
+    }
+    resp
+}
+
+/// Refuses a request without a valid client token (when tokens are set).
+async fn authorise(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if !app.client_allowed(req.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        crate::core::failure::snippet(req.uri().path().as_bytes())
+    ))
+    .into_response()
+}
+
+async fn not_allowed(req: Request) -> Response {
+    let mut e = ApiError::not_found(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        crate::core::failure::snippet(req.uri().path().as_bytes())
+    ));
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.kind = "invalid_request_error";
+    e.code = "method_not_allowed";
+    e.into_response()
+}

@@ -1,0 +1,271 @@
+//! The endpoints beside chat completions: the model list, a decision
+//! without a call (`/route`), liveness and readiness, the cache, metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::chat::parse_call;
+use super::errors::ApiError;
+use super::http::App;
+use crate::core::catalogue::Origin;
+use crate::core::request::ROUTE_PREFIX;
+use crate::core::scoring::Priority;
+use crate::engine::Decision;
+use crate::store::Store;
+
+/// `GET /v1/models`: the candidates and fallback models in OpenAI's list
+/// shape, with each one's score for a short request, latency estimate,
+/// state and prices; then `llmroute/auto` and the priorities a client
+/// can name as its model.
+pub async fn models(State(app): State<Arc<App>>) -> Response {
+    let router = &app.router;
+    let settings = &router.config().settings;
+    let probe = parse_call(
+        br#"{"messages":[{"role":"user","content":"hello"}]}"#,
+        false,
+    )
+    .map(|c| c.req)
+    .ok();
+    let decision = probe.as_ref().and_then(|r| router.decide(r).ok());
+    let mut data = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (m, fallback) in settings
+        .models
+        .iter()
+        .map(|m| (m, false))
+        .chain(settings.fallback.iter().map(|m| (m, true)))
+    {
+        if !seen.insert(m.clone()) {
+            continue;
+        }
+        let ranked = decision
+            .as_ref()
+            .and_then(|d| d.ranking.iter().find(|r| &r.model == m));
+        let info = router.catalogue().get(m);
+        data.push(json!({
+            "id": m,
+            "object": "model",
+            "created": 0,
+            "owned_by": m.split('/').next().unwrap_or("unknown"),
+            "fallback": fallback,
+            "score": ranked.map(|r| r.score),
+            "latency_ms": ranked.and_then(|r| r.latency_ms),
+            "latency_measured": ranked.map(|r| r.latency_measured),
+            "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
+            "pricing": {
+                "prompt": info.and_then(|i| i.prompt_price),
+                "completion": info.and_then(|i| i.completion_price),
+            },
+            "context_length": info.and_then(|i| i.context_length),
+        }));
+    }
+    let mut routes = vec![("auto".to_string(), settings.priority.clone())];
+    for p in Priority::ALL {
+        routes.push((p.name().to_string(), p.name().to_string()));
+    }
+    let mut presets: Vec<&String> = router.config().presets.keys().collect();
+    presets.sort();
+    routes.extend(presets.into_iter().map(|p| (p.clone(), p.clone())));
+    for (name, priority) in routes {
+        data.push(json!({
+            "id": format!("{ROUTE_PREFIX}{name}"),
+            "object": "model",
+            "created": 0,
+            "owned_by": "llmroute",
+            "priority": priority,
+        }));
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The fields of `/route`'s body that are routing settings.
+const ROUTING_FIELDS: [&str; 6] = [
+    "priority",
+    "weights",
+    "models",
+    "fallback",
+    "max_latency_ms",
+    "max_cost_usd",
+];
+
+/// `POST /route`: what a request would be routed to, and why, without a call.
+pub async fn route(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let bytes = match app.read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&bytes) else {
+        return ApiError::bad_request("the body must be a JSON object with \"messages\"")
+            .into_response();
+    };
+    let mut routing = match obj.remove("llmroute") {
+        Some(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    for f in ROUTING_FIELDS {
+        if let Some(v) = obj.remove(f) {
+            routing.insert(f.into(), v);
+        }
+    }
+    if !routing.is_empty() {
+        obj.insert("llmroute".into(), Value::Object(routing));
+    }
+    let call = match parse_call(Value::Object(obj).to_string().as_bytes(), false) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match app.router.decide(&call.req) {
+        Ok(d) => Json(decision_json(&d)).into_response(),
+        Err(e) => ApiError::from_ending(&e, app.retry_refused).into_response(),
+    }
+}
+
+fn decision_json(d: &Decision) -> Value {
+    let ranking: Vec<Value> = d
+        .ranking
+        .iter()
+        .map(|r| {
+            json!({
+                "model": r.model,
+                "score": r.score,
+                "latency_ms": r.latency_ms,
+                "latency_measured": r.latency_measured,
+                "cost_usd": r.cost_usd,
+                "quality": r.quality,
+                "state": r.state.as_ref().map(|s| s.0.name()),
+                "why": r.state.as_ref().map(|s| s.1.clone()),
+            })
+        })
+        .collect();
+    json!({
+        "model": d.order.first().map(|p| &p.model),
+        "priority": d.priority,
+        "weights": {"latency": d.weights.latency, "cost": d.weights.cost, "quality": d.weights.quality},
+        "reason": d.reason,
+        "ranking": ranking,
+        "order": d.order.iter().map(|p| &p.model).collect::<Vec<_>>(),
+        "excluded": d.excluded.iter().map(|(m, why)| json!({"model": m, "reason": why})).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /health`: the process answers.
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    Json(json!({"status": "ok", "uptime_s": app.started.elapsed().as_secs()})).into_response()
+}
+
+/// `GET /ready`: the store is usable, and how old the catalogue is; 503
+/// when the store is not, or the API refuses the key.
+pub async fn ready(State(app): State<Arc<App>>) -> Response {
+    let path = app.store_path.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open_reader(&path)
+            .and_then(|s| s.cache_stats(Some(i64::MAX)).map(|_| ()))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let store = match (store, app.router.record_failure()) {
+        (Ok(()), None) => Ok(()),
+        (Err(e), _) | (_, Some(e)) => Err(e),
+    };
+    let up = app.started.elapsed();
+    let (origin, age) = match app.router.catalogue().origin {
+        Origin::Live => ("live", Some(up)),
+        Origin::Stored { age } => ("stored", Some(age + up)),
+        Origin::Embedded => ("embedded", None),
+    };
+    let refused = app.router.stopped();
+    let ready = store.is_ok() && refused.is_none();
+    let body = json!({
+        "ready": ready,
+        "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+        "catalogue": {"origin": origin, "age_s": age.map(|a: Duration| a.as_secs())},
+        "upstream": match &refused { None => "ok".to_string(), Some(e) => format!("refused: {}", e.message) },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /cache/stats`: entries, size, and the hit rate of the last 24 hours.
+pub async fn cache_stats(State(app): State<Arc<App>>) -> Response {
+    let path = app.store_path.clone();
+    let since = crate::engine::now_ms() - 86_400_000;
+    let stats = tokio::task::spawn_blocking(move || {
+        Store::open_reader(&path).and_then(|s| s.cache_stats(Some(since)))
+    })
+    .await;
+    match stats {
+        Ok(Ok(s)) => {
+            let rate = (s.lookups > 0).then(|| s.hits as f64 / s.lookups as f64);
+            Json(json!({
+                "entries": s.entries,
+                "bytes": s.bytes,
+                "oldest": s.oldest,
+                "newest": s.newest,
+                "window": "24h",
+                "lookups": s.lookups,
+                "hits": s.hits,
+                "hit_rate": rate,
+            }))
+            .into_response()
+        }
+        _ => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "store_unavailable",
+            "cannot read the store",
+        )
+        .into_response(),
+    }
+}
+
+/// `DELETE /cache` (admin tokens only): removes every cached answer.
+pub async fn clear_cache(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.admins.is_empty() {
+        return ApiError::forbidden(
+            "no admin token is set: DELETE /cache needs LLMROUTE_ADMIN_TOKENS or --admin-token-file",
+        )
+        .into_response();
+    }
+    if !app.admin_allowed(&headers) {
+        return ApiError::forbidden("DELETE /cache needs an admin token").into_response();
+    }
+    let path = app.store_path.clone();
+    let removed = tokio::task::spawn_blocking(move || Store::open(&path)?.cache_remove(None)).await;
+    match removed {
+        Ok(Ok(n)) => Json(json!({"deleted": n})).into_response(),
+        _ => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "store_unavailable",
+            "cannot clear the cache",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

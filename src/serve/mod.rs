@@ -1,0 +1,141 @@
+//! The server front end: `llmroute serve` puts the engine behind an
+//! OpenAI-compatible HTTP API, so any OpenAI client gets routing,
+//! fallback, the cache and metrics by pointing its base URL at it.
+//!
+//! | module     | concern                                                      |
+//! |------------|--------------------------------------------------------------|
+//! | this one   | set-up from the options, the listener, the stop              |
+//! | [`http`]   | routes, shared state, request ids, tokens, the body cap      |
+//! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
+//! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
+//! | [`errors`] | errors in OpenAI's shape                                     |
+//! | [`gate`]   | upstream slots (`-j`) and the bounded queue                  |
+//! | [`auth`]   | client and admin tokens                                      |
+//! | [`metrics`]| Prometheus counters and histograms; the engine's observer    |
+//! | [`log`]    | the start line, warnings and access lines                    |
+//! | [`listen`] | HTTP/1.1 and h2c, timeouts, graceful stop                    |
+//! | [`upkeep`] | the store kept bounded while the server runs                 |
+
+pub mod auth;
+pub mod chat;
+pub mod errors;
+pub mod gate;
+pub mod http;
+pub mod listen;
+pub mod log;
+pub mod manage;
+pub mod metrics;
+pub mod upkeep;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::options::Options;
+use crate::setup::exit;
+use crate::wiring::{self, Wants};
+use auth::{Tokens, ADMIN_VAR, CLIENT_VAR};
+
+/// How long a refused upstream key stays refused before a request tries it again.
+pub const RETRY_REFUSED: Duration = Duration::from_secs(30);
+
+/// Runs the server until SIGTERM or Ctrl-C; returns the exit status.
+pub fn main(options: &Options) -> anyhow::Result<i32> {
+    let s = &options.serve;
+    let addr: SocketAddr = s.listen.trim().parse().map_err(|_| {
+        anyhow!(
+            "--listen {}: not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080",
+            s.listen
+        )
+    })?;
+    let clients = Tokens::load(CLIENT_VAR, s.auth_token_file.as_deref())?;
+    let admins = Tokens::load(ADMIN_VAR, s.admin_token_file.as_deref())?;
+    if clients.is_empty() && !addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "refusing to listen on {addr} without client tokens: anyone who can reach it could spend your API key. \
+             Set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
+        ));
+    }
+    log::init(s.log_format, s.quiet);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("llmroute-serve")
+        .build()
+        .context("cannot start the async runtime")?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let wants = Wants {
+        dry_run: false,
+        explain: false,
+        use_cache: !s.no_cache,
+        quiet: s.quiet,
+        run_id: format!("serve-{}", wiring::run_id()),
+        pool: options.concurrency as usize,
+        retry_refused: Some(RETRY_REFUSED),
+    };
+    let observer = Arc::new(metrics::ServeObserver {
+        metrics: metrics.clone(),
+    });
+    let wired = wiring::wire(options, wants, observer, &rt)?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let gate = gate::Gate::new(
+        options.concurrency as usize,
+        s.queue as usize,
+        metrics.clone(),
+    );
+    let app = Arc::new(http::App::new(
+        wired.router.clone(),
+        gate,
+        metrics,
+        clients.clone(),
+        admins,
+        s,
+        RETRY_REFUSED,
+        wired.store_path.clone(),
+    ));
+    let keep = upkeep::Keep {
+        path: wired.store_path.clone(),
+        cache_ttl: options.cache_ttl,
+        retention: options.retention,
+        cache_max_size: s.cache_max_size,
+    };
+    let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
+    tracing::info!(
+        "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
+        env!("CARGO_PKG_VERSION"),
+        if clients.is_empty() {
+            "no client tokens, loopback only"
+        } else {
+            "client tokens required"
+        },
+        wired.store_path.display()
+    );
+    let routes = http::routes(app.clone());
+    let finished = rt.block_on(listen::serve(
+        listener,
+        routes,
+        s.header_timeout,
+        listen::stop_signal(),
+        s.grace,
+    ));
+    if !finished {
+        tracing::warn!(
+            "requests still in flight after the grace period of {} are cut off",
+            crate::core::duration::format(s.grace)
+        );
+    }
+    upkeep.abort();
+    wired.router.abort();
+    drop(app);
+    drop(wired.router);
+    drop(wired.health_reader);
+    rt.shutdown_timeout(Duration::from_millis(500));
+    let store = wired.writer.finish();
+    drop(store);
+    tracing::info!("llmroute stopped");
+    Ok(exit::OK)
+}
