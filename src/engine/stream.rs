@@ -470,7 +470,10 @@ impl Stream for Streaming {
                     this.sleep.as_mut().reset(deadline);
                 }
                 Poll::Ready(Some(Err(f))) => {
-                    let message = format!("the stream broke: {}", f.message);
+                    let message = format!(
+                        "the stream was cut off after {} chunk(s): {}",
+                        live.fold.chunks, f.message
+                    );
                     this.end(End::Broken(FailureKind::Connect, message));
                 }
                 Poll::Ready(None) => {

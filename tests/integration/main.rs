@@ -20,6 +20,7 @@ mod offline;
 mod props;
 mod report;
 mod route;
+mod serve;
 mod signals;
 mod tls;
 mod toolchain;

@@ -223,3 +223,127 @@ pub fn answered_by(line: &Value) -> String {
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
+
+/// A running `llmroute serve`: its address, and its stderr as it comes.
+/// Killed when dropped (unless [`Served::stop`] stopped it).
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Env {
+    /// Starts `llmroute serve` on a free loopback port with `args` (and
+    /// the environment of [`Env::cmd`], changed by `env`), and waits for
+    /// the line that names its address.
+    pub fn serve_with(&self, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let mut cmd = self.cmd();
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        let mut c = cmd.cmd;
+        c.arg("serve");
+        if !args.iter().any(|a| *a == "--listen") {
+            c.args(["--listen", "127.0.0.1:0"]);
+        }
+        c.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("llmroute serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                {
+                    let mut l = sink.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("an address"),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let _ = reader.join();
+                panic!(
+                    "llmroute serve did not start ({status:?}):\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Served {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn serve(&self, args: &[&str]) -> Served {
+        self.serve_with(args, &[])
+    }
+}
+
+impl Served {
+    /// `http://ADDR`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for it to exit; returns its status code and
+    /// everything it wrote on stderr.
+    pub fn stop(mut self) -> (i32, String) {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().expect("llmroute serve exits");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status.code().unwrap_or(-1), self.log())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name (`TERM`, `INT`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// A chat body with one user message.
+pub fn chat(model: Option<&str>, prompt: &str) -> Value {
+    let mut body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
+    if let Some(m) = model {
+        body["model"] = Value::String(m.to_string());
+    }
+    body
+}

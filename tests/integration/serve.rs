@@ -1,0 +1,595 @@
+//! `llmroute serve` over raw HTTP: the endpoints, errors in OpenAI's shape,
+//! streams, tokens, limits, the stop, and secrets.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to `/v1/chat/completions`; the status, headers and JSON body.
+async fn post(
+    c: &reqwest::Client,
+    s: &Served,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = c
+        .post(s.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, v)
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name)
+        .unwrap_or_else(|| panic!("no {name} in {h:?}"))
+        .to_str()
+        .unwrap()
+}
+
+fn content(v: &Value) -> &str {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content in {v}"))
+}
+
+/// The `data:` payloads of a server-sent events body.
+fn events(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The content of a stream's chunks, joined.
+fn joined(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_routed_completion_comes_with_its_headers_and_is_recorded() {
+    let env = Env::three();
+    let s = env.serve(&["-p", "cost", "--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let c = client();
+        let (status, h, v) = post(&c, &s, &chat(Some("auto"), "hi")).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(content(&v), "[t/a] hi", "the cheapest");
+        assert_eq!(header(&h, "x-llmroute-model"), "t/a");
+        assert_eq!(header(&h, "x-llmroute-cached"), "false");
+        assert_eq!(header(&h, "x-llmroute-attempts"), "1");
+        assert!(header(&h, "x-llmroute-score").parse::<f64>().is_ok());
+        assert!(header(&h, "x-llmroute-latency-ms").parse::<f64>().is_ok());
+        let id = header(&h, "x-request-id").to_string();
+        // Pinned, and chosen by priority through the model name.
+        let (_, h, v) = post(&c, &s, &chat(Some("t/c"), "pin")).await;
+        assert_eq!((content(&v), header(&h, "x-llmroute-model")), ("[t/c] pin", "t/c"));
+        let (_, _, v) = post(&c, &s, &chat(Some("llmroute/quality"), "q")).await;
+        assert_eq!(content(&v), "[t/a] q", "the best quality");
+        // The same request again: the cache.
+        let (_, h, v) = post(&c, &s, &chat(Some("auto"), "hi")).await;
+        assert_eq!(content(&v), "[t/a] hi");
+        assert_eq!(header(&h, "x-llmroute-cached"), "true");
+        assert_eq!(header(&h, "x-llmroute-attempts"), "0");
+        let (code, log) = s.stop();
+        assert_eq!(code, 0, "{log}");
+        assert!(log.contains(&id), "the access log names the request: {log}");
+        assert_eq!(env.count("SELECT count(*) FROM requests"), 4);
+        assert_eq!(
+            env.count(&format!("SELECT count(*) FROM requests WHERE request_id = '{id}'")),
+            1
+        );
+    });
+    assert_eq!(env.server.count_for("t/a"), 2);
+}
+
+#[test]
+fn errors_have_openais_shape_and_fitting_statuses() {
+    let env = Env::three();
+    let s = env.serve(&["--max-body", "2KiB", "--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let c = client();
+        let send = |body: Vec<u8>| {
+            c.post(s.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        for (body, status, code) in [
+            (b"{not json".to_vec(), 400, "invalid_input"),
+            (b"[1]".to_vec(), 400, "invalid_input"),
+            (br#"{"messages":[]}"#.to_vec(), 400, "invalid_input"),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}],"model":"llmroute/nope"}"#.to_vec(),
+                400,
+                "invalid_input",
+            ),
+            (vec![b' '; 4096], 413, "body_too_large"),
+        ] {
+            let r = send(body).await.unwrap();
+            assert_eq!(r.status().as_u16(), status);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], code, "{v}");
+            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(v["error"]["type"].is_string());
+        }
+        let r = c.get(s.url("/v2/nothing")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "not_found_error");
+        let r = c.get(s.url("/v1/chat/completions")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405);
+    });
+    // Every model failing is a bad gateway.
+    for m in ["t/a", "t/b", "t/c"] {
+        env.server.set_default(m, Behavior::status(500));
+    }
+    rt().block_on(async {
+        let (status, _, v) = post(&client(), &s, &chat(None, "x")).await;
+        assert_eq!(status, 502, "{v}");
+        assert_eq!(v["error"]["code"], "all_models_failed");
+    });
+    assert_eq!(env.server.completions().len(), 3, "nothing sent for bad requests");
+}
+
+#[test]
+fn streams_pass_through_and_fall_back_before_their_first_chunk() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::status(503));
+    env.server.set_default("t/b", Behavior::stream(0, 20, 5));
+    let s = env.serve(&["-p", "cost", "--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let c = client();
+        let mut body = chat(None, "s");
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
+        assert_eq!(header(r.headers(), "x-llmroute-model"), "t/b");
+        assert_eq!(header(r.headers(), "x-llmroute-attempts"), "2");
+        let text = r.text().await.unwrap();
+        let ev = events(&text);
+        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
+        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
+        let usage: Vec<Value> = ev
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter(|c| c["usage"].is_object())
+            .collect();
+        assert_eq!(usage.len(), 1, "the usage chunk, as asked: {text}");
+        // Not streamed, the same request is the cached whole of the stream.
+        let (_, h, v) = post(&c, &s, &chat(None, "s")).await;
+        assert_eq!(header(&h, "x-llmroute-cached"), "true");
+        assert_eq!(content(&v), "[t/b] w2 w3 w4 w5");
+        // And streamed again, the cache replays it, without usage unasked.
+        body["stream_options"] = json!(null);
+        let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert_eq!(header(r.headers(), "x-llmroute-cached"), "true");
+        let ev = events(&r.text().await.unwrap());
+        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
+        assert!(!ev.iter().any(|e| e.contains("\"usage\"")));
+    });
+    s.stop();
+    assert_eq!(env.server.streams_completed(), 1);
+    let ttft: Option<f64> = env.value("SELECT ttft_ms FROM attempts WHERE model = 't/b' AND ok = 1");
+    assert!(ttft.is_some(), "time to first token recorded");
+}
+
+#[test]
+fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::stream_cut(0, 10, 5, 2));
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let mut body = chat(None, "cut");
+        body["stream"] = json!(true);
+        let r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let ev = events(&r.text().await.unwrap());
+        assert!(!ev.iter().any(|e| e == "[DONE]"), "{ev:?}");
+        let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+        assert!(last["error"]["message"].as_str().unwrap().contains("cut off"), "{last}");
+    });
+    s.stop();
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"), 1);
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::stream(0, 200, 50));
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let mut body = chat(None, "leave");
+        body["stream"] = json!(true);
+        let mut r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let first = r.chunk().await.unwrap().expect("a first chunk");
+        assert!(String::from_utf8_lossy(&first).contains("[t/a]"));
+        drop(r);
+    });
+    let mut waited = 0;
+    while env.server.streams_abandoned() == 0 && waited < 200 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(env.server.streams_abandoned(), 1, "the upstream call was cut");
+    assert_eq!(env.server.streams_completed(), 0);
+    s.stop();
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1,
+        "the attempt is recorded"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+}
+
+#[test]
+fn cache_control_skips_the_read_or_the_write() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        let send = |cc: &'static str| {
+            c.post(s.url("/v1/chat/completions"))
+                .header("cache-control", cc)
+                .json(&chat(None, "cc"))
+                .send()
+        };
+        let r = send("no-store").await.unwrap();
+        assert_eq!(header(r.headers(), "x-llmroute-cached"), "false");
+        let r = send("max-age=0").await.unwrap();
+        assert_eq!(header(r.headers(), "x-llmroute-cached"), "false", "not stored");
+        let r = send("no-cache").await.unwrap();
+        assert_eq!(header(r.headers(), "x-llmroute-cached"), "false", "not read");
+    });
+    assert_eq!(env.server.count_for("t/a"), 3);
+}
+
+#[test]
+fn tokens_guard_the_api_and_admin_tokens_the_cache() {
+    let env = Env::three();
+    let s = env.serve_with(
+        &["--models", "t/a"],
+        &[("LLMROUTE_AUTH_TOKENS", "tok-1,tok-2"), ("LLMROUTE_ADMIN_TOKENS", "adm-1")],
+    );
+    rt().block_on(async {
+        let c = client();
+        let url = s.url("/v1/chat/completions");
+        let body = chat(None, "t");
+        let r = c.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "authentication_error");
+        let r = c.post(&url).bearer_auth("tok-3").json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let r = c.post(&url).bearer_auth("tok-2").json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(c.get(s.url("/health")).send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status().as_u16(), 401);
+        let r = c.delete(s.url("/cache")).bearer_auth("tok-1").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "a client token is not an admin token");
+        let stats: Value = c
+            .get(s.url("/cache/stats"))
+            .bearer_auth("tok-1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["entries"], 1, "{stats}");
+        let r = c.delete(s.url("/cache")).bearer_auth("adm-1").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["deleted"], 1);
+    });
+    s.stop();
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+    // No client's token goes upstream.
+    for r in env.server.completions() {
+        assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    }
+}
+
+#[test]
+fn without_tokens_only_loopback_is_served() {
+    let env = Env::three();
+    let out = env.cmd().args(["serve", "--listen", "0.0.0.0:0"]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("LLMROUTE_AUTH_TOKENS"), "{}", out.stderr);
+    let tokens = env.write("tokens", "# clients\nsecret-a\n\n");
+    let s = env.serve(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--auth-token-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(s.log().contains("client tokens required"), "{}", s.log());
+}
+
+#[test]
+fn models_route_health_ready_and_metrics_answer() {
+    let env = Env::three();
+    let s = env.serve(&["-p", "cost", "--models", "t/a,t/b", "--fallback", "t/c"]);
+    rt().block_on(async {
+        let c = client();
+        let models: Value = c.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(models["object"], "list");
+        let ids: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        for id in ["t/a", "t/b", "t/c", "llmroute/auto", "llmroute/speed", "llmroute/cost"] {
+            assert!(ids.contains(&id), "{id} in {ids:?}");
+        }
+        let a = &models["data"][0];
+        assert_eq!(a["pricing"]["prompt"], 0.000001);
+        assert!(a["score"].is_number(), "{a}");
+        assert_eq!(a["state"], "prior", "never measured: {a}");
+        let route: Value = c
+            .post(s.url("/route"))
+            .json(&json!({"messages": [{"role": "user", "content": "x"}], "priority": "quality"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(route["model"], "t/a", "{route}");
+        assert_eq!(route["priority"], "quality");
+        assert_eq!(route["ranking"].as_array().unwrap().len(), 2);
+        assert!(route["ranking"][0]["state"].is_string());
+        assert!(route["reason"].as_str().unwrap().starts_with("t/a"));
+        assert_eq!(env.server.completions().len(), 0, "/route calls nothing");
+        let ready = c.get(s.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 200);
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["store"], "ok");
+        post(&c, &s, &chat(None, "m")).await;
+        let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text: {text}");
+        let requests: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("llmroute_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(requests, 1.0, "{text}");
+    });
+}
+
+#[test]
+fn six_hundred_requests_from_thirty_connections_are_all_answered() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a,t/b", "--no-cache", "-j", "8"]);
+    let answered = rt().block_on(async {
+        let mut tasks = Vec::new();
+        for conn in 0..30 {
+            let url = s.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                // One connection each.
+                let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let mut ok = 0;
+                for i in 0..20 {
+                    let r = c.post(&url).json(&chat(None, &format!("c{conn}-{i}"))).send().await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.unwrap();
+        }
+        n
+    });
+    assert_eq!(answered, 600);
+    assert_eq!(env.server.completions().len(), 600);
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(1500));
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    let runtime = rt();
+    let url = s.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            runtime.spawn(async move {
+                let r = client().post(&url).json(&chat(None, &format!("slow{i}"))).send().await?;
+                Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+            })
+        })
+        .collect();
+    let mut waited = 0;
+    while env.server.in_flight() < 16 && waited < 400 {
+        std::thread::sleep(Duration::from_millis(25));
+        waited += 1;
+    }
+    assert_eq!(env.server.in_flight(), 16, "all 16 in flight");
+    let (code, log) = s.stop();
+    for t in tasks {
+        let (status, body) = runtime.block_on(t).unwrap().expect("an answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(env.count("SELECT count(*) FROM requests WHERE ok = 1"), 16, "flushed");
+}
+
+#[test]
+fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(3000));
+    let s = env.serve(&["--models", "t/a", "--no-cache", "-j", "1", "--queue", "1"]);
+    let runtime = rt();
+    let url = s.url("/v1/chat/completions");
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let url = url.clone();
+            runtime.spawn(async move {
+                client().post(&url).json(&chat(None, &format!("h{i}"))).send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Until one holds the slot and one waits for it.
+    let metrics = s.url("/metrics");
+    let mut waited = 0;
+    loop {
+        let text = runtime.block_on(async { client().get(&metrics).send().await.unwrap().text().await.unwrap() });
+        if text.contains("llmroute_requests_queued 1") && text.contains("llmroute_requests_in_flight 1") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 400, "{text}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (status, h, v) = runtime.block_on(post(&client(), &s, &chat(None, "third")));
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(header(&h, "retry-after"), "1");
+    assert_eq!(v["error"]["code"], "overloaded");
+    for t in held {
+        assert_eq!(runtime.block_on(t).unwrap().unwrap(), 200, "the queued one waited its turn");
+    }
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_and_is_recorded() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a", "--deadline", "300ms"]);
+    let (status, _, v) = rt().block_on(post(&client(), &s, &chat(None, "late")));
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "deadline_exceeded");
+    s.stop();
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1
+    );
+}
+
+#[test]
+fn a_refused_key_gives_503_and_the_server_stays_up() {
+    let server = FakeServer::start_with(fake_openrouter::Config {
+        models: vec![ModelSpec::new("t/a")],
+        api_key: Some("another-key".into()),
+        ..fake_openrouter::Config::default()
+    });
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        server,
+    };
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        for _ in 0..2 {
+            let (status, h, v) = post(&c, &s, &chat(None, "k")).await;
+            assert_eq!(status, 503, "{v}");
+            assert_eq!(v["error"]["code"], "auth");
+            assert!(h.get("retry-after").is_some());
+        }
+        let health = c.get(s.url("/health")).send().await.unwrap();
+        assert_eq!(health.status().as_u16(), 200);
+        let ready = c.get(s.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 503);
+    });
+    assert_eq!(env.server.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count(), 1, "tried once");
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let env = Env::three();
+    let s = env.serve(&["--header-timeout", "300ms"]);
+    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+    conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    // The server closes the connection (with or without a 408).
+    let read = conn.read_to_end(&mut buf);
+    assert!(read.is_ok(), "closed by the server, not by our timeout: {read:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[test]
+fn http2_without_tls_is_served() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+        let r = c.post(s.url("/v1/chat/completions")).json(&chat(None, "h2")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status().as_u16(), 200);
+    });
+}
+
+#[test]
+fn the_api_key_appears_in_no_response_log_or_store() {
+    let env = Env::three();
+    env.server.set_default("t/b", Behavior::status_with_body(400, format!("bad key {KEY}")));
+    let s = env.serve(&["--models", "t/a,t/b", "--log-format", "json"]);
+    let mut seen = String::new();
+    rt().block_on(async {
+        let c = client();
+        for body in [chat(None, "a"), chat(Some("t/b"), "b"), json!({"x": 1})] {
+            let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+            seen.push_str(&format!("{:?}", r.headers()));
+            seen.push_str(&r.text().await.unwrap());
+        }
+        for path in ["/v1/models", "/ready", "/metrics", "/cache/stats"] {
+            seen.push_str(&c.get(s.url(path)).send().await.unwrap().text().await.unwrap());
+        }
+    });
+    let (_, log) = s.stop();
+    assert!(!seen.contains(KEY), "{seen}");
+    assert!(!log.contains(KEY), "{log}");
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string());
+    }
+    assert!(seen.contains("[redacted]"), "the upstream's echo is blanked: {seen}");
+    let store = std::fs::read(env.db()).unwrap();
+    assert!(!store.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
+}
