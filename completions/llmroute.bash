@@ -36,6 +36,9 @@ _llmroute() {
             llmroute,report)
                 cmd="llmroute__subcmd__report"
                 ;;
+            llmroute,serve)
+                cmd="llmroute__subcmd__serve"
+                ;;
             llmroute__subcmd__cache,clear)
                 cmd="llmroute__subcmd__cache__subcmd__clear"
                 ;;
@@ -93,6 +96,9 @@ _llmroute() {
             llmroute__subcmd__help,report)
                 cmd="llmroute__subcmd__help__subcmd__report"
                 ;;
+            llmroute__subcmd__help,serve)
+                cmd="llmroute__subcmd__help__subcmd__serve"
+                ;;
             llmroute__subcmd__help__subcmd__cache,clear)
                 cmd="llmroute__subcmd__help__subcmd__cache__subcmd__clear"
                 ;;
@@ -115,7 +121,7 @@ _llmroute() {
 
     case "${cmd}" in
         llmroute)
-            opts="-p -w -m -f -j -n -e -q -v -h -V --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --help --version report models cache config help"
+            opts="-p -w -m -f -j -n -e -q -v -h -V --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --help --version report models cache config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -637,7 +643,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__help)
-            opts="report models cache config help"
+            opts="report models cache config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -790,6 +796,20 @@ _llmroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmroute__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmroute__subcmd__models)
             opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --db --config --base-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -869,6 +889,164 @@ _llmroute() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "table json prometheus" -- "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmroute__subcmd__serve)
+            opts="-p -w -m -f -j -q -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --listen --auth-token-file --admin-token-file --queue --max-body --deadline --grace --header-timeout --cache-max-size --upkeep-every --no-cache --log-format --log-bodies --quiet --db --config --base-url --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --priority)
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
+                    return 0
+                    ;;
+                --weights)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --models)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fallback)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quality)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-attempts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rpm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tpm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-cost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --explore)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hedge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-latency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-line-cost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retention)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-body)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deadline)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upkeep-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --db)

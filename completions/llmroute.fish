@@ -59,6 +59,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency 
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
@@ -144,11 +145,48 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "cache" -d 'Inspect and trim the response cache'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l listen -d 'The address to listen on, IP:PORT [default: 127.0.0.1:8080]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l auth-token-file -d 'Client tokens, one per line (# comments); adds to LLMROUTE_AUTH_TOKENS' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l admin-token-file -d 'Admin tokens (for DELETE /cache), one per line; adds to LLMROUTE_ADMIN_TOKENS' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l queue -d 'Requests that may wait for a free upstream slot (-j) before the server answers 503 [default: 4096]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-body -d 'The largest request body, e.g. 16MiB [default: 16MiB]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l deadline -d 'Time limit of a whole request, fallbacks included; then 504 [default: 5m]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l grace -d 'How long requests in flight may finish after SIGTERM or Ctrl-C [default: 30s]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l header-timeout -d 'Time a client has to send a request\'s headers, and an idle connection stays open [default: 30s]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-size -d 'Cap of the response cache; past it the least recently used answers go, e.g. 2GiB [default: no cap]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l upkeep-every -d 'How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-format -d 'Access log lines as text or JSON [default: text]' -r -f -a "text\t''
+json\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::open::{stream_body, Live};
 use super::ports::{Admission, Health, Reservation, Upstream};
-use super::stream::Live;
-use super::{now_ms, RouteOptions, Router};
+use super::{ms_since, now_ms, RouteOptions, Router};
 use crate::core::attempts::{Attempts, Planned};
 use crate::core::failure::{health_signal, Failure, FailureKind, Success};
 use crate::core::request::Request;
@@ -169,7 +169,7 @@ impl Router {
         let sent = Instant::now();
         let call = async {
             if opts.stream {
-                let body = super::stream::stream_body(&planned.model, &req.wire);
+                let body = stream_body(&planned.model, &req.wire);
                 self.open_stream(upstream, body)
                     .await
                     .map(|(s, l)| (s, Some(l)))
@@ -363,10 +363,6 @@ fn interrupted(message: &str) -> Failure {
         message: message.into(),
         retry_after: None,
     }
-}
-
-pub(super) fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// The upstream body: the request with `model` set, without re-serialising

@@ -10,6 +10,7 @@ mod attempt;
 mod decide;
 pub mod flight;
 pub mod health;
+mod open;
 pub mod ports;
 mod route;
 mod stream;
@@ -38,6 +39,11 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// Milliseconds since `t`.
+pub(crate) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// What the engine is set to do, the same for every request.

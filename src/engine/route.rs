@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{ms_since, when_cancelled, Admit};
+use super::attempt::{when_cancelled, Admit};
 use super::flight::{Join, Leader};
 use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
-use super::{now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
+use super::{ms_since, now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::{Key, Seal};
 use crate::core::explore;

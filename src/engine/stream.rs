@@ -13,91 +13,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, Stream};
 use serde_json::Value;
 
-use super::attempt::{ms_since, Held};
-use super::ports::{
-    Answer, AttemptRow, CacheEntry, Chunks, Health, Record, Recorder, RequestRow, Upstream,
-};
+use super::attempt::Held;
+use super::open::{sse_snippet, Live};
+use super::ports::{Answer, AttemptRow, CacheEntry, Health, Record, Recorder, RequestRow};
 use super::route::{request_row, Job, Tried};
-use super::{now_ms, Attempt, Outcome, Routed, Router};
+use super::{ms_since, now_ms, Attempt, Outcome, Routed, Router};
 use crate::core::attempts::Planned;
 use crate::core::cachekey::Key;
-use crate::core::failure::{error_type, health_signal, Failure, FailureKind, Success, Usage};
-use crate::core::sse::{self, Event, Events, Fold};
-
-/// The upstream body of a stream: the request with `model`, `stream` and
-/// usage at the end (which prices the answer) asked for.
-pub(super) fn stream_body(model: &str, rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(rest.len() + model.len() + 64);
-    body.extend_from_slice(b"{\"model\":");
-    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
-    body.extend_from_slice(br#","stream":true,"stream_options":{"include_usage":true}"#);
-    if rest.len() > 2 {
-        body.push(b',');
-        body.extend_from_slice(&rest[1..]);
-    } else {
-        body.push(b'}');
-    }
-    body
-}
-
-/// A stream whose first chunk has come.
-pub(crate) struct Live {
-    events: Chunks,
-    parser: Events,
-    fold: Fold,
-    /// Events read but not yet handed on.
-    queued: VecDeque<Event>,
-    /// ms from the attempt's start to its first chunk.
-    ttft_ms: f64,
-}
+use crate::core::failure::{error_type, health_signal, FailureKind};
+use crate::core::sse::{self, Event, Fold};
 
 impl Router {
-    /// Opens a stream, and reads it up to its first chunk, within the
-    /// attempt's time limit.
-    pub(super) async fn open_stream(
-        &self,
-        upstream: &dyn Upstream,
-        body: Vec<u8>,
-    ) -> Result<(Success, Live), Failure> {
-        let timeout = self.config.timeout;
-        let sent = Instant::now();
-        let first = async {
-            let opened = upstream.open(body, timeout).await?;
-            let mut live = Live {
-                events: opened.events,
-                parser: Events::default(),
-                fold: Fold::default(),
-                queued: VecDeque::new(),
-                ttft_ms: 0.0,
-            };
-            live.first_chunk().await?;
-            Ok((opened.status, live))
-        };
-        let (status, mut live) = match tokio::time::timeout(timeout, first).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(failure(
-                    FailureKind::Timeout,
-                    format!(
-                        "no first chunk within {}",
-                        crate::core::duration::format(timeout)
-                    ),
-                ))
-            }
-        };
-        live.ttft_ms = ms_since(sent);
-        let success = Success {
-            status,
-            body: String::new(),
-            content: None,
-            usage: Usage::default(),
-        };
-        Ok((success, live))
-    }
-
     /// The outcome of a request whose stream has begun on `planned`.
     pub(super) fn streaming(
         &self,
@@ -149,63 +78,6 @@ impl Router {
             latency_ms: ms_since(job.started),
             commit: None,
         }
-    }
-}
-
-impl Live {
-    /// Reads until the first chunk that carries choices; fails when the
-    /// stream ends, breaks or carries an error before it.
-    async fn first_chunk(&mut self) -> Result<(), Failure> {
-        let mut events = Vec::new();
-        loop {
-            let Some(bytes) = self.events.next().await else {
-                return Err(failure(
-                    FailureKind::Connect,
-                    "the stream ended before its first chunk",
-                ));
-            };
-            self.parser.push(&bytes?, &mut events);
-            for event in events.drain(..) {
-                if self.queued.is_empty() {
-                    match &event {
-                        Event::Done => {
-                            return Err(failure(
-                                FailureKind::InvalidResponse,
-                                "the stream ended before its first chunk",
-                            ))
-                        }
-                        Event::Data(d) => {
-                            let chunk: Value = serde_json::from_str(d).map_err(|_| {
-                                failure(
-                                    FailureKind::InvalidResponse,
-                                    format!("a chunk is not JSON: {}", sse_snippet(d)),
-                                )
-                            })?;
-                            if let Some(e) = sse::error_of(&chunk) {
-                                return Err(failure(FailureKind::UpstreamError, e));
-                            }
-                        }
-                    }
-                }
-                self.queued.push_back(event);
-            }
-            if !self.queued.is_empty() {
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn sse_snippet(d: &str) -> String {
-    crate::core::failure::snippet(d.as_bytes())
-}
-
-fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
-    Failure {
-        kind,
-        status: None,
-        message: message.into(),
-        retry_after: None,
     }
 }
 
@@ -501,19 +373,5 @@ impl Stream for Streaming {
 impl Drop for Streaming {
     fn drop(&mut self) {
         self.end(End::Dropped);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_body_asks_for_usage() {
-        let v: Value = serde_json::from_slice(&stream_body("m", br#"{"messages":[]}"#)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]})
-        );
     }
 }

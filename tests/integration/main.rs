@@ -17,6 +17,7 @@ mod layout;
 mod learning;
 mod numbers;
 mod offline;
+mod openai;
 mod props;
 mod report;
 mod route;

@@ -68,7 +68,11 @@ fn joined(events: &[String]) -> String {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -89,7 +93,10 @@ fn a_routed_completion_comes_with_its_headers_and_is_recorded() {
         let id = header(&h, "x-request-id").to_string();
         // Pinned, and chosen by priority through the model name.
         let (_, h, v) = post(&c, &s, &chat(Some("t/c"), "pin")).await;
-        assert_eq!((content(&v), header(&h, "x-llmroute-model")), ("[t/c] pin", "t/c"));
+        assert_eq!(
+            (content(&v), header(&h, "x-llmroute-model")),
+            ("[t/c] pin", "t/c")
+        );
         let (_, _, v) = post(&c, &s, &chat(Some("llmroute/quality"), "q")).await;
         assert_eq!(content(&v), "[t/a] q", "the best quality");
         // The same request again: the cache.
@@ -102,7 +109,9 @@ fn a_routed_completion_comes_with_its_headers_and_is_recorded() {
         assert!(log.contains(&id), "the access log names the request: {log}");
         assert_eq!(env.count("SELECT count(*) FROM requests"), 4);
         assert_eq!(
-            env.count(&format!("SELECT count(*) FROM requests WHERE request_id = '{id}'")),
+            env.count(&format!(
+                "SELECT count(*) FROM requests WHERE request_id = '{id}'"
+            )),
             1
         );
     });
@@ -136,7 +145,9 @@ fn errors_have_openais_shape_and_fitting_statuses() {
             assert_eq!(r.status().as_u16(), status);
             let v: Value = r.json().await.unwrap();
             assert_eq!(v["error"]["code"], code, "{v}");
-            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
             assert!(v["error"]["type"].is_string());
         }
         let r = c.get(s.url("/v2/nothing")).send().await.unwrap();
@@ -155,7 +166,11 @@ fn errors_have_openais_shape_and_fitting_statuses() {
         assert_eq!(status, 502, "{v}");
         assert_eq!(v["error"]["code"], "all_models_failed");
     });
-    assert_eq!(env.server.completions().len(), 3, "nothing sent for bad requests");
+    assert_eq!(
+        env.server.completions().len(),
+        3,
+        "nothing sent for bad requests"
+    );
 }
 
 #[test]
@@ -169,7 +184,12 @@ fn streams_pass_through_and_fall_back_before_their_first_chunk() {
         let mut body = chat(None, "s");
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
-        let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
         assert_eq!(header(r.headers(), "x-llmroute-model"), "t/b");
@@ -190,7 +210,12 @@ fn streams_pass_through_and_fall_back_before_their_first_chunk() {
         assert_eq!(content(&v), "[t/b] w2 w3 w4 w5");
         // And streamed again, the cache replays it, without usage unasked.
         body["stream_options"] = json!(null);
-        let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(header(r.headers(), "x-llmroute-cached"), "true");
         let ev = events(&r.text().await.unwrap());
         assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
@@ -198,14 +223,16 @@ fn streams_pass_through_and_fall_back_before_their_first_chunk() {
     });
     s.stop();
     assert_eq!(env.server.streams_completed(), 1);
-    let ttft: Option<f64> = env.value("SELECT ttft_ms FROM attempts WHERE model = 't/b' AND ok = 1");
+    let ttft: Option<f64> =
+        env.value("SELECT ttft_ms FROM attempts WHERE model = 't/b' AND ok = 1");
     assert!(ttft.is_some(), "time to first token recorded");
 }
 
 #[test]
 fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
     let env = Env::three();
-    env.server.set_default("t/a", Behavior::stream_cut(0, 10, 5, 2));
+    env.server
+        .set_default("t/a", Behavior::stream_cut(0, 10, 5, 2));
     let s = env.serve(&["--models", "t/a"]);
     rt().block_on(async {
         let mut body = chat(None, "cut");
@@ -220,11 +247,20 @@ fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
         let ev = events(&r.text().await.unwrap());
         assert!(!ev.iter().any(|e| e == "[DONE]"), "{ev:?}");
         let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
-        assert!(last["error"]["message"].as_str().unwrap().contains("cut off"), "{last}");
+        assert!(
+            last["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cut off"),
+            "{last}"
+        );
     });
     s.stop();
     assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
-    assert_eq!(env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"), 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"),
+        1
+    );
 }
 
 #[test]
@@ -250,7 +286,11 @@ fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
         std::thread::sleep(Duration::from_millis(50));
         waited += 1;
     }
-    assert_eq!(env.server.streams_abandoned(), 1, "the upstream call was cut");
+    assert_eq!(
+        env.server.streams_abandoned(),
+        1,
+        "the upstream call was cut"
+    );
     assert_eq!(env.server.streams_completed(), 0);
     s.stop();
     assert_eq!(
@@ -276,9 +316,17 @@ fn cache_control_skips_the_read_or_the_write() {
         let r = send("no-store").await.unwrap();
         assert_eq!(header(r.headers(), "x-llmroute-cached"), "false");
         let r = send("max-age=0").await.unwrap();
-        assert_eq!(header(r.headers(), "x-llmroute-cached"), "false", "not stored");
+        assert_eq!(
+            header(r.headers(), "x-llmroute-cached"),
+            "false",
+            "not stored"
+        );
         let r = send("no-cache").await.unwrap();
-        assert_eq!(header(r.headers(), "x-llmroute-cached"), "false", "not read");
+        assert_eq!(
+            header(r.headers(), "x-llmroute-cached"),
+            "false",
+            "not read"
+        );
     });
     assert_eq!(env.server.count_for("t/a"), 3);
 }
@@ -288,7 +336,10 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
     let env = Env::three();
     let s = env.serve_with(
         &["--models", "t/a"],
-        &[("LLMROUTE_AUTH_TOKENS", "tok-1,tok-2"), ("LLMROUTE_ADMIN_TOKENS", "adm-1")],
+        &[
+            ("LLMROUTE_AUTH_TOKENS", "tok-1,tok-2"),
+            ("LLMROUTE_ADMIN_TOKENS", "adm-1"),
+        ],
     );
     rt().block_on(async {
         let c = client();
@@ -298,14 +349,51 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
         assert_eq!(r.status().as_u16(), 401);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["type"], "authentication_error");
-        let r = c.post(&url).bearer_auth("tok-3").json(&body).send().await.unwrap();
+        let r = c
+            .post(&url)
+            .bearer_auth("tok-3")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401);
-        let r = c.post(&url).bearer_auth("tok-2").json(&body).send().await.unwrap();
+        let r = c
+            .post(&url)
+            .bearer_auth("tok-2")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(c.get(s.url("/health")).send().await.unwrap().status().as_u16(), 200);
-        assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status().as_u16(), 401);
-        let r = c.delete(s.url("/cache")).bearer_auth("tok-1").send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 403, "a client token is not an admin token");
+        assert_eq!(
+            c.get(s.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+        assert_eq!(
+            c.get(s.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            401
+        );
+        let r = c
+            .delete(s.url("/cache"))
+            .bearer_auth("tok-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            403,
+            "a client token is not an admin token"
+        );
         let stats: Value = c
             .get(s.url("/cache/stats"))
             .bearer_auth("tok-1")
@@ -316,7 +404,12 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
             .await
             .unwrap();
         assert_eq!(stats["entries"], 1, "{stats}");
-        let r = c.delete(s.url("/cache")).bearer_auth("adm-1").send().await.unwrap();
+        let r = c
+            .delete(s.url("/cache"))
+            .bearer_auth("adm-1")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["deleted"], 1);
@@ -325,7 +418,10 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
     assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
     // No client's token goes upstream.
     for r in env.server.completions() {
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
     }
 }
 
@@ -334,7 +430,11 @@ fn without_tokens_only_loopback_is_served() {
     let env = Env::three();
     let out = env.cmd().args(["serve", "--listen", "0.0.0.0:0"]).run();
     out.assert_code(2);
-    assert!(out.stderr.contains("LLMROUTE_AUTH_TOKENS"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("LLMROUTE_AUTH_TOKENS"),
+        "{}",
+        out.stderr
+    );
     let tokens = env.write("tokens", "# clients\nsecret-a\n\n");
     let s = env.serve(&[
         "--listen",
@@ -351,7 +451,14 @@ fn models_route_health_ready_and_metrics_answer() {
     let s = env.serve(&["-p", "cost", "--models", "t/a,t/b", "--fallback", "t/c"]);
     rt().block_on(async {
         let c = client();
-        let models: Value = c.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+        let models: Value = c
+            .get(s.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(models["object"], "list");
         let ids: Vec<&str> = models["data"]
             .as_array()
@@ -359,7 +466,14 @@ fn models_route_health_ready_and_metrics_answer() {
             .iter()
             .map(|m| m["id"].as_str().unwrap())
             .collect();
-        for id in ["t/a", "t/b", "t/c", "llmroute/auto", "llmroute/speed", "llmroute/cost"] {
+        for id in [
+            "t/a",
+            "t/b",
+            "t/c",
+            "llmroute/auto",
+            "llmroute/speed",
+            "llmroute/cost",
+        ] {
             assert!(ids.contains(&id), "{id} in {ids:?}");
         }
         let a = &models["data"][0];
@@ -386,8 +500,18 @@ fn models_route_health_ready_and_metrics_answer() {
         let ready: Value = ready.json().await.unwrap();
         assert_eq!(ready["store"], "ok");
         post(&c, &s, &chat(None, "m")).await;
-        let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text: {text}");
+        let text = c
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.trim_end().ends_with("# EOF"),
+            "OpenMetrics text: {text}"
+        );
         let requests: f64 = text
             .lines()
             .filter(|l| l.starts_with("llmroute_requests_total{"))
@@ -407,10 +531,17 @@ fn six_hundred_requests_from_thirty_connections_are_all_answered() {
             let url = s.url("/v1/chat/completions");
             tasks.push(tokio::spawn(async move {
                 // One connection each.
-                let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let c = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
                 let mut ok = 0;
                 for i in 0..20 {
-                    let r = c.post(&url).json(&chat(None, &format!("c{conn}-{i}"))).send().await;
+                    let r = c
+                        .post(&url)
+                        .json(&chat(None, &format!("c{conn}-{i}")))
+                        .send()
+                        .await;
                     if r.is_ok_and(|r| r.status().is_success()) {
                         ok += 1;
                     }
@@ -439,7 +570,11 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
         .map(|i| {
             let url = url.clone();
             runtime.spawn(async move {
-                let r = client().post(&url).json(&chat(None, &format!("slow{i}"))).send().await?;
+                let r = client()
+                    .post(&url)
+                    .json(&chat(None, &format!("slow{i}")))
+                    .send()
+                    .await?;
                 Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
             })
         })
@@ -456,7 +591,11 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(code, 0, "{log}");
-    assert_eq!(env.count("SELECT count(*) FROM requests WHERE ok = 1"), 16, "flushed");
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE ok = 1"),
+        16,
+        "flushed"
+    );
 }
 
 #[test]
@@ -470,7 +609,12 @@ fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
         .map(|i| {
             let url = url.clone();
             runtime.spawn(async move {
-                client().post(&url).json(&chat(None, &format!("h{i}"))).send().await.map(|r| r.status().as_u16())
+                client()
+                    .post(&url)
+                    .json(&chat(None, &format!("h{i}")))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
             })
         })
         .collect();
@@ -478,8 +622,19 @@ fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
     let metrics = s.url("/metrics");
     let mut waited = 0;
     loop {
-        let text = runtime.block_on(async { client().get(&metrics).send().await.unwrap().text().await.unwrap() });
-        if text.contains("llmroute_requests_queued 1") && text.contains("llmroute_requests_in_flight 1") {
+        let text = runtime.block_on(async {
+            client()
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        if text.contains("llmroute_requests_queued 1")
+            && text.contains("llmroute_requests_in_flight 1")
+        {
             break;
         }
         waited += 1;
@@ -491,7 +646,11 @@ fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
     assert_eq!(header(&h, "retry-after"), "1");
     assert_eq!(v["error"]["code"], "overloaded");
     for t in held {
-        assert_eq!(runtime.block_on(t).unwrap().unwrap(), 200, "the queued one waited its turn");
+        assert_eq!(
+            runtime.block_on(t).unwrap().unwrap(),
+            200,
+            "the queued one waited its turn"
+        );
     }
 }
 
@@ -535,7 +694,15 @@ fn a_refused_key_gives_503_and_the_server_stays_up() {
         let ready = c.get(s.url("/ready")).send().await.unwrap();
         assert_eq!(ready.status().as_u16(), 503);
     });
-    assert_eq!(env.server.requests().iter().filter(|r| r.path.ends_with("/chat/completions")).count(), 1, "tried once");
+    assert_eq!(
+        env.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count(),
+        1,
+        "tried once"
+    );
 }
 
 #[test]
@@ -543,14 +710,22 @@ fn slow_headers_are_cut_off() {
     let env = Env::three();
     let s = env.serve(&["--header-timeout", "300ms"]);
     let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
-    conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut buf = Vec::new();
     // The server closes the connection (with or without a 408).
     let read = conn.read_to_end(&mut buf);
-    assert!(read.is_ok(), "closed by the server, not by our timeout: {read:?}");
+    assert!(
+        read.is_ok(),
+        "closed by the server, not by our timeout: {read:?}"
+    );
     let text = String::from_utf8_lossy(&buf);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -558,8 +733,16 @@ fn http2_without_tls_is_served() {
     let env = Env::three();
     let s = env.serve(&["--models", "t/a"]);
     rt().block_on(async {
-        let c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-        let r = c.post(s.url("/v1/chat/completions")).json(&chat(None, "h2")).send().await.unwrap();
+        let c = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "h2"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status().as_u16(), 200);
     });
@@ -568,18 +751,34 @@ fn http2_without_tls_is_served() {
 #[test]
 fn the_api_key_appears_in_no_response_log_or_store() {
     let env = Env::three();
-    env.server.set_default("t/b", Behavior::status_with_body(400, format!("bad key {KEY}")));
+    env.server.set_default(
+        "t/b",
+        Behavior::status_with_body(400, format!("bad key {KEY}")),
+    );
     let s = env.serve(&["--models", "t/a,t/b", "--log-format", "json"]);
     let mut seen = String::new();
     rt().block_on(async {
         let c = client();
         for body in [chat(None, "a"), chat(Some("t/b"), "b"), json!({"x": 1})] {
-            let r = c.post(s.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             seen.push_str(&format!("{:?}", r.headers()));
             seen.push_str(&r.text().await.unwrap());
         }
         for path in ["/v1/models", "/ready", "/metrics", "/cache/stats"] {
-            seen.push_str(&c.get(s.url(path)).send().await.unwrap().text().await.unwrap());
+            seen.push_str(
+                &c.get(s.url(path))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
         }
     });
     let (_, log) = s.stop();
@@ -589,7 +788,10 @@ fn the_api_key_appears_in_no_response_log_or_store() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string());
     }
-    assert!(seen.contains("[redacted]"), "the upstream's echo is blanked: {seen}");
+    assert!(
+        seen.contains("[redacted]"),
+        "the upstream's echo is blanked: {seen}"
+    );
     let store = std::fs::read(env.db()).unwrap();
     assert!(!store.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
 }

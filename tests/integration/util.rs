@@ -244,7 +244,7 @@ impl Env {
         }
         let mut c = cmd.cmd;
         c.arg("serve");
-        if !args.iter().any(|a| *a == "--listen") {
+        if !args.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
         }
         c.args(args)
