@@ -22,6 +22,7 @@ mod props;
 mod report;
 mod route;
 mod serve;
+mod serve_upkeep;
 mod signals;
 mod tls;
 mod toolchain;
