@@ -113,6 +113,14 @@ impl Client {
         }
     }
 
+    /// A POST of `body` to the chat completions endpoint.
+    fn chat(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.chat_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
     /// Sends one chat completion request (`body` is the JSON to post).
     pub async fn complete(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
         self.complete_raw(body, timeout).await.map_err(|mut f| {
@@ -123,20 +131,9 @@ impl Client {
 
     async fn complete_raw(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
         let fut = async {
-            let resp = self
-                .http
-                .post(self.chat_url.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-                .map_err(transport_failure)?;
+            let resp = self.chat(body).send().await.map_err(transport_failure)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = retry_after(resp.headers());
             if (300..400).contains(&status) {
                 return Err(redirected(status, resp.headers().get(LOCATION)));
             }
@@ -171,11 +168,8 @@ impl Client {
         let redact = self.redact.clone();
         let head = async {
             let resp = self
-                .http
-                .post(self.chat_url.clone())
-                .header(CONTENT_TYPE, "application/json")
+                .chat(body)
                 .header(ACCEPT, "text/event-stream")
-                .body(body)
                 .send()
                 .await
                 .map_err(transport_failure)?;
@@ -189,11 +183,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             if !(200..300).contains(&status) || !is_stream {
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                let retry_after = retry_after(resp.headers());
                 let bytes = read_capped(resp).await?;
                 return if (200..300).contains(&status) {
                     parse_completion(status, &bytes).map(|s| Opened::whole(&s))
@@ -258,6 +248,14 @@ impl Client {
                 ))
             })
     }
+}
+
+/// How long a response asks us to wait before trying again.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {

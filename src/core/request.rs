@@ -245,6 +245,23 @@ pub fn model_choice(model: Option<&str>) -> ModelChoice {
     }
 }
 
+/// The body sent upstream: `model` first, then the fields `extra`
+/// (`,"k":v...`, or nothing), then the request's own (`wire`, a JSON
+/// object), without re-serialising them for every attempt.
+pub fn upstream_body(model: &str, extra: &[u8], wire: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(wire.len() + model.len() + extra.len() + 12);
+    body.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
+    body.extend_from_slice(extra);
+    if wire.len() > 2 {
+        body.push(b',');
+        body.extend_from_slice(&wire[1..]);
+    } else {
+        body.push(b'}');
+    }
+    body
+}
+
 /// The model a line's `model` field pins, if any (`"auto"` pins none).
 fn pinned_model(model: Option<Value>, id: &Value) -> Result<Option<String>, InputError> {
     match model {
@@ -514,6 +531,19 @@ mod tests {
         assert!(r.needs_tools && !r.needs_response_format);
         assert!(!r.body.contains_key("id"));
         assert_eq!(r.pinned, None);
+    }
+
+    #[test]
+    fn the_upstream_body_gets_the_model_first() {
+        let body = |m, extra: &[u8], wire: &[u8]| upstream_body(m, extra, wire);
+        assert_eq!(
+            body("a/b", b"", br#"{"messages":[]}"#),
+            br#"{"model":"a/b","messages":[]}"#.to_vec()
+        );
+        assert_eq!(body("a\"b", b"", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
+        let v: Value =
+            serde_json::from_slice(&body("m", br#","s":true"#, br#"{"x":1,"y":[2]}"#)).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","s":true,"x":1,"y":[2]}));
     }
 
     #[test]

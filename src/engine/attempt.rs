@@ -16,7 +16,7 @@ use super::ports::{Admission, Health, Reservation, Upstream};
 use super::{ms_since, now_ms, RouteOptions, Router};
 use crate::core::attempts::{Attempts, Planned};
 use crate::core::failure::{health_signal, Failure, FailureKind, Success};
-use crate::core::request::Request;
+use crate::core::request::{upstream_body, Request};
 
 /// When to hedge a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -174,7 +174,7 @@ impl Router {
                     .await
                     .map(|(s, l)| (s, Some(l)))
             } else {
-                let body = body_for(&planned.model, &req.wire);
+                let body = upstream_body(&planned.model, b"", &req.wire);
                 upstream
                     .complete(body, self.config.timeout)
                     .await
@@ -365,21 +365,6 @@ fn interrupted(message: &str) -> Failure {
     }
 }
 
-/// The upstream body: the request with `model` set, without re-serialising
-/// the rest for every attempt.
-pub(crate) fn body_for(model: &str, rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(rest.len() + model.len() + 12);
-    body.extend_from_slice(b"{\"model\":");
-    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
-    if rest.len() > 2 {
-        body.push(b',');
-        body.extend_from_slice(&rest[1..]);
-    } else {
-        body.push(b'}');
-    }
-    body
-}
-
 /// An attempt cancelled because the other one answered first.
 fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
     Sent {
@@ -397,22 +382,5 @@ fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
         opened: None,
         cost: None,
         live: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    #[test]
-    fn body_gets_the_model_first() {
-        assert_eq!(
-            body_for("a/b", br#"{"messages":[]}"#),
-            br#"{"model":"a/b","messages":[]}"#.to_vec()
-        );
-        assert_eq!(body_for("a\"b", b"{}"), br#"{"model":"a\"b"}"#.to_vec());
-        let v: Value = serde_json::from_slice(&body_for("m", br#"{"x":1,"y":[2]}"#)).unwrap();
-        assert_eq!(v, serde_json::json!({"model":"m","x":1,"y":[2]}));
     }
 }

@@ -16,17 +16,11 @@ use crate::core::sse::{self, Event, Events, Fold};
 /// The upstream body of a stream: the request with `model`, `stream` and
 /// usage at the end (which prices the answer) asked for.
 pub(super) fn stream_body(model: &str, rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(rest.len() + model.len() + 64);
-    body.extend_from_slice(b"{\"model\":");
-    serde_json::to_writer(&mut body, model).expect("writing to a Vec cannot fail");
-    body.extend_from_slice(br#","stream":true,"stream_options":{"include_usage":true}"#);
-    if rest.len() > 2 {
-        body.push(b',');
-        body.extend_from_slice(&rest[1..]);
-    } else {
-        body.push(b'}');
-    }
-    body
+    crate::core::request::upstream_body(
+        model,
+        br#","stream":true,"stream_options":{"include_usage":true}"#,
+        rest,
+    )
 }
 
 /// A stream whose first chunk has come.

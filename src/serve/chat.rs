@@ -211,29 +211,15 @@ impl App {
             h
         };
         let cost = routed.cost_usd();
+        let cached = matches!(routed.outcome, Outcome::Cached(_));
         match routed.outcome {
-            Outcome::Answered(a) => self.whole(
-                a,
-                false,
-                cost,
-                stream,
-                include_usage,
-                headers,
-                slot,
-                access,
-                started,
-            ),
-            Outcome::Cached(a) => self.whole(
-                a,
-                true,
-                cost,
-                stream,
-                include_usage,
-                headers,
-                slot,
-                access,
-                started,
-            ),
+            Outcome::Answered(a) | Outcome::Cached(a) => {
+                let whole = Whole {
+                    stream,
+                    include_usage,
+                };
+                self.whole(a, cached, cost, whole, headers, slot, access, started)
+            }
             Outcome::Streaming(mut s) => {
                 let h = headers(s.model(), None, false);
                 access.model = Some(s.model().to_string());
@@ -276,8 +262,10 @@ impl App {
         a: crate::engine::ports::Answer,
         cached: bool,
         cost: Option<f64>,
-        stream: bool,
-        include_usage: bool,
+        Whole {
+            stream,
+            include_usage,
+        }: Whole,
         headers: impl Fn(&str, Option<f64>, bool) -> HeaderMap,
         slot: super::gate::Slot,
         mut access: Access,
@@ -359,6 +347,12 @@ impl App {
         self.done(&access, e.status.as_u16(), started);
         e.into_response()
     }
+}
+
+/// How a client asked for its answer.
+struct Whole {
+    stream: bool,
+    include_usage: bool,
 }
 
 /// A server-sent events response.

@@ -343,75 +343,36 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
     );
     rt().block_on(async {
         let c = client();
-        let url = s.url("/v1/chat/completions");
-        let body = chat(None, "t");
-        let r = c.post(&url).json(&body).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-        let v: Value = r.json().await.unwrap();
+        // A request with a token, or none: its status and JSON body.
+        let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+            let mut r = c.request(method.clone(), s.url(path));
+            if method == reqwest::Method::POST {
+                r = r.json(&chat(None, "t"));
+            }
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            async move {
+                let r = r.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        use reqwest::Method;
+        let chat_path = "/v1/chat/completions";
+        let (status, v) = call(Method::POST, chat_path, None).await;
+        assert_eq!(status, 401);
         assert_eq!(v["error"]["type"], "authentication_error");
-        let r = c
-            .post(&url)
-            .bearer_auth("tok-3")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-        let r = c
-            .post(&url)
-            .bearer_auth("tok-2")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(
-            c.get(s.url("/health"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-            200
-        );
-        assert_eq!(
-            c.get(s.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-            401
-        );
-        let r = c
-            .delete(s.url("/cache"))
-            .bearer_auth("tok-1")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status().as_u16(),
-            403,
-            "a client token is not an admin token"
-        );
-        let stats: Value = c
-            .get(s.url("/cache/stats"))
-            .bearer_auth("tok-1")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        assert_eq!(call(Method::POST, chat_path, Some("tok-3")).await.0, 401);
+        assert_eq!(call(Method::POST, chat_path, Some("tok-2")).await.0, 200);
+        assert_eq!(call(Method::GET, "/health", None).await.0, 200);
+        assert_eq!(call(Method::GET, "/metrics", None).await.0, 401);
+        let (status, _) = call(Method::DELETE, "/cache", Some("tok-1")).await;
+        assert_eq!(status, 403, "a client token is not an admin token");
+        let (_, stats) = call(Method::GET, "/cache/stats", Some("tok-1")).await;
         assert_eq!(stats["entries"], 1, "{stats}");
-        let r = c
-            .delete(s.url("/cache"))
-            .bearer_auth("adm-1")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let v: Value = r.json().await.unwrap();
+        let (status, v) = call(Method::DELETE, "/cache", Some("adm-1")).await;
+        assert_eq!(status, 200);
         assert_eq!(v["deleted"], 1);
     });
     s.stop();

@@ -2,19 +2,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::util::*;
-
-fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{signal} {pid}");
-}
 
 /// Runs llmroute as `llmroute ARGS FILE | head -n 1` would: reads the first
 /// output line, closes the pipe, and returns that line and how it ended.
@@ -45,7 +35,7 @@ fn interrupt(
         stdout.read_line(&mut l).unwrap();
         lines.push(l);
     }
-    kill(child.id(), signal);
+    crate::util::signal(child.id(), signal);
     for l in stdout.lines() {
         lines.push(l.unwrap());
     }
@@ -146,7 +136,7 @@ fn a_second_ctrl_c_exits_at_once() {
         assert!(std::time::Instant::now() < deadline, "no request was sent");
         std::thread::sleep(Duration::from_millis(10));
     }
-    kill(child.id(), "INT");
+    signal(child.id(), "INT");
     // The second Ctrl-C goes once llmroute has said it took the first.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut said = String::new();
@@ -156,7 +146,7 @@ fn a_second_ctrl_c_exits_at_once() {
         said.push_str(&line);
     }
     assert!(said.contains("Ctrl-C again to quit now"), "{said}");
-    kill(child.id(), "INT");
+    signal(child.id(), "INT");
     let out = wait_at_most(child, Duration::from_secs(60));
     std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
     // At once, not after the 10 s of grace: those would end the two lines
@@ -213,7 +203,7 @@ fn interrupt_once_sent(env: &Env, args: &[&str], input: &str, sent: usize) -> st
         assert!(std::time::Instant::now() < deadline, "no request was sent");
         std::thread::sleep(Duration::from_millis(10));
     }
-    kill(child.id(), "INT");
+    signal(child.id(), "INT");
     child
 }
 
@@ -331,7 +321,7 @@ fn ctrl_c_while_the_store_is_flushed_quits() {
             std::time::Instant::now() < deadline,
             "Ctrl-C was not heard during the flush"
         );
-        kill(child.id(), "INT");
+        signal(child.id(), "INT");
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(child.wait().unwrap().code(), Some(130));
