@@ -108,6 +108,19 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "How long metrics are kept in the store, as --retention.",
     ),
     (
+        "LLMROUTE_LISTEN",
+        "The address llmroute serve listens on, as --listen.",
+    ),
+    (
+        "LLMROUTE_AUTH_TOKENS",
+        "Client tokens of llmroute serve, comma-separated: a request must send one as \
+         Authorization: Bearer TOKEN. Without any, the server listens on loopback only.",
+    ),
+    (
+        "LLMROUTE_ADMIN_TOKENS",
+        "Admin tokens of llmroute serve, comma-separated, for DELETE /cache.",
+    ),
+    (
         "SSL_CERT_FILE, SSL_CERT_DIR",
         "Certificates to trust instead of the system's store; the bundled roots are trusted too.",
     ),
@@ -155,6 +168,14 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     (
         "Lines that failed, with why:",
         &["llmroute batch.jsonl | jq -c 'select(.error) | {line, id, error}'"],
+    ),
+    (
+        "An OpenAI-compatible server on loopback, then a client of it:",
+        &[
+            "llmroute serve -p balanced &",
+            "curl -s localhost:8080/v1/chat/completions \\",
+            "  -d '{\"model\": \"llmroute/speed\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
+        ],
     ),
     (
         "Your own candidates and fallback, explicit weights, and the spend of the run:",
