@@ -22,6 +22,8 @@ mod props;
 mod report;
 mod route;
 mod serve;
+mod serve_limits;
+mod serve_streams;
 mod serve_upkeep;
 mod signals;
 mod tls;

@@ -1,21 +1,20 @@
 //! `llmroute serve` over raw HTTP: the endpoints, errors in OpenAI's shape,
 //! streams, tokens, limits, the stop, and secrets.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::util::*;
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -24,7 +23,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// POSTs `body` to `/v1/chat/completions`; the status, headers and JSON body.
-async fn post(
+pub async fn post(
     c: &reqwest::Client,
     s: &Served,
     body: &Value,
@@ -42,21 +41,21 @@ async fn post(
     (status, headers, v)
 }
 
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name)
         .unwrap_or_else(|| panic!("no {name} in {h:?}"))
         .to_str()
         .unwrap()
 }
 
-fn content(v: &Value) -> &str {
+pub fn content(v: &Value) -> &str {
     v["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_else(|| panic!("no content in {v}"))
 }
 
 /// The `data:` payloads of a server-sent events body.
-fn events(body: &str) -> Vec<String> {
+pub fn events(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
         .map(str::to_string)
@@ -64,7 +63,7 @@ fn events(body: &str) -> Vec<String> {
 }
 
 /// The content of a stream's chunks, joined.
-fn joined(events: &[String]) -> String {
+pub fn joined(events: &[String]) -> String {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
@@ -171,134 +170,6 @@ fn errors_have_openais_shape_and_fitting_statuses() {
         3,
         "nothing sent for bad requests"
     );
-}
-
-#[test]
-fn streams_pass_through_and_fall_back_before_their_first_chunk() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::status(503));
-    env.server.set_default("t/b", Behavior::stream(0, 20, 5));
-    let s = env.serve(&["-p", "cost", "--models", "t/a,t/b,t/c"]);
-    rt().block_on(async {
-        let c = client();
-        let mut body = chat(None, "s");
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-        let r = c
-            .post(s.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
-        assert_eq!(header(r.headers(), "x-llmroute-model"), "t/b");
-        assert_eq!(header(r.headers(), "x-llmroute-attempts"), "2");
-        let text = r.text().await.unwrap();
-        let ev = events(&text);
-        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
-        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
-        let usage: Vec<Value> = ev
-            .iter()
-            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-            .filter(|c| c["usage"].is_object())
-            .collect();
-        assert_eq!(usage.len(), 1, "the usage chunk, as asked: {text}");
-        // Not streamed, the same request is the cached whole of the stream.
-        let (_, h, v) = post(&c, &s, &chat(None, "s")).await;
-        assert_eq!(header(&h, "x-llmroute-cached"), "true");
-        assert_eq!(content(&v), "[t/b] w2 w3 w4 w5");
-        // And streamed again, the cache replays it, without usage unasked.
-        body["stream_options"] = json!(null);
-        let r = c
-            .post(s.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(header(r.headers(), "x-llmroute-cached"), "true");
-        let ev = events(&r.text().await.unwrap());
-        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
-        assert!(!ev.iter().any(|e| e.contains("\"usage\"")));
-    });
-    s.stop();
-    assert_eq!(env.server.streams_completed(), 1);
-    let ttft: Option<f64> =
-        env.value("SELECT ttft_ms FROM attempts WHERE model = 't/b' AND ok = 1");
-    assert!(ttft.is_some(), "time to first token recorded");
-}
-
-#[test]
-fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
-    let env = Env::three();
-    env.server
-        .set_default("t/a", Behavior::stream_cut(0, 10, 5, 2));
-    let s = env.serve(&["--models", "t/a"]);
-    rt().block_on(async {
-        let mut body = chat(None, "cut");
-        body["stream"] = json!(true);
-        let r = client()
-            .post(s.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let ev = events(&r.text().await.unwrap());
-        assert!(!ev.iter().any(|e| e == "[DONE]"), "{ev:?}");
-        let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
-        assert!(
-            last["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("cut off"),
-            "{last}"
-        );
-    });
-    s.stop();
-    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
-    assert_eq!(
-        env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"),
-        1
-    );
-}
-
-#[test]
-fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::stream(0, 200, 50));
-    let s = env.serve(&["--models", "t/a"]);
-    rt().block_on(async {
-        let mut body = chat(None, "leave");
-        body["stream"] = json!(true);
-        let mut r = client()
-            .post(s.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let first = r.chunk().await.unwrap().expect("a first chunk");
-        assert!(String::from_utf8_lossy(&first).contains("[t/a]"));
-        drop(r);
-    });
-    let mut waited = 0;
-    while env.server.streams_abandoned() == 0 && waited < 200 {
-        std::thread::sleep(Duration::from_millis(50));
-        waited += 1;
-    }
-    assert_eq!(
-        env.server.streams_abandoned(),
-        1,
-        "the upstream call was cut"
-    );
-    assert_eq!(env.server.streams_completed(), 0);
-    s.stop();
-    assert_eq!(
-        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
-        1,
-        "the attempt is recorded"
-    );
-    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
 }
 
 #[test]
@@ -480,213 +351,6 @@ fn models_route_health_ready_and_metrics_answer() {
             .sum();
         assert_eq!(requests, 1.0, "{text}");
     });
-}
-
-#[test]
-fn six_hundred_requests_from_thirty_connections_are_all_answered() {
-    let env = Env::three();
-    let s = env.serve(&["--models", "t/a,t/b", "--no-cache", "-j", "8"]);
-    let answered = rt().block_on(async {
-        let mut tasks = Vec::new();
-        for conn in 0..30 {
-            let url = s.url("/v1/chat/completions");
-            tasks.push(tokio::spawn(async move {
-                // One connection each.
-                let c = reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .unwrap();
-                let mut ok = 0;
-                for i in 0..20 {
-                    let r = c
-                        .post(&url)
-                        .json(&chat(None, &format!("c{conn}-{i}")))
-                        .send()
-                        .await;
-                    if r.is_ok_and(|r| r.status().is_success()) {
-                        ok += 1;
-                    }
-                }
-                ok
-            }));
-        }
-        let mut n = 0;
-        for t in tasks {
-            n += t.await.unwrap();
-        }
-        n
-    });
-    assert_eq!(answered, 600);
-    assert_eq!(env.server.completions().len(), 600);
-}
-
-#[test]
-fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::ok_after(1500));
-    let s = env.serve(&["--models", "t/a", "--no-cache"]);
-    let runtime = rt();
-    let url = s.url("/v1/chat/completions");
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let url = url.clone();
-            runtime.spawn(async move {
-                let r = client()
-                    .post(&url)
-                    .json(&chat(None, &format!("slow{i}")))
-                    .send()
-                    .await?;
-                Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
-            })
-        })
-        .collect();
-    let mut waited = 0;
-    while env.server.in_flight() < 16 && waited < 400 {
-        std::thread::sleep(Duration::from_millis(25));
-        waited += 1;
-    }
-    assert_eq!(env.server.in_flight(), 16, "all 16 in flight");
-    let (code, log) = s.stop();
-    for t in tasks {
-        let (status, body) = runtime.block_on(t).unwrap().expect("an answer");
-        assert_eq!(status, 200, "{body}");
-    }
-    assert_eq!(code, 0, "{log}");
-    assert_eq!(
-        env.count("SELECT count(*) FROM requests WHERE ok = 1"),
-        16,
-        "flushed"
-    );
-}
-
-#[test]
-fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::ok_after(3000));
-    let s = env.serve(&["--models", "t/a", "--no-cache", "-j", "1", "--queue", "1"]);
-    let runtime = rt();
-    let url = s.url("/v1/chat/completions");
-    let held: Vec<_> = (0..2)
-        .map(|i| {
-            let url = url.clone();
-            runtime.spawn(async move {
-                client()
-                    .post(&url)
-                    .json(&chat(None, &format!("h{i}")))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-            })
-        })
-        .collect();
-    // Until one holds the slot and one waits for it.
-    let metrics = s.url("/metrics");
-    let mut waited = 0;
-    loop {
-        let text = runtime.block_on(async {
-            client()
-                .get(&metrics)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
-        if text.contains("llmroute_requests_queued 1")
-            && text.contains("llmroute_requests_in_flight 1")
-        {
-            break;
-        }
-        waited += 1;
-        assert!(waited < 400, "{text}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let (status, h, v) = runtime.block_on(post(&client(), &s, &chat(None, "third")));
-    assert_eq!(status, 503, "{v}");
-    assert_eq!(header(&h, "retry-after"), "1");
-    assert_eq!(v["error"]["code"], "overloaded");
-    for t in held {
-        assert_eq!(
-            runtime.block_on(t).unwrap().unwrap(),
-            200,
-            "the queued one waited its turn"
-        );
-    }
-}
-
-#[test]
-fn a_request_past_its_deadline_gets_504_and_is_recorded() {
-    let env = Env::three();
-    env.server.set_default("t/a", Behavior::Hang);
-    let s = env.serve(&["--models", "t/a", "--deadline", "300ms"]);
-    let (status, _, v) = rt().block_on(post(&client(), &s, &chat(None, "late")));
-    assert_eq!(status, 504, "{v}");
-    assert_eq!(v["error"]["code"], "deadline_exceeded");
-    s.stop();
-    assert_eq!(
-        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
-        1
-    );
-}
-
-#[test]
-fn a_refused_key_gives_503_and_the_server_stays_up() {
-    let server = FakeServer::start_with(fake_openrouter::Config {
-        models: vec![ModelSpec::new("t/a")],
-        api_key: Some("another-key".into()),
-        ..fake_openrouter::Config::default()
-    });
-    let env = Env {
-        dir: tempfile::tempdir().unwrap(),
-        server,
-    };
-    let s = env.serve(&["--models", "t/a"]);
-    rt().block_on(async {
-        let c = client();
-        for _ in 0..2 {
-            let (status, h, v) = post(&c, &s, &chat(None, "k")).await;
-            assert_eq!(status, 503, "{v}");
-            assert_eq!(v["error"]["code"], "auth");
-            assert!(h.get("retry-after").is_some());
-        }
-        let health = c.get(s.url("/health")).send().await.unwrap();
-        assert_eq!(health.status().as_u16(), 200);
-        let ready = c.get(s.url("/ready")).send().await.unwrap();
-        assert_eq!(ready.status().as_u16(), 503);
-    });
-    assert_eq!(
-        env.server
-            .requests()
-            .iter()
-            .filter(|r| r.path.ends_with("/chat/completions"))
-            .count(),
-        1,
-        "tried once"
-    );
-}
-
-#[test]
-fn slow_headers_are_cut_off() {
-    let env = Env::three();
-    let s = env.serve(&["--header-timeout", "300ms"]);
-    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
-    conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut buf = Vec::new();
-    // The server closes the connection (with or without a 408).
-    let read = conn.read_to_end(&mut buf);
-    assert!(
-        read.is_ok(),
-        "closed by the server, not by our timeout: {read:?}"
-    );
-    let text = String::from_utf8_lossy(&buf);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text}"
-    );
 }
 
 #[test]

@@ -1,0 +1,215 @@
+//! `llmroute serve` under load and at its limits: many connections, the
+//! bounded queue, the deadline, a refused key, slow headers, SIGTERM.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::serve::{client, header, post, rt};
+use crate::util::*;
+
+#[test]
+fn six_hundred_requests_from_thirty_connections_are_all_answered() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a,t/b", "--no-cache", "-j", "8"]);
+    let answered = rt().block_on(async {
+        let mut tasks = Vec::new();
+        for conn in 0..30 {
+            let url = s.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                // One connection each.
+                let c = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
+                let mut ok = 0;
+                for i in 0..20 {
+                    let r = c
+                        .post(&url)
+                        .json(&chat(None, &format!("c{conn}-{i}")))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.unwrap();
+        }
+        n
+    });
+    assert_eq!(answered, 600);
+    assert_eq!(env.server.completions().len(), 600);
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(1500));
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    let runtime = rt();
+    let url = s.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            runtime.spawn(async move {
+                let r = client()
+                    .post(&url)
+                    .json(&chat(None, &format!("slow{i}")))
+                    .send()
+                    .await?;
+                Ok::<_, reqwest::Error>((r.status().as_u16(), r.text().await?))
+            })
+        })
+        .collect();
+    let mut waited = 0;
+    while env.server.in_flight() < 16 && waited < 400 {
+        std::thread::sleep(Duration::from_millis(25));
+        waited += 1;
+    }
+    assert_eq!(env.server.in_flight(), 16, "all 16 in flight");
+    let (code, log) = s.stop();
+    for t in tasks {
+        let (status, body) = runtime.block_on(t).unwrap().expect("an answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE ok = 1"),
+        16,
+        "flushed"
+    );
+}
+
+#[test]
+fn past_the_slots_and_the_queue_a_request_is_refused_with_retry_after() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(3000));
+    let s = env.serve(&["--models", "t/a", "--no-cache", "-j", "1", "--queue", "1"]);
+    let runtime = rt();
+    let url = s.url("/v1/chat/completions");
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let url = url.clone();
+            runtime.spawn(async move {
+                client()
+                    .post(&url)
+                    .json(&chat(None, &format!("h{i}")))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Until one holds the slot and one waits for it.
+    let metrics = s.url("/metrics");
+    let mut waited = 0;
+    loop {
+        let text = runtime.block_on(async {
+            client()
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        if text.contains("llmroute_requests_queued 1")
+            && text.contains("llmroute_requests_in_flight 1")
+        {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 400, "{text}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (status, h, v) = runtime.block_on(post(&client(), &s, &chat(None, "third")));
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(header(&h, "retry-after"), "1");
+    assert_eq!(v["error"]["code"], "overloaded");
+    for t in held {
+        assert_eq!(
+            runtime.block_on(t).unwrap().unwrap(),
+            200,
+            "the queued one waited its turn"
+        );
+    }
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_and_is_recorded() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a", "--deadline", "300ms"]);
+    let (status, _, v) = rt().block_on(post(&client(), &s, &chat(None, "late")));
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "deadline_exceeded");
+    s.stop();
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1
+    );
+}
+
+#[test]
+fn a_refused_key_gives_503_and_the_server_stays_up() {
+    let server = FakeServer::start_with(fake_openrouter::Config {
+        models: vec![ModelSpec::new("t/a")],
+        api_key: Some("another-key".into()),
+        ..fake_openrouter::Config::default()
+    });
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        server,
+    };
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        for _ in 0..2 {
+            let (status, h, v) = post(&c, &s, &chat(None, "k")).await;
+            assert_eq!(status, 503, "{v}");
+            assert_eq!(v["error"]["code"], "auth");
+            assert!(h.get("retry-after").is_some());
+        }
+        let health = c.get(s.url("/health")).send().await.unwrap();
+        assert_eq!(health.status().as_u16(), 200);
+        let ready = c.get(s.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 503);
+    });
+    assert_eq!(
+        env.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count(),
+        1,
+        "tried once"
+    );
+}
+
+#[test]
+fn slow_headers_are_cut_off() {
+    let env = Env::three();
+    let s = env.serve(&["--header-timeout", "300ms"]);
+    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+    conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server closes the connection (with or without a 408).
+    let read = conn.read_to_end(&mut buf);
+    assert!(
+        read.is_ok(),
+        "closed by the server, not by our timeout: {read:?}"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}

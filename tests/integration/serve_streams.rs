@@ -1,0 +1,171 @@
+//! `llmroute serve`'s streams, and clients that leave before their answer.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::serve::{client, content, events, header, joined, post, rt};
+use crate::util::*;
+
+#[test]
+fn streams_pass_through_and_fall_back_before_their_first_chunk() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::status(503));
+    env.server.set_default("t/b", Behavior::stream(0, 20, 5));
+    let s = env.serve(&["-p", "cost", "--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let c = client();
+        let mut body = chat(None, "s");
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
+        assert_eq!(header(r.headers(), "x-llmroute-model"), "t/b");
+        assert_eq!(header(r.headers(), "x-llmroute-attempts"), "2");
+        let text = r.text().await.unwrap();
+        let ev = events(&text);
+        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
+        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
+        let usage: Vec<Value> = ev
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter(|c| c["usage"].is_object())
+            .collect();
+        assert_eq!(usage.len(), 1, "the usage chunk, as asked: {text}");
+        // Not streamed, the same request is the cached whole of the stream.
+        let (_, h, v) = post(&c, &s, &chat(None, "s")).await;
+        assert_eq!(header(&h, "x-llmroute-cached"), "true");
+        assert_eq!(content(&v), "[t/b] w2 w3 w4 w5");
+        // And streamed again, the cache replays it, without usage unasked.
+        body["stream_options"] = json!(null);
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(r.headers(), "x-llmroute-cached"), "true");
+        let ev = events(&r.text().await.unwrap());
+        assert_eq!(joined(&ev), "[t/b] w2 w3 w4 w5");
+        assert!(!ev.iter().any(|e| e.contains("\"usage\"")));
+    });
+    s.stop();
+    assert_eq!(env.server.streams_completed(), 1);
+    let ttft: Option<f64> =
+        env.value("SELECT ttft_ms FROM attempts WHERE model = 't/b' AND ok = 1");
+    assert!(ttft.is_some(), "time to first token recorded");
+}
+
+#[test]
+fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
+    let env = Env::three();
+    env.server
+        .set_default("t/a", Behavior::stream_cut(0, 10, 5, 2));
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let mut body = chat(None, "cut");
+        body["stream"] = json!(true);
+        let r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let ev = events(&r.text().await.unwrap());
+        assert!(!ev.iter().any(|e| e == "[DONE]"), "{ev:?}");
+        let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+        assert!(
+            last["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cut off"),
+            "{last}"
+        );
+    });
+    s.stop();
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE ok = 0 AND model = 't/a'"),
+        1
+    );
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::stream(0, 200, 50));
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let mut body = chat(None, "leave");
+        body["stream"] = json!(true);
+        let mut r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let first = r.chunk().await.unwrap().expect("a first chunk");
+        assert!(String::from_utf8_lossy(&first).contains("[t/a]"));
+        drop(r);
+    });
+    let mut waited = 0;
+    while env.server.streams_abandoned() == 0 && waited < 200 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(
+        env.server.streams_abandoned(),
+        1,
+        "the upstream call was cut"
+    );
+    assert_eq!(env.server.streams_completed(), 0);
+    s.stop();
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1,
+        "the attempt is recorded"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+}
+
+#[test]
+fn a_client_that_leaves_before_the_answer_cancels_the_attempt_and_it_is_recorded() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let r = impatient
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "gone"))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up");
+    });
+    // Recorded while the server runs on, not only when it stops.
+    let recorded = || {
+        env.db().exists()
+            && env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'") == 1
+    };
+    let mut waited = 0;
+    while !recorded() && waited < 200 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    assert!(recorded(), "{}", s.log());
+    assert_eq!(
+        env.server.count_for("t/b"),
+        0,
+        "no fallback for a client that left"
+    );
+}
