@@ -183,6 +183,26 @@ pub struct TuningArgs {
     /// Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]
     #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
+
+    /// Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)
+    #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
+    pub redis: Option<String>,
+
+    /// The prefix of llmroute's keys in Redis [default: llmroute:v1:]
+    #[arg(long, value_name = "PREFIX", env = "LLMROUTE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// Time limit of one Redis call; past it, local state answers [default: 50ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub redis_timeout: Option<Duration>,
+
+    /// Share --rpm, --tpm and --max-cost with every process on the same Redis
+    #[arg(long)]
+    pub shared_limits: bool,
+
+    /// The name of the budget --max-cost shares with --shared-limits, e.g. a date [default: default]
+    #[arg(long, value_name = "ID", env = "LLMROUTE_BUDGET_ID")]
+    pub budget_id: Option<String>,
 }
 
 /// When to show the progress bar.

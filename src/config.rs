@@ -84,6 +84,16 @@ pub struct Config {
     pub retention: Option<Duration>,
     pub base_url: Option<String>,
     pub db: Option<PathBuf>,
+    pub redis: Option<String>,
+    pub redis_prefix: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "ser_duration"
+    )]
+    pub redis_timeout: Option<Duration>,
+    pub shared_limits: Option<bool>,
+    pub budget_id: Option<String>,
     /// `llmroute serve`'s own settings.
     pub serve: Option<ServeConfig>,
 }

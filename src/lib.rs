@@ -21,6 +21,7 @@
 //! | [`engine`]   | the routing engine ([`engine::Router`]) and its traits              |
 //! | [`upstream`] | the HTTP client: the engine's upstream                              |
 //! | [`store`]    | SQLite: cache, records, model health, schema migrations             |
+//! | [`shared`]   | Redis: answers, model health, limits shared with other machines     |
 //! | [`wiring`]   | the engine wired to the HTTP client and the store, for front ends   |
 //! | [`batch`]    | the batch front end: JSONL in, one annotated line out per line      |
 //! | [`serve`]    | the server front end: an OpenAI-compatible HTTP API                  |
@@ -41,6 +42,7 @@ pub mod engine;
 pub mod options;
 pub mod serve;
 pub mod setup;
+pub mod shared;
 pub mod store;
 pub mod upstream;
 pub mod wiring;

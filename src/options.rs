@@ -68,6 +68,30 @@ pub struct Options {
     pub db: Option<PathBuf>,
     /// What only `llmroute serve` uses.
     pub serve: ServeOptions,
+    /// Redis, when state is shared with other machines.
+    pub redis: Option<RedisOptions>,
+}
+
+/// How state is shared through Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisOptions {
+    pub url: String,
+    pub prefix: String,
+    pub timeout: Duration,
+    /// Share the rate limits and the budget too.
+    pub shared_limits: bool,
+    pub budget_id: String,
+}
+
+/// A URL with its password, if any, replaced: what `config show` prints.
+fn hide_password(url: &str) -> String {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        Some(pw) => url.replacen(&format!(":{pw}@"), ":[redacted]@", 1),
+        None => url.to_string(),
+    }
 }
 
 pub const DEFAULT_SERVE_CONCURRENCY: u32 = 256;
@@ -229,6 +253,28 @@ impl Options {
                 .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
             serve: ServeOptions::resolve(cli, file),
+            redis: run
+                .redis
+                .clone()
+                .or_else(|| file.redis.clone())
+                .map(|url| RedisOptions {
+                    url,
+                    prefix: run
+                        .redis_prefix
+                        .clone()
+                        .or_else(|| file.redis_prefix.clone())
+                        .unwrap_or_else(|| crate::shared::DEFAULT_PREFIX.into()),
+                    timeout: run
+                        .redis_timeout
+                        .or(file.redis_timeout)
+                        .unwrap_or(crate::shared::DEFAULT_TIMEOUT),
+                    shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
+                    budget_id: run
+                        .budget_id
+                        .clone()
+                        .or_else(|| file.budget_id.clone())
+                        .unwrap_or_else(|| "default".into()),
+                }),
         }
     }
 
@@ -315,6 +361,11 @@ impl Options {
             retention: Some(self.retention),
             base_url: Some(self.base_url.clone()),
             db: Some(self.store_path()?),
+            redis: self.redis.as_ref().map(|r| hide_password(&r.url)),
+            redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
+            redis_timeout: self.redis.as_ref().map(|r| r.timeout),
+            shared_limits: self.redis.as_ref().map(|r| r.shared_limits),
+            budget_id: self.redis.as_ref().map(|r| r.budget_id.clone()),
             serve: Some(self.serve.to_config()),
         })
     }

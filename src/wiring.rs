@@ -10,10 +10,14 @@ use anyhow::anyhow;
 use crate::core::catalogue::Catalogue;
 use crate::engine::admission::{Budget, Limits, RateLimits};
 use crate::engine::health::LocalHealth;
-use crate::engine::ports::Observer;
+use crate::engine::ports::{Admission, Cache, Health, Observer, Recorder};
 use crate::engine::{self, Parts, Router};
 use crate::options::Options;
 use crate::setup;
+use crate::shared::cache::SharedCache;
+use crate::shared::health::SharedHealth;
+use crate::shared::limits::SharedLimits;
+use crate::shared::Link;
 use crate::store::ports::HealthReader;
 use crate::store::writer::Writer;
 use crate::store::{self, Store};
@@ -46,6 +50,8 @@ pub struct Wired {
     pub health_reader: HealthReader,
     /// The store's path, for the front end's own reads.
     pub store_path: std::path::PathBuf,
+    /// Redis, when state is shared through it.
+    pub redis: Option<Arc<Link>>,
 }
 
 /// Opens the store, loads the catalogue and builds the engine, with
@@ -78,11 +84,31 @@ pub fn wire(
     }
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
+    if options.redis.as_ref().is_some_and(|r| r.shared_limits)
+        && options.rpm.is_none()
+        && options.tpm.is_none()
+        && options.max_cost.is_none()
+        && !wants.quiet
+    {
+        eprintln!(
+            "llmroute: warning: --shared-limits shares nothing without --rpm, --tpm or --max-cost"
+        );
+    }
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
     store.set_run(&wants.run_id, &settings.priority);
     let writer = Writer::spawn(store);
     let handle = Arc::new(writer.handle());
+    let limits = Limits {
+        rates: RateLimits::new(options.rpm, options.tpm),
+        budget: options.max_cost.map(Budget::new),
+    };
+    let candidates: Vec<String> = settings
+        .models
+        .iter()
+        .chain(settings.fallback.iter())
+        .cloned()
+        .collect();
     let config = engine::Config {
         settings,
         presets: options.routing.presets.clone(),
@@ -97,15 +123,40 @@ pub fn wire(
         upstream: crate::upstream::identity(&base),
         retry_refused: wants.retry_refused,
     };
+    let (cache, recorder, health, admission, link): Local = match &options.redis {
+        Some(r) if !wants.dry_run => {
+            let _in_runtime = rt.enter();
+            let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
+            let shared = Arc::new(SharedCache {
+                local: handle,
+                link: link.clone(),
+                ttl: options.cache_ttl,
+                max_entry: MAX_SHARED_ANSWER,
+                lease: options.timeout + LEASE_SLACK,
+            });
+            let health =
+                Arc::new(rt.block_on(SharedHealth::start(health, link.clone(), candidates)));
+            let admission: Arc<dyn Admission> = match r.shared_limits {
+                true => Arc::new(SharedLimits::new(
+                    limits,
+                    link.clone(),
+                    options.rpm,
+                    options.tpm,
+                    options.max_cost,
+                    &r.budget_id,
+                )),
+                false => Arc::new(limits),
+            };
+            (shared.clone(), shared, health, admission, Some(link))
+        }
+        _ => (handle.clone(), handle, health, Arc::new(limits), None),
+    };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),
-        cache: handle.clone(),
-        recorder: handle,
+        cache,
+        recorder,
         health,
-        admission: Arc::new(Limits {
-            rates: RateLimits::new(options.rpm, options.tpm),
-            budget: options.max_cost.map(Budget::new),
-        }),
+        admission,
         observer,
     };
     Ok(Wired {
@@ -113,8 +164,25 @@ pub fn wire(
         writer,
         health_reader,
         store_path: path,
+        redis: link,
     })
 }
+
+/// The engine's cache, recorder, health and admission, and the Redis link
+/// when there is one.
+type Local = (
+    Arc<dyn Cache>,
+    Arc<dyn Recorder>,
+    Arc<dyn Health>,
+    Arc<dyn Admission>,
+    Option<Arc<Link>>,
+);
+
+/// Answers larger than this are not shared through Redis (kept locally).
+pub const MAX_SHARED_ANSWER: usize = 1024 * 1024;
+
+/// A lease on answering a request outlasts one attempt by this much.
+const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An id for a run (or a server's life): the time and the process.
 pub fn run_id() -> String {

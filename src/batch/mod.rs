@@ -84,6 +84,10 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let summary = rt
         .block_on(run::run(batch, sources, out))
         .map_err(anyhow::Error::msg)?;
+    if let Some(link) = &wired.redis {
+        // The last answers reach Redis before the run ends.
+        rt.block_on(link.flush(Duration::from_secs(2)));
+    }
     let refused = router.stopped();
     let store_failure = router.record_failure();
     drop(router);

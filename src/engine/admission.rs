@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation};
+use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation, Reserve};
 
 /// The rate limits and the budget of a process.
 pub struct Limits {
@@ -21,14 +21,14 @@ pub struct Limits {
 }
 
 impl Admission for Limits {
-    fn reserve(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget> {
-        match &self.budget {
+    fn reserve(&self, estimate: f64) -> Reserve<'_> {
+        Reserve::Now(match &self.budget {
             None => Ok(None),
             Some(b) => b.reserve(estimate).map(Some).ok_or(OverBudget {
                 spent: b.spent(),
                 max: b.max(),
             }),
-        }
+        })
     }
 
     fn settle(&self, r: Reservation, actual: Option<f64>) {

@@ -108,7 +108,7 @@ impl Router {
         wait: bool,
         cancel: Option<&CancellationToken>,
     ) -> Admit {
-        let reservation = match self.parts.admission.reserve(estimate) {
+        let reservation = match self.parts.admission.reserve(estimate).get().await {
             Ok(r) => r,
             Err(_) => return Admit::OverBudget,
         };

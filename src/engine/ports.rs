@@ -80,6 +80,21 @@ pub struct Answer {
 pub trait Cache: Send + Sync {
     /// An answer for `key` created at or after `min_created_at` (unix ms).
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>>;
+
+    /// For a cache shared by several processes: claims the answering of
+    /// `key`, so that identical requests in flight on several machines make
+    /// one upstream call. `None` (the default): nothing to claim, answer it.
+    fn claim(&self, _key: Key, _min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
+        None
+    }
+}
+
+/// What a claim on answering a request gives.
+pub enum Claimed {
+    /// Answer it, holding the lease (if any) until the answer is recorded.
+    Go(Option<Box<dyn Send + Sync>>),
+    /// Another process answered it meanwhile.
+    Answered(Answer),
 }
 
 /// One upstream attempt, or one cache hit, as recorded.
@@ -285,11 +300,27 @@ pub struct OverBudget {
     pub max: f64,
 }
 
+/// What a reservation of the budget gives: at once (a budget in memory),
+/// or after a round trip (a budget shared with other machines).
+pub enum Reserve<'a> {
+    Now(Result<Option<Reservation>, OverBudget>),
+    Later(BoxFuture<'a, Result<Option<Reservation>, OverBudget>>),
+}
+
+impl Reserve<'_> {
+    pub async fn get(self) -> Result<Option<Reservation>, OverBudget> {
+        match self {
+            Reserve::Now(r) => r,
+            Reserve::Later(f) => f.await,
+        }
+    }
+}
+
 /// What decides whether, and when, a request may be sent: requests and
 /// tokens per minute, and the spending cap.
 pub trait Admission: Send + Sync {
     /// Holds `estimate` USD against the budget; `Ok(None)` without one.
-    fn reserve(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget>;
+    fn reserve(&self, estimate: f64) -> Reserve<'_>;
     /// Replaces a reservation with what the request really cost (the
     /// estimate when unknown).
     fn settle(&self, r: Reservation, actual: Option<f64>);

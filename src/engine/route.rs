@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{when_cancelled, Admit};
 use super::flight::{Join, Leader};
-use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow, Upstream};
+use super::ports::{Answer, AttemptRow, CacheEntry, Claimed, Record, RequestRow, Upstream};
 use super::{ms_since, now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::{Key, Seal};
@@ -93,13 +93,7 @@ impl Router {
         };
         let mut leader = None;
         if let Some(key) = key.filter(|_| !job.opts.skip_cache_read) {
-            let ttl = i64::try_from(self.config.cache_ttl.as_millis()).unwrap_or(i64::MAX);
-            if let Some(hit) = self
-                .parts
-                .cache
-                .get(key, now_ms().saturating_sub(ttl))
-                .await
-            {
+            if let Some(hit) = self.parts.cache.get(key, self.min_created_at()).await {
                 self.parts.observer.cache_hit(job.opts.tag, &hit.model);
                 return self.cached(&job, hit, false);
             }
@@ -118,9 +112,34 @@ impl Router {
                 }
             }
         }
+        let mut lease = None;
+        if let (Some(key), Some(_)) = (key, &leader) {
+            if let Some(claim) = self.parts.cache.claim(key, self.min_created_at()) {
+                match claim.await {
+                    Claimed::Go(l) => lease = l,
+                    Claimed::Answered(answer) => {
+                        self.parts.observer.cache_hit(job.opts.tag, &answer.model);
+                        if let Some(l) = leader {
+                            l.publish(answer.clone());
+                        }
+                        return self.cached(&job, answer, true);
+                    }
+                }
+            }
+        }
         // Boxed: the future of a request that goes upstream is large, and a
         // cache hit should not carry (and copy) it.
-        Box::pin(self.plan_and_send(&job, leader)).await
+        let routed = Box::pin(self.plan_and_send(&job, leader)).await;
+        // After the answer's record is queued: other processes waiting on
+        // the lease find the answer in the cache.
+        drop(lease);
+        routed
+    }
+
+    /// The oldest a cached answer may be, in unix ms.
+    fn min_created_at(&self) -> i64 {
+        let ttl = i64::try_from(self.config.cache_ttl.as_millis()).unwrap_or(i64::MAX);
+        now_ms().saturating_sub(ttl)
     }
 
     async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {

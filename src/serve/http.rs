@@ -36,6 +36,8 @@ pub struct App {
     /// Seconds until a refused key is tried again, for `Retry-After`.
     pub retry_refused: u64,
     pub store_path: PathBuf,
+    /// Redis, when state is shared through it.
+    pub redis: Option<Arc<crate::shared::Link>>,
     pub started: Instant,
     tags: AtomicU64,
     ids: AtomicU64,
@@ -63,6 +65,7 @@ impl App {
         options: &crate::options::ServeOptions,
         retry_refused: Duration,
         store_path: PathBuf,
+        redis: Option<Arc<crate::shared::Link>>,
     ) -> App {
         App {
             router,
@@ -76,6 +79,7 @@ impl App {
             use_cache: !options.no_cache,
             retry_refused: retry_refused.as_secs().max(1),
             store_path,
+            redis,
             started: Instant::now(),
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),

@@ -186,7 +186,18 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
     };
     let refused = app.router.stopped();
     let ready = store.is_ok() && refused.is_none();
+    // Redis down is not unready: requests are answered from local state.
+    let redis = app.redis.as_ref().map(|l| {
+        json!({
+            "url": l.shown,
+            "status": match l.status() {
+                crate::shared::Status::Up => "up",
+                crate::shared::Status::Down => "down, answering from local state",
+            },
+        })
+    });
     let body = json!({
+        "redis": redis,
         "ready": ready,
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "catalogue": {"origin": origin, "age_s": age.map(|a: Duration| a.as_secs())},

@@ -96,6 +96,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         s,
         RETRY_REFUSED,
         wired.store_path.clone(),
+        wired.redis.clone(),
     ));
     let keep = upkeep::Keep {
         path: wired.store_path.clone(),
@@ -129,6 +130,9 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         );
     }
     upkeep.abort();
+    if let Some(link) = &wired.redis {
+        rt.block_on(link.flush(Duration::from_secs(2)));
+    }
     wired.router.abort();
     drop(app);
     drop(wired.router);

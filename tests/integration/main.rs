@@ -25,6 +25,7 @@ mod serve;
 mod serve_limits;
 mod serve_streams;
 mod serve_upkeep;
+mod shared;
 mod signals;
 mod tls;
 mod toolchain;

@@ -347,3 +347,91 @@ pub fn chat(model: Option<&str>, prompt: &str) -> Value {
     }
     body
 }
+
+/// A `redis-server` of a test's own: a free port on loopback, persistence
+/// off, its files in a temporary directory; killed when dropped.
+pub struct RedisServer {
+    pub child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        // The port a listener got from the system, free again once it closes.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        RedisServer::start_on(port, dir)
+    }
+
+    fn start_on(port: u16, dir: tempfile::TempDir) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/test installs it)");
+        let r = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if r.client().get_connection().is_ok() {
+                return r;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    /// Every key and its value (strings and hashes), as text.
+    pub fn dump(&self) -> Vec<(String, String)> {
+        let mut c = self.client().get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        keys.into_iter()
+            .map(|k| {
+                let kind: String = redis::cmd("TYPE").arg(&k).query(&mut c).unwrap();
+                let v = match kind.as_str() {
+                    "hash" => {
+                        let h: Vec<String> = redis::cmd("HGETALL").arg(&k).query(&mut c).unwrap();
+                        h.join(" ")
+                    }
+                    _ => redis::cmd("GET").arg(&k).query(&mut c).unwrap_or_default(),
+                };
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Kills it (`kill -9`) and starts it again on the same port, empty.
+    pub fn restart(mut self) -> RedisServer {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let dir = tempfile::tempdir().unwrap();
+        RedisServer::start_on(port, dir)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

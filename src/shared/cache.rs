@@ -1,0 +1,236 @@
+//! Answers shared through Redis. A lookup reads the local store first, then
+//! Redis (and keeps a Redis hit in the local store); an answer is written
+//! to both (`SET ... PX` the cache TTL, unless it is larger than the cap).
+//! Identical requests in flight on several machines make one call: the
+//! first takes a short lease (`SET NX PX`), the others wait for its answer
+//! in the cache, and go on their own if the lease ends without one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{keys, Link};
+use crate::core::cachekey::Key;
+use crate::engine::ports::{
+    Answer, BoxFuture, Cache, CacheEntry, Claimed, Commit, Record, Recorder,
+};
+
+/// How often a machine waiting on another's lease looks for its answer.
+const POLL: Duration = Duration::from_millis(25);
+
+/// The local store's cache and recorder, with Redis beside them.
+pub struct SharedCache<L> {
+    pub local: Arc<L>,
+    pub link: Arc<Link>,
+    /// How long a shared answer lives.
+    pub ttl: Duration,
+    /// Answers larger than this (bytes of JSON) are kept locally only.
+    pub max_entry: usize,
+    /// How long a lease lasts at most (its holder may have died).
+    pub lease: Duration,
+}
+
+impl<L: Cache + Recorder + 'static> SharedCache<L> {
+    async fn in_redis(&self, key: Key, min_created_at: i64) -> Option<Answer> {
+        let k = keys::answer(&self.link.prefix, &key);
+        let text: Option<String> = self.link.call(redis::cmd("GET").arg(&k)).await?;
+        let answer = decode(&text?)?;
+        (answer.created_at >= min_created_at).then_some(answer)
+    }
+
+    fn share(&self, entry: &CacheEntry) {
+        let value = encode(&entry.answer);
+        if value.len() > self.max_entry {
+            return;
+        }
+        let ttl = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut p = redis::pipe();
+        p.cmd("SET")
+            .arg(keys::answer(&self.link.prefix, &entry.key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl);
+        self.link.send(p);
+    }
+
+    async fn claim_or_wait(&self, key: Key, min_created_at: i64) -> Claimed {
+        let lease_key = keys::flight(&self.link.prefix, &key);
+        let ms = u64::try_from(self.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let take = || {
+            let mut c = redis::cmd("SET");
+            c.arg(&lease_key)
+                .arg(&self.link.id)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms);
+            c
+        };
+        let deadline = tokio::time::Instant::now() + self.lease;
+        loop {
+            match self.link.call::<Option<String>>(&take()).await {
+                // Redis is not there: answer it alone.
+                None => return Claimed::Go(None),
+                Some(Some(_)) => {
+                    let guard = Lease {
+                        link: self.link.clone(),
+                        key: lease_key,
+                    };
+                    return Claimed::Go(Some(Box::new(guard)));
+                }
+                Some(None) => {}
+            }
+            // Another machine is answering it: wait for its answer.
+            loop {
+                if let Some(a) = self.in_redis(key, min_created_at).await {
+                    self.keep_locally(key, &a);
+                    return Claimed::Answered(a);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Claimed::Go(None);
+                }
+                tokio::time::sleep(POLL).await;
+                let held: Option<i64> = self.link.call(redis::cmd("EXISTS").arg(&lease_key)).await;
+                match held {
+                    None => return Claimed::Go(None),
+                    // The lease ended: look once more, then try to take it.
+                    Some(0) => break,
+                    Some(_) => {}
+                }
+            }
+            if let Some(a) = self.in_redis(key, min_created_at).await {
+                self.keep_locally(key, &a);
+                return Claimed::Answered(a);
+            }
+        }
+    }
+
+    /// A Redis hit goes into the local store too.
+    fn keep_locally(&self, key: Key, answer: &Answer) {
+        self.local.record(Record {
+            cache: Some(CacheEntry {
+                key,
+                answer: answer.clone(),
+            }),
+            ..Record::default()
+        });
+    }
+}
+
+impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
+    fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>> {
+        Box::pin(async move {
+            if let Some(a) = self.local.get(key, min_created_at).await {
+                return Some(a);
+            }
+            let a = self.in_redis(key, min_created_at).await?;
+            self.keep_locally(key, &a);
+            Some(a)
+        })
+    }
+
+    fn claim(&self, key: Key, min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
+        Some(Box::pin(self.claim_or_wait(key, min_created_at)))
+    }
+}
+
+impl<L: Cache + Recorder + 'static> Recorder for SharedCache<L> {
+    fn record(&self, record: Record) {
+        if let Some(c) = &record.cache {
+            self.share(c);
+        }
+        self.local.record(record);
+    }
+
+    fn record_durable(&self, record: Record) -> Commit {
+        if let Some(c) = &record.cache {
+            self.share(c);
+        }
+        self.local.record_durable(record)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.local.failure()
+    }
+
+    fn after_each_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.local.after_each_commit(hook);
+    }
+}
+
+/// A lease on answering a request; let go (if still ours) when dropped,
+/// after the answer's write, which was queued before it.
+struct Lease {
+    link: Arc<Link>,
+    key: String,
+}
+
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut p = redis::pipe();
+        p.cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.link.id);
+        self.link.send(p);
+    }
+}
+
+/// An answer as Redis keeps it.
+fn encode(a: &Answer) -> String {
+    json!({
+        "model": a.model,
+        "response": a.response,
+        "content": a.content,
+        "cost_usd": a.cost_usd,
+        "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.completion_tokens,
+        "score": a.score,
+        "created_at": a.created_at,
+    })
+    .to_string()
+}
+
+fn decode(text: &str) -> Option<Answer> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    Some(Answer {
+        model: v["model"].as_str()?.to_string(),
+        response: v["response"].as_str()?.to_string(),
+        content: v["content"].as_str().map(str::to_string),
+        cost_usd: v["cost_usd"].as_f64(),
+        prompt_tokens: v["prompt_tokens"].as_i64(),
+        completion_tokens: v["completion_tokens"].as_i64(),
+        score: v["score"].as_f64(),
+        created_at: v["created_at"].as_i64()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_comes_back_as_it_went() {
+        let a = Answer {
+            model: "a/b".into(),
+            response: r#"{"choices":[]}"#.into(),
+            content: Some("hi".into()),
+            cost_usd: Some(0.25),
+            prompt_tokens: Some(3),
+            completion_tokens: None,
+            score: Some(0.5),
+            created_at: 42,
+        };
+        assert_eq!(decode(&encode(&a)), Some(a));
+        assert_eq!(decode("{}"), None);
+        assert_eq!(decode("not json"), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! Rate limits and the budget shared through Redis (`--shared-limits`).
+//!
+//! `--rpm` and `--tpm` are one GCRA each, kept in Redis by a Lua script:
+//! every request takes the next slot of the schedule all machines share
+//! and waits for it, so N machines together send at most `--rpm` a minute.
+//! `--max-cost` is one budget (`--budget-id` names it): a reservation of a
+//! request's estimate is taken atomically against what all machines have
+//! spent and hold, and settled with the real cost after.
+//!
+//! Each machine keeps its own limits as well, so that while Redis is away
+//! it still holds to them alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{keys, Link};
+use crate::engine::admission::Limits;
+use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation, Reserve};
+
+/// How long a shared budget nobody touches is kept.
+const KEEP_BUDGET_MS: u64 = 7 * 86_400_000;
+
+/// Takes the next slot of one or two schedules: KEYS = the schedules;
+/// ARGV = now (unix ms), then per key its step (ms this request takes of
+/// it) and its burst (ms of slack). Returns how long to wait, in ms.
+const SCHEDULE: &str = r"
+local now = tonumber(ARGV[1])
+local wait = 0
+for i, k in ipairs(KEYS) do
+  local step = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', k) or '0')
+  if tat < now then tat = now end
+  local next = tat + step
+  local w = next - burst - now
+  if w > wait then wait = w end
+  redis.call('SET', k, tostring(next), 'PX', math.ceil(next - now + 60000))
+end
+return math.ceil(wait)
+";
+
+/// Reserves an estimate: KEYS[1] = the budget; ARGV = estimate, cap, keep
+/// ms. Returns {1 or 0, spent, held} as strings.
+const RESERVE: &str = r"
+local est = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local ok = 0
+if cap > 0 and spent + held + est <= cap + 1e-9 then
+  held = held + est
+  redis.call('HSET', KEYS[1], 'held', tostring(held))
+  ok = 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {ok, tostring(spent), tostring(held)}
+";
+
+/// Settles a reservation: KEYS[1] = the budget; ARGV = estimate, cost, keep ms.
+const SETTLE: &str = r"
+local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
+if held < 0 then held = 0 end
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0') + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'held', tostring(held), 'spent', tostring(spent))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// A machine's limits, shared with the others through Redis.
+pub struct SharedLimits {
+    pub local: Limits,
+    pub link: Arc<Link>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    /// The budget's key and cap.
+    budget: Option<(String, f64)>,
+    /// What all machines have spent, as last seen (f64 bits).
+    spent: AtomicU64,
+    schedule: Script,
+    reserve: Script,
+}
+
+impl SharedLimits {
+    pub fn new(
+        local: Limits,
+        link: Arc<Link>,
+        rpm: Option<u32>,
+        tpm: Option<u32>,
+        max_cost: Option<f64>,
+        budget_id: &str,
+    ) -> SharedLimits {
+        let budget = max_cost.map(|m| (keys::budget(&link.prefix, budget_id), m));
+        SharedLimits {
+            local,
+            rpm,
+            tpm,
+            budget,
+            spent: AtomicU64::new(0f64.to_bits()),
+            schedule: Script::new(SCHEDULE),
+            reserve: Script::new(RESERVE),
+            link,
+        }
+    }
+
+    /// The steps and bursts a request of `tokens` takes of each schedule.
+    fn schedules(&self, tokens: u64) -> Vec<(String, f64, f64)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.rpm.filter(|n| *n > 0) {
+            let step = 60_000.0 / f64::from(n);
+            out.push((keys::rate(&self.link.prefix, "rpm"), step, step));
+        }
+        if let Some(n) = self.tpm.filter(|n| *n > 0) {
+            let per_token = 60_000.0 / f64::from(n);
+            let burst = f64::from((n / 60).max(4096).min(n));
+            let tokens = (tokens as f64).min(f64::from(n));
+            out.push((
+                keys::rate(&self.link.prefix, "tpm"),
+                tokens * per_token,
+                burst * per_token,
+            ));
+        }
+        out
+    }
+
+    async fn take_slot(&self, tokens: u64) -> Option<Duration> {
+        let slots = self.schedules(tokens);
+        if slots.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut inv = self.schedule.prepare_invoke();
+        for (k, _, _) in &slots {
+            inv.key(k);
+        }
+        inv.arg(crate::engine::now_ms());
+        for (_, step, burst) in &slots {
+            inv.arg(*step).arg(*burst);
+        }
+        let wait: i64 = self.link.script(inv).await?;
+        Some(Duration::from_millis(wait.max(0) as u64))
+    }
+
+    async fn reserve_shared(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget> {
+        let local = match self.local.reserve(estimate).get().await? {
+            Some(r) => r,
+            None => return Ok(None),
+        };
+        let Some((key, max)) = &self.budget else {
+            return Ok(Some(local));
+        };
+        let mut inv = self.reserve.prepare_invoke();
+        inv.key(key).arg(estimate).arg(*max).arg(KEEP_BUDGET_MS);
+        match self.link.script::<(i64, String, String)>(inv).await {
+            // Redis is away: this machine's own budget holds.
+            None => Ok(Some(local)),
+            Some((ok, spent, _held)) => {
+                let spent: f64 = spent.parse().unwrap_or(0.0);
+                self.spent.store(spent.to_bits(), Ordering::Relaxed);
+                if ok == 1 {
+                    Ok(Some(local))
+                } else {
+                    self.local.settle(local, Some(0.0));
+                    Err(OverBudget { spent, max: *max })
+                }
+            }
+        }
+    }
+}
+
+impl Admission for SharedLimits {
+    fn reserve(&self, estimate: f64) -> Reserve<'_> {
+        if self.budget.is_none() {
+            return self.local.reserve(estimate);
+        }
+        Reserve::Later(Box::pin(self.reserve_shared(estimate)))
+    }
+
+    fn settle(&self, r: Reservation, actual: Option<f64>) {
+        let estimate = r.0;
+        self.local.settle(r, actual);
+        if let Some((key, _)) = &self.budget {
+            let mut p = redis::pipe();
+            p.cmd("EVAL")
+                .arg(SETTLE)
+                .arg(1)
+                .arg(key)
+                .arg(estimate)
+                .arg(actual.unwrap_or(estimate))
+                .arg(KEEP_BUDGET_MS);
+            self.link.send(p);
+        }
+    }
+
+    fn budget_left(&self) -> Option<f64> {
+        let local = self.local.budget_left()?;
+        let shared = self.budget.as_ref().map_or(f64::INFINITY, |(_, max)| {
+            max - f64::from_bits(self.spent.load(Ordering::Relaxed))
+        });
+        Some(local.min(shared).max(0.0))
+    }
+
+    fn budget(&self) -> Option<(f64, f64)> {
+        let (local, max) = self.local.budget()?;
+        let shared = f64::from_bits(self.spent.load(Ordering::Relaxed));
+        Some((local.max(shared), max))
+    }
+
+    fn unlimited(&self) -> bool {
+        self.local.unlimited()
+    }
+
+    fn acquire(&self, tokens: u64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match self.take_slot(tokens).await {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => self.local.acquire(tokens).await,
+            }
+        })
+    }
+
+    fn owe(&self, tokens: u64) {
+        self.local.owe(tokens);
+        if let Some(n) = self.tpm.filter(|n| *n > 0) {
+            let step = tokens.min(u64::from(n)) as f64 * 60_000.0 / f64::from(n);
+            let mut p = redis::pipe();
+            p.cmd("EVAL")
+                .arg(SCHEDULE)
+                .arg(1)
+                .arg(keys::rate(&self.link.prefix, "tpm"))
+                .arg(crate::engine::now_ms())
+                .arg(step)
+                .arg(f64::MAX);
+            self.link.send(p);
+        }
+    }
+
+    fn give_back(&self, tokens: u64) {
+        self.local.give_back(tokens);
+    }
+}

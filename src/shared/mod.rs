@@ -1,0 +1,305 @@
+//! Shared state in Redis (or Valkey), for several machines running
+//! llmroute: answers, model health, and (with `--shared-limits`) the rate
+//! limits and the budget. Each is a second implementation of one of the
+//! engine's traits, layered over the local one; the engine does not know.
+//!
+//! | module     | shares                                                         |
+//! |------------|----------------------------------------------------------------|
+//! | this one   | the link: one multiplexed connection, timeouts, down and back  |
+//! | [`keys`]   | key names: a prefix, a kind, and a hash or a model id           |
+//! | [`cache`]  | answers (local store first, then Redis) and the flight lease   |
+//! | [`health`] | pauses (at once, by pub/sub), latency and error averages       |
+//! | [`limits`] | rpm and tpm as one GCRA, and one budget with reservations      |
+//!
+//! Redis is never needed: a call that fails or takes longer than
+//! `--redis-timeout` is answered from local state, and after a failure
+//! Redis is left alone for a second while a ping finds out when it is back.
+//! Keys hold hashes, model ids and numbers; never prompt text or the key.
+
+pub mod cache;
+pub mod health;
+pub mod keys;
+pub mod limits;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline};
+use tokio::sync::mpsc;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "llmroute:v1:";
+/// The default time limit of one Redis call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long Redis is left alone after a call failed.
+const REST: Duration = Duration::from_secs(1);
+/// Writes queued at most; past it, writes are dropped (and counted).
+const QUEUE: usize = 8192;
+
+/// The connection to Redis, shared by every part that uses it.
+pub struct Link {
+    conn: ConnectionManager,
+    pub prefix: String,
+    timeout: Duration,
+    /// Unix ms until which Redis is left alone (after a failure).
+    resting_until: AtomicI64,
+    /// Whether the last call succeeded.
+    up: AtomicBool,
+    /// Writes, in the order they were made, for the writer task.
+    writes: mpsc::Sender<Pipeline>,
+    /// Writes queued and not yet sent (or given up on).
+    pending: AtomicUsize,
+    /// Where it is, without any password, for messages.
+    pub shown: String,
+    /// This process, for leases.
+    pub id: String,
+    client: redis::Client,
+}
+
+/// How the link is, for `/ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Up,
+    Down,
+}
+
+impl Link {
+    /// Connects to `url` (lazily: Redis need not be there). Must run inside
+    /// a tokio runtime. Warns once on stderr when Redis does not answer.
+    pub async fn open(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Arc<Link>> {
+        let shown = shown(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("--redis {shown}: {}", redact(&e.to_string(), url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| anyhow::anyhow!("--redis {shown}: {}", redact(&e.to_string(), url)))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let link = Arc::new(Link {
+            conn,
+            prefix: prefix.to_string(),
+            timeout,
+            resting_until: AtomicI64::new(0),
+            up: AtomicBool::new(false),
+            writes: tx,
+            pending: AtomicUsize::new(0),
+            shown,
+            id: format!(
+                "{}-{:x}-{:x}",
+                hostname(),
+                std::process::id(),
+                crate::engine::now_ms()
+            ),
+            client,
+        });
+        let pong: Option<String> = link.call(&redis::cmd("PING")).await;
+        if pong.is_none() {
+            eprintln!(
+                "llmroute: warning: Redis at {} does not answer; running on local state until it does",
+                link.shown
+            );
+        }
+        tokio::spawn(write_loop(Arc::downgrade(&link), rx));
+        tokio::spawn(watch(Arc::downgrade(&link)));
+        Ok(link)
+    }
+
+    /// Whether calls are left alone now.
+    fn resting(&self) -> bool {
+        self.resting_until.load(Ordering::Relaxed) > crate::engine::now_ms()
+    }
+
+    fn failed(&self) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            eprintln!(
+                "llmroute: warning: Redis at {} stopped answering; running on local state until it is back",
+                self.shown
+            );
+        }
+        let until = crate::engine::now_ms() + REST.as_millis() as i64;
+        self.resting_until.store(until, Ordering::Relaxed);
+    }
+
+    fn answered(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) && self.resting_until.load(Ordering::Relaxed) > 0
+        {
+            eprintln!("llmroute: Redis at {} is back", self.shown);
+        }
+    }
+
+    /// Runs one command; `None` when Redis is resting, fails or is late.
+    pub async fn call<T: FromRedisValue>(&self, cmd: &Cmd) -> Option<T> {
+        if self.resting() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.answered();
+                Some(v)
+            }
+            _ => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    /// Runs a pipeline; `None` when Redis is resting, fails or is late.
+    pub async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Option<T> {
+        if self.resting() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.answered();
+                Some(v)
+            }
+            _ => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    /// Runs a script; `None` when Redis is resting, fails or is late.
+    pub async fn script<T: FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Option<T> {
+        if self.resting() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.answered();
+                Some(v)
+            }
+            _ => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    /// Queues writes, to be sent in order without waiting for them. When
+    /// Redis is resting, or too much is queued, they are dropped: sharing
+    /// is best effort, local state holds.
+    pub fn send(&self, pipe: Pipeline) {
+        if !self.resting() && self.writes.try_send(pipe).is_ok() {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits, at most `within`, until every queued write has been sent: a
+    /// run's last answers reach Redis before it exits.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.pending.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        if self.up.load(Ordering::Relaxed) && !self.resting() {
+            Status::Up
+        } else {
+            Status::Down
+        }
+    }
+
+    /// A connection of its own, for a subscription.
+    pub async fn subscriber(&self) -> Option<redis::aio::PubSub> {
+        tokio::time::timeout(
+            self.timeout.max(Duration::from_millis(500)),
+            self.client.get_async_pubsub(),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+}
+
+/// Sends queued writes in order, a batch at a time.
+async fn write_loop(link: std::sync::Weak<Link>, mut rx: mpsc::Receiver<Pipeline>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let Some(link) = link.upgrade() else { return };
+        let n = batch.len();
+        let mut all = redis::pipe();
+        for p in batch.drain(..) {
+            for cmd in p.cmd_iter() {
+                all.add_command(cmd.clone()).ignore();
+            }
+        }
+        let _: Option<()> = link.pipe(&all).await;
+        link.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// While Redis rests, pings it now and then, so that it is used again as
+/// soon as it is back.
+async fn watch(link: std::sync::Weak<Link>) {
+    loop {
+        tokio::time::sleep(REST / 2).await;
+        let Some(link) = link.upgrade() else { return };
+        if link.resting() || !link.up.load(Ordering::Relaxed) {
+            link.resting_until.store(0, Ordering::Relaxed);
+            let _: Option<String> = link.call(&redis::cmd("PING")).await;
+        }
+    }
+}
+
+/// A Redis URL as it may be shown: scheme, host, port and database, never
+/// a user or a password.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}{}", u.scheme(), u.path())
+        }
+        Err(_) => "(an invalid URL)".into(),
+    }
+}
+
+/// `text` without the URL's password, wherever it appears.
+fn redact(text: &str, url: &str) -> String {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        Some(p) if !p.is_empty() => text.replace(&p, "[redacted]"),
+        _ => text.to_string(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            shown("redis://user:s3cret@cache.local:6380/2"),
+            "redis://cache.local:6380/2"
+        );
+        assert_eq!(shown("rediss://:pw@h/"), "rediss://h/");
+        assert_eq!(
+            redact("auth failed for s3cret", "redis://u:s3cret@h"),
+            "auth failed for [redacted]"
+        );
+    }
+}

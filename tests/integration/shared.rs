@@ -1,0 +1,337 @@
+//! Several llmroute processes sharing one real `redis-server`: answers,
+//! pauses, rate limits, the budget and single flight; Redis dying, never
+//! there, or too slow; and what Redis holds.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A process of its own (its own store) on `env`'s fake upstream and `redis`.
+fn machine(env: &Env, redis: &RedisServer, name: &str) -> Cmd {
+    env.cmd()
+        .env("LLMROUTE_DB", env.path(&format!("{name}.db")))
+        .env("LLMROUTE_REDIS_URL", redis.url())
+}
+
+fn spawn(cmd: Cmd, input: &std::path::Path) -> Child {
+    let mut c = cmd.cmd;
+    c.arg(input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("llmroute starts")
+}
+
+fn lines_of(child: Child) -> (i32, Vec<Value>, String) {
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_machine_pays_nothing_for_the_first_ones_answers() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let input = prompts(5);
+    let first = machine(&env, &redis, "one")
+        .args(["--models", "t/a"])
+        .stdin(&input)
+        .run();
+    first.assert_code(0);
+    assert_eq!(env.server.count_for("t/a"), 5);
+    let second = machine(&env, &redis, "two")
+        .args(["--models", "t/a"])
+        .stdin(&input)
+        .run();
+    second.assert_code(0);
+    assert!(
+        second.lines().iter().all(|l| l["cached"] == true),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(env.server.count_for("t/a"), 5, "nothing paid twice");
+    // The Redis hits are in the second store now: it answers without Redis.
+    drop(redis);
+    let third = env
+        .cmd()
+        .env("LLMROUTE_DB", env.path("two.db"))
+        .args(["--models", "t/a"])
+        .stdin(&input)
+        .run();
+    assert!(third.lines().iter().all(|l| l["cached"] == true));
+    assert_eq!(env.server.count_for("t/a"), 5);
+}
+
+#[test]
+fn a_rate_limit_one_machine_sees_pauses_the_model_for_the_other() {
+    let env = Env::three();
+    env.server.script("t/a", [Behavior::rate_limited(Some(60))]);
+    let redis = RedisServer::start();
+    let models = ["-p", "cost", "--models", "t/a,t/b"];
+    let first = machine(&env, &redis, "one")
+        .args(models)
+        .stdin(prompts(1))
+        .run();
+    assert_eq!(answered_by(&first.lines()[0]), "t/b", "fell back");
+    assert_eq!(env.server.count_for("t/a"), 1);
+    let second = machine(&env, &redis, "two")
+        .args(models)
+        .stdin(prompts(3))
+        .run();
+    second.assert_code(0);
+    for l in second.lines() {
+        assert_eq!(answered_by(&l), "t/b", "t/a pauses for every machine");
+    }
+    assert_eq!(
+        env.server.count_for("t/a"),
+        1,
+        "the second never called t/a"
+    );
+}
+
+#[test]
+fn with_shared_limits_two_machines_together_keep_to_the_rpm() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let input = env.write("in.jsonl", &prompts(3));
+    let args = [
+        "--models",
+        "t/a",
+        "--no-cache",
+        "--rpm",
+        "60",
+        "--shared-limits",
+    ];
+    let started = Instant::now();
+    let a = spawn(machine(&env, &redis, "one").args(args), &input);
+    let b = spawn(machine(&env, &redis, "two").args(args), &input);
+    for child in [a, b] {
+        let (code, lines, err) = lines_of(child);
+        assert_eq!((code, lines.len()), (0, 3), "{err}");
+    }
+    let mut at: Vec<Instant> = env.server.completions().iter().map(|r| r.at).collect();
+    at.sort();
+    assert_eq!(at.len(), 6);
+    // One a second between them: six requests span at least five seconds
+    // (each machine alone would have sent its three in two).
+    let span = at[5] - at[0];
+    assert!(span >= Duration::from_millis(4500), "{span:?}");
+    assert!(started.elapsed() >= span);
+}
+
+#[test]
+fn with_shared_limits_two_machines_share_one_budget() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let input = env.write("in.jsonl", &prompts(6));
+    let args = [
+        "--models",
+        "t/a",
+        "--no-cache",
+        "--max-cost",
+        "0.05",
+        "--shared-limits",
+        "--budget-id",
+        "test",
+    ];
+    let a = spawn(machine(&env, &redis, "one").args(args), &input);
+    let b = spawn(machine(&env, &redis, "two").args(args), &input);
+    let mut spent = 0.0;
+    let mut refused = 0;
+    for child in [a, b] {
+        let (_, lines, _) = lines_of(child);
+        for l in lines {
+            match l["cost_usd"].as_f64() {
+                Some(c) if l["error"].is_null() => spent += c,
+                _ => {
+                    assert_eq!(l["error"]["type"], "budget_exceeded", "{l}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(spent <= 0.05 + 1e-9, "spent {spent} of one budget of 0.05");
+    assert!(
+        refused >= 6,
+        "at least half the lines were refused: {refused}"
+    );
+}
+
+#[test]
+fn identical_requests_on_two_machines_make_one_call() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(800));
+    let redis = RedisServer::start();
+    let input = env.write("in.jsonl", "{\"prompt\":\"same\"}\n");
+    let a = spawn(
+        machine(&env, &redis, "one").args(["--models", "t/a"]),
+        &input,
+    );
+    let b = spawn(
+        machine(&env, &redis, "two").args(["--models", "t/a"]),
+        &input,
+    );
+    let mut cached = 0;
+    for child in [a, b] {
+        let (code, lines, err) = lines_of(child);
+        assert_eq!(code, 0, "{err}");
+        cached += usize::from(lines[0]["cached"] == true);
+    }
+    assert_eq!(env.server.count_for("t/a"), 1, "one call for both");
+    assert_eq!(cached, 1);
+}
+
+#[test]
+fn without_redis_every_line_is_answered_with_one_warning() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--redis", "redis://127.0.0.1:9"])
+        .stdin(prompts(20))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 20);
+    assert_eq!(out.stderr.matches("Redis").count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn redis_killed_mid_run_loses_no_line_and_sharing_resumes() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(50));
+    let redis = RedisServer::start();
+    let input = env.write("in.jsonl", &prompts(60));
+    let child = spawn(
+        machine(&env, &redis, "one").args(["--models", "t/a", "-j", "2"]),
+        &input,
+    );
+    while env.server.count_for("t/a") < 10 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let redis = redis.restart();
+    let (code, lines, err) = lines_of(child);
+    assert_eq!((code, lines.len()), (0, 60), "{err}");
+    assert!(lines.iter().all(|l| l["error"].is_null()));
+    assert_eq!(env.server.count_for("t/a"), 60, "nothing paid twice");
+    // Back: a new answer is shared again.
+    machine(&env, &redis, "one")
+        .args(["--models", "t/a"])
+        .stdin("{\"prompt\":\"after\"}\n")
+        .run()
+        .assert_code(0);
+    let other = machine(&env, &redis, "two")
+        .args(["--models", "t/a"])
+        .stdin("{\"prompt\":\"after\"}\n")
+        .run();
+    assert_eq!(other.lines()[0]["cached"], true, "{}", other.stderr);
+}
+
+#[test]
+fn a_stalled_redis_does_not_stall_the_lines() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    signal(redis.child.id(), "STOP");
+    let out = machine(&env, &redis, "one")
+        .args(["--models", "t/a", "--redis-timeout", "50ms", "-j", "1"])
+        .stdin(prompts(20))
+        .run();
+    signal(redis.child.id(), "CONT");
+    out.assert_code(0);
+    assert_eq!(out.lines().len(), 20);
+    assert!(out.stderr.contains("does not answer"), "{}", out.stderr);
+}
+
+#[test]
+fn redis_holds_hashes_and_numbers_never_prompts_or_the_key() {
+    let env = Env::three();
+    env.server.script("t/a", [Behavior::rate_limited(Some(30))]);
+    let redis = RedisServer::start();
+    let secret_prompt = "my very private prompt 8f2c";
+    machine(&env, &redis, "one")
+        .args([
+            "--models",
+            "t/a,t/b",
+            "--shared-limits",
+            "--rpm",
+            "600",
+            "--max-cost",
+            "1",
+        ])
+        .stdin(format!("{{\"prompt\":\"{secret_prompt}\"}}\n"))
+        .run()
+        .assert_code(0);
+    let dump = redis.dump();
+    let kinds: Vec<&str> = dump
+        .iter()
+        .map(|(k, _)| {
+            k.trim_start_matches("llmroute:v1:")
+                .split(':')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    for kind in ["cache", "health", "pause", "rate", "budget"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for (k, v) in &dump {
+        assert!(k.starts_with("llmroute:v1:"), "{k}");
+        assert!(!k.contains(secret_prompt) && !k.contains(KEY), "{k}");
+        assert!(!v.contains(KEY), "{k} holds the key");
+        if !k.contains(":cache:") {
+            assert!(!v.contains(secret_prompt), "{k} holds the prompt");
+        }
+    }
+}
+
+#[test]
+fn a_server_reports_redis_in_ready() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let s = env.serve_with(
+        &["--models", "t/a"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ready = |s: &Served| -> Value {
+        rt.block_on(async {
+            reqwest::get(s.url("/ready"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(ready(&s)["redis"]["status"], "up", "{}", ready(&s));
+    drop(redis);
+    // A call finds it gone.
+    rt.block_on(async {
+        reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "r"))
+            .send()
+            .await
+            .unwrap()
+    });
+    let r = ready(&s);
+    assert!(
+        r["redis"]["status"].as_str().unwrap().starts_with("down"),
+        "{r}"
+    );
+    assert_eq!(r["ready"], true, "local state answers");
+}
