@@ -127,13 +127,13 @@ pub fn wire(
         Some(r) if !wants.dry_run => {
             let _in_runtime = rt.enter();
             let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
-            let shared = Arc::new(SharedCache {
-                local: handle,
-                link: link.clone(),
-                ttl: options.cache_ttl,
-                max_entry: MAX_SHARED_ANSWER,
-                lease: options.timeout + LEASE_SLACK,
-            });
+            let shared = Arc::new(SharedCache::new(
+                handle,
+                link.clone(),
+                options.cache_ttl,
+                MAX_SHARED_ANSWER,
+                options.timeout + LEASE_SLACK,
+            ));
             let health =
                 Arc::new(rt.block_on(SharedHealth::start(health, link.clone(), candidates)));
             let admission: Arc<dyn Admission> = match r.shared_limits {

@@ -5,9 +5,11 @@
 //! first takes a short lease (`SET NX PX`), the others wait for its answer
 //! in the cache, and go on their own if the lease ends without one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use redis::Script;
 use serde_json::{json, Value};
 
 use super::{keys, Link};
@@ -21,22 +23,86 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// The local store's cache and recorder, with Redis beside them.
 pub struct SharedCache<L> {
-    pub local: Arc<L>,
-    pub link: Arc<Link>,
+    local: Arc<L>,
+    link: Arc<Link>,
     /// How long a shared answer lives.
-    pub ttl: Duration,
+    ttl: Duration,
     /// Answers larger than this (bytes of JSON) are kept locally only.
-    pub max_entry: usize,
+    max_entry: usize,
     /// How long a lease lasts at most (its holder may have died).
-    pub lease: Duration,
+    lease: Duration,
+    /// Leases taken by a lookup that missed, for the claim that follows it:
+    /// a miss costs one round trip, not two.
+    taken: Mutex<HashMap<Key, Lease>>,
+    get_or_claim: Script,
 }
 
+/// Leases kept for their claims at most; past it they are let go.
+const TAKEN: usize = 4096;
+
+/// Looks an answer up and, when there is none, takes the lease on making
+/// it: KEYS = the answer, the lease; ARGV = this process, the lease's ms.
+/// Returns {answer or "", 1 when the lease was taken}.
+const GET_OR_CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {v, 0} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'', 1} end
+return {'', 0}
+";
+
 impl<L: Cache + Recorder + 'static> SharedCache<L> {
+    pub fn new(
+        local: Arc<L>,
+        link: Arc<Link>,
+        ttl: Duration,
+        max_entry: usize,
+        lease: Duration,
+    ) -> SharedCache<L> {
+        SharedCache {
+            local,
+            link,
+            ttl,
+            max_entry,
+            lease,
+            taken: Mutex::new(HashMap::new()),
+            get_or_claim: Script::new(GET_OR_CLAIM),
+        }
+    }
+
     async fn in_redis(&self, key: Key, min_created_at: i64) -> Option<Answer> {
         let k = keys::answer(&self.link.prefix, &key);
         let text: Option<String> = self.link.call(redis::cmd("GET").arg(&k)).await?;
-        let answer = decode(&text?)?;
-        (answer.created_at >= min_created_at).then_some(answer)
+        fresh(decode(&text?)?, min_created_at)
+    }
+
+    /// A lookup that takes the lease when it misses, in one round trip.
+    async fn look_up(&self, key: Key, min_created_at: i64) -> Option<Answer> {
+        let lease_key = keys::flight(&self.link.prefix, &key);
+        let mut inv = self.get_or_claim.prepare_invoke();
+        inv.key(keys::answer(&self.link.prefix, &key))
+            .key(&lease_key)
+            .arg(&self.link.id)
+            .arg(self.lease_ms());
+        let (text, took): (String, i64) = self.link.script(inv).await?;
+        if took == 1 {
+            let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+            if taken.len() >= TAKEN {
+                taken.clear();
+            }
+            let lease = Lease {
+                link: self.link.clone(),
+                key: lease_key,
+            };
+            taken.insert(key, lease);
+            return None;
+        }
+        fresh(decode(&text)?, min_created_at)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     fn share(&self, entry: &CacheEntry) {
@@ -57,10 +123,16 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
     }
 
     async fn claim_or_wait(&self, key: Key, min_created_at: i64) -> Claimed {
+        let mine = self
+            .taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(lease) = mine {
+            return Claimed::Go(Some(Box::new(lease)));
+        }
         let lease_key = keys::flight(&self.link.prefix, &key);
-        let ms = u64::try_from(self.lease.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ms = self.lease_ms();
         let take = || {
             let mut c = redis::cmd("SET");
             c.arg(&lease_key)
@@ -127,7 +199,7 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
             if let Some(a) = self.local.get(key, min_created_at).await {
                 return Some(a);
             }
-            let a = self.in_redis(key, min_created_at).await?;
+            let a = self.look_up(key, min_created_at).await?;
             self.keep_locally(key, &a);
             Some(a)
         })
@@ -182,6 +254,11 @@ impl Drop for Lease {
             .arg(&self.link.id);
         self.link.send(p);
     }
+}
+
+/// An answer if made after `min_created_at`.
+fn fresh(a: Answer, min_created_at: i64) -> Option<Answer> {
+    (a.created_at >= min_created_at).then_some(a)
 }
 
 /// An answer as Redis keeps it.
