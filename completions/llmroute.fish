@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -41,12 +41,17 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l budget-id -d 'The name of the budget --max-cost shares with --shared-limits, e.g. a date [default: default]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s n -l dry-run -d 'Choose models but call none (needs no API key; works offline); implies --explain'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s e -l explain -d 'Add the full ranking (`candidates`) to every output line'
 complete -c llmroute -n "__fish_llmroute_needs_command" -l unordered -d 'Write output lines as they complete instead of in input order'
@@ -138,9 +143,14 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l budget-id -d 'The name of the budget --max-cost shares with --shared-limits, e.g. a date [default: default]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
@@ -162,6 +172,10 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Se
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l budget-id -d 'The name of the budget --max-cost shares with --shared-limits, e.g. a date [default: default]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l listen -d 'The address to listen on, IP:PORT [default: 127.0.0.1:8080]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l auth-token-file -d 'Client tokens, one per line (# comments); adds to LLMROUTE_AUTH_TOKENS' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l admin-token-file -d 'Admin tokens (for DELETE /cache), one per line; adds to LLMROUTE_ADMIN_TOKENS' -r -F
@@ -177,6 +191,7 @@ json\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'

@@ -121,6 +121,19 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Admin tokens of llmroute serve, comma-separated, for DELETE /cache.",
     ),
     (
+        "LLMROUTE_REDIS_URL",
+        "Redis (or Valkey) to share answers and model health through, as --redis: \
+         redis://[user:password@]host[:port][/db], or rediss:// for TLS. The password is never shown.",
+    ),
+    (
+        "LLMROUTE_REDIS_PREFIX",
+        "The prefix of llmroute's keys in Redis, as --redis-prefix.",
+    ),
+    (
+        "LLMROUTE_BUDGET_ID",
+        "The name of the budget shared with --shared-limits, as --budget-id.",
+    ),
+    (
         "SSL_CERT_FILE, SSL_CERT_DIR",
         "Certificates to trust instead of the system's store; the bundled roots are trusted too.",
     ),
