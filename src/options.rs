@@ -70,6 +70,8 @@ pub struct Options {
     pub serve: ServeOptions,
     /// Redis, when state is shared with other machines.
     pub redis: Option<RedisOptions>,
+    /// `--shared-limits` was asked for (it needs `redis`).
+    pub shared_limits: bool,
 }
 
 /// How state is shared through Redis.
@@ -253,6 +255,7 @@ impl Options {
                 .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
             serve: ServeOptions::resolve(cli, file),
+            shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
             redis: run
                 .redis
                 .clone()

@@ -63,6 +63,11 @@ pub fn wire(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Wired> {
     let settings = options.settings()?;
+    if options.shared_limits && options.redis.is_none() {
+        return Err(anyhow!(
+            "--shared-limits shares the limits through Redis: give --redis URL too"
+        ));
+    }
     let base = options.base_url.clone();
     let api_key = setup::api_key().map(|(_, key)| key);
     if !wants.dry_run && api_key.is_none() {

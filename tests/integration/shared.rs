@@ -335,3 +335,16 @@ fn a_server_reports_redis_in_ready() {
     );
     assert_eq!(r["ready"], true, "local state answers");
 }
+
+#[test]
+fn shared_limits_without_redis_is_a_usage_error() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args(["--shared-limits", "--rpm", "60"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("--redis"), "{}", out.stderr);
+    assert_eq!(env.server.completions().len(), 0);
+}
