@@ -113,10 +113,12 @@ impl Router {
             }
         }
         let mut lease = None;
-        if let (Some(key), Some(_)) = (key, &leader) {
+        // A stream claims too (a shared cache may have taken the lease for
+        // it while looking up), but holds nobody up: it lets go at once.
+        if let Some(key) = key.filter(|_| leader.is_some() || job.opts.stream) {
             if let Some(claim) = self.parts.cache.claim(key, self.min_created_at()) {
                 match claim.await {
-                    Claimed::Go(l) => lease = l,
+                    Claimed::Go(l) => lease = l.filter(|_| !job.opts.stream),
                     Claimed::Answered(answer) => {
                         self.parts.observer.cache_hit(job.opts.tag, &answer.model);
                         if let Some(l) = leader {

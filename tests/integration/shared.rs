@@ -348,3 +348,55 @@ fn shared_limits_without_redis_is_a_usage_error() {
     assert!(out.stderr.contains("--redis"), "{}", out.stderr);
     assert_eq!(env.server.completions().len(), 0);
 }
+
+#[test]
+fn no_lease_outlives_its_request_streamed_or_not() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::status(500));
+    let redis = RedisServer::start();
+    let s = env.serve_with(
+        &["--models", "t/a"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut body = chat(None, "same");
+    body["stream"] = Value::Bool(true);
+    let status = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    });
+    assert_eq!(status, 502);
+    // Let go while the server runs on, not only when it stops.
+    let leases = || -> Vec<String> {
+        redis
+            .dump()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.contains(":flight:"))
+            .collect()
+    };
+    let mut waited = 0;
+    while !leases().is_empty() && waited < 100 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    assert!(leases().is_empty(), "{:?}", leases());
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    env.server.set_default("t/a", Behavior::ok());
+    machine(&env, &redis, "two")
+        .args(["--models", "t/a"])
+        .stdin("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}\n")
+        .run()
+        .assert_code(0);
+    assert!(leases().is_empty(), "{:?}", leases());
+}
