@@ -40,7 +40,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l explore -d 'Share of 
 complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r
@@ -142,7 +142,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r
@@ -171,7 +171,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l explore -d '
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l retention -d 'Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis -d 'Share answers and model health with other machines through Redis or Valkey, e.g. redis://host:6379/0 (rediss:// for TLS)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis-prefix -d 'The prefix of llmroute\'s keys in Redis [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l redis-timeout -d 'Time limit of one Redis call; past it, local state answers [default: 50ms]' -r

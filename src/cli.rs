@@ -180,7 +180,7 @@ pub struct TuningArgs {
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_line_cost: Option<f64>,
 
-    /// Metrics older than this, at least 1h, are pruned from the store after a run [default: 90d]
+    /// Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]
     #[arg(long, value_name = "DURATION", env = "LLMROUTE_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
 
@@ -454,9 +454,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The shortest `--timeout`: a shorter one fails every attempt.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// The shortest `--retention`: a shorter one prunes the metrics of the run
-/// that just ended.
-pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// The shortest `--retention`: a shorter one would prune the metrics of a
+/// request as it is recorded. (A batch run with a retention shorter than
+/// itself prunes its own first rows after it: what was asked for.)
+pub const MIN_RETENTION: Duration = Duration::from_secs(60);
 
 /// Checks a duration against its minimum; the message names the minimum.
 pub fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {

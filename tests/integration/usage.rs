@@ -154,10 +154,10 @@ fn a_zero_timeout_or_retention_is_refused_with_its_minimum() {
     for (args, minimum) in [
         (&["--timeout", "0"][..], "--timeout must be at least 100ms"),
         (&["--timeout", "10ms"], "--timeout must be at least 100ms"),
-        (&["--retention", "0"], "--retention must be at least 1h"),
+        (&["--retention", "0"], "--retention must be at least 1m"),
         (
             &["--config", config.to_str().unwrap()],
-            "retention: must be at least 1h",
+            "retention: must be at least 1m",
         ),
     ] {
         let out = env.cmd().args(args).stdin(prompts(1)).run();
