@@ -39,6 +39,10 @@ pub struct Wants {
     pub pool: usize,
     /// See [`engine::Config::retry_refused`].
     pub retry_refused: Option<std::time::Duration>,
+    /// How long the store's writer lets records gather before it commits
+    /// them (see [`Writer::spawn_lingering`]); zero for a front end that
+    /// waits for each record.
+    pub linger: std::time::Duration,
 }
 
 /// The engine and what must outlive it.
@@ -102,7 +106,7 @@ pub fn wire(
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
     store.set_run(&wants.run_id, &settings.priority);
-    let writer = Writer::spawn(store);
+    let writer = Writer::spawn_lingering(store, wants.linger);
     let handle = Arc::new(writer.handle());
     let limits = Limits {
         rates: RateLimits::new(options.rpm, options.tpm),

@@ -69,6 +69,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         run_id: wiring::run_id(),
         pool: options.concurrency as usize,
         retry_refused: None,
+        // A line is written once its record is durable: no lingering.
+        linger: Duration::ZERO,
     };
     let observer = Arc::new(BatchObserver { console: console() });
     let wired = wiring::wire(options, wants, observer, &rt)?;

@@ -38,6 +38,10 @@ use crate::setup::exit;
 use crate::wiring::{self, Wants};
 use auth::{Tokens, ADMIN_VAR, CLIENT_VAR};
 
+/// How long the store's writer lets records gather: a server's answers do
+/// not wait for their records, so fewer, larger transactions cost less.
+pub const LINGER: Duration = Duration::from_millis(10);
+
 /// How long a refused upstream key stays refused before a request tries it again.
 pub const RETRY_REFUSED: Duration = Duration::from_secs(30);
 
@@ -73,6 +77,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         run_id: format!("serve-{}", wiring::run_id()),
         pool: options.concurrency as usize,
         retry_refused: Some(RETRY_REFUSED),
+        linger: LINGER,
     };
     let observer = Arc::new(metrics::ServeObserver {
         metrics: metrics.clone(),

@@ -8,6 +8,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
@@ -50,20 +51,35 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     failure: Arc<Mutex<Option<String>>>,
     hooks: Arc<Mutex<Vec<Hook>>>,
+    /// The store thread, woken by a lookup while it lets writes gather.
+    thread: std::thread::Thread,
 }
 
 impl Writer {
     pub fn spawn(store: Store) -> Writer {
+        Writer::spawn_lingering(store, Duration::ZERO)
+    }
+
+    /// A writer that, when only writes are waiting, lets more gather for
+    /// `linger` before it commits them: fewer, larger transactions, for a
+    /// front end that does not wait for its records to be durable (a
+    /// server). A lookup is never held back.
+    pub fn spawn_lingering(store: Store, linger: Duration) -> Writer {
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let hooks = Arc::new(Mutex::new(Vec::new()));
         let (thread_failure, thread_hooks) = (failure.clone(), hooks.clone());
         let join = std::thread::Builder::new()
             .name("llmroute-store".into())
-            .spawn(move || run(store, rx, thread_failure, thread_hooks))
+            .spawn(move || run(store, rx, thread_failure, thread_hooks, linger))
             .expect("spawning the store thread");
         Writer {
-            handle: WriterHandle { tx, failure, hooks },
+            handle: WriterHandle {
+                tx,
+                failure,
+                hooks,
+                thread: join.thread().clone(),
+            },
             join,
         }
     }
@@ -76,6 +92,7 @@ impl Writer {
     /// Other handles must have been dropped, or this waits for them.
     pub fn finish(self) -> Store {
         drop(self.handle);
+        self.join.thread().unpark();
         self.join.join().expect("the store thread does not panic")
     }
 }
@@ -91,6 +108,7 @@ impl WriterHandle {
                 reply,
             })
             .ok()?;
+        self.thread.unpark();
         rx.await.ok().flatten()
     }
 
@@ -157,6 +175,7 @@ fn run(
     rx: mpsc::Receiver<Msg>,
     failure: Arc<Mutex<Option<String>>>,
     hooks: Arc<Mutex<Vec<Hook>>>,
+    linger: Duration,
 ) -> Store {
     #[cfg(debug_assertions)]
     let delay = commit_delay();
@@ -164,11 +183,9 @@ fn run(
     let mut after = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
+        let _ = drain(&rx, &mut batch);
+        if !linger.is_zero() {
+            gather(&rx, &mut batch, linger);
         }
         let writes = batch.iter().any(|m| matches!(m, Msg::Line { .. }));
         #[cfg(debug_assertions)]
@@ -199,6 +216,37 @@ fn run(
         }
     }
     store
+}
+
+/// Lets writes gather for `linger`, unless a lookup comes: a lookup is
+/// answered at once, with the writes gathered so far. The thread sleeps
+/// meanwhile, so that writes do not wake it one by one; a lookup wakes it.
+fn gather(rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, linger: Duration) {
+    let lookup = |m: &Msg| matches!(m, Msg::Lookup { .. });
+    let deadline = std::time::Instant::now() + linger;
+    loop {
+        let ended = drain(rx, batch);
+        if ended || batch.len() >= MAX_BATCH || batch.iter().any(lookup) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+/// Takes what is queued, up to a batch; whether every sender has gone.
+fn drain(rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(mpsc::TryRecvError::Empty) => return false,
+            Err(mpsc::TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
 }
 
 /// In debug builds only: `LLMROUTE_COMMIT_DELAY_MS` holds every write
@@ -279,6 +327,53 @@ fn apply(
 mod tests {
     use super::*;
     use crate::store::CacheEntry;
+
+    fn found_answer() -> CachedAnswer {
+        CachedAnswer {
+            model: "m".into(),
+            response: "{}".into(),
+            content: None,
+            cost_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            score: None,
+            created_at: 10,
+        }
+    }
+
+    #[test]
+    fn a_lingering_writer_answers_a_lookup_at_once_and_commits_what_gathered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        // An hour's linger: only a lookup (or the end) ends the wait.
+        let w = Writer::spawn_lingering(store, Duration::from_secs(3600));
+        let h = w.handle();
+        let key = Key([7; 32]);
+        h.write_nowait(LineRecord {
+            cache: Some(CacheEntry {
+                key,
+                answer: found_answer(),
+            }),
+            ..Default::default()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let found = rt.block_on(h.lookup(key, 0));
+        assert_eq!(found.map(|a| a.model), Some("m".to_string()));
+        // A write gathering when the writer finishes is committed then,
+        // not an hour later.
+        h.write_nowait(LineRecord {
+            cache: Some(CacheEntry {
+                key: Key([8; 32]),
+                answer: found_answer(),
+            }),
+            ..Default::default()
+        });
+        drop(h);
+        let store = w.finish();
+        assert_eq!(store.cache_stats(None).unwrap().entries, 2);
+    }
 
     #[test]
     fn writes_commit_before_they_are_acknowledged() {
