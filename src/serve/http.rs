@@ -36,6 +36,8 @@ pub struct App {
     /// Seconds until a refused key is tried again, for `Retry-After`.
     pub retry_refused: u64,
     pub store_path: PathBuf,
+    /// The store's writer, to sync with before reading the cache apart.
+    pub writer: crate::store::writer::WriterHandle,
     /// Redis, when state is shared through it.
     pub redis: Option<Arc<crate::shared::Link>>,
     pub started: Instant,
@@ -65,6 +67,7 @@ impl App {
         options: &crate::options::ServeOptions,
         retry_refused: Duration,
         store_path: PathBuf,
+        writer: crate::store::writer::WriterHandle,
         redis: Option<Arc<crate::shared::Link>>,
     ) -> App {
         App {
@@ -79,6 +82,7 @@ impl App {
             use_cache: !options.no_cache,
             retry_refused: retry_refused.as_secs().max(1),
             store_path,
+            writer,
             redis,
             started: Instant::now(),
             tags: AtomicU64::new(0),

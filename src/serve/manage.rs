@@ -213,6 +213,8 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /cache/stats`: entries, size, and the hit rate of the last 24 hours.
 pub async fn cache_stats(State(app): State<Arc<App>>) -> Response {
+    // What the writer is letting gather counts too.
+    app.writer.sync().await;
     let path = app.store_path.clone();
     let since = crate::engine::now_ms() - 86_400_000;
     let stats = tokio::task::spawn_blocking(move || {
@@ -255,6 +257,8 @@ pub async fn clear_cache(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     if !app.admin_allowed(&headers) {
         return ApiError::forbidden("DELETE /cache needs an admin token").into_response();
     }
+    // Answers given before the request, still gathering, go too.
+    app.writer.sync().await;
     let path = app.store_path.clone();
     let removed = tokio::task::spawn_blocking(move || Store::open(&path)?.cache_remove(None)).await;
     match removed {

@@ -101,6 +101,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         s,
         RETRY_REFUSED,
         wired.store_path.clone(),
+        wired.writer.handle(),
         wired.redis.clone(),
     ));
     let keep = upkeep::Keep {

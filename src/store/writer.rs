@@ -112,6 +112,12 @@ impl WriterHandle {
         rx.await.ok().flatten()
     }
 
+    /// Waits until everything queued before it has committed: what a
+    /// lingering writer gathers is then seen by other connections.
+    pub async fn sync(&self) {
+        self.write(LineRecord::default()).await;
+    }
+
     /// Queues a record and waits until it has committed (or failed; see
     /// [`WriterHandle::failure`]).
     pub async fn write(&self, record: LineRecord) {
