@@ -130,12 +130,8 @@ impl App {
         }
     }
 
-    /// Whether the request carries a client token (or an admin one); true
-    /// when the server has no client tokens.
+    /// Whether the request carries a client token (or an admin one).
     fn client_allowed(&self, headers: &HeaderMap) -> bool {
-        if self.clients.is_empty() {
-            return true;
-        }
         match token(headers) {
             Some(t) => self.clients.holds(t) || self.admins.holds(t),
             None => false,
@@ -158,7 +154,7 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
-    let guarded = axum::Router::new()
+    let mut guarded = axum::Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
         .route("/v1/models", get(manage::models))
@@ -166,8 +162,10 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/route", post(manage::route))
         .route("/cache/stats", get(manage::cache_stats))
         .route("/cache", delete(manage::clear_cache))
-        .route("/metrics", get(manage::metrics))
-        .route_layer(middleware::from_fn_with_state(app.clone(), authorise));
+        .route("/metrics", get(manage::metrics));
+    if !app.clients.is_empty() {
+        guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
+    }
     axum::Router::new()
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready))

@@ -50,7 +50,7 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
+            .serve_connection(TokioIo::new(socket), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
