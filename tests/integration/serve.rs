@@ -420,3 +420,34 @@ fn the_api_key_appears_in_no_response_log_or_store() {
     let store = std::fs::read(env.db()).unwrap();
     assert!(!store.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
 }
+
+#[test]
+fn a_spent_budget_is_429_and_a_clients_request_id_comes_back() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let s = env.serve(&["--models", "t/a", "--no-cache", "--max-cost", "0.015"]);
+    rt().block_on(async {
+        let c = client();
+        let send = |prompt: &'static str| {
+            c.post(s.url("/v1/chat/completions"))
+                .header("x-request-id", format!("mine-{prompt}"))
+                .json(&chat(None, prompt))
+                .send()
+        };
+        let r = send("one").await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(r.headers(), "x-request-id"), "mine-one");
+        let r = send("two").await.unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        assert_eq!(header(r.headers(), "x-request-id"), "mine-two");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "budget_exceeded");
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+    });
+    s.stop();
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE request_id = 'mine-one'"),
+        1
+    );
+    assert_eq!(env.server.completions().len(), 1);
+}
