@@ -1302,6 +1302,13 @@ def machine():
                               "Cargo.lock", "assets"]))
     info["rustc"] = out(["rustc", "--version"])
     info["llmroute"] = out([LLMROUTE, "--version"])
+    # BENCH_BIN_DIR: a binary built elsewhere, perhaps not from this commit.
+    info["prebuilt"] = bool(os.environ.get("BENCH_BIN_DIR"))
+    try:
+        info["llmroute_built"] = time.strftime("%Y-%m-%d %H:%M UTC",
+                                               time.gmtime(os.path.getmtime(LLMROUTE)))
+    except OSError:
+        info["llmroute_built"] = None
     info["litellm"] = out([VENV_PY, "-c",
                            "import importlib.metadata as m; print(m.version('litellm'))"])
     info["python"] = out([VENV_PY, "--version"])

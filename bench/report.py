@@ -264,8 +264,12 @@ def run_note(s, M):
         return []
     m = run["machine"]
     quick = " in quick mode" if run.get("quick") else ""
-    return [f"Run on {run['started']}{quick} by `BENCH_ONLY=9,10 bench/run`, at llmroute commit "
-            f"`{m.get('commit')}` ({m.get('llmroute') or 'no llmroute'}), results in "
+    if m.get("prebuilt"):
+        what = (f"with an llmroute built outside this checkout ({m.get('llmroute')}, built "
+                f"{m.get('llmroute_built')}), the bench at commit `{m.get('commit')}`")
+    else:
+        what = f"at llmroute commit `{m.get('commit')}` ({m.get('llmroute') or 'no llmroute'})"
+    return [f"Run on {run['started']}{quick} by `BENCH_ONLY=9,10 bench/run`, {what}; results in "
             f"`{run['file']}`.", ""]
 
 
