@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -759,6 +760,16 @@ def serve_help() -> str:
     return _serve_help
 
 
+def shown(cmd, port, upstream=None) -> str:
+    """A command as the report shows it: no scratch paths, no port numbers."""
+    text = " ".join([os.path.basename(cmd[0])] + list(cmd[1:]))
+    text = re.sub(rf"\b{port}\b", "PORT", text)
+    if upstream:
+        hostport = upstream.split("//", 1)[1].split("/", 1)[0]
+        text = text.replace(hostport, "127.0.0.1:UPSTREAM")
+    return re.sub(r"\S*/(config\.yaml)", r"\1", text.replace(ROOT + "/", ""))
+
+
 def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None):
     port = free_port()
     cmd = [LLMROUTE, "serve", "--listen", f"127.0.0.1:{port}", "--base-url", base_url,
@@ -772,7 +783,7 @@ def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None
     if upkeep and "--upkeep-every" in serve_help():
         cmd += ["--upkeep-every", upkeep]
     s = Server(name, cmd, env=env)
-    s.cmd = cmd
+    s.cmd = shown(cmd, port, base_url)
     s.base = f"http://127.0.0.1:{port}"
     if not s.wait_http(s.base + "/health", 60):
         tail = s.log_tail()
@@ -810,7 +821,7 @@ def start_litellm(name, upstream_url):
                LITELLM_TELEMETRY="False", DISABLE_SCHEMA_UPDATE="True")
     cmd = [LITELLM_CLI, "--config", cfg, "--host", "127.0.0.1", "--port", str(port)]
     s = Server(name, cmd, env=env)
-    s.cmd = [os.path.basename(LITELLM_CLI)] + cmd[1:]
+    s.cmd = shown(cmd, port)
     s.base = f"http://127.0.0.1:{port}"
     if not s.wait_http(s.base + "/health/liveliness", 180):
         tail = s.log_tail()
@@ -825,7 +836,7 @@ def start_portkey(name):
     port = free_port()
     cmd = [NODE, PORTKEY, f"--port={port}", "--headless"]
     s = Server(name, cmd)
-    s.cmd = ["node", os.path.relpath(PORTKEY, ROOT)] + cmd[2:]
+    s.cmd = shown(cmd, port)
     s.base = f"http://127.0.0.1:{port}"
     if not s.wait_http(s.base + "/", 60):
         tail = s.log_tail()
@@ -909,7 +920,7 @@ def load_contender(label, server, upstream, url, headers, body, rates, problems,
     """A checked request, a warm-up, then each rate in turn. A contender that
     falls behind at one rate is not offered the higher ones."""
     entry = {"label": label, "url": url, "rates": {}, "startup_s": server.ready_s,
-             "cmd": " ".join(getattr(server, "cmd", []))}
+             "cmd": getattr(server, "cmd", "")}
     extra = ["--cacert", cafile] if cafile else []
     with open(body, "rb") as f:
         data = f.read()
@@ -1060,7 +1071,7 @@ def scenario9(inputs, problems):
 
     up = start_fake("s9-upstream")
     try:
-        up.cmd = [os.path.basename(FAKE), "--workers", "2"]
+        up.cmd = f"{os.path.basename(FAKE)} --workers 2"
         run("straight", "straight to the upstream", lambda: up,
             lambda s: s.url + "/chat/completions", bench, body, server_is_upstream=True)
         if serve_help():
@@ -1115,7 +1126,6 @@ def scenario9(inputs, problems):
             tun = start_stunnel("s9-stunnel", up.url, cert, key)
             try:
                 tls["terminator"] = stunnel_version()
-                tun.cmd = [os.path.basename(STUNNEL), "stunnel.conf"]
                 # The baseline: oha itself over TLS to the terminator.
                 C["straight_tls"] = load_contender(
                     "straight to the upstream over TLS", up, up, tun.url + "/chat/completions",
@@ -1153,6 +1163,26 @@ def store_bytes(db: str) -> int:
         except OSError:
             pass
     return total
+
+
+def store_tables(db: str) -> dict:
+    """Bytes and rows of each table of a store, its indexes counted with it."""
+    tables = {}
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            owner = dict(con.execute("SELECT name, tbl_name FROM sqlite_master"))
+            for name, size in con.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+                t = owner.get(name, name)
+                tables.setdefault(t, {"bytes": 0})["bytes"] += size
+            for t in list(tables):
+                if t in owner and owner[t] == t and not t.startswith("sqlite_"):
+                    tables[t]["rows"] = con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return {"error": str(e)}
+    return tables
 
 
 def store_path(env) -> str:
@@ -1199,7 +1229,7 @@ def scenario10(problems):
         # The store's upkeep (expiry, pruning) runs a few times in the soak.
         s = start_llmroute("s10-llmroute", up.url, env, cache=True, retention=retention,
                            upkeep=f"{max(10, secs // 10)}s")
-        out["cmd"] = " ".join(s.cmd)
+        out["cmd"] = s.cmd
         url = s.base + "/v1/chat/completions"
         log(f"10 soak: {rate} requests/s for {secs} s over {distinct} distinct bodies")
         res = path("soak-oha.json")
@@ -1235,6 +1265,7 @@ def scenario10(problems):
                           if line and not line.startswith("#")][:80] if status == 200 else []
         check(status == 200, f"10 soak: GET /metrics answered {status}", problems)
         s.stop()
+        out["tables"] = store_tables(db)
         try:
             with open(res) as f:
                 r = json.load(f)
