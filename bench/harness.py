@@ -916,9 +916,12 @@ def measure(server, upstream, url, rate, seconds, headers, body, extra=()):
     return r
 
 
-def load_contender(label, server, upstream, url, headers, body, rates, problems, cafile=None):
+def load_contender(label, server, upstream, url, headers, body, rates, problems, cafile=None,
+                   baseline=None):
     """A checked request, a warm-up, then each rate in turn. A contender that
-    falls behind at one rate is not offered the higher ones."""
+    falls behind at one rate is not offered the higher ones. With a baseline,
+    each rate is measured straight to the upstream just before, so that the
+    added latency compares runs minutes apart on a machine that others share."""
     entry = {"label": label, "url": url, "rates": {}, "startup_s": server.ready_s,
              "cmd": getattr(server, "cmd", "")}
     extra = ["--cacert", cafile] if cafile else []
@@ -935,15 +938,23 @@ def load_contender(label, server, upstream, url, headers, body, rates, problems,
     warm = oha(url, rates[0], SIZES["s9_warm_up_s"], headers, body=body, extra=extra)
     entry["warm_up"] = {k: warm.get(k) for k in ("requests", "errors", "p99_ms")}
     for rate in rates:
+        b = baseline(rate) if baseline else None
         log(f"9 added latency: {label}, {rate} requests/s for {SIZES['s9_seconds']} s")
         m = measure(server, upstream, url, rate, SIZES["s9_seconds"], headers, body, extra)
         entry["rates"][str(rate)] = m
         if "failed" in m:
             check(False, f"9 {label} at {rate}/s: {m['failed']}", problems)
             break
+        added = ""
+        if b and "failed" not in b:
+            m["baseline"] = {k: b.get(k) for k in ("requests_per_s", "p50_ms", "p90_ms", "p99_ms",
+                                                    "max_ms", "errors")}
+            added = (f"; added p50 {m['p50_ms'] - b['p50_ms']:+.3f} ms, "
+                     f"p99 {m['p99_ms'] - b['p99_ms']:+.3f} ms")
         log(f"  {m['requests_per_s']:.0f}/s, p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} "
             f"ms, max {m['max_ms']:.1f} ms, {m['errors']} errors, "
-            f"{m['cpu_us_per_req']:.0f} µs CPU a request, {m['hwm_kb'] / 1024:.1f} MB peak")
+            f"{m['cpu_us_per_req']:.0f} µs CPU a request, {m['hwm_kb'] / 1024:.1f} MB peak"
+            f"{added}")
         if m["saturated"]:
             entry["saturated_at"] = rate
             break
@@ -1053,6 +1064,13 @@ def scenario9(inputs, problems):
            "serve": bool(serve_help()), "contenders": {}, "order": []}
     C = out["contenders"]
 
+    def straight(rate):
+        log(f"9 added latency: straight to the upstream, {rate} requests/s (the baseline)")
+        m = measure(up, up, up.url + "/chat/completions", rate, SIZES["s9_seconds"], bench, body)
+        if "failed" not in m:
+            log(f"  p50 {m['p50_ms']:.3f} ms, p99 {m['p99_ms']:.3f} ms, max {m['max_ms']:.1f} ms")
+        return m
+
     def run(key, label, start, url_of, headers, body_file, server_is_upstream=False,
             rates=rates):
         try:
@@ -1063,7 +1081,8 @@ def scenario9(inputs, problems):
             return
         try:
             C[key] = load_contender(label, s, up if not server_is_upstream else s, url_of(s),
-                                    headers, body_file, rates, problems)
+                                    headers, body_file, rates, problems,
+                                    baseline=None if server_is_upstream else straight)
             out["order"].append(key)
         finally:
             if not server_is_upstream:
@@ -1097,9 +1116,6 @@ def scenario9(inputs, problems):
                 bench + ["x-portkey-provider: openai", f"x-portkey-custom-host: {up.url}"], body)
         else:
             check(False, f"9: no Portkey gateway at {PORTKEY} (or no node)", problems)
-        # The baseline again, last: how far the machine drifted meanwhile.
-        run("straight_after", "straight to the upstream, again", lambda: up,
-            lambda s: s.url + "/chat/completions", bench, body, server_is_upstream=True)
 
         # The closed-loop maximum at 64 connections.
         secs = SIZES["s9_max_seconds"]
@@ -1129,7 +1145,7 @@ def scenario9(inputs, problems):
                 # The baseline: oha itself over TLS to the terminator.
                 C["straight_tls"] = load_contender(
                     "straight to the upstream over TLS", up, up, tun.url + "/chat/completions",
-                    bench, body, SIZES["s9_tls_rates"], problems, cafile=ca)
+                    bench, body, SIZES["s9_tls_rates"], problems, cafile=ca, baseline=straight)
                 out["order"].append("straight_tls")
                 if serve_help():
                     run("llmroute_tls", "llmroute serve, pinned, upstream over TLS",

@@ -194,8 +194,10 @@ def s9_rate(s9, key, rate):
 
 
 def s9_added(s9, key, rate, pct, base="straight"):
-    """Through `key` minus straight, at one rate and percentile, in ms."""
-    a, b = s9_rate(s9, key, rate), s9_rate(s9, base, rate)
+    """Through `key` minus straight, at one rate and percentile, in ms: the
+    straight run just before it where there is one."""
+    a = s9_rate(s9, key, rate)
+    b = (a or {}).get("baseline") or s9_rate(s9, base, rate)
     if not a or not b or a.get(pct) is None or b.get(pct) is None:
         return None
     return a[pct] - b[pct]
@@ -275,6 +277,35 @@ def run_note(s, M):
             f"`{run['file']}`.", ""]
 
 
+def s9_table(s9, rates, rows):
+    md = ["| requests/s | | answered/s | p50 ms | p99 ms | max ms | straight just before, "
+          "p50 / p99 ms | added p50 ms | added p99 ms | errors | CPU µs a request | "
+          "peak RSS MB |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rate in rates:
+        for key, label in rows:
+            c = s9["contenders"].get(key)
+            if not c:
+                continue
+            r = s9_rate(s9, key, rate)
+            if not r:
+                why = (f"fell behind at {num(c['saturated_at'], 0)}/s: not offered more"
+                       if c.get("saturated_at") else c.get("failed", "not measured"))
+                md.append(f"| {num(rate, 0)} | {label} | {why} | | | | | | | | | |")
+                continue
+            base = key in ("straight", "straight_after")
+            b = r.get("baseline")
+            pair = f"{ms(b['p50_ms'], 3)} / {ms(b['p99_ms'])}" if b else ""
+            add50 = "" if base else ms(s9_added(s9, key, rate, "p50_ms"), 3)
+            add99 = "" if base else ms(s9_added(s9, key, rate, "p99_ms"), 2)
+            md.append(f"| {num(rate, 0)} | {label} | {num(r['requests_per_s'], 0)} | "
+                      f"{ms(r['p50_ms'], 3)} | {ms(r['p99_ms'])} | {ms(r['max_ms'], 1)} | {pair} | "
+                      f"{add50} | {add99} | {r['errors']} | {num(r['cpu_us_per_req'], 0)} | "
+                      f"{r['hwm_kb'] / 1024:.1f} |")
+    md.append("")
+    return md
+
+
 def section9(s9, M):
     md = ["## 9. Added latency of `llmroute serve`", ""]
     md += run_note(s9, M)
@@ -287,8 +318,9 @@ def section9(s9, M):
               "due, so a server that falls behind shows it instead of being offered less. Every "
               "request is the same chat body (`bench/gen_requests.py --body`) to the fake "
               "upstream, which answers at once. **Added** latency is through a server minus "
-              "straight to the upstream, at the same rate and percentile; the straight run is "
-              "repeated last to show how much the machine drifted meanwhile. CPU is the "
+              "straight to the upstream, at the same rate and percentile, from a straight run "
+              "made just before that server's run (shown beside it; others share this machine, "
+              "so runs minutes apart differ more than the servers do). CPU is the "
               "server's user and system time over the run (`/proc/PID/stat`, all its processes) "
               "divided by the requests answered (for the straight rows, the fake upstream's); "
               "peak RSS is its `VmHWM` so far. A contender that falls behind at a rate (fewer "
@@ -312,28 +344,7 @@ def section9(s9, M):
               f"{m.get('node')}, reaching the fake through `x-portkey-provider: openai` and "
               "`x-portkey-custom-host`.")
     md.append("")
-    md.append("| requests/s | | answered/s | p50 ms | p99 ms | max ms | added p50 ms | "
-              "added p99 ms | errors | CPU µs a request | peak RSS MB |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for rate in s9["rates"]:
-        for key, label in S9_ROWS:
-            c = s9["contenders"].get(key)
-            if not c:
-                continue
-            r = s9_rate(s9, key, rate)
-            if not r:
-                why = (f"fell behind at {num(c['saturated_at'], 0)}/s: not offered more"
-                       if c.get("saturated_at") else c.get("failed", "not measured"))
-                md.append(f"| {num(rate, 0)} | {label} | {why} | | | | | | | | |")
-                continue
-            base = key.startswith("straight")
-            add50 = "" if base else ms(s9_added(s9, key, rate, "p50_ms"), 3)
-            add99 = "" if base else ms(s9_added(s9, key, rate, "p99_ms"), 2)
-            md.append(f"| {num(rate, 0)} | {label} | {num(r['requests_per_s'], 0)} | "
-                      f"{ms(r['p50_ms'], 3)} | {ms(r['p99_ms'])} | {ms(r['max_ms'], 1)} | "
-                      f"{add50} | {add99} | {r['errors']} | {num(r['cpu_us_per_req'], 0)} | "
-                      f"{r['hwm_kb'] / 1024:.1f} |")
-    md.append("")
+    md += s9_table(s9, s9["rates"], S9_ROWS)
     mx = s9.get("max") or {}
     if mx:
         md.append(f"**Maximum.** wrk (`bench/post.lua`, the same body) on {s9['connections']} "
@@ -358,30 +369,16 @@ def section9(s9, M):
         md.append(f"**Upstream over TLS.** {tls.get('terminator') or 'stunnel'} terminates TLS in "
                   "front of the same fake upstream with a certificate from a throw-away CA made "
                   "with `openssl`; llmroute trusts that CA through `SSL_CERT_FILE`, and oha, for "
-                  "the row straight over TLS, through `--cacert`. Added latency is against the "
+                  "the row straight over TLS, through `--cacert`. Added latency is against a "
                   "plain straight run at the same rate, so for llmroute it includes the TLS hop "
                   "and the terminator.")
         md.append("")
-        md.append("| requests/s | | answered/s | p50 ms | p99 ms | max ms | added p50 ms | "
-                  "added p99 ms | errors | CPU µs a request | peak RSS MB |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for rate in s9["rates"]:
-            for key, label in (("straight", "straight to the upstream"),
-                               ("straight_tls", "straight over TLS"),
-                               ("llmroute", "llmroute serve, plain upstream"),
-                               ("llmroute_tls", "llmroute serve, TLS upstream")):
-                r = s9_rate(s9, key, rate)
-                if not r or not (s9_rate(s9, "straight_tls", rate) or
-                                 s9_rate(s9, "llmroute_tls", rate)):
-                    continue
-                base = key == "straight"
-                add50 = "" if base else ms(s9_added(s9, key, rate, "p50_ms"), 3)
-                add99 = "" if base else ms(s9_added(s9, key, rate, "p99_ms"), 2)
-                md.append(f"| {num(rate, 0)} | {label} | {num(r['requests_per_s'], 0)} | "
-                          f"{ms(r['p50_ms'], 3)} | {ms(r['p99_ms'])} | {ms(r['max_ms'], 1)} | "
-                          f"{add50} | {add99} | {r['errors']} | {num(r['cpu_us_per_req'], 0)} | "
-                          f"{r['hwm_kb'] / 1024:.1f} |")
-        md.append("")
+        tls_rates = [r for r in s9["rates"] if s9_rate(s9, "straight_tls", r) or
+                     s9_rate(s9, "llmroute_tls", r)]
+        md += s9_table(s9, tls_rates, (("straight", "straight to the upstream"),
+                                       ("straight_tls", "straight over TLS"),
+                                       ("llmroute", "llmroute serve, plain upstream"),
+                                       ("llmroute_tls", "llmroute serve, TLS upstream")))
     return md
 
 
