@@ -910,6 +910,8 @@ def measure(server, upstream, url, rate, seconds, headers, body, extra=()):
         rss_kb=status_kb(pids, "VmRSS"),
         hwm_kb=status_kb(pids, "VmHWM"),
         processes=len(pids),
+        # The machine's 1-minute load average at the end: others share it.
+        load=round(os.getloadavg()[0], 2),
         # Fell behind: fewer than 95% of the offered requests, or any error.
         saturated=r["requests_per_s"] < 0.95 * rate or r["errors"] > 0,
     )

@@ -277,11 +277,22 @@ def run_note(s, M):
             f"`{run['file']}`.", ""]
 
 
+def straight_runs(s9, rate, pct):
+    """Every straight run at a rate: the first, and each server's baseline."""
+    out = []
+    for key, c in s9["contenders"].items():
+        r = c.get("rates", {}).get(str(rate)) or {}
+        v = (r if key == "straight" else r.get("baseline") or {}).get(pct)
+        if v is not None and "failed" not in r:
+            out.append(v)
+    return out
+
+
 def s9_table(s9, rates, rows):
     md = ["| requests/s | | answered/s | p50 ms | p99 ms | max ms | straight just before, "
           "p50 / p99 ms | added p50 ms | added p99 ms | errors | CPU µs a request | "
-          "peak RSS MB |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "peak RSS MB | load |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rate in rates:
         for key, label in rows:
             c = s9["contenders"].get(key)
@@ -291,7 +302,7 @@ def s9_table(s9, rates, rows):
             if not r:
                 why = (f"fell behind at {num(c['saturated_at'], 0)}/s: not offered more"
                        if c.get("saturated_at") else c.get("failed", "not measured"))
-                md.append(f"| {num(rate, 0)} | {label} | {why} | | | | | | | | | |")
+                md.append(f"| {num(rate, 0)} | {label} | {why} | | | | | | | | | | |")
                 continue
             base = key in ("straight", "straight_after")
             b = r.get("baseline")
@@ -301,7 +312,7 @@ def s9_table(s9, rates, rows):
             md.append(f"| {num(rate, 0)} | {label} | {num(r['requests_per_s'], 0)} | "
                       f"{ms(r['p50_ms'], 3)} | {ms(r['p99_ms'])} | {ms(r['max_ms'], 1)} | {pair} | "
                       f"{add50} | {add99} | {r['errors']} | {num(r['cpu_us_per_req'], 0)} | "
-                      f"{r['hwm_kb'] / 1024:.1f} |")
+                      f"{r['hwm_kb'] / 1024:.1f} | {r.get('load', '')} |")
     md.append("")
     return md
 
@@ -345,6 +356,19 @@ def section9(s9, M):
               "`x-portkey-custom-host`.")
     md.append("")
     md += s9_table(s9, s9["rates"], S9_ROWS)
+    floor = []
+    for rate in s9["rates"]:
+        p99 = straight_runs(s9, rate, "p99_ms")
+        if len(p99) > 1:
+            floor.append(f"{num(rate, 0)}/s, {len(p99)} runs: {min(p99):.2f}–{max(p99):.2f} ms")
+    if floor:
+        md.append("**How far to trust a p99.** The same straight run, repeated at each rate (once "
+                  "on its own, then before each server), gave these p99s: " + "; ".join(floor) +
+                  ". An added p99 smaller than that spread is within this machine's noise; the "
+                  "p50s move far less. `load` is the machine's 1-minute load average at the end "
+                  "of the run (the load generator, the fake upstream and the server count for "
+                  "about 1–2 of it).")
+        md.append("")
     mx = s9.get("max") or {}
     if mx:
         md.append(f"**Maximum.** wrk (`bench/post.lua`, the same body) on {s9['connections']} "
