@@ -24,6 +24,7 @@ Environment:
   BENCH_NODE        node, and BENCH_PORTKEY Portkey's gateway script (scenario 9)
   BENCH_LITELLM_CLI the `litellm` command of BENCH_VENV_PY's environment (scenario 9)
   BENCH_SOAK_SECS   how long scenario 10 runs (default 600; 20 when quick)
+  (scenario 11 starts a redis-server of its own: Debian's redis-server)
 """
 
 import json
@@ -1323,6 +1324,76 @@ def scenario10(problems):
 # ---------------------------------------------------------------------------
 
 
+def start_redis():
+    """A redis-server of the bench's own: a free port, persistence off."""
+    exe = shutil.which("redis-server")
+    if not exe:
+        return None, None
+    port = free_port()
+    d = fresh("redis")
+    p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = shutil.which("redis-cli")
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.025)
+    return p, f"redis://127.0.0.1:{port}"
+
+
+def redis_flush(url):
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        s.recv(16)
+
+
+def redis_version():
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+        return out.split()[2].replace("v=", "") if out else None
+    except OSError:
+        return None
+
+
+def scenario11(inputs, problems):
+    """The cost of Redis on the hot path: lines/s with and without it, and a
+    cached re-run served from Redis into an empty local store."""
+    proc, url = start_redis()
+    if proc is None:
+        check(False, "11: redis-server is not installed", problems)
+        return None
+    lines = SIZES["s3_lines"]
+    c = SIZES["s3_concurrency"]
+    args = ["--models", MODELS, "-j", str(c), "--base-url", URL_FAST]
+    out = {"lines": lines, "concurrency": c, "redis": redis_version(), "runs": []}
+    try:
+        for k in range(RUNS):
+            run = {}
+            log(f"11 redis: run {k + 1}/{RUNS}: uncached, local store only ({lines} lines)")
+            run["local"] = run_llmroute(args, inputs["s3"], lines, problems, label="local")
+            log(f"  {run['local']['lines_per_s']:.0f} lines/s; uncached, with Redis")
+            redis_flush(url)
+            run["redis"] = run_llmroute(args + ["--redis", url], inputs["s3"], lines, problems,
+                                        label="with redis")
+            log(f"  {run['redis']['lines_per_s']:.0f} lines/s; cached re-run from Redis into "
+                "an empty local store")
+            run["from_redis"] = run_llmroute(args + ["--redis", url], inputs["s3"], lines,
+                                             problems, expect_cached=True,
+                                             label="cached from redis")
+            log(f"  {run['from_redis']['lines_per_s']:.0f} lines/s")
+            out["runs"].append(run)
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
+
+
 def machine():
     info = {"cores": os.cpu_count(), "cpu": platform.processor() or "unknown", "ram_gib": None}
     try:
@@ -1435,6 +1506,8 @@ def main() -> int:
         sc["9"] = scenario9(inputs, problems)
     if want(10):
         sc["10"] = scenario10(problems)
+    if want(11):
+        sc["11"] = scenario11(inputs, problems)
     results["harness_seconds"] = time.time() - started
     results["problems"] = problems
     with open(OUT, "w") as f:

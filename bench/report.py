@@ -487,6 +487,33 @@ def section10(s10, M):
 # ---------------------------------------------------------------------------
 
 
+def section11(s11, sizes):
+    md = ["## 11. The cost of Redis", ""]
+    runs = s11["runs"]
+    md.append(f"The scenario-3 input ({num(s11['lines'], 0)} distinct lines) at `-j "
+              f"{s11['concurrency']}` against the fake upstream that answers at once, cache on, a "
+              f"fresh local store each run, and a `redis-server` {s11.get('redis') or ''} of the "
+              "bench's own on the loopback interface (persistence off), emptied before each run "
+              "with Redis. The re-run from Redis starts from an empty local store, so every line "
+              "is a Redis hit (and is written into the local store on the way).")
+    md.append("")
+    md.append("| | lines/s | against local only |")
+    md.append("|---|---|---|")
+    local = [r["local"]["lines_per_s"] for r in runs]
+    for key, label in (("local", "uncached, local store only"),
+                       ("redis", "uncached, with `--redis`"),
+                       ("from_redis", "cached re-run, answers from Redis into an empty store")):
+        xs = [r[key]["lines_per_s"] for r in runs]
+        rel = "" if key == "local" else f"{med([x / l for x, l in zip(xs, local)]):.2f}×"
+        md.append(f"| {label} | {spread(xs, 0)} | {rel} |")
+    md.append("")
+    md.append("A line with Redis waits on it once: a local miss costs one script that looks the "
+              "answer up and, when there is none, takes the flight lease; writes (the answer, "
+              "averages, the lease's release) are queued and pipelined off the line's path.")
+    md.append("")
+    return md
+
+
 def main() -> int:
     if len(sys.argv) < 4:
         print(__doc__, file=sys.stderr)
@@ -834,6 +861,8 @@ def main() -> int:
         md += section9(S["9"], M)
     if S.get("10"):
         md += section10(S["10"], M)
+    if S.get("11"):
+        md += section11(S["11"], sizes)
 
     md.append("## Method")
     md.append("")
