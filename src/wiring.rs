@@ -43,6 +43,8 @@ pub struct Wants {
     /// them (see [`Writer::spawn_lingering`]); zero for a front end that
     /// waits for each record.
     pub linger: std::time::Duration,
+    /// See [`engine::Config::track_cache_use`].
+    pub track_cache_use: bool,
 }
 
 /// The engine and what must outlive it.
@@ -131,6 +133,7 @@ pub fn wire(
         hedge: options.hedge,
         upstream: crate::upstream::identity(&base),
         retry_refused: wants.retry_refused,
+        track_cache_use: wants.track_cache_use,
     };
     let (cache, recorder, health, admission, link): Local = match &options.redis {
         Some(r) if !wants.dry_run => {

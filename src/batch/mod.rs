@@ -71,6 +71,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         retry_refused: None,
         // A line is written once its record is durable: no lingering.
         linger: Duration::ZERO,
+        // A run's cache has no cap to keep: a hit writes nothing to it.
+        track_cache_use: false,
     };
     let observer = Arc::new(BatchObserver { console: console() });
     let wired = wiring::wire(options, wants, observer, &rt)?;

@@ -77,6 +77,9 @@ pub struct Config {
     /// After the API refuses the key or the account, let a request try
     /// again once this has passed (a server); `None` stops for good (a batch).
     pub retry_refused: Option<Duration>,
+    /// Record when a cached answer is used, for a cache that drops the
+    /// least recently used (`--cache-max-size`). It costs a write a hit.
+    pub track_cache_use: bool,
 }
 
 /// The API's refusal of the key or the account.

@@ -502,7 +502,7 @@ impl Router {
             }],
             cooldowns: Vec::new(),
             priority: job.priority.clone(),
-            hit: if shared { None } else { job.key },
+            hit: job.key.filter(|_| !shared && self.config.track_cache_use),
         };
         let commit = if shared {
             Some(self.parts.recorder.record_durable(record))

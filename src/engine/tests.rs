@@ -211,6 +211,7 @@ fn world_with(
         hedge: Hedge::Off,
         upstream: "http://upstream.test/v1".into(),
         retry_refused: None,
+        track_cache_use: false,
     };
     let mut config = config;
     tweak(&mut config);

@@ -78,6 +78,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         pool: options.concurrency as usize,
         retry_refused: Some(RETRY_REFUSED),
         linger: LINGER,
+        track_cache_use: s.cache_max_size.is_some(),
     };
     let observer = Arc::new(metrics::ServeObserver {
         metrics: metrics.clone(),
