@@ -21,6 +21,7 @@ pub mod health;
 pub mod keys;
 pub mod limits;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,47 +135,32 @@ impl Link {
 
     /// Runs one command; `None` when Redis is resting, fails or is late.
     pub async fn call<T: FromRedisValue>(&self, cmd: &Cmd) -> Option<T> {
-        if self.resting() {
-            return None;
-        }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.answered();
-                Some(v)
-            }
-            _ => {
-                self.failed();
-                None
-            }
-        }
+        self.bounded(async move { cmd.query_async::<T>(&mut conn).await })
+            .await
     }
 
     /// Runs a pipeline; `None` when Redis is resting, fails or is late.
     pub async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Option<T> {
-        if self.resting() {
-            return None;
-        }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.answered();
-                Some(v)
-            }
-            _ => {
-                self.failed();
-                None
-            }
-        }
+        self.bounded(async move { pipe.query_async::<T>(&mut conn).await })
+            .await
     }
 
     /// Runs a script; `None` when Redis is resting, fails or is late.
     pub async fn script<T: FromRedisValue>(&self, inv: redis::ScriptInvocation<'_>) -> Option<T> {
+        let mut conn = self.conn.clone();
+        self.bounded(async move { inv.invoke_async::<T>(&mut conn).await })
+            .await
+    }
+
+    /// A call to Redis, unless it rests, within the time limit; a failure
+    /// or a late answer sends it to rest.
+    async fn bounded<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
         if self.resting() {
             return None;
         }
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => {
                 self.answered();
                 Some(v)
