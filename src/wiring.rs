@@ -12,14 +12,14 @@ use crate::engine::admission::{Budget, Limits, RateLimits};
 use crate::engine::health::LocalHealth;
 use crate::engine::ports::{Admission, Cache, Health, Observer, Recorder};
 use crate::engine::{self, Parts, Router};
-use crate::options::Options;
+use crate::options::{Options, RedisOptions};
 use crate::setup;
 use crate::shared::cache::SharedCache;
 use crate::shared::health::SharedHealth;
 use crate::shared::limits::SharedLimits;
 use crate::shared::Link;
 use crate::store::ports::HealthReader;
-use crate::store::writer::Writer;
+use crate::store::writer::{Writer, WriterHandle};
 use crate::store::{self, Store};
 use crate::upstream::Client;
 
@@ -69,22 +69,9 @@ pub fn wire(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Wired> {
     let settings = options.settings()?;
-    if options.shared_limits && options.redis.is_none() {
-        return Err(anyhow!(
-            "--shared-limits shares the limits through Redis: give --redis URL too"
-        ));
-    }
+    check_sharing(options, wants.quiet)?;
     let base = options.base_url.clone();
-    let api_key = setup::api_key().map(|(_, key)| key);
-    if !wants.dry_run && api_key.is_none() {
-        return Err(anyhow!(setup::no_api_key()));
-    }
-    let client = match wants.dry_run {
-        true => None,
-        false => {
-            Some(Client::new(&base, api_key.as_deref(), wants.pool).map_err(anyhow::Error::msg)?)
-        }
-    };
+    let client = client(&base, &wants)?;
     setup::warn_plain_http(&base, wants.quiet);
     let path = options.store_path()?;
     let mut store = Store::open(&path)?;
@@ -95,25 +82,11 @@ pub fn wire(
     }
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
-    if options.redis.as_ref().is_some_and(|r| r.shared_limits)
-        && options.rpm.is_none()
-        && options.tpm.is_none()
-        && options.max_cost.is_none()
-        && !wants.quiet
-    {
-        eprintln!(
-            "llmroute: warning: --shared-limits shares nothing without --rpm, --tpm or --max-cost"
-        );
-    }
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
     store.set_run(&wants.run_id, &settings.priority);
     let writer = Writer::spawn_lingering(store, wants.linger);
-    let handle = Arc::new(writer.handle());
-    let limits = Limits {
-        rates: RateLimits::new(options.rpm, options.tpm),
-        budget: options.max_cost.map(Budget::new),
-    };
+    let local = Arc::new(writer.handle());
     let candidates: Vec<String> = settings
         .models
         .iter()
@@ -136,32 +109,14 @@ pub fn wire(
         track_cache_use: wants.track_cache_use,
     };
     let (cache, recorder, health, admission, link): Local = match &options.redis {
-        Some(r) if !wants.dry_run => {
-            let _in_runtime = rt.enter();
-            let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
-            let shared = Arc::new(SharedCache::new(
-                handle,
-                link.clone(),
-                options.cache_ttl,
-                MAX_SHARED_ANSWER,
-                options.timeout + LEASE_SLACK,
-            ));
-            let health =
-                Arc::new(rt.block_on(SharedHealth::start(health, link.clone(), candidates)));
-            let admission: Arc<dyn Admission> = match r.shared_limits {
-                true => Arc::new(SharedLimits::new(
-                    limits,
-                    link.clone(),
-                    options.rpm,
-                    options.tpm,
-                    options.max_cost,
-                    &r.budget_id,
-                )),
-                false => Arc::new(limits),
-            };
-            (shared.clone(), shared, health, admission, Some(link))
-        }
-        _ => (handle.clone(), handle, health, Arc::new(limits), None),
+        Some(r) if !wants.dry_run => shared_state(options, r, rt, local, health, candidates)?,
+        _ => (
+            local.clone(),
+            local,
+            health,
+            Arc::new(limits(options)),
+            None,
+        ),
     };
     let parts = Parts {
         upstream: client.map(|c| Arc::new(c) as _),
@@ -178,6 +133,77 @@ pub fn wire(
         store_path: path,
         redis: link,
     })
+}
+
+/// `--shared-limits` needs Redis, and something to share.
+fn check_sharing(options: &Options, quiet: bool) -> anyhow::Result<()> {
+    if options.shared_limits && options.redis.is_none() {
+        return Err(anyhow!(
+            "--shared-limits shares the limits through Redis: give --redis URL too"
+        ));
+    }
+    let nothing = options.rpm.is_none() && options.tpm.is_none() && options.max_cost.is_none();
+    if options.redis.as_ref().is_some_and(|r| r.shared_limits) && nothing && !quiet {
+        eprintln!(
+            "llmroute: warning: --shared-limits shares nothing without --rpm, --tpm or --max-cost"
+        );
+    }
+    Ok(())
+}
+
+/// The HTTP client to the upstream, with the API key; none for a dry run.
+fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
+    if wants.dry_run {
+        return Ok(None);
+    }
+    let api_key = setup::api_key().map(|(_, key)| key);
+    if api_key.is_none() {
+        return Err(anyhow!(setup::no_api_key()));
+    }
+    Client::new(base, api_key.as_deref(), wants.pool)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
+/// This process's rate limits and budget.
+fn limits(options: &Options) -> Limits {
+    Limits {
+        rates: RateLimits::new(options.rpm, options.tpm),
+        budget: options.max_cost.map(Budget::new),
+    }
+}
+
+/// The local store, health and limits with Redis beside them.
+fn shared_state(
+    options: &Options,
+    r: &RedisOptions,
+    rt: &tokio::runtime::Runtime,
+    local: Arc<WriterHandle>,
+    health: Arc<LocalHealth>,
+    candidates: Vec<String>,
+) -> anyhow::Result<Local> {
+    let _in_runtime = rt.enter();
+    let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
+    let cache = Arc::new(SharedCache::new(
+        local,
+        link.clone(),
+        options.cache_ttl,
+        MAX_SHARED_ANSWER,
+        options.timeout + LEASE_SLACK,
+    ));
+    let health = Arc::new(rt.block_on(SharedHealth::start(health, link.clone(), candidates)));
+    let admission: Arc<dyn Admission> = match r.shared_limits {
+        true => Arc::new(SharedLimits::new(
+            limits(options),
+            link.clone(),
+            options.rpm,
+            options.tpm,
+            options.max_cost,
+            &r.budget_id,
+        )),
+        false => Arc::new(limits(options)),
+    };
+    Ok((cache.clone(), cache, health, admission, Some(link)))
 }
 
 /// The engine's cache, recorder, health and admission, and the Redis link
