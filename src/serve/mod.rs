@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use crate::options::Options;
+use crate::options::{Options, ServeOptions};
 use crate::setup::exit;
 use crate::wiring::{self, Wants};
 use auth::{Tokens, ADMIN_VAR, CLIENT_VAR};
@@ -48,20 +48,7 @@ pub const RETRY_REFUSED: Duration = Duration::from_secs(30);
 /// Runs the server until SIGTERM or Ctrl-C; returns the exit status.
 pub fn main(options: &Options) -> anyhow::Result<i32> {
     let s = &options.serve;
-    let addr: SocketAddr = s.listen.trim().parse().map_err(|_| {
-        anyhow!(
-            "--listen {}: not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080",
-            s.listen
-        )
-    })?;
-    let clients = Tokens::load(CLIENT_VAR, s.auth_token_file.as_deref())?;
-    let admins = Tokens::load(ADMIN_VAR, s.admin_token_file.as_deref())?;
-    if clients.is_empty() && !addr.ip().is_loopback() {
-        return Err(anyhow!(
-            "refusing to listen on {addr} without client tokens: anyone who can reach it could spend your API key. \
-             Set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
-        ));
-    }
+    let (addr, clients, admins) = access(s)?;
     log::init(s.log_format, s.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,17 +56,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let wants = Wants {
-        dry_run: false,
-        explain: false,
-        use_cache: !s.no_cache,
-        quiet: s.quiet,
-        run_id: format!("serve-{}", wiring::run_id()),
-        pool: options.concurrency as usize,
-        retry_refused: Some(RETRY_REFUSED),
-        linger: LINGER,
-        track_cache_use: s.cache_max_size.is_some(),
-    };
+    let wants = wants(options);
     let observer = Arc::new(metrics::ServeObserver {
         metrics: metrics.clone(),
     });
@@ -137,16 +114,57 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         );
     }
     upkeep.abort();
+    drop(app);
+    stop(rt, wired);
+    tracing::info!("llmroute stopped");
+    Ok(exit::OK)
+}
+
+/// The address to listen on, and the client and admin tokens; without
+/// client tokens, only a loopback address.
+fn access(s: &ServeOptions) -> anyhow::Result<(SocketAddr, Tokens, Tokens)> {
+    let addr: SocketAddr = s.listen.trim().parse().map_err(|_| {
+        anyhow!(
+            "--listen {}: not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080",
+            s.listen
+        )
+    })?;
+    let clients = Tokens::load(CLIENT_VAR, s.auth_token_file.as_deref())?;
+    let admins = Tokens::load(ADMIN_VAR, s.admin_token_file.as_deref())?;
+    if clients.is_empty() && !addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "refusing to listen on {addr} without client tokens: anyone who can reach it could spend your API key. \
+             Set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
+        ));
+    }
+    Ok((addr, clients, admins))
+}
+
+/// What a server asks of the engine's wiring.
+fn wants(options: &Options) -> Wants {
+    let s = &options.serve;
+    Wants {
+        dry_run: false,
+        explain: false,
+        use_cache: !s.no_cache,
+        quiet: s.quiet,
+        run_id: format!("serve-{}", wiring::run_id()),
+        pool: options.concurrency as usize,
+        retry_refused: Some(RETRY_REFUSED),
+        linger: LINGER,
+        track_cache_use: s.cache_max_size.is_some(),
+    }
+}
+
+/// After the last request: the last writes to Redis, then requests still
+/// running end, and the store is flushed.
+fn stop(rt: tokio::runtime::Runtime, wired: wiring::Wired) {
     if let Some(link) = &wired.redis {
         rt.block_on(link.flush(Duration::from_secs(2)));
     }
     wired.router.abort();
-    drop(app);
     drop(wired.router);
     drop(wired.health_reader);
     rt.shutdown_timeout(Duration::from_millis(500));
-    let store = wired.writer.finish();
-    drop(store);
-    tracing::info!("llmroute stopped");
-    Ok(exit::OK)
+    drop(wired.writer.finish());
 }
