@@ -167,25 +167,7 @@ impl Router {
     ) -> Sent {
         let tag = opts.tag;
         let sent = Instant::now();
-        let call = async {
-            if opts.stream {
-                let body = stream_body(&planned.model, &req.wire);
-                self.open_stream(upstream, body)
-                    .await
-                    .map(|(s, l)| (s, Some(l)))
-            } else {
-                let body = upstream_body(&planned.model, b"", &req.wire);
-                upstream
-                    .complete(body, self.config.timeout)
-                    .await
-                    .map(|s| (s, None))
-            }
-        };
-        let (result, live) = match tokio::select! {
-            r = call => r,
-            _ = self.abort.cancelled() => Err(interrupted("interrupted: no answer before the run ended")),
-            _ = when_cancelled(opts.cancel.as_ref()) => Err(interrupted(CLIENT_GONE)),
-        } {
+        let (result, live) = match self.call(req, opts, &planned.model, upstream).await {
             Ok((s, live)) => (Ok(s), live),
             Err(f) => (Err(f), None),
         };
@@ -224,7 +206,61 @@ impl Router {
         };
         let tokens = result.as_ref().ok().and_then(|s| s.usage.completion_tokens);
         let opened = self.parts.health.observe(model, signal, ms, tokens, ts);
-        let cost = match &result {
+        let cost = self.settled_cost(req, model, &result);
+        held.settle(cost);
+        Sent {
+            index,
+            planned,
+            result,
+            sent,
+            ms,
+            ts,
+            opened,
+            cost,
+            live: None,
+        }
+    }
+
+    /// Sends the request to `model`, whole or as a stream (up to its first
+    /// chunk), unless the run or the request is cancelled first.
+    async fn call(
+        &self,
+        req: &Request,
+        opts: &RouteOptions,
+        model: &str,
+        upstream: &dyn Upstream,
+    ) -> Result<(Success, Option<Live>), Failure> {
+        let call = async {
+            if opts.stream {
+                let body = stream_body(model, &req.wire);
+                self.open_stream(upstream, body)
+                    .await
+                    .map(|(s, l)| (s, Some(l)))
+            } else {
+                let body = upstream_body(model, b"", &req.wire);
+                upstream
+                    .complete(body, self.config.timeout)
+                    .await
+                    .map(|s| (s, None))
+            }
+        };
+        tokio::select! {
+            r = call => r,
+            _ = self.abort.cancelled() => Err(interrupted("interrupted: no answer before the run ended")),
+            _ = when_cancelled(opts.cancel.as_ref()) => Err(interrupted(CLIENT_GONE)),
+        }
+    }
+
+    /// What a whole attempt cost: known, or `None` for its estimate (sent,
+    /// and perhaps billed). An answer's tokens beyond its plan are owed to
+    /// the rate limits, and those under it given back.
+    fn settled_cost(
+        &self,
+        req: &Request,
+        model: &str,
+        result: &Result<Success, Failure>,
+    ) -> Option<f64> {
+        match result {
             Ok(s) => {
                 let used = s
                     .usage
@@ -245,18 +281,6 @@ impl Router {
             // Sent and perhaps billed: the estimate stays spent.
             Err(f) if f.kind.may_be_billed() => None,
             Err(_) => Some(0.0),
-        };
-        held.settle(cost);
-        Sent {
-            index,
-            planned,
-            result,
-            sent,
-            ms,
-            ts,
-            opened,
-            cost,
-            live: None,
         }
     }
 
