@@ -12,6 +12,7 @@ pub mod flight;
 pub mod health;
 mod open;
 pub mod ports;
+mod record;
 mod route;
 mod stream;
 #[cfg(test)]

@@ -3,47 +3,19 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde_json::Value;
-
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{when_cancelled, Admit};
+use super::attempt::{when_cancelled, Admit, Held, Sent};
 use super::flight::{Join, Leader};
-use super::ports::{Answer, AttemptRow, CacheEntry, Claimed, Record, RequestRow, Upstream};
-use super::{ms_since, now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
+use super::ports::{Claimed, Upstream};
+use super::record::{unix_ms, Job, Tried};
+use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
-use crate::core::cachekey::{Key, Seal};
+use crate::core::cachekey::Seal;
 use crate::core::explore;
-use crate::core::failure::{error_type, Failure, FailureKind, Success, Usage};
-use crate::core::ranking::{self, Settings};
+use crate::core::failure::{error_type, FailureKind};
+use crate::core::ranking;
 use crate::core::request::Request;
-
-/// One request on its way through the engine.
-pub(super) struct Job<'a> {
-    pub req: &'a Request,
-    pub opts: RouteOptions,
-    pub settings: &'a Settings,
-    /// The request's own priority, when its routing is its own.
-    pub priority: Option<String>,
-    /// Its cache key, when it uses the cache.
-    pub key: Option<Key>,
-    pub started: Instant,
-}
-
-impl Job<'_> {
-    /// The key to keep its answer under, unless the client said not to.
-    pub fn write_key(&self) -> Option<Key> {
-        self.key.filter(|_| !self.opts.skip_cache_write)
-    }
-}
-
-/// What a request's attempts have left so far.
-#[derive(Default)]
-pub(super) struct Tried {
-    pub attempts: Vec<Attempt>,
-    pub rows: Vec<AttemptRow>,
-    pub cooldowns: Vec<(String, i64)>,
-}
 
 /// Why the attempt loop stopped before sending.
 enum Halt {
@@ -243,13 +215,7 @@ impl Router {
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
                 Next::Wait(until) => {
-                    let refused = self.refusal.token();
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until.into()) => {}
-                        _ = self.cancel.cancelled() => {}
-                        _ = refused.cancelled() => {}
-                        _ = when_cancelled(job.opts.cancel.as_ref()) => {}
-                    }
+                    self.wait_until(until, job.opts.cancel.as_ref()).await;
                     continue;
                 }
                 Next::GiveUp(e) => break e,
@@ -275,21 +241,9 @@ impl Router {
                 // Not sent; the loop's top says why, or tries again.
                 Admit::Busy | Admit::Stopped => continue,
             };
-            let opts = &job.opts;
-            let first = self.send_one(req, opts, i, planned.clone(), held, upstream);
-            // A stream is never hedged: its first chunk is the answer.
-            let delay = (!opts.stream)
-                .then(|| self.hedge_delay(&planned.model))
-                .flatten();
-            let came_back = match delay {
-                None => vec![first.await],
-                Some(delay) => {
-                    // Boxed: two attempts in flight make a large future,
-                    // and most requests are never hedged.
-                    Box::pin(self.hedged(req, opts, &policy, i, first, delay, estimate, upstream))
-                        .await
-                }
-            };
+            let came_back = self
+                .send_or_hedge(job, &policy, (i, planned), held, estimate, upstream)
+                .await;
             for s in came_back {
                 if let Some(until) = s.opened {
                     // Other processes skip it too, through the store.
@@ -325,6 +279,44 @@ impl Router {
             }
         };
         self.failed(job, ending, tried)
+    }
+
+    /// Sends the attempt on the plan's `i`; hedges it when it is slow to
+    /// answer. What came back, the answer (if any) last.
+    async fn send_or_hedge(
+        &self,
+        job: &Job<'_>,
+        policy: &Attempts,
+        (i, planned): (usize, Planned),
+        held: Held,
+        estimate: impl Fn(&Planned) -> f64,
+        upstream: &dyn Upstream,
+    ) -> Vec<Sent> {
+        let (req, opts) = (job.req, &job.opts);
+        // A stream is never hedged: its first chunk is the answer.
+        let delay = (!opts.stream)
+            .then(|| self.hedge_delay(&planned.model))
+            .flatten();
+        let first = self.send_one(req, opts, i, planned, held, upstream);
+        match delay {
+            None => vec![first.await],
+            Some(delay) => {
+                // Boxed: two attempts in flight make a large future,
+                // and most requests are never hedged.
+                Box::pin(self.hedged(req, opts, policy, i, first, delay, estimate, upstream)).await
+            }
+        }
+    }
+
+    /// Waits until `until`, or until the run or the request stops.
+    async fn wait_until(&self, until: Instant, own: Option<&CancellationToken>) {
+        let refused = self.refusal.token();
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = self.cancel.cancelled() => {}
+            _ = refused.cancelled() => {}
+            _ = when_cancelled(own) => {}
+        }
     }
 
     /// Whether the request must stop before its next attempt, and how.
@@ -372,232 +364,5 @@ impl Router {
                 }
             }
         }
-    }
-
-    /// An answer from a model: recorded (with the cache entry), then shown
-    /// once durable.
-    fn answered(
-        &self,
-        job: &Job<'_>,
-        planned: &Planned,
-        s: Success,
-        (ms, ts, cost_usd): (f64, i64, Option<f64>),
-        mut tried: Tried,
-        leader: Option<Leader<'_>>,
-    ) -> Routed {
-        tried.attempts.push(Attempt {
-            model: planned.model.clone(),
-            status: Some(s.status),
-            error: None,
-            latency_ms: ms,
-        });
-        let answer = Answer {
-            model: planned.model.clone(),
-            response: s.body,
-            content: s.content,
-            cost_usd,
-            prompt_tokens: s.usage.prompt_tokens,
-            completion_tokens: s.usage.completion_tokens,
-            score: planned.score,
-            created_at: ts,
-        };
-        tried.rows.push(AttemptRow {
-            ts,
-            model: answer.model.clone(),
-            status: Some(s.status),
-            ok: true,
-            cached: false,
-            latency_ms: Some(ms),
-            prompt_tokens: answer.prompt_tokens,
-            completion_tokens: answer.completion_tokens,
-            cost_usd,
-            score: answer.score,
-            error_type: None,
-            ttft_ms: None,
-        });
-        let latency_ms = ms_since(job.started);
-        let record = Record {
-            cache: job.write_key().map(|key| CacheEntry {
-                key,
-                answer: answer.clone(),
-            }),
-            request: Some(request_row(
-                job,
-                Some(&answer),
-                cost_usd,
-                latency_ms,
-                tried.attempts.len(),
-                None,
-            )),
-            attempts: tried.rows,
-            cooldowns: tried.cooldowns,
-            priority: job.priority.clone(),
-            hit: None,
-        };
-        let commit = self.parts.recorder.record_durable(record);
-        if let Some(l) = leader {
-            // After the record is queued: the followers' records come after it.
-            l.publish(answer.clone());
-        }
-        Routed {
-            outcome: Outcome::Answered(answer),
-            attempts: tried.attempts,
-            candidates: None,
-            latency_ms,
-            commit: Some(commit),
-        }
-    }
-
-    /// A request that ends without an answer: recorded, shown at once.
-    fn failed(&self, job: &Job<'_>, ending: Ending, tried: Tried) -> Routed {
-        let latency_ms = ms_since(job.started);
-        self.parts.recorder.record(Record {
-            cache: None,
-            request: Some(request_row(
-                job,
-                None,
-                None,
-                latency_ms,
-                tried.attempts.len(),
-                Some(ending.kind),
-            )),
-            attempts: tried.rows,
-            cooldowns: tried.cooldowns,
-            priority: job.priority.clone(),
-            hit: None,
-        });
-        Routed {
-            outcome: Outcome::Failed(ending),
-            attempts: tried.attempts,
-            candidates: None,
-            latency_ms,
-            commit: None,
-        }
-    }
-
-    /// An answer from the cache, or from an identical request in flight
-    /// (`shared`), whose record must then be durable before it is shown.
-    fn cached(&self, job: &Job<'_>, hit: Answer, shared: bool) -> Routed {
-        let latency_ms = ms_since(job.started);
-        let ts = now_ms();
-        let record = Record {
-            cache: None,
-            request: Some(RequestRow {
-                cached: true,
-                ..request_row(job, Some(&hit), Some(0.0), latency_ms, 0, None)
-            }),
-            attempts: vec![AttemptRow {
-                ts,
-                model: hit.model.clone(),
-                status: None,
-                ok: true,
-                cached: true,
-                latency_ms: Some(latency_ms),
-                prompt_tokens: hit.prompt_tokens,
-                completion_tokens: hit.completion_tokens,
-                cost_usd: Some(0.0),
-                score: hit.score,
-                error_type: None,
-                ttft_ms: None,
-            }],
-            cooldowns: Vec::new(),
-            priority: job.priority.clone(),
-            hit: job.key.filter(|_| !shared && self.config.track_cache_use),
-        };
-        let commit = if shared {
-            Some(self.parts.recorder.record_durable(record))
-        } else {
-            self.parts.recorder.record(record);
-            None
-        };
-        let candidates = (self.config.explain && job.req.pinned.is_none()).then(|| {
-            let health = &*self.parts.health;
-            let mut r = ranking::rank(job.req, job.settings, &self.catalogue, health, None).ranked;
-            ranking::with_states(&mut r, health, Instant::now());
-            r
-        });
-        Routed {
-            outcome: Outcome::Cached(hit),
-            attempts: Vec::new(),
-            candidates,
-            latency_ms,
-            commit,
-        }
-    }
-
-    /// What an answer cost: the response's `usage.cost`, else price × usage.
-    pub(super) fn actual_cost(&self, model: &str, usage: &Usage) -> Option<f64> {
-        usage.cost.or_else(|| {
-            let info = self.catalogue.get(model)?;
-            Some(
-                info.prompt_price? * usage.prompt_tokens? as f64
-                    + info.completion_price? * usage.completion_tokens? as f64,
-            )
-        })
-    }
-}
-
-impl Tried {
-    pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
-        self.attempts.push(Attempt {
-            model: planned.model.clone(),
-            status: f.status,
-            error: Some(f.message.clone()),
-            latency_ms: ms,
-        });
-        self.rows.push(AttemptRow {
-            ts,
-            model: planned.model.clone(),
-            status: f.status,
-            ok: false,
-            cached: false,
-            latency_ms: Some(ms),
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost_usd: None,
-            score: planned.score,
-            error_type: Some(f.kind.name()),
-            ttft_ms: None,
-        });
-    }
-}
-
-pub(super) fn request_row(
-    job: &Job<'_>,
-    answer: Option<&Answer>,
-    cost_usd: Option<f64>,
-    latency_ms: f64,
-    attempts: usize,
-    error_type: Option<&'static str>,
-) -> RequestRow {
-    RequestRow {
-        ts: now_ms(),
-        line: job.opts.tag,
-        request_id: id_text(&job.req.id),
-        model: answer.map(|a| a.model.clone()),
-        ok: answer.is_some(),
-        cached: false,
-        latency_ms,
-        cost_usd,
-        prompt_tokens: answer.and_then(|a| a.prompt_tokens),
-        completion_tokens: answer.and_then(|a| a.completion_tokens),
-        score: answer.and_then(|a| a.score),
-        attempts: attempts as u32,
-        error_type,
-    }
-}
-
-/// An instant as unix ms.
-pub(super) fn unix_ms(t: Instant) -> i64 {
-    let now = Instant::now();
-    let ahead = t.saturating_duration_since(now).as_millis();
-    now_ms().saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
-}
-
-fn id_text(id: &Value) -> Option<String> {
-    match id {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
     }
 }

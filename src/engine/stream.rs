@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::attempt::Held;
 use super::open::{sse_snippet, Live};
 use super::ports::{Answer, AttemptRow, CacheEntry, Health, Record, Recorder, RequestRow};
-use super::route::{request_row, Job, Tried};
+use super::record::{request_row, Job, Tried};
 use super::{ms_since, now_ms, Attempt, Outcome, Routed, Router};
 use crate::core::attempts::Planned;
 use crate::core::cachekey::Key;

@@ -1,0 +1,272 @@
+//! How a request ends, and what it leaves behind: an answer recorded with
+//! its cache entry and shown once durable, a failure recorded and shown at
+//! once, a cached answer, and the rows of the store for each.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::flight::Leader;
+use super::ports::{Answer, AttemptRow, CacheEntry, Record, RequestRow};
+use super::{ms_since, now_ms, Attempt, Outcome, RouteOptions, Routed, Router};
+use crate::core::attempts::{Ending, Planned};
+use crate::core::cachekey::Key;
+use crate::core::failure::{Failure, Success, Usage};
+use crate::core::ranking::{self, Settings};
+use crate::core::request::Request;
+
+/// One request on its way through the engine.
+pub(super) struct Job<'a> {
+    pub req: &'a Request,
+    pub opts: RouteOptions,
+    pub settings: &'a Settings,
+    /// The request's own priority, when its routing is its own.
+    pub priority: Option<String>,
+    /// Its cache key, when it uses the cache.
+    pub key: Option<Key>,
+    pub started: Instant,
+}
+
+impl Job<'_> {
+    /// The key to keep its answer under, unless the client said not to.
+    pub fn write_key(&self) -> Option<Key> {
+        self.key.filter(|_| !self.opts.skip_cache_write)
+    }
+}
+
+/// What a request's attempts have left so far.
+#[derive(Default)]
+pub(super) struct Tried {
+    pub attempts: Vec<Attempt>,
+    pub rows: Vec<AttemptRow>,
+    pub cooldowns: Vec<(String, i64)>,
+}
+
+impl Router {
+    /// An answer from a model: recorded (with the cache entry), then shown
+    /// once durable.
+    pub(super) fn answered(
+        &self,
+        job: &Job<'_>,
+        planned: &Planned,
+        s: Success,
+        (ms, ts, cost_usd): (f64, i64, Option<f64>),
+        mut tried: Tried,
+        leader: Option<Leader<'_>>,
+    ) -> Routed {
+        tried.attempts.push(Attempt {
+            model: planned.model.clone(),
+            status: Some(s.status),
+            error: None,
+            latency_ms: ms,
+        });
+        let answer = Answer {
+            model: planned.model.clone(),
+            response: s.body,
+            content: s.content,
+            cost_usd,
+            prompt_tokens: s.usage.prompt_tokens,
+            completion_tokens: s.usage.completion_tokens,
+            score: planned.score,
+            created_at: ts,
+        };
+        tried.rows.push(AttemptRow {
+            ts,
+            model: answer.model.clone(),
+            status: Some(s.status),
+            ok: true,
+            cached: false,
+            latency_ms: Some(ms),
+            prompt_tokens: answer.prompt_tokens,
+            completion_tokens: answer.completion_tokens,
+            cost_usd,
+            score: answer.score,
+            error_type: None,
+            ttft_ms: None,
+        });
+        let latency_ms = ms_since(job.started);
+        let record = Record {
+            cache: job.write_key().map(|key| CacheEntry {
+                key,
+                answer: answer.clone(),
+            }),
+            request: Some(request_row(
+                job,
+                Some(&answer),
+                cost_usd,
+                latency_ms,
+                tried.attempts.len(),
+                None,
+            )),
+            attempts: tried.rows,
+            cooldowns: tried.cooldowns,
+            priority: job.priority.clone(),
+            hit: None,
+        };
+        let commit = self.parts.recorder.record_durable(record);
+        if let Some(l) = leader {
+            // After the record is queued: the followers' records come after it.
+            l.publish(answer.clone());
+        }
+        Routed {
+            outcome: Outcome::Answered(answer),
+            attempts: tried.attempts,
+            candidates: None,
+            latency_ms,
+            commit: Some(commit),
+        }
+    }
+
+    /// A request that ends without an answer: recorded, shown at once.
+    pub(super) fn failed(&self, job: &Job<'_>, ending: Ending, tried: Tried) -> Routed {
+        let latency_ms = ms_since(job.started);
+        self.parts.recorder.record(Record {
+            cache: None,
+            request: Some(request_row(
+                job,
+                None,
+                None,
+                latency_ms,
+                tried.attempts.len(),
+                Some(ending.kind),
+            )),
+            attempts: tried.rows,
+            cooldowns: tried.cooldowns,
+            priority: job.priority.clone(),
+            hit: None,
+        });
+        Routed {
+            outcome: Outcome::Failed(ending),
+            attempts: tried.attempts,
+            candidates: None,
+            latency_ms,
+            commit: None,
+        }
+    }
+
+    /// An answer from the cache, or from an identical request in flight
+    /// (`shared`), whose record must then be durable before it is shown.
+    pub(super) fn cached(&self, job: &Job<'_>, hit: Answer, shared: bool) -> Routed {
+        let latency_ms = ms_since(job.started);
+        let ts = now_ms();
+        let record = Record {
+            cache: None,
+            request: Some(RequestRow {
+                cached: true,
+                ..request_row(job, Some(&hit), Some(0.0), latency_ms, 0, None)
+            }),
+            attempts: vec![AttemptRow {
+                ts,
+                model: hit.model.clone(),
+                status: None,
+                ok: true,
+                cached: true,
+                latency_ms: Some(latency_ms),
+                prompt_tokens: hit.prompt_tokens,
+                completion_tokens: hit.completion_tokens,
+                cost_usd: Some(0.0),
+                score: hit.score,
+                error_type: None,
+                ttft_ms: None,
+            }],
+            cooldowns: Vec::new(),
+            priority: job.priority.clone(),
+            hit: job.key.filter(|_| !shared && self.config.track_cache_use),
+        };
+        let commit = if shared {
+            Some(self.parts.recorder.record_durable(record))
+        } else {
+            self.parts.recorder.record(record);
+            None
+        };
+        let candidates = (self.config.explain && job.req.pinned.is_none()).then(|| {
+            let health = &*self.parts.health;
+            let mut r = ranking::rank(job.req, job.settings, &self.catalogue, health, None).ranked;
+            ranking::with_states(&mut r, health, Instant::now());
+            r
+        });
+        Routed {
+            outcome: Outcome::Cached(hit),
+            attempts: Vec::new(),
+            candidates,
+            latency_ms,
+            commit,
+        }
+    }
+
+    /// What an answer cost: the response's `usage.cost`, else price × usage.
+    pub(super) fn actual_cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        usage.cost.or_else(|| {
+            let info = self.catalogue.get(model)?;
+            Some(
+                info.prompt_price? * usage.prompt_tokens? as f64
+                    + info.completion_price? * usage.completion_tokens? as f64,
+            )
+        })
+    }
+}
+
+impl Tried {
+    pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
+        self.attempts.push(Attempt {
+            model: planned.model.clone(),
+            status: f.status,
+            error: Some(f.message.clone()),
+            latency_ms: ms,
+        });
+        self.rows.push(AttemptRow {
+            ts,
+            model: planned.model.clone(),
+            status: f.status,
+            ok: false,
+            cached: false,
+            latency_ms: Some(ms),
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost_usd: None,
+            score: planned.score,
+            error_type: Some(f.kind.name()),
+            ttft_ms: None,
+        });
+    }
+}
+
+pub(super) fn request_row(
+    job: &Job<'_>,
+    answer: Option<&Answer>,
+    cost_usd: Option<f64>,
+    latency_ms: f64,
+    attempts: usize,
+    error_type: Option<&'static str>,
+) -> RequestRow {
+    RequestRow {
+        ts: now_ms(),
+        line: job.opts.tag,
+        request_id: id_text(&job.req.id),
+        model: answer.map(|a| a.model.clone()),
+        ok: answer.is_some(),
+        cached: false,
+        latency_ms,
+        cost_usd,
+        prompt_tokens: answer.and_then(|a| a.prompt_tokens),
+        completion_tokens: answer.and_then(|a| a.completion_tokens),
+        score: answer.and_then(|a| a.score),
+        attempts: attempts as u32,
+        error_type,
+    }
+}
+
+/// An instant as unix ms.
+pub(super) fn unix_ms(t: Instant) -> i64 {
+    let now = Instant::now();
+    let ahead = t.saturating_duration_since(now).as_millis();
+    now_ms().saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
+}
+
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
