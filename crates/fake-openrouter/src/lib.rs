@@ -1430,12 +1430,7 @@ impl Conn {
                 slow_rate,
                 seed,
             } => {
-                let wait = if flaky_fails(seed, n, slow_rate) {
-                    slow
-                } else {
-                    latency
-                };
-                sleep(wait).await;
+                sleep(tail_wait(latency, slow, slow_rate, seed, n)).await;
                 self.completion_body(model, request, None, 0);
                 self.respond(200, None, keep_alive).await
             }
@@ -1710,6 +1705,16 @@ fn write_completion(
 }
 
 /// Whether a `Flaky` behaviour fails its `n`-th request.
+/// How long a [`Behavior::Tail`] answer takes: `slow` for a share
+/// `slow_rate` of them, drawn as [`Behavior::Flaky`] draws.
+fn tail_wait(latency: Duration, slow: Duration, slow_rate: f64, seed: u64, n: u64) -> Duration {
+    if flaky_fails(seed, n, slow_rate) {
+        slow
+    } else {
+        latency
+    }
+}
+
 fn flaky_fails(seed: u64, n: u64, fail_rate: f64) -> bool {
     let mut x = seed
         .wrapping_add(n)

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    answer_content, flaky_fails, push_escaped, reason, unix_now, write_usage, Behavior, Conn,
-    InFlight, MAX_HEAD,
+    answer_content, flaky_fails, push_escaped, reason, tail_wait, unix_now, write_usage, Behavior,
+    Conn, InFlight, MAX_HEAD,
 };
 
 /// Whether a chat request asks for a streamed answer.
@@ -124,14 +124,11 @@ impl Plan {
                 slow,
                 slow_rate,
                 seed,
-            } => {
-                let wait = if flaky_fails(seed, n, slow_rate) {
-                    slow
-                } else {
-                    latency
-                };
-                Some(ok(wait, None, false))
-            }
+            } => Some(ok(
+                tail_wait(latency, slow, slow_rate, seed, n),
+                None,
+                false,
+            )),
             Behavior::Stream {
                 first,
                 interval,
