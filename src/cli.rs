@@ -421,6 +421,10 @@ pub struct ReportArgs {
     /// Output format [default: table]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<ReportFormat>,
+
+    /// Write the report to FILE (replaced whole, never half-written) instead of standard output
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// How far back a report looks.
@@ -438,6 +442,8 @@ pub enum ReportFormat {
     Json,
     /// Prometheus text exposition, for node_exporter's textfile collector
     Prometheus,
+    /// One self-contained HTML page with charts, to open offline or mail
+    Html,
 }
 
 fn parse_since(s: &str) -> Result<Since, String> {

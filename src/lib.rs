@@ -45,4 +45,5 @@ pub mod setup;
 pub mod shared;
 pub mod store;
 pub mod upstream;
+pub mod view;
 pub mod wiring;

@@ -3,6 +3,7 @@
 mod util;
 
 mod batch;
+mod browser;
 mod cache;
 mod catalogue;
 mod commands;
@@ -20,6 +21,7 @@ mod offline;
 mod openai;
 mod props;
 mod report;
+mod report_html;
 mod route;
 mod serve;
 mod serve_limits;

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-const MINUTE: i64 = 60_000;
+pub const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -20,36 +20,36 @@ fn now_ms() -> i64 {
 
 /// One row of `requests`.
 #[derive(Debug, Clone)]
-struct Req {
-    ts: i64,
-    model: Option<String>,
-    ok: bool,
-    cached: bool,
-    latency_ms: f64,
-    cost_usd: Option<f64>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
+pub struct Req {
+    pub ts: i64,
+    pub model: Option<String>,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: f64,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
 }
 
 /// One row of `attempts`.
 #[derive(Debug, Clone)]
-struct Att {
-    ts: i64,
-    model: String,
-    ok: bool,
-    cached: bool,
-    latency_ms: Option<f64>,
-    cost_usd: Option<f64>,
+pub struct Att {
+    pub ts: i64,
+    pub model: String,
+    pub ok: bool,
+    pub cached: bool,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct Rows {
-    reqs: Vec<Req>,
-    atts: Vec<Att>,
+pub struct Rows {
+    pub reqs: Vec<Req>,
+    pub atts: Vec<Att>,
 }
 
 /// A model name that needs escaping in the exposition format.
-const ODD: &str = r#"odd/"quoted"\model"#;
+pub const ODD: &str = r#"odd/"quoted"\model"#;
 
 /// A store's worth of rows around `now`:
 /// - 100 answered lines in the last 100 minutes over m/a, m/b, m/c, 97 of
@@ -60,7 +60,7 @@ const ODD: &str = r#"odd/"quoted"\model"#;
 /// - three attempts of a model whose name needs escaping;
 /// - two days ago: 10 answered lines (50 s each, $1) and attempts of m/a and
 ///   m/old, outside the default window.
-fn rows(now: i64) -> Rows {
+pub fn rows(now: i64) -> Rows {
     let mut d = Rows::default();
     let models = ["m/a", "m/b", "m/c"];
     for i in 0..100i64 {
@@ -183,7 +183,7 @@ fn rows(now: i64) -> Rows {
 }
 
 /// Creates the store the way llmroute does, then inserts `d` directly.
-fn store_with(env: &Env, d: &Rows) {
+pub fn store_with(env: &Env, d: &Rows) {
     drop(llmroute::store::Store::open(&env.db()).expect("the store opens"));
     let mut conn = rusqlite::Connection::open(env.db()).unwrap();
     let tx = conn.transaction().unwrap();
@@ -218,7 +218,7 @@ fn store_with(env: &Env, d: &Rows) {
 }
 
 /// The smallest value with at least `p`% of the values at or below it.
-fn nearest_rank(values: &[f64], p: f64) -> Option<f64> {
+pub fn nearest_rank(values: &[f64], p: f64) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = sorted.len() as f64;

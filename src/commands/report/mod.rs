@@ -7,6 +7,7 @@
 //! written as a table ([`table`]), JSON, or the Prometheus text format
 //! ([`prometheus`]).
 
+mod html;
 mod prometheus;
 mod query;
 mod table;
@@ -60,8 +61,41 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
             s
         }
         ReportFormat::Prometheus => prometheus::render(&report),
+        ReportFormat::Html => html::render(&report),
     };
-    crate::setup::write_stdout(text.as_bytes())
+    match &args.output {
+        None => crate::setup::write_stdout(text.as_bytes()),
+        Some(file) => {
+            write_whole(file, text.as_bytes())
+                .with_context(|| format!("cannot write the report to {}", file.display()))?;
+            Ok(crate::setup::exit::OK)
+        }
+    }
+}
+
+/// Writes `bytes` to `file` through a temporary file beside it, renamed
+/// over it at the end: a reader (a mailer, a web server) sees the old
+/// report or the new one, never half of one.
+fn write_whole(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = file
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = file.with_file_name(tmp_name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, file)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to something.
@@ -143,6 +177,9 @@ pub struct Report {
     /// The answered lines' latencies, ascending.
     #[serde(skip)]
     pub latencies: Latencies,
+    /// The lines over time.
+    #[serde(skip)]
+    pub series: crate::view::data::Series,
 }
 
 impl Report {

@@ -18,6 +18,10 @@ use rusqlite::types::{Type, Value};
 use rusqlite::{params_from_iter, Connection};
 
 use super::{ratio, Latencies, ModelReport, Report, Tokens, Window};
+use crate::view::data::Series;
+
+/// At most about this many buckets in a report's time series.
+pub const SERIES_BUCKETS: usize = 96;
 
 /// Read through an index only below this share of a table's rows.
 const INDEX_SHARE: f64 = 0.1;
@@ -113,6 +117,7 @@ struct LineSums {
     prompt: i64,
     completion: i64,
     latencies: Vec<f64>,
+    series: Series,
 }
 
 /// Sums over one model's attempts.
@@ -126,10 +131,17 @@ struct ModelSums {
 }
 
 /// The sums over the lines `f` selects.
-fn line_sums(tx: &rusqlite::Transaction<'_>, f: &Filter) -> rusqlite::Result<LineSums> {
-    let mut t = LineSums::default();
+fn line_sums(
+    tx: &rusqlite::Transaction<'_>,
+    f: &Filter,
+    series: Series,
+) -> rusqlite::Result<LineSums> {
+    let mut t = LineSums {
+        series,
+        ..LineSums::default()
+    };
     let mut stmt = tx.prepare(&format!(
-        "SELECT ok, cached, latency_ms, cost_usd, prompt_tokens, completion_tokens
+        "SELECT ok, cached, latency_ms, cost_usd, prompt_tokens, completion_tokens, ts
          FROM requests WHERE {}",
         f.sql
     ))?;
@@ -137,7 +149,9 @@ fn line_sums(tx: &rusqlite::Transaction<'_>, f: &Filter) -> rusqlite::Result<Lin
     while let Some(r) = rows.next()? {
         t.requests += 1;
         let ok = r.get::<_, i64>(0)? != 0;
-        match r.get::<_, Option<f64>>(3)? {
+        let cost = r.get::<_, Option<f64>>(3)?;
+        t.series.add(r.get(6)?, ok, r.get::<_, i64>(1)? != 0, cost);
+        match cost {
             Some(c) => t.cost_usd += c,
             // An answer whose cost nobody knows; a failed line has none.
             None if ok => t.cost_unknown += 1,
@@ -205,7 +219,8 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
     let tx = conn.unchecked_transaction()?;
 
     let f = Filter::new(window, models, access(&tx, "requests", window, models)?);
-    let mut t = line_sums(&tx, &f)?;
+    let series = Series::spanning(from(&tx, window)?, window.to_ms, SERIES_BUCKETS);
+    let mut t = line_sums(&tx, &f, series)?;
     let latencies = Latencies::new(std::mem::take(&mut t.latencies));
     let f = Filter::new(window, models, access(&tx, "attempts", window, models)?);
     let sums = model_sums(&tx, &f)?;
@@ -255,7 +270,21 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         models: by_model,
         filter: models.to_vec(),
         latencies,
+        series: t.series,
     })
+}
+
+/// Where the window's time series starts: its lower bound, or for `all`
+/// the first request's time (the `ts` index finds it at once).
+fn from(tx: &rusqlite::Transaction<'_>, window: &Window) -> rusqlite::Result<i64> {
+    match window.from_ms {
+        Some(from) => Ok(from),
+        None => Ok(tx
+            .query_row("SELECT min(ts) FROM requests", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(window.to_ms)),
+    }
 }
 
 #[cfg(test)]

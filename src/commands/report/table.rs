@@ -554,6 +554,7 @@ mod tests {
             models,
             filter: vec![],
             latencies,
+            series: Default::default(),
         }
     }
 

@@ -1,0 +1,72 @@
+//! The report as one self-contained HTML page (`--format html`), drawn by
+//! [`crate::view`]: it opens offline, and mails as it is.
+
+use super::{LatencySummary, Report};
+use crate::view::data::{Bins, Summary};
+use crate::view::html::{document, Page};
+use crate::view::{ModelRow, Picture, Totals};
+
+/// A page that loads nothing: styles inline, no scripts at all.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+pub fn render(report: &Report) -> String {
+    let page = Page {
+        csp_meta: Some(CSP),
+        ..Page::default()
+    };
+    document(&picture(report), &page)
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn summary(s: &LatencySummary, n: usize) -> Summary {
+    Summary {
+        count: n as u64,
+        avg: s.avg,
+        p50: s.p50,
+        p95: s.p95,
+        p99: s.p99,
+        max: s.max,
+    }
+}
+
+/// The picture of a report: the same numbers as the table and JSON.
+pub fn picture(r: &Report) -> Picture {
+    let mut subtitle = r.window();
+    if !r.filter.is_empty() {
+        subtitle.push_str(&format!(", models {}", r.filter.join(", ")));
+    }
+    Picture {
+        title: "llmroute report".into(),
+        subtitle,
+        generated_ms: r.to_ms,
+        totals: Totals {
+            requests: count(r.requests),
+            answered: count(r.answered),
+            errors: count(r.errors),
+            cache_hits: count(r.cache_hits),
+            attempts: count(r.attempts),
+            cost_usd: r.cost_usd,
+            cost_unknown: count(r.cost_unknown_lines),
+            prompt_tokens: count(r.tokens.prompt),
+            completion_tokens: count(r.tokens.completion),
+        },
+        latency: summary(&r.latency_ms, r.latencies.len()),
+        series: r.series.clone(),
+        models: r
+            .models
+            .iter()
+            .map(|m| ModelRow {
+                model: m.model.clone(),
+                attempts: count(m.requests),
+                errors: count(m.errors),
+                latency: summary(&m.latency_ms, m.latencies.len()),
+                cost_usd: m.cost_usd,
+                bins: Bins::of(m.latencies.sorted().iter().copied()),
+            })
+            .collect(),
+        live: None,
+    }
+}

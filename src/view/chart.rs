@@ -1,0 +1,389 @@
+//! The charts, as inline SVG drawn with `plotters`. Each has a `<title>`
+//! and a `<desc>` that say in words what it shows; colours are fixed
+//! values the page's style sheet re-colours for a dark theme.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use plotters::prelude::*;
+
+use super::data::{ms_label, Bins, Bucket, Series};
+
+/// Series colours; the page's style sheet knows these values.
+pub const BLUE: RGBColor = RGBColor(0x25, 0x63, 0xEB);
+pub const RED: RGBColor = RGBColor(0xDC, 0x26, 0x26);
+pub const GREEN: RGBColor = RGBColor(0x05, 0x96, 0x69);
+pub const PURPLE: RGBColor = RGBColor(0x7C, 0x3A, 0xED);
+/// Axis, grid lines and labels; re-coloured by the style sheet.
+const AXIS: RGBColor = RGBColor(0x88, 0x88, 0x88);
+const GRID: RGBColor = RGBColor(0xDD, 0xDD, 0xDD);
+const TEXT: RGBColor = RGBColor(0x55, 0x55, 0x55);
+
+const WIDE: (u32, u32) = (640, 240);
+const SMALL: (u32, u32) = (360, 200);
+
+type Drawn = Result<(), String>;
+
+/// An SVG chart of `size`, drawn by `draw`, with its title and description
+/// for people who cannot see it.
+fn svg(
+    id: &str,
+    title: &str,
+    desc: &str,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Drawn,
+) -> String {
+    let mut out = String::new();
+    let drawn = {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        draw(&root).and_then(|()| root.present().map_err(|e| e.to_string()))
+    };
+    if let Err(e) = drawn {
+        return format!(
+            r#"<p class="note">The chart {} could not be drawn: {}</p>"#,
+            super::html::esc(title),
+            super::html::esc(&e)
+        );
+    }
+    let head = format!(r#"<svg role="img" aria-labelledby="{id}-t {id}-d" class="chart""#);
+    let labels = format!(
+        r#"<title id="{id}-t">{}</title><desc id="{id}-d">{}</desc>"#,
+        super::html::esc(title),
+        super::html::esc(desc)
+    );
+    match out.find('>') {
+        Some(end) if out.starts_with("<svg") => {
+            format!("{head}{}>{labels}{}", &out[4..end], &out[end + 1..])
+        }
+        _ => out,
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A time for an axis: its clock time, with the day when `span_ms` is
+/// longer than a day (UTC).
+pub fn time_label(ms: i64, span_ms: i64, width_ms: i64) -> String {
+    let stamp = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
+    .to_string();
+    // 2026-11-29T11:40:56Z
+    let (date, clock) = (&stamp[5..10], &stamp[11..19]);
+    let clock = if width_ms < 60_000 {
+        clock
+    } else {
+        &clock[..5]
+    };
+    if span_ms <= 86_400_000 {
+        clock.to_string()
+    } else if width_ms >= 86_400_000 {
+        date.to_string()
+    } else {
+        format!("{date} {}", &clock[..5])
+    }
+}
+
+/// A cost for an axis or a table: `$0.0123`.
+pub fn usd(x: f64) -> String {
+    if x == 0.0 {
+        "$0".into()
+    } else if x.abs() >= 100.0 {
+        format!("${x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("${x:.2}")
+    } else {
+        // Three significant digits, at least two decimals.
+        let digits = (-x.abs().log10()).floor().max(0.0) as usize + 3;
+        let s = format!("{x:.digits$}");
+        let s = s.trim_end_matches('0');
+        let decimals = s.split_once('.').map_or(0, |(_, d)| d.len());
+        format!("${s}{}", "0".repeat(2usize.saturating_sub(decimals)))
+    }
+}
+
+/// The top of a y axis over values up to `max`: a bit above, never 0.
+fn top(max: f64) -> f64 {
+    if max > 0.0 && max.is_finite() {
+        max * 1.12
+    } else {
+        1.0
+    }
+}
+
+/// A time chart's x: ms since the start of its first bucket, with ticks
+/// on round times.
+type TimeX = plotters::coord::combinators::WithKeyPoints<plotters::coord::types::RangedCoordi64>;
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<TimeX, plotters::coord::types::RangedCoordf64>>;
+
+/// About five ticks on round times (whole minutes, hours, days) between
+/// `x0` and `x1`, as offsets from `x0`.
+pub fn ticks(x0: i64, x1: i64) -> Vec<i64> {
+    let step = super::data::bucket_width(x1 - x0, 5);
+    let first = x0.div_euclid(step) * step + if x0.rem_euclid(step) == 0 { 0 } else { step };
+    (0..)
+        .map(|i| first + i * step)
+        .take_while(|t| *t <= x1)
+        .map(|t| t - x0)
+        .collect()
+}
+
+/// Draws a time chart's frame and returns its chart context.
+fn time_frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    series: &Series,
+    y_top: f64,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<TimeChart<'a, 'b>, String> {
+    let (x0, x1) = series.span();
+    let width = series.width_ms();
+    let x = (0..(x1 - x0).max(1)).with_key_points(ticks(x0, x1));
+    let mut chart = ChartBuilder::on(root)
+        .margin(8)
+        .margin_right(40)
+        .x_label_area_size(26)
+        .y_label_area_size(58)
+        .build_cartesian_2d(x, 0f64..y_top)
+        .map_err(err)?;
+    let x_label = |x: &i64| time_label(x0 + *x, x1 - x0, width);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .max_light_lines(0)
+        .y_labels(5)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(y_label)
+        .axis_style(AXIS)
+        .bold_line_style(GRID)
+        .label_style(("sans-serif", 13).into_font().color(&TEXT))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// A bar per bucket from 0 to `value`, a little narrower than the bucket.
+fn bar(x0: i64, b: &Bucket, width: i64, value: f64, color: RGBColor) -> Rectangle<(i64, f64)> {
+    let gap = width / 8;
+    let start = b.start_ms - x0;
+    Rectangle::new(
+        [(start + gap, 0.0), (start + width - gap, value)],
+        color.filled(),
+    )
+}
+
+/// Requests per bucket, the failed part in red.
+pub fn requests(id: &str, series: &Series) -> String {
+    let max = series.buckets().map(|b| b.requests).max().unwrap_or(0) as f64;
+    let total: u64 = series.buckets().map(|b| b.requests).sum();
+    let errors: u64 = series.buckets().map(|b| b.errors).sum();
+    let busiest = series.buckets().max_by_key(|b| b.requests);
+    let (x0, x1) = series.span();
+    let mut desc = format!(
+        "{total} requests and {errors} errors in buckets of {}",
+        humantime::format_duration(Duration::from_millis(series.width_ms() as u64))
+    );
+    if let Some(b) = busiest.filter(|b| b.requests > 0) {
+        desc.push_str(&format!(
+            "; the busiest starts at {} with {} requests",
+            time_label(b.start_ms, x1 - x0, series.width_ms()),
+            b.requests
+        ));
+    }
+    svg(id, "Requests and errors over time", &desc, WIDE, |root| {
+        let mut chart = time_frame(root, series, top(max), &|y| format!("{y:.0}"))?;
+        let (w, x0) = (series.width_ms(), series.span().0);
+        chart
+            .draw_series(
+                series
+                    .buckets()
+                    .filter(|b| b.requests > b.errors)
+                    .map(|b| bar(x0, b, w, b.requests as f64, BLUE)),
+            )
+            .map_err(err)?;
+        chart
+            .draw_series(
+                series
+                    .buckets()
+                    .filter(|b| b.errors > 0)
+                    .map(|b| bar(x0, b, w, b.errors as f64, RED)),
+            )
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Known cost per bucket.
+pub fn cost(id: &str, series: &Series) -> String {
+    let max = series.buckets().map(|b| b.cost_usd).fold(0.0, f64::max);
+    let total = series.buckets().map(|b| b.cost_usd).fold(0.0, |a, b| a + b);
+    let desc = format!(
+        "{} in all; at most {} in one bucket of {}",
+        usd(total),
+        usd(max),
+        humantime::format_duration(Duration::from_millis(series.width_ms() as u64))
+    );
+    svg(id, "Cost over time", &desc, WIDE, |root| {
+        let mut chart = time_frame(root, series, top(max), &|y| usd(*y))?;
+        let (w, x0) = (series.width_ms(), series.span().0);
+        chart
+            .draw_series(
+                series
+                    .buckets()
+                    .filter(|b| b.cost_usd > 0.0)
+                    .map(|b| bar(x0, b, w, b.cost_usd, GREEN)),
+            )
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+/// The cache's share of each bucket's requests, as a line broken where a
+/// bucket had none.
+pub fn hit_rate(id: &str, series: &Series) -> String {
+    let hits: u64 = series.buckets().map(|b| b.cache_hits).sum();
+    let total: u64 = series.buckets().map(|b| b.requests).sum();
+    let desc = if total == 0 {
+        "No requests".to_string()
+    } else {
+        format!(
+            "{hits} of {total} requests answered from the cache ({:.1}%)",
+            hits as f64 * 100.0 / total as f64
+        )
+    };
+    svg(id, "Cache hit rate over time", &desc, WIDE, |root| {
+        let mut chart = time_frame(root, series, 105.0, &|y| format!("{y:.0}%"))?;
+        let x0 = series.span().0;
+        let half = series.width_ms() / 2;
+        let mut run: Vec<(i64, f64)> = Vec::new();
+        let mut runs: Vec<Vec<(i64, f64)>> = Vec::new();
+        for b in series.buckets() {
+            match b.hit_rate() {
+                Some(r) => run.push((b.start_ms - x0 + half, r * 100.0)),
+                None => runs.push(std::mem::take(&mut run)),
+            }
+        }
+        runs.push(run);
+        for r in runs.into_iter().filter(|r| !r.is_empty()) {
+            if r.len() == 1 {
+                chart
+                    .draw_series(std::iter::once(Circle::new(r[0], 3, PURPLE.filled())))
+                    .map_err(err)?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(r, PURPLE.stroke_width(2)))
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One model's latency histogram, over the bins it uses.
+pub fn histogram(id: &str, model: &str, bins: &Bins) -> String {
+    let counts = bins.counts();
+    let (lo, hi) = bins.shown();
+    let parts: Vec<String> = (lo..=hi)
+        .filter(|&i| counts[i] > 0)
+        .map(|i| format!("{}: {}", Bins::label(i), counts[i]))
+        .collect();
+    let desc = if parts.is_empty() {
+        "No successful attempts".to_string()
+    } else {
+        format!("Successful attempts by latency: {}", parts.join("; "))
+    };
+    let title = format!("Latency of {model}");
+    let max = counts[lo..=hi].iter().copied().max().unwrap_or(0) as f64;
+    svg(id, &title, &desc, SMALL, |root| {
+        let step = (hi - lo + 1).div_ceil(4).max(1);
+        let marks: Vec<i32> = (lo..=hi + 1).step_by(step).map(|i| i as i32).collect();
+        let x = ((lo as i32)..(hi as i32 + 1)).with_key_points(marks);
+        let mut chart = ChartBuilder::on(root)
+            .margin(8)
+            .margin_right(16)
+            .x_label_area_size(26)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x, 0f64..top(max))
+            .map_err(err)?;
+        let x_label = |i: &i32| ms_label(Bins::lower(usize::try_from(*i).unwrap_or(0)));
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .max_light_lines(0)
+            .y_labels(4)
+            .x_label_formatter(&x_label)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .axis_style(AXIS)
+            .bold_line_style(GRID)
+            .label_style(("sans-serif", 12).into_font().color(&TEXT))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series((lo..=hi).filter(|&i| counts[i] > 0).map(|i| {
+                let i = i as i32;
+                Rectangle::new(
+                    [(i, 0.0), (i + 1, counts[i as usize] as f64)],
+                    BLUE.filled(),
+                )
+                .into_dyn()
+            }))
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_clock_times_or_days() {
+        // 2023-11-14T22:13:20Z
+        let t = 1_700_000_000_000;
+        assert_eq!(time_label(t, 3_600_000, 60_000), "22:13");
+        assert_eq!(time_label(t, 3_600_000, 10_000), "22:13:20");
+        assert_eq!(time_label(t, 7 * 86_400_000, 3_600_000), "11-14 22:13");
+        assert_eq!(time_label(t, 90 * 86_400_000, 86_400_000), "11-14");
+    }
+
+    #[test]
+    fn ticks_fall_on_round_times() {
+        // An hour from 10:07: ticks every 15 minutes from 10:15.
+        let x0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000 + 7 * 60_000;
+        let t = ticks(x0, x0 + 3_600_000);
+        assert_eq!(t, [8, 23, 38, 53].map(|m| m * 60_000));
+        assert!(ticks(0, 0).len() == 1);
+    }
+
+    #[test]
+    fn costs_keep_two_significant_digits() {
+        assert_eq!(usd(0.0), "$0");
+        assert_eq!(usd(0.5), "$0.50");
+        assert_eq!(usd(0.0123), "$0.0123");
+        assert_eq!(usd(0.000_012), "$0.000012");
+        assert_eq!(usd(3.456), "$3.46");
+        assert_eq!(usd(1234.5), "$1234");
+    }
+
+    #[test]
+    fn a_chart_is_svg_with_a_title_and_a_description() {
+        let mut s = Series::spanning(0, 3_600_000, 60);
+        s.add(60_000, true, false, Some(0.01));
+        s.add(61_000, false, false, None);
+        let out = requests("r", &s);
+        assert!(
+            out.starts_with(r#"<svg role="img" aria-labelledby="r-t r-d" class="chart" "#),
+            "{out}"
+        );
+        assert!(out.contains(r#"<title id="r-t">Requests and errors over time</title>"#));
+        assert!(out.contains("2 requests and 1 errors"), "{out}");
+        assert!(out.contains("viewBox"));
+        assert!(out.trim_end().ends_with("</svg>"));
+        let h = histogram("h", "a/<b>", &Bins::of([12.0, 13.0, 400.0]));
+        assert!(h.contains("Latency of a/&lt;b&gt;"), "escaped");
+        assert!(h.contains("10–15 ms: 2; 300–500 ms: 1"), "{h}");
+        let empty = hit_rate("e", &Series::spanning(0, 1000, 10));
+        assert!(empty.contains("No requests"));
+    }
+}

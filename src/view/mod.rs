@@ -1,0 +1,126 @@
+//! Pictures of the router at work, for `llmroute report --format html` and
+//! the server's dashboard: one [`Picture`] of some traffic, drawn as SVG
+//! charts ([`chart`], with `plotters`) in one self-contained HTML page
+//! ([`html`]). The numbers behind the charts are plain data ([`data`]).
+//!
+//! Neither front end nor command is imported here: the report fills a
+//! picture from the store, the server from its live counters.
+
+pub mod chart;
+pub mod data;
+pub mod html;
+
+use serde::Serialize;
+
+use data::{Bins, Series, Summary};
+
+/// What a page shows.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    /// The page's heading.
+    pub title: String,
+    /// What it covers, in a few words (`last 24h`, `this server, up 5m`).
+    pub subtitle: String,
+    /// When it was made, in unix ms.
+    pub generated_ms: i64,
+    pub totals: Totals,
+    /// End-to-end latency of answered requests (cache hits left out).
+    pub latency: Summary,
+    /// Requests, errors, cost and cache hits over time.
+    pub series: Series,
+    /// Upstream attempts by model, most first.
+    pub models: Vec<ModelRow>,
+    /// What only a running server knows.
+    pub live: Option<Live>,
+}
+
+/// Counts over the whole picture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Requests routed, cache hits included.
+    pub requests: u64,
+    /// Requests a model answered (not the cache).
+    pub answered: u64,
+    /// Requests that ended with an error.
+    pub errors: u64,
+    /// Requests the cache answered.
+    pub cache_hits: u64,
+    /// Upstream attempts.
+    pub attempts: u64,
+    /// Known costs.
+    pub cost_usd: f64,
+    /// Answers whose cost is unknown, left out of `cost_usd`.
+    pub cost_unknown: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Totals {
+    pub fn hit_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.cache_hits as f64 / self.requests as f64)
+    }
+}
+
+/// One model's upstream attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    pub model: String,
+    pub attempts: u64,
+    pub errors: u64,
+    /// Latency of its successful attempts.
+    pub latency: Summary,
+    pub cost_usd: f64,
+    /// Its successful attempts' latencies, binned.
+    #[serde(skip)]
+    pub bins: Bins,
+}
+
+/// What a running server adds to its picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct Live {
+    /// Requests a second over the last few seconds.
+    pub requests_per_second: f64,
+    /// Requests holding an upstream slot, and waiting for one.
+    pub in_flight: i64,
+    pub queued: i64,
+    pub uptime_s: u64,
+    /// The ranking each priority would make now.
+    pub rankings: Vec<Ranking>,
+    /// The last requests, newest first.
+    pub recent: Vec<RecentRequest>,
+}
+
+/// The candidates of one priority, best first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    pub priority: String,
+    pub candidates: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub model: String,
+    pub score: f64,
+    pub latency_ms: Option<f64>,
+    /// Whether `latency_ms` was measured, not assumed.
+    pub latency_measured: bool,
+    /// USD per million prompt and completion tokens.
+    pub prompt_per_mtok: Option<f64>,
+    pub completion_per_mtok: Option<f64>,
+    pub quality: f64,
+    /// measured, prior, probing, cooling or open.
+    pub state: String,
+    /// Why it is in that state.
+    pub why: String,
+}
+
+/// One request, without its text.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentRequest {
+    pub at_ms: i64,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub cached: bool,
+    pub attempts: usize,
+}
