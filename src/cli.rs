@@ -239,7 +239,8 @@ Client tokens: LLMROUTE_AUTH_TOKENS (comma-separated) or --auth-token-file; admi
 LLMROUTE_ADMIN_TOKENS or --admin-token-file. Without client tokens the server listens on loopback only.
 
 Endpoints: POST /v1/chat/completions, GET /v1/models, POST /route, GET /health, GET /ready,
-GET /cache/stats, DELETE /cache, GET /metrics.
+GET /cache/stats, DELETE /cache, GET /metrics; a dashboard at GET /dashboard (and /), behind the
+client tokens when they are set.
 
 Examples:
   llmroute serve

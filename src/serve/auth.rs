@@ -64,10 +64,46 @@ impl Tokens {
         found.into()
     }
 
+    /// A dashboard session for `token`, if it is one of the set: the hex
+    /// of a hash of its hash, which [`Tokens::holds_session`] knows again.
+    pub fn session_for(&self, token: &str) -> Option<String> {
+        if token.trim().is_empty() || !self.holds(token) {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        Some(hex::encode(session_of(&digest)))
+    }
+
+    /// Whether `cookie` is a session of a token of the set, looking at
+    /// every one.
+    pub fn holds_session(&self, cookie: &str) -> bool {
+        let Ok(given) = hex::decode(cookie.trim()) else {
+            return false;
+        };
+        if given.len() != 32 {
+            return false;
+        }
+        let mut found = subtle::Choice::from(0);
+        for t in &self.0 {
+            found |= session_of(t).ct_eq(&given[..]);
+        }
+        found.into()
+    }
+
     /// Tokens of both sets.
     pub fn union(&self, other: &Tokens) -> Tokens {
         Tokens(self.0.iter().chain(other.0.iter()).copied().collect())
     }
+}
+
+/// A session's value for a token's digest: another hash, so that the
+/// cookie is not the digest kept here and opens nothing but the dashboard.
+fn session_of(digest: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"llmroute dashboard session\0")
+        .chain_update(digest)
+        .finalize()
+        .into()
 }
 
 /// The bearer token of an `Authorization` header value.
@@ -87,6 +123,28 @@ mod tests {
         "alpha, beta".split(',').for_each(|x| t.add(x));
         assert!(t.holds("alpha") && t.holds("beta"));
         assert!(!t.holds("alph") && !t.holds("alphaa") && !t.holds(""));
+    }
+
+    #[test]
+    fn a_session_opens_for_its_token_only() {
+        let mut t = Tokens::default();
+        t.add("alpha");
+        let s = t.session_for("alpha").unwrap();
+        assert!(t.holds_session(&s));
+        assert_ne!(
+            s,
+            hex::encode(Sha256::digest(b"alpha")),
+            "not the kept digest"
+        );
+        assert!(!s.contains("alpha"));
+        assert_eq!(t.session_for("beta"), None);
+        assert_eq!(t.session_for(""), None);
+        assert!(!t.holds_session(&s[..62]));
+        assert!(!t.holds_session("zz"));
+        let mut other = Tokens::default();
+        other.add("beta");
+        assert!(!other.holds_session(&s));
+        assert!(!t.holds(&s), "a session is no token");
     }
 
     #[test]

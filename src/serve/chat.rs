@@ -194,6 +194,7 @@ impl App {
         let attempts = routed.attempts.len();
         let latency_ms = routed.latency_ms;
         access.attempts = attempts;
+        self.live.attempts(&routed.attempts);
         let headers = |model: &str, score: Option<f64>, cached: bool| {
             let mut h = HeaderMap::new();
             let mut put = |k: &'static str, v: String| {
@@ -276,6 +277,8 @@ impl App {
         access.model = Some(a.model.clone());
         access.cached = cached;
         access.cost_usd = cost;
+        access.prompt_tokens = a.prompt_tokens;
+        access.completion_tokens = a.completion_tokens;
         let body = if stream {
             let completion: Value = serde_json::from_str(&a.response).unwrap_or(Value::Null);
             let events = sse::replay(&completion, include_usage);
@@ -321,6 +324,8 @@ impl App {
         access.cost_usd = end.cost_usd;
         access.ttft_ms = Some(end.ttft_ms);
         access.error = end.error.clone();
+        access.prompt_tokens = end.prompt_tokens;
+        access.completion_tokens = end.completion_tokens;
         let status = 200;
         self.metrics
             .requests
@@ -330,7 +335,15 @@ impl App {
                 cached: false,
             })
             .inc();
-        access.log(status, started.elapsed().as_secs_f64() * 1000.0);
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        // A stream cut short is an error, though its status was 200.
+        let shown = if end.ok || end.error_kind == Some("interrupted") {
+            status
+        } else {
+            502
+        };
+        self.live.ended(ended(&access, shown, ms));
+        access.log(status, ms);
     }
 
     /// Counts and logs a request answered.
@@ -338,6 +351,7 @@ impl App {
         let secs = started.elapsed().as_secs_f64();
         self.metrics
             .answered(status, access.model.as_deref(), access.cached, secs);
+        self.live.ended(ended(access, status, secs * 1000.0));
         access.log(status, secs * 1000.0);
     }
 
@@ -346,6 +360,21 @@ impl App {
         access.error = Some(e.message.clone());
         self.done(&access, e.status.as_u16(), started);
         e.into_response()
+    }
+}
+
+/// A request as the dashboard counts it.
+fn ended(access: &Access, status: u16, latency_ms: f64) -> super::live::Ended {
+    super::live::Ended {
+        at_ms: crate::engine::now_ms(),
+        status,
+        model: access.model.clone(),
+        latency_ms,
+        cached: access.cached,
+        attempts: access.attempts,
+        cost_usd: access.cost_usd,
+        prompt_tokens: access.prompt_tokens,
+        completion_tokens: access.completion_tokens,
     }
 }
 

@@ -18,7 +18,7 @@ use super::auth::{bearer, Tokens};
 use super::errors::ApiError;
 use super::gate::Gate;
 use super::metrics::Metrics;
-use super::{chat, manage};
+use super::{chat, dashboard, manage};
 use crate::engine::Router;
 
 /// What every handler shares.
@@ -41,6 +41,8 @@ pub struct App {
     /// Redis, when state is shared through it.
     pub redis: Option<Arc<crate::shared::Link>>,
     pub started: Instant,
+    /// This process's traffic, for the dashboard.
+    pub live: super::live::Live,
     tags: AtomicU64,
     ids: AtomicU64,
     /// This process's part of every request id.
@@ -85,6 +87,7 @@ impl App {
             writer,
             redis,
             started: Instant::now(),
+            live: super::live::Live::new(crate::engine::now_ms()),
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
@@ -131,7 +134,7 @@ impl App {
     }
 
     /// Whether the request carries a client token (or an admin one).
-    fn client_allowed(&self, headers: &HeaderMap) -> bool {
+    pub fn client_allowed(&self, headers: &HeaderMap) -> bool {
         match token(headers) {
             Some(t) => self.clients.holds(t) || self.admins.holds(t),
             None => false,
@@ -169,6 +172,13 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/", get(dashboard::root))
+        .route("/dashboard/data", get(dashboard::data))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/login", post(dashboard::login))
+        .route("/dashboard/logout", post(dashboard::logout))
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
@@ -188,7 +198,7 @@ async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
         resp.headers_mut().insert("x-request-id", v);
     }
     let logged = resp.extensions().get::<Logged>().is_some();
-    if !logged && path != "/health" && path != "/metrics" {
+    if !logged && path != "/health" && path != "/metrics" && path != "/dashboard/data" {
         tracing::info!(
             target: "access",
             request_id = %id.0,

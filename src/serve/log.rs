@@ -43,6 +43,8 @@ pub struct Access {
     pub attempts: usize,
     pub cost_usd: Option<f64>,
     pub ttft_ms: Option<f64>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
     pub error: Option<String>,
     pub request_body: Option<String>,
     pub response_body: Option<String>,

@@ -18,10 +18,12 @@
 
 pub mod auth;
 pub mod chat;
+pub mod dashboard;
 pub mod errors;
 pub mod gate;
 pub mod http;
 pub mod listen;
+pub mod live;
 pub mod log;
 pub mod manage;
 pub mod metrics;

@@ -171,7 +171,7 @@ pub fn bucket_width(span_ms: i64, max: usize) -> i64 {
 }
 
 /// What happened to the requests of one stretch of time.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Bucket {
     /// Its start, in unix ms; it ends where the next starts.
     pub start_ms: i64,
@@ -264,6 +264,21 @@ impl Series {
         let first = self.buckets.front().map_or(0, |b| b.start_ms);
         let last = self.buckets.back().map_or(0, |b| b.start_ms);
         (first, last + self.width_ms)
+    }
+
+    /// Without the buckets that end at or before `ms`, keeping at least
+    /// the last `min` (a chart of a process that just started still has
+    /// a scale).
+    pub fn since(&self, ms: i64, min: usize) -> Series {
+        let mut s = self.clone();
+        while s.buckets.len() > min.max(1)
+            && s.buckets
+                .front()
+                .is_some_and(|b| b.start_ms + s.width_ms <= ms)
+        {
+            s.buckets.pop_front();
+        }
+        s
     }
 
     /// Rolls a rolling series on to `now_ms`; a fixed one stays.
@@ -556,6 +571,16 @@ mod tests {
         assert_eq!(s.span().1, 5_010_000);
         s.add(10, true, false, None);
         assert!(s.buckets().all(|b| b.requests == 0), "too old to count");
+    }
+
+    #[test]
+    fn since_drops_the_buckets_before_a_start() {
+        let s = Series::rolling(10_000, 100, 1_000_000);
+        let t = s.since(950_000, 3);
+        assert_eq!(t.span(), (950_000, 1_010_000));
+        let t = s.since(1_005_000, 3);
+        assert_eq!(t.buckets().len(), 3, "at least three");
+        assert_eq!(s.since(0, 3).buckets().len(), 100);
     }
 
     #[test]

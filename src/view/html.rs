@@ -25,6 +25,8 @@ pub struct Page<'a> {
     pub noscript_refresh: Option<u32>,
     /// A button that signs out (a dashboard signed in with a cookie).
     pub sign_out: Option<&'a str>,
+    /// A place where the page's script says whether it is updating.
+    pub live_status: bool,
 }
 
 /// `s` safe in HTML text and attribute values.
@@ -104,6 +106,9 @@ pub fn document(p: &Picture, page: &Page<'_>) -> String {
     }
     out.push_str("</head>\n<body>\n<header>\n");
     let _ = write!(out, "<h1>{}</h1>", esc(&p.title));
+    if page.live_status {
+        out.push_str("<span id=\"live-status\" class=\"sub\" role=\"status\"></span>");
+    }
     if let Some(action) = page.sign_out {
         let _ = write!(
             out,
@@ -251,11 +256,12 @@ fn rankings(out: &mut String, live: &Live) {
     for r in &live.rankings {
         let _ = write!(
             out,
-            "<div class=\"wrap\" data-priority=\"{0}\"><table><caption>{0}</caption>\
+            "<div class=\"wrap\" data-priority=\"{0}\"><table><caption>{0}{1}</caption>\
              <thead><tr><th scope=\"col\">#</th><th scope=\"col\">model</th><th scope=\"col\">score</th>\
              <th scope=\"col\">latency</th><th scope=\"col\">$/M in</th><th scope=\"col\">$/M out</th>\
              <th scope=\"col\">quality</th><th scope=\"col\">state</th></tr></thead><tbody>",
-            esc(&r.priority)
+            esc(&r.priority),
+            if r.default { " (the server's default)" } else { "" },
         );
         for (i, c) in r.candidates.iter().enumerate() {
             candidate(out, i + 1, c);
@@ -422,7 +428,7 @@ fn recent(out: &mut String, rows: &[RecentRequest], _span_ms: i64) {
 
 /// The style sheet: light by default, dark when the system says so; the
 /// charts' fixed colours are re-coloured through their attribute values.
-const STYLE: &str = r##"
+pub const STYLE: &str = r##"
 :root{--bg:#ffffff;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--card:#f6f8fa;--axis:#8c959f;--grid:#e4e8ec;--blue:#2563eb;--red:#dc2626;--green:#059669;--purple:#7c3aed;color-scheme:light dark}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#3d444d;--card:#161b22;--axis:#656c76;--grid:#262c34;--blue:#60a5fa;--red:#f87171;--green:#34d399;--purple:#a78bfa}}
 *{box-sizing:border-box}
@@ -443,7 +449,7 @@ h3{font-size:.95rem;margin:1rem 0 .4rem;color:var(--muted);font-weight:600}
 .card .n{color:var(--muted);font-size:.8rem}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,30rem),1fr));gap:1rem}
 .charts.small{grid-template-columns:repeat(auto-fill,minmax(min(100%,20rem),1fr))}
-.grid2{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,36rem),1fr));gap:1rem}
+.grid2{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,44rem),1fr));gap:1rem}
 figure{margin:0;min-width:0}
 svg.chart{display:block;width:100%;height:auto;max-width:100%}
 svg.chart text{fill:var(--muted)}
@@ -459,7 +465,7 @@ table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;font
 caption{text-align:left;font-weight:600;padding:.2rem 0}
 th,td{padding:.3rem .5rem;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th:first-child,td:first-child,td.name,th:nth-child(2){text-align:left}
-td.name{white-space:normal;min-width:10rem}
+td.name{white-space:normal;min-width:7rem}
 tr.bad td{color:var(--red)}
 .state{padding:.05rem .4rem;border-radius:999px;border:1px solid var(--line);font-size:.8rem}
 .state.cooling,.state.open{color:var(--red);border-color:var(--red)}

@@ -94,6 +94,8 @@ pub struct Live {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ranking {
     pub priority: String,
+    /// Whether it is the one a request gets when it names none.
+    pub default: bool,
     pub candidates: Vec<Candidate>,
 }
 

@@ -9,6 +9,7 @@ mod catalogue;
 mod commands;
 mod costs;
 mod crashes;
+mod dashboard;
 mod docs;
 mod faults;
 mod hostile;

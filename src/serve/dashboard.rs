@@ -1,0 +1,294 @@
+//! The dashboard: `GET /dashboard` (and `/`, which leads there) is a page of
+//! this process's traffic drawn by [`crate::view`], the ranking each
+//! priority makes now, and the last requests; `GET /dashboard/data` is the
+//! same as JSON with the page's new body, which the page's own script
+//! (`/dashboard/app.js`, embedded in the binary) fetches every 2 s.
+//!
+//! With client tokens set, it takes the same tokens as the API, or an
+//! admin token: as `Authorization: Bearer`, or given once in the page's
+//! form and kept in a cookie. The cookie holds a hash of the token's hash,
+//! so it opens the dashboard but is no token the API takes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::chat::parse_call;
+use super::errors::ApiError;
+use super::http::App;
+use crate::core::scoring::Priority;
+use crate::view::html::{self, esc, Page};
+use crate::view::{Candidate, Live, Picture, Ranking};
+
+/// The page's script.
+pub const SCRIPT: &str = include_str!("dashboard.js");
+
+/// The page loads its own script and data, nothing else.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+    style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; \
+    frame-ancestors 'none'";
+
+/// The session cookie's name.
+pub const COOKIE: &str = "llmroute_dashboard";
+
+/// How the dashboard's viewer got in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// No client tokens are set: the server is on loopback.
+    Open,
+    /// A client or admin token in `Authorization`.
+    Token,
+    /// The session cookie.
+    Cookie,
+}
+
+impl App {
+    /// Who may see the dashboard: `None` for nobody.
+    pub fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
+        if self.clients.is_empty() {
+            return Some(Viewer::Open);
+        }
+        if self.client_allowed(headers) {
+            return Some(Viewer::Token);
+        }
+        let cookie = cookie(headers, COOKIE)?;
+        (self.clients.holds_session(cookie) || self.admins.holds_session(cookie))
+            .then_some(Viewer::Cookie)
+    }
+}
+
+/// The value of cookie `name`, from any `Cookie` header.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Headers every dashboard response carries.
+fn guarded(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn html_response(status: StatusCode, body: String) -> Response {
+    guarded(
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+/// `GET /`: to the dashboard.
+pub async fn root() -> Response {
+    Redirect::to("/dashboard").into_response()
+}
+
+/// `GET /dashboard`.
+pub async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let Some(viewer) = app.viewer(&headers) else {
+        return html_response(StatusCode::UNAUTHORIZED, sign_in(None));
+    };
+    let page = Page {
+        script: Some("/dashboard/app.js"),
+        noscript_refresh: Some(5),
+        sign_out: (viewer == Viewer::Cookie).then_some("/dashboard/logout"),
+        live_status: true,
+        ..Page::default()
+    };
+    html_response(StatusCode::OK, html::document(&picture(&app), &page))
+}
+
+/// `GET /dashboard/data`: the dashboard's numbers, and its new body.
+pub async fn data(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.viewer(&headers).is_none() {
+        return ApiError::unauthorized().into_response();
+    }
+    let p = picture(&app);
+    let series: Vec<_> = p.series.buckets().copied().collect();
+    guarded(
+        Json(json!({
+            "generated_ms": p.generated_ms,
+            "totals": p.totals,
+            "latency_ms": p.latency,
+            "series": {"width_ms": p.series.width_ms(), "buckets": series},
+            "models": p.models,
+            "live": p.live,
+            "html": html::body(&p),
+        }))
+        .into_response(),
+    )
+}
+
+/// `GET /dashboard/app.js`.
+pub async fn script() -> Response {
+    guarded(
+        (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            SCRIPT,
+        )
+            .into_response(),
+    )
+}
+
+/// `POST /dashboard/login`: a token from the form; a good one sets the
+/// session cookie.
+pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    if app.clients.is_empty() {
+        return Redirect::to("/dashboard").into_response();
+    }
+    let bytes = match app.read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let token = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let session = app
+        .clients
+        .session_for(&token)
+        .or_else(|| app.admins.session_for(&token));
+    match session {
+        Some(s) => {
+            let mut resp = Redirect::to("/dashboard").into_response();
+            let c = format!("{COOKIE}={s}; Path=/dashboard; HttpOnly; SameSite=Strict");
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            guarded(resp)
+        }
+        None => html_response(
+            StatusCode::UNAUTHORIZED,
+            sign_in(Some("That token is not one of this server's.")),
+        ),
+    }
+}
+
+/// `POST /dashboard/logout`: forgets the session cookie.
+pub async fn logout() -> Response {
+    let mut resp = Redirect::to("/dashboard").into_response();
+    let c = format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    guarded(resp)
+}
+
+/// The form that asks for a token.
+fn sign_in(error: Option<&str>) -> String {
+    let error = error.map_or_else(String::new, |e| {
+        format!(
+            "<p class=\"note\" role=\"alert\" id=\"sign-in-error\">{}</p>",
+            esc(e)
+        )
+    });
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <title>llmroute — sign in</title><style>{}</style></head><body><main>\
+         <h1>llmroute</h1><p>This server's dashboard needs one of its client or admin tokens.</p>{error}\
+         <form method=\"post\" action=\"/dashboard/login\" id=\"sign-in\">\
+         <label for=\"token\">Token</label> <input type=\"password\" name=\"token\" id=\"token\" \
+         autocomplete=\"current-password\" required> <button type=\"submit\">Sign in</button></form>\
+         </main></body></html>\n",
+        html::STYLE
+    )
+}
+
+/// The picture of this process now.
+fn picture(app: &App) -> Picture {
+    let now = crate::engine::now_ms();
+    let snap = app.live.snapshot(now);
+    let uptime = app.started.elapsed().as_secs();
+    let live = Live {
+        requests_per_second: snap.requests_per_second,
+        in_flight: app.metrics.in_flight.get(),
+        queued: app.metrics.queued.get(),
+        uptime_s: uptime,
+        rankings: rankings(app),
+        recent: snap.recent,
+    };
+    Picture {
+        title: "llmroute dashboard".into(),
+        subtitle: format!(
+            "this server, up {}; over time: its last hour at most, in 10 s buckets",
+            humantime::format_duration(std::time::Duration::from_secs(uptime))
+        ),
+        generated_ms: now,
+        totals: snap.totals,
+        latency: snap.latency,
+        series: snap.series,
+        models: snap.models,
+        live: Some(live),
+    }
+}
+
+/// The ranking each priority (and preset) would make now for a short
+/// request, with each candidate's state.
+fn rankings(app: &App) -> Vec<Ranking> {
+    let router = &app.router;
+    let default = router.config().settings.priority.clone();
+    let mut names: Vec<String> = Priority::ALL.iter().map(|p| p.name().to_string()).collect();
+    let mut presets: Vec<&String> = router.config().presets.keys().collect();
+    presets.sort();
+    names.extend(presets.into_iter().cloned());
+    if !names.contains(&default) {
+        names.insert(0, default.clone());
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let body = json!({
+                "messages": [{"role": "user", "content": "hello"}],
+                "llmroute": {"priority": name},
+            });
+            let call = parse_call(body.to_string().as_bytes(), false).ok()?;
+            let decision = router.decide(&call.req).ok()?;
+            let candidates = decision
+                .ranking
+                .iter()
+                .map(|r| {
+                    let info = router.catalogue().get(&r.model);
+                    let per_mtok = |p: Option<f64>| p.map(|p| p * 1e6);
+                    Candidate {
+                        model: r.model.clone(),
+                        score: r.score,
+                        latency_ms: r.latency_ms,
+                        latency_measured: r.latency_measured,
+                        prompt_per_mtok: per_mtok(info.and_then(|i| i.prompt_price)),
+                        completion_per_mtok: per_mtok(info.and_then(|i| i.completion_price)),
+                        quality: r.quality,
+                        state: r.state.as_ref().map_or("", |s| s.0.name()).to_string(),
+                        why: r.state.as_ref().map_or_else(String::new, |s| s.1.clone()),
+                    }
+                })
+                .collect();
+            Some(Ranking {
+                default: name == default,
+                priority: name,
+                candidates,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,266 @@
+//! The server's dashboard in a real browser: the figures of requests the
+//! test sent, the ranking of each priority, the last requests without
+//! their text, its own refresh, tokens and the session cookie.
+
+use serde_json::Value;
+
+use crate::browser::Browser;
+use crate::serve::{client, header, post, rt};
+use crate::util::*;
+
+fn card(b: &Browser, key: &str) -> String {
+    b.eval(&format!(
+        "return document.querySelector('[data-k=\"{key}\"] .v').textContent"
+    ))
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+#[test]
+fn a_browser_shows_the_live_traffic_and_follows_it() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a,t/b,t/c"]);
+    let c = client();
+    let rt = rt();
+    // Four distinct questions, two of them asked again (the cache answers),
+    // and one body that is not JSON.
+    let secret = "the-prompt-text-never-shows";
+    let mut answered_by = String::new();
+    rt.block_on(async {
+        for i in 0..4 {
+            let (st, h, _) = post(&c, &s, &chat(None, &format!("{secret} {i}"))).await;
+            assert_eq!(st, 200);
+            answered_by = header(&h, "x-llmroute-model").to_string();
+        }
+        for i in 0..2 {
+            let (st, h, _) = post(&c, &s, &chat(None, &format!("{secret} {i}"))).await;
+            assert_eq!((st, header(&h, "x-llmroute-cached")), (200, "true"));
+        }
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+    });
+
+    let b = Browser::start(env.dir.path());
+    b.goto(&s.url("/"));
+    let at = b.eval("return location.pathname");
+    assert_eq!(at, "/dashboard", "/ leads to the dashboard");
+    assert_eq!(card(&b, "requests"), "7");
+    assert_eq!(card(&b, "answered"), "4");
+    assert_eq!(card(&b, "cache_hits"), "2");
+    assert_eq!(card(&b, "errors"), "1");
+    assert_eq!(card(&b, "attempts"), "4");
+    let models = b.eval(
+        "return [...document.querySelectorAll('#models tr[data-model]')]
+            .map(r => [r.dataset.model, r.cells[1].textContent])",
+    );
+    assert_eq!(models, serde_json::json!([[answered_by, "4"]]));
+    // Each priority ranks the three candidates, each with a state.
+    let rankings = b.eval(
+        "return [...document.querySelectorAll('#rankings [data-priority]')].map(t =>
+            [t.dataset.priority, [...t.querySelectorAll('tr[data-model]')].map(r =>
+                [r.dataset.model, r.querySelector('.state').textContent])])",
+    );
+    let rankings = rankings.as_array().unwrap();
+    let names: Vec<&str> = rankings.iter().map(|r| r[0].as_str().unwrap()).collect();
+    for p in ["speed", "cost", "quality", "balanced"] {
+        assert!(names.contains(&p), "{p} in {names:?}");
+    }
+    for r in rankings {
+        let rows = r[1].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{r}");
+        for row in rows {
+            let state = row[1].as_str().unwrap();
+            assert!(
+                ["measured", "prior", "probing", "cooling", "open"].contains(&state),
+                "{row}"
+            );
+        }
+    }
+    let cheapest = &rankings.iter().find(|r| r[0] == "cost").unwrap()[1][0][0];
+    assert_eq!(cheapest, "t/a", "the cost ranking puts the cheapest first");
+    let recent = b.eval(
+        "return [...document.querySelectorAll('#recent tbody tr')].map(r => r.cells[2].textContent)",
+    );
+    assert_eq!(
+        recent,
+        serde_json::json!(["400", "200", "200", "200", "200", "200", "200"]),
+        "newest first"
+    );
+    assert!(!b.text().contains(secret), "no prompt text on the page");
+
+    // It follows the traffic by itself.
+    rt.block_on(async {
+        for i in 10..13 {
+            let (st, _, _) = post(&c, &s, &chat(None, &format!("{secret} {i}"))).await;
+            assert_eq!(st, 200);
+        }
+    });
+    assert!(
+        b.wait_until(
+            "return document.querySelector('[data-k=\"requests\"] .v').textContent === '10'",
+            20
+        ),
+        "the page did not refresh: {}",
+        card(&b, "requests")
+    );
+    assert_eq!(card(&b, "attempts"), "7");
+    let data: Value = rt.block_on(async {
+        c.get(s.url("/dashboard/data"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(data["totals"]["requests"], 10);
+    assert!(!data.to_string().contains(secret));
+
+    b.screenshot("dashboard-light-1280");
+    for width in [375, 1920] {
+        b.width(width);
+        assert!(
+            !b.scrolls_sideways(),
+            "the page scrolls sideways at {width} px"
+        );
+    }
+    b.dark(true);
+    b.width(375);
+    assert!(!b.scrolls_sideways());
+    b.screenshot("dashboard-dark-375");
+    assert_eq!(b.console_errors(), Vec::<String>::new(), "console errors");
+    let own = format!("http://{}/", s.addr);
+    let elsewhere: Vec<String> = b
+        .resources()
+        .into_iter()
+        .filter(|u| !u.starts_with(&own))
+        .collect();
+    assert_eq!(elsewhere, Vec::<String>::new(), "requests to other hosts");
+    assert!(
+        !b.resources().is_empty(),
+        "its own script and data are loaded"
+    );
+}
+
+#[test]
+fn with_tokens_the_dashboard_wants_one_and_keeps_it_in_a_cookie() {
+    let env = Env::three();
+    let s = env.serve_with(
+        &[],
+        &[
+            ("LLMROUTE_AUTH_TOKENS", "tok-client-1"),
+            ("LLMROUTE_ADMIN_TOKENS", "tok-admin-1"),
+        ],
+    );
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let get = |path: &str, auth: Option<&str>, cookie: Option<&str>| {
+            let mut r = c.get(s.url(path));
+            if let Some(a) = auth {
+                r = r.bearer_auth(a);
+            }
+            if let Some(k) = cookie {
+                r = r.header("cookie", k);
+            }
+            r.send()
+        };
+        let r = get("/dashboard", None, None).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        assert!(r.text().await.unwrap().contains("id=\"sign-in\""));
+        let r = get("/dashboard/data", None, None).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["type"], "authentication_error");
+        for t in ["tok-client-1", "tok-admin-1"] {
+            let r = get("/dashboard/data", Some(t), None).await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{t}");
+        }
+        let login = |token: &str| {
+            c.post(s.url("/dashboard/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+        };
+        let r = login("wrong").await.unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        assert!(r.headers().get("set-cookie").is_none());
+        let r = login("tok-client-1").await.unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        assert!(!set.contains("tok-client-1"), "the cookie is not the token");
+        let cookie = set.split(';').next().unwrap().to_string();
+        let session = cookie.split_once('=').unwrap().1.to_string();
+        let r = get("/dashboard/data", None, Some(&cookie)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        // The cookie opens the dashboard only, not the API.
+        let r = get("/v1/models", Some(&session), Some(&cookie))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .header("cookie", &cookie)
+            .json(&chat(None, "hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let r = c
+            .post(s.url("/dashboard/logout"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+    });
+
+    // A person signs in once in the page's form.
+    let b = Browser::start(env.dir.path());
+    b.goto(&s.url("/dashboard"));
+    assert!(b.text().contains("needs one of its client or admin tokens"));
+    b.screenshot("dashboard-sign-in");
+    b.eval(
+        "document.getElementById('token').value = 'tok-admin-1';
+         document.getElementById('sign-in').submit();",
+    );
+    assert!(
+        b.wait_until("return !!document.getElementById('totals')", 10),
+        "signed in: {}",
+        b.text()
+    );
+    b.goto(&s.url("/dashboard"));
+    assert!(b.eval("return !!document.getElementById('totals')") == true);
+    assert!(b.text().contains("Sign out"));
+    // A 401 for the sign-in page's first load is the only error.
+    let errors: Vec<String> = b
+        .console_errors()
+        .into_iter()
+        .filter(|e| !e.contains("401"))
+        .collect();
+    assert_eq!(errors, Vec::<String>::new());
+    let log = s.log();
+    for secret in ["tok-client-1", "tok-admin-1"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
