@@ -26,6 +26,7 @@
 //! | [`batch`]    | the batch front end: JSONL in, one annotated line out per line      |
 //! | [`serve`]    | the server front end: an OpenAI-compatible HTTP API                  |
 //! | [`commands`] | `report`, `models`, `cache`, `config`                               |
+//! | [`view`]     | charts and HTML pages of traffic, for the report and the dashboard  |
 //!
 //! Dependencies point down the table's groups: front ends and commands use
 //! the engine and the store; the engine uses the core and its own traits;

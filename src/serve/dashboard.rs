@@ -22,7 +22,8 @@ use super::chat::parse_call;
 use super::errors::ApiError;
 use super::http::App;
 use crate::core::scoring::Priority;
-use crate::view::html::{self, esc, Page};
+use crate::view::html::{self, Page};
+use crate::view::text::esc;
 use crate::view::{Candidate, Live, Picture, Ranking};
 
 /// The page's script.

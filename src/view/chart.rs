@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use plotters::prelude::*;
 
 use super::data::{ms_label, Bins, Bucket, Series};
+use super::text::{esc, usd};
 
 /// Series colours; the page's style sheet knows these values.
 pub const BLUE: RGBColor = RGBColor(0x25, 0x63, 0xEB);
@@ -40,15 +41,15 @@ fn svg(
     if let Err(e) = drawn {
         return format!(
             r#"<p class="note">The chart {} could not be drawn: {}</p>"#,
-            super::html::esc(title),
-            super::html::esc(&e)
+            esc(title),
+            esc(&e)
         );
     }
     let head = format!(r#"<svg role="img" aria-labelledby="{id}-t {id}-d" class="chart""#);
     let labels = format!(
         r#"<title id="{id}-t">{}</title><desc id="{id}-d">{}</desc>"#,
-        super::html::esc(title),
-        super::html::esc(desc)
+        esc(title),
+        esc(desc)
     );
     match out.find('>') {
         Some(end) if out.starts_with("<svg") => {
@@ -82,24 +83,6 @@ pub fn time_label(ms: i64, span_ms: i64, width_ms: i64) -> String {
         date.to_string()
     } else {
         format!("{date} {}", &clock[..5])
-    }
-}
-
-/// A cost for an axis or a table: `$0.0123`.
-pub fn usd(x: f64) -> String {
-    if x == 0.0 {
-        "$0".into()
-    } else if x.abs() >= 100.0 {
-        format!("${x:.0}")
-    } else if x.abs() >= 1.0 {
-        format!("${x:.2}")
-    } else {
-        // Three significant digits, at least two decimals.
-        let digits = (-x.abs().log10()).floor().max(0.0) as usize + 3;
-        let s = format!("{x:.digits$}");
-        let s = s.trim_end_matches('0');
-        let decimals = s.split_once('.').map_or(0, |(_, d)| d.len());
-        format!("${s}{}", "0".repeat(2usize.saturating_sub(decimals)))
     }
 }
 
@@ -354,16 +337,6 @@ mod tests {
         let t = ticks(x0, x0 + 3_600_000);
         assert_eq!(t, [8, 23, 38, 53].map(|m| m * 60_000));
         assert!(ticks(0, 0).len() == 1);
-    }
-
-    #[test]
-    fn costs_keep_two_significant_digits() {
-        assert_eq!(usd(0.0), "$0");
-        assert_eq!(usd(0.5), "$0.50");
-        assert_eq!(usd(0.0123), "$0.0123");
-        assert_eq!(usd(0.000_012), "$0.000012");
-        assert_eq!(usd(3.456), "$3.46");
-        assert_eq!(usd(1234.5), "$1234");
     }
 
     #[test]

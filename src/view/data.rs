@@ -166,7 +166,10 @@ pub fn bucket_width(span_ms: i64, max: usize) -> i64 {
     WIDTHS_MS
         .iter()
         .copied()
-        .find(|w| (span_ms.max(1) + w - 1) / w <= max)
+        .find(|w| {
+            let span = span_ms.max(1);
+            span / w + i64::from(span % w != 0) <= max
+        })
         .unwrap_or(WIDTHS_MS[WIDTHS_MS.len() - 1])
 }
 
@@ -213,11 +216,14 @@ impl Default for Series {
 
 impl Series {
     /// Buckets covering `from_ms..=to_ms`, at most about `max` of them.
+    /// A span longer than `max` of the widest buckets keeps its end.
     pub fn spanning(from_ms: i64, to_ms: i64, max: usize) -> Series {
         let to_ms = to_ms.max(from_ms);
-        let width_ms = bucket_width(to_ms - from_ms, max);
-        let first = from_ms.div_euclid(width_ms) * width_ms;
+        let width_ms = bucket_width(to_ms.saturating_sub(from_ms), max);
         let last = to_ms.div_euclid(width_ms) * width_ms;
+        let widest = (max.max(1) as i64).saturating_mul(width_ms);
+        let first = from_ms.max(last.saturating_sub(widest));
+        let first = first.div_euclid(width_ms) * width_ms;
         let buckets = (0..=(last - first) / width_ms)
             .map(|i| Bucket {
                 start_ms: first + i * width_ms,
@@ -471,6 +477,16 @@ mod tests {
         assert_eq!(wide.shown(), wide.occupied().unwrap());
         assert_eq!(Bins::upper(0), Some(1.0));
         assert_eq!(Bins::upper(BINS - 1), None);
+    }
+
+    #[test]
+    fn a_huge_span_neither_overflows_nor_makes_billions_of_buckets() {
+        assert_eq!(bucket_width(i64::MAX, 96), 2_592_000_000);
+        let s = Series::spanning(5 - i64::MAX, 5, 96);
+        assert!(s.buckets().len() <= 97, "{}", s.buckets().len());
+        assert!(s.span().1 > 5, "it ends at the window's end");
+        let s = Series::spanning(i64::MIN, i64::MAX, 10);
+        assert!(s.buckets().len() <= 11);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 
 use std::fmt::Write;
 
-use super::chart::{self, usd};
+use super::chart;
 use super::data::{ms_label, Bins, Summary};
+use super::text::usd;
+use super::text::{count, esc};
 use super::{Candidate, Live, ModelRow, Picture, RecentRequest};
 
 /// How many models get a latency histogram; the table lists them all.
@@ -27,35 +29,6 @@ pub struct Page<'a> {
     pub sign_out: Option<&'a str>,
     /// A place where the page's script says whether it is updating.
     pub live_status: bool,
-}
-
-/// `s` safe in HTML text and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -139,11 +112,7 @@ pub fn body(p: &Picture) -> String {
     models(&mut out, &p.models);
     histograms(&mut out, &p.models);
     if let Some(live) = &p.live {
-        recent(
-            &mut out,
-            &live.recent,
-            p.series.span().1 - p.series.span().0,
-        );
+        recent(&mut out, &live.recent);
     }
     out
 }
@@ -402,7 +371,7 @@ fn histograms(out: &mut String, rows: &[ModelRow]) {
     out.push_str("</section>\n");
 }
 
-fn recent(out: &mut String, rows: &[RecentRequest], _span_ms: i64) {
+fn recent(out: &mut String, rows: &[RecentRequest]) {
     out.push_str("<section aria-labelledby=\"recent-h\"><h2 id=\"recent-h\">Last requests</h2>\n\
         <div class=\"wrap\"><table id=\"recent\"><thead><tr><th scope=\"col\">at</th><th scope=\"col\">model</th>\
         <th scope=\"col\">status</th><th scope=\"col\">latency</th><th scope=\"col\">cached</th><th scope=\"col\">attempts</th></tr></thead><tbody>");
@@ -483,15 +452,7 @@ mod tests {
     use crate::view::Totals;
 
     #[test]
-    fn text_is_escaped_and_counts_grouped() {
-        assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(1_234_567), "1,234,567");
+    fn times_are_stamped_in_utc() {
         assert_eq!(stamp(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
     }
 

@@ -9,6 +9,7 @@
 pub mod chart;
 pub mod data;
 pub mod html;
+pub mod text;
 
 use serde::Serialize;
 

@@ -44,6 +44,7 @@ fn huge_durations_never_overflow() {
     );
     for args in [
         &["report", "--since", HUGE][..],
+        &["report", "--format", "html", "--since", HUGE],
         &["cache", "stats", "--since", HUGE],
         &["cache", "prune", "--older-than", HUGE],
     ] {

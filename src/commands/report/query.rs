@@ -274,17 +274,23 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
     })
 }
 
-/// Where the window's time series starts: its lower bound, or for `all`
-/// the first request's time (the `ts` index finds it at once).
+/// Windows up to this long are drawn whole, quiet stretches included.
+const DRAWN_WHOLE_MS: i64 = 400 * 86_400_000;
+
+/// Where the window's time series starts: its lower bound; for `all`, or
+/// a window of years, the first request in it (the `ts` index finds it
+/// at once).
 fn from(tx: &rusqlite::Transaction<'_>, window: &Window) -> rusqlite::Result<i64> {
-    match window.from_ms {
-        Some(from) => Ok(from),
-        None => Ok(tx
-            .query_row("SELECT min(ts) FROM requests", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })?
-            .unwrap_or(window.to_ms)),
+    let bound = window.from_ms.unwrap_or(i64::MIN);
+    if window.to_ms.saturating_sub(bound) <= DRAWN_WHOLE_MS {
+        return Ok(bound);
     }
+    let first: Option<i64> = tx.query_row(
+        "SELECT min(ts) FROM requests WHERE ts >= ?1",
+        [bound],
+        |r| r.get(0),
+    )?;
+    Ok(first.unwrap_or(window.to_ms).max(bound))
 }
 
 #[cfg(test)]

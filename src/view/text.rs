@@ -1,0 +1,75 @@
+//! Numbers and text for people, in a page: escaped, grouped, priced.
+
+/// `s` safe in HTML text and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `1234567` as `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A cost for an axis or a table: `$0.0123`.
+pub fn usd(x: f64) -> String {
+    if x == 0.0 {
+        "$0".into()
+    } else if x.abs() >= 100.0 {
+        format!("${x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("${x:.2}")
+    } else {
+        // Three significant digits, at least two decimals.
+        let digits = (-x.abs().log10()).floor().max(0.0) as usize + 3;
+        let s = format!("{x:.digits$}");
+        let s = s.trim_end_matches('0');
+        let decimals = s.split_once('.').map_or(0, |(_, d)| d.len());
+        format!("${s}{}", "0".repeat(2usize.saturating_sub(decimals)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_counts_grouped() {
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn costs_keep_two_significant_digits() {
+        assert_eq!(usd(0.0), "$0");
+        assert_eq!(usd(0.5), "$0.50");
+        assert_eq!(usd(0.0123), "$0.0123");
+        assert_eq!(usd(0.000_012), "$0.000012");
+        assert_eq!(usd(3.456), "$3.46");
+        assert_eq!(usd(1234.5), "$1234");
+    }
+}
