@@ -86,6 +86,8 @@ SIZES = {
     "s6_runs": 50,
     "s7_attempts": 1_000_000,
     "s7_runs": 5,
+    # About 100,000 request rows in the last 24 hours, for the HTML report.
+    "s7_day_attempts": 107_700,
     "criterion_warm_up_s": 1,
     "criterion_measurement_s": 3,
     # Scenario 9: requests/s offered (open loop), seconds per rate, warm-up
@@ -122,6 +124,7 @@ if QUICK:
         s6_runs=10,
         s7_attempts=20_000,
         s7_runs=2,
+        s7_day_attempts=5_000,
         criterion_warm_up_s=0.5,
         criterion_measurement_s=1,
     )
@@ -569,9 +572,39 @@ def scenario7(problems):
             check(False, f"report: not JSON: {e}", problems)
         log(f"  run {k + 1}: {r['seconds'] * 1000:.0f} ms, {r['rss_kb'] / 1024:.1f} MB")
         runs.append({"seconds": r["seconds"], "rss_kb": r["rss_kb"]})
+    html_runs = html_report(db, "all", env, problems)
+    shutil.rmtree(d, ignore_errors=True)
+
+    # A day of about 100,000 requests, as a cron job would mail it.
+    d = fresh("report-day")
+    db = os.path.join(d, "llmroute.db")
+    p = subprocess.run([LLMROUTE, "-q", "--dry-run", "--db", db], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, env=env)
+    check(p.returncode == 0, f"report: creating the store: exit {p.returncode}", problems)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_store.py"), db,
+                        str(SIZES["s7_day_attempts"])], stdout=subprocess.PIPE, check=True)
+    day = json.loads(p.stdout)
+    log(f"7 report: --format html over a day of {day['requests']} requests")
+    day["runs"] = html_report(db, "24h", env, problems)
     shutil.rmtree(d, ignore_errors=True)
     return {"attempts": made["attempts"], "requests": made["requests"], "build_s": build_s,
-            "runs": runs}
+            "runs": runs, "html_runs": html_runs, "day": day}
+
+
+def html_report(db, since, env, problems):
+    """`llmroute report --format html` over `db`: time, memory, bytes."""
+    runs = []
+    for k in range(SIZES["s7_runs"]):
+        out = os.path.join(os.path.dirname(db), "report.html")
+        r = timed([LLMROUTE, "report", "--format", "html", "--since", since, "--db", db,
+                   "--output", out], env=env)
+        check(r["rc"] == 0, f"report html: exit {r['rc']}: {r['stderr'][:300]}", problems)
+        size = os.path.getsize(out) if os.path.exists(out) else 0
+        with open(out, "rb") as f:
+            check(f.read(15) == b"<!DOCTYPE html>", "report html: not a page", problems)
+        log(f"  html run {k + 1}: {r['seconds'] * 1000:.0f} ms, {size / 1024:.0f} KB")
+        runs.append({"seconds": r["seconds"], "rss_kb": r["rss_kb"], "bytes": size})
+    return runs
 
 
 # ---------------------------------------------------------------------------

@@ -70,7 +70,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'T
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format [default: table]' -r -f -a "table\t'For people: totals and a row per model'
 json\t'For scripts'
-prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'"
+prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'
+html\t'One self-contained HTML page with charts, to open offline or mail'"
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s o -l output -d 'Write the report to FILE (replaced whole, never half-written) instead of standard output' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

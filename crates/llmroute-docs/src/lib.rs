@@ -191,6 +191,10 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "The last day as one HTML page with charts, mailed by cron (the server's live one is at /dashboard):",
+        &["llmroute report --format html -o /var/www/llmroute/today.html"],
+    ),
+    (
         "Your own candidates and fallback, explicit weights, and the spend of the run:",
         &[
             "llmroute --models openai/gpt-5.4-mini,google/gemini-3.5-flash \\",
