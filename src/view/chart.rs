@@ -2,12 +2,12 @@
 //! and a `<desc>` that say in words what it shows; colours are fixed
 //! values the page's style sheet re-colours for a dark theme.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use plotters::prelude::*;
 
 use super::data::{ms_label, Bins, Bucket, Series};
-use super::text::{esc, usd};
+use super::text::{esc, rfc3339, usd};
 
 /// Series colours; the page's style sheet knows these values.
 pub const BLUE: RGBColor = RGBColor(0x25, 0x63, 0xEB);
@@ -19,7 +19,30 @@ const AXIS: RGBColor = RGBColor(0x88, 0x88, 0x88);
 const GRID: RGBColor = RGBColor(0xDD, 0xDD, 0xDD);
 const TEXT: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
-const WIDE: (u32, u32) = (640, 240);
+/// How wide a time chart is drawn: for a screen, or for a phone (where
+/// the wide one's labels would shrink below reading size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Wide,
+    Narrow,
+}
+
+impl Size {
+    fn pixels(self) -> (u32, u32) {
+        match self {
+            Size::Wide => (640, 240),
+            Size::Narrow => (360, 240),
+        }
+    }
+
+    /// About how many time labels fit.
+    fn labels(self) -> usize {
+        match self {
+            Size::Wide => 5,
+            Size::Narrow => 3,
+        }
+    }
+}
 const SMALL: (u32, u32) = (360, 200);
 
 type Drawn = Result<(), String>;
@@ -63,14 +86,17 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Spans longer than this name the year on their axis.
+const YEARS_MS: i64 = 300 * 86_400_000;
+
 /// A time for an axis: its clock time, with the day when `span_ms` is
-/// longer than a day (UTC).
+/// longer than a day, and the year when it is longer than most of one (UTC).
 pub fn time_label(ms: i64, span_ms: i64, width_ms: i64) -> String {
-    let stamp = humantime::format_rfc3339_seconds(
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    )
-    .to_string();
     // 2026-11-29T11:40:56Z
+    let stamp = rfc3339(ms);
+    if span_ms > YEARS_MS {
+        return stamp[..10].to_string();
+    }
     let (date, clock) = (&stamp[5..10], &stamp[11..19]);
     let clock = if width_ms < 60_000 {
         clock
@@ -101,28 +127,33 @@ type TimeX = plotters::coord::combinators::WithKeyPoints<plotters::coord::types:
 type TimeChart<'a, 'b> =
     ChartContext<'a, SVGBackend<'b>, Cartesian2d<TimeX, plotters::coord::types::RangedCoordf64>>;
 
-/// About five ticks on round times (whole minutes, hours, days) between
+/// About `labels` ticks on round times (whole minutes, hours, days) between
 /// `x0` and `x1`, as offsets from `x0`.
-pub fn ticks(x0: i64, x1: i64) -> Vec<i64> {
-    let step = super::data::bucket_width(x1 - x0, 5);
+pub fn ticks(x0: i64, x1: i64, labels: usize) -> Vec<i64> {
+    let step = super::data::bucket_width(x1.saturating_sub(x0), labels);
     let first = x0.div_euclid(step) * step + if x0.rem_euclid(step) == 0 { 0 } else { step };
-    (0..)
-        .map(|i| first + i * step)
+    let all: Vec<i64> = (0..)
+        .map(|i| first.saturating_add(i * step))
         .take_while(|t| *t <= x1)
+        .take(10_000)
         .map(|t| t - x0)
-        .collect()
+        .collect();
+    // Past the widest round step, every k-th: at most one label more.
+    let k = all.len().div_ceil(labels + 1).max(1);
+    all.into_iter().step_by(k).collect()
 }
 
 /// Draws a time chart's frame and returns its chart context.
 fn time_frame<'a, 'b>(
     root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
     series: &Series,
+    size: Size,
     y_top: f64,
     y_label: &dyn Fn(&f64) -> String,
 ) -> Result<TimeChart<'a, 'b>, String> {
     let (x0, x1) = series.span();
     let width = series.width_ms();
-    let x = (0..(x1 - x0).max(1)).with_key_points(ticks(x0, x1));
+    let x = (0..(x1 - x0).max(1)).with_key_points(ticks(x0, x1, size.labels()));
     let mut chart = ChartBuilder::on(root)
         .margin(8)
         .margin_right(40)
@@ -157,7 +188,7 @@ fn bar(x0: i64, b: &Bucket, width: i64, value: f64, color: RGBColor) -> Rectangl
 }
 
 /// Requests per bucket, the failed part in red.
-pub fn requests(id: &str, series: &Series) -> String {
+pub fn requests(id: &str, series: &Series, size: Size) -> String {
     let max = series.buckets().map(|b| b.requests).max().unwrap_or(0) as f64;
     let total: u64 = series.buckets().map(|b| b.requests).sum();
     let errors: u64 = series.buckets().map(|b| b.errors).sum();
@@ -174,31 +205,37 @@ pub fn requests(id: &str, series: &Series) -> String {
             b.requests
         ));
     }
-    svg(id, "Requests and errors over time", &desc, WIDE, |root| {
-        let mut chart = time_frame(root, series, top(max), &|y| format!("{y:.0}"))?;
-        let (w, x0) = (series.width_ms(), series.span().0);
-        chart
-            .draw_series(
-                series
-                    .buckets()
-                    .filter(|b| b.requests > b.errors)
-                    .map(|b| bar(x0, b, w, b.requests as f64, BLUE)),
-            )
-            .map_err(err)?;
-        chart
-            .draw_series(
-                series
-                    .buckets()
-                    .filter(|b| b.errors > 0)
-                    .map(|b| bar(x0, b, w, b.errors as f64, RED)),
-            )
-            .map_err(err)?;
-        Ok(())
-    })
+    svg(
+        id,
+        "Requests and errors over time",
+        &desc,
+        size.pixels(),
+        |root| {
+            let mut chart = time_frame(root, series, size, top(max), &|y| format!("{y:.0}"))?;
+            let (w, x0) = (series.width_ms(), series.span().0);
+            chart
+                .draw_series(
+                    series
+                        .buckets()
+                        .filter(|b| b.requests > b.errors)
+                        .map(|b| bar(x0, b, w, b.requests as f64, BLUE)),
+                )
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    series
+                        .buckets()
+                        .filter(|b| b.errors > 0)
+                        .map(|b| bar(x0, b, w, b.errors as f64, RED)),
+                )
+                .map_err(err)?;
+            Ok(())
+        },
+    )
 }
 
 /// Known cost per bucket.
-pub fn cost(id: &str, series: &Series) -> String {
+pub fn cost(id: &str, series: &Series, size: Size) -> String {
     let max = series.buckets().map(|b| b.cost_usd).fold(0.0, f64::max);
     let total = series.buckets().map(|b| b.cost_usd).fold(0.0, |a, b| a + b);
     let desc = format!(
@@ -207,8 +244,8 @@ pub fn cost(id: &str, series: &Series) -> String {
         usd(max),
         humantime::format_duration(Duration::from_millis(series.width_ms() as u64))
     );
-    svg(id, "Cost over time", &desc, WIDE, |root| {
-        let mut chart = time_frame(root, series, top(max), &|y| usd(*y))?;
+    svg(id, "Cost over time", &desc, size.pixels(), |root| {
+        let mut chart = time_frame(root, series, size, top(max), &|y| usd(*y))?;
         let (w, x0) = (series.width_ms(), series.span().0);
         chart
             .draw_series(
@@ -224,7 +261,7 @@ pub fn cost(id: &str, series: &Series) -> String {
 
 /// The cache's share of each bucket's requests, as a line broken where a
 /// bucket had none.
-pub fn hit_rate(id: &str, series: &Series) -> String {
+pub fn hit_rate(id: &str, series: &Series, size: Size) -> String {
     let hits: u64 = series.buckets().map(|b| b.cache_hits).sum();
     let total: u64 = series.buckets().map(|b| b.requests).sum();
     let desc = if total == 0 {
@@ -235,32 +272,38 @@ pub fn hit_rate(id: &str, series: &Series) -> String {
             hits as f64 * 100.0 / total as f64
         )
     };
-    svg(id, "Cache hit rate over time", &desc, WIDE, |root| {
-        let mut chart = time_frame(root, series, 105.0, &|y| format!("{y:.0}%"))?;
-        let x0 = series.span().0;
-        let half = series.width_ms() / 2;
-        let mut run: Vec<(i64, f64)> = Vec::new();
-        let mut runs: Vec<Vec<(i64, f64)>> = Vec::new();
-        for b in series.buckets() {
-            match b.hit_rate() {
-                Some(r) => run.push((b.start_ms - x0 + half, r * 100.0)),
-                None => runs.push(std::mem::take(&mut run)),
+    svg(
+        id,
+        "Cache hit rate over time",
+        &desc,
+        size.pixels(),
+        |root| {
+            let mut chart = time_frame(root, series, size, 105.0, &|y| format!("{y:.0}%"))?;
+            let x0 = series.span().0;
+            let half = series.width_ms() / 2;
+            let mut run: Vec<(i64, f64)> = Vec::new();
+            let mut runs: Vec<Vec<(i64, f64)>> = Vec::new();
+            for b in series.buckets() {
+                match b.hit_rate() {
+                    Some(r) => run.push((b.start_ms - x0 + half, r * 100.0)),
+                    None => runs.push(std::mem::take(&mut run)),
+                }
             }
-        }
-        runs.push(run);
-        for r in runs.into_iter().filter(|r| !r.is_empty()) {
-            if r.len() == 1 {
-                chart
-                    .draw_series(std::iter::once(Circle::new(r[0], 3, PURPLE.filled())))
-                    .map_err(err)?;
-            } else {
-                chart
-                    .draw_series(LineSeries::new(r, PURPLE.stroke_width(2)))
-                    .map_err(err)?;
+            runs.push(run);
+            for r in runs.into_iter().filter(|r| !r.is_empty()) {
+                if r.len() == 1 {
+                    chart
+                        .draw_series(std::iter::once(Circle::new(r[0], 3, PURPLE.filled())))
+                        .map_err(err)?;
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(r, PURPLE.stroke_width(2)))
+                        .map_err(err)?;
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// One model's latency histogram, over the bins it uses.
@@ -328,15 +371,25 @@ mod tests {
         assert_eq!(time_label(t, 3_600_000, 10_000), "22:13:20");
         assert_eq!(time_label(t, 7 * 86_400_000, 3_600_000), "11-14 22:13");
         assert_eq!(time_label(t, 90 * 86_400_000, 86_400_000), "11-14");
+        assert_eq!(
+            time_label(t, 3 * 365 * 86_400_000, 86_400_000),
+            "2023-11-14"
+        );
+        assert_eq!(time_label(i64::MAX, 60_000, 1_000), "23:59:59");
     }
 
     #[test]
     fn ticks_fall_on_round_times() {
         // An hour from 10:07: ticks every 15 minutes from 10:15.
         let x0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000 + 7 * 60_000;
-        let t = ticks(x0, x0 + 3_600_000);
+        let t = ticks(x0, x0 + 3_600_000, 5);
         assert_eq!(t, [8, 23, 38, 53].map(|m| m * 60_000));
-        assert!(ticks(0, 0).len() == 1);
+        assert!(ticks(0, 0, 5).len() == 1);
+        assert!(ticks(x0, x0 + 3_600_000, 3).len() <= 4);
+        // Decades: at most six, evenly spaced.
+        let decades = ticks(0, 20 * 365 * 86_400_000, 5);
+        assert!((2..=6).contains(&decades.len()), "{decades:?}");
+        assert!(decades.windows(3).all(|w| w[1] - w[0] == w[2] - w[1]));
     }
 
     #[test]
@@ -344,7 +397,7 @@ mod tests {
         let mut s = Series::spanning(0, 3_600_000, 60);
         s.add(60_000, true, false, Some(0.01));
         s.add(61_000, false, false, None);
-        let out = requests("r", &s);
+        let out = requests("r", &s, Size::Wide);
         assert!(
             out.starts_with(r#"<svg role="img" aria-labelledby="r-t r-d" class="chart" "#),
             "{out}"
@@ -356,7 +409,8 @@ mod tests {
         let h = histogram("h", "a/<b>", &Bins::of([12.0, 13.0, 400.0]));
         assert!(h.contains("Latency of a/&lt;b&gt;"), "escaped");
         assert!(h.contains("10–15 ms: 2; 300–500 ms: 1"), "{h}");
-        let empty = hit_rate("e", &Series::spanning(0, 1000, 10));
+        let empty = hit_rate("e", &Series::spanning(0, 1000, 10), Size::Narrow);
+        assert!(empty.contains(r#"viewBox="0 0 360 240""#), "{empty}");
         assert!(empty.contains("No requests"));
     }
 }

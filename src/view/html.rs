@@ -7,8 +7,8 @@
 
 use std::fmt::Write;
 
-use super::chart;
-use super::data::{ms_label, Bins, Summary};
+use super::chart::{self, Size};
+use super::data::{ms_label, Bins, Series, Summary};
 use super::text::usd;
 use super::text::{count, esc};
 use super::{Candidate, Live, ModelRow, Picture, RecentRequest};
@@ -119,9 +119,7 @@ pub fn body(p: &Picture) -> String {
 
 /// A unix time in ms as `2026-11-29 11:40:56 UTC`.
 pub fn stamp(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    let s = humantime::format_rfc3339_seconds(t).to_string();
+    let s = super::text::rfc3339(ms);
     format!("{} {} UTC", &s[..10], &s[11..19])
 }
 
@@ -147,7 +145,7 @@ fn cards(out: &mut String, p: &Picture) {
             "rps",
             &format!("{:.1}", l.requests_per_second),
             "requests/s",
-            "last 10 s",
+            "last 10–20 s",
         );
         card(
             out,
@@ -268,17 +266,19 @@ fn candidate(out: &mut String, rank: usize, c: &Candidate) {
 fn over_time(out: &mut String, p: &Picture) {
     let s = &p.series;
     out.push_str("<section aria-labelledby=\"time-h\"><h2 id=\"time-h\">Over time</h2>\n<div class=\"charts\">");
-    for (title, svg) in [
-        (
-            "Requests (blue) and errors (red)",
-            chart::requests("c-req", s),
-        ),
-        ("Cost", chart::cost("c-cost", s)),
-        ("Cache hit rate", chart::hit_rate("c-hit", s)),
-    ] {
+    type Draw = fn(&str, &Series, Size) -> String;
+    let charts: [(&str, &str, Draw); 3] = [
+        ("Requests (blue) and errors (red)", "c-req", chart::requests),
+        ("Cost", "c-cost", chart::cost),
+        ("Cache hit rate", "c-hit", chart::hit_rate),
+    ];
+    for (title, id, draw) in charts {
+        // Two drawings; the style sheet shows the one that fits.
         let _ = write!(
             out,
-            "<figure>{svg}<figcaption>{}</figcaption></figure>",
+            "<figure><div class=\"wide\">{}</div><div class=\"narrow\">{}</div><figcaption>{}</figcaption></figure>",
+            draw(id, s, Size::Wide),
+            draw(&format!("{id}-n"), s, Size::Narrow),
             esc(title)
         );
     }
@@ -420,6 +420,8 @@ h3{font-size:.95rem;margin:1rem 0 .4rem;color:var(--muted);font-weight:600}
 .charts.small{grid-template-columns:repeat(auto-fill,minmax(min(100%,20rem),1fr))}
 .grid2{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,44rem),1fr));gap:1rem}
 figure{margin:0;min-width:0}
+.narrow{display:none}
+@media (max-width:40rem){.wide{display:none}.narrow{display:block}}
 svg.chart{display:block;width:100%;height:auto;max-width:100%}
 svg.chart text{fill:var(--muted)}
 svg.chart [stroke="#888888"]{stroke:var(--axis)}
@@ -505,8 +507,8 @@ mod tests {
         }
         assert_eq!(
             page.matches("<svg").count(),
-            4,
-            "three charts over time and one histogram"
+            7,
+            "three charts over time, wide and narrow, and one histogram"
         );
         assert_eq!(page.matches("<svg").count(), page.matches("</svg>").count());
     }

@@ -16,6 +16,17 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The last millisecond humantime can write (9999-12-31T23:59:59.999Z).
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// A unix time in ms as RFC 3339 to the second, `2026-11-29T11:40:56Z`;
+/// times before 1970 or after 9999 are written as those bounds.
+pub fn rfc3339(ms: i64) -> String {
+    let ms = ms.clamp(0, LAST_MS) as u64;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// `1234567` as `1,234,567`.
 pub fn count(n: u64) -> String {
     let digits = n.to_string();
@@ -50,6 +61,15 @@ pub fn usd(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_time_can_be_written() {
+        assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        // Microseconds taken for milliseconds: a time after the year 9999.
+        assert_eq!(rfc3339(1_700_000_000_000_000), "9999-12-31T23:59:59Z");
+    }
 
     #[test]
     fn text_is_escaped_and_counts_grouped() {

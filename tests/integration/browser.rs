@@ -7,6 +7,7 @@
 //! for anything from another host fails loudly (in the console and in the
 //! page's resource timings) instead of reaching the network.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,47 @@ pub struct Browser {
     rt: tokio::runtime::Runtime,
     /// Where screenshots go: the test's temporary directory.
     shots: PathBuf,
+    /// The viewport's width, as emulated.
+    width: Cell<u32>,
+}
+
+/// A ChromeDriver on a free port, ready; `None` if it did not get ready
+/// (another process took the port first, say).
+fn driver(
+    path: &Path,
+    client: &reqwest::Client,
+    rt: &tokio::runtime::Runtime,
+) -> Option<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let mut child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        let ready = rt.block_on(async {
+            let r = client.get(format!("{base}/status")).send().await.ok()?;
+            r.json::<Value>().await.ok()
+        });
+        if ready.is_some_and(|v| v["value"]["ready"] == true) {
+            return Some((child, base));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Browser {
@@ -40,18 +82,6 @@ impl Browser {
     pub fn start(dir: &Path) -> Browser {
         let chromium = tool("LLMROUTE_TEST_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = tool("LLMROUTE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -61,31 +91,18 @@ impl Browser {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
+        let (driver, base) = (0..5)
+            .find_map(|_| driver(&chromedriver, &client, &rt))
+            .expect("chromedriver gets ready on a free port");
         let mut b = Browser {
             driver,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             session: String::new(),
             client,
             rt,
             shots: dir.to_path_buf(),
+            width: Cell::new(1280),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = b.rt.block_on(async {
-                let r = b
-                    .client
-                    .get(format!("{}/status", b.base))
-                    .send()
-                    .await
-                    .ok()?;
-                r.json::<Value>().await.ok()
-            });
-            if ready.is_some_and(|v| v["value"]["ready"] == true) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let profile = dir.join("chromium-profile");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -113,6 +130,17 @@ impl Browser {
 
     /// One WebDriver command; its `value`.
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    /// One WebDriver command; its `value`, or its error.
+    fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = if path == "/session" {
             format!("{}{path}", self.base)
         } else {
@@ -123,17 +151,13 @@ impl Browser {
             if let Some(b) = body {
                 req = req.json(&b);
             }
-            req.send()
-                .await
-                .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
-                .json()
-                .await
-                .unwrap()
-        });
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            r.json().await.map_err(|e| e.to_string())
+        })?;
         if v["value"]["error"].is_string() {
-            panic!("WebDriver {path}: {}", v["value"]);
+            return Err(v["value"].to_string());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     pub fn goto(&self, url: &str) {
@@ -157,15 +181,25 @@ impl Browser {
             .to_string()
     }
 
-    /// The viewport `width` px wide (and 900 px high).
-    pub fn width(&self, width: u32) {
-        // The window is the viewport in headless mode, near enough; the
-        // page's own width is measured, not assumed.
+    /// A viewport `width` px wide and `height` high, a phone's below 600.
+    fn viewport(&self, width: u32, height: u64) {
         self.call(
             reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": width, "height": 900})),
+            "/goog/cdp/execute",
+            Some(
+                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600
+                }}),
+            ),
         );
+    }
+
+    /// The viewport `width` px wide (and 900 px high), checked.
+    pub fn width(&self, width: u32) {
+        self.width.set(width);
+        self.viewport(width, 900);
+        let inner = self.eval("return window.innerWidth");
+        assert_eq!(inner, width, "the viewport's width");
     }
 
     /// Follows the system's dark setting (true) or light one.
@@ -189,28 +223,10 @@ impl Browser {
 
     /// Writes a screenshot of the whole page to the test's directory.
     pub fn screenshot(&self, name: &str) -> PathBuf {
-        let size = self.eval(
-            "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]",
-        );
-        let (w, h) = (
-            size[0].as_u64().unwrap_or(1280),
-            size[1].as_u64().unwrap_or(900),
-        );
-        self.call(
-            reqwest::Method::POST,
-            "/goog/cdp/execute",
-            Some(
-                json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
-                    "width": w, "height": h.min(8000), "deviceScaleFactor": 1, "mobile": false
-                }}),
-            ),
-        );
+        let height = self.eval("return document.documentElement.scrollHeight");
+        self.viewport(self.width.get(), height.as_u64().unwrap_or(900).min(8000));
         let png = self.call(reqwest::Method::GET, "/screenshot", None);
-        self.call(
-            reqwest::Method::POST,
-            "/goog/cdp/execute",
-            Some(json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}})),
-        );
+        self.viewport(self.width.get(), 900);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().expect("a screenshot"))
             .expect("base64");
@@ -261,7 +277,13 @@ impl Browser {
     pub fn wait_until(&self, script: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
-            if self.eval(script) == true {
+            // An error is "not yet": a page being replaced has no context.
+            let v = self.try_call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": script, "args": []})),
+            );
+            if v.is_ok_and(|v| v == true) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -280,5 +302,72 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// How much each chart on show is scaled from its drawing (1.0: its
+    /// labels at the size they were drawn at).
+    pub fn chart_scales(&self) -> Vec<f64> {
+        let v = self.eval(
+            "return [...document.querySelectorAll('svg.chart')]
+                .map(s => [s.getBoundingClientRect().width, s.viewBox.baseVal.width])
+                .filter(([shown]) => shown > 0)
+                .map(([shown, drawn]) => shown / drawn)",
+        );
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect()
+    }
+}
+
+impl Browser {
+    /// What every page of llmroute's must be, checked on the page loaded:
+    /// light and dark themes that follow the system, no sideways scrolling
+    /// at 375 and 1920 px, charts drawn for a phone's width there (their
+    /// labels keep most of their size), no console errors or warnings, and
+    /// nothing loaded but from `own` (a URL prefix; `None`: nothing at
+    /// all). Screenshots `NAME-light-1280.png` and `NAME-dark-375.png`; the
+    /// number of charts on show at 375 px is returned.
+    pub fn check_page(&self, name: &str, own: Option<&str>) -> usize {
+        let light = self.eval("return getComputedStyle(document.body).backgroundColor");
+        self.screenshot(&format!("{name}-light-1280"));
+        for width in [375, 1920] {
+            self.width(width);
+            assert!(
+                !self.scrolls_sideways(),
+                "{name} scrolls sideways at {width} px"
+            );
+        }
+        self.dark(true);
+        let dark = self.eval("return getComputedStyle(document.body).backgroundColor");
+        assert_ne!(light, dark, "{name}: the dark theme follows the system");
+        self.width(375);
+        assert!(!self.scrolls_sideways());
+        let scales = self.chart_scales();
+        assert!(scales.iter().all(|s| *s >= 0.85), "{name}: {scales:?}");
+        let shot = self.screenshot(&format!("{name}-dark-375"));
+        assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
+        assert_eq!(
+            self.console_errors(),
+            Vec::<String>::new(),
+            "{name}: console"
+        );
+        let loaded = self.resources();
+        match own {
+            None => assert_eq!(loaded, Vec::<String>::new(), "{name} loads nothing"),
+            Some(own) => {
+                assert!(!loaded.is_empty(), "{name} loads its own script and data");
+                let elsewhere: Vec<&String> =
+                    loaded.iter().filter(|u| !u.starts_with(own)).collect();
+                assert!(
+                    elsewhere.is_empty(),
+                    "{name} loads from elsewhere: {elsewhere:?}"
+                );
+            }
+        }
+        scales.len()
     }
 }

@@ -133,24 +133,12 @@ fn a_browser_shows_the_report_s_figures_offline_in_both_themes() {
     assert_eq!(unlabelled, 0);
     assert_eq!(b.eval("return document.scripts.length"), 0);
 
-    let light = b.eval("return getComputedStyle(document.body).backgroundColor");
-    b.screenshot("report-light-1280");
-    for width in [375, 1920] {
-        b.width(width);
-        assert!(
-            !b.scrolls_sideways(),
-            "the page scrolls sideways at {width} px"
-        );
-    }
-    b.dark(true);
-    let dark = b.eval("return getComputedStyle(document.body).backgroundColor");
-    assert_ne!(light, dark, "the dark theme follows the system");
-    b.width(375);
-    assert!(!b.scrolls_sideways());
-    let shot = b.screenshot("report-dark-375");
-    assert!(std::fs::metadata(shot).unwrap().len() > 10_000);
-    assert_eq!(b.console_errors(), Vec::<String>::new(), "console errors");
-    assert_eq!(b.resources(), Vec::<String>::new(), "nothing else loaded");
+    let charts = b.check_page("report", None);
+    assert_eq!(
+        charts,
+        3 + with_latency.len(),
+        "three over time and the histograms"
+    );
 }
 
 #[test]

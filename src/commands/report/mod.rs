@@ -75,20 +75,16 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
 
 /// Writes `bytes` to `file` through a temporary file beside it, renamed
 /// over it at the end: a reader (a mailer, a web server) sees the old
-/// report or the new one, never half of one.
+/// report or the new one, never half of one. The temporary file is always
+/// a new one (never a file or link someone put there in its name).
 fn write_whole(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let name = file
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = file.with_file_name(tmp_name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
+    let (tmp, mut f) = new_beside(file, name)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
     match written.and_then(|()| std::fs::rename(&tmp, file)) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -96,6 +92,30 @@ fn write_whole(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
             Err(e)
         }
     }
+}
+
+/// A file created new beside `file`: `.NAME.PID.N.tmp`, the first N free.
+fn new_beside(
+    file: &std::path::Path,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let mut last = None;
+    for n in 0..100 {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+        let tmp = file.with_file_name(tmp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name is free")))
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set to something.
@@ -408,6 +428,24 @@ mod tests {
         assert!(use_colour(true, Some(OsStr::new(""))));
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None));
+    }
+
+    #[test]
+    fn the_output_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let out = dir.path().join("r.html");
+        // The temporary names a run of this process would try first.
+        for n in 0..3 {
+            let planted = dir
+                .path()
+                .join(format!(".r.html.{}.{n}.tmp", std::process::id()));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        write_whole(&out, b"report").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&out).unwrap(), b"report");
     }
 
     #[test]
