@@ -1,8 +1,12 @@
-//! Client and admin tokens. Each is kept as its SHA-256 and compared in
-//! constant time against every token of its set, so neither a token's
-//! content nor its length shows in how long a refusal takes.
+//! Client and admin tokens, and the dashboard's sessions. A token is kept
+//! as its SHA-256 and compared in constant time against every token of
+//! its set, so neither a token's content nor its length shows in how long
+//! a refusal takes.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -64,46 +68,64 @@ impl Tokens {
         found.into()
     }
 
-    /// A dashboard session for `token`, if it is one of the set: the hex
-    /// of a hash of its hash, which [`Tokens::holds_session`] knows again.
-    pub fn session_for(&self, token: &str) -> Option<String> {
-        if token.trim().is_empty() || !self.holds(token) {
-            return None;
-        }
-        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        Some(hex::encode(session_of(&digest)))
-    }
-
-    /// Whether `cookie` is a session of a token of the set, looking at
-    /// every one.
-    pub fn holds_session(&self, cookie: &str) -> bool {
-        let Ok(given) = hex::decode(cookie.trim()) else {
-            return false;
-        };
-        if given.len() != 32 {
-            return false;
-        }
-        let mut found = subtle::Choice::from(0);
-        for t in &self.0 {
-            found |= session_of(t).ct_eq(&given[..]);
-        }
-        found.into()
-    }
-
     /// Tokens of both sets.
     pub fn union(&self, other: &Tokens) -> Tokens {
         Tokens(self.0.iter().chain(other.0.iter()).copied().collect())
     }
 }
 
-/// A session's value for a token's digest: another hash, so that the
-/// cookie is not the digest kept here and opens nothing but the dashboard.
-fn session_of(digest: &[u8; 32]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"llmroute dashboard session\0")
-        .chain_update(digest)
-        .finalize()
-        .into()
+/// How long a dashboard session lasts after it is opened.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; opening one more forgets the oldest.
+pub const SESSIONS_MAX: usize = 1024;
+
+/// The dashboard's sessions: random ids, kept here as their SHA-256 with
+/// when they end, so signing out (or a restart) ends one for good. A
+/// session opens the dashboard only; the API takes tokens.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Sessions {
+    /// A new session, valid for [`SESSION_TTL`]; its id, in hex.
+    pub fn open(&self, now: Instant) -> std::io::Result<String> {
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, end| *end > now);
+        if open.len() >= SESSIONS_MAX {
+            if let Some(oldest) = open.iter().min_by_key(|(_, end)| **end).map(|(k, _)| *k) {
+                open.remove(&oldest);
+            }
+        }
+        open.insert(Sha256::digest(id).into(), now + SESSION_TTL);
+        Ok(hex::encode(id))
+    }
+
+    /// Whether `id` is a session still open at `now`.
+    pub fn holds(&self, id: &str, now: Instant) -> bool {
+        let Some(key) = Sessions::key(id) else {
+            return false;
+        };
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&key).is_some_and(|end| *end > now)
+    }
+
+    /// Ends session `id`.
+    pub fn close(&self, id: &str) {
+        if let Some(key) = Sessions::key(id) {
+            self.open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+
+    fn key(id: &str) -> Option<[u8; 32]> {
+        let raw = hex::decode(id.trim()).ok().filter(|r| r.len() == 32)?;
+        Some(Sha256::digest(raw).into())
+    }
 }
 
 /// The bearer token of an `Authorization` header value.
@@ -126,25 +148,34 @@ mod tests {
     }
 
     #[test]
-    fn a_session_opens_for_its_token_only() {
-        let mut t = Tokens::default();
-        t.add("alpha");
-        let s = t.session_for("alpha").unwrap();
-        assert!(t.holds_session(&s));
-        assert_ne!(
-            s,
-            hex::encode(Sha256::digest(b"alpha")),
-            "not the kept digest"
-        );
-        assert!(!s.contains("alpha"));
-        assert_eq!(t.session_for("beta"), None);
-        assert_eq!(t.session_for(""), None);
-        assert!(!t.holds_session(&s[..62]));
-        assert!(!t.holds_session("zz"));
-        let mut other = Tokens::default();
-        other.add("beta");
-        assert!(!other.holds_session(&s));
-        assert!(!t.holds(&s), "a session is no token");
+    fn a_session_lasts_until_closed_or_expired() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let id = sessions.open(t0).unwrap();
+        assert_eq!(id.len(), 64);
+        assert!(sessions.holds(&id, t0));
+        assert!(!sessions.holds(&id, t0 + SESSION_TTL), "expired");
+        assert!(!sessions.holds(&id[..62], t0));
+        assert!(!sessions.holds("not hex", t0));
+        let other = sessions.open(t0).unwrap();
+        assert_ne!(id, other);
+        sessions.close(&id);
+        assert!(!sessions.holds(&id, t0), "signed out");
+        assert!(sessions.holds(&other, t0));
+    }
+
+    #[test]
+    fn sessions_stay_bounded() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let first = sessions.open(t0).unwrap();
+        for i in 0..SESSIONS_MAX {
+            sessions
+                .open(t0 + Duration::from_millis(i as u64 + 1))
+                .unwrap();
+        }
+        assert_eq!(sessions.open.lock().unwrap().len(), SESSIONS_MAX);
+        assert!(!sessions.holds(&first, t0), "the oldest went");
     }
 
     #[test]

@@ -160,7 +160,12 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
         r = &mut task => r,
         _ = tokio::time::sleep(app.deadline) => {
             token.cancel();
-            let _ = task.await;
+            // The attempts made before the deadline count, as the store
+            // records them.
+            if let Ok(r) = task.await {
+                app.live.attempts(&r.attempts);
+                access.attempts = r.attempts.len();
+            }
             drop(guard);
             return app.refuse(ApiError::deadline(app.deadline), access, started);
         }

@@ -6,8 +6,10 @@
 //!
 //! With client tokens set, it takes the same tokens as the API, or an
 //! admin token: as `Authorization: Bearer`, or given once in the page's
-//! form and kept in a cookie. The cookie holds a hash of the token's hash,
-//! so it opens the dashboard but is no token the API takes.
+//! form, which opens a session kept in a cookie. A session is a random id
+//! the server knows for 12 hours, until "Sign out" or a restart; it opens
+//! the dashboard and nothing of the API. The form and "Sign out" take
+//! posts from the dashboard's own pages only.
 
 use std::sync::Arc;
 
@@ -58,7 +60,8 @@ impl App {
             return Some(Viewer::Token);
         }
         let cookie = cookie(headers, COOKIE)?;
-        (self.clients.holds_session(cookie) || self.admins.holds_session(cookie))
+        self.sessions
+            .holds(cookie, std::time::Instant::now())
             .then_some(Viewer::Cookie)
     }
 }
@@ -83,7 +86,7 @@ fn guarded(mut resp: Response) -> Response {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -154,6 +157,9 @@ pub async fn script() -> Response {
 /// `POST /dashboard/login`: a token from the form; a good one sets the
 /// session cookie.
 pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if app.clients.is_empty() {
         return Redirect::to("/dashboard").into_response();
     }
@@ -165,34 +171,71 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let session = app
-        .clients
-        .session_for(&token)
-        .or_else(|| app.admins.session_for(&token));
+    let known = !token.trim().is_empty() && (app.clients.holds(&token) || app.admins.holds(&token));
+    let session = known
+        .then(|| app.sessions.open(std::time::Instant::now()))
+        .transpose();
     match session {
-        Some(s) => {
+        Err(e) => {
+            tracing::error!("cannot open a dashboard session: {e}");
+            ApiError::internal().into_response()
+        }
+        Ok(Some(s)) => {
             let mut resp = Redirect::to("/dashboard").into_response();
-            let c = format!("{COOKIE}={s}; Path=/dashboard; HttpOnly; SameSite=Strict");
+            let c = format!(
+                "{COOKIE}={s}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
+                super::auth::SESSION_TTL.as_secs()
+            );
             if let Ok(v) = HeaderValue::from_str(&c) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }
             guarded(resp)
         }
-        None => html_response(
+        Ok(None) => html_response(
             StatusCode::UNAUTHORIZED,
             sign_in(Some("That token is not one of this server's.")),
         ),
     }
 }
 
-/// `POST /dashboard/logout`: forgets the session cookie.
-pub async fn logout() -> Response {
+/// `POST /dashboard/logout`: ends the session and forgets its cookie.
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    if let Some(id) = cookie(&headers, COOKIE) {
+        app.sessions.close(id);
+    }
     let mut resp = Redirect::to("/dashboard").into_response();
     let c = format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     guarded(resp)
+}
+
+/// Whether a post comes from a page of this server, as far as the browser
+/// says: `Sec-Fetch-Site` same-origin (or none: typed, bookmarked), or,
+/// from a browser that does not send it, an `Origin` naming this host.
+/// Clients that send neither (curl) are not browsers another site can
+/// drive.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    match (text("origin"), text("host")) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+    }
+}
+
+fn cross_site() -> Response {
+    ApiError::forbidden("the dashboard takes sign-in and sign-out from its own pages only")
+        .into_response()
 }
 
 /// The form that asks for a token.

@@ -43,6 +43,8 @@ pub struct App {
     pub started: Instant,
     /// This process's traffic, for the dashboard.
     pub live: super::live::Live,
+    /// The dashboard's signed-in sessions.
+    pub sessions: super::auth::Sessions,
     tags: AtomicU64,
     ids: AtomicU64,
     /// This process's part of every request id.
@@ -72,6 +74,8 @@ impl App {
         writer: crate::store::writer::WriterHandle,
         redis: Option<Arc<crate::shared::Link>>,
     ) -> App {
+        let s = &router.config().settings;
+        let known: Vec<String> = s.models.iter().chain(s.fallback.iter()).cloned().collect();
         App {
             router,
             gate,
@@ -87,7 +91,8 @@ impl App {
             writer,
             redis,
             started: Instant::now(),
-            live: super::live::Live::new(crate::engine::now_ms()),
+            live: super::live::Live::new(crate::engine::now_ms(), known),
+            sessions: super::auth::Sessions::default(),
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
@@ -169,7 +174,7 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     if !app.clients.is_empty() {
         guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     }
-    axum::Router::new()
+    let mut all = axum::Router::new()
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready))
         .route("/", get(dashboard::root))
@@ -181,9 +186,51 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/dashboard/logout", post(dashboard::logout))
         .merge(guarded)
         .fallback(not_found)
-        .method_not_allowed_fallback(not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), identify))
+        .method_not_allowed_fallback(not_allowed);
+    if app.clients.is_empty() {
+        all = all.layer(middleware::from_fn(local_only));
+    }
+    all.layer(middleware::from_fn_with_state(app.clone(), identify))
         .with_state(app)
+}
+
+/// Without client tokens the server is for this machine alone (it listens
+/// on loopback): a request must also name a loopback host, so that a web
+/// page elsewhere cannot reach it through a name of its own that resolves
+/// to 127.0.0.1 (DNS rebinding). A request without a host is let through.
+async fn local_only(req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(h) if !loopback_host(h) => ApiError::forbidden(format!(
+            "this server has no client tokens, so it answers requests for localhost only, not for {}",
+            crate::core::failure::snippet(h.as_bytes())
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Whether a `Host` value names this machine: `localhost` (or a name
+/// under it) or a loopback address, with or without a port.
+pub fn loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Gives every request its id, sends it back, and logs the requests that
@@ -239,4 +286,37 @@ async fn not_allowed(req: Request) -> Response {
     e.kind = "invalid_request_error";
     e.code = "method_not_allowed";
     e.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_this_machine_s_names() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.9.9.9:1",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[2001:db8::1]:80",
+            "",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
 }

@@ -2,9 +2,12 @@
 //! started, kept in memory that stays the same size however long it runs.
 //! Totals are exact; the time series keeps the last hour in 10 s buckets;
 //! percentiles are over the last 10,000 answers (each model's over its
-//! last 1,000); the last 50 requests are kept, without their text.
+//! last 1,000); the last 50 requests are kept, without their text. The
+//! configured candidates and fallback models are counted by name; other
+//! names a client pins, up to [`MODELS`] of at most [`NAME_MAX`] bytes,
+//! and the rest together under [`OTHERS`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::engine::Attempt;
@@ -22,8 +25,10 @@ pub const MODEL_LATENCIES: usize = 1_000;
 pub const MIN_SHOWN: usize = 30;
 /// Requests listed.
 pub const RECENT: usize = 50;
-/// Models counted apart; attempts of later ones count under [`OTHERS`].
+/// Models outside the configuration counted apart; attempts of later ones,
+/// and of longer names, count under [`OTHERS`].
 pub const MODELS: usize = 200;
+pub const NAME_MAX: usize = 200;
 pub const OTHERS: &str = "(other models)";
 
 /// One request as it ended.
@@ -64,6 +69,10 @@ impl Default for ModelLive {
 
 #[derive(Debug)]
 struct Inner {
+    /// The configured models, always counted by name.
+    known: HashSet<String>,
+    /// Models counted by name that are not configured.
+    unknown: usize,
     totals: Totals,
     series: Series,
     latencies: Recent<f64>,
@@ -93,9 +102,12 @@ pub struct Snapshot {
 }
 
 impl Live {
-    pub fn new(now_ms: i64) -> Live {
+    /// Counters from `now_ms` on; `known` are the configured models.
+    pub fn new(now_ms: i64, known: impl IntoIterator<Item = String>) -> Live {
         Live {
             inner: Mutex::new(Inner {
+                known: known.into_iter().collect(),
+                unknown: 0,
                 totals: Totals::default(),
                 series: Series::rolling(BUCKET_MS, BUCKETS, now_ms),
                 latencies: Recent::new(LATENCIES),
@@ -164,7 +176,7 @@ impl Live {
             .add(e.at_ms, ok, e.cached, cost.filter(|_| !e.cached));
         inner.recent.push(RecentRequest {
             at_ms: e.at_ms,
-            model: e.model,
+            model: e.model.map(|m| shortened(m, NAME_MAX)),
             status: e.status,
             latency_ms: e.latency_ms,
             cached: e.cached,
@@ -172,31 +184,50 @@ impl Live {
         });
     }
 
-    /// The counters now, the time series rolled on to `now_ms`.
+    /// The counters now, the time series rolled on to `now_ms`. The lock
+    /// is held to copy them only; percentiles are sorted out after it.
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
-        let mut inner = self.lock();
-        inner.series.advance(now_ms);
-        let mut models: Vec<ModelRow> = inner
-            .models
-            .iter()
-            .map(|(name, m)| ModelRow {
-                model: name.clone(),
-                attempts: m.attempts,
-                errors: m.errors,
-                latency: Summary::of(m.latencies.to_vec()),
-                cost_usd: m.cost_usd,
-                bins: m.bins.clone(),
+        let (models, latencies, totals, series, recent, rps) = {
+            let mut inner = self.lock();
+            inner.series.advance(now_ms);
+            let models: Vec<(ModelRow, Vec<f64>)> = inner
+                .models
+                .iter()
+                .map(|(name, m)| {
+                    let row = ModelRow {
+                        model: name.clone(),
+                        attempts: m.attempts,
+                        errors: m.errors,
+                        latency: Summary::default(),
+                        cost_usd: m.cost_usd,
+                        bins: m.bins.clone(),
+                    };
+                    (row, m.latencies.to_vec())
+                })
+                .collect();
+            (
+                models,
+                inner.latencies.to_vec(),
+                inner.totals,
+                inner.series.since(self.started_ms, MIN_SHOWN),
+                inner.recent.newest().cloned().collect::<Vec<_>>(),
+                rate(&inner.series, now_ms),
+            )
+        };
+        let mut models: Vec<ModelRow> = models
+            .into_iter()
+            .map(|(mut row, l)| {
+                row.latency = Summary::of(l);
+                row
             })
             .collect();
         models.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.model.cmp(&b.model)));
-        let latency = Summary::of(inner.latencies.to_vec());
-        let rps = rate(&inner.series, now_ms);
         Snapshot {
-            totals: inner.totals,
-            latency,
-            series: inner.series.since(self.started_ms, MIN_SHOWN),
+            totals,
+            latency: Summary::of(latencies),
+            series,
             models,
-            recent: inner.recent.newest().cloned().collect(),
+            recent,
             requests_per_second: rps,
         }
     }
@@ -204,16 +235,31 @@ impl Live {
 
 impl Inner {
     fn model(&mut self, name: &str) -> &mut ModelLive {
-        let name = if self.models.contains_key(name) || self.models.len() < MODELS {
-            name
-        } else {
-            OTHERS
-        };
+        let own = self.models.contains_key(name)
+            || self.known.contains(name)
+            || (self.unknown < MODELS && name.len() <= NAME_MAX);
+        let name = if own { name } else { OTHERS };
         if !self.models.contains_key(name) {
+            if name != OTHERS && !self.known.contains(name) {
+                self.unknown += 1;
+            }
             self.models.insert(name.to_string(), ModelLive::default());
         }
         self.models.get_mut(name).expect("just inserted")
     }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary, with `…`.
+fn shortened(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 /// Requests a second over the current bucket and the one before it.
@@ -262,7 +308,7 @@ mod tests {
     #[test]
     fn totals_count_every_request_once() {
         let t0 = 1_000_000_000;
-        let live = Live::new(t0);
+        let live = Live::new(t0, []);
         live.attempts(&[attempt("m/b", false, 50.0), attempt("m/a", true, 120.0)]);
         live.ended(ended(t0 + 1, 200, false, 130.0, Some(0.01)));
         live.ended(ended(t0 + 2, 200, true, 0.4, Some(0.0)));
@@ -290,8 +336,41 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_crowd_out_the_configured_models_or_grow_names() {
+        let live = Live::new(0, ["c/one".to_string()]);
+        let huge = "x".repeat(1 << 20);
+        live.attempts(&[attempt(&huge, false, 1.0)]);
+        for i in 0..(MODELS + 5) {
+            live.attempts(&[attempt(&format!("pinned/{i}"), false, 1.0)]);
+        }
+        live.attempts(&[attempt("c/one", true, 5.0)]);
+        let mut e = ended(1, 502, false, 1.0, None);
+        e.model = Some(huge.clone());
+        live.ended(e);
+        let s = live.snapshot(10);
+        assert!(s
+            .models
+            .iter()
+            .any(|m| m.model == "c/one" && m.attempts == 1));
+        assert_eq!(
+            s.models.len(),
+            MODELS + 2,
+            "the pinned ones, the configured one, others"
+        );
+        let others = s.models.iter().find(|m| m.model == OTHERS).unwrap();
+        assert_eq!(
+            others.attempts, 6,
+            "the huge name and the five past the cap"
+        );
+        assert!(s.models.iter().all(|m| m.model.len() <= NAME_MAX));
+        let shown = s.recent[0].model.as_deref().unwrap();
+        assert!(shown.len() <= NAME_MAX + '…'.len_utf8(), "{}", shown.len());
+        assert_eq!(shortened("ééé".into(), 3), "é…");
+    }
+
+    #[test]
     fn memory_stays_bounded() {
-        let live = Live::new(0);
+        let live = Live::new(0, []);
         for i in 0..(MODELS + 10) {
             live.attempts(&[attempt(&format!("m/{i}"), true, 1.0)]);
         }
@@ -316,7 +395,7 @@ mod tests {
     #[test]
     fn the_rate_is_over_the_last_buckets() {
         let t0 = 1_000_000_000; // on a bucket's start
-        let live = Live::new(t0);
+        let live = Live::new(t0, []);
         for i in 0..30 {
             live.ended(ended(t0 + i * 100, 200, false, 1.0, None));
         }

@@ -17,6 +17,34 @@ fn card(b: &Browser, key: &str) -> String {
     .to_string()
 }
 
+/// Each priority ranks the three candidates, each with a state; the cost
+/// ranking puts the cheapest first.
+fn assert_rankings(b: &Browser) {
+    let rankings = b.eval(
+        "return [...document.querySelectorAll('#rankings [data-priority]')].map(t =>
+            [t.dataset.priority, [...t.querySelectorAll('tr[data-model]')].map(r =>
+                [r.dataset.model, r.querySelector('.state').textContent])])",
+    );
+    let rankings = rankings.as_array().unwrap();
+    let names: Vec<&str> = rankings.iter().map(|r| r[0].as_str().unwrap()).collect();
+    for p in ["speed", "cost", "quality", "balanced"] {
+        assert!(names.contains(&p), "{p} in {names:?}");
+    }
+    for r in rankings {
+        let rows = r[1].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{r}");
+        for row in rows {
+            let state = row[1].as_str().unwrap();
+            assert!(
+                ["measured", "prior", "probing", "cooling", "open"].contains(&state),
+                "{row}"
+            );
+        }
+    }
+    let cheapest = &rankings.iter().find(|r| r[0] == "cost").unwrap()[1][0][0];
+    assert_eq!(cheapest, "t/a", "the cost ranking puts the cheapest first");
+}
+
 #[test]
 fn a_browser_shows_the_live_traffic_and_follows_it() {
     let env = Env::three();
@@ -26,12 +54,14 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
     // Four distinct questions, two of them asked again (the cache answers),
     // and one body that is not JSON.
     let secret = "the-prompt-text-never-shows";
-    let mut answered_by = String::new();
+    let mut answered_by: std::collections::BTreeMap<String, usize> = Default::default();
     rt.block_on(async {
         for i in 0..4 {
             let (st, h, _) = post(&c, &s, &chat(None, &format!("{secret} {i}"))).await;
             assert_eq!(st, 200);
-            answered_by = header(&h, "x-llmroute-model").to_string();
+            *answered_by
+                .entry(header(&h, "x-llmroute-model").to_string())
+                .or_default() += 1;
         }
         for i in 0..2 {
             let (st, h, _) = post(&c, &s, &chat(None, &format!("{secret} {i}"))).await;
@@ -59,31 +89,14 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
         "return [...document.querySelectorAll('#models tr[data-model]')]
             .map(r => [r.dataset.model, r.cells[1].textContent])",
     );
-    assert_eq!(models, serde_json::json!([[answered_by, "4"]]));
-    // Each priority ranks the three candidates, each with a state.
-    let rankings = b.eval(
-        "return [...document.querySelectorAll('#rankings [data-priority]')].map(t =>
-            [t.dataset.priority, [...t.querySelectorAll('tr[data-model]')].map(r =>
-                [r.dataset.model, r.querySelector('.state').textContent])])",
-    );
-    let rankings = rankings.as_array().unwrap();
-    let names: Vec<&str> = rankings.iter().map(|r| r[0].as_str().unwrap()).collect();
-    for p in ["speed", "cost", "quality", "balanced"] {
-        assert!(names.contains(&p), "{p} in {names:?}");
-    }
-    for r in rankings {
-        let rows = r[1].as_array().unwrap();
-        assert_eq!(rows.len(), 3, "{r}");
-        for row in rows {
-            let state = row[1].as_str().unwrap();
-            assert!(
-                ["measured", "prior", "probing", "cooling", "open"].contains(&state),
-                "{row}"
-            );
-        }
-    }
-    let cheapest = &rankings.iter().find(|r| r[0] == "cost").unwrap()[1][0][0];
-    assert_eq!(cheapest, "t/a", "the cost ranking puts the cheapest first");
+    let mut expected: Vec<(String, usize)> = answered_by.into_iter().collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let expected: Vec<Value> = expected
+        .iter()
+        .map(|(m, n)| serde_json::json!([m, n.to_string()]))
+        .collect();
+    assert_eq!(models, Value::Array(expected), "the models that answered");
+    assert_rankings(&b);
     let recent = b.eval(
         "return [...document.querySelectorAll('#recent tbody tr')].map(r => r.cells[2].textContent)",
     );
@@ -122,42 +135,25 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
     assert_eq!(data["totals"]["requests"], 10);
     assert!(!data.to_string().contains(secret));
 
-    b.screenshot("dashboard-light-1280");
-    for width in [375, 1920] {
-        b.width(width);
-        assert!(
-            !b.scrolls_sideways(),
-            "the page scrolls sideways at {width} px"
-        );
-    }
-    b.dark(true);
-    b.width(375);
-    assert!(!b.scrolls_sideways());
-    b.screenshot("dashboard-dark-375");
-    assert_eq!(b.console_errors(), Vec::<String>::new(), "console errors");
-    let own = format!("http://{}/", s.addr);
-    let elsewhere: Vec<String> = b
-        .resources()
-        .into_iter()
-        .filter(|u| !u.starts_with(&own))
-        .collect();
-    assert_eq!(elsewhere, Vec::<String>::new(), "requests to other hosts");
-    assert!(
-        !b.resources().is_empty(),
-        "its own script and data are loaded"
-    );
+    let charts = b.check_page("dashboard", Some(&s.url("/")));
+    assert_eq!(charts, 4, "three over time and one histogram");
 }
 
-#[test]
-fn with_tokens_the_dashboard_wants_one_and_keeps_it_in_a_cookie() {
-    let env = Env::three();
-    let s = env.serve_with(
+/// A server with a client token and an admin token.
+fn with_tokens(env: &Env) -> Served {
+    env.serve_with(
         &[],
         &[
             ("LLMROUTE_AUTH_TOKENS", "tok-client-1"),
             ("LLMROUTE_ADMIN_TOKENS", "tok-admin-1"),
         ],
-    );
+    )
+}
+
+#[test]
+fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
+    let env = Env::three();
+    let s = with_tokens(&env);
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -225,17 +221,78 @@ fn with_tokens_the_dashboard_wants_one_and_keeps_it_in_a_cookie() {
         assert_eq!(r.status().as_u16(), 401);
         let r = c
             .post(s.url("/dashboard/logout"))
+            .header("origin", s.url(""))
             .header("cookie", &cookie)
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
         assert!(r.headers()["set-cookie"]
             .to_str()
             .unwrap()
             .contains("Max-Age=0"));
+        // Signing out ends the session itself, not only the browser's copy.
+        let r = get("/dashboard/data", None, Some(&cookie)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "a copied cookie is dead too");
     });
+}
 
-    // A person signs in once in the page's form.
+#[test]
+fn another_site_cannot_sign_anyone_in_or_out() {
+    let env = Env::three();
+    let s = with_tokens(&env);
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    rt().block_on(async {
+        let r = c
+            .post(s.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("token=tok-client-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        for (name, value) in [
+            ("origin", "http://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let r = c
+                .post(s.url("/dashboard/login"))
+                .header(name, value)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("token=tok-client-1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{name}");
+            assert!(r.headers().get("set-cookie").is_none());
+            let r = c
+                .post(s.url("/dashboard/logout"))
+                .header(name, value)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{name}");
+        }
+        let r = c
+            .get(s.url("/dashboard/data"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "still signed in");
+    });
+}
+
+#[test]
+fn a_person_signs_in_once_in_the_page_s_form_and_out_again() {
+    let env = Env::three();
+    let s = with_tokens(&env);
     let b = Browser::start(env.dir.path());
     b.goto(&s.url("/dashboard"));
     assert!(b.text().contains("needs one of its client or admin tokens"));
@@ -252,6 +309,14 @@ fn with_tokens_the_dashboard_wants_one_and_keeps_it_in_a_cookie() {
     b.goto(&s.url("/dashboard"));
     assert!(b.eval("return !!document.getElementById('totals')") == true);
     assert!(b.text().contains("Sign out"));
+    b.eval("document.querySelector('header form button').click()");
+    assert!(
+        b.wait_until("return !!document.getElementById('sign-in')", 10),
+        "signed out: {}",
+        b.text()
+    );
+    b.goto(&s.url("/dashboard"));
+    assert!(b.text().contains("needs one of its client or admin tokens"));
     // A 401 for the sign-in page's first load is the only error.
     let errors: Vec<String> = b
         .console_errors()
@@ -263,4 +328,31 @@ fn with_tokens_the_dashboard_wants_one_and_keeps_it_in_a_cookie() {
     for secret in ["tok-client-1", "tok-admin-1"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
+}
+
+#[test]
+fn a_request_past_its_deadline_counts_its_attempt_on_the_dashboard() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a", "--deadline", "300ms"]);
+    let rt = rt();
+    let c = client();
+    let (status, _, _) = rt.block_on(post(&c, &s, &chat(None, "late")));
+    assert_eq!(status, 504);
+    let data: Value = rt.block_on(async {
+        c.get(s.url("/dashboard/data"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(data["totals"]["requests"], 1);
+    assert_eq!(data["totals"]["errors"], 1);
+    assert_eq!(data["totals"]["attempts"], 1, "{}", data["totals"]);
+    assert_eq!(data["models"][0]["model"], "t/a");
+    assert_eq!(data["models"][0]["errors"], 1);
+    assert_eq!(data["live"]["recent"][0]["attempts"], 1);
+    assert_eq!(data["live"]["recent"][0]["status"], 504);
 }

@@ -451,3 +451,41 @@ fn a_spent_budget_is_429_and_a_clients_request_id_comes_back() {
     );
     assert_eq!(env.server.completions().len(), 1);
 }
+
+#[test]
+fn without_tokens_only_requests_naming_this_machine_are_answered() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let port = s.addr.port();
+    rt().block_on(async {
+        let c = client();
+        // A page elsewhere whose own name now resolves to 127.0.0.1.
+        for path in ["/v1/models", "/dashboard/data", "/v1/chat/completions"] {
+            let r = c
+                .get(s.url(path))
+                .header("host", format!("rebound.evil.example:{port}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 403, "{path}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["type"], "permission_error", "{v}");
+        }
+        for base in [format!("http://localhost:{port}"), s.url("")] {
+            let r = c.get(format!("{base}/v1/models")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{base}");
+        }
+    });
+    // With tokens the token decides, whatever the host.
+    let s = env.serve_with(&["--models", "t/a"], &[("LLMROUTE_AUTH_TOKENS", "tok-1")]);
+    rt().block_on(async {
+        let r = client()
+            .get(s.url("/v1/models"))
+            .header("host", "llm.example.com")
+            .bearer_auth("tok-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    });
+}
