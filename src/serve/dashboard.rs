@@ -182,9 +182,15 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         }
         Ok(Some(s)) => {
             let mut resp = Redirect::to("/dashboard").into_response();
+            // Behind a TLS-terminating proxy, the cookie is for HTTPS only.
+            let secure = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
             let c = format!(
-                "{COOKIE}={s}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
-                super::auth::SESSION_TTL.as_secs()
+                "{COOKIE}={s}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                super::auth::SESSION_TTL.as_secs(),
+                if secure { "; Secure" } else { "" }
             );
             if let Ok(v) = HeaderValue::from_str(&c) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);

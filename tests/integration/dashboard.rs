@@ -190,8 +190,22 @@ fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
         let r = login("wrong").await.unwrap();
         assert_eq!(r.status().as_u16(), 401);
         assert!(r.headers().get("set-cookie").is_none());
+        let r = c
+            .post(s.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-proto", "https")
+            .body("token=tok-client-1")
+            .send()
+            .await
+            .unwrap();
+        let set = r.headers()["set-cookie"].to_str().unwrap();
+        assert!(set.ends_with("; Secure"), "behind a TLS proxy: {set}");
         let r = login("tok-client-1").await.unwrap();
         assert_eq!(r.status().as_u16(), 303);
+        assert!(!r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict"),
