@@ -951,7 +951,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__serve)
-            opts="-p -w -m -f -j -q -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --listen --auth-token-file --admin-token-file --queue --max-body --deadline --grace --header-timeout --cache-max-size --upkeep-every --no-cache --log-format --log-bodies --quiet --db --config --base-url --help"
+            opts="-p -w -m -f -j -q -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --listen --auth-token-file --admin-token-file --queue --max-body --deadline --grace --header-timeout --cache-max-size --upkeep-every --no-cache --log-format --log-bodies --no-dashboard --quiet --db --config --base-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -196,6 +196,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-dashboard -d 'No dashboard at / and /dashboard (they answer 404)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'

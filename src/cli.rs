@@ -307,6 +307,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub log_bodies: bool,
 
+    /// No dashboard at / and /dashboard (they answer 404)
+    #[arg(long)]
+    pub no_dashboard: bool,
+
     /// No access log; only warnings and errors
     #[arg(short, long)]
     pub quiet: bool,

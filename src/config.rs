@@ -135,6 +135,8 @@ pub struct ServeConfig {
     )]
     pub upkeep_every: Option<Duration>,
     pub log_format: Option<crate::cli::LogFormat>,
+    /// `false`: no dashboard at `/` and `/dashboard`.
+    pub dashboard: Option<bool>,
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -121,6 +121,8 @@ pub struct ServeOptions {
     pub no_cache: bool,
     pub log_format: LogFormat,
     pub log_bodies: bool,
+    /// The dashboard at `/` and `/dashboard`.
+    pub dashboard: bool,
     pub quiet: bool,
 }
 
@@ -155,6 +157,7 @@ impl ServeOptions {
             no_cache: flags.no_cache,
             log_format: flags.log_format.or(f.log_format).unwrap_or_default(),
             log_bodies: flags.log_bodies,
+            dashboard: !flags.no_dashboard && f.dashboard.unwrap_or(true),
             quiet: flags.quiet,
         }
     }
@@ -173,6 +176,7 @@ impl ServeOptions {
             cache_max_size: self.cache_max_size,
             upkeep_every: Some(self.upkeep_every),
             log_format: Some(self.log_format),
+            dashboard: Some(self.dashboard),
         }
     }
 }

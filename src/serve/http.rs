@@ -33,6 +33,8 @@ pub struct App {
     pub deadline: Duration,
     pub log_bodies: bool,
     pub use_cache: bool,
+    /// Whether the dashboard is served.
+    pub dashboard: bool,
     /// Seconds until a refused key is tried again, for `Retry-After`.
     pub retry_refused: u64,
     pub store_path: PathBuf,
@@ -85,6 +87,7 @@ impl App {
             max_body: options.max_body,
             deadline: options.deadline,
             log_bodies: options.log_bodies,
+            dashboard: options.dashboard,
             use_cache: !options.no_cache,
             retry_refused: retry_refused.as_secs().max(1),
             store_path,
@@ -176,14 +179,18 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     }
     let mut all = axum::Router::new()
         .route("/health", get(manage::health))
-        .route("/ready", get(manage::ready))
-        .route("/", get(dashboard::root))
-        .route("/dashboard", get(dashboard::page))
-        .route("/dashboard/", get(dashboard::root))
-        .route("/dashboard/data", get(dashboard::data))
-        .route("/dashboard/app.js", get(dashboard::script))
-        .route("/dashboard/login", post(dashboard::login))
-        .route("/dashboard/logout", post(dashboard::logout))
+        .route("/ready", get(manage::ready));
+    if app.dashboard {
+        all = all
+            .route("/", get(dashboard::root))
+            .route("/dashboard", get(dashboard::page))
+            .route("/dashboard/", get(dashboard::root))
+            .route("/dashboard/data", get(dashboard::data))
+            .route("/dashboard/app.js", get(dashboard::script))
+            .route("/dashboard/login", post(dashboard::login))
+            .route("/dashboard/logout", post(dashboard::logout));
+    }
+    all = all
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);

@@ -370,3 +370,27 @@ fn a_request_past_its_deadline_counts_its_attempt_on_the_dashboard() {
     assert_eq!(data["live"]["recent"][0]["attempts"], 1);
     assert_eq!(data["live"]["recent"][0]["status"], 504);
 }
+
+#[test]
+fn no_dashboard_turns_it_off_and_nothing_else() {
+    let env = Env::three();
+    for (args, config) in [
+        (&["--models", "t/a", "--no-dashboard"][..], ""),
+        (&["--models", "t/a"][..], "[serve]\ndashboard = false\n"),
+    ] {
+        // The config file every test's command reads.
+        let conf_dir = env.path("config").join("llmroute");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(conf_dir.join("config.toml"), config).unwrap();
+        let s = env.serve(args);
+        rt().block_on(async {
+            let c = client();
+            for path in ["/", "/dashboard", "/dashboard/data", "/dashboard/app.js"] {
+                let r = c.get(s.url(path)).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 404, "{path} with {args:?} {config:?}");
+            }
+            let r = c.get(s.url("/v1/models")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        });
+    }
+}
