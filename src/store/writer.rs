@@ -19,6 +19,14 @@ use crate::core::cachekey::Key;
 /// Most messages handled in one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// How long records nobody waits for, and that cache nothing, may be held
+/// back before they commit when nothing else commits them sooner: the
+/// record of a cache hit, of a failed line. Held, they share one
+/// transaction instead of one every few lines; a lookup never waits for
+/// them (they hold no answer to find), and a write someone waits for takes
+/// them along at once.
+pub const QUIET_LINGER: Duration = Duration::from_millis(5);
+
 enum Msg {
     Lookup {
         key: Key,
@@ -176,6 +184,14 @@ fn run_hooks(hooks: &Mutex<Vec<Hook>>) {
     }
 }
 
+/// A write nobody waits for that caches nothing: it may be held back.
+fn quiet(m: &Msg) -> bool {
+    match m {
+        Msg::Line { record, then } => then.is_none() && record.cache.is_none(),
+        Msg::Lookup { .. } => false,
+    }
+}
+
 fn run(
     store: Store,
     rx: mpsc::Receiver<Msg>,
@@ -183,23 +199,100 @@ fn run(
     hooks: Arc<Mutex<Vec<Hook>>>,
     linger: Duration,
 ) -> Store {
-    #[cfg(debug_assertions)]
-    let delay = commit_delay();
+    let mut t = Transactions {
+        store: &store,
+        failure: &failure,
+        hooks: &hooks,
+        after: Vec::with_capacity(MAX_BATCH),
+        #[cfg(debug_assertions)]
+        delay: commit_delay(),
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut after = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        let _ = drain(&rx, &mut batch);
+    // Quiet writes held back, in the order they came, and since when.
+    let mut held: Vec<Msg> = Vec::new();
+    let mut held_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match held_since {
+            None => rx.recv().ok(),
+            Some(since) => {
+                let left =
+                    (since + QUIET_LINGER).saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        t.commit(&mut held);
+                        break;
+                    }
+                }
+            }
+        };
+        let due = match first {
+            Some(m) => {
+                batch.push(m);
+                drain(&rx, &mut batch)
+                    || held.len() + batch.len() >= MAX_BATCH
+                    || held_since.is_some_and(|s| s.elapsed() >= QUIET_LINGER)
+            }
+            // Nothing came: the end, or the held writes' time is up.
+            None if held_since.is_none() => break,
+            None => true,
+        };
         if !linger.is_zero() {
             gather(&rx, &mut batch, linger);
         }
-        let writes = batch.iter().any(|m| matches!(m, Msg::Line { .. }));
+        let holds = linger.is_zero() && !due && batch.iter().all(|m| quiet(m) || !is_write(m));
+        if holds {
+            let (writes, lookups): (Vec<Msg>, Vec<Msg>) = batch.drain(..).partition(is_write);
+            if !writes.is_empty() {
+                held.extend(writes);
+                held_since.get_or_insert_with(std::time::Instant::now);
+            }
+            batch.extend(lookups);
+            if !batch.is_empty() {
+                t.commit(&mut batch);
+            }
+            continue;
+        }
+        // Everything commits: what was held first, as it came first.
+        if !held.is_empty() {
+            batch.splice(0..0, held.drain(..));
+            held_since = None;
+        }
+        t.commit(&mut batch);
+    }
+    if !held.is_empty() {
+        t.commit(&mut held);
+    }
+    drop(t);
+    store
+}
+
+fn is_write(m: &Msg) -> bool {
+    matches!(m, Msg::Line { .. })
+}
+
+/// What committing a batch needs, and its after-commit work.
+struct Transactions<'a> {
+    store: &'a Store,
+    failure: &'a Mutex<Option<String>>,
+    hooks: &'a Mutex<Vec<Hook>>,
+    after: Vec<AfterCommit>,
+    #[cfg(debug_assertions)]
+    delay: Duration,
+}
+
+impl Transactions<'_> {
+    /// Handles `batch` in one transaction (emptying it), then runs what
+    /// waited for its writes, and the hooks.
+    fn commit(&mut self, batch: &mut Vec<Msg>) {
+        let writes = batch.iter().any(is_write);
         #[cfg(debug_assertions)]
         if writes {
-            std::thread::sleep(delay);
+            std::thread::sleep(self.delay);
         }
-        if let Err(e) = apply(&store, &mut batch, &mut after, writes) {
-            let mut slot = lock(&failure);
+        if let Err(e) = apply(self.store, batch, &mut self.after, writes) {
+            let mut slot = lock(self.failure);
             slot.get_or_insert_with(|| e.to_string());
         }
         // What a failed BEGIN left in the batch: lookups miss, and what
@@ -209,19 +302,18 @@ fn run(
                 Msg::Lookup { reply, .. } => {
                     let _ = reply.send(None);
                 }
-                Msg::Line { then, .. } => after.extend(then),
+                Msg::Line { then, .. } => self.after.extend(then),
             }
         }
         // Only now: after the commit, or after the failure.
-        let handed_on = !after.is_empty();
-        for then in after.drain(..) {
+        let handed_on = !self.after.is_empty();
+        for then in self.after.drain(..) {
             then();
         }
         if handed_on {
-            run_hooks(&hooks);
+            run_hooks(self.hooks);
         }
     }
-    store
 }
 
 /// Lets writes gather for `linger`, unless a lookup comes: a lookup is
@@ -379,6 +471,107 @@ mod tests {
         drop(h);
         let store = w.finish();
         assert_eq!(store.cache_stats(None).unwrap().entries, 2);
+    }
+
+    /// A record nobody waits for: a failed line's, with one attempt row.
+    fn quiet_record(model: &str) -> LineRecord {
+        LineRecord {
+            attempts: vec![crate::store::AttemptRow {
+                ts: 1,
+                model: model.into(),
+                status: Some(500),
+                ok: false,
+                cached: false,
+                latency_ms: Some(1.0),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cost_usd: None,
+                score: None,
+                error_type: Some("server_error"),
+                ttft_ms: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn attempts_seen(path: &std::path::Path) -> i64 {
+        let other = rusqlite::Connection::open(path).unwrap();
+        other
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn quiet_records_go_with_the_next_durable_one_or_soon_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let writer = Writer::spawn(Store::open(&path).unwrap());
+        let h = writer.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            h.write_nowait(quiet_record(&format!("m/{i}")));
+        }
+        // A lookup is answered while they are held.
+        assert_eq!(rt.block_on(h.lookup(Key([9; 32]), 0)), None);
+        // A write someone waits for takes them along.
+        rt.block_on(h.write(quiet_record("m/durable")));
+        assert_eq!(attempts_seen(&path), 11);
+        // Alone, they commit soon, with nothing else to carry them.
+        h.write_nowait(quiet_record("m/alone"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while attempts_seen(&path) < 12 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(attempts_seen(&path), 12);
+        // And what is held when the writer finishes is committed then.
+        h.write_nowait(quiet_record("m/last"));
+        drop(h);
+        let store = writer.finish();
+        drop(store);
+        assert_eq!(attempts_seen(&path), 13);
+    }
+
+    #[test]
+    fn under_a_stream_of_lookups_held_records_still_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let writer = Writer::spawn(Store::open(&path).unwrap());
+        let h = writer.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        h.write_nowait(quiet_record("m/a"));
+        // Lookups without pause, faster than they are answered, so that the
+        // queue is never empty: the held record does not wait for a quiet
+        // moment that never comes.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let (tx, stop) = (h.tx.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        let (reply, _) = oneshot::channel();
+                        let _ = tx.send(Msg::Lookup {
+                            key: Key([1; 32]),
+                            min_created_at: 0,
+                            reply,
+                        });
+                    }
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while attempts_seen(&path) < 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flood.join().unwrap();
+        assert_eq!(attempts_seen(&path), 1);
+        assert!(rt.block_on(h.lookup(Key([1; 32]), 0)).is_none());
+        drop(h);
+        writer.finish();
     }
 
     #[test]
