@@ -112,14 +112,33 @@ pub async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let Some(viewer) = app.viewer(&headers) else {
         return html_response(StatusCode::UNAUTHORIZED, sign_in(None));
     };
-    let page = Page {
-        script: Some("/dashboard/app.js"),
-        noscript_refresh: Some(5),
-        sign_out: (viewer == Viewer::Cookie).then_some("/dashboard/logout"),
-        live_status: true,
-        ..Page::default()
-    };
-    html_response(StatusCode::OK, html::document(&picture(&app), &page))
+    let html = drawn(app, move |p| {
+        let page = Page {
+            script: Some("/dashboard/app.js"),
+            noscript_refresh: Some(5),
+            sign_out: (viewer == Viewer::Cookie).then_some("/dashboard/logout"),
+            live_status: true,
+            ..Page::default()
+        };
+        html::document(p, &page)
+    })
+    .await;
+    match html {
+        Ok(html) => html_response(StatusCode::OK, html),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The picture of this process drawn by `draw`, off the runtime's worker
+/// threads: sorting the latencies and drawing the charts takes a few
+/// milliseconds that requests in flight should not wait behind.
+async fn drawn<T: Send + 'static>(
+    app: Arc<App>,
+    draw: impl FnOnce(&Picture) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || draw(&picture(&app)))
+        .await
+        .map_err(|_| ApiError::internal())
 }
 
 /// `GET /dashboard/data`: the dashboard's numbers, and its new body.
@@ -127,20 +146,23 @@ pub async fn data(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if app.viewer(&headers).is_none() {
         return ApiError::unauthorized().into_response();
     }
-    let p = picture(&app);
-    let series: Vec<_> = p.series.buckets().copied().collect();
-    guarded(
-        Json(json!({
+    let data = drawn(app, |p| {
+        let series: Vec<_> = p.series.buckets().copied().collect();
+        json!({
             "generated_ms": p.generated_ms,
             "totals": p.totals,
             "latency_ms": p.latency,
             "series": {"width_ms": p.series.width_ms(), "buckets": series},
             "models": p.models,
             "live": p.live,
-            "html": html::body(&p),
-        }))
-        .into_response(),
-    )
+            "html": html::body(p),
+        })
+    })
+    .await;
+    match data {
+        Ok(v) => guarded(Json(v).into_response()),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /dashboard/app.js`.
