@@ -163,8 +163,8 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
             // The attempts made before the deadline count, as the store
             // records them.
             if let Ok(r) = task.await {
-                app.live.attempts(&r.attempts);
                 access.attempts = r.attempts.len();
+                access.tried = r.attempts;
             }
             drop(guard);
             return app.refuse(ApiError::deadline(app.deadline), access, started);
@@ -189,7 +189,7 @@ impl App {
     /// The response to a routed request.
     fn answer(
         self: &Arc<App>,
-        routed: Routed,
+        mut routed: Routed,
         stream: bool,
         include_usage: bool,
         slot: super::gate::Slot,
@@ -199,7 +199,7 @@ impl App {
         let attempts = routed.attempts.len();
         let latency_ms = routed.latency_ms;
         access.attempts = attempts;
-        self.live.attempts(&routed.attempts);
+        access.tried = std::mem::take(&mut routed.attempts);
         let headers = |model: &str, score: Option<f64>, cached: bool| {
             let mut h = HeaderMap::new();
             let mut put = |k: &'static str, v: String| {
@@ -304,7 +304,7 @@ impl App {
                     .into_response(),
             )
         };
-        self.done(&access, 200, started);
+        self.done(&mut access, 200, started);
         drop(slot);
         body.into_response()
     }
@@ -347,12 +347,12 @@ impl App {
         } else {
             502
         };
-        self.live.ended(ended(&access, shown, ms));
+        self.live.ended(ended(&mut access, shown, ms));
         access.log(status, ms);
     }
 
     /// Counts and logs a request answered.
-    fn done(&self, access: &Access, status: u16, started: Instant) {
+    fn done(&self, access: &mut Access, status: u16, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.metrics
             .answered(status, access.model.as_deref(), access.cached, secs);
@@ -363,13 +363,13 @@ impl App {
     /// An error answer, counted and logged.
     pub fn refuse(&self, e: ApiError, mut access: Access, started: Instant) -> Response {
         access.error = Some(e.message.clone());
-        self.done(&access, e.status.as_u16(), started);
+        self.done(&mut access, e.status.as_u16(), started);
         e.into_response()
     }
 }
 
 /// A request as the dashboard counts it.
-fn ended(access: &Access, status: u16, latency_ms: f64) -> super::live::Ended {
+fn ended(access: &mut Access, status: u16, latency_ms: f64) -> super::live::Ended {
     super::live::Ended {
         at_ms: crate::engine::now_ms(),
         status,
@@ -377,6 +377,7 @@ fn ended(access: &Access, status: u16, latency_ms: f64) -> super::live::Ended {
         latency_ms,
         cached: access.cached,
         attempts: access.attempts,
+        tried: std::mem::take(&mut access.tried),
         cost_usd: access.cost_usd,
         prompt_tokens: access.prompt_tokens,
         completion_tokens: access.completion_tokens,

@@ -194,9 +194,6 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
-    if app.clients.is_empty() {
-        all = all.layer(middleware::from_fn(local_only));
-    }
     all.layer(middleware::from_fn_with_state(app.clone(), identify))
         .with_state(app)
 }
@@ -205,20 +202,18 @@ pub fn routes(app: Arc<App>) -> axum::Router {
 /// on loopback): a request must also name a loopback host, so that a web
 /// page elsewhere cannot reach it through a name of its own that resolves
 /// to 127.0.0.1 (DNS rebinding). A request without a host is let through.
-async fn local_only(req: Request, next: Next) -> Response {
+fn foreign_host(req: &Request) -> Option<ApiError> {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    match host {
-        Some(h) if !loopback_host(h) => ApiError::forbidden(format!(
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    (!loopback_host(host)).then(|| {
+        ApiError::forbidden(format!(
             "this server has no client tokens, so it answers requests for localhost only, not for {}",
-            crate::core::failure::snippet(h.as_bytes())
+            crate::core::failure::snippet(host.as_bytes())
         ))
-        .into_response(),
-        _ => next.run(req).await,
-    }
+    })
 }
 
 /// Whether a `Host` value names this machine: `localhost` (or a name
@@ -247,7 +242,12 @@ async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let id = app.new_id(req.headers().get("x-request-id"));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     req.extensions_mut().insert(id.clone());
-    let mut resp = next.run(req).await;
+    // Checked here, not in a layer of its own: every request passes here.
+    let refused = app.clients.is_empty().then(|| foreign_host(&req)).flatten();
+    let mut resp = match refused {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    };
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v);
     }

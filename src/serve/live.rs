@@ -41,6 +41,8 @@ pub struct Ended {
     pub latency_ms: f64,
     pub cached: bool,
     pub attempts: usize,
+    /// Its upstream attempts, counted by model.
+    pub tried: Vec<Attempt>,
     pub cost_usd: Option<f64>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
@@ -123,28 +125,13 @@ impl Live {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request's upstream attempts.
-    pub fn attempts(&self, attempts: &[Attempt]) {
-        if attempts.is_empty() {
-            return;
-        }
-        let mut inner = self.lock();
-        for a in attempts {
-            let m = inner.model(&a.model);
-            m.attempts += 1;
-            if a.error.is_none() {
-                m.bins.add(a.latency_ms);
-                m.latencies.push(a.latency_ms);
-            } else {
-                m.errors += 1;
-            }
-        }
-    }
-
-    /// A request that ended.
+    /// A request that ended, with its attempts: one lock a request.
     pub fn ended(&self, e: Ended) {
         let ok = e.status < 400;
         let mut inner = self.lock();
+        for a in &e.tried {
+            inner.count(a);
+        }
         let t = &mut inner.totals;
         t.requests += 1;
         t.errors += u64::from(!ok);
@@ -234,6 +221,18 @@ impl Live {
 }
 
 impl Inner {
+    /// One upstream attempt, under its model.
+    fn count(&mut self, a: &Attempt) {
+        let m = self.model(&a.model);
+        m.attempts += 1;
+        if a.error.is_none() {
+            m.bins.add(a.latency_ms);
+            m.latencies.push(a.latency_ms);
+        } else {
+            m.errors += 1;
+        }
+    }
+
     fn model(&mut self, name: &str) -> &mut ModelLive {
         let own = self.models.contains_key(name)
             || self.known.contains(name)
@@ -282,6 +281,16 @@ fn rate(series: &Series, now_ms: i64) -> f64 {
 mod tests {
     use super::*;
 
+    impl Live {
+        /// Attempts without a request of their own.
+        fn attempts(&self, attempts: &[Attempt]) {
+            let mut inner = self.lock();
+            for a in attempts {
+                inner.count(a);
+            }
+        }
+    }
+
     fn attempt(model: &str, ok: bool, ms: f64) -> Attempt {
         Attempt {
             model: model.into(),
@@ -299,6 +308,7 @@ mod tests {
             latency_ms: ms,
             cached,
             attempts: usize::from(!cached),
+            tried: Vec::new(),
             cost_usd: cost,
             prompt_tokens: Some(10),
             completion_tokens: Some(5),

@@ -41,6 +41,8 @@ pub struct Access {
     pub model: Option<String>,
     pub cached: bool,
     pub attempts: usize,
+    /// The upstream attempts, for the dashboard; not logged.
+    pub tried: Vec<crate::engine::Attempt>,
     pub cost_usd: Option<f64>,
     pub ttft_ms: Option<f64>,
     pub prompt_tokens: Option<i64>,
