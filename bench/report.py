@@ -845,7 +845,7 @@ def main() -> int:
                       f"{num(day['requests'], 0)} requests ({num(day['attempts'], 0)} attempts, "
                       "the same mix), as a cron job would mail it: the page is one file with its "
                       "charts inline, and its size does not grow with the requests (it grows with "
-                      "the models, up to the 12 histograms drawn).")
+                      "the models, up to the 40 histograms drawn, about 4 KB each).")
             md.append("")
             md.append("| | seconds | peak RSS MB | page KB |")
             md.append("|---|---|---|---|")

@@ -14,7 +14,7 @@ use super::text::{count, esc};
 use super::{Candidate, Live, ModelRow, Picture, RecentRequest};
 
 /// How many models get a latency histogram; the table lists them all.
-pub const HISTOGRAMS: usize = 12;
+pub const HISTOGRAMS: usize = 40;
 
 /// What goes around a picture's body.
 #[derive(Debug, Clone, Default)]
@@ -482,6 +482,23 @@ mod tests {
             }],
             live: None,
         }
+    }
+
+    #[test]
+    fn many_models_get_histograms_up_to_the_cap_and_the_page_stays_small() {
+        let mut p = picture();
+        let row = p.models[0].clone();
+        p.models = (0..HISTOGRAMS + 5)
+            .map(|i| ModelRow {
+                model: format!("provider/model-{i}"),
+                bins: Bins::of((0..50).map(|k| 10.0 + (k * (i + 1)) as f64 * 37.0)),
+                ..row.clone()
+            })
+            .collect();
+        let page = document(&p, &Page::default());
+        assert_eq!(page.matches("<figure data-model=").count(), HISTOGRAMS);
+        assert!(page.contains(&format!("the table above has all {}", HISTOGRAMS + 5)));
+        assert!(page.len() < 300 * 1024, "{} bytes", page.len());
     }
 
     #[test]
