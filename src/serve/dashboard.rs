@@ -20,10 +20,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::chat::parse_call;
 use super::errors::ApiError;
 use super::http::App;
-use crate::core::scoring::Priority;
+use super::manage::{priority_names, probe};
 use crate::view::html::{self, Page};
 use crate::view::text::esc;
 use crate::view::{Candidate, Live, Picture, Ranking};
@@ -274,18 +273,13 @@ fn sign_in(error: Option<&str>) -> String {
             esc(e)
         )
     });
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"color-scheme\" content=\"light dark\">\
-         <title>llmroute — sign in</title><style>{}</style></head><body><main>\
-         <h1>llmroute</h1><p>This server's dashboard needs one of its client or admin tokens.</p>{error}\
+    let main = format!(
+        "<h1>llmroute</h1><p>This server's dashboard needs one of its client or admin tokens.</p>{error}\
          <form method=\"post\" action=\"/dashboard/login\" id=\"sign-in\">\
          <label for=\"token\">Token</label> <input type=\"password\" name=\"token\" id=\"token\" \
-         autocomplete=\"current-password\" required> <button type=\"submit\">Sign in</button></form>\
-         </main></body></html>\n",
-        html::STYLE
-    )
+         autocomplete=\"current-password\" required> <button type=\"submit\">Sign in</button></form>"
+    );
+    html::plain_page("llmroute — sign in", &main)
 }
 
 /// The picture of this process now.
@@ -321,22 +315,14 @@ fn picture(app: &App) -> Picture {
 fn rankings(app: &App) -> Vec<Ranking> {
     let router = &app.router;
     let default = router.config().settings.priority.clone();
-    let mut names: Vec<String> = Priority::ALL.iter().map(|p| p.name().to_string()).collect();
-    let mut presets: Vec<&String> = router.config().presets.keys().collect();
-    presets.sort();
-    names.extend(presets.into_iter().cloned());
+    let mut names = priority_names(router);
     if !names.contains(&default) {
         names.insert(0, default.clone());
     }
     names
         .into_iter()
         .filter_map(|name| {
-            let body = json!({
-                "messages": [{"role": "user", "content": "hello"}],
-                "llmroute": {"priority": name},
-            });
-            let call = parse_call(body.to_string().as_bytes(), false).ok()?;
-            let decision = router.decide(&call.req).ok()?;
+            let decision = router.decide(&probe(Some(&name))?).ok()?;
             let candidates = decision
                 .ranking
                 .iter()

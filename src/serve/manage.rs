@@ -14,9 +14,10 @@ use super::chat::parse_call;
 use super::errors::ApiError;
 use super::http::App;
 use crate::core::catalogue::Origin;
+use crate::core::request::Request;
 use crate::core::request::ROUTE_PREFIX;
 use crate::core::scoring::Priority;
-use crate::engine::Decision;
+use crate::engine::{Decision, Router};
 use crate::store::Store;
 
 /// `GET /v1/models`: the candidates and fallback models in OpenAI's list
@@ -26,13 +27,7 @@ use crate::store::Store;
 pub async fn models(State(app): State<Arc<App>>) -> Response {
     let router = &app.router;
     let settings = &router.config().settings;
-    let probe = parse_call(
-        br#"{"messages":[{"role":"user","content":"hello"}]}"#,
-        false,
-    )
-    .map(|c| c.req)
-    .ok();
-    let decision = probe.as_ref().and_then(|r| router.decide(r).ok());
+    let decision = probe(None).and_then(|r| router.decide(&r).ok());
     let mut data = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (m, fallback) in settings
@@ -66,12 +61,7 @@ pub async fn models(State(app): State<Arc<App>>) -> Response {
         }));
     }
     let mut routes = vec![("auto".to_string(), settings.priority.clone())];
-    for p in Priority::ALL {
-        routes.push((p.name().to_string(), p.name().to_string()));
-    }
-    let mut presets: Vec<&String> = router.config().presets.keys().collect();
-    presets.sort();
-    routes.extend(presets.into_iter().map(|p| (p.clone(), p.clone())));
+    routes.extend(priority_names(router).into_iter().map(|p| (p.clone(), p)));
     for (name, priority) in routes {
         data.push(json!({
             "id": format!("{ROUTE_PREFIX}{name}"),
@@ -82,6 +72,29 @@ pub async fn models(State(app): State<Arc<App>>) -> Response {
         }));
     }
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// A short request, as `/v1/models` and the dashboard rank the candidates
+/// for; routed with `priority` when one is given.
+pub fn probe(priority: Option<&str>) -> Option<Request> {
+    let mut body = json!({"messages": [{"role": "user", "content": "hello"}]});
+    if let Some(p) = priority {
+        body["llmroute"] = json!({ "priority": p });
+    }
+    parse_call(body.to_string().as_bytes(), false)
+        .map(|c| c.req)
+        .ok()
+}
+
+/// The priorities a client can name, then the presets, by name.
+pub fn priority_names(router: &Router) -> Vec<String> {
+    let mut presets: Vec<&String> = router.config().presets.keys().collect();
+    presets.sort();
+    Priority::ALL
+        .iter()
+        .map(|p| p.name().to_string())
+        .chain(presets.into_iter().cloned())
+        .collect()
 }
 
 /// The fields of `/route`'s body that are routing settings.

@@ -48,12 +48,30 @@ fn ms(v: Option<f64>) -> String {
     }
 }
 
-/// A whole page.
-pub fn document(p: &Picture, page: &Page<'_>) -> String {
-    let mut out = String::with_capacity(64 * 1024);
+/// The start of every page, up to its `<head>`'s own lines.
+fn head_start(out: &mut String) {
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str("<meta name=\"color-scheme\" content=\"light dark\">\n");
+}
+
+/// A page of a few lines of HTML (`main`, written by the caller) with the
+/// same style sheet: a form, a message.
+pub fn plain_page(title: &str, main: &str) -> String {
+    let mut out = String::with_capacity(STYLE.len() + main.len() + 512);
+    head_start(&mut out);
+    let _ = writeln!(out, "<title>{}</title>", esc(title));
+    let _ = writeln!(out, "<style>{STYLE}</style>");
+    out.push_str("</head>\n<body>\n<main>\n");
+    out.push_str(main);
+    out.push_str("\n</main>\n</body>\n</html>\n");
+    out
+}
+
+/// A whole page.
+pub fn document(p: &Picture, page: &Page<'_>) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    head_start(&mut out);
     if let Some(csp) = page.csp_meta {
         let _ = writeln!(
             out,
@@ -397,7 +415,7 @@ fn recent(out: &mut String, rows: &[RecentRequest]) {
 
 /// The style sheet: light by default, dark when the system says so; the
 /// charts' fixed colours are re-coloured through their attribute values.
-pub const STYLE: &str = r##"
+const STYLE: &str = r##"
 :root{--bg:#ffffff;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--card:#f6f8fa;--axis:#8c959f;--grid:#e4e8ec;--blue:#2563eb;--red:#dc2626;--green:#059669;--purple:#7c3aed;color-scheme:light dark}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#3d444d;--card:#161b22;--axis:#656c76;--grid:#262c34;--blue:#60a5fa;--red:#f87171;--green:#34d399;--purple:#a78bfa}}
 *{box-sizing:border-box}
