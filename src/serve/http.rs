@@ -227,9 +227,12 @@ pub fn loopback_host(host: &str) -> bool {
             _ => host,
         },
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
+    // Compared without case and without a copy: this runs for every request.
+    let name = name.trim_end_matches('.');
+    let under = name.len() > ".localhost".len()
+        && name.as_bytes()[name.len() - ".localhost".len()..].eq_ignore_ascii_case(b".localhost");
+    name.eq_ignore_ascii_case("localhost")
+        || under
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
