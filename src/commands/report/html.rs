@@ -1,7 +1,7 @@
 //! The report as one self-contained HTML page (`--format html`), drawn by
 //! [`crate::view`]: it opens offline, and mails as it is.
 
-use super::{LatencySummary, Report};
+use super::Report;
 use crate::view::data::{Bins, Summary};
 use crate::view::html::{document, Page};
 use crate::view::{ModelRow, Picture, Totals};
@@ -19,17 +19,6 @@ pub fn render(report: &Report) -> String {
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-fn summary(s: &LatencySummary, n: usize) -> Summary {
-    Summary {
-        count: n as u64,
-        avg: s.avg,
-        p50: s.p50,
-        p95: s.p95,
-        p99: s.p99,
-        max: s.max,
-    }
 }
 
 /// The picture of a report: the same numbers as the table and JSON.
@@ -53,7 +42,7 @@ pub fn picture(r: &Report) -> Picture {
             prompt_tokens: count(r.tokens.prompt),
             completion_tokens: count(r.tokens.completion),
         },
-        latency: summary(&r.latency_ms, r.latencies.len()),
+        latency: Summary::of_sorted(r.latencies.sorted()),
         series: r.series.clone(),
         models: r
             .models
@@ -62,7 +51,7 @@ pub fn picture(r: &Report) -> Picture {
                 model: m.model.clone(),
                 attempts: count(m.requests),
                 errors: count(m.errors),
-                latency: summary(&m.latency_ms, m.latencies.len()),
+                latency: Summary::of_sorted(m.latencies.sorted()),
                 cost_usd: m.cost_usd,
                 bins: Bins::of(m.latencies.sorted().iter().copied()),
             })

@@ -284,13 +284,14 @@ impl Latencies {
 
     /// The summary, in ms with at most 3 decimals (sums leave float noise).
     pub fn summary(&self) -> LatencySummary {
+        let s = crate::view::data::Summary::of_sorted(&self.0);
         let ms = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
         LatencySummary {
-            avg: ms((!self.is_empty()).then(|| self.sum() / self.len() as f64)),
-            p50: ms(self.percentile(50)),
-            p95: ms(self.percentile(95)),
-            p99: ms(self.percentile(99)),
-            max: ms(self.0.last().copied()),
+            avg: ms(s.avg),
+            p50: ms(s.p50),
+            p95: ms(s.p95),
+            p99: ms(s.p99),
+            max: ms(s.max),
         }
     }
 }

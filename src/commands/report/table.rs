@@ -381,20 +381,14 @@ fn levels(values: &[f64], lo: f64, hi: f64, cells: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `1,234,567`.
+/// `1,234,567`, and `-1,234` below zero.
 fn count(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
+    let digits = crate::view::text::count(n.unsigned_abs());
     if n < 0 {
-        out.insert(0, '-');
+        format!("-{digits}")
+    } else {
+        digits
     }
-    out
 }
 
 /// A count in at most `width` characters: `123,456`, else `12.3M`.
