@@ -208,6 +208,7 @@ fn run(
         delay: commit_delay(),
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut lookups = Vec::with_capacity(MAX_BATCH);
     // Quiet writes held back, in the order they came, and since when.
     let mut held: Vec<Msg> = Vec::new();
     let mut held_since: Option<std::time::Instant> = None;
@@ -243,14 +244,20 @@ fn run(
         }
         let holds = linger.is_zero() && !due && batch.iter().all(|m| quiet(m) || !is_write(m));
         if holds {
-            let (writes, lookups): (Vec<Msg>, Vec<Msg>) = batch.drain(..).partition(is_write);
-            if !writes.is_empty() {
-                held.extend(writes);
+            // The writes stay, the lookups are answered now; no new vectors.
+            let before = held.len();
+            for m in batch.drain(..) {
+                if is_write(&m) {
+                    held.push(m);
+                } else {
+                    lookups.push(m);
+                }
+            }
+            if held.len() > before {
                 held_since.get_or_insert_with(std::time::Instant::now);
             }
-            batch.extend(lookups);
-            if !batch.is_empty() {
-                t.commit(&mut batch);
+            if !lookups.is_empty() {
+                t.commit(&mut lookups);
             }
             continue;
         }
