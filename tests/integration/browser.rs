@@ -321,9 +321,7 @@ impl Browser {
             .filter_map(Value::as_f64)
             .collect()
     }
-}
 
-impl Browser {
     /// What every page of llmroute's must be, checked on the page loaded:
     /// light and dark themes that follow the system, no sideways scrolling
     /// at 375 and 1920 px, charts drawn for a phone's width there (their
@@ -369,5 +367,15 @@ impl Browser {
             }
         }
         scales.len()
+    }
+
+    /// The value of a page's card (`data-k="requests"`), as shown.
+    pub fn card(&self, key: &str) -> String {
+        self.eval(&format!(
+            "return document.querySelector('[data-k=\"{key}\"] .v').textContent"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
     }
 }

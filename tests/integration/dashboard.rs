@@ -8,15 +8,6 @@ use crate::browser::Browser;
 use crate::serve::{client, header, post, rt};
 use crate::util::*;
 
-fn card(b: &Browser, key: &str) -> String {
-    b.eval(&format!(
-        "return document.querySelector('[data-k=\"{key}\"] .v').textContent"
-    ))
-    .as_str()
-    .unwrap_or_default()
-    .to_string()
-}
-
 /// Each priority ranks the three candidates, each with a state; the cost
 /// ranking puts the cheapest first.
 fn assert_rankings(b: &Browser) {
@@ -80,11 +71,11 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
     b.goto(&s.url("/"));
     let at = b.eval("return location.pathname");
     assert_eq!(at, "/dashboard", "/ leads to the dashboard");
-    assert_eq!(card(&b, "requests"), "7");
-    assert_eq!(card(&b, "answered"), "4");
-    assert_eq!(card(&b, "cache_hits"), "2");
-    assert_eq!(card(&b, "errors"), "1");
-    assert_eq!(card(&b, "attempts"), "4");
+    assert_eq!(b.card("requests"), "7");
+    assert_eq!(b.card("answered"), "4");
+    assert_eq!(b.card("cache_hits"), "2");
+    assert_eq!(b.card("errors"), "1");
+    assert_eq!(b.card("attempts"), "4");
     let models = b.eval(
         "return [...document.querySelectorAll('#models tr[data-model]')]
             .map(r => [r.dataset.model, r.cells[1].textContent])",
@@ -120,23 +111,21 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
             20
         ),
         "the page did not refresh: {}",
-        card(&b, "requests")
+        b.card("requests")
     );
-    assert_eq!(card(&b, "attempts"), "7");
-    let data: Value = rt.block_on(async {
-        c.get(s.url("/dashboard/data"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    assert_eq!(b.card("attempts"), "7");
+    let data = rt.block_on(dashboard_data(&c, &s));
     assert_eq!(data["totals"]["requests"], 10);
     assert!(!data.to_string().contains(secret));
 
     let charts = b.check_page("dashboard", Some(&s.url("/")));
     assert_eq!(charts, 4, "three over time and one histogram");
+}
+
+/// What `/dashboard/data` says now.
+async fn dashboard_data(c: &reqwest::Client, s: &Served) -> Value {
+    let r = c.get(s.url("/dashboard/data")).send().await.unwrap();
+    r.json().await.unwrap()
 }
 
 /// A server with a client token and an admin token.
@@ -353,15 +342,7 @@ fn a_request_past_its_deadline_counts_its_attempt_on_the_dashboard() {
     let c = client();
     let (status, _, _) = rt.block_on(post(&c, &s, &chat(None, "late")));
     assert_eq!(status, 504);
-    let data: Value = rt.block_on(async {
-        c.get(s.url("/dashboard/data"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let data = rt.block_on(dashboard_data(&c, &s));
     assert_eq!(data["totals"]["requests"], 1);
     assert_eq!(data["totals"]["errors"], 1);
     assert_eq!(data["totals"]["attempts"], 1, "{}", data["totals"]);

@@ -36,15 +36,6 @@ fn models_of(d: &Rows, from: i64) -> Vec<(String, usize, Vec<f64>)> {
     out
 }
 
-fn card(b: &Browser, key: &str) -> String {
-    b.eval(&format!(
-        "return document.querySelector('[data-k=\"{key}\"] .v').textContent"
-    ))
-    .as_str()
-    .unwrap_or_default()
-    .to_string()
-}
-
 #[test]
 fn a_browser_shows_the_report_s_figures_offline_in_both_themes() {
     let env = Env::three();
@@ -82,12 +73,12 @@ fn a_browser_shows_the_report_s_figures_offline_in_both_themes() {
     b.goto(&format!("file://{}", file.display()));
     b.console();
     b.goto(&format!("file://{}", file.display()));
-    assert_eq!(card(&b, "requests"), day.len().to_string());
-    assert_eq!(card(&b, "errors"), errors.to_string());
-    assert_eq!(card(&b, "cache_hits"), hits.to_string());
-    assert_eq!(card(&b, "answered"), answered.len().to_string());
-    assert_eq!(card(&b, "p50"), ms(nearest_rank(&answered, 50.0).unwrap()));
-    assert_eq!(card(&b, "p99"), ms(nearest_rank(&answered, 99.0).unwrap()));
+    assert_eq!(b.card("requests"), day.len().to_string());
+    assert_eq!(b.card("errors"), errors.to_string());
+    assert_eq!(b.card("cache_hits"), hits.to_string());
+    assert_eq!(b.card("answered"), answered.len().to_string());
+    assert_eq!(b.card("p50"), ms(nearest_rank(&answered, 50.0).unwrap()));
+    assert_eq!(b.card("p99"), ms(nearest_rank(&answered, 99.0).unwrap()));
     let rows = b.eval(
         "return [...document.querySelectorAll('#models tr[data-model]')]
             .map(r => [r.dataset.model, r.cells[1].textContent])",
