@@ -548,13 +548,8 @@ def scenario7(problems):
     db = os.path.join(d, "llmroute.db")
     env = llmroute_env()
     log(f"7 report: building a store with {n} attempt rows")
-    p = subprocess.run([LLMROUTE, "-q", "--dry-run", "--db", db], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, env=env)
-    check(p.returncode == 0, f"report: creating the store: exit {p.returncode}", problems)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_store.py"), db, str(n)],
-                       stdout=subprocess.PIPE, check=True)
-    made = json.loads(p.stdout)
+    made = made_store(db, n, env, problems)
     build_s = time.perf_counter() - t
     log(f"  {made['requests']} requests, {made['attempts']} attempts in {build_s:.1f} s")
     runs = []
@@ -578,17 +573,23 @@ def scenario7(problems):
     # A day of about 100,000 requests, as a cron job would mail it.
     d = fresh("report-day")
     db = os.path.join(d, "llmroute.db")
-    p = subprocess.run([LLMROUTE, "-q", "--dry-run", "--db", db], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, env=env)
-    check(p.returncode == 0, f"report: creating the store: exit {p.returncode}", problems)
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_store.py"), db,
-                        str(SIZES["s7_day_attempts"])], stdout=subprocess.PIPE, check=True)
-    day = json.loads(p.stdout)
+    day = made_store(db, SIZES["s7_day_attempts"], env, problems)
     log(f"7 report: --format html over a day of {day['requests']} requests")
     day["runs"] = html_report(db, "24h", env, problems)
     shutil.rmtree(d, ignore_errors=True)
     return {"attempts": made["attempts"], "requests": made["requests"], "build_s": build_s,
             "runs": runs, "html_runs": html_runs, "day": day}
+
+
+def made_store(db, attempts, env, problems):
+    """A store at `db` with llmroute's schema, filled by make_store.py with
+    about `attempts` attempt rows; what make_store.py says it made."""
+    p = subprocess.run([LLMROUTE, "-q", "--dry-run", "--db", db], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, env=env)
+    check(p.returncode == 0, f"report: creating the store: exit {p.returncode}", problems)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_store.py"), db,
+                        str(attempts)], stdout=subprocess.PIPE, check=True)
+    return json.loads(p.stdout)
 
 
 def html_report(db, since, env, problems):
