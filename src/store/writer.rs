@@ -73,13 +73,18 @@ impl Writer {
     /// front end that does not wait for its records to be durable (a
     /// server). A lookup is never held back.
     pub fn spawn_lingering(store: Store, linger: Duration) -> Writer {
+        Writer::spawn_holding(store, linger, QUIET_LINGER)
+    }
+
+    /// A writer that holds quiet writes back for `quiet` at most.
+    fn spawn_holding(store: Store, linger: Duration, quiet: Duration) -> Writer {
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let hooks = Arc::new(Mutex::new(Vec::new()));
         let (thread_failure, thread_hooks) = (failure.clone(), hooks.clone());
         let join = std::thread::Builder::new()
             .name("llmroute-store".into())
-            .spawn(move || run(store, rx, thread_failure, thread_hooks, linger))
+            .spawn(move || run(store, rx, thread_failure, thread_hooks, linger, quiet))
             .expect("spawning the store thread");
         Writer {
             handle: WriterHandle {
@@ -148,7 +153,10 @@ impl WriterHandle {
         }) {
             f();
             run_hooks(&self.hooks);
+            return;
         }
+        // Someone waits for it: it must not wait out quiet writes' hold.
+        self.thread.unpark();
     }
 
     /// Runs `hook` on the store thread after the `then`s of every
@@ -198,6 +206,7 @@ fn run(
     failure: Arc<Mutex<Option<String>>>,
     hooks: Arc<Mutex<Vec<Hook>>>,
     linger: Duration,
+    hold: Duration,
 ) -> Store {
     let mut t = Transactions {
         store: &store,
@@ -216,12 +225,15 @@ fn run(
         let first = match held_since {
             None => rx.recv().ok(),
             Some(since) => {
-                let left =
-                    (since + QUIET_LINGER).saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
+                let left = (since + hold).saturating_duration_since(std::time::Instant::now());
+                // Asleep, not waiting on the channel: quiet writes do not
+                // wake the thread one by one; a lookup, a write someone
+                // waits for, or the end does.
+                std::thread::park_timeout(left);
+                match rx.try_recv() {
                     Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
                         t.commit(&mut held);
                         break;
                     }
@@ -233,7 +245,7 @@ fn run(
                 batch.push(m);
                 drain(&rx, &mut batch)
                     || held.len() + batch.len() >= MAX_BATCH
-                    || held_since.is_some_and(|s| s.elapsed() >= QUIET_LINGER)
+                    || held_since.is_some_and(|s| s.elapsed() >= hold)
             }
             // Nothing came: the end, or the held writes' time is up.
             None if held_since.is_none() => break,
@@ -538,6 +550,41 @@ mod tests {
         let store = writer.finish();
         drop(store);
         assert_eq!(attempts_seen(&path), 13);
+    }
+
+    #[test]
+    fn a_write_someone_waits_for_does_not_wait_out_the_quiet_ones_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        // Quiet writes held for an hour: only a wake-up commits them sooner.
+        let hour = Duration::from_secs(3600);
+        let writer = Writer::spawn_holding(Store::open(&path).unwrap(), Duration::ZERO, hour);
+        let h = writer.handle();
+        h.write_nowait(quiet_record("m/quiet"));
+        // Let the writer take it and fall asleep holding it.
+        std::thread::sleep(Duration::from_millis(50));
+        let (done, acked) = mpsc::channel();
+        let waiter = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(h.write(quiet_record("m/durable")));
+                let _ = done.send(());
+            })
+        };
+        assert!(
+            acked.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the durable write waited for the held ones' hour"
+        );
+        waiter.join().unwrap();
+        assert_eq!(attempts_seen(&path), 2);
+        // The end wakes the writer too: what it holds then is committed.
+        h.write_nowait(quiet_record("m/last"));
+        drop(h);
+        drop(writer.finish());
+        assert_eq!(attempts_seen(&path), 3);
     }
 
     #[test]
