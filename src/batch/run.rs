@@ -103,6 +103,10 @@ pub(super) struct Shared {
     console: Console,
     store_warned: AtomicBool,
     outbox: Outbox,
+    /// Lines put in the outbox with no commit to wait for: the task that
+    /// hands them on runs once after the tasks already woken, so the output
+    /// thread gets (and is woken for) each turn's lines at once.
+    shown: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -137,6 +141,7 @@ pub async fn run(
         console: batch.console,
         store_warned: AtomicBool::new(false),
         outbox: Outbox::default(),
+        shown: tokio::sync::Notify::new(),
     });
     {
         let ctx = Arc::downgrade(&ctx);
@@ -175,6 +180,7 @@ pub async fn run(
     };
 
     let signals = tokio::spawn(watch_signals(ctx.clone()));
+    let shown = tokio::spawn(hand_on_shown(ctx.clone()));
     let ticker = ctx
         .progress()
         .cloned()
@@ -189,6 +195,7 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || output.join()).await;
     }
     signals.abort();
+    shown.abort();
     if let Some(t) = ticker {
         t.abort();
     }
@@ -341,7 +348,8 @@ async fn route_line(
     guard.done = true;
     match commit {
         None => {
-            let _ = out_tx.send(OutMsg::Line(seq, line));
+            ctx.outbox.put(seq, line, out_tx);
+            ctx.shown.notify_one();
         }
         // Handed on once the record has committed: a re-run
         // never pays again for a line it has shown.
@@ -353,6 +361,14 @@ async fn route_line(
                 ctx.outbox.hand_on();
             }
         }
+    }
+}
+
+/// Hands on the lines that wait for no commit, once a turn of the runtime.
+async fn hand_on_shown(ctx: Arc<Shared>) {
+    loop {
+        ctx.shown.notified().await;
+        ctx.outbox.hand_on();
     }
 }
 
