@@ -7,10 +7,12 @@
 //! them into few transactions.
 
 pub mod ports;
+mod rows;
 pub mod schema;
 mod stats;
 pub mod writer;
 
+pub use rows::Inserts;
 pub use stats::LatencyFold;
 
 use std::collections::HashMap;
@@ -245,111 +247,6 @@ impl Store {
                 })
             })
             .optional()?)
-    }
-
-    /// Writes one finished line (call inside a transaction for speed).
-    pub fn write_line(&self, rec: &LineRecord) -> Result<(), StoreError> {
-        let mut latencies = LatencyFold::default();
-        self.write_line_folded(rec, &mut latencies)?;
-        self.write_latencies(&mut latencies)
-    }
-
-    /// Like [`Store::write_line`], but the latencies of successful attempts
-    /// are only added to `latencies`; [`Store::write_latencies`] writes them,
-    /// one `model_stats` update per model for any number of lines.
-    pub fn write_line_folded(
-        &self,
-        rec: &LineRecord,
-        latencies: &mut LatencyFold,
-    ) -> Result<(), StoreError> {
-        let priority = rec.priority.as_deref().unwrap_or(&self.priority);
-        if let Some(c) = &rec.cache {
-            let a = &c.answer;
-            self.conn
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO cache
-                     (key, model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
-                    &c.key.0[..],
-                    a.model,
-                    a.response,
-                    a.content,
-                    a.cost_usd,
-                    a.prompt_tokens,
-                    a.completion_tokens,
-                    a.score,
-                    a.created_at
-                ])?;
-        }
-        for a in &rec.attempts {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
-                     completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )?
-                .execute(params![
-                    a.ts,
-                    self.run_id,
-                    rec.request.as_ref().map_or(0, |r| r.line as i64),
-                    a.model,
-                    a.status,
-                    a.ok,
-                    a.cached,
-                    a.latency_ms,
-                    a.prompt_tokens,
-                    a.completion_tokens,
-                    a.cost_usd,
-                    priority,
-                    a.score,
-                    a.error_type,
-                    a.ttft_ms
-                ])?;
-            if !a.cached {
-                latencies.add(a);
-            }
-        }
-        if let Some(r) = &rec.request {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
-                     prompt_tokens, completion_tokens, priority, score, attempts, error_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )?
-                .execute(params![
-                    r.ts,
-                    self.run_id,
-                    r.line as i64,
-                    r.request_id,
-                    r.model,
-                    r.ok,
-                    r.cached,
-                    r.latency_ms,
-                    r.cost_usd,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    priority,
-                    r.score,
-                    r.attempts,
-                    r.error_type
-                ])?;
-        }
-        if let Some(key) = &rec.hit {
-            self.conn
-                .prepare_cached("UPDATE cache SET used_at = ?2 WHERE key = ?1")?
-                .execute(params![&key.0[..], rec.request.as_ref().map(|r| r.ts)])?;
-        }
-        for (model, until) in &rec.cooldowns {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO cooldowns (model, until_ms, reason) VALUES (?1, ?2, 'retry-after')
-                     ON CONFLICT (model) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
-                )?
-                .execute(params![model, until])?;
-        }
-        Ok(())
     }
 }
 
@@ -741,10 +638,14 @@ mod tests {
             line("m/a", 10.0),
         ];
         let mut latencies = LatencyFold::default();
+        let mut inserts = Inserts::default();
         for rec in &batch {
             one_by_one.write_line(rec).unwrap();
-            folded.write_line_folded(rec, &mut latencies).unwrap();
+            folded
+                .write_line_folded(rec, &mut latencies, &mut inserts)
+                .unwrap();
         }
+        drop(inserts);
         folded.write_latencies(&mut latencies).unwrap();
         let (want, got) = (
             one_by_one.model_stats().unwrap(),

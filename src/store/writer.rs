@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
 
-use super::{CachedAnswer, LatencyFold, LineRecord, Store, StoreError};
+use super::{CachedAnswer, Inserts, LatencyFold, LineRecord, Store, StoreError};
 use crate::core::cachekey::Key;
 
 /// Most messages handled in one transaction.
@@ -396,6 +396,7 @@ fn apply(
     let mut result = Ok(());
     let mut latencies = LatencyFold::default();
     let mut records = Vec::new();
+    let mut inserts = Inserts::default();
     for m in batch.drain(..) {
         match m {
             Msg::Lookup {
@@ -408,13 +409,14 @@ fn apply(
             }
             Msg::Line { record, then } => {
                 if result.is_ok() {
-                    result = store.write_line_folded(&record, &mut latencies);
+                    result = store.write_line_folded(&record, &mut latencies, &mut inserts);
                 }
                 records.push(record);
                 after.extend(then);
             }
         }
     }
+    drop(inserts);
     if result.is_ok() {
         result = store.write_latencies(&mut latencies);
     }
@@ -429,7 +431,7 @@ fn apply(
         let mut fold = LatencyFold::default();
         let conn = store.conn();
         conn.execute_batch("SAVEPOINT record")?;
-        match store.write_line_folded(record, &mut fold) {
+        match store.write_line_folded(record, &mut fold, &mut Inserts::default()) {
             Ok(()) => latencies.extend(fold),
             Err(_) => conn.execute_batch("ROLLBACK TO record")?,
         }
