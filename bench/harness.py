@@ -55,6 +55,9 @@ RUNS = int(os.environ.get("BENCH_RUNS") or (2 if QUICK else 5))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 
 LLMROUTE = os.environ.get("BENCH_LLMROUTE") or os.path.join(ROOT, "target", "release", "llmroute")
+# llmroute at another revision (bench/run's BENCH_BASELINE), run beside this one.
+BASELINE = os.environ.get("BENCH_BASELINE_LLMROUTE") or None
+BASELINE_REV = os.environ.get("BENCH_BASELINE_REV") or None
 FAKE = os.environ.get("BENCH_FAKE") or os.path.join(ROOT, "target", "release", "fake-openrouter")
 OHA = os.environ.get("BENCH_OHA") or shutil.which("oha") or "oha"
 STUNNEL = os.environ.get("BENCH_STUNNEL") or shutil.which("stunnel4") or shutil.which("stunnel")
@@ -243,11 +246,11 @@ def copy_store(src: str, dst_dir: str) -> str:
 
 
 def run_llmroute(args, input_file, lines, problems, db=None, save_output=True,
-                 expect_cached=False, label="llmroute"):
+                 expect_cached=False, label="llmroute", binary=None):
     d = fresh("run")
     db = db or os.path.join(d, "llmroute.db")
     out = os.path.join(d, "out.jsonl") if save_output else None
-    cmd = [LLMROUTE, "-q", "--db", db] + list(args)
+    cmd = [binary or LLMROUTE, "-q", "--db", db] + list(args)
     r = timed(cmd, stdin=input_file, stdout=out, env=llmroute_env())
     check(r["rc"] == 0, f"{label}: exit status {r['rc']}: {r['stderr'].strip()[:300]}", problems)
     if out:
@@ -356,10 +359,16 @@ def scenario1(inputs, problems):
     for k in range(RUNS):
         run = {}
         for c in conc:
+            args = ["--no-cache", "--models", MODELS, "-j", str(c), "--base-url", URL_FAST]
+            # The baseline runs next to llmroute, before it in every other run.
+            beside = BASELINE and c == 64
+            if beside and k % 2:
+                base = run_baseline(args, inputs["s1"], lines, problems, f"-j {c}")
             log(f"1 routing overhead: run {k + 1}/{RUNS}, -j {c}: llmroute ({lines} lines)")
-            lr = run_llmroute(["--no-cache", "--models", MODELS, "-j", str(c),
-                               "--base-url", URL_FAST], inputs["s1"], lines, problems,
-                              label=f"llmroute -j {c}")
+            lr = run_llmroute(args, inputs["s1"], lines, problems, label=f"llmroute -j {c}")
+            if beside and not k % 2:
+                log(f"  {lr['lines_per_s']:.0f} lines/s")
+                base = run_baseline(args, inputs["s1"], lines, problems, f"-j {c}")
             log(f"  {lr['lines_per_s']:.0f} lines/s; peer ({peer_lines} lines)")
             pr = run_peer(URL_FAST, c, inputs["s1_peer"], peer_lines, problems)
             log(f"  {pr['lines_per_s'] or 0:.0f} lines/s; raw limit ({SIZES['limit_seconds']} s)")
@@ -368,9 +377,23 @@ def scenario1(inputs, problems):
             fl = run_floor(URL_FAST, c, inputs["s1"], lines, problems)
             log(f"  {fl['requests_per_s'] or 0:.0f} requests/s")
             run[str(c)] = {"llmroute": lr, "peer": pr, "limit": lim, "floor": fl}
+            if beside:
+                run[str(c)]["baseline"] = base
         runs.append(run)
-    return {"lines": lines, "peer_lines": peer_lines, "concurrency": conc,
-            "limit_seconds": SIZES["limit_seconds"], "runs": runs}
+    out = {"lines": lines, "peer_lines": peer_lines, "concurrency": conc,
+           "limit_seconds": SIZES["limit_seconds"], "runs": runs}
+    if BASELINE:
+        out["baseline_rev"] = BASELINE_REV
+    return out
+
+
+def run_baseline(args, input_file, lines, problems, what, **kw):
+    """The baseline build (BENCH_BASELINE) on the same input with the same flags."""
+    log(f"  baseline {BASELINE_REV[:10]} {what}")
+    r = run_llmroute(args, input_file, lines, problems, label=f"baseline {what}",
+                     binary=BASELINE, **kw)
+    log(f"  {r['lines_per_s']:.0f} lines/s (baseline)")
+    return r
 
 
 def scenario2(inputs, problems):
@@ -390,15 +413,16 @@ def scenario2(inputs, problems):
             "ideal_lines_per_s": c * 1000 / SLOW_MS, "runs": runs}
 
 
-def fill_cache(inputs, problems):
+def fill_cache(inputs, problems, binary=None):
     """Routes the scenario-3 input once so that a re-run is all cache hits."""
     d = fresh("filled")
     db = os.path.join(d, "llmroute.db")
     lines = SIZES["s3_lines"]
-    log(f"3 cached re-run: filling the cache ({lines} lines, -j {SIZES['s3_concurrency']})")
+    log(f"3 cached re-run: filling the cache ({lines} lines, -j {SIZES['s3_concurrency']})"
+        + (" with the baseline" if binary else ""))
     r = run_llmroute(["--models", MODELS, "-j", str(SIZES["s3_concurrency"]),
                       "--base-url", URL_FAST], inputs["s3"], lines, problems, db=db,
-                      label="cache fill")
+                      label="cache fill", binary=binary)
     log(f"  {r['lines_per_s']:.0f} lines/s")
     return db, r
 
@@ -409,8 +433,20 @@ def cached_args():
 
 def scenario3(inputs, filled_db, fill, problems):
     lines = SIZES["s3_lines"]
-    runs = []
+    # The baseline fills a store of its own: its schema may be older.
+    base_db, base_fill = fill_cache(inputs, problems, BASELINE) if BASELINE else (None, None)
+    runs, base_runs = [], []
+
+    def baseline_run():
+        d = fresh("cached")
+        base_runs.append(run_baseline(cached_args(), inputs["s3"], lines, problems,
+                                      "cached re-run", db=copy_store(base_db, d),
+                                      expect_cached=True))
+        shutil.rmtree(d, ignore_errors=True)
+
     for k in range(RUNS):
+        if BASELINE and k % 2:
+            baseline_run()
         d = fresh("cached")
         db = copy_store(filled_db, d)
         log(f"3 cached re-run: run {k + 1}/{RUNS} ({lines} lines, all cache hits)")
@@ -419,7 +455,13 @@ def scenario3(inputs, filled_db, fill, problems):
         log(f"  {r['lines_per_s']:.0f} lines/s")
         runs.append(r)
         shutil.rmtree(d, ignore_errors=True)
-    return {"lines": lines, "fill": fill, "runs": runs}
+        if BASELINE and not k % 2:
+            baseline_run()
+    out = {"lines": lines, "fill": fill, "runs": runs}
+    if BASELINE:
+        out["baseline"] = {"rev": BASELINE_REV, "fill": base_fill, "runs": base_runs}
+        shutil.rmtree(os.path.dirname(base_db), ignore_errors=True)
+    return out
 
 
 def scenario4(inputs, filled_db, problems):
@@ -1461,6 +1503,8 @@ def machine():
     info["llmroute"] = out([LLMROUTE, "--version"])
     # BENCH_BIN_DIR: a binary built elsewhere, perhaps not from this commit.
     info["prebuilt"] = bool(os.environ.get("BENCH_BIN_DIR"))
+    if BASELINE:
+        info["baseline"] = BASELINE_REV
     try:
         info["llmroute_built"] = time.strftime("%Y-%m-%d %H:%M UTC",
                                                time.gmtime(os.path.getmtime(LLMROUTE)))
