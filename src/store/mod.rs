@@ -12,7 +12,7 @@ pub mod schema;
 mod stats;
 pub mod writer;
 
-pub use rows::Inserts;
+pub use rows::Statements;
 pub use stats::LatencyFold;
 
 use std::collections::HashMap;
@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::core::cachekey::Key;
 pub use crate::core::health::ModelStat;
 
 /// How long a write waits for another process's transaction.
@@ -222,32 +221,6 @@ impl Store {
         let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// A cached answer for `key` created at or after `min_created_at`.
-    pub fn lookup(
-        &self,
-        key: &Key,
-        min_created_at: i64,
-    ) -> Result<Option<CachedAnswer>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at
-             FROM cache WHERE key = ?1 AND created_at >= ?2",
-        )?;
-        Ok(stmt
-            .query_row(params![&key.0[..], min_created_at], |r| {
-                Ok(CachedAnswer {
-                    model: r.get(0)?,
-                    response: r.get(1)?,
-                    content: r.get(2)?,
-                    cost_usd: r.get(3)?,
-                    prompt_tokens: r.get(4)?,
-                    completion_tokens: r.get(5)?,
-                    score: r.get(6)?,
-                    created_at: r.get(7)?,
-                })
-            })
-            .optional()?)
-    }
 }
 
 /// What `llmroute cache stats` shows.
@@ -439,6 +412,7 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cachekey::Key;
 
     fn entry(key: u8, created_at: i64) -> CacheEntry {
         CacheEntry {
@@ -638,14 +612,14 @@ mod tests {
             line("m/a", 10.0),
         ];
         let mut latencies = LatencyFold::default();
-        let mut inserts = Inserts::default();
+        let mut statements = Statements::default();
         for rec in &batch {
             one_by_one.write_line(rec).unwrap();
             folded
-                .write_line_folded(rec, &mut latencies, &mut inserts)
+                .write_line_folded(rec, &mut latencies, &mut statements)
                 .unwrap();
         }
-        drop(inserts);
+        drop(statements);
         folded.write_latencies(&mut latencies).unwrap();
         let (want, got) = (
             one_by_one.model_stats().unwrap(),

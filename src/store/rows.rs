@@ -1,16 +1,19 @@
-//! A finished line's rows: its cached answer, its request and attempts,
-//! the use of a cached answer and the pauses learned.
+//! What the writer does line by line: look an answer up in the cache, and
+//! write a finished line's rows (its cached answer, its request and
+//! attempts, the use of a cached answer and the pauses learned).
 
-use rusqlite::{params, CachedStatement, Connection};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 
-use super::{LatencyFold, LineRecord, Store, StoreError};
+use super::{CachedAnswer, LatencyFold, LineRecord, Store, StoreError};
+use crate::core::cachekey::Key;
 
-/// The inserts of every line, each taken from the connection's statement
+/// The statements of every line, each taken from the connection's statement
 /// cache the first time a transaction needs it and kept for the rest of it:
 /// a lookup in that cache hashes the statement's whole text, and cost a
 /// fifth of the writer's time when done for every row.
 #[derive(Default)]
-pub struct Inserts<'c> {
+pub struct Statements<'c> {
+    lookup: Option<CachedStatement<'c>>,
     cache: Option<CachedStatement<'c>>,
     attempts: Option<CachedStatement<'c>>,
     requests: Option<CachedStatement<'c>>,
@@ -29,27 +32,65 @@ fn held<'s, 'c>(
 }
 
 impl Store {
+    /// A cached answer for `key` created at or after `min_created_at`.
+    pub fn lookup(
+        &self,
+        key: &Key,
+        min_created_at: i64,
+    ) -> Result<Option<CachedAnswer>, StoreError> {
+        self.lookup_held(key, min_created_at, &mut Statements::default())
+    }
+
+    /// [`Store::lookup`] with a transaction's `statements`.
+    pub fn lookup_held<'c>(
+        &'c self,
+        key: &Key,
+        min_created_at: i64,
+        statements: &mut Statements<'c>,
+    ) -> Result<Option<CachedAnswer>, StoreError> {
+        let stmt = held(
+            &mut statements.lookup,
+            &self.conn,
+            "SELECT model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at
+             FROM cache WHERE key = ?1 AND created_at >= ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![&key.0[..], min_created_at], |r| {
+                Ok(CachedAnswer {
+                    model: r.get(0)?,
+                    response: r.get(1)?,
+                    content: r.get(2)?,
+                    cost_usd: r.get(3)?,
+                    prompt_tokens: r.get(4)?,
+                    completion_tokens: r.get(5)?,
+                    score: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// Writes one finished line (call inside a transaction for speed).
     pub fn write_line(&self, rec: &LineRecord) -> Result<(), StoreError> {
         let mut latencies = LatencyFold::default();
-        self.write_line_folded(rec, &mut latencies, &mut Inserts::default())?;
+        self.write_line_folded(rec, &mut latencies, &mut Statements::default())?;
         self.write_latencies(&mut latencies)
     }
 
     /// Like [`Store::write_line`], but the latencies of successful attempts
     /// are only added to `latencies`; [`Store::write_latencies`] writes them,
     /// one `model_stats` update per model for any number of lines. The
-    /// inserts are taken from `inserts`, which a transaction's lines share.
+    /// statements are taken from `statements`, which a transaction's lines share.
     pub fn write_line_folded<'c>(
         &'c self,
         rec: &LineRecord,
         latencies: &mut LatencyFold,
-        inserts: &mut Inserts<'c>,
+        statements: &mut Statements<'c>,
     ) -> Result<(), StoreError> {
         let priority = rec.priority.as_deref().unwrap_or(&self.priority);
         if let Some(c) = &rec.cache {
             let a = &c.answer;
-            held(&mut inserts.cache, &self.conn,
+            held(&mut statements.cache, &self.conn,
                     "INSERT OR REPLACE INTO cache
                      (key, model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
@@ -66,7 +107,7 @@ impl Store {
                 ])?;
         }
         for a in &rec.attempts {
-            held(&mut inserts.attempts, &self.conn,
+            held(&mut statements.attempts, &self.conn,
                     "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
                      completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?
@@ -92,7 +133,7 @@ impl Store {
             }
         }
         if let Some(r) = &rec.request {
-            held(&mut inserts.requests, &self.conn,
+            held(&mut statements.requests, &self.conn,
                     "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
                      prompt_tokens, completion_tokens, priority, score, attempts, error_type)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?

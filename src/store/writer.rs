@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
 
-use super::{CachedAnswer, Inserts, LatencyFold, LineRecord, Store, StoreError};
+use super::{CachedAnswer, LatencyFold, LineRecord, Statements, Store, StoreError};
 use crate::core::cachekey::Key;
 
 /// Most messages handled in one transaction.
@@ -396,7 +396,7 @@ fn apply(
     let mut result = Ok(());
     let mut latencies = LatencyFold::default();
     let mut records = Vec::new();
-    let mut inserts = Inserts::default();
+    let mut statements = Statements::default();
     for m in batch.drain(..) {
         match m {
             Msg::Lookup {
@@ -404,19 +404,21 @@ fn apply(
                 min_created_at,
                 reply,
             } => {
-                let hit = store.lookup(&key, min_created_at).unwrap_or(None);
+                let hit = store
+                    .lookup_held(&key, min_created_at, &mut statements)
+                    .unwrap_or(None);
                 let _ = reply.send(hit);
             }
             Msg::Line { record, then } => {
                 if result.is_ok() {
-                    result = store.write_line_folded(&record, &mut latencies, &mut inserts);
+                    result = store.write_line_folded(&record, &mut latencies, &mut statements);
                 }
                 records.push(record);
                 after.extend(then);
             }
         }
     }
-    drop(inserts);
+    drop(statements);
     if result.is_ok() {
         result = store.write_latencies(&mut latencies);
     }
@@ -431,7 +433,7 @@ fn apply(
         let mut fold = LatencyFold::default();
         let conn = store.conn();
         conn.execute_batch("SAVEPOINT record")?;
-        match store.write_line_folded(record, &mut fold, &mut Inserts::default()) {
+        match store.write_line_folded(record, &mut fold, &mut Statements::default()) {
             Ok(()) => latencies.extend(fold),
             Err(_) => conn.execute_batch("ROLLBACK TO record")?,
         }
