@@ -250,16 +250,27 @@ async fn dispatch(
             }
             None => break,
         };
-        tokio::select! {
-            biased;
-            _ = ctx.stop.halted() => break,
-            permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
+        // Permits free now are taken without waiting (and without setting
+        // up a wait for a stop): the common case, once per line.
+        if ctx.stop.get().is_some() {
+            break;
+        }
+        match window_sem.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => tokio::select! {
+                biased;
+                _ = ctx.stop.halted() => break,
+                permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
+            },
         }
         // Lines start in input order: the permit is taken here, not in the task.
-        let permit = tokio::select! {
-            biased;
-            _ = ctx.stop.halted() => break,
-            p = concurrency_sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        let permit = match concurrency_sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                biased;
+                _ = ctx.stop.halted() => break,
+                p = concurrency_sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            },
         };
         seq += 1;
         match parsed {
