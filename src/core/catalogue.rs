@@ -6,7 +6,6 @@
 //! `"-1"`) mean "unknown", nulls are absent values, and an entry that cannot
 //! be read is skipped rather than failing the whole catalogue.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -66,7 +65,8 @@ pub enum Origin {
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     models: Vec<ModelInfo>,
-    index: HashMap<String, usize>,
+    /// Looked up several times a request: a fast hash, not SipHash.
+    index: foldhash::HashMap<String, usize>,
     /// Entries that could not be read.
     pub skipped: usize,
     pub origin: Origin,

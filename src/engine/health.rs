@@ -50,26 +50,28 @@ const RECENT: usize = 64;
 /// Health in memory, shared by every request of a process.
 #[derive(Debug, Default)]
 pub struct LocalHealth {
-    stats: RwLock<HashMap<String, ModelStat>>,
-    local: Mutex<HashMap<String, Local>>,
+    // Looked up a dozen times a request, by short names nobody outside
+    // chooses: a fast hash, not SipHash.
+    stats: RwLock<foldhash::HashMap<String, ModelStat>>,
+    local: Mutex<foldhash::HashMap<String, Local>>,
 }
 
 impl LocalHealth {
     pub fn new(stats: HashMap<String, ModelStat>) -> LocalHealth {
         LocalHealth {
-            stats: RwLock::new(stats),
-            local: Mutex::new(HashMap::new()),
+            stats: RwLock::new(stats.into_iter().collect()),
+            local: Mutex::new(foldhash::HashMap::default()),
         }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Local>> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// `model`'s entry, made on first sight: the model's name is copied once,
 /// not on every attempt.
-fn entry<'a>(local: &'a mut HashMap<String, Local>, model: &str) -> &'a mut Local {
+fn entry<'a>(local: &'a mut foldhash::HashMap<String, Local>, model: &str) -> &'a mut Local {
     if !local.contains_key(model) {
         local.insert(model.to_string(), Local::default());
     }
@@ -108,7 +110,8 @@ impl LocalHealth {
 
     /// Every model's averages, as known now.
     pub fn stats(&self) -> HashMap<String, ModelStat> {
-        self.stats.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let stats = self.stats.read().unwrap_or_else(|e| e.into_inner());
+        stats.iter().map(|(m, s)| (m.clone(), *s)).collect()
     }
 }
 
