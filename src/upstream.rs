@@ -24,6 +24,24 @@ pub const REFERER: &str = "https://github.com/llmroute/llmroute";
 /// Sent as `X-Title`.
 pub const TITLE: &str = "llmroute";
 
+/// Whether the client needs the trusted root certificates, whose loading
+/// is most of its set-up: an `https` API does; a plain-`http` one (a local
+/// gateway) does not, unless a proxy is configured (it may speak TLS).
+fn needs_tls_roots(scheme: &str, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    const PROXIES: [&str; 6] = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    scheme != "http"
+        || PROXIES
+            .iter()
+            .any(|p| env(p).is_some_and(|v| !v.is_empty()))
+}
+
 /// The identity of the API at `base_url`, as cache keys hold it: the URL
 /// parsed (scheme and host in lower case, a default port dropped) without
 /// trailing slashes, so `https://OpenRouter.ai:443/api/v1/` and
@@ -78,7 +96,9 @@ impl Client {
         }
         headers.insert("HTTP-Referer", HeaderValue::from_static(REFERER));
         headers.insert("X-Title", HeaderValue::from_static(TITLE));
+        let roots = needs_tls_roots(url.scheme(), |name| std::env::var_os(name));
         let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(roots)
             .default_headers(headers)
             .user_agent(concat!("llmroute/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(pool.max(1))
@@ -365,6 +385,19 @@ impl crate::engine::ports::Upstream for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tls_or_a_proxy_needs_the_root_certificates() {
+        let none = |_: &str| None;
+        assert!(needs_tls_roots("https", none));
+        assert!(!needs_tls_roots("http", none));
+        for var in ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"] {
+            let set = |name: &str| (name == var).then(|| "http://proxy:3128".into());
+            assert!(needs_tls_roots("http", set), "{var}");
+        }
+        let empty = |_: &str| Some(std::ffi::OsString::new());
+        assert!(!needs_tls_roots("http", empty));
+    }
 
     #[test]
     fn one_upstream_has_one_identity() {
