@@ -187,10 +187,8 @@ pub struct Routed {
     pub candidates: Option<Vec<Ranked>>,
     /// From the start of routing to its end.
     pub latency_ms: f64,
-    /// For an answer the cache keeps (or one shared from an identical
-    /// request in flight): when its record, and so the cached answer, is
-    /// durable. Show the answer only then, and a re-run never pays for it
-    /// again. `None` when there is nothing a re-run could reuse.
+    /// For an answer: when its record (and so the cached answer) is durable.
+    /// Show the answer only then, and a re-run never pays for it again.
     pub commit: Option<Commit>,
 }
 

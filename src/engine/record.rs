@@ -103,14 +103,7 @@ impl Router {
             priority: job.priority.clone(),
             hit: None,
         };
-        // Only a record that caches the answer must be durable before the
-        // answer is shown: the rest are metrics, which a crash may lose.
-        let commit = if record.cache.is_some() {
-            Some(self.parts.recorder.record_durable(record))
-        } else {
-            self.parts.recorder.record(record);
-            None
-        };
+        let commit = self.parts.recorder.record_durable(record);
         if let Some(l) = leader {
             // After the record is queued: the followers' records come after it.
             l.publish(answer.clone());
@@ -120,7 +113,7 @@ impl Router {
             attempts: tried.attempts,
             candidates: None,
             latency_ms,
-            commit,
+            commit: Some(commit),
         }
     }
 
