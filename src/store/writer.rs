@@ -5,10 +5,11 @@
 //! output line written then is never lost from the cache, whatever happens
 //! to the process next.
 
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
@@ -59,8 +60,11 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
     failure: Arc<Mutex<Option<String>>>,
     hooks: Arc<Mutex<Vec<Hook>>>,
-    /// The store thread, woken by a lookup while it lets writes gather.
+    /// The store thread: a lookup wakes it while it lets writes gather or
+    /// holds quiet ones, a write someone waits for while it holds them.
     thread: std::thread::Thread,
+    /// Whether the store thread is asleep holding quiet writes.
+    holding: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -81,10 +85,19 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let hooks = Arc::new(Mutex::new(Vec::new()));
+        let holding = Arc::new(AtomicBool::new(false));
         let (thread_failure, thread_hooks) = (failure.clone(), hooks.clone());
+        let thread_holding = holding.clone();
         let join = std::thread::Builder::new()
             .name("llmroute-store".into())
-            .spawn(move || run(store, rx, thread_failure, thread_hooks, linger, quiet))
+            .spawn(move || {
+                let shared = Shared {
+                    failure: thread_failure,
+                    hooks: thread_hooks,
+                    holding: thread_holding,
+                };
+                run(store, rx, shared, linger, quiet)
+            })
             .expect("spawning the store thread");
         Writer {
             handle: WriterHandle {
@@ -92,6 +105,7 @@ impl Writer {
                 failure,
                 hooks,
                 thread: join.thread().clone(),
+                holding,
             },
             join,
         }
@@ -156,7 +170,13 @@ impl WriterHandle {
             return;
         }
         // Someone waits for it: it must not wait out quiet writes' hold.
-        self.thread.unpark();
+        // (A writer letting writes gather is not woken: it commits them
+        // when its linger ends.) The fence pairs with the writer's: either
+        // it sees this write before it sleeps, or this sees it asleep.
+        fence(Ordering::SeqCst);
+        if self.holding.load(Ordering::SeqCst) {
+            self.thread.unpark();
+        }
     }
 
     /// Runs `hook` on the store thread after the `then`s of every
@@ -200,18 +220,55 @@ fn quiet(m: &Msg) -> bool {
     }
 }
 
+/// What the store thread shares with the handles.
+struct Shared {
+    failure: Arc<Mutex<Option<String>>>,
+    hooks: Arc<Mutex<Vec<Hook>>>,
+    holding: Arc<AtomicBool>,
+}
+
+/// What came while quiet writes were held.
+enum Held {
+    Came(Msg),
+    TimeUp,
+    Ended,
+}
+
+/// Sleeps until a message comes, or `deadline`: asleep, not waiting on
+/// the channel, so that quiet writes do not wake the thread one by one (a
+/// lookup, a write someone waits for, or the end does). A wake-up with
+/// nothing to take (spurious, or left by an earlier unpark) sleeps again.
+fn sleep_holding(rx: &mpsc::Receiver<Msg>, holding: &AtomicBool, deadline: Instant) -> Held {
+    holding.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    let held = loop {
+        match rx.try_recv() {
+            Ok(m) => break Held::Came(m),
+            Err(mpsc::TryRecvError::Disconnected) => break Held::Ended,
+            Err(mpsc::TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Held::TimeUp;
+                }
+                std::thread::park_timeout(left);
+            }
+        }
+    };
+    holding.store(false, Ordering::SeqCst);
+    held
+}
+
 fn run(
     store: Store,
     rx: mpsc::Receiver<Msg>,
-    failure: Arc<Mutex<Option<String>>>,
-    hooks: Arc<Mutex<Vec<Hook>>>,
+    shared: Shared,
     linger: Duration,
     hold: Duration,
 ) -> Store {
     let mut t = Transactions {
         store: &store,
-        failure: &failure,
-        hooks: &hooks,
+        failure: &shared.failure,
+        hooks: &shared.hooks,
         after: Vec::with_capacity(MAX_BATCH),
         #[cfg(debug_assertions)]
         delay: commit_delay(),
@@ -220,25 +277,18 @@ fn run(
     let mut lookups = Vec::with_capacity(MAX_BATCH);
     // Quiet writes held back, in the order they came, and since when.
     let mut held: Vec<Msg> = Vec::new();
-    let mut held_since: Option<std::time::Instant> = None;
+    let mut held_since: Option<Instant> = None;
     loop {
         let first = match held_since {
             None => rx.recv().ok(),
-            Some(since) => {
-                let left = (since + hold).saturating_duration_since(std::time::Instant::now());
-                // Asleep, not waiting on the channel: quiet writes do not
-                // wake the thread one by one; a lookup, a write someone
-                // waits for, or the end does.
-                std::thread::park_timeout(left);
-                match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(mpsc::TryRecvError::Empty) => None,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        t.commit(&mut held);
-                        break;
-                    }
+            Some(since) => match sleep_holding(&rx, &shared.holding, since + hold) {
+                Held::Came(m) => Some(m),
+                Held::TimeUp => None,
+                Held::Ended => {
+                    t.commit(&mut held);
+                    break;
                 }
-            }
+            },
         };
         let due = match first {
             Some(m) => {
@@ -266,7 +316,7 @@ fn run(
                 }
             }
             if held.len() > before {
-                held_since.get_or_insert_with(std::time::Instant::now);
+                held_since.get_or_insert_with(Instant::now);
             }
             if !lookups.is_empty() {
                 t.commit(&mut lookups);
@@ -340,13 +390,13 @@ impl Transactions<'_> {
 /// meanwhile, so that writes do not wake it one by one; a lookup wakes it.
 fn gather(rx: &mpsc::Receiver<Msg>, batch: &mut Vec<Msg>, linger: Duration) {
     let lookup = |m: &Msg| matches!(m, Msg::Lookup { .. });
-    let deadline = std::time::Instant::now() + linger;
+    let deadline = Instant::now() + linger;
     loop {
         let ended = drain(rx, batch);
         if ended || batch.len() >= MAX_BATCH || batch.iter().any(lookup) {
             return;
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
@@ -543,8 +593,8 @@ mod tests {
         assert_eq!(attempts_seen(&path), 11);
         // Alone, they commit soon, with nothing else to carry them.
         h.write_nowait(quiet_record("m/alone"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while attempts_seen(&path) < 12 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while attempts_seen(&path) < 12 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(attempts_seen(&path), 12);
@@ -620,8 +670,8 @@ mod tests {
                 }
             })
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while attempts_seen(&path) < 1 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while attempts_seen(&path) < 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -730,8 +780,8 @@ mod tests {
             Box::new(move || log.lock().unwrap().push("then")),
         );
         assert_eq!(rt.block_on(h.lookup(Key([1; 32]), 0)), None);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while events.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while events.lock().unwrap().len() < 2 && Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(*events.lock().unwrap(), ["then", "hook"]);
