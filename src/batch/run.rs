@@ -2,12 +2,15 @@
 //! and writes one output line per input line.
 //!
 //! ```text
-//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks: Router::route ─────▶ output thread ──▶ stdout
-//!                                  ▲                          │ an answer is handed on     ▲    │
-//!                                  │                          ▼ once its record commits    │    │
-//!                                  │                    the store's writer ─────(outbox)───┘    │
-//!                                  └──────────────── window permits (released when written) ────┘
+//! reader thread ──(bounded)──▶ dispatcher ──spawn──▶ line tasks: Router::route ──(outbox)──▶ output thread ──▶ stdout
+//!                                  ▲                          │ an answer is handed on          ▲    │
+//!                                  │                          ▼ once its record commits         │    │
+//!                                  │                    the store's writer ─────(outbox)────────┘    │
+//!                                  └──────────────── window permits (released when written) ─────────┘
 //! ```
+//!
+//! A line that waits for no commit (a cache hit, an error) goes through the
+//! outbox too: a task hands the outbox on once a turn of the runtime.
 //!
 //! Memory is bounded by the window: at most `window` lines are between being
 //! read and being written, whatever the input length. A line's answer is
@@ -193,9 +196,11 @@ pub async fn run(
         // Every line is written: the thread is ending, and is waited for
         // so that nothing it writes can race the process's exit.
         let _ = tokio::task::spawn_blocking(move || output.join()).await;
+        shown.abort();
     }
+    // Else lines may still come, late, from tasks past the grace period:
+    // the hand-off task stays, to pass them on while the process lives.
     signals.abort();
-    shown.abort();
     if let Some(t) = ticker {
         t.abort();
     }
@@ -231,6 +236,10 @@ async fn dispatch(
     let mut input_error = None;
     let mut events = Vec::new().into_iter();
     loop {
+        // Permits taken without waiting spend no budget of the runtime's:
+        // this makes the loop yield now and then all the same, so that the
+        // signal watcher runs (a run of bad lines takes no permit at all).
+        tokio::task::consume_budget().await;
         let event = match events.next() {
             Some(e) => Some(e),
             None => tokio::select! {
@@ -316,8 +325,8 @@ async fn tick(ctx: Arc<Shared>, pb: ProgressBar) {
     }
 }
 
-/// Routes one line and hands its output line on: at once, or once its
-/// record has committed.
+/// Routes one line and hands its output line on: within this turn of the
+/// runtime, or once its record has committed.
 async fn route_line(
     ctx: Arc<Shared>,
     seq: u64,

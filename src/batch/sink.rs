@@ -16,7 +16,8 @@ use super::stop::StopReason;
 pub(super) enum OutMsg {
     /// Serialised by the output thread, off the thread that sends requests.
     Line(u64, Box<Line>),
-    /// The lines whose records one transaction committed.
+    /// Lines handed on together: those whose records one transaction
+    /// committed, or those of one turn of the runtime that wait for none.
     Committed(Vec<(u64, Box<Line>)>),
     /// A line that will have no output (the run was interrupted before it was sent).
     Skip(u64),
@@ -24,11 +25,12 @@ pub(super) enum OutMsg {
 
 pub(super) type OutSender = std::sync::mpsc::Sender<OutMsg>;
 
-/// Lines whose records have committed, gathered so that the output thread
-/// gets (and is woken for) each transaction's lines at once, not line by
-/// line: the recorder's after-commit hook hands them on. It holds a sender
-/// only while it holds lines, so the output thread still ends when the last
-/// line has been handed on.
+/// Lines ready to be written (their records committed, or waiting for no
+/// commit), gathered so that the output thread gets (and is woken for)
+/// them a batch at a time, not line by line: the recorder's after-commit
+/// hook hands them on, and the batch run's hand-off task once a turn. It
+/// holds a sender only while it holds lines, so the output thread still
+/// ends when the last line has been handed on.
 #[derive(Default)]
 pub(super) struct Outbox(Mutex<Held>);
 
