@@ -57,7 +57,7 @@ ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()
 LLMROUTE = os.environ.get("BENCH_LLMROUTE") or os.path.join(ROOT, "target", "release", "llmroute")
 # llmroute at another revision (bench/run's BENCH_BASELINE), run beside this one.
 BASELINE = os.environ.get("BENCH_BASELINE_LLMROUTE") or None
-BASELINE_REV = os.environ.get("BENCH_BASELINE_REV") or None
+BASELINE_REV = os.environ.get("BENCH_BASELINE_REV") or "baseline"
 FAKE = os.environ.get("BENCH_FAKE") or os.path.join(ROOT, "target", "release", "fake-openrouter")
 OHA = os.environ.get("BENCH_OHA") or shutil.which("oha") or "oha"
 STUNNEL = os.environ.get("BENCH_STUNNEL") or shutil.which("stunnel4") or shutil.which("stunnel")

@@ -61,11 +61,13 @@ def baseline_rows(s1, s3):
         lr = [r["llmroute"]["lines_per_s"] for r in runs]
         base = [r["baseline"]["lines_per_s"] for r in runs]
         fl = [r["floor"]["requests_per_s"] for r in runs]
+        bf = med(ratios(base, fl))
         rows.append(("1", f"the build at `{rev}` / its client floor, -j 64, same run",
-                     f"{med(ratios(base, fl)) * 100:.0f}%", "for reference", None))
+                     "n/a" if bf is None else f"{bf * 100:.0f}%", "for reference", None))
         rel = med(ratios(lr, base))
         rows.append(("1", f"llmroute / the build at `{rev}`, -j 64, same run",
-                     f"{rel * 100:.0f}%", "≥ 95%", rel >= 0.95))
+                     "n/a" if rel is None else f"{rel * 100:.0f}%", "≥ 95%",
+                     rel is not None and rel >= 0.95))
     b3 = (s3 or {}).get("baseline")
     if b3:
         rev = b3["rev"][:10]
@@ -73,8 +75,9 @@ def baseline_rows(s1, s3):
         base = [r["lines_per_s"] for r in b3["runs"]]
         rel = med(ratios(lr, base))
         rows.append(("3", f"cached re-run / the build at `{rev}`, same run",
+                     "n/a" if rel is None else
                      f"{rel * 100:.0f}% ({num(med(lr), 0)} against {num(med(base), 0)} lines/s)",
-                     "≥ 95%", rel >= 0.95))
+                     "≥ 95%", rel is not None and rel >= 0.95))
     return rows
 
 
