@@ -7,6 +7,22 @@ use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use super::{CachedAnswer, LatencyFold, LineRecord, Store, StoreError};
 use crate::core::cachekey::Key;
 
+const LOOKUP: &str =
+    "SELECT model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at
+     FROM cache WHERE key = ?1 AND created_at >= ?2";
+const INSERT_CACHE: &str = "INSERT OR REPLACE INTO cache
+     (key, model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
+     completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const INSERT_REQUEST: &str =
+    "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
+     prompt_tokens, completion_tokens, priority, score, attempts, error_type)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const MARK_USED: &str = "UPDATE cache SET used_at = ?2 WHERE key = ?1";
+
 /// The statements of every line, each taken from the connection's statement
 /// cache the first time a transaction needs it and kept for the rest of it:
 /// a lookup in that cache hashes the statement's whole text, and cost a
@@ -17,6 +33,7 @@ pub struct Statements<'c> {
     cache: Option<CachedStatement<'c>>,
     attempts: Option<CachedStatement<'c>>,
     requests: Option<CachedStatement<'c>>,
+    used: Option<CachedStatement<'c>>,
 }
 
 /// The statement in `slot`, prepared (or taken from the cache) if need be.
@@ -48,13 +65,7 @@ impl Store {
         min_created_at: i64,
         statements: &mut Statements<'c>,
     ) -> Result<Option<CachedAnswer>, StoreError> {
-        let stmt = held(
-            &mut statements.lookup,
-            &self.conn,
-            "SELECT model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at
-             FROM cache WHERE key = ?1 AND created_at >= ?2",
-        )?;
-        Ok(stmt
+        Ok(held(&mut statements.lookup, &self.conn, LOOKUP)?
             .query_row(params![&key.0[..], min_created_at], |r| {
                 Ok(CachedAnswer {
                     model: r.get(0)?,
@@ -90,74 +101,61 @@ impl Store {
         let priority = rec.priority.as_deref().unwrap_or(&self.priority);
         if let Some(c) = &rec.cache {
             let a = &c.answer;
-            held(&mut statements.cache, &self.conn,
-                    "INSERT OR REPLACE INTO cache
-                     (key, model, response, content, cost_usd, prompt_tokens, completion_tokens, score, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?
-                .execute(params![
-                    &c.key.0[..],
-                    a.model,
-                    a.response,
-                    a.content,
-                    a.cost_usd,
-                    a.prompt_tokens,
-                    a.completion_tokens,
-                    a.score,
-                    a.created_at
-                ])?;
+            held(&mut statements.cache, &self.conn, INSERT_CACHE)?.execute(params![
+                &c.key.0[..],
+                a.model,
+                a.response,
+                a.content,
+                a.cost_usd,
+                a.prompt_tokens,
+                a.completion_tokens,
+                a.score,
+                a.created_at
+            ])?;
         }
         for a in &rec.attempts {
-            held(&mut statements.attempts, &self.conn,
-                    "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
-                     completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?
-                .execute(params![
-                    a.ts,
-                    self.run_id,
-                    rec.request.as_ref().map_or(0, |r| r.line as i64),
-                    a.model,
-                    a.status,
-                    a.ok,
-                    a.cached,
-                    a.latency_ms,
-                    a.prompt_tokens,
-                    a.completion_tokens,
-                    a.cost_usd,
-                    priority,
-                    a.score,
-                    a.error_type,
-                    a.ttft_ms
-                ])?;
+            held(&mut statements.attempts, &self.conn, INSERT_ATTEMPT)?.execute(params![
+                a.ts,
+                self.run_id,
+                rec.request.as_ref().map_or(0, |r| r.line as i64),
+                a.model,
+                a.status,
+                a.ok,
+                a.cached,
+                a.latency_ms,
+                a.prompt_tokens,
+                a.completion_tokens,
+                a.cost_usd,
+                priority,
+                a.score,
+                a.error_type,
+                a.ttft_ms
+            ])?;
             if !a.cached {
                 latencies.add(a);
             }
         }
         if let Some(r) = &rec.request {
-            held(&mut statements.requests, &self.conn,
-                    "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
-                     prompt_tokens, completion_tokens, priority, score, attempts, error_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?
-                .execute(params![
-                    r.ts,
-                    self.run_id,
-                    r.line as i64,
-                    r.request_id,
-                    r.model,
-                    r.ok,
-                    r.cached,
-                    r.latency_ms,
-                    r.cost_usd,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    priority,
-                    r.score,
-                    r.attempts,
-                    r.error_type
-                ])?;
+            held(&mut statements.requests, &self.conn, INSERT_REQUEST)?.execute(params![
+                r.ts,
+                self.run_id,
+                r.line as i64,
+                r.request_id,
+                r.model,
+                r.ok,
+                r.cached,
+                r.latency_ms,
+                r.cost_usd,
+                r.prompt_tokens,
+                r.completion_tokens,
+                priority,
+                r.score,
+                r.attempts,
+                r.error_type
+            ])?;
         }
         if let Some(key) = &rec.hit {
-            self.conn
-                .prepare_cached("UPDATE cache SET used_at = ?2 WHERE key = ?1")?
+            held(&mut statements.used, &self.conn, MARK_USED)?
                 .execute(params![&key.0[..], rec.request.as_ref().map(|r| r.ts)])?;
         }
         for (model, until) in &rec.cooldowns {
