@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use serde_json::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::console::Console;
 use super::output::{error_type, Line};
@@ -259,27 +259,19 @@ async fn dispatch(
             }
             None => break,
         };
-        // Permits free now are taken without waiting (and without setting
-        // up a wait for a stop): the common case, once per line.
         if ctx.stop.get().is_some() {
             break;
         }
-        match window_sem.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => tokio::select! {
-                biased;
-                _ = ctx.stop.halted() => break,
-                permit = window_sem.acquire() => permit.expect("the window is never closed").forget(),
-            },
-        }
+        let free = window_sem.try_acquire();
+        let Some(slot) = take_permit(&ctx.stop, free, || window_sem.acquire()).await else {
+            break;
+        };
+        slot.forget();
         // Lines start in input order: the permit is taken here, not in the task.
-        let permit = match concurrency_sem.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => tokio::select! {
-                biased;
-                _ = ctx.stop.halted() => break,
-                p = concurrency_sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            },
+        let free = concurrency_sem.clone().try_acquire_owned();
+        let next = || concurrency_sem.clone().acquire_owned();
+        let Some(permit) = take_permit(&ctx.stop, free, next).await else {
+            break;
         };
         seq += 1;
         match parsed {
@@ -305,6 +297,27 @@ async fn dispatch(
         }
     }
     (seq, input_error)
+}
+
+/// A semaphore's permit: `free`, the one to be had now, else the next one,
+/// unless the run stops first. Taking a free permit sets up no wait for a
+/// stop (a waiter, locked both ways): the common case, once per line.
+async fn take_permit<P, F>(
+    stop: &Stop,
+    free: Result<P, TryAcquireError>,
+    next: impl FnOnce() -> F,
+) -> Option<P>
+where
+    F: std::future::Future<Output = Result<P, AcquireError>>,
+{
+    if let Ok(p) = free {
+        return Some(p);
+    }
+    tokio::select! {
+        biased;
+        _ = stop.halted() => None,
+        p = next() => Some(p.expect("the run's semaphores are never closed")),
+    }
 }
 
 /// Keeps the progress bar's message up to date.
