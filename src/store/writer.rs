@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 4096;
 /// transaction instead of one every few lines; a lookup never waits for
 /// them (they hold no answer to find), and a write someone waits for takes
 /// them along at once.
-pub const QUIET_LINGER: Duration = Duration::from_millis(5);
+const QUIET_LINGER: Duration = Duration::from_millis(5);
 
 enum Msg {
     Lookup {
@@ -499,6 +499,13 @@ mod tests {
     use super::*;
     use crate::store::CacheEntry;
 
+    /// A runtime to wait for the writer's answers on.
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     fn found_answer() -> CachedAnswer {
         CachedAnswer {
             model: "m".into(),
@@ -527,9 +534,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         let found = rt.block_on(h.lookup(key, 0));
         assert_eq!(found.map(|a| a.model), Some("m".to_string()));
         // A write gathering when the writer finishes is committed then,
@@ -580,9 +585,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let writer = Writer::spawn(Store::open(&path).unwrap());
         let h = writer.handle();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         for i in 0..10 {
             h.write_nowait(quiet_record(&format!("m/{i}")));
         }
@@ -621,9 +624,7 @@ mod tests {
         let waiter = {
             let h = h.clone();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .unwrap();
+                let rt = rt();
                 rt.block_on(h.write(quiet_record("m/durable")));
                 let _ = done.send(());
             })
@@ -647,9 +648,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let writer = Writer::spawn(Store::open(&path).unwrap());
         let h = writer.handle();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         h.write_nowait(quiet_record("m/a"));
         // Lookups without pause, faster than they are answered, so that the
         // queue is never empty: the held record does not wait for a quiet
@@ -688,9 +687,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let writer = Writer::spawn(Store::open(&path).unwrap());
         let h = writer.handle();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         let answer = CachedAnswer {
             model: "m".into(),
             response: "{}".into(),
@@ -772,9 +769,7 @@ mod tests {
         let log = events.clone();
         h.after_each_commit(move || log.lock().unwrap().push("hook"));
         let log = events.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = rt();
         h.write_then(
             Box::<LineRecord>::default(),
             Box::new(move || log.lock().unwrap().push("then")),
