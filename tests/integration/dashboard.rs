@@ -128,6 +128,26 @@ async fn dashboard_data(c: &reqwest::Client, s: &Served) -> Value {
     r.json().await.unwrap()
 }
 
+/// A client that shows redirects rather than following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The sign-in form's post of `token`.
+fn sign_in(c: &reqwest::Client, s: &Served, token: &str) -> reqwest::RequestBuilder {
+    c.post(s.url("/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+}
+
+/// The `name=value` of the cookie a `Set-Cookie` value sets.
+fn cookie_of(set: &str) -> String {
+    set.split(';').next().unwrap().to_string()
+}
+
 /// A server with a client token and an admin token.
 fn with_tokens(env: &Env) -> Served {
     env.serve_with(
@@ -143,10 +163,7 @@ fn with_tokens(env: &Env) -> Served {
 fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
     let env = Env::three();
     let s = with_tokens(&env);
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let c = no_redirects();
     let rt = rt();
     rt.block_on(async {
         let get = |path: &str, auth: Option<&str>, cookie: Option<&str>| {
@@ -170,20 +187,12 @@ fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
             let r = get("/dashboard/data", Some(t), None).await.unwrap();
             assert_eq!(r.status().as_u16(), 200, "{t}");
         }
-        let login = |token: &str| {
-            c.post(s.url("/dashboard/login"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("token={token}"))
-                .send()
-        };
+        let login = |token: &str| sign_in(&c, &s, token).send();
         let r = login("wrong").await.unwrap();
         assert_eq!(r.status().as_u16(), 401);
         assert!(r.headers().get("set-cookie").is_none());
-        let r = c
-            .post(s.url("/dashboard/login"))
-            .header("content-type", "application/x-www-form-urlencoded")
+        let r = sign_in(&c, &s, "tok-client-1")
             .header("x-forwarded-proto", "https")
-            .body("token=tok-client-1")
             .send()
             .await
             .unwrap();
@@ -201,7 +210,7 @@ fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
             "{set}"
         );
         assert!(!set.contains("tok-client-1"), "the cookie is not the token");
-        let cookie = set.split(';').next().unwrap().to_string();
+        let cookie = cookie_of(&set);
         let session = cookie.split_once('=').unwrap().1.to_string();
         let r = get("/dashboard/data", None, Some(&cookie)).await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
@@ -244,30 +253,17 @@ fn with_tokens_the_dashboard_wants_one_and_a_session_opens_it_alone() {
 fn another_site_cannot_sign_anyone_in_or_out() {
     let env = Env::three();
     let s = with_tokens(&env);
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let c = no_redirects();
     rt().block_on(async {
-        let r = c
-            .post(s.url("/dashboard/login"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("token=tok-client-1")
-            .send()
-            .await
-            .unwrap();
+        let r = sign_in(&c, &s, "tok-client-1").send().await.unwrap();
         assert_eq!(r.status().as_u16(), 303);
-        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-        let cookie = set.split(';').next().unwrap().to_string();
+        let cookie = cookie_of(r.headers()["set-cookie"].to_str().unwrap());
         for (name, value) in [
             ("origin", "http://evil.example"),
             ("sec-fetch-site", "cross-site"),
         ] {
-            let r = c
-                .post(s.url("/dashboard/login"))
+            let r = sign_in(&c, &s, "tok-client-1")
                 .header(name, value)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("token=tok-client-1")
                 .send()
                 .await
                 .unwrap();
