@@ -51,11 +51,16 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
+def baseline_runs(s1):
+    """Scenario 1's runs at -j 64 that ran the baseline build beside llmroute."""
+    return [r["64"] for r in (s1 or {}).get("runs", []) if "baseline" in r.get("64", {})]
+
+
 def baseline_rows(s1, s3):
     """Goal rows for llmroute against the baseline build (bench/run's
     BENCH_BASELINE) run beside it: same machine, same minutes."""
     rows = []
-    runs = [r["64"] for r in (s1 or {}).get("runs", []) if "baseline" in r.get("64", {})]
+    runs = baseline_runs(s1)
     if runs:
         rev = s1["baseline_rev"][:10]
         lr = [r["llmroute"]["lines_per_s"] for r in runs]
@@ -765,7 +770,7 @@ def main() -> int:
                     md.append(f"| {c} | {spread(fl, 0)} | {spread([x * 100 for x in fll], 1)}% | "
                               f"{spread([x * 100 for x in lrf], 1)}% |")
             md.append("")
-            base = [r["64"] for r in s1["runs"] if "baseline" in r.get("64", {})]
+            base = baseline_runs(s1)
             if base:
                 rev = s1["baseline_rev"][:10]
                 b = [r["baseline"]["lines_per_s"] for r in base]
