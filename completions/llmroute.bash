@@ -843,7 +843,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__models)
-            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --db --config --base-url --help"
+            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --reset --redis --db --config --base-url --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -882,6 +882,14 @@ _llmroute() {
                     return 0
                     ;;
                 --quality)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

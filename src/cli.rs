@@ -378,6 +378,15 @@ pub struct ModelsArgs {
     /// Fetch the catalogue again now
     #[arg(long)]
     pub refresh: bool,
+
+    /// Forget the health learned of these models (all when none is named) on
+    /// this --base-url: latency and error averages, pauses, open circuits
+    #[arg(long, value_name = "MODEL", num_args = 0.., value_delimiter = ',')]
+    pub reset: Option<Vec<String>>,
+
+    /// With --reset: the Redis whose shared health is forgotten too (or the config's `redis`)
+    #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 /// `llmroute cache`.

@@ -193,7 +193,13 @@ impl Options {
             Some(Command::Config(ConfigArgs {
                 action: ConfigAction::Show(show),
             })) => (show.routing.clone(), show.tuning.clone()),
-            Some(Command::Models(m)) => (m.routing.clone(), TuningArgs::default()),
+            Some(Command::Models(m)) => (
+                m.routing.clone(),
+                TuningArgs {
+                    redis: m.redis.clone(),
+                    ..TuningArgs::default()
+                },
+            ),
             Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
             _ => (RoutingArgs::default(), TuningArgs::default()),
         };

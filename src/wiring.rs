@@ -75,6 +75,7 @@ pub fn wire(
     setup::warn_plain_http(&base, wants.quiet);
     let path = options.store_path()?;
     let mut store = Store::open(&path)?;
+    store.set_upstream(&crate::upstream::identity(&base));
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     if !wants.quiet {
         warn_unknown(&settings, &catalogue);
@@ -191,7 +192,13 @@ fn shared_state(
         MAX_SHARED_ANSWER,
         options.timeout + LEASE_SLACK,
     ));
-    let health = Arc::new(rt.block_on(SharedHealth::start(health, link.clone(), candidates)));
+    let upstream = crate::upstream::identity(&options.base_url);
+    let health = Arc::new(rt.block_on(SharedHealth::start(
+        health,
+        link.clone(),
+        &upstream,
+        candidates,
+    )));
     let admission: Arc<dyn Admission> = match r.shared_limits {
         true => Arc::new(SharedLimits::new(
             limits(options),

@@ -62,6 +62,34 @@ pub fn one_line(text: &str) -> String {
 /// The engine's observer for a batch: `-v` logs, and what stops the run.
 pub struct BatchObserver {
     pub console: Console,
+    /// The models a wait was said for: without `-v`, each is said once.
+    pub waited_for: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl BatchObserver {
+    pub fn new(console: Console) -> BatchObserver {
+        BatchObserver {
+            console,
+            waited_for: Default::default(),
+        }
+    }
+}
+
+/// A wait as people say it: `41s`, `1.5s`, `250ms`, `2m 5s`.
+fn wait_text(wait: std::time::Duration) -> String {
+    let ms = wait.as_millis();
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=9_999 => format!("{:.1}s", wait.as_secs_f64()),
+        _ => {
+            let s = (ms + 500) / 1000;
+            match s {
+                0..=59 => format!("{s}s"),
+                _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+                _ => format!("{}m {}s", s / 60, s % 60),
+            }
+        }
+    }
 }
 
 impl Observer for BatchObserver {
@@ -92,6 +120,23 @@ impl Observer for BatchObserver {
         ));
     }
 
+    fn waiting(&self, tag: u64, model: &str, wait: std::time::Duration, why: &str) {
+        let first = self
+            .waited_for
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(model.to_string());
+        let wait = wait_text(wait);
+        if self.console.verbose {
+            self.console.say(format_args!(
+                "llmroute: line {tag}: waiting {wait} for {model}: {why}"
+            ));
+        } else if first {
+            self.console
+                .say(format_args!("llmroute: waiting {wait} for {model}: {why}"));
+        }
+    }
+
     fn budget_reached(&self, spent: f64, max: f64) {
         self.console.say(format_args!(
             "llmroute: budget reached: ${spent:.4} spent of ${max}; no more requests are sent, remaining lines get budget_exceeded"
@@ -102,6 +147,16 @@ impl Observer for BatchObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_reads_as_people_say_it() {
+        use std::time::Duration;
+        assert_eq!(wait_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(wait_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(wait_text(Duration::from_millis(40_600)), "41s");
+        assert_eq!(wait_text(Duration::from_secs(125)), "2m 5s");
+        assert_eq!(wait_text(Duration::from_secs(120)), "2m");
+    }
 
     #[test]
     fn a_message_is_one_line() {

@@ -74,7 +74,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         // A run's cache has no cap to keep: a hit writes nothing to it.
         track_cache_use: false,
     };
-    let observer = Arc::new(BatchObserver { console: console() });
+    let observer = Arc::new(BatchObserver::new(console()));
     let wired = wiring::wire(options, wants, observer, &rt)?;
     let router = wired.router;
     let batch = Batch {

@@ -68,10 +68,14 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
     // The default store is where the catalogue is kept, so a first look
     // at the models may create it; a store named by --db must exist.
-    let store = match options.db {
+    let mut store = match options.db {
         Some(_) => crate::setup::open_existing(&path)?,
         None => Store::open(&path)?,
     };
+    store.set_upstream(&crate::upstream::identity(&base));
+    if let Some(models) = &args.reset {
+        return reset(&store, models, options, &path);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -136,6 +140,48 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         );
         format!("{header}{}\n", table(&rows, store::now_ms()))
     };
+    app::write_stdout(text.as_bytes())
+}
+
+/// `models --reset`: forgets the health of `models` (every model when
+/// empty) on this upstream, in the store and, with `--redis`, in Redis.
+fn reset(
+    store: &Store,
+    models: &[String],
+    options: &Options,
+    path: &std::path::Path,
+) -> anyhow::Result<i32> {
+    let forgotten = store.reset_health(models).map_err(app::store_fatal(path))?;
+    let mut shared = None;
+    if let Some(r) = &options.redis {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        shared = rt.block_on(async {
+            let link = crate::shared::Link::open(&r.url, &r.prefix, r.timeout).await?;
+            anyhow::Ok(crate::shared::health::forget(&link, store.upstream(), models).await)
+        })?;
+        if shared.is_none() {
+            anyhow::bail!("cannot reach Redis at {}", crate::shared::shown(&r.url));
+        }
+    }
+    let which = match models.is_empty() {
+        true => "every model".to_string(),
+        false => models.join(", "),
+    };
+    let n = forgotten.len();
+    let mut text = format!(
+        "forgot the health of {which} on {} ({n} {} had some in the store",
+        store.upstream(),
+        if n == 1 { "model" } else { "models" }
+    );
+    if let Some(keys) = shared {
+        text.push_str(&format!(
+            ", {keys} Redis {}",
+            if keys == 1 { "key" } else { "keys" }
+        ));
+    }
+    text.push_str(")\n");
     app::write_stdout(text.as_bytes())
 }
 

@@ -58,8 +58,9 @@ impl Ending {
 pub enum Next {
     /// Send the request to the plan's model at this index.
     Send(usize),
-    /// Every model left is cooling: wait until then, and ask again.
-    Wait(Instant),
+    /// Every model left is cooling: wait until then (when the plan's model
+    /// at the index may be tried again), and ask again.
+    Wait(Instant, usize),
     /// No model is left to try.
     GiveUp(Ending),
 }
@@ -134,7 +135,7 @@ impl Attempts {
             return Next::GiveUp(self.all_failed());
         }
         let mut again = None;
-        let mut earliest: Option<Instant> = None;
+        let mut earliest: Option<(Instant, usize)> = None;
         for (i, p) in self.plan.iter().enumerate() {
             if self.state[i] == State::Done || self.too_small(p) {
                 continue;
@@ -144,12 +145,16 @@ impl Attempts {
                 None => {
                     again.get_or_insert(i);
                 }
-                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+                Some(t) => {
+                    if earliest.is_none_or(|(e, _)| t < e) {
+                        earliest = Some((t, i));
+                    }
+                }
             }
         }
         match (again, earliest) {
             (Some(i), _) => Next::Send(i),
-            (None, Some(t)) => Next::Wait(t),
+            (None, Some((t, i))) => Next::Wait(t, i),
             (None, None) => Next::GiveUp(self.all_failed()),
         }
     }
@@ -424,7 +429,7 @@ mod tests {
         health.0.insert("a".into(), later);
         a.observe(1, Err(&status(500, None, "")));
         // b is done, a is cooling: wait for a.
-        assert_eq!(a.next(t0, &health), Next::Wait(later));
+        assert_eq!(a.next(t0, &health), Next::Wait(later, 0));
         assert_eq!(a.next(later, &health), Next::Send(0));
     }
 
@@ -436,7 +441,10 @@ mod tests {
         for (m, s) in [("a", 9), ("b", 3), ("c", 6)] {
             health.0.insert(m.into(), t0 + Duration::from_secs(s));
         }
-        assert_eq!(a.next(t0, &health), Next::Wait(t0 + Duration::from_secs(3)));
+        assert_eq!(
+            a.next(t0, &health),
+            Next::Wait(t0 + Duration::from_secs(3), 1)
+        );
         // A pause already over does not count.
         assert_eq!(a.next(t0 + Duration::from_secs(4), &health), Next::Send(1));
     }

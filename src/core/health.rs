@@ -393,6 +393,13 @@ pub trait HealthView {
         false
     }
 
+    /// Why the model may not be tried now, in words, when it is paused:
+    /// `circuit open after 3 failures`, `rate-limited by the API`, ...
+    fn pause_reason(&self, model: &str) -> Option<String> {
+        let _ = model;
+        None
+    }
+
     /// The model's state at `now`.
     fn state(&self, model: &str, now: Instant) -> State {
         if self.cooling_until(model).is_some_and(|t| t > now) {

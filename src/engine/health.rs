@@ -140,6 +140,26 @@ impl HealthView for LocalHealth {
         (l.fails >= BREAKER_FAILURES && l.probing).then_some(now + HALF_OPEN_POLL)
     }
 
+    fn pause_reason(&self, model: &str) -> Option<String> {
+        let local = self.local();
+        let l = local.get(model)?;
+        let now = Instant::now();
+        let open = l.open_until.filter(|t| *t > now);
+        let paused = l.pause.filter(|p| p.until > now);
+        Some(match (open, paused) {
+            (Some(o), Some(p)) if p.until > o && p.streak > 0 => "rate-limited by the API".into(),
+            (Some(_), _) => format!("circuit open after {} failures in a row", l.fails),
+            (None, Some(p)) if p.streak > 0 => "rate-limited by the API".into(),
+            (None, Some(_)) => {
+                "paused by another process on this store or Redis (a rate limit or failures)".into()
+            }
+            (None, None) if l.fails >= BREAKER_FAILURES && l.probing => {
+                "circuit half-open: another request is trying it".into()
+            }
+            (None, None) => return None,
+        })
+    }
+
     fn open(&self, model: &str) -> bool {
         let local = self.local();
         local
@@ -362,6 +382,27 @@ mod tests {
         answer(&h, "m", 12.0);
         let p = h.local()["m"].pause.unwrap();
         assert_eq!((p.streak, p.until), (0, until), "the pause under way stays");
+    }
+
+    #[test]
+    fn a_pause_says_why() {
+        let h = LocalHealth::default();
+        assert_eq!(h.pause_reason("m"), None);
+        for _ in 0..3 {
+            fail(&h, "m");
+        }
+        assert_eq!(
+            h.pause_reason("m").as_deref(),
+            Some("circuit open after 3 failures in a row")
+        );
+        h.rate_limited("r", Instant::now(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            h.pause_reason("r").as_deref(),
+            Some("rate-limited by the API")
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        h.merge(HashMap::new(), HashMap::from([("o".to_string(), later)]));
+        assert!(h.pause_reason("o").unwrap().contains("another process"));
     }
 
     #[test]

@@ -352,4 +352,7 @@ pub trait Observer: Send + Sync {
     fn stopping(&self, _message: &str) {}
     /// The budget refused a request for the first time.
     fn budget_reached(&self, _spent: f64, _max: f64) {}
+    /// Request `tag` waits `wait` for `model`, every model left being
+    /// paused; `why` says why that one is.
+    fn waiting(&self, _tag: u64, _model: &str, _wait: std::time::Duration, _why: &str) {}
 }

@@ -214,7 +214,14 @@ impl Router {
             }
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
-                Next::Wait(until) => {
+                Next::Wait(until, i) => {
+                    let model = &policy.plan()[i].model;
+                    let health = &*self.parts.health;
+                    let why = health
+                        .pause_reason(model)
+                        .unwrap_or_else(|| "paused".to_string());
+                    let wait = until.saturating_duration_since(Instant::now());
+                    self.parts.observer.waiting(job.opts.tag, model, wait, &why);
                     self.wait_until(until, job.opts.cancel.as_ref()).await;
                     continue;
                 }

@@ -177,6 +177,10 @@ impl Observer for ServeObserver {
     fn budget_reached(&self, spent: f64, max: f64) {
         tracing::warn!("the budget of ${max} is spent (${spent:.4}); requests get 429");
     }
+
+    fn waiting(&self, _tag: u64, model: &str, wait: std::time::Duration, why: &str) {
+        tracing::debug!("waiting {:.1}s for {model}: {why}", wait.as_secs_f64());
+    }
 }
 
 #[cfg(test)]

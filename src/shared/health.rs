@@ -71,20 +71,30 @@ return 1
 pub struct SharedHealth {
     pub local: Arc<LocalHealth>,
     pub link: Arc<Link>,
+    /// The prefix of this upstream's keys ([`keys::upstream`]).
+    scope: Arc<str>,
 }
 
 impl SharedHealth {
     /// Reads what other machines share, for `models`, once now; then
     /// pauses as they are announced, and everything every second.
+    /// Health is kept per upstream: `upstream` is the API's identity.
     pub async fn start(
         local: Arc<LocalHealth>,
         link: Arc<Link>,
+        upstream: &str,
         models: Vec<String>,
     ) -> SharedHealth {
-        read_all(&link, &local, &models).await;
-        tokio::spawn(listen(Arc::downgrade(&link), local.clone()));
-        tokio::spawn(refresh(Arc::downgrade(&link), local.clone(), models));
-        SharedHealth { local, link }
+        let scope: Arc<str> = keys::upstream(&link.prefix, upstream).into();
+        read_all(&link, &scope, &local, &models).await;
+        tokio::spawn(listen(Arc::downgrade(&link), scope.clone(), local.clone()));
+        tokio::spawn(refresh(
+            Arc::downgrade(&link),
+            scope.clone(),
+            local.clone(),
+            models,
+        ));
+        SharedHealth { local, link, scope }
     }
 
     /// Tells every machine that `model` pauses until `until`.
@@ -100,11 +110,11 @@ impl SharedHealth {
         p.cmd("EVAL")
             .arg(LONGER)
             .arg(1)
-            .arg(keys::pause(&self.link.prefix, model))
+            .arg(keys::pause(&self.scope, model))
             .arg(until_ms)
             .arg(ahead);
         p.cmd("PUBLISH")
-            .arg(keys::events(&self.link.prefix))
+            .arg(keys::events(&self.scope))
             .arg(format!("{until_ms}\t{model}"));
         self.link.send(p);
     }
@@ -123,6 +133,9 @@ impl HealthView for SharedHealth {
     }
     fn open(&self, model: &str) -> bool {
         self.local.open(model)
+    }
+    fn pause_reason(&self, model: &str) -> Option<String> {
+        self.local.pause_reason(model)
     }
     fn probing(&self, model: &str) -> bool {
         self.local.probing(model)
@@ -161,7 +174,7 @@ impl Health for SharedHealth {
             p.cmd("EVAL")
                 .arg(FOLD)
                 .arg(1)
-                .arg(keys::health(&self.link.prefix, model))
+                .arg(keys::health(&self.scope, model))
                 .arg(EWMA_ALPHA)
                 .arg(lat)
                 .arg(tok)
@@ -191,6 +204,46 @@ impl Health for SharedHealth {
     }
 }
 
+/// Deletes what Redis holds of the health of `models` (every model when
+/// empty) on the upstream `upstream`; the number of keys deleted, or
+/// `None` when Redis did not answer.
+pub async fn forget(link: &Link, upstream: &str, models: &[String]) -> Option<usize> {
+    let scope = keys::upstream(&link.prefix, upstream);
+    let doomed: Vec<String> = if models.is_empty() {
+        let mut found = Vec::new();
+        for kind in ["health:*", "pause:*"] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = link
+                    .call(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(format!("{scope}{kind}"))
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await?;
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        found
+    } else {
+        models
+            .iter()
+            .flat_map(|m| [keys::health(&scope, m), keys::pause(&scope, m)])
+            .collect()
+    };
+    if doomed.is_empty() {
+        return Some(0);
+    }
+    link.call::<usize>(redis::cmd("DEL").arg(&doomed)).await
+}
+
 /// Unix ms ahead of now as an instant.
 fn instant(until_ms: i64) -> Option<Instant> {
     let ahead = until_ms - crate::engine::now_ms();
@@ -199,11 +252,11 @@ fn instant(until_ms: i64) -> Option<Instant> {
 
 /// Takes in pauses as they are announced; subscribes again when the
 /// connection is lost.
-async fn listen(link: std::sync::Weak<Link>, local: Arc<LocalHealth>) {
+async fn listen(link: std::sync::Weak<Link>, scope: Arc<str>, local: Arc<LocalHealth>) {
     use futures_util::StreamExt;
+    let channel = keys::events(&scope);
     loop {
         let Some(l) = link.upgrade() else { return };
-        let channel = keys::events(&l.prefix);
         let sub = l.subscriber().await;
         drop(l);
         let Some(mut sub) = sub else {
@@ -234,22 +287,25 @@ async fn listen(link: std::sync::Weak<Link>, local: Arc<LocalHealth>) {
 }
 
 /// Reads every model's averages and pause every second.
-async fn refresh(link: std::sync::Weak<Link>, local: Arc<LocalHealth>, models: Vec<String>) {
+async fn refresh(
+    link: std::sync::Weak<Link>,
+    scope: Arc<str>,
+    local: Arc<LocalHealth>,
+    models: Vec<String>,
+) {
     loop {
         tokio::time::sleep(REFRESH).await;
         let Some(l) = link.upgrade() else { return };
-        read_all(&l, &local, &models).await;
+        read_all(&l, &scope, &local, &models).await;
     }
 }
 
 /// Reads the averages and pauses of `models` into `local`, in one round trip.
-async fn read_all(link: &Link, local: &LocalHealth, models: &[String]) {
+async fn read_all(link: &Link, scope: &str, local: &LocalHealth, models: &[String]) {
     let mut p = redis::pipe();
     for m in models {
-        p.cmd("HMGET")
-            .arg(keys::health(&link.prefix, m))
-            .arg(&FIELDS[..]);
-        p.cmd("GET").arg(keys::pause(&link.prefix, m));
+        p.cmd("HMGET").arg(keys::health(scope, m)).arg(&FIELDS[..]);
+        p.cmd("GET").arg(keys::pause(scope, m));
     }
     let Some(flat) = link.pipe::<Vec<redis::Value>>(&p).await else {
         return;

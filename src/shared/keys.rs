@@ -14,19 +14,29 @@ pub fn flight(prefix: &str, key: &Key) -> String {
     format!("{prefix}flight:{}", hex::encode(key.0))
 }
 
-/// A model's averages: a hash of numbers.
-pub fn health(prefix: &str, model: &str) -> String {
-    format!("{prefix}health:{model}")
+/// The prefix of one upstream's health keys: the prefix, then a hash of
+/// the API's identity (its normalised base URL), so that the same model
+/// names on two APIs are two models, and no URL shows in a key name.
+pub fn upstream(prefix: &str, identity: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(identity.as_bytes());
+    format!("{prefix}up:{}:", hex::encode(&digest[..8]))
 }
 
-/// A model's pause: unix ms until when, expiring then.
-pub fn pause(prefix: &str, model: &str) -> String {
-    format!("{prefix}pause:{model}")
+/// A model's averages on an upstream (`scope`, from [`upstream`]): a hash
+/// of numbers.
+pub fn health(scope: &str, model: &str) -> String {
+    format!("{scope}health:{model}")
 }
 
-/// Where pauses are announced as they happen.
-pub fn events(prefix: &str) -> String {
-    format!("{prefix}events")
+/// A model's pause on an upstream: unix ms until when, expiring then.
+pub fn pause(scope: &str, model: &str) -> String {
+    format!("{scope}pause:{model}")
+}
+
+/// Where an upstream's pauses are announced as they happen.
+pub fn events(scope: &str) -> String {
+    format!("{scope}events")
 }
 
 /// The theoretical arrival time of a rate limit (`rpm` or `tpm`).
@@ -51,5 +61,15 @@ mod tests {
         assert_eq!(a.len(), "p:cache:".len() + 64);
         assert_eq!(flight("p:", &k).replace("flight", "cache"), a);
         assert_eq!(pause("llmroute:v1:", "a/b"), "llmroute:v1:pause:a/b");
+    }
+
+    #[test]
+    fn each_upstream_has_its_own_health_keys() {
+        let a = upstream("p:", "https://openrouter.ai/api/v1");
+        let b = upstream("p:", "http://127.0.0.1:8000/v1");
+        assert_ne!(health(&a, "m"), health(&b, "m"));
+        assert_ne!(pause(&a, "m"), pause(&b, "m"));
+        assert_ne!(events(&a), events(&b));
+        assert!(a.starts_with("p:up:") && !a.contains("openrouter"), "{a}");
     }
 }

@@ -60,6 +60,9 @@ pub struct Store {
     path: PathBuf,
     run_id: String,
     priority: String,
+    /// The API whose health this store reads and writes (see
+    /// [`Store::set_upstream`]).
+    upstream: String,
 }
 
 impl Store {
@@ -90,6 +93,7 @@ impl Store {
             path: path.to_path_buf(),
             run_id: String::new(),
             priority: String::new(),
+            upstream: String::new(),
         };
         // Switching a new file to WAL and migrating it take an exclusive lock
         // on top of a shared one. When several processes open a fresh store at
@@ -124,6 +128,7 @@ impl Store {
             path: path.to_path_buf(),
             run_id: String::new(),
             priority: String::new(),
+            upstream: String::new(),
         })
     }
 
@@ -182,6 +187,46 @@ impl Store {
         &self.conn
     }
 
+    /// Sets the API whose model health (averages, pauses) this store reads
+    /// and writes, and that its attempts are labelled with: its identity,
+    /// as `upstream::identity` gives it. Health is kept per upstream and
+    /// model, so what one API taught never holds back another.
+    pub fn set_upstream(&mut self, identity: &str) {
+        self.upstream = identity.to_string();
+    }
+
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// Forgets the learned health (averages and pauses) of this store's
+    /// upstream: of `models`, or of every model when `models` is empty.
+    /// Returns the models whose health was forgotten.
+    pub fn reset_health(&self, models: &[String]) -> Result<Vec<String>, StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let mut forgotten = std::collections::BTreeSet::new();
+        for table in ["model_stats", "cooldowns"] {
+            let mut stmt = tx.prepare(&format!(
+                "DELETE FROM {table} WHERE upstream = ?1 AND (?2 IS NULL OR model = ?2) RETURNING model"
+            ))?;
+            let wanted: Vec<Option<&str>> = match models.is_empty() {
+                true => vec![None],
+                false => models.iter().map(|m| Some(m.as_str())).collect(),
+            };
+            for m in wanted {
+                let rows = stmt.query_map(params![self.upstream, m], |r| r.get::<_, String>(0))?;
+                for row in rows {
+                    forgotten.insert(row?);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(forgotten.into_iter().collect())
+    }
+
     /// Sets what rows written through this store are labelled with.
     pub fn set_run(&mut self, run_id: &str, priority: &str) {
         self.run_id = run_id.to_string();
@@ -215,10 +260,10 @@ impl Store {
 
     /// Cooldowns still in force at `now` (model -> until unix ms).
     pub fn cooldowns(&self, now: i64) -> Result<HashMap<String, i64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT model, until_ms FROM cooldowns WHERE until_ms > ?1")?;
-        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = self.conn.prepare(
+            "SELECT model, until_ms FROM cooldowns WHERE upstream = ?1 AND until_ms > ?2",
+        )?;
+        let rows = stmt.query_map(params![self.upstream, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -333,8 +378,10 @@ impl Store {
         Ok(n)
     }
 
-    /// Successful-attempt latencies of `model`, sorted, and its attempt and
-    /// error counts, over attempts since `since` (unix ms).
+    /// Successful-attempt latencies of `model` on this store's upstream
+    /// (or on no named one: attempts from before upstreams were recorded),
+    /// sorted, and its attempt and error counts, over attempts since
+    /// `since` (unix ms).
     pub fn model_measurements(
         &self,
         model: &str,
@@ -343,15 +390,21 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT latency_ms FROM attempts
              WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND ok = 1 AND latency_ms IS NOT NULL
+               AND coalesce(upstream, ?3) = ?3
              ORDER BY latency_ms",
         )?;
         let lat = stmt
-            .query_map(params![model, since], |r| r.get(0))?
+            .query_map(params![model, since, self.upstream], |r| r.get(0))?
             .collect::<Result<Vec<f64>, _>>()?;
-        let (n, errors) = self.conn.prepare_cached(
-            "SELECT count(*), coalesce(sum(ok = 0), 0) FROM attempts WHERE model = ?1 AND ts >= ?2 AND cached = 0",
-        )?
-        .query_row(params![model, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (n, errors) = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(ok = 0), 0) FROM attempts
+             WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND coalesce(upstream, ?3) = ?3",
+            )?
+            .query_row(params![model, since, self.upstream], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         Ok((lat, n, errors))
     }
 }
@@ -473,6 +526,33 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn health_of_a_version_5_store_moves_to_the_default_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &schema::MIGRATIONS[..5] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO model_stats (model, ewma_ms, samples, updated_at, tries)
+                   VALUES ('m', 120.0, 4, 9, 4);
+                 INSERT INTO cooldowns (model, until_ms) VALUES ('m', 9999999999999);",
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        s.set_upstream("http://127.0.0.1:1/v1");
+        assert!(s.model_stats().unwrap().is_empty());
+        s.set_upstream("https://openrouter.ai/api/v1");
+        assert_eq!(s.model_stats().unwrap()["m"].ewma_ms, 120.0);
+        assert!(s.cooldowns(0).unwrap().is_empty(), "pauses are dropped");
+        assert_eq!(s.reset_health(&[]).unwrap(), vec!["m".to_string()]);
+        assert!(s.model_stats().unwrap().is_empty());
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(365 * 86_400);
 pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) -> HealthReader {
     let stop = Arc::new(AtomicBool::new(false));
     let path = store.path().to_path_buf();
+    let upstream = store.upstream().to_string();
     let flag = stop.clone();
     let spawned = std::thread::Builder::new()
         .name("llmroute-health".into())
@@ -63,7 +64,10 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
                     return;
                 }
                 if conn.is_none() {
-                    conn = Store::open_reader(&path).ok();
+                    conn = Store::open_reader(&path).ok().map(|mut s| {
+                        s.set_upstream(&upstream);
+                        s
+                    });
                 }
                 if let Some(reader) = &conn {
                     let _ = read_health(reader, &health);

@@ -15,8 +15,8 @@ const INSERT_CACHE: &str = "INSERT OR REPLACE INTO cache
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const INSERT_ATTEMPT: &str =
     "INSERT INTO attempts (ts, run_id, line, model, status, ok, cached, latency_ms, prompt_tokens,
-     completion_tokens, cost_usd, priority, score, error_type, ttft_ms)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     completion_tokens, cost_usd, priority, score, error_type, ttft_ms, upstream)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 const INSERT_REQUEST: &str =
     "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
      prompt_tokens, completion_tokens, priority, score, attempts, error_type)
@@ -129,7 +129,8 @@ impl Store {
                 priority,
                 a.score,
                 a.error_type,
-                a.ttft_ms
+                a.ttft_ms,
+                self.upstream
             ])?;
             if !a.cached {
                 latencies.add(a);
@@ -161,10 +162,11 @@ impl Store {
         for (model, until) in &rec.cooldowns {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO cooldowns (model, until_ms, reason) VALUES (?1, ?2, 'retry-after')
-                     ON CONFLICT (model) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+                    "INSERT INTO cooldowns (upstream, model, until_ms, reason)
+                     VALUES (?1, ?2, ?3, 'retry-after')
+                     ON CONFLICT (upstream, model) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
                 )?
-                .execute(params![model, until])?;
+                .execute(params![self.upstream, model, until])?;
         }
         Ok(())
     }

@@ -130,4 +130,46 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE attempts ADD COLUMN ttft_ms REAL;
     ALTER TABLE cache ADD COLUMN used_at INTEGER;
     "#,
+    // 6: health per upstream and model. The same model names on two APIs
+    // (OpenRouter and a local proxy, or a dead URL and a live one) are two
+    // models: what one API taught must not hold back the other. Averages
+    // kept so far were learned on the default API in all likelihood, and
+    // stay there; pauses last seconds and are dropped. Attempts name their
+    // upstream from now on (NULL before).
+    r#"
+    CREATE TABLE model_stats_v2 (
+        upstream    TEXT NOT NULL,      -- the API's identity: its base URL, normalised
+        model       TEXT NOT NULL,
+        ewma_ms     REAL NOT NULL,
+        samples     INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        error_rate  REAL NOT NULL DEFAULT 0,
+        tries       INTEGER NOT NULL DEFAULT 0,
+        last_at     INTEGER NOT NULL DEFAULT 0,
+        fit_x       REAL NOT NULL DEFAULT 0,
+        fit_xx      REAL NOT NULL DEFAULT 0,
+        fit_xy      REAL NOT NULL DEFAULT 0,
+        fit_y       REAL NOT NULL DEFAULT 0,
+        fit_n       INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (upstream, model)
+    ) WITHOUT ROWID;
+    INSERT INTO model_stats_v2 (upstream, model, ewma_ms, samples, updated_at, error_rate, tries,
+                                last_at, fit_x, fit_xx, fit_xy, fit_y, fit_n)
+        SELECT 'https://openrouter.ai/api/v1', model, ewma_ms, samples, updated_at, error_rate, tries,
+               last_at, fit_x, fit_xx, fit_xy, fit_y, fit_n
+        FROM model_stats;
+    DROP TABLE model_stats;
+    ALTER TABLE model_stats_v2 RENAME TO model_stats;
+
+    DROP TABLE cooldowns;
+    CREATE TABLE cooldowns (
+        upstream  TEXT NOT NULL,
+        model     TEXT NOT NULL,
+        until_ms  INTEGER NOT NULL,
+        reason    TEXT,
+        PRIMARY KEY (upstream, model)
+    ) WITHOUT ROWID;
+
+    ALTER TABLE attempts ADD COLUMN upstream TEXT;
+    "#,
 ];

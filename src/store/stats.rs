@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use crate::core::health::{Fit, Fold, ModelStat};
 
 impl Store {
-    /// What is measured of every model.
+    /// What is measured of every model on this store's upstream.
     pub fn model_stats(&self) -> Result<HashMap<String, ModelStat>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT model, {STAT_COLUMNS} FROM model_stats"))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, stat_of(r, 1)?)))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT model, {STAT_COLUMNS} FROM model_stats WHERE upstream = ?1"
+        ))?;
+        let rows = stmt.query_map([&self.upstream], |r| Ok((r.get(0)?, stat_of(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -27,9 +27,9 @@ impl Store {
             let old = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT {STAT_COLUMNS} FROM model_stats WHERE model = ?1"
+                    "SELECT {STAT_COLUMNS} FROM model_stats WHERE upstream = ?1 AND model = ?2"
                 ))?
-                .query_row([&model], |r| stat_of(r, 0))
+                .query_row([&self.upstream, &model], |r| stat_of(r, 0))
                 .optional()?;
             let old = old.unwrap_or_default();
             let mut new = old;
@@ -48,9 +48,9 @@ impl Store {
             self.conn
                 .prepare_cached(
                     "INSERT INTO model_stats (model, ewma_ms, samples, error_rate, tries, last_at,
-                       fit_x, fit_xx, fit_xy, fit_y, fit_n, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT (model) DO UPDATE SET
+                       fit_x, fit_xx, fit_xy, fit_y, fit_n, updated_at, upstream)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT (upstream, model) DO UPDATE SET
                        ewma_ms = excluded.ewma_ms,
                        samples = excluded.samples,
                        error_rate = excluded.error_rate,
@@ -75,7 +75,8 @@ impl Store {
                     new.fit.xy,
                     new.fit.y,
                     new.fit.n,
-                    f.ts
+                    f.ts,
+                    self.upstream
                 ])?;
         }
         Ok(())

@@ -32,4 +32,5 @@ mod shared;
 mod signals;
 mod tls;
 mod toolchain;
+mod upstream_health;
 mod usage;

@@ -279,10 +279,13 @@ fn redis_holds_hashes_and_numbers_never_prompts_or_the_key() {
     let kinds: Vec<&str> = dump
         .iter()
         .map(|(k, _)| {
-            k.trim_start_matches("llmroute:v1:")
-                .split(':')
-                .next()
-                .unwrap()
+            // Health keys are per upstream: `up:HASH:health:MODEL`.
+            let k = k.trim_start_matches("llmroute:v1:");
+            let mut parts = k.split(':');
+            match parts.next().unwrap() {
+                "up" => parts.nth(1).unwrap(),
+                kind => kind,
+            }
         })
         .collect();
     for kind in ["cache", "health", "pause", "rate", "budget"] {
