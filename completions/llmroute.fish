@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
+    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all output-format= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -48,6 +48,8 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l budget-id -d 'The nam
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c llmroute -n "__fish_llmroute_needs_command" -l output-format -d 'The output lines\' shape: llmroute (with its annotations) or openai-batch (OpenAI\'s batch output: id, custom_id, response, error)' -r -f -a "llmroute\t'llmroute\'s own: the answer with the model, score, latency, cost and attempts'
+openai-batch\t'OpenAI\'s batch output file: `id`, `custom_id`, `response: {status_code, request_id, body}`, `error`'"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -58,7 +60,8 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l unordered -d 'Write o
 complete -c llmroute -n "__fish_llmroute_needs_command" -l no-cache -d 'Neither read nor write the response cache (attempts are still recorded)'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s q -l quiet -d 'Print nothing on stderr but errors'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s v -l verbose -d 'Log every upstream attempt and cache hit on stderr'
-complete -c llmroute -n "__fish_llmroute_needs_command" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_needs_command" -l route-all -d 'Route every line, taking a line\'s `model` (as every OpenAI Batch line has) as a hint that routing may override, not a pin'
+complete -c llmroute -n "__fish_llmroute_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s V -l version -d 'Print version'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'

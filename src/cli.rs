@@ -130,6 +130,24 @@ pub struct RunArgs {
     /// Progress bar on stderr: auto (only on a terminal), always, never
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = Progress::Auto)]
     pub progress: Progress,
+
+    /// Route every line, taking a line's `model` (as every OpenAI Batch line has) as a hint that routing may override, not a pin
+    #[arg(long)]
+    pub route_all: bool,
+
+    /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute, conflicts_with = "dry_run")]
+    pub output_format: OutputFormat,
+}
+
+/// The shape of a batch's output lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    /// llmroute's own: the answer with the model, score, latency, cost and attempts.
+    #[default]
+    Llmroute,
+    /// OpenAI's batch output file: `id`, `custom_id`, `response: {status_code, request_id, body}`, `error`.
+    OpenaiBatch,
 }
 
 /// The options a run is tuned with beyond its routing: shared by a run and

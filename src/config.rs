@@ -94,6 +94,8 @@ pub struct Config {
     pub redis_timeout: Option<Duration>,
     pub shared_limits: Option<bool>,
     pub budget_id: Option<String>,
+    /// As `--route-all`: a line's `model` is a hint, not a pin.
+    pub route_all: Option<bool>,
     /// `llmroute serve`'s own settings.
     pub serve: Option<ServeConfig>,
 }

@@ -47,6 +47,8 @@ pub struct Routing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub routing: Routing,
+    /// A line's `model` is routed as a hint (`--route-all`, `route_all`).
+    pub route_all: bool,
     pub concurrency: u32,
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
@@ -215,7 +217,12 @@ impl Options {
         };
         let mut quality: BTreeMap<String, f64> = file.quality.clone();
         quality.extend(flags.quality.iter().cloned());
+        let route_all = match &cli.command {
+            None => cli.run.route_all,
+            _ => false,
+        } || file.route_all.unwrap_or(false);
         Options {
+            route_all,
             routing: Routing {
                 priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
                 weights,
@@ -379,6 +386,7 @@ impl Options {
             redis_timeout: self.redis.as_ref().map(|r| r.timeout),
             shared_limits: self.redis.as_ref().map(|r| r.shared_limits),
             budget_id: self.redis.as_ref().map(|r| r.budget_id.clone()),
+            route_all: Some(self.route_all),
             serve: Some(self.serve.to_config()),
         })
     }

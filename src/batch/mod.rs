@@ -15,6 +15,7 @@
 //! | [`signals`]  | Ctrl-C and SIGTERM                                        |
 
 pub mod console;
+mod openai_batch;
 pub mod output;
 pub mod progress;
 pub mod reader;
@@ -61,12 +62,19 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         verbose: run.verbose,
     };
     let use_cache = !run.no_cache && !run.dry_run;
+    let run_id = wiring::run_id();
+    let shape = match run.output_format {
+        crate::cli::OutputFormat::Llmroute => output::Shape::Llmroute,
+        crate::cli::OutputFormat::OpenaiBatch => output::Shape::OpenAiBatch {
+            run_id: run_id.clone(),
+        },
+    };
     let wants = Wants {
         dry_run: run.dry_run,
         explain: run.explain || run.dry_run,
         use_cache,
         quiet: run.quiet,
-        run_id: wiring::run_id(),
+        run_id,
         pool: options.concurrency as usize,
         retry_refused: None,
         // A line is written once its record is durable: no lingering.
@@ -83,6 +91,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         unordered: run.unordered,
         keyed: use_cache,
         console: console(),
+        route_all: options.route_all,
+        shape,
     };
     let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
     let summary = rt

@@ -54,6 +54,16 @@ impl From<&Ranked> for CandidateOut {
     }
 }
 
+/// The shape of the output lines (`--output-format`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// llmroute's own, with its annotations.
+    #[default]
+    Llmroute,
+    /// OpenAI's batch output; ids are made from the run's id and the line.
+    OpenAiBatch { run_id: String },
+}
+
 /// The `error` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorOut {
@@ -218,6 +228,14 @@ impl Line {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b"}\n");
+    }
+
+    /// Appends this line in `shape`, and its newline, to `out`.
+    pub fn write_as(&self, shape: &Shape, out: &mut Vec<u8>) {
+        match shape {
+            Shape::Llmroute => self.write_to(out),
+            Shape::OpenAiBatch { run_id } => super::openai_batch::write(self, run_id, out),
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::console::Console;
+pub use super::output::Shape;
 use super::output::{error_type, Line};
 use super::reader::{self, InputEvent, Source};
 use super::sink::{output_thread, DrainRequest, OutMsg, OutSender, Outbox};
@@ -55,6 +56,10 @@ pub struct Batch {
     /// Whether lines are prepared with a cache key.
     pub keyed: bool,
     pub console: Console,
+    /// A line's `model` is a hint, not a pin (`--route-all`).
+    pub route_all: bool,
+    /// The output lines' shape.
+    pub shape: Shape,
 }
 
 /// The end of a run.
@@ -105,6 +110,9 @@ pub(super) struct Shared {
     counters: Counters,
     console: Console,
     store_warned: AtomicBool,
+    route_all: bool,
+    /// A pinned model the catalogue does not list was warned of.
+    pin_warned: AtomicBool,
     outbox: Outbox,
     /// Lines put in the outbox with no commit to wait for: the task that
     /// hands them on runs once after the tasks already woken, so the output
@@ -115,6 +123,22 @@ pub(super) struct Shared {
 impl Shared {
     fn progress(&self) -> Option<&ProgressBar> {
         self.console.progress.as_ref()
+    }
+
+    /// Warns, once a run, of a line that pins a model the catalogue does
+    /// not list: an OpenAI Batch file's `body.model` pins every line, and
+    /// such a line fails unless routed.
+    fn warn_unknown_pin(&self, line_no: u64, req: &crate::core::request::Request) {
+        let Some(model) = &req.pinned else { return };
+        if self.router.catalogue().get(model).is_some() || self.pin_warned.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.pin_warned.swap(true, Ordering::Relaxed) {
+            self.console.say(format_args!(
+                "llmroute: warning: line {line_no} pins {model} (its \"model\"), which the catalogue does not list; \
+                 --route-all takes a line's model as a hint and routes it over the candidates"
+            ));
+        }
     }
 
     fn warn_store_failure(&self) {
@@ -143,6 +167,8 @@ pub async fn run(
         counters: Counters::default(),
         console: batch.console,
         store_warned: AtomicBool::new(false),
+        route_all: batch.route_all,
+        pin_warned: AtomicBool::new(false),
         outbox: Outbox::default(),
         shown: tokio::sync::Notify::new(),
     });
@@ -170,13 +196,21 @@ pub async fn run(
         let ctx = ctx.clone();
         let window_sem = window_sem.clone();
         let ordered = !batch.unordered;
+        let shape = batch.shape;
         std::thread::Builder::new()
             .name("llmroute-output".into())
             .spawn(move || {
                 let on_stop = |reason| {
                     ctx.stop(reason);
                 };
-                output_thread(out_rx, drain_rx, out, ordered, &window_sem, &on_stop);
+                output_thread(
+                    out_rx,
+                    drain_rx,
+                    out,
+                    (ordered, &shape),
+                    &window_sem,
+                    &on_stop,
+                );
                 let _ = done_tx.send(());
             })
             .map_err(|e| format!("cannot start the output thread: {e}"))?
@@ -284,7 +318,10 @@ async fn dispatch(
                 let line = Line::error(e.id, line_no, e.kind, e.message);
                 let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
             }
-            Ok(req) => {
+            Ok(mut req) => {
+                if !req.pin_as_hint(ctx.route_all) {
+                    ctx.warn_unknown_pin(line_no, &req);
+                }
                 tokio::spawn(route_line(
                     ctx.clone(),
                     seq,

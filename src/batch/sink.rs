@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::output::Line;
+use super::output::{Line, Shape};
 use super::stop::StopReason;
 
 /// What the output thread is sent.
@@ -63,7 +63,7 @@ pub(super) fn output_thread(
     rx: std::sync::mpsc::Receiver<OutMsg>,
     drain: std::sync::mpsc::Receiver<DrainRequest>,
     out: Box<dyn Write + Send>,
-    ordered: bool,
+    (ordered, shape): (bool, &Shape),
     window: &Semaphore,
     on_stop: &(dyn Fn(StopReason) + Sync),
 ) {
@@ -79,7 +79,7 @@ pub(super) fn output_thread(
                      broken: &mut bool| {
         if let (Some(line), false) = (line, *broken) {
             buf.clear();
-            line.write_to(&mut buf);
+            line.write_as(shape, &mut buf);
             if let Err(e) = out.write_all(&buf) {
                 *broken = true;
                 on_stop(output_stop(e));

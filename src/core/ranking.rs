@@ -126,6 +126,22 @@ impl Settings {
         Ok(s)
     }
 
+    /// These settings with `model` among the candidates too (a request's
+    /// model routed as a hint); `None` when it already is one.
+    pub fn with_candidate(&self, model: &str) -> Option<Settings> {
+        if self.models.iter().any(|m| m == model) {
+            return None;
+        }
+        let mut models = (*self.models).clone();
+        models.push(model.to_string());
+        let mut s = Settings {
+            models: Arc::new(models),
+            ..self.clone()
+        };
+        s.fingerprint = s.compute_fingerprint();
+        Some(s)
+    }
+
     /// What the cache key takes from these settings. Candidate order does
     /// not change a choice, so candidates are sorted; fallback order does.
     fn compute_fingerprint(&self) -> String {

@@ -64,6 +64,23 @@ impl Request {
         self.body = Map::new();
     }
 
+    /// Under `--route-all` (`route_all`), or when the line's `llmroute.route`
+    /// is true, the model the request names stops pinning it and becomes a
+    /// hint that routing may override. Returns whether it did.
+    pub fn pin_as_hint(&mut self, route_all: bool) -> bool {
+        let wanted = self
+            .overrides
+            .as_ref()
+            .and_then(|o| o.route)
+            .unwrap_or(route_all);
+        if !wanted || self.pinned.is_none() {
+            return false;
+        }
+        let hint = self.pinned.take();
+        self.overrides.get_or_insert_with(Overrides::default).hint = hint;
+        true
+    }
+
     /// Completion tokens to plan for: `max_tokens`, else the default.
     pub fn completion_tokens(&self) -> u64 {
         self.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS)
@@ -81,6 +98,13 @@ pub struct Overrides {
     pub max_latency_ms: Option<f64>,
     /// Candidates whose cost estimate is over this are not eligible.
     pub max_cost_usd: Option<f64>,
+    /// `llmroute.route`: whether the line's `model` is routed as a hint
+    /// (true) or pins the model (false); unset, the run's `--route-all` says.
+    pub route: Option<bool>,
+    /// The model the request named, routed as a hint: it joins the
+    /// candidates when the catalogue lists it (set by
+    /// [`Request::pin_as_hint`], never read from input).
+    pub hint: Option<String>,
 }
 
 /// Why a line is not a request. `id` is echoed when it could be read.
@@ -424,6 +448,16 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
             }
         }
     }
+    match o.remove("route") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => out.route = Some(b),
+        Some(other) => {
+            return Err(format!(
+                "llmroute.route must be true or false, got {}",
+                kind(&other)
+            ))
+        }
+    }
     for field in ["max_latency_ms", "max_cost_usd"] {
         let limit = match o.remove(field) {
             None | Some(Value::Null) => None,
@@ -448,7 +482,7 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
     }
     if let Some(k) = o.keys().next() {
         return Err(format!(
-            "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd)"
+            "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd, route)"
         ));
     }
     Ok(out)
@@ -639,6 +673,26 @@ mod tests {
                 .message
                 .contains("negative")
         );
+    }
+
+    #[test]
+    fn route_all_makes_a_pin_a_hint_unless_the_line_says_otherwise() {
+        let batch = r#"{"custom_id":"r","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}}"#;
+        let mut r = ok(batch);
+        assert!(!r.pin_as_hint(false));
+        assert_eq!(r.pinned.as_deref(), Some("gpt-4o-mini"));
+        assert!(r.pin_as_hint(true));
+        assert_eq!(r.pinned, None);
+        assert_eq!(r.overrides.unwrap().hint.as_deref(), Some("gpt-4o-mini"));
+
+        let mut own = ok(r#"{"prompt":"x","model":"m/n","llmroute":{"route":true}}"#);
+        assert!(own.pin_as_hint(false), "the line asks for it");
+        let mut kept = ok(r#"{"prompt":"x","model":"m/n","llmroute":{"route":false}}"#);
+        assert!(!kept.pin_as_hint(true), "the line keeps its pin");
+        assert_eq!(kept.pinned.as_deref(), Some("m/n"));
+        assert!(err(br#"{"prompt":"x","llmroute":{"route":"yes"}}"#)
+            .message
+            .contains("llmroute.route"));
     }
 
     #[test]

@@ -30,18 +30,10 @@ impl Router {
     /// Plans `req` with its own settings, as a call would, but sends
     /// nothing and probes nothing.
     pub fn decide(&self, req: &Request) -> Result<Decision, Ending> {
-        let owned;
-        let settings = match &req.overrides {
-            None => &self.config.settings,
-            Some(o) => {
-                owned = self
-                    .config
-                    .settings
-                    .with_overrides(o, &self.config.presets)
-                    .map_err(|e| Ending::new(error_type::INVALID_INPUT, e))?;
-                &owned
-            }
-        };
+        let settings = self
+            .settings_for(req)
+            .map_err(|e| Ending::new(error_type::INVALID_INPUT, e))?;
+        let settings = &*settings;
         let health = &*self.parts.health;
         let budget_left = self.parts.admission.budget_left();
         let mut plan = ranking::plan(req, settings, &self.catalogue, health, budget_left, true);

@@ -293,6 +293,30 @@ impl Router {
         &self.catalogue
     }
 
+    /// The settings `req` is routed with: the run's, with the line's
+    /// overrides, and with the model it names as a hint among the
+    /// candidates when the catalogue lists it. An error for overrides that
+    /// do not resolve (an unknown priority).
+    pub fn settings_for(
+        &self,
+        req: &crate::core::request::Request,
+    ) -> Result<std::borrow::Cow<'_, crate::core::ranking::Settings>, String> {
+        use std::borrow::Cow;
+        let Some(o) = &req.overrides else {
+            return Ok(Cow::Borrowed(&self.config.settings));
+        };
+        let settings = self
+            .config
+            .settings
+            .with_overrides(o, &self.config.presets)?;
+        let hinted = o
+            .hint
+            .as_deref()
+            .filter(|h| self.catalogue.get(h).is_some())
+            .and_then(|h| settings.with_candidate(h));
+        Ok(Cow::Owned(hinted.unwrap_or(settings)))
+    }
+
     /// No more upstream requests; those in flight may finish.
     pub fn cancel(&self) {
         self.cancel.cancel();

@@ -28,20 +28,14 @@ impl Router {
     /// Routes `req` to an answer or an error, and records it.
     pub async fn route(&self, req: &Request, opts: RouteOptions) -> Routed {
         let started = Instant::now();
-        let owned;
-        let settings = match &req.overrides {
-            None => &self.config.settings,
-            Some(o) => match self.config.settings.with_overrides(o, &self.config.presets) {
-                Ok(s) => {
-                    owned = s;
-                    &owned
-                }
-                Err(e) => {
-                    let ending = Ending::new(error_type::INVALID_INPUT, e);
-                    return Routed::new(Outcome::Failed(ending), ms_since(started));
-                }
-            },
+        let settings = match self.settings_for(req) {
+            Ok(s) => s,
+            Err(e) => {
+                let ending = Ending::new(error_type::INVALID_INPUT, e);
+                return Routed::new(Outcome::Failed(ending), ms_since(started));
+            }
         };
+        let settings = &*settings;
         let key = match &req.digest {
             Some(d) if self.config.use_cache => {
                 let seal = match (&req.overrides, &req.pinned) {

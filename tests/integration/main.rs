@@ -20,6 +20,7 @@ mod learning;
 mod numbers;
 mod offline;
 mod openai;
+mod openai_batch;
 mod props;
 mod report;
 mod report_html;
