@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::Dialect;
+
 /// How the server answers one chat completion request.
 #[derive(Clone, Debug)]
 pub enum Behavior {
@@ -37,6 +39,10 @@ pub enum Behavior {
     Drip { interval: Duration },
     /// 200 with a body that is not JSON.
     NonJson,
+    /// The status and body with which `Dialect`'s server answers a request
+    /// naming a model it does not serve, the request's model in its message
+    /// (see [`Dialect`]).
+    UnknownModel(Dialect),
     /// 200 with `{"error":{"code":502,"message":"Provider returned error"}}` and no choices.
     ErrorInBody,
     /// 200 with a valid completion whose content is padded so the body is about `bytes` long.
@@ -152,6 +158,11 @@ impl Behavior {
             cut_after: Some(cut_after),
             cost: None,
         }
+    }
+
+    /// Answers as `dialect`'s server does for a model it does not serve.
+    pub fn unknown_model(dialect: Dialect) -> Self {
+        Behavior::UnknownModel(dialect)
     }
 
     /// 429, with `Retry-After: <secs>` when given.

@@ -71,6 +71,12 @@ impl Conn {
                 self.respond(code, Some(("location", &location)), keep_alive)
                     .await
             }
+            Behavior::UnknownModel(dialect) => {
+                let (code, body) = dialect.unknown_model(model);
+                self.body.clear();
+                self.body.extend_from_slice(body.as_bytes());
+                self.respond(code, None, keep_alive).await
+            }
             Behavior::ErrorInBody => {
                 self.body.clear();
                 write_error_body(&mut self.body, 502, "Provider returned error");

@@ -9,7 +9,9 @@
 //! * `GET …/models` answers the catalogue built from the [`ModelSpec`]s, or
 //!   whatever [`CatalogueBehavior`] is configured.
 //! * `POST …/chat/completions` answers according to the model's scripted
-//!   [`Behavior`]s, then its default behaviour.
+//!   [`Behavior`]s, then its default behaviour. [`Behavior::UnknownModel`]
+//!   answers as LiteLLM, vLLM, Ollama, OpenAI or OpenRouter itself answer a
+//!   model they do not serve (see [`Dialect`]).
 //! * Anything else answers 404 (405 for a known path with the wrong method).
 //!
 //! HTTP details:
@@ -70,6 +72,7 @@ mod catalogue;
 mod chat;
 mod config;
 mod conn;
+mod dialect;
 mod faults;
 mod http;
 mod log;
@@ -80,5 +83,6 @@ mod stream;
 pub use behavior::Behavior;
 pub use catalogue::{CatalogueBehavior, ModelSpec};
 pub use config::Config;
+pub use dialect::Dialect;
 pub use log::LoggedRequest;
 pub use server::FakeServer;
