@@ -27,6 +27,14 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
 /// OpenRouter's API.
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
+/// A base URL without surrounding spaces or trailing slashes, so that
+/// `{base}/models` and `{base}/chat/completions` have one slash whether it
+/// was written `http://host:port/` or `http://host:port`, and both name
+/// one upstream in the store.
+fn bare_base(base: &str) -> String {
+    base.trim().trim_end_matches('/').to_string()
+}
+
 /// What decides a choice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routing {
@@ -264,12 +272,13 @@ impl Options {
                 .retention
                 .or(file.retention)
                 .unwrap_or(DEFAULT_RETENTION),
-            base_url: cli
-                .common
-                .base_url
-                .clone()
-                .or_else(|| file.base_url.clone())
-                .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
+            base_url: bare_base(
+                cli.common
+                    .base_url
+                    .as_deref()
+                    .or(file.base_url.as_deref())
+                    .unwrap_or(DEFAULT_BASE_URL),
+            ),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
             serve: ServeOptions::resolve(cli, file),
             shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
@@ -431,6 +440,20 @@ mod tests {
         assert_eq!(o.routing.priority, DEFAULT_PRIORITY);
         let s = o.settings().unwrap();
         assert_eq!(s.models.len(), ranking::DEFAULT_MODELS.len());
+    }
+
+    #[test]
+    fn a_base_url_loses_its_trailing_slashes() {
+        for given in [
+            "http://127.0.0.1:8/",
+            "http://127.0.0.1:8",
+            " http://127.0.0.1:8// ",
+        ] {
+            let o = resolve(&["llmroute", "--base-url", given], "");
+            assert_eq!(o.base_url, "http://127.0.0.1:8", "{given:?}");
+        }
+        let o = resolve(&["llmroute"], "base_url = \"http://h:1/v1/\"\n");
+        assert_eq!(o.base_url, "http://h:1/v1");
     }
 
     #[test]

@@ -267,10 +267,15 @@ fn error_object_message(err: &Value) -> String {
         .map_or_else(|| err.to_string(), str::to_string)
 }
 
-/// The `error.message` of an OpenRouter/OpenAI error body, if there is one.
+/// The `error.message` of an OpenRouter/OpenAI error body, or the
+/// top-level `message` of a body that is itself the error object (vLLM's
+/// `{"object":"error","message":...}`), if there is one.
 fn error_message(bytes: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
-    Some(error_object_message(v.get("error")?))
+    match v.get("error") {
+        Some(err) => Some(error_object_message(err)),
+        None => v.get("message")?.as_str().map(str::to_string),
+    }
 }
 
 /// The first 200 bytes of `bytes` on one line, for messages.
@@ -293,12 +298,15 @@ fn is_context_length_error(message: &str) -> bool {
 }
 
 /// Whether a 400's message says the model does not exist or is not
-/// served: another model may take the request.
+/// served: another model may take the request. Besides OpenRouter's and
+/// OpenAI's words, LiteLLM's proxy says `Invalid model name passed in
+/// model=...` of a model it does not route.
 fn is_model_not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     let about_model = m.contains("model") || m.contains("endpoint");
     about_model
         && (m.contains("not a valid model")
+            || m.contains("invalid model name")
             || m.contains("not found")
             || m.contains("does not exist")
             || m.contains("no such model")
@@ -484,6 +492,56 @@ mod tests {
             "HTTP 502: <html> bad gateway</html>"
         );
         assert!(classify_status(502, None, b"").kind.try_elsewhere());
+    }
+
+    #[test]
+    fn other_servers_unknown_model_answers_are_not_found() {
+        // LiteLLM's proxy: a 400 whose message is its router's error as a Python dict.
+        let litellm = br#"{"error":{"message":"{'error': '/chat/completions: Invalid model name passed in model=foo/bar. Call `/v1/models` to view available models for your key.'}","type":"None","param":"None","code":"400"}}"#;
+        // Older LiteLLM: the bare text.
+        let litellm_old = br#"{"error":{"message":"Invalid model name passed in model=foo","type":"invalid_request_error","param":"model","code":"400"}}"#;
+        for body in [&litellm[..], &litellm_old[..]] {
+            let f = classify_status(400, None, body);
+            assert_eq!(f.kind, FailureKind::NotFound, "{}", f.message);
+            assert!(f.kind.try_elsewhere());
+        }
+        let f = classify_status(400, None, litellm);
+        assert!(
+            f.message
+                .starts_with("HTTP 400: {'error': '/chat/completions: Invalid model name"),
+            "{}",
+            f.message
+        );
+        // vLLM: a 404 whose error object is the body itself.
+        let vllm = br#"{"object":"error","message":"The model `foo` does not exist.","type":"NotFoundError","param":null,"code":404}"#;
+        let f = classify_status(404, None, vllm);
+        assert_eq!(f.kind, FailureKind::NotFound);
+        assert_eq!(f.message, "HTTP 404: The model `foo` does not exist.");
+        // The same said with a 400 is no bad request either.
+        assert_eq!(classify_status(400, None, vllm).kind, FailureKind::NotFound);
+        // Ollama and OpenAI: 404s with an `error` object.
+        let ollama = br#"{"error":{"message":"model \"foo\" not found, try pulling it first","type":"api_error","param":null,"code":null}}"#;
+        let f = classify_status(404, None, ollama);
+        assert_eq!(f.kind, FailureKind::NotFound);
+        assert_eq!(
+            f.message,
+            "HTTP 404: model \"foo\" not found, try pulling it first"
+        );
+        let openai = br#"{"error":{"message":"The model `foo` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
+        assert_eq!(
+            classify_status(404, None, openai).kind,
+            FailureKind::NotFound
+        );
+        assert_eq!(
+            classify_status(400, None, openai).kind,
+            FailureKind::NotFound
+        );
+        // A top-level `message` that is not a string is shown as the body.
+        let odd = br#"{"message":{"x":1}}"#;
+        assert_eq!(
+            classify_status(400, None, odd).message,
+            r#"HTTP 400: {"message":{"x":1}}"#
+        );
     }
 
     #[test]

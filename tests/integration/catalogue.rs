@@ -209,3 +209,42 @@ fn dry_run_works_offline_on_the_embedded_defaults() {
     assert!(env.server.requests().is_empty());
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }
+
+#[test]
+fn a_bare_base_url_works_with_or_without_its_trailing_slash() {
+    let env = Env::new(vec![ModelSpec::new("t/a")]);
+    let root = format!("http://{}", env.server.addr());
+    let run = |base: &str, db: &str| {
+        env.cmd()
+            .env("LLMROUTE_DB", env.path(db))
+            .args(["--base-url", base, "--models", "t/a", "--no-cache"])
+            .stdin(prompts(1))
+            .run()
+    };
+    for base in [format!("{root}/"), root.clone()] {
+        let out = run(&base, "store.db");
+        out.assert_code(0);
+        assert_eq!(answered_by(&out.lines()[0]), "t/a", "{base}");
+        assert!(!out.stderr.contains("//"), "{base}: {}", out.stderr);
+    }
+    // One upstream, so one catalogue, fetched once.
+    assert_eq!(catalogue_fetches(&env), 1);
+    assert_eq!(env.count("SELECT count(*) FROM catalogue"), 1);
+    for r in env.server.requests() {
+        assert!(!r.path.contains("//"), "{}", r.path);
+    }
+    // A server with no catalogue there: the warning names the URL it asked.
+    env.server
+        .set_catalogue_behavior(CatalogueBehavior::Status(404));
+    for (base, db) in [(format!("{root}/"), "a.db"), (root.clone(), "b.db")] {
+        let out = run(&base, db);
+        out.assert_code(0);
+        assert!(
+            out.stderr
+                .contains(&format!("cannot fetch {root}/models (HTTP 404")),
+            "{base}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("//models"), "{base}: {}", out.stderr);
+    }
+}

@@ -10,6 +10,7 @@ mod commands;
 mod costs;
 mod crashes;
 mod dashboard;
+mod dialects;
 mod docs;
 mod faults;
 mod hostile;

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fake_openrouter::{Behavior, CatalogueBehavior, Config, FakeServer, ModelSpec};
+use fake_openrouter::{Behavior, CatalogueBehavior, Config, Dialect, FakeServer, ModelSpec};
 
 const USAGE: &str = "\
 usage: fake-openrouter [OPTIONS]
@@ -16,6 +16,10 @@ Options:
   --port N                   port to bind on 127.0.0.1 (default 0: ephemeral)
   --latency-ms N             default latency of every model, in milliseconds
   --model-latency MODEL=MS   latency of one model (repeatable)
+  --unknown-model MODEL=DIALECT
+                             answer MODEL as a server that does not serve it:
+                             openrouter, litellm, vllm, ollama or openai
+                             (repeatable)
   --model ID                 add a model to the catalogue (repeatable;
                              default: fast/a, fast/b, fast/c)
   --catalogue FILE           serve FILE verbatim for GET /models
@@ -29,6 +33,7 @@ struct Args {
     port: u16,
     latency_ms: Option<u64>,
     model_latency: Vec<(String, u64)>,
+    unknown_models: Vec<(String, Dialect)>,
     models: Vec<String>,
     catalogue: Option<String>,
     api_key: Option<String>,
@@ -47,6 +52,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Option<Args>, Str
         port: 0,
         latency_ms: None,
         model_latency: Vec::new(),
+        unknown_models: Vec::new(),
         models: Vec::new(),
         catalogue: None,
         api_key: None,
@@ -75,6 +81,15 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Option<Args>, Str
                     .ok_or_else(|| format!("{flag}: expected MODEL=MS, got `{v}`"))?;
                 args.model_latency
                     .push((model.to_owned(), parse_number(&flag, ms)?));
+            }
+            "--unknown-model" => {
+                let v = value(&mut raw)?;
+                let (model, name) = v
+                    .rsplit_once('=')
+                    .ok_or_else(|| format!("{flag}: expected MODEL=DIALECT, got `{v}`"))?;
+                let dialect = Dialect::from_name(name)
+                    .ok_or_else(|| format!("{flag}: unknown dialect `{name}`"))?;
+                args.unknown_models.push((model.to_owned(), dialect));
             }
             "--model" => args.models.push(value(&mut raw)?),
             "--catalogue" => args.catalogue = Some(value(&mut raw)?),
@@ -136,6 +151,9 @@ fn main() -> ExitCode {
     }
     for (model, ms) in &args.model_latency {
         server.set_default(model, Behavior::ok_after(*ms));
+    }
+    for (model, dialect) in &args.unknown_models {
+        server.set_default(model, Behavior::unknown_model(*dialect));
     }
     if let Some(text) = catalogue {
         server.set_catalogue_behavior(CatalogueBehavior::Raw(text));

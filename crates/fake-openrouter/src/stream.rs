@@ -12,10 +12,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::{
-    answer_content, flaky_fails, push_escaped, reason, tail_wait, unix_now, write_usage, Behavior,
-    Conn, InFlight, MAX_HEAD,
-};
+use crate::behavior::{flaky_fails, tail_wait};
+use crate::body::{answer_content, push_escaped, unix_now, write_usage};
+use crate::conn::Conn;
+use crate::http::{reason, MAX_HEAD};
+use crate::state::InFlight;
+use crate::Behavior;
 
 /// Whether a chat request asks for a streamed answer.
 pub(crate) fn wants_stream(request: &Value) -> bool {

@@ -4,7 +4,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use fake_openrouter::{Behavior, CatalogueBehavior, Config, FakeServer, ModelSpec};
+use fake_openrouter::{Behavior, CatalogueBehavior, Config, Dialect, FakeServer, ModelSpec};
 use serde_json::{json, Value};
 
 struct Response {
@@ -293,6 +293,50 @@ fn rate_limited_has_retry_after() {
     let r = chat(&server, "m", "x");
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), None);
+}
+
+#[test]
+fn unknown_models_are_answered_in_each_server_s_dialect() {
+    let server = FakeServer::start(vec![]);
+    for d in Dialect::ALL {
+        server.set_default(d.name(), Behavior::unknown_model(d));
+    }
+    let r = chat(&server, "litellm", "x");
+    assert_eq!(r.status, 400);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("Invalid model name passed in model=litellm."),
+        "{message}"
+    );
+    assert_eq!(r.json()["error"]["code"], "400");
+    let r = chat(&server, "vllm", "x");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["object"], "error");
+    assert_eq!(r.json()["message"], "The model `vllm` does not exist.");
+    let r = chat(&server, "ollama", "x");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "model \"ollama\" not found, try pulling it first"
+    );
+    let r = chat(&server, "openai", "x");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    let r = chat(&server, "openrouter", "x");
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "openrouter is not a valid model ID"
+    );
+    // A streaming request gets the same JSON error, not a stream.
+    let mut stream = connect(&server);
+    let body = json!({"model": "openai", "stream": true, "messages": []}).to_string();
+    send(&mut stream, "POST", "/api/v1/chat/completions", &[], &body);
+    let r = read_response(&mut stream);
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (404, Some("application/json"))
+    );
 }
 
 #[test]
