@@ -35,10 +35,14 @@ impl Rng {
     }
 }
 
+/// The store's integrity, as the next process to open it sees it. Opened
+/// read-write, as llmroute opens it: after a kill a read-only connection
+/// may be unable to recover the write-ahead log's index, which needs a
+/// write, and fails with "attempt to write a readonly database".
 fn integrity(db: &Path) -> String {
     let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("the store opens read-only");
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .expect("the store opens");
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check runs")
 }
