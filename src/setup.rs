@@ -111,17 +111,56 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
 /// price for none of the candidates (an API whose `/models` lists ids only,
 /// as LiteLLM's proxy does): every candidate then costs the same.
 pub fn warn_no_prices(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
+    if let Some(w) = no_prices(settings, catalogue) {
+        eprintln!("{w}");
+    }
+}
+
+/// The warning of a cost weight that cannot act: no candidate has a price.
+pub fn no_prices(
+    settings: &crate::core::ranking::Settings,
+    catalogue: &Catalogue,
+) -> Option<String> {
     let priced = |m: &String| {
         catalogue
             .get(m)
             .is_some_and(|i| i.prompt_price.is_some() && i.completion_price.is_some())
     };
-    if settings.weights.cost > 0.0 && !settings.models.iter().any(priced) {
-        eprintln!(
+    (settings.weights.cost > 0.0 && !settings.models.iter().any(priced)).then(|| {
+        format!(
             "llmroute: warning: the catalogue gives no price for any candidate, so the cost weight ({}) cannot act; costs are unknown unless answers carry usage.cost",
             settings.weights.cost
-        );
+        )
+    })
+}
+
+/// One warning for every candidate the catalogue does not list, or none.
+pub fn unknown_candidates(
+    settings: &crate::core::ranking::Settings,
+    catalogue: &Catalogue,
+) -> Option<String> {
+    let mut unknown: Vec<&str> = Vec::new();
+    for m in settings.models.iter().chain(settings.fallback.iter()) {
+        if catalogue.get(m).is_none() && !unknown.contains(&m.as_str()) {
+            unknown.push(m);
+        }
     }
+    let (n, shown) = match unknown.len() {
+        0 => return None,
+        n if n <= 4 => (n, unknown.join(", ")),
+        n => (
+            n,
+            format!("{}, and {} more", unknown[..3].join(", "), n - 3),
+        ),
+    };
+    let which = match n {
+        1 => "1 candidate is".to_string(),
+        n => format!("{n} candidates are"),
+    };
+    Some(format!(
+        "llmroute: warning: {which} not in the model catalogue ({shown}): prices and context windows unknown; \
+         choose candidates the API serves with --models (llmroute models --all lists them)"
+    ))
 }
 
 /// A plain-http base URL to another host would carry the key in clear.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use crate::core::catalogue::Catalogue;
 use crate::engine::admission::{Budget, Limits, RateLimits};
 use crate::engine::health::LocalHealth;
 use crate::engine::ports::{Admission, Cache, Health, Observer, Recorder};
@@ -58,6 +57,9 @@ pub struct Wired {
     pub store_path: std::path::PathBuf,
     /// Redis, when state is shared through it.
     pub redis: Option<Arc<Link>>,
+    /// Warnings about the candidates, for the front end to say when it has
+    /// a request to route.
+    pub notes: Vec<String>,
 }
 
 /// Opens the store, loads the catalogue and builds the engine, with
@@ -77,10 +79,18 @@ pub fn wire(
     let mut store = Store::open(&path)?;
     store.set_upstream(&crate::upstream::identity(&base));
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
-    if !wants.quiet {
-        warn_unknown(&settings, &catalogue);
-        setup::warn_no_prices(&settings, &catalogue);
-    }
+    // Said by the front end once it has something to route (a batch's
+    // first line): an empty input hears nothing of its candidates.
+    let notes = match wants.quiet {
+        true => Vec::new(),
+        false => [
+            setup::unknown_candidates(&settings, &catalogue),
+            setup::no_prices(&settings, &catalogue),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
     let health_reader =
@@ -133,6 +143,7 @@ pub fn wire(
         health_reader,
         store_path: path,
         redis: link,
+        notes,
     })
 }
 
@@ -232,14 +243,4 @@ const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 /// An id for a run (or a server's life): the time and the process.
 pub fn run_id() -> String {
     format!("{:x}-{:x}", store::now_ms(), std::process::id())
-}
-
-/// Warns once about each candidate the catalogue does not list.
-fn warn_unknown(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
-    let mut warned = std::collections::HashSet::new();
-    for m in settings.models.iter().chain(settings.fallback.iter()) {
-        if catalogue.get(m).is_none() && warned.insert(m) {
-            eprintln!("llmroute: warning: {m} is not in the model catalogue; its price and context window are unknown");
-        }
-    }
 }

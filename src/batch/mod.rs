@@ -93,6 +93,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         console: console(),
         route_all: options.route_all,
         shape,
+        notes: wired.notes,
     };
     let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
     let summary = rt

@@ -60,6 +60,8 @@ pub struct Batch {
     pub route_all: bool,
     /// The output lines' shape.
     pub shape: Shape,
+    /// Warnings to say once there is a line to route.
+    pub notes: Vec<String>,
 }
 
 /// The end of a run.
@@ -113,6 +115,8 @@ pub(super) struct Shared {
     route_all: bool,
     /// A pinned model the catalogue does not list was warned of.
     pin_warned: AtomicBool,
+    /// Warnings said at the first line, then gone.
+    notes: Mutex<Vec<String>>,
     outbox: Outbox,
     /// Lines put in the outbox with no commit to wait for: the task that
     /// hands them on runs once after the tasks already woken, so the output
@@ -169,6 +173,7 @@ pub async fn run(
         store_warned: AtomicBool::new(false),
         route_all: batch.route_all,
         pin_warned: AtomicBool::new(false),
+        notes: Mutex::new(batch.notes),
         outbox: Outbox::default(),
         shown: tokio::sync::Notify::new(),
     });
@@ -295,6 +300,12 @@ async fn dispatch(
         };
         if ctx.stop.get().is_some() {
             break;
+        }
+        if seq == 0 {
+            let notes = std::mem::take(&mut *ctx.notes.lock().unwrap_or_else(|e| e.into_inner()));
+            for note in notes {
+                ctx.console.say(format_args!("{note}"));
+            }
         }
         let free = window_sem.try_acquire();
         let Some(slot) = take_permit(&ctx.stop, free, || window_sem.acquire()).await else {

@@ -97,6 +97,11 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         Vec::new(),
         (*settings.quality).clone(),
     );
+    if !args.all {
+        if let Some(w) = app::unknown_candidates(&settings, &catalogue) {
+            eprintln!("{w}");
+        }
+    }
     app::warn_no_prices(&settings, &catalogue);
     let stats = store.model_stats().map_err(app::store_fatal(&path))?;
     let cooldowns = store

@@ -91,6 +91,9 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         cache_max_size: s.cache_max_size,
     };
     let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
+    for note in &wired.notes {
+        tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));
+    }
     tracing::info!(
         "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
         env!("CARGO_PKG_VERSION"),

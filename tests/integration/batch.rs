@@ -445,14 +445,43 @@ fn an_unknown_model_is_warned_about_once_on_stderr_only() {
         .stdin(prompts(3))
         .run();
     out.assert_code(0);
-    let warning = "x/nope is not in the model catalogue";
+    let warning = "1 candidate is not in the model catalogue (x/nope)";
     assert_eq!(
         out.stderr.matches(warning).count(),
         1,
         "once, though named twice and used for three lines: {}",
         out.stderr
     );
-    assert!(!out.stderr.contains("t/a is not"), "{}", out.stderr);
+    assert!(out.stderr.contains("--models"), "{}", out.stderr);
     assert!(!out.stdout.contains("warning"), "{}", out.stdout);
     assert_eq!(out.lines().len(), 3);
+}
+
+/// Against an API whose catalogue lists none of the default candidates,
+/// one line says so (not one per model), and an empty input hears nothing.
+#[test]
+fn unknown_default_candidates_are_one_warning_and_none_for_empty_input() {
+    let env = Env::three();
+    let out = env.cmd().stdin(prompts(1)).run();
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not in the model catalogue"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(warnings[0].contains("more"), "{}", warnings[0]);
+    assert!(warnings[0].contains("--models"), "{}", warnings[0]);
+
+    let empty = env.cmd().stdin("").run();
+    empty.assert_code(0);
+    assert!(!empty.stderr.contains("warning"), "{}", empty.stderr);
+
+    // `llmroute models` says the same, and where to go.
+    let models = env.cmd().arg("models").run();
+    models.assert_code(0);
+    assert!(
+        models.stderr.contains("not in the model catalogue") && models.stderr.contains("--models"),
+        "{}",
+        models.stderr
+    );
 }
