@@ -84,6 +84,20 @@ pub fn open_existing(path: &std::path::Path) -> anyhow::Result<Store> {
     }
 }
 
+/// [`open_existing`] for a command that only reads (`report`, `cache
+/// stats`, `models`): a store it may not write (a read-only directory or
+/// file, another user's) is opened read-only, when it needs no migration.
+pub fn open_to_read(path: &std::path::Path) -> anyhow::Result<Store> {
+    match open_existing(path) {
+        Ok(s) => Ok(s),
+        Err(e) => match Store::open_read_only(path) {
+            Ok(s) => Ok(s),
+            Err(store::StoreError::Open { .. }) | Err(store::StoreError::Sql(_)) => Err(e),
+            Err(too_new_or_old) => Err(too_new_or_old.into()),
+        },
+    }
+}
+
 /// Turns a store failure into a fatal error that names the store.
 pub fn store_fatal(path: &std::path::Path) -> impl Fn(store::StoreError) -> anyhow::Error + '_ {
     move |e| match e {

@@ -76,7 +76,18 @@ pub fn wire(
     let client = client(&base, &wants)?;
     setup::warn_plain_http(&base, wants.quiet);
     let path = options.store_path()?;
-    let mut store = Store::open(&path)?;
+    let mut store = match Store::open(&path) {
+        Ok(s) => s,
+        // A dry run needs no key and works offline: it needs no store
+        // either, since it records nothing of note.
+        Err(e) if wants.dry_run => {
+            if !wants.quiet {
+                eprintln!("llmroute: note: {e}; the dry run goes on with a store in memory");
+            }
+            Store::in_memory()?
+        }
+        Err(e) => return Err(e.into()),
+    };
     store.set_upstream(&crate::upstream::identity(&base));
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     // Said by the front end once it has something to route (a batch's

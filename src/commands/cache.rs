@@ -28,7 +28,10 @@ struct StatsOut {
 /// Runs `llmroute cache ...`.
 pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
-    let store = crate::setup::open_existing(&path)?;
+    let store = match &args.action {
+        CacheAction::Stats { .. } => crate::setup::open_to_read(&path)?,
+        _ => crate::setup::open_existing(&path)?,
+    };
     let now = store::now_ms();
     let text = match &args.action {
         CacheAction::Clear => {

@@ -68,9 +68,10 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
     // The default store is where the catalogue is kept, so a first look
     // at the models may create it; a store named by --db must exist.
-    let mut store = match options.db {
-        Some(_) => crate::setup::open_existing(&path)?,
-        None => Store::open(&path)?,
+    let mut store = match (&options.db, &args.reset) {
+        (Some(_), None) => crate::setup::open_to_read(&path)?,
+        (Some(_), Some(_)) => crate::setup::open_existing(&path)?,
+        (None, _) => Store::open(&path)?,
     };
     store.set_upstream(&crate::upstream::identity(&base));
     if let Some(models) = &args.reset {

@@ -36,6 +36,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("the store at {path} is read-only here and was made by an older llmroute: open it once where it can be written, so that it is upgraded")]
+    NeedsUpgrade { path: PathBuf },
     #[error("store: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -123,6 +125,88 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_millis(200))?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            run_id: String::new(),
+            priority: String::new(),
+            upstream: String::new(),
+        })
+    }
+
+    /// Opens an existing store to read only, for a command that writes
+    /// nothing, when it cannot be opened to write: its schema must be this
+    /// llmroute's (a migration would need a write).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let version = |s: &Store| -> rusqlite::Result<i64> {
+            s.conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        };
+        let plain = Store::open_reader(path).and_then(|s| Ok((version(&s)?, s)));
+        let (found, store) = match plain {
+            Ok(found) => found,
+            // A store in WAL mode cannot be read where its shared-memory
+            // index cannot be made (a read-only directory) — unless the
+            // file is taken as immutable, which is true while no write-ahead
+            // log is pending: then nobody is writing it.
+            Err(e) if !wal_pending(path) => {
+                let s = Store::open_immutable(path).map_err(|_| e)?;
+                (version(&s)?, s)
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path: path.to_path_buf(),
+                    message: match &e {
+                        StoreError::Sql(e) => describe(e),
+                        other => other.to_string(),
+                    },
+                })
+            }
+        };
+        let known = schema::MIGRATIONS.len() as i64;
+        match found.cmp(&known) {
+            std::cmp::Ordering::Equal => Ok(store),
+            std::cmp::Ordering::Greater => Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known,
+            }),
+            std::cmp::Ordering::Less => Err(StoreError::NeedsUpgrade {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// A store in memory, migrated, that vanishes with the process: for a
+    /// dry run that cannot create its file.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        let mut store = Store {
+            conn,
+            path: PathBuf::from(":memory:"),
+            run_id: String::new(),
+            priority: String::new(),
+            upstream: String::new(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the file as immutable: no locks, no write-ahead log.
+    fn open_immutable(path: &Path) -> Result<Store, StoreError> {
+        let absolute = std::path::absolute(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let uri = url::Url::from_file_path(&absolute).map_err(|()| StoreError::Open {
+            path: path.to_path_buf(),
+            message: "not a file path".into(),
+        })?;
+        let conn = Connection::open_with_flags(
+            format!("{uri}?immutable=1"),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -407,6 +491,13 @@ impl Store {
             })?;
         Ok((lat, n, errors))
     }
+}
+
+/// Whether the store at `path` has a write-ahead log with frames in it.
+fn wal_pending(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
 }
 
 /// Whether an error means another connection holds a lock.

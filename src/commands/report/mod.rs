@@ -42,7 +42,7 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         (false, f) => f.unwrap_or(ReportFormat::Table),
     };
     let path = options.store_path()?;
-    let store = crate::setup::open_existing(&path)?;
+    let store = crate::setup::open_to_read(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);
     let report = query::load(store.conn(), &window, &models)
