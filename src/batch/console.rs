@@ -137,9 +137,13 @@ impl Observer for BatchObserver {
         }
     }
 
-    fn budget_reached(&self, spent: f64, max: f64) {
+    fn budget_reached(&self, o: &crate::engine::ports::OverBudget) {
+        use crate::core::money::usd;
         self.console.say(format_args!(
-            "llmroute: budget reached: ${spent:.4} spent of ${max}; no more requests are sent, remaining lines get budget_exceeded"
+            "llmroute: budget reached: {} spent and {} reserved by requests in flight, of {}; lines whose estimate does not fit get budget_exceeded",
+            usd(o.spent),
+            usd(o.reserved),
+            usd(o.max)
         ));
     }
 }

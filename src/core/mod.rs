@@ -23,6 +23,7 @@ pub mod duration;
 pub mod explore;
 pub mod failure;
 pub mod health;
+pub mod money;
 pub mod quality;
 pub mod ranking;
 pub mod request;

@@ -238,6 +238,18 @@ impl Excluded {
     }
 }
 
+/// The completion tokens to expect of `model` for `req`: its `max_tokens`;
+/// else, once the model has answers, their recency-weighted mean length
+/// (rounded up); else the default. The cost estimate, and so what the
+/// budget holds for a request in flight, rests on it.
+pub fn expected_completion(req: &Request, stat: Option<&ModelStat>) -> u64 {
+    if let Some(max) = req.max_tokens {
+        return max;
+    }
+    stat.filter(|s| s.fit.n > 0 && s.fit.x.is_finite() && s.fit.x >= 1.0)
+        .map_or(req.completion_tokens(), |s| s.fit.x.ceil() as u64)
+}
+
 /// Whether `model` can take `req`, by what the catalogue says of it. Models
 /// the catalogue does not know are assumed able.
 pub fn eligibility(
@@ -299,8 +311,9 @@ pub fn rank(
         eligible.push((model, info.and_then(|i| i.context_length)));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
-            cost_usd: info
-                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
+            cost_usd: info.and_then(|i| {
+                i.estimate_cost(req.prompt_tokens, expected_completion(req, stat.as_ref()))
+            }),
             quality: quality::prior(
                 model,
                 info.and_then(|i| i.intelligence_index),
@@ -462,16 +475,27 @@ pub fn plan(
     let mut plan = Plan::default();
     let planned = |model: &str| {
         let info = catalogue.get(model);
+        let completion = expected_completion(req, health.stat(model).as_ref());
         Planned {
             model: model.to_string(),
             score: None,
             context_length: info.and_then(|i| i.context_length),
-            est_cost: info
-                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
+            est_cost: info.and_then(|i| i.estimate_cost(req.prompt_tokens, completion)),
         }
     };
     if let Some(pinned) = &req.pinned {
-        plan.order.push(planned(pinned));
+        // A pinned model skips the scoring, not the budget.
+        let p = planned(pinned);
+        let cost = Candidate {
+            latency_ms: None,
+            cost_usd: p.est_cost,
+            quality: 0.0,
+            error_rate: 0.0,
+        };
+        match over_limits(&cost, None, Limits::default(), budget_left) {
+            None => plan.order.push(p),
+            Some(why) => plan.excluded.push((pinned.clone(), why)),
+        }
     } else {
         let mut ranking = rank(req, settings, catalogue, health, budget_left);
         if !matches!(catalogue.origin, crate::core::catalogue::Origin::Embedded) {
@@ -525,6 +549,38 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_with_answers_is_expected_to_answer_at_its_measured_length() {
+        let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
+        assert_eq!(
+            expected_completion(&req, None),
+            crate::core::request::DEFAULT_COMPLETION_TOKENS
+        );
+        let mut stat = ModelStat::default();
+        stat.fit.n = 4;
+        stat.fit.x = 37.2;
+        assert_eq!(expected_completion(&req, Some(&stat)), 38);
+        let capped = parse_line(br#"{"prompt":"x","max_tokens":9}"#).unwrap();
+        assert_eq!(expected_completion(&capped, Some(&stat)), 9);
+    }
+
+    #[test]
+    fn a_pinned_model_is_held_to_the_budget() {
+        let cat = Catalogue::from_models(
+            vec![info("dear/m", 1e-3, 1_000_000, &[], Some(50.0))],
+            0,
+            Origin::Live,
+        );
+        let req = parse_line(br#"{"prompt":"x","model":"dear/m","max_tokens":100000}"#).unwrap();
+        let settings = settings(&["dear/m"]);
+        let none = HashMap::<String, ModelStat>::new();
+        let p = plan(&req, &settings, &cat, &none, Some(1.0), false);
+        assert!(p.order.is_empty(), "{p:?}");
+        assert!(p.over_budget());
+        let p = plan(&req, &settings, &cat, &none, None, false);
+        assert_eq!(p.order[0].model, "dear/m", "without a budget it is sent");
+    }
     use crate::core::catalogue::{ModelInfo, Origin};
     use crate::core::request::parse_line;
 

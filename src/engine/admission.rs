@@ -7,12 +7,12 @@
 //! real cost after, so the spend plus what is in flight never passes the cap.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation, Reserve};
+use crate::engine::ports::{Admission, BoxFuture, BudgetView, OverBudget, Reservation, Reserve};
 
 /// The rate limits and the budget of a process.
 pub struct Limits {
@@ -21,14 +21,17 @@ pub struct Limits {
 }
 
 impl Admission for Limits {
-    fn reserve(&self, estimate: f64) -> Reserve<'_> {
-        Reserve::Now(match &self.budget {
-            None => Ok(None),
-            Some(b) => b.reserve(estimate).map(Some).ok_or(OverBudget {
-                spent: b.spent(),
-                max: b.max(),
-            }),
-        })
+    fn reserve(&self, estimate: f64, wait: bool) -> Reserve<'_> {
+        match &self.budget {
+            None => Reserve::Now(Ok(None)),
+            Some(b) => match b.try_reserve(estimate) {
+                TryReserve::Reserved(r) => Reserve::Now(Ok(Some(r))),
+                TryReserve::Over(o) => Reserve::Now(Err(o)),
+                TryReserve::Wait => Reserve::Later(Box::pin(async move {
+                    b.reserve(estimate, wait).await.map(Some)
+                })),
+            },
+        }
     }
 
     fn settle(&self, r: Reservation, actual: Option<f64>) {
@@ -41,8 +44,12 @@ impl Admission for Limits {
         self.budget.as_ref().map(Budget::left)
     }
 
-    fn budget(&self) -> Option<(f64, f64)> {
-        self.budget.as_ref().map(|b| (b.spent(), b.max()))
+    fn budget(&self) -> Option<BudgetView> {
+        self.budget.as_ref().map(|b| BudgetView {
+            spent: b.spent(),
+            reserved: b.reserved(),
+            max: b.max(),
+        })
     }
 
     fn unlimited(&self) -> bool {
@@ -199,11 +206,13 @@ impl TokenBucket {
     }
 }
 
-/// A spending cap for one run.
+/// A spending cap for one run (or one server's life).
 pub struct Budget {
     max_usd: f64,
     state: Mutex<BudgetState>,
-    exhausted: AtomicBool,
+    /// Woken when a reservation is settled: a request whose estimate fits
+    /// once what is in flight settles waits for it.
+    settled: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -212,56 +221,106 @@ struct BudgetState {
     reserved: f64,
 }
 
+/// What a reservation can get now.
+#[derive(Debug)]
+pub enum TryReserve {
+    Reserved(Reservation),
+    /// It fits the cap once requests in flight settle (they may cost less
+    /// than they reserved): try again after a settlement.
+    Wait,
+    /// It does not fit even if nothing in flight costs anything.
+    Over(OverBudget),
+}
+
+/// A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2.
+const SLACK: f64 = 1e-9;
+
 impl Budget {
     pub fn new(max_usd: f64) -> Budget {
         Budget {
             max_usd,
             state: Mutex::new(BudgetState::default()),
-            exhausted: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
-    /// Reserves `estimate` USD, or refuses when spend plus what is in flight
-    /// plus the estimate would pass the cap. After the first refusal every
-    /// later request is refused too.
-    pub fn reserve(&self, estimate: f64) -> Option<Reservation> {
-        if self.exhausted.load(Ordering::Relaxed) {
-            return None;
+    fn state(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `estimate` USD when the spend, what is in flight and the
+    /// estimate stay within the cap. A refusal refuses only this request:
+    /// a cheaper one may still fit, and so may this one once others settle.
+    pub fn try_reserve(&self, estimate: f64) -> TryReserve {
+        let mut s = self.state();
+        // A cap of 0 sends nothing, not even what is priced at 0.
+        if self.max_usd <= 0.0 || s.spent + estimate > self.max_usd + SLACK {
+            return TryReserve::Over(OverBudget {
+                spent: s.spent,
+                reserved: s.reserved,
+                estimate,
+                max: self.max_usd,
+            });
         }
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2;
-        // a cap of 0 sends nothing, not even what is priced at 0.
-        if self.max_usd <= 0.0 || s.spent + s.reserved + estimate > self.max_usd + 1e-9 {
-            self.exhausted.store(true, Ordering::Relaxed);
-            return None;
+        if s.spent + s.reserved + estimate > self.max_usd + SLACK {
+            return TryReserve::Wait;
         }
         s.reserved += estimate;
-        Some(Reservation(estimate))
+        TryReserve::Reserved(Reservation(estimate))
+    }
+
+    /// [`Budget::try_reserve`], waiting while the estimate would fit once
+    /// what is in flight settles (with `wait`; without, that is a refusal).
+    pub async fn reserve(&self, estimate: f64, wait: bool) -> Result<Reservation, OverBudget> {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.try_reserve(estimate) {
+                TryReserve::Reserved(r) => return Ok(r),
+                TryReserve::Over(o) => return Err(o),
+                TryReserve::Wait if !wait => {
+                    let s = self.state();
+                    return Err(OverBudget {
+                        spent: s.spent,
+                        reserved: s.reserved,
+                        estimate,
+                        max: self.max_usd,
+                    });
+                }
+                // Settlements wake it; the timer only guards against a
+                // wake-up lost to a bug.
+                TryReserve::Wait => {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), settled).await;
+                }
+            }
+        }
     }
 
     /// Replaces a reservation with what the request really cost (the
     /// estimate when unknown; nothing when it failed before a response).
     pub fn settle(&self, r: Reservation, actual: Option<f64>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.reserved = (s.reserved - r.0).max(0.0);
-        s.spent += actual.unwrap_or(r.0);
-    }
-
-    /// What is left: the cap less what is spent and what is in flight.
-    pub fn left(&self) -> f64 {
-        if self.exhausted() {
-            return 0.0;
+        {
+            let mut s = self.state();
+            s.reserved = (s.reserved - r.0).max(0.0);
+            s.spent += actual.unwrap_or(r.0);
         }
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (self.max_usd - s.spent - s.reserved).max(0.0)
+        self.settled.notify_waiters();
     }
 
-    pub fn exhausted(&self) -> bool {
-        self.exhausted.load(Ordering::Relaxed)
+    /// What could still be spent: the cap less what is spent. What is in
+    /// flight is not taken off: it may cost less than it holds, and a
+    /// request that needs it waits for it (see [`Budget::reserve`]).
+    pub fn left(&self) -> f64 {
+        (self.max_usd - self.state().spent).max(0.0)
     }
 
     pub fn spent(&self) -> f64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).spent
+        self.state().spent
+    }
+
+    pub fn reserved(&self) -> f64 {
+        self.state().reserved
     }
 
     pub fn max(&self) -> f64 {
@@ -298,28 +357,67 @@ mod tests {
         assert_eq!(t.take_credit(250), 50, "what was left over stays");
     }
 
+    fn reserved(t: TryReserve) -> Reservation {
+        match t {
+            TryReserve::Reserved(r) => r,
+            other => panic!("not reserved: {other:?}"),
+        }
+    }
+
     #[test]
-    fn budget_counts_what_is_in_flight() {
+    fn budget_counts_what_is_in_flight_and_a_refusal_refuses_only_itself() {
         let b = Budget::new(1.0);
-        let r1 = b.reserve(0.4).unwrap();
-        let r2 = b.reserve(0.4).unwrap();
-        assert!(b.reserve(0.4).is_none(), "0.8 in flight + 0.4 > 1.0");
-        assert!(b.exhausted());
+        let r1 = reserved(b.try_reserve(0.4));
+        let r2 = reserved(b.try_reserve(0.4));
+        assert!(
+            matches!(b.try_reserve(0.4), TryReserve::Wait),
+            "0.8 in flight + 0.4 > 1.0, but it may fit once they settle"
+        );
+        match b.try_reserve(1.5) {
+            TryReserve::Over(o) => {
+                assert_eq!(
+                    (o.spent, o.reserved, o.estimate, o.max),
+                    (0.0, 0.8, 1.5, 1.0)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         b.settle(r1, Some(0.1));
-        assert!(b.reserve(0.1).is_none(), "once refused, always refused");
+        let r3 = reserved(b.try_reserve(0.1));
         b.settle(r2, None);
-        assert!((b.spent() - 0.5).abs() < 1e-12);
+        b.settle(r3, Some(0.1));
+        assert!((b.spent() - 0.6).abs() < 1e-12);
+        assert!((b.left() - 0.4).abs() < 1e-12);
     }
 
     #[test]
     fn budget_admits_up_to_the_cap() {
         let b = Budget::new(0.3);
         for _ in 0..3 {
-            let r = b.reserve(0.1).unwrap();
+            let r = reserved(b.try_reserve(0.1));
             b.settle(r, Some(0.1));
         }
-        assert!(b.reserve(0.01).is_none());
+        assert!(matches!(b.try_reserve(0.01), TryReserve::Over(_)));
         assert!((b.spent() - 0.3).abs() < 1e-9);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reservation_that_fits_once_others_settle_waits_for_them() {
+        let b = std::sync::Arc::new(Budget::new(1.0));
+        let held = reserved(b.try_reserve(0.9));
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(0.5, true).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(
+            b.reserve(0.5, false).await.is_err(),
+            "without wait, refused"
+        );
+        b.settle(held, Some(0.2));
+        let r = waiter.await.unwrap().expect("fits once the first settled");
+        assert_eq!(r.0, 0.5);
     }
 
     #[tokio::test(flavor = "current_thread")]

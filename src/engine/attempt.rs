@@ -89,7 +89,7 @@ pub(super) enum Admit {
     /// The one attempt a half-open circuit lets through is under way.
     Busy,
     /// The budget refuses it.
-    OverBudget,
+    OverBudget(crate::engine::ports::OverBudget),
     /// The run stopped while it waited for the rate limits.
     Stopped,
 }
@@ -108,9 +108,9 @@ impl Router {
         wait: bool,
         cancel: Option<&CancellationToken>,
     ) -> Admit {
-        let reservation = match self.parts.admission.reserve(estimate).get().await {
+        let reservation = match self.parts.admission.reserve(estimate, wait).get().await {
             Ok(r) => r,
-            Err(_) => return Admit::OverBudget,
+            Err(o) => return Admit::OverBudget(o),
         };
         let marked = match self.parts.health.begin(&planned.model, probe) {
             Some(m) => m,

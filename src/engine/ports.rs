@@ -296,7 +296,21 @@ pub struct Reservation(pub f64);
 /// Why the budget refused a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OverBudget {
+    /// Spent when it was refused.
     pub spent: f64,
+    /// Held by requests in flight then.
+    pub reserved: f64,
+    /// The refused request's estimate.
+    pub estimate: f64,
+    pub max: f64,
+}
+
+/// What a budget holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BudgetView {
+    pub spent: f64,
+    /// Held by requests in flight.
+    pub reserved: f64,
     pub max: f64,
 }
 
@@ -320,15 +334,17 @@ impl Reserve<'_> {
 /// tokens per minute, and the spending cap.
 pub trait Admission: Send + Sync {
     /// Holds `estimate` USD against the budget; `Ok(None)` without one.
-    fn reserve(&self, estimate: f64) -> Reserve<'_>;
+    /// When it would fit once requests in flight settle, it waits for them
+    /// (`wait`), or is refused.
+    fn reserve(&self, estimate: f64, wait: bool) -> Reserve<'_>;
     /// Replaces a reservation with what the request really cost (the
     /// estimate when unknown).
     fn settle(&self, r: Reservation, actual: Option<f64>);
     /// What is left of the budget in USD (after what is spent and what is
     /// in flight), when there is one.
     fn budget_left(&self) -> Option<f64>;
-    /// (spent, cap) of the budget, when there is one.
-    fn budget(&self) -> Option<(f64, f64)>;
+    /// What the budget holds, when there is one.
+    fn budget(&self) -> Option<BudgetView>;
     /// Whether requests are sent as they come (no rate limits).
     fn unlimited(&self) -> bool;
     /// Waits until one more request of about `tokens` tokens may be sent.
@@ -351,7 +367,7 @@ pub trait Observer: Send + Sync {
     /// The API refused the key or the account; nothing more is sent.
     fn stopping(&self, _message: &str) {}
     /// The budget refused a request for the first time.
-    fn budget_reached(&self, _spent: f64, _max: f64) {}
+    fn budget_reached(&self, _over: &OverBudget) {}
     /// Request `tag` waits `wait` for `model`, every model left being
     /// paused; `why` says why that one is.
     fn waiting(&self, _tag: u64, _model: &str, _wait: std::time::Duration, _why: &str) {}

@@ -7,13 +7,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{when_cancelled, Admit, Held, Sent};
 use super::flight::{Join, Leader};
-use super::ports::{Claimed, Upstream};
+use super::ports::{Claimed, OverBudget, Upstream};
 use super::record::{unix_ms, Job, Tried};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::Seal;
 use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
+use crate::core::money::usd;
 use crate::core::ranking;
 use crate::core::request::Request;
 
@@ -143,7 +144,21 @@ impl Router {
         };
         let mut routed = if plan.order.is_empty() {
             let ending = if plan.over_budget() {
-                self.budget_spent()
+                let view = self.parts.admission.budget().unwrap_or_default();
+                let estimate = plan
+                    .excluded
+                    .iter()
+                    .filter_map(|(_, e)| match e {
+                        ranking::Excluded::OverBudget { estimate_usd, .. } => Some(*estimate_usd),
+                        _ => None,
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                self.over_budget(&OverBudget {
+                    spent: view.spent,
+                    reserved: view.reserved,
+                    estimate,
+                    max: view.max,
+                })
             } else {
                 Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty())
             };
@@ -170,14 +185,22 @@ impl Router {
 
     /// The ending of a request the budget refuses; the observer hears of
     /// the first.
-    fn budget_spent(&self) -> Ending {
-        let (spent, max) = self.parts.admission.budget().unwrap_or((0.0, 0.0));
+    fn over_budget(&self, o: &OverBudget) -> Ending {
         if !self.budget_warned.swap(true, Ordering::Relaxed) {
-            self.parts.observer.budget_reached(spent, max);
+            self.parts.observer.budget_reached(o);
         }
+        let estimate = match o.estimate.is_finite() {
+            true => format!("its estimate of {}", usd(o.estimate)),
+            false => "its cheapest candidate".to_string(),
+        };
         Ending::new(
             error_type::BUDGET_EXCEEDED,
-            format!("not sent: the budget of ${max} is spent"),
+            format!(
+                "not sent: {estimate} does not fit the budget of {} ({} spent, {} reserved by requests in flight)",
+                usd(o.max),
+                usd(o.spent),
+                usd(o.reserved)
+            ),
         )
     }
 
@@ -238,7 +261,7 @@ impl Router {
                 .await
             {
                 Admit::Go(h) => h,
-                Admit::OverBudget => break self.budget_spent(),
+                Admit::OverBudget(o) => break self.over_budget(&o),
                 // Not sent; the loop's top says why, or tries again.
                 Admit::Busy | Admit::Stopped => continue,
             };

@@ -174,8 +174,14 @@ impl Observer for ServeObserver {
         );
     }
 
-    fn budget_reached(&self, spent: f64, max: f64) {
-        tracing::warn!("the budget of ${max} is spent (${spent:.4}); requests get 429");
+    fn budget_reached(&self, o: &crate::engine::ports::OverBudget) {
+        use crate::core::money::usd;
+        tracing::warn!(
+            "the budget of {} is reached ({} spent, {} reserved by requests in flight); requests whose estimate does not fit get 429",
+            usd(o.max),
+            usd(o.spent),
+            usd(o.reserved)
+        );
     }
 
     fn waiting(&self, _tag: u64, model: &str, wait: std::time::Duration, why: &str) {

@@ -18,7 +18,7 @@ use redis::Script;
 
 use super::{keys, Link};
 use crate::engine::admission::Limits;
-use crate::engine::ports::{Admission, BoxFuture, OverBudget, Reservation, Reserve};
+use crate::engine::ports::{Admission, BoxFuture, BudgetView, OverBudget, Reservation, Reserve};
 
 /// How long a shared budget nobody touches is kept.
 const KEEP_BUDGET_MS: u64 = 7 * 86_400_000;
@@ -142,8 +142,12 @@ impl SharedLimits {
         Some(Duration::from_millis(wait.max(0) as u64))
     }
 
-    async fn reserve_shared(&self, estimate: f64) -> Result<Option<Reservation>, OverBudget> {
-        let local = match self.local.reserve(estimate).get().await? {
+    async fn reserve_shared(
+        &self,
+        estimate: f64,
+        wait: bool,
+    ) -> Result<Option<Reservation>, OverBudget> {
+        let local = match self.local.reserve(estimate, wait).get().await? {
             Some(r) => r,
             None => return Ok(None),
         };
@@ -155,14 +159,19 @@ impl SharedLimits {
         match self.link.script::<(i64, String, String)>(inv).await {
             // Redis is away: this machine's own budget holds.
             None => Ok(Some(local)),
-            Some((ok, spent, _held)) => {
+            Some((ok, spent, held)) => {
                 let spent: f64 = spent.parse().unwrap_or(0.0);
                 self.spent.store(spent.to_bits(), Ordering::Relaxed);
                 if ok == 1 {
                     Ok(Some(local))
                 } else {
                     self.local.settle(local, Some(0.0));
-                    Err(OverBudget { spent, max: *max })
+                    Err(OverBudget {
+                        spent,
+                        reserved: held.parse().unwrap_or(0.0),
+                        estimate,
+                        max: *max,
+                    })
                 }
             }
         }
@@ -170,11 +179,11 @@ impl SharedLimits {
 }
 
 impl Admission for SharedLimits {
-    fn reserve(&self, estimate: f64) -> Reserve<'_> {
+    fn reserve(&self, estimate: f64, wait: bool) -> Reserve<'_> {
         if self.budget.is_none() {
-            return self.local.reserve(estimate);
+            return self.local.reserve(estimate, wait);
         }
-        Reserve::Later(Box::pin(self.reserve_shared(estimate)))
+        Reserve::Later(Box::pin(self.reserve_shared(estimate, wait)))
     }
 
     fn settle(&self, r: Reservation, actual: Option<f64>) {
@@ -201,10 +210,13 @@ impl Admission for SharedLimits {
         Some(local.min(shared).max(0.0))
     }
 
-    fn budget(&self) -> Option<(f64, f64)> {
-        let (local, max) = self.local.budget()?;
+    fn budget(&self) -> Option<BudgetView> {
+        let local = self.local.budget()?;
         let shared = f64::from_bits(self.spent.load(Ordering::Relaxed));
-        Some((local.max(shared), max))
+        Some(BudgetView {
+            spent: local.spent.max(shared),
+            ..local
+        })
     }
 
     fn unlimited(&self) -> bool {

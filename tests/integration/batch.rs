@@ -108,13 +108,21 @@ fn priced() -> Env {
     env
 }
 
+/// `n` prompts that each allow 512 completion tokens: the estimate of each,
+/// ~$0.005 at t/p's price, stays that however short the answers were.
+fn long_prompts(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"max_tokens\":512}}\n"))
+        .collect()
+}
+
 #[test]
 fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     let env = priced();
     let out = env
         .cmd()
         .args(["--models", "t/p", "-j", "1", "--max-cost", "0.035"])
-        .stdin(prompts(10))
+        .stdin(long_prompts(10))
         .run();
     out.assert_code(1);
     let lines = out.lines();
@@ -131,9 +139,18 @@ fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     );
     assert_eq!(env.server.completions().len(), 3);
     assert!(
-        out.stderr.contains("budget reached") && out.stderr.contains("$0.0300"),
+        out.stderr
+            .contains("budget reached: $0.03 spent and $0 reserved"),
         "{}",
         out.stderr
+    );
+    assert!(
+        lines[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("($0.03 spent, $0 reserved by requests in flight)"),
+        "{}",
+        lines[3]
     );
 
     // Cached answers cost nothing and are still served under a spent budget.
@@ -141,7 +158,7 @@ fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     let out = env
         .cmd()
         .args(["--models", "t/p", "-j", "1", "--max-cost", "0"])
-        .stdin(prompts(10))
+        .stdin(long_prompts(10))
         .run();
     out.assert_code(1);
     let lines = out.lines();

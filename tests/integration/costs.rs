@@ -131,3 +131,70 @@ fn tpm_paces_by_the_tokens_answers_used() {
     );
     assert_eq!(stdout.lines().count(), 10);
 }
+
+/// Once a model has answers, a line without `max_tokens` holds the budget
+/// at the model's measured completion length, not at 512 tokens: a budget
+/// under the 512-token estimate still answers short lines.
+#[test]
+fn a_measured_model_reserves_at_its_measured_length() {
+    let env = Env::new(vec![ModelSpec::new("t/p").prices("0", "0.00001")]);
+    // Measured first, without a budget.
+    env.cmd()
+        .args(["--models", "t/p", "--no-cache", "-j", "1"])
+        .stdin(prompts(5))
+        .run()
+        .assert_code(0);
+    // 512 tokens would be $0.00512, over the whole cap.
+    let out = env
+        .cmd()
+        .args([
+            "--models",
+            "t/p",
+            "--no-cache",
+            "-j",
+            "1",
+            "--max-cost",
+            "0.003",
+        ])
+        .stdin(prompts(5))
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.lines().iter().all(|l| l["error"].is_null()),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A refusal refuses only its own request: one pinned dear request over the
+/// budget leaves it usable for the next.
+#[test]
+fn a_refused_request_leaves_the_budget_usable() {
+    let env = Env::new(vec![
+        ModelSpec::new("t/dear").prices("0.001", "0.001"),
+        ModelSpec::new("t/p").prices("0", "0.00001"),
+    ]);
+    let input = concat!(
+        r#"{"id":"dear","prompt":"x","model":"t/dear","max_tokens":100000}"#,
+        "\n",
+        r#"{"id":"cheap","prompt":"y","max_tokens":10}"#,
+        "\n"
+    );
+    let out = env
+        .cmd()
+        .args(["--models", "t/p", "-j", "1", "--max-cost", "0.01"])
+        .stdin(input)
+        .run();
+    let lines = out.lines();
+    assert_eq!(
+        lines[0]["error"]["type"], "budget_exceeded",
+        "{}",
+        out.stdout
+    );
+    assert!(lines[1]["error"].is_null(), "{}", out.stdout);
+    assert_eq!(
+        env.server.count_for("t/dear"),
+        0,
+        "the pinned one is never sent"
+    );
+}

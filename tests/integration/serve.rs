@@ -431,7 +431,13 @@ fn a_spent_budget_is_429_and_a_clients_request_id_comes_back() {
         let send = |prompt: &'static str| {
             c.post(s.url("/v1/chat/completions"))
                 .header("x-request-id", format!("mine-{prompt}"))
-                .json(&chat(None, prompt))
+                // 512 tokens at t/a's price: a $0.01 estimate, however short
+                // the answers are.
+                .json(&{
+                    let mut body = chat(None, prompt);
+                    body["max_tokens"] = 512.into();
+                    body
+                })
                 .send()
         };
         let r = send("one").await.unwrap();
