@@ -39,7 +39,7 @@ fn module_of(path: &Path) -> String {
 
 /// The code of a file without its unit tests and comments.
 fn code(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
+    let text = match text.find("#[cfg(test)]\nmod tests {") {
         Some(i) => &text[..i],
         None => text,
     };
@@ -280,7 +280,7 @@ fn no_file_of_src_is_too_long_to_read() {
     rust_files(&src(), &mut files);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let lines = match text.find("#[cfg(test)]\nmod tests") {
+        let lines = match text.find("#[cfg(test)]\nmod tests {") {
             Some(i) => text[..i].lines().count(),
             None => text.lines().count(),
         };
