@@ -1,7 +1,7 @@
 //! The routing-quality benchmark: scripted scenarios run through the real
 //! binary against the fake upstream, each measured against an oracle that
 //! knows the true latencies. Prints one JSON object; `bench/run` (scenario
-//! 8 of `bench/harness.py`) puts it in BENCHMARKS.md.
+//! 8, in `bench/suite/commands.py`) puts it in BENCHMARKS.md.
 //!
 //! - `cold_start`: three unknown models of 300, 120 and 15 ms, listed
 //!   slowest first, `-p speed`, 200 lines at `-j 8`.

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors::ApiError;
 use super::gate::Refused;
-use super::http::{App, Logged, RequestId};
 use super::log::Access;
+use super::state::{App, Logged, RequestId};
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
 use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd};

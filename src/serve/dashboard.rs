@@ -21,8 +21,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::errors::ApiError;
-use super::http::App;
 use super::manage::{priority_names, probe};
+use super::state::App;
 use crate::view::html::{self, Page};
 use crate::view::text::esc;
 use crate::view::{Candidate, Live, Picture, Ranking};

@@ -7,7 +7,7 @@
 
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use super::http::RequestId;
+use super::state::RequestId;
 use crate::cli::LogFormat;
 
 /// Sets the process's log: `quiet` keeps warnings and errors only.

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::chat::parse_call;
 use super::errors::ApiError;
-use super::http::App;
+use super::state::App;
 use crate::core::catalogue::Origin;
 use crate::core::request::Request;
 use crate::core::request::ROUTE_PREFIX;

@@ -5,7 +5,8 @@
 //! | module     | concern                                                      |
 //! |------------|--------------------------------------------------------------|
 //! | this one   | set-up from the options, the listener, the stop              |
-//! | [`http`]   | routes, shared state, request ids, tokens, the body cap      |
+//! | [`http`]   | routes, request ids, the loopback check, the access log      |
+//! | [`state`]  | what every handler shares: state, tokens, the body cap       |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
 //! | [`errors`] | errors in OpenAI's shape                                     |
@@ -27,6 +28,7 @@ pub mod live;
 pub mod log;
 pub mod manage;
 pub mod metrics;
+pub mod state;
 pub mod upkeep;
 
 use std::net::SocketAddr;
@@ -72,7 +74,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         s.queue as usize,
         metrics.clone(),
     );
-    let app = Arc::new(http::App::new(
+    let app = Arc::new(state::App::new(
         wired.router.clone(),
         gate,
         metrics,

@@ -1,0 +1,160 @@
+//! What every handler shares: the server's state, request ids, tokens
+//! and the body cap.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::auth::{bearer, Tokens};
+use super::errors::ApiError;
+use super::gate::Gate;
+use super::metrics::Metrics;
+use crate::engine::Router;
+
+/// What every handler shares.
+pub struct App {
+    pub router: Arc<Router>,
+    pub gate: Gate,
+    pub metrics: Arc<Metrics>,
+    pub clients: Tokens,
+    /// Admin tokens; client tokens are not admin tokens.
+    pub admins: Tokens,
+    pub max_body: u64,
+    pub deadline: Duration,
+    pub log_bodies: bool,
+    pub use_cache: bool,
+    /// Whether the dashboard is served.
+    pub dashboard: bool,
+    /// Seconds until a refused key is tried again, for `Retry-After`.
+    pub retry_refused: u64,
+    pub store_path: PathBuf,
+    /// The store's writer, to sync with before reading the cache apart.
+    pub writer: crate::store::writer::WriterHandle,
+    /// Redis, when state is shared through it.
+    pub redis: Option<Arc<crate::shared::Link>>,
+    pub started: Instant,
+    /// This process's traffic, for the dashboard.
+    pub live: super::live::Live,
+    /// The dashboard's signed-in sessions.
+    pub sessions: super::auth::Sessions,
+    tags: AtomicU64,
+    ids: AtomicU64,
+    /// This process's part of every request id.
+    id_prefix: String,
+}
+
+/// Marks a response whose handler wrote its access line itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Logged;
+
+/// A request's id: the client's `x-request-id` when it is a sane one, else
+/// one of ours. Sent back as `x-request-id`, and recorded with the request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        router: Arc<Router>,
+        gate: Gate,
+        metrics: Arc<Metrics>,
+        clients: Tokens,
+        admins: Tokens,
+        options: &crate::options::ServeOptions,
+        retry_refused: Duration,
+        store_path: PathBuf,
+        writer: crate::store::writer::WriterHandle,
+        redis: Option<Arc<crate::shared::Link>>,
+    ) -> App {
+        let s = &router.config().settings;
+        let known: Vec<String> = s.models.iter().chain(s.fallback.iter()).cloned().collect();
+        App {
+            router,
+            gate,
+            metrics,
+            clients,
+            admins,
+            max_body: options.max_body,
+            deadline: options.deadline,
+            log_bodies: options.log_bodies,
+            dashboard: options.dashboard,
+            use_cache: !options.no_cache,
+            retry_refused: retry_refused.as_secs().max(1),
+            store_path,
+            writer,
+            redis,
+            started: Instant::now(),
+            live: super::live::Live::new(crate::engine::now_ms(), known),
+            sessions: super::auth::Sessions::default(),
+            tags: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
+            id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
+        }
+    }
+
+    /// The next request's number, for the store's `line` column.
+    pub fn next_tag(&self) -> u64 {
+        self.tags.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The request's id: the one given when it is sane, else a new one.
+    pub(super) fn new_id(&self, given: Option<&HeaderValue>) -> RequestId {
+        let sane = given
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()));
+        match sane {
+            Some(v) => RequestId(v.into()),
+            None => {
+                let n = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+                RequestId(format!("req-{}-{n:x}", self.id_prefix).into())
+            }
+        }
+    }
+
+    /// The body, at most `max_body` bytes.
+    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return Err(ApiError::too_large(self.max_body));
+        }
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ApiError::too_large(self.max_body))
+            }
+            Err(e) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        }
+    }
+
+    /// Whether the request carries a client token (or an admin one).
+    pub fn client_allowed(&self, headers: &HeaderMap) -> bool {
+        match token(headers) {
+            Some(t) => self.clients.holds(t) || self.admins.holds(t),
+            None => false,
+        }
+    }
+
+    /// Whether the request carries an admin token.
+    pub fn admin_allowed(&self, headers: &HeaderMap) -> bool {
+        token(headers).is_some_and(|t| self.admins.holds(t))
+    }
+}
+
+fn token(headers: &HeaderMap) -> Option<&str> {
+    bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
