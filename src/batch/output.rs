@@ -230,14 +230,6 @@ impl Line {
         out.extend_from_slice(b"}\n");
     }
 
-    /// Appends this line in `shape`, and its newline, to `out`.
-    pub fn write_as(&self, shape: &Shape, out: &mut Vec<u8>) {
-        match shape {
-            Shape::Llmroute => self.write_to(out),
-            Shape::OpenAiBatch { run_id } => super::openai_batch::write(self, run_id, out),
-        }
-    }
-
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.response.as_ref().map_or(0, String::len));
         self.write_to(&mut out);

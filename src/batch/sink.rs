@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::openai_batch;
 use super::output::{Line, Shape};
 use super::stop::StopReason;
 
@@ -79,7 +80,10 @@ pub(super) fn output_thread(
                      broken: &mut bool| {
         if let (Some(line), false) = (line, *broken) {
             buf.clear();
-            line.write_as(shape, &mut buf);
+            match shape {
+                Shape::Llmroute => line.write_to(&mut buf),
+                Shape::OpenAiBatch { run_id } => openai_batch::write(&line, run_id, &mut buf),
+            }
             if let Err(e) = out.write_all(&buf) {
                 *broken = true;
                 on_stop(output_stop(e));
