@@ -121,12 +121,20 @@ _llmroute() {
 
     case "${cmd}" in
         llmroute)
-            opts="-p -w -m -f -j -n -e -q -v -h -V --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --help --version report models cache config serve help"
+            opts="-P -p -w -m -f -j -n -e -q -v -h -V --prompt --json --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --help --version report models cache config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --prompt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -P)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --priority)
                     COMPREPLY=($(compgen -W "speed cost quality balanced $(__llmroute_presets)" -- "${cur}"))
                     return 0

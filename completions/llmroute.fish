@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
+    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -24,6 +24,7 @@ function __fish_llmroute_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c llmroute -n "__fish_llmroute_needs_command" -s P -l prompt -d 'Route this one prompt instead of reading input, and print the answer\'s text' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
@@ -51,6 +52,7 @@ never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l json -d 'With --prompt: print the JSON output line instead of the answer\'s text'
 complete -c llmroute -n "__fish_llmroute_needs_command" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s n -l dry-run -d 'Choose models but call none (needs no API key; works offline); implies --explain'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s e -l explain -d 'Add the full ranking (`candidates`) to every output line'

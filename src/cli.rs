@@ -19,6 +19,7 @@ Exit status: 0 every line answered; 1 some line has an error; 2 usage, configura
 (including a key the API refuses); 130 interrupted (143 on SIGTERM).
 
 Examples:
+  llmroute -P \"What is 2+2?\"
   llmroute --dry-run < requests.jsonl | jq -c '{line, model, score}'
   llmroute -p cost requests.jsonl | jq -r .content
   llmroute -p speed --models openai/gpt-5.4-mini,google/gemini-3.5-flash --fallback openai/gpt-5.4 batch.jsonl";
@@ -96,6 +97,14 @@ pub struct RunArgs {
     /// Input files, read in order as one stream; none or `-` reads standard input
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// Route this one prompt instead of reading input, and print the answer's text
+    #[arg(short = 'P', long, value_name = "TEXT", conflicts_with = "files")]
+    pub prompt: Option<String>,
+
+    /// With --prompt: print the JSON output line instead of the answer's text
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub routing: RoutingArgs,

@@ -12,11 +12,13 @@
 //! | [`output`]   | the JSON object written for every input line              |
 //! | [`console`]  | messages on stderr and the engine's observer               |
 //! | [`progress`] | the progress bar                                          |
+//! | [`prompt`]   | one prompt from the command line (`--prompt`)             |
 //! | [`signals`]  | Ctrl-C and SIGTERM                                        |
 
 pub mod console;
 pub mod output;
 pub mod progress;
+pub mod prompt;
 pub mod reader;
 pub mod run;
 mod signals;
@@ -41,8 +43,13 @@ use run::{Batch, StopReason, Summary};
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     // Bad routing settings are reported before anything else.
     options.settings()?;
+    if run.json && run.prompt.is_none() {
+        anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
+    }
     // Before the key: `llmroute reprot` is a typo, not a missing key.
-    let sources: Vec<Source> = if run.files.is_empty() {
+    let sources: Vec<Source> = if let Some(text) = &run.prompt {
+        vec![prompt::source(text)]
+    } else if run.files.is_empty() {
         vec![Source::Stdin]
     } else {
         run.files
@@ -55,7 +62,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         .thread_name("llmroute")
         .build()
         .context("cannot start the async runtime")?;
-    let progress = progress::bar(run.progress, run.quiet, &sources);
+    // One prompt has no progress to show, unless asked for.
+    let progress = progress::bar(run.progress, run.quiet || run.prompt.is_some(), &sources);
     let console = || Console {
         progress: progress.clone(),
         verbose: run.verbose,
@@ -84,7 +92,12 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         keyed: use_cache,
         console: console(),
     };
-    let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
+    // A prompt's line is kept, to print its answer once the run has ended.
+    let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());
+    let out: Box<dyn std::io::Write + Send> = match &kept {
+        Some(kept) => Box::new(kept.clone()),
+        None => Box::new(std::io::stdout()),
+    };
     let summary = rt
         .block_on(run::run(batch, sources, out))
         .map_err(anyhow::Error::msg)?;
@@ -99,7 +112,22 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     // Tasks still running after the grace period are dropped here.
     rt.shutdown_timeout(Duration::from_millis(200));
     flush_and_prune(wired.writer, run.quiet, options.retention);
-    Ok(finish(&summary, run, refused, store_failure))
+    let code = finish(&summary, run, refused, store_failure);
+    match kept {
+        Some(kept) => show_prompt(&kept.bytes(), run.json, code),
+        None => Ok(code),
+    }
+}
+
+/// Prints a prompt's answer (or its line, or its error) and returns the
+/// run's exit status.
+fn show_prompt(line: &[u8], json: bool, code: i32) -> anyhow::Result<i32> {
+    let shown = prompt::show(line, json);
+    if let Some(message) = &shown.stderr {
+        eprintln!("{}", console::one_line(message));
+    }
+    setup::write_stdout(&shown.stdout)?;
+    Ok(code)
 }
 
 /// The error of an input that cannot be opened. A missing file named like
@@ -173,7 +201,8 @@ fn finish(
     store_failure: Option<String>,
 ) -> i32 {
     let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
-    if !run.quiet && !closed {
+    // A prompt's answer speaks for itself: no summary of one line.
+    if !run.quiet && !closed && run.prompt.is_none() {
         let s = summary;
         let spend = match (run.dry_run, s.cost_unknown) {
             (true, _) => "dry run".to_string(),

@@ -20,6 +20,7 @@ mod learning;
 mod numbers;
 mod offline;
 mod openai;
+mod prompt;
 mod props;
 mod report;
 mod report_html;
