@@ -121,7 +121,7 @@ _llmroute() {
 
     case "${cmd}" in
         llmroute)
-            opts="-P -p -w -m -f -j -n -e -q -v -h -V --prompt --json --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --help --version report models cache config serve help"
+            opts="-P -p -w -m -f -j -n -e -q -v -h -V --prompt --json --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --color --help --version report models cache config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,6 +255,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -263,7 +267,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__cache)
-            opts="-h --db --config --base-url --help stats clear prune help"
+            opts="-h --db --config --base-url --color --help stats clear prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -281,6 +285,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -289,7 +297,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__cache__subcmd__clear)
-            opts="-h --db --config --base-url --help"
+            opts="-h --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -305,6 +313,10 @@ _llmroute() {
                     ;;
                 --base-url)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -385,7 +397,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__cache__subcmd__prune)
-            opts="-h --older-than --db --config --base-url --help"
+            opts="-h --older-than --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -407,6 +419,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -415,7 +431,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__cache__subcmd__stats)
-            opts="-h --since --json --db --config --base-url --help"
+            opts="-h --since --json --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -437,6 +453,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -445,7 +465,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__config)
-            opts="-h --db --config --base-url --help path show help"
+            opts="-h --db --config --base-url --color --help path show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,6 +481,10 @@ _llmroute() {
                     ;;
                 --base-url)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -527,7 +551,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__config__subcmd__path)
-            opts="-h --db --config --base-url --help"
+            opts="-h --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -545,6 +569,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -553,7 +581,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__config__subcmd__show)
-            opts="-p -w -m -f -j -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --db --config --base-url --help"
+            opts="-p -w -m -f -j -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -673,6 +701,10 @@ _llmroute() {
                     ;;
                 --base-url)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -851,7 +883,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__models)
-            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --db --config --base-url --help"
+            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -905,6 +937,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -913,7 +949,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__report)
-            opts="-o -h --since --model --json --format --output --db --config --base-url --help"
+            opts="-o -h --since --model --json --format --output --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -951,6 +987,10 @@ _llmroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -959,7 +999,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__serve)
-            opts="-p -w -m -f -j -q -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --listen --auth-token-file --admin-token-file --queue --max-body --deadline --grace --header-timeout --cache-max-size --upkeep-every --no-cache --log-format --log-bodies --no-dashboard --quiet --db --config --base-url --help"
+            opts="-p -w -m -f -j -q -h --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --listen --auth-token-file --admin-token-file --queue --max-body --deadline --grace --header-timeout --cache-max-size --upkeep-every --no-cache --log-format --log-bodies --no-dashboard --quiet --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1123,6 +1163,10 @@ _llmroute() {
                     ;;
                 --base-url)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= h/help V/version
+    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= db= config= base-url= color= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -52,6 +52,9 @@ never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l json -d 'With --prompt: print the JSON output line instead of the answer\'s text'
 complete -c llmroute -n "__fish_llmroute_needs_command" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s n -l dry-run -d 'Choose models but call none (needs no API key; works offline); implies --explain'
@@ -78,6 +81,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s o -l output
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l json -d 'Same as --format json'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
@@ -88,6 +94,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l all -d 'Every model in the catalogue, not only the candidates'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l refresh -d 'Fetch the catalogue again now'
@@ -95,6 +104,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s h -l help -
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "clear" -d 'Remove every cached answer'
@@ -104,16 +116,25 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l older-than -d 'e.g. 30d' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "clear" -d 'Remove every cached answer'
@@ -122,6 +143,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
@@ -129,6 +153,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
@@ -154,6 +181,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
@@ -195,6 +225,9 @@ json\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'

@@ -39,6 +39,37 @@ pub struct Cli {
     pub common: CommonArgs,
 }
 
+/// Parses the command line, with clap's help and usage errors coloured as
+/// `--color` says (it is read ahead, as they are written while parsing).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let choice = match color_flag(&args) {
+        Some(ColorWhen::Always) => clap::ColorChoice::Always,
+        Some(ColorWhen::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let matches = Cli::command().color(choice).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The last `--color WHEN` or `--color=WHEN` before `--`, if any.
+fn color_flag(args: &[std::ffi::OsString]) -> Option<ColorWhen> {
+    let mut found = None;
+    let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            "--" => break,
+            "--color" => args.next(),
+            _ => arg.strip_prefix("--color="),
+        };
+        if let Some(v) = value {
+            found = ColorWhen::from_str(v, true).ok().or(found);
+        }
+    }
+    found
+}
+
 /// Options every command shares.
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
@@ -53,6 +84,33 @@ pub struct CommonArgs {
     /// The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]
     #[arg(long, value_name = "URL", env = "LLMROUTE_BASE_URL", global = true)]
     pub base_url: Option<String>,
+
+    /// Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether output bound for a terminal (or not: `terminal`) is
+    /// coloured, with `NO_COLOR` as the environment has it: `always` wins
+    /// over `NO_COLOR`, and `auto` colours a terminal unless `NO_COLOR` is
+    /// set to something.
+    pub fn colours(self, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// What decides a choice: shared by routing runs and `llmroute models`.
@@ -568,6 +626,37 @@ mod tests {
         assert_eq!(cli.run.tuning.timeout, Some(Duration::from_millis(500)));
         assert_eq!(cli.run.tuning.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
+    }
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color_unless_forced() {
+        use std::ffi::OsStr;
+        let auto = ColorWhen::Auto;
+        assert!(auto.colours(true, None));
+        assert!(auto.colours(true, Some(OsStr::new(""))));
+        assert!(!auto.colours(true, Some(OsStr::new("1"))));
+        assert!(!auto.colours(false, None));
+        assert!(ColorWhen::Always.colours(false, Some(OsStr::new("1"))));
+        assert!(!ColorWhen::Never.colours(true, None));
+    }
+
+    #[test]
+    fn the_color_flag_is_read_ahead() {
+        let read = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            color_flag(&args)
+        };
+        assert_eq!(read(&["llmroute", "report"]), None);
+        assert_eq!(
+            read(&["llmroute", "--color", "never", "x"]),
+            Some(ColorWhen::Never)
+        );
+        assert_eq!(
+            read(&["llmroute", "--color=never", "--color=always"]),
+            Some(ColorWhen::Always)
+        );
+        assert_eq!(read(&["llmroute", "--", "--color=never"]), None);
+        assert_eq!(read(&["llmroute", "--color", "sometimes"]), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use crate::cli::{
-    Cli, Command, ConfigAction, ConfigArgs, LogFormat, RoutingArgs, ServeArgs, TuningArgs,
+    Cli, ColorWhen, Command, ConfigAction, ConfigArgs, LogFormat, RoutingArgs, ServeArgs,
+    TuningArgs,
 };
 use crate::config::{Config, ServeConfig, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
@@ -72,6 +73,8 @@ pub struct Options {
     pub redis: Option<RedisOptions>,
     /// `--shared-limits` was asked for (it needs `redis`).
     pub shared_limits: bool,
+    /// When to colour output (`--color`).
+    pub color: ColorWhen,
 }
 
 /// How state is shared through Redis.
@@ -259,6 +262,7 @@ impl Options {
                 .unwrap_or_else(|| DEFAULT_BASE_URL.into()),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
             serve: ServeOptions::resolve(cli, file),
+            color: cli.common.color,
             shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
             redis: run
                 .redis
@@ -283,6 +287,13 @@ impl Options {
                         .unwrap_or_else(|| "default".into()),
                 }),
         }
+    }
+
+    /// Whether output bound for a terminal (or not: `terminal`) is
+    /// coloured, by `--color` and `NO_COLOR`.
+    pub fn colours(&self, terminal: bool) -> bool {
+        self.color
+            .colours(terminal, std::env::var_os("NO_COLOR").as_deref())
     }
 
     /// The routing settings these options give a request.

@@ -63,7 +63,12 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     // One prompt has no progress to show, unless asked for.
-    let progress = progress::bar(run.progress, run.quiet || run.prompt.is_some(), &sources);
+    let progress = progress::bar(
+        run.progress,
+        run.quiet || run.prompt.is_some(),
+        |terminal| options.colours(terminal),
+        &sources,
+    );
     let console = || Console {
         progress: progress.clone(),
         verbose: run.verbose,

@@ -147,7 +147,8 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "NO_COLOR",
-        "When set and not empty, llmroute report prints no colour.",
+        "When set and not empty, output has no colour or terminal escapes, as with --color never; \
+         --color always wins over it.",
     ),
 ];
 
