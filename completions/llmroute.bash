@@ -24,11 +24,17 @@ _llmroute() {
             llmroute,cache)
                 cmd="llmroute__subcmd__cache"
                 ;;
+            llmroute,completions)
+                cmd="llmroute__subcmd__completions"
+                ;;
             llmroute,config)
                 cmd="llmroute__subcmd__config"
                 ;;
             llmroute,help)
                 cmd="llmroute__subcmd__help"
+                ;;
+            llmroute,man)
+                cmd="llmroute__subcmd__man"
                 ;;
             llmroute,models)
                 cmd="llmroute__subcmd__models"
@@ -84,11 +90,17 @@ _llmroute() {
             llmroute__subcmd__help,cache)
                 cmd="llmroute__subcmd__help__subcmd__cache"
                 ;;
+            llmroute__subcmd__help,completions)
+                cmd="llmroute__subcmd__help__subcmd__completions"
+                ;;
             llmroute__subcmd__help,config)
                 cmd="llmroute__subcmd__help__subcmd__config"
                 ;;
             llmroute__subcmd__help,help)
                 cmd="llmroute__subcmd__help__subcmd__help"
+                ;;
+            llmroute__subcmd__help,man)
+                cmd="llmroute__subcmd__help__subcmd__man"
                 ;;
             llmroute__subcmd__help,models)
                 cmd="llmroute__subcmd__help__subcmd__models"
@@ -121,7 +133,7 @@ _llmroute() {
 
     case "${cmd}" in
         llmroute)
-            opts="-P -p -w -m -f -j -n -e -q -v -h -V --prompt --json --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --color --help --version report models cache config serve help"
+            opts="-P -p -w -m -f -j -n -e -q -v -h -V --prompt --json --priority --weights --models --fallback --quality --concurrency --timeout --max-attempts --cache-ttl --rpm --tpm --max-cost --explore --hedge --max-latency --max-line-cost --retention --redis --redis-prefix --redis-timeout --shared-limits --budget-id --dry-run --explain --unordered --no-cache --quiet --verbose --progress --db --config --base-url --color --help --version report models cache config serve completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,6 +476,36 @@ _llmroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmroute__subcmd__completions)
+            opts="-h --db --config --base-url --color --help bash elvish fish powershell zsh"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmroute__subcmd__config)
             opts="-h --db --config --base-url --color --help path show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -715,7 +757,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__help)
-            opts="report models cache config serve help"
+            opts="report models cache config serve completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -784,6 +826,20 @@ _llmroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmroute__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmroute__subcmd__help__subcmd__config)
             opts="path show"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -840,6 +896,20 @@ _llmroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        llmroute__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         llmroute__subcmd__help__subcmd__models)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -875,6 +945,36 @@ _llmroute() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        llmroute__subcmd__man)
+            opts="-h --db --config --base-url --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

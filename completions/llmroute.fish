@@ -70,6 +70,8 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The cand
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
@@ -234,12 +236,28 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-dashboard -d 'No dashboard at / and /dashboard (they answer 404)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "cache" -d 'Inspect and trim the response cache'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'

@@ -295,6 +295,18 @@ pub enum Command {
     /// Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(Box<ServeArgs>),
+    /// Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `llmroute man | man -l -`
+    Man,
+}
+
+/// `llmroute completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 const SERVE_AFTER_HELP: &str = "\
