@@ -25,6 +25,7 @@ mod signals;
 mod sink;
 pub mod stop;
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +100,11 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     };
     // A prompt's line is kept, to print its answer once the run has ended.
     let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());
+    if tells_how_to_end_input(run, std::io::stdin().is_terminal()) {
+        console().say(format_args!(
+            "llmroute: reading requests from standard input (Ctrl-D to end)"
+        ));
+    }
     let out: Box<dyn std::io::Write + Send> = match &kept {
         Some(kept) => Box::new(kept.clone()),
         None => Box::new(std::io::stdout()),
@@ -133,6 +139,13 @@ fn show_prompt(line: &[u8], json: bool, code: i32) -> anyhow::Result<i32> {
     }
     setup::write_stdout(&shown.stdout)?;
     Ok(code)
+}
+
+/// Whether a run says where it reads from: when that is standard input,
+/// for want of a FILE, and standard input is a terminal, someone may be
+/// left waiting for a run that waits for them.
+fn tells_how_to_end_input(run: &RunArgs, stdin_is_terminal: bool) -> bool {
+    stdin_is_terminal && run.files.is_empty() && run.prompt.is_none() && !run.quiet
 }
 
 /// The error of an input that cannot be opened. A missing file named like
@@ -251,5 +264,27 @@ fn finish(
         exit::LINE_ERRORS
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_terminal_waiting_on_standard_input_is_told_how_to_end_it() {
+        let run = |args: &[&str]| {
+            use clap::Parser;
+            let mut all = vec!["llmroute"];
+            all.extend_from_slice(args);
+            crate::cli::Cli::parse_from(all).run
+        };
+        assert!(tells_how_to_end_input(&run(&[]), true));
+        assert!(tells_how_to_end_input(&run(&["-n"]), true));
+        assert!(!tells_how_to_end_input(&run(&[]), false));
+        assert!(!tells_how_to_end_input(&run(&["-q"]), true));
+        assert!(!tells_how_to_end_input(&run(&["in.jsonl"]), true));
+        assert!(!tells_how_to_end_input(&run(&["-"]), true));
+        assert!(!tells_how_to_end_input(&run(&["-P", "hi"]), true));
     }
 }

@@ -76,3 +76,32 @@ fn a_prompt_and_files_together_are_a_usage_error() {
     out.assert_code(2);
     assert!(out.stderr.contains("--prompt"), "{}", out.stderr);
 }
+
+const HINT: &str = "llmroute: reading requests from standard input (Ctrl-D to end)";
+
+#[test]
+fn a_terminal_on_standard_input_is_told_how_to_end_it() {
+    let env = Env::three();
+    let out = env.on_terminal(&["--dry-run"], &[]);
+    out.assert_code(0);
+    assert!(out.stdout.contains(HINT), "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("0 lines"),
+        "the run ended: {:?}",
+        out.stdout
+    );
+    // Not with -q, a file, or a prompt; nor when standard input is a pipe.
+    let file = env.write("in.jsonl", &prompts(1));
+    for args in [
+        &["--dry-run", "-q"][..],
+        &["--dry-run", file.to_str().unwrap()],
+        &["--dry-run", "-P", "hi"],
+    ] {
+        let out = env.on_terminal(args, &[]);
+        out.assert_code(0);
+        assert!(!out.stdout.contains(HINT), "{args:?}: {:?}", out.stdout);
+    }
+    let out = env.cmd().arg("--dry-run").stdin(prompts(1)).run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains(HINT), "{}", out.stderr);
+}
