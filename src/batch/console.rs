@@ -94,7 +94,9 @@ impl Observer for BatchObserver {
 
     fn budget_reached(&self, spent: f64, max: f64) {
         self.console.say(format_args!(
-            "llmroute: budget reached: ${spent:.4} spent of ${max}; no more requests are sent, remaining lines get budget_exceeded"
+            "llmroute: budget reached: {} spent of {}; no more requests are sent, remaining lines get budget_exceeded",
+            crate::core::numbers::usd(spent),
+            crate::core::numbers::usd(max)
         ));
     }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::cli::RunArgs;
+use crate::core::numbers::{counted, usd};
 use crate::options::Options;
 use crate::setup::{self, exit};
 use crate::store::{self, writer::Writer};
@@ -224,20 +225,20 @@ fn finish(
         let s = summary;
         let spend = match (run.dry_run, s.cost_unknown) {
             (true, _) => "dry run".to_string(),
-            (false, 0) => format!("${:.4} spent", s.cost_usd),
+            (false, 0) => format!("{} spent", usd(s.cost_usd)),
             (false, n) => format!(
-                "${:.4} spent (cost unknown for {n} line{})",
-                s.cost_usd,
-                if n == 1 { "" } else { "s" }
+                "{} spent (cost unknown for {})",
+                usd(s.cost_usd),
+                counted(n, "line")
             ),
         };
         eprintln!(
-            "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",
-            s.lines,
+            "llmroute: {}: {} answered, {} cached, {}; {spend}; {}",
+            counted(s.lines, "line"),
             s.answered,
             s.cached,
-            s.errors,
-            s.elapsed.as_secs_f64()
+            counted(s.errors, "error"),
+            crate::core::duration::human(s.elapsed)
         );
     }
     if let Some(f) = &store_failure {

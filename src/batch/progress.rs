@@ -6,10 +6,11 @@
 
 use std::io::{IsTerminal, Write};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 
 use crate::batch::reader::Source;
 use crate::cli::Progress;
+use crate::core::numbers;
 
 /// A bar for a run over `sources`, or `None` when none is shown.
 /// `escapes` says whether stderr may take terminal escapes.
@@ -32,12 +33,19 @@ pub fn bar(
     let target = target(on_terminal, escapes(on_terminal));
     let pb = ProgressBar::with_draw_target(total, target);
     let template = match total {
-        Some(_) => "{spinner} {wide_bar} {pos}/{len} lines · {per_sec} · {msg} · ETA {eta}",
-        None => "{spinner} {pos} lines · {per_sec} · {msg}",
+        Some(_) => "{spinner} {wide_bar} {pos}/{len} {lines} · {rate} · {msg} · ETA {eta}",
+        None => "{spinner} {pos} {lines} · {rate} · {msg}",
     };
     pb.set_style(
         ProgressStyle::with_template(template)
             .expect("a valid template")
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&numbers::per_second(s.per_sec()));
+            })
+            .with_key("lines", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let n = s.len().unwrap_or(s.pos());
+                let _ = w.write_str(if n == 1 { "line" } else { "lines" });
+            })
             .progress_chars("█▉▊▋▌▍▎▏ "),
     );
     Some(pb)

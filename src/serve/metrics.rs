@@ -175,7 +175,11 @@ impl Observer for ServeObserver {
     }
 
     fn budget_reached(&self, spent: f64, max: f64) {
-        tracing::warn!("the budget of ${max} is spent (${spent:.4}); requests get 429");
+        tracing::warn!(
+            "the budget of {} is spent ({}); requests get 429",
+            crate::core::numbers::usd(max),
+            crate::core::numbers::usd(spent)
+        );
     }
 }
 

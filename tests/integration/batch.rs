@@ -131,7 +131,7 @@ fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     );
     assert_eq!(env.server.completions().len(), 3);
     assert!(
-        out.stderr.contains("budget reached") && out.stderr.contains("$0.0300"),
+        out.stderr.contains("budget reached: $0.03 spent of $0.035"),
         "{}",
         out.stderr
     );

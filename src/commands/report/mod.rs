@@ -22,6 +22,7 @@ use clap::ValueEnum;
 pub use crate::core::health::percentile;
 
 use crate::cli::{ReportArgs, ReportFormat, Since};
+use crate::core::numbers;
 use crate::options::Options;
 use crate::store;
 
@@ -173,6 +174,7 @@ pub struct Report {
     /// End-to-end latency of answered lines.
     pub latency_ms: LatencySummary,
     /// Sum of the lines' known costs.
+    #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown (no price, no `usage.cost`),
     /// left out of `cost_usd` rather than counted as 0.
@@ -224,6 +226,7 @@ pub struct ModelReport {
     /// Latency of its successful attempts.
     pub latency_ms: LatencySummary,
     /// Sum of its attempts' known costs.
+    #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
     /// Its successful attempts whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_attempts: i64,
