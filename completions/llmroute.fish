@@ -196,7 +196,6 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s w -l weights
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
@@ -224,6 +223,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-si
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l upkeep-every -d 'How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-format -d 'Access log lines as text or JSON [default: text]' -r -f -a "text\t''
 json\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Upstream requests in flight at once; more wait in the --queue [default: 256]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

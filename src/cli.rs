@@ -325,8 +325,12 @@ Examples:
   llmroute serve
   LLMROUTE_AUTH_TOKENS=s3cret llmroute serve --listen 0.0.0.0:8080 -p speed";
 
-/// `llmroute serve`.
+/// `llmroute serve`. A server keeps more requests in flight than a run:
+/// its `-j` says its own default.
 #[derive(Debug, Args, Clone, Default)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Upstream requests in flight at once; more wait in the --queue [default: 256]"
+)))]
 pub struct ServeArgs {
     #[command(flatten)]
     pub routing: RoutingArgs,

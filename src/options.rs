@@ -400,6 +400,49 @@ mod tests {
         Options::resolve(&cli, &parse(file).unwrap())
     }
 
+    /// The `[default: ...]` that `--help` gives for `--long` of `cmd`.
+    fn help_default(cmd: &clap::Command, long: &str) -> String {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap_or_else(|| panic!("no --{long}"));
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let at = help.find("[default: ").map(|i| i + 10);
+        let at = at.unwrap_or_else(|| panic!("--{long} gives no default: {help}"));
+        help[at..at + help[at..].find(']').unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_help_gives_the_defaults_that_apply() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        // A duration the help gives, read as the flag would read it.
+        let duration = |text: String| crate::core::duration::parse(&text).unwrap();
+        for (args, cmd) in [(&["llmroute"][..], &cli), (&["llmroute", "serve"], serve)] {
+            let o = resolve(args, "");
+            let says = |long: &str| help_default(cmd, long);
+            assert_eq!(says("concurrency"), o.concurrency.to_string(), "{args:?}");
+            assert_eq!(duration(says("timeout")), o.timeout, "{args:?}");
+            assert_eq!(says("max-attempts"), o.max_attempts.to_string());
+            assert_eq!(duration(says("cache-ttl")), o.cache_ttl);
+            assert_eq!(duration(says("retention")), o.retention);
+            assert_eq!(says("explore"), o.explore.to_string());
+            assert_eq!(says("priority"), o.routing.priority);
+        }
+        let s = resolve(&["llmroute", "serve"], "").serve;
+        let says = |long: &str| help_default(serve, long);
+        assert_eq!(says("listen"), s.listen);
+        assert_eq!(says("queue"), s.queue.to_string());
+        assert_eq!(duration(says("deadline")), s.deadline);
+        assert_eq!(duration(says("grace")), s.grace);
+        assert_eq!(duration(says("header-timeout")), s.header_timeout);
+        assert_eq!(duration(says("upkeep-every")), s.upkeep_every);
+        assert_eq!(says("max-body"), "16MiB");
+        assert_eq!(s.max_body, crate::cli::parse_size("16MiB").unwrap());
+    }
+
     #[test]
     fn flags_and_environment_win_over_the_file() {
         let file = "priority = \"cost\"\nconcurrency = 16\nmodels = [\"x/y\"]\ntimeout = \"5s\"\n[quality]\n\"m/1\" = 0.1\n\"m/2\" = 0.2\n";

@@ -23,6 +23,7 @@ mod offline;
 mod openai;
 mod prompt;
 mod props;
+mod readme;
 mod report;
 mod report_html;
 mod route;
