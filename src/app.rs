@@ -38,7 +38,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
     Loaded::load(cli.common.config.as_deref())
         .map_err(anyhow::Error::msg)
         .and_then(|loaded| {
-            let options = Options::resolve(&cli, &loaded.config);
+            let options = Options::resolve(cli, &loaded.config);
             match &cli.command {
                 None => crate::batch::main(&cli.run, &options),
                 Some(Command::Report(args)) => crate::commands::report::main(args, &options),

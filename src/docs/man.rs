@@ -14,7 +14,7 @@ use crate::cli::Cli;
 
 /// The first line of the man page.
 const HEADER_COMMENT: &str =
-    ".\\\" Generated from src/cli.rs and src/docs by scripts/generate-docs; do not edit.\n";
+    ".\\\" Generated from src/cli and src/docs by scripts/generate-docs; do not edit.\n";
 
 /// The date in the page header. A constant, so that the page depends only on
 /// the source; formatters such as mandoc warn when the header has no date.

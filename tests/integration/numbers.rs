@@ -126,7 +126,7 @@ fn numbers_after(text: &str, key: &str) -> Vec<String> {
     text.match_indices(key)
         .map(|(i, _)| {
             let rest = &text[i + key.len()..];
-            let rest = rest.trim_start_matches(|c: char| c == '"' || c == ':' || c == ' ');
+            let rest = rest.trim_start_matches(['"', ':', ' ']);
             let rest = match rest.strip_prefix('{') {
                 Some(r) => r.split_once("} ").map_or(r, |(_, v)| v),
                 None => rest,
