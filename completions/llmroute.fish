@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all output-format= db= config= base-url= h/help V/version
+    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all output-format= db= config= base-url= color= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -24,6 +24,7 @@ function __fish_llmroute_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c llmroute -n "__fish_llmroute_needs_command" -s P -l prompt -d 'Route this one prompt instead of reading input, and print the answer\'s text' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
@@ -53,6 +54,10 @@ openai-batch\t'OpenAI\'s batch output file: `id`, `custom_id`, `response: {statu
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_needs_command" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_needs_command" -l json -d 'With --prompt: print the JSON output line instead of the answer\'s text'
 complete -c llmroute -n "__fish_llmroute_needs_command" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s n -l dry-run -d 'Choose models but call none (needs no API key; works offline); implies --explain'
 complete -c llmroute -n "__fish_llmroute_needs_command" -s e -l explain -d 'Add the full ranking (`candidates`) to every output line'
@@ -68,6 +73,8 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The cand
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
@@ -79,6 +86,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s o -l output
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l json -d 'Same as --format json'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
@@ -91,6 +101,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'W
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l all -d 'Every model in the catalogue, not only the candidates'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l refresh -d 'Fetch the catalogue again now'
@@ -98,6 +111,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s h -l help -
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and not __fish_seen_subcommand_from stats clear prune help" -f -a "clear" -d 'Remove every cached answer'
@@ -107,16 +123,25 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from stats" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from clear" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l older-than -d 'e.g. 30d' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "clear" -d 'Remove every cached answer'
@@ -125,6 +150,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'
@@ -132,6 +160,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from path" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s p -l priority -d 'What to favour: speed, cost, quality or balanced [default: balanced]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s w -l weights -d 'Explicit weights, e.g. latency=0.5,cost=0.2,quality=0.3 (normalised to sum 1); overrides --priority' -r
@@ -157,6 +188,9 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
@@ -167,7 +201,6 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s w -l weights
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Requests in flight at once [default: 8]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l timeout -d 'Time limit of one upstream attempt, at least 100ms, e.g. 30s, 2m [default: 60s]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-attempts -d 'Upstream attempts per line, across models [default: 4]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
@@ -195,21 +228,41 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-si
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l upkeep-every -d 'How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-format -d 'Access log lines as text or JSON [default: text]' -r -f -a "text\t''
 json\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Upstream requests in flight at once; more wait in the --queue [default: 256]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-limits -d 'Share --rpm, --tpm and --max-cost with every process on the same Redis'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-dashboard -d 'No dashboard at / and /dashboard (they answer 404)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "cache" -d 'Inspect and trim the response cache'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand man" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'

@@ -9,10 +9,36 @@ use crate::setup::exit;
 
 /// Runs the parsed command line and returns the exit status.
 pub fn main(cli: Cli) -> i32 {
-    let result = Loaded::load(cli.common.config.as_deref())
+    // The man page and completions need no config file: a broken one does
+    // not keep them from being printed.
+    let result = match docs(&cli.command) {
+        Some(text) => crate::setup::write_stdout(text.as_bytes()),
+        None => run(&cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("llmroute: error: {e:#}");
+            exit::FATAL
+        }
+    }
+}
+
+/// What `llmroute man` and `llmroute completions SHELL` print.
+fn docs(command: &Option<Command>) -> Option<String> {
+    match command {
+        Some(Command::Man) => Some(crate::docs::man_page()),
+        Some(Command::Completions(args)) => Some(crate::docs::completions(args.shell)),
+        _ => None,
+    }
+}
+
+/// Runs a batch or a command with the config file loaded.
+fn run(cli: &Cli) -> anyhow::Result<i32> {
+    Loaded::load(cli.common.config.as_deref())
         .map_err(anyhow::Error::msg)
         .and_then(|loaded| {
-            let options = Options::resolve(&cli, &loaded.config);
+            let options = Options::resolve(cli, &loaded.config);
             match &cli.command {
                 None => crate::batch::main(&cli.run, &options),
                 Some(Command::Report(args)) => crate::commands::report::main(args, &options),
@@ -22,13 +48,9 @@ pub fn main(cli: Cli) -> i32 {
                 Some(Command::Config(args)) => {
                     crate::commands::config::main(&args.action, &options, &loaded)
                 }
+                Some(Command::Man | Command::Completions(_)) => {
+                    unreachable!("printed without a config file, by main")
+                }
             }
-        });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("llmroute: error: {e:#}");
-            exit::FATAL
-        }
-    }
+        })
 }

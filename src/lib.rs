@@ -27,6 +27,7 @@
 //! | [`serve`]    | the server front end: an OpenAI-compatible HTTP API                  |
 //! | [`commands`] | `report`, `models`, `cache`, `config`                               |
 //! | [`view`]     | charts and HTML pages of traffic, for the report and the dashboard  |
+//! | [`docs`]     | the man page and shell completions, from the clap definition        |
 //!
 //! Dependencies point down the table's groups: front ends and commands use
 //! the engine and the store; the engine uses the core and its own traits;
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod docs;
 pub mod engine;
 pub mod options;
 pub mod serve;

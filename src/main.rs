@@ -1,10 +1,8 @@
-use clap::Parser;
-
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     llmroute::setup::install_panic_hook();
-    let cli = llmroute::cli::Cli::parse();
+    let cli = llmroute::cli::parse();
     std::process::exit(llmroute::app::main(cli));
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use crate::cli::{
-    Cli, Command, ConfigAction, ConfigArgs, LogFormat, RoutingArgs, ServeArgs, TuningArgs,
+    Cli, ColorWhen, Command, ConfigAction, ConfigArgs, LogFormat, RoutingArgs, ServeArgs,
+    TuningArgs,
 };
 use crate::config::{Config, ServeConfig, WeightsTable};
 use crate::core::ranking::{self, Presets, Settings};
@@ -82,6 +83,8 @@ pub struct Options {
     pub redis: Option<RedisOptions>,
     /// `--shared-limits` was asked for (it needs `redis`).
     pub shared_limits: bool,
+    /// When to colour output (`--color`).
+    pub color: ColorWhen,
 }
 
 /// How state is shared through Redis.
@@ -281,6 +284,7 @@ impl Options {
             ),
             db: cli.common.db.clone().or_else(|| file.db.clone()),
             serve: ServeOptions::resolve(cli, file),
+            color: cli.common.color,
             shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
             redis: run
                 .redis
@@ -305,6 +309,13 @@ impl Options {
                         .unwrap_or_else(|| "default".into()),
                 }),
         }
+    }
+
+    /// Whether output bound for a terminal (or not: `terminal`) is
+    /// coloured, by `--color` and `NO_COLOR`.
+    pub fn colours(&self, terminal: bool) -> bool {
+        self.color
+            .colours(terminal, std::env::var_os("NO_COLOR").as_deref())
     }
 
     /// The routing settings these options give a request.
@@ -410,6 +421,49 @@ mod tests {
     fn resolve(args: &[&str], file: &str) -> Options {
         let cli = Cli::try_parse_from(args).unwrap();
         Options::resolve(&cli, &parse(file).unwrap())
+    }
+
+    /// The `[default: ...]` that `--help` gives for `--long` of `cmd`.
+    fn help_default(cmd: &clap::Command, long: &str) -> String {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap_or_else(|| panic!("no --{long}"));
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let at = help.find("[default: ").map(|i| i + 10);
+        let at = at.unwrap_or_else(|| panic!("--{long} gives no default: {help}"));
+        help[at..at + help[at..].find(']').unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_help_gives_the_defaults_that_apply() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        // A duration the help gives, read as the flag would read it.
+        let duration = |text: String| crate::core::duration::parse(&text).unwrap();
+        for (args, cmd) in [(&["llmroute"][..], &cli), (&["llmroute", "serve"], serve)] {
+            let o = resolve(args, "");
+            let says = |long: &str| help_default(cmd, long);
+            assert_eq!(says("concurrency"), o.concurrency.to_string(), "{args:?}");
+            assert_eq!(duration(says("timeout")), o.timeout, "{args:?}");
+            assert_eq!(says("max-attempts"), o.max_attempts.to_string());
+            assert_eq!(duration(says("cache-ttl")), o.cache_ttl);
+            assert_eq!(duration(says("retention")), o.retention);
+            assert_eq!(says("explore"), o.explore.to_string());
+            assert_eq!(says("priority"), o.routing.priority);
+        }
+        let s = resolve(&["llmroute", "serve"], "").serve;
+        let says = |long: &str| help_default(serve, long);
+        assert_eq!(says("listen"), s.listen);
+        assert_eq!(says("queue"), s.queue.to_string());
+        assert_eq!(duration(says("deadline")), s.deadline);
+        assert_eq!(duration(says("grace")), s.grace);
+        assert_eq!(duration(says("header-timeout")), s.header_timeout);
+        assert_eq!(duration(says("upkeep-every")), s.upkeep_every);
+        assert_eq!(says("max-body"), "16MiB");
+        assert_eq!(s.max_body, crate::cli::parse_size("16MiB").unwrap());
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn recent_failure(store: &Store, base: &str, now: i64) -> Option<String> {
     let (at, problem) = store.catalogue(&failure_key(base)).ok().flatten()?;
     let age = Duration::from_millis(u64::try_from(now.saturating_sub(at)).ok()?);
     (at > 0 && age < FAILED_FETCH_MEMORY).then(|| {
-        let age = crate::core::duration::format(Duration::from_secs(age.as_secs()));
+        let age = crate::core::duration::human(age);
         format!("not fetched: the last fetch, {age} ago, failed: {problem}")
     })
 }
@@ -295,9 +295,7 @@ pub fn load_catalogue(
         Some(c) => {
             if !quiet {
                 let age = match c.origin {
-                    Origin::Stored { age } => {
-                        crate::core::duration::format(Duration::from_secs(age.as_secs()))
-                    }
+                    Origin::Stored { age } => crate::core::duration::human(age),
                     _ => String::new(),
                 };
                 eprintln!("llmroute: warning: cannot fetch {base}/models ({problem}); using the stored catalogue from {age} ago");

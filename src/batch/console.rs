@@ -75,23 +75,6 @@ impl BatchObserver {
     }
 }
 
-/// A wait as people say it: `41s`, `1.5s`, `250ms`, `2m 5s`.
-fn wait_text(wait: std::time::Duration) -> String {
-    let ms = wait.as_millis();
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=9_999 => format!("{:.1}s", wait.as_secs_f64()),
-        _ => {
-            let s = (ms + 500) / 1000;
-            match s {
-                0..=59 => format!("{s}s"),
-                _ if s.is_multiple_of(60) => format!("{}m", s / 60),
-                _ => format!("{}m {}s", s / 60, s % 60),
-            }
-        }
-    }
-}
-
 impl Observer for BatchObserver {
     fn cache_hit(&self, tag: u64, model: &str) {
         if self.console.verbose {
@@ -126,7 +109,7 @@ impl Observer for BatchObserver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(model.to_string());
-        let wait = wait_text(wait);
+        let wait = crate::core::duration::human(wait);
         if self.console.verbose {
             self.console.say(format_args!(
                 "llmroute: line {tag}: waiting {wait} for {model}: {why}"
@@ -138,7 +121,7 @@ impl Observer for BatchObserver {
     }
 
     fn budget_reached(&self, o: &crate::engine::ports::OverBudget) {
-        use crate::core::money::usd;
+        use crate::core::numbers::usd;
         self.console.say(format_args!(
             "llmroute: budget reached: {} spent and {} reserved by requests in flight, of {}; lines whose estimate does not fit get budget_exceeded",
             usd(o.spent),
@@ -151,16 +134,6 @@ impl Observer for BatchObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_wait_reads_as_people_say_it() {
-        use std::time::Duration;
-        assert_eq!(wait_text(Duration::from_millis(250)), "250ms");
-        assert_eq!(wait_text(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(wait_text(Duration::from_millis(40_600)), "41s");
-        assert_eq!(wait_text(Duration::from_secs(125)), "2m 5s");
-        assert_eq!(wait_text(Duration::from_secs(120)), "2m");
-    }
 
     #[test]
     fn a_message_is_one_line() {

@@ -12,24 +12,28 @@
 //! | [`output`]   | the JSON object written for every input line              |
 //! | [`console`]  | messages on stderr and the engine's observer               |
 //! | [`progress`] | the progress bar                                          |
+//! | [`prompt`]   | one prompt from the command line (`--prompt`)             |
 //! | [`signals`]  | Ctrl-C and SIGTERM                                        |
 
 pub mod console;
 mod openai_batch;
 pub mod output;
 pub mod progress;
+pub mod prompt;
 pub mod reader;
 pub mod run;
 mod signals;
 mod sink;
 pub mod stop;
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
 use crate::cli::RunArgs;
+use crate::core::numbers::{counted, usd};
 use crate::options::Options;
 use crate::setup::{self, exit};
 use crate::store::{self, writer::Writer};
@@ -42,8 +46,13 @@ use run::{Batch, StopReason, Summary};
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     // Bad routing settings are reported before anything else.
     options.settings()?;
+    if run.json && run.prompt.is_none() {
+        anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
+    }
     // Before the key: `llmroute reprot` is a typo, not a missing key.
-    let sources: Vec<Source> = if run.files.is_empty() {
+    let sources: Vec<Source> = if let Some(text) = &run.prompt {
+        vec![prompt::source(text)]
+    } else if run.files.is_empty() {
         vec![Source::Stdin]
     } else {
         run.files
@@ -56,7 +65,13 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         .thread_name("llmroute")
         .build()
         .context("cannot start the async runtime")?;
-    let progress = progress::bar(run.progress, run.quiet, &sources);
+    // One prompt has no progress to show, unless asked for.
+    let progress = progress::bar(
+        run.progress,
+        run.quiet || run.prompt.is_some(),
+        |terminal| options.colours(terminal),
+        &sources,
+    );
     let console = || Console {
         progress: progress.clone(),
         verbose: run.verbose,
@@ -95,7 +110,17 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         shape,
         notes: wired.notes,
     };
-    let out: Box<dyn std::io::Write + Send> = Box::new(std::io::stdout());
+    // A prompt's line is kept, to print its answer once the run has ended.
+    let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());
+    if tells_how_to_end_input(run, std::io::stdin().is_terminal()) {
+        console().say(format_args!(
+            "llmroute: reading requests from standard input (Ctrl-D to end)"
+        ));
+    }
+    let out: Box<dyn std::io::Write + Send> = match &kept {
+        Some(kept) => Box::new(kept.clone()),
+        None => Box::new(std::io::stdout()),
+    };
     let summary = rt
         .block_on(run::run(batch, sources, out))
         .map_err(anyhow::Error::msg)?;
@@ -110,7 +135,29 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     // Tasks still running after the grace period are dropped here.
     rt.shutdown_timeout(Duration::from_millis(200));
     flush_and_prune(wired.writer, run.quiet, options.retention);
-    Ok(finish(&summary, run, refused, store_failure))
+    let code = finish(&summary, run, refused, store_failure);
+    match kept {
+        Some(kept) => show_prompt(&kept.bytes(), run.json, code),
+        None => Ok(code),
+    }
+}
+
+/// Prints a prompt's answer (or its line, or its error) and returns the
+/// run's exit status.
+fn show_prompt(line: &[u8], json: bool, code: i32) -> anyhow::Result<i32> {
+    let shown = prompt::show(line, json);
+    if let Some(message) = &shown.stderr {
+        eprintln!("{}", console::one_line(message));
+    }
+    setup::write_stdout(&shown.stdout)?;
+    Ok(code)
+}
+
+/// Whether a run says where it reads from: when that is standard input,
+/// for want of a FILE, and standard input is a terminal, someone may be
+/// left waiting for a run that waits for them.
+fn tells_how_to_end_input(run: &RunArgs, stdin_is_terminal: bool) -> bool {
+    stdin_is_terminal && run.files.is_empty() && run.prompt.is_none() && !run.quiet
 }
 
 /// The error of an input that cannot be opened. A missing file named like
@@ -184,24 +231,25 @@ fn finish(
     store_failure: Option<String>,
 ) -> i32 {
     let closed = matches!(summary.stop, Some(StopReason::BrokenPipe));
-    if !run.quiet && !closed {
+    // A prompt's answer speaks for itself: no summary of one line.
+    if !run.quiet && !closed && run.prompt.is_none() {
         let s = summary;
         let spend = match (run.dry_run, s.cost_unknown) {
             (true, _) => "dry run".to_string(),
-            (false, 0) => format!("${:.4} spent", s.cost_usd),
+            (false, 0) => format!("{} spent", usd(s.cost_usd)),
             (false, n) => format!(
-                "${:.4} spent (cost unknown for {n} line{})",
-                s.cost_usd,
-                if n == 1 { "" } else { "s" }
+                "{} spent (cost unknown for {})",
+                usd(s.cost_usd),
+                counted(n, "line")
             ),
         };
         eprintln!(
-            "llmroute: {} lines: {} answered, {} cached, {} errors; {spend}; {:.1}s",
-            s.lines,
+            "llmroute: {}: {} answered, {} cached, {}; {spend}; {}",
+            counted(s.lines, "line"),
             s.answered,
             s.cached,
-            s.errors,
-            s.elapsed.as_secs_f64()
+            counted(s.errors, "error"),
+            crate::core::duration::human(s.elapsed)
         );
     }
     if let Some(f) = &store_failure {
@@ -228,5 +276,27 @@ fn finish(
         exit::LINE_ERRORS
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_terminal_waiting_on_standard_input_is_told_how_to_end_it() {
+        let run = |args: &[&str]| {
+            use clap::Parser;
+            let mut all = vec!["llmroute"];
+            all.extend_from_slice(args);
+            crate::cli::Cli::parse_from(all).run
+        };
+        assert!(tells_how_to_end_input(&run(&[]), true));
+        assert!(tells_how_to_end_input(&run(&["-n"]), true));
+        assert!(!tells_how_to_end_input(&run(&[]), false));
+        assert!(!tells_how_to_end_input(&run(&["-q"]), true));
+        assert!(!tells_how_to_end_input(&run(&["in.jsonl"]), true));
+        assert!(!tells_how_to_end_input(&run(&["-"]), true));
+        assert!(!tells_how_to_end_input(&run(&["-P", "hi"]), true));
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::core::failure::{error_type, INTERNAL_MESSAGE};
+use crate::core::numbers::round_usd;
 use crate::core::ranking::Ranked;
 pub use crate::engine::Attempt;
 use crate::engine::{Outcome, Routed};
@@ -46,7 +47,7 @@ impl From<&Ranked> for CandidateOut {
             } else {
                 "prior"
             },
-            cost_usd: r.cost_usd,
+            cost_usd: r.cost_usd.map(round_usd),
             quality: round_score(r.quality),
             state: r.state.as_ref().map(|(s, _)| s.name()),
             why: r.state.as_ref().map(|(_, w)| w.clone()),
@@ -204,7 +205,7 @@ impl Line {
             score: self.score.map(round_score),
             latency_ms: round_ms(self.latency_ms),
             cached: self.cached,
-            cost_usd: self.cost_usd,
+            cost_usd: self.cost_usd.map(round_usd),
             attempts: self
                 .attempts
                 .iter()

@@ -1,16 +1,25 @@
 //! The progress bar on stderr: lines done (of the total, when the input is
 //! files), rate, cache hits, errors, spend and ETA. Shown on a terminal
-//! unless `--quiet`; `--progress always|never` overrides.
+//! unless `--quiet`; `--progress always|never` overrides. Drawn with
+//! terminal escapes only when `--color` allows them; else each redraw
+//! blanks the line with spaces.
 
 use std::io::{IsTerminal, Write};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 
 use crate::batch::reader::Source;
 use crate::cli::Progress;
+use crate::core::numbers;
 
 /// A bar for a run over `sources`, or `None` when none is shown.
-pub fn bar(when: Progress, quiet: bool, sources: &[Source]) -> Option<ProgressBar> {
+/// `escapes` says whether stderr may take terminal escapes.
+pub fn bar(
+    when: Progress,
+    quiet: bool,
+    escapes: impl FnOnce(bool) -> bool,
+    sources: &[Source],
+) -> Option<ProgressBar> {
     let on_terminal = std::io::stderr().is_terminal();
     let show = match when {
         Progress::Never => false,
@@ -21,28 +30,33 @@ pub fn bar(when: Progress, quiet: bool, sources: &[Source]) -> Option<ProgressBa
         return None;
     }
     let total = total_lines(sources);
-    let pb = match total {
-        Some(n) => ProgressBar::with_draw_target(Some(n), target(on_terminal)),
-        None => ProgressBar::with_draw_target(None, target(on_terminal)),
-    };
+    let target = target(on_terminal, escapes(on_terminal));
+    let pb = ProgressBar::with_draw_target(total, target);
     let template = match total {
-        Some(_) => "{spinner} {wide_bar} {pos}/{len} lines · {per_sec} · {msg} · ETA {eta}",
-        None => "{spinner} {pos} lines · {per_sec} · {msg}",
+        Some(_) => "{spinner} {wide_bar} {pos}/{len} {lines} · {rate} · {msg} · ETA {eta}",
+        None => "{spinner} {pos} {lines} · {rate} · {msg}",
     };
     pb.set_style(
         ProgressStyle::with_template(template)
             .expect("a valid template")
+            .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&numbers::per_second(s.per_sec()));
+            })
+            .with_key("lines", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let n = s.len().unwrap_or(s.pos());
+                let _ = w.write_str(if n == 1 { "line" } else { "lines" });
+            })
             .progress_chars("█▉▊▋▌▍▎▏ "),
     );
     Some(pb)
 }
 
-fn target(on_terminal: bool) -> ProgressDrawTarget {
-    if on_terminal {
-        ProgressDrawTarget::stderr_with_hz(10)
-    } else {
+fn target(on_terminal: bool, escapes: bool) -> ProgressDrawTarget {
+    match (on_terminal, escapes) {
+        (true, true) => ProgressDrawTarget::stderr_with_hz(10),
+        (true, false) => ProgressDrawTarget::term_like_with_hz(Box::new(Stderr { escapes }), 10),
         // Forced onto something that is not a terminal (`--progress always`).
-        ProgressDrawTarget::term_like_with_hz(Box::new(Stderr), 4)
+        (false, _) => ProgressDrawTarget::term_like_with_hz(Box::new(Stderr { escapes }), 4),
     }
 }
 
@@ -86,43 +100,45 @@ pub fn count_non_blank(mut r: impl std::io::Read) -> std::io::Result<u64> {
     Ok(count + in_line_content as u64)
 }
 
-/// Plain stderr with ANSI cursor movement, for a forced bar.
+/// The width the bar is drawn at off a terminal, or without escapes.
+const WIDTH: u16 = 80;
+
+/// Plain stderr, with ANSI cursor movement when `escapes`; without, the
+/// bar (one line) is redrawn over spaces.
 #[derive(Debug)]
-struct Stderr;
+struct Stderr {
+    escapes: bool,
+}
 
 impl Stderr {
     fn put(&self, s: &str) -> std::io::Result<()> {
         std::io::stderr().lock().write_all(s.as_bytes())
     }
+
+    /// `ESC [ n code`, when escapes are allowed and `n` is not 0.
+    fn cursor(&self, n: usize, code: char) -> std::io::Result<()> {
+        if self.escapes && n > 0 {
+            self.put(&format!("\x1b[{n}{code}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl TermLike for Stderr {
     fn width(&self) -> u16 {
-        80
+        WIDTH
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.put(&format!("\x1b[{n}A"))?;
-        }
-        Ok(())
+        self.cursor(n, 'A')
     }
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.put(&format!("\x1b[{n}B"))?;
-        }
-        Ok(())
+        self.cursor(n, 'B')
     }
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.put(&format!("\x1b[{n}C"))?;
-        }
-        Ok(())
+        self.cursor(n, 'C')
     }
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            self.put(&format!("\x1b[{n}D"))?;
-        }
-        Ok(())
+        self.cursor(n, 'D')
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
         self.put(&format!("{s}\n"))
@@ -131,7 +147,11 @@ impl TermLike for Stderr {
         self.put(s)
     }
     fn clear_line(&self) -> std::io::Result<()> {
-        self.put("\r\x1b[2K")
+        if self.escapes {
+            self.put("\r\x1b[2K")
+        } else {
+            self.put(&format!("\r{:w$}\r", "", w = usize::from(WIDTH)))
+        }
     }
     fn flush(&self) -> std::io::Result<()> {
         std::io::stderr().flush()

@@ -16,6 +16,8 @@ pub enum Source {
     File(std::path::PathBuf, std::fs::File),
     /// Anything else named by a path, not opened yet.
     Stream(std::path::PathBuf),
+    /// Lines given whole, as `--prompt`'s.
+    Text(Vec<u8>),
 }
 
 impl Source {
@@ -51,6 +53,7 @@ impl Source {
             Source::Stdin => Box::new(std::io::stdin()),
             Source::File(_, f) => Box::new(f),
             Source::Stream(p) => Box::new(std::fs::File::open(p)?),
+            Source::Text(bytes) => Box::new(std::io::Cursor::new(bytes)),
         })
     }
 
@@ -58,6 +61,7 @@ impl Source {
         match self {
             Source::Stdin => "standard input".into(),
             Source::File(p, _) | Source::Stream(p) => p.display().to_string(),
+            Source::Text(_) => "the prompt".into(),
         }
     }
 }

@@ -378,10 +378,10 @@ async fn tick(ctx: Arc<Shared>, pb: ProgressBar) {
             n => format!(" + {n} unknown"),
         };
         pb.set_message(format!(
-            "{} cached · {} errors · ${:.4}{unknown}",
+            "{} cached · {} · {}{unknown}",
             ctx.counters.cached.load(Ordering::Relaxed),
-            ctx.counters.errors.load(Ordering::Relaxed),
-            ctx.counters.cost(),
+            crate::core::numbers::counted(ctx.counters.errors.load(Ordering::Relaxed), "error"),
+            crate::core::numbers::usd(ctx.counters.cost()),
         ));
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::{CacheAction, CacheArgs, Since};
+use crate::core::numbers::counted;
 use crate::options::Options;
 use crate::setup as app;
 use crate::store;
@@ -36,14 +37,15 @@ pub fn main(args: &CacheArgs, options: &Options) -> anyhow::Result<i32> {
     let text = match &args.action {
         CacheAction::Clear => {
             let n = store.cache_remove(None).map_err(app::store_fatal(&path))?;
-            format!("removed {n} cached answers\n")
+            format!("removed {}\n", counted(n as u64, "cached answer"))
         }
         CacheAction::Prune { older_than } => {
             let n = store
                 .cache_remove(Some(crate::core::duration::before(now, *older_than)))
                 .map_err(app::store_fatal(&path))?;
             format!(
-                "removed {n} cached answers older than {}\n",
+                "removed {} older than {}\n",
+                counted(n as u64, "cached answer"),
                 crate::core::duration::format(*older_than)
             )
         }
@@ -95,8 +97,8 @@ fn age(now: i64, t: Option<i64>) -> String {
         |t| {
             format!(
                 "{} ago",
-                crate::core::duration::format(Duration::from_secs(
-                    (now.saturating_sub(t).max(0) / 1000) as u64
+                crate::core::duration::human(Duration::from_millis(
+                    now.saturating_sub(t).max(0) as u64
                 ))
             )
         },
@@ -109,7 +111,7 @@ fn human(s: &StatsOut, now: i64) -> String {
         d => format!("last {d}"),
     };
     format!(
-        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {} lines, {})\n",
+        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {}, {})\n",
         s.path,
         s.entries,
         s.bytes as f64 / 1048576.0,
@@ -118,7 +120,7 @@ fn human(s: &StatsOut, now: i64) -> String {
         age(now, s.newest_ms),
         s.hit_rate * 100.0,
         s.hits,
-        s.lookups,
+        counted(s.lookups.max(0) as u64, "line"),
         window,
     )
 }

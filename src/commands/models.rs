@@ -137,8 +137,8 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         s
     } else {
         let header = format!(
-            "{} models, priority {} ({}); scores for {} prompt + {} completion tokens\n",
-            rows.len(),
+            "{}, priority {} ({}); scores for {} prompt + {} completion tokens\n",
+            crate::core::numbers::counted(rows.len() as u64, "model"),
             settings.priority,
             settings.weights,
             REF_PROMPT_TOKENS,
@@ -297,7 +297,7 @@ pub fn table(rows: &[Row], now: i64) -> Table {
     for r in rows {
         let cooldown = match r.cooldown_until {
             Some(until) if until > now => {
-                crate::core::duration::format(Duration::from_millis((until - now) as u64))
+                crate::core::duration::human(Duration::from_millis((until - now) as u64))
             }
             _ => "-".into(),
         };

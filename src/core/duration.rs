@@ -73,6 +73,42 @@ pub fn format(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// A duration for people, rounded to what matters at its size: to the
+/// millisecond under 10 s (`9s 967ms`, `850ms`), to the second under an
+/// hour (`1m 20s`), to the minute under a day (`2h 5m`), else to the hour
+/// (`3d 4h`). Zero units are left out; the form [`parse`] reads back.
+pub fn human(d: Duration) -> String {
+    const SECOND: u128 = 1000;
+    const MINUTE: u128 = 60 * SECOND;
+    const HOUR: u128 = 60 * MINUTE;
+    const DAY: u128 = 24 * HOUR;
+    let ms = d.as_millis();
+    let step = match ms {
+        x if x < 10 * SECOND => 1,
+        x if x < HOUR => SECOND,
+        x if x < DAY => MINUTE,
+        _ => HOUR,
+    };
+    let mut left = (ms + step / 2) / step * step;
+    if left == 0 {
+        return "0s".into();
+    }
+    let mut parts = Vec::new();
+    for (size, unit) in [
+        (DAY, "d"),
+        (HOUR, "h"),
+        (MINUTE, "m"),
+        (SECOND, "s"),
+        (1, "ms"),
+    ] {
+        if left >= size {
+            parts.push(format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +141,26 @@ mod tests {
             assert_eq!(format(d), text);
             assert_eq!(parse(text).unwrap(), d);
         }
+    }
+
+    #[test]
+    fn durations_for_people_round_to_what_matters() {
+        let ms = Duration::from_millis;
+        for (d, text) in [
+            (ms(0), "0s"),
+            (ms(850), "850ms"),
+            (ms(9_967), "9s 967ms"),
+            (ms(79_967), "1m 20s"),
+            (ms(79_400), "1m 19s"),
+            (ms(60_000), "1m"),
+            (ms(3_599_700), "1h"),
+            (ms(7_529_000), "2h 5m"),
+            (ms(90 * 86_400_000 + 5_000_000), "90d 1h"),
+        ] {
+            assert_eq!(human(d), text, "{d:?}");
+            parse(text).unwrap();
+        }
+        assert!(!human(Duration::MAX).is_empty());
     }
 
     #[test]

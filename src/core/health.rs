@@ -345,7 +345,9 @@ impl State {
 /// left, for a cooling or open model.
 pub fn describe(state: State, stat: Option<ModelStat>, paused_s: Option<u64>) -> String {
     let s = stat.unwrap_or_default();
-    let left = paused_s.map_or(String::new(), |p| format!(", {p} s left"));
+    let left = paused_s.map_or(String::new(), |p| {
+        format!(", {} left", super::duration::human(Duration::from_secs(p)))
+    });
     match state {
         State::Prior => "never tried: ranked on priors".into(),
         State::Probing if s.tries < WARMUP_TRIES => {
@@ -353,8 +355,8 @@ pub fn describe(state: State, stat: Option<ModelStat>, paused_s: Option<u64>) ->
         }
         State::Probing => "answered well under its average: measured again".into(),
         State::Measured => format!(
-            "{} answers, {:.0}% of recent attempts failing",
-            s.samples,
+            "{}, {:.0}% of recent attempts failing",
+            super::numbers::counted(s.samples.max(0) as u64, "answer"),
             s.error_rate * 100.0
         ),
         State::Cooling => format!("paused by a rate limit or by failures{left}"),

@@ -15,6 +15,7 @@
 //! | [`explore`]   | which candidate a request probes, so the router keeps learning |
 //! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
+//! | [`numbers`]   | costs, shares, counts and rates as people read them          |
 
 pub mod attempts;
 pub mod cachekey;
@@ -23,7 +24,7 @@ pub mod duration;
 pub mod explore;
 pub mod failure;
 pub mod health;
-pub mod money;
+pub mod numbers;
 pub mod quality;
 pub mod ranking;
 pub mod request;

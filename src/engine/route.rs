@@ -14,7 +14,7 @@ use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::Seal;
 use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
-use crate::core::money::usd;
+use crate::core::numbers::usd;
 use crate::core::ranking;
 use crate::core::request::Request;
 

@@ -299,7 +299,7 @@ fn picture(app: &App) -> Picture {
         title: "llmroute dashboard".into(),
         subtitle: format!(
             "this server, up {}; over time: its last hour at most, in 10 s buckets",
-            humantime::format_duration(std::time::Duration::from_secs(uptime))
+            crate::core::duration::human(std::time::Duration::from_secs(uptime))
         ),
         generated_ms: now,
         totals: snap.totals,

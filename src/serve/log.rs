@@ -74,7 +74,7 @@ impl Access {
             latency_ms = (latency_ms * 10.0).round() / 10.0,
             cached = self.cached,
             attempts = self.attempts,
-            cost_usd = self.cost_usd,
+            cost_usd = self.cost_usd.map(crate::core::numbers::round_usd),
             ttft_ms = self.ttft_ms.map(|t| (t * 10.0).round() / 10.0),
             error = self.error.as_deref(),
             request_body = self.request_body.as_deref(),

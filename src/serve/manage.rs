@@ -153,7 +153,7 @@ fn decision_json(d: &Decision) -> Value {
                 "score": r.score,
                 "latency_ms": r.latency_ms,
                 "latency_measured": r.latency_measured,
-                "cost_usd": r.cost_usd,
+                "cost_usd": r.cost_usd.map(crate::core::numbers::round_usd),
                 "quality": r.quality,
                 "state": r.state.as_ref().map(|s| s.0.name()),
                 "why": r.state.as_ref().map(|s| s.1.clone()),

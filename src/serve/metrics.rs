@@ -175,7 +175,7 @@ impl Observer for ServeObserver {
     }
 
     fn budget_reached(&self, o: &crate::engine::ports::OverBudget) {
-        use crate::core::money::usd;
+        use crate::core::numbers::usd;
         tracing::warn!(
             "the budget of {} is reached ({} spent, {} reserved by requests in flight); requests whose estimate does not fit get 429",
             usd(o.max),

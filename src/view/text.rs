@@ -41,22 +41,7 @@ pub fn count(n: u64) -> String {
 }
 
 /// A cost for an axis or a table: `$0.0123`.
-pub fn usd(x: f64) -> String {
-    if x == 0.0 {
-        "$0".into()
-    } else if x.abs() >= 100.0 {
-        format!("${x:.0}")
-    } else if x.abs() >= 1.0 {
-        format!("${x:.2}")
-    } else {
-        // Three significant digits, at least two decimals.
-        let digits = (-x.abs().log10()).floor().max(0.0) as usize + 3;
-        let s = format!("{x:.digits$}");
-        let s = s.trim_end_matches('0');
-        let decimals = s.split_once('.').map_or(0, |(_, d)| d.len());
-        format!("${s}{}", "0".repeat(2usize.saturating_sub(decimals)))
-    }
-}
+pub use crate::core::numbers::usd;
 
 #[cfg(test)]
 mod tests {
@@ -81,15 +66,5 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn costs_keep_two_significant_digits() {
-        assert_eq!(usd(0.0), "$0");
-        assert_eq!(usd(0.5), "$0.50");
-        assert_eq!(usd(0.0123), "$0.0123");
-        assert_eq!(usd(0.000_012), "$0.000012");
-        assert_eq!(usd(3.456), "$3.46");
-        assert_eq!(usd(1234.5), "$1234");
     }
 }

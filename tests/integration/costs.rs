@@ -52,7 +52,7 @@ fn an_unknown_cost_is_never_shown_as_zero() {
         .stdin("{\"prompt\":\"known\"}\n")
         .run();
     out.assert_code(0);
-    assert!(out.stderr.contains("$0.5000 spent;"), "{}", out.stderr);
+    assert!(out.stderr.contains("$0.50 spent"), "{}", out.stderr);
     let json: Value = serde_json::from_str(&report(&env, "json")).unwrap();
     assert_eq!(
         (

@@ -179,3 +179,36 @@ fn bash_completes_priorities_and_the_config_presets() {
     }
     assert_eq!(bash_completes(&["llmroute", "-p", "q"], ""), ["quality"]);
 }
+
+/// The binary prints the same man page and completions as are committed,
+/// whatever the config file holds.
+#[test]
+fn the_binary_prints_the_committed_man_page_and_completions() {
+    let env = crate::util::Env::new(vec![]);
+    let broken = env.write("broken.toml", "this is not = = toml");
+    let printed = |args: &[&str]| {
+        let out = env.cmd().args(args).env("LLMROUTE_CONFIG", &broken).run();
+        out.assert_code(0);
+        assert_eq!(out.stderr, "", "{args:?}");
+        out.stdout
+    };
+    let committed = |path: &str| std::fs::read_to_string(repo().join(path)).unwrap();
+    assert_eq!(printed(&["man"]), committed("man/llmroute.1"));
+    for (shell, path) in [
+        ("bash", "completions/llmroute.bash"),
+        ("zsh", "completions/_llmroute"),
+        ("fish", "completions/llmroute.fish"),
+    ] {
+        assert_eq!(printed(&["completions", shell]), committed(path), "{shell}");
+    }
+    for shell in ["elvish", "powershell"] {
+        let script = printed(&["completions", shell]);
+        assert!(
+            script.contains("llmroute") && script.contains("--priority"),
+            "{shell}: {script}"
+        );
+    }
+    let out = env.cmd().args(["completions", "tcsh"]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("bash"), "{}", out.stderr);
+}

@@ -107,3 +107,166 @@ fn scores_and_latencies_carry_no_float_noise_and_say_what_they_are() {
         }
     }
 }
+
+/// Significant digits of a number as written (`0.000288` has 3,
+/// `3.5999999999999994e-5` has 17).
+fn significant_digits(number: &str) -> usize {
+    let mantissa = number
+        .trim_start_matches('-')
+        .split(['e', 'E'])
+        .next()
+        .unwrap()
+        .replace('.', "");
+    mantissa.trim_start_matches('0').trim_end_matches('0').len()
+}
+
+/// Every number written after `key` in `text` (`"cost_usd": 0.1`,
+/// `llmroute_cost_usd 0.1`, `llmroute_model_cost_usd{...} 0.1`).
+fn numbers_after(text: &str, key: &str) -> Vec<String> {
+    text.match_indices(key)
+        .map(|(i, _)| {
+            let rest = &text[i + key.len()..];
+            let rest = rest.trim_start_matches(['"', ':', ' ']);
+            let rest = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ").map_or(r, |(_, v)| v),
+                None => rest,
+            };
+            rest.chars()
+                .take_while(|c| c.is_ascii_digit() || ".-+eE".contains(*c))
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+fn assert_costs_tidy(text: &str, key: &str) {
+    let costs = numbers_after(text, key);
+    assert!(!costs.is_empty(), "no {key} in {text}");
+    for c in costs {
+        assert!(significant_digits(&c) <= 6, "{key} {c} in {text}");
+    }
+}
+
+/// Lines whose costs, at the fake's prices, are sums with float noise
+/// (3.5999999999999994e-5 and the like).
+fn noisy_questions(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("{{\"prompt\":\"question number {i} with some words in it\"}}\n"))
+        .collect()
+}
+
+#[test]
+fn costs_carry_no_float_noise_in_any_output() {
+    let env = Env::three();
+    let run = env
+        .cmd()
+        .args(["--models", "t/a,t/b,t/c", "-e"])
+        .stdin(noisy_questions(7))
+        .run();
+    run.assert_code(0);
+    assert_costs_tidy(&run.stdout, "\"cost_usd\"");
+    // The summary gives the spend to three significant digits.
+    assert!(run.stderr.contains("; $0.000238 spent;"), "{}", run.stderr);
+    let dry = env
+        .cmd()
+        .args(["--models", "t/a,t/b,t/c", "-n"])
+        .stdin(noisy_questions(2))
+        .run();
+    dry.assert_code(0);
+    assert_costs_tidy(&dry.stdout, "\"cost_usd\"");
+
+    let json = env.cmd().args(["report", "--json"]).run();
+    json.assert_code(0);
+    assert_costs_tidy(&json.stdout, "\"cost_usd\"");
+    let prom = env.cmd().args(["report", "--format", "prometheus"]).run();
+    prom.assert_code(0);
+    assert_costs_tidy(&prom.stdout, "\nllmroute_cost_usd");
+    assert_costs_tidy(&prom.stdout, "\nllmroute_model_cost_usd");
+
+    let models = env
+        .cmd()
+        .args(["models", "--json", "--models", "t/a,t/b,t/c"])
+        .run();
+    models.assert_code(0);
+    assert_costs_tidy(&models.stdout, "\"prompt_usd_per_mtok\"");
+}
+
+#[test]
+fn one_of_a_thing_is_said_in_the_singular() {
+    let env = Env::three();
+    let run = env.cmd().args(["--models", "t/a"]).stdin(prompts(1)).run();
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("llmroute: 1 line: 1 answered, 0 cached, 0 errors;"),
+        "{}",
+        run.stderr
+    );
+    let models = env.cmd().args(["models", "--models", "t/a"]).run();
+    models.assert_code(0);
+    assert!(models.stdout.starts_with("1 model, "), "{}", models.stdout);
+
+    let stats = env.cmd().args(["cache", "stats"]).run();
+    stats.assert_code(0);
+    assert!(stats.stdout.contains("(0 of 1 line, "), "{}", stats.stdout);
+    let cleared = env.cmd().args(["cache", "clear"]).run();
+    assert_eq!(cleared.stdout, "removed 1 cached answer\n");
+
+    let failed = {
+        env.server.set_default("t/a", Behavior::status(400));
+        env.cmd()
+            .args(["--models", "t/a", "--no-cache"])
+            .stdin(prompts(1))
+            .run()
+    };
+    assert!(
+        failed.stderr.contains("0 answered, 0 cached, 1 error;"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn the_progress_rate_has_at_most_one_decimal() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(150));
+    let file = env.write("in.jsonl", &prompts(3));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "1", "--progress", "always"])
+        .arg(&file)
+        .run();
+    out.assert_code(0);
+    let rates: Vec<&str> = out
+        .stderr
+        .split(" · ")
+        .filter(|part| part.ends_with("/s"))
+        .collect();
+    assert!(!rates.is_empty(), "{:?}", out.stderr);
+    for rate in rates {
+        let number = rate.trim_end_matches("/s");
+        assert!(
+            number.split_once('.').is_none_or(|(_, d)| d.len() <= 1),
+            "{rate}"
+        );
+    }
+    // The spend keeps three significant digits, however small.
+    assert!(!out.stderr.contains("$0.0000 "), "{:?}", out.stderr);
+    assert!(out.stderr.contains("$0.000021 spent"), "{:?}", out.stderr);
+}
+
+#[test]
+fn a_cooldown_is_shown_to_the_second() {
+    let env = Env::three();
+    env.server
+        .set_default("t/a", Behavior::rate_limited(Some(80)));
+    env.cmd()
+        .args(["--models", "t/a", "--max-attempts", "1", "-q"])
+        .stdin(prompts(1))
+        .run();
+    let models = env.cmd().args(["models", "--models", "t/a"]).run();
+    models.assert_code(0);
+    let row = models.stdout.lines().find(|l| l.contains("t/a")).unwrap();
+    assert!(row.contains("m ") && row.contains('s'), "{row}");
+    assert!(!row.contains("ms "), "milliseconds past 10 s: {row}");
+}

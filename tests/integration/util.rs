@@ -89,6 +89,36 @@ impl Env {
             .expect("llmroute starts")
     }
 
+    /// Runs llmroute with `args` on a pseudo-terminal (util-linux's
+    /// `script`): standard input, output and error are the terminal, and
+    /// standard input ends at once. Its `stdout` is everything written to
+    /// the terminal, stdout and stderr together, with `\r\n` line ends.
+    pub fn on_terminal(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let mut line = quote(&bin().to_string_lossy());
+        for a in args {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let mut cmd = self.cmd();
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_clear()
+            .envs(cmd.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Opens the store read-only for assertions.
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open_with_flags(self.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

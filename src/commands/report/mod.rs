@@ -12,7 +12,6 @@ mod prometheus;
 mod query;
 mod table;
 
-use std::ffi::OsStr;
 use std::io::IsTerminal;
 
 use serde::Serialize;
@@ -23,6 +22,7 @@ use clap::ValueEnum;
 pub use crate::core::health::percentile;
 
 use crate::cli::{ReportArgs, ReportFormat, Since};
+use crate::core::numbers;
 use crate::options::Options;
 use crate::store;
 
@@ -49,11 +49,9 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let text = match format {
         ReportFormat::Table => {
-            let colour = use_colour(
-                std::io::stdout().is_terminal(),
-                std::env::var_os("NO_COLOR").as_deref(),
-            );
-            table::render(&report, colour)
+            // A file is never a terminal, whatever stdout is.
+            let terminal = args.output.is_none() && std::io::stdout().is_terminal();
+            table::render(&report, options.colours(terminal))
         }
         ReportFormat::Json => {
             let mut s = serde_json::to_string_pretty(&report)?;
@@ -118,11 +116,6 @@ fn new_beside(
     Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name is free")))
 }
 
-/// Colour only on a terminal, and never when `NO_COLOR` is set to something.
-fn use_colour(stdout_is_tty: bool, no_color: Option<&OsStr>) -> bool {
-    stdout_is_tty && no_color.is_none_or(|v| v.is_empty())
-}
-
 /// The `--model` values, trimmed, without blanks or repeats, in the order given.
 fn model_filter(models: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -181,6 +174,7 @@ pub struct Report {
     /// End-to-end latency of answered lines.
     pub latency_ms: LatencySummary,
     /// Sum of the lines' known costs.
+    #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown (no price, no `usage.cost`),
     /// left out of `cost_usd` rather than counted as 0.
@@ -232,6 +226,7 @@ pub struct ModelReport {
     /// Latency of its successful attempts.
     pub latency_ms: LatencySummary,
     /// Sum of its attempts' known costs.
+    #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
     /// Its successful attempts whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_attempts: i64,
@@ -421,14 +416,6 @@ mod tests {
         assert_eq!((all.label.as_str(), all.from_ms), ("all", None));
         let huge = Window::new(Since::Last(Duration::from_secs(u64::MAX)), 5);
         assert_eq!(huge.from_ms, Some(5 - i64::MAX));
-    }
-
-    #[test]
-    fn colour_needs_a_terminal_and_no_no_color() {
-        assert!(use_colour(true, None));
-        assert!(use_colour(true, Some(OsStr::new(""))));
-        assert!(!use_colour(true, Some(OsStr::new("1"))));
-        assert!(!use_colour(false, None));
     }
 
     #[test]

@@ -151,12 +151,13 @@ fn per_model(o: &mut String, r: &Report) {
 type Labels = Vec<(&'static str, String)>;
 type Sample = (Labels, f64);
 
-/// A known cost's sample; none when the costs are unknown, never a 0 for them.
+/// A known cost's sample, without float noise; none when the costs are
+/// unknown, never a 0 for them.
 fn known_cost(labels: Labels, known: f64, unknown: i64) -> Vec<Sample> {
     if unknown > 0 && known <= 0.0 {
         Vec::new()
     } else {
-        vec![(labels, known)]
+        vec![(labels, crate::core::numbers::round_usd(known))]
     }
 }
 

@@ -1,5 +1,8 @@
 //! The command-line definition. Defaults live in [`crate::app`], so that a
 //! flag left out can be filled from the environment or, later, a config file.
+//! The readers of flag values are in [`values`].
+
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::scoring::Weights;
 use crate::engine::Hedge;
+pub use values::{at_least, parse_duration, parse_size, MIN_RETENTION, MIN_TIMEOUT};
+use values::{
+    parse_hedge, parse_quality, parse_retention, parse_share, parse_timeout, parse_usd,
+    parse_weights,
+};
 
 const AFTER_HELP: &str = "\
 Input: one JSON object per line: an OpenAI chat-completions body, an OpenAI Batch API line, or
@@ -19,6 +27,7 @@ Exit status: 0 every line answered; 1 some line has an error; 2 usage, configura
 (including a key the API refuses); 130 interrupted (143 on SIGTERM).
 
 Examples:
+  llmroute -P \"What is 2+2?\"
   llmroute --dry-run < requests.jsonl | jq -c '{line, model, score}'
   llmroute -p cost requests.jsonl | jq -r .content
   llmroute -p speed --models openai/gpt-5.4-mini,google/gemini-3.5-flash --fallback openai/gpt-5.4 batch.jsonl";
@@ -38,6 +47,37 @@ pub struct Cli {
     pub common: CommonArgs,
 }
 
+/// Parses the command line, with clap's help and usage errors coloured as
+/// `--color` says (it is read ahead, as they are written while parsing).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let choice = match color_flag(&args) {
+        Some(ColorWhen::Always) => clap::ColorChoice::Always,
+        Some(ColorWhen::Never) => clap::ColorChoice::Never,
+        _ => clap::ColorChoice::Auto,
+    };
+    let matches = Cli::command().color(choice).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The last `--color WHEN` or `--color=WHEN` before `--`, if any.
+fn color_flag(args: &[std::ffi::OsString]) -> Option<ColorWhen> {
+    let mut found = None;
+    let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            "--" => break,
+            "--color" => args.next(),
+            _ => arg.strip_prefix("--color="),
+        };
+        if let Some(v) = value {
+            found = ColorWhen::from_str(v, true).ok().or(found);
+        }
+    }
+    found
+}
+
 /// Options every command shares.
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
@@ -52,6 +92,33 @@ pub struct CommonArgs {
     /// The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]
     #[arg(long, value_name = "URL", env = "LLMROUTE_BASE_URL", global = true)]
     pub base_url: Option<String>,
+
+    /// Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether output bound for a terminal (or not: `terminal`) is
+    /// coloured, with `NO_COLOR` as the environment has it: `always` wins
+    /// over `NO_COLOR`, and `auto` colours a terminal unless `NO_COLOR` is
+    /// set to something.
+    pub fn colours(self, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// What decides a choice: shared by routing runs and `llmroute models`.
@@ -96,6 +163,14 @@ pub struct RunArgs {
     /// Input files, read in order as one stream; none or `-` reads standard input
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// Route this one prompt instead of reading input, and print the answer's text
+    #[arg(short = 'P', long, value_name = "TEXT", conflicts_with = "files")]
+    pub prompt: Option<String>,
+
+    /// With --prompt: print the JSON output line instead of the answer's text
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub routing: RoutingArgs,
@@ -246,6 +321,18 @@ pub enum Command {
     /// Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(Box<ServeArgs>),
+    /// Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `llmroute man | man -l -`
+    Man,
+}
+
+/// `llmroute completions`.
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 const SERVE_AFTER_HELP: &str = "\
@@ -264,8 +351,12 @@ Examples:
   llmroute serve
   LLMROUTE_AUTH_TOKENS=s3cret llmroute serve --listen 0.0.0.0:8080 -p speed";
 
-/// `llmroute serve`.
+/// `llmroute serve`. A server keeps more requests in flight than a run:
+/// its `-j` says its own default.
 #[derive(Debug, Args, Clone, Default)]
+#[command(mut_arg("concurrency", |a| a.help(
+    "Upstream requests in flight at once; more wait in the --queue [default: 256]"
+)))]
 pub struct ServeArgs {
     #[command(flatten)]
     pub routing: RoutingArgs,
@@ -343,14 +434,6 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
-}
-
-/// Reads a size: bytes, or a number with a unit (KiB, MiB, GiB, KB, MB, GB).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|_| format!("'{s}' is not a size, e.g. 16MiB"))
 }
 
 /// `llmroute config`.
@@ -486,73 +569,6 @@ fn parse_since(s: &str) -> Result<Since, String> {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::core::duration::parse(s)
-}
-
-/// The shortest `--timeout`: a shorter one fails every attempt.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// The shortest `--retention`: a shorter one would prune the metrics of a
-/// request as it is recorded. (A batch run with a retention shorter than
-/// itself prunes its own first rows after it: what was asked for.)
-pub const MIN_RETENTION: Duration = Duration::from_secs(60);
-
-/// Checks a duration against its minimum; the message names the minimum.
-pub fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {
-    if d < min {
-        return Err(format!(
-            "must be at least {}",
-            crate::core::duration::format(min)
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
-}
-
-fn parse_retention(s: &str) -> Result<Duration, String> {
-    at_least(parse_duration(s)?, MIN_RETENTION).map_err(|e| format!("--retention {e}"))
-}
-
-fn parse_usd(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .trim_start_matches('$')
-        .parse()
-        .map_err(|_| format!("'{s}' is not an amount of USD"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("'{s}' is not a non-negative amount of USD"));
-    }
-    Ok(v)
-}
-
-fn parse_hedge(s: &str) -> Result<Hedge, String> {
-    match s.trim() {
-        "auto" => Ok(Hedge::Auto),
-        "off" => Ok(Hedge::Off),
-        d => crate::core::duration::parse(d)
-            .map(Hedge::After)
-            .map_err(|e| format!("{e} (or auto, off)")),
-    }
-}
-
-fn parse_share(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a share between 0 and 1, e.g. 0.05")),
-    }
-}
-
-fn parse_weights(s: &str) -> Result<Weights, String> {
-    Weights::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_quality(s: &str) -> Result<(String, f64), String> {
-    crate::core::quality::parse_override(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +602,37 @@ mod tests {
         assert_eq!(cli.run.tuning.timeout, Some(Duration::from_millis(500)));
         assert_eq!(cli.run.tuning.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
+    }
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color_unless_forced() {
+        use std::ffi::OsStr;
+        let auto = ColorWhen::Auto;
+        assert!(auto.colours(true, None));
+        assert!(auto.colours(true, Some(OsStr::new(""))));
+        assert!(!auto.colours(true, Some(OsStr::new("1"))));
+        assert!(!auto.colours(false, None));
+        assert!(ColorWhen::Always.colours(false, Some(OsStr::new("1"))));
+        assert!(!ColorWhen::Never.colours(true, None));
+    }
+
+    #[test]
+    fn the_color_flag_is_read_ahead() {
+        let read = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            color_flag(&args)
+        };
+        assert_eq!(read(&["llmroute", "report"]), None);
+        assert_eq!(
+            read(&["llmroute", "--color", "never", "x"]),
+            Some(ColorWhen::Never)
+        );
+        assert_eq!(
+            read(&["llmroute", "--color=never", "--color=always"]),
+            Some(ColorWhen::Always)
+        );
+        assert_eq!(read(&["llmroute", "--", "--color=never"]), None);
+        assert_eq!(read(&["llmroute", "--color", "sometimes"]), None);
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! The readers of flag values: sizes, durations with their minimums,
+//! amounts of USD, shares, weights, quality priors and hedging.
+
+use std::time::Duration;
+
+use crate::core::scoring::Weights;
+use crate::engine::Hedge;
+
+/// Reads a size: bytes, or a number with a unit (KiB, MiB, GiB, KB, MB, GB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("'{s}' is not a size, e.g. 16MiB"))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::core::duration::parse(s)
+}
+
+/// The shortest `--timeout`: a shorter one fails every attempt.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest `--retention`: a shorter one would prune the metrics of a
+/// request as it is recorded. (A batch run with a retention shorter than
+/// itself prunes its own first rows after it: what was asked for.)
+pub const MIN_RETENTION: Duration = Duration::from_secs(60);
+
+/// Checks a duration against its minimum; the message names the minimum.
+pub fn at_least(d: Duration, min: Duration) -> Result<Duration, String> {
+    if d < min {
+        return Err(format!(
+            "must be at least {}",
+            crate::core::duration::format(min)
+        ));
+    }
+    Ok(d)
+}
+
+pub(super) fn parse_timeout(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
+}
+
+pub(super) fn parse_retention(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_RETENTION).map_err(|e| format!("--retention {e}"))
+}
+
+pub(super) fn parse_usd(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_start_matches('$')
+        .parse()
+        .map_err(|_| format!("'{s}' is not an amount of USD"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("'{s}' is not a non-negative amount of USD"));
+    }
+    Ok(v)
+}
+
+pub(super) fn parse_hedge(s: &str) -> Result<Hedge, String> {
+    match s.trim() {
+        "auto" => Ok(Hedge::Auto),
+        "off" => Ok(Hedge::Off),
+        d => crate::core::duration::parse(d)
+            .map(Hedge::After)
+            .map_err(|e| format!("{e} (or auto, off)")),
+    }
+}
+
+pub(super) fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a share between 0 and 1, e.g. 0.05")),
+    }
+}
+
+pub(super) fn parse_weights(s: &str) -> Result<Weights, String> {
+    Weights::parse(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn parse_quality(s: &str) -> Result<(String, f64), String> {
+    crate::core::quality::parse_override(s)
+}
