@@ -322,6 +322,9 @@ async fn dispatch(
         match parsed {
             Err(e) => {
                 drop(permit);
+                if !ctx.router.config().dry_run {
+                    ctx.router.record_refused(line_no, &e.id, e.kind);
+                }
                 ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
                 if let Some(pb) = ctx.progress() {
                     pb.inc(1);

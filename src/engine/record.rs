@@ -144,6 +144,34 @@ impl Router {
         }
     }
 
+    /// Records a request refused before it was routed (a line that is not
+    /// a request, routing settings that do not resolve): `tag` is the
+    /// front end's number for it, `kind` the error type its output shows.
+    pub fn record_refused(&self, tag: u64, id: &Value, kind: &'static str) {
+        self.parts.recorder.record(Record {
+            cache: None,
+            request: Some(RequestRow {
+                ts: now_ms(),
+                line: tag,
+                request_id: id_text(id),
+                model: None,
+                ok: false,
+                cached: false,
+                latency_ms: 0.0,
+                cost_usd: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                score: None,
+                attempts: 0,
+                error_type: Some(kind),
+            }),
+            attempts: Vec::new(),
+            cooldowns: Vec::new(),
+            priority: None,
+            hit: None,
+        });
+    }
+
     /// An answer from the cache, or from an identical request in flight
     /// (`shared`), whose record must then be durable before it is shown.
     pub(super) fn cached(&self, job: &Job<'_>, hit: Answer, shared: bool) -> Routed {

@@ -32,6 +32,9 @@ impl Router {
         let settings = match self.settings_for(req) {
             Ok(s) => s,
             Err(e) => {
+                if !self.config.dry_run {
+                    self.record_refused(opts.tag, &req.id, error_type::INVALID_INPUT);
+                }
                 let ending = Ending::new(error_type::INVALID_INPUT, e);
                 return Routed::new(Outcome::Failed(ending), ms_since(started));
             }
@@ -162,7 +165,13 @@ impl Router {
             } else {
                 Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty())
             };
-            Routed::new(Outcome::Failed(ending), ms_since(job.started))
+            match self.config.dry_run {
+                // A dry run records nothing.
+                true => Routed::new(Outcome::Failed(ending), ms_since(job.started)),
+                // Every line's end is recorded, so that report agrees with
+                // the run's summary.
+                false => self.failed(job, ending, Tried::default()),
+            }
         } else if self.config.dry_run {
             let first = plan.order.into_iter().next().expect("a plan with a model");
             Routed::new(Outcome::Planned(first), ms_since(job.started))

@@ -883,3 +883,53 @@ fn bad_stores_and_flags_are_fatal() {
     report(&env, &["--since", "soon"]).assert_code(2);
     report(&env, &["--format", "xml"]).assert_code(2);
 }
+
+/// Every line's end is recorded: lines that are not requests, that no
+/// candidate can take, and that the budget refuses count in `report` (and
+/// so in Prometheus and the HTML report), as they do in the run's summary.
+#[test]
+fn report_counts_every_error_the_run_summary_counts() {
+    let env = Env::new(vec![ModelSpec::new("t/p")
+        .prices("0", "0.00001")
+        .context(1000)]);
+    let long = "word ".repeat(2000);
+    let input = [
+        r#"{"id":1,"prompt":"fine","max_tokens":10}"#.to_string(),
+        "not json".to_string(),
+        r#"{"id":3,"prompt":"x","llmroute":{"priority":"no-such"}}"#.to_string(),
+        format!(r#"{{"id":4,"prompt":"{long}"}}"#),
+        r#"{"id":5,"prompt":"dear","max_tokens":900}"#.to_string(),
+    ]
+    .join("\n");
+    let out = env
+        .cmd()
+        .args(["--models", "t/p", "-j", "1", "--max-cost", "0.005"])
+        .stdin(input + "\n")
+        .run();
+    let lines = out.lines();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["error"]["type"].as_str().unwrap_or("ok"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ok",
+            "invalid_input",
+            "invalid_input",
+            "no_eligible_model",
+            "budget_exceeded"
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("4 errors"), "{}", out.stderr);
+    let report = env.cmd().args(["report", "--json"]).run();
+    report.assert_code(0);
+    let r: serde_json::Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (r["requests"].as_i64(), r["errors"].as_i64()),
+        (Some(5), Some(4)),
+        "{r}"
+    );
+}
