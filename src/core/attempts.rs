@@ -94,6 +94,11 @@ pub struct Attempts {
     state: Vec<State>,
     /// After a context-length error: the largest window known too small.
     min_context: Option<u64>,
+    /// After a 402 (the account's credit does not cover this request on a
+    /// model), only models whose estimate is under this one's are tried.
+    max_cost: Option<f64>,
+    /// The last failure was a 402: giving up then says so.
+    payment: bool,
     sent: u32,
     max: u32,
     /// `model: message` of the last failure.
@@ -109,6 +114,8 @@ impl Attempts {
             plan,
             state,
             min_context: None,
+            max_cost: None,
+            payment: false,
             sent: 0,
             max: max_attempts,
             last: None,
@@ -185,15 +192,23 @@ impl Attempts {
                 ));
                 Effect::None
             }
-            FailureKind::Auth | FailureKind::Payment => {
-                let kind = if f.kind == FailureKind::Auth {
-                    error_type::AUTH
-                } else {
-                    error_type::PAYMENT_REQUIRED
-                };
+            FailureKind::Auth => {
+                let kind = error_type::AUTH;
                 self.state[i] = State::Done;
                 self.ended = Some(Ending::new(kind, format!("{model}: {}", f.message)));
                 Effect::StopRun(Ending::new(kind, f.message.clone()))
+            }
+            FailureKind::Payment => {
+                // The credit left does not cover this request on this
+                // model (OpenRouter answers 402 when max_tokens' price is
+                // over it): a cheaper model may still take it. It stops
+                // nothing else.
+                self.state[i] = State::Done;
+                self.payment = true;
+                if let Some(c) = self.plan[i].est_cost {
+                    self.max_cost = Some(self.max_cost.map_or(c, |m| m.min(c)));
+                }
+                Effect::None
             }
             FailureKind::RateLimited | FailureKind::Unavailable => {
                 self.state[i] = State::Cooling;
@@ -244,9 +259,15 @@ impl Attempts {
     }
 
     /// Whether a context-length error ruled this model out.
+    /// Whether `p` is ruled out by what came back: its window is not over
+    /// one that was too small, or its estimate not under one the account
+    /// could not pay.
     fn too_small(&self, p: &Planned) -> bool {
         self.min_context
             .is_some_and(|c| p.context_length.is_none_or(|x| x <= c))
+            || self
+                .max_cost
+                .is_some_and(|c| p.est_cost.is_none_or(|x| x >= c))
     }
 
     fn all_failed(&self) -> Ending {
@@ -254,7 +275,11 @@ impl Attempts {
             None => "no candidate model could be tried".to_string(),
             Some(last) => format!("{} attempt(s) failed; last: {last}", self.sent),
         };
-        Ending::new(error_type::ALL_MODELS_FAILED, message)
+        let kind = match self.payment {
+            true => error_type::PAYMENT_REQUIRED,
+            false => error_type::ALL_MODELS_FAILED,
+        };
+        Ending::new(kind, message)
     }
 }
 
@@ -490,21 +515,49 @@ mod tests {
     }
 
     #[test]
-    fn a_401_or_402_ends_the_request_and_stops_the_run() {
-        for (code, kind) in [(401, error_type::AUTH), (402, error_type::PAYMENT_REQUIRED)] {
-            let mut a = abc();
-            let f = status(code, None, "no");
-            match a.observe(0, Err(&f)) {
-                Effect::StopRun(e) => {
-                    assert_eq!(e.kind, kind);
-                    assert_eq!(e.message, format!("HTTP {code}: no"));
-                }
-                other => panic!("{code}: {other:?}"),
-            }
-            let e = gave_up(a.next(Instant::now(), &Pauses::default()));
-            assert_eq!(e.kind, kind);
-            assert_eq!(e.message, format!("a: HTTP {code}: no"));
+    fn a_402_moves_to_a_cheaper_model_and_stops_nothing() {
+        let priced = |m: &str, c: f64| Planned {
+            est_cost: Some(c),
+            ..planned(m, None)
+        };
+        let mut a = Attempts::new(
+            vec![
+                priced("dear", 1.0),
+                priced("dearer", 2.0),
+                priced("cheap", 0.1),
+            ],
+            4,
+        );
+        let health = Pauses::default();
+        let t0 = Instant::now();
+        let f = status(402, None, "more credits are required");
+        assert_eq!(a.observe(0, Err(&f)), Effect::None, "nothing stops");
+        assert_eq!(
+            a.next(t0, &health),
+            Next::Send(2),
+            "the dearer one is skipped"
+        );
+        assert_eq!(a.observe(2, Err(&f)), Effect::None);
+        match a.next(t0, &health) {
+            Next::GiveUp(e) => assert_eq!(e.kind, error_type::PAYMENT_REQUIRED),
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_401_ends_the_request_and_stops_the_run() {
+        let mut a = abc();
+        let f = status(401, None, "no");
+        match a.observe(0, Err(&f)) {
+            Effect::StopRun(e) => {
+                assert_eq!(e.kind, error_type::AUTH);
+                assert_eq!(e.message, "HTTP 401: no");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = gave_up(a.next(Instant::now(), &Pauses::default()));
+        assert_eq!(e.kind, error_type::AUTH);
+        assert_eq!(e.message, "a: HTTP 401: no");
     }
 
     #[test]

@@ -109,14 +109,14 @@ impl FailureKind {
         }
     }
 
-    /// Whether the request may succeed on another model.
+    /// Whether the request may succeed on another model (after a 402, a
+    /// cheaper one).
     pub fn try_elsewhere(self) -> bool {
         !matches!(
             self,
             FailureKind::BadRequest
                 | FailureKind::Client
                 | FailureKind::Auth
-                | FailureKind::Payment
                 | FailureKind::Interrupted
         )
     }
@@ -156,9 +156,11 @@ impl FailureKind {
         FailureKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Whether this failure stops the whole run (the key or the account is unusable).
+    /// Whether this failure stops the whole run: the API refused the key.
+    /// (A 402 says the credit left does not cover one request on one
+    /// model: it fails that attempt, not the run.)
     pub fn fatal(self) -> bool {
-        matches!(self, FailureKind::Auth | FailureKind::Payment)
+        matches!(self, FailureKind::Auth)
     }
 }
 
@@ -473,7 +475,7 @@ mod tests {
         let flagged = classify_status(403, None, br#"{"error":{"message":"flagged"}}"#);
         assert_eq!(flagged.kind, FailureKind::Client);
         assert!(!flagged.kind.fatal() && !flagged.kind.try_elsewhere());
-        assert!(classify_status(402, None, b"").kind.fatal());
+        assert!(!classify_status(402, None, b"").kind.fatal());
         let rl = classify_status(429, Some(Duration::from_secs(3)), b"slow down");
         assert_eq!(
             (rl.kind, rl.retry_after),

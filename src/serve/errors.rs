@@ -138,7 +138,10 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
             error_type::BUDGET_EXCEEDED => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
-            error_type::AUTH | error_type::PAYMENT_REQUIRED => {
+            // The credit left does not cover this request on any model
+            // cheap enough: this request's problem, not the server's.
+            error_type::PAYMENT_REQUIRED => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota"),
+            error_type::AUTH => {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",

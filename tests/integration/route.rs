@@ -511,32 +511,69 @@ fn when_every_candidate_cools_down_the_line_waits_instead_of_failing() {
     );
 }
 
+/// A 402 says the credit left does not cover this request on that model:
+/// a cheaper model takes it, and nothing else stops.
+#[test]
+fn a_402_falls_back_to_a_cheaper_model_and_stops_nothing() {
+    let env = Env::three();
+    env.server.set_default("t/c", Behavior::status(402));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b,t/c", "-p", "quality", "-j", "1"])
+        .args(["--quality", "t/c=1,t/b=0.5,t/a=0.1"])
+        .stdin(prompts(3))
+        .run();
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["attempts"][0]["model"], "t/c", "{l}");
+        assert_eq!(l["attempts"][0]["status"], 402, "{l}");
+        assert_eq!(l["model"], "t/b", "the next best, cheaper: {l}");
+    }
+    assert!(!out.stderr.contains("stopping"), "{}", out.stderr);
+
+    // Where no cheaper model is left, the line says payment_required; the
+    // lines after it are still sent.
+    env.server.set_default("t/a", Behavior::status(402));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "1", "--no-cache"])
+        .stdin(prompts(3))
+        .run();
+    assert!(
+        out.lines()
+            .iter()
+            .all(|l| l["error"]["type"] == "payment_required"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.server.count_for("t/a"), 3, "every line was tried");
+}
+
 #[test]
 fn a_refused_key_stops_the_run() {
-    for (status, kind) in [(401, "auth"), (402, "payment_required")] {
-        let env = Env::three();
-        env.server.set_default("t/a", Behavior::status(status));
-        let out = env
-            .cmd()
-            .args(["--models", "t/a,t/b", "-j", "1"])
-            .stdin(prompts(5))
-            .run();
-        out.assert_code(2);
-        let lines = out.lines();
-        assert_eq!(lines.len(), 5);
-        assert!(
-            lines.iter().all(|l| l["error"]["type"] == kind),
-            "{}",
-            out.stdout
-        );
-        assert_eq!(
-            env.server.completions().len(),
-            1,
-            "nothing is sent after a {status}"
-        );
-        assert!(out.stderr.contains(&status.to_string()), "{}", out.stderr);
-        assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
-    }
+    let (status, kind) = (401, "auth");
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::status(status));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b", "-j", "1"])
+        .stdin(prompts(5))
+        .run();
+    out.assert_code(2);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines.iter().all(|l| l["error"]["type"] == kind),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        env.server.completions().len(),
+        1,
+        "nothing is sent after a {status}"
+    );
+    assert!(out.stderr.contains(&status.to_string()), "{}", out.stderr);
+    assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
 }
 
 #[test]

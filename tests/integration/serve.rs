@@ -495,3 +495,35 @@ fn without_tokens_only_requests_naming_this_machine_are_answered() {
         assert_eq!(r.status().as_u16(), 200);
     });
 }
+
+/// One upstream 402 (the credit left does not cover one request's
+/// `max_tokens`) fails that request alone: the next is answered, not met
+/// with 503s for half a minute.
+#[test]
+fn one_402_leaves_other_requests_answered() {
+    let env = Env::three();
+    env.server.set_default("t/c", Behavior::status(402));
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let c = client();
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(Some("t/c"), "dear"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 402);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "payment_required", "{v}");
+        for prompt in ["next", "and the next"] {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&chat(None, prompt))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{prompt}");
+        }
+    });
+    s.stop();
+}
