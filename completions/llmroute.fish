@@ -228,6 +228,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-si
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l upkeep-every -d 'How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-format -d 'Access log lines as text or JSON [default: text]' -r -f -a "text\t''
 json\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cors-origin -d 'Let a web app at this origin (scheme://host[:port]) call the API from a browser: preflights are answered and cross-site POSTs from it accepted; repeatable' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s j -l concurrency -d 'Upstream requests in flight at once; more wait in the --queue [default: 256]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F

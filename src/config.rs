@@ -105,6 +105,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     pub listen: Option<String>,
+    /// As `--cors-origin`.
+    pub cors_origins: Option<Vec<String>>,
     pub auth_token_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
     pub queue: Option<u32>,

@@ -137,6 +137,8 @@ pub struct ServeOptions {
     /// The dashboard at `/` and `/dashboard`.
     pub dashboard: bool,
     pub quiet: bool,
+    /// Origins whose web apps may call the API (`--cors-origin`), as given.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeOptions {
@@ -172,6 +174,10 @@ impl ServeOptions {
             log_bodies: flags.log_bodies,
             dashboard: !flags.no_dashboard && f.dashboard.unwrap_or(true),
             quiet: flags.quiet,
+            cors_origins: match flags.cors_origin.is_empty() {
+                true => f.cors_origins.unwrap_or_default(),
+                false => flags.cors_origin,
+            },
         }
     }
 
@@ -190,6 +196,7 @@ impl ServeOptions {
             upkeep_every: Some(self.upkeep_every),
             log_format: Some(self.log_format),
             dashboard: Some(self.dashboard),
+            cors_origins: Some(self.cors_origins.clone()),
         }
     }
 }

@@ -420,6 +420,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_dashboard: bool,
 
+    /// Let a web app at this origin (scheme://host[:port]) call the API from a browser: preflights are answered and cross-site POSTs from it accepted; repeatable
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
     /// No access log; only warnings and errors
     #[arg(short, long)]
     pub quiet: bool,

@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post};
 
 use super::errors::ApiError;
 use super::state::{App, Logged};
-use super::{chat, dashboard, manage};
+use super::{chat, dashboard, manage, site};
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -45,8 +45,49 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
-    all.layer(middleware::from_fn_with_state(app.clone(), identify))
-        .with_state(app)
+    let cors = cors(&app.cors_origins);
+    let all = all.layer(middleware::from_fn_with_state(app.clone(), identify));
+    match cors {
+        // Outermost: a preflight is answered before the checks of a request.
+        Some(cors) => all.layer(cors).with_state(app),
+        None => all.with_state(app),
+    }
+}
+
+/// The CORS layer (tower-http) for `--cors-origin`: preflights from those
+/// origins are answered, and their requests may read the answers. None
+/// without origins: a browser then calls nothing from another site.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let name = |n: &'static str| header::HeaderName::from_static(n);
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("x-request-id"),
+                name("x-llmroute-task"),
+            ])
+            .expose_headers([
+                name("x-request-id"),
+                name("x-llmroute-model"),
+                name("x-llmroute-score"),
+                name("x-llmroute-latency-ms"),
+                name("x-llmroute-cached"),
+                name("x-llmroute-attempts"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Without client tokens the server is for this machine alone (it listens
@@ -97,7 +138,12 @@ async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     req.extensions_mut().insert(id.clone());
     // Checked here, not in a layer of its own: every request passes here.
-    let refused = app.clients.is_empty().then(|| foreign_host(&req)).flatten();
+    let refused = app
+        .clients
+        .is_empty()
+        .then(|| foreign_host(&req))
+        .flatten()
+        .or_else(|| site::refuse(&req, &app.cors_origins));
     let mut resp = match refused {
         Some(e) => e.into_response(),
         None => next.run(req).await,

@@ -28,6 +28,7 @@ pub mod live;
 pub mod log;
 pub mod manage;
 pub mod metrics;
+pub mod site;
 pub mod state;
 pub mod upkeep;
 
@@ -64,6 +65,12 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     let observer = Arc::new(metrics::ServeObserver {
         metrics: metrics.clone(),
     });
+    let cors_origins = s
+        .cors_origins
+        .iter()
+        .map(|o| site::parse_origin(o))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let wired = wiring::wire(options, wants, observer, &rt)?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
@@ -74,7 +81,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         s.queue as usize,
         metrics.clone(),
     );
-    let app = Arc::new(state::App::new(
+    let mut app = state::App::new(
         wired.router.clone(),
         gate,
         metrics,
@@ -85,7 +92,9 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.store_path.clone(),
         wired.writer.handle(),
         wired.redis.clone(),
-    ));
+    );
+    app.cors_origins = cors_origins;
+    let app = Arc::new(app);
     let keep = upkeep::Keep {
         path: wired.store_path.clone(),
         cache_ttl: options.cache_ttl,

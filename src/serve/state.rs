@@ -42,6 +42,8 @@ pub struct App {
     pub live: super::live::Live,
     /// The dashboard's signed-in sessions.
     pub sessions: super::auth::Sessions,
+    /// Origins whose web apps may call the API (`--cors-origin`).
+    pub cors_origins: Vec<String>,
     tags: AtomicU64,
     ids: AtomicU64,
     /// This process's part of every request id.
@@ -91,6 +93,7 @@ impl App {
             started: Instant::now(),
             live: super::live::Live::new(crate::engine::now_ms(), known),
             sessions: super::auth::Sessions::default(),
+            cors_origins: Vec::new(),
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),

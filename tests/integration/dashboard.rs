@@ -60,6 +60,7 @@ fn a_browser_shows_the_live_traffic_and_follows_it() {
         }
         let r = c
             .post(s.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
             .body("{not json")
             .send()
             .await

@@ -1,0 +1,150 @@
+//! The server shared by a team or open beside a browser: a web page cannot
+//! make it spend the key, and one client cannot hurt the others.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const BODY: &str = r#"{"messages":[{"role":"user","content":"spend it"}]}"#;
+
+/// The ways a web page elsewhere can send a POST without a preflight, and
+/// one with a foreign Origin: none reaches the upstream.
+#[test]
+fn cross_site_requests_never_reach_the_upstream() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let chat = s.url("/v1/chat/completions");
+        let attempts = [
+            // fetch(..., {mode: "no-cors", body: "..."}) from another site
+            c.post(&chat)
+                .header("content-type", "text/plain;charset=UTF-8")
+                .header("origin", "https://evil.example")
+                .header("sec-fetch-site", "cross-site")
+                .body(BODY),
+            // a form posted from another site
+            c.post(&chat)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("origin", "https://evil.example")
+                .body(BODY),
+            // a JSON body with a foreign Origin
+            c.post(&chat)
+                .header("content-type", "application/json")
+                .header("origin", "https://evil.example")
+                .body(BODY),
+            // text/plain without an Origin (an older browser)
+            c.post(&chat)
+                .header("content-type", "text/plain")
+                .body(BODY),
+            // the cache cleared from another site
+            c.delete(s.url("/cache"))
+                .header("origin", "https://evil.example")
+                .header("sec-fetch-site", "cross-site"),
+        ];
+        for (i, req) in attempts.into_iter().enumerate() {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            assert!(status == 403 || status == 415, "attempt {i}: {status}");
+            let v: Value = r.json().await.unwrap();
+            assert!(v["error"]["message"].is_string(), "attempt {i}: {v}");
+        }
+        // A plain client still gets its answer.
+        let r = c
+            .post(&chat)
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    });
+    s.stop();
+    assert_eq!(env.server.completions().len(), 1, "only the plain client's");
+}
+
+/// `--cors-origin` lets one web app in: its preflight is answered, its
+/// requests are served and may read the answer; other origins are not.
+#[test]
+fn an_allowed_origin_gets_its_preflight_and_its_answer() {
+    let env = Env::three();
+    let s = env.serve(&[
+        "--models",
+        "t/a",
+        "--cors-origin",
+        "https://app.example.com",
+    ]);
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let chat = s.url("/v1/chat/completions");
+        let pre = c
+            .request(reqwest::Method::OPTIONS, &chat)
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(pre.status().is_success(), "{}", pre.status());
+        assert_eq!(
+            pre.headers()["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        let r = c
+            .post(&chat)
+            .header("content-type", "application/json")
+            .header("origin", "https://app.example.com")
+            .header("sec-fetch-site", "cross-site")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        let other = c
+            .post(&chat)
+            .header("content-type", "application/json")
+            .header("origin", "https://other.example.com")
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status().as_u16(), 403);
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+    });
+    s.stop();
+}
+
+#[test]
+fn a_bad_cors_origin_is_a_clear_error() {
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cors-origin",
+            "app.example.com",
+        ])
+        .run();
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("--cors-origin app.example.com"),
+        "{}",
+        out.stderr
+    );
+}
