@@ -298,8 +298,20 @@ pub fn rank(
     let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
     let mut excluded = Vec::new();
+    // Duplicates go: by a scan of the few candidates a request has, by a
+    // set past that, so that a long list costs linear time.
+    let mut seen = (settings.models.len() > 32)
+        .then(|| std::collections::HashSet::with_capacity(settings.models.len()));
     for model in settings.models.iter() {
-        if eligible.iter().any(|(m, _)| *m == model.as_str()) {
+        let repeated = match &mut seen {
+            Some(set) => !set.insert(model.as_str()),
+            None => settings
+                .models
+                .iter()
+                .take_while(|m| !std::ptr::eq(*m, model))
+                .any(|m| m == model),
+        };
+        if repeated {
             continue;
         }
         let info = catalogue.get(model);

@@ -355,7 +355,22 @@ fn shorthand(body: &mut Map<String, Value>, id: &Value) -> Result<(), InputError
     Ok(())
 }
 
+/// The most models a line's `llmroute.models` or `llmroute.fallback` may
+/// list: far more than any routing needs, and few enough that one request
+/// cannot make ranking its candidates costly.
+pub const MAX_LISTED_MODELS: usize = 256;
+
 fn string_list(v: Value, field: &str) -> Result<Vec<String>, String> {
+    let listed = match &v {
+        Value::Array(items) => items.len(),
+        Value::String(s) => s.split(',').count(),
+        _ => 0,
+    };
+    if listed > MAX_LISTED_MODELS {
+        return Err(format!(
+            "llmroute.{field} lists {listed} models; at most {MAX_LISTED_MODELS} are allowed"
+        ));
+    }
     let list: Vec<String> = match v {
         Value::String(s) => s
             .split(',')

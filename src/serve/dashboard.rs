@@ -175,6 +175,9 @@ pub async fn script() -> Response {
     )
 }
 
+/// The most a sign-in form's body may hold.
+const LOGIN_BODY: u64 = 4096;
+
 /// `POST /dashboard/login`: a token from the form; a good one sets the
 /// session cookie.
 pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
@@ -184,7 +187,8 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     if app.clients.is_empty() {
         return Redirect::to("/dashboard").into_response();
     }
-    let bytes = match app.read_body(&headers, body).await {
+    // A sign-in form holds a token: a few KiB at most, whatever --max-body.
+    let bytes = match app.read_body_up_to(&headers, body, LOGIN_BODY).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

@@ -182,7 +182,7 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
     let path = app.store_path.clone();
     let store = tokio::task::spawn_blocking(move || {
         Store::open_reader(&path)
-            .and_then(|s| s.cache_stats(Some(i64::MAX)).map(|_| ()))
+            .and_then(|s| s.ping())
             .map_err(|e| e.to_string())
     })
     .await

@@ -25,6 +25,8 @@ pub struct App {
     /// Admin tokens; client tokens are not admin tokens.
     pub admins: Tokens,
     pub max_body: u64,
+    /// How long a client may take to send a body (`--header-timeout`).
+    pub body_timeout: Duration,
     pub deadline: Duration,
     pub log_bodies: bool,
     pub use_cache: bool,
@@ -82,6 +84,7 @@ impl App {
             clients,
             admins,
             max_body: options.max_body,
+            body_timeout: options.header_timeout,
             deadline: options.deadline,
             log_bodies: options.log_bodies,
             dashboard: options.dashboard,
@@ -123,20 +126,41 @@ impl App {
 
     /// The body, at most `max_body` bytes.
     pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+        self.read_body_up_to(headers, body, self.max_body).await
+    }
+
+    /// Reads a body of at most `cap` bytes, within the body timeout: a
+    /// client that sends its body slowly, or not at all, is cut off.
+    pub async fn read_body_up_to(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        cap: u64,
+    ) -> Result<Bytes, ApiError> {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body) {
-            return Err(ApiError::too_large(self.max_body));
+        if declared.is_some_and(|n| n > cap) {
+            return Err(ApiError::too_large(cap));
         }
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(ApiError::too_large(self.max_body))
+        let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+        let read = tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect());
+        match read.await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(ApiError::too_large(cap))
             }
-            Err(e) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+            Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {}",
+                    crate::core::duration::format(self.body_timeout)
+                ),
+            )),
         }
     }
 

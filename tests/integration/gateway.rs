@@ -148,3 +148,71 @@ fn a_bad_cors_origin_is_a_clear_error() {
         out.stderr
     );
 }
+
+/// A line or body that lists tens of thousands of models is refused before
+/// any ranking, on both paths that rank (`/v1/chat/completions`, `/route`).
+#[test]
+fn forty_thousand_model_names_are_refused() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let names: Vec<String> = (0..40_000).map(|i| format!("x/m{i}")).collect();
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "hi"}],
+        "llmroute": {"models": names},
+    });
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        for path in ["/v1/chat/completions", "/route"] {
+            let r = c.post(s.url(path)).json(&body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 400, "{path}");
+            let v: Value = r.json().await.unwrap();
+            let m = v["error"]["message"].as_str().unwrap();
+            assert!(m.contains("at most 256"), "{path}: {m}");
+        }
+    });
+    s.stop();
+    assert_eq!(env.server.completions().len(), 0);
+}
+
+/// The sign-in form reads a few KiB, not --max-body, and a body that does
+/// not come is cut off after --header-timeout.
+#[test]
+fn sign_in_reads_little_and_a_slow_body_is_cut() {
+    use std::io::{Read, Write};
+    let env = Env::three();
+    let s = env.serve_with(
+        &["--models", "t/a", "--header-timeout", "1s"],
+        &[("LLMROUTE_AUTH_TOKENS", "tok-1")],
+    );
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(s.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'a'; 1 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 413);
+    });
+    // Headers that promise a body, then nothing.
+    let addr = s
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer tok-1\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    s.stop();
+}
