@@ -110,6 +110,7 @@ pub struct ServeConfig {
     pub auth_token_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
     pub queue: Option<u32>,
+    pub max_connections: Option<u32>,
     #[serde(default, deserialize_with = "size", serialize_with = "ser_size")]
     pub max_body: Option<u64>,
     #[serde(

@@ -112,6 +112,8 @@ fn hide_password(url: &str) -> String {
 pub const DEFAULT_SERVE_CONCURRENCY: u32 = 256;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_QUEUE: u32 = 4096;
+/// Client connections a server holds open at once.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8192;
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -125,6 +127,7 @@ pub struct ServeOptions {
     pub auth_token_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
     pub queue: u32,
+    pub max_connections: u32,
     pub max_body: u64,
     pub deadline: Duration,
     pub grace: Duration,
@@ -156,6 +159,10 @@ impl ServeOptions {
             auth_token_file: flags.auth_token_file.or(f.auth_token_file),
             admin_token_file: flags.admin_token_file.or(f.admin_token_file),
             queue: flags.queue.or(f.queue).unwrap_or(DEFAULT_QUEUE),
+            max_connections: flags
+                .max_connections
+                .or(f.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_body: flags.max_body.or(f.max_body).unwrap_or(DEFAULT_MAX_BODY),
             deadline: flags.deadline.or(f.deadline).unwrap_or(DEFAULT_DEADLINE),
             grace: flags.grace.or(f.grace).unwrap_or(DEFAULT_GRACE),
@@ -188,6 +195,7 @@ impl ServeOptions {
             auth_token_file: self.auth_token_file.clone(),
             admin_token_file: self.admin_token_file.clone(),
             queue: Some(self.queue),
+            max_connections: Some(self.max_connections),
             max_body: Some(self.max_body),
             deadline: Some(self.deadline),
             grace: Some(self.grace),

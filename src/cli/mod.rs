@@ -380,6 +380,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub queue: Option<u32>,
 
+    /// Client connections open at once; past it, new ones wait in the listen backlog [default: 8192]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+
     /// The largest request body, e.g. 16MiB [default: 16MiB]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_body: Option<u64>,

@@ -115,6 +115,14 @@ pub async fn completions(
 async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let mut access = Access::new(&id, "POST", "/v1/chat/completions");
+    // The slot first, then the body: a request waiting its turn holds a
+    // connection, not its body, so the queue's memory stays small however
+    // long it is.
+    let slot = match app.gate.enter().await {
+        Ok(s) => s,
+        Err(Refused::Full) => return app.refuse(ApiError::saturated(), access, started),
+        Err(Refused::Closed) => return app.refuse(ApiError::shutting_down(), access, started),
+    };
     let bytes = match app.read_body(&headers, body).await {
         Ok(b) => b,
         Err(e) => return app.refuse(e, access, started),
@@ -128,11 +136,6 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
     };
     drop(bytes);
     call.req.id = Value::String(id.0.to_string());
-    let slot = match app.gate.enter().await {
-        Ok(s) => s,
-        Err(Refused::Full) => return app.refuse(ApiError::saturated(), access, started),
-        Err(Refused::Closed) => return app.refuse(ApiError::shutting_down(), access, started),
-    };
     if let Some(e) = app.router.stopped() {
         return app.refuse(
             ApiError::from_ending(&e, app.retry_refused),

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    header_timeout: Duration,
+    (header_timeout, max_connections): (Duration, usize),
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) -> bool {
@@ -32,8 +32,15 @@ pub async fn serve(
         .keep_alive_interval(Some(header_timeout))
         .keep_alive_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
+    // One permit a connection: past the cap, new connections are not
+    // accepted and wait in the kernel's listen backlog.
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(stop);
     loop {
+        let permit = tokio::select! {
+            p = open.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
+            _ = &mut stop => break,
+        };
         let (socket, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -55,6 +62,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(permit);
         });
     }
     drop(listener);

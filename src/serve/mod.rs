@@ -119,7 +119,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     let finished = rt.block_on(listen::serve(
         listener,
         routes,
-        s.header_timeout,
+        (s.header_timeout, s.max_connections as usize),
         listen::stop_signal(),
         s.grace,
     ));

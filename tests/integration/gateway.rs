@@ -216,3 +216,84 @@ fn sign_in_reads_little_and_a_slow_body_is_cut() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     s.stop();
 }
+
+/// Requests waiting for an upstream slot have not had their bodies read:
+/// forty 2 MiB bodies queued behind one slow request leave the server's
+/// memory where it was.
+#[test]
+fn queued_bodies_stay_out_of_memory() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(3_000));
+    let s = env.serve(&["--models", "t/a", "-j", "1", "--no-cache"]);
+    let pid = s.child.id();
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let slow = tokio::spawn(
+            c.post(s.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(BODY)
+                .send(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let before = crate::faults::vm_hwm_kib(pid).unwrap();
+        let big = format!(
+            r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(2 << 20)
+        );
+        let queued: Vec<_> = (0..40)
+            .map(|_| {
+                tokio::spawn(
+                    c.post(s.url("/v1/chat/completions"))
+                        .header("content-type", "application/json")
+                        .body(big.clone())
+                        .timeout(std::time::Duration::from_millis(1500))
+                        .send(),
+                )
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let after = crate::faults::vm_hwm_kib(pid).unwrap();
+        assert!(
+            after < before + 30 * 1024,
+            "the peak grew from {before} KiB to {after} KiB: queued bodies were read"
+        );
+        for q in queued {
+            let _ = q.await;
+        }
+        let _ = slow.await;
+    });
+    drop(s);
+}
+
+/// Past --max-connections, a new connection waits unserved until one
+/// closes: idle connections cannot grow without bound.
+#[test]
+fn connections_are_capped() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a", "--max-connections", "2"]);
+    let addr = s.addr;
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let waited = c
+            .get(s.url("/health"))
+            .timeout(std::time::Duration::from_millis(800))
+            .send()
+            .await;
+        assert!(waited.is_err(), "a third connection was served: {waited:?}");
+    });
+    drop(idle);
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .get(s.url("/health"))
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    });
+    s.stop();
+}
