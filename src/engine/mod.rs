@@ -317,6 +317,12 @@ impl Router {
         Ok(Cow::Owned(hinted.unwrap_or(settings)))
     }
 
+    /// Removes every cached answer, through the cache port: the store's,
+    /// and Redis's when answers are shared. The number removed.
+    pub async fn clear_cache(&self) -> Result<u64, String> {
+        self.parts.cache.clear().await
+    }
+
     /// No more upstream requests; those in flight may finish.
     pub fn cancel(&self) {
         self.cancel.cancel();

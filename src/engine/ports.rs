@@ -87,6 +87,12 @@ pub trait Cache: Send + Sync {
     fn claim(&self, _key: Key, _min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
         None
     }
+
+    /// Removes every answer, wherever this cache keeps them (the store,
+    /// and Redis too when it is shared). The number removed.
+    fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Err("this cache cannot be cleared".to_string()) })
+    }
 }
 
 /// What a claim on answering a request gives.

@@ -270,17 +270,15 @@ pub async fn clear_cache(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     if !app.admin_allowed(&headers) {
         return ApiError::forbidden("DELETE /cache needs an admin token").into_response();
     }
-    // Answers given before the request, still gathering, go too.
-    app.writer.sync().await;
-    let path = app.store_path.clone();
-    let removed = tokio::task::spawn_blocking(move || Store::open(&path)?.cache_remove(None)).await;
-    match removed {
-        Ok(Ok(n)) => Json(json!({"deleted": n})).into_response(),
-        _ => ApiError::new(
+    // Through the engine's cache port: the store (answers given before
+    // the request, still gathering, go too) and Redis when it is shared.
+    match app.router.clear_cache().await {
+        Ok(n) => Json(json!({"deleted": n})).into_response(),
+        Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
             "store_unavailable",
-            "cannot clear the cache",
+            format!("cannot clear the cache: {e}"),
         )
         .into_response(),
     }

@@ -16,6 +16,10 @@ impl Cache for WriterHandle {
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>> {
         Box::pin(self.lookup(key, min_created_at))
     }
+
+    fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(self.clear_cache())
+    }
 }
 
 impl Recorder for WriterHandle {

@@ -297,3 +297,51 @@ fn connections_are_capped() {
     });
     s.stop();
 }
+
+/// `DELETE /cache` clears the answers Redis shares too: a cleared answer is
+/// not served back from Redis for the rest of its TTL.
+#[test]
+fn clearing_the_cache_clears_what_redis_shares() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let s = env.serve_with(
+        &["--models", "t/a", "--redis", &redis.url()],
+        &[("LLMROUTE_ADMIN_TOKENS", "admin-1")],
+    );
+    let chat = s.url("/v1/chat/completions");
+    let ask = |c: &reqwest::Client| {
+        c.post(&chat)
+            .header("content-type", "application/json")
+            .body(BODY)
+            .send()
+    };
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let first = ask(&c).await.unwrap();
+        assert_eq!(first.headers()["x-llmroute-cached"], "false");
+        // The answer reaches Redis.
+        for _ in 0..100 {
+            if redis.dump().iter().any(|(k, _)| k.contains(":cache:")) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(redis.dump().iter().any(|(k, _)| k.contains(":cache:")));
+        let cleared = c
+            .delete(s.url("/cache"))
+            .bearer_auth("admin-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cleared.status().as_u16(), 200);
+        assert!(!redis.dump().iter().any(|(k, _)| k.contains(":cache:")));
+        let again = ask(&c).await.unwrap();
+        assert_eq!(
+            again.headers()["x-llmroute-cached"],
+            "false",
+            "served after the clear"
+        );
+    });
+    s.stop();
+    assert_eq!(env.server.completions().len(), 2);
+}

@@ -72,6 +72,8 @@ pub struct WriterHandle {
     thread: std::thread::Thread,
     /// Whether the store thread is asleep holding quiet writes.
     holding: Arc<AtomicBool>,
+    /// The store's file, for work beside the thread (clearing the cache).
+    path: Arc<std::path::Path>,
 }
 
 impl Writer {
@@ -95,6 +97,7 @@ impl Writer {
         let holding = Arc::new(AtomicBool::new(false));
         let (thread_failure, thread_hooks) = (failure.clone(), hooks.clone());
         let thread_holding = holding.clone();
+        let path: Arc<std::path::Path> = store.path().into();
         let join = std::thread::Builder::new()
             .name("llmroute-store".into())
             .spawn(move || {
@@ -113,6 +116,7 @@ impl Writer {
                 hooks,
                 thread: join.thread().clone(),
                 holding,
+                path,
             },
             join,
         }
@@ -132,6 +136,22 @@ impl Writer {
 }
 
 impl WriterHandle {
+    /// Removes every cached answer, after the writes queued before: what
+    /// `DELETE /cache` does to the local store. The number removed.
+    pub async fn clear_cache(&self) -> Result<u64, String> {
+        self.sync().await;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = Store::open(&path).map_err(|e| e.to_string())?;
+            store
+                .cache_remove(None)
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// A cached answer, or `None` (also when the store has failed).
     pub async fn lookup(&self, key: Key, min_created_at: i64) -> Option<CachedAnswer> {
         let (reply, rx) = oneshot::channel();
