@@ -241,6 +241,8 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-limit
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 'Neither read nor write the response cache'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-dashboard -d 'No dashboard at / and /dashboard (they answer 404)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-cache -d 'One cache for every client token, instead of one per token'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-sampled -d 'Answer sampled requests (temperature above 0 without a seed, or n above 1) from the cache too'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand completions" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

@@ -107,6 +107,10 @@ pub struct ServeConfig {
     pub listen: Option<String>,
     /// As `--cors-origin`.
     pub cors_origins: Option<Vec<String>>,
+    /// As `--shared-cache`.
+    pub shared_cache: Option<bool>,
+    /// As `--cache-sampled`.
+    pub cache_sampled: Option<bool>,
     pub auth_token_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
     pub queue: Option<u32>,

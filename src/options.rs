@@ -142,6 +142,10 @@ pub struct ServeOptions {
     pub quiet: bool,
     /// Origins whose web apps may call the API (`--cors-origin`), as given.
     pub cors_origins: Vec<String>,
+    /// One cache for every client token (`--shared-cache`).
+    pub shared_cache: bool,
+    /// Sampled requests are answered from the cache (`--cache-sampled`).
+    pub cache_sampled: bool,
 }
 
 impl ServeOptions {
@@ -185,6 +189,8 @@ impl ServeOptions {
                 true => f.cors_origins.unwrap_or_default(),
                 false => flags.cors_origin,
             },
+            shared_cache: flags.shared_cache || f.shared_cache.unwrap_or(false),
+            cache_sampled: flags.cache_sampled || f.cache_sampled.unwrap_or(false),
         }
     }
 
@@ -205,6 +211,8 @@ impl ServeOptions {
             log_format: Some(self.log_format),
             dashboard: Some(self.dashboard),
             cors_origins: Some(self.cors_origins.clone()),
+            shared_cache: Some(self.shared_cache),
+            cache_sampled: Some(self.cache_sampled),
         }
     }
 }

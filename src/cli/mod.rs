@@ -424,6 +424,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_dashboard: bool,
 
+    /// One cache for every client token, instead of one per token
+    #[arg(long)]
+    pub shared_cache: bool,
+
+    /// Answer sampled requests (temperature above 0 without a seed, or n above 1) from the cache too
+    #[arg(long)]
+    pub cache_sampled: bool,
+
     /// Let a web app at this origin (scheme://host[:port]) call the API from a browser: preflights are answered and cross-site POSTs from it accepted; repeatable
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,

@@ -24,6 +24,17 @@ const UPSTREAM: &[u8] = b"\nupstream\n";
 pub struct Key(pub [u8; 32]);
 
 impl Key {
+    /// This key within `scope` (a client's own cache): the same request
+    /// from two scopes is two entries, and one cannot tell the other's
+    /// exists.
+    pub fn scoped(&self, scope: &[u8; 32]) -> Key {
+        let mut h = Sha256::new();
+        h.update(b"llmroute-scope\0");
+        h.update(self.0);
+        h.update(scope);
+        Key(h.finalize().into())
+    }
+
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

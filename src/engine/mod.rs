@@ -223,6 +223,10 @@ pub struct RouteOptions {
     pub skip_cache_read: bool,
     /// Do not keep the answer in the cache (a client's `no-store`).
     pub skip_cache_write: bool,
+    /// The client's own part of the cache: its answers (and identical
+    /// requests in flight) are shared only within it. `None`: the one
+    /// cache every request shares.
+    pub cache_scope: Option<[u8; 32]>,
     /// Stream the answer: the outcome is [`Outcome::Streaming`], unless the
     /// cache answers or the request fails before its first chunk.
     pub stream: bool,

@@ -49,7 +49,11 @@ impl Router {
                         &settings.fingerprint(req.pinned.as_deref()),
                     ),
                 };
-                Some(d.sealed_key(&seal))
+                let key = d.sealed_key(&seal);
+                Some(match &opts.cache_scope {
+                    Some(scope) => key.scoped(scope),
+                    None => key,
+                })
             }
             _ => None,
         };
@@ -69,8 +73,11 @@ impl Router {
             }
         }
         // A stream is its own: an identical request waits for no stream
-        // (its answer comes whole only at the end).
-        if let Some(key) = key.filter(|_| !job.opts.stream) {
+        // (its answer comes whole only at the end). A request that must not
+        // be answered from the cache (a client's no-cache, a sample) shares
+        // no answer in flight either.
+        let shares = !job.opts.skip_cache_read;
+        if let Some(key) = key.filter(|_| !job.opts.stream && shares) {
             match self.flights.join(key) {
                 Join::Lead(l) => leader = Some(l),
                 Join::Follow(f) => {
@@ -85,7 +92,7 @@ impl Router {
         let mut lease = None;
         // A stream claims too (a shared cache may have taken the lease for
         // it while looking up), but holds nobody up: it lets go at once.
-        if let Some(key) = key.filter(|_| leader.is_some() || job.opts.stream) {
+        if let Some(key) = key.filter(|_| shares && (leader.is_some() || job.opts.stream)) {
             if let Some(claim) = self.parts.cache.claim(key, self.min_created_at()) {
                 match claim.await {
                     Claimed::Go(l) => lease = l.filter(|_| !job.opts.stream),

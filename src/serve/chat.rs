@@ -27,6 +27,24 @@ pub struct Call {
     pub req: Request,
     pub stream: bool,
     pub include_usage: bool,
+    /// It asks for a sample: another call may answer otherwise.
+    pub sampled: bool,
+}
+
+/// Whether a chat body asks for a sample rather than the one likeliest
+/// answer: a `temperature` above 0 without a `seed`, or more than one
+/// choice (`n`). A body that sets no temperature is not taken as sampled.
+pub fn sampled(obj: &Map<String, Value>) -> bool {
+    let hot = obj
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .is_some_and(|t| t > 0.0);
+    let seeded = obj.get("seed").is_some_and(|s| !s.is_null());
+    let many = obj
+        .get("n")
+        .and_then(Value::as_f64)
+        .is_some_and(|n| n > 1.0);
+    (hot && !seeded) || many
 }
 
 /// Reads a chat body: `model` chooses routing or pins a model, `stream`
@@ -59,12 +77,14 @@ pub fn parse_call(bytes: &[u8], keyed: bool) -> Result<Call, ApiError> {
             ModelChoice::Pinned(_) => {}
         }
     }
+    let sampled = sampled(&obj);
     let mut req = request::parse_object(obj).map_err(|e| ApiError::bad_request(e.message))?;
     req.prepare(keyed, &mut Vec::new());
     Ok(Call {
         req,
         stream,
         include_usage,
+        sampled,
     })
 }
 
@@ -86,6 +106,13 @@ fn choose_priority(obj: &mut Map<String, Value>, priority: String) -> Result<(),
     Ok(())
 }
 
+/// `x-llmroute-cache-sampled: true`: this request takes a cached sample.
+fn asks_for_cached_samples(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-llmroute-cache-sampled")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 /// `Cache-Control`: (`no-cache`, `no-store`).
 pub fn cache_control(headers: &HeaderMap) -> (bool, bool) {
     let mut out = (false, false);
@@ -144,11 +171,15 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
         );
     }
     let (no_cache, no_store) = cache_control(&headers);
+    // A sample is answered anew unless the server or the request says a
+    // cached one will do.
+    let fresh = call.sampled && !app.cache_sampled && !asks_for_cached_samples(&headers);
     let token = CancellationToken::new();
     let opts = RouteOptions {
         tag: app.next_tag(),
-        skip_cache_read: no_cache,
-        skip_cache_write: no_store,
+        skip_cache_read: no_cache || fresh,
+        skip_cache_write: no_store || fresh,
+        cache_scope: app.cache_scope(&headers),
         stream: call.stream,
         cancel: Some(token.clone()),
     };

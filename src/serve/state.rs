@@ -46,6 +46,10 @@ pub struct App {
     pub sessions: super::auth::Sessions,
     /// Origins whose web apps may call the API (`--cors-origin`).
     pub cors_origins: Vec<String>,
+    /// One cache for every client token (`--shared-cache`).
+    pub shared_cache: bool,
+    /// Sampled requests are answered from the cache (`--cache-sampled`).
+    pub cache_sampled: bool,
     tags: AtomicU64,
     ids: AtomicU64,
     /// This process's part of every request id.
@@ -97,6 +101,8 @@ impl App {
             live: super::live::Live::new(crate::engine::now_ms(), known),
             sessions: super::auth::Sessions::default(),
             cors_origins: Vec::new(),
+            shared_cache: options.shared_cache,
+            cache_sampled: options.cache_sampled,
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
@@ -170,6 +176,19 @@ impl App {
             Some(t) => self.clients.holds(t) || self.admins.holds(t),
             None => false,
         }
+    }
+
+    /// The request's own part of the cache: the digest of its client
+    /// token, so that no client is answered from another's cache (or
+    /// learns that another sent the same prompt). None without client
+    /// tokens (a server for one person) or with `--shared-cache`.
+    pub fn cache_scope(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        if self.clients.is_empty() || self.shared_cache {
+            return None;
+        }
+        let t = token(headers)?;
+        Some(sha2::Sha256::digest(t.as_bytes()).into())
     }
 
     /// Whether the request carries an admin token.

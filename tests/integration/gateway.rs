@@ -345,3 +345,96 @@ fn clearing_the_cache_clears_what_redis_shares() {
     s.stop();
     assert_eq!(env.server.completions().len(), 2);
 }
+
+/// Each client token has its own cache: a client is never answered from
+/// another's, nor learns that another sent the same prompt; one token's
+/// repeat is still a hit. `--shared-cache` shares it again.
+#[test]
+fn answers_do_not_cross_clients() {
+    let env = Env::three();
+    let tokens = [("LLMROUTE_AUTH_TOKENS", "alice-1,bob-2")];
+    let s = env.serve_with(&["--models", "t/a"], &tokens);
+    let chat = s.url("/v1/chat/completions");
+    let ask = |c: &reqwest::Client, token: &str| {
+        c.post(&chat)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"messages":[{"role":"user","content":"same prompt"}],"temperature":0}"#)
+            .send()
+    };
+    let cached = |r: &reqwest::Response| {
+        r.headers()["x-llmroute-cached"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        assert_eq!(cached(&ask(&c, "alice-1").await.unwrap()), "false");
+        assert_eq!(
+            cached(&ask(&c, "bob-2").await.unwrap()),
+            "false",
+            "bob saw alice's"
+        );
+        assert_eq!(cached(&ask(&c, "alice-1").await.unwrap()), "true");
+    });
+    s.stop();
+    assert_eq!(env.server.completions().len(), 2);
+
+    let s = env.serve_with(&["--models", "t/a", "--shared-cache"], &tokens);
+    let chat = s.url("/v1/chat/completions");
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let ask = |token: &str| {
+            c.post(&chat)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(r#"{"messages":[{"role":"user","content":"shared prompt"}],"temperature":0}"#)
+                .send()
+        };
+        assert_eq!(cached(&ask("alice-1").await.unwrap()), "false");
+        assert_eq!(cached(&ask("bob-2").await.unwrap()), "true");
+    });
+    s.stop();
+}
+
+/// A sampled request (temperature above 0 without a seed, or n above 1) is
+/// answered anew each time, unless the request or the server asks for a
+/// cached sample; a seeded one is cached.
+#[test]
+fn sampled_requests_are_not_answered_from_the_cache() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let chat = s.url("/v1/chat/completions");
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let ask = |body: &'static str, sampled_ok: bool| {
+            let mut r = c
+                .post(&chat)
+                .header("content-type", "application/json")
+                .body(body);
+            if sampled_ok {
+                r = r.header("x-llmroute-cache-sampled", "true");
+            }
+            r.send()
+        };
+        let hot = r#"{"messages":[{"role":"user","content":"a poem"}],"temperature":1.2}"#;
+        let many = r#"{"messages":[{"role":"user","content":"names"}],"n":3,"temperature":0}"#;
+        let seeded =
+            r#"{"messages":[{"role":"user","content":"a poem"}],"temperature":1.2,"seed":7}"#;
+        for body in [hot, many] {
+            for _ in 0..2 {
+                let r = ask(body, false).await.unwrap();
+                assert_eq!(r.headers()["x-llmroute-cached"], "false", "{body}");
+            }
+        }
+        ask(seeded, false).await.unwrap();
+        let r = ask(seeded, false).await.unwrap();
+        assert_eq!(r.headers()["x-llmroute-cached"], "true");
+        // Asked for: the sample is kept, then served.
+        ask(hot, true).await.unwrap();
+        let r = ask(hot, true).await.unwrap();
+        assert_eq!(r.headers()["x-llmroute-cached"], "true");
+    });
+    s.stop();
+}
