@@ -242,6 +242,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-cache -d 
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-bodies -d 'Put request and response bodies in the access log (they hold prompts)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l no-dashboard -d 'No dashboard at / and /dashboard (they answer 404)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l shared-cache -d 'One cache for every client token, instead of one per token'
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l allow-any-model -d 'Let requests pin or list models that are neither in the catalogue nor among the configured candidates'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-sampled -d 'Answer sampled requests (temperature above 0 without a seed, or n above 1) from the cache too'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s q -l quiet -d 'No access log; only warnings and errors'
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -s h -l help -d 'Print help'

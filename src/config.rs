@@ -109,6 +109,8 @@ pub struct ServeConfig {
     pub cors_origins: Option<Vec<String>>,
     /// As `--shared-cache`.
     pub shared_cache: Option<bool>,
+    /// As `--allow-any-model`.
+    pub allow_any_model: Option<bool>,
     /// As `--cache-sampled`.
     pub cache_sampled: Option<bool>,
     pub auth_token_file: Option<PathBuf>,

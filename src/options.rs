@@ -144,6 +144,8 @@ pub struct ServeOptions {
     pub cors_origins: Vec<String>,
     /// One cache for every client token (`--shared-cache`).
     pub shared_cache: bool,
+    /// Requests may name models nobody configured (`--allow-any-model`).
+    pub allow_any_model: bool,
     /// Sampled requests are answered from the cache (`--cache-sampled`).
     pub cache_sampled: bool,
 }
@@ -190,6 +192,7 @@ impl ServeOptions {
                 false => flags.cors_origin,
             },
             shared_cache: flags.shared_cache || f.shared_cache.unwrap_or(false),
+            allow_any_model: flags.allow_any_model || f.allow_any_model.unwrap_or(false),
             cache_sampled: flags.cache_sampled || f.cache_sampled.unwrap_or(false),
         }
     }
@@ -212,6 +215,7 @@ impl ServeOptions {
             dashboard: Some(self.dashboard),
             cors_origins: Some(self.cors_origins.clone()),
             shared_cache: Some(self.shared_cache),
+            allow_any_model: Some(self.allow_any_model),
             cache_sampled: Some(self.cache_sampled),
         }
     }

@@ -428,6 +428,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub shared_cache: bool,
 
+    /// Let requests pin or list models that are neither in the catalogue nor among the configured candidates
+    #[arg(long)]
+    pub allow_any_model: bool,
+
     /// Answer sampled requests (temperature above 0 without a seed, or n above 1) from the cache too
     #[arg(long)]
     pub cache_sampled: bool,

@@ -161,6 +161,9 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
         Ok(c) => c,
         Err(e) => return app.refuse(e, access, started),
     };
+    if let Err(e) = app.check_models(&call.req) {
+        return app.refuse(e, access, started);
+    }
     drop(bytes);
     call.req.id = Value::String(id.0.to_string());
     if let Some(e) = app.router.stopped() {

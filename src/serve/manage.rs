@@ -137,6 +137,9 @@ pub async fn route(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = app.check_models(&call.req) {
+        return e.into_response();
+    }
     match app.router.decide(&call.req) {
         Ok(d) => Json(decision_json(&d)).into_response(),
         Err(e) => ApiError::from_ending(&e, app.retry_refused).into_response(),

@@ -48,6 +48,8 @@ pub struct App {
     pub cors_origins: Vec<String>,
     /// One cache for every client token (`--shared-cache`).
     pub shared_cache: bool,
+    /// Requests may name models nobody configured (`--allow-any-model`).
+    pub allow_any_model: bool,
     /// Sampled requests are answered from the cache (`--cache-sampled`).
     pub cache_sampled: bool,
     tags: AtomicU64,
@@ -102,6 +104,7 @@ impl App {
             sessions: super::auth::Sessions::default(),
             cors_origins: Vec::new(),
             shared_cache: options.shared_cache,
+            allow_any_model: options.allow_any_model,
             cache_sampled: options.cache_sampled,
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
@@ -176,6 +179,47 @@ impl App {
             Some(t) => self.clients.holds(t) || self.admins.holds(t),
             None => false,
         }
+    }
+
+    /// Refuses a request that pins or lists a model which is neither in
+    /// the catalogue nor among the configured candidates and fallback
+    /// (unless `--allow-any-model`): a client cannot send the server to
+    /// models nobody chose, nor grow its health maps and metrics' labels
+    /// with names of its own.
+    pub fn check_models(&self, req: &crate::core::request::Request) -> Result<(), ApiError> {
+        if self.allow_any_model {
+            return Ok(());
+        }
+        let config = &self.router.config().settings;
+        let known = |m: &str| {
+            self.router.catalogue().get(m).is_some()
+                || config
+                    .models
+                    .iter()
+                    .chain(config.fallback.iter())
+                    .any(|c| c == m)
+        };
+        let o = req.overrides.as_ref();
+        let named = req
+            .pinned
+            .iter()
+            .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
+            .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten());
+        for m in named {
+            if !known(m) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "model_not_allowed",
+                    format!(
+                        "{} is neither in the catalogue nor among the configured candidates; \
+                         the server's --allow-any-model lets a request name any model",
+                        crate::core::failure::snippet(m.as_bytes())
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The request's own part of the cache: the digest of its client

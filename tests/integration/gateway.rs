@@ -438,3 +438,53 @@ fn sampled_requests_are_not_answered_from_the_cache() {
     });
     s.stop();
 }
+
+/// A request may pin or list only models the catalogue lists or the server
+/// was configured with, so that no client grows the server's health maps
+/// and metrics with names of its own; `--allow-any-model` lifts it.
+#[test]
+fn requests_name_only_known_models_unless_any_is_allowed() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        for (path, body) in [
+            ("/v1/chat/completions", chat(Some("x/made-up-1"), "hi")),
+            (
+                "/v1/chat/completions",
+                serde_json::json!({"messages": [{"role": "user", "content": "hi"}],
+                                   "llmroute": {"models": ["t/a", "x/made-up-2"]}}),
+            ),
+            ("/route", chat(Some("x/made-up-3"), "hi")),
+        ] {
+            let r = c.post(s.url(path)).json(&body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 400, "{path} {body}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "model_not_allowed", "{v}");
+        }
+        let metrics = c
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!metrics.contains("made-up"), "{metrics}");
+    });
+    s.stop();
+    assert_eq!(env.server.completions().len(), 0);
+
+    let s = env.serve(&["--models", "t/a", "--allow-any-model"]);
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(Some("t/not-listed"), "hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status().as_u16(), 400);
+    });
+    s.stop();
+    assert_eq!(env.server.count_for("t/not-listed"), 1);
+}
