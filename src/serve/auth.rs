@@ -135,6 +135,31 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Sign-ins, at most [`SIGN_INS_PER_MINUTE`] a minute for the whole
+/// server (GCRA, with the same burst): past that, a sign-in gets 429
+/// before its token is even looked at, so that guessing tokens through the
+/// form is slow. People sign in a few times a day.
+pub struct SignInLimit(governor::DefaultDirectRateLimiter);
+
+/// Sign-ins a minute before the form answers 429.
+pub const SIGN_INS_PER_MINUTE: u32 = 30;
+
+impl Default for SignInLimit {
+    fn default() -> Self {
+        let n = std::num::NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("not zero");
+        SignInLimit(governor::RateLimiter::direct(governor::Quota::per_minute(
+            n,
+        )))
+    }
+}
+
+impl SignInLimit {
+    /// Takes a sign-in; false when the limit is reached.
+    pub fn allow(&self) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,6 +187,15 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     if app.clients.is_empty() {
         return Redirect::to("/dashboard").into_response();
     }
+    if !app.sign_ins.allow() {
+        let mut resp = html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            sign_in(Some("Too many sign-ins: try again in a minute.")),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return resp;
+    }
     // A sign-in form holds a token: a few KiB at most, whatever --max-body.
     let bytes = match app.read_body_up_to(&headers, body, LOGIN_BODY).await {
         Ok(b) => b,

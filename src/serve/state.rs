@@ -44,6 +44,8 @@ pub struct App {
     pub live: super::live::Live,
     /// The dashboard's signed-in sessions.
     pub sessions: super::auth::Sessions,
+    /// How many sign-ins the dashboard's form takes a minute.
+    pub sign_ins: super::auth::SignInLimit,
     /// Origins whose web apps may call the API (`--cors-origin`).
     pub cors_origins: Vec<String>,
     /// One cache for every client token (`--shared-cache`).
@@ -102,6 +104,7 @@ impl App {
             started: Instant::now(),
             live: super::live::Live::new(crate::engine::now_ms(), known),
             sessions: super::auth::Sessions::default(),
+            sign_ins: super::auth::SignInLimit::default(),
             cors_origins: Vec::new(),
             shared_cache: options.shared_cache,
             allow_any_model: options.allow_any_model,

@@ -488,3 +488,33 @@ fn requests_name_only_known_models_unless_any_is_allowed() {
     s.stop();
     assert_eq!(env.server.count_for("t/not-listed"), 1);
 }
+
+/// Guessing tokens through the dashboard's sign-in form is slow: past 30
+/// sign-ins a minute, the form answers 429 without looking at the token.
+#[test]
+fn sign_ins_are_rate_limited() {
+    let env = Env::three();
+    let s = env.serve_with(&["--models", "t/a"], &[("LLMROUTE_AUTH_TOKENS", "right-1")]);
+    rt().block_on(async {
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut statuses = Vec::new();
+        for i in 0..40 {
+            let r = c
+                .post(s.url("/dashboard/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token=guess-{i}"))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
+        // One sign-in comes back every 2 s: a slow run may see one or two.
+        let limited = statuses[30..].iter().filter(|s| **s == 429).count();
+        assert!(limited >= 5, "{statuses:?}");
+    });
+    s.stop();
+}
