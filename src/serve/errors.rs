@@ -170,12 +170,31 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Whether a client's retry of the same request would only repeat what
+    /// llmroute already did: it tried every candidate and fallback (502),
+    /// ran out of time doing so (504), or the budget or the credit refused
+    /// it (429 `budget_exceeded`, 402). The OpenAI SDKs read
+    /// `x-should-retry: false` and do not retry.
+    fn final_answer(&self) -> bool {
+        matches!(
+            self.status,
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT | StatusCode::PAYMENT_REQUIRED
+        ) || (self.status == StatusCode::TOO_MANY_REQUESTS && self.code == "budget_exceeded")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let final_answer = self.final_answer();
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if final_answer {
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         resp
     }

@@ -518,3 +518,43 @@ fn sign_ins_are_rate_limited() {
     });
     s.stop();
 }
+
+/// An answer after which a client's retry would only repeat what llmroute
+/// did (every model failed; the budget refused) says so with
+/// `x-should-retry: false`, which the OpenAI SDKs obey; a queue that is
+/// full does not.
+#[test]
+fn final_errors_tell_clients_not_to_retry() {
+    let env = Env::three();
+    for m in ["t/a", "t/b"] {
+        env.server.set_default(m, Behavior::status(500));
+    }
+    let ask = |args: &[&str], body: Value| {
+        let s = env.serve(args);
+        let r = rt().block_on(async {
+            let r = reqwest::Client::new()
+                .post(s.url("/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("x-should-retry").cloned(),
+            )
+        });
+        s.stop();
+        r
+    };
+    let failed = ask(&["--models", "t/a,t/b"], chat(None, "x"));
+    assert_eq!(failed.0, 502);
+    assert_eq!(failed.1.unwrap(), "false");
+    let attempts = env.server.completions().len();
+    assert_eq!(attempts, 2, "each model once");
+    let budget = ask(
+        &["--models", "t/a,t/b", "--max-cost", "0.0000001"],
+        chat(None, "y"),
+    );
+    assert_eq!(budget.0, 429);
+    assert_eq!(budget.1.unwrap(), "false");
+}
