@@ -20,6 +20,7 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/chat/completions", post(chat::completions))
         .route("/v1/models", get(manage::models))
+        .route("/v1/models/{*id}", get(manage::model))
         .route("/models", get(manage::models))
         .route("/route", post(manage::route))
         .route("/cache/stats", get(manage::cache_stats))

@@ -25,6 +25,44 @@ use crate::store::Store;
 /// state and prices; then `llmroute/auto` and the priorities a client
 /// can name as its model.
 pub async fn models(State(app): State<Arc<App>>) -> Response {
+    Json(json!({"object": "list", "data": listing(&app)})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the OpenAI clients' `models.retrieve`): one model
+/// of the list, or of the catalogue; 404 in OpenAI's shape otherwise.
+pub async fn model(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Some(m) = listing(&app).into_iter().find(|m| m["id"] == id.as_str()) {
+        return Json(m).into_response();
+    }
+    match app.router.catalogue().get(&id) {
+        Some(info) => Json(json!({
+            "id": id,
+            "object": "model",
+            "created": 0,
+            "owned_by": id.split('/').next().unwrap_or("unknown"),
+            "pricing": {"prompt": info.prompt_price, "completion": info.completion_price},
+            "context_length": info.context_length,
+        }))
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "the model {} does not exist here",
+                crate::core::failure::snippet(id.as_bytes())
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// What `/v1/models` lists: the candidates and fallback models, then the
+/// `llmroute/...` names that choose a priority.
+fn listing(app: &App) -> Vec<Value> {
     let router = &app.router;
     let settings = &router.config().settings;
     let decision = probe(None).and_then(|r| router.decide(&r).ok());
@@ -71,7 +109,7 @@ pub async fn models(State(app): State<Arc<App>>) -> Response {
             "priority": priority,
         }));
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+    data
 }
 
 /// A short request, as `/v1/models` and the dashboard rank the candidates

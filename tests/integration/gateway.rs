@@ -558,3 +558,32 @@ fn final_errors_tell_clients_not_to_retry() {
     assert_eq!(budget.0, 429);
     assert_eq!(budget.1.unwrap(), "false");
 }
+
+/// `GET /v1/models/{id}`, as the OpenAI clients' `models.retrieve` asks it,
+/// ids with slashes included.
+#[test]
+fn one_model_can_be_retrieved() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        for id in ["t/a", "llmroute/speed", "t/c"] {
+            let r = c
+                .get(s.url(&format!("/v1/models/{id}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{id}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                (v["id"].as_str(), v["object"].as_str()),
+                (Some(id), Some("model"))
+            );
+        }
+        let r = c.get(s.url("/v1/models/x/nope")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+    });
+    s.stop();
+}
