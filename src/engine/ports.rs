@@ -82,8 +82,9 @@ pub trait Cache: Send + Sync {
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>>;
 
     /// For a cache shared by several processes: claims the answering of
-    /// `key`, so that identical requests in flight on several machines make
-    /// one upstream call. `None` (the default): nothing to claim, answer it.
+    /// `key`, so that identical requests in flight in several processes (on
+    /// one store, or on several machines) make one upstream call. `None`
+    /// (the default): nothing to claim, answer it.
     fn claim(&self, _key: Key, _min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
         None
     }

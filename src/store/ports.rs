@@ -1,20 +1,146 @@
 //! The store as the engine sees it: the writer thread is its cache and its
-//! recorder, and a reader thread keeps the engine's health in step with
-//! what other processes on the same store learn.
+//! recorder; with leases, single flight reaches the other processes on the
+//! store; and a reader thread keeps the engine's health in step with what
+//! they learn.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::flights::{self, Claim, Looked};
 use super::writer::WriterHandle;
 use super::{now_ms, Store, StoreError};
 use crate::core::cachekey::Key;
 use crate::engine::health::LocalHealth;
-use crate::engine::ports::{Answer, BoxFuture, Cache, Commit, Record, Recorder};
+use crate::engine::ports::{Answer, BoxFuture, Cache, Claimed, Commit, Record, Recorder};
 
+/// The cache alone: no leases (another cache beside it takes them).
 impl Cache for WriterHandle {
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>> {
         Box::pin(self.lookup(key, min_created_at))
+    }
+}
+
+/// How often a request waiting on another process's lease looks for its answer.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Leases kept for their claims at most; past it they are let go.
+const TAKEN: usize = 4096;
+
+/// The store's cache with leases: identical requests in flight in several
+/// processes on the store make one upstream call. A lookup that misses
+/// takes the lease on answering the key in the same round trip; another
+/// process's request finds it held, and waits for the answer in the cache
+/// (a cache hit then), or for the lease to end without one, or to outlast
+/// a lease's length, and then answers it itself.
+pub struct LeasedCache {
+    writer: WriterHandle,
+    owner: Arc<str>,
+    /// How long a lease lasts at most (its holder may have died).
+    lease: Duration,
+    /// Leases taken by a lookup that missed, for the claim that follows it.
+    taken: Mutex<HashMap<Key, Lease>>,
+}
+
+impl LeasedCache {
+    pub fn new(writer: WriterHandle, lease: Duration) -> LeasedCache {
+        LeasedCache {
+            writer,
+            owner: flights::this_process(),
+            lease,
+            taken: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn asking(&self, peek: bool, gone: Option<String>) -> Claim {
+        Claim {
+            owner: self.owner.clone(),
+            lease_ms: i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
+            peek,
+            gone,
+        }
+    }
+
+    fn held(&self, key: Key) -> Lease {
+        Lease {
+            writer: self.writer.clone(),
+            key,
+            owner: self.owner.clone(),
+        }
+    }
+
+    async fn claim_or_wait(&self, key: Key, min_created_at: i64) -> Claimed {
+        let mine = lock(&self.taken).remove(&key);
+        if let Some(lease) = mine {
+            return Claimed::Go(Some(Box::new(lease)));
+        }
+        let deadline = tokio::time::Instant::now() + self.lease;
+        // First the lease alone (no answer counts: the lookup before this
+        // missed, or was not to be made); then, while another holds it, its
+        // answer, or the lease once it ends.
+        let (mut since, mut peek, mut gone) = (i64::MAX, false, None);
+        loop {
+            let claim = self.asking(peek, gone.take());
+            match self.writer.look_up(key, since, Some(claim)).await {
+                Looked::Hit(a) => return Claimed::Answered(a),
+                Looked::Leased => return Claimed::Go(Some(Box::new(self.held(key)))),
+                // The store failed; or the lease is this process's own,
+                // whose request answers it.
+                Looked::Miss => return Claimed::Go(None),
+                Looked::Held { owner, .. } if *owner == *self.owner => return Claimed::Go(None),
+                // Its holder died: taken over on the next look.
+                Looked::Held { owner, .. } if flights::is_gone(&owner) => gone = Some(owner),
+                Looked::Held { .. } => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Claimed::Go(None);
+            }
+            (since, peek) = (min_created_at, true);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache for LeasedCache {
+    fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>> {
+        Box::pin(async move {
+            let claim = self.asking(false, None);
+            match self.writer.look_up(key, min_created_at, Some(claim)).await {
+                Looked::Hit(a) => Some(a),
+                Looked::Leased => {
+                    let mut taken = lock(&self.taken);
+                    if taken.len() >= TAKEN {
+                        taken.clear();
+                    }
+                    taken.insert(key, self.held(key));
+                    None
+                }
+                Looked::Miss | Looked::Held { .. } => None,
+            }
+        })
+    }
+
+    fn claim(&self, key: Key, min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
+        Some(Box::pin(self.claim_or_wait(key, min_created_at)))
+    }
+}
+
+/// A lease on answering a request; let go when dropped, after the
+/// answer's record, which was queued before it.
+struct Lease {
+    writer: WriterHandle,
+    key: Key,
+    owner: Arc<str>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.writer.release(self.key, self.owner.clone());
     }
 }
 

@@ -14,6 +14,7 @@ mod dashboard;
 mod dialects;
 mod docs;
 mod faults;
+mod flights;
 mod hostile;
 mod input;
 mod keys;
