@@ -85,10 +85,14 @@ impl LeasedCache {
             match self.writer.look_up(key, since, Some(claim)).await {
                 Looked::Hit(a) => return Claimed::Answered(a),
                 Looked::Leased => return Claimed::Go(Some(Box::new(self.held(key)))),
-                // The store failed; or the lease is this process's own,
-                // whose request answers it.
+                // The store failed.
                 Looked::Miss => return Claimed::Go(None),
-                Looked::Held { owner, .. } if *owner == *self.owner => return Claimed::Go(None),
+                // The lease is this process's own: another of its requests
+                // answers it, or the lookup of one took it for this one.
+                Looked::Held { owner, .. } if *owner == *self.owner => {
+                    let mine = lock(&self.taken).remove(&key);
+                    return Claimed::Go(mine.map(|l| Box::new(l) as _));
+                }
                 // Its holder died: taken over on the next look.
                 Looked::Held { owner, .. } if flights::is_gone(&owner) => gone = Some(owner),
                 Looked::Held { .. } => {}
@@ -239,5 +243,158 @@ impl Drop for HealthReader {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ports::CacheEntry;
+    use crate::store::writer::Writer;
+
+    /// The cache of a process named `owner` on the store `writer` writes.
+    fn cache(writer: &Writer, owner: &str, lease: Duration) -> LeasedCache {
+        LeasedCache {
+            writer: writer.handle(),
+            owner: Arc::from(owner),
+            lease,
+            taken: Mutex::default(),
+        }
+    }
+
+    fn answer() -> Answer {
+        Answer {
+            model: "m".into(),
+            response: "{}".into(),
+            content: Some("hi".into()),
+            cost_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            score: None,
+            created_at: 10,
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Two processes' writers on one fresh store.
+    fn two_writers(dir: &tempfile::TempDir) -> (Writer, Writer) {
+        let path = dir.path().join("s.db");
+        let a = Writer::spawn(Store::open(&path).unwrap());
+        (a, Writer::spawn(Store::open(&path).unwrap()))
+    }
+
+    #[test]
+    fn another_process_waits_for_the_answer_and_none_waits_on_its_own_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_writers(&dir);
+        let (ca, cb) = (
+            cache(&a, "a", Duration::from_secs(60)),
+            cache(&b, "b", Duration::from_secs(60)),
+        );
+        let key = Key([1; 32]);
+        rt().block_on(async {
+            assert_eq!(ca.get(key, 0).await, None, "a misses and takes the lease");
+            assert_eq!(cb.get(key, 0).await, None, "b finds it held");
+            let Claimed::Go(Some(lease)) = ca.claim(key, 0).unwrap().await else {
+                panic!("a's claim gets the lease its lookup took")
+            };
+            let again = ca.claim(key, 0).unwrap().await;
+            assert!(
+                matches!(again, Claimed::Go(None)),
+                "a never waits on its own"
+            );
+            let answering = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ca.writer.record(Record {
+                    cache: Some(CacheEntry {
+                        key,
+                        answer: answer(),
+                    }),
+                    ..Record::default()
+                });
+                drop(lease);
+            };
+            let (claimed, ()) = tokio::join!(cb.claim(key, 0).unwrap(), answering);
+            assert!(matches!(claimed, Claimed::Answered(x) if x == answer()));
+        });
+        drop((ca, cb));
+        assert_eq!(a.finish().flight_holder(&key).unwrap(), None);
+        b.finish();
+    }
+
+    #[test]
+    fn a_request_waiting_takes_the_lease_a_lookup_of_its_process_took_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_writers(&dir);
+        let (ca, cb) = (
+            cache(&a, "a", Duration::from_secs(60)),
+            cache(&b, "b", Duration::from_secs(60)),
+        );
+        let key = Key([4; 32]);
+        rt().block_on(async {
+            assert_eq!(cb.get(key, 0).await, None, "b takes the lease");
+            let meanwhile = async {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                drop(cb.claim(key, 0).unwrap().await);
+                cb.writer.sync().await;
+                // Another request of a's looks it up, and takes the lease
+                // b let go, for the request of a's that waits on it.
+                assert_eq!(ca.get(key, 0).await, None);
+            };
+            let (claimed, ()) = tokio::join!(ca.claim(key, 0).unwrap(), meanwhile);
+            assert!(matches!(claimed, Claimed::Go(Some(_))), "a leads, leased");
+            assert!(lock(&ca.taken).is_empty());
+        });
+        drop((ca, cb));
+        a.finish();
+        b.finish();
+    }
+
+    #[test]
+    fn a_lease_let_go_without_an_answer_passes_to_one_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_writers(&dir);
+        let (ca, cb) = (
+            cache(&a, "a", Duration::from_secs(60)),
+            cache(&b, "b", Duration::from_secs(60)),
+        );
+        let key = Key([2; 32]);
+        rt().block_on(async {
+            assert_eq!(ca.get(key, 0).await, None);
+            let failing = async {
+                let claimed = ca.claim(key, 0).unwrap().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(claimed);
+            };
+            let (claimed, ()) = tokio::join!(cb.claim(key, 0).unwrap(), failing);
+            assert!(matches!(claimed, Claimed::Go(Some(_))), "b leads now");
+        });
+        drop((ca, cb));
+        a.finish();
+        assert_eq!(b.finish().flight_holder(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lease_held_too_long_holds_another_no_longer_than_its_own_would_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_writers(&dir);
+        let ca = cache(&a, "a", Duration::from_secs(3600));
+        let cb = cache(&b, "b", Duration::from_millis(200));
+        let key = Key([3; 32]);
+        rt().block_on(async {
+            assert_eq!(ca.get(key, 0).await, None);
+            let claimed = cb.claim(key, 0).unwrap().await;
+            assert!(matches!(claimed, Claimed::Go(None)), "b goes alone");
+        });
+        // A lease kept for a claim that never came is let go with its cache.
+        drop((ca, cb));
+        assert_eq!(a.finish().flight_holder(&key).unwrap(), None);
+        b.finish();
     }
 }
