@@ -17,7 +17,7 @@ use crate::shared::cache::SharedCache;
 use crate::shared::health::SharedHealth;
 use crate::shared::limits::SharedLimits;
 use crate::shared::Link;
-use crate::store::ports::HealthReader;
+use crate::store::ports::{HealthReader, LeasedCache};
 use crate::store::writer::{Writer, WriterHandle};
 use crate::store::{self, Store};
 use crate::upstream::Client;
@@ -132,8 +132,13 @@ pub fn wire(
     };
     let (cache, recorder, health, admission, link): Local = match &options.redis {
         Some(r) if !wants.dry_run => shared_state(options, r, rt, local, health, candidates)?,
+        // Identical requests in flight in the processes on this store
+        // make one call: a lease in the store says who makes it.
         _ => (
-            local.clone(),
+            Arc::new(LeasedCache::new(
+                writer.handle(),
+                options.timeout + LEASE_SLACK,
+            )),
             local,
             health,
             Arc::new(limits(options)),

@@ -82,17 +82,16 @@ pub trait Cache: Send + Sync {
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>>;
 
     /// For a cache shared by several processes: claims the answering of
-    /// `key`, so that identical requests in flight on several machines make
-    /// one upstream call. `None` (the default): nothing to claim, answer it.
+    /// `key`, so that identical requests in flight in several processes (on
+    /// one store, or on several machines) make one upstream call. `None`
+    /// (the default): nothing to claim, answer it.
     fn claim(&self, _key: Key, _min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
         None
     }
 
     /// Removes every answer, wherever this cache keeps them (the store,
     /// and Redis too when it is shared). The number removed.
-    fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async { Err("this cache cannot be cleared".to_string()) })
-    }
+    fn clear(&self) -> BoxFuture<'_, Result<u64, String>>;
 }
 
 /// What a claim on answering a request gives.

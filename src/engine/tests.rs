@@ -152,6 +152,13 @@ impl Cache for Memory {
         let hit = self.cache.lock().unwrap().get(&key).cloned();
         Box::pin(async move { hit })
     }
+
+    fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
+        let mut cache = self.cache.lock().unwrap();
+        let n = cache.len() as u64;
+        cache.clear();
+        Box::pin(async move { Ok(n) })
+    }
 }
 
 impl Recorder for Memory {

@@ -6,6 +6,7 @@
 //! run, every write goes through one [`writer::Writer`] thread, which groups
 //! them into few transactions.
 
+pub mod flights;
 pub mod ports;
 mod rows;
 pub mod schema;

@@ -172,4 +172,15 @@ pub const MIGRATIONS: &[&str] = &[
 
     ALTER TABLE attempts ADD COLUMN upstream TEXT;
     "#,
+    // 7: leases on answering a request, so that identical requests in
+    // flight in several processes on this store make one upstream call.
+    // The holder deletes its row once its answer (or failure) is recorded;
+    // the row of a process that died is taken over when it expires.
+    r#"
+    CREATE TABLE flights (
+        key       BLOB PRIMARY KEY,   -- the request's cache key
+        owner     TEXT NOT NULL,      -- the process answering it: pid@pid-namespace:random
+        until_ms  INTEGER NOT NULL    -- unix milliseconds when the lease ends
+    ) WITHOUT ROWID;
+    "#,
 ];

@@ -14,6 +14,7 @@ mod dashboard;
 mod dialects;
 mod docs;
 mod faults;
+mod flights;
 mod gateway;
 mod hostile;
 mod input;

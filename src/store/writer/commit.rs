@@ -1,13 +1,25 @@
-//! A batch in one transaction: lookups answered, records written (each
-//! alone, under a savepoint, should one fail), and only then what waited
-//! for them.
+//! A batch in one transaction: lookups answered (and leases taken on
+//! misses), records written (each alone, under a savepoint, should one
+//! fail), leases let go, and only then what waited for them.
 
 use std::sync::Mutex;
 
 use rusqlite::TransactionBehavior;
+use tokio::sync::oneshot;
 
 use super::{is_write, lock, run_hooks, AfterCommit, Hook, Msg, MAX_BATCH};
-use crate::store::{LatencyFold, Statements, Store, StoreError};
+use crate::core::cachekey::Key;
+use crate::store::flights::{Claim, Looked};
+use crate::store::{now_ms, LatencyFold, Statements, Store, StoreError};
+
+/// A lookup that missed in a transaction that only reads, and asks for
+/// the lease: taken in a write transaction after it.
+pub(super) struct Pending {
+    key: Key,
+    min_created_at: i64,
+    claim: Claim,
+    reply: oneshot::Sender<Looked>,
+}
 
 /// What committing a batch needs, and its after-commit work.
 pub(super) struct Transactions<'a> {
@@ -15,6 +27,7 @@ pub(super) struct Transactions<'a> {
     failure: &'a Mutex<Option<String>>,
     hooks: &'a Mutex<Vec<Hook>>,
     after: Vec<AfterCommit>,
+    pending: Vec<Pending>,
     #[cfg(debug_assertions)]
     delay: std::time::Duration,
 }
@@ -30,6 +43,7 @@ impl<'a> Transactions<'a> {
             failure,
             hooks,
             after: Vec::with_capacity(MAX_BATCH),
+            pending: Vec::new(),
             #[cfg(debug_assertions)]
             delay: commit_delay(),
         }
@@ -43,7 +57,8 @@ impl<'a> Transactions<'a> {
         if writes {
             std::thread::sleep(self.delay);
         }
-        if let Err(e) = apply(self.store, batch, &mut self.after, writes) {
+        let (after, pending) = (&mut self.after, &mut self.pending);
+        if let Err(e) = apply(self.store, batch, after, pending, writes) {
             let mut slot = lock(self.failure);
             slot.get_or_insert_with(|| e.to_string());
         }
@@ -52,9 +67,11 @@ impl<'a> Transactions<'a> {
         for m in batch.drain(..) {
             match m {
                 Msg::Lookup { reply, .. } => {
-                    let _ = reply.send(None);
+                    let _ = reply.send(Looked::Miss);
                 }
                 Msg::Line { then, .. } => self.after.extend(then),
+                // Lost: the lease ends when it expires.
+                Msg::Release { .. } => {}
             }
         }
         // Only now: after the commit, or after the failure.
@@ -65,6 +82,80 @@ impl<'a> Transactions<'a> {
         if handed_on {
             run_hooks(self.hooks);
         }
+        if !self.pending.is_empty() {
+            take_leases(self.store, &mut self.pending);
+        }
+    }
+}
+
+/// Takes the leases the misses of a transaction that only read asked
+/// for, in one write transaction; each takes one statement, which also
+/// finds an answer that came meanwhile. Should it fail, they go without.
+fn take_leases(store: &Store, pending: &mut Vec<Pending>) {
+    let now = now_ms();
+    let begun = rusqlite::Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate);
+    let looked: Vec<Looked> = match begun {
+        Ok(tx) => {
+            let looked = pending
+                .iter()
+                .map(|p| store.take_flight(&p.key, p.min_created_at, &p.claim, now))
+                .map(|l| l.unwrap_or(Looked::Miss))
+                .collect::<Vec<_>>();
+            match tx.commit() {
+                Ok(()) => looked,
+                // Rolled back: no lease was taken (an answer found stands).
+                Err(_) => looked
+                    .into_iter()
+                    .map(|l| match l {
+                        Looked::Leased => Looked::Miss,
+                        l => l,
+                    })
+                    .collect(),
+            }
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut looked = looked.into_iter();
+    for p in pending.drain(..) {
+        let _ = p.reply.send(looked.next().unwrap_or(Looked::Miss));
+    }
+}
+
+/// What a lookup finds, asked with (the oldest answer it takes, its
+/// claim, whether the transaction writes, now): the answer, else the
+/// lease taken or who holds it. `Err` gives the claim back when its lease
+/// is to be taken after this transaction, which only reads.
+fn found<'c>(
+    store: &'c Store,
+    statements: &mut Statements<'c>,
+    key: &Key,
+    (min_created_at, claim, writes, now): (i64, Option<Claim>, bool, i64),
+) -> Result<Looked, Claim> {
+    let hit = store
+        .lookup_held(key, min_created_at, statements)
+        .unwrap_or(None);
+    match (hit, claim) {
+        (Some(a), _) => Ok(Looked::Hit(a)),
+        (None, None) => Ok(Looked::Miss),
+        // This transaction writes: the lease is taken in it.
+        (None, Some(c)) if writes => Ok(store
+            .take_flight(key, min_created_at, &c, now)
+            .unwrap_or(Looked::Miss)),
+        (None, Some(c)) => held(store, key, &c, now).ok_or(c),
+    }
+}
+
+/// What a lookup that missed, in `claim`'s name, gets at once in a
+/// transaction that only reads: who holds the lease, when it holds and
+/// `claim` only peeks. `None`: try to take it.
+fn held(store: &Store, key: &Key, claim: &Claim, now: i64) -> Option<Looked> {
+    if !claim.peek {
+        return None;
+    }
+    match store.flight_holder(key) {
+        Ok(holder) if claim.may_take(holder.as_ref(), now) => None,
+        Ok(holder) => holder.map(|(owner, until_ms)| Looked::Held { owner, until_ms }),
+        Err(_) => Some(Looked::Miss),
     }
 }
 
@@ -87,6 +178,7 @@ pub(super) fn apply(
     store: &Store,
     batch: &mut Vec<Msg>,
     after: &mut Vec<AfterCommit>,
+    pending: &mut Vec<Pending>,
     writes: bool,
 ) -> Result<(), StoreError> {
     let behavior = if writes {
@@ -98,18 +190,29 @@ pub(super) fn apply(
     let mut result = Ok(());
     let mut latencies = LatencyFold::default();
     let mut records = Vec::new();
+    let mut releases = Vec::new();
     let mut statements = Statements::default();
+    let now = now_ms();
     for m in batch.drain(..) {
         match m {
             Msg::Lookup {
                 key,
                 min_created_at,
+                claim,
                 reply,
             } => {
-                let hit = store
-                    .lookup_held(&key, min_created_at, &mut statements)
-                    .unwrap_or(None);
-                let _ = reply.send(hit);
+                let asked = (min_created_at, claim, writes, now);
+                match found(store, &mut statements, &key, asked) {
+                    Ok(looked) => {
+                        let _ = reply.send(looked);
+                    }
+                    Err(claim) => pending.push(Pending {
+                        key,
+                        min_created_at,
+                        claim,
+                        reply,
+                    }),
+                }
             }
             Msg::Line { record, then } => {
                 if result.is_ok() {
@@ -117,6 +220,12 @@ pub(super) fn apply(
                 }
                 records.push(record);
                 after.extend(then);
+            }
+            Msg::Release { key, owner } => {
+                if result.is_ok() {
+                    result = store.end_flight(&key, &owner);
+                }
+                releases.push((key, owner));
             }
         }
     }
@@ -140,6 +249,9 @@ pub(super) fn apply(
             Err(_) => conn.execute_batch("ROLLBACK TO record")?,
         }
         conn.execute_batch("RELEASE record")?;
+    }
+    for (key, owner) in &releases {
+        let _ = store.end_flight(key, owner);
     }
     store.write_latencies(&mut latencies)?;
     tx.commit()?;

@@ -14,6 +14,7 @@ use crate::store::Store;
 fn quiet(m: &Msg) -> bool {
     match m {
         Msg::Line { record, then } => then.is_none() && record.cache.is_none(),
+        Msg::Release { .. } => true,
         Msg::Lookup { .. } => false,
     }
 }

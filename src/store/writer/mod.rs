@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::flights::{Claim, Looked};
 use super::{CachedAnswer, LineRecord, Store};
 use crate::core::cachekey::Key;
 
@@ -39,12 +40,16 @@ enum Msg {
     Lookup {
         key: Key,
         min_created_at: i64,
-        reply: oneshot::Sender<Option<CachedAnswer>>,
+        /// The lease to take on a miss.
+        claim: Option<Claim>,
+        reply: oneshot::Sender<Looked>,
     },
     Line {
         record: Box<LineRecord>,
         then: Option<AfterCommit>,
     },
+    /// A lease let go.
+    Release { key: Key, owner: Arc<str> },
 }
 
 /// Run on the store thread once a record's transaction has committed (or
@@ -154,16 +159,29 @@ impl WriterHandle {
 
     /// A cached answer, or `None` (also when the store has failed).
     pub async fn lookup(&self, key: Key, min_created_at: i64) -> Option<CachedAnswer> {
+        self.look_up(key, min_created_at, None).await.hit()
+    }
+
+    /// A cached answer; else, with `claim`, the lease on making it, or who
+    /// holds it. [`Looked::Miss`] when the store has failed.
+    pub async fn look_up(&self, key: Key, min_created_at: i64, claim: Option<Claim>) -> Looked {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Lookup {
-                key,
-                min_created_at,
-                reply,
-            })
-            .ok()?;
+        let sent = self.tx.send(Msg::Lookup {
+            key,
+            min_created_at,
+            claim,
+            reply,
+        });
+        if sent.is_err() {
+            return Looked::Miss;
+        }
         self.thread.unpark();
-        rx.await.ok().flatten()
+        rx.await.unwrap_or(Looked::Miss)
+    }
+
+    /// Lets go of `owner`'s lease on `key`, after what was queued before.
+    pub fn release(&self, key: Key, owner: Arc<str>) {
+        let _ = self.tx.send(Msg::Release { key, owner });
     }
 
     /// Waits until everything queued before it has committed: what a
@@ -247,5 +265,5 @@ struct Shared {
 }
 
 fn is_write(m: &Msg) -> bool {
-    matches!(m, Msg::Line { .. })
+    matches!(m, Msg::Line { .. } | Msg::Release { .. })
 }

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use super::commit::apply;
+use super::commit::{apply, Transactions};
 use super::*;
+use crate::store::flights::{Claim, Looked};
 use crate::store::CacheEntry;
 
 /// A runtime to wait for the writer's answers on.
@@ -171,6 +172,7 @@ fn under_a_stream_of_lookups_held_records_still_commit() {
                     let _ = tx.send(Msg::Lookup {
                         key: Key([1; 32]),
                         min_created_at: 0,
+                        claim: None,
                         reply,
                     });
                 }
@@ -348,7 +350,7 @@ fn a_bad_record_fails_alone_and_the_rest_of_its_transaction_commits() {
             then: None,
         })
         .collect();
-    let result = apply(&store, &mut batch, &mut Vec::new(), true);
+    let result = apply(&store, &mut batch, &mut Vec::new(), &mut Vec::new(), true);
     assert!(result.is_err(), "the bad record's error is reported");
     for (key, cached) in [(1u8, true), (2, false), (3, true)] {
         assert_eq!(
@@ -363,4 +365,95 @@ fn a_bad_record_fails_alone_and_the_rest_of_its_transaction_commits() {
         2,
         "the good records' latencies count: {stats:?}"
     );
+}
+
+fn claim(owner: &str, peek: bool) -> Claim {
+    Claim {
+        owner: Arc::from(owner),
+        lease_ms: 60_000,
+        peek,
+        gone: None,
+    }
+}
+
+#[test]
+fn a_miss_takes_the_lease_and_another_writer_finds_it_held_then_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let a = Writer::spawn(Store::open(&path).unwrap());
+    let b = Writer::spawn(Store::open(&path).unwrap());
+    let (ha, hb) = (a.handle(), b.handle());
+    let rt = rt();
+    let key = Key([3; 32]);
+    assert_eq!(
+        rt.block_on(ha.look_up(key, 0, Some(claim("a", false)))),
+        Looked::Leased
+    );
+    for peek in [false, true] {
+        let looked = rt.block_on(hb.look_up(key, 0, Some(claim("b", peek))));
+        assert!(
+            matches!(&looked, Looked::Held { owner, .. } if owner == "a"),
+            "{looked:?}"
+        );
+    }
+    assert_eq!(rt.block_on(hb.look_up(key, 0, None)), Looked::Miss);
+    // The answer, then the lease let go after it.
+    ha.write_nowait(LineRecord {
+        cache: Some(CacheEntry {
+            key,
+            answer: found_answer(),
+        }),
+        ..LineRecord::default()
+    });
+    ha.release(key, Arc::from("a"));
+    rt.block_on(ha.sync());
+    assert_eq!(
+        rt.block_on(hb.look_up(key, 0, Some(claim("b", true)))),
+        Looked::Hit(found_answer())
+    );
+    // A lease let go without an answer is there to take.
+    let other = Key([4; 32]);
+    assert_eq!(
+        rt.block_on(ha.look_up(other, 0, Some(claim("a", false)))),
+        Looked::Leased
+    );
+    ha.release(other, Arc::from("a"));
+    rt.block_on(ha.sync());
+    assert_eq!(
+        rt.block_on(hb.look_up(other, 0, Some(claim("b", true)))),
+        Looked::Leased
+    );
+    drop((ha, hb));
+    let (a, b) = (a.finish(), b.finish());
+    assert_eq!(a.flight_holder(&key).unwrap(), None);
+    assert_eq!(b.flight_holder(&other).unwrap().unwrap().0, "b");
+}
+
+#[test]
+fn a_miss_takes_its_lease_in_a_writing_transaction_else_in_one_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let (failure, hooks) = (Mutex::new(None), Mutex::new(Vec::new()));
+    let mut t = Transactions::new(&store, &failure, &hooks);
+    for (k, writes) in [(5u8, true), (6, false)] {
+        let key = Key([k; 32]);
+        let (reply, mut rx) = oneshot::channel();
+        let mut batch = vec![Msg::Lookup {
+            key,
+            min_created_at: 0,
+            claim: Some(claim("a", false)),
+            reply,
+        }];
+        if writes {
+            batch.push(Msg::Line {
+                record: Box::new(LineRecord::default()),
+                then: None,
+            });
+        }
+        t.commit(&mut batch);
+        assert_eq!(rx.try_recv().unwrap(), Looked::Leased, "writes: {writes}");
+        assert_eq!(store.flight_holder(&key).unwrap().unwrap().0, "a");
+    }
+    drop(t);
+    assert_eq!(*failure.lock().unwrap(), None);
 }
