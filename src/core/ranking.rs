@@ -297,6 +297,11 @@ pub fn rank(
 ) -> Ranking {
     let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
+    // What each would cost at its own measured length: what the budget
+    // holds and the limits judge. The score compares every candidate at
+    // the same length (`inputs`), so that a model measured on short answers
+    // does not look cheaper than one never measured.
+    let mut expected: Vec<Option<f64>> = Vec::with_capacity(settings.models.len());
     let mut excluded = Vec::new();
     // Duplicates go: by a scan of the few candidates a request has, by a
     // set past that, so that a long list costs linear time.
@@ -321,11 +326,13 @@ pub fn rank(
         }
         let stat = health.stat(model);
         eligible.push((model, info.and_then(|i| i.context_length)));
+        expected.push(info.and_then(|i| {
+            i.estimate_cost(req.prompt_tokens, expected_completion(req, stat.as_ref()))
+        }));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
-            cost_usd: info.and_then(|i| {
-                i.estimate_cost(req.prompt_tokens, expected_completion(req, stat.as_ref()))
-            }),
+            cost_usd: info
+                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
             quality: quality::prior(
                 model,
                 info.and_then(|i| i.intelligence_index),
@@ -337,14 +344,19 @@ pub fn rank(
     let limits = settings.limits;
     if limits != Limits::default() || budget_left.is_some() {
         // An unknown price counts as the dearest known one.
-        let worst = inputs.iter().filter_map(|c| c.cost_usd).reduce(f64::max);
+        let worst = expected.iter().copied().flatten().reduce(f64::max);
         let mut i = 0;
         while i < inputs.len() {
-            match over_limits(&inputs[i], worst, limits, budget_left) {
+            let judged = Candidate {
+                cost_usd: expected[i],
+                ..inputs[i]
+            };
+            match over_limits(&judged, worst, limits, budget_left) {
                 Some(why) => {
                     excluded.push((eligible[i].0.to_string(), why));
                     inputs.remove(i);
                     eligible.remove(i);
+                    expected.remove(i);
                 }
                 None => i += 1,
             }
@@ -359,7 +371,7 @@ pub fn rank(
                 model: model.to_string(),
                 score: s.score,
                 latency_ms: s.latency_ms,
-                cost_usd: s.cost_usd,
+                cost_usd: expected[s.index],
                 quality: s.quality,
                 context_length,
                 latency_measured: inputs[s.index].latency_ms.is_some(),
@@ -575,6 +587,30 @@ mod tests {
         assert_eq!(expected_completion(&req, Some(&stat)), 38);
         let capped = parse_line(br#"{"prompt":"x","max_tokens":9}"#).unwrap();
         assert_eq!(expected_completion(&capped, Some(&stat)), 9);
+    }
+
+    #[test]
+    fn a_model_measured_on_short_answers_does_not_look_cheaper_than_one_never_measured() {
+        let cat = Catalogue::from_models(
+            vec![
+                info("cheap/a", 1e-6, 100_000, &[], Some(50.0)),
+                info("dear/c", 4e-6, 100_000, &[], Some(50.0)),
+            ],
+            0,
+            Origin::Live,
+        );
+        let mut short = ModelStat::default();
+        short.fit.n = 3;
+        short.fit.x = 5.0;
+        let health = HashMap::from([("dear/c".to_string(), short)]);
+        let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
+        let mut s = settings(&["cheap/a", "dear/c"]);
+        s.weights = Priority::Cost.weights();
+        let r = rank(&req, &s, &cat, &health, None);
+        assert_eq!(r.ranked[0].model, "cheap/a", "{r:?}");
+        // What it is expected to cost (and holds of a budget) is its own.
+        let c = r.ranked.iter().find(|x| x.model == "dear/c").unwrap();
+        assert!(c.cost_usd.unwrap() < 512.0 * 4e-6);
     }
 
     #[test]
