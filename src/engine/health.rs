@@ -44,8 +44,8 @@ struct Local {
     recent: std::collections::VecDeque<f64>,
 }
 
-/// Answers whose latencies are kept for the percentile.
-const RECENT: usize = 64;
+/// Answers whose latencies are kept for `--hedge auto`.
+const RECENT: usize = crate::core::hedge::RECENT;
 
 /// Health in memory, shared by every request of a process.
 #[derive(Debug, Default)]
@@ -176,15 +176,10 @@ impl HealthView for LocalHealth {
         self.local().get(model).is_some_and(|l| l.improving)
     }
 
-    fn p95(&self, model: &str) -> Option<f64> {
+    fn hedge_delay_ms(&self, model: &str) -> Option<f64> {
         let local = self.local();
-        let recent = &local.get(model)?.recent;
-        if recent.len() < crate::engine::attempt::HEDGE_MIN_SAMPLES {
-            return None;
-        }
-        let mut sorted: Vec<f64> = recent.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        crate::core::health::percentile(&sorted, 95)
+        let (older, newer) = local.get(model)?.recent.as_slices();
+        crate::core::hedge::auto_delay_ms(&[older, newer].concat())
     }
 }
 
