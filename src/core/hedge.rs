@@ -3,25 +3,48 @@
 //! many requests may be hedged. Which model the hedge goes to is the
 //! attempt policy's ([`crate::core::attempts::Attempts::hedge`]).
 
+use crate::core::health::percentile;
+
 /// At most this share of requests is hedged (plus one).
 pub const SHARE: f64 = 0.1;
 
 /// Answers a model needs before `--hedge auto` trusts its percentile.
 pub const MIN_SAMPLES: usize = 20;
 
+/// Answers a model needs before `--hedge auto` hedges it at all: as many as
+/// make it measured ([`crate::core::health::WARMUP_TRIES`]).
+pub const FEW_SAMPLES: usize = 3;
+
+/// The latest a hedge goes, in times the median of the model's answers.
+pub const MEDIAN_TIMES: f64 = 3.0;
+
 /// Answers of a model whose latencies are kept for the delay.
 pub const RECENT: usize = 64;
 
 /// How long (ms) an attempt on a model whose latest answers took `recent`
 /// ms may go unanswered before `--hedge auto` hedges it: their 95th
-/// percentile, once there are [`MIN_SAMPLES`].
+/// percentile, once there are [`MIN_SAMPLES`], but no more than
+/// [`MEDIAN_TIMES`] their median; with fewer (from [`FEW_SAMPLES`]), that
+/// many times the median.
+///
+/// The median bounds it because the percentile is no estimate of the tail
+/// a hedge is for when that tail is in its window: with a 4% tail, 64
+/// answers hold four tails or more one time in four, and twenty answers
+/// two or more one time in five, and then the percentile is a tail itself,
+/// and a delay there hedges none. The median is not moved by a tail, and
+/// with a few answers it is the one figure they give that a tail does not
+/// make.
 pub fn auto_delay_ms(recent: &[f64]) -> Option<f64> {
-    if recent.len() < MIN_SAMPLES {
+    if recent.len() < FEW_SAMPLES {
         return None;
     }
     let mut sorted = recent.to_vec();
     sorted.sort_by(f64::total_cmp);
-    crate::core::health::percentile(&sorted, 95)
+    let latest = MEDIAN_TIMES * percentile(&sorted, 50)?;
+    if sorted.len() < MIN_SAMPLES {
+        return Some(latest);
+    }
+    Some(percentile(&sorted, 95)?.min(latest))
 }
 
 /// Whether one more request may be hedged, `hedged` having been of the
@@ -36,10 +59,47 @@ mod tests {
 
     #[test]
     fn the_delay_is_the_95th_percentile_once_twenty_answers_are_known() {
-        assert_eq!(auto_delay_ms(&[20.0; 19]), None);
+        // Before, three times their median.
+        assert_eq!(auto_delay_ms(&[20.0; 19]), Some(60.0));
         let mut recent: Vec<f64> = (1..=20).map(f64::from).collect();
         recent.reverse();
         assert_eq!(auto_delay_ms(&recent), Some(19.0));
+    }
+
+    /// `fast` answers of 20 to 29 ms, then `slow` of 2.5 s, oldest first.
+    fn tailing(fast: usize, slow: usize) -> Vec<f64> {
+        let mut recent: Vec<f64> = (0..fast).map(|i| 20.0 + (i % 10) as f64).collect();
+        recent.extend(std::iter::repeat_n(2_500.0, slow));
+        recent
+    }
+
+    #[test]
+    fn a_tail_in_the_window_does_not_push_the_delay_into_the_tail() {
+        // Four tails of 64 answers: the 95th percentile is a tail itself,
+        // and a delay there would hedge none of them.
+        let recent = tailing(60, 4);
+        let p95 = percentile(&sorted(&recent), 95);
+        assert_eq!(p95, Some(2_500.0));
+        let delay = auto_delay_ms(&recent).unwrap();
+        assert!(delay < 100.0, "{delay} ms");
+        // Two of twenty (the fewest the percentile needs) alike.
+        let delay = auto_delay_ms(&tailing(18, 2)).unwrap();
+        assert!(delay < 100.0, "{delay} ms");
+    }
+
+    #[test]
+    fn a_model_with_a_few_answers_is_hedged_too() {
+        // A model the ranking seldom picks (a probe, a fallback, one that
+        // just became the best): a few answers, one a tail.
+        let delay = auto_delay_ms(&tailing(4, 1)).unwrap();
+        assert!((40.0..100.0).contains(&delay), "{delay} ms");
+        assert_eq!(auto_delay_ms(&[20.0, 2_500.0]), None, "two answers tell too little");
+    }
+
+    fn sorted(xs: &[f64]) -> Vec<f64> {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
     }
 
     #[test]
