@@ -93,7 +93,11 @@ mod tests {
         // just became the best): a few answers, one a tail.
         let delay = auto_delay_ms(&tailing(4, 1)).unwrap();
         assert!((40.0..100.0).contains(&delay), "{delay} ms");
-        assert_eq!(auto_delay_ms(&[20.0, 2_500.0]), None, "two answers tell too little");
+        assert_eq!(
+            auto_delay_ms(&[20.0, 2_500.0]),
+            None,
+            "two answers tell too little"
+        );
     }
 
     fn sorted(xs: &[f64]) -> Vec<f64> {

@@ -108,6 +108,20 @@ impl LocalHealth {
         }
     }
 
+    /// Takes in the latencies of models' answers from before this process
+    /// (each model's oldest first), for `--hedge auto`: they are older than
+    /// its own, so they fill only what room its window has left.
+    pub fn remember(&self, latencies: HashMap<String, Vec<f64>>) {
+        let mut local = self.local();
+        for (model, ms) in latencies {
+            let recent = &mut entry(&mut local, &model).recent;
+            let room = RECENT.saturating_sub(recent.len());
+            for x in ms.iter().rev().take(room) {
+                recent.push_front(*x);
+            }
+        }
+    }
+
     /// Every model's averages, as known now.
     pub fn stats(&self) -> HashMap<String, ModelStat> {
         let stats = self.stats.read().unwrap_or_else(|e| e.into_inner());
@@ -445,6 +459,25 @@ mod tests {
         assert_eq!(
             (s.samples, s.tries, s.ewma_ms, s.last_at),
             (1, 1, 60_000.0, 7)
+        );
+    }
+
+    #[test]
+    fn answers_from_before_the_process_fill_only_the_room_its_own_leave() {
+        let h = LocalHealth::default();
+        h.remember(HashMap::from([("m".to_string(), vec![20.0; 19])]));
+        assert_eq!(h.hedge_delay_ms("m"), Some(60.0), "three times the median");
+        let h = LocalHealth::default();
+        for _ in 0..RECENT - 2 {
+            answer(&h, "m", 10.0);
+        }
+        h.remember(HashMap::from([("m".to_string(), vec![1.0, 2.0, 3.0])]));
+        let recent: Vec<f64> = h.local()["m"].recent.iter().copied().collect();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(
+            recent[..3],
+            [2.0, 3.0, 10.0],
+            "the older ones before, the oldest left out"
         );
     }
 

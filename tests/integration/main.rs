@@ -14,6 +14,7 @@ mod dashboard;
 mod dialects;
 mod docs;
 mod faults;
+mod hedging;
 mod hostile;
 mod input;
 mod keys;
