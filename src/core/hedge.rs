@@ -18,14 +18,17 @@ pub const FEW_SAMPLES: usize = 3;
 /// The latest a hedge goes, in times the median of the model's answers.
 pub const MEDIAN_TIMES: f64 = 3.0;
 
+/// The soonest a hedge goes, in times the median of the model's answers.
+pub const MEDIAN_TIMES_FIRST: f64 = 1.5;
+
 /// Answers of a model whose latencies are kept for the delay.
 pub const RECENT: usize = 64;
 
 /// How long (ms) an attempt on a model whose latest answers took `recent`
 /// ms may go unanswered before `--hedge auto` hedges it: their 95th
-/// percentile, once there are [`MIN_SAMPLES`], but no more than
-/// [`MEDIAN_TIMES`] their median; with fewer (from [`FEW_SAMPLES`]), that
-/// many times the median.
+/// percentile, once there are [`MIN_SAMPLES`], kept between
+/// [`MEDIAN_TIMES_FIRST`] and [`MEDIAN_TIMES`] their median; with fewer
+/// (from [`FEW_SAMPLES`]), [`MEDIAN_TIMES`] the median.
 ///
 /// The median bounds it because the percentile is no estimate of the tail
 /// a hedge is for when that tail is in its window: with a 4% tail, 64
@@ -33,18 +36,23 @@ pub const RECENT: usize = 64;
 /// two or more one time in five, and then the percentile is a tail itself,
 /// and a delay there hedges none. The median is not moved by a tail, and
 /// with a few answers it is the one figure they give that a tail does not
-/// make.
+/// make. From below, because when a model's answers take about the same
+/// time, the answers past their percentile (one in twenty, by its
+/// definition) are only a few ms late: a hedge sent then is cancelled at
+/// once, and the share of hedges it took is missing when a tail comes.
 pub fn auto_delay_ms(recent: &[f64]) -> Option<f64> {
     if recent.len() < FEW_SAMPLES {
         return None;
     }
     let mut sorted = recent.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let latest = MEDIAN_TIMES * percentile(&sorted, 50)?;
+    let median = percentile(&sorted, 50)?;
+    let latest = MEDIAN_TIMES * median;
     if sorted.len() < MIN_SAMPLES {
         return Some(latest);
     }
-    Some(percentile(&sorted, 95)?.min(latest))
+    let soonest = MEDIAN_TIMES_FIRST * median;
+    Some(percentile(&sorted, 95)?.clamp(soonest, latest))
 }
 
 /// Whether one more request may be hedged, `hedged` having been of the
@@ -85,6 +93,20 @@ mod tests {
         // Two of twenty (the fewest the percentile needs) alike.
         let delay = auto_delay_ms(&tailing(18, 2)).unwrap();
         assert!(delay < 100.0, "{delay} ms");
+    }
+
+    #[test]
+    fn an_answer_a_little_past_the_percentile_is_not_hedged() {
+        // Answers of 20 to 29 ms and no tail: the 95th percentile, 29 ms, is
+        // an answer a few ms late, and a hedge then would be spent on it
+        // (and taken from a tail later in the run).
+        let recent = tailing(64, 0);
+        assert_eq!(percentile(&sorted(&recent), 95), Some(29.0));
+        let delay = auto_delay_ms(&recent).unwrap();
+        assert!(delay >= 1.5 * 24.0, "{delay} ms");
+        // A spread-out model keeps its percentile.
+        let spread: Vec<f64> = (1..=100).map(|i| f64::from(i) * 10.0).collect();
+        assert_eq!(auto_delay_ms(&spread), Some(950.0));
     }
 
     #[test]
