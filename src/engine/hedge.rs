@@ -4,8 +4,11 @@
 //! requests may be is the core's ([`crate::core::hedge`]).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::attempt::{Admit, Sent};
 use super::ports::Upstream;
@@ -52,67 +55,106 @@ impl Router {
 
     /// Waits for `first` (the attempt on the plan's `index`); when it has
     /// not answered after `delay`, sends the request to the next-best
-    /// candidate too. Returns what came back, the answer (if any) last; an
-    /// attempt that lost to the other's answer is cancelled, and returned as
-    /// such.
+    /// candidate too, and so on while each latest attempt is slow too, as
+    /// far as the share, the plan and `--max-attempts` allow. After a
+    /// failure, no more hedges: what failed is the attempt policy's to
+    /// weigh. Returns what came back, the answer (if any) last; the
+    /// attempts that lost to an answer are cancelled, and returned as such.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn hedged(
-        &self,
-        req: &Request,
-        opts: &RouteOptions,
+    pub(super) async fn hedged<'a>(
+        &'a self,
+        req: &'a Request,
+        opts: &'a RouteOptions,
         policy: &Attempts,
         index: usize,
-        first: impl Future<Output = Sent>,
+        first: impl Future<Output = Sent> + Send + 'a,
         delay: Duration,
         estimate: impl Fn(&Planned) -> f64,
-        upstream: &dyn Upstream,
+        upstream: &'a dyn Upstream,
     ) -> Vec<Sent> {
-        let first_sent = Instant::now();
-        tokio::pin!(first);
-        tokio::select! {
-            s = &mut first => return vec![s],
-            _ = tokio::time::sleep(delay) => {}
+        let mut flying: FuturesUnordered<Flying<'a>> = FuturesUnordered::new();
+        flying.push(Box::pin(first));
+        // The attempts in flight: their index in the plan, and when each was sent.
+        let mut sent = vec![(index, Instant::now())];
+        let mut next = Some(Instant::now() + delay);
+        let mut came_back = Vec::new();
+        loop {
+            let due = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(s) = flying.next() => {
+                    sent.retain(|(i, _)| *i != s.index);
+                    if s.result.is_ok() {
+                        let plan = policy.plan();
+                        let lost = sent.iter().map(|(i, at)| cancelled(*i, plan[*i].clone(), *at));
+                        came_back.extend(lost);
+                        came_back.push(s);
+                        return came_back;
+                    }
+                    came_back.push(s);
+                    if flying.is_empty() {
+                        return came_back;
+                    }
+                    next = None;
+                }
+                _ = due => {
+                    next = None;
+                    let besides: Vec<usize> = sent.iter().map(|(i, _)| *i).collect();
+                    let hedge = self.hedge_once(req, opts, policy, &besides, &estimate, upstream);
+                    let Some((j, attempt)) = hedge.await else {
+                        continue;
+                    };
+                    flying.push(attempt);
+                    let at = Instant::now();
+                    sent.push((j, at));
+                    next = self.hedge_delay(&policy.plan()[j].model).map(|d| at + d);
+                }
+            }
         }
-        let Some(j) = policy.hedge(Instant::now(), &*self.parts.health, index) else {
-            return vec![first.await];
-        };
-        let second_plan = policy.plan()[j].clone();
+    }
+
+    /// Sends the request to the best candidate not `besides` (the attempts
+    /// in flight), when the share allows one more hedge and the budget and
+    /// the rate limits admit it at once: its index in the plan, and the
+    /// attempt.
+    async fn hedge_once<'a>(
+        &'a self,
+        req: &'a Request,
+        opts: &'a RouteOptions,
+        policy: &Attempts,
+        besides: &[usize],
+        estimate: impl Fn(&Planned) -> f64,
+        upstream: &'a dyn Upstream,
+    ) -> Option<(usize, Flying<'a>)> {
+        let j = policy.hedge(Instant::now(), &*self.parts.health, besides)?;
+        let plan = policy.plan()[j].clone();
         if !self.take_hedge() {
-            return vec![first.await];
+            return None;
         }
         let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
-        let est = estimate(&second_plan);
+        let cancel = opts.cancel.as_ref();
         let held = match self
-            .admit(
-                &second_plan,
-                est,
-                false,
-                tokens,
-                false,
-                opts.cancel.as_ref(),
-            )
+            .admit(&plan, estimate(&plan), false, tokens, false, cancel)
             .await
         {
             Admit::Go(h) => h,
-            _ => return vec![first.await],
+            _ => return None,
         };
-        let second_sent = Instant::now();
-        let second = self.send_one(req, opts, j, second_plan.clone(), held, upstream);
-        tokio::pin!(second);
-        tokio::select! {
-            a = &mut first => match a.result.is_ok() {
-                true => vec![cancelled(j, second_plan, second_sent), a],
-                false => vec![a, second.await],
-            },
-            b = &mut second => match b.result.is_ok() {
-                true => vec![cancelled(index, policy.plan()[index].clone(), first_sent), b],
-                false => vec![b, first.await],
-            },
-        }
+        Some((
+            j,
+            Box::pin(self.send_one(req, opts, j, plan, held, upstream)),
+        ))
     }
 }
 
-/// An attempt cancelled because the other one answered first.
+/// An attempt in flight among others.
+type Flying<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
+
+/// An attempt cancelled because another one answered first.
 fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
     Sent {
         index,

@@ -1,5 +1,7 @@
 //! The engine with in-memory fakes of its traits: no HTTP, no SQLite.
 
+mod hedging;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
