@@ -86,6 +86,9 @@ impl Router {
                 }
             };
             tokio::select! {
+                // An answer that is in when the delay has passed too (the
+                // process was starved of CPU) wins: a hedge then is waste.
+                biased;
                 Some(s) = flying.next() => {
                     sent.retain(|(i, _)| *i != s.index);
                     if s.result.is_ok() {

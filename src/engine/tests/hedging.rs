@@ -47,3 +47,20 @@ async fn a_hedge_that_is_slow_too_is_hedged_again_on_the_next_model() {
     tried.sort();
     assert_eq!(tried, [("a", true), ("b", true), ("c", false)]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_in_by_the_time_the_delay_passes_is_not_hedged() {
+    // `a` answers 10 ms after it is sent, past the 5 ms delay; but the
+    // process is starved of CPU for 50 ms, so that when it looks again
+    // the delay has passed and the answer is in, both at once.
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Starved])]);
+    let w = world_with(&["a", "b"], upstream, false, |c| {
+        c.hedge = Hedge::After(Duration::from_millis(5));
+    });
+    for i in 0..20 {
+        let req = request(&format!("x {i}"));
+        let routed = w.router.route(&req, RouteOptions::default()).await;
+        assert_eq!(tried(&routed), [("a", false)], "request {i}");
+    }
+    assert_eq!(w.upstream.calls(), vec!["a"; 20]);
+}

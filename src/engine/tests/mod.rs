@@ -24,6 +24,9 @@ enum Reply {
     Status(u16, Option<&'static str>),
     /// Answers after this long.
     Slow(Duration),
+    /// Answers after 10 ms; but once the request is sent, the process is
+    /// starved of CPU (its thread blocked) for 50 ms.
+    Starved,
     /// Never answers.
     Hang,
     /// For a stream: the first chunk, then nothing more.
@@ -94,6 +97,12 @@ impl Upstream for FakeUpstream {
                 Reply::Ok | Reply::FirstChunkOnly => Ok(success(&model)),
                 Reply::Slow(d) => {
                     tokio::time::sleep(d).await;
+                    Ok(success(&model))
+                }
+                Reply::Starved => {
+                    // Polled next, once the request's task waits.
+                    tokio::spawn(async { std::thread::sleep(Duration::from_millis(50)) });
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     Ok(success(&model))
                 }
                 Reply::Hang => std::future::pending().await,
