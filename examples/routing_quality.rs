@@ -18,7 +18,7 @@
 //!
 //! usage: cargo run --release --example routing_quality [-- LLMROUTE_BINARY [SCENARIO...]]
 //!
-//! `ROUTING_TRIALS` sets the trials of `every_tail` (default 4);
+//! `ROUTING_TRIALS` sets the trials of `every_tail` (default 8);
 //! `ROUTING_DUMP=DIR` writes each of its trials' output lines there.
 
 use std::io::Write;
@@ -325,7 +325,7 @@ fn every_tail(bin: &Path) -> Value {
     let trials: u64 = std::env::var("ROUTING_TRIALS")
         .ok()
         .and_then(|t| t.parse().ok())
-        .unwrap_or(4)
+        .unwrap_or(8)
         .max(1);
     let mut result = serde_json::Map::new();
     for hedge in ["off", "auto"] {

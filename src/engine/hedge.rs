@@ -23,7 +23,8 @@ use crate::core::request::Request;
 pub enum Hedge {
     #[default]
     Off,
-    /// After the first model's measured 95th percentile latency.
+    /// After a delay learned from the latencies of the model's latest
+    /// answers ([`hedge::auto_delay_ms`]).
     Auto,
     /// After this long.
     After(Duration),
