@@ -576,22 +576,32 @@ def every_tail(s8):
           f"answers takes {num(tail, 0)} ms one time in 25; 60 lines to warm up the store, then "
           f"{lines} lines at `-j 8`, `-p cost`, `--no-cache`; {trials} trials, each with its own "
           "draws. A hedge can only go to a model that tails too. Figures are the median over the "
-          "trials (min–max); slow lines are those over 90% of the tail, in all trials together; "
+          "trials (min–max); a p99 in the tail is one over half of it; slow lines are those over "
+          "90% of the tail, in all trials together; "
           "extra attempts are those sent beyond one a line (some, cancelled at once, never reach "
           "the upstream).", ""]
     run = s8.get("run")
     if run:
-        md += [f"Run alone by `{run['how']}` on {run['started']}, at llmroute commit "
-               f"`{run['commit']}` ({run['profile']} build).", ""]
-    md.append("| `--hedge` | p50 ms | p95 ms | p99 ms | max ms | slow lines | "
-              "extra attempts a line |")
-    md.append("|---|---|---|---|---|---|---|")
-    for k in ("off", "auto"):
-        rs = e[k]["trials"]
+        md += [f"Scenario 8 was run alone by `{run['how']}` on {run['started']}, at llmroute "
+               f"commit `{run['commit']}` ({run['profile']} build)"
+               + (f", and the every-tail trials with `--hedge auto` again with llmroute at "
+                  f"`{run['baseline']['commit']}`, before hedging learned to cut such tails"
+                  if run.get("baseline") else "") + ".", ""]
+    md.append("| `--hedge` | p50 ms | p95 ms | p99 ms | trials with the p99 in the tail | max ms | "
+              "slow lines | extra attempts a line |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    rows = [(k, e[k]["trials"]) for k in ("off", "auto")]
+    before = (run or {}).get("baseline")
+    if before:
+        rows.append((f"auto, at `{before['commit']}` (before)",
+                     before["every_tail"]["auto"]["trials"]))
+    for k, rs in rows:
         col = lambda f: [r[f] for r in rs]
         extra = [100 * r["extra_attempts"] / r["lines"] for r in rs]
+        in_tail = sum(r["p99_ms"] >= tail / 2 for r in rs)
         md.append(f"| {k} | {spread(col('p50_ms'), 1)} | {spread(col('p95_ms'), 1)} | "
-                  f"{spread(col('p99_ms'), 1)} | {spread(col('max_ms'), 0)} | "
+                  f"{spread(col('p99_ms'), 1)} | {in_tail} of {len(rs)} | "
+                  f"{spread(col('max_ms'), 0)} | "
                   f"{num(sum(col('slow_lines')), 0)} of {num(sum(col('lines')), 0)} | "
                   f"{spread(extra, 1)}% |")
     md.append("")
