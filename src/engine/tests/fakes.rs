@@ -99,7 +99,7 @@ impl Upstream for FakeUpstream {
                     Ok(success(&model))
                 }
                 Reply::Starved => {
-                    // Polled next, once the request's task waits.
+                    // Runs next, once the request waits for its answer.
                     tokio::spawn(async { std::thread::sleep(Duration::from_millis(50)) });
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     Ok(success(&model))
