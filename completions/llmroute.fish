@@ -38,7 +38,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per 
 complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r
@@ -177,7 +177,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r
@@ -208,7 +208,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l rpm -d 'Requ
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Send a slow request to the next-best model too: after the first model\'s p95 latency (auto), after DURATION, or never (off) [default: off]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-line-cost -d 'Leave out candidates whose cost estimate for a line is over this many USD' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l retention -d 'Metrics older than this, at least 1m, are pruned from the store after a run (and by a server as it runs) [default: 90d]' -r

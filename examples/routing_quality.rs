@@ -12,8 +12,14 @@
 //! - `heavy_tail`: 4% of the best model's answers take 100 times its 10 ms;
 //!   the other takes 15 ms; 500 lines at `-j 8`, `-p quality`, without and
 //!   with `--hedge auto`.
+//! - `every_tail`: three 20 ms models, each with a 4% tail of 2.5 s, prices
+//!   apart; 60 lines to warm up, then 200 at `-j 8`, `-p cost`, without and
+//!   with `--hedge auto`, in several trials (each its own tail draws).
 //!
-//! usage: cargo run --release --example routing_quality [-- LLMROUTE_BINARY]
+//! usage: cargo run --release --example routing_quality [-- LLMROUTE_BINARY [SCENARIO...]]
+//!
+//! `ROUTING_TRIALS` sets the trials of `every_tail` (default 8);
+//! `ROUTING_DUMP=DIR` writes each of its trials' output lines there.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -232,20 +238,152 @@ fn heavy_tail(bin: &Path, hedge: &str) -> Value {
     })
 }
 
+/// The tail of the `every_tail` scenario: 4% of answers take 2.5 s.
+const TAIL_MS: u64 = 2_500;
+
+/// One trial of `every_tail`: every model has the same heavy tail, so a
+/// hedge can only cut it by going to another model that tails too.
+fn every_tail_trial(bin: &Path, hedge: &str, trial: u64) -> Value {
+    let models = [
+        ("m/cheap", "0.000001"),
+        ("m/mid", "0.000002"),
+        ("m/dear", "0.000004"),
+    ];
+    let specs = models
+        .iter()
+        .map(|(m, price)| ModelSpec::new(m).prices(*price, *price).intelligence(40.0))
+        .collect();
+    let w = World {
+        dir: tempfile::tempdir().expect("a temporary directory"),
+        server: FakeServer::start(specs),
+        bin: bin.to_path_buf(),
+    };
+    for (k, (m, _)) in models.iter().enumerate() {
+        w.server.set_default(
+            m,
+            Behavior::Tail {
+                latency: Duration::from_millis(20),
+                slow: Duration::from_millis(TAIL_MS),
+                slow_rate: 0.04,
+                // Far apart: a model's draws are the next one's, shifted by
+                // the difference of their seeds.
+                seed: (trial << 32) + ((k as u64) << 20),
+            },
+        );
+    }
+    let args = [
+        "--models",
+        "m/cheap,m/mid,m/dear",
+        "-p",
+        "cost",
+        "-j",
+        "8",
+        "--no-cache",
+        "--hedge",
+        hedge,
+    ];
+    w.run(&args, "warm", 60);
+    // The draws go on where the warm-up left them; requests count from here.
+    let before = w.server.completions().len();
+    let lines = w.run(&args, "tail", 200);
+    let requests = w.server.completions().len() - before;
+    if let Ok(dir) = std::env::var("ROUTING_DUMP") {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let path = Path::new(&dir).join(format!("{hedge}-{trial}.jsonl"));
+        std::fs::write(path, text).expect("the dump is written");
+    }
+    let ms = latencies(&lines);
+    let slow = |l: &&Value| l["latency_ms"].as_f64().unwrap_or(0.0) >= TAIL_MS as f64 * 0.9;
+    let attempts = |l: &Value| l["attempts"].as_array().map_or(0, Vec::len);
+    let hedged = lines.iter().filter(|l| attempts(l) > 1).count();
+    let sent: usize = lines.iter().map(attempts).sum();
+    json!({
+        "lines": lines.len(),
+        "p50_ms": round(pct(&ms, 50.0)),
+        "p95_ms": round(pct(&ms, 95.0)),
+        "p99_ms": round(pct(&ms, 99.0)),
+        "max_ms": round(pct(&ms, 100.0)),
+        "slow_lines": lines.iter().filter(slow).count(),
+        "hedged_lines": hedged,
+        // Sent by llmroute; some, cancelled at once, never reached the server.
+        "extra_attempts": sent.saturating_sub(lines.len()),
+        "extra_requests": requests.saturating_sub(lines.len()),
+        "errors": lines.iter().filter(|l| !l["error"].is_null()).count(),
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+fn every_tail(bin: &Path) -> Value {
+    let trials: u64 = std::env::var("ROUTING_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(8)
+        .max(1);
+    let mut result = serde_json::Map::new();
+    for hedge in ["off", "auto"] {
+        let runs: Vec<Value> = (1..=trials)
+            .map(|t| every_tail_trial(bin, hedge, t))
+            .collect();
+        let of = |k: &str| median(runs.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect());
+        let under = runs
+            .iter()
+            .filter(|r| r["p99_ms"].as_f64().unwrap_or(f64::MAX) < TAIL_MS as f64 * 0.5)
+            .count();
+        result.insert(
+            hedge.to_string(),
+            json!({
+                "trials": runs,
+                "p99_ms": round(of("p99_ms")),
+                "p95_ms": round(of("p95_ms")),
+                "extra_attempts": of("extra_attempts"),
+                "extra_requests": of("extra_requests"),
+                "p99_under_tail": under,
+            }),
+        );
+    }
+    result.insert("tail_ms".into(), json!(TAIL_MS));
+    Value::Object(result)
+}
+
 fn main() {
-    let bin = std::env::args_os()
-        .nth(1)
+    let mut args = std::env::args_os().skip(1);
+    let bin = args
+        .next()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/llmroute"));
-    let off = heavy_tail(&bin, "off");
-    let auto = heavy_tail(&bin, "auto");
-    let cut =
-        off["p99_ms"].as_f64().unwrap_or(0.0) / auto["p99_ms"].as_f64().unwrap_or(1.0).max(1.0);
-    let result = json!({
-        "cold_start": cold_start(&bin),
-        "failing": failing(&bin),
-        "drift": drift(&bin),
-        "heavy_tail": { "off": off, "auto": auto, "p99_cut": round(cut) },
-    });
+    let only: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let mut result = serde_json::Map::new();
+    if wanted("cold_start") {
+        result.insert("cold_start".into(), cold_start(&bin));
+    }
+    if wanted("failing") {
+        result.insert("failing".into(), failing(&bin));
+    }
+    if wanted("drift") {
+        result.insert("drift".into(), drift(&bin));
+    }
+    if wanted("heavy_tail") {
+        let off = heavy_tail(&bin, "off");
+        let auto = heavy_tail(&bin, "auto");
+        let cut =
+            off["p99_ms"].as_f64().unwrap_or(0.0) / auto["p99_ms"].as_f64().unwrap_or(1.0).max(1.0);
+        result.insert(
+            "heavy_tail".into(),
+            json!({ "off": off, "auto": auto, "p99_cut": round(cut) }),
+        );
+    }
+    if wanted("every_tail") {
+        result.insert("every_tail".into(), every_tail(&bin));
+    }
+    let result = Value::Object(result);
     println!("{}", serde_json::to_string_pretty(&result).expect("JSON"));
 }

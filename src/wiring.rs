@@ -104,6 +104,9 @@ pub fn wire(
     };
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
+    if options.hedge == engine::Hedge::Auto {
+        store::ports::read_latest_latencies(&store, &health).map_err(setup::store_fatal(&path))?;
+    }
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
     store.set_run(&wants.run_id, &settings.priority);

@@ -261,7 +261,7 @@ pub struct TuningArgs {
     #[arg(long, value_name = "SHARE", env = "LLMROUTE_EXPLORE", value_parser = parse_share)]
     pub explore: Option<f64>,
 
-    /// Send a slow request to the next-best model too: after the first model's p95 latency (auto), after DURATION, or never (off) [default: off]
+    /// Send a slow request to the next-best model too: after its model's p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]
     #[arg(long, value_name = "auto|off|DURATION", env = "LLMROUTE_HEDGE", value_parser = parse_hedge)]
     pub hedge: Option<Hedge>,
 

@@ -239,19 +239,21 @@ impl Attempts {
         }
     }
 
-    /// The model to hedge an attempt on the plan's `besides` with: the best
-    /// one not tried, not ruled out and not cooling, while attempts are left.
+    /// The model to hedge the attempts in flight on the plan's `besides`
+    /// with: the best one not tried, not ruled out and not cooling, while
+    /// attempts are left for it.
     pub fn hedge(
         &self,
         now: Instant,
         health: &(impl HealthView + ?Sized),
-        besides: usize,
+        besides: &[usize],
     ) -> Option<usize> {
-        if self.ended.is_some() || self.sent + 2 > self.max {
+        let after = u32::try_from(besides.len() + 1).unwrap_or(u32::MAX);
+        if self.ended.is_some() || self.sent.saturating_add(after) > self.max {
             return None;
         }
         self.plan.iter().enumerate().position(|(i, p)| {
-            i != besides
+            !besides.contains(&i)
                 && self.state[i] == State::Untried
                 && !self.too_small(p)
                 && health.cooling_until(&p.model).is_none_or(|t| t <= now)
@@ -574,14 +576,24 @@ mod tests {
         let a = abc();
         let now = Instant::now();
         let mut health = Pauses::default();
-        assert_eq!(a.hedge(now, &health, 0), Some(1));
+        assert_eq!(a.hedge(now, &health, &[0]), Some(1));
+        // A hedge that is slow too is hedged on the next.
+        assert_eq!(a.hedge(now, &health, &[0, 1]), Some(2));
+        assert_eq!(a.hedge(now, &health, &[0, 1, 2]), None, "none left");
         health.0.insert("b".into(), now + Duration::from_secs(5));
-        assert_eq!(a.hedge(now, &health, 0), Some(2), "b is cooling");
+        assert_eq!(a.hedge(now, &health, &[0]), Some(2), "b is cooling");
         let one = Attempts::new(abc().plan().to_vec(), 1);
         assert_eq!(
-            one.hedge(now, &Pauses::default(), 0),
+            one.hedge(now, &Pauses::default(), &[0]),
             None,
             "one attempt only"
+        );
+        let two = Attempts::new(abc().plan().to_vec(), 2);
+        assert_eq!(two.hedge(now, &Pauses::default(), &[0]), Some(1));
+        assert_eq!(
+            two.hedge(now, &Pauses::default(), &[0, 1]),
+            None,
+            "two attempts only"
         );
         let mut cancelled = abc();
         let f = failure(FailureKind::Cancelled);

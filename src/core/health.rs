@@ -382,9 +382,10 @@ pub trait HealthView {
         let _ = model;
         false
     }
-    /// The 95th percentile of the model's recent answers' latencies (ms),
-    /// when enough are known.
-    fn p95(&self, model: &str) -> Option<f64> {
+    /// How long (ms) an attempt on the model may go unanswered before
+    /// `--hedge auto` hedges it, when enough is known: see
+    /// [`crate::core::hedge::auto_delay_ms`].
+    fn hedge_delay_ms(&self, model: &str) -> Option<f64> {
         let _ = model;
         None
     }

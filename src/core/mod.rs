@@ -13,6 +13,7 @@
 //! | [`failure`]   | how attempts fail; what a success carries; error types       |
 //! | [`attempts`]  | the attempt policy: send, wait or give up                    |
 //! | [`explore`]   | which candidate a request probes, so the router keeps learning |
+//! | [`hedge`]     | when a slow attempt is hedged, and how many may be           |
 //! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
 //! | [`numbers`]   | costs, shares, counts and rates as people read them          |
@@ -24,6 +25,7 @@ pub mod duration;
 pub mod explore;
 pub mod failure;
 pub mod health;
+pub mod hedge;
 pub mod numbers;
 pub mod quality;
 pub mod ranking;

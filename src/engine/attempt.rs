@@ -1,39 +1,18 @@
 //! One attempt on its way: admitted (the budget's reservation, the rate
 //! limits, the mark of a probe or of a half-open circuit's one request),
-//! sent, and settled. And hedging: when the first attempt has not answered
-//! in time, the same request goes to the next-best candidate as well, and
-//! the first answer wins.
+//! sent, and settled.
 
-use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::open::{stream_body, Live};
 use super::ports::{Admission, Health, Reservation, Upstream};
 use super::{ms_since, now_ms, RouteOptions, Router};
-use crate::core::attempts::{Attempts, Planned};
+use crate::core::attempts::Planned;
 use crate::core::failure::{health_signal, Failure, FailureKind, Success};
 use crate::core::request::{upstream_body, Request};
-
-/// When to hedge a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Hedge {
-    #[default]
-    Off,
-    /// After the first model's measured 95th percentile latency.
-    Auto,
-    /// After this long.
-    After(Duration),
-}
-
-/// At most this share of requests is hedged (plus one).
-pub const HEDGE_SHARE: f64 = 0.1;
-
-/// Answers a model needs before `--hedge auto` trusts its percentile.
-pub const HEDGE_MIN_SAMPLES: usize = 20;
 
 /// One attempt that came back (or was cancelled).
 pub(super) struct Sent {
@@ -283,90 +262,6 @@ impl Router {
             Err(_) => Some(0.0),
         }
     }
-
-    /// How long to wait for the first attempt on `model` before hedging.
-    pub(super) fn hedge_delay(&self, model: &str) -> Option<Duration> {
-        match self.config.hedge {
-            Hedge::Off => None,
-            Hedge::After(d) => Some(d),
-            Hedge::Auto => self
-                .parts
-                .health
-                .p95(model)
-                .map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)),
-        }
-    }
-
-    /// Takes one of the hedges the share allows, if one is left.
-    fn take_hedge(&self) -> bool {
-        let requests = self.ticks.load(Ordering::Relaxed) as f64;
-        self.hedges
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                ((h + 1) as f64 <= HEDGE_SHARE * requests + 1.0).then_some(h + 1)
-            })
-            .is_ok()
-    }
-
-    /// Waits for `first` (the attempt on the plan's `index`); when it has
-    /// not answered after `delay`, sends the request to the next-best
-    /// candidate too. Returns what came back, the answer (if any) last; an
-    /// attempt that lost to the other's answer is cancelled, and returned as
-    /// such.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn hedged(
-        &self,
-        req: &Request,
-        opts: &RouteOptions,
-        policy: &Attempts,
-        index: usize,
-        first: impl Future<Output = Sent>,
-        delay: Duration,
-        estimate: impl Fn(&Planned) -> f64,
-        upstream: &dyn Upstream,
-    ) -> Vec<Sent> {
-        let first_sent = Instant::now();
-        tokio::pin!(first);
-        tokio::select! {
-            s = &mut first => return vec![s],
-            _ = tokio::time::sleep(delay) => {}
-        }
-        let Some(j) = policy.hedge(Instant::now(), &*self.parts.health, index) else {
-            return vec![first.await];
-        };
-        let second_plan = policy.plan()[j].clone();
-        if !self.take_hedge() {
-            return vec![first.await];
-        }
-        let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
-        let est = estimate(&second_plan);
-        let held = match self
-            .admit(
-                &second_plan,
-                est,
-                false,
-                tokens,
-                false,
-                opts.cancel.as_ref(),
-            )
-            .await
-        {
-            Admit::Go(h) => h,
-            _ => return vec![first.await],
-        };
-        let second_sent = Instant::now();
-        let second = self.send_one(req, opts, j, second_plan.clone(), held, upstream);
-        tokio::pin!(second);
-        tokio::select! {
-            a = &mut first => match a.result.is_ok() {
-                true => vec![cancelled(j, second_plan, second_sent), a],
-                false => vec![a, second.await],
-            },
-            b = &mut second => match b.result.is_ok() {
-                true => vec![cancelled(index, policy.plan()[index].clone(), first_sent), b],
-                false => vec![b, first.await],
-            },
-        }
-    }
 }
 
 /// What a request's cancellation says: its client has gone, or its deadline passed.
@@ -386,25 +281,5 @@ fn interrupted(message: &str) -> Failure {
         status: None,
         message: message.into(),
         retry_after: None,
-    }
-}
-
-/// An attempt cancelled because the other one answered first.
-fn cancelled(index: usize, planned: Planned, sent: Instant) -> Sent {
-    Sent {
-        index,
-        planned,
-        result: Err(Failure {
-            kind: FailureKind::Cancelled,
-            status: None,
-            message: "cancelled: another attempt answered first".into(),
-            retry_after: None,
-        }),
-        sent,
-        ms: ms_since(sent),
-        ts: now_ms(),
-        opened: None,
-        cost: None,
-        live: None,
     }
 }

@@ -44,8 +44,8 @@ struct Local {
     recent: std::collections::VecDeque<f64>,
 }
 
-/// Answers whose latencies are kept for the percentile.
-const RECENT: usize = 64;
+/// Answers whose latencies are kept for `--hedge auto`.
+const RECENT: usize = crate::core::hedge::RECENT;
 
 /// Health in memory, shared by every request of a process.
 #[derive(Debug, Default)]
@@ -104,6 +104,20 @@ impl LocalHealth {
                 Some(p) if until <= p.until + ROUNDING => {}
                 Some(p) => p.until = until,
                 None => l.pause = Some(Pause::until(until)),
+            }
+        }
+    }
+
+    /// Takes in the latencies of models' answers from before this process
+    /// (each model's oldest first), for `--hedge auto`: they are older than
+    /// its own, so they fill only what room its window has left.
+    pub fn remember(&self, latencies: HashMap<String, Vec<f64>>) {
+        let mut local = self.local();
+        for (model, ms) in latencies {
+            let recent = &mut entry(&mut local, &model).recent;
+            let room = RECENT.saturating_sub(recent.len());
+            for x in ms.iter().rev().take(room) {
+                recent.push_front(*x);
             }
         }
     }
@@ -176,15 +190,10 @@ impl HealthView for LocalHealth {
         self.local().get(model).is_some_and(|l| l.improving)
     }
 
-    fn p95(&self, model: &str) -> Option<f64> {
+    fn hedge_delay_ms(&self, model: &str) -> Option<f64> {
         let local = self.local();
-        let recent = &local.get(model)?.recent;
-        if recent.len() < crate::engine::attempt::HEDGE_MIN_SAMPLES {
-            return None;
-        }
-        let mut sorted: Vec<f64> = recent.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        crate::core::health::percentile(&sorted, 95)
+        let (older, newer) = local.get(model)?.recent.as_slices();
+        crate::core::hedge::auto_delay_ms(&[older, newer].concat())
     }
 }
 
@@ -450,6 +459,25 @@ mod tests {
         assert_eq!(
             (s.samples, s.tries, s.ewma_ms, s.last_at),
             (1, 1, 60_000.0, 7)
+        );
+    }
+
+    #[test]
+    fn answers_from_before_the_process_fill_only_the_room_its_own_leave() {
+        let h = LocalHealth::default();
+        h.remember(HashMap::from([("m".to_string(), vec![20.0; 19])]));
+        assert_eq!(h.hedge_delay_ms("m"), Some(60.0), "three times the median");
+        let h = LocalHealth::default();
+        for _ in 0..RECENT - 2 {
+            answer(&h, "m", 10.0);
+        }
+        h.remember(HashMap::from([("m".to_string(), vec![1.0, 2.0, 3.0])]));
+        let recent: Vec<f64> = h.local()["m"].recent.iter().copied().collect();
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(
+            recent[..3],
+            [2.0, 3.0, 10.0],
+            "the older ones before, the oldest left out"
         );
     }
 

@@ -10,6 +10,7 @@ mod attempt;
 mod decide;
 pub mod flight;
 pub mod health;
+mod hedge;
 mod open;
 pub mod ports;
 mod record;
@@ -29,9 +30,9 @@ use crate::core::attempts::{Ending, Planned};
 use crate::core::cachekey::Seal;
 use crate::core::catalogue::Catalogue;
 use crate::core::ranking::{Presets, Ranked, Settings};
-pub use attempt::{Hedge, HEDGE_SHARE};
 pub use decide::Decision;
 use flight::Flights;
+pub use hedge::Hedge;
 use ports::{Admission, Answer, Cache, Commit, Health, Observer, Recorder, Upstream};
 pub use stream::{StreamEnd, Streaming};
 

@@ -140,8 +140,8 @@ impl HealthView for SharedHealth {
     fn probing(&self, model: &str) -> bool {
         self.local.probing(model)
     }
-    fn p95(&self, model: &str) -> Option<f64> {
-        self.local.p95(model)
+    fn hedge_delay_ms(&self, model: &str) -> Option<f64> {
+        self.local.hedge_delay_ms(model)
     }
     fn improving(&self, model: &str) -> bool {
         self.local.improving(model)

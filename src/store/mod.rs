@@ -841,6 +841,32 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_answers_come_oldest_first_and_not_from_before_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let answer = |ts: i64, ms: f64, ok: bool| LineRecord {
+            attempts: vec![AttemptRow {
+                model: "m/a".into(),
+                latency_ms: Some(ms),
+                ..attempt(ts, ok, false)
+            }],
+            ..Default::default()
+        };
+        for (ts, ms) in [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0)] {
+            s.write_line(&answer(ts, ms, true)).unwrap();
+        }
+        // A failure is no answer.
+        s.write_line(&answer(5, 5_000.0, false)).unwrap();
+        assert_eq!(s.latest_latencies(3).unwrap()["m/a"], [20.0, 30.0, 40.0]);
+        assert_eq!(s.latest_latencies(64).unwrap()["m/a"].len(), 4);
+        // Forgotten, then one answer since: only that one.
+        s.reset_health(&[]).unwrap();
+        assert!(s.latest_latencies(64).unwrap().is_empty());
+        s.write_line(&answer(6, 60.0, true)).unwrap();
+        assert_eq!(s.latest_latencies(64).unwrap()["m/a"], [60.0]);
+    }
+
+    #[test]
     fn metrics_are_pruned_in_bounded_steps() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();

@@ -238,6 +238,14 @@ pub fn read_health(store: &Store, health: &LocalHealth) -> Result<(), StoreError
     Ok(())
 }
 
+/// Gives `health` the latencies of each model's latest answers the store
+/// holds, so that `--hedge auto` starts from what earlier runs and other
+/// processes measured instead of from nothing.
+pub fn read_latest_latencies(store: &Store, health: &LocalHealth) -> Result<(), StoreError> {
+    health.remember(store.latest_latencies(crate::core::hedge::RECENT)?);
+    Ok(())
+}
+
 /// Stops the health reader when dropped.
 pub struct HealthReader {
     stop: Arc<AtomicBool>,

@@ -19,6 +19,38 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The latencies (ms) of each model's latest answers on this store's
+    /// upstream (or on no named one: attempts from before upstreams were
+    /// recorded), oldest first: at most `limit` of a model, and no more
+    /// than its averages hold, so that what `models --reset` forgot stays
+    /// forgotten.
+    pub fn latest_latencies(&self, limit: usize) -> Result<HashMap<String, Vec<f64>>, StoreError> {
+        let models: Vec<(String, i64)> = self
+            .conn
+            .prepare("SELECT model, samples FROM model_stats WHERE upstream = ?1")?
+            .query_map([&self.upstream], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT latency_ms FROM attempts
+             WHERE model = ?1 AND cached = 0 AND ok = 1 AND latency_ms IS NOT NULL
+               AND coalesce(upstream, ?2) = ?2
+             ORDER BY ts DESC, id DESC LIMIT ?3",
+        )?;
+        let mut latest = HashMap::new();
+        for (model, samples) in models {
+            let n = samples.clamp(0, limit as i64);
+            if n == 0 {
+                continue;
+            }
+            let mut ms = stmt
+                .query_map(params![model, self.upstream, n], |r| r.get(0))?
+                .collect::<Result<Vec<f64>, _>>()?;
+            ms.reverse();
+            latest.insert(model, ms);
+        }
+        Ok(latest)
+    }
+
     /// Writes and clears what [`Store::write_line_folded`] gathered: each
     /// model's averages are read, folded as [`Fold::apply`] says, and
     /// written back, inside the caller's transaction.

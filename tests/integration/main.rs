@@ -16,6 +16,7 @@ mod docs;
 mod faults;
 mod flights;
 mod gateway;
+mod hedging;
 mod hostile;
 mod input;
 mod keys;
