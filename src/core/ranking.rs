@@ -239,15 +239,20 @@ impl Excluded {
 }
 
 /// The completion tokens to expect of `model` for `req`: its `max_tokens`;
-/// else, once the model has answers, their recency-weighted mean length
-/// (rounded up); else the default. The cost estimate, and so what the
-/// budget holds for a request in flight, rests on it.
+/// else, once the model has answers, a long one of theirs: the
+/// recency-weighted mean length plus two standard deviations, rounded up
+/// (few answers are longer); else the default. The cost estimate, and so
+/// what the budget holds for a request in flight, rests on it.
 pub fn expected_completion(req: &Request, stat: Option<&ModelStat>) -> u64 {
     if let Some(max) = req.max_tokens {
         return max;
     }
     stat.filter(|s| s.fit.n > 0 && s.fit.x.is_finite() && s.fit.x >= 1.0)
-        .map_or(req.completion_tokens(), |s| s.fit.x.ceil() as u64)
+        .map_or(req.completion_tokens(), |s| {
+            let spread = (s.fit.xx - s.fit.x * s.fit.x).max(0.0).sqrt();
+            let long = s.fit.x + 2.0 * if spread.is_finite() { spread } else { 0.0 };
+            long.ceil() as u64
+        })
 }
 
 /// Whether `model` can take `req`, by what the catalogue says of it. Models
@@ -584,7 +589,10 @@ mod tests {
         let mut stat = ModelStat::default();
         stat.fit.n = 4;
         stat.fit.x = 37.2;
-        assert_eq!(expected_completion(&req, Some(&stat)), 38);
+        stat.fit.xx = 37.2 * 37.2;
+        assert_eq!(expected_completion(&req, Some(&stat)), 38, "all alike");
+        stat.fit.xx = 37.2 * 37.2 + 25.0;
+        assert_eq!(expected_completion(&req, Some(&stat)), 48, "a spread of 5");
         let capped = parse_line(br#"{"prompt":"x","max_tokens":9}"#).unwrap();
         assert_eq!(expected_completion(&capped, Some(&stat)), 9);
     }

@@ -136,7 +136,12 @@ fn with_shared_limits_two_machines_share_one_budget() {
     let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
     env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
     let redis = RedisServer::start();
-    let input = env.write("in.jsonl", &prompts(6));
+    // 512 tokens each: a $0.01 estimate, however short the answers are, so
+    // that spend plus what is held never passes the cap.
+    let lines: String = (1..=6)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"max_tokens\":512}}\n"))
+        .collect();
+    let input = env.write("in.jsonl", &lines);
     let args = [
         "--models",
         "t/a",
