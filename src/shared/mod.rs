@@ -48,6 +48,8 @@ pub struct Link {
     resting_until: AtomicI64,
     /// Whether the last call succeeded.
     up: AtomicBool,
+    /// That Redis is down was said, and that it is back is not yet.
+    down_said: AtomicBool,
     /// Writes, in the order they were made, for the writer task.
     writes: mpsc::Sender<Pipeline>,
     /// Writes queued and not yet sent (or given up on).
@@ -87,6 +89,7 @@ impl Link {
             timeout,
             resting_until: AtomicI64::new(0),
             up: AtomicBool::new(false),
+            down_said: AtomicBool::new(false),
             writes: tx,
             pending: AtomicUsize::new(0),
             shown,
@@ -100,10 +103,11 @@ impl Link {
         });
         let pong: Option<String> = link.call(&redis::cmd("PING")).await;
         if pong.is_none() {
-            eprintln!(
-                "llmroute: warning: Redis at {} does not answer; running on local state until it does",
+            link.down_said.store(true, Ordering::Relaxed);
+            warn(format_args!(
+                "Redis at {} does not answer; running on local state until it does",
                 link.shown
-            );
+            ));
         }
         tokio::spawn(write_loop(Arc::downgrade(&link), rx));
         tokio::spawn(watch(Arc::downgrade(&link)));
@@ -117,19 +121,21 @@ impl Link {
 
     fn failed(&self) {
         if self.up.swap(false, Ordering::Relaxed) {
-            eprintln!(
-                "llmroute: warning: Redis at {} stopped answering; running on local state until it is back",
+            self.down_said.store(true, Ordering::Relaxed);
+            warn(format_args!(
+                "Redis at {} stopped answering; running on local state until it is back",
                 self.shown
-            );
+            ));
         }
         let until = crate::engine::now_ms() + REST.as_millis() as i64;
         self.resting_until.store(until, Ordering::Relaxed);
     }
 
     fn answered(&self) {
-        if !self.up.swap(true, Ordering::Relaxed) && self.resting_until.load(Ordering::Relaxed) > 0
-        {
-            eprintln!("llmroute: Redis at {} is back", self.shown);
+        // Said once it was said to be down (the watcher clears the rest
+        // before the ping that finds it back, so the rest cannot tell).
+        if !self.up.swap(true, Ordering::Relaxed) && self.down_said.swap(false, Ordering::Relaxed) {
+            say(format_args!("Redis at {} is back", self.shown));
         }
     }
 
@@ -237,6 +243,23 @@ async fn watch(link: std::sync::Weak<Link>) {
             link.resting_until.store(0, Ordering::Relaxed);
             let _: Option<String> = link.call(&redis::cmd("PING")).await;
         }
+    }
+}
+
+/// A warning about Redis: through the log when a server set one up (so
+/// that `--log-format json` keeps every line JSON), else on stderr.
+fn warn(message: std::fmt::Arguments<'_>) {
+    match tracing::dispatcher::has_been_set() {
+        true => tracing::warn!("{message}"),
+        false => eprintln!("llmroute: warning: {message}"),
+    }
+}
+
+/// News about Redis, as [`warn`] but not a warning.
+fn say(message: std::fmt::Arguments<'_>) {
+    match tracing::dispatcher::has_been_set() {
+        true => tracing::info!("{message}"),
+        false => eprintln!("llmroute: {message}"),
     }
 }
 

@@ -417,3 +417,60 @@ fn no_lease_outlives_its_request_streamed_or_not() {
         .assert_code(0);
     assert!(leases().is_empty(), "{:?}", leases());
 }
+
+/// A server whose Redis stops answering says so, and says it is back when
+/// it is; with `--log-format json`, both lines are JSON like the rest.
+#[test]
+fn a_server_logs_redis_down_and_back_as_json() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let s = env.serve(&[
+        "--models",
+        "t/a",
+        "--redis",
+        &redis.url(),
+        "--redis-timeout",
+        "50ms",
+        "--log-format",
+        "json",
+    ]);
+    let ask = |prompt: &str| {
+        let body = chat(None, prompt);
+        let url = s.url("/v1/chat/completions");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+    };
+    signal(redis.child.id(), "STOP");
+    assert!(ask("while it is away").is_success());
+    signal(redis.child.id(), "CONT");
+    let mut back = false;
+    for i in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(ask(&format!("after {i}")).is_success());
+        if s.log().contains("is back") {
+            back = true;
+            break;
+        }
+    }
+    let log = s.log();
+    assert!(back, "{log}");
+    assert!(log.contains("stopped answering"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    s.stop();
+}
