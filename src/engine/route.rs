@@ -81,7 +81,19 @@ impl Router {
             match self.flights.join(key) {
                 Join::Lead(l) => leader = Some(l),
                 Join::Follow(f) => {
-                    if let Some(answer) = f.answer().await {
+                    // A follower whose own client left (or whose deadline
+                    // passed) stops waiting for the leader's answer.
+                    let answer = tokio::select! {
+                        a = f.answer() => a,
+                        _ = when_cancelled(job.opts.cancel.as_ref()) => {
+                            let ending = Ending::new(
+                                error_type::INTERRUPTED,
+                                "not sent: the request was cancelled while an identical one was answered",
+                            );
+                            return self.failed(&job, ending, Tried::default());
+                        }
+                    };
+                    if let Some(answer) = answer {
                         self.parts.observer.cache_hit(job.opts.tag, &answer.model);
                         return self.cached(&job, (*answer).clone(), true);
                     }

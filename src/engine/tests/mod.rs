@@ -354,3 +354,33 @@ async fn cache_control_skips_the_read_or_the_write() {
     assert!(matches!(fresh.outcome, Outcome::Answered(_)), "not read");
     assert_eq!(w.upstream.calls().len(), 3);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_whose_client_left_stops_waiting_for_the_leader() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::Hang])]);
+    let w = world(&["a"], upstream, true);
+    let req = request("same");
+    let leader = {
+        let (router, req) = (w.router.clone(), req.clone());
+        tokio::spawn(async move { router.route(&req, RouteOptions::tagged(1)).await })
+    };
+    tokio::task::yield_now().await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = RouteOptions {
+        cancel: Some(token.clone()),
+        ..RouteOptions::tagged(2)
+    };
+    let follower = {
+        let (router, req) = (w.router.clone(), req.clone());
+        tokio::spawn(async move { router.route(&req, opts).await })
+    };
+    tokio::task::yield_now().await;
+    token.cancel();
+    let routed = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower stops waiting")
+        .unwrap();
+    assert_eq!(ending(&routed).kind, error_type::INTERRUPTED);
+    assert_eq!(w.upstream.calls().len(), 1, "only the leader went upstream");
+    leader.abort();
+}
