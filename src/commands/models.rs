@@ -274,6 +274,7 @@ fn reference_request() -> Request {
         max_tokens: Some(REF_COMPLETION_TOKENS),
         needs_tools: false,
         needs_response_format: false,
+        choices: 1,
     }
 }
 

@@ -332,12 +332,16 @@ pub fn rank(
         let stat = health.stat(model);
         eligible.push((model, info.and_then(|i| i.context_length)));
         expected.push(info.and_then(|i| {
-            i.estimate_cost(req.prompt_tokens, expected_completion(req, stat.as_ref()))
+            i.estimate_cost(
+                req.prompt_tokens,
+                expected_completion(req, stat.as_ref()) * req.choices,
+            )
         }));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
-            cost_usd: info
-                .and_then(|i| i.estimate_cost(req.prompt_tokens, req.completion_tokens())),
+            cost_usd: info.and_then(|i| {
+                i.estimate_cost(req.prompt_tokens, req.completion_tokens() * req.choices)
+            }),
             quality: quality::prior(
                 model,
                 info.and_then(|i| i.intelligence_index),
@@ -504,7 +508,7 @@ pub fn plan(
     let mut plan = Plan::default();
     let planned = |model: &str| {
         let info = catalogue.get(model);
-        let completion = expected_completion(req, health.stat(model).as_ref());
+        let completion = expected_completion(req, health.stat(model).as_ref()) * req.choices;
         Planned {
             model: model.to_string(),
             score: None,
@@ -619,6 +623,29 @@ mod tests {
         // What it is expected to cost (and holds of a budget) is its own.
         let c = r.ranked.iter().find(|x| x.model == "dear/c").unwrap();
         assert!(c.cost_usd.unwrap() < 512.0 * 4e-6);
+    }
+
+    #[test]
+    fn each_choice_asked_for_counts_in_the_cost_estimate() {
+        let cat = Catalogue::from_models(
+            vec![info("m/a", 1e-6, 100_000, &[], Some(50.0))],
+            0,
+            Origin::Live,
+        );
+        let none = HashMap::<String, ModelStat>::new();
+        let cost = |line: &[u8]| {
+            let req = parse_line(line).unwrap();
+            rank(&req, &settings(&["m/a"]), &cat, &none, None).ranked[0]
+                .cost_usd
+                .unwrap()
+        };
+        let one = cost(br#"{"prompt":"x","max_tokens":100}"#);
+        let three = cost(br#"{"prompt":"x","max_tokens":100,"n":3}"#);
+        let prompt = cost(br#"{"prompt":"x","max_tokens":0}"#);
+        assert!(
+            ((three - prompt) - 3.0 * (one - prompt)).abs() < 1e-12,
+            "{one} {three}"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Request {
     /// Parameters a model must support to take this request.
     pub needs_tools: bool,
     pub needs_response_format: bool,
+    /// The choices asked for (`n`, 1 when absent): each is a completion,
+    /// and costs as one.
+    pub choices: u64,
 }
 
 impl Request {
@@ -228,6 +231,11 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
     let prompt_tokens = estimate_prompt_tokens(&body["messages"]);
     let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
     let needs_response_format = body.get("response_format").is_some_and(|v| !v.is_null());
+    let choices = body
+        .get("n")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, MAX_CHOICES);
 
     Ok(Request {
         id,
@@ -240,6 +248,7 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
         max_tokens,
         needs_tools,
         needs_response_format,
+        choices,
     })
 }
 
@@ -354,6 +363,10 @@ fn shorthand(body: &mut Map<String, Value>, id: &Value) -> Result<(), InputError
     body.insert("messages".into(), Value::Array(messages));
     Ok(())
 }
+
+/// The most choices (`n`) a request's cost estimate counts: an API caps
+/// `n` far lower (OpenAI at 128).
+pub const MAX_CHOICES: u64 = 128;
 
 /// The most models a line's `llmroute.models` or `llmroute.fallback` may
 /// list: far more than any routing needs, and few enough that one request
