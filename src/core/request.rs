@@ -429,31 +429,7 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
         }
     }
     if let Some(w) = o.remove("weights") {
-        out.weights = match w {
-            Value::Null => None,
-            Value::String(s) => {
-                Some(Weights::parse(&s).map_err(|e| format!("llmroute.weights: {e}"))?)
-            }
-            Value::Object(m) => {
-                let mut parts = Vec::new();
-                for (k, v) in m {
-                    let n = v
-                        .as_f64()
-                        .ok_or_else(|| format!("llmroute.weights.{k} must be a number"))?;
-                    parts.push(format!("{k}={n}"));
-                }
-                Some(
-                    Weights::parse(&parts.join(","))
-                        .map_err(|e| format!("llmroute.weights: {e}"))?,
-                )
-            }
-            other => {
-                return Err(format!(
-                    "llmroute.weights must be an object, got {}",
-                    kind(&other)
-                ))
-            }
-        };
+        out.weights = weights_of(w)?;
     }
     for field in ["models", "fallback"] {
         if let Some(v) = o.remove(field) {
@@ -486,34 +462,57 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
             ))
         }
     }
-    for field in ["max_latency_ms", "max_cost_usd"] {
-        let limit = match o.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(n) if n.is_finite() && n >= 0.0 => Some(n),
-                _ => {
-                    return Err(format!(
-                        "llmroute.{field} must be a number at least 0, got {}",
-                        if v.is_number() {
-                            v.to_string()
-                        } else {
-                            kind(&v).to_string()
-                        }
-                    ))
-                }
-            },
-        };
-        match field {
-            "max_latency_ms" => out.max_latency_ms = limit,
-            _ => out.max_cost_usd = limit,
-        }
-    }
+    out.max_latency_ms = limit_of(&mut o, "max_latency_ms")?;
+    out.max_cost_usd = limit_of(&mut o, "max_cost_usd")?;
     if let Some(k) = o.keys().next() {
         return Err(format!(
             "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd, route)"
         ));
     }
     Ok(out)
+}
+
+/// `llmroute.weights`: an object (`{"latency": 1, "cost": 1}`) or a
+/// string as for `--weights`; `null` for none.
+fn weights_of(w: Value) -> Result<Option<Weights>, String> {
+    let parse = |text: &str| Weights::parse(text).map_err(|e| format!("llmroute.weights: {e}"));
+    match w {
+        Value::Null => Ok(None),
+        Value::String(s) => parse(&s).map(Some),
+        Value::Object(m) => {
+            let mut parts = Vec::new();
+            for (k, v) in m {
+                let n = v
+                    .as_f64()
+                    .ok_or_else(|| format!("llmroute.weights.{k} must be a number"))?;
+                parts.push(format!("{k}={n}"));
+            }
+            parse(&parts.join(",")).map(Some)
+        }
+        other => Err(format!(
+            "llmroute.weights must be an object, got {}",
+            kind(&other)
+        )),
+    }
+}
+
+/// A limit of the `llmroute` object (`max_latency_ms`, `max_cost_usd`),
+/// taken out of it: a number at least 0, or none.
+fn limit_of(o: &mut Map<String, Value>, field: &str) -> Result<Option<f64>, String> {
+    match o.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
+            _ => Err(format!(
+                "llmroute.{field} must be a number at least 0, got {}",
+                if v.is_number() {
+                    v.to_string()
+                } else {
+                    kind(&v).to_string()
+                }
+            )),
+        },
+    }
 }
 
 /// About four bytes of text a token, plus a few tokens a message.
