@@ -98,6 +98,82 @@ pub struct RedisOptions {
     pub budget_id: String,
 }
 
+/// The routing and tuning flags of the command being run: a run's, `config
+/// show`'s, `serve`'s; `models` takes the routing ones and `--redis`.
+fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
+    match &cli.command {
+        None => (cli.run.routing.clone(), cli.run.tuning.clone()),
+        Some(Command::Config(ConfigArgs {
+            action: ConfigAction::Show(show),
+        })) => (show.routing.clone(), show.tuning.clone()),
+        Some(Command::Models(m)) => (
+            m.routing.clone(),
+            TuningArgs {
+                redis: m.redis.clone(),
+                ..TuningArgs::default()
+            },
+        ),
+        Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
+        _ => (RoutingArgs::default(), TuningArgs::default()),
+    }
+}
+
+impl Routing {
+    /// The routing flags over the config file.
+    fn resolve(flags: RoutingArgs, file: &Config) -> Routing {
+        let (priority, weights) = match (flags.weights, flags.priority) {
+            (Some(w), p) => (p, Some(w)),
+            (None, Some(p)) => (Some(p), None),
+            // In the file too, a priority wins over weights, which apply
+            // only when no priority is given anywhere.
+            (None, None) => match &file.priority {
+                Some(p) => (Some(p.clone()), None),
+                None => (None, file.weights.and_then(|w| w.weights().ok())),
+            },
+        };
+        let mut quality: BTreeMap<String, f64> = file.quality.clone();
+        quality.extend(flags.quality.iter().cloned());
+        Routing {
+            priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
+            weights,
+            models: flags.models.or_else(|| file.models.clone()),
+            fallback: flags
+                .fallback
+                .or_else(|| file.fallback.clone())
+                .unwrap_or_default(),
+            quality,
+            presets: file.presets(),
+        }
+    }
+}
+
+impl RedisOptions {
+    /// `--redis` and its companions over the config file; none without a URL.
+    fn resolve(run: &TuningArgs, file: &Config) -> Option<RedisOptions> {
+        run.redis
+            .clone()
+            .or_else(|| file.redis.clone())
+            .map(|url| RedisOptions {
+                url,
+                prefix: run
+                    .redis_prefix
+                    .clone()
+                    .or_else(|| file.redis_prefix.clone())
+                    .unwrap_or_else(|| crate::shared::DEFAULT_PREFIX.into()),
+                timeout: run
+                    .redis_timeout
+                    .or(file.redis_timeout)
+                    .unwrap_or(crate::shared::DEFAULT_TIMEOUT),
+                shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
+                budget_id: run
+                    .budget_id
+                    .clone()
+                    .or_else(|| file.budget_id.clone())
+                    .unwrap_or_else(|| "default".into()),
+            })
+    }
+}
+
 /// A URL with its password, if any, replaced: what `config show` prints.
 fn hide_password(url: &str) -> String {
     match url::Url::parse(url)
@@ -228,50 +304,14 @@ impl Options {
     /// apply only when no priority is given anywhere (flags, environment
     /// or the file's `priority`).
     pub fn resolve(cli: &Cli, file: &Config) -> Options {
-        let (flags, run) = match &cli.command {
-            None => (cli.run.routing.clone(), cli.run.tuning.clone()),
-            Some(Command::Config(ConfigArgs {
-                action: ConfigAction::Show(show),
-            })) => (show.routing.clone(), show.tuning.clone()),
-            Some(Command::Models(m)) => (
-                m.routing.clone(),
-                TuningArgs {
-                    redis: m.redis.clone(),
-                    ..TuningArgs::default()
-                },
-            ),
-            Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
-            _ => (RoutingArgs::default(), TuningArgs::default()),
-        };
-        let (priority, weights) = match (flags.weights, flags.priority) {
-            (Some(w), p) => (p, Some(w)),
-            (None, Some(p)) => (Some(p), None),
-            // In the file too, a priority wins over weights, which apply
-            // only when no priority is given anywhere.
-            (None, None) => match &file.priority {
-                Some(p) => (Some(p.clone()), None),
-                None => (None, file.weights.and_then(|w| w.weights().ok())),
-            },
-        };
-        let mut quality: BTreeMap<String, f64> = file.quality.clone();
-        quality.extend(flags.quality.iter().cloned());
+        let (flags, run) = flags_of(cli);
         let route_all = match &cli.command {
             None => cli.run.route_all,
             _ => false,
         } || file.route_all.unwrap_or(false);
         Options {
             route_all,
-            routing: Routing {
-                priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
-                weights,
-                models: flags.models.or_else(|| file.models.clone()),
-                fallback: flags
-                    .fallback
-                    .or_else(|| file.fallback.clone())
-                    .unwrap_or_default(),
-                quality,
-                presets: file.presets(),
-            },
+            routing: Routing::resolve(flags, file),
             concurrency: run
                 .concurrency
                 .or(file.concurrency)
@@ -313,28 +353,7 @@ impl Options {
             serve: ServeOptions::resolve(cli, file),
             color: cli.common.color,
             shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
-            redis: run
-                .redis
-                .clone()
-                .or_else(|| file.redis.clone())
-                .map(|url| RedisOptions {
-                    url,
-                    prefix: run
-                        .redis_prefix
-                        .clone()
-                        .or_else(|| file.redis_prefix.clone())
-                        .unwrap_or_else(|| crate::shared::DEFAULT_PREFIX.into()),
-                    timeout: run
-                        .redis_timeout
-                        .or(file.redis_timeout)
-                        .unwrap_or(crate::shared::DEFAULT_TIMEOUT),
-                    shared_limits: run.shared_limits || file.shared_limits.unwrap_or(false),
-                    budget_id: run
-                        .budget_id
-                        .clone()
-                        .or_else(|| file.budget_id.clone())
-                        .unwrap_or_else(|| "default".into()),
-                }),
+            redis: RedisOptions::resolve(&run, file),
         }
     }
 
