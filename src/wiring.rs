@@ -76,32 +76,11 @@ pub fn wire(
     let client = client(&base, &wants)?;
     setup::warn_plain_http(&base, wants.quiet);
     let path = options.store_path()?;
-    let mut store = match Store::open(&path) {
-        Ok(s) => s,
-        // A dry run needs no key and works offline: it needs no store
-        // either, since it records nothing of note.
-        Err(e) if wants.dry_run => {
-            if !wants.quiet {
-                eprintln!("llmroute: note: {e}; the dry run goes on with a store in memory");
-            }
-            Store::in_memory()?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    store.set_upstream(&crate::upstream::identity(&base));
+    let mut store = open_store(&path, &wants)?;
+    let upstream = crate::upstream::identity(&base);
+    store.set_upstream(&upstream);
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
-    // Said by the front end once it has something to route (a batch's
-    // first line): an empty input hears nothing of its candidates.
-    let notes = match wants.quiet {
-        true => Vec::new(),
-        false => [
-            setup::unknown_candidates(&settings, &catalogue),
-            setup::no_prices(&settings, &catalogue),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-    };
+    let notes = notes(&settings, &catalogue, wants.quiet);
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
     if options.hedge == engine::Hedge::Auto {
@@ -118,21 +97,7 @@ pub fn wire(
         .chain(settings.fallback.iter())
         .cloned()
         .collect();
-    let config = engine::Config {
-        settings,
-        presets: options.routing.presets.clone(),
-        dry_run: wants.dry_run,
-        explain: wants.explain || wants.dry_run,
-        timeout: options.timeout,
-        cache_ttl: options.cache_ttl,
-        use_cache: wants.use_cache && !wants.dry_run,
-        max_attempts: options.max_attempts,
-        explore: options.explore,
-        hedge: options.hedge,
-        upstream: crate::upstream::identity(&base),
-        retry_refused: wants.retry_refused,
-        track_cache_use: wants.track_cache_use,
-    };
+    let config = engine_config(options, &wants, settings, upstream);
     let (cache, recorder, health, admission, link): Local = match &options.redis {
         Some(r) if !wants.dry_run => shared_state(options, r, rt, local, health, candidates)?,
         // Identical requests in flight in the processes on this store
@@ -164,6 +129,65 @@ pub fn wire(
         redis: link,
         notes,
     })
+}
+
+/// The store at `path`; for a dry run that cannot have it (it needs no key
+/// and works offline, and records nothing of note), one in memory.
+fn open_store(path: &std::path::Path, wants: &Wants) -> anyhow::Result<Store> {
+    match Store::open(path) {
+        Ok(s) => Ok(s),
+        Err(e) if wants.dry_run => {
+            if !wants.quiet {
+                eprintln!("llmroute: note: {e}; the dry run goes on with a store in memory");
+            }
+            Ok(Store::in_memory()?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Warnings about the candidates, said by the front end once it has
+/// something to route (a batch's first line): an empty input hears
+/// nothing of its candidates.
+fn notes(
+    settings: &crate::core::ranking::Settings,
+    catalogue: &crate::core::catalogue::Catalogue,
+    quiet: bool,
+) -> Vec<String> {
+    if quiet {
+        return Vec::new();
+    }
+    [
+        setup::unknown_candidates(settings, catalogue),
+        setup::no_prices(settings, catalogue),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The engine's configuration from the options and what the front end wants.
+fn engine_config(
+    options: &Options,
+    wants: &Wants,
+    settings: crate::core::ranking::Settings,
+    upstream: String,
+) -> engine::Config {
+    engine::Config {
+        settings,
+        presets: options.routing.presets.clone(),
+        dry_run: wants.dry_run,
+        explain: wants.explain || wants.dry_run,
+        timeout: options.timeout,
+        cache_ttl: options.cache_ttl,
+        use_cache: wants.use_cache && !wants.dry_run,
+        max_attempts: options.max_attempts,
+        explore: options.explore,
+        hedge: options.hedge,
+        upstream,
+        retry_refused: wants.retry_refused,
+        track_cache_use: wants.track_cache_use,
+    }
 }
 
 /// `--shared-limits` needs Redis, and something to share.
