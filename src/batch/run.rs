@@ -156,6 +156,72 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// What every line task of a run shares, its outbox handed on after
+    /// each commit of the store.
+    fn start(
+        router: Arc<Router>,
+        console: Console,
+        route_all: bool,
+        notes: Vec<String>,
+    ) -> Arc<Shared> {
+        let ctx = Arc::new(Shared {
+            router,
+            stop: Stop::default(),
+            counters: Counters::default(),
+            console,
+            store_warned: AtomicBool::new(false),
+            route_all,
+            pin_warned: AtomicBool::new(false),
+            notes: Mutex::new(notes),
+            outbox: Outbox::default(),
+            shown: tokio::sync::Notify::new(),
+        });
+        let weak = Arc::downgrade(&ctx);
+        ctx.router.after_each_commit(Box::new(move || {
+            if let Some(ctx) = weak.upgrade() {
+                ctx.outbox.hand_on();
+            }
+        }));
+        ctx
+    }
+}
+
+/// The output thread's receivers and its end signal.
+type OutputEnds = (
+    std::sync::mpsc::Receiver<OutMsg>,
+    std::sync::mpsc::Receiver<DrainRequest>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+/// Starts the output thread: it writes lines to `out` in `shape`, in input
+/// order when `ordered`, and stops the run when the output breaks.
+fn spawn_output(
+    ctx: Arc<Shared>,
+    (out_rx, drain_rx, done_tx): OutputEnds,
+    out: Box<dyn Write + Send>,
+    (ordered, shape): (bool, Shape),
+    window_sem: Arc<Semaphore>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name("llmroute-output".into())
+        .spawn(move || {
+            let on_stop = |reason| {
+                ctx.stop(reason);
+            };
+            output_thread(
+                out_rx,
+                drain_rx,
+                out,
+                (ordered, &shape),
+                &window_sem,
+                &on_stop,
+            );
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| format!("cannot start the output thread: {e}"))
+}
+
 /// Runs the batch over `sources`, writing to `out`.
 pub async fn run(
     batch: Batch,
@@ -165,29 +231,7 @@ pub async fn run(
     let started = Instant::now();
     let concurrency = batch.concurrency.max(1);
     let window = window(concurrency);
-    let ctx = Arc::new(Shared {
-        router: batch.router,
-        stop: Stop::default(),
-        counters: Counters::default(),
-        console: batch.console,
-        store_warned: AtomicBool::new(false),
-        route_all: batch.route_all,
-        pin_warned: AtomicBool::new(false),
-        notes: Mutex::new(batch.notes),
-        outbox: Outbox::default(),
-        shown: tokio::sync::Notify::new(),
-    });
-    {
-        let ctx = Arc::downgrade(&ctx);
-        ctx.upgrade()
-            .expect("alive")
-            .router
-            .after_each_commit(Box::new(move || {
-                if let Some(ctx) = ctx.upgrade() {
-                    ctx.outbox.hand_on();
-                }
-            }));
-    }
+    let ctx = Shared::start(batch.router, batch.console, batch.route_all, batch.notes);
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
     reader::spawn(sources, batch.keyed, in_tx)
@@ -197,29 +241,13 @@ pub async fn run(
     let (out_tx, out_rx) = std::sync::mpsc::channel::<OutMsg>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let (drain_tx, drain_rx) = std::sync::mpsc::channel::<DrainRequest>();
-    let output = {
-        let ctx = ctx.clone();
-        let window_sem = window_sem.clone();
-        let ordered = !batch.unordered;
-        let shape = batch.shape;
-        std::thread::Builder::new()
-            .name("llmroute-output".into())
-            .spawn(move || {
-                let on_stop = |reason| {
-                    ctx.stop(reason);
-                };
-                output_thread(
-                    out_rx,
-                    drain_rx,
-                    out,
-                    (ordered, &shape),
-                    &window_sem,
-                    &on_stop,
-                );
-                let _ = done_tx.send(());
-            })
-            .map_err(|e| format!("cannot start the output thread: {e}"))?
-    };
+    let output = spawn_output(
+        ctx.clone(),
+        (out_rx, drain_rx, done_tx),
+        out,
+        (!batch.unordered, batch.shape),
+        window_sem.clone(),
+    )?;
 
     let signals = tokio::spawn(watch_signals(ctx.clone()));
     let shown = tokio::spawn(hand_on_shown(ctx.clone()));
