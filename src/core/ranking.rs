@@ -300,13 +300,14 @@ pub fn rank(
     health: &(impl HealthView + ?Sized),
     budget_left: Option<f64>,
 ) -> Ranking {
-    let mut eligible: Vec<(&str, Option<u64>)> = Vec::with_capacity(settings.models.len());
+    // Each eligible candidate's model, context window, and what it would
+    // cost at its own measured length: what the budget holds and the
+    // limits judge. The score compares every candidate at the same length
+    // (`inputs`), so that a model measured on short answers does not look
+    // cheaper than one never measured.
+    let mut eligible: Vec<(&str, Option<u64>, Option<f64>)> =
+        Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
-    // What each would cost at its own measured length: what the budget
-    // holds and the limits judge. The score compares every candidate at
-    // the same length (`inputs`), so that a model measured on short answers
-    // does not look cheaper than one never measured.
-    let mut expected: Vec<Option<f64>> = Vec::with_capacity(settings.models.len());
     let mut excluded = Vec::new();
     // Duplicates go: by a scan of the few candidates a request has, by a
     // set past that, so that a long list costs linear time.
@@ -330,13 +331,13 @@ pub fn rank(
             continue;
         }
         let stat = health.stat(model);
-        eligible.push((model, info.and_then(|i| i.context_length)));
-        expected.push(info.and_then(|i| {
+        let expected = info.and_then(|i| {
             i.estimate_cost(
                 req.prompt_tokens,
                 expected_completion(req, stat.as_ref()) * req.choices,
             )
-        }));
+        });
+        eligible.push((model, info.and_then(|i| i.context_length), expected));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
             cost_usd: info.and_then(|i| {
@@ -353,11 +354,11 @@ pub fn rank(
     let limits = settings.limits;
     if limits != Limits::default() || budget_left.is_some() {
         // An unknown price counts as the dearest known one.
-        let worst = expected.iter().copied().flatten().reduce(f64::max);
+        let worst = eligible.iter().filter_map(|e| e.2).reduce(f64::max);
         let mut i = 0;
         while i < inputs.len() {
             let judged = Candidate {
-                cost_usd: expected[i],
+                cost_usd: eligible[i].2,
                 ..inputs[i]
             };
             match over_limits(&judged, worst, limits, budget_left) {
@@ -365,7 +366,6 @@ pub fn rank(
                     excluded.push((eligible[i].0.to_string(), why));
                     inputs.remove(i);
                     eligible.remove(i);
-                    expected.remove(i);
                 }
                 None => i += 1,
             }
@@ -375,12 +375,12 @@ pub fn rank(
     let ranked = scored
         .into_iter()
         .map(|s| {
-            let (model, context_length) = eligible[s.index];
+            let (model, context_length, expected) = eligible[s.index];
             Ranked {
                 model: model.to_string(),
                 score: s.score,
                 latency_ms: s.latency_ms,
-                cost_usd: expected[s.index],
+                cost_usd: expected,
                 quality: s.quality,
                 context_length,
                 latency_measured: inputs[s.index].latency_ms.is_some(),
