@@ -108,21 +108,13 @@ fn priced() -> Env {
     env
 }
 
-/// `n` prompts that each allow 512 completion tokens: the estimate of each,
-/// ~$0.005 at t/p's price, stays that however short the answers were.
-fn long_prompts(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"max_tokens\":512}}\n"))
-        .collect()
-}
-
 #[test]
 fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     let env = priced();
     let out = env
         .cmd()
         .args(["--models", "t/p", "-j", "1", "--max-cost", "0.035"])
-        .stdin(long_prompts(10))
+        .stdin(prompts_with_max_tokens(10, 512))
         .run();
     out.assert_code(1);
     let lines = out.lines();
@@ -158,7 +150,7 @@ fn budget_stops_new_requests_and_the_rest_get_budget_exceeded() {
     let out = env
         .cmd()
         .args(["--models", "t/p", "-j", "1", "--max-cost", "0"])
-        .stdin(long_prompts(10))
+        .stdin(prompts_with_max_tokens(10, 512))
         .run();
     out.assert_code(1);
     let lines = out.lines();

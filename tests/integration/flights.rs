@@ -3,26 +3,11 @@
 //! lease whose holder is gone, or holds it too long, holds no line forever.
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::util::*;
-
-fn lines_of(child: Child) -> (i32, Vec<Value>, String) {
-    let out = child.wait_with_output().unwrap();
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// How many times the upstream was asked each prompt.
 fn calls_by_prompt(env: &Env) -> BTreeMap<String, usize> {

@@ -3,14 +3,8 @@
 
 use serde_json::Value;
 
+use crate::serve::rt;
 use crate::util::*;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 const BODY: &str = r#"{"messages":[{"role":"user","content":"spend it"}]}"#;
 

@@ -6,25 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::learning::equal;
 use crate::util::*;
-
-/// Models with the same price and quality, answering after `ms`.
-fn equal(models: &[(&str, u64)]) -> Env {
-    let env = Env::new(
-        models
-            .iter()
-            .map(|(m, _)| {
-                ModelSpec::new(m)
-                    .prices("0.000001", "0.000002")
-                    .intelligence(40.0)
-            })
-            .collect(),
-    );
-    for (m, ms) in models {
-        env.server.set_default(m, Behavior::ok_after(*ms));
-    }
-    env
-}
 
 /// `n` lines pinned to `model`, their prompts tagged `tag`.
 fn pinned(model: &str, tag: &str, n: usize) -> String {

@@ -26,7 +26,7 @@ const A_OR_B: [&str; 7] = [
 const EXPLORE: [&str; 2] = ["--explore", "0.05"];
 
 /// Models with the same price and quality, answering after `ms`.
-fn equal(models: &[(&str, u64)]) -> Env {
+pub fn equal(models: &[(&str, u64)]) -> Env {
     let env = Env::new(
         models
             .iter()

@@ -26,20 +26,6 @@ fn spawn(cmd: Cmd, input: &std::path::Path) -> Child {
         .expect("llmroute starts")
 }
 
-fn lines_of(child: Child) -> (i32, Vec<Value>, String) {
-    let out = child.wait_with_output().unwrap();
-    let lines = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_second_machine_pays_nothing_for_the_first_ones_answers() {
     let env = Env::three();
@@ -138,10 +124,7 @@ fn with_shared_limits_two_machines_share_one_budget() {
     let redis = RedisServer::start();
     // 512 tokens each: a $0.01 estimate, however short the answers are, so
     // that spend plus what is held never passes the cap.
-    let lines: String = (1..=6)
-        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"max_tokens\":512}}\n"))
-        .collect();
-    let input = env.write("in.jsonl", &lines);
+    let input = env.write("in.jsonl", &prompts_with_max_tokens(6, 512));
     let args = [
         "--models",
         "t/a",

@@ -237,6 +237,29 @@ pub fn prompts(n: usize) -> String {
         .collect()
 }
 
+/// `n` prompts that each allow `max_tokens` completion tokens: their cost
+/// estimate stays that of `max_tokens`, however short the answers were.
+pub fn prompts_with_max_tokens(n: usize, max_tokens: u64) -> String {
+    (1..=n)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"p{i}\",\"max_tokens\":{max_tokens}}}\n"))
+        .collect()
+}
+
+/// A finished llmroute's exit status, output lines and stderr.
+pub fn lines_of(child: std::process::Child) -> (i32, Vec<Value>, String) {
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The model named in a fake completion's content, `[model] prompt`.
 pub fn answered_by(line: &Value) -> String {
     let content = line["content"]
