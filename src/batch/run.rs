@@ -134,7 +134,8 @@ impl Shared {
     /// such a line fails unless routed.
     fn warn_unknown_pin(&self, line_no: u64, req: &crate::core::request::Request) {
         let Some(model) = &req.pinned else { return };
-        if self.router.catalogue().get(model).is_some() || self.pin_warned.load(Ordering::Relaxed) {
+        // Once warned, no line looks the catalogue up again.
+        if self.pin_warned.load(Ordering::Relaxed) || self.router.catalogue().get(model).is_some() {
             return;
         }
         if !self.pin_warned.swap(true, Ordering::Relaxed) {

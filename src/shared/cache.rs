@@ -215,44 +215,12 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
         Box::pin(async move {
             let local = self.local.clear().await?;
             let shared = self
-                .clear_shared()
+                .link
+                .delete_matching(&format!("{}cache:*", self.link.prefix))
                 .await
                 .ok_or_else(|| format!("Redis at {} did not answer", self.link.shown))?;
             Ok(local + shared)
         })
-    }
-}
-
-impl<L: Cache + Recorder + 'static> SharedCache<L> {
-    /// Deletes every shared answer (`{prefix}cache:*`), a page at a time;
-    /// `None` when Redis does not answer.
-    async fn clear_shared(&self) -> Option<u64> {
-        let pattern = format!("{}cache:*", self.link.prefix);
-        let mut cursor = 0u64;
-        let mut deleted = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .link
-                .call(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
-            if !keys.is_empty() {
-                deleted += self
-                    .link
-                    .call::<u64>(redis::cmd("UNLINK").arg(&keys))
-                    .await?;
-            }
-            if next == 0 {
-                return Some(deleted);
-            }
-            cursor = next;
-        }
     }
 }
 

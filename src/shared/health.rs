@@ -207,41 +207,18 @@ impl Health for SharedHealth {
 /// Deletes what Redis holds of the health of `models` (every model when
 /// empty) on the upstream `upstream`; the number of keys deleted, or
 /// `None` when Redis did not answer.
-pub async fn forget(link: &Link, upstream: &str, models: &[String]) -> Option<usize> {
+pub async fn forget(link: &Link, upstream: &str, models: &[String]) -> Option<u64> {
     let scope = keys::upstream(&link.prefix, upstream);
-    let doomed: Vec<String> = if models.is_empty() {
-        let mut found = Vec::new();
-        for kind in ["health:*", "pause:*"] {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = link
-                    .call(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(format!("{scope}{kind}"))
-                            .arg("COUNT")
-                            .arg(1000),
-                    )
-                    .await?;
-                found.extend(keys);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        found
-    } else {
-        models
-            .iter()
-            .flat_map(|m| [keys::health(&scope, m), keys::pause(&scope, m)])
-            .collect()
-    };
-    if doomed.is_empty() {
-        return Some(0);
+    if models.is_empty() {
+        let health = link.delete_matching(&format!("{scope}health:*")).await?;
+        let pauses = link.delete_matching(&format!("{scope}pause:*")).await?;
+        return Some(health + pauses);
     }
-    link.call::<usize>(redis::cmd("DEL").arg(&doomed)).await
+    let doomed: Vec<String> = models
+        .iter()
+        .flat_map(|m| [keys::health(&scope, m), keys::pause(&scope, m)])
+        .collect();
+    link.call::<u64>(redis::cmd("DEL").arg(&doomed)).await
 }
 
 /// Unix ms ahead of now as an instant.

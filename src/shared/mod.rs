@@ -246,6 +246,35 @@ async fn watch(link: std::sync::Weak<Link>) {
     }
 }
 
+impl Link {
+    /// Deletes every key that matches `pattern`, a page of `SCAN` at a
+    /// time (never `KEYS`, which would stall Redis on a large database);
+    /// the number deleted, or `None` when Redis does not answer.
+    pub async fn delete_matching(&self, pattern: &str) -> Option<u64> {
+        let mut cursor = 0u64;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .call(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            if !keys.is_empty() {
+                deleted += self.call::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+            }
+            if next == 0 {
+                return Some(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
 /// A warning about Redis: through the log when a server set one up (so
 /// that `--log-format json` keeps every line JSON), else on stderr.
 fn warn(message: std::fmt::Arguments<'_>) {
