@@ -264,12 +264,9 @@ fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = text("sec-fetch-site") {
         return site == "same-origin" || site == "none";
     }
-    match (text("origin"), text("host")) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
-        (Some(_), None) => false,
+    match text("origin") {
+        None => true,
+        Some(origin) => super::site::same_origin(origin, text("host")),
     }
 }
 

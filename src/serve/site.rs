@@ -80,7 +80,7 @@ fn is_json(content_type: &str) -> bool {
 
 /// Whether `origin` (`scheme://host[:port]`) names the host the request
 /// was sent to.
-fn same_origin(origin: &str, host: Option<&str>) -> bool {
+pub fn same_origin(origin: &str, host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     let Some((_, authority)) = origin.split_once("://") else {
         return false;
