@@ -185,9 +185,14 @@ fn sign_in_reads_little_and_a_slow_body_is_cut() {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(vec![b'a'; 1 << 20])
             .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 413);
+            .await;
+        // 413 at once, from the declared length: the server may close the
+        // connection before the client has written the whole body, which
+        // the client then sees as a broken pipe instead of the answer.
+        match r {
+            Ok(r) => assert_eq!(r.status().as_u16(), 413),
+            Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e:?}"),
+        }
     });
     // Headers that promise a body, then nothing.
     let addr = s
