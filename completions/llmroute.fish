@@ -71,6 +71,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -s V -l version -d 'Prin
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "keys" -d 'Client keys for `serve`: each with its token, and optionally a budget, rates, models and more'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
@@ -78,6 +79,8 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "man" -d 'Print the m
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l by -d 'The rows of the table: one per model, or one per client key of `serve` (JSON has both)' -r -f -a "model\t''
+key\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format [default: table]' -r -f -a "table\t'For people: totals and a row per model'
 json\t'For scripts'
 prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'
@@ -147,6 +150,71 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove cached answers older than a duration'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -f -a "create" -d 'Make a key and print its token, once: only its SHA-256 is kept'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -f -a "list" -d 'Every key, with its limits, and whether it is live, revoked or expired'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -f -a "show" -d 'One key\'s policy and what it spent this period'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -f -a "revoke" -d 'Revoke a key: a running server refuses its token within seconds'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l budget -d 'What the key may spend a period, in USD' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l per -d 'The budget\'s period (UTC calendar days or months, or the key\'s whole life) [default: total]' -r -f -a "day\t''
+month\t''
+total\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l rpm -d 'Requests a minute' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l tpm -d 'Tokens a minute (prompt and completion, as the upstream counts them)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l models -d 'Models the key may use, as patterns with `*` (e.g. \'openai/*\'); routing stays within them' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l priorities -d 'Priorities the key may ask for; the first is its default when the server\'s is not one' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l max-tokens -d 'The most max_tokens a request may ask for (a request that asks none gets this)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l cache -d 'Whose cache the key\'s requests use: its own, or the one keys share [default: own]' -r -f -a "own\t''
+shared\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l expires -d 'When the key stops working: a duration from now (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l json -d 'JSON for scripts (the token included)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'JSON for scripts'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l json -d 'JSON for scripts'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "create" -d 'Make a key and print its token, once: only its SHA-256 is kept'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every key, with its limits, and whether it is live, revoked or expired'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "show" -d 'One key\'s policy and what it spent this period'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke a key: a running server refuses its token within seconds'
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -260,16 +328,21 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l color -d 'Colo
 always\t''
 never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand man" -s h -l help -d 'Print help'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "keys" -d 'Client keys for `serve`: each with its token, and optionally a budget, rates, models and more'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "create" -d 'Make a key and print its token, once: only its SHA-256 is kept'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Every key, with its limits, and whether it is live, revoked or expired'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "show" -d 'One key\'s policy and what it spent this period'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "revoke" -d 'Revoke a key: a running server refuses its token within seconds'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "path" -d 'Print where the config file, the store and the catalogue live'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print the effective configuration (flags, environment, file, defaults) as TOML'

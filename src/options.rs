@@ -114,6 +114,13 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
             },
         ),
         Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
+        Some(Command::Keys(k)) => (
+            RoutingArgs::default(),
+            TuningArgs {
+                redis: k.redis.clone(),
+                ..TuningArgs::default()
+            },
+        ),
         _ => (RoutingArgs::default(), TuningArgs::default()),
     }
 }

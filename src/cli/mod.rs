@@ -2,6 +2,7 @@
 //! flag left out can be filled from the environment or, later, a config file.
 //! The readers of flag values are in [`values`].
 
+mod keys;
 mod values;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::scoring::Weights;
 use crate::engine::Hedge;
+pub use keys::{KeyCreateArgs, KeysAction, KeysArgs};
 pub use values::{at_least, parse_duration, parse_size, MIN_RETENTION, MIN_TIMEOUT};
 use values::{
     parse_hedge, parse_quality, parse_retention, parse_share, parse_timeout, parse_usd,
@@ -316,6 +318,8 @@ pub enum Command {
     Models(ModelsArgs),
     /// Inspect and trim the response cache
     Cache(CacheArgs),
+    /// Client keys for `serve`: each with its token, and optionally a budget, rates, models and more
+    Keys(KeysArgs),
     /// Where the config, store and catalogue live, and the effective configuration
     Config(ConfigArgs),
     /// Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)
@@ -549,6 +553,10 @@ pub struct ReportArgs {
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
 
+    /// The rows of the table: one per model, or one per client key of `serve` (JSON has both)
+    #[arg(long, value_enum, value_name = "ROWS", default_value = "model")]
+    pub by: ReportBy,
+
     /// Same as --format json
     #[arg(long)]
     pub json: bool,
@@ -560,6 +568,13 @@ pub struct ReportArgs {
     /// Write the report to FILE (replaced whole, never half-written) instead of standard output
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+}
+
+/// What a report's table has a row for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportBy {
+    Model,
+    Key,
 }
 
 /// How far back a report looks.

@@ -3,5 +3,6 @@
 
 pub mod cache;
 pub mod config;
+pub mod keys;
 pub mod models;
 pub mod report;

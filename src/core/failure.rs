@@ -20,6 +20,8 @@ pub mod error_type {
     pub const PAYMENT_REQUIRED: &str = "payment_required";
     pub const INTERRUPTED: &str = "interrupted";
     pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
+    /// A client key's own budget refused the request.
+    pub const KEY_BUDGET_EXCEEDED: &str = "key_budget_exceeded";
     pub const INTERNAL: &str = "internal_error";
 }
 

@@ -26,6 +26,7 @@ pub mod explore;
 pub mod failure;
 pub mod health;
 pub mod hedge;
+pub mod keys;
 pub mod numbers;
 pub mod quality;
 pub mod ranking;

@@ -72,7 +72,7 @@ pub(super) const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "LLMROUTE_AUTH_TOKENS",
         "Client tokens of llmroute serve, comma-separated: a request must send one as \
-         Authorization: Bearer TOKEN. Without any, the server listens on loopback only.",
+         Authorization: Bearer TOKEN. Without any (and without keys made by llmroute keys), the server listens on loopback only.",
     ),
     (
         "LLMROUTE_ADMIN_TOKENS",

@@ -237,9 +237,17 @@ const SLACK: f64 = 1e-9;
 
 impl Budget {
     pub fn new(max_usd: f64) -> Budget {
+        Budget::with_spent(max_usd, 0.0)
+    }
+
+    /// A cap of which `spent` USD is already spent.
+    pub fn with_spent(max_usd: f64, spent: f64) -> Budget {
         Budget {
             max_usd,
-            state: Mutex::new(BudgetState::default()),
+            state: Mutex::new(BudgetState {
+                spent: spent.max(0.0),
+                reserved: 0.0,
+            }),
             settled: tokio::sync::Notify::new(),
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::open::{stream_body, Live};
-use super::ports::{Admission, Health, Reservation, Upstream};
+use super::ports::{Admission, Allowance, Health, Reservation, Upstream};
 use super::{ms_since, now_ms, RouteOptions, Router};
 use crate::core::attempts::Planned;
 use crate::core::failure::{health_signal, Failure, FailureKind, Success};
@@ -43,12 +43,17 @@ pub(super) struct Held {
     model: String,
     marked: bool,
     reservation: Option<Reservation>,
+    /// The client's own budget and what it holds of it.
+    own: Option<(Allowance, Reservation)>,
 }
 
 impl Held {
     pub(super) fn settle(mut self, cost: Option<f64>) {
         if let Some(r) = self.reservation.take() {
             self.admission.settle(r, cost);
+        }
+        if let Some((a, r)) = self.own.take() {
+            a.0.settle(r, cost);
         }
     }
 }
@@ -57,6 +62,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(r) = self.reservation.take() {
             self.admission.settle(r, None);
+        }
+        if let Some((a, r)) = self.own.take() {
+            a.0.settle(r, None);
         }
         self.health.end(&self.model, self.marked);
     }
@@ -69,6 +77,8 @@ pub(super) enum Admit {
     Busy,
     /// The budget refuses it.
     OverBudget(crate::engine::ports::OverBudget),
+    /// The client's own budget refuses it.
+    OverOwnBudget(crate::engine::ports::OverBudget),
     /// The run stopped while it waited for the rate limits.
     Stopped,
 }
@@ -85,17 +95,32 @@ impl Router {
         probe: bool,
         tokens: u64,
         wait: bool,
-        cancel: Option<&CancellationToken>,
+        (cancel, allowance): (Option<&CancellationToken>, Option<&Allowance>),
     ) -> Admit {
         let reservation = match self.parts.admission.reserve(estimate, wait).get().await {
             Ok(r) => r,
             Err(o) => return Admit::OverBudget(o),
+        };
+        let own = match allowance {
+            None => None,
+            Some(a) => match a.0.reserve(estimate, wait).get().await {
+                Ok(r) => r.map(|r| (a.clone(), r)),
+                Err(o) => {
+                    if let Some(r) = reservation {
+                        self.parts.admission.settle(r, Some(0.0));
+                    }
+                    return Admit::OverOwnBudget(o);
+                }
+            },
         };
         let marked = match self.parts.health.begin(&planned.model, probe) {
             Some(m) => m,
             None => {
                 if let Some(r) = reservation {
                     self.parts.admission.settle(r, Some(0.0));
+                }
+                if let Some((a, r)) = own {
+                    a.0.settle(r, Some(0.0));
                 }
                 return Admit::Busy;
             }
@@ -106,6 +131,7 @@ impl Router {
             model: planned.model.clone(),
             marked,
             reservation,
+            own,
         };
         if self.parts.admission.unlimited() {
             return Admit::Go(held);

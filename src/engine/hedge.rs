@@ -140,9 +140,9 @@ impl Router {
             return None;
         }
         let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
-        let cancel = opts.cancel.as_ref();
+        let with = (opts.cancel.as_ref(), opts.allowance.as_ref());
         let held = match self
-            .admit(&plan, estimate(&plan), false, tokens, false, cancel)
+            .admit(&plan, estimate(&plan), false, tokens, false, with)
             .await
         {
             Admit::Go(h) => h,

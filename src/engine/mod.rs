@@ -234,6 +234,10 @@ pub struct RouteOptions {
     /// Cancelled when the request's own client has gone or its deadline has
     /// passed: the attempt in flight ends as interrupted, and is recorded.
     pub cancel: Option<CancellationToken>,
+    /// The name of the client key the request came with, for its record.
+    pub client: Option<Arc<str>>,
+    /// The client's own budget, held to as well as the run's.
+    pub allowance: Option<ports::Allowance>,
 }
 
 impl RouteOptions {

@@ -137,6 +137,8 @@ pub struct RequestRow {
     pub score: Option<f64>,
     pub attempts: u32,
     pub error_type: Option<&'static str>,
+    /// The name of the client key it came with.
+    pub key: Option<std::sync::Arc<str>>,
 }
 
 /// An answer to keep in the cache.
@@ -332,6 +334,17 @@ impl Reserve<'_> {
             Reserve::Now(r) => r,
             Reserve::Later(f) => f.await,
         }
+    }
+}
+
+/// A client's own budget, held to besides the run's: a request is sent
+/// only when both have room for its estimate, and settles with both.
+#[derive(Clone)]
+pub struct Allowance(pub Arc<dyn Admission>);
+
+impl std::fmt::Debug for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Allowance({:?})", self.0.budget())
     }
 }
 

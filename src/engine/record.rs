@@ -164,6 +164,7 @@ impl Router {
                 score: None,
                 attempts: 0,
                 error_type: Some(kind),
+                key: None,
             }),
             attempts: Vec::new(),
             cooldowns: Vec::new(),
@@ -281,6 +282,7 @@ pub(super) fn request_row(
         score: answer.and_then(|a| a.score),
         attempts: attempts as u32,
         error_type,
+        key: job.opts.client.clone(),
     }
 }
 

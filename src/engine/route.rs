@@ -135,7 +135,16 @@ impl Router {
 
     async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {
         let health = &*self.parts.health;
-        let budget_left = self.parts.admission.budget_left();
+        // The client's own budget narrows the plan when it is the tighter.
+        let own = job.opts.allowance.as_ref();
+        let own_left = own.and_then(|a| a.0.budget_left());
+        let global_left = self.parts.admission.budget_left();
+        let own_tighter = match (global_left, own_left) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(g), Some(o)) => o < g,
+        };
+        let budget_left = if own_tighter { own_left } else { global_left };
         let explain = self.config.explain || self.config.dry_run;
         let mut plan = ranking::plan(
             job.req,
@@ -166,7 +175,11 @@ impl Router {
         };
         let mut routed = if plan.order.is_empty() {
             let ending = if plan.over_budget() {
-                let view = self.parts.admission.budget().unwrap_or_default();
+                let view = match own.filter(|_| own_tighter) {
+                    Some(a) => a.0.budget(),
+                    None => self.parts.admission.budget(),
+                }
+                .unwrap_or_default();
                 let estimate = plan
                     .excluded
                     .iter()
@@ -175,12 +188,16 @@ impl Router {
                         _ => None,
                     })
                     .fold(f64::INFINITY, f64::min);
-                self.over_budget(&OverBudget {
+                let o = OverBudget {
                     spent: view.spent,
                     reserved: view.reserved,
                     estimate,
                     max: view.max,
-                })
+                };
+                match own_tighter {
+                    true => over_own_budget(&o, job.opts.client.as_deref()),
+                    false => self.over_budget(&o),
+                }
             } else {
                 Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty())
             };
@@ -284,12 +301,13 @@ impl Router {
                     probing,
                     tokens,
                     true,
-                    job.opts.cancel.as_ref(),
+                    (job.opts.cancel.as_ref(), job.opts.allowance.as_ref()),
                 )
                 .await
             {
                 Admit::Go(h) => h,
                 Admit::OverBudget(o) => break self.over_budget(&o),
+                Admit::OverOwnBudget(o) => break over_own_budget(&o, job.opts.client.as_deref()),
                 // Not sent; the loop's top says why, or tries again.
                 Admit::Busy | Admit::Stopped => continue,
             };
@@ -417,4 +435,22 @@ impl Router {
             }
         }
     }
+}
+
+/// A request the client's own budget refused: it alone ends, the run goes on.
+fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
+    let estimate = match o.estimate.is_finite() {
+        true => format!("its estimate of {}", usd(o.estimate)),
+        false => "its cheapest candidate".to_string(),
+    };
+    let whose = client.map_or("the client's".to_string(), |c| format!("key {c}'s"));
+    Ending::new(
+        error_type::KEY_BUDGET_EXCEEDED,
+        format!(
+            "not sent: {estimate} does not fit {whose} budget of {} ({} spent, {} reserved by requests in flight)",
+            usd(o.max),
+            usd(o.spent),
+            usd(o.reserved)
+        ),
+    )
 }

@@ -68,9 +68,9 @@ impl Tokens {
         found.into()
     }
 
-    /// Tokens of both sets.
-    pub fn union(&self, other: &Tokens) -> Tokens {
-        Tokens(self.0.iter().chain(other.0.iter()).copied().collect())
+    /// The tokens' SHA-256 digests.
+    pub fn digests(&self) -> Vec<[u8; 32]> {
+        self.0.clone()
     }
 }
 

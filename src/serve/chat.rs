@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::errors::ApiError;
 use super::gate::Refused;
+use super::keys::{Caller, Client};
 use super::log::Access;
 use super::state::{App, Logged, RequestId};
+use crate::core::keys::{Period, Policy};
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
 use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd};
@@ -49,7 +51,13 @@ pub fn sampled(obj: &Map<String, Value>) -> bool {
 
 /// Reads a chat body: `model` chooses routing or pins a model, `stream`
 /// and `stream_options` say how to answer, the rest is the engine's.
-pub fn parse_call(bytes: &[u8], keyed: bool) -> Result<Call, ApiError> {
+/// `key` is the name and policy of the key the request came with: its
+/// `max_tokens` cap applies to the body.
+pub fn parse_call(
+    bytes: &[u8],
+    keyed: bool,
+    key: Option<(&str, &Policy)>,
+) -> Result<Call, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
@@ -76,6 +84,9 @@ pub fn parse_call(bytes: &[u8], keyed: bool) -> Result<Call, ApiError> {
             }
             ModelChoice::Pinned(_) => {}
         }
+    }
+    if let Some((name, p)) = key {
+        super::policy::cap_max_tokens(&mut obj, p.max_tokens, name)?;
     }
     let sampled = sampled(&obj);
     let mut req = request::parse_object(obj).map_err(|e| ApiError::bad_request(e.message))?;
@@ -131,17 +142,30 @@ pub fn cache_control(headers: &HeaderMap) -> (bool, bool) {
 pub async fn completions(
     State(app): State<Arc<App>>,
     Extension(id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut resp = complete(app, id, headers, body).await;
+    let mut resp = complete(app, id, caller, headers, body).await;
     resp.extensions_mut().insert(Logged);
     resp
 }
 
-async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) -> Response {
+async fn complete(
+    app: Arc<App>,
+    id: RequestId,
+    Caller(client): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let mut access = Access::new(&id, "POST", "/v1/chat/completions");
+    access.client = client.clone();
+    if let Some(c) = &client {
+        if let Err(e) = app.take_rate(c).await {
+            return app.refuse(e, access, started);
+        }
+    }
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
     // long it is.
@@ -157,11 +181,12 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
     if app.log_bodies {
         access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
-    let mut call = match parse_call(&bytes, app.use_cache) {
+    let key = client.as_deref().map(|c| (&*c.name, &c.policy));
+    let mut call = match parse_call(&bytes, app.use_cache, key) {
         Ok(c) => c,
         Err(e) => return app.refuse(e, access, started),
     };
-    if let Err(e) = app.check_models(&call.req) {
+    if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return app.refuse(e, access, started);
     }
     drop(bytes);
@@ -182,9 +207,13 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
         tag: app.next_tag(),
         skip_cache_read: no_cache || fresh,
         skip_cache_write: no_store || fresh,
-        cache_scope: app.cache_scope(&headers),
+        cache_scope: app.cache_scope(client.as_deref()),
         stream: call.stream,
         cancel: Some(token.clone()),
+        client: client.as_ref().map(|c| c.name.clone()),
+        allowance: client
+            .as_ref()
+            .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
     };
     // Routed on a task of its own: a client that leaves drops this
     // handler, whose guard cancels the request, which then ends and is
@@ -284,11 +313,14 @@ impl App {
             }
             Outcome::Failed(e) => {
                 drop(slot);
-                self.refuse(
-                    ApiError::from_ending(&e, self.retry_refused),
-                    access,
-                    started,
-                )
+                let mut err = ApiError::from_ending(&e, self.retry_refused);
+                if let Some(c) = access.client.as_ref() {
+                    if e.kind == crate::core::failure::error_type::KEY_BUDGET_EXCEEDED {
+                        self.metrics.key_refused(&c.name, "budget");
+                    }
+                    err.retry_after = err.retry_after.or(key_budget_retry(&e, c));
+                }
+                self.refuse(err, access, started)
             }
             Outcome::Planned(_) | Outcome::Unsent => {
                 drop(slot);
@@ -377,6 +409,9 @@ impl App {
                 cached: false,
             })
             .inc();
+        if let Some(c) = access.client.clone() {
+            self.key_used(&c, status, &access);
+        }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         // A stream cut short is an error, though its status was 200.
         let shown = if end.ok || end.error_kind == Some("interrupted") {
@@ -391,6 +426,9 @@ impl App {
     /// Counts and logs a request answered.
     fn done(&self, access: &mut Access, status: u16, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
+        if let Some(c) = access.client.clone() {
+            self.key_used(&c, status, access);
+        }
         self.metrics
             .answered(status, access.model.as_deref(), access.cached, secs);
         self.live.ended(ended(access, status, secs * 1000.0));
@@ -421,6 +459,79 @@ fn ended(access: &mut Access, status: u16, latency_ms: f64) -> super::live::Ende
     }
 }
 
+/// Seconds until a key's budget starts again, for a request its budget
+/// refused (none for a budget for the key's whole life).
+fn key_budget_retry(e: &crate::core::attempts::Ending, c: &Client) -> Option<u64> {
+    if e.kind != crate::core::failure::error_type::KEY_BUDGET_EXCEEDED
+        || c.policy.period == Period::Total
+    {
+        return None;
+    }
+    let now = crate::engine::now_ms();
+    let (_, end, _) = c.policy.period.at(now);
+    u64::try_from((end - now + 999) / 1000).ok()
+}
+
+impl App {
+    /// Takes a request against its key's requests and tokens a minute
+    /// (shared through Redis when the server uses it): over either, 429
+    /// with the seconds until the minute ends.
+    async fn take_rate(&self, c: &Arc<Client>) -> Result<(), ApiError> {
+        if !c.has_rates() {
+            c.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        let now = crate::engine::now_ms();
+        let shared = match &self.redis {
+            Some(link) => {
+                let (minute, _) = super::keys::minute_of(now);
+                crate::shared::clients::take(link, &c.name, minute).await
+            }
+            None => None,
+        };
+        c.take(now, shared).map_err(|secs| {
+            self.metrics.key_refused(&c.name, "rate");
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!(
+                    "key {} is over its {} for this minute; try again in {secs}s",
+                    c.name,
+                    match (c.policy.rpm, c.policy.tpm) {
+                        (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
+                        (Some(r), None) => format!("{r} requests a minute"),
+                        (_, Some(t)) => format!("{t} tokens a minute"),
+                        (None, None) => "rates".to_string(),
+                    }
+                ),
+            );
+            e.retry_after = Some(secs);
+            e
+        })
+    }
+
+    /// Counts what a request of key `c` used: its tokens against the
+    /// minute's, its cost for the dashboard and the metrics.
+    fn key_used(&self, c: &Client, status: u16, access: &Access) {
+        let tokens = access.prompt_tokens.unwrap_or(0) + access.completion_tokens.unwrap_or(0);
+        let tokens = u64::try_from(tokens).unwrap_or(0);
+        let now = crate::engine::now_ms();
+        let cost = access.cost_usd.filter(|_| !access.cached);
+        c.used(now, tokens, cost);
+        if let (Some(link), true) = (&self.redis, tokens > 0 && c.policy.tpm.is_some()) {
+            crate::shared::clients::add_tokens(
+                link,
+                &c.name,
+                super::keys::minute_of(now).0,
+                tokens,
+            );
+        }
+        self.metrics.key_answered(&c.name, status, cost);
+    }
+}
+
 /// How a client asked for its answer.
 struct Whole {
     stream: bool,
@@ -445,7 +556,7 @@ mod tests {
     use super::*;
 
     fn call(body: &str) -> Result<Call, ApiError> {
-        parse_call(body.as_bytes(), true)
+        parse_call(body.as_bytes(), true, None)
     }
 
     #[test]

@@ -52,10 +52,10 @@ pub enum Viewer {
 impl App {
     /// Who may see the dashboard: `None` for nobody.
     pub fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
-        if self.clients.is_empty() {
+        if !self.keys.required() {
             return Some(Viewer::Open);
         }
-        if self.client_allowed(headers) {
+        if self.operator_allowed(headers) {
             return Some(Viewer::Token);
         }
         let cookie = cookie(headers, COOKIE)?;
@@ -184,7 +184,7 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
     if !same_origin(&headers) {
         return cross_site();
     }
-    if app.clients.is_empty() {
+    if !app.keys.required() {
         return Redirect::to("/dashboard").into_response();
     }
     if !app.sign_ins.allow() {
@@ -205,7 +205,7 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let known = !token.trim().is_empty() && (app.clients.holds(&token) || app.admins.holds(&token));
+    let known = !token.trim().is_empty() && app.trusted_token(Some(&token));
     let session = known
         .then(|| app.sessions.open(std::time::Instant::now()))
         .transpose();

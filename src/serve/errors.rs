@@ -137,7 +137,9 @@ impl ApiError {
             error_type::INVALID_INPUT | error_type::BAD_REQUEST | error_type::NO_ELIGIBLE_MODEL => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
-            error_type::BUDGET_EXCEEDED => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota"),
+            error_type::BUDGET_EXCEEDED | error_type::KEY_BUDGET_EXCEEDED => {
+                (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota")
+            }
             // The credit left does not cover this request on any model
             // cheap enough: this request's problem, not the server's.
             error_type::PAYMENT_REQUIRED => (StatusCode::PAYMENT_REQUIRED, "insufficient_quota"),
@@ -180,7 +182,8 @@ impl ApiError {
         matches!(
             self.status,
             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT | StatusCode::PAYMENT_REQUIRED
-        ) || (self.status == StatusCode::TOO_MANY_REQUESTS && self.code == "budget_exceeded")
+        ) || (self.status == StatusCode::TOO_MANY_REQUESTS
+            && matches!(self.code, "budget_exceeded" | "key_budget_exceeded"))
     }
 }
 

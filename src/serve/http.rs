@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 use super::errors::ApiError;
+use super::keys::{Caller, Found};
 use super::state::{App, Logged};
 use super::{chat, dashboard, manage, site};
 
@@ -25,10 +26,10 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/route", post(manage::route))
         .route("/cache/stats", get(manage::cache_stats))
         .route("/cache", delete(manage::clear_cache))
-        .route("/metrics", get(manage::metrics));
-    if !app.clients.is_empty() {
-        guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
-    }
+        .route("/metrics", get(manage::metrics))
+        .route("/v1/key", get(manage::key));
+    // Always in place: keys may be made while the server runs.
+    guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     let mut all = axum::Router::new()
         .route("/health", get(manage::health))
         .route("/ready", get(manage::ready));
@@ -139,9 +140,7 @@ async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     req.extensions_mut().insert(id.clone());
     // Checked here, not in a layer of its own: every request passes here.
-    let refused = app
-        .clients
-        .is_empty()
+    let refused = (!app.keys.required())
         .then(|| foreign_host(&req))
         .flatten()
         .or_else(|| site::refuse(&req, &app.cors_origins));
@@ -167,11 +166,20 @@ async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> 
     resp
 }
 
-/// Refuses a request without a valid client token (when tokens are set).
-async fn authorise(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if !app.client_allowed(req.headers()) {
-        return ApiError::unauthorized().into_response();
-    }
+/// Refuses a request without a valid token (when tokens or keys are
+/// set), and hands on the key it came with.
+async fn authorise(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let token = super::state::token(req.headers());
+    let caller = match app.keys.find(token, crate::engine::now_ms()) {
+        Found::Open => Caller(None),
+        Found::Key(c) => Caller(Some(c)),
+        Found::Refused(why) => {
+            let mut e = ApiError::unauthorized();
+            e.message = why;
+            return e.into_response();
+        }
+    };
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 

@@ -50,6 +50,8 @@ pub struct Access {
     pub error: Option<String>,
     pub request_body: Option<String>,
     pub response_body: Option<String>,
+    /// The key it came with.
+    pub client: Option<std::sync::Arc<super::keys::Client>>,
 }
 
 impl Access {
@@ -70,6 +72,7 @@ impl Access {
             method = self.method,
             path = self.path,
             status,
+            key = self.client.as_ref().map(|c| &*c.name),
             model = self.model.as_deref().unwrap_or("-"),
             latency_ms = (latency_ms * 10.0).round() / 10.0,
             cached = self.cached,

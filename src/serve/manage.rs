@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
 use super::chat::parse_call;
 use super::errors::ApiError;
+use super::keys::Caller;
 use super::state::App;
 use crate::core::catalogue::Origin;
 use crate::core::request::Request;
@@ -119,7 +120,7 @@ pub fn probe(priority: Option<&str>) -> Option<Request> {
     if let Some(p) = priority {
         body["llmroute"] = json!({ "priority": p });
     }
-    parse_call(body.to_string().as_bytes(), false)
+    parse_call(body.to_string().as_bytes(), false, None)
         .map(|c| c.req)
         .ok()
 }
@@ -148,6 +149,7 @@ const ROUTING_FIELDS: [&str; 6] = [
 /// `POST /route`: what a request would be routed to, and why, without a call.
 pub async fn route(
     State(app): State<Arc<App>>,
+    Extension(Caller(client)): Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -171,11 +173,12 @@ pub async fn route(
     if !routing.is_empty() {
         obj.insert("llmroute".into(), Value::Object(routing));
     }
-    let call = match parse_call(Value::Object(obj).to_string().as_bytes(), false) {
+    let key = client.as_deref().map(|c| (&*c.name, &c.policy));
+    let mut call = match parse_call(Value::Object(obj).to_string().as_bytes(), false, key) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = app.check_models(&call.req) {
+    if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return e.into_response();
     }
     match app.router.decide(&call.req) {
@@ -265,8 +268,29 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// What a key made by `llmroute keys` gets from an endpoint about every key.
+fn operators_only() -> Response {
+    ApiError::forbidden(
+        "this is for admin and trusted tokens; a key sees its own use at GET /v1/key",
+    )
+    .into_response()
+}
+
+/// `GET /v1/key`: the calling key's policy and what it has used and has
+/// left (its budget, its requests and tokens this minute).
+pub async fn key(Extension(Caller(client)): Extension<Caller>) -> Response {
+    match client {
+        Some(c) => Json(c.view(crate::engine::now_ms())).into_response(),
+        None => ApiError::not_found("this server takes no tokens, so a request has no key")
+            .into_response(),
+    }
+}
+
 /// `GET /cache/stats`: entries, size, and the hit rate of the last 24 hours.
-pub async fn cache_stats(State(app): State<Arc<App>>) -> Response {
+pub async fn cache_stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.operator_allowed(&headers) {
+        return operators_only();
+    }
     // What the writer is letting gather counts too.
     app.writer.sync().await;
     let path = app.store_path.clone();
@@ -326,7 +350,10 @@ pub async fn clear_cache(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !app.operator_allowed(&headers) {
+        return operators_only();
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -33,6 +33,26 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStatusLabels {
+    pub key: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyRefusedLabels {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Most key names the metrics carry as labels; past them, `other`.
+pub const KEY_LABELS_MAX: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CachedLabels {
     pub cached: bool,
 }
@@ -48,6 +68,11 @@ pub struct Metrics {
     pub queued: Gauge,
     pub spend: Counter<f64, AtomicU64>,
     pub upstream_errors: Family<ErrorLabels, Counter>,
+    pub key_requests: Family<KeyStatusLabels, Counter>,
+    pub key_spend: Family<KeyLabels, Counter<f64, AtomicU64>>,
+    pub key_refused: Family<KeyRefusedLabels, Counter>,
+    /// The key names given labels so far.
+    key_names: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn seconds() -> Histogram {
@@ -68,6 +93,24 @@ impl Default for Metrics {
         let queued = Gauge::default();
         let spend = Counter::<f64, AtomicU64>::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let key_requests = Family::<KeyStatusLabels, Counter>::default();
+        let key_spend = Family::<KeyLabels, Counter<f64, AtomicU64>>::default();
+        let key_refused = Family::<KeyRefusedLabels, Counter>::default();
+        registry.register(
+            "key_requests",
+            "Chat completion requests answered, by client key and HTTP status",
+            key_requests.clone(),
+        );
+        registry.register(
+            "key_spend_usd",
+            "What a client key's answers cost, in USD",
+            key_spend.clone(),
+        );
+        registry.register(
+            "key_refused",
+            "Requests a client key's limits refused, by key and reason (rate, budget)",
+            key_refused.clone(),
+        );
         registry.register(
             "requests",
             "Chat completion requests answered, by HTTP status, model and whether the cache answered",
@@ -114,6 +157,10 @@ impl Default for Metrics {
             queued,
             spend,
             upstream_errors,
+            key_requests,
+            key_spend,
+            key_refused,
+            key_names: Default::default(),
         }
     }
 }
@@ -139,6 +186,44 @@ impl Metrics {
         self.duration
             .get_or_create(&CachedLabels { cached })
             .observe(seconds);
+    }
+
+    /// The label of key `name`: itself, or `other` once
+    /// [`KEY_LABELS_MAX`] names have labels, so the metrics stay bounded.
+    fn key_label(&self, name: &str) -> String {
+        let mut names = self.key_names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.contains(name) {
+            return name.to_string();
+        }
+        if names.len() >= KEY_LABELS_MAX {
+            return "other".to_string();
+        }
+        names.insert(name.to_string());
+        name.to_string()
+    }
+
+    /// A request of key `name` answered with `status`, at `cost` USD.
+    pub fn key_answered(&self, name: &str, status: u16, cost: Option<f64>) {
+        let key = self.key_label(name);
+        if let Some(c) = cost.filter(|c| c.is_finite() && *c > 0.0) {
+            self.key_spend
+                .get_or_create(&KeyLabels { key: key.clone() })
+                .inc_by(c);
+        }
+        self.key_requests
+            .get_or_create(&KeyStatusLabels { key, status })
+            .inc();
+    }
+
+    /// A request of key `name` refused by its limits.
+    pub fn key_refused(&self, name: &str, reason: &str) {
+        let key = self.key_label(name);
+        self.key_refused
+            .get_or_create(&KeyRefusedLabels {
+                key,
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn spent(&self, usd: Option<f64>) {

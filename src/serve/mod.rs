@@ -12,6 +12,8 @@
 //! | [`errors`] | errors in OpenAI's shape                                     |
 //! | [`gate`]   | upstream slots (`-j`) and the bounded queue                  |
 //! | [`auth`]   | client and admin tokens                                      |
+//! | [`keys`]   | client keys: lookup, reload, budgets and rates               |
+//! | [`policy`] | a key's models, priorities and `max_tokens`                  |
 //! | [`metrics`]| Prometheus counters and histograms; the engine's observer    |
 //! | [`log`]    | the start line, warnings and access lines                    |
 //! | [`listen`] | HTTP/1.1 and h2c, timeouts, graceful stop                    |
@@ -23,11 +25,13 @@ pub mod dashboard;
 pub mod errors;
 pub mod gate;
 pub mod http;
+pub mod keys;
 pub mod listen;
 pub mod live;
 pub mod log;
 pub mod manage;
 pub mod metrics;
+pub mod policy;
 pub mod site;
 pub mod state;
 pub mod upkeep;
@@ -72,6 +76,26 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let wired = wiring::wire(options, wants, observer, &rt)?;
+    let ring = Arc::new(keys::KeyRing::new(
+        clients.digests(),
+        admins.digests(),
+        keys::budgets(wired.store_path.clone(), wired.redis.clone()),
+    ));
+    match rt.block_on(keys::read(&wired.store_path, wired.redis.as_deref())) {
+        Some(records) => {
+            ring.load(records, crate::engine::now_ms());
+        }
+        None => anyhow::bail!(
+            "cannot read the client keys in the store at {}",
+            wired.store_path.display()
+        ),
+    }
+    if !ring.required() && !addr.ip().is_loopback() {
+        return Err(anyhow!(
+            "refusing to listen on {addr} without client tokens or keys: anyone who can reach it could spend your API key. \
+             Make a key with `llmroute keys create NAME`, set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
+        ));
+    }
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -85,7 +109,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.router.clone(),
         gate,
         metrics,
-        clients.clone(),
+        ring.clone(),
         admins,
         s,
         RETRY_REFUSED,
@@ -102,16 +126,21 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         cache_max_size: s.cache_max_size,
     };
     let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
+    let watcher = rt.spawn(keys::watch(
+        ring.clone(),
+        wired.store_path.clone(),
+        wired.redis.clone(),
+    ));
     for note in &wired.notes {
         tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));
     }
     tracing::info!(
         "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
         env!("CARGO_PKG_VERSION"),
-        if clients.is_empty() {
-            "no client tokens, loopback only"
-        } else {
+        if ring.required() {
             "client tokens required"
+        } else {
+            "no client tokens, loopback only"
         },
         wired.store_path.display()
     );
@@ -130,14 +159,14 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         );
     }
     upkeep.abort();
+    watcher.abort();
     drop(app);
     stop(rt, wired);
     tracing::info!("llmroute stopped");
     Ok(exit::OK)
 }
 
-/// The address to listen on, and the client and admin tokens; without
-/// client tokens, only a loopback address.
+/// The address to listen on, and the client and admin tokens.
 fn access(s: &ServeOptions) -> anyhow::Result<(SocketAddr, Tokens, Tokens)> {
     let addr: SocketAddr = s.listen.trim().parse().map_err(|_| {
         anyhow!(
@@ -147,12 +176,6 @@ fn access(s: &ServeOptions) -> anyhow::Result<(SocketAddr, Tokens, Tokens)> {
     })?;
     let clients = Tokens::load(CLIENT_VAR, s.auth_token_file.as_deref())?;
     let admins = Tokens::load(ADMIN_VAR, s.admin_token_file.as_deref())?;
-    if clients.is_empty() && !addr.ip().is_loopback() {
-        return Err(anyhow!(
-            "refusing to listen on {addr} without client tokens: anyone who can reach it could spend your API key. \
-             Set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
-        ));
-    }
     Ok((addr, clients, admins))
 }
 

@@ -13,7 +13,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::auth::{bearer, Tokens};
 use super::errors::ApiError;
 use super::gate::Gate;
+use super::keys::{Client, Found, KeyRing};
 use super::metrics::Metrics;
+use crate::core::keys::CacheUse;
 use crate::engine::Router;
 
 /// What every handler shares.
@@ -21,7 +23,8 @@ pub struct App {
     pub router: Arc<Router>,
     pub gate: Gate,
     pub metrics: Arc<Metrics>,
-    pub clients: Tokens,
+    /// Client keys, and the trusted and admin tokens as keys without limits.
+    pub keys: Arc<KeyRing>,
     /// Admin tokens; client tokens are not admin tokens.
     pub admins: Tokens,
     pub max_body: u64,
@@ -75,7 +78,7 @@ impl App {
         router: Arc<Router>,
         gate: Gate,
         metrics: Arc<Metrics>,
-        clients: Tokens,
+        keys: Arc<KeyRing>,
         admins: Tokens,
         options: &crate::options::ServeOptions,
         retry_refused: Duration,
@@ -89,7 +92,7 @@ impl App {
             router,
             gate,
             metrics,
-            clients,
+            keys,
             admins,
             max_body: options.max_body,
             body_timeout: options.header_timeout,
@@ -176,66 +179,34 @@ impl App {
         }
     }
 
-    /// Whether the request carries a client token (or an admin one).
-    pub fn client_allowed(&self, headers: &HeaderMap) -> bool {
-        match token(headers) {
-            Some(t) => self.clients.holds(t) || self.admins.holds(t),
-            None => false,
+    /// Whether the request may read what concerns every key (the metrics,
+    /// the dashboard, the cache's size): an admin token or a trusted one
+    /// (`LLMROUTE_AUTH_TOKENS`), or any request to a server without tokens.
+    /// A key made by `llmroute keys` sees its own use only.
+    pub fn operator_allowed(&self, headers: &HeaderMap) -> bool {
+        self.trusted_token(token(headers))
+    }
+
+    /// Whether `token` is an admin or trusted token, or none is needed.
+    pub fn trusted_token(&self, token: Option<&str>) -> bool {
+        match self.keys.find(token, crate::engine::now_ms()) {
+            Found::Open => true,
+            Found::Key(c) => c.trusted,
+            Found::Refused(_) => false,
         }
     }
 
-    /// Refuses a request that pins or lists a model which is neither in
-    /// the catalogue nor among the configured candidates and fallback
-    /// (unless `--allow-any-model`): a client cannot send the server to
-    /// models nobody chose, nor grow its health maps and metrics' labels
-    /// with names of its own.
-    pub fn check_models(&self, req: &crate::core::request::Request) -> Result<(), ApiError> {
-        if self.allow_any_model {
-            return Ok(());
-        }
-        let config = &self.router.config().settings;
-        let known = |m: &str| {
-            self.router.catalogue().get(m).is_some()
-                || config
-                    .models
-                    .iter()
-                    .chain(config.fallback.iter())
-                    .any(|c| c == m)
-        };
-        let o = req.overrides.as_ref();
-        let named = req
-            .pinned
-            .iter()
-            .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
-            .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten());
-        for m in named {
-            if !known(m) {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    "model_not_allowed",
-                    format!(
-                        "{} is neither in the catalogue nor among the configured candidates; \
-                         the server's --allow-any-model lets a request name any model",
-                        crate::core::failure::snippet(m.as_bytes())
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The request's own part of the cache: the digest of its client
-    /// token, so that no client is answered from another's cache (or
-    /// learns that another sent the same prompt). None without client
-    /// tokens (a server for one person) or with `--shared-cache`.
-    pub fn cache_scope(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
-        use sha2::Digest;
-        if self.clients.is_empty() || self.shared_cache {
+    /// The request's own part of the cache: its key's token digest, so
+    /// that no key is answered from another's cache (or learns that
+    /// another sent the same prompt). None on a server without tokens (for
+    /// one person), with `--shared-cache`, or for a key made with
+    /// `--cache shared`.
+    pub fn cache_scope(&self, client: Option<&Client>) -> Option<[u8; 32]> {
+        let c = client?;
+        if self.shared_cache || c.policy.cache == CacheUse::Shared {
             return None;
         }
-        let t = token(headers)?;
-        Some(sha2::Sha256::digest(t.as_bytes()).into())
+        Some(c.digest)
     }
 
     /// Whether the request carries an admin token.
@@ -244,7 +215,8 @@ impl App {
     }
 }
 
-fn token(headers: &HeaderMap) -> Option<&str> {
+/// The bearer token of a request.
+pub fn token(headers: &HeaderMap) -> Option<&str> {
     bearer(
         headers
             .get(header::AUTHORIZATION)

@@ -77,6 +77,8 @@ pub struct SharedLimits {
     tpm: Option<u32>,
     /// The budget's key and cap.
     budget: Option<(String, f64)>,
+    /// How long the budget is kept in Redis after its last use.
+    keep_ms: u64,
     /// What all machines have spent, as last seen (f64 bits).
     spent: AtomicU64,
     schedule: Script,
@@ -98,11 +100,19 @@ impl SharedLimits {
             rpm,
             tpm,
             budget,
+            keep_ms: KEEP_BUDGET_MS,
             spent: AtomicU64::new(0f64.to_bits()),
             schedule: Script::new(SCHEDULE),
             reserve: Script::new(RESERVE),
             link,
         }
+    }
+
+    /// Keeps the budget in Redis for `ms` after its last use (a week by
+    /// default): a budget for a key's whole life must outlast quiet months.
+    pub fn keep_for(mut self, ms: u64) -> SharedLimits {
+        self.keep_ms = ms;
+        self
     }
 
     /// The steps and bursts a request of `tokens` takes of each schedule.
@@ -155,7 +165,7 @@ impl SharedLimits {
             return Ok(Some(local));
         };
         let mut inv = self.reserve.prepare_invoke();
-        inv.key(key).arg(estimate).arg(*max).arg(KEEP_BUDGET_MS);
+        inv.key(key).arg(estimate).arg(*max).arg(self.keep_ms);
         match self.link.script::<(i64, String, String)>(inv).await {
             // Redis is away: this machine's own budget holds.
             None => Ok(Some(local)),
@@ -197,7 +207,7 @@ impl Admission for SharedLimits {
                 .arg(key)
                 .arg(estimate)
                 .arg(actual.unwrap_or(estimate))
-                .arg(KEEP_BUDGET_MS);
+                .arg(self.keep_ms);
             self.link.send(p);
         }
     }

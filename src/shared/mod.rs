@@ -17,6 +17,7 @@
 //! Keys hold hashes, model ids and numbers; never prompt text or the key.
 
 pub mod cache;
+pub mod clients;
 pub mod health;
 pub mod keys;
 pub mod limits;

@@ -7,6 +7,7 @@
 //! them into few transactions.
 
 pub mod flights;
+mod keys;
 pub mod ports;
 mod rows;
 pub mod schema;

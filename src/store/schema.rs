@@ -183,4 +183,27 @@ pub const MIGRATIONS: &[&str] = &[
         until_ms  INTEGER NOT NULL    -- unix milliseconds when the lease ends
     ) WITHOUT ROWID;
     "#,
+    // 8: client keys (their tokens only as SHA-256), and the key each
+    // request came with.
+    r#"
+    CREATE TABLE keys (
+        name          TEXT PRIMARY KEY,
+        token_sha256  TEXT NOT NULL,      -- hex; the token itself is never kept
+        policy        TEXT NOT NULL,      -- JSON: budget, rates, models, ...
+        created_at    INTEGER NOT NULL,   -- unix milliseconds
+        revoked_at    INTEGER
+    ) WITHOUT ROWID;
+
+    -- What each key spent each UTC day: kept past --retention, so that a
+    -- key's budget for its whole life outlasts the rows of requests.
+    CREATE TABLE key_days (
+        name      TEXT NOT NULL,
+        day       INTEGER NOT NULL,   -- days since 1970-01-01, UTC
+        cost_usd  REAL NOT NULL,
+        PRIMARY KEY (name, day)
+    ) WITHOUT ROWID;
+
+    ALTER TABLE requests ADD COLUMN key_name TEXT;
+    CREATE INDEX requests_key ON requests (key_name, ts) WHERE key_name IS NOT NULL;
+    "#,
 ];

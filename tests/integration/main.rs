@@ -6,6 +6,7 @@ mod batch;
 mod browser;
 mod cache;
 mod catalogue;
+mod client_keys;
 mod colour;
 mod commands;
 mod costs;

@@ -8,6 +8,7 @@
 //! ([`prometheus`]).
 
 mod html;
+mod keys;
 mod prometheus;
 mod query;
 mod table;
@@ -45,9 +46,13 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     let store = crate::setup::open_to_read(&path)?;
     let window = Window::new(args.since, store::now_ms());
     let models = model_filter(&args.models);
-    let report = query::load(store.conn(), &window, &models)
+    let mut report = query::load(store.conn(), &window, &models)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
+    report.keys = keys::load(store.conn(), &window, &models)
+        .with_context(|| format!("cannot read the store at {}", path.display()))?;
+    let by_key = args.by == crate::cli::ReportBy::Key;
     let text = match format {
+        ReportFormat::Table if by_key => keys::render(&report.keys, &report.window()),
         ReportFormat::Table => {
             // A file is never a terminal, whatever stdout is.
             let terminal = args.output.is_none() && std::io::stdout().is_terminal();
@@ -185,6 +190,8 @@ pub struct Report {
     pub attempts: i64,
     /// One entry per model that was called, most attempts first.
     pub models: Vec<ModelReport>,
+    /// One entry per client key that made requests, most requests first.
+    pub keys: Vec<keys::KeyReport>,
     /// The `--model` filter, empty for none.
     #[serde(skip)]
     pub filter: Vec<String>,

@@ -546,6 +546,7 @@ mod tests {
             },
             attempts,
             models,
+            keys: Vec::new(),
             filter: vec![],
             latencies,
             series: Default::default(),

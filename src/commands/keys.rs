@@ -1,0 +1,368 @@
+//! `llmroute keys`: client keys for `serve`. A key's token is printed once
+//! when it is made; the store (and Redis, with `--redis`) keeps only its
+//! SHA-256, with the key's policy. A running server reads the keys every
+//! few seconds, so a key made or revoked here takes effect without a
+//! restart.
+
+use anyhow::{anyhow, bail};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::cli::{KeyCreateArgs, KeysAction, KeysArgs};
+use crate::core::keys::{check_name, merge, CacheUse, KeyRecord, Period, Policy};
+use crate::core::numbers::usd;
+use crate::options::Options;
+use crate::setup as app;
+use crate::shared::Link;
+use crate::store::{self, Store};
+
+/// Runs `llmroute keys ...`.
+pub fn main(args: &KeysArgs, options: &Options) -> anyhow::Result<i32> {
+    let path = options.store_path()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let link = match &options.redis {
+        None => None,
+        Some(r) => Some(
+            rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))
+                .map_err(|e| {
+                    anyhow!(
+                        "cannot reach Redis at {}: {e}",
+                        crate::shared::shown(&r.url)
+                    )
+                })?,
+        ),
+    };
+    let now = store::now_ms();
+    match &args.action {
+        KeysAction::Create(c) => {
+            // Keys are made before a server first runs: the first one
+            // makes the store, as the server would.
+            let store = Store::open(&path)?;
+            create(c, &store, link.as_deref(), &rt, now)
+        }
+        KeysAction::Revoke { name } => {
+            let store = crate::setup::open_existing(&path)?;
+            revoke(name, &store, link.as_deref(), &rt, now)
+        }
+        KeysAction::List { json } => {
+            let store = crate::setup::open_to_read(&path)?;
+            let keys = all(&store, link.as_deref(), &rt, &path)?;
+            list(&keys, *json, now)
+        }
+        KeysAction::Show { name, json } => {
+            let store = crate::setup::open_to_read(&path)?;
+            let keys = all(&store, link.as_deref(), &rt, &path)?;
+            let Some(k) = keys.into_iter().find(|k| k.name == *name) else {
+                bail!("no key named {name}; `llmroute keys list` shows them");
+            };
+            let (start, _, period) = k.policy.period.at(now);
+            let spent = store
+                .key_spend(&k.name, start)
+                .map_err(app::store_fatal(&path))?;
+            show(&k, spent, &period, *json, now)
+        }
+    }
+}
+
+/// The keys of the store and of Redis, merged.
+fn all(
+    store: &Store,
+    link: Option<&Link>,
+    rt: &tokio::runtime::Runtime,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<KeyRecord>> {
+    let (mut keys, bad) = store.keys().map_err(app::store_fatal(path))?;
+    for b in bad {
+        eprintln!("llmroute: warning: key {b} has a policy this llmroute cannot read; skipped");
+    }
+    if let Some(l) = link {
+        let shared = rt
+            .block_on(crate::shared::clients::all(l))
+            .ok_or_else(|| anyhow!("cannot read the keys in Redis"))?;
+        keys.extend(shared);
+    }
+    Ok(merge(keys))
+}
+
+/// The policy `create`'s flags describe.
+fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
+    let policy = Policy {
+        budget_usd: c.budget,
+        period: match &c.per {
+            Some(p) => Period::parse(p).map_err(anyhow::Error::msg)?,
+            None => Period::Total,
+        },
+        rpm: c.rpm,
+        tpm: c.tpm,
+        models: c.models.iter().map(|m| m.trim().to_string()).collect(),
+        priorities: c.priorities.iter().map(|p| p.trim().to_string()).collect(),
+        max_tokens: c.max_tokens,
+        cache: match c.cache.as_deref() {
+            Some("shared") => CacheUse::Shared,
+            _ => CacheUse::Own,
+        },
+        expires_at_ms: c.expires.as_deref().map(|w| expiry(w, now)).transpose()?,
+    };
+    for p in &policy.priorities {
+        if crate::core::scoring::Priority::from_name(p).is_none() {
+            bail!("--priorities {p}: not a priority (speed, cost, quality, balanced)");
+        }
+    }
+    policy.check().map_err(anyhow::Error::msg)?;
+    Ok(policy)
+}
+
+/// `--expires`: a duration from now, or a UTC date or time.
+fn expiry(when: &str, now: i64) -> anyhow::Result<i64> {
+    let w = when.trim();
+    if let Ok(d) = crate::core::duration::parse(w) {
+        return Ok(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    }
+    let full = match w.len() {
+        10 => format!("{w}T00:00:00Z"),
+        _ => w.to_string(),
+    };
+    let at = humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        anyhow!("--expires {w}: give a duration (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)")
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow!("--expires {w}: before 1970"))?
+        .as_millis();
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    if ms <= now {
+        bail!("--expires {w}: that is already past");
+    }
+    Ok(ms)
+}
+
+/// A new token: 24 random bytes, in hex, after a prefix that says what it is.
+fn new_token() -> anyhow::Result<String> {
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|e| anyhow!("cannot draw a random token: {e}"))?;
+    Ok(format!("llmr-{}", hex::encode(raw)))
+}
+
+fn create(
+    c: &KeyCreateArgs,
+    store: &Store,
+    link: Option<&Link>,
+    rt: &tokio::runtime::Runtime,
+    now: i64,
+) -> anyhow::Result<i32> {
+    check_name(&c.name).map_err(anyhow::Error::msg)?;
+    let policy = policy_of(c, now)?;
+    if let Some(l) = link {
+        let live = rt
+            .block_on(crate::shared::clients::all(l))
+            .ok_or_else(|| anyhow!("cannot read the keys in Redis"))?;
+        if live
+            .iter()
+            .any(|k| k.name == c.name && k.revoked_at_ms.is_none())
+        {
+            bail!(
+                "a key named {} exists; revoke it first, or choose another name",
+                c.name
+            );
+        }
+    }
+    let token = new_token()?;
+    let record = KeyRecord {
+        name: c.name.clone(),
+        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+        policy,
+        created_at_ms: now,
+        revoked_at_ms: None,
+    };
+    if !store
+        .put_key(&record)
+        .map_err(app::store_fatal(store.path()))?
+    {
+        bail!(
+            "a key named {} exists; revoke it first, or choose another name",
+            c.name
+        );
+    }
+    if let Some(l) = link {
+        rt.block_on(crate::shared::clients::put(l, &record))
+            .ok_or_else(|| {
+                anyhow!("the key is in the store, but Redis could not be reached to share it")
+            })?;
+    }
+    let text = if c.json {
+        let mut v = json!({"token": token});
+        v.as_object_mut().expect("an object").extend(
+            describe(&record, now)
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        format!("{v}\n")
+    } else {
+        format!(
+            "{token}\n\nkey {} made{}. The token is shown once: only its SHA-256 is kept.\n",
+            c.name,
+            limits_text(&record.policy).map_or(String::new(), |l| format!(" ({l})")),
+        )
+    };
+    app::write_stdout(text.as_bytes())
+}
+
+fn revoke(
+    name: &str,
+    store: &Store,
+    link: Option<&Link>,
+    rt: &tokio::runtime::Runtime,
+    now: i64,
+) -> anyhow::Result<i32> {
+    let mut found = store
+        .revoke_key(name, now)
+        .map_err(app::store_fatal(store.path()))?;
+    if let Some(l) = link {
+        let shared = rt
+            .block_on(crate::shared::clients::all(l))
+            .ok_or_else(|| anyhow!("cannot read the keys in Redis"))?;
+        let live = shared
+            .into_iter()
+            .chain(store.key(name).ok().flatten())
+            .filter(|k| k.name == name);
+        if let Some(mut k) = merge(live).into_iter().next() {
+            if k.revoked_at_ms.is_none() || found {
+                found = true;
+                k.revoked_at_ms = Some(now);
+                rt.block_on(crate::shared::clients::put(l, &k))
+                    .ok_or_else(|| anyhow!("cannot reach Redis to revoke the key there"))?;
+                let _ = store.mirror_key(&k);
+            }
+        }
+    }
+    if !found {
+        bail!("no live key named {name}; `llmroute keys list` shows them");
+    }
+    app::write_stdout(
+        format!("key {name} revoked; servers refuse its token within seconds\n").as_bytes(),
+    )
+}
+
+/// A key's state at `now`.
+fn state(k: &KeyRecord, now: i64) -> &'static str {
+    match (k.revoked_at_ms, k.policy.expires_at_ms) {
+        (Some(_), _) => "revoked",
+        (None, Some(e)) if now >= e => "expired",
+        _ => "live",
+    }
+}
+
+/// A key's limits in a few words; None when it has none.
+fn limits_text(p: &Policy) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(b) = p.budget_usd {
+        parts.push(match p.period {
+            Period::Total => format!("budget {}", usd(b)),
+            other => format!("budget {} a {}", usd(b), other.name()),
+        });
+    }
+    if let Some(n) = p.rpm {
+        parts.push(format!("{n} requests/min"));
+    }
+    if let Some(n) = p.tpm {
+        parts.push(format!("{n} tokens/min"));
+    }
+    if !p.models.is_empty() {
+        parts.push(format!("models {}", p.models.join(",")));
+    }
+    if !p.priorities.is_empty() {
+        parts.push(format!("priorities {}", p.priorities.join(",")));
+    }
+    if let Some(n) = p.max_tokens {
+        parts.push(format!("max_tokens {n}"));
+    }
+    if p.cache == CacheUse::Shared {
+        parts.push("shared cache".into());
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A key as JSON, without its token's digest.
+fn describe(k: &KeyRecord, now: i64) -> serde_json::Value {
+    json!({
+        "name": k.name,
+        "state": state(k, now),
+        "created_at_ms": k.created_at_ms,
+        "revoked_at_ms": k.revoked_at_ms,
+        "policy": k.policy,
+    })
+}
+
+fn list(keys: &[KeyRecord], as_json: bool, now: i64) -> anyhow::Result<i32> {
+    let text = if as_json {
+        let all: Vec<_> = keys.iter().map(|k| describe(k, now)).collect();
+        format!("{}\n", serde_json::Value::Array(all))
+    } else if keys.is_empty() {
+        "no keys; make one with `llmroute keys create NAME`\n".to_string()
+    } else {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::NOTHING);
+        t.set_header(["name", "state", "created", "limits"]);
+        for k in keys {
+            t.add_row([
+                k.name.clone(),
+                state(k, now).to_string(),
+                day(k.created_at_ms),
+                limits_text(&k.policy).unwrap_or_else(|| "none".into()),
+            ]);
+        }
+        format!("{t}\n")
+    };
+    app::write_stdout(text.as_bytes())
+}
+
+fn show(k: &KeyRecord, spent: f64, period: &str, as_json: bool, now: i64) -> anyhow::Result<i32> {
+    let p = &k.policy;
+    let text = if as_json {
+        let mut v = describe(k, now);
+        v["spent_usd"] = json!(crate::core::numbers::round_usd(spent));
+        v["period"] = json!(period);
+        v["left_usd"] = json!(p
+            .budget_usd
+            .map(|b| crate::core::numbers::round_usd((b - spent).max(0.0))));
+        format!("{v}\n")
+    } else {
+        let mut lines = vec![
+            format!("key      {}", k.name),
+            format!("state    {}", state(k, now)),
+            format!("created  {}", day(k.created_at_ms)),
+            format!(
+                "limits   {}",
+                limits_text(p).unwrap_or_else(|| "none".into())
+            ),
+            format!(
+                "spent    {} ({period}, as this machine's store recorded it)",
+                usd(spent)
+            ),
+        ];
+        if let Some(b) = p.budget_usd {
+            lines.push(format!("left     {}", usd((b - spent).max(0.0))));
+        }
+        if let Some(e) = p.expires_at_ms {
+            lines.push(format!("expires  {}", time(e)));
+        }
+        format!("{}\n", lines.join("\n"))
+    };
+    app::write_stdout(text.as_bytes())
+}
+
+/// Unix ms as a UTC date.
+fn day(ms: i64) -> String {
+    let (y, m, d) = crate::core::keys::civil(ms.div_euclid(86_400_000));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Unix ms as a UTC time.
+fn time(ms: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,145 @@
+//! The report per client key (`report --by key`): what each key's requests
+//! were, cost and used, from the `key_name` of table `requests`.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::Window;
+use crate::core::numbers;
+
+/// One key's requests in the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyReport {
+    pub key: String,
+    pub requests: i64,
+    pub answered: i64,
+    pub errors: i64,
+    pub cache_hits: i64,
+    #[serde(serialize_with = "numbers::serialize_usd")]
+    pub cost_usd: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// Every key's row, most requests first; requests without a key are left out.
+pub fn load(
+    conn: &Connection,
+    window: &Window,
+    models: &[String],
+) -> rusqlite::Result<Vec<KeyReport>> {
+    let mut sql = String::from(
+        "SELECT key_name, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
+                total(cost_usd), total(prompt_tokens), total(completion_tokens)
+         FROM requests WHERE key_name IS NOT NULL AND ts >= ?",
+    );
+    let mut params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(
+        window.from_ms.unwrap_or(i64::MIN),
+    )];
+    if !models.is_empty() {
+        sql.push_str(&format!(
+            " AND model IN ({})",
+            vec!["?"; models.len()].join(", ")
+        ));
+        params.extend(
+            models
+                .iter()
+                .map(|m| rusqlite::types::Value::Text(m.clone())),
+        );
+    }
+    sql.push_str(" GROUP BY key_name ORDER BY count(*) DESC, key_name");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+        Ok(KeyReport {
+            key: r.get(0)?,
+            requests: r.get(1)?,
+            answered: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            errors: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            cache_hits: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            cost_usd: r.get(5)?,
+            prompt_tokens: r.get::<_, f64>(6)? as i64,
+            completion_tokens: r.get::<_, f64>(7)? as i64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The rows as a table for people.
+pub fn render(keys: &[KeyReport], window: &str) -> String {
+    if keys.is_empty() {
+        return format!("no requests with a client key in the {window}\n");
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header([
+        "key", "requests", "answered", "errors", "cached", "cost", "tokens",
+    ]);
+    for k in keys {
+        t.add_row([
+            k.key.clone(),
+            k.requests.to_string(),
+            k.answered.to_string(),
+            k.errors.to_string(),
+            k.cache_hits.to_string(),
+            numbers::usd(k.cost_usd),
+            (k.prompt_tokens + k.completion_tokens).to_string(),
+        ]);
+    }
+    let text = format!("llmroute report by key · {window}\n\n{t}\n");
+    text.lines()
+        .map(|l| l.trim_end().to_string() + "\n")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ports::{Record, RequestRow};
+    use crate::store::Store;
+
+    #[test]
+    fn requests_are_summed_per_key() {
+        let s = Store::in_memory().unwrap();
+        let row = |key: Option<&str>, ok: bool, cost: f64| RequestRow {
+            ts: 10,
+            line: 1,
+            request_id: None,
+            model: Some("m".into()),
+            ok,
+            cached: false,
+            latency_ms: 1.0,
+            cost_usd: Some(cost),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            score: None,
+            attempts: 1,
+            error_type: None,
+            key: key.map(Into::into),
+        };
+        for r in [
+            row(Some("a"), true, 0.5),
+            row(Some("a"), false, 0.0),
+            row(Some("b"), true, 1.0),
+            row(None, true, 9.0),
+        ] {
+            s.write_line(&Record {
+                request: Some(r),
+                ..Record::default()
+            })
+            .unwrap();
+        }
+        let w = Window {
+            label: "all".into(),
+            from_ms: None,
+            to_ms: 100,
+        };
+        let keys = load(s.conn(), &w, &[]).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].key.as_str(), keys[0].requests, keys[0].errors),
+            ("a", 2, 1)
+        );
+        assert_eq!(keys[0].cost_usd, 0.5);
+        assert_eq!(keys[1].prompt_tokens + keys[1].completion_tokens, 7);
+        assert!(render(&keys, "all").contains("a "));
+    }
+}

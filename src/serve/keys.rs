@@ -1,0 +1,519 @@
+//! Client keys as a server holds them: looked up by the SHA-256 of the
+//! bearer token, each with its policy, its budget for the current period
+//! and its requests and tokens of the current minute. The ring is rebuilt
+//! from the store (and Redis) every few seconds, so keys made or revoked
+//! while the server runs take effect without a restart; a key whose
+//! record did not change keeps its counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::core::keys::{KeyRecord, Period, Policy};
+use crate::engine::ports::Allowance;
+
+/// Makes a key's budget for a period: (name, policy, the period's start
+/// in unix ms, the period's name).
+pub type MakeBudget = Box<dyn Fn(&str, &Policy, i64, &str) -> Allowance + Send + Sync>;
+
+/// How often the keys are read again.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// A key the server lets in.
+pub struct Client {
+    pub name: Arc<str>,
+    /// The SHA-256 of its token.
+    pub digest: [u8; 32],
+    pub policy: Policy,
+    /// A token of `LLMROUTE_AUTH_TOKENS` or `--auth-token-file`: no limits,
+    /// and it may read the dashboard and the metrics.
+    pub trusted: bool,
+    record: Option<KeyRecord>,
+    /// The budget of the current period, by the period's name.
+    budget: Mutex<Option<(String, Allowance)>>,
+    window: Mutex<Window>,
+    /// Requests it made through this process.
+    pub requests: AtomicU64,
+    /// Requests refused for its rates.
+    pub limited: AtomicU64,
+    /// What its requests cost through this process (f64 bits).
+    spent: AtomicU64,
+}
+
+/// A key's requests and tokens in one minute.
+#[derive(Default, Clone, Copy)]
+struct Window {
+    minute: i64,
+    requests: u64,
+    tokens: u64,
+}
+
+/// The minute holding `now_ms`, and the seconds left in it (at least 1).
+pub fn minute_of(now_ms: i64) -> (i64, u64) {
+    let minute = now_ms.div_euclid(60_000);
+    let left = (minute + 1) * 60_000 - now_ms;
+    (
+        minute,
+        u64::try_from((left + 999) / 1000).unwrap_or(1).max(1),
+    )
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.name)
+    }
+}
+
+impl Client {
+    fn new(name: Arc<str>, digest: [u8; 32], record: Option<KeyRecord>) -> Client {
+        Client {
+            name,
+            digest,
+            policy: record
+                .as_ref()
+                .map(|r| r.policy.clone())
+                .unwrap_or_default(),
+            trusted: record.is_none(),
+            record,
+            budget: Mutex::new(None),
+            window: Mutex::new(Window::default()),
+            requests: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+            spent: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// The key's budget now, made (or made anew, when a period has begun)
+    /// by `make`. None for a key without a budget.
+    pub fn allowance(&self, now_ms: i64, make: &MakeBudget) -> Option<Allowance> {
+        self.policy.budget_usd?;
+        let (start, _, period) = self.policy.period.at(now_ms);
+        let mut held = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        match &*held {
+            Some((p, a)) if *p == period => Some(a.clone()),
+            _ => {
+                let a = make(&self.name, &self.policy, start, &period);
+                *held = Some((period, a.clone()));
+                Some(a)
+            }
+        }
+    }
+
+    /// Takes a request of the current minute against the key's rates:
+    /// `shared` is what all machines counted (Redis), else this one's
+    /// count holds. Err: the seconds until the minute ends.
+    pub fn take(&self, now_ms: i64, shared: Option<(u64, u64)>) -> Result<(), u64> {
+        let (minute, left) = minute_of(now_ms);
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.minute != minute {
+            *w = Window {
+                minute,
+                ..Window::default()
+            };
+        }
+        // A shared count already holds this request.
+        let (requests, tokens) = shared.unwrap_or((w.requests + 1, w.tokens));
+        let over_rpm = self.policy.rpm.is_some_and(|n| requests > u64::from(n));
+        let over_tpm = self.policy.tpm.is_some_and(|n| tokens >= u64::from(n));
+        if over_rpm || over_tpm {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+            return Err(left);
+        }
+        w.requests += 1;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts the tokens a request of the key used.
+    pub fn used(&self, now_ms: i64, tokens: u64, cost_usd: Option<f64>) {
+        let (minute, _) = minute_of(now_ms);
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.minute == minute {
+            w.tokens += tokens;
+        }
+        drop(w);
+        if let Some(c) = cost_usd.filter(|c| *c > 0.0) {
+            let _ = self
+                .spent
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some((f64::from_bits(b) + c).to_bits())
+                });
+        }
+    }
+
+    /// Whether it has per-minute rates to keep.
+    pub fn has_rates(&self) -> bool {
+        self.policy.rpm.is_some() || self.policy.tpm.is_some()
+    }
+
+    /// What it has used and has left, as the dashboard and `GET /v1/key`
+    /// show it.
+    pub fn view(&self, now_ms: i64) -> serde_json::Value {
+        let (minute, _) = minute_of(now_ms);
+        let w = *self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let (requests_now, tokens_now) = match w.minute == minute {
+            true => (w.requests, w.tokens),
+            false => (0, 0),
+        };
+        let budget = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|(_, a)| a.0.budget());
+        let p = &self.policy;
+        let (_, end, period) = p.period.at(now_ms);
+        serde_json::json!({
+            "name": &*self.name,
+            "budget_usd": p.budget_usd,
+            "period": p.budget_usd.map(|_| period),
+            "period_ends_ms": (p.budget_usd.is_some() && p.period != Period::Total).then_some(end),
+            "spent_usd": budget.map(|b| crate::core::numbers::round_usd(b.spent)),
+            "reserved_usd": budget.map(|b| crate::core::numbers::round_usd(b.reserved)),
+            "left_usd": budget.map(|b| crate::core::numbers::round_usd((b.max - b.spent).max(0.0))),
+            "spent_here_usd": crate::core::numbers::round_usd(f64::from_bits(self.spent.load(Ordering::Relaxed))),
+            "rpm": p.rpm,
+            "requests_this_minute": requests_now,
+            "tpm": p.tpm,
+            "tokens_this_minute": tokens_now,
+            "requests": self.requests.load(Ordering::Relaxed),
+            "rate_limited": self.limited.load(Ordering::Relaxed),
+            "models": &p.models,
+            "priorities": &p.priorities,
+            "max_tokens": p.max_tokens,
+            "cache": p.cache,
+            "expires_at_ms": p.expires_at_ms,
+        })
+    }
+}
+
+/// The key a request came with (none on a server without tokens).
+#[derive(Clone)]
+pub struct Caller(pub Option<Arc<Client>>);
+
+/// What a bearer token is to the server.
+pub enum Found {
+    /// The server takes no tokens (loopback, no keys).
+    Open,
+    Key(Arc<Client>),
+    Refused(String),
+}
+
+#[derive(Default)]
+struct Table {
+    live: HashMap<[u8; 32], Arc<Client>>,
+    /// Revoked or expired keys, by token, with why.
+    dead: HashMap<[u8; 32], String>,
+    /// Whether tokens are needed at all.
+    required: bool,
+}
+
+/// Every key the server knows.
+pub struct KeyRing {
+    table: RwLock<Arc<Table>>,
+    /// The trusted tokens' digests, kept across reloads.
+    trusted: Vec<[u8; 32]>,
+    /// The admin tokens' digests: trusted too, but they alone do not make
+    /// the server take tokens.
+    admins: Vec<[u8; 32]>,
+    /// The records last loaded.
+    loaded: Mutex<Vec<KeyRecord>>,
+    pub make_budget: MakeBudget,
+}
+
+impl KeyRing {
+    /// A ring of the trusted and admin tokens (digests) alone.
+    pub fn new(trusted: Vec<[u8; 32]>, admins: Vec<[u8; 32]>, make_budget: MakeBudget) -> KeyRing {
+        let ring = KeyRing {
+            table: RwLock::new(Arc::new(Table::default())),
+            trusted,
+            admins,
+            loaded: Mutex::new(Vec::new()),
+            make_budget,
+        };
+        ring.build(&[], crate::engine::now_ms());
+        ring
+    }
+
+    /// Whether a request needs a token.
+    pub fn required(&self) -> bool {
+        self.table().required
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads `records` (the store's and Redis's, merged) when they changed.
+    /// Returns whether they did.
+    pub fn load(&self, records: Vec<KeyRecord>, now_ms: i64) -> bool {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if *loaded == records {
+            return false;
+        }
+        self.build(&records, now_ms);
+        *loaded = records;
+        true
+    }
+
+    fn build(&self, records: &[KeyRecord], now_ms: i64) {
+        let old = self.table();
+        let mut t = Table {
+            required: !self.trusted.is_empty() || !records.is_empty(),
+            ..Table::default()
+        };
+        for d in self.trusted.iter().chain(&self.admins) {
+            let name: Arc<str> = format!("token-{}", hex::encode(&d[..4])).into();
+            let client = old
+                .live
+                .get(d)
+                .filter(|c| c.trusted)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Client::new(name, *d, None)));
+            t.live.insert(*d, client);
+        }
+        for r in records {
+            let Some(d) = r.digest() else { continue };
+            if !r.active(now_ms) {
+                let why = match r.revoked_at_ms {
+                    Some(_) => format!("key {} was revoked", r.name),
+                    None => format!("key {} has expired", r.name),
+                };
+                t.dead.insert(d, why);
+                continue;
+            }
+            let kept = old
+                .live
+                .get(&d)
+                .filter(|c| c.record.as_ref() == Some(r))
+                .cloned();
+            let client = kept.unwrap_or_else(|| {
+                Arc::new(Client::new(r.name.as_str().into(), d, Some(r.clone())))
+            });
+            t.live.insert(d, client);
+        }
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+    }
+
+    /// Who `token` is.
+    pub fn find(&self, token: Option<&str>, now_ms: i64) -> Found {
+        let t = self.table();
+        if !t.required {
+            return Found::Open;
+        }
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Found::Refused(
+                "a valid token is needed: send Authorization: Bearer <token>".into(),
+            );
+        };
+        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match t.live.get(&d) {
+            Some(c) if c.policy.expires_at_ms.is_some_and(|e| now_ms >= e) => {
+                Found::Refused(format!("key {} has expired", c.name))
+            }
+            Some(c) => Found::Key(c.clone()),
+            None => Found::Refused(t.dead.get(&d).cloned().unwrap_or_else(|| {
+                "a valid token is needed: send Authorization: Bearer <token>".into()
+            })),
+        }
+    }
+
+    /// Every live key, by name.
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        let mut all: Vec<Arc<Client>> = self.table().live.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// Makes each key's budget: this machine's, started from what the store
+/// says the key spent in the period; with Redis, one all machines share
+/// (kept there past the period's end).
+pub fn budgets(path: std::path::PathBuf, redis: Option<Arc<crate::shared::Link>>) -> MakeBudget {
+    use crate::engine::admission::{Budget, Limits, RateLimits};
+    Box::new(move |name, policy, start, period| {
+        let max = policy.budget_usd.unwrap_or(0.0);
+        let spent = crate::store::Store::open_reader(&path)
+            .and_then(|s| s.key_spend(name, start))
+            .unwrap_or(0.0);
+        let local = Limits {
+            rates: RateLimits::new(None, None),
+            budget: Some(Budget::with_spent(max, spent)),
+        };
+        match &redis {
+            None => Allowance(Arc::new(local)),
+            Some(link) => {
+                const DAY_MS: u64 = 86_400_000;
+                let keep = match policy.period {
+                    Period::Day => 3 * DAY_MS,
+                    Period::Month => 40 * DAY_MS,
+                    Period::Total => 3650 * DAY_MS,
+                };
+                let id = format!("key:{name}:{period}");
+                let shared = crate::shared::limits::SharedLimits::new(
+                    local,
+                    link.clone(),
+                    None,
+                    None,
+                    Some(max),
+                    &id,
+                )
+                .keep_for(keep);
+                Allowance(Arc::new(shared))
+            }
+        }
+    })
+}
+
+/// Reads the keys of the store at `path` and of Redis every
+/// [`RELOAD_EVERY`], and loads them into `ring` when they changed.
+pub async fn watch(
+    ring: Arc<KeyRing>,
+    path: std::path::PathBuf,
+    redis: Option<Arc<crate::shared::Link>>,
+) {
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(records) = read(&path, redis.as_deref()).await {
+            if ring.load(records, crate::engine::now_ms()) {
+                tracing::info!("client keys reloaded");
+            }
+        }
+    }
+}
+
+/// The keys of the store and of Redis, merged; None when the store cannot
+/// be read (the ring then keeps what it has).
+pub async fn read(
+    path: &std::path::Path,
+    redis: Option<&crate::shared::Link>,
+) -> Option<Vec<KeyRecord>> {
+    let p = path.to_path_buf();
+    let local = tokio::task::spawn_blocking(move || {
+        crate::store::Store::open_reader(&p).and_then(|s| s.keys())
+    })
+    .await
+    .ok()?;
+    let mut records = match local {
+        Ok((keys, _)) => keys,
+        // A store without the keys table yet has no keys.
+        Err(crate::store::StoreError::Sql(_)) => Vec::new(),
+        Err(_) => return None,
+    };
+    if let Some(link) = redis {
+        records.extend(crate::shared::clients::all(link).await.unwrap_or_default());
+    }
+    Some(crate::core::keys::merge(records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::admission::{Budget, Limits, RateLimits};
+
+    fn make() -> MakeBudget {
+        Box::new(|_, p, _, _| {
+            Allowance(Arc::new(Limits {
+                rates: RateLimits::new(None, None),
+                budget: Some(Budget::new(p.budget_usd.unwrap_or(0.0))),
+            }))
+        })
+    }
+
+    fn record(name: &str, token: &str, policy: Policy) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+            policy,
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn tokens_find_their_keys_and_dead_keys_say_why() {
+        let ring = KeyRing::new(Vec::new(), Vec::new(), make());
+        assert!(matches!(ring.find(None, 0), Found::Open));
+        let mut revoked = record("old", "t-old", Policy::default());
+        revoked.revoked_at_ms = Some(5);
+        ring.load(vec![record("a", "t-a", Policy::default()), revoked], 10);
+        assert!(matches!(ring.find(Some("t-a"), 10), Found::Key(c) if &*c.name == "a"));
+        assert!(matches!(ring.find(Some("t-old"), 10), Found::Refused(m) if m.contains("revoked")));
+        assert!(matches!(ring.find(Some("nope"), 10), Found::Refused(_)));
+        assert!(matches!(ring.find(None, 10), Found::Refused(_)));
+    }
+
+    #[test]
+    fn an_unchanged_key_keeps_its_counters_across_reloads() {
+        let ring = KeyRing::new(Vec::new(), Vec::new(), make());
+        let p = Policy {
+            rpm: Some(2),
+            ..Policy::default()
+        };
+        ring.load(vec![record("a", "t", p.clone())], 0);
+        let Found::Key(c) = ring.find(Some("t"), 0) else {
+            panic!()
+        };
+        let now = 120_000;
+        assert!(c.take(now, None).is_ok() && c.take(now, None).is_ok());
+        assert_eq!(c.take(now + 1000, None), Err(59), "until the minute ends");
+        ring.load(
+            vec![record("a", "t", p.clone()), record("b", "u", p.clone())],
+            0,
+        );
+        let Found::Key(same) = ring.find(Some("t"), 0) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&c, &same));
+        assert!(same.take(now, None).is_err(), "still over");
+        assert!(same.take(now + 60_000, None).is_ok(), "a new minute");
+    }
+
+    #[test]
+    fn tokens_a_minute_refuse_once_used_up() {
+        let c = Client::new(
+            "a".into(),
+            [0; 32],
+            Some(record(
+                "a",
+                "t",
+                Policy {
+                    tpm: Some(100),
+                    ..Policy::default()
+                },
+            )),
+        );
+        assert!(c.take(0, None).is_ok());
+        c.used(0, 100, Some(0.5));
+        assert!(c.take(0, None).is_err());
+        assert!(c.take(0, Some((1, 99))).is_ok(), "the shared count rules");
+    }
+
+    #[test]
+    fn a_budget_is_made_once_a_period() {
+        let c = Client::new(
+            "a".into(),
+            [0; 32],
+            Some(record(
+                "a",
+                "t",
+                Policy {
+                    budget_usd: Some(1.0),
+                    period: Period::Day,
+                    ..Policy::default()
+                },
+            )),
+        );
+        let m = make();
+        let a = c.allowance(0, &m).unwrap();
+        let b = c.allowance(1000, &m).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        let next_day = c.allowance(86_400_000, &m).unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &next_day.0));
+    }
+}

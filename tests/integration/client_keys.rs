@@ -1,0 +1,433 @@
+//! Client keys for a shared server: made with `llmroute keys`, kept only
+//! as hashes, picked up by a running server, each held to its own budget,
+//! rates, models, priorities, `max_tokens` and cache.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::serve::rt;
+use crate::util::*;
+
+/// Makes key `name` with `flags`; returns its token.
+fn make_key(env: &Env, name: &str, flags: &[&str]) -> String {
+    let out = env.cmd().args(["keys", "create", name]).args(flags).run();
+    out.assert_code(0);
+    let token = out.stdout.lines().next().unwrap_or("").trim().to_string();
+    assert!(token.starts_with("llmr-"), "{}", out.stdout);
+    token
+}
+
+/// Posts a chat body with `token`; returns the status, headers and body.
+async fn post(
+    s: &Served,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::new()
+        .post(s.url("/v1/chat/completions"))
+        .json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (status, headers, v)
+}
+
+async fn get(s: &Served, token: Option<&str>, path: &str) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(s.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Waits up to 10 s for `check` to hold.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[test]
+fn a_token_is_shown_once_and_only_its_hash_is_kept() {
+    let env = Env::three();
+    let token = make_key(
+        &env,
+        "team-a",
+        &["--budget", "5", "--per", "month", "--rpm", "60"],
+    );
+    let store = std::fs::read(env.db()).unwrap();
+    let wal = std::fs::read(env.path("store.db-wal")).unwrap_or_default();
+    for bytes in [&store, &wal] {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is in the store"
+        );
+    }
+    let list = env.cmd().args(["keys", "list"]).run();
+    list.assert_code(0);
+    assert!(
+        list.stdout.contains("team-a") && list.stdout.contains("live"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("$5") && list.stdout.contains("a month"),
+        "{}",
+        list.stdout
+    );
+    assert!(!list.stdout.contains(&token));
+    let show = env.cmd().args(["keys", "show", "team-a", "--json"]).run();
+    show.assert_code(0);
+    let v: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["policy"]["rpm"], 60);
+    assert_eq!(v["spent_usd"], 0.0);
+    // A live name is not made twice; a bad name or value is refused.
+    let again = env.cmd().args(["keys", "create", "team-a"]).run();
+    assert_ne!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    for bad in [
+        vec!["keys", "create", "a b"],
+        vec!["keys", "create", "x", "--budget", "-1"],
+        vec!["keys", "create", "x", "--rpm", "0"],
+        vec!["keys", "create", "x", "--priorities", "fastest"],
+        vec!["keys", "create", "x", "--expires", "yesterday"],
+    ] {
+        let out = env.cmd().args(&bad).run();
+        assert_ne!(out.code, 0, "{bad:?}: {}", out.stdout);
+        assert!(out.stderr.contains("llmroute"), "{bad:?}: {}", out.stderr);
+    }
+    let revoked = env.cmd().args(["keys", "revoke", "team-a"]).run();
+    revoked.assert_code(0);
+    let list = env.cmd().args(["keys", "list", "--json"]).run();
+    let v: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(v[0]["state"], "revoked");
+}
+
+#[test]
+fn a_running_server_takes_new_keys_and_refuses_revoked_ones() {
+    let env = Env::three();
+    let a = make_key(&env, "a", &[]);
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let body = chat(None, "hello");
+        assert_eq!(post(&s, None, &body).await.0, 401);
+        assert_eq!(post(&s, Some("llmr-nope"), &body).await.0, 401);
+        assert_eq!(post(&s, Some(&a), &body).await.0, 200);
+        let b = make_key(&env, "b", &[]);
+        assert!(
+            eventually(async || post(&s, Some(&b), &body).await.0 == 200).await,
+            "a key made while the server runs is taken within seconds"
+        );
+        env.cmd().args(["keys", "revoke", "a"]).run().assert_code(0);
+        assert!(
+            eventually(async || post(&s, Some(&a), &body).await.0 == 401).await,
+            "a revoked key is refused within seconds"
+        );
+        let (_, _, v) = post(&s, Some(&a), &body).await;
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("revoked"),
+            "{v}"
+        );
+        // A key sees its own use, not the server's metrics.
+        let (status, text) = get(&s, Some(&b), "/v1/key").await;
+        assert_eq!(status, 200);
+        let me: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(me["name"], "b");
+        assert_eq!(get(&s, Some(&b), "/metrics").await.0, 403);
+    });
+    // Each request is recorded with its key's name.
+    drop(s);
+    assert!(env.count("SELECT count(*) FROM requests WHERE key_name = 'a'") >= 1);
+    assert!(env.count("SELECT count(*) FROM requests WHERE key_name = 'b'") >= 1);
+}
+
+#[test]
+fn an_expired_key_is_refused() {
+    let env = Env::three();
+    let t = make_key(&env, "brief", &["--expires", "2s"]);
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let body = chat(None, "hi");
+        std::thread::sleep(Duration::from_millis(2100));
+        let (status, _, v) = post(&s, Some(&t), &body).await;
+        assert_eq!(status, 401, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("expired"));
+    });
+}
+
+#[test]
+fn a_key_over_its_budget_gets_429_while_others_are_served() {
+    let env = Env::three();
+    let poor = make_key(&env, "poor", &["--budget", "0.0001", "--per", "day"]);
+    let rich = make_key(&env, "rich", &[]);
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    rt().block_on(async {
+        let mut answered = 0;
+        let mut refused = None;
+        for i in 0..60 {
+            let mut body = chat(None, &format!("prompt number {i}"));
+            body["max_tokens"] = json!(10);
+            let (status, headers, v) = post(&s, Some(&poor), &body).await;
+            match status {
+                200 => answered += 1,
+                _ => {
+                    refused = Some((status, headers, v));
+                    break;
+                }
+            }
+        }
+        let (status, headers, v) = refused.expect("the budget ran out");
+        assert!(answered > 0, "some requests fit first");
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(v["error"]["code"], "key_budget_exceeded", "{v}");
+        assert_eq!(headers["x-should-retry"], "false");
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=86_400).contains(&retry), "until the day ends: {retry}");
+        // Within its budget, and the others are served.
+        let (_, me) = get(&s, Some(&poor), "/v1/key").await;
+        let me: Value = serde_json::from_str(&me).unwrap();
+        assert!(me["spent_usd"].as_f64().unwrap() <= 0.0001 + 1e-12, "{me}");
+        assert_eq!(post(&s, Some(&rich), &chat(None, "x")).await.0, 200);
+    });
+    // The budget survives a restart: the store says what was spent.
+    drop(s);
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    rt().block_on(async {
+        let mut body = chat(None, "after the restart");
+        body["max_tokens"] = json!(10);
+        let (status, _, v) = post(&s, Some(&poor), &body).await;
+        assert_eq!(status, 429, "{v}");
+    });
+}
+
+#[test]
+fn a_key_over_its_rate_gets_429_with_retry_after() {
+    let env = Env::three();
+    let slow = make_key(&env, "slow", &["--rpm", "2"]);
+    let other = make_key(&env, "other", &[]);
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let body = chat(None, "hi");
+        away_from_a_minute_s_end();
+        let mut statuses = Vec::new();
+        let mut last = None;
+        for _ in 0..3 {
+            let (status, headers, v) = post(&s, Some(&slow), &body).await;
+            statuses.push(status);
+            last = Some((headers, v));
+        }
+        assert_eq!(statuses, [200, 200, 429], "two a minute");
+        let (headers, v) = last.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(post(&s, Some(&other), &body).await.0, 200);
+    });
+}
+
+#[test]
+fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
+    let env = Env::three();
+    let t = make_key(
+        &env,
+        "narrow",
+        &[
+            "--models",
+            "t/b,t/c",
+            "--priorities",
+            "cost",
+            "--max-tokens",
+            "16",
+        ],
+    );
+    let s = env.serve(&["--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let (status, _, v) = post(&s, Some(&t), &chat(Some("t/a"), "hi")).await;
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(v["error"]["code"], "model_not_allowed");
+        let (status, headers, v) = post(&s, Some(&t), &chat(None, "routed")).await;
+        assert_eq!(status, 200, "{v}");
+        let model = headers["x-llmroute-model"].to_str().unwrap();
+        assert!(model == "t/b" || model == "t/c", "{model}");
+        let (status, _, v) = post(&s, Some(&t), &chat(Some("llmroute/speed"), "hi")).await;
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(v["error"]["code"], "priority_not_allowed");
+        let mut big = chat(None, "hi");
+        big["max_tokens"] = json!(1000);
+        let (status, _, v) = post(&s, Some(&t), &big).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "max_tokens_too_large");
+    });
+    let sent: Vec<Value> = env.server.completions().iter().map(|r| r.json()).collect();
+    assert!(!sent.is_empty());
+    for body in &sent {
+        assert_eq!(body["max_tokens"], 16, "{body}");
+        assert_ne!(body["model"], "t/a");
+    }
+}
+
+#[test]
+fn keys_never_see_each_other_s_cached_answers() {
+    let env = Env::three();
+    let a = make_key(&env, "a", &[]);
+    let b = make_key(&env, "b", &[]);
+    let c = make_key(&env, "c", &["--cache", "shared"]);
+    let d = make_key(&env, "d", &["--cache", "shared"]);
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let body = chat(None, "the same prompt");
+        let cached =
+            |h: &reqwest::header::HeaderMap| h["x-llmroute-cached"].to_str().unwrap().to_string();
+        let (_, h, _) = post(&s, Some(&a), &body).await;
+        assert_eq!(cached(&h), "false");
+        let (_, h, _) = post(&s, Some(&a), &body).await;
+        assert_eq!(cached(&h), "true", "a key's own cache");
+        let (_, h, _) = post(&s, Some(&b), &body).await;
+        assert_eq!(cached(&h), "false", "not another key's");
+        let (_, h, _) = post(&s, Some(&c), &body).await;
+        assert_eq!(cached(&h), "false");
+        let (_, h, _) = post(&s, Some(&d), &body).await;
+        assert_eq!(cached(&h), "true", "keys that share, share");
+    });
+}
+
+#[test]
+fn use_is_reported_and_measured_per_key() {
+    let env = Env::three();
+    let a = make_key(&env, "alpha", &[]);
+    let b = make_key(&env, "beta", &["--rpm", "1"]);
+    let s = env.serve_with(
+        &["--models", "t/a", "--no-cache"],
+        &[("LLMROUTE_ADMIN_TOKENS", "admin-1")],
+    );
+    rt().block_on(async {
+        away_from_a_minute_s_end();
+        for i in 0..3 {
+            assert_eq!(
+                post(&s, Some(&a), &chat(None, &format!("a{i}"))).await.0,
+                200
+            );
+        }
+        post(&s, Some(&b), &chat(None, "b0")).await;
+        post(&s, Some(&b), &chat(None, "b1")).await;
+        let (status, metrics) = get(&s, Some("admin-1"), "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains(r#"llmroute_key_requests_total{key="alpha",status="200"} 3"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"llmroute_key_refused_total{key="beta",reason="rate"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"llmroute_key_spend_usd_total{key="alpha"}"#),
+            "{metrics}"
+        );
+    });
+    let (_, log) = s.stop();
+    assert!(
+        log.contains("alpha"),
+        "the access log names the key:\n{log}"
+    );
+    let out = env
+        .cmd()
+        .args(["report", "--by", "key", "--since", "all"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("alpha") && out.stdout.contains("beta"),
+        "{}",
+        out.stdout
+    );
+    let out = env.cmd().args(["report", "--json", "--since", "all"]).run();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let alpha = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == "alpha")
+        .unwrap();
+    assert_eq!(alpha["requests"], 3);
+    assert!(alpha["cost_usd"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn keys_are_shared_through_redis_and_survive_a_restart() {
+    let redis = RedisServer::start();
+    let one = Env::three();
+    let two = Env::three();
+    let token = make_key_on(&one, "shared-key", &redis.url());
+    // Another machine: its own store, the same Redis.
+    let s = two.serve(&["--models", "t/a", "--redis", &redis.url()]);
+    rt().block_on(async {
+        assert_eq!(post(&s, Some(&token), &chat(None, "hi")).await.0, 200);
+        assert_eq!(post(&s, Some("llmr-other"), &chat(None, "hi")).await.0, 401);
+    });
+    drop(s);
+    let s = one.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        assert_eq!(
+            post(&s, Some(&token), &chat(None, "hi")).await.0,
+            200,
+            "after a restart"
+        );
+    });
+    // A revocation reaches every machine on the Redis.
+    let out = one
+        .cmd()
+        .args(["keys", "revoke", "shared-key", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let s = two.serve(&["--models", "t/a", "--redis", &redis.url()]);
+    rt().block_on(async {
+        assert_eq!(post(&s, Some(&token), &chat(None, "hi")).await.0, 401);
+    });
+    // Redis keeps the token's hash only.
+    let dump = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "HGETALL",
+            "llmroute:v1:clients",
+        ])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("shared-key") && !dump.contains(&token),
+        "{dump}"
+    );
+}
+
+/// Keys' rates count calendar minutes: a test of them starts at least
+/// ten seconds before the minute ends.
+fn away_from_a_minute_s_end() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let into = now.as_secs() % 60;
+    if into >= 50 {
+        std::thread::sleep(Duration::from_secs(61 - into));
+    }
+}
+
+fn make_key_on(env: &Env, name: &str, redis: &str) -> String {
+    let out = env
+        .cmd()
+        .args(["keys", "create", name, "--redis", redis])
+        .run();
+    out.assert_code(0);
+    out.stdout.lines().next().unwrap().trim().to_string()
+}
