@@ -24,7 +24,7 @@ use super::{ms_since, now_ms, Attempt, Outcome, Routed, Router};
 use crate::core::attempts::Planned;
 use crate::core::cachekey::Key;
 use crate::core::failure::{error_type, health_signal, FailureKind};
-use crate::core::sse::{self, Event, Fold};
+use crate::core::sse::{self, Event, Fold, UsageFilter};
 
 impl Router {
     /// The outcome of a request whose stream has begun on `planned`.
@@ -69,7 +69,7 @@ impl Router {
             sleep: Box::pin(tokio::time::sleep(self.config.timeout)),
             finish: Some(finish),
             on_end: None,
-            include_usage: false,
+            usage: UsageFilter::new(false),
         });
         Routed {
             outcome: Outcome::Streaming(stream),
@@ -225,7 +225,8 @@ impl Finish {
 /// A streamed answer on its way: server-sent events, each as it comes,
 /// and `data: [DONE]` last when it completes. A stream cut off ends with an
 /// `error` event instead. Set [`Streaming::include_usage`] to pass on the
-/// usage chunk; it is dropped otherwise.
+/// usage, in a chunk of its own before `[DONE]`; no chunk carries it
+/// otherwise (see [`UsageFilter`]).
 pub struct Streaming {
     out: VecDeque<Bytes>,
     live: Option<Live>,
@@ -234,7 +235,7 @@ pub struct Streaming {
     sleep: Pin<Box<tokio::time::Sleep>>,
     finish: Option<Finish>,
     on_end: Option<OnEnd>,
-    include_usage: bool,
+    usage: UsageFilter,
 }
 
 /// What runs when a stream ends.
@@ -247,9 +248,9 @@ impl std::fmt::Debug for Streaming {
 }
 
 impl Streaming {
-    /// Whether the usage chunk is passed on.
+    /// Whether the usage is passed on.
     pub fn include_usage(&mut self, yes: bool) {
-        self.include_usage = yes;
+        self.usage = UsageFilter::new(yes);
     }
 
     /// Runs `then` once when the stream ends, however it ends.
@@ -292,6 +293,9 @@ impl Streaming {
         match event {
             Event::Done => {
                 live.fold.done = true;
+                if let Some(usage) = self.usage.last() {
+                    self.out.push_back(Bytes::from(sse::frame(&usage)));
+                }
                 self.out.push_back(Bytes::from_static(sse::DONE));
                 Some(End::Complete)
             }
@@ -306,8 +310,8 @@ impl Streaming {
                     return Some(End::Broken(FailureKind::UpstreamError, e));
                 }
                 live.fold.add(&chunk);
-                if self.include_usage || !sse::is_usage_only(&chunk) {
-                    self.out.push_back(Bytes::from(sse::frame(&d)));
+                if let Some(passed) = self.usage.pass(&d, &chunk) {
+                    self.out.push_back(Bytes::from(sse::frame(&passed)));
                 }
                 None
             }

@@ -169,3 +169,62 @@ fn a_client_that_leaves_before_the_answer_cancels_the_attempt_and_it_is_recorded
         "no fallback for a client that left"
     );
 }
+
+/// A stream's chunks, checked to end with `[DONE]`.
+fn chunks_of(text: &str) -> Vec<Value> {
+    let ev = events(text);
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
+    ev.iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .collect()
+}
+
+#[test]
+fn the_usage_chunk_comes_only_when_asked_for_live_or_replayed() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        for shape in [
+            StreamUsage::Chunk,
+            StreamUsage::NullInEveryChunk,
+            StreamUsage::InFinishChunk,
+        ] {
+            env.server.set_stream_usage(shape);
+            let prompt = format!("{shape:?}");
+            // Live (the cache not read) and replayed from the cache.
+            for (asked, live) in [(false, true), (true, true), (false, false), (true, false)] {
+                let mut body = chat(None, &prompt);
+                body["stream"] = json!(true);
+                if asked {
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                let mut r = c.post(s.url("/v1/chat/completions")).json(&body);
+                if live {
+                    r = r.header("cache-control", "no-cache");
+                }
+                let r = r.send().await.unwrap();
+                assert_eq!(
+                    header(r.headers(), "x-llmroute-cached"),
+                    (!live).to_string()
+                );
+                let text = r.text().await.unwrap();
+                let what = format!("{shape:?}, asked {asked}, live {live}: {text}");
+                let chunks = chunks_of(&text);
+                assert_eq!(joined(&events(&text)), format!("[t/a] {prompt}"), "{what}");
+                if !asked {
+                    assert!(!text.contains("\"usage\""), "no usage at all: {what}");
+                    continue;
+                }
+                // One usage, in a chunk of its own, the last.
+                let with_usage: Vec<&Value> =
+                    chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+                assert_eq!(with_usage.len(), 1, "{what}");
+                let last = chunks.last().unwrap();
+                assert_eq!(last["choices"], json!([]), "{what}");
+                assert!(last["usage"]["completion_tokens"].is_number(), "{what}");
+            }
+        }
+    });
+    s.stop();
+}
