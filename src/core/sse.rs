@@ -354,8 +354,9 @@ fn merge_tool_call(calls: &mut Vec<Value>, delta: &Value) {
 }
 
 /// The events that replay a whole completion as a stream: one chunk with
-/// each choice's message, one with its finish reason, the usage when asked
-/// for, then `[DONE]`.
+/// each choice's message (its role and its content, null beside tool
+/// calls, as OpenAI's first delta has them), one with its finish reason,
+/// the usage when asked for, then `[DONE]`.
 pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
     let head = |choices: Value| {
         json!({
@@ -377,6 +378,12 @@ pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
         .enumerate()
         .map(|(i, c)| {
             let mut delta = c.get("message").cloned().unwrap_or_else(|| json!({}));
+            // As OpenAI's first delta: a role, and `content` (null beside
+            // tool calls) even when the message left them out.
+            if let Some(d) = delta.as_object_mut() {
+                d.entry("role").or_insert_with(|| json!("assistant"));
+                d.entry("content").or_insert(Value::Null);
+            }
             if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
                 for (k, call) in calls.iter_mut().enumerate() {
                     call["index"] = json!(k);
@@ -578,6 +585,40 @@ mod tests {
             f.pass("{\"choices\":[]}", &json!({"choices": []})),
             Some(Cow::Borrowed(_))
         ));
+    }
+
+    #[test]
+    fn a_replayed_tool_call_starts_as_openai_streams_one() {
+        let calls = json!([{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]);
+        // OpenAI's message of a tool call has `"content": null`; some
+        // upstreams leave `content` (and `role`) out.
+        for message in [
+            json!({"role": "assistant", "content": null, "tool_calls": calls}),
+            json!({"tool_calls": calls}),
+        ] {
+            let whole = json!({"id": "c", "model": "m", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]});
+            let evs = events(&replay(&whole, false), 7);
+            let chunks: Vec<Value> = evs
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Data(d) => serde_json::from_str(d).ok(),
+                    Event::Done => None,
+                })
+                .collect();
+            let first = &chunks[0]["choices"][0]["delta"];
+            assert_eq!(first.get("content"), Some(&Value::Null), "{first}");
+            assert_eq!(first["role"], "assistant");
+            assert_eq!(first["tool_calls"][0]["index"], 0);
+            assert_eq!(first["tool_calls"][0]["id"], "call_1");
+            assert_eq!(chunks[1]["choices"][0]["finish_reason"], "tool_calls");
+            let mut fold = Fold::default();
+            evs.iter().for_each(|e| {
+                fold.add_event(e);
+            });
+            let again = fold.completion();
+            assert_eq!(again["choices"][0]["message"]["content"], Value::Null);
+            assert_eq!(again["choices"][0]["message"]["tool_calls"], calls);
+        }
     }
 
     #[test]

@@ -228,3 +228,65 @@ fn the_usage_chunk_comes_only_when_asked_for_live_or_replayed() {
     });
     s.stop();
 }
+
+#[test]
+fn a_tool_call_streamed_from_a_whole_answer_has_content_null() {
+    let env = Env::three();
+    let calls = json!([{"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
+    // OpenAI's message of a tool call has `"content": null`; some upstreams
+    // leave it out.
+    for (model, message) in [
+        (
+            "t/a",
+            json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        ),
+        ("t/b", json!({"role": "assistant", "tool_calls": calls})),
+    ] {
+        let body = json!({"id": "gen-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7}});
+        env.server
+            .set_default(model, Behavior::status_with_body(200, body.to_string()));
+    }
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let c = client();
+        for model in ["t/a", "t/b"] {
+            let mut body = chat(Some(model), "weather");
+            body["stream"] = json!(true);
+            // An upstream that answered whole, then the cache.
+            for cached in [false, true] {
+                let r = c
+                    .post(s.url("/v1/chat/completions"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(header(r.headers(), "x-llmroute-cached"), cached.to_string());
+                let text = r.text().await.unwrap();
+                let chunks = chunks_of(&text);
+                let delta = &chunks[0]["choices"][0]["delta"];
+                assert_eq!(delta.get("content"), Some(&Value::Null), "{model}: {text}");
+                assert_eq!(delta["role"], "assistant", "{text}");
+                let call = &delta["tool_calls"][0];
+                assert_eq!(call["index"], 0, "{text}");
+                assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+                assert!(
+                    chunks
+                        .iter()
+                        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"),
+                    "{text}"
+                );
+            }
+            // Not streamed, the cached answer has the same message.
+            let (_, h, v) = post(&c, &s, &chat(Some(model), "weather")).await;
+            assert_eq!(header(&h, "x-llmroute-cached"), "true");
+            let message = &v["choices"][0]["message"];
+            assert_eq!(message.get("content"), Some(&Value::Null), "{v}");
+            assert_eq!(message["tool_calls"], calls);
+        }
+    });
+    s.stop();
+    assert_eq!(env.server.count_for("t/a") + env.server.count_for("t/b"), 2);
+}
