@@ -141,37 +141,42 @@ pub async fn completions(
 
 async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let mut access = Access::new(&id, "POST", "/v1/chat/completions");
+    let mut pending = Pending {
+        app: app.clone(),
+        access: Access::new(&id, "POST", "/v1/chat/completions"),
+        started,
+        task: None,
+        answered: false,
+    };
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
     // long it is.
     let slot = match app.gate.enter().await {
         Ok(s) => s,
-        Err(Refused::Full) => return app.refuse(ApiError::saturated(), access, started),
-        Err(Refused::Closed) => return app.refuse(ApiError::shutting_down(), access, started),
+        Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),
+        Err(Refused::Closed) => {
+            return app.refuse(ApiError::shutting_down(), pending.take(), started)
+        }
     };
     let bytes = match app.read_body(&headers, body).await {
         Ok(b) => b,
-        Err(e) => return app.refuse(e, access, started),
+        Err(e) => return app.refuse(e, pending.take(), started),
     };
     if app.log_bodies {
-        access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        pending.access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     let mut call = match parse_call(&bytes, app.use_cache) {
         Ok(c) => c,
-        Err(e) => return app.refuse(e, access, started),
+        Err(e) => return app.refuse(e, pending.take(), started),
     };
     if let Err(e) = app.check_models(&call.req) {
-        return app.refuse(e, access, started);
+        return app.refuse(e, pending.take(), started);
     }
     drop(bytes);
     call.req.id = Value::String(id.0.to_string());
     if let Some(e) = app.router.stopped() {
-        return app.refuse(
-            ApiError::from_ending(&e, app.retry_refused),
-            access,
-            started,
-        );
+        let e = ApiError::from_ending(&e, app.retry_refused);
+        return app.refuse(e, pending.take(), started);
     }
     let (no_cache, no_store) = cache_control(&headers);
     // A sample is answered anew unless the server or the request says a
@@ -188,26 +193,29 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
     };
     // Routed on a task of its own: a client that leaves drops this
     // handler, whose guard cancels the request, which then ends and is
-    // recorded on that task.
+    // recorded on that task, and logged when it has (see `Pending`).
     let router = app.router.clone();
     let req = call.req;
-    let mut task = tokio::spawn(async move { router.route(&req, opts).await });
+    let task = pending
+        .task
+        .insert(tokio::spawn(async move { router.route(&req, opts).await }));
     let guard = token.clone().drop_guard();
     let routed = tokio::select! {
-        r = &mut task => r,
+        r = &mut *task => r,
         _ = tokio::time::sleep(app.deadline) => {
             token.cancel();
             // The attempts made before the deadline count, as the store
             // records them.
             if let Ok(r) = task.await {
-                access.attempts = r.attempts.len();
-                access.tried = r.attempts;
+                pending.access.attempts = r.attempts.len();
+                pending.access.tried = r.attempts;
             }
             drop(guard);
-            return app.refuse(ApiError::deadline(app.deadline), access, started);
+            return app.refuse(ApiError::deadline(app.deadline), pending.take(), started);
         }
     };
     guard.disarm();
+    let access = pending.take();
     let routed = match routed {
         Ok(r) => r,
         Err(_) => return app.refuse(ApiError::internal(), access, started),
@@ -220,6 +228,56 @@ async fn complete(app: Arc<App>, id: RequestId, headers: HeaderMap, body: Body) 
         access,
         started,
     )
+}
+
+/// The status of a request whose client closed the connection before its
+/// answer (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request on its way to its answer. Dropped before it (the client
+/// closed the connection, and the server dropped its handler), it logs
+/// and counts the request as [`CLIENT_CLOSED`], once the routed task, if
+/// there is one, has ended: its attempts count.
+struct Pending {
+    app: Arc<App>,
+    access: Access,
+    started: Instant,
+    task: Option<tokio::task::JoinHandle<Routed>>,
+    /// An answer logs and counts the request instead.
+    answered: bool,
+}
+
+impl Pending {
+    /// The access line, for the answer to write.
+    fn take(&mut self) -> Access {
+        self.answered = true;
+        std::mem::take(&mut self.access)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut access = std::mem::take(&mut self.access);
+        access.error = Some("the client closed the request before its answer".into());
+        let (app, started) = (self.app.clone(), self.started);
+        let task = self.task.take();
+        let handle = tokio::runtime::Handle::try_current();
+        match (task, handle) {
+            (Some(task), Ok(handle)) => {
+                handle.spawn(async move {
+                    if let Ok(r) = task.await {
+                        access.attempts = r.attempts.len();
+                        access.tried = r.attempts;
+                    }
+                    app.done(&mut access, CLIENT_CLOSED, started);
+                });
+            }
+            _ => app.done(&mut access, CLIENT_CLOSED, started),
+        }
+    }
 }
 
 impl App {

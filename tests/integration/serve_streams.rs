@@ -290,3 +290,63 @@ fn a_tool_call_streamed_from_a_whole_answer_has_content_null() {
     s.stop();
     assert_eq!(env.server.count_for("t/a") + env.server.count_for("t/b"), 2);
 }
+
+#[test]
+fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a", "--log-format", "json"]);
+    let metrics = rt().block_on(async {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let r = impatient
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "gone"))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up");
+        let c = client();
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = c
+                .get(s.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains(r#"status="499""#) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        text
+    });
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("llmroute_requests_total{") && l.contains(r#"status="499""#));
+    assert!(
+        counted.is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}\n{}",
+        s.log()
+    );
+    let (_, log) = s.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["path"] == "/v1/chat/completions")
+        .collect();
+    assert_eq!(lines.len(), 1, "one access line: {log}");
+    assert_eq!(lines[0]["status"], 499, "{log}");
+    assert!(lines[0]["request_id"].is_string(), "{log}");
+    assert_eq!(lines[0]["attempts"], 1, "the attempt it cancelled: {log}");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("client")),
+        "{log}"
+    );
+}
