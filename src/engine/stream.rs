@@ -123,6 +123,8 @@ enum End {
     Broken(FailureKind, String),
     /// The client went away.
     Dropped,
+    /// The server stopped it, saying why.
+    Stopped(String),
 }
 
 impl Finish {
@@ -134,7 +136,7 @@ impl Finish {
         let (ok, kind) = match &end {
             End::Complete => (true, None),
             End::Broken(k, _) => (false, Some(*k)),
-            End::Dropped => (false, Some(FailureKind::Interrupted)),
+            End::Dropped | End::Stopped(_) => (false, Some(FailureKind::Interrupted)),
         };
         let cost = if ok {
             usage.cost.or_else(|| {
@@ -155,7 +157,7 @@ impl Finish {
         }
         let error = match &end {
             End::Complete => None,
-            End::Broken(_, m) => Some(m.clone()),
+            End::Broken(_, m) | End::Stopped(m) => Some(m.clone()),
             End::Dropped => Some(super::attempt::CLIENT_GONE.to_string()),
         };
         self.rows.push(AttemptRow {
@@ -256,6 +258,17 @@ impl Streaming {
     /// Runs `then` once when the stream ends, however it ends.
     pub fn on_end(&mut self, then: OnEnd) {
         self.on_end = Some(then);
+    }
+
+    /// Ends the stream before its end, as the server stops: recorded as
+    /// interrupted, with `message`; its client gets the chunks already
+    /// read, then `last`.
+    pub fn stop(&mut self, message: &str, last: Bytes) {
+        if self.live.is_none() {
+            return;
+        }
+        self.end(End::Stopped(message.to_string()));
+        self.out.push_back(last);
     }
 
     /// The model streaming.

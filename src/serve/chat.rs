@@ -2,17 +2,20 @@
 //! engine, answered with the upstream's completion (or its stream) and
 //! `x-llmroute-*` headers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::errors::ApiError;
 use super::gate::Refused;
@@ -20,7 +23,7 @@ use super::log::Access;
 use super::state::{App, Logged, RequestId};
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
-use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd};
+use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd, Streaming};
 
 /// A request as the client sent it, made routable.
 pub struct Call {
@@ -333,11 +336,11 @@ impl App {
                     .duration
                     .get_or_create(&super::metrics::CachedLabels { cached: false })
                     .observe(started.elapsed().as_secs_f64());
-                // The slot is held until the stream ends.
-                let body = s.map(move |b| {
-                    let _ = &slot;
-                    Ok::<_, std::convert::Infallible>(b)
-                });
+                let body = StreamBody {
+                    stream: s,
+                    cut: Some(Box::pin(self.cut.clone().cancelled_owned())),
+                    _slot: slot,
+                };
                 (h, sse_response(Body::from_stream(body))).into_response()
             }
             Outcome::Failed(e) => {
@@ -483,6 +486,34 @@ fn ended(access: &mut Access, status: u16, latency_ms: f64) -> super::live::Ende
 struct Whole {
     stream: bool,
     include_usage: bool,
+}
+
+/// A stream's body. It holds the stream's upstream slot until it ends, and
+/// ends it, with an `error` event, when the grace period of a stop ends
+/// ([`App::cut`]).
+struct StreamBody {
+    stream: Box<Streaming>,
+    cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    _slot: super::gate::Slot,
+}
+
+impl Stream for StreamBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this
+            .cut
+            .as_mut()
+            .is_some_and(|c| c.as_mut().poll(cx).is_ready())
+        {
+            this.cut = None;
+            let e = ApiError::shutting_down();
+            let last = sse::frame(&e.body().to_string());
+            this.stream.stop(&e.message, Bytes::from(last));
+        }
+        this.stream.poll_next_unpin(cx).map(|b| b.map(Ok))
+    }
 }
 
 /// A server-sent events response.

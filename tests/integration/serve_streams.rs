@@ -350,3 +350,45 @@ fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
         "{log}"
     );
 }
+
+#[test]
+fn a_stream_still_open_when_the_grace_period_ends_gets_an_error_event() {
+    let env = Env::three();
+    // 60 chunks, one every 200 ms: far longer than the grace period.
+    env.server.set_default("t/a", Behavior::stream(0, 200, 60));
+    let s = env.serve(&["--models", "t/a", "--grace", "1s"]);
+    let pid = s.child.id();
+    let text = rt().block_on(async {
+        let mut body = chat(None, "long");
+        body["stream"] = json!(true);
+        let mut r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut text = Vec::new();
+        text.extend_from_slice(&r.chunk().await.unwrap().expect("a first chunk"));
+        signal(pid, "TERM");
+        while let Ok(Some(b)) = r.chunk().await {
+            text.extend_from_slice(&b);
+        }
+        String::from_utf8(text).unwrap()
+    });
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    let ev = events(&text);
+    assert!(
+        joined(&ev).starts_with("[t/a]"),
+        "chunks came first: {text}"
+    );
+    assert!(!ev.iter().any(|e| e == "[DONE]"), "{text}");
+    let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{text}");
+    assert!(last["error"]["message"].is_string(), "{last}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1,
+        "the stream is recorded, as interrupted: {log}"
+    );
+}
