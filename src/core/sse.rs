@@ -1,9 +1,11 @@
 //! Server-sent events of a streamed chat completion (OpenAI's
 //! `chat.completion.chunk`s): splitting them out of the bytes as they
 //! arrive ([`Events`]), folding them into the whole completion they stand
-//! for ([`Fold`], which is what the cache keeps), and the events that
-//! replay a whole completion to a client that asked for a stream
-//! ([`replay`]).
+//! for ([`Fold`], which is what the cache keeps), the usage a client sees
+//! of them ([`UsageFilter`]), and the events that replay a whole completion
+//! to a client that asked for a stream ([`replay`]).
+
+use std::borrow::Cow;
 
 use serde_json::{json, Map, Value};
 
@@ -81,14 +83,92 @@ pub fn frame(data: &str) -> Vec<u8> {
 /// The last event of a stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// A chunk that carries only usage (`choices` empty): sent last, and only
-/// to a client that asked for it (`stream_options.include_usage`).
+/// A chunk that carries only usage (`choices` empty, or none): sent last,
+/// and only to a client that asked for it (`stream_options.include_usage`).
 pub fn is_usage_only(chunk: &Value) -> bool {
     chunk.get("usage").is_some_and(|u| !u.is_null())
         && chunk
             .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
+            .is_none_or(|c| c.is_null() || c.as_array().is_some_and(Vec::is_empty))
+}
+
+/// The usage a client sees of a stream, as OpenAI streams it: asked for
+/// (`stream_options.include_usage`), in a chunk of its own with
+/// `"choices":[]`, the last before `[DONE]`; not asked for, no `usage`
+/// field in any chunk. Upstreams, asked for usage (llmroute always asks, to
+/// price the answer), send it in that chunk (OpenRouter), with
+/// `"usage":null` in every other chunk too (OpenAI), or in the finish
+/// chunk (llama.cpp's server).
+#[derive(Debug, Default)]
+pub struct UsageFilter {
+    include: bool,
+    /// The usage chunk made of usage that came in another chunk, to send
+    /// before `[DONE]`.
+    held: Option<Value>,
+}
+
+impl UsageFilter {
+    /// `include`: the client asked for usage.
+    pub fn new(include: bool) -> UsageFilter {
+        UsageFilter {
+            include,
+            held: None,
+        }
+    }
+
+    /// What to pass on of `chunk`, whose text is `data`: the text itself,
+    /// the chunk rewritten, or nothing.
+    pub fn pass<'a>(&mut self, data: &'a str, chunk: &Value) -> Option<Cow<'a, str>> {
+        let Some(usage) = chunk.get("usage") else {
+            return Some(Cow::Borrowed(data));
+        };
+        if is_usage_only(chunk) {
+            // The upstream's own usage chunk is the one sent.
+            self.held = None;
+            return self.include.then_some(Cow::Borrowed(data));
+        }
+        if !self.include {
+            return Some(Cow::Owned(without_usage(chunk, None).to_string()));
+        }
+        if usage.is_null() {
+            return Some(Cow::Borrowed(data));
+        }
+        // Usage beside choices goes in a chunk of its own, sent last.
+        let mut own = Map::new();
+        for field in ["id", "object", "created", "model"] {
+            if let Some(v) = chunk.get(field) {
+                own.insert(field.into(), v.clone());
+            }
+        }
+        own.insert("choices".into(), json!([]));
+        own.insert("usage".into(), usage.clone());
+        self.held = Some(Value::Object(own));
+        Some(Cow::Owned(
+            without_usage(chunk, Some(Value::Null)).to_string(),
+        ))
+    }
+
+    /// The usage chunk to send before `[DONE]`, when the usage came in
+    /// another chunk.
+    pub fn last(&mut self) -> Option<String> {
+        self.held.take().map(|c| c.to_string())
+    }
+}
+
+/// `chunk` with its `usage` removed, or replaced by `with`.
+fn without_usage(chunk: &Value, with: Option<Value>) -> Value {
+    let mut out = chunk.clone();
+    if let Some(o) = out.as_object_mut() {
+        match with {
+            Some(v) => {
+                o.insert("usage".into(), v);
+            }
+            None => {
+                o.remove("usage");
+            }
+        }
+    }
+    out
 }
 
 /// The error a chunk carries instead of choices, if it does.
@@ -274,8 +354,9 @@ fn merge_tool_call(calls: &mut Vec<Value>, delta: &Value) {
 }
 
 /// The events that replay a whole completion as a stream: one chunk with
-/// each choice's message, one with its finish reason, the usage when asked
-/// for, then `[DONE]`.
+/// each choice's message (its role and its content, null beside tool
+/// calls, as OpenAI's first delta has them), one with its finish reason,
+/// the usage when asked for, then `[DONE]`.
 pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
     let head = |choices: Value| {
         json!({
@@ -297,6 +378,12 @@ pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
         .enumerate()
         .map(|(i, c)| {
             let mut delta = c.get("message").cloned().unwrap_or_else(|| json!({}));
+            // As OpenAI's first delta: a role, and `content` (null beside
+            // tool calls) even when the message left them out.
+            if let Some(d) = delta.as_object_mut() {
+                d.entry("role").or_insert_with(|| json!("assistant"));
+                d.entry("content").or_insert(Value::Null);
+            }
             if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
                 for (k, call) in calls.iter_mut().enumerate() {
                     call["index"] = json!(k);
@@ -319,7 +406,7 @@ pub fn replay(completion: &Value, include_usage: bool) -> Vec<u8> {
         .collect();
     out.extend(frame(&head(Value::Array(ends)).to_string()));
     if include_usage {
-        if let Some(u) = completion.get("usage") {
+        if let Some(u) = completion.get("usage").filter(|u| !u.is_null()) {
             let mut chunk = head(json!([]));
             chunk["usage"] = u.clone();
             out.extend(frame(&chunk.to_string()));
@@ -426,6 +513,119 @@ mod tests {
             assert_eq!(again.content(), Some("Hello"));
             assert_eq!(again.completion()["choices"], whole["choices"]);
         }
+    }
+
+    /// What a client sees of `chunks` through a filter: the chunks passed
+    /// on, and the usage chunk sent before `[DONE]`.
+    fn filtered(chunks: &[Value], include: bool) -> Vec<Value> {
+        let mut f = UsageFilter::new(include);
+        let mut out: Vec<Value> = chunks
+            .iter()
+            .filter_map(|c| {
+                let text = c.to_string();
+                let passed = f.pass(&text, c)?;
+                Some(serde_json::from_str(&passed).unwrap())
+            })
+            .collect();
+        out.extend(f.last().map(|t| serde_json::from_str(&t).unwrap()));
+        out
+    }
+
+    #[test]
+    fn usage_comes_in_a_chunk_of_its_own_and_only_when_asked_for() {
+        let usage = json!({"prompt_tokens": 3, "completion_tokens": 2});
+        let text = json!([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]);
+        let stop = json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]);
+        let chunk = |choices: &Value, usage: Option<&Value>| {
+            let mut c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 5, "model": "m", "choices": choices});
+            if let Some(u) = usage {
+                c["usage"] = u.clone();
+            }
+            c
+        };
+        let null = Value::Null;
+        let own = chunk(&json!([]), Some(&usage));
+        let upstreams = [
+            // OpenRouter: a usage chunk of its own.
+            vec![chunk(&text, None), chunk(&stop, None), own.clone()],
+            // OpenAI: and `"usage": null` in every other chunk.
+            vec![
+                chunk(&text, Some(&null)),
+                chunk(&stop, Some(&null)),
+                own.clone(),
+            ],
+            // llama.cpp's server: in the finish chunk.
+            vec![chunk(&text, None), chunk(&stop, Some(&usage))],
+            // A usage chunk without `choices`.
+            vec![
+                chunk(&text, None),
+                chunk(&stop, None),
+                json!({"id": "c1", "usage": usage}),
+            ],
+        ];
+        for chunks in &upstreams {
+            let without = filtered(chunks, false);
+            assert_eq!(without.len(), 2, "{without:?}");
+            assert!(
+                without.iter().all(|c| c.get("usage").is_none()),
+                "{without:?}"
+            );
+            assert_eq!(without[1]["choices"], stop);
+            let with = filtered(chunks, true);
+            assert_eq!(with.len(), 3, "{with:?}");
+            assert!(with[..2].iter().all(|c| c["usage"].is_null()), "{with:?}");
+            assert_eq!(with[1]["choices"], stop);
+            assert!(is_usage_only(&with[2]), "{with:?}");
+            assert_eq!(with[2]["usage"], usage);
+            assert_eq!(with[2]["id"], "c1");
+        }
+        // A chunk without usage passes as it came.
+        let mut f = UsageFilter::new(false);
+        assert!(matches!(
+            f.pass("{\"choices\":[]}", &json!({"choices": []})),
+            Some(Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_replayed_tool_call_starts_as_openai_streams_one() {
+        let calls = json!([{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]);
+        // OpenAI's message of a tool call has `"content": null`; some
+        // upstreams leave `content` (and `role`) out.
+        for message in [
+            json!({"role": "assistant", "content": null, "tool_calls": calls}),
+            json!({"tool_calls": calls}),
+        ] {
+            let whole = json!({"id": "c", "model": "m", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]});
+            let evs = events(&replay(&whole, false), 7);
+            let chunks: Vec<Value> = evs
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Data(d) => serde_json::from_str(d).ok(),
+                    Event::Done => None,
+                })
+                .collect();
+            let first = &chunks[0]["choices"][0]["delta"];
+            assert_eq!(first.get("content"), Some(&Value::Null), "{first}");
+            assert_eq!(first["role"], "assistant");
+            assert_eq!(first["tool_calls"][0]["index"], 0);
+            assert_eq!(first["tool_calls"][0]["id"], "call_1");
+            assert_eq!(chunks[1]["choices"][0]["finish_reason"], "tool_calls");
+            let mut fold = Fold::default();
+            evs.iter().for_each(|e| {
+                fold.add_event(e);
+            });
+            let again = fold.completion();
+            assert_eq!(again["choices"][0]["message"]["content"], Value::Null);
+            assert_eq!(again["choices"][0]["message"]["tool_calls"], calls);
+        }
+    }
+
+    #[test]
+    fn a_replay_has_no_usage_chunk_without_usage() {
+        let whole = json!({"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}], "usage": null});
+        let text = String::from_utf8(replay(&whole, true)).unwrap();
+        assert!(!text.contains("usage"), "{text}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::{ms_since, now_ms, Attempt, Outcome, Routed, Router};
 use crate::core::attempts::Planned;
 use crate::core::cachekey::Key;
 use crate::core::failure::{error_type, health_signal, FailureKind};
-use crate::core::sse::{self, Event, Fold};
+use crate::core::sse::{self, Event, Fold, UsageFilter};
 
 impl Router {
     /// The outcome of a request whose stream has begun on `planned`.
@@ -69,7 +69,7 @@ impl Router {
             sleep: Box::pin(tokio::time::sleep(self.config.timeout)),
             finish: Some(finish),
             on_end: None,
-            include_usage: false,
+            usage: UsageFilter::new(false),
         });
         Routed {
             outcome: Outcome::Streaming(stream),
@@ -123,6 +123,8 @@ enum End {
     Broken(FailureKind, String),
     /// The client went away.
     Dropped,
+    /// The server stopped it, saying why.
+    Stopped(String),
 }
 
 impl Finish {
@@ -134,7 +136,7 @@ impl Finish {
         let (ok, kind) = match &end {
             End::Complete => (true, None),
             End::Broken(k, _) => (false, Some(*k)),
-            End::Dropped => (false, Some(FailureKind::Interrupted)),
+            End::Dropped | End::Stopped(_) => (false, Some(FailureKind::Interrupted)),
         };
         let cost = if ok {
             usage.cost.or_else(|| {
@@ -155,7 +157,7 @@ impl Finish {
         }
         let error = match &end {
             End::Complete => None,
-            End::Broken(_, m) => Some(m.clone()),
+            End::Broken(_, m) | End::Stopped(m) => Some(m.clone()),
             End::Dropped => Some(super::attempt::CLIENT_GONE.to_string()),
         };
         self.rows.push(AttemptRow {
@@ -225,7 +227,8 @@ impl Finish {
 /// A streamed answer on its way: server-sent events, each as it comes,
 /// and `data: [DONE]` last when it completes. A stream cut off ends with an
 /// `error` event instead. Set [`Streaming::include_usage`] to pass on the
-/// usage chunk; it is dropped otherwise.
+/// usage, in a chunk of its own before `[DONE]`; no chunk carries it
+/// otherwise (see [`UsageFilter`]).
 pub struct Streaming {
     out: VecDeque<Bytes>,
     live: Option<Live>,
@@ -234,7 +237,7 @@ pub struct Streaming {
     sleep: Pin<Box<tokio::time::Sleep>>,
     finish: Option<Finish>,
     on_end: Option<OnEnd>,
-    include_usage: bool,
+    usage: UsageFilter,
 }
 
 /// What runs when a stream ends.
@@ -247,14 +250,25 @@ impl std::fmt::Debug for Streaming {
 }
 
 impl Streaming {
-    /// Whether the usage chunk is passed on.
+    /// Whether the usage is passed on.
     pub fn include_usage(&mut self, yes: bool) {
-        self.include_usage = yes;
+        self.usage = UsageFilter::new(yes);
     }
 
     /// Runs `then` once when the stream ends, however it ends.
     pub fn on_end(&mut self, then: OnEnd) {
         self.on_end = Some(then);
+    }
+
+    /// Ends the stream before its end, as the server stops: recorded as
+    /// interrupted, with `message`; its client gets the chunks already
+    /// read, then `last`.
+    pub fn stop(&mut self, message: &str, last: Bytes) {
+        if self.live.is_none() {
+            return;
+        }
+        self.end(End::Stopped(message.to_string()));
+        self.out.push_back(last);
     }
 
     /// The model streaming.
@@ -292,6 +306,9 @@ impl Streaming {
         match event {
             Event::Done => {
                 live.fold.done = true;
+                if let Some(usage) = self.usage.last() {
+                    self.out.push_back(Bytes::from(sse::frame(&usage)));
+                }
                 self.out.push_back(Bytes::from_static(sse::DONE));
                 Some(End::Complete)
             }
@@ -306,8 +323,8 @@ impl Streaming {
                     return Some(End::Broken(FailureKind::UpstreamError, e));
                 }
                 live.fold.add(&chunk);
-                if self.include_usage || !sse::is_usage_only(&chunk) {
-                    self.out.push_back(Bytes::from(sse::frame(&d)));
+                if let Some(passed) = self.usage.pass(&d, &chunk) {
+                    self.out.push_back(Bytes::from(sse::frame(&passed)));
                 }
                 None
             }

@@ -2,17 +2,20 @@
 //! engine, answered with the upstream's completion (or its stream) and
 //! `x-llmroute-*` headers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::errors::ApiError;
 use super::gate::Refused;
@@ -22,7 +25,7 @@ use super::state::{App, Logged, RequestId};
 use crate::core::keys::{Period, Policy};
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
-use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd};
+use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd, Streaming};
 
 /// A request as the client sent it, made routable.
 pub struct Call {
@@ -159,11 +162,17 @@ async fn complete(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut access = Access::new(&id, "POST", "/v1/chat/completions");
-    access.client = client.clone();
+    let mut pending = Pending {
+        app: app.clone(),
+        access: Access::new(&id, "POST", "/v1/chat/completions"),
+        started,
+        task: None,
+        answered: false,
+    };
+    pending.access.client = client.clone();
     if let Some(c) = &client {
         if let Err(e) = app.take_rate(c).await {
-            return app.refuse(e, access, started);
+            return app.refuse(e, pending.take(), started);
         }
     }
     // The slot first, then the body: a request waiting its turn holds a
@@ -171,32 +180,31 @@ async fn complete(
     // long it is.
     let slot = match app.gate.enter().await {
         Ok(s) => s,
-        Err(Refused::Full) => return app.refuse(ApiError::saturated(), access, started),
-        Err(Refused::Closed) => return app.refuse(ApiError::shutting_down(), access, started),
+        Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),
+        Err(Refused::Closed) => {
+            return app.refuse(ApiError::shutting_down(), pending.take(), started)
+        }
     };
     let bytes = match app.read_body(&headers, body).await {
         Ok(b) => b,
-        Err(e) => return app.refuse(e, access, started),
+        Err(e) => return app.refuse(e, pending.take(), started),
     };
     if app.log_bodies {
-        access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        pending.access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     let key = client.as_deref().map(|c| (&*c.name, &c.policy));
     let mut call = match parse_call(&bytes, app.use_cache, key) {
         Ok(c) => c,
-        Err(e) => return app.refuse(e, access, started),
+        Err(e) => return app.refuse(e, pending.take(), started),
     };
     if let Err(e) = app.hold_to_policy(&mut call.req, key) {
-        return app.refuse(e, access, started);
+        return app.refuse(e, pending.take(), started);
     }
     drop(bytes);
     call.req.id = Value::String(id.0.to_string());
     if let Some(e) = app.router.stopped() {
-        return app.refuse(
-            ApiError::from_ending(&e, app.retry_refused),
-            access,
-            started,
-        );
+        let e = ApiError::from_ending(&e, app.retry_refused);
+        return app.refuse(e, pending.take(), started);
     }
     let (no_cache, no_store) = cache_control(&headers);
     // A sample is answered anew unless the server or the request says a
@@ -217,26 +225,29 @@ async fn complete(
     };
     // Routed on a task of its own: a client that leaves drops this
     // handler, whose guard cancels the request, which then ends and is
-    // recorded on that task.
+    // recorded on that task, and logged when it has (see `Pending`).
     let router = app.router.clone();
     let req = call.req;
-    let mut task = tokio::spawn(async move { router.route(&req, opts).await });
+    let task = pending
+        .task
+        .insert(tokio::spawn(async move { router.route(&req, opts).await }));
     let guard = token.clone().drop_guard();
     let routed = tokio::select! {
-        r = &mut task => r,
+        r = &mut *task => r,
         _ = tokio::time::sleep(app.deadline) => {
             token.cancel();
             // The attempts made before the deadline count, as the store
             // records them.
             if let Ok(r) = task.await {
-                access.attempts = r.attempts.len();
-                access.tried = r.attempts;
+                pending.access.attempts = r.attempts.len();
+                pending.access.tried = r.attempts;
             }
             drop(guard);
-            return app.refuse(ApiError::deadline(app.deadline), access, started);
+            return app.refuse(ApiError::deadline(app.deadline), pending.take(), started);
         }
     };
     guard.disarm();
+    let access = pending.take();
     let routed = match routed {
         Ok(r) => r,
         Err(_) => return app.refuse(ApiError::internal(), access, started),
@@ -249,6 +260,56 @@ async fn complete(
         access,
         started,
     )
+}
+
+/// The status of a request whose client closed the connection before its
+/// answer (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request on its way to its answer. Dropped before it (the client
+/// closed the connection, and the server dropped its handler), it logs
+/// and counts the request as [`CLIENT_CLOSED`], once the routed task, if
+/// there is one, has ended: its attempts count.
+struct Pending {
+    app: Arc<App>,
+    access: Access,
+    started: Instant,
+    task: Option<tokio::task::JoinHandle<Routed>>,
+    /// An answer logs and counts the request instead.
+    answered: bool,
+}
+
+impl Pending {
+    /// The access line, for the answer to write.
+    fn take(&mut self) -> Access {
+        self.answered = true;
+        std::mem::take(&mut self.access)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut access = std::mem::take(&mut self.access);
+        access.error = Some("the client closed the request before its answer".into());
+        let (app, started) = (self.app.clone(), self.started);
+        let task = self.task.take();
+        let handle = tokio::runtime::Handle::try_current();
+        match (task, handle) {
+            (Some(task), Ok(handle)) => {
+                handle.spawn(async move {
+                    if let Ok(r) = task.await {
+                        access.attempts = r.attempts.len();
+                        access.tried = r.attempts;
+                    }
+                    app.done(&mut access, CLIENT_CLOSED, started);
+                });
+            }
+            _ => app.done(&mut access, CLIENT_CLOSED, started),
+        }
+    }
 }
 
 impl App {
@@ -304,11 +365,11 @@ impl App {
                     .duration
                     .get_or_create(&super::metrics::CachedLabels { cached: false })
                     .observe(started.elapsed().as_secs_f64());
-                // The slot is held until the stream ends.
-                let body = s.map(move |b| {
-                    let _ = &slot;
-                    Ok::<_, std::convert::Infallible>(b)
-                });
+                let body = StreamBody {
+                    stream: s,
+                    cut: Some(Box::pin(self.cut.clone().cancelled_owned())),
+                    _slot: slot,
+                };
                 (h, sse_response(Body::from_stream(body))).into_response()
             }
             Outcome::Failed(e) => {
@@ -536,6 +597,34 @@ impl App {
 struct Whole {
     stream: bool,
     include_usage: bool,
+}
+
+/// A stream's body. It holds the stream's upstream slot until it ends, and
+/// ends it, with an `error` event, when the grace period of a stop ends
+/// ([`App::cut`]).
+struct StreamBody {
+    stream: Box<Streaming>,
+    cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    _slot: super::gate::Slot,
+}
+
+impl Stream for StreamBody {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this
+            .cut
+            .as_mut()
+            .is_some_and(|c| c.as_mut().poll(cx).is_ready())
+        {
+            this.cut = None;
+            let e = ApiError::shutting_down();
+            let last = sse::frame(&e.body().to_string());
+            this.stream.stop(&e.message, Bytes::from(last));
+        }
+        this.stream.poll_next_unpin(cx).map(|b| b.map(Ok))
+    }
 }
 
 /// A server-sent events response.

@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (h2c) on one port, a time limit on
 //! request headers and on idle connections, and a graceful stop — no new
-//! connections, requests in flight finish within the grace period.
+//! connections, requests in flight finish within the grace period, and
+//! streams still open after it end with an `error` event.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,15 +11,22 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long the streams cut at the end of the grace period have to send
+/// their last event.
+pub const LAST_EVENT: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `stop` resolves; then lets requests in
-/// flight finish for up to `grace`. Returns whether they all did.
+/// flight finish for up to `grace`, and then cancels `cut` and gives the
+/// streams it ends [`LAST_EVENT`] to close. Returns whether every request
+/// finished within the grace period.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     (header_timeout, max_connections): (Duration, usize),
     stop: impl Future<Output = ()>,
-    grace: Duration,
+    (grace, cut): (Duration, CancellationToken),
 ) -> bool {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -66,10 +74,15 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let finished = graceful.shutdown();
+    tokio::pin!(finished);
     tokio::select! {
-        _ = graceful.shutdown() => true,
-        _ = tokio::time::sleep(grace) => false,
+        _ = &mut finished => return true,
+        _ = tokio::time::sleep(grace) => {}
     }
+    cut.cancel();
+    let _ = tokio::time::timeout(LAST_EVENT, finished).await;
+    false
 }
 
 /// Resolves at SIGTERM or Ctrl-C (SIGINT).

@@ -150,11 +150,11 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         routes,
         (s.header_timeout, s.max_connections as usize),
         listen::stop_signal(),
-        s.grace,
+        (s.grace, app.cut.clone()),
     ));
     if !finished {
         tracing::warn!(
-            "requests still in flight after the grace period of {} are cut off",
+            "requests still in flight after the grace period of {} are cut off (streams with an error event)",
             crate::core::duration::format(s.grace)
         );
     }

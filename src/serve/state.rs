@@ -57,6 +57,9 @@ pub struct App {
     pub allow_any_model: bool,
     /// Sampled requests are answered from the cache (`--cache-sampled`).
     pub cache_sampled: bool,
+    /// Cancelled when the grace period of a stop ends: the streams still
+    /// open then end with an `error` event.
+    pub cut: tokio_util::sync::CancellationToken,
     tags: AtomicU64,
     ids: AtomicU64,
     /// This process's part of every request id.
@@ -112,6 +115,7 @@ impl App {
             shared_cache: options.shared_cache,
             allow_any_model: options.allow_any_model,
             cache_sampled: options.cache_sampled,
+            cut: tokio_util::sync::CancellationToken::new(),
             tags: AtomicU64::new(0),
             ids: AtomicU64::new(0),
             id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),

@@ -169,3 +169,226 @@ fn a_client_that_leaves_before_the_answer_cancels_the_attempt_and_it_is_recorded
         "no fallback for a client that left"
     );
 }
+
+/// A stream's chunks, checked to end with `[DONE]`.
+fn chunks_of(text: &str) -> Vec<Value> {
+    let ev = events(text);
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
+    ev.iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .collect()
+}
+
+#[test]
+fn the_usage_chunk_comes_only_when_asked_for_live_or_replayed() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        for shape in [
+            StreamUsage::Chunk,
+            StreamUsage::NullInEveryChunk,
+            StreamUsage::InFinishChunk,
+        ] {
+            env.server.set_stream_usage(shape);
+            let prompt = format!("{shape:?}");
+            // Live (the cache not read) and replayed from the cache.
+            for (asked, live) in [(false, true), (true, true), (false, false), (true, false)] {
+                let mut body = chat(None, &prompt);
+                body["stream"] = json!(true);
+                if asked {
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                let mut r = c.post(s.url("/v1/chat/completions")).json(&body);
+                if live {
+                    r = r.header("cache-control", "no-cache");
+                }
+                let r = r.send().await.unwrap();
+                assert_eq!(
+                    header(r.headers(), "x-llmroute-cached"),
+                    (!live).to_string()
+                );
+                let text = r.text().await.unwrap();
+                let what = format!("{shape:?}, asked {asked}, live {live}: {text}");
+                let chunks = chunks_of(&text);
+                assert_eq!(joined(&events(&text)), format!("[t/a] {prompt}"), "{what}");
+                if !asked {
+                    assert!(!text.contains("\"usage\""), "no usage at all: {what}");
+                    continue;
+                }
+                // One usage, in a chunk of its own, the last.
+                let with_usage: Vec<&Value> =
+                    chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+                assert_eq!(with_usage.len(), 1, "{what}");
+                let last = chunks.last().unwrap();
+                assert_eq!(last["choices"], json!([]), "{what}");
+                assert!(last["usage"]["completion_tokens"].is_number(), "{what}");
+            }
+        }
+    });
+    s.stop();
+}
+
+#[test]
+fn a_tool_call_streamed_from_a_whole_answer_has_content_null() {
+    let env = Env::three();
+    let calls = json!([{"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
+    // OpenAI's message of a tool call has `"content": null`; some upstreams
+    // leave it out.
+    for (model, message) in [
+        (
+            "t/a",
+            json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        ),
+        ("t/b", json!({"role": "assistant", "tool_calls": calls})),
+    ] {
+        let body = json!({"id": "gen-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7}});
+        env.server
+            .set_default(model, Behavior::status_with_body(200, body.to_string()));
+    }
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let c = client();
+        for model in ["t/a", "t/b"] {
+            let mut body = chat(Some(model), "weather");
+            body["stream"] = json!(true);
+            // An upstream that answered whole, then the cache.
+            for cached in [false, true] {
+                let r = c
+                    .post(s.url("/v1/chat/completions"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(header(r.headers(), "x-llmroute-cached"), cached.to_string());
+                let text = r.text().await.unwrap();
+                let chunks = chunks_of(&text);
+                let delta = &chunks[0]["choices"][0]["delta"];
+                assert_eq!(delta.get("content"), Some(&Value::Null), "{model}: {text}");
+                assert_eq!(delta["role"], "assistant", "{text}");
+                let call = &delta["tool_calls"][0];
+                assert_eq!(call["index"], 0, "{text}");
+                assert_eq!(call["function"]["arguments"], "{\"city\":\"Paris\"}");
+                assert!(
+                    chunks
+                        .iter()
+                        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"),
+                    "{text}"
+                );
+            }
+            // Not streamed, the cached answer has the same message.
+            let (_, h, v) = post(&c, &s, &chat(Some(model), "weather")).await;
+            assert_eq!(header(&h, "x-llmroute-cached"), "true");
+            let message = &v["choices"][0]["message"];
+            assert_eq!(message.get("content"), Some(&Value::Null), "{v}");
+            assert_eq!(message["tool_calls"], calls);
+        }
+    });
+    s.stop();
+    assert_eq!(env.server.count_for("t/a") + env.server.count_for("t/b"), 2);
+}
+
+#[test]
+fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let s = env.serve(&["--models", "t/a", "--log-format", "json"]);
+    let metrics = rt().block_on(async {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let r = impatient
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "gone"))
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up");
+        let c = client();
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = c
+                .get(s.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains(r#"status="499""#) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        text
+    });
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("llmroute_requests_total{") && l.contains(r#"status="499""#));
+    assert!(
+        counted.is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}\n{}",
+        s.log()
+    );
+    let (_, log) = s.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["path"] == "/v1/chat/completions")
+        .collect();
+    assert_eq!(lines.len(), 1, "one access line: {log}");
+    assert_eq!(lines[0]["status"], 499, "{log}");
+    assert!(lines[0]["request_id"].is_string(), "{log}");
+    assert_eq!(lines[0]["attempts"], 1, "the attempt it cancelled: {log}");
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("client")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stream_still_open_when_the_grace_period_ends_gets_an_error_event() {
+    let env = Env::three();
+    // 60 chunks, one every 200 ms: far longer than the grace period.
+    env.server.set_default("t/a", Behavior::stream(0, 200, 60));
+    let s = env.serve(&["--models", "t/a", "--grace", "1s"]);
+    let pid = s.child.id();
+    let text = rt().block_on(async {
+        let mut body = chat(None, "long");
+        body["stream"] = json!(true);
+        let mut r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut text = Vec::new();
+        text.extend_from_slice(&r.chunk().await.unwrap().expect("a first chunk"));
+        signal(pid, "TERM");
+        while let Ok(Some(b)) = r.chunk().await {
+            text.extend_from_slice(&b);
+        }
+        String::from_utf8(text).unwrap()
+    });
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    let ev = events(&text);
+    assert!(
+        joined(&ev).starts_with("[t/a]"),
+        "chunks came first: {text}"
+    );
+    assert!(!ev.iter().any(|e| e == "[DONE]"), "{text}");
+    let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{text}");
+    assert!(last["error"]["message"].is_string(), "{last}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
+        1,
+        "the stream is recorded, as interrupted: {log}"
+    );
+}

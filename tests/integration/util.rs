@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub use fake_openrouter::{Behavior, CatalogueBehavior, FakeServer, ModelSpec};
+pub use fake_openrouter::{Behavior, CatalogueBehavior, FakeServer, ModelSpec, StreamUsage};
 use serde_json::Value;
 
 /// The API key the tests pass; it must never show up anywhere.

@@ -176,7 +176,23 @@ impl Behavior {
     }
 }
 
-/// Whether a `Flaky` behaviour fails its `n`-th request.
+/// Where a stream that was asked for usage (`"stream_options":
+/// {"include_usage": true}`) puts it; a stream not asked for it carries no
+/// `usage` field at all, whatever the shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamUsage {
+    /// A chunk of its own after the finish chunk, with `"choices":[]`, as
+    /// OpenRouter sends it.
+    #[default]
+    Chunk,
+    /// As [`StreamUsage::Chunk`], and every other chunk carries
+    /// `"usage":null`, as OpenAI sends it.
+    NullInEveryChunk,
+    /// In the finish chunk, beside its choice, and no chunk of its own, as
+    /// llama.cpp's server sends it.
+    InFinishChunk,
+}
+
 /// How long a [`Behavior::Tail`] answer takes: `slow` for a share
 /// `slow_rate` of them, drawn as [`Behavior::Flaky`] draws.
 pub(crate) fn tail_wait(
@@ -193,6 +209,7 @@ pub(crate) fn tail_wait(
     }
 }
 
+/// Whether a `Flaky` behaviour fails its `n`-th request.
 pub(crate) fn flaky_fails(seed: u64, n: u64, fail_rate: f64) -> bool {
     let mut x = seed
         .wrapping_add(n)

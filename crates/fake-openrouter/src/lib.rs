@@ -45,7 +45,9 @@
 //!   `"stream_options":{"include_usage":true}`, a chunk with `"choices":[]` and
 //!   the `usage` the unstreamed answer would have (with `cost` when the
 //!   behaviour has one), then `data: [DONE]`, then the zero-length chunk. The
-//!   connection then stays open like after any answer.
+//!   connection then stays open like after any answer. Asked for usage, a
+//!   server can also put it as OpenAI or llama.cpp's server do (see
+//!   [`FakeServer::set_stream_usage`] and [`StreamUsage`]).
 //! * The pieces, joined, are exactly the content of the unstreamed answer,
 //!   `[<model>] <last message content>`, cut into words: each piece is one
 //!   word with the whitespace after it (`"[m] "`, `"hello "`, `"world"`).
@@ -80,7 +82,7 @@ mod server;
 mod state;
 mod stream;
 
-pub use behavior::Behavior;
+pub use behavior::{Behavior, StreamUsage};
 pub use catalogue::{CatalogueBehavior, ModelSpec};
 pub use config::Config;
 pub use dialect::Dialect;

@@ -13,7 +13,7 @@ use crate::catalogue::catalogue_json;
 use crate::conn::{accept_loop, bind};
 use crate::http::route_path;
 use crate::state::{Shared, State};
-use crate::{Behavior, CatalogueBehavior, Config, LoggedRequest, ModelSpec};
+use crate::{Behavior, CatalogueBehavior, Config, LoggedRequest, ModelSpec, StreamUsage};
 
 /// A running fake server. Dropping it stops the server and closes its connections.
 pub struct FakeServer {
@@ -64,6 +64,7 @@ impl FakeServer {
                 fallback: Behavior::ok(),
                 counts: HashMap::new(),
                 catalogue_behavior: CatalogueBehavior::Models,
+                stream_usage: StreamUsage::default(),
                 log: Vec::new(),
             }),
         });
@@ -164,6 +165,12 @@ impl FakeServer {
     /// What `GET /models` answers (default: [`CatalogueBehavior::Models`]).
     pub fn set_catalogue_behavior(&self, b: CatalogueBehavior) {
         self.shared.lock().catalogue_behavior = b;
+    }
+
+    /// Where streams asked for usage put it (default:
+    /// [`StreamUsage::Chunk`]).
+    pub fn set_stream_usage(&self, shape: StreamUsage) {
+        self.shared.lock().stream_usage = shape;
     }
 
     /// Log of every request received (any path), in arrival order. Empty when

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::{Behavior, CatalogueBehavior, LoggedRequest};
+use crate::{Behavior, CatalogueBehavior, LoggedRequest, StreamUsage};
 
 /// What the handle and every connection share.
 pub(crate) struct Shared {
@@ -32,6 +32,7 @@ pub(crate) struct State {
     pub(crate) fallback: Behavior,
     pub(crate) counts: HashMap<String, u64>,
     pub(crate) catalogue_behavior: CatalogueBehavior,
+    pub(crate) stream_usage: StreamUsage,
     pub(crate) log: Vec<LoggedRequest>,
 }
 

@@ -17,20 +17,28 @@ use crate::body::{answer_content, push_escaped, unix_now, write_usage};
 use crate::conn::Conn;
 use crate::http::{reason, MAX_HEAD};
 use crate::state::InFlight;
-use crate::Behavior;
+use crate::{Behavior, StreamUsage};
 
 /// Whether a chat request asks for a streamed answer.
 pub(crate) fn wants_stream(request: &Value) -> bool {
     request.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
-/// Whether a streamed answer should end with a usage chunk.
+/// Whether a streamed answer should carry usage.
 fn wants_usage(request: &Value) -> bool {
     request
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true)
+}
+
+/// Ends the chunk begun in `out`: `"usage":null` in it when `null_usage`.
+fn end_chunk(out: &mut Vec<u8>, null_usage: bool) {
+    if null_usage {
+        out.extend_from_slice(b",\"usage\":null");
+    }
+    out.extend_from_slice(b"}\n\n");
 }
 
 /// Splits `content` into stream pieces: each word with the whitespace that
@@ -207,6 +215,8 @@ impl Conn {
 
         let id = self.shared.next_gen.fetch_add(1, Ordering::Relaxed) + 1;
         let created = unix_now();
+        let usage = wants_usage(request).then(|| self.shared.lock().stream_usage);
+        let null_usage = usage == Some(StreamUsage::NullInEveryChunk);
         let cut = plan.cut_after.map(|k| k.min(plan.pieces.len()));
         for (i, piece) in plan.pieces.iter().enumerate() {
             if i > 0 {
@@ -217,6 +227,7 @@ impl Conn {
             }
             self.body.clear();
             write_delta_event(&mut self.body, id, created, model, i == 0, piece);
+            end_chunk(&mut self.body, null_usage);
             self.send_event().await?;
         }
         if cut.is_some() {
@@ -224,16 +235,21 @@ impl Conn {
             return Ok(End::Cut);
         }
 
+        // The same numbers as the unstreamed answer's.
+        let content_chars = plan.pieces.iter().map(|p| p.chars().count()).sum();
         self.body.clear();
         write_event_start(&mut self.body, id, created, model);
         self.body.extend_from_slice(
-            b"\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            b"\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]",
         );
+        if usage == Some(StreamUsage::InFinishChunk) {
+            self.body.push(b',');
+            write_usage(&mut self.body, request, content_chars, plan.cost);
+        }
+        end_chunk(&mut self.body, null_usage);
         self.send_event().await?;
 
-        if wants_usage(request) {
-            // The same numbers as the unstreamed answer's.
-            let content_chars = plan.pieces.iter().map(|p| p.chars().count()).sum();
+        if usage.is_some_and(|u| u != StreamUsage::InFinishChunk) {
             self.body.clear();
             write_event_start(&mut self.body, id, created, model);
             self.body.extend_from_slice(b"\"choices\":[],");
@@ -329,7 +345,8 @@ fn write_event_start(out: &mut Vec<u8>, id: u64, created: u64, model: &str) {
     out.extend_from_slice(b"\",");
 }
 
-/// A content chunk; the first of a stream also carries the role.
+/// A content chunk, all but its closing brace (see [`end_chunk`]); the first of a
+/// stream also carries the role.
 fn write_delta_event(
     out: &mut Vec<u8>,
     id: u64,
@@ -345,7 +362,7 @@ fn write_delta_event(
     }
     out.extend_from_slice(b"\"content\":\"");
     push_escaped(out, piece);
-    out.extend_from_slice(b"\"},\"finish_reason\":null}]}\n\n");
+    out.extend_from_slice(b"\"},\"finish_reason\":null}]");
 }
 
 #[cfg(test)]
@@ -386,6 +403,7 @@ mod tests {
     fn events_are_valid_json() {
         let mut out = Vec::new();
         write_delta_event(&mut out, 3, 9, "a/\"b\"", true, "x\ny");
+        end_chunk(&mut out, false);
         let text = String::from_utf8(out).unwrap();
         let json = text
             .strip_prefix("data: ")

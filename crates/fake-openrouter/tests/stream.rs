@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use fake_openrouter::{Behavior, FakeServer};
+use fake_openrouter::{Behavior, FakeServer, StreamUsage};
 use serde_json::{json, Value};
 
 const PATH: &str = "/api/v1/chat/completions";
@@ -343,6 +343,41 @@ fn include_usage_adds_a_usage_chunk_with_the_unstreamed_numbers() {
     let events = whole_stream(&mut client);
     assert!(events.iter().all(|e| e.get("usage").is_none()));
     assert_finish(events.last().unwrap());
+}
+
+#[test]
+fn usage_can_come_as_openai_or_llama_cpp_send_it() {
+    let server = FakeServer::start(vec![]);
+    server.set_default("m", Behavior::ok_with_cost(0.125));
+    let plain = unstreamed(&server, &chat("m", "count these"));
+    let mut client = Client::connect(&server);
+
+    // OpenAI: the usage chunk, and `"usage":null` in every other chunk.
+    server.set_stream_usage(StreamUsage::NullInEveryChunk);
+    client.post(&with_usage(streaming("m", "count these"), true), &[]);
+    let events = whole_stream(&mut client);
+    let (last, rest) = events.split_last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], plain["usage"]);
+    assert!(rest
+        .iter()
+        .all(|e| e["usage"].is_null() && e.get("usage").is_some()));
+    // Not asked, none.
+    client.post(&with_usage(streaming("m", "count these"), false), &[]);
+    let events = whole_stream(&mut client);
+    assert!(
+        events.iter().all(|e| e.get("usage").is_none()),
+        "{events:?}"
+    );
+
+    // llama.cpp's server: in the finish chunk, no chunk of its own.
+    server.set_stream_usage(StreamUsage::InFinishChunk);
+    client.post(&with_usage(streaming("m", "count these"), true), &[]);
+    let events = whole_stream(&mut client);
+    let (last, rest) = events.split_last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"], plain["usage"]);
+    assert!(rest.iter().all(|e| e.get("usage").is_none()));
 }
 
 #[test]

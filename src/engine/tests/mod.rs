@@ -312,6 +312,31 @@ async fn a_stream_its_client_leaves_is_recorded_and_not_cached() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_stream_the_server_stops_ends_with_its_last_event_and_is_recorded() {
+    let upstream = FakeUpstream::with(&[("a", &[Reply::FirstChunkOnly])]);
+    let w = world(&["a"], upstream, true);
+    let mut s = streamed(w.router.route(&request("x"), stream_options()).await);
+    let ended = Arc::new(Mutex::new(None));
+    let seen = ended.clone();
+    s.on_end(Box::new(move |e| *seen.lock().unwrap() = Some(e.clone())));
+    s.stop("stopping", bytes::Bytes::from_static(b"data: bye\n\n"));
+    let text = read_all(s).await;
+    assert!(text.ends_with("data: bye\n\n"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let end = ended.lock().unwrap().clone().expect("told of its end");
+    assert!(!end.ok);
+    assert_eq!(end.error.as_deref(), Some("stopping"));
+    assert_eq!(end.error_kind, Some(FailureKind::Interrupted.name()));
+    let records = w.memory.records.lock().unwrap().clone();
+    let last = records.last().expect("recorded");
+    assert!(last.cache.is_none());
+    assert_eq!(
+        last.attempts[0].error_type,
+        Some(FailureKind::Interrupted.name())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_cancelled_request_ends_its_attempt_and_records_it() {
     let upstream = FakeUpstream::with(&[("a", &[Reply::Hang])]);
     let w = world(&["a", "b"], upstream, true);
