@@ -304,6 +304,12 @@ fn picture(app: &App) -> Picture {
         uptime_s: uptime,
         rankings: rankings(app),
         recent: snap.recent,
+        keys: app
+            .keys
+            .clients()
+            .iter()
+            .map(|c| c.row(now, &app.keys.make_budget))
+            .collect(),
     };
     Picture {
         title: "llmroute dashboard".into(),

@@ -149,9 +149,34 @@ impl Client {
         self.policy.rpm.is_some() || self.policy.tpm.is_some()
     }
 
+    /// Its row on the dashboard.
+    pub fn row(&self, now_ms: i64, make: &MakeBudget) -> crate::view::KeyRow {
+        let v = self.view(now_ms, make);
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        let f = |k: &str| v[k].as_f64();
+        crate::view::KeyRow {
+            name: self.name.to_string(),
+            requests: n("requests"),
+            rate_limited: n("rate_limited"),
+            spent_usd: f("spent_usd"),
+            budget_usd: self.policy.budget_usd,
+            left_usd: f("left_usd"),
+            period: self
+                .policy
+                .budget_usd
+                .map(|_| self.policy.period.name().to_string()),
+            requests_this_minute: n("requests_this_minute"),
+            rpm: self.policy.rpm,
+            tokens_this_minute: n("tokens_this_minute"),
+            tpm: self.policy.tpm,
+        }
+    }
+
     /// What it has used and has left, as the dashboard and `GET /v1/key`
-    /// show it.
-    pub fn view(&self, now_ms: i64) -> serde_json::Value {
+    /// show it (its budget made by `make`, if no request has yet: this
+    /// may read the store).
+    pub fn view(&self, now_ms: i64, make: &MakeBudget) -> serde_json::Value {
+        let _ = self.allowance(now_ms, make);
         let (minute, _) = minute_of(now_ms);
         let w = *self.window.lock().unwrap_or_else(|e| e.into_inner());
         let (requests_now, tokens_now) = match w.minute == minute {

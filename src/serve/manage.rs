@@ -278,11 +278,21 @@ fn operators_only() -> Response {
 
 /// `GET /v1/key`: the calling key's policy and what it has used and has
 /// left (its budget, its requests and tokens this minute).
-pub async fn key(Extension(Caller(client)): Extension<Caller>) -> Response {
-    match client {
-        Some(c) => Json(c.view(crate::engine::now_ms())).into_response(),
-        None => ApiError::not_found("this server takes no tokens, so a request has no key")
-            .into_response(),
+pub async fn key(
+    State(app): State<Arc<App>>,
+    Extension(Caller(client)): Extension<Caller>,
+) -> Response {
+    let Some(c) = client else {
+        return ApiError::not_found("this server takes no tokens, so a request has no key")
+            .into_response();
+    };
+    // Its budget may be read from the store first.
+    let view =
+        tokio::task::spawn_blocking(move || c.view(crate::engine::now_ms(), &app.keys.make_budget))
+            .await;
+    match view {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => ApiError::internal().into_response(),
     }
 }
 

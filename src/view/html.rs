@@ -130,6 +130,7 @@ pub fn body(p: &Picture) -> String {
     models(&mut out, &p.models);
     histograms(&mut out, &p.models);
     if let Some(live) = &p.live {
+        keys(&mut out, &live.keys);
         recent(&mut out, &live.recent);
     }
     out
@@ -387,6 +388,46 @@ fn histograms(out: &mut String, rows: &[ModelRow]) {
         );
     }
     out.push_str("</section>\n");
+}
+
+/// The client keys: spend, budget left, and this minute against the rates.
+fn keys(out: &mut String, rows: &[super::KeyRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<section aria-labelledby=\"keys-h\"><h2 id=\"keys-h\">Keys</h2>\n\
+        <div class=\"wrap\"><table id=\"keys\"><thead><tr><th scope=\"col\">key</th><th scope=\"col\">requests</th>\
+        <th scope=\"col\">rate-limited</th><th scope=\"col\">spent</th><th scope=\"col\">budget left</th>\
+        <th scope=\"col\">requests this minute</th><th scope=\"col\">tokens this minute</th></tr></thead><tbody>");
+    let of = |n: u64, cap: Option<u32>| match cap {
+        Some(c) => format!("{n} of {c}"),
+        None => n.to_string(),
+    };
+    for k in rows {
+        let spent = k
+            .spent_usd
+            .map_or("–".to_string(), crate::core::numbers::usd);
+        let left = match (k.left_usd, k.budget_usd, &k.period) {
+            (Some(l), Some(b), Some(p)) => format!(
+                "{} of {} ({p})",
+                crate::core::numbers::usd(l),
+                crate::core::numbers::usd(b)
+            ),
+            _ => "no budget".to_string(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&k.name),
+            k.requests,
+            k.rate_limited,
+            esc(&spent),
+            esc(&left),
+            esc(&of(k.requests_this_minute, k.rpm)),
+            esc(&of(k.tokens_this_minute, k.tpm)),
+        );
+    }
+    out.push_str("</tbody></table></div></section>\n");
 }
 
 fn recent(out: &mut String, rows: &[RecentRequest]) {

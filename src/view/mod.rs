@@ -89,6 +89,29 @@ pub struct Live {
     pub rankings: Vec<Ranking>,
     /// The last requests, newest first.
     pub recent: Vec<RecentRequest>,
+    /// The client keys: their spend, budget left and rate use.
+    pub keys: Vec<KeyRow>,
+}
+
+/// One client key as the dashboard shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeyRow {
+    pub name: String,
+    /// Requests through this server, and how many its rates refused.
+    pub requests: u64,
+    pub rate_limited: u64,
+    /// What its budget's period has spent (with what is in flight), of
+    /// how much; none without a budget.
+    pub spent_usd: Option<f64>,
+    pub budget_usd: Option<f64>,
+    pub left_usd: Option<f64>,
+    /// `day`, `month` or `total`.
+    pub period: Option<String>,
+    /// This minute's requests and tokens, and the key's rates.
+    pub requests_this_minute: u64,
+    pub rpm: Option<u32>,
+    pub tokens_this_minute: u64,
+    pub tpm: Option<u32>,
 }
 
 /// The candidates of one priority, best first.
