@@ -187,6 +187,44 @@ impl Recorder for Memory {
     fn after_each_commit(&self, _hook: Box<dyn Fn() + Send + Sync>) {}
 }
 
+/// A budget kept elsewhere (as one shared through Redis is): every
+/// reservation is a round trip, and is counted.
+#[derive(Default)]
+pub(super) struct RoundTrips {
+    pub(super) reserves: std::sync::atomic::AtomicUsize,
+}
+
+impl Admission for RoundTrips {
+    fn reserve(&self, estimate: f64, _wait: bool) -> Reserve<'_> {
+        self.reserves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Reserve::Later(Box::pin(async move {
+            tokio::task::yield_now().await;
+            Ok(Some(Reservation(estimate)))
+        }))
+    }
+
+    fn settle(&self, _r: Reservation, _actual: Option<f64>) {}
+
+    fn budget_left(&self) -> Option<f64> {
+        None
+    }
+
+    fn budget(&self) -> Option<BudgetView> {
+        None
+    }
+
+    fn unlimited(&self) -> bool {
+        true
+    }
+
+    fn acquire(&self, _tokens: u64) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn owe(&self, _tokens: u64) {}
+}
+
 pub(super) struct Quiet;
 impl Observer for Quiet {}
 
@@ -206,6 +244,21 @@ pub(super) fn world_with(
     upstream: Arc<FakeUpstream>,
     use_cache: bool,
     tweak: impl FnOnce(&mut Config),
+) -> World {
+    let admission = Arc::new(Limits {
+        rates: RateLimits::new(None, None),
+        budget: None,
+    });
+    world_admitted(models, upstream, use_cache, tweak, admission)
+}
+
+/// A world whose requests are admitted by `admission`.
+pub(super) fn world_admitted(
+    models: &[&str],
+    upstream: Arc<FakeUpstream>,
+    use_cache: bool,
+    tweak: impl FnOnce(&mut Config),
+    admission: Arc<dyn Admission>,
 ) -> World {
     let memory = Arc::new(Memory::default());
     let health = Arc::new(LocalHealth::default());
@@ -237,10 +290,7 @@ pub(super) fn world_with(
         cache: memory.clone(),
         recorder: memory.clone(),
         health: health.clone(),
-        admission: Arc::new(Limits {
-            rates: RateLimits::new(None, None),
-            budget: None,
-        }),
+        admission,
         observer: Arc::new(Quiet),
     };
     let catalogue = Catalogue::from_models(vec![], 0, Origin::Live);

@@ -2,6 +2,7 @@
 
 mod fakes;
 mod hedging;
+mod probes;
 
 use std::sync::Arc;
 use std::time::Duration;
