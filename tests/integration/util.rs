@@ -482,6 +482,21 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Saves its data and kills it; runs `meanwhile`; then starts it again
+    /// on the same port with that data: Redis away, and back as it was.
+    pub fn down_and_back(mut self, meanwhile: impl FnOnce()) -> RedisServer {
+        let mut c = self.client().get_connection().unwrap();
+        let () = redis::cmd("SAVE").query(&mut c).unwrap();
+        drop(c);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        meanwhile();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        RedisServer::start_on(self.port, dir)
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
