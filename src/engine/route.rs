@@ -85,6 +85,9 @@ impl Router {
             match self.flights.join(key) {
                 Join::Lead(l) => leader = Some(l),
                 Join::Follow(f) => {
+                    // The leader claims for both: a lease this request's
+                    // lookup took would only hold everyone else up.
+                    self.parts.cache.let_go(key);
                     // A follower whose own client left (or whose deadline
                     // passed) stops waiting for the leader's answer.
                     let answer = tokio::select! {

@@ -573,3 +573,91 @@ fn a_settlement_redis_takes_late_is_not_counted_twice() {
     );
     s.stop();
 }
+
+/// The leases on answering requests Redis holds now.
+fn leases(redis: &RedisServer) -> Vec<String> {
+    redis
+        .dump()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains(":flight:"))
+        .collect()
+}
+
+#[test]
+fn identical_requests_on_one_server_leave_no_lease_behind() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(300));
+    let redis = RedisServer::start();
+    // A lease lasts an attempt's time limit and 5 s more.
+    let s = env.serve_with(
+        &["--models", "t/a", "--timeout", "3s"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    for round in 0..5 {
+        let started = Instant::now();
+        let statuses = together(&s, &chat(None, &format!("same {round}")), 8);
+        assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round} waited on a lease: {:?}",
+            started.elapsed()
+        );
+        let mut waited = 0;
+        while !leases(&redis).is_empty() && waited < 20 {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        assert!(
+            leases(&redis).is_empty(),
+            "round {round}: {:?}",
+            leases(&redis)
+        );
+    }
+    assert_eq!(env.server.count_for("t/a"), 5, "one call a round");
+    s.stop();
+}
+
+#[test]
+fn a_no_cache_request_takes_no_lease() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(500));
+    let redis = RedisServer::start();
+    let s = env.serve_with(
+        &["--models", "t/a"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    let seen = |no_cache: bool| {
+        let url = s.url("/v1/chat/completions");
+        let body = chat(None, &format!("fresh {no_cache}"));
+        let asked = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let mut r = reqwest::Client::new().post(url).json(&body);
+                    if no_cache {
+                        r = r.header("Cache-Control", "no-cache");
+                    }
+                    r.send().await.unwrap().status().as_u16()
+                })
+        });
+        let mut seen = false;
+        while !asked.is_finished() {
+            seen |= !leases(&redis).is_empty();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(asked.join().unwrap(), 200);
+        seen
+    };
+    assert!(
+        seen(false),
+        "a request that may share its answer takes the lease"
+    );
+    assert!(
+        !seen(true),
+        "a no-cache request shares no answer, and takes no lease"
+    );
+    s.stop();
+}

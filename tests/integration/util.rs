@@ -392,6 +392,23 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid}");
 }
 
+/// Sends `n` copies of `body` to a server at once; their statuses.
+pub fn together(s: &Served, body: &Value, n: usize) -> Vec<u16> {
+    let url = s.url("/v1/chat/completions");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let c = reqwest::Client::new();
+            let sent = (0..n).map(|_| {
+                let r = c.post(&url).json(body).send();
+                async move { r.await.unwrap().status().as_u16() }
+            });
+            futures_util::future::join_all(sent).await
+        })
+}
+
 /// A chat body with one user message.
 pub fn chat(model: Option<&str>, prompt: &str) -> Value {
     let mut body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});

@@ -245,20 +245,16 @@ pub(super) fn world_with(
     use_cache: bool,
     tweak: impl FnOnce(&mut Config),
 ) -> World {
-    let admission = Arc::new(Limits {
-        rates: RateLimits::new(None, None),
-        budget: None,
-    });
-    world_admitted(models, upstream, use_cache, tweak, admission)
+    world_of(models, upstream, use_cache, tweak, |_| {})
 }
 
-/// A world whose requests are admitted by `admission`.
-pub(super) fn world_admitted(
+/// A world whose parts `change` changes.
+pub(super) fn world_of(
     models: &[&str],
     upstream: Arc<FakeUpstream>,
     use_cache: bool,
     tweak: impl FnOnce(&mut Config),
-    admission: Arc<dyn Admission>,
+    change: impl FnOnce(&mut Parts),
 ) -> World {
     let memory = Arc::new(Memory::default());
     let health = Arc::new(LocalHealth::default());
@@ -285,14 +281,18 @@ pub(super) fn world_admitted(
     };
     let mut config = config;
     tweak(&mut config);
-    let parts = Parts {
+    let mut parts = Parts {
         upstream: Some(upstream.clone()),
         cache: memory.clone(),
         recorder: memory.clone(),
         health: health.clone(),
-        admission,
+        admission: Arc::new(Limits {
+            rates: RateLimits::new(None, None),
+            budget: None,
+        }),
         observer: Arc::new(Quiet),
     };
+    change(&mut parts);
     let catalogue = Catalogue::from_models(vec![], 0, Origin::Live);
     World {
         router: Arc::new(Router::new(config, catalogue, parts)),

@@ -2,6 +2,7 @@
 
 mod fakes;
 mod hedging;
+mod leases;
 mod probes;
 
 use std::sync::Arc;

@@ -13,12 +13,13 @@ async fn a_request_that_loses_the_race_to_probe_a_model_goes_to_the_best_instead
     // budget is a round trip); the first probe takes 200 ms.
     let upstream = FakeUpstream::with(&[("b", &[Reply::Slow(Duration::from_millis(200))])]);
     let budget = Arc::new(RoundTrips::default());
-    let w = world_admitted(
+    let admission = budget.clone();
+    let w = world_of(
         &["a", "b"],
         upstream,
         false,
         |c| c.explore = 1.0,
-        budget.clone(),
+        |p| p.admission = admission,
     );
     let mut set = tokio::task::JoinSet::new();
     for prompt in ["x", "y"] {
