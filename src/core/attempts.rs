@@ -92,6 +92,9 @@ enum State {
 pub struct Attempts {
     plan: Vec<Planned>,
     state: Vec<State>,
+    /// Until when this request leaves a model alone: another request holds
+    /// its one attempt (a probe, or a half-open circuit's).
+    held_off: Vec<Option<Instant>>,
     /// After a context-length error: the largest window known too small.
     min_context: Option<u64>,
     /// After a 402 (the account's credit does not cover this request on a
@@ -110,9 +113,11 @@ impl Attempts {
     /// The policy for `plan`, sending at most `max_attempts` times.
     pub fn new(plan: Vec<Planned>, max_attempts: u32) -> Attempts {
         let state = vec![State::Untried; plan.len()];
+        let held_off = vec![None; plan.len()];
         Attempts {
             plan,
             state,
+            held_off,
             min_context: None,
             max_cost: None,
             payment: false,
@@ -147,7 +152,7 @@ impl Attempts {
             if self.state[i] == State::Done || self.too_small(p) {
                 continue;
             }
-            match health.cooling_until(&p.model).filter(|t| *t > now) {
+            match self.cooling_until(i, now, health) {
                 None if self.state[i] == State::Untried => return Next::Send(i),
                 None => {
                     again.get_or_insert(i);
@@ -256,8 +261,30 @@ impl Attempts {
             !besides.contains(&i)
                 && self.state[i] == State::Untried
                 && !self.too_small(p)
-                && health.cooling_until(&p.model).is_none_or(|t| t <= now)
+                && self.cooling_until(i, now, health).is_none()
         })
+    }
+
+    /// Leaves the plan's model `i` alone until `until`: another request
+    /// holds the one attempt it lets through (a probe, or a half-open
+    /// circuit's). Meanwhile other models are tried, or the request waits,
+    /// as for a model that is cooling.
+    pub fn hold_off(&mut self, i: usize, until: Instant) {
+        self.held_off[i] = Some(until);
+    }
+
+    /// Until when the plan's model `i` may not be sent to, after `now`.
+    fn cooling_until(
+        &self,
+        i: usize,
+        now: Instant,
+        health: &(impl HealthView + ?Sized),
+    ) -> Option<Instant> {
+        [health.cooling_until(&self.plan[i].model), self.held_off[i]]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max()
     }
 
     /// Whether a context-length error ruled this model out.
@@ -599,6 +626,26 @@ mod tests {
         let f = failure(FailureKind::Cancelled);
         assert_eq!(cancelled.observe(1, Err(&f)), Effect::None);
         assert_eq!(cancelled.next(now, &Pauses::default()), Next::Send(0));
+    }
+
+    #[test]
+    fn a_model_held_off_is_passed_over_and_waited_for_when_it_is_the_last() {
+        let mut a = abc();
+        let now = Instant::now();
+        let later = now + Duration::from_millis(50);
+        let health = Pauses::default();
+        a.hold_off(0, later);
+        assert_eq!(a.next(now, &health), Next::Send(1));
+        assert_eq!(a.hedge(now, &health, &[1]), Some(2));
+        let f = status(500, None, "boom");
+        a.observe(1, Err(&f));
+        a.observe(2, Err(&f));
+        assert_eq!(a.next(now, &health), Next::Wait(later, 0));
+        assert_eq!(
+            a.next(later, &health),
+            Next::Send(0),
+            "tried once it is over"
+        );
     }
 
     #[test]

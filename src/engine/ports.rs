@@ -89,6 +89,12 @@ pub trait Cache: Send + Sync {
         None
     }
 
+    /// For a cache whose lookups take the lease on answering a key they
+    /// miss (for the claim that follows, in the same round trip): lets go
+    /// of a lease taken so for `key` that no claim will take, because the
+    /// request that looked it up waits for an identical one instead.
+    fn let_go(&self, _key: Key) {}
+
     /// Removes every answer, wherever this cache keeps them (the store,
     /// and Redis too when it is shared). The number removed.
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>>;

@@ -1,7 +1,7 @@
 //! [`Router::route`]: one request, from its settings to its record.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,10 @@ use crate::core::failure::{error_type, FailureKind};
 use crate::core::numbers::usd;
 use crate::core::ranking;
 use crate::core::request::Request;
+
+/// How long a request leaves a model alone when another request holds the
+/// one attempt it lets through (a probe, or a half-open circuit's).
+const BUSY_WAIT: Duration = Duration::from_millis(50);
 
 /// Why the attempt loop stopped before sending.
 enum Halt {
@@ -81,6 +85,9 @@ impl Router {
             match self.flights.join(key) {
                 Join::Lead(l) => leader = Some(l),
                 Join::Follow(f) => {
+                    // The leader claims for both: a lease this request's
+                    // lookup took would only hold everyone else up.
+                    self.parts.cache.let_go(key);
                     // A follower whose own client left (or whose deadline
                     // passed) stops waiting for the leader's answer.
                     let answer = tokio::select! {
@@ -255,7 +262,7 @@ impl Router {
         &self,
         job: &Job<'_>,
         mut policy: Attempts,
-        probe: Option<String>,
+        mut probe: Option<String>,
         upstream: &dyn Upstream,
         leader: Option<Leader<'_>>,
     ) -> Routed {
@@ -308,8 +315,18 @@ impl Router {
                 Admit::Go(h) => h,
                 Admit::OverBudget(o) => break self.over_budget(&o),
                 Admit::OverOwnBudget(o) => break over_own_budget(&o, job.opts.client.as_deref()),
+                // Another request holds the model's one attempt: this one
+                // does not probe it, and leaves it alone a while (other
+                // models first, or a wait), rather than ask again at once.
+                Admit::Busy => {
+                    if probing {
+                        probe = None;
+                    }
+                    policy.hold_off(i, Instant::now() + BUSY_WAIT);
+                    continue;
+                }
                 // Not sent; the loop's top says why, or tries again.
-                Admit::Busy | Admit::Stopped => continue,
+                Admit::Stopped => continue,
             };
             let came_back = self
                 .send_or_hedge(job, &policy, (i, planned), held, estimate, upstream)

@@ -6,6 +6,7 @@
 //! in the cache, and go on their own if the lease ends without one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct SharedCache<L> {
     /// Leases taken by a lookup that missed, for the claim that follows it:
     /// a miss costs one round trip, not two.
     taken: Mutex<HashMap<Key, Lease>>,
+    /// Leases taken so far: each lease's value is this process's id and
+    /// its number, so that letting go of one never ends another.
+    leases: AtomicU64,
     get_or_claim: Script,
 }
 
@@ -65,6 +69,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             max_entry,
             lease,
             taken: Mutex::new(HashMap::new()),
+            leases: AtomicU64::new(0),
             get_or_claim: Script::new(GET_OR_CLAIM),
         }
     }
@@ -75,13 +80,20 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
         fresh(decode(&text?)?, min_created_at)
     }
 
+    /// The value of a new lease: this process's id and the lease's number.
+    fn lease_value(&self) -> String {
+        let n = self.leases.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{n:x}", self.link.id)
+    }
+
     /// A lookup that takes the lease when it misses, in one round trip.
     async fn look_up(&self, key: Key, min_created_at: i64) -> Option<Answer> {
         let lease_key = keys::flight(&self.link.prefix, &key);
+        let value = self.lease_value();
         let mut inv = self.get_or_claim.prepare_invoke();
         inv.key(keys::answer(&self.link.prefix, &key))
             .key(&lease_key)
-            .arg(&self.link.id)
+            .arg(&value)
             .arg(self.lease_ms());
         let (text, took): (String, i64) = self.link.script(inv).await?;
         if took == 1 {
@@ -92,6 +104,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             let lease = Lease {
                 link: self.link.clone(),
                 key: lease_key,
+                value,
             };
             taken.insert(key, lease);
             return None;
@@ -132,14 +145,11 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             return Claimed::Go(Some(Box::new(lease)));
         }
         let lease_key = keys::flight(&self.link.prefix, &key);
+        let value = self.lease_value();
         let ms = self.lease_ms();
         let take = || {
             let mut c = redis::cmd("SET");
-            c.arg(&lease_key)
-                .arg(&self.link.id)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms);
+            c.arg(&lease_key).arg(&value).arg("NX").arg("PX").arg(ms);
             c
         };
         let deadline = tokio::time::Instant::now() + self.lease;
@@ -151,6 +161,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
                     let guard = Lease {
                         link: self.link.clone(),
                         key: lease_key,
+                        value,
                     };
                     return Claimed::Go(Some(Box::new(guard)));
                 }
@@ -209,6 +220,17 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
         Some(Box::pin(self.claim_or_wait(key, min_created_at)))
     }
 
+    fn let_go(&self, key: Key) {
+        // Dropped: deleted in Redis, unless another has it by now.
+        drop(
+            self.taken
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key),
+        );
+        self.local.let_go(key);
+    }
+
     /// The local store's answers, then every answer Redis shares under
     /// this prefix: a cleared cache must not be served back from Redis.
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
@@ -253,6 +275,8 @@ impl<L: Cache + Recorder + 'static> Recorder for SharedCache<L> {
 struct Lease {
     link: Arc<Link>,
     key: String,
+    /// What it holds in Redis: this lease's own.
+    value: String,
 }
 
 const RELEASE: &str =
@@ -265,7 +289,7 @@ impl Drop for Lease {
             .arg(RELEASE)
             .arg(1)
             .arg(&self.key)
-            .arg(&self.link.id);
+            .arg(&self.value);
         self.link.send(p);
     }
 }

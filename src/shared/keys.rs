@@ -49,6 +49,12 @@ pub fn budget(prefix: &str, id: &str) -> String {
     format!("{prefix}budget:{id}")
 }
 
+/// The number of the last settlement of the budget `id` that Redis took
+/// from the process `process` (see [`super::Link::id`]).
+pub fn settled(prefix: &str, id: &str, process: &str) -> String {
+    format!("{prefix}settled:{id}:{process}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

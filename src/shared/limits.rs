@@ -5,13 +5,17 @@
 //! and waits for it, so N machines together send at most `--rpm` a minute.
 //! `--max-cost` is one budget (`--budget-id` names it): a reservation of a
 //! request's estimate is taken atomically against what all machines have
-//! spent and hold, and settled with the real cost after.
+//! spent and hold, and settled with the real cost after. A settlement
+//! Redis does not take (it is away) is kept, and sent again until it does:
+//! what a request held is never held for good. Each process numbers its
+//! settlements, and Redis keeps the last number it took from each, so that
+//! one sent again after Redis carried it out unconfirmed counts once.
 //!
 //! Each machine keeps its own limits as well, so that while Redis is away
 //! it still holds to them alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
@@ -59,8 +63,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {ok, tostring(spent), tostring(held)}
 ";
 
-/// Settles a reservation: KEYS[1] = the budget; ARGV = estimate, cost, keep ms.
+/// Settles a reservation: KEYS[1] = the budget, KEYS[2] = the number of the
+/// last settlement of this process Redis took; ARGV = estimate, cost, keep
+/// ms, this settlement's number. One numbered no later than the last is
+/// one taken already: it changes nothing.
 const SETTLE: &str = r"
+local n = tonumber(ARGV[4])
+if n <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
 if held < 0 then held = 0 end
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0') + tonumber(ARGV[2])
@@ -79,6 +89,11 @@ pub struct SharedLimits {
     budget: Option<(String, f64)>,
     /// How long the budget is kept in Redis after its last use.
     keep_ms: u64,
+    /// The key of the number of this process's last settlement Redis took.
+    settled_key: String,
+    /// The number of this process's last settlement; held while one is
+    /// numbered and queued, so that they are queued in order.
+    settled: Mutex<u64>,
     /// What all machines have spent, as last seen (f64 bits).
     spent: AtomicU64,
     schedule: Script,
@@ -101,6 +116,8 @@ impl SharedLimits {
             tpm,
             budget,
             keep_ms: KEEP_BUDGET_MS,
+            settled_key: keys::settled(&link.prefix, budget_id, &link.id),
+            settled: Mutex::new(0),
             spent: AtomicU64::new(0f64.to_bits()),
             schedule: Script::new(SCHEDULE),
             reserve: Script::new(RESERVE),
@@ -200,15 +217,19 @@ impl Admission for SharedLimits {
         let estimate = r.0;
         self.local.settle(r, actual);
         if let Some((key, _)) = &self.budget {
+            let mut n = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
             let mut p = redis::pipe();
             p.cmd("EVAL")
                 .arg(SETTLE)
-                .arg(1)
+                .arg(2)
                 .arg(key)
+                .arg(&self.settled_key)
                 .arg(estimate)
                 .arg(actual.unwrap_or(estimate))
-                .arg(self.keep_ms);
-            self.link.send(p);
+                .arg(self.keep_ms)
+                .arg(*n);
+            self.link.send_kept(p);
         }
     }
 

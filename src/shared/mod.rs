@@ -22,9 +22,10 @@ pub mod health;
 pub mod keys;
 pub mod limits;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -39,6 +40,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const REST: Duration = Duration::from_secs(1);
 /// Writes queued at most; past it, writes are dropped (and counted).
 const QUEUE: usize = 8192;
+/// Writes kept for Redis at most (see [`Link::send_kept`]); past it, new
+/// ones are dropped.
+const KEPT: usize = 8192;
+/// Writes sent to Redis in one pipeline at most.
+const BATCH: usize = 256;
 
 /// The connection to Redis, shared by every part that uses it.
 pub struct Link {
@@ -55,6 +61,8 @@ pub struct Link {
     writes: mpsc::Sender<Pipeline>,
     /// Writes queued and not yet sent (or given up on).
     pending: AtomicUsize,
+    /// Writes that must reach Redis, kept until it has taken them.
+    kept: Arc<Kept>,
     /// Where it is, without any password, for messages.
     pub shown: String,
     /// This process, for leases.
@@ -93,6 +101,7 @@ impl Link {
             down_said: AtomicBool::new(false),
             writes: tx,
             pending: AtomicUsize::new(0),
+            kept: Arc::new(Kept::default()),
             shown,
             id: format!(
                 "{}-{:x}-{:x}",
@@ -111,6 +120,7 @@ impl Link {
             ));
         }
         tokio::spawn(write_loop(Arc::downgrade(&link), rx));
+        tokio::spawn(keep_loop(Arc::downgrade(&link), link.kept.clone()));
         tokio::spawn(watch(Arc::downgrade(&link)));
         Ok(link)
     }
@@ -188,11 +198,54 @@ impl Link {
         }
     }
 
-    /// Waits, at most `within`, until every queued write has been sent: a
-    /// run's last answers reach Redis before it exits.
+    /// Queues writes that must reach Redis (a settlement of the budget),
+    /// to be sent in order without waiting for them. Unlike
+    /// [`Link::send`]'s, they are kept while Redis is away (up to [`KEPT`])
+    /// and sent again, in order, until Redis has taken them: one that Redis
+    /// carried out but did not confirm in time is sent again, so each must
+    /// tell when it has been carried out already.
+    pub fn send_kept(&self, pipe: Pipeline) {
+        let mut queue = self.kept.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() < KEPT {
+            queue.push_back(pipe);
+            drop(queue);
+            self.kept.added.notify_one();
+        }
+    }
+
+    /// Sends kept writes; whether Redis took them (even with errors that
+    /// sending them again would not mend), or they are to be sent again.
+    async fn deliver(&self, pipe: &Pipeline) -> bool {
+        if self.resting() {
+            return false;
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {
+                self.answered();
+                true
+            }
+            Ok(Err(e)) if matches!(e.retry_method(), redis::RetryMethod::NoRetry) => {
+                self.answered();
+                true
+            }
+            _ => {
+                self.failed();
+                false
+            }
+        }
+    }
+
+    /// Waits, at most `within`, until every queued write has been sent, and
+    /// every kept one taken while Redis answers: a run's last answers and
+    /// settlements reach Redis before it exits.
     pub async fn flush(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        while self.pending.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        self.kept.added.notify_one();
+        while (self.pending.load(Ordering::Acquire) > 0
+            || (self.kept.waiting() && self.up.load(Ordering::Relaxed)))
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -220,7 +273,7 @@ impl Link {
 /// Sends queued writes in order, a batch at a time.
 async fn write_loop(link: std::sync::Weak<Link>, mut rx: mpsc::Receiver<Pipeline>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
         let Some(link) = link.upgrade() else { return };
         let n = batch.len();
         let mut all = redis::pipe();
@@ -231,6 +284,56 @@ async fn write_loop(link: std::sync::Weak<Link>, mut rx: mpsc::Receiver<Pipeline
         }
         let _: Option<()> = link.pipe(&all).await;
         link.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Writes that must reach Redis, oldest first, until it has taken them.
+#[derive(Default)]
+struct Kept {
+    queue: Mutex<VecDeque<Pipeline>>,
+    /// Told when a write is kept (or a flush waits).
+    added: tokio::sync::Notify,
+}
+
+impl Kept {
+    fn waiting(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Sends kept writes in order, a batch at a time, as they come; what Redis
+/// did not take stays first, and is sent again once it is back (looked
+/// for as often as the watcher pings).
+async fn keep_loop(link: std::sync::Weak<Link>, kept: Arc<Kept>) {
+    loop {
+        tokio::select! {
+            _ = kept.added.notified() => {}
+            _ = tokio::time::sleep(REST / 2) => {}
+        }
+        let Some(link) = link.upgrade() else { return };
+        loop {
+            let mut all = redis::pipe();
+            let n = {
+                let queue = kept.queue.lock().unwrap_or_else(|e| e.into_inner());
+                for p in queue.iter().take(BATCH) {
+                    for cmd in p.cmd_iter() {
+                        all.add_command(cmd.clone()).ignore();
+                    }
+                }
+                queue.len().min(BATCH)
+            };
+            if n == 0 || !link.deliver(&all).await {
+                break;
+            }
+            kept.queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..n);
+        }
     }
 }
 

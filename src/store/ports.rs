@@ -137,6 +137,11 @@ impl Cache for LeasedCache {
         Some(Box::pin(self.claim_or_wait(key, min_created_at)))
     }
 
+    fn let_go(&self, key: Key) {
+        // Dropped: released, if this process still holds it.
+        drop(lock(&self.taken).remove(&key));
+    }
+
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
         Box::pin(self.writer.clear_cache())
     }

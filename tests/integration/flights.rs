@@ -135,3 +135,22 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[test]
+fn identical_requests_on_one_server_leave_no_lease_in_the_store() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(50));
+    let s = env.serve(&["--models", "t/a"]);
+    for round in 0..20 {
+        let statuses = together(&s, &chat(None, &format!("same {round}")), 8);
+        assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
+        let mut waited = 0;
+        while leases(&env) > 0 && waited < 20 {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        assert_eq!(leases(&env), 0, "round {round}: a lease is left");
+    }
+    assert_eq!(env.server.count_for("t/a"), 20, "one call a round");
+    s.stop();
+}

@@ -457,3 +457,207 @@ fn a_server_logs_redis_down_and_back_as_json() {
     }
     s.stop();
 }
+
+/// What the budget `--budget-id test` holds in Redis: spent, and held by
+/// requests in flight.
+fn shared_budget(redis: &RedisServer) -> (f64, f64) {
+    let mut c = redis.client().get_connection().unwrap();
+    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("llmroute:v1:budget:test")
+        .query(&mut c)
+        .unwrap();
+    let get = |f: &str| h.get(f).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (get("spent"), get("held"))
+}
+
+/// A server on the budget `test` shared through `redis`, whose one model
+/// answers after a second at a cost of $0.004; and one request sent to
+/// it, whose estimate ($0.01024, for 512 tokens) is held in Redis once
+/// this returns. The request's thread gives its status.
+fn a_request_on_a_shared_budget(
+    env: &Env,
+    redis: &RedisServer,
+) -> (Served, std::thread::JoinHandle<u16>) {
+    env.server.set_default(
+        "t/a",
+        Behavior::Ok {
+            latency: Duration::from_millis(1000),
+            cost: Some(0.004),
+        },
+    );
+    let s = env.serve_with(
+        &[
+            "--models",
+            "t/a",
+            "--max-cost",
+            "1",
+            "--shared-limits",
+            "--budget-id",
+            "test",
+        ],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    let mut body = chat(None, "x");
+    body["max_tokens"] = Value::from(512);
+    let url = s.url("/v1/chat/completions");
+    let asked = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let r = reqwest::Client::new().post(url).json(&body).send().await;
+                r.unwrap().status().as_u16()
+            })
+    });
+    let start = Instant::now();
+    while shared_budget(redis).1 == 0.0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing held");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (s, asked)
+}
+
+/// Waits, ten seconds at most, until the shared budget is `want`.
+fn wait_for_budget(redis: &RedisServer, want: (f64, f64)) -> (f64, f64) {
+    let start = Instant::now();
+    loop {
+        let (spent, held) = shared_budget(redis);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        if (near(spent, want.0) && near(held, want.1)) || start.elapsed() > Duration::from_secs(10)
+        {
+            return (spent, held);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_budget_settled_while_redis_is_away_is_settled_there_once_it_is_back() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    let redis = RedisServer::start();
+    let (s, asked) = a_request_on_a_shared_budget(&env, &redis);
+    // Redis goes away (its data kept) while the request is in flight: the
+    // request is answered, and settled, while it is away.
+    let redis = redis.down_and_back(|| assert_eq!(asked.join().unwrap(), 200));
+    let (spent, held) = wait_for_budget(&redis, (0.004, 0.0));
+    assert!(
+        (spent - 0.004).abs() < 1e-9 && held.abs() < 1e-9,
+        "spent {spent}, held {held}: the settlement was lost"
+    );
+    s.stop();
+}
+
+#[test]
+fn a_settlement_redis_takes_late_is_not_counted_twice() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    let redis = RedisServer::start();
+    let (s, asked) = a_request_on_a_shared_budget(&env, &redis);
+    // Redis holds back writes until after the answer: the settlement is
+    // sent but not confirmed in time, and Redis carries it out later.
+    let mut c = redis.client().get_connection().unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(asked.join().unwrap(), 200);
+    wait_for_budget(&redis, (0.004, 0.0));
+    // Long enough for the link to be back and to send it again.
+    std::thread::sleep(Duration::from_secs(3));
+    let (spent, held) = shared_budget(&redis);
+    assert!(
+        (spent - 0.004).abs() < 1e-9 && held.abs() < 1e-9,
+        "spent {spent}, held {held}"
+    );
+    s.stop();
+}
+
+/// The leases on answering requests Redis holds now.
+fn leases(redis: &RedisServer) -> Vec<String> {
+    redis
+        .dump()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains(":flight:"))
+        .collect()
+}
+
+#[test]
+fn identical_requests_on_one_server_leave_no_lease_behind() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(300));
+    let redis = RedisServer::start();
+    // A lease lasts an attempt's time limit and 5 s more.
+    let s = env.serve_with(
+        &["--models", "t/a", "--timeout", "3s"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    for round in 0..5 {
+        let started = Instant::now();
+        let statuses = together(&s, &chat(None, &format!("same {round}")), 8);
+        assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round} waited on a lease: {:?}",
+            started.elapsed()
+        );
+        let mut waited = 0;
+        while !leases(&redis).is_empty() && waited < 20 {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += 1;
+        }
+        assert!(
+            leases(&redis).is_empty(),
+            "round {round}: {:?}",
+            leases(&redis)
+        );
+    }
+    assert_eq!(env.server.count_for("t/a"), 5, "one call a round");
+    s.stop();
+}
+
+#[test]
+fn a_no_cache_request_takes_no_lease() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(500));
+    let redis = RedisServer::start();
+    let s = env.serve_with(
+        &["--models", "t/a"],
+        &[("LLMROUTE_REDIS_URL", &redis.url())],
+    );
+    let seen = |no_cache: bool| {
+        let url = s.url("/v1/chat/completions");
+        let body = chat(None, &format!("fresh {no_cache}"));
+        let asked = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let mut r = reqwest::Client::new().post(url).json(&body);
+                    if no_cache {
+                        r = r.header("Cache-Control", "no-cache");
+                    }
+                    r.send().await.unwrap().status().as_u16()
+                })
+        });
+        let mut seen = false;
+        while !asked.is_finished() {
+            seen |= !leases(&redis).is_empty();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(asked.join().unwrap(), 200);
+        seen
+    };
+    assert!(
+        seen(false),
+        "a request that may share its answer takes the lease"
+    );
+    assert!(
+        !seen(true),
+        "a no-cache request shares no answer, and takes no lease"
+    );
+    s.stop();
+}

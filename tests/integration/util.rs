@@ -392,6 +392,23 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid}");
 }
 
+/// Sends `n` copies of `body` to a server at once; their statuses.
+pub fn together(s: &Served, body: &Value, n: usize) -> Vec<u16> {
+    let url = s.url("/v1/chat/completions");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let c = reqwest::Client::new();
+            let sent = (0..n).map(|_| {
+                let r = c.post(&url).json(body).send();
+                async move { r.await.unwrap().status().as_u16() }
+            });
+            futures_util::future::join_all(sent).await
+        })
+}
+
 /// A chat body with one user message.
 pub fn chat(model: Option<&str>, prompt: &str) -> Value {
     let mut body = serde_json::json!({"messages": [{"role": "user", "content": prompt}]});
@@ -479,6 +496,21 @@ impl RedisServer {
         let port = self.port;
         let dir = tempfile::tempdir().unwrap();
         RedisServer::start_on(port, dir)
+    }
+}
+
+impl RedisServer {
+    /// Saves its data and kills it; runs `meanwhile`; then starts it again
+    /// on the same port with that data: Redis away, and back as it was.
+    pub fn down_and_back(mut self, meanwhile: impl FnOnce()) -> RedisServer {
+        let mut c = self.client().get_connection().unwrap();
+        let () = redis::cmd("SAVE").query(&mut c).unwrap();
+        drop(c);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        meanwhile();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        RedisServer::start_on(self.port, dir)
     }
 }
 

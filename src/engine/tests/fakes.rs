@@ -187,6 +187,44 @@ impl Recorder for Memory {
     fn after_each_commit(&self, _hook: Box<dyn Fn() + Send + Sync>) {}
 }
 
+/// A budget kept elsewhere (as one shared through Redis is): every
+/// reservation is a round trip, and is counted.
+#[derive(Default)]
+pub(super) struct RoundTrips {
+    pub(super) reserves: std::sync::atomic::AtomicUsize,
+}
+
+impl Admission for RoundTrips {
+    fn reserve(&self, estimate: f64, _wait: bool) -> Reserve<'_> {
+        self.reserves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Reserve::Later(Box::pin(async move {
+            tokio::task::yield_now().await;
+            Ok(Some(Reservation(estimate)))
+        }))
+    }
+
+    fn settle(&self, _r: Reservation, _actual: Option<f64>) {}
+
+    fn budget_left(&self) -> Option<f64> {
+        None
+    }
+
+    fn budget(&self) -> Option<BudgetView> {
+        None
+    }
+
+    fn unlimited(&self) -> bool {
+        true
+    }
+
+    fn acquire(&self, _tokens: u64) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn owe(&self, _tokens: u64) {}
+}
+
 pub(super) struct Quiet;
 impl Observer for Quiet {}
 
@@ -206,6 +244,17 @@ pub(super) fn world_with(
     upstream: Arc<FakeUpstream>,
     use_cache: bool,
     tweak: impl FnOnce(&mut Config),
+) -> World {
+    world_of(models, upstream, use_cache, tweak, |_| {})
+}
+
+/// A world whose parts `change` changes.
+pub(super) fn world_of(
+    models: &[&str],
+    upstream: Arc<FakeUpstream>,
+    use_cache: bool,
+    tweak: impl FnOnce(&mut Config),
+    change: impl FnOnce(&mut Parts),
 ) -> World {
     let memory = Arc::new(Memory::default());
     let health = Arc::new(LocalHealth::default());
@@ -232,7 +281,7 @@ pub(super) fn world_with(
     };
     let mut config = config;
     tweak(&mut config);
-    let parts = Parts {
+    let mut parts = Parts {
         upstream: Some(upstream.clone()),
         cache: memory.clone(),
         recorder: memory.clone(),
@@ -243,6 +292,7 @@ pub(super) fn world_with(
         }),
         observer: Arc::new(Quiet),
     };
+    change(&mut parts);
     let catalogue = Catalogue::from_models(vec![], 0, Origin::Live);
     World {
         router: Arc::new(Router::new(config, catalogue, parts)),

@@ -2,6 +2,8 @@
 
 mod fakes;
 mod hedging;
+mod leases;
+mod probes;
 
 use std::sync::Arc;
 use std::time::Duration;
