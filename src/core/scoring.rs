@@ -1,11 +1,28 @@
 //! The scorer: a pure function over plain data.
 //!
 //! ```text
-//! score = w_latency * (1 - norm_latency) + w_cost * (1 - norm_cost) + w_quality * quality
+//! score = (w_latency * (1 - behind_latency / 2) + w_cost * (1 - behind_cost / 2)
+//!          + w_quality * (1 - behind_quality / 2)) * (1 - error_rate)²
 //! ```
 //!
-//! `norm_x` is min-max normalisation over the candidates of one request (0 when
-//! all are equal), and the sum is multiplied by `(1 - error_rate)²`, where
+//! `behind_x` puts the three terms on one scale: how far a candidate is
+//! behind the best candidate of the request on that term, in steps. A step
+//! is twice the best latency or price (ratios: twice as slow is as far
+//! behind at 100 ms as at 10 s) and 0.1 of quality; within 5% of the best
+//! latency or price, or 0.01 of its quality, is no difference, so
+//! measurement noise does not swing a term's weight. Up to one step,
+//! `behind_x` grows in proportion; past it, by at most one more, in
+//! proportion to how far the candidate is towards the worst one, so that
+//! among candidates all a step or more behind the nearer still ranks
+//! higher. A score is thus in [0, 1]. So a preset that puts 0.7 of the
+//! weight on one term picks the candidate best on it whenever every other
+//! is a whole step behind on it (it scores at least 0.7; the others at
+//! most 0.7 / 2 + 0.3); and
+//! a candidate that another beats or ties on every term never wins (a
+//! tie-break a millionth of a step in size, over the min-max normalised
+//! values, settles what the steps call equal).
+//!
+//! The sum is multiplied by `(1 - error_rate)²`, where
 //! `error_rate` is the recency-weighted share of the model's attempts that
 //! failed for its own sake: failures lower a model's standing, and a model
 //! failing most of the time falls below any that answers. A candidate whose latency was never measured is
@@ -207,6 +224,58 @@ fn norm(v: f64, lo: f64, hi: f64) -> f64 {
     }
 }
 
+/// How far `x` is along a step from `from` (nothing yet) to `to` (all of
+/// it), in [0, 1].
+#[inline]
+fn step(x: f64, from: f64, to: f64) -> f64 {
+    ((x - from) / (to - from)).clamp(0.0, 1.0)
+}
+
+/// Latencies within 5% of the best are the same (measurement noise);
+/// twice the best, or more, is a whole step behind.
+pub const LATENCY_SAME: f64 = 1.05;
+pub const LATENCY_STEP: f64 = 2.0;
+/// Prices within 5% of the cheapest are the same; twice it is a whole step.
+pub const COST_SAME: f64 = 1.05;
+pub const COST_STEP: f64 = 2.0;
+/// Quality within 0.01 of the best is the same; 0.1 below it is a whole step.
+pub const QUALITY_SAME: f64 = 0.01;
+pub const QUALITY_STEP: f64 = 0.1;
+/// The weight of the tie-break, far below any step: among candidates the
+/// steps score alike, one that is better on a term and no worse on any
+/// other wins.
+const TIE_BREAK: f64 = 1e-6;
+
+/// How far behind the best candidate one is on a term, `x` (0 for the
+/// best) on a scale whose noise ends at `same` and whose step is `step`,
+/// where the worst candidate is at `worst`: up to one step, in proportion;
+/// past a step, one more at most, in proportion to how far it is towards
+/// the worst. So among candidates all a step or more behind, the nearer
+/// still ranks higher, and no term weighs more than twice its weight.
+#[inline]
+fn behind(x: f64, same: f64, step_at: f64, worst: f64) -> f64 {
+    let first = step(x, same, step_at);
+    let beyond = match worst > step_at {
+        true => step(x, step_at, worst),
+        false => 0.0,
+    };
+    first + beyond
+}
+
+/// The log ratio of a latency to the best one. A millisecond keeps a zero
+/// latency from dividing by zero.
+#[inline]
+fn latency_x(v: f64, best: f64) -> f64 {
+    ((v + 1.0) / (best + 1.0)).ln()
+}
+
+/// The log ratio of a price to the best one. A tenth of a microdollar
+/// keeps a free model from dividing by zero.
+#[inline]
+fn cost_x(v: f64, best: f64) -> f64 {
+    ((v + 1e-7) / (best + 1e-7)).ln()
+}
+
 /// Scores every candidate and writes them to `out`, best first. Ties keep
 /// the candidates' given order. `out` is cleared first; pass the same vector
 /// again to avoid allocating per request.
@@ -220,22 +289,60 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
         false => measured,
     };
     let cost = min_max(candidates.iter().filter_map(|c| c.cost_usd));
+    let qual = min_max(candidates.iter().map(|c| c.quality.clamp(0.0, 1.0)));
     out.extend(candidates.iter().enumerate().map(|(index, c)| {
         let latency_ms = c.latency_ms.or(prior);
         let cost_usd = c.cost_usd;
-        let nl = match (latency_ms, lat) {
-            (Some(v), Some((lo, hi))) => norm(v, lo, hi),
-            _ => 0.0,
-        };
-        let nc = match (cost_usd, cost) {
-            (Some(v), Some((lo, hi))) => norm(v, lo, hi),
-            (None, Some(_)) => 1.0,
-            _ => 0.0,
-        };
         let quality = c.quality.clamp(0.0, 1.0);
+        // Steps behind the best: what the score weighs.
+        let (sl, nl) = match (latency_ms, lat) {
+            (Some(v), Some((lo, hi))) => (
+                behind(
+                    latency_x(v, lo),
+                    LATENCY_SAME.ln(),
+                    LATENCY_STEP.ln(),
+                    latency_x(hi, lo),
+                ),
+                norm(v, lo, hi),
+            ),
+            _ => (0.0, 0.0),
+        };
+        let (sc, nc) = match (cost_usd, cost) {
+            (Some(v), Some((lo, hi))) => (
+                behind(
+                    cost_x(v, lo),
+                    COST_SAME.ln(),
+                    COST_STEP.ln(),
+                    cost_x(hi, lo),
+                ),
+                norm(v, lo, hi),
+            ),
+            // An unknown price is taken as the dearest known one.
+            (None, Some((lo, hi))) => (
+                behind(
+                    cost_x(hi, lo),
+                    COST_SAME.ln(),
+                    COST_STEP.ln(),
+                    cost_x(hi, lo),
+                ),
+                1.0,
+            ),
+            _ => (0.0, 0.0),
+        };
+        let (sq, nq) = match qual {
+            Some((lo, hi)) => (
+                behind(hi - quality, QUALITY_SAME, QUALITY_STEP, hi - lo),
+                norm(hi - quality + lo, lo, hi),
+            ),
+            None => (0.0, 0.0),
+        };
         let success = 1.0 - c.error_rate.clamp(0.0, 1.0);
         let standing = success * success;
-        let score = (w.latency * (1.0 - nl) + w.cost * (1.0 - nc) + w.quality * quality) * standing;
+        // Each term in [0, 1]: 1 for the best, 0 for two steps behind.
+        let terms =
+            w.latency * (1.0 - sl / 2.0) + w.cost * (1.0 - sc / 2.0) + w.quality * (1.0 - sq / 2.0);
+        let fine = w.latency * (1.0 - nl) + w.cost * (1.0 - nc) + w.quality * (1.0 - nq);
+        let score = (terms + TIE_BREAK * fine) * standing;
         Scored {
             index,
             score,
@@ -324,19 +431,23 @@ mod tests {
 
     #[test]
     fn score_follows_the_formula() {
-        // Two candidates: A fast and dear, B slow and cheap.
+        // A: fast and dear; B: three times as slow, half the price, 0.05
+        // better.
         let cands = [
             c(Some(100.0), Some(0.02), 0.4),
-            c(Some(300.0), Some(0.01), 0.8),
+            c(Some(300.0), Some(0.01), 0.45),
         ];
         let w = Weights::new(0.5, 0.3, 0.2).unwrap();
         let r = rank(&cands, &w);
         let a = r.iter().find(|s| s.index == 0).unwrap();
         let b = r.iter().find(|s| s.index == 1).unwrap();
-        // A: latency norm 0, cost norm 1 -> 0.5*1 + 0.3*0 + 0.2*0.4
-        assert!(close(a.score, 0.5 + 0.0 + 0.08));
-        // B: latency norm 1, cost norm 0 -> 0 + 0.3 + 0.2*0.8
-        assert!(close(b.score, 0.3 + 0.16));
+        // A: best latency; a whole step dearer (and the dearest); 0.05 of
+        // quality behind is (0.05 - 0.01) / (0.1 - 0.01) of a step.
+        let behind_q = (0.05 - 0.01) / 0.09;
+        assert!((a.score - (0.5 + 0.3 * 0.5 + 0.2 * (1.0 - behind_q / 2.0))).abs() < 1e-5);
+        // B: more than a step slower, and the slowest: two steps behind;
+        // cheapest; best quality.
+        assert!((b.score - (0.0 + 0.3 + 0.2)).abs() < 1e-5);
         assert_eq!(r[0].index, 0);
     }
 
@@ -356,10 +467,11 @@ mod tests {
     }
 
     #[test]
-    fn equal_values_normalise_to_zero_and_ties_keep_order() {
+    fn equal_values_tie_and_ties_keep_order() {
         let cands = [c(Some(10.0), Some(0.5), 0.5), c(Some(10.0), Some(0.5), 0.5)];
         let r = rank(&cands, &Priority::Balanced.weights());
-        assert!(close(r[0].score, 0.4 + 0.3 + 0.15));
+        assert!((r[0].score - 1.0).abs() < 1e-5);
+        assert_eq!(r[0].score, r[1].score);
         assert_eq!((r[0].index, r[1].index), (0, 1));
     }
 
@@ -389,7 +501,7 @@ mod tests {
         let r = rank(&cands, &Priority::Speed.weights());
         assert_eq!(r[0].index, 1, "{r:?}");
         let f = r.iter().find(|s| s.index == 0).unwrap();
-        assert!(close(f.score, (0.7 + 0.2 + 0.1 * 0.9) * 0.3 * 0.3));
+        assert!((f.score - 1.0 * 0.3 * 0.3).abs() < 1e-5);
     }
 
     #[test]
@@ -397,8 +509,8 @@ mod tests {
         let cands = [c(None, Some(0.02), 0.5), c(None, Some(0.01), 0.5)];
         let r = rank(&cands, &Priority::Speed.weights());
         assert_eq!(r[0].index, 1);
-        assert!(close(r[0].score, 0.7 + 0.2 + 0.05));
-        assert!(close(r[1].score, 0.7 + 0.0 + 0.05));
+        assert!((r[0].score - 1.0).abs() < 1e-5);
+        assert!((r[1].score - 0.9).abs() < 1e-5);
     }
 
     #[test]
@@ -416,19 +528,132 @@ mod tests {
     }
 
     #[test]
-    fn any_latency_spread_is_plain_min_max() {
-        // 2 ms apart still spans the whole 0..1 range: latency's 0.4 beats
-        // cost's 0.3 under balanced weights.
+    fn noise_does_not_swing_a_term() {
+        // 4% apart is noise: the cheaper one wins under balanced weights,
+        // though latency weighs more.
         let cands = [
-            c(Some(10.0), Some(0.02), 0.5),
-            c(Some(12.0), Some(0.01), 0.5),
+            c(Some(100.0), Some(0.02), 0.5),
+            c(Some(104.0), Some(0.01), 0.5),
         ];
         let r = rank(&cands, &Priority::Balanced.weights());
-        assert_eq!(r[0].index, 0);
-        let slow = r.iter().find(|s| s.index == 1).unwrap();
-        assert!(close(slow.score, 0.3 + 0.15));
-        let fast = r.iter().find(|s| s.index == 0).unwrap();
-        assert!(close(fast.score, 0.4 + 0.15));
+        assert_eq!(r[0].index, 1);
+        // Within noise on every term, the tie-break still prefers what is
+        // better on one and no worse on any.
+        let cands = [
+            c(Some(103.0), Some(0.0100), 0.500),
+            c(Some(100.0), Some(0.0100), 0.505),
+        ];
+        for p in Priority::ALL {
+            assert_eq!(rank(&cands, &p.weights())[0].index, 1, "{p:?}");
+        }
+    }
+
+    /// A small deterministic generator for the properties below.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn candidates(&mut self, n: usize) -> Vec<Candidate> {
+            (0..n)
+                .map(|_| {
+                    c(
+                        Some(10.0 + self.next() * 5000.0),
+                        Some(self.next() * 0.05),
+                        self.next(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn each_preset_picks_the_best_on_its_term_when_the_others_are_a_step_behind() {
+        let mut g = Lcg(7);
+        let mut checked = [0; 3];
+        for _ in 0..20_000 {
+            let n = 2 + (g.next() * 7.0) as usize;
+            let cands = g.candidates(n);
+            let best_by = |key: &dyn Fn(&Candidate) -> f64| {
+                (0..n)
+                    .min_by(|a, b| key(&cands[*a]).total_cmp(&key(&cands[*b])))
+                    .unwrap()
+            };
+            let fastest = best_by(&|c| c.latency_ms.unwrap());
+            let cheapest = best_by(&|c| c.cost_usd.unwrap());
+            let smartest = best_by(&|c| -c.quality);
+            let apart =
+                |i: usize, f: &dyn Fn(&Candidate) -> bool| (0..n).all(|j| j == i || f(&cands[j]));
+            let (fl, cc, sq) = (
+                cands[fastest].latency_ms.unwrap(),
+                cands[cheapest].cost_usd.unwrap(),
+                cands[smartest].quality,
+            );
+            if apart(fastest, &|c| c.latency_ms.unwrap() >= 2.0 * fl) {
+                assert_eq!(rank(&cands, &Priority::Speed.weights())[0].index, fastest);
+                checked[0] += 1;
+            }
+            if apart(cheapest, &|c| c.cost_usd.unwrap() >= 2.0 * cc) {
+                assert_eq!(rank(&cands, &Priority::Cost.weights())[0].index, cheapest);
+                checked[1] += 1;
+            }
+            if apart(smartest, &|c| c.quality <= sq - 0.1) {
+                assert_eq!(
+                    rank(&cands, &Priority::Quality.weights())[0].index,
+                    smartest
+                );
+                checked[2] += 1;
+            }
+        }
+        assert!(checked.iter().all(|n| *n > 100), "{checked:?}");
+    }
+
+    #[test]
+    fn no_preset_picks_a_candidate_another_beats_or_ties_on_every_term() {
+        let mut g = Lcg(11);
+        for _ in 0..20_000 {
+            let n = 2 + (g.next() * 7.0) as usize;
+            let mut cands = g.candidates(n);
+            // Often a near copy of another, a little worse on one term.
+            if g.next() < 0.5 {
+                let mut copy = cands[0];
+                match (g.next() * 3.0) as u32 {
+                    0 => copy.latency_ms = copy.latency_ms.map(|l| l * 1.02),
+                    1 => copy.cost_usd = copy.cost_usd.map(|c| c * 1.02),
+                    _ => copy.quality -= 0.005,
+                }
+                cands.insert((g.next() * n as f64) as usize, copy);
+            }
+            for p in Priority::ALL {
+                let won = cands[rank(&cands, &p.weights())[0].index];
+                let dominated = cands.iter().any(|o| {
+                    let (ol, wl) = (o.latency_ms.unwrap(), won.latency_ms.unwrap());
+                    let (oc, wc) = (o.cost_usd.unwrap(), won.cost_usd.unwrap());
+                    let no_worse = ol <= wl && oc <= wc && o.quality >= won.quality;
+                    no_worse && (ol < wl || oc < wc || o.quality > won.quality)
+                });
+                assert!(
+                    !dominated,
+                    "{p:?} picked a dominated candidate of {cands:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_quality_preset_picks_the_better_model_whatever_the_price_gap() {
+        // gpt-5.4 (0.828) against gpt-5.4-nano (0.564), about 20 times
+        // dearer, at the same measured latency.
+        let cands = [
+            c(Some(900.0), Some(0.0001), 0.564),
+            c(Some(900.0), Some(0.002), 0.828),
+        ];
+        assert_eq!(rank(&cands, &Priority::Quality.weights())[0].index, 1);
+        assert_eq!(rank(&cands, &Priority::Cost.weights())[0].index, 0);
     }
 
     #[test]
