@@ -110,7 +110,7 @@ fn decision(c: &mut Criterion) {
         group.bench_function(format!("plan/{name}"), |b| {
             b.iter(|| {
                 let p = plan(black_box(&req), &s, &catalogue, &stats, None, false);
-                black_box(explore::choose(&p.order, &stats, now, 7, 0.05))
+                black_box(explore::choose(&p.order, &stats, now, (7, 0.05), None))
             })
         });
 

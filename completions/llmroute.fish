@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all output-format= db= config= base-url= color= h/help V/version
+    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all task= output-format= db= config= base-url= color= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -49,6 +49,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l budget-id -d 'The nam
 complete -c llmroute -n "__fish_llmroute_needs_command" -l progress -d 'Progress bar on stderr: auto (only on a terminal), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c llmroute -n "__fish_llmroute_needs_command" -l task -d 'The task of every line that names none (`llmroute.task`): outcomes teach each model\'s quality per task' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l output-format -d 'The output lines\' shape: llmroute (with its annotations) or openai-batch (OpenAI\'s batch output: id, custom_id, response, error)' -r -f -a "llmroute\t'llmroute\'s own: the answer with the model, score, latency, cost and attempts'
 openai-batch\t'OpenAI\'s batch output file: `id`, `custom_id`, `response: {status_code, request_id, body}`, `error`'"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
@@ -72,6 +73,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "report" -d 'Latency 
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "cache" -d 'Inspect and trim the response cache'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "keys" -d 'Client keys for `serve`: each with its token, and optionally a budget, rates, models and more'
+complete -c llmroute -n "__fish_llmroute_needs_command" -a "feedback" -d 'Take in feedback on answers (JSONL {"request_id", "score"}), or outcomes of an evaluation: the router learns each model\'s quality per task'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
@@ -215,6 +217,15 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "show" -d 'One key\'s policy and what it spent this period'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke a key: a running server refuses its token within seconds'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l outcomes -d 'Read outcomes of an evaluation instead: JSONL {"task": T, "model": M, "score": 0..1 | true | false, "weight": W}' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -s q -l quiet -d 'Print nothing for the lines taken in, only the errors'
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -328,15 +339,16 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand man" -l color -d 'Colo
 always\t''
 never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand man" -s h -l help -d 'Print help'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "keys" -d 'Client keys for `serve`: each with its token, and optionally a budget, rates, models and more'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
-complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "report" -d 'Latency percentiles, per-model usage, errors, cost and cache hit rate from the store'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "models" -d 'The candidate models with prices, quality, measured latency and the score each would get now'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "cache" -d 'Inspect and trim the response cache'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "keys" -d 'Client keys for `serve`: each with its token, and optionally a budget, rates, models and more'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "feedback" -d 'Take in feedback on answers (JSONL {"request_id", "score"}), or outcomes of an evaluation: the router learns each model\'s quality per task'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "config" -d 'Where the config, store and catalogue live, and the effective configuration'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "serve" -d 'Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "completions" -d 'Print the completion script for a shell, e.g. `llmroute completions bash > ~/.local/share/bash-completion/completions/llmroute`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "man" -d 'Print the man page (roff), e.g. `llmroute man | man -l -`'
+complete -c llmroute -n "__fish_llmroute_using_subcommand help; and not __fish_seen_subcommand_from report models cache keys feedback config serve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "stats" -d 'Entries, size, oldest and newest entry, and the hit rate over a window'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "clear" -d 'Remove every cached answer'
 complete -c llmroute -n "__fish_llmroute_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove cached answers older than a duration'

@@ -45,6 +45,7 @@ fn run(cli: &Cli) -> anyhow::Result<i32> {
                 Some(Command::Models(args)) => crate::commands::models::main(args, &options),
                 Some(Command::Cache(args)) => crate::commands::cache::main(args, &options),
                 Some(Command::Keys(args)) => crate::commands::keys::main(args, &options),
+                Some(Command::Feedback(args)) => crate::commands::feedback::main(args, &options),
                 Some(Command::Serve(_)) => crate::serve::main(&options),
                 Some(Command::Config(args)) => {
                     crate::commands::config::main(&args.action, &options, &loaded)

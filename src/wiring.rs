@@ -53,6 +53,8 @@ pub struct Wired {
     pub writer: Writer,
     /// Reads other processes' health from the store until dropped.
     pub health_reader: HealthReader,
+    /// Reads what other processes' feedback taught the store, until dropped.
+    pub quality_reader: HealthReader,
     /// The store's path, for the front end's own reads.
     pub store_path: std::path::PathBuf,
     /// Redis, when state is shared through it.
@@ -88,6 +90,14 @@ pub fn wire(
     }
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
+    let book = Arc::new(engine::learned::QualityBook::new(
+        crate::core::learned::HALF_LIFE_MS,
+    ));
+    for (task, model, p) in store.quality().map_err(setup::store_fatal(&path))? {
+        book.set(&task, &model, p);
+    }
+    let quality_reader =
+        store::ports::share_learned(&store, book.clone(), store::ports::QUALITY_REFRESH);
     store.set_run(&wants.run_id, &settings.priority);
     let writer = Writer::spawn_lingering(store, wants.linger);
     let local = Arc::new(writer.handle());
@@ -122,9 +132,10 @@ pub fn wire(
         observer,
     };
     Ok(Wired {
-        router: Arc::new(Router::new(config, catalogue, parts)),
+        router: Arc::new(Router::new(config, catalogue, parts).sharing_learned(book)),
         writer,
         health_reader,
+        quality_reader,
         store_path: path,
         redis: link,
         notes,
@@ -285,5 +296,13 @@ const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An id for a run (or a server's life): the time and the process.
 pub fn run_id() -> String {
-    format!("{:x}-{:x}", store::now_ms(), std::process::id())
+    // Time, process and a random part: unique across runs and machines.
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        "{:x}-{:x}-{}",
+        store::now_ms(),
+        std::process::id(),
+        hex::encode(r)
+    )
 }

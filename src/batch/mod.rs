@@ -89,7 +89,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         explain: run.explain || run.dry_run,
         use_cache,
         quiet: run.quiet,
-        run_id,
+        run_id: run_id.clone(),
         pool: options.concurrency as usize,
         retry_refused: None,
         // A line is written once its record is durable: no lingering.
@@ -109,6 +109,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         route_all: options.route_all,
         shape,
         notes: wired.notes,
+        run_id,
+        task: run.task.clone(),
     };
     // A prompt's line is kept, to print its answer once the run has ended.
     let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());

@@ -27,7 +27,13 @@ pub struct CandidateOut {
     /// `measured`, or `prior`.
     pub latency_source: &'static str,
     pub cost_usd: Option<f64>,
+    /// The quality the score used: the prior, or learned from outcomes on
+    /// the request's task (`quality_source` says which).
     pub quality: f64,
+    /// `prior`, or `learned`.
+    pub quality_source: &'static str,
+    /// The feedback events it learned from on the request's task.
+    pub quality_events: u64,
     /// `prior` (never tried), `probing`, `measured`, `cooling` or `open`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
@@ -49,6 +55,12 @@ impl From<&Ranked> for CandidateOut {
             },
             cost_usd: r.cost_usd.map(round_usd),
             quality: round_score(r.quality),
+            quality_source: if r.quality_events > 0 {
+                "learned"
+            } else {
+                "prior"
+            },
+            quality_events: r.quality_events,
             state: r.state.as_ref().map(|(s, _)| s.name()),
             why: r.state.as_ref().map(|(_, w)| w.clone()),
         }
@@ -90,12 +102,16 @@ pub struct Line {
     pub dry_run: bool,
     /// The upstream body: compact JSON on one line.
     pub response: Option<String>,
+    /// The request's id, unique across runs and machines, for feedback.
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Serialize)]
 struct Head<'a> {
     id: &'a Value,
     line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
     model: Option<&'a str>,
     score: Option<f64>,
     latency_ms: f64,
@@ -201,6 +217,7 @@ impl Line {
         let head = Head {
             id: &self.id,
             line: self.line,
+            request_id: self.request_id.as_deref(),
             model: self.model.as_deref(),
             score: self.score.map(round_score),
             latency_ms: round_ms(self.latency_ms),

@@ -62,6 +62,10 @@ pub struct Batch {
     pub shape: Shape,
     /// Warnings to say once there is a line to route.
     pub notes: Vec<String>,
+    /// The run's id: each line's request id is `req_{run_id}_{line}`.
+    pub run_id: String,
+    /// The task of lines that name none (`--task`).
+    pub task: Option<String>,
 }
 
 /// The end of a run.
@@ -122,6 +126,8 @@ pub(super) struct Shared {
     /// hands them on runs once after the tasks already woken, so the output
     /// thread gets (and is woken for) each turn's lines at once.
     shown: tokio::sync::Notify,
+    run_id: String,
+    task: Option<String>,
 }
 
 impl Shared {
@@ -165,6 +171,7 @@ impl Shared {
         console: Console,
         route_all: bool,
         notes: Vec<String>,
+        (run_id, task): (String, Option<String>),
     ) -> Arc<Shared> {
         let ctx = Arc::new(Shared {
             router,
@@ -177,6 +184,8 @@ impl Shared {
             notes: Mutex::new(notes),
             outbox: Outbox::default(),
             shown: tokio::sync::Notify::new(),
+            run_id,
+            task,
         });
         let weak = Arc::downgrade(&ctx);
         ctx.router.after_each_commit(Box::new(move || {
@@ -232,7 +241,13 @@ pub async fn run(
     let started = Instant::now();
     let concurrency = batch.concurrency.max(1);
     let window = window(concurrency);
-    let ctx = Shared::start(batch.router, batch.console, batch.route_all, batch.notes);
+    let ctx = Shared::start(
+        batch.router,
+        batch.console,
+        batch.route_all,
+        batch.notes,
+        (batch.run_id, batch.task),
+    );
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
     reader::spawn(sources, batch.keyed, in_tx)
@@ -362,6 +377,9 @@ async fn dispatch(
                 let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
             }
             Ok(mut req) => {
+                if let Some(t) = &ctx.task {
+                    req.default_task(t);
+                }
                 if !req.pin_as_hint(ctx.route_all) {
                     ctx.warn_unknown_pin(line_no, &req);
                 }
@@ -439,17 +457,23 @@ async fn route_line(
     };
     #[cfg(debug_assertions)]
     fail_point(line_no);
-    let mut routed = ctx.router.route(&req, RouteOptions::tagged(line_no)).await;
+    let rid: Arc<str> = format!("req_{}_{line_no}", ctx.run_id).into();
+    let opts = RouteOptions {
+        rid: Some(rid.clone()),
+        ..RouteOptions::tagged(line_no)
+    };
+    let mut routed = ctx.router.route(&req, opts).await;
     // No more upstream requests for this line: let the next
     // one start while this one is recorded.
     drop(permit);
     ctx.tally(&routed.outcome, routed.cost_usd());
     let commit = routed.commit.take();
-    let Some(line) = Line::from_routed(req.id, line_no, routed) else {
+    let Some(mut line) = Line::from_routed(req.id, line_no, routed) else {
         guard.done = true;
         let _ = out_tx.send(OutMsg::Skip(seq));
         return;
     };
+    line.request_id = Some(rid);
     if let Some(pb) = ctx.progress() {
         pb.inc(1);
     }

@@ -212,6 +212,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub route_all: bool,
 
+    /// The task of every line that names none (`llmroute.task`): outcomes teach each model's quality per task
+    #[arg(long, value_name = "TASK", value_parser = parse_task)]
+    pub task: Option<String>,
+
     /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute, conflicts_with = "dry_run")]
     pub output_format: OutputFormat,
@@ -320,6 +324,8 @@ pub enum Command {
     Cache(CacheArgs),
     /// Client keys for `serve`: each with its token, and optionally a budget, rates, models and more
     Keys(KeysArgs),
+    /// Take in feedback on answers (JSONL {"request_id", "score"}), or outcomes of an evaluation: the router learns each model's quality per task
+    Feedback(FeedbackArgs),
     /// Where the config, store and catalogue live, and the effective configuration
     Config(ConfigArgs),
     /// Serve the router as an OpenAI-compatible HTTP API (POST /v1/chat/completions)
@@ -568,6 +574,26 @@ pub struct ReportArgs {
     /// Write the report to FILE (replaced whole, never half-written) instead of standard output
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+}
+
+fn parse_task(s: &str) -> Result<String, String> {
+    crate::core::learned::check_task(s.trim()).map(|()| s.trim().to_string())
+}
+
+/// `llmroute feedback`.
+#[derive(Debug, Args, Clone)]
+pub struct FeedbackArgs {
+    /// JSONL feedback: {"request_id": ID, "score": 0..1 | true | false, "weight": W}; none or `-` reads standard input
+    #[arg(value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// Read outcomes of an evaluation instead: JSONL {"task": T, "model": M, "score": 0..1 | true | false, "weight": W}
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
+    pub outcomes: Option<std::path::PathBuf>,
+
+    /// Print nothing for the lines taken in, only the errors
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// What a report's table has a row for.

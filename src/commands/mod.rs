@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod feedback;
 pub mod keys;
 pub mod models;
 pub mod report;

@@ -12,6 +12,13 @@
 //! - **Ageing.** One request in every `1 / share` probes the candidate that
 //!   was tried longest ago, so that a model that slowed down or failed, and
 //!   so lost its traffic, is measured again and can win it back.
+//! - **Quality.** On a task that has had feedback, every other of those
+//!   requests goes instead where the uncertainty of quality could change
+//!   the winner: to the candidate whose score, were its quality two
+//!   standard deviations better than its posterior mean, would pass the
+//!   best by the most. So a cheaper model the router knows little about on
+//!   a task gets the feedback that may show it is as good; one known to
+//!   be worse does not.
 //!
 //! `share` 0 turns all three off: every request goes to the best candidate.
 //! The first answer to a probe ends the request like any other; a probe
@@ -31,6 +38,50 @@ pub enum Probe {
     WarmUp,
     Recovery,
     Ageing,
+    Quality,
+}
+
+/// What quality exploration needs to know of a request: its task, and
+/// the weight of quality in its score.
+#[derive(Debug, Clone, Copy)]
+pub struct QualityTerm<'a> {
+    pub task: &'a str,
+    pub weight: f64,
+}
+
+/// The candidate whose quality's uncertainty could most change the
+/// winner on `q`'s task, if any could: its score, were its quality two
+/// standard deviations above its mean (in the scorer's steps: 0.1 of
+/// quality a step, a term at most its weight), would pass the best's.
+fn quality_probe(
+    order: &[Planned],
+    health: &(impl HealthView + ?Sized),
+    q: QualityTerm<'_>,
+    open: impl Fn(&Planned) -> bool,
+) -> Option<usize> {
+    let learned: Vec<_> = order
+        .iter()
+        .map(|p| health.learned(q.task, &p.model))
+        .collect();
+    // Only a task that has had feedback: without any, none would come of it.
+    if learned.iter().all(|l| l.is_none_or(|p| p.events == 0)) {
+        return None;
+    }
+    let best = order.first()?.score?;
+    order
+        .iter()
+        .zip(&learned)
+        .enumerate()
+        .skip(1)
+        .filter(|(_, (p, _))| open(p))
+        .filter_map(|(i, (p, l))| {
+            let sd = l.unwrap_or_default().sd(0.5);
+            let gain = q.weight * (2.0 * sd / crate::core::scoring::QUALITY_STEP / 2.0).min(1.0);
+            let margin = p.score? + gain - best;
+            (margin > 0.0).then_some((i, margin))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
 }
 
 /// The candidate of `order` (ranked best first) that this request should
@@ -39,8 +90,8 @@ pub fn choose(
     order: &[Planned],
     health: &(impl HealthView + ?Sized),
     now: Instant,
-    tick: u64,
-    share: f64,
+    (tick, share): (u64, f64),
+    quality: Option<QualityTerm<'_>>,
 ) -> Option<(usize, Probe)> {
     if share <= 0.0 {
         return None;
@@ -69,6 +120,11 @@ pub fn choose(
     let every = (1.0 / share.min(1.0)).round().max(1.0) as u64;
     if !tick.is_multiple_of(every) {
         return None;
+    }
+    if let Some(q) = quality.filter(|_| (tick / every) % 2 == 1) {
+        if let Some(i) = quality_probe(order, health, q, open) {
+            return Some((i, Probe::Quality));
+        }
     }
     order
         .iter()
@@ -140,15 +196,25 @@ mod tests {
         let mut v = View::default();
         let now = Instant::now();
         measured(&mut v, "a", 10, 1);
-        assert_eq!(choose(&order, &v, now, 1, 0.05), Some((1, Probe::WarmUp)));
+        assert_eq!(
+            choose(&order, &v, now, (1, 0.05), None),
+            Some((1, Probe::WarmUp))
+        );
         v.probing.insert("b".into());
-        assert_eq!(choose(&order, &v, now, 1, 0.05), Some((2, Probe::WarmUp)));
+        assert_eq!(
+            choose(&order, &v, now, (1, 0.05), None),
+            Some((2, Probe::WarmUp))
+        );
         v.probing.insert("c".into());
-        assert_eq!(choose(&order, &v, now, 1, 0.05), None, "one probe a model");
+        assert_eq!(
+            choose(&order, &v, now, (1, 0.05), None),
+            None,
+            "one probe a model"
+        );
         v.probing.clear();
         measured(&mut v, "b", WARMUP_TRIES, 2);
         measured(&mut v, "c", WARMUP_TRIES, 3);
-        assert_eq!(choose(&order, &v, now, 1, 0.05), None, "all warm");
+        assert_eq!(choose(&order, &v, now, (1, 0.05), None), None, "all warm");
     }
 
     #[test]
@@ -160,12 +226,18 @@ mod tests {
             measured(&mut v, m, 10, at);
         }
         let probed: Vec<u64> = (1..=60)
-            .filter(|t| choose(&order, &v, now, *t, 0.05).is_some())
+            .filter(|t| choose(&order, &v, now, (*t, 0.05), None).is_some())
             .collect();
         assert_eq!(probed, [20, 40, 60]);
-        assert_eq!(choose(&order, &v, now, 20, 0.05), Some((2, Probe::Ageing)));
-        assert_eq!(choose(&order, &v, now, 20, 0.5), Some((2, Probe::Ageing)));
-        assert_eq!(choose(&order, &v, now, 21, 0.5), None);
+        assert_eq!(
+            choose(&order, &v, now, (20, 0.05), None),
+            Some((2, Probe::Ageing))
+        );
+        assert_eq!(
+            choose(&order, &v, now, (20, 0.5), None),
+            Some((2, Probe::Ageing))
+        );
+        assert_eq!(choose(&order, &v, now, (21, 0.5), None), None);
     }
 
     #[test]
@@ -177,21 +249,94 @@ mod tests {
             measured(&mut v, m, 10, 5);
         }
         v.improving.insert("c".into());
-        assert_eq!(choose(&order, &v, now, 1, 0.05), Some((2, Probe::Recovery)));
+        assert_eq!(
+            choose(&order, &v, now, (1, 0.05), None),
+            Some((2, Probe::Recovery))
+        );
         v.cooling
             .insert("c".into(), now + std::time::Duration::from_secs(1));
-        assert_eq!(choose(&order, &v, now, 1, 0.05), None);
-        assert_eq!(choose(&order, &v, now, 20, 0.05), Some((1, Probe::Ageing)));
+        assert_eq!(choose(&order, &v, now, (1, 0.05), None), None);
+        assert_eq!(
+            choose(&order, &v, now, (20, 0.05), None),
+            Some((1, Probe::Ageing))
+        );
     }
 
     #[test]
     fn share_zero_turns_exploration_off_and_fallbacks_are_never_probed() {
         let mut order = ranked(&["a", "b"]);
         let v = View::default();
-        assert_eq!(choose(&order, &v, Instant::now(), 20, 0.0), None);
+        assert_eq!(choose(&order, &v, Instant::now(), (20, 0.0), None), None);
         for p in &mut order {
             p.score = None;
         }
-        assert_eq!(choose(&order, &v, Instant::now(), 20, 0.05), None);
+        assert_eq!(choose(&order, &v, Instant::now(), (20, 0.05), None), None);
+    }
+
+    #[test]
+    fn quality_probes_go_where_uncertainty_could_change_the_winner() {
+        use crate::core::learned::Posterior;
+        struct Learned(HashMap<String, Posterior>);
+        impl HealthView for Learned {
+            fn stat(&self, _: &str) -> Option<ModelStat> {
+                Some(ModelStat {
+                    tries: 100,
+                    ..ModelStat::default()
+                })
+            }
+            fn cooling_until(&self, _: &str) -> Option<Instant> {
+                None
+            }
+            fn learned(&self, task: &str, m: &str) -> Option<Posterior> {
+                (task == "t").then(|| self.0.get(m).copied()).flatten()
+            }
+        }
+        let mut order = ranked(&["best", "unsure", "known-bad"]);
+        order[0].score = Some(0.80);
+        order[1].score = Some(0.70);
+        order[2].score = Some(0.75);
+        let sure = |good: f64, bad: f64| Posterior {
+            good,
+            bad,
+            events: 50,
+            at_ms: 0,
+        };
+        let v = Learned(HashMap::from([
+            ("best".to_string(), sure(40.0, 10.0)),
+            (
+                "unsure".to_string(),
+                Posterior {
+                    good: 1.0,
+                    bad: 0.0,
+                    events: 1,
+                    at_ms: 0,
+                },
+            ),
+            ("known-bad".to_string(), sure(5.0, 300.0)),
+        ]));
+        let q = Some(QualityTerm {
+            task: "t",
+            weight: 0.7,
+        });
+        let now = Instant::now();
+        // Every other exploring request: the one that could win, not the
+        // one known to be worse though it scores higher now.
+        assert_eq!(
+            choose(&order, &v, now, (20, 0.05), q),
+            Some((1, Probe::Quality))
+        );
+        assert_eq!(
+            choose(&order, &v, now, (40, 0.05), q).map(|p| p.1),
+            Some(Probe::Ageing)
+        );
+        // A task nothing was said of explores no quality.
+        let other = Some(QualityTerm {
+            task: "u",
+            weight: 0.7,
+        });
+        assert_eq!(
+            choose(&order, &v, now, (20, 0.05), other).map(|p| p.1),
+            Some(Probe::Ageing)
+        );
     }
 }

@@ -369,6 +369,12 @@ pub fn describe(state: State, stat: Option<ModelStat>, paused_s: Option<u64>) ->
 pub trait HealthView {
     /// What is measured of the model, when anything is.
     fn stat(&self, model: &str) -> Option<ModelStat>;
+    /// What outcomes said of the model's quality on `task`, decayed to
+    /// now, when anything was said.
+    fn learned(&self, task: &str, model: &str) -> Option<crate::core::learned::Posterior> {
+        let _ = (task, model);
+        None
+    }
     /// Until when the model may not be tried (a rate limit, an open
     /// circuit, a probe of a half-open circuit under way), when it may not.
     fn cooling_until(&self, model: &str) -> Option<Instant>;

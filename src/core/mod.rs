@@ -27,6 +27,7 @@ pub mod failure;
 pub mod health;
 pub mod hedge;
 pub mod keys;
+pub mod learned;
 pub mod numbers;
 pub mod quality;
 pub mod ranking;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::core::attempts::Planned;
 use crate::core::catalogue::Catalogue;
 use crate::core::health::{HealthView, ModelStat, State};
+use crate::core::learned::Posterior;
 use crate::core::quality;
 use crate::core::request::{Overrides, Request};
 use crate::core::scoring::{self, Candidate, Priority, Weights};
@@ -178,7 +179,11 @@ pub struct Ranked {
     pub score: f64,
     pub latency_ms: Option<f64>,
     pub cost_usd: Option<f64>,
+    /// The quality the score used: the prior, or learned from outcomes.
     pub quality: f64,
+    /// Feedback events the quality learned from on this request's task
+    /// (0: the prior alone).
+    pub quality_events: u64,
     pub context_length: Option<u64>,
     /// Whether `latency_ms` was measured (else it is the prior of a model
     /// never measured).
@@ -290,6 +295,10 @@ pub struct Ranking {
     pub excluded: Vec<(String, Excluded)>,
 }
 
+/// An eligible candidate: its model, context window, cost at its own
+/// measured length, and what outcomes taught of its quality.
+type Eligible<'a> = (&'a str, Option<u64>, Option<f64>, Option<Posterior>);
+
 /// Ranks `settings.models` for `req`: the candidates the catalogue says can
 /// take it, whose estimates meet the request's limits and fit what is left
 /// of the budget (`budget_left`), scored.
@@ -305,8 +314,7 @@ pub fn rank(
     // limits judge. The score compares every candidate at the same length
     // (`inputs`), so that a model measured on short answers does not look
     // cheaper than one never measured.
-    let mut eligible: Vec<(&str, Option<u64>, Option<f64>)> =
-        Vec::with_capacity(settings.models.len());
+    let mut eligible: Vec<Eligible<'_>> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
     let mut excluded = Vec::new();
     // Duplicates go: by a scan of the few candidates a request has, by a
@@ -337,17 +345,24 @@ pub fn rank(
                 expected_completion(req, stat.as_ref()) * req.choices,
             )
         });
-        eligible.push((model, info.and_then(|i| i.context_length), expected));
+        let prior = quality::prior(
+            model,
+            info.and_then(|i| i.intelligence_index),
+            &settings.quality,
+        );
+        let learned = health.learned(req.task(), model);
+        eligible.push((
+            model,
+            info.and_then(|i| i.context_length),
+            expected,
+            learned,
+        ));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
             cost_usd: info.and_then(|i| {
                 i.estimate_cost(req.prompt_tokens, req.completion_tokens() * req.choices)
             }),
-            quality: quality::prior(
-                model,
-                info.and_then(|i| i.intelligence_index),
-                &settings.quality,
-            ),
+            quality: learned.map_or(prior, |p| p.mean(prior)),
             error_rate: stat.map_or(0.0, |s| s.error_rate),
         });
     }
@@ -375,13 +390,14 @@ pub fn rank(
     let ranked = scored
         .into_iter()
         .map(|s| {
-            let (model, context_length, expected) = eligible[s.index];
+            let (model, context_length, expected, learned) = eligible[s.index];
             Ranked {
                 model: model.to_string(),
                 score: s.score,
                 latency_ms: s.latency_ms,
                 cost_usd: expected,
                 quality: s.quality,
+                quality_events: learned.map_or(0, |p| p.events),
                 context_length,
                 latency_measured: inputs[s.index].latency_ms.is_some(),
                 state: None,

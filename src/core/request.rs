@@ -67,6 +67,22 @@ impl Request {
         self.body = Map::new();
     }
 
+    /// The request's task: its `llmroute.task`, else the default task.
+    pub fn task(&self) -> &str {
+        self.overrides
+            .as_ref()
+            .and_then(|o| o.task.as_deref())
+            .unwrap_or(crate::core::learned::DEFAULT_TASK)
+    }
+
+    /// Gives the request `task` when it names none itself.
+    pub fn default_task(&mut self, task: &str) {
+        let o = self.overrides.get_or_insert_with(Overrides::default);
+        if o.task.is_none() {
+            o.task = Some(task.to_string());
+        }
+    }
+
     /// Under `--route-all` (`route_all`), or when the line's `llmroute.route`
     /// is true, the model the request names stops pinning it and becomes a
     /// hint that routing may override. Returns whether it did.
@@ -108,6 +124,20 @@ pub struct Overrides {
     /// candidates when the catalogue lists it (set by
     /// [`Request::pin_as_hint`], never read from input).
     pub hint: Option<String>,
+    /// `llmroute.task`: the kind of request, whose outcomes teach the
+    /// router each model's quality at it.
+    pub task: Option<String>,
+}
+
+impl Overrides {
+    /// Whether it names a task and nothing else.
+    pub fn only_task(&self) -> bool {
+        *self
+            == Overrides {
+                task: self.task.clone(),
+                ..Overrides::default()
+            }
+    }
 }
 
 /// Why a line is not a request. `id` is echoed when it could be read.
@@ -462,11 +492,24 @@ fn parse_overrides(v: Value) -> Result<Overrides, String> {
             ))
         }
     }
+    match o.remove("task") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) => {
+            crate::core::learned::check_task(&t).map_err(|e| format!("llmroute.{e}"))?;
+            out.task = Some(t);
+        }
+        Some(other) => {
+            return Err(format!(
+                "llmroute.task must be a string, got {}",
+                kind(&other)
+            ))
+        }
+    }
     out.max_latency_ms = limit_of(&mut o, "max_latency_ms")?;
     out.max_cost_usd = limit_of(&mut o, "max_cost_usd")?;
     if let Some(k) = o.keys().next() {
         return Err(format!(
-            "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd, route)"
+            "unknown key llmroute.{k} (known: priority, weights, models, fallback, max_latency_ms, max_cost_usd, route, task)"
         ));
     }
     Ok(out)

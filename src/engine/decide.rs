@@ -34,7 +34,12 @@ impl Router {
             .settings_for(req)
             .map_err(|e| Ending::new(error_type::INVALID_INPUT, e))?;
         let settings = &*settings;
-        let health = &*self.parts.health;
+        let seen = super::learned::Seen {
+            health: &*self.parts.health,
+            book: &self.learned,
+            now_ms: crate::engine::now_ms(),
+        };
+        let health = &seen;
         let budget_left = self.parts.admission.budget_left();
         let mut plan = ranking::plan(req, settings, &self.catalogue, health, budget_left, true);
         let mut ranked = plan.ranking.take().unwrap_or_default();

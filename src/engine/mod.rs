@@ -11,6 +11,7 @@ mod decide;
 pub mod flight;
 pub mod health;
 mod hedge;
+pub mod learned;
 mod open;
 pub mod ports;
 mod record;
@@ -236,6 +237,9 @@ pub struct RouteOptions {
     pub cancel: Option<CancellationToken>,
     /// The name of the client key the request came with, for its record.
     pub client: Option<Arc<str>>,
+    /// The request's id, unique across runs and machines, by which
+    /// feedback names it.
+    pub rid: Option<Arc<str>>,
     /// The client's own budget, held to as well as the run's.
     pub allowance: Option<ports::Allowance>,
 }
@@ -274,6 +278,8 @@ pub struct Router {
     /// The routing side of the cache key of a request without settings of
     /// its own, worked out once.
     seal: Seal,
+    /// Quality learned from outcomes, per task and model.
+    learned: Arc<learned::QualityBook>,
 }
 
 impl Router {
@@ -291,7 +297,22 @@ impl Router {
             ticks: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
             seal,
+            learned: Arc::new(learned::QualityBook::new(
+                crate::core::learned::HALF_LIFE_MS,
+            )),
         }
+    }
+
+    /// The router with `book` as what it learned of quality (shared with
+    /// what reads the store and Redis into it).
+    pub fn sharing_learned(mut self, book: Arc<learned::QualityBook>) -> Router {
+        self.learned = book;
+        self
+    }
+
+    /// What outcomes taught the router of each model's quality per task.
+    pub fn learned(&self) -> &Arc<learned::QualityBook> {
+        &self.learned
     }
 
     pub fn config(&self) -> &Config {
@@ -311,7 +332,8 @@ impl Router {
         req: &crate::core::request::Request,
     ) -> Result<std::borrow::Cow<'_, crate::core::ranking::Settings>, String> {
         use std::borrow::Cow;
-        let Some(o) = &req.overrides else {
+        // A task alone changes no setting.
+        let Some(o) = req.overrides.as_ref().filter(|o| !o.only_task()) else {
             return Ok(Cow::Borrowed(&self.config.settings));
         };
         let settings = self

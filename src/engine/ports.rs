@@ -145,6 +145,10 @@ pub struct RequestRow {
     pub error_type: Option<&'static str>,
     /// The name of the client key it came with.
     pub key: Option<std::sync::Arc<str>>,
+    /// Its id, unique across runs and machines, for feedback.
+    pub rid: Option<std::sync::Arc<str>>,
+    /// Its task (the default task when it names none).
+    pub task: Option<std::sync::Arc<str>>,
 }
 
 /// An answer to keep in the cache.

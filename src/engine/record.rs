@@ -165,6 +165,8 @@ impl Router {
                 attempts: 0,
                 error_type: Some(kind),
                 key: None,
+                rid: None,
+                task: None,
             }),
             attempts: Vec::new(),
             cooldowns: Vec::new(),
@@ -283,6 +285,8 @@ pub(super) fn request_row(
         attempts: attempts as u32,
         error_type,
         key: job.opts.client.clone(),
+        rid: job.opts.rid.clone(),
+        task: Some(job.req.task().into()),
     }
 }
 

@@ -65,7 +65,11 @@ impl Router {
             req,
             opts,
             settings,
-            priority: req.overrides.as_ref().map(|_| settings.priority.clone()),
+            priority: req
+                .overrides
+                .as_ref()
+                .filter(|o| !o.only_task())
+                .map(|_| settings.priority.clone()),
             key,
             started,
         };
@@ -141,7 +145,12 @@ impl Router {
     }
 
     async fn plan_and_send(&self, job: &Job<'_>, leader: Option<Leader<'_>>) -> Routed {
-        let health = &*self.parts.health;
+        let seen = super::learned::Seen {
+            health: &*self.parts.health,
+            book: &self.learned,
+            now_ms: now_ms(),
+        };
+        let health = &seen;
         // The client's own budget narrows the plan when it is the tighter.
         let own = job.opts.allowance.as_ref();
         let own_left = own.and_then(|a| a.0.budget_left());
@@ -173,7 +182,11 @@ impl Router {
         } else {
             self.config.explore
         };
-        let probe = match explore::choose(&plan.order, health, now, tick, share) {
+        let quality = explore::QualityTerm {
+            task: job.req.task(),
+            weight: job.settings.weights.quality,
+        };
+        let probe = match explore::choose(&plan.order, health, now, (tick, share), Some(quality)) {
             Some((i, _)) => {
                 plan.order[..=i].rotate_right(1);
                 Some(plan.order[0].model.clone())

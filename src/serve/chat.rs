@@ -19,10 +19,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::errors::ApiError;
 use super::gate::Refused;
-use super::keys::{Caller, Client};
+use super::keys::Caller;
 use super::log::Access;
 use super::state::{App, Logged, RequestId};
-use crate::core::keys::{Period, Policy};
+use crate::core::keys::Policy;
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
 use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd, Streaming};
@@ -120,6 +120,20 @@ fn choose_priority(obj: &mut Map<String, Value>, priority: String) -> Result<(),
     Ok(())
 }
 
+/// `x-llmroute-task`: the task of a request whose body names none.
+fn task_of(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get("x-llmroute-task") else {
+        return Ok(None);
+    };
+    let t = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("x-llmroute-task must be plain ASCII"))?
+        .trim();
+    crate::core::learned::check_task(t)
+        .map(|()| Some(t))
+        .map_err(|e| ApiError::bad_request(format!("x-llmroute-task: {e}")))
+}
+
 /// `x-llmroute-cache-sampled: true`: this request takes a cached sample.
 fn asks_for_cached_samples(headers: &HeaderMap) -> bool {
     headers
@@ -201,6 +215,9 @@ async fn complete(
         return app.refuse(e, pending.take(), started);
     }
     drop(bytes);
+    if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
+        return app.refuse(e, pending.take(), started);
+    }
     call.req.id = Value::String(id.0.to_string());
     if let Some(e) = app.router.stopped() {
         let e = ApiError::from_ending(&e, app.retry_refused);
@@ -219,6 +236,7 @@ async fn complete(
         stream: call.stream,
         cancel: Some(token.clone()),
         client: client.as_ref().map(|c| c.name.clone()),
+        rid: Some(id.0.clone()),
         allowance: client
             .as_ref()
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
@@ -379,7 +397,7 @@ impl App {
                     if e.kind == crate::core::failure::error_type::KEY_BUDGET_EXCEEDED {
                         self.metrics.key_refused(&c.name, "budget");
                     }
-                    err.retry_after = err.retry_after.or(key_budget_retry(&e, c));
+                    err.retry_after = err.retry_after.or(super::quota::key_budget_retry(&e, c));
                 }
                 self.refuse(err, access, started)
             }
@@ -517,79 +535,6 @@ fn ended(access: &mut Access, status: u16, latency_ms: f64) -> super::live::Ende
         cost_usd: access.cost_usd,
         prompt_tokens: access.prompt_tokens,
         completion_tokens: access.completion_tokens,
-    }
-}
-
-/// Seconds until a key's budget starts again, for a request its budget
-/// refused (none for a budget for the key's whole life).
-fn key_budget_retry(e: &crate::core::attempts::Ending, c: &Client) -> Option<u64> {
-    if e.kind != crate::core::failure::error_type::KEY_BUDGET_EXCEEDED
-        || c.policy.period == Period::Total
-    {
-        return None;
-    }
-    let now = crate::engine::now_ms();
-    let (_, end, _) = c.policy.period.at(now);
-    u64::try_from((end - now + 999) / 1000).ok()
-}
-
-impl App {
-    /// Takes a request against its key's requests and tokens a minute
-    /// (shared through Redis when the server uses it): over either, 429
-    /// with the seconds until the minute ends.
-    async fn take_rate(&self, c: &Arc<Client>) -> Result<(), ApiError> {
-        if !c.has_rates() {
-            c.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(());
-        }
-        let now = crate::engine::now_ms();
-        let shared = match &self.redis {
-            Some(link) => {
-                let (minute, _) = super::keys::minute_of(now);
-                crate::shared::clients::take(link, &c.name, minute).await
-            }
-            None => None,
-        };
-        c.take(now, shared).map_err(|secs| {
-            self.metrics.key_refused(&c.name, "rate");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                format!(
-                    "key {} is over its {} for this minute; try again in {secs}s",
-                    c.name,
-                    match (c.policy.rpm, c.policy.tpm) {
-                        (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
-                        (Some(r), None) => format!("{r} requests a minute"),
-                        (_, Some(t)) => format!("{t} tokens a minute"),
-                        (None, None) => "rates".to_string(),
-                    }
-                ),
-            );
-            e.retry_after = Some(secs);
-            e
-        })
-    }
-
-    /// Counts what a request of key `c` used: its tokens against the
-    /// minute's, its cost for the dashboard and the metrics.
-    fn key_used(&self, c: &Client, status: u16, access: &Access) {
-        let tokens = access.prompt_tokens.unwrap_or(0) + access.completion_tokens.unwrap_or(0);
-        let tokens = u64::try_from(tokens).unwrap_or(0);
-        let now = crate::engine::now_ms();
-        let cost = access.cost_usd.filter(|_| !access.cached);
-        c.used(now, tokens, cost);
-        if let (Some(link), true) = (&self.redis, tokens > 0 && c.policy.tpm.is_some()) {
-            crate::shared::clients::add_tokens(
-                link,
-                &c.name,
-                super::keys::minute_of(now).0,
-                tokens,
-            );
-        }
-        self.metrics.key_answered(&c.name, status, cost);
     }
 }
 

@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post};
 use super::errors::ApiError;
 use super::keys::{Caller, Found};
 use super::state::{App, Logged};
-use super::{chat, dashboard, manage, site};
+use super::{chat, dashboard, feedback, manage, site};
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
@@ -27,7 +27,8 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/cache/stats", get(manage::cache_stats))
         .route("/cache", delete(manage::clear_cache))
         .route("/metrics", get(manage::metrics))
-        .route("/v1/key", get(manage::key));
+        .route("/v1/key", get(manage::key))
+        .route("/v1/feedback", post(feedback::feedback));
     // Always in place: keys may be made while the server runs.
     guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     let mut all = axum::Router::new()

@@ -10,10 +10,12 @@
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
 //! | [`errors`] | errors in OpenAI's shape                                     |
+//! | [`feedback`] | `POST /v1/feedback`: feedback on answers, by request id    |
 //! | [`gate`]   | upstream slots (`-j`) and the bounded queue                  |
 //! | [`auth`]   | client and admin tokens                                      |
 //! | [`keys`]   | client keys: lookup, reload, budgets and rates               |
 //! | [`policy`] | a key's models, priorities and `max_tokens`                  |
+//! | [`quota`]  | a key's rates and budget at the door                         |
 //! | [`metrics`]| Prometheus counters and histograms; the engine's observer    |
 //! | [`log`]    | the start line, warnings and access lines                    |
 //! | [`listen`] | HTTP/1.1 and h2c, timeouts, graceful stop                    |
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod chat;
 pub mod dashboard;
 pub mod errors;
+pub mod feedback;
 pub mod gate;
 pub mod http;
 pub mod keys;
@@ -32,6 +35,7 @@ pub mod log;
 pub mod manage;
 pub mod metrics;
 pub mod policy;
+pub mod quota;
 pub mod site;
 pub mod state;
 pub mod upkeep;

@@ -170,6 +170,8 @@ mod tests {
                 attempts: 1,
                 error_type: None,
                 key: Some("a".into()),
+                rid: None,
+                task: None,
             };
             s.write_line(&Record {
                 request: Some(row),

@@ -8,6 +8,7 @@
 
 pub mod flights;
 mod keys;
+pub mod learned;
 pub mod ports;
 mod rows;
 pub mod schema;

@@ -183,6 +183,8 @@ impl Recorder for WriterHandle {
 
 /// How often the health of other processes is read from the store.
 pub const HEALTH_REFRESH: Duration = Duration::from_millis(500);
+/// How often what other processes taught the store of quality is read.
+pub const QUALITY_REFRESH: Duration = Duration::from_secs(1);
 
 /// The longest pause read from the store, for one whose end an `Instant`
 /// cannot hold (a year: far longer than any `Retry-After` is honoured).
@@ -214,6 +216,50 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
                 }
                 if let Some(reader) = &conn {
                     let _ = read_health(reader, &health);
+                }
+            }
+        });
+    HealthReader {
+        stop,
+        thread: spawned.ok(),
+    }
+}
+
+/// Reads what other processes taught the store of quality into `book`
+/// every `every`, on a thread of its own, until the guard is dropped.
+pub fn share_learned(
+    store: &Store,
+    book: Arc<crate::engine::learned::QualityBook>,
+    every: Duration,
+) -> HealthReader {
+    let stop = Arc::new(AtomicBool::new(false));
+    let path = store.path().to_path_buf();
+    let upstream = store.upstream().to_string();
+    let flag = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("llmroute-quality".into())
+        .spawn(move || {
+            let mut conn = None;
+            let mut since = now_ms();
+            loop {
+                std::thread::park_timeout(every);
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                if conn.is_none() {
+                    conn = Store::open_reader(&path).ok().map(|mut s| {
+                        s.set_upstream(&upstream);
+                        s
+                    });
+                }
+                let Some(reader) = &conn else { continue };
+                // A row brought up to date as the last read ran is read again.
+                let started = now_ms() - 1000;
+                if let Ok(rows) = reader.quality_since(since) {
+                    for (task, model, p) in rows {
+                        book.set(&task, &model, p);
+                    }
+                    since = started;
                 }
             }
         });

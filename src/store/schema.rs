@@ -206,4 +206,34 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE requests ADD COLUMN key_name TEXT;
     CREATE INDEX requests_key ON requests (key_name, ts) WHERE key_name IS NOT NULL;
     "#,
+    // 9: quality learned from outcomes: each request's id (unique across
+    // runs and machines) and task; the feedback given on requests; and the
+    // posterior per upstream, task and model.
+    r#"
+    ALTER TABLE requests ADD COLUMN rid TEXT;
+    ALTER TABLE requests ADD COLUMN task TEXT;
+    CREATE INDEX requests_rid ON requests (rid) WHERE rid IS NOT NULL;
+
+    CREATE TABLE feedback (
+        rid       TEXT PRIMARY KEY,   -- the request's id
+        upstream  TEXT NOT NULL,
+        task      TEXT NOT NULL,
+        model     TEXT NOT NULL,      -- the model whose answer it judges
+        score     REAL NOT NULL,      -- 0..1
+        weight    REAL NOT NULL,
+        at        INTEGER NOT NULL,   -- unix ms
+        key_name  TEXT
+    ) WITHOUT ROWID;
+
+    CREATE TABLE quality (
+        upstream  TEXT NOT NULL,
+        task      TEXT NOT NULL,
+        model     TEXT NOT NULL,
+        good      REAL NOT NULL,      -- decayed weight of good outcomes, as of `at`
+        bad       REAL NOT NULL,
+        events    INTEGER NOT NULL,   -- feedback events taken in
+        at        INTEGER NOT NULL,   -- unix ms
+        PRIMARY KEY (upstream, task, model)
+    ) WITHOUT ROWID;
+    "#,
 ];

@@ -15,6 +15,7 @@ mod dashboard;
 mod dialects;
 mod docs;
 mod faults;
+mod feedback;
 mod flights;
 mod gateway;
 mod hedging;

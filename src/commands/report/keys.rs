@@ -114,6 +114,8 @@ mod tests {
             attempts: 1,
             error_type: None,
             key: key.map(Into::into),
+            rid: None,
+            task: None,
         };
         for r in [
             row(Some("a"), true, 0.5),

@@ -1,0 +1,215 @@
+//! `llmroute feedback`: feedback on answers, by request id, or outcomes of
+//! an evaluation, by task and model, taken into the store's learned
+//! quality. One output line per input line: what it taught, or why not; a
+//! bad line harms no other.
+
+use std::io::{BufRead, Write};
+
+use anyhow::Context;
+use serde_json::{json, Map, Value};
+
+use crate::cli::FeedbackArgs;
+use crate::core::learned::{check_task, score_of, weight_of, HALF_LIFE_MS};
+use crate::options::Options;
+use crate::setup::exit;
+use crate::store::learned::{Feedback, Judge};
+use crate::store::{self, Store};
+
+/// Lines taken in one transaction.
+const BATCH: usize = 10_000;
+
+/// What one input line asks.
+enum Item {
+    Feedback(Feedback),
+    Outcome {
+        task: String,
+        model: String,
+        score: f64,
+        weight: f64,
+    },
+}
+
+/// Runs `llmroute feedback`.
+pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
+    let path = options.store_path()?;
+    // Outcomes may warm a store no request has used yet; feedback names
+    // requests, which only a store that exists holds.
+    let mut store = match args.outcomes {
+        Some(_) => Store::open(&path)?,
+        None => crate::setup::open_existing(&path)?,
+    };
+    store.set_upstream(&crate::upstream::identity(&options.base_url));
+    let input: Box<dyn BufRead> = match args.outcomes.as_ref().or(args.file.as_ref()) {
+        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )),
+        _ => Box::new(std::io::stdin().lock()),
+    };
+    let outcomes = args.outcomes.is_some();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
+    let mut batch: Vec<(u64, Result<Item, String>)> = Vec::with_capacity(BATCH);
+    let mut lines = input.lines();
+    loop {
+        let next = lines.next();
+        let end = next.is_none();
+        if let Some(line) = next {
+            let line = line.context("cannot read the input")?;
+            line_no += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            batch.push((line_no, parse(&line, outcomes)));
+        }
+        if batch.len() >= BATCH || (end && !batch.is_empty()) {
+            let results = take_in(&store, &batch, &path)?;
+            for (n, r) in results {
+                match &r {
+                    Ok(_) => taken += 1,
+                    Err(_) => errors += 1,
+                }
+                if r.is_err() || !args.quiet {
+                    let v = match r {
+                        Ok(v) => v,
+                        Err((rid, message)) => json!({
+                            "line": n,
+                            "request_id": rid,
+                            "error": {"type": "invalid_feedback", "message": message},
+                        }),
+                    };
+                    let _ = writeln!(out, "{v}");
+                }
+            }
+            batch.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    let _ = out.flush();
+    eprintln!(
+        "llmroute: took in {} ({})",
+        crate::core::numbers::counted(taken, if outcomes { "outcome" } else { "feedback line" }),
+        crate::core::numbers::counted(errors, "error")
+    );
+    Ok(if errors > 0 {
+        exit::LINE_ERRORS
+    } else {
+        exit::OK
+    })
+}
+
+type Taken = Result<Value, (Value, String)>;
+
+/// Takes a batch in, in one transaction.
+fn take_in(
+    store: &Store,
+    batch: &[(u64, Result<Item, String>)],
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<(u64, Taken)>> {
+    let now = store::now_ms();
+    let tx = store
+        .conn()
+        .unchecked_transaction()
+        .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (n, item) in batch {
+        let r = match item {
+            Err(e) => Err((Value::Null, e.clone())),
+            Ok(Item::Feedback(f)) => {
+                let rid = Value::String(f.rid.clone());
+                match store
+                    .apply_feedback(f, Judge::Any, now, HALF_LIFE_MS)
+                    .map_err(crate::setup::store_fatal(path))?
+                {
+                    Ok(a) => Ok(json!({
+                        "line": n, "request_id": f.rid, "task": a.task, "model": a.model,
+                        "replaced": a.replaced,
+                        "quality_events": a.posterior.events,
+                    })),
+                    Err(e) => Err((rid, e)),
+                }
+            }
+            Ok(Item::Outcome {
+                task,
+                model,
+                score,
+                weight,
+            }) => {
+                let (task, p) = store
+                    .add_outcome((task, model), (*score, *weight), now, HALF_LIFE_MS)
+                    .map_err(crate::setup::store_fatal(path))?;
+                Ok(json!({"line": n, "task": task, "model": model, "quality_events": p.events}))
+            }
+        };
+        out.push((*n, r));
+    }
+    tx.commit()
+        .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
+    Ok(out)
+}
+
+/// Reads one line: feedback or an outcome.
+fn parse(line: &str, outcome: bool) -> Result<Item, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    let Value::Object(o) = v else {
+        return Err("not a JSON object".into());
+    };
+    let score = score_of(o.get("score").unwrap_or(&Value::Null))?;
+    let weight = weight_of(o.get("weight"))?;
+    if outcome {
+        let task = text(&o, "task")?;
+        check_task(&task)?;
+        let model = text(&o, "model")?;
+        return Ok(Item::Outcome {
+            task,
+            model,
+            score,
+            weight,
+        });
+    }
+    Ok(Item::Feedback(Feedback {
+        rid: text(&o, "request_id")?,
+        score,
+        weight,
+    }))
+}
+
+fn text(o: &Map<String, Value>, field: &str) -> Result<String, String> {
+    match o.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => {
+            Ok(s.trim().to_string())
+        }
+        Some(Value::String(_)) => Err(format!("\"{field}\" must be 1 to 256 characters")),
+        None | Some(Value::Null) => Err(format!("no \"{field}\"")),
+        Some(_) => Err(format!("\"{field}\" must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_or_refused_with_why() {
+        assert!(matches!(
+            parse(r#"{"request_id":"r","score":true}"#, false),
+            Ok(Item::Feedback(f)) if f.score == 1.0 && f.weight == 1.0
+        ));
+        assert!(matches!(
+            parse(r#"{"task":"t","model":"m","score":0.5,"weight":2}"#, true),
+            Ok(Item::Outcome { weight, .. }) if weight == 2.0
+        ));
+        for (bad, outcome) in [
+            ("nope", false),
+            ("[1]", false),
+            (r#"{"score":1}"#, false),
+            (r#"{"request_id":"r","score":2}"#, false),
+            (r#"{"request_id":7,"score":1}"#, false),
+            (r#"{"task":"a b","model":"m","score":1}"#, true),
+            (r#"{"task":"t","score":1}"#, true),
+        ] {
+            assert!(parse(bad, outcome).is_err(), "{bad}");
+        }
+    }
+}

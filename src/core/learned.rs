@@ -1,0 +1,216 @@
+//! Quality learned from outcomes, per task and model: plain arithmetic on
+//! a posterior, no I/O.
+//!
+//! A model's quality for a task is a Beta posterior over "this model's
+//! answer to this task is good": it starts from the model's prior `q0` as
+//! [`PSEUDO`] pseudo-observations (`q0 × PSEUDO` good, `(1 − q0) × PSEUDO`
+//! bad), and every feedback event adds its weight: `score × weight` to the
+//! good side, `(1 − score) × weight` to the bad. What was observed decays
+//! with a half-life, so a model that changes is followed: an event counts
+//! half after one half-life, and the posterior drifts back to the prior
+//! when nothing new is said. The mean is the quality the score uses.
+
+/// The task of a request that names none.
+pub const DEFAULT_TASK: &str = "default";
+/// The task that names past [`TASKS_MAX`] share.
+pub const OTHER_TASK: &str = "other";
+/// Most characters in a task's name.
+pub const TASK_NAME_MAX: usize = 64;
+/// Most distinct tasks a store learns about; past them, [`OTHER_TASK`].
+pub const TASKS_MAX: usize = 1000;
+/// How many observations the prior is worth.
+pub const PSEUDO: f64 = 4.0;
+/// How long until an observation counts half, by default.
+pub const HALF_LIFE_MS: i64 = 14 * 86_400_000;
+
+/// Checks a task's name: 1 to [`TASK_NAME_MAX`] letters, digits, `-`,
+/// `_`, `.`, `/` or `:`.
+pub fn check_task(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= TASK_NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "task {:?}: a task's name is 1 to {TASK_NAME_MAX} letters, digits, '-', '_', '.', '/' or ':'",
+            name.chars().take(TASK_NAME_MAX).collect::<String>()
+        )),
+    }
+}
+
+/// What has been observed of one model on one task: the good and bad
+/// weight, as of `at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Posterior {
+    pub good: f64,
+    pub bad: f64,
+    /// Feedback events taken in (not decayed), for people.
+    pub events: u64,
+    pub at_ms: i64,
+}
+
+/// How much of what was observed at `from_ms` still counts at `to_ms`.
+pub fn decay(from_ms: i64, to_ms: i64, half_life_ms: i64) -> f64 {
+    if half_life_ms <= 0 || to_ms <= from_ms {
+        return 1.0;
+    }
+    0.5f64.powf((to_ms - from_ms) as f64 / half_life_ms as f64)
+}
+
+impl Posterior {
+    /// As of `now_ms`: what was observed, decayed.
+    pub fn at(&self, now_ms: i64, half_life_ms: i64) -> Posterior {
+        let k = decay(self.at_ms, now_ms, half_life_ms);
+        Posterior {
+            good: self.good * k,
+            bad: self.bad * k,
+            events: self.events,
+            at_ms: now_ms.max(self.at_ms),
+        }
+    }
+
+    /// Takes in an event of `score` in [0, 1] with `weight`, at `now_ms`.
+    pub fn add(&mut self, score: f64, weight: f64, now_ms: i64, half_life_ms: i64) {
+        *self = self.at(now_ms, half_life_ms);
+        let (s, w) = (score.clamp(0.0, 1.0), weight.max(0.0));
+        self.good += s * w;
+        self.bad += (1.0 - s) * w;
+        self.events += 1;
+    }
+
+    /// Takes back an event of `score` and `weight` taken in at `then_ms`
+    /// (its feedback was replaced), as much of it as still counts.
+    pub fn remove(&mut self, score: f64, weight: f64, then_ms: i64, now_ms: i64, hl: i64) {
+        *self = self.at(now_ms, hl);
+        let k = decay(then_ms, now_ms, hl);
+        let (s, w) = (score.clamp(0.0, 1.0), weight.max(0.0));
+        self.good = (self.good - s * w * k).max(0.0);
+        self.bad = (self.bad - (1.0 - s) * w * k).max(0.0);
+        self.events = self.events.saturating_sub(1);
+    }
+
+    /// The weight observed (decayed), as of when it was last brought up to date.
+    pub fn weight(&self) -> f64 {
+        self.good + self.bad
+    }
+
+    /// The posterior mean of quality, from `prior`: what the score uses.
+    pub fn mean(&self, prior: f64) -> f64 {
+        let p = prior.clamp(0.0, 1.0);
+        (p * PSEUDO + self.good) / (PSEUDO + self.good + self.bad)
+    }
+
+    /// The posterior's standard deviation, from `prior`.
+    pub fn sd(&self, prior: f64) -> f64 {
+        let p = prior.clamp(0.0, 1.0);
+        let a = p * PSEUDO + self.good;
+        let b = (1.0 - p) * PSEUDO + self.bad;
+        let n = a + b;
+        (a * b / (n * n * (n + 1.0))).sqrt()
+    }
+}
+
+/// A feedback score as given: a number in [0, 1], or true (1) or false (0).
+pub fn score_of(v: &serde_json::Value) -> Result<f64, String> {
+    match v {
+        serde_json::Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            _ => Err(format!("score {n} is outside 0..1")),
+        },
+        serde_json::Value::Null => Err("no score: give a number in 0..1, true or false".into()),
+        other => Err(format!(
+            "score must be a number in 0..1, true or false, not {}",
+            match other {
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            }
+        )),
+    }
+}
+
+/// A feedback weight as given: absent for 1, else a number in (0, 100].
+pub fn weight_of(v: Option<&serde_json::Value>) -> Result<f64, String> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(1.0),
+        Some(w) => match w.as_f64() {
+            Some(x) if x > 0.0 && x <= 100.0 => Ok(x),
+            _ => Err(format!("weight {w} must be a number above 0, at most 100")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn the_prior_holds_until_outcomes_outweigh_it() {
+        let p = Posterior::default();
+        assert!((p.mean(0.8) - 0.8).abs() < 1e-12);
+        let mut p = Posterior::default();
+        for _ in 0..4 {
+            p.add(0.0, 1.0, 0, HALF_LIFE_MS);
+        }
+        // As much failure as the prior's weight: halfway from 0.8 to 0.
+        assert!((p.mean(0.8) - 0.4).abs() < 1e-12);
+        for _ in 0..96 {
+            p.add(0.0, 1.0, 0, HALF_LIFE_MS);
+        }
+        assert!(p.mean(0.8) < 0.04);
+        assert_eq!(p.events, 100);
+        assert!(p.sd(0.8) < Posterior::default().sd(0.8));
+    }
+
+    #[test]
+    fn what_was_observed_decays_with_the_half_life() {
+        let mut p = Posterior::default();
+        for _ in 0..8 {
+            p.add(1.0, 1.0, 0, DAY);
+        }
+        let later = p.at(DAY, DAY);
+        assert!((later.good - 4.0).abs() < 1e-9, "half after a half-life");
+        let much_later = p.at(30 * DAY, DAY);
+        assert!(
+            (much_later.mean(0.3) - 0.3).abs() < 1e-6,
+            "back to the prior"
+        );
+        // A clock going back decays nothing.
+        assert_eq!(p.at(-5, DAY).good, 8.0);
+    }
+
+    #[test]
+    fn a_replaced_event_is_taken_back_as_much_as_it_still_counts() {
+        let mut p = Posterior::default();
+        p.add(1.0, 2.0, 0, DAY);
+        p.add(0.0, 1.0, DAY, DAY);
+        p.remove(1.0, 2.0, 0, DAY, DAY);
+        assert!(p.good.abs() < 1e-12 && (p.bad - 1.0).abs() < 1e-12);
+        assert_eq!(p.events, 1);
+        p.remove(1.0, 50.0, DAY, DAY, DAY);
+        assert_eq!(p.good, 0.0, "never below nothing");
+    }
+
+    #[test]
+    fn scores_weights_and_tasks_are_checked() {
+        use serde_json::json;
+        assert_eq!(score_of(&json!(true)), Ok(1.0));
+        assert_eq!(score_of(&json!(false)), Ok(0.0));
+        assert_eq!(score_of(&json!(0.25)), Ok(0.25));
+        for bad in [json!(1.5), json!(-0.1), json!("1"), json!(null), json!([1])] {
+            assert!(score_of(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(weight_of(None), Ok(1.0));
+        assert!(weight_of(Some(&json!(0))).is_err());
+        assert!(weight_of(Some(&json!(1000))).is_err());
+        assert!(check_task("mmlu/anatomy").is_ok() && check_task("sql:gen-2").is_ok());
+        for bad in ["", "a b", &"x".repeat(65), "é"] {
+            assert!(check_task(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Quality learned from outcomes, as the router holds it: a posterior per
+//! (task, model) in memory, read by every decision and brought up to date
+//! by feedback (this process's, and what other processes wrote to the
+//! store or Redis). See [`crate::core::learned`] for the arithmetic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::core::health::{HealthView, ModelStat, State};
+use crate::core::learned::{Posterior, OTHER_TASK, TASKS_MAX};
+
+/// The posteriors of one task, by model.
+type ByModel = HashMap<Arc<str>, Posterior>;
+
+/// The posteriors of every (task, model) outcomes spoke of.
+pub struct QualityBook {
+    /// By task, then by model.
+    tasks: RwLock<HashMap<Arc<str>, ByModel>>,
+    pub half_life_ms: i64,
+}
+
+impl QualityBook {
+    pub fn new(half_life_ms: i64) -> QualityBook {
+        QualityBook {
+            tasks: RwLock::new(HashMap::new()),
+            half_life_ms,
+        }
+    }
+
+    /// The task `name` is learned under: itself, or [`OTHER_TASK`] once
+    /// [`TASKS_MAX`] tasks are known.
+    pub fn bucket(&self, name: &str) -> Arc<str> {
+        let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, _)) = tasks.get_key_value(name) {
+            return k.clone();
+        }
+        if tasks.len() >= TASKS_MAX {
+            return OTHER_TASK.into();
+        }
+        name.into()
+    }
+
+    /// What outcomes said of `model` on `task`, decayed to `now_ms`.
+    pub fn get(&self, task: &str, model: &str, now_ms: i64) -> Option<Posterior> {
+        let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
+        let p = tasks.get(task).or_else(|| {
+            // A task past the bound learns under `other`.
+            (tasks.len() >= TASKS_MAX)
+                .then(|| tasks.get(OTHER_TASK))
+                .flatten()
+        })?;
+        p.get(model).map(|p| p.at(now_ms, self.half_life_ms))
+    }
+
+    /// Sets what is known of `model` on `task` (read from the store or
+    /// Redis, or after feedback there).
+    pub fn set(&self, task: &str, model: &str, p: Posterior) {
+        let task = self.bucket(task);
+        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        tasks.entry(task).or_default().insert(model.into(), p);
+    }
+
+    /// Takes in one feedback event; returns the posterior after it.
+    pub fn add(&self, task: &str, model: &str, score: f64, weight: f64, now_ms: i64) -> Posterior {
+        let task = self.bucket(task);
+        let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        let p = tasks
+            .entry(task)
+            .or_default()
+            .entry(model.into())
+            .or_default();
+        p.add(score, weight, now_ms, self.half_life_ms);
+        *p
+    }
+
+    /// Every (task, model) and its posterior, as of when each was last
+    /// brought up to date.
+    pub fn all(&self) -> Vec<(String, String, Posterior)> {
+        let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = tasks
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(|(m, p)| (t.to_string(), m.to_string(), *p)))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+}
+
+/// The health a decision sees, with learned quality beside it.
+pub(super) struct Seen<'a> {
+    pub health: &'a (dyn HealthView + Sync),
+    pub book: &'a QualityBook,
+    pub now_ms: i64,
+}
+
+impl HealthView for Seen<'_> {
+    fn stat(&self, model: &str) -> Option<ModelStat> {
+        self.health.stat(model)
+    }
+    fn learned(&self, task: &str, model: &str) -> Option<Posterior> {
+        self.book.get(task, model, self.now_ms)
+    }
+    fn cooling_until(&self, model: &str) -> Option<Instant> {
+        self.health.cooling_until(model)
+    }
+    fn open(&self, model: &str) -> bool {
+        self.health.open(model)
+    }
+    fn probing(&self, model: &str) -> bool {
+        self.health.probing(model)
+    }
+    fn hedge_delay_ms(&self, model: &str) -> Option<f64> {
+        self.health.hedge_delay_ms(model)
+    }
+    fn improving(&self, model: &str) -> bool {
+        self.health.improving(model)
+    }
+    fn pause_reason(&self, model: &str) -> Option<String> {
+        self.health.pause_reason(model)
+    }
+    fn state(&self, model: &str, now: Instant) -> State {
+        self.health.state(model, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feedback_is_kept_per_task_and_model_and_tasks_stay_bounded() {
+        let book = QualityBook::new(crate::core::learned::HALF_LIFE_MS);
+        book.add("sql", "a", 0.0, 1.0, 0);
+        book.add("tickets", "a", 1.0, 1.0, 0);
+        assert!(book.get("sql", "a", 0).unwrap().mean(0.5) < 0.5);
+        assert!(book.get("tickets", "a", 0).unwrap().mean(0.5) > 0.5);
+        assert!(book.get("sql", "b", 0).is_none());
+        for i in 0..TASKS_MAX + 10 {
+            book.add(&format!("t{i}"), "a", 1.0, 1.0, 0);
+        }
+        assert!(book.tasks.read().unwrap().len() <= TASKS_MAX + 1);
+        assert!(book.get("t-new", "a", 0).is_some(), "learned under other");
+    }
+}

@@ -1,0 +1,136 @@
+//! `POST /v1/feedback`: feedback on answers this server gave, by request
+//! id (`x-request-id`), one object or an array of them. A key judges its
+//! own requests only: another key's request is as unknown as one that
+//! never was.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::errors::ApiError;
+use super::keys::Caller;
+use super::state::App;
+use crate::core::learned::{score_of, weight_of};
+use crate::store::learned::{Feedback, Judge};
+
+/// Most feedback objects in one body.
+pub const MOST: usize = 1000;
+
+/// Reads one feedback object.
+fn item(v: &Value) -> Result<Feedback, String> {
+    let Value::Object(o) = v else {
+        return Err("feedback must be an object {\"request_id\", \"score\"}".into());
+    };
+    let rid = match o.get("request_id") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.trim().to_string(),
+        _ => return Err("\"request_id\" must be a request's id (its x-request-id)".into()),
+    };
+    Ok(Feedback {
+        rid,
+        score: score_of(o.get("score").unwrap_or(&Value::Null))?,
+        weight: weight_of(o.get("weight"))?,
+    })
+}
+
+pub async fn feedback(
+    State(app): State<Arc<App>>,
+    Extension(Caller(client)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match app.read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::bad_request(format!("the body is not JSON: {e}")).into_response()
+        }
+    };
+    let (one, items) = match value {
+        Value::Array(a) if a.len() > MOST => {
+            return ApiError::bad_request(format!("at most {MOST} feedback objects a request"))
+                .into_response()
+        }
+        Value::Array(a) => (false, a),
+        other => (true, vec![other]),
+    };
+    // The answers are recorded as they are given: what the writer holds
+    // is written first, so feedback right after an answer finds it.
+    app.writer.sync().await;
+    let path = app.store_path.clone();
+    let upstream = app.router.config().upstream.clone();
+    let key = client.as_ref().map(|c| c.name.to_string());
+    let book = app.router.learned().clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        let mut store = crate::store::Store::open(&path)?;
+        store.set_upstream(&upstream);
+        let now = crate::engine::now_ms();
+        let tx = store.conn().unchecked_transaction()?;
+        let mut out = Vec::with_capacity(items.len());
+        for v in &items {
+            let f = match item(v) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.push(Err((v.get("request_id").cloned(), e)));
+                    continue;
+                }
+            };
+            match store.apply_feedback(&f, Judge::Key(key.as_deref()), now, book.half_life_ms)? {
+                Ok(a) => {
+                    book.set(&a.task, &a.model, a.posterior);
+                    out.push(Ok(json!({
+                        "request_id": f.rid, "task": a.task, "model": a.model,
+                        "replaced": a.replaced,
+                    })));
+                }
+                Err(e) => out.push(Err((Some(Value::String(f.rid)), e))),
+            }
+        }
+        tx.commit()?;
+        Ok::<_, crate::store::StoreError>(out)
+    })
+    .await;
+    let results = match taken {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!("cannot take feedback in: {e}");
+            return ApiError::internal().into_response();
+        }
+        Err(_) => return ApiError::internal().into_response(),
+    };
+    if one {
+        return match results.into_iter().next() {
+            Some(Ok(v)) => Json(v).into_response(),
+            Some(Err((_, e))) => {
+                let status = match e.starts_with("no request") {
+                    true => StatusCode::NOT_FOUND,
+                    false => StatusCode::BAD_REQUEST,
+                };
+                let mut err = ApiError::bad_request(e);
+                err.status = status;
+                err.code = "invalid_feedback";
+                err.into_response()
+            }
+            None => ApiError::internal().into_response(),
+        };
+    }
+    let taken = results.iter().filter(|r| r.is_ok()).count();
+    let shown: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(v) => v,
+            Err((rid, e)) => json!({
+                "request_id": rid,
+                "error": {"message": e, "type": "invalid_request_error", "code": "invalid_feedback"},
+            }),
+        })
+        .collect();
+    Json(json!({"taken": taken, "results": shown})).into_response()
+}

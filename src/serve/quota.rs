@@ -1,0 +1,86 @@
+//! A key's limits at the door: its requests and tokens a minute (shared
+//! through Redis when the server uses it), and what its requests used,
+//! counted against them; and the wait a refused budget asks for.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::errors::ApiError;
+use super::keys::Client;
+use super::log::Access;
+use super::state::App;
+use crate::core::keys::Period;
+
+/// Seconds until a key's budget starts again, for a request its budget
+/// refused (none for a budget for the key's whole life).
+pub fn key_budget_retry(e: &crate::core::attempts::Ending, c: &Client) -> Option<u64> {
+    if e.kind != crate::core::failure::error_type::KEY_BUDGET_EXCEEDED
+        || c.policy.period == Period::Total
+    {
+        return None;
+    }
+    let now = crate::engine::now_ms();
+    let (_, end, _) = c.policy.period.at(now);
+    u64::try_from((end - now + 999) / 1000).ok()
+}
+
+impl App {
+    /// Takes a request against its key's requests and tokens a minute
+    /// (shared through Redis when the server uses it): over either, 429
+    /// with the seconds until the minute ends.
+    pub async fn take_rate(&self, c: &Arc<Client>) -> Result<(), ApiError> {
+        if !c.has_rates() {
+            c.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        let now = crate::engine::now_ms();
+        let shared = match &self.redis {
+            Some(link) => {
+                let (minute, _) = super::keys::minute_of(now);
+                crate::shared::clients::take(link, &c.name, minute).await
+            }
+            None => None,
+        };
+        c.take(now, shared).map_err(|secs| {
+            self.metrics.key_refused(&c.name, "rate");
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!(
+                    "key {} is over its {} for this minute; try again in {secs}s",
+                    c.name,
+                    match (c.policy.rpm, c.policy.tpm) {
+                        (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
+                        (Some(r), None) => format!("{r} requests a minute"),
+                        (_, Some(t)) => format!("{t} tokens a minute"),
+                        (None, None) => "rates".to_string(),
+                    }
+                ),
+            );
+            e.retry_after = Some(secs);
+            e
+        })
+    }
+
+    /// Counts what a request of key `c` used: its tokens against the
+    /// minute's, its cost for the dashboard and the metrics.
+    pub fn key_used(&self, c: &Client, status: u16, access: &Access) {
+        let tokens = access.prompt_tokens.unwrap_or(0) + access.completion_tokens.unwrap_or(0);
+        let tokens = u64::try_from(tokens).unwrap_or(0);
+        let now = crate::engine::now_ms();
+        let cost = access.cost_usd.filter(|_| !access.cached);
+        c.used(now, tokens, cost);
+        if let (Some(link), true) = (&self.redis, tokens > 0 && c.policy.tpm.is_some()) {
+            crate::shared::clients::add_tokens(
+                link,
+                &c.name,
+                super::keys::minute_of(now).0,
+                tokens,
+            );
+        }
+        self.metrics.key_answered(&c.name, status, cost);
+    }
+}

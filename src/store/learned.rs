@@ -1,0 +1,310 @@
+//! Feedback and learned quality in the store: each request's feedback
+//! (one per request id; a new one replaces the old), and the posterior
+//! per upstream, task and model it feeds. See [`crate::core::learned`].
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+use crate::core::learned::{Posterior, OTHER_TASK, TASKS_MAX};
+
+/// One feedback event on a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    pub rid: String,
+    pub score: f64,
+    pub weight: f64,
+}
+
+/// Whose requests feedback may judge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judge<'a> {
+    /// Any request on the store (the `feedback` command, run by its owner).
+    Any,
+    /// Only requests made with this key (`None`: those made without one).
+    Key(Option<&'a str>),
+}
+
+/// What one feedback event did: the (task, model) it taught, and its
+/// posterior after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub task: String,
+    pub model: String,
+    /// It replaced earlier feedback on the same request.
+    pub replaced: bool,
+    pub posterior: Posterior,
+}
+
+impl Store {
+    /// Every posterior of this store's upstream: (task, model, posterior).
+    pub fn quality(&self) -> Result<Vec<(String, String, Posterior)>, StoreError> {
+        self.quality_since(i64::MIN)
+    }
+
+    /// The posteriors of this store's upstream brought up to date at or
+    /// after `since_ms`.
+    pub fn quality_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, Posterior)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT task, model, good, bad, events, at FROM quality WHERE upstream = ?1 AND at >= ?2",
+        )?;
+        let rows = stmt.query_map(params![&self.upstream, since_ms], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                Posterior {
+                    good: r.get(2)?,
+                    bad: r.get(3)?,
+                    events: r.get::<_, i64>(4)?.max(0) as u64,
+                    at_ms: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn posterior(&self, task: &str, model: &str) -> Result<Option<Posterior>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT good, bad, events, at FROM quality WHERE upstream = ?1 AND task = ?2 AND model = ?3",
+            )?
+            .query_row(params![self.upstream, task, model], |r| {
+                Ok(Posterior {
+                    good: r.get(0)?,
+                    bad: r.get(1)?,
+                    events: r.get::<_, i64>(2)?.max(0) as u64,
+                    at_ms: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn put_posterior(&self, task: &str, model: &str, p: &Posterior) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO quality (upstream, task, model, good, bad, events, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                self.upstream,
+                task,
+                model,
+                p.good,
+                p.bad,
+                i64::try_from(p.events).unwrap_or(i64::MAX),
+                p.at_ms
+            ])?;
+        Ok(())
+    }
+
+    /// The task `task` is learned under on this store: itself, or
+    /// [`OTHER_TASK`] once [`TASKS_MAX`] others are known.
+    fn task_bucket(&self, task: &str) -> Result<String, StoreError> {
+        let known: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM quality WHERE upstream = ?1 AND task = ?2)",
+            )?
+            .query_row(params![self.upstream, task], |r| r.get(0))?;
+        if known {
+            return Ok(task.to_string());
+        }
+        let tasks: i64 = self
+            .conn
+            .prepare_cached("SELECT count(DISTINCT task) FROM quality WHERE upstream = ?1")?
+            .query_row([&self.upstream], |r| r.get(0))?;
+        Ok(
+            match usize::try_from(tasks).unwrap_or(usize::MAX) >= TASKS_MAX {
+                true => OTHER_TASK.to_string(),
+                false => task.to_string(),
+            },
+        )
+    }
+
+    /// Takes in an outcome of `model` on `task`, not tied to a request (an
+    /// evaluation the user ran); returns the posterior after it.
+    pub fn add_outcome(
+        &self,
+        (task, model): (&str, &str),
+        (score, weight): (f64, f64),
+        now_ms: i64,
+        half_life_ms: i64,
+    ) -> Result<(String, Posterior), StoreError> {
+        let task = self.task_bucket(task)?;
+        let mut p = self.posterior(&task, model)?.unwrap_or_default();
+        p.add(score, weight, now_ms, half_life_ms);
+        self.put_posterior(&task, model, &p)?;
+        Ok((task, p))
+    }
+
+    /// Takes in feedback on one request, as `judge` may give it: the
+    /// request's answer's model (a cached answer's: the model that made
+    /// it) learns on the request's task. Err: why it was not taken, in
+    /// words for the one who sent it. Call inside a transaction for speed.
+    pub fn apply_feedback(
+        &self,
+        f: &Feedback,
+        judge: Judge<'_>,
+        now_ms: i64,
+        half_life_ms: i64,
+    ) -> Result<Result<Applied, String>, StoreError> {
+        let row: Option<(Option<String>, Option<String>, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT model, task, key_name FROM requests WHERE rid = ?1 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([&f.rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let unknown = || Ok(Err(format!("no request with id {} here", shown(&f.rid))));
+        let Some((model, task, key)) = row else {
+            return unknown();
+        };
+        // Another key's request is as unknown as one that never was.
+        if let Judge::Key(k) = judge {
+            if key.as_deref() != k {
+                return unknown();
+            }
+        }
+        let Some(model) = model else {
+            return Ok(Err(format!(
+                "request {} has no answer to judge: it failed",
+                shown(&f.rid)
+            )));
+        };
+        let task = task.unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
+        let task = self.task_bucket(&task)?;
+        let mut p = self.posterior(&task, &model)?.unwrap_or_default();
+        let old: Option<(f64, f64, i64)> = self
+            .conn
+            .prepare_cached("SELECT score, weight, at FROM feedback WHERE rid = ?1")?
+            .query_row([&f.rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((score, weight, at)) = old {
+            p.remove(score, weight, at, now_ms, half_life_ms);
+        }
+        p.add(f.score, f.weight, now_ms, half_life_ms);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO feedback (rid, upstream, task, model, score, weight, at, key_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                f.rid,
+                self.upstream,
+                task,
+                model,
+                f.score,
+                f.weight,
+                now_ms,
+                key
+            ])?;
+        self.put_posterior(&task, &model, &p)?;
+        Ok(Ok(Applied {
+            task,
+            model,
+            replaced: old.is_some(),
+            posterior: p,
+        }))
+    }
+}
+
+/// A request id as an error message shows it.
+fn shown(rid: &str) -> String {
+    crate::core::failure::snippet(rid.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ports::{Record, RequestRow};
+
+    fn request(s: &Store, rid: &str, model: Option<&str>, task: &str, key: Option<&str>) {
+        let row = RequestRow {
+            ts: 1,
+            line: 1,
+            request_id: None,
+            model: model.map(Into::into),
+            ok: model.is_some(),
+            cached: false,
+            latency_ms: 1.0,
+            cost_usd: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            score: None,
+            attempts: 1,
+            error_type: None,
+            key: key.map(Into::into),
+            rid: Some(rid.into()),
+            task: Some(task.into()),
+        };
+        s.write_line(&Record {
+            request: Some(row),
+            ..Record::default()
+        })
+        .unwrap();
+    }
+
+    fn fb(rid: &str, score: f64) -> Feedback {
+        Feedback {
+            rid: rid.into(),
+            score,
+            weight: 1.0,
+        }
+    }
+
+    #[test]
+    fn feedback_teaches_the_answering_model_on_the_request_s_task() {
+        let s = Store::in_memory().unwrap();
+        request(&s, "r1", Some("m"), "sql", None);
+        request(&s, "r2", None, "sql", None);
+        request(&s, "r3", Some("m"), "sql", Some("team-a"));
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let a = s
+            .apply_feedback(&fb("r1", 0.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.task.as_str(), a.model.as_str(), a.replaced),
+            ("sql", "m", false)
+        );
+        assert!(a.posterior.bad > 0.99);
+        // Again on the same request: it replaces the first.
+        let a = s
+            .apply_feedback(&fb("r1", 1.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap();
+        assert!(a.replaced && a.posterior.bad < 1e-9 && a.posterior.good > 0.99);
+        assert_eq!(a.posterior.events, 1);
+        assert!(s
+            .apply_feedback(&fb("nope", 1.0), Judge::Any, 10, hl)
+            .unwrap()
+            .is_err());
+        assert!(s
+            .apply_feedback(&fb("r2", 1.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap_err()
+            .contains("failed"));
+        // A key judges its own requests only.
+        assert!(s
+            .apply_feedback(&fb("r3", 1.0), Judge::Key(Some("team-b")), 10, hl)
+            .unwrap()
+            .is_err());
+        assert!(s
+            .apply_feedback(&fb("r3", 1.0), Judge::Key(None), 10, hl)
+            .unwrap()
+            .is_err());
+        assert!(s
+            .apply_feedback(&fb("r3", 1.0), Judge::Key(Some("team-a")), 10, hl)
+            .unwrap()
+            .is_ok());
+        let q = s.quality().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].2.events, 2);
+        let (task, p) = s.add_outcome(("tickets", "m"), (1.0, 3.0), 10, hl).unwrap();
+        assert_eq!(task, "tickets");
+        assert!((p.good - 3.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,291 @@
+//! Quality learned from outcomes: tasks, request ids, feedback through the
+//! command, and a synthetic world where the router learns, per task, which
+//! model is worth its price.
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+/// A cheap model and a strong, dear one, at the same speed, with the
+/// catalogue in the store (a dry run reads it there).
+fn two() -> Env {
+    let env = Env::new(vec![
+        ModelSpec::new("t/cheap")
+            .prices("0.000001", "0.000001")
+            .intelligence(40.0),
+        ModelSpec::new("t/strong")
+            .prices("0.00001", "0.00001")
+            .intelligence(45.0),
+    ]);
+    // One answer from each: the catalogue and both latencies are known.
+    env.cmd()
+        .arg("--no-cache")
+        .stdin(
+            "{\"prompt\":\"warm\",\"model\":\"t/cheap\"}\n{\"prompt\":\"warm\",\"model\":\"t/strong\"}\n",
+        )
+        .run()
+        .assert_code(0);
+    env
+}
+
+/// Whether `model`'s answer to line `n` of `task` is good: task `easy`,
+/// both models 90% of the time; task `hard`, the cheap one 20% and the
+/// strong one 95%. Deterministic in `n`.
+fn good(task: &str, model: &str, n: u64) -> bool {
+    let accuracy = match (task, model) {
+        ("easy", _) => 90,
+        ("hard", "t/cheap") => 20,
+        _ => 95,
+    };
+    (n.wrapping_mul(2_654_435_761) >> 3) % 100 < accuracy
+}
+
+fn lines_for(round: u64, per_task: u64) -> String {
+    let mut s = String::new();
+    for i in 0..per_task {
+        for task in ["easy", "hard"] {
+            s.push_str(&format!(
+                "{{\"prompt\":\"{task} {round} {i}\",\"llmroute\":{{\"task\":\"{task}\"}}}}\n"
+            ));
+        }
+    }
+    s
+}
+
+/// The model a dry run picks for a line of `task`, and its candidates.
+fn choice(env: &Env, task: &str) -> (String, Vec<Value>) {
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap,t/strong", "-p", "quality", "--dry-run"])
+        .stdin(format!(
+            "{{\"prompt\":\"which\",\"llmroute\":{{\"task\":\"{task}\"}}}}\n"
+        ))
+        .run();
+    out.assert_code(0);
+    let l = &out.lines()[0];
+    (
+        l["model"].as_str().unwrap().to_string(),
+        l["candidates"].as_array().unwrap().clone(),
+    )
+}
+
+#[test]
+fn each_task_ends_on_the_model_worth_its_price() {
+    let env = two();
+    // The prior says the strong model is a step better: it takes both.
+    let (first, c) = choice(&env, "easy");
+    assert_eq!(first, "t/strong", "{c:?}");
+    assert_eq!(choice(&env, "hard").0, "t/strong");
+    let mut events = 0;
+    let mut learned = false;
+    for round in 0..15 {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap,t/strong", "-p", "quality"])
+            .args(["--explore", "0.4", "--no-cache"])
+            .stdin(lines_for(round, 20))
+            .run();
+        out.assert_code(0);
+        let mut feedback = String::new();
+        for l in out.lines() {
+            // Lines alternate: easy, hard, easy, ...
+            let task = match l["line"].as_u64().unwrap() % 2 {
+                1 => "easy",
+                _ => "hard",
+            };
+            let n = round * 1000 + l["line"].as_u64().unwrap();
+            let ok = good(task, l["model"].as_str().unwrap(), n);
+            feedback.push_str(&format!(
+                "{}\n",
+                json!({"request_id": l["request_id"], "score": ok})
+            ));
+            events += 1;
+        }
+        env.cmd()
+            .args(["feedback", "--quiet"])
+            .stdin(feedback)
+            .run()
+            .assert_code(0);
+        let (easy, _) = choice(&env, "easy");
+        let (hard, _) = choice(&env, "hard");
+        if easy == "t/cheap" && hard == "t/strong" {
+            learned = true;
+            break;
+        }
+    }
+    assert!(learned, "not learned after {events} feedback events");
+    assert!(events <= 600, "{events}");
+    // What was learned is in the store: a new process sees it, and says
+    // where each quality came from.
+    let (_, candidates) = choice(&env, "hard");
+    let strong = candidates
+        .iter()
+        .find(|c| c["model"] == "t/strong")
+        .unwrap();
+    assert_eq!(strong["quality_source"], "learned");
+    assert!(strong["quality_events"].as_u64().unwrap() > 0);
+    let (_, candidates) = choice(&env, "unseen");
+    assert!(candidates.iter().all(|c| c["quality_source"] == "prior"));
+}
+
+#[test]
+fn every_answer_has_a_request_id_unique_across_runs() {
+    let env = two();
+    let run = || {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap", "--no-cache"])
+            .stdin(prompts(3))
+            .run();
+        out.assert_code(0);
+        out.lines()
+            .iter()
+            .map(|l| l["request_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut ids = run();
+    ids.extend(run());
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 6, "{ids:?}");
+    assert_eq!(
+        env.count("SELECT count(DISTINCT rid) FROM requests WHERE rid IS NOT NULL"),
+        8,
+        "these and the two that warmed the store"
+    );
+}
+
+#[test]
+fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--task", "sql"])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(0);
+    let ids: Vec<String> = out
+        .lines()
+        .iter()
+        .map(|l| l["request_id"].as_str().unwrap().to_string())
+        .collect();
+    let input = format!(
+        "{}\n{}\nnot json\n{}\n{}\n{}\n",
+        json!({"request_id": ids[0], "score": 0.25}),
+        json!({"request_id": "req_nobody_1", "score": 1}),
+        json!({"request_id": ids[1], "score": 1.5}),
+        json!({"request_id": ids[1], "score": true, "weight": 2}),
+        json!({"request_id": ids[0], "score": false}),
+    );
+    let out = env.cmd().arg("feedback").stdin(input).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 6, "one line per input line: {}", out.stdout);
+    let errors: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["error"].is_object())
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(errors, [2, 3, 4]);
+    assert_eq!(lines[0]["task"], "sql");
+    assert_eq!(
+        lines[5]["replaced"], true,
+        "a repeated id replaces its score"
+    );
+    // Two requests judged, the first twice: two events, one good (weight 2)
+    // and one bad.
+    assert_eq!(env.count("SELECT count(*) FROM feedback"), 2);
+    let (good, bad): (f64, f64) = env
+        .sql()
+        .query_row(
+            "SELECT good, bad FROM quality WHERE task = 'sql' AND model = 't/cheap'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        (good - 2.0).abs() < 1e-6 && (bad - 1.0).abs() < 1e-6,
+        "{good} {bad}"
+    );
+}
+
+#[test]
+fn outcomes_of_an_evaluation_warm_the_router() {
+    let env = two();
+    let (before, _) = choice(&env, "tickets");
+    let mut outcomes = String::new();
+    for i in 0..30 {
+        outcomes.push_str(&format!(
+            "{}\n{}\n",
+            json!({"task": "tickets", "model": "t/cheap", "score": 1}),
+            json!({"task": "tickets", "model": "t/strong", "score": i % 10 != 0}),
+        ));
+    }
+    outcomes.push_str("{\"task\":\"bad task\",\"model\":\"m\",\"score\":1}\n");
+    let out = env
+        .cmd()
+        .args(["feedback", "--outcomes", "-", "--quiet"])
+        .stdin(outcomes)
+        .run();
+    assert_eq!(out.code, 1);
+    assert_eq!(out.lines().len(), 1, "only the error: {}", out.stdout);
+    assert_eq!(before, "t/strong");
+    let (after, candidates) = choice(&env, "tickets");
+    assert_eq!(after, "t/cheap", "{candidates:?}");
+}
+
+/// Posts `body` to `path` with `token`; the status and the JSON answer.
+fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
+    crate::serve::rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(s.url(path))
+            .bearer_auth(token)
+            .header("x-llmroute-task", "support")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, r.json().await.unwrap_or(Value::Null), id)
+    })
+}
+
+#[test]
+fn a_key_gives_feedback_on_its_own_requests_only() {
+    let env = two();
+    let token = |name: &str| {
+        let out = env.cmd().args(["keys", "create", name]).run();
+        out.assert_code(0);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    let (a, b) = (token("a"), token("b"));
+    let s = env.serve(&["--models", "t/cheap,t/strong", "-p", "quality"]);
+    let (status, _, id) = post(&s, &a, "/v1/chat/completions", &chat(None, "help me"));
+    assert_eq!(status, 200);
+    let id = id.unwrap();
+    let fb = |score: Value| json!({"request_id": id, "score": score});
+    // Another key's request is unknown to b.
+    let (status, v, _) = post(&s, &b, "/v1/feedback", &fb(json!(1)));
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_feedback");
+    let (status, v, _) = post(&s, &a, "/v1/feedback", &fb(json!(7)));
+    assert_eq!(status, 400, "{v}");
+    let (status, v, _) = post(&s, &a, "/v1/feedback", &fb(json!(false)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["task"], "support", "the task the header gave");
+    // An array: each item on its own.
+    let many = json!([fb(json!(0.5)), {"request_id": "nope", "score": 1}, {"score": 1}]);
+    let (status, v, _) = post(&s, &a, "/v1/feedback", &many);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["taken"], 1);
+    assert_eq!(v["results"][0]["replaced"], true);
+    assert!(v["results"][1]["error"].is_object() && v["results"][2]["error"].is_object());
+    drop(s);
+    assert_eq!(
+        env.count("SELECT count(*) FROM feedback WHERE key_name = 'a' AND task = 'support'"),
+        1
+    );
+}
