@@ -819,13 +819,17 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__feedback)
-            opts="-q -h --outcomes --quiet --db --config --base-url --color --help"
+            opts="-q -h --outcomes --quiet --redis --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --outcomes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

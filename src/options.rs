@@ -114,6 +114,13 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
             },
         ),
         Some(Command::Serve(serve)) => (serve.routing.clone(), serve.tuning.clone()),
+        Some(Command::Feedback(f)) => (
+            RoutingArgs::default(),
+            TuningArgs {
+                redis: f.redis.clone(),
+                ..TuningArgs::default()
+            },
+        ),
         Some(Command::Keys(k)) => (
             RoutingArgs::default(),
             TuningArgs {

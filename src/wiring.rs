@@ -107,7 +107,7 @@ pub fn wire(
         .chain(settings.fallback.iter())
         .cloned()
         .collect();
-    let config = engine_config(options, &wants, settings, upstream);
+    let config = engine_config(options, &wants, settings, upstream.clone());
     let (cache, recorder, health, admission, link): Local = match &options.redis {
         Some(r) if !wants.dry_run => shared_state(options, r, rt, local, health, candidates)?,
         // Identical requests in flight in the processes on this store
@@ -131,6 +131,20 @@ pub fn wire(
         admission,
         observer,
     };
+    if let Some(l) = &link {
+        // What every machine learned, before the first request.
+        for (task, model, p) in rt
+            .block_on(crate::shared::quality::all(l, &upstream))
+            .unwrap_or_default()
+        {
+            book.set(&task, &model, p);
+        }
+        rt.spawn(crate::shared::quality::watch(
+            l.clone(),
+            upstream.clone(),
+            book.clone(),
+        ));
+    }
     Ok(Wired {
         router: Arc::new(Router::new(config, catalogue, parts).sharing_learned(book)),
         writer,

@@ -594,6 +594,10 @@ pub struct FeedbackArgs {
     /// Print nothing for the lines taken in, only the errors
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Share what it teaches through this Redis too, with every process on it (or the config's `redis`)
+    #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 /// What a report's table has a row for.

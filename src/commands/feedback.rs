@@ -46,6 +46,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         _ => Box::new(std::io::stdin().lock()),
     };
     let outcomes = args.outcomes.is_some();
+    let shared = Shared::open(options)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
     let mut batch: Vec<(u64, Result<Item, String>)> = Vec::with_capacity(BATCH);
@@ -62,7 +63,10 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
             batch.push((line_no, parse(&line, outcomes)));
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
-            let results = take_in(&store, &batch, &path)?;
+            let (results, events) = take_in(&store, &batch, &path)?;
+            if let Some(s) = &shared {
+                s.share(store.upstream(), events)?;
+            }
             for (n, r) in results {
                 match &r {
                     Ok(_) => taken += 1,
@@ -101,13 +105,61 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
 
 type Taken = Result<Value, (Value, String)>;
 
+/// An event taken in, to share: its task and model, and the event.
+type Event = (String, String, crate::shared::quality::Event);
+
+/// What a batch did, line by line, and the events to share.
+type TakenIn = (Vec<(u64, Taken)>, Vec<Event>);
+
+/// Redis, with `--redis`: what feedback teaches is shared there too.
+struct Shared {
+    rt: tokio::runtime::Runtime,
+    link: std::sync::Arc<crate::shared::Link>,
+}
+
+impl Shared {
+    fn open(options: &Options) -> anyhow::Result<Option<Shared>> {
+        let Some(r) = &options.redis else {
+            return Ok(None);
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let link = rt
+            .block_on(crate::shared::Link::open(&r.url, &r.prefix, r.timeout))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach Redis at {}: {e}",
+                    crate::shared::shown(&r.url)
+                )
+            })?;
+        Ok(Some(Shared { rt, link }))
+    }
+
+    fn share(&self, identity: &str, events: Vec<Event>) -> anyhow::Result<()> {
+        let now = store::now_ms();
+        self.rt.block_on(async {
+            for (task, model, e) in events {
+                let at = (task.as_str(), model.as_str());
+                crate::shared::quality::add(&self.link, identity, at, e, (now, HALF_LIFE_MS))
+                    .await
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("Redis stopped answering; the store has it all")
+                    })?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Takes a batch in, in one transaction.
 fn take_in(
     store: &Store,
     batch: &[(u64, Result<Item, String>)],
     path: &std::path::Path,
-) -> anyhow::Result<Vec<(u64, Taken)>> {
+) -> anyhow::Result<TakenIn> {
     let now = store::now_ms();
+    let mut events = Vec::new();
     let tx = store
         .conn()
         .unchecked_transaction()
@@ -122,11 +174,22 @@ fn take_in(
                     .apply_feedback(f, Judge::Any, now, HALF_LIFE_MS)
                     .map_err(crate::setup::store_fatal(path))?
                 {
-                    Ok(a) => Ok(json!({
+                    Ok(a) => {
+                        events.push((
+                            a.task.clone(),
+                            a.model.clone(),
+                            crate::shared::quality::Event {
+                                score: f.score,
+                                weight: f.weight,
+                                replaced: a.replaced_event,
+                            },
+                        ));
+                        Ok(json!({
                         "line": n, "request_id": f.rid, "task": a.task, "model": a.model,
                         "replaced": a.replaced,
                         "quality_events": a.posterior.events,
-                    })),
+                        }))
+                    }
                     Err(e) => Err((rid, e)),
                 }
             }
@@ -139,6 +202,15 @@ fn take_in(
                 let (task, p) = store
                     .add_outcome((task, model), (*score, *weight), now, HALF_LIFE_MS)
                     .map_err(crate::setup::store_fatal(path))?;
+                events.push((
+                    task.clone(),
+                    model.clone(),
+                    crate::shared::quality::Event {
+                        score: *score,
+                        weight: *weight,
+                        replaced: None,
+                    },
+                ));
                 Ok(json!({"line": n, "task": task, "model": model, "quality_events": p.events}))
             }
         };
@@ -146,7 +218,7 @@ fn take_in(
     }
     tx.commit()
         .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
-    Ok(out)
+    Ok((out, events))
 }
 
 /// Reads one line: feedback or an outcome.

@@ -16,10 +16,48 @@ use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;
 use crate::core::learned::{score_of, weight_of};
-use crate::store::learned::{Feedback, Judge};
+use crate::store::learned::{Applied, Feedback, Judge};
 
 /// Most feedback objects in one body.
 pub const MOST: usize = 1000;
+
+/// One result: what it taught (and the event, for Redis), or the
+/// request id and why not.
+type Outcome = Result<(Value, (Applied, f64, f64, i64)), (Option<Value>, String)>;
+
+/// Shares what feedback taught through Redis, when the server uses it:
+/// what all machines learned then comes back to this one's book.
+async fn share(
+    app: &App,
+    identity: &str,
+    results: Vec<Outcome>,
+) -> Vec<Result<Value, (Option<Value>, String)>> {
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        out.push(match r {
+            Ok((v, (a, score, weight, now))) => {
+                if let Some(link) = &app.redis {
+                    let book = app.router.learned();
+                    let event = crate::shared::quality::Event {
+                        score,
+                        weight,
+                        replaced: a.replaced_event,
+                    };
+                    let at = (&*a.task, &*a.model);
+                    let hl = (now, book.half_life_ms);
+                    if let Some(p) =
+                        crate::shared::quality::add(link, identity, at, event, hl).await
+                    {
+                        book.set(&a.task, &a.model, p);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        });
+    }
+    out
+}
 
 /// Reads one feedback object.
 fn item(v: &Value) -> Result<Feedback, String> {
@@ -68,6 +106,7 @@ pub async fn feedback(
     let upstream = app.router.config().upstream.clone();
     let key = client.as_ref().map(|c| c.name.to_string());
     let book = app.router.learned().clone();
+    let identity = upstream.clone();
     let taken = tokio::task::spawn_blocking(move || {
         let mut store = crate::store::Store::open(&path)?;
         store.set_upstream(&upstream);
@@ -85,10 +124,13 @@ pub async fn feedback(
             match store.apply_feedback(&f, Judge::Key(key.as_deref()), now, book.half_life_ms)? {
                 Ok(a) => {
                     book.set(&a.task, &a.model, a.posterior);
-                    out.push(Ok(json!({
-                        "request_id": f.rid, "task": a.task, "model": a.model,
-                        "replaced": a.replaced,
-                    })));
+                    out.push(Ok((
+                        json!({
+                            "request_id": f.rid, "task": a.task, "model": a.model,
+                            "replaced": a.replaced,
+                        }),
+                        (a, f.score, f.weight, now),
+                    )));
                 }
                 Err(e) => out.push(Err((Some(Value::String(f.rid)), e))),
             }
@@ -98,7 +140,7 @@ pub async fn feedback(
     })
     .await;
     let results = match taken {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => share(&app, &identity, r).await,
         Ok(Err(e)) => {
             tracing::error!("cannot take feedback in: {e}");
             return ApiError::internal().into_response();

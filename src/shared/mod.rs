@@ -21,6 +21,7 @@ pub mod clients;
 pub mod health;
 pub mod keys;
 pub mod limits;
+pub mod quality;
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -32,6 +32,8 @@ pub struct Applied {
     pub model: String,
     /// It replaced earlier feedback on the same request.
     pub replaced: bool,
+    /// The replaced feedback's score, weight and unix ms.
+    pub replaced_event: Option<(f64, f64, i64)>,
     pub posterior: Posterior,
 }
 
@@ -206,6 +208,7 @@ impl Store {
             task,
             model,
             replaced: old.is_some(),
+            replaced_event: old,
             posterior: p,
         }))
     }

@@ -289,3 +289,69 @@ fn a_key_gives_feedback_on_its_own_requests_only() {
         1
     );
 }
+
+#[test]
+fn what_one_machine_learns_another_uses_through_redis() {
+    let redis = RedisServer::start();
+    let env = two();
+    // The other machine: its own store, the same API and Redis.
+    let other = env.path("other.db");
+    let on_other = || env.cmd().env("LLMROUTE_DB", &other);
+    on_other()
+        .arg("--no-cache")
+        .stdin("{\"prompt\":\"warm\",\"model\":\"t/cheap\"}\n{\"prompt\":\"warm\",\"model\":\"t/strong\"}\n")
+        .run()
+        .assert_code(0);
+    let mut outcomes = String::new();
+    for _ in 0..30 {
+        outcomes.push_str(&format!(
+            "{}\n{}\n",
+            json!({"task": "tickets", "model": "t/cheap", "score": 1}),
+            json!({"task": "tickets", "model": "t/strong", "score": 1}),
+        ));
+    }
+    env.cmd()
+        .args([
+            "feedback",
+            "--quiet",
+            "--outcomes",
+            "-",
+            "--redis",
+            &redis.url(),
+        ])
+        .stdin(outcomes)
+        .run()
+        .assert_code(0);
+    let route = |redis_url: Option<&str>| {
+        let mut c = on_other()
+            .args([
+                "--models",
+                "t/cheap,t/strong",
+                "-p",
+                "quality",
+                "--task",
+                "tickets",
+            ])
+            .args(["--explain", "--no-cache"]);
+        if let Some(u) = redis_url {
+            c = c.args(["--redis", u]);
+        }
+        let out = c.stdin(prompts(1)).run();
+        out.assert_code(0);
+        out.lines()[0].clone()
+    };
+    // Without Redis, the other store knows nothing of it.
+    assert_eq!(route(None)["model"], "t/strong");
+    // With it, tickets go to the cheap model on what the first learned.
+    let l = route(Some(&redis.url()));
+    assert_eq!(l["model"], "t/cheap", "{l}");
+    let cheap = l["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["model"] == "t/cheap")
+        .unwrap()
+        .clone();
+    assert_eq!(cheap["quality_source"], "learned");
+    assert_eq!(cheap["quality_events"], 30);
+}

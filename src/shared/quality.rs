@@ -1,0 +1,147 @@
+//! Learned quality shared through Redis: one hash per upstream, a field
+//! per (task, model) holding its posterior as JSON. A feedback event is
+//! taken in by a Lua script, decay and all, so that machines giving
+//! feedback at once add up; every machine reads the hash every second.
+
+use redis::Script;
+
+use super::{keys, Link};
+use crate::core::learned::Posterior;
+
+/// Takes in an event: KEYS[1] = the hash; ARGV = field, score, weight,
+/// now ms, half-life ms, then the replaced event's score, weight and ms
+/// (empty strings when none). Returns the posterior after it.
+const ADD: &str = r"
+local now = tonumber(ARGV[4])
+local hl = tonumber(ARGV[5])
+local good, bad, events, at = 0, 0, 0, now
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local t = cjson.decode(v)
+  good, bad, events, at = t.good, t.bad, t.events, t.at
+end
+local function kept(from)
+  if hl > 0 and now > from then return math.pow(0.5, (now - from) / hl) end
+  return 1
+end
+local k = kept(at)
+good, bad = good * k, bad * k
+if ARGV[6] ~= '' then
+  local os, ow = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local ok = kept(tonumber(ARGV[8]))
+  good = math.max(0, good - os * ow * ok)
+  bad = math.max(0, bad - (1 - os) * ow * ok)
+  events = math.max(0, events - 1)
+end
+local s, w = tonumber(ARGV[2]), tonumber(ARGV[3])
+good, bad, events = good + s * w, bad + (1 - s) * w, events + 1
+if now > at then at = now end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({good = good, bad = bad, events = events, at = at}))
+return {tostring(good), tostring(bad), events, at}
+";
+
+/// The hash of an upstream's posteriors (`scope` from [`keys::upstream`]).
+fn hash(scope: &str) -> String {
+    format!("{scope}quality")
+}
+
+/// A (task, model) as a field: the task has no tab in it.
+fn field(task: &str, model: &str) -> String {
+    format!("{task}\t{model}")
+}
+
+/// One feedback event, and the one it replaces.
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    pub score: f64,
+    pub weight: f64,
+    /// The replaced event's score, weight and unix ms.
+    pub replaced: Option<(f64, f64, i64)>,
+}
+
+/// Takes in `event` on `model` at `task`, on the upstream `identity`;
+/// the posterior after it, or None when Redis cannot be reached.
+pub async fn add(
+    link: &Link,
+    identity: &str,
+    (task, model): (&str, &str),
+    event: Event,
+    (now_ms, half_life_ms): (i64, i64),
+) -> Option<Posterior> {
+    let scope = keys::upstream(&link.prefix, identity);
+    let script = Script::new(ADD);
+    let mut inv = script.prepare_invoke();
+    inv.key(hash(&scope))
+        .arg(field(task, model))
+        .arg(event.score)
+        .arg(event.weight)
+        .arg(now_ms)
+        .arg(half_life_ms);
+    match event.replaced {
+        Some((s, w, at)) => inv.arg(s).arg(w).arg(at),
+        None => inv.arg("").arg("").arg(""),
+    };
+    let (good, bad, events, at): (String, String, i64, i64) = link.script(inv).await?;
+    Some(Posterior {
+        good: good.parse().ok()?,
+        bad: bad.parse().ok()?,
+        events: events.max(0) as u64,
+        at_ms: at,
+    })
+}
+
+/// Every (task, model) posterior of the upstream `identity`; None when
+/// Redis cannot be reached.
+pub async fn all(link: &Link, identity: &str) -> Option<Vec<(String, String, Posterior)>> {
+    let scope = keys::upstream(&link.prefix, identity);
+    let map: std::collections::HashMap<String, String> =
+        link.call(redis::cmd("HGETALL").arg(hash(&scope))).await?;
+    Some(
+        map.into_iter()
+            .filter_map(|(f, v)| {
+                let (task, model) = f.split_once('\t')?;
+                let j: serde_json::Value = serde_json::from_str(&v).ok()?;
+                Some((
+                    task.to_string(),
+                    model.to_string(),
+                    Posterior {
+                        good: j["good"].as_f64()?,
+                        bad: j["bad"].as_f64()?,
+                        events: j["events"].as_f64()?.max(0.0) as u64,
+                        at_ms: j["at"].as_f64()? as i64,
+                    },
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// Reads the posteriors Redis shares into `book` every second, until the
+/// task is dropped.
+pub async fn watch(
+    link: std::sync::Arc<Link>,
+    identity: String,
+    book: std::sync::Arc<crate::engine::learned::QualityBook>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(rows) = all(&link, &identity).await {
+            for (task, model, p) in rows {
+                book.set(&task, &model, p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_hashes_hold_no_more_than_names() {
+        assert_eq!(hash("p:up:ab:"), "p:up:ab:quality");
+        assert_eq!(field("sql", "a/b"), "sql\ta/b");
+    }
+}
