@@ -16,12 +16,14 @@ use axum::Extension;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower_http::request_id::RequestId;
 
 use super::errors::ApiError;
 use super::gate::Refused;
 use super::keys::{Caller, Client};
+use super::layers::id_text;
 use super::log::Access;
-use super::state::{App, Logged, RequestId};
+use super::state::{App, Logged};
 use crate::core::keys::{Period, Policy};
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
@@ -164,7 +166,7 @@ async fn complete(
     let started = Instant::now();
     let mut pending = Pending {
         app: app.clone(),
-        access: Access::new(&id, "POST", "/v1/chat/completions"),
+        access: Access::new(id_text(&id), "POST", "/v1/chat/completions"),
         started,
         task: None,
         answered: false,
@@ -201,7 +203,7 @@ async fn complete(
         return app.refuse(e, pending.take(), started);
     }
     drop(bytes);
-    call.req.id = Value::String(id.0.to_string());
+    call.req.id = Value::String(id_text(&id).to_string());
     if let Some(e) = app.router.stopped() {
         let e = ApiError::from_ending(&e, app.retry_refused);
         return app.refuse(e, pending.take(), started);

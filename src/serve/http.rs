@@ -10,8 +10,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+
 use super::errors::ApiError;
 use super::keys::{Caller, Found};
+use super::layers::{self, Ids, X_REQUEST_ID};
 use super::state::{App, Logged};
 use super::{chat, dashboard, manage, site};
 
@@ -48,7 +52,15 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
     let cors = cors(&app.cors_origins);
-    let all = all.layer(middleware::from_fn_with_state(app.clone(), identify));
+    // Outermost last: a client's id is checked, kept or replaced by one
+    // of ours, then sent back with the answer.
+    let all = all
+        .layer(middleware::from_fn_with_state(app.clone(), identify))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
+        .layer(MapRequestLayer::new(
+            layers::sane_client_id as fn(Request) -> Request,
+        ));
     match cors {
         // Outermost: a preflight is answered before the checks of a request.
         Some(cors) => all.layer(cors).with_state(app),
@@ -132,30 +144,26 @@ pub fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Gives every request its id, sends it back, and logs the requests that
+/// Refuses what this server does not answer, and logs the requests that
 /// do not log themselves (all but chat completions).
-async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+async fn identify(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = app.new_id(req.headers().get("x-request-id"));
+    let id = req.extensions().get::<RequestId>().cloned();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    req.extensions_mut().insert(id.clone());
     // Checked here, not in a layer of its own: every request passes here.
     let refused = (!app.keys.required())
         .then(|| foreign_host(&req))
         .flatten()
         .or_else(|| site::refuse(&req, &app.cors_origins));
-    let mut resp = match refused {
+    let resp = match refused {
         Some(e) => e.into_response(),
         None => next.run(req).await,
     };
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
     let logged = resp.extensions().get::<Logged>().is_some();
     if !logged && path != "/health" && path != "/metrics" && path != "/dashboard/data" {
         tracing::info!(
             target: "access",
-            request_id = %id.0,
+            request_id = %id.as_ref().map_or("-", layers::id_text),
             method = %method,
             path = %crate::core::failure::snippet(path.as_bytes()),
             status = resp.status().as_u16(),

@@ -5,7 +5,8 @@
 //! | module     | concern                                                      |
 //! |------------|--------------------------------------------------------------|
 //! | this one   | set-up from the options, the listener, the stop              |
-//! | [`http`]   | routes, request ids, the loopback check, the access log      |
+//! | [`http`]   | routes, the loopback check, the access log                   |
+//! | [`layers`] | tower and tower-http, set up: request ids                    |
 //! | [`state`]  | what every handler shares: state, tokens, the body cap       |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
@@ -26,6 +27,7 @@ pub mod errors;
 pub mod gate;
 pub mod http;
 pub mod keys;
+pub mod layers;
 pub mod listen;
 pub mod live;
 pub mod log;

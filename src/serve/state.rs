@@ -1,5 +1,5 @@
-//! What every handler shares: the server's state, request ids, tokens
-//! and the body cap.
+//! What every handler shares: the server's state, tokens and the body
+//! cap.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::auth::{bearer, Tokens};
@@ -61,19 +61,11 @@ pub struct App {
     /// open then end with an `error` event.
     pub cut: tokio_util::sync::CancellationToken,
     tags: AtomicU64,
-    ids: AtomicU64,
-    /// This process's part of every request id.
-    id_prefix: String,
 }
 
 /// Marks a response whose handler wrote its access line itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Logged;
-
-/// A request's id: the client's `x-request-id` when it is a sane one, else
-/// one of ours. Sent back as `x-request-id`, and recorded with the request.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub Arc<str>);
 
 impl App {
     #[allow(clippy::too_many_arguments)]
@@ -117,30 +109,12 @@ impl App {
             cache_sampled: options.cache_sampled,
             cut: tokio_util::sync::CancellationToken::new(),
             tags: AtomicU64::new(0),
-            ids: AtomicU64::new(0),
-            id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
         }
     }
 
     /// The next request's number, for the store's `line` column.
     pub fn next_tag(&self) -> u64 {
         self.tags.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// The request's id: the one given when it is sane, else a new one.
-    pub(super) fn new_id(&self, given: Option<&HeaderValue>) -> RequestId {
-        let sane = given
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()));
-        match sane {
-            Some(v) => RequestId(v.into()),
-            None => {
-                let n = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
-                RequestId(format!("req-{}-{n:x}", self.id_prefix).into())
-            }
-        }
     }
 
     /// The body, at most `max_body` bytes.

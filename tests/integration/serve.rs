@@ -458,6 +458,48 @@ fn a_spent_budget_is_429_and_a_clients_request_id_comes_back() {
     assert_eq!(env.server.completions().len(), 1);
 }
 
+/// Every answer has an id, the client's own when it is sane: refusals
+/// and unknown paths too.
+#[test]
+fn every_answer_carries_a_request_id() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let port = s.addr.port();
+    rt().block_on(async {
+        let c = client();
+        let id_of = |r: &reqwest::Response| header(r.headers(), "x-request-id").to_string();
+        let r = c.get(s.url("/v1/models")).send().await.unwrap();
+        let ours = id_of(&r);
+        assert!(ours.starts_with("req-"), "{ours}");
+        let r = c.get(s.url("/v1/models")).send().await.unwrap();
+        assert!(id_of(&r).starts_with("req-") && id_of(&r) != ours);
+        let r = c
+            .get(s.url("/nothing"))
+            .header("x-request-id", "trace-7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), id_of(&r)), (404, "trace-7".into()));
+        for insane in ["two words".to_string(), "x".repeat(129)] {
+            let r = c
+                .get(s.url("/health"))
+                .header("x-request-id", &insane)
+                .send()
+                .await
+                .unwrap();
+            assert!(id_of(&r).starts_with("req-"), "{insane}: {}", id_of(&r));
+        }
+        let r = c
+            .get(s.url("/v1/models"))
+            .header("host", format!("rebound.evil.example:{port}"))
+            .header("x-request-id", "mine-403")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), id_of(&r)), (403, "mine-403".into()));
+    });
+}
+
 #[test]
 fn without_tokens_only_requests_naming_this_machine_are_answered() {
     let env = Env::three();
