@@ -179,7 +179,7 @@ async fn complete(
     }
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
-    // long it is.
+    // long it is. (A body declared too large was refused before, unread.)
     let slot = match app.gate.enter().await {
         Ok(s) => s,
         Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),
@@ -187,7 +187,7 @@ async fn complete(
             return app.refuse(ApiError::shutting_down(), pending.take(), started)
         }
     };
-    let bytes = match app.read_body(&headers, body).await {
+    let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
         Err(e) => return app.refuse(e, pending.take(), started),
     };

@@ -21,13 +21,16 @@ use super::{chat, dashboard, manage, site};
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
+    let chat = layers::capped(post(chat::completions), app.max_body).layer(
+        middleware::from_fn_with_state(app.clone(), chat_refused_early),
+    );
     let mut guarded = axum::Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
-        .route("/chat/completions", post(chat::completions))
+        .route("/v1/chat/completions", chat.clone())
+        .route("/chat/completions", chat)
         .route("/v1/models", get(manage::models))
         .route("/v1/models/{*id}", get(manage::model))
         .route("/models", get(manage::models))
-        .route("/route", post(manage::route))
+        .route("/route", layers::capped(post(manage::route), app.max_body))
         .route("/cache/stats", get(manage::cache_stats))
         .route("/cache", delete(manage::clear_cache))
         .route("/metrics", get(manage::metrics))
@@ -44,7 +47,10 @@ pub fn routes(app: Arc<App>) -> axum::Router {
             .route("/dashboard/", get(dashboard::root))
             .route("/dashboard/data", get(dashboard::data))
             .route("/dashboard/app.js", get(dashboard::script))
-            .route("/dashboard/login", post(dashboard::login))
+            .route(
+                "/dashboard/login",
+                layers::capped(post(dashboard::login), dashboard::LOGIN_BODY),
+            )
             .route("/dashboard/logout", post(dashboard::logout));
     }
     all = all
@@ -189,6 +195,28 @@ async fn authorise(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Counts, shows and logs as a chat request one that the body cap refused
+/// from its declared length, before [`chat::completions`] ran.
+async fn chat_refused_early(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .extensions()
+        .get::<tower_http::request_id::RequestId>()
+        .cloned();
+    let client = req.extensions().get::<Caller>().and_then(|c| c.0.clone());
+    let resp = next.run(req).await;
+    let refused = resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    if !refused || resp.extensions().get::<Logged>().is_some() {
+        return resp;
+    }
+    let id = id.as_ref().map_or("-", layers::id_text);
+    let mut access = super::log::Access::new(id, "POST", "/v1/chat/completions");
+    access.client = client;
+    let mut resp = app.refuse(ApiError::too_large(app.max_body), access, started);
+    resp.extensions_mut().insert(Logged);
+    resp
 }
 
 async fn not_found(req: Request) -> Response {

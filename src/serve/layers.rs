@@ -1,12 +1,20 @@
 //! The parts of the HTTP layer that tower and tower-http provide, set up
-//! for llmroute: request ids.
+//! for llmroute: request ids and the body cap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use tower::ServiceBuilder;
+use tower_http::limit::{RequestBodyLimitLayer, ResponseBody};
 use tower_http::request_id::{MakeRequestId, RequestId};
+
+use super::errors::ApiError;
+use super::state::App;
 
 /// The header a request's id comes in and goes back in.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,6 +77,32 @@ pub fn sane_client_id(mut req: Request) -> Request {
 /// ASCII.
 pub fn id_text(id: &RequestId) -> &str {
     id.header_value().to_str().unwrap_or("-")
+}
+
+/// `route` with tower-http's body cap: a body declared larger than `cap`
+/// (`Content-Length`) is refused at once, unread, and one sent without a
+/// length fails as it grows past `cap` while the handler reads it
+/// ([`App::read_body`]); both are 413 `body_too_large` in OpenAI's shape.
+pub fn capped(route: MethodRouter<Arc<App>>, cap: u64) -> MethodRouter<Arc<App>> {
+    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+    route.layer(
+        ServiceBuilder::new()
+            .map_response(move |r| in_openai_shape(r, cap))
+            .layer(RequestBodyLimitLayer::new(limit)),
+    )
+}
+
+/// tower-http's own refusal (plain text) as llmroute's; other answers as
+/// they are.
+fn in_openai_shape(resp: Response<ResponseBody<Body>>, cap: u64) -> Response {
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+        return ApiError::too_large(cap).into_response();
+    }
+    resp.map(Body::new)
 }
 
 #[cfg(test)]
