@@ -21,6 +21,8 @@ use super::{chat, dashboard, manage, site};
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
+    // The endpoints that work on the blocking threads, under one limit.
+    let shed = layers::Shed::new(layers::BLOCKING_AT_ONCE);
     let chat = layers::capped(post(chat::completions), app.max_body).layer(
         middleware::from_fn_with_state(app.clone(), chat_refused_early),
     );
@@ -31,10 +33,10 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .route("/v1/models/{*id}", get(manage::model))
         .route("/models", get(manage::models))
         .route("/route", layers::capped(post(manage::route), app.max_body))
-        .route("/cache/stats", get(manage::cache_stats))
+        .route("/cache/stats", shed.on(get(manage::cache_stats)))
         .route("/cache", delete(manage::clear_cache))
         .route("/metrics", get(manage::metrics))
-        .route("/v1/key", get(manage::key));
+        .route("/v1/key", shed.on(get(manage::key)));
     // Always in place: keys may be made while the server runs.
     guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     let mut all = axum::Router::new()
@@ -43,9 +45,9 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     if app.dashboard {
         all = all
             .route("/", get(dashboard::root))
-            .route("/dashboard", get(dashboard::page))
+            .route("/dashboard", shed.on(get(dashboard::page)))
             .route("/dashboard/", get(dashboard::root))
-            .route("/dashboard/data", get(dashboard::data))
+            .route("/dashboard/data", shed.on(get(dashboard::data)))
             .route("/dashboard/app.js", get(dashboard::script))
             .route(
                 "/dashboard/login",

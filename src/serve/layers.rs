@@ -1,20 +1,22 @@
 //! The parts of the HTTP layer that tower and tower-http provide, set up
-//! for llmroute: request ids and the body cap.
+//! for llmroute: request ids, the body cap, and shedding the endpoints
+//! that work on tokio's blocking threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::limit::{RequestBodyLimitLayer, ResponseBody};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use super::errors::ApiError;
-use super::state::App;
 
 /// The header a request's id comes in and goes back in.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -82,8 +84,12 @@ pub fn id_text(id: &RequestId) -> &str {
 /// `route` with tower-http's body cap: a body declared larger than `cap`
 /// (`Content-Length`) is refused at once, unread, and one sent without a
 /// length fails as it grows past `cap` while the handler reads it
-/// ([`App::read_body`]); both are 413 `body_too_large` in OpenAI's shape.
-pub fn capped(route: MethodRouter<Arc<App>>, cap: u64) -> MethodRouter<Arc<App>> {
+/// ([`super::state::App::read_body`]); both are 413 `body_too_large` in
+/// OpenAI's shape.
+pub fn capped<S>(route: MethodRouter<S>, cap: u64) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let limit = usize::try_from(cap).unwrap_or(usize::MAX);
     route.layer(
         ServiceBuilder::new()
@@ -105,12 +111,47 @@ fn in_openai_shape(resp: Response<ResponseBody<Body>>, cap: u64) -> Response {
     resp.map(Body::new)
 }
 
+/// How many requests of the endpoints that work on tokio's blocking
+/// threads (the dashboard's drawings, `/cache/stats`, `/v1/key`) run at
+/// once. Far more than people watching need; past it a flood of them is
+/// refused, so that it never takes the threads the store's writer and key
+/// lookups use.
+pub const BLOCKING_AT_ONCE: usize = 16;
+
+/// tower's load shedding over one concurrency limit shared by every route
+/// it is put on: a request past the limit is refused at once, 503
+/// `overloaded` with `Retry-After: 1`, never queued.
+#[derive(Clone)]
+pub struct Shed(GlobalConcurrencyLimitLayer);
+
+impl Shed {
+    pub fn new(at_once: usize) -> Shed {
+        Shed(GlobalConcurrencyLimitLayer::new(at_once))
+    }
+
+    /// `route`, within the limit.
+    pub fn on<S>(&self, route: MethodRouter<S>) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        route.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(self.0.clone()),
+        )
+    }
+}
+
+/// The refusal of a request shed (the routes under it fail in no other way).
+async fn overloaded(_: BoxError) -> Response {
+    ApiError::busy().into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
-    use axum::response::Response;
-    use tower::{ServiceBuilder, ServiceExt};
+    use tower::ServiceExt;
     use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
     /// The id a handler sees and the one sent back, for a request with
@@ -157,6 +198,41 @@ mod tests {
             assert!(seen.starts_with("req-"), "{given:?}: {seen}");
             assert_eq!(seen, sent);
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn past_the_limit_requests_are_shed_not_queued() {
+        use axum::routing::get;
+        let (entered, release) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        );
+        let (e, r) = (entered.clone(), release.clone());
+        let slow = get(move || async move {
+            e.notify_one();
+            let _ = r.acquire().await;
+            "done"
+        });
+        let shed = Shed::new(1);
+        let app = axum::Router::new()
+            .route("/slow", shed.on(slow))
+            .route("/other", shed.on(get(|| async { "other" })));
+        let call = |path: &str| {
+            app.clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        };
+        let first = tokio::spawn(call("/slow"));
+        entered.notified().await;
+        // The limit is shared by the routes under it.
+        let shed = call("/other").await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(shed.into_body(), 4096).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded");
+        release.add_permits(8);
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        assert_eq!(call("/other").await.unwrap().status(), StatusCode::OK);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! |------------|--------------------------------------------------------------|
 //! | this one   | set-up from the options, the listener, the stop              |
 //! | [`http`]   | routes, the loopback check, the access log                   |
-//! | [`layers`] | tower and tower-http, set up: request ids, the body cap      |
+//! | [`layers`] | tower and tower-http, set up: request ids, the body cap, shedding |
 //! | [`state`]  | what every handler shares: state, tokens, reading a body     |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
