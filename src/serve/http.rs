@@ -1,9 +1,11 @@
-//! The HTTP API: its routes, each request's id, the loopback check, and
-//! the access log of the management endpoints.
+//! The HTTP API: its routes and their layers, the checks of every
+//! request (the loopback check, the site check), and the access log of the
+//! management endpoints.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
@@ -11,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 use tower::util::MapRequestLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use super::errors::ApiError;
 use super::keys::{Caller, Found};
@@ -60,11 +63,13 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
     let cors = cors(&app.cors_origins);
-    // Outermost last: a client's id is checked, kept or replaced by one
-    // of ours, then sent back with the answer.
+    // Outermost last: a client's id is kept when sane, else replaced by
+    // one of ours; the access line reads it from the answer, refusals of
+    // the checks included.
     let all = all
-        .layer(middleware::from_fn_with_state(app.clone(), identify))
+        .layer(ValidateRequestHeaderLayer::custom(Checks(app.clone())))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(middleware::from_fn(access))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
         .layer(MapRequestLayer::new(
             layers::sane_client_id as fn(Request) -> Request,
@@ -152,28 +157,59 @@ pub fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Refuses what this server does not answer, and logs the requests that
-/// do not log themselves (all but chat completions).
-async fn identify(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// The checks of every request, by tower-http's
+/// `ValidateRequestHeaderLayer`: on a server without client tokens, a host
+/// that is not this machine ([`foreign_host`]); then a request from another
+/// site, or a body that is not JSON ([`site::refuse`]).
+#[derive(Clone)]
+struct Checks(Arc<App>);
+
+impl ValidateRequest<Body> for Checks {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, req: &mut Request) -> Result<(), Response> {
+        let app = &self.0;
+        let refused = (!app.keys.required())
+            .then(|| foreign_host(req))
+            .flatten()
+            .or_else(|| site::refuse(req, &app.cors_origins));
+        match refused {
+            Some(e) => Err(e.into_response()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Paths polled so often that their lines would drown the others.
+const UNLOGGED: [&str; 3] = ["/health", "/metrics", "/dashboard/data"];
+
+/// Writes the access line of a request that does not write its own (all
+/// but chat completions, whose answers carry [`Logged`]): its id, method,
+/// path, status and latency, in one event at target `access`. Nothing is
+/// kept for it when the line will not be written.
+///
+/// Not tower-http's `TraceLayer`: it puts a request's fields on a span and
+/// the answer's on an event in it, and the text and JSON logs would then
+/// show them apart, unlike the chat completions' flat lines.
+async fn access(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = req.extensions().get::<RequestId>().cloned();
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    // Checked here, not in a layer of its own: every request passes here.
-    let refused = (!app.keys.required())
-        .then(|| foreign_host(&req))
-        .flatten()
-        .or_else(|| site::refuse(&req, &app.cors_origins));
-    let resp = match refused {
-        Some(e) => e.into_response(),
-        None => next.run(req).await,
-    };
-    let logged = resp.extensions().get::<Logged>().is_some();
-    if !logged && path != "/health" && path != "/metrics" && path != "/dashboard/data" {
+    let written = tracing::enabled!(target: "access", tracing::Level::INFO)
+        && !UNLOGGED.contains(&req.uri().path());
+    if !written {
+        return next.run(req).await;
+    }
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let resp = next.run(req).await;
+    if resp.extensions().get::<Logged>().is_none() {
+        let id = resp
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok());
         tracing::info!(
             target: "access",
-            request_id = %id.as_ref().map_or("-", layers::id_text),
+            request_id = %id.unwrap_or("-"),
             method = %method,
-            path = %crate::core::failure::snippet(path.as_bytes()),
+            path = %crate::core::failure::snippet(uri.path().as_bytes()),
             status = resp.status().as_u16(),
             latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
             "request"

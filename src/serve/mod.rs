@@ -5,7 +5,7 @@
 //! | module     | concern                                                      |
 //! |------------|--------------------------------------------------------------|
 //! | this one   | set-up from the options, the listener, the stop              |
-//! | [`http`]   | routes, the loopback check, the access log                   |
+//! | [`http`]   | routes, the loopback and site checks, the access log         |
 //! | [`layers`] | tower and tower-http, set up: request ids, the body cap, shedding |
 //! | [`state`]  | what every handler shares: state, tokens, reading a body     |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |

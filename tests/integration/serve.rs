@@ -500,6 +500,69 @@ fn every_answer_carries_a_request_id() {
     });
 }
 
+/// The management endpoints' access lines: one flat line a request, with
+/// its id, method, path, status and latency, refusals included, but none
+/// for the endpoints polled often.
+#[test]
+fn management_requests_have_flat_access_lines() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a", "--log-format", "json"]);
+    let port = s.addr.port();
+    rt().block_on(async {
+        let c = client();
+        for path in [
+            "/v1/models",
+            "/health",
+            "/metrics",
+            "/dashboard/data",
+            "/nothing",
+        ] {
+            c.get(s.url(path))
+                .header("x-request-id", format!("id{path}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        c.get(s.url("/v1/models"))
+            .header("host", format!("rebound.evil.example:{port}"))
+            .header("x-request-id", "id-refused")
+            .send()
+            .await
+            .unwrap();
+    });
+    let (_, log) = s.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v["target"] == "access")
+        .collect();
+    let seen: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k}: {v}"));
+            (
+                text("request_id"),
+                text("path"),
+                v["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("id/v1/models", "/v1/models", 200),
+            ("id/nothing", "/nothing", 404),
+            ("id-refused", "/v1/models", 403),
+        ],
+        "{log}"
+    );
+    for v in &lines {
+        assert_eq!(v["method"], "GET", "{v}");
+        assert!(v["latency_ms"].as_f64().is_some(), "{v}");
+        assert!(v.get("span").is_none() && v.get("spans").is_none(), "{v}");
+    }
+}
+
 #[test]
 fn without_tokens_only_requests_naming_this_machine_are_answered() {
     let env = Env::three();
