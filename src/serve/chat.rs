@@ -16,12 +16,14 @@ use axum::Extension;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower_http::request_id::RequestId;
 
 use super::errors::ApiError;
 use super::gate::Refused;
 use super::keys::Caller;
+use super::layers::id_text;
 use super::log::Access;
-use super::state::{App, Logged, RequestId};
+use super::state::{App, Logged};
 use crate::core::keys::Policy;
 use crate::core::request::{self, model_choice, ModelChoice, Request};
 use crate::core::sse;
@@ -178,7 +180,7 @@ async fn complete(
     let started = Instant::now();
     let mut pending = Pending {
         app: app.clone(),
-        access: Access::new(&id, "POST", "/v1/chat/completions"),
+        access: Access::new(id_text(&id), "POST", "/v1/chat/completions"),
         started,
         task: None,
         answered: false,
@@ -191,7 +193,7 @@ async fn complete(
     }
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
-    // long it is.
+    // long it is. (A body declared too large was refused before, unread.)
     let slot = match app.gate.enter().await {
         Ok(s) => s,
         Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),
@@ -199,7 +201,7 @@ async fn complete(
             return app.refuse(ApiError::shutting_down(), pending.take(), started)
         }
     };
-    let bytes = match app.read_body(&headers, body).await {
+    let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
         Err(e) => return app.refuse(e, pending.take(), started),
     };
@@ -218,7 +220,7 @@ async fn complete(
     if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
         return app.refuse(e, pending.take(), started);
     }
-    call.req.id = Value::String(id.0.to_string());
+    call.req.id = Value::String(id_text(&id).to_string());
     if let Some(e) = app.router.stopped() {
         let e = ApiError::from_ending(&e, app.retry_refused);
         return app.refuse(e, pending.take(), started);
@@ -236,7 +238,7 @@ async fn complete(
         stream: call.stream,
         cancel: Some(token.clone()),
         client: client.as_ref().map(|c| c.name.clone()),
-        rid: Some(id.0.clone()),
+        rid: Some(id_text(&id).into()),
         allowance: client
             .as_ref()
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),

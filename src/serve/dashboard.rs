@@ -175,8 +175,9 @@ pub async fn script() -> Response {
     )
 }
 
-/// The most a sign-in form's body may hold.
-const LOGIN_BODY: u64 = 4096;
+/// The most a sign-in form's body may hold: a token, a few KiB at most,
+/// whatever `--max-body`.
+pub const LOGIN_BODY: u64 = 4096;
 
 /// `POST /dashboard/login`: a token from the form; a good one sets the
 /// session cookie.
@@ -196,8 +197,8 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         return resp;
     }
-    // A sign-in form holds a token: a few KiB at most, whatever --max-body.
-    let bytes = match app.read_body_up_to(&headers, body, LOGIN_BODY).await {
+    // Capped at LOGIN_BODY by its route.
+    let bytes = match app.read_body(body, LOGIN_BODY).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

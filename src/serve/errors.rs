@@ -105,6 +105,19 @@ impl ApiError {
         }
     }
 
+    /// Too many requests of one kind at once (see `layers::Shed`).
+    pub fn busy() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "overloaded",
+                "llmroute is busy with requests of this kind; retry later",
+            )
+        }
+    }
+
     /// The server is shutting down.
     pub fn shutting_down() -> ApiError {
         ApiError {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
@@ -78,10 +78,9 @@ fn item(v: &Value) -> Result<Feedback, String> {
 pub async fn feedback(
     State(app): State<Arc<App>>,
     Extension(Caller(client)): Extension<Caller>,
-    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match app.read_body(&headers, body).await {
+    let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

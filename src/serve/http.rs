@@ -1,34 +1,49 @@
-//! The HTTP API: its routes, each request's id, the loopback check, and
-//! the access log of the management endpoints.
+//! The HTTP API: its routes and their layers, the checks of every
+//! request (the loopback check, the site check), and the access log of the
+//! management endpoints.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
+
 use super::errors::ApiError;
 use super::keys::{Caller, Found};
+use super::layers::{self, Ids, X_REQUEST_ID};
 use super::state::{App, Logged};
 use super::{chat, dashboard, feedback, manage, site};
 
 /// The API's routes.
 pub fn routes(app: Arc<App>) -> axum::Router {
+    // The endpoints that work on the blocking threads, under one limit.
+    let shed = layers::Shed::new(layers::BLOCKING_AT_ONCE);
+    let chat = layers::capped(post(chat::completions), app.max_body).layer(
+        middleware::from_fn_with_state(app.clone(), chat_refused_early),
+    );
     let mut guarded = axum::Router::new()
-        .route("/v1/chat/completions", post(chat::completions))
-        .route("/chat/completions", post(chat::completions))
+        .route("/v1/chat/completions", chat.clone())
+        .route("/chat/completions", chat)
         .route("/v1/models", get(manage::models))
         .route("/v1/models/{*id}", get(manage::model))
         .route("/models", get(manage::models))
-        .route("/route", post(manage::route))
-        .route("/cache/stats", get(manage::cache_stats))
+        .route("/route", layers::capped(post(manage::route), app.max_body))
+        .route("/cache/stats", shed.on(get(manage::cache_stats)))
         .route("/cache", delete(manage::clear_cache))
         .route("/metrics", get(manage::metrics))
-        .route("/v1/key", get(manage::key))
-        .route("/v1/feedback", post(feedback::feedback));
+        .route("/v1/key", shed.on(get(manage::key)))
+        .route(
+            "/v1/feedback",
+            layers::capped(post(feedback::feedback), app.max_body),
+        );
     // Always in place: keys may be made while the server runs.
     guarded = guarded.route_layer(middleware::from_fn_with_state(app.clone(), authorise));
     let mut all = axum::Router::new()
@@ -37,11 +52,14 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     if app.dashboard {
         all = all
             .route("/", get(dashboard::root))
-            .route("/dashboard", get(dashboard::page))
+            .route("/dashboard", shed.on(get(dashboard::page)))
             .route("/dashboard/", get(dashboard::root))
-            .route("/dashboard/data", get(dashboard::data))
+            .route("/dashboard/data", shed.on(get(dashboard::data)))
             .route("/dashboard/app.js", get(dashboard::script))
-            .route("/dashboard/login", post(dashboard::login))
+            .route(
+                "/dashboard/login",
+                layers::capped(post(dashboard::login), dashboard::LOGIN_BODY),
+            )
             .route("/dashboard/logout", post(dashboard::logout));
     }
     all = all
@@ -49,7 +67,17 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
     let cors = cors(&app.cors_origins);
-    let all = all.layer(middleware::from_fn_with_state(app.clone(), identify));
+    // Outermost last: a client's id is kept when sane, else replaced by
+    // one of ours; the access line reads it from the answer, refusals of
+    // the checks included.
+    let all = all
+        .layer(ValidateRequestHeaderLayer::custom(Checks(app.clone())))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(middleware::from_fn(access))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
+        .layer(MapRequestLayer::new(
+            layers::sane_client_id as fn(Request) -> Request,
+        ));
     match cors {
         // Outermost: a preflight is answered before the checks of a request.
         Some(cors) => all.layer(cors).with_state(app),
@@ -133,32 +161,59 @@ pub fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Gives every request its id, sends it back, and logs the requests that
-/// do not log themselves (all but chat completions).
-async fn identify(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = app.new_id(req.headers().get("x-request-id"));
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    req.extensions_mut().insert(id.clone());
-    // Checked here, not in a layer of its own: every request passes here.
-    let refused = (!app.keys.required())
-        .then(|| foreign_host(&req))
-        .flatten()
-        .or_else(|| site::refuse(&req, &app.cors_origins));
-    let mut resp = match refused {
-        Some(e) => e.into_response(),
-        None => next.run(req).await,
-    };
-    if let Ok(v) = HeaderValue::from_str(&id.0) {
-        resp.headers_mut().insert("x-request-id", v);
+/// The checks of every request, by tower-http's
+/// `ValidateRequestHeaderLayer`: on a server without client tokens, a host
+/// that is not this machine ([`foreign_host`]); then a request from another
+/// site, or a body that is not JSON ([`site::refuse`]).
+#[derive(Clone)]
+struct Checks(Arc<App>);
+
+impl ValidateRequest<Body> for Checks {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, req: &mut Request) -> Result<(), Response> {
+        let app = &self.0;
+        let refused = (!app.keys.required())
+            .then(|| foreign_host(req))
+            .flatten()
+            .or_else(|| site::refuse(req, &app.cors_origins));
+        match refused {
+            Some(e) => Err(e.into_response()),
+            None => Ok(()),
+        }
     }
-    let logged = resp.extensions().get::<Logged>().is_some();
-    if !logged && path != "/health" && path != "/metrics" && path != "/dashboard/data" {
+}
+
+/// Paths polled so often that their lines would drown the others.
+const UNLOGGED: [&str; 3] = ["/health", "/metrics", "/dashboard/data"];
+
+/// Writes the access line of a request that does not write its own (all
+/// but chat completions, whose answers carry [`Logged`]): its id, method,
+/// path, status and latency, in one event at target `access`. Nothing is
+/// kept for it when the line will not be written.
+///
+/// Not tower-http's `TraceLayer`: it puts a request's fields on a span and
+/// the answer's on an event in it, and the text and JSON logs would then
+/// show them apart, unlike the chat completions' flat lines.
+async fn access(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let written = tracing::enabled!(target: "access", tracing::Level::INFO)
+        && !UNLOGGED.contains(&req.uri().path());
+    if !written {
+        return next.run(req).await;
+    }
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let resp = next.run(req).await;
+    if resp.extensions().get::<Logged>().is_none() {
+        let id = resp
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok());
         tracing::info!(
             target: "access",
-            request_id = %id.0,
+            request_id = %id.unwrap_or("-"),
             method = %method,
-            path = %crate::core::failure::snippet(path.as_bytes()),
+            path = %crate::core::failure::snippet(uri.path().as_bytes()),
             status = resp.status().as_u16(),
             latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
             "request"
@@ -182,6 +237,28 @@ async fn authorise(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Counts, shows and logs as a chat request one that the body cap refused
+/// from its declared length, before [`chat::completions`] ran.
+async fn chat_refused_early(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .extensions()
+        .get::<tower_http::request_id::RequestId>()
+        .cloned();
+    let client = req.extensions().get::<Caller>().and_then(|c| c.0.clone());
+    let resp = next.run(req).await;
+    let refused = resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    if !refused || resp.extensions().get::<Logged>().is_some() {
+        return resp;
+    }
+    let id = id.as_ref().map_or("-", layers::id_text);
+    let mut access = super::log::Access::new(id, "POST", "/v1/chat/completions");
+    access.client = client;
+    let mut resp = app.refuse(ApiError::too_large(app.max_body), access, started);
+    resp.extensions_mut().insert(Logged);
+    resp
 }
 
 async fn not_found(req: Request) -> Response {

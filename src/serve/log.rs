@@ -7,7 +7,6 @@
 
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use super::state::RequestId;
 use crate::cli::LogFormat;
 
 /// Sets the process's log: `quiet` keeps warnings and errors only.
@@ -55,9 +54,9 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn new(id: &RequestId, method: &'static str, path: &'static str) -> Access {
+    pub fn new(id: &str, method: &'static str, path: &'static str) -> Access {
         Access {
-            id: id.0.to_string(),
+            id: id.to_string(),
             method,
             path,
             ..Access::default()

@@ -150,10 +150,9 @@ const ROUTING_FIELDS: [&str; 6] = [
 pub async fn route(
     State(app): State<Arc<App>>,
     Extension(Caller(client)): Extension<Caller>,
-    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let bytes = match app.read_body(&headers, body).await {
+    let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

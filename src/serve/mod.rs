@@ -5,8 +5,9 @@
 //! | module     | concern                                                      |
 //! |------------|--------------------------------------------------------------|
 //! | this one   | set-up from the options, the listener, the stop              |
-//! | [`http`]   | routes, request ids, the loopback check, the access log      |
-//! | [`state`]  | what every handler shares: state, tokens, the body cap       |
+//! | [`http`]   | routes, the loopback and site checks, the access log         |
+//! | [`layers`] | tower and tower-http, set up: request ids, the body cap, shedding |
+//! | [`state`]  | what every handler shares: state, tokens, reading a body     |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
 //! | [`errors`] | errors in OpenAI's shape                                     |
@@ -29,6 +30,7 @@ pub mod feedback;
 pub mod gate;
 pub mod http;
 pub mod keys;
+pub mod layers;
 pub mod listen;
 pub mod live;
 pub mod log;

@@ -1,5 +1,5 @@
-//! What every handler shares: the server's state, request ids, tokens
-//! and the body cap.
+//! What every handler shares: the server's state, tokens and reading a
+//! body.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::http::{header, HeaderMap};
+use http_body_util::{BodyExt, LengthLimitError};
 
 use super::auth::{bearer, Tokens};
 use super::errors::ApiError;
@@ -27,6 +27,7 @@ pub struct App {
     pub keys: Arc<KeyRing>,
     /// Admin tokens; client tokens are not admin tokens.
     pub admins: Tokens,
+    /// The body cap of chat completions and `/route` (`--max-body`).
     pub max_body: u64,
     /// How long a client may take to send a body (`--header-timeout`).
     pub body_timeout: Duration,
@@ -61,19 +62,11 @@ pub struct App {
     /// open then end with an `error` event.
     pub cut: tokio_util::sync::CancellationToken,
     tags: AtomicU64,
-    ids: AtomicU64,
-    /// This process's part of every request id.
-    id_prefix: String,
 }
 
 /// Marks a response whose handler wrote its access line itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Logged;
-
-/// A request's id: the client's `x-request-id` when it is a sane one, else
-/// one of ours. Sent back as `x-request-id`, and recorded with the request.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub Arc<str>);
 
 impl App {
     #[allow(clippy::too_many_arguments)]
@@ -117,8 +110,6 @@ impl App {
             cache_sampled: options.cache_sampled,
             cut: tokio_util::sync::CancellationToken::new(),
             tags: AtomicU64::new(0),
-            ids: AtomicU64::new(0),
-            id_prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff),
         }
     }
 
@@ -127,49 +118,16 @@ impl App {
         self.tags.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The request's id: the one given when it is sane, else a new one.
-    pub(super) fn new_id(&self, given: Option<&HeaderValue>) -> RequestId {
-        let sane = given
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()));
-        match sane {
-            Some(v) => RequestId(v.into()),
-            None => {
-                let n = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
-                RequestId(format!("req-{}-{n:x}", self.id_prefix).into())
-            }
-        }
-    }
-
-    /// The body, at most `max_body` bytes.
-    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-        self.read_body_up_to(headers, body, self.max_body).await
-    }
-
-    /// Reads a body of at most `cap` bytes, within the body timeout: a
-    /// client that sends its body slowly, or not at all, is cut off.
-    pub async fn read_body_up_to(
-        &self,
-        headers: &HeaderMap,
-        body: Body,
-        cap: u64,
-    ) -> Result<Bytes, ApiError> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > cap) {
-            return Err(ApiError::too_large(cap));
-        }
-        let limit = usize::try_from(cap).unwrap_or(usize::MAX);
-        let read = tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect());
-        match read.await {
+    /// The body, within the body timeout: a client that sends it slowly,
+    /// or not at all, is cut off. The route's body cap
+    /// ([`super::layers::capped`]) refuses a body larger than `cap`, which
+    /// only names it here.
+    pub async fn read_body(&self, body: Body, cap: u64) -> Result<Bytes, ApiError> {
+        // The whole body within the time, not each of its pieces: a client
+        // sending a byte now and then is cut off too.
+        match tokio::time::timeout(self.body_timeout, body.collect()).await {
             Ok(Ok(b)) => Ok(b.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(ApiError::too_large(cap))
-            }
+            Ok(Err(e)) if over_cap(&e) => Err(ApiError::too_large(cap)),
             Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
             Err(_) => Err(ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -217,6 +175,11 @@ impl App {
     pub fn admin_allowed(&self, headers: &HeaderMap) -> bool {
         token(headers).is_some_and(|t| self.admins.holds(t))
     }
+}
+
+/// Whether a body's read failed at the body cap.
+fn over_cap(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| e.is::<LengthLimitError>())
 }
 
 /// The bearer token of a request.

@@ -458,6 +458,111 @@ fn a_spent_budget_is_429_and_a_clients_request_id_comes_back() {
     assert_eq!(env.server.completions().len(), 1);
 }
 
+/// Every answer has an id, the client's own when it is sane: refusals
+/// and unknown paths too.
+#[test]
+fn every_answer_carries_a_request_id() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let port = s.addr.port();
+    rt().block_on(async {
+        let c = client();
+        let id_of = |r: &reqwest::Response| header(r.headers(), "x-request-id").to_string();
+        let r = c.get(s.url("/v1/models")).send().await.unwrap();
+        let ours = id_of(&r);
+        assert!(ours.starts_with("req-"), "{ours}");
+        let r = c.get(s.url("/v1/models")).send().await.unwrap();
+        assert!(id_of(&r).starts_with("req-") && id_of(&r) != ours);
+        let r = c
+            .get(s.url("/nothing"))
+            .header("x-request-id", "trace-7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), id_of(&r)), (404, "trace-7".into()));
+        for insane in ["two words".to_string(), "x".repeat(129)] {
+            let r = c
+                .get(s.url("/health"))
+                .header("x-request-id", &insane)
+                .send()
+                .await
+                .unwrap();
+            assert!(id_of(&r).starts_with("req-"), "{insane}: {}", id_of(&r));
+        }
+        let r = c
+            .get(s.url("/v1/models"))
+            .header("host", format!("rebound.evil.example:{port}"))
+            .header("x-request-id", "mine-403")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), id_of(&r)), (403, "mine-403".into()));
+    });
+}
+
+/// The management endpoints' access lines: one flat line a request, with
+/// its id, method, path, status and latency, refusals included, but none
+/// for the endpoints polled often.
+#[test]
+fn management_requests_have_flat_access_lines() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a", "--log-format", "json"]);
+    let port = s.addr.port();
+    rt().block_on(async {
+        let c = client();
+        for path in [
+            "/v1/models",
+            "/health",
+            "/metrics",
+            "/dashboard/data",
+            "/nothing",
+        ] {
+            c.get(s.url(path))
+                .header("x-request-id", format!("id{path}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        c.get(s.url("/v1/models"))
+            .header("host", format!("rebound.evil.example:{port}"))
+            .header("x-request-id", "id-refused")
+            .send()
+            .await
+            .unwrap();
+    });
+    let (_, log) = s.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v["target"] == "access")
+        .collect();
+    let seen: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k}: {v}"));
+            (
+                text("request_id"),
+                text("path"),
+                v["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("id/v1/models", "/v1/models", 200),
+            ("id/nothing", "/nothing", 404),
+            ("id-refused", "/v1/models", 403),
+        ],
+        "{log}"
+    );
+    for v in &lines {
+        assert_eq!(v["method"], "GET", "{v}");
+        assert!(v["latency_ms"].as_f64().is_some(), "{v}");
+        assert!(v.get("span").is_none() && v.get("spans").is_none(), "{v}");
+    }
+}
+
 #[test]
 fn without_tokens_only_requests_naming_this_machine_are_answered() {
     let env = Env::three();

@@ -191,6 +191,98 @@ fn a_refused_key_gives_503_and_the_server_stays_up() {
     );
 }
 
+/// The body cap: a body declared too large is refused unread, one sent
+/// without a length once it grows past the cap; both are 413 in OpenAI's
+/// shape, and a chat request so refused is counted and logged as one.
+#[test]
+fn bodies_past_the_cap_are_413_declared_or_not() {
+    let env = Env::three();
+    let s = env.serve_with(
+        &[
+            "--models",
+            "t/a",
+            "--max-body",
+            "1KiB",
+            "--log-format",
+            "json",
+        ],
+        &[("LLMROUTE_AUTH_TOKENS", "tok-1")],
+    );
+    // Sent in pieces of 512 bytes, without a Content-Length.
+    let pieces = |n: usize| {
+        let chunks = (0..n).map(|_| Ok::<_, std::io::Error>(vec![b' '; 512]));
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+    };
+    let metrics = rt().block_on(async {
+        // A connection whose body was left unread is closed after the
+        // answer: one connection a request.
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let json = |path: &str| {
+            c.post(s.url(path))
+                .bearer_auth("tok-1")
+                .header("content-type", "application/json")
+        };
+        for (path, body) in [
+            ("/v1/chat/completions", pieces(4)),
+            ("/v1/chat/completions", vec![b' '; 2048].into()),
+            ("/route", pieces(4)),
+            ("/route", vec![b' '; 2048].into()),
+        ] {
+            let r = json(path).body(body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 413, "{path}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "body_too_large", "{path}: {v}");
+            assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        }
+        // The token is checked before the body's length.
+        let r = c
+            .post(s.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 2048])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        // The sign-in form has a cap of its own, 4 KiB, whatever --max-body.
+        let form = |body: reqwest::Body| {
+            c.post(s.url("/dashboard/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        assert_eq!(form(pieces(10)).await.unwrap().status().as_u16(), 413);
+        let mut token = b"token=tok-1&pad=".to_vec();
+        token.resize(3000, b'x');
+        let r = form(token.into()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 303, "signed in past --max-body");
+        assert!(r.headers().contains_key("set-cookie"));
+        c.get(s.url("/metrics"))
+            .bearer_auth("tok-1")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("llmroute_requests_total{") && l.contains(r#"status="413""#));
+    assert!(counted.is_some_and(|l| l.ends_with(" 2")), "{metrics}");
+    let (_, log) = s.stop();
+    let refused = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["path"] == "/v1/chat/completions" && v["status"] == 413)
+        .filter(|v| v["key"].is_string() && v["model"].is_string())
+        .count();
+    assert_eq!(refused, 2, "chat access lines: {log}");
+}
+
 #[test]
 fn slow_headers_are_cut_off() {
     let env = Env::three();
