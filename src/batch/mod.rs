@@ -16,6 +16,7 @@
 //! | [`signals`]  | Ctrl-C and SIGTERM                                        |
 
 pub mod console;
+pub mod grade;
 mod openai_batch;
 pub mod output;
 pub mod progress;
@@ -100,6 +101,14 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let observer = Arc::new(BatchObserver::new(console()));
     let wired = wiring::wire(options, wants, observer, &rt)?;
     let router = wired.router;
+    let grader = run.grade.as_ref().map(|cmd| {
+        Arc::new(grade::Grader::start(
+            cmd.clone(),
+            wired.store_path.clone(),
+            router.config().upstream.clone(),
+            router.learned().clone(),
+        ))
+    });
     let batch = Batch {
         router: router.clone(),
         concurrency: options.concurrency as usize,
@@ -111,6 +120,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         notes: wired.notes,
         run_id,
         task: run.task.clone(),
+        grader: grader.clone(),
     };
     // A prompt's line is kept, to print its answer once the run has ended.
     let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());
@@ -126,6 +136,10 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let summary = rt
         .block_on(run::run(batch, sources, out))
         .map_err(anyhow::Error::msg)?;
+    if let Some(g) = &grader {
+        // The last grades reach the store.
+        g.finish();
+    }
     if let Some(link) = &wired.redis {
         // The last answers reach Redis before the run ends.
         rt.block_on(link.flush(Duration::from_secs(2)));

@@ -104,6 +104,8 @@ pub struct Line {
     pub response: Option<String>,
     /// The request's id, unique across runs and machines, for feedback.
     pub request_id: Option<std::sync::Arc<str>>,
+    /// The answer's score by `--grade`.
+    pub grade: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -112,6 +114,8 @@ struct Head<'a> {
     line: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grade: Option<f64>,
     model: Option<&'a str>,
     score: Option<f64>,
     latency_ms: f64,
@@ -218,6 +222,7 @@ impl Line {
             id: &self.id,
             line: self.line,
             request_id: self.request_id.as_deref(),
+            grade: self.grade,
             model: self.model.as_deref(),
             score: self.score.map(round_score),
             latency_ms: round_ms(self.latency_ms),

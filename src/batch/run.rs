@@ -66,6 +66,8 @@ pub struct Batch {
     pub run_id: String,
     /// The task of lines that name none (`--task`).
     pub task: Option<String>,
+    /// Grades each answer (`--grade`).
+    pub grader: Option<Arc<super::grade::Grader>>,
 }
 
 /// The end of a run.
@@ -128,6 +130,7 @@ pub(super) struct Shared {
     shown: tokio::sync::Notify,
     run_id: String,
     task: Option<String>,
+    grader: Option<Arc<super::grade::Grader>>,
 }
 
 impl Shared {
@@ -171,7 +174,7 @@ impl Shared {
         console: Console,
         route_all: bool,
         notes: Vec<String>,
-        (run_id, task): (String, Option<String>),
+        (run_id, task, grader): (String, Option<String>, Option<Arc<super::grade::Grader>>),
     ) -> Arc<Shared> {
         let ctx = Arc::new(Shared {
             router,
@@ -186,6 +189,7 @@ impl Shared {
             shown: tokio::sync::Notify::new(),
             run_id,
             task,
+            grader,
         });
         let weak = Arc::downgrade(&ctx);
         ctx.router.after_each_commit(Box::new(move || {
@@ -246,7 +250,7 @@ pub async fn run(
         batch.console,
         batch.route_all,
         batch.notes,
-        (batch.run_id, batch.task),
+        (batch.run_id, batch.task, batch.grader),
     );
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
@@ -442,7 +446,7 @@ async fn route_line(
     ctx: Arc<Shared>,
     seq: u64,
     line_no: u64,
-    req: Request,
+    mut req: Request,
     permit: OwnedSemaphorePermit,
     out_tx: OutSender,
 ) {
@@ -468,11 +472,19 @@ async fn route_line(
     drop(permit);
     ctx.tally(&routed.outcome, routed.cost_usd());
     let commit = routed.commit.take();
-    let Some(mut line) = Line::from_routed(req.id, line_no, routed) else {
+    let id = std::mem::take(&mut req.id);
+    let Some(mut line) = Line::from_routed(id, line_no, routed) else {
         guard.done = true;
         let _ = out_tx.send(OutMsg::Skip(seq));
         return;
     };
+    if let Some(g) = &ctx.grader {
+        if let Err(e) = g.grade_line(&req, &rid, &mut line).await {
+            let n = line.line;
+            ctx.console
+                .say(format_args!("llmroute: warning: line {n}: {e}"));
+        }
+    }
     line.request_id = Some(rid);
     if let Some(pb) = ctx.progress() {
         pb.inc(1);

@@ -216,6 +216,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "TASK", value_parser = parse_task)]
     pub task: Option<String>,
 
+    /// Grade each answer with this command (`sh -c CMD`): it reads the request and answer as JSON on stdin and prints a score (0..1, true or false), which teaches the router as the run goes
+    #[arg(long, value_name = "CMD", conflicts_with = "dry_run")]
+    pub grade: Option<String>,
+
     /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute, conflicts_with = "dry_run")]
     pub output_format: OutputFormat,

@@ -355,3 +355,46 @@ fn what_one_machine_learns_another_uses_through_redis() {
     assert_eq!(cheap["quality_source"], "learned");
     assert_eq!(cheap["quality_events"], 30);
 }
+
+#[test]
+fn a_graded_run_teaches_the_router_as_it_goes() {
+    let env = two();
+    // The grader likes the cheap model's answers and not the strong one's.
+    let grader = r#"grep -q '"model":"t/cheap"' && echo 1 || echo false"#;
+    let out = env
+        .cmd()
+        .args([
+            "--models",
+            "t/cheap,t/strong",
+            "-p",
+            "quality",
+            "--task",
+            "faq",
+        ])
+        .args(["--explore", "0.5", "--no-cache", "--grade", grader])
+        .stdin(prompts(40))
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    for l in &lines {
+        let want = if l["model"] == "t/cheap" { 1.0 } else { 0.0 };
+        assert_eq!(l["grade"].as_f64(), Some(want), "{l}");
+    }
+    // Every grade is in the store, on its request.
+    assert_eq!(
+        env.count("SELECT count(*) FROM feedback WHERE task = 'faq'"),
+        40
+    );
+    // The run learned as it went: its last lines went to the cheap model.
+    assert_eq!(lines.last().unwrap()["model"], "t/cheap");
+    assert_eq!(choice(&env, "faq").0, "t/cheap");
+    // A grader that fails says so, and the line still goes out.
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache", "--grade", "exit 3"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert!(out.lines()[0].get("grade").is_none());
+    assert!(out.stderr.contains("grader exited"), "{}", out.stderr);
+}

@@ -1,0 +1,238 @@
+//! `--grade CMD`: an evaluation run that teaches the router as it goes.
+//! Each answered line's request and answer go, as one JSON object, to
+//! `sh -c CMD` on its standard input; the first word it prints is the
+//! answer's score (a number in 0..1, `true` or `false`). The score is taken
+//! in at once by this run's router, and written to the store as feedback
+//! on the line's request id, by a thread of its own, once the line's
+//! record is there.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::learned::score_of;
+use crate::engine::learned::QualityBook;
+use crate::store::learned::{Feedback, Judge};
+use crate::store::Store;
+
+/// How long a grader may take for one answer.
+pub const GRADE_TIME: Duration = Duration::from_secs(60);
+/// How long a grade waits for its line's record before it is given up.
+const RECORD_WAIT: Duration = Duration::from_secs(10);
+
+/// What a grader is shown of one line.
+pub struct Graded<'a> {
+    pub rid: &'a str,
+    pub task: &'a str,
+    pub model: &'a str,
+    /// The request body as sent (JSON).
+    pub request: &'a [u8],
+    /// The upstream's answer (JSON).
+    pub answer: &'a str,
+    pub content: Option<&'a str>,
+}
+
+pub struct Grader {
+    cmd: String,
+    book: Arc<QualityBook>,
+    tx: Mutex<Option<Sender<Feedback>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Grader {
+    /// A grader running `cmd`, whose scores go to the store at `path`
+    /// (learned under `upstream`) and into `book`.
+    pub fn start(
+        cmd: String,
+        path: std::path::PathBuf,
+        upstream: String,
+        book: Arc<QualityBook>,
+    ) -> Grader {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let hl = book.half_life_ms;
+        let thread = std::thread::Builder::new()
+            .name("llmroute-grades".into())
+            .spawn(move || write_grades(rx, &path, &upstream, hl))
+            .ok();
+        Grader {
+            cmd,
+            book,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Grades one answer: runs the command on a blocking thread, takes its
+    /// score in, and queues it for the store. Err: why there is no grade.
+    pub async fn grade(&self, g: Graded<'_>) -> Result<f64, String> {
+        let input = serde_json::json!({
+            "request_id": g.rid,
+            "task": g.task,
+            "model": g.model,
+            "request": serde_json::from_slice::<serde_json::Value>(g.request).unwrap_or_default(),
+            "answer": serde_json::from_str::<serde_json::Value>(g.answer).unwrap_or_default(),
+            "content": g.content,
+        })
+        .to_string();
+        let cmd = self.cmd.clone();
+        let score = tokio::task::spawn_blocking(move || run(&cmd, &input))
+            .await
+            .map_err(|_| "the grader did not finish".to_string())??;
+        self.book
+            .add(g.task, g.model, score, 1.0, crate::engine::now_ms());
+        if let Some(tx) = &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(Feedback {
+                rid: g.rid.to_string(),
+                score,
+                weight: 1.0,
+            });
+        }
+        Ok(score)
+    }
+
+    /// Grades an answered line (`--grade`), and puts its score on it. Err:
+    /// why the grader gave none.
+    pub async fn grade_line(
+        &self,
+        req: &crate::core::request::Request,
+        rid: &str,
+        line: &mut super::output::Line,
+    ) -> Result<(), String> {
+        let (Some(model), Some(answer)) = (&line.model, &line.response) else {
+            return Ok(());
+        };
+        let graded = Graded {
+            rid,
+            task: req.task(),
+            model,
+            request: &req.wire,
+            answer,
+            content: line.content.as_deref(),
+        };
+        line.grade = Some(self.grade(graded).await?);
+        Ok(())
+    }
+
+    /// Writes the grades still queued, waiting at most [`RECORD_WAIT`].
+    pub fn finish(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs the grader on `input`; its score.
+fn run(cmd: &str, input: &str) -> Result<f64, String> {
+    let mut child = Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run the grader: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A grader that reads nothing is its own affair.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > GRADE_TIME => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the grader took more than {}s",
+                    GRADE_TIME.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("the grader: {e}")),
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("the grader: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the grader exited with {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let word = text.split_whitespace().next().unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(word)
+        .map_err(|_| format!("the grader printed {word:?}, not a score (0..1, true or false)"))?;
+    score_of(&v).map_err(|e| format!("the grader's {e}"))
+}
+
+/// Writes grades to the store as feedback, each once its line's record is
+/// there: a grade whose request is not yet recorded waits and is tried
+/// again, up to [`RECORD_WAIT`].
+fn write_grades(rx: Receiver<Feedback>, path: &std::path::Path, upstream: &str, hl: i64) {
+    let Ok(mut store) = Store::open(path) else {
+        return;
+    };
+    store.set_upstream(upstream);
+    let mut waiting: Vec<(Feedback, Instant)> = Vec::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(f) => waiting.push((f, Instant::now())),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
+        while let Ok(f) = rx.try_recv() {
+            waiting.push((f, Instant::now()));
+        }
+        let now = crate::engine::now_ms();
+        let Ok(tx) = store.conn().unchecked_transaction() else {
+            waiting.retain(|(_, since)| since.elapsed() < RECORD_WAIT);
+            continue;
+        };
+        let mut left = Vec::with_capacity(waiting.len());
+        for (f, since) in &waiting {
+            let again = match store.apply_feedback(f, Judge::Any, now, hl) {
+                Ok(Ok(_)) => false,
+                // Not recorded yet, or the store busy: tried again, for a while.
+                Ok(Err(e)) if e.starts_with("no request") => since.elapsed() < RECORD_WAIT,
+                Err(_) => since.elapsed() < RECORD_WAIT,
+                Ok(Err(_)) => false,
+            };
+            if again {
+                left.push((f.clone(), *since));
+            }
+        }
+        // A transaction that did not commit took nothing in: all is tried again.
+        if tx.commit().is_ok() {
+            waiting = left;
+        } else {
+            waiting.retain(|(_, since)| since.elapsed() < RECORD_WAIT);
+        }
+        if !open && !waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grader_s_first_word_is_its_score() {
+        assert_eq!(run("echo 0.75", "{}"), Ok(0.75));
+        assert_eq!(run("cat >/dev/null; echo true", "{}"), Ok(1.0));
+        assert!(run("echo 2", "{}").is_err());
+        assert!(run("echo maybe", "{}").is_err());
+        assert!(run("exit 3", "{}").unwrap_err().contains("exited"));
+        // It reads what it is given.
+        assert_eq!(
+            run(
+                "grep -q '\"model\":\"m\"' && echo 1 || echo 0",
+                r#"{"model":"m"}"#
+            ),
+            Ok(1.0)
+        );
+    }
+}
