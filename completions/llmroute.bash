@@ -1461,7 +1461,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__models)
-            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --json --refresh --reset --redis --db --config --base-url --color --help"
+            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --task --json --refresh --reset --redis --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1500,6 +1500,10 @@ _llmroute() {
                     return 0
                     ;;
                 --quality)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --task)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1550,7 +1554,7 @@ _llmroute() {
                     return 0
                     ;;
                 --by)
-                    COMPREPLY=($(compgen -W "model key" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "model key task" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -82,8 +82,9 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "man" -d 'Print the m
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l by -d 'The rows of the table: one per model, or one per client key of `serve` (JSON has both)' -r -f -a "model\t''
-key\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l by -d 'The rows of the table: one per model, one per client key of `serve`, or one per task and model with its feedback and learned quality (JSON has all three)' -r -f -a "model\t''
+key\t''
+task\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l format -d 'Output format [default: table]' -r -f -a "table\t'For people: totals and a row per model'
 json\t'For scripts'
 prometheus\t'Prometheus text exposition, for node_exporter\'s textfile collector'
@@ -102,6 +103,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s w -l weight
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l task -d 'Quality and scores for this task: learned from its feedback where there was any, else the prior' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l reset -d 'Forget the health learned of these models (all when none is named) on this --base-url: latency and error averages, pauses, open circuits' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'With --reset: the Redis whose shared health is forgotten too (or the config\'s `redis`)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

@@ -506,6 +506,10 @@ pub struct ModelsArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Quality and scores for this task: learned from its feedback where there was any, else the prior
+    #[arg(long, value_name = "TASK", value_parser = parse_task)]
+    pub task: Option<String>,
+
     /// JSON for scripts
     #[arg(long)]
     pub json: bool,
@@ -563,7 +567,7 @@ pub struct ReportArgs {
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
 
-    /// The rows of the table: one per model, or one per client key of `serve` (JSON has both)
+    /// The rows of the table: one per model, one per client key of `serve`, or one per task and model with its feedback and learned quality (JSON has all three)
     #[arg(long, value_enum, value_name = "ROWS", default_value = "model")]
     pub by: ReportBy,
 
@@ -609,6 +613,7 @@ pub struct FeedbackArgs {
 pub enum ReportBy {
     Model,
     Key,
+    Task,
 }
 
 /// How far back a report looks.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::cli::ModelsArgs;
 use crate::core::health::{describe, HealthView, State};
+use crate::core::learned::Posterior;
 use crate::core::quality;
 use crate::core::ranking;
 use crate::core::request::Request;
@@ -34,7 +35,12 @@ pub struct Row {
     pub prompt_usd_per_mtok: Option<f64>,
     pub completion_usd_per_mtok: Option<f64>,
     pub context_length: Option<u64>,
+    /// The quality the score uses on the task: the prior, or learned.
     pub quality: f64,
+    /// `prior`, or `learned`.
+    pub quality_source: &'static str,
+    /// The feedback events it learned from on the task.
+    pub quality_events: u64,
     pub latency_ms: Latency,
     pub attempts: i64,
     pub errors: i64,
@@ -108,8 +114,24 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let cooldowns = store
         .cooldowns(store::now_ms())
         .map_err(app::store_fatal(&path))?;
-    let reference = reference_request();
-    let ranking = ranking::rank(&reference, &settings, &catalogue, &stats, None);
+    let mut reference = reference_request();
+    let task = args
+        .task
+        .clone()
+        .unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
+    reference.default_task(&task);
+    let learned: std::collections::HashMap<String, Posterior> = store
+        .quality()
+        .map_err(app::store_fatal(&path))?
+        .into_iter()
+        .filter(|(t, _, _)| *t == task)
+        .map(|(_, m, p)| (m, p.at(store::now_ms(), crate::core::learned::HALF_LIFE_MS)))
+        .collect();
+    let seen = Learned {
+        stats: &stats,
+        learned: &learned,
+    };
+    let ranking = ranking::rank(&reference, &settings, &catalogue, &seen, None);
 
     let known = Known {
         catalogue: &catalogue,
@@ -216,6 +238,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
         .get(id)
         .filter(|until| **until > now_ms)
         .map(|until| ((until - now_ms) / 1000) as u64);
+    let ranked = k.ranking.ranked.iter().find(|r| r.model == id);
     let state = match paused {
         Some(_) => State::Cooling,
         None => k.stats.state(id, std::time::Instant::now()),
@@ -229,13 +252,23 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
             .map(|p| round(p * 1e6, 6)),
         context_length: info.and_then(|i| i.context_length),
         quality: round(
-            quality::prior(
-                id,
-                info.and_then(|i| i.intelligence_index),
-                &k.settings.quality,
+            ranked.map_or_else(
+                || {
+                    quality::prior(
+                        id,
+                        info.and_then(|i| i.intelligence_index),
+                        &k.settings.quality,
+                    )
+                },
+                |r| r.quality,
             ),
             4,
         ),
+        quality_source: match ranked.is_some_and(|r| r.quality_events > 0) {
+            true => "learned",
+            false => "prior",
+        },
+        quality_events: ranked.map_or(0, |r| r.quality_events),
         latency_ms: Latency {
             ewma: stat.map(|s| round(s.ewma_ms, 3)),
             p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
@@ -247,13 +280,27 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
         cooldown_until: k.cooldowns.get(id).copied(),
         state: state.name(),
         why: describe(state, stat.copied(), paused),
-        score: k
-            .ranking
-            .ranked
-            .iter()
-            .find(|r| r.model == id)
-            .map(|r| round(r.score, 4)),
+        score: ranked.map(|r| round(r.score, 4)),
     })
+}
+
+/// What a listing knows of the models: their measurements, and what
+/// feedback taught of them on the task listed.
+struct Learned<'a> {
+    stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
+    learned: &'a std::collections::HashMap<String, Posterior>,
+}
+
+impl HealthView for Learned<'_> {
+    fn stat(&self, model: &str) -> Option<crate::core::health::ModelStat> {
+        self.stats.stat(model)
+    }
+    fn cooling_until(&self, model: &str) -> Option<std::time::Instant> {
+        self.stats.cooling_until(model)
+    }
+    fn learned(&self, _task: &str, model: &str) -> Option<Posterior> {
+        self.learned.get(model).copied()
+    }
 }
 
 fn round(x: f64, decimals: i32) -> f64 {
@@ -313,7 +360,10 @@ pub fn table(rows: &[Row], now: i64) -> Table {
             price(r.completion_usd_per_mtok),
             r.context_length
                 .map_or_else(|| "-".into(), |c| c.to_string()),
-            format!("{:.2}", r.quality),
+            match r.quality_events {
+                0 => format!("{:.2}", r.quality),
+                n => format!("{:.2} ({n} fb)", r.quality),
+            },
             opt(r.latency_ms.ewma, 0),
             opt(r.latency_ms.p95, 0),
             r.latency_ms.samples.to_string(),

@@ -92,6 +92,9 @@ fn listing(app: &App) -> Vec<Value> {
             "latency_ms": ranked.and_then(|r| r.latency_ms),
             "latency_measured": ranked.map(|r| r.latency_measured),
             "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
+            "quality": ranked.map(|r| r.quality),
+            "quality_source": ranked.map(|r| if r.quality_events > 0 { "learned" } else { "prior" }),
+            "quality_events": ranked.map(|r| r.quality_events),
             "pricing": {
                 "prompt": info.and_then(|i| i.prompt_price),
                 "completion": info.and_then(|i| i.completion_price),

@@ -267,15 +267,19 @@ fn candidate(out: &mut String, rank: usize, c: &Candidate) {
         (None, _) => "–".into(),
     };
     let price = |p: Option<f64>| p.map_or_else(|| "–".into(), |p| format!("{p:.2}"));
+    let quality = match c.quality_events {
+        0 => format!("{:.2} (prior)", c.quality),
+        n => format!("{:.2} (learned, {n})", c.quality),
+    };
     let _ = write!(
         out,
         "<tr data-model=\"{m}\"><td>{rank}</td><td class=\"name\">{m}</td><td>{:.3}</td><td>{}</td>\
-         <td>{}</td><td>{}</td><td>{:.2}</td><td><span class=\"state {s}\" title=\"{w}\">{s}</span></td></tr>",
+         <td>{}</td><td>{}</td><td>{}</td><td><span class=\"state {s}\" title=\"{w}\">{s}</span></td></tr>",
         c.score,
         esc(&latency),
         price(c.prompt_per_mtok),
         price(c.completion_per_mtok),
-        c.quality,
+        esc(&quality),
         m = esc(&c.model),
         s = esc(&c.state),
         w = esc(&c.why),

@@ -134,6 +134,9 @@ pub struct Candidate {
     pub prompt_per_mtok: Option<f64>,
     pub completion_per_mtok: Option<f64>,
     pub quality: f64,
+    /// The feedback events the quality was learned from on the default
+    /// task (0: the prior).
+    pub quality_events: u64,
     /// measured, prior, probing, cooling or open.
     pub state: String,
     /// Why it is in that state.

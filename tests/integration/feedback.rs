@@ -231,6 +231,49 @@ fn outcomes_of_an_evaluation_warm_the_router() {
     assert_eq!(before, "t/strong");
     let (after, candidates) = choice(&env, "tickets");
     assert_eq!(after, "t/cheap", "{candidates:?}");
+    // `llmroute models --task` shows quality with its source.
+    let out = env
+        .cmd()
+        .args([
+            "models",
+            "--models",
+            "t/cheap,t/strong",
+            "--task",
+            "tickets",
+            "--json",
+        ])
+        .run();
+    out.assert_code(0);
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let cheap = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "t/cheap")
+        .unwrap();
+    assert_eq!(cheap["quality_source"], "learned");
+    assert_eq!(cheap["quality_events"], 30);
+    let out = env
+        .cmd()
+        .args([
+            "models",
+            "--models",
+            "t/cheap,t/strong",
+            "--task",
+            "tickets",
+        ])
+        .run();
+    assert!(out.stdout.contains("(30 fb)"), "{}", out.stdout);
+    let out = env
+        .cmd()
+        .args(["models", "--models", "t/cheap,t/strong", "--json"])
+        .run();
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["quality_source"] == "prior"));
 }
 
 /// Posts `body` to `path` with `token`; the status and the JSON answer.
@@ -388,6 +431,28 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
     // The run learned as it went: its last lines went to the cheap model.
     assert_eq!(lines.last().unwrap()["model"], "t/cheap");
     assert_eq!(choice(&env, "faq").0, "t/cheap");
+    // The report by task shows the grades and what was learned.
+    let out = env
+        .cmd()
+        .args(["report", "--by", "task", "--since", "all"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("faq") && out.stdout.contains("good of"),
+        "{}",
+        out.stdout
+    );
+    let out = env.cmd().args(["report", "--json", "--since", "all"]).run();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "faq" && t["model"] == "t/cheap")
+        .unwrap()
+        .clone();
+    assert_eq!(row["mean_score"], 1.0, "{row}");
+    assert!(row["feedback"].as_i64().unwrap() > 0);
     // A grader that fails says so, and the line still goes out.
     let out = env
         .cmd()

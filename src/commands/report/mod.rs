@@ -12,6 +12,7 @@ mod keys;
 mod prometheus;
 mod query;
 mod table;
+mod tasks;
 
 use std::io::IsTerminal;
 
@@ -50,9 +51,15 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     report.keys = keys::load(store.conn(), &window, &models)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
-    let by_key = args.by == crate::cli::ReportBy::Key;
+    report.tasks = tasks::load(store.conn(), &window)
+        .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let text = match format {
-        ReportFormat::Table if by_key => keys::render(&report.keys, &report.window()),
+        ReportFormat::Table if args.by == crate::cli::ReportBy::Key => {
+            keys::render(&report.keys, &report.window())
+        }
+        ReportFormat::Table if args.by == crate::cli::ReportBy::Task => {
+            tasks::render(&report.tasks, &report.window())
+        }
         ReportFormat::Table => {
             // A file is never a terminal, whatever stdout is.
             let terminal = args.output.is_none() && std::io::stdout().is_terminal();
@@ -192,6 +199,8 @@ pub struct Report {
     pub models: Vec<ModelReport>,
     /// One entry per client key that made requests, most requests first.
     pub keys: Vec<keys::KeyReport>,
+    /// One entry per task and model that answered or got feedback.
+    pub tasks: Vec<tasks::TaskReport>,
     /// The `--model` filter, empty for none.
     #[serde(skip)]
     pub filter: Vec<String>,

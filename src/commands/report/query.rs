@@ -269,6 +269,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         attempts,
         models: by_model,
         keys: Vec::new(),
+        tasks: Vec::new(),
         filter: models.to_vec(),
         latencies,
         series: t.series,

@@ -547,6 +547,7 @@ mod tests {
             attempts,
             models,
             keys: Vec::new(),
+            tasks: Vec::new(),
             filter: vec![],
             latencies,
             series: Default::default(),
