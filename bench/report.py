@@ -538,16 +538,15 @@ def section9(s9, M):
     mx = s9.get("max") or {}
     if mx:
         n = s9.get("max_rounds") or 1
-        how = (f"for {s9['max_seconds']} s after a 1 s warm-up, {n} rounds: the servers are "
-               "started once and take turns, one wrk run each a round (each round starting "
-               "one further on), so that whatever else runs on this machine weighs on them "
-               "alike; figures are medians over the rounds, with min–max in brackets, and the "
-               "shares of nginx's rate and the CPU over nginx's are taken round by round"
-               if n > 1 else f"for {s9['max_seconds']} s after a 1 s warm-up")
+        how = (f" In {n} rounds the servers, each started once, take turns, one run each a "
+               "round (each round starting one further on), so that whatever else runs on this "
+               "machine weighs on them alike: figures are medians over the rounds with min–max "
+               "in brackets, peak RSS is after every round, and the share of nginx's rate and "
+               "the CPU a request over nginx's are taken round by round." if n > 1 else "")
         md.append(f"**Maximum.** wrk (`bench/post.lua`, the same body) on {s9['connections']} "
-                  f"keep-alive connections, closed loop, {how}, against a fresh server: the "
-                  "rate it sustains, and its memory under that load"
-                  f"{' (peak RSS after every round)' if n > 1 else ''}.")
+                  f"keep-alive connections, closed loop, for {s9['max_seconds']} s after a 1 s "
+                  "warm-up, against fresh servers: the rate each sustains, and its memory under "
+                  f"that load.{how}")
         md.append("")
         vs_nginx = "nginx" in mx
         md.append("| | requests/s | errors | p50 ms | p99 ms | CPU µs a request | peak RSS MB |" +
