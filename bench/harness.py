@@ -23,6 +23,7 @@ Environment:
   BENCH_OHA         the constant-rate load generator, oha (scenarios 9 and 10)
   BENCH_STUNNEL     stunnel, the TLS terminator in front of the fake (scenario 9)
   BENCH_NODE        node, and BENCH_PORTKEY Portkey's gateway script (scenario 9)
+  BENCH_NGINX       nginx, the bare reverse proxy (scenario 9; else the one on PATH)
   BENCH_LITELLM_CLI the `litellm` command of BENCH_VENV_PY's environment (scenario 9)
   BENCH_SOAK_SECS   how long scenario 10 runs (default 600; 20 when quick)
   (scenario 11 starts a redis-server of its own: Debian's redis-server)
@@ -42,7 +43,7 @@ from suite.commands import scenario5, scenario6, scenario7, scenario8
 from suite.common import (BASELINE, BASELINE_REV, LLMROUTE, NODE, OHA, ONLY, OUT, QUICK, ROOT,
                           RUNS, SIZES, VENV_PY, head, log, path, repeat, tool_version)
 from suite.serve import scenario9, scenario10
-from suite.servers import portkey_version, stop_all, stunnel_version
+from suite.servers import nginx_version, portkey_version, stop_all, stunnel_version
 from suite.shared import scenario11
 
 
@@ -90,6 +91,7 @@ def machine():
     info["hyperfine"] = out(["sh", "-c", "hyperfine --version 2>/dev/null"])
     info["oha"] = tool_version([OHA, "--version"])
     info["stunnel"] = stunnel_version()
+    info["nginx"] = nginx_version()
     info["node"] = tool_version([NODE, "--version"]) if NODE else ""
     info["portkey"] = portkey_version()
     return info
@@ -122,7 +124,8 @@ def main() -> int:
         assert times * SIZES["s3_lines"] == SIZES["s4_large"]
         inputs["s4_large"] = repeat(inputs["s3"], times, path("s4-large.jsonl"))
 
-    results = {"quick": QUICK, "runs": RUNS, "sizes": SIZES, "machine": machine(),
+    results = {"quick": QUICK, "runs": RUNS, "only": sorted(ONLY), "sizes": SIZES,
+               "machine": machine(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
                "scenarios": {}}
     sc = results["scenarios"]

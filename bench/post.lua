@@ -1,12 +1,13 @@
 -- wrk script: POST one chat-completions body (the file named by
--- BENCH_BODY_FILE) to the URL given on wrk's command line, and print a JSON
--- summary as the last line of the output.
+-- BENCH_BODY_FILE) to the URL given on wrk's command line, with the bearer
+-- token BENCH_TOKEN ("bench" when unset), and print a JSON summary as the
+-- last line of the output.
 local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench"
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "bench")
 
 function done(summary, latency, requests)
   local s = summary.duration / 1e6

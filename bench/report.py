@@ -197,10 +197,21 @@ def svg_chart(s1, out_path):
 # ---------------------------------------------------------------------------
 
 SERVE_FILE = "results-serve.json"
-S9_ROWS = [("straight", "straight to the upstream"), ("llmroute", "llmroute serve, pinned"),
+S9_ROWS = [("straight", "straight to the upstream"), ("nginx", "nginx, reverse proxy"),
+           ("llmroute", "llmroute serve, pinned"),
+           ("llmroute_keys", "llmroute serve, keys and policy on"),
            ("llmroute_auto", "llmroute serve, `model: auto`"), ("litellm", "LiteLLM proxy"),
            ("portkey", "Portkey gateway"), ("straight_after", "straight, again after all")]
+S9_BASE = ("straight", "straight_after")
 PEERS = ("litellm", "portkey")
+S9_MAX_ROWS = (("straight", "straight to the upstream"), ("nginx", "nginx, reverse proxy"),
+               ("llmroute", "llmroute serve, pinned"),
+               ("llmroute_keys", "llmroute serve, keys and policy on"),
+               ("llmroute_tls", "llmroute serve, upstream over TLS"))
+# llmroute with keys and policy on against nginx at the maximum: at most this
+# many µs of CPU a request more, and at least this share of its rate.
+KEYS_CPU_OVER_NGINX_US = 40
+KEYS_SHARE_OF_NGINX = 0.60
 
 
 def merge_serve(R, res_path):
@@ -217,6 +228,7 @@ def merge_serve(R, res_path):
         theirs = serve["scenarios"].get(k)
         if theirs and (not mine or serve["started"] >= R["started"]):
             theirs["run"] = {"started": serve["started"], "machine": serve["machine"],
+                             "only": serve.get("only"),
                              "quick": serve.get("quick"), "file": f"bench/{SERVE_FILE}"}
             R["scenarios"][k] = theirs
             R.setdefault("problems", []).extend(
@@ -238,6 +250,39 @@ def s9_added(s9, key, rate, pct, base="straight"):
     if not a or not b or a.get(pct) is None or b.get(pct) is None:
         return None
     return a[pct] - b[pct]
+
+
+def pct_spread(xs):
+    """Shares as 'median% (min–max%)'; "" when there are none."""
+    if not xs:
+        return ""
+    m = f"{statistics.median(xs) * 100:.0f}%"
+    return m if len(xs) == 1 else f"{m} ({min(xs) * 100:.0f}–{max(xs) * 100:.0f}%)"
+
+
+def signed_spread(xs):
+    """Differences as '+median (min to max)'; "" when there are none."""
+    if not xs:
+        return ""
+    m = f"{statistics.median(xs):+,.0f}"
+    return m if len(xs) == 1 else f"{m} ({min(xs):+,.0f} to {max(xs):+,.0f})"
+
+
+def max_against(mx, key, base="nginx"):
+    """At the maximum, round by round (the servers took turns): key's rate as a
+    share of base's, and key's CPU µs a request minus base's. None when either
+    is missing."""
+    a, b = mx.get(key), mx.get(base)
+    if not a or not b:
+        return None
+    ra = {r.get("round"): r for r in a.get("rounds", [])}
+    rb = {r.get("round"): r for r in b.get("rounds", [])}
+    pairs = [(ra[k], rb[k]) for k in sorted(ra, key=str) if k in rb] or [(a, b)]
+    share = [x["requests_per_s"] / y["requests_per_s"] for x, y in pairs
+             if x.get("requests_per_s") and y.get("requests_per_s")]
+    more = [x["cpu_us_per_req"] - y["cpu_us_per_req"] for x, y in pairs
+            if x.get("cpu_us_per_req") is not None and y.get("cpu_us_per_req") is not None]
+    return {"share": share, "cpu_more": more, "rounds": len(pairs)}
 
 
 def serve_goals(S):
@@ -265,6 +310,29 @@ def serve_goals(S):
             goals.append(("9", f"`serve`: added p99 against the best peer ({dict(S9_ROWS)[who]}) "
                           f"at {num(r, 0)}/s", f"{ratio} ({mine_s} against {best:+,.2f} ms)",
                           "≥ 10× less", ok))
+        lk = s9_added(s9, "llmroute_keys", rate, "p99_ms")
+        if s9["contenders"].get("llmroute_keys"):
+            goals.append(("9", f"`serve`, keys and policy on: p99 added at {num(rate, 0)} "
+                          "requests/s", "n/a" if lk is None else f"{lk:+.2f} ms", "≤ 1 ms",
+                          lk is not None and lk <= 1))
+        mx = s9.get("max") or {}
+        vs = max_against(mx, "llmroute_keys")
+        if mx.get("llmroute_keys"):
+            k, n = mx["llmroute_keys"], mx.get("nginx") or {}
+            more, share = (med(vs["cpu_more"]), med(vs["share"])) if vs else (None, None)
+            goals.append((
+                "9", f"`serve`, keys and policy on: CPU a request at {s9['connections']} "
+                "connections, over nginx's", "n/a" if more is None else
+                f"{more:+.0f} µs ({num(k.get('cpu_us_per_req'), 0)} against "
+                f"{num(n.get('cpu_us_per_req'), 0)})", f"≤ +{KEYS_CPU_OVER_NGINX_US} µs",
+                more is not None and more <= KEYS_CPU_OVER_NGINX_US))
+            goals.append((
+                "9", f"`serve`, keys and policy on: requests/s at {s9['connections']} "
+                "connections, as a share of nginx's", "n/a" if share is None else
+                f"{share * 100:.0f}% ({num(k.get('requests_per_s'), 0)} against "
+                f"{num(n.get('requests_per_s'), 0)}, {k.get('errors')} errors)",
+                f"≥ {KEYS_SHARE_OF_NGINX * 100:.0f}%",
+                share is not None and share >= KEYS_SHARE_OF_NGINX and k.get("errors") == 0))
         m = s9.get("max", {}).get("llmroute")
         goals.append(("9", f"`serve`: requests/s at {s9['connections']} connections, no errors",
                       "n/a" if not m else f"{num(m['requests_per_s'], 0)} ({m['errors']} errors)",
@@ -323,7 +391,8 @@ def run_note(s, M):
                 f"{m.get('llmroute_built')}), the bench at commit `{m.get('commit')}`")
     else:
         what = f"at llmroute commit `{m.get('commit')}` ({m.get('llmroute') or 'no llmroute'})"
-    return [f"Run on {run['started']}{quick} by `BENCH_ONLY=9,10 bench/run`, {what}; results in "
+    only = ",".join(str(n) for n in run.get("only") or [9, 10])
+    return [f"Run on {run['started']}{quick} by `BENCH_ONLY={only} bench/run`, {what}; results in "
             f"`{run['file']}`.", ""]
 
 
@@ -354,7 +423,7 @@ def s9_table(s9, rates, rows):
                        if c.get("saturated_at") else c.get("failed", "not measured"))
                 md.append(f"| {num(rate, 0)} | {label} | {why} | | | | | | | | | | |")
                 continue
-            base = key in ("straight", "straight_after")
+            base = key in S9_BASE
             b = r.get("baseline")
             pair = f"{ms(b['p50_ms'], 3)} / {ms(b['p99_ms'])}" if b else ""
             add50 = "" if base else ms(s9_added(s9, key, rate, "p50_ms"), 3)
@@ -388,9 +457,9 @@ def section9(s9, M):
               "than 95% of the requests answered, or any error) is not offered the next one.")
     md.append("")
     cmds = []
-    for key, label in S9_ROWS[1:5]:
+    for key, label in S9_ROWS:
         c = s9["contenders"].get(key)
-        if c and c.get("cmd"):
+        if key not in S9_BASE and c and c.get("cmd"):
             ready = f", ready in {c['startup_s']:.1f} s" if c.get("startup_s") else ""
             cmds.append(f"- {label}: `{c['cmd']}`{ready}")
     if not s9.get("serve"):
@@ -405,6 +474,53 @@ def section9(s9, M):
               f"{m.get('node')}, reaching the fake through `x-portkey-provider: openai` and "
               "`x-portkey-custom-host`.")
     md.append("")
+    ngx = s9.get("nginx")
+    if ngx:
+        md.append(f"nginx ({ngx.get('version') or 'nginx'}, Debian's package) is the floor of "
+                  "a reverse proxy: `proxy_pass` to the fake and nothing else, in a scratch "
+                  "directory of its own (its `nginx.conf`, pid file, error log and temporary "
+                  "files), in the foreground (`daemon off`), with no access log (llmroute runs "
+                  f"with `-q`). `worker_processes {ngx.get('workers')}`: one a core on these "
+                  f"{m.get('cores')} cores, what `auto` gives here, as llmroute's runtime has one "
+                  "worker thread a core; a worker per core is also nginx's own advice. Upstream "
+                  "connections are HTTP/1.1 and kept alive (`keepalive "
+                  f"{s9['connections']}` idle a worker), and neither side closes a keep-alive "
+                  "connection after a number of requests (nginx's default closes it after "
+                  "1,000; llmroute never does). Its CPU and RSS are summed over the master and "
+                  "the workers.")
+        md.append("")
+        if ngx.get("conf"):
+            md.append("<details><summary>nginx.conf</summary>")
+            md.append("")
+            md.append("```nginx")
+            md += ngx["conf"].rstrip("\n").splitlines()
+            md.append("```")
+            md.append("")
+            md.append("</details>")
+            md.append("")
+    if s9["contenders"].get("llmroute_keys"):
+        md.append("**Keys and policy on.** Before that server starts, `llmroute keys create` "
+                  "makes a client key in its store (`--db`, the same for both commands) with "
+                  "every limit there is, each far above what the bench asks: a budget of $1,000 "
+                  "a day, 10,000,000 requests and 2,000,000,000 tokens a minute, every model "
+                  "(`'*'`) and at most 4,096 `max_tokens`. A store with a key makes the server "
+                  "take tokens, so every request carries the key's token (`Authorization: "
+                  "Bearer …`, oha's `-H`, and `BENCH_TOKEN` for `bench/post.lua`) and goes "
+                  "through the key's checks; none is refused. The pinned row is the same server "
+                  "without a key. The goals for it: added p99 at 1,000 requests/s within 1 ms, "
+                  f"and at the maximum (64 connections) at most {KEYS_CPU_OVER_NGINX_US} µs of "
+                  "CPU a request more than nginx and at least "
+                  f"{KEYS_SHARE_OF_NGINX * 100:.0f}% of nginx's rate, in the same round.")
+        spent = []
+        for what, after in (("the fixed rates", s9["contenders"]["llmroute_keys"].get(
+                "key_after")), ("the maximum", (s9.get("max") or {}).get(
+                "llmroute_keys", {}).get("key_after"))):
+            if after and after.get("spent_usd") is not None:
+                spent.append(f"${after['spent_usd']:,.4f} after {what}")
+        if spent:
+            md[-1] += (" What the key had spent, by `llmroute keys show` once the server had "
+                       "stopped (the fake's catalogue prices): " + "; ".join(spent) + ".")
+        md.append("")
     md += s9_table(s9, s9["rates"], S9_ROWS)
     floor = []
     for rate in s9["rates"]:
@@ -421,23 +537,59 @@ def section9(s9, M):
         md.append("")
     mx = s9.get("max") or {}
     if mx:
+        n = s9.get("max_rounds") or 1
+        how = (f" In {n} rounds the servers, each started once, take turns, one run each a "
+               "round (each round starting one further on), so that whatever else runs on this "
+               "machine weighs on them alike: figures are medians over the rounds with min–max "
+               "in brackets, peak RSS is after every round, and the share of nginx's rate and "
+               "the CPU a request over nginx's are taken round by round." if n > 1 else "")
         md.append(f"**Maximum.** wrk (`bench/post.lua`, the same body) on {s9['connections']} "
                   f"keep-alive connections, closed loop, for {s9['max_seconds']} s after a 1 s "
-                  "warm-up, against a fresh server: the rate it sustains, and its memory under "
-                  "that load.")
+                  "warm-up, against fresh servers: the rate each sustains, and its memory under "
+                  f"that load.{how}")
         md.append("")
-        md.append("| | requests/s | errors | p50 ms | p99 ms | CPU µs a request | peak RSS MB |")
-        md.append("|---|---|---|---|---|---|---|")
-        for key, label in (("straight", "straight to the upstream"),
-                           ("llmroute", "llmroute serve, pinned"),
-                           ("llmroute_tls", "llmroute serve, upstream over TLS")):
+        vs_nginx = "nginx" in mx
+        md.append("| | requests/s | errors | p50 ms | p99 ms | CPU µs a request | peak RSS MB |" +
+                  (" rate, share of nginx's | CPU µs a request over nginx's |" if vs_nginx
+                   else ""))
+        md.append("|---|---|---|---|---|---|---|" + ("---|---|" if vs_nginx else ""))
+
+        def field(r, key, scale=1.0, digits=None):
+            vals = [x.get(key) for x in r.get("rounds", [])]
+            vals = [v for v in vals if v is not None]
+            if len(vals) > 1:
+                return spread(vals, digits, scale)
+            v = r.get(key)
+            return "n/a" if v is None else num(v * scale, digits)
+
+        for key, label in S9_MAX_ROWS:
             r = mx.get(key)
-            if r:
-                cpu = num(r["cpu_us_per_req"], 0) if r.get("cpu_us_per_req") else "n/a"
-                md.append(f"| {label} | {num(r['requests_per_s'], 0)} | {r['errors']} | "
-                          f"{ms((r['p50_us'] or 0) / 1000)} | {ms((r['p99_us'] or 0) / 1000)} | "
-                          f"{cpu} | {r['hwm_kb'] / 1024:.1f} |")
+            if not r:
+                continue
+            # Only the servers that took turns with nginx are set against it.
+            vs = (max_against(mx, key) if key not in ("straight", "nginx") and r.get("rounds")
+                  else None)
+            share = pct_spread(vs["share"]) if vs else ""
+            more = signed_spread(vs["cpu_more"]) if vs else ""
+            md.append(f"| {label} | {field(r, 'requests_per_s', digits=0)} | {r['errors']} | "
+                      f"{field(r, 'p50_us', 0.001, 2)} | {field(r, 'p99_us', 0.001, 2)} | "
+                      f"{field(r, 'cpu_us_per_req', digits=0)} | {r['hwm_kb'] / 1024:.1f} |" +
+                      (f" {share} | {more} |" if vs_nginx else ""))
         md.append("")
+        sentences = []
+        for key in ("llmroute", "llmroute_keys"):
+            vs = max_against(mx, key)
+            if vs and vs["share"] and vs["cpu_more"]:
+                what = dict(S9_MAX_ROWS)[key]
+                sentences.append(
+                    f"{what} answered {med(vs['share']) * 100:.0f}% of nginx's requests a "
+                    f"second and spent {num(mx[key].get('cpu_us_per_req'), 0)} µs of CPU a "
+                    f"request to nginx's {num(mx['nginx'].get('cpu_us_per_req'), 0)} "
+                    f"({med(vs['cpu_more']):+.0f} µs)")
+        if sentences:
+            md.append("In the same run, " + "; ".join(sentences) + ". The upstream's own CPU "
+                      "is not counted in any row but the straight one.")
+            md.append("")
     tls = s9.get("tls")
     if tls is not None:
         md.append(f"**Upstream over TLS.** {tls.get('terminator') or 'stunnel'} terminates TLS in "

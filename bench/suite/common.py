@@ -26,6 +26,8 @@ FAKE = os.environ.get("BENCH_FAKE") or os.path.join(ROOT, "target", "release", "
 OHA = os.environ.get("BENCH_OHA") or shutil.which("oha") or "oha"
 STUNNEL = os.environ.get("BENCH_STUNNEL") or shutil.which("stunnel4") or shutil.which("stunnel")
 NODE = os.environ.get("BENCH_NODE") or shutil.which("node")
+NGINX = os.environ.get("BENCH_NGINX") or shutil.which("nginx") or (
+    "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 PORTKEY = os.environ.get("BENCH_PORTKEY") or os.path.join(
     ROOT, "bench", ".npm", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
 LITELLM_CLI = os.environ.get("BENCH_LITELLM_CLI") or os.path.join(os.path.dirname(VENV_PY),
@@ -65,6 +67,9 @@ SIZES = {
     "s9_warm_up_s": 3,
     "s9_connections": 64,
     "s9_max_seconds": 10,
+    # Rounds of the maximum: the servers compared there take turns, one wrk
+    # run each a round, so that the machine's drift hits them alike.
+    "s9_max_rounds": 3,
     "s9_tls_rates": [1_000],
     # Scenario 10: requests/s, at most this many distinct bodies, sampling
     # every so many seconds (the duration is BENCH_SOAK_SECS).
@@ -79,6 +84,7 @@ if QUICK:
         s9_seconds=3,
         s9_warm_up_s=1,
         s9_max_seconds=2,
+        s9_max_rounds=1,
         s10_sample_s=1,
         s1_lines=2_000,
         s1_peer_lines=100,

@@ -139,19 +139,21 @@ def with_model(body_file, model, dst):
     return dst
 
 
-def wrk_max(server, url_base, seconds, body_file):
+def wrk_max(server, url_base, seconds, body_file, token=None, problems=None):
     """wrk's closed-loop maximum at 64 connections, with the server's CPU time
     and peak memory."""
     conns = SIZES["s9_connections"]
-    run_limit(url_base, conns, 1, body_file, [])  # warm-up
+    run_limit(url_base, conns, 1, body_file, [], token=token)  # warm-up
     pids = server.pids()
     c0 = cpu_seconds(pids)
-    r = run_limit(url_base, conns, seconds, body_file, [])
+    r = run_limit(url_base, conns, seconds, body_file, [] if problems is None else problems,
+                  token=token)
     pids = server.pids()
     r["cpu_us_per_req"] = ((cpu_seconds(pids) - c0) / r["requests"] * 1e6
                            if r.get("requests") else None)
     r["hwm_kb"] = status_kb(pids, "VmHWM")
     r["connections"] = conns
     log(f"  {r['requests_per_s'] or 0:.0f} requests/s, {r['errors']} errors, "
-        f"p99 {(r['p99_us'] or 0) / 1000:.2f} ms, {r['hwm_kb'] / 1024:.1f} MB peak")
+        f"p99 {(r['p99_us'] or 0) / 1000:.2f} ms, {r['cpu_us_per_req'] or 0:.0f} µs CPU a "
+        f"request, {r['hwm_kb'] / 1024:.1f} MB peak")
     return r

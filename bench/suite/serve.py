@@ -1,20 +1,63 @@
-"""Scenarios 9 and 10, `llmroute serve`: added latency against the upstream straight and
-its peers, its maximum, an upstream over TLS; and a soak."""
+"""Scenarios 9 and 10, `llmroute serve`: added latency against the upstream straight,
+nginx as a bare reverse proxy and its peers, its maximum, an upstream over TLS; and a
+soak."""
 
 import json
 import os
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
 
-from .common import (FAKE, LITELLM_CLI, LLMROUTE, NODE, OHA, PORTKEY, ROOT, SIZES, SOAK_SECS,
-                     STUNNEL, check, fresh, log, path, tool_version)
+from .common import (FAKE, LITELLM_CLI, LLMROUTE, NGINX, NODE, OHA, PORTKEY, ROOT, SIZES,
+                     SOAK_SECS, STUNNEL, check, fresh, log, path, tool_version)
 from .load import load_contender, measure, with_model, wrk_max
 from .meter import cpu_seconds, http, status_kb
-from .servers import (LITELLM_KEY, make_tls, serve_env, serve_help, start_fake, start_litellm,
-                      start_llmroute, start_portkey, start_stunnel, stop_all, stunnel_version)
+from .servers import (LITELLM_KEY, NGINX_WORKERS, make_tls, nginx_conf, nginx_version,
+                      serve_env, serve_help, start_fake, start_litellm, start_llmroute,
+                      start_llmroute_keyed, start_nginx, start_portkey, start_stunnel, stop_all,
+                      stunnel_version, key_after)
+
+
+def bearer(s):
+    """The bearer token a server takes: its client key's, or any."""
+    return [f"Authorization: Bearer {getattr(s, 'token', None) or 'bench'}"]
+
+
+def max_rounds(servers, secs, body, problems):
+    """wrk's closed-loop maximum on each server in turn, a round at a time
+    (each round starting one server further on), so that whatever else runs
+    on the machine meanwhile weighs on them alike. Per server: the median of
+    each figure over the rounds, the rounds themselves, and the peak RSS
+    after them all. `servers`: (key, label, server, base URL)."""
+    n = SIZES["s9_max_rounds"]
+    rounds = {key: [] for key, *_ in servers}
+    for k in range(n):
+        for i in range(len(servers)):
+            key, label, s, base = servers[(i + k) % len(servers)]
+            log(f"9 maximum, round {k + 1}/{n}: wrk -c {SIZES['s9_connections']} {label}, "
+                f"{secs} s")
+            r = wrk_max(s, base, secs, body, token=getattr(s, "token", None),
+                        problems=problems)
+            r["round"] = k
+            rounds[key].append(r)
+    out = {}
+    for key, label, s, _ in servers:
+        rs = rounds[key]
+
+        def mid(field):
+            vals = [r[field] for r in rs if r.get(field) is not None]
+            return statistics.median(vals) if vals else None
+
+        out[key] = {"label": label, "requests_per_s": mid("requests_per_s"),
+                    "cpu_us_per_req": mid("cpu_us_per_req"), "p50_us": mid("p50_us"),
+                    "p99_us": mid("p99_us"), "errors": sum(r.get("errors") or 0 for r in rs),
+                    "requests": sum(r.get("requests") or 0 for r in rs),
+                    "hwm_kb": rs[-1]["hwm_kb"], "connections": SIZES["s9_connections"],
+                    "cmd": getattr(s, "cmd", ""), "rounds": rs}
+    return out
 
 
 def scenario9(inputs, problems):
@@ -39,6 +82,7 @@ def scenario9(inputs, problems):
 
     def run(key, label, start, url_of, headers, body_file, server_is_upstream=False,
             rates=rates):
+        """headers: a list, or a function of the started server to one."""
         try:
             s = start()
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -47,22 +91,35 @@ def scenario9(inputs, problems):
             return
         try:
             C[key] = load_contender(label, s, up if not server_is_upstream else s, url_of(s),
-                                    headers, body_file, rates, problems,
+                                    headers(s) if callable(headers) else headers, body_file,
+                                    rates, problems,
                                     baseline=None if server_is_upstream else straight)
             out["order"].append(key)
         finally:
             if not server_is_upstream:
                 s.stop()
+                if getattr(s, "key_store", None) and key in C:
+                    C[key]["key_after"] = key_after(s)
 
     up = start_fake("s9-upstream")
     try:
         up.cmd = f"{os.path.basename(FAKE)} --workers 2"
         run("straight", "straight to the upstream", lambda: up,
             lambda s: s.url + "/chat/completions", bench, body, server_is_upstream=True)
+        if NGINX:
+            out["nginx"] = {"version": nginx_version(), "workers": NGINX_WORKERS,
+                            "conf": nginx_conf()}
+            run("nginx", "nginx, reverse proxy", lambda: start_nginx("s9-nginx", up.url),
+                lambda s: s.url + "/chat/completions", bench, body)
+        else:
+            check(False, "9: no nginx, so no row of a bare reverse proxy", problems)
         if serve_help():
             run("llmroute", "llmroute serve, pinned", lambda: start_llmroute(
                 "s9-llmroute", up.url, serve_env()), lambda s: s.base + "/v1/chat/completions",
                 bench, body)
+            run("llmroute_keys", "llmroute serve, keys and policy on",
+                lambda: start_llmroute_keyed("s9-llmroute-keys", up.url, serve_env()),
+                lambda s: s.base + "/v1/chat/completions", bearer, body)
             run("llmroute_auto", "llmroute serve, model auto", lambda: start_llmroute(
                 "s9-llmroute-auto", up.url, serve_env()),
                 lambda s: s.base + "/v1/chat/completions", bench, body_auto)
@@ -83,22 +140,37 @@ def scenario9(inputs, problems):
         else:
             check(False, f"9: no Portkey gateway at {PORTKEY} (or no node)", problems)
 
-        # The closed-loop maximum at 64 connections.
+        # The closed-loop maximum at 64 connections: fresh servers, taking
+        # turns round by round.
         secs = SIZES["s9_max_seconds"]
-        out["max"] = {}
-        log(f"9 maximum: wrk -c {SIZES['s9_connections']} straight to the upstream, {secs} s")
-        out["max"]["straight"] = wrk_max(up, up.url, secs, body)
-        if serve_help():
-            try:
-                s = start_llmroute("s9-llmroute-max", up.url, serve_env())
+        out["max_rounds"] = SIZES["s9_max_rounds"]
+        targets = [("straight", "straight to the upstream", up, up.url)]
+        started = []
+        try:
+            for key, label, start, base in (
+                    ("nginx", "through nginx", lambda: start_nginx("s9-nginx-max", up.url) if
+                     NGINX else None, lambda s: s.url),
+                    ("llmroute", "through llmroute serve, pinned",
+                     lambda: start_llmroute("s9-llmroute-max", up.url, serve_env()) if
+                     serve_help() else None, lambda s: s.base + "/v1"),
+                    ("llmroute_keys", "through llmroute serve, keys and policy on",
+                     lambda: start_llmroute_keyed("s9-llmroute-keys-max", up.url, serve_env())
+                     if serve_help() else None, lambda s: s.base + "/v1")):
                 try:
-                    log(f"9 maximum: wrk -c {SIZES['s9_connections']} through llmroute serve, "
-                        f"{secs} s")
-                    out["max"]["llmroute"] = wrk_max(s, s.base + "/v1", secs, body)
-                finally:
-                    s.stop()
-            except RuntimeError as e:
-                check(False, f"9 maximum: {e}", problems)
+                    s = start()
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    check(False, f"9 maximum, {label}: {e}", problems)
+                    continue
+                if s is not None:
+                    started.append(s)
+                    targets.append((key, label, s, base(s)))
+            out["max"] = max_rounds(targets, secs, body, problems)
+        finally:
+            for s in started:
+                s.stop()
+        for s in started:
+            if getattr(s, "key_store", None) and "llmroute_keys" in out.get("max", {}):
+                out["max"]["llmroute_keys"]["key_after"] = key_after(s)
 
         # The upstream over TLS: stunnel in front of the same fake.
         if STUNNEL:

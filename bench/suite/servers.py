@@ -1,5 +1,6 @@
 """The servers scenarios 9 and 10 start, each in a session of its own: fake upstreams,
-`llmroute serve`, LiteLLM's proxy, Portkey's gateway, stunnel with a throw-away CA."""
+`llmroute serve` (with a client key or without), nginx as a bare reverse proxy, LiteLLM's
+proxy, Portkey's gateway, stunnel with a throw-away CA."""
 
 import json
 import os
@@ -9,8 +10,8 @@ import socket
 import subprocess
 import time
 
-from .common import (FAKE, LITELLM_CLI, LLMROUTE, MODELS, NODE, PORTKEY, ROOT, SIZES, STUNNEL,
-                     fresh, llmroute_env, path)
+from .common import (FAKE, LITELLM_CLI, LLMROUTE, MODELS, NGINX, NODE, PORTKEY, ROOT, SIZES,
+                     STUNNEL, fresh, llmroute_env, path)
 from .meter import http, session_pids
 
 LIVE = []  # servers to stop if the harness stops early
@@ -138,9 +139,11 @@ def serve_help() -> str:
     return _serve_help
 
 
-def shown(cmd, port, upstream=None) -> str:
+def shown(cmd, port, upstream=None, store=None) -> str:
     """A command as the report shows it: no scratch paths, no port numbers."""
     text = " ".join([os.path.basename(cmd[0])] + list(cmd[1:]))
+    if store:
+        text = text.replace(store, "STORE")
     text = re.sub(rf"\b{port}\b", "PORT", text)
     if upstream:
         hostport = upstream.split("//", 1)[1].split("/", 1)[0]
@@ -148,10 +151,34 @@ def shown(cmd, port, upstream=None) -> str:
     return re.sub(r"\S*/(config\.yaml)", r"\1", text.replace(ROOT + "/", ""))
 
 
-def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None):
+# The client key of the contender with keys and policy on: every limit there
+# is, each far above what the bench asks, so that every request passes all
+# the checks (budget reserved and settled, rates counted, models matched,
+# max_tokens capped) and none is refused.
+KEY_ARGS = ["keys", "create", "bench", "--budget", "1000", "--per", "day", "--rpm", "10000000",
+            "--tpm", "2000000000", "--models", "*", "--max-tokens", "4096", "--json"]
+
+
+def make_key(env, db):
+    """Makes the client key `bench` in the store `db`; returns its token and
+    the command as the report shows it."""
+    cmd = [LLMROUTE] + KEY_ARGS + ["--db", db]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    try:
+        token = json.loads(p.stdout)["token"]
+    except (ValueError, KeyError, TypeError):
+        raise RuntimeError(f"`llmroute keys create` exit {p.returncode}: "
+                           f"{(p.stdout + p.stderr).strip()[-300:]}") from None
+    text = " ".join(["llmroute"] + [f"'{a}'" if a == "*" else a for a in KEY_ARGS])
+    return token, f"{text} --db STORE"
+
+
+def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None, db=None):
     port = free_port()
     cmd = [LLMROUTE, "serve", "--listen", f"127.0.0.1:{port}", "--base-url", base_url,
            "-j", str(SIZES["s9_connections"])]
+    if db:
+        cmd += ["--db", db]
     if "--quiet" in serve_help():
         cmd.append("-q")  # no access log: the peers write none either
     if not cache:
@@ -161,13 +188,119 @@ def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None
     if upkeep and "--upkeep-every" in serve_help():
         cmd += ["--upkeep-every", upkeep]
     s = Server(name, cmd, env=env)
-    s.cmd = shown(cmd, port, base_url)
+    s.cmd = shown(cmd, port, base_url, store=db)
     s.base = f"http://127.0.0.1:{port}"
     if not s.wait_http(s.base + "/health", 60):
         tail = s.log_tail()
         s.stop()
         raise RuntimeError(f"llmroute serve did not come up: {tail}")
     return s
+
+
+def start_llmroute_keyed(name, base_url, env):
+    """`llmroute serve` with a client key in its store, made before it
+    starts: it then takes tokens, and checks each request against the key's
+    policy. The server's `cmd` shows both commands; its `token` is the key's."""
+    db = os.path.join(fresh("keyed-store"), "llmroute.db")
+    token, key_cmd = make_key(env, db)
+    s = start_llmroute(name, base_url, env, db=db)
+    s.cmd = f"{key_cmd}` then `{s.cmd}"
+    s.token = token
+    s.key_store = (env, db)
+    return s
+
+
+def key_after(s):
+    """`llmroute keys show bench` on a keyed server's store, once it has
+    stopped: what the key spent, as a sign that its policy was applied."""
+    env, db = s.key_store
+    p = subprocess.run([LLMROUTE, "keys", "show", "bench", "--json", "--db", db],
+                       capture_output=True, text=True, env=env, timeout=60)
+    try:
+        v = json.loads(p.stdout)
+        return {k: v.get(k) for k in ("spent_usd", "left_usd", "state")}
+    except ValueError:
+        return {"failed": (p.stdout + p.stderr).strip()[-300:]}
+
+
+# nginx as a bare reverse proxy: one worker process a core (2 here, as
+# llmroute's runtime has one worker thread a core), HTTP/1.1 keep-alive to
+# the upstream, no access log; keep-alive connections, on both sides, are
+# not closed after a number of requests (nginx closes them after 1,000 by
+# default; llmroute never does).
+NGINX_WORKERS = 2
+NGINX_CONF = """worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/client-body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream fake {{
+        server {upstream};
+        keepalive {keepalive};
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_conf(d="DIR", upstream="127.0.0.1:UPSTREAM", port="PORT") -> str:
+    """nginx.conf in the directory d; as the report shows it by default."""
+    return NGINX_CONF.format(workers=NGINX_WORKERS, dir=d, upstream=upstream, port=port,
+                             keepalive=SIZES["s9_connections"])
+
+
+def start_nginx(name, upstream_url):
+    """nginx in a scratch directory of its own (its nginx.conf, pid, logs and
+    temporary files), in the foreground, passing every path on to the fake
+    upstream as it came: `url` is the upstream's base URL through it."""
+    if not NGINX:
+        raise RuntimeError("no nginx")
+    d = fresh("nginx")
+    port = free_port()
+    hostport = upstream_url.split("//", 1)[1].split("/", 1)[0]
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(nginx_conf(d, hostport, port))
+    cmd = [NGINX, "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")]
+    s = Server(name, cmd)
+    s.cmd = " ".join(["nginx", "-p", "DIR", "-c", "DIR/nginx.conf", "-e", "DIR/error.log"])
+    if not s.wait_port(port, 20):
+        tail = s.log_tail()
+        try:
+            with open(os.path.join(d, "error.log")) as f:
+                tail += f.read()[-400:]
+        except OSError:
+            pass
+        s.stop()
+        raise RuntimeError(f"nginx did not come up: {tail}")
+    s.url = upstream_url.replace(f"http://{hostport}", f"http://127.0.0.1:{port}")
+    return s
+
+
+def nginx_version() -> str:
+    if not NGINX:
+        return ""
+    p = subprocess.run([NGINX, "-v"], capture_output=True, text=True)
+    m = re.search(r"(nginx/\S+)", p.stdout + p.stderr)
+    return m.group(1) if m else ""
 
 
 def serve_env(extra=None) -> dict:
