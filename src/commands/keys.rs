@@ -315,6 +315,9 @@ fn list(keys: &[KeyRecord], as_json: bool, now: i64) -> anyhow::Result<i32> {
             ]);
         }
         format!("{t}\n")
+            .lines()
+            .map(|l| l.trim_end().to_string() + "\n")
+            .collect()
     };
     app::write_stdout(text.as_bytes())
 }
