@@ -98,6 +98,9 @@ pub struct Config {
     pub route_all: Option<bool>,
     /// `llmroute serve`'s own settings.
     pub serve: Option<ServeConfig>,
+    /// Named upstreams beside the default one (`[upstreams.NAME]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstreams: BTreeMap<String, crate::upstreams::UpstreamConfig>,
 }
 
 /// The `[serve]` table.
@@ -387,6 +390,13 @@ impl Config {
         }
         if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
             return Err(bad(&["explore"], "must be a share between 0 and 1"));
+        }
+        for (name, u) in &self.upstreams {
+            u.check(name).map_err(|(below, message)| {
+                let mut path = vec!["upstreams", name.as_str()];
+                path.extend(below.iter().map(String::as_str));
+                bad(&path, message)
+            })?;
         }
         Ok(())
     }

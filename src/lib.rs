@@ -48,5 +48,6 @@ pub mod setup;
 pub mod shared;
 pub mod store;
 pub mod upstream;
+pub mod upstreams;
 pub mod view;
 pub mod wiring;

@@ -56,6 +56,8 @@ pub struct Routing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub routing: Routing,
+    /// Named upstreams beside `base_url` (the config file's `[upstreams]`).
+    pub upstreams: std::collections::BTreeMap<String, crate::upstreams::UpstreamConfig>,
     /// A line's `model` is routed as a hint (`--route-all`, `route_all`).
     pub route_all: bool,
     pub concurrency: u32,
@@ -325,6 +327,7 @@ impl Options {
         } || file.route_all.unwrap_or(false);
         Options {
             route_all,
+            upstreams: file.upstreams.clone(),
             routing: Routing::resolve(flags, file),
             concurrency: run
                 .concurrency
@@ -468,6 +471,7 @@ impl Options {
             budget_id: self.redis.as_ref().map(|r| r.budget_id.clone()),
             route_all: Some(self.route_all),
             serve: Some(self.serve.to_config()),
+            upstreams: self.upstreams.clone(),
         })
     }
 }

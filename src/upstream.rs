@@ -78,6 +78,16 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// `api_key` is `None` only for runs that never call `/chat/completions`.
     pub fn new(base_url: &str, api_key: Option<&str>, pool: usize) -> Result<Client, String> {
+        Client::with_headers(base_url, api_key, pool, &std::collections::BTreeMap::new())
+    }
+
+    /// [`Client::new`], with `extra` headers sent with every request.
+    pub fn with_headers(
+        base_url: &str,
+        api_key: Option<&str>,
+        pool: usize,
+        extra: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Client, String> {
         let base = base_url.trim_end_matches('/');
         let url =
             reqwest::Url::parse(base).map_err(|e| format!("invalid base URL '{base}': {e}"))?;
@@ -96,6 +106,13 @@ impl Client {
         }
         headers.insert("HTTP-Referer", HeaderValue::from_static(REFERER));
         headers.insert("X-Title", HeaderValue::from_static(TITLE));
+        for (k, v) in extra {
+            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|_| format!("{k:?} is not a header name"))?;
+            let value = HeaderValue::from_str(v.trim())
+                .map_err(|_| format!("the header {k} has a value not allowed in HTTP"))?;
+            headers.insert(name, value);
+        }
         let roots = needs_tls_roots(url.scheme(), |name| std::env::var_os(name));
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(roots)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
+use crate::core::catalogue::Catalogue;
 use crate::engine::admission::{Budget, Limits, RateLimits};
 use crate::engine::health::LocalHealth;
 use crate::engine::ports::{Admission, Cache, Health, Observer, Recorder};
@@ -82,6 +83,7 @@ pub fn wire(
     let upstream = crate::upstream::identity(&base);
     store.set_upstream(&upstream);
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
+    let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
     let notes = notes(&settings, &catalogue, wants.quiet);
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
@@ -124,7 +126,10 @@ pub fn wire(
         ),
     };
     let parts = Parts {
-        upstream: client.map(|c| Arc::new(c) as _),
+        upstream: client.map(|c| match named.is_empty() {
+            true => Arc::new(c) as _,
+            false => Arc::new(crate::upstreams::Upstreams { default: c, named }) as _,
+        }),
         cache,
         recorder,
         health,
@@ -243,6 +248,57 @@ fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
     Client::new(base, api_key.as_deref(), wants.pool)
         .map(Some)
         .map_err(anyhow::Error::msg)
+}
+
+/// The named upstreams (`[upstreams.NAME]`): their clients (none for a
+/// dry run, which calls nothing), and `catalogue` with their candidates,
+/// `NAME:model`, each from its own catalogue kept in the store (and the
+/// prices its table sets).
+pub fn named_upstreams(
+    options: &Options,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    wants: &Wants,
+    catalogue: Catalogue,
+) -> anyhow::Result<(Vec<(String, crate::upstreams::Named)>, Catalogue)> {
+    if options.upstreams.is_empty() {
+        return Ok((Vec::new(), catalogue));
+    }
+    let mut models = catalogue.models().to_vec();
+    let mut named = Vec::new();
+    for (name, u) in &options.upstreams {
+        let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+        let base = u.base_url.trim().trim_end_matches('/').to_string();
+        let client = Client::with_headers(&base, key.as_deref(), wants.pool, &u.headers)
+            .map_err(|e| anyhow!("upstream {name}: {e}"))?;
+        let listed = setup::load_catalogue(
+            store,
+            (!wants.dry_run).then_some(&client),
+            &base,
+            rt,
+            true,
+            false,
+        );
+        // A server of its own has no snapshot to fall back on: OpenRouter's is not its.
+        let listed = match listed.origin {
+            crate::core::catalogue::Origin::Embedded => {
+                if !wants.quiet && !wants.dry_run {
+                    eprintln!(
+                        "llmroute: warning: upstream {name}: cannot fetch {base}/models; its models are those its [upstreams.{name}.models] table names"
+                    );
+                }
+                Vec::new()
+            }
+            _ => listed.models().to_vec(),
+        };
+        models.extend(crate::upstreams::candidates(name, &listed, u));
+        if !wants.dry_run {
+            let timeout = u.timeout();
+            named.push((name.clone(), crate::upstreams::Named { client, timeout }));
+        }
+    }
+    let merged = Catalogue::from_models(models, catalogue.skipped, catalogue.origin.clone());
+    Ok((named, merged))
 }
 
 /// This process's rate limits and budget.

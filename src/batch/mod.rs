@@ -16,6 +16,7 @@
 //! | [`signals`]  | Ctrl-C and SIGTERM                                        |
 
 pub mod console;
+mod counters;
 pub mod grade;
 mod openai_batch;
 pub mod output;
@@ -121,6 +122,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         run_id,
         task: run.task.clone(),
         grader: grader.clone(),
+        upstreams: options.upstreams.keys().cloned().collect(),
     };
     // A prompt's line is kept, to print its answer once the run has ended.
     let kept = run.prompt.as_ref().map(|_| prompt::Kept::default());

@@ -106,6 +106,8 @@ pub struct Line {
     pub request_id: Option<std::sync::Arc<str>>,
     /// The answer's score by `--grade`.
     pub grade: Option<f64>,
+    /// The upstream that answered, when several are configured.
+    pub upstream: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -116,6 +118,8 @@ struct Head<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grade: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a str>,
     model: Option<&'a str>,
     score: Option<f64>,
     latency_ms: f64,
@@ -223,6 +227,7 @@ impl Line {
             line: self.line,
             request_id: self.request_id.as_deref(),
             grade: self.grade,
+            upstream: self.upstream.as_deref(),
             model: self.model.as_deref(),
             score: self.score.map(round_score),
             latency_ms: round_ms(self.latency_ms),

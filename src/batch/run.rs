@@ -17,7 +17,7 @@
 //! durable in the cache before its output line is written.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::console::Console;
+use super::counters::{tick, Counters};
 pub use super::output::Shape;
 use super::output::{error_type, Line};
 use super::reader::{self, InputEvent, Source};
@@ -33,6 +34,7 @@ use super::sink::{output_thread, DrainRequest, OutMsg, OutSender, Outbox};
 pub use super::stop::{Stop, StopReason};
 use crate::core::request::Request;
 use crate::engine::{Outcome, RouteOptions, Router};
+use crate::upstreams::label;
 
 /// Most lines between being read and being written, for `-j concurrency`.
 /// It bounds memory, and what a crash can make a re-run pay again: at most
@@ -68,6 +70,8 @@ pub struct Batch {
     pub task: Option<String>,
     /// Grades each answer (`--grade`).
     pub grader: Option<Arc<super::grade::Grader>>,
+    /// The named upstreams' names: an output line names its upstream.
+    pub upstreams: Vec<String>,
 }
 
 /// The end of a run.
@@ -92,30 +96,11 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-#[derive(Default)]
-struct Counters {
-    answered: AtomicU64,
-    cached: AtomicU64,
-    errors: AtomicU64,
-    cost_usd: Mutex<f64>,
-    cost_unknown: AtomicU64,
-}
-
-impl Counters {
-    fn add_cost(&self, c: f64) {
-        *self.cost_usd.lock().unwrap_or_else(|e| e.into_inner()) += c;
-    }
-
-    fn cost(&self) -> f64 {
-        *self.cost_usd.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// What every line task shares.
 pub(super) struct Shared {
     router: Arc<Router>,
     stop: Stop,
-    counters: Counters,
+    counters: Arc<Counters>,
     console: Console,
     store_warned: AtomicBool,
     route_all: bool,
@@ -131,6 +116,7 @@ pub(super) struct Shared {
     run_id: String,
     task: Option<String>,
     grader: Option<Arc<super::grade::Grader>>,
+    upstreams: Vec<String>,
 }
 
 impl Shared {
@@ -175,11 +161,12 @@ impl Shared {
         route_all: bool,
         notes: Vec<String>,
         (run_id, task, grader): (String, Option<String>, Option<Arc<super::grade::Grader>>),
+        upstreams: Vec<String>,
     ) -> Arc<Shared> {
         let ctx = Arc::new(Shared {
             router,
             stop: Stop::default(),
-            counters: Counters::default(),
+            counters: Arc::default(),
             console,
             store_warned: AtomicBool::new(false),
             route_all,
@@ -190,6 +177,7 @@ impl Shared {
             run_id,
             task,
             grader,
+            upstreams,
         });
         let weak = Arc::downgrade(&ctx);
         ctx.router.after_each_commit(Box::new(move || {
@@ -251,6 +239,7 @@ pub async fn run(
         batch.route_all,
         batch.notes,
         (batch.run_id, batch.task, batch.grader),
+        batch.upstreams,
     );
 
     let (in_tx, mut in_rx) = mpsc::channel::<Vec<InputEvent>>(reader::CHANNEL_BATCHES);
@@ -274,7 +263,7 @@ pub async fn run(
     let ticker = ctx
         .progress()
         .cloned()
-        .map(|pb| tokio::spawn(tick(ctx.clone(), pb)));
+        .map(|pb| tokio::spawn(tick(ctx.counters.clone(), pb)));
 
     let (seq, input_error) = dispatch(&ctx, &mut in_rx, &window_sem, concurrency, &out_tx).await;
     drop(in_rx);
@@ -422,24 +411,6 @@ where
     }
 }
 
-/// Keeps the progress bar's message up to date.
-async fn tick(ctx: Arc<Shared>, pb: ProgressBar) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tick.tick().await;
-        let unknown = match ctx.counters.cost_unknown.load(Ordering::Relaxed) {
-            0 => String::new(),
-            n => format!(" + {n} unknown"),
-        };
-        pb.set_message(format!(
-            "{} cached · {} · {}{unknown}",
-            ctx.counters.cached.load(Ordering::Relaxed),
-            crate::core::numbers::counted(ctx.counters.errors.load(Ordering::Relaxed), "error"),
-            crate::core::numbers::usd(ctx.counters.cost()),
-        ));
-    }
-}
-
 /// Routes one line and hands its output line on: within this turn of the
 /// runtime, or once its record has committed.
 async fn route_line(
@@ -486,6 +457,9 @@ async fn route_line(
         }
     }
     line.request_id = Some(rid);
+    if !ctx.upstreams.is_empty() {
+        line.upstream = line.model.as_deref().map(|m| label(m, &ctx.upstreams));
+    }
     if let Some(pb) = ctx.progress() {
         pb.inc(1);
     }

@@ -20,7 +20,7 @@ pub const EMBEDDED_DATE: &str = "2026-06-16";
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// What llmroute knows of one model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ModelInfo {
     pub id: String,
     /// USD per prompt token; `None` when unknown.

@@ -235,14 +235,16 @@ impl Router {
         model: &str,
         upstream: &dyn Upstream,
     ) -> Result<(Success, Option<Live>), Failure> {
+        // The candidate's own upstream, and the id it knows the model by.
+        let (upstream, wire) = upstream.route_to(model).unwrap_or((upstream, model));
         let call = async {
             if opts.stream {
-                let body = stream_body(model, &req.wire);
+                let body = stream_body(wire, &req.wire);
                 self.open_stream(upstream, body)
                     .await
                     .map(|(s, l)| (s, Some(l)))
             } else {
-                let body = upstream_body(model, b"", &req.wire);
+                let body = upstream_body(wire, b"", &req.wire);
                 upstream
                     .complete(body, self.config.timeout)
                     .await

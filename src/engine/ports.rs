@@ -58,6 +58,14 @@ pub trait Upstream: Send + Sync {
                 .map(|s| Opened::whole(&s))
         })
     }
+
+    /// Where a request for `candidate` goes when not here: another
+    /// upstream, and the model id it knows it by (`NAME:model` on a named
+    /// upstream). None: here, as `candidate`.
+    fn route_to<'a>(&'a self, candidate: &'a str) -> Option<(&'a dyn Upstream, &'a str)> {
+        let _ = candidate;
+        None
+    }
 }
 
 /// An answer, from a model or from the cache.

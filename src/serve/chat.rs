@@ -355,6 +355,12 @@ impl App {
                 }
             };
             put("x-llmroute-model", model.to_string());
+            if !self.upstreams.is_empty() {
+                put(
+                    "x-llmroute-upstream",
+                    crate::upstreams::label(model, &self.upstreams),
+                );
+            }
             if let Some(s) = score {
                 put("x-llmroute-score", format!("{s:.4}"));
             }

@@ -124,6 +124,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.redis.clone(),
     );
     app.cors_origins = cors_origins;
+    app.upstreams = options.upstreams.keys().cloned().collect();
     let app = Arc::new(app);
     let keep = upkeep::Keep {
         path: wired.store_path.clone(),

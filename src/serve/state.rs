@@ -58,6 +58,8 @@ pub struct App {
     pub allow_any_model: bool,
     /// Sampled requests are answered from the cache (`--cache-sampled`).
     pub cache_sampled: bool,
+    /// The named upstreams' names: an answer says which one gave it.
+    pub upstreams: Vec<String>,
     /// Cancelled when the grace period of a stop ends: the streams still
     /// open then end with an `error` event.
     pub cut: tokio_util::sync::CancellationToken,
@@ -108,6 +110,7 @@ impl App {
             shared_cache: options.shared_cache,
             allow_any_model: options.allow_any_model,
             cache_sampled: options.cache_sampled,
+            upstreams: Vec::new(),
             cut: tokio_util::sync::CancellationToken::new(),
             tags: AtomicU64::new(0),
         }

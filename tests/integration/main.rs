@@ -43,4 +43,5 @@ mod signals;
 mod tls;
 mod toolchain;
 mod upstream_health;
+mod upstreams;
 mod usage;

@@ -1,0 +1,285 @@
+//! Several upstreams in one candidate list: OpenRouter (or any `--base-url`)
+//! as the default, and named ones from the config file's
+//! `[upstreams.NAME]` tables (a local vLLM or Ollama server, a provider's
+//! own API), each with its own URL, key, headers and time limit.
+//!
+//! A candidate on a named upstream is `NAME:model`; a plain model id is on
+//! the default upstream. Everything the router keeps per model (health,
+//! latency, circuits, exploration, learned quality, the cache key) is kept
+//! per candidate id, so the same model on two upstreams is two candidates.
+//! A request goes to its candidate's upstream with that upstream's key
+//! only, as `model` the id that upstream knows it by.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::catalogue::ModelInfo;
+use crate::engine::ports::{BoxFuture, Opened, Upstream};
+use crate::upstream::Client;
+
+/// An `[upstreams.NAME]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Its OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The name of the environment variable holding its key; none for a
+    /// server that takes none.
+    pub api_key_env: Option<String>,
+    /// Headers sent with every request to it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Time limit of one attempt on it, instead of `--timeout`.
+    pub timeout: Option<String>,
+    /// Prices and context windows of its models, for a server whose
+    /// `/models` lists none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// An `[upstreams.NAME.models."MODEL"]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// USD per prompt token, as OpenRouter's catalogue gives it.
+    pub prompt_price: Option<f64>,
+    /// USD per completion token.
+    pub completion_price: Option<f64>,
+    pub context_length: Option<u64>,
+}
+
+impl UpstreamConfig {
+    /// Checks the table of upstream `name`: Err is the key's path below
+    /// `upstreams.NAME` and why.
+    pub fn check(&self, name: &str) -> Result<(), (Vec<String>, String)> {
+        let at = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok_name {
+            return Err((
+                at(&[]),
+                format!("upstream {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"),
+            ));
+        }
+        let url = url::Url::parse(self.base_url.trim()).map_err(|e| {
+            (
+                at(&["base_url"]),
+                format!("upstream {name}: {:?} is not a URL: {e}", self.base_url),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err((
+                at(&["base_url"]),
+                format!("upstream {name}: the base URL must be http or https"),
+            ));
+        }
+        if let Some(var) = &self.api_key_env {
+            if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
+                return Err((
+                    at(&["api_key_env"]),
+                    format!("upstream {name}: the variable {var} that holds its key is not set"),
+                ));
+            }
+        }
+        if let Some(t) = &self.timeout {
+            let d = crate::core::duration::parse(t)
+                .map_err(|e| (at(&["timeout"]), format!("upstream {name}: {e}")))?;
+            if d < Duration::from_millis(100) {
+                return Err((at(&["timeout"]), format!("upstream {name}: at least 100ms")));
+            }
+        }
+        for (model, m) in &self.models {
+            for (key, p) in [
+                ("prompt_price", m.prompt_price),
+                ("completion_price", m.completion_price),
+            ] {
+                if p.is_some_and(|p| !p.is_finite() || p < 0.0) {
+                    return Err((
+                        at(&["models", model, key]),
+                        format!("upstream {name}: a price is a number of USD of 0 or more"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Its time limit, when it has its own.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+            .as_deref()
+            .and_then(|t| crate::core::duration::parse(t).ok())
+    }
+}
+
+/// `NAME:model` when NAME is an upstream (`is_upstream`): the name and the
+/// model id on it. A model id whose part before `:` holds a `/`
+/// (`meta/llama:free`) is a plain id.
+pub fn split(candidate: &str, is_upstream: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
+    let (name, model) = candidate.split_once(':')?;
+    (!name.contains('/') && !model.is_empty() && is_upstream(name)).then_some((name, model))
+}
+
+/// The upstream a candidate is on, by name: `NAME`, or `default`.
+pub fn label(candidate: &str, names: &[String]) -> String {
+    split(candidate, |n| names.iter().any(|u| u == n))
+        .map_or("default", |(n, _)| n)
+        .to_string()
+}
+
+/// A named upstream's models as candidates: its catalogue's (ids given
+/// its name as a prefix), with the prices and windows its table sets.
+pub fn candidates(name: &str, listed: &[ModelInfo], config: &UpstreamConfig) -> Vec<ModelInfo> {
+    let mut out: Vec<ModelInfo> = listed
+        .iter()
+        .map(|m| ModelInfo {
+            id: format!("{name}:{}", m.id),
+            ..m.clone()
+        })
+        .collect();
+    for (model, set) in &config.models {
+        let id = format!("{name}:{model}");
+        let i = match out.iter().position(|m| m.id == id) {
+            Some(i) => i,
+            None => {
+                out.push(ModelInfo {
+                    id,
+                    ..ModelInfo::default()
+                });
+                out.len() - 1
+            }
+        };
+        let m = &mut out[i];
+        m.prompt_price = set.prompt_price.or(m.prompt_price);
+        m.completion_price = set.completion_price.or(m.completion_price);
+        m.context_length = set.context_length.or(m.context_length);
+    }
+    out
+}
+
+/// The default upstream and the named ones, as one engine upstream: a
+/// request goes where its candidate is.
+pub struct Upstreams {
+    pub default: Client,
+    /// By name: its client and its own time limit.
+    pub named: Vec<(String, Named)>,
+}
+
+/// A named upstream's client, with its own time limit.
+pub struct Named {
+    pub client: Client,
+    pub timeout: Option<Duration>,
+}
+
+impl Upstream for Named {
+    fn complete(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<crate::core::failure::Success, crate::core::failure::Failure>> {
+        Box::pin(self.client.complete(body, self.timeout.unwrap_or(timeout)))
+    }
+
+    fn open(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Opened, crate::core::failure::Failure>> {
+        Box::pin(self.client.open(body, self.timeout.unwrap_or(timeout)))
+    }
+}
+
+impl Upstream for Upstreams {
+    fn complete(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<crate::core::failure::Success, crate::core::failure::Failure>> {
+        Box::pin(self.default.complete(body, timeout))
+    }
+
+    fn open(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Opened, crate::core::failure::Failure>> {
+        Box::pin(self.default.open(body, timeout))
+    }
+
+    fn route_to<'a>(&'a self, candidate: &'a str) -> Option<(&'a dyn Upstream, &'a str)> {
+        let (name, model) = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))?;
+        let (_, named) = self.named.iter().find(|(k, _)| k == name)?;
+        Some((named as &dyn Upstream, model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_name_their_upstream_and_plain_ids_stay_plain() {
+        let known = |n: &str| n == "local";
+        assert_eq!(split("local:llama3", known), Some(("local", "llama3")));
+        assert_eq!(
+            split("local:org/m:free", known),
+            Some(("local", "org/m:free"))
+        );
+        assert_eq!(split("meta/llama:free", known), None);
+        assert_eq!(split("other:x", known), None);
+        assert_eq!(split("local:", known), None);
+        assert_eq!(split("openai/gpt-5.4", known), None);
+    }
+
+    #[test]
+    fn a_table_prices_what_the_server_lists_and_adds_what_it_does_not() {
+        let listed = vec![ModelInfo {
+            id: "llama3".into(),
+            ..ModelInfo::default()
+        }];
+        let mut config = UpstreamConfig {
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            ..UpstreamConfig::default()
+        };
+        config.models.insert(
+            "llama3".into(),
+            ModelConfig {
+                prompt_price: Some(0.0),
+                completion_price: Some(0.0),
+                context_length: Some(8192),
+            },
+        );
+        config.models.insert("qwen".into(), ModelConfig::default());
+        let c = candidates("local", &listed, &config);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].id, "local:llama3");
+        assert_eq!(
+            (c[0].prompt_price, c[0].context_length),
+            (Some(0.0), Some(8192))
+        );
+        assert_eq!(c[1].id, "local:qwen");
+    }
+
+    #[test]
+    fn a_bad_table_says_which_key() {
+        let bad_url = UpstreamConfig {
+            base_url: "not a url".into(),
+            ..UpstreamConfig::default()
+        };
+        assert_eq!(bad_url.check("local").unwrap_err().0, ["base_url"]);
+        let no_key = UpstreamConfig {
+            base_url: "http://x/v1".into(),
+            api_key_env: Some("LLMROUTE_TEST_SURELY_UNSET_1234".into()),
+            ..UpstreamConfig::default()
+        };
+        let e = no_key.check("p").unwrap_err();
+        assert_eq!(e.0, ["api_key_env"]);
+        assert!(e.1.contains("LLMROUTE_TEST_SURELY_UNSET_1234"));
+        assert!(UpstreamConfig::default().check("a b").is_err());
+    }
+}

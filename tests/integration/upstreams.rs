@@ -1,0 +1,290 @@
+//! Several upstreams in one candidate list: the default one (OpenRouter's
+//! shape, with prices) and a named one (a local server's, with none),
+//! each with its own key.
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const LOCAL_KEY: &str = "local-key-3f9a1c";
+
+/// A local server that takes `LOCAL_KEY` only and lists `llama3`.
+fn local() -> FakeServer {
+    FakeServer::start_with(fake_openrouter::Config {
+        models: vec![ModelSpec::new("llama3").prices("0.00001", "0.00001")],
+        api_key: Some(LOCAL_KEY.into()),
+        ..fake_openrouter::Config::default()
+    })
+}
+
+/// The default upstream lists `m/x` (and `llama3`, a model of the same id).
+fn env() -> Env {
+    Env::new(vec![
+        ModelSpec::new("m/x").prices("0.000001", "0.000001"),
+        ModelSpec::new("llama3").prices("0.000002", "0.000002"),
+    ])
+}
+
+/// A config file naming `local` at `url`, its models free.
+fn config(env: &Env, url: &str) -> std::path::PathBuf {
+    env.write(
+        "config.toml",
+        &format!(
+            "[upstreams.local]\nbase_url = \"{url}\"\napi_key_env = \"LOCAL_KEY\"\n\
+             headers = {{ \"X-Team\" = \"search\" }}\n\n\
+             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n"
+        ),
+    )
+}
+
+fn run(env: &Env, cfg: &std::path::Path, args: &[&str], n: usize) -> Output {
+    env.cmd()
+        .env("LLMROUTE_CONFIG", cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(args)
+        .stdin(prompts(n))
+        .run()
+}
+
+#[test]
+fn the_cheapest_candidate_on_any_upstream_answers_with_that_upstream_s_key() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "m/x,local:llama3", "-p", "cost", "--no-cache"],
+        3,
+    );
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["model"], "local:llama3", "{l}");
+        assert_eq!(l["upstream"], "local", "{l}");
+    }
+    // The local server got the requests, as `llama3`, with its own key and headers.
+    let got = local.completions();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {LOCAL_KEY}").as_str())
+        );
+        assert_eq!(r.header("x-team"), Some("search"));
+        assert_eq!(r.json()["model"], "llama3");
+    }
+    // The default upstream never saw the local key, nor the local one the default's.
+    for r in env.server.requests() {
+        assert_ne!(
+            r.header("authorization"),
+            Some(format!("Bearer {LOCAL_KEY}").as_str())
+        );
+    }
+    for r in local.requests() {
+        assert!(!r.header("authorization").unwrap_or("").contains(KEY));
+    }
+    // `llmroute models` lists both upstreams' candidates; `config show` the
+    // upstream without its key.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--models", "m/x,local:llama3", "--json"])
+        .run();
+    out.assert_code(0);
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"local:llama3") && ids.contains(&"m/x"),
+        "{ids:?}"
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["config", "show"])
+        .run();
+    assert!(out.stdout.contains("[upstreams.local]"), "{}", out.stdout);
+    assert!(!out.stdout.contains(LOCAL_KEY));
+}
+
+#[test]
+fn a_local_server_that_is_down_sends_its_requests_elsewhere() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    local.set_default("llama3", Behavior::status(503));
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "m/x,local:llama3", "-p", "cost", "--no-cache"],
+        4,
+    );
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["model"], "m/x", "{l}");
+    }
+    // Back: once what was learned of it is forgotten (or its pause ends),
+    // it takes them again.
+    local.set_default("llama3", Behavior::ok());
+    env.cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--reset", "local:llama3"])
+        .run()
+        .assert_code(0);
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "m/x,local:llama3", "-p", "cost", "--no-cache"],
+        3,
+    );
+    for l in out.lines() {
+        assert_eq!(l["model"], "local:llama3", "{l}");
+    }
+}
+
+#[test]
+fn the_same_model_on_two_upstreams_is_two_candidates() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    local.set_default("llama3", Behavior::status(500));
+    let args = [
+        "--models",
+        "llama3,local:llama3",
+        "-p",
+        "cost",
+        "--no-cache",
+        "--max-attempts",
+        "2",
+    ];
+    let out = run(&env, &cfg, &args, 5);
+    out.assert_code(0);
+    // The local one fails and the default one answers; the local one's
+    // failures are its own.
+    for l in out.lines() {
+        assert_eq!(l["model"], "llama3", "{l}");
+    }
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--models", "llama3,local:llama3", "--json"])
+        .run();
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(row("local:llama3")["errors"].as_i64().unwrap() > 0);
+    assert_eq!(row("llama3")["errors"], 0);
+    // And their answers are cached apart: the default's answer to a prompt
+    // is not the local one's.
+    let first = run(&env, &cfg, &["--models", "llama3"], 1);
+    assert_eq!(first.lines()[0]["model"], "llama3");
+    local.set_default("llama3", Behavior::ok());
+    env.cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--reset", "local:llama3"])
+        .run()
+        .assert_code(0);
+    let other = run(&env, &cfg, &["--models", "local:llama3"], 1);
+    let l = &other.lines()[0];
+    assert_eq!(
+        (l["model"].as_str(), l["cached"].as_bool()),
+        (Some("local:llama3"), Some(false)),
+        "{l}"
+    );
+}
+
+#[test]
+fn a_bad_upstream_in_the_config_names_the_upstream_and_the_line() {
+    let env = env();
+    let missing_var = env.write(
+        "a.toml",
+        "priority = \"cost\"\n\n[upstreams.gpu]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"NO_SUCH_VAR_9F\"\n",
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &missing_var)
+        .args(["--models", "gpu:x"])
+        .stdin(prompts(1))
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 5")
+            && out.stderr.contains("gpu")
+            && out.stderr.contains("NO_SUCH_VAR_9F"),
+        "{}",
+        out.stderr
+    );
+    let bad_url = env.write("b.toml", "[upstreams.gpu]\nbase_url = \"ftp://x\"\n");
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &bad_url)
+        .stdin(prompts(1))
+        .run();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("line 2") && out.stderr.contains("gpu"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_server_says_which_upstream_answered() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let s = env.serve_with(
+        &["--models", "m/x,local:llama3", "-p", "cost"],
+        &[
+            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
+            ("LOCAL_KEY", LOCAL_KEY),
+        ],
+    );
+    crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        for (model, upstream) in [(None, "local"), (Some("m/x"), "default")] {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&chat(model, "hi"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-llmroute-upstream"], upstream);
+        }
+        // Both upstreams' candidates are listed.
+        let v: Value = c
+            .get(s.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&"local:llama3") && ids.contains(&"m/x"),
+            "{ids:?}"
+        );
+    });
+}
