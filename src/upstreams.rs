@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::catalogue::ModelInfo;
+use crate::core::failure::{Failure, FailureKind, Success};
 use crate::engine::ports::{BoxFuture, Opened, Upstream};
 use crate::upstream::Client;
 
@@ -33,6 +34,10 @@ pub struct UpstreamConfig {
     pub headers: BTreeMap<String, String>,
     /// Time limit of one attempt on it, instead of `--timeout`.
     pub timeout: Option<String>,
+    /// Requests a minute it takes; past it, requests go to other candidates.
+    pub rpm: Option<u32>,
+    /// Requests it takes at once; past it, requests go to other candidates.
+    pub concurrency: Option<u32>,
     /// Prices and context windows of its models, for a server whose
     /// `/models` lists none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -84,6 +89,11 @@ impl UpstreamConfig {
                     at(&["api_key_env"]),
                     format!("upstream {name}: the variable {var} that holds its key is not set"),
                 ));
+            }
+        }
+        for (key, v) in [("rpm", self.rpm), ("concurrency", self.concurrency)] {
+            if v == Some(0) {
+                return Err((at(&[key]), format!("upstream {name}: at least 1")));
             }
         }
         if let Some(t) = &self.timeout {
@@ -170,10 +180,56 @@ pub struct Upstreams {
     pub named: Vec<(String, Named)>,
 }
 
-/// A named upstream's client, with its own time limit.
+/// A named upstream's client, with its own time limit and limits.
 pub struct Named {
     pub client: Client,
     pub timeout: Option<Duration>,
+    /// Its requests a minute (GCRA), when limited.
+    rpm: Option<governor::DefaultDirectRateLimiter>,
+    /// Its requests at once, when limited.
+    at_once: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+/// How long a candidate whose upstream is at its limit is left alone.
+const AT_LIMIT: Duration = Duration::from_millis(200);
+
+impl Named {
+    pub fn new(client: Client, config: &UpstreamConfig) -> Named {
+        let per_minute = config
+            .rpm
+            .and_then(std::num::NonZeroU32::new)
+            .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+        Named {
+            client,
+            timeout: config.timeout(),
+            rpm: per_minute,
+            at_once: config
+                .concurrency
+                .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize))),
+        }
+    }
+
+    /// A slot on it now, or the failure that sends the request elsewhere:
+    /// it is at its limit, as a server answering 429 would say.
+    fn admit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Failure> {
+        let limited = |what: &str| Failure {
+            kind: FailureKind::RateLimited,
+            status: None,
+            message: format!("the upstream is at its {what}"),
+            retry_after: Some(AT_LIMIT),
+        };
+        if self.rpm.as_ref().is_some_and(|l| l.check().is_err()) {
+            return Err(limited("requests a minute"));
+        }
+        match &self.at_once {
+            None => Ok(None),
+            Some(s) => s
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| limited("requests at once")),
+        }
+    }
 }
 
 impl Upstream for Named {
@@ -181,16 +237,33 @@ impl Upstream for Named {
         &self,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<crate::core::failure::Success, crate::core::failure::Failure>> {
-        Box::pin(self.client.complete(body, self.timeout.unwrap_or(timeout)))
+    ) -> BoxFuture<'_, Result<Success, Failure>> {
+        Box::pin(async move {
+            let _slot = self.admit()?;
+            self.client
+                .complete(body, self.timeout.unwrap_or(timeout))
+                .await
+        })
     }
 
-    fn open(
-        &self,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Opened, crate::core::failure::Failure>> {
-        Box::pin(self.client.open(body, self.timeout.unwrap_or(timeout)))
+    fn open(&self, body: Vec<u8>, timeout: Duration) -> BoxFuture<'_, Result<Opened, Failure>> {
+        Box::pin(async move {
+            let slot = self.admit()?;
+            let mut opened = self
+                .client
+                .open(body, self.timeout.unwrap_or(timeout))
+                .await?;
+            // The slot is held until the stream ends.
+            if let Some(slot) = slot {
+                let events =
+                    std::mem::replace(&mut opened.events, Box::pin(futures_util::stream::empty()));
+                opened.events = Box::pin(futures_util::StreamExt::map(events, move |e| {
+                    let _ = &slot;
+                    e
+                }));
+            }
+            Ok(opened)
+        })
     }
 }
 
@@ -199,15 +272,11 @@ impl Upstream for Upstreams {
         &self,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<crate::core::failure::Success, crate::core::failure::Failure>> {
+    ) -> BoxFuture<'_, Result<Success, Failure>> {
         Box::pin(self.default.complete(body, timeout))
     }
 
-    fn open(
-        &self,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Opened, crate::core::failure::Failure>> {
+    fn open(&self, body: Vec<u8>, timeout: Duration) -> BoxFuture<'_, Result<Opened, Failure>> {
         Box::pin(self.default.open(body, timeout))
     }
 

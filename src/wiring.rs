@@ -293,8 +293,7 @@ pub fn named_upstreams(
         };
         models.extend(crate::upstreams::candidates(name, &listed, u));
         if !wants.dry_run {
-            let timeout = u.timeout();
-            named.push((name.clone(), crate::upstreams::Named { client, timeout }));
+            named.push((name.clone(), crate::upstreams::Named::new(client, u)));
         }
     }
     let merged = Catalogue::from_models(models, catalogue.skipped, catalogue.origin.clone());

@@ -288,3 +288,44 @@ fn a_server_says_which_upstream_answered() {
         );
     });
 }
+
+#[test]
+fn a_local_server_at_its_limit_sends_the_rest_elsewhere() {
+    let env = env();
+    let local = local();
+    local.set_default("llama3", Behavior::ok_after(400));
+    let cfg = env.write(
+        "config.toml",
+        &format!(
+            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\nconcurrency = 1\n\n\
+             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n",
+            local.base_url()
+        ),
+    );
+    let out = run(
+        &env,
+        &cfg,
+        &[
+            "--models",
+            "m/x,local:llama3",
+            "-p",
+            "cost",
+            "--no-cache",
+            "-j",
+            "4",
+        ],
+        4,
+    );
+    out.assert_code(0);
+    let models: Vec<String> = out
+        .lines()
+        .iter()
+        .map(|l| l["model"].as_str().unwrap().to_string())
+        .collect();
+    assert!(models.iter().any(|m| m == "local:llama3"), "{models:?}");
+    assert!(
+        models.iter().any(|m| m == "m/x"),
+        "the rest went elsewhere: {models:?}"
+    );
+    assert!(local.most_in_flight() <= 1);
+}
