@@ -13,10 +13,11 @@
 //!   was tried longest ago, so that a model that slowed down or failed, and
 //!   so lost its traffic, is measured again and can win it back.
 //! - **Quality.** On a task that has had feedback, every other of those
-//!   requests goes instead where the uncertainty of quality could change
-//!   the winner: to the candidate whose score, were its quality two
-//!   standard deviations better than its posterior mean, would pass the
-//!   best by the most. So a cheaper model the router knows little about on
+//!   requests goes instead to a candidate with fewer than
+//!   [`QUALITY_WARMUP`] feedback events on the task (fewest first), else
+//!   where the uncertainty of quality could change the winner: to the
+//!   candidate whose score, were its quality two standard deviations
+//!   better than its posterior mean, would pass the best by the most. So a cheaper model the router knows little about on
 //!   a task gets the feedback that may show it is as good; one known to
 //!   be worse does not.
 //!
@@ -40,6 +41,10 @@ pub enum Probe {
     Ageing,
     Quality,
 }
+
+/// Feedback events on a task each candidate gets before its quality
+/// there is left to the uncertainty rule.
+pub const QUALITY_WARMUP: u64 = 3;
 
 /// What quality exploration needs to know of a request: its task, and
 /// the weight of quality in its score.
@@ -66,6 +71,18 @@ fn quality_probe(
     // Only a task that has had feedback: without any, none would come of it.
     if learned.iter().all(|l| l.is_none_or(|p| p.events == 0)) {
         return None;
+    }
+    // Each candidate first gets a few outcomes on the task: one wrong
+    // answer must not rule it out for good.
+    let fewest = order
+        .iter()
+        .zip(&learned)
+        .enumerate()
+        .skip(1)
+        .filter(|(_, (p, l))| open(p) && l.map_or(0, |l| l.events) < QUALITY_WARMUP)
+        .min_by_key(|(_, (_, l))| l.map_or(0, |l| l.events));
+    if let Some((i, _)) = fewest {
+        return Some(i);
     }
     let best = order.first()?.score?;
     order
@@ -328,6 +345,27 @@ mod tests {
         assert_eq!(
             choose(&order, &v, now, (40, 0.05), q).map(|p| p.1),
             Some(Probe::Ageing)
+        );
+        // A candidate with few outcomes on the task is heard first, however
+        // far behind it scores.
+        let mut far = order.clone();
+        far[1].score = Some(0.1);
+        let few = Learned(HashMap::from([
+            ("best".to_string(), sure(40.0, 10.0)),
+            (
+                "unsure".to_string(),
+                Posterior {
+                    good: 0.0,
+                    bad: 1.0,
+                    events: 1,
+                    at_ms: 0,
+                },
+            ),
+            ("known-bad".to_string(), sure(5.0, 300.0)),
+        ]));
+        assert_eq!(
+            choose(&far, &few, now, (20, 0.05), q),
+            Some((1, Probe::Quality))
         );
         // A task nothing was said of explores no quality.
         let other = Some(QualityTerm {

@@ -12,9 +12,9 @@
 //! latency or price, or 0.01 of its quality, is no difference, so
 //! measurement noise does not swing a term's weight. Up to one step,
 //! `behind_x` grows in proportion; past it, by at most one more, in
-//! proportion to how far the candidate is towards the worst one, so that
-//! among candidates all a step or more behind the nearer still ranks
-//! higher. A score is thus in [0, 1]. So a preset that puts 0.7 of the
+//! proportion to how far the candidate is towards 32 times the best
+//! latency or price, or the whole quality scale, so that among candidates
+//! all a step or more behind the nearer still ranks higher. A score is thus in [0, 1]. So a preset that puts 0.7 of the
 //! weight on one term picks the candidate best on it whenever every other
 //! is a whole step behind on it (it scores at least 0.7; the others at
 //! most 0.7 / 2 + 0.3); and
@@ -247,20 +247,22 @@ pub const QUALITY_STEP: f64 = 0.1;
 const TIE_BREAK: f64 = 1e-6;
 
 /// How far behind the best candidate one is on a term, `x` (0 for the
-/// best) on a scale whose noise ends at `same` and whose step is `step`,
-/// where the worst candidate is at `worst`: up to one step, in proportion;
-/// past a step, one more at most, in proportion to how far it is towards
-/// the worst. So among candidates all a step or more behind, the nearer
-/// still ranks higher, and no term weighs more than twice its weight.
+/// best) on a scale whose noise ends at `same` and whose step is `step`:
+/// up to one step, in proportion; past a step, one more at most, in
+/// proportion to how far it is towards `far` (32 times the best latency
+/// or price, or the whole quality scale). So among candidates all a step
+/// or more behind, the nearer still ranks higher, whatever the others
+/// are, and no term weighs more than twice its weight.
 #[inline]
-fn behind(x: f64, same: f64, step_at: f64, worst: f64) -> f64 {
-    let first = step(x, same, step_at);
-    let beyond = match worst > step_at {
-        true => step(x, step_at, worst),
-        false => 0.0,
-    };
-    first + beyond
+fn behind(x: f64, same: f64, step_at: f64, far: f64) -> f64 {
+    step(x, same, step_at) + step(x, step_at, far)
 }
+
+/// Where a second step behind ends: 32 times the best latency or price,
+/// and the whole quality scale.
+pub const LATENCY_FAR: f64 = 32.0;
+pub const COST_FAR: f64 = 32.0;
+pub const QUALITY_FAR: f64 = 1.0;
 
 /// The log ratio of a latency to the best one. A millisecond keeps a zero
 /// latency from dividing by zero.
@@ -301,7 +303,7 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
                     latency_x(v, lo),
                     LATENCY_SAME.ln(),
                     LATENCY_STEP.ln(),
-                    latency_x(hi, lo),
+                    LATENCY_FAR.ln(),
                 ),
                 norm(v, lo, hi),
             ),
@@ -309,12 +311,7 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
         };
         let (sc, nc) = match (cost_usd, cost) {
             (Some(v), Some((lo, hi))) => (
-                behind(
-                    cost_x(v, lo),
-                    COST_SAME.ln(),
-                    COST_STEP.ln(),
-                    cost_x(hi, lo),
-                ),
+                behind(cost_x(v, lo), COST_SAME.ln(), COST_STEP.ln(), COST_FAR.ln()),
                 norm(v, lo, hi),
             ),
             // An unknown price is taken as the dearest known one.
@@ -323,7 +320,7 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
                     cost_x(hi, lo),
                     COST_SAME.ln(),
                     COST_STEP.ln(),
-                    cost_x(hi, lo),
+                    COST_FAR.ln(),
                 ),
                 1.0,
             ),
@@ -331,7 +328,7 @@ pub fn rank_into(candidates: &[Candidate], w: &Weights, out: &mut Vec<Scored>) {
         };
         let (sq, nq) = match qual {
             Some((lo, hi)) => (
-                behind(hi - quality, QUALITY_SAME, QUALITY_STEP, hi - lo),
+                behind(hi - quality, QUALITY_SAME, QUALITY_STEP, QUALITY_FAR),
                 norm(hi - quality + lo, lo, hi),
             ),
             None => (0.0, 0.0),
@@ -445,9 +442,12 @@ mod tests {
         // quality behind is (0.05 - 0.01) / (0.1 - 0.01) of a step.
         let behind_q = (0.05 - 0.01) / 0.09;
         assert!((a.score - (0.5 + 0.3 * 0.5 + 0.2 * (1.0 - behind_q / 2.0))).abs() < 1e-5);
-        // B: more than a step slower, and the slowest: two steps behind;
-        // cheapest; best quality.
-        assert!((b.score - (0.0 + 0.3 + 0.2)).abs() < 1e-5);
+        // B: three times as slow: a step, and part of a second, in
+        // proportion to how far 3x is from 2x towards 32x; cheapest; best
+        // quality.
+        let second = ((301.0f64 / 101.0).ln() - 2f64.ln()) / (32f64.ln() - 2f64.ln());
+        let behind_l = 1.0 + second;
+        assert!((b.score - (0.5 * (1.0 - behind_l / 2.0) + 0.3 + 0.2)).abs() < 1e-5);
         assert_eq!(r[0].index, 0);
     }
 
@@ -642,6 +642,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn past_a_step_a_bigger_gap_still_counts() {
+        // Two candidates 0.2 and 0.5 of quality apart are not alike: with
+        // the cost weight close, the bigger gap wins where the smaller
+        // does not.
+        let pair = |gap: f64| {
+            [
+                c(Some(100.0), Some(0.001), 0.9 - gap),
+                c(Some(100.0), Some(0.004), 0.9),
+            ]
+        };
+        let w = Weights::new(0.0, 0.5, 0.5).unwrap();
+        assert_eq!(rank(&pair(0.15), &w)[0].index, 0);
+        assert_eq!(rank(&pair(0.5), &w)[0].index, 1);
     }
 
     #[test]
