@@ -178,7 +178,7 @@ def section(S):
         "the line between them). **APGR** is the area under (quality − weak) / (strong − weak) "
         "over the strong share, from 0 to 1: random routing is 0.5. The per-line oracle, which "
         "sends the strong model exactly the questions only it gets right, recovers more than "
-        "the whole gap and scores about 1.27 on this data. The share of strong calls at which "
+        "the whole gap and so scores well above 1 (below). The share of strong calls at which "
         "the curve first recovers 50%, 80% and 95% of the gap is read along the same curve.")
     md.append("")
     md.append(
@@ -244,9 +244,9 @@ def section(S):
         md.append("|---|---|---|---|")
         for i, c in enumerate(st["sweep"]):
             col = [p[i] for p in pts if i < len(p)]
-            md.append(f"| {c:g} | {_med([x['strong_share'] for x in col]) * 100:.1f}% | "
-                      f"{_med([x['quality'] for x in col]) * 100:.1f}% | "
-                      f"${_med([x['cost_per_1k'] for x in col]):.3f} |")
+            md.append(f"| {c:g} | {_med([x[0] for x in col]) * 100:.1f}% | "
+                      f"{_med([x[1] for x in col]) * 100:.1f}% | "
+                      f"${_med([x[2] for x in col]):.3f} |")
         md.append(f"| always-strong | 100% | "
                   f"{_med([r['heldout']['strong_quality'] for r in seeds]) * 100:.1f}% | "
                   f"${_med([r['heldout']['strong_cost_per_1k'] for r in seeds]):.3f} |")

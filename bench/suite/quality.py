@@ -123,8 +123,8 @@ def curve(points, qw, qs):
 def apgr(points, qw, qs):
     """Average performance gap recovered: the area under the curve of
     (quality - qw) / (qs - qw) over the share of strong calls, 0 to 1. Random
-    routing is 0.5; the per-line oracle comes to about 1.27 on this data, as it
-    recovers more than the whole gap."""
+    routing is 0.5; the per-line oracle comes to about 1.27 on the whole data, as
+    it recovers more than the whole gap."""
     c = curve(points, qw, qs)
     area = 0.0
     for (x0, y0), (x1, y1) in zip(c, c[1:]):
@@ -145,13 +145,16 @@ def share_at(points, qw, qs, frac):
     return 1.0
 
 
-def measures(points, qw, qs, costs=None):
+# A point of a curve in the results: [strong share, quality], and for a sweep
+# also [..., cost per 1,000 lines, cost weight].
+POINT_FIELDS = ["strong_share", "quality", "cost_per_1k", "cost_weight"]
+
+
+def measures(points, qw, qs, keep_points=True):
     out = {"apgr": apgr(points, qw, qs),
            "share_at": {str(p): share_at(points, qw, qs, p) for p in PGR_POINTS}}
-    out["points"] = [{"strong_share": x, "quality": y} for x, y in points]
-    if costs:
-        for pt, cost in zip(out["points"], costs):
-            pt["cost_per_1k"] = cost
+    if keep_points:
+        out["points"] = [[x, y] for x, y in points]
     return out
 
 
@@ -285,8 +288,8 @@ def fresh_store(url, name, problems):
 
 
 def learned_state(store, tasks, problems):
-    """What the store learned, as `--dry-run` shows it: for each task, each
-    model's quality and the feedback events it learned from there."""
+    """What the store learned, as `--dry-run` shows it: for each task, [the weak
+    model's quality, its feedback events there, the strong one's, its events]."""
     inp = os.path.join(store.d, "tasks.jsonl")
     out = os.path.join(store.d, "tasks.out.jsonl")
     with open(inp, "w") as f:
@@ -299,9 +302,10 @@ def learned_state(store, tasks, problems):
     with open(out) as f:
         for line in f:
             o = json.loads(line)
-            state[o["id"]] = {c["model"].removeprefix(PREFIX): {
-                "quality": c.get("quality"), "events": c.get("quality_events"),
-                "source": c.get("quality_source")} for c in o.get("candidates") or []}
+            by = {c["model"].removeprefix(PREFIX): c for c in o.get("candidates") or []}
+            state[o["id"]] = [x for m in (WEAK, STRONG)
+                              for x in ((by.get(m) or {}).get("quality"),
+                                        (by.get(m) or {}).get("quality_events") or 0)]
     os.remove(inp)
     os.remove(out)
     return state
@@ -313,29 +317,25 @@ def lock_out(state, accuracy):
     way) whose learned order of the two models is the wrong way round."""
     few = {WEAK: 0, STRONG: 0}
     wrong = judged = 0
-    for t, ms in state.items():
-        for m in (WEAK, STRONG):
-            if (ms.get(m) or {}).get("events", 0) <= 2:
-                few[m] += 1
+    for t, (q_weak, ev_weak, q_strong, ev_strong) in state.items():
+        few[WEAK] += ev_weak <= 2
+        few[STRONG] += ev_strong <= 2
         gap = accuracy[t][STRONG] - accuracy[t][WEAK]
-        if abs(gap) >= 0.05 and WEAK in ms and STRONG in ms:
+        if abs(gap) >= 0.05 and q_weak is not None and q_strong is not None:
             judged += 1
-            learned = ms[STRONG]["quality"] - ms[WEAK]["quality"]
-            wrong += (learned > 0) != (gap > 0)
+            wrong += (q_strong - q_weak > 0) != (gap > 0)
     return {"tasks": len(state), "few_events": few, "judged": judged, "wrong_way": wrong}
 
 
 def swept(store, heldout, table, qw, qs, problems, what):
     choices = store.sweep(heldout, problems, what)
-    pts, costs, per_c = [], [], []
+    pts, rows = [], []
     for c in SWEEP:
         share, q, cost = evaluate(choices[f"{c:g}"], heldout, table)
         pts.append((share, q))
-        costs.append(cost)
-        per_c.append(c)
-    m = measures(pts, qw, qs, costs)
-    for pt, c in zip(m["points"], per_c):
-        pt["cost_weight"] = c
+        rows.append([share, q, cost, c])
+    m = measures(pts, qw, qs, keep_points=False)
+    m["points"] = rows
     return m
 
 
@@ -535,12 +535,14 @@ def replay(seed, rows, table, url, problems):
     prior = fresh_store(url, "quality-prior", problems)
     b["prior"] = swept(prior, heldout, table, qw, qs, problems, f"seed {seed} prior")
     shutil.rmtree(prior.d, ignore_errors=True)
-    b["per_task_oracle"] = measures(per_task_routing(heldout, acc), qw, qs)
-    b["per_line_oracle"] = measures(per_line_oracle(heldout), qw, qs)
+    # These three follow from the table alone: no points kept.
+    b["per_task_oracle"] = measures(per_task_routing(heldout, acc), qw, qs, keep_points=False)
+    b["per_line_oracle"] = measures(per_line_oracle(heldout), qw, qs, keep_points=False)
     # What the 5,000 lines could teach if both models' outcomes were seen on
     # each, offline; and the router itself told every task's true accuracy
     # (llmroute feedback --outcomes), routing through its own scorer.
-    b["offline_both"] = measures(per_task_routing(heldout, accuracy_of(stream)), qw, qs)
+    b["offline_both"] = measures(per_task_routing(heldout, accuracy_of(stream)), qw, qs,
+                                 keep_points=False)
     b["told"] = told(rows, heldout, table, qw, qs, url, problems, seed)
     res["baselines"] = b
     shutil.rmtree(d, ignore_errors=True)
@@ -671,7 +673,10 @@ def scenario12(problems):
                     "weak_quality": sum(r["correct"][WEAK] for r in rows) / len(rows),
                     "strong_quality": sum(r["correct"][STRONG] for r in rows) / len(rows)},
            "settings": {**SIZES12, "replay_weights": REPLAY_WEIGHTS, "explore": EXPLORE,
-                        "sweep": SWEEP, "answer_tokens": ANSWER_TOKENS,
+                        "sweep": SWEEP, "point_fields": POINT_FIELDS,
+                        "learned_fields": [f"{WEAK} quality", f"{WEAK} events",
+                                           f"{STRONG} quality", f"{STRONG} events"],
+                        "answer_tokens": ANSWER_TOKENS,
                         "prices_per_m": {m: [p * 1e6, c * 1e6] for m, (p, c) in PRICES.items()},
                         "candidates": CANDIDATES},
            "seeds": []}
@@ -688,4 +693,15 @@ def scenario12(problems):
     out["intake"] = intake(problems)
     out["decision"] = decision_time(problems)
     out["seconds"] = time.perf_counter() - started
-    return out
+    return rounded(out)
+
+
+def rounded(o):
+    """Floats to 6 significant digits, for a results file of a sensible size."""
+    if isinstance(o, float):
+        return float(f"{o:.6g}")
+    if isinstance(o, list):
+        return [rounded(x) for x in o]
+    if isinstance(o, dict):
+        return {k: rounded(v) for k, v in o.items()}
+    return o
