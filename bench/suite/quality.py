@@ -224,6 +224,20 @@ def accuracy_of(rows):
             for t, a in acc.items()}
 
 
+def learned_offline(rows, tasks, one=None):
+    """Per-task quality of each model as llmroute's posterior mean would have it
+    (from 0.5, worth 4 observations) after `rows`: both models' outcomes on
+    every line, or, with `one` (a random.Random), the outcome of one model a
+    line, drawn at random half and half."""
+    seen = {t: {WEAK: [0, 0], STRONG: [0, 0]} for t in tasks}
+    for r in rows:
+        models = (WEAK, STRONG) if one is None else (one.choice((WEAK, STRONG)),)
+        for m in models:
+            seen[r["task"]][m][0] += r["correct"][m]
+            seen[r["task"]][m][1] += 1
+    return {t: {m: (2 + g) / (4 + n) for m, (g, n) in ms.items()} for t, ms in seen.items()}
+
+
 # ---- llmroute ----------------------------------------------------------------
 
 class Store:
@@ -482,6 +496,7 @@ def replay(seed, rows, table, url, problems):
     spent = 0.0
     started = time.perf_counter()
     chunk = SIZES12["chunk"]
+    tasks = sorted({r["task"] for r in rows})
     try:
         for k in range(0, stream_n, chunk):
             rows_k = stream[k:k + chunk]
@@ -516,6 +531,13 @@ def replay(seed, rows, table, url, problems):
                 if str(cp) not in res["checkpoints"] and total >= cp:
                     m = swept(store, heldout, table, qw, qs, problems, f"seed {seed} at {cp}")
                     m["events"] = total
+                    # Offline, from the same lines: what they could teach.
+                    seen = stream[:k + chunk]
+                    m["offline_both"] = apgr(per_task_routing(
+                        heldout, learned_offline(seen, tasks)), qw, qs)
+                    m["offline_one"] = apgr(per_task_routing(
+                        heldout, learned_offline(seen, tasks, random.Random(f"one-{seed}"))),
+                        qw, qs)
                     res["checkpoints"][str(cp)] = m
                     log(f"  seed {seed}: {total} events: APGR {m['apgr']:.3f}")
     finally:
@@ -538,11 +560,15 @@ def replay(seed, rows, table, url, problems):
     # These three follow from the table alone: no points kept.
     b["per_task_oracle"] = measures(per_task_routing(heldout, acc), qw, qs, keep_points=False)
     b["per_line_oracle"] = measures(per_line_oracle(heldout), qw, qs, keep_points=False)
-    # What the 5,000 lines could teach if both models' outcomes were seen on
-    # each, offline; and the router itself told every task's true accuracy
+    # What the streamed lines could teach, offline, ranking tasks by gap with
+    # no scorer in between: both models' outcomes on each line, or one model's
+    # drawn at random; and the router itself told every task's true accuracy
     # (llmroute feedback --outcomes), routing through its own scorer.
-    b["offline_both"] = measures(per_task_routing(heldout, accuracy_of(stream)), qw, qs,
-                                 keep_points=False)
+    b["offline_both"] = measures(per_task_routing(heldout, learned_offline(stream, tasks)),
+                                 qw, qs, keep_points=False)
+    b["offline_one"] = measures(per_task_routing(
+        heldout, learned_offline(stream, tasks, random.Random(f"one-{seed}"))), qw, qs,
+        keep_points=False)
     b["told"] = told(rows, heldout, table, qw, qs, url, problems, seed)
     res["baselines"] = b
     shutil.rmtree(d, ignore_errors=True)
