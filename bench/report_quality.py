@@ -13,20 +13,23 @@ CHECKPOINTS_SHOWN = ("300", "600", "1000", "5000")
 
 
 def merge(R, res_path):
-    """Scenario 12 from results-quality.json beside the results, unless the
-    results hold a newer run of it."""
-    p = os.path.join(os.path.dirname(os.path.abspath(res_path)), QUALITY_FILE)
-    if os.path.abspath(p) == os.path.abspath(res_path) or not os.path.exists(p):
-        return
-    with open(p) as f:
-        q = json.load(f)
-    mine, theirs = R["scenarios"].get("12"), q["scenarios"].get("12")
-    if theirs and (not mine or q["started"] >= R["started"]):
-        theirs["run"] = {"started": q["started"], "machine": q["machine"],
-                         "quick": q.get("quick"), "file": f"bench/{QUALITY_FILE}"}
-        R["scenarios"]["12"] = theirs
-        R.setdefault("problems", []).extend(
-            p for p in q.get("problems", []) if p.startswith("12 ") or p.startswith("12:"))
+    """Scenario 12 from results-quality.json beside the results, where `bench/run`
+    puts it when it runs alone (or from results-serve.json, when it ran with 9 or
+    10 alone), unless the results hold a newer run of it."""
+    for name in (QUALITY_FILE, "results-serve.json"):
+        p = os.path.join(os.path.dirname(os.path.abspath(res_path)), name)
+        if os.path.abspath(p) == os.path.abspath(res_path) or not os.path.exists(p):
+            continue
+        with open(p) as f:
+            q = json.load(f)
+        mine, theirs = R["scenarios"].get("12"), q["scenarios"].get("12")
+        started = (mine or {}).get("run", {}).get("started", R["started"])
+        if theirs and (not mine or q["started"] >= started):
+            theirs["run"] = {"started": q["started"], "machine": q["machine"],
+                             "quick": q.get("quick"), "file": f"bench/{name}"}
+            R["scenarios"]["12"] = theirs
+            R.setdefault("problems", []).extend(
+                p for p in q.get("problems", []) if p.startswith("12 ") or p.startswith("12:"))
 
 
 def _num(x, digits=None):
@@ -135,7 +138,7 @@ def section(S):
     run = s12.get("run")
     if run:
         m = run["machine"]
-        md += [f"Scenario 12 was run alone (`BENCH_ONLY=12 bench/run`) on {run['started']}, at "
+        md += [f"Scenario 12 was run apart from scenarios 1 to 8 and 11 (as by `BENCH_ONLY=12 bench/run`) on {run['started']}, at "
                f"llmroute commit `{m.get('commit')}`"
                + (" (with uncommitted changes to the sources)" if m.get("dirty") else "")
                + (", in quick mode: not comparable with a full run" if run.get("quick") else "")
