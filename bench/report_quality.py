@@ -138,7 +138,8 @@ def section(S):
     run = s12.get("run")
     if run:
         m = run["machine"]
-        md += [f"Scenario 12 was run apart from scenarios 1 to 8 and 11 (as by `BENCH_ONLY=12 bench/run`) on {run['started']}, at "
+        md += ["Scenario 12 was run apart from scenarios 1 to 8 and 11 (as by "
+               f"`BENCH_ONLY=12 bench/run`) on {run['started']}, at "
                f"llmroute commit `{m.get('commit')}`"
                + (" (with uncommitted changes to the sources)" if m.get("dirty") else "")
                + (", in quick mode: not comparable with a full run" if run.get("quick") else "")
@@ -269,8 +270,9 @@ def section(S):
 
     rp = [r["replay"] for r in seeds]
     md.append(
-        f"During the replays (per ordering, median): {_num(_med([r['events']['batch'] for r in rp]), 0)} "
-        f"feedback events through `llmroute feedback` in "
+        "During the replays (per ordering, median): "
+        f"{_num(_med([r['events']['batch'] for r in rp]), 0)} feedback events through "
+        "`llmroute feedback` in "
         f"{_num(_med([r['chunks']['batch'] for r in rp]), 0)} batch runs and "
         f"{_num(_med([r['events']['serve'] for r in rp]), 0)} through `POST /v1/feedback` in "
         f"{_num(_med([r['chunks']['serve'] for r in rp]), 0)} chunks served; "
@@ -284,10 +286,11 @@ def section(S):
     locks = [r["lock_out"] for r in seeds if r.get("lock_out")]
     if locks:
         last_n = _num(int(last), 0)
+        few_strong = _med([x["few_events"][data["strong"]] for x in locks])
         md.append(
             f"What the store had learned at the end (`--dry-run` of one line a task, its "
             f"`quality_events`; median over the orderings): the strong model had at most 2 "
-            f"feedback events on {_num(_med([x['few_events'][data['strong']] for x in locks]), 0)} of "
+            f"feedback events on {_num(few_strong, 0)} of "
             f"{locks[0]['tasks']} tasks after {last_n} events, the weak one on "
             f"{_num(_med([x['few_events'][data['weak']] for x in locks]), 0)}; of the "
             f"{locks[0]['judged']} tasks whose true gap is 0.05 or more either way, "
