@@ -27,6 +27,8 @@ Environment:
   BENCH_LITELLM_CLI the `litellm` command of BENCH_VENV_PY's environment (scenario 9)
   BENCH_SOAK_SECS   how long scenario 10 runs (default 600; 20 when quick)
   (scenario 11 starts a redis-server of its own: Debian's redis-server)
+  BENCH_OUTCOMES    scenario 12's data (default ../shared/data/routing-outcomes/
+                    routellm-mmlu-gsm8k.jsonl.gz beside the repository)
 """
 
 import json
@@ -40,6 +42,7 @@ import time
 
 from suite.batch import fill_cache, scenario1, scenario2, scenario3, scenario4
 from suite.commands import scenario5, scenario6, scenario7, scenario8
+from suite.quality import scenario12
 from suite.common import (BASELINE, BASELINE_REV, LLMROUTE, NODE, OHA, ONLY, OUT, QUICK, ROOT,
                           RUNS, SIZES, VENV_PY, head, log, path, repeat, tool_version)
 from suite.serve import scenario9, scenario10
@@ -154,6 +157,8 @@ def main() -> int:
         sc["10"] = scenario10(problems)
     if want(11):
         sc["11"] = scenario11(inputs, problems)
+    if want(12):
+        sc["12"] = scenario12(problems)
     results["harness_seconds"] = time.time() - started
     results["problems"] = problems
     with open(OUT, "w") as f:

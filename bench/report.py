@@ -14,6 +14,8 @@ import os
 import statistics
 import sys
 
+import report_quality
+
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -769,6 +771,7 @@ def main() -> int:
     with open(res_path) as f:
         R = json.load(f)
     merge_serve(R, res_path)
+    report_quality.merge(R, res_path)
     S = R["scenarios"]
     M = R["machine"]
     sizes = R["sizes"]
@@ -911,6 +914,7 @@ def main() -> int:
                           extra <= 10.5))
 
     goals += serve_goals(S)
+    goals += report_quality.goals(S)
 
     md.append("## Summary")
     md.append("")
@@ -1179,6 +1183,7 @@ def main() -> int:
         md += section10(S["10"], M)
     if S.get("11"):
         md += section11(S["11"], sizes)
+    md += report_quality.section(S)
 
     md.append("## Method")
     md.append("")

@@ -9,6 +9,7 @@
   commands  scenarios 5 to 8: decision time, start-up, `report`, routing quality
   serve     scenarios 9 and 10: `llmroute serve` against its peers, and a soak
   shared    scenario 11: Redis on the hot path
+  quality   scenario 12: quality learned from outcomes, feedback intake, decision time
 
 Each uses only those above it.
 """
