@@ -131,12 +131,28 @@ pub struct Overrides {
 
 impl Overrides {
     /// Whether it names a task and nothing else.
+    /// Asked of every request that has overrides: it compares, and copies
+    /// nothing.
     pub fn only_task(&self) -> bool {
-        *self
-            == Overrides {
-                task: self.task.clone(),
-                ..Overrides::default()
-            }
+        let Overrides {
+            priority,
+            weights,
+            models,
+            fallback,
+            max_latency_ms,
+            max_cost_usd,
+            route,
+            hint,
+            task: _,
+        } = self;
+        priority.is_none()
+            && weights.is_none()
+            && models.is_none()
+            && fallback.is_none()
+            && max_latency_ms.is_none()
+            && max_cost_usd.is_none()
+            && route.is_none()
+            && hint.is_none()
     }
 }
 
