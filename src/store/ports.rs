@@ -190,17 +190,21 @@ pub const QUALITY_REFRESH: Duration = Duration::from_secs(1);
 /// cannot hold (a year: far longer than any `Retry-After` is honoured).
 pub const MAX_PAUSE: Duration = Duration::from_secs(365 * 86_400);
 
-/// Reads the store's latency averages and pauses every `every` into
-/// `health`, on a thread of its own with its own connection, until the
-/// returned guard is dropped. Read failures are skipped: the next read
-/// tries again.
-pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) -> HealthReader {
+/// Runs `read` on a reader of `store` every `every`, on a thread of its
+/// own named `name`, with its own connection (opened again when it could
+/// not be), until the returned guard is dropped.
+fn reading_every(
+    store: &Store,
+    name: &str,
+    every: Duration,
+    mut read: impl FnMut(&Store) + Send + 'static,
+) -> HealthReader {
     let stop = Arc::new(AtomicBool::new(false));
     let path = store.path().to_path_buf();
     let upstream = store.upstream().to_string();
     let flag = stop.clone();
     let spawned = std::thread::Builder::new()
-        .name("llmroute-health".into())
+        .name(name.into())
         .spawn(move || {
             let mut conn = None;
             loop {
@@ -215,7 +219,7 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
                     });
                 }
                 if let Some(reader) = &conn {
-                    let _ = read_health(reader, &health);
+                    read(reader);
                 }
             }
         });
@@ -225,48 +229,33 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
     }
 }
 
+/// Reads the store's latency averages and pauses every `every` into
+/// `health`, until the returned guard is dropped. Read failures are
+/// skipped: the next read tries again.
+pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) -> HealthReader {
+    reading_every(store, "llmroute-health", every, move |reader| {
+        let _ = read_health(reader, &health);
+    })
+}
+
 /// Reads what other processes taught the store of quality into `book`
-/// every `every`, on a thread of its own, until the guard is dropped.
+/// every `every`, until the guard is dropped.
 pub fn share_learned(
     store: &Store,
     book: Arc<crate::engine::learned::QualityBook>,
     every: Duration,
 ) -> HealthReader {
-    let stop = Arc::new(AtomicBool::new(false));
-    let path = store.path().to_path_buf();
-    let upstream = store.upstream().to_string();
-    let flag = stop.clone();
-    let spawned = std::thread::Builder::new()
-        .name("llmroute-quality".into())
-        .spawn(move || {
-            let mut conn = None;
-            let mut since = now_ms();
-            loop {
-                std::thread::park_timeout(every);
-                if flag.load(Ordering::Relaxed) {
-                    return;
-                }
-                if conn.is_none() {
-                    conn = Store::open_reader(&path).ok().map(|mut s| {
-                        s.set_upstream(&upstream);
-                        s
-                    });
-                }
-                let Some(reader) = &conn else { continue };
-                // A row brought up to date as the last read ran is read again.
-                let started = now_ms() - 1000;
-                if let Ok(rows) = reader.quality_since(since) {
-                    for (task, model, p) in rows {
-                        book.set(&task, &model, p);
-                    }
-                    since = started;
-                }
+    let mut since = now_ms();
+    reading_every(store, "llmroute-quality", every, move |reader| {
+        // A row brought up to date as the last read ran is read again.
+        let started = now_ms() - 1000;
+        if let Ok(rows) = reader.quality_since(since) {
+            for (task, model, p) in rows {
+                book.set(&task, &model, p);
             }
-        });
-    HealthReader {
-        stop,
-        thread: spawned.ok(),
-    }
+            since = started;
+        }
+    })
 }
 
 /// Reads the store's averages and pauses into `health`, the pauses'
