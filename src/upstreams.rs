@@ -36,6 +36,10 @@ pub struct UpstreamConfig {
     pub timeout: Option<String>,
     /// Requests a minute it takes; past it, requests go to other candidates.
     pub rpm: Option<u32>,
+    /// Tokens (prompt and completion, as it counts them) a calendar minute
+    /// it takes; once they are used, requests go to other candidates until
+    /// the minute ends.
+    pub tpm: Option<u64>,
     /// Requests it takes at once; past it, requests go to other candidates.
     pub concurrency: Option<u32>,
     /// Prices and context windows of its models, for a server whose
@@ -91,7 +95,11 @@ impl UpstreamConfig {
                 ));
             }
         }
-        for (key, v) in [("rpm", self.rpm), ("concurrency", self.concurrency)] {
+        for (key, v) in [
+            ("rpm", self.rpm.map(u64::from)),
+            ("tpm", self.tpm),
+            ("concurrency", self.concurrency.map(u64::from)),
+        ] {
             if v == Some(0) {
                 return Err((at(&[key]), format!("upstream {name}: at least 1")));
             }
@@ -188,6 +196,62 @@ pub struct Named {
     rpm: Option<governor::DefaultDirectRateLimiter>,
     /// Its requests at once, when limited.
     at_once: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Its tokens this minute, when limited.
+    tokens: Option<std::sync::Arc<std::sync::Mutex<TokensAMinute>>>,
+}
+
+/// Tokens used in the current calendar minute against a limit. The tokens
+/// of an answer are known only once it is in, so the last request of a
+/// minute may go past the limit by its own tokens; the next waits for the
+/// next minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokensAMinute {
+    limit: u64,
+    minute: u64,
+    used: u64,
+}
+
+impl TokensAMinute {
+    pub fn new(limit: u64) -> TokensAMinute {
+        TokensAMinute {
+            limit,
+            minute: 0,
+            used: 0,
+        }
+    }
+
+    fn roll(&mut self, now_ms: u64) {
+        let minute = now_ms / 60_000;
+        if minute != self.minute {
+            self.minute = minute;
+            self.used = 0;
+        }
+    }
+
+    /// Whether a request may go now (at `now_ms`, Unix ms): some of the
+    /// minute's tokens are left.
+    pub fn open(&mut self, now_ms: u64) -> bool {
+        self.roll(now_ms);
+        self.used < self.limit
+    }
+
+    /// Counts `tokens` an answer used, at `now_ms`.
+    pub fn add(&mut self, now_ms: u64, tokens: u64) {
+        self.roll(now_ms);
+        self.used = self.used.saturating_add(tokens);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The tokens a usage counts, prompt and completion.
+fn tokens_of(usage: &crate::core::failure::Usage) -> u64 {
+    let n = |t: Option<i64>| t.unwrap_or(0).max(0) as u64;
+    n(usage.prompt_tokens) + n(usage.completion_tokens)
 }
 
 /// How long a candidate whose upstream is at its limit is left alone.
@@ -206,6 +270,9 @@ impl Named {
             at_once: config
                 .concurrency
                 .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            tokens: config
+                .tpm
+                .map(|n| std::sync::Arc::new(std::sync::Mutex::new(TokensAMinute::new(n)))),
         }
     }
 
@@ -218,6 +285,15 @@ impl Named {
             message: format!("the upstream is at its {what}"),
             retry_after: Some(AT_LIMIT),
         };
+        if let Some(t) = &self.tokens {
+            let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+            if !t.open(now_ms()) {
+                return Err(Failure {
+                    retry_after: Some(Duration::from_millis(60_000 - now_ms() % 60_000)),
+                    ..limited("tokens a minute")
+                });
+            }
+        }
         if self.rpm.as_ref().is_some_and(|l| l.check().is_err()) {
             return Err(limited("requests a minute"));
         }
@@ -240,9 +316,15 @@ impl Upstream for Named {
     ) -> BoxFuture<'_, Result<Success, Failure>> {
         Box::pin(async move {
             let _slot = self.admit()?;
-            self.client
+            let answer = self
+                .client
                 .complete(body, self.timeout.unwrap_or(timeout))
-                .await
+                .await;
+            if let (Some(t), Ok(s)) = (&self.tokens, &answer) {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                t.add(now_ms(), tokens_of(&s.usage));
+            }
+            answer
         })
     }
 
@@ -253,6 +335,12 @@ impl Upstream for Named {
                 .client
                 .open(body, self.timeout.unwrap_or(timeout))
                 .await?;
+            // The tokens a stream used are counted at its end.
+            if let Some(t) = self.tokens.clone() {
+                let events =
+                    std::mem::replace(&mut opened.events, Box::pin(futures_util::stream::empty()));
+                opened.events = Box::pin(counted(events, t));
+            }
             // The slot is held until the stream ends.
             if let Some(slot) = slot {
                 let events =
@@ -265,6 +353,49 @@ impl Upstream for Named {
             Ok(opened)
         })
     }
+}
+
+/// `events`, with the usage they report (or, when they report none, their
+/// content at four characters a token) counted in `tokens` once they end.
+fn counted(
+    events: crate::engine::ports::Chunks,
+    tokens: std::sync::Arc<std::sync::Mutex<TokensAMinute>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Failure>> + Send {
+    use crate::core::sse::{Events, Fold};
+    struct Count {
+        split: Events,
+        fold: Fold,
+        tokens: std::sync::Arc<std::sync::Mutex<TokensAMinute>>,
+    }
+    impl Drop for Count {
+        fn drop(&mut self) {
+            let usage = self.fold.usage();
+            let n = match tokens_of(&usage) {
+                0 => self
+                    .fold
+                    .content()
+                    .map_or(0, |c| c.chars().count() as u64 / 4),
+                n => n,
+            };
+            let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            t.add(now_ms(), n);
+        }
+    }
+    let mut count = Count {
+        split: Events::default(),
+        fold: Fold::default(),
+        tokens,
+    };
+    let mut out = Vec::new();
+    futures_util::StreamExt::map(events, move |chunk| {
+        if let Ok(bytes) = &chunk {
+            count.split.push(bytes, &mut out);
+            for e in out.drain(..) {
+                count.fold.add_event(&e);
+            }
+        }
+        chunk
+    })
 }
 
 impl Upstream for Upstreams {
@@ -290,6 +421,20 @@ impl Upstream for Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_a_minute_close_once_used_and_open_with_the_next_minute() {
+        let mut t = TokensAMinute::new(100);
+        let t0 = 120_000;
+        assert!(t.open(t0));
+        t.add(t0 + 10, 60);
+        assert!(t.open(t0 + 20), "40 left");
+        t.add(t0 + 30, 60);
+        assert!(!t.open(t0 + 59_999), "120 used of 100");
+        assert!(t.open(t0 + 60_000), "a new minute");
+        t.add(t0 + 60_001, 100);
+        assert!(!t.open(t0 + 60_002));
+    }
 
     #[test]
     fn candidates_name_their_upstream_and_plain_ids_stay_plain() {

@@ -261,28 +261,55 @@ pub fn named_upstreams(
     wants: &Wants,
     catalogue: Catalogue,
 ) -> anyhow::Result<(Vec<(String, crate::upstreams::Named)>, Catalogue)> {
+    let (clients, merged) = with_named_candidates(
+        options,
+        store,
+        rt,
+        wants.pool,
+        !wants.dry_run,
+        wants.quiet || wants.dry_run,
+        catalogue,
+    )?;
+    let named = match wants.dry_run {
+        true => Vec::new(),
+        false => clients
+            .into_iter()
+            .map(|(name, client)| {
+                let named = crate::upstreams::Named::new(client, &options.upstreams[&name]);
+                (name, named)
+            })
+            .collect(),
+    };
+    Ok((named, merged))
+}
+
+/// `catalogue` with the named upstreams' candidates added, each from its
+/// own catalogue (fetched when `fetch` and none is fresh in the store),
+/// and a client for each upstream.
+pub fn with_named_candidates(
+    options: &Options,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    pool: usize,
+    fetch: bool,
+    quiet: bool,
+    catalogue: Catalogue,
+) -> anyhow::Result<(Vec<(String, Client)>, Catalogue)> {
     if options.upstreams.is_empty() {
         return Ok((Vec::new(), catalogue));
     }
     let mut models = catalogue.models().to_vec();
-    let mut named = Vec::new();
+    let mut clients = Vec::new();
     for (name, u) in &options.upstreams {
         let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
         let base = u.base_url.trim().trim_end_matches('/').to_string();
-        let client = Client::with_headers(&base, key.as_deref(), wants.pool, &u.headers)
+        let client = Client::with_headers(&base, key.as_deref(), pool, &u.headers)
             .map_err(|e| anyhow!("upstream {name}: {e}"))?;
-        let listed = setup::load_catalogue(
-            store,
-            (!wants.dry_run).then_some(&client),
-            &base,
-            rt,
-            true,
-            false,
-        );
+        let listed = setup::load_catalogue(store, fetch.then_some(&client), &base, rt, true, false);
         // A server of its own has no snapshot to fall back on: OpenRouter's is not its.
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {
-                if !wants.quiet && !wants.dry_run {
+                if !quiet {
                     eprintln!(
                         "llmroute: warning: upstream {name}: cannot fetch {base}/models; its models are those its [upstreams.{name}.models] table names"
                     );
@@ -292,12 +319,10 @@ pub fn named_upstreams(
             _ => listed.models().to_vec(),
         };
         models.extend(crate::upstreams::candidates(name, &listed, u));
-        if !wants.dry_run {
-            named.push((name.clone(), crate::upstreams::Named::new(client, u)));
-        }
+        clients.push((name.clone(), client));
     }
     let merged = Catalogue::from_models(models, catalogue.skipped, catalogue.origin.clone());
-    Ok((named, merged))
+    Ok((clients, merged))
 }
 
 /// This process's rate limits and budget.

@@ -90,6 +90,9 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         true => app::refresh_catalogue(&store, &client, &base, &rt)?,
         false => app::load_catalogue(&store, Some(&client), &base, &rt, false, false),
     };
+    // Every upstream's candidates, `NAME:model`, with the prices each lists or its table sets.
+    let (_, catalogue) =
+        crate::wiring::with_named_candidates(options, &store, &rt, 1, true, false, catalogue)?;
 
     let ids: Vec<String> = if args.all {
         catalogue.models().iter().map(|m| m.id.clone()).collect()

@@ -103,6 +103,28 @@ fn the_cheapest_candidate_on_any_upstream_answers_with_that_upstream_s_key() {
         ids.contains(&"local:llama3") && ids.contains(&"m/x"),
         "{ids:?}"
     );
+    // With the price its own table gives it, not as a model nobody lists.
+    let llama = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "local:llama3")
+        .unwrap();
+    assert_eq!(llama["in_catalogue"], true, "{llama}");
+    assert_eq!(llama["prompt_usd_per_mtok"], 0.0, "{llama}");
+    assert!(
+        !out.stderr.contains("not in the model catalogue"),
+        "{}",
+        out.stderr
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--all", "--json"])
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("\"local:llama3\""), "{}", out.stdout);
     let out = env
         .cmd()
         .env("LLMROUTE_CONFIG", &cfg)
@@ -328,4 +350,41 @@ fn a_local_server_at_its_limit_sends_the_rest_elsewhere() {
         "the rest went elsewhere: {models:?}"
     );
     assert!(local.most_in_flight() <= 1);
+}
+
+#[test]
+fn a_local_server_out_of_tokens_this_minute_sends_the_rest_elsewhere() {
+    let env = env();
+    let local = local();
+    let cfg = env.write(
+        "config.toml",
+        &format!(
+            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\ntpm = 1\n\n\
+             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n",
+            local.base_url()
+        ),
+    );
+    let out = run(
+        &env,
+        &cfg,
+        &[
+            "--models",
+            "m/x,local:llama3",
+            "-p",
+            "cost",
+            "--no-cache",
+            "-j",
+            "1",
+        ],
+        5,
+    );
+    out.assert_code(0);
+    let on_local = out
+        .lines()
+        .iter()
+        .filter(|l| l["model"] == "local:llama3")
+        .count();
+    // One answer uses the minute's token; a minute may end once in the run.
+    assert!((1..=2).contains(&on_local), "{on_local} of 5 on local");
+    assert_eq!(local.completions().len(), on_local);
 }
