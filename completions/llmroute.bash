@@ -1554,7 +1554,7 @@ _llmroute() {
                     return 0
                     ;;
                 --by)
-                    COMPREPLY=($(compgen -W "model key task" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "model key task upstream" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -388,3 +388,44 @@ fn a_local_server_out_of_tokens_this_minute_sends_the_rest_elsewhere() {
     assert!((1..=2).contains(&on_local), "{on_local} of 5 on local");
     assert_eq!(local.completions().len(), on_local);
 }
+
+#[test]
+fn the_report_counts_each_upstream_s_requests() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "m/x,local:llama3", "-p", "cost", "--no-cache"],
+        3,
+    );
+    out.assert_code(0);
+    let out = run(&env, &cfg, &["--models", "m/x", "--no-cache"], 2);
+    out.assert_code(0);
+    let report = |args: &[&str]| {
+        env.cmd()
+            .env("LLMROUTE_CONFIG", &cfg)
+            .env("LOCAL_KEY", LOCAL_KEY)
+            .args(args)
+            .run()
+    };
+    let out = report(&["report", "--json"]);
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows = v["upstreams"].as_array().unwrap();
+    let of = |name: &str| rows.iter().find(|r| r["upstream"] == name).unwrap().clone();
+    assert_eq!(of("local")["requests"], 3, "{rows:?}");
+    assert_eq!(of("local")["models"][0], "local:llama3");
+    assert_eq!(of("default")["requests"], 2, "{rows:?}");
+    let out = report(&["report", "--by", "upstream"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("local:llama3"), "{}", out.stdout);
+    let out = report(&["report", "--format", "prometheus"]);
+    assert!(
+        out.stdout
+            .contains("llmroute_upstream_requests{upstream=\"local\"} 3"),
+        "{}",
+        out.stdout
+    );
+}

@@ -13,6 +13,7 @@ mod prometheus;
 mod query;
 mod table;
 mod tasks;
+mod upstreams;
 
 use std::io::IsTerminal;
 
@@ -53,12 +54,18 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     report.tasks = tasks::load(store.conn(), &window)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
+    let names: Vec<String> = options.upstreams.keys().cloned().collect();
+    report.upstreams = upstreams::load(store.conn(), &window, &names)
+        .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let text = match format {
         ReportFormat::Table if args.by == crate::cli::ReportBy::Key => {
             keys::render(&report.keys, &report.window())
         }
         ReportFormat::Table if args.by == crate::cli::ReportBy::Task => {
             tasks::render(&report.tasks, &report.window())
+        }
+        ReportFormat::Table if args.by == crate::cli::ReportBy::Upstream => {
+            upstreams::render(&report.upstreams, &report.window())
         }
         ReportFormat::Table => {
             // A file is never a terminal, whatever stdout is.
@@ -201,6 +208,8 @@ pub struct Report {
     pub keys: Vec<keys::KeyReport>,
     /// One entry per task and model that answered or got feedback.
     pub tasks: Vec<tasks::TaskReport>,
+    /// One entry per upstream that ended requests, most requests first.
+    pub upstreams: Vec<upstreams::UpstreamReport>,
     /// The `--model` filter, empty for none.
     #[serde(skip)]
     pub filter: Vec<String>,

@@ -18,7 +18,41 @@ pub fn render(r: &Report) -> String {
     if !r.models.is_empty() {
         per_model(&mut out, r);
     }
+    if !r.upstreams.is_empty() {
+        per_upstream(&mut out, r);
+    }
     out
+}
+
+/// The families by upstream.
+fn per_upstream(o: &mut String, r: &Report) {
+    let per = |value: &dyn Fn(&super::upstreams::UpstreamReport) -> f64| -> Vec<Sample> {
+        r.upstreams
+            .iter()
+            .map(|u| (vec![("upstream", u.upstream.clone())], value(u)))
+            .collect()
+    };
+    family(
+        o,
+        "llmroute_upstream_requests",
+        "gauge",
+        "Lines ended by a candidate of each upstream (`default`, or a named one).",
+        per(&|u| u.requests as f64),
+    );
+    family(
+        o,
+        "llmroute_upstream_errors",
+        "gauge",
+        "Lines that ended with an error on each upstream.",
+        per(&|u| u.errors as f64),
+    );
+    family(
+        o,
+        "llmroute_upstream_cost_usd",
+        "gauge",
+        "Known cost of the lines on each upstream in US dollars.",
+        per(&|u| u.cost_usd),
+    );
 }
 
 /// The window's totals.

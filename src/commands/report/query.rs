@@ -270,6 +270,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         models: by_model,
         keys: Vec::new(),
         tasks: Vec::new(),
+        upstreams: Vec::new(),
         filter: models.to_vec(),
         latencies,
         series: t.series,

@@ -548,6 +548,7 @@ mod tests {
             models,
             keys: Vec::new(),
             tasks: Vec::new(),
+            upstreams: Vec::new(),
             filter: vec![],
             latencies,
             series: Default::default(),

@@ -1,0 +1,200 @@
+//! The report per upstream (`report --by upstream`): the requests each
+//! upstream answered or failed, what they cost and used. A request is on
+//! the upstream of the candidate that ended it: `NAME:model` on the named
+//! upstream NAME, a plain model id on the default one.
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::Window;
+use crate::core::numbers;
+
+/// What the default upstream is called in a report and on an output line.
+pub const DEFAULT: &str = "default";
+
+/// One upstream's requests in the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamReport {
+    pub upstream: String,
+    pub requests: i64,
+    pub answered: i64,
+    pub errors: i64,
+    pub cache_hits: i64,
+    #[serde(serialize_with = "numbers::serialize_usd")]
+    pub cost_usd: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// Its candidates that ended requests.
+    pub models: Vec<String>,
+}
+
+/// Every upstream's row, most requests first. `names`: the named upstreams
+/// of the config. Requests that ended before any model (a bad line) are left
+/// out.
+pub fn load(
+    conn: &Connection,
+    window: &Window,
+    names: &[String],
+) -> rusqlite::Result<Vec<UpstreamReport>> {
+    let mut stmt = conn.prepare(
+        "SELECT model, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
+                total(cost_usd), total(prompt_tokens), total(completion_tokens)
+         FROM requests WHERE model IS NOT NULL AND ts >= ?1 GROUP BY model",
+    )?;
+    let rows = stmt.query_map([window.from_ms.unwrap_or(i64::MIN)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+            r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            r.get::<_, f64>(5)?,
+            r.get::<_, f64>(6)? as i64,
+            r.get::<_, f64>(7)? as i64,
+        ))
+    })?;
+    let mut out: Vec<UpstreamReport> = Vec::new();
+    for row in rows {
+        let (model, requests, answered, errors, cached, cost, prompt, completion) = row?;
+        let name = upstream_of(&model, names);
+        let i = match out.iter().position(|u| u.upstream == name) {
+            Some(i) => i,
+            None => {
+                out.push(UpstreamReport {
+                    upstream: name.to_string(),
+                    requests: 0,
+                    answered: 0,
+                    errors: 0,
+                    cache_hits: 0,
+                    cost_usd: 0.0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    models: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let u = &mut out[i];
+        u.requests += requests;
+        u.answered += answered;
+        u.errors += errors;
+        u.cache_hits += cached;
+        u.cost_usd += cost;
+        u.prompt_tokens += prompt;
+        u.completion_tokens += completion;
+        u.models.push(model);
+    }
+    for u in &mut out {
+        u.models.sort();
+    }
+    out.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then(a.upstream.cmp(&b.upstream))
+    });
+    Ok(out)
+}
+
+/// The upstream a candidate id is on.
+pub fn upstream_of<'a>(model: &str, names: &'a [String]) -> &'a str {
+    match crate::upstreams::split(model, |n| names.iter().any(|k| k == n)) {
+        Some((name, _)) => names.iter().find(|k| *k == name).map_or(DEFAULT, |k| k),
+        None => DEFAULT,
+    }
+}
+
+/// The rows as a table for people.
+pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
+    if upstreams.is_empty() {
+        return format!("no requests in the {window}\n");
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header([
+        "upstream", "requests", "answered", "errors", "cached", "cost", "tokens", "models",
+    ]);
+    for u in upstreams {
+        t.add_row([
+            u.upstream.clone(),
+            u.requests.to_string(),
+            u.answered.to_string(),
+            u.errors.to_string(),
+            u.cache_hits.to_string(),
+            numbers::usd(u.cost_usd),
+            (u.prompt_tokens + u.completion_tokens).to_string(),
+            u.models.join(", "),
+        ]);
+    }
+    let text = format!("llmroute report by upstream · {window}\n\n{t}\n");
+    text.lines()
+        .map(|l| l.trim_end().to_string() + "\n")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ports::{Record, RequestRow};
+    use crate::store::Store;
+
+    #[test]
+    fn requests_are_summed_per_upstream_of_their_candidate() {
+        let s = Store::in_memory().unwrap();
+        let row = |model: Option<&str>, ok: bool, cost: f64| RequestRow {
+            ts: 10,
+            line: 1,
+            request_id: None,
+            model: model.map(Into::into),
+            ok,
+            cached: false,
+            latency_ms: 1.0,
+            cost_usd: Some(cost),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            score: None,
+            attempts: 1,
+            error_type: None,
+            key: None,
+            rid: None,
+            task: None,
+        };
+        for r in [
+            row(Some("local:llama3"), true, 0.0),
+            row(Some("local:qwen"), false, 0.0),
+            row(Some("openai/gpt-5.4"), true, 1.0),
+            row(Some("meta/llama:free"), true, 0.5),
+            row(Some("gone:m"), true, 0.25),
+            row(None, false, 0.0),
+        ] {
+            s.write_line(&Record {
+                request: Some(r),
+                ..Record::default()
+            })
+            .unwrap();
+        }
+        let w = Window {
+            label: "all".into(),
+            from_ms: None,
+            to_ms: 100,
+        };
+        let names = vec!["local".to_string()];
+        let rows = load(s.conn(), &w, &names).unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        // A name no longer in the config is a plain id on the default upstream.
+        let d = &rows[0];
+        assert_eq!(
+            (d.upstream.as_str(), d.requests, d.errors),
+            ("default", 3, 0)
+        );
+        assert_eq!(d.cost_usd, 1.75);
+        assert_eq!(d.models, ["gone:m", "meta/llama:free", "openai/gpt-5.4"]);
+        let l = &rows[1];
+        assert_eq!(
+            (l.upstream.as_str(), l.requests, l.answered, l.errors),
+            ("local", 2, 1, 1)
+        );
+        assert_eq!(l.prompt_tokens + l.completion_tokens, 14);
+        let text = render(&rows, "all time");
+        assert!(text.contains("local:llama3, local:qwen"), "{text}");
+    }
+}
