@@ -12,8 +12,8 @@
 //! - **Ageing.** One request in every `1 / share` probes the candidate that
 //!   was tried longest ago, so that a model that slowed down or failed, and
 //!   so lost its traffic, is measured again and can win it back.
-//! - **Quality.** On a task that has had feedback, three in four of those
-//!   requests go instead to a candidate with fewer than
+//! - **Quality.** On a task that has had feedback, every other of those
+//!   requests goes instead to a candidate with fewer than
 //!   [`QUALITY_WARMUP`] feedback events on the task (fewest first), else
 //!   where the uncertainty of quality could change the winner: to the
 //!   candidate whose score, were its quality two standard deviations
@@ -45,10 +45,6 @@ pub enum Probe {
 /// Feedback events on a task each candidate gets before its quality
 /// there is left to the uncertainty rule.
 pub const QUALITY_WARMUP: u64 = 3;
-
-/// On a task that has had feedback, one exploring request in this many is
-/// kept for ageing; the others go to quality where it is wanted.
-pub const AGEING_EVERY: u64 = 4;
 
 /// What quality exploration needs to know of a request: its task, and
 /// the weight of quality in its score.
@@ -142,10 +138,7 @@ pub fn choose(
     if !tick.is_multiple_of(every) {
         return None;
     }
-    // Three exploring requests in four go to quality where it is wanted
-    // (a quality probe measures its model's latency too); the fourth,
-    // and any quality does not want, to the stalest candidate.
-    if let Some(q) = quality.filter(|_| !(tick / every).is_multiple_of(AGEING_EVERY)) {
+    if let Some(q) = quality.filter(|_| (tick / every) % 2 == 1) {
         if let Some(i) = quality_probe(order, health, q, open) {
             return Some((i, Probe::Quality));
         }
@@ -343,18 +336,14 @@ mod tests {
             weight: 0.7,
         });
         let now = Instant::now();
-        // Three exploring requests in four: the one that could win, not
-        // the one known to be worse though it scores higher now; the
-        // fourth ages.
-        for tick in [20, 40, 60, 100] {
-            assert_eq!(
-                choose(&order, &v, now, (tick, 0.05), q),
-                Some((1, Probe::Quality)),
-                "tick {tick}"
-            );
-        }
+        // Every other exploring request: the one that could win, not the
+        // one known to be worse though it scores higher now.
         assert_eq!(
-            choose(&order, &v, now, (80, 0.05), q).map(|p| p.1),
+            choose(&order, &v, now, (20, 0.05), q),
+            Some((1, Probe::Quality))
+        );
+        assert_eq!(
+            choose(&order, &v, now, (40, 0.05), q).map(|p| p.1),
             Some(Probe::Ageing)
         );
         // A candidate with few outcomes on the task is heard first, however
