@@ -795,13 +795,18 @@ def section13(s13, M):
                   f"{pct_spread(ratio['one24']['runs'])} with 24.")
         md.append("")
     one24 = [1e6 / r["lines_per_s"] for r in cs["one24"]["runs"] if r["lines_per_s"]]
-    if live["median"] is not None and dry["median"] is not None and one24:
-        drift = max(one24) - min(one24)
-        within = "more than" if abs(live["median"]) > drift else "within"
+    if live["runs"] and dry["runs"] and one24:
+        def how(xs):
+            if min(xs) > 0:
+                return "more in every run"
+            if max(xs) < 0:
+                return "less in every run"
+            return "more in some runs and less in others"
+
         md.append(f"So with the same 24 candidates, three upstreams cost {live['median']:+.2f} µs "
-                  f"a line ({live['median'] / med(one24) * 100:+.1f}% of a line's time on one), "
-                  f"{within} the {drift:.1f} µs between one upstream's slowest and fastest runs, "
-                  f"and the decision itself {dry['median']:+.2f} µs"
+                  f"a line ({live['median'] / med(one24) * 100:+.1f}% of a line's time on one; "
+                  f"{how(live['runs'])}), of which the decision {dry['median']:+.2f} µs "
+                  f"({how(dry['runs'])})"
                   + (f"; on one upstream llmroute runs at "
                      f"{ratio['one8']['median'] * 100:.0f}% of the build at `{rev}` with 8 "
                      f"candidates ({ratio['one24']['median'] * 100:.0f}% with 24)" if ratio else "")
