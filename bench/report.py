@@ -805,7 +805,7 @@ def section13(s13, M):
 
         md.append(f"So with the same 24 candidates, three upstreams cost {live['median']:+.2f} µs "
                   f"a line ({live['median'] / med(one24) * 100:+.1f}% of a line's time on one; "
-                  f"{how(live['runs'])}), of which the decision {dry['median']:+.2f} µs "
+                  f"{how(live['runs'])}), and the decision alone {dry['median']:+.2f} µs "
                   f"({how(dry['runs'])})"
                   + (f"; on one upstream llmroute runs at "
                      f"{ratio['one8']['median'] * 100:.0f}% of the build at `{rev}` with 8 "
