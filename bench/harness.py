@@ -29,6 +29,7 @@ Environment:
   (scenario 11 starts a redis-server of its own: Debian's redis-server)
   BENCH_OUTCOMES    scenario 12's data (default ../shared/data/routing-outcomes/
                     routellm-mmlu-gsm8k.jsonl.gz beside the repository)
+  (scenario 13 starts three fake upstreams of its own and writes their config file)
 """
 
 import json
@@ -48,6 +49,7 @@ from suite.common import (BASELINE, BASELINE_REV, LLMROUTE, NODE, OHA, ONLY, OUT
 from suite.serve import scenario9, scenario10
 from suite.servers import nginx_version, portkey_version, stop_all, stunnel_version
 from suite.shared import scenario11
+from suite.upstreams import scenario13
 
 
 def machine():
@@ -159,6 +161,8 @@ def main() -> int:
         sc["11"] = scenario11(inputs, problems)
     if want(12):
         sc["12"] = scenario12(problems)
+    if want(13):
+        sc["13"] = scenario13(inputs, problems)
     results["harness_seconds"] = time.time() - started
     results["problems"] = problems
     with open(OUT, "w") as f:

@@ -216,26 +216,28 @@ KEYS_CPU_OVER_NGINX_US = 40
 KEYS_SHARE_OF_NGINX = 0.60
 
 
-def merge_serve(R, res_path):
-    """Scenarios 9 and 10 from results-serve.json beside the results, where
-    `bench/run` puts them when they run alone, unless the results hold a newer
-    run of them."""
-    p = os.path.join(os.path.dirname(os.path.abspath(res_path)), SERVE_FILE)
-    if os.path.abspath(p) == os.path.abspath(res_path) or not os.path.exists(p):
-        return
-    with open(p) as f:
-        serve = json.load(f)
-    for k in ("9", "10"):
-        mine = R["scenarios"].get(k)
-        theirs = serve["scenarios"].get(k)
-        if theirs and (not mine or serve["started"] >= R["started"]):
-            theirs["run"] = {"started": serve["started"], "machine": serve["machine"],
-                             "only": serve.get("only"),
-                             "quick": serve.get("quick"), "file": f"bench/{SERVE_FILE}"}
-            R["scenarios"][k] = theirs
-            R.setdefault("problems", []).extend(
-                p for p in serve.get("problems", []) if p.startswith(f"{k} ") or
-                p.startswith(f"{k}:"))
+def merge_apart(R, res_path, keys, names):
+    """Scenarios `keys` from the results files `names` beside the results, where
+    `bench/run` puts them when they run apart from scenarios 1 to 8 and 11,
+    unless the results (or a file merged before) hold a newer run of them."""
+    for name in names:
+        p = os.path.join(os.path.dirname(os.path.abspath(res_path)), name)
+        if os.path.abspath(p) == os.path.abspath(res_path) or not os.path.exists(p):
+            continue
+        with open(p) as f:
+            apart = json.load(f)
+        for k in keys:
+            mine = R["scenarios"].get(k)
+            theirs = apart["scenarios"].get(k)
+            started = (mine or {}).get("run", {}).get("started", R["started"])
+            if theirs and (not mine or apart["started"] >= started):
+                theirs["run"] = {"started": apart["started"], "machine": apart["machine"],
+                                 "only": apart.get("only"),
+                                 "quick": apart.get("quick"), "file": f"bench/{name}"}
+                R["scenarios"][k] = theirs
+                R.setdefault("problems", []).extend(
+                    p for p in apart.get("problems", []) if p.startswith(f"{k} ") or
+                    p.startswith(f"{k}:"))
 
 
 def s9_rate(s9, key, rate):
@@ -720,6 +722,99 @@ def section11(s11, sizes):
     return md
 
 
+UPSTREAMS_FILE = "results-upstreams.json"
+S13_ROWS = (("one8", "one upstream, 8 candidates (`m/1` … `m/8`)"),
+            ("baseline_one8", "the same, the build at `{rev}`"),
+            ("one24", "one upstream, 24 candidates (`m/1` … `m/24`)"),
+            ("baseline_one24", "the same, the build at `{rev}`"),
+            ("three8", "three upstreams, 8 candidates on each (`m/1` … `m/8`, `two:m/1` … "
+                       "`two:m/8`, `three:m/1` … `three:m/8`)"),
+            ("one24_dry", "one upstream, 24 candidates, `--dry-run`"),
+            ("three8_dry", "three upstreams, 8 candidates on each, `--dry-run`"))
+
+
+def us_spread(xs):
+    """µs differences as '+median (min to max)', two decimals."""
+    if not xs:
+        return "n/a"
+    m = f"{statistics.median(xs):+,.2f}"
+    return m if len(xs) == 1 else f"{m} ({min(xs):+,.2f} to {max(xs):+,.2f})"
+
+
+def section13(s13, M):
+    md = ["## 13. Several upstreams", ""]
+    md += run_note(s13, M)
+    cs = s13["contenders"]
+    rev = (s13.get("baseline_rev") or "")[:10]
+    listed = s13["listed"]
+    md.append(f"The scenario-1 input ({num(s13['lines'], 0)} distinct lines) at `-j "
+              f"{s13['concurrency']}`, `--no-cache`, a fresh store each run, against three fake "
+              "upstreams of the scenario's own that answer at once: the default one "
+              f"(`--base-url`) lists {listed['default']} models, `m/1` … "
+              f"`m/{listed['default']}`, and the two a config file names (`[upstreams.two]` and "
+              f"`[upstreams.three]`, through `LLMROUTE_CONFIG`) list {listed['two']} each. The "
+              "contenders on one upstream run without a config file, as llmroute runs without "
+              "named upstreams. In each run every contender routes the input once, every other "
+              "run in the reverse order, so that the machine's drift hits them alike. A line's "
+              "µs is the wall time of the whole run (start-up and catalogue fetches included) "
+              "over its lines.")
+    md.append("")
+    md.append("| | upstreams | candidates | lines/s | µs a line | llmroute's CPU µs a line |")
+    md.append("|---|---|---|---|---|---|")
+    for key, label in S13_ROWS:
+        c = cs.get(key)
+        if not c:
+            continue
+        xs = [r["lines_per_s"] for r in c["runs"]]
+        md.append(f"| {label.format(rev=rev)} | {c['upstreams']} | {c['candidates']} | "
+                  f"{spread(xs, 0)} | {spread([1e6 / x for x in xs if x], 1)} | "
+                  f"{spread([r.get('cpu_us_per_line') for r in c['runs']], 1)} |")
+    md.append("")
+    over = s13["overhead_us_per_line"]
+    live, dry = over["live"], over["dry_run"]
+    md.append("Three upstreams against one with the same 24 candidates, run by run (1 / the "
+              "rate with three − 1 / the rate with one):")
+    md.append("")
+    md.append(f"- routing and calling: {us_spread(live['runs'])} µs a line "
+              f"({live['of_medians']:+.2f} from the medians); llmroute's CPU time, "
+              f"{us_spread(live['cpu_runs'])} µs a line;")
+    md.append(f"- the decision alone (`--dry-run`): {us_spread(dry['runs'])} µs a line "
+              f"({dry['of_medians']:+.2f} from the medians); llmroute's CPU time, "
+              f"{us_spread(dry['cpu_runs'])} µs a line.")
+    md.append("")
+    by = [r["by_upstream"] for r in cs.get("three8", {}).get("runs", []) if r.get("by_upstream")]
+    if by:
+        md.append("With three upstreams, the lines each answered (median of the runs): "
+                  + ", ".join(f"{u} {num(med([b.get(u) for b in by]), 0)}" for u in listed)
+                  + ".")
+        md.append("")
+    ratio = s13.get("baseline_ratio")
+    if ratio:
+        md.append(f"llmroute against the build at `{rev}` on one upstream, run by run: "
+                  f"{pct_spread(ratio['one8']['runs'])} of its rate with 8 candidates, "
+                  f"{pct_spread(ratio['one24']['runs'])} with 24.")
+        md.append("")
+    one24 = [1e6 / r["lines_per_s"] for r in cs["one24"]["runs"] if r["lines_per_s"]]
+    if live["runs"] and dry["runs"] and one24:
+        def how(xs):
+            if min(xs) > 0:
+                return "more in every run"
+            if max(xs) < 0:
+                return "less in every run"
+            return "more in some runs and less in others"
+
+        md.append(f"So with the same 24 candidates, three upstreams cost {live['median']:+.2f} µs "
+                  f"a line ({live['median'] / med(one24) * 100:+.1f}% of a line's time on one; "
+                  f"{how(live['runs'])}), and the decision alone {dry['median']:+.2f} µs "
+                  f"({how(dry['runs'])})"
+                  + (f"; on one upstream llmroute runs at "
+                     f"{ratio['one8']['median'] * 100:.0f}% of the build at `{rev}` with 8 "
+                     f"candidates ({ratio['one24']['median'] * 100:.0f}% with 24)" if ratio else "")
+                  + ".")
+        md.append("")
+    return md
+
+
 def every_tail(s8):
     """Scenario 8's every-tail trials: a table of both modes, and how they were run."""
     e = s8["every_tail"]
@@ -770,8 +865,10 @@ def main() -> int:
     total_s = float(sys.argv[4]) if len(sys.argv) > 4 else None
     with open(res_path) as f:
         R = json.load(f)
-    merge_serve(R, res_path)
+    merge_apart(R, res_path, ("9", "10"), (SERVE_FILE,))
     report_quality.merge(R, res_path)
+    # Scenario 13 apart: alone, or beside 9 and 10, or beside 12.
+    merge_apart(R, res_path, ("13",), (UPSTREAMS_FILE, SERVE_FILE, report_quality.QUALITY_FILE))
     S = R["scenarios"]
     M = R["machine"]
     sizes = R["sizes"]
@@ -1184,6 +1281,8 @@ def main() -> int:
     if S.get("11"):
         md += section11(S["11"], sizes)
     md += report_quality.section(S)
+    if S.get("13"):
+        md += section13(S["13"], M)
 
     md.append("## Method")
     md.append("")

@@ -10,6 +10,7 @@
   serve     scenarios 9 and 10: `llmroute serve` against its peers, and a soak
   shared    scenario 11: Redis on the hot path
   quality   scenario 12: quality learned from outcomes, feedback intake, decision time
+  upstreams scenario 13: routing overhead with three upstreams against one
 
 Each uses only those above it.
 """
