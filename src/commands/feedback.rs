@@ -164,14 +164,21 @@ fn take_in(
         .conn()
         .unchecked_transaction()
         .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
-    let mut out = Vec::with_capacity(batch.len());
-    for (n, item) in batch {
+    let mut out: Vec<Option<(u64, Taken)>> = vec![None; batch.len()];
+    let taught = &mut crate::store::learned::Taught::default();
+    // Taken in the order of their request ids, which the store's index
+    // keeps them in, so that lookups walk it rather than jump about; a
+    // request's feedback keeps its order (a later one replaces an earlier).
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| rid_of(&batch[a].1).cmp(&rid_of(&batch[b].1)));
+    for i in order {
+        let (n, item) = &batch[i];
         let r = match item {
             Err(e) => Err((Value::Null, e.clone())),
             Ok(Item::Feedback(f)) => {
                 let rid = Value::String(f.rid.clone());
                 match store
-                    .apply_feedback(f, Judge::Any, now, HALF_LIFE_MS)
+                    .apply_feedback_in(f, Judge::Any, (now, HALF_LIFE_MS), taught)
                     .map_err(crate::setup::store_fatal(path))?
                 {
                     Ok(a) => {
@@ -200,7 +207,12 @@ fn take_in(
                 weight,
             }) => {
                 let (task, p) = store
-                    .add_outcome((task, model), (*score, *weight), now, HALF_LIFE_MS)
+                    .add_outcome_in(
+                        (task, model),
+                        (*score, *weight),
+                        (now, HALF_LIFE_MS),
+                        taught,
+                    )
                     .map_err(crate::setup::store_fatal(path))?;
                 events.push((
                     task.clone(),
@@ -214,11 +226,56 @@ fn take_in(
                 Ok(json!({"line": n, "task": task, "model": model, "quality_events": p.events}))
             }
         };
-        out.push((*n, r));
+        out[i] = Some((*n, r));
     }
+    let mut out: Vec<(u64, Taken)> = out.into_iter().flatten().collect();
+    count_in_line_order(&mut out);
     tx.commit()
         .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
     Ok((out, events))
+}
+
+/// Sets each line's `quality_events` to what it was after that line in
+/// the input's order, as if the lines had been taken in one by one: the
+/// batch takes them in another order. A line that replaced earlier
+/// feedback on its request added no event.
+fn count_in_line_order(out: &mut [(u64, Taken)]) {
+    use std::collections::HashMap;
+    let key = |v: &Value| {
+        let s = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        (s("task"), s("model"))
+    };
+    let events = |v: &Value| v.get("quality_events").and_then(Value::as_u64).unwrap_or(0);
+    let replaced = |v: &Value| v.get("replaced").and_then(Value::as_bool) == Some(true);
+    // Per (task, model): the count after the whole batch, and the events
+    // the batch added.
+    let mut totals: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for (_, r) in out.iter() {
+        if let Ok(v) = r {
+            let t = totals.entry(key(v)).or_default();
+            t.0 = t.0.max(events(v));
+            t.1 += u64::from(!replaced(v));
+        }
+    }
+    let mut running: HashMap<(String, String), u64> = totals
+        .into_iter()
+        .map(|(k, (after, added))| (k, after.saturating_sub(added)))
+        .collect();
+    for (_, r) in out.iter_mut() {
+        if let Ok(v) = r {
+            let n = running.entry(key(v)).or_default();
+            *n += u64::from(!replaced(v));
+            v["quality_events"] = Value::from(*n);
+        }
+    }
+}
+
+/// The request id a line gives feedback on, if it is feedback.
+fn rid_of(item: &Result<Item, String>) -> Option<&str> {
+    match item {
+        Ok(Item::Feedback(f)) => Some(&f.rid),
+        _ => None,
+    }
 }
 
 /// Reads one line: feedback or an outcome.
@@ -261,6 +318,39 @@ fn text(o: &Map<String, Value>, field: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_counts_the_events_up_to_it_in_the_input_s_order() {
+        let line = |events: u64, replaced: bool, model: &str| -> Taken {
+            Ok(
+                json!({"task": "t", "model": model, "quality_events": events,
+                      "replaced": replaced}),
+            )
+        };
+        // Taken in as lines 3, 1, 2, 4 (by request id) on a posterior of 10
+        // events: 11, 12, 12 (a replacement), 13; `n` on another model.
+        let mut out = vec![
+            (1, line(12, false, "m")),
+            (2, line(12, true, "m")),
+            (3, line(11, false, "m")),
+            (4, Err((Value::Null, "bad".into()))),
+            (5, line(13, false, "m")),
+            (6, line(1, false, "n")),
+        ];
+        count_in_line_order(&mut out);
+        let counts: Vec<Option<u64>> = out
+            .iter()
+            .map(|(_, r)| {
+                r.as_ref()
+                    .ok()
+                    .map(|v| v["quality_events"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [Some(11), Some(11), Some(12), None, Some(13), Some(1)]
+        );
+    }
 
     #[test]
     fn lines_are_read_or_refused_with_why() {

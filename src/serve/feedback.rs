@@ -112,6 +112,7 @@ pub async fn feedback(
         let now = crate::engine::now_ms();
         let tx = store.conn().unchecked_transaction()?;
         let mut out = Vec::with_capacity(items.len());
+        let taught = &mut crate::store::learned::Taught::default();
         for v in &items {
             let f = match item(v) {
                 Ok(f) => f,
@@ -120,7 +121,8 @@ pub async fn feedback(
                     continue;
                 }
             };
-            match store.apply_feedback(&f, Judge::Key(key.as_deref()), now, book.half_life_ms)? {
+            let judge = Judge::Key(key.as_deref());
+            match store.apply_feedback_in(&f, judge, (now, book.half_life_ms), taught)? {
                 Ok(a) => {
                     book.set(&a.task, &a.model, a.posterior);
                     out.push(Ok((

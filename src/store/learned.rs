@@ -24,6 +24,17 @@ pub enum Judge<'a> {
     Key(Option<&'a str>),
 }
 
+/// What a batch of feedback taught so far, so that each line does not
+/// read again what an earlier line of the same transaction wrote: the
+/// posteriors written, and the tasks known to be learned under their own
+/// name. Good for one transaction only (another process may write
+/// between two).
+#[derive(Debug, Default)]
+pub struct Taught {
+    posteriors: std::collections::HashMap<(String, String), Posterior>,
+    tasks: std::collections::HashSet<String>,
+}
+
 /// What one feedback event did: the (task, model) it taught, and its
 /// posterior after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +76,46 @@ impl Store {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The posterior of (`task`, `model`), from `taught` when this batch wrote it.
+    fn posterior_in(
+        &self,
+        task: &str,
+        model: &str,
+        taught: &Taught,
+    ) -> Result<Option<Posterior>, StoreError> {
+        match taught
+            .posteriors
+            .get(&(task.to_string(), model.to_string()))
+        {
+            Some(p) => Ok(Some(*p)),
+            None => self.posterior(task, model),
+        }
+    }
+
+    /// Writes a posterior, and keeps it in `taught`.
+    fn put_posterior_in(
+        &self,
+        task: &str,
+        model: &str,
+        p: &Posterior,
+        taught: &mut Taught,
+    ) -> Result<(), StoreError> {
+        self.put_posterior(task, model, p)?;
+        taught.tasks.insert(task.to_string());
+        taught
+            .posteriors
+            .insert((task.to_string(), model.to_string()), *p);
+        Ok(())
+    }
+
+    /// [`Self::task_bucket`], without a query for a task this batch wrote.
+    fn task_bucket_in(&self, task: &str, taught: &Taught) -> Result<String, StoreError> {
+        match taught.tasks.contains(task) {
+            true => Ok(task.to_string()),
+            false => self.task_bucket(task),
+        }
     }
 
     fn posterior(&self, task: &str, model: &str) -> Result<Option<Posterior>, StoreError> {
@@ -130,15 +181,27 @@ impl Store {
     /// evaluation the user ran); returns the posterior after it.
     pub fn add_outcome(
         &self,
-        (task, model): (&str, &str),
-        (score, weight): (f64, f64),
+        outcome: (&str, &str),
+        scored: (f64, f64),
         now_ms: i64,
         half_life_ms: i64,
     ) -> Result<(String, Posterior), StoreError> {
-        let task = self.task_bucket(task)?;
-        let mut p = self.posterior(&task, model)?.unwrap_or_default();
+        let taught = &mut Taught::default();
+        self.add_outcome_in(outcome, scored, (now_ms, half_life_ms), taught)
+    }
+
+    /// [`Self::add_outcome`] as one of a batch, in one transaction.
+    pub fn add_outcome_in(
+        &self,
+        (task, model): (&str, &str),
+        (score, weight): (f64, f64),
+        (now_ms, half_life_ms): (i64, i64),
+        taught: &mut Taught,
+    ) -> Result<(String, Posterior), StoreError> {
+        let task = self.task_bucket_in(task, taught)?;
+        let mut p = self.posterior_in(&task, model, taught)?.unwrap_or_default();
         p.add(score, weight, now_ms, half_life_ms);
-        self.put_posterior(&task, model, &p)?;
+        self.put_posterior_in(&task, model, &p, taught)?;
         Ok((task, p))
     }
 
@@ -152,6 +215,18 @@ impl Store {
         judge: Judge<'_>,
         now_ms: i64,
         half_life_ms: i64,
+    ) -> Result<Result<Applied, String>, StoreError> {
+        let taught = &mut Taught::default();
+        self.apply_feedback_in(f, judge, (now_ms, half_life_ms), taught)
+    }
+
+    /// [`Self::apply_feedback`] as one of a batch, in one transaction.
+    pub fn apply_feedback_in(
+        &self,
+        f: &Feedback,
+        judge: Judge<'_>,
+        (now_ms, half_life_ms): (i64, i64),
+        taught: &mut Taught,
     ) -> Result<Result<Applied, String>, StoreError> {
         let row: Option<(Option<String>, Option<String>, Option<String>)> = self
             .conn
@@ -177,8 +252,10 @@ impl Store {
             )));
         };
         let task = task.unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
-        let task = self.task_bucket(&task)?;
-        let mut p = self.posterior(&task, &model)?.unwrap_or_default();
+        let task = self.task_bucket_in(&task, taught)?;
+        let mut p = self
+            .posterior_in(&task, &model, taught)?
+            .unwrap_or_default();
         let old: Option<(f64, f64, i64)> = self
             .conn
             .prepare_cached("SELECT score, weight, at FROM feedback WHERE rid = ?1")?
@@ -203,7 +280,7 @@ impl Store {
                 now_ms,
                 key
             ])?;
-        self.put_posterior(&task, &model, &p)?;
+        self.put_posterior_in(&task, &model, &p, taught)?;
         Ok(Ok(Applied {
             task,
             model,
@@ -256,6 +333,55 @@ mod tests {
             score,
             weight: 1.0,
         }
+    }
+
+    #[test]
+    fn a_batch_learns_what_the_same_lines_one_by_one_learn() {
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let lines = [
+            ("r1", 1.0),
+            ("r2", 0.0),
+            ("r1", 0.0),
+            ("r3", 1.0),
+            ("r4", 1.0),
+        ];
+        let fill = |s: &Store| {
+            request(s, "r1", Some("m"), "sql", None);
+            request(s, "r2", Some("m"), "sql", None);
+            request(s, "r3", Some("n"), "sql", None);
+            request(s, "r4", Some("m"), "tickets", None);
+        };
+        let alone = Store::in_memory().unwrap();
+        fill(&alone);
+        for (rid, score) in lines {
+            alone
+                .apply_feedback(&fb(rid, score), Judge::Any, 10, hl)
+                .unwrap()
+                .unwrap();
+        }
+        let batched = Store::in_memory().unwrap();
+        fill(&batched);
+        let taught = &mut Taught::default();
+        let tx = batched.conn().unchecked_transaction().unwrap();
+        let mut last = None;
+        for (rid, score) in lines {
+            last = Some(
+                batched
+                    .apply_feedback_in(&fb(rid, score), Judge::Any, (10, hl), taught)
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        tx.commit().unwrap();
+        let mut a = alone.quality().unwrap();
+        let mut b = batched.quality().unwrap();
+        a.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        b.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        assert_eq!(a, b);
+        // r1 twice counts once (replaced), r2: two events on (sql, m).
+        let sql_m = b.iter().find(|(t, m, _)| t == "sql" && m == "m").unwrap();
+        assert_eq!(sql_m.2.events, 2);
+        assert_eq!(last.unwrap().posterior.events, 1);
     }
 
     #[test]
