@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_http::request_id::RequestId;
@@ -243,22 +243,23 @@ async fn complete(
             .as_ref()
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
     };
-    // Routed on a task of its own: a client that leaves drops this
-    // handler, whose guard cancels the request, which then ends and is
-    // recorded on that task, and logged when it has (see `Pending`).
+    // Routed here, in a future `Pending` holds: a client that leaves
+    // drops this handler, whose guard cancels the request, and `Pending`
+    // then runs the rest of it on a task of its own, where it ends, is
+    // recorded and logged. A panic in it is answered as an error.
     let router = app.router.clone();
     let req = call.req;
-    let task = pending
-        .task
-        .insert(tokio::spawn(async move { router.route(&req, opts).await }));
+    let task = pending.task.insert(Box::pin(
+        std::panic::AssertUnwindSafe(async move { router.route(&req, opts).await }).catch_unwind(),
+    ));
     let guard = token.clone().drop_guard();
     let routed = tokio::select! {
-        r = &mut *task => r,
+        r = task.as_mut() => r,
         _ = tokio::time::sleep(app.deadline) => {
             token.cancel();
             // The attempts made before the deadline count, as the store
             // records them.
-            if let Ok(r) = task.await {
+            if let Ok(r) = task.as_mut().await {
                 pending.access.attempts = r.attempts.len();
                 pending.access.tried = r.attempts;
             }
@@ -267,6 +268,7 @@ async fn complete(
         }
     };
     guard.disarm();
+    pending.task = None;
     let access = pending.take();
     let routed = match routed {
         Ok(r) => r,
@@ -290,11 +292,14 @@ const CLIENT_CLOSED: u16 = 499;
 /// closed the connection, and the server dropped its handler), it logs
 /// and counts the request as [`CLIENT_CLOSED`], once the routed task, if
 /// there is one, has ended: its attempts count.
+/// A request being routed; `Err` when routing panicked.
+type Routing = Pin<Box<dyn Future<Output = std::thread::Result<Routed>> + Send>>;
+
 struct Pending {
     app: Arc<App>,
     access: Access,
     started: Instant,
-    task: Option<tokio::task::JoinHandle<Routed>>,
+    task: Option<Routing>,
     /// An answer logs and counts the request instead.
     answered: bool,
 }

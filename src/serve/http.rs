@@ -70,10 +70,15 @@ pub fn routes(app: Arc<App>) -> axum::Router {
     // Outermost last: a client's id is kept when sane, else replaced by
     // one of ours; the access line reads it from the answer, refusals of
     // the checks included.
-    let all = all
+    let mut all = all
         .layer(ValidateRequestHeaderLayer::custom(Checks(app.clone())))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(middleware::from_fn(access))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID));
+    // The log is set up before the routes: without access lines (`-q`),
+    // a request does not pass through a layer that would write none.
+    if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        all = all.layer(middleware::from_fn(access));
+    }
+    let all = all
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
         .layer(MapRequestLayer::new(
             layers::sane_client_id as fn(Request) -> Request,
