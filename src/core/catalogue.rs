@@ -90,6 +90,9 @@ struct WireModel {
     id: String,
     #[serde(default, deserialize_with = "lenient_u64")]
     context_length: Option<u64>,
+    /// vLLM's name for the context window.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    max_model_len: Option<u64>,
     #[serde(default)]
     pricing: Option<WirePricing>,
     #[serde(default)]
@@ -181,7 +184,8 @@ impl Catalogue {
                     models.push(ModelInfo {
                         context_length: m
                             .context_length
-                            .or(top.as_ref().and_then(|t| t.context_length)),
+                            .or(top.as_ref().and_then(|t| t.context_length))
+                            .or(m.max_model_len),
                         max_completion_tokens: top.and_then(|t| t.max_completion_tokens),
                         id: m.id,
                         prompt_price,
@@ -293,6 +297,20 @@ mod tests {
         let free = c.get("free/model").unwrap();
         assert_eq!(free.estimate_cost(1000, 1000), Some(0.0));
         assert!(free.supports("anything"));
+    }
+
+    #[test]
+    fn a_vllm_listing_gives_its_context_window() {
+        // vLLM's GET /v1/models: no prices, the window as `max_model_len`.
+        let json = br#"{"object":"list","data":[
+            {"id":"Qwen/Qwen2.5-7B-Instruct","object":"model","owned_by":"vllm","max_model_len":32768},
+            {"id":"llama3","object":"model","owned_by":"library"}
+        ]}"#;
+        let c = Catalogue::parse(json, Origin::Live).unwrap();
+        let q = c.get("Qwen/Qwen2.5-7B-Instruct").unwrap();
+        assert_eq!(q.context_length, Some(32768));
+        assert_eq!((q.prompt_price, q.completion_price), (None, None));
+        assert_eq!(c.get("llama3").unwrap().context_length, None);
     }
 
     #[test]
