@@ -429,3 +429,50 @@ fn the_report_counts_each_upstream_s_requests() {
         out.stdout
     );
 }
+
+#[test]
+fn each_priority_picks_its_best_across_upstreams() {
+    // The default upstream's model is cheap, smart and slow; the local one
+    // is dear (by its table), unrated and fast.
+    let env = Env::new(vec![ModelSpec::new("m/x")
+        .prices("0.0000001", "0.0000001")
+        .intelligence(58.0)]);
+    env.server.set_default("m/x", Behavior::ok_after(120));
+    let local = local();
+    let cfg = env.write(
+        "config.toml",
+        &format!(
+            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\n\n\
+             [upstreams.local.models.\"llama3\"]\nprompt_price = 0.0001\ncompletion_price = 0.0001\n",
+            local.base_url()
+        ),
+    );
+    let models = ["--models", "m/x,local:llama3", "--no-cache"];
+    // Both measured: three requests pinned to each.
+    let pinned: String = ["m/x", "local:llama3"]
+        .iter()
+        .flat_map(|m| {
+            (0..3).map(move |i| format!("{{\"model\":\"{m}\",\"prompt\":\"warm {i}\"}}\n"))
+        })
+        .collect();
+    env.cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["--no-cache", "-j", "1"])
+        .stdin(pinned)
+        .run()
+        .assert_code(0);
+    let pick = |priority: &str| {
+        let out = run(
+            &env,
+            &cfg,
+            &[&models[..], &["-p", priority, "--dry-run"]].concat(),
+            1,
+        );
+        out.assert_code(0);
+        out.lines()[0]["model"].as_str().unwrap().to_string()
+    };
+    assert_eq!(pick("speed"), "local:llama3");
+    assert_eq!(pick("cost"), "m/x");
+    assert_eq!(pick("quality"), "m/x");
+}
