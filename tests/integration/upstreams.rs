@@ -8,13 +8,19 @@ use crate::util::*;
 
 const LOCAL_KEY: &str = "local-key-3f9a1c";
 
-/// A local server that takes `LOCAL_KEY` only and lists `llama3`.
+/// A local server that takes `LOCAL_KEY` only and lists `llama3` as vLLM
+/// does: no prices, the window as `max_model_len`.
 fn local() -> FakeServer {
-    FakeServer::start_with(fake_openrouter::Config {
-        models: vec![ModelSpec::new("llama3").prices("0.00001", "0.00001")],
+    let server = FakeServer::start_with(fake_openrouter::Config {
+        models: vec![ModelSpec::new("llama3")],
         api_key: Some(LOCAL_KEY.into()),
         ..fake_openrouter::Config::default()
-    })
+    });
+    server.set_catalogue_behavior(fake_openrouter::CatalogueBehavior::Raw(
+        r#"{"object":"list","data":[{"id":"llama3","object":"model","created":1,"owned_by":"vllm","max_model_len":8192}]}"#
+            .into(),
+    ));
+    server
 }
 
 /// The default upstream lists `m/x` (and `llama3`, a model of the same id).
@@ -112,6 +118,8 @@ fn the_cheapest_candidate_on_any_upstream_answers_with_that_upstream_s_key() {
         .unwrap();
     assert_eq!(llama["in_catalogue"], true, "{llama}");
     assert_eq!(llama["prompt_usd_per_mtok"], 0.0, "{llama}");
+    // The window the server lists, as vLLM names it.
+    assert_eq!(llama["context_length"], 8192, "{llama}");
     assert!(
         !out.stderr.contains("not in the model catalogue"),
         "{}",
