@@ -8,7 +8,8 @@
 //!   requests, early, and then competes on what was measured.
 //! - **Recovery.** A model whose last answer came back well under its
 //!   average (it may have recovered) is probed again on the next request,
-//!   until its average has caught up.
+//!   until its average has caught up; not before the best candidate has
+//!   had its own warm-up tries.
 //! - **Ageing.** One request in every `1 / share` probes the candidate that
 //!   was tried longest ago, so that a model that slowed down or failed, and
 //!   so lost its traffic, is measured again and can win it back.
@@ -127,10 +128,14 @@ pub fn choose(
     {
         return Some((i + 1, Probe::WarmUp));
     }
+    // A recovery probe waits for the best's warm-up: a model whose answers
+    // keep getting faster (a new connection's first answers are slow) would
+    // otherwise take every request from a best that was never tried.
+    let best_warm = order.first().is_none_or(|b| tries(b) >= WARMUP_TRIES);
     if let Some(i) = order
         .iter()
         .skip(1)
-        .position(|p| open(p) && health.improving(&p.model))
+        .position(|p| best_warm && open(p) && health.improving(&p.model))
     {
         return Some((i + 1, Probe::Recovery));
     }
@@ -270,6 +275,11 @@ mod tests {
             choose(&order, &v, now, (1, 0.05), None),
             Some((2, Probe::Recovery))
         );
+        // Not while the best has not been tried: it would never be.
+        let mut fresh = View::default();
+        measured(&mut fresh, "c", 10, 5);
+        fresh.improving.insert("c".into());
+        assert_eq!(choose(&order[1..], &fresh, now, (1, 0.05), None), None);
         v.cooling
             .insert("c".into(), now + std::time::Duration::from_secs(1));
         assert_eq!(choose(&order, &v, now, (1, 0.05), None), None);
