@@ -207,45 +207,28 @@ pub struct Named {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokensAMinute {
     limit: u64,
-    minute: u64,
-    used: u64,
+    window: crate::core::minute::Window,
 }
 
 impl TokensAMinute {
     pub fn new(limit: u64) -> TokensAMinute {
         TokensAMinute {
             limit,
-            minute: 0,
-            used: 0,
-        }
-    }
-
-    fn roll(&mut self, now_ms: u64) {
-        let minute = now_ms / 60_000;
-        if minute != self.minute {
-            self.minute = minute;
-            self.used = 0;
+            window: crate::core::minute::Window::default(),
         }
     }
 
     /// Whether a request may go now (at `now_ms`, Unix ms): some of the
     /// minute's tokens are left.
-    pub fn open(&mut self, now_ms: u64) -> bool {
-        self.roll(now_ms);
-        self.used < self.limit
+    pub fn open(&mut self, now_ms: i64) -> bool {
+        self.window.at(now_ms).tokens < self.limit
     }
 
     /// Counts `tokens` an answer used, at `now_ms`.
-    pub fn add(&mut self, now_ms: u64, tokens: u64) {
-        self.roll(now_ms);
-        self.used = self.used.saturating_add(tokens);
+    pub fn add(&mut self, now_ms: i64, tokens: u64) {
+        let w = self.window.at(now_ms);
+        w.tokens = w.tokens.saturating_add(tokens);
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The tokens a usage counts, prompt and completion.
@@ -287,9 +270,12 @@ impl Named {
         };
         if let Some(t) = &self.tokens {
             let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-            if !t.open(now_ms()) {
+            let now = crate::engine::now_ms();
+            if !t.open(now) {
                 return Err(Failure {
-                    retry_after: Some(Duration::from_millis(60_000 - now_ms() % 60_000)),
+                    retry_after: Some(Duration::from_millis(
+                        60_000 - now.rem_euclid(60_000) as u64,
+                    )),
                     ..limited("tokens a minute")
                 });
             }
@@ -322,7 +308,7 @@ impl Upstream for Named {
                 .await;
             if let (Some(t), Ok(s)) = (&self.tokens, &answer) {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-                t.add(now_ms(), tokens_of(&s.usage));
+                t.add(crate::engine::now_ms(), tokens_of(&s.usage));
             }
             answer
         })
@@ -378,7 +364,7 @@ fn counted(
                 n => n,
             };
             let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            t.add(now_ms(), n);
+            t.add(crate::engine::now_ms(), n);
         }
     }
     let mut count = Count {

@@ -14,6 +14,7 @@
 //! | [`attempts`]  | the attempt policy: send, wait or give up                    |
 //! | [`explore`]   | which candidate a request probes, so the router keeps learning |
 //! | [`hedge`]     | when a slow attempt is hedged, and how many may be           |
+//! | [`minute`]    | counts per calendar minute, for limits a minute              |
 //! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
 //! | [`numbers`]   | costs, shares, counts and rates as people read them          |
@@ -28,6 +29,7 @@ pub mod health;
 pub mod hedge;
 pub mod keys;
 pub mod learned;
+pub mod minute;
 pub mod numbers;
 pub mod quality;
 pub mod ranking;

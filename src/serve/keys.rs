@@ -13,6 +13,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::core::keys::{KeyRecord, Period, Policy};
+use crate::core::minute::{minute_of, Window};
 use crate::engine::ports::Allowance;
 
 /// Makes a key's budget for a period: (name, policy, the period's start
@@ -41,24 +42,6 @@ pub struct Client {
     pub limited: AtomicU64,
     /// What its requests cost through this process (f64 bits).
     spent: AtomicU64,
-}
-
-/// A key's requests and tokens in one minute.
-#[derive(Default, Clone, Copy)]
-struct Window {
-    minute: i64,
-    requests: u64,
-    tokens: u64,
-}
-
-/// The minute holding `now_ms`, and the seconds left in it (at least 1).
-pub fn minute_of(now_ms: i64) -> (i64, u64) {
-    let minute = now_ms.div_euclid(60_000);
-    let left = (minute + 1) * 60_000 - now_ms;
-    (
-        minute,
-        u64::try_from((left + 999) / 1000).unwrap_or(1).max(1),
-    )
 }
 
 impl std::fmt::Debug for Client {
@@ -106,14 +89,9 @@ impl Client {
     /// `shared` is what all machines counted (Redis), else this one's
     /// count holds. Err: the seconds until the minute ends.
     pub fn take(&self, now_ms: i64, shared: Option<(u64, u64)>) -> Result<(), u64> {
-        let (minute, left) = minute_of(now_ms);
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.minute != minute {
-            *w = Window {
-                minute,
-                ..Window::default()
-            };
-        }
+        let (_, left) = minute_of(now_ms);
+        let mut held = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let w = held.at(now_ms);
         // A shared count already holds this request.
         let (requests, tokens) = shared.unwrap_or((w.requests + 1, w.tokens));
         let over_rpm = self.policy.rpm.is_some_and(|n| requests > u64::from(n));
@@ -177,12 +155,11 @@ impl Client {
     /// may read the store).
     pub fn view(&self, now_ms: i64, make: &MakeBudget) -> serde_json::Value {
         let _ = self.allowance(now_ms, make);
-        let (minute, _) = minute_of(now_ms);
-        let w = *self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let (requests_now, tokens_now) = match w.minute == minute {
-            true => (w.requests, w.tokens),
-            false => (0, 0),
-        };
+        let (requests_now, tokens_now) = self
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts(now_ms);
         let budget = self
             .budget
             .lock()

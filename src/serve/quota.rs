@@ -38,7 +38,7 @@ impl App {
         let now = crate::engine::now_ms();
         let shared = match &self.redis {
             Some(link) => {
-                let (minute, _) = super::keys::minute_of(now);
+                let (minute, _) = crate::core::minute::minute_of(now);
                 crate::shared::clients::take(link, &c.name, minute).await
             }
             None => None,
@@ -77,7 +77,7 @@ impl App {
             crate::shared::clients::add_tokens(
                 link,
                 &c.name,
-                super::keys::minute_of(now).0,
+                crate::core::minute::minute_of(now).0,
                 tokens,
             );
         }
