@@ -68,13 +68,11 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
     if keys.is_empty() {
         return format!("no requests with a client key in the {window}\n");
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header([
+    let header = [
         "key", "requests", "answered", "errors", "cached", "cost", "tokens",
-    ]);
-    for k in keys {
-        t.add_row([
+    ];
+    let rows = keys.iter().map(|k| {
+        [
             k.key.clone(),
             k.requests.to_string(),
             k.answered.to_string(),
@@ -82,58 +80,25 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
             k.cache_hits.to_string(),
             numbers::usd(k.cost_usd),
             (k.prompt_tokens + k.completion_tokens).to_string(),
-        ]);
-    }
-    let text = format!("llmroute report by key · {window}\n\n{t}\n");
-    text.lines()
-        .map(|l| l.trim_end().to_string() + "\n")
-        .collect()
+        ]
+    });
+    super::by_table("key", window, header, rows)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{all_time, request, store_of};
     use super::*;
-    use crate::engine::ports::{Record, RequestRow};
-    use crate::store::Store;
 
     #[test]
     fn requests_are_summed_per_key() {
-        let s = Store::in_memory().unwrap();
-        let row = |key: Option<&str>, ok: bool, cost: f64| RequestRow {
-            ts: 10,
-            line: 1,
-            request_id: None,
-            model: Some("m".into()),
-            ok,
-            cached: false,
-            latency_ms: 1.0,
-            cost_usd: Some(cost),
-            prompt_tokens: Some(3),
-            completion_tokens: Some(4),
-            score: None,
-            attempts: 1,
-            error_type: None,
-            key: key.map(Into::into),
-            rid: None,
-            task: None,
-        };
-        for r in [
-            row(Some("a"), true, 0.5),
-            row(Some("a"), false, 0.0),
-            row(Some("b"), true, 1.0),
-            row(None, true, 9.0),
-        ] {
-            s.write_line(&Record {
-                request: Some(r),
-                ..Record::default()
-            })
-            .unwrap();
-        }
-        let w = Window {
-            label: "all".into(),
-            from_ms: None,
-            to_ms: 100,
-        };
+        let s = store_of([
+            request(Some("m"), Some("a"), true, 0.5),
+            request(Some("m"), Some("a"), false, 0.0),
+            request(Some("m"), Some("b"), true, 1.0),
+            request(Some("m"), None, true, 9.0),
+        ]);
+        let w = all_time();
         let keys = load(s.conn(), &w, &[]).unwrap();
         assert_eq!(keys.len(), 2);
         assert_eq!(

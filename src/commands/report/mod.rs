@@ -317,11 +317,87 @@ impl Latencies {
 }
 
 /// `part / whole`, 0 when `whole` is 0.
+/// The table of `report --by WHAT`: a row per thing under `header`, below
+/// the heading `llmroute report by WHAT · WINDOW`.
+fn by_table<const N: usize>(
+    what: &str,
+    window: &str,
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header);
+    for row in rows {
+        t.add_row(row);
+    }
+    without_trailing_blanks(&format!("llmroute report by {what} · {window}\n\n{t}\n"))
+}
+
+/// `text` with the blanks at the ends of its lines taken off (a table
+/// pads its last column).
+fn without_trailing_blanks(text: &str) -> String {
+    text.lines()
+        .map(|l| l.trim_end().to_string() + "\n")
+        .collect()
+}
+
 fn ratio(part: i64, whole: i64) -> f64 {
     if whole == 0 {
         0.0
     } else {
         part as f64 / whole as f64
+    }
+}
+
+/// What the tests of the reports by key and by upstream read.
+#[cfg(test)]
+mod fixtures {
+    use crate::engine::ports::{Record, RequestRow};
+    use crate::store::Store;
+
+    /// A request that `model` answered (or did not) with `key`, at a cost.
+    pub fn request(model: Option<&str>, key: Option<&str>, ok: bool, cost: f64) -> RequestRow {
+        RequestRow {
+            ts: 10,
+            line: 1,
+            request_id: None,
+            model: model.map(Into::into),
+            ok,
+            cached: false,
+            latency_ms: 1.0,
+            cost_usd: Some(cost),
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            score: None,
+            attempts: 1,
+            error_type: None,
+            key: key.map(Into::into),
+            rid: None,
+            task: None,
+        }
+    }
+
+    /// A store holding these requests.
+    pub fn store_of(rows: impl IntoIterator<Item = RequestRow>) -> Store {
+        let s = Store::in_memory().unwrap();
+        for r in rows {
+            s.write_line(&Record {
+                request: Some(r),
+                ..Record::default()
+            })
+            .unwrap();
+        }
+        s
+    }
+
+    /// The whole store's time.
+    pub fn all_time() -> super::Window {
+        super::Window {
+            label: "all".into(),
+            from_ms: None,
+            to_ms: 100,
+        }
     }
 }
 

@@ -87,9 +87,7 @@ pub fn render(r: &Report, colour: bool) -> String {
     totals(&mut out, r, &p);
     out.push('\n');
     models(&mut out, r, &p);
-    out.lines()
-        .map(|l| l.trim_end().to_string() + "\n")
-        .collect()
+    super::without_trailing_blanks(&out)
 }
 
 fn totals(out: &mut String, r: &Report, p: &Paint) {

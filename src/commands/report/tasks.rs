@@ -68,9 +68,7 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
     if rows.is_empty() {
         return format!("no answers with a task in the {window}\n");
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header([
+    let header = [
         "task",
         "model",
         "answered",
@@ -78,15 +76,15 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
         "feedback",
         "mean score",
         "learned",
-    ]);
-    for r in rows {
+    ];
+    let rows = rows.iter().map(|r| {
         let learned = match r.learned_good_share {
             Some(g) if r.learned_events > 0 => {
                 format!("{:.0}% good of {} events", g * 100.0, r.learned_events)
             }
             _ => "prior".to_string(),
         };
-        t.add_row([
+        [
             r.task.clone(),
             r.model.clone(),
             r.answered.to_string(),
@@ -94,10 +92,7 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
             r.feedback.to_string(),
             r.mean_score.map_or("–".to_string(), |m| format!("{m:.2}")),
             learned,
-        ]);
-    }
-    let text = format!("llmroute report by task · {window}\n\n{t}\n");
-    text.lines()
-        .map(|l| l.trim_end().to_string() + "\n")
-        .collect()
+        ]
+    });
+    super::by_table("task", window, header, rows)
 }

@@ -108,13 +108,11 @@ pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
     if upstreams.is_empty() {
         return format!("no requests in the {window}\n");
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header([
+    let header = [
         "upstream", "requests", "answered", "errors", "cached", "cost", "tokens", "models",
-    ]);
-    for u in upstreams {
-        t.add_row([
+    ];
+    let rows = upstreams.iter().map(|u| {
+        [
             u.upstream.clone(),
             u.requests.to_string(),
             u.answered.to_string(),
@@ -123,60 +121,27 @@ pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
             numbers::usd(u.cost_usd),
             (u.prompt_tokens + u.completion_tokens).to_string(),
             u.models.join(", "),
-        ]);
-    }
-    let text = format!("llmroute report by upstream · {window}\n\n{t}\n");
-    text.lines()
-        .map(|l| l.trim_end().to_string() + "\n")
-        .collect()
+        ]
+    });
+    super::by_table("upstream", window, header, rows)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::{all_time, request, store_of};
     use super::*;
-    use crate::engine::ports::{Record, RequestRow};
-    use crate::store::Store;
 
     #[test]
     fn requests_are_summed_per_upstream_of_their_candidate() {
-        let s = Store::in_memory().unwrap();
-        let row = |model: Option<&str>, ok: bool, cost: f64| RequestRow {
-            ts: 10,
-            line: 1,
-            request_id: None,
-            model: model.map(Into::into),
-            ok,
-            cached: false,
-            latency_ms: 1.0,
-            cost_usd: Some(cost),
-            prompt_tokens: Some(3),
-            completion_tokens: Some(4),
-            score: None,
-            attempts: 1,
-            error_type: None,
-            key: None,
-            rid: None,
-            task: None,
-        };
-        for r in [
-            row(Some("local:llama3"), true, 0.0),
-            row(Some("local:qwen"), false, 0.0),
-            row(Some("openai/gpt-5.4"), true, 1.0),
-            row(Some("meta/llama:free"), true, 0.5),
-            row(Some("gone:m"), true, 0.25),
-            row(None, false, 0.0),
-        ] {
-            s.write_line(&Record {
-                request: Some(r),
-                ..Record::default()
-            })
-            .unwrap();
-        }
-        let w = Window {
-            label: "all".into(),
-            from_ms: None,
-            to_ms: 100,
-        };
+        let s = store_of([
+            request(Some("local:llama3"), None, true, 0.0),
+            request(Some("local:qwen"), None, false, 0.0),
+            request(Some("openai/gpt-5.4"), None, true, 1.0),
+            request(Some("meta/llama:free"), None, true, 0.5),
+            request(Some("gone:m"), None, true, 0.25),
+            request(None, None, false, 0.0),
+        ]);
+        let w = all_time();
         let names = vec!["local".to_string()];
         let rows = load(s.conn(), &w, &names).unwrap();
         assert_eq!(rows.len(), 2, "{rows:?}");
