@@ -33,12 +33,17 @@ fn env() -> Env {
 
 /// A config file naming `local` at `url`, its models free.
 fn config(env: &Env, url: &str) -> std::path::PathBuf {
+    local_config(env, url, "headers = { \"X-Team\" = \"search\" }\n", "0")
+}
+
+/// A config file naming `local` at `url`, with `more` keys in its table and
+/// `llama3` at `price` a token.
+fn local_config(env: &Env, url: &str, more: &str, price: &str) -> std::path::PathBuf {
     env.write(
         "config.toml",
         &format!(
-            "[upstreams.local]\nbase_url = \"{url}\"\napi_key_env = \"LOCAL_KEY\"\n\
-             headers = {{ \"X-Team\" = \"search\" }}\n\n\
-             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n"
+            "[upstreams.local]\nbase_url = \"{url}\"\napi_key_env = \"LOCAL_KEY\"\n{more}\n\
+             [upstreams.local.models.\"llama3\"]\nprompt_price = {price}\ncompletion_price = {price}\n"
         ),
     )
 }
@@ -324,14 +329,7 @@ fn a_local_server_at_its_limit_sends_the_rest_elsewhere() {
     let env = env();
     let local = local();
     local.set_default("llama3", Behavior::ok_after(400));
-    let cfg = env.write(
-        "config.toml",
-        &format!(
-            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\nconcurrency = 1\n\n\
-             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n",
-            local.base_url()
-        ),
-    );
+    let cfg = local_config(&env, &local.base_url(), "concurrency = 1\n", "0");
     let out = run(
         &env,
         &cfg,
@@ -364,14 +362,7 @@ fn a_local_server_at_its_limit_sends_the_rest_elsewhere() {
 fn a_local_server_out_of_tokens_this_minute_sends_the_rest_elsewhere() {
     let env = env();
     let local = local();
-    let cfg = env.write(
-        "config.toml",
-        &format!(
-            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\ntpm = 1\n\n\
-             [upstreams.local.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n",
-            local.base_url()
-        ),
-    );
+    let cfg = local_config(&env, &local.base_url(), "tpm = 1\n", "0");
     let out = run(
         &env,
         &cfg,
@@ -447,14 +438,7 @@ fn each_priority_picks_its_best_across_upstreams() {
         .intelligence(58.0)]);
     env.server.set_default("m/x", Behavior::ok_after(120));
     let local = local();
-    let cfg = env.write(
-        "config.toml",
-        &format!(
-            "[upstreams.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\n\n\
-             [upstreams.local.models.\"llama3\"]\nprompt_price = 0.0001\ncompletion_price = 0.0001\n",
-            local.base_url()
-        ),
-    );
+    let cfg = local_config(&env, &local.base_url(), "", "0.0001");
     let models = ["--models", "m/x,local:llama3", "--no-cache"];
     // Both measured: three requests pinned to each.
     let pinned: String = ["m/x", "local:llama3"]
