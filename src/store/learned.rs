@@ -26,13 +26,12 @@ pub enum Judge<'a> {
 
 /// What a batch of feedback taught so far, so that each line does not
 /// read again what an earlier line of the same transaction wrote: the
-/// posteriors written, and the tasks known to be learned under their own
-/// name. Good for one transaction only (another process may write
+/// posteriors written. Good for one transaction only (another process may write
 /// between two).
 #[derive(Debug, Default)]
 pub struct Taught {
-    posteriors: std::collections::HashMap<(String, String), Posterior>,
-    tasks: std::collections::HashSet<String>,
+    /// By task, then model; a task here is learned under its own name.
+    posteriors: std::collections::HashMap<String, std::collections::HashMap<String, Posterior>>,
 }
 
 /// What one feedback event did: the (task, model) it taught, and its
@@ -85,10 +84,7 @@ impl Store {
         model: &str,
         taught: &Taught,
     ) -> Result<Option<Posterior>, StoreError> {
-        match taught
-            .posteriors
-            .get(&(task.to_string(), model.to_string()))
-        {
+        match taught.posteriors.get(task).and_then(|m| m.get(model)) {
             Some(p) => Ok(Some(*p)),
             None => self.posterior(task, model),
         }
@@ -103,16 +99,17 @@ impl Store {
         taught: &mut Taught,
     ) -> Result<(), StoreError> {
         self.put_posterior(task, model, p)?;
-        taught.tasks.insert(task.to_string());
         taught
             .posteriors
-            .insert((task.to_string(), model.to_string()), *p);
+            .entry(task.to_string())
+            .or_default()
+            .insert(model.to_string(), *p);
         Ok(())
     }
 
     /// [`Self::task_bucket`], without a query for a task this batch wrote.
     fn task_bucket_in(&self, task: &str, taught: &Taught) -> Result<String, StoreError> {
-        match taught.tasks.contains(task) {
+        match taught.posteriors.contains_key(task) {
             true => Ok(task.to_string()),
             false => self.task_bucket(task),
         }
