@@ -243,36 +243,9 @@ async fn complete(
             .as_ref()
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
     };
-    // Routed here, in a future `Pending` holds: a client that leaves
-    // drops this handler, whose guard cancels the request, and `Pending`
-    // then runs the rest of it on a task of its own, where it ends, is
-    // recorded and logged. A panic in it is answered as an error.
-    let router = app.router.clone();
-    let req = call.req;
-    let task = pending.task.insert(Box::pin(
-        std::panic::AssertUnwindSafe(async move { router.route(&req, opts).await }).catch_unwind(),
-    ));
-    let guard = token.clone().drop_guard();
-    let routed = tokio::select! {
-        r = task.as_mut() => r,
-        _ = tokio::time::sleep(app.deadline) => {
-            token.cancel();
-            // The attempts made before the deadline count, as the store
-            // records them.
-            if let Ok(r) = task.as_mut().await {
-                pending.access.attempts = r.attempts.len();
-                pending.access.tried = r.attempts;
-            }
-            drop(guard);
-            return app.refuse(ApiError::deadline(app.deadline), pending.take(), started);
-        }
-    };
-    guard.disarm();
-    pending.task = None;
-    let access = pending.take();
-    let routed = match routed {
+    let (routed, access) = match pending.route(call.req, opts, token).await {
         Ok(r) => r,
-        Err(_) => return app.refuse(ApiError::internal(), access, started),
+        Err(refused) => return refused,
     };
     app.answer(
         routed,
@@ -305,6 +278,48 @@ struct Pending {
 }
 
 impl Pending {
+    /// Routes `req` within the server's deadline, and takes the access line
+    /// for the answer; Err: the refusal to send instead. Routed here, in a
+    /// future `Pending` holds: a client that leaves drops the handler,
+    /// whose guard cancels the request, and `Pending` then runs the rest of
+    /// it on a task of its own, where it ends, is recorded and logged. A
+    /// panic in it is answered as an error.
+    async fn route(
+        &mut self,
+        req: Request,
+        opts: RouteOptions,
+        token: CancellationToken,
+    ) -> Result<(Routed, Access), Response> {
+        let (app, started) = (self.app.clone(), self.started);
+        let router = app.router.clone();
+        let task = self.task.insert(Box::pin(
+            std::panic::AssertUnwindSafe(async move { router.route(&req, opts).await })
+                .catch_unwind(),
+        ));
+        let guard = token.clone().drop_guard();
+        let routed = tokio::select! {
+            r = task.as_mut() => r,
+            _ = tokio::time::sleep(app.deadline) => {
+                token.cancel();
+                // The attempts made before the deadline count, as the store
+                // records them.
+                if let Ok(r) = task.as_mut().await {
+                    self.access.attempts = r.attempts.len();
+                    self.access.tried = r.attempts;
+                }
+                drop(guard);
+                return Err(app.refuse(ApiError::deadline(app.deadline), self.take(), started));
+            }
+        };
+        guard.disarm();
+        self.task = None;
+        let access = self.take();
+        match routed {
+            Ok(r) => Ok((r, access)),
+            Err(_) => Err(app.refuse(ApiError::internal(), access, started)),
+        }
+    }
+
     /// The access line, for the answer to write.
     fn take(&mut self) -> Access {
         self.answered = true;
