@@ -186,6 +186,10 @@ async fn complete(
         answered: false,
     };
     pending.access.client = client.clone();
+    // Refused at once, unread, and logged and counted as a chat request.
+    if super::state::declared_too_large(&headers, app.max_body) {
+        return app.refuse(ApiError::too_large(app.max_body), pending.take(), started);
+    }
     if let Some(c) = &client {
         if let Err(e) = app.take_rate(c).await {
             return app.refuse(e, pending.take(), started);
@@ -193,7 +197,7 @@ async fn complete(
     }
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
-    // long it is. (A body declared too large was refused before, unread.)
+    // long it is.
     let slot = match app.gate.enter().await {
         Ok(s) => s,
         Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),

@@ -12,7 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
-use tower::util::MapRequestLayer;
+use tower::util::{BoxCloneSyncService, MapRequestLayer};
+use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
@@ -22,13 +23,17 @@ use super::layers::{self, Ids, X_REQUEST_ID};
 use super::state::{App, Logged};
 use super::{chat, dashboard, feedback, manage, site};
 
+/// The API: its routes, and the layers every request passes through.
+pub type Api = BoxCloneSyncService<Request, Response, std::convert::Infallible>;
+
 /// The API's routes.
-pub fn routes(app: Arc<App>) -> axum::Router {
+pub fn routes(app: Arc<App>) -> Api {
     // The endpoints that work on the blocking threads, under one limit.
     let shed = layers::Shed::new(layers::BLOCKING_AT_ONCE);
-    let chat = layers::capped(post(chat::completions), app.max_body).layer(
-        middleware::from_fn_with_state(app.clone(), chat_refused_early),
-    );
+    // The chat handler caps its body itself, so that a refusal is logged
+    // and counted as a chat request, with no layer a request passes
+    // through for that alone.
+    let chat = post(chat::completions);
     let mut guarded = axum::Router::new()
         .route("/v1/chat/completions", chat.clone())
         .route("/chat/completions", chat)
@@ -66,28 +71,27 @@ pub fn routes(app: Arc<App>) -> axum::Router {
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed);
-    let cors = cors(&app.cors_origins);
-    // Outermost last: a client's id is kept when sane, else replaced by
-    // one of ours; the access line reads it from the answer, refusals of
-    // the checks included.
-    let mut all = all
-        .layer(ValidateRequestHeaderLayer::custom(Checks(app.clone())))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID));
-    // The log is set up before the routes: without access lines (`-q`),
-    // a request does not pass through a layer that would write none.
-    if tracing::enabled!(target: "access", tracing::Level::INFO) {
-        all = all.layer(middleware::from_fn(access));
-    }
-    let all = all
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
+    let router = all.with_state(app.clone());
+    // Around the router, not through `Router::layer`: that wraps every
+    // route in each layer, boxed, and a request clones every box on its
+    // way in. Outermost first: a preflight is answered before the checks
+    // of a request; a client's id is kept when sane, else replaced by one
+    // of ours; the access line reads it from the answer, refusals of the
+    // checks included. The log is set up before the routes: without access
+    // lines (`-q`), a request does not pass through a layer that would
+    // write none.
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO);
+    let stack = ServiceBuilder::new()
+        .option_layer(cors(&app.cors_origins))
         .layer(MapRequestLayer::new(
             layers::sane_client_id as fn(Request) -> Request,
-        ));
-    match cors {
-        // Outermost: a preflight is answered before the checks of a request.
-        Some(cors) => all.layer(cors).with_state(app),
-        None => all.with_state(app),
-    }
+        ))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
+        .option_layer(logged.then(|| middleware::from_fn(access)))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(ValidateRequestHeaderLayer::custom(Checks(app)))
+        .service(router);
+    BoxCloneSyncService::new(stack)
 }
 
 /// The CORS layer (tower-http) for `--cors-origin`: preflights from those
@@ -242,28 +246,6 @@ async fn authorise(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
-}
-
-/// Counts, shows and logs as a chat request one that the body cap refused
-/// from its declared length, before [`chat::completions`] ran.
-async fn chat_refused_early(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = req
-        .extensions()
-        .get::<tower_http::request_id::RequestId>()
-        .cloned();
-    let client = req.extensions().get::<Caller>().and_then(|c| c.0.clone());
-    let resp = next.run(req).await;
-    let refused = resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-    if !refused || resp.extensions().get::<Logged>().is_some() {
-        return resp;
-    }
-    let id = id.as_ref().map_or("-", layers::id_text);
-    let mut access = super::log::Access::new(id, "POST", "/v1/chat/completions");
-    access.client = client;
-    let mut resp = app.refuse(ApiError::too_large(app.max_body), access, started);
-    resp.extensions_mut().insert(Logged);
-    resp
 }
 
 async fn not_found(req: Request) -> Response {

@@ -6,12 +6,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// How long the streams cut at the end of the grace period have to send
 /// their last event.
@@ -23,7 +25,7 @@ pub const LAST_EVENT: Duration = Duration::from_secs(1);
 /// finished within the grace period.
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: super::http::Api,
     (header_timeout, max_connections): (Duration, usize),
     stop: impl Future<Output = ()>,
     (grace, cut): (Duration, CancellationToken),
@@ -63,7 +65,10 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let _ = socket.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|r: axum::http::Request<Incoming>| r.map(axum::body::Body::new)),
+        );
         let conn = builder
             .serve_connection(TokioIo::new(socket), service)
             .into_owned();

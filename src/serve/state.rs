@@ -121,16 +121,18 @@ impl App {
         self.tags.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The body, within the body timeout: a client that sends it slowly,
-    /// or not at all, is cut off. The route's body cap
-    /// ([`super::layers::capped`]) refuses a body larger than `cap`, which
-    /// only names it here.
+    /// The body, within the body timeout and `cap`: a client that sends it
+    /// slowly, or not at all, is cut off, and one whose body grows past
+    /// `cap` is refused as it does. (A body declared larger is refused
+    /// before, unread: by the route's cap, [`super::layers::capped`], or
+    /// by the chat handler itself, [`declared_too_large`].)
     pub async fn read_body(&self, body: Body, cap: u64) -> Result<Bytes, ApiError> {
         // The whole body within the time, not each of its pieces: a client
         // sending a byte now and then is cut off too.
-        match tokio::time::timeout(self.body_timeout, body.collect()).await {
+        let capped = http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX));
+        match tokio::time::timeout(self.body_timeout, capped.collect()).await {
             Ok(Ok(b)) => Ok(b.to_bytes()),
-            Ok(Err(e)) if over_cap(&e) => Err(ApiError::too_large(cap)),
+            Ok(Err(e)) if over_cap(&*e) => Err(ApiError::too_large(cap)),
             Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
             Err(_) => Err(ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -183,6 +185,15 @@ impl App {
 /// Whether a body's read failed at the body cap.
 fn over_cap(e: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(e), |e| e.source()).any(|e| e.is::<LengthLimitError>())
+}
+
+/// Whether a request declares (`Content-Length`) a body larger than `cap`.
+pub fn declared_too_large(headers: &HeaderMap, cap: u64) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > cap)
 }
 
 /// The bearer token of a request.
