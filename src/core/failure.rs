@@ -363,7 +363,7 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
             retry_after: None,
         })
     };
-    let wire: WireCompletion = match serde_json::from_slice(bytes) {
+    let mut wire: WireCompletion = match serde_json::from_slice(bytes) {
         Ok(w) => w,
         Err(e) => {
             return invalid(
@@ -379,7 +379,7 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
             format!("the provider returned an error: {msg}"),
         );
     }
-    let Some(choice) = wire.choices.as_ref().and_then(|c| c.first()) else {
+    let Some(choice) = wire.choices.as_mut().and_then(|c| c.first_mut()) else {
         return invalid(
             FailureKind::InvalidResponse,
             "response has no choices".into(),
@@ -392,14 +392,14 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
             format!("the provider failed mid-generation: {msg}"),
         );
     }
-    let Some(message) = &choice.message else {
+    let Some(message) = choice.message.as_mut() else {
         return invalid(
             FailureKind::InvalidResponse,
             "response's first choice has no message".into(),
         );
     };
-    let content = match &message.content {
-        Some(Value::String(s)) => Some(s.clone()),
+    let content = match message.content.take() {
+        Some(Value::String(s)) => Some(s),
         _ => None,
     };
     let text = std::str::from_utf8(bytes).map_err(|_| Failure {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -121,6 +121,14 @@ fn choose_priority(obj: &mut Map<String, Value>, priority: String) -> Result<(),
     }
     Ok(())
 }
+
+/// The headers an answer carries: names made once, not parsed each time.
+const X_LLMROUTE_MODEL: HeaderName = HeaderName::from_static("x-llmroute-model");
+const X_LLMROUTE_UPSTREAM: HeaderName = HeaderName::from_static("x-llmroute-upstream");
+const X_LLMROUTE_SCORE: HeaderName = HeaderName::from_static("x-llmroute-score");
+const X_LLMROUTE_LATENCY_MS: HeaderName = HeaderName::from_static("x-llmroute-latency-ms");
+const X_LLMROUTE_CACHED: HeaderName = HeaderName::from_static("x-llmroute-cached");
+const X_LLMROUTE_ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
 
 /// `x-llmroute-task`: the task of a request whose body names none.
 fn task_of(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
@@ -372,25 +380,29 @@ impl App {
         access.attempts = attempts;
         access.tried = std::mem::take(&mut routed.attempts);
         let headers = |model: &str, score: Option<f64>, cached: bool| {
-            let mut h = HeaderMap::new();
-            let mut put = |k: &'static str, v: String| {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    h.insert(k, v);
-                }
+            let mut h = HeaderMap::with_capacity(8);
+            let mut put = |k: &HeaderName, v: HeaderValue| {
+                h.insert(k.clone(), v);
             };
-            put("x-llmroute-model", model.to_string());
+            if let Ok(v) = HeaderValue::from_str(model) {
+                put(&X_LLMROUTE_MODEL, v);
+            }
             if !self.upstreams.is_empty() {
-                put(
-                    "x-llmroute-upstream",
-                    crate::upstreams::label(model, &self.upstreams),
-                );
+                let label = crate::upstreams::label(model, &self.upstreams);
+                if let Ok(v) = HeaderValue::from_str(&label) {
+                    put(&X_LLMROUTE_UPSTREAM, v);
+                }
             }
+            let text = |v: String| HeaderValue::from_str(&v).expect("a number is a header value");
             if let Some(s) = score {
-                put("x-llmroute-score", format!("{s:.4}"));
+                put(&X_LLMROUTE_SCORE, text(format!("{s:.4}")));
             }
-            put("x-llmroute-latency-ms", format!("{latency_ms:.1}"));
-            put("x-llmroute-cached", cached.to_string());
-            put("x-llmroute-attempts", attempts.to_string());
+            put(&X_LLMROUTE_LATENCY_MS, text(format!("{latency_ms:.1}")));
+            put(
+                &X_LLMROUTE_CACHED,
+                HeaderValue::from_static(if cached { "true" } else { "false" }),
+            );
+            put(&X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
             h
         };
         let cost = routed.cost_usd();
