@@ -36,6 +36,7 @@ pub struct Statements<'c> {
     attempts: Option<CachedStatement<'c>>,
     requests: Option<CachedStatement<'c>>,
     used: Option<CachedStatement<'c>>,
+    key_days: Option<CachedStatement<'c>>,
 }
 
 /// The statement in `slot`, prepared (or taken from the cache) if need be.
@@ -160,7 +161,7 @@ impl Store {
                 r.task.as_deref()
             ])?;
             if let (Some(key), Some(cost)) = (&r.key, r.cost_usd.filter(|c| *c > 0.0)) {
-                self.conn.prepare_cached(ADD_KEY_DAY)?.execute(params![
+                held(&mut statements.key_days, &self.conn, ADD_KEY_DAY)?.execute(params![
                     &**key,
                     r.ts.div_euclid(86_400_000),
                     cost
