@@ -60,7 +60,14 @@ impl Request {
     /// which nothing needs any more. The reader thread does this for every
     /// line, so that the thread that sends the requests does not.
     pub fn prepare(&mut self, keyed: bool, scratch: &mut Vec<u8>) {
-        self.wire = serde_json::to_vec(&self.body).expect("a JSON map serialises");
+        // Sized from the messages' text (four bytes a token) and a little
+        // for the rest, so that the body is seldom copied as it grows.
+        let guess = (self.prompt_tokens as usize)
+            .saturating_mul(4)
+            .saturating_add(256);
+        let mut wire = Vec::with_capacity(guess.min(1 << 20));
+        serde_json::to_writer(&mut wire, &self.body).expect("a JSON map serialises");
+        self.wire = wire;
         if keyed {
             self.digest = Some(cachekey::digest(&self.body, scratch));
         }
