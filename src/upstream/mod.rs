@@ -17,12 +17,20 @@ use crate::core::failure::{
 };
 use crate::engine::ports::Opened;
 
+mod plain;
+
 /// Largest response body accepted; a larger one fails the attempt.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Sent as `HTTP-Referer`, which OpenRouter uses to attribute traffic to an app.
 pub const REFERER: &str = "https://github.com/llmroute/llmroute";
 /// Sent as `X-Title`.
 pub const TITLE: &str = "llmroute";
+/// How long a connection to the API may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection to the API is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// Sent as `User-Agent`.
+const USER_AGENT: &str = concat!("llmroute/", env!("CARGO_PKG_VERSION"));
 
 /// Whether the client needs the trusted root certificates, whose loading
 /// is most of its set-up: an `https` API does; a plain-`http` one (a local
@@ -58,6 +66,8 @@ pub fn identity(base_url: &str) -> String {
 /// The API client. Cheap to share behind an `Arc`; keeps connections alive.
 pub struct Client {
     http: reqwest::Client,
+    /// For a plain-`http` API with no proxy: chat requests go this way.
+    plain: Option<plain::Plain>,
     /// Parsed once: a request then costs a clone, not a parse of the URL.
     chat_url: reqwest::Url,
     models_url: reqwest::Url,
@@ -114,14 +124,29 @@ impl Client {
             headers.insert(name, value);
         }
         let roots = needs_tls_roots(url.scheme(), |name| std::env::var_os(name));
+        let plain = match roots {
+            true => None,
+            false => {
+                let mut sent = headers.clone();
+                sent.insert(
+                    reqwest::header::USER_AGENT,
+                    HeaderValue::from_static(USER_AGENT),
+                );
+                Some(plain::Plain::new(
+                    &format!("{base}/chat/completions"),
+                    sent,
+                    pool,
+                )?)
+            }
+        };
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(roots)
             .default_headers(headers)
-            .user_agent(concat!("llmroute/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .pool_max_idle_per_host(pool.max(1))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             // llmroute makes its own retries and fallbacks, and the API does not
             // redirect: without these layers a request costs less to send.
             .retry(reqwest::retry::never())
@@ -134,6 +159,7 @@ impl Client {
         };
         Ok(Client {
             http,
+            plain,
             chat_url: endpoint("chat/completions")?,
             models_url: endpoint("models")?,
             redact: api_key
@@ -168,6 +194,9 @@ impl Client {
 
     async fn complete_raw(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
         let fut = async {
+            if let Some(p) = &self.plain {
+                return p.complete(body).await;
+            }
             let resp = self.chat(body).send().await.map_err(transport_failure)?;
             let status = resp.status().as_u16();
             let retry_after = retry_after(resp.headers());
@@ -204,6 +233,17 @@ impl Client {
     pub async fn open(&self, body: Vec<u8>, timeout: Duration) -> Result<Opened, Failure> {
         let redact = self.redact.clone();
         let head = async {
+            if let Some(p) = &self.plain {
+                return match p.open(body, redact).await? {
+                    Ok(opened) => Ok(opened),
+                    Err((status, _, bytes)) if (200..300).contains(&status) => {
+                        parse_completion(status, &bytes).map(|s| Opened::whole(&s))
+                    }
+                    Err((status, retry_after, bytes)) => {
+                        Err(classify_status(status, retry_after, &bytes))
+                    }
+                };
+            }
             let resp = self
                 .chat(body)
                 .header(ACCEPT, "text/event-stream")
@@ -295,9 +335,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(parse_retry_after)
 }
 
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
-    let status = Some(resp.status().as_u16());
-    let too_large = || Failure {
+/// An answer whose body is past [`MAX_BODY_BYTES`].
+fn too_large(status: Option<u16>) -> Failure {
+    Failure {
         kind: FailureKind::TooLarge,
         status,
         message: format!(
@@ -305,7 +345,12 @@ async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
             MAX_BODY_BYTES / (1024 * 1024)
         ),
         retry_after: None,
-    };
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
+    let status = Some(resp.status().as_u16());
+    let too_large = || too_large(status);
     if resp
         .content_length()
         .is_some_and(|n| n > MAX_BODY_BYTES as u64)
