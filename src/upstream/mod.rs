@@ -124,21 +124,8 @@ impl Client {
             headers.insert(name, value);
         }
         let roots = needs_tls_roots(url.scheme(), |name| std::env::var_os(name));
-        let plain = match roots {
-            true => None,
-            false => {
-                let mut sent = headers.clone();
-                sent.insert(
-                    reqwest::header::USER_AGENT,
-                    HeaderValue::from_static(USER_AGENT),
-                );
-                Some(plain::Plain::new(
-                    &format!("{base}/chat/completions"),
-                    sent,
-                    pool,
-                )?)
-            }
-        };
+        // What a chat request sends when it goes through hyper-util's client.
+        let http_headers = headers.clone();
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(roots)
             .default_headers(headers)
@@ -157,10 +144,23 @@ impl Client {
             reqwest::Url::parse(&format!("{base}/{path}"))
                 .map_err(|e| format!("invalid base URL '{base}': {e}"))
         };
+        let chat_url = endpoint("chat/completions")?;
+        // The URL as parsed (a host in ASCII, as written or punycode).
+        let plain = match roots {
+            true => None,
+            false => {
+                let mut sent = http_headers;
+                sent.insert(
+                    reqwest::header::USER_AGENT,
+                    HeaderValue::from_static(USER_AGENT),
+                );
+                Some(plain::Plain::new(chat_url.as_str(), sent, pool)?)
+            }
+        };
         Ok(Client {
             http,
             plain,
-            chat_url: endpoint("chat/completions")?,
+            chat_url,
             models_url: endpoint("models")?,
             redact: api_key
                 .map(|k| k.trim().to_string())
@@ -474,6 +474,15 @@ mod tests {
         }
         assert_ne!(identity("http://127.0.0.1:4000/v1"), id);
         assert_ne!(identity("https://openrouter.ai/api/v2"), id);
+    }
+
+    #[test]
+    fn a_plain_http_api_with_a_host_outside_ascii_is_reached_by_its_parsed_name() {
+        let c = Client::new("http://bücher.example:8000/v1", None, 1).unwrap();
+        assert_eq!(
+            c.chat_url.as_str(),
+            "http://xn--bcher-kva.example:8000/v1/chat/completions"
+        );
     }
 
     #[test]
