@@ -145,8 +145,10 @@ impl Client {
                 .map_err(|e| format!("invalid base URL '{base}': {e}"))
         };
         let chat_url = endpoint("chat/completions")?;
-        // The URL as parsed (a host in ASCII, as written or punycode).
-        let plain = match roots {
+        // The URL as parsed (a host in ASCII, as written or punycode). A
+        // user and password in it become reqwest's Basic authorisation.
+        let credentials = !url.username().is_empty() || url.password().is_some();
+        let plain = match roots || credentials {
             true => None,
             false => {
                 let mut sent = http_headers;
@@ -483,6 +485,17 @@ mod tests {
             c.chat_url.as_str(),
             "http://xn--bcher-kva.example:8000/v1/chat/completions"
         );
+    }
+
+    #[test]
+    fn only_a_plain_http_api_without_credentials_skips_reqwest() {
+        // (Unless the environment names a proxy: then nothing skips it.)
+        let proxied = needs_tls_roots("http", |n| std::env::var_os(n));
+        let plain = |base: &str| Client::new(base, None, 1).unwrap().plain.is_some();
+        assert_eq!(plain("http://127.0.0.1:8000/v1"), !proxied);
+        assert!(!plain("https://openrouter.ai/api/v1"));
+        assert!(!plain("http://user:secret@127.0.0.1:8000/v1"));
+        assert!(!plain("http://user@127.0.0.1:8000/v1"));
     }
 
     #[test]

@@ -19,6 +19,14 @@ use super::{redirected, retry_after, too_large, MAX_BODY_BYTES};
 use crate::core::failure::{Failure, FailureKind};
 use crate::engine::ports::Opened;
 
+/// TCP keep-alive probes: after this long idle, and this often.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Unanswered probes before the connection is dropped.
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long data sent may go unacknowledged before the connection is dropped.
+#[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The client of one plain-`http` API, and what every chat request sends.
 pub(super) struct Plain {
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
@@ -40,6 +48,14 @@ impl Plain {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(super::CONNECT_TIMEOUT));
+        // As reqwest sets them: a pooled connection whose peer has gone
+        // without a word (a paused container, an expired NAT entry) is
+        // found out in the background, not by the next request's timeout.
+        connector.set_keepalive(Some(KEEPALIVE));
+        connector.set_keepalive_interval(Some(KEEPALIVE));
+        connector.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        connector.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(pool.max(1))
             .pool_idle_timeout(super::POOL_IDLE)
@@ -54,18 +70,22 @@ impl Plain {
         })
     }
 
-    /// Posts `body` and returns the answer's head.
-    async fn post(
-        &self,
-        body: Vec<u8>,
-        accept: &'static str,
-    ) -> Result<Response<Incoming>, Failure> {
+    /// Posts `body` and returns the answer's head. A stream asks for
+    /// `text/event-stream` whatever the upstream's headers say; a whole
+    /// answer sends their `Accept`, else `*/*` (as reqwest does).
+    async fn post(&self, body: Vec<u8>, stream: bool) -> Result<Response<Incoming>, Failure> {
         let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
         *req.method_mut() = hyper::Method::POST;
         *req.uri_mut() = self.chat_uri.clone();
         *req.headers_mut() = self.headers.clone();
-        req.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static(accept));
+        if stream {
+            req.headers_mut()
+                .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        } else {
+            req.headers_mut()
+                .entry(ACCEPT)
+                .or_insert(HeaderValue::from_static("*/*"));
+        }
         self.client.request(req).await.map_err(|e| {
             let timed_out = causes(&e).any(|c| {
                 c.downcast_ref::<std::io::Error>()
@@ -82,7 +102,7 @@ impl Plain {
 
     /// A whole answer: its head, then its body up to [`MAX_BODY_BYTES`].
     pub(super) async fn complete(&self, body: Vec<u8>) -> Result<Read, Failure> {
-        let resp = self.post(body, "*/*").await?;
+        let resp = self.post(body, false).await?;
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
         if (300..400).contains(&status) {
@@ -99,7 +119,7 @@ impl Plain {
         body: Vec<u8>,
         redact: Option<String>,
     ) -> Result<Result<Opened, Read>, Failure> {
-        let resp = self.post(body, "text/event-stream").await?;
+        let resp = self.post(body, true).await?;
         let status = resp.status().as_u16();
         if (300..400).contains(&status) {
             return Err(redirected(status, resp.headers().get(LOCATION)));
@@ -215,6 +235,50 @@ mod tests {
             let _ = s.write_all(head.as_bytes());
         });
         url
+    }
+
+    /// A server on 127.0.0.1 that answers one request with `head`, and
+    /// hands on the request's head as it came.
+    fn recording(head: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/chat/completions", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+            let _ = s.write_all(head.as_bytes());
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_whole_answer_keeps_the_upstream_s_accept_and_a_stream_asks_for_events() {
+        const EMPTY: &str = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+        let mut own = HeaderMap::new();
+        own.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let (url, sent) = recording(EMPTY);
+        let plain = Plain::new(&url, own.clone(), 1).unwrap();
+        let _ = runtime().block_on(plain.complete(b"{}".to_vec()));
+        let head = sent.recv().unwrap();
+        assert!(head.contains("accept: application/json\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
+
+        let (url, sent) = recording(EMPTY);
+        let plain = Plain::new(&url, own, 1).unwrap();
+        let _ = runtime().block_on(plain.open(b"{}".to_vec(), None));
+        let head = sent.recv().unwrap();
+        assert!(head.contains("accept: text/event-stream\r\n"), "{head}");
+        assert_eq!(head.matches("\r\naccept:").count(), 1, "{head}");
+
+        let (url, sent) = recording(EMPTY);
+        let plain = Plain::new(&url, HeaderMap::new(), 1).unwrap();
+        let _ = runtime().block_on(plain.complete(b"{}".to_vec()));
+        assert!(sent.recv().unwrap().contains("accept: */*\r\n"));
     }
 
     #[test]
