@@ -7,16 +7,12 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
-};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
-use crate::core::failure::{
-    classify_status, parse_completion, parse_retry_after, snippet, Failure, FailureKind, Success,
-};
+use crate::core::failure::{Failure, FailureKind, Success};
 use crate::engine::ports::Opened;
 
+mod answer;
 mod plain;
 
 /// Largest response body accepted; a larger one fails the attempt.
@@ -196,36 +192,25 @@ impl Client {
 
     async fn complete_raw(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
         let fut = async {
-            if let Some(p) = &self.plain {
-                return p.complete(body).await;
-            }
-            let resp = self.chat(body).send().await.map_err(transport_failure)?;
-            let status = resp.status().as_u16();
-            let retry_after = retry_after(resp.headers());
-            if (300..400).contains(&status) {
-                return Err(redirected(status, resp.headers().get(LOCATION)));
-            }
-            let bytes = read_capped(resp).await?;
-            Ok::<_, Failure>((status, retry_after, bytes))
-        };
-        let (status, retry_after, bytes) = match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Failure {
-                    kind: FailureKind::Timeout,
-                    status: None,
-                    message: format!(
-                        "no complete answer within {}",
-                        crate::core::duration::format(timeout)
-                    ),
-                    retry_after: None,
-                })
+            match &self.plain {
+                Some(p) => answer::whole(p.post(body, false).await?, plain::body_failure).await,
+                None => {
+                    let resp = self.chat(body).send().await.map_err(transport_failure)?;
+                    answer::whole(resp.into(), transport_failure).await
+                }
             }
         };
-        if (200..300).contains(&status) {
-            parse_completion(status, &bytes)
-        } else {
-            Err(classify_status(status, retry_after, &bytes))
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(whole) => whole?.completion(),
+            Err(_) => Err(Failure {
+                kind: FailureKind::Timeout,
+                status: None,
+                message: format!(
+                    "no complete answer within {}",
+                    crate::core::duration::format(timeout)
+                ),
+                retry_after: None,
+            }),
         }
     }
 
@@ -235,54 +220,20 @@ impl Client {
     pub async fn open(&self, body: Vec<u8>, timeout: Duration) -> Result<Opened, Failure> {
         let redact = self.redact.clone();
         let head = async {
-            if let Some(p) = &self.plain {
-                return match p.open(body, redact).await? {
-                    Ok(opened) => Ok(opened),
-                    Err((status, _, bytes)) if (200..300).contains(&status) => {
-                        parse_completion(status, &bytes).map(|s| Opened::whole(&s))
-                    }
-                    Err((status, retry_after, bytes)) => {
-                        Err(classify_status(status, retry_after, &bytes))
-                    }
-                };
+            match &self.plain {
+                Some(p) => {
+                    answer::opened(p.post(body, true).await?, plain::body_failure, redact).await
+                }
+                None => {
+                    let resp = self
+                        .chat(body)
+                        .header(ACCEPT, "text/event-stream")
+                        .send()
+                        .await
+                        .map_err(transport_failure)?;
+                    answer::opened(resp.into(), transport_failure, redact).await
+                }
             }
-            let resp = self
-                .chat(body)
-                .header(ACCEPT, "text/event-stream")
-                .send()
-                .await
-                .map_err(transport_failure)?;
-            let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                return Err(redirected(status, resp.headers().get(LOCATION)));
-            }
-            let is_stream = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if !(200..300).contains(&status) || !is_stream {
-                let retry_after = retry_after(resp.headers());
-                let bytes = read_capped(resp).await?;
-                return if (200..300).contains(&status) {
-                    parse_completion(status, &bytes).map(|s| Opened::whole(&s))
-                } else {
-                    Err(classify_status(status, retry_after, &bytes))
-                };
-            }
-            let events = resp.bytes_stream().map(move |r| {
-                r.map_err(|e| {
-                    let mut f = transport_failure(e);
-                    if let Some(k) = &redact {
-                        f.message = f.message.replace(k.as_str(), "[redacted]");
-                    }
-                    f
-                })
-            });
-            Ok(Opened {
-                status,
-                events: Box::pin(events),
-            })
         };
         let opened = match tokio::time::timeout(timeout, head).await {
             Ok(r) => r,
@@ -312,7 +263,9 @@ impl Client {
                 .await
                 .map_err(|e| transport_failure(e).message)?;
             let status = resp.status();
-            let bytes = read_capped(resp).await.map_err(|f| f.message)?;
+            let bytes = answer::read_capped(resp.into(), transport_failure)
+                .await
+                .map_err(|f| f.message)?;
             if !status.is_success() {
                 return Err(format!("HTTP {}", status.as_u16()));
             }
@@ -329,56 +282,6 @@ impl Client {
     }
 }
 
-/// How long a response asks us to wait before trying again.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after)
-}
-
-/// An answer whose body is past [`MAX_BODY_BYTES`].
-fn too_large(status: Option<u16>) -> Failure {
-    Failure {
-        kind: FailureKind::TooLarge,
-        status,
-        message: format!(
-            "response body larger than {} MiB",
-            MAX_BODY_BYTES / (1024 * 1024)
-        ),
-        retry_after: None,
-    }
-}
-
-async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
-    let status = Some(resp.status().as_u16());
-    let too_large = || too_large(status);
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    // The chunks are kept as they come and joined once at the end, into one
-    // buffer of the final size: a growing buffer doubles its allocation on
-    // the way. Four 50 MB bodies without Content-Length, cut off at the cap,
-    // peaked at 150 MB that way and at 104 MB this way.
-    let mut chunks = Vec::new();
-    let mut total = 0usize;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| {
-        let mut f = transport_failure(e);
-        f.status = status;
-        f
-    })? {
-        total += chunk.len();
-        if total > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        chunks.push(chunk);
-    }
-    Ok(chunks.concat())
-}
-
 /// A readable description of a transport error, without the URL.
 fn transport_failure(e: reqwest::Error) -> Failure {
     let kind = if e.is_timeout() {
@@ -386,44 +289,12 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     } else {
         FailureKind::Connect
     };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-        if causes.len() > 4 {
-            break;
-        }
-    }
-    let mut message = e.without_url().to_string();
-    for c in causes {
-        if !message.contains(&c) {
-            message.push_str(": ");
-            message.push_str(&c);
-        }
-    }
+    let e = e.without_url();
+    let message = answer::with_causes(e.to_string(), std::error::Error::source(&e), 5);
     Failure {
         kind,
         status: None,
         message,
-        retry_after: None,
-    }
-}
-
-/// A redirect, which llmroute does not follow: the API does not redirect,
-/// so one means a wrong base URL, and following it could send the key on.
-fn redirected(status: u16, location: Option<&HeaderValue>) -> Failure {
-    // As sent, but on one line and short, like any text from the server.
-    let to = location
-        .map(|v| snippet(v.as_bytes()))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "nowhere given".into());
-    Failure {
-        kind: FailureKind::Client,
-        status: Some(status),
-        message: format!(
-            "HTTP {status}: redirected to {to}; redirects are not followed (check the base URL)"
-        ),
         retry_after: None,
     }
 }

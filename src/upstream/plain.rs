@@ -7,17 +7,15 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::Response;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 
-use super::{redirected, retry_after, too_large, MAX_BODY_BYTES};
+use super::answer::with_causes;
 use crate::core::failure::{Failure, FailureKind};
-use crate::engine::ports::Opened;
 
 /// TCP keep-alive probes: after this long idle, and this often.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -35,10 +33,6 @@ pub(super) struct Plain {
     /// agent and the body's type, as reqwest would send them.
     headers: HeaderMap,
 }
-
-/// What a whole answer is read into: its status, how long it asks to wait,
-/// and its body.
-pub(super) type Read = (u16, Option<Duration>, Vec<u8>);
 
 impl Plain {
     pub(super) fn new(chat_url: &str, headers: HeaderMap, pool: usize) -> Result<Plain, String> {
@@ -73,7 +67,11 @@ impl Plain {
     /// Posts `body` and returns the answer's head. A stream asks for
     /// `text/event-stream` whatever the upstream's headers say; a whole
     /// answer sends their `Accept`, else `*/*` (as reqwest does).
-    async fn post(&self, body: Vec<u8>, stream: bool) -> Result<Response<Incoming>, Failure> {
+    pub(super) async fn post(
+        &self,
+        body: Vec<u8>,
+        stream: bool,
+    ) -> Result<Response<Incoming>, Failure> {
         let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
         *req.method_mut() = hyper::Method::POST;
         *req.uri_mut() = self.chat_uri.clone();
@@ -87,127 +85,36 @@ impl Plain {
                 .or_insert(HeaderValue::from_static("*/*"));
         }
         self.client.request(req).await.map_err(|e| {
-            let timed_out = causes(&e).any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            });
-            let kind = if timed_out {
-                FailureKind::Timeout
-            } else {
-                FailureKind::Connect
-            };
-            failure(kind, "error sending request", &e, None)
+            let timed_out =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()).any(
+                    |c| {
+                        c.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                    },
+                );
+            Failure {
+                kind: if timed_out {
+                    FailureKind::Timeout
+                } else {
+                    FailureKind::Connect
+                },
+                status: None,
+                message: with_causes("error sending request".into(), Some(&e), CAUSES),
+                retry_after: None,
+            }
         })
     }
-
-    /// A whole answer: its head, then its body up to [`MAX_BODY_BYTES`].
-    pub(super) async fn complete(&self, body: Vec<u8>) -> Result<Read, Failure> {
-        let resp = self.post(body, false).await?;
-        let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
-        if (300..400).contains(&status) {
-            return Err(redirected(status, resp.headers().get(LOCATION)));
-        }
-        let bytes = read_capped(resp).await?;
-        Ok((status, retry_after, bytes))
-    }
-
-    /// A streamed answer, as [`super::Client::open`] takes it: the events
-    /// of a stream, or the whole body of anything else.
-    pub(super) async fn open(
-        &self,
-        body: Vec<u8>,
-        redact: Option<String>,
-    ) -> Result<Result<Opened, Read>, Failure> {
-        let resp = self.post(body, true).await?;
-        let status = resp.status().as_u16();
-        if (300..400).contains(&status) {
-            return Err(redirected(status, resp.headers().get(LOCATION)));
-        }
-        let is_stream = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !(200..300).contains(&status) || !is_stream {
-            let retry_after = retry_after(resp.headers());
-            let bytes = read_capped(resp).await?;
-            return Ok(Err((status, retry_after, bytes)));
-        }
-        let events = resp.into_body().into_data_stream().map(move |r| {
-            r.map_err(|e| {
-                let mut f = failure(FailureKind::Connect, "error reading the answer", &e, None);
-                if let Some(k) = &redact {
-                    f.message = f.message.replace(k.as_str(), "[redacted]");
-                }
-                f
-            })
-        });
-        Ok(Ok(Opened {
-            status,
-            events: Box::pin(events),
-        }))
-    }
 }
 
-/// The body of `resp`, refused past [`MAX_BODY_BYTES`] (at once when its
-/// length says so), its pieces joined once at the end.
-async fn read_capped(resp: Response<Incoming>) -> Result<Vec<u8>, Failure> {
-    let status = Some(resp.status().as_u16());
-    let declared = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large(status));
-    }
-    let mut body = resp.into_body();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| failure(FailureKind::Connect, "error reading the answer", &e, status))?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total > MAX_BODY_BYTES {
-                return Err(too_large(status));
-            }
-            chunks.push(data);
-        }
-    }
-    Ok(match chunks.len() {
-        1 => chunks.pop().map(Vec::from).unwrap_or_default(),
-        _ => chunks.concat(),
-    })
-}
+/// How many errors of a chain a message gives, the first one included.
+const CAUSES: usize = 6;
 
-/// The errors that caused `e`, `e` first.
-fn causes<'e>(
-    e: &'e (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(e), |e| e.source())
-}
-
-/// A transport failure: `what`, then each cause once, as reqwest words it.
-fn failure(
-    kind: FailureKind,
-    what: &str,
-    e: &(dyn std::error::Error + 'static),
-    status: Option<u16>,
-) -> Failure {
-    let mut message = what.to_string();
-    for c in causes(e).take(6) {
-        let c = c.to_string();
-        if !message.contains(&c) {
-            message.push_str(": ");
-            message.push_str(&c);
-        }
-    }
+/// A failure to read an answer's body (or a stream's next piece).
+pub(super) fn body_failure(e: hyper::Error) -> Failure {
     Failure {
-        kind,
-        status,
-        message,
+        kind: FailureKind::Connect,
+        status: None,
+        message: with_causes("error reading the answer".into(), Some(&e), CAUSES),
         retry_after: None,
     }
 }
@@ -215,26 +122,32 @@ fn failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ports::Opened;
+    use crate::upstream::answer;
     use std::io::{Read as _, Write as _};
+
+    /// A whole answer, as the client reads one.
+    async fn complete(plain: &Plain) -> Result<crate::core::failure::Success, Failure> {
+        let resp = plain.post(b"{}".to_vec(), false).await?;
+        answer::whole(resp, body_failure).await?.completion()
+    }
+
+    /// A streamed answer, as the client opens one.
+    async fn open(plain: &Plain) -> Result<Opened, Failure> {
+        let resp = plain.post(b"{}".to_vec(), true).await?;
+        answer::opened(resp, body_failure, None).await
+    }
+
+    /// A server on 127.0.0.1 that answers one request with `head`.
+    fn answering(head: &'static str) -> String {
+        recording(head).0
+    }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-    }
-
-    /// A server on 127.0.0.1 that answers one request with `head`.
-    fn answering(head: &'static str) -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/chat/completions", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(head.as_bytes());
-        });
-        url
     }
 
     /// A server on 127.0.0.1 that answers one request with `head`, and
@@ -260,7 +173,7 @@ mod tests {
         own.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let (url, sent) = recording(EMPTY);
         let plain = Plain::new(&url, own.clone(), 1).unwrap();
-        let _ = runtime().block_on(plain.complete(b"{}".to_vec()));
+        let _ = runtime().block_on(complete(&plain));
         let head = sent.recv().unwrap();
         assert!(head.contains("accept: application/json\r\n"), "{head}");
         assert!(
@@ -270,14 +183,14 @@ mod tests {
 
         let (url, sent) = recording(EMPTY);
         let plain = Plain::new(&url, own, 1).unwrap();
-        let _ = runtime().block_on(plain.open(b"{}".to_vec(), None));
+        let _ = runtime().block_on(open(&plain));
         let head = sent.recv().unwrap();
         assert!(head.contains("accept: text/event-stream\r\n"), "{head}");
         assert_eq!(head.matches("\r\naccept:").count(), 1, "{head}");
 
         let (url, sent) = recording(EMPTY);
         let plain = Plain::new(&url, HeaderMap::new(), 1).unwrap();
-        let _ = runtime().block_on(plain.complete(b"{}".to_vec()));
+        let _ = runtime().block_on(complete(&plain));
         assert!(sent.recv().unwrap().contains("accept: */*\r\n"));
     }
 
@@ -289,9 +202,7 @@ mod tests {
             .unwrap()
             .port();
         let plain = Plain::new(&format!("http://127.0.0.1:{port}/x"), HeaderMap::new(), 1).unwrap();
-        let f = runtime()
-            .block_on(plain.complete(b"{}".to_vec()))
-            .unwrap_err();
+        let f = runtime().block_on(complete(&plain)).unwrap_err();
         assert_eq!(f.kind, FailureKind::Connect);
         assert!(
             f.message.starts_with("error sending request: "),
@@ -309,9 +220,7 @@ mod tests {
     fn a_body_declared_past_the_cap_is_refused_unread() {
         let url = answering("HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n{");
         let plain = Plain::new(&url, HeaderMap::new(), 1).unwrap();
-        let f = runtime()
-            .block_on(plain.complete(b"{}".to_vec()))
-            .unwrap_err();
+        let f = runtime().block_on(complete(&plain)).unwrap_err();
         assert_eq!(f.kind, FailureKind::TooLarge);
         assert_eq!(f.status, Some(200));
     }
@@ -320,9 +229,7 @@ mod tests {
     fn a_redirect_is_not_followed() {
         let url = answering("HTTP/1.1 308 Permanent Redirect\r\nLocation: http://elsewhere.example/\r\nContent-Length: 0\r\n\r\n");
         let plain = Plain::new(&url, HeaderMap::new(), 1).unwrap();
-        let f = runtime()
-            .block_on(plain.complete(b"{}".to_vec()))
-            .unwrap_err();
+        let f = runtime().block_on(complete(&plain)).unwrap_err();
         assert_eq!(f.status, Some(308));
         assert!(f.message.contains("elsewhere.example"), "{}", f.message);
     }
