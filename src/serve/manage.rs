@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 
-use super::chat::parse_call;
+use super::call::parse_call;
 use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;

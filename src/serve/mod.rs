@@ -8,6 +8,7 @@
 //! | [`http`]   | routes, the loopback and site checks, the access log         |
 //! | [`layers`] | tower and tower-http, set up: request ids, the body cap, shedding |
 //! | [`state`]  | what every handler shares: state, tokens, reading a body     |
+//! | [`call`]   | a chat body and its headers read into a call                 |
 //! | [`chat`]   | `POST /v1/chat/completions`, whole or streamed               |
 //! | [`manage`] | `/v1/models`, `/route`, `/health`, `/ready`, `/cache`, `/metrics` |
 //! | [`errors`] | errors in OpenAI's shape                                     |
@@ -23,6 +24,7 @@
 //! | [`upkeep`] | the store kept bounded while the server runs                 |
 
 pub mod auth;
+pub mod call;
 pub mod chat;
 pub mod dashboard;
 pub mod errors;
