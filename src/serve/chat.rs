@@ -264,7 +264,8 @@ impl App {
                     put(&X_LLMROUTE_UPSTREAM, v);
                 }
             }
-            let text = |v: String| HeaderValue::from_str(&v).expect("a number is a header value");
+            // The formatted text becomes the value as it is, uncopied.
+            let text = |v: String| HeaderValue::try_from(v).expect("a number is a header value");
             if let Some(s) = score {
                 put(&X_LLMROUTE_SCORE, text(format!("{s:.4}")));
             }
