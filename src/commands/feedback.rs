@@ -65,7 +65,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
             let (results, events) = take_in(&store, &batch, &path)?;
             if let Some(s) = &shared {
-                s.share(store.upstream(), events)?;
+                s.share(events)?;
             }
             for (n, r) in results {
                 match &r {
@@ -105,8 +105,9 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
 
 type Taken = Result<Value, (Value, String)>;
 
-/// An event taken in, to share: its task and model, and the event.
-type Event = (String, String, crate::shared::quality::Event);
+/// An event taken in, to share: its upstream, task and model, and the
+/// event.
+type Event = (String, String, String, crate::shared::quality::Event);
 
 /// What a batch did, line by line, and the events to share.
 type TakenIn = (Vec<(u64, Taken)>, Vec<Event>);
@@ -136,12 +137,12 @@ impl Shared {
         Ok(Some(Shared { rt, link }))
     }
 
-    fn share(&self, identity: &str, events: Vec<Event>) -> anyhow::Result<()> {
+    fn share(&self, events: Vec<Event>) -> anyhow::Result<()> {
         let now = store::now_ms();
         self.rt.block_on(async {
-            for (task, model, e) in events {
+            for (identity, task, model, e) in events {
                 let at = (task.as_str(), model.as_str());
-                crate::shared::quality::add(&self.link, identity, at, e, (now, HALF_LIFE_MS))
+                crate::shared::quality::add(&self.link, &identity, at, e, (now, HALF_LIFE_MS))
                     .await
                     .ok_or_else(|| {
                         anyhow::anyhow!("Redis stopped answering; the store has it all")
@@ -183,6 +184,7 @@ fn take_in(
                 {
                     Ok(a) => {
                         events.push((
+                            a.upstream.clone(),
                             a.task.clone(),
                             a.model.clone(),
                             crate::shared::quality::Event {
@@ -215,6 +217,7 @@ fn take_in(
                     )
                     .map_err(crate::setup::store_fatal(path))?;
                 events.push((
+                    store.upstream().to_string(),
                     task.clone(),
                     model.clone(),
                     crate::shared::quality::Event {

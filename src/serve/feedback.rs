@@ -45,9 +45,9 @@ async fn share(
                     };
                     let at = (&*a.task, &*a.model);
                     let hl = (now, book.half_life_ms);
-                    if let Some(p) =
-                        crate::shared::quality::add(link, identity, at, event, hl).await
-                    {
+                    let shared =
+                        crate::shared::quality::add(link, &a.upstream, at, event, hl).await;
+                    if let Some(p) = shared.filter(|_| a.upstream == identity) {
                         book.set(&a.task, &a.model, p);
                     }
                 }
@@ -124,7 +124,10 @@ pub async fn feedback(
             let judge = Judge::Key(key.as_deref());
             match store.apply_feedback_in(&f, judge, (now, book.half_life_ms), taught)? {
                 Ok(a) => {
-                    book.set(&a.task, &a.model, a.posterior);
+                    // The book holds this server's upstream only.
+                    if a.upstream == upstream {
+                        book.set(&a.task, &a.model, a.posterior);
+                    }
                     out.push(Ok((
                         json!({
                             "request_id": f.rid, "task": a.task, "model": a.model,

@@ -34,10 +34,19 @@ pub struct Ids {
 }
 
 impl Default for Ids {
-    /// Ids with a prefix of their own, from the clock.
+    /// Ids with a prefix of their own, from the clock and 64 random bits:
+    /// unique across runs and machines, and not to be guessed from
+    /// another's.
     fn default() -> Ids {
+        let mut r = [0u8; 8];
+        let _ = getrandom::fill(&mut r);
         Ids {
-            prefix: format!("{:x}", crate::engine::now_ms() & 0xff_ffff_ffff).into(),
+            prefix: format!(
+                "{:x}{}",
+                crate::engine::now_ms() & 0xff_ffff_ffff,
+                hex::encode(r)
+            )
+            .into(),
             made: Arc::default(),
         }
     }
@@ -243,5 +252,14 @@ mod tests {
         let b = ids.make_request_id(&req).unwrap();
         assert!(id_text(&a).starts_with("req-") && id_text(&a).ends_with("-1"));
         assert!(id_text(&b).ends_with("-2"));
+        // Another process's (or machine's, in the same millisecond) differ,
+        // and no one guesses them from one's own.
+        let c = Ids::default().make_request_id(&req).unwrap();
+        assert_ne!(id_text(&a), id_text(&c));
+        assert!(
+            id_text(&c).len() >= "req-".len() + 16 + 2,
+            "{}",
+            id_text(&c)
+        );
     }
 }

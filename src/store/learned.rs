@@ -30,14 +30,18 @@ pub enum Judge<'a> {
 /// between two).
 #[derive(Debug, Default)]
 pub struct Taught {
-    /// By task, then model; a task here is learned under its own name.
-    posteriors: std::collections::HashMap<String, std::collections::HashMap<String, Posterior>>,
+    /// By upstream and task, then model; a task here is learned under its
+    /// own name.
+    posteriors:
+        std::collections::HashMap<(String, String), std::collections::HashMap<String, Posterior>>,
 }
 
 /// What one feedback event did: the (task, model) it taught, and its
 /// posterior after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
+    /// The upstream that answered the request (whose quality it taught).
+    pub upstream: String,
     pub task: String,
     pub model: String,
     /// It replaced earlier feedback on the same request.
@@ -77,51 +81,62 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The posterior of (`task`, `model`), from `taught` when this batch wrote it.
+    /// The posterior of (`task`, `model`) on upstream `up`, from `taught`
+    /// when this batch wrote it.
     fn posterior_in(
         &self,
-        task: &str,
-        model: &str,
+        (up, task, model): (&str, &str, &str),
         taught: &Taught,
     ) -> Result<Option<Posterior>, StoreError> {
-        match taught.posteriors.get(task).and_then(|m| m.get(model)) {
+        let written = taught
+            .posteriors
+            .get(&(up.to_string(), task.to_string()))
+            .and_then(|m| m.get(model));
+        match written {
             Some(p) => Ok(Some(*p)),
-            None => self.posterior(task, model),
+            None => self.posterior(up, task, model),
         }
     }
 
     /// Writes a posterior, and keeps it in `taught`.
     fn put_posterior_in(
         &self,
-        task: &str,
-        model: &str,
+        (up, task, model): (&str, &str, &str),
         p: &Posterior,
         taught: &mut Taught,
     ) -> Result<(), StoreError> {
-        self.put_posterior(task, model, p)?;
+        self.put_posterior(up, task, model, p)?;
         taught
             .posteriors
-            .entry(task.to_string())
+            .entry((up.to_string(), task.to_string()))
             .or_default()
             .insert(model.to_string(), *p);
         Ok(())
     }
 
     /// [`Self::task_bucket`], without a query for a task this batch wrote.
-    fn task_bucket_in(&self, task: &str, taught: &Taught) -> Result<String, StoreError> {
-        match taught.posteriors.contains_key(task) {
+    fn task_bucket_in(&self, up: &str, task: &str, taught: &Taught) -> Result<String, StoreError> {
+        match taught
+            .posteriors
+            .contains_key(&(up.to_string(), task.to_string()))
+        {
             true => Ok(task.to_string()),
-            false => self.task_bucket(task),
+            false => self.task_bucket(up, task),
         }
     }
 
-    fn posterior(&self, task: &str, model: &str) -> Result<Option<Posterior>, StoreError> {
+    fn posterior(
+        &self,
+        up: &str,
+        task: &str,
+        model: &str,
+    ) -> Result<Option<Posterior>, StoreError> {
         Ok(self
             .conn
             .prepare_cached(
                 "SELECT good, bad, events, at FROM quality WHERE upstream = ?1 AND task = ?2 AND model = ?3",
             )?
-            .query_row(params![self.upstream, task, model], |r| {
+            .query_row(params![up, task, model], |r| {
                 Ok(Posterior {
                     good: r.get(0)?,
                     bad: r.get(1)?,
@@ -132,14 +147,20 @@ impl Store {
             .optional()?)
     }
 
-    fn put_posterior(&self, task: &str, model: &str, p: &Posterior) -> Result<(), StoreError> {
+    fn put_posterior(
+        &self,
+        up: &str,
+        task: &str,
+        model: &str,
+        p: &Posterior,
+    ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO quality (upstream, task, model, good, bad, events, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                self.upstream,
+                up,
                 task,
                 model,
                 p.good,
@@ -150,22 +171,22 @@ impl Store {
         Ok(())
     }
 
-    /// The task `task` is learned under on this store: itself, or
+    /// The task `task` is learned under on upstream `up`: itself, or
     /// [`OTHER_TASK`] once [`TASKS_MAX`] others are known.
-    fn task_bucket(&self, task: &str) -> Result<String, StoreError> {
+    fn task_bucket(&self, up: &str, task: &str) -> Result<String, StoreError> {
         let known: bool = self
             .conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM quality WHERE upstream = ?1 AND task = ?2)",
             )?
-            .query_row(params![self.upstream, task], |r| r.get(0))?;
+            .query_row(params![up, task], |r| r.get(0))?;
         if known {
             return Ok(task.to_string());
         }
         let tasks: i64 = self
             .conn
             .prepare_cached("SELECT count(DISTINCT task) FROM quality WHERE upstream = ?1")?
-            .query_row([&self.upstream], |r| r.get(0))?;
+            .query_row([up], |r| r.get(0))?;
         Ok(
             match usize::try_from(tasks).unwrap_or(usize::MAX) >= TASKS_MAX {
                 true => OTHER_TASK.to_string(),
@@ -195,10 +216,13 @@ impl Store {
         (now_ms, half_life_ms): (i64, i64),
         taught: &mut Taught,
     ) -> Result<(String, Posterior), StoreError> {
-        let task = self.task_bucket_in(task, taught)?;
-        let mut p = self.posterior_in(&task, model, taught)?.unwrap_or_default();
+        let up = self.upstream.clone();
+        let task = self.task_bucket_in(&up, task, taught)?;
+        let mut p = self
+            .posterior_in((&up, &task, model), taught)?
+            .unwrap_or_default();
         p.add(score, weight, now_ms, half_life_ms);
-        self.put_posterior_in(&task, model, &p, taught)?;
+        self.put_posterior_in((&up, &task, model), &p, taught)?;
         Ok((task, p))
     }
 
@@ -218,6 +242,11 @@ impl Store {
     }
 
     /// [`Self::apply_feedback`] as one of a batch, in one transaction.
+    ///
+    /// Feedback is kept one per key and request id. It judges the latest
+    /// request with that id the judge may see; earlier feedback on the same
+    /// request is replaced (taken back from its posterior), while feedback
+    /// on an earlier request that had the same id stays as it was.
     pub fn apply_feedback_in(
         &self,
         f: &Feedback,
@@ -225,38 +254,36 @@ impl Store {
         (now_ms, half_life_ms): (i64, i64),
         taught: &mut Taught,
     ) -> Result<Result<Applied, String>, StoreError> {
-        let row: Option<(Option<String>, Option<String>, Option<String>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT model, task, key_name FROM requests WHERE rid = ?1 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row([&f.rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let unknown = || Ok(Err(format!("no request with id {} here", shown(&f.rid))));
-        let Some((model, task, key)) = row else {
-            return unknown();
+        let Some(req) = self.judged(&f.rid, judge)? else {
+            return Ok(Err(format!("no request with id {} here", shown(&f.rid))));
         };
-        // Another key's request is as unknown as one that never was.
-        if let Judge::Key(k) = judge {
-            if key.as_deref() != k {
-                return unknown();
-            }
-        }
-        let Some(model) = model else {
+        let Some(model) = req.model else {
             return Ok(Err(format!(
                 "request {} has no answer to judge: it failed",
                 shown(&f.rid)
             )));
         };
-        let task = task.unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
-        let task = self.task_bucket_in(&task, taught)?;
+        let up = req.upstream.unwrap_or_else(|| self.upstream.clone());
+        let task = req
+            .task
+            .unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
+        let task = self.task_bucket_in(&up, &task, taught)?;
+        let key = req.key.unwrap_or_default();
         let mut p = self
-            .posterior_in(&task, &model, taught)?
+            .posterior_in((&up, &task, &model), taught)?
             .unwrap_or_default();
+        // Earlier feedback on this very request is replaced; on an earlier
+        // request that had the same id, it stands.
         let old: Option<(f64, f64, i64)> = self
             .conn
-            .prepare_cached("SELECT score, weight, at FROM feedback WHERE rid = ?1")?
-            .query_row([&f.rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT score, weight, at FROM feedback
+                 WHERE key_name = ?1 AND rid = ?2 AND coalesce(request, ?3) = ?3
+                   AND upstream = ?4 AND task = ?5 AND model = ?6",
+            )?
+            .query_row(params![key, f.rid, req.id, up, task, model], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         if let Some((score, weight, at)) = old {
             p.remove(score, weight, at, now_ms, half_life_ms);
@@ -264,21 +291,16 @@ impl Store {
         p.add(f.score, f.weight, now_ms, half_life_ms);
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO feedback (rid, upstream, task, model, score, weight, at, key_name)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO feedback
+                 (key_name, rid, request, upstream, task, model, score, weight, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                f.rid,
-                self.upstream,
-                task,
-                model,
-                f.score,
-                f.weight,
-                now_ms,
-                key
+                key, f.rid, req.id, up, task, model, f.score, f.weight, now_ms
             ])?;
-        self.put_posterior_in(&task, &model, &p, taught)?;
+        self.put_posterior_in((&up, &task, &model), &p, taught)?;
         Ok(Ok(Applied {
+            upstream: up,
             task,
             model,
             replaced: old.is_some(),
@@ -286,6 +308,45 @@ impl Store {
             posterior: p,
         }))
     }
+
+    /// The latest request with id `rid` that `judge` may judge. Another
+    /// key's request is as unknown as one that never was.
+    fn judged(&self, rid: &str, judge: Judge<'_>) -> Result<Option<Judged>, StoreError> {
+        let (sql, key) = match judge {
+            Judge::Any => (
+                "SELECT id, model, task, key_name, nullif(upstream, '') FROM requests
+                 WHERE rid = ?1 AND ?2 IS NULL ORDER BY id DESC LIMIT 1",
+                None,
+            ),
+            Judge::Key(k) => (
+                "SELECT id, model, task, key_name, nullif(upstream, '') FROM requests
+                 WHERE rid = ?1 AND key_name IS ?2 ORDER BY id DESC LIMIT 1",
+                k,
+            ),
+        };
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![rid, key], |r| {
+                Ok(Judged {
+                    id: r.get(0)?,
+                    model: r.get(1)?,
+                    task: r.get(2)?,
+                    key: r.get(3)?,
+                    upstream: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+}
+
+/// The request a feedback event judges, as recorded.
+struct Judged {
+    id: i64,
+    model: Option<String>,
+    task: Option<String>,
+    key: Option<String>,
+    upstream: Option<String>,
 }
 
 /// A request id as an error message shows it.
@@ -432,5 +493,80 @@ mod tests {
         let (task, p) = s.add_outcome(("tickets", "m"), (1.0, 3.0), 10, hl).unwrap();
         assert_eq!(task, "tickets");
         assert!((p.good - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_key_s_feedback_stays_its_own_when_another_key_reuses_the_request_id() {
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let s = Store::in_memory().unwrap();
+        request(&s, "same", Some("m"), "sql", Some("alice"));
+        let a = s
+            .apply_feedback(&fb("same", 0.0), Judge::Key(Some("alice")), 10, hl)
+            .unwrap()
+            .unwrap();
+        assert!(!a.replaced);
+        // Bob sends his own request with Alice's id, and judges it.
+        request(&s, "same", Some("n"), "tickets", Some("bob"));
+        let b = s
+            .apply_feedback(&fb("same", 1.0), Judge::Key(Some("bob")), 10, hl)
+            .unwrap()
+            .unwrap();
+        assert!(!b.replaced, "Bob learns nothing of Alice's feedback");
+        assert_eq!((b.task.as_str(), b.model.as_str()), ("tickets", "n"));
+        // Alice's request and feedback are still hers: judging again
+        // replaces her own score, on her own request's task and model.
+        let a = s
+            .apply_feedback(&fb("same", 1.0), Judge::Key(Some("alice")), 10, hl)
+            .unwrap()
+            .unwrap();
+        assert!(a.replaced);
+        assert_eq!((a.task.as_str(), a.model.as_str()), ("sql", "m"));
+        assert_eq!(a.posterior.events, 1);
+        assert!(a.posterior.bad < 1e-9);
+        let rows: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM feedback", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn feedback_on_a_reused_id_takes_back_nothing_from_the_earlier_request_s_task() {
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let s = Store::in_memory().unwrap();
+        request(&s, "dup", Some("m"), "one", None);
+        s.apply_feedback(&fb("dup", 1.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap();
+        // A later request with the same id, on another task.
+        request(&s, "dup", Some("m"), "two", None);
+        let a = s
+            .apply_feedback(&fb("dup", 0.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.task, "two");
+        assert!(!a.replaced, "it judges another request");
+        let q = s.quality().unwrap();
+        let one = q.iter().find(|(t, _, _)| t == "one").unwrap();
+        let two = q.iter().find(|(t, _, _)| t == "two").unwrap();
+        assert_eq!((one.2.events, two.2.events), (1, 1));
+        assert!(one.2.good > 0.99 && two.2.bad > 0.99);
+    }
+
+    #[test]
+    fn feedback_teaches_the_upstream_that_answered_whatever_the_judge_s_upstream() {
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let mut s = Store::in_memory().unwrap();
+        s.set_upstream("http://127.0.0.1:1/v1");
+        request(&s, "r1", Some("m"), "sql", None);
+        s.set_upstream("https://openrouter.ai/api/v1");
+        let a = s
+            .apply_feedback(&fb("r1", 1.0), Judge::Any, 10, hl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.upstream, "http://127.0.0.1:1/v1");
+        assert!(s.quality().unwrap().is_empty());
+        s.set_upstream("http://127.0.0.1:1/v1");
+        assert_eq!(s.quality().unwrap().len(), 1);
     }
 }

@@ -19,8 +19,8 @@ const INSERT_ATTEMPT: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 const INSERT_REQUEST: &str =
     "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
-     prompt_tokens, completion_tokens, priority, score, attempts, error_type, key_name, rid, task)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+     prompt_tokens, completion_tokens, priority, score, attempts, error_type, key_name, rid, task, upstream)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 const ADD_KEY_DAY: &str = "INSERT INTO key_days (name, day, cost_usd) VALUES (?1, ?2, ?3)
      ON CONFLICT (name, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd";
 const MARK_USED: &str = "UPDATE cache SET used_at = ?2 WHERE key = ?1";
@@ -158,7 +158,8 @@ impl Store {
                 r.error_type,
                 r.key.as_deref(),
                 r.rid.as_deref(),
-                r.task.as_deref()
+                r.task.as_deref(),
+                self.upstream
             ])?;
             if let (Some(key), Some(cost)) = (&r.key, r.cost_usd.filter(|c| *c > 0.0)) {
                 held(&mut statements.key_days, &self.conn, ADD_KEY_DAY)?.execute(params![

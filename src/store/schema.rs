@@ -236,4 +236,29 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upstream, task, model)
     ) WITHOUT ROWID;
     "#,
+    // 10: feedback is its key's own: one per key and request id, so that a
+    // client reusing another's id neither replaces nor learns of its
+    // feedback; it names the request it judged (a later request may reuse
+    // the id). Each request keeps the upstream that answered it, which its
+    // feedback teaches.
+    r#"
+    ALTER TABLE requests ADD COLUMN upstream TEXT;
+
+    CREATE TABLE feedback_v2 (
+        key_name  TEXT NOT NULL,      -- the request's key; '' for none
+        rid       TEXT NOT NULL,      -- the request's id
+        request   INTEGER,            -- requests.id of the request judged
+        upstream  TEXT NOT NULL,
+        task      TEXT NOT NULL,
+        model     TEXT NOT NULL,      -- the model whose answer it judges
+        score     REAL NOT NULL,      -- 0..1
+        weight    REAL NOT NULL,
+        at        INTEGER NOT NULL,   -- unix ms
+        PRIMARY KEY (key_name, rid)
+    ) WITHOUT ROWID;
+    INSERT OR REPLACE INTO feedback_v2 (key_name, rid, request, upstream, task, model, score, weight, at)
+        SELECT coalesce(key_name, ''), rid, NULL, upstream, task, model, score, weight, at FROM feedback;
+    DROP TABLE feedback;
+    ALTER TABLE feedback_v2 RENAME TO feedback;
+    "#,
 ];

@@ -345,6 +345,100 @@ fn a_key_gives_feedback_on_its_own_requests_only() {
     );
 }
 
+/// Posts a chat request with `token` under the client's own `x-request-id`.
+fn chat_as(s: &Served, token: &str, id: &str, model: &str) -> u16 {
+    crate::serve::rt().block_on(async {
+        let mut body = chat(None, "help me");
+        body["model"] = json!(model);
+        reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(token)
+            .header("x-request-id", id)
+            .header("x-llmroute-task", "support")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+#[test]
+fn a_key_reusing_another_s_request_id_neither_replaces_nor_learns_of_its_feedback() {
+    let env = two();
+    let token = |name: &str| {
+        let out = env.cmd().args(["keys", "create", name]).run();
+        out.assert_code(0);
+        out.stdout.lines().next().unwrap().to_string()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let s = env.serve(&["--models", "t/cheap,t/strong"]);
+    assert_eq!(chat_as(&s, &alice, "shared-1", "t/cheap"), 200);
+    let fb = |score: Value| json!({"request_id": "shared-1", "score": score});
+    let (status, v, _) = post(&s, &alice, "/v1/feedback", &fb(json!(1)));
+    assert_eq!((status, &v["replaced"]), (200, &json!(false)), "{v}");
+    // Bob takes the same id for a request of his own, and judges it.
+    assert_eq!(chat_as(&s, &bob, "shared-1", "t/strong"), 200);
+    let (status, v, _) = post(&s, &bob, "/v1/feedback", &fb(json!(0)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "t/strong");
+    assert_eq!(v["replaced"], false, "nothing of Alice's shows: {v}");
+    // Alice still judges her own answer, and replaces her own score.
+    let (status, v, _) = post(&s, &alice, "/v1/feedback", &fb(json!(0.5)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["model"], &v["replaced"]),
+        (&json!("t/cheap"), &json!(true))
+    );
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM feedback"), 2);
+    assert_eq!(
+        env.count("SELECT events FROM quality WHERE task = 'support' AND model = 't/cheap'"),
+        1
+    );
+    assert_eq!(
+        env.count("SELECT events FROM quality WHERE task = 'support' AND model = 't/strong'"),
+        1
+    );
+}
+
+#[test]
+fn feedback_teaches_the_upstream_that_answered_whatever_the_command_s_base_url() {
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["-q", "--models", "t/cheap", "--task", "bt"])
+        .stdin("{\"prompt\": \"x\"}\n")
+        .run();
+    out.assert_code(0);
+    let rid = serde_json::from_str::<Value>(out.stdout.lines().next().unwrap()).unwrap()
+        ["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answered: String = env.value("SELECT upstream FROM requests LIMIT 1");
+    // The judge's own --base-url names another API.
+    let fb = env
+        .cmd()
+        .args(["feedback", "--base-url", "http://127.0.0.1:9/v1"])
+        .stdin(format!("{}\n", json!({"request_id": rid, "score": 0})))
+        .run();
+    fb.assert_code(0);
+    assert_eq!(
+        env.value::<String>("SELECT upstream FROM quality WHERE task = 'bt'"),
+        answered
+    );
+    // And routing on that API sees it.
+    let e = env
+        .cmd()
+        .args(["-n", "--models", "t/cheap", "--task", "bt"])
+        .stdin("{\"prompt\": \"x\"}\n")
+        .run();
+    let c = &e.lines()[0]["candidates"][0];
+    assert_eq!(c["quality_source"], "learned", "{c}");
+}
+
 #[test]
 fn what_one_machine_learns_another_uses_through_redis() {
     let redis = RedisServer::start();
