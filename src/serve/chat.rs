@@ -377,7 +377,7 @@ impl App {
         self.metrics
             .ttft
             .get_or_create(&super::metrics::ModelLabels {
-                model: end.model.clone(),
+                model: self.metrics.model_label(&end.model),
             })
             .observe(end.ttft_ms / 1000.0);
         self.metrics.spent(end.cost_usd);
@@ -385,7 +385,7 @@ impl App {
             self.metrics
                 .upstream_errors
                 .get_or_create(&super::metrics::ErrorLabels {
-                    model: end.model.clone(),
+                    model: self.metrics.model_label(&end.model),
                     kind: kind.to_string(),
                 })
                 .inc();
@@ -400,7 +400,7 @@ impl App {
             .requests
             .get_or_create(&super::metrics::RequestLabels {
                 status,
-                model: end.model.clone(),
+                model: self.metrics.model_label(&end.model),
                 cached: false,
             })
             .inc();

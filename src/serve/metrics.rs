@@ -51,6 +51,29 @@ pub struct KeyRefusedLabels {
 
 /// Most key names the metrics carry as labels; past them, `other`.
 pub const KEY_LABELS_MAX: usize = 1000;
+/// Most model names the metrics carry as labels; past them, `other`. A
+/// key whose patterns allow any model under a prefix could otherwise grow
+/// the label set with every name it pins.
+pub const MODEL_LABELS_MAX: usize = 500;
+
+/// `s` as a label value of the text exposition: backslash, double quote
+/// and newline escaped as the format asks (the encoder writes values as
+/// they are), so that no name a client sends can end a label or a line.
+fn escaped(s: &str) -> String {
+    if !s.contains(['\\', '"', '\n']) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CachedLabels {
@@ -73,6 +96,8 @@ pub struct Metrics {
     pub key_refused: Family<KeyRefusedLabels, Counter>,
     /// The key names given labels so far.
     key_names: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The model names given labels so far.
+    model_names: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn seconds() -> Histogram {
@@ -161,6 +186,7 @@ impl Default for Metrics {
             key_spend,
             key_refused,
             key_names: Default::default(),
+            model_names: Default::default(),
         }
     }
 }
@@ -179,13 +205,26 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 status,
-                model: model.unwrap_or("").to_string(),
+                model: self.model_label(model.unwrap_or("")),
                 cached,
             })
             .inc();
         self.duration
             .get_or_create(&CachedLabels { cached })
             .observe(seconds);
+    }
+
+    /// The label of model `name`: itself (escaped), or `other` once
+    /// [`MODEL_LABELS_MAX`] names have labels, so the metrics stay bounded.
+    pub fn model_label(&self, name: &str) -> String {
+        let mut names = self.model_names.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.contains(name) {
+            if names.len() >= MODEL_LABELS_MAX {
+                return "other".to_string();
+            }
+            names.insert(name.to_string());
+        }
+        escaped(name)
     }
 
     /// The label of key `name`: itself, or `other` once
@@ -247,7 +286,7 @@ impl Observer for ServeObserver {
         self.metrics
             .upstream_errors
             .get_or_create(&ErrorLabels {
-                model: model.to_string(),
+                model: self.metrics.model_label(model),
                 kind: kind.to_string(),
             })
             .inc();
@@ -277,6 +316,39 @@ impl Observer for ServeObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_name_cannot_end_a_label_or_a_line_and_names_stay_bounded() {
+        let m = Metrics::default();
+        let evil = "slow/x\",cached=\"false\"} 1\nllmroute_spend_usd_total 999999\n#";
+        m.answered(200, Some(evil), false, 0.1);
+        let text = m.encode();
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("llmroute_spend_usd_total 999999")),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("llmroute_requests_total{"))
+            .unwrap();
+        assert!(line.ends_with(r#",cached="false"} 1"#), "{line}");
+        assert!(
+            line.contains(r#"model="slow/x\",cached=\"false\"} 1\nllmroute"#),
+            "{line}"
+        );
+        for i in 0..MODEL_LABELS_MAX + 50 {
+            m.answered(200, Some(&format!("slow/{i}")), false, 0.1);
+        }
+        let series = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("llmroute_requests_total{"))
+            .count();
+        assert!(series <= MODEL_LABELS_MAX + 1, "{series}");
+        assert!(m.encode().contains(r#"model="other""#));
+    }
 
     #[test]
     fn the_exposition_names_what_was_counted() {
