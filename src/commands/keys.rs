@@ -241,8 +241,12 @@ fn revoke(
     if !found {
         bail!("no live key named {name}; `llmroute keys list` shows them");
     }
+    let reach = match link {
+        Some(_) => "servers on this store or this Redis",
+        None => "servers on this store (give --redis to reach the others on a Redis)",
+    };
     app::write_stdout(
-        format!("key {name} revoked; servers refuse its token within seconds\n").as_bytes(),
+        format!("key {name} revoked; {reach} refuse its token within seconds\n").as_bytes(),
     )
 }
 

@@ -401,16 +401,46 @@ pub async fn read(
     })
     .await
     .ok()?;
-    let mut records = match local {
+    let records = match local {
         Ok((keys, _)) => keys,
         // A store without the keys table yet has no keys.
         Err(crate::store::StoreError::Sql(_)) => Vec::new(),
         Err(_) => return None,
     };
-    if let Some(link) = redis {
-        records.extend(crate::shared::clients::all(link).await.unwrap_or_default());
+    let Some(link) = redis else {
+        return Some(crate::core::keys::merge(records));
+    };
+    let Some(shared) = crate::shared::clients::all(link).await else {
+        // Redis away: the store has what it taught before.
+        return Some(crate::core::keys::merge(records));
+    };
+    let merged = crate::core::keys::merge(records.iter().chain(&shared).cloned());
+    // What Redis knew newer (a key made or revoked on another machine) is
+    // kept in the store, so that it holds while Redis is away; what Redis
+    // lost (restarted empty) is given back to it.
+    let newer: Vec<KeyRecord> = merged
+        .iter()
+        .filter(|k| !records.contains(k))
+        .cloned()
+        .collect();
+    for k in merged
+        .iter()
+        .filter(|k| !shared.iter().any(|r| r.name == k.name))
+    {
+        let _ = crate::shared::clients::put_new(link, k).await;
     }
-    Some(crate::core::keys::merge(records))
+    if !newer.is_empty() {
+        let p = path.to_path_buf();
+        let kept = tokio::task::spawn_blocking(move || {
+            let store = crate::store::Store::open(&p)?;
+            newer.iter().try_for_each(|k| store.mirror_key(k))
+        })
+        .await;
+        if !matches!(kept, Ok(Ok(()))) {
+            tracing::warn!("cannot keep in the store the client keys Redis holds");
+        }
+    }
+    Some(merged)
 }
 
 #[cfg(test)]

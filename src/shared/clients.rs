@@ -28,6 +28,21 @@ pub async fn put(link: &Link, key: &KeyRecord) -> Option<()> {
     .map(|_| ())
 }
 
+/// Keeps a key's record unless Redis has one of that name (a Redis that
+/// restarted empty is given back what a machine knew; a record another
+/// machine wrote meanwhile is never overwritten).
+pub async fn put_new(link: &Link, key: &KeyRecord) -> Option<()> {
+    let json = serde_json::to_string(key).expect("a key record serialises");
+    link.call::<i64>(
+        redis::cmd("HSETNX")
+            .arg(records(&link.prefix))
+            .arg(&key.name)
+            .arg(json),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Every key's record (unreadable ones skipped). None when Redis cannot be
 /// reached.
 pub async fn all(link: &Link) -> Option<Vec<KeyRecord>> {

@@ -411,6 +411,61 @@ fn keys_are_shared_through_redis_and_survive_a_restart() {
     );
 }
 
+#[test]
+fn what_a_server_learned_of_keys_through_redis_outlives_redis() {
+    let redis = RedisServer::start();
+    let one = Env::three();
+    let two = Env::three();
+    let gone = make_key_on(&one, "gone", &redis.url());
+    let kept = make_key_on(&one, "kept", &redis.url());
+    // A server on the other machine knows both keys through Redis only.
+    let s = two.serve(&["--models", "t/a", "--redis", &redis.url()]);
+    rt().block_on(async {
+        assert_eq!(post(&s, Some(&gone), &chat(None, "hi")).await.0, 200);
+    });
+    // Revoked on the first machine, through Redis.
+    one.cmd()
+        .args(["keys", "revoke", "gone", "--redis", &redis.url()])
+        .run()
+        .assert_code(0);
+    let until_refused = |token: &str| {
+        rt().block_on(async {
+            for _ in 0..60 {
+                if post(&s, Some(token), &chat(None, "hi")).await.0 == 401 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            false
+        })
+    };
+    assert!(until_refused(&gone), "the revocation reached the server");
+    // Redis comes back empty (no persistence): the revocation still holds,
+    // the key it knew through Redis still works, and Redis is given back
+    // what it lost.
+    let redis = redis.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    rt().block_on(async {
+        assert_eq!(post(&s, Some(&gone), &chat(None, "hi")).await.0, 401);
+        assert_eq!(post(&s, Some(&kept), &chat(None, "hi")).await.0, 200);
+    });
+    let dump = redis.dump();
+    let clients = dump
+        .iter()
+        .find(|(k, _)| k == "llmroute:v1:clients")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        clients.contains("kept") && clients.contains("gone"),
+        "{clients}"
+    );
+    drop(s);
+    // The other machine's store keeps them too.
+    let out = two.cmd().args(["keys", "list", "--json"]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("kept"), "{}", out.stdout);
+}
+
 /// Keys' rates count calendar minutes: a test of them starts at least
 /// ten seconds before the minute ends.
 fn away_from_a_minute_s_end() {
