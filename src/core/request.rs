@@ -274,21 +274,15 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
 
     let pinned = pinned_model(body.remove("model"), &id)?;
 
-    let max_tokens = ["max_tokens", "max_completion_tokens"]
-        .iter()
-        .filter_map(|k| body.get(*k))
-        .find_map(|v| {
-            v.as_u64()
-                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        });
+    let mut max_tokens = None;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let n = whole(&body, field, 0, u64::MAX, &id)?;
+        max_tokens = max_tokens.or(n);
+    }
     let prompt_tokens = estimate_prompt_tokens(&body["messages"]);
     let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
     let needs_response_format = body.get("response_format").is_some_and(|v| !v.is_null());
-    let choices = body
-        .get("n")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, MAX_CHOICES);
+    let choices = whole(&body, "n", 1, MAX_CHOICES, &id)?.unwrap_or(1);
 
     Ok(Request {
         id,
@@ -417,9 +411,41 @@ fn shorthand(body: &mut Map<String, Value>, id: &Value) -> Result<(), InputError
     Ok(())
 }
 
-/// The most choices (`n`) a request's cost estimate counts: an API caps
-/// `n` far lower (OpenAI at 128).
+/// The most choices (`n`) a request may ask for (OpenAI's own cap).
 pub const MAX_CHOICES: u64 = 128;
+
+/// A field that must be a whole number in `lo..=hi` when given: a string
+/// or a fraction is refused, not passed on for an API to read its own way
+/// (one that reads `"500000"` as a number would escape every cap and
+/// estimate made from the field).
+fn whole(
+    body: &Map<String, Value>,
+    field: &str,
+    lo: u64,
+    hi: u64,
+    id: &Value,
+) -> Result<Option<u64>, InputError> {
+    let v = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let n = v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
+            .map(|f| f as u64)
+    });
+    match n {
+        Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+        _ if hi == u64::MAX => Err(InputError::new(
+            id,
+            format!("\"{field}\" must be a whole number of at least {lo}, not {v}"),
+        )),
+        _ => Err(InputError::new(
+            id,
+            format!("\"{field}\" must be a whole number from {lo} to {hi}, not {v}"),
+        )),
+    }
+}
 
 /// The most models a line's `llmroute.models` or `llmroute.fallback` may
 /// list: far more than any routing needs, and few enough that one request
@@ -723,6 +749,28 @@ mod tests {
         );
         assert_eq!(e.id, json!("e"));
         assert!(e.message.contains("/v1/embeddings"));
+    }
+
+    #[test]
+    fn token_and_choice_counts_are_whole_numbers_in_range() {
+        assert_eq!(ok(r#"{"prompt":"x","max_tokens":5.0}"#).max_tokens, Some(5));
+        assert_eq!(
+            ok(r#"{"prompt":"x","max_completion_tokens":7}"#).max_tokens,
+            Some(7)
+        );
+        assert_eq!(ok(r#"{"prompt":"x","n":3}"#).choices, 3);
+        for bad in [
+            r#"{"prompt":"x","max_tokens":"500000"}"#,
+            r#"{"prompt":"x","max_tokens":-5}"#,
+            r#"{"prompt":"x","max_tokens":2.5}"#,
+            r#"{"prompt":"x","max_completion_tokens":true}"#,
+            r#"{"prompt":"x","n":1000}"#,
+            r#"{"prompt":"x","n":0}"#,
+            r#"{"prompt":"x","n":"2"}"#,
+        ] {
+            let e = err(bad.as_bytes());
+            assert!(e.message.contains("whole number"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]
