@@ -99,7 +99,7 @@ pub fn routes(app: Arc<App>) -> Api {
 /// without origins: a browser then calls nothing from another site.
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::Method;
-    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
     if origins.is_empty() {
         return None;
     }
@@ -112,15 +112,14 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                name("x-request-id"),
-                name("x-llmroute-task"),
-            ])
+            // The headers a preflight asks for, whatever they are: an SDK
+            // sends its own (the openai JS client's `x-stainless-*`), and
+            // only the origins listed get this far.
+            .allow_headers(AllowHeaders::mirror_request())
             .expose_headers([
                 name("x-request-id"),
                 name("x-llmroute-model"),
+                name("x-llmroute-upstream"),
                 name("x-llmroute-score"),
                 name("x-llmroute-latency-ms"),
                 name("x-llmroute-cached"),

@@ -84,7 +84,7 @@ fn an_allowed_origin_gets_its_preflight_and_its_answer() {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "content-type,authorization",
+                "content-type,authorization,x-stainless-os,x-llmroute-cache-sampled",
             )
             .send()
             .await
@@ -93,6 +93,16 @@ fn an_allowed_origin_gets_its_preflight_and_its_answer() {
         assert_eq!(
             pre.headers()["access-control-allow-origin"],
             "https://app.example.com"
+        );
+        // The headers an SDK sends of its own (the openai JS client's
+        // x-stainless-*) are allowed, or the browser sends nothing.
+        let allowed = pre.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains("x-stainless-os") && allowed.contains("x-llmroute-cache-sampled"),
+            "{allowed}"
         );
         let r = c
             .post(&chat)
