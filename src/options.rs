@@ -462,7 +462,7 @@ impl Options {
             max_line_cost: self.max_line_cost,
             cache_ttl: Some(self.cache_ttl),
             retention: Some(self.retention),
-            base_url: Some(self.base_url.clone()),
+            base_url: Some(hide_password(&self.base_url)),
             db: Some(self.store_path()?),
             redis: self.redis.as_ref().map(|r| hide_password(&r.url)),
             redis_prefix: self.redis.as_ref().map(|r| r.prefix.clone()),
@@ -471,7 +471,15 @@ impl Options {
             budget_id: self.redis.as_ref().map(|r| r.budget_id.clone()),
             route_all: Some(self.route_all),
             serve: Some(self.serve.to_config()),
-            upstreams: self.upstreams.clone(),
+            upstreams: self
+                .upstreams
+                .iter()
+                .map(|(name, u)| {
+                    let mut u = u.clone();
+                    u.base_url = hide_password(&u.base_url);
+                    (name.clone(), u)
+                })
+                .collect(),
         })
     }
 }

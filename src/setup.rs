@@ -204,7 +204,7 @@ pub const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(5 * 60);
 /// Where the store remembers a failed fetch of `base`'s catalogue: a row
 /// of the catalogue table whose key no base URL can have, holding why.
 fn failure_key(base: &str) -> String {
-    format!("failed-fetch:{base}")
+    format!("failed-fetch:{}", crate::upstream::identity(base))
 }
 
 /// Fetches the catalogue now and keeps it in the store; a failure is
@@ -223,7 +223,7 @@ fn fetch_catalogue(
     // A success needs no clearing: the fresh copy is found before the
     // failure, which is forgotten long before the copy goes stale.
     let kept = match &fetched {
-        Ok(c) => store.put_catalogue(base, now, &c.to_json()),
+        Ok(c) => store.put_catalogue(&crate::upstream::identity(base), now, &c.to_json()),
         Err(problem) => store.put_catalogue(&failure_key(base), now, problem),
     };
     if let (Err(e), false) = (kept, quiet) {
@@ -269,10 +269,14 @@ pub fn load_catalogue(
     refresh: bool,
 ) -> Catalogue {
     let now = store::now_ms();
-    let stored = store.catalogue(base).ok().flatten().and_then(|(at, body)| {
-        let age = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
-        Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
-    });
+    let stored = store
+        .catalogue(&crate::upstream::identity(base))
+        .ok()
+        .flatten()
+        .and_then(|(at, body)| {
+            let age = Duration::from_millis(now.saturating_sub(at).max(0) as u64);
+            Catalogue::parse(body.as_bytes(), Origin::Stored { age }).ok()
+        });
     let fresh =
         |c: &Catalogue| matches!(c.origin, Origin::Stored { age } if age < catalogue::MAX_AGE);
     if let Some(c) = stored.as_ref().filter(|c| fresh(c) && !refresh) {

@@ -50,11 +50,17 @@ fn needs_tls_roots(scheme: &str, env: impl Fn(&str) -> Option<std::ffi::OsString
 /// parsed (scheme and host in lower case, a default port dropped) without
 /// trailing slashes, so `https://OpenRouter.ai:443/api/v1/` and
 /// `https://openrouter.ai/api/v1` are one upstream. A URL that does not
-/// parse is kept as written, less its trailing slashes.
+/// parse is kept as written, less its trailing slashes. A user and
+/// password in the URL are left out: the identity is kept in the store,
+/// Redis and reports, where no credential may go.
 pub fn identity(base_url: &str) -> String {
     let base = base_url.trim();
     match reqwest::Url::parse(base) {
-        Ok(url) => url.as_str().trim_end_matches('/').to_string(),
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.as_str().trim_end_matches('/').to_string()
+        }
         Err(_) => base.trim_end_matches('/').to_string(),
     }
 }
@@ -347,6 +353,10 @@ mod tests {
         }
         assert_ne!(identity("http://127.0.0.1:4000/v1"), id);
         assert_ne!(identity("https://openrouter.ai/api/v2"), id);
+        assert_eq!(
+            identity("http://user:SECRET@127.0.0.1:4000/v1"),
+            "http://127.0.0.1:4000/v1"
+        );
     }
 
     #[test]

@@ -586,6 +586,39 @@ fn the_key_never_leaks_on_errors() {
 }
 
 #[test]
+fn a_password_in_the_base_url_stays_out_of_the_store_and_config_show() {
+    let env = Env::three();
+    let base = env
+        .server
+        .base_url()
+        .replacen("http://", "http://user:URLPASS-5ecret@", 1);
+    let out = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", &base)
+        .args(["--models", "t/a"])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(0);
+    assert!(!out.stdout.contains("URLPASS") && !out.stderr.contains("URLPASS"));
+    let raw = read(&env.db());
+    assert!(!contains(&raw, "URLPASS"), "the password is in the store");
+    let wal = env.path("store.db-wal");
+    if wal.exists() {
+        assert!(
+            !contains(&read(&wal), "URLPASS"),
+            "the password is in the WAL"
+        );
+    }
+    let show = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", &base)
+        .args(["config", "show"])
+        .run();
+    show.assert_code(0);
+    assert!(!show.stdout.contains("URLPASS"), "{}", show.stdout);
+}
+
+#[test]
 
 fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
     let env = Env::three();
