@@ -49,18 +49,22 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
     let shared = Shared::open(options)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
-    let mut batch: Vec<(u64, Result<Item, String>)> = Vec::with_capacity(BATCH);
-    let mut lines = input.lines();
+    let mut batch: Vec<(u64, Result<Item, Bad>)> = Vec::with_capacity(BATCH);
+    let mut lines = input.split(b'\n');
     loop {
         let next = lines.next();
         let end = next.is_none();
         if let Some(line) = next {
             let line = line.context("cannot read the input")?;
             line_no += 1;
-            if line.trim().is_empty() {
+            let text = text_of(&line, line_no == 1);
+            if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
                 continue;
             }
-            batch.push((line_no, parse(&line, outcomes)));
+            let item = text
+                .map_err(|e| (Value::Null, e))
+                .and_then(|t| parse(t, outcomes));
+            batch.push((line_no, item));
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
             let (results, events) = take_in(&store, &batch, &path)?;
@@ -156,7 +160,7 @@ impl Shared {
 /// Takes a batch in, in one transaction.
 fn take_in(
     store: &Store,
-    batch: &[(u64, Result<Item, String>)],
+    batch: &[(u64, Result<Item, Bad>)],
     path: &std::path::Path,
 ) -> anyhow::Result<TakenIn> {
     let now = store::now_ms();
@@ -175,7 +179,7 @@ fn take_in(
     for i in order {
         let (n, item) = &batch[i];
         let r = match item {
-            Err(e) => Err((Value::Null, e.clone())),
+            Err(e) => Err(e.clone()),
             Ok(Item::Feedback(f)) => {
                 let rid = Value::String(f.rid.clone());
                 match store
@@ -274,25 +278,50 @@ fn count_in_line_order(out: &mut [(u64, Taken)]) {
 }
 
 /// The request id a line gives feedback on, if it is feedback.
-fn rid_of(item: &Result<Item, String>) -> Option<&str> {
+fn rid_of(item: &Result<Item, Bad>) -> Option<&str> {
     match item {
         Ok(Item::Feedback(f)) => Some(&f.rid),
         _ => None,
     }
 }
 
-/// Reads one line: feedback or an outcome.
-fn parse(line: &str, outcome: bool) -> Result<Item, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let Value::Object(o) = v else {
-        return Err("not a JSON object".into());
+/// A line's text: UTF-8, less a CR before its newline and, on the first
+/// line, a byte order mark. Anything else is that line's error alone.
+fn text_of(line: &[u8], first: bool) -> Result<&str, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = match first {
+        true => line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line),
+        false => line,
     };
+    std::str::from_utf8(line).map_err(|e| format!("the line is not UTF-8: {e}"))
+}
+
+/// Reads one line: feedback or an outcome.
+/// A line that is not feedback: the request id it names, if any, and why.
+type Bad = (Value, String);
+
+/// Reads one line: feedback or an outcome. An error names the line's
+/// request id when it has one, so that it can be matched to its request.
+fn parse(line: &str, outcome: bool) -> Result<Item, Bad> {
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| (Value::Null, format!("not a JSON object: {e}")))?;
+    let Value::Object(o) = v else {
+        return Err((Value::Null, "not a JSON object".into()));
+    };
+    let rid = match o.get("request_id") {
+        Some(r @ Value::String(_)) => r.clone(),
+        _ => Value::Null,
+    };
+    item_of(&o, outcome).map_err(|e| (rid, e))
+}
+
+fn item_of(o: &Map<String, Value>, outcome: bool) -> Result<Item, String> {
     let score = score_of(o.get("score").unwrap_or(&Value::Null))?;
     let weight = weight_of(o.get("weight"))?;
     if outcome {
-        let task = text(&o, "task")?;
+        let task = text(o, "task")?;
         check_task(&task)?;
-        let model = text(&o, "model")?;
+        let model = text(o, "model")?;
         return Ok(Item::Outcome {
             task,
             model,
@@ -301,7 +330,7 @@ fn parse(line: &str, outcome: bool) -> Result<Item, String> {
         });
     }
     Ok(Item::Feedback(Feedback {
-        rid: text(&o, "request_id")?,
+        rid: text(o, "request_id")?,
         score,
         weight,
     }))

@@ -180,27 +180,44 @@ fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
         .iter()
         .map(|l| l["request_id"].as_str().unwrap().to_string())
         .collect();
-    let input = format!(
-        "{}\n{}\nnot json\n{}\n{}\n{}\n",
-        json!({"request_id": ids[0], "score": 0.25}),
-        json!({"request_id": "req_nobody_1", "score": 1}),
-        json!({"request_id": ids[1], "score": 1.5}),
-        json!({"request_id": ids[1], "score": true, "weight": 2}),
-        json!({"request_id": ids[0], "score": false}),
+    // A byte order mark first, as some editors write; CRLF endings; and a
+    // line that is not UTF-8, which is its own error alone.
+    let mut input = b"\xef\xbb\xbf".to_vec();
+    input.extend(
+        format!(
+            "{}\r\n{}\nnot json\n{}\n",
+            json!({"request_id": ids[0], "score": 0.25}),
+            json!({"request_id": "req_nobody_1", "score": 1}),
+            json!({"request_id": ids[1], "score": 1.5}),
+        )
+        .as_bytes(),
+    );
+    input.extend(b"\xff\xfe\n");
+    input.extend(
+        format!(
+            "{}\n{}\n",
+            json!({"request_id": ids[1], "score": true, "weight": 2}),
+            json!({"request_id": ids[0], "score": false}),
+        )
+        .as_bytes(),
     );
     let out = env.cmd().arg("feedback").stdin(input).run();
     assert_eq!(out.code, 1, "{}", out.stderr);
     let lines = out.lines();
-    assert_eq!(lines.len(), 6, "one line per input line: {}", out.stdout);
+    assert_eq!(lines.len(), 7, "one line per input line: {}", out.stdout);
     let errors: Vec<u64> = lines
         .iter()
         .filter(|l| l["error"].is_object())
         .map(|l| l["line"].as_u64().unwrap())
         .collect();
-    assert_eq!(errors, [2, 3, 4]);
+    assert_eq!(errors, [2, 3, 4, 5]);
     assert_eq!(lines[0]["task"], "sql");
     assert_eq!(
-        lines[5]["replaced"], true,
+        lines[3]["request_id"], ids[1],
+        "an error line names the request it was about"
+    );
+    assert_eq!(
+        lines[6]["replaced"], true,
         "a repeated id replaces its score"
     );
     // Two requests judged, the first twice: two events, one good (weight 2)
