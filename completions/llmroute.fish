@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_llmroute_global_optspecs
-    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all task= grade= output-format= db= config= base-url= color= h/help V/version
+    string join \n P/prompt= json p/priority= w/weights= m/models= f/fallback= quality= j/concurrency= timeout= max-attempts= cache-ttl= rpm= tpm= max-cost= explore= hedge= max-latency= max-line-cost= retention= redis= redis-prefix= redis-timeout= shared-limits budget-id= n/dry-run e/explain unordered no-cache q/quiet v/verbose progress= route-all task= grade= grade-timeout= output-format= db= config= base-url= color= h/help V/version
 end
 
 function __fish_llmroute_needs_command
@@ -51,6 +51,7 @@ always\t''
 never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l task -d 'The task of every line that names none (`llmroute.task`): outcomes teach each model\'s quality per task' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l grade -d 'Grade each answer with this command (`sh -c CMD`): it reads the request and answer as JSON on stdin and prints a score (0..1, true or false), which teaches the router as the run goes' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l grade-timeout -d 'How long the grader may take for one answer before it (and whatever it started) is killed and the line goes out without a grade' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l output-format -d 'The output lines\' shape: llmroute (with its annotations) or openai-batch (OpenAI\'s batch output: id, custom_id, response, error)' -r -f -a "llmroute\t'llmroute\'s own: the answer with the model, score, latency, cost and attempts'
 openai-batch\t'OpenAI\'s batch output file: `id`, `custom_id`, `response: {status_code, request_id, body}`, `error`'"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

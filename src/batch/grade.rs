@@ -17,8 +17,6 @@ use crate::engine::learned::QualityBook;
 use crate::store::learned::{Feedback, Judge};
 use crate::store::Store;
 
-/// How long a grader may take for one answer.
-pub const GRADE_TIME: Duration = Duration::from_secs(60);
 /// How long a grade waits for its line's record before it is given up.
 const RECORD_WAIT: Duration = Duration::from_secs(10);
 
@@ -36,6 +34,8 @@ pub struct Graded<'a> {
 
 pub struct Grader {
     cmd: String,
+    /// How long the grader may take for one answer (`--grade-timeout`).
+    timeout: Duration,
     book: Arc<QualityBook>,
     tx: Mutex<Option<Sender<Feedback>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -45,7 +45,7 @@ impl Grader {
     /// A grader running `cmd`, whose scores go to the store at `path`
     /// (learned under `upstream`) and into `book`.
     pub fn start(
-        cmd: String,
+        (cmd, timeout): (String, Duration),
         path: std::path::PathBuf,
         upstream: String,
         book: Arc<QualityBook>,
@@ -58,6 +58,7 @@ impl Grader {
             .ok();
         Grader {
             cmd,
+            timeout,
             book,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(thread),
@@ -76,8 +77,8 @@ impl Grader {
             "content": g.content,
         })
         .to_string();
-        let cmd = self.cmd.clone();
-        let score = tokio::task::spawn_blocking(move || run(&cmd, &input))
+        let (cmd, timeout) = (self.cmd.clone(), self.timeout);
+        let score = tokio::task::spawn_blocking(move || run(&cmd, &input, timeout))
             .await
             .map_err(|_| "the grader did not finish".to_string())??;
         self.book
@@ -124,42 +125,71 @@ impl Grader {
     }
 }
 
-/// Runs the grader on `input`; its score.
-fn run(cmd: &str, input: &str) -> Result<f64, String> {
+/// The most of a grader's output read: its score is the first word.
+const OUTPUT_MAX: u64 = 64 * 1024;
+
+/// Runs the grader on `input`; its score. The grader and whatever it
+/// starts are one process group, killed whole when it takes more than
+/// `limit`; its input is written and its output read while it
+/// runs, so that neither a grader that reads nothing nor one that prints
+/// much blocks it.
+fn run(cmd: &str, input: &str, limit: Duration) -> Result<f64, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let started = Instant::now();
     let mut child = Command::new("sh")
         .args(["-c", cmd])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run the grader: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
+    let group = child.id() as i32;
+    let mut stdin = child.stdin.take();
+    let input = input.to_owned();
+    std::thread::spawn(move || {
         // A grader that reads nothing is its own affair.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let started = Instant::now();
-    loop {
+        if let Some(s) = stdin.as_mut() {
+            let _ = s.write_all(input.as_bytes());
+        }
+    });
+    let mut stdout = child.stdout.take().expect("the grader's output is piped");
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = Vec::new();
+        let _ = (&mut stdout).take(OUTPUT_MAX).read_to_end(&mut first);
+        let _ = out_tx.send(first);
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    let too_long = || {
+        format!(
+            "the grader took more than {}",
+            crate::core::duration::format(limit)
+        )
+    };
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() > GRADE_TIME => {
-                let _ = child.kill();
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > limit => {
+                // Not yet reaped, so the group is still the grader's.
+                // SAFETY: kill(2) with a process group id; no memory involved.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
                 let _ = child.wait();
-                return Err(format!(
-                    "the grader took more than {}s",
-                    GRADE_TIME.as_secs()
-                ));
+                return Err(too_long());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("the grader: {e}")),
         }
+    };
+    if !status.success() {
+        return Err(format!("the grader exited with {status}"));
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("the grader: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("the grader exited with {}", out.status));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    // Its output, up to the time left (a process it left behind may hold
+    // the pipe open).
+    let left = limit.saturating_sub(started.elapsed());
+    let out = out_rx.recv_timeout(left).map_err(|_| too_long())?;
+    let text = String::from_utf8_lossy(&out);
     let word = text.split_whitespace().next().unwrap_or("");
     let v: serde_json::Value = serde_json::from_str(word)
         .map_err(|_| format!("the grader printed {word:?}, not a score (0..1, true or false)"))?;
@@ -219,18 +249,21 @@ fn write_grades(rx: Receiver<Feedback>, path: &std::path::Path, upstream: &str, 
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(30);
+
     #[test]
     fn a_grader_s_first_word_is_its_score() {
-        assert_eq!(run("echo 0.75", "{}"), Ok(0.75));
-        assert_eq!(run("cat >/dev/null; echo true", "{}"), Ok(1.0));
-        assert!(run("echo 2", "{}").is_err());
-        assert!(run("echo maybe", "{}").is_err());
-        assert!(run("exit 3", "{}").unwrap_err().contains("exited"));
+        assert_eq!(run("echo 0.75", "{}", T), Ok(0.75));
+        assert_eq!(run("cat >/dev/null; echo true", "{}", T), Ok(1.0));
+        assert!(run("echo 2", "{}", T).is_err());
+        assert!(run("echo maybe", "{}", T).is_err());
+        assert!(run("exit 3", "{}", T).unwrap_err().contains("exited"));
         // It reads what it is given.
         assert_eq!(
             run(
                 "grep -q '\"model\":\"m\"' && echo 1 || echo 0",
-                r#"{"model":"m"}"#
+                r#"{"model":"m"}"#,
+                T
             ),
             Ok(1.0)
         );

@@ -104,7 +104,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let router = wired.router;
     let grader = run.grade.as_ref().map(|cmd| {
         Arc::new(grade::Grader::start(
-            cmd.clone(),
+            (cmd.clone(), run.grade_timeout),
             wired.store_path.clone(),
             router.config().upstream.clone(),
             router.learned().clone(),

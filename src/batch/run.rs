@@ -438,9 +438,17 @@ async fn route_line(
         ..RouteOptions::tagged(line_no)
     };
     let mut routed = ctx.router.route(&req, opts).await;
-    // No more upstream requests for this line: let the next
-    // one start while this one is recorded.
-    drop(permit);
+    // No more upstream requests for this line: let the next one start
+    // while this one is recorded. A graded line keeps its slot until its
+    // grade is in: graders count against `-j`, and the lines after it are
+    // routed knowing its grade (with `-j 1`, every earlier grade).
+    let permit = match ctx.grader {
+        Some(_) => Some(permit),
+        None => {
+            drop(permit);
+            None
+        }
+    };
     ctx.tally(&routed.outcome, routed.cost_usd());
     let commit = routed.commit.take();
     let id = std::mem::take(&mut req.id);
@@ -456,6 +464,7 @@ async fn route_line(
                 .say(format_args!("llmroute: warning: line {n}: {e}"));
         }
     }
+    drop(permit);
     line.request_id = Some(rid);
     if !ctx.upstreams.is_empty() {
         line.upstream = line.model.as_deref().map(|m| label(m, &ctx.upstreams));

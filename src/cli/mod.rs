@@ -220,6 +220,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD", conflicts_with = "dry_run")]
     pub grade: Option<String>,
 
+    /// How long the grader may take for one answer before it (and whatever it started) is killed and the line goes out without a grade
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "grade")]
+    pub grade_timeout: Duration,
+
     /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute, conflicts_with = "dry_run")]
     pub output_format: OutputFormat,

@@ -2,6 +2,8 @@
 //! command, and a synthetic world where the router learns, per task, which
 //! model is worth its price.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -585,4 +587,53 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
     out.assert_code(0);
     assert!(out.lines()[0].get("grade").is_none());
     assert!(out.stderr.contains("grader exited"), "{}", out.stderr);
+}
+
+#[test]
+fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
+    let env = two();
+    // A grader that never reads a large request and sleeps: cut off at
+    // --grade-timeout, with whatever it started, and the line goes out.
+    let big = format!("{}\n", json!({"prompt": "x".repeat(300_000)}));
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache"])
+        .args(["--grade", "sleep 30; echo 1", "--grade-timeout", "1s"])
+        .stdin(big)
+        .run();
+    out.assert_code(0);
+    assert!(out.lines()[0].get("grade").is_none());
+    assert!(out.stderr.contains("took more than 1s"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "cut off");
+    // A grader that prints much after its score is read while it runs.
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache"])
+        .args([
+            "--grade",
+            "cat >/dev/null; echo 1; head -c 200000 /dev/zero | tr '\\0' x",
+        ])
+        .args(["--grade-timeout", "20s"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines()[0]["grade"], 1.0, "{}", out.stderr);
+    // With -j 1, graders run one at a time: each counts itself in a
+    // shared file while it runs.
+    let count = env.path("running");
+    let grader = format!(
+        "cat >/dev/null; echo . >> {0}; n=$(wc -l < {0}); sleep 0.2; echo $n >> {0}.max; sed -i '$d' {0}; echo 1",
+        count.display()
+    );
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache", "-j", "1"])
+        .args(["--grade", &grader])
+        .stdin(prompts(5))
+        .run();
+    out.assert_code(0);
+    let most = std::fs::read_to_string(format!("{}.max", count.display())).unwrap();
+    assert!(most.lines().all(|n| n.trim() == "1"), "{most}");
+    assert_eq!(most.lines().count(), 5);
 }
