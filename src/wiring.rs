@@ -136,6 +136,11 @@ pub fn wire(
         admission,
         observer,
     };
+    if let (true, Some(r)) = (wants.dry_run, &options.redis) {
+        // A dry run shares nothing, but decides on what every machine
+        // learned, as a real run would.
+        read_shared_quality(r, &upstream, &book, rt);
+    }
     if let Some(l) = &link {
         // What every machine learned, before the first request.
         for (task, model, p) in rt
@@ -334,6 +339,47 @@ fn limits(options: &Options) -> Limits {
 }
 
 /// The local store, health and limits with Redis beside them.
+/// Learned quality as routing sees it, for a look without routing
+/// (`models --task`): the store's, and with `--redis` what every machine
+/// learned.
+pub fn learned_book(
+    options: &Options,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Arc<engine::learned::QualityBook>> {
+    let book = Arc::new(engine::learned::QualityBook::new(
+        crate::core::learned::HALF_LIFE_MS,
+    ));
+    for (task, model, p) in store.quality().map_err(setup::store_fatal(store.path()))? {
+        book.set(&task, &model, p);
+    }
+    if let Some(r) = &options.redis {
+        read_shared_quality(r, store.upstream(), &book, rt);
+    }
+    Ok(book)
+}
+
+/// Reads into `book` the quality Redis shares, once; Redis out of reach
+/// is a warning: what the store learned stands.
+fn read_shared_quality(
+    r: &RedisOptions,
+    upstream: &str,
+    book: &engine::learned::QualityBook,
+    rt: &tokio::runtime::Runtime,
+) {
+    let rows = rt.block_on(async {
+        let link = Link::open(&r.url, &r.prefix, r.timeout).await.ok()?;
+        crate::shared::quality::all(&link, upstream).await
+    });
+    match rows {
+        Some(rows) => rows.into_iter().for_each(|(t, m, p)| book.set(&t, &m, p)),
+        None => eprintln!(
+            "llmroute: warning: cannot read learned quality from Redis at {}; using the store's",
+            crate::shared::shown(&r.url)
+        ),
+    }
+}
+
 fn shared_state(
     options: &Options,
     r: &RedisOptions,

@@ -123,12 +123,13 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
     reference.default_task(&task);
-    let learned: std::collections::HashMap<String, Posterior> = store
-        .quality()
-        .map_err(app::store_fatal(&path))?
-        .into_iter()
-        .filter(|(t, _, _)| *t == task)
-        .map(|(_, m, p)| (m, p.at(store::now_ms(), crate::core::learned::HALF_LIFE_MS)))
+    // As routing sees it: a task past the bound is learned under `other`,
+    // and with --redis what every machine learned counts.
+    let book = crate::wiring::learned_book(options, &store, &rt)?;
+    let now = store::now_ms();
+    let learned: std::collections::HashMap<String, Posterior> = ids
+        .iter()
+        .filter_map(|m| Some((m.clone(), book.get(&task, m, now)?)))
         .collect();
     let seen = Learned {
         stats: &stats,

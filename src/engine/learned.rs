@@ -29,13 +29,13 @@ impl QualityBook {
     }
 
     /// The task `name` is learned under: itself, or [`OTHER_TASK`] once
-    /// [`TASKS_MAX`] tasks are known.
+    /// [`TASKS_MAX`] other tasks are known.
     pub fn bucket(&self, name: &str) -> Arc<str> {
         let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
         if let Some((k, _)) = tasks.get_key_value(name) {
             return k.clone();
         }
-        if tasks.len() >= TASKS_MAX {
+        if full(&tasks) {
             return OTHER_TASK.into();
         }
         name.into()
@@ -46,19 +46,22 @@ impl QualityBook {
         let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
         let p = tasks.get(task).or_else(|| {
             // A task past the bound learns under `other`.
-            (tasks.len() >= TASKS_MAX)
-                .then(|| tasks.get(OTHER_TASK))
-                .flatten()
+            full(&tasks).then(|| tasks.get(OTHER_TASK)).flatten()
         })?;
         p.get(model).map(|p| p.at(now_ms, self.half_life_ms))
     }
 
     /// Sets what is known of `model` on `task` (read from the store or
-    /// Redis, or after feedback there).
+    /// Redis, or after feedback there). A task past the bound is dropped,
+    /// never put in place of what `other` holds: the store and Redis
+    /// already learned it under `other`.
     pub fn set(&self, task: &str, model: &str, p: Posterior) {
-        let task = self.bucket(task);
+        let bucket = self.bucket(task);
+        if &*bucket != task {
+            return;
+        }
         let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
-        tasks.entry(task).or_default().insert(model.into(), p);
+        tasks.entry(bucket).or_default().insert(model.into(), p);
     }
 
     /// Takes in one feedback event; returns the posterior after it.
@@ -85,6 +88,11 @@ impl QualityBook {
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
+}
+
+/// Whether [`TASKS_MAX`] tasks besides [`OTHER_TASK`] are known.
+fn full(tasks: &HashMap<Arc<str>, ByModel>) -> bool {
+    tasks.len() - usize::from(tasks.contains_key(OTHER_TASK)) >= TASKS_MAX
 }
 
 /// The health a decision sees, with learned quality beside it.
@@ -141,5 +149,31 @@ mod tests {
         }
         assert!(book.tasks.read().unwrap().len() <= TASKS_MAX + 1);
         assert!(book.get("t-new", "a", 0).is_some(), "learned under other");
+    }
+
+    #[test]
+    fn loading_a_full_store_keeps_other_as_it_was() {
+        let book = QualityBook::new(crate::core::learned::HALF_LIFE_MS);
+        let p = |good: f64, bad: f64| Posterior {
+            good,
+            bad,
+            events: 1,
+            at_ms: 0,
+        };
+        // As a store holds them, sorted: `other` among the tasks.
+        let mut rows: Vec<(String, Posterior)> = (0..TASKS_MAX)
+            .map(|i| (format!("task{i:04}"), p(1.0, 1.0)))
+            .collect();
+        rows.push((OTHER_TASK.to_string(), p(0.0, 30.0)));
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (t, q) in &rows {
+            book.set(t, "a", *q);
+        }
+        assert_eq!(book.get(OTHER_TASK, "a", 0).unwrap().bad, 30.0);
+        assert_eq!(book.get("task0999", "a", 0).unwrap().bad, 1.0);
+        assert_eq!(book.get("new7", "a", 0).unwrap().bad, 30.0, "under other");
+        // A task past the bound, read from elsewhere, does not replace it.
+        book.set("late", "a", p(5.0, 0.0));
+        assert_eq!(book.get(OTHER_TASK, "a", 0).unwrap().bad, 30.0);
     }
 }

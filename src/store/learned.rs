@@ -185,8 +185,10 @@ impl Store {
         }
         let tasks: i64 = self
             .conn
-            .prepare_cached("SELECT count(DISTINCT task) FROM quality WHERE upstream = ?1")?
-            .query_row([up], |r| r.get(0))?;
+            .prepare_cached(
+                "SELECT count(DISTINCT task) FROM quality WHERE upstream = ?1 AND task != ?2",
+            )?
+            .query_row(params![up, OTHER_TASK], |r| r.get(0))?;
         Ok(
             match usize::try_from(tasks).unwrap_or(usize::MAX) >= TASKS_MAX {
                 true => OTHER_TASK.to_string(),

@@ -522,6 +522,23 @@ fn what_one_machine_learns_another_uses_through_redis() {
         .clone();
     assert_eq!(cheap["quality_source"], "learned");
     assert_eq!(cheap["quality_events"], 30);
+    // A dry run and `models --task` show what routing uses.
+    let dry = on_other()
+        .args(["-n", "--models", "t/cheap,t/strong", "-p", "quality"])
+        .args(["--task", "tickets", "--redis", &redis.url()])
+        .stdin(prompts(1))
+        .run();
+    dry.assert_code(0);
+    assert_eq!(dry.lines()[0]["model"], "t/cheap", "{}", dry.stdout);
+    let models = on_other()
+        .args(["models", "--json", "--models", "t/cheap,t/strong"])
+        .args(["--task", "tickets", "--redis", &redis.url()])
+        .run();
+    models.assert_code(0);
+    let v: Value = serde_json::from_str(&models.stdout).unwrap();
+    let rows = v.as_array().or_else(|| v["models"].as_array()).unwrap();
+    let cheap = rows.iter().find(|r| r["model"] == "t/cheap").unwrap();
+    assert_eq!(cheap["quality_source"], "learned", "{cheap}");
 }
 
 #[test]
