@@ -143,6 +143,28 @@ pub fn split(candidate: &str, is_upstream: impl Fn(&str) -> bool) -> Option<(&st
     (!name.contains('/') && !model.is_empty() && is_upstream(name)).then_some((name, model))
 }
 
+/// Why `candidate` looks like a misspelt upstream's: `NAME:model` where
+/// NAME (no `/` in it) is no configured upstream while some are (`names`),
+/// and the default API's catalogue does not list it (`listed`). Sent as it
+/// is, it would go to the default API, with its key: a prompt meant for a
+/// local server would reach another. None for anything else, an Ollama
+/// tag such as `llama3:8b` on a default API that lists it included.
+pub fn misspelt(
+    candidate: &str,
+    names: &[String],
+    listed: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let (name, model) = candidate.split_once(':')?;
+    let looks_named = !name.is_empty() && !name.contains('/') && !model.is_empty();
+    if names.is_empty() || !looks_named || names.iter().any(|n| n == name) || listed(candidate) {
+        return None;
+    }
+    Some(format!(
+        "{candidate}: no upstream is named {name:?} (the config names {}), and the default API does not list it",
+        names.join(", ")
+    ))
+}
+
 /// The upstream a candidate is on, by name: `NAME`, or `default`.
 pub fn label(candidate: &str, names: &[String]) -> String {
     split(candidate, |n| names.iter().any(|u| u == n))
@@ -420,6 +442,20 @@ mod tests {
         assert!(t.open(t0 + 60_000), "a new minute");
         t.add(t0 + 60_001, 100);
         assert!(!t.open(t0 + 60_002));
+    }
+
+    #[test]
+    fn a_misspelt_upstream_is_told_from_a_model_id_with_a_colon() {
+        let names = vec!["local".to_string()];
+        let listed = |m: &str| m == "llama3:8b";
+        assert!(misspelt("lcoal:llama3", &names, listed)
+            .unwrap()
+            .contains("\"lcoal\""));
+        assert_eq!(misspelt("local:llama3", &names, listed), None);
+        assert_eq!(misspelt("llama3:8b", &names, listed), None, "listed");
+        assert_eq!(misspelt("meta/llama:free", &names, listed), None);
+        assert_eq!(misspelt("openai/gpt-5.4", &names, listed), None);
+        assert_eq!(misspelt("lcoal:llama3", &[], listed), None, "none named");
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub fn wire(
     store.set_upstream(&upstream);
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
+    let names: Vec<String> = options.upstreams.keys().cloned().collect();
+    for m in settings.models.iter().chain(settings.fallback.iter()) {
+        if let Some(why) = crate::upstreams::misspelt(m, &names, |c| catalogue.get(c).is_some()) {
+            anyhow::bail!("a candidate names an unknown upstream: {why}");
+        }
+    }
     let notes = notes(&settings, &catalogue, wants.quiet);
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;

@@ -141,6 +141,23 @@ impl Shared {
         }
     }
 
+    /// Why a line's pinned or listed model names an upstream that is not
+    /// configured, if one does (see [`crate::upstreams::misspelt`]).
+    fn misspelt(&self, req: &crate::core::request::Request) -> Option<String> {
+        if self.upstreams.is_empty() {
+            return None;
+        }
+        let o = req.overrides.as_ref();
+        let catalogue = self.router.catalogue();
+        req.pinned
+            .iter()
+            .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
+            .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
+            .find_map(|m| {
+                crate::upstreams::misspelt(m, &self.upstreams, |c| catalogue.get(c).is_some())
+            })
+    }
+
     fn warn_store_failure(&self) {
         if let Some(f) = self.router.record_failure() {
             if !self.store_warned.swap(true, Ordering::Relaxed) {
@@ -375,6 +392,19 @@ async fn dispatch(
                 }
                 if !req.pin_as_hint(ctx.route_all) {
                     ctx.warn_unknown_pin(line_no, &req);
+                }
+                if let Some(why) = ctx.misspelt(&req) {
+                    drop(permit);
+                    if !ctx.router.config().dry_run {
+                        ctx.router.record_refused(line_no, &req.id, "invalid_input");
+                    }
+                    ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(pb) = ctx.progress() {
+                        pb.inc(1);
+                    }
+                    let line = Line::error(req.id, line_no, "invalid_input", why);
+                    let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
+                    continue;
                 }
                 tokio::spawn(route_line(
                     ctx.clone(),

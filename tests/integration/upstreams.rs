@@ -279,6 +279,41 @@ fn a_bad_upstream_in_the_config_names_the_upstream_and_the_line() {
 }
 
 #[test]
+fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    // As a candidate: the run does not start.
+    let out = run(&env, &cfg, &["--models", "lcoal:llama3"], 1);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("lcoal") && out.stderr.contains("local"),
+        "{}",
+        out.stderr
+    );
+    // Pinned by a line: that line's error; the others are answered.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["--models", "local:llama3"])
+        .stdin("{\"prompt\":\"a\",\"model\":\"lcoal:llama3\"}\n{\"prompt\":\"b\"}\n")
+        .run();
+    let lines = out.lines();
+    assert_eq!(lines[0]["error"]["type"], "invalid_input", "{}", out.stdout);
+    assert!(lines[1]["error"].is_null(), "{}", out.stdout);
+    // Nothing reached the default API under that name.
+    assert!(env
+        .server
+        .completions()
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains("lcoal")));
+    // A model id with a colon that the default API lists is its own.
+    let out = run(&env, &cfg, &["--models", "m/x"], 1);
+    out.assert_code(0);
+}
+
+#[test]
 fn a_server_says_which_upstream_answered() {
     let env = env();
     let local = local();
