@@ -148,6 +148,23 @@ impl Router {
     /// a request, routing settings that do not resolve): `tag` is the
     /// front end's number for it, `kind` the error type its output shows.
     pub fn record_refused(&self, tag: u64, id: &Value, kind: &'static str) {
+        self.record_refused_for(tag, id, kind, None);
+    }
+
+    /// [`Self::record_refused`] for a request a client key sent, refused
+    /// before routing (its policy, its rate): recorded with the key's name
+    /// and the request's id, as every request of a key is.
+    pub fn record_refused_for(
+        &self,
+        tag: u64,
+        id: &Value,
+        kind: &'static str,
+        key: Option<std::sync::Arc<str>>,
+    ) {
+        let rid = match (&key, id) {
+            (Some(_), Value::String(s)) => Some(s.as_str().into()),
+            _ => None,
+        };
         self.parts.recorder.record(Record {
             cache: None,
             request: Some(RequestRow {
@@ -164,8 +181,8 @@ impl Router {
                 score: None,
                 attempts: 0,
                 error_type: Some(kind),
-                key: None,
-                rid: None,
+                key,
+                rid,
                 task: None,
             }),
             attempts: Vec::new(),

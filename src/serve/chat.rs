@@ -430,9 +430,17 @@ impl App {
         access.log(status, secs * 1000.0);
     }
 
-    /// An error answer, counted and logged.
+    /// An error answer, counted and logged. A key's request is recorded
+    /// too, with the key's name, so that `report --by key` counts its
+    /// refusals; an overloaded or stopping server records none.
     pub fn refuse(&self, e: ApiError, mut access: Access, started: Instant) -> Response {
         access.error = Some(e.message.clone());
+        let busy = matches!(e.code, "overloaded" | "shutting_down");
+        if let (Some(c), false) = (&access.client, busy) {
+            let id = Value::String(access.id.clone());
+            self.router
+                .record_refused_for(self.next_tag(), &id, e.code, Some(c.name.clone()));
+        }
         self.done(&mut access, e.status.as_u16(), started);
         e.into_response()
     }

@@ -233,7 +233,20 @@ fn a_key_over_its_rate_gets_429_with_retry_after() {
         let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "{retry}");
         assert_eq!(post(&s, Some(&other), &body).await.0, 200);
+        // A request its policy refuses.
+        let bad = json!({"model": "t/a", "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(post(&s, Some(&other), &bad).await.0, 400);
     });
+    s.stop();
+    // Every request of a key is recorded with its name, refused ones too.
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE key_name = 'slow' AND error_type = 'rate_limit_exceeded'"),
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE key_name = 'other' AND NOT ok"),
+        1
+    );
 }
 
 #[test]
