@@ -19,6 +19,9 @@ pub struct Window {
     pub minute: i64,
     pub requests: u64,
     pub tokens: u64,
+    /// Tokens held for requests of the minute still in flight (their
+    /// estimates), until their answers say what they used.
+    pub held: u64,
 }
 
 impl Window {

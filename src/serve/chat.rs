@@ -99,6 +99,12 @@ async fn complete(
     if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return app.refuse(e, pending.take(), started);
     }
+    if let Some(c) = &client {
+        match app.hold_tokens(c, &call.req) {
+            Ok(held) => pending.access.held = held,
+            Err(e) => return app.refuse(e, pending.take(), started),
+        }
+    }
     drop(bytes);
     if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
         return app.refuse(e, pending.take(), started);

@@ -44,6 +44,13 @@ pub struct Client {
     spent: AtomicU64,
 }
 
+/// Tokens a request holds of its key's minute while in flight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Held {
+    minute: i64,
+    tokens: u64,
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Client({})", self.name)
@@ -105,10 +112,45 @@ impl Client {
         Ok(())
     }
 
-    /// Counts the tokens a request of the key used.
-    pub fn used(&self, now_ms: i64, tokens: u64, cost_usd: Option<f64>) {
+    /// Holds `estimate` tokens of the current minute for a request of a
+    /// key with a `tpm`, once its body is read: refused (Err: the seconds
+    /// until the minute ends) while the minute's tokens, used and held by
+    /// requests in flight, are at the limit, so that requests sent at once
+    /// cannot all pass before any has used its tokens. `shared`: the
+    /// tokens all machines counted (Redis). Ok: the hold, given back by
+    /// [`Self::used`]; None for a key without a `tpm`.
+    pub fn hold(
+        &self,
+        now_ms: i64,
+        estimate: u64,
+        shared: Option<u64>,
+    ) -> Result<Option<Held>, u64> {
+        let Some(tpm) = self.policy.tpm else {
+            return Ok(None);
+        };
+        let (_, left) = minute_of(now_ms);
+        let mut held = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let w = held.at(now_ms);
+        let used = shared.unwrap_or(w.tokens).max(w.tokens);
+        if used + w.held >= u64::from(tpm) {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+            return Err(left);
+        }
+        w.held += estimate;
+        Ok(Some(Held {
+            minute: w.minute,
+            tokens: estimate,
+        }))
+    }
+
+    /// Counts the tokens a request of the key used, and gives back what
+    /// it held.
+    pub fn used(&self, now_ms: i64, tokens: u64, cost_usd: Option<f64>, held: Option<Held>) {
         let (minute, _) = minute_of(now_ms);
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = held.filter(|h| h.minute == w.minute) {
+            w.held = w.held.saturating_sub(h.tokens);
+        }
         if w.minute == minute {
             w.tokens += tokens;
         }
@@ -521,9 +563,37 @@ mod tests {
             )),
         );
         assert!(c.take(0, None).is_ok());
-        c.used(0, 100, Some(0.5));
+        c.used(0, 100, Some(0.5), None);
         assert!(c.take(0, None).is_err());
         assert!(c.take(0, Some((1, 99))).is_ok(), "the shared count rules");
+    }
+
+    #[test]
+    fn requests_in_flight_hold_their_tokens_until_they_end() {
+        let c = Client::new(
+            "a".into(),
+            [0; 32],
+            Some(record(
+                "a",
+                "t",
+                Policy {
+                    tpm: Some(50),
+                    ..Policy::default()
+                },
+            )),
+        );
+        // Sent at once: all pass the door, then each holds its estimate.
+        for _ in 0..3 {
+            assert!(c.take(0, None).is_ok());
+        }
+        let first = c.hold(0, 30, None).unwrap();
+        assert!(c.hold(0, 30, None).unwrap().is_some(), "30 < 50 held");
+        assert!(c.hold(0, 30, None).is_err(), "60 held: at the limit");
+        // The first ends having used 10: its hold goes back, its use counts.
+        c.used(0, 10, None, first);
+        assert!(c.hold(0, 30, None).is_ok(), "10 used + 30 held < 50");
+        // A new minute starts from nothing, and an old hold is no debt.
+        assert!(c.hold(60_000, 30, None).is_ok());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Access {
     pub response_body: Option<String>,
     /// The key it came with.
     pub client: Option<std::sync::Arc<super::keys::Client>>,
+    /// The tokens it holds of its key's minute while in flight.
+    pub held: Option<super::keys::Held>,
 }
 
 impl Access {

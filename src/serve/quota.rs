@@ -43,26 +43,44 @@ impl App {
             }
             None => None,
         };
-        c.take(now, shared).map_err(|secs| {
-            self.metrics.key_refused(&c.name, "rate");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                format!(
-                    "key {} is over its {} for this minute; try again in {secs}s",
-                    c.name,
-                    match (c.policy.rpm, c.policy.tpm) {
-                        (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
-                        (Some(r), None) => format!("{r} requests a minute"),
-                        (_, Some(t)) => format!("{t} tokens a minute"),
-                        (None, None) => "rates".to_string(),
-                    }
-                ),
-            );
-            e.retry_after = Some(secs);
-            e
-        })
+        c.take(now, shared).map_err(|secs| self.over_rate(c, secs))
+    }
+
+    /// Holds a request's estimated tokens (its prompt, and its
+    /// `max_tokens` or the default for each choice) against its key's
+    /// tokens a minute, once its body is read: see [`Client::hold`].
+    pub fn hold_tokens(
+        &self,
+        c: &Client,
+        req: &crate::core::request::Request,
+    ) -> Result<Option<super::keys::Held>, ApiError> {
+        let estimate = req
+            .prompt_tokens
+            .saturating_add(req.completion_tokens().saturating_mul(req.choices));
+        c.hold(crate::engine::now_ms(), estimate, None)
+            .map_err(|secs| self.over_rate(c, secs))
+    }
+
+    /// The 429 of a key over its rates, counted.
+    fn over_rate(&self, c: &Client, secs: u64) -> ApiError {
+        self.metrics.key_refused(&c.name, "rate");
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            format!(
+                "key {} is over its {} for this minute; try again in {secs}s",
+                c.name,
+                match (c.policy.rpm, c.policy.tpm) {
+                    (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
+                    (Some(r), None) => format!("{r} requests a minute"),
+                    (_, Some(t)) => format!("{t} tokens a minute"),
+                    (None, None) => "rates".to_string(),
+                }
+            ),
+        );
+        e.retry_after = Some(secs);
+        e
     }
 
     /// Counts what a request of key `c` used: its tokens against the
@@ -72,7 +90,7 @@ impl App {
         let tokens = u64::try_from(tokens).unwrap_or(0);
         let now = crate::engine::now_ms();
         let cost = access.cost_usd.filter(|_| !access.cached);
-        c.used(now, tokens, cost);
+        c.used(now, tokens, cost, access.held);
         if let (Some(link), true) = (&self.redis, tokens > 0 && c.policy.tpm.is_some()) {
             crate::shared::clients::add_tokens(
                 link,

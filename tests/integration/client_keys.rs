@@ -250,6 +250,29 @@ fn a_key_over_its_rate_gets_429_with_retry_after() {
 }
 
 #[test]
+fn a_key_s_tokens_a_minute_hold_for_requests_sent_at_once() {
+    let env = Env::three();
+    let token = make_key(&env, "burst", &["--tpm", "50"]);
+    // The fake answers slowly, so that all ten are in flight together.
+    env.server.set_default("t/a", Behavior::ok_after(300));
+    let s = env.serve(&["--models", "t/a"]);
+    away_from_a_minute_s_end();
+    let body =
+        json!({"model": "t/a", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let statuses = rt().block_on(async {
+        let sent = (0..10).map(|_| post(&s, Some(&token), &body));
+        futures_util::future::join_all(sent).await
+    });
+    let served = statuses.iter().filter(|r| r.0 == 200).count();
+    assert!(
+        (1..=2).contains(&served),
+        "{:?}",
+        statuses.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(statuses.iter().all(|r| r.0 == 200 || r.0 == 429));
+}
+
+#[test]
 fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
     let env = Env::three();
     let t = make_key(
