@@ -17,6 +17,29 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    /// Counts a line's outcome for the summary and the progress bar.
+    pub fn tally(&self, outcome: &crate::engine::Outcome, cost: Option<f64>) {
+        use crate::engine::Outcome;
+        match outcome {
+            Outcome::Answered(_) => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                match cost {
+                    Some(cost) => self.add_cost(cost),
+                    None => {
+                        self.cost_unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Outcome::Cached(_) => {
+                self.cached.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failed(_) | Outcome::Streaming(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Planned(_) | Outcome::Unsent => {}
+        }
+    }
+
     pub(super) fn add_cost(&self, c: f64) {
         *self.cost_usd.lock().unwrap_or_else(|e| e.into_inner()) += c;
     }

@@ -32,8 +32,8 @@ use super::output::{error_type, Line};
 use super::reader::{self, InputEvent, Source};
 use super::sink::{output_thread, DrainRequest, OutMsg, OutSender, Outbox};
 pub use super::stop::{Stop, StopReason};
-use crate::core::request::Request;
-use crate::engine::{Outcome, RouteOptions, Router};
+use crate::core::request::{InputError, Request};
+use crate::engine::{RouteOptions, Router};
 use crate::upstreams::label;
 
 /// Most lines between being read and being written, for `-j concurrency`.
@@ -156,6 +156,20 @@ impl Shared {
             .find_map(|m| {
                 crate::upstreams::misspelt(m, &self.upstreams, |c| catalogue.get(c).is_some())
             })
+    }
+
+    /// A line that is not routed: recorded, counted, and its error line
+    /// written in its turn.
+    fn refused(&self, (seq, line_no): (u64, u64), e: InputError, out: &OutSender) {
+        if !self.router.config().dry_run {
+            self.router.record_refused(line_no, &e.id, e.kind);
+        }
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(pb) = self.progress() {
+            pb.inc(1);
+        }
+        let line = Line::error(e.id, line_no, e.kind, e.message);
+        let _ = out.send(OutMsg::Line(seq, Box::new(line)));
     }
 
     fn warn_store_failure(&self) {
@@ -376,15 +390,7 @@ async fn dispatch(
         match parsed {
             Err(e) => {
                 drop(permit);
-                if !ctx.router.config().dry_run {
-                    ctx.router.record_refused(line_no, &e.id, e.kind);
-                }
-                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                if let Some(pb) = ctx.progress() {
-                    pb.inc(1);
-                }
-                let line = Line::error(e.id, line_no, e.kind, e.message);
-                let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
+                ctx.refused((seq, line_no), e, out_tx);
             }
             Ok(mut req) => {
                 if let Some(t) = &ctx.task {
@@ -393,17 +399,14 @@ async fn dispatch(
                 if !req.pin_as_hint(ctx.route_all) {
                     ctx.warn_unknown_pin(line_no, &req);
                 }
-                if let Some(why) = ctx.misspelt(&req) {
+                if let Some(message) = ctx.misspelt(&req) {
                     drop(permit);
-                    if !ctx.router.config().dry_run {
-                        ctx.router.record_refused(line_no, &req.id, "invalid_input");
-                    }
-                    ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    if let Some(pb) = ctx.progress() {
-                        pb.inc(1);
-                    }
-                    let line = Line::error(req.id, line_no, "invalid_input", why);
-                    let _ = out_tx.send(OutMsg::Line(seq, Box::new(line)));
+                    let e = InputError {
+                        id: req.id,
+                        message,
+                        kind: "invalid_input",
+                    };
+                    ctx.refused((seq, line_no), e, out_tx);
                     continue;
                 }
                 tokio::spawn(route_line(
@@ -479,7 +482,7 @@ async fn route_line(
             None
         }
     };
-    ctx.tally(&routed.outcome, routed.cost_usd());
+    ctx.counters.tally(&routed.outcome, routed.cost_usd());
     let commit = routed.commit.take();
     let id = std::mem::take(&mut req.id);
     let Some(mut line) = Line::from_routed(id, line_no, routed) else {
@@ -562,29 +565,6 @@ async fn finish_lines(
 }
 
 impl Shared {
-    /// Counts a line's outcome for the summary and the progress bar.
-    fn tally(&self, outcome: &Outcome, cost: Option<f64>) {
-        let c = &self.counters;
-        match outcome {
-            Outcome::Answered(_) => {
-                c.answered.fetch_add(1, Ordering::Relaxed);
-                match cost {
-                    Some(cost) => c.add_cost(cost),
-                    None => {
-                        c.cost_unknown.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Outcome::Cached(_) => {
-                c.cached.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Failed(_) | Outcome::Streaming(_) => {
-                c.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Planned(_) | Outcome::Unsent => {}
-        }
-    }
-
     /// Stops the run for a reason of the front end's: no more input is
     /// read and no request is sent.
     pub(super) fn stop(&self, reason: StopReason) -> bool {

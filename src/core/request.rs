@@ -429,10 +429,12 @@ fn whole(
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
     };
+    // A whole number past u64 counts as the most there is: a request no
+    // model can take, refused as such.
     let n = v.as_u64().or_else(|| {
         v.as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
-            .map(|f| f as u64)
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .map(|f| f.min(u64::MAX as f64) as u64)
     });
     match n {
         Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
