@@ -403,6 +403,7 @@ fn shared_state(
         MAX_SHARED_ANSWER,
         options.timeout + LEASE_SLACK,
     ));
+    rt.block_on(cache.watch_cleared());
     let upstream = crate::upstream::identity(&options.base_url);
     let health = Arc::new(rt.block_on(SharedHealth::start(
         health,

@@ -39,7 +39,14 @@ pub struct SharedCache<L> {
     /// its number, so that letting go of one never ends another.
     leases: AtomicU64,
     get_or_claim: Script,
+    /// When the shared cache was last cleared (unix ms, by any machine's
+    /// `DELETE /cache`): answers made before it are not served, though this
+    /// machine's store still holds them. Read from Redis every second.
+    cleared_at: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How often a machine reads when the shared cache was last cleared.
+const CLEARED_EVERY: Duration = Duration::from_secs(1);
 
 /// Leases kept for their claims at most; past it they are let go.
 const TAKEN: usize = 4096;
@@ -71,7 +78,39 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             taken: Mutex::new(HashMap::new()),
             leases: AtomicU64::new(0),
             get_or_claim: Script::new(GET_OR_CLAIM),
+            cleared_at: Arc::default(),
         }
+    }
+
+    /// Reads when the shared cache was last cleared, now and then every
+    /// [`CLEARED_EVERY`], for as long as the runtime runs: another
+    /// machine's `DELETE /cache` ends this one's local copies too.
+    pub async fn watch_cleared(&self) {
+        let key = keys::cleared(&self.link.prefix);
+        let (link, at) = (self.link.clone(), self.cleared_at.clone());
+        let read = move || {
+            let (link, at, key) = (link.clone(), at.clone(), key.clone());
+            async move {
+                let v: Option<Option<i64>> = link.call(redis::cmd("GET").arg(&key)).await;
+                if let Some(Some(ms)) = v {
+                    at.fetch_max(ms, Ordering::Relaxed);
+                }
+            }
+        };
+        read().await;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CLEARED_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                read().await;
+            }
+        });
+    }
+
+    /// `min_created_at`, or later when the shared cache was cleared since.
+    fn since(&self, min_created_at: i64) -> i64 {
+        min_created_at.max(self.cleared_at.load(Ordering::Relaxed))
     }
 
     async fn in_redis(&self, key: Key, min_created_at: i64) -> Option<Answer> {
@@ -206,6 +245,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
 
 impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
     fn get(&self, key: Key, min_created_at: i64) -> BoxFuture<'_, Option<Answer>> {
+        let min_created_at = self.since(min_created_at);
         Box::pin(async move {
             if let Some(a) = self.local.get(key, min_created_at).await {
                 return Some(a);
@@ -217,7 +257,9 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
     }
 
     fn claim(&self, key: Key, min_created_at: i64) -> Option<BoxFuture<'_, Claimed>> {
-        Some(Box::pin(self.claim_or_wait(key, min_created_at)))
+        Some(Box::pin(
+            self.claim_or_wait(key, self.since(min_created_at)),
+        ))
     }
 
     fn let_go(&self, key: Key) {
@@ -235,6 +277,19 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
     /// this prefix: a cleared cache must not be served back from Redis.
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
         Box::pin(async move {
+            // Marked first: the other machines stop serving their local
+            // copies within a second, whatever happens next.
+            let now = crate::engine::now_ms();
+            let marked: Option<()> = self
+                .link
+                .call(
+                    redis::cmd("SET")
+                        .arg(keys::cleared(&self.link.prefix))
+                        .arg(now),
+                )
+                .await;
+            marked.ok_or_else(|| format!("Redis at {} did not answer", self.link.shown))?;
+            self.cleared_at.fetch_max(now, Ordering::Relaxed);
             let local = self.local.clear().await?;
             let shared = self
                 .link

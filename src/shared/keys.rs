@@ -9,6 +9,11 @@ pub fn answer(prefix: &str, key: &Key) -> String {
     format!("{prefix}cache:{}", hex::encode(key.0))
 }
 
+/// When the shared cache was last cleared: unix ms.
+pub fn cleared(prefix: &str) -> String {
+    format!("{prefix}cache-cleared")
+}
+
 /// The lease of a request in flight on some machine.
 pub fn flight(prefix: &str, key: &Key) -> String {
     format!("{prefix}flight:{}", hex::encode(key.0))

@@ -355,6 +355,62 @@ fn clearing_the_cache_clears_what_redis_shares() {
     assert_eq!(env.server.completions().len(), 2);
 }
 
+/// Another machine's `DELETE /cache` ends this one's local copies too: a
+/// cleared answer is not served from a second server's own store.
+#[test]
+fn clearing_the_cache_on_one_server_clears_it_on_the_others() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let other_db = env.path("other.db");
+    let other_db = other_db.to_str().unwrap();
+    let admin = [("LLMROUTE_ADMIN_TOKENS", "admin-1")];
+    let a = env.serve_with(&["--models", "t/a", "--redis", &redis.url()], &admin);
+    let b = env.serve_with(
+        &["--models", "t/a", "--redis", &redis.url(), "--db", other_db],
+        &admin,
+    );
+    let cached = |s: &Served| {
+        let chat = s.url("/v1/chat/completions");
+        rt().block_on(async {
+            let r = reqwest::Client::new()
+                .post(&chat)
+                .header("content-type", "application/json")
+                .body(BODY)
+                .send()
+                .await
+                .unwrap();
+            r.headers()["x-llmroute-cached"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+    };
+    assert_eq!(cached(&a), "false");
+    // b gets it from Redis and keeps it in its own store.
+    let mut hit = false;
+    for _ in 0..100 {
+        if cached(&b) == "true" {
+            hit = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(hit, "b had the answer");
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .delete(a.url("/cache"))
+            .bearer_auth("admin-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(cached(&b), "false", "b's copy is cleared too");
+    a.stop();
+    b.stop();
+}
+
 /// Each client token has its own cache: a client is never answered from
 /// another's, nor learns that another sent the same prompt; one token's
 /// repeat is still a hit. `--shared-cache` shares it again.
