@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::core::failure::{error_type, INTERNAL_MESSAGE};
-use crate::core::numbers::round_usd;
+use crate::core::numbers::{round_score, round_usd};
 use crate::core::ranking::Ranked;
 pub use crate::engine::Attempt;
 use crate::engine::{Outcome, Routed};
@@ -146,11 +146,6 @@ struct AttemptOut<'a> {
 /// Rounds a millisecond figure to microseconds: at most 3 decimals.
 pub fn round_ms(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
-}
-
-/// Rounds a score (or a quality) to 4 decimals: the noise of its sums goes.
-pub fn round_score(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }
 
 impl Line {

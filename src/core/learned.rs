@@ -33,10 +33,16 @@ pub fn check_task(name: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b));
     match ok {
         true => Ok(()),
-        false => Err(format!(
-            "task {:?}: a task's name is 1 to {TASK_NAME_MAX} letters, digits, '-', '_', '.', '/' or ':'",
-            name.chars().take(TASK_NAME_MAX).collect::<String>()
-        )),
+        false => {
+            let mut shown: String = name.chars().take(TASK_NAME_MAX).collect();
+            if shown.len() < name.len() {
+                shown.push('…');
+            }
+            Err(format!(
+                "task {shown:?} ({} characters): a task's name is 1 to {TASK_NAME_MAX} letters, digits, '-', '_', '.', '/' or ':'",
+                name.chars().count()
+            ))
+        }
     }
 }
 

@@ -9,6 +9,13 @@
 /// Significant digits of a cost written for machines.
 pub const USD_DIGITS: usize = 6;
 
+/// A score or a quality as shown: to 4 decimals, so that the tie-break a
+/// millionth in size, which can take a best score a hair past 1, shows
+/// neither as noise nor past the [0, 1] a score is documented in.
+pub fn round_score(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
 /// `x` to [`USD_DIGITS`] significant digits: `0.020560000000000002` is
 /// `0.02056`. Zero, and what is not finite, stay as they are.
 pub fn round_usd(x: f64) -> f64 {
@@ -69,6 +76,12 @@ pub fn per_second(rate: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_show_four_decimals_and_stay_within_one() {
+        assert_eq!(round_score(1.000_000_3), 1.0);
+        assert_eq!(round_score(0.694_812), 0.6948);
+    }
 
     #[test]
     fn costs_lose_their_noise_and_keep_six_digits() {

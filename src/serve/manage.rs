@@ -15,6 +15,7 @@ use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;
 use crate::core::catalogue::Origin;
+use crate::core::numbers::round_score;
 use crate::core::request::Request;
 use crate::core::request::ROUTE_PREFIX;
 use crate::core::scoring::Priority;
@@ -88,11 +89,11 @@ fn listing(app: &App) -> Vec<Value> {
             "created": 0,
             "owned_by": m.split('/').next().unwrap_or("unknown"),
             "fallback": fallback,
-            "score": ranked.map(|r| r.score),
+            "score": ranked.map(|r| round_score(r.score)),
             "latency_ms": ranked.and_then(|r| r.latency_ms),
             "latency_measured": ranked.map(|r| r.latency_measured),
             "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
-            "quality": ranked.map(|r| r.quality),
+            "quality": ranked.map(|r| round_score(r.quality)),
             "quality_source": ranked.map(|r| if r.quality_events > 0 { "learned" } else { "prior" }),
             "quality_events": ranked.map(|r| r.quality_events),
             "pricing": {
@@ -196,7 +197,7 @@ fn decision_json(d: &Decision) -> Value {
         .map(|r| {
             json!({
                 "model": r.model,
-                "score": r.score,
+                "score": round_score(r.score),
                 "latency_ms": r.latency_ms,
                 "latency_measured": r.latency_measured,
                 "cost_usd": r.cost_usd.map(crate::core::numbers::round_usd),
