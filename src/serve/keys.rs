@@ -151,8 +151,8 @@ impl Client {
         if let Some(h) = held.filter(|h| h.minute == w.minute) {
             w.held = w.held.saturating_sub(h.tokens);
         }
-        if w.minute == minute {
-            w.tokens += tokens;
+        if w.minute <= minute {
+            w.at(now_ms).tokens += tokens;
         }
         drop(w);
         if let Some(c) = cost_usd.filter(|c| *c > 0.0) {
@@ -162,6 +162,17 @@ impl Client {
                     Some((f64::from_bits(b) + c).to_bits())
                 });
         }
+    }
+
+    /// Counts a request of a key without rates in the current minute, for
+    /// `/v1/key` and the dashboard: nothing to refuse, so no shared count.
+    pub fn count(&self, now_ms: i64) {
+        self.window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at(now_ms)
+            .requests += 1;
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether it has per-minute rates to keep.
@@ -566,6 +577,19 @@ mod tests {
         c.used(0, 100, Some(0.5), None);
         assert!(c.take(0, None).is_err());
         assert!(c.take(0, Some((1, 99))).is_ok(), "the shared count rules");
+    }
+
+    #[test]
+    fn a_key_without_rates_still_counts_its_minute() {
+        let c = Client::new(
+            "a".into(),
+            [0; 32],
+            Some(record("a", "t", Policy::default())),
+        );
+        c.count(61_000);
+        c.used(61_000, 7, None, None);
+        let w = c.window.lock().unwrap();
+        assert_eq!(w.counts(61_500), (1, 7));
     }
 
     #[test]

@@ -31,8 +31,7 @@ impl App {
     /// with the seconds until the minute ends.
     pub async fn take_rate(&self, c: &Arc<Client>) -> Result<(), ApiError> {
         if !c.has_rates() {
-            c.requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            c.count(crate::engine::now_ms());
             return Ok(());
         }
         let now = crate::engine::now_ms();
