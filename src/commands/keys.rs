@@ -118,6 +118,11 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
 fn expiry(when: &str, now: i64) -> anyhow::Result<i64> {
     let w = when.trim();
     if let Ok(d) = crate::core::duration::parse(w) {
+        if d.is_zero() {
+            bail!(
+                "--expires {w}: a key that expires at once is of no use; give a duration above 0"
+            );
+        }
         return Ok(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     }
     let full = match w.len() {

@@ -61,7 +61,8 @@ impl MakeRequestId for Ids {
 }
 
 /// Keeps a client's `x-request-id` only when it is a sane one — visible
-/// ASCII, at most 128 bytes, spaces around it trimmed — and drops it
+/// ASCII but quotes and backslashes, at most 128 bytes, spaces around it
+/// trimmed — and drops it
 /// otherwise, so that tower-http's `SetRequestIdLayer`, which keeps any id
 /// it finds, puts one of ours in its place.
 pub fn sane_client_id(mut req: Request) -> Request {
@@ -72,7 +73,9 @@ pub fn sane_client_id(mut req: Request) -> Request {
     let trimmed = bytes.trim_ascii();
     let sane = !trimmed.is_empty()
         && trimmed.len() <= MAX_CLIENT_ID
-        && trimmed.iter().all(u8::is_ascii_graphic);
+        && trimmed
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'));
     if !sane {
         req.headers_mut().remove(&X_REQUEST_ID);
     } else if trimmed.len() != bytes.len() {
@@ -200,6 +203,10 @@ mod tests {
             None,
             kept(""),
             kept("two words"),
+            // Quotes would let an id pass for more than one field of a
+            // text log line.
+            kept(r#"x"key="admin"status=200"#),
+            kept(r"back\slash"),
             Some(HeaderValue::from_str(&"a".repeat(MAX_CLIENT_ID + 1)).unwrap()),
             Some(HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()),
         ] {

@@ -102,6 +102,8 @@ fn a_token_is_shown_once_and_only_its_hash_is_kept() {
         vec!["keys", "create", "x", "--rpm", "0"],
         vec!["keys", "create", "x", "--priorities", "fastest"],
         vec!["keys", "create", "x", "--expires", "yesterday"],
+        vec!["keys", "create", "x", "--expires", "0s"],
+        vec!["keys", "create", "x", "--expires", "2020-01-01"],
     ] {
         let out = env.cmd().args(&bad).run();
         assert_ne!(out.code, 0, "{bad:?}: {}", out.stdout);
