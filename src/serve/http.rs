@@ -40,6 +40,7 @@ pub fn routes(app: Arc<App>) -> Api {
         .route("/v1/models", get(manage::models))
         .route("/v1/models/{*id}", get(manage::model))
         .route("/models", get(manage::models))
+        .route("/models/{*id}", get(manage::model))
         .route("/route", layers::capped(post(manage::route), app.max_body))
         .route("/cache/stats", shed.on(get(manage::cache_stats)))
         .route("/cache", delete(manage::clear_cache))

@@ -36,7 +36,15 @@ pub async fn model(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if let Some(m) = listing(&app).into_iter().find(|m| m["id"] == id.as_str()) {
+    // `auto`, which a chat request may name, is listed as `llmroute/auto`.
+    let listed = match crate::core::request::model_choice(Some(&id)) {
+        crate::core::request::ModelChoice::Auto => "llmroute/auto".to_string(),
+        _ => id.clone(),
+    };
+    if let Some(m) = listing(&app)
+        .into_iter()
+        .find(|m| m["id"] == listed.as_str())
+    {
         return Json(m).into_response();
     }
     match app.router.catalogue().get(&id) {

@@ -649,6 +649,12 @@ fn one_model_can_be_retrieved() {
         assert_eq!(r.status().as_u16(), 404);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "model_not_found");
+        // `auto`, which a chat request may name, and the path without /v1
+        // that /models has too.
+        for path in ["/v1/models/auto", "/models/t/a"] {
+            let r = c.get(s.url(path)).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+        }
     });
     s.stop();
 }
