@@ -320,8 +320,24 @@ impl KeyRing {
             required: !self.trusted.is_empty() || !records.is_empty(),
             ..Table::default()
         };
-        for d in self.trusted.iter().chain(&self.admins) {
-            let name: Arc<str> = format!("token-{}", hex::encode(&d[..4])).into();
+        // Named by place, not by their digests: a name shown in reports,
+        // logs and metrics must not help anyone guess a weak token.
+        let named = (self
+            .trusted
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("token-{}", i + 1), d)))
+        .chain(
+            self.admins
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("admin-{}", i + 1), d)),
+        );
+        for (name, d) in named {
+            if t.live.contains_key(d) {
+                continue;
+            }
+            let name: Arc<str> = name.into();
             let client = old
                 .live
                 .get(d)
@@ -518,6 +534,25 @@ mod tests {
             created_at_ms: 1,
             revoked_at_ms: None,
         }
+    }
+
+    #[test]
+    fn trusted_tokens_are_named_by_place_not_by_digest() {
+        let d = |t: &str| -> [u8; 32] { Sha256::digest(t.as_bytes()).into() };
+        let ring = KeyRing::new(
+            vec![d("weak"), d("other")],
+            vec![d("adm"), d("weak")],
+            make(),
+        );
+        let name = |t: &str| match ring.find(Some(t), 0) {
+            Found::Key(c) => c.name.to_string(),
+            _ => panic!("{t} not found"),
+        };
+        assert_eq!(
+            (name("weak"), name("other"), name("adm")),
+            ("token-1".into(), "token-2".into(), "admin-1".into())
+        );
+        assert!(!name("weak").contains(&hex::encode(&d("weak")[..2])));
     }
 
     #[test]
