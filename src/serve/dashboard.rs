@@ -51,6 +51,15 @@ pub enum Viewer {
 
 impl App {
     /// Who may see the dashboard: `None` for nobody.
+    /// Whether the request carries a live key made with `keys create`: it
+    /// may not see the dashboard, which is about every key (403, not the
+    /// 401 of no token at all).
+    fn a_client_key(&self, headers: &HeaderMap) -> bool {
+        let token = super::state::token(headers);
+        token.is_some()
+            && matches!(self.keys.find(token, crate::engine::now_ms()), super::keys::Found::Key(c) if !c.trusted)
+    }
+
     pub fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
         if !self.keys.required() {
             return Some(Viewer::Open);
@@ -109,6 +118,10 @@ pub async fn root() -> Response {
 /// `GET /dashboard`.
 pub async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let Some(viewer) = app.viewer(&headers) else {
+        if app.a_client_key(&headers) {
+            let why = "A client key may not see the dashboard, which shows every key's spend: sign in with a trusted or admin token.";
+            return html_response(StatusCode::FORBIDDEN, sign_in(Some(why)));
+        }
         return html_response(StatusCode::UNAUTHORIZED, sign_in(None));
     };
     let html = drawn(app, move |p| {
@@ -143,6 +156,12 @@ async fn drawn<T: Send + 'static>(
 /// `GET /dashboard/data`: the dashboard's numbers, and its new body.
 pub async fn data(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if app.viewer(&headers).is_none() {
+        if app.a_client_key(&headers) {
+            return ApiError::forbidden(
+                "a client key may not see the dashboard, which shows every key's spend",
+            )
+            .into_response();
+        }
         return ApiError::unauthorized().into_response();
     }
     let data = drawn(app, |p| {

@@ -147,6 +147,12 @@ fn a_running_server_takes_new_keys_and_refuses_revoked_ones() {
         let me: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(me["name"], "b");
         assert_eq!(get(&s, Some(&b), "/metrics").await.0, 403);
+        // Nor the dashboard, which is about every key: a 403 that says so,
+        // not the 401 of a missing token.
+        assert_eq!(get(&s, Some(&b), "/dashboard").await.0, 403);
+        let (status, text) = get(&s, Some(&b), "/dashboard/data").await;
+        assert_eq!(status, 403, "{text}");
+        assert_eq!(get(&s, Some("llmr-nobody"), "/dashboard/data").await.0, 401);
     });
     // Each request is recorded with its key's name.
     drop(s);
