@@ -67,11 +67,11 @@ async fn complete(
     pending.access.client = client.clone();
     // Refused at once, unread, and logged and counted as a chat request.
     if super::state::declared_too_large(&headers, app.max_body) {
-        return app.refuse(ApiError::too_large(app.max_body), pending.take(), started);
+        return app.refuse_early(ApiError::too_large(app.max_body), pending.take(), started);
     }
     if let Some(c) = &client {
         if let Err(e) = app.take_rate(c).await {
-            return app.refuse(e, pending.take(), started);
+            return app.refuse_early(e, pending.take(), started);
         }
     }
     // The slot first, then the body: a request waiting its turn holds a
@@ -79,14 +79,16 @@ async fn complete(
     // long it is.
     let slot = match app.gate.enter().await {
         Ok(s) => s,
-        Err(Refused::Full) => return app.refuse(ApiError::saturated(), pending.take(), started),
+        Err(Refused::Full) => {
+            return app.refuse_early(ApiError::saturated(), pending.take(), started)
+        }
         Err(Refused::Closed) => {
-            return app.refuse(ApiError::shutting_down(), pending.take(), started)
+            return app.refuse_early(ApiError::shutting_down(), pending.take(), started)
         }
     };
     let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
-        Err(e) => return app.refuse(e, pending.take(), started),
+        Err(e) => return app.refuse_early(e, pending.take(), started),
     };
     if app.log_bodies {
         pending.access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
@@ -94,25 +96,25 @@ async fn complete(
     let key = client.as_deref().map(|c| (&*c.name, &c.policy));
     let mut call = match parse_call(&bytes, app.use_cache, key) {
         Ok(c) => c,
-        Err(e) => return app.refuse(e, pending.take(), started),
+        Err(e) => return app.refuse_early(e, pending.take(), started),
     };
     if let Err(e) = app.hold_to_policy(&mut call.req, key) {
-        return app.refuse(e, pending.take(), started);
+        return app.refuse_early(e, pending.take(), started);
     }
     if let Some(c) = &client {
         match app.hold_tokens(c, &call.req) {
             Ok(held) => pending.access.held = held,
-            Err(e) => return app.refuse(e, pending.take(), started),
+            Err(e) => return app.refuse_early(e, pending.take(), started),
         }
     }
     drop(bytes);
     if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
-        return app.refuse(e, pending.take(), started);
+        return app.refuse_early(e, pending.take(), started);
     }
     call.req.id = Value::String(id_text(&id).to_string());
     if let Some(e) = app.router.stopped() {
         let e = ApiError::from_ending(&e, app.retry_refused);
-        return app.refuse(e, pending.take(), started);
+        return app.refuse_early(e, pending.take(), started);
     }
     let (no_cache, no_store) = cache_control(&headers);
     // A sample is answered anew unless the server or the request says a
@@ -436,17 +438,23 @@ impl App {
         access.log(status, secs * 1000.0);
     }
 
-    /// An error answer, counted and logged. A key's request is recorded
-    /// too, with the key's name, so that `report --by key` counts its
-    /// refusals; an overloaded or stopping server records none.
-    pub fn refuse(&self, e: ApiError, mut access: Access, started: Instant) -> Response {
-        access.error = Some(e.message.clone());
+    /// [`Self::refuse`] for a request refused before the engine saw it
+    /// (which records every request it routes): a key's request is
+    /// recorded here, with the key's name, so that `report --by key`
+    /// counts its refusals; an overloaded or stopping server records none.
+    pub fn refuse_early(&self, e: ApiError, access: Access, started: Instant) -> Response {
         let busy = matches!(e.code, "overloaded" | "shutting_down");
         if let (Some(c), false) = (&access.client, busy) {
             let id = Value::String(access.id.clone());
             self.router
                 .record_refused_for(self.next_tag(), &id, e.code, Some(c.name.clone()));
         }
+        self.refuse(e, access, started)
+    }
+
+    /// An error answer, counted and logged.
+    pub fn refuse(&self, e: ApiError, mut access: Access, started: Instant) -> Response {
+        access.error = Some(e.message.clone());
         self.done(&mut access, e.status.as_u16(), started);
         e.into_response()
     }

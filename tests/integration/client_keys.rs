@@ -217,6 +217,12 @@ fn a_key_over_its_budget_gets_429_while_others_are_served() {
         let (status, _, v) = post(&s, Some(&poor), &body).await;
         assert_eq!(status, 429, "{v}");
     });
+    s.stop();
+    // Each refusal recorded once.
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE key_name = 'poor' AND error_type = 'key_budget_exceeded'"),
+        2
+    );
 }
 
 #[test]
