@@ -556,7 +556,7 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
             "--task",
             "faq",
         ])
-        .args(["--explore", "0.5", "--no-cache", "--grade", grader])
+        .args(["--explore", "0.25", "--no-cache", "--grade", grader])
         .stdin(prompts(40))
         .run();
     out.assert_code(0);
@@ -570,8 +570,13 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
         env.count("SELECT count(*) FROM feedback WHERE task = 'faq'"),
         40
     );
-    // The run learned as it went: its last lines went to the cheap model.
-    assert_eq!(lines.last().unwrap()["model"], "t/cheap");
+    // The run learned as it went: its last lines went to the cheap model,
+    // but for the one in four that explores.
+    let cheap = lines[28..]
+        .iter()
+        .filter(|l| l["model"] == "t/cheap")
+        .count();
+    assert!(cheap >= 7, "{cheap} of the last 12");
     assert_eq!(choice(&env, "faq").0, "t/cheap");
     // The report by task shows the grades and what was learned.
     let out = env
