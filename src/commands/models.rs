@@ -202,9 +202,28 @@ fn reset(
         false => models.join(", "),
     };
     let n = forgotten.len();
+    // Where: a named upstream's candidates by its name, the rest on the
+    // default upstream's URL.
+    let names: Vec<String> = options.upstreams.keys().cloned().collect();
+    let mut places: Vec<String> = models
+        .iter()
+        .map(|m| crate::upstreams::label(m, &names))
+        .collect();
+    places.sort();
+    places.dedup();
+    let place = match places.as_slice() {
+        [] => format!("on {}", store.upstream()),
+        _ => places
+            .iter()
+            .map(|p| match p.as_str() {
+                "default" => format!("on {}", store.upstream()),
+                named => format!("on upstream {named}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" and "),
+    };
     let mut text = format!(
-        "forgot the health of {which} on {} ({n} {} had some in the store",
-        store.upstream(),
+        "forgot the health of {which} {place} ({n} {} had some in the store",
         if n == 1 { "model" } else { "models" }
     );
     if let Some(keys) = shared {

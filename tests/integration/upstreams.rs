@@ -311,6 +311,15 @@ fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
     // A model id with a colon that the default API lists is its own.
     let out = run(&env, &cfg, &["--models", "m/x"], 1);
     out.assert_code(0);
+    // Forgetting a named candidate's health names its upstream.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .env("LOCAL_KEY", LOCAL_KEY)
+        .args(["models", "--reset", "local:llama3"])
+        .run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("on upstream local"), "{}", out.stdout);
 }
 
 #[test]
