@@ -373,16 +373,18 @@ fn read_shared_quality(
     book: &engine::learned::QualityBook,
     rt: &tokio::runtime::Runtime,
 ) {
+    // A Redis out of reach was warned of as the link opened.
     let rows = rt.block_on(async {
-        let link = Link::open(&r.url, &r.prefix, r.timeout).await.ok()?;
-        crate::shared::quality::all(&link, upstream).await
+        match Link::open(&r.url, &r.prefix, r.timeout).await {
+            Ok(link) => crate::shared::quality::all(&link, upstream).await,
+            Err(e) => {
+                eprintln!("llmroute: warning: {e}; learned quality is the store's");
+                None
+            }
+        }
     });
-    match rows {
-        Some(rows) => rows.into_iter().for_each(|(t, m, p)| book.set(&t, &m, p)),
-        None => eprintln!(
-            "llmroute: warning: cannot read learned quality from Redis at {}; using the store's",
-            crate::shared::shown(&r.url)
-        ),
+    for (t, m, p) in rows.unwrap_or_default() {
+        book.set(&t, &m, p);
     }
 }
 

@@ -115,8 +115,12 @@ impl Link {
         let pong: Option<String> = link.call(&redis::cmd("PING")).await;
         if pong.is_none() {
             link.down_said.store(true, Ordering::Relaxed);
+            let why = match refused_login(&link.client, timeout).await {
+                true => "refuses its user or password",
+                false => "does not answer",
+            };
             warn(format_args!(
-                "Redis at {} does not answer; running on local state until it does",
+                "Redis at {} {why}; running on local state until it does",
                 link.shown
             ));
         }
@@ -407,6 +411,31 @@ pub fn shown(url: &str) -> String {
             format!("{}://{host}{port}{}", u.scheme(), u.path())
         }
         Err(_) => "(an invalid URL)".into(),
+    }
+}
+
+/// Whether Redis answers, but refuses the URL's user or password: a
+/// wrong password is not a Redis that is away, and should not be told as
+/// one.
+async fn refused_login(client: &redis::Client, timeout: Duration) -> bool {
+    let connect = client.get_multiplexed_async_connection();
+    let login = |e: &redis::RedisError| {
+        let text = e.to_string();
+        e.kind() == redis::ErrorKind::AuthenticationFailed
+            || ["WRONGPASS", "NOAUTH", "AUTH"]
+                .iter()
+                .any(|w| text.contains(w))
+    };
+    let wait = timeout.max(Duration::from_millis(200));
+    match tokio::time::timeout(wait, connect).await {
+        Ok(Err(e)) => login(&e),
+        // Connected without a password where one is asked: PING says so.
+        Ok(Ok(mut c)) => {
+            let ping = redis::cmd("PING");
+            let answer = tokio::time::timeout(wait, ping.query_async::<String>(&mut c)).await;
+            matches!(answer, Ok(Err(e)) if login(&e))
+        }
+        Err(_) => false,
     }
 }
 

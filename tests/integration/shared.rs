@@ -661,3 +661,29 @@ fn a_no_cache_request_takes_no_lease() {
     );
     s.stop();
 }
+
+/// A wrong or missing Redis password is told as such, not as a Redis that
+/// is away; the run goes on with local state, and the password is never
+/// shown.
+#[test]
+fn a_redis_that_refuses_the_password_says_so() {
+    let env = Env::three();
+    let redis = RedisServer::start_with_password("right-pw-7");
+    for url in [
+        format!("redis://:wrong-pw-9@127.0.0.1:{}", redis.port),
+        format!("redis://127.0.0.1:{}", redis.port),
+    ] {
+        let out = env
+            .cmd()
+            .args(["--models", "t/a", "--redis", &url])
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(0);
+        assert!(
+            out.stderr.contains("refuses its user or password"),
+            "{url}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("wrong-pw-9"), "{}", out.stderr);
+    }
+}

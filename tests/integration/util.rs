@@ -438,9 +438,25 @@ impl RedisServer {
         RedisServer::start_on(port, dir)
     }
 
+    /// A Redis that asks for `password`.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        RedisServer::start_with(port, dir, &["--requirepass", password])
+    }
+
     fn start_on(port: u16, dir: tempfile::TempDir) -> RedisServer {
+        RedisServer::start_with(port, dir, &[])
+    }
+
+    fn start_with(port: u16, dir: tempfile::TempDir, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
