@@ -614,13 +614,14 @@ mod tests {
         assert!(c.take(0, Some((1, 99))).is_ok(), "the shared count rules");
     }
 
+    /// A client of key `a` with `policy`.
+    fn client(policy: Policy) -> Client {
+        Client::new("a".into(), [0; 32], Some(record("a", "t", policy)))
+    }
+
     #[test]
     fn a_key_without_rates_still_counts_its_minute() {
-        let c = Client::new(
-            "a".into(),
-            [0; 32],
-            Some(record("a", "t", Policy::default())),
-        );
+        let c = client(Policy::default());
         c.count(61_000);
         c.used(61_000, 7, None, None);
         let w = c.window.lock().unwrap();
@@ -629,18 +630,10 @@ mod tests {
 
     #[test]
     fn requests_in_flight_hold_their_tokens_until_they_end() {
-        let c = Client::new(
-            "a".into(),
-            [0; 32],
-            Some(record(
-                "a",
-                "t",
-                Policy {
-                    tpm: Some(50),
-                    ..Policy::default()
-                },
-            )),
-        );
+        let c = client(Policy {
+            tpm: Some(50),
+            ..Policy::default()
+        });
         // Sent at once: all pass the door, then each holds its estimate.
         for _ in 0..3 {
             assert!(c.take(0, None).is_ok());

@@ -56,25 +56,6 @@ pub const KEY_LABELS_MAX: usize = 1000;
 /// the label set with every name it pins.
 pub const MODEL_LABELS_MAX: usize = 500;
 
-/// `s` as a label value of the text exposition: backslash, double quote
-/// and newline escaped as the format asks (the encoder writes values as
-/// they are), so that no name a client sends can end a label or a line.
-fn escaped(s: &str) -> String {
-    if !s.contains(['\\', '"', '\n']) {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CachedLabels {
     pub cached: bool,
@@ -224,7 +205,7 @@ impl Metrics {
             }
             names.insert(name.to_string());
         }
-        escaped(name)
+        crate::view::text::label_value(name)
     }
 
     /// The label of key `name`: itself, or `other` once

@@ -16,6 +16,22 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// `s` as a label value of Prometheus's text exposition: backslash,
+/// double quote and line feed escaped, as the format asks, so that no
+/// name can end a label or a line.
+pub fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The last millisecond humantime can write (9999-12-31T23:59:59.999Z).
 const LAST_MS: i64 = 253_402_300_799_999;
 

@@ -426,27 +426,24 @@ pub struct RedisServer {
     _dir: tempfile::TempDir,
 }
 
+/// A port a listener got from the system, free again once it closes.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        // The port a listener got from the system, free again once it closes.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_on(port, dir)
+        RedisServer::start_on(free_port(), tempfile::tempdir().unwrap())
     }
 
     /// A Redis that asks for `password`.
     pub fn start_with_password(password: &str) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_with(port, dir, &["--requirepass", password])
+        RedisServer::start_with(free_port(), dir, &["--requirepass", password])
     }
 
     fn start_on(port: u16, dir: tempfile::TempDir) -> RedisServer {

@@ -238,7 +238,7 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, String)], value: f64) {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+            let _ = write!(out, "{k}=\"{}\"", crate::view::text::label_value(v));
         }
         out.push('}');
     }
@@ -258,20 +258,6 @@ fn number(v: f64) -> String {
     }
 }
 
-/// A label value: backslash, double quote and line feed escaped.
-fn escape_label(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A `# HELP` text: backslash and line feed escaped.
 fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
@@ -283,8 +269,8 @@ mod tests {
 
     #[test]
     fn escapes_label_values_and_help() {
-        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(escape_label("x\ny"), r"x\ny");
+        assert_eq!(crate::view::text::label_value(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(crate::view::text::label_value("x\ny"), r"x\ny");
         assert_eq!(escape_help("a\\b\nc \"d\""), "a\\\\b\\nc \"d\"");
     }
 
