@@ -39,6 +39,28 @@ pub struct Grader {
     book: Arc<QualityBook>,
     tx: Mutex<Option<Sender<Feedback>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    running: Arc<Running>,
+}
+
+/// The graders running, by process group, so that a run that stops kills
+/// them (they are groups of their own, which a terminal's Ctrl-C does not
+/// reach).
+#[derive(Default)]
+struct Running {
+    groups: Mutex<std::collections::HashSet<i32>>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Running {
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Kills process group `group`.
+fn kill_group(group: i32) {
+    // SAFETY: kill(2) with a process group id; no memory involved.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
 impl Grader {
@@ -62,7 +84,23 @@ impl Grader {
             book,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(thread),
+            running: Arc::default(),
         }
+    }
+
+    /// Kills every grader running, and any started from now on: the run
+    /// stops (Ctrl-C, a signal), and a line being graded goes out
+    /// without its grade rather than waiting for one.
+    pub fn stop(&self) {
+        self.running
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let groups = self
+            .running
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        groups.iter().copied().for_each(kill_group);
     }
 
     /// Grades one answer: runs the command on a blocking thread, takes its
@@ -77,8 +115,8 @@ impl Grader {
             "content": g.content,
         })
         .to_string();
-        let (cmd, timeout) = (self.cmd.clone(), self.timeout);
-        let score = tokio::task::spawn_blocking(move || run(&cmd, &input, timeout))
+        let (cmd, timeout, running) = (self.cmd.clone(), self.timeout, self.running.clone());
+        let score = tokio::task::spawn_blocking(move || run(&cmd, &input, timeout, &running))
             .await
             .map_err(|_| "the grader did not finish".to_string())??;
         self.book
@@ -133,7 +171,7 @@ const OUTPUT_MAX: u64 = 64 * 1024;
 /// `limit`; its input is written and its output read while it
 /// runs, so that neither a grader that reads nothing nor one that prints
 /// much blocks it.
-fn run(cmd: &str, input: &str, limit: Duration) -> Result<f64, String> {
+fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64, String> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
@@ -146,6 +184,14 @@ fn run(cmd: &str, input: &str, limit: Duration) -> Result<f64, String> {
         .spawn()
         .map_err(|e| format!("cannot run the grader: {e}"))?;
     let group = child.id() as i32;
+    {
+        let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.insert(group);
+        if running.stopped() {
+            kill_group(group);
+        }
+    }
+    let interrupted = || "the run was interrupted before its grade".to_string();
     let mut stdin = child.stdin.take();
     let input = input.to_owned();
     std::thread::spawn(move || {
@@ -169,19 +215,35 @@ fn run(cmd: &str, input: &str, limit: Duration) -> Result<f64, String> {
         )
     };
     let status = loop {
+        // Reaped under the lock, and forgotten with it: a stop never
+        // kills a group id the system may have given to another.
+        let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => {
+                groups.remove(&group);
+                break status;
+            }
             Ok(None) if started.elapsed() > limit => {
                 // Not yet reaped, so the group is still the grader's.
-                // SAFETY: kill(2) with a process group id; no memory involved.
-                unsafe { libc::kill(-group, libc::SIGKILL) };
+                kill_group(group);
+                groups.remove(&group);
+                drop(groups);
                 let _ = child.wait();
                 return Err(too_long());
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("the grader: {e}")),
+            Ok(None) => {
+                drop(groups);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                groups.remove(&group);
+                return Err(format!("the grader: {e}"));
+            }
         }
     };
+    if running.stopped() {
+        return Err(interrupted());
+    }
     if !status.success() {
         return Err(format!("the grader exited with {status}"));
     }
@@ -253,17 +315,23 @@ mod tests {
 
     #[test]
     fn a_grader_s_first_word_is_its_score() {
-        assert_eq!(run("echo 0.75", "{}", T), Ok(0.75));
-        assert_eq!(run("cat >/dev/null; echo true", "{}", T), Ok(1.0));
-        assert!(run("echo 2", "{}", T).is_err());
-        assert!(run("echo maybe", "{}", T).is_err());
-        assert!(run("exit 3", "{}", T).unwrap_err().contains("exited"));
+        assert_eq!(run("echo 0.75", "{}", T, &Running::default()), Ok(0.75));
+        assert_eq!(
+            run("cat >/dev/null; echo true", "{}", T, &Running::default()),
+            Ok(1.0)
+        );
+        assert!(run("echo 2", "{}", T, &Running::default()).is_err());
+        assert!(run("echo maybe", "{}", T, &Running::default()).is_err());
+        assert!(run("exit 3", "{}", T, &Running::default())
+            .unwrap_err()
+            .contains("exited"));
         // It reads what it is given.
         assert_eq!(
             run(
                 "grep -q '\"model\":\"m\"' && echo 1 || echo 0",
                 r#"{"model":"m"}"#,
-                T
+                T,
+                &Running::default()
             ),
             Ok(1.0)
         );

@@ -570,6 +570,9 @@ impl Shared {
     pub(super) fn stop(&self, reason: StopReason) -> bool {
         let first = self.stop.set(reason);
         self.router.cancel();
+        if let Some(g) = &self.grader {
+            g.stop();
+        }
         first
     }
 

@@ -659,3 +659,55 @@ fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
     assert!(most.lines().all(|n| n.trim() == "1"), "{most}");
     assert_eq!(most.lines().count(), 5);
 }
+
+#[test]
+fn an_interrupted_graded_run_kills_its_graders_and_keeps_its_answers() {
+    let env = two();
+    let input = env.write("in.jsonl", &prompts(4));
+    // A grader slower than the grace period, marked to be found after.
+    let marker = format!("grader-{}", std::process::id());
+    let grader = format!("cat >/dev/null; sleep 47; echo 1 # {marker}");
+    let child = env.spawn(
+        &[
+            "--models",
+            "t/cheap",
+            "--no-cache",
+            "-j",
+            "2",
+            "--grade",
+            &grader,
+        ],
+        &input,
+    );
+    // Until both graders run.
+    let running = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    for _ in 0..100 {
+        if running() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(running() >= 2, "the graders started");
+    signal(child.id(), "INT");
+    let (code, lines, stderr) = lines_of(child);
+    assert_eq!(code, 130, "{stderr}");
+    // The answers being graded go out, without a grade; none is lost as
+    // an internal error.
+    assert!(!lines.is_empty(), "{stderr}");
+    for l in &lines {
+        assert!(
+            l["error"].is_null() || l["error"]["type"] == "interrupted",
+            "{l}"
+        );
+        assert!(l.get("grade").is_none(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l["model"] == "t/cheap"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(running(), 0, "no grader outlives the run");
+}
