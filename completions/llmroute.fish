@@ -107,7 +107,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s f -l fallba
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l task -d 'Quality and scores for this task: learned from its feedback where there was any, else the prior' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l reset -d 'Forget the health learned of these models (all when none is named) on this --base-url: latency and error averages, pauses, open circuits' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'With --reset: the Redis whose shared health is forgotten too (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'The Redis whose shared quality a listing reads, and, with --reset, whose shared health is forgotten too (or the config\'s `redis`)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

@@ -154,6 +154,22 @@ pub fn misspelt(
     names: &[String],
     listed: impl Fn(&str) -> bool,
 ) -> Option<String> {
+    misspelt_in(candidate, names, listed, true)
+}
+
+/// [`misspelt`], when the default API's catalogue is `known` (fetched,
+/// or kept in the store): with the built-in snapshot only (a dry run on a
+/// fresh store), what it does not list may still be the API's own, so
+/// nothing is called misspelt.
+pub fn misspelt_in(
+    candidate: &str,
+    names: &[String],
+    listed: impl Fn(&str) -> bool,
+    known: bool,
+) -> Option<String> {
+    if !known {
+        return None;
+    }
     let (name, model) = candidate.split_once(':')?;
     let looks_named = !name.is_empty() && !name.contains('/') && !model.is_empty();
     if names.is_empty() || !looks_named || names.iter().any(|n| n == name) || listed(candidate) {
@@ -456,6 +472,11 @@ mod tests {
         assert_eq!(misspelt("meta/llama:free", &names, listed), None);
         assert_eq!(misspelt("openai/gpt-5.4", &names, listed), None);
         assert_eq!(misspelt("lcoal:llama3", &[], listed), None, "none named");
+        assert_eq!(
+            misspelt_in("lcoal:llama3", &names, listed, false),
+            None,
+            "the API's own catalogue unknown"
+        );
     }
 
     #[test]

@@ -85,8 +85,10 @@ pub fn wire(
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
     let names: Vec<String> = options.upstreams.keys().cloned().collect();
+    let known = catalogue.origin != crate::core::catalogue::Origin::Embedded;
     for m in settings.models.iter().chain(settings.fallback.iter()) {
-        if let Some(why) = crate::upstreams::misspelt(m, &names, |c| catalogue.get(c).is_some()) {
+        let listed = |c: &str| catalogue.get(c).is_some();
+        if let Some(why) = crate::upstreams::misspelt_in(m, &names, listed, known) {
             anyhow::bail!("a candidate names an unknown upstream: {why}");
         }
     }

@@ -149,13 +149,13 @@ impl Shared {
         }
         let o = req.overrides.as_ref();
         let catalogue = self.router.catalogue();
+        let known = catalogue.origin != crate::core::catalogue::Origin::Embedded;
+        let listed = |c: &str| catalogue.get(c).is_some();
         req.pinned
             .iter()
             .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
             .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
-            .find_map(|m| {
-                crate::upstreams::misspelt(m, &self.upstreams, |c| catalogue.get(c).is_some())
-            })
+            .find_map(|m| crate::upstreams::misspelt_in(m, &self.upstreams, listed, known))
     }
 
     /// A line that is not routed: recorded, counted, and its error line
@@ -396,9 +396,7 @@ async fn dispatch(
                 if let Some(t) = &ctx.task {
                     req.default_task(t);
                 }
-                if !req.pin_as_hint(ctx.route_all) {
-                    ctx.warn_unknown_pin(line_no, &req);
-                }
+                let pinned = !req.pin_as_hint(ctx.route_all);
                 if let Some(message) = ctx.misspelt(&req) {
                     drop(permit);
                     let e = InputError {
@@ -408,6 +406,9 @@ async fn dispatch(
                     };
                     ctx.refused((seq, line_no), e, out_tx);
                     continue;
+                }
+                if pinned {
+                    ctx.warn_unknown_pin(line_no, &req);
                 }
                 tokio::spawn(route_line(
                     ctx.clone(),

@@ -527,7 +527,7 @@ pub struct ModelsArgs {
     #[arg(long, value_name = "MODEL", num_args = 0.., value_delimiter = ',')]
     pub reset: Option<Vec<String>>,
 
-    /// With --reset: the Redis whose shared health is forgotten too (or the config's `redis`)
+    /// The Redis whose shared quality a listing reads, and, with --reset, whose shared health is forgotten too (or the config's `redis`)
     #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
     pub redis: Option<String>,
 }
