@@ -210,11 +210,22 @@ pub fn check_name(name: &str) -> Result<(), String> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-    match ok {
-        true => Ok(()),
-        false => Err(format!(
+    if !ok {
+        return Err(format!(
             "{name:?}: a key's name is 1 to {NAME_MAX} letters, digits, '-', '_', '.' or '@'"
+        ));
+    }
+    // The names a server gives its trusted and admin tokens: a key of the
+    // same name would share their records, spend and feedback.
+    let reserved = ["token-", "admin-"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    match reserved {
+        true => Err(format!(
+            "{name:?}: token-N and admin-N are the names of the server's trusted and admin tokens; choose another"
         )),
+        false => Ok(()),
     }
 }
 
@@ -310,6 +321,14 @@ mod tests {
         for bad in ["", "a b", "a:b", "é", &"x".repeat(65), "a\"b"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+        // The trusted and admin tokens' names are theirs.
+        for taken in ["token-1", "admin-12"] {
+            assert!(
+                check_name(taken).unwrap_err().contains("trusted"),
+                "{taken}"
+            );
+        }
+        assert!(check_name("token-ci").is_ok() && check_name("admin-").is_ok());
     }
 
     #[test]
