@@ -445,12 +445,13 @@ pub async fn watch(
     ring: Arc<KeyRing>,
     path: std::path::PathBuf,
     redis: Option<Arc<crate::shared::Link>>,
+    seen: Arc<SeenInRedis>,
 ) {
     let mut tick = tokio::time::interval(RELOAD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Some(records) = read(&path, redis.as_deref()).await {
+        if let Some(records) = read(&path, redis.as_deref(), &seen).await {
             if ring.load(records, crate::engine::now_ms()) {
                 tracing::info!("client keys reloaded");
             }
@@ -458,11 +459,18 @@ pub async fn watch(
     }
 }
 
+/// The names of the keys this server has seen in Redis: only those are
+/// given back to a Redis that lost them (a key made here without
+/// `--redis` stays this store's).
+#[derive(Default)]
+pub struct SeenInRedis(Mutex<std::collections::HashSet<String>>);
+
 /// The keys of the store and of Redis, merged; None when the store cannot
 /// be read (the ring then keeps what it has).
 pub async fn read(
     path: &std::path::Path,
     redis: Option<&crate::shared::Link>,
+    seen: &SeenInRedis,
 ) -> Option<Vec<KeyRecord>> {
     let p = path.to_path_buf();
     let local = tokio::task::spawn_blocking(move || {
@@ -485,18 +493,18 @@ pub async fn read(
     };
     let merged = crate::core::keys::merge(records.iter().chain(&shared).cloned());
     // What Redis knew newer (a key made or revoked on another machine) is
-    // kept in the store, so that it holds while Redis is away; what Redis
-    // lost (restarted empty) is given back to it.
+    // kept in the store, so that it holds while Redis is away.
     let newer: Vec<KeyRecord> = merged
         .iter()
         .filter(|k| !records.contains(k))
         .cloned()
         .collect();
-    for k in merged
-        .iter()
-        .filter(|k| !shared.iter().any(|r| r.name == k.name))
-    {
-        let _ = crate::shared::clients::put_new(link, k).await;
+    for k in give_back(&merged, &shared, seen) {
+        let _ = match k.revoked_at_ms {
+            // A revocation wins over the live record it revokes.
+            Some(_) => crate::shared::clients::put(link, k).await,
+            None => crate::shared::clients::put_new(link, k).await,
+        };
     }
     if !newer.is_empty() {
         let p = path.to_path_buf();
@@ -512,10 +520,57 @@ pub async fn read(
     Some(merged)
 }
 
+/// What this server gives Redis of the keys it knows (`merged`): a key
+/// Redis had and lost (restarted empty), and a revocation of a key Redis
+/// holds live (made here, or learned while Redis was away). Never a key
+/// Redis never had: one made without `--redis` stays its store's.
+fn give_back<'a>(
+    merged: &'a [KeyRecord],
+    shared: &[KeyRecord],
+    seen: &SeenInRedis,
+) -> Vec<&'a KeyRecord> {
+    let mut seen = seen.0.lock().unwrap_or_else(|e| e.into_inner());
+    seen.extend(shared.iter().map(|r| r.name.clone()));
+    merged
+        .iter()
+        .filter(|k| match shared.iter().find(|r| r.name == k.name) {
+            None => seen.contains(&k.name),
+            Some(r) => {
+                k.revoked_at_ms.is_some()
+                    && r.revoked_at_ms.is_none()
+                    && r.token_sha256 == k.token_sha256
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::admission::{Budget, Limits, RateLimits};
+
+    #[test]
+    fn redis_is_given_back_what_it_lost_and_revocations_but_no_local_key() {
+        let seen = SeenInRedis::default();
+        let a = record("a", "t-a", Policy::default());
+        let local = record("local", "t-l", Policy::default());
+        // Redis holds a; this server has a and a key of its own.
+        let here = [a.clone(), local.clone()];
+        assert!(give_back(&here, std::slice::from_ref(&a), &seen).is_empty());
+        // Redis restarted empty: a comes back, the local key does not.
+        assert_eq!(give_back(&here, &[], &seen), [&a]);
+        // A revocation made here wins over Redis's live record.
+        let mut revoked = a.clone();
+        revoked.revoked_at_ms = Some(5);
+        let redis = [a.clone()];
+        assert_eq!(
+            give_back(std::slice::from_ref(&revoked), &redis, &seen),
+            [&revoked]
+        );
+        // Not over another token of the same name.
+        let other = record("a", "t-other", Policy::default());
+        assert!(give_back(std::slice::from_ref(&revoked), &[other], &seen).is_empty());
+    }
 
     fn make() -> MakeBudget {
         Box::new(|_, p, _, _| {

@@ -89,7 +89,8 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         admins.digests(),
         keys::budgets(wired.store_path.clone(), wired.redis.clone()),
     ));
-    match rt.block_on(keys::read(&wired.store_path, wired.redis.as_deref())) {
+    let seen = Arc::new(keys::SeenInRedis::default());
+    match rt.block_on(keys::read(&wired.store_path, wired.redis.as_deref(), &seen)) {
         Some(records) => {
             ring.load(records, crate::engine::now_ms());
         }
@@ -139,6 +140,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         ring.clone(),
         wired.store_path.clone(),
         wired.redis.clone(),
+        seen,
     ));
     for note in &wired.notes {
         tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));

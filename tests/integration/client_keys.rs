@@ -509,6 +509,19 @@ fn what_a_server_learned_of_keys_through_redis_outlives_redis() {
         clients.contains("kept") && clients.contains("gone"),
         "{clients}"
     );
+    // A key made on this store without --redis stays this store's.
+    two.cmd()
+        .args(["keys", "create", "mine"])
+        .run()
+        .assert_code(0);
+    std::thread::sleep(Duration::from_secs(3));
+    let dump = redis.dump();
+    let clients = dump
+        .iter()
+        .find(|(k, _)| k == "llmroute:v1:clients")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(!clients.contains("mine"), "{clients}");
     drop(s);
     // The other machine's store keeps them too.
     let out = two.cmd().args(["keys", "list", "--json"]).run();
