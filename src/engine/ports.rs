@@ -106,6 +106,13 @@ pub trait Cache: Send + Sync {
     /// Removes every answer, wherever this cache keeps them (the store,
     /// and Redis too when it is shared). The number removed.
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>>;
+
+    /// Removes the answers this cache keeps made before `ms` (unix ms):
+    /// another machine cleared the cache they share then. The number
+    /// removed.
+    fn clear_before(&self, _ms: i64) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// What a claim on answering a request gives.

@@ -87,13 +87,21 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
     /// machine's `DELETE /cache` ends this one's local copies too.
     pub async fn watch_cleared(&self) {
         let key = keys::cleared(&self.link.prefix);
-        let (link, at) = (self.link.clone(), self.cleared_at.clone());
+        let (link, at, local) = (
+            self.link.clone(),
+            self.cleared_at.clone(),
+            self.local.clone(),
+        );
+        // A clear learned of also removes this store's older answers, so
+        // that it holds should Redis forget it (restarted empty).
         let read = move || {
-            let (link, at, key) = (link.clone(), at.clone(), key.clone());
+            let (link, at, key, local) = (link.clone(), at.clone(), key.clone(), local.clone());
             async move {
                 let v: Option<Option<i64>> = link.call(redis::cmd("GET").arg(&key)).await;
                 if let Some(Some(ms)) = v {
-                    at.fetch_max(ms, Ordering::Relaxed);
+                    if at.fetch_max(ms, Ordering::Relaxed) < ms {
+                        let _ = local.clear_before(ms).await;
+                    }
                 }
             }
         };

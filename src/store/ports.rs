@@ -24,6 +24,10 @@ impl Cache for WriterHandle {
     fn clear(&self) -> BoxFuture<'_, Result<u64, String>> {
         Box::pin(self.clear_cache())
     }
+
+    fn clear_before(&self, ms: i64) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(self.clear_cache_before(Some(ms)))
+    }
 }
 
 /// How often a request waiting on another process's lease looks for its answer.

@@ -406,6 +406,13 @@ fn clearing_the_cache_on_one_server_clears_it_on_the_others() {
         assert_eq!(r.status().as_u16(), 200);
     });
     std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Gone from b's store too: were Redis to forget the clear, b would not
+    // serve it again.
+    let conn = rusqlite::Connection::open(other_db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM cache", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "b's store keeps no cleared answer");
     assert_eq!(cached(&b), "false", "b's copy is cleared too");
     a.stop();
     b.stop();

@@ -144,12 +144,17 @@ impl WriterHandle {
     /// Removes every cached answer, after the writes queued before: what
     /// `DELETE /cache` does to the local store. The number removed.
     pub async fn clear_cache(&self) -> Result<u64, String> {
+        self.clear_cache_before(None).await
+    }
+
+    /// Removes the cached answers made before `before` (unix ms), or all.
+    pub async fn clear_cache_before(&self, before: Option<i64>) -> Result<u64, String> {
         self.sync().await;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let store = Store::open(&path).map_err(|e| e.to_string())?;
             store
-                .cache_remove(None)
+                .cache_remove(before)
                 .map(|n| n as u64)
                 .map_err(|e| e.to_string())
         })
