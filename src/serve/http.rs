@@ -118,6 +118,10 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             // only the origins listed get this far.
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers([
+                // Read by the SDKs before they retry: hidden, a browser
+                // client retries what llmroute says a retry only repeats.
+                header::RETRY_AFTER,
+                name("x-should-retry"),
                 name("x-request-id"),
                 name("x-llmroute-model"),
                 name("x-llmroute-upstream"),

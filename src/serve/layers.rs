@@ -24,13 +24,16 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest client id kept.
 const MAX_CLIENT_ID: usize = 128;
 
-/// Makes llmroute's own request ids, `req-<prefix>-<n>`, for tower-http's
-/// `SetRequestIdLayer`: the prefix is this process's, `n` counts its
-/// requests (in hex).
+/// Makes llmroute's own request ids, `req-<prefix>-<n>.<tag>`, for
+/// tower-http's `SetRequestIdLayer`: the prefix is this process's, `n`
+/// counts its requests (in hex), and the tag is 48 bits of a keyed hash of
+/// `n` (SipHash, with this process's random key), so that a client seeing
+/// its own ids cannot tell another's.
 #[derive(Clone)]
 pub struct Ids {
     prefix: Arc<str>,
     made: Arc<AtomicU64>,
+    keyed: std::collections::hash_map::RandomState,
 }
 
 impl Default for Ids {
@@ -48,14 +51,17 @@ impl Default for Ids {
             )
             .into(),
             made: Arc::default(),
+            keyed: std::collections::hash_map::RandomState::new(),
         }
     }
 }
 
 impl MakeRequestId for Ids {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        use std::hash::BuildHasher;
         let n = self.made.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format!("req-{}-{n:x}", self.prefix);
+        let tag = self.keyed.hash_one(n) & 0xffff_ffff_ffff;
+        let id = format!("req-{}-{n:x}.{tag:012x}", self.prefix);
         HeaderValue::try_from(id).ok().map(RequestId::new)
     }
 }
@@ -257,8 +263,12 @@ mod tests {
         let req = axum::http::Request::new(());
         let a = ids.make_request_id(&req).unwrap();
         let b = ids.make_request_id(&req).unwrap();
-        assert!(id_text(&a).starts_with("req-") && id_text(&a).ends_with("-1"));
-        assert!(id_text(&b).ends_with("-2"));
+        assert!(id_text(&a).starts_with("req-") && id_text(&a).contains("-1."));
+        assert!(id_text(&b).contains("-2."));
+        // The tags of one process's ids are not one from the next.
+        let tag = |id: &RequestId| id_text(id).rsplit('.').next().unwrap().to_string();
+        assert_ne!(tag(&a), tag(&b));
+        assert_eq!(tag(&a).len(), 12);
         // Another process's (or machine's, in the same millisecond) differ,
         // and no one guesses them from one's own.
         let c = Ids::default().make_request_id(&req).unwrap();

@@ -118,6 +118,15 @@ fn an_allowed_origin_gets_its_preflight_and_its_answer() {
             r.headers()["access-control-allow-origin"],
             "https://app.example.com"
         );
+        // What the SDKs read before they retry is readable too.
+        let exposed = r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            exposed.contains("retry-after") && exposed.contains("x-should-retry"),
+            "{exposed}"
+        );
         let other = c
             .post(&chat)
             .header("content-type", "application/json")
