@@ -42,6 +42,9 @@ pub struct Ending {
     /// One of [`error_type`].
     pub kind: &'static str,
     pub message: String,
+    /// Waiting would not help: a budget refused a request larger than the
+    /// whole budget, which no new period makes fit.
+    pub for_good: bool,
 }
 
 impl Ending {
@@ -49,6 +52,7 @@ impl Ending {
         Ending {
             kind,
             message: message.into(),
+            for_good: false,
         }
     }
 }

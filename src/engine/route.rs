@@ -474,7 +474,7 @@ fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
         false => "its cheapest candidate".to_string(),
     };
     let whose = client.map_or("the client's".to_string(), |c| format!("key {c}'s"));
-    Ending::new(
+    let mut e = Ending::new(
         error_type::KEY_BUDGET_EXCEEDED,
         format!(
             "not sent: {estimate} does not fit {whose} budget of {} ({} spent, {} reserved by requests in flight)",
@@ -482,5 +482,7 @@ fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
             usd(o.spent),
             usd(o.reserved)
         ),
-    )
+    );
+    e.for_good = o.estimate > o.max;
+    e
 }

@@ -13,10 +13,12 @@ use super::state::App;
 use crate::core::keys::Period;
 
 /// Seconds until a key's budget starts again, for a request its budget
-/// refused (none for a budget for the key's whole life).
+/// refused (none for a budget for the key's whole life, nor for a request
+/// larger than the whole budget, which waiting never makes fit).
 pub fn key_budget_retry(e: &crate::core::attempts::Ending, c: &Client) -> Option<u64> {
     if e.kind != crate::core::failure::error_type::KEY_BUDGET_EXCEEDED
         || c.policy.period == Period::Total
+        || e.for_good
     {
         return None;
     }

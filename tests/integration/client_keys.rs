@@ -202,6 +202,12 @@ fn a_key_over_its_budget_gets_429_while_others_are_served() {
         assert_eq!(headers["x-should-retry"], "false");
         let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
         assert!((1..=86_400).contains(&retry), "until the day ends: {retry}");
+        // A request larger than the whole budget: no wait makes it fit.
+        let mut huge = chat(None, "a long one");
+        huge["max_tokens"] = json!(100_000);
+        let (status, headers, v) = post(&s, Some(&poor), &huge).await;
+        assert_eq!(status, 429, "{v}");
+        assert!(headers.get("retry-after").is_none(), "{headers:?}");
         // Within its budget, and the others are served.
         let (_, me) = get(&s, Some(&poor), "/v1/key").await;
         let me: Value = serde_json::from_str(&me).unwrap();
@@ -221,7 +227,7 @@ fn a_key_over_its_budget_gets_429_while_others_are_served() {
     // Each refusal recorded once.
     assert_eq!(
         env.count("SELECT count(*) FROM requests WHERE key_name = 'poor' AND error_type = 'key_budget_exceeded'"),
-        2
+        3
     );
 }
 
