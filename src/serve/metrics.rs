@@ -195,6 +195,13 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Gives `names` (the configured candidates) their labels before any
+    /// request, so that names clients pin cannot push them into `other`.
+    pub fn keep_labels<'a>(&self, names: impl IntoIterator<Item = &'a String>) {
+        let mut kept = self.model_names.lock().unwrap_or_else(|e| e.into_inner());
+        kept.extend(names.into_iter().cloned());
+    }
+
     /// The label of model `name`: itself (escaped), or `other` once
     /// [`MODEL_LABELS_MAX`] names have labels, so the metrics stay bounded.
     pub fn model_label(&self, name: &str) -> String {
@@ -329,6 +336,14 @@ mod tests {
             .count();
         assert!(series <= MODEL_LABELS_MAX + 1, "{series}");
         assert!(m.encode().contains(r#"model="other""#));
+        // The configured candidates keep theirs, whatever was pinned first.
+        let m = Metrics::default();
+        m.keep_labels(&["fast/a".to_string()]);
+        for i in 0..MODEL_LABELS_MAX + 5 {
+            m.answered(200, Some(&format!("junk/{i}")), false, 0.1);
+        }
+        m.answered(200, Some("fast/a"), false, 0.1);
+        assert!(m.encode().contains(r#"model="fast/a""#));
     }
 
     #[test]

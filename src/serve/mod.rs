@@ -84,6 +84,10 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let wired = wiring::wire(options, wants, observer, &rt)?;
+    // The configured candidates keep their labels, whatever names
+    // clients pin first.
+    let settings = &wired.router.config().settings;
+    metrics.keep_labels(settings.models.iter().chain(settings.fallback.iter()));
     let ring = Arc::new(keys::KeyRing::new(
         clients.digests(),
         admins.digests(),
