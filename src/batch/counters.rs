@@ -14,6 +14,9 @@ pub(super) struct Counters {
     pub(super) errors: AtomicU64,
     pub(super) cost_usd: Mutex<f64>,
     pub(super) cost_unknown: AtomicU64,
+    /// Lines read but not sent, because the run stopped first: not
+    /// written, so that a re-run sends them.
+    pub(super) unsent: AtomicU64,
 }
 
 impl Counters {

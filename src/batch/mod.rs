@@ -261,8 +261,14 @@ fn finish(
                 counted(n, "line")
             ),
         };
+        // Lines read but never sent are said, so that the counts add up
+        // to the lines read; a re-run sends them.
+        let unsent = match s.unsent {
+            0 => String::new(),
+            n => format!(", {n} not sent"),
+        };
         eprintln!(
-            "llmroute: {}: {} answered, {} cached, {}; {spend}; {}",
+            "llmroute: {}: {} answered, {} cached, {}{unsent}; {spend}; {}",
             counted(s.lines, "line"),
             s.answered,
             s.cached,

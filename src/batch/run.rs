@@ -90,6 +90,8 @@ pub struct Summary {
     /// Lines answered at a cost nobody knows (no price, no `usage.cost`):
     /// not in `cost_usd`, which is not their cost as 0.
     pub cost_unknown: u64,
+    /// Lines read but not sent, the run stopping first (not written).
+    pub unsent: u64,
     pub stop: Option<StopReason>,
     /// The input could not be read to its end.
     pub input_error: Option<String>,
@@ -322,6 +324,7 @@ pub async fn run(
         errors: c.errors.load(Ordering::Relaxed),
         cost_usd: c.cost(),
         cost_unknown: c.cost_unknown.load(Ordering::Relaxed),
+        unsent: c.unsent.load(Ordering::Relaxed),
         stop: ctx.stop.get(),
         input_error,
         elapsed: started.elapsed(),
@@ -488,6 +491,7 @@ async fn route_line(
     let id = std::mem::take(&mut req.id);
     let Some(mut line) = Line::from_routed(id, line_no, routed) else {
         guard.done = true;
+        ctx.counters.unsent.fetch_add(1, Ordering::Relaxed);
         let _ = out_tx.send(OutMsg::Skip(seq));
         return;
     };

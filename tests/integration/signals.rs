@@ -63,6 +63,21 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["error"].is_null())
         .count();
+    // The summary's counts add up to the lines read: those never sent
+    // are said, not counted among the lines as if written.
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains(" answered, "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // "N lines: A answered, C cached, E errors[, U not sent]; ..."
+    let counts = summary.split(';').next().unwrap();
+    let n: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let unsent = n.get(4).copied().unwrap_or(0);
+    assert_eq!(n[0], n[1] + n[2] + n[3] + unsent, "{summary}");
+    assert_eq!(n[0] - unsent, lines.len() as u64, "{summary}");
     assert_eq!(integrity(&env), "ok");
     let sent_first = env.server.completions().len();
     assert!(sent_first >= answered);
@@ -85,6 +100,30 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
         out.lines().iter().filter(|l| l["cached"] == true).count(),
         answered
     );
+}
+
+/// Lines read but never sent, the run stopping first, are said in the
+/// summary, whose counts then add up to the lines read, in any order.
+#[test]
+fn an_interrupted_unordered_run_s_summary_adds_up() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(50));
+    let input = prompts(2000);
+    let args = ["--models", "t/a", "-j", "16", "--unordered"];
+    let (code, lines, stderr) = interrupt(&env, &args, &input, 20, "TERM");
+    assert_eq!(code, 143, "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains(" answered, "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let counts = summary.split(';').next().unwrap();
+    let n: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let unsent = n.get(4).copied().unwrap_or(0);
+    assert_eq!(n[0], n[1] + n[2] + n[3] + unsent, "{summary}");
+    assert_eq!(n[0] - unsent, lines.len() as u64, "{summary}");
 }
 
 fn integrity(env: &Env) -> String {
