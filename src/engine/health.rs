@@ -263,6 +263,13 @@ impl Health for LocalHealth {
                 if l.fails < BREAKER_FAILURES {
                     return None;
                 }
+                // Already open: a request in flight when it opened failed
+                // too. It neither reopens the circuit nor lengthens the
+                // pause, or a burst of failures sent at once would take it
+                // to the longest pause at once.
+                if l.open_until.is_some_and(|u| u > Instant::now()) {
+                    return None;
+                }
                 l.opens = l.opens.saturating_add(1);
                 let until = Instant::now() + breaker_pause(l.opens);
                 l.open_until = Some(until);
@@ -332,6 +339,19 @@ mod tests {
             None,
             0,
         )
+    }
+
+    #[test]
+    fn failures_of_requests_in_flight_when_it_opens_do_not_reopen_it() {
+        let h = LocalHealth::default();
+        let mut opened = Vec::new();
+        // Eight requests sent together, all failing.
+        for _ in 0..8 {
+            opened.extend(fail(&h, "m"));
+        }
+        assert_eq!(opened.len(), 1, "opened once");
+        let pause = opened[0] - Instant::now();
+        assert!(pause <= breaker_pause(1), "{pause:?}");
     }
 
     #[test]
