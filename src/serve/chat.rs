@@ -316,7 +316,12 @@ impl App {
             }
             Outcome::Failed(e) => {
                 drop(slot);
-                let mut err = ApiError::from_ending(&e, self.retry_refused);
+                // Cut off by the server's stop (or its client leaving): a
+                // retry, elsewhere or once it is back, may well be answered.
+                let mut err = match e.kind {
+                    crate::core::failure::error_type::INTERRUPTED => ApiError::shutting_down(),
+                    _ => ApiError::from_ending(&e, self.retry_refused),
+                };
                 if let Some(c) = access.client.as_ref() {
                     if e.kind == crate::core::failure::error_type::KEY_BUDGET_EXCEEDED {
                         self.metrics.key_refused(&c.name, "budget");

@@ -392,3 +392,34 @@ fn a_stream_still_open_when_the_grace_period_ends_gets_an_error_event() {
         "the stream is recorded, as interrupted: {log}"
     );
 }
+
+/// A request still waiting for its answer when the grace period ends gets
+/// 503 `shutting_down`, which a client may retry elsewhere, not a 502 that
+/// says not to retry.
+#[test]
+fn a_request_cut_off_by_the_grace_period_may_be_retried() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(6000));
+    let s = env.serve(&["--models", "t/a", "--grace", "1s"]);
+    let pid = s.child.id();
+    let (status, headers, v) = rt().block_on(async {
+        let call = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(None, "slow"))
+            .send();
+        let stop = async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            signal(pid, "TERM");
+        };
+        let (r, ()) = tokio::join!(call, stop);
+        let r = r.unwrap();
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, headers, r.json::<Value>().await.unwrap())
+    });
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "shutting_down", "{v}");
+    assert!(headers.get("x-should-retry").is_none(), "{headers:?}");
+    assert!(headers.get("retry-after").is_some(), "{headers:?}");
+}
