@@ -505,12 +505,7 @@ fn what_a_server_learned_of_keys_through_redis_outlives_redis() {
         assert_eq!(post(&s, Some(&gone), &chat(None, "hi")).await.0, 401);
         assert_eq!(post(&s, Some(&kept), &chat(None, "hi")).await.0, 200);
     });
-    let dump = redis.dump();
-    let clients = dump
-        .iter()
-        .find(|(k, _)| k == "llmroute:v1:clients")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let clients = clients_in(&redis);
     assert!(
         clients.contains("kept") && clients.contains("gone"),
         "{clients}"
@@ -521,12 +516,7 @@ fn what_a_server_learned_of_keys_through_redis_outlives_redis() {
         .run()
         .assert_code(0);
     std::thread::sleep(Duration::from_secs(3));
-    let dump = redis.dump();
-    let clients = dump
-        .iter()
-        .find(|(k, _)| k == "llmroute:v1:clients")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let clients = clients_in(&redis);
     assert!(!clients.contains("mine"), "{clients}");
     drop(s);
     // The other machine's store keeps them too.
@@ -545,6 +535,16 @@ fn away_from_a_minute_s_end() {
     if into >= 50 {
         std::thread::sleep(Duration::from_secs(61 - into));
     }
+}
+
+/// The key records Redis holds, as text.
+fn clients_in(redis: &RedisServer) -> String {
+    redis
+        .dump()
+        .into_iter()
+        .find(|(k, _)| k == "llmroute:v1:clients")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 fn make_key_on(env: &Env, name: &str, redis: &str) -> String {

@@ -63,21 +63,7 @@ fn ctrl_c_finishes_in_flight_lines_exits_130_and_a_re_run_pays_only_for_the_rest
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["error"].is_null())
         .count();
-    // The summary's counts add up to the lines read: those never sent
-    // are said, not counted among the lines as if written.
-    let summary = stderr
-        .lines()
-        .find(|l| l.contains(" answered, "))
-        .unwrap_or_else(|| panic!("{stderr}"));
-    // "N lines: A answered, C cached, E errors[, U not sent]; ..."
-    let counts = summary.split(';').next().unwrap();
-    let n: Vec<u64> = counts
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let unsent = n.get(4).copied().unwrap_or(0);
-    assert_eq!(n[0], n[1] + n[2] + n[3] + unsent, "{summary}");
-    assert_eq!(n[0] - unsent, lines.len() as u64, "{summary}");
+    assert_summary_adds_up(&stderr, lines.len());
     assert_eq!(integrity(&env), "ok");
     let sent_first = env.server.completions().len();
     assert!(sent_first >= answered);
@@ -112,6 +98,13 @@ fn an_interrupted_unordered_run_s_summary_adds_up() {
     let args = ["--models", "t/a", "-j", "16", "--unordered"];
     let (code, lines, stderr) = interrupt(&env, &args, &input, 20, "TERM");
     assert_eq!(code, 143, "{stderr}");
+    assert_summary_adds_up(&stderr, lines.len());
+}
+
+/// The summary's counts add up to the lines read, and the lines written
+/// to those less the ones never sent (said, not counted as written):
+/// "N lines: A answered, C cached, E errors[, U not sent]; ...".
+fn assert_summary_adds_up(stderr: &str, written: usize) {
     let summary = stderr
         .lines()
         .find(|l| l.contains(" answered, "))
@@ -123,7 +116,7 @@ fn an_interrupted_unordered_run_s_summary_adds_up() {
         .collect();
     let unsent = n.get(4).copied().unwrap_or(0);
     assert_eq!(n[0], n[1] + n[2] + n[3] + unsent, "{summary}");
-    assert_eq!(n[0] - unsent, lines.len() as u64, "{summary}");
+    assert_eq!(n[0] - unsent, written as u64, "{summary}");
 }
 
 fn integrity(env: &Env) -> String {
