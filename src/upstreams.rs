@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::catalogue::ModelInfo;
+use crate::core::catalogue::{Catalogue, ModelInfo, Origin};
 use crate::core::failure::{Failure, FailureKind, Success};
 use crate::engine::ports::{BoxFuture, Opened, Upstream};
 use crate::upstream::Client;
@@ -154,22 +154,6 @@ pub fn misspelt(
     names: &[String],
     listed: impl Fn(&str) -> bool,
 ) -> Option<String> {
-    misspelt_in(candidate, names, listed, true)
-}
-
-/// [`misspelt`], when the default API's catalogue is `known` (fetched,
-/// or kept in the store): with the built-in snapshot only (a dry run on a
-/// fresh store), what it does not list may still be the API's own, so
-/// nothing is called misspelt.
-pub fn misspelt_in(
-    candidate: &str,
-    names: &[String],
-    listed: impl Fn(&str) -> bool,
-    known: bool,
-) -> Option<String> {
-    if !known {
-        return None;
-    }
     let (name, model) = candidate.split_once(':')?;
     let looks_named = !name.is_empty() && !name.contains('/') && !model.is_empty();
     if names.is_empty() || !looks_named || names.iter().any(|n| n == name) || listed(candidate) {
@@ -179,6 +163,17 @@ pub fn misspelt_in(
         "{candidate}: no upstream is named {name:?} (the config names {}), and the default API does not list it",
         names.join(", ")
     ))
+}
+
+/// [`misspelt`], against the default API's `catalogue`, when it is the
+/// API's own (fetched, or kept in the store): with the built-in snapshot
+/// only (a dry run on a fresh store), what it does not list may still be
+/// the API's, so nothing is called misspelt.
+pub fn misspelt_in(candidate: &str, names: &[String], catalogue: &Catalogue) -> Option<String> {
+    if catalogue.origin == Origin::Embedded {
+        return None;
+    }
+    misspelt(candidate, names, |c| catalogue.get(c).is_some())
 }
 
 /// The upstream a candidate is on, by name: `NAME`, or `default`.
@@ -473,7 +468,7 @@ mod tests {
         assert_eq!(misspelt("openai/gpt-5.4", &names, listed), None);
         assert_eq!(misspelt("lcoal:llama3", &[], listed), None, "none named");
         assert_eq!(
-            misspelt_in("lcoal:llama3", &names, listed, false),
+            misspelt_in("lcoal:llama3", &names, &Catalogue::embedded()),
             None,
             "the API's own catalogue unknown"
         );

@@ -84,14 +84,7 @@ pub fn wire(
     store.set_upstream(&upstream);
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
-    let names: Vec<String> = options.upstreams.keys().cloned().collect();
-    let known = catalogue.origin != crate::core::catalogue::Origin::Embedded;
-    for m in settings.models.iter().chain(settings.fallback.iter()) {
-        let listed = |c: &str| catalogue.get(c).is_some();
-        if let Some(why) = crate::upstreams::misspelt_in(m, &names, listed, known) {
-            anyhow::bail!("a candidate names an unknown upstream: {why}");
-        }
-    }
+    no_misspelt_upstream(options, &settings, &catalogue)?;
     let notes = notes(&settings, &catalogue, wants.quiet);
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
@@ -347,6 +340,22 @@ fn limits(options: &Options) -> Limits {
 }
 
 /// The local store, health and limits with Redis beside them.
+/// A candidate or fallback that names an upstream no config has is a
+/// usage error, not a request to the default API with its key.
+fn no_misspelt_upstream(
+    options: &Options,
+    settings: &crate::core::ranking::Settings,
+    catalogue: &Catalogue,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = options.upstreams.keys().cloned().collect();
+    for m in settings.models.iter().chain(settings.fallback.iter()) {
+        if let Some(why) = crate::upstreams::misspelt_in(m, &names, catalogue) {
+            anyhow::bail!("a candidate names an unknown upstream: {why}");
+        }
+    }
+    Ok(())
+}
+
 /// Learned quality as routing sees it, for a look without routing
 /// (`models --task`): the store's, and with `--redis` what every machine
 /// learned.

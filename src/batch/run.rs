@@ -149,15 +149,9 @@ impl Shared {
         if self.upstreams.is_empty() {
             return None;
         }
-        let o = req.overrides.as_ref();
         let catalogue = self.router.catalogue();
-        let known = catalogue.origin != crate::core::catalogue::Origin::Embedded;
-        let listed = |c: &str| catalogue.get(c).is_some();
-        req.pinned
-            .iter()
-            .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
-            .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
-            .find_map(|m| crate::upstreams::misspelt_in(m, &self.upstreams, listed, known))
+        req.named_models()
+            .find_map(|m| crate::upstreams::misspelt_in(m, &self.upstreams, catalogue))
     }
 
     /// A line that is not routed: recorded, counted, and its error line

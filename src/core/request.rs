@@ -74,6 +74,15 @@ impl Request {
         self.body = Map::new();
     }
 
+    /// The models it names: pinned, then `llmroute.models` and `fallback`.
+    pub fn named_models(&self) -> impl Iterator<Item = &String> {
+        let o = self.overrides.as_ref();
+        self.pinned
+            .iter()
+            .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
+            .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
+    }
+
     /// The request's task: its `llmroute.task`, else the default task.
     pub fn task(&self) -> &str {
         self.overrides
@@ -414,10 +423,8 @@ fn shorthand(body: &mut Map<String, Value>, id: &Value) -> Result<(), InputError
 /// The most choices (`n`) a request may ask for (OpenAI's own cap).
 pub const MAX_CHOICES: u64 = 128;
 
-/// A field that must be a whole number in `lo..=hi` when given: a string
-/// or a fraction is refused, not passed on for an API to read its own way
-/// (one that reads `"500000"` as a number would escape every cap and
-/// estimate made from the field).
+/// A field that must be a whole number in `lo..=hi` when given: a string or
+/// fraction is refused, not left for an API to read as it likes (past caps).
 fn whole(
     body: &Map<String, Value>,
     field: &str,
@@ -429,8 +436,7 @@ fn whole(
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
     };
-    // A whole number past u64 counts as the most there is: a request no
-    // model can take, refused as such.
+    // Past u64: the most there is (no model takes it, and says so).
     let n = v.as_u64().or_else(|| {
         v.as_f64()
             .filter(|f| f.fract() == 0.0 && *f >= 0.0)

@@ -81,7 +81,7 @@ impl App {
                     .chain(config.fallback.iter())
                     .any(|c| c == m)
         };
-        for m in named(req) {
+        for m in req.named_models() {
             if !known(m) {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -103,7 +103,7 @@ impl App {
     /// fallback) that match them.
     fn check_patterns(&self, req: &mut Request, name: &str, p: &Policy) -> Result<(), ApiError> {
         let patterns = p.models.join(", ");
-        if let Some(m) = named(req).find(|m| !p.allows_model(m)) {
+        if let Some(m) = req.named_models().find(|m| !p.allows_model(m)) {
             return Err(not_allowed(
                 "model_not_allowed",
                 format!(
@@ -179,15 +179,6 @@ impl App {
             }
         }
     }
-}
-
-/// The models a request names: the one it pins, and its lists.
-fn named(req: &Request) -> impl Iterator<Item = &String> {
-    let o = req.overrides.as_ref();
-    req.pinned
-        .iter()
-        .chain(o.and_then(|o| o.models.as_ref()).into_iter().flatten())
-        .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
 }
 
 #[cfg(test)]
