@@ -9,7 +9,8 @@
 //! - **Recovery.** A model whose last answer came back well under its
 //!   average (it may have recovered) is probed again on the next request,
 //!   until its average has caught up; not before the best candidate has
-//!   had its own warm-up tries.
+//!   had its own warm-up tries, and only if it could win were it as fast
+//!   as can be (its score plus the latency weight passes the best's).
 //! - **Ageing.** One request in every `1 / share` probes the candidate that
 //!   was tried longest ago, so that a model that slowed down or failed, and
 //!   so lost its traffic, is measured again and can win it back.
@@ -47,12 +48,13 @@ pub enum Probe {
 /// there is left to the uncertainty rule.
 pub const QUALITY_WARMUP: u64 = 3;
 
-/// What quality exploration needs to know of a request: its task, and
-/// the weight of quality in its score.
+/// What exploration needs to know of a request: its task, and the
+/// weights of quality and latency in its score.
 #[derive(Debug, Clone, Copy)]
-pub struct QualityTerm<'a> {
+pub struct Terms<'a> {
     pub task: &'a str,
-    pub weight: f64,
+    pub quality: f64,
+    pub latency: f64,
 }
 
 /// The candidate whose quality's uncertainty could most change the
@@ -62,7 +64,7 @@ pub struct QualityTerm<'a> {
 fn quality_probe(
     order: &[Planned],
     health: &(impl HealthView + ?Sized),
-    q: QualityTerm<'_>,
+    q: Terms<'_>,
     open: impl Fn(&Planned) -> bool,
 ) -> Option<usize> {
     let learned: Vec<_> = order
@@ -94,7 +96,7 @@ fn quality_probe(
         .filter(|(_, (p, _))| open(p))
         .filter_map(|(i, (p, l))| {
             let sd = l.unwrap_or_default().sd(0.5);
-            let gain = q.weight * (2.0 * sd / crate::core::scoring::QUALITY_STEP / 2.0).min(1.0);
+            let gain = q.quality * (2.0 * sd / crate::core::scoring::QUALITY_STEP / 2.0).min(1.0);
             let margin = p.score? + gain - best;
             (margin > 0.0).then_some((i, margin))
         })
@@ -109,7 +111,7 @@ pub fn choose(
     health: &(impl HealthView + ?Sized),
     now: Instant,
     (tick, share): (u64, f64),
-    quality: Option<QualityTerm<'_>>,
+    terms: Option<Terms<'_>>,
 ) -> Option<(usize, Probe)> {
     if share <= 0.0 {
         return None;
@@ -132,10 +134,19 @@ pub fn choose(
     // keep getting faster (a new connection's first answers are slow) would
     // otherwise take every request from a best that was never tried.
     let best_warm = order.first().is_none_or(|b| tries(b) >= WARMUP_TRIES);
+    // Nor does it go to a model that would lose were it as fast as can
+    // be: its latency term gains at most its weight. Latencies within
+    // noise of each other would otherwise keep sending requests to a
+    // model known to be worse on what the request weighs.
+    let best = order.first().and_then(|b| b.score);
+    let could_win = |p: &Planned| match (terms, best, p.score) {
+        (Some(t), Some(best), Some(score)) => score + t.latency > best,
+        _ => true,
+    };
     if let Some(i) = order
         .iter()
         .skip(1)
-        .position(|p| best_warm && open(p) && health.improving(&p.model))
+        .position(|p| best_warm && open(p) && health.improving(&p.model) && could_win(p))
     {
         return Some((i + 1, Probe::Recovery));
     }
@@ -143,7 +154,7 @@ pub fn choose(
     if !tick.is_multiple_of(every) {
         return None;
     }
-    if let Some(q) = quality.filter(|_| (tick / every) % 2 == 1) {
+    if let Some(q) = terms.filter(|_| (tick / every) % 2 == 1) {
         if let Some(i) = quality_probe(order, health, q, open) {
             return Some((i, Probe::Quality));
         }
@@ -290,6 +301,34 @@ mod tests {
     }
 
     #[test]
+    fn a_model_that_could_not_win_however_fast_is_not_probed_for_recovery() {
+        let mut order = ranked(&["a", "b"]);
+        order[0].score = Some(0.9);
+        order[1].score = Some(0.3);
+        let mut v = View::default();
+        let now = Instant::now();
+        for m in ["a", "b"] {
+            measured(&mut v, m, 10, 5);
+        }
+        v.improving.insert("b".into());
+        let terms = |latency| {
+            Some(Terms {
+                task: "t",
+                quality: 0.7,
+                latency,
+            })
+        };
+        // Latency is a tenth of the score: b would still lose at its fastest.
+        assert_eq!(choose(&order, &v, now, (1, 0.05), terms(0.1)), None);
+        assert_eq!(choose(&order, &v, now, (1, 0.05), terms(0.0)), None);
+        // Where latency weighs enough to close the gap, it is heard again.
+        assert_eq!(
+            choose(&order, &v, now, (1, 0.05), terms(0.7)),
+            Some((1, Probe::Recovery))
+        );
+    }
+
+    #[test]
     fn share_zero_turns_exploration_off_and_fallbacks_are_never_probed() {
         let mut order = ranked(&["a", "b"]);
         let v = View::default();
@@ -341,9 +380,10 @@ mod tests {
             ),
             ("known-bad".to_string(), sure(5.0, 300.0)),
         ]));
-        let q = Some(QualityTerm {
+        let q = Some(Terms {
             task: "t",
-            weight: 0.7,
+            quality: 0.7,
+            latency: 0.1,
         });
         let now = Instant::now();
         // Every other exploring request: the one that could win, not the
@@ -378,9 +418,10 @@ mod tests {
             Some((1, Probe::Quality))
         );
         // A task nothing was said of explores no quality.
-        let other = Some(QualityTerm {
+        let other = Some(Terms {
             task: "u",
-            weight: 0.7,
+            quality: 0.7,
+            latency: 0.1,
         });
         assert_eq!(
             choose(&order, &v, now, (20, 0.05), other).map(|p| p.1),

@@ -182,11 +182,12 @@ impl Router {
         } else {
             self.config.explore
         };
-        let quality = explore::QualityTerm {
+        let terms = explore::Terms {
             task: job.req.task(),
-            weight: job.settings.weights.quality,
+            quality: job.settings.weights.quality,
+            latency: job.settings.weights.latency,
         };
-        let probe = match explore::choose(&plan.order, health, now, (tick, share), Some(quality)) {
+        let probe = match explore::choose(&plan.order, health, now, (tick, share), Some(terms)) {
             Some((i, _)) => {
                 plan.order[..=i].rotate_right(1);
                 Some(plan.order[0].model.clone())

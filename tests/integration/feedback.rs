@@ -571,12 +571,15 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
         40
     );
     // The run learned as it went: its last lines went to the cheap model,
-    // but for the one in four that explores.
+    // but for the one in four that explores. (A strong answer a little
+    // faster than its average does not win it more: it could not win
+    // however fast.)
     let cheap = lines[28..]
         .iter()
         .filter(|l| l["model"] == "t/cheap")
         .count();
-    assert!(cheap >= 7, "{cheap} of the last 12");
+    let seq: Vec<&str> = lines.iter().filter_map(|l| l["model"].as_str()).collect();
+    assert!(cheap >= 8, "{cheap} of the last 12: {seq:?}");
     assert_eq!(choice(&env, "faq").0, "t/cheap");
     // The report by task shows the grades and what was learned.
     let out = env
