@@ -182,6 +182,7 @@ fn costs_carry_no_float_noise_in_any_output() {
     prom.assert_code(0);
     assert_costs_tidy(&prom.stdout, "\nllmroute_cost_usd");
     assert_costs_tidy(&prom.stdout, "\nllmroute_model_cost_usd");
+    assert_costs_tidy(&prom.stdout, "\nllmroute_upstream_cost_usd");
 
     let models = env
         .cmd()

@@ -51,7 +51,7 @@ fn per_upstream(o: &mut String, r: &Report) {
         "llmroute_upstream_cost_usd",
         "gauge",
         "Known cost of the lines on each upstream in US dollars.",
-        per(&|u| u.cost_usd),
+        per(&|u| crate::core::numbers::round_usd(u.cost_usd)),
     );
 }
 
