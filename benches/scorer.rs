@@ -208,9 +208,10 @@ fn learned(c: &mut Criterion) {
     // Tick 20 of a 0.05 share: an exploring request that weighs a quality
     // probe first.
     let now = std::time::Instant::now();
-    let quality = explore::QualityTerm {
+    let terms = explore::Terms {
         task: req.task(),
-        weight: s.weights.quality,
+        quality: s.weights.quality,
+        latency: s.weights.latency,
     };
     group.bench_function("plan/8_candidates", |b| {
         b.iter(|| {
@@ -220,7 +221,7 @@ fn learned(c: &mut Criterion) {
                 &view,
                 now,
                 (20, 0.05),
-                Some(quality),
+                Some(terms),
             ))
         })
     });
