@@ -516,3 +516,40 @@ fn each_priority_picks_its_best_across_upstreams() {
     assert_eq!(pick("cost"), "m/x");
     assert_eq!(pick("quality"), "m/x");
 }
+
+#[test]
+fn lines_that_fail_count_on_the_upstream_that_failed_them() {
+    let env = env();
+    let local = local();
+    local.set_default("llama3", Behavior::status(500));
+    let cfg = config(&env, &local.base_url());
+    // Two lines fail on the local server (its only candidate), one is
+    // answered by the default upstream.
+    let out = run(&env, &cfg, &["--models", "local:llama3", "--no-cache"], 2);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    run(&env, &cfg, &["--models", "m/x", "--no-cache"], 1).assert_code(0);
+    let report = |args: &[&str]| {
+        env.cmd()
+            .env("LLMROUTE_CONFIG", &cfg)
+            .env("LOCAL_KEY", LOCAL_KEY)
+            .args(args)
+            .run()
+    };
+    let out = report(&["report", "--json"]);
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let rows = v["upstreams"].as_array().unwrap();
+    let of = |name: &str| rows.iter().find(|r| r["upstream"] == name).cloned();
+    let local_row = of("local").unwrap_or_else(|| panic!("no local row: {rows:?}"));
+    assert_eq!(local_row["requests"], 2, "{rows:?}");
+    assert_eq!(local_row["errors"], 2, "{rows:?}");
+    assert_eq!(local_row["answered"], 0, "{rows:?}");
+    assert_eq!(of("default").unwrap()["errors"], 0, "{rows:?}");
+    let out = report(&["report", "--format", "prometheus"]);
+    assert!(
+        out.stdout
+            .contains("llmroute_upstream_errors{upstream=\"local\"} 2"),
+        "{}",
+        out.stdout
+    );
+}

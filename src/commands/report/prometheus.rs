@@ -43,7 +43,7 @@ fn per_upstream(o: &mut String, r: &Report) {
         o,
         "llmroute_upstream_errors",
         "gauge",
-        "Lines that ended with an error on each upstream.",
+        "Lines that ended with an error on each upstream (that of the last candidate tried).",
         per(&|u| u.errors as f64),
     );
     family(

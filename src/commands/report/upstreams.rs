@@ -29,19 +29,21 @@ pub struct UpstreamReport {
 }
 
 /// Every upstream's row, most requests first. `names`: the named upstreams
-/// of the config. Requests that ended before any model (a bad line) are left
+/// of the config. A line that failed counts on the upstream of the last
+/// model it tried; one that ended before any model (a bad line) is left
 /// out.
 pub fn load(
     conn: &Connection,
     window: &Window,
     names: &[String],
 ) -> rusqlite::Result<Vec<UpstreamReport>> {
+    let from = window.from_ms.unwrap_or(i64::MIN);
     let mut stmt = conn.prepare(
         "SELECT model, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens), total(completion_tokens)
          FROM requests WHERE model IS NOT NULL AND ts >= ?1 GROUP BY model",
     )?;
-    let rows = stmt.query_map([window.from_ms.unwrap_or(i64::MIN)], |r| {
+    let rows = stmt.query_map([from], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
@@ -56,25 +58,7 @@ pub fn load(
     let mut out: Vec<UpstreamReport> = Vec::new();
     for row in rows {
         let (model, requests, answered, errors, cached, cost, prompt, completion) = row?;
-        let name = upstream_of(&model, names);
-        let i = match out.iter().position(|u| u.upstream == name) {
-            Some(i) => i,
-            None => {
-                out.push(UpstreamReport {
-                    upstream: name.to_string(),
-                    requests: 0,
-                    answered: 0,
-                    errors: 0,
-                    cache_hits: 0,
-                    cost_usd: 0.0,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    models: Vec::new(),
-                });
-                out.len() - 1
-            }
-        };
-        let u = &mut out[i];
+        let u = row_of(&mut out, upstream_of(&model, names));
         u.requests += requests;
         u.answered += answered;
         u.errors += errors;
@@ -83,6 +67,14 @@ pub fn load(
         u.prompt_tokens += prompt;
         u.completion_tokens += completion;
         u.models.push(model);
+    }
+    for (model, lines) in failed_lines(conn, from)? {
+        let u = row_of(&mut out, upstream_of(&model, names));
+        u.requests += lines;
+        u.errors += lines;
+        if !u.models.contains(&model) {
+            u.models.push(model);
+        }
     }
     for u in &mut out {
         u.models.sort();
@@ -93,6 +85,68 @@ pub fn load(
             .then(a.upstream.cmp(&b.upstream))
     });
     Ok(out)
+}
+
+/// How far before the window a failed line's attempts are looked for: a
+/// line's attempts come before its end.
+const ATTEMPTS_BEFORE_MS: i64 = 3_600_000;
+
+/// The lines from `from` on that failed after trying a model, counted by
+/// the last model each tried.
+fn failed_lines(conn: &Connection, from: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT run_id, line FROM requests
+         WHERE model IS NULL AND NOT ok AND attempts > 0 AND ts >= ?1",
+    )?;
+    let failed = stmt
+        .query_map([from], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<std::collections::HashSet<_>>>()?;
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The attempts table has no index by line: one pass over the window's
+    // attempts, keeping each failed line's last.
+    let mut stmt = conn.prepare(
+        "SELECT run_id, line, model FROM attempts
+         WHERE ts >= ?1 AND NOT cached ORDER BY id",
+    )?;
+    let mut rows = stmt.query([from.saturating_sub(ATTEMPTS_BEFORE_MS)])?;
+    let mut last = std::collections::HashMap::new();
+    while let Some(r) = rows.next()? {
+        let line = (r.get::<_, String>(0)?, r.get::<_, i64>(1)?);
+        if failed.contains(&line) {
+            last.insert(line, r.get::<_, String>(2)?);
+        }
+    }
+    let mut by_model: std::collections::BTreeMap<String, i64> = Default::default();
+    for model in last.into_values() {
+        *by_model.entry(model).or_default() += 1;
+    }
+    Ok(by_model.into_iter().collect())
+}
+
+/// `name`'s row in `out`, added empty if it has none yet.
+fn row_of<'a>(out: &'a mut Vec<UpstreamReport>, name: &str) -> &'a mut UpstreamReport {
+    let i = match out.iter().position(|u| u.upstream == name) {
+        Some(i) => i,
+        None => {
+            out.push(UpstreamReport {
+                upstream: name.to_string(),
+                requests: 0,
+                answered: 0,
+                errors: 0,
+                cache_hits: 0,
+                cost_usd: 0.0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                models: Vec::new(),
+            });
+            out.len() - 1
+        }
+    };
+    &mut out[i]
 }
 
 /// The upstream a candidate id is on.
