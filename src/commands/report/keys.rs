@@ -29,7 +29,8 @@ pub fn load(
 ) -> rusqlite::Result<Vec<KeyReport>> {
     let mut sql = String::from(
         "SELECT key_name, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
-                total(cost_usd), total(prompt_tokens), total(completion_tokens)
+                total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
+                total(completion_tokens) FILTER (WHERE NOT cached)
          FROM requests WHERE key_name IS NOT NULL AND ts >= ?",
     );
     let mut params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(
@@ -89,6 +90,7 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
 mod tests {
     use super::super::fixtures::{all_time, request, store_of};
     use super::*;
+    use crate::engine::ports::RequestRow;
 
     #[test]
     fn requests_are_summed_per_key() {
@@ -108,5 +110,18 @@ mod tests {
         assert_eq!(keys[0].cost_usd, 0.5);
         assert_eq!(keys[1].prompt_tokens + keys[1].completion_tokens, 7);
         assert!(render(&keys, "all").contains("a "));
+    }
+
+    #[test]
+    fn a_cache_hit_counts_as_a_hit_and_its_tokens_do_not() {
+        let hit = RequestRow {
+            cached: true,
+            ..request(Some("m"), Some("a"), true, 0.0)
+        };
+        let s = store_of([request(Some("m"), Some("a"), true, 0.5), hit]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        assert_eq!((keys[0].requests, keys[0].cache_hits), (2, 1));
+        // As the report's totals: tokens of answered lines only.
+        assert_eq!(keys[0].prompt_tokens + keys[0].completion_tokens, 7);
     }
 }

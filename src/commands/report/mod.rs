@@ -55,7 +55,7 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     report.tasks = tasks::load(store.conn(), &window)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let names: Vec<String> = options.upstreams.keys().cloned().collect();
-    report.upstreams = upstreams::load(store.conn(), &window, &names)
+    report.upstreams = upstreams::load(store.conn(), &window, &names, &models)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let text = match format {
         ReportFormat::Table if args.by == crate::cli::ReportBy::Key => {

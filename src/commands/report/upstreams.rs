@@ -36,13 +36,17 @@ pub fn load(
     conn: &Connection,
     window: &Window,
     names: &[String],
+    models: &[String],
 ) -> rusqlite::Result<Vec<UpstreamReport>> {
     let from = window.from_ms.unwrap_or(i64::MIN);
     let mut stmt = conn.prepare(
         "SELECT model, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
-                total(cost_usd), total(prompt_tokens), total(completion_tokens)
+                total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
+                total(completion_tokens) FILTER (WHERE NOT cached)
          FROM requests WHERE model IS NOT NULL AND ts >= ?1 GROUP BY model",
     )?;
+    // `report --model`: only the lines those models ended.
+    let asked = |m: &str| models.is_empty() || models.iter().any(|x| x == m);
     let rows = stmt.query_map([from], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -58,6 +62,9 @@ pub fn load(
     let mut out: Vec<UpstreamReport> = Vec::new();
     for row in rows {
         let (model, requests, answered, errors, cached, cost, prompt, completion) = row?;
+        if !asked(&model) {
+            continue;
+        }
         let u = row_of(&mut out, upstream_of(&model, names));
         u.requests += requests;
         u.answered += answered;
@@ -69,6 +76,9 @@ pub fn load(
         u.models.push(model);
     }
     for (model, lines) in failed_lines(conn, from)? {
+        if !asked(&model) {
+            continue;
+        }
         let u = row_of(&mut out, upstream_of(&model, names));
         u.requests += lines;
         u.errors += lines;
@@ -184,6 +194,7 @@ pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
 mod tests {
     use super::super::fixtures::{all_time, request, store_of};
     use super::*;
+    use crate::engine::ports::RequestRow;
 
     #[test]
     fn requests_are_summed_per_upstream_of_their_candidate() {
@@ -197,7 +208,7 @@ mod tests {
         ]);
         let w = all_time();
         let names = vec!["local".to_string()];
-        let rows = load(s.conn(), &w, &names).unwrap();
+        let rows = load(s.conn(), &w, &names, &[]).unwrap();
         assert_eq!(rows.len(), 2, "{rows:?}");
         // A name no longer in the config is a plain id on the default upstream.
         let d = &rows[0];
@@ -215,5 +226,31 @@ mod tests {
         assert_eq!(l.prompt_tokens + l.completion_tokens, 14);
         let text = render(&rows, "all time");
         assert!(text.contains("local:llama3, local:qwen"), "{text}");
+    }
+
+    #[test]
+    fn a_cache_hit_counts_as_a_hit_and_its_tokens_do_not() {
+        let hit = RequestRow {
+            cached: true,
+            ..request(Some("local:llama3"), None, true, 0.0)
+        };
+        let s = store_of([request(Some("local:llama3"), None, true, 0.5), hit]);
+        let rows = load(s.conn(), &all_time(), &["local".to_string()], &[]).unwrap();
+        assert_eq!((rows[0].requests, rows[0].cache_hits), (2, 1));
+        assert_eq!(rows[0].prompt_tokens + rows[0].completion_tokens, 7);
+    }
+
+    #[test]
+    fn models_asked_for_keep_only_their_lines() {
+        let s = store_of([
+            request(Some("local:llama3"), None, true, 0.5),
+            request(Some("local:qwen"), None, true, 0.25),
+            request(Some("m/x"), None, true, 1.0),
+        ]);
+        let names = ["local".to_string()];
+        let rows = load(s.conn(), &all_time(), &names, &["local:qwen".to_string()]).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].requests, rows[0].cost_usd), (1, 0.25));
+        assert_eq!(rows[0].models, ["local:qwen"]);
     }
 }
