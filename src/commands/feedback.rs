@@ -46,7 +46,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         _ => Box::new(std::io::stdin().lock()),
     };
     let outcomes = args.outcomes.is_some();
-    let shared = Shared::open(options)?;
+    let mut shared = Shared::open(options)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
     let mut batch: Vec<(u64, Result<Item, Bad>)> = Vec::with_capacity(BATCH);
@@ -68,8 +68,8 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
             let (results, events) = take_in(&store, &batch, &path)?;
-            if let Some(s) = &shared {
-                s.share(events)?;
+            if let Some(s) = &mut shared {
+                s.share(events);
             }
             for (n, r) in results {
                 match &r {
@@ -120,6 +120,8 @@ type TakenIn = (Vec<(u64, Taken)>, Vec<Event>);
 struct Shared {
     rt: tokio::runtime::Runtime,
     link: std::sync::Arc<crate::shared::Link>,
+    /// Redis stopped answering: the rest goes to the store alone.
+    down: bool,
 }
 
 impl Shared {
@@ -138,22 +140,36 @@ impl Shared {
                     crate::shared::shown(&r.url)
                 )
             })?;
-        Ok(Some(Shared { rt, link }))
+        Ok(Some(Shared {
+            rt,
+            link,
+            down: false,
+        }))
     }
 
-    fn share(&self, events: Vec<Event>) -> anyhow::Result<()> {
+    /// Shares what a batch taught. Redis not answering is no reason to
+    /// stop: the store has it all, as every other command goes on with
+    /// its local state; it is said once.
+    fn share(&mut self, events: Vec<Event>) {
+        if self.down {
+            return;
+        }
         let now = store::now_ms();
-        self.rt.block_on(async {
+        let link = &self.link;
+        let shared = self.rt.block_on(async {
             for (identity, task, model, e) in events {
                 let at = (task.as_str(), model.as_str());
-                crate::shared::quality::add(&self.link, &identity, at, e, (now, HALF_LIFE_MS))
-                    .await
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("Redis stopped answering; the store has it all")
-                    })?;
+                crate::shared::quality::add(link, &identity, at, e, (now, HALF_LIFE_MS)).await?;
             }
-            Ok(())
-        })
+            Some(())
+        });
+        if shared.is_none() {
+            self.down = true;
+            eprintln!(
+                "llmroute: warning: Redis does not answer; what the rest of this input \
+                 teaches goes to the store alone"
+            );
+        }
     }
 }
 

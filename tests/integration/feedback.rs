@@ -714,3 +714,35 @@ fn an_interrupted_graded_run_kills_its_graders_and_keeps_its_answers() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(running(), 0, "no grader outlives the run");
 }
+
+#[test]
+fn feedback_with_redis_down_answers_every_line_and_keeps_what_it_took() {
+    let env = two();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let outcomes = format!(
+        "{}\n{}\n",
+        json!({"task": "tickets", "model": "t/cheap", "score": 1}),
+        json!({"task": "tickets", "model": "t/cheap", "score": 9}),
+    );
+    let out = env
+        .cmd()
+        .args(["feedback", "--outcomes", "-"])
+        .args(["--redis", &format!("redis://127.0.0.1:{port}/0")])
+        .stdin(outcomes)
+        .run();
+    // As every other command: a warning, then the work, on the store alone.
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].get("error").is_none(), "{}", out.stdout);
+    assert!(lines[1]["error"]["message"].is_string(), "{}", out.stdout);
+    assert!(out.stderr.contains("Redis"), "{}", out.stderr);
+    assert_eq!(
+        env.count("SELECT events FROM quality WHERE task = 'tickets' AND model = 't/cheap'"),
+        1
+    );
+}
