@@ -112,11 +112,23 @@ impl App {
                 ),
             ));
         }
+        let config = &self.router.config().settings;
+        let o = req.overrides.get_or_insert_with(Default::default);
+        // The server's fallback models, a pinned request's too, are only
+        // those the key may use.
+        if o.fallback.is_none() && !config.fallback.is_empty() {
+            o.fallback = Some(
+                config
+                    .fallback
+                    .iter()
+                    .filter(|m| p.allows_model(m))
+                    .cloned()
+                    .collect(),
+            );
+        }
         if req.pinned.is_some() {
             return Ok(());
         }
-        let config = &self.router.config().settings;
-        let o = req.overrides.get_or_insert_with(Default::default);
         if o.models.is_none() {
             let allowed: Vec<String> = config
                 .models
@@ -134,16 +146,6 @@ impl App {
                 ));
             }
             o.models = Some(allowed);
-        }
-        if o.fallback.is_none() && !config.fallback.is_empty() {
-            o.fallback = Some(
-                config
-                    .fallback
-                    .iter()
-                    .filter(|m| p.allows_model(m))
-                    .cloned()
-                    .collect(),
-            );
         }
         Ok(())
     }

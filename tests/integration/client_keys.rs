@@ -334,6 +334,23 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
 }
 
 #[test]
+fn a_key_s_pinned_model_failing_falls_back_only_to_models_it_may_use() {
+    let env = Env::three();
+    env.server.set_default("t/c", Behavior::status(500));
+    let t = make_key(&env, "only-c", &["--models", "t/c"]);
+    let s = env.serve(&["--models", "t/a,t/c", "--fallback", "t/b"]);
+    rt().block_on(async {
+        let (status, headers, v) = post(&s, Some(&t), &chat(Some("t/c"), "pinned")).await;
+        assert_eq!(status, 502, "{v} {headers:?}");
+    });
+    let called: Vec<Value> = env.server.completions().iter().map(|r| r.json()).collect();
+    assert!(!called.is_empty());
+    for body in &called {
+        assert_eq!(body["model"], "t/c", "{body}");
+    }
+}
+
+#[test]
 fn keys_never_see_each_other_s_cached_answers() {
     let env = Env::three();
     let a = make_key(&env, "a", &[]);
