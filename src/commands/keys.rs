@@ -103,7 +103,11 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
             Some("shared") => CacheUse::Shared,
             _ => CacheUse::Own,
         },
-        expires_at_ms: c.expires.as_deref().map(|w| expiry(w, now)).transpose()?,
+        expires_at_ms: c
+            .expires
+            .as_deref()
+            .map(|w| expiry_shown(w, now))
+            .transpose()?,
     };
     for p in &policy.priorities {
         if crate::core::scoring::Priority::from_name(p).is_none() {
@@ -139,6 +143,21 @@ fn expiry(when: &str, now: i64) -> anyhow::Result<i64> {
     let ms = i64::try_from(ms).unwrap_or(i64::MAX);
     if ms <= now {
         bail!("--expires {w}: that is already past");
+    }
+    Ok(ms)
+}
+
+/// The last instant a date can show: the end of 9999-12-31, UTC.
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// [`expiry`], no later than a date can show.
+fn expiry_shown(when: &str, now: i64) -> anyhow::Result<i64> {
+    let ms = expiry(when, now)?;
+    if ms > LAST_MS {
+        bail!(
+            "--expires {}: past the year 9999; leave --expires out for a key that does not expire",
+            when.trim()
+        );
     }
     Ok(ms)
 }
@@ -374,7 +393,28 @@ fn day(ms: i64) -> String {
 
 /// Unix ms as a UTC time.
 fn time(ms: i64) -> String {
+    if ms > LAST_MS {
+        return "after 9999-12-31".into();
+    }
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_is_one_a_date_can_show() {
+        let now = 1_800_000_000_000;
+        assert!(expiry("30d", now).is_ok());
+        let far = expiry_shown("8000y", now).unwrap_err().to_string();
+        assert!(far.contains("9999"), "{far}");
+        assert!(expiry_shown("99999999d", now).is_err());
+        assert!(expiry_shown("9999-12-31", now).is_ok());
+        // What a store may already hold is shown, not a panic.
+        assert_eq!(time(i64::MAX), "after 9999-12-31");
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+    }
 }
