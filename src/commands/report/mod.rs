@@ -52,7 +52,7 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     report.keys = keys::load(store.conn(), &window, &models)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
-    report.tasks = tasks::load(store.conn(), &window)
+    report.tasks = tasks::load(store.conn(), &window, &models)
         .with_context(|| format!("cannot read the store at {}", path.display()))?;
     let names: Vec<String> = options.upstreams.keys().cloned().collect();
     report.upstreams = upstreams::load(store.conn(), &window, &names, &models)

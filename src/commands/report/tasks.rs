@@ -26,8 +26,14 @@ pub struct TaskReport {
     pub learned_events: i64,
 }
 
-/// Every (task, model) with answers or feedback in the window.
-pub fn load(conn: &Connection, window: &Window) -> rusqlite::Result<Vec<TaskReport>> {
+/// Every (task, model) with answers or feedback in the window, or
+/// anything learned (outcomes of an evaluation teach without answers);
+/// only `models`' when some are asked for (`report --model`).
+pub fn load(
+    conn: &Connection,
+    window: &Window,
+    models: &[String],
+) -> rusqlite::Result<Vec<TaskReport>> {
     let from = window.from_ms.unwrap_or(i64::MIN);
     let mut stmt = conn.prepare(
         "WITH answered AS (
@@ -39,7 +45,8 @@ pub fn load(conn: &Connection, window: &Window) -> rusqlite::Result<Vec<TaskRepo
          learned AS (
              SELECT task, model, total(good) AS good, total(bad) AS bad, total(events) AS events
              FROM quality GROUP BY 1, 2),
-         pairs AS (SELECT task, model FROM answered UNION SELECT task, model FROM judged)
+         pairs AS (SELECT task, model FROM answered UNION SELECT task, model FROM judged
+                   UNION SELECT task, model FROM learned WHERE events > 0)
          SELECT p.task, p.model, coalesce(a.n, 0), coalesce(a.cost, 0), coalesce(j.n, 0), j.mean,
                 CASE WHEN l.good + l.bad > 0 THEN l.good / (l.good + l.bad) END, coalesce(l.events, 0)
          FROM pairs p
@@ -60,13 +67,17 @@ pub fn load(conn: &Connection, window: &Window) -> rusqlite::Result<Vec<TaskRepo
             learned_events: r.get::<_, f64>(7)? as i64,
         })
     })?;
-    rows.collect()
+    let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    if !models.is_empty() {
+        rows.retain(|r| models.contains(&r.model));
+    }
+    Ok(rows)
 }
 
 /// The rows as a table for people.
 pub fn render(rows: &[TaskReport], window: &str) -> String {
     if rows.is_empty() {
-        return format!("no answers with a task in the {window}\n");
+        return format!("no answers, feedback or learned quality in the {window}\n");
     }
     let header = [
         "task",
@@ -80,7 +91,11 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
     let rows = rows.iter().map(|r| {
         let learned = match r.learned_good_share {
             Some(g) if r.learned_events > 0 => {
-                format!("{:.0}% good of {} events", g * 100.0, r.learned_events)
+                format!(
+                    "{:.0}% good of {}",
+                    g * 100.0,
+                    numbers::counted(r.learned_events.max(0) as u64, "event")
+                )
             }
             _ => "prior".to_string(),
         };
@@ -95,4 +110,60 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
         ]
     });
     super::by_table("task", window, header, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{all_time, request, store_of};
+    use super::*;
+    use crate::engine::ports::RequestRow;
+
+    fn on(task: &str, model: &str) -> RequestRow {
+        RequestRow {
+            task: Some(task.into()),
+            ..request(Some(model), None, true, 0.5)
+        }
+    }
+
+    #[test]
+    fn models_asked_for_keep_only_their_rows() {
+        let s = store_of([on("t", "a"), on("t", "b"), on("u", "b")]);
+        let rows = load(s.conn(), &all_time(), &["b".to_string()]).unwrap();
+        let pairs: Vec<_> = rows
+            .iter()
+            .map(|r| (r.task.as_str(), r.model.as_str()))
+            .collect();
+        assert_eq!(pairs, [("t", "b"), ("u", "b")]);
+        assert_eq!(load(s.conn(), &all_time(), &[]).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn what_was_learned_from_outcomes_alone_is_shown() {
+        let s = store_of([on("t", "a")]);
+        s.conn()
+            .execute(
+                "INSERT INTO quality (upstream, task, model, good, bad, events, at)
+                 VALUES ('u', 'sql', 'b', 3, 1, 4, 0)",
+                [],
+            )
+            .unwrap();
+        let rows = load(s.conn(), &all_time(), &[]).unwrap();
+        let sql = rows
+            .iter()
+            .find(|r| r.task == "sql")
+            .expect("the learned row");
+        assert_eq!((sql.answered, sql.learned_events), (0, 4));
+        let text = render(&rows, "all time");
+        assert!(text.contains("75% good of 4 events"), "{text}");
+        let one = [TaskReport {
+            learned_events: 1,
+            learned_good_share: Some(1.0),
+            ..sql.clone()
+        }];
+        let text = render(&one, "all time");
+        assert!(
+            text.contains("of 1 event") && !text.contains("1 events"),
+            "{text}"
+        );
+    }
 }
