@@ -324,7 +324,13 @@ fn parse(line: &str, outcome: bool) -> Result<Item, Bad> {
     let Value::Object(o) = v else {
         return Err((Value::Null, "not a JSON object".into()));
     };
+    // Echoed so that the error can be matched to its request; one too
+    // long to be an id is cut, not written back whole.
     let rid = match o.get("request_id") {
+        Some(Value::String(r)) if r.len() > 256 => {
+            let cut: String = r.chars().take(256).collect();
+            Value::String(cut + "…")
+        }
         Some(r @ Value::String(_)) => r.clone(),
         _ => Value::Null,
     };
@@ -335,7 +341,11 @@ fn item_of(o: &Map<String, Value>, outcome: bool) -> Result<Item, String> {
     let score = score_of(o.get("score").unwrap_or(&Value::Null))?;
     let weight = weight_of(o.get("weight"))?;
     if outcome {
-        let task = text(o, "task")?;
+        // A task's own bound, not a field's: an empty name is a bad task.
+        let task = match o.get("task") {
+            Some(Value::String(t)) => t.trim().to_string(),
+            _ => text(o, "task")?,
+        };
         check_task(&task)?;
         let model = text(o, "model")?;
         return Ok(Item::Outcome {
@@ -366,6 +376,26 @@ fn text(o: &Map<String, Value>, field: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_line_s_error_is_short_and_says_the_right_bound() {
+        let long = format!("{{\"request_id\":\"{}\",\"score\":1}}", "a".repeat(100_000));
+        let (rid, message) = parse(&long, false).err().unwrap();
+        assert!(
+            rid.as_str().unwrap().chars().count() <= 257,
+            "{}",
+            rid.to_string().len()
+        );
+        assert!(message.contains("256"), "{message}");
+        let (_, message) = parse(r#"{"task":"","model":"m","score":1}"#, true)
+            .err()
+            .unwrap();
+        assert!(message.contains("1 to 64"), "{message}");
+        let (_, message) = parse(r#"{"task":"  ","model":"m","score":1}"#, true)
+            .err()
+            .unwrap();
+        assert!(message.contains("1 to 64"), "{message}");
+    }
 
     #[test]
     fn each_line_counts_the_events_up_to_it_in_the_input_s_order() {
