@@ -252,9 +252,25 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     let left = limit.saturating_sub(started.elapsed());
     let out = out_rx.recv_timeout(left).map_err(|_| too_long())?;
     let text = String::from_utf8_lossy(&out);
-    let word = text.split_whitespace().next().unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(word)
-        .map_err(|_| format!("the grader printed {word:?}, not a score (0..1, true or false)"))?;
+    score_in(text.split_whitespace().next().unwrap_or(""))
+}
+
+/// The score a grader printed: `true`, `false`, or a number in 0..1 as
+/// programs print them (`.5` from bc, `1.`, `-0`).
+fn score_in(word: &str) -> Result<f64, String> {
+    let v = match word {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        _ => word
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .and_then(|x| serde_json::Number::from_f64(x + 0.0))
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| {
+                format!("the grader printed {word:?}, not a score (0..1, true or false)")
+            })?,
+    };
     score_of(&v).map_err(|e| format!("the grader's {e}"))
 }
 
@@ -322,6 +338,15 @@ mod tests {
         );
         assert!(run("echo 2", "{}", T, &Running::default()).is_err());
         assert!(run("echo maybe", "{}", T, &Running::default()).is_err());
+        // Numbers as programs print them: bc's `.50`, `1.`, a negative zero.
+        assert_eq!(score_in(".50"), Ok(0.5));
+        assert_eq!(score_in("1."), Ok(1.0));
+        let zero = score_in("-0").unwrap();
+        assert!(zero == 0.0 && zero.is_sign_positive());
+        assert_eq!(score_in("false"), Ok(0.0));
+        assert!(score_in("NaN").is_err());
+        assert!(score_in("inf").is_err());
+        assert!(score_in("\"1\"").is_err());
         assert!(run("exit 3", "{}", T, &Running::default())
             .unwrap_err()
             .contains("exited"));

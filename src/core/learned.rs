@@ -123,7 +123,8 @@ pub fn score_of(v: &serde_json::Value) -> Result<f64, String> {
     match v {
         serde_json::Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
         serde_json::Value::Number(n) => match n.as_f64() {
-            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            // `+ 0.0`: a negative zero is zero.
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x + 0.0),
             _ => Err(format!("score {n} is outside 0..1")),
         },
         serde_json::Value::Null => Err("no score: give a number in 0..1, true or false".into()),
