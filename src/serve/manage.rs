@@ -162,6 +162,7 @@ const ROUTING_FIELDS: [&str; 6] = [
 pub async fn route(
     State(app): State<Arc<App>>,
     Extension(Caller(client)): Extension<Caller>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let bytes = match app.read_body(body, app.max_body).await {
@@ -192,6 +193,10 @@ pub async fn route(
     if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return e.into_response();
     }
+    // The task as a chat request takes it: the body's, else the header's.
+    if let Err(e) = super::call::task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
+        return e.into_response();
+    }
     match app.router.decide(&call.req) {
         Ok(d) => Json(decision_json(&d)).into_response(),
         Err(e) => ApiError::from_ending(&e, app.retry_refused).into_response(),
@@ -209,7 +214,7 @@ fn decision_json(d: &Decision) -> Value {
                 "latency_ms": r.latency_ms,
                 "latency_measured": r.latency_measured,
                 "cost_usd": r.cost_usd.map(crate::core::numbers::round_usd),
-                "quality": r.quality,
+                "quality": round_score(r.quality),
                 "state": r.state.as_ref().map(|s| s.0.name()),
                 "why": r.state.as_ref().map(|s| s.1.clone()),
             })

@@ -746,3 +746,34 @@ fn feedback_with_redis_down_answers_every_line_and_keeps_what_it_took() {
         1
     );
 }
+
+#[test]
+fn route_takes_the_task_header_as_a_chat_request_does() {
+    let env = two();
+    let mut outcomes = String::new();
+    for _ in 0..30 {
+        outcomes.push_str(&format!(
+            "{}\n{}\n",
+            json!({"task": "support", "model": "t/cheap", "score": 1}),
+            json!({"task": "support", "model": "t/strong", "score": 0.3}),
+        ));
+    }
+    env.cmd()
+        .args(["feedback", "--outcomes", "-", "--quiet"])
+        .stdin(outcomes)
+        .run()
+        .assert_code(0);
+    let out = env.cmd().args(["keys", "create", "a"]).run();
+    out.assert_code(0);
+    let token = out.stdout.lines().next().unwrap().to_string();
+    let s = env.serve(&["--models", "t/cheap,t/strong", "-p", "quality"]);
+    let body = json!({"messages": [{"role": "user", "content": "x"}]});
+    // `post` sends `x-llmroute-task: support`.
+    let (status, route, _) = post(&s, &token, "/route", &body);
+    assert_eq!(status, 200, "{route}");
+    assert_eq!(route["model"], "t/cheap", "{route}");
+    for r in route["ranking"].as_array().unwrap() {
+        let q = r["quality"].as_f64().unwrap();
+        assert_eq!(q, (q * 1e4).round() / 1e4, "rounded as /v1/models: {r}");
+    }
+}
