@@ -53,11 +53,23 @@ pub fn parse_call(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ApiError::bad_request("\"stream\" must be true or false")),
     };
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = match obj.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "\"stream_options.include_usage\" must be true or false",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "\"stream_options\" must be an object",
+            ))
+        }
+    };
     if let Some(Value::String(m)) = obj.get("model") {
         match model_choice(Some(m)) {
             ModelChoice::Auto => {
@@ -184,6 +196,23 @@ mod tests {
         assert!(!plain.stream);
         assert_eq!(s.req.digest, plain.req.digest, "one cache entry for both");
         assert!(call(&format!(r#"{{{m},"stream":"yes"}}"#)).is_err());
+        // As OpenAI: options of the wrong type are the client's mistake.
+        for bad in [
+            r#""stream_options":"x""#,
+            r#""stream_options":{"include_usage":"yes"}"#,
+            r#""stream_options":{"include_usage":1}"#,
+        ] {
+            let e = call(&format!(r#"{{{m},"stream":true,{bad}}}"#)).err();
+            assert!(e.is_some(), "{bad}");
+        }
+        for fine in [
+            r#""stream_options":null"#,
+            r#""stream_options":{}"#,
+            r#""stream_options":{"include_usage":null}"#,
+        ] {
+            let c = call(&format!(r#"{{{m},"stream":true,{fine}}}"#)).unwrap();
+            assert!(!c.include_usage, "{fine}");
+        }
     }
 
     #[test]
