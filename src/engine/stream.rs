@@ -289,7 +289,8 @@ impl Streaming {
             let error = serde_json::json!({"error": {
                 "message": message,
                 "type": "upstream_error",
-                "code": 502,
+                "param": null,
+                "code": "upstream_error",
             }});
             self.out
                 .push_back(Bytes::from(sse::frame(&error.to_string())));

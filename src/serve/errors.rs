@@ -1,4 +1,4 @@
-//! Errors in OpenAI's shape, `{"error": {"message", "type", "code"}}`, with
+//! Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with
 //! the status an OpenAI client turns into the right exception.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -180,6 +180,7 @@ impl ApiError {
         json!({"error": {
             "message": self.message,
             "type": self.kind,
+            "param": null,
             "code": self.code,
         }})
     }

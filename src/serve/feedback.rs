@@ -174,7 +174,7 @@ pub async fn feedback(
             Ok(v) => v,
             Err((rid, e)) => json!({
                 "request_id": rid,
-                "error": {"message": e, "type": "invalid_request_error", "code": "invalid_feedback"},
+                "error": {"message": e, "type": "invalid_request_error", "param": null, "code": "invalid_feedback"},
             }),
         })
         .collect();

@@ -88,6 +88,9 @@ fn a_stream_cut_midway_ends_with_an_error_and_is_not_cached() {
                 .contains("cut off"),
             "{last}"
         );
+        // In the shape of every other error: a string code, and a param.
+        assert_eq!(last["error"]["code"], "upstream_error", "{last}");
+        assert!(last["error"].get("param").is_some(), "{last}");
     });
     s.stop();
     assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
