@@ -54,6 +54,7 @@ impl Router {
             held: Some(held),
             planned,
             prices,
+            prompt_estimate: job.req.prompt_tokens,
             sent: Instant::now() - Duration::from_secs_f64(ms / 1000.0),
             started: job.started,
             request: request_row(job, None, None, 0.0, tried.attempts.len(), None),
@@ -106,6 +107,8 @@ struct Finish {
     held: Option<Held>,
     planned: Planned,
     prices: (Option<f64>, Option<f64>),
+    /// The prompt's tokens, as estimated before it was sent.
+    prompt_estimate: u64,
     /// When the attempt, and the request, began.
     sent: Instant,
     started: Instant,
@@ -146,13 +149,25 @@ impl Finish {
                 )
             })
         } else {
-            usage.cost
+            // It may have been billed: what it streamed, by the usage the
+            // API sent, else its prompt and its text so far (a token per 4
+            // bytes), so that the budget and the store count it alike.
+            usage.cost.or_else(|| {
+                let prompt = usage
+                    .prompt_tokens
+                    .map_or(self.prompt_estimate, |t| t.max(0) as u64);
+                let completion = usage.completion_tokens.map_or_else(
+                    || fold.content().map_or(0, |c| c.len().div_ceil(4) as u64),
+                    |t| t.max(0) as u64,
+                );
+                Some(self.prices.0? * prompt as f64 + self.prices.1? * completion as f64)
+            })
         };
         let signal = health_signal(ok, kind.map(FailureKind::name));
         let tokens = usage.completion_tokens.filter(|_| ok);
         self.health.observe(&model, signal, total_ms, tokens, ts);
         if let Some(h) = self.held.take() {
-            // A broken stream may have been billed: its estimate stays spent.
+            // With no price to go by, a broken stream's estimate stays spent.
             h.settle(cost);
         }
         let error = match &end {

@@ -136,6 +136,15 @@ fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
         "the attempt is recorded"
     );
     assert_eq!(env.count("SELECT count(*) FROM cache"), 0);
+    // What it streamed may be billed: the store counts what the budget
+    // does, so that a restart does not give it back.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM requests WHERE error_type = 'interrupted' AND cost_usd > 0"
+        ),
+        1,
+        "the cost of what was streamed is recorded"
+    );
 }
 
 #[test]
