@@ -26,28 +26,36 @@ use crate::store::Store;
 /// shape, with each one's score for a short request, latency estimate,
 /// state and prices; then `llmroute/auto` and the priorities a client
 /// can name as its model.
-pub async fn models(State(app): State<Arc<App>>) -> Response {
-    Json(json!({"object": "list", "data": listing(&app)})).into_response()
+pub async fn models(
+    State(app): State<Arc<App>>,
+    Extension(Caller(client)): Extension<Caller>,
+) -> Response {
+    let policy = client.as_deref().map(|c| &c.policy);
+    Json(json!({"object": "list", "data": listing(&app, policy)})).into_response()
 }
 
 /// `GET /v1/models/{id}` (the OpenAI clients' `models.retrieve`): one model
 /// of the list, or of the catalogue; 404 in OpenAI's shape otherwise.
 pub async fn model(
     State(app): State<Arc<App>>,
+    Extension(Caller(client)): Extension<Caller>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
+    let policy = client.as_deref().map(|c| &c.policy);
     // `auto`, which a chat request may name, is listed as `llmroute/auto`.
     let listed = match crate::core::request::model_choice(Some(&id)) {
         crate::core::request::ModelChoice::Auto => "llmroute/auto".to_string(),
         _ => id.clone(),
     };
-    if let Some(m) = listing(&app)
+    if let Some(m) = listing(&app, policy)
         .into_iter()
         .find(|m| m["id"] == listed.as_str())
     {
         return Json(m).into_response();
     }
-    match app.router.catalogue().get(&id) {
+    // A key sees only what it may name.
+    let allowed = policy.is_none_or(|p| p.allows_model(&id)) && !id.starts_with(ROUTE_PREFIX);
+    match app.router.catalogue().get(&id).filter(|_| allowed) {
         Some(info) => Json(json!({
             "id": id,
             "object": "model",
@@ -71,8 +79,18 @@ pub async fn model(
 }
 
 /// What `/v1/models` lists: the candidates and fallback models, then the
-/// `llmroute/...` names that choose a priority.
-fn listing(app: &App) -> Vec<Value> {
+/// `llmroute/...` names that choose a priority; for a key, only those it
+/// may name.
+fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> {
+    let may_use = |m: &str| policy.is_none_or(|p| p.allows_model(m));
+    let may_ask = |priority: &str| {
+        policy.is_none_or(|p| {
+            p.priorities.is_empty()
+                || p.priorities
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(priority))
+        })
+    };
     let router = &app.router;
     let settings = &router.config().settings;
     let decision = probe(None).and_then(|r| router.decide(&r).ok());
@@ -84,7 +102,7 @@ fn listing(app: &App) -> Vec<Value> {
         .map(|m| (m, false))
         .chain(settings.fallback.iter().map(|m| (m, true)))
     {
-        if !seen.insert(m.clone()) {
+        if !may_use(m) || !seen.insert(m.clone()) {
             continue;
         }
         let ranked = decision
@@ -111,8 +129,19 @@ fn listing(app: &App) -> Vec<Value> {
             "context_length": info.and_then(|i| i.context_length),
         }));
     }
-    let mut routes = vec![("auto".to_string(), settings.priority.clone())];
-    routes.extend(priority_names(router).into_iter().map(|p| (p.clone(), p)));
+    // `auto` is the server's priority, or the key's first when the key may
+    // not ask for the server's.
+    let auto = match policy.and_then(|p| p.priorities.first()) {
+        Some(first) if !may_ask(&settings.priority) => first.clone(),
+        _ => settings.priority.clone(),
+    };
+    let mut routes = vec![("auto".to_string(), auto)];
+    routes.extend(
+        priority_names(router)
+            .into_iter()
+            .filter(|p| may_ask(p))
+            .map(|p| (p.clone(), p)),
+    );
     for (name, priority) in routes {
         data.push(json!({
             "id": format!("{ROUTE_PREFIX}{name}"),

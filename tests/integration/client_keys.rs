@@ -319,6 +319,28 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
         let (status, _, v) = post(&s, Some(&t), &chat(Some("llmroute/speed"), "hi")).await;
         assert_eq!(status, 403, "{v}");
         assert_eq!(v["error"]["code"], "priority_not_allowed");
+        // The list of models is the key's: what it may name, and no other.
+        let (status, list) = get(&s, Some(&t), "/v1/models").await;
+        assert_eq!(status, 200, "{list}");
+        let list: Value = serde_json::from_str(&list).unwrap();
+        let ids: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        for id in ["t/b", "t/c", "llmroute/auto", "llmroute/cost"] {
+            assert!(ids.contains(&id), "{id} in {ids:?}");
+        }
+        for id in ["t/a", "llmroute/speed", "llmroute/quality"] {
+            assert!(!ids.contains(&id), "{id} in {ids:?}");
+        }
+        for path in ["/v1/models/t/a", "/v1/models/llmroute/speed"] {
+            let (status, body) = get(&s, Some(&t), path).await;
+            assert_eq!(status, 404, "{path}: {body}");
+        }
+        let (status, body) = get(&s, Some(&t), "/v1/models/t/b").await;
+        assert_eq!(status, 200, "{body}");
         let mut big = chat(None, "hi");
         big["max_tokens"] = json!(1000);
         let (status, _, v) = post(&s, Some(&t), &big).await;
