@@ -225,11 +225,14 @@ fn create(
         );
         format!("{v}\n")
     } else {
-        format!(
-            "{token}\n\nkey {} made{}. The token is shown once: only its SHA-256 is kept.\n",
+        // The token alone on stdout, so that `$(llmroute keys create NAME)`
+        // is the token; what was made, for people, on stderr.
+        eprintln!(
+            "llmroute: key {} made{}. The token is shown once: only its SHA-256 is kept.",
             c.name,
             limits_text(&record.policy).map_or(String::new(), |l| format!(" ({l})")),
-        )
+        );
+        format!("{token}\n")
     };
     app::write_stdout(text.as_bytes())
 }

@@ -66,6 +66,12 @@ fn a_token_is_shown_once_and_only_its_hash_is_kept() {
         "team-a",
         &["--budget", "5", "--per", "month", "--rpm", "60"],
     );
+    // `TOKEN=$(llmroute keys create NAME)` gets the token and nothing else.
+    let out = env.cmd().args(["keys", "create", "team-b"]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(out.stdout.starts_with("llmr-"), "{}", out.stdout);
+    assert!(out.stderr.contains("key team-b made"), "{}", out.stderr);
     let store = std::fs::read(env.db()).unwrap();
     let wal = std::fs::read(env.path("store.db-wal")).unwrap_or_default();
     for bytes in [&store, &wal] {
