@@ -313,6 +313,9 @@ fn limits_text(p: &Policy) -> Option<String> {
     if p.cache == CacheUse::Shared {
         parts.push("shared cache".into());
     }
+    if let Some(at) = p.expires_at_ms {
+        parts.push(format!("expires {}", time(at)));
+    }
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -419,5 +422,18 @@ mod tests {
         // What a store may already hold is shown, not a panic.
         assert_eq!(time(i64::MAX), "after 9999-12-31");
         assert_eq!(time(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_key_s_limits_say_when_it_expires() {
+        let p = Policy {
+            expires_at_ms: Some(0),
+            ..Policy::default()
+        };
+        assert_eq!(
+            limits_text(&p).as_deref(),
+            Some("expires 1970-01-01T00:00:00Z")
+        );
+        assert_eq!(limits_text(&Policy::default()), None);
     }
 }
