@@ -164,8 +164,15 @@ impl App {
                 format!("key {name} may not set weights; it may ask for {listed}"),
             ));
         }
+        // A name that is no priority at all is left to the engine's 400,
+        // as for any key.
+        let known = |x: &str| {
+            super::manage::priority_names(&self.router)
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(x))
+        };
         match &o.priority {
-            Some(asked) if !allowed(asked) => Err(not_allowed(
+            Some(asked) if !allowed(asked) && known(asked) => Err(not_allowed(
                 "priority_not_allowed",
                 format!(
                     "key {name} may not ask for priority {}; it may ask for {listed}",

@@ -325,6 +325,10 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
         let (status, _, v) = post(&s, Some(&t), &chat(Some("llmroute/speed"), "hi")).await;
         assert_eq!(status, 403, "{v}");
         assert_eq!(v["error"]["code"], "priority_not_allowed");
+        // A priority that does not exist is a bad request, as for any key.
+        let (status, _, v) = post(&s, Some(&t), &chat(Some("llmroute/nosuch"), "hi")).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_input");
         // The list of models is the key's: what it may name, and no other.
         let (status, list) = get(&s, Some(&t), "/v1/models").await;
         assert_eq!(status, 200, "{list}");
