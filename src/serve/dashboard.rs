@@ -21,7 +21,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::errors::ApiError;
-use super::manage::{priority_names, probe};
+use super::manage::probe;
+use super::policy::priority_names;
 use super::state::App;
 use crate::view::html::{self, Page};
 use crate::view::text::esc;

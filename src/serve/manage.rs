@@ -13,13 +13,13 @@ use serde_json::{json, Map, Value};
 use super::call::parse_call;
 use super::errors::ApiError;
 use super::keys::Caller;
+use super::policy::priority_names;
 use super::state::App;
 use crate::core::catalogue::Origin;
 use crate::core::numbers::round_score;
 use crate::core::request::Request;
 use crate::core::request::ROUTE_PREFIX;
-use crate::core::scoring::Priority;
-use crate::engine::{Decision, Router};
+use crate::engine::Decision;
 use crate::store::Store;
 
 /// `GET /v1/models`: the candidates and fallback models in OpenAI's list
@@ -164,17 +164,6 @@ pub fn probe(priority: Option<&str>) -> Option<Request> {
     parse_call(body.to_string().as_bytes(), false, None)
         .map(|c| c.req)
         .ok()
-}
-
-/// The priorities a client can name, then the presets, by name.
-pub fn priority_names(router: &Router) -> Vec<String> {
-    let mut presets: Vec<&String> = router.config().presets.keys().collect();
-    presets.sort();
-    Priority::ALL
-        .iter()
-        .map(|p| p.name().to_string())
-        .chain(presets.into_iter().cloned())
-        .collect()
 }
 
 /// The fields of `/route`'s body that are routing settings.

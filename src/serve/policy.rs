@@ -167,7 +167,7 @@ impl App {
         // A name that is no priority at all is left to the engine's 400,
         // as for any key.
         let known = |x: &str| {
-            super::manage::priority_names(&self.router)
+            priority_names(&self.router)
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(x))
         };
@@ -188,6 +188,17 @@ impl App {
             }
         }
     }
+}
+
+/// The priorities a client can name, then the presets, by name.
+pub fn priority_names(router: &crate::engine::Router) -> Vec<String> {
+    let mut presets: Vec<&String> = router.config().presets.keys().collect();
+    presets.sort();
+    crate::core::scoring::Priority::ALL
+        .iter()
+        .map(|p| p.name().to_string())
+        .chain(presets.into_iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]
