@@ -48,13 +48,15 @@ fn local_config(env: &Env, url: &str, more: &str, price: &str) -> std::path::Pat
     )
 }
 
-fn run(env: &Env, cfg: &std::path::Path, args: &[&str], n: usize) -> Output {
+/// The binary with `cfg` as its config and the local server's key set.
+fn with(env: &Env, cfg: &std::path::Path) -> Cmd {
     env.cmd()
         .env("LLMROUTE_CONFIG", cfg)
         .env("LOCAL_KEY", LOCAL_KEY)
-        .args(args)
-        .stdin(prompts(n))
-        .run()
+}
+
+fn run(env: &Env, cfg: &std::path::Path, args: &[&str], n: usize) -> Output {
+    with(env, cfg).args(args).stdin(prompts(n)).run()
 }
 
 #[test]
@@ -96,10 +98,7 @@ fn the_cheapest_candidate_on_any_upstream_answers_with_that_upstream_s_key() {
     }
     // `llmroute models` lists both upstreams' candidates; `config show` the
     // upstream without its key.
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    let out = with(&env, &cfg)
         .args(["models", "--models", "m/x,local:llama3", "--json"])
         .run();
     out.assert_code(0);
@@ -130,20 +129,10 @@ fn the_cheapest_candidate_on_any_upstream_answers_with_that_upstream_s_key() {
         "{}",
         out.stderr
     );
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
-        .args(["models", "--all", "--json"])
-        .run();
+    let out = with(&env, &cfg).args(["models", "--all", "--json"]).run();
     out.assert_code(0);
     assert!(out.stdout.contains("\"local:llama3\""), "{}", out.stdout);
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
-        .args(["config", "show"])
-        .run();
+    let out = with(&env, &cfg).args(["config", "show"]).run();
     assert!(out.stdout.contains("[upstreams.local]"), "{}", out.stdout);
     assert!(!out.stdout.contains(LOCAL_KEY));
 }
@@ -167,9 +156,7 @@ fn a_local_server_that_is_down_sends_its_requests_elsewhere() {
     // Back: once what was learned of it is forgotten (or its pause ends),
     // it takes them again.
     local.set_default("llama3", Behavior::ok());
-    env.cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    with(&env, &cfg)
         .args(["models", "--reset", "local:llama3"])
         .run()
         .assert_code(0);
@@ -206,10 +193,7 @@ fn the_same_model_on_two_upstreams_is_two_candidates() {
     for l in out.lines() {
         assert_eq!(l["model"], "llama3", "{l}");
     }
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    let out = with(&env, &cfg)
         .args(["models", "--models", "llama3,local:llama3", "--json"])
         .run();
     let rows: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -228,9 +212,7 @@ fn the_same_model_on_two_upstreams_is_two_candidates() {
     let first = run(&env, &cfg, &["--models", "llama3"], 1);
     assert_eq!(first.lines()[0]["model"], "llama3");
     local.set_default("llama3", Behavior::ok());
-    env.cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    with(&env, &cfg)
         .args(["models", "--reset", "local:llama3"])
         .run()
         .assert_code(0);
@@ -296,10 +278,7 @@ fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
         out.stderr
     );
     // Pinned by a line: that line's error; the others are answered.
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    let out = with(&env, &cfg)
         .args(["--models", "local:llama3"])
         .stdin("{\"prompt\":\"a\",\"model\":\"lcoal:llama3\"}\n{\"prompt\":\"b\"}\n")
         .run();
@@ -316,10 +295,7 @@ fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
     let out = run(&env, &cfg, &["--models", "m/x"], 1);
     out.assert_code(0);
     // Forgetting a named candidate's health names its upstream.
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    let out = with(&env, &cfg)
         .args(["models", "--reset", "local:llama3"])
         .run();
     out.assert_code(0);
@@ -450,13 +426,7 @@ fn the_report_counts_each_upstream_s_requests() {
     out.assert_code(0);
     let out = run(&env, &cfg, &["--models", "m/x", "--no-cache"], 2);
     out.assert_code(0);
-    let report = |args: &[&str]| {
-        env.cmd()
-            .env("LLMROUTE_CONFIG", &cfg)
-            .env("LOCAL_KEY", LOCAL_KEY)
-            .args(args)
-            .run()
-    };
+    let report = |args: &[&str]| with(&env, &cfg).args(args).run();
     let out = report(&["report", "--json"]);
     out.assert_code(0);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -495,9 +465,7 @@ fn each_priority_picks_its_best_across_upstreams() {
             (0..3).map(move |i| format!("{{\"model\":\"{m}\",\"prompt\":\"warm {i}\"}}\n"))
         })
         .collect();
-    env.cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .env("LOCAL_KEY", LOCAL_KEY)
+    with(&env, &cfg)
         .args(["--no-cache", "-j", "1"])
         .stdin(pinned)
         .run()
@@ -528,13 +496,7 @@ fn lines_that_fail_count_on_the_upstream_that_failed_them() {
     let out = run(&env, &cfg, &["--models", "local:llama3", "--no-cache"], 2);
     assert_eq!(out.code, 1, "{}", out.stderr);
     run(&env, &cfg, &["--models", "m/x", "--no-cache"], 1).assert_code(0);
-    let report = |args: &[&str]| {
-        env.cmd()
-            .env("LLMROUTE_CONFIG", &cfg)
-            .env("LOCAL_KEY", LOCAL_KEY)
-            .args(args)
-            .run()
-    };
+    let report = |args: &[&str]| with(&env, &cfg).args(args).run();
     let out = report(&["report", "--json"]);
     out.assert_code(0);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
