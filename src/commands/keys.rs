@@ -103,11 +103,7 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
             Some("shared") => CacheUse::Shared,
             _ => CacheUse::Own,
         },
-        expires_at_ms: c
-            .expires
-            .as_deref()
-            .map(|w| expiry_shown(w, now))
-            .transpose()?,
+        expires_at_ms: c.expires.as_deref().map(|w| expiry(w, now)).transpose()?,
     };
     for p in &policy.priorities {
         if crate::core::scoring::Priority::from_name(p).is_none() {
@@ -118,17 +114,33 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
     Ok(policy)
 }
 
-/// `--expires`: a duration from now, or a UTC date or time.
+/// The last instant a date can show: the end of 9999-12-31, UTC.
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// `--expires`: a duration from now, or a UTC date or time, no later than
+/// a date can show.
 fn expiry(when: &str, now: i64) -> anyhow::Result<i64> {
     let w = when.trim();
-    if let Ok(d) = crate::core::duration::parse(w) {
-        if d.is_zero() {
-            bail!(
-                "--expires {w}: a key that expires at once is of no use; give a duration above 0"
-            );
+    let ms = match crate::core::duration::parse(w) {
+        Ok(d) if d.is_zero() => {
+            bail!("--expires {w}: a key that expires at once is of no use; give a duration above 0")
         }
-        return Ok(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+        Ok(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        Err(_) => date_ms(w)?,
+    };
+    if ms <= now {
+        bail!("--expires {w}: that is already past");
     }
+    if ms > LAST_MS {
+        bail!(
+            "--expires {w}: past the year 9999; leave --expires out for a key that does not expire"
+        );
+    }
+    Ok(ms)
+}
+
+/// A UTC date or time (`2027-01-31`, `2027-01-31T12:00:00Z`) as unix ms.
+fn date_ms(w: &str) -> anyhow::Result<i64> {
     let full = match w.len() {
         10 => format!("{w}T00:00:00Z"),
         _ => w.to_string(),
@@ -140,26 +152,7 @@ fn expiry(when: &str, now: i64) -> anyhow::Result<i64> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| anyhow!("--expires {w}: before 1970"))?
         .as_millis();
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    if ms <= now {
-        bail!("--expires {w}: that is already past");
-    }
-    Ok(ms)
-}
-
-/// The last instant a date can show: the end of 9999-12-31, UTC.
-const LAST_MS: i64 = 253_402_300_799_999;
-
-/// [`expiry`], no later than a date can show.
-fn expiry_shown(when: &str, now: i64) -> anyhow::Result<i64> {
-    let ms = expiry(when, now)?;
-    if ms > LAST_MS {
-        bail!(
-            "--expires {}: past the year 9999; leave --expires out for a key that does not expire",
-            when.trim()
-        );
-    }
-    Ok(ms)
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// A new token: 24 random bytes, in hex, after a prefix that says what it is.
@@ -415,10 +408,10 @@ mod tests {
     fn an_expiry_is_one_a_date_can_show() {
         let now = 1_800_000_000_000;
         assert!(expiry("30d", now).is_ok());
-        let far = expiry_shown("8000y", now).unwrap_err().to_string();
+        let far = expiry("8000y", now).unwrap_err().to_string();
         assert!(far.contains("9999"), "{far}");
-        assert!(expiry_shown("99999999d", now).is_err());
-        assert!(expiry_shown("9999-12-31", now).is_ok());
+        assert!(expiry("99999999d", now).is_err());
+        assert!(expiry("9999-12-31", now).is_ok());
         // What a store may already hold is shown, not a panic.
         assert_eq!(time(i64::MAX), "after 9999-12-31");
         assert_eq!(time(0), "1970-01-01T00:00:00Z");
