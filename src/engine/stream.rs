@@ -131,17 +131,10 @@ enum End {
 }
 
 impl Finish {
-    fn end(mut self, fold: &Fold, ttft_ms: f64, end: End) -> StreamEnd {
-        let total_ms = ms_since(self.sent);
-        let ts = now_ms();
-        let usage = fold.usage();
-        let model = self.planned.model.clone();
-        let (ok, kind) = match &end {
-            End::Complete => (true, None),
-            End::Broken(k, _) => (false, Some(*k)),
-            End::Dropped | End::Stopped(_) => (false, Some(FailureKind::Interrupted)),
-        };
-        let cost = if ok {
+    /// What the stream cost: the usage's cost, else price × usage; a
+    /// stream that did not complete may still have been billed.
+    fn cost(&self, ok: bool, usage: &crate::core::failure::Usage, fold: &Fold) -> Option<f64> {
+        if ok {
             usage.cost.or_else(|| {
                 Some(
                     self.prices.0? * usage.prompt_tokens? as f64
@@ -162,7 +155,20 @@ impl Finish {
                 );
                 Some(self.prices.0? * prompt as f64 + self.prices.1? * completion as f64)
             })
+        }
+    }
+
+    fn end(mut self, fold: &Fold, ttft_ms: f64, end: End) -> StreamEnd {
+        let total_ms = ms_since(self.sent);
+        let ts = now_ms();
+        let usage = fold.usage();
+        let model = self.planned.model.clone();
+        let (ok, kind) = match &end {
+            End::Complete => (true, None),
+            End::Broken(k, _) => (false, Some(*k)),
+            End::Dropped | End::Stopped(_) => (false, Some(FailureKind::Interrupted)),
         };
+        let cost = self.cost(ok, &usage, fold);
         let signal = health_signal(ok, kind.map(FailureKind::name));
         let tokens = usage.completion_tokens.filter(|_| ok);
         self.health.observe(&model, signal, total_ms, tokens, ts);
