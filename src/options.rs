@@ -192,13 +192,7 @@ impl RedisOptions {
 
 /// A URL with its password, if any, replaced: what `config show` prints.
 fn hide_password(url: &str) -> String {
-    match url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_string))
-    {
-        Some(pw) => url.replacen(&format!(":{pw}@"), ":[redacted]@", 1),
-        None => url.to_string(),
-    }
+    crate::core::urls::without_password(url)
 }
 
 pub const DEFAULT_SERVE_CONCURRENCY: u32 = 256;

@@ -18,6 +18,7 @@
 //! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
 //! | [`numbers`]   | costs, shares, counts and rates as people read them          |
+//! | [`urls`]      | URLs as shown: never with their password                      |
 
 pub mod attempts;
 pub mod cachekey;
@@ -36,3 +37,4 @@ pub mod ranking;
 pub mod request;
 pub mod scoring;
 pub mod sse;
+pub mod urls;

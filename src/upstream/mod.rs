@@ -5,6 +5,7 @@
 //! decide whether another model may succeed. Messages never contain the API key:
 //! it lives only in a header value marked sensitive.
 
+use crate::core::urls::without_password;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -101,11 +102,12 @@ impl Client {
         extra: &std::collections::BTreeMap<String, String>,
     ) -> Result<Client, String> {
         let base = base_url.trim_end_matches('/');
-        let url =
-            reqwest::Url::parse(base).map_err(|e| format!("invalid base URL '{base}': {e}"))?;
+        let url = reqwest::Url::parse(base)
+            .map_err(|e| format!("invalid base URL '{}': {e}", without_password(base)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
-                "invalid base URL '{base}': the scheme must be http or https"
+                "invalid base URL '{}': the scheme must be http or https",
+                without_password(base)
             ));
         }
         let mut headers = HeaderMap::new();
@@ -144,7 +146,7 @@ impl Client {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let endpoint = |path: &str| {
             reqwest::Url::parse(&format!("{base}/{path}"))
-                .map_err(|e| format!("invalid base URL '{base}': {e}"))
+                .map_err(|e| format!("invalid base URL '{}': {e}", without_password(base)))
         };
         let chat_url = endpoint("chat/completions")?;
         // The URL as parsed (a host in ASCII, as written or punycode). A

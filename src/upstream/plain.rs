@@ -5,6 +5,7 @@
 //! the way of every request; a gateway in front of such an API pays that on
 //! each request it forwards.
 
+use crate::core::urls::without_password;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -38,7 +39,7 @@ impl Plain {
     pub(super) fn new(chat_url: &str, headers: HeaderMap, pool: usize) -> Result<Plain, String> {
         let chat_uri = chat_url
             .parse::<hyper::Uri>()
-            .map_err(|e| format!("invalid base URL '{chat_url}': {e}"))?;
+            .map_err(|e| format!("invalid base URL '{}': {e}", without_password(chat_url)))?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(super::CONNECT_TIMEOUT));

@@ -619,7 +619,34 @@ fn a_password_in_the_base_url_stays_out_of_the_store_and_config_show() {
 }
 
 #[test]
+fn a_password_in_a_url_that_does_not_parse_is_not_shown_either() {
+    let env = Env::three();
+    // A typo in the port: the URL does not parse, and the error that says
+    // so, and `config show`, must still hide its password.
+    let base = "http://user:URLPASS-5ecret@127.0.0.1:badport/api/v1";
+    let redis = "redis://u:REDISPASS-5ecret@127.0.0.1:notaport/0";
+    let run = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", base)
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run();
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("badport"), "{}", run.stderr);
+    assert!(!run.stderr.contains("URLPASS"), "{}", run.stderr);
+    let show = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", base)
+        .args(["config", "show", "--redis", redis])
+        .run();
+    show.assert_code(0);
+    for secret in ["URLPASS", "REDISPASS"] {
+        assert!(!show.stdout.contains(secret), "{}", show.stdout);
+    }
+    assert!(show.stdout.contains("notaport"), "{}", show.stdout);
+}
 
+#[test]
 fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
     let env = Env::three();
     let echo = |code| {

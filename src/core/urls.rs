@@ -1,0 +1,72 @@
+//! URLs as llmroute shows them: never with their password, even when they
+//! do not parse (a typo in the port must not print the password in the
+//! error that reports it).
+
+/// `url` with the password of its user part, if any, replaced by
+/// `[redacted]`. Read as text, not parsed, so that it holds for any string
+/// a user gave as a URL: the user part is what comes before the last `@`
+/// of the authority (after `scheme://`, up to the first `/`, `?` or `#`),
+/// and the password what follows its first `:`.
+pub fn without_password(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.to_string();
+    };
+    if colon + 1 == at {
+        // `user:@host`: an empty password, nothing to hide.
+        return url.to_string();
+    }
+    let (from, to) = (start + colon + 1, start + at);
+    format!("{}[redacted]{}", &url[..from], &url[to..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_hidden_whether_or_not_the_url_parses() {
+        for (given, shown) in [
+            (
+                "redis://u:hunter2@127.0.0.1:6379/0",
+                "redis://u:[redacted]@127.0.0.1:6379/0",
+            ),
+            (
+                "redis://u:hunter2@127.0.0.1:notaport/0",
+                "redis://u:[redacted]@127.0.0.1:notaport/0",
+            ),
+            (
+                "http://user:pw1234@127.0.0.1:badport/api/v1",
+                "http://user:[redacted]@127.0.0.1:badport/api/v1",
+            ),
+            ("rediss://:pw@h/", "rediss://:[redacted]@h/"),
+            // A password with an `@` or a `:` of its own is hidden whole.
+            ("redis://u:p@ss:w@h:1/0", "redis://u:[redacted]@h:1/0"),
+            ("u:secret@host:6379", "u:[redacted]@host:6379"),
+        ] {
+            assert_eq!(without_password(given), shown, "{given}");
+            assert!(!without_password(given).contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn a_url_without_a_password_is_left_as_it_is() {
+        for url in [
+            "https://openrouter.ai/api/v1",
+            "redis://127.0.0.1:6379/0",
+            "redis://user@h/0",
+            "redis://user:@h/0",
+            "http://h/path@with:colon",
+            "http://h?q=a:b@c",
+            "not a url",
+            "",
+        ] {
+            assert_eq!(without_password(url), url);
+        }
+    }
+}
