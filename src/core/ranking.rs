@@ -243,20 +243,32 @@ impl Excluded {
     }
 }
 
+/// Answers of a model before their lengths, rather than the default, set
+/// what its requests without `max_tokens` are expected to use: a few short
+/// answers say little of the next ones, and a budget holds what in-flight
+/// requests are expected to cost.
+pub const LENGTHS_MIN_ANSWERS: i64 = 20;
+
 /// The completion tokens to expect of `model` for `req`: its `max_tokens`;
-/// else, once the model has answers, a long one of theirs: the
-/// recency-weighted mean length plus two standard deviations, rounded up
-/// (few answers are longer); else the default. The cost estimate, and so
-/// what the budget holds for a request in flight, rests on it.
+/// else a long answer of the model's: the recency-weighted mean length
+/// plus two standard deviations, rounded up (few answers are longer), once
+/// it has [`LENGTHS_MIN_ANSWERS`] answers, and never less than the default
+/// before. The cost estimate, and so what the budget holds for a request
+/// in flight, rests on it.
 pub fn expected_completion(req: &Request, stat: Option<&ModelStat>) -> u64 {
     if let Some(max) = req.max_tokens {
         return max;
     }
+    let default = req.completion_tokens();
     stat.filter(|s| s.fit.n > 0 && s.fit.x.is_finite() && s.fit.x >= 1.0)
-        .map_or(req.completion_tokens(), |s| {
+        .map_or(default, |s| {
             let spread = (s.fit.xx - s.fit.x * s.fit.x).max(0.0).sqrt();
             let long = s.fit.x + 2.0 * if spread.is_finite() { spread } else { 0.0 };
-            long.ceil() as u64
+            let long = long.ceil() as u64;
+            match s.fit.n >= LENGTHS_MIN_ANSWERS {
+                true => long,
+                false => long.max(default),
+            }
         })
 }
 
@@ -607,7 +619,7 @@ mod tests {
             crate::core::request::DEFAULT_COMPLETION_TOKENS
         );
         let mut stat = ModelStat::default();
-        stat.fit.n = 4;
+        stat.fit.n = LENGTHS_MIN_ANSWERS;
         stat.fit.x = 37.2;
         stat.fit.xx = 37.2 * 37.2;
         assert_eq!(expected_completion(&req, Some(&stat)), 38, "all alike");
@@ -628,7 +640,7 @@ mod tests {
             Origin::Live,
         );
         let mut short = ModelStat::default();
-        short.fit.n = 3;
+        short.fit.n = LENGTHS_MIN_ANSWERS;
         short.fit.x = 5.0;
         let health = HashMap::from([("dear/c".to_string(), short)]);
         let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
@@ -639,6 +651,38 @@ mod tests {
         // What it is expected to cost (and holds of a budget) is its own.
         let c = r.ranked.iter().find(|x| x.model == "dear/c").unwrap();
         assert!(c.cost_usd.unwrap() < 512.0 * 4e-6);
+    }
+
+    #[test]
+    fn a_few_short_answers_do_not_cut_what_a_request_is_expected_to_use() {
+        let req = parse_line(br#"{"prompt":"x"}"#).unwrap();
+        let default = req.completion_tokens();
+        let stat = |n, x: f64, spread: f64| {
+            let mut s = ModelStat::default();
+            s.fit.n = n;
+            s.fit.x = x;
+            s.fit.xx = x * x + spread * spread;
+            s
+        };
+        assert_eq!(expected_completion(&req, None), default);
+        // One answer of 3 tokens: no spread, and too few to go by.
+        assert_eq!(expected_completion(&req, Some(&stat(1, 3.0, 0.0))), default);
+        let few = LENGTHS_MIN_ANSWERS - 1;
+        assert_eq!(
+            expected_completion(&req, Some(&stat(few, 3.0, 1.0))),
+            default
+        );
+        // Few but long answers raise it at once.
+        assert_eq!(expected_completion(&req, Some(&stat(2, 900.0, 50.0))), 1000);
+        // Enough answers: their lengths decide, short or long.
+        let enough = LENGTHS_MIN_ANSWERS;
+        assert_eq!(
+            expected_completion(&req, Some(&stat(enough, 30.0, 5.0))),
+            40
+        );
+        // `max_tokens` always wins.
+        let capped = parse_line(br#"{"prompt":"x","max_tokens":7}"#).unwrap();
+        assert_eq!(expected_completion(&capped, Some(&stat(1, 900.0, 0.0))), 7);
     }
 
     #[test]
