@@ -234,6 +234,17 @@ impl Catalogue {
         &self.models
     }
 
+    /// What the dearest model whose prices are known would charge for a
+    /// request of these tokens: what a budget holds for a model whose price
+    /// is unknown. `None` when the catalogue knows no price.
+    pub fn dearest_estimate(&self, prompt_tokens: u64, completion_tokens: u64) -> Option<f64> {
+        self.models
+            .iter()
+            .filter_map(|m| m.estimate_cost(prompt_tokens, completion_tokens))
+            .filter(|c| c.is_finite())
+            .reduce(f64::max)
+    }
+
     pub fn len(&self) -> usize {
         self.models.len()
     }

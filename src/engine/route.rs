@@ -12,6 +12,7 @@ use super::record::{unix_ms, Job, Tried};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::Seal;
+use crate::core::catalogue::Catalogue;
 use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
 use crate::core::numbers::usd;
@@ -282,11 +283,7 @@ impl Router {
     ) -> Routed {
         let req = job.req;
         let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());
-        let worst = policy
-            .plan()
-            .iter()
-            .filter_map(|p| p.est_cost)
-            .fold(0.0, f64::max);
+        let worst = unknown_price_estimate(policy.plan(), &self.catalogue, req);
         let mut tried = Tried::default();
         let mut interrupted = false;
         let ending = loop {
@@ -312,7 +309,7 @@ impl Router {
             };
             let planned = policy.plan()[i].clone();
             // The budget holds this attempt's estimate (an unknown price
-            // counts as the dearest known candidate) until its cost is known.
+            // counts as the dearest known one) until its cost is known.
             let estimate = |p: &Planned| p.est_cost.unwrap_or(worst);
             let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
             let held = match self
@@ -466,6 +463,21 @@ impl Router {
             }
         }
     }
+}
+
+/// What a budget holds for a candidate whose price is unknown: what the
+/// dearest model the catalogue prices would charge for the request, else
+/// the dearest candidate's estimate. Never 0 while any price is known: a
+/// model no price is known for must not pass a budget for free.
+fn unknown_price_estimate(plan: &[Planned], catalogue: &Catalogue, req: &Request) -> f64 {
+    let candidates = plan.iter().filter_map(|p| p.est_cost).fold(0.0, f64::max);
+    if plan.iter().all(|p| p.est_cost.is_some()) {
+        return candidates;
+    }
+    let completion = req.completion_tokens().saturating_mul(req.choices.max(1));
+    catalogue
+        .dearest_estimate(req.prompt_tokens, completion)
+        .map_or(candidates, |d| d.max(candidates))
 }
 
 /// A request the client's own budget refused: it alone ends, the run goes on.
