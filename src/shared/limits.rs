@@ -169,41 +169,58 @@ impl SharedLimits {
         Some(Duration::from_millis(wait.max(0) as u64))
     }
 
+    /// Reserves `estimate` on this machine's budget, then on the one all
+    /// machines share. A request that fits the shared budget once the
+    /// requests in flight settle waits for them (with `wait`), as it does
+    /// on a budget of its own: polling, since they settle on any machine,
+    /// for at most [`SHARED_WAIT`], in case a machine died holding some.
     async fn reserve_shared(
         &self,
         estimate: f64,
         wait: bool,
     ) -> Result<Option<Reservation>, OverBudget> {
-        let local = match self.local.reserve(estimate, wait).get().await? {
-            Some(r) => r,
-            None => return Ok(None),
-        };
-        let Some((key, max)) = &self.budget else {
-            return Ok(Some(local));
-        };
-        let mut inv = self.reserve.prepare_invoke();
-        inv.key(key).arg(estimate).arg(*max).arg(self.keep_ms);
-        match self.link.script::<(i64, String, String)>(inv).await {
-            // Redis is away: this machine's own budget holds.
-            None => Ok(Some(local)),
-            Some((ok, spent, held)) => {
-                let spent: f64 = spent.parse().unwrap_or(0.0);
-                self.spent.store(spent.to_bits(), Ordering::Relaxed);
-                if ok == 1 {
-                    Ok(Some(local))
-                } else {
-                    self.local.settle(local, Some(0.0));
-                    Err(OverBudget {
-                        spent,
-                        reserved: held.parse().unwrap_or(0.0),
-                        estimate,
-                        max: *max,
-                    })
-                }
+        let give_up = std::time::Instant::now() + SHARED_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let local = match self.local.reserve(estimate, wait).get().await? {
+                Some(r) => r,
+                None => return Ok(None),
+            };
+            let Some((key, max)) = &self.budget else {
+                return Ok(Some(local));
+            };
+            let mut inv = self.reserve.prepare_invoke();
+            inv.key(key).arg(estimate).arg(*max).arg(self.keep_ms);
+            let (ok, spent, held) = match self.link.script::<(i64, String, String)>(inv).await {
+                // Redis is away: this machine's own budget holds.
+                None => return Ok(Some(local)),
+                Some(answer) => answer,
+            };
+            let spent: f64 = spent.parse().unwrap_or(0.0);
+            self.spent.store(spent.to_bits(), Ordering::Relaxed);
+            if ok == 1 {
+                return Ok(Some(local));
             }
+            self.local.settle(local, Some(0.0));
+            let over = OverBudget {
+                spent,
+                reserved: held.parse().unwrap_or(0.0),
+                estimate,
+                max: *max,
+            };
+            let fits_later = *max > 0.0 && spent + estimate <= *max + 1e-9;
+            if !wait || !fits_later || std::time::Instant::now() >= give_up {
+                return Err(over);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 }
+
+/// The longest a request waits for the requests in flight on all machines
+/// to settle before the shared budget refuses it.
+pub const SHARED_WAIT: Duration = Duration::from_secs(60);
 
 impl Admission for SharedLimits {
     fn reserve(&self, estimate: f64, wait: bool) -> Reserve<'_> {
