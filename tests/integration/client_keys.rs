@@ -10,7 +10,7 @@ use crate::serve::rt;
 use crate::util::*;
 
 /// Makes key `name` with `flags`; returns its token.
-fn make_key(env: &Env, name: &str, flags: &[&str]) -> String {
+pub(crate) fn make_key(env: &Env, name: &str, flags: &[&str]) -> String {
     let out = env.cmd().args(["keys", "create", name]).args(flags).run();
     out.assert_code(0);
     let token = out.stdout.lines().next().unwrap_or("").trim().to_string();
@@ -19,7 +19,7 @@ fn make_key(env: &Env, name: &str, flags: &[&str]) -> String {
 }
 
 /// Posts a chat body with `token`; returns the status, headers and body.
-async fn post(
+pub(crate) async fn post(
     s: &Served,
     token: Option<&str>,
     body: &Value,
@@ -37,7 +37,7 @@ async fn post(
     (status, headers, v)
 }
 
-async fn get(s: &Served, token: Option<&str>, path: &str) -> (u16, String) {
+pub(crate) async fn get(s: &Served, token: Option<&str>, path: &str) -> (u16, String) {
     let mut req = reqwest::Client::new().get(s.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);

@@ -21,6 +21,7 @@ mod gateway;
 mod hedging;
 mod hostile;
 mod input;
+mod key_budgets;
 mod keys;
 mod layout;
 mod learning;

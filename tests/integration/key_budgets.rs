@@ -1,0 +1,129 @@
+//! Budgets that hold whatever the requests: a model no price is known for,
+//! a burst after a few short answers, and a budget shared through Redis
+//! while requests are in flight.
+
+use std::time::Duration;
+
+use fake_openrouter::Behavior;
+use serde_json::{json, Value};
+
+use crate::client_keys::{get, make_key, post};
+use crate::serve::rt;
+use crate::util::*;
+
+#[test]
+fn a_model_with_no_known_price_is_held_to_a_key_s_budget() {
+    let env = Env::three();
+    let token = make_key(
+        &env,
+        "poor",
+        &["--budget", "0.002", "--per", "day", "--models", "x/*"],
+    );
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    rt().block_on(async {
+        let mut refused = None;
+        for i in 0..100 {
+            let mut body = chat(Some("x/unpriced"), &format!("prompt number {i}"));
+            body["max_tokens"] = json!(10);
+            let (status, _, v) = post(&s, Some(&token), &body).await;
+            if status != 200 {
+                refused = Some((status, v));
+                break;
+            }
+        }
+        // Counted at the dearest known price (t/c's), the budget runs out.
+        let (status, v) = refused.expect("the budget runs out");
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(v["error"]["code"], "key_budget_exceeded", "{v}");
+        let (_, me) = get(&s, Some(&token), "/v1/key").await;
+        let me: Value = serde_json::from_str(&me).unwrap();
+        let spent = me["spent_usd"].as_f64().unwrap();
+        assert!(spent > 0.001 && spent <= 0.002 + 1e-12, "{me}");
+    });
+    s.stop();
+}
+
+#[test]
+fn a_batch_budget_holds_a_model_with_no_known_price() {
+    let env = Env::three();
+    let input = env.write("in.jsonl", &prompts_with_max_tokens(50, 10));
+    let out = env
+        .cmd()
+        .args([
+            "--models",
+            "x/unpriced",
+            "--no-cache",
+            "--max-cost",
+            "0.001",
+        ])
+        .arg(&input)
+        .run();
+    let lines = out.lines();
+    assert_eq!(lines.len(), 50, "{}", out.stderr);
+    let refused = lines
+        .iter()
+        .filter(|l| l["error"]["type"] == "budget_exceeded")
+        .count();
+    assert!(refused > 30, "{refused} of 50 refused: {}", out.stderr);
+    assert!(out.stderr.contains("cost unknown"), "{}", out.stderr);
+}
+
+#[test]
+fn a_few_short_answers_do_not_let_a_burst_spend_past_a_key_s_budget() {
+    let env = Env::three();
+    let token = make_key(&env, "burst", &["--budget", "0.004", "--per", "day"]);
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    rt().block_on(async {
+        // One short answer: a few tokens, with no spread.
+        assert_eq!(post(&s, Some(&token), &chat(None, "hi")).await.0, 200);
+        // Then answers of 200 words, slow enough to be in flight together.
+        env.server.set_default(
+            "t/a",
+            Behavior::Stream {
+                first: Duration::from_millis(300),
+                interval: Duration::ZERO,
+                pieces: 200,
+                cut_after: None,
+                cost: None,
+            },
+        );
+        let burst = (0..20).map(|i| {
+            let s = &s;
+            let token = &token;
+            async move {
+                let body = chat(None, &format!("a long answer, please: {i}"));
+                post(s, Some(token), &body).await.0
+            }
+        });
+        let statuses = futures_util::future::join_all(burst).await;
+        assert!(statuses.contains(&200), "{statuses:?}");
+        let (_, me) = get(&s, Some(&token), "/v1/key").await;
+        let me: Value = serde_json::from_str(&me).unwrap();
+        let spent = me["spent_usd"].as_f64().unwrap();
+        assert!(spent <= 0.004 + 1e-9, "spent past the budget: {me}");
+    });
+    s.stop();
+}
+
+#[test]
+fn a_shared_budget_waits_for_requests_in_flight_instead_of_refusing() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_after(300));
+    let redis = RedisServer::start();
+    // Each line holds $0.002 (100 tokens) and costs far less: two fit at
+    // once, and every one fits once those before it settle.
+    let input = env.write("in.jsonl", &prompts_with_max_tokens(5, 100));
+    let out = env
+        .cmd()
+        .env("LLMROUTE_REDIS_URL", redis.url())
+        .args(["--models", "t/a", "--no-cache", "-j", "8"])
+        .args(["--max-cost", "0.005", "--shared-limits", "--budget-id", "w"])
+        .arg(&input)
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        assert!(l["error"].is_null(), "{l}");
+    }
+}
