@@ -48,6 +48,12 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// What it holds of a budget, if any: the client's own, else the run's.
+    pub(super) fn estimate(&self) -> Option<f64> {
+        let own = self.own.as_ref().map(|(_, r)| r.0);
+        own.or(self.reservation.as_ref().map(|r| r.0))
+    }
+
     pub(super) fn settle(mut self, cost: Option<f64>) {
         if let Some(r) = self.reservation.take() {
             self.admission.settle(r, cost);

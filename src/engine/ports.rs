@@ -164,6 +164,11 @@ pub struct RequestRow {
     pub rid: Option<std::sync::Arc<str>>,
     /// Its task (the default task when it names none).
     pub task: Option<std::sync::Arc<str>>,
+    /// What budgets were charged for it: the known costs of its attempts,
+    /// and the estimate of each that was sent and may have been billed at
+    /// a cost not known (a client that left, an unpriced model). A key's
+    /// spend is kept by it, so that a restart charges what the budget did.
+    pub charged_usd: Option<f64>,
 }
 
 /// An answer to keep in the cache.

@@ -40,6 +40,9 @@ pub(super) struct Tried {
     pub attempts: Vec<Attempt>,
     pub rows: Vec<AttemptRow>,
     pub cooldowns: Vec<(String, i64)>,
+    /// What budgets were charged for the attempts so far (see
+    /// [`RequestRow::charged_usd`]).
+    pub charged: Option<f64>,
 }
 
 impl Router {
@@ -90,14 +93,17 @@ impl Router {
                 key,
                 answer: answer.clone(),
             }),
-            request: Some(request_row(
-                job,
-                Some(&answer),
-                cost_usd,
-                latency_ms,
-                tried.attempts.len(),
-                None,
-            )),
+            request: Some(RequestRow {
+                charged_usd: tried.charged.or(cost_usd),
+                ..request_row(
+                    job,
+                    Some(&answer),
+                    cost_usd,
+                    latency_ms,
+                    tried.attempts.len(),
+                    None,
+                )
+            }),
             attempts: tried.rows,
             cooldowns: tried.cooldowns,
             priority: job.priority.clone(),
@@ -122,14 +128,17 @@ impl Router {
         let latency_ms = ms_since(job.started);
         self.parts.recorder.record(Record {
             cache: None,
-            request: Some(request_row(
-                job,
-                None,
-                None,
-                latency_ms,
-                tried.attempts.len(),
-                Some(ending.kind),
-            )),
+            request: Some(RequestRow {
+                charged_usd: tried.charged,
+                ..request_row(
+                    job,
+                    None,
+                    None,
+                    latency_ms,
+                    tried.attempts.len(),
+                    Some(ending.kind),
+                )
+            }),
             attempts: tried.rows,
             cooldowns: tried.cooldowns,
             priority: job.priority.clone(),
@@ -184,6 +193,7 @@ impl Router {
                 key,
                 rid,
                 task: None,
+                charged_usd: None,
             }),
             attempts: Vec::new(),
             cooldowns: Vec::new(),
@@ -255,6 +265,11 @@ impl Router {
 }
 
 impl Tried {
+    /// Adds what an attempt was charged.
+    pub(super) fn charge(&mut self, usd: f64) {
+        self.charged = Some(self.charged.unwrap_or(0.0) + usd);
+    }
+
     pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
         self.attempts.push(Attempt {
             model: planned.model.clone(),
@@ -304,6 +319,7 @@ pub(super) fn request_row(
         key: job.opts.client.clone(),
         rid: job.opts.rid.clone(),
         task: Some(job.req.task().into()),
+        charged_usd: cost_usd,
     }
 }
 

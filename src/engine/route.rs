@@ -343,6 +343,10 @@ impl Router {
                 .send_or_hedge(job, &policy, (i, planned), held, estimate, upstream)
                 .await;
             for s in came_back {
+                if s.live.is_none() {
+                    // Known, else its estimate stays spent (see `Held`).
+                    tried.charge(s.cost.unwrap_or_else(|| estimate(&s.planned)));
+                }
                 if let Some(until) = s.opened {
                     // Other processes skip it too, through the store.
                     tried

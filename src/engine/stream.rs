@@ -57,7 +57,10 @@ impl Router {
             prompt_estimate: job.req.prompt_tokens,
             sent: Instant::now() - Duration::from_secs_f64(ms / 1000.0),
             started: job.started,
-            request: request_row(job, None, None, 0.0, tried.attempts.len(), None),
+            request: RequestRow {
+                charged_usd: tried.charged,
+                ..request_row(job, None, None, 0.0, tried.attempts.len(), None)
+            },
             rows: tried.rows,
             cooldowns: tried.cooldowns,
             priority: job.priority.clone(),
@@ -172,8 +175,10 @@ impl Finish {
         let signal = health_signal(ok, kind.map(FailureKind::name));
         let tokens = usage.completion_tokens.filter(|_| ok);
         self.health.observe(&model, signal, total_ms, tokens, ts);
+        let mut charged = cost;
         if let Some(h) = self.held.take() {
             // With no price to go by, a broken stream's estimate stays spent.
+            charged = charged.or(h.estimate());
             h.settle(cost);
         }
         let error = match &end {
@@ -211,6 +216,10 @@ impl Finish {
             ok,
             latency_ms: ms_since(self.started),
             cost_usd: cost,
+            charged_usd: match (self.request.charged_usd, charged) {
+                (Some(before), Some(this)) => Some(before + this),
+                (before, this) => before.or(this),
+            },
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             score: self.planned.score.filter(|_| ok),

@@ -172,6 +172,7 @@ mod tests {
                 key: Some("a".into()),
                 rid: None,
                 task: None,
+                charged_usd: None,
             };
             s.write_line(&Record {
                 request: Some(row),

@@ -379,6 +379,7 @@ mod tests {
             key: key.map(Into::into),
             rid: Some(rid.into()),
             task: Some(task.into()),
+            charged_usd: None,
         };
         s.write_line(&Record {
             request: Some(row),

@@ -161,7 +161,10 @@ impl Store {
                 r.task.as_deref(),
                 self.upstream
             ])?;
-            if let (Some(key), Some(cost)) = (&r.key, r.cost_usd.filter(|c| *c > 0.0)) {
+            // What the key's budget was charged, estimates included, so
+            // that a restart starts from what it had spent.
+            let charged = r.charged_usd.or(r.cost_usd).filter(|c| *c > 0.0);
+            if let (Some(key), Some(cost)) = (&r.key, charged) {
                 held(&mut statements.key_days, &self.conn, ADD_KEY_DAY)?.execute(params![
                     &**key,
                     r.ts.div_euclid(86_400_000),

@@ -20,7 +20,7 @@ fn a_model_with_no_known_price_is_held_to_a_key_s_budget() {
         &["--budget", "0.002", "--per", "day", "--models", "x/*"],
     );
     let s = env.serve(&["--models", "t/a", "--no-cache"]);
-    rt().block_on(async {
+    let spent = rt().block_on(async {
         let mut refused = None;
         for i in 0..100 {
             let mut body = chat(Some("x/unpriced"), &format!("prompt number {i}"));
@@ -39,6 +39,19 @@ fn a_model_with_no_known_price_is_held_to_a_key_s_budget() {
         let me: Value = serde_json::from_str(&me).unwrap();
         let spent = me["spent_usd"].as_f64().unwrap();
         assert!(spent > 0.001 && spent <= 0.002 + 1e-12, "{me}");
+        spent
+    });
+    s.stop();
+    // The store keeps what the budget was charged: a restart starts there.
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    rt().block_on(async {
+        let (_, me) = get(&s, Some(&token), "/v1/key").await;
+        let me: Value = serde_json::from_str(&me).unwrap();
+        let after = me["spent_usd"].as_f64().unwrap();
+        assert!(
+            (after - spent).abs() < 1e-6,
+            "{after} after, {spent} before"
+        );
     });
     s.stop();
 }

@@ -375,6 +375,7 @@ mod fixtures {
             key: key.map(Into::into),
             rid: None,
             task: None,
+            charged_usd: None,
         }
     }
 
