@@ -419,6 +419,28 @@ mod tests {
     }
 
     #[test]
+    fn curl_examples_send_their_body_as_json() {
+        // `curl -d` alone sends a form, which the server answers with 415.
+        let mut bodies = 0;
+        for (purpose, lines) in EXAMPLES {
+            let command = lines.join(" ").to_lowercase();
+            if command.contains("curl ")
+                && [" -d ", " --data", " --json "]
+                    .iter()
+                    .any(|f| command.contains(f))
+            {
+                bodies += 1;
+                assert!(
+                    command.contains(" --json ")
+                        || command.contains("content-type: application/json"),
+                    "{purpose} sends its body as a form: {command}"
+                );
+            }
+        }
+        assert!(bodies > 0, "an example sends a body with curl");
+    }
+
+    #[test]
     fn trailing_spaces_go_unless_escaped() {
         assert_eq!(trim_end_spaces("a b  "), "a b");
         assert_eq!(trim_end_spaces("a\\ "), "a\\ ");

@@ -146,7 +146,7 @@ pub(super) const EXAMPLES: &[(&str, &[&str])] = &[
         &[
             "llmroute serve -p balanced &",
             "curl -s localhost:8080/v1/chat/completions \\",
-            "  -d '{\"model\": \"llmroute/speed\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
+            "  --json '{\"model\": \"llmroute/speed\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'",
         ],
     ),
     (
