@@ -7,11 +7,14 @@ pub(super) const EXIT_STATUS: &[(&str, &str)] = &[
         "0",
         "Every line was answered, also when the output is closed early, as by | head.",
     ),
-    ("1", "At least one line has an error."),
+    (
+        "1",
+        "At least one line has an error (a line the API answers with HTTP 402 gets payment_required).",
+    ),
     (
         "2",
         "Usage, configuration or fatal error: a bad flag, an unreadable file, a missing API key \
-         for a live run, an unusable store, or a key or account the API refuses (HTTP 401 or 402).",
+         for a live run, an unusable store, or a key the API refuses (HTTP 401).",
     ),
     ("130", "Interrupted by Ctrl-C (SIGINT)."),
     ("143", "Terminated by SIGTERM."),

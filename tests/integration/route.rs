@@ -547,6 +547,12 @@ fn a_402_falls_back_to_a_cheaper_model_and_stops_nothing() {
         out.stdout
     );
     assert_eq!(env.server.count_for("t/a"), 3, "every line was tried");
+    // A line error, not a fatal one: exit 1, as the man page says.
+    out.assert_code(1);
+    let page = llmroute_docs::man_page();
+    let two = &page[page.find(".TP\n\\fB2\\fR\n").unwrap()..];
+    let two = &two[..1 + two[1..].find("\n.").unwrap()];
+    assert!(two.contains("401") && !two.contains("402"), "{two}");
 }
 
 #[test]
