@@ -36,7 +36,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -l max-attempts -d 'Upst
 complete -c llmroute -n "__fish_llmroute_needs_command" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l max-cost -d 'Spend at most this many USD in this run: a line whose estimate does not fit what is left gets a budget_exceeded error, and later lines that fit are still sent' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
@@ -260,7 +260,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_see
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-cost -d 'Spend at most this many USD in this run: a line whose estimate does not fit what is left gets a budget_exceeded error, and later lines that fit are still sent' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and __fish_seen_subcommand_from show" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r
@@ -291,7 +291,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-attempts
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-ttl -d 'How long a cached answer is reused, e.g. 12h, 7d [default: 7d]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l rpm -d 'Requests per minute at most, shared by all requests in flight' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l tpm -d 'Tokens per minute at most (estimated before a call; usage after charges the extra and gives back the unused)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-cost -d 'Spend at most this many USD in this run; then remaining lines get budget_exceeded errors' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-cost -d 'Spend at most this many USD in this run: a line whose estimate does not fit what is left gets a budget_exceeded error, and later lines that fit are still sent' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l explore -d 'Share of requests that re-measure a candidate tried longest ago, in [0, 1]; 0 turns exploration off [default: 0.05]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l hedge -d 'Send a slow request to the next-best model too: after its model\'s p95 latency kept within 1.5 to 3 times its median (auto), after DURATION, or never (off) [default: off]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-latency -d 'Leave out candidates whose latency estimate for a line is over this, e.g. 2s' -r

@@ -267,7 +267,7 @@ pub struct TuningArgs {
     #[arg(long, value_name = "N", env = "LLMROUTE_TPM", value_parser = clap::value_parser!(u32).range(1..))]
     pub tpm: Option<u32>,
 
-    /// Spend at most this many USD in this run; then remaining lines get budget_exceeded errors
+    /// Spend at most this many USD in this run: a line whose estimate does not fit what is left gets a budget_exceeded error, and later lines that fit are still sent
     #[arg(long, value_name = "USD", env = "LLMROUTE_MAX_COST", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
 

@@ -197,4 +197,14 @@ fn a_refused_request_leaves_the_budget_usable() {
         0,
         "the pinned one is never sent"
     );
+
+    // --help says so.
+    let help = env.cmd().arg("--help").run().stdout;
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let max_cost = &help[help.find("--max-cost <USD>").unwrap()..];
+    let max_cost = &max_cost[..max_cost.find("[env:").unwrap()];
+    assert!(
+        max_cost.contains("later lines that fit are still sent"),
+        "{max_cost}"
+    );
 }
