@@ -489,7 +489,7 @@ impl HealthView for HashMap<String, ModelStat> {
 pub struct Plan {
     /// The ranking (or the pinned model), then the fallback models.
     pub order: Vec<Planned>,
-    /// The ranking, when the request was ranked (not pinned) and it was asked for.
+    /// The ranking, when it was asked for: empty for a pinned request.
     pub ranking: Option<Vec<Ranked>>,
     /// Candidates and fallback models left out, with why.
     pub excluded: Vec<(String, Excluded)>,
@@ -545,7 +545,11 @@ pub fn plan(
         }
     };
     if let Some(pinned) = &req.pinned {
-        // A pinned model skips the scoring, not the budget.
+        // A pinned model skips the scoring, not the budget: its ranking,
+        // kept, is empty.
+        if keep_ranking {
+            plan.ranking = Some(Vec::new());
+        }
         let p = planned(pinned);
         let cost = Candidate {
             latency_ms: None,

@@ -185,7 +185,7 @@ pub struct Routed {
     pub outcome: Outcome,
     /// Upstream attempts, in order (none for a cached answer).
     pub attempts: Vec<Attempt>,
-    /// The ranking, when asked for (`explain`) and the request was ranked.
+    /// The ranking, when asked for (`explain`); empty for a pinned request.
     pub candidates: Option<Vec<Ranked>>,
     /// From the start of routing to its end.
     pub latency_ms: f64,

@@ -237,7 +237,11 @@ impl Router {
             self.parts.recorder.record(record);
             None
         };
-        let candidates = (self.config.explain && job.req.pinned.is_none()).then(|| {
+        let candidates = self.config.explain.then(|| {
+            // A pinned model is not ranked.
+            if job.req.pinned.is_some() {
+                return Vec::new();
+            }
             let health = &*self.parts.health;
             let mut r = ranking::rank(job.req, job.settings, &self.catalogue, health, None).ranked;
             ranking::with_states(&mut r, health, Instant::now());

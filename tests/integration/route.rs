@@ -450,6 +450,33 @@ fn a_pinned_model_is_called_without_scoring_and_falls_back() {
     assert_eq!(l["score"], Value::Null);
 }
 
+/// With --explain every line has a ranking to iterate over (`jq
+/// '.candidates[]'`): a pinned line's is empty, as with --dry-run, whether
+/// its answer comes from upstream or from the cache.
+#[test]
+fn explain_gives_a_pinned_line_an_empty_ranking() {
+    let env = Env::three();
+    let input = "{\"id\":1,\"model\":\"t/c\",\"prompt\":\"x\"}\n{\"id\":2,\"prompt\":\"y\"}\n";
+    for (flag, cached) in [
+        ("--explain", false),
+        ("--explain", true),
+        ("--dry-run", false),
+    ] {
+        let out = env
+            .cmd()
+            .args(["--models", "t/a,t/b", flag])
+            .stdin(input)
+            .run();
+        out.assert_code(0);
+        let lines = out.lines();
+        assert_eq!(lines[0]["model"], "t/c", "{}", out.stdout);
+        assert_eq!(lines[0]["cached"], cached, "{}", out.stdout);
+        assert_eq!(lines[0]["candidates"], json!([]), "{flag}: {}", out.stdout);
+        let ranked = lines[1]["candidates"].as_array();
+        assert_eq!(ranked.map(Vec::len), Some(2), "{flag}: {}", out.stdout);
+    }
+}
+
 #[test]
 fn retry_after_cools_a_model_down_and_its_lines_go_elsewhere() {
     let env = Env::three();
