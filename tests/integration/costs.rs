@@ -63,7 +63,7 @@ fn an_unknown_cost_is_never_shown_as_zero() {
         "{json}"
     );
     let table = report(&env, "table");
-    assert!(table.contains("$0.5000 + unknown for 3 lines"), "{table}");
+    assert!(table.contains("$0.50 + unknown for 3 lines"), "{table}");
 }
 
 #[test]

@@ -175,6 +175,10 @@ fn costs_carry_no_float_noise_in_any_output() {
     dry.assert_code(0);
     assert_costs_tidy(&dry.stdout, "\"cost_usd\"");
 
+    // The report's table gives the total as the summary does.
+    let table = env.cmd().args(["report"]).run();
+    table.assert_code(0);
+    assert!(table.stdout.contains("$0.000238"), "{}", table.stdout);
     let json = env.cmd().args(["report", "--json"]).run();
     json.assert_code(0);
     assert_costs_tidy(&json.stdout, "\"cost_usd\"");

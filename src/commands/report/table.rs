@@ -6,6 +6,7 @@
 //! requests still shows on the right.
 
 use super::{Latencies, Report};
+use crate::core::numbers;
 
 /// The widest line the table writes.
 const WIDTH: usize = 80;
@@ -475,22 +476,14 @@ fn model_cost(known: f64, unknown: i64) -> String {
     }
 }
 
-/// The total cost, and the lines whose cost is unknown, never shown as 0.
+/// The total cost, as costs in text are written (three significant
+/// digits), and the lines whose cost is unknown, never shown as 0.
 fn total_cost(known: f64, unknown: i64) -> String {
-    let lines = if unknown == 1 { "line" } else { "lines" };
+    let lines = numbers::counted(unknown.max(0) as u64, "line");
     match (unknown, known) {
-        (0, x) => total_money(x),
-        (n, x) if x <= 0.0 => format!("unknown for {n} {lines}"),
-        (n, x) => format!("{} + unknown for {n} {lines}", total_money(x)),
-    }
-}
-
-/// The total cost, with more precision.
-fn total_money(usd: f64) -> String {
-    if usd < 1_000.0 {
-        format!("${usd:.4}")
-    } else {
-        format!("${}", count(usd.round() as i64))
+        (0, x) => numbers::usd(x),
+        (_, x) if x <= 0.0 => format!("unknown for {lines}"),
+        (_, x) => format!("{} + unknown for {lines}", numbers::usd(x)),
     }
 }
 
@@ -715,6 +708,13 @@ mod tests {
     }
 
     #[test]
+    fn the_total_cost_keeps_three_significant_digits() {
+        assert_eq!(total_cost(0.000_046, 0), "$0.000046");
+        assert_eq!(total_cost(0.000_238, 2), "$0.000238 + unknown for 2 lines");
+        assert_eq!(total_cost(3.456, 0), "$3.46");
+    }
+
+    #[test]
     fn an_unknown_cost_is_never_zero() {
         assert_eq!(model_cost(0.0123, 0), "$0.0123");
         assert_eq!(model_cost(0.0, 3), "?");
@@ -723,8 +723,8 @@ mod tests {
         for x in [0.0004, 0.5, 42.0, 5_000.0, 7e6] {
             assert!(model_cost(x, 1).chars().count() <= 7, "{x}");
         }
-        assert_eq!(total_cost(0.5, 0), "$0.5000");
+        assert_eq!(total_cost(0.5, 0), "$0.50");
         assert_eq!(total_cost(0.0, 1), "unknown for 1 line");
-        assert_eq!(total_cost(0.5, 3), "$0.5000 + unknown for 3 lines");
+        assert_eq!(total_cost(0.5, 3), "$0.50 + unknown for 3 lines");
     }
 }
