@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use crate::core::failure::{error_type, INTERNAL_MESSAGE};
-use crate::core::numbers::{round_score, round_usd};
+use crate::core::numbers::{round_ms, round_score, round_usd};
 use crate::core::ranking::Ranked;
 pub use crate::engine::Attempt;
 use crate::engine::{Outcome, Routed};
@@ -141,11 +141,6 @@ struct AttemptOut<'a> {
     status: Option<u16>,
     error: Option<&'a str>,
     latency_ms: f64,
-}
-
-/// Rounds a millisecond figure to microseconds: at most 3 decimals.
-pub fn round_ms(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
 }
 
 impl Line {

@@ -4,6 +4,7 @@
 //!
 //! - Costs in JSON and Prometheus keep [`USD_DIGITS`] significant digits.
 //! - Costs in text keep three significant digits ([`usd`]).
+//! - Milliseconds have three decimals at most ([`round_ms`]).
 //! - A count names its thing in the singular when there is one ([`counted`]).
 
 /// Significant digits of a cost written for machines.
@@ -14,6 +15,11 @@ pub const USD_DIGITS: usize = 6;
 /// neither as noise nor past the [0, 1] a score is documented in.
 pub fn round_score(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+/// A millisecond figure to the microsecond: 3 decimals at most.
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 /// `x` to [`USD_DIGITS`] significant digits: `0.020560000000000002` is
@@ -81,6 +87,13 @@ mod tests {
     fn scores_show_four_decimals_and_stay_within_one() {
         assert_eq!(round_score(1.000_000_3), 1.0);
         assert_eq!(round_score(0.694_812), 0.6948);
+    }
+
+    #[test]
+    fn milliseconds_keep_three_decimals() {
+        assert_eq!(round_ms(0.630_408_000_000_000_1), 0.63);
+        assert_eq!(round_ms(8.395_707_944_799_998), 8.396);
+        assert_eq!(round_ms(12.0), 12.0);
     }
 
     #[test]

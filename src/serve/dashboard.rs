@@ -24,6 +24,7 @@ use super::errors::ApiError;
 use super::manage::probe;
 use super::policy::priority_names;
 use super::state::App;
+use crate::core::numbers::round_ms;
 use crate::view::html::{self, Page};
 use crate::view::text::esc;
 use crate::view::{Candidate, Live, Picture, Ranking};
@@ -369,7 +370,7 @@ fn rankings(app: &App) -> Vec<Ranking> {
                     Candidate {
                         model: r.model.clone(),
                         score: r.score,
-                        latency_ms: r.latency_ms,
+                        latency_ms: r.latency_ms.map(round_ms),
                         latency_measured: r.latency_measured,
                         prompt_per_mtok: per_mtok(info.and_then(|i| i.prompt_price)),
                         completion_per_mtok: per_mtok(info.and_then(|i| i.completion_price)),

@@ -16,7 +16,7 @@ use super::keys::Caller;
 use super::policy::priority_names;
 use super::state::App;
 use crate::core::catalogue::Origin;
-use crate::core::numbers::round_score;
+use crate::core::numbers::{round_ms, round_score};
 use crate::core::request::Request;
 use crate::core::request::ROUTE_PREFIX;
 use crate::engine::Decision;
@@ -116,7 +116,7 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
             "owned_by": m.split('/').next().unwrap_or("unknown"),
             "fallback": fallback,
             "score": ranked.map(|r| round_score(r.score)),
-            "latency_ms": ranked.and_then(|r| r.latency_ms),
+            "latency_ms": ranked.and_then(|r| r.latency_ms).map(round_ms),
             "latency_measured": ranked.map(|r| r.latency_measured),
             "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
             "quality": ranked.map(|r| round_score(r.quality)),
@@ -229,7 +229,7 @@ fn decision_json(d: &Decision) -> Value {
             json!({
                 "model": r.model,
                 "score": round_score(r.score),
-                "latency_ms": r.latency_ms,
+                "latency_ms": r.latency_ms.map(round_ms),
                 "latency_measured": r.latency_measured,
                 "cost_usd": r.cost_usd.map(crate::core::numbers::round_usd),
                 "quality": round_score(r.quality),

@@ -108,6 +108,59 @@ fn scores_and_latencies_carry_no_float_noise_and_say_what_they_are() {
     }
 }
 
+/// The server's model list and `/route` give latencies in milliseconds
+/// with 3 decimals at most, as everywhere else.
+#[test]
+fn the_servers_latencies_carry_no_float_noise() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(7));
+    env.server.set_default("t/b", Behavior::ok_after(3));
+    // Measured latencies, and priors made from them.
+    env.cmd()
+        .args([
+            "--models",
+            "t/a,t/b",
+            "-p",
+            "speed",
+            "--explore",
+            "1",
+            "-j",
+            "1",
+        ])
+        .stdin(prompts(6))
+        .run()
+        .assert_code(0);
+    let s = env.serve(&["--models", "t/a,t/b,t/c"]);
+    let (models, route, dashboard) = crate::serve::rt().block_on(async {
+        let c = crate::serve::client();
+        let get = |path: &str| c.get(s.url(path)).send();
+        let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
+        let dashboard: Value = get("/dashboard/data").await.unwrap().json().await.unwrap();
+        let body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+        let route = c.post(s.url("/route")).json(&body).send().await.unwrap();
+        let route: Value = route.json().await.unwrap();
+        (models, route, dashboard)
+    });
+    let rows = models["data"].as_array().unwrap();
+    assert!(rows.iter().any(|m| m["latency_ms"].is_f64()), "{models}");
+    for m in rows {
+        assert!(at_most(&m["latency_ms"], 3), "{m}");
+    }
+    let ranking = route["ranking"].as_array().unwrap();
+    assert!(ranking.iter().any(|r| r["latency_ms"].is_f64()), "{route}");
+    for r in ranking {
+        assert!(at_most(&r["latency_ms"], 3), "{r}");
+    }
+    let rankings = dashboard["live"]["rankings"].as_array().unwrap();
+    let candidates = rankings
+        .iter()
+        .flat_map(|r| r["candidates"].as_array().unwrap());
+    for c in candidates {
+        assert!(at_most(&c["latency_ms"], 3), "{c}");
+    }
+    s.stop();
+}
+
 /// Significant digits of a number as written (`0.000288` has 3,
 /// `3.5999999999999994e-5` has 17).
 fn significant_digits(number: &str) -> usize {
