@@ -39,7 +39,8 @@ fn an_unknown_cost_is_never_shown_as_zero() {
     let prom = report(&env, "prometheus");
     assert!(
         !prom.lines().any(|l| l.starts_with("llmroute_cost_usd")
-            || l.starts_with("llmroute_model_cost_usd")),
+            || l.starts_with("llmroute_model_cost_usd")
+            || l.starts_with("llmroute_upstream_cost_usd")),
         "{prom}"
     );
     assert!(prom.contains("\nllmroute_cost_unknown_lines 3\n"), "{prom}");

@@ -50,8 +50,14 @@ fn per_upstream(o: &mut String, r: &Report) {
         o,
         "llmroute_upstream_cost_usd",
         "gauge",
-        "Known cost of the lines on each upstream in US dollars.",
-        per(&|u| crate::core::numbers::round_usd(u.cost_usd)),
+        "Known cost of the lines on each upstream in US dollars (absent when only unknown costs).",
+        r.upstreams
+            .iter()
+            .flat_map(|u| {
+                let labels = vec![("upstream", u.upstream.clone())];
+                known_cost(labels, u.cost_usd, u.cost_unknown_lines)
+            })
+            .collect(),
     );
 }
 

@@ -22,6 +22,9 @@ pub struct UpstreamReport {
     pub cache_hits: i64,
     #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
+    /// Answered lines whose cost is unknown, left out of `cost_usd`.
+    #[serde(skip)]
+    pub cost_unknown_lines: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     /// Its candidates that ended requests.
@@ -42,7 +45,8 @@ pub fn load(
     let mut stmt = conn.prepare(
         "SELECT model, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
-                total(completion_tokens) FILTER (WHERE NOT cached)
+                total(completion_tokens) FILTER (WHERE NOT cached),
+                sum(ok AND cost_usd IS NULL)
          FROM requests WHERE model IS NOT NULL AND ts >= ?1 GROUP BY model",
     )?;
     // `report --model`: only the lines those models ended.
@@ -57,11 +61,12 @@ pub fn load(
             r.get::<_, f64>(5)?,
             r.get::<_, f64>(6)? as i64,
             r.get::<_, f64>(7)? as i64,
+            r.get::<_, Option<i64>>(8)?.unwrap_or(0),
         ))
     })?;
     let mut out: Vec<UpstreamReport> = Vec::new();
     for row in rows {
-        let (model, requests, answered, errors, cached, cost, prompt, completion) = row?;
+        let (model, requests, answered, errors, cached, cost, prompt, completion, unknown) = row?;
         if !asked(&model) {
             continue;
         }
@@ -71,6 +76,7 @@ pub fn load(
         u.errors += errors;
         u.cache_hits += cached;
         u.cost_usd += cost;
+        u.cost_unknown_lines += unknown;
         u.prompt_tokens += prompt;
         u.completion_tokens += completion;
         u.models.push(model);
@@ -149,6 +155,7 @@ fn row_of<'a>(out: &'a mut Vec<UpstreamReport>, name: &str) -> &'a mut UpstreamR
                 errors: 0,
                 cache_hits: 0,
                 cost_usd: 0.0,
+                cost_unknown_lines: 0,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 models: Vec::new(),
