@@ -15,7 +15,7 @@ use crate::core::cachekey::Seal;
 use crate::core::catalogue::Catalogue;
 use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
-use crate::core::numbers::usd;
+use crate::core::numbers::{counted, usd};
 use crate::core::ranking;
 use crate::core::request::Request;
 
@@ -424,9 +424,17 @@ impl Router {
     /// Whether the request must stop before its next attempt, and how.
     fn halted(&self, tried: &Tried, own: Option<&CancellationToken>) -> Option<Halt> {
         if let Some(stop) = self.stopped() {
+            let attempts = counted(tried.attempts.len() as u64, "attempt");
+            let message = match (tried.attempts.is_empty(), self.config.retry_refused) {
+                (true, None) => "not sent: the run was stopped".to_string(),
+                (false, None) => format!("the run was stopped after {attempts}"),
+                // A server has no run: it refuses requests for a while.
+                (true, Some(_)) => "not sent".to_string(),
+                (false, Some(_)) => format!("stopped after {attempts}"),
+            };
             return Some(Halt::Ending(Ending::new(
                 stop.kind,
-                format!("not sent: the run was stopped ({})", stop.message),
+                format!("{message} ({})", stop.message),
             )));
         }
         if !self.cancel.is_cancelled() && !own.is_some_and(CancellationToken::is_cancelled) {

@@ -162,6 +162,29 @@ async fn a_refused_key_stops_every_request_after_it() {
     assert_eq!(w.router.stopped().map(|e| e.kind), Some(error_type::AUTH));
 }
 
+/// The request whose attempt the API refused was sent: its message says
+/// so, not that it never was. A server, which has no run, says neither
+/// that a run stopped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_request_says_it_was_sent_and_a_server_names_no_run() {
+    for retry in [None, Some(Duration::from_secs(30))] {
+        let upstream = FakeUpstream::with(&[("a", &[Reply::Status(401, None)])]);
+        let w = world_with(&["a", "b"], upstream, true, |c| c.retry_refused = retry);
+        let first = w.router.route(&request("x"), RouteOptions::default()).await;
+        assert_eq!(first.attempts.len(), 1);
+        let e = ending(&first);
+        assert_eq!(e.kind, error_type::AUTH);
+        assert!(!e.message.contains("not sent"), "{}", e.message);
+        assert!(e.message.contains("after 1 attempt ("), "{}", e.message);
+        assert!(e.message.contains("HTTP 401"), "{}", e.message);
+        assert_eq!(e.message.contains("run"), retry.is_none(), "{}", e.message);
+        let second = w.router.route(&request("y"), RouteOptions::default()).await;
+        let e = ending(&second);
+        assert!(e.message.starts_with("not sent"), "{}", e.message);
+        assert_eq!(e.message.contains("run"), retry.is_none(), "{}", e.message);
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_cached_answer_is_served_without_a_call() {
     let upstream = FakeUpstream::with(&[]);
