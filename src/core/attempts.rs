@@ -306,7 +306,10 @@ impl Attempts {
     fn all_failed(&self) -> Ending {
         let message = match &self.last {
             None => "no candidate model could be tried".to_string(),
-            Some(last) => format!("{} attempt(s) failed; last: {last}", self.sent),
+            Some(last) => format!(
+                "{} failed; last: {last}",
+                crate::core::numbers::counted(u64::from(self.sent), "attempt")
+            ),
         };
         let kind = match self.payment {
             true => error_type::PAYMENT_REQUIRED,
@@ -410,7 +413,7 @@ mod tests {
         assert_eq!(e.kind, error_type::ALL_MODELS_FAILED);
         assert!(
             e.message
-                .starts_with("3 attempt(s) failed; last: c: HTTP 408"),
+                .starts_with("3 attempts failed; last: c: HTTP 408"),
             "{}",
             e.message
         );
@@ -594,12 +597,26 @@ mod tests {
     }
 
     #[test]
+    fn one_failed_attempt_is_singular() {
+        let (sent, end) = drive(
+            Attempts::new(abc().plan().to_vec(), 1),
+            &status(500, None, ""),
+        );
+        assert_eq!(sent, ["a"]);
+        let message = gave_up(end).message;
+        assert!(
+            message.starts_with("1 attempt failed; last: a:"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn max_attempts_bounds_the_tries() {
         let mut plan = abc().plan().to_vec();
         plan.push(planned("d", None));
         let (sent, end) = drive(Attempts::new(plan, 2), &status(500, None, ""));
         assert_eq!(sent, ["a", "b"]);
-        assert!(gave_up(end).message.starts_with("2 attempt(s) failed"));
+        assert!(gave_up(end).message.starts_with("2 attempts failed"));
     }
 
     #[test]

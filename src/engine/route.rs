@@ -376,7 +376,10 @@ impl Router {
             if interrupted {
                 break Ending::new(
                     error_type::INTERRUPTED,
-                    format!("interrupted after {} attempt(s)", tried.attempts.len()),
+                    format!(
+                        "interrupted after {}",
+                        counted(tried.attempts.len() as u64, "attempt")
+                    ),
                 );
             }
         };
@@ -447,8 +450,8 @@ impl Router {
         Some(Halt::Ending(Ending::new(
             error_type::INTERRUPTED,
             format!(
-                "interrupted after {} attempt(s); last: {}",
-                tried.attempts.len(),
+                "interrupted after {}; last: {}",
+                counted(tried.attempts.len() as u64, "attempt"),
                 last.unwrap_or("none")
             ),
         )))

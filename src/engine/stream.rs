@@ -24,6 +24,7 @@ use super::{ms_since, now_ms, Attempt, Outcome, Routed, Router};
 use crate::core::attempts::Planned;
 use crate::core::cachekey::Key;
 use crate::core::failure::{error_type, health_signal, FailureKind};
+use crate::core::numbers::counted;
 use crate::core::sse::{self, Event, Fold, UsageFilter};
 
 impl Router {
@@ -391,14 +392,15 @@ impl Stream for Streaming {
                 }
                 Poll::Ready(Some(Err(f))) => {
                     let message = format!(
-                        "the stream was cut off after {} chunk(s): {}",
-                        live.fold.chunks, f.message
+                        "the stream was cut off after {}: {}",
+                        counted(live.fold.chunks as u64, "chunk"),
+                        f.message
                     );
                     this.end(End::Broken(FailureKind::Connect, message));
                 }
                 Poll::Ready(None) => {
-                    let message =
-                        format!("the stream was cut off after {} chunk(s)", live.fold.chunks);
+                    let chunks = counted(live.fold.chunks as u64, "chunk");
+                    let message = format!("the stream was cut off after {chunks}");
                     this.end(End::Broken(FailureKind::Connect, message));
                 }
                 Poll::Pending => {
