@@ -163,6 +163,25 @@ fn readme_option_tables_agree_with_the_definition() {
     }
 }
 
+/// The `--weights` row's placeholder names weights the flag takes.
+#[test]
+fn the_weights_placeholder_names_the_weights() {
+    let text = readme();
+    let run = table_under(&text, "### Options");
+    assert!(run.contains_key("--weights"));
+    let row = text
+        .lines()
+        .find(|l| l.contains("--weights ") && l.starts_with("| `"))
+        .unwrap();
+    let flag = cells(row)[0].replace('`', "");
+    let value = flag.split_whitespace().last().unwrap();
+    let example = value.trim_end_matches(",..").replace("..", "1");
+    assert!(
+        llmroute::core::scoring::Weights::parse(&example).is_ok(),
+        "README's --weights {value}: {example} is refused"
+    );
+}
+
 #[test]
 fn the_table_reader_reads_rows_as_written() {
     assert_eq!(
