@@ -20,6 +20,10 @@ use crate::core::failure::{Failure, FailureKind, Success};
 use crate::engine::ports::{BoxFuture, Opened, Upstream};
 use crate::upstream::Client;
 
+/// What reports and output lines call the default upstream (`--base-url`),
+/// which no named one may be called.
+pub const DEFAULT_NAME: &str = "default";
+
 /// An `[upstreams.NAME]` table.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +77,15 @@ impl UpstreamConfig {
             return Err((
                 at(&[]),
                 format!("upstream {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"),
+            ));
+        }
+        if name == DEFAULT_NAME {
+            return Err((
+                at(&[]),
+                format!(
+                    "upstream {name:?}: the name is taken by the default upstream (--base-url); \
+                     choose another"
+                ),
             ));
         }
         let url = url::Url::parse(self.base_url.trim()).map_err(|e| {
@@ -179,7 +192,7 @@ pub fn misspelt_in(candidate: &str, names: &[String], catalogue: &Catalogue) -> 
 /// The upstream a candidate is on, by name: `NAME`, or `default`.
 pub fn label(candidate: &str, names: &[String]) -> String {
     split(candidate, |n| names.iter().any(|u| u == n))
-        .map_or("default", |(n, _)| n)
+        .map_or(DEFAULT_NAME, |(n, _)| n)
         .to_string()
 }
 
@@ -533,5 +546,17 @@ mod tests {
         assert_eq!(e.0, ["api_key_env"]);
         assert!(e.1.contains("LLMROUTE_TEST_SURELY_UNSET_1234"));
         assert!(UpstreamConfig::default().check("a b").is_err());
+    }
+
+    #[test]
+    fn the_default_upstreams_name_is_taken() {
+        let table = UpstreamConfig {
+            base_url: "http://x/v1".into(),
+            ..UpstreamConfig::default()
+        };
+        assert!(table.check("local").is_ok());
+        let (at, why) = table.check("default").unwrap_err();
+        assert!(at.is_empty());
+        assert!(why.contains("--base-url"), "{why}");
     }
 }

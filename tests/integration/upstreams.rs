@@ -246,6 +246,22 @@ fn a_bad_upstream_in_the_config_names_the_upstream_and_the_line() {
         "{}",
         out.stderr
     );
+    // `default` is the name of the --base-url upstream: taken.
+    let taken = env.write(
+        "d.toml",
+        "[upstreams.default]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &taken)
+        .stdin(prompts(1))
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 1") && out.stderr.contains("\"default\""),
+        "{}",
+        out.stderr
+    );
     let bad_url = env.write("b.toml", "[upstreams.gpu]\nbase_url = \"ftp://x\"\n");
     let out = env
         .cmd()

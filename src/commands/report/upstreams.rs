@@ -10,7 +10,7 @@ use super::Window;
 use crate::core::numbers;
 
 /// What the default upstream is called in a report and on an output line.
-pub const DEFAULT: &str = "default";
+pub const DEFAULT: &str = crate::upstreams::DEFAULT_NAME;
 
 /// One upstream's requests in the window.
 #[derive(Debug, Clone, Serialize, PartialEq)]
