@@ -83,6 +83,10 @@ pub fn unused(planned: u64, usage: &crate::core::failure::Usage) -> u64 {
 pub struct RateLimits {
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<TokenBucket>,
+    /// Requests take their slot in turn (the lock is fair), in the order
+    /// they asked: the limiter alone wakes every waiter at once and lets
+    /// the quickest win, so lines would leave in no order.
+    turn: tokio::sync::Mutex<()>,
 }
 
 struct TokenBucket {
@@ -125,7 +129,11 @@ impl RateLimits {
                 turn: tokio::sync::Mutex::new(()),
             }
         });
-        RateLimits { requests, tokens }
+        RateLimits {
+            requests,
+            tokens,
+            turn: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -137,6 +145,7 @@ impl RateLimits {
     pub async fn acquire(&self, tokens: u64) {
         let Some(t) = &self.tokens else {
             if let Some(r) = &self.requests {
+                let _turn = self.turn.lock().await;
                 r.until_ready().await;
             }
             return;
@@ -363,6 +372,28 @@ mod tests {
         rates.give_back(300);
         assert_eq!(t.take_credit(100), 0);
         assert_eq!(t.take_credit(250), 50, "what was left over stays");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_leave_in_the_order_they_asked() {
+        // One request every 10 ms: eight wait their turn.
+        let rates = std::sync::Arc::new(RateLimits::new(Some(6000), None));
+        rates.acquire(0).await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (rates, order) = (rates.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                rates.acquire(0).await;
+                order.lock().unwrap().push(i);
+            }));
+            // Each asks before the next.
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
     }
 
     fn reserved(t: TryReserve) -> Reservation {
