@@ -47,8 +47,13 @@ return math.ceil(wait)
 ";
 
 /// Reserves an estimate: KEYS[1] = the budget; ARGV = estimate, cap, keep
-/// ms. Returns {1 or 0, spent, held} as strings.
+/// ms, what this machine knows was spent. A budget Redis does not hold (it
+/// restarted empty) starts from that, not from 0. Returns {1 or 0, spent,
+/// held} as strings.
 const RESERVE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 and tonumber(ARGV[4]) > 0 then
+  redis.call('HSET', KEYS[1], 'spent', ARGV[4], 'held', '0')
+end
 local est = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
@@ -65,12 +70,19 @@ return {ok, tostring(spent), tostring(held)}
 
 /// Settles a reservation: KEYS[1] = the budget, KEYS[2] = the number of the
 /// last settlement of this process Redis took; ARGV = estimate, cost, keep
-/// ms, this settlement's number. One numbered no later than the last is
-/// one taken already: it changes nothing.
+/// ms, this settlement's number, what this machine knows was spent, this
+/// settlement included. One numbered no later than the last is one taken
+/// already: it changes nothing. A budget Redis does not hold (it restarted
+/// empty) starts from what this machine knows.
 const SETTLE: &str = r"
 local n = tonumber(ARGV[4])
 if n <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'held', '0', 'spent', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
 if held < 0 then held = 0 end
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0') + tonumber(ARGV[2])
@@ -123,6 +135,14 @@ impl SharedLimits {
             reserve: Script::new(RESERVE),
             link,
         }
+    }
+
+    /// What this machine knows was spent of the budget: its own budget's
+    /// spend (for a key, from its store at start), or what Redis last said
+    /// all machines spent, whichever is more.
+    fn known_spent(&self) -> f64 {
+        let own = self.local.budget().map_or(0.0, |b| b.spent);
+        own.max(f64::from_bits(self.spent.load(Ordering::Relaxed)))
     }
 
     /// Keeps the budget in Redis for `ms` after its last use (a week by
@@ -190,7 +210,11 @@ impl SharedLimits {
                 return Ok(Some(local));
             };
             let mut inv = self.reserve.prepare_invoke();
-            inv.key(key).arg(estimate).arg(*max).arg(self.keep_ms);
+            inv.key(key)
+                .arg(estimate)
+                .arg(*max)
+                .arg(self.keep_ms)
+                .arg(self.known_spent());
             let (ok, spent, held) = match self.link.script::<(i64, String, String)>(inv).await {
                 // Redis is away: this machine's own budget holds.
                 None => return Ok(Some(local)),
@@ -234,6 +258,14 @@ impl Admission for SharedLimits {
         let estimate = r.0;
         self.local.settle(r, actual);
         if let Some((key, _)) = &self.budget {
+            // What all machines spent, as far as this one knows, now
+            // includes this settlement.
+            let cost = actual.unwrap_or(estimate);
+            let _ = self
+                .spent
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                    Some((f64::from_bits(bits) + cost).to_bits())
+                });
             let mut n = self.settled.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
             let mut p = redis::pipe();
@@ -245,7 +277,8 @@ impl Admission for SharedLimits {
                 .arg(estimate)
                 .arg(actual.unwrap_or(estimate))
                 .arg(self.keep_ms)
-                .arg(*n);
+                .arg(*n)
+                .arg(self.known_spent());
             self.link.send_kept(p);
         }
     }

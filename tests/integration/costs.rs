@@ -139,10 +139,10 @@ fn tpm_paces_by_the_tokens_answers_used() {
 #[test]
 fn a_measured_model_reserves_at_its_measured_length() {
     let env = Env::new(vec![ModelSpec::new("t/p").prices("0", "0.00001")]);
-    // Measured first, without a budget.
+    // Measured first, without a budget: 20 answers, enough to go by.
     env.cmd()
         .args(["--models", "t/p", "--no-cache", "-j", "1"])
-        .stdin(prompts(5))
+        .stdin(prompts(20))
         .run()
         .assert_code(0);
     // 512 tokens would be $0.00512, over the whole cap.

@@ -140,3 +140,50 @@ fn a_shared_budget_waits_for_requests_in_flight_instead_of_refusing() {
         assert!(l["error"].is_null(), "{l}");
     }
 }
+
+#[test]
+fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = ["--budget", "0.05", "--per", "day", "--redis", &url];
+    let token = make_key(&env, "shared", &flags);
+    // Two servers with stores of their own, sharing the key's budget.
+    let serve = |db: &str| {
+        let db = env.path(db);
+        let db = db.to_str().unwrap();
+        env.serve(&["--models", "t/a", "--no-cache", "--redis", &url, "--db", db])
+    };
+    let (a, b) = (serve("a.db"), serve("b.db"));
+    let ask = |i: usize| {
+        let mut body = chat(None, &format!("prompt {i}"));
+        body["max_tokens"] = json!(10);
+        body
+    };
+    rt().block_on(async {
+        for i in 0..3 {
+            assert_eq!(post(&a, Some(&token), &ask(i)).await.0, 200);
+        }
+        // The second server sees what the first spent.
+        assert_eq!(post(&b, Some(&token), &ask(3)).await.0, 200);
+    });
+    // Redis comes back empty: what was spent ($0.04) is not forgotten.
+    let redis = redis.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    rt().block_on(async {
+        let mut answered = 0;
+        for i in 4..10 {
+            if post(&b, Some(&token), &ask(i)).await.0 == 200 {
+                answered += 1;
+            }
+        }
+        assert!(
+            answered <= 1,
+            "{answered} more answered: $0.04 was spent of $0.05"
+        );
+    });
+    a.stop();
+    b.stop();
+    drop(redis);
+}
