@@ -17,6 +17,8 @@ pub struct KeyReport {
     pub cache_hits: i64,
     #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
+    /// Answered lines whose cost is unknown, left out of `cost_usd`.
+    pub cost_unknown_lines: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
 }
@@ -30,7 +32,8 @@ pub fn load(
     let mut sql = String::from(
         "SELECT key_name, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
-                total(completion_tokens) FILTER (WHERE NOT cached)
+                total(completion_tokens) FILTER (WHERE NOT cached),
+                sum(ok AND cost_usd IS NULL)
          FROM requests WHERE key_name IS NOT NULL AND ts >= ?",
     );
     let mut params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(
@@ -59,6 +62,7 @@ pub fn load(
             cost_usd: r.get(5)?,
             prompt_tokens: r.get::<_, f64>(6)? as i64,
             completion_tokens: r.get::<_, f64>(7)? as i64,
+            cost_unknown_lines: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
         })
     })?;
     rows.collect()
@@ -79,7 +83,7 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
             k.answered.to_string(),
             k.errors.to_string(),
             k.cache_hits.to_string(),
-            numbers::usd(k.cost_usd),
+            super::table::total_cost(k.cost_usd, k.cost_unknown_lines),
             (k.prompt_tokens + k.completion_tokens).to_string(),
         ]
     });
@@ -123,5 +127,27 @@ mod tests {
         assert_eq!((keys[0].requests, keys[0].cache_hits), (2, 1));
         // As the report's totals: tokens of answered lines only.
         assert_eq!(keys[0].prompt_tokens + keys[0].completion_tokens, 7);
+    }
+
+    #[test]
+    fn an_unknown_cost_is_said_so_not_shown_as_zero() {
+        let unknown = RequestRow {
+            cost_usd: None,
+            ..request(Some("m"), Some("a"), true, 0.0)
+        };
+        let s = store_of([request(Some("m"), Some("a"), true, 0.5), unknown.clone()]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        assert_eq!((keys[0].cost_usd, keys[0].cost_unknown_lines), (0.5, 1));
+        let table = render(&keys, "all");
+        assert!(table.contains("$0.50 + unknown for 1 line"), "{table}");
+        let s = store_of([unknown]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        let table = render(&keys, "all");
+        assert!(
+            table.contains("unknown for 1 line") && !table.contains("$0 "),
+            "{table}"
+        );
+        let json = serde_json::to_value(&keys[0]).unwrap();
+        assert_eq!(json["cost_unknown_lines"], 1);
     }
 }

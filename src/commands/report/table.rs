@@ -478,7 +478,7 @@ fn model_cost(known: f64, unknown: i64) -> String {
 
 /// The total cost, as costs in text are written (three significant
 /// digits), and the lines whose cost is unknown, never shown as 0.
-fn total_cost(known: f64, unknown: i64) -> String {
+pub(super) fn total_cost(known: f64, unknown: i64) -> String {
     let lines = numbers::counted(unknown.max(0) as u64, "line");
     match (unknown, known) {
         (0, x) => numbers::usd(x),

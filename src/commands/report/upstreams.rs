@@ -23,7 +23,6 @@ pub struct UpstreamReport {
     #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown, left out of `cost_usd`.
-    #[serde(skip)]
     pub cost_unknown_lines: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -189,7 +188,7 @@ pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
             u.answered.to_string(),
             u.errors.to_string(),
             u.cache_hits.to_string(),
-            numbers::usd(u.cost_usd),
+            super::table::total_cost(u.cost_usd, u.cost_unknown_lines),
             (u.prompt_tokens + u.completion_tokens).to_string(),
             u.models.join(", "),
         ]
