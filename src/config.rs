@@ -171,9 +171,21 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn ser_size<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(n) => s.serialize_str(&bytesize::ByteSize::b(*n).display().iec_short().to_string()),
+        Some(n) => s.serialize_str(&size_text(*n)),
         None => s.serialize_none(),
     }
+}
+
+/// A size as `config show` writes it, exactly, so that it reads back as
+/// itself: in the largest binary unit that divides it (`16MiB`), else in
+/// bytes. (A rounded `16.0M` would read back as 16,000,000 bytes.)
+pub fn size_text(n: u64) -> String {
+    for (unit, name) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+        if n >= unit && n % unit == 0 {
+            return format!("{}{name}", n / unit);
+        }
+    }
+    n.to_string()
 }
 
 /// `latency`, `cost` and `quality` weights (normalised when used).
@@ -413,6 +425,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_size_shown_reads_back_as_itself() {
+        for n in [0, 1, 1000, 1024, 1536, 16 * 1024 * 1024, 16_000_000, 3 << 30, u64::MAX] {
+            let text = size_text(n);
+            assert_eq!(crate::cli::parse_size(&text), Ok(n), "{n} shown as {text}");
+        }
+        assert_eq!(size_text(16 * 1024 * 1024), "16MiB");
+        assert_eq!(size_text(1024), "1KiB");
+    }
 
     #[test]
     fn a_full_config_parses() {
