@@ -428,7 +428,17 @@ mod tests {
 
     #[test]
     fn a_size_shown_reads_back_as_itself() {
-        for n in [0, 1, 1000, 1024, 1536, 16 * 1024 * 1024, 16_000_000, 3 << 30, u64::MAX] {
+        for n in [
+            0,
+            1,
+            1000,
+            1024,
+            1536,
+            16 * 1024 * 1024,
+            16_000_000,
+            3 << 30,
+            u64::MAX,
+        ] {
             let text = size_text(n);
             assert_eq!(crate::cli::parse_size(&text), Ok(n), "{n} shown as {text}");
         }
