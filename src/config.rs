@@ -181,7 +181,7 @@ fn ser_size<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Err
 /// bytes. (A rounded `16.0M` would read back as 16,000,000 bytes.)
 pub fn size_text(n: u64) -> String {
     for (unit, name) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return format!("{}{name}", n / unit);
         }
     }
