@@ -22,6 +22,9 @@ pub struct Window {
     /// Tokens held for requests of the minute still in flight (their
     /// estimates), until their answers say what they used.
     pub held: u64,
+    /// The requests and tokens all machines counted in the minute, as
+    /// Redis last said (with `--redis`): what the minute's counts show.
+    pub shared: (u64, u64),
 }
 
 impl Window {
@@ -38,10 +41,14 @@ impl Window {
         self
     }
 
-    /// The requests and tokens counted in the minute holding `now_ms`.
+    /// The requests and tokens counted in the minute holding `now_ms`:
+    /// this machine's, or all machines' as Redis last said, if more.
     pub fn counts(&self, now_ms: i64) -> (u64, u64) {
         match self.minute == minute_of(now_ms).0 {
-            true => (self.requests, self.tokens),
+            true => (
+                self.requests.max(self.shared.0),
+                self.tokens.max(self.shared.1),
+            ),
             false => (0, 0),
         }
     }

@@ -108,6 +108,9 @@ impl Client {
             return Err(left);
         }
         w.requests += 1;
+        if let Some((r, t)) = shared {
+            w.shared = (w.shared.0.max(r), w.shared.1.max(t));
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -667,6 +670,23 @@ mod tests {
         c.used(0, 100, Some(0.5), None);
         assert!(c.take(0, None).is_err());
         assert!(c.take(0, Some((1, 99))).is_ok(), "the shared count rules");
+    }
+
+    #[test]
+    fn the_minute_shown_is_all_machines_when_redis_says_so() {
+        let c = client(Policy {
+            rpm: Some(100),
+            ..Policy::default()
+        });
+        assert!(c.take(61_000, None).is_ok());
+        // Another machine took 14 of the minute's requests and 900 tokens.
+        assert!(c.take(62_000, Some((16, 900))).is_ok());
+        let shown = |now| c.window.lock().unwrap().counts(now);
+        assert_eq!(shown(62_500), (16, 900));
+        // A new minute counts from zero.
+        assert_eq!(shown(121_000), (0, 0));
+        assert!(c.take(121_000, None).is_ok());
+        assert_eq!(shown(121_500), (1, 0));
     }
 
     /// A client of key `a` with `policy`.
