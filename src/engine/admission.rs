@@ -242,7 +242,7 @@ pub enum TryReserve {
 }
 
 /// A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2.
-const SLACK: f64 = 1e-9;
+pub const SLACK: f64 = 1e-9;
 
 impl Budget {
     pub fn new(max_usd: f64) -> Budget {

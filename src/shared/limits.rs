@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{keys, Link};
-use crate::engine::admission::Limits;
+use crate::engine::admission::{Limits, SLACK};
 use crate::engine::ports::{Admission, BoxFuture, BudgetView, OverBudget, Reservation, Reserve};
 
 /// How long a shared budget nobody touches is kept.
@@ -199,15 +199,15 @@ impl SharedLimits {
         estimate: f64,
         wait: bool,
     ) -> Result<Option<Reservation>, OverBudget> {
+        let Some((key, max)) = &self.budget else {
+            return self.local.reserve(estimate, wait).get().await;
+        };
         let give_up = std::time::Instant::now() + SHARED_WAIT;
         let mut pause = Duration::from_millis(5);
         loop {
             let local = match self.local.reserve(estimate, wait).get().await? {
                 Some(r) => r,
                 None => return Ok(None),
-            };
-            let Some((key, max)) = &self.budget else {
-                return Ok(Some(local));
             };
             let mut inv = self.reserve.prepare_invoke();
             inv.key(key)
@@ -232,7 +232,7 @@ impl SharedLimits {
                 estimate,
                 max: *max,
             };
-            let fits_later = *max > 0.0 && spent + estimate <= *max + 1e-9;
+            let fits_later = *max > 0.0 && spent + estimate <= *max + SLACK;
             if !wait || !fits_later || std::time::Instant::now() >= give_up {
                 return Err(over);
             }
