@@ -271,7 +271,7 @@ impl Router {
 impl Tried {
     /// Adds what an attempt was charged.
     pub(super) fn charge(&mut self, usd: f64) {
-        self.charged = Some(self.charged.unwrap_or(0.0) + usd);
+        self.charged = plus(self.charged, Some(usd));
     }
 
     pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
@@ -324,6 +324,14 @@ pub(super) fn request_row(
         rid: job.opts.rid.clone(),
         task: Some(job.req.task().into()),
         charged_usd: cost_usd,
+    }
+}
+
+/// Two charges together: nothing when neither is known.
+pub(super) fn plus(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
     }
 }
 

@@ -217,10 +217,7 @@ impl Finish {
             ok,
             latency_ms: ms_since(self.started),
             cost_usd: cost,
-            charged_usd: match (self.request.charged_usd, charged) {
-                (Some(before), Some(this)) => Some(before + this),
-                (before, this) => before.or(this),
-            },
+            charged_usd: super::record::plus(self.request.charged_usd, charged),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             score: self.planned.score.filter(|_| ok),
