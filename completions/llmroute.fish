@@ -105,7 +105,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s w -l weight
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s m -l models -d 'Candidate models, comma-separated [default: a built-in list across price tiers]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -s f -l fallback -d 'Models to try, in order, after the ranked candidates have failed' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 'Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l task -d 'Quality and scores for this task: learned from its feedback where there was any, else the prior' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l task -d 'Quality and scores for this task: learned from its feedback where there was any, else pooled from other tasks and models, else the prior' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l reset -d 'Forget the health learned of these models (all when none is named) on this --base-url: latency and error averages, pauses, open circuits' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'The Redis whose shared quality a listing reads, and, with --reset, whose shared health is forgotten too (or the config\'s `redis`)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

@@ -30,7 +30,8 @@ pub struct CandidateOut {
     /// The quality the score used: the prior, or learned from outcomes on
     /// the request's task (`quality_source` says which).
     pub quality: f64,
-    /// `prior`, or `learned`.
+    /// `prior`, `pooled` (from its other tasks, and the other candidates
+    /// on this one), or `learned` (from its feedback on this task).
     pub quality_source: &'static str,
     /// The feedback events it learned from on the request's task.
     pub quality_events: u64,
@@ -55,11 +56,7 @@ impl From<&Ranked> for CandidateOut {
             },
             cost_usd: r.cost_usd.map(round_usd),
             quality: round_score(r.quality),
-            quality_source: if r.quality_events > 0 {
-                "learned"
-            } else {
-                "prior"
-            },
+            quality_source: r.quality_source.name(),
             quality_events: r.quality_events,
             state: r.state.as_ref().map(|(s, _)| s.name()),
             why: r.state.as_ref().map(|(_, w)| w.clone()),

@@ -510,7 +510,7 @@ pub struct ModelsArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// Quality and scores for this task: learned from its feedback where there was any, else the prior
+    /// Quality and scores for this task: learned from its feedback where there was any, else pooled from other tasks and models, else the prior
     #[arg(long, value_name = "TASK", value_parser = parse_task)]
     pub task: Option<String>,
 

@@ -131,9 +131,14 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|m| Some((m.clone(), book.get(&task, m, now)?)))
         .collect();
+    let elsewhere: std::collections::HashMap<String, Posterior> = ids
+        .iter()
+        .filter_map(|m| Some((m.clone(), book.elsewhere(&task, m, now)?)))
+        .collect();
     let seen = Learned {
         stats: &stats,
         learned: &learned,
+        elsewhere: &elsewhere,
     };
     let ranking = ranking::rank(&reference, &settings, &catalogue, &seen, None);
 
@@ -287,10 +292,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
             ),
             4,
         ),
-        quality_source: match ranked.is_some_and(|r| r.quality_events > 0) {
-            true => "learned",
-            false => "prior",
-        },
+        quality_source: ranked.map_or("prior", |r| r.quality_source.name()),
         quality_events: ranked.map_or(0, |r| r.quality_events),
         latency_ms: Latency {
             ewma: stat.map(|s| round(s.ewma_ms, 3)),
@@ -312,6 +314,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
 struct Learned<'a> {
     stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
     learned: &'a std::collections::HashMap<String, Posterior>,
+    elsewhere: &'a std::collections::HashMap<String, Posterior>,
 }
 
 impl HealthView for Learned<'_> {
@@ -323,6 +326,9 @@ impl HealthView for Learned<'_> {
     }
     fn learned(&self, _task: &str, model: &str) -> Option<Posterior> {
         self.learned.get(model).copied()
+    }
+    fn learned_elsewhere(&self, _task: &str, model: &str) -> Option<Posterior> {
+        self.elsewhere.get(model).copied()
     }
 }
 
@@ -384,6 +390,7 @@ pub fn table(rows: &[Row], now: i64) -> Table {
             r.context_length
                 .map_or_else(|| "-".into(), |c| c.to_string()),
             match r.quality_events {
+                0 if r.quality_source == "pooled" => format!("{:.2} (pooled)", r.quality),
                 0 => format!("{:.2}", r.quality),
                 n => format!("{:.2} ({n} fb)", r.quality),
             },

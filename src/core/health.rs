@@ -375,6 +375,16 @@ pub trait HealthView {
         let _ = (task, model);
         None
     }
+    /// What outcomes said of the model on every task but `task`, decayed
+    /// to now, when anything was said ([`crate::core::pooled`]).
+    fn learned_elsewhere(
+        &self,
+        task: &str,
+        model: &str,
+    ) -> Option<crate::core::learned::Posterior> {
+        let _ = (task, model);
+        None
+    }
     /// Until when the model may not be tried (a rate limit, an open
     /// circuit, a probe of a half-open circuit under way), when it may not.
     fn cooling_until(&self, model: &str) -> Option<Instant>;

@@ -97,6 +97,33 @@ impl Posterior {
         self.events = self.events.saturating_sub(1);
     }
 
+    /// A sum of posteriors with the term `old` (if any) replaced by `new`,
+    /// all brought to the latest time among them.
+    pub fn replaced(&self, old: Option<&Posterior>, new: &Posterior, hl: i64) -> Posterior {
+        let now = self
+            .at_ms
+            .max(new.at_ms)
+            .max(old.map_or(i64::MIN, |o| o.at_ms));
+        let mut sum = self.at(now, hl).less(old.map(|o| o.at(now, hl)).as_ref());
+        let new = new.at(now, hl);
+        sum.good += new.good;
+        sum.bad += new.bad;
+        sum.events += new.events;
+        sum
+    }
+
+    /// This sum without the term `part` (as of the same time), never below
+    /// nothing.
+    pub fn less(&self, part: Option<&Posterior>) -> Posterior {
+        let Some(part) = part else { return *self };
+        Posterior {
+            good: (self.good - part.good).max(0.0),
+            bad: (self.bad - part.bad).max(0.0),
+            events: self.events.saturating_sub(part.events),
+            at_ms: self.at_ms,
+        }
+    }
+
     /// The weight observed (decayed), as of when it was last brought up to date.
     pub fn weight(&self) -> f64 {
         self.good + self.bad

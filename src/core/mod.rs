@@ -7,6 +7,8 @@
 //! | [`cachekey`]  | canonical form of a request and its cache key                |
 //! | [`catalogue`] | the model catalogue: parsing, compact form, embedded snapshot |
 //! | [`quality`]   | quality priors                                               |
+//! | [`learned`]   | quality learned from feedback: the posterior, its decay, tasks |
+//! | [`pooled`]    | where a task's quality starts: other tasks, other candidates |
 //! | [`scoring`]   | the weighted scorer                                          |
 //! | [`ranking`]   | routing settings, eligibility, ranking, the plan of a request |
 //! | [`health`]    | latency averages and rate-limit pauses                       |
@@ -32,6 +34,7 @@ pub mod keys;
 pub mod learned;
 pub mod minute;
 pub mod numbers;
+pub mod pooled;
 pub mod quality;
 pub mod ranking;
 pub mod request;

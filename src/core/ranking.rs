@@ -12,10 +12,9 @@ use std::sync::Arc;
 use crate::core::attempts::Planned;
 use crate::core::catalogue::Catalogue;
 use crate::core::health::{HealthView, ModelStat, State};
-use crate::core::learned::Posterior;
-use crate::core::quality;
 use crate::core::request::{Overrides, Request};
 use crate::core::scoring::{self, Candidate, Priority, Weights};
+use crate::core::{pooled, quality};
 
 /// The built-in candidates: popular models across price tiers, all listed
 /// with prices, context window and intelligence index in the catalogue.
@@ -181,9 +180,10 @@ pub struct Ranked {
     pub cost_usd: Option<f64>,
     /// The quality the score used: the prior, or learned from outcomes.
     pub quality: f64,
-    /// Feedback events the quality learned from on this request's task
-    /// (0: the prior alone).
+    /// Feedback events the quality learned from on this request's task.
     pub quality_events: u64,
+    /// Where that quality comes from.
+    pub quality_source: pooled::Source,
     pub context_length: Option<u64>,
     /// Whether `latency_ms` was measured (else it is the prior of a model
     /// never measured).
@@ -308,8 +308,9 @@ pub struct Ranking {
 }
 
 /// An eligible candidate: its model, context window, cost at its own
-/// measured length, and what outcomes taught of its quality.
-type Eligible<'a> = (&'a str, Option<u64>, Option<f64>, Option<Posterior>);
+/// measured length, and its feedback events on the task and where its
+/// quality comes from.
+type Eligible<'a> = (&'a str, Option<u64>, Option<f64>, (u64, pooled::Source));
 
 /// Ranks `settings.models` for `req`: the candidates the catalogue says can
 /// take it, whose estimates meet the request's limits and fit what is left
@@ -328,6 +329,7 @@ pub fn rank(
     // cheaper than one never measured.
     let mut eligible: Vec<Eligible<'_>> = Vec::with_capacity(settings.models.len());
     let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
+    let mut evidence = Vec::with_capacity(settings.models.len());
     let mut excluded = Vec::new();
     // Duplicates go: by a scan of the few candidates a request has, by a
     // set past that, so that a long list costs linear time.
@@ -362,21 +364,32 @@ pub fn rank(
             info.and_then(|i| i.intelligence_index),
             &settings.quality,
         );
-        let learned = health.learned(req.task(), model);
+        let here = health.learned(req.task(), model);
+        evidence.push(pooled::Evidence {
+            prior,
+            here,
+            elsewhere: health.learned_elsewhere(req.task(), model),
+        });
         eligible.push((
             model,
             info.and_then(|i| i.context_length),
             expected,
-            learned,
+            (here.map_or(0, |p| p.events), pooled::Source::Prior),
         ));
         inputs.push(Candidate {
             latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
             cost_usd: info.and_then(|i| {
                 i.estimate_cost(req.prompt_tokens, req.completion_tokens() * req.choices)
             }),
-            quality: learned.map_or(prior, |p| p.mean(prior)),
+            quality: prior,
             error_rate: stat.map_or(0.0, |s| s.error_rate),
         });
+    }
+    let mut learned = Vec::with_capacity(evidence.len());
+    pooled::qualities(&evidence, &mut learned);
+    for ((input, e), (q, source)) in inputs.iter_mut().zip(&mut eligible).zip(learned) {
+        input.quality = q;
+        e.3 .1 = source;
     }
     let limits = settings.limits;
     if limits != Limits::default() || budget_left.is_some() {
@@ -402,14 +415,15 @@ pub fn rank(
     let ranked = scored
         .into_iter()
         .map(|s| {
-            let (model, context_length, expected, learned) = eligible[s.index];
+            let (model, context_length, expected, (events, source)) = eligible[s.index];
             Ranked {
                 model: model.to_string(),
                 score: s.score,
                 latency_ms: s.latency_ms,
                 cost_usd: expected,
                 quality: s.quality,
-                quality_events: learned.map_or(0, |p| p.events),
+                quality_events: events,
+                quality_source: source,
                 context_length,
                 latency_measured: inputs[s.index].latency_ms.is_some(),
                 state: None,

@@ -17,6 +17,9 @@ type ByModel = HashMap<Arc<str>, Posterior>;
 pub struct QualityBook {
     /// By task, then by model.
     tasks: RwLock<HashMap<Arc<str>, ByModel>>,
+    /// By model, its posteriors on every task summed: what is known of it
+    /// elsewhere is this less the task at hand.
+    overall: RwLock<ByModel>,
     pub half_life_ms: i64,
 }
 
@@ -24,6 +27,7 @@ impl QualityBook {
     pub fn new(half_life_ms: i64) -> QualityBook {
         QualityBook {
             tasks: RwLock::new(HashMap::new()),
+            overall: RwLock::new(HashMap::new()),
             half_life_ms,
         }
     }
@@ -61,7 +65,21 @@ impl QualityBook {
             return;
         }
         let mut tasks = self.tasks.write().unwrap_or_else(|e| e.into_inner());
-        tasks.entry(bucket).or_default().insert(model.into(), p);
+        let old = tasks.entry(bucket).or_default().insert(model.into(), p);
+        let mut overall = self.overall.write().unwrap_or_else(|e| e.into_inner());
+        let sum = overall.entry(model.into()).or_default();
+        *sum = sum.replaced(old.as_ref(), &p, self.half_life_ms);
+    }
+
+    /// What outcomes said of `model` on every task but `task`, decayed to
+    /// `now_ms`.
+    pub fn elsewhere(&self, task: &str, model: &str, now_ms: i64) -> Option<Posterior> {
+        let sum = {
+            let overall = self.overall.read().unwrap_or_else(|e| e.into_inner());
+            *overall.get(model)?
+        };
+        let here = self.get(task, model, now_ms);
+        Some(sum.at(now_ms, self.half_life_ms).less(here.as_ref()))
     }
 
     /// Takes in one feedback event; returns the posterior after it.
@@ -74,6 +92,9 @@ impl QualityBook {
             .entry(model.into())
             .or_default();
         p.add(score, weight, now_ms, self.half_life_ms);
+        let mut overall = self.overall.write().unwrap_or_else(|e| e.into_inner());
+        let sum = overall.entry(model.into()).or_default();
+        sum.add(score, weight, now_ms, self.half_life_ms);
         *p
     }
 
@@ -108,6 +129,9 @@ impl HealthView for Seen<'_> {
     }
     fn learned(&self, task: &str, model: &str) -> Option<Posterior> {
         self.book.get(task, model, self.now_ms)
+    }
+    fn learned_elsewhere(&self, task: &str, model: &str) -> Option<Posterior> {
+        self.book.elsewhere(task, model, self.now_ms)
     }
     fn cooling_until(&self, model: &str) -> Option<Instant> {
         self.health.cooling_until(model)
@@ -149,6 +173,38 @@ mod tests {
         }
         assert!(book.tasks.read().unwrap().len() <= TASKS_MAX + 1);
         assert!(book.get("t-new", "a", 0).is_some(), "learned under other");
+    }
+
+    #[test]
+    fn what_is_known_elsewhere_is_every_other_task_however_it_came() {
+        let hl = crate::core::learned::HALF_LIFE_MS;
+        let book = QualityBook::new(hl);
+        assert!(book.elsewhere("sql", "a", 0).is_none());
+        book.add("sql", "a", 1.0, 1.0, 0);
+        book.add("tickets", "a", 0.0, 1.0, 0);
+        book.add("tickets", "a", 0.0, 1.0, 0);
+        book.add("tickets", "b", 1.0, 1.0, 0);
+        let e = book.elsewhere("sql", "a", 0).unwrap();
+        assert_eq!((e.good, e.bad, e.events), (0.0, 2.0, 2));
+        let e = book.elsewhere("tickets", "a", 0).unwrap();
+        assert_eq!((e.good, e.bad, e.events), (1.0, 0.0, 1));
+        // Read from the store or Redis: a posterior replaces the one held,
+        // and the sum follows.
+        let p = Posterior {
+            good: 5.0,
+            bad: 0.0,
+            events: 5,
+            at_ms: 0,
+        };
+        book.set("tickets", "a", p);
+        book.set("tickets", "a", p);
+        let e = book.elsewhere("sql", "a", 0).unwrap();
+        assert_eq!((e.good, e.bad, e.events), (5.0, 0.0, 5));
+        // Both decay: after a half-life, half of each.
+        let e = book.elsewhere("sql", "a", hl).unwrap();
+        assert!((e.good - 2.5).abs() < 1e-9 && e.bad.abs() < 1e-9, "{e:?}");
+        // A model never judged is known nowhere.
+        assert!(book.elsewhere("sql", "c", 0).is_none());
     }
 
     #[test]

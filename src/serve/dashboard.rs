@@ -376,6 +376,7 @@ fn rankings(app: &App) -> Vec<Ranking> {
                         completion_per_mtok: per_mtok(info.and_then(|i| i.completion_price)),
                         quality: r.quality,
                         quality_events: r.quality_events,
+                        quality_source: r.quality_source.name(),
                         state: r.state.as_ref().map_or("", |s| s.0.name()).to_string(),
                         why: r.state.as_ref().map_or_else(String::new, |s| s.1.clone()),
                     }

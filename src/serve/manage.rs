@@ -120,7 +120,7 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
             "latency_measured": ranked.map(|r| r.latency_measured),
             "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
             "quality": ranked.map(|r| round_score(r.quality)),
-            "quality_source": ranked.map(|r| if r.quality_events > 0 { "learned" } else { "prior" }),
+            "quality_source": ranked.map(|r| r.quality_source.name()),
             "quality_events": ranked.map(|r| r.quality_events),
             "pricing": {
                 "prompt": info.and_then(|i| i.prompt_price),

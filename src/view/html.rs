@@ -268,7 +268,7 @@ fn candidate(out: &mut String, rank: usize, c: &Candidate) {
     };
     let price = |p: Option<f64>| p.map_or_else(|| "–".into(), |p| format!("{p:.2}"));
     let quality = match c.quality_events {
-        0 => format!("{:.2} (prior)", c.quality),
+        0 => format!("{:.2} ({})", c.quality, c.quality_source),
         n => format!("{:.2} (learned, {n})", c.quality),
     };
     let _ = write!(

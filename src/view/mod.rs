@@ -135,8 +135,10 @@ pub struct Candidate {
     pub completion_per_mtok: Option<f64>,
     pub quality: f64,
     /// The feedback events the quality was learned from on the default
-    /// task (0: the prior).
+    /// task.
     pub quality_events: u64,
+    /// `prior`, `pooled` or `learned` (see `core::pooled`).
+    pub quality_source: &'static str,
     /// measured, prior, probing, cooling or open.
     pub state: String,
     /// Why it is in that state.
