@@ -65,6 +65,21 @@ def _decision(s12):
     return rs.get("learned/plan/8_candidates"), rs.get("learned/route/8_candidates")
 
 
+def _predictor(s12):
+    """Medians over the orderings of the offline predictor's measures, with `gain`:
+    the best of the predictor and the blend over the per-task posterior, ranked the
+    same way."""
+    ps = [r["baselines"]["predictor"] for r in s12["seeds"]
+          if "predictor" in r.get("baselines", {})]
+    if not ps:
+        return None
+    med = {k: _med([p.get(k) for p in ps]) for k in ps[0]}
+    med["gain"] = _med([max(p["predictor_both"], p["blend_both"]) - p["per_task_lines"]
+                        for p in ps])
+    med["spread"] = {k: [p.get(k) for p in ps] for k in ps[0]}
+    return med
+
+
 def goals(S):
     s12 = S.get("12")
     if not s12 or not s12.get("seeds"):
@@ -77,6 +92,15 @@ def goals(S):
             v = _med(xs)
             out.append(("12", f"APGR after {int(cp):,} feedback events, median of {n} orderings",
                         f"{v:.3f} ({min(xs):.3f}–{max(xs):.3f})", f"≥ {goal:.2f}", v >= goal))
+    pr = _predictor(s12)
+    if pr:
+        gain, transfer = pr["gain"], pr["transfer"]
+        kept = gain >= 0.02 and transfer > 0.5
+        out.append(("12", "per-prompt predictor: APGR it adds to the per-task posterior "
+                    "(offline, both outcomes seen; alone or blended half and half), and "
+                    "trained on MMLU, tested on GSM8K",
+                    f"{gain:+.3f}, so {'kept' if kept else 'left out'}; {transfer:.3f} on GSM8K",
+                    "kept only at ≥ +0.02 and > 0.5", None))
     runs = (s12.get("intake") or {}).get("runs") or []
     if runs:
         v = _med([r["events_per_s"] for r in runs])
@@ -104,26 +128,23 @@ def limits(s12):
     if None in (learned, told, offline, oracle):
         return []
     return [
-        "**What holds it back.** Two things, each measured above. (1) The scorer: told every "
-        f"task's true accuracy, the router reaches {told:.3f}, against {oracle:.3f} for the "
-        "per-task oracle that ranks the same tasks by the same gaps. A quality step is 0.1, "
-        "and past one step a candidate's lag grows towards the worst candidate's: with two "
-        "candidates the one behind *is* the worst, so any gap over 0.1 counts as two whole "
-        "steps. Half the tasks' gaps are over 0.1 (up to 0.38), and the sweep can only send "
-        "them to the strong model all together, at one cost weight: the curve has few "
-        "distinct points. (2) What the feedback teaches: "
-        f"learned from the same streamed lines with both models' outcomes on each, offline, "
-        f"per-task routing reaches {offline:.3f}; from one model's outcome a line, drawn at "
-        f"random, {_num(one, 3)}; the router, which hears only of the model it chose, "
-        f"{learned:.3f}. With two candidates, one request in 20 (`--explore 0.05`) goes to "
-        "the model not chosen, whichever rule picks it, and these fall on the tasks as their "
-        "traffic does: a task of 90 lines in 5,000 hears about 4 times of the model it does "
-        "not use. The quality rule would aim them where uncertainty could change the winner, "
-        "but it weighs a candidate's whole score and allows it at most the quality weight: "
-        "the strong model, two cost steps behind on every line, never qualifies where the "
-        "weak one leads by more than a step (0.1) of quality. From the prior (0.5, worth 4 "
-        "observations) one wrong answer puts the strong model at 0.4, and a weak one at 0.7 "
-        "on that task then keeps the task.",
+        "**What holds it back.** Not the scorer: told every task's true accuracy, the router "
+        f"reaches {told:.3f}, against {oracle:.3f} for the per-task oracle that ranks the same "
+        "tasks by the same gaps (the sweep has a cost weight for every lead a hundredth apart, "
+        "so every distinct learned gap gets its point of the curve). What the feedback can "
+        "teach: learned from the same streamed lines with both models' outcomes on each, "
+        f"offline, per-task routing reaches {offline:.3f}; from one model's outcome a line, "
+        f"drawn at random, {_num(one, 3)}; the router, which hears mostly of the model it "
+        f"chose, {learned:.3f}. Even both outcomes of 5,000 lines, about 86 a task, leave each "
+        "task's gap uncertain by about as much as the gaps differ between tasks (their spread, "
+        "0.09, is that of a difference of two shares over 43 answers each): a goal of 0.65 "
+        "asks nearly all of that information from one model's outcome a line. With two "
+        "candidates one request in 20 (`--explore 0.05`) goes to the model not chosen, and "
+        "these fall on the tasks as their traffic does. Pooling (README, \"Where a task starts\") is what brings the "
+        "router from its static prior towards what each line could teach: a task with few "
+        "answers of a model starts from that model's record on the other tasks, moved by how "
+        "the other model does on this one, instead of from 0.5, where one wrong answer put the "
+        "strong model at 0.4 and the weak one could keep the task for good.",
         ""]
 
 
@@ -179,7 +200,10 @@ def section(S):
         f"**Measure.** After {', '.join(_num(int(c), 0) for c in st['checkpoints'])} feedback "
         f"events, the lines the ordering never streamed ({_num(h0['lines'], 0)}) are routed with "
         f"`--dry-run` (nothing called, nothing learned, no exploration) under each of "
-        f"{len(st['sweep'])} weights `latency=0,cost=c,quality=1−c`, c from 0 to 1; a setting's "
+        f"{len(st['sweep'])} weights `latency=0,cost=c,quality=1−c`, c from 0 to 1 (for each "
+        "quality gap from 0.02 to 0.40, a hundredth apart, the c just below the one at which "
+        "that lead stops winning the strong model a line, by the scorer's steps; and 0, 0.45, "
+        "0.5, 0.6 and 1), so that every lead the router learned has its point; a setting's "
         "quality is the share of lines whose chosen model was right, its strong share the share "
         "sent to the strong model. The curve joins those points, always-weak (0, its quality) "
         "and always-strong (1, its quality) with straight lines (mixing two settings reaches "
@@ -201,7 +225,7 @@ def section(S):
     md.append(f"APGR of the learned router, median over {n} orderings (min–max), and mean; "
               "beside it, what the same streamed lines could teach offline, each task ranked by "
               "its learned gap with no scorer in between (the posterior mean from 0.5 worth 4, "
-              "as llmroute's), from both models' outcomes on every line, or from one model's a "
+              "without llmroute's pooling), from both models' outcomes on every line, or from one model's a "
               "line drawn at random, half and half (as feedback on answers gives one):")
     md.append("")
     md.append("| feedback events | APGR | mean | 50% of the gap at strong share | 80% | 95% | "
@@ -249,17 +273,55 @@ def section(S):
         md.append(row)
     md.append("")
 
+    pr = _predictor(s12)
+    if pr:
+        sp = pr["spread"]
+        md.append(
+            "**A per-prompt predictor, offline** (`bench/suite/predictor.py`): per model, a "
+            "logistic model over hashed words and word pairs of the prompt (2^18 buckets) and "
+            "the task's name, trained from the streamed lines' outcomes (3 passes), each "
+            "held-out line ranked by its predicted gap; median over the orderings (min–max):")
+        md.append("")
+        md.append("| ranked by | APGR |")
+        md.append("|---|---|")
+        for k, label in (
+                ("per_task_lines", "the per-task posterior from both outcomes a line (as "
+                                   "above, lines in the same order)"),
+                ("predictor_both", "the predictor, from both outcomes a line"),
+                ("blend_both", "the mean of the two gaps"),
+                ("predictor_one", "the predictor, from one outcome a line drawn at random"),
+                ("transfer", "the predictor trained on 5,000 MMLU lines, tested on GSM8K "
+                             "(random: 0.5)")):
+            md.append(f"| {label} | {_spread(sp[k])} |")
+        md.append("")
+        verdict = ("earns" if pr["gain"] >= 0.02 and pr["transfer"] > 0.5
+                   else "does not earn")
+        md.append(
+            f"Even told both models' outcomes on every line, the predictor adds "
+            f"{pr['gain']:+.3f} to the per-task posterior (the better of alone and blended), "
+            f"against the +0.02 asked: it {verdict} its place, and llmroute does not "
+            f"include it. Trained on MMLU it ranks GSM8K's lines at {pr['transfer']:.3f}, "
+            "above random: the words carry some signal, most of which the task already "
+            "carries.")
+        md.append("")
+
     # The sweep at the last checkpoint: share, quality, cost.
     last = str(max(st["checkpoints"]))
     pts = [r["checkpoints"][last]["points"] for r in seeds if last in r["checkpoints"]]
     if pts:
         md.append(f"The sweep after {_num(int(last), 0)} events, median over the orderings; cost "
-                  "per 1,000 lines as estimated above:")
+                  "per 1,000 lines as estimated above (a weight is shown where the strong share "
+                  "moves on from the weight shown before it):")
         md.append("")
         md.append("| cost weight c | strong share | quality | cost per 1,000 lines |")
         md.append("|---|---|---|---|")
+        shown = None
         for i, c in enumerate(st["sweep"]):
             col = [p[i] for p in pts if i < len(p)]
+            share = round(_med([x[0] for x in col]) * 100, 1)
+            if share == shown and i + 1 < len(st["sweep"]):
+                continue
+            shown = share
             md.append(f"| {c:g} | {_med([x[0] for x in col]) * 100:.1f}% | "
                       f"{_med([x[1] for x in col]) * 100:.1f}% | "
                       f"${_med([x[2] for x in col]):.3f} |")

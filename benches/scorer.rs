@@ -16,7 +16,8 @@
 //! `learned/*` is the same decision over the 8 candidates for a request with
 //! a task, when quality was learned from feedback: each candidate's quality
 //! is a posterior looked up by task and model among 58 tasks, decayed to
-//! now, as a live process holds them (`engine::learned::QualityBook`).
+//! now, as a live process holds them (`engine::learned::QualityBook`), and
+//! each start pooled from its other tasks and the other candidates.
 //! `learned/plan` is the whole choice at a request where exploration looks
 //! for a quality probe (every candidate's posterior's spread weighed).
 
@@ -159,6 +160,9 @@ impl HealthView for Learned<'_> {
     }
     fn learned(&self, task: &str, model: &str) -> Option<Posterior> {
         self.book.get(task, model, self.now_ms)
+    }
+    fn learned_elsewhere(&self, task: &str, model: &str) -> Option<Posterior> {
+        self.book.elsewhere(task, model, self.now_ms)
     }
     fn cooling_until(&self, _: &str) -> Option<std::time::Instant> {
         None

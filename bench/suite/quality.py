@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .common import (LLMROUTE, MODELS, QUICK, ROOT, RUNS, SIZES, URL_FAST, check, copy_store,
                      fresh, llmroute_env, log)
+from . import predictor
 from .meter import timed
 from .servers import Server, free_port, start_fake
 
@@ -53,11 +54,32 @@ ANSWER_TOKENS = 256
 REPLAY_WEIGHTS = "latency=0,cost=0.2,quality=0.7"
 EXPLORE = 0.05
 # The sweep: `latency=0,cost=c,quality=1-c`. With these two models the cost term
-# always puts the strong model two steps behind, so the strong model wins a
-# line when its learned quality leads by enough that (1-c) * behind / 2 > c:
-# c below 1/2 covers every threshold the scorer has.
-SWEEP = [0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.09, 0.11, 0.13, 0.16, 0.2, 0.25,
-         0.3, 0.33, 0.36, 0.4, 0.45, 0.5, 0.6, 1.0]
+# puts the strong model (nearly) two steps behind on every line, so the strong model
+# wins a line when its learned quality leads by a gap d whose steps behind (see
+# `behind`, as src/core/scoring.rs counts them) pass 2c / (1 - c). So each quality gap
+# from 0.01 to 0.40, a hundredth apart, has the cost weight at which it starts to tip
+# the choice, c = b / (2 + b) with b its steps; c = 0 sends every line where the strong
+# model leads at all, and c of 0.45 or more none.
+GAP_STEP, GAP_MAX = 0.01, 0.40
+
+
+def behind(d):
+    """Steps behind for a quality gap d, as the scorer counts them: in proportion up
+    to one step (0.01 to 0.1), then one more at most, towards the whole scale."""
+    def step(x, lo, hi):
+        return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+    return step(d, 0.01, 0.1) + step(d, 0.1, 1.0)
+
+
+def cost_weight_for(d):
+    """The cost weight just below the one at which a gap d stops winning."""
+    b = behind(d)
+    return round(b / (2 + b) - 1e-6, 6)
+
+
+SWEEP = sorted({0.0, 0.45, 0.5, 0.6, 1.0} | {
+    c for c in (cost_weight_for(round(GAP_STEP * k, 4))
+                for k in range(1, int(round(GAP_MAX / GAP_STEP)) + 1)) if c > 0})
 PGR_POINTS = (0.5, 0.8, 0.95)
 RANDOM_SHARES = [i / 10 for i in range(11)]
 
@@ -225,8 +247,8 @@ def accuracy_of(rows):
 
 
 def learned_offline(rows, tasks, one=None):
-    """Per-task quality of each model as llmroute's posterior mean would have it
-    (from 0.5, worth 4 observations) after `rows`: both models' outcomes on
+    """Per-task quality of each model as a posterior mean from 0.5, worth 4
+    observations, would have it (llmroute's, without its pooling) after `rows`: both models' outcomes on
     every line, or, with `one` (a random.Random), the outcome of one model a
     line, drawn at random half and half."""
     seen = {t: {WEAK: [0, 0], STRONG: [0, 0]} for t in tasks}
@@ -569,6 +591,10 @@ def replay(seed, rows, table, url, problems):
     b["offline_one"] = measures(per_task_routing(
         heldout, learned_offline(stream, tasks, random.Random(f"one-{seed}"))), qw, qs,
         keep_points=False)
+    # A per-prompt predictor, offline: would it earn its place?
+    b["predictor"] = predictor.measure(stream, heldout, learned_offline(stream, tasks), WEAK,
+                                       STRONG, seed, apgr)
+    b["predictor"]["transfer"] = predictor.transfer(rows, WEAK, STRONG, seed, apgr)
     b["told"] = told(rows, heldout, table, qw, qs, url, problems, seed)
     res["baselines"] = b
     shutil.rmtree(d, ignore_errors=True)
