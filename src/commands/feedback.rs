@@ -9,7 +9,9 @@ use anyhow::Context;
 use serde_json::{json, Map, Value};
 
 use crate::cli::FeedbackArgs;
-use crate::core::learned::{check_task, score_of, weight_of, HALF_LIFE_MS};
+use crate::core::learned::{
+    check_task, only_fields, score_of, weight_of, FEEDBACK_FIELDS, HALF_LIFE_MS, OUTCOME_FIELDS,
+};
 use crate::options::Options;
 use crate::setup::exit;
 use crate::store::learned::{Feedback, Judge};
@@ -338,6 +340,14 @@ fn parse(line: &str, outcome: bool) -> Result<Item, Bad> {
 }
 
 fn item_of(o: &Map<String, Value>, outcome: bool) -> Result<Item, String> {
+    only_fields(
+        o,
+        if outcome {
+            OUTCOME_FIELDS
+        } else {
+            FEEDBACK_FIELDS
+        },
+    )?;
     let score = score_of(o.get("score").unwrap_or(&Value::Null))?;
     let weight = weight_of(o.get("weight"))?;
     if outcome {

@@ -166,6 +166,36 @@ pub fn score_of(v: &serde_json::Value) -> Result<f64, String> {
     }
 }
 
+/// The fields of a feedback object.
+pub const FEEDBACK_FIELDS: &[&str] = &["request_id", "score", "weight"];
+/// The fields of an outcome (`llmroute feedback --outcomes`).
+pub const OUTCOME_FIELDS: &[&str] = &["task", "model", "score", "weight"];
+
+/// Checks that `o` has no field but `known`: a misspelt `weight` would
+/// otherwise count as 1, and a line of llmroute's own output (whose
+/// `score` is the routing score) would be taken as a judgement.
+pub fn only_fields(
+    o: &serde_json::Map<String, serde_json::Value>,
+    known: &[&str],
+) -> Result<(), String> {
+    let Some(field) = o.keys().find(|k| !known.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let shown: String = field.chars().take(64).collect();
+    let list = known
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hint = match o.contains_key("attempts") {
+        true => " (this looks like a line of llmroute's output: its score is the routing score, not a judgement)",
+        false => "",
+    };
+    Err(format!(
+        "unknown field \"{shown}\": it may have only {list}{hint}"
+    ))
+}
+
 /// A feedback weight as given: absent for 1, else a number in (0, 100].
 pub fn weight_of(v: Option<&serde_json::Value>) -> Result<f64, String> {
     match v {
@@ -242,6 +272,12 @@ mod tests {
         assert_eq!(weight_of(None), Ok(1.0));
         assert!(weight_of(Some(&json!(0))).is_err());
         assert!(weight_of(Some(&json!(1000))).is_err());
+        let fields = |v: serde_json::Value| only_fields(v.as_object().unwrap(), FEEDBACK_FIELDS);
+        assert!(fields(json!({"request_id": "r", "score": 1, "weight": 2})).is_ok());
+        let e = fields(json!({"request_id": "r", "score": 1, "wieght": 2})).unwrap_err();
+        assert!(e.contains("\"wieght\"") && !e.contains("output"), "{e}");
+        let e = fields(json!({"request_id": "r", "score": 1, "attempts": []})).unwrap_err();
+        assert!(e.contains("output"), "{e}");
         assert!(check_task("mmlu/anatomy").is_ok() && check_task("sql:gen-2").is_ok());
         for bad in ["", "a b", &"x".repeat(65), "é"] {
             assert!(check_task(bad).is_err(), "{bad}");

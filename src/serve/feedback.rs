@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;
-use crate::core::learned::{score_of, weight_of};
+use crate::core::learned::{only_fields, score_of, weight_of, FEEDBACK_FIELDS};
 use crate::store::learned::{Applied, Feedback, Judge};
 
 /// Most feedback objects in one body.
@@ -64,6 +64,7 @@ fn item(v: &Value) -> Result<Feedback, String> {
     let Value::Object(o) = v else {
         return Err("feedback must be an object {\"request_id\", \"score\"}".into());
     };
+    only_fields(o, FEEDBACK_FIELDS)?;
     let rid = match o.get("request_id") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => s.trim().to_string(),
         _ => return Err("\"request_id\" must be a request's id (its x-request-id)".into()),

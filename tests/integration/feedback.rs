@@ -251,6 +251,44 @@ fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
 }
 
 #[test]
+fn a_batch_s_output_or_a_misspelt_field_is_not_taken_as_feedback() {
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--task", "sql"])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(0);
+    // The output lines themselves carry a request id and a `score` (the
+    // routing score): given to `feedback` by mistake, none is taken in.
+    let given = env.cmd().arg("feedback").stdin(out.stdout.clone()).run();
+    assert_eq!(given.code, 1, "{}", given.stdout);
+    let lines = given.lines();
+    assert_eq!(lines.len(), 2, "{}", given.stdout);
+    for l in &lines {
+        let message = l["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("unknown field"), "{l}");
+    }
+    // A misspelt weight is an error, not a weight of 1.
+    let id = out.lines()[0]["request_id"].as_str().unwrap().to_string();
+    let given = env
+        .cmd()
+        .arg("feedback")
+        .stdin(format!(
+            "{}\n",
+            json!({"request_id": id, "score": 1, "wieght": 5})
+        ))
+        .run();
+    assert_eq!(given.code, 1, "{}", given.stdout);
+    let message = given.lines()[0]["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("\"wieght\""),
+        "{message}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM feedback"), 0);
+}
+
+#[test]
 fn outcomes_of_an_evaluation_warm_the_router() {
     let env = two();
     let (before, _) = choice(&env, "tickets");
@@ -368,6 +406,14 @@ fn a_key_gives_feedback_on_its_own_requests_only() {
     assert_eq!(v["error"]["code"], "invalid_feedback");
     let (status, v, _) = post(&s, &a, "/v1/feedback", &fb(json!(7)));
     assert_eq!(status, 400, "{v}");
+    // A misspelt weight is refused, not taken at weight 1.
+    let misspelt = json!({"request_id": id, "score": 1, "wieght": 3});
+    let (status, v, _) = post(&s, &a, "/v1/feedback", &misspelt);
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("wieght"),
+        "{v}"
+    );
     let (status, v, _) = post(&s, &a, "/v1/feedback", &fb(json!(false)));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["task"], "support", "the task the header gave");
