@@ -161,8 +161,8 @@ impl HealthView for Learned<'_> {
     fn learned(&self, task: &str, model: &str) -> Option<Posterior> {
         self.book.get(task, model, self.now_ms)
     }
-    fn learned_elsewhere(&self, task: &str, model: &str) -> Option<Posterior> {
-        self.book.elsewhere(task, model, self.now_ms)
+    fn learned_overall(&self, model: &str) -> Option<Posterior> {
+        self.book.overall(model, self.now_ms)
     }
     fn cooling_until(&self, _: &str) -> Option<std::time::Instant> {
         None

@@ -131,14 +131,14 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|m| Some((m.clone(), book.get(&task, m, now)?)))
         .collect();
-    let elsewhere: std::collections::HashMap<String, Posterior> = ids
+    let overall: std::collections::HashMap<String, Posterior> = ids
         .iter()
-        .filter_map(|m| Some((m.clone(), book.elsewhere(&task, m, now)?)))
+        .filter_map(|m| Some((m.clone(), book.overall(m, now)?)))
         .collect();
     let seen = Learned {
         stats: &stats,
         learned: &learned,
-        elsewhere: &elsewhere,
+        overall: &overall,
     };
     let ranking = ranking::rank(&reference, &settings, &catalogue, &seen, None);
 
@@ -314,7 +314,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
 struct Learned<'a> {
     stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
     learned: &'a std::collections::HashMap<String, Posterior>,
-    elsewhere: &'a std::collections::HashMap<String, Posterior>,
+    overall: &'a std::collections::HashMap<String, Posterior>,
 }
 
 impl HealthView for Learned<'_> {
@@ -327,8 +327,8 @@ impl HealthView for Learned<'_> {
     fn learned(&self, _task: &str, model: &str) -> Option<Posterior> {
         self.learned.get(model).copied()
     }
-    fn learned_elsewhere(&self, _task: &str, model: &str) -> Option<Posterior> {
-        self.elsewhere.get(model).copied()
+    fn learned_overall(&self, model: &str) -> Option<Posterior> {
+        self.overall.get(model).copied()
     }
 }
 

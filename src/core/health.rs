@@ -375,14 +375,10 @@ pub trait HealthView {
         let _ = (task, model);
         None
     }
-    /// What outcomes said of the model on every task but `task`, decayed
+    /// What outcomes said of the model on every task, summed and decayed
     /// to now, when anything was said ([`crate::core::pooled`]).
-    fn learned_elsewhere(
-        &self,
-        task: &str,
-        model: &str,
-    ) -> Option<crate::core::learned::Posterior> {
-        let _ = (task, model);
+    fn learned_overall(&self, model: &str) -> Option<crate::core::learned::Posterior> {
+        let _ = model;
         None
     }
     /// Until when the model may not be tried (a rate limit, an open

@@ -368,7 +368,8 @@ pub fn rank(
         evidence.push(pooled::Evidence {
             prior,
             here,
-            elsewhere: health.learned_elsewhere(req.task(), model),
+            // Every task's sum, less this task's own.
+            elsewhere: health.learned_overall(model).map(|o| o.less(here.as_ref())),
         });
         eligible.push((
             model,

@@ -71,15 +71,12 @@ impl QualityBook {
         *sum = sum.replaced(old.as_ref(), &p, self.half_life_ms);
     }
 
-    /// What outcomes said of `model` on every task but `task`, decayed to
-    /// `now_ms`.
-    pub fn elsewhere(&self, task: &str, model: &str, now_ms: i64) -> Option<Posterior> {
-        let sum = {
-            let overall = self.overall.read().unwrap_or_else(|e| e.into_inner());
-            *overall.get(model)?
-        };
-        let here = self.get(task, model, now_ms);
-        Some(sum.at(now_ms, self.half_life_ms).less(here.as_ref()))
+    /// What outcomes said of `model` on every task, summed and decayed to
+    /// `now_ms`: what is known of it elsewhere is this less the task's own
+    /// posterior ([`Self::get`]).
+    pub fn overall(&self, model: &str, now_ms: i64) -> Option<Posterior> {
+        let overall = self.overall.read().unwrap_or_else(|e| e.into_inner());
+        overall.get(model).map(|p| p.at(now_ms, self.half_life_ms))
     }
 
     /// Takes in one feedback event; returns the posterior after it.
@@ -130,8 +127,8 @@ impl HealthView for Seen<'_> {
     fn learned(&self, task: &str, model: &str) -> Option<Posterior> {
         self.book.get(task, model, self.now_ms)
     }
-    fn learned_elsewhere(&self, task: &str, model: &str) -> Option<Posterior> {
-        self.book.elsewhere(task, model, self.now_ms)
+    fn learned_overall(&self, model: &str) -> Option<Posterior> {
+        self.book.overall(model, self.now_ms)
     }
     fn cooling_until(&self, model: &str) -> Option<Instant> {
         self.health.cooling_until(model)
@@ -179,14 +176,18 @@ mod tests {
     fn what_is_known_elsewhere_is_every_other_task_however_it_came() {
         let hl = crate::core::learned::HALF_LIFE_MS;
         let book = QualityBook::new(hl);
-        assert!(book.elsewhere("sql", "a", 0).is_none());
+        let elsewhere = |book: &QualityBook, task: &str, model: &str, now: i64| {
+            let here = book.get(task, model, now);
+            book.overall(model, now).map(|o| o.less(here.as_ref()))
+        };
+        assert!(elsewhere(&book, "sql", "a", 0).is_none());
         book.add("sql", "a", 1.0, 1.0, 0);
         book.add("tickets", "a", 0.0, 1.0, 0);
         book.add("tickets", "a", 0.0, 1.0, 0);
         book.add("tickets", "b", 1.0, 1.0, 0);
-        let e = book.elsewhere("sql", "a", 0).unwrap();
+        let e = elsewhere(&book, "sql", "a", 0).unwrap();
         assert_eq!((e.good, e.bad, e.events), (0.0, 2.0, 2));
-        let e = book.elsewhere("tickets", "a", 0).unwrap();
+        let e = elsewhere(&book, "tickets", "a", 0).unwrap();
         assert_eq!((e.good, e.bad, e.events), (1.0, 0.0, 1));
         // Read from the store or Redis: a posterior replaces the one held,
         // and the sum follows.
@@ -198,13 +199,13 @@ mod tests {
         };
         book.set("tickets", "a", p);
         book.set("tickets", "a", p);
-        let e = book.elsewhere("sql", "a", 0).unwrap();
+        let e = elsewhere(&book, "sql", "a", 0).unwrap();
         assert_eq!((e.good, e.bad, e.events), (5.0, 0.0, 5));
         // Both decay: after a half-life, half of each.
-        let e = book.elsewhere("sql", "a", hl).unwrap();
+        let e = elsewhere(&book, "sql", "a", hl).unwrap();
         assert!((e.good - 2.5).abs() < 1e-9 && e.bad.abs() < 1e-9, "{e:?}");
         // A model never judged is known nowhere.
-        assert!(book.elsewhere("sql", "c", 0).is_none());
+        assert!(elsewhere(&book, "sql", "c", 0).is_none());
     }
 
     #[test]
