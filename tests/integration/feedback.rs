@@ -179,15 +179,22 @@ fn every_answer_has_a_request_id_unique_across_runs() {
     );
 }
 
-#[test]
-fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
-    let env = two();
+/// Two prompts answered by the cheap model on task `sql`: requests to
+/// give feedback on.
+fn two_answered_on_sql(env: &Env) -> Output {
     let out = env
         .cmd()
         .args(["--models", "t/cheap", "--task", "sql"])
         .stdin(prompts(2))
         .run();
     out.assert_code(0);
+    out
+}
+
+#[test]
+fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
+    let env = two();
+    let out = two_answered_on_sql(&env);
     let ids: Vec<String> = out
         .lines()
         .iter()
@@ -253,12 +260,7 @@ fn bad_feedback_gets_an_error_line_each_and_the_rest_is_taken_in() {
 #[test]
 fn a_batch_s_output_or_a_misspelt_field_is_not_taken_as_feedback() {
     let env = two();
-    let out = env
-        .cmd()
-        .args(["--models", "t/cheap", "--task", "sql"])
-        .stdin(prompts(2))
-        .run();
-    out.assert_code(0);
+    let out = two_answered_on_sql(&env);
     // The output lines themselves carry a request id and a `score` (the
     // routing score): given to `feedback` by mistake, none is taken in.
     let given = env.cmd().arg("feedback").stdin(out.stdout.clone()).run();
