@@ -136,7 +136,6 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
     use std::panic::AssertUnwindSafe;
     let mut line_no = 0u64;
     let mut buf = Vec::new();
-    let mut scratch = Vec::new();
     let mut batch = Vec::with_capacity(BATCH_LINES);
     let mut batch_bytes = 0usize;
     for source in sources {
@@ -170,7 +169,7 @@ fn read_all(sources: Vec<Source>, keyed: bool, tx: &tokio::sync::mpsc::Sender<Ve
                             #[cfg(debug_assertions)]
                             fail_point(line_no);
                             parse_line(&buf).map(|mut req| {
-                                req.prepare(keyed, &mut scratch);
+                                req.prepare(keyed);
                                 req
                             })
                         }))

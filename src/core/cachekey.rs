@@ -98,10 +98,16 @@ impl std::fmt::Debug for BodyDigest {
 pub fn digest(body: &Map<String, Value>, scratch: &mut Vec<u8>) -> BodyDigest {
     scratch.clear();
     write_object(body, scratch);
+    digest_canonical(scratch)
+}
+
+/// The digest of a body already in canonical form: the same as
+/// [`digest`] of the body it is the form of, without writing it again.
+pub fn digest_canonical(canonical: &[u8]) -> BodyDigest {
     let mut h = Sha256::new();
     h.update(VERSION);
-    h.update((scratch.len() as u64).to_le_bytes());
-    h.update(&scratch[..]);
+    h.update((canonical.len() as u64).to_le_bytes());
+    h.update(canonical);
     BodyDigest(h)
 }
 

@@ -59,7 +59,12 @@ impl Request {
     /// (`keyed`), hashes its canonical form; then drops the parsed body,
     /// which nothing needs any more. The reader thread does this for every
     /// line, so that the thread that sends the requests does not.
-    pub fn prepare(&mut self, keyed: bool, scratch: &mut Vec<u8>) {
+    ///
+    /// The wire form is the canonical form: serde_json writes compactly,
+    /// and its `Map` keeps keys sorted by their bytes (its `preserve_order`
+    /// feature is off). So the wire is hashed as it is, not written twice;
+    /// `the_wire_is_the_canonical_form` holds them together.
+    pub fn prepare(&mut self, keyed: bool) {
         // Sized from the messages' text (four bytes a token) and a little
         // for the rest, so that the body is seldom copied as it grows.
         let guess = (self.prompt_tokens as usize)
@@ -69,7 +74,7 @@ impl Request {
         serde_json::to_writer(&mut wire, &self.body).expect("a JSON map serialises");
         self.wire = wire;
         if keyed {
-            self.digest = Some(cachekey::digest(&self.body, scratch));
+            self.digest = Some(cachekey::digest_canonical(&self.wire));
         }
         self.body = Map::new();
     }
@@ -667,7 +672,7 @@ mod tests {
         let parsed = ok(line);
         let want_key = cachekey::key(&parsed.body, "fp", &mut Vec::new());
         let mut r = parsed.clone();
-        r.prepare(true, &mut Vec::new());
+        r.prepare(true);
         let wire: Value = serde_json::from_slice(&r.wire).unwrap();
         assert_eq!(
             wire,
@@ -676,9 +681,29 @@ mod tests {
         assert_eq!(r.digest.as_ref().map(|d| d.key("fp")), Some(want_key));
         assert!(r.body.is_empty(), "the parsed body is dropped");
         let mut unkeyed = parsed;
-        unkeyed.prepare(false, &mut Vec::new());
+        unkeyed.prepare(false);
         assert_eq!(unkeyed.wire, r.wire);
         assert!(unkeyed.digest.is_none());
+    }
+
+    #[test]
+    fn the_wire_is_the_canonical_form() {
+        // Keys out of order at every depth, keys whose byte order differs
+        // from their char order, numbers in forms JSON allows, escapes.
+        let line = r#"{"zeta":1,"messages":[{"role":"user","content":"a\"b\u00e9\n","name":"x"}],"Z":true,"é":{"b":[3,{"y":null,"x":1.50}],"a":-0.0},"e":"\u2028","temperature":1e2,"big":10000000000000000000000,"ä":0}"#;
+        let mut r = ok(line);
+        let mut canonical = Vec::new();
+        cachekey::write_object(&r.body, &mut canonical);
+        let keyed = cachekey::digest(&r.body, &mut Vec::new());
+        r.prepare(true);
+        assert_eq!(
+            String::from_utf8(r.wire.clone()).unwrap(),
+            String::from_utf8(canonical).unwrap()
+        );
+        assert!(
+            r.digest == Some(keyed),
+            "the same key as the canonical form's"
+        );
     }
 
     #[test]

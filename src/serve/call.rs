@@ -87,7 +87,7 @@ pub fn parse_call(
     }
     let sampled = sampled(&obj);
     let mut req = request::parse_object(obj).map_err(|e| ApiError::bad_request(e.message))?;
-    req.prepare(keyed, &mut Vec::new());
+    req.prepare(keyed);
     Ok(Call {
         req,
         stream,

@@ -304,7 +304,7 @@ pub(super) fn world_of(
 
 pub(super) fn request(prompt: &str) -> Request {
     let mut r = parse_line(format!(r#"{{"prompt":"{prompt}"}}"#).as_bytes()).unwrap();
-    r.prepare(true, &mut Vec::new());
+    r.prepare(true);
     r
 }
 

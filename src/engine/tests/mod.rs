@@ -228,7 +228,7 @@ async fn a_line_whose_own_settings_equal_the_runs_shares_its_cache_key() {
     // The same settings, given by the line: the key (sealed once for the
     // run, and worked out for this line) is the same.
     let mut own = parse_line(br#"{"prompt":"x","llmroute":{"priority":"speed"}}"#).unwrap();
-    own.prepare(true, &mut Vec::new());
+    own.prepare(true);
     let again = w.router.route(&own, RouteOptions::default()).await;
     assert!(
         matches!(again.outcome, Outcome::Cached(_)),
