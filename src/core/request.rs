@@ -56,14 +56,9 @@ pub struct Request {
 
 impl Request {
     /// Serialises the body for the wire and, for a run that uses the cache
-    /// (`keyed`), hashes its canonical form; then drops the parsed body,
-    /// which nothing needs any more. The reader thread does this for every
-    /// line, so that the thread that sends the requests does not.
-    ///
-    /// The wire form is the canonical form: serde_json writes compactly,
-    /// and its `Map` keeps keys sorted by their bytes (its `preserve_order`
-    /// feature is off). So the wire is hashed as it is, not written twice;
-    /// `the_wire_is_the_canonical_form` holds them together.
+    /// (`keyed`), hashes it: compact, keys sorted (serde_json's `Map`), it is
+    /// the canonical form. Then drops the parsed body. The reader thread
+    /// does this for every line, so that the sending thread does not.
     pub fn prepare(&mut self, keyed: bool) {
         // Sized from the messages' text (four bytes a token) and a little
         // for the rest, so that the body is seldom copied as it grows.

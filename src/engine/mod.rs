@@ -242,6 +242,11 @@ pub struct RouteOptions {
     pub rid: Option<Arc<str>>,
     /// The client's own budget, held to as well as the run's.
     pub allowance: Option<ports::Allowance>,
+    /// Nothing waits for the request's record to be durable (a server
+    /// answers at once, and syncs the store before it reads records back):
+    /// a record that caches nothing may then wait a few milliseconds to
+    /// commit with others, and the outcome carries no [`Commit`].
+    pub record_lazily: bool,
 }
 
 impl RouteOptions {

@@ -109,7 +109,12 @@ impl Router {
             priority: job.priority.clone(),
             hit: None,
         };
-        let commit = self.parts.recorder.record_durable(record);
+        let commit = if job.opts.record_lazily {
+            self.parts.recorder.record(record);
+            None
+        } else {
+            Some(self.parts.recorder.record_durable(record))
+        };
         if let Some(l) = leader {
             // After the record is queued: the followers' records come after it.
             l.publish(answer.clone());
@@ -119,7 +124,7 @@ impl Router {
             attempts: tried.attempts,
             candidates: None,
             latency_ms,
-            commit: Some(commit),
+            commit,
         }
     }
 

@@ -133,6 +133,8 @@ async fn complete(
         allowance: client
             .as_ref()
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
+        // The answer goes out at once; what reads records back syncs first.
+        record_lazily: true,
     };
     let (routed, access) = match pending.route(call.req, opts, token).await {
         Ok(r) => r,

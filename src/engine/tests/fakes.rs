@@ -155,6 +155,8 @@ impl FakeUpstream {
 pub(super) struct Memory {
     pub(super) cache: Mutex<HashMap<Key, Answer>>,
     pub(super) records: Mutex<Vec<Record>>,
+    /// Records someone waits to see durable.
+    pub(super) durable: std::sync::atomic::AtomicUsize,
 }
 
 impl Cache for Memory {
@@ -180,6 +182,8 @@ impl Recorder for Memory {
     }
 
     fn record_durable(&self, record: Record) -> Commit {
+        self.durable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.record(record);
         Commit::done()
     }

@@ -197,6 +197,24 @@ async fn a_cached_answer_is_served_without_a_call() {
     assert_eq!(w.upstream.calls().len(), 1);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_nobody_waits_to_see_recorded_is_recorded_lazily() {
+    let durable = |w: &World| w.memory.durable.load(std::sync::atomic::Ordering::Relaxed);
+    let w = world(&["a"], FakeUpstream::with(&[]), false);
+    let waited = w.router.route(&request("x"), RouteOptions::default()).await;
+    assert!(waited.commit.is_some(), "a batch waits to write its line");
+    assert_eq!(durable(&w), 1);
+    let lazily = RouteOptions {
+        record_lazily: true,
+        ..RouteOptions::default()
+    };
+    let answered = w.router.route(&request("y"), lazily).await;
+    assert!(matches!(answered.outcome, Outcome::Answered(_)));
+    assert!(answered.commit.is_none(), "nothing to wait for");
+    assert_eq!(durable(&w), 1, "the record may wait to commit with others");
+    assert_eq!(w.memory.records.lock().unwrap().len(), 2, "and is recorded");
+}
+
 /// Routes `n` copies of `req` at once.
 async fn route_together(router: &Arc<Router>, req: &Request, n: u64) -> Vec<Routed> {
     let mut set = tokio::task::JoinSet::new();
