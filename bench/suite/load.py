@@ -139,15 +139,15 @@ def with_model(body_file, model, dst):
     return dst
 
 
-def wrk_max(server, url_base, seconds, body_file, token=None, problems=None):
+def wrk_max(server, url_base, seconds, body_file, token=None, problems=None, header=None):
     """wrk's closed-loop maximum at 64 connections, with the server's CPU time
     and peak memory."""
     conns = SIZES["s9_connections"]
-    run_limit(url_base, conns, 1, body_file, [], token=token)  # warm-up
+    run_limit(url_base, conns, 1, body_file, [], token=token, header=header)  # warm-up
     pids = server.pids()
     c0 = cpu_seconds(pids)
     r = run_limit(url_base, conns, seconds, body_file, [] if problems is None else problems,
-                  token=token)
+                  token=token, header=header)
     pids = server.pids()
     r["cpu_us_per_req"] = ((cpu_seconds(pids) - c0) / r["requests"] * 1e6
                            if r.get("requests") else None)

@@ -88,11 +88,13 @@ def run_floor(url, concurrency, input_file, lines, problems):
     }
 
 
-def run_limit(url, concurrency, seconds, body_file, problems, token=None):
+def run_limit(url, concurrency, seconds, body_file, problems, token=None, header=None):
     threads = min(concurrency, 2)
     env = dict(os.environ, BENCH_BODY_FILE=body_file)
     if token:
         env["BENCH_TOKEN"] = token  # post.lua's bearer token
+    if header:
+        env["BENCH_HEADER"] = header  # one more header, "Name: value"
     cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "-s", LUA,
            url.rstrip("/") + "/chat/completions"]
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

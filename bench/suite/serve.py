@@ -21,6 +21,30 @@ from .servers import (LITELLM_KEY, NGINX_WORKERS, make_tls, nginx_conf, nginx_ve
                       stunnel_version, key_after)
 
 
+# The header by which a client takes a cached answer to a sampled request
+# (the bench's body sets a temperature and no seed).
+CACHED_SAMPLE = "x-llmroute-cache-sampled: true"
+
+
+def answered_from_cache(s, base, body_file, problems):
+    """Whether the server answers the bench's request from its cache, as
+    its row says: one more request, its `x-llmroute-cached` header."""
+    import urllib.request
+    name, value = CACHED_SAMPLE.split(": ")
+    with open(body_file, "rb") as f:
+        req = urllib.request.Request(base + "/chat/completions", data=f.read(), headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {s.token}",
+            name: value})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            cached = r.headers.get("x-llmroute-cached") == "true"
+    except OSError as e:
+        cached = False
+        check(False, f"9 maximum, answered from the cache: {e}", problems)
+    check(cached, "9 maximum: the server meant to answer from its cache did not", problems)
+    return cached
+
+
 def bearer(s):
     """The bearer token a server takes: its client key's, or any."""
     return [f"Authorization: Bearer {getattr(s, 'token', None) or 'bench'}"]
@@ -40,7 +64,7 @@ def max_rounds(servers, secs, body, problems):
             log(f"9 maximum, round {k + 1}/{n}: wrk -c {SIZES['s9_connections']} {label}, "
                 f"{secs} s")
             r = wrk_max(s, base, secs, body, token=getattr(s, "token", None),
-                        problems=problems)
+                        problems=problems, header=getattr(s, "header", None))
             r["round"] = k
             rounds[key].append(r)
     out = {}
@@ -140,6 +164,15 @@ def scenario9(inputs, problems):
         else:
             check(False, f"9: no Portkey gateway at {PORTKEY} (or no node)", problems)
 
+        def cached_server():
+            """The keyed server with its cache on, every request of it taking
+            a cached sample: after the first, the cache answers them all."""
+            s = start_llmroute_keyed("s9-llmroute-keys-cached-max", up.url, serve_env(),
+                                     cache=True)
+            s.header = CACHED_SAMPLE
+            s.cmd += f"`, each request with `{CACHED_SAMPLE}"
+            return s
+
         # The closed-loop maximum at 64 connections: fresh servers, taking
         # turns round by round.
         secs = SIZES["s9_max_seconds"]
@@ -155,7 +188,10 @@ def scenario9(inputs, problems):
                      serve_help() else None, lambda s: s.base + "/v1"),
                     ("llmroute_keys", "through llmroute serve, keys and policy on",
                      lambda: start_llmroute_keyed("s9-llmroute-keys-max", up.url, serve_env())
-                     if serve_help() else None, lambda s: s.base + "/v1")):
+                     if serve_help() else None, lambda s: s.base + "/v1"),
+                    ("llmroute_keys_cached", "through llmroute serve, keys and policy on, "
+                     "answered from the cache", lambda: cached_server() if serve_help() else None,
+                     lambda s: s.base + "/v1")):
                 try:
                     s = start()
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -165,12 +201,16 @@ def scenario9(inputs, problems):
                     started.append(s)
                     targets.append((key, label, s, base(s)))
             out["max"] = max_rounds(targets, secs, body, problems)
+            for key, _, s, base in targets:
+                if key == "llmroute_keys_cached":
+                    out["max"][key]["cached_answer"] = answered_from_cache(s, base, body,
+                                                                           problems)
         finally:
             for s in started:
                 s.stop()
-        for s in started:
-            if getattr(s, "key_store", None) and "llmroute_keys" in out.get("max", {}):
-                out["max"]["llmroute_keys"]["key_after"] = key_after(s)
+        for key, _, s, _ in targets:
+            if getattr(s, "key_store", None) and key in out.get("max", {}):
+                out["max"][key]["key_after"] = key_after(s)
 
         # The upstream over TLS: stunnel in front of the same fake.
         if STUNNEL:

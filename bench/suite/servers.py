@@ -197,13 +197,13 @@ def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None
     return s
 
 
-def start_llmroute_keyed(name, base_url, env):
+def start_llmroute_keyed(name, base_url, env, cache=False):
     """`llmroute serve` with a client key in its store, made before it
     starts: it then takes tokens, and checks each request against the key's
     policy. The server's `cmd` shows both commands; its `token` is the key's."""
     db = os.path.join(fresh("keyed-store"), "llmroute.db")
     token, key_cmd = make_key(env, db)
-    s = start_llmroute(name, base_url, env, db=db)
+    s = start_llmroute(name, base_url, env, db=db, cache=cache)
     s.cmd = f"{key_cmd}` then `{s.cmd}"
     s.token = token
     s.key_store = (env, db)
