@@ -244,8 +244,8 @@ pub struct RouteOptions {
     pub allowance: Option<ports::Allowance>,
     /// Nothing waits for the request's record to be durable (a server
     /// answers at once, and syncs the store before it reads records back):
-    /// a record that caches nothing may then wait a few milliseconds to
-    /// commit with others, and the outcome carries no [`Commit`].
+    /// it goes to the recorder as a record nobody waits for, and the
+    /// outcome carries no [`Commit`].
     pub record_lazily: bool,
 }
 
