@@ -318,7 +318,9 @@ def serve_goals(S):
                 continue
             best, who = min(peers)
             ok = mine is not None and best >= 10 * max(mine, 0)
-            ratio = "n/a" if mine is None else ("∞" if mine <= 0 else f"{best / mine:,.0f}×")
+            times = None if mine is None or mine <= 0 else best / mine
+            ratio = ("n/a" if mine is None else "∞" if times is None else
+                     f"{times:,.1f}×" if times < 100 else f"{times:,.0f}×")
             mine_s = "n/a" if mine is None else f"{mine:+.2f}"
             goals.append(("9", f"`serve`: added p99 against the best peer ({dict(S9_ROWS)[who]}) "
                           f"at {num(r, 0)}/s", f"{ratio} ({mine_s} against {best:+,.2f} ms)",
