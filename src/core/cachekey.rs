@@ -150,10 +150,37 @@ pub struct Seal([u8; 32]);
 
 impl Seal {
     pub fn new(upstream: &str, fingerprint: &str) -> Seal {
+        SealBase::new(upstream, fingerprint).seal()
+    }
+}
+
+/// A seal's hash part way: the upstream and a fingerprint, to which a
+/// request's own part of the fingerprint (its pinned model) is added
+/// without hashing the whole fingerprint again.
+#[derive(Clone)]
+pub struct SealBase(Sha256);
+
+impl SealBase {
+    pub fn new(upstream: &str, fingerprint: &str) -> SealBase {
         let mut h = Sha256::new();
         h.update((upstream.len() as u64).to_le_bytes());
         h.update(upstream.as_bytes());
         h.update(fingerprint.as_bytes());
+        SealBase(h)
+    }
+
+    /// The seal of the fingerprint as it is.
+    pub fn seal(&self) -> Seal {
+        Seal(self.0.clone().finalize().into())
+    }
+
+    /// The seal of the fingerprint followed by `more`: the same as
+    /// [`Seal::new`] of the whole.
+    pub fn seal_with(&self, more: &[&str]) -> Seal {
+        let mut h = self.0.clone();
+        for part in more {
+            h.update(part.as_bytes());
+        }
         Seal(h.finalize().into())
     }
 }

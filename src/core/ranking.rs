@@ -166,9 +166,17 @@ impl Settings {
     pub fn fingerprint(&self, pinned: Option<&str>) -> std::borrow::Cow<'_, str> {
         match pinned {
             None => std::borrow::Cow::Borrowed(&self.fingerprint),
-            Some(m) => std::borrow::Cow::Owned(format!("{}pinned={m}\n", self.fingerprint)),
+            Some(m) => {
+                let [a, b, c] = pinned_part(m);
+                std::borrow::Cow::Owned([&*self.fingerprint, a, b, c].concat())
+            }
         }
     }
+}
+
+/// What a pinned model adds to the settings' fingerprint.
+pub fn pinned_part(model: &str) -> [&str; 3] {
+    ["pinned=", model, "\n"]
 }
 
 /// One eligible candidate, scored.
@@ -842,6 +850,25 @@ mod tests {
         let r = rank(&req, &s, &cat, &stats, None);
         assert_eq!(r.ranked[0].model, "b/fast");
         assert_eq!(r.ranked[0].latency_ms, Some(90.0));
+    }
+
+    #[test]
+    fn a_pinned_seal_carried_on_from_the_runs_is_the_seal_of_the_whole() {
+        use crate::core::cachekey::{Seal, SealBase};
+        let s = settings(&["x/1", "x/2"]);
+        let base = SealBase::new("https://api.example/v1", &s.fingerprint(None));
+        assert_eq!(
+            base.seal(),
+            Seal::new("https://api.example/v1", &s.fingerprint(None))
+        );
+        for m in ["x/1", "other/model", ""] {
+            assert_eq!(
+                base.seal_with(&pinned_part(m)),
+                Seal::new("https://api.example/v1", &s.fingerprint(Some(m))),
+                "pinned {m:?}"
+            );
+        }
+        assert_ne!(base.seal_with(&pinned_part("x/1")), base.seal());
     }
 
     #[test]

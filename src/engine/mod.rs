@@ -281,15 +281,21 @@ pub struct Router {
     /// Requests hedged so far.
     hedges: AtomicU64,
     /// The routing side of the cache key of a request without settings of
-    /// its own, worked out once.
+    /// its own, worked out once; and its hash part way, for one that pins
+    /// a model.
     seal: Seal,
+    seal_base: crate::core::cachekey::SealBase,
     /// Quality learned from outcomes, per task and model.
     learned: Arc<learned::QualityBook>,
 }
 
 impl Router {
     pub fn new(config: Config, catalogue: Catalogue, parts: Parts) -> Router {
-        let seal = Seal::new(&config.upstream, &config.settings.fingerprint(None));
+        let seal_base = crate::core::cachekey::SealBase::new(
+            &config.upstream,
+            &config.settings.fingerprint(None),
+        );
+        let seal = seal_base.seal();
         Router {
             config,
             catalogue,
@@ -302,6 +308,7 @@ impl Router {
             ticks: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
             seal,
+            seal_base,
             learned: Arc::new(learned::QualityBook::new(
                 crate::core::learned::HALF_LIFE_MS,
             )),

@@ -17,6 +17,7 @@ use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
 use crate::core::numbers::{counted, usd};
 use crate::core::ranking;
+use crate::core::ranking::pinned_part;
 use crate::core::request::Request;
 
 /// How long a request leaves a model alone when another request holds the
@@ -44,15 +45,15 @@ impl Router {
                 return Routed::new(Outcome::Failed(ending), ms_since(started));
             }
         };
+        // The run's own settings: its seal, or that seal's hash carried on.
+        let own = matches!(settings, std::borrow::Cow::Borrowed(_));
         let settings = &*settings;
         let key = match &req.digest {
             Some(d) if self.config.use_cache => {
-                let seal = match (&req.overrides, &req.pinned) {
-                    (None, None) => self.seal,
-                    _ => Seal::new(
-                        &self.config.upstream,
-                        &settings.fingerprint(req.pinned.as_deref()),
-                    ),
+                let seal = match req.pinned.as_deref() {
+                    None if own => self.seal,
+                    Some(m) if own => self.seal_base.seal_with(&pinned_part(m)),
+                    pinned => Seal::new(&self.config.upstream, &settings.fingerprint(pinned)),
                 };
                 let key = d.sealed_key(&seal);
                 Some(match &opts.cache_scope {
