@@ -11,13 +11,13 @@ use super::ports::{Claimed, OverBudget, Upstream};
 use super::record::{unix_ms, Job, Tried};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
-use crate::core::cachekey::Seal;
+use crate::core::cachekey::{Key, Seal};
 use crate::core::catalogue::Catalogue;
 use crate::core::explore;
 use crate::core::failure::{error_type, FailureKind};
 use crate::core::numbers::{counted, usd};
 use crate::core::ranking;
-use crate::core::ranking::pinned_part;
+use crate::core::ranking::{pinned_part, Settings};
 use crate::core::request::Request;
 
 /// How long a request leaves a model alone when another request holds the
@@ -32,6 +32,27 @@ enum Halt {
 }
 
 impl Router {
+    /// The request's cache key, when the run uses the cache: its body's
+    /// digest sealed with the upstream and the routing settings (the run's
+    /// own seal, or that seal's hash carried on with a pinned model), then
+    /// scoped to the client's own cache.
+    fn cache_key(
+        &self,
+        req: &Request,
+        settings: &Settings,
+        scope: Option<&[u8; 32]>,
+    ) -> Option<Key> {
+        let digest = req.digest.as_ref().filter(|_| self.config.use_cache)?;
+        let own = std::ptr::eq(settings, &self.config.settings);
+        let seal = match req.pinned.as_deref() {
+            None if own => self.seal,
+            Some(m) if own => self.seal_base.seal_with(&pinned_part(m)),
+            pinned => Seal::new(&self.config.upstream, &settings.fingerprint(pinned)),
+        };
+        let key = digest.sealed_key(&seal);
+        Some(scope.map_or(key, |s| key.scoped(s)))
+    }
+
     /// Routes `req` to an answer or an error, and records it.
     pub async fn route(&self, req: &Request, opts: RouteOptions) -> Routed {
         let started = Instant::now();
@@ -45,24 +66,8 @@ impl Router {
                 return Routed::new(Outcome::Failed(ending), ms_since(started));
             }
         };
-        // The run's own settings: its seal, or that seal's hash carried on.
-        let own = matches!(settings, std::borrow::Cow::Borrowed(_));
         let settings = &*settings;
-        let key = match &req.digest {
-            Some(d) if self.config.use_cache => {
-                let seal = match req.pinned.as_deref() {
-                    None if own => self.seal,
-                    Some(m) if own => self.seal_base.seal_with(&pinned_part(m)),
-                    pinned => Seal::new(&self.config.upstream, &settings.fingerprint(pinned)),
-                };
-                let key = d.sealed_key(&seal);
-                Some(match &opts.cache_scope {
-                    Some(scope) => key.scoped(scope),
-                    None => key,
-                })
-            }
-            _ => None,
-        };
+        let key = self.cache_key(req, settings, opts.cache_scope.as_ref());
         let job = Job {
             req,
             opts,
