@@ -223,7 +223,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke a key: a running server refuses its token within seconds'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l outcomes -d 'Read outcomes of an evaluation instead: JSONL {"task": T, "model": M, "score": 0..1 | true | false, "weight": W}' -r -F
-complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l redis -d 'Share what it teaches through this Redis too, with every process on it (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l redis -d 'Share what it teaches through this Redis too, with every process on it, and judge the requests other machines on it answered (or the config\'s `redis`)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

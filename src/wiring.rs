@@ -409,15 +409,16 @@ fn shared_state(
 ) -> anyhow::Result<Local> {
     let _in_runtime = rt.enter();
     let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
+    let upstream = crate::upstream::identity(&options.base_url);
     let cache = Arc::new(SharedCache::new(
         local,
         link.clone(),
         options.cache_ttl,
         MAX_SHARED_ANSWER,
         options.timeout + LEASE_SLACK,
+        &upstream,
     ));
     rt.block_on(cache.watch_cleared());
-    let upstream = crate::upstream::identity(&options.base_url);
     let health = Arc::new(rt.block_on(SharedHealth::start(
         health,
         link.clone(),

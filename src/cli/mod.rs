@@ -607,7 +607,7 @@ pub struct FeedbackArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Share what it teaches through this Redis too, with every process on it (or the config's `redis`)
+    /// Share what it teaches through this Redis too, with every process on it, and judge the requests other machines on it answered (or the config's `redis`)
     #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
     pub redis: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::core::learned::{
 };
 use crate::options::Options;
 use crate::setup::exit;
-use crate::store::learned::{Feedback, Judge};
+use crate::store::learned::{Feedback, Judge, UNKNOWN};
 use crate::store::{self, Store};
 
 /// Lines taken in one transaction.
@@ -35,10 +35,11 @@ enum Item {
 pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
     let path = options.store_path()?;
     // Outcomes may warm a store no request has used yet; feedback names
-    // requests, which only a store that exists holds.
-    let mut store = match args.outcomes {
-        Some(_) => Store::open(&path)?,
-        None => crate::setup::open_existing(&path)?,
+    // requests, which only a store that exists holds, or, with Redis,
+    // another machine's.
+    let mut store = match (&args.outcomes, &options.redis) {
+        (None, None) => crate::setup::open_existing(&path)?,
+        _ => Store::open(&path)?,
     };
     store.set_upstream(&crate::upstream::identity(&options.base_url));
     let input: Box<dyn BufRead> = match args.outcomes.as_ref().or(args.file.as_ref()) {
@@ -69,9 +70,10 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
             batch.push((line_no, item));
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
-            let (results, events) = take_in(&store, &batch, &path)?;
+            let (mut results, events) = take_in(&store, &batch, &path)?;
             if let Some(s) = &mut shared {
                 s.share(events);
+                s.elsewhere(&batch, &mut results, &store);
             }
             for (n, r) in results {
                 match &r {
@@ -111,9 +113,15 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
 
 type Taken = Result<Value, (Value, String)>;
 
-/// An event taken in, to share: its upstream, task and model, and the
-/// event.
-type Event = (String, String, String, crate::shared::quality::Event);
+/// An event taken in, to share: its upstream, task and model, the
+/// event, and the request it judged (none for an outcome).
+type Event = (
+    String,
+    String,
+    String,
+    crate::shared::quality::Event,
+    Option<String>,
+);
 
 /// What a batch did, line by line, and the events to share.
 type TakenIn = (Vec<(u64, Taken)>, Vec<Event>);
@@ -159,18 +167,72 @@ impl Shared {
         let now = store::now_ms();
         let link = &self.link;
         let shared = self.rt.block_on(async {
-            for (identity, task, model, e) in events {
+            for (identity, task, model, e, rid) in events {
                 let at = (task.as_str(), model.as_str());
-                crate::shared::quality::add(link, &identity, at, e, (now, HALF_LIFE_MS)).await?;
+                let hl = (now, HALF_LIFE_MS);
+                match rid {
+                    // Feedback replaces what was taken on the request on
+                    // any machine.
+                    Some(rid) => {
+                        let id = ((None, rid.as_str()), identity.as_str());
+                        let scored = (e.score, e.weight, e.replaced);
+                        crate::shared::requests::teach_held(link, id, at, scored, hl).await?
+                    }
+                    None => crate::shared::quality::add(link, &identity, at, e, hl).await?,
+                };
             }
             Some(())
         });
         if shared.is_none() {
-            self.down = true;
-            eprintln!(
-                "llmroute: warning: Redis does not answer; what the rest of this input \
-                 teaches goes to the store alone"
-            );
+            self.went_down();
+        }
+    }
+
+    fn went_down(&mut self) {
+        self.down = true;
+        eprintln!(
+            "llmroute: warning: Redis does not answer; what the rest of this input \
+             teaches goes to the store alone"
+        );
+    }
+
+    /// Takes feedback on requests this store does not hold that another
+    /// machine answered, as Redis noted them: each such line's error in
+    /// `results` becomes what it taught.
+    fn elsewhere(
+        &mut self,
+        batch: &[(u64, Result<Item, Bad>)],
+        results: &mut [(u64, Taken)],
+        store: &Store,
+    ) {
+        let now = store::now_ms();
+        for (n, r) in results.iter_mut() {
+            if self.down || !matches!(r, Err((_, e)) if e.starts_with(UNKNOWN)) {
+                continue;
+            }
+            let Some((_, Ok(Item::Feedback(f)))) = batch.iter().find(|(m, _)| m == n) else {
+                continue;
+            };
+            let bucket = |t: &str| store.task_bucket(store.upstream(), t).unwrap_or(t.into());
+            let scored = (f.score, f.weight);
+            let taught = self.rt.block_on(crate::shared::requests::teach_elsewhere(
+                &self.link,
+                (None, &f.rid),
+                scored,
+                (now, HALF_LIFE_MS),
+                bucket,
+            ));
+            match taught {
+                Some(Some(t)) => {
+                    *r = Ok(json!({
+                        "line": n, "request_id": f.rid, "task": t.task, "model": t.model,
+                        "replaced": t.replaced,
+                        "quality_events": t.posterior.map(|p| p.events),
+                    }))
+                }
+                Some(None) => {}
+                None => self.went_down(),
+            }
         }
     }
 }
@@ -214,6 +276,7 @@ fn take_in(
                                 weight: f.weight,
                                 replaced: a.replaced_event,
                             },
+                            Some(f.rid.clone()),
                         ));
                         Ok(json!({
                         "line": n, "request_id": f.rid, "task": a.task, "model": a.model,
@@ -247,6 +310,7 @@ fn take_in(
                         weight: *weight,
                         replaced: None,
                     },
+                    None,
                 ));
                 Ok(json!({"line": n, "task": task, "model": model, "quality_events": p.events}))
             }

@@ -16,44 +16,79 @@ use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;
 use crate::core::learned::{only_fields, score_of, weight_of, FEEDBACK_FIELDS};
-use crate::store::learned::{Applied, Feedback, Judge};
+use crate::store::learned::{Applied, Feedback, Judge, UNKNOWN};
 
 /// Most feedback objects in one body.
 pub const MOST: usize = 1000;
 
-/// One result: what it taught (and the event, for Redis), or the
-/// request id and why not.
-type Outcome = Result<(Value, (Applied, f64, f64, i64)), (Option<Value>, String)>;
+/// One feedback object, as this machine's store took it.
+enum Outcome {
+    /// Taught: what to answer, and the event, to share through Redis.
+    Taken(Value, Feedback, Applied, i64),
+    /// No request with its id here (or not the key's): with Redis, it
+    /// may be another machine's answer.
+    Unknown(Feedback, String),
+    /// Refused: its request id (if any) and why.
+    Refused(Option<Value>, String),
+}
 
-/// Shares what feedback taught through Redis, when the server uses it:
-/// what all machines learned then comes back to this one's book.
+type Answered = Result<Value, (Option<Value>, String)>;
+
+/// Shares what feedback taught through Redis, when the server uses it,
+/// and takes there feedback on the other machines' answers: what all
+/// machines learned then comes back to this one's book.
 async fn share(
     app: &App,
     identity: &str,
+    key: Option<&str>,
     results: Vec<Outcome>,
-) -> Vec<Result<Value, (Option<Value>, String)>> {
+) -> Vec<Answered> {
+    let book = app.router.learned();
     let mut out = Vec::with_capacity(results.len());
     for r in results {
+        let Some(link) = &app.redis else {
+            out.push(match r {
+                Outcome::Taken(v, ..) => Ok(v),
+                Outcome::Unknown(f, e) => Err((Some(Value::String(f.rid)), e)),
+                Outcome::Refused(rid, e) => Err((rid, e)),
+            });
+            continue;
+        };
+        let own = crate::shared::keys::upstream(&link.prefix, identity);
+        let hl = book.half_life_ms;
         out.push(match r {
-            Ok((v, (a, score, weight, now))) => {
-                if let Some(link) = &app.redis {
-                    let book = app.router.learned();
-                    let event = crate::shared::quality::Event {
-                        score,
-                        weight,
-                        replaced: a.replaced_event,
-                    };
-                    let at = (&*a.task, &*a.model);
-                    let hl = (now, book.half_life_ms);
-                    let shared =
-                        crate::shared::quality::add(link, &a.upstream, at, event, hl).await;
-                    if let Some(p) = shared.filter(|_| a.upstream == identity) {
-                        book.set(&a.task, &a.model, p);
-                    }
+            Outcome::Taken(v, f, a, now) => {
+                let id = ((key, &*f.rid), &*a.upstream);
+                let scored = (f.score, f.weight, a.replaced_event);
+                let at = (&*a.task, &*a.model);
+                let shared =
+                    crate::shared::requests::teach_held(link, id, at, scored, (now, hl)).await;
+                if let Some(p) = shared.filter(|_| a.upstream == identity) {
+                    book.set(&a.task, &a.model, p);
                 }
                 Ok(v)
             }
-            Err(e) => Err(e),
+            Outcome::Unknown(f, e) => {
+                let now = crate::engine::now_ms();
+                let bucket = |t: &str| book.bucket(t).to_string();
+                let scored = (f.score, f.weight);
+                let id = (key, &*f.rid);
+                match crate::shared::requests::teach_elsewhere(link, id, scored, (now, hl), bucket)
+                    .await
+                {
+                    Some(Some(t)) => {
+                        if let Some(p) = t.posterior.filter(|_| t.scope == own) {
+                            book.set(&t.task, &t.model, p);
+                        }
+                        Ok(json!({
+                            "request_id": f.rid, "task": t.task, "model": t.model,
+                            "replaced": t.replaced,
+                        }))
+                    }
+                    _ => Err((Some(Value::String(f.rid)), e)),
+                }
+            }
+            Outcome::Refused(rid, e) => Err((rid, e)),
         });
     }
     out
@@ -105,6 +140,7 @@ pub async fn feedback(
     let path = app.store_path.clone();
     let upstream = app.router.config().upstream.clone();
     let key = client.as_ref().map(|c| c.name.to_string());
+    let judge_key = key.clone();
     let book = app.router.learned().clone();
     let identity = upstream.clone();
     let taken = tokio::task::spawn_blocking(move || {
@@ -118,7 +154,7 @@ pub async fn feedback(
             let f = match item(v) {
                 Ok(f) => f,
                 Err(e) => {
-                    out.push(Err((v.get("request_id").cloned(), e)));
+                    out.push(Outcome::Refused(v.get("request_id").cloned(), e));
                     continue;
                 }
             };
@@ -129,15 +165,14 @@ pub async fn feedback(
                     if a.upstream == upstream {
                         book.set(&a.task, &a.model, a.posterior);
                     }
-                    out.push(Ok((
-                        json!({
-                            "request_id": f.rid, "task": a.task, "model": a.model,
-                            "replaced": a.replaced,
-                        }),
-                        (a, f.score, f.weight, now),
-                    )));
+                    let v = json!({
+                        "request_id": f.rid, "task": a.task, "model": a.model,
+                        "replaced": a.replaced,
+                    });
+                    out.push(Outcome::Taken(v, f, a, now));
                 }
-                Err(e) => out.push(Err((Some(Value::String(f.rid)), e))),
+                Err(e) if e.starts_with(UNKNOWN) => out.push(Outcome::Unknown(f, e)),
+                Err(e) => out.push(Outcome::Refused(Some(Value::String(f.rid)), e)),
             }
         }
         tx.commit()?;
@@ -145,7 +180,7 @@ pub async fn feedback(
     })
     .await;
     let results = match taken {
-        Ok(Ok(r)) => share(&app, &identity, r).await,
+        Ok(Ok(r)) => share(&app, &identity, judge_key.as_deref(), r).await,
         Ok(Err(e)) => {
             tracing::error!("cannot take feedback in: {e}");
             return ApiError::internal().into_response();
@@ -156,7 +191,7 @@ pub async fn feedback(
         return match results.into_iter().next() {
             Some(Ok(v)) => Json(v).into_response(),
             Some(Err((_, e))) => {
-                let status = match e.starts_with("no request") {
+                let status = match e.starts_with(UNKNOWN) {
                     true => StatusCode::NOT_FOUND,
                     false => StatusCode::BAD_REQUEST,
                 };

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::{keys, Link};
 use crate::core::cachekey::Key;
+use crate::core::learned::DEFAULT_TASK;
 use crate::engine::ports::{
     Answer, BoxFuture, Cache, CacheEntry, Claimed, Commit, Record, Recorder,
 };
@@ -43,6 +44,9 @@ pub struct SharedCache<L> {
     /// `DELETE /cache`): answers made before it are not served, though this
     /// machine's store still holds them. Read from Redis every second.
     cleared_at: Arc<std::sync::atomic::AtomicI64>,
+    /// The upstream's identity, for the notes of answered requests that
+    /// let any machine take feedback on them ([`super::requests`]).
+    identity: String,
 }
 
 /// How often a machine reads when the shared cache was last cleared.
@@ -68,6 +72,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
         ttl: Duration,
         max_entry: usize,
         lease: Duration,
+        identity: &str,
     ) -> SharedCache<L> {
         SharedCache {
             local,
@@ -79,6 +84,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             leases: AtomicU64::new(0),
             get_or_claim: Script::new(GET_OR_CLAIM),
             cleared_at: Arc::default(),
+            identity: identity.to_string(),
         }
     }
 
@@ -309,18 +315,32 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
     }
 }
 
-impl<L: Cache + Recorder + 'static> Recorder for SharedCache<L> {
-    fn record(&self, record: Record) {
+impl<L: Cache + Recorder + 'static> SharedCache<L> {
+    /// Shares what a record holds for other machines: its answer, and
+    /// that its request was answered (for feedback on it).
+    fn share_record(&self, record: &Record) {
         if let Some(c) = &record.cache {
             self.share(c);
         }
+        let Some(r) = record.request.as_ref().filter(|r| r.ok) else {
+            return;
+        };
+        if let (Some(rid), Some(model)) = (&r.rid, &r.model) {
+            let task = r.task.as_deref().unwrap_or(DEFAULT_TASK);
+            let id = (r.key.as_deref(), &**rid);
+            super::requests::answered(&self.link, id, &self.identity, (task, model));
+        }
+    }
+}
+
+impl<L: Cache + Recorder + 'static> Recorder for SharedCache<L> {
+    fn record(&self, record: Record) {
+        self.share_record(&record);
         self.local.record(record);
     }
 
     fn record_durable(&self, record: Record) -> Commit {
-        if let Some(c) = &record.cache {
-            self.share(c);
-        }
+        self.share_record(&record);
         self.local.record_durable(record)
     }
 

@@ -60,6 +60,24 @@ pub fn settled(prefix: &str, id: &str, process: &str) -> String {
     format!("{prefix}settled:{id}:{process}")
 }
 
+/// An answered request, for feedback on it from any machine: a hash of
+/// the client key's name (none for a request without one) and the
+/// request's id, so that neither shows.
+pub fn request(prefix: &str, key: Option<&str>, rid: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    match key {
+        Some(k) => {
+            h.update([1u8]);
+            h.update((k.len() as u64).to_le_bytes());
+            h.update(k.as_bytes());
+        }
+        None => h.update([0u8]),
+    }
+    h.update(rid.as_bytes());
+    format!("{prefix}req:{}", hex::encode(&h.finalize()[..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +100,16 @@ mod tests {
         assert_ne!(pause(&a, "m"), pause(&b, "m"));
         assert_ne!(events(&a), events(&b));
         assert!(a.starts_with("p:up:") && !a.contains("openrouter"), "{a}");
+    }
+
+    #[test]
+    fn a_request_s_key_hides_its_id_and_tells_keys_apart() {
+        let a = request("p:", Some("alice"), "req-1");
+        assert!(a.starts_with("p:req:") && !a.contains("req-1") && !a.contains("alice"));
+        assert_eq!(a.len(), "p:req:".len() + 32);
+        assert_ne!(a, request("p:", Some("bob"), "req-1"));
+        assert_ne!(a, request("p:", None, "req-1"));
+        assert_ne!(request("p:", Some(""), "x"), request("p:", None, "x"));
+        assert_eq!(a, request("p:", Some("alice"), "req-1"));
     }
 }

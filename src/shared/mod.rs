@@ -10,6 +10,8 @@
 //! | [`cache`]  | answers (local store first, then Redis) and the flight lease   |
 //! | [`health`] | pauses (at once, by pub/sub), latency and error averages       |
 //! | [`limits`] | rpm and tpm as one GCRA, and one budget with reservations      |
+//! | [`quality`] | learned quality: a posterior per task and model                |
+//! | [`requests`] | answered requests, for feedback taken on any machine          |
 //!
 //! Redis is never needed: a call that fails or takes longer than
 //! `--redis-timeout` is answered from local state, and after a failure
@@ -22,6 +24,7 @@ pub mod health;
 pub mod keys;
 pub mod limits;
 pub mod quality;
+pub mod requests;
 
 use std::collections::VecDeque;
 use std::future::Future;

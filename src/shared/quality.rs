@@ -66,12 +66,23 @@ pub async fn add(
     identity: &str,
     (task, model): (&str, &str),
     event: Event,
-    (now_ms, half_life_ms): (i64, i64),
+    hl: (i64, i64),
 ) -> Option<Posterior> {
     let scope = keys::upstream(&link.prefix, identity);
+    add_scoped(link, &scope, (task, model), event, hl).await
+}
+
+/// [`add`] on the upstream whose scope ([`keys::upstream`]) is `scope`.
+pub async fn add_scoped(
+    link: &Link,
+    scope: &str,
+    (task, model): (&str, &str),
+    event: Event,
+    (now_ms, half_life_ms): (i64, i64),
+) -> Option<Posterior> {
     let script = Script::new(ADD);
     let mut inv = script.prepare_invoke();
-    inv.key(hash(&scope))
+    inv.key(hash(scope))
         .arg(field(task, model))
         .arg(event.score)
         .arg(event.weight)

@@ -15,6 +15,10 @@ pub struct Feedback {
     pub weight: f64,
 }
 
+/// How the reason feedback was not taken begins when its request is not
+/// known (or not the judge's).
+pub const UNKNOWN: &str = "no request with id";
+
 /// Whose requests feedback may judge.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Judge<'a> {
@@ -173,7 +177,7 @@ impl Store {
 
     /// The task `task` is learned under on upstream `up`: itself, or
     /// [`OTHER_TASK`] once [`TASKS_MAX`] others are known.
-    fn task_bucket(&self, up: &str, task: &str) -> Result<String, StoreError> {
+    pub fn task_bucket(&self, up: &str, task: &str) -> Result<String, StoreError> {
         let known: bool = self
             .conn
             .prepare_cached(
@@ -257,7 +261,7 @@ impl Store {
         taught: &mut Taught,
     ) -> Result<Result<Applied, String>, StoreError> {
         let Some(req) = self.judged(&f.rid, judge)? else {
-            return Ok(Err(format!("no request with id {} here", shown(&f.rid))));
+            return Ok(Err(format!("{UNKNOWN} {} here", shown(&f.rid))));
         };
         let Some(model) = req.model else {
             return Ok(Err(format!(

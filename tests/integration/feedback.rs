@@ -10,7 +10,7 @@ use crate::util::*;
 
 /// A cheap model and a strong one 40 times as dear, with the
 /// catalogue in the store (a dry run reads it there).
-fn two() -> Env {
+pub fn two() -> Env {
     let env = Env::new(vec![
         ModelSpec::new("t/cheap")
             .prices("0.000001", "0.000001")

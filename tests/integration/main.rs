@@ -40,6 +40,7 @@ mod serve_limits;
 mod serve_streams;
 mod serve_upkeep;
 mod shared;
+mod shared_feedback;
 mod signals;
 mod tls;
 mod toolchain;

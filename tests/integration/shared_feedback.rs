@@ -1,0 +1,172 @@
+//! Feedback on an answer taken by any machine on the same Redis, not only
+//! the one that gave it: behind a load balancer, a client's feedback lands
+//! where it lands.
+
+use serde_json::{json, Value};
+
+use crate::feedback::two;
+use crate::serve::rt;
+use crate::util::*;
+
+/// Posts `body` to `path` on `s` with `token` (and the task `support`):
+/// the status, the JSON answer and the `x-request-id`.
+fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(s.url(path))
+            .bearer_auth(token)
+            .header("x-llmroute-task", "support")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, r.json().await.unwrap_or(Value::Null), id)
+    })
+}
+
+/// The posterior Redis shares for `model` on `task`: (events, good, bad).
+fn shared_posterior(redis: &RedisServer, task: &str, model: &str) -> Option<(u64, f64, f64)> {
+    let mut c = redis.client().get_connection().unwrap();
+    let hashes: Vec<String> = redis::cmd("KEYS").arg("*:quality").query(&mut c).unwrap();
+    hashes.iter().find_map(|h| {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(h)
+            .arg(format!("{task}\t{model}"))
+            .query(&mut c)
+            .unwrap();
+        let p: Value = serde_json::from_str(&v?).ok()?;
+        Some((
+            p["events"].as_u64()?,
+            p["good"].as_f64()?,
+            p["bad"].as_f64()?,
+        ))
+    })
+}
+
+#[test]
+fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
+    let redis = RedisServer::start();
+    let env = two();
+    let token = |name: &str| {
+        let out = env
+            .cmd()
+            .args(["keys", "create", name, "--redis", &redis.url()])
+            .run();
+        out.assert_code(0);
+        out.stdout.lines().next().unwrap().trim().to_string()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
+    let one = env.serve(&args);
+    let other_db = env.path("other.db");
+    let other = env.serve_with(&args, &[("LLMROUTE_DB", other_db.to_str().unwrap())]);
+    let mut body = chat(None, "help me");
+    body["model"] = json!("t/cheap");
+    let (status, _, id) = post(&one, &alice, "/v1/chat/completions", &body);
+    assert_eq!(status, 200);
+    let id = id.unwrap();
+    let fb = |score: Value| json!({"request_id": id, "score": score});
+    // The other machine never saw the request, and takes its feedback.
+    let (status, v, _) = post(&other, &alice, "/v1/feedback", &fb(json!(0)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["task"], &v["model"], &v["replaced"]),
+        (&json!("support"), &json!("t/cheap"), &json!(false)),
+        "{v}"
+    );
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap"),
+        Some((1, 0.0, 1.0))
+    );
+    // As unknown to another key there as here.
+    let (status, v, _) = post(&other, &bob, "/v1/feedback", &fb(json!(1)));
+    assert_eq!(status, 404, "{v}");
+    let (status, v, _) = post(&one, &bob, "/v1/feedback", &fb(json!(1)));
+    assert_eq!(status, 404, "{v}");
+    // Feedback again, on the first machine: it replaces what the other
+    // took, in what every machine learns.
+    let (status, v, _) = post(&one, &alice, "/v1/feedback", &fb(json!(1)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["replaced"], false, "the first machine had none: {v}");
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap"),
+        Some((1, 1.0, 0.0))
+    );
+    // And again on the other: replaced once more.
+    let (status, v, _) = post(&other, &alice, "/v1/feedback", &fb(json!(0.5)));
+    assert_eq!((status, &v["replaced"]), (200, &json!(true)), "{v}");
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap"),
+        Some((1, 0.5, 0.5))
+    );
+    // An id no machine gave is still unknown.
+    let (status, v, _) = post(
+        &other,
+        &alice,
+        "/v1/feedback",
+        &json!({"request_id": "never-given", "score": 1}),
+    );
+    assert_eq!(status, 404, "{v}");
+    // Redis holds no token or request id in the clear, and the note of
+    // a request no prompt.
+    let dump = redis.dump();
+    let notes: Vec<_> = dump.iter().filter(|(k, _)| k.contains(":req:")).collect();
+    assert_eq!(notes.len(), 1, "{dump:?}");
+    assert!(!notes[0].1.contains("help me"), "{:?}", notes[0]);
+    // It ends, feedback taken on it or not.
+    let mut c = redis.client().get_connection().unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg(&notes[0].0).query(&mut c).unwrap();
+    assert!(ttl > 0 && ttl <= 86_400_000, "{ttl}");
+    for (k, v) in &dump {
+        for secret in [&alice, &bob, &id] {
+            assert!(!k.contains(secret.as_str()), "{k}");
+            assert!(!v.contains(secret.as_str()), "{k}: {v}");
+        }
+    }
+}
+
+#[test]
+fn the_feedback_command_takes_feedback_on_another_machine_s_batch() {
+    let redis = RedisServer::start();
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--task", "sql", "--no-cache"])
+        .args(["--redis", &redis.url()])
+        .stdin("{\"prompt\": \"x\"}\n")
+        .run();
+    out.assert_code(0);
+    let rid = out.lines()[0]["request_id"].as_str().unwrap().to_string();
+    let fb = env
+        .cmd()
+        .env("LLMROUTE_DB", env.path("other.db"))
+        .args(["feedback", "--redis", &redis.url()])
+        .stdin(format!(
+            "{}\n{}\n",
+            json!({"request_id": rid, "score": 1}),
+            json!({"request_id": "never-given", "score": 1})
+        ))
+        .run();
+    assert_eq!(fb.code, 1, "one line of two is unknown: {}", fb.stderr);
+    let lines = fb.lines();
+    assert_eq!(lines[0]["task"], "sql", "{}", fb.stdout);
+    assert_eq!(lines[0]["model"], "t/cheap", "{}", fb.stdout);
+    assert!(lines[1]["error"].is_object(), "{}", fb.stdout);
+    assert_eq!(
+        shared_posterior(&redis, "sql", "t/cheap"),
+        Some((1, 1.0, 0.0))
+    );
+    // Without Redis, the other store knows nothing of it.
+    let alone = env
+        .cmd()
+        .env("LLMROUTE_DB", env.path("other.db"))
+        .arg("feedback")
+        .stdin(format!("{}\n", json!({"request_id": rid, "score": 1})))
+        .run();
+    assert_eq!(alone.code, 1, "{}", alone.stderr);
+}
