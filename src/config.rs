@@ -269,9 +269,22 @@ pub struct Loaded {
     pub path: Option<PathBuf>,
     /// Where the file is (or would be) looked for.
     pub location: Option<PathBuf>,
+    /// Why the file there could not be read, when it was left unread.
+    pub unread: Option<String>,
 }
 
 impl Loaded {
+    /// [`Loaded::load`], or, when the file cannot be read, the built-in
+    /// defaults with why: for telling where things are, which is what
+    /// one asks after a config error.
+    pub fn load_or_defaults(explicit: Option<&Path>) -> Loaded {
+        Loaded::load(explicit).unwrap_or_else(|e| Loaded {
+            location: explicit.map(Path::to_path_buf).or_else(default_path),
+            unread: Some(e),
+            ..Loaded::default()
+        })
+    }
+
     /// Reads the config: `explicit` (from `--config`/`LLMROUTE_CONFIG`) must
     /// exist; the default location may be absent.
     pub fn load(explicit: Option<&Path>) -> Result<Loaded, String> {
@@ -286,9 +299,8 @@ impl Loaded {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 return Ok(Loaded {
-                    config: Config::default(),
-                    path: None,
                     location,
+                    ..Loaded::default()
                 })
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -298,6 +310,7 @@ impl Loaded {
             config,
             path: Some(path),
             location,
+            unread: None,
         })
     }
 }

@@ -11,14 +11,21 @@ use crate::setup::{api_key, write_stdout, API_KEY_VARS};
 pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow::Result<i32> {
     let text = match action {
         ConfigAction::Path => {
-            let config = match (&loaded.path, &loaded.location) {
-                (Some(p), _) => p.display().to_string(),
-                (None, Some(p)) => format!("{} (not present)", p.display()),
-                (None, None) => "(no home directory)".into(),
+            let config = match (&loaded.path, &loaded.location, &loaded.unread) {
+                (None, Some(p), Some(_)) if p.exists() => {
+                    format!("{} (not read: it has an error)", p.display())
+                }
+                (Some(p), _, _) => p.display().to_string(),
+                (None, Some(p), _) => format!("{} (not present)", p.display()),
+                (None, None, _) => "(no home directory)".into(),
             };
             let store = options.store_path()?;
+            let unread = match loaded.unread {
+                Some(_) => " (the config file's db, if it has one, is not read)",
+                None => "",
+            };
             format!(
-                "config     {config}\nstore      {}\ncatalogue  {} (table catalogue, one copy per base URL)\n",
+                "config     {config}\nstore      {}{unread}\ncatalogue  {} (table catalogue, one copy per base URL)\n",
                 store.display(),
                 store.display()
             )

@@ -448,6 +448,53 @@ fn config_errors_name_the_file_line_and_key() {
 }
 
 #[test]
+fn config_path_shows_where_a_broken_config_is() {
+    let env = Env::three();
+    let cfg = env.write(
+        "broken.toml",
+        "db = \"/somewhere/else.db\"\nconcurrancy = 4\n",
+    );
+    let out = env
+        .cmd()
+        .env_remove("LLMROUTE_DB")
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "path"])
+        .run();
+    // Where to fix it is what one asks after a config error.
+    out.assert_code(0);
+    let config = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("config"))
+        .unwrap();
+    assert!(
+        config.contains("broken.toml") && config.contains("error"),
+        "{}",
+        out.stdout
+    );
+    let store = out.stdout.lines().find(|l| l.starts_with("store")).unwrap();
+    assert!(
+        !store.contains("/somewhere/else.db") && store.contains("not read"),
+        "the file's db is not read: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("broken.toml")
+            && out.stderr.contains("line 2")
+            && out.stderr.contains("concurrancy"),
+        "{}",
+        out.stderr
+    );
+    // Everything else still refuses it.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "show"])
+        .run();
+    out.assert_code(2);
+}
+
+#[test]
 fn an_unknown_model_is_warned_about_once_on_stderr_only() {
     let env = Env::three();
     let out = env
