@@ -160,6 +160,13 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.store_path.display()
     );
     let routes = http::routes(app.clone());
+    // When the grace period ends, a request still waiting for its answer
+    // is answered (503) at once, as a stream gets its error event.
+    let (router, cut) = (app.router.clone(), app.cut.clone());
+    rt.spawn(async move {
+        cut.cancelled().await;
+        router.abort();
+    });
     let finished = rt.block_on(listen::serve(
         listener,
         routes,
