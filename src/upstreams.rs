@@ -306,10 +306,10 @@ impl Named {
     }
 
     /// A slot on it now, or the failure that sends the request elsewhere:
-    /// it is at its limit, as a server answering 429 would say.
+    /// it is at its limit: not sent, the request tries elsewhere or waits.
     fn admit(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Failure> {
         let limited = |what: &str| Failure {
-            kind: FailureKind::RateLimited,
+            kind: FailureKind::AtLimit,
             status: None,
             message: format!("the upstream is at its {what}"),
             retry_after: Some(AT_LIMIT),

@@ -96,9 +96,10 @@ enum State {
 pub struct Attempts {
     plan: Vec<Planned>,
     state: Vec<State>,
-    /// Until when this request leaves a model alone: another request holds
-    /// its one attempt (a probe, or a half-open circuit's).
-    held_off: Vec<Option<Instant>>,
+    /// Until when this request leaves a model alone, and why: another
+    /// request holds its one attempt (a probe, or a half-open circuit's),
+    /// or its upstream is at its limit.
+    held_off: Vec<Option<(Instant, &'static str)>>,
     /// After a context-length error: the largest window known too small.
     min_context: Option<u64>,
     /// After a 402 (the account's credit does not cover this request on a
@@ -269,12 +270,18 @@ impl Attempts {
         })
     }
 
-    /// Leaves the plan's model `i` alone until `until`: another request
-    /// holds the one attempt it lets through (a probe, or a half-open
-    /// circuit's). Meanwhile other models are tried, or the request waits,
-    /// as for a model that is cooling.
-    pub fn hold_off(&mut self, i: usize, until: Instant) {
-        self.held_off[i] = Some(until);
+    /// Leaves the plan's model `i` alone until `until`, for `why`:
+    /// another request holds the one attempt it lets through (a probe, or
+    /// a half-open circuit's), or its upstream is at its limit. Meanwhile
+    /// other models are tried, or the request waits, as for a model that
+    /// is cooling.
+    pub fn hold_off(&mut self, i: usize, until: Instant, why: &'static str) {
+        self.held_off[i] = Some((until, why));
+    }
+
+    /// Why the plan's model `i` was last held off, if it was.
+    pub fn held_off_for(&self, i: usize) -> Option<&'static str> {
+        self.held_off[i].map(|(_, why)| why)
     }
 
     /// Until when the plan's model `i` may not be sent to, after `now`.
@@ -284,11 +291,14 @@ impl Attempts {
         now: Instant,
         health: &(impl HealthView + ?Sized),
     ) -> Option<Instant> {
-        [health.cooling_until(&self.plan[i].model), self.held_off[i]]
-            .into_iter()
-            .flatten()
-            .filter(|t| *t > now)
-            .max()
+        [
+            health.cooling_until(&self.plan[i].model),
+            self.held_off[i].map(|(t, _)| t),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .max()
     }
 
     /// Whether a context-length error ruled this model out.
@@ -655,13 +665,15 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_millis(50);
         let health = Pauses::default();
-        a.hold_off(0, later);
+        a.hold_off(0, later, "busy");
         assert_eq!(a.next(now, &health), Next::Send(1));
         assert_eq!(a.hedge(now, &health, &[1]), Some(2));
         let f = status(500, None, "boom");
         a.observe(1, Err(&f));
         a.observe(2, Err(&f));
         assert_eq!(a.next(now, &health), Next::Wait(later, 0));
+        assert_eq!(a.held_off_for(0), Some("busy"));
+        assert_eq!(a.held_off_for(1), None);
         assert_eq!(
             a.next(later, &health),
             Next::Send(0),

@@ -67,10 +67,14 @@ pub enum FailureKind {
     Interrupted,
     /// Cancelled: a hedge of the same request answered first.
     Cancelled,
+    /// Not sent: a named upstream is at a limit llmroute keeps for it (its
+    /// `concurrency`, `rpm` or `tpm`). No attempt: the request tries its
+    /// other candidates meanwhile, or waits.
+    AtLimit,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 16] = [
+    pub const ALL: [FailureKind; 17] = [
         FailureKind::Connect,
         FailureKind::Timeout,
         FailureKind::RateLimited,
@@ -87,6 +91,7 @@ impl FailureKind {
         FailureKind::TooLarge,
         FailureKind::Interrupted,
         FailureKind::Cancelled,
+        FailureKind::AtLimit,
     ];
 
     /// The stable name used in output lines and the store.
@@ -108,6 +113,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::Interrupted => "interrupted",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::AtLimit => "at_limit",
         }
     }
 

@@ -202,6 +202,24 @@ impl Router {
             };
         }
         let model = planned.model.as_str();
+        if result
+            .as_ref()
+            .is_err_and(|f| f.kind == FailureKind::AtLimit)
+        {
+            // Never sent: nothing to observe, record or pay.
+            held.settle(Some(0.0));
+            return Sent {
+                index,
+                planned,
+                result,
+                sent,
+                ms,
+                ts: now_ms(),
+                opened: None,
+                cost: Some(0.0),
+                live: None,
+            };
+        }
         let outcome = match &result {
             Ok(s) => Ok(s.status),
             Err(f) => Err(f.message.as_str()),

@@ -305,6 +305,7 @@ impl Router {
                     let health = &*self.parts.health;
                     let why = health
                         .pause_reason(model)
+                        .or_else(|| policy.held_off_for(i).map(str::to_string))
                         .unwrap_or_else(|| "paused".to_string());
                     let wait = until.saturating_duration_since(Instant::now());
                     self.parts.observer.waiting(job.opts.tag, model, wait, &why);
@@ -339,7 +340,8 @@ impl Router {
                     if probing {
                         probe = None;
                     }
-                    policy.hold_off(i, Instant::now() + BUSY_WAIT);
+                    let why = "another request holds its one attempt";
+                    policy.hold_off(i, Instant::now() + BUSY_WAIT, why);
                     continue;
                 }
                 // Not sent; the loop's top says why, or tries again.
@@ -368,6 +370,13 @@ impl Router {
                         policy.observe(s.index, Ok(()));
                         let done = (s.ms, s.ts, s.cost);
                         return self.answered(job, &s.planned, answer, done, tried, leader);
+                    }
+                    // Held back by the upstream's own limit: not sent, so
+                    // no attempt; other candidates meanwhile, or a wait.
+                    Err(f) if f.kind == FailureKind::AtLimit => {
+                        let wait = f.retry_after.unwrap_or(BUSY_WAIT);
+                        let why = "its upstream is at its limit";
+                        policy.hold_off(s.index, Instant::now() + wait, why);
                     }
                     Err(f) => {
                         tried.failed(&s.planned, &f, s.ms, s.ts);

@@ -398,6 +398,36 @@ fn a_local_server_at_its_limit_sends_the_rest_elsewhere() {
     assert!(local.most_in_flight() <= 1);
 }
 
+/// Its limit is llmroute's own: a request it holds back was never sent,
+/// so it is no attempt, and no failure of the model.
+#[test]
+fn requests_held_back_by_a_local_server_s_limit_wait_and_are_not_attempts() {
+    let env = env();
+    let local = local();
+    local.set_default("llama3", Behavior::ok_after(300));
+    let cfg = local_config(&env, &local.base_url(), "concurrency = 1\n", "0");
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "local:llama3", "--no-cache", "-j", "4"],
+        6,
+    );
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["model"], "local:llama3", "{l}");
+        let attempts = l["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{l}");
+    }
+    assert_eq!(local.completions().len(), 6);
+    assert!(local.most_in_flight() <= 1);
+    assert_eq!(env.count("SELECT count(*) FROM attempts WHERE ok = 0"), 0);
+    let report = with(&env, &cfg)
+        .args(["report", "--json", "--since", "all"])
+        .run();
+    let v: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(v["attempts"], 6, "{}", report.stdout);
+}
+
 #[test]
 fn a_local_server_out_of_tokens_this_minute_sends_the_rest_elsewhere() {
     let env = env();
