@@ -14,7 +14,7 @@ use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::{Key, Seal};
 use crate::core::catalogue::Catalogue;
 use crate::core::explore;
-use crate::core::failure::{error_type, FailureKind};
+use crate::core::failure::{error_type, Failure, FailureKind};
 use crate::core::numbers::{counted, usd};
 use crate::core::ranking;
 use crate::core::ranking::{pinned_part, Settings};
@@ -301,15 +301,7 @@ impl Router {
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
                 Next::Wait(until, i) => {
-                    let model = &policy.plan()[i].model;
-                    let health = &*self.parts.health;
-                    let why = health
-                        .pause_reason(model)
-                        .or_else(|| policy.held_off_for(i).map(str::to_string))
-                        .unwrap_or_else(|| "paused".to_string());
-                    let wait = until.saturating_duration_since(Instant::now());
-                    self.parts.observer.waiting(job.opts.tag, model, wait, &why);
-                    self.wait_until(until, job.opts.cancel.as_ref()).await;
+                    self.wait_for(job, &policy, (until, i)).await;
                     continue;
                 }
                 Next::GiveUp(e) => break e,
@@ -371,20 +363,9 @@ impl Router {
                         let done = (s.ms, s.ts, s.cost);
                         return self.answered(job, &s.planned, answer, done, tried, leader);
                     }
-                    // Held back by the upstream's own limit: not sent, so
-                    // no attempt; other candidates meanwhile, or a wait.
-                    Err(f) if f.kind == FailureKind::AtLimit => {
-                        let wait = f.retry_after.unwrap_or(BUSY_WAIT);
-                        let why = "its upstream is at its limit";
-                        policy.hold_off(s.index, Instant::now() + wait, why);
-                    }
                     Err(f) => {
-                        tried.failed(&s.planned, &f, s.ms, s.ts);
-                        if f.kind == FailureKind::Interrupted {
-                            interrupted = true;
-                        }
-                        let effect = policy.observe(s.index, Err(&f));
-                        self.take_effect(&s.planned.model, s.sent, effect, &mut tried);
+                        let at = (s.index, &s.planned, (s.ms, s.ts, s.sent));
+                        interrupted |= self.took_failure(at, &f, &mut policy, &mut tried);
                     }
                 }
             }
@@ -399,6 +380,43 @@ impl Router {
             }
         };
         self.failed(job, ending, tried)
+    }
+
+    /// Waits for the plan's `i`, paused or held off until `until`, and
+    /// says why.
+    async fn wait_for(&self, job: &Job<'_>, policy: &Attempts, (until, i): (Instant, usize)) {
+        let model = &policy.plan()[i].model;
+        let why = self
+            .parts
+            .health
+            .pause_reason(model)
+            .or_else(|| policy.held_off_for(i).map(str::to_string))
+            .unwrap_or_else(|| "paused".to_string());
+        let wait = until.saturating_duration_since(Instant::now());
+        self.parts.observer.waiting(job.opts.tag, model, wait, &why);
+        self.wait_until(until, job.opts.cancel.as_ref()).await;
+    }
+
+    /// Takes in an attempt on the plan's `i` that failed, and what it asks
+    /// beyond its request; whether it was interrupted. One held back by
+    /// its upstream's own limit was not sent: no attempt, and the model is
+    /// left alone a while (other candidates meanwhile, or a wait).
+    fn took_failure(
+        &self,
+        (i, planned, (ms, ts, sent)): (usize, &Planned, (f64, i64, Instant)),
+        f: &Failure,
+        policy: &mut Attempts,
+        tried: &mut Tried,
+    ) -> bool {
+        if f.kind == FailureKind::AtLimit {
+            let until = Instant::now() + f.retry_after.unwrap_or(BUSY_WAIT);
+            policy.hold_off(i, until, "its upstream is at its limit");
+            return false;
+        }
+        tried.failed(planned, f, ms, ts);
+        let effect = policy.observe(i, Err(f));
+        self.take_effect(&planned.model, sent, effect, tried);
+        f.kind == FailureKind::Interrupted
     }
 
     /// Sends the attempt on the plan's `i`; hedges it when it is slow to

@@ -160,13 +160,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.store_path.display()
     );
     let routes = http::routes(app.clone());
-    // When the grace period ends, a request still waiting for its answer
-    // is answered (503) at once, as a stream gets its error event.
-    let (router, cut) = (app.router.clone(), app.cut.clone());
-    rt.spawn(async move {
-        cut.cancelled().await;
-        router.abort();
-    });
+    rt.spawn(stop_at_the_cut(app.router.clone(), app.cut.clone()));
     let finished = rt.block_on(listen::serve(
         listener,
         routes,
@@ -186,6 +180,17 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     stop(rt, wired);
     tracing::info!("llmroute stopped");
     Ok(exit::OK)
+}
+
+/// Stops the engine when the grace period of a stop ends: a request still
+/// waiting for its answer is answered (503) at once, as a stream gets its
+/// error event.
+async fn stop_at_the_cut(
+    router: Arc<crate::engine::Router>,
+    cut: tokio_util::sync::CancellationToken,
+) {
+    cut.cancelled().await;
+    router.abort();
 }
 
 /// The address to listen on, and the client and admin tokens.
