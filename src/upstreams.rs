@@ -314,29 +314,34 @@ impl Named {
             message: format!("the upstream is at its {what}"),
             retry_after: Some(AT_LIMIT),
         };
-        if let Some(t) = &self.tokens {
-            let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-            let now = crate::engine::now_ms();
-            if !t.open(now) {
-                return Err(Failure {
-                    retry_after: Some(Duration::from_millis(
-                        60_000 - now.rem_euclid(60_000) as u64,
-                    )),
-                    ..limited("tokens a minute")
-                });
-            }
+        // The slot first: a request held back by it spends none of the
+        // minute's requests.
+        let slot = match &self.at_once {
+            None => None,
+            Some(s) => Some(
+                s.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| limited("requests at once"))?,
+            ),
+        };
+        if let Some(wait) = self.out_of_tokens() {
+            return Err(Failure {
+                retry_after: Some(wait),
+                ..limited("tokens a minute")
+            });
         }
         if self.rpm.as_ref().is_some_and(|l| l.check().is_err()) {
             return Err(limited("requests a minute"));
         }
-        match &self.at_once {
-            None => Ok(None),
-            Some(s) => s
-                .clone()
-                .try_acquire_owned()
-                .map(Some)
-                .map_err(|_| limited("requests at once")),
-        }
+        Ok(slot)
+    }
+
+    /// Until the minute ends, when its tokens a minute are used up.
+    fn out_of_tokens(&self) -> Option<Duration> {
+        let t = self.tokens.as_ref()?;
+        let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::engine::now_ms();
+        (!t.open(now)).then(|| Duration::from_millis(60_000 - now.rem_euclid(60_000) as u64))
     }
 }
 
@@ -384,6 +389,17 @@ impl Upstream for Named {
             }
             Ok(opened)
         })
+    }
+
+    fn held_back(&self, _candidate: &str) -> Option<Duration> {
+        if self
+            .at_once
+            .as_ref()
+            .is_some_and(|s| s.available_permits() == 0)
+        {
+            return Some(AT_LIMIT);
+        }
+        self.out_of_tokens()
     }
 }
 
@@ -447,6 +463,11 @@ impl Upstream for Upstreams {
         let (name, model) = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))?;
         let (_, named) = self.named.iter().find(|(k, _)| k == name)?;
         Some((named as &dyn Upstream, model))
+    }
+
+    fn held_back(&self, candidate: &str) -> Option<Duration> {
+        let (named, model) = self.route_to(candidate)?;
+        named.held_back(model)
     }
 }
 
@@ -558,5 +579,35 @@ mod tests {
         let (at, why) = table.check("default").unwrap_err();
         assert!(at.is_empty());
         assert!(why.contains("--base-url"), "{why}");
+    }
+
+    #[test]
+    fn a_request_held_back_at_the_door_spends_none_of_the_minute_s_requests() {
+        let config = UpstreamConfig {
+            base_url: "http://127.0.0.1:9/v1".into(),
+            rpm: Some(2),
+            concurrency: Some(1),
+            ..UpstreamConfig::default()
+        };
+        let client = Client::new(&config.base_url, None, 1).unwrap();
+        let named = Named::new(client, &config);
+        assert_eq!(named.held_back("m"), None);
+        let slot = named.admit().unwrap();
+        assert_eq!(
+            named.held_back("m"),
+            Some(AT_LIMIT),
+            "its one slot is taken"
+        );
+        for _ in 0..5 {
+            let f = named.admit().unwrap_err();
+            assert_eq!(f.kind, FailureKind::AtLimit);
+            assert!(f.message.contains("at once"), "{}", f.message);
+        }
+        drop(slot);
+        assert_eq!(named.held_back("m"), None);
+        // The minute's second request is still there.
+        assert!(named.admit().is_ok());
+        let f = named.admit().unwrap_err();
+        assert!(f.message.contains("a minute"), "{}", f.message);
     }
 }

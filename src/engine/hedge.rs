@@ -136,7 +136,7 @@ impl Router {
     ) -> Option<(usize, Flying<'a>)> {
         let j = policy.hedge(Instant::now(), &*self.parts.health, besides)?;
         let plan = policy.plan()[j].clone();
-        if !self.take_hedge() {
+        if upstream.held_back(&plan.model).is_some() || !self.take_hedge() {
             return None;
         }
         let tokens = req.prompt_tokens.saturating_add(req.completion_tokens());

@@ -66,6 +66,14 @@ pub trait Upstream: Send + Sync {
         let _ = candidate;
         None
     }
+
+    /// How long a request for `candidate` would be held back, were it sent
+    /// now, by a limit llmroute keeps for its upstream (as far as can be
+    /// told without taking a slot). None: it would not be.
+    fn held_back(&self, candidate: &str) -> Option<Duration> {
+        let _ = candidate;
+        None
+    }
 }
 
 /// An answer, from a model or from the cache.

@@ -310,6 +310,12 @@ impl Router {
             // The budget holds this attempt's estimate (an unknown price
             // counts as the dearest known one) until its cost is known.
             let estimate = |p: &Planned| p.est_cost.unwrap_or(worst);
+            // Its upstream's own limit would hold it back: none of the
+            // budget or the rates is taken for it meanwhile.
+            if let Some(wait) = upstream.held_back(&planned.model) {
+                policy.hold_off(i, Instant::now() + wait, AT_ITS_LIMIT);
+                continue;
+            }
             let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
             let held = match self
                 .admit(
@@ -410,7 +416,7 @@ impl Router {
     ) -> bool {
         if f.kind == FailureKind::AtLimit {
             let until = Instant::now() + f.retry_after.unwrap_or(BUSY_WAIT);
-            policy.hold_off(i, until, "its upstream is at its limit");
+            policy.hold_off(i, until, AT_ITS_LIMIT);
             return false;
         }
         tried.failed(planned, f, ms, ts);
@@ -512,6 +518,10 @@ impl Router {
         }
     }
 }
+
+/// Why a request waits for a candidate its upstream's own limit holds
+/// back.
+const AT_ITS_LIMIT: &str = "its upstream is at its limit";
 
 /// What a budget holds for a candidate whose price is unknown: what the
 /// dearest model the catalogue prices would charge for the request, else
