@@ -114,13 +114,14 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
 type Taken = Result<Value, (Value, String)>;
 
 /// An event taken in, to share: its upstream, task and model, the
-/// event, and the request it judged (none for an outcome).
+/// event, and the request it judged, by its key's name and its id (none
+/// for an outcome).
 type Event = (
     String,
     String,
     String,
     crate::shared::quality::Event,
-    Option<String>,
+    Option<(Option<String>, String)>,
 );
 
 /// What a batch did, line by line, and the events to share.
@@ -167,14 +168,14 @@ impl Shared {
         let now = store::now_ms();
         let link = &self.link;
         let shared = self.rt.block_on(async {
-            for (identity, task, model, e, rid) in events {
+            for (identity, task, model, e, judged) in events {
                 let at = (task.as_str(), model.as_str());
                 let hl = (now, HALF_LIFE_MS);
-                match rid {
+                match judged {
                     // Feedback replaces what was taken on the request on
                     // any machine.
-                    Some(rid) => {
-                        let id = ((None, rid.as_str()), identity.as_str());
+                    Some((key, rid)) => {
+                        let id = ((key.as_deref(), rid.as_str()), identity.as_str());
                         let scored = (e.score, e.weight, e.replaced);
                         crate::shared::requests::teach_held(link, id, at, scored, hl).await?
                     }
@@ -207,7 +208,13 @@ impl Shared {
     ) {
         let now = store::now_ms();
         for (n, r) in results.iter_mut() {
-            if self.down || !matches!(r, Err((_, e)) if e.starts_with(UNKNOWN)) {
+            if !matches!(r, Err((_, e)) if e.starts_with(UNKNOWN)) {
+                continue;
+            }
+            if self.down {
+                if let Err((_, e)) = r {
+                    e.push_str("; Redis, which may know it, does not answer");
+                }
                 continue;
             }
             let Some((_, Ok(Item::Feedback(f)))) = batch.iter().find(|(m, _)| m == n) else {
@@ -223,15 +230,20 @@ impl Shared {
                 bucket,
             ));
             match taught {
-                Some(Some(t)) => {
+                Ok(Some(t)) => {
                     *r = Ok(json!({
                         "line": n, "request_id": f.rid, "task": t.task, "model": t.model,
                         "replaced": t.replaced,
-                        "quality_events": t.posterior.map(|p| p.events),
+                        "quality_events": t.posterior.events,
                     }))
                 }
-                Some(None) => {}
-                None => self.went_down(),
+                Ok(None) => {}
+                Err(_) => {
+                    self.went_down();
+                    if let Err((_, e)) = r {
+                        e.push_str("; Redis, which may know it, does not answer");
+                    }
+                }
             }
         }
     }
@@ -276,7 +288,7 @@ fn take_in(
                                 weight: f.weight,
                                 replaced: a.replaced_event,
                             },
-                            Some(f.rid.clone()),
+                            Some((a.key.clone(), f.rid.clone())),
                         ));
                         Ok(json!({
                         "line": n, "request_id": f.rid, "task": a.task, "model": a.model,

@@ -21,6 +21,11 @@ use crate::store::learned::{Applied, Feedback, Judge, UNKNOWN};
 /// Most feedback objects in one body.
 pub const MOST: usize = 1000;
 
+/// Why feedback on a request this server does not hold was not taken
+/// when Redis, which may know the request, did not answer: worth trying
+/// again.
+pub const UNREACHED: &str = "Redis, which may know it, did not answer: try again";
+
 /// One feedback object, as this machine's store took it.
 enum Outcome {
     /// Taught: what to answer, and the event, to share through Redis.
@@ -58,7 +63,7 @@ async fn share(
         let hl = book.half_life_ms;
         out.push(match r {
             Outcome::Taken(v, f, a, now) => {
-                let id = ((key, &*f.rid), &*a.upstream);
+                let id = ((a.key.as_deref(), &*f.rid), &*a.upstream);
                 let scored = (f.score, f.weight, a.replaced_event);
                 let at = (&*a.task, &*a.model);
                 let shared =
@@ -76,16 +81,17 @@ async fn share(
                 match crate::shared::requests::teach_elsewhere(link, id, scored, (now, hl), bucket)
                     .await
                 {
-                    Some(Some(t)) => {
-                        if let Some(p) = t.posterior.filter(|_| t.scope == own) {
-                            book.set(&t.task, &t.model, p);
+                    Ok(Some(t)) => {
+                        if t.scope == own {
+                            book.set(&t.task, &t.model, t.posterior);
                         }
                         Ok(json!({
                             "request_id": f.rid, "task": t.task, "model": t.model,
                             "replaced": t.replaced,
                         }))
                     }
-                    _ => Err((Some(Value::String(f.rid)), e)),
+                    Ok(None) => Err((Some(Value::String(f.rid)), e)),
+                    Err(_) => Err((Some(Value::String(f.rid)), format!("{e}; {UNREACHED}"))),
                 }
             }
             Outcome::Refused(rid, e) => Err((rid, e)),
@@ -190,6 +196,16 @@ pub async fn feedback(
     if one {
         return match results.into_iter().next() {
             Some(Ok(v)) => Json(v).into_response(),
+            Some(Err((_, e))) if e.ends_with(UNREACHED) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "redis_unavailable",
+                    e,
+                )
+            }
+            .into_response(),
             Some(Err((_, e))) => {
                 let status = match e.starts_with(UNKNOWN) {
                     true => StatusCode::NOT_FOUND,

@@ -8,45 +8,56 @@ use redis::Script;
 use super::{keys, Link};
 use crate::core::learned::Posterior;
 
+/// A Lua function: folds an event into the posterior a hash `h` holds at
+/// field `f`, decay and all: brings it to `now`, takes back a replaced
+/// event (`rs`, `rw`, `rat`; `rs` false when none) and adds one (`s`,
+/// `w`; `s` false when none). Returns the posterior after it.
+pub const FOLD: &str = r"
+local function fold(h, f, now, hl, s, w, rs, rw, rat)
+  local good, bad, events, at = 0, 0, 0, now
+  local v = redis.call('HGET', h, f)
+  if v then
+    local t = cjson.decode(v)
+    good, bad, events, at = t.good, t.bad, t.events, t.at
+  end
+  local function kept(from)
+    if hl > 0 and now > from then return math.pow(0.5, (now - from) / hl) end
+    return 1
+  end
+  local k = kept(at)
+  good, bad = good * k, bad * k
+  if rs then
+    local ok = kept(rat)
+    good = math.max(0, good - rs * rw * ok)
+    bad = math.max(0, bad - (1 - rs) * rw * ok)
+    events = math.max(0, events - 1)
+  end
+  if s then
+    good, bad, events = good + s * w, bad + (1 - s) * w, events + 1
+  end
+  if now > at then at = now end
+  redis.call('HSET', h, f, cjson.encode({good = good, bad = bad, events = events, at = at}))
+  return {tostring(good), tostring(bad), events, at}
+end
+";
+
 /// Takes in an event: KEYS[1] = the hash; ARGV = field, score, weight,
 /// now ms, half-life ms, then the replaced event's score, weight and ms
 /// (empty strings when none). Returns the posterior after it.
 const ADD: &str = r"
-local now = tonumber(ARGV[4])
-local hl = tonumber(ARGV[5])
-local good, bad, events, at = 0, 0, 0, now
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then
-  local t = cjson.decode(v)
-  good, bad, events, at = t.good, t.bad, t.events, t.at
-end
-local function kept(from)
-  if hl > 0 and now > from then return math.pow(0.5, (now - from) / hl) end
-  return 1
-end
-local k = kept(at)
-good, bad = good * k, bad * k
-if ARGV[6] ~= '' then
-  local os, ow = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local ok = kept(tonumber(ARGV[8]))
-  good = math.max(0, good - os * ow * ok)
-  bad = math.max(0, bad - (1 - os) * ow * ok)
-  events = math.max(0, events - 1)
-end
-local s, w = tonumber(ARGV[2]), tonumber(ARGV[3])
-good, bad, events = good + s * w, bad + (1 - s) * w, events + 1
-if now > at then at = now end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({good = good, bad = bad, events = events, at = at}))
-return {tostring(good), tostring(bad), events, at}
+local rs, rw, rat = false, false, false
+if ARGV[6] ~= '' then rs, rw, rat = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]) end
+return fold(KEYS[1], ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[2]), tonumber(ARGV[3]), rs, rw, rat)
 ";
 
 /// The hash of an upstream's posteriors (`scope` from [`keys::upstream`]).
-fn hash(scope: &str) -> String {
+pub fn hash(scope: &str) -> String {
     format!("{scope}quality")
 }
 
 /// A (task, model) as a field: the task has no tab in it.
-fn field(task: &str, model: &str) -> String {
+pub fn field(task: &str, model: &str) -> String {
     format!("{task}\t{model}")
 }
 
@@ -80,7 +91,7 @@ pub async fn add_scoped(
     event: Event,
     (now_ms, half_life_ms): (i64, i64),
 ) -> Option<Posterior> {
-    let script = Script::new(ADD);
+    let script = Script::new(&format!("{FOLD}{ADD}"));
     let mut inv = script.prepare_invoke();
     inv.key(hash(scope))
         .arg(field(task, model))
@@ -93,6 +104,11 @@ pub async fn add_scoped(
         None => inv.arg("").arg("").arg(""),
     };
     let (good, bad, events, at): (String, String, i64, i64) = link.script(inv).await?;
+    posterior((good, bad, events, at))
+}
+
+/// A posterior as [`FOLD`] returns it.
+pub fn posterior((good, bad, events, at): (String, String, i64, i64)) -> Option<Posterior> {
     Some(Posterior {
         good: good.parse().ok()?,
         bad: bad.parse().ok()?,

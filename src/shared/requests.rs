@@ -21,31 +21,64 @@ use crate::core::learned::Posterior;
 /// give it.
 pub const KEPT_FOR: Duration = Duration::from_secs(86_400);
 
-/// Swaps the latest feedback on a request: KEYS[1] = its key; ARGV =
-/// score, weight, unix ms. Returns nil when the request is not known,
-/// else its scope, task and model and the feedback replaced (empty
-/// strings when none).
-const JUDGE: &str = r"
+/// Takes in feedback on a request, its note and the posterior together,
+/// so that neither changes without the other: KEYS[1] = the note, KEYS[2]
+/// = the hash of the posterior it teaches; ARGV = field, score, weight,
+/// now ms, half-life ms, then `held` and the feedback the store replaces
+/// (score, weight, ms; empty strings when none), used when there is no
+/// note; or `elsewhere` and the note's scope, task and model as read
+/// (nil is returned when it changed since). The note keeps the latest
+/// feedback and where it was taken in, and what it replaces is taken back
+/// from there. Returns the posterior after it, and 1 if it replaced
+/// earlier feedback.
+const TEACH: &str = r"
+local now, hl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local s, w = tonumber(ARGV[2]), tonumber(ARGV[3])
 local v = redis.call('GET', KEYS[1])
-if not v then return false end
-local t = cjson.decode(v)
-local old = t.f
-t.f = {ARGV[1], ARGV[2], ARGV[3]}
-redis.call('SET', KEYS[1], cjson.encode(t), 'KEEPTTL')
-if old then return {t.s, t.t, t.m, old[1], old[2], old[3]} end
-return {t.s, t.t, t.m, '', '', ''}
+local note = v and cjson.decode(v)
+if ARGV[6] == 'elsewhere' then
+  if not note or note.s ~= ARGV[7] or note.t ~= ARGV[8] or note.m ~= ARGV[9] then return false end
+end
+local old = nil
+if note then
+  old = note.f
+elseif ARGV[7] ~= '' then
+  old = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), KEYS[2], ARGV[1]}
+end
+-- The event first, then what it replaces, then the note: a step that
+-- fails leaves the ones after it undone.
+local r
+local replaced = 0
+if old then replaced = 1 end
+if old and old[4] == KEYS[2] and old[5] == ARGV[1] then
+  r = fold(KEYS[2], ARGV[1], now, hl, s, w, old[1], old[2], old[3])
+else
+  r = fold(KEYS[2], ARGV[1], now, hl, s, w, false, false, false)
+  if old then fold(old[4], old[5], now, hl, false, false, old[1], old[2], old[3]) end
+end
+if note then
+  note.f = {s, w, now, KEYS[2], ARGV[1]}
+  redis.call('SET', KEYS[1], cjson.encode(note), 'KEEPTTL')
+end
+table.insert(r, replaced)
+return r
 ";
 
-/// What a request's feedback teaches, as Redis holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judged {
+/// What a request's feedback taught every machine: where it was taken in,
+/// the posterior after it, and whether it replaced earlier feedback.
+#[derive(Debug, Clone)]
+pub struct Taught {
     /// The upstream's scope ([`keys::upstream`]).
     pub scope: String,
     pub task: String,
     pub model: String,
-    /// The feedback this replaces: score, weight and unix ms.
-    pub replaced: Option<(f64, f64, i64)>,
+    pub replaced: bool,
+    pub posterior: Posterior,
 }
+
+/// Redis did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreached;
 
 /// Queues the note of an answered request: `key` is its client key's
 /// name, `identity` the upstream that answered. Best effort, as all
@@ -64,139 +97,113 @@ pub fn answered(link: &Link, (key, rid): (Option<&str>, &str), identity: &str, a
     link.send(p);
 }
 
-/// Takes feedback `(score, weight)` at `now_ms` on the request `rid` of
-/// the client key `key`: what it teaches and the feedback it replaces.
-/// `Some(None)`: Redis knows no such request; `None`: Redis cannot be
-/// reached.
-pub async fn judge(
+/// Runs [`TEACH`]; None when Redis did not answer, Some(None) when the
+/// note it was to find changed.
+async fn teach(
     link: &Link,
-    (key, rid): (Option<&str>, &str),
-    (score, weight): (f64, f64),
-    now_ms: i64,
-) -> Option<Option<Judged>> {
-    let script = Script::new(JUDGE);
+    (note, scope): (&str, &str),
+    (task, model): (&str, &str),
+    (score, weight, (now_ms, half_life_ms)): (f64, f64, (i64, i64)),
+    mode: [String; 4],
+) -> Option<Option<(Posterior, bool)>> {
+    let script = Script::new(&format!("{}{TEACH}", quality::FOLD));
     let mut inv = script.prepare_invoke();
-    inv.key(keys::request(&link.prefix, key, rid))
+    inv.key(note)
+        .key(quality::hash(scope))
+        .arg(quality::field(task, model))
         .arg(score)
         .arg(weight)
-        .arg(now_ms);
-    let got: Option<Vec<String>> = link.script(inv).await?;
-    Some(got.and_then(|v| parse(&v)))
-}
-
-/// What feedback taught every machine: where it was taken in, the
-/// posterior after it, and whether it replaced earlier feedback.
-#[derive(Debug, Clone)]
-pub struct Taught {
-    /// The upstream's scope ([`keys::upstream`]).
-    pub scope: String,
-    pub task: String,
-    pub model: String,
-    pub replaced: bool,
-    pub posterior: Option<Posterior>,
-}
-
-/// Shares feedback on a request this machine answered, on `task` and
-/// `model` as its store took it in: the feedback it replaces is the one
-/// Redis holds, whichever machine took it, else `local` (the store's);
-/// the posterior after it, or None when Redis cannot be reached.
-pub async fn teach_held(
-    link: &Link,
-    (id, identity): ((Option<&str>, &str), &str),
-    (task, model): (&str, &str),
-    (score, weight, local): (f64, f64, Option<(f64, f64, i64)>),
-    (now_ms, half_life_ms): (i64, i64),
-) -> Option<Posterior> {
-    let replaced = match judge(link, id, (score, weight), now_ms).await? {
-        Some(j) => j.replaced,
-        None => local,
-    };
-    let event = quality::Event {
-        score,
-        weight,
-        replaced,
-    };
-    let scope = keys::upstream(&link.prefix, identity);
-    quality::add_scoped(link, &scope, (task, model), event, (now_ms, half_life_ms)).await
-}
-
-/// Takes feedback on a request another machine answered, its task put
-/// in `bucket` (past the bound of tasks, `other`). `Some(None)`: no
-/// machine noted such a request; `None`: Redis cannot be reached.
-pub async fn teach_elsewhere(
-    link: &Link,
-    id: (Option<&str>, &str),
-    (score, weight): (f64, f64),
-    (now_ms, half_life_ms): (i64, i64),
-    bucket: impl Fn(&str) -> String,
-) -> Option<Option<Taught>> {
-    let Some(j) = judge(link, id, (score, weight), now_ms).await? else {
-        return Some(None);
-    };
-    let task = bucket(&j.task);
-    let event = quality::Event {
-        score,
-        weight,
-        replaced: j.replaced,
-    };
-    let hl = (now_ms, half_life_ms);
-    let posterior = quality::add_scoped(link, &j.scope, (&task, &j.model), event, hl).await;
-    Some(Some(Taught {
-        scope: j.scope,
-        task,
-        model: j.model,
-        replaced: j.replaced.is_some(),
-        posterior,
+        .arg(now_ms)
+        .arg(half_life_ms);
+    for m in mode {
+        inv.arg(m);
+    }
+    let got: Option<(String, String, i64, i64, i64)> = link.script(inv).await?;
+    Some(got.and_then(|(g, b, e, at, replaced)| {
+        Some((quality::posterior((g, b, e, at))?, replaced == 1))
     }))
 }
 
-/// A [`JUDGE`] answer.
-fn parse(v: &[String]) -> Option<Judged> {
-    let [scope, task, model, s, w, at] = v else {
-        return None;
+/// Shares feedback on a request this machine answered, on `task` and
+/// `model` as its store took it in: it replaces the latest feedback taken
+/// on the request on any machine, as its note holds it; without a note,
+/// `local` (the store's). The posterior after it; None when Redis did not
+/// answer.
+pub async fn teach_held(
+    link: &Link,
+    (id, identity): ((Option<&str>, &str), &str),
+    at: (&str, &str),
+    (score, weight, local): (f64, f64, Option<(f64, f64, i64)>),
+    hl: (i64, i64),
+) -> Option<Posterior> {
+    let note = keys::request(&link.prefix, id.0, id.1);
+    let scope = keys::upstream(&link.prefix, identity);
+    let shown = |x: Option<String>| x.unwrap_or_default();
+    let mode = [
+        "held".to_string(),
+        shown(local.map(|l| l.0.to_string())),
+        shown(local.map(|l| l.1.to_string())),
+        shown(local.map(|l| l.2.to_string())),
+    ];
+    let taught = teach(link, (&note, &scope), at, (score, weight, hl), mode).await?;
+    taught.map(|(p, _)| p)
+}
+
+/// Takes feedback on a request another machine answered, its task put
+/// in `bucket` (past the bound of tasks, `other`). Ok(None): no machine
+/// noted such a request.
+pub async fn teach_elsewhere(
+    link: &Link,
+    (key, rid): (Option<&str>, &str),
+    (score, weight): (f64, f64),
+    hl: (i64, i64),
+    bucket: impl Fn(&str) -> String,
+) -> Result<Option<Taught>, Unreached> {
+    let note = keys::request(&link.prefix, key, rid);
+    let got: Option<String> = link
+        .call(redis::cmd("GET").arg(&note))
+        .await
+        .ok_or(Unreached)?;
+    let Some((scope, task, model)) = got.as_deref().and_then(read_note) else {
+        return Ok(None);
     };
-    let replaced = match (s.parse(), w.parse(), at.parse::<f64>()) {
-        (Ok(s), Ok(w), Ok(at)) => Some((s, w, at as i64)),
-        _ => None,
-    };
-    Some(Judged {
-        scope: scope.clone(),
-        task: task.clone(),
-        model: model.clone(),
-        replaced,
-    })
+    let learned_as = bucket(&task);
+    let mode = ["elsewhere".to_string(), scope.clone(), task, model.clone()];
+    let at = (learned_as.as_str(), model.as_str());
+    match teach(link, (&note, &scope), at, (score, weight, hl), mode).await {
+        None => Err(Unreached),
+        // Another request took the id between the two calls.
+        Some(None) => Ok(None),
+        Some(Some((posterior, replaced))) => Ok(Some(Taught {
+            scope,
+            task: learned_as,
+            model,
+            replaced,
+            posterior,
+        })),
+    }
+}
+
+/// A note's scope, task and model.
+fn read_note(v: &str) -> Option<(String, String, String)> {
+    let j: serde_json::Value = serde_json::from_str(v).ok()?;
+    let s = |k: &str| j.get(k)?.as_str().map(str::to_string);
+    Some((s("s")?, s("t")?, s("m")?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
-    fn an_answer_with_feedback_before_says_what_it_replaces() {
-        let j = parse(&strings(&[
-            "p:up:ab:",
-            "sql",
-            "a/b",
-            "0.5",
-            "2",
-            "1700000000000",
-        ]))
-        .unwrap();
+    fn a_note_is_read_for_its_scope_task_and_model_only() {
+        let v =
+            serde_json::json!({"s": "p:up:ab:", "t": "sql", "m": "a/b", "f": [1, 1, 2, "h", "f"]});
         assert_eq!(
-            j,
-            Judged {
-                scope: "p:up:ab:".into(),
-                task: "sql".into(),
-                model: "a/b".into(),
-                replaced: Some((0.5, 2.0, 1_700_000_000_000)),
-            }
+            read_note(&v.to_string()),
+            Some(("p:up:ab:".into(), "sql".into(), "a/b".into()))
         );
-        let first = parse(&strings(&["p:up:ab:", "sql", "a/b", "", "", ""])).unwrap();
-        assert_eq!(first.replaced, None);
-        assert_eq!(parse(&strings(&["p:up:ab:", "sql"])), None);
+        assert_eq!(read_note("{\"s\": \"p:up:ab:\"}"), None);
+        assert_eq!(read_note("not json"), None);
     }
 }

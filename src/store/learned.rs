@@ -46,6 +46,8 @@ pub struct Taught {
 pub struct Applied {
     /// The upstream that answered the request (whose quality it taught).
     pub upstream: String,
+    /// The name of the client key the request came with.
+    pub key: Option<String>,
     pub task: String,
     pub model: String,
     /// It replaced earlier feedback on the same request.
@@ -274,6 +276,7 @@ impl Store {
             .task
             .unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
         let task = self.task_bucket_in(&up, &task, taught)?;
+        let key_name = req.key.clone();
         let key = req.key.unwrap_or_default();
         let mut p = self
             .posterior_in((&up, &task, &model), taught)?
@@ -307,6 +310,7 @@ impl Store {
         self.put_posterior_in((&up, &task, &model), &p, taught)?;
         Ok(Ok(Applied {
             upstream: up,
+            key: key_name,
             task,
             model,
             replaced: old.is_some(),

@@ -104,6 +104,20 @@ fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
         shared_posterior(&redis, "support", "t/cheap"),
         Some((1, 0.5, 0.5))
     );
+    // The command, on the first machine's store, judges the request too,
+    // and replaces what the other took.
+    let fb_line = format!("{}\n", json!({"request_id": id, "score": 0.25}));
+    let out = env
+        .cmd()
+        .args(["feedback", "--redis", &redis.url()])
+        .stdin(fb_line)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines()[0]["replaced"], true, "{}", out.stdout);
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap"),
+        Some((1, 0.25, 0.75))
+    );
     // An id no machine gave is still unknown.
     let (status, v, _) = post(
         &other,
@@ -112,6 +126,12 @@ fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
         &json!({"request_id": "never-given", "score": 1}),
     );
     assert_eq!(status, 404, "{v}");
+    // Without Redis, the other machine cannot know: try again, not 404.
+    let redis = redis.down_and_back(|| {
+        let (status, v, _) = post(&other, &alice, "/v1/feedback", &fb(json!(1)));
+        assert_eq!(status, 503, "{v}");
+        assert_eq!(v["error"]["code"], "redis_unavailable", "{v}");
+    });
     // Redis holds no token or request id in the clear, and the note of
     // a request no prompt.
     let dump = redis.dump();
