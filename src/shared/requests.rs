@@ -41,7 +41,13 @@ if ARGV[6] == 'elsewhere' then
 end
 local old = nil
 if note then
-  old = note.f
+  -- Each part checked before anything is written: a script that fails
+  -- halfway keeps what it wrote.
+  local f = note.f
+  if type(f) == 'table' and tonumber(f[1]) and tonumber(f[2]) and tonumber(f[3]) then
+    old = {tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), KEYS[2], ARGV[1]}
+    if type(f[4]) == 'string' and type(f[5]) == 'string' then old[4], old[5] = f[4], f[5] end
+  end
 elseif ARGV[7] ~= '' then
   old = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), KEYS[2], ARGV[1]}
 end

@@ -118,6 +118,26 @@ fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
         shared_posterior(&redis, "support", "t/cheap"),
         Some((1, 0.25, 0.75))
     );
+    // A note whose feedback does not say where it was taken in (numbers
+    // as strings, three of them) is read as taken in where this is.
+    let mut c = redis.client().get_connection().unwrap();
+    let notes: Vec<String> = redis::cmd("KEYS").arg("*:req:*").query(&mut c).unwrap();
+    let note: String = redis::cmd("GET").arg(&notes[0]).query(&mut c).unwrap();
+    let mut note: Value = serde_json::from_str(&note).unwrap();
+    let f = note["f"].as_array().unwrap().clone();
+    note["f"] = json!([f[0].to_string(), f[1].to_string(), f[2].to_string()]);
+    let () = redis::cmd("SET")
+        .arg(&notes[0])
+        .arg(note.to_string())
+        .arg("KEEPTTL")
+        .query(&mut c)
+        .unwrap();
+    let (status, v, _) = post(&other, &alice, "/v1/feedback", &fb(json!(1)));
+    assert_eq!((status, &v["replaced"]), (200, &json!(true)), "{v}");
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap"),
+        Some((1, 1.0, 0.0))
+    );
     // An id no machine gave is still unknown.
     let (status, v, _) = post(
         &other,
