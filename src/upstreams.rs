@@ -244,6 +244,9 @@ pub struct Named {
     at_once: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     /// Its tokens this minute, when limited.
     tokens: Option<std::sync::Arc<std::sync::Mutex<TokensAMinute>>>,
+    /// Unix ms until which its requests a minute are used up, as its last
+    /// refusal found.
+    rpm_until_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Tokens used in the current calendar minute against a limit. The tokens
@@ -296,6 +299,7 @@ impl Named {
             client,
             timeout: config.timeout(),
             rpm: per_minute,
+            rpm_until_ms: std::sync::atomic::AtomicI64::new(0),
             at_once: config
                 .concurrency
                 .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize))),
@@ -330,10 +334,29 @@ impl Named {
                 ..limited("tokens a minute")
             });
         }
-        if self.rpm.as_ref().is_some_and(|l| l.check().is_err()) {
-            return Err(limited("requests a minute"));
+        if let Some(wait) = self.rpm.as_ref().and_then(|l| {
+            use governor::clock::Clock;
+            let refused = l.check().err()?;
+            Some(refused.wait_time_from(l.clock().now()))
+        }) {
+            let wait = wait.max(Duration::from_millis(1));
+            let until = crate::engine::now_ms() + wait.as_millis() as i64;
+            self.rpm_until_ms
+                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+            return Err(Failure {
+                retry_after: Some(wait),
+                ..limited("requests a minute")
+            });
         }
         Ok(slot)
+    }
+
+    /// Until when its requests a minute are used up, as far as its last
+    /// refusal found.
+    fn out_of_requests(&self) -> Option<Duration> {
+        let until = self.rpm_until_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let left = until - crate::engine::now_ms();
+        (left > 0).then(|| Duration::from_millis(left as u64))
     }
 
     /// Until the minute ends, when its tokens a minute are used up.
@@ -399,7 +422,7 @@ impl Upstream for Named {
         {
             return Some(AT_LIMIT);
         }
-        self.out_of_tokens()
+        self.out_of_tokens().or_else(|| self.out_of_requests())
     }
 }
 
@@ -609,5 +632,11 @@ mod tests {
         assert!(named.admit().is_ok());
         let f = named.admit().unwrap_err();
         assert!(f.message.contains("a minute"), "{}", f.message);
+        // Until the next one, about 30 s away, a request is held back
+        // before it takes anything else.
+        let wait = f.retry_after.unwrap();
+        assert!(wait > Duration::from_secs(20), "{wait:?}");
+        let held = named.held_back("m").unwrap();
+        assert!(held > Duration::from_secs(20) && held <= wait, "{held:?}");
     }
 }
