@@ -286,8 +286,11 @@ fn tokens_of(usage: &crate::core::failure::Usage) -> u64 {
     n(usage.prompt_tokens) + n(usage.completion_tokens)
 }
 
-/// How long a candidate whose upstream is at its limit is left alone.
-const AT_LIMIT: Duration = Duration::from_millis(200);
+/// How long a candidate whose upstream is at its limit is left alone. A
+/// request with nothing else to try asks again after it: a slot freed
+/// meanwhile is idle until then, so it is short (a request held back is
+/// never sent, and asking again costs no more than a look at the limits).
+const AT_LIMIT: Duration = Duration::from_millis(50);
 
 impl Named {
     pub fn new(client: Client, config: &UpstreamConfig) -> Named {
