@@ -176,67 +176,37 @@ impl Router {
         held: Held,
         upstream: &dyn Upstream,
     ) -> Sent {
-        let tag = opts.tag;
         let sent = Instant::now();
         let (result, live) = match self.call(req, opts, &planned.model, upstream).await {
             Ok((s, live)) => (Ok(s), live),
             Err(f) => (Err(f), None),
         };
         let ms = ms_since(sent);
-        if let Some(live) = live {
+        let ts = now_ms();
+        let held_back = result
+            .as_ref()
+            .is_err_and(|f| f.kind == FailureKind::AtLimit);
+        let (opened, cost, live) = match live {
             // The rest of the answer is to come: its health, cost and
             // record wait for its end.
-            self.parts
-                .observer
-                .attempt(tag, &planned.model, Ok(200), ms);
-            return Sent {
-                index,
-                planned,
-                result,
-                sent,
-                ms,
-                ts: now_ms(),
-                opened: None,
-                cost: None,
-                live: Some((live, held)),
-            };
-        }
-        let model = planned.model.as_str();
-        if result
-            .as_ref()
-            .is_err_and(|f| f.kind == FailureKind::AtLimit)
-        {
+            Some(live) => {
+                self.parts
+                    .observer
+                    .attempt(opts.tag, &planned.model, Ok(200), ms);
+                (None, None, Some((live, held)))
+            }
             // Never sent: nothing to observe, record or pay.
-            held.settle(Some(0.0));
-            return Sent {
-                index,
-                planned,
-                result,
-                sent,
-                ms,
-                ts: now_ms(),
-                opened: None,
-                cost: Some(0.0),
-                live: None,
-            };
-        }
-        let outcome = match &result {
-            Ok(s) => Ok(s.status),
-            Err(f) => Err(f.message.as_str()),
+            None if held_back => {
+                held.settle(Some(0.0));
+                (None, Some(0.0), None)
+            }
+            None => {
+                let opened = self.observe_attempt(opts.tag, &planned.model, &result, (ms, ts));
+                let cost = self.settled_cost(req, &planned.model, &result);
+                held.settle(cost);
+                (opened, cost, None)
+            }
         };
-        self.parts.observer.attempt(tag, model, outcome, ms);
-        if let Err(f) = &result {
-            self.parts.observer.upstream_error(model, f.kind.name());
-        }
-        let ts = now_ms();
-        let signal = match &result {
-            Ok(_) => health_signal(true, None),
-            Err(f) => health_signal(false, Some(f.kind.name())),
-        };
-        let tokens = result.as_ref().ok().and_then(|s| s.usage.completion_tokens);
-        let opened = self.parts.health.observe(model, signal, ms, tokens, ts);
-        let cost = self.settled_cost(req, model, &result);
-        held.settle(cost);
         Sent {
             index,
             planned,
@@ -246,8 +216,34 @@ impl Router {
             ts,
             opened,
             cost,
-            live: None,
+            live,
         }
+    }
+
+    /// Tells the observer and health how an attempt on `model` went, `ms`
+    /// long and ended at `ts`; until when it opened the model's circuit,
+    /// if it did.
+    fn observe_attempt(
+        &self,
+        tag: u64,
+        model: &str,
+        result: &Result<Success, Failure>,
+        (ms, ts): (f64, i64),
+    ) -> Option<Instant> {
+        let outcome = match result {
+            Ok(s) => Ok(s.status),
+            Err(f) => Err(f.message.as_str()),
+        };
+        self.parts.observer.attempt(tag, model, outcome, ms);
+        if let Err(f) = result {
+            self.parts.observer.upstream_error(model, f.kind.name());
+        }
+        let signal = match result {
+            Ok(_) => health_signal(true, None),
+            Err(f) => health_signal(false, Some(f.kind.name())),
+        };
+        let tokens = result.as_ref().ok().and_then(|s| s.usage.completion_tokens);
+        self.parts.health.observe(model, signal, ms, tokens, ts)
     }
 
     /// Sends the request to `model`, whole or as a stream (up to its first
