@@ -16,15 +16,11 @@ use super::errors::ApiError;
 use super::keys::Caller;
 use super::state::App;
 use crate::core::learned::{only_fields, score_of, weight_of, FEEDBACK_FIELDS};
+use crate::shared::requests::UNREACHED;
 use crate::store::learned::{Applied, Feedback, Judge, UNKNOWN};
 
 /// Most feedback objects in one body.
 pub const MOST: usize = 1000;
-
-/// Why feedback on a request this server does not hold was not taken
-/// when Redis, which may know the request, did not answer: worth trying
-/// again.
-pub const UNREACHED: &str = "Redis, which may know it, did not answer: try again";
 
 /// One feedback object, as this machine's store took it.
 enum Outcome {
@@ -39,6 +35,17 @@ enum Outcome {
 
 type Answered = Result<Value, (Option<Value>, String)>;
 
+impl Outcome {
+    /// Its answer, as this machine's store alone gives it.
+    fn unshared(self) -> Answered {
+        match self {
+            Outcome::Taken(v, ..) => Ok(v),
+            Outcome::Unknown(f, e) => Err((Some(Value::String(f.rid)), e)),
+            Outcome::Refused(rid, e) => Err((rid, e)),
+        }
+    }
+}
+
 /// Shares what feedback taught through Redis, when the server uses it,
 /// and takes there feedback on the other machines' answers: what all
 /// machines learned then comes back to this one's book.
@@ -48,19 +55,14 @@ async fn share(
     key: Option<&str>,
     results: Vec<Outcome>,
 ) -> Vec<Answered> {
+    let Some(link) = &app.redis else {
+        return results.into_iter().map(Outcome::unshared).collect();
+    };
     let book = app.router.learned();
+    let own = crate::shared::keys::upstream(&link.prefix, identity);
+    let hl = book.half_life_ms;
     let mut out = Vec::with_capacity(results.len());
     for r in results {
-        let Some(link) = &app.redis else {
-            out.push(match r {
-                Outcome::Taken(v, ..) => Ok(v),
-                Outcome::Unknown(f, e) => Err((Some(Value::String(f.rid)), e)),
-                Outcome::Refused(rid, e) => Err((rid, e)),
-            });
-            continue;
-        };
-        let own = crate::shared::keys::upstream(&link.prefix, identity);
-        let hl = book.half_life_ms;
         out.push(match r {
             Outcome::Taken(v, f, a, now) => {
                 let id = ((a.key.as_deref(), &*f.rid), &*a.upstream);
@@ -94,7 +96,7 @@ async fn share(
                     Err(_) => Err((Some(Value::String(f.rid)), format!("{e}; {UNREACHED}"))),
                 }
             }
-            Outcome::Refused(rid, e) => Err((rid, e)),
+            refused => refused.unshared(),
         });
     }
     out
@@ -152,37 +154,7 @@ pub async fn feedback(
     let taken = tokio::task::spawn_blocking(move || {
         let mut store = crate::store::Store::open(&path)?;
         store.set_upstream(&upstream);
-        let now = crate::engine::now_ms();
-        let tx = store.conn().unchecked_transaction()?;
-        let mut out = Vec::with_capacity(items.len());
-        let taught = &mut crate::store::learned::Taught::default();
-        for v in &items {
-            let f = match item(v) {
-                Ok(f) => f,
-                Err(e) => {
-                    out.push(Outcome::Refused(v.get("request_id").cloned(), e));
-                    continue;
-                }
-            };
-            let judge = Judge::Key(key.as_deref());
-            match store.apply_feedback_in(&f, judge, (now, book.half_life_ms), taught)? {
-                Ok(a) => {
-                    // The book holds this server's upstream only.
-                    if a.upstream == upstream {
-                        book.set(&a.task, &a.model, a.posterior);
-                    }
-                    let v = json!({
-                        "request_id": f.rid, "task": a.task, "model": a.model,
-                        "replaced": a.replaced,
-                    });
-                    out.push(Outcome::Taken(v, f, a, now));
-                }
-                Err(e) if e.starts_with(UNKNOWN) => out.push(Outcome::Unknown(f, e)),
-                Err(e) => out.push(Outcome::Refused(Some(Value::String(f.rid)), e)),
-            }
-        }
-        tx.commit()?;
-        Ok::<_, crate::store::StoreError>(out)
+        take_in(&store, &items, key.as_deref(), &book)
     })
     .await;
     let results = match taken {
@@ -193,32 +165,82 @@ pub async fn feedback(
         }
         Err(_) => return ApiError::internal().into_response(),
     };
-    if one {
-        return match results.into_iter().next() {
-            Some(Ok(v)) => Json(v).into_response(),
-            Some(Err((_, e))) if e.ends_with(UNREACHED) => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "redis_unavailable",
-                    e,
-                )
-            }
-            .into_response(),
-            Some(Err((_, e))) => {
-                let status = match e.starts_with(UNKNOWN) {
-                    true => StatusCode::NOT_FOUND,
-                    false => StatusCode::BAD_REQUEST,
-                };
-                let mut err = ApiError::bad_request(e);
-                err.status = status;
-                err.code = "invalid_feedback";
-                err.into_response()
-            }
-            None => ApiError::internal().into_response(),
-        };
+    match one {
+        true => answer_one(results.into_iter().next()),
+        false => answer_many(results),
     }
+}
+
+/// Takes `items` in, in one transaction, as `key` may judge them, into
+/// the store and, for this server's upstream, the book.
+fn take_in(
+    store: &crate::store::Store,
+    items: &[Value],
+    key: Option<&str>,
+    book: &crate::engine::learned::QualityBook,
+) -> Result<Vec<Outcome>, crate::store::StoreError> {
+    let now = crate::engine::now_ms();
+    let tx = store.conn().unchecked_transaction()?;
+    let mut out = Vec::with_capacity(items.len());
+    let taught = &mut crate::store::learned::Taught::default();
+    for v in items {
+        let f = match item(v) {
+            Ok(f) => f,
+            Err(e) => {
+                out.push(Outcome::Refused(v.get("request_id").cloned(), e));
+                continue;
+            }
+        };
+        match store.apply_feedback_in(&f, Judge::Key(key), (now, book.half_life_ms), taught)? {
+            Ok(a) => {
+                // The book holds this server's upstream only.
+                if a.upstream == store.upstream() {
+                    book.set(&a.task, &a.model, a.posterior);
+                }
+                let v = json!({
+                    "request_id": f.rid, "task": a.task, "model": a.model,
+                    "replaced": a.replaced,
+                });
+                out.push(Outcome::Taken(v, f, a, now));
+            }
+            Err(e) if e.starts_with(UNKNOWN) => out.push(Outcome::Unknown(f, e)),
+            Err(e) => out.push(Outcome::Refused(Some(Value::String(f.rid)), e)),
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The answer to one feedback object: what it taught, or its error.
+fn answer_one(result: Option<Answered>) -> Response {
+    match result {
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err((_, e))) if e.ends_with(UNREACHED) => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "redis_unavailable",
+                e,
+            )
+        }
+        .into_response(),
+        Some(Err((_, e))) => {
+            let status = match e.starts_with(UNKNOWN) {
+                true => StatusCode::NOT_FOUND,
+                false => StatusCode::BAD_REQUEST,
+            };
+            let mut err = ApiError::bad_request(e);
+            err.status = status;
+            err.code = "invalid_feedback";
+            err.into_response()
+        }
+        None => ApiError::internal().into_response(),
+    }
+}
+
+/// The answer to an array: how many were taken, and each one's result.
+fn answer_many(results: Vec<Answered>) -> Response {
     let taken = results.iter().filter(|r| r.is_ok()).count();
     let shown: Vec<Value> = results
         .into_iter()

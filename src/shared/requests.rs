@@ -21,6 +21,10 @@ use crate::core::learned::Posterior;
 /// give it.
 pub const KEPT_FOR: Duration = Duration::from_secs(86_400);
 
+/// Why feedback on a request a machine does not hold was not taken when
+/// Redis, which may know the request, did not answer: worth trying again.
+pub const UNREACHED: &str = "Redis, which may know it, did not answer: try again";
+
 /// Takes in feedback on a request, its note and the posterior together,
 /// so that neither changes without the other: KEYS[1] = the note, KEYS[2]
 /// = the hash of the posterior it teaches; ARGV = field, score, weight,
