@@ -14,6 +14,7 @@ use crate::core::learned::{
 };
 use crate::options::Options;
 use crate::setup::exit;
+use crate::shared::requests::UNREACHED;
 use crate::store::learned::{Feedback, Judge, UNKNOWN};
 use crate::store::{self, Store};
 
@@ -207,25 +208,23 @@ impl Shared {
         store: &Store,
     ) {
         let now = store::now_ms();
-        for (n, r) in results.iter_mut() {
-            if !matches!(r, Err((_, e)) if e.starts_with(UNKNOWN)) {
+        let bucket = |t: &str| store.task_bucket(store.upstream(), t).unwrap_or(t.into());
+        // The results are in the batch's order, a line each.
+        for ((n, r), (_, item)) in results.iter_mut().zip(batch) {
+            let (Err((_, e)), Ok(Item::Feedback(f))) = (&mut *r, item) else {
+                continue;
+            };
+            if !e.starts_with(UNKNOWN) {
                 continue;
             }
             if self.down {
-                if let Err((_, e)) = r {
-                    e.push_str("; Redis, which may know it, does not answer");
-                }
+                e.push_str(&format!("; {UNREACHED}"));
                 continue;
             }
-            let Some((_, Ok(Item::Feedback(f)))) = batch.iter().find(|(m, _)| m == n) else {
-                continue;
-            };
-            let bucket = |t: &str| store.task_bucket(store.upstream(), t).unwrap_or(t.into());
-            let scored = (f.score, f.weight);
             let taught = self.rt.block_on(crate::shared::requests::teach_elsewhere(
                 &self.link,
                 (None, &f.rid),
-                scored,
+                (f.score, f.weight),
                 (now, HALF_LIFE_MS),
                 bucket,
             ));
@@ -239,10 +238,8 @@ impl Shared {
                 }
                 Ok(None) => {}
                 Err(_) => {
+                    e.push_str(&format!("; {UNREACHED}"));
                     self.went_down();
-                    if let Err((_, e)) = r {
-                        e.push_str("; Redis, which may know it, does not answer");
-                    }
                 }
             }
         }
