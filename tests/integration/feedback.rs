@@ -369,7 +369,7 @@ fn outcomes_of_an_evaluation_warm_the_router() {
 }
 
 /// Posts `body` to `path` with `token`; the status and the JSON answer.
-fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
+pub fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
     crate::serve::rt().block_on(async {
         let r = reqwest::Client::new()
             .post(s.url(path))

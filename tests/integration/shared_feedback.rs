@@ -4,30 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::feedback::two;
-use crate::serve::rt;
+use crate::feedback::{post, two};
 use crate::util::*;
-
-/// Posts `body` to `path` on `s` with `token` (and the task `support`):
-/// the status, the JSON answer and the `x-request-id`.
-fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
-    rt().block_on(async {
-        let r = reqwest::Client::new()
-            .post(s.url(path))
-            .bearer_auth(token)
-            .header("x-llmroute-task", "support")
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let id = r
-            .headers()
-            .get("x-request-id")
-            .map(|v| v.to_str().unwrap().to_string());
-        (status, r.json().await.unwrap_or(Value::Null), id)
-    })
-}
 
 /// The posterior Redis shares for `model` on `task`: (events, good, bad).
 fn shared_posterior(redis: &RedisServer, task: &str, model: &str) -> Option<(u64, f64, f64)> {
