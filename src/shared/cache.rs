@@ -44,9 +44,9 @@ pub struct SharedCache<L> {
     /// `DELETE /cache`): answers made before it are not served, though this
     /// machine's store still holds them. Read from Redis every second.
     cleared_at: Arc<std::sync::atomic::AtomicI64>,
-    /// The upstream's identity, for the notes of answered requests that
+    /// The upstream's scope ([`keys::upstream`]), for the notes of answered requests that
     /// let any machine take feedback on them ([`super::requests`]).
-    identity: String,
+    scope: String,
 }
 
 /// How often a machine reads when the shared cache was last cleared.
@@ -74,6 +74,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
         lease: Duration,
         identity: &str,
     ) -> SharedCache<L> {
+        let scope = keys::upstream(&link.prefix, identity);
         SharedCache {
             local,
             link,
@@ -84,7 +85,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
             leases: AtomicU64::new(0),
             get_or_claim: Script::new(GET_OR_CLAIM),
             cleared_at: Arc::default(),
-            identity: identity.to_string(),
+            scope,
         }
     }
 
@@ -328,7 +329,7 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
         if let (Some(rid), Some(model)) = (&r.rid, &r.model) {
             let task = r.task.as_deref().unwrap_or(DEFAULT_TASK);
             let id = (r.key.as_deref(), &**rid);
-            super::requests::answered(&self.link, id, &self.identity, (task, model));
+            super::requests::answered(&self.link, id, &self.scope, (task, model));
         }
     }
 }

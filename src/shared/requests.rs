@@ -91,10 +91,9 @@ pub struct Taught {
 pub struct Unreached;
 
 /// Queues the note of an answered request: `key` is its client key's
-/// name, `identity` the upstream that answered. Best effort, as all
+/// name, `scope` that of the upstream that answered ([`keys::upstream`]). Best effort, as all
 /// sharing: the machine's own store holds the request anyway.
-pub fn answered(link: &Link, (key, rid): (Option<&str>, &str), identity: &str, at: (&str, &str)) {
-    let scope = keys::upstream(&link.prefix, identity);
+pub fn answered(link: &Link, (key, rid): (Option<&str>, &str), scope: &str, at: (&str, &str)) {
     let (task, model) = at;
     let value = serde_json::json!({"s": scope, "t": task, "m": model}).to_string();
     let mut p = redis::pipe();
