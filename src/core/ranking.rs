@@ -179,6 +179,13 @@ pub fn pinned_part(model: &str) -> [&str; 3] {
     ["pinned=", model, "\n"]
 }
 
+/// What a routed request's task adds to the settings' fingerprint: the
+/// task decides the model by the quality learned for it (the default
+/// task adds nothing, so keys made before tasks still hit).
+pub fn task_part(task: &str) -> [&str; 3] {
+    ["task=", task, "\n"]
+}
+
 /// One eligible candidate, scored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {

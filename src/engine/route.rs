@@ -17,7 +17,7 @@ use crate::core::explore;
 use crate::core::failure::{error_type, Failure, FailureKind};
 use crate::core::numbers::{counted, usd};
 use crate::core::ranking;
-use crate::core::ranking::{pinned_part, Settings};
+use crate::core::ranking::{pinned_part, task_part, Settings};
 use crate::core::request::Request;
 
 /// How long a request leaves a model alone when another request holds the
@@ -44,10 +44,20 @@ impl Router {
     ) -> Option<Key> {
         let digest = req.digest.as_ref().filter(|_| self.config.use_cache)?;
         let own = std::ptr::eq(settings, &self.config.settings);
-        let seal = match req.pinned.as_deref() {
-            None if own => self.seal,
-            Some(m) if own => self.seal_base.seal_with(&pinned_part(m)),
-            pinned => Seal::new(&self.config.upstream, &settings.fingerprint(pinned)),
+        // A pinned model answers alike whatever the task; a routed
+        // request's task picks its model.
+        let task = Some(req.task())
+            .filter(|t| req.pinned.is_none() && *t != crate::core::learned::DEFAULT_TASK)
+            .map(task_part);
+        let seal = match (req.pinned.as_deref(), task) {
+            (None, None) if own => self.seal,
+            (None, Some(t)) if own => self.seal_base.seal_with(&t),
+            (Some(m), _) if own => self.seal_base.seal_with(&pinned_part(m)),
+            (pinned, task) => {
+                let mut fingerprint = settings.fingerprint(pinned).into_owned();
+                task.iter().flatten().for_each(|p| fingerprint.push_str(p));
+                Seal::new(&self.config.upstream, &fingerprint)
+            }
         };
         let key = digest.sealed_key(&seal);
         Some(scope.map_or(key, |s| key.scoped(s)))
