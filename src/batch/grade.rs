@@ -37,6 +37,9 @@ pub struct Grader {
     /// How long the grader may take for one answer (`--grade-timeout`).
     timeout: Duration,
     book: Arc<QualityBook>,
+    /// Redis, with `--redis`: every grade goes into the shared posterior
+    /// as well, which the run's router reads back from there.
+    shared: Option<Shared>,
     tx: Mutex<Option<Sender<Feedback>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     running: Arc<Running>,
@@ -63,15 +66,29 @@ fn kill_group(group: i32) {
     unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
+/// Where grades are shared, and whether Redis has stopped answering.
+struct Shared {
+    link: Arc<crate::shared::Link>,
+    upstream: String,
+    down: std::sync::atomic::AtomicBool,
+}
+
 impl Grader {
     /// A grader running `cmd`, whose scores go to the store at `path`
-    /// (learned under `upstream`) and into `book`.
+    /// (learned under `upstream`), into `book` and, with `redis`, into the
+    /// posterior shared there.
     pub fn start(
         (cmd, timeout): (String, Duration),
         path: std::path::PathBuf,
         upstream: String,
         book: Arc<QualityBook>,
+        redis: Option<Arc<crate::shared::Link>>,
     ) -> Grader {
+        let shared = redis.map(|link| Shared {
+            link,
+            upstream: upstream.clone(),
+            down: Default::default(),
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let hl = book.half_life_ms;
         let thread = std::thread::Builder::new()
@@ -82,6 +99,7 @@ impl Grader {
             cmd,
             timeout,
             book,
+            shared,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(thread),
             running: Arc::default(),
@@ -119,8 +137,9 @@ impl Grader {
         let score = tokio::task::spawn_blocking(move || run(&cmd, &input, timeout, &running))
             .await
             .map_err(|_| "the grader did not finish".to_string())??;
-        self.book
-            .add(g.task, g.model, score, 1.0, crate::engine::now_ms());
+        let now = crate::engine::now_ms();
+        self.book.add(g.task, g.model, score, 1.0, now);
+        self.share(&g, score, now).await;
         if let Some(tx) = &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(Feedback {
                 rid: g.rid.to_string(),
@@ -129,6 +148,33 @@ impl Grader {
             });
         }
         Ok(score)
+    }
+
+    /// Takes a grade into the shared posterior, and notes it on the
+    /// request, so that feedback given later on any machine replaces it.
+    /// Redis not answering is no reason to stop: the store has it all; it
+    /// is said once.
+    async fn share(&self, g: &Graded<'_>, score: f64, now: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(s) = self.shared.as_ref().filter(|s| !s.down.load(Relaxed)) else {
+            return;
+        };
+        let id = ((None, g.rid), s.upstream.as_str());
+        let hl = (now, self.book.half_life_ms);
+        let taught = crate::shared::requests::teach_held(
+            &s.link,
+            id,
+            (g.task, g.model),
+            (score, 1.0, None),
+            hl,
+        )
+        .await;
+        if taught.is_none() && !s.down.swap(true, Relaxed) {
+            eprintln!(
+                "llmroute: warning: Redis does not answer; the rest of this run's grades \
+                 go to the store alone"
+            );
+        }
     }
 
     /// Grades an answered line (`--grade`), and puts its score on it. Err:

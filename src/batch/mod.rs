@@ -108,6 +108,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
             wired.store_path.clone(),
             router.config().upstream.clone(),
             router.learned().clone(),
+            wired.redis.clone(),
         ))
     });
     let batch = Batch {

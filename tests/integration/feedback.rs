@@ -684,6 +684,44 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
 }
 
 #[test]
+fn a_graded_run_with_redis_teaches_every_machine() {
+    let redis = RedisServer::start();
+    let env = two();
+    let grader = r#"grep -q '"model":"t/cheap"' && echo 1 || echo false"#;
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap,t/strong", "-p", "quality"])
+        .args(["--task", "faq", "--redis", &redis.url(), "-j", "1"])
+        .args(["--explore", "0.25", "--no-cache", "--grade", grader])
+        .stdin(prompts(40))
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    let graded = |model: &str| lines.iter().filter(|l| l["model"] == model).count();
+    let cheap = lines[28..]
+        .iter()
+        .filter(|l| l["model"] == "t/cheap")
+        .count();
+    assert!(cheap >= 8, "{cheap} of the last 12 went to the cheap model");
+    // Another machine, with a store of its own, routes on every grade.
+    let other = env.path("other.db");
+    let dry = env
+        .cmd()
+        .env("LLMROUTE_DB", &other)
+        .args(["-n", "--models", "t/cheap,t/strong", "-p", "quality"])
+        .args(["--task", "faq", "--redis", &redis.url()])
+        .stdin(prompts(1))
+        .run();
+    dry.assert_code(0);
+    let l = &dry.lines()[0];
+    assert_eq!(l["model"], "t/cheap", "{l}");
+    for c in l["candidates"].as_array().unwrap() {
+        let model = c["model"].as_str().unwrap();
+        assert_eq!(c["quality_events"], graded(model) as u64, "{c}");
+    }
+}
+
+#[test]
 fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
     let env = two();
     // A grader that never reads a large request and sleeps: cut off at
