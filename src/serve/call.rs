@@ -84,6 +84,7 @@ pub fn parse_call(
     }
     if let Some((name, p)) = key {
         super::policy::cap_max_tokens(&mut obj, p.max_tokens, name)?;
+        super::policy::no_upstream_choice(&obj, name)?;
     }
     let sampled = sampled(&obj);
     let mut req = request::parse_object(obj).map_err(|e| ApiError::bad_request(e.message))?;

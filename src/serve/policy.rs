@@ -46,6 +46,28 @@ pub fn cap_max_tokens(
     Ok(())
 }
 
+/// Refuses a keyed request that hands the choice of model to the upstream:
+/// OpenRouter's `models` (with `route: "fallback"`, its default) lets the
+/// API answer with another model than the one sent, past the key's
+/// models, its budget's estimate and what is recorded of the answer.
+/// llmroute's own fallback (`llmroute.fallback`) does the same within them.
+pub fn no_upstream_choice(obj: &Map<String, Value>, name: &str) -> Result<(), ApiError> {
+    match obj.get("models") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(list)) if list.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "parameter_not_allowed",
+            format!(
+                "key {name} may not send `models`: it lets the upstream answer with another \
+                 model, outside the key's models and budget; list fallback models in \
+                 llmroute.fallback, which llmroute tries itself"
+            ),
+        )),
+    }
+}
+
 impl App {
     /// Holds `req` to the policy of key `name` and to the server's rules.
     pub fn hold_to_policy(

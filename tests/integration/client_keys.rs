@@ -367,6 +367,38 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
     }
 }
 
+/// OpenRouter's own `models` list lets the API answer with another model
+/// than the one sent: past the key's models, its budget's estimate and
+/// what llmroute records.
+#[test]
+fn a_key_cannot_hand_the_choice_of_model_to_the_upstream() {
+    let env = Env::three();
+    let t = make_key(&env, "narrow", &["--models", "t/b"]);
+    let s = env.serve(&["--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let mut body = chat(Some("t/b"), "hi");
+        body["models"] = json!(["t/b", "t/a"]);
+        body["route"] = json!("fallback");
+        let (status, _, v) = post(&s, Some(&t), &body).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "parameter_not_allowed", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("llmroute.fallback"),
+            "{v}"
+        );
+        // An empty list hands nothing over.
+        body["models"] = json!([]);
+        let (status, _, v) = post(&s, Some(&t), &body).await;
+        assert_eq!(status, 200, "{v}");
+    });
+    let sent: Vec<Value> = env.server.completions().iter().map(|r| r.json()).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["models"], json!([]));
+}
+
 #[test]
 fn a_key_s_pinned_model_failing_falls_back_only_to_models_it_may_use() {
     let env = Env::three();
