@@ -60,6 +60,16 @@ impl Running {
     }
 }
 
+/// Whether process `pid`, a child, has exited, without reaping it.
+fn exited(pid: i32) -> bool {
+    // SAFETY: waitid(2) writes only into `info`, which lives across the call.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() == pid
+    }
+}
+
 /// Kills process group `group`.
 fn kill_group(group: i32) {
     // SAFETY: kill(2) with a process group id; no memory involved.
@@ -264,6 +274,12 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         // Reaped under the lock, and forgotten with it: a stop never
         // kills a group id the system may have given to another.
         let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if exited(group) {
+            // Whatever it left behind, which may hold its output open,
+            // dies with it: while the grader is not reaped, its group id
+            // is still its own.
+            kill_group(group);
+        }
         match child.try_wait() {
             Ok(Some(status)) => {
                 groups.remove(&group);
@@ -293,8 +309,8 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     if !status.success() {
         return Err(format!("the grader exited with {status}"));
     }
-    // Its output, up to the time left (a process it left behind may hold
-    // the pipe open).
+    // Its output, up to the time left (a process that left its group may
+    // hold the pipe open).
     let left = limit.saturating_sub(started.elapsed());
     let out = out_rx.recv_timeout(left).map_err(|_| too_long())?;
     let text = String::from_utf8_lossy(&out);

@@ -770,6 +770,39 @@ fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
     assert_eq!(most.lines().count(), 5);
 }
 
+/// A grader that leaves a process behind, holding its output open: its
+/// score is taken once it exits, and what it left is killed.
+#[test]
+fn a_grader_s_score_is_taken_when_it_exits_and_what_it_left_is_killed() {
+    let env = two();
+    let pids = env.path("left-behind");
+    let grader = format!("sleep 30 & echo $! >> {}; echo 0.5", pids.display());
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache", "-j", "2"])
+        .args(["--grade", &grader, "--grade-timeout", "10s"])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["grade"], 0.5, "{l} {}", out.stderr);
+    }
+    let pids = std::fs::read_to_string(&pids).unwrap();
+    assert_eq!(pids.lines().count(), 2, "{pids}");
+    for pid in pids.lines() {
+        // Killed, it is gone once its new parent has reaped it.
+        let gone = (0..100).any(|_| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "));
+            if alive {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            !alive
+        });
+        assert!(gone, "the grader's sleep {pid} still runs");
+    }
+}
+
 #[test]
 fn an_interrupted_graded_run_kills_its_graders_and_keeps_its_answers() {
     let env = two();
