@@ -74,10 +74,14 @@ impl Weights {
         if latency < 0.0 || cost < 0.0 || quality < 0.0 {
             return Err(WeightsError::Negative);
         }
-        let sum = latency + cost + quality;
-        if sum <= 0.0 {
+        // Brought to the largest first: the sum of weights near f64's
+        // largest would overflow, and every share would be 0.
+        let largest = latency.max(cost).max(quality);
+        if largest <= 0.0 {
             return Err(WeightsError::AllZero);
         }
+        let [latency, cost, quality] = [latency, cost, quality].map(|w| w / largest);
+        let sum = latency + cost + quality;
         Ok(Weights {
             latency: latency / sum,
             cost: cost / sum,
@@ -382,6 +386,11 @@ mod tests {
         assert!(close(w.latency, 0.5) && close(w.cost, 0.25) && close(w.quality, 0.25));
         assert_eq!(Weights::new(-0.1, 1.0, 1.0), Err(WeightsError::Negative));
         assert_eq!(Weights::new(0.0, 0.0, 0.0), Err(WeightsError::AllZero));
+        // Weights whose sum overflows keep their shares.
+        let w = Weights::new(1e308, 1e308, 0.0).unwrap();
+        assert!(close(w.latency, 0.5) && close(w.cost, 0.5) && w.quality == 0.0);
+        let w = Weights::new(0.0, 5e-324, 0.0).unwrap();
+        assert!(close(w.cost, 1.0), "{w:?}");
         assert_eq!(
             Weights::new(f64::NAN, 1.0, 1.0),
             Err(WeightsError::NotFinite)
