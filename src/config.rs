@@ -416,12 +416,55 @@ impl Config {
         if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
             return Err(bad(&["explore"], "must be a share between 0 and 1"));
         }
+        self.check_places()?;
         for (name, u) in &self.upstreams {
             u.check(name).map_err(|(below, message)| {
                 let mut path = vec!["upstreams", name.as_str()];
                 path.extend(below.iter().map(String::as_str));
                 bad(&path, message)
             })?;
+        }
+        Ok(())
+    }
+
+    /// Checks the candidates, the API, the store and Redis, which a run
+    /// would otherwise refuse under the name of a flag never given.
+    fn check_places(&self) -> Result<(), CheckError> {
+        if self.models.as_ref().is_some_and(|m| m.is_empty()) {
+            return Err(bad(&["models"], "lists no model"));
+        }
+        for key in ["models", "fallback"] {
+            let list = if key == "models" {
+                &self.models
+            } else {
+                &self.fallback
+            };
+            if list.iter().flatten().any(|m| m.trim().is_empty()) {
+                return Err(bad(&[key], "a model id is empty"));
+            }
+        }
+        if let Some(u) = &self.base_url {
+            let scheme = url::Url::parse(u.trim()).map(|u| u.scheme().to_string());
+            match scheme {
+                Ok(s) if s == "http" || s == "https" => {}
+                Ok(_) => return Err(bad(&["base_url"], "the scheme must be http or https")),
+                Err(e) => return Err(bad(&["base_url"], format!("not a URL: {e}"))),
+            }
+        }
+        // Parsed as a connection would be, without one; the URL may hold a
+        // password, so it is not shown.
+        if self
+            .redis
+            .as_ref()
+            .is_some_and(|r| redis::Client::open(r.trim()).is_err())
+        {
+            return Err(bad(
+                &["redis"],
+                "not a Redis URL (redis://host:6379/0, rediss:// for TLS)",
+            ));
+        }
+        if self.db.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(bad(&["db"], "the store's path is empty"));
         }
         Ok(())
     }
@@ -523,5 +566,23 @@ mod tests {
         assert!(e.starts_with("line 1: presets.y:"), "{e}");
         let e = parse("\n\nmax_cost = -2\n").unwrap_err();
         assert!(e.starts_with("line 3: max_cost:"), "{e}");
+        for (text, start) in [
+            (
+                "priority = \"cost\"\nmodels = []\n",
+                "line 2: models: lists no model",
+            ),
+            (
+                "fallback = [\"a/b\", \" \"]\n",
+                "line 1: fallback: a model id is empty",
+            ),
+            ("base_url = \"nope\"\n", "line 1: base_url: not a URL"),
+            ("base_url = \"ftp://x\"\n", "line 1: base_url: the scheme"),
+            ("redis = \"http://x\"\n", "line 1: redis: not a Redis URL"),
+            ("db = \"\"\n", "line 1: db: the store's path is empty"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with(start), "{text:?}: {e}");
+        }
+        parse("redis = \"rediss://h:6380/0\"\nbase_url = \"http://127.0.0.1:8/v1\"\n").unwrap();
     }
 }
