@@ -78,6 +78,20 @@ pub enum InputEvent {
     Error(String),
 }
 
+/// The lines in `events` and in the batches waiting in `rx`: read, and not
+/// taken.
+pub fn lines_in(
+    events: impl Iterator<Item = InputEvent>,
+    rx: &mut tokio::sync::mpsc::Receiver<Vec<InputEvent>>,
+) -> u64 {
+    let is_line = |e: &InputEvent| matches!(e, InputEvent::Line(..));
+    let mut n = events.filter(is_line).count();
+    while let Ok(batch) = rx.try_recv() {
+        n += batch.iter().filter(|e| is_line(e)).count();
+    }
+    n as u64
+}
+
 /// In debug builds only: panics on the line numbered
 /// `LLMROUTE_FAIL_PARSE_LINE`, so that tests can see what a bug in the reader
 /// does to the run (an `internal_error` line, the rest goes on).

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use serde_json::Value;
-use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::console::Console;
 use super::counters::{tick, Counters};
@@ -292,7 +292,8 @@ pub async fn run(
         .cloned()
         .map(|pb| tokio::spawn(tick(ctx.counters.clone(), pb)));
 
-    let (seq, input_error) = dispatch(&ctx, &mut in_rx, &window_sem, concurrency, &out_tx).await;
+    let (seq, input_error, left) =
+        dispatch(&ctx, &mut in_rx, &window_sem, concurrency, &out_tx).await;
     drop(in_rx);
     drop(out_tx);
     if finish_lines(&ctx, &mut done_rx, &drain_tx).await {
@@ -312,13 +313,13 @@ pub async fn run(
     }
     let c = &ctx.counters;
     Ok(Summary {
-        lines: seq,
+        lines: seq + left,
         answered: c.answered.load(Ordering::Relaxed),
         cached: c.cached.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         cost_usd: c.cost(),
         cost_unknown: c.cost_unknown.load(Ordering::Relaxed),
-        unsent: c.unsent.load(Ordering::Relaxed),
+        unsent: c.unsent.load(Ordering::Relaxed) + left,
         stop: ctx.stop.get(),
         input_error,
         elapsed: started.elapsed(),
@@ -326,19 +327,22 @@ pub async fn run(
 }
 
 /// Hands lines out to tasks, in input order, as the window and `-j` allow,
-/// until the input ends or the run stops. Returns the lines handed out and
-/// the input's error, if reading it failed.
+/// until the input ends or the run stops. Returns the lines handed out,
+/// the input's error, if reading it failed, and the lines read but not
+/// handed out when the run stopped.
 async fn dispatch(
     ctx: &Arc<Shared>,
     in_rx: &mut mpsc::Receiver<Vec<InputEvent>>,
     window_sem: &Semaphore,
     concurrency: usize,
     out_tx: &OutSender,
-) -> (u64, Option<String>) {
+) -> (u64, Option<String>, u64) {
     let concurrency_sem = Arc::new(Semaphore::new(concurrency));
     let mut seq = 0u64;
     let mut input_error = None;
     let mut events = Vec::new().into_iter();
+    // The line in hand when the run stopped, if any.
+    let mut left = 0u64;
     loop {
         // Permits taken without waiting spend no budget of the runtime's:
         // this makes the loop yield now and then all the same, so that the
@@ -364,6 +368,7 @@ async fn dispatch(
             None => break,
         };
         if ctx.stop.get().is_some() {
+            left = 1;
             break;
         }
         if seq == 0 {
@@ -373,14 +378,16 @@ async fn dispatch(
             }
         }
         let free = window_sem.try_acquire();
-        let Some(slot) = take_permit(&ctx.stop, free, || window_sem.acquire()).await else {
+        let Some(slot) = ctx.stop.permit(free, || window_sem.acquire()).await else {
+            left = 1;
             break;
         };
         slot.forget();
         // Lines start in input order: the permit is taken here, not in the task.
         let free = concurrency_sem.clone().try_acquire_owned();
         let next = || concurrency_sem.clone().acquire_owned();
-        let Some(permit) = take_permit(&ctx.stop, free, next).await else {
+        let Some(permit) = ctx.stop.permit(free, next).await else {
+            left = 1;
             break;
         };
         seq += 1;
@@ -418,27 +425,15 @@ async fn dispatch(
             }
         }
     }
-    (seq, input_error)
-}
-
-/// A semaphore's permit: `free`, the one to be had now, else the next one,
-/// unless the run stops first. Taking a free permit sets up no wait for a
-/// stop (a waiter, locked both ways): the common case, once per line.
-async fn take_permit<P, F>(
-    stop: &Stop,
-    free: Result<P, TryAcquireError>,
-    next: impl FnOnce() -> F,
-) -> Option<P>
-where
-    F: std::future::Future<Output = Result<P, AcquireError>>,
-{
-    if let Ok(p) = free {
-        return Some(p);
-    }
-    tokio::select! {
-        biased;
-        _ = stop.halted() => None,
-        p = next() => Some(p.expect("the run's semaphores are never closed")),
+    // Lines read and never handed out, the run stopping first: said in the
+    // summary as not sent, so that its counts add up to the lines read.
+    match ctx.stop.get() {
+        Some(_) => (
+            seq,
+            input_error,
+            left + super::reader::lines_in(events, in_rx),
+        ),
+        None => (seq, input_error, 0),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{AcquireError, Notify, TryAcquireError};
 
 /// Why a run ended early, on the front end's side.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,27 @@ pub struct Stop {
 }
 
 impl Stop {
+    /// A semaphore's permit: `free`, the one to be had now, else the next one,
+    /// unless the run stops first. Taking a free permit sets up no wait for a
+    /// stop (a waiter, locked both ways): the common case, once per line.
+    pub async fn permit<P, F>(
+        &self,
+        free: Result<P, TryAcquireError>,
+        next: impl FnOnce() -> F,
+    ) -> Option<P>
+    where
+        F: std::future::Future<Output = Result<P, AcquireError>>,
+    {
+        if let Ok(p) = free {
+            return Some(p);
+        }
+        tokio::select! {
+            biased;
+            _ = self.halted() => None,
+            p = next() => Some(p.expect("the run's semaphores are never closed")),
+        }
+    }
+
     pub fn set(&self, reason: StopReason) -> bool {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_some() {

@@ -141,6 +141,10 @@ fn sigterm_finishes_in_flight_lines_and_exits_143() {
         "{stderr}"
     );
     assert!(lines.len() < 20, "{} lines", lines.len());
+    // The 20 lines were read at once: those that waited for a slot are
+    // counted as not sent.
+    assert!(stderr.contains("llmroute: 20 lines: "), "{stderr}");
+    assert_summary_adds_up(&stderr, lines.len());
     // Every line written is whole and answered: the one in flight when the
     // signal came was let finish, not cut off.
     for l in &lines {
