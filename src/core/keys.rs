@@ -217,16 +217,25 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     // The names a server gives its trusted and admin tokens: a key of the
     // same name would share their records, spend and feedback.
+    // In any case: reports and metrics would show them beside the real ones.
+    let lower = name.to_ascii_lowercase();
     let reserved = ["token-", "admin-"].iter().any(|p| {
-        name.strip_prefix(p)
+        lower
+            .strip_prefix(p)
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     });
-    match reserved {
-        true => Err(format!(
+    if reserved {
+        return Err(format!(
             "{name:?}: token-N and admin-N are the names of the server's trusted and admin tokens; choose another"
-        )),
-        false => Ok(()),
+        ));
     }
+    // The label `/metrics` gives the keys past its first thousand.
+    if lower == "other" {
+        return Err(format!(
+            "{name:?}: `other` is the name /metrics gives the keys past its first 1,000; choose another"
+        ));
+    }
+    Ok(())
 }
 
 /// A key as it is kept: never its token, only the token's SHA-256.
@@ -329,6 +338,10 @@ mod tests {
             );
         }
         assert!(check_name("token-ci").is_ok() && check_name("admin-").is_ok());
+        for taken in ["TOKEN-1", "Admin-2", "other", "Other"] {
+            assert!(check_name(taken).is_err(), "{taken}");
+        }
+        assert!(check_name("others").is_ok());
     }
 
     #[test]
