@@ -154,6 +154,12 @@ impl Policy {
             if !b.is_finite() || b < 0.0 {
                 return Err(format!("a budget of {b} USD: give a number of 0 or more"));
             }
+            // Past it, a budget is no limit, and its digits fill a line.
+            if b > BUDGET_MAX {
+                return Err(format!(
+                    "a budget of {b:e} USD: at most {BUDGET_MAX:e}; leave it out for none"
+                ));
+            }
         }
         if self.rpm == Some(0) || self.tpm == Some(0) {
             return Err(
@@ -237,6 +243,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The largest budget a key may have, in USD.
+pub const BUDGET_MAX: f64 = 1e9;
 
 /// A key as it is kept: never its token, only the token's SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,6 +372,12 @@ mod tests {
             ..Policy::default()
         };
         assert!(bad.check().is_err());
+        let budget = |b| Policy {
+            budget_usd: Some(b),
+            ..Policy::default()
+        };
+        assert!(budget(BUDGET_MAX).check().is_ok());
+        assert!(budget(1e300).check().unwrap_err().contains("at most 1e9"));
         assert!(serde_json::from_str::<Policy>(r#"{"budjet_usd":1}"#).is_err());
     }
 

@@ -229,9 +229,9 @@ impl Client {
             "budget_usd": p.budget_usd,
             "period": p.budget_usd.map(|_| period),
             "period_ends_ms": (p.budget_usd.is_some() && p.period != Period::Total).then_some(end),
-            "spent_usd": budget.map(|b| crate::core::numbers::round_usd(b.spent)),
-            "reserved_usd": budget.map(|b| crate::core::numbers::round_usd(b.reserved)),
-            "left_usd": budget.map(|b| crate::core::numbers::round_usd((b.max - b.spent).max(0.0))),
+            "spent_usd": budget.map(|b| shown_usd(b.spent)),
+            "reserved_usd": budget.map(|b| shown_usd(b.reserved)),
+            "left_usd": budget.map(|b| shown_usd((b.max - b.spent).max(0.0))),
             "spent_here_usd": crate::core::numbers::round_usd(f64::from_bits(self.spent.load(Ordering::Relaxed))),
             "rpm": p.rpm,
             "requests_this_minute": requests_now,
@@ -245,6 +245,15 @@ impl Client {
             "cache": p.cache,
             "expires_at_ms": p.expires_at_ms,
         })
+    }
+}
+
+/// An amount of a budget as shown: what reservations taken and given back
+/// leave below a billionth of a dollar (their sums' rounding) is 0.
+fn shown_usd(x: f64) -> f64 {
+    match x.abs() < 1e-9 {
+        true => 0.0,
+        false => crate::core::numbers::round_usd(x),
     }
 }
 
