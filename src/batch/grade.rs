@@ -134,11 +134,17 @@ impl Grader {
     /// Grades one answer: runs the command on a blocking thread, takes its
     /// score in, and queues it for the store. Err: why there is no grade.
     pub async fn grade(&self, g: Graded<'_>) -> Result<f64, String> {
+        // The body as sent to the model that answered: with its `model`.
+        let mut request =
+            serde_json::from_slice::<serde_json::Value>(g.request).unwrap_or_default();
+        if let Some(body) = request.as_object_mut() {
+            body.insert("model".into(), g.model.into());
+        }
         let input = serde_json::json!({
             "request_id": g.rid,
             "task": g.task,
             "model": g.model,
-            "request": serde_json::from_slice::<serde_json::Value>(g.request).unwrap_or_default(),
+            "request": request,
             "answer": serde_json::from_str::<serde_json::Value>(g.answer).unwrap_or_default(),
             "content": g.content,
         })

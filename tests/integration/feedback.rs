@@ -775,6 +775,16 @@ fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
 #[test]
 fn a_grader_s_score_is_taken_when_it_exits_and_what_it_left_is_killed() {
     let env = two();
+    // The request a grader is shown is the body sent, with its model.
+    let shown = "python3 -c 'import json,sys; d=json.load(sys.stdin); \
+                 print(1 if d[\"request\"][\"model\"] == d[\"model\"] else 0)'";
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache", "--grade", shown])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines()[0]["grade"], 1.0, "{}", out.stderr);
     let pids = env.path("left-behind");
     let grader = format!("sleep 30 & echo $! >> {}; echo 0.5", pids.display());
     let out = env
