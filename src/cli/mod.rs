@@ -217,11 +217,11 @@ pub struct RunArgs {
     pub task: Option<String>,
 
     /// Grade each answer with this command (`sh -c CMD`): it reads the request and answer as JSON on stdin and prints a score (0..1, true or false), which teaches the router as the run goes
-    #[arg(long, value_name = "CMD", conflicts_with = "dry_run")]
+    #[arg(long, value_name = "CMD", conflicts_with = "dry_run", value_parser = values::parse_command)]
     pub grade: Option<String>,
 
     /// How long the grader may take for one answer before it (and whatever it started) is killed and the line goes out without a grade
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "grade")]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = values::parse_grade_timeout, requires = "grade")]
     pub grade_timeout: Duration,
 
     /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)

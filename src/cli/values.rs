@@ -40,6 +40,20 @@ pub(super) fn parse_timeout(s: &str) -> Result<Duration, String> {
     at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
 }
 
+/// `--grade-timeout`: as short as `--timeout` may be, since a shorter one
+/// gives no grader time to start.
+pub(super) fn parse_grade_timeout(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_TIMEOUT)
+}
+
+/// A command for `sh -c`: not blank, which would grade nothing.
+pub(super) fn parse_command(s: &str) -> Result<String, String> {
+    match s.trim().is_empty() {
+        true => Err("the command is empty".into()),
+        false => Ok(s.to_string()),
+    }
+}
+
 pub(super) fn parse_retention(s: &str) -> Result<Duration, String> {
     at_least(parse_duration(s)?, MIN_RETENTION).map_err(|e| format!("--retention {e}"))
 }

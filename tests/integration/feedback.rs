@@ -768,6 +768,26 @@ fn a_grader_is_held_to_its_time_and_to_the_run_s_concurrency() {
     let most = std::fs::read_to_string(format!("{}.max", count.display())).unwrap();
     assert!(most.lines().all(|n| n.trim() == "1"), "{most}");
     assert_eq!(most.lines().count(), 5);
+    // A timeout no grader could keep, or no command, is a usage error.
+    for (flags, said) in [
+        (
+            ["--grade", "echo 1", "--grade-timeout", "0s"],
+            "at least 100ms",
+        ),
+        (
+            ["--grade", "  ", "--grade-timeout", "1s"],
+            "the command is empty",
+        ),
+    ] {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap"])
+            .args(flags)
+            .stdin(prompts(1))
+            .run();
+        assert_eq!(out.code, 2, "{flags:?}: {}", out.stderr);
+        assert!(out.stderr.contains(said), "{}", out.stderr);
+    }
 }
 
 /// A grader that leaves a process behind, holding its output open: its
