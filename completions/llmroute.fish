@@ -230,7 +230,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l base-url 
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l color -d 'Colour and terminal escapes: auto (on a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -s q -l quiet -d 'Print nothing for the lines taken in, only the errors'
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -s q -l quiet -d 'Print nothing for the lines taken in, only the errors, and no summary'
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand config; and not __fish_seen_subcommand_from path show help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F

@@ -166,8 +166,10 @@ impl Routing {
 impl RedisOptions {
     /// `--redis` and its companions over the config file; none without a URL.
     fn resolve(run: &TuningArgs, file: &Config) -> Option<RedisOptions> {
+        // An empty LLMROUTE_REDIS_URL, as a script may export, names none.
         run.redis
             .clone()
+            .filter(|u| !u.trim().is_empty())
             .or_else(|| file.redis.clone())
             .map(|url| RedisOptions {
                 url,

@@ -603,7 +603,7 @@ pub struct FeedbackArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "file")]
     pub outcomes: Option<std::path::PathBuf>,
 
-    /// Print nothing for the lines taken in, only the errors
+    /// Print nothing for the lines taken in, only the errors, and no summary
     #[arg(short, long)]
     pub quiet: bool,
 

@@ -100,11 +100,16 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         }
     }
     let _ = out.flush();
-    eprintln!(
-        "llmroute: took in {} ({})",
-        crate::core::numbers::counted(taken, if outcomes { "outcome" } else { "feedback line" }),
-        crate::core::numbers::counted(errors, "error")
-    );
+    if !args.quiet {
+        eprintln!(
+            "llmroute: took in {} ({})",
+            crate::core::numbers::counted(
+                taken,
+                if outcomes { "outcome" } else { "feedback line" }
+            ),
+            crate::core::numbers::counted(errors, "error")
+        );
+    }
     Ok(if errors > 0 {
         exit::LINE_ERRORS
     } else {

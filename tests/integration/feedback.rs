@@ -303,13 +303,20 @@ fn outcomes_of_an_evaluation_warm_the_router() {
         ));
     }
     outcomes.push_str("{\"task\":\"bad task\",\"model\":\"m\",\"score\":1}\n");
+    // An empty LLMROUTE_REDIS_URL, as a script may export, names no Redis.
     let out = env
         .cmd()
+        .env("LLMROUTE_REDIS_URL", "")
         .args(["feedback", "--outcomes", "-", "--quiet"])
         .stdin(outcomes)
         .run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(out.lines().len(), 1, "only the error: {}", out.stdout);
+    assert!(
+        !out.stderr.contains("took in"),
+        "no summary: {}",
+        out.stderr
+    );
     assert_eq!(before, "t/strong");
     let (after, candidates) = choice(&env, "tickets");
     assert_eq!(after, "t/cheap", "{candidates:?}");
