@@ -136,6 +136,10 @@ impl Client {
         let w = held.at(now_ms);
         let used = shared.unwrap_or(w.tokens).max(w.tokens);
         if used + w.held >= u64::from(tpm) {
+            // Let past the rates by `take`, it is refused by them after all.
+            let _ = (self.requests).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
             self.limited.fetch_add(1, Ordering::Relaxed);
             return Err(left);
         }
@@ -725,6 +729,15 @@ mod tests {
         let first = c.hold(0, 30, None).unwrap();
         assert!(c.hold(0, 30, None).unwrap().is_some(), "30 < 50 held");
         assert!(c.hold(0, 30, None).is_err(), "60 held: at the limit");
+        // Taken past the rates, then refused by the tokens held: counted
+        // once, as refused.
+        assert!(c.take(0, None).is_ok());
+        assert!(c.hold(0, 30, None).is_err());
+        let v = c.view(0, &make());
+        assert_eq!(
+            (v["requests"].as_u64(), v["rate_limited"].as_u64()),
+            (Some(2), Some(2))
+        );
         // The first ends having used 10: its hold goes back, its use counts.
         c.used(0, 10, None, first);
         assert!(c.hold(0, 30, None).is_ok(), "10 used + 30 held < 50");
