@@ -1179,7 +1179,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys__subcmd__create)
-            opts="-h --budget --per --rpm --tpm --models --priorities --max-tokens --cache --expires --json --redis --db --config --base-url --color --help"
+            opts="-h --budget --per --rpm --tpm --models --priorities --max-tokens --cache --feedback --expires --json --redis --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1215,6 +1215,10 @@ _llmroute() {
                     ;;
                 --cache)
                     COMPREPLY=($(compgen -W "own shared" -- "${cur}"))
+                    return 0
+                    ;;
+                --feedback)
+                    COMPREPLY=($(compgen -W "on off" -- "${cur}"))
                     return 0
                     ;;
                 --expires)

@@ -51,7 +51,7 @@ always\t''
 never\t''"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l task -d 'The task of every line that names none (`llmroute.task`): outcomes teach each model\'s quality per task' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l grade -d 'Grade each answer with this command (`sh -c CMD`): it reads the request and answer as JSON on stdin and prints a score (0..1, true or false), which teaches the router as the run goes' -r
-complete -c llmroute -n "__fish_llmroute_needs_command" -l grade-timeout -d 'How long the grader may take for one answer before it (and whatever it started) is killed and the line goes out without a grade' -r
+complete -c llmroute -n "__fish_llmroute_needs_command" -l grade-timeout -d 'How long the grader may take for one answer, at least 100ms, before it (and whatever it started) is killed and the line goes out without a grade' -r
 complete -c llmroute -n "__fish_llmroute_needs_command" -l output-format -d 'The output lines\' shape: llmroute (with its annotations) or openai-batch (OpenAI\'s batch output: id, custom_id, response, error)' -r -f -a "llmroute\t'llmroute\'s own: the answer with the model, score, latency, cost and attempts'
 openai-batch\t'OpenAI\'s batch output file: `id`, `custom_id`, `response: {status_code, request_id, body}`, `error`'"
 complete -c llmroute -n "__fish_llmroute_needs_command" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
@@ -181,6 +181,8 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l max-tokens -d 'The most max_tokens a request may ask for (a request that asks none gets this)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l cache -d 'Whose cache the key\'s requests use: its own, or the one keys share [default: own]' -r -f -a "own\t''
 shared\t''"
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l feedback -d 'Whether the key\'s feedback (POST /v1/feedback) teaches the router every key is routed by [default: on]' -r -f -a "on\t''
+off\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l expires -d 'When the key stops working: a duration from now (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F

@@ -76,6 +76,10 @@ pub struct KeyCreateArgs {
     #[arg(long, value_name = "CACHE", value_parser = ["own", "shared"])]
     pub cache: Option<String>,
 
+    /// Whether the key's feedback (POST /v1/feedback) teaches the router every key is routed by [default: on]
+    #[arg(long, value_name = "ON_OFF", value_parser = ["on", "off"])]
+    pub feedback: Option<String>,
+
     /// When the key stops working: a duration from now (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)
     #[arg(long, value_name = "WHEN")]
     pub expires: Option<String>,

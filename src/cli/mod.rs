@@ -220,7 +220,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD", conflicts_with = "dry_run", value_parser = values::parse_command)]
     pub grade: Option<String>,
 
-    /// How long the grader may take for one answer before it (and whatever it started) is killed and the line goes out without a grade
+    /// How long the grader may take for one answer, at least 100ms, before it (and whatever it started) is killed and the line goes out without a grade
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = values::parse_grade_timeout, requires = "grade")]
     pub grade_timeout: Duration,
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{KeyCreateArgs, KeysAction, KeysArgs};
-use crate::core::keys::{check_name, merge, CacheUse, KeyRecord, Period, Policy};
+use crate::core::keys::{check_name, merge, CacheUse, FeedbackUse, KeyRecord, Period, Policy};
 use crate::core::numbers::usd;
 use crate::options::Options;
 use crate::setup as app;
@@ -104,6 +104,10 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
             _ => CacheUse::Own,
         },
         expires_at_ms: c.expires.as_deref().map(|w| expiry(w, now)).transpose()?,
+        feedback: match c.feedback.as_deref() {
+            Some("off") => FeedbackUse::Off,
+            _ => FeedbackUse::On,
+        },
     };
     for p in &policy.priorities {
         if crate::core::scoring::Priority::from_name(p).is_none() {
@@ -305,6 +309,9 @@ fn limits_text(p: &Policy) -> Option<String> {
     }
     if p.cache == CacheUse::Shared {
         parts.push("shared cache".into());
+    }
+    if p.feedback == FeedbackUse::Off {
+        parts.push("no feedback".into());
     }
     if let Some(at) = p.expires_at_ms {
         parts.push(format!("expires {}", time(at)));

@@ -101,6 +101,23 @@ pub enum CacheUse {
     Shared,
 }
 
+/// Whether a key's feedback teaches the router, which routes every key's
+/// requests by what it learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackUse {
+    #[default]
+    On,
+    /// Its feedback is refused: it cannot steer the others' routing.
+    Off,
+}
+
+impl FeedbackUse {
+    fn is_on(&self) -> bool {
+        *self == FeedbackUse::On
+    }
+}
+
 /// What a key may do. Every limit is optional: a key with none is a
 /// token and a name.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -134,6 +151,10 @@ pub struct Policy {
     /// Unix ms after which the key is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
+    /// Whether its feedback is taken (left out when it is: a record made
+    /// before it reads the same).
+    #[serde(default, skip_serializing_if = "FeedbackUse::is_on")]
+    pub feedback: FeedbackUse,
 }
 
 impl Policy {

@@ -124,6 +124,22 @@ pub async fn feedback(
     Extension(Caller(client)): Extension<Caller>,
     body: Body,
 ) -> Response {
+    use crate::core::keys::FeedbackUse;
+    if let Some(c) = client
+        .as_ref()
+        .filter(|c| c.policy.feedback == FeedbackUse::Off)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "feedback_not_allowed",
+            format!(
+                "key {} gives no feedback: it was made with --feedback off",
+                c.name
+            ),
+        )
+        .into_response();
+    }
     let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),

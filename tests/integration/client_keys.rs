@@ -243,7 +243,7 @@ fn a_key_over_its_budget_gets_429_while_others_are_served() {
 fn a_key_over_its_rate_gets_429_with_retry_after() {
     let env = Env::three();
     let slow = make_key(&env, "slow", &["--rpm", "2"]);
-    let other = make_key(&env, "other", &[]);
+    let other = make_key(&env, "another", &[]);
     let s = env.serve(&["--models", "t/a"]);
     rt().block_on(async {
         let body = chat(None, "hi");
@@ -272,7 +272,7 @@ fn a_key_over_its_rate_gets_429_with_retry_after() {
         1
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM requests WHERE key_name = 'other' AND NOT ok"),
+        env.count("SELECT count(*) FROM requests WHERE key_name = 'another' AND NOT ok"),
         1
     );
 }
@@ -281,8 +281,9 @@ fn a_key_over_its_rate_gets_429_with_retry_after() {
 fn a_key_s_tokens_a_minute_hold_for_requests_sent_at_once() {
     let env = Env::three();
     let token = make_key(&env, "burst", &["--tpm", "50"]);
-    // The fake answers slowly, so that all ten are in flight together.
-    env.server.set_default("t/a", Behavior::ok_after(300));
+    // The fake answers slowly, so that all ten are in flight together,
+    // however busy the machine.
+    env.server.set_default("t/a", Behavior::ok_after(2_000));
     let s = env.serve(&["--models", "t/a"]);
     away_from_a_minute_s_end();
     let body =

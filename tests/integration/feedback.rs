@@ -441,6 +441,38 @@ fn a_key_gives_feedback_on_its_own_requests_only() {
 }
 
 /// Posts a chat request with `token` under the client's own `x-request-id`.
+/// A key made with `--feedback off` uses the server but teaches no one:
+/// its feedback is refused, however it is sent.
+#[test]
+fn a_key_without_feedback_teaches_nothing() {
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["keys", "create", "app", "--feedback", "off"])
+        .run();
+    out.assert_code(0);
+    let token = out.stdout.lines().next().unwrap().to_string();
+    let shown = env.cmd().args(["keys", "show", "app", "--json"]).run();
+    shown.assert_code(0);
+    assert!(
+        shown.stdout.contains("\"feedback\":\"off\""),
+        "{}",
+        shown.stdout
+    );
+    let s = env.serve(&["--models", "t/cheap,t/strong"]);
+    let (status, _, id) = post(&s, &token, "/v1/chat/completions", &chat(None, "hi"));
+    assert_eq!(status, 200);
+    let fb = json!({"request_id": id.unwrap(), "score": 0, "weight": 100});
+    for body in [fb.clone(), json!([fb])] {
+        let (status, v, _) = post(&s, &token, "/v1/feedback", &body);
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(v["error"]["code"], "feedback_not_allowed", "{v}");
+    }
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM feedback"), 0);
+    assert_eq!(env.count("SELECT count(*) FROM quality"), 0);
+}
+
 fn chat_as(s: &Served, token: &str, id: &str, model: &str) -> u16 {
     crate::serve::rt().block_on(async {
         let mut body = chat(None, "help me");
