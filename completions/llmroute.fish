@@ -83,7 +83,7 @@ complete -c llmroute -n "__fish_llmroute_needs_command" -a "man" -d 'Print the m
 complete -c llmroute -n "__fish_llmroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l since -d 'The window to report on: a duration back from now (1h, 7d) or `all`' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l model -d 'Only these models (repeatable)' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l by -d 'The rows of the table: one per model, one per client key of `serve`, one per task and model with its feedback and learned quality, or one per upstream (JSON has them all)' -r -f -a "model\t''
+complete -c llmroute -n "__fish_llmroute_using_subcommand report" -l by -d 'The rows of the table: one per model, one per client key of `serve`, one per task and model with its feedback and learned quality, or one per upstream (JSON, Prometheus and HTML have them all)' -r -f -a "model\t''
 key\t''
 task\t''
 upstream\t''"

@@ -571,7 +571,7 @@ pub struct ReportArgs {
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
 
-    /// The rows of the table: one per model, one per client key of `serve`, one per task and model with its feedback and learned quality, or one per upstream (JSON has them all)
+    /// The rows of the table: one per model, one per client key of `serve`, one per task and model with its feedback and learned quality, or one per upstream (JSON, Prometheus and HTML have them all)
     #[arg(long, value_enum, value_name = "ROWS", default_value = "model")]
     pub by: ReportBy,
 

@@ -344,6 +344,8 @@ fn picture(app: &App) -> Picture {
         latency: snap.latency,
         series: snap.series,
         models: snap.models,
+        // The learned quality is in the rankings' candidates.
+        tasks: Vec::new(),
         live: Some(live),
     }
 }

@@ -129,6 +129,7 @@ pub fn body(p: &Picture) -> String {
     over_time(&mut out, p);
     models(&mut out, &p.models);
     histograms(&mut out, &p.models);
+    tasks(&mut out, &p.tasks);
     if let Some(live) = &p.live {
         keys(&mut out, &live.keys);
         recent(&mut out, &live.recent);
@@ -394,6 +395,38 @@ fn histograms(out: &mut String, rows: &[ModelRow]) {
     out.push_str("</section>\n");
 }
 
+/// Tasks by model: answers, feedback and what was learned.
+fn tasks(out: &mut String, rows: &[super::TaskRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<section aria-labelledby=\"tasks-h\"><h2 id=\"tasks-h\">Tasks</h2>\n\
+        <div class=\"wrap\"><table id=\"tasks\"><thead><tr><th scope=\"col\">task</th><th scope=\"col\">model</th>\
+        <th scope=\"col\">answered</th><th scope=\"col\">feedback</th><th scope=\"col\">mean score</th>\
+        <th scope=\"col\">learned quality</th></tr></thead><tbody>");
+    for t in rows {
+        let mean = t.mean_score.map_or("–".to_string(), |m| format!("{m:.2}"));
+        let learned = match t.learned_good_share {
+            Some(q) => format!(
+                "{q:.2} ({})",
+                crate::core::numbers::counted(t.learned_events, "event")
+            ),
+            None => "–".to_string(),
+        };
+        let _ = write!(
+            out,
+            "<tr><td class=\"name\">{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&t.task),
+            esc(&t.model),
+            count(t.answered),
+            count(t.feedback),
+            esc(&mean),
+            esc(&learned),
+        );
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
 /// The client keys: spend, budget left, and this minute against the rates.
 fn keys(out: &mut String, rows: &[super::KeyRow]) {
     if rows.is_empty() {
@@ -543,6 +576,15 @@ mod tests {
                 cost_usd: 0.002,
                 bins: Bins::of([120.0]),
             }],
+            tasks: vec![super::super::TaskRow {
+                task: "t<b>".into(),
+                model: "x/<script>".into(),
+                answered: 2,
+                feedback: 1,
+                mean_score: Some(0.5),
+                learned_good_share: Some(0.75),
+                learned_events: 1,
+            }],
             live: None,
         }
     }
@@ -576,6 +618,11 @@ mod tests {
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("Content-Security-Policy"));
         assert!(page.contains("<tr data-model=\"x/&lt;script&gt;\">"));
+        assert!(
+            page.contains("<td class=\"name\">t&lt;b&gt;</td>"),
+            "the task, escaped"
+        );
+        assert!(page.contains("0.75 (1 event)"));
         assert!(
             !page.contains("<script"),
             "no script, and the model name is escaped"

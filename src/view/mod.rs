@@ -31,6 +31,9 @@ pub struct Picture {
     pub series: Series,
     /// Upstream attempts by model, most first.
     pub models: Vec<ModelRow>,
+    /// Answers and feedback by task and model (the report's; none shown
+    /// when empty).
+    pub tasks: Vec<TaskRow>,
     /// What only a running server knows.
     pub live: Option<Live>,
 }
@@ -91,6 +94,19 @@ pub struct Live {
     pub recent: Vec<RecentRequest>,
     /// The client keys: their spend, budget left and rate use.
     pub keys: Vec<KeyRow>,
+}
+
+/// One task and model: its answers, the feedback on them, and what the
+/// router learned of the model on the task.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskRow {
+    pub task: String,
+    pub model: String,
+    pub answered: u64,
+    pub feedback: u64,
+    pub mean_score: Option<f64>,
+    pub learned_good_share: Option<f64>,
+    pub learned_events: u64,
 }
 
 /// One client key as the dashboard shows it.

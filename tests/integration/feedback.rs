@@ -711,6 +711,21 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
         .clone();
     assert_eq!(row["mean_score"], 1.0, "{row}");
     assert!(row["feedback"].as_i64().unwrap() > 0);
+    // Prometheus and HTML have the tasks too, whatever --by says.
+    for format in ["prometheus", "html"] {
+        let out = env
+            .cmd()
+            .args([
+                "report", "--by", "task", "--since", "all", "--format", format,
+            ])
+            .run();
+        out.assert_code(0);
+        let want = match format {
+            "prometheus" => "llmroute_task_mean_score{task=\"faq\",model=\"t/cheap\"} 1",
+            _ => "<td class=\"name\">faq</td><td class=\"name\">t/cheap</td>",
+        };
+        assert!(out.stdout.contains(want), "{format}: {}", out.stdout);
+    }
     // A grader that fails says so, and the line still goes out.
     let out = env
         .cmd()

@@ -4,7 +4,7 @@
 use super::Report;
 use crate::view::data::{Bins, Summary};
 use crate::view::html::{document, Page};
-use crate::view::{ModelRow, Picture, Totals};
+use crate::view::{ModelRow, Picture, TaskRow, Totals};
 
 /// A page that loads nothing: styles inline, no scripts at all.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -54,6 +54,19 @@ pub fn picture(r: &Report) -> Picture {
                 latency: Summary::of_sorted(m.latencies.sorted()),
                 cost_usd: m.cost_usd,
                 bins: Bins::of(m.latencies.sorted().iter().copied()),
+            })
+            .collect(),
+        tasks: r
+            .tasks
+            .iter()
+            .map(|t| TaskRow {
+                task: t.task.clone(),
+                model: t.model.clone(),
+                answered: count(t.answered),
+                feedback: count(t.feedback),
+                mean_score: t.mean_score,
+                learned_good_share: t.learned_good_share,
+                learned_events: count(t.learned_events),
             })
             .collect(),
         live: None,

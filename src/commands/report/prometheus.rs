@@ -21,7 +21,84 @@ pub fn render(r: &Report) -> String {
     if !r.upstreams.is_empty() {
         per_upstream(&mut out, r);
     }
+    if !r.keys.is_empty() {
+        per_key(&mut out, r);
+    }
+    if !r.tasks.is_empty() {
+        per_task(&mut out, r);
+    }
     out
+}
+
+/// A gauge family: its name, its help, and its value for a row.
+type Gauge<'a, R, V = f64> = (&'a str, &'a str, &'a dyn Fn(&R) -> V);
+
+/// The families by client key of `serve`.
+fn per_key(o: &mut String, r: &Report) {
+    let per = |value: &dyn Fn(&super::keys::KeyReport) -> f64| -> Vec<Sample> {
+        let labels = |k: &super::keys::KeyReport| vec![("key", k.key.clone())];
+        r.keys.iter().map(|k| (labels(k), value(k))).collect()
+    };
+    let families: [Gauge<super::keys::KeyReport>; 3] = [
+        (
+            "llmroute_key_requests",
+            "Requests of each client key, refused ones too.",
+            &|k| k.requests as f64,
+        ),
+        (
+            "llmroute_key_answered",
+            "Requests of each client key answered (the cache's too).",
+            &|k| (k.answered + k.cache_hits) as f64,
+        ),
+        (
+            "llmroute_key_errors",
+            "Requests of each client key that ended with an error.",
+            &|k| k.errors as f64,
+        ),
+    ];
+    for (name, help, value) in families {
+        some_family(o, name, help, per(value));
+    }
+    some_family(
+        o,
+        "llmroute_key_cost_usd",
+        "Known cost of each client key's requests in US dollars (absent when only unknown costs).",
+        r.keys
+            .iter()
+            .flat_map(|k| {
+                known_cost(
+                    vec![("key", k.key.clone())],
+                    k.cost_usd,
+                    k.cost_unknown_lines,
+                )
+            })
+            .collect(),
+    );
+}
+
+/// The families by task and model: answers, feedback, and what the router
+/// learned (as `report --by task`).
+fn per_task(o: &mut String, r: &Report) {
+    type Row = super::tasks::TaskReport;
+    let per = |value: &dyn Fn(&Row) -> Option<f64>| -> Vec<Sample> {
+        r.tasks
+            .iter()
+            .filter_map(|t| {
+                let labels = vec![("task", t.task.clone()), ("model", t.model.clone())];
+                value(t).map(|v| (labels, v))
+            })
+            .collect()
+    };
+    let families: [Gauge<Row, Option<f64>>; 5] = [
+        ("llmroute_task_answered", "Requests of each task each model answered (cache hits included).", &|t| Some(t.answered as f64)),
+        ("llmroute_task_feedback", "Feedback given on those answers.", &|t| Some(t.feedback as f64)),
+        ("llmroute_task_mean_score", "The mean score of that feedback (absent without any).", &|t| t.mean_score),
+        ("llmroute_task_learned_good_share", "What the router learned of the model on the task: the share of good outcomes (absent when nothing was learned).", &|t| t.learned_good_share),
+        ("llmroute_task_learned_events", "The feedback events that learning holds, decayed.", &|t| Some(t.learned_events as f64)),
+    ];
+    for (name, help, value) in families {
+        some_family(o, name, help, per(value));
+    }
 }
 
 /// The families by upstream.
@@ -204,6 +281,14 @@ fn known_cost(labels: Labels, known: f64, unknown: i64) -> Vec<Sample> {
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A gauge family, left out when it has no sample (the format has no
+/// family without one).
+fn some_family(out: &mut String, name: &str, help: &str, samples: Vec<Sample>) {
+    if !samples.is_empty() {
+        family(out, name, "gauge", help, samples);
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
