@@ -76,7 +76,7 @@ impl UpstreamConfig {
         if !ok_name {
             return Err((
                 at(&[]),
-                format!("upstream {name:?}: a name is 1 to 64 letters, digits, '-' or '_'"),
+                format!("upstream {name:?}: a name is 1 to 64 ASCII letters, digits, '-' or '_'"),
             ));
         }
         if name == DEFAULT_NAME {

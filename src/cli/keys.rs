@@ -41,7 +41,7 @@ pub enum KeysAction {
 /// `llmroute keys create`.
 #[derive(Debug, Args, Clone)]
 pub struct KeyCreateArgs {
-    /// The key's name: letters, digits, '-', '_', '.', '@' (recorded with each request)
+    /// The key's name: ASCII letters, digits, '-', '_', '.', '@' (recorded with each request)
     pub name: String,
 
     /// What the key may spend a period, in USD

@@ -239,7 +239,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
     if !ok {
         return Err(format!(
-            "{name:?}: a key's name is 1 to {NAME_MAX} letters, digits, '-', '_', '.' or '@'"
+            "{name:?}: a key's name is 1 to {NAME_MAX} ASCII letters, digits, '-', '_', '.' or '@'"
         ));
     }
     // The names a server gives its trusted and admin tokens: a key of the

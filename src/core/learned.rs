@@ -39,7 +39,7 @@ pub fn check_task(name: &str) -> Result<(), String> {
                 shown.push('…');
             }
             Err(format!(
-                "task {shown:?} ({} characters): a task's name is 1 to {TASK_NAME_MAX} letters, digits, '-', '_', '.', '/' or ':'",
+                "task {shown:?} ({} characters): a task's name is 1 to {TASK_NAME_MAX} ASCII letters, digits, '-', '_', '.', '/' or ':'",
                 name.chars().count()
             ))
         }
