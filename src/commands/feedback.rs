@@ -50,6 +50,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         _ => Box::new(std::io::stdin().lock()),
     };
     let outcomes = args.outcomes.is_some();
+    let mut unlisted = Unlisted::new(&store, options);
     let mut shared = Shared::open(options)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
@@ -68,6 +69,9 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
             let item = text
                 .map_err(|e| (Value::Null, e))
                 .and_then(|t| parse(t, outcomes));
+            if let Ok(Item::Outcome { model, .. }) = &item {
+                unlisted.check(model);
+            }
             batch.push((line_no, item));
         }
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
@@ -115,6 +119,61 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
     } else {
         exit::OK
     })
+}
+
+/// The models an evaluation's outcomes may name without a word: those of
+/// the catalogue the store holds for the API, the named upstreams'
+/// (`NAME:model`), and the configured candidates. An outcome of another
+/// model is taken in all the same (it may be served later), and a
+/// warning says so once a model, as it is most likely misspelt.
+struct Unlisted {
+    /// None when the store holds no catalogue: nothing to check against.
+    known: Option<std::collections::HashSet<String>>,
+    /// The named upstreams.
+    names: Vec<String>,
+    said: std::collections::HashSet<String>,
+}
+
+impl Unlisted {
+    fn new(store: &Store, options: &Options) -> Unlisted {
+        let identity = crate::upstream::identity(&options.base_url);
+        let catalogue = store
+            .catalogue(&identity)
+            .ok()
+            .flatten()
+            .and_then(|(_, body)| {
+                let origin = crate::core::catalogue::Origin::Stored {
+                    age: std::time::Duration::ZERO,
+                };
+                crate::core::catalogue::Catalogue::parse(body.as_bytes(), origin).ok()
+            });
+        let known = catalogue.map(|c| {
+            let settings = options.settings().ok();
+            let configured = settings
+                .iter()
+                .flat_map(|s| s.models.iter().chain(s.fallback.iter()));
+            let listed = c.models().iter().map(|m| m.id.clone());
+            listed.chain(configured.cloned()).collect()
+        });
+        Unlisted {
+            known,
+            names: options.upstreams.keys().cloned().collect(),
+            said: Default::default(),
+        }
+    }
+
+    fn check(&mut self, model: &str) {
+        let Some(known) = &self.known else { return };
+        let named = crate::upstreams::split(model, |n| self.names.iter().any(|u| u == n)).is_some();
+        if named || known.contains(model) || !self.said.insert(model.to_string()) {
+            return;
+        }
+        eprintln!(
+            "llmroute: warning: {} is in no catalogue this store holds, nor among the configured \
+             candidates; its outcomes are taken in all the same (check its spelling)",
+            crate::core::failure::snippet(model.as_bytes())
+        );
+    }
 }
 
 type Taken = Result<Value, (Value, String)>;

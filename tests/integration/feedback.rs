@@ -303,6 +303,9 @@ fn outcomes_of_an_evaluation_warm_the_router() {
         ));
     }
     outcomes.push_str("{\"task\":\"bad task\",\"model\":\"m\",\"score\":1}\n");
+    // A model no catalogue lists is taken, with a warning, once.
+    let misspelt = json!({"task": "other-task", "model": "t/chaep", "score": 1});
+    outcomes.push_str(&format!("{misspelt}\n{misspelt}\n"));
     // An empty LLMROUTE_REDIS_URL, as a script may export, names no Redis.
     let out = env
         .cmd()
@@ -317,6 +320,13 @@ fn outcomes_of_an_evaluation_warm_the_router() {
         "no summary: {}",
         out.stderr
     );
+    assert_eq!(
+        out.stderr.matches("t/chaep is in no catalogue").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("t/cheap is"), "{}", out.stderr);
     assert_eq!(before, "t/strong");
     let (after, candidates) = choice(&env, "tickets");
     assert_eq!(after, "t/cheap", "{candidates:?}");
