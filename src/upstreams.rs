@@ -236,6 +236,8 @@ pub struct Upstreams {
 
 /// A named upstream's client, with its own time limit and limits.
 pub struct Named {
+    /// Its name in the config, as its candidates' ids carry it.
+    pub name: String,
     pub client: Client,
     pub timeout: Option<Duration>,
     /// Its requests a minute (GCRA), when limited.
@@ -293,12 +295,13 @@ fn tokens_of(usage: &crate::core::failure::Usage) -> u64 {
 const AT_LIMIT: Duration = Duration::from_millis(50);
 
 impl Named {
-    pub fn new(client: Client, config: &UpstreamConfig) -> Named {
+    pub fn new(name: &str, client: Client, config: &UpstreamConfig) -> Named {
         let per_minute = config
             .rpm
             .and_then(std::num::NonZeroU32::new)
             .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
         Named {
+            name: name.to_string(),
             client,
             timeout: config.timeout(),
             rpm: per_minute,
@@ -354,6 +357,19 @@ impl Named {
         Ok(slot)
     }
 
+    /// A failure as this upstream's: its 401 refuses its own key, which
+    /// stops nothing else (the default API's stops the run).
+    fn refused(&self, f: Failure) -> Failure {
+        match f.kind {
+            FailureKind::Auth => Failure {
+                kind: FailureKind::UpstreamAuth,
+                message: format!("upstream {} refused its key: {}", self.name, f.message),
+                ..f
+            },
+            _ => f,
+        }
+    }
+
     /// Until when its requests a minute are used up, as far as its last
     /// refusal found.
     fn out_of_requests(&self) -> Option<Duration> {
@@ -382,7 +398,8 @@ impl Upstream for Named {
             let answer = self
                 .client
                 .complete(body, self.timeout.unwrap_or(timeout))
-                .await;
+                .await
+                .map_err(|f| self.refused(f));
             if let (Some(t), Ok(s)) = (&self.tokens, &answer) {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
                 t.add(crate::engine::now_ms(), tokens_of(&s.usage));
@@ -397,7 +414,8 @@ impl Upstream for Named {
             let mut opened = self
                 .client
                 .open(body, self.timeout.unwrap_or(timeout))
-                .await?;
+                .await
+                .map_err(|f| self.refused(f))?;
             // The tokens a stream used are counted at its end.
             if let Some(t) = self.tokens.clone() {
                 let events =
@@ -616,7 +634,7 @@ mod tests {
             ..UpstreamConfig::default()
         };
         let client = Client::new(&config.base_url, None, 1).unwrap();
-        let named = Named::new(client, &config);
+        let named = Named::new("local", client, &config);
         assert_eq!(named.held_back("m"), None);
         let slot = named.admit().unwrap();
         assert_eq!(

@@ -281,7 +281,7 @@ pub fn named_upstreams(
         false => clients
             .into_iter()
             .map(|(name, client)| {
-                let named = crate::upstreams::Named::new(client, &options.upstreams[&name]);
+                let named = crate::upstreams::Named::new(&name, client, &options.upstreams[&name]);
                 (name, named)
             })
             .collect(),

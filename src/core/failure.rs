@@ -71,10 +71,14 @@ pub enum FailureKind {
     /// `concurrency`, `rpm` or `tpm`). No attempt: the request tries its
     /// other candidates meanwhile, or waits.
     AtLimit,
+    /// HTTP 401 from a named upstream: it refused the key it was given (or
+    /// wants one): the request goes on to another candidate, and nothing
+    /// else stops, as the default API's refusal stops a run.
+    UpstreamAuth,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 17] = [
+    pub const ALL: [FailureKind; 18] = [
         FailureKind::Connect,
         FailureKind::Timeout,
         FailureKind::RateLimited,
@@ -92,6 +96,7 @@ impl FailureKind {
         FailureKind::Interrupted,
         FailureKind::Cancelled,
         FailureKind::AtLimit,
+        FailureKind::UpstreamAuth,
     ];
 
     /// The stable name used in output lines and the store.
@@ -114,6 +119,7 @@ impl FailureKind {
             FailureKind::Interrupted => "interrupted",
             FailureKind::Cancelled => "cancelled",
             FailureKind::AtLimit => "at_limit",
+            FailureKind::UpstreamAuth => "upstream_auth",
         }
     }
 

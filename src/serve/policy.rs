@@ -75,6 +75,7 @@ impl App {
         req: &mut Request,
         key: Option<(&str, &Policy)>,
     ) -> Result<(), ApiError> {
+        self.no_misspelt_upstream(req)?;
         match key {
             Some((name, p)) if p.limits_models() => self.check_patterns(req, name, p)?,
             _ => self.check_models(req)?,
@@ -83,6 +84,25 @@ impl App {
             self.check_priority(req, name, p)?;
         }
         Ok(())
+    }
+
+    /// Refuses a request naming a misspelt upstream (`lcoal:llama3`), which
+    /// would send its prompt to the default API, with its key: whatever
+    /// models a key or `--allow-any-model` lets it name.
+    fn no_misspelt_upstream(&self, req: &Request) -> Result<(), ApiError> {
+        let catalogue = self.router.catalogue();
+        match req
+            .named_models()
+            .find_map(|m| crate::upstreams::misspelt_in(m, &self.upstreams, catalogue))
+        {
+            None => Ok(()),
+            Some(why) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model_not_allowed",
+                crate::core::failure::snippet(why.as_bytes()).to_string(),
+            )),
+        }
     }
 
     /// Refuses a request that pins or lists a model which is neither in

@@ -171,6 +171,55 @@ fn a_local_server_that_is_down_sends_its_requests_elsewhere() {
     }
 }
 
+/// A named upstream refusing its key refuses that upstream only: its
+/// requests go elsewhere, and the run goes on.
+#[test]
+fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = with(&env, &cfg)
+        .env("LOCAL_KEY", "not-the-key")
+        .args(["--models", "m/x,local:llama3", "-p", "cost", "--no-cache"])
+        .stdin(prompts(4))
+        .run();
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["model"], "m/x", "{l}");
+    }
+    assert!(!out.stderr.contains("refused the run"), "{}", out.stderr);
+    let first = &out.lines()[0]["attempts"][0];
+    assert_eq!(first["model"], "local:llama3", "{first}");
+    assert_eq!(first["status"], 401, "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream local refused its key: HTTP 401"),
+        "{first}"
+    );
+    // A server goes on answering too.
+    let s = env.serve_with(
+        &["--models", "m/x,local:llama3", "-p", "cost"],
+        &[
+            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
+            ("LOCAL_KEY", "not-the-key"),
+        ],
+    );
+    crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        for model in [None, Some("m/x"), None] {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&chat(model, "hi"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    });
+}
+
 #[test]
 fn the_same_model_on_two_upstreams_is_two_candidates() {
     let env = env();
@@ -301,6 +350,39 @@ fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
     let lines = out.lines();
     assert_eq!(lines[0]["error"]["type"], "invalid_input", "{}", out.stdout);
     assert!(lines[1]["error"].is_null(), "{}", out.stdout);
+    // A server refuses it, even one that lets requests name any model,
+    // pinned or listed.
+    let s = env.serve_with(
+        &["--models", "local:llama3", "--allow-any-model"],
+        &[
+            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
+            ("LOCAL_KEY", LOCAL_KEY),
+        ],
+    );
+    crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        let mut listed = chat(None, "hi");
+        listed["llmroute"] = serde_json::json!({"models": ["lcoal:llama3"]});
+        for body in [chat(Some("lcoal:llama3"), "hi"), listed] {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "model_not_allowed", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no upstream is named"),
+                "{v}"
+            );
+        }
+    });
+    drop(s);
     // Nothing reached the default API under that name.
     assert!(env
         .server
