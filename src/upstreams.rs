@@ -108,6 +108,14 @@ impl UpstreamConfig {
                 ));
             }
         }
+        for (header, value) in &self.headers {
+            check_header(header, value).map_err(|e| {
+                (
+                    at(&["headers", header]),
+                    format!("upstream {name}: header {header:?}: {e}"),
+                )
+            })?;
+        }
         for (key, v) in [
             ("rpm", self.rpm.map(u64::from)),
             ("tpm", self.tpm),
@@ -146,6 +154,40 @@ impl UpstreamConfig {
             .as_deref()
             .and_then(|t| crate::core::duration::parse(t).ok())
     }
+}
+
+/// Headers llmroute sets itself on each request: the message's framing and
+/// its connection's, the host of `base_url`, and the key of `api_key_env`.
+const OWN_HEADERS: [&str; 12] = [
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks a header of `[upstreams.NAME] headers`: a valid name and value,
+/// and none of those llmroute sets itself ([`OWN_HEADERS`]), which would
+/// break every request to it or send a key past `api_key_env`.
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let header = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| "not a header name".to_string())?;
+    reqwest::header::HeaderValue::from_str(value.trim())
+        .map_err(|_| "its value holds characters a header may not".to_string())?;
+    if OWN_HEADERS.contains(&header.as_str()) {
+        return Err(match header.as_str() {
+            "authorization" => "llmroute sends the key of api_key_env; set that instead".into(),
+            _ => "llmroute sets it itself for each request".into(),
+        });
+    }
+    Ok(())
 }
 
 /// `NAME:model` when NAME is an upstream (`is_upstream`): the name and the
@@ -518,6 +560,27 @@ impl Upstream for Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_llmroute_sets_itself_are_refused() {
+        let with = |name: &str, value: &str| UpstreamConfig {
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            headers: [(name.to_string(), value.to_string())].into(),
+            ..UpstreamConfig::default()
+        };
+        assert!(with("X-Team", "search").check("local").is_ok());
+        for (name, value, why) in [
+            ("Content-Length", "3", "sets it itself"),
+            ("Host", "evil.example", "sets it itself"),
+            ("authorization", "Bearer x", "api_key_env"),
+            ("bad header", "x", "not a header name"),
+            ("X-Team", "a\nb", "may not"),
+        ] {
+            let (path, e) = with(name, value).check("local").unwrap_err();
+            assert_eq!(path, ["headers", name], "{e}");
+            assert!(e.contains(why), "{name}: {e}");
+        }
+    }
 
     #[test]
     fn tokens_a_minute_close_once_used_and_open_with_the_next_minute() {
