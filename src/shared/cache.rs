@@ -217,6 +217,13 @@ impl<L: Cache + Recorder + 'static> SharedCache<L> {
                         key: lease_key,
                         value,
                     };
+                    // The holder the lookup found may have answered and
+                    // let go since: its answer, not a second payment.
+                    if let Some(a) = self.in_redis(key, min_created_at).await {
+                        drop(guard);
+                        self.keep_locally(key, &a);
+                        return Claimed::Answered(a);
+                    }
                     return Claimed::Go(Some(Box::new(guard)));
                 }
                 Some(None) => {}

@@ -84,13 +84,13 @@ impl LeasedCache {
             return Claimed::Go(Some(Box::new(lease)));
         }
         let deadline = tokio::time::Instant::now() + self.lease;
-        // First the lease alone (no answer counts: the lookup before this
-        // missed, or was not to be made); then, while another holds it, its
-        // answer, or the lease once it ends.
-        let (mut since, mut peek, mut gone) = (i64::MAX, false, None);
+        // The answer, or the lease: the lookup before this missed, but the
+        // holder it found may have answered and let go since; while another
+        // holds it, its answer, or the lease once it ends.
+        let (mut peek, mut gone) = (false, None);
         loop {
             let claim = self.asking(peek, gone.take());
-            match self.writer.look_up(key, since, Some(claim)).await {
+            match self.writer.look_up(key, min_created_at, Some(claim)).await {
                 Looked::Hit(a) => return Claimed::Answered(a),
                 Looked::Leased => return Claimed::Go(Some(Box::new(self.held(key)))),
                 // The store failed.
@@ -108,7 +108,7 @@ impl LeasedCache {
             if tokio::time::Instant::now() >= deadline {
                 return Claimed::Go(None);
             }
-            (since, peek) = (min_created_at, true);
+            peek = true;
             tokio::time::sleep(POLL).await;
         }
     }
@@ -385,6 +385,41 @@ mod tests {
         });
         drop((ca, cb));
         assert_eq!(a.finish().flight_holder(&key).unwrap(), None);
+        b.finish();
+    }
+
+    /// Between a lookup that found the lease held and the claim after it,
+    /// the holder answered and let go: the claim takes the answer, not the
+    /// free lease, which would pay for the request again.
+    #[test]
+    fn a_claim_after_the_holder_answered_takes_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_writers(&dir);
+        let (ca, cb) = (
+            cache(&a, "a", Duration::from_secs(60)),
+            cache(&b, "b", Duration::from_secs(60)),
+        );
+        let key = Key([7; 32]);
+        rt().block_on(async {
+            assert_eq!(ca.get(key, 0).await, None, "a misses and takes the lease");
+            assert_eq!(cb.get(key, 0).await, None, "b finds it held");
+            let Claimed::Go(Some(lease)) = ca.claim(key, 0).unwrap().await else {
+                panic!("a's claim gets the lease its lookup took")
+            };
+            ca.writer.record(Record {
+                cache: Some(CacheEntry {
+                    key,
+                    answer: answer(),
+                }),
+                ..Record::default()
+            });
+            drop(lease);
+            ca.writer.sync().await;
+            let claimed = cb.claim(key, 0).unwrap().await;
+            assert!(matches!(claimed, Claimed::Answered(x) if x == answer()));
+        });
+        drop((ca, cb));
+        a.finish();
         b.finish();
     }
 
