@@ -228,6 +228,14 @@ impl Grader {
 /// The most of a grader's output read: its score is the first word.
 const OUTPUT_MAX: u64 = 64 * 1024;
 
+/// How long a grader's output may go on after it exited (what it left
+/// running, out of its group, may hold the pipe open).
+const AFTER_EXIT: Duration = Duration::from_millis(200);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the grader on `input`; its score. The grader and whatever it
 /// starts are one process group, killed whole when it takes more than
 /// `limit`; its input is written and its output read while it
@@ -263,11 +271,17 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         }
     });
     let mut stdout = child.stdout.take().expect("the grader's output is piped");
+    // What it printed so far, and a word when its output ends.
+    let printed = Arc::new(Mutex::new(Vec::new()));
     let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let into = printed.clone();
     std::thread::spawn(move || {
-        let mut first = Vec::new();
-        let _ = (&mut stdout).take(OUTPUT_MAX).read_to_end(&mut first);
-        let _ = out_tx.send(first);
+        let mut chunk = [0u8; 4096];
+        let mut limited = (&mut stdout).take(OUTPUT_MAX);
+        while let Ok(n @ 1..) = limited.read(&mut chunk) {
+            lock(&into).extend_from_slice(&chunk[..n]);
+        }
+        let _ = out_tx.send(());
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
     });
     let too_long = || {
@@ -315,12 +329,20 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     if !status.success() {
         return Err(format!("the grader exited with {status}"));
     }
-    // Its output, up to the time left (a process that left its group may
-    // hold the pipe open).
+    // Its output, once it ends; a process that left its group (setsid)
+    // may hold the pipe open for good, so a little while after the grader
+    // exited, what it printed by then.
     let left = limit.saturating_sub(started.elapsed());
-    let out = out_rx.recv_timeout(left).map_err(|_| too_long())?;
+    let ended = out_rx.recv_timeout(left.min(AFTER_EXIT)).is_ok();
+    let out = std::mem::take(&mut *lock(&printed));
     let text = String::from_utf8_lossy(&out);
-    score_in(text.split_whitespace().next().unwrap_or(""))
+    match (text.split_whitespace().next(), ended) {
+        (Some(word), _) => score_in(word),
+        (None, true) => score_in(""),
+        (None, false) => Err("the grader exited with no score, and what it left running \
+                              holds its output open"
+            .into()),
+    }
 }
 
 /// The score a grader printed: `true`, `false`, or a number in 0..1 as

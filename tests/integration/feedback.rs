@@ -869,6 +869,23 @@ fn a_grader_s_score_is_taken_when_it_exits_and_what_it_left_is_killed() {
         .run();
     out.assert_code(0);
     assert_eq!(out.lines()[0]["grade"], 1.0, "{}", out.stderr);
+    // One that left its group (setsid) cannot be killed with it, but its
+    // grader's score is taken all the same.
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache", "-j", "2"])
+        .args([
+            "--grade",
+            "setsid sleep 20 2>/dev/null & echo 0.25",
+            "--grade-timeout",
+            "4s",
+        ])
+        .stdin(prompts(2))
+        .run();
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["grade"], 0.25, "{l} {}", out.stderr);
+    }
     let pids = env.path("left-behind");
     let grader = format!("sleep 30 & echo $! >> {}; echo 0.5", pids.display());
     let out = env
