@@ -12,6 +12,8 @@ pub struct Console {
     pub progress: Option<ProgressBar>,
     /// Log every attempt and cache hit.
     pub verbose: bool,
+    /// `-q`: no warnings or notes, only what stops the run.
+    pub quiet: bool,
 }
 
 impl Console {
@@ -19,6 +21,13 @@ impl Console {
     /// while it does, so that the two never share a line. A message is one
     /// line, whatever an upstream put in it.
     pub fn say(&self, message: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            self.alert(message);
+        }
+    }
+
+    /// [`Self::say`], even with `-q`: for what stops the run.
+    pub fn alert(&self, message: std::fmt::Arguments<'_>) {
         let text = one_line(&message.to_string());
         let message = format_args!("{text}");
         match &self.progress {
@@ -98,7 +107,7 @@ impl Observer for BatchObserver {
     }
 
     fn stopping(&self, message: &str) {
-        self.console.say(format_args!(
+        self.console.alert(format_args!(
             "llmroute: stopping: the API refused the request ({message}); no further requests will be sent"
         ));
     }

@@ -77,6 +77,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     let console = || Console {
         progress: progress.clone(),
         verbose: run.verbose,
+        quiet: run.quiet,
     };
     let use_cache = !run.no_cache && !run.dry_run;
     let run_id = wiring::run_id();

@@ -171,7 +171,8 @@ impl Shared {
     fn warn_store_failure(&self) {
         if let Some(f) = self.router.record_failure() {
             if !self.store_warned.swap(true, Ordering::Relaxed) {
-                self.console.say(format_args!(
+                // Said even with -q: a re-run may pay for what it did not keep.
+                self.console.alert(format_args!(
                     "llmroute: warning: the store failed ({f}); going on without caching or recording"
                 ));
             }

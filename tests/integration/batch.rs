@@ -272,6 +272,19 @@ fn progress_is_hidden_unless_asked_for_and_a_summary_ends_the_run() {
     assert_eq!(out.stderr, "");
 }
 
+/// `-q` leaves stderr to what stops a run: no warning, note or summary.
+#[test]
+fn quiet_says_no_warning() {
+    let env = Env::three();
+    let line = "{\"prompt\":\"q\",\"model\":\"zzz/unknown\"}\n";
+    let loud = env.cmd().args(["--models", "t/a"]).stdin(line).run();
+    assert!(loud.stderr.contains("pins zzz/unknown"), "{}", loud.stderr);
+    let quiet = env.cmd().args(["--models", "t/a", "-q"]).stdin(line).run();
+    assert_eq!(quiet.code, loud.code);
+    assert_eq!(quiet.stderr, "");
+    assert_eq!(quiet.lines().len(), 1);
+}
+
 fn show(cmd: Cmd) -> Value {
     let out = cmd.args(["config", "show"]).run();
     out.assert_code(0);
