@@ -234,9 +234,9 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
 /// Parses a request already read as a JSON object (a server's body); as
 /// [`parse_line`] does after reading the line.
 pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> {
-    let id = match (obj.remove("id"), obj.remove("custom_id")) {
-        (Some(id), _) if !id.is_null() => id,
-        (_, Some(cid)) => cid,
+    let id = match (obj.remove("custom_id"), obj.remove("id")) {
+        (Some(cid), _) if !cid.is_null() => cid,
+        (_, Some(id)) => id,
         _ => Value::Null,
     };
     let top_overrides = obj.remove("llmroute");
@@ -777,6 +777,12 @@ mod tests {
         );
         assert_eq!(e.id, json!("e"));
         assert!(e.message.contains("/v1/embeddings"));
+        // A batch tool matches results by custom_id, whatever id says.
+        let r = ok(
+            r#"{"custom_id":"r9","id":"also","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}"#,
+        );
+        assert_eq!(r.id, json!("r9"));
+        assert_eq!(ok(r#"{"id":"i","custom_id":null,"prompt":"x"}"#).id, json!("i"));
     }
 
     #[test]
