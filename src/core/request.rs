@@ -782,7 +782,10 @@ mod tests {
             r#"{"custom_id":"r9","id":"also","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"x"}]}}"#,
         );
         assert_eq!(r.id, json!("r9"));
-        assert_eq!(ok(r#"{"id":"i","custom_id":null,"prompt":"x"}"#).id, json!("i"));
+        assert_eq!(
+            ok(r#"{"id":"i","custom_id":null,"prompt":"x"}"#).id,
+            json!("i")
+        );
     }
 
     #[test]

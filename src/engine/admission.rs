@@ -244,6 +244,10 @@ pub enum TryReserve {
 /// A nano-dollar of slack absorbs floating-point sums like 0.1 + 0.2.
 pub const SLACK: f64 = 1e-9;
 
+/// Less than this many USD reserved is none: the rounding that sums of
+/// estimates taken and given back leave.
+const RESIDUE_USD: f64 = 1e-11;
+
 impl Budget {
     pub fn new(max_usd: f64) -> Budget {
         Budget::with_spent(max_usd, 0.0)
@@ -320,6 +324,10 @@ impl Budget {
         {
             let mut s = self.state();
             s.reserved = (s.reserved - r.0).max(0.0);
+            // What sums of estimates leave once all are given back is none.
+            if s.reserved < RESIDUE_USD {
+                s.reserved = 0.0;
+            }
             s.spent += actual.unwrap_or(r.0);
         }
         self.settled.notify_waiters();
@@ -394,6 +402,16 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reservations_given_back_leave_nothing_reserved() {
+        let b = Budget::new(1.0);
+        let rs = [0.1, 0.2, 0.3].map(|e| reserved(b.try_reserve(e)));
+        for r in rs {
+            b.settle(r, Some(0.0));
+        }
+        assert_eq!(b.reserved(), 0.0);
     }
 
     fn reserved(t: TryReserve) -> Reservation {
