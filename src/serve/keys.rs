@@ -247,6 +247,7 @@ impl Client {
             "priorities": &p.priorities,
             "max_tokens": p.max_tokens,
             "cache": p.cache,
+            "feedback": p.feedback,
             "expires_at_ms": p.expires_at_ms,
         })
     }

@@ -472,6 +472,16 @@ fn a_key_without_feedback_teaches_nothing() {
     let s = env.serve(&["--models", "t/cheap,t/strong"]);
     let (status, _, id) = post(&s, &token, "/v1/chat/completions", &chat(None, "hi"));
     assert_eq!(status, 200);
+    let seen = crate::serve::rt().block_on(async {
+        let r = reqwest::Client::new()
+            .get(s.url("/v1/key"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()
+    });
+    assert_eq!(seen["feedback"], "off", "{seen}");
     let fb = json!({"request_id": id.unwrap(), "score": 0, "weight": 100});
     for body in [fb.clone(), json!([fb])] {
         let (status, v, _) = post(&s, &token, "/v1/feedback", &body);
