@@ -121,12 +121,32 @@ pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<i32> {
     }
 }
 
+/// A warning of the set-up: through the log when a server set one up (so
+/// that `--log-format json` keeps every line JSON), else on stderr.
+pub fn warn(message: std::fmt::Arguments<'_>) {
+    match tracing::dispatcher::has_been_set() {
+        true => tracing::warn!("{message}"),
+        false => eprintln!("llmroute: warning: {message}"),
+    }
+}
+
+/// A note of the set-up, as [`warn`] but not a warning.
+pub fn note(message: std::fmt::Arguments<'_>) {
+    match tracing::dispatcher::has_been_set() {
+        true => tracing::info!("{message}"),
+        false => eprintln!("llmroute: note: {message}"),
+    }
+}
+
 /// Says, once, that the cost weight cannot act when the catalogue gives a
 /// price for none of the candidates (an API whose `/models` lists ids only,
 /// as LiteLLM's proxy does): every candidate then costs the same.
 pub fn warn_no_prices(settings: &crate::core::ranking::Settings, catalogue: &Catalogue) {
     if let Some(w) = no_prices(settings, catalogue) {
-        eprintln!("{w}");
+        warn(format_args!(
+            "{}",
+            w.trim_start_matches("llmroute: warning: ")
+        ));
     }
 }
 
@@ -192,7 +212,9 @@ pub fn warn_plain_http(base: &str, quiet: bool) {
         None => false,
     };
     if !loopback {
-        eprintln!("llmroute: warning: {base} is plain http: the API key would travel unencrypted");
+        warn(format_args!(
+            "{base} is plain http: the API key would travel unencrypted"
+        ));
     }
 }
 
@@ -227,7 +249,7 @@ fn fetch_catalogue(
         Err(problem) => store.put_catalogue(&failure_key(base), now, problem),
     };
     if let (Err(e), false) = (kept, quiet) {
-        eprintln!("llmroute: warning: cannot keep the catalogue in the store: {e}");
+        warn(format_args!("cannot keep the catalogue in the store: {e}"));
     }
     fetched
 }
@@ -302,16 +324,16 @@ pub fn load_catalogue(
                     Origin::Stored { age } => crate::core::duration::human(age),
                     _ => String::new(),
                 };
-                eprintln!("llmroute: warning: cannot fetch {base}/models ({problem}); using the stored catalogue from {age} ago");
+                warn(format_args!("cannot fetch {base}/models ({problem}); using the stored catalogue from {age} ago"));
             }
             c
         }
         None => {
             if !quiet {
-                eprintln!(
-                    "llmroute: warning: cannot fetch {base}/models ({problem}); using the built-in catalogue of {}",
+                warn(format_args!(
+                    "cannot fetch {base}/models ({problem}); using the built-in catalogue of {}",
                     catalogue::EMBEDDED_DATE
-                );
+                ));
             }
             Catalogue::embedded()
         }

@@ -174,7 +174,9 @@ fn open_store(path: &std::path::Path, wants: &Wants) -> anyhow::Result<Store> {
         Ok(s) => Ok(s),
         Err(e) if wants.dry_run => {
             if !wants.quiet {
-                eprintln!("llmroute: note: {e}; the dry run goes on with a store in memory");
+                setup::note(format_args!(
+                    "{e}; the dry run goes on with a store in memory"
+                ));
             }
             Ok(Store::in_memory()?)
         }
@@ -235,9 +237,9 @@ fn check_sharing(options: &Options, quiet: bool) -> anyhow::Result<()> {
     }
     let nothing = options.rpm.is_none() && options.tpm.is_none() && options.max_cost.is_none();
     if options.redis.as_ref().is_some_and(|r| r.shared_limits) && nothing && !quiet {
-        eprintln!(
-            "llmroute: warning: --shared-limits shares nothing without --rpm, --tpm or --max-cost"
-        );
+        setup::warn(format_args!(
+            "--shared-limits shares nothing without --rpm, --tpm or --max-cost"
+        ));
     }
     Ok(())
 }
@@ -316,9 +318,9 @@ pub fn with_named_candidates(
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {
                 if !quiet {
-                    eprintln!(
-                        "llmroute: warning: upstream {name}: cannot fetch {base}/models; its models are those its [upstreams.{name}.models] table names"
-                    );
+                    setup::warn(format_args!(
+                        "upstream {name}: cannot fetch {base}/models; its models are those its [upstreams.{name}.models] table names"
+                    ));
                 }
                 Vec::new()
             }
@@ -389,7 +391,7 @@ fn read_shared_quality(
         match Link::open(&r.url, &r.prefix, r.timeout).await {
             Ok(link) => crate::shared::quality::all(&link, upstream).await,
             Err(e) => {
-                eprintln!("llmroute: warning: {e}; learned quality is the store's");
+                setup::warn(format_args!("{e}; learned quality is the store's"));
                 None
             }
         }

@@ -220,6 +220,30 @@ fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
     });
 }
 
+/// Every line a server logs is JSON with `--log-format json`, the
+/// warnings of its set-up too (here: a named upstream's catalogue that
+/// cannot be fetched).
+#[test]
+fn a_server_s_set_up_warnings_are_json_like_the_rest() {
+    let env = env();
+    let cfg = local_config(&env, "http://127.0.0.1:9/v1", "", "0");
+    let s = env.serve_with(
+        &["--models", "m/x,local:llama3", "--log-format", "json"],
+        &[
+            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
+            ("LOCAL_KEY", LOCAL_KEY),
+        ],
+    );
+    let (_, log) = s.stop();
+    assert!(log.contains("/models"), "the warning is there: {log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}\n{log}"
+        );
+    }
+}
+
 #[test]
 fn the_same_model_on_two_upstreams_is_two_candidates() {
     let env = env();
