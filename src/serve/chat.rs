@@ -318,6 +318,8 @@ impl App {
             }
             Outcome::Failed(e) => {
                 drop(slot);
+                // Its access line names the model it last tried.
+                access.model = access.tried.last().map(|t| t.model.clone());
                 // Cut off by the server's stop (or its client leaving): a
                 // retry, elsewhere or once it is back, may well be answered.
                 let mut err = match e.kind {

@@ -164,10 +164,20 @@ fn errors_have_openais_shape_and_fitting_statuses() {
         let (status, _, v) = post(&client(), &s, &chat(None, "x")).await;
         assert_eq!(status, 502, "{v}");
         assert_eq!(v["error"]["code"], "all_models_failed");
+        // Its access line names the model it last tried.
+        let (status, _, _) = post(&client(), &s, &chat(Some("t/b"), "pinned")).await;
+        assert_eq!(status, 502);
     });
+    let log = s.log();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("status=502"))
+        .last()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("model=\"t/b\""), "{line}");
     assert_eq!(
         env.server.completions().len(),
-        3,
+        4,
         "nothing sent for bad requests"
     );
 }
