@@ -171,8 +171,7 @@ fn errors_have_openais_shape_and_fitting_statuses() {
     let log = s.log();
     let line = log
         .lines()
-        .filter(|l| l.contains("status=502"))
-        .last()
+        .rfind(|l| l.contains("status=502"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("model=\"t/b\""), "{line}");
     assert_eq!(
