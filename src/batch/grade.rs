@@ -278,8 +278,13 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     std::thread::spawn(move || {
         let mut chunk = [0u8; 4096];
         let mut limited = (&mut stdout).take(OUTPUT_MAX);
-        while let Ok(n @ 1..) = limited.read(&mut chunk) {
-            lock(&into).extend_from_slice(&chunk[..n]);
+        loop {
+            match limited.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => lock(&into).extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
         let _ = out_tx.send(());
         let _ = std::io::copy(&mut stdout, &mut std::io::sink());
@@ -294,13 +299,18 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         // Reaped under the lock, and forgotten with it: a stop never
         // kills a group id the system may have given to another.
         let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if exited(group) {
-            // Whatever it left behind, which may hold its output open,
-            // dies with it: while the grader is not reaped, its group id
-            // is still its own.
+        // Reaped only once seen to have exited, after whatever it left
+        // behind (which may hold its output open) is killed with its
+        // group: while the grader is not reaped, its group id is its own.
+        let gone = exited(group);
+        if gone {
             kill_group(group);
         }
-        match child.try_wait() {
+        let reaped = match gone {
+            true => child.try_wait(),
+            false => Ok(None),
+        };
+        match reaped {
             Ok(Some(status)) => {
                 groups.remove(&group);
                 break status;
@@ -332,8 +342,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     // Its output, once it ends; a process that left its group (setsid)
     // may hold the pipe open for good, so a little while after the grader
     // exited, what it printed by then.
-    let left = limit.saturating_sub(started.elapsed());
-    let ended = out_rx.recv_timeout(left.min(AFTER_EXIT)).is_ok();
+    let ended = out_rx.recv_timeout(AFTER_EXIT).is_ok();
     let out = std::mem::take(&mut *lock(&printed));
     let text = String::from_utf8_lossy(&out);
     match (text.split_whitespace().next(), ended) {
