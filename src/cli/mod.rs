@@ -54,30 +54,18 @@ pub struct Cli {
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let choice = match color_flag(&args) {
+    let choice = match values::color_flag(&args) {
         Some(ColorWhen::Always) => clap::ColorChoice::Always,
         Some(ColorWhen::Never) => clap::ColorChoice::Never,
         _ => clap::ColorChoice::Auto,
     };
-    let matches = Cli::command().color(choice).get_matches_from(args);
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
-/// The last `--color WHEN` or `--color=WHEN` before `--`, if any.
-fn color_flag(args: &[std::ffi::OsString]) -> Option<ColorWhen> {
-    let mut found = None;
-    let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
-    while let Some(arg) = args.next() {
-        let value = match arg {
-            "--" => break,
-            "--color" => args.next(),
-            _ => arg.strip_prefix("--color="),
-        };
-        if let Some(v) = value {
-            found = ColorWhen::from_str(v, true).ok().or(found);
-        }
+    // Help shows no variable's value: the API's and Redis's URLs may hold a password.
+    fn hidden(c: clap::Command) -> clap::Command {
+        c.mut_args(|a| a.hide_env_values(true))
+            .mut_subcommands(hidden)
     }
-    found
+    let matches = hidden(Cli::command().color(choice)).get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Options every command shares.
@@ -699,7 +687,7 @@ mod tests {
     fn the_color_flag_is_read_ahead() {
         let read = |args: &[&str]| {
             let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-            color_flag(&args)
+            values::color_flag(&args)
         };
         assert_eq!(read(&["llmroute", "report"]), None);
         assert_eq!(

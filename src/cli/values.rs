@@ -94,3 +94,22 @@ pub(super) fn parse_weights(s: &str) -> Result<Weights, String> {
 pub(super) fn parse_quality(s: &str) -> Result<(String, f64), String> {
     crate::core::quality::parse_override(s)
 }
+
+/// The last `--color WHEN` or `--color=WHEN` before `--`, if any.
+pub(super) fn color_flag(args: &[std::ffi::OsString]) -> Option<super::ColorWhen> {
+    let mut found = None;
+    let mut args = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            "--" => break,
+            "--color" => args.next(),
+            _ => arg.strip_prefix("--color="),
+        };
+        if let Some(v) = value {
+            found = <super::ColorWhen as clap::ValueEnum>::from_str(v, true)
+                .ok()
+                .or(found);
+        }
+    }
+    found
+}

@@ -276,3 +276,30 @@ fn old_metrics_are_pruned_after_a_run() {
         "recent rows stay"
     );
 }
+
+/// Help never shows the values of the variables that may hold a password.
+#[test]
+fn help_shows_no_password_from_the_environment() {
+    let env = Env::three();
+    for args in [
+        &["--help"][..],
+        &["models", "--help"],
+        &["serve", "--help"],
+        &["keys", "list", "--help"],
+        &["feedback", "--help"],
+    ] {
+        let out = env
+            .cmd()
+            .env("LLMROUTE_REDIS_URL", "redis://:hunter2pw@127.0.0.1:1/0")
+            .env(
+                "LLMROUTE_BASE_URL",
+                "http://user:s3cretpw@127.0.0.1:1/api/v1",
+            )
+            .args(args)
+            .run();
+        out.assert_code(0);
+        for secret in ["hunter2pw", "s3cretpw"] {
+            assert!(!out.stdout.contains(secret), "{args:?}: {}", out.stdout);
+        }
+    }
+}
