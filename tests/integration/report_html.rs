@@ -166,3 +166,51 @@ fn html_goes_to_standard_output_and_a_bad_output_path_is_an_error() {
         .collect();
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
 }
+
+/// `-o` writes where the path leads: through a symbolic link, into a FIFO
+/// or a device, and over a file that keeps its mode.
+#[test]
+fn output_goes_through_links_fifos_and_keeps_a_file_s_mode() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let env = Env::three();
+    store_with(&env, &rows(now_ms()));
+    let report = |path: &std::path::Path| {
+        env.cmd()
+            .args(["report", "--json", "-o"])
+            .arg(path)
+            .run()
+            .assert_code(0);
+    };
+    let kept = env.path("kept.json");
+    std::fs::write(&kept, "old").unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    report(&kept);
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let target = env.path("target.json");
+    std::fs::write(&target, "old").unwrap();
+    let link = env.path("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    report(&link);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(read(&target).starts_with(b"{"), "written through the link");
+    let fifo = env.path("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    report(&fifo);
+    let got = reader.join().unwrap();
+    assert!(got.starts_with(b"{"), "{}", String::from_utf8_lossy(&got));
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+}

@@ -96,11 +96,30 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
 /// a new one (never a file or link someone put there in its name).
 fn write_whole(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    // Where the path leads: a link's target is written, not the link; a
+    // FIFO or a device is written into, as a shell's `>` would.
+    let resolved = match std::fs::symlink_metadata(file) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(file)?,
+        _ => file.to_path_buf(),
+    };
+    let file = resolved.as_path();
+    let old = std::fs::metadata(file).ok();
+    if old.as_ref().is_some_and(|m| !m.is_file()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(file)?
+            .write_all(bytes);
+    }
     let name = file
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
     let (tmp, mut f) = new_beside(file, name)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    // A file replaced keeps its mode.
+    let written = old
+        .map_or(Ok(()), |m| f.set_permissions(m.permissions()))
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all());
     drop(f);
     match written.and_then(|()| std::fs::rename(&tmp, file)) {
         Ok(()) => Ok(()),
