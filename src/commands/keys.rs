@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{KeyCreateArgs, KeysAction, KeysArgs};
 use crate::core::keys::{check_name, merge, CacheUse, FeedbackUse, KeyRecord, Period, Policy};
-use crate::core::numbers::usd;
+use crate::core::numbers::{counted, usd};
 use crate::options::Options;
 use crate::setup as app;
 use crate::shared::Link;
@@ -293,10 +293,10 @@ fn limits_text(p: &Policy) -> Option<String> {
         });
     }
     if let Some(n) = p.rpm {
-        parts.push(format!("{n} requests/min"));
+        parts.push(format!("{}/min", counted(n.into(), "request")));
     }
     if let Some(n) = p.tpm {
-        parts.push(format!("{n} tokens/min"));
+        parts.push(format!("{}/min", counted(n.into(), "token")));
     }
     if !p.models.is_empty() {
         parts.push(format!("models {}", p.models.join(",")));

@@ -72,11 +72,18 @@ impl App {
             format!(
                 "key {} is over its {} for this minute; try again in {secs}s",
                 c.name,
-                match (c.policy.rpm, c.policy.tpm) {
-                    (Some(r), Some(t)) => format!("{r} requests or {t} tokens a minute"),
-                    (Some(r), None) => format!("{r} requests a minute"),
-                    (_, Some(t)) => format!("{t} tokens a minute"),
-                    (None, None) => "rates".to_string(),
+                {
+                    use crate::core::numbers::counted;
+                    let (r, t) = (c.policy.rpm.map(u64::from), c.policy.tpm.map(u64::from));
+                    match (
+                        r.map(|r| counted(r, "request")),
+                        t.map(|t| counted(t, "token")),
+                    ) {
+                        (Some(r), Some(t)) => format!("{r} or {t} a minute"),
+                        (Some(r), None) => format!("{r} a minute"),
+                        (_, Some(t)) => format!("{t} a minute"),
+                        (None, None) => "rates".to_string(),
+                    }
                 }
             ),
         );

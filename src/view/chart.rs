@@ -194,15 +194,18 @@ pub fn requests(id: &str, series: &Series, size: Size) -> String {
     let errors: u64 = series.buckets().map(|b| b.errors).sum();
     let busiest = series.buckets().max_by_key(|b| b.requests);
     let (x0, x1) = series.span();
+    let counted = crate::core::numbers::counted;
     let mut desc = format!(
-        "{total} requests and {errors} errors in buckets of {}",
+        "{} and {} in buckets of {}",
+        counted(total, "request"),
+        counted(errors, "error"),
         humantime::format_duration(Duration::from_millis(series.width_ms() as u64))
     );
     if let Some(b) = busiest.filter(|b| b.requests > 0) {
         desc.push_str(&format!(
-            "; the busiest starts at {} with {} requests",
+            "; the busiest starts at {} with {}",
             time_label(b.start_ms, x1 - x0, series.width_ms()),
-            b.requests
+            counted(b.requests, "request")
         ));
     }
     svg(
@@ -268,7 +271,8 @@ pub fn hit_rate(id: &str, series: &Series, size: Size) -> String {
         "No requests".to_string()
     } else {
         format!(
-            "{hits} of {total} requests answered from the cache ({:.1}%)",
+            "{hits} of {} answered from the cache ({:.1}%)",
+            crate::core::numbers::counted(total, "request"),
             hits as f64 * 100.0 / total as f64
         )
     };
@@ -403,7 +407,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains(r#"<title id="r-t">Requests and errors over time</title>"#));
-        assert!(out.contains("2 requests and 1 errors"), "{out}");
+        assert!(out.contains("2 requests and 1 error in"), "{out}");
         assert!(out.contains("viewBox"));
         assert!(out.trim_end().ends_with("</svg>"));
         let h = histogram("h", "a/<b>", &Bins::of([12.0, 13.0, 400.0]));

@@ -311,11 +311,11 @@ fn over_time(out: &mut String, p: &Picture) {
     let busy: Vec<_> = s.buckets().filter(|b| b.requests > 0).collect();
     let _ = write!(
         out,
-        "<details><summary>The same in numbers ({} of {} buckets of {} with requests)</summary>\
+        "<details><summary>The same in numbers ({} of {} of {} with requests)</summary>\
          <div class=\"wrap\"><table id=\"over-time\"><thead><tr><th scope=\"col\">from</th><th scope=\"col\">requests</th>\
          <th scope=\"col\">errors</th><th scope=\"col\">cache hits</th><th scope=\"col\">hit rate</th><th scope=\"col\">cost</th></tr></thead><tbody>",
         busy.len(),
-        s.buckets().len(),
+        crate::core::numbers::counted(s.buckets().len() as u64, "bucket"),
         humantime::format_duration(std::time::Duration::from_millis(s.width_ms() as u64)),
     );
     for b in busy {

@@ -244,6 +244,14 @@ fn a_key_over_its_rate_gets_429_with_retry_after() {
     let env = Env::three();
     let slow = make_key(&env, "slow", &["--rpm", "2"]);
     let other = make_key(&env, "another", &[]);
+    // One of a thing is singular.
+    make_key(&env, "single", &["--rpm", "1", "--tpm", "1"]);
+    let listed = env.cmd().args(["keys", "list"]).run();
+    assert!(
+        listed.stdout.contains("1 request/min, 1 token/min"),
+        "{}",
+        listed.stdout
+    );
     let s = env.serve(&["--models", "t/a"]);
     rt().block_on(async {
         let body = chat(None, "hi");
