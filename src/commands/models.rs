@@ -295,7 +295,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
         quality_source: ranked.map_or("prior", |r| r.quality_source.name()),
         quality_events: ranked.map_or(0, |r| r.quality_events),
         latency_ms: Latency {
-            ewma: stat.map(|s| round(s.ewma_ms, 3)),
+            ewma: stat.filter(|s| s.samples > 0).map(|s| round(s.ewma_ms, 3)),
             p95: crate::core::health::percentile(&latencies, 95).map(|p| round(p, 3)),
             samples: stat.map_or(0, |s| s.samples),
         },

@@ -58,6 +58,9 @@ fn models_lists_prices_measurements_cooldowns_and_scores() {
         ),
         (2.into(), 2.into(), 1.0.into())
     );
+    // Never answered: no latency, not one of 0 ms.
+    assert_eq!(b["latency_ms"]["samples"], 0, "{b}");
+    assert!(b["latency_ms"]["ewma"].is_null(), "{b}");
     // Retry-After 600 s, capped at 5 minutes.
     let (until, now) = (
         b["cooldown_until"].as_i64().unwrap(),
