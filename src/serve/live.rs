@@ -53,6 +53,7 @@ struct ModelLive {
     attempts: u64,
     errors: u64,
     cost_usd: f64,
+    cost_unknown: u64,
     bins: Bins,
     latencies: Recent<f64>,
 }
@@ -63,6 +64,7 @@ impl Default for ModelLive {
             attempts: 0,
             errors: 0,
             cost_usd: 0.0,
+            cost_unknown: 0,
             bins: Bins::default(),
             latencies: Recent::new(MODEL_LATENCIES),
         }
@@ -153,8 +155,12 @@ impl Live {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0);
             inner.latencies.push(e.latency_ms);
-            if let (Some(model), Some(c)) = (&e.model, cost) {
-                inner.model(model).cost_usd += c;
+            if let Some(model) = &e.model {
+                let m = inner.model(model);
+                match cost {
+                    Some(c) => m.cost_usd += c,
+                    None => m.cost_unknown += 1,
+                }
             }
         }
         inner.totals.attempts += e.attempts as u64;
@@ -187,6 +193,7 @@ impl Live {
                         errors: m.errors,
                         latency: Summary::default(),
                         cost_usd: m.cost_usd,
+                        cost_unknown: m.cost_unknown,
                         bins: m.bins.clone(),
                     };
                     (row, m.latencies.to_vec())

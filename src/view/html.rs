@@ -39,6 +39,16 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
+/// A cost as the text report shows it: `?` when every one summed is
+/// unknown, `≥ $x` when some are.
+fn cost(known: f64, unknown: u64) -> String {
+    match (unknown, known > 0.0) {
+        (0, _) => usd(known),
+        (_, false) => "?".to_string(),
+        (_, true) => format!("≥ {}", usd(known)),
+    }
+}
+
 fn ms(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
@@ -354,7 +364,7 @@ fn models(out: &mut String, rows: &[ModelRow]) {
             ms(m.latency.p95),
             ms(m.latency.p99),
             ms(m.latency.max),
-            usd(m.cost_usd),
+            cost(m.cost_usd, m.cost_unknown),
         );
     }
     if rows.is_empty() {
@@ -574,6 +584,7 @@ mod tests {
                 errors: 0,
                 latency: Summary::of([120.0]),
                 cost_usd: 0.002,
+                cost_unknown: 0,
                 bins: Bins::of([120.0]),
             }],
             tasks: vec![super::super::TaskRow {
@@ -587,6 +598,19 @@ mod tests {
             }],
             live: None,
         }
+    }
+
+    #[test]
+    fn a_cost_not_known_is_never_shown_as_0() {
+        let mut p = picture();
+        p.models[0].cost_usd = 0.0;
+        p.models[0].cost_unknown = 1;
+        let page = document(&p, &Page::default());
+        let row = page.split("<tr data-model=").nth(1).unwrap();
+        assert!(row.contains("<td>?</td>"), "{row}");
+        p.models[0].cost_usd = 0.5;
+        let page = document(&p, &Page::default());
+        assert!(page.contains("≥ $0.50"), "some known, some not");
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct ModelRow {
     /// Latency of its successful attempts.
     pub latency: Summary,
     pub cost_usd: f64,
+    /// Its answers whose cost is unknown, left out of `cost_usd`.
+    pub cost_unknown: u64,
     /// Its successful attempts' latencies, binned.
     #[serde(skip)]
     pub bins: Bins,

@@ -53,6 +53,7 @@ pub fn picture(r: &Report) -> Picture {
                 errors: count(m.errors),
                 latency: Summary::of_sorted(m.latencies.sorted()),
                 cost_usd: m.cost_usd,
+                cost_unknown: count(m.cost_unknown_attempts),
                 bins: Bins::of(m.latencies.sorted().iter().copied()),
             })
             .collect(),
