@@ -463,7 +463,7 @@ fn money(usd: f64) -> String {
 
 /// A model's cost: `?` when it is unknown, and `≥` before a sum that
 /// leaves out attempts of unknown cost.
-fn model_cost(known: f64, unknown: i64) -> String {
+pub(super) fn model_cost(known: f64, unknown: i64) -> String {
     match (unknown, known) {
         (0, x) => money(x),
         (_, x) if x <= 0.0 => "?".into(),

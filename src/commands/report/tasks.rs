@@ -17,6 +17,9 @@ pub struct TaskReport {
     pub answered: i64,
     #[serde(serialize_with = "numbers::serialize_usd")]
     pub cost_usd: f64,
+    /// Answers of the model (not the cache's) whose cost is unknown, left
+    /// out of `cost_usd`.
+    pub cost_unknown_lines: i64,
     /// Feedback given in the window on those answers, and its mean score.
     pub feedback: i64,
     pub mean_score: Option<f64>,
@@ -37,7 +40,8 @@ pub fn load(
     let from = window.from_ms.unwrap_or(i64::MIN);
     let mut stmt = conn.prepare(
         "WITH answered AS (
-             SELECT coalesce(task, 'default') AS task, model, count(*) AS n, total(cost_usd) AS cost
+             SELECT coalesce(task, 'default') AS task, model, count(*) AS n, total(cost_usd) AS cost,
+                    total(cost_usd IS NULL AND NOT cached) AS unknown
              FROM requests WHERE ok AND model IS NOT NULL AND ts >= ?1 GROUP BY 1, 2),
          judged AS (
              SELECT task, model, count(*) AS n, avg(score) AS mean
@@ -48,7 +52,8 @@ pub fn load(
          pairs AS (SELECT task, model FROM answered UNION SELECT task, model FROM judged
                    UNION SELECT task, model FROM learned WHERE events > 0)
          SELECT p.task, p.model, coalesce(a.n, 0), coalesce(a.cost, 0), coalesce(j.n, 0), j.mean,
-                CASE WHEN l.good + l.bad > 0 THEN l.good / (l.good + l.bad) END, coalesce(l.events, 0)
+                CASE WHEN l.good + l.bad > 0 THEN l.good / (l.good + l.bad) END, coalesce(l.events, 0),
+                coalesce(a.unknown, 0)
          FROM pairs p
          LEFT JOIN answered a ON a.task = p.task AND a.model = p.model
          LEFT JOIN judged j ON j.task = p.task AND j.model = p.model
@@ -65,6 +70,7 @@ pub fn load(
             mean_score: r.get(5)?,
             learned_good_share: r.get(6)?,
             learned_events: r.get::<_, f64>(7)? as i64,
+            cost_unknown_lines: r.get::<_, f64>(8)? as i64,
         })
     })?;
     let mut rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -103,7 +109,7 @@ pub fn render(rows: &[TaskReport], window: &str) -> String {
             r.task.clone(),
             r.model.clone(),
             r.answered.to_string(),
-            numbers::usd(r.cost_usd),
+            super::table::model_cost(r.cost_usd, r.cost_unknown_lines),
             r.feedback.to_string(),
             r.mean_score.map_or("–".to_string(), |m| format!("{m:.2}")),
             learned,
@@ -135,6 +141,20 @@ mod tests {
             .collect();
         assert_eq!(pairs, [("t", "b"), ("u", "b")]);
         assert_eq!(load(s.conn(), &all_time(), &[]).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_cost_not_known_is_never_shown_as_0() {
+        let unknown = RequestRow {
+            cost_usd: None,
+            ..on("t", "a")
+        };
+        let s = store_of([unknown.clone(), unknown]);
+        let rows = load(s.conn(), &all_time(), &[]).unwrap();
+        assert_eq!((rows[0].cost_unknown_lines, rows[0].cost_usd), (2, 0.0));
+        let text = render(&rows, "all time");
+        let row = text.lines().find(|l| l.contains(" a ")).unwrap();
+        assert!(row.contains('?') && !row.contains("$0"), "{text}");
     }
 
     #[test]
