@@ -242,7 +242,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// runs, so that neither a grader that reads nothing nor one that prints
 /// much blocks it.
 fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64, String> {
-    use std::io::Read;
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut child = Command::new("sh")
@@ -255,7 +254,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         .map_err(|e| format!("cannot run the grader: {e}"))?;
     let group = child.id() as i32;
     {
-        let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = lock(&running.groups);
         groups.insert(group);
         if running.stopped() {
             kill_group(group);
@@ -270,25 +269,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
             let _ = s.write_all(input.as_bytes());
         }
     });
-    let mut stdout = child.stdout.take().expect("the grader's output is piped");
-    // What it printed so far, and a word when its output ends.
-    let printed = Arc::new(Mutex::new(Vec::new()));
-    let (out_tx, out_rx) = std::sync::mpsc::channel();
-    let into = printed.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        let mut limited = (&mut stdout).take(OUTPUT_MAX);
-        loop {
-            match limited.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => lock(&into).extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = out_tx.send(());
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-    });
+    let (printed, out_rx) = read_output(child.stdout.take().expect("the grader's output is piped"));
     let too_long = || {
         format!(
             "the grader took more than {}",
@@ -298,7 +279,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     let status = loop {
         // Reaped under the lock, and forgotten with it: a stop never
         // kills a group id the system may have given to another.
-        let mut groups = running.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = lock(&running.groups);
         // Reaped only once seen to have exited, after whatever it left
         // behind (which may hold its output open) is killed with its
         // group: while the grader is not reaped, its group id is its own.
@@ -352,6 +333,30 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
                               holds its output open"
             .into()),
     }
+}
+
+/// Reads a grader's output on a thread of its own, as it comes: what it
+/// printed so far (up to [`OUTPUT_MAX`]), and a word when it ends.
+fn read_output(mut stdout: std::process::ChildStdout) -> (Arc<Mutex<Vec<u8>>>, Receiver<()>) {
+    use std::io::Read;
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let into = printed.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        let mut limited = (&mut stdout).take(OUTPUT_MAX);
+        loop {
+            match limited.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => lock(&into).extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    (printed, rx)
 }
 
 /// The score a grader printed: `true`, `false`, or a number in 0..1 as

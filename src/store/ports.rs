@@ -349,6 +349,17 @@ mod tests {
         (a, Writer::spawn(Store::open(&path).unwrap()))
     }
 
+    /// a looks `key` up and takes the lease, b finds it held, and a's
+    /// claim gets the lease: a's to answer.
+    async fn a_leads(ca: &LeasedCache, cb: &LeasedCache, key: Key) -> Box<dyn Send + Sync> {
+        assert_eq!(ca.get(key, 0).await, None, "a misses and takes the lease");
+        assert_eq!(cb.get(key, 0).await, None, "b finds it held");
+        let Claimed::Go(Some(lease)) = ca.claim(key, 0).unwrap().await else {
+            panic!("a's claim gets the lease its lookup took")
+        };
+        lease
+    }
+
     #[test]
     fn another_process_waits_for_the_answer_and_none_waits_on_its_own_lease() {
         let dir = tempfile::tempdir().unwrap();
@@ -359,11 +370,7 @@ mod tests {
         );
         let key = Key([1; 32]);
         rt().block_on(async {
-            assert_eq!(ca.get(key, 0).await, None, "a misses and takes the lease");
-            assert_eq!(cb.get(key, 0).await, None, "b finds it held");
-            let Claimed::Go(Some(lease)) = ca.claim(key, 0).unwrap().await else {
-                panic!("a's claim gets the lease its lookup took")
-            };
+            let lease = a_leads(&ca, &cb, key).await;
             let again = ca.claim(key, 0).unwrap().await;
             assert!(
                 matches!(again, Claimed::Go(None)),
@@ -401,11 +408,7 @@ mod tests {
         );
         let key = Key([7; 32]);
         rt().block_on(async {
-            assert_eq!(ca.get(key, 0).await, None, "a misses and takes the lease");
-            assert_eq!(cb.get(key, 0).await, None, "b finds it held");
-            let Claimed::Go(Some(lease)) = ca.claim(key, 0).unwrap().await else {
-                panic!("a's claim gets the lease its lookup took")
-            };
+            let lease = a_leads(&ca, &cb, key).await;
             ca.writer.record(Record {
                 cache: Some(CacheEntry {
                     key,

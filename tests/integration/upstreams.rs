@@ -55,6 +55,12 @@ fn with(env: &Env, cfg: &std::path::Path) -> Cmd {
         .env("LOCAL_KEY", LOCAL_KEY)
 }
 
+/// A server with `cfg` as its config and `key` as the local server's key.
+fn serve_on(env: &Env, cfg: &std::path::Path, key: &str, args: &[&str]) -> Served {
+    let cfg = cfg.to_str().unwrap();
+    env.serve_with(args, &[("LLMROUTE_CONFIG", cfg), ("LOCAL_KEY", key)])
+}
+
 fn run(env: &Env, cfg: &std::path::Path, args: &[&str], n: usize) -> Output {
     with(env, cfg).args(args).stdin(prompts(n)).run()
 }
@@ -199,12 +205,11 @@ fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
         "{first}"
     );
     // A server goes on answering too.
-    let s = env.serve_with(
+    let s = serve_on(
+        &env,
+        &cfg,
+        "not-the-key",
         &["--models", "m/x,local:llama3", "-p", "cost"],
-        &[
-            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
-            ("LOCAL_KEY", "not-the-key"),
-        ],
     );
     crate::serve::rt().block_on(async {
         let c = reqwest::Client::new();
@@ -227,12 +232,11 @@ fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
 fn a_server_s_set_up_warnings_are_json_like_the_rest() {
     let env = env();
     let cfg = local_config(&env, "http://127.0.0.1:9/v1", "", "0");
-    let s = env.serve_with(
+    let s = serve_on(
+        &env,
+        &cfg,
+        LOCAL_KEY,
         &["--models", "m/x,local:llama3", "--log-format", "json"],
-        &[
-            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
-            ("LOCAL_KEY", LOCAL_KEY),
-        ],
     );
     let (_, log) = s.stop();
     assert!(log.contains("/models"), "the warning is there: {log}");
@@ -376,12 +380,11 @@ fn a_misspelt_upstream_name_is_an_error_not_a_call_to_the_default_api() {
     assert!(lines[1]["error"].is_null(), "{}", out.stdout);
     // A server refuses it, even one that lets requests name any model,
     // pinned or listed.
-    let s = env.serve_with(
+    let s = serve_on(
+        &env,
+        &cfg,
+        LOCAL_KEY,
         &["--models", "local:llama3", "--allow-any-model"],
-        &[
-            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
-            ("LOCAL_KEY", LOCAL_KEY),
-        ],
     );
     crate::serve::rt().block_on(async {
         let c = reqwest::Client::new();
@@ -429,12 +432,11 @@ fn a_server_says_which_upstream_answered() {
     let env = env();
     let local = local();
     let cfg = config(&env, &local.base_url());
-    let s = env.serve_with(
+    let s = serve_on(
+        &env,
+        &cfg,
+        LOCAL_KEY,
         &["--models", "m/x,local:llama3", "-p", "cost"],
-        &[
-            ("LLMROUTE_CONFIG", cfg.to_str().unwrap()),
-            ("LOCAL_KEY", LOCAL_KEY),
-        ],
     );
     crate::serve::rt().block_on(async {
         let c = reqwest::Client::new();
