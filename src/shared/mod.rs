@@ -26,6 +26,7 @@ pub mod limits;
 pub mod quality;
 pub mod requests;
 
+use crate::setup::warn;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -384,15 +385,6 @@ impl Link {
             }
             cursor = next;
         }
-    }
-}
-
-/// A warning about Redis: through the log when a server set one up (so
-/// that `--log-format json` keeps every line JSON), else on stderr.
-fn warn(message: std::fmt::Arguments<'_>) {
-    match tracing::dispatcher::has_been_set() {
-        true => tracing::warn!("{message}"),
-        false => eprintln!("llmroute: warning: {message}"),
     }
 }
 
