@@ -599,7 +599,11 @@ fn random_5xx_across_models_with_fallback_keeps_every_line_and_answer_in_place()
         "-j",
         "8",
     ];
-    let run = run_guarded(env.cmd().args(args), prompts(n), Duration::from_secs(40));
+    // With every model failing 3 times in 10, circuits open (3 failures in
+    // a row) and may reopen when their probe fails (10 s, then 20 s, 40 s):
+    // a run may wait on them, as it should. The deadline catches a hang.
+    let deadline = Duration::from_secs(150);
+    let run = run_guarded(env.cmd().args(args), prompts(n), deadline);
     let out = &run.out;
     assert_sane(out);
     let lines = assert_lines(out, &ids(n));
@@ -634,7 +638,7 @@ fn random_5xx_across_models_with_fallback_keeps_every_line_and_answer_in_place()
     for m in ["t/a", "t/b", "t/c"] {
         env.server.set_default(m, Behavior::ok());
     }
-    let run = run_guarded(env.cmd().args(args), prompts(n), Duration::from_secs(40));
+    let run = run_guarded(env.cmd().args(args), prompts(n), deadline);
     run.out.assert_code(0);
     let lines = assert_lines(&run.out, &ids(n));
     assert_eq!(
