@@ -592,6 +592,17 @@ fn the_report_counts_each_upstream_s_requests() {
     let out = report(&["report", "--by", "upstream"]);
     out.assert_code(0);
     assert!(out.stdout.contains("local:llama3"), "{}", out.stdout);
+    assert!(!out.stdout.contains("no upstream"), "{}", out.stdout);
+    // A bad line reaches no upstream, and the table says so.
+    let out = with(&env, &cfg).stdin("{not json\n").run();
+    out.assert_code(1);
+    let out = report(&["report", "--by", "upstream"]);
+    assert!(
+        out.stdout
+            .contains("\n1 line on no upstream: ended before any model was tried"),
+        "{}",
+        out.stdout
+    );
     let out = report(&["report", "--format", "prometheus"]);
     assert!(
         out.stdout

@@ -65,7 +65,12 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
             tasks::render(&report.tasks, &report.window())
         }
         ReportFormat::Table if args.by == crate::cli::ReportBy::Upstream => {
-            upstreams::render(&report.upstreams, &report.window())
+            let on_one: i64 = report.upstreams.iter().map(|u| u.requests).sum();
+            let unrouted = match report.filter.is_empty() {
+                true => (report.requests - on_one).max(0),
+                false => 0,
+            };
+            upstreams::render(&report.upstreams, &report.window(), unrouted)
         }
         ReportFormat::Table => {
             // A file is never a terminal, whatever stdout is.

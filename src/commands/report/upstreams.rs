@@ -173,10 +173,19 @@ pub fn upstream_of<'a>(model: &str, names: &'a [String]) -> &'a str {
     }
 }
 
-/// The rows as a table for people.
-pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
+/// The rows as a table for people. `unrouted`: the window's lines that
+/// ended before any model was tried (a bad line, a refusal), on no
+/// upstream: said under the table rather than left out unsaid.
+pub fn render(upstreams: &[UpstreamReport], window: &str, unrouted: i64) -> String {
+    let footnote = match unrouted {
+        n if n > 0 => format!(
+            "\n{} on no upstream: ended before any model was tried (a bad line or a refusal)\n",
+            crate::core::numbers::counted(n as u64, "line")
+        ),
+        _ => String::new(),
+    };
     if upstreams.is_empty() {
-        return format!("no requests in the {window}\n");
+        return format!("no requests on an upstream in the {window}\n{footnote}");
     }
     let header = [
         "upstream", "requests", "answered", "errors", "cached", "cost", "tokens", "models",
@@ -193,7 +202,7 @@ pub fn render(upstreams: &[UpstreamReport], window: &str) -> String {
             u.models.join(", "),
         ]
     });
-    super::by_table("upstream", window, header, rows)
+    super::by_table("upstream", window, header, rows) + &footnote
 }
 
 #[cfg(test)]
@@ -230,8 +239,21 @@ mod tests {
             ("local", 2, 1, 1)
         );
         assert_eq!(l.prompt_tokens + l.completion_tokens, 14);
-        let text = render(&rows, "all time");
+        let text = render(&rows, "all time", 0);
         assert!(text.contains("local:llama3, local:qwen"), "{text}");
+        assert!(!text.contains("no upstream"), "{text}");
+        let text = render(&rows, "all time", 1);
+        assert!(
+            text.ends_with("\n1 line on no upstream: ended before any model was tried (a bad line or a refusal)\n"),
+            "{text}"
+        );
+        let text = render(&[], "last 24h", 2);
+        assert!(
+            text.starts_with(
+                "no requests on an upstream in the last 24h\n\n2 lines on no upstream"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
