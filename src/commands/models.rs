@@ -378,10 +378,11 @@ pub fn table(rows: &[Row], now: i64) -> Table {
             }
             _ => "-".into(),
         };
+        let name = crate::view::text::printable(&r.model);
         let model = if r.in_catalogue {
-            r.model.clone()
+            name
         } else {
-            format!("{} (unknown)", r.model)
+            format!("{name} (unknown)")
         };
         t.add_row([
             model,

@@ -36,6 +36,26 @@ pub fn label_value(s: &str) -> String {
     out
 }
 
+/// `s` safe in a line of a terminal: control characters, and the
+/// invisible ones that reorder or hide text (bidirectional overrides and
+/// isolates, zero-width marks), written as escapes, so that a name cannot
+/// break a line or show itself as something else.
+pub fn printable(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.chars().any(hidden) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match hidden(c) {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// The last millisecond humantime can write (9999-12-31T23:59:59.999Z).
 const LAST_MS: i64 = 253_402_300_799_999;
 
@@ -66,6 +86,14 @@ pub use crate::core::numbers::usd;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_cannot_hide_or_reorder_itself_in_a_terminal() {
+        assert_eq!(printable("openai/gpt-5.4"), "openai/gpt-5.4");
+        assert_eq!(printable("m/\u{202e}txt.exe"), "m/\\u{202e}txt.exe");
+        assert_eq!(printable("a\nb\u{200b}c"), "a\\nb\\u{200b}c");
+        assert_eq!(printable("é/ü 模型"), "é/ü 模型");
+    }
 
     #[test]
     fn any_time_can_be_written() {

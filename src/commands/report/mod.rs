@@ -353,7 +353,7 @@ fn by_table<const N: usize>(
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(header);
     for row in rows {
-        t.add_row(row);
+        t.add_row(row.map(|cell| crate::view::text::printable(&cell)));
     }
     without_trailing_blanks(&format!("llmroute report by {what} · {window}\n\n{t}\n"))
 }

@@ -68,7 +68,11 @@ pub fn render(r: &Report, colour: bool) -> String {
     out.push_str(&p.bold(&format!("llmroute report · {window}")));
     out.push('\n');
     if !r.filter.is_empty() {
-        let names: Vec<String> = r.filter.iter().map(|m| printable(m)).collect();
+        let names: Vec<String> = r
+            .filter
+            .iter()
+            .map(|m| crate::view::text::printable(m))
+            .collect();
         wrapped(&mut out, "models", names, ", ");
     }
     out.push('\n');
@@ -157,7 +161,11 @@ fn models(out: &mut String, r: &Report, p: &Paint) {
         out.push('\n');
         return;
     }
-    let names: Vec<String> = r.models.iter().map(|m| printable(&m.model)).collect();
+    let names: Vec<String> = r
+        .models
+        .iter()
+        .map(|m| crate::view::text::printable(&m.model))
+        .collect();
     let name_width = names
         .iter()
         .map(|n| n.chars().count())
@@ -280,19 +288,6 @@ fn visible_width(s: &str) -> usize {
         }
     }
     n
-}
-
-/// `s` with control characters escaped, so that a model name cannot break a line.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// `s` in at most `width` characters, cut in the middle with `…`.

@@ -257,6 +257,15 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_shown_with_its_hidden_characters_escaped() {
+        let s = store_of([request(Some("local:\u{202e}3amall"), None, true, 0.5)]);
+        let rows = load(s.conn(), &all_time(), &["local".to_string()], &[]).unwrap();
+        let text = render(&rows, "all time", 0);
+        assert!(text.contains("local:\\u{202e}3amall"), "{text}");
+        assert!(!text.contains('\u{202e}'), "{text}");
+    }
+
+    #[test]
     fn a_cache_hit_counts_as_a_hit_and_its_tokens_do_not() {
         let hit = RequestRow {
             cached: true,
