@@ -345,13 +345,17 @@ pub async fn cache_stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     .await;
     match stats {
         Ok(Ok(s)) => {
-            let rate = (s.lookups > 0).then(|| s.hits as f64 / s.lookups as f64);
+            // The names and meanings of `llmroute cache stats --json`.
+            let rate = match s.lookups {
+                0 => 0.0,
+                n => s.hits as f64 / n as f64,
+            };
             Json(json!({
                 "entries": s.entries,
                 "bytes": s.bytes,
-                "oldest": s.oldest,
-                "newest": s.newest,
-                "window": "24h",
+                "oldest_ms": s.oldest,
+                "newest_ms": s.newest,
+                "since": "24h",
                 "lookups": s.lookups,
                 "hits": s.hits,
                 "hit_rate": rate,

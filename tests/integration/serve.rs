@@ -251,6 +251,10 @@ fn tokens_guard_the_api_and_admin_tokens_the_cache() {
         assert_eq!(status, 403, "a client token is not an admin token");
         let (_, stats) = call(Method::GET, "/cache/stats", Some("tok-1")).await;
         assert_eq!(stats["entries"], 1, "{stats}");
+        // The names of `llmroute cache stats --json`.
+        assert!(stats["oldest_ms"].as_i64().unwrap() <= stats["newest_ms"].as_i64().unwrap());
+        assert_eq!(stats["since"], "24h", "{stats}");
+        assert!(stats["hit_rate"].is_f64(), "{stats}");
         let (status, v) = call(Method::DELETE, "/cache", Some("adm-1")).await;
         assert_eq!(status, 200);
         assert_eq!(v["deleted"], 1);
