@@ -73,7 +73,8 @@ pub enum FailureKind {
     AtLimit,
     /// HTTP 401 from a named upstream: it refused the key it was given (or
     /// wants one): the request goes on to another candidate, and nothing
-    /// else stops, as the default API's refusal stops a run.
+    /// else stops, as the default API's refusal stops a run. It counts
+    /// against the model like a 500, so that its circuit opens.
     UpstreamAuth,
 }
 
@@ -148,6 +149,7 @@ impl FailureKind {
                 | FailureKind::UpstreamError
                 | FailureKind::TooLarge
                 | FailureKind::NotFound
+                | FailureKind::UpstreamAuth
         )
     }
 

@@ -225,6 +225,49 @@ fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
     });
 }
 
+/// A refused key is the upstream's failure like a 500: its circuit opens
+/// after failures in a row, so that lines stop paying a round trip to it
+/// and exploration stops probing it as a model never tried.
+#[test]
+fn an_upstream_refusing_its_key_is_not_tried_on_every_line() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = with(&env, &cfg)
+        .env("LOCAL_KEY", "not-the-key")
+        .args([
+            "--models",
+            "m/x,local:llama3",
+            "-p",
+            "cost",
+            "--no-cache",
+            "-j",
+            "1",
+        ])
+        .stdin(prompts(30))
+        .run();
+    out.assert_code(0);
+    let refused = out
+        .lines()
+        .iter()
+        .flat_map(|l| l["attempts"].as_array().unwrap().clone())
+        .filter(|a| a["model"] == "local:llama3")
+        .count();
+    assert!((1..=3).contains(&refused), "{refused} of 30 lines tried it");
+    let models = with(&env, &cfg)
+        .env("LOCAL_KEY", "not-the-key")
+        .args(["models", "--models", "m/x,local:llama3", "--json"])
+        .run();
+    let v: Value = serde_json::from_str(&models.stdout).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "local:llama3")
+        .unwrap();
+    assert_ne!(row["state"], "prior", "{row}");
+}
+
 /// Every line a server logs is JSON with `--log-format json`, the
 /// warnings of its set-up too (here: a named upstream's catalogue that
 /// cannot be fetched).
