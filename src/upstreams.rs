@@ -38,7 +38,8 @@ pub struct UpstreamConfig {
     pub headers: BTreeMap<String, String>,
     /// Time limit of one attempt on it, instead of `--timeout`.
     pub timeout: Option<String>,
-    /// Requests a minute it takes; past it, requests go to other candidates.
+    /// Requests it takes in any 60 s; past them, requests go to other
+    /// candidates.
     pub rpm: Option<u32>,
     /// Tokens (prompt and completion, as it counts them) a calendar minute
     /// it takes; once they are used, requests go to other candidates until
@@ -283,7 +284,7 @@ pub struct Named {
     pub client: Client,
     pub timeout: Option<Duration>,
     /// Its requests a minute (GCRA), when limited.
-    rpm: Option<governor::DefaultDirectRateLimiter>,
+    rpm: Option<std::sync::Mutex<crate::core::minute::LastMinute>>,
     /// Its requests at once, when limited.
     at_once: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     /// Its tokens this minute, when limited.
@@ -340,8 +341,7 @@ impl Named {
     pub fn new(name: &str, client: Client, config: &UpstreamConfig) -> Named {
         let per_minute = config
             .rpm
-            .and_then(std::num::NonZeroU32::new)
-            .map(|n| governor::RateLimiter::direct(governor::Quota::per_minute(n)));
+            .map(|n| std::sync::Mutex::new(crate::core::minute::LastMinute::new(n)));
         Named {
             name: name.to_string(),
             client,
@@ -382,13 +382,14 @@ impl Named {
                 ..limited("tokens a minute")
             });
         }
-        if let Some(wait) = self.rpm.as_ref().and_then(|l| {
-            use governor::clock::Clock;
-            let refused = l.check().err()?;
-            Some(refused.wait_time_from(l.clock().now()))
-        }) {
-            let wait = wait.max(Duration::from_millis(1));
-            let until = crate::engine::now_ms() + wait.as_millis() as i64;
+        let now = crate::engine::now_ms();
+        if let Some(wait_ms) = self
+            .rpm
+            .as_ref()
+            .and_then(|l| l.lock().unwrap_or_else(|p| p.into_inner()).take(now).err())
+        {
+            let wait = Duration::from_millis(wait_ms);
+            let until = now + wait_ms as i64;
             self.rpm_until_ms
                 .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
             return Err(Failure {
@@ -716,11 +717,11 @@ mod tests {
         assert!(named.admit().is_ok());
         let f = named.admit().unwrap_err();
         assert!(f.message.contains("a minute"), "{}", f.message);
-        // Until the next one, about 30 s away, a request is held back
-        // before it takes anything else.
+        // Until the first is 60 s old (no 60 s hold more than 2), a request
+        // is held back before it takes anything else.
         let wait = f.retry_after.unwrap();
-        assert!(wait > Duration::from_secs(20), "{wait:?}");
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
         let held = named.held_back("m").unwrap();
-        assert!(held > Duration::from_secs(20) && held <= wait, "{held:?}");
+        assert!(held > Duration::from_secs(50) && held <= wait, "{held:?}");
     }
 }
