@@ -398,7 +398,7 @@ fn write_grades(rx: Receiver<Feedback>, path: &std::path::Path, upstream: &str, 
             waiting.push((f, Instant::now()));
         }
         let now = crate::engine::now_ms();
-        let Ok(tx) = store.conn().unchecked_transaction() else {
+        let Ok(tx) = store.write_transaction() else {
             waiting.retain(|(_, since)| since.elapsed() < RECORD_WAIT);
             continue;
         };

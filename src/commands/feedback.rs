@@ -319,9 +319,8 @@ fn take_in(
     let now = store::now_ms();
     let mut events = Vec::new();
     let tx = store
-        .conn()
-        .unchecked_transaction()
-        .map_err(|e| crate::setup::store_fatal(path)(e.into()))?;
+        .write_transaction()
+        .map_err(crate::setup::store_fatal(path))?;
     let mut out: Vec<Option<(u64, Taken)>> = vec![None; batch.len()];
     let taught = &mut crate::store::learned::Taught::default();
     // Taken in the order of their request ids, which the store's index

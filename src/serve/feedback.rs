@@ -196,7 +196,7 @@ fn take_in(
     book: &crate::engine::learned::QualityBook,
 ) -> Result<Vec<Outcome>, crate::store::StoreError> {
     let now = crate::engine::now_ms();
-    let tx = store.conn().unchecked_transaction()?;
+    let tx = store.write_transaction()?;
     let mut out = Vec::with_capacity(items.len());
     let taught = &mut crate::store::learned::Taught::default();
     for v in items {

@@ -274,6 +274,17 @@ impl Store {
         &self.conn
     }
 
+    /// A transaction that reads and then writes, holding the write lock
+    /// from its start: a read transaction that another process writes
+    /// under cannot become a write one (SQLite refuses it at once, without
+    /// waiting), while this one waits its turn for the busy timeout.
+    pub fn write_transaction(&self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?)
+    }
+
     /// Sets the API whose model health (averages, pauses) this store reads
     /// and writes, and that its attempts are labelled with: its identity,
     /// as `upstream::identity` gives it. Health is kept per upstream and

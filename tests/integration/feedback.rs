@@ -290,6 +290,43 @@ fn a_batch_s_output_or_a_misspelt_field_is_not_taken_as_feedback() {
     assert_eq!(env.count("SELECT count(*) FROM feedback"), 0);
 }
 
+/// Two feedback commands started together on one store both take their
+/// input in: one waits for the other's write.
+#[test]
+fn feedback_commands_at_once_share_the_store() {
+    let env = two();
+    choice(&env, "tickets");
+    let mut outcomes = String::new();
+    for i in 0..200 {
+        let score = i % 3 == 0;
+        outcomes.push_str(&format!(
+            "{}\n",
+            json!({"task": format!("t{}", i % 7), "model": "t/cheap", "score": score})
+        ));
+    }
+    let file = env.write("outcomes.jsonl", &outcomes);
+    for _ in 0..4 {
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                let mut c = env
+                    .cmd()
+                    .args(["feedback", "-q", "--outcomes"])
+                    .arg(&file)
+                    .cmd;
+                c.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in both {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        }
+    }
+}
+
 #[test]
 fn outcomes_of_an_evaluation_warm_the_router() {
     let env = two();
