@@ -71,6 +71,23 @@ impl QualityBook {
         *sum = sum.replaced(old.as_ref(), &p, self.half_life_ms);
     }
 
+    /// [`Self::set`] with what Redis answered to an event, unless the book
+    /// holds more events of `model` on `task` than that: Redis lost them
+    /// (emptied, or restarted without its data), and the watcher of the
+    /// posteriors it shares puts them back before it reads them.
+    pub fn set_shared(&self, task: &str, model: &str, p: Posterior) {
+        let more = {
+            let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
+            tasks
+                .get(task)
+                .and_then(|m| m.get(model))
+                .is_some_and(|held| held.events > p.events)
+        };
+        if !more {
+            self.set(task, model, p);
+        }
+    }
+
     /// What outcomes said of `model` on every task, summed and decayed to
     /// `now_ms`: what is known of it elsewhere is this less the task's own
     /// posterior ([`Self::get`]).

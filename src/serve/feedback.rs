@@ -71,7 +71,7 @@ async fn share(
                 let shared =
                     crate::shared::requests::teach_held(link, id, at, scored, (now, hl)).await;
                 if let Some(p) = shared.filter(|_| a.upstream == identity) {
-                    book.set(&a.task, &a.model, p);
+                    book.set_shared(&a.task, &a.model, p);
                 }
                 Ok(v)
             }
@@ -85,7 +85,7 @@ async fn share(
                 {
                     Ok(Some(t)) => {
                         if t.scope == own {
-                            book.set(&t.task, &t.model, t.posterior);
+                            book.set_shared(&t.task, &t.model, t.posterior);
                         }
                         Ok(json!({
                             "request_id": f.rid, "task": t.task, "model": t.model,

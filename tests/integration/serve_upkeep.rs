@@ -1,8 +1,6 @@
 //! A server that runs for months keeps its store bounded: expired answers,
 //! old metrics and the least recently used answers past the cap go.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::util::*;
@@ -32,17 +30,6 @@ fn post_cached(url: &str, body: &Value) -> bool {
         assert!(r.status().is_success());
         r.headers()["x-llmroute-cached"] == "true"
     })
-}
-
-/// Polls `done` every 50 ms, for up to 20 s.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..400 {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]

@@ -188,3 +188,75 @@ fn the_feedback_command_takes_feedback_on_another_machine_s_batch() {
         .run();
     assert_eq!(alone.code, 1, "{}", alone.stderr);
 }
+
+/// Redis emptied (flushed, or restarted without its data) loses what
+/// every machine learned; the machines put it back, and the feedback that
+/// comes next adds to it instead of standing alone on every machine.
+#[test]
+fn what_redis_lost_is_put_back_and_added_to() {
+    let redis = RedisServer::start();
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["keys", "create", "alice", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
+    let one = env.serve(&args);
+    let other_db = env.path("other.db");
+    let _other = env.serve_with(&args, &[("LLMROUTE_DB", other_db.to_str().unwrap())]);
+    let judge = |prompt: &str, score: u8| {
+        let mut body = chat(None, prompt);
+        body["model"] = json!("t/strong");
+        let (status, _, id) = post(&one, &alice, "/v1/chat/completions", &body);
+        assert_eq!(status, 200);
+        let fb = json!({"request_id": id.unwrap(), "score": score});
+        let (status, v, _) = post(&one, &alice, "/v1/feedback", &fb);
+        assert_eq!(status, 200, "{v}");
+    };
+    for i in 0..12 {
+        judge(&format!("question {i}"), 1);
+    }
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/strong").map(|p| p.0),
+        Some(12)
+    );
+    let mut c = redis.client().get_connection().unwrap();
+    let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    judge("one more", 0);
+    let put_back = || {
+        shared_posterior(&redis, "support", "t/strong").is_some_and(|(events, good, bad)| {
+            events == 13 && (good - 12.0).abs() < 0.01 && (bad - 1.0).abs() < 0.01
+        })
+    };
+    assert!(
+        eventually(put_back),
+        "{:?}",
+        shared_posterior(&redis, "support", "t/strong")
+    );
+    // The other machine's store never took these events: it learns them
+    // from Redis.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_DB", &other_db)
+        .args([
+            "models",
+            "--task",
+            "support",
+            "--json",
+            "--redis",
+            &redis.url(),
+        ])
+        .args(["--models", "t/cheap,t/strong"])
+        .run();
+    out.assert_code(0);
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap();
+    let strong = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "t/strong")
+        .unwrap();
+    assert_eq!(strong["quality_events"], 13, "{strong}");
+}

@@ -533,3 +533,14 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `done` every 50 ms, for up to 20 s.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
