@@ -77,7 +77,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         if batch.len() >= BATCH || (end && !batch.is_empty()) {
             let (mut results, events) = take_in(&store, &batch, &path)?;
             if let Some(s) = &mut shared {
-                s.share(events);
+                s.share(events, &mut results);
                 s.elsewhere(&batch, &mut results, &store);
             }
             for (n, r) in results {
@@ -179,14 +179,14 @@ impl Unlisted {
 type Taken = Result<Value, (Value, String)>;
 
 /// An event taken in, to share: its upstream, task and model, the
-/// event, and the request it judged, by its key's name and its id (none
-/// for an outcome).
+/// event, and the request it judged, by its key's name and its id, with
+/// the input's line (none for an outcome).
 type Event = (
     String,
     String,
     String,
     crate::shared::quality::Event,
-    Option<(Option<String>, String)>,
+    Option<(Option<String>, String, u64)>,
 );
 
 /// What a batch did, line by line, and the events to share.
@@ -223,15 +223,17 @@ impl Shared {
         }))
     }
 
-    /// Shares what a batch taught. Redis not answering is no reason to
-    /// stop: the store has it all, as every other command goes on with
-    /// its local state; it is said once.
-    fn share(&mut self, events: Vec<Event>) {
+    /// Shares what a batch taught, and marks `replaced` the results whose
+    /// feedback replaced feedback taken on another machine. Redis not
+    /// answering is no reason to stop: the store has it all, as every
+    /// other command goes on with its local state; it is said once.
+    fn share(&mut self, events: Vec<Event>, results: &mut [(u64, Taken)]) {
         if self.down {
             return;
         }
         let now = store::now_ms();
         let link = &self.link;
+        let mut replaced = std::collections::HashSet::new();
         let shared = self.rt.block_on(async {
             for (identity, task, model, e, judged) in events {
                 let at = (task.as_str(), model.as_str());
@@ -239,16 +241,27 @@ impl Shared {
                 match judged {
                     // Feedback replaces what was taken on the request on
                     // any machine.
-                    Some((key, rid)) => {
+                    Some((key, rid, line)) => {
                         let id = ((key.as_deref(), rid.as_str()), identity.as_str());
                         let scored = (e.score, e.weight, e.replaced);
-                        crate::shared::requests::teach_held(link, id, at, scored, hl).await?
+                        let (_, again) =
+                            crate::shared::requests::teach_held(link, id, at, scored, hl).await?;
+                        if again {
+                            replaced.insert(line);
+                        }
                     }
-                    None => crate::shared::quality::add(link, &identity, at, e, hl).await?,
+                    None => {
+                        crate::shared::quality::add(link, &identity, at, e, hl).await?;
+                    }
                 };
             }
             Some(())
         });
+        for (line, r) in results.iter_mut() {
+            if let (Ok(v), true) = (r, replaced.contains(line)) {
+                v["replaced"] = Value::Bool(true);
+            }
+        }
         if shared.is_none() {
             self.went_down();
         }
@@ -348,7 +361,7 @@ fn take_in(
                                 weight: f.weight,
                                 replaced: a.replaced_event,
                             },
-                            Some((a.key.clone(), f.rid.clone())),
+                            Some((a.key.clone(), f.rid.clone(), *n)),
                         ));
                         Ok(json!({
                         "line": n, "request_id": f.rid, "task": a.task, "model": a.model,

@@ -64,14 +64,20 @@ async fn share(
     let mut out = Vec::with_capacity(results.len());
     for r in results {
         out.push(match r {
-            Outcome::Taken(v, f, a, now) => {
+            Outcome::Taken(mut v, f, a, now) => {
                 let id = ((a.key.as_deref(), &*f.rid), &*a.upstream);
                 let scored = (f.score, f.weight, a.replaced_event);
                 let at = (&*a.task, &*a.model);
                 let shared =
                     crate::shared::requests::teach_held(link, id, at, scored, (now, hl)).await;
-                if let Some(p) = shared.filter(|_| a.upstream == identity) {
-                    book.set_shared(&a.task, &a.model, p);
+                if let Some((p, replaced)) = shared {
+                    if a.upstream == identity {
+                        book.set_shared(&a.task, &a.model, p);
+                    }
+                    // Feedback taken on another machine was replaced too.
+                    if replaced {
+                        v["replaced"] = Value::Bool(true);
+                    }
                 }
                 Ok(v)
             }

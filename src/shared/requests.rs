@@ -136,15 +136,15 @@ async fn teach(
 /// Shares feedback on a request this machine answered, on `task` and
 /// `model` as its store took it in: it replaces the latest feedback taken
 /// on the request on any machine, as its note holds it; without a note,
-/// `local` (the store's). The posterior after it; None when Redis did not
-/// answer.
+/// `local` (the store's). The posterior after it, and whether it replaced
+/// feedback (taken on any machine); None when Redis did not answer.
 pub async fn teach_held(
     link: &Link,
     (id, identity): ((Option<&str>, &str), &str),
     at: (&str, &str),
     (score, weight, local): (f64, f64, Option<(f64, f64, i64)>),
     hl: (i64, i64),
-) -> Option<Posterior> {
+) -> Option<(Posterior, bool)> {
     let note = keys::request(&link.prefix, id.0, id.1);
     let scope = keys::upstream(&link.prefix, identity);
     let shown = |x: Option<String>| x.unwrap_or_default();
@@ -154,8 +154,7 @@ pub async fn teach_held(
         shown(local.map(|l| l.1.to_string())),
         shown(local.map(|l| l.2.to_string())),
     ];
-    let taught = teach(link, (&note, &scope), at, (score, weight, hl), mode).await?;
-    taught.map(|(p, _)| p)
+    teach(link, (&note, &scope), at, (score, weight, hl), mode).await?
 }
 
 /// Takes feedback on a request another machine answered, its task put

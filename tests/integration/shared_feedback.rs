@@ -70,7 +70,7 @@ fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
     // took, in what every machine learns.
     let (status, v, _) = post(&one, &alice, "/v1/feedback", &fb(json!(1)));
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["replaced"], false, "the first machine had none: {v}");
+    assert_eq!(v["replaced"], true, "the other machine's is replaced: {v}");
     assert_eq!(
         shared_posterior(&redis, "support", "t/cheap"),
         Some((1, 1.0, 0.0))
@@ -178,6 +178,19 @@ fn the_feedback_command_takes_feedback_on_another_machine_s_batch() {
     assert_eq!(
         shared_posterior(&redis, "sql", "t/cheap"),
         Some((1, 1.0, 0.0))
+    );
+    // Feedback again on the machine that ran the batch replaces the one
+    // the other took, and says so.
+    let again = env
+        .cmd()
+        .args(["feedback", "--redis", &redis.url()])
+        .stdin(format!("{}\n", json!({"request_id": rid, "score": 0})))
+        .run();
+    again.assert_code(0);
+    assert_eq!(again.lines()[0]["replaced"], true, "{}", again.stdout);
+    assert_eq!(
+        shared_posterior(&redis, "sql", "t/cheap"),
+        Some((1, 0.0, 1.0))
     );
     // Without Redis, the other store knows nothing of it.
     let alone = env
