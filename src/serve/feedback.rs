@@ -95,7 +95,7 @@ async fn share(
                         }
                         Ok(json!({
                             "request_id": f.rid, "task": t.task, "model": t.model,
-                            "replaced": t.replaced,
+                            "replaced": t.replaced, "quality_events": t.posterior.events,
                         }))
                     }
                     Ok(None) => Err((Some(Value::String(f.rid)), e)),
@@ -221,7 +221,7 @@ fn take_in(
                 }
                 let v = json!({
                     "request_id": f.rid, "task": a.task, "model": a.model,
-                    "replaced": a.replaced,
+                    "replaced": a.replaced, "quality_events": a.posterior.events,
                 });
                 out.push(Outcome::Taken(v, f, a, now));
             }

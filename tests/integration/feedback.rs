@@ -473,6 +473,7 @@ fn a_key_gives_feedback_on_its_own_requests_only() {
     let (status, v, _) = post(&s, &a, "/v1/feedback", &fb(json!(false)));
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["task"], "support", "the task the header gave");
+    assert_eq!(v["quality_events"], 1, "{v}");
     // An array: each item on its own.
     let many = json!([fb(json!(0.5)), {"request_id": "nope", "score": 1}, {"score": 1}]);
     let (status, v, _) = post(&s, &a, "/v1/feedback", &many);
