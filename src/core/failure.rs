@@ -217,15 +217,24 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
-/// Token use as the server reported it.
+/// Token use as the server reported it. A count or a cost below zero (or
+/// a cost not finite) is none: taken as is, it would give a budget back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_below_zero")]
     pub prompt_tokens: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_below_zero")]
     pub completion_tokens: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "a_cost")]
     pub cost: Option<f64>,
+}
+
+fn not_below_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.filter(|n| *n >= 0))
+}
+
+fn a_cost<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.filter(|c| c.is_finite() && *c >= 0.0))
 }
 
 /// A successful attempt.
@@ -576,6 +585,17 @@ mod tests {
             }
         );
         assert_eq!(s.body.as_bytes(), &ok[..]);
+
+        // A usage below zero is none: it cannot give a budget back.
+        let negative = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":-100000,"completion_tokens":2,"cost":-3.0}}"#;
+        assert_eq!(
+            parse_completion(200, negative).unwrap().usage,
+            Usage {
+                prompt_tokens: None,
+                completion_tokens: Some(2),
+                cost: None
+            }
+        );
 
         let tool =
             br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[]}}]}"#;
