@@ -192,10 +192,25 @@ impl Client {
 
     /// Sends one chat completion request (`body` is the JSON to post).
     pub async fn complete(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
-        self.complete_raw(body, timeout).await.map_err(|mut f| {
-            f.message = self.redact(f.message);
-            f
-        })
+        match self.complete_raw(body, timeout).await {
+            Ok(mut s) => {
+                // An answer that echoes the key back is cached, written
+                // out and served: without it.
+                if self
+                    .redact
+                    .as_ref()
+                    .is_some_and(|k| s.body.contains(k.as_str()))
+                {
+                    s.body = self.redact(s.body);
+                    s.content = s.content.map(|c| self.redact(c));
+                }
+                Ok(s)
+            }
+            Err(mut f) => {
+                f.message = self.redact(f.message);
+                Err(f)
+            }
+        }
     }
 
     async fn complete_raw(&self, body: Vec<u8>, timeout: Duration) -> Result<Success, Failure> {
@@ -255,10 +270,24 @@ impl Client {
                 retry_after: None,
             }),
         };
-        opened.map_err(|mut f| {
+        let mut opened = opened.map_err(|mut f| {
             f.message = self.redact(f.message);
             f
-        })
+        })?;
+        if let Some(key) = self.redact.clone() {
+            // The key in an event (an upstream echoing it back), as far
+            // as one event holds it whole.
+            use futures_util::StreamExt;
+            opened.events = Box::pin(opened.events.map(move |r| {
+                r.map(|b| match std::str::from_utf8(&b) {
+                    Ok(t) if t.contains(key.as_str()) => {
+                        bytes::Bytes::from(t.replace(key.as_str(), "[redacted]"))
+                    }
+                    _ => b,
+                })
+            }));
+        }
+        Ok(opened)
     }
 
     /// Fetches the raw `/models` response.

@@ -660,7 +660,17 @@ fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
     env.server.set_default("t/a", echo(500));
     env.server.set_default("t/b", echo(400));
     env.server.set_default("t/c", echo(401));
-    for model in ["t/a", "t/b", "t/c"] {
+    // An answer, whole, that repeats the key.
+    env.server.set_default(
+        "t/d",
+        Behavior::status_with_body(
+            200,
+            format!(
+                r#"{{"id":"e","choices":[{{"message":{{"role":"assistant","content":"you sent Bearer {KEY}"}}}}],"usage":{{"prompt_tokens":3,"completion_tokens":5}}}}"#
+            ),
+        ),
+    );
+    for model in ["t/a", "t/b", "t/c", "t/d"] {
         let run = run_guarded(
             env.cmd().args(["--models", model, "--max-attempts", "1"]),
             prompts(1),
@@ -670,6 +680,36 @@ fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
         assert_lines(&run.out, &ids(1));
         assert_no_key_in_store(&env.db());
     }
+}
+
+/// A stream that repeats the key (here, a prompt that holds it, which the
+/// fake echoes) reaches the client and the cache without it.
+#[test]
+fn a_stream_that_echoes_the_key_is_served_and_kept_without_it() {
+    // Asked to stream, the fake sends its answer a word an event: the key
+    // whole in one.
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let body = serde_json::json!({
+        "model": "t/a",
+        "stream": true,
+        "messages": [{"role": "user", "content": format!("say {KEY}")}],
+    });
+    let text = crate::serve::rt().block_on(async {
+        reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(text.contains("\"[redacted]\""), "{text}");
+    assert!(!text.contains(KEY), "{text}");
+    s.stop();
+    assert_no_key_in_store(&env.db());
 }
 
 #[test]
