@@ -51,19 +51,33 @@ pub fn cap_max_tokens(
 /// API answer with another model than the one sent, past the key's
 /// models, its budget's estimate and what is recorded of the answer.
 /// llmroute's own fallback (`llmroute.fallback`) does the same within them.
+/// OpenRouter's `preset` names settings kept on its side, which may set
+/// the model: refused alike.
 pub fn no_upstream_choice(obj: &Map<String, Value>, name: &str) -> Result<(), ApiError> {
-    match obj.get("models") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(list)) if list.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::new(
+    let refused = |why: String| {
+        Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "parameter_not_allowed",
-            format!(
+            why,
+        ))
+    };
+    match obj.get("models") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) if list.is_empty() => {}
+        Some(_) => {
+            return refused(format!(
                 "key {name} may not send `models`: it lets the upstream answer with another \
                  model, outside the key's models and budget; list fallback models in \
                  llmroute.fallback, which llmroute tries itself"
-            ),
+            ))
+        }
+    }
+    match obj.get("preset") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => refused(format!(
+            "key {name} may not send `preset`: an upstream's preset may set the model, \
+             outside the key's models and budget"
         )),
     }
 }

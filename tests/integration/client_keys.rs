@@ -402,6 +402,17 @@ fn a_key_cannot_hand_the_choice_of_model_to_the_upstream() {
         body["models"] = json!([]);
         let (status, _, v) = post(&s, Some(&t), &body).await;
         assert_eq!(status, 200, "{v}");
+        // Nor may it name one of OpenRouter's presets, which may set the
+        // model.
+        let mut preset = chat(Some("t/b"), "hi");
+        preset["preset"] = json!("email-copywriter");
+        let (status, _, v) = post(&s, Some(&t), &preset).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "parameter_not_allowed", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("`preset`"),
+            "{v}"
+        );
     });
     let sent: Vec<Value> = env.server.completions().iter().map(|r| r.json()).collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
