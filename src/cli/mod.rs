@@ -394,7 +394,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_body: Option<u64>,
 
-    /// Time limit of a whole request, fallbacks included; then 504 [default: 5m]
+    /// Time limit of a whole request from its arrival, queue and fallbacks included; then 504 [default: 5m]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<Duration>,
 

@@ -77,13 +77,19 @@ async fn complete(
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
     // long it is.
-    let slot = match app.gate.enter().await {
-        Ok(s) => s,
-        Err(Refused::Full) => {
+    // The deadline runs from the request's arrival: its wait counts.
+    let due = tokio::time::Instant::from_std(started + app.deadline);
+    let slot = match tokio::time::timeout_at(due, app.gate.enter()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(Refused::Full)) => {
             return app.refuse_early(ApiError::saturated(), pending.take(), started)
         }
-        Err(Refused::Closed) => {
+        Ok(Err(Refused::Closed)) => {
             return app.refuse_early(ApiError::shutting_down(), pending.take(), started)
+        }
+        Err(_) => {
+            let e = ApiError::deadline(app.deadline);
+            return app.refuse_early(e, pending.take(), started);
         }
     };
     let bytes = match app.read_body(body, app.max_body).await {
@@ -192,7 +198,7 @@ impl Pending {
         let guard = token.clone().drop_guard();
         let routed = tokio::select! {
             r = task.as_mut() => r,
-            _ = tokio::time::sleep(app.deadline) => {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started + app.deadline)) => {
                 token.cancel();
                 // The attempts made before the deadline count, as the store
                 // records them.

@@ -155,6 +155,40 @@ fn a_request_past_its_deadline_gets_504_and_is_recorded() {
     );
 }
 
+/// The deadline runs from the request's arrival: time waiting for a slot
+/// counts.
+#[test]
+fn the_deadline_counts_the_time_in_the_queue() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(700));
+    let s = env.serve(&[
+        "--models",
+        "t/a",
+        "--no-cache",
+        "-j",
+        "1",
+        "--queue",
+        "4",
+        "--deadline",
+        "1s",
+    ]);
+    let statuses = rt().block_on(async {
+        let c = client();
+        let body = chat(None, "first");
+        let first = post(&c, &s, &body);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            post(&c, &s, &chat(None, "second")).await
+        };
+        let (a, b) = tokio::join!(first, second);
+        (a.0, b.0, b.2)
+    });
+    assert_eq!(statuses.0, 200);
+    // Queued 600 ms, then 700 ms upstream: past its 1 s.
+    assert_eq!(statuses.1, 504, "{}", statuses.2);
+    assert_eq!(statuses.2["error"]["code"], "deadline_exceeded");
+}
+
 #[test]
 fn a_refused_key_gives_503_and_the_server_stays_up() {
     let server = FakeServer::start_with(fake_openrouter::Config {
