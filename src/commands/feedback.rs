@@ -43,12 +43,23 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         _ => Store::open(&path)?,
     };
     store.set_upstream(&crate::upstream::identity(&options.base_url));
-    let input: Box<dyn BufRead> = match args.outcomes.as_ref().or(args.file.as_ref()) {
-        Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufReader::new(
-            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
-        )),
-        _ => Box::new(std::io::stdin().lock()),
+    let named = args
+        .outcomes
+        .as_ref()
+        .or(args.file.as_ref())
+        .filter(|p| p.as_os_str() != "-");
+    let input: Box<dyn BufRead> = match named {
+        Some(p) => {
+            if p.is_dir() {
+                anyhow::bail!("cannot read {}: it is a directory", p.display());
+            }
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+            ))
+        }
+        None => Box::new(std::io::stdin().lock()),
     };
+    let input_name = named.map_or("the input".to_string(), |p| p.display().to_string());
     let outcomes = args.outcomes.is_some();
     let mut unlisted = Unlisted::new(&store, options);
     let mut shared = Shared::open(options)?;
@@ -60,7 +71,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         let next = lines.next();
         let end = next.is_none();
         if let Some(line) = next {
-            let line = line.context("cannot read the input")?;
+            let line = line.with_context(|| format!("cannot read {input_name}"))?;
             line_no += 1;
             let text = text_of(&line, line_no == 1);
             if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {

@@ -39,8 +39,8 @@ pub fn check_task(name: &str) -> Result<(), String> {
                 shown.push('…');
             }
             Err(format!(
-                "task {shown:?} ({} characters): a task's name is 1 to {TASK_NAME_MAX} ASCII letters, digits, '-', '_', '.', '/' or ':'",
-                name.chars().count()
+                "task {shown:?} ({}): a task's name is 1 to {TASK_NAME_MAX} ASCII letters, digits, '-', '_', '.', '/' or ':'",
+                crate::core::numbers::counted(name.chars().count() as u64, "character")
             ))
         }
     }
@@ -282,5 +282,7 @@ mod tests {
         for bad in ["", "a b", &"x".repeat(65), "é"] {
             assert!(check_task(bad).is_err(), "{bad}");
         }
+        assert!(check_task("é").unwrap_err().contains("(1 character)"));
+        assert!(check_task("a b").unwrap_err().contains("(3 characters)"));
     }
 }

@@ -290,6 +290,20 @@ fn a_batch_s_output_or_a_misspelt_field_is_not_taken_as_feedback() {
     assert_eq!(env.count("SELECT count(*) FROM feedback"), 0);
 }
 
+#[test]
+fn a_directory_as_input_is_a_clear_error() {
+    let env = two();
+    let dir = env.path("");
+    let out = env.cmd().arg("feedback").arg(&dir).run();
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot read {}: it is a directory", dir.display())),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Two feedback commands started together on one store both take their
 /// input in: one waits for the other's write.
 #[test]
