@@ -365,6 +365,20 @@ impl Config {
     /// Checks what serde cannot: value ranges and names.
     fn check(&self) -> Result<(), CheckError> {
         for (name, w) in &self.presets {
+            let named = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !named {
+                return Err(bad(
+                    &["presets", name],
+                    format!(
+                        "a preset's name is 1 to 64 ASCII letters, digits, '-', '_' or '.', \
+                         as --priority takes it: {name:?}"
+                    ),
+                ));
+            }
             if Priority::from_name(name).is_some() {
                 return Err(bad(
                     &["presets", name],
@@ -545,6 +559,10 @@ mod tests {
         assert!(e.contains("presets.x") && e.contains("negative"), "{e}");
         let e = parse("[presets.x]\nspeed = 1\n").unwrap_err();
         assert!(e.contains("speed"), "{e}");
+        for name in ["\"\"", "\"has space\""] {
+            let e = parse(&format!("rpm = 1\n[presets.{name}]\ncost = 1\n")).unwrap_err();
+            assert!(e.starts_with("line 2: presets.") && e.contains("a preset's name"), "{e}");
+        }
         // Values serde accepts but llmroute refuses name their line too.
         let e = parse("priority = \"fastest\"\n").unwrap_err();
         assert!(
