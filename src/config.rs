@@ -561,7 +561,10 @@ mod tests {
         assert!(e.contains("speed"), "{e}");
         for name in ["\"\"", "\"has space\""] {
             let e = parse(&format!("rpm = 1\n[presets.{name}]\ncost = 1\n")).unwrap_err();
-            assert!(e.starts_with("line 2: presets.") && e.contains("a preset's name"), "{e}");
+            assert!(
+                e.starts_with("line 2: presets.") && e.contains("a preset's name"),
+                "{e}"
+            );
         }
         // Values serde accepts but llmroute refuses name their line too.
         let e = parse("priority = \"fastest\"\n").unwrap_err();

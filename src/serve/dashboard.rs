@@ -346,6 +346,7 @@ fn picture(app: &App) -> Picture {
         models: snap.models,
         // The learned quality is in the rankings' candidates.
         tasks: Vec::new(),
+        breakdowns: Vec::new(),
         live: Some(live),
     }
 }

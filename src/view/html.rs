@@ -140,6 +140,9 @@ pub fn body(p: &Picture) -> String {
     models(&mut out, &p.models);
     histograms(&mut out, &p.models);
     tasks(&mut out, &p.tasks);
+    for b in &p.breakdowns {
+        breakdown(&mut out, b);
+    }
     if let Some(live) = &p.live {
         keys(&mut out, &live.keys);
         recent(&mut out, &live.recent);
@@ -437,6 +440,33 @@ fn tasks(out: &mut String, rows: &[super::TaskRow]) {
     out.push_str("</tbody></table></div></section>\n");
 }
 
+/// A breakdown's table: its first column names, the others count.
+fn breakdown(out: &mut String, b: &super::Breakdown) {
+    if b.rows.is_empty() {
+        return;
+    }
+    let id = esc(&b.id);
+    let _ = write!(
+        out,
+        "<section aria-labelledby=\"{id}-h\"><h2 id=\"{id}-h\">{}</h2>\n\
+         <div class=\"wrap\"><table id=\"{id}\"><thead><tr>",
+        esc(&b.title)
+    );
+    for h in &b.header {
+        let _ = write!(out, "<th scope=\"col\">{}</th>", esc(h));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in &b.rows {
+        out.push_str("<tr>");
+        for (i, cell) in row.iter().enumerate() {
+            let class = if i == 0 { " class=\"name\"" } else { "" };
+            let _ = write!(out, "<td{class}>{}</td>", esc(cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div></section>\n");
+}
+
 /// The client keys: spend, budget left, and this minute against the rates.
 fn keys(out: &mut String, rows: &[super::KeyRow]) {
     if rows.is_empty() {
@@ -596,6 +626,12 @@ mod tests {
                 learned_good_share: Some(0.75),
                 learned_events: 1,
             }],
+            breakdowns: vec![super::super::Breakdown {
+                id: "by-key".into(),
+                title: "Keys".into(),
+                header: vec!["key".into(), "requests".into()],
+                rows: vec![vec!["team-<a>".into(), "3".into()]],
+            }],
             live: None,
         }
     }
@@ -647,6 +683,10 @@ mod tests {
             "the task, escaped"
         );
         assert!(page.contains("0.75 (1 event)"));
+        assert!(page.contains(
+            "<table id=\"by-key\"><thead><tr><th scope=\"col\">key</th><th scope=\"col\">requests</th></tr></thead>\
+             <tbody><tr><td class=\"name\">team-&lt;a&gt;</td><td>3</td></tr>"
+        ));
         assert!(
             !page.contains("<script"),
             "no script, and the model name is escaped"

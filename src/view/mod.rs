@@ -34,6 +34,9 @@ pub struct Picture {
     /// Answers and feedback by task and model (the report's; none shown
     /// when empty).
     pub tasks: Vec<TaskRow>,
+    /// Other tables of the report (by key, by upstream), as its text
+    /// tables have them.
+    pub breakdowns: Vec<Breakdown>,
     /// What only a running server knows.
     pub live: Option<Live>,
 }
@@ -109,6 +112,16 @@ pub struct TaskRow {
     pub mean_score: Option<f64>,
     pub learned_good_share: Option<f64>,
     pub learned_events: u64,
+}
+
+/// A table of a breakdown, its cells written as for people.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Breakdown {
+    /// The table's id in the page (`keys`, `upstreams`).
+    pub id: String,
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
 }
 
 /// One client key as the dashboard shows it.

@@ -520,6 +520,23 @@ fn use_is_reported_and_measured_per_key() {
         .unwrap();
     assert_eq!(alpha["requests"], 3);
     assert!(alpha["cost_usd"].as_f64().unwrap() > 0.0);
+    // The HTML report has the table by key too.
+    let out = env
+        .cmd()
+        .args(["report", "--format", "html", "--since", "all"])
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("<table id=\"by-key\">"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("<td class=\"name\">alpha</td><td>3</td>"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

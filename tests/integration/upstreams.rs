@@ -646,6 +646,18 @@ fn the_report_counts_each_upstream_s_requests() {
         "{}",
         out.stdout
     );
+    let out = report(&["report", "--format", "html"]);
+    assert!(
+        out.stdout.contains("<table id=\"by-upstream\">"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("<td class=\"name\">local</td><td>3</td>"),
+        "{}",
+        out.stdout
+    );
     let out = report(&["report", "--format", "prometheus"]);
     assert!(
         out.stdout

@@ -4,7 +4,7 @@
 use super::Report;
 use crate::view::data::{Bins, Summary};
 use crate::view::html::{document, Page};
-use crate::view::{ModelRow, Picture, TaskRow, Totals};
+use crate::view::{Breakdown, ModelRow, Picture, TaskRow, Totals};
 
 /// A page that loads nothing: styles inline, no scripts at all.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -70,6 +70,40 @@ pub fn picture(r: &Report) -> Picture {
                 learned_events: count(t.learned_events),
             })
             .collect(),
+        breakdowns: breakdowns(r),
         live: None,
     }
+}
+
+/// The tables by key and by upstream, when there is more than one row to
+/// tell apart (every line on the default upstream is no breakdown).
+fn breakdowns(r: &super::Report) -> Vec<Breakdown> {
+    fn table<const N: usize>(
+        id: &str,
+        title: &str,
+        (header, rows): ([&str; N], Vec<[String; N]>),
+    ) -> Breakdown {
+        Breakdown {
+            id: id.into(),
+            title: title.into(),
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: rows.into_iter().map(Vec::from).collect(),
+        }
+    }
+    let mut out = Vec::new();
+    if !r.keys.is_empty() {
+        out.push(table("by-key", "Keys", super::keys::cells(&r.keys)));
+    }
+    let named = r
+        .upstreams
+        .iter()
+        .any(|u| u.upstream != super::upstreams::DEFAULT);
+    if named {
+        out.push(table(
+            "by-upstream",
+            "Upstreams",
+            super::upstreams::cells(&r.upstreams),
+        ));
+    }
+    out
 }

@@ -73,6 +73,12 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
     if keys.is_empty() {
         return format!("no requests with a client key in the {window}\n");
     }
+    let (header, rows) = cells(keys);
+    super::by_table("key", window, header, rows)
+}
+
+/// The table's header and rows, for the text and the HTML report.
+pub fn cells(keys: &[KeyReport]) -> ([&'static str; 7], Vec<[String; 7]>) {
     let header = [
         "key", "requests", "answered", "errors", "cached", "cost", "tokens",
     ];
@@ -87,7 +93,7 @@ pub fn render(keys: &[KeyReport], window: &str) -> String {
             (k.prompt_tokens + k.completion_tokens).to_string(),
         ]
     });
-    super::by_table("key", window, header, rows)
+    (header, rows.collect())
 }
 
 #[cfg(test)]

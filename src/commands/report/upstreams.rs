@@ -187,6 +187,12 @@ pub fn render(upstreams: &[UpstreamReport], window: &str, unrouted: i64) -> Stri
     if upstreams.is_empty() {
         return format!("no requests on an upstream in the {window}\n{footnote}");
     }
+    let (header, rows) = cells(upstreams);
+    super::by_table("upstream", window, header, rows) + &footnote
+}
+
+/// The table's header and rows, for the text and the HTML report.
+pub fn cells(upstreams: &[UpstreamReport]) -> ([&'static str; 8], Vec<[String; 8]>) {
     let header = [
         "upstream", "requests", "answered", "errors", "cached", "cost", "tokens", "models",
     ];
@@ -202,7 +208,7 @@ pub fn render(upstreams: &[UpstreamReport], window: &str, unrouted: i64) -> Stri
             u.models.join(", "),
         ]
     });
-    super::by_table("upstream", window, header, rows) + &footnote
+    (header, rows.collect())
 }
 
 #[cfg(test)]
