@@ -269,12 +269,17 @@ pub fn refresh_catalogue(
 /// Why the last fetch of `base`'s catalogue failed, when it did within
 /// [`FAILED_FETCH_MEMORY`].
 fn recent_failure(store: &Store, base: &str, now: i64) -> Option<String> {
-    let (at, problem) = store.catalogue(&failure_key(base)).ok().flatten()?;
+    let (at, problem) = last_fetch_failure(store, base)?;
     let age = Duration::from_millis(u64::try_from(now.saturating_sub(at)).ok()?);
     (at > 0 && age < FAILED_FETCH_MEMORY).then(|| {
         let age = crate::core::duration::human(age);
         format!("not fetched: the last fetch, {age} ago, failed: {problem}")
     })
+}
+
+/// Why the last fetch of `base`'s catalogue failed, and when (unix ms).
+pub fn last_fetch_failure(store: &Store, base: &str) -> Option<(i64, String)> {
+    store.catalogue(&failure_key(base)).ok().flatten()
 }
 
 /// The catalogue to route with: the store's copy while fresh; else a new

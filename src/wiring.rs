@@ -318,8 +318,10 @@ pub fn with_named_candidates(
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {
                 if !quiet {
+                    let why = setup::last_fetch_failure(store, &base)
+                        .map_or(String::new(), |(_, problem)| format!(" ({problem})"));
                     setup::warn(format_args!(
-                        "upstream {name}: cannot fetch {base}/models; its models are those its [upstreams.{name}.models] table names"
+                        "upstream {name}: cannot fetch {base}/models{why}; its models are those its [upstreams.{name}.models] table names"
                     ));
                 }
                 Vec::new()

@@ -194,6 +194,12 @@ fn a_local_server_refusing_its_key_sends_its_requests_elsewhere() {
         assert_eq!(l["model"], "m/x", "{l}");
     }
     assert!(!out.stderr.contains("refused the run"), "{}", out.stderr);
+    // The warning says why its catalogue was not fetched.
+    assert!(
+        out.stderr.contains("upstream local: cannot fetch") && out.stderr.contains("401"),
+        "{}",
+        out.stderr
+    );
     let first = &out.lines()[0]["attempts"][0];
     assert_eq!(first["model"], "local:llama3", "{first}");
     assert_eq!(first["status"], 401, "{first}");
