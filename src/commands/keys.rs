@@ -58,9 +58,22 @@ pub fn main(args: &KeysArgs, options: &Options) -> anyhow::Result<i32> {
                 bail!("no key named {name}; `llmroute keys list` shows them");
             };
             let (start, _, period) = k.policy.period.at(now);
-            let spent = store
+            let here = store
                 .key_spend(&k.name, start)
                 .map_err(app::store_fatal(&path))?;
+            // With Redis, the budget every server shares holds what all
+            // of them spent; this store, what this machine did.
+            let shared = link.as_deref().and_then(|l| {
+                let id = format!("key:{}:{period}", k.name);
+                let hash = crate::shared::keys::budget(&l.prefix, &id);
+                let spent: Option<Option<String>> =
+                    rt.block_on(l.call(redis::cmd("HGET").arg(hash).arg("spent")));
+                spent.flatten()?.parse::<f64>().ok()
+            });
+            let spent = match shared {
+                Some(all) => Spent::AllServers(all.max(here)),
+                None => Spent::Here(here),
+            };
             show(&k, spent, &period, *json, now)
         }
     }
@@ -356,8 +369,19 @@ fn list(keys: &[KeyRecord], as_json: bool, now: i64) -> anyhow::Result<i32> {
     app::write_stdout(text.as_bytes())
 }
 
-fn show(k: &KeyRecord, spent: f64, period: &str, as_json: bool, now: i64) -> anyhow::Result<i32> {
+/// What a key spent in its period: as Redis's shared budget holds it
+/// for every server, or as this machine's store recorded it.
+enum Spent {
+    AllServers(f64),
+    Here(f64),
+}
+
+fn show(k: &KeyRecord, spent: Spent, period: &str, as_json: bool, now: i64) -> anyhow::Result<i32> {
     let p = &k.policy;
+    let (spent, whose) = match spent {
+        Spent::AllServers(x) => (x, "all servers', as Redis holds it"),
+        Spent::Here(x) => (x, "as this machine's store recorded it"),
+    };
     let text = if as_json {
         let mut v = describe(k, now);
         v["spent_usd"] = json!(crate::core::numbers::round_usd(spent));
@@ -375,10 +399,7 @@ fn show(k: &KeyRecord, spent: f64, period: &str, as_json: bool, now: i64) -> any
                 "limits   {}",
                 limits_text(p).unwrap_or_else(|| "none".into())
             ),
-            format!(
-                "spent    {} ({period}, as this machine's store recorded it)",
-                usd(spent)
-            ),
+            format!("spent    {} ({period}, {whose})", usd(spent)),
         ];
         if let Some(b) = p.budget_usd {
             lines.push(format!("left     {}", usd((b - spent).max(0.0))));

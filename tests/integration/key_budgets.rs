@@ -187,3 +187,41 @@ fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
     b.stop();
     drop(redis);
 }
+
+/// `keys show` with Redis shows what every server spent of a key's budget,
+/// not what this machine's store recorded.
+#[test]
+fn keys_show_with_redis_shows_every_server_s_spend() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let token = make_key(
+        &env,
+        "team",
+        &["--budget", "5", "--per", "day", "--redis", &redis.url()],
+    );
+    // A server on a store of its own spends; this machine's store spends nothing.
+    let other = env.path("other.db");
+    let s = env.serve_with(
+        &["--models", "t/a", "--no-cache", "--redis", &redis.url()],
+        &[("LLMROUTE_DB", other.to_str().unwrap())],
+    );
+    rt().block_on(async {
+        for i in 0..3 {
+            let (status, _, v) = post(&s, Some(&token), &chat(None, &format!("q{i}"))).await;
+            assert_eq!(status, 200, "{v}");
+        }
+    });
+    s.stop();
+    let out = env
+        .cmd()
+        .args(["keys", "show", "team", "--json", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v["spent_usd"].as_f64().unwrap() > 0.0, "{v}");
+    let out = env
+        .cmd()
+        .args(["keys", "show", "team", "--redis", &redis.url()])
+        .run();
+    assert!(out.stdout.contains("all servers'"), "{}", out.stdout);
+}
