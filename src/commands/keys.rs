@@ -257,10 +257,18 @@ fn revoke(
     let mut found = store
         .revoke_key(name, now)
         .map_err(app::store_fatal(store.path()))?;
+    // Revoked in the store, not yet in Redis: said as it is.
+    let half_done = |found: bool, what: &str| match found {
+        true => anyhow!(
+            "key {name} is revoked in this store, but {what}: servers on other stores take \
+             its token until this is run again with Redis answering"
+        ),
+        false => anyhow!("{what}"),
+    };
     if let Some(l) = link {
         let shared = rt
             .block_on(crate::shared::clients::all(l))
-            .ok_or_else(|| anyhow!("cannot read the keys in Redis"))?;
+            .ok_or_else(|| half_done(found, "cannot read the keys in Redis"))?;
         let live = shared
             .into_iter()
             .chain(store.key(name).ok().flatten())
@@ -270,7 +278,7 @@ fn revoke(
                 found = true;
                 k.revoked_at_ms = Some(now);
                 rt.block_on(crate::shared::clients::put(l, &k))
-                    .ok_or_else(|| anyhow!("cannot reach Redis to revoke the key there"))?;
+                    .ok_or_else(|| half_done(true, "Redis did not answer to revoke it there"))?;
                 let _ = store.mirror_key(&k);
             }
         }

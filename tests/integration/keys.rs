@@ -98,3 +98,42 @@ fn llmroute_api_key_is_kept_out_of_a_panic() {
     assert!(out.stderr.contains("[redacted]"), "{}", out.stderr);
     assert!(!out.stderr.contains(OTHER_KEY), "{}", out.stderr);
 }
+
+/// A revoke that reached the store but not a Redis that stopped answering
+/// says so, rather than only that Redis could not be read.
+#[test]
+fn a_revoke_redis_does_not_take_says_what_was_done() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let out = env
+        .cmd()
+        .args(["keys", "create", "late", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let pid = redis.child.id().to_string();
+    let signal = |s: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    signal("-STOP");
+    let out = env
+        .cmd()
+        .args(["keys", "revoke", "late", "--redis", &redis.url()])
+        .run();
+    signal("-CONT");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("key late is revoked in this store, but"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM keys WHERE name = 'late' AND revoked_at IS NOT NULL"),
+        1
+    );
+}
