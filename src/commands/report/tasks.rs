@@ -38,11 +38,19 @@ pub fn load(
     models: &[String],
 ) -> rusqlite::Result<Vec<TaskReport>> {
     let from = window.from_ms.unwrap_or(i64::MIN);
+    // A task past the bound of tasks learned is learned under `other`,
+    // where its feedback goes: its answers are counted there too.
     let mut stmt = conn.prepare(
-        "WITH answered AS (
-             SELECT coalesce(task, 'default') AS task, model, count(*) AS n, total(cost_usd) AS cost,
+        "WITH known AS (SELECT DISTINCT task FROM quality WHERE task <> ?3),
+         named AS (
+             SELECT coalesce(task, 'default') AS task, model, cost_usd, cached
+             FROM requests WHERE ok AND model IS NOT NULL AND ts >= ?1),
+         answered AS (
+             SELECT CASE WHEN (SELECT count(*) FROM known) >= ?2 AND task <> ?3
+                              AND task NOT IN (SELECT task FROM known) THEN ?3 ELSE task END AS task,
+                    model, count(*) AS n, total(cost_usd) AS cost,
                     total(cost_usd IS NULL AND NOT cached) AS unknown
-             FROM requests WHERE ok AND model IS NOT NULL AND ts >= ?1 GROUP BY 1, 2),
+             FROM named GROUP BY 1, 2),
          judged AS (
              SELECT task, model, count(*) AS n, avg(score) AS mean
              FROM feedback WHERE at >= ?1 GROUP BY 1, 2),
@@ -60,7 +68,9 @@ pub fn load(
          LEFT JOIN learned l ON l.task = p.task AND l.model = p.model
          ORDER BY p.task, coalesce(a.n, 0) DESC, p.model",
     )?;
-    let rows = stmt.query_map([from], |r| {
+    let bound = crate::core::learned::TASKS_MAX as i64;
+    let other = crate::core::learned::OTHER_TASK;
+    let rows = stmt.query_map(rusqlite::params![from, bound, other], |r| {
         Ok(TaskReport {
             task: r.get(0)?,
             model: r.get(1)?,
@@ -155,6 +165,29 @@ mod tests {
         let text = render(&rows, "all time");
         let row = text.lines().find(|l| l.contains(" a ")).unwrap();
         assert!(row.contains('?') && !row.contains("$0"), "{text}");
+    }
+
+    #[test]
+    fn answers_of_a_task_past_the_bound_are_counted_where_it_is_learned() {
+        let s = store_of([on("t1005", "a"), on("t3", "a")]);
+        for i in 0..crate::core::learned::TASKS_MAX {
+            s.conn()
+                .execute(
+                    "INSERT INTO quality (upstream, task, model, good, bad, events, at)
+                     VALUES ('u', ?1, 'a', 1, 0, 1, 0)",
+                    [format!("t{i}")],
+                )
+                .unwrap();
+        }
+        let rows = load(s.conn(), &all_time(), &[]).unwrap();
+        let answered = |task: &str| {
+            rows.iter()
+                .find(|r| r.task == task)
+                .map_or(0, |r| r.answered)
+        };
+        assert_eq!(answered("t1005"), 0, "past the bound");
+        assert_eq!(answered("other"), 1);
+        assert_eq!(answered("t3"), 1, "a task learned keeps its name");
     }
 
     #[test]
