@@ -94,7 +94,7 @@ fn per_task(o: &mut String, r: &Report) {
         ("llmroute_task_feedback", "Feedback given on those answers.", &|t| Some(t.feedback as f64)),
         ("llmroute_task_mean_score", "The mean score of that feedback (absent without any).", &|t| t.mean_score),
         ("llmroute_task_learned_good_share", "What the router learned of the model on the task: the share of good outcomes (absent when nothing was learned).", &|t| t.learned_good_share),
-        ("llmroute_task_learned_events", "The feedback events that learning holds, decayed.", &|t| Some(t.learned_events as f64)),
+        ("llmroute_task_learned_events", "The feedback events learning took in on the model and task (a count; their weight decays, not it).", &|t| Some(t.learned_events as f64)),
     ];
     for (name, help, value) in families {
         some_family(o, name, help, per(value));
