@@ -456,6 +456,14 @@ impl Config {
             if list.iter().flatten().any(|m| m.trim().is_empty()) {
                 return Err(bad(&[key], "a model id is empty"));
             }
+            if let Some(m) = list.iter().flatten().find(|m| m.trim().ends_with(':')) {
+                return Err(bad(
+                    &[key],
+                    format!(
+                        "{m:?} names no model after its ':' (an upstream's model is NAME:model)"
+                    ),
+                ));
+            }
         }
         if let Some(u) = &self.base_url {
             let scheme = url::Url::parse(u.trim()).map(|u| u.scheme().to_string());
@@ -570,6 +578,11 @@ mod tests {
         let e = parse("priority = \"fastest\"\n").unwrap_err();
         assert!(
             e.contains("line 1: priority:") && e.contains("fastest"),
+            "{e}"
+        );
+        let e = parse("rpm = 1\nfallback = [\"u:\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: fallback:") && e.contains("no model after"),
             "{e}"
         );
         let e = parse("rpm = 60\n\nconcurrency = 0\n").unwrap_err();

@@ -394,6 +394,15 @@ impl Options {
                 .filter(|m| !m.is_empty())
                 .collect()
         };
+        let named_nothing = clean(&r.fallback)
+            .into_iter()
+            .chain(r.models.as_deref().map(clean).unwrap_or_default())
+            .find(|m| m.ends_with(':'));
+        if let Some(m) = named_nothing {
+            return Err(anyhow!(
+                "{m:?} names no model after its ':' (an upstream's model is NAME:model)"
+            ));
+        }
         let models = match &r.models {
             Some(m) if clean(m).is_empty() => return Err(anyhow!("--models lists no model")),
             Some(m) => clean(m),

@@ -145,6 +145,12 @@ impl UpstreamConfig {
                     ));
                 }
             }
+            if m.context_length == Some(0) {
+                return Err((
+                    at(&["models", model, "context_length"]),
+                    format!("upstream {name}: a context window is at least 1 token"),
+                ));
+            }
         }
         Ok(())
     }
@@ -561,6 +567,25 @@ impl Upstream for Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_window_of_0_is_refused() {
+        let table = UpstreamConfig {
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            models: [(
+                "llama3".to_string(),
+                ModelConfig {
+                    context_length: Some(0),
+                    ..ModelConfig::default()
+                },
+            )]
+            .into(),
+            ..UpstreamConfig::default()
+        };
+        let (at, why) = table.check("local").unwrap_err();
+        assert_eq!(at, ["models", "llama3", "context_length"]);
+        assert!(why.contains("at least 1 token"), "{why}");
+    }
 
     #[test]
     fn headers_llmroute_sets_itself_are_refused() {

@@ -741,3 +741,21 @@ fn lines_that_fail_count_on_the_upstream_that_failed_them() {
         out.stdout
     );
 }
+
+/// `NAME:` with no model after it names nothing: a usage error, not a
+/// candidate sent to the default API as "NAME:".
+#[test]
+fn a_candidate_with_nothing_after_its_colon_is_refused() {
+    let env = env();
+    let out = env
+        .cmd()
+        .args(["--models", "m/x,local:", "--dry-run"])
+        .stdin("{\"prompt\":\"x\"}\n")
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"local:\" names no model"),
+        "{}",
+        out.stderr
+    );
+}
