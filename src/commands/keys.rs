@@ -412,9 +412,7 @@ fn show(k: &KeyRecord, spent: Spent, period: &str, as_json: bool, now: i64) -> a
         if let Some(b) = p.budget_usd {
             lines.push(format!("left     {}", usd((b - spent).max(0.0))));
         }
-        if let Some(e) = p.expires_at_ms {
-            lines.push(format!("expires  {}", time(e)));
-        }
+        // Its expiry is among its limits, above.
         format!("{}\n", lines.join("\n"))
     };
     app::write_stdout(text.as_bytes())

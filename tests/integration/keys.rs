@@ -137,3 +137,15 @@ fn a_revoke_redis_does_not_take_says_what_was_done() {
         1
     );
 }
+
+#[test]
+fn keys_show_names_an_expiry_once() {
+    let env = Env::three();
+    env.cmd()
+        .args(["keys", "create", "brief", "--expires", "30d", "--rpm", "5"])
+        .run()
+        .assert_code(0);
+    let out = env.cmd().args(["keys", "show", "brief"]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout.matches("expires").count(), 1, "{}", out.stdout);
+}
