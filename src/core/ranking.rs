@@ -247,12 +247,17 @@ impl Excluded {
             Excluded::TooDear {
                 estimate_usd,
                 max_usd,
-            } => format!("its cost estimate ${estimate_usd:.6} is over max_cost_usd ${max_usd}"),
+            } => format!(
+                "its cost estimate {} is over max_cost_usd ${max_usd}",
+                crate::core::numbers::usd(estimate_usd)
+            ),
             Excluded::OverBudget {
                 estimate_usd,
                 left_usd,
             } => format!(
-                "its cost estimate ${estimate_usd:.6} is over the ${left_usd:.6} left of the budget"
+                "its cost estimate {} is over the {} left of the budget",
+                crate::core::numbers::usd(estimate_usd),
+                crate::core::numbers::usd(left_usd)
             ),
         }
     }
@@ -644,6 +649,18 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_estimate_is_written_with_its_digits_not_as_0() {
+        let over = Excluded::OverBudget {
+            estimate_usd: 0.00008,
+            left_usd: 0.0,
+        };
+        assert_eq!(
+            over.reason(),
+            "its cost estimate $0.00008 is over the $0 left of the budget"
+        );
+    }
 
     #[test]
     fn a_model_with_answers_is_expected_to_answer_at_its_measured_length() {
