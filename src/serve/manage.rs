@@ -233,6 +233,8 @@ fn decision_json(d: &Decision) -> Value {
                 "latency_measured": r.latency_measured,
                 "cost_usd": r.cost_usd.map(crate::core::numbers::round_usd),
                 "quality": round_score(r.quality),
+                "quality_source": r.quality_source.name(),
+                "quality_events": r.quality_events,
                 "state": r.state.as_ref().map(|s| s.0.name()),
                 "why": r.state.as_ref().map(|s| s.1.clone()),
             })
