@@ -54,8 +54,9 @@ pub struct Wired {
     pub writer: Writer,
     /// Reads other processes' health from the store until dropped.
     pub health_reader: HealthReader,
-    /// Reads what other processes' feedback taught the store, until dropped.
-    pub quality_reader: HealthReader,
+    /// Reads what other processes' feedback taught the store, until
+    /// dropped; none with Redis, whose posteriors every machine shares.
+    pub quality_reader: Option<HealthReader>,
     /// The store's path, for the front end's own reads.
     pub store_path: std::path::PathBuf,
     /// Redis, when state is shared through it.
@@ -99,8 +100,17 @@ pub fn wire(
     for (task, model, p) in store.quality().map_err(setup::store_fatal(&path))? {
         book.set(&task, &model, p);
     }
-    let quality_reader =
-        store::ports::share_learned(&store, book.clone(), store::ports::QUALITY_REFRESH);
+    // With Redis, what every machine learned decides: the store holds
+    // only what this one took in, and read into the book it would stand
+    // in for the rest until the next read of Redis.
+    let quality_reader = match (&options.redis, wants.dry_run) {
+        (Some(_), false) => None,
+        _ => Some(store::ports::share_learned(
+            &store,
+            book.clone(),
+            store::ports::QUALITY_REFRESH,
+        )),
+    };
     store.set_run(&wants.run_id, &settings.priority);
     let writer = Writer::spawn_lingering(store, wants.linger);
     let local = Arc::new(writer.handle());

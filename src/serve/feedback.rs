@@ -215,9 +215,12 @@ fn take_in(
         };
         match store.apply_feedback_in(&f, Judge::Key(key), (now, book.half_life_ms), taught)? {
             Ok(a) => {
-                // The book holds this server's upstream only.
+                // The book holds this server's upstream only. With Redis,
+                // this store's posterior holds this server's feedback alone,
+                // fewer events than the book has from every machine: it
+                // stands only where the book knows less (Redis lost it).
                 if a.upstream == store.upstream() {
-                    book.set(&a.task, &a.model, a.posterior);
+                    book.set_shared(&a.task, &a.model, a.posterior);
                 }
                 let v = json!({
                     "request_id": f.rid, "task": a.task, "model": a.model,

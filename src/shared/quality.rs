@@ -117,62 +117,55 @@ pub fn posterior((good, bad, events, at): (String, String, i64, i64)) -> Option<
     })
 }
 
-/// The field of a hash that says its posteriors were put back after
-/// Redis lost them (or started empty): no task has a field without a tab.
-const SEEDED: &str = "seeded";
-
-/// Puts back what a machine knows in a hash that lacks [`SEEDED`] (Redis
-/// was emptied, or restarted without its data): KEYS[1] = the hash; ARGV =
-/// five a posterior: field, good, bad, events, at. Of a field Redis holds
-/// too (events that came in since it lost the rest), the one with more
-/// events is kept: the machine's may already hold them, as its store took
-/// them in. Returns 1 if it put them back, 0 if another machine had.
-const SEED: &str = r"
-if redis.call('HEXISTS', KEYS[1], 'seeded') == 1 then return 0 end
+/// Puts back posteriors Redis lost (emptied, or restarted without its
+/// data): KEYS[1] = the hash; ARGV = five a posterior: field, good, bad,
+/// events, at. Each is written where the hash has no such field, or one
+/// with fewer events: events only add up, so fewer means lost (what came
+/// in since may be in the machine's already, as its store took it in).
+/// Returns how many it wrote.
+const PUT_BACK: &str = r"
+local n = 0
 for i = 1, #ARGV, 5 do
   local f, events = ARGV[i], tonumber(ARGV[i+3])
   local v = redis.call('HGET', KEYS[1], f)
   if not v or cjson.decode(v).events < events then
     local p = {good = tonumber(ARGV[i+1]), bad = tonumber(ARGV[i+2]), events = events, at = tonumber(ARGV[i+4])}
     redis.call('HSET', KEYS[1], f, cjson.encode(p))
+    n = n + 1
   end
 end
-redis.call('HSET', KEYS[1], 'seeded', 1)
-return 1
+return n
 ";
 
-/// Puts `known` (a machine's posteriors of the upstream `identity`) back
-/// in a hash that lost them, unless another machine has ([`SEED`]). None
-/// when Redis cannot be reached.
-async fn seed(link: &Link, identity: &str, known: &[(String, String, Posterior)]) -> Option<bool> {
+/// Puts `lost` (a machine's posteriors of the upstream `identity` that
+/// Redis holds no more of) back ([`PUT_BACK`]). None when Redis cannot be
+/// reached.
+async fn put_back(
+    link: &Link,
+    identity: &str,
+    lost: &[(String, String, Posterior)],
+) -> Option<i64> {
     let scope = keys::upstream(&link.prefix, identity);
-    let script = Script::new(SEED);
+    let script = Script::new(PUT_BACK);
     let mut inv = script.prepare_invoke();
     inv.key(hash(&scope));
-    for (task, model, p) in known {
+    for (task, model, p) in lost {
         inv.arg(field(task, model))
             .arg(p.good)
             .arg(p.bad)
             .arg(p.events)
             .arg(p.at_ms);
     }
-    let put: i64 = link.script(inv).await?;
-    Some(put == 1)
+    link.script(inv).await
 }
 
 /// Every (task, model) posterior of the upstream `identity`; None when
 /// Redis cannot be reached.
 pub async fn all(link: &Link, identity: &str) -> Option<Vec<(String, String, Posterior)>> {
-    read(link, identity).await.map(|(rows, _)| rows)
-}
-
-/// [`all`], and whether the hash has been seeded ([`SEEDED`]).
-async fn read(link: &Link, identity: &str) -> Option<(Vec<(String, String, Posterior)>, bool)> {
     let scope = keys::upstream(&link.prefix, identity);
     let map: std::collections::HashMap<String, String> =
         link.call(redis::cmd("HGETALL").arg(hash(&scope))).await?;
-    let seeded = map.contains_key(SEEDED);
-    Some((
+    Some(
         map.into_iter()
             .filter_map(|(f, v)| {
                 let (task, model) = f.split_once('\t')?;
@@ -189,16 +182,16 @@ async fn read(link: &Link, identity: &str) -> Option<(Vec<(String, String, Poste
                 ))
             })
             .collect(),
-        seeded,
-    ))
+    )
 }
 
 /// Reads the posteriors Redis shares into `book` every second, until the
-/// task is dropped. When Redis lost them (emptied, or restarted without
-/// its data), what `book` knows is put back first, so that the events
-/// that come in next add to what was learned instead of replacing it on
-/// every machine (an event taken in elsewhere in the second before may
-/// be lost).
+/// task is dropped. What `book` holds more events of than Redis, Redis
+/// lost (emptied, or restarted without its data): it is put back first,
+/// so that the events that come in next add to what was learned instead
+/// of replacing it on every machine (an event taken in elsewhere in the
+/// second before may be lost), and a posterior read from Redis never
+/// lowers what `book` holds.
 pub async fn watch(
     link: std::sync::Arc<Link>,
     identity: String,
@@ -208,11 +201,25 @@ pub async fn watch(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some((mut rows, seeded)) = read(&link, &identity).await else {
+        let Some(mut rows) = all(&link, &identity).await else {
             continue;
         };
-        if !seeded {
-            if seed(&link, &identity, &book.all()).await.is_none() {
+        let shared: std::collections::HashMap<(&str, &str), u64> = rows
+            .iter()
+            .map(|(t, m, p)| ((t.as_str(), m.as_str()), p.events))
+            .collect();
+        let lost: Vec<_> = book
+            .all()
+            .into_iter()
+            .filter(|(t, m, p)| {
+                p.events > 0
+                    && shared
+                        .get(&(t.as_str(), m.as_str()))
+                        .is_none_or(|e| *e < p.events)
+            })
+            .collect();
+        if !lost.is_empty() {
+            if put_back(&link, &identity, &lost).await.is_none() {
                 continue;
             }
             match all(&link, &identity).await {
@@ -221,7 +228,7 @@ pub async fn watch(
             }
         }
         for (task, model, p) in rows {
-            book.set(&task, &model, p);
+            book.set_shared(&task, &model, p);
         }
     }
 }

@@ -273,3 +273,55 @@ fn what_redis_lost_is_put_back_and_added_to() {
         .unwrap();
     assert_eq!(strong["quality_events"], 13, "{strong}");
 }
+
+/// With Redis, what every machine learned decides: a server's own store,
+/// which holds only the feedback it took, never stands in for it, even
+/// for a moment after the server takes feedback.
+#[test]
+fn a_server_on_redis_routes_on_what_every_machine_learned() {
+    let redis = RedisServer::start();
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["keys", "create", "alice", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
+    let one = env.serve(&args);
+    let other_db = env.path("other.db");
+    let other = env.serve_with(&args, &[("LLMROUTE_DB", other_db.to_str().unwrap())]);
+    let judge = |s: &Served, prompt: &str| {
+        let mut body = chat(None, prompt);
+        body["model"] = json!("t/strong");
+        let (status, _, id) = post(s, &alice, "/v1/chat/completions", &body);
+        assert_eq!(status, 200);
+        let fb = json!({"request_id": id.unwrap(), "score": 1});
+        let (status, v, _) = post(s, &alice, "/v1/feedback", &fb);
+        assert_eq!(status, 200, "{v}");
+    };
+    for i in 0..6 {
+        judge(&other, &format!("elsewhere {i}"));
+    }
+    judge(&one, "here");
+    let events = || {
+        let body = json!({"messages": [{"role": "user", "content": "x"}]});
+        let (status, route, _) = post(&one, &alice, "/route", &body);
+        assert_eq!(status, 200, "{route}");
+        let strong = route["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == "t/strong")
+            .cloned()
+            .unwrap();
+        strong["quality_events"].as_u64().unwrap_or(0)
+    };
+    assert!(eventually(|| events() == 7), "{}", events());
+    // Its store's count is 1: it must not show for 3 s.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        assert_eq!(events(), 7);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
