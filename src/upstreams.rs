@@ -562,6 +562,15 @@ impl Upstream for Upstreams {
         let (named, model) = self.route_to(candidate)?;
         named.held_back(model)
     }
+
+    /// Every upstream's key taken out: an answer of one may repeat any.
+    fn scrub(&self, text: &str) -> Option<String> {
+        let clients =
+            std::iter::once(&self.default).chain(self.named.iter().map(|(_, n)| &n.client));
+        clients.fold(None, |out: Option<String>, c| {
+            c.scrub(out.as_deref().unwrap_or(text)).or(out)
+        })
+    }
 }
 
 #[cfg(test)]

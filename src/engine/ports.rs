@@ -74,6 +74,13 @@ pub trait Upstream: Send + Sync {
         let _ = candidate;
         None
     }
+
+    /// `text` (an answer, as it is to be kept) without what must never be
+    /// kept or shown: an API key the answer repeats. None: it holds none.
+    fn scrub(&self, text: &str) -> Option<String> {
+        let _ = text;
+        None
+    }
 }
 
 /// An answer, from a model or from the cache.

@@ -51,6 +51,7 @@ impl Router {
         let attempts = tried.attempts.clone();
         let finish = Finish {
             recorder: self.parts.recorder.clone(),
+            upstream: self.parts.upstream.clone(),
             health: self.parts.health.clone(),
             held: Some(held),
             planned,
@@ -107,6 +108,8 @@ pub struct StreamEnd {
 /// What a stream records at its end.
 struct Finish {
     recorder: Arc<dyn Recorder>,
+    /// Scrubs the answer before it is kept ([`super::ports::Upstream::scrub`]).
+    upstream: Option<Arc<dyn super::ports::Upstream>>,
     health: Arc<dyn Health>,
     held: Option<Held>,
     planned: Planned,
@@ -201,10 +204,15 @@ impl Finish {
             error_type: kind.map(FailureKind::name),
             ttft_ms: Some(ttft_ms),
         });
+        // Kept without a key the answer repeats, however its events cut it.
+        let scrub = |t: String| match self.upstream.as_ref().and_then(|u| u.scrub(&t)) {
+            Some(clean) => clean,
+            None => t,
+        };
         let answer = ok.then(|| Answer {
             model: model.clone(),
-            response: fold.completion().to_string(),
-            content: fold.content().map(str::to_string),
+            response: scrub(fold.completion().to_string()),
+            content: fold.content().map(|c| scrub(c.to_string())),
             cost_usd: cost,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,

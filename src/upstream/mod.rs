@@ -195,14 +195,13 @@ impl Client {
         match self.complete_raw(body, timeout).await {
             Ok(mut s) => {
                 // An answer that echoes the key back is cached, written
-                // out and served: without it.
-                if self
-                    .redact
-                    .as_ref()
-                    .is_some_and(|k| s.body.contains(k.as_str()))
-                {
-                    s.body = self.redact(s.body);
-                    s.content = s.content.map(|c| self.redact(c));
+                // out and served: without it, written plainly or escaped.
+                if let Some(k) = self.redact.as_deref() {
+                    let in_content = s.content.as_deref().is_some_and(|c| c.contains(k));
+                    if in_content || s.body.contains(k) {
+                        s.body = without_key_json(&s.body, k);
+                        s.content = s.content.map(|c| self.redact(c));
+                    }
                 }
                 Ok(s)
             }
@@ -336,7 +335,32 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     }
 }
 
+/// `body` (JSON) with `key` replaced by `[redacted]` in every string, as
+/// JSON holds it (escapes decoded); not JSON, replaced as text.
+fn without_key_json(body: &str, key: &str) -> String {
+    fn walk(v: &mut serde_json::Value, key: &str) {
+        match v {
+            serde_json::Value::String(s) if s.contains(key) => *s = s.replace(key, "[redacted]"),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|v| walk(v, key)),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            walk(&mut v, key);
+            v.to_string().replace(key, "[redacted]")
+        }
+        Err(_) => body.replace(key, "[redacted]"),
+    }
+}
+
 impl crate::engine::ports::Upstream for Client {
+    fn scrub(&self, text: &str) -> Option<String> {
+        let k = self.redact.as_deref()?;
+        text.contains(k).then(|| text.replace(k, "[redacted]"))
+    }
+
     fn complete(
         &self,
         body: Vec<u8>,

@@ -670,7 +670,18 @@ fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
             ),
         ),
     );
-    for model in ["t/a", "t/b", "t/c", "t/d"] {
+    // The same with the key's dashes written as JSON escapes.
+    let escaped = KEY.replace('-', "\\u002d");
+    env.server.set_default(
+        "t/e",
+        Behavior::status_with_body(
+            200,
+            format!(
+                r#"{{"id":"e","choices":[{{"message":{{"role":"assistant","content":"k={escaped}"}}}}]}}"#
+            ),
+        ),
+    );
+    for model in ["t/a", "t/b", "t/c", "t/d", "t/e"] {
         let run = run_guarded(
             env.cmd().args(["--models", model, "--max-attempts", "1"]),
             prompts(1),
@@ -679,6 +690,45 @@ fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
         assert_sane(&run.out);
         assert_lines(&run.out, &ids(1));
         assert_no_key_in_store(&env.db());
+    }
+}
+
+/// A stream that spells the key out over two events is passed on as it
+/// comes, but kept, and replayed from the cache, without it.
+#[test]
+fn a_key_spelt_over_a_stream_s_events_is_not_kept() {
+    // A key of two words: the fake streams a word an event.
+    let key = "sk-or-split first-half";
+    let env = Env::three();
+    let s = env.serve_with(&["--models", "t/a"], &[("OPENROUTER_API_KEY", key)]);
+    let body = |stream: bool| {
+        serde_json::json!({
+            "model": "t/a",
+            "stream": stream,
+            "messages": [{"role": "user", "content": format!("say {key}")}],
+        })
+    };
+    let send = |b: Value| {
+        crate::serve::rt().block_on(async {
+            reqwest::Client::new()
+                .post(s.url("/v1/chat/completions"))
+                .json(&b)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    let live = send(body(true));
+    assert!(live.contains("first-half"), "{live}");
+    let again = send(body(false));
+    assert!(again.contains("say [redacted]"), "from the cache: {again}");
+    assert!(!again.contains("first-half"), "{again}");
+    s.stop();
+    for (name, bytes) in store_bytes(&env.db()) {
+        assert!(!contains(&bytes, key), "{name} holds the key");
     }
 }
 
