@@ -827,7 +827,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__feedback)
-            opts="-q -h --outcomes --quiet --redis --db --config --base-url --color --help"
+            opts="-q -h --outcomes --quiet --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -838,6 +838,10 @@ _llmroute() {
                     return 0
                     ;;
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1145,13 +1149,17 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys)
-            opts="-h --redis --db --config --base-url --color --help create list show revoke help"
+            opts="-h --redis --redis-prefix --db --config --base-url --color --help create list show revoke help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1179,7 +1187,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys__subcmd__create)
-            opts="-h --budget --per --rpm --tpm --models --priorities --max-tokens --cache --feedback --expires --json --redis --db --config --base-url --color --help"
+            opts="-h --budget --per --rpm --tpm --models --priorities --max-tokens --cache --feedback --expires --json --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1226,6 +1234,10 @@ _llmroute() {
                     return 0
                     ;;
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1337,13 +1349,17 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys__subcmd__list)
-            opts="-h --json --redis --db --config --base-url --color --help"
+            opts="-h --json --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1371,13 +1387,17 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys__subcmd__revoke)
-            opts="-h --redis --db --config --base-url --color --help"
+            opts="-h --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1405,13 +1425,17 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__keys__subcmd__show)
-            opts="-h --json --redis --db --config --base-url --color --help"
+            opts="-h --json --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1469,7 +1493,7 @@ _llmroute() {
             return 0
             ;;
         llmroute__subcmd__models)
-            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --task --json --refresh --reset --redis --db --config --base-url --color --help"
+            opts="-p -w -m -f -h --priority --weights --models --fallback --quality --all --task --json --refresh --reset --redis --redis-prefix --db --config --base-url --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1520,6 +1544,10 @@ _llmroute() {
                     return 0
                     ;;
                 --redis)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --redis-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

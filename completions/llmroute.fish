@@ -108,6 +108,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l quality -d 
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l task -d 'Quality and scores for this task: learned from its feedback where there was any, else pooled from other tasks and models, else the prior' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l reset -d 'Forget the health learned of these models (all when none is named) on this --base-url: latency and error averages, pauses, open circuits' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis -d 'The Redis whose shared quality a listing reads, and, with --reset, whose shared health is forgotten too (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand models" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -158,6 +159,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove cached answers older than a duration'
 complete -c llmroute -n "__fish_llmroute_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and not __fish_seen_subcommand_from create list show revoke help" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -185,6 +187,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_
 off\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l expires -d 'When the key stops working: a duration from now (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -194,6 +197,7 @@ never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -l json -d 'JSON for scripts (the token included)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -203,6 +207,7 @@ never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -212,6 +217,7 @@ never\t''"
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -l json -d 'JSON for scripts'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l redis -d 'Keep and read keys in this Redis too, so every server on it knows them (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r
@@ -226,6 +232,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_
 complete -c llmroute -n "__fish_llmroute_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l outcomes -d 'Read outcomes of an evaluation instead: JSONL {"task": T, "model": M, "score": 0..1 | true | false, "weight": W}' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l redis -d 'Share what it teaches through this Redis too, with every process on it, and judge the requests other machines on it answered (or the config\'s `redis`)' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l redis-prefix -d 'The prefix of llmroute\'s keys in that Redis, as the servers on it have it [default: llmroute:v1:]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l db -d 'The SQLite store (cache and metrics) [default: $XDG_DATA_HOME/llmroute/llmroute.db]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l config -d 'The config file [default: $XDG_CONFIG_HOME/llmroute/config.toml]' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand feedback" -l base-url -d 'The OpenAI-compatible API to call [default: https://openrouter.ai/api/v1]' -r

@@ -112,6 +112,7 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
             m.routing.clone(),
             TuningArgs {
                 redis: m.redis.clone(),
+                redis_prefix: m.redis_prefix.clone(),
                 ..TuningArgs::default()
             },
         ),
@@ -120,6 +121,7 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
             RoutingArgs::default(),
             TuningArgs {
                 redis: f.redis.clone(),
+                redis_prefix: f.redis_prefix.clone(),
                 ..TuningArgs::default()
             },
         ),
@@ -127,6 +129,7 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
             RoutingArgs::default(),
             TuningArgs {
                 redis: k.redis.clone(),
+                redis_prefix: k.redis_prefix.clone(),
                 ..TuningArgs::default()
             },
         ),

@@ -11,6 +11,15 @@ pub struct KeysArgs {
     /// Keep and read keys in this Redis too, so every server on it knows them (or the config's `redis`)
     #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL", global = true)]
     pub redis: Option<String>,
+
+    /// The prefix of llmroute's keys in that Redis, as the servers on it have it [default: llmroute:v1:]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "LLMROUTE_REDIS_PREFIX",
+        global = true
+    )]
+    pub redis_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand, Clone)]

@@ -518,6 +518,10 @@ pub struct ModelsArgs {
     /// The Redis whose shared quality a listing reads, and, with --reset, whose shared health is forgotten too (or the config's `redis`)
     #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
     pub redis: Option<String>,
+
+    /// The prefix of llmroute's keys in that Redis, as the servers on it have it [default: llmroute:v1:]
+    #[arg(long, value_name = "PREFIX", env = "LLMROUTE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 /// `llmroute cache`.
@@ -598,6 +602,10 @@ pub struct FeedbackArgs {
     /// Share what it teaches through this Redis too, with every process on it, and judge the requests other machines on it answered (or the config's `redis`)
     #[arg(long, value_name = "URL", env = "LLMROUTE_REDIS_URL")]
     pub redis: Option<String>,
+
+    /// The prefix of llmroute's keys in that Redis, as the servers on it have it [default: llmroute:v1:]
+    #[arg(long, value_name = "PREFIX", env = "LLMROUTE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 /// What a report's table has a row for.

@@ -149,3 +149,52 @@ fn keys_show_names_an_expiry_once() {
     out.assert_code(0);
     assert_eq!(out.stdout.matches("expires").count(), 1, "{}", out.stdout);
 }
+
+/// `keys`, `feedback` and `models` take the servers' Redis prefix from
+/// LLMROUTE_REDIS_PREFIX or --redis-prefix, as the servers do.
+#[test]
+fn the_commands_beside_a_server_take_its_redis_prefix() {
+    let env = Env::three();
+    let redis = RedisServer::start();
+    env.cmd()
+        .env("LLMROUTE_REDIS_PREFIX", "team-a:")
+        .args(["keys", "create", "pfx", "--redis", &redis.url()])
+        .run()
+        .assert_code(0);
+    let keys: Vec<String> = redis.dump().into_iter().map(|(k, _)| k).collect();
+    assert!(keys.iter().any(|k| k.starts_with("team-a:")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.starts_with("llmroute:")), "{keys:?}");
+    // Another machine's store, which knows of pfx only through Redis.
+    env.cmd()
+        .args(["keys", "create", "local-only", "--db"])
+        .arg(env.path("elsewhere.db"))
+        .run()
+        .assert_code(0);
+    let listed = env
+        .cmd()
+        .args([
+            "keys",
+            "list",
+            "--redis-prefix",
+            "team-a:",
+            "--redis",
+            &redis.url(),
+        ])
+        .arg("--db")
+        .arg(env.path("elsewhere.db"))
+        .run();
+    listed.assert_code(0);
+    assert!(listed.stdout.contains("pfx"), "{}", listed.stdout);
+    for cmd in [
+        &["feedback", "--redis-prefix", "team-a:"][..],
+        &["models", "--redis-prefix", "team-a:"],
+    ] {
+        let out = env
+            .cmd()
+            .args(cmd)
+            .args(["--redis", &redis.url()])
+            .stdin("")
+            .run();
+        assert_ne!(out.code, 2, "{cmd:?}: {}", out.stderr);
+    }
+}
