@@ -245,6 +245,7 @@ impl Shared {
         let now = store::now_ms();
         let link = &self.link;
         let mut replaced = std::collections::HashSet::new();
+        let mut shared_events = std::collections::HashMap::new();
         let shared = self.rt.block_on(async {
             for (identity, task, model, e, judged) in events {
                 let at = (task.as_str(), model.as_str());
@@ -255,8 +256,9 @@ impl Shared {
                     Some((key, rid, line)) => {
                         let id = ((key.as_deref(), rid.as_str()), identity.as_str());
                         let scored = (e.score, e.weight, e.replaced);
-                        let (_, again) =
+                        let (p, again) =
                             crate::shared::requests::teach_held(link, id, at, scored, hl).await?;
+                        shared_events.insert(line, p.events);
                         if again {
                             replaced.insert(line);
                         }
@@ -268,9 +270,14 @@ impl Shared {
             }
             Some(())
         });
+        // Every machine's events count.
         for (line, r) in results.iter_mut() {
-            if let (Ok(v), true) = (r, replaced.contains(line)) {
+            let Ok(v) = r else { continue };
+            if replaced.contains(line) {
                 v["replaced"] = Value::Bool(true);
+            }
+            if let Some(n) = shared_events.get(line) {
+                v["quality_events"] = (*n).into();
             }
         }
         if shared.is_none() {

@@ -74,10 +74,12 @@ async fn share(
                     if a.upstream == identity {
                         book.set_shared(&a.task, &a.model, p);
                     }
-                    // Feedback taken on another machine was replaced too.
+                    // Feedback taken on another machine was replaced too,
+                    // and every machine's events count.
                     if replaced {
                         v["replaced"] = Value::Bool(true);
                     }
+                    v["quality_events"] = p.events.into();
                 }
                 Ok(v)
             }

@@ -299,11 +299,14 @@ fn a_server_on_redis_routes_on_what_every_machine_learned() {
         let fb = json!({"request_id": id.unwrap(), "score": 1});
         let (status, v, _) = post(s, &alice, "/v1/feedback", &fb);
         assert_eq!(status, 200, "{v}");
+        v
     };
     for i in 0..6 {
         judge(&other, &format!("elsewhere {i}"));
     }
-    judge(&one, "here");
+    // Its answer counts every machine's events, not its store's one.
+    let v = judge(&one, "here");
+    assert_eq!(v["quality_events"], 7, "{v}");
     let events = || {
         let body = json!({"messages": [{"role": "user", "content": "x"}]});
         let (status, route, _) = post(&one, &alice, "/route", &body);
