@@ -273,6 +273,11 @@ fn answer_many(results: Vec<Answered>) -> Response {
         .into_iter()
         .map(|r| match r {
             Ok(v) => v,
+            // As one object's would be: to try again, or not.
+            Err((rid, e)) if e.ends_with(UNREACHED) => json!({
+                "request_id": rid,
+                "error": {"message": e, "type": "service_unavailable", "param": null, "code": "redis_unavailable"},
+            }),
             Err((rid, e)) => json!({
                 "request_id": rid,
                 "error": {"message": e, "type": "invalid_request_error", "param": null, "code": "invalid_feedback"},

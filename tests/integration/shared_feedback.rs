@@ -129,6 +129,10 @@ fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
         let (status, v, _) = post(&other, &alice, "/v1/feedback", &fb(json!(1)));
         assert_eq!(status, 503, "{v}");
         assert_eq!(v["error"]["code"], "redis_unavailable", "{v}");
+        // In an array, the item says the same.
+        let (status, v, _) = post(&other, &alice, "/v1/feedback", &json!([fb(json!(1))]));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["results"][0]["error"]["code"], "redis_unavailable", "{v}");
     });
     // Redis holds no token or request id in the clear, and the note of
     // a request no prompt.
