@@ -315,8 +315,8 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l auth-token-f
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l admin-token-file -d 'Admin tokens (for DELETE /cache), one per line; adds to LLMROUTE_ADMIN_TOKENS' -r -F
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l queue -d 'Requests that may wait for a free upstream slot (-j) before the server answers 503 [default: 4096]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-connections -d 'Client connections open at once; past it, new ones wait in the listen backlog [default: 8192]' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-body -d 'The largest request body, e.g. 16MiB [default: 16MiB]' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l deadline -d 'Time limit of a whole request from its arrival, queue and fallbacks included; then 504 [default: 5m]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-body -d 'The largest request body, at least 1KiB, e.g. 16MiB [default: 16MiB]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l deadline -d 'Time limit of a whole request from its arrival, queue and fallbacks included, at least 100ms; then 504 [default: 5m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l grace -d 'How long requests in flight may finish after SIGTERM or Ctrl-C [default: 30s]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l header-timeout -d 'Time a client has to send a request\'s headers, and an idle connection stays open [default: 30s]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-size -d 'Cap of the response cache; past it the least recently used answers go, e.g. 2GiB [default: no cap]' -r

@@ -427,6 +427,15 @@ impl Config {
                 crate::cli::at_least(d, min).map_err(|e| bad(&[key], e))?;
             }
         }
+        if let Some(serve) = &self.serve {
+            if let Some(d) = serve.deadline {
+                crate::cli::at_least(d, crate::cli::MIN_TIMEOUT)
+                    .map_err(|e| bad(&["serve", "deadline"], e))?;
+            }
+            if serve.max_body.is_some_and(|n| n < crate::cli::MIN_MAX_BODY) {
+                return Err(bad(&["serve", "max_body"], "must be at least 1KiB"));
+            }
+        }
         if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
             return Err(bad(&["explore"], "must be a share between 0 and 1"));
         }

@@ -13,10 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::core::scoring::Weights;
 use crate::engine::Hedge;
 pub use keys::{KeyCreateArgs, KeysAction, KeysArgs};
-pub use values::{at_least, parse_duration, parse_size, MIN_RETENTION, MIN_TIMEOUT};
+pub use values::{at_least, parse_duration, parse_size, MIN_MAX_BODY, MIN_RETENTION, MIN_TIMEOUT};
 use values::{
-    parse_hedge, parse_quality, parse_retention, parse_share, parse_timeout, parse_usd,
-    parse_weights,
+    parse_deadline, parse_hedge, parse_max_body, parse_quality, parse_retention, parse_share,
+    parse_timeout, parse_usd, parse_weights,
 };
 
 const AFTER_HELP: &str = "\
@@ -390,12 +390,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: Option<u32>,
 
-    /// The largest request body, e.g. 16MiB [default: 16MiB]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// The largest request body, at least 1KiB, e.g. 16MiB [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_body)]
     pub max_body: Option<u64>,
 
-    /// Time limit of a whole request from its arrival, queue and fallbacks included; then 504 [default: 5m]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time limit of a whole request from its arrival, queue and fallbacks included, at least 100ms; then 504 [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
     pub deadline: Option<Duration>,
 
     /// How long requests in flight may finish after SIGTERM or Ctrl-C [default: 30s]

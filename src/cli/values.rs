@@ -40,6 +40,23 @@ pub(super) fn parse_timeout(s: &str) -> Result<Duration, String> {
     at_least(parse_duration(s)?, MIN_TIMEOUT).map_err(|e| format!("--timeout {e}"))
 }
 
+/// `--deadline`: as short as `--timeout` may be; a shorter one fails
+/// every request.
+pub(super) fn parse_deadline(s: &str) -> Result<Duration, String> {
+    at_least(parse_duration(s)?, MIN_TIMEOUT)
+}
+
+/// The smallest `--max-body`: a smaller cap refuses any chat request.
+pub const MIN_MAX_BODY: u64 = 1024;
+
+/// `--max-body`: at least [`MIN_MAX_BODY`].
+pub(super) fn parse_max_body(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        n if n < MIN_MAX_BODY => Err("must be at least 1KiB".into()),
+        n => Ok(n),
+    }
+}
+
 /// `--grade-timeout`: as short as `--timeout` may be, since a shorter one
 /// gives no grader time to start.
 pub(super) fn parse_grade_timeout(s: &str) -> Result<Duration, String> {

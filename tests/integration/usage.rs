@@ -274,3 +274,34 @@ fn cache_stats_and_report_name_a_window_alike() {
         assert!(report.stdout.contains(label), "{since}: {}", report.stdout);
     }
 }
+
+/// A server's deadline or body cap that would refuse every request is a
+/// usage error, from a flag or the config file.
+#[test]
+fn a_server_limit_that_refuses_everything_is_refused() {
+    let env = Env::three();
+    for (flag, value) in [
+        ("--deadline", "0s"),
+        ("--max-body", "0"),
+        ("--max-body", "100B"),
+    ] {
+        let out = env.cmd().args(["serve", flag, value]).run();
+        assert_eq!(out.code, 2, "{flag} {value}: {}", out.stderr);
+        assert!(out.stderr.contains("at least"), "{}", out.stderr);
+    }
+    let cfg = env.write(
+        "c.toml",
+        "[serve]\nmax_body = \"16MiB\"\ndeadline = \"0s\"\n",
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "show"])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 3") && out.stderr.contains("serve.deadline"),
+        "{}",
+        out.stderr
+    );
+}
