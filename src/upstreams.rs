@@ -293,6 +293,9 @@ pub struct Named {
     rpm: Option<std::sync::Mutex<crate::core::minute::LastMinute>>,
     /// Its requests at once, when limited.
     at_once: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Slots taken in turn by requests that waited for one ([`Upstream::turn`]),
+    /// for their next attempt, by the task that waited.
+    kept: std::sync::Mutex<Vec<Kept>>,
     /// Its tokens this minute, when limited.
     tokens: Option<std::sync::Arc<std::sync::Mutex<TokensAMinute>>>,
     /// Unix ms until which its requests a minute are used up, as its last
@@ -343,6 +346,30 @@ fn tokens_of(usage: &crate::core::failure::Usage) -> u64 {
 /// never sent, and asking again costs no more than a look at the limits).
 const AT_LIMIT: Duration = Duration::from_millis(50);
 
+/// A slot kept for the request whose turn came: the task it runs in,
+/// and when, as a slot kept for a request that gave up is let go after
+/// [`KEPT_FOR`].
+struct Kept {
+    task: Option<tokio::task::Id>,
+    at: std::time::Instant,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long a slot is kept for a request whose turn came.
+const KEPT_FOR: Duration = Duration::from_secs(2);
+
+/// The slots kept, those kept too long let go; whether one is this task's.
+fn kept_here(kept: &mut Vec<Kept>) -> Option<usize> {
+    kept.retain(|k| k.at.elapsed() < KEPT_FOR);
+    let me = tokio::task::try_id();
+    kept.iter().position(|k| k.task == me)
+}
+
+/// How long a candidate whose upstream has no slot free is left alone: a
+/// request with nothing else to try waits its turn for one, which comes
+/// sooner.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 impl Named {
     pub fn new(name: &str, client: Client, config: &UpstreamConfig) -> Named {
         let per_minute = config
@@ -357,6 +384,7 @@ impl Named {
             at_once: config
                 .concurrency
                 .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize))),
+            kept: std::sync::Mutex::new(Vec::new()),
             tokens: config
                 .tpm
                 .map(|n| std::sync::Arc::new(std::sync::Mutex::new(TokensAMinute::new(n)))),
@@ -373,14 +401,21 @@ impl Named {
             retry_after: Some(AT_LIMIT),
         };
         // The slot first: a request held back by it spends none of the
-        // minute's requests.
+        // minute's requests. One kept for a request that waited its turn
+        // goes first.
         let slot = match &self.at_once {
             None => None,
-            Some(s) => Some(
-                s.clone()
-                    .try_acquire_owned()
-                    .map_err(|_| limited("requests at once"))?,
-            ),
+            Some(s) => {
+                let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+                match kept_here(&mut kept) {
+                    Some(i) => Some(kept.swap_remove(i).slot),
+                    None => Some(
+                        s.clone()
+                            .try_acquire_owned()
+                            .map_err(|_| limited("requests at once"))?,
+                    ),
+                }
+            }
         };
         if let Some(wait) = self.out_of_tokens() {
             return Err(Failure {
@@ -485,14 +520,43 @@ impl Upstream for Named {
     }
 
     fn held_back(&self, _candidate: &str) -> Option<Duration> {
-        if self
-            .at_once
-            .as_ref()
-            .is_some_and(|s| s.available_permits() == 0)
+        let mine = kept_here(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner())).is_some();
+        if !mine
+            && self
+                .at_once
+                .as_ref()
+                .is_some_and(|s| s.available_permits() == 0)
         {
-            return Some(AT_LIMIT);
+            // Those who wait for a slot take it in turn (`turn`), which
+            // wakes them before this.
+            return Some(SLOT_WAIT);
         }
         self.out_of_tokens().or_else(|| self.out_of_requests())
+    }
+
+    fn turn(&self, _candidate: &str) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let held = self.out_of_tokens().or_else(|| self.out_of_requests());
+            let (Some(slots), None) = (&self.at_once, held) else {
+                return std::future::pending().await;
+            };
+            if kept_here(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner())).is_some() {
+                return;
+            }
+            // Fair: a slot let go goes to the longest waiting.
+            match slots.clone().acquire_owned().await {
+                Ok(slot) => self
+                    .kept
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Kept {
+                        task: tokio::task::try_id(),
+                        at: std::time::Instant::now(),
+                        slot,
+                    }),
+                Err(_) => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -561,6 +625,15 @@ impl Upstream for Upstreams {
     fn held_back(&self, candidate: &str) -> Option<Duration> {
         let (named, model) = self.route_to(candidate)?;
         named.held_back(model)
+    }
+
+    fn turn(&self, candidate: &str) -> BoxFuture<'_, ()> {
+        let named = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))
+            .and_then(|(name, _)| self.named.iter().find(|(k, _)| k == name));
+        match named {
+            Some((_, named)) => named.turn(""),
+            None => Box::pin(std::future::pending()),
+        }
     }
 
     /// Every upstream's key taken out: an answer of one may repeat any.
@@ -737,7 +810,7 @@ mod tests {
         let slot = named.admit().unwrap();
         assert_eq!(
             named.held_back("m"),
-            Some(AT_LIMIT),
+            Some(SLOT_WAIT),
             "its one slot is taken"
         );
         for _ in 0..5 {

@@ -75,6 +75,15 @@ pub trait Upstream: Send + Sync {
         None
     }
 
+    /// Resolves once a slot of `candidate`'s upstream is kept for the
+    /// request that waits on it, in turn with the others waiting (the next
+    /// attempt on it takes that slot); pending while the upstream is held
+    /// by another limit, or keeps no slots.
+    fn turn(&self, candidate: &str) -> BoxFuture<'_, ()> {
+        let _ = candidate;
+        Box::pin(std::future::pending())
+    }
+
     /// `text` (an answer, as it is to be kept) without what must never be
     /// kept or shown: an API key the answer repeats. None: it holds none.
     fn scrub(&self, text: &str) -> Option<String> {

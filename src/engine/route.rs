@@ -311,7 +311,10 @@ impl Router {
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
                 Next::Wait(until, i) => {
-                    self.wait_for(job, &policy, (until, i)).await;
+                    if self.wait_for(job, &policy, (until, i), upstream).await {
+                        // Its turn came: a slot is kept for it.
+                        policy.hold_off(i, Instant::now(), AT_ITS_LIMIT);
+                    }
                     continue;
                 }
                 Next::GiveUp(e) => break e,
@@ -399,18 +402,33 @@ impl Router {
     }
 
     /// Waits for the plan's `i`, paused or held off until `until`, and
-    /// says why.
-    async fn wait_for(&self, job: &Job<'_>, policy: &Attempts, (until, i): (Instant, usize)) {
+    /// says why. Held off because its upstream has no slot free, it waits
+    /// its turn for one, kept for it: true when that came first.
+    async fn wait_for(
+        &self,
+        job: &Job<'_>,
+        policy: &Attempts,
+        (until, i): (Instant, usize),
+        upstream: &dyn Upstream,
+    ) -> bool {
         let model = &policy.plan()[i].model;
-        let why = self
-            .parts
-            .health
-            .pause_reason(model)
+        let paused = self.parts.health.pause_reason(model);
+        let at_limit = paused.is_none() && policy.held_off_for(i) == Some(AT_ITS_LIMIT);
+        let why = paused
             .or_else(|| policy.held_off_for(i).map(str::to_string))
             .unwrap_or_else(|| "paused".to_string());
         let wait = until.saturating_duration_since(Instant::now());
         self.parts.observer.waiting(job.opts.tag, model, wait, &why);
-        self.wait_until(until, job.opts.cancel.as_ref()).await;
+        let turn = async {
+            match at_limit {
+                true => upstream.turn(model).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = turn => true,
+            () = self.wait_until(until, job.opts.cancel.as_ref()) => false,
+        }
     }
 
     /// Takes in an attempt on the plan's `i` that failed, and what it asks

@@ -759,3 +759,41 @@ fn a_candidate_with_nothing_after_its_colon_is_refused() {
         out.stderr
     );
 }
+
+/// Lines that wait for an upstream's one slot take it in turn: a line
+/// that came later does not take the slot from one waiting before it
+/// (lines 2 to 8 used to wait seconds while hundreds went first).
+#[test]
+fn lines_waiting_for_an_upstream_s_slot_take_it_in_turn() {
+    let env = env();
+    let local = local();
+    local.set_default("llama3", Behavior::ok_after(20));
+    let cfg = local_config(&env, &local.base_url(), "concurrency = 1\n", "0");
+    let n = 60;
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "local:llama3", "--no-cache", "-j", "8"],
+        n,
+    );
+    out.assert_code(0);
+    // The order the upstream saw the prompts in, by line number.
+    let seen: Vec<usize> = local
+        .completions()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            let text = body["messages"][0]["content"].as_str().unwrap().to_string();
+            text.trim_start_matches('p').parse::<usize>().unwrap()
+        })
+        .collect();
+    assert_eq!(seen.len(), n, "{seen:?}");
+    // A line goes at most a few places after lines that came well after it.
+    for (at, line) in seen.iter().enumerate() {
+        let overtaken_by = seen[..at].iter().filter(|&&l| l > line + 8).count();
+        assert!(
+            overtaken_by == 0,
+            "line {line} went after {overtaken_by} lines read 8 or more after it: {seen:?}"
+        );
+    }
+}
