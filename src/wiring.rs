@@ -284,7 +284,10 @@ pub fn named_upstreams(
         store,
         rt,
         wants.pool,
-        !wants.dry_run,
+        match wants.dry_run {
+            true => Fetch::Never,
+            false => Fetch::WhenStale,
+        },
         wants.quiet || wants.dry_run,
         catalogue,
     )?;
@@ -309,7 +312,7 @@ pub fn with_named_candidates(
     store: &Store,
     rt: &tokio::runtime::Runtime,
     pool: usize,
-    fetch: bool,
+    fetch: Fetch,
     quiet: bool,
     catalogue: Catalogue,
 ) -> anyhow::Result<(Vec<(String, Client)>, Catalogue)> {
@@ -323,13 +326,28 @@ pub fn with_named_candidates(
         let base = u.base_url.trim().trim_end_matches('/').to_string();
         let client = Client::with_headers(&base, key.as_deref(), pool, &u.headers)
             .map_err(|e| anyhow!("upstream {name}: {e}"))?;
-        let listed = setup::load_catalogue(store, fetch.then_some(&client), &base, rt, true, false);
+        let client_to_fetch = (fetch != Fetch::Never).then_some(&client);
+        let again = fetch == Fetch::Again;
+        let listed = setup::load_catalogue(store, client_to_fetch, &base, rt, true, again);
         // A server of its own has no snapshot to fall back on: OpenRouter's is not its.
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {
                 if !quiet {
-                    let why = setup::last_fetch_failure(store, &base)
-                        .map_or(String::new(), |(_, problem)| format!(" ({problem})"));
+                    let why = match setup::last_fetch_failure(store, &base) {
+                        None => String::new(),
+                        Some((at, problem)) => {
+                            let ago = crate::engine::now_ms().saturating_sub(at).max(0) as u64;
+                            match ago < 1000 {
+                                true => format!(" ({problem})"),
+                                false => format!(
+                                    " (not fetched: the last fetch, {} ago, failed: {problem})",
+                                    crate::core::duration::human(std::time::Duration::from_millis(
+                                        ago
+                                    ))
+                                ),
+                            }
+                        }
+                    };
                     setup::warn(format_args!(
                         "upstream {name}: cannot fetch {base}/models{why}; its models are those its [upstreams.{name}.models] table names"
                     ));
@@ -351,6 +369,16 @@ fn limits(options: &Options) -> Limits {
         rates: RateLimits::new(options.rpm, options.tpm),
         budget: options.max_cost.map(Budget::new),
     }
+}
+
+/// Whether a named upstream's catalogue is fetched: never (a dry run),
+/// when the store's copy is stale and no fetch failed a moment ago, or
+/// again whatever the store holds (`models --refresh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Never,
+    WhenStale,
+    Again,
 }
 
 /// The local store, health and limits with Redis beside them.

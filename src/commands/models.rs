@@ -91,8 +91,12 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         false => app::load_catalogue(&store, Some(&client), &base, &rt, false, false),
     };
     // Every upstream's candidates, `NAME:model`, with the prices each lists or its table sets.
+    let fetch = match args.refresh {
+        true => crate::wiring::Fetch::Again,
+        false => crate::wiring::Fetch::WhenStale,
+    };
     let (_, catalogue) =
-        crate::wiring::with_named_candidates(options, &store, &rt, 1, true, false, catalogue)?;
+        crate::wiring::with_named_candidates(options, &store, &rt, 1, fetch, false, catalogue)?;
 
     let ids: Vec<String> = if args.all {
         catalogue.models().iter().map(|m| m.id.clone()).collect()

@@ -797,3 +797,52 @@ fn lines_waiting_for_an_upstream_s_slot_take_it_in_turn() {
         );
     }
 }
+
+/// `models --refresh` fetches a named upstream's catalogue again, even
+/// right after a fetch failed; a run then says when the last one failed.
+#[test]
+fn models_refresh_fetches_a_named_upstream_s_catalogue_again() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    // A wrong key: its catalogue is not fetched.
+    let out = with(&env, &cfg)
+        .env("LOCAL_KEY", "not-the-key")
+        .args(["--models", "m/x,local:llama3", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    assert!(
+        out.stderr.contains("upstream local: cannot fetch"),
+        "{}",
+        out.stderr
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = with(&env, &cfg)
+        .env("LOCAL_KEY", "not-the-key")
+        .args(["--models", "m/x,local:llama3", "--no-cache"])
+        .stdin(prompts(1))
+        .run();
+    assert!(
+        out.stderr.contains("not fetched: the last fetch"),
+        "{}",
+        out.stderr
+    );
+    let out = with(&env, &cfg)
+        .args([
+            "models",
+            "--refresh",
+            "--models",
+            "m/x,local:llama3",
+            "--json",
+        ])
+        .run();
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "local:llama3")
+        .unwrap();
+    assert_eq!(row["context_length"], 8192, "{row}");
+}
