@@ -134,6 +134,12 @@ impl UpstreamConfig {
             }
         }
         for (model, m) in &self.models {
+            if model.trim().is_empty() {
+                return Err((
+                    at(&["models", model]),
+                    format!("upstream {name}: a model's name is empty"),
+                ));
+            }
             for (key, p) in [
                 ("prompt_price", m.prompt_price),
                 ("completion_price", m.completion_price),
@@ -232,6 +238,15 @@ pub fn misspelt(
 /// only (a dry run on a fresh store), what it does not list may still be
 /// the API's, so nothing is called misspelt.
 pub fn misspelt_in(candidate: &str, names: &[String], catalogue: &Catalogue) -> Option<String> {
+    // `NAME:` names no model, on any upstream.
+    if let Some(name) = candidate
+        .strip_suffix(':')
+        .filter(|n| !names.is_empty() && !n.contains('/'))
+    {
+        return Some(format!(
+            "{candidate} names no model after its ':' (a model of upstream {name} is {name}:MODEL)"
+        ));
+    }
     if catalogue.origin == Origin::Embedded {
         return None;
     }

@@ -758,6 +758,22 @@ fn a_candidate_with_nothing_after_its_colon_is_refused() {
         "{}",
         out.stderr
     );
+    // In a line too, where an upstream is configured: never sent.
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = with(&env, &cfg)
+        .args(["--models", "m/x", "--no-cache"])
+        .stdin(
+            "{\"prompt\":\"hi\",\"model\":\"local:\"}\n\
+             {\"prompt\":\"hi\",\"llmroute\":{\"models\":[\"local:\"]}}\n",
+        )
+        .run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for l in out.lines() {
+        let message = l["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("local: names no model"), "{l}");
+    }
+    assert_eq!(env.server.completions().len(), 0);
 }
 
 /// Lines that wait for an upstream's one slot take it in turn: a line
