@@ -44,15 +44,17 @@ impl Console {
 }
 
 /// `text` on one line: each run of whitespace holding a line break becomes
-/// one space, and other control characters go.
+/// one space, and other control characters go, as do the characters that
+/// reorder or hide text (a model name's right-to-left override).
 pub fn one_line(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    use crate::view::text::is_hidden;
+    if !text.chars().any(is_hidden) {
         return text.to_string();
     }
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     for c in text.chars() {
-        let dropped = (pending_space && c.is_whitespace()) || (c.is_control() && c != '\t');
+        let dropped = (pending_space && c.is_whitespace()) || (is_hidden(c) && c != '\t');
         if c == '\n' || c == '\r' {
             pending_space = true;
         } else if !dropped {
@@ -152,5 +154,6 @@ mod tests {
             "broke: line two line three"
         );
         assert_eq!(one_line("a\u{1b}[31mb"), "a[31mb");
+        assert_eq!(one_line("pins m/\u{202e}cba"), "pins m/cba");
     }
 }

@@ -1,6 +1,7 @@
 //! Numbers and text for people, in a page: escaped, grouped, priced.
 
-/// `s` safe in HTML text and attribute values.
+/// `s` safe in HTML text and attribute values, the characters that hide
+/// or reorder text written as escapes ([`printable`]).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -10,10 +11,18 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if is_hidden(c) => out.extend(c.escape_default()),
             c => out.push(c),
         }
     }
     out
+}
+
+/// Whether `c` hides or moves text: a control character, or a
+/// bidirectional override or isolate, or a zero-width mark.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `s` as a label value of Prometheus's text exposition: backslash,
@@ -41,15 +50,11 @@ pub fn label_value(s: &str) -> String {
 /// isolates, zero-width marks), written as escapes, so that a name cannot
 /// break a line or show itself as something else.
 pub fn printable(s: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    };
-    if !s.chars().any(hidden) {
+    if !s.chars().any(is_hidden) {
         return s.to_string();
     }
     s.chars()
-        .map(|c| match hidden(c) {
+        .map(|c| match is_hidden(c) {
             true => c.escape_default().to_string(),
             false => c.to_string(),
         })
@@ -86,6 +91,12 @@ pub use crate::core::numbers::usd;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_cannot_hide_or_reorder_itself_in_a_page() {
+        assert_eq!(esc("m/\u{202e}<b>"), "m/\\u{202e}&lt;b&gt;");
+        assert_eq!(esc("é 模型"), "é 模型");
+    }
 
     #[test]
     fn a_name_cannot_hide_or_reorder_itself_in_a_terminal() {
