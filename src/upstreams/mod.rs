@@ -20,6 +20,10 @@ use crate::core::failure::{Failure, FailureKind, Success};
 use crate::engine::ports::{BoxFuture, Opened, Upstream};
 use crate::upstream::Client;
 
+mod limits;
+pub use limits::TokensAMinute;
+use limits::{counted, kept_here, tokens_of, Kept};
+
 /// What reports and output lines call the default upstream (`--base-url`),
 /// which no named one may be called.
 pub const DEFAULT_NAME: &str = "default";
@@ -318,67 +322,11 @@ pub struct Named {
     rpm_until_ms: std::sync::atomic::AtomicI64,
 }
 
-/// Tokens used in the current calendar minute against a limit. The tokens
-/// of an answer are known only once it is in, so the last request of a
-/// minute may go past the limit by its own tokens; the next waits for the
-/// next minute.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokensAMinute {
-    limit: u64,
-    window: crate::core::minute::Window,
-}
-
-impl TokensAMinute {
-    pub fn new(limit: u64) -> TokensAMinute {
-        TokensAMinute {
-            limit,
-            window: crate::core::minute::Window::default(),
-        }
-    }
-
-    /// Whether a request may go now (at `now_ms`, Unix ms): some of the
-    /// minute's tokens are left.
-    pub fn open(&mut self, now_ms: i64) -> bool {
-        self.window.at(now_ms).tokens < self.limit
-    }
-
-    /// Counts `tokens` an answer used, at `now_ms`.
-    pub fn add(&mut self, now_ms: i64, tokens: u64) {
-        let w = self.window.at(now_ms);
-        w.tokens = w.tokens.saturating_add(tokens);
-    }
-}
-
-/// The tokens a usage counts, prompt and completion.
-fn tokens_of(usage: &crate::core::failure::Usage) -> u64 {
-    let n = |t: Option<i64>| t.unwrap_or(0).max(0) as u64;
-    n(usage.prompt_tokens) + n(usage.completion_tokens)
-}
-
 /// How long a candidate whose upstream is at its limit is left alone. A
 /// request with nothing else to try asks again after it: a slot freed
 /// meanwhile is idle until then, so it is short (a request held back is
 /// never sent, and asking again costs no more than a look at the limits).
 const AT_LIMIT: Duration = Duration::from_millis(50);
-
-/// A slot kept for the request whose turn came: the task it runs in,
-/// and when, as a slot kept for a request that gave up is let go after
-/// [`KEPT_FOR`].
-struct Kept {
-    task: Option<tokio::task::Id>,
-    at: std::time::Instant,
-    slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// How long a slot is kept for a request whose turn came.
-const KEPT_FOR: Duration = Duration::from_secs(2);
-
-/// The slots kept, those kept too long let go; whether one is this task's.
-fn kept_here(kept: &mut Vec<Kept>) -> Option<usize> {
-    kept.retain(|k| k.at.elapsed() < KEPT_FOR);
-    let me = tokio::task::try_id();
-    kept.iter().position(|k| k.task == me)
-}
 
 /// How long a candidate whose upstream has no slot free is left alone: a
 /// request with nothing else to try waits its turn for one, which comes
@@ -573,49 +521,6 @@ impl Upstream for Named {
             }
         })
     }
-}
-
-/// `events`, with the usage they report (or, when they report none, their
-/// content at four characters a token) counted in `tokens` once they end.
-fn counted(
-    events: crate::engine::ports::Chunks,
-    tokens: std::sync::Arc<std::sync::Mutex<TokensAMinute>>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, Failure>> + Send {
-    use crate::core::sse::{Events, Fold};
-    struct Count {
-        split: Events,
-        fold: Fold,
-        tokens: std::sync::Arc<std::sync::Mutex<TokensAMinute>>,
-    }
-    impl Drop for Count {
-        fn drop(&mut self) {
-            let usage = self.fold.usage();
-            let n = match tokens_of(&usage) {
-                0 => self
-                    .fold
-                    .content()
-                    .map_or(0, |c| c.chars().count() as u64 / 4),
-                n => n,
-            };
-            let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            t.add(crate::engine::now_ms(), n);
-        }
-    }
-    let mut count = Count {
-        split: Events::default(),
-        fold: Fold::default(),
-        tokens,
-    };
-    let mut out = Vec::new();
-    futures_util::StreamExt::map(events, move |chunk| {
-        if let Ok(bytes) = &chunk {
-            count.split.push(bytes, &mut out);
-            for e in out.drain(..) {
-                count.fold.add_event(&e);
-            }
-        }
-        chunk
-    })
 }
 
 impl Upstream for Upstreams {
