@@ -31,6 +31,9 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
             )
         }
         ConfigAction::Show(_) => {
+            // What a run would refuse (an unknown priority, a candidate
+            // naming no model) is refused here too.
+            options.settings()?;
             let key = match api_key() {
                 Some((var, _)) => format!("{var} is set"),
                 None => format!(

@@ -305,3 +305,19 @@ fn a_server_limit_that_refuses_everything_is_refused() {
         out.stderr
     );
 }
+
+#[test]
+fn config_show_refuses_what_a_run_would() {
+    let env = Env::three();
+    let out = env.cmd().args(["config", "show", "-p", "nosuch"]).run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown priority 'nosuch'"),
+        "{}",
+        out.stderr
+    );
+    env.cmd()
+        .args(["config", "show", "-p", "cost"])
+        .run()
+        .assert_code(0);
+}
