@@ -428,6 +428,18 @@ impl Config {
             }
         }
         if let Some(serve) = &self.serve {
+            let bad_listen = serve
+                .listen
+                .as_ref()
+                .filter(|l| l.trim().parse::<std::net::SocketAddr>().is_err());
+            if let Some(l) = bad_listen {
+                return Err(bad(
+                    &["serve", "listen"],
+                    format!(
+                        "{l:?} is not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080"
+                    ),
+                ));
+            }
             if let Some(d) = serve.deadline {
                 crate::cli::at_least(d, crate::cli::MIN_TIMEOUT)
                     .map_err(|e| bad(&["serve", "deadline"], e))?;

@@ -304,6 +304,18 @@ fn a_server_limit_that_refuses_everything_is_refused() {
         "{}",
         out.stderr
     );
+    let cfg = env.write("c.toml", "[serve]\nlisten = \"nonsense\"\n");
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "show"])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 2") && out.stderr.contains("serve.listen"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
