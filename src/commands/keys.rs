@@ -91,10 +91,14 @@ fn all(
         eprintln!("llmroute: warning: key {b} has a policy this llmroute cannot read; skipped");
     }
     if let Some(l) = link {
-        let shared = rt
-            .block_on(crate::shared::clients::all(l))
-            .ok_or_else(|| anyhow!("cannot read the keys in Redis"))?;
-        keys.extend(shared);
+        match rt.block_on(crate::shared::clients::all(l)) {
+            Some(shared) => keys.extend(shared),
+            // What the store holds is still worth showing, said as such.
+            None => eprintln!(
+                "llmroute: warning: Redis did not answer: these are the keys this store holds, \
+                 without those made on other machines"
+            ),
+        }
     }
     Ok(merge(keys))
 }

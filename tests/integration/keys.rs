@@ -120,6 +120,18 @@ fn a_revoke_redis_does_not_take_says_what_was_done() {
         assert!(ok);
     };
     signal("-STOP");
+    // Listed from the store, said as such.
+    let listed = env
+        .cmd()
+        .args(["keys", "list", "--redis", &redis.url()])
+        .run();
+    listed.assert_code(0);
+    assert!(listed.stdout.contains("late"), "{}", listed.stdout);
+    assert!(
+        listed.stderr.contains("keys this store holds"),
+        "{}",
+        listed.stderr
+    );
     let out = env
         .cmd()
         .args(["keys", "revoke", "late", "--redis", &redis.url()])
