@@ -311,9 +311,9 @@ impl Router {
             let i = match policy.next(Instant::now(), &*self.parts.health) {
                 Next::Send(i) => i,
                 Next::Wait(until, i) => {
-                    if self.wait_for(job, &policy, (until, i), upstream).await {
-                        // Its turn came: a slot is kept for it.
-                        policy.hold_off(i, Instant::now(), AT_ITS_LIMIT);
+                    if let Some(j) = self.wait_for(job, &policy, (until, i), upstream).await {
+                        // Its turn came on `j`: a slot is kept for it.
+                        policy.hold_off(j, Instant::now(), AT_ITS_LIMIT);
                     }
                     continue;
                 }
@@ -402,32 +402,49 @@ impl Router {
     }
 
     /// Waits for the plan's `i`, paused or held off until `until`, and
-    /// says why. Held off because its upstream has no slot free, it waits
-    /// its turn for one, kept for it: true when that came first.
+    /// says why. Meanwhile it waits its turn for a slot of every candidate
+    /// held off because its upstream had none free: the plan's index of
+    /// the one whose slot came first, kept for it.
     async fn wait_for(
         &self,
         job: &Job<'_>,
         policy: &Attempts,
         (until, i): (Instant, usize),
         upstream: &dyn Upstream,
-    ) -> bool {
+    ) -> Option<usize> {
         let model = &policy.plan()[i].model;
-        let paused = self.parts.health.pause_reason(model);
-        let at_limit = paused.is_none() && policy.held_off_for(i) == Some(AT_ITS_LIMIT);
-        let why = paused
+        let why = self
+            .parts
+            .health
+            .pause_reason(model)
             .or_else(|| policy.held_off_for(i).map(str::to_string))
             .unwrap_or_else(|| "paused".to_string());
         let wait = until.saturating_duration_since(Instant::now());
         self.parts.observer.waiting(job.opts.tag, model, wait, &why);
+        let turns: Vec<_> = policy
+            .plan()
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| {
+                policy.held_off_for(*j) == Some(AT_ITS_LIMIT)
+                    && self.parts.health.pause_reason(&p.model).is_none()
+            })
+            .map(|(j, p)| {
+                Box::pin(async move {
+                    upstream.turn(&p.model).await;
+                    j
+                })
+            })
+            .collect();
         let turn = async {
-            match at_limit {
-                true => upstream.turn(model).await,
-                false => std::future::pending().await,
+            match turns.is_empty() {
+                true => std::future::pending().await,
+                false => futures_util::future::select_all(turns).await.0,
             }
         };
         tokio::select! {
-            () = turn => true,
-            () = self.wait_until(until, job.opts.cancel.as_ref()) => false,
+            j = turn => Some(j),
+            () = self.wait_until(until, job.opts.cancel.as_ref()) => None,
         }
     }
 

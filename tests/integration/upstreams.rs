@@ -862,3 +862,44 @@ fn models_refresh_fetches_a_named_upstream_s_catalogue_again() {
         .unwrap();
     assert_eq!(row["context_length"], 8192, "{row}");
 }
+
+/// Requests waiting for a slot take the first one free on any of their
+/// candidates' upstreams: one upstream full does not leave another's
+/// free slots idle.
+#[test]
+fn waiting_requests_take_a_free_slot_on_any_upstream() {
+    let env = env();
+    let (one, other) = (local(), local());
+    for s in [&one, &other] {
+        s.set_default("llama3", Behavior::ok_after(100));
+    }
+    let cfg = env.write(
+        "two.toml",
+        &format!(
+            "[upstreams.one]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\nconcurrency = 1\n\
+             [upstreams.one.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n\
+             [upstreams.other]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\nconcurrency = 8\n\
+             [upstreams.other.models.\"llama3\"]\nprompt_price = 0\ncompletion_price = 0\n",
+            one.base_url(),
+            other.base_url()
+        ),
+    );
+    let out = run(
+        &env,
+        &cfg,
+        &[
+            "--models",
+            "one:llama3,other:llama3",
+            "--no-cache",
+            "-j",
+            "64",
+        ],
+        40,
+    );
+    out.assert_code(0);
+    let (on_one, on_other) = (one.completions().len(), other.completions().len());
+    assert_eq!(on_one + on_other, 40);
+    // At 8 a time against 1, the other takes most of them.
+    assert!(on_other >= 24, "{on_one} on one, {on_other} on the other");
+    assert!(one.most_in_flight() <= 1 && other.most_in_flight() <= 8);
+}
