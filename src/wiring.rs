@@ -153,12 +153,14 @@ pub fn wire(
         read_shared_quality(r, &upstream, &book, rt);
     }
     if let Some(l) = &link {
-        // What every machine learned, before the first request.
+        // What every machine learned, before the first request; never
+        // less than this store knows (what Redis lost, the watcher puts
+        // back).
         for (task, model, p) in rt
             .block_on(crate::shared::quality::all(l, &upstream))
             .unwrap_or_default()
         {
-            book.set(&task, &model, p);
+            book.set_shared(&task, &model, p);
         }
         rt.spawn(crate::shared::quality::watch(
             l.clone(),

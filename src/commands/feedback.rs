@@ -89,6 +89,8 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
             let (mut results, events) = take_in(&store, &batch, &path)?;
             if let Some(s) = &mut shared {
                 s.share(events, &mut results);
+                // Every machine's counts, rising in the input's order.
+                count_in_line_order(&mut results);
                 s.elsewhere(&batch, &mut results, &store);
             }
             for (n, r) in results {

@@ -332,3 +332,46 @@ fn a_server_on_redis_routes_on_what_every_machine_learned() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A machine that starts on a Redis holding fewer events than its store
+/// knows (Redis lost them, and another machine's event came in since)
+/// puts back what it knows.
+#[test]
+fn a_machine_starting_after_redis_lost_its_data_puts_back_what_it_knows() {
+    let redis = RedisServer::start();
+    let env = two();
+    let outcome = |score: u8| {
+        format!(
+            "{}\n",
+            json!({"task": "sql", "model": "t/strong", "score": score})
+        )
+    };
+    let mut ten = String::new();
+    for _ in 0..10 {
+        ten.push_str(&outcome(1));
+    }
+    env.cmd()
+        .args(["feedback", "--outcomes", "-", "-q", "--redis", &redis.url()])
+        .stdin(ten)
+        .run()
+        .assert_code(0);
+    let mut c = redis.client().get_connection().unwrap();
+    let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    // Another machine's event, after the loss.
+    env.cmd()
+        .env("LLMROUTE_DB", env.path("other.db"))
+        .args(["feedback", "--outcomes", "-", "-q", "--redis", &redis.url()])
+        .stdin(outcome(0))
+        .run()
+        .assert_code(0);
+    assert_eq!(
+        shared_posterior(&redis, "sql", "t/strong").map(|p| p.0),
+        Some(1)
+    );
+    let _s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
+    assert!(
+        eventually(|| shared_posterior(&redis, "sql", "t/strong").is_some_and(|p| p.0 >= 10)),
+        "{:?}",
+        shared_posterior(&redis, "sql", "t/strong")
+    );
+}
