@@ -94,12 +94,7 @@ pub fn wire(
     }
     let health_reader =
         store::ports::share_health(&store, health.clone(), store::ports::HEALTH_REFRESH);
-    let book = Arc::new(engine::learned::QualityBook::new(
-        crate::core::learned::HALF_LIFE_MS,
-    ));
-    for (task, model, p) in store.quality().map_err(setup::store_fatal(&path))? {
-        book.set(&task, &model, p);
-    }
+    let book = store_book(&store)?;
     // With Redis, what every machine learned decides: the store holds
     // only what this one took in, and read into the book it would stand
     // in for the rest until the next read of Redis.
@@ -153,20 +148,7 @@ pub fn wire(
         read_shared_quality(r, &upstream, &book, rt);
     }
     if let Some(l) = &link {
-        // What every machine learned, before the first request; never
-        // less than this store knows (what Redis lost, the watcher puts
-        // back).
-        for (task, model, p) in rt
-            .block_on(crate::shared::quality::all(l, &upstream))
-            .unwrap_or_default()
-        {
-            book.set_shared(&task, &model, p);
-        }
-        rt.spawn(crate::shared::quality::watch(
-            l.clone(),
-            upstream.clone(),
-            book.clone(),
-        ));
+        follow_shared_quality(l, &upstream, &book, rt);
     }
     Ok(Wired {
         router: Arc::new(Router::new(config, catalogue, parts).sharing_learned(book)),
@@ -400,6 +382,39 @@ fn no_misspelt_upstream(
     Ok(())
 }
 
+/// What the store learned of quality, as a book routing reads.
+fn store_book(store: &Store) -> anyhow::Result<Arc<engine::learned::QualityBook>> {
+    let book = Arc::new(engine::learned::QualityBook::new(
+        crate::core::learned::HALF_LIFE_MS,
+    ));
+    for (task, model, p) in store.quality().map_err(setup::store_fatal(store.path()))? {
+        book.set(&task, &model, p);
+    }
+    Ok(book)
+}
+
+/// Reads into `book` what every machine learned, before the first request
+/// (never less than the store knows: what Redis lost, the watcher puts
+/// back), and keeps reading it.
+fn follow_shared_quality(
+    link: &Arc<Link>,
+    upstream: &str,
+    book: &Arc<engine::learned::QualityBook>,
+    rt: &tokio::runtime::Runtime,
+) {
+    for (task, model, p) in rt
+        .block_on(crate::shared::quality::all(link, upstream))
+        .unwrap_or_default()
+    {
+        book.set_shared(&task, &model, p);
+    }
+    rt.spawn(crate::shared::quality::watch(
+        link.clone(),
+        upstream.to_string(),
+        book.clone(),
+    ));
+}
+
 /// Learned quality as routing sees it, for a look without routing
 /// (`models --task`): the store's, and with `--redis` what every machine
 /// learned.
@@ -408,12 +423,7 @@ pub fn learned_book(
     store: &Store,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Arc<engine::learned::QualityBook>> {
-    let book = Arc::new(engine::learned::QualityBook::new(
-        crate::core::learned::HALF_LIFE_MS,
-    ));
-    for (task, model, p) in store.quality().map_err(setup::store_fatal(store.path()))? {
-        book.set(&task, &model, p);
-    }
+    let book = store_book(store)?;
     if let Some(r) = &options.redis {
         read_shared_quality(r, store.upstream(), &book, rt);
     }
