@@ -83,8 +83,11 @@ where
     let events = resp.into_body().into_data_stream().map(move |r| {
         r.map_err(|e| {
             let mut f = fail(e);
-            if let Some(k) = &redact {
-                f.message = f.message.replace(k.as_str(), "[redacted]");
+            if let Some(clean) = redact
+                .as_deref()
+                .and_then(|k| super::without_key(&f.message, k))
+            {
+                f.message = clean;
             }
             f
         })

@@ -176,9 +176,9 @@ impl Client {
 
     /// Replaces the key, wherever it appears in `text`, with `[redacted]`.
     pub fn redact(&self, text: String) -> String {
-        match &self.redact {
-            Some(k) if text.contains(k.as_str()) => text.replace(k.as_str(), "[redacted]"),
-            _ => text,
+        match self.redact.as_deref().and_then(|k| without_key(&text, k)) {
+            Some(clean) => clean,
+            None => text,
         }
     }
 
@@ -278,11 +278,11 @@ impl Client {
             // as one event holds it whole.
             use futures_util::StreamExt;
             opened.events = Box::pin(opened.events.map(move |r| {
-                r.map(|b| match std::str::from_utf8(&b) {
-                    Ok(t) if t.contains(key.as_str()) => {
-                        bytes::Bytes::from(t.replace(key.as_str(), "[redacted]"))
-                    }
-                    _ => b,
+                r.map(|b| {
+                    let clean = std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|t| without_key(t, &key));
+                    clean.map_or(b, bytes::Bytes::from)
                 })
             }));
         }
@@ -335,12 +335,20 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     }
 }
 
+/// What stands for the key where a text held it.
+const REDACTED: &str = "[redacted]";
+
+/// `text` with `key` replaced by `[redacted]`; None when it holds none.
+fn without_key(text: &str, key: &str) -> Option<String> {
+    text.contains(key).then(|| text.replace(key, REDACTED))
+}
+
 /// `body` (JSON) with `key` replaced by `[redacted]` in every string, as
 /// JSON holds it (escapes decoded); not JSON, replaced as text.
 fn without_key_json(body: &str, key: &str) -> String {
     fn walk(v: &mut serde_json::Value, key: &str) {
         match v {
-            serde_json::Value::String(s) if s.contains(key) => *s = s.replace(key, "[redacted]"),
+            serde_json::Value::String(s) if s.contains(key) => *s = s.replace(key, REDACTED),
             serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key)),
             serde_json::Value::Object(o) => o.values_mut().for_each(|v| walk(v, key)),
             _ => {}
@@ -349,16 +357,15 @@ fn without_key_json(body: &str, key: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(body) {
         Ok(mut v) => {
             walk(&mut v, key);
-            v.to_string().replace(key, "[redacted]")
+            v.to_string().replace(key, REDACTED)
         }
-        Err(_) => body.replace(key, "[redacted]"),
+        Err(_) => body.replace(key, REDACTED),
     }
 }
 
 impl crate::engine::ports::Upstream for Client {
     fn scrub(&self, text: &str) -> Option<String> {
-        let k = self.redact.as_deref()?;
-        text.contains(k).then(|| text.replace(k, "[redacted]"))
+        without_key(text, self.redact.as_deref()?)
     }
 
     fn complete(
