@@ -369,7 +369,7 @@ impl Named {
         let slot = match &self.at_once {
             None => None,
             Some(s) => {
-                let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+                let mut kept = self.kept();
                 match kept_here(&mut kept) {
                     Some(i) => Some(kept.swap_remove(i).slot),
                     None => Some(
@@ -423,6 +423,16 @@ impl Named {
         let until = self.rpm_until_ms.load(std::sync::atomic::Ordering::Relaxed);
         let left = until - crate::engine::now_ms();
         (left > 0).then(|| Duration::from_millis(left as u64))
+    }
+
+    /// The slots kept for requests whose turn came.
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long its tokens or requests a minute hold a request back.
+    fn held_by_rates(&self) -> Option<Duration> {
+        self.out_of_tokens().or_else(|| self.out_of_requests())
     }
 
     /// Until the minute ends, when its tokens a minute are used up.
@@ -483,43 +493,47 @@ impl Upstream for Named {
     }
 
     fn held_back(&self, _candidate: &str) -> Option<Duration> {
-        let mine = kept_here(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner())).is_some();
-        if !mine
-            && self
-                .at_once
-                .as_ref()
-                .is_some_and(|s| s.available_permits() == 0)
-        {
-            // Those who wait for a slot take it in turn (`turn`), which
-            // wakes them before this.
-            return Some(SLOT_WAIT);
+        // No slot free, and none kept for this request: those who wait for
+        // one take it in turn (`turn`), which wakes them before this. (The
+        // slots kept, and those let go after being kept too long, are
+        // looked at only when none seems free.)
+        if let Some(slots) = self.at_once.as_ref().filter(|s| s.available_permits() == 0) {
+            let mine = kept_here(&mut self.kept()).is_some();
+            if !mine && slots.available_permits() == 0 {
+                return Some(SLOT_WAIT);
+            }
         }
-        self.out_of_tokens().or_else(|| self.out_of_requests())
+        self.held_by_rates()
     }
 
     fn turn(&self, _candidate: &str) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let held = self.out_of_tokens().or_else(|| self.out_of_requests());
-            let (Some(slots), None) = (&self.at_once, held) else {
+            let (Some(slots), None) = (&self.at_once, self.held_by_rates()) else {
                 return std::future::pending().await;
             };
-            if kept_here(&mut self.kept.lock().unwrap_or_else(|p| p.into_inner())).is_some() {
+            if kept_here(&mut self.kept()).is_some() {
                 return;
             }
             // Fair: a slot let go goes to the longest waiting.
             match slots.clone().acquire_owned().await {
-                Ok(slot) => self
-                    .kept
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Kept {
-                        task: tokio::task::try_id(),
-                        at: std::time::Instant::now(),
-                        slot,
-                    }),
+                Ok(slot) => self.kept().push(Kept {
+                    task: tokio::task::try_id(),
+                    at: std::time::Instant::now(),
+                    slot,
+                }),
                 Err(_) => std::future::pending().await,
             }
         })
+    }
+}
+
+impl Upstreams {
+    /// The named upstream `candidate` is on, and its model id there; none
+    /// for a candidate of the default upstream.
+    fn on_named<'s, 'c>(&'s self, candidate: &'c str) -> Option<(&'s Named, &'c str)> {
+        let (name, model) = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))?;
+        let (_, named) = self.named.iter().find(|(k, _)| k == name)?;
+        Some((named, model))
     }
 }
 
@@ -537,8 +551,7 @@ impl Upstream for Upstreams {
     }
 
     fn route_to<'a>(&'a self, candidate: &'a str) -> Option<(&'a dyn Upstream, &'a str)> {
-        let (name, model) = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))?;
-        let (_, named) = self.named.iter().find(|(k, _)| k == name)?;
+        let (named, model) = self.on_named(candidate)?;
         Some((named as &dyn Upstream, model))
     }
 
@@ -548,10 +561,8 @@ impl Upstream for Upstreams {
     }
 
     fn turn(&self, candidate: &str) -> BoxFuture<'_, ()> {
-        let named = split(candidate, |n| self.named.iter().any(|(k, _)| k == n))
-            .and_then(|(name, _)| self.named.iter().find(|(k, _)| k == name));
-        match named {
-            Some((_, named)) => named.turn(""),
+        match self.on_named(candidate) {
+            Some((named, _)) => named.turn(""),
             None => Box::pin(std::future::pending()),
         }
     }
