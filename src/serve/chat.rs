@@ -77,20 +77,9 @@ async fn complete(
     // The slot first, then the body: a request waiting its turn holds a
     // connection, not its body, so the queue's memory stays small however
     // long it is.
-    // The deadline runs from the request's arrival: its wait counts.
-    let due = tokio::time::Instant::from_std(started + app.deadline);
-    let slot = match tokio::time::timeout_at(due, app.gate.enter()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(Refused::Full)) => {
-            return app.refuse_early(ApiError::saturated(), pending.take(), started)
-        }
-        Ok(Err(Refused::Closed)) => {
-            return app.refuse_early(ApiError::shutting_down(), pending.take(), started)
-        }
-        Err(_) => {
-            let e = ApiError::deadline(app.deadline);
-            return app.refuse_early(e, pending.take(), started);
-        }
+    let slot = match slot_by_deadline(&app, started).await {
+        Ok(s) => s,
+        Err(e) => return app.refuse_early(e, pending.take(), started),
     };
     let bytes = match app.read_body(body, app.max_body).await {
         Ok(b) => b,
@@ -176,6 +165,24 @@ struct Pending {
     answered: bool,
 }
 
+/// When a request that came at `started` is past the deadline: it runs
+/// from the request's arrival, so its wait for a slot counts.
+fn due(app: &App, started: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(started + app.deadline)
+}
+
+/// A slot for a request that came at `started`, or why it gets none: the
+/// queue is full, the server is closing, or its deadline passed while it
+/// waited.
+async fn slot_by_deadline(app: &App, started: Instant) -> Result<super::gate::Slot, ApiError> {
+    match tokio::time::timeout_at(due(app, started), app.gate.enter()).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(Refused::Full)) => Err(ApiError::saturated()),
+        Ok(Err(Refused::Closed)) => Err(ApiError::shutting_down()),
+        Err(_) => Err(ApiError::deadline(app.deadline)),
+    }
+}
+
 impl Pending {
     /// Routes `req` within the server's deadline, and takes the access line
     /// for the answer; Err: the refusal to send instead. Routed here, in a
@@ -198,7 +205,7 @@ impl Pending {
         let guard = token.clone().drop_guard();
         let routed = tokio::select! {
             r = task.as_mut() => r,
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started + app.deadline)) => {
+            _ = tokio::time::sleep_until(due(&app, started)) => {
                 token.cancel();
                 // The attempts made before the deadline count, as the store
                 // records them.
