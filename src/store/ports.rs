@@ -349,6 +349,12 @@ mod tests {
         (a, Writer::spawn(Store::open(&path).unwrap()))
     }
 
+    /// A cache on each writer, `a`'s and `b`'s, with a lease of a minute.
+    fn caches(a: &Writer, b: &Writer) -> (LeasedCache, LeasedCache) {
+        let lease = Duration::from_secs(60);
+        (cache(a, "a", lease), cache(b, "b", lease))
+    }
+
     /// a looks `key` up and takes the lease, b finds it held, and a's
     /// claim gets the lease: a's to answer.
     async fn a_leads(ca: &LeasedCache, cb: &LeasedCache, key: Key) -> Box<dyn Send + Sync> {
@@ -364,10 +370,7 @@ mod tests {
     fn another_process_waits_for_the_answer_and_none_waits_on_its_own_lease() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_writers(&dir);
-        let (ca, cb) = (
-            cache(&a, "a", Duration::from_secs(60)),
-            cache(&b, "b", Duration::from_secs(60)),
-        );
+        let (ca, cb) = caches(&a, &b);
         let key = Key([1; 32]);
         rt().block_on(async {
             let lease = a_leads(&ca, &cb, key).await;
@@ -402,10 +405,7 @@ mod tests {
     fn a_claim_after_the_holder_answered_takes_its_answer() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_writers(&dir);
-        let (ca, cb) = (
-            cache(&a, "a", Duration::from_secs(60)),
-            cache(&b, "b", Duration::from_secs(60)),
-        );
+        let (ca, cb) = caches(&a, &b);
         let key = Key([7; 32]);
         rt().block_on(async {
             let lease = a_leads(&ca, &cb, key).await;
@@ -430,10 +430,7 @@ mod tests {
     fn a_request_waiting_takes_the_lease_a_lookup_of_its_process_took_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_writers(&dir);
-        let (ca, cb) = (
-            cache(&a, "a", Duration::from_secs(60)),
-            cache(&b, "b", Duration::from_secs(60)),
-        );
+        let (ca, cb) = caches(&a, &b);
         let key = Key([4; 32]);
         rt().block_on(async {
             assert_eq!(cb.get(key, 0).await, None, "b takes the lease");
@@ -458,10 +455,7 @@ mod tests {
     fn a_lease_let_go_without_an_answer_passes_to_one_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_writers(&dir);
-        let (ca, cb) = (
-            cache(&a, "a", Duration::from_secs(60)),
-            cache(&b, "b", Duration::from_secs(60)),
-        );
+        let (ca, cb) = caches(&a, &b);
         let key = Key([2; 32]);
         rt().block_on(async {
             assert_eq!(ca.get(key, 0).await, None);
