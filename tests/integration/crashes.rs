@@ -693,6 +693,21 @@ fn an_upstream_that_echoes_the_key_does_not_make_llmroute_leak_it() {
     }
 }
 
+/// What `s` answers to chat `body`, as text (a stream's events whole).
+fn chat_text(s: &Served, body: &Value) -> String {
+    crate::serve::rt().block_on(async {
+        reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
 /// A stream that spells the key out over two events is passed on as it
 /// comes, but kept, and replayed from the cache, without it.
 #[test]
@@ -708,22 +723,9 @@ fn a_key_spelt_over_a_stream_s_events_is_not_kept() {
             "messages": [{"role": "user", "content": format!("say {key}")}],
         })
     };
-    let send = |b: Value| {
-        crate::serve::rt().block_on(async {
-            reqwest::Client::new()
-                .post(s.url("/v1/chat/completions"))
-                .json(&b)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    };
-    let live = send(body(true));
+    let live = chat_text(&s, &body(true));
     assert!(live.contains("first-half"), "{live}");
-    let again = send(body(false));
+    let again = chat_text(&s, &body(false));
     assert!(again.contains("say [redacted]"), "from the cache: {again}");
     assert!(!again.contains("first-half"), "{again}");
     s.stop();
@@ -745,17 +747,7 @@ fn a_stream_that_echoes_the_key_is_served_and_kept_without_it() {
         "stream": true,
         "messages": [{"role": "user", "content": format!("say {KEY}")}],
     });
-    let text = crate::serve::rt().block_on(async {
-        reqwest::Client::new()
-            .post(s.url("/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let text = chat_text(&s, &body);
     assert!(text.contains("\"[redacted]\""), "{text}");
     assert!(!text.contains(KEY), "{text}");
     s.stop();

@@ -289,33 +289,27 @@ fn a_server_limit_that_refuses_everything_is_refused() {
         assert_eq!(out.code, 2, "{flag} {value}: {}", out.stderr);
         assert!(out.stderr.contains("at least"), "{}", out.stderr);
     }
-    let cfg = env.write(
-        "c.toml",
-        "[serve]\nmax_body = \"16MiB\"\ndeadline = \"0s\"\n",
-    );
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .args(["config", "show"])
-        .run();
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("line 3") && out.stderr.contains("serve.deadline"),
-        "{}",
-        out.stderr
-    );
-    let cfg = env.write("c.toml", "[serve]\nlisten = \"nonsense\"\n");
-    let out = env
-        .cmd()
-        .env("LLMROUTE_CONFIG", &cfg)
-        .args(["config", "show"])
-        .run();
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("line 2") && out.stderr.contains("serve.listen"),
-        "{}",
-        out.stderr
-    );
+    for (text, line, key) in [
+        (
+            "[serve]\nmax_body = \"16MiB\"\ndeadline = \"0s\"\n",
+            "line 3",
+            "serve.deadline",
+        ),
+        ("[serve]\nlisten = \"nonsense\"\n", "line 2", "serve.listen"),
+    ] {
+        let cfg = env.write("c.toml", text);
+        let out = env
+            .cmd()
+            .env("LLMROUTE_CONFIG", &cfg)
+            .args(["config", "show"])
+            .run();
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(line) && out.stderr.contains(key),
+            "{}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
