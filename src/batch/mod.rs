@@ -52,16 +52,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
     }
     // Before the key: `llmroute reprot` is a typo, not a missing key.
-    let sources: Vec<Source> = if let Some(text) = &run.prompt {
-        vec![prompt::source(text)]
-    } else if run.files.is_empty() {
-        vec![Source::Stdin]
-    } else {
-        run.files
-            .iter()
-            .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
-            .collect::<Result<_, _>>()?
-    };
+    let sources = sources(run)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("llmroute")
@@ -79,7 +70,6 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         verbose: run.verbose,
         quiet: run.quiet,
     };
-    let use_cache = !run.no_cache && !run.dry_run;
     let run_id = wiring::run_id();
     let shape = match run.output_format {
         crate::cli::OutputFormat::Llmroute => output::Shape::Llmroute,
@@ -87,19 +77,8 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
             run_id: run_id.clone(),
         },
     };
-    let wants = Wants {
-        dry_run: run.dry_run,
-        explain: run.explain || run.dry_run,
-        use_cache,
-        quiet: run.quiet,
-        run_id: run_id.clone(),
-        pool: options.concurrency as usize,
-        retry_refused: None,
-        // A line is written once its record is durable: no lingering.
-        linger: Duration::ZERO,
-        // A run's cache has no cap to keep: a hit writes nothing to it.
-        track_cache_use: false,
-    };
+    let wants = wants(run, options, run_id.clone());
+    let use_cache = wants.use_cache;
     let observer = Arc::new(BatchObserver::new(console()));
     let wired = wiring::wire(options, wants, observer, &rt)?;
     let router = wired.router;
@@ -159,6 +138,37 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     match kept {
         Some(kept) => show_prompt(&kept.bytes(), run.json, code),
         None => Ok(code),
+    }
+}
+
+/// Where a run's lines come from: its prompt, its files, or stdin.
+fn sources(run: &RunArgs) -> anyhow::Result<Vec<Source>> {
+    Ok(if let Some(text) = &run.prompt {
+        vec![prompt::source(text)]
+    } else if run.files.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        run.files
+            .iter()
+            .map(|f| Source::from_arg(f).map_err(|e| missing_file(f, e)))
+            .collect::<Result<_, _>>()?
+    })
+}
+
+/// What a batch run asks of the engine.
+fn wants(run: &RunArgs, options: &Options, run_id: String) -> Wants {
+    Wants {
+        dry_run: run.dry_run,
+        explain: run.explain || run.dry_run,
+        use_cache: !run.no_cache && !run.dry_run,
+        quiet: run.quiet,
+        run_id,
+        pool: options.concurrency as usize,
+        retry_refused: None,
+        // A line is written once its record is durable: no lingering.
+        linger: Duration::ZERO,
+        // A run's cache has no cap to keep: a hit writes nothing to it.
+        track_cache_use: false,
     }
 }
 

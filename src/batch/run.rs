@@ -397,33 +397,7 @@ async fn dispatch(
                 drop(permit);
                 ctx.refused((seq, line_no), e, out_tx);
             }
-            Ok(mut req) => {
-                if let Some(t) = &ctx.task {
-                    req.default_task(t);
-                }
-                let pinned = !req.pin_as_hint(ctx.route_all);
-                if let Some(message) = ctx.misspelt(&req) {
-                    drop(permit);
-                    let e = InputError {
-                        id: req.id,
-                        message,
-                        kind: "invalid_input",
-                    };
-                    ctx.refused((seq, line_no), e, out_tx);
-                    continue;
-                }
-                if pinned {
-                    ctx.warn_unknown_pin(line_no, &req);
-                }
-                tokio::spawn(route_line(
-                    ctx.clone(),
-                    seq,
-                    line_no,
-                    req,
-                    permit,
-                    out_tx.clone(),
-                ));
-            }
+            Ok(req) => start_line(ctx, (seq, line_no), req, permit, out_tx),
         }
     }
     // Lines read and never handed out, the run stopping first: said in the
@@ -436,6 +410,42 @@ async fn dispatch(
         ),
         None => (seq, input_error, 0),
     }
+}
+
+/// Starts routing line `seq` (line `line_no` of its input) in a task of
+/// its own, or refuses it: a candidate it names that no upstream has.
+fn start_line(
+    ctx: &Arc<Shared>,
+    (seq, line_no): (u64, u64),
+    mut req: Request,
+    permit: OwnedSemaphorePermit,
+    out_tx: &OutSender,
+) {
+    if let Some(t) = &ctx.task {
+        req.default_task(t);
+    }
+    let pinned = !req.pin_as_hint(ctx.route_all);
+    if let Some(message) = ctx.misspelt(&req) {
+        drop(permit);
+        let e = InputError {
+            id: req.id,
+            message,
+            kind: "invalid_input",
+        };
+        ctx.refused((seq, line_no), e, out_tx);
+        return;
+    }
+    if pinned {
+        ctx.warn_unknown_pin(line_no, &req);
+    }
+    tokio::spawn(route_line(
+        ctx.clone(),
+        seq,
+        line_no,
+        req,
+        permit,
+        out_tx.clone(),
+    ));
 }
 
 /// Routes one line and hands its output line on: within this turn of the

@@ -48,17 +48,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
         .as_ref()
         .or(args.file.as_ref())
         .filter(|p| p.as_os_str() != "-");
-    let input: Box<dyn BufRead> = match named {
-        Some(p) => {
-            if p.is_dir() {
-                anyhow::bail!("cannot read {}: it is a directory", p.display());
-            }
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
-            ))
-        }
-        None => Box::new(std::io::stdin().lock()),
-    };
+    let input = open_input(named)?;
     let input_name = named.map_or("the input".to_string(), |p| p.display().to_string());
     let outcomes = args.outcomes.is_some();
     let mut unlisted = Unlisted::new(&store, options);
@@ -99,15 +89,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
                     Err(_) => errors += 1,
                 }
                 if r.is_err() || !args.quiet {
-                    let v = match r {
-                        Ok(v) => v,
-                        Err((rid, message)) => json!({
-                            "line": n,
-                            "request_id": rid,
-                            "error": {"type": "invalid_feedback", "message": message},
-                        }),
-                    };
-                    let _ = writeln!(out, "{v}");
+                    let _ = writeln!(out, "{}", answer_line(n, r));
                 }
             }
             batch.clear();
@@ -132,6 +114,33 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
     } else {
         exit::OK
     })
+}
+
+/// The feedback's input: the file named (not a directory), or stdin.
+fn open_input(named: Option<&std::path::PathBuf>) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(match named {
+        Some(p) => {
+            if p.is_dir() {
+                anyhow::bail!("cannot read {}: it is a directory", p.display());
+            }
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+            ))
+        }
+        None => Box::new(std::io::stdin().lock()),
+    })
+}
+
+/// The output line of input line `n`: what was taken in, or its error.
+fn answer_line(n: u64, r: Result<Value, (Value, String)>) -> Value {
+    match r {
+        Ok(v) => v,
+        Err((rid, message)) => json!({
+            "line": n,
+            "request_id": rid,
+            "error": {"type": "invalid_feedback", "message": message},
+        }),
+    }
 }
 
 /// The models an evaluation's outcomes may name without a word: those of

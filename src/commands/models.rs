@@ -6,6 +6,7 @@
 //! and [`REF_COMPLETION_TOKENS`] completion tokens, under `--priority` or
 //! `--weights`; measurements are over the attempts the store holds.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
@@ -127,18 +128,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| crate::core::learned::DEFAULT_TASK.to_string());
     reference.default_task(&task);
-    // As routing sees it: a task past the bound is learned under `other`,
-    // and with --redis what every machine learned counts.
-    let book = crate::wiring::learned_book(options, &store, &rt)?;
-    let now = store::now_ms();
-    let learned: std::collections::HashMap<String, Posterior> = ids
-        .iter()
-        .filter_map(|m| Some((m.clone(), book.get(&task, m, now)?)))
-        .collect();
-    let overall: std::collections::HashMap<String, Posterior> = ids
-        .iter()
-        .filter_map(|m| Some((m.clone(), book.overall(m, now)?)))
-        .collect();
+    let (learned, overall) = learned_of(options, &store, &rt, &ids, &task)?;
     let seen = Learned {
         stats: &stats,
         learned: &learned,
@@ -165,23 +155,48 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.model.cmp(&b.model),
     });
+    app::write_stdout(render(&rows, args.json, &settings)?.as_bytes())
+}
 
-    let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&rows)?;
+/// Each model's quality learned on `task`, and over every task, as routing
+/// sees it: a task past the bound is learned under `other`, and with
+/// --redis what every machine learned counts.
+fn learned_of(
+    options: &Options,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    ids: &[String],
+    task: &str,
+) -> anyhow::Result<(HashMap<String, Posterior>, HashMap<String, Posterior>)> {
+    let book = crate::wiring::learned_book(options, store, rt)?;
+    let now = store::now_ms();
+    let learned = ids
+        .iter()
+        .filter_map(|m| Some((m.clone(), book.get(task, m, now)?)))
+        .collect();
+    let overall = ids
+        .iter()
+        .filter_map(|m| Some((m.clone(), book.overall(m, now)?)))
+        .collect();
+    Ok((learned, overall))
+}
+
+/// The rows as JSON, or as a table under a line that says what they score.
+fn render(rows: &[Row], json: bool, settings: &ranking::Settings) -> anyhow::Result<String> {
+    if json {
+        let mut s = serde_json::to_string_pretty(rows)?;
         s.push('\n');
-        s
-    } else {
-        let header = format!(
-            "{}, priority {} ({}); scores for {} prompt + {} completion tokens\n",
-            crate::core::numbers::counted(rows.len() as u64, "model"),
-            settings.priority,
-            settings.weights,
-            REF_PROMPT_TOKENS,
-            REF_COMPLETION_TOKENS
-        );
-        format!("{header}{}\n", table(&rows, store::now_ms()))
-    };
-    app::write_stdout(text.as_bytes())
+        return Ok(s);
+    }
+    let header = format!(
+        "{}, priority {} ({}); scores for {} prompt + {} completion tokens\n",
+        crate::core::numbers::counted(rows.len() as u64, "model"),
+        settings.priority,
+        settings.weights,
+        REF_PROMPT_TOKENS,
+        REF_COMPLETION_TOKENS
+    );
+    Ok(format!("{header}{}\n", table(rows, store::now_ms())))
 }
 
 /// `models --reset`: forgets the health of `models` (every model when
@@ -317,8 +332,8 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
 /// feedback taught of them on the task listed.
 struct Learned<'a> {
     stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
-    learned: &'a std::collections::HashMap<String, Posterior>,
-    overall: &'a std::collections::HashMap<String, Posterior>,
+    learned: &'a HashMap<String, Posterior>,
+    overall: &'a HashMap<String, Posterior>,
 }
 
 impl HealthView for Learned<'_> {

@@ -10,7 +10,8 @@
 //! | [`learned`]   | quality learned from feedback: the posterior, its decay, tasks |
 //! | [`pooled`]    | where a task's quality starts: other tasks, other candidates |
 //! | [`scoring`]   | the weighted scorer                                          |
-//! | [`ranking`]   | routing settings, eligibility, ranking, the plan of a request |
+//! | [`eligible`]  | which candidates a request may go to, and why others not     |
+//! | [`ranking`]   | routing settings, ranking, the plan of a request             |
 //! | [`health`]    | latency averages and rate-limit pauses                       |
 //! | [`failure`]   | how attempts fail; what a success carries; error types       |
 //! | [`attempts`]  | the attempt policy: send, wait or give up                    |
@@ -26,6 +27,7 @@ pub mod attempts;
 pub mod cachekey;
 pub mod catalogue;
 pub mod duration;
+pub mod eligible;
 pub mod explore;
 pub mod failure;
 pub mod health;

@@ -1,9 +1,9 @@
-//! Routing settings, and the plan of one request: eligibility, ranking and
-//! the order of models to try.
+//! Routing settings, and the plan of one request: ranking and the order of
+//! models to try.
 //!
 //! [`Settings`] are the flags (or a line's `llmroute` object) that decide a
-//! choice; [`rank`] applies eligibility (context window, supported
-//! parameters) and the scorer to one request; [`plan`] adds the pinned model
+//! choice; [`rank`] applies eligibility ([`crate::core::eligible`]: context window,
+//! supported parameters, limits) and the scorer to one request; [`plan`] adds the pinned model
 //! and the fallback list.
 
 use std::collections::HashMap;
@@ -15,6 +15,9 @@ use crate::core::health::{HealthView, ModelStat, State};
 use crate::core::request::{Overrides, Request};
 use crate::core::scoring::{self, Candidate, Priority, Weights};
 use crate::core::{pooled, quality};
+
+use crate::core::eligible::over_limits;
+pub use crate::core::eligible::{eligibility, Excluded, Limits};
 
 /// The built-in candidates: popular models across price tiers, all listed
 /// with prices, context window and intelligence index in the catalogue.
@@ -43,14 +46,6 @@ pub struct Settings {
     /// instant, so it meets any limit.
     pub limits: Limits,
     fingerprint: String,
-}
-
-/// Per-request limits: a candidate whose estimate is over one is not
-/// eligible for the request.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    pub max_latency_ms: Option<f64>,
-    pub max_cost_usd: Option<f64>,
 }
 
 /// Named weight presets beyond the built-in priorities.
@@ -207,62 +202,6 @@ pub struct Ranked {
     pub state: Option<(State, String)>,
 }
 
-/// Why a candidate was left out.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Excluded {
-    ContextWindow,
-    MaxTokens,
-    Tools,
-    ResponseFormat,
-    /// Its latency estimate is over the request's `max_latency_ms`.
-    TooSlow {
-        estimate_ms: f64,
-        max_ms: f64,
-    },
-    /// Its cost estimate is over the request's `max_cost_usd`.
-    TooDear {
-        estimate_usd: f64,
-        max_usd: f64,
-    },
-    /// Its cost estimate is over what is left of the run's budget.
-    OverBudget {
-        estimate_usd: f64,
-        left_usd: f64,
-    },
-}
-
-impl Excluded {
-    pub fn reason(self) -> String {
-        match self {
-            Excluded::ContextWindow => "prompt and max_tokens do not fit its context window".into(),
-            Excluded::MaxTokens => "max_tokens is above its completion limit".into(),
-            Excluded::Tools => "it does not support tools".into(),
-            Excluded::ResponseFormat => "it does not support response_format".into(),
-            Excluded::TooSlow {
-                estimate_ms,
-                max_ms,
-            } => {
-                format!("its latency estimate {estimate_ms:.0} ms is over max_latency_ms {max_ms}")
-            }
-            Excluded::TooDear {
-                estimate_usd,
-                max_usd,
-            } => format!(
-                "its cost estimate {} is over max_cost_usd ${max_usd}",
-                crate::core::numbers::usd(estimate_usd)
-            ),
-            Excluded::OverBudget {
-                estimate_usd,
-                left_usd,
-            } => format!(
-                "its cost estimate {} is over the {} left of the budget",
-                crate::core::numbers::usd(estimate_usd),
-                crate::core::numbers::usd(left_usd)
-            ),
-        }
-    }
-}
-
 /// Answers of a model before their lengths, rather than the default, set
 /// what its requests without `max_tokens` are expected to use: a few short
 /// answers say little of the next ones, and a budget holds what in-flight
@@ -292,32 +231,6 @@ pub fn expected_completion(req: &Request, stat: Option<&ModelStat>) -> u64 {
         })
 }
 
-/// Whether `model` can take `req`, by what the catalogue says of it. Models
-/// the catalogue does not know are assumed able.
-pub fn eligibility(
-    req: &Request,
-    info: Option<&crate::core::catalogue::ModelInfo>,
-) -> Result<(), Excluded> {
-    let Some(info) = info else { return Ok(()) };
-    if let Some(ctx) = info.context_length {
-        if req.prompt_tokens.saturating_add(req.completion_tokens()) > ctx {
-            return Err(Excluded::ContextWindow);
-        }
-    }
-    if let (Some(max), Some(limit)) = (req.max_tokens, info.max_completion_tokens) {
-        if max > limit {
-            return Err(Excluded::MaxTokens);
-        }
-    }
-    if req.needs_tools && !info.supports("tools") {
-        return Err(Excluded::Tools);
-    }
-    if req.needs_response_format && !info.supports("response_format") {
-        return Err(Excluded::ResponseFormat);
-    }
-    Ok(())
-}
-
 /// The outcome of ranking one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ranking {
@@ -332,6 +245,14 @@ pub struct Ranking {
 /// quality comes from.
 type Eligible<'a> = (&'a str, Option<u64>, Option<f64>, (u64, pooled::Source));
 
+/// The candidates of one request, gathered before they are scored: the
+/// eligible ones (with what the scorer takes of each) and those left out.
+struct Gathered<'a> {
+    eligible: Vec<Eligible<'a>>,
+    inputs: Vec<Candidate>,
+    excluded: Vec<(String, Excluded)>,
+}
+
 /// Ranks `settings.models` for `req`: the candidates the catalogue says can
 /// take it, whose estimates meet the request's limits and fit what is left
 /// of the budget (`budget_left`), scored.
@@ -342,96 +263,15 @@ pub fn rank(
     health: &(impl HealthView + ?Sized),
     budget_left: Option<f64>,
 ) -> Ranking {
-    // Each eligible candidate's model, context window, and what it would
-    // cost at its own measured length: what the budget holds and the
-    // limits judge. The score compares every candidate at the same length
-    // (`inputs`), so that a model measured on short answers does not look
-    // cheaper than one never measured.
-    let mut eligible: Vec<Eligible<'_>> = Vec::with_capacity(settings.models.len());
-    let mut inputs: Vec<Candidate> = Vec::with_capacity(settings.models.len());
-    let mut evidence = Vec::with_capacity(settings.models.len());
-    let mut excluded = Vec::new();
-    // Duplicates go: by a scan of the few candidates a request has, by a
-    // set past that, so that a long list costs linear time.
-    let mut seen = (settings.models.len() > 32)
-        .then(|| std::collections::HashSet::with_capacity(settings.models.len()));
-    for model in settings.models.iter() {
-        let repeated = match &mut seen {
-            Some(set) => !set.insert(model.as_str()),
-            None => settings
-                .models
-                .iter()
-                .take_while(|m| !std::ptr::eq(*m, model))
-                .any(|m| m == model),
-        };
-        if repeated {
-            continue;
-        }
-        let info = catalogue.get(model);
-        if let Err(why) = eligibility(req, info) {
-            excluded.push((model.clone(), why));
-            continue;
-        }
-        let stat = health.stat(model);
-        let expected = info.and_then(|i| {
-            i.estimate_cost(
-                req.prompt_tokens,
-                expected_completion(req, stat.as_ref()) * req.choices,
-            )
-        });
-        let prior = quality::prior(
-            model,
-            info.and_then(|i| i.intelligence_index),
-            &settings.quality,
-        );
-        let here = health.learned(req.task(), model);
-        evidence.push(pooled::Evidence {
-            prior,
-            here,
-            // Every task's sum, less this task's own.
-            elsewhere: health.learned_overall(model).map(|o| o.less(here.as_ref())),
-        });
-        eligible.push((
-            model,
-            info.and_then(|i| i.context_length),
-            expected,
-            (here.map_or(0, |p| p.events), pooled::Source::Prior),
-        ));
-        inputs.push(Candidate {
-            latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
-            cost_usd: info.and_then(|i| {
-                i.estimate_cost(req.prompt_tokens, req.completion_tokens() * req.choices)
-            }),
-            quality: prior,
-            error_rate: stat.map_or(0.0, |s| s.error_rate),
-        });
+    let mut g = gather(req, settings, catalogue, health);
+    if settings.limits != Limits::default() || budget_left.is_some() {
+        drop_over_limits(&mut g, settings.limits, budget_left);
     }
-    let mut learned = Vec::with_capacity(evidence.len());
-    pooled::qualities(&evidence, &mut learned);
-    for ((input, e), (q, source)) in inputs.iter_mut().zip(&mut eligible).zip(learned) {
-        input.quality = q;
-        e.3 .1 = source;
-    }
-    let limits = settings.limits;
-    if limits != Limits::default() || budget_left.is_some() {
-        // An unknown price counts as the dearest known one.
-        let worst = eligible.iter().filter_map(|e| e.2).reduce(f64::max);
-        let mut i = 0;
-        while i < inputs.len() {
-            let judged = Candidate {
-                cost_usd: eligible[i].2,
-                ..inputs[i]
-            };
-            match over_limits(&judged, worst, limits, budget_left) {
-                Some(why) => {
-                    excluded.push((eligible[i].0.to_string(), why));
-                    inputs.remove(i);
-                    eligible.remove(i);
-                }
-                None => i += 1,
-            }
-        }
-    }
+    let Gathered {
+        eligible,
+        inputs,
+        excluded,
+    } = g;
     let scored = scoring::rank(&inputs, &settings.weights);
     let ranked = scored
         .into_iter()
@@ -454,41 +294,108 @@ pub fn rank(
     Ranking { ranked, excluded }
 }
 
-/// Which limit a candidate's estimates are over, if any. A latency never
-/// measured is over no limit: it is not known to be.
-fn over_limits(
-    c: &Candidate,
-    worst_cost: Option<f64>,
-    limits: Limits,
-    budget_left: Option<f64>,
-) -> Option<Excluded> {
-    if let (Some(est), Some(max)) = (c.latency_ms, limits.max_latency_ms) {
-        if est > max {
-            return Some(Excluded::TooSlow {
-                estimate_ms: est,
-                max_ms: max,
-            });
+/// Each distinct candidate of `settings.models` the catalogue says can
+/// take `req`: its model, context window, and what it would cost at its
+/// own measured length (what the budget holds and the limits judge); and
+/// what the scorer compares, every candidate at the same length, so that
+/// a model measured on short answers does not look cheaper than one never
+/// measured, with its quality pooled from what was learned.
+fn gather<'a>(
+    req: &Request,
+    settings: &'a Settings,
+    catalogue: &Catalogue,
+    health: &(impl HealthView + ?Sized),
+) -> Gathered<'a> {
+    let n = settings.models.len();
+    let mut g = Gathered {
+        eligible: Vec::with_capacity(n),
+        inputs: Vec::with_capacity(n),
+        excluded: Vec::new(),
+    };
+    let mut evidence = Vec::with_capacity(n);
+    // Duplicates go: by a scan of the few candidates a request has, by a
+    // set past that, so that a long list costs linear time.
+    let mut seen = (n > 32).then(|| std::collections::HashSet::with_capacity(n));
+    for model in settings.models.iter() {
+        let repeated = match &mut seen {
+            Some(set) => !set.insert(model.as_str()),
+            None => settings
+                .models
+                .iter()
+                .take_while(|m| !std::ptr::eq(*m, model))
+                .any(|m| m == model),
+        };
+        if repeated {
+            continue;
+        }
+        let info = catalogue.get(model);
+        if let Err(why) = eligibility(req, info) {
+            g.excluded.push((model.clone(), why));
+            continue;
+        }
+        let stat = health.stat(model);
+        let expected = info.and_then(|i| {
+            i.estimate_cost(
+                req.prompt_tokens,
+                expected_completion(req, stat.as_ref()) * req.choices,
+            )
+        });
+        let prior = quality::prior(
+            model,
+            info.and_then(|i| i.intelligence_index),
+            &settings.quality,
+        );
+        let here = health.learned(req.task(), model);
+        evidence.push(pooled::Evidence {
+            prior,
+            here,
+            // Every task's sum, less this task's own.
+            elsewhere: health.learned_overall(model).map(|o| o.less(here.as_ref())),
+        });
+        g.eligible.push((
+            model,
+            info.and_then(|i| i.context_length),
+            expected,
+            (here.map_or(0, |p| p.events), pooled::Source::Prior),
+        ));
+        g.inputs.push(Candidate {
+            latency_ms: stat.and_then(|s| s.estimate_ms(req.max_tokens)),
+            cost_usd: info.and_then(|i| {
+                i.estimate_cost(req.prompt_tokens, req.completion_tokens() * req.choices)
+            }),
+            quality: prior,
+            error_rate: stat.map_or(0.0, |s| s.error_rate),
+        });
+    }
+    let mut learned = Vec::with_capacity(evidence.len());
+    pooled::qualities(&evidence, &mut learned);
+    for ((input, e), (q, source)) in g.inputs.iter_mut().zip(&mut g.eligible).zip(learned) {
+        input.quality = q;
+        e.3 .1 = source;
+    }
+    g
+}
+
+/// Leaves out the candidates whose estimates are over `limits` or what is
+/// left of the budget, each judged at its own measured length.
+fn drop_over_limits(g: &mut Gathered<'_>, limits: Limits, budget_left: Option<f64>) {
+    // An unknown price counts as the dearest known one.
+    let worst = g.eligible.iter().filter_map(|e| e.2).reduce(f64::max);
+    let mut i = 0;
+    while i < g.inputs.len() {
+        let judged = Candidate {
+            cost_usd: g.eligible[i].2,
+            ..g.inputs[i]
+        };
+        match over_limits(&judged, worst, limits, budget_left) {
+            Some(why) => {
+                g.excluded.push((g.eligible[i].0.to_string(), why));
+                g.inputs.remove(i);
+                g.eligible.remove(i);
+            }
+            None => i += 1,
         }
     }
-    let cost = c.cost_usd.or(worst_cost);
-    if let (Some(est), Some(max)) = (cost, limits.max_cost_usd) {
-        if est > max + 1e-12 {
-            return Some(Excluded::TooDear {
-                estimate_usd: est,
-                max_usd: max,
-            });
-        }
-    }
-    if let Some(left) = budget_left {
-        let est = cost.unwrap_or(0.0);
-        if left <= 0.0 || est > left + 1e-12 {
-            return Some(Excluded::OverBudget {
-                estimate_usd: est,
-                left_usd: left.max(0.0),
-            });
-        }
-    }
-    None
 }
 
 /// Fills in the state of each candidate, as `--explain` shows it.

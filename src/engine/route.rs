@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{when_cancelled, Admit, Held, Sent};
 use super::flight::{Join, Leader};
-use super::ports::{Claimed, OverBudget, Upstream};
+use super::ports::{Allowance, Claimed, OverBudget, Upstream};
 use super::record::{unix_ms, Job, Tried};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
@@ -212,33 +212,7 @@ impl Router {
             None => None,
         };
         let mut routed = if plan.order.is_empty() {
-            let ending = if plan.over_budget() {
-                let view = match own.filter(|_| own_tighter) {
-                    Some(a) => a.0.budget(),
-                    None => self.parts.admission.budget(),
-                }
-                .unwrap_or_default();
-                let estimate = plan
-                    .excluded
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        ranking::Excluded::OverBudget { estimate_usd, .. } => Some(*estimate_usd),
-                        _ => None,
-                    })
-                    .fold(f64::INFINITY, f64::min);
-                let o = OverBudget {
-                    spent: view.spent,
-                    reserved: view.reserved,
-                    estimate,
-                    max: view.max,
-                };
-                match own_tighter {
-                    true => over_own_budget(&o, job.opts.client.as_deref()),
-                    false => self.over_budget(&o),
-                }
-            } else {
-                Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty())
-            };
+            let ending = self.empty_plan(job, &plan, own.filter(|_| own_tighter));
             match self.config.dry_run {
                 // A dry run records nothing.
                 true => Routed::new(Outcome::Failed(ending), ms_since(job.started)),
@@ -264,6 +238,37 @@ impl Router {
         };
         routed.candidates = candidates;
         routed
+    }
+
+    /// Why a plan has no model: the budget (the client's own, `own`, when
+    /// it is the tighter), or no candidate can take the request.
+    fn empty_plan(&self, job: &Job<'_>, plan: &ranking::Plan, own: Option<&Allowance>) -> Ending {
+        if !plan.over_budget() {
+            return Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty());
+        }
+        let view = match own {
+            Some(a) => a.0.budget(),
+            None => self.parts.admission.budget(),
+        }
+        .unwrap_or_default();
+        let estimate = plan
+            .excluded
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ranking::Excluded::OverBudget { estimate_usd, .. } => Some(*estimate_usd),
+                _ => None,
+            })
+            .fold(f64::INFINITY, f64::min);
+        let o = OverBudget {
+            spent: view.spent,
+            reserved: view.reserved,
+            estimate,
+            max: view.max,
+        };
+        match own {
+            Some(_) => over_own_budget(&o, job.opts.client.as_deref()),
+            None => self.over_budget(&o),
+        }
     }
 
     /// The ending of a request the budget refuses; the observer hears of
@@ -330,7 +335,7 @@ impl Router {
                 continue;
             }
             let probing = tried.attempts.is_empty() && probe.as_deref() == Some(&planned.model);
-            let held = match self
+            let admitted = self
                 .admit(
                     &planned,
                     estimate(&planned),
@@ -339,8 +344,8 @@ impl Router {
                     true,
                     (job.opts.cancel.as_ref(), job.opts.allowance.as_ref()),
                 )
-                .await
-            {
+                .await;
+            let held = match admitted {
                 Admit::Go(h) => h,
                 Admit::OverBudget(o) => break self.over_budget(&o),
                 Admit::OverOwnBudget(o) => break over_own_budget(&o, job.opts.client.as_deref()),
@@ -348,9 +353,7 @@ impl Router {
                 // does not probe it, and leaves it alone a while (other
                 // models first, or a wait), rather than ask again at once.
                 Admit::Busy => {
-                    if probing {
-                        probe = None;
-                    }
+                    probe = probe.filter(|_| !probing);
                     let why = "another request holds its one attempt";
                     policy.hold_off(i, Instant::now() + BUSY_WAIT, why);
                     continue;
@@ -373,15 +376,7 @@ impl Router {
                         .push((s.planned.model.clone(), unix_ms(until)));
                 }
                 match s.result {
-                    Ok(_) if s.live.is_some() => {
-                        let (live, held) = s.live.expect("checked");
-                        return self.streaming(job, s.planned, live, held, s.ms, tried);
-                    }
-                    Ok(answer) => {
-                        policy.observe(s.index, Ok(()));
-                        let done = (s.ms, s.ts, s.cost);
-                        return self.answered(job, &s.planned, answer, done, tried, leader);
-                    }
+                    Ok(_) => return self.came_back(job, s, &mut policy, tried, leader),
                     Err(f) => {
                         let at = (s.index, &s.planned, (s.ms, s.ts, s.sent));
                         interrupted |= self.took_failure(at, &f, &mut policy, &mut tried);
@@ -389,16 +384,31 @@ impl Router {
                 }
             }
             if interrupted {
-                break Ending::new(
-                    error_type::INTERRUPTED,
-                    format!(
-                        "interrupted after {}",
-                        counted(tried.attempts.len() as u64, "attempt")
-                    ),
-                );
+                break interrupted_after(&tried);
             }
         };
         self.failed(job, ending, tried)
+    }
+
+    /// An answer that came back: a stream goes on to its client, a whole
+    /// answer is recorded.
+    fn came_back(
+        &self,
+        job: &Job<'_>,
+        s: Sent,
+        policy: &mut Attempts,
+        tried: Tried,
+        leader: Option<Leader<'_>>,
+    ) -> Routed {
+        let answer = s.result.expect("an answer");
+        match s.live {
+            Some((live, held)) => self.streaming(job, s.planned, live, held, s.ms, tried),
+            None => {
+                policy.observe(s.index, Ok(()));
+                let done = (s.ms, s.ts, s.cost);
+                self.answered(job, &s.planned, answer, done, tried, leader)
+            }
+        }
     }
 
     /// Waits for the plan's `i`, paused or held off until `until`, and
@@ -601,4 +611,15 @@ fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
     );
     e.for_good = o.estimate > o.max;
     e
+}
+
+/// The ending of a request the run's end interrupted.
+fn interrupted_after(tried: &Tried) -> Ending {
+    Ending::new(
+        error_type::INTERRUPTED,
+        format!(
+            "interrupted after {}",
+            counted(tried.attempts.len() as u64, "attempt")
+        ),
+    )
 }

@@ -88,21 +88,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     // clients pin first.
     let settings = &wired.router.config().settings;
     metrics.keep_labels(settings.models.iter().chain(settings.fallback.iter()));
-    let ring = Arc::new(keys::KeyRing::new(
-        clients.digests(),
-        admins.digests(),
-        keys::budgets(wired.store_path.clone(), wired.redis.clone()),
-    ));
-    let seen = Arc::new(keys::SeenInRedis::default());
-    match rt.block_on(keys::read(&wired.store_path, wired.redis.as_deref(), &seen)) {
-        Some(records) => {
-            ring.load(records, crate::engine::now_ms());
-        }
-        None => anyhow::bail!(
-            "cannot read the client keys in the store at {}",
-            wired.store_path.display()
-        ),
-    }
+    let (ring, seen) = key_ring(&wired, &clients, &admins, &rt)?;
     if !ring.required() && !addr.ip().is_loopback() {
         return Err(anyhow!(
             "refusing to listen on {addr} without client tokens or keys: anyone who can reach it could spend your API key. \
@@ -146,19 +132,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         wired.redis.clone(),
         seen,
     ));
-    for note in &wired.notes {
-        tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));
-    }
-    tracing::info!(
-        "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
-        env!("CARGO_PKG_VERSION"),
-        if ring.required() {
-            "client tokens required"
-        } else {
-            "no client tokens, loopback only"
-        },
-        wired.store_path.display()
-    );
+    announce(&wired, ring.required(), local);
     let routes = http::routes(app.clone());
     rt.spawn(stop_at_the_cut(app.router.clone(), app.cut.clone()));
     let finished = rt.block_on(listen::serve(
@@ -180,6 +154,50 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     stop(rt, wired);
     tracing::info!("llmroute stopped");
     Ok(exit::OK)
+}
+
+/// The client keys: the tokens given by flag or variable, and the keys
+/// in the store (or Redis), read once before the server listens.
+fn key_ring(
+    wired: &wiring::Wired,
+    clients: &Tokens,
+    admins: &Tokens,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(Arc<keys::KeyRing>, Arc<keys::SeenInRedis>)> {
+    let ring = Arc::new(keys::KeyRing::new(
+        clients.digests(),
+        admins.digests(),
+        keys::budgets(wired.store_path.clone(), wired.redis.clone()),
+    ));
+    let seen = Arc::new(keys::SeenInRedis::default());
+    match rt.block_on(keys::read(&wired.store_path, wired.redis.as_deref(), &seen)) {
+        Some(records) => {
+            ring.load(records, crate::engine::now_ms());
+        }
+        None => anyhow::bail!(
+            "cannot read the client keys in the store at {}",
+            wired.store_path.display()
+        ),
+    }
+    Ok((ring, seen))
+}
+
+/// The warnings of the set-up, and the line that says where the server
+/// listens.
+fn announce(wired: &wiring::Wired, tokens_required: bool, local: std::net::SocketAddr) {
+    for note in &wired.notes {
+        tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));
+    }
+    tracing::info!(
+        "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
+        env!("CARGO_PKG_VERSION"),
+        if tokens_required {
+            "client tokens required"
+        } else {
+            "no client tokens, loopback only"
+        },
+        wired.store_path.display()
+    );
 }
 
 /// Stops the engine when the grace period of a stop ends: a request still
