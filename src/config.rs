@@ -204,6 +204,23 @@ impl WeightsTable {
     pub fn weights(&self) -> Result<Weights, String> {
         Weights::new(self.latency, self.cost, self.quality).map_err(|e| e.to_string())
     }
+
+    /// Checks the weights; an error's path is `at` and, when one weight
+    /// is out of range, its key.
+    fn check(&self, at: &[&str]) -> Result<(), CheckError> {
+        self.weights().map(|_| ()).map_err(|e| {
+            let key = [
+                ("latency", self.latency),
+                ("cost", self.cost),
+                ("quality", self.quality),
+            ]
+            .into_iter()
+            .find(|(_, w)| !w.is_finite() || *w < 0.0)
+            .map(|(k, _)| k);
+            let path: Vec<&str> = at.iter().copied().chain(key).collect();
+            bad(&path, e)
+        })
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -385,10 +402,10 @@ impl Config {
                     format!("a preset cannot redefine the built-in priority '{name}'"),
                 ));
             }
-            w.weights().map_err(|e| bad(&["presets", name], e))?;
+            w.check(&["presets", name])?;
         }
         if let Some(w) = &self.weights {
-            w.weights().map_err(|e| bad(&["weights"], e))?;
+            w.check(&["weights"])?;
         }
         for (model, q) in &self.quality {
             if !(0.0..=1.0).contains(q) {
@@ -615,8 +632,13 @@ mod tests {
             e.starts_with("line 2: presets.speed:") && e.contains("built-in"),
             "{e}"
         );
+        // A weight out of range names its own line and key.
         let e = parse("[presets.x]\nlatency = -1\n").unwrap_err();
-        assert!(e.starts_with("line 1: presets.x:"), "{e}");
+        assert!(e.starts_with("line 2: presets.x.latency:"), "{e}");
+        let e = parse("[weights]\nlatency = 0.3\ncost = -1\nquality = 0.5\n").unwrap_err();
+        assert!(e.starts_with("line 3: weights.cost:"), "{e}");
+        let e = parse("[weights]\nquality = inf\n").unwrap_err();
+        assert!(e.starts_with("line 2: weights.quality:"), "{e}");
         let e = parse("presets.y = { latency = 0 }\n").unwrap_err();
         assert!(e.starts_with("line 1: presets.y:"), "{e}");
         let e = parse("\n\nmax_cost = -2\n").unwrap_err();
