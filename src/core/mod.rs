@@ -4,6 +4,7 @@
 //! | module        | concern                                                      |
 //! |---------------|--------------------------------------------------------------|
 //! | [`request`]   | one input line or request body into a [`request::Request`]   |
+//! | [`overrides`] | a line's `llmroute` object: routing for one request          |
 //! | [`cachekey`]  | canonical form of a request and its cache key                |
 //! | [`catalogue`] | the model catalogue: parsing, compact form, embedded snapshot |
 //! | [`quality`]   | quality priors                                               |
@@ -36,6 +37,7 @@ pub mod keys;
 pub mod learned;
 pub mod minute;
 pub mod numbers;
+pub mod overrides;
 pub mod pooled;
 pub mod quality;
 pub mod ranking;
