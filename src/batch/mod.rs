@@ -24,6 +24,7 @@ pub mod progress;
 pub mod prompt;
 pub mod reader;
 pub mod run;
+mod shared;
 mod signals;
 mod sink;
 pub mod stop;

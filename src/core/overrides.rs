@@ -3,7 +3,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::request::kind;
 use crate::core::scoring::Weights;
 
 /// The `llmroute` object of a line.
@@ -214,5 +213,17 @@ fn limit_of(o: &mut Map<String, Value>, field: &str) -> Result<Option<f64>, Stri
                 }
             )),
         },
+    }
+}
+
+/// What a JSON value is, as an error message names it.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

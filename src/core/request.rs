@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::core::cachekey::{self, BodyDigest};
 use crate::core::failure::{error_type, INTERNAL_MESSAGE};
-use crate::core::overrides::parse_overrides;
+use crate::core::overrides::{kind, parse_overrides};
 pub use crate::core::overrides::{Overrides, MAX_LISTED_MODELS};
 
 /// Completion tokens assumed when a request sets no `max_tokens`.
@@ -426,17 +426,6 @@ pub fn estimate_prompt_tokens(messages: &Value) -> u64 {
             TOKENS_PER_MESSAGE + (text_bytes as u64).div_ceil(4)
         })
         .sum()
-}
-
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
