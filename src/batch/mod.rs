@@ -54,6 +54,11 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     }
     // Before the key: `llmroute reprot` is a typo, not a missing key.
     let sources = sources(run)?;
+    if !stdout_is_open() {
+        anyhow::bail!(
+            "standard output is closed: no answer could be written, so none is asked for"
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("llmroute")
@@ -139,6 +144,30 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     match kept {
         Some(kept) => show_prompt(&kept.bytes(), run.json, code),
         None => Ok(code),
+    }
+}
+
+/// Whether standard output was open when the run started. Started with it
+/// closed (`>&-`), a run would pay for every answer and write none. Rust's
+/// runtime puts /dev/null, opened read-write, on a standard descriptor it
+/// finds closed; a shell's `> /dev/null` opens it write-only, and stays a
+/// way to fill the cache without keeping the output.
+fn stdout_is_open() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // SAFETY: F_GETFL reads the descriptor's flags and changes nothing.
+    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
+    if flags == -1 {
+        return false;
+    }
+    if flags & libc::O_ACCMODE != libc::O_RDWR {
+        return true;
+    }
+    match (
+        std::fs::metadata("/dev/stdout"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(out), Ok(null)) => !(out.file_type().is_char_device() && out.rdev() == null.rdev()),
+        _ => true,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::*;
@@ -227,6 +228,33 @@ fn a_closed_output_ends_quietly_with_status_0() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(first.contains("\"line\":1"));
+}
+
+#[test]
+fn a_run_with_its_output_closed_sends_nothing() {
+    // `llmroute batch.jsonl >&-`: no answer could be written, so none is
+    // paid for.
+    use std::os::unix::process::CommandExt;
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(0));
+    let file = env.write("batch.jsonl", &prompts(20));
+    let mut cmd = env.cmd().args(["--models", "t/a"]).arg(&file).cmd;
+    // SAFETY: close(2) is async-signal-safe, as pre_exec asks.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("llmroute runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("standard output is closed"), "{stderr}");
+    assert_eq!(env.server.completions().len(), 0);
 }
 
 /// Starts llmroute on `input` (read to its end at once), waits until `sent`
