@@ -152,8 +152,10 @@ impl InputError {
     }
 }
 
-/// Whether a line is blank (only whitespace), and so skipped.
+/// Whether a line is blank (only whitespace, after a UTF-8 byte order
+/// mark if it has one), and so skipped.
 pub fn is_blank(line: &[u8]) -> bool {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     line.iter().all(u8::is_ascii_whitespace)
 }
 
@@ -683,6 +685,15 @@ mod tests {
                 .contains("not both")
         );
         assert!(err(br#"{"prompt":7}"#).message.contains("string"));
+    }
+
+    #[test]
+    fn a_line_of_a_byte_order_mark_alone_is_blank() {
+        // A file saved empty by an editor that writes one.
+        assert!(is_blank(b"\xEF\xBB\xBF"));
+        assert!(is_blank(b"\xEF\xBB\xBF \r"));
+        assert!(!is_blank(b"\xEF\xBB\xBFx"));
+        assert!(!is_blank(b"\xEF\xBB"));
     }
 
     #[test]
