@@ -386,15 +386,23 @@ pub fn parse_completion(status: u16, bytes: &[u8]) -> Result<Success, Failure> {
             retry_after: None,
         })
     };
-    let mut wire: WireCompletion = match serde_json::from_slice(bytes) {
-        Ok(w) => w,
-        Err(e) => {
-            return invalid(
-                FailureKind::InvalidResponse,
-                format!("response is not a JSON completion: {e}"),
-            )
-        }
+    // Half an emoji (a lone surrogate escape) in a paid answer is mended,
+    // not taken for a failure that another model would be paid for.
+    let (mut wire, mended): (WireCompletion, _) = match serde_json::from_slice(bytes) {
+        Ok(w) => (w, None),
+        Err(e) => match crate::core::surrogates::mended(bytes)
+            .and_then(|m| Some((serde_json::from_slice(&m).ok()?, m)))
+        {
+            Some((w, m)) => (w, Some(m)),
+            None => {
+                return invalid(
+                    FailureKind::InvalidResponse,
+                    format!("response is not a JSON completion: {e}"),
+                )
+            }
+        },
     };
+    let bytes = mended.as_deref().unwrap_or(bytes);
     if let Some(err) = &wire.error {
         let msg = error_object_message(err);
         return invalid(

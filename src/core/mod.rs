@@ -19,6 +19,7 @@
 //! | [`explore`]   | which candidate a request probes, so the router keeps learning |
 //! | [`hedge`]     | when a slow attempt is hedged, and how many may be           |
 //! | [`minute`]    | counts per calendar minute, for limits a minute              |
+//! | [`surrogates`] | a lone UTF-16 surrogate escape mended, so JSON with one parses |
 //! | [`sse`]       | streamed completions: events, folding, replay                |
 //! | [`duration`]  | humantime durations                                          |
 //! | [`numbers`]   | costs, shares, counts and rates as people read them          |
@@ -44,4 +45,5 @@ pub mod ranking;
 pub mod request;
 pub mod scoring;
 pub mod sse;
+pub mod surrogates;
 pub mod urls;

@@ -173,7 +173,8 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
             ),
         )
     })?;
-    let value: Value = serde_json::from_str(text)
+    // Half an emoji (a lone surrogate escape) loses no line.
+    let value: Value = crate::core::surrogates::from_slice(text.as_bytes())
         .map_err(|e| InputError::new(&Value::Null, format!("invalid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(InputError::new(

@@ -263,7 +263,7 @@ impl Fold {
                 None
             }
             Event::Data(d) => {
-                let chunk: Value = serde_json::from_str(d).ok()?;
+                let chunk: Value = crate::core::surrogates::from_slice(d.as_bytes()).ok()?;
                 self.add(&chunk);
                 Some(chunk)
             }

@@ -43,7 +43,7 @@ pub fn parse_call(
     keyed: bool,
     key: Option<(&str, &Policy)>,
 ) -> Result<Call, ApiError> {
-    let value: Value = serde_json::from_slice(bytes)
+    let value: Value = crate::core::surrogates::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::bad_request("the body must be a JSON object"));

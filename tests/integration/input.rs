@@ -151,3 +151,32 @@ fn an_empty_model_list_in_a_line_is_invalid_input() {
     assert_eq!(answered_by(&lines[2]), "t/b");
     assert_eq!(env.server.completions().len(), 1);
 }
+
+#[test]
+fn half_an_emoji_costs_no_line_and_no_second_call() {
+    // A lone UTF-16 surrogate escape, as a tool that cuts strings by
+    // UTF-16 units writes it: in a line, and in an upstream's answer.
+    let env = Env::three();
+    let answer = r#"{"id":"c1","object":"chat.completion","model":"t/a","choices":[{"index":0,"message":{"role":"assistant","content":"ok \ud83d"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+    env.server
+        .set_default("t/a", Behavior::status_with_body(200, answer));
+    let line = r#"{"id":"cut","prompt":"half an emoji \ud83d here"}"#;
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b"])
+        .stdin(format!("{line}\n"))
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["id"], "cut", "{}", out.stdout);
+    assert_eq!(lines[0]["model"], "t/a", "{}", out.stdout);
+    assert_eq!(lines[0]["content"], "ok \u{fffd}", "{}", out.stdout);
+    assert_eq!(env.server.completions().len(), 1);
+    let sent: serde_json::Value =
+        serde_json::from_slice(&env.server.completions()[0].body).unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "half an emoji \u{fffd} here"
+    );
+}
