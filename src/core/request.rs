@@ -239,13 +239,13 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
 
     let mut max_tokens = None;
     for field in ["max_tokens", "max_completion_tokens"] {
-        let n = whole(&body, field, 0, u64::MAX, &id)?;
+        let n = whole(&mut body, field, 0, u64::MAX, &id)?;
         max_tokens = max_tokens.or(n);
     }
     let prompt_tokens = estimate_prompt_tokens(&body["messages"]);
     let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
     let needs_response_format = body.get("response_format").is_some_and(|v| !v.is_null());
-    let choices = whole(&body, "n", 1, MAX_CHOICES, &id)?.unwrap_or(1);
+    let choices = whole(&mut body, "n", 1, MAX_CHOICES, &id)?.unwrap_or(1);
 
     Ok(Request {
         id,
@@ -380,13 +380,13 @@ pub const MAX_CHOICES: u64 = 128;
 /// A field that must be a whole number in `lo..=hi` when given: a string or
 /// fraction is refused, not left for an API to read as it likes (past caps).
 fn whole(
-    body: &Map<String, Value>,
+    body: &mut Map<String, Value>,
     field: &str,
     lo: u64,
     hi: u64,
     id: &Value,
 ) -> Result<Option<u64>, InputError> {
-    let v = match body.get(field) {
+    let v = match body.get_mut(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
     };
@@ -397,7 +397,15 @@ fn whole(
             .map(|f| f.min(u64::MAX as f64) as u64)
     });
     match n {
-        Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+        Some(n) if (lo..=hi).contains(&n) => {
+            // Written as a float (`1e3`, `2.0`), it goes upstream as the
+            // integer it is: an API that checks types refuses `1000.0`.
+            // Past 2^53 a float is no exact integer, and is left as sent.
+            if v.is_f64() && n <= 1 << 53 {
+                *v = Value::from(n);
+            }
+            Ok(Some(n))
+        }
         _ if hi == u64::MAX => Err(InputError::new(
             id,
             format!("\"{field}\" must be a whole number of at least {lo}, not {v}"),
@@ -695,6 +703,24 @@ mod tests {
         assert!(is_blank(b"\xEF\xBB\xBF \r"));
         assert!(!is_blank(b"\xEF\xBB\xBFx"));
         assert!(!is_blank(b"\xEF\xBB"));
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_go_upstream_as_integers() {
+        // `1e3` passes as a whole number; an API that checks types would
+        // refuse `1000.0`.
+        let r = parse_line(br#"{"prompt":"x","max_tokens":1e3,"n":2.0,"max_completion_tokens":7}"#)
+            .unwrap();
+        assert_eq!(r.max_tokens, Some(1000));
+        assert_eq!(
+            serde_json::to_string(&r.body["max_tokens"]).unwrap(),
+            "1000"
+        );
+        assert_eq!(serde_json::to_string(&r.body["n"]).unwrap(), "2");
+        assert_eq!(
+            serde_json::to_string(&r.body["max_completion_tokens"]).unwrap(),
+            "7"
+        );
     }
 
     #[test]
