@@ -199,6 +199,16 @@ fn output_goes_through_links_fifos_and_keeps_a_file_s_mode() {
         .file_type()
         .is_symlink());
     assert!(read(&target).starts_with(b"{"), "written through the link");
+    // A link to a file not made yet (relative, as `ln -s` makes them) makes it.
+    std::fs::create_dir(env.path("reports")).unwrap();
+    let dangling = env.path("dangling.json");
+    std::os::unix::fs::symlink("reports/new.json", &dangling).unwrap();
+    report(&dangling);
+    assert!(std::fs::symlink_metadata(&dangling)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(read(&env.path("reports/new.json")).starts_with(b"{"));
     let fifo = env.path("pipe");
     assert!(std::process::Command::new("mkfifo")
         .arg(&fifo)

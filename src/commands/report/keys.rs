@@ -71,7 +71,7 @@ pub fn load(
 /// The rows as a table for people.
 pub fn render(keys: &[KeyReport], window: &str) -> String {
     if keys.is_empty() {
-        return format!("no requests with a client key in the {window}\n");
+        return format!("no requests with a client key {}\n", super::within(window));
     }
     let (header, rows) = cells(keys);
     super::by_table("key", window, header, rows)

@@ -95,6 +95,36 @@ pub fn main(args: &ReportArgs, options: &Options) -> anyhow::Result<i32> {
     }
 }
 
+/// "in the last 24h", or "in all time", of a window as
+/// [`Report::window`] writes it.
+pub fn within(window: &str) -> String {
+    match window.starts_with("last ") {
+        true => format!("in the {window}"),
+        false => format!("in {window}"),
+    }
+}
+
+/// Where `file` leads through its symbolic links, if it is one: their
+/// last target, which need not exist yet.
+fn through_links(file: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let mut path = file.to_path_buf();
+    // As many links as Linux follows.
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&path)?;
+                // A relative target is relative to the link's directory.
+                path = match path.parent() {
+                    Some(dir) => dir.join(to),
+                    None => to,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
+}
+
 /// Writes `bytes` to `file` through a temporary file beside it, renamed
 /// over it at the end: a reader (a mailer, a web server) sees the old
 /// report or the new one, never half of one. The temporary file is always
@@ -103,10 +133,7 @@ fn write_whole(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     // Where the path leads: a link's target is written, not the link; a
     // FIFO or a device is written into, as a shell's `>` would.
-    let resolved = match std::fs::symlink_metadata(file) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(file)?,
-        _ => file.to_path_buf(),
-    };
+    let resolved = through_links(file)?;
     let file = resolved.as_path();
     let old = std::fs::metadata(file).ok();
     if old.as_ref().is_some_and(|m| !m.is_file()) {
@@ -189,7 +216,8 @@ impl Window {
             },
             Since::Last(d) => Window {
                 label: crate::core::duration::window_label(d),
-                from_ms: Some(crate::core::duration::before(now_ms, d)),
+                // No record is from before 1970.
+                from_ms: Some(crate::core::duration::before(now_ms, d).max(0)),
                 to_ms: now_ms,
             },
         }
@@ -516,6 +544,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_report_says_where_it_looked_in_words() {
+        assert_eq!(
+            keys::render(&[], "all time"),
+            "no requests with a client key in all time\n"
+        );
+        assert_eq!(
+            tasks::render(&[], "last 24h"),
+            "no answers, feedback or learned quality in the last 24h\n"
+        );
+    }
+
+    #[test]
     fn windows_and_their_labels() {
         let h = |n: u64| Duration::from_secs(n * 3600);
         assert_eq!(crate::core::duration::window_label(h(24)), "24h");
@@ -540,8 +580,9 @@ mod tests {
         assert_eq!((w.label.as_str(), w.to_ms), ("24h", 100_000_000));
         let all = Window::new(Since::All, 5);
         assert_eq!((all.label.as_str(), all.from_ms), ("all", None));
+        // A window from before 1970 starts at 1970: no record is older.
         let huge = Window::new(Since::Last(Duration::from_secs(u64::MAX)), 5);
-        assert_eq!(huge.from_ms, Some(5 - i64::MAX));
+        assert_eq!(huge.from_ms, Some(0));
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub fn load(
 /// The rows as a table for people.
 pub fn render(rows: &[TaskReport], window: &str) -> String {
     if rows.is_empty() {
-        return format!("no answers, feedback or learned quality in the {window}\n");
+        return format!(
+            "no answers, feedback or learned quality {}\n",
+            super::within(window)
+        );
     }
     let header = [
         "task",

@@ -185,7 +185,10 @@ pub fn render(upstreams: &[UpstreamReport], window: &str, unrouted: i64) -> Stri
         _ => String::new(),
     };
     if upstreams.is_empty() {
-        return format!("no requests on an upstream in the {window}\n{footnote}");
+        return format!(
+            "no requests on an upstream {}\n{footnote}",
+            super::within(window)
+        );
     }
     let (header, rows) = cells(upstreams);
     super::by_table("upstream", window, header, rows) + &footnote
