@@ -57,15 +57,20 @@ pub(super) async fn tick(counters: Arc<Counters>, pb: ProgressBar) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
-        let unknown = match counters.cost_unknown.load(Ordering::Relaxed) {
-            0 => String::new(),
-            n => format!(" + {n} unknown"),
-        };
-        pb.set_message(format!(
-            "{} cached · {} · {}{unknown}",
-            counters.cached.load(Ordering::Relaxed),
-            crate::core::numbers::counted(counters.errors.load(Ordering::Relaxed), "error"),
-            crate::core::numbers::usd(counters.cost()),
-        ));
+        pb.set_message(message(&counters));
     }
+}
+
+/// The progress bar's message: lines cached, errors, and what was spent.
+pub(super) fn message(counters: &Counters) -> String {
+    let unknown = match counters.cost_unknown.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(" + {n} unknown"),
+    };
+    format!(
+        "{} cached · {} · {}{unknown}",
+        counters.cached.load(Ordering::Relaxed),
+        crate::core::numbers::counted(counters.errors.load(Ordering::Relaxed), "error"),
+        crate::core::numbers::usd(counters.cost()),
+    )
 }

@@ -191,6 +191,8 @@ pub async fn run(
         t.abort();
     }
     if let Some(pb) = ctx.progress() {
+        // Its last frame agrees with the summary.
+        pb.set_message(super::counters::message(&ctx.counters));
         pb.finish_and_clear();
     }
     let c = &ctx.counters;

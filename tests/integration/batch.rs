@@ -253,6 +253,16 @@ fn progress_is_hidden_unless_asked_for_and_a_summary_ends_the_run() {
         .run();
     out.assert_code(0);
     assert!(out.stderr.contains("3/3 lines"), "{}", out.stderr);
+    // Its last frame agrees with the summary (these lines were cached by
+    // the run before).
+    assert!(
+        out.stderr.contains("0 answered, 3 cached"),
+        "{}",
+        out.stderr
+    );
+    let last = out.stderr.rsplit("3/3 lines").next().unwrap_or_default();
+    let last = last.split(['\r', '\n']).next().unwrap_or_default();
+    assert!(last.contains(" 3 cached · "), "{}", out.stderr);
     // On standard input the total is unknown: a count, no "of".
     let out = env
         .cmd()
