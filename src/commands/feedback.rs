@@ -149,8 +149,9 @@ fn answer_line(n: u64, r: Result<Value, (Value, String)>) -> Value {
 /// model is taken in all the same (it may be served later), and a
 /// warning says so once a model, as it is most likely misspelt.
 struct Unlisted {
-    /// None when the store holds no catalogue: nothing to check against.
-    known: Option<std::collections::HashSet<String>>,
+    /// The models of the catalogue routing would use (the store's, else
+    /// the built-in one) and the configured candidates.
+    known: std::collections::HashSet<String>,
     /// The named upstreams.
     names: Vec<String>,
     said: std::collections::HashSet<String>,
@@ -168,15 +169,14 @@ impl Unlisted {
                     age: std::time::Duration::ZERO,
                 };
                 crate::core::catalogue::Catalogue::parse(body.as_bytes(), origin).ok()
-            });
-        let known = catalogue.map(|c| {
-            let settings = options.settings().ok();
-            let configured = settings
-                .iter()
-                .flat_map(|s| s.models.iter().chain(s.fallback.iter()));
-            let listed = c.models().iter().map(|m| m.id.clone());
-            listed.chain(configured.cloned()).collect()
-        });
+            })
+            .unwrap_or_else(crate::core::catalogue::Catalogue::embedded);
+        let settings = options.settings().ok();
+        let configured = settings
+            .iter()
+            .flat_map(|s| s.models.iter().chain(s.fallback.iter()));
+        let listed = catalogue.models().iter().map(|m| m.id.clone());
+        let known = listed.chain(configured.cloned()).collect();
         Unlisted {
             known,
             names: options.upstreams.keys().cloned().collect(),
@@ -185,9 +185,8 @@ impl Unlisted {
     }
 
     fn check(&mut self, model: &str) {
-        let Some(known) = &self.known else { return };
         let named = crate::upstreams::split(model, |n| self.names.iter().any(|u| u == n)).is_some();
-        if named || known.contains(model) || !self.said.insert(model.to_string()) {
+        if named || self.known.contains(model) || !self.said.insert(model.to_string()) {
             return;
         }
         eprintln!(

@@ -342,6 +342,38 @@ fn feedback_commands_at_once_share_the_store() {
 }
 
 #[test]
+fn outcomes_for_a_store_without_a_catalogue_are_checked_against_the_candidates() {
+    // Warming a store no run has used: no catalogue in it, but the
+    // candidates configured (and the built-in catalogue) to check against.
+    let env = two();
+    let outcomes = [
+        json!({"task": "t", "model": "t/cheap", "score": 1}),
+        json!({"task": "t", "model": "t/chaep", "score": 1}),
+        json!({"task": "t", "model": "openai/gpt-5.4", "score": 1}),
+    ]
+    .map(|o| format!("{o}\n"))
+    .concat();
+    let out = env
+        .cmd()
+        .env("LLMROUTE_DB", env.path("fresh.db"))
+        .env(
+            "LLMROUTE_CONFIG",
+            env.write("c.toml", "models = [\"t/cheap\", \"t/strong\"]\n"),
+        )
+        .args(["feedback", "--outcomes", "-"])
+        .stdin(outcomes)
+        .run();
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("t/chaep is in no catalogue"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("t/cheap is"), "{}", out.stderr);
+    assert!(!out.stderr.contains("gpt-5.4 is"), "{}", out.stderr);
+}
+
+#[test]
 fn outcomes_of_an_evaluation_warm_the_router() {
     let env = two();
     let (before, _) = choice(&env, "tickets");
