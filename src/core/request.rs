@@ -242,7 +242,7 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
         let n = whole(&mut body, field, 0, u64::MAX, &id)?;
         max_tokens = max_tokens.or(n);
     }
-    let prompt_tokens = estimate_prompt_tokens(&body["messages"]);
+    let prompt_tokens = estimate_prompt_tokens(&body);
     let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
     let needs_response_format = body.get("response_format").is_some_and(|v| !v.is_null());
     let choices = whole(&mut body, "n", 1, MAX_CHOICES, &id)?.unwrap_or(1);
@@ -417,26 +417,88 @@ fn whole(
     }
 }
 
-/// About four bytes of text a token, plus a few tokens a message.
-pub fn estimate_prompt_tokens(messages: &Value) -> u64 {
-    let Some(messages) = messages.as_array() else {
-        return 0;
-    };
-    messages
-        .iter()
+/// What a part of a message's content that is not text (an image, an
+/// audio clip, a file) counts for: about what the largest image costs at
+/// the providers that bill them by size, not the bytes of its data URL.
+pub const NON_TEXT_PART_TOKENS: u64 = 1_600;
+
+/// The fields of a body besides its messages that an API bills as input:
+/// tool and function definitions, and the schema an answer must follow.
+const BILLED_BESIDES_MESSAGES: [&str; 4] = ["tools", "functions", "response_format", "tool_choice"];
+
+/// About four bytes of text a token, plus a few tokens a message: every
+/// string of a message (its content, name, tool calls' arguments), a
+/// fixed amount for each part of its content that is not text, and the
+/// tool definitions and answer schema as JSON.
+pub fn estimate_prompt_tokens(body: &Map<String, Value>) -> u64 {
+    let messages = body.get("messages").and_then(Value::as_array);
+    let in_messages: u64 = messages
+        .into_iter()
+        .flatten()
         .map(|m| {
-            let text_bytes = match m.get("content") {
-                Some(Value::String(s)) => s.len(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .map(str::len)
-                    .sum(),
-                _ => 0,
-            };
-            TOKENS_PER_MESSAGE + (text_bytes as u64).div_ceil(4)
+            let (bytes, parts) = message_bytes(m);
+            TOKENS_PER_MESSAGE + (bytes as u64).div_ceil(4) + parts * NON_TEXT_PART_TOKENS
         })
-        .sum()
+        .sum();
+    let besides: usize = BILLED_BESIDES_MESSAGES
+        .iter()
+        .filter_map(|f| body.get(*f))
+        .filter(|v| !v.is_null())
+        .map(json_len)
+        .sum();
+    in_messages + (besides as u64).div_ceil(4)
+}
+
+/// The bytes of the strings of a message but its role, and its content's
+/// parts that are not text.
+fn message_bytes(m: &Value) -> (usize, u64) {
+    let Value::Object(fields) = m else {
+        return (0, 0);
+    };
+    let mut bytes = 0;
+    let mut parts = 0;
+    for (name, v) in fields {
+        match (name.as_str(), v) {
+            ("role", _) => {}
+            ("content", Value::Array(items)) => {
+                for part in items {
+                    match part.get("text").and_then(Value::as_str) {
+                        Some(text) => bytes += text.len(),
+                        None => parts += 1,
+                    }
+                }
+            }
+            (_, v) => bytes += string_bytes(v),
+        }
+    }
+    (bytes, parts)
+}
+
+/// The bytes of every string in `v`.
+fn string_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(string_bytes).sum(),
+        Value::Object(o) => o.values().map(string_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// The length of `v` written as compact JSON, counted without writing it.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
 }
 
 #[cfg(test)]
@@ -740,8 +802,40 @@ mod tests {
         let r = ok(
             r#"{"messages":[{"role":"user","content":"abcdefgh"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url"}]}]}"#,
         );
-        assert_eq!(r.prompt_tokens, (4 + 2) + (4 + 1));
+        assert_eq!(r.prompt_tokens, (4 + 2) + (4 + 1 + NON_TEXT_PART_TOKENS));
         assert_eq!(r.completion_tokens(), DEFAULT_COMPLETION_TOKENS);
+    }
+
+    #[test]
+    fn what_an_api_bills_as_input_is_in_the_estimate() {
+        // 40,000 bytes are about 10,000 tokens wherever a request holds them.
+        let big = "x".repeat(40_000);
+        let user = json!({"role": "user", "content": "hi"});
+        let bodies = [
+            json!({"messages": [user], "tools": [{"type": "function", "function": {"name": "f", "description": big}}]}),
+            json!({"messages": [user, {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": big}}]}]}),
+            json!({"messages": [user, {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": big}]}]}),
+            json!({"messages": [user], "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": big}}}}),
+            json!({"messages": [{"role": "user", "name": big, "content": "hi"}]}),
+            json!({"messages": [user], "functions": [{"name": "f", "description": big}]}),
+        ];
+        for body in bodies {
+            let r = ok(&body.to_string());
+            assert!(
+                (10_000..10_200).contains(&r.prompt_tokens),
+                "{} for {}",
+                r.prompt_tokens,
+                &body.to_string()[..120]
+            );
+        }
+        // An image counts as an image, not as the bytes of its data URL.
+        let image = format!("data:image/png;base64,{big}");
+        let r = ok(&json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image_url", "image_url": {"url": image}}
+        ]}]})
+        .to_string());
+        assert_eq!(r.prompt_tokens, 4 + 3 + NON_TEXT_PART_TOKENS);
     }
 
     #[test]
