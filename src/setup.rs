@@ -213,7 +213,8 @@ pub fn warn_plain_http(base: &str, quiet: bool) {
     };
     if !loopback {
         warn(format_args!(
-            "{base} is plain http: the API key would travel unencrypted"
+            "{} is plain http: the API key would travel unencrypted",
+            crate::core::urls::without_password(base)
         ));
     }
 }
@@ -241,7 +242,9 @@ fn fetch_catalogue(
     let now = store::now_ms();
     let fetched = rt
         .block_on(client.fetch_models(Duration::from_secs(20)))
-        .and_then(|bytes| Catalogue::parse(&bytes, Origin::Live).map_err(|e| e.to_string()));
+        .and_then(|bytes| Catalogue::parse(&bytes, Origin::Live).map_err(|e| e.to_string()))
+        // Why, kept in the store and shown, never holds the URL's password.
+        .map_err(|problem| crate::core::urls::scrubbed(&problem, base));
     // A success needs no clearing: the fresh copy is found before the
     // failure, which is forgotten long before the copy goes stale.
     let kept = match &fetched {
@@ -262,8 +265,10 @@ pub fn refresh_catalogue(
     base: &str,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Catalogue> {
-    fetch_catalogue(store, client, base, rt, false)
-        .map_err(|e| anyhow!("cannot refresh the catalogue from {base}/models: {e}"))
+    fetch_catalogue(store, client, base, rt, false).map_err(|e| {
+        let base = crate::core::urls::without_password(base);
+        anyhow!("cannot refresh the catalogue from {base}/models: {e}")
+    })
 }
 
 /// Why the last fetch of `base`'s catalogue failed, when it did within
@@ -322,6 +327,8 @@ pub fn load_catalogue(
             Err(problem) => problem,
         },
     };
+    // Nor does the URL shown.
+    let base = &crate::core::urls::without_password(base);
     match stored {
         Some(c) => {
             if !quiet {

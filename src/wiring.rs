@@ -332,6 +332,7 @@ pub fn with_named_candidates(
                             }
                         }
                     };
+                    let base = crate::core::urls::without_password(&base);
                     setup::warn(format_args!(
                         "upstream {name}: cannot fetch {base}/models{why}; its models are those its [upstreams.{name}.models] table names"
                     ));

@@ -25,9 +25,44 @@ pub fn without_password(url: &str) -> String {
     format!("{}[redacted]{}", &url[..from], &url[to..])
 }
 
+/// `text` with the password of `url`'s user part, wherever it appears,
+/// replaced by `[redacted]`: an error that quotes the URL shows none.
+pub fn scrubbed(text: &str, url: &str) -> String {
+    let shown = without_password(url);
+    if shown == url {
+        return text.to_string();
+    }
+    // The password is what `without_password` took out.
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let colon = start + url[start..].find(':').unwrap_or(0);
+    let at = start
+        + url[start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len() - start, |e| e);
+    let at = start + url[start..at].rfind('@').unwrap_or(0);
+    match url.get(colon + 1..at).filter(|p| !p.is_empty()) {
+        Some(password) => text.replace(url, &shown).replace(password, "[redacted]"),
+        None => text.replace(url, &shown),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_quoting_a_url_shows_no_password() {
+        let url = "http://bob:pw%40x@h.example:8/v1";
+        let text = format!("error sending request for url ({url}/models): pw%40x");
+        let out = scrubbed(&text, url);
+        assert!(!out.contains("pw%40x"), "{out}");
+        assert!(
+            out.contains("http://bob:[redacted]@h.example:8/v1/models"),
+            "{out}"
+        );
+        assert_eq!(scrubbed("plain", "http://h.example/v1"), "plain");
+        assert_eq!(scrubbed("user:@h", "http://user:@h/v1"), "user:@h");
+    }
 
     #[test]
     fn a_password_is_hidden_whether_or_not_the_url_parses() {

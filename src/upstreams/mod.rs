@@ -96,7 +96,10 @@ impl UpstreamConfig {
         let url = url::Url::parse(self.base_url.trim()).map_err(|e| {
             (
                 at(&["base_url"]),
-                format!("upstream {name}: {:?} is not a URL: {e}", self.base_url),
+                format!(
+                    "upstream {name}: {:?} is not a URL: {e}",
+                    crate::core::urls::without_password(&self.base_url)
+                ),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {

@@ -306,3 +306,27 @@ fn help_shows_no_password_from_the_environment() {
         }
     }
 }
+
+/// A base URL's password never reaches a warning: not the one about plain
+/// http, nor the one about a catalogue that could not be fetched (whose
+/// reason may quote the URL).
+#[test]
+fn warnings_about_a_base_url_show_no_password() {
+    let env = Env::three();
+    // Not loopback (so plain http is warned of), and refused at once.
+    let base = "http://user:s3cretpw@0.0.0.0:1/api/v1";
+    for (args, says) in [
+        (
+            &["--dry-run", "--prompt", "hi", "--base-url", base][..],
+            "plain http",
+        ),
+        (&["models", "--base-url", base], "cannot fetch"),
+        (&["models", "--refresh", "--base-url", base], "cannot refresh"),
+    ] {
+        let out = env.cmd().args(args).run();
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains("s3cretpw"), "{args:?}: {text}");
+        }
+    }
+}
