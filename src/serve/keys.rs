@@ -51,6 +51,13 @@ pub struct Held {
     tokens: u64,
 }
 
+impl Held {
+    /// The tokens held: the request's estimate.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Client({})", self.name)

@@ -92,10 +92,21 @@ impl App {
     }
 
     /// Counts what a request of key `c` used: its tokens against the
-    /// minute's, its cost for the dashboard and the metrics.
+    /// minute's, its cost for the dashboard and the metrics. The tokens
+    /// are the upstream's: none for an answer from the cache; for one
+    /// sent whose usage never came (its client left, it timed out), what
+    /// it held, as it may have been billed.
     pub fn key_used(&self, c: &Client, status: u16, access: &Access) {
-        let tokens = access.prompt_tokens.unwrap_or(0) + access.completion_tokens.unwrap_or(0);
-        let tokens = u64::try_from(tokens).unwrap_or(0);
+        let reported = match (access.prompt_tokens, access.completion_tokens) {
+            (None, None) => None,
+            (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+        };
+        let tokens = match (access.cached, reported) {
+            (true, _) => 0,
+            (false, Some(n)) => u64::try_from(n).unwrap_or(0),
+            (false, None) if access.attempts > 0 => access.held.map_or(0, |h| h.tokens()),
+            (false, None) => 0,
+        };
         let now = crate::engine::now_ms();
         let cost = access.cost_usd.filter(|_| !access.cached);
         c.used(now, tokens, cost, access.held);

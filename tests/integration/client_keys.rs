@@ -310,6 +310,56 @@ fn a_key_s_tokens_a_minute_hold_for_requests_sent_at_once() {
 }
 
 #[test]
+fn requests_a_key_leaves_still_count_against_its_tokens_a_minute() {
+    // Sent upstream, then left by its client: billed all the same.
+    let env = Env::three();
+    let token = make_key(&env, "leaver", &["--tpm", "200"]);
+    env.server.set_default("t/a", Behavior::ok_after(1_500));
+    let s = env.serve(&["--models", "t/a"]);
+    away_from_a_minute_s_end();
+    let body = |n: u32| {
+        // About 200 prompt tokens and 20 of answer: one is let in while the
+        // minute is under its 200, and uses it up.
+        let text = format!("{n} {}", "word ".repeat(160));
+        json!({"model": "t/a", "max_tokens": 20, "messages": [{"role": "user", "content": text}]})
+    };
+    rt().block_on(async {
+        let first = body(1);
+        let left = tokio::time::timeout(Duration::from_millis(400), post(&s, Some(&token), &first));
+        assert!(
+            left.await.is_err(),
+            "the first request is left before its answer"
+        );
+        // Its end is recorded once the server sees the client gone.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (status, _, v) = post(&s, Some(&token), &body(2)).await;
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    });
+    assert_eq!(env.server.completions().len(), 1);
+}
+
+#[test]
+fn answers_from_the_cache_use_none_of_a_key_s_tokens_a_minute() {
+    let env = Env::three();
+    let token = make_key(&env, "repeats", &["--tpm", "40"]);
+    let s = env.serve(&["--models", "t/a"]);
+    away_from_a_minute_s_end();
+    let body = json!({"model": "t/a", "messages": [{"role": "user", "content": "same again"}]});
+    rt().block_on(async {
+        for i in 0..10 {
+            let (status, headers, v) = post(&s, Some(&token), &body).await;
+            assert_eq!(status, 200, "request {i}: {v}");
+            assert_eq!(
+                headers["x-llmroute-cached"],
+                if i == 0 { "false" } else { "true" }
+            );
+        }
+    });
+    assert_eq!(env.server.completions().len(), 1);
+}
+
+#[test]
 fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
     let env = Env::three();
     let t = make_key(

@@ -321,7 +321,10 @@ fn warnings_about_a_base_url_show_no_password() {
             "plain http",
         ),
         (&["models", "--base-url", base], "cannot fetch"),
-        (&["models", "--refresh", "--base-url", base], "cannot refresh"),
+        (
+            &["models", "--refresh", "--base-url", base],
+            "cannot refresh",
+        ),
     ] {
         let out = env.cmd().args(args).run();
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
