@@ -347,8 +347,11 @@ impl Router {
                 .await;
             let held = match admitted {
                 Admit::Go(h) => h,
-                Admit::OverBudget(o) => break self.over_budget(&o),
-                Admit::OverOwnBudget(o) => break over_own_budget(&o, job.opts.client.as_deref()),
+                Admit::OverBudget(o) => break sent_before(self.over_budget(&o), &tried),
+                Admit::OverOwnBudget(o) => {
+                    let e = over_own_budget(&o, job.opts.client.as_deref());
+                    break sent_before(e, &tried);
+                }
                 // Another request holds the model's one attempt: this one
                 // does not probe it, and leaves it alone a while (other
                 // models first, or a wait), rather than ask again at once.
@@ -610,6 +613,16 @@ fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
         ),
     );
     e.for_good = o.estimate > o.max;
+    e
+}
+
+/// A budget's refusal of a request some of whose attempts were sent
+/// says so: they may have been billed.
+fn sent_before(mut e: Ending, tried: &Tried) -> Ending {
+    let n = tried.attempts.len() as u64;
+    if let (Some(why), true) = (e.message.strip_prefix("not sent: "), n > 0) {
+        e.message = format!("not sent again after {}: {why}", counted(n, "attempt"));
+    }
     e
 }
 

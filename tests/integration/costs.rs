@@ -167,6 +167,33 @@ fn a_measured_model_reserves_at_its_measured_length() {
     );
 }
 
+/// A budget that refuses a request's next attempt does not say it was not
+/// sent: its first attempt was, and may have been billed.
+#[test]
+fn a_budget_refusing_a_fallback_says_what_was_sent() {
+    let env = Env::new(vec![
+        ModelSpec::new("t/a").prices("0.0001", "0.0001"),
+        ModelSpec::new("t/b").prices("0.001", "0.001"),
+    ]);
+    // Timed out: it may have been billed, so its estimate stays spent.
+    env.server.set_default("t/a", Behavior::ok_after(3_000));
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "--fallback", "t/b", "--max-cost", "0.11"])
+        .args(["--timeout", "200ms"])
+        .stdin("{\"prompt\":\"x\",\"max_tokens\":100}\n")
+        .run();
+    let line = &out.lines()[0];
+    assert_eq!(line["error"]["type"], "budget_exceeded", "{}", out.stdout);
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("not sent again after 1 attempt: "),
+        "{message}"
+    );
+    assert_eq!(env.server.count_for("t/a"), 1);
+    assert_eq!(env.server.count_for("t/b"), 0);
+}
+
 /// A refusal refuses only its own request: one pinned dear request over the
 /// budget leaves it usable for the next.
 #[test]
