@@ -135,6 +135,10 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
         Some(first) if !may_ask(&settings.priority) => first.clone(),
         _ => settings.priority.clone(),
     };
+    // Routes go over the candidates: none is open to a key none of them is.
+    if data.is_empty() {
+        return data;
+    }
     let mut routes = vec![("auto".to_string(), auto)];
     routes.extend(
         priority_names(router)

@@ -374,6 +374,7 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
             "16",
         ],
     );
+    let none = make_key(&env, "elsewhere", &["--models", "zz/*"]);
     let s = env.serve(&["--models", "t/a,t/b,t/c"]);
     rt().block_on(async {
         let (status, _, v) = post(&s, Some(&t), &chat(Some("t/a"), "hi")).await;
@@ -412,6 +413,13 @@ fn a_key_is_held_to_its_models_priorities_and_max_tokens() {
         }
         let (status, body) = get(&s, Some(&t), "/v1/models/t/b").await;
         assert_eq!(status, 200, "{body}");
+        // A key no candidate is open to may name no route either.
+        let (status, list) = get(&s, Some(&none), "/v1/models").await;
+        assert_eq!(status, 200, "{list}");
+        let list: Value = serde_json::from_str(&list).unwrap();
+        assert_eq!(list["data"], json!([]), "{list}");
+        let (status, _, v) = post(&s, Some(&none), &chat(Some("llmroute/auto"), "hi")).await;
+        assert_eq!(status, 403, "{v}");
         let mut big = chat(None, "hi");
         big["max_tokens"] = json!(1000);
         let (status, _, v) = post(&s, Some(&t), &big).await;
