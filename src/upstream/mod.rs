@@ -58,8 +58,11 @@ pub fn identity(base_url: &str) -> String {
     let base = base_url.trim();
     match reqwest::Url::parse(base) {
         Ok(mut url) => {
+            // Nor its query, which may hold a credential.
             let _ = url.set_password(None);
             let _ = url.set_username("");
+            url.set_query(None);
+            url.set_fragment(None);
             url.as_str().trim_end_matches('/').to_string()
         }
         Err(_) => base.trim_end_matches('/').to_string(),
@@ -144,9 +147,13 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let endpoint = |path: &str| {
-            reqwest::Url::parse(&format!("{base}/{path}"))
-                .map_err(|e| format!("invalid base URL '{}': {e}", without_password(base)))
+        // The path goes after the base's, before its query (Azure's
+        // `api-version`, say).
+        let endpoint = |path: &str| -> Result<reqwest::Url, String> {
+            let mut endpoint = url.clone();
+            let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+            endpoint.set_path(&joined);
+            Ok(endpoint)
         };
         let chat_url = endpoint("chat/completions")?;
         // The URL as parsed (a host in ASCII, as written or punycode). A
@@ -418,6 +425,27 @@ mod tests {
         assert_eq!(
             identity("http://user:SECRET@127.0.0.1:4000/v1"),
             "http://127.0.0.1:4000/v1"
+        );
+    }
+
+    #[test]
+    fn a_base_url_s_query_stays_on_every_endpoint_and_out_of_its_identity() {
+        // Azure's `api-version`, say: the path goes before the query.
+        let c = Client::new("http://127.0.0.1:8000/openai/v1/?api-version=2025-01", None, 1)
+            .unwrap();
+        assert_eq!(
+            c.chat_url.as_str(),
+            "http://127.0.0.1:8000/openai/v1/chat/completions?api-version=2025-01"
+        );
+        assert_eq!(
+            c.models_url.as_str(),
+            "http://127.0.0.1:8000/openai/v1/models?api-version=2025-01"
+        );
+        // What the store keeps and reports show names no query, which may
+        // hold a credential.
+        assert_eq!(
+            identity("http://127.0.0.1:8000/openai/v1?key=SECRET"),
+            "http://127.0.0.1:8000/openai/v1"
         );
     }
 
