@@ -139,7 +139,10 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     drop(wired.health_reader);
     // Tasks still running after the grace period are dropped here.
     rt.shutdown_timeout(Duration::from_millis(200));
-    flush_and_prune(wired.writer, run.quiet, options.retention);
+    // A stopped run's output may be blocked for good (nobody reads it),
+    // holding the engine and so the writer: the wait for it is bounded.
+    let bound = summary.stop.is_some().then_some(STOPPED_FLUSH);
+    flush_and_prune(wired.writer, run.quiet, options.retention, bound);
     let code = finish(&summary, run, refused, store_failure);
     match kept {
         Some(kept) => show_prompt(&kept.bytes(), run.json, code),
@@ -257,9 +260,14 @@ fn missing_file(arg: &std::path::Path, error: String) -> anyhow::Error {
     }
 }
 
+/// How long a stopped run waits for the store's writer to end.
+const STOPPED_FLUSH: Duration = Duration::from_secs(10);
+
 /// Commits what is queued and prunes old metrics. Ctrl-C still quits
-/// while it does (the store stays consistent either way).
-fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
+/// while it does (the store stays consistent either way). With `bound`,
+/// the run ends after it all the same: every line written was committed
+/// before it was, and the store's transactions keep it consistent.
+fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration, bound: Option<Duration>) {
     let work = move || {
         let store = writer.finish();
         let before = crate::core::duration::before(store::now_ms(), retention);
@@ -273,12 +281,31 @@ fn flush_and_prune(writer: Writer, quiet: bool, retention: Duration) {
         .enable_all()
         .build();
     match rt {
-        Ok(rt) => rt.block_on(async {
-            tokio::select! {
-                _ = tokio::task::spawn_blocking(work) => {}
-                code = signals::signal() => std::process::exit(code),
+        Ok(rt) => {
+            let ended = rt.block_on(async {
+                let late = async {
+                    match bound {
+                        Some(b) => tokio::time::sleep(b).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::task::spawn_blocking(work) => true,
+                    code = signals::signal() => std::process::exit(code),
+                    _ = late => false,
+                }
+            });
+            if !ended {
+                if !quiet {
+                    eprintln!(
+                        "llmroute: warning: the store's writer did not end within {}s (is the output read?); every line written is kept, and a re-run sends the rest",
+                        bound.unwrap_or_default().as_secs()
+                    );
+                }
+                // Its thread is left, not waited for.
+                rt.shutdown_background();
             }
-        }),
+        }
         Err(_) => work(),
     }
 }

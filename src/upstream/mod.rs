@@ -431,8 +431,12 @@ mod tests {
     #[test]
     fn a_base_url_s_query_stays_on_every_endpoint_and_out_of_its_identity() {
         // Azure's `api-version`, say: the path goes before the query.
-        let c = Client::new("http://127.0.0.1:8000/openai/v1/?api-version=2025-01", None, 1)
-            .unwrap();
+        let c = Client::new(
+            "http://127.0.0.1:8000/openai/v1/?api-version=2025-01",
+            None,
+            1,
+        )
+        .unwrap();
         assert_eq!(
             c.chat_url.as_str(),
             "http://127.0.0.1:8000/openai/v1/chat/completions?api-version=2025-01"

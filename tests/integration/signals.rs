@@ -257,6 +257,40 @@ fn a_run_with_its_output_closed_sends_nothing() {
     assert_eq!(env.server.completions().len(), 0);
 }
 
+#[test]
+fn sigterm_ends_a_run_whose_output_nobody_reads() {
+    // A reader downstream that stalls: the output blocks for good, and a
+    // supervisor's SIGTERM must still end the run, its store consistent.
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(0));
+    let lines: String = (0..300)
+        .map(|i| format!("{{\"prompt\":\"{i} {}\"}}\n", "x".repeat(2000)))
+        .collect();
+    let file = env.write("big.jsonl", &lines);
+    let mut child = env.spawn(&["--models", "t/a", "-j", "8"], &file);
+    // Held, never read: the pipe fills.
+    let _stalled = child.stdout.take();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.server.completions().len() < 100 {
+        assert!(std::time::Instant::now() < deadline, "no request was sent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(child.id(), "TERM");
+    let limit = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > limit {
+            child.kill().unwrap();
+            panic!("still running 90 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(integrity(&env), "ok");
+}
+
 /// Starts llmroute on `input` (read to its end at once), waits until `sent`
 /// requests reached the server, and sends SIGINT.
 fn interrupt_once_sent(env: &Env, args: &[&str], input: &str, sent: usize) -> std::process::Child {
