@@ -230,6 +230,9 @@ fn failure_key(base: &str) -> String {
     format!("failed-fetch:{}", crate::upstream::identity(base))
 }
 
+/// How long a fetch of the catalogue may take.
+const CATALOGUE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Fetches the catalogue now and keeps it in the store; a failure is
 /// remembered for [`FAILED_FETCH_MEMORY`].
 fn fetch_catalogue(
@@ -240,8 +243,15 @@ fn fetch_catalogue(
     quiet: bool,
 ) -> Result<Catalogue, String> {
     let now = store::now_ms();
+    // A server says so before it listens: an API that does not answer
+    // holds it up to the fetch's timeout.
+    tracing::info!(
+        "fetching the model catalogue from {}/models (for up to {}s)",
+        crate::core::urls::without_password(base),
+        CATALOGUE_TIMEOUT.as_secs()
+    );
     let fetched = rt
-        .block_on(client.fetch_models(Duration::from_secs(20)))
+        .block_on(client.fetch_models(CATALOGUE_TIMEOUT))
         .and_then(|bytes| Catalogue::parse(&bytes, Origin::Live).map_err(|e| e.to_string()))
         // Why, kept in the store and shown, never holds the URL's password.
         .map_err(|problem| crate::core::urls::scrubbed(&problem, base));

@@ -291,6 +291,20 @@ fn without_tokens_only_loopback_is_served() {
 }
 
 #[test]
+fn a_server_says_it_fetches_the_catalogue_before_it_listens() {
+    // An API that does not answer holds the start up to the fetch's
+    // timeout: the log says why nothing listens yet.
+    let env = Env::three();
+    let s = env.serve(&[]);
+    let log = s.log();
+    let fetching = log.find("fetching the model catalogue from http://127.0.0.1:");
+    assert!(
+        fetching.is_some_and(|at| at < log.find("listening on").unwrap()),
+        "{log}"
+    );
+}
+
+#[test]
 fn models_route_health_ready_and_metrics_answer() {
     let env = Env::three();
     let s = env.serve(&["-p", "cost", "--models", "t/a,t/b", "--fallback", "t/c"]);
