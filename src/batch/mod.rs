@@ -52,6 +52,14 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     if run.json && run.prompt.is_none() {
         anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
     }
+    if run.output_format == crate::cli::OutputFormat::OpenaiBatch {
+        if run.dry_run {
+            anyhow::bail!("--output-format openai-batch cannot be used with --dry-run: a dry run has no answers to write in it");
+        }
+        if run.prompt.is_some() {
+            anyhow::bail!("--output-format openai-batch cannot be used with --prompt, which prints the answer's text (or, with --json, its output line)");
+        }
+    }
     // Before the key: `llmroute reprot` is a typo, not a missing key.
     let sources = sources(run)?;
     if !stdout_is_open() {

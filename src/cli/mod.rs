@@ -215,7 +215,7 @@ pub struct RunArgs {
     pub grade_timeout: Duration,
 
     /// The output lines' shape: llmroute (with its annotations) or openai-batch (OpenAI's batch output: id, custom_id, response, error)
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute, conflicts_with = "dry_run")]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Llmroute)]
     pub output_format: OutputFormat,
 }
 

@@ -163,4 +163,19 @@ fn openai_batch_output_and_a_dry_run_do_not_mix() {
         .stdin("{\"prompt\":\"x\"}\n")
         .run();
     assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no answers to write"), "{}", out.stderr);
+    // The default format, named, is no conflict.
+    let out = env
+        .cmd()
+        .args(["--output-format", "llmroute", "--dry-run"])
+        .stdin("{\"prompt\":\"x\"}\n")
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Nor is a prompt's text shown as a batch line.
+    let out = env
+        .cmd()
+        .args(["--output-format", "openai-batch", "-P", "hi"])
+        .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--prompt"), "{}", out.stderr);
 }
