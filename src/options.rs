@@ -245,7 +245,14 @@ impl ServeOptions {
     fn resolve(cli: &Cli, file: &Config) -> ServeOptions {
         let flags = match &cli.command {
             Some(Command::Serve(s)) => (**s).clone(),
-            _ => ServeArgs::default(),
+            // `config show` says what a server would take from the
+            // environment too.
+            _ => ServeArgs {
+                listen: std::env::var("LLMROUTE_LISTEN")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty()),
+                ..ServeArgs::default()
+            },
         };
         let f = file.serve.clone().unwrap_or_default();
         ServeOptions {

@@ -370,14 +370,16 @@ fn flag_beats_environment_beats_config_file_beats_default() {
     let with_env = show(
         env.cmd()
             .env("LLMROUTE_PRIORITY", "cost")
-            .env("LLMROUTE_CONCURRENCY", "5"),
+            .env("LLMROUTE_CONCURRENCY", "5")
+            .env("LLMROUTE_LISTEN", "127.0.0.1:18123"),
     );
     assert_eq!(
         (
             with_env["priority"].clone(),
-            with_env["concurrency"].clone()
+            with_env["concurrency"].clone(),
+            with_env["serve"]["listen"].clone(),
         ),
-        ("cost".into(), 5.into())
+        ("cost".into(), 5.into(), "127.0.0.1:18123".into())
     );
 
     std::fs::remove_file(dir.join("config.toml")).unwrap();
