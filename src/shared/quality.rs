@@ -186,12 +186,16 @@ pub async fn all(link: &Link, identity: &str) -> Option<Vec<(String, String, Pos
 }
 
 /// Reads the posteriors Redis shares into `book` every second, until the
-/// task is dropped. What `book` holds more events of than Redis, Redis
-/// lost (emptied, or restarted without its data): it is put back first,
-/// so that the events that come in next add to what was learned instead
-/// of replacing it on every machine (an event taken in elsewhere in the
-/// second before may be lost), and a posterior read from Redis never
-/// lowers what `book` holds.
+/// task is dropped. What Redis lost (emptied, or restarted without its
+/// data) is put back first: a field `book` holds that Redis no longer
+/// has, or has fewer events of than this machine read there before
+/// (events only add up, so fewer means lost); so the events that come in
+/// next add to what was learned instead of replacing it on every machine
+/// (an event taken in elsewhere in the second before may be lost). A
+/// field Redis has, and has not lost, is never replaced: what this
+/// machine holds more of may be its own store's, taken without Redis, and
+/// would erase what other machines gave. A posterior read from Redis
+/// never lowers what `book` holds.
 pub async fn watch(
     link: std::sync::Arc<Link>,
     identity: String,
@@ -199,25 +203,14 @@ pub async fn watch(
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each field's events as last read from Redis.
+    let mut seen: std::collections::HashMap<(String, String), u64> = Default::default();
     loop {
         tick.tick().await;
         let Some(mut rows) = all(&link, &identity).await else {
             continue;
         };
-        let shared: std::collections::HashMap<(&str, &str), u64> = rows
-            .iter()
-            .map(|(t, m, p)| ((t.as_str(), m.as_str()), p.events))
-            .collect();
-        let lost: Vec<_> = book
-            .all()
-            .into_iter()
-            .filter(|(t, m, p)| {
-                p.events > 0
-                    && shared
-                        .get(&(t.as_str(), m.as_str()))
-                        .is_none_or(|e| *e < p.events)
-            })
-            .collect();
+        let lost = lost(&book.all(), &rows, &seen);
         if !lost.is_empty() {
             if put_back(&link, &identity, &lost).await.is_none() {
                 continue;
@@ -228,14 +221,71 @@ pub async fn watch(
             }
         }
         for (task, model, p) in rows {
+            seen.insert((task.clone(), model.clone()), p.events);
             book.set_shared(&task, &model, p);
         }
     }
 }
 
+type Field = (String, String, Posterior);
+
+/// What of `held` Redis lost: the fields it no longer has (`shared`), or
+/// has fewer events of than were `seen` there.
+fn lost(
+    held: &[Field],
+    shared: &[Field],
+    seen: &std::collections::HashMap<(String, String), u64>,
+) -> Vec<Field> {
+    let now: std::collections::HashMap<(&str, &str), u64> = shared
+        .iter()
+        .map(|(t, m, p)| ((t.as_str(), m.as_str()), p.events))
+        .collect();
+    held.iter()
+        .filter(|(t, m, p)| {
+            p.events > 0
+                && match now.get(&(t.as_str(), m.as_str())) {
+                    None => true,
+                    Some(events) => seen
+                        .get(&(t.clone(), m.clone()))
+                        .is_some_and(|before| events < before),
+                }
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn p(events: u64) -> Posterior {
+        Posterior {
+            good: events as f64,
+            bad: 0.0,
+            events,
+            at_ms: 0,
+        }
+    }
+
+    fn f(task: &str, events: u64) -> Field {
+        (task.into(), "m".into(), p(events))
+    }
+
+    #[test]
+    fn only_what_redis_lost_is_put_back() {
+        let held = [f("gone", 5), f("fewer", 9), f("mine", 12), f("same", 3)];
+        let shared = [f("fewer", 1), f("mine", 10), f("same", 3)];
+        let seen = [("fewer", 9), ("same", 3)]
+            .map(|(t, n)| ((t.to_string(), "m".to_string()), n))
+            .into_iter()
+            .collect();
+        let put: Vec<String> = lost(&held, &shared, &seen)
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        // `mine`: more here than Redis ever had, from this store alone.
+        assert_eq!(put, ["gone", "fewer"]);
+    }
 
     #[test]
     fn fields_and_hashes_hold_no_more_than_names() {
