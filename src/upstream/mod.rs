@@ -124,7 +124,7 @@ impl Client {
         headers.insert("HTTP-Referer", HeaderValue::from_static(REFERER));
         headers.insert("X-Title", HeaderValue::from_static(TITLE));
         for (k, v) in extra {
-            let name = reqwest::header::HeaderName::from_bytes(k.trim().as_bytes())
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| format!("{k:?} is not a header name"))?;
             let value = HeaderValue::from_str(v.trim())
                 .map_err(|_| format!("the header {k} has a value not allowed in HTTP"))?;

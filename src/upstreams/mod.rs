@@ -197,7 +197,8 @@ const OWN_HEADERS: [&str; 12] = [
 /// and none of those llmroute sets itself ([`OWN_HEADERS`]), which would
 /// break every request to it or send a key past `api_key_env`.
 fn check_header(name: &str, value: &str) -> Result<(), String> {
-    let header = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+    // As written: a name is not made one by dropping what is wrong with it.
+    let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| "not a header name".to_string())?;
     reqwest::header::HeaderValue::from_str(value.trim())
         .map_err(|_| "its value holds characters a header may not".to_string())?;
@@ -616,6 +617,9 @@ mod tests {
             ("Host", "evil.example", "sets it itself"),
             ("authorization", "Bearer x", "api_key_env"),
             ("bad header", "x", "not a header name"),
+            // Not made a header by dropping what is wrong with it.
+            ("X-Bad\n", "x", "not a header name"),
+            (" X-Team", "x", "not a header name"),
             ("X-Team", "a\nb", "may not"),
         ] {
             let (path, e) = with(name, value).check("local").unwrap_err();
