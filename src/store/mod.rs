@@ -375,7 +375,8 @@ pub struct CacheStats {
     /// Unix ms of the oldest and newest entry.
     pub oldest: Option<i64>,
     pub newest: Option<i64>,
-    /// Routed lines in the window, and how many the cache answered.
+    /// Lines in the window that were looked up (all but those refused as
+    /// invalid), and how many the cache answered.
     pub lookups: i64,
     pub hits: i64,
 }
@@ -402,7 +403,9 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         let (lookups, hits) = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(cached), 0) FROM requests WHERE ts >= ?1",
+            // A line refused as invalid never reached the cache.
+            "SELECT count(*), coalesce(sum(cached), 0) FROM requests
+             WHERE ts >= ?1 AND coalesce(error_type, '') <> 'invalid_input'",
             [since.unwrap_or(i64::MIN)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -916,6 +919,43 @@ mod tests {
         assert_eq!(s.cache_remove(Some(2_500)).unwrap(), 2);
         assert_eq!(s.cache_remove(None).unwrap(), 1);
         assert_eq!(s.cache_stats(None).unwrap().entries, 0);
+    }
+
+    #[test]
+    fn a_line_refused_as_invalid_is_no_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let row = |cached: bool, error_type: Option<&'static str>| LineRecord {
+            request: Some(RequestRow {
+                ts: 1,
+                line: 1,
+                request_id: None,
+                model: None,
+                ok: error_type.is_none(),
+                cached,
+                latency_ms: 1.0,
+                cost_usd: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                score: None,
+                attempts: 0,
+                error_type,
+                key: None,
+                rid: None,
+                task: None,
+                charged_usd: None,
+            }),
+            ..Default::default()
+        };
+        for r in [
+            row(true, None),
+            row(false, None),
+            row(false, Some("invalid_input")),
+        ] {
+            s.write_line(&r).unwrap();
+        }
+        let st = s.cache_stats(None).unwrap();
+        assert_eq!((st.lookups, st.hits), (2, 1));
     }
 
     #[test]
