@@ -306,10 +306,14 @@ impl Admission for SharedLimits {
 
     fn acquire(&self, tokens: u64) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            match self.take_slot(tokens).await {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => self.local.acquire(tokens).await,
+            if let Some(wait) = self.take_slot(tokens).await {
+                tokio::time::sleep(wait).await;
             }
+            // This machine's own limits are kept in step too: Redis spaces
+            // its requests as far apart at least, so they cost no wait
+            // while it answers; when it stops, they go on from where they
+            // are, and requests spaced by Redis and by them do not both go.
+            self.local.acquire(tokens).await;
         })
     }
 

@@ -687,3 +687,42 @@ fn a_redis_that_refuses_the_password_says_so() {
         assert!(!out.stderr.contains("wrong-pw-9"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn a_machine_keeps_to_its_rate_when_redis_goes_away_mid_run() {
+    // 600 a minute: one request every 100 ms, whether Redis spaces them or
+    // this machine alone does; never both at once, which doubles the rate.
+    let env = Env::three();
+    let redis = RedisServer::start();
+    let file = env.write("in.jsonl", &prompts(40));
+    let child = env.spawn(
+        &[
+            "--models",
+            "t/a",
+            "-j",
+            "8",
+            "--no-cache",
+            "--redis",
+            &redis.url(),
+            "--shared-limits",
+            "--rpm",
+            "600",
+        ],
+        &file,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    drop(redis);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.code().is_some(), "{out:?}");
+    let at: Vec<std::time::Instant> = env.server.completions().iter().map(|r| r.at).collect();
+    assert!(at.len() >= 20, "{} sent", at.len());
+    for (i, first) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*first) < std::time::Duration::from_secs(1))
+            .count();
+        // GCRA lets one more through at a window's edge.
+        let ms: Vec<u128> = at.iter().map(|t| t.duration_since(at[0]).as_millis()).collect();
+        assert!(within <= 11, "{within} requests within 1 s of request {i}: {ms:?}");
+    }
+}
