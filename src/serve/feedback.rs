@@ -70,6 +70,18 @@ async fn share(
                 let at = (&*a.task, &*a.model);
                 let shared =
                     crate::shared::requests::teach_held(link, id, at, scored, (now, hl)).await;
+                if shared.is_none() {
+                    // Taken here; every machine learns it once Redis answers.
+                    app.unshared.keep(super::unshared::Event {
+                        key: a.key.clone(),
+                        rid: f.rid.to_string(),
+                        upstream: a.upstream.clone(),
+                        task: a.task.clone(),
+                        model: a.model.clone(),
+                        scored,
+                        at_ms: now,
+                    });
+                }
                 if let Some((p, replaced)) = shared {
                     if a.upstream == identity {
                         book.set_shared(&a.task, &a.model, p);

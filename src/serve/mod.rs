@@ -42,6 +42,7 @@ pub mod policy;
 pub mod quota;
 pub mod site;
 pub mod state;
+pub mod unshared;
 pub mod upkeep;
 
 use std::net::SocketAddr;
@@ -126,6 +127,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         cache_max_size: s.cache_max_size,
     };
     let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
+    let unshared = rt.spawn(unshared::share(app.clone()));
     let watcher = rt.spawn(keys::watch(
         ring.clone(),
         wired.store_path.clone(),
@@ -150,6 +152,13 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     }
     upkeep.abort();
     watcher.abort();
+    unshared.abort();
+    if !app.unshared.is_empty() {
+        tracing::warn!(
+            "{} taken while Redis did not answer stay in this server's store alone",
+            crate::core::numbers::counted(app.unshared.len() as u64, "feedback event")
+        );
+    }
     drop(app);
     stop(rt, wired);
     tracing::info!("llmroute stopped");

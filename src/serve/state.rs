@@ -63,6 +63,8 @@ pub struct App {
     /// Cancelled when the grace period of a stop ends: the streams still
     /// open then end with an `error` event.
     pub cut: tokio_util::sync::CancellationToken,
+    /// Feedback taken while Redis did not answer, to share once it does.
+    pub unshared: super::unshared::Unshared,
     tags: AtomicU64,
 }
 
@@ -112,6 +114,7 @@ impl App {
             cache_sampled: options.cache_sampled,
             upstreams: Vec::new(),
             cut: tokio_util::sync::CancellationToken::new(),
+            unshared: Default::default(),
             tags: AtomicU64::new(0),
         }
     }

@@ -722,7 +722,13 @@ fn a_machine_keeps_to_its_rate_when_redis_goes_away_mid_run() {
             .take_while(|t| t.duration_since(*first) < std::time::Duration::from_secs(1))
             .count();
         // GCRA lets one more through at a window's edge.
-        let ms: Vec<u128> = at.iter().map(|t| t.duration_since(at[0]).as_millis()).collect();
-        assert!(within <= 11, "{within} requests within 1 s of request {i}: {ms:?}");
+        let ms: Vec<u128> = at
+            .iter()
+            .map(|t| t.duration_since(at[0]).as_millis())
+            .collect();
+        assert!(
+            within <= 11,
+            "{within} requests within 1 s of request {i}: {ms:?}"
+        );
     }
 }

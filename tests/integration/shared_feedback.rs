@@ -408,3 +408,55 @@ fn a_machine_that_learned_more_on_its_own_replaces_nothing_another_shared() {
         "{events} {good} {bad}"
     );
 }
+
+#[test]
+fn feedback_taken_while_redis_is_away_is_shared_when_it_is_back() {
+    let redis = RedisServer::start();
+    let env = two();
+    let out = env
+        .cmd()
+        .args(["keys", "create", "alice", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
+    let mut body = chat(None, "help me");
+    body["model"] = json!("t/cheap");
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            body["messages"][0]["content"] = json!(format!("help me {i}"));
+            let (status, _, id) = post(&s, &alice, "/v1/chat/completions", &body);
+            assert_eq!(status, 200);
+            id.unwrap()
+        })
+        .collect();
+    // Redis holds the field before it goes away.
+    let (status, v, _) = post(
+        &s,
+        &alice,
+        "/v1/feedback",
+        &json!({"request_id": ids[0], "score": 1}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        shared_posterior(&redis, "support", "t/cheap").map(|p| p.0),
+        Some(1)
+    );
+    let redis = redis.down_and_back(|| {
+        for id in &ids[1..] {
+            let (status, v, _) = post(
+                &s,
+                &alice,
+                "/v1/feedback",
+                &json!({"request_id": id, "score": 0}),
+            );
+            assert_eq!(status, 200, "{v}");
+        }
+    });
+    // Answered as taken: once Redis is back, every machine learns them.
+    assert!(
+        eventually(|| shared_posterior(&redis, "support", "t/cheap").is_some_and(|p| p.0 == 4)),
+        "{:?}",
+        shared_posterior(&redis, "support", "t/cheap")
+    );
+}

@@ -1,0 +1,139 @@
+//! Feedback this server took while Redis did not answer: it is in the
+//! store and was answered as taken, and it is kept here to be shared once
+//! Redis answers again, so that every machine learns it. Kept in memory,
+//! in the order taken, up to [`MOST`] events; a server that stops first
+//! keeps them in its store alone.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::state::App;
+
+/// Most events kept for Redis; past them the oldest go.
+pub const MOST: usize = 10_000;
+
+/// How often the kept events are offered to Redis.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// One feedback event not yet shared.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The key the request came with, and its id.
+    pub key: Option<String>,
+    pub rid: String,
+    /// The upstream that answered it, and its task and model.
+    pub upstream: String,
+    pub task: String,
+    pub model: String,
+    /// Score, weight, and the event it replaced (score, weight, unix ms).
+    pub scored: (f64, f64, Option<(f64, f64, i64)>),
+    /// When it was taken, unix ms.
+    pub at_ms: i64,
+}
+
+/// The events kept for Redis.
+#[derive(Debug, Default)]
+pub struct Unshared {
+    queue: Mutex<VecDeque<Event>>,
+}
+
+impl Unshared {
+    /// Keeps `e` to share later; whether an older one had to go for it.
+    pub fn keep(&self, e: Event) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let full = q.len() >= MOST;
+        if full {
+            q.pop_front();
+        }
+        q.push_back(e);
+        full
+    }
+
+    fn first(&self) -> Option<Event> {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.front().cloned()
+    }
+
+    fn done(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pop_front();
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Offers the kept events to Redis, in order, every [`EVERY`], until the
+/// task is dropped; an event Redis does not take waits for the next turn.
+pub async fn share(app: Arc<App>) {
+    let Some(link) = app.redis.clone() else {
+        return;
+    };
+    let identity = app.router.config().upstream.clone();
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut shared = 0u64;
+        while let Some(e) = app.unshared.first() {
+            let book = app.router.learned();
+            let id = ((e.key.as_deref(), e.rid.as_str()), e.upstream.as_str());
+            let at = (e.task.as_str(), e.model.as_str());
+            let hl = (e.at_ms, book.half_life_ms);
+            match crate::shared::requests::teach_held(&link, id, at, e.scored, hl).await {
+                Some((p, _)) => {
+                    if e.upstream == identity {
+                        book.set_shared(&e.task, &e.model, p);
+                    }
+                    app.unshared.done();
+                    shared += 1;
+                }
+                None => break,
+            }
+        }
+        if shared > 0 {
+            tracing::info!(
+                "shared through Redis {} taken while it did not answer",
+                crate::core::numbers::counted(shared, "feedback event")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(rid: &str) -> Event {
+        Event {
+            key: None,
+            rid: rid.into(),
+            upstream: "u".into(),
+            task: "t".into(),
+            model: "m".into(),
+            scored: (1.0, 1.0, None),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn events_are_kept_in_order_and_the_oldest_go_past_the_bound() {
+        let u = Unshared::default();
+        assert!(!u.keep(event("a")));
+        assert!(!u.keep(event("b")));
+        assert_eq!(u.first().unwrap().rid, "a");
+        u.done();
+        assert_eq!(u.first().unwrap().rid, "b");
+        for i in 0..MOST {
+            u.keep(event(&i.to_string()));
+        }
+        assert_eq!(u.len(), MOST);
+        assert_eq!(u.first().unwrap().rid, "0", "b went first");
+    }
+}
