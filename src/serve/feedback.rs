@@ -122,6 +122,44 @@ async fn share(
     out
 }
 
+/// Offers the events kept for Redis ([`super::unshared`]) to it, in order,
+/// every second, until the task is dropped; an event Redis does not take
+/// waits for the next turn.
+pub async fn share_kept(app: Arc<App>) {
+    let Some(link) = app.redis.clone() else {
+        return;
+    };
+    let identity = app.router.config().upstream.clone();
+    let mut tick = tokio::time::interval(super::unshared::EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut shared = 0u64;
+        while let Some(e) = app.unshared.first() {
+            let book = app.router.learned();
+            let id = ((e.key.as_deref(), e.rid.as_str()), e.upstream.as_str());
+            let at = (e.task.as_str(), e.model.as_str());
+            let hl = (e.at_ms, book.half_life_ms);
+            match crate::shared::requests::teach_held(&link, id, at, e.scored, hl).await {
+                Some((p, _)) => {
+                    if e.upstream == identity {
+                        book.set_shared(&e.task, &e.model, p);
+                    }
+                    app.unshared.done();
+                    shared += 1;
+                }
+                None => break,
+            }
+        }
+        if shared > 0 {
+            tracing::info!(
+                "shared through Redis {} taken while it did not answer",
+                crate::core::numbers::counted(shared, "feedback event")
+            );
+        }
+    }
+}
+
 /// Reads one feedback object.
 fn item(v: &Value) -> Result<Feedback, String> {
     let Value::Object(o) = v else {

@@ -127,7 +127,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         cache_max_size: s.cache_max_size,
     };
     let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
-    let unshared = rt.spawn(unshared::share(app.clone()));
+    let unshared = rt.spawn(feedback::share_kept(app.clone()));
     let watcher = rt.spawn(keys::watch(
         ring.clone(),
         wired.store_path.clone(),

@@ -5,16 +5,14 @@
 //! keeps them in its store alone.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-
-use super::state::App;
 
 /// Most events kept for Redis; past them the oldest go.
 pub const MOST: usize = 10_000;
 
 /// How often the kept events are offered to Redis.
-const EVERY: Duration = Duration::from_secs(1);
+pub const EVERY: Duration = Duration::from_secs(1);
 
 /// One feedback event not yet shared.
 #[derive(Debug, Clone)]
@@ -50,12 +48,14 @@ impl Unshared {
         full
     }
 
-    fn first(&self) -> Option<Event> {
+    /// The oldest event kept.
+    pub fn first(&self) -> Option<Event> {
         let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.front().cloned()
     }
 
-    fn done(&self) {
+    /// The oldest event kept was shared: it goes.
+    pub fn done(&self) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.pop_front();
     }
@@ -66,43 +66,6 @@ impl Unshared {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Offers the kept events to Redis, in order, every [`EVERY`], until the
-/// task is dropped; an event Redis does not take waits for the next turn.
-pub async fn share(app: Arc<App>) {
-    let Some(link) = app.redis.clone() else {
-        return;
-    };
-    let identity = app.router.config().upstream.clone();
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let mut shared = 0u64;
-        while let Some(e) = app.unshared.first() {
-            let book = app.router.learned();
-            let id = ((e.key.as_deref(), e.rid.as_str()), e.upstream.as_str());
-            let at = (e.task.as_str(), e.model.as_str());
-            let hl = (e.at_ms, book.half_life_ms);
-            match crate::shared::requests::teach_held(&link, id, at, e.scored, hl).await {
-                Some((p, _)) => {
-                    if e.upstream == identity {
-                        book.set_shared(&e.task, &e.model, p);
-                    }
-                    app.unshared.done();
-                    shared += 1;
-                }
-                None => break,
-            }
-        }
-        if shared > 0 {
-            tracing::info!(
-                "shared through Redis {} taken while it did not answer",
-                crate::core::numbers::counted(shared, "feedback event")
-            );
-        }
     }
 }
 
