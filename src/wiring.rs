@@ -83,7 +83,13 @@ pub fn wire(
     let mut store = open_store(&path, &wants)?;
     let upstream = crate::upstream::identity(&base);
     store.set_upstream(&upstream);
+    let fetched_from = store::now_ms();
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
+    // The API refused the key as it answered the catalogue's fetch, now:
+    // no request need try it to learn so.
+    let refused = setup::last_fetch_failure(&store, &base)
+        .filter(|(at, problem)| *at >= fetched_from && problem.starts_with("HTTP 401"))
+        .map(|(_, problem)| format!("the API refused the key (fetching its catalogue: {problem})"));
     let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
     no_misspelt_upstream(options, &settings, &catalogue)?;
     let notes = notes(&settings, &catalogue, wants.quiet);
@@ -150,8 +156,12 @@ pub fn wire(
     if let Some(l) = &link {
         follow_shared_quality(l, &upstream, &book, rt);
     }
+    let router = Arc::new(Router::new(config, catalogue, parts).sharing_learned(book));
+    if let Some(message) = &refused {
+        router.refused_at_start(message);
+    }
     Ok(Wired {
-        router: Arc::new(Router::new(config, catalogue, parts).sharing_learned(book)),
+        router,
         writer,
         health_reader,
         quality_reader,

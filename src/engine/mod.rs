@@ -389,6 +389,16 @@ impl Router {
         self.parts.recorder.after_each_commit(hook);
     }
 
+    /// The API refused the key before any request was sent (as it
+    /// answered the catalogue's fetch): requests are then refused as
+    /// after an attempt it refused.
+    pub fn refused_at_start(&self, message: &str) {
+        let ending = Ending::new(crate::core::failure::error_type::AUTH, message.to_string());
+        if self.refusal.set(ending) {
+            self.parts.observer.stopping(message);
+        }
+    }
+
     /// Why the API stopped the run (a refused key or account), if it did:
     /// the error type, and the API's message.
     pub fn stopped(&self) -> Option<Ending> {

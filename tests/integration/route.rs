@@ -610,6 +610,35 @@ fn a_refused_key_stops_the_run() {
 }
 
 #[test]
+fn a_key_the_api_refuses_at_its_catalogue_sends_no_line() {
+    // An API whose model list takes the key (OpenAI's, a vLLM with
+    // --api-key) says it refuses the key before any line is sent.
+    let env = Env {
+        dir: tempfile::tempdir().unwrap(),
+        server: FakeServer::start_with(fake_openrouter::Config {
+            models: vec![ModelSpec::new("t/a")],
+            api_key: Some("another-key".into()),
+            ..fake_openrouter::Config::default()
+        }),
+    };
+    let out = env
+        .cmd()
+        .args(["--models", "t/a", "-j", "8"])
+        .stdin(prompts(5))
+        .run();
+    out.assert_code(2);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines.iter().all(|l| l["error"]["type"] == "auth"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.server.completions().len(), 0);
+    assert!(out.stderr.contains("refused the key"), "{}", out.stderr);
+}
+
+#[test]
 fn a_re_run_is_answered_from_the_cache_and_a_new_priority_misses_it() {
     let env = Env::three();
     let input = prompts(4);
