@@ -120,7 +120,7 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     app::warn_no_prices(&settings, &catalogue);
     let stats = store.model_stats().map_err(app::store_fatal(&path))?;
     let cooldowns = store
-        .cooldowns(store::now_ms())
+        .cooldowns_and_why(store::now_ms())
         .map_err(app::store_fatal(&path))?;
     let mut reference = reference_request();
     let task = args
@@ -267,7 +267,8 @@ struct Known<'a> {
     path: &'a std::path::Path,
     settings: &'a ranking::Settings,
     stats: &'a std::collections::HashMap<String, crate::core::health::ModelStat>,
-    cooldowns: &'a std::collections::HashMap<String, i64>,
+    /// Each paused model's until (unix ms) and why.
+    cooldowns: &'a std::collections::HashMap<String, (i64, String)>,
     ranking: &'a ranking::Ranking,
 }
 
@@ -280,13 +281,12 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
         .map_err(app::store_fatal(k.path))?;
     let stat = k.stats.get(id);
     let now_ms = store::now_ms();
-    let paused = k
-        .cooldowns
-        .get(id)
-        .filter(|until| **until > now_ms)
-        .map(|until| ((until - now_ms) / 1000) as u64);
+    let pause = k.cooldowns.get(id).filter(|(until, _)| *until > now_ms);
+    let paused = pause.map(|(until, _)| ((until - now_ms) / 1000) as u64);
     let ranked = k.ranking.ranked.iter().find(|r| r.model == id);
-    let state = match paused {
+    // A circuit opened by failures in a row is open, not cooling.
+    let state = match pause {
+        Some((_, why)) if why == crate::engine::ports::Pause::Circuit.name() => State::Open,
         Some(_) => State::Cooling,
         None => k.stats.state(id, std::time::Instant::now()),
     };
@@ -321,7 +321,7 @@ fn row(id: &str, k: &Known<'_>) -> anyhow::Result<Row> {
         attempts,
         errors,
         error_rate: (attempts > 0).then(|| errors as f64 / attempts as f64),
-        cooldown_until: k.cooldowns.get(id).copied(),
+        cooldown_until: k.cooldowns.get(id).map(|(until, _)| *until),
         state: state.name(),
         why: describe(state, stat.copied(), paused),
         score: ranked.map(|r| round(r.score, 4)),

@@ -202,6 +202,25 @@ pub struct CacheEntry {
     pub answer: Answer,
 }
 
+/// Why a model is paused for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// The API said to wait (429, `Retry-After`).
+    RateLimit,
+    /// It failed too often in a row: its circuit is open.
+    Circuit,
+}
+
+impl Pause {
+    /// As the store keeps it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pause::RateLimit => "retry-after",
+            Pause::Circuit => "circuit",
+        }
+    }
+}
+
 /// Everything a finished request leaves behind, kept together: the answer
 /// to cache, the request and its attempts, and the pauses learned. A
 /// recorder that is also the cache keeps the answer in the same
@@ -211,8 +230,9 @@ pub struct Record {
     pub cache: Option<CacheEntry>,
     pub request: Option<RequestRow>,
     pub attempts: Vec<AttemptRow>,
-    /// (model, until unix ms) pauses learned from rate limits.
-    pub cooldowns: Vec<(String, i64)>,
+    /// (model, until unix ms, why) pauses learned from rate limits and
+    /// circuits opened.
+    pub cooldowns: Vec<(String, i64, Pause)>,
     /// The request's own priority, when it changed the routing; else the
     /// rows get the run's.
     pub priority: Option<String>,

@@ -39,7 +39,7 @@ impl Job<'_> {
 pub(super) struct Tried {
     pub attempts: Vec<Attempt>,
     pub rows: Vec<AttemptRow>,
-    pub cooldowns: Vec<(String, i64)>,
+    pub cooldowns: Vec<(String, i64, super::ports::Pause)>,
     /// What budgets were charged for the attempts so far (see
     /// [`RequestRow::charged_usd`]).
     pub charged: Option<f64>,

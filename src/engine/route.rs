@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{when_cancelled, Admit, Held, Sent};
 use super::flight::{Join, Leader};
-use super::ports::{Allowance, Claimed, OverBudget, Upstream};
+use super::ports::{Allowance, Claimed, OverBudget, Pause, Upstream};
 use super::record::{unix_ms, Job, Tried};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
@@ -374,9 +374,10 @@ impl Router {
                 }
                 if let Some(until) = s.opened {
                     // Other processes skip it too, through the store.
+                    let model = s.planned.model.clone();
                     tried
                         .cooldowns
-                        .push((s.planned.model.clone(), unix_ms(until)));
+                        .push((model, unix_ms(until), Pause::Circuit));
                 }
                 match s.result {
                     Ok(_) => return self.came_back(job, s, &mut policy, tried, leader),
@@ -566,7 +567,8 @@ impl Router {
             Effect::None => {}
             Effect::CoolDown { retry_after } => {
                 let until = self.parts.health.rate_limited(model, sent, retry_after);
-                tried.cooldowns.push((model.to_string(), unix_ms(until)));
+                let pause = (model.to_string(), unix_ms(until), Pause::RateLimit);
+                tried.cooldowns.push(pause);
             }
             Effect::StopRun(ending) => {
                 if self.refusal.set(ending.clone()) {

@@ -121,7 +121,7 @@ struct Finish {
     started: Instant,
     request: RequestRow,
     rows: Vec<AttemptRow>,
-    cooldowns: Vec<(String, i64)>,
+    cooldowns: Vec<(String, i64, super::ports::Pause)>,
     priority: Option<String>,
     key: Option<Key>,
 }

@@ -358,10 +358,25 @@ impl Store {
 
     /// Cooldowns still in force at `now` (model -> until unix ms).
     pub fn cooldowns(&self, now: i64) -> Result<HashMap<String, i64>, StoreError> {
+        Ok(self
+            .cooldowns_and_why(now)?
+            .into_iter()
+            .map(|(m, (until, _))| (m, until))
+            .collect())
+    }
+
+    /// The pauses in force at `now`: each model's until (unix ms) and why
+    /// (`retry-after`, `circuit`).
+    pub fn cooldowns_and_why(
+        &self,
+        now: i64,
+    ) -> Result<HashMap<String, (i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT model, until_ms FROM cooldowns WHERE upstream = ?1 AND until_ms > ?2",
+            "SELECT model, until_ms, coalesce(reason, 'retry-after') FROM cooldowns WHERE upstream = ?1 AND until_ms > ?2",
         )?;
-        let rows = stmt.query_map(params![self.upstream, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![self.upstream, now], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -962,14 +977,23 @@ mod tests {
     fn cooldowns_keep_the_later_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
-        for until in [5_000, 3_000] {
+        use crate::engine::ports::Pause;
+        let pause = |until, why| {
             s.write_line(&LineRecord {
-                cooldowns: vec![("m/a".into(), until)],
+                cooldowns: vec![("m/a".into(), until, why)],
                 ..Default::default()
             })
             .unwrap();
-        }
-        assert_eq!(s.cooldowns(1_000).unwrap()["m/a"], 5_000);
-        assert!(s.cooldowns(6_000).unwrap().is_empty());
+            s.cooldowns_and_why(1_000).unwrap()["m/a"].clone()
+        };
+        assert_eq!(pause(5_000, Pause::Circuit), (5_000, "circuit".into()));
+        // The later pause holds, and says why.
+        assert_eq!(pause(3_000, Pause::RateLimit), (5_000, "circuit".into()));
+        assert_eq!(
+            pause(7_000, Pause::RateLimit),
+            (7_000, "retry-after".into())
+        );
+        assert_eq!(s.cooldowns(1_000).unwrap()["m/a"], 7_000);
+        assert!(s.cooldowns(8_000).unwrap().is_empty());
     }
 }

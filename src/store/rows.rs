@@ -176,14 +176,17 @@ impl Store {
             held(&mut statements.used, &self.conn, MARK_USED)?
                 .execute(params![&key.0[..], rec.request.as_ref().map(|r| r.ts)])?;
         }
-        for (model, until) in &rec.cooldowns {
+        for (model, until, why) in &rec.cooldowns {
+            // The later pause holds, and says why.
             self.conn
                 .prepare_cached(
                     "INSERT INTO cooldowns (upstream, model, until_ms, reason)
-                     VALUES (?1, ?2, ?3, 'retry-after')
-                     ON CONFLICT (upstream, model) DO UPDATE SET until_ms = max(until_ms, excluded.until_ms)",
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (upstream, model) DO UPDATE SET
+                       reason = CASE WHEN excluded.until_ms > until_ms THEN excluded.reason ELSE reason END,
+                       until_ms = max(until_ms, excluded.until_ms)",
                 )?
-                .execute(params![self.upstream, model, until])?;
+                .execute(params![self.upstream, model, until, why.name()])?;
         }
         Ok(())
     }

@@ -137,7 +137,7 @@ fn models_reset_forgets_what_was_learned() {
             .unwrap()
     };
     assert_eq!(state("t/a"), "prior", "{after:?}");
-    assert_eq!(state("t/b"), "cooling", "{after:?}");
+    assert_eq!(state("t/b"), "open", "{after:?}");
 
     env.cmd()
         .args(["models", "--base-url", &dead, "--reset"])
