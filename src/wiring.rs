@@ -66,6 +66,14 @@ pub struct Wired {
     pub notes: Vec<String>,
 }
 
+/// Whether the API refused the key as it answered the catalogue's fetch
+/// made since `since` (unix ms): no request need try it to learn so.
+fn refused_at_fetch(store: &store::Store, base: &str, since: i64) -> Option<String> {
+    setup::last_fetch_failure(store, base)
+        .filter(|(at, problem)| *at >= since && problem.starts_with("HTTP 401"))
+        .map(|(_, problem)| format!("the API refused the key (fetching its catalogue: {problem})"))
+}
+
 /// Opens the store, loads the catalogue and builds the engine, with
 /// `observer` watching. `rt` runs the catalogue fetch.
 pub fn wire(
@@ -85,11 +93,7 @@ pub fn wire(
     store.set_upstream(&upstream);
     let fetched_from = store::now_ms();
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
-    // The API refused the key as it answered the catalogue's fetch, now:
-    // no request need try it to learn so.
-    let refused = setup::last_fetch_failure(&store, &base)
-        .filter(|(at, problem)| *at >= fetched_from && problem.starts_with("HTTP 401"))
-        .map(|(_, problem)| format!("the API refused the key (fetching its catalogue: {problem})"));
+    let refused = refused_at_fetch(&store, &base, fetched_from);
     let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
     no_misspelt_upstream(options, &settings, &catalogue)?;
     let notes = notes(&settings, &catalogue, wants.quiet);

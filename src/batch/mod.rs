@@ -49,17 +49,7 @@ use run::{Batch, StopReason, Summary};
 pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     // Bad routing settings are reported before anything else.
     options.settings()?;
-    if run.json && run.prompt.is_none() {
-        anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
-    }
-    if run.output_format == crate::cli::OutputFormat::OpenaiBatch {
-        if run.dry_run {
-            anyhow::bail!("--output-format openai-batch cannot be used with --dry-run: a dry run has no answers to write in it");
-        }
-        if run.prompt.is_some() {
-            anyhow::bail!("--output-format openai-batch cannot be used with --prompt, which prints the answer's text (or, with --json, its output line)");
-        }
-    }
+    flags_that_do_not_mix(run)?;
     // Before the key: `llmroute reprot` is a typo, not a missing key.
     let sources = sources(run)?;
     if !stdout_is_open() {
@@ -85,12 +75,7 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
         quiet: run.quiet,
     };
     let run_id = wiring::run_id();
-    let shape = match run.output_format {
-        crate::cli::OutputFormat::Llmroute => output::Shape::Llmroute,
-        crate::cli::OutputFormat::OpenaiBatch => output::Shape::OpenAiBatch {
-            run_id: run_id.clone(),
-        },
-    };
+    let shape = shape(run, &run_id);
     let wants = wants(run, options, run_id.clone());
     let use_cache = wants.use_cache;
     let observer = Arc::new(BatchObserver::new(console()));
@@ -180,6 +165,32 @@ fn stdout_is_open() -> bool {
         (Ok(out), Ok(null)) => !(out.file_type().is_char_device() && out.rdev() == null.rdev()),
         _ => true,
     }
+}
+
+/// The output lines' shape.
+fn shape(run: &RunArgs, run_id: &str) -> output::Shape {
+    match run.output_format {
+        crate::cli::OutputFormat::Llmroute => output::Shape::Llmroute,
+        crate::cli::OutputFormat::OpenaiBatch => output::Shape::OpenAiBatch {
+            run_id: run_id.to_string(),
+        },
+    }
+}
+
+/// Flags that each make sense, but not together.
+fn flags_that_do_not_mix(run: &RunArgs) -> anyhow::Result<()> {
+    if run.json && run.prompt.is_none() {
+        anyhow::bail!("--json goes with --prompt; the lines of a run are JSON already");
+    }
+    if run.output_format == crate::cli::OutputFormat::OpenaiBatch {
+        if run.dry_run {
+            anyhow::bail!("--output-format openai-batch cannot be used with --dry-run: a dry run has no answers to write in it");
+        }
+        if run.prompt.is_some() {
+            anyhow::bail!("--output-format openai-batch cannot be used with --prompt, which prints the answer's text (or, with --json, its output line)");
+        }
+    }
+    Ok(())
 }
 
 /// Where a run's lines come from: its prompt, its files, or stdin.

@@ -153,12 +153,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     upkeep.abort();
     watcher.abort();
     unshared.abort();
-    if !app.unshared.is_empty() {
-        tracing::warn!(
-            "{} taken while Redis did not answer stay in this server's store alone",
-            crate::core::numbers::counted(app.unshared.len() as u64, "feedback event")
-        );
-    }
+    app.unshared.say_left();
     drop(app);
     stop(rt, wired);
     tracing::info!("llmroute stopped");

@@ -67,6 +67,16 @@ impl Unshared {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Says, as the server stops, what was never shared.
+    pub fn say_left(&self) {
+        if !self.is_empty() {
+            tracing::warn!(
+                "{} taken while Redis did not answer stay in this server's store alone",
+                crate::core::numbers::counted(self.len() as u64, "feedback event")
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -137,7 +137,10 @@ fn a_model_that_always_fails_gets_few_first_attempts_across_runs() {
     };
     // Its circuit is open: failures opened it, not a rate limit.
     assert_eq!(row("t/bad")["state"], "open", "{rows}");
-    assert!(row("t/bad")["why"].as_str().unwrap().contains("circuit open"));
+    assert!(row("t/bad")["why"]
+        .as_str()
+        .unwrap()
+        .contains("circuit open"));
     assert_eq!(row("t/good")["state"], "measured");
     assert!(row("t/good")["why"].as_str().unwrap().contains("answers"));
 }
