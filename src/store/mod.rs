@@ -526,7 +526,7 @@ impl Store {
         let (n, errors) = self
             .conn
             .prepare_cached(
-                "SELECT count(*), coalesce(sum(ok = 0), 0) FROM attempts
+                "SELECT count(*), coalesce(sum(ok = 0 AND coalesce(error_type, '') <> 'cancelled'), 0) FROM attempts
              WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND coalesce(upstream, ?3) = ?3",
             )?
             .query_row(params![model, since, self.upstream], |r| {

@@ -180,7 +180,8 @@ fn model_sums(
     let mut sums: Vec<(String, ModelSums)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut stmt = tx.prepare(&format!(
-        "SELECT model, ok, latency_ms, cost_usd FROM attempts WHERE {} AND cached = 0",
+        "SELECT model, ok, latency_ms, cost_usd, coalesce(error_type, '') = 'cancelled'
+         FROM attempts WHERE {} AND cached = 0",
         f.sql
     ))?;
     let mut rows = stmt.query(f.params())?;
@@ -200,9 +201,11 @@ fn model_sums(
         let s = &mut sums[i].1;
         s.attempts += 1;
         let ok = r.get::<_, i64>(1)? != 0;
-        if !ok {
+        // A hedge that lost was cancelled, not failed.
+        let lost = r.get::<_, i64>(4)? != 0;
+        if !ok && !lost {
             s.errors += 1;
-        } else if let Some(ms) = r.get::<_, Option<f64>>(2)? {
+        } else if let (true, Some(ms)) = (ok, r.get::<_, Option<f64>>(2)?) {
             s.latencies.push(ms);
         }
         match r.get::<_, Option<f64>>(3)? {
@@ -420,5 +423,25 @@ mod tests {
         assert_eq!((c.requests, c.errors, r.attempts), (2, 1, 4));
         assert_eq!((c.share, c.error_rate, c.cost_usd), (0.5, 0.5, 1.0));
         assert_eq!(c.latency_ms.max, Some(5.0), "only successful attempts");
+    }
+
+    #[test]
+    fn a_hedge_that_lost_is_no_error_of_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        for (ok, error_type) in [(1, None), (0, Some("cancelled")), (0, Some("server"))] {
+            s.conn()
+                .execute(
+                    "INSERT INTO attempts (ts, run_id, line, model, ok, cached, latency_ms, error_type)
+                     VALUES (10, 'r', 1, 'm/a', ?1, 0, 5.0, ?2)",
+                    rusqlite::params![ok, error_type],
+                )
+                .unwrap();
+        }
+        let r = load(s.conn(), &Window::new(Since::All, 20), &[]).unwrap();
+        let m = &r.models[0];
+        assert_eq!((m.requests, m.errors), (3, 1), "{m:?}");
+        let (_, n, errors) = s.model_measurements("m/a", i64::MIN).unwrap();
+        assert_eq!((n, errors), (3, 1));
     }
 }
