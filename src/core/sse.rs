@@ -278,6 +278,12 @@ impl Fold {
             .unwrap_or_default()
     }
 
+    /// Whether every choice came to its end (a finish reason): a stream
+    /// that stops without one, even with `[DONE]`, was cut short.
+    pub fn finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|c| c.finish_reason.is_some())
+    }
+
     /// The first choice's content.
     pub fn content(&self) -> Option<&str> {
         self.choices.first()?.content.as_deref()
@@ -458,12 +464,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_ends_without_a_finish_reason_is_not_finished() {
+        let mut fold = Fold::default();
+        assert!(!fold.finished(), "nothing came");
+        fold.add(
+            &json!({"choices": [{"index": 0, "delta": {"content": "w1 "}, "finish_reason": null}]}),
+        );
+        fold.add_event(&Event::Done);
+        assert!(fold.done && !fold.finished());
+        fold.add(&json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}));
+        assert!(fold.finished());
+    }
+
+    #[test]
     fn a_stream_folds_into_its_completion() {
         let mut fold = Fold::default();
         for e in events(STREAM.as_bytes(), 5) {
             fold.add_event(&e);
         }
         assert!(fold.done);
+        assert!(fold.finished());
         assert_eq!(fold.chunks, 2);
         assert_eq!(fold.content(), Some("Hello"));
         let u = fold.usage();

@@ -235,10 +235,14 @@ impl Finish {
             }),
             ..self.request.clone()
         };
+        // An answer whose stream stopped without a finish reason (even with
+        // `[DONE]`) was cut short: it is answered, not kept for others.
+        let finished = fold.finished();
         self.recorder.record(Record {
             cache: answer
                 .clone()
                 .zip(self.key)
+                .filter(|_| finished)
                 .map(|(answer, key)| CacheEntry { key, answer }),
             request: Some(request),
             attempts: std::mem::take(&mut self.rows),
