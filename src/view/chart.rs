@@ -113,6 +113,17 @@ pub fn time_label(ms: i64, span_ms: i64, width_ms: i64) -> String {
 }
 
 /// The top of a y axis over values up to `max`: a bit above, never 0.
+/// A count on an axis: whole numbers only, so that the ticks between
+/// small counts (0.5, 1.5) do not repeat their neighbours' labels.
+fn count_label(y: &f64) -> String {
+    // A tick summed from steps of 0.2 may miss 1 by a rounding error.
+    match (y - y.round()).abs() < 1e-6 {
+        // (-0.0 + 0.0 is 0.0: no "-0".)
+        true => format!("{:.0}", y.round() + 0.0),
+        false => String::new(),
+    }
+}
+
 fn top(max: f64) -> f64 {
     if max > 0.0 && max.is_finite() {
         max * 1.12
@@ -214,7 +225,7 @@ pub fn requests(id: &str, series: &Series, size: Size) -> String {
         &desc,
         size.pixels(),
         |root| {
-            let mut chart = time_frame(root, series, size, top(max), &|y| format!("{y:.0}"))?;
+            let mut chart = time_frame(root, series, size, top(max), &count_label)?;
             let (w, x0) = (series.width_ms(), series.span().0);
             chart
                 .draw_series(
@@ -343,7 +354,7 @@ pub fn histogram(id: &str, model: &str, bins: &Bins) -> String {
             .max_light_lines(0)
             .y_labels(4)
             .x_label_formatter(&x_label)
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&count_label)
             .axis_style(AXIS)
             .bold_line_style(GRID)
             .label_style(("sans-serif", 12).into_font().color(&TEXT))
@@ -416,5 +427,43 @@ mod tests {
         let empty = hit_rate("e", &Series::spanning(0, 1000, 10), Size::Narrow);
         assert!(empty.contains(r#"viewBox="0 0 360 240""#), "{empty}");
         assert!(empty.contains("No requests"));
+    }
+
+    /// The numbers a chart writes as text, in order.
+    fn numbers(svg: &str) -> Vec<String> {
+        svg.split("</text>")
+            .filter_map(|t| t.rsplit('>').next())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn an_axis_of_small_counts_names_each_count_once() {
+        let mut s = Series::spanning(0, 3_600_000, 60);
+        s.add(60_000, true, false, None);
+        s.add(61_000, true, false, None);
+        let labels = numbers(&requests("r", &s, Size::Wide));
+        let mut seen = labels.clone();
+        seen.dedup();
+        assert_eq!(seen, labels, "{labels:?}");
+        let h = numbers(&histogram("h", "m", &Bins::of([12.0, 13.0])));
+        let mut seen = h.clone();
+        seen.dedup();
+        assert_eq!(seen, h, "{h:?}");
+        let empty = numbers(&requests("e", &Series::spanning(0, 1000, 10), Size::Wide));
+        let mut seen = empty.clone();
+        seen.dedup();
+        assert_eq!(seen, empty, "{empty:?}");
+    }
+
+    #[test]
+    fn counts_are_labelled_whole() {
+        assert_eq!(count_label(&2.0), "2");
+        assert_eq!(count_label(&0.999_999_999_9), "1");
+        assert_eq!(count_label(&0.5), "");
+        assert_eq!(count_label(&1.5), "");
+        assert_eq!(count_label(&-1e-9), "0");
     }
 }
