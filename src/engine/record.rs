@@ -43,6 +43,10 @@ pub(super) struct Tried {
     /// What budgets were charged for the attempts so far (see
     /// [`RequestRow::charged_usd`]).
     pub charged: Option<f64>,
+    /// When each of `attempts` was sent: they come back in the order they
+    /// end (a hedge may fail before the attempt it hedged answers), and
+    /// are listed in the order they were sent.
+    pub sent: Vec<std::time::Instant>,
 }
 
 impl Router {
@@ -53,10 +57,11 @@ impl Router {
         job: &Job<'_>,
         planned: &Planned,
         s: Success,
-        (ms, ts, cost_usd): (f64, i64, Option<f64>),
+        (ms, ts, cost_usd, sent): (f64, i64, Option<f64>, std::time::Instant),
         mut tried: Tried,
         leader: Option<Leader<'_>>,
     ) -> Routed {
+        tried.sent.push(sent);
         tried.attempts.push(Attempt {
             model: planned.model.clone(),
             status: Some(s.status),
@@ -87,6 +92,7 @@ impl Router {
             error_type: None,
             ttft_ms: None,
         });
+        tried.in_sent_order();
         let latency_ms = ms_since(job.started);
         let record = Record {
             cache: job.write_key().map(|key| CacheEntry {
@@ -129,7 +135,8 @@ impl Router {
     }
 
     /// A request that ends without an answer: recorded, shown at once.
-    pub(super) fn failed(&self, job: &Job<'_>, ending: Ending, tried: Tried) -> Routed {
+    pub(super) fn failed(&self, job: &Job<'_>, ending: Ending, mut tried: Tried) -> Routed {
+        tried.in_sent_order();
         let latency_ms = ms_since(job.started);
         self.parts.recorder.record(Record {
             cache: None,
@@ -274,12 +281,35 @@ impl Router {
 }
 
 impl Tried {
+    /// Puts the attempts (and their rows) in the order they were sent.
+    pub(super) fn in_sent_order(&mut self) {
+        let n = self.attempts.len();
+        if self.sent.len() != n || self.rows.len() != n || self.sent.is_sorted() {
+            return;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| self.sent[i]);
+        let mut attempts: Vec<Option<Attempt>> = self.attempts.drain(..).map(Some).collect();
+        let mut rows: Vec<Option<AttemptRow>> = self.rows.drain(..).map(Some).collect();
+        for &i in &order {
+            self.attempts.extend(attempts[i].take());
+            self.rows.extend(rows[i].take());
+        }
+        self.sent.sort();
+    }
+
     /// Adds what an attempt was charged.
     pub(super) fn charge(&mut self, usd: f64) {
         self.charged = plus(self.charged, Some(usd));
     }
 
-    pub(super) fn failed(&mut self, planned: &Planned, f: &Failure, ms: f64, ts: i64) {
+    pub(super) fn failed(
+        &mut self,
+        planned: &Planned,
+        f: &Failure,
+        (ms, ts, sent): (f64, i64, std::time::Instant),
+    ) {
+        self.sent.push(sent);
         self.attempts.push(Attempt {
             model: planned.model.clone(),
             status: f.status,

@@ -409,7 +409,7 @@ impl Router {
             Some((live, held)) => self.streaming(job, s.planned, live, held, s.ms, tried),
             None => {
                 policy.observe(s.index, Ok(()));
-                let done = (s.ms, s.ts, s.cost);
+                let done = (s.ms, s.ts, s.cost, s.sent);
                 self.answered(job, &s.planned, answer, done, tried, leader)
             }
         }
@@ -478,7 +478,7 @@ impl Router {
             policy.hold_off(i, until, AT_ITS_LIMIT);
             return false;
         }
-        tried.failed(planned, f, ms, ts);
+        tried.failed(planned, f, (ms, ts, sent));
         let effect = policy.observe(i, Err(f));
         self.take_effect(&planned.model, sent, effect, tried);
         f.kind == FailureKind::Interrupted

@@ -66,3 +66,36 @@ fn the_first_slow_answer_of_a_run_is_hedged_on_what_the_store_measured() {
     );
     assert_eq!(lines[0]["model"], "t/b");
 }
+
+#[test]
+fn a_line_s_attempts_are_listed_in_the_order_they_were_sent() {
+    let env = equal(&[("t/a", 10), ("t/b", 30)]);
+    let before = pinned("t/a", "a", 30) + &pinned("t/b", "b", 5);
+    env.cmd()
+        .args(["--no-cache", "-j", "1"])
+        .stdin(before)
+        .run()
+        .assert_code(0);
+    // t/a, slow this time, is hedged on t/b, which fails at once; t/a's
+    // answer comes after it.
+    env.server.script(
+        "t/a",
+        [Behavior::Ok {
+            latency: Duration::from_millis(1_500),
+            cost: None,
+        }],
+    );
+    env.server.script("t/b", [Behavior::status(500)]);
+    env.server.clear_log();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a,t/b", "-p", "speed", "-j", "1"])
+        .args(["--no-cache", "--explore", "0", "--hedge", "auto"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    let lines = out.lines();
+    let models: Vec<String> = attempts(&lines[0]).into_iter().map(|(m, _)| m).collect();
+    assert_eq!(models, ["t/a", "t/b"], "{}", lines[0]);
+    assert_eq!(lines[0]["model"], "t/a");
+}
