@@ -15,6 +15,7 @@ pub mod learned;
 mod open;
 pub mod ports;
 mod record;
+mod refusals;
 mod route;
 mod stream;
 #[cfg(test)]

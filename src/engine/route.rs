@@ -7,15 +7,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{when_cancelled, Admit, Held, Sent};
 use super::flight::{Join, Leader};
-use super::ports::{Allowance, Claimed, OverBudget, Pause, Upstream};
+use super::ports::{Claimed, Pause, Upstream};
 use super::record::{unix_ms, Job, Tried};
+use super::refusals::{interrupted_after, over_own_budget};
 use super::{ms_since, now_ms, Outcome, RouteOptions, Routed, Router};
 use crate::core::attempts::{Attempts, Effect, Ending, Next, Planned};
 use crate::core::cachekey::{Key, Seal};
 use crate::core::catalogue::Catalogue;
 use crate::core::explore;
 use crate::core::failure::{error_type, Failure, FailureKind};
-use crate::core::numbers::{counted, usd};
+use crate::core::numbers::counted;
 use crate::core::ranking;
 use crate::core::ranking::{pinned_part, task_part, Settings};
 use crate::core::request::Request;
@@ -240,58 +241,6 @@ impl Router {
         routed
     }
 
-    /// Why a plan has no model: the budget (the client's own, `own`, when
-    /// it is the tighter), or no candidate can take the request.
-    fn empty_plan(&self, job: &Job<'_>, plan: &ranking::Plan, own: Option<&Allowance>) -> Ending {
-        if !plan.over_budget() {
-            return Ending::new(error_type::NO_ELIGIBLE_MODEL, plan.why_empty());
-        }
-        let view = match own {
-            Some(a) => a.0.budget(),
-            None => self.parts.admission.budget(),
-        }
-        .unwrap_or_default();
-        let estimate = plan
-            .excluded
-            .iter()
-            .filter_map(|(_, e)| match e {
-                ranking::Excluded::OverBudget { estimate_usd, .. } => Some(*estimate_usd),
-                _ => None,
-            })
-            .fold(f64::INFINITY, f64::min);
-        let o = OverBudget {
-            spent: view.spent,
-            reserved: view.reserved,
-            estimate,
-            max: view.max,
-        };
-        match own {
-            Some(_) => over_own_budget(&o, job.opts.client.as_deref()),
-            None => self.over_budget(&o),
-        }
-    }
-
-    /// The ending of a request the budget refuses; the observer hears of
-    /// the first.
-    fn over_budget(&self, o: &OverBudget) -> Ending {
-        if !self.budget_warned.swap(true, Ordering::Relaxed) {
-            self.parts.observer.budget_reached(o);
-        }
-        let estimate = match o.estimate.is_finite() {
-            true => format!("its estimate of {}", usd(o.estimate)),
-            false => "its cheapest candidate".to_string(),
-        };
-        Ending::new(
-            error_type::BUDGET_EXCEEDED,
-            format!(
-                "not sent: {estimate} does not fit the budget of {} ({} spent, {} reserved by requests in flight)",
-                usd(o.max),
-                usd(o.spent),
-                usd(o.reserved)
-            ),
-        )
-    }
-
     /// The attempt loop: sends until an answer, or until the policy, the
     /// budget or the front end ends it.
     async fn send(
@@ -347,10 +296,10 @@ impl Router {
                 .await;
             let held = match admitted {
                 Admit::Go(h) => h,
-                Admit::OverBudget(o) => break sent_before(self.over_budget(&o), &tried),
+                Admit::OverBudget(o) => break self.over_budget(&o, tried.attempts.len()),
                 Admit::OverOwnBudget(o) => {
-                    let e = over_own_budget(&o, job.opts.client.as_deref());
-                    break sent_before(e, &tried);
+                    let client = job.opts.client.as_deref();
+                    break over_own_budget(&o, client, tried.attempts.len());
                 }
                 // Another request holds the model's one attempt: this one
                 // does not probe it, and leaves it alone a while (other
@@ -388,7 +337,7 @@ impl Router {
                 }
             }
             if interrupted {
-                break interrupted_after(&tried);
+                break interrupted_after(tried.attempts.len());
             }
         };
         self.failed(job, ending, tried)
@@ -596,45 +545,4 @@ fn unknown_price_estimate(plan: &[Planned], catalogue: &Catalogue, req: &Request
     catalogue
         .dearest_estimate(req.prompt_tokens, completion)
         .map_or(candidates, |d| d.max(candidates))
-}
-
-/// A request the client's own budget refused: it alone ends, the run goes on.
-fn over_own_budget(o: &OverBudget, client: Option<&str>) -> Ending {
-    let estimate = match o.estimate.is_finite() {
-        true => format!("its estimate of {}", usd(o.estimate)),
-        false => "its cheapest candidate".to_string(),
-    };
-    let whose = client.map_or("the client's".to_string(), |c| format!("key {c}'s"));
-    let mut e = Ending::new(
-        error_type::KEY_BUDGET_EXCEEDED,
-        format!(
-            "not sent: {estimate} does not fit {whose} budget of {} ({} spent, {} reserved by requests in flight)",
-            usd(o.max),
-            usd(o.spent),
-            usd(o.reserved)
-        ),
-    );
-    e.for_good = o.estimate > o.max;
-    e
-}
-
-/// A budget's refusal of a request some of whose attempts were sent
-/// says so: they may have been billed.
-fn sent_before(mut e: Ending, tried: &Tried) -> Ending {
-    let n = tried.attempts.len() as u64;
-    if let (Some(why), true) = (e.message.strip_prefix("not sent: "), n > 0) {
-        e.message = format!("not sent again after {}: {why}", counted(n, "attempt"));
-    }
-    e
-}
-
-/// The ending of a request the run's end interrupted.
-fn interrupted_after(tried: &Tried) -> Ending {
-    Ending::new(
-        error_type::INTERRUPTED,
-        format!(
-            "interrupted after {}",
-            counted(tried.attempts.len() as u64, "attempt")
-        ),
-    )
 }
