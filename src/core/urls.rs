@@ -2,47 +2,36 @@
 //! do not parse (a typo in the port must not print the password in the
 //! error that reports it).
 
-/// `url` with the password of its user part, if any, replaced by
-/// `[redacted]`. Read as text, not parsed, so that it holds for any string
-/// a user gave as a URL: the user part is what comes before the last `@`
-/// of the authority (after `scheme://`, up to the first `/`, `?` or `#`),
-/// and the password what follows its first `:`.
-pub fn without_password(url: &str) -> String {
+/// Where the password of `url`'s user part is, if it has a non-empty one.
+/// Read as text, not parsed, so that it holds for any string a user gave
+/// as a URL: the user part is what comes before the last `@` of the
+/// authority (after `scheme://`, up to the first `/`, `?` or `#`), and
+/// the password what follows its first `:`.
+fn password_at(url: &str) -> Option<std::ops::Range<usize>> {
     let start = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[start..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let Some(colon) = authority[..at].find(':') else {
-        return url.to_string();
-    };
-    if colon + 1 == at {
-        // `user:@host`: an empty password, nothing to hide.
-        return url.to_string();
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    // `user:@host`: an empty password, nothing to hide.
+    (colon + 1 < at).then(|| start + colon + 1..start + at)
+}
+
+/// `url` with the password of its user part, if any, replaced by
+/// `[redacted]` ([`password_at`] says where it is).
+pub fn without_password(url: &str) -> String {
+    match password_at(url) {
+        Some(p) => format!("{}[redacted]{}", &url[..p.start], &url[p.end..]),
+        None => url.to_string(),
     }
-    let (from, to) = (start + colon + 1, start + at);
-    format!("{}[redacted]{}", &url[..from], &url[to..])
 }
 
 /// `text` with the password of `url`'s user part, wherever it appears,
 /// replaced by `[redacted]`: an error that quotes the URL shows none.
 pub fn scrubbed(text: &str, url: &str) -> String {
-    let shown = without_password(url);
-    if shown == url {
-        return text.to_string();
-    }
-    // The password is what `without_password` took out.
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let colon = start + url[start..].find(':').unwrap_or(0);
-    let at = start
-        + url[start..]
-            .find(['/', '?', '#'])
-            .map_or(url.len() - start, |e| e);
-    let at = start + url[start..at].rfind('@').unwrap_or(0);
-    match url.get(colon + 1..at).filter(|p| !p.is_empty()) {
-        Some(password) => text.replace(url, &shown).replace(password, "[redacted]"),
-        None => text.replace(url, &shown),
+    match password_at(url) {
+        Some(p) => text.replace(&url[p], "[redacted]"),
+        None => text.to_string(),
     }
 }
 
