@@ -174,7 +174,7 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
         )
     })?;
     // Half an emoji (a lone surrogate escape) loses no line.
-    let value: Value = crate::core::surrogates::from_slice(text.as_bytes())
+    let value: Value = crate::core::surrogates::from_str(text)
         .map_err(|e| InputError::new(&Value::Null, format!("invalid JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(InputError::new(

@@ -263,7 +263,7 @@ impl Fold {
                 None
             }
             Event::Data(d) => {
-                let chunk: Value = crate::core::surrogates::from_slice(d.as_bytes()).ok()?;
+                let chunk: Value = crate::core::surrogates::from_str(d).ok()?;
                 self.add(&chunk);
                 Some(chunk)
             }

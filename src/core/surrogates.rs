@@ -53,6 +53,16 @@ pub fn from_slice<T: serde::de::DeserializeOwned>(json: &[u8]) -> serde_json::Re
     })
 }
 
+/// [`from_slice`] of a text known to be UTF-8, which serde_json reads
+/// without checking it again.
+pub fn from_str<T: serde::de::DeserializeOwned>(json: &str) -> serde_json::Result<T> {
+    serde_json::from_str(json).or_else(|e| {
+        mended(json.as_bytes())
+            .and_then(|m| serde_json::from_slice(&m).ok())
+            .ok_or(e)
+    })
+}
+
 /// The UTF-16 unit of the `\uXXXX` escape at `i`, if one is there.
 fn escape_at(json: &[u8], i: usize) -> Option<u16> {
     let e = json.get(i..i + 6)?;
