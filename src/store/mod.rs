@@ -420,8 +420,11 @@ impl Store {
         let (lookups, hits) = self.conn.query_row(
             // A line refused as invalid never reached the cache.
             "SELECT count(*), coalesce(sum(cached), 0) FROM requests
-             WHERE ts >= ?1 AND coalesce(error_type, '') <> 'invalid_input'",
-            [since.unwrap_or(i64::MIN)],
+             WHERE ts >= ?1 AND coalesce(error_type, '') <> ?2",
+            params![
+                since.unwrap_or(i64::MIN),
+                crate::core::failure::error_type::INVALID_INPUT
+            ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         Ok(CacheStats {
