@@ -16,6 +16,18 @@ fn pinned(model: &str, tag: &str, n: usize) -> String {
         .collect()
 }
 
+/// Two models, t/a (10 ms) and t/b (30 ms), both measured by a run before.
+fn measured_before() -> Env {
+    let env = equal(&[("t/a", 10), ("t/b", 30)]);
+    let before = pinned("t/a", "a", 30) + &pinned("t/b", "b", 5);
+    env.cmd()
+        .args(["--no-cache", "-j", "1"])
+        .stdin(before)
+        .run()
+        .assert_code(0);
+    env
+}
+
 /// The models of a line's attempts, and whether each was cancelled.
 fn attempts(line: &Value) -> Vec<(String, bool)> {
     line["attempts"]
@@ -33,14 +45,7 @@ fn attempts(line: &Value) -> Vec<(String, bool)> {
 
 #[test]
 fn the_first_slow_answer_of_a_run_is_hedged_on_what_the_store_measured() {
-    let env = equal(&[("t/a", 10), ("t/b", 30)]);
-    // A run before this one measured both models.
-    let before = pinned("t/a", "a", 30) + &pinned("t/b", "b", 5);
-    env.cmd()
-        .args(["--no-cache", "-j", "1"])
-        .stdin(before)
-        .run()
-        .assert_code(0);
+    let env = measured_before();
     // This run's first answer from t/a is in its tail.
     env.server.script(
         "t/a",
@@ -69,13 +74,7 @@ fn the_first_slow_answer_of_a_run_is_hedged_on_what_the_store_measured() {
 
 #[test]
 fn a_line_s_attempts_are_listed_in_the_order_they_were_sent() {
-    let env = equal(&[("t/a", 10), ("t/b", 30)]);
-    let before = pinned("t/a", "a", 30) + &pinned("t/b", "b", 5);
-    env.cmd()
-        .args(["--no-cache", "-j", "1"])
-        .stdin(before)
-        .run()
-        .assert_code(0);
+    let env = measured_before();
     // t/a, slow this time, is hedged on t/b, which fails at once; t/a's
     // answer comes after it.
     env.server.script(

@@ -26,19 +26,24 @@ fn shared_posterior(redis: &RedisServer, task: &str, model: &str) -> Option<(u64
     })
 }
 
+/// A client key made in the store and in Redis: its token.
+fn shared_key(env: &Env, redis: &RedisServer, name: &str) -> String {
+    let out = env
+        .cmd()
+        .args(["keys", "create", name, "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    out.stdout.lines().next().unwrap().trim().to_string()
+}
+
 #[test]
 fn feedback_sent_to_another_machine_is_taken_and_replaces_as_on_the_first() {
     let redis = RedisServer::start();
     let env = two();
-    let token = |name: &str| {
-        let out = env
-            .cmd()
-            .args(["keys", "create", name, "--redis", &redis.url()])
-            .run();
-        out.assert_code(0);
-        out.stdout.lines().next().unwrap().trim().to_string()
-    };
-    let (alice, bob) = (token("alice"), token("bob"));
+    let (alice, bob) = (
+        shared_key(&env, &redis, "alice"),
+        shared_key(&env, &redis, "bob"),
+    );
     let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
     let one = env.serve(&args);
     let other_db = env.path("other.db");
@@ -213,12 +218,7 @@ fn the_feedback_command_takes_feedback_on_another_machine_s_batch() {
 fn what_redis_lost_is_put_back_and_added_to() {
     let redis = RedisServer::start();
     let env = two();
-    let out = env
-        .cmd()
-        .args(["keys", "create", "alice", "--redis", &redis.url()])
-        .run();
-    out.assert_code(0);
-    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let alice = shared_key(&env, &redis, "alice");
     let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
     let one = env.serve(&args);
     let other_db = env.path("other.db");
@@ -285,12 +285,7 @@ fn what_redis_lost_is_put_back_and_added_to() {
 fn a_server_on_redis_routes_on_what_every_machine_learned() {
     let redis = RedisServer::start();
     let env = two();
-    let out = env
-        .cmd()
-        .args(["keys", "create", "alice", "--redis", &redis.url()])
-        .run();
-    out.assert_code(0);
-    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let alice = shared_key(&env, &redis, "alice");
     let args = ["--models", "t/cheap,t/strong", "--redis", &redis.url()];
     let one = env.serve(&args);
     let other_db = env.path("other.db");
@@ -413,12 +408,7 @@ fn a_machine_that_learned_more_on_its_own_replaces_nothing_another_shared() {
 fn feedback_taken_while_redis_is_away_is_shared_when_it_is_back() {
     let redis = RedisServer::start();
     let env = two();
-    let out = env
-        .cmd()
-        .args(["keys", "create", "alice", "--redis", &redis.url()])
-        .run();
-    out.assert_code(0);
-    let alice = out.stdout.lines().next().unwrap().trim().to_string();
+    let alice = shared_key(&env, &redis, "alice");
     let s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
     let mut body = chat(None, "help me");
     body["model"] = json!("t/cheap");

@@ -822,22 +822,21 @@ fn models_refresh_fetches_a_named_upstream_s_catalogue_again() {
     let local = local();
     let cfg = config(&env, &local.base_url());
     // A wrong key: its catalogue is not fetched.
-    let out = with(&env, &cfg)
-        .env("LOCAL_KEY", "not-the-key")
-        .args(["--models", "m/x,local:llama3", "--no-cache"])
-        .stdin(prompts(1))
-        .run();
+    let with_a_wrong_key = || {
+        with(&env, &cfg)
+            .env("LOCAL_KEY", "not-the-key")
+            .args(["--models", "m/x,local:llama3", "--no-cache"])
+            .stdin(prompts(1))
+            .run()
+    };
+    let out = with_a_wrong_key();
     assert!(
         out.stderr.contains("upstream local: cannot fetch"),
         "{}",
         out.stderr
     );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = with(&env, &cfg)
-        .env("LOCAL_KEY", "not-the-key")
-        .args(["--models", "m/x,local:llama3", "--no-cache"])
-        .stdin(prompts(1))
-        .run();
+    let out = with_a_wrong_key();
     assert!(
         out.stderr.contains("not fetched: the last fetch"),
         "{}",
