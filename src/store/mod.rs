@@ -15,6 +15,12 @@ pub mod schema;
 mod stats;
 pub mod writer;
 
+/// SQL over `attempts`: whether a failed attempt is an error of its model.
+/// Not one that llmroute itself ended: a hedge that lost (`cancelled`) or an
+/// attempt stopped by the run's or the server's stop (`interrupted`).
+pub const MODEL_ERROR_SQL: &str =
+    "(ok = 0 AND coalesce(error_type, '') NOT IN ('cancelled', 'interrupted'))";
+
 pub use rows::Statements;
 pub use stats::LatencyFold;
 
@@ -528,10 +534,10 @@ impl Store {
             .collect::<Result<Vec<f64>, _>>()?;
         let (n, errors) = self
             .conn
-            .prepare_cached(
-                "SELECT count(*), coalesce(sum(ok = 0 AND coalesce(error_type, '') <> 'cancelled'), 0) FROM attempts
-             WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND coalesce(upstream, ?3) = ?3",
-            )?
+            .prepare_cached(&format!(
+                "SELECT count(*), coalesce(sum({MODEL_ERROR_SQL}), 0) FROM attempts
+                 WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND coalesce(upstream, ?3) = ?3"
+            ))?
             .query_row(params![model, since, self.upstream], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;

@@ -180,8 +180,9 @@ fn model_sums(
     let mut sums: Vec<(String, ModelSums)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut stmt = tx.prepare(&format!(
-        "SELECT model, ok, latency_ms, cost_usd, coalesce(error_type, '') = 'cancelled'
+        "SELECT model, ok, latency_ms, cost_usd, {}
          FROM attempts WHERE {} AND cached = 0",
+        crate::store::MODEL_ERROR_SQL,
         f.sql
     ))?;
     let mut rows = stmt.query(f.params())?;
@@ -201,9 +202,8 @@ fn model_sums(
         let s = &mut sums[i].1;
         s.attempts += 1;
         let ok = r.get::<_, i64>(1)? != 0;
-        // A hedge that lost was cancelled, not failed.
-        let lost = r.get::<_, i64>(4)? != 0;
-        if !ok && !lost {
+        // A hedge that lost, or an attempt the stop ended, did not fail.
+        if r.get::<_, i64>(4)? != 0 {
             s.errors += 1;
         } else if let (true, Some(ms)) = (ok, r.get::<_, Option<f64>>(2)?) {
             s.latencies.push(ms);
@@ -426,10 +426,16 @@ mod tests {
     }
 
     #[test]
-    fn a_hedge_that_lost_is_no_error_of_its_model() {
+    fn a_hedge_that_lost_or_an_attempt_stopped_by_the_user_is_no_error_of_its_model() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
-        for (ok, error_type) in [(1, None), (0, Some("cancelled")), (0, Some("server"))] {
+        let rows = [
+            (1, None),
+            (0, Some("cancelled")),
+            (0, Some("interrupted")),
+            (0, Some("server")),
+        ];
+        for (ok, error_type) in rows {
             s.conn()
                 .execute(
                     "INSERT INTO attempts (ts, run_id, line, model, ok, cached, latency_ms, error_type)
@@ -440,8 +446,8 @@ mod tests {
         }
         let r = load(s.conn(), &Window::new(Since::All, 20), &[]).unwrap();
         let m = &r.models[0];
-        assert_eq!((m.requests, m.errors), (3, 1), "{m:?}");
+        assert_eq!((m.requests, m.errors), (4, 1), "{m:?}");
         let (_, n, errors) = s.model_measurements("m/a", i64::MIN).unwrap();
-        assert_eq!((n, errors), (3, 1));
+        assert_eq!((n, errors), (4, 1));
     }
 }
