@@ -34,6 +34,16 @@
 //! the store and the HTTP client implement those traits; the core uses
 //! nothing of llmroute's but itself.
 
+/// Every `eprintln!` of the crate: std's, without its panic. With stderr a
+/// pipe whose reader has gone, std's panics, and the panic hook's own message
+/// then aborts the process; a message nobody can read is lost, not the run.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod app;
 pub mod batch;
 pub mod cli;

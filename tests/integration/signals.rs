@@ -425,3 +425,45 @@ fn ctrl_c_while_the_store_is_flushed_quits() {
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert_eq!(integrity(&env), "ok");
 }
+
+/// Runs `cmd` with its stderr a pipe whose reader has already gone, as
+/// under `2> >(exec true)` or `2>&1 >file | head -n 1`.
+fn with_stderr_gone(mut cmd: std::process::Command) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .expect("llmroute runs")
+}
+
+#[test]
+fn a_command_whose_stderr_reader_has_gone_exits_with_its_own_status() {
+    // A fatal error it cannot show: the status still says what happened,
+    // and the process is not aborted by the message it could not write.
+    let env = Env::three();
+    let missing = env.dir.path().join("nope.db");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["report", "--db"]).arg(&missing);
+    let out = with_stderr_gone(cmd);
+    assert_eq!(out.status.code(), Some(2), "{:?}", out.status);
+}
+
+#[test]
+fn a_run_whose_stderr_reader_has_gone_answers_every_line() {
+    // Warnings (here: candidates the catalogue lacks) go nowhere; the run
+    // still answers each line and ends as it would have.
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(0));
+    let file = env.write("batch.jsonl", &prompts(3));
+    let cmd = env
+        .cmd()
+        .args(["--models", "t/a,no/such-model"])
+        .arg(&file)
+        .cmd;
+    let out = with_stderr_gone(cmd);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, 3);
+}
