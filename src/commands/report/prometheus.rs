@@ -39,7 +39,7 @@ fn per_key(o: &mut String, r: &Report) {
         let labels = |k: &super::keys::KeyReport| vec![("key", k.key.clone())];
         r.keys.iter().map(|k| (labels(k), value(k))).collect()
     };
-    let families: [Gauge<super::keys::KeyReport>; 3] = [
+    let families: [Gauge<super::keys::KeyReport>; 4] = [
         (
             "llmroute_key_requests",
             "Requests of each client key, refused ones too.",
@@ -47,8 +47,13 @@ fn per_key(o: &mut String, r: &Report) {
         ),
         (
             "llmroute_key_answered",
-            "Requests of each client key answered (the cache's too).",
-            &|k| (k.answered + k.cache_hits) as f64,
+            "Requests of each client key answered upstream (cache hits not included).",
+            &|k| k.answered as f64,
+        ),
+        (
+            "llmroute_key_cache_hits",
+            "Requests of each client key answered from the cache.",
+            &|k| k.cache_hits as f64,
         ),
         (
             "llmroute_key_errors",
@@ -357,6 +362,35 @@ fn escape_help(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_s_answers_and_cache_hits_are_counted_apart_as_in_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
+        for cached in [0, 1, 1] {
+            s.conn()
+                .execute(
+                    "INSERT INTO requests (ts, run_id, line, model, ok, cached, latency_ms, attempts, key_name)
+                     VALUES (10, 'r', 1, 'm/a', 1, ?1, 5.0, 1 - ?1, 'k')",
+                    [cached],
+                )
+                .unwrap();
+        }
+        let window = super::super::Window::new(crate::cli::Since::All, 20);
+        let mut r = super::super::query::load(s.conn(), &window, &[]).unwrap();
+        r.keys = super::super::keys::load(s.conn(), &window, &[]).unwrap();
+        let text = render(&r);
+        assert!(text.contains("\nllmroute_answered 1\n"), "{text}");
+        assert!(text.contains("\nllmroute_cache_hits 2\n"), "{text}");
+        assert!(
+            text.contains("llmroute_key_answered{key=\"k\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llmroute_key_cache_hits{key=\"k\"} 2\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn escapes_label_values_and_help() {
