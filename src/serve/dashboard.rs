@@ -56,8 +56,7 @@ impl App {
     /// Whether the request carries a live key made with `keys create`: it
     /// may not see the dashboard, which is about every key (403, not the
     /// 401 of no token at all).
-    fn a_client_key(&self, headers: &HeaderMap) -> bool {
-        let token = super::state::token(headers);
+    fn a_client_key(&self, token: Option<&str>) -> bool {
         token.is_some()
             && matches!(self.keys.find(token, crate::engine::now_ms()), super::keys::Found::Key(c) if !c.trusted)
     }
@@ -117,12 +116,14 @@ pub async fn root() -> Response {
     Redirect::to("/dashboard").into_response()
 }
 
+/// Why a client key's token does not open the dashboard.
+const NOT_FOR_KEYS: &str = "A client key may not see the dashboard, which shows every key's spend: sign in with a trusted or admin token.";
+
 /// `GET /dashboard`.
 pub async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let Some(viewer) = app.viewer(&headers) else {
-        if app.a_client_key(&headers) {
-            let why = "A client key may not see the dashboard, which shows every key's spend: sign in with a trusted or admin token.";
-            return html_response(StatusCode::FORBIDDEN, sign_in(Some(why)));
+        if app.a_client_key(super::state::token(&headers)) {
+            return html_response(StatusCode::FORBIDDEN, sign_in(Some(NOT_FOR_KEYS)));
         }
         return html_response(StatusCode::UNAUTHORIZED, sign_in(None));
     };
@@ -158,7 +159,7 @@ async fn drawn<T: Send + 'static>(
 /// `GET /dashboard/data`: the dashboard's numbers, and its new body.
 pub async fn data(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if app.viewer(&headers).is_none() {
-        if app.a_client_key(&headers) {
+        if app.a_client_key(super::state::token(&headers)) {
             return ApiError::forbidden(
                 "a client key may not see the dashboard, which shows every key's spend",
             )
@@ -253,6 +254,9 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
             }
             guarded(resp)
         }
+        Ok(None) if app.a_client_key(Some(&token)) => {
+            html_response(StatusCode::FORBIDDEN, sign_in(Some(NOT_FOR_KEYS)))
+        }
         Ok(None) => html_response(
             StatusCode::UNAUTHORIZED,
             sign_in(Some("That token is not one of this server's.")),
@@ -306,7 +310,7 @@ fn sign_in(error: Option<&str>) -> String {
         )
     });
     let main = format!(
-        "<h1>llmroute</h1><p>This server's dashboard needs one of its client or admin tokens.</p>{error}\
+        "<h1>llmroute</h1><p>This server's dashboard needs one of its trusted or admin tokens (a client key's does not open it).</p>{error}\
          <form method=\"post\" action=\"/dashboard/login\" id=\"sign-in\">\
          <label for=\"token\">Token</label> <input type=\"password\" name=\"token\" id=\"token\" \
          autocomplete=\"current-password\" required> <button type=\"submit\">Sign in</button></form>"

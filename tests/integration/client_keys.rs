@@ -159,6 +159,22 @@ fn a_running_server_takes_new_keys_and_refuses_revoked_ones() {
         let (status, text) = get(&s, Some(&b), "/dashboard/data").await;
         assert_eq!(status, 403, "{text}");
         assert_eq!(get(&s, Some("llmr-nobody"), "/dashboard/data").await.0, 401);
+        // The sign-in form says the same of a key's token, not that the
+        // server does not know it.
+        let r = reqwest::Client::new()
+            .post(s.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(format!("token={b}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("A client key may not see the dashboard"),
+            "{page}"
+        );
     });
     // Each request is recorded with its key's name.
     drop(s);

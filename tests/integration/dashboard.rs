@@ -295,7 +295,9 @@ fn a_person_signs_in_once_in_the_page_s_form_and_out_again() {
     let s = with_tokens(&env);
     let b = Browser::start(env.dir.path());
     b.goto(&s.url("/dashboard"));
-    assert!(b.text().contains("needs one of its client or admin tokens"));
+    assert!(b
+        .text()
+        .contains("needs one of its trusted or admin tokens"));
     b.screenshot("dashboard-sign-in");
     b.eval(
         "document.getElementById('token').value = 'tok-admin-1';
@@ -316,7 +318,9 @@ fn a_person_signs_in_once_in_the_page_s_form_and_out_again() {
         b.text()
     );
     b.goto(&s.url("/dashboard"));
-    assert!(b.text().contains("needs one of its client or admin tokens"));
+    assert!(b
+        .text()
+        .contains("needs one of its trusted or admin tokens"));
     // A 401 for the sign-in page's first load is the only error.
     let errors: Vec<String> = b
         .console_errors()
