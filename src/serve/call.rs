@@ -161,6 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn a_max_tokens_that_is_not_whole_is_refused_as_such_under_a_cap() {
+        let policy = Policy {
+            max_tokens: Some(50),
+            ..Policy::default()
+        };
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for n in ["20.5", "100.5"] {
+            let body = format!(r#"{{{m},"max_tokens":{n}}}"#);
+            let e = parse_call(body.as_bytes(), true, Some(("k", &policy)))
+                .err()
+                .unwrap();
+            assert!(e.message.contains("whole number"), "{n}: {}", e.message);
+        }
+        let body = format!(r#"{{{m},"max_tokens":100}}"#);
+        let e = parse_call(body.as_bytes(), true, Some(("k", &policy)))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, "max_tokens_too_large");
+    }
+
+    #[test]
     fn model_names_route_pin_or_choose_a_priority() {
         let m = r#""messages":[{"role":"user","content":"hi"}]"#;
         assert_eq!(call(&format!("{{{m}}}")).unwrap().req.pinned, None);

@@ -29,7 +29,11 @@ pub fn cap_max_tokens(
             None | Some(Value::Null) => {}
             Some(v) => {
                 asked = true;
-                if v.as_f64().is_some_and(|n| n > cap as f64) {
+                // A number that is not whole is the body's own error, told
+                // as such when the body is read.
+                if v.as_f64()
+                    .is_some_and(|n| n.fract() == 0.0 && n > cap as f64)
+                {
                     return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_request_error",
