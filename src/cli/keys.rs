@@ -54,7 +54,7 @@ pub struct KeyCreateArgs {
     pub name: String,
 
     /// What the key may spend a period, in USD
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     pub budget: Option<f64>,
 
     /// The budget's period (UTC calendar days or months, or the key's whole life) [default: total]
@@ -62,11 +62,11 @@ pub struct KeyCreateArgs {
     pub per: Option<String>,
 
     /// Requests a minute
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rpm: Option<u32>,
 
     /// Tokens a minute (prompt and completion, as the upstream counts them)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub tpm: Option<u32>,
 
     /// Models the key may use, as patterns with `*` (e.g. 'openai/*'); routing stays within them
@@ -78,7 +78,7 @@ pub struct KeyCreateArgs {
     pub priorities: Vec<String>,
 
     /// The most max_tokens a request may ask for (a request that asks none gets this)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_tokens: Option<u64>,
 
     /// Whose cache the key's requests use: its own, or the one keys share [default: own]
@@ -90,7 +90,7 @@ pub struct KeyCreateArgs {
     pub feedback: Option<String>,
 
     /// When the key stops working: a duration from now (30d) or a UTC date or time (2027-01-31, 2027-01-31T12:00:00Z)
-    #[arg(long, value_name = "WHEN")]
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
     pub expires: Option<String>,
 
     /// JSON for scripts (the token included)

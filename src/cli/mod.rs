@@ -552,6 +552,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_s_negative_limits_reach_their_own_check() {
+        // Not clap's "unexpected argument" with a tip that does not work:
+        // the value is the key's to judge, and its error says why.
+        for (flag, value) in [("--budget", "-1"), ("--rpm", "-3"), ("--expires", "-5d")] {
+            let r = Cli::try_parse_from(["llmroute", "keys", "create", "k", flag, value]);
+            match r {
+                Ok(_) => {}
+                Err(e) => assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}"),
+            }
+        }
+        let cli =
+            Cli::try_parse_from(["llmroute", "keys", "create", "k", "--budget", "-1"]).unwrap();
+        let Some(Command::Keys(k)) = cli.command else {
+            panic!("keys")
+        };
+        let crate::cli::keys::KeysAction::Create(c) = k.action else {
+            panic!("create")
+        };
+        assert_eq!(c.budget, Some(-1.0));
+    }
+
+    #[test]
     fn lists_and_values_parse() {
         let cli = Cli::try_parse_from([
             "llmroute",
