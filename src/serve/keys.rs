@@ -32,6 +32,11 @@ pub struct Client {
     /// A token of `LLMROUTE_AUTH_TOKENS` or `--auth-token-file`: no limits,
     /// and it may read the dashboard and the metrics.
     pub trusted: bool,
+    /// Its own part of the cache: its name's, for a key (the name is the
+    /// client: made again with a new token, it keeps its cache as it keeps
+    /// its spend); its token's digest for a trusted token, which is named
+    /// only by its place in a list.
+    pub cache_scope: [u8; 32],
     record: Option<KeyRecord>,
     /// The budget of the current period, by the period's name.
     budget: Mutex<Option<(String, Allowance)>>,
@@ -66,9 +71,18 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     fn new(name: Arc<str>, digest: [u8; 32], record: Option<KeyRecord>) -> Client {
+        let cache_scope = match record {
+            Some(_) => Sha256::new()
+                .chain_update(b"llmroute key name\0")
+                .chain_update(name.as_bytes())
+                .finalize()
+                .into(),
+            None => digest,
+        };
         Client {
             name,
             digest,
+            cache_scope,
             policy: record
                 .as_ref()
                 .map(|r| r.policy.clone())

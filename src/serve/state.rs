@@ -166,17 +166,17 @@ impl App {
         }
     }
 
-    /// The request's own part of the cache: its key's token digest, so
-    /// that no key is answered from another's cache (or learns that
-    /// another sent the same prompt). None on a server without tokens (for
-    /// one person), with `--shared-cache`, or for a key made with
-    /// `--cache shared`.
+    /// The request's own part of the cache (its key's, see
+    /// [`Client::cache_scope`]), so that no key is answered from another's
+    /// cache or learns that another sent the same prompt. None on a server
+    /// without tokens (for one person), with `--shared-cache`, or for a key
+    /// made with `--cache shared`.
     pub fn cache_scope(&self, client: Option<&Client>) -> Option<[u8; 32]> {
         let c = client?;
         if self.shared_cache || c.policy.cache == CacheUse::Shared {
             return None;
         }
-        Some(c.digest)
+        Some(c.cache_scope)
     }
 
     /// Whether the request carries an admin token.

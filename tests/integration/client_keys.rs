@@ -532,6 +532,16 @@ fn keys_never_see_each_other_s_cached_answers() {
         assert_eq!(cached(&h), "false");
         let (_, h, _) = post(&s, Some(&d), &body).await;
         assert_eq!(cached(&h), "true", "keys that share, share");
+        // A name is the client: made again with a new token, it keeps its
+        // own cache, and another name still does not see it.
+        env.cmd().args(["keys", "revoke", "a"]).run().assert_code(0);
+        let a2 = make_key(&env, "a", &[]);
+        assert!(
+            eventually(async || post(&s, Some(&a2), &chat(None, "hi")).await.0 == 200).await,
+            "the new token is taken within seconds"
+        );
+        let (_, h, _) = post(&s, Some(&a2), &body).await;
+        assert_eq!(cached(&h), "true", "the name's own cache");
     });
 }
 
