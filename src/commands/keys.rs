@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::{KeyCreateArgs, KeysAction, KeysArgs};
 use crate::core::keys::{check_name, merge, CacheUse, FeedbackUse, KeyRecord, Period, Policy};
 use crate::core::numbers::{counted, usd};
+use crate::core::ranking::Presets;
 use crate::options::Options;
 use crate::setup as app;
 use crate::shared::Link;
@@ -40,7 +41,13 @@ pub fn main(args: &KeysArgs, options: &Options) -> anyhow::Result<i32> {
             // Keys are made before a server first runs: the first one
             // makes the store, as the server would.
             let store = Store::open(&path)?;
-            create(c, &store, link.as_deref(), &rt, now)
+            create(
+                c,
+                &store,
+                link.as_deref(),
+                &rt,
+                (now, &options.routing.presets),
+            )
         }
         KeysAction::Revoke { name } => {
             let store = crate::setup::open_existing(&path)?;
@@ -104,7 +111,9 @@ fn all(
 }
 
 /// The policy `create`'s flags describe.
-fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
+/// `presets` are the config's: a key may be allowed them as it may the
+/// built-in priorities.
+fn policy_of(c: &KeyCreateArgs, now: i64, presets: &Presets) -> anyhow::Result<Policy> {
     let policy = Policy {
         budget_usd: c.budget,
         period: match &c.per {
@@ -127,8 +136,16 @@ fn policy_of(c: &KeyCreateArgs, now: i64) -> anyhow::Result<Policy> {
         },
     };
     for p in &policy.priorities {
-        if crate::core::scoring::Priority::from_name(p).is_none() {
-            bail!("--priorities {p}: not a priority (speed, cost, quality, balanced)");
+        if crate::core::scoring::Priority::from_name(p).is_none() && !presets.contains_key(p) {
+            let mut own: Vec<&str> = presets.keys().map(String::as_str).collect();
+            own.sort_unstable();
+            let own = match own.is_empty() {
+                true => "none in the config".to_string(),
+                false => own.join(", "),
+            };
+            bail!(
+                "--priorities {p}: not a priority (speed, cost, quality, balanced) or a preset of the config ({own})"
+            );
         }
     }
     policy.check().map_err(anyhow::Error::msg)?;
@@ -188,10 +205,10 @@ fn create(
     store: &Store,
     link: Option<&Link>,
     rt: &tokio::runtime::Runtime,
-    now: i64,
+    (now, presets): (i64, &Presets),
 ) -> anyhow::Result<i32> {
     check_name(&c.name).map_err(anyhow::Error::msg)?;
-    let policy = policy_of(c, now)?;
+    let policy = policy_of(c, now, presets)?;
     if let Some(l) = link {
         let live = rt
             .block_on(crate::shared::clients::all(l))
@@ -441,6 +458,40 @@ fn time(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_may_be_allowed_the_config_s_presets() {
+        let args = |list: &str| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+                "llmroute",
+                "keys",
+                "create",
+                "k",
+                "--priorities",
+                list,
+            ])
+            .unwrap();
+            match cli.command {
+                Some(crate::cli::Command::Keys(k)) => match k.action {
+                    KeysAction::Create(c) => c,
+                    _ => unreachable!(),
+                },
+                _ => unreachable!(),
+            }
+        };
+        let mut presets = Presets::new();
+        let w = crate::core::ranking::resolve_priority("cost", &presets).unwrap();
+        presets.insert("nightly".to_string(), w);
+        let p = policy_of(&args("cost,nightly"), 0, &presets).unwrap();
+        assert_eq!(p.priorities, ["cost", "nightly"]);
+        let e = policy_of(&args("weekly"), 0, &presets).unwrap_err();
+        assert!(
+            e.to_string().contains("a preset of the config (nightly)"),
+            "{e}"
+        );
+        let e = policy_of(&args("nightly"), 0, &Presets::new()).unwrap_err();
+        assert!(e.to_string().contains("none in the config"), "{e}");
+    }
 
     #[test]
     fn an_expiry_is_one_a_date_can_show() {
