@@ -408,6 +408,9 @@ impl Config {
             w.check(&["weights"])?;
         }
         for (model, q) in &self.quality {
+            if model.trim().is_empty() {
+                return Err(bad(&["quality", model], "names no model"));
+            }
             if !(0.0..=1.0).contains(q) {
                 return Err(bad(&["quality", model], format!("{q} is outside [0, 1]")));
             }
@@ -625,6 +628,8 @@ mod tests {
         );
         let e = parse("rpm = 60\n\nconcurrency = 0\n").unwrap_err();
         assert_eq!(e, "line 3: concurrency: must be at least 1");
+        let e = parse("[quality]\n\"\" = 0.5\n").unwrap_err();
+        assert!(e.contains("names no model"), "{e}");
         let e = parse("[quality]\n\"x/y\" = 0.5\n\"a/b\" = 3\n").unwrap_err();
         assert!(e.starts_with("line 3: quality.a/b:"), "{e}");
         let e = parse("rpm = 1\n[presets.speed]\nlatency = 1\n").unwrap_err();

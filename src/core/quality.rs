@@ -93,12 +93,19 @@ pub fn parse_override(s: &str) -> Result<(String, f64), String> {
     if !(0.0..=1.0).contains(&score) {
         return Err(format!("quality {score} for '{model}' is outside [0, 1]"));
     }
-    Ok((model.to_string(), score))
+    // -0 is 0, and is shown so.
+    Ok((model.to_string(), score + 0.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_override_of_minus_zero_is_zero() {
+        let (_, q) = parse_override("a/b=-0").unwrap();
+        assert!(q == 0.0 && q.is_sign_positive());
+    }
 
     #[test]
     fn index_maps_linearly_and_clamps() {
