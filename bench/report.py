@@ -207,6 +207,7 @@ S9_ROWS = [("straight", "straight to the upstream"), ("nginx", "nginx, reverse p
 S9_BASE = ("straight", "straight_after")
 PEERS = ("litellm", "portkey")
 S9_MAX_ROWS = (("straight", "straight to the upstream"), ("nginx", "nginx, reverse proxy"),
+               ("serve_floor", "the server floor: llmroute's stack and upstream client alone"),
                ("llmroute", "llmroute serve, pinned"),
                ("llmroute_keys", "llmroute serve, keys and policy on"),
                ("llmroute_keys_cached", "llmroute serve, keys and policy on, answered from the "
@@ -628,7 +629,7 @@ def section9(s9, M):
                       (f" {share} | {more} |" if vs_nginx else ""))
         md.append("")
         sentences = []
-        for key in ("llmroute", "llmroute_keys", "llmroute_keys_cached"):
+        for key in ("serve_floor", "llmroute", "llmroute_keys", "llmroute_keys_cached"):
             vs = max_against(mx, key)
             if vs and vs["share"] and vs["cpu_more"]:
                 what = dict(S9_MAX_ROWS)[key]
@@ -640,6 +641,17 @@ def section9(s9, M):
         if sentences:
             md.append("In the same run, " + "; ".join(sentences) + ". The upstream's own CPU "
                       "is not counted in any row but the straight one.")
+            md.append("")
+        floor, keyed = mx.get("serve_floor"), mx.get("llmroute_keys")
+        if floor and keyed and floor.get("cpu_us_per_req") and keyed.get("cpu_us_per_req"):
+            md.append(
+                "The server floor (`examples/serve_floor.rs`) is an axum server on llmroute's "
+                "runtime, allocator and upstream client that passes each body on unread and "
+                "answers with the upstream's: no keys, policy, routing, cache, store or log. What "
+                "it spends is the stack's share of a request passed on; the keyed server's own "
+                f"work is the rest: {num(floor['cpu_us_per_req'], 0)} and "
+                f"{num(keyed['cpu_us_per_req'] - floor['cpu_us_per_req'], 0)} µs of CPU a "
+                "request.")
             md.append("")
     tls = s9.get("tls")
     if tls is not None:

@@ -33,6 +33,7 @@ PORTKEY = os.environ.get("BENCH_PORTKEY") or os.path.join(
 LITELLM_CLI = os.environ.get("BENCH_LITELLM_CLI") or os.path.join(os.path.dirname(VENV_PY),
                                                                    "litellm")
 FLOOR = os.path.join(ROOT, "target", "release", "examples", "client_floor")
+SERVE_FLOOR = os.path.join(ROOT, "target", "release", "examples", "serve_floor")
 PEER = os.path.join(ROOT, "bench", "litellm_peer.py")
 LUA = os.path.join(ROOT, "bench", "post.lua")
 MODELS = "fast/a,fast/b,fast/c"

@@ -17,7 +17,8 @@ from .load import load_contender, measure, with_model, wrk_max
 from .meter import cpu_seconds, http, status_kb
 from .servers import (LITELLM_KEY, NGINX_WORKERS, make_tls, nginx_conf, nginx_version,
                       serve_env, serve_help, start_fake, start_litellm, start_llmroute,
-                      start_llmroute_keyed, start_nginx, start_portkey, start_stunnel, stop_all,
+                      start_llmroute_keyed, start_nginx, start_portkey, start_serve_floor,
+                      start_stunnel, stop_all,
                       stunnel_version, key_after)
 
 
@@ -183,6 +184,9 @@ def scenario9(inputs, problems):
             for key, label, start, base in (
                     ("nginx", "through nginx", lambda: start_nginx("s9-nginx-max", up.url) if
                      NGINX else None, lambda s: s.url),
+                    ("serve_floor", "through the server floor (examples/serve_floor.rs)",
+                     lambda: start_serve_floor("s9-serve-floor-max", up.url),
+                     lambda s: s.base + "/v1"),
                     ("llmroute", "through llmroute serve, pinned",
                      lambda: start_llmroute("s9-llmroute-max", up.url, serve_env()) if
                      serve_help() else None, lambda s: s.base + "/v1"),

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import time
 
-from .common import (FAKE, LITELLM_CLI, LLMROUTE, MODELS, NGINX, NODE, PORTKEY, ROOT, SIZES,
-                     STUNNEL, fresh, llmroute_env, path)
+from .common import (FAKE, LITELLM_CLI, LLMROUTE, MODELS, NGINX, NODE, PORTKEY, ROOT,
+                     SERVE_FLOOR, SIZES, STUNNEL, fresh, llmroute_env, path)
 from .meter import http, session_pids
 
 LIVE = []  # servers to stop if the harness stops early
@@ -292,6 +292,22 @@ def start_nginx(name, upstream_url):
         s.stop()
         raise RuntimeError(f"nginx did not come up: {tail}")
     s.url = upstream_url.replace(f"http://{hostport}", f"http://127.0.0.1:{port}")
+    return s
+
+
+def start_serve_floor(name, base_url):
+    """The server floor (examples/serve_floor.rs): llmroute's HTTP stack and
+    upstream client passing each body on, and nothing else."""
+    if not os.access(SERVE_FLOOR, os.X_OK):
+        raise RuntimeError(f"no {SERVE_FLOOR}")
+    port = free_port()
+    s = Server(name, [SERVE_FLOOR, f"127.0.0.1:{port}", base_url])
+    s.cmd = f"serve_floor 127.0.0.1:PORT {base_url.rsplit(':', 1)[0]}:UPSTREAM"
+    s.base = f"http://127.0.0.1:{port}"
+    if not s.wait_http(s.base + "/health", 30):
+        tail = s.log_tail()
+        s.stop()
+        raise RuntimeError(f"serve_floor did not come up: {tail}")
     return s
 
 
