@@ -333,3 +333,28 @@ fn warnings_about_a_base_url_show_no_password() {
         }
     }
 }
+
+#[test]
+fn a_bad_value_from_an_environment_variable_names_the_variable() {
+    // A cron job's LLMROUTE_EXPLORE=abc is no --explore anybody gave.
+    let env = Env::three();
+    let out = env
+        .cmd()
+        .env("LLMROUTE_EXPLORE", "abc")
+        .args(["config", "show"])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("LLMROUTE_EXPLORE"), "{}", out.stderr);
+    // Given on the command line, the flag is the one to blame.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONCURRENCY", "4")
+        .args(["-j", "0", "config", "show"])
+        .run();
+    out.assert_code(2);
+    assert!(
+        !out.stderr.contains("LLMROUTE_CONCURRENCY"),
+        "{}",
+        out.stderr
+    );
+}
