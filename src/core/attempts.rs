@@ -102,9 +102,14 @@ pub struct Attempts {
     held_off: Vec<Option<(Instant, &'static str)>>,
     /// After a context-length error: the largest window known too small.
     min_context: Option<u64>,
-    /// After a 402 (the account's credit does not cover this request on a
-    /// model), only models whose estimate is under this one's are tried.
-    max_cost: Option<f64>,
+    /// The account of each of the plan's models: the upstream it is on
+    /// (its index among the plan's upstreams, in order met). All 0 until
+    /// [`Attempts::on_accounts`] says otherwise.
+    accounts: Vec<u16>,
+    /// After a 402 (an account's credit does not cover this request on a
+    /// model): the account, and the estimate its models must be under to
+    /// be tried. Models on other accounts are not held to it.
+    max_cost: Vec<(u16, f64)>,
     /// The last failure was a 402: giving up then says so.
     payment: bool,
     sent: u32,
@@ -119,18 +124,39 @@ impl Attempts {
     pub fn new(plan: Vec<Planned>, max_attempts: u32) -> Attempts {
         let state = vec![State::Untried; plan.len()];
         let held_off = vec![None; plan.len()];
+        let accounts = vec![0; plan.len()];
         Attempts {
             plan,
             state,
             held_off,
             min_context: None,
-            max_cost: None,
+            accounts,
+            max_cost: Vec::new(),
             payment: false,
             sent: 0,
             max: max_attempts,
             last: None,
             ended: None,
         }
+    }
+
+    /// Says which account (upstream) each of the plan's models is on: the
+    /// first `account_len` bytes of its id (`NAME:`, or none for the
+    /// default upstream). A 402 then holds back only the dearer models of
+    /// the account that answered it, since another's credit is its own.
+    pub fn on_accounts(mut self, account_len: impl Fn(&str) -> usize) -> Attempts {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut accounts = Vec::with_capacity(self.plan.len());
+        for p in &self.plan {
+            let a = p.model.get(..account_len(&p.model)).unwrap_or("");
+            let k = seen.iter().position(|s| *s == a).unwrap_or_else(|| {
+                seen.push(a);
+                seen.len() - 1
+            });
+            accounts.push(u16::try_from(k).unwrap_or(u16::MAX));
+        }
+        self.accounts = accounts;
+        self
     }
 
     pub fn plan(&self) -> &[Planned] {
@@ -154,7 +180,7 @@ impl Attempts {
         let mut again = None;
         let mut earliest: Option<(Instant, usize)> = None;
         for (i, p) in self.plan.iter().enumerate() {
-            if self.state[i] == State::Done || self.too_small(p) {
+            if self.state[i] == State::Done || self.too_small(i, p) {
                 continue;
             }
             match self.cooling_until(i, now, health) {
@@ -216,7 +242,11 @@ impl Attempts {
                 self.state[i] = State::Done;
                 self.payment = true;
                 if let Some(c) = self.plan[i].est_cost {
-                    self.max_cost = Some(self.max_cost.map_or(c, |m| m.min(c)));
+                    let account = self.accounts[i];
+                    match self.max_cost.iter_mut().find(|(a, _)| *a == account) {
+                        Some((_, m)) => *m = m.min(c),
+                        None => self.max_cost.push((account, c)),
+                    }
                 }
                 Effect::None
             }
@@ -265,7 +295,7 @@ impl Attempts {
         self.plan.iter().enumerate().position(|(i, p)| {
             !besides.contains(&i)
                 && self.state[i] == State::Untried
-                && !self.too_small(p)
+                && !self.too_small(i, p)
                 && self.cooling_until(i, now, health).is_none()
         })
     }
@@ -305,12 +335,16 @@ impl Attempts {
     /// Whether `p` is ruled out by what came back: its window is not over
     /// one that was too small, or its estimate not under one the account
     /// could not pay.
-    fn too_small(&self, p: &Planned) -> bool {
+    /// Whether the plan's model `i` (`p`) is ruled out: its window is
+    /// known too small, or its account answered 402 for a cheaper one.
+    fn too_small(&self, i: usize, p: &Planned) -> bool {
+        let account = self.accounts[i];
         self.min_context
             .is_some_and(|c| p.context_length.is_none_or(|x| x <= c))
             || self
                 .max_cost
-                .is_some_and(|c| p.est_cost.is_none_or(|x| x >= c))
+                .iter()
+                .any(|&(a, c)| a == account && p.est_cost.is_none_or(|x| x >= c))
     }
 
     fn all_failed(&self) -> Ending {
@@ -588,6 +622,33 @@ mod tests {
             Next::GiveUp(e) => assert_eq!(e.kind, error_type::PAYMENT_REQUIRED),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_402_holds_back_only_the_dearer_models_of_its_own_account() {
+        let priced = |m: &str, c: f64| Planned {
+            est_cost: Some(c),
+            ..planned(m, None)
+        };
+        let plan = vec![
+            priced("local:cheap", 0.5),
+            priced("local:dear", 2.0),
+            priced("prov/dearer", 3.0),
+        ];
+        let account = |m: &str| match m.starts_with("local:") {
+            true => "local:".len(),
+            false => 0,
+        };
+        let mut a = Attempts::new(plan, 4).on_accounts(account);
+        let health = Pauses::default();
+        let t0 = Instant::now();
+        let f = status(402, None, "more credits are required");
+        assert_eq!(a.observe(0, Err(&f)), Effect::None);
+        assert_eq!(
+            a.next(t0, &health),
+            Next::Send(2),
+            "another account's model, dearer or not; not the same account's dearer one"
+        );
     }
 
     #[test]

@@ -232,7 +232,9 @@ impl Router {
                 }
                 Some(_) if self.cancel.is_cancelled() => Routed::new(Outcome::Unsent, 0.0),
                 Some(upstream) => {
-                    let attempts = Attempts::new(plan.order, self.config.max_attempts);
+                    // A 402 speaks for its own upstream's account only.
+                    let attempts = Attempts::new(plan.order, self.config.max_attempts)
+                        .on_accounts(|c| account_of(&**upstream, c));
                     self.send(job, attempts, probe, &**upstream, leader).await
                 }
             }
@@ -545,4 +547,12 @@ fn unknown_price_estimate(plan: &[Planned], catalogue: &Catalogue, req: &Request
     catalogue
         .dearest_estimate(req.prompt_tokens, completion)
         .map_or(candidates, |d| d.max(candidates))
+}
+
+/// The length of `candidate`'s account, the prefix that names its upstream
+/// (`NAME:`); 0 for the default upstream.
+fn account_of(upstream: &dyn Upstream, candidate: &str) -> usize {
+    upstream
+        .route_to(candidate)
+        .map_or(0, |(_, model)| candidate.len().saturating_sub(model.len()))
 }

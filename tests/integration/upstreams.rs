@@ -177,6 +177,38 @@ fn a_local_server_that_is_down_sends_its_requests_elsewhere() {
     }
 }
 
+/// A 402 says one account's credit is short: a candidate on another
+/// upstream, dearer as it may be, is billed to another account and still
+/// takes the request.
+#[test]
+fn a_402_from_one_upstream_leaves_the_others_candidates_open() {
+    let env = env();
+    let local = local();
+    // llama3 costs a little on the local server, less than m/x.
+    let cfg = local_config(&env, &local.base_url(), "", "0.0000001");
+    local.set_default("llama3", Behavior::status(402));
+    let out = run(
+        &env,
+        &cfg,
+        &[
+            "--models",
+            "local:llama3,m/x",
+            "-p",
+            "cost",
+            "--explore",
+            "0",
+            "--no-cache",
+        ],
+        3,
+    );
+    out.assert_code(0);
+    for l in out.lines() {
+        assert_eq!(l["attempts"][0]["model"], "local:llama3", "{l}");
+        assert_eq!(l["attempts"][0]["status"], 402, "{l}");
+        assert_eq!(l["model"], "m/x", "{l}");
+    }
+}
+
 /// A named upstream refusing its key refuses that upstream only: its
 /// requests go elsewhere, and the run goes on.
 #[test]
