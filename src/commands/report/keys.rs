@@ -19,6 +19,9 @@ pub struct KeyReport {
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_lines: i64,
+    /// Whether any line's cost is known ($0 included).
+    #[serde(skip)]
+    pub cost_known: bool,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
 }
@@ -33,7 +36,7 @@ pub fn load(
         "SELECT key_name, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
                 total(completion_tokens) FILTER (WHERE NOT cached),
-                sum(ok AND cost_usd IS NULL)
+                sum(ok AND cost_usd IS NULL), count(cost_usd)
          FROM requests WHERE key_name IS NOT NULL AND ts >= ?",
     );
     let mut params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(
@@ -63,6 +66,7 @@ pub fn load(
             prompt_tokens: r.get::<_, f64>(6)? as i64,
             completion_tokens: r.get::<_, f64>(7)? as i64,
             cost_unknown_lines: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+            cost_known: r.get::<_, i64>(9)? > 0,
         })
     })?;
     rows.collect()
@@ -89,7 +93,7 @@ pub fn cells(keys: &[KeyReport]) -> ([&'static str; 7], Vec<[String; 7]>) {
             k.answered.to_string(),
             k.errors.to_string(),
             k.cache_hits.to_string(),
-            super::table::total_cost(k.cost_usd, k.cost_unknown_lines),
+            super::table::total_cost(k.cost_usd, k.cost_known, k.cost_unknown_lines),
             (k.prompt_tokens + k.completion_tokens).to_string(),
         ]
     });
@@ -146,6 +150,11 @@ mod tests {
         assert_eq!((keys[0].cost_usd, keys[0].cost_unknown_lines), (0.5, 1));
         let table = render(&keys, "all");
         assert!(table.contains("$0.50 + unknown for 1 line"), "{table}");
+        // A free model's $0 is a cost known, beside the unknown one.
+        let s = store_of([request(Some("m"), Some("a"), true, 0.0), unknown.clone()]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        let table = render(&keys, "all");
+        assert!(table.contains("$0 + unknown for 1 line"), "{table}");
         let s = store_of([unknown]);
         let keys = load(s.conn(), &all_time(), &[]).unwrap();
         let table = render(&keys, "all");

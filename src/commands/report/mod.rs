@@ -250,6 +250,10 @@ pub struct Report {
     /// Answered lines whose cost is unknown (no price, no `usage.cost`),
     /// left out of `cost_usd` rather than counted as 0.
     pub cost_unknown_lines: i64,
+    /// Whether any line's cost is known: `cost_usd` is then a sum, $0
+    /// included (a free model's), not nothing known.
+    #[serde(skip)]
+    pub cost_known: bool,
     /// Token sums over answered lines.
     pub tokens: Tokens,
     /// Upstream attempts (rows of `attempts` that are not cache hits).
@@ -307,6 +311,9 @@ pub struct ModelReport {
     pub cost_usd: f64,
     /// Its successful attempts whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_attempts: i64,
+    /// Whether any of its attempts' cost is known.
+    #[serde(skip)]
+    pub cost_known: bool,
     /// Its successful attempts' latencies, ascending.
     #[serde(skip)]
     pub latencies: Latencies,

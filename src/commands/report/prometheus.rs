@@ -74,6 +74,7 @@ fn per_key(o: &mut String, r: &Report) {
                 known_cost(
                     vec![("key", k.key.clone())],
                     k.cost_usd,
+                    k.cost_known,
                     k.cost_unknown_lines,
                 )
             })
@@ -137,7 +138,7 @@ fn per_upstream(o: &mut String, r: &Report) {
             .iter()
             .flat_map(|u| {
                 let labels = vec![("upstream", u.upstream.clone())];
-                known_cost(labels, u.cost_usd, u.cost_unknown_lines)
+                known_cost(labels, u.cost_usd, u.cost_known, u.cost_unknown_lines)
             })
             .collect(),
     );
@@ -180,7 +181,7 @@ fn totals(o: &mut String, r: &Report) {
         "llmroute_cost_usd",
         "gauge",
         "Known cost of the lines in US dollars (absent when only unknown costs).",
-        known_cost(vec![], r.cost_usd, r.cost_unknown_lines),
+        known_cost(vec![], r.cost_usd, r.cost_known, r.cost_unknown_lines),
     );
     family(
         o,
@@ -248,7 +249,7 @@ fn per_model(o: &mut String, r: &Report) {
             .iter()
             .flat_map(|m| {
                 let labels = vec![("model", m.model.clone())];
-                known_cost(labels, m.cost_usd, m.cost_unknown_attempts)
+                known_cost(labels, m.cost_usd, m.cost_known, m.cost_unknown_attempts)
             })
             .collect(),
     );
@@ -275,8 +276,10 @@ type Sample = (Labels, f64);
 
 /// A known cost's sample, without float noise; none when the costs are
 /// unknown, never a 0 for them.
-fn known_cost(labels: Labels, known: f64, unknown: i64) -> Vec<Sample> {
-    if unknown > 0 && known <= 0.0 {
+/// The sample of a known cost: none when every cost is unknown (`any_known`
+/// false with some unknown); a free model's $0 is a cost known.
+fn known_cost(labels: Labels, known: f64, any_known: bool, unknown: i64) -> Vec<Sample> {
+    if unknown > 0 && !any_known {
         Vec::new()
     } else {
         vec![(labels, crate::core::numbers::round_usd(known))]
@@ -362,6 +365,25 @@ fn escape_help(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_model_s_cost_is_a_cost_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
+        for cost in [Some(0.0), None] {
+            s.conn()
+                .execute(
+                    "INSERT INTO requests (ts, run_id, line, model, ok, cached, latency_ms, attempts, cost_usd)
+                     VALUES (10, 'r', 1, 'local:m', 1, 0, 5.0, 1, ?1)",
+                    [cost],
+                )
+                .unwrap();
+        }
+        let window = super::super::Window::new(crate::cli::Since::All, 20);
+        let r = super::super::query::load(s.conn(), &window, &[]).unwrap();
+        let text = render(&r);
+        assert!(text.contains("\nllmroute_cost_usd 0\n"), "{text}");
+    }
 
     #[test]
     fn a_key_s_answers_and_cache_hits_are_counted_apart_as_in_the_totals() {

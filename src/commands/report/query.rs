@@ -114,6 +114,7 @@ struct LineSums {
     cache_hits: i64,
     cost_usd: f64,
     cost_unknown: i64,
+    cost_known: bool,
     prompt: i64,
     completion: i64,
     latencies: Vec<f64>,
@@ -127,6 +128,7 @@ struct ModelSums {
     errors: i64,
     cost_usd: f64,
     cost_unknown: i64,
+    cost_known: bool,
     latencies: Vec<f64>,
 }
 
@@ -152,7 +154,10 @@ fn line_sums(
         let cost = r.get::<_, Option<f64>>(3)?;
         t.series.add(r.get(6)?, ok, r.get::<_, i64>(1)? != 0, cost);
         match cost {
-            Some(c) => t.cost_usd += c,
+            Some(c) => {
+                t.cost_usd += c;
+                t.cost_known = true;
+            }
             // An answer whose cost nobody knows; a failed line has none.
             None if ok => t.cost_unknown += 1,
             None => {}
@@ -209,7 +214,10 @@ fn model_sums(
             s.latencies.push(ms);
         }
         match r.get::<_, Option<f64>>(3)? {
-            Some(c) => s.cost_usd += c,
+            Some(c) => {
+                s.cost_usd += c;
+                s.cost_known = true;
+            }
             None if ok => s.cost_unknown += 1,
             None => {}
         }
@@ -243,6 +251,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
                 latency_ms: latencies.summary(),
                 cost_usd: s.cost_usd,
                 cost_unknown_attempts: s.cost_unknown,
+                cost_known: s.cost_known,
                 latencies,
             }
         })
@@ -265,6 +274,7 @@ pub fn load(conn: &Connection, window: &Window, models: &[String]) -> rusqlite::
         latency_ms: latencies.summary(),
         cost_usd: t.cost_usd,
         cost_unknown_lines: t.cost_unknown,
+        cost_known: t.cost_known,
         tokens: Tokens {
             prompt: t.prompt,
             completion: t.completion,

@@ -144,7 +144,7 @@ fn totals(out: &mut String, r: &Report, p: &Paint) {
         out,
         "cost",
         vec![
-            total_cost(r.cost_usd, r.cost_unknown_lines),
+            total_cost(r.cost_usd, r.cost_known, r.cost_unknown_lines),
             format!(
                 "tokens {} prompt · {} completion",
                 count(r.tokens.prompt),
@@ -472,13 +472,15 @@ pub(super) fn model_cost(known: f64, unknown: i64) -> String {
 }
 
 /// The total cost, as costs in text are written (three significant
-/// digits), and the lines whose cost is unknown, never shown as 0.
-pub(super) fn total_cost(known: f64, unknown: i64) -> String {
+/// digits), and the lines whose cost is unknown, never shown as 0: `known`
+/// sums the costs of the lines that have one, if any does (`any_known`; a
+/// free model's $0 is a cost known).
+pub(super) fn total_cost(known: f64, any_known: bool, unknown: i64) -> String {
     let lines = numbers::counted(unknown.max(0) as u64, "line");
-    match (unknown, known) {
-        (0, x) => numbers::usd(x),
-        (_, x) if x <= 0.0 => format!("unknown for {lines}"),
-        (_, x) => format!("{} + unknown for {lines}", numbers::usd(x)),
+    match (unknown, any_known) {
+        (0, _) => numbers::usd(known),
+        (_, false) => format!("unknown for {lines}"),
+        (_, true) => format!("{} + unknown for {lines}", numbers::usd(known)),
     }
 }
 
@@ -498,6 +500,7 @@ mod tests {
             latency_ms: latencies.summary(),
             cost_usd: 0.0123,
             cost_unknown_attempts: 0,
+            cost_known: true,
             latencies,
         }
     }
@@ -526,6 +529,7 @@ mod tests {
             latency_ms: latencies.summary(),
             cost_usd: 12.5,
             cost_unknown_lines: 0,
+            cost_known: true,
             tokens: Tokens {
                 prompt: 123_456_789,
                 completion: 987_654_321,
@@ -704,9 +708,12 @@ mod tests {
 
     #[test]
     fn the_total_cost_keeps_three_significant_digits() {
-        assert_eq!(total_cost(0.000_046, 0), "$0.000046");
-        assert_eq!(total_cost(0.000_238, 2), "$0.000238 + unknown for 2 lines");
-        assert_eq!(total_cost(3.456, 0), "$3.46");
+        assert_eq!(total_cost(0.000_046, true, 0), "$0.000046");
+        assert_eq!(
+            total_cost(0.000_238, true, 2),
+            "$0.000238 + unknown for 2 lines"
+        );
+        assert_eq!(total_cost(3.456, true, 0), "$3.46");
     }
 
     #[test]
@@ -718,8 +725,9 @@ mod tests {
         for x in [0.0004, 0.5, 42.0, 5_000.0, 7e6] {
             assert!(model_cost(x, 1).chars().count() <= 7, "{x}");
         }
-        assert_eq!(total_cost(0.5, 0), "$0.50");
-        assert_eq!(total_cost(0.0, 1), "unknown for 1 line");
-        assert_eq!(total_cost(0.5, 3), "$0.50 + unknown for 3 lines");
+        assert_eq!(total_cost(0.5, true, 0), "$0.50");
+        assert_eq!(total_cost(0.0, false, 1), "unknown for 1 line");
+        assert_eq!(total_cost(0.0, true, 1), "$0 + unknown for 1 line");
+        assert_eq!(total_cost(0.5, true, 3), "$0.50 + unknown for 3 lines");
     }
 }

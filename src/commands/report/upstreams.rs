@@ -24,6 +24,9 @@ pub struct UpstreamReport {
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_lines: i64,
+    /// Whether any line's cost is known ($0 included).
+    #[serde(skip)]
+    pub cost_known: bool,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     /// Its candidates that ended requests.
@@ -45,7 +48,7 @@ pub fn load(
         "SELECT model, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
                 total(completion_tokens) FILTER (WHERE NOT cached),
-                sum(ok AND cost_usd IS NULL)
+                sum(ok AND cost_usd IS NULL), count(cost_usd)
          FROM requests WHERE model IS NOT NULL AND ts >= ?1 GROUP BY model",
     )?;
     // `report --model`: only the lines those models ended.
@@ -61,11 +64,13 @@ pub fn load(
             r.get::<_, f64>(6)? as i64,
             r.get::<_, f64>(7)? as i64,
             r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+            r.get::<_, i64>(9)? > 0,
         ))
     })?;
     let mut out: Vec<UpstreamReport> = Vec::new();
     for row in rows {
-        let (model, requests, answered, errors, cached, cost, prompt, completion, unknown) = row?;
+        let (model, requests, answered, errors, cached, cost, prompt, completion, unknown, known) =
+            row?;
         if !asked(&model) {
             continue;
         }
@@ -76,6 +81,7 @@ pub fn load(
         u.cache_hits += cached;
         u.cost_usd += cost;
         u.cost_unknown_lines += unknown;
+        u.cost_known |= known;
         u.prompt_tokens += prompt;
         u.completion_tokens += completion;
         u.models.push(model);
@@ -155,6 +161,7 @@ fn row_of<'a>(out: &'a mut Vec<UpstreamReport>, name: &str) -> &'a mut UpstreamR
                 cache_hits: 0,
                 cost_usd: 0.0,
                 cost_unknown_lines: 0,
+                cost_known: false,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 models: Vec::new(),
@@ -206,7 +213,7 @@ pub fn cells(upstreams: &[UpstreamReport]) -> ([&'static str; 8], Vec<[String; 8
             u.answered.to_string(),
             u.errors.to_string(),
             u.cache_hits.to_string(),
-            super::table::total_cost(u.cost_usd, u.cost_unknown_lines),
+            super::table::total_cost(u.cost_usd, u.cost_known, u.cost_unknown_lines),
             (u.prompt_tokens + u.completion_tokens).to_string(),
             u.models.join(", "),
         ]
