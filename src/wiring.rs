@@ -324,9 +324,16 @@ pub fn with_named_candidates(
         let base = u.base_url.trim().trim_end_matches('/').to_string();
         let client = Client::with_headers(&base, key.as_deref(), pool, &u.headers)
             .map_err(|e| anyhow!("upstream {name}: {e}"))?;
-        let client_to_fetch = (fetch != Fetch::Never).then_some(&client);
-        let again = fetch == Fetch::Again;
-        let listed = setup::load_catalogue(store, client_to_fetch, &base, rt, true, again);
+        let listed = match fetch {
+            // `models --refresh`: fetched now, or the command fails saying
+            // why, as for the default API; a stored copy is no refresh.
+            Fetch::Again => setup::refresh_catalogue(store, &client, &base, rt)
+                .map_err(|e| anyhow!("upstream {name}: {e}"))?,
+            _ => {
+                let client_to_fetch = (fetch != Fetch::Never).then_some(&client);
+                setup::load_catalogue(store, client_to_fetch, &base, rt, true, false)
+            }
+        };
         // A server of its own has no snapshot to fall back on: OpenRouter's is not its.
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {

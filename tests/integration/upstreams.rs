@@ -892,6 +892,20 @@ fn models_refresh_fetches_a_named_upstream_s_catalogue_again() {
         .find(|r| r["model"] == "local:llama3")
         .unwrap();
     assert_eq!(row["context_length"], 8192, "{row}");
+    // Refreshed again while it fails: the stored copy is not passed off
+    // as fresh, and the command fails naming the upstream, as it does
+    // for the default API.
+    local.set_catalogue_behavior(fake_openrouter::CatalogueBehavior::Status(500));
+    let out = with(&env, &cfg)
+        .args(["models", "--refresh", "--models", "m/x,local:llama3"])
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("upstream local: cannot refresh the catalogue"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Requests waiting for a slot take the first one free on any of their
