@@ -64,7 +64,7 @@ where
 pub(super) async fn opened<B>(
     resp: Response<B>,
     fail: Fail<B::Error>,
-    redact: Option<String>,
+    redact: super::Secrets,
 ) -> Result<Opened, Failure>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -83,10 +83,7 @@ where
     let events = resp.into_body().into_data_stream().map(move |r| {
         r.map_err(|e| {
             let mut f = fail(e);
-            if let Some(clean) = redact
-                .as_deref()
-                .and_then(|k| super::without_key(&f.message, k))
-            {
+            if let Some(clean) = redact.scrub(&f.message) {
                 f.message = clean;
             }
             f

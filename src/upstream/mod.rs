@@ -15,6 +15,9 @@ use crate::engine::ports::Opened;
 
 mod answer;
 mod plain;
+mod secrets;
+
+pub use secrets::Secrets;
 
 /// Largest response body accepted; a larger one fails the attempt.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -77,9 +80,9 @@ pub struct Client {
     /// Parsed once: a request then costs a clone, not a parse of the URL.
     chat_url: reqwest::Url,
     models_url: reqwest::Url,
-    /// The key, kept only to blank it out of messages built from what a
-    /// server sent back (an API may echo it in an error body).
-    redact: Option<String>,
+    /// The key and the base URL's credentials, kept only to blank them out
+    /// of what a server sends back (an API may echo them in an error body).
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for Client {
@@ -175,18 +178,14 @@ impl Client {
             plain,
             chat_url,
             models_url: endpoint("models")?,
-            redact: api_key
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty()),
+            secrets: Secrets::new(api_key, &url),
         })
     }
 
-    /// Replaces the key, wherever it appears in `text`, with `[redacted]`.
+    /// Replaces the key and the base URL's credentials, wherever they
+    /// appear in `text`, with `[redacted]`.
     pub fn redact(&self, text: String) -> String {
-        match self.redact.as_deref().and_then(|k| without_key(&text, k)) {
-            Some(clean) => clean,
-            None => text,
-        }
+        self.secrets.scrubbed(text)
     }
 
     /// A POST of `body` to the chat completions endpoint.
@@ -203,12 +202,13 @@ impl Client {
             Ok(mut s) => {
                 // An answer that echoes the key back is cached, written
                 // out and served: without it, written plainly or escaped.
-                if let Some(k) = self.redact.as_deref() {
-                    let in_content = s.content.as_deref().is_some_and(|c| c.contains(k));
-                    if in_content || s.body.contains(k) {
-                        s.body = without_key_json(&s.body, k);
-                        s.content = s.content.map(|c| self.redact(c));
-                    }
+                let in_content = s
+                    .content
+                    .as_deref()
+                    .is_some_and(|c| self.secrets.in_text(c));
+                if in_content || self.secrets.in_text(&s.body) {
+                    s.body = self.secrets.scrub_json(&s.body);
+                    s.content = s.content.map(|c| self.redact(c));
                 }
                 Ok(s)
             }
@@ -247,7 +247,7 @@ impl Client {
     /// head has come. A 2xx that is not a stream (an API that ignored
     /// `stream`) is read whole and replayed as one.
     pub async fn open(&self, body: Vec<u8>, timeout: Duration) -> Result<Opened, Failure> {
-        let redact = self.redact.clone();
+        let redact = self.secrets.clone();
         let head = async {
             match &self.plain {
                 Some(p) => {
@@ -280,15 +280,14 @@ impl Client {
             f.message = self.redact(f.message);
             f
         })?;
-        if let Some(key) = self.redact.clone() {
-            // The key in an event (an upstream echoing it back), as far
+        if !self.secrets.is_empty() {
+            // A secret in an event (an upstream echoing it back), as far
             // as one event holds it whole.
             use futures_util::StreamExt;
+            let secrets = self.secrets.clone();
             opened.events = Box::pin(opened.events.map(move |r| {
                 r.map(|b| {
-                    let clean = std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|t| without_key(t, &key));
+                    let clean = std::str::from_utf8(&b).ok().and_then(|t| secrets.scrub(t));
                     clean.map_or(b, bytes::Bytes::from)
                 })
             }));
@@ -342,37 +341,9 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     }
 }
 
-/// What stands for the key where a text held it.
-const REDACTED: &str = "[redacted]";
-
-/// `text` with `key` replaced by `[redacted]`; None when it holds none.
-fn without_key(text: &str, key: &str) -> Option<String> {
-    text.contains(key).then(|| text.replace(key, REDACTED))
-}
-
-/// `body` (JSON) with `key` replaced by `[redacted]` in every string, as
-/// JSON holds it (escapes decoded); not JSON, replaced as text.
-fn without_key_json(body: &str, key: &str) -> String {
-    fn walk(v: &mut serde_json::Value, key: &str) {
-        match v {
-            serde_json::Value::String(s) if s.contains(key) => *s = s.replace(key, REDACTED),
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key)),
-            serde_json::Value::Object(o) => o.values_mut().for_each(|v| walk(v, key)),
-            _ => {}
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(mut v) => {
-            walk(&mut v, key);
-            v.to_string().replace(key, REDACTED)
-        }
-        Err(_) => body.replace(key, REDACTED),
-    }
-}
-
 impl crate::engine::ports::Upstream for Client {
     fn scrub(&self, text: &str) -> Option<String> {
-        without_key(text, self.redact.as_deref()?)
+        self.secrets.scrub(text)
     }
 
     fn complete(

@@ -136,7 +136,7 @@ mod tests {
     /// A streamed answer, as the client opens one.
     async fn open(plain: &Plain) -> Result<Opened, Failure> {
         let resp = plain.post(b"{}".to_vec(), true).await?;
-        answer::opened(resp, body_failure, None).await
+        answer::opened(resp, body_failure, crate::upstream::Secrets::default()).await
     }
 
     /// A server on 127.0.0.1 that answers one request with `head`.

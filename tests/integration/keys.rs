@@ -81,6 +81,34 @@ fn llmroute_api_key_never_leaks_when_an_upstream_echoes_it() {
 }
 
 #[test]
+fn a_base_url_s_credentials_never_leak_when_an_upstream_echoes_them() {
+    // They go as Basic authorisation: an upstream that quotes its request
+    // headers shows them base64-encoded, or the password itself.
+    let env = Env::three();
+    let basic = "YWxpY2U6cHctVE9QU0VDUkVUOQ=="; // alice:pw-TOPSECRET9
+    let echo =
+        format!(r#"{{"error":{{"message":"got Authorization: Basic {basic} (pw-TOPSECRET9)"}}}}"#);
+    env.server
+        .set_default("t/a", Behavior::status_with_body(500, echo));
+    let base = env
+        .server
+        .base_url()
+        .replace("http://", "http://alice:pw-TOPSECRET9@");
+    let out = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", base)
+        .args(["--models", "t/a", "-v", "--max-attempts", "1"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("[redacted]"), "{}", out.stdout);
+    for secret in [basic, "pw-TOPSECRET9"] {
+        assert!(!out.stdout.contains(secret), "{}", out.stdout);
+        assert!(!out.stderr.contains(secret), "{}", out.stderr);
+    }
+}
+
+#[test]
 #[cfg_attr(
     not(debug_assertions),
     ignore = "needs a debug build: release builds have no fail points"
