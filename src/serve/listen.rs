@@ -22,11 +22,12 @@ pub const LAST_EVENT: Duration = Duration::from_secs(1);
 /// Serves `app` on `listener` until `stop` resolves; then lets requests in
 /// flight finish for up to `grace`, and then cancels `cut` and gives the
 /// streams it ends [`LAST_EVENT`] to close. Returns whether every request
-/// finished within the grace period.
+/// finished within the grace period. A connection whose client takes
+/// nothing of what it is sent for `send_timeout` is cut off.
 pub async fn serve(
     listener: TcpListener,
     app: super::http::Api,
-    (header_timeout, max_connections): (Duration, usize),
+    (header_timeout, send_timeout, max_connections): (Duration, Duration, usize),
     stop: impl Future<Output = ()>,
     (grace, cut): (Duration, CancellationToken),
 ) -> bool {
@@ -69,6 +70,7 @@ pub async fn serve(
             app.clone()
                 .map_request(|r: axum::http::Request<Incoming>| r.map(axum::body::Body::new)),
         );
+        let socket = super::stall::Stalls::new(socket, send_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(socket), service)
             .into_owned();

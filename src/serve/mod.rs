@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod policy;
 pub mod quota;
 pub mod site;
+pub mod stall;
 pub mod state;
 pub mod unshared;
 pub mod upkeep;
@@ -140,7 +141,11 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     let finished = rt.block_on(listen::serve(
         listener,
         routes,
-        (s.header_timeout, s.max_connections as usize),
+        (
+            s.header_timeout,
+            options.timeout,
+            s.max_connections as usize,
+        ),
         listen::stop_signal(),
         (s.grace, app.cut.clone()),
     ));

@@ -445,3 +445,47 @@ fn a_request_cut_off_by_the_grace_period_may_be_retried() {
     let cut = log.find("are cut off").expect("the grace period's warning");
     assert!(answered < cut, "{log}");
 }
+
+#[test]
+fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
+    // One slot (-j 1): a stream of some megabytes whose client reads none
+    // of it holds that slot only until the server's writes have waited on
+    // it for --timeout; then another client is served.
+    use std::io::Write as _;
+    let env = Env::three();
+    env.server
+        .set_default("t/a", Behavior::stream(0, 0, 400_000));
+    env.server.set_default("t/b", Behavior::ok());
+    let s = env.serve(&[
+        "--models",
+        "t/a,t/b",
+        "-j",
+        "1",
+        "--timeout",
+        "2s",
+        "--deadline",
+        "30s",
+    ]);
+    let mut body = chat(Some("t/a"), "a long stream");
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
+    write!(
+        stalled,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rt().block_on(async {
+        let r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(Some("t/b"), "may I?"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    });
+    drop(stalled);
+}
