@@ -237,10 +237,12 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
 
     let pinned = pinned_model(body.remove("model"), &id)?;
 
-    let mut max_tokens = None;
+    // With both, the larger: an API may follow either, and the budget and
+    // the rate limits must hold whichever it follows.
+    let mut max_tokens: Option<u64> = None;
     for field in ["max_tokens", "max_completion_tokens"] {
         let n = whole(&mut body, field, 0, u64::MAX, &id)?;
-        max_tokens = max_tokens.or(n);
+        max_tokens = max_tokens.max(n);
     }
     let prompt_tokens = estimate_prompt_tokens(&body);
     let needs_tools = body.get("tools").is_some_and(|v| !v.is_null());
@@ -765,6 +767,16 @@ mod tests {
         assert!(is_blank(b"\xEF\xBB\xBF \r"));
         assert!(!is_blank(b"\xEF\xBB\xBFx"));
         assert!(!is_blank(b"\xEF\xBB"));
+    }
+
+    #[test]
+    fn with_both_limits_the_larger_is_planned_for() {
+        for body in [
+            br#"{"prompt":"x","max_tokens":1,"max_completion_tokens":100000}"#.as_slice(),
+            br#"{"prompt":"x","max_completion_tokens":100000,"max_tokens":1}"#.as_slice(),
+        ] {
+            assert_eq!(parse_line(body).unwrap().max_tokens, Some(100_000));
+        }
     }
 
     #[test]
