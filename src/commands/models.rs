@@ -207,7 +207,15 @@ fn reset(
     options: &Options,
     path: &std::path::Path,
 ) -> anyhow::Result<i32> {
+    let names: Vec<String> = options.upstreams.keys().cloned().collect();
     let forgotten = store.reset_health(models).map_err(app::store_fatal(path))?;
+    // `lcoal:llama3`, of which nothing was known: a misspelt upstream, not
+    // a model whose health is now forgotten.
+    for m in models.iter().filter(|m| !forgotten.contains(m)) {
+        if let Some(why) = crate::upstreams::misspelt(m, &names, |_| false) {
+            anyhow::bail!("{why}");
+        }
+    }
     let mut shared = None;
     if let Some(r) = &options.redis {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -228,7 +236,6 @@ fn reset(
     let n = forgotten.len();
     // Where: a named upstream's candidates by its name, the rest on the
     // default upstream's URL.
-    let names: Vec<String> = options.upstreams.keys().cloned().collect();
     let mut places: Vec<String> = models
         .iter()
         .map(|m| crate::upstreams::label(m, &names))

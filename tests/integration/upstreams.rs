@@ -162,6 +162,16 @@ fn a_local_server_that_is_down_sends_its_requests_elsewhere() {
     // Back: once what was learned of it is forgotten (or its pause ends),
     // it takes them again.
     local.set_default("llama3", Behavior::ok());
+    // A misspelt upstream forgets nothing, and says so.
+    let out = with(&env, &cfg)
+        .args(["models", "--reset", "lcoal:llama3"])
+        .run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("no upstream is named"),
+        "{}",
+        out.stderr
+    );
     with(&env, &cfg)
         .args(["models", "--reset", "local:llama3"])
         .run()
