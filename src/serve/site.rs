@@ -98,6 +98,11 @@ fn is_allowed(origin: &str, allowed: &[String]) -> bool {
 /// An origin as `--cors-origin` takes it: `scheme://host[:port]`, lower
 /// case, without a path; an error in words otherwise.
 pub fn parse_origin(text: &str) -> Result<String, String> {
+    if text.contains('*') {
+        return Err(format!(
+            "--cors-origin {text}: no wildcard; name each origin a browser app is served from, such as https://app.example.com"
+        ));
+    }
     let url = url::Url::parse(text.trim())
         .map_err(|e| format!("--cors-origin {text}: not an origin ({e})"))?;
     let plain = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
@@ -243,5 +248,11 @@ mod tests {
         assert!(parse_origin("app.example.com").is_err());
         assert!(parse_origin("https://app.example.com/path").is_err());
         assert!(parse_origin("ftp://x").is_err());
+        // A wildcard says what it is, rather than being taken literally
+        // (no browser sends it) or failing as a URL.
+        for w in ["*", "https://*.example.com"] {
+            let e = parse_origin(w).unwrap_err();
+            assert!(e.contains("no wildcard"), "{w}: {e}");
+        }
     }
 }
