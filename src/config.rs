@@ -153,6 +153,30 @@ pub struct ServeConfig {
     pub dashboard: Option<bool>,
 }
 
+impl ServeConfig {
+    /// Checks the address, the deadline and the body cap.
+    fn check(&self) -> Result<(), CheckError> {
+        let bad_listen = self
+            .listen
+            .as_ref()
+            .filter(|l| l.trim().parse::<std::net::SocketAddr>().is_err());
+        if let Some(l) = bad_listen {
+            return Err(bad(
+                &["serve", "listen"],
+                format!("{l:?} is not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080"),
+            ));
+        }
+        if let Some(d) = self.deadline {
+            crate::cli::at_least(d, crate::cli::MIN_TIMEOUT)
+                .map_err(|e| bad(&["serve", "deadline"], e))?;
+        }
+        if self.max_body.is_some_and(|n| n < crate::cli::MIN_MAX_BODY) {
+            return Err(bad(&["serve", "max_body"], "must be at least 1KiB"));
+        }
+        Ok(())
+    }
+}
+
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -381,6 +405,53 @@ fn line_of(text: &str, path: &[&str]) -> Option<usize> {
 impl Config {
     /// Checks what serde cannot: value ranges and names.
     fn check(&self) -> Result<(), CheckError> {
+        self.check_routing()?;
+        let positive = [
+            ("concurrency", self.concurrency),
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("max_attempts", self.max_attempts),
+        ];
+        for (key, v) in positive {
+            if v == Some(0) {
+                return Err(bad(&[key], "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("max_cost", self.max_cost),
+            ("max_line_cost", self.max_line_cost),
+        ] {
+            if v.is_some_and(|c| !c.is_finite() || c < 0.0) {
+                return Err(bad(&[key], "must be a non-negative number of USD"));
+            }
+        }
+        for (key, v, min) in [
+            ("timeout", self.timeout, crate::cli::MIN_TIMEOUT),
+            ("retention", self.retention, crate::cli::MIN_RETENTION),
+        ] {
+            if let Some(d) = v {
+                crate::cli::at_least(d, min).map_err(|e| bad(&[key], e))?;
+            }
+        }
+        if let Some(serve) = &self.serve {
+            serve.check()?;
+        }
+        if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
+            return Err(bad(&["explore"], "must be a share between 0 and 1"));
+        }
+        self.check_places()?;
+        for (name, u) in &self.upstreams {
+            u.check(name).map_err(|(below, message)| {
+                let mut path = vec!["upstreams", name.as_str()];
+                path.extend(below.iter().map(String::as_str));
+                bad(&path, message)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks the presets, the weights, the quality priors and the priority.
+    fn check_routing(&self) -> Result<(), CheckError> {
         for (name, w) in &self.presets {
             let named = !name.is_empty()
                 && name.len() <= 64
@@ -419,65 +490,6 @@ impl Config {
             if Priority::from_name(p).is_none() && !self.presets.contains_key(p) {
                 return Err(bad(&["priority"], format!("unknown priority '{p}'")));
             }
-        }
-        let positive = [
-            ("concurrency", self.concurrency),
-            ("rpm", self.rpm),
-            ("tpm", self.tpm),
-            ("max_attempts", self.max_attempts),
-        ];
-        for (key, v) in positive {
-            if v == Some(0) {
-                return Err(bad(&[key], "must be at least 1"));
-            }
-        }
-        for (key, v) in [
-            ("max_cost", self.max_cost),
-            ("max_line_cost", self.max_line_cost),
-        ] {
-            if v.is_some_and(|c| !c.is_finite() || c < 0.0) {
-                return Err(bad(&[key], "must be a non-negative number of USD"));
-            }
-        }
-        for (key, v, min) in [
-            ("timeout", self.timeout, crate::cli::MIN_TIMEOUT),
-            ("retention", self.retention, crate::cli::MIN_RETENTION),
-        ] {
-            if let Some(d) = v {
-                crate::cli::at_least(d, min).map_err(|e| bad(&[key], e))?;
-            }
-        }
-        if let Some(serve) = &self.serve {
-            let bad_listen = serve
-                .listen
-                .as_ref()
-                .filter(|l| l.trim().parse::<std::net::SocketAddr>().is_err());
-            if let Some(l) = bad_listen {
-                return Err(bad(
-                    &["serve", "listen"],
-                    format!(
-                        "{l:?} is not an address to listen on; give IP:PORT, e.g. 127.0.0.1:8080"
-                    ),
-                ));
-            }
-            if let Some(d) = serve.deadline {
-                crate::cli::at_least(d, crate::cli::MIN_TIMEOUT)
-                    .map_err(|e| bad(&["serve", "deadline"], e))?;
-            }
-            if serve.max_body.is_some_and(|n| n < crate::cli::MIN_MAX_BODY) {
-                return Err(bad(&["serve", "max_body"], "must be at least 1KiB"));
-            }
-        }
-        if self.explore.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
-            return Err(bad(&["explore"], "must be a share between 0 and 1"));
-        }
-        self.check_places()?;
-        for (name, u) in &self.upstreams {
-            u.check(name).map_err(|(below, message)| {
-                let mut path = vec!["upstreams", name.as_str()];
-                path.extend(below.iter().map(String::as_str));
-                bad(&path, message)
-            })?;
         }
         Ok(())
     }
