@@ -2,6 +2,7 @@
 //! flag left out can be filled from the environment or, later, a config file.
 //! The readers of flag values are in [`values`].
 
+mod environment;
 mod keys;
 mod serve;
 mod values;
@@ -66,67 +67,12 @@ pub fn parse() -> Cli {
         c.mut_args(|a| a.hide_env_values(true))
             .mut_subcommands(hidden)
     }
-    let command = hidden(Cli::command().color(choice));
-    let matches = match command.clone().try_get_matches_from(&args) {
+    let mut command = hidden(Cli::command().color(choice));
+    let matches = match command.try_get_matches_from_mut(&args) {
         Ok(m) => m,
-        Err(e) => from_the_environment(e, &command, &args).exit(),
+        Err(e) => environment::from_the_environment(e, &command, &args).exit(),
     };
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
-/// A bad value clap names by its flag, when the flag is not on the command
-/// line but came from its environment variable: the error says so, or a
-/// cron job's `LLMROUTE_EXPLORE=abc` reads as a `--explore` nobody gave.
-fn from_the_environment(
-    mut e: clap::Error,
-    command: &clap::Command,
-    args: &[std::ffi::OsString],
-) -> clap::Error {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        e.kind(),
-        ErrorKind::ValueValidation | ErrorKind::InvalidValue
-    ) {
-        return e;
-    }
-    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
-        return e;
-    };
-    let Some(long) = arg.strip_prefix("--").and_then(|a| a.split(' ').next()) else {
-        return e;
-    };
-    let given = args
-        .iter()
-        .filter_map(|a| a.to_str())
-        .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
-    let value = match e.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(v)) => v.clone(),
-        _ => return e,
-    };
-    // The variable's, when it holds the value refused (a short flag, -j 0,
-    // may have given it too: then the variable is not blamed).
-    let var = env_of(command, long)
-        .filter(|var| std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value));
-    if let (false, Some(var)) = (given, var) {
-        e.insert(
-            ContextKind::Suggested,
-            ContextValue::StyledStrs(vec![format!(
-                "the value is the environment variable {var}'s: set it right, or unset it"
-            )
-            .into()]),
-        );
-    }
-    e
-}
-
-/// The environment variable of flag `--long`, in `command` or a subcommand.
-fn env_of(command: &clap::Command, long: &str) -> Option<String> {
-    command
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
-        .map(|v| v.to_string_lossy().into_owned())
-        .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
 }
 
 /// Options every command shares.

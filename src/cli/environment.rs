@@ -1,0 +1,57 @@
+//! Errors of values that came from environment variables: clap names the
+//! flag, and the error says which variable held the value.
+
+/// A bad value clap names by its flag, when the flag is not on the command
+/// line but came from its environment variable: the error says so, or a
+/// cron job's `LLMROUTE_EXPLORE=abc` reads as a `--explore` nobody gave.
+pub(super) fn from_the_environment(
+    mut e: clap::Error,
+    command: &clap::Command,
+    args: &[std::ffi::OsString],
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(long) = arg.strip_prefix("--").and_then(|a| a.split(' ').next()) else {
+        return e;
+    };
+    let given = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => return e,
+    };
+    // The variable's, when it holds the value refused (a short flag, -j 0,
+    // may have given it too: then the variable is not blamed).
+    let var = env_of(command, long)
+        .filter(|var| std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value));
+    if let (false, Some(var)) = (given, var) {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![format!(
+                "the value is the environment variable {var}'s: set it right, or unset it"
+            )
+            .into()]),
+        );
+    }
+    e
+}
+
+/// The environment variable of flag `--long`, in `command` or a subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+}
