@@ -15,14 +15,8 @@ pub mod schema;
 mod stats;
 pub mod writer;
 
-/// SQL over `attempts`: whether a failed attempt is an error of its model.
-/// Not one that llmroute itself ended: a hedge that lost (`cancelled`) or an
-/// attempt stopped by the run's or the server's stop (`interrupted`).
-pub const MODEL_ERROR_SQL: &str =
-    "(ok = 0 AND coalesce(error_type, '') NOT IN ('cancelled', 'interrupted'))";
-
 pub use rows::Statements;
-pub use stats::LatencyFold;
+pub use stats::{LatencyFold, MODEL_ERROR_SQL};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -512,36 +506,6 @@ impl Store {
         tx.execute("DELETE FROM cooldowns WHERE until_ms < ?1", [now_ms()])?;
         tx.commit()?;
         Ok(n)
-    }
-
-    /// Successful-attempt latencies of `model` on this store's upstream
-    /// (or on no named one: attempts from before upstreams were recorded),
-    /// sorted, and its attempt and error counts, over attempts since
-    /// `since` (unix ms).
-    pub fn model_measurements(
-        &self,
-        model: &str,
-        since: i64,
-    ) -> Result<(Vec<f64>, i64, i64), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT latency_ms FROM attempts
-             WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND ok = 1 AND latency_ms IS NOT NULL
-               AND coalesce(upstream, ?3) = ?3
-             ORDER BY latency_ms",
-        )?;
-        let lat = stmt
-            .query_map(params![model, since, self.upstream], |r| r.get(0))?
-            .collect::<Result<Vec<f64>, _>>()?;
-        let (n, errors) = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT count(*), coalesce(sum({MODEL_ERROR_SQL}), 0) FROM attempts
-                 WHERE model = ?1 AND ts >= ?2 AND cached = 0 AND coalesce(upstream, ?3) = ?3"
-            ))?
-            .query_row(params![model, since, self.upstream], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        Ok((lat, n, errors))
     }
 }
 
