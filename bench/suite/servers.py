@@ -69,6 +69,14 @@ class Server:
             time.sleep(0.1)
         return False
 
+    def up_or_stop(self, url, timeout_s, what):
+        """Waits for GET url to answer 200; else stops the server and raises
+        with the end of its log, naming it `what`."""
+        if not self.wait_http(url, timeout_s):
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"{what} did not come up: {tail}")
+
     def wait_port(self, port, timeout_s) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -190,10 +198,7 @@ def start_llmroute(name, base_url, env, cache=False, retention=None, upkeep=None
     s = Server(name, cmd, env=env)
     s.cmd = shown(cmd, port, base_url, store=db)
     s.base = f"http://127.0.0.1:{port}"
-    if not s.wait_http(s.base + "/health", 60):
-        tail = s.log_tail()
-        s.stop()
-        raise RuntimeError(f"llmroute serve did not come up: {tail}")
+    s.up_or_stop(s.base + "/health", 60, "llmroute serve")
     return s
 
 
@@ -302,12 +307,9 @@ def start_serve_floor(name, base_url):
         raise RuntimeError(f"no {SERVE_FLOOR}")
     port = free_port()
     s = Server(name, [SERVE_FLOOR, f"127.0.0.1:{port}", base_url])
-    s.cmd = f"serve_floor 127.0.0.1:PORT {base_url.rsplit(':', 1)[0]}:UPSTREAM"
+    s.cmd = "serve_floor 127.0.0.1:PORT " + re.sub(r":\d+", ":UPSTREAM", base_url, count=1)
     s.base = f"http://127.0.0.1:{port}"
-    if not s.wait_http(s.base + "/health", 30):
-        tail = s.log_tail()
-        s.stop()
-        raise RuntimeError(f"serve_floor did not come up: {tail}")
+    s.up_or_stop(s.base + "/health", 30, "serve_floor")
     return s
 
 
@@ -350,10 +352,7 @@ def start_litellm(name, upstream_url):
     s = Server(name, cmd, env=env)
     s.cmd = shown(cmd, port)
     s.base = f"http://127.0.0.1:{port}"
-    if not s.wait_http(s.base + "/health/liveliness", 180):
-        tail = s.log_tail()
-        s.stop()
-        raise RuntimeError(f"the LiteLLM proxy did not come up: {tail}")
+    s.up_or_stop(s.base + "/health/liveliness", 180, "the LiteLLM proxy")
     return s
 
 
@@ -365,10 +364,7 @@ def start_portkey(name):
     s = Server(name, cmd)
     s.cmd = shown(cmd, port)
     s.base = f"http://127.0.0.1:{port}"
-    if not s.wait_http(s.base + "/", 60):
-        tail = s.log_tail()
-        s.stop()
-        raise RuntimeError(f"Portkey's gateway did not come up: {tail}")
+    s.up_or_stop(s.base + "/", 60, "Portkey's gateway")
     return s
 
 
