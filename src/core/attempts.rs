@@ -146,16 +146,14 @@ impl Attempts {
     /// the account that answered it, since another's credit is its own.
     pub fn on_accounts(mut self, account_len: impl Fn(&str) -> usize) -> Attempts {
         let mut seen: Vec<&str> = Vec::new();
-        let mut accounts = Vec::with_capacity(self.plan.len());
-        for p in &self.plan {
+        for (p, account) in self.plan.iter().zip(self.accounts.iter_mut()) {
             let a = p.model.get(..account_len(&p.model)).unwrap_or("");
             let k = seen.iter().position(|s| *s == a).unwrap_or_else(|| {
                 seen.push(a);
                 seen.len() - 1
             });
-            accounts.push(u16::try_from(k).unwrap_or(u16::MAX));
+            *account = u16::try_from(k).unwrap_or(u16::MAX);
         }
-        self.accounts = accounts;
         self
     }
 
