@@ -285,14 +285,15 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 /// from a browser that does not send it, an `Origin` naming this host.
 /// Clients that send neither (curl) are not browsers another site can
 /// drive.
+/// A header whose bytes are not text counts as another site's.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site") {
-        return site == "same-origin" || site == "none";
+        return site.is_some_and(|s| s == "same-origin" || s == "none");
     }
     match text("origin") {
         None => true,
-        Some(origin) => super::site::same_origin(origin, text("host")),
+        Some(origin) => origin.is_some_and(|o| super::site::same_origin(o, text("host").flatten())),
     }
 }
 
@@ -396,4 +397,39 @@ fn rankings(app: &App) -> Vec<Ranking> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn sign_in_from_elsewhere_or_with_unreadable_headers_is_refused() {
+        assert!(same_origin(&headers(&[])), "curl sends neither");
+        assert!(same_origin(&headers(&[("sec-fetch-site", b"same-origin")])));
+        assert!(same_origin(&headers(&[(
+            "origin",
+            b"http://127.0.0.1:8080"
+        )])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", b"cross-site")])));
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            b"https://evil.example"
+        )])));
+        // Bytes that are not text are not read as absent.
+        assert!(!same_origin(&headers(&[("sec-fetch-site", b"none\xff")])));
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            b"http://\xe9vil.example"
+        )])));
+    }
 }

@@ -137,19 +137,21 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 /// Without client tokens the server is for this machine alone (it listens
 /// on loopback): a request must also name a loopback host, so that a web
 /// page elsewhere cannot reach it through a name of its own that resolves
-/// to 127.0.0.1 (DNS rebinding). A request without a host is let through.
+/// to 127.0.0.1 (DNS rebinding). Both the `Host` header and an
+/// absolute-form target's authority must name this machine; a `Host` that
+/// is not text does not. A request with neither (HTTP/1.0) is let through:
+/// browsers always send a host.
 fn foreign_host(req: &Request) -> Option<ApiError> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    (!loopback_host(host)).then(|| {
-        ApiError::forbidden(format!(
-            "this server has no client tokens, so it answers requests for localhost only, not for {}",
-            crate::core::failure::snippet(host.as_bytes())
-        ))
-    })
+    let header = req.headers().get(header::HOST).map(|v| v.as_bytes());
+    let target = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let foreign = [header, target]
+        .into_iter()
+        .flatten()
+        .find(|host| std::str::from_utf8(host).map_or(true, |host| !loopback_host(host)))?;
+    Some(ApiError::forbidden(format!(
+        "this server has no client tokens, so it answers requests for localhost only, not for {}",
+        crate::core::failure::snippet(foreign)
+    )))
 }
 
 /// Whether a `Host` value names this machine: `localhost` (or a name
@@ -275,7 +277,33 @@ async fn not_allowed(req: Request) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::loopback_host;
+    use super::{foreign_host, loopback_host};
+    use axum::body::Body;
+    use axum::http::{HeaderValue, Request};
+
+    fn req(uri: &str, host: Option<&[u8]>) -> Request<Body> {
+        let mut r = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        if let Some(h) = host {
+            r.headers_mut()
+                .insert("host", HeaderValue::from_bytes(h).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn a_foreign_host_is_refused_wherever_the_request_names_it() {
+        assert!(foreign_host(&req("/v1/models", Some(b"127.0.0.1:8080"))).is_none());
+        assert!(foreign_host(&req("/v1/models", Some(b"evil.example"))).is_some());
+        // The absolute form's authority is the host the request is for.
+        let absolute = "http://evil.example/v1/models";
+        assert!(foreign_host(&req(absolute, Some(b"localhost"))).is_some());
+        assert!(foreign_host(&req(absolute, None)).is_some());
+        assert!(foreign_host(&req("http://localhost:8080/v1/models", None)).is_none());
+        // A Host that is not text is not read as absent.
+        assert!(foreign_host(&req("/v1/models", Some(b"\xe9vil.example"))).is_some());
+        // No host at all: HTTP/1.0, not a browser.
+        assert!(foreign_host(&req("/v1/models", None)).is_none());
+    }
 
     #[test]
     fn loopback_hosts_are_this_machine_s_names() {

@@ -26,22 +26,28 @@ pub fn refuse(req: &Request, allowed: &[String]) -> Option<ApiError> {
         return None;
     }
     let headers = req.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A header whose bytes are not text is `Some(None)`: present, and not
+    // read as absent, so that each check below fails closed on it.
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().ok());
     let origin = text(header::ORIGIN.as_str());
-    let allowed_origin = origin.is_some_and(|o| is_allowed(o, allowed));
-    let cross_site = text("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site"));
-    let foreign_origin = origin.is_some_and(|o| !same_origin(o, text(header::HOST.as_str())));
+    let allowed_origin = origin.flatten().is_some_and(|o| is_allowed(o, allowed));
+    let cross_site = text("sec-fetch-site")
+        .is_some_and(|s| s.is_none_or(|s| s.eq_ignore_ascii_case("cross-site")));
+    let host = text(header::HOST.as_str()).flatten();
+    let foreign_origin = origin.is_some_and(|o| o.is_none_or(|o| !same_origin(o, host)));
     if (cross_site || foreign_origin) && !allowed_origin {
         return Some(ApiError::forbidden(format!(
             "a {} from another site ({}) is refused; start the server with --cors-origin to let a web app call it",
             method,
-            origin.map_or("Sec-Fetch-Site: cross-site".to_string(), |o| {
+            headers.get(header::ORIGIN).map_or("Sec-Fetch-Site: cross-site".to_string(), |o| {
                 crate::core::failure::snippet(o.as_bytes())
             })
         )));
     }
     if method == Method::POST && !FORM_PATHS.contains(&req.uri().path()) && has_body(req) {
-        let json = text(header::CONTENT_TYPE.as_str()).is_some_and(is_json);
+        let json = text(header::CONTENT_TYPE.as_str())
+            .flatten()
+            .is_some_and(is_json);
         if !json {
             return Some(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -234,6 +240,37 @@ mod tests {
         )
         .is_none());
     }
+
+    /// A request with raw header bytes: `Request::builder` takes `&str`.
+    fn raw(headers: &[(&'static str, &[u8])]) -> Request {
+        let mut r = req("POST", "/v1/chat/completions", &[HOST]);
+        for (k, v) in headers {
+            let value = axum::http::HeaderValue::from_bytes(v).unwrap();
+            r.headers_mut().insert(*k, value);
+        }
+        r
+    }
+
+    #[test]
+    fn header_bytes_that_are_not_text_fail_closed() {
+        // Bytes past ASCII are allowed on the wire but are not text: a check
+        // that cannot read its header must refuse, not pass the request.
+        let foreign: &[u8] = b"https://\xe9vil.example";
+        let e = refuse(&raw(&[("origin", foreign), JSON_RAW]), &[]).unwrap();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let site: &[u8] = b"cross-site\xff";
+        let e = refuse(&raw(&[("sec-fetch-site", site), JSON_RAW]), &[]).unwrap();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let kind: &[u8] = b"application/json\xff";
+        let e = refuse(
+            &raw(&[("content-type", kind), ("content-length", b"2")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    const JSON_RAW: (&str, &[u8]) = ("content-type", b"application/json");
 
     #[test]
     fn origins_are_checked_and_normalised() {
