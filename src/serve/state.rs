@@ -128,13 +128,22 @@ impl App {
     /// slowly, or not at all, is cut off, and one whose body grows past
     /// `cap` is refused as it does. (A body declared larger is refused
     /// before, unread: by the route's cap, [`super::layers::capped`], or
-    /// by the chat handler itself, [`declared_too_large`].)
+    /// by the chat handler itself, [`declared_too_large`].) A leading
+    /// byte order mark is dropped.
     pub async fn read_body(&self, body: Body, cap: u64) -> Result<Bytes, ApiError> {
         // The whole body within the time, not each of its pieces: a client
         // sending a byte now and then is cut off too.
         let capped = http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX));
         match tokio::time::timeout(self.body_timeout, capped.collect()).await {
-            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Ok(b)) => {
+                // A byte order mark is skipped, as JSON parsers may (RFC
+                // 8259) and the batch filter does.
+                let b = b.to_bytes();
+                Ok(match b.strip_prefix(b"\xEF\xBB\xBF") {
+                    Some(rest) => b.slice_ref(rest),
+                    None => b,
+                })
+            }
             Ok(Err(e)) if over_cap(&*e) => Err(ApiError::too_large(cap)),
             Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
             Err(_) => Err(ApiError::new(

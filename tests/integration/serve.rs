@@ -182,6 +182,32 @@ fn errors_have_openais_shape_and_fitting_statuses() {
 }
 
 #[test]
+fn a_body_that_starts_with_a_byte_order_mark_is_read_as_json() {
+    // JSON parsers may skip a BOM (RFC 8259), as the batch filter and
+    // `llmroute feedback` do: a body saved by an editor that writes one.
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        for path in ["/v1/chat/completions", "/route"] {
+            let mut body = b"\xEF\xBB\xBF".to_vec();
+            body.extend_from_slice(chat(None, "bom").to_string().as_bytes());
+            let r = c
+                .post(s.url(path))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, 200, "{path}: {text}");
+        }
+    });
+    assert_eq!(env.server.completions().len(), 1);
+}
+
+#[test]
 fn cache_control_skips_the_read_or_the_write() {
     let env = Env::three();
     let s = env.serve(&["--models", "t/a"]);
