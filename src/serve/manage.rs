@@ -191,7 +191,14 @@ pub async fn route(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&bytes) else {
+    let value = match crate::core::surrogates::from_slice::<Value>(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+                .into_response()
+        }
+    };
+    let Value::Object(mut obj) = value else {
         return ApiError::bad_request("the body must be a JSON object with \"messages\"")
             .into_response();
     };

@@ -208,6 +208,33 @@ fn a_body_that_starts_with_a_byte_order_mark_is_read_as_json() {
 }
 
 #[test]
+fn route_says_when_its_body_is_not_json() {
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    rt().block_on(async {
+        let c = client();
+        for (body, says) in [
+            (deep.as_str(), "not valid JSON"),
+            ("{\"messages\":", "not valid JSON"),
+            ("[1]", "must be a JSON object"),
+        ] {
+            let r = c
+                .post(s.url("/route"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 400);
+            let v: Value = r.json().await.unwrap();
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{message}");
+        }
+    });
+}
+
+#[test]
 fn cache_control_skips_the_read_or_the_write() {
     let env = Env::three();
     let s = env.serve(&["--models", "t/a"]);
