@@ -76,6 +76,34 @@ fn kill_group(group: i32) {
     unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
+/// Has the grader killed when this process dies, even by `kill -9`, which
+/// leaves no time to kill its group: on Linux, by the parent-death signal.
+/// The thread that starts a grader waits for it, so the signal, which comes
+/// when that thread ends, comes no sooner than the process's death.
+fn die_with_this_process(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls:
+        // prctl(2) and getppid(2), with no memory shared or allocated.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // This process died before the signal was asked for.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// Where grades are shared, and whether Redis has stopped answering.
 struct Shared {
     link: Arc<crate::shared::Link>,
@@ -244,12 +272,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64, String> {
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .args(["-c", cmd])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .process_group(0)
+        .process_group(0);
+    die_with_this_process(&mut command);
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run the grader: {e}"))?;
     let group = child.id() as i32;

@@ -949,3 +949,52 @@ fn an_input_thread_that_cannot_start_is_a_fatal_error() {
     assert!(out.stdout.is_empty());
     assert_eq!(env.server.completions().len(), 0);
 }
+
+/// Whether process `pid` has ended: gone, or a zombie nobody reaped yet.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_grader_does_not_outlive_a_kill_9_of_its_run() {
+    let env = Env::three();
+    let pid_file = env.path("grader.pid");
+    // The grader is in a process group of its own (Ctrl-C is the run's to
+    // handle), so nothing but llmroute itself can end it.
+    let grader = format!(
+        "cat >/dev/null; echo $$ > {}.tmp; mv {0}.tmp {0}; exec sleep 120",
+        pid_file.display()
+    );
+    let file = env.write("in.jsonl", &prompts(1));
+    let mut run = env.spawn(
+        &[
+            "--models",
+            "t/a",
+            "--no-cache",
+            "--grade",
+            &grader,
+            "--grade-timeout",
+            "300s",
+        ],
+        &file,
+    );
+    assert!(eventually(|| pid_file.exists()), "the grader started");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!ended(pid));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let gone = eventually(|| ended(pid));
+    if !gone {
+        signal(pid, "KILL");
+    }
+    assert!(gone, "grader {pid} outlived its run");
+}
