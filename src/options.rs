@@ -140,6 +140,8 @@ fn flags_of(cli: &Cli) -> (RoutingArgs, TuningArgs) {
 impl Routing {
     /// The routing flags over the config file.
     fn resolve(flags: RoutingArgs, file: &Config) -> Routing {
+        let mut quality: BTreeMap<String, f64> = file.quality.clone();
+        quality.extend(flags.quality().cloned());
         let (priority, weights) = match (flags.weights, flags.priority) {
             (Some(w), p) => (p, Some(w)),
             (None, Some(p)) => (Some(p), None),
@@ -150,8 +152,6 @@ impl Routing {
                 None => (None, file.weights.and_then(|w| w.weights().ok())),
             },
         };
-        let mut quality: BTreeMap<String, f64> = file.quality.clone();
-        quality.extend(flags.quality.iter().cloned());
         Routing {
             priority: priority.unwrap_or_else(|| DEFAULT_PRIORITY.into()),
             weights,

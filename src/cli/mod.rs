@@ -150,8 +150,20 @@ pub struct RoutingArgs {
     pub fallback: Option<Vec<String>>,
 
     /// Quality priors in [0, 1] that override the built-in ones, e.g. openai/gpt-5.4-mini=0.8
-    #[arg(long, value_name = "MODEL=SCORE", value_delimiter = ',', value_parser = parse_quality)]
-    pub quality: Vec<(String, f64)>,
+    #[arg(long, value_name = "MODEL=SCORE", value_parser = parse_quality)]
+    pub quality: Vec<QualityList>,
+}
+
+/// One `--quality` value: `MODEL=SCORE` pairs, comma-separated, each model
+/// once. A later value's score for a model replaces an earlier one's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityList(pub Vec<(String, f64)>);
+
+impl RoutingArgs {
+    /// Every `--quality` pair, in the order given.
+    pub fn quality(&self) -> impl Iterator<Item = &(String, f64)> {
+        self.quality.iter().flat_map(|l| &l.0)
+    }
 }
 
 /// Routing and running.
@@ -596,8 +608,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.run.routing.priority.as_deref(), Some("cost"));
-        assert_eq!(cli.run.routing.models.unwrap(), vec!["a/b", "c/d"]);
-        assert_eq!(cli.run.routing.quality, vec![("a/b".to_string(), 0.9)]);
+        assert_eq!(cli.run.routing.models.clone().unwrap(), vec!["a/b", "c/d"]);
+        let quality: Vec<_> = cli.run.routing.quality().cloned().collect();
+        assert_eq!(quality, vec![("a/b".to_string(), 0.9)]);
         assert_eq!(cli.run.tuning.timeout, Some(Duration::from_millis(500)));
         assert_eq!(cli.run.tuning.concurrency, Some(3));
         assert_eq!(cli.run.files, vec![PathBuf::from("x.jsonl")]);
@@ -642,6 +655,8 @@ mod tests {
             &["llmroute", "--timeout", "soon"],
             &["llmroute", "-j", "0"],
             &["llmroute", "--quality", "a/b=2"],
+            &["llmroute", "--quality", "a/b=0.5,a/b=0.6"],
+            &["llmroute", "--quality", ","],
             // No aliases beyond the three names every message gives.
             &["llmroute", "-w", "speed=1"],
             &["llmroute", "-w", "price=1,quality=1"],

@@ -108,8 +108,8 @@ pub(super) fn parse_weights(s: &str) -> Result<Weights, String> {
     Weights::parse(s).map_err(|e| e.to_string())
 }
 
-pub(super) fn parse_quality(s: &str) -> Result<(String, f64), String> {
-    crate::core::quality::parse_override(s)
+pub(super) fn parse_quality(s: &str) -> Result<super::QualityList, String> {
+    crate::core::quality::parse_overrides(s).map(super::QualityList)
 }
 
 /// The last `--color WHEN` or `--color=WHEN` before `--`, if any.

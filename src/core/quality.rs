@@ -69,12 +69,23 @@ pub fn prior(model: &str, catalogue_index: Option<f64>, overrides: &HashMap<Stri
 }
 
 /// Parses `MODEL=SCORE[,MODEL=SCORE...]` with each score in [0, 1].
+/// Empty parts (a trailing comma) are skipped, and a model named twice is
+/// refused, as `--weights` does.
 pub fn parse_overrides(s: &str) -> Result<Vec<(String, f64)>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(parse_override)
-        .collect()
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (model, q) = parse_override(part)?;
+        if out.iter().any(|(m, _)| *m == model) {
+            return Err(format!("the quality of '{model}' is given twice"));
+        }
+        out.push((model, q));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "'{s}' is not MODEL=SCORE (e.g. openai/gpt-5.4-mini=0.8)"
+        ));
+    }
+    Ok(out)
 }
 
 /// Parses one `MODEL=SCORE`.
@@ -100,6 +111,15 @@ pub fn parse_override(s: &str) -> Result<(String, f64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_skips_empty_parts_and_refuses_a_model_named_twice() {
+        let list = parse_overrides("a/b=0.5, c/d=1,").unwrap();
+        assert_eq!(list, vec![("a/b".into(), 0.5), ("c/d".into(), 1.0)]);
+        let e = parse_overrides("a/b=0.5,a/b=0.6").unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        assert!(parse_overrides(" , ").is_err());
+    }
 
     #[test]
     fn an_override_of_minus_zero_is_zero() {
