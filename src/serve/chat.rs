@@ -327,6 +327,7 @@ impl App {
                     cut: Some(Box::pin(self.cut.clone().cancelled_owned())),
                     _slot: slot,
                 };
+                let body = super::unread::Unread::new(body, self.send_timeout);
                 (h, sse_response(Body::from_stream(body))).into_response()
             }
             Outcome::Failed(e) => {
@@ -506,7 +507,8 @@ struct Whole {
 
 /// A stream's body. It holds the stream's upstream slot until it ends, and
 /// ends it, with an `error` event, when the grace period of a stop ends
-/// ([`App::cut`]).
+/// ([`App::cut`]). It is let go of when its client stops taking it
+/// ([`super::unread`]).
 struct StreamBody {
     stream: Box<Streaming>,
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -514,7 +516,7 @@ struct StreamBody {
 }
 
 impl Stream for StreamBody {
-    type Item = Result<Bytes, std::convert::Infallible>;
+    type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -528,7 +530,7 @@ impl Stream for StreamBody {
             let last = sse::frame(&e.body().to_string());
             this.stream.stop(&e.message, Bytes::from(last));
         }
-        this.stream.poll_next_unpin(cx).map(|b| b.map(Ok))
+        this.stream.poll_next_unpin(cx)
     }
 }
 

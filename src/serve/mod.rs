@@ -21,6 +21,8 @@
 //! | [`metrics`]| Prometheus counters and histograms; the engine's observer    |
 //! | [`log`]    | the start line, warnings and access lines                    |
 //! | [`listen`] | HTTP/1.1 and h2c, timeouts, graceful stop                    |
+//! | [`stall`]  | a connection whose client takes nothing is cut off           |
+//! | [`unread`] | a stream whose client stops taking it lets go of its slot    |
 //! | [`upkeep`] | the store kept bounded while the server runs                 |
 
 pub mod auth;
@@ -43,6 +45,7 @@ pub mod quota;
 pub mod site;
 pub mod stall;
 pub mod state;
+pub mod unread;
 pub mod unshared;
 pub mod upkeep;
 

@@ -32,6 +32,8 @@ pub struct App {
     /// How long a client may take to send a body (`--header-timeout`).
     pub body_timeout: Duration,
     pub deadline: Duration,
+    /// How long a stream's piece may wait on its client (`--timeout`).
+    pub send_timeout: Duration,
     pub log_bodies: bool,
     pub use_cache: bool,
     /// Whether the dashboard is served.
@@ -88,6 +90,7 @@ impl App {
     ) -> App {
         let s = &router.config().settings;
         let known: Vec<String> = s.models.iter().chain(s.fallback.iter()).cloned().collect();
+        let send_timeout = router.config().timeout;
         App {
             router,
             gate,
@@ -97,6 +100,7 @@ impl App {
             max_body: options.max_body,
             body_timeout: options.header_timeout,
             deadline: options.deadline,
+            send_timeout,
             log_bodies: options.log_bodies,
             dashboard: options.dashboard,
             use_cache: !options.no_cache,

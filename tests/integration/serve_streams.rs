@@ -489,3 +489,52 @@ fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
     });
     drop(stalled);
 }
+
+#[test]
+fn an_http2_client_that_keeps_its_stream_s_window_shut_frees_its_slot() {
+    // Over HTTP/2 a client can leave one stream's flow-control window shut
+    // while its connection goes on: no write of the connection waits, yet
+    // that stream's answer cannot be sent. Its slot (-j 1) is held only
+    // until the stream has waited on its client for --timeout.
+    let env = Env::three();
+    env.server
+        .set_default("t/a", Behavior::stream(0, 0, 400_000));
+    env.server.set_default("t/b", Behavior::ok());
+    let s = env.serve(&[
+        "--models",
+        "t/a,t/b",
+        "-j",
+        "1",
+        "--timeout",
+        "2s",
+        "--deadline",
+        "30s",
+    ]);
+    let mut body = chat(Some("t/a"), "a long stream");
+    body["stream"] = json!(true);
+    rt().block_on(async {
+        let shut = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .http2_initial_stream_window_size(1024)
+            .build()
+            .unwrap();
+        let held = shut
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(held.status().as_u16(), 200);
+        assert_eq!(held.version(), reqwest::Version::HTTP_2);
+        // The connection stays open and its stream unread.
+        let r = client()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(Some("t/b"), "may I?"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        drop(held);
+    });
+}
