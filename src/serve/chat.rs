@@ -462,15 +462,17 @@ impl App {
     }
 
     /// [`Self::refuse`] for a request refused before the engine saw it
-    /// (which records every request it routes): a key's request is
-    /// recorded here, with the key's name, so that `report --by key`
-    /// counts its refusals; an overloaded or stopping server records none.
+    /// (which records every request it routes): it is recorded here, with
+    /// its key's name if it has one, so that `report` counts the refusals
+    /// the dashboard and `/metrics` count; an overloaded or stopping
+    /// server records none.
     pub fn refuse_early(&self, e: ApiError, access: Access, started: Instant) -> Response {
         let busy = matches!(e.code, "overloaded" | "shutting_down");
-        if let (Some(c), false) = (&access.client, busy) {
+        if !busy {
             let id = Value::String(access.id.clone());
+            let key = access.client.as_ref().map(|c| c.name.clone());
             self.router
-                .record_refused_for(self.next_tag(), &id, e.code, Some(c.name.clone()));
+                .record_refused_for(self.next_tag(), &id, e.code, key);
         }
         self.refuse(e, access, started)
     }

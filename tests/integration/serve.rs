@@ -235,6 +235,49 @@ fn route_says_when_its_body_is_not_json() {
 }
 
 #[test]
+fn refused_requests_are_recorded_without_keys_too() {
+    // The report counts what the dashboard and /metrics count, whether or
+    // not the server has keys.
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    rt().block_on(async {
+        let c = client();
+        let (status, _, _) = post(&c, &s, &chat(None, "good")).await;
+        assert_eq!(status, 200);
+        let mut bad_limit = chat(None, "x");
+        bad_limit["max_tokens"] = json!("9");
+        for body in [
+            "bad".to_string(),
+            chat(Some("zz/zz"), "x").to_string(),
+            bad_limit.to_string(),
+        ] {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 400);
+        }
+    });
+    let (code, _) = s.stop();
+    assert_eq!(code, 0);
+    let report = env.cmd().args(["report", "--json"]).run();
+    report.assert_code(0);
+    let v: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (&v["requests"], &v["errors"]),
+        (&json!(4), &json!(3)),
+        "{v}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM requests WHERE error_type IN ('invalid_input', 'model_not_allowed')"),
+        3
+    );
+}
+
+#[test]
 fn cache_control_skips_the_read_or_the_write() {
     let env = Env::three();
     let s = env.serve(&["--models", "t/a"]);
