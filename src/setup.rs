@@ -282,15 +282,23 @@ pub fn refresh_catalogue(
 }
 
 /// Why the last fetch of `base`'s catalogue failed, when it did within
-/// [`FAILED_FETCH_MEMORY`].
+/// [`FAILED_FETCH_MEMORY`]. A key the API refused is not remembered: it is
+/// the key's failure, not the API's, the next run may bring another key,
+/// and a run with the same one learns so again before it sends a line.
 fn recent_failure(store: &Store, base: &str, now: i64) -> Option<String> {
     let (at, problem) = last_fetch_failure(store, base)?;
+    if problem.starts_with(REFUSED_KEY) {
+        return None;
+    }
     let age = Duration::from_millis(u64::try_from(now.saturating_sub(at)).ok()?);
     (at > 0 && age < FAILED_FETCH_MEMORY).then(|| {
         let age = crate::core::duration::human(age);
         format!("not fetched: the last fetch, {age} ago, failed: {problem}")
     })
 }
+
+/// How a fetch whose key the API refused fails.
+pub const REFUSED_KEY: &str = "HTTP 401";
 
 /// Why the last fetch of `base`'s catalogue failed, and when (unix ms).
 pub fn last_fetch_failure(store: &Store, base: &str) -> Option<(i64, String)> {

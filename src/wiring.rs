@@ -70,7 +70,7 @@ pub struct Wired {
 /// made since `since` (unix ms): no request need try it to learn so.
 fn refused_at_fetch(store: &store::Store, base: &str, since: i64) -> Option<String> {
     setup::last_fetch_failure(store, base)
-        .filter(|(at, problem)| *at >= since && problem.starts_with("HTTP 401"))
+        .filter(|(at, problem)| *at >= since && problem.starts_with(setup::REFUSED_KEY))
         .map(|(_, problem)| format!("the API refused the key (fetching its catalogue: {problem})"))
 }
 

@@ -636,6 +636,26 @@ fn a_key_the_api_refuses_at_its_catalogue_sends_no_line() {
     );
     assert_eq!(env.server.completions().len(), 0);
     assert!(out.stderr.contains("refused the key"), "{}", out.stderr);
+    // A refusal is the key's, not the API's, and is not remembered as a
+    // failed fetch is: the same key again learns it before any line...
+    let out = env.cmd().args(["--models", "t/a"]).stdin(prompts(1)).run();
+    out.assert_code(2);
+    assert_eq!(env.server.completions().len(), 0);
+    assert!(out.stderr.contains("refused the key"), "{}", out.stderr);
+    // ...and the right key, at once, gets the catalogue and its prices.
+    let out = env
+        .cmd()
+        .env("OPENROUTER_API_KEY", "another-key")
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains("not fetched"), "{}", out.stderr);
+    assert!(
+        out.lines()[0]["cost_usd"].as_f64().is_some_and(|c| c > 0.0),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
