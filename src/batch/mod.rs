@@ -263,10 +263,21 @@ fn missing_file(arg: &std::path::Path, error: String) -> anyhow::Error {
         if let Some(i) = args.iter().position(|a| *a == name) {
             args.remove(i);
         }
-        return anyhow!(
-            "no such file '{name}'; options go after a subcommand: did you mean `llmroute {name} {}`?",
-            args.join(" ")
-        );
+        // Suggested only if it would run: the options may be a run's, and
+        // the subcommand may need one of its own (`cache stats`).
+        let moved = ["llmroute", &name]
+            .into_iter()
+            .map(String::from)
+            .chain(args.clone());
+        return match <crate::cli::Cli as clap::Parser>::try_parse_from(moved) {
+            Ok(_) => anyhow!(
+                "no such file '{name}'; options go after a subcommand: did you mean `llmroute {name} {}`?",
+                args.join(" ")
+            ),
+            Err(_) => anyhow!(
+                "no such file '{name}'; options go after a subcommand, and not all of these are its own: see `llmroute {name} --help`"
+            ),
+        };
     }
     match commands
         .iter()

@@ -140,6 +140,28 @@ fn a_mistyped_subcommand_is_named_before_the_missing_key() {
         out.stderr
     );
     assert!(!env.path("x.db").exists());
+    // A command it suggests works: options the subcommand does not take
+    // (`--dry-run` is a run's), or a subcommand that needs its own
+    // (`cache stats`), send to its help instead.
+    for (args, says) in [
+        (
+            &["--db", "x.db", "--dry-run", "report"][..],
+            "llmroute report --help",
+        ),
+        (
+            &["-p", "cost", "--db", "x.db", "cache"],
+            "llmroute cache --help",
+        ),
+    ] {
+        let out = env.cmd().args(args).run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("did you mean"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
     // A file that is there is read, whatever its name.
     env.write("report", &prompts(1));
     env.cmd()
