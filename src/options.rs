@@ -394,7 +394,7 @@ impl Options {
             Some(w) => ("custom".to_string(), w),
             None => {
                 let w = ranking::resolve_priority(&r.priority, &r.presets)
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(|e| anyhow!("{e}{}", crate::cli::environment::tip("priority")))?;
                 (r.priority.clone(), w)
             }
         };
@@ -414,7 +414,10 @@ impl Options {
             ));
         }
         let models = match &r.models {
-            Some(m) if clean(m).is_empty() => return Err(anyhow!("--models lists no model")),
+            Some(m) if clean(m).is_empty() => {
+                let tip = crate::cli::environment::tip("models");
+                return Err(anyhow!("--models lists no model{tip}"));
+            }
             Some(m) => clean(m),
             None => ranking::DEFAULT_MODELS
                 .iter()

@@ -263,7 +263,7 @@ fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
     }
     Client::new(base, api_key.as_deref(), wants.pool)
         .map(Some)
-        .map_err(anyhow::Error::msg)
+        .map_err(|e| anyhow!("{e}{}", crate::cli::environment::tip("base-url")))
 }
 
 /// The named upstreams (`[upstreams.NAME]`): their clients (none for a
@@ -484,7 +484,9 @@ fn shared_state(
     candidates: Vec<String>,
 ) -> anyhow::Result<Local> {
     let _in_runtime = rt.enter();
-    let link = rt.block_on(Link::open(&r.url, &r.prefix, r.timeout))?;
+    let link = rt
+        .block_on(Link::open(&r.url, &r.prefix, r.timeout))
+        .map_err(|e| anyhow!("{e}{}", crate::cli::environment::tip("redis")))?;
     let upstream = crate::upstream::identity(&options.base_url);
     let cache = Arc::new(SharedCache::new(
         local,

@@ -55,3 +55,36 @@ fn env_of(command: &clap::Command, long: &str) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
         .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
 }
+
+/// For an error about `--long`'s value that is found after parsing (a
+/// priority the config's presets do not name, an empty list, a URL): the
+/// tip that the value is its environment variable's, when it is (the flag
+/// is not on the command line and the variable is set); else "".
+pub fn tip(long: &str) -> String {
+    use clap::CommandFactory;
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let command = super::Cli::command();
+    let short = short_of(&command, long);
+    let given = args.iter().skip(1).any(|a| {
+        a == &format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || short.is_some_and(|s| a.starts_with(&format!("-{s}")))
+    });
+    match env_of(&command, long).filter(|v| !given && std::env::var_os(v).is_some()) {
+        Some(var) => format!(
+            " (tip: the value is the environment variable {var}'s: set it right, or unset it)"
+        ),
+        None => String::new(),
+    }
+}
+
+/// The short form of flag `--long`, in `command` or a subcommand.
+fn short_of(command: &clap::Command, long: &str) -> Option<char> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_short())
+        .or_else(|| command.get_subcommands().find_map(|c| short_of(c, long)))
+}

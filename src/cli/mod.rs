@@ -2,7 +2,7 @@
 //! flag left out can be filled from the environment or, later, a config file.
 //! The readers of flag values are in [`values`].
 
-mod environment;
+pub mod environment;
 mod keys;
 mod serve;
 mod values;

@@ -34,6 +34,8 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
             // What a run would refuse (an unknown priority, a candidate
             // naming no model) is refused here too.
             options.settings()?;
+            crate::core::urls::check_base(&options.base_url)
+                .map_err(|e| anyhow::anyhow!("{e}{}", crate::cli::environment::tip("base-url")))?;
             let key = match api_key() {
                 Some((var, _)) => format!("{var} is set"),
                 None => format!(

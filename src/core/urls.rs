@@ -26,6 +26,21 @@ pub fn without_password(url: &str) -> String {
     }
 }
 
+/// Whether `base` can be an API's base URL: an http or https URL; an
+/// error naming it (without its password) otherwise.
+pub fn check_base(base: &str) -> Result<url::Url, String> {
+    let base = base.trim_end_matches('/');
+    let url = url::Url::parse(base)
+        .map_err(|e| format!("invalid base URL '{}': {e}", without_password(base)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid base URL '{}': the scheme must be http or https",
+            without_password(base)
+        ));
+    }
+    Ok(url)
+}
+
 /// `text` with the password of `url`'s user part, wherever it appears,
 /// replaced by `[redacted]`: an error that quotes the URL shows none.
 pub fn scrubbed(text: &str, url: &str) -> String {

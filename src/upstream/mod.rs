@@ -5,7 +5,6 @@
 //! decide whether another model may succeed. Messages never contain the API key:
 //! it lives only in a header value marked sensitive.
 
-use crate::core::urls::without_password;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -108,14 +107,7 @@ impl Client {
         extra: &std::collections::BTreeMap<String, String>,
     ) -> Result<Client, String> {
         let base = base_url.trim_end_matches('/');
-        let url = reqwest::Url::parse(base)
-            .map_err(|e| format!("invalid base URL '{}': {e}", without_password(base)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
-                "invalid base URL '{}': the scheme must be http or https",
-                without_password(base)
-            ));
-        }
+        let url = crate::core::urls::check_base(base)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = api_key {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {

@@ -357,4 +357,38 @@ fn a_bad_value_from_an_environment_variable_names_the_variable() {
         "{}",
         out.stderr
     );
+    // Values found bad only after parsing: a priority no preset names, an
+    // empty list, a URL of the wrong scheme.
+    for (var, value) in [
+        ("LLMROUTE_PRIORITY", "fast"),
+        ("LLMROUTE_MODELS", ""),
+        ("LLMROUTE_BASE_URL", "ftp://x"),
+        ("LLMROUTE_REDIS_URL", "http://x"),
+    ] {
+        let out = env
+            .cmd()
+            .env(var, value)
+            .args(["--models", "t/a"][..if var == "LLMROUTE_MODELS" { 0 } else { 2 }].to_vec())
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(var), "{var}: {}", out.stderr);
+    }
+    // `config show` refuses what a run refuses.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_BASE_URL", "ftp://x")
+        .args(["config", "show"])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("LLMROUTE_BASE_URL"), "{}", out.stderr);
+    // On the command line, the flag is to blame.
+    let out = env
+        .cmd()
+        .env("LLMROUTE_PRIORITY", "cost")
+        .args(["-p", "fast"])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(!out.stderr.contains("LLMROUTE_PRIORITY"), "{}", out.stderr);
 }
