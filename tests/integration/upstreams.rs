@@ -16,11 +16,16 @@ fn local() -> FakeServer {
         api_key: Some(LOCAL_KEY.into()),
         ..fake_openrouter::Config::default()
     });
-    server.set_catalogue_behavior(fake_openrouter::CatalogueBehavior::Raw(
+    server.set_catalogue_behavior(vllm_catalogue());
+    server
+}
+
+/// The local server's catalogue, as vLLM lists its model.
+fn vllm_catalogue() -> fake_openrouter::CatalogueBehavior {
+    fake_openrouter::CatalogueBehavior::Raw(
         r#"{"object":"list","data":[{"id":"llama3","object":"model","created":1,"owned_by":"vllm","max_model_len":8192}]}"#
             .into(),
-    ));
-    server
+    )
 }
 
 /// The default upstream lists `m/x` (and `llama3`, a model of the same id).
@@ -863,27 +868,29 @@ fn models_refresh_fetches_a_named_upstream_s_catalogue_again() {
     let env = env();
     let local = local();
     let cfg = config(&env, &local.base_url());
-    // A wrong key: its catalogue is not fetched.
-    let with_a_wrong_key = || {
+    // Its catalogue fails: a run says so, and the next one, within a few
+    // minutes, says when the last fetch failed rather than ask again.
+    local.set_catalogue_behavior(fake_openrouter::CatalogueBehavior::Status(500));
+    let run = || {
         with(&env, &cfg)
-            .env("LOCAL_KEY", "not-the-key")
             .args(["--models", "m/x,local:llama3", "--no-cache"])
             .stdin(prompts(1))
             .run()
     };
-    let out = with_a_wrong_key();
+    let out = run();
     assert!(
         out.stderr.contains("upstream local: cannot fetch"),
         "{}",
         out.stderr
     );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = with_a_wrong_key();
+    let out = run();
     assert!(
         out.stderr.contains("not fetched: the last fetch"),
         "{}",
         out.stderr
     );
+    local.set_catalogue_behavior(vllm_catalogue());
     let out = with(&env, &cfg)
         .args([
             "models",
