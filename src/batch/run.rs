@@ -223,6 +223,7 @@ async fn dispatch(
 ) -> (u64, Option<String>, u64) {
     let concurrency_sem = Arc::new(Semaphore::new(concurrency));
     let mut seq = 0u64;
+    let mut noted = false;
     let mut input_error = None;
     let mut events = Vec::new().into_iter();
     // The line in hand when the run stopped, if any.
@@ -255,7 +256,11 @@ async fn dispatch(
             left = 1;
             break;
         }
-        if seq == 0 {
+        // The notes are about the default candidates: said before the
+        // first line that routes over them, and not for lines that pin
+        // their model or list their own.
+        if !noted && parsed.as_ref().is_ok_and(routes_over_the_defaults) {
+            noted = true;
             let notes = std::mem::take(&mut *ctx.notes.lock().unwrap_or_else(|e| e.into_inner()));
             for note in notes {
                 ctx.console.say(format_args!("{note}"));
@@ -293,6 +298,12 @@ async fn dispatch(
         ),
         None => (seq, input_error, 0),
     }
+}
+
+/// Whether `req` is routed over the configured candidates: it neither pins
+/// a model nor lists its own.
+fn routes_over_the_defaults(req: &Request) -> bool {
+    req.pinned.is_none() && req.overrides.as_ref().is_none_or(|o| o.models.is_none())
 }
 
 /// Starts routing line `seq` (line `line_no` of its input) in a task of

@@ -559,6 +559,27 @@ fn unknown_default_candidates_are_one_warning_and_none_for_empty_input() {
     empty.assert_code(0);
     assert!(!empty.stderr.contains("warning"), "{}", empty.stderr);
 
+    // Lines that pin their model, or list their own candidates, use none
+    // of the default candidates: nothing is said of them...
+    let own = concat!(
+        "{\"prompt\":\"a\",\"model\":\"t/a\"}\n",
+        "{\"prompt\":\"b\",\"llmroute\":{\"models\":[\"t/b\"]}}\n",
+    );
+    let out = env.cmd().stdin(own).run();
+    out.assert_code(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    // ...until a line routes over them.
+    let out = env
+        .cmd()
+        .stdin(format!("{own}{{\"prompt\":\"c\"}}\n"))
+        .run();
+    assert_eq!(
+        out.stderr.matches("not in the model catalogue").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+
     // `llmroute models` says the same, and where to go.
     let models = env.cmd().arg("models").run();
     models.assert_code(0);
