@@ -377,12 +377,12 @@ fn rankings(app: &App) -> Vec<Ranking> {
                     let per_mtok = |p: Option<f64>| p.map(|p| p * 1e6);
                     Candidate {
                         model: r.model.clone(),
-                        score: r.score,
+                        score: crate::core::numbers::round_score(r.score),
                         latency_ms: r.latency_ms.map(round_ms),
                         latency_measured: r.latency_measured,
                         prompt_per_mtok: per_mtok(info.and_then(|i| i.prompt_price)),
                         completion_per_mtok: per_mtok(info.and_then(|i| i.completion_price)),
-                        quality: r.quality,
+                        quality: crate::core::numbers::round_score(r.quality),
                         quality_events: r.quality_events,
                         quality_source: r.quality_source.name(),
                         state: r.state.as_ref().map_or("", |s| s.0.name()).to_string(),

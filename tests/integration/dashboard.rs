@@ -376,3 +376,24 @@ fn no_dashboard_turns_it_off_and_nothing_else() {
         });
     }
 }
+
+#[test]
+fn the_dashboard_s_scores_are_shown_as_everywhere_else() {
+    // A lone candidate is best on every term: its score, tie-break
+    // included, is shown as 1, as /v1/models and --explain show it.
+    let env = Env::three();
+    let s = env.serve(&["--models", "t/a"]);
+    let rt = rt();
+    let c = client();
+    let (status, _, _) = rt.block_on(post(&c, &s, &chat(None, "one")));
+    assert_eq!(status, 200);
+    let data = rt.block_on(dashboard_data(&c, &s));
+    let rankings = data["live"]["rankings"].as_array().unwrap();
+    assert!(!rankings.is_empty(), "{data}");
+    for r in rankings {
+        for c in r["candidates"].as_array().unwrap() {
+            let score = c["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score), "{c}");
+        }
+    }
+}
