@@ -49,14 +49,17 @@ impl Excluded {
                 estimate_ms,
                 max_ms,
             } => {
-                format!("its latency estimate {estimate_ms:.0} ms is over max_latency_ms {max_ms}")
+                // The limit may be the line's or the run's (`max_latency_ms`,
+                // `--max-latency`): named by what it is, not by either.
+                format!("its latency estimate {estimate_ms:.0} ms is over the limit of {max_ms} ms")
             }
             Excluded::TooDear {
                 estimate_usd,
                 max_usd,
             } => format!(
-                "its cost estimate {} is over max_cost_usd ${max_usd}",
-                crate::core::numbers::usd(estimate_usd)
+                "its cost estimate {} is over the limit of {} a request",
+                crate::core::numbers::usd(estimate_usd),
+                crate::core::numbers::usd(max_usd)
             ),
             Excluded::OverBudget {
                 estimate_usd,
@@ -131,4 +134,31 @@ pub fn over_limits(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_named_by_what_it_is_wherever_it_was_set() {
+        let slow = Excluded::TooSlow {
+            estimate_ms: 250.4,
+            max_ms: 200.0,
+        };
+        assert_eq!(
+            slow.reason(),
+            "its latency estimate 250 ms is over the limit of 200 ms"
+        );
+        let dear = Excluded::TooDear {
+            estimate_usd: 0.002,
+            max_usd: 0.001,
+        };
+        assert!(!dear.reason().contains("max_cost_usd"), "{}", dear.reason());
+        assert!(
+            dear.reason().contains("limit of $0.001 a request"),
+            "{}",
+            dear.reason()
+        );
+    }
 }
