@@ -346,7 +346,7 @@ fn a_lines_max_latency_leaves_out_slower_candidates_and_says_why() {
     assert_eq!(lines[2]["error"]["type"], "no_eligible_model");
     let why = lines[2]["error"]["message"].as_str().unwrap();
     assert!(
-        why.contains("t/cheap") && why.contains("t/dear") && why.contains("max_latency_ms"),
+        why.contains("t/cheap") && why.contains("t/dear") && why.contains("over the limit of"),
         "{why}"
     );
     // --max-line-cost: the dear model's estimate is over it.
