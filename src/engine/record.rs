@@ -254,9 +254,14 @@ impl Router {
             if job.req.pinned.is_some() {
                 return Vec::new();
             }
-            let health = &*self.parts.health;
-            let mut r = ranking::rank(job.req, job.settings, &self.catalogue, health, None).ranked;
-            ranking::with_states(&mut r, health, Instant::now());
+            // Ranked as a request sent upstream is: with what was learned.
+            let seen = super::learned::Seen {
+                health: &*self.parts.health,
+                book: &self.learned,
+                now_ms: now_ms(),
+            };
+            let mut r = ranking::rank(job.req, job.settings, &self.catalogue, &seen, None).ranked;
+            ranking::with_states(&mut r, &seen, Instant::now());
             r
         });
         Routed {

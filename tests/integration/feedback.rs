@@ -1171,3 +1171,52 @@ fn tasks_in_a_fixed_order_are_each_explored() {
         .collect();
     assert!(explored.len() >= 3, "explored only on {explored:?}");
 }
+
+/// `--explain` on an answer from the cache ranks with what was learned,
+/// as it does for one sent upstream.
+#[test]
+fn a_cached_answer_is_explained_with_the_learned_quality() {
+    let env = two();
+    let outcomes = format!(
+        "{}\n{}\n",
+        json!({"task": "sql", "model": "t/strong", "score": 0.95, "weight": 20}),
+        json!({"task": "sql", "model": "t/cheap", "score": 0.2, "weight": 20})
+    );
+    let file = env.write("outcomes.jsonl", &outcomes);
+    env.cmd()
+        .args(["feedback", "-q", "--outcomes"])
+        .arg(&file)
+        .run()
+        .assert_code(0);
+    let run = || {
+        let out = env
+            .cmd()
+            .args(["--models", "t/cheap,t/strong", "--task", "sql", "--explain"])
+            .stdin("{\"prompt\":\"cache me\"}\n")
+            .run();
+        out.assert_code(0);
+        out.lines()[0].clone()
+    };
+    let (sent, cached) = (run(), run());
+    assert_eq!(cached["cached"], true, "{cached}");
+    let sources = |l: &Value| -> Vec<(String, String, String)> {
+        l["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["model"].as_str().unwrap().to_string(),
+                    c["quality_source"].as_str().unwrap().to_string(),
+                    format!("{:.2}", c["quality"].as_f64().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let mut a = sources(&sent);
+    let mut b = sources(&cached);
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "sent: {sent}\ncached: {cached}");
+    assert!(b.iter().all(|(_, s, _)| s == "learned"), "{b:?}");
+}
