@@ -416,15 +416,18 @@ fn tasks(out: &mut String, rows: &[super::TaskRow]) {
     out.push_str("<section aria-labelledby=\"tasks-h\"><h2 id=\"tasks-h\">Tasks</h2>\n\
         <div class=\"wrap\"><table id=\"tasks\"><thead><tr><th scope=\"col\">task</th><th scope=\"col\">model</th>\
         <th scope=\"col\">answered</th><th scope=\"col\">feedback</th><th scope=\"col\">mean score</th>\
-        <th scope=\"col\">learned quality</th></tr></thead><tbody>");
+        <th scope=\"col\">learned</th></tr></thead><tbody>");
     for t in rows {
         let mean = t.mean_score.map_or("–".to_string(), |m| format!("{m:.2}"));
+        // As the text table says it: the share of good outcomes, not the
+        // quality routing uses (which starts from the prior).
         let learned = match t.learned_good_share {
-            Some(q) => format!(
-                "{q:.2} ({})",
+            Some(q) if t.learned_events > 0 => format!(
+                "{:.0}% good of {}",
+                q * 100.0,
                 crate::core::numbers::counted(t.learned_events, "event")
             ),
-            None => "–".to_string(),
+            _ => "prior".to_string(),
         };
         let _ = write!(
             out,

@@ -829,6 +829,12 @@ fn a_graded_run_teaches_the_router_as_it_goes() {
             _ => "<td class=\"name\">faq</td><td class=\"name\">t/cheap</td>",
         };
         assert!(out.stdout.contains(want), "{format}: {}", out.stdout);
+        // What was learned is the share of good outcomes, said as the text
+        // table says it: not the quality routing uses, which starts from
+        // the prior.
+        if format == "html" {
+            assert!(out.stdout.contains("100% good of"), "{}", out.stdout);
+        }
     }
     // A grader that fails says so, and the line still goes out.
     let out = env
