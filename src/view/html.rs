@@ -685,7 +685,7 @@ mod tests {
             page.contains("<td class=\"name\">t&lt;b&gt;</td>"),
             "the task, escaped"
         );
-        assert!(page.contains("0.75 (1 event)"));
+        assert!(page.contains("75% good of 1 event"));
         assert!(page.contains(
             "<table id=\"by-key\"><thead><tr><th scope=\"col\">key</th><th scope=\"col\">requests</th></tr></thead>\
              <tbody><tr><td class=\"name\">team-&lt;a&gt;</td><td>3</td></tr>"
