@@ -21,6 +21,20 @@ pub struct QualityBook {
     /// elsewhere is this less the task at hand.
     overall: RwLock<ByModel>,
     pub half_life_ms: i64,
+    /// Events taken here (and in `tasks`) that Redis has not had yet, by
+    /// the number [`Self::hold`] gave them.
+    unshared: std::sync::Mutex<Unshared>,
+}
+
+/// Events the book holds that Redis has not: (task, model, score, weight,
+/// unix ms), by number.
+#[derive(Default)]
+struct Unshared {
+    next: u64,
+    events: HashMap<u64, (Arc<str>, Arc<str>, f64, f64, i64)>,
+    /// Of those, how many each (task, model) has shared since the watcher
+    /// of Redis last asked ([`QualityBook::take_replayed`]).
+    replayed: HashMap<(String, String), u64>,
 }
 
 impl QualityBook {
@@ -29,6 +43,7 @@ impl QualityBook {
             tasks: RwLock::new(HashMap::new()),
             overall: RwLock::new(HashMap::new()),
             half_life_ms,
+            unshared: Default::default(),
         }
     }
 
@@ -112,6 +127,55 @@ impl QualityBook {
         *p
     }
 
+    /// Notes that an event the book took in (on `task` and `model`) has
+    /// not reached Redis yet, to be shared later; its number, for
+    /// [`Self::release`].
+    pub fn hold(&self, task: &str, model: &str, (score, weight): (f64, f64), at_ms: i64) -> u64 {
+        let task = self.bucket(task);
+        let mut u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
+        u.next += 1;
+        let n = u.next;
+        u.events
+            .insert(n, (task, model.into(), score, weight, at_ms));
+        n
+    }
+
+    /// Event `n` of [`Self::hold`] reached Redis (`shared`), or never will.
+    pub fn release(&self, n: u64, shared: bool) {
+        let mut u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some((task, model, ..)), true) = (u.events.remove(&n), shared) {
+            *u.replayed
+                .entry((task.to_string(), model.to_string()))
+                .or_default() += 1;
+        }
+    }
+
+    /// How many held events each (task, model) has shared since the last
+    /// call: a field Redis holds fewer events of than were read there
+    /// before, plus these, lost some.
+    pub fn take_replayed(&self) -> HashMap<(String, String), u64> {
+        let mut u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut u.replayed)
+    }
+
+    /// [`Self::all`] without the events Redis has not had yet: what to put
+    /// back where Redis lost what it had, since those events reach it on
+    /// their own (put back with the rest, they would count twice).
+    pub fn all_shared(&self, now_ms: i64) -> Vec<(String, String, Posterior)> {
+        let mut all = self.all();
+        let u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
+        for (task, model, score, weight, at) in u.events.values() {
+            if let Some((_, _, p)) = all
+                .iter_mut()
+                .find(|(t, m, _)| t.as_str() == &**task && m.as_str() == &**model)
+            {
+                p.remove(*score, *weight, *at, now_ms, self.half_life_ms);
+            }
+        }
+        all.retain(|(_, _, p)| p.events > 0);
+        all
+    }
+
     /// Every (task, model) and its posterior, as of when each was last
     /// brought up to date.
     pub fn all(&self) -> Vec<(String, String, Posterior)> {
@@ -173,6 +237,28 @@ impl HealthView for Seen<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_redis_has_not_had_is_left_out_of_what_is_put_back() {
+        let book = QualityBook::new(0);
+        book.add("t", "m", 1.0, 1.0, 0);
+        book.add("t", "m", 0.0, 2.0, 0);
+        let n = book.hold("t", "m", (0.0, 2.0), 0);
+        book.add("u", "m", 1.0, 1.0, 0);
+        let first = book.hold("u", "m", (1.0, 1.0), 0);
+        let shared = book.all_shared(0);
+        // `t`: its first event only; `u`: nothing Redis should be given.
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        let (_, _, p) = &shared[0];
+        assert_eq!((p.events, p.good, p.bad), (1, 1.0, 0.0));
+        book.release(n, true);
+        book.release(first, false);
+        assert_eq!(book.all_shared(0), book.all());
+        let replayed = book.take_replayed();
+        assert_eq!(replayed.get(&("t".into(), "m".into())), Some(&1));
+        assert_eq!(replayed.len(), 1, "one never shared is not counted");
+        assert!(book.take_replayed().is_empty());
+    }
 
     #[test]
     fn feedback_is_kept_per_task_and_model_and_tasks_stay_bounded() {

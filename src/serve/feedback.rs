@@ -72,7 +72,9 @@ async fn share(
                     crate::shared::requests::teach_held(link, id, at, scored, (now, hl)).await;
                 if shared.is_none() {
                     // Taken here; every machine learns it once Redis answers.
-                    app.unshared.keep(super::unshared::Event {
+                    let held = (a.upstream == identity)
+                        .then(|| book.hold(&a.task, &a.model, (f.score, f.weight), now));
+                    let gone = app.unshared.keep(super::unshared::Event {
                         key: a.key.clone(),
                         rid: f.rid.to_string(),
                         upstream: a.upstream.clone(),
@@ -80,7 +82,12 @@ async fn share(
                         model: a.model.clone(),
                         scored,
                         at_ms: now,
+                        held,
                     });
+                    // Never to be shared: the book's count of it stands.
+                    if let Some(n) = gone.and_then(|g| g.held) {
+                        book.release(n, false);
+                    }
                 }
                 if let Some((p, replaced)) = shared {
                     if a.upstream == identity {
@@ -142,6 +149,9 @@ pub async fn share_kept(app: Arc<App>) {
             let hl = (e.at_ms, book.half_life_ms);
             match crate::shared::requests::teach_held(&link, id, at, e.scored, hl).await {
                 Some((p, _)) => {
+                    if let Some(n) = e.held {
+                        book.release(n, true);
+                    }
                     if e.upstream == identity {
                         book.set_shared(&e.task, &e.model, p);
                     }

@@ -28,6 +28,9 @@ pub struct Event {
     pub scored: (f64, f64, Option<(f64, f64, i64)>),
     /// When it was taken, unix ms.
     pub at_ms: i64,
+    /// Its number in the router's book of what Redis has not had, if it is
+    /// on this server's upstream ([`crate::engine::learned::QualityBook::hold`]).
+    pub held: Option<u64>,
 }
 
 /// The events kept for Redis.
@@ -37,15 +40,15 @@ pub struct Unshared {
 }
 
 impl Unshared {
-    /// Keeps `e` to share later; whether an older one had to go for it.
-    pub fn keep(&self, e: Event) -> bool {
+    /// Keeps `e` to share later; the older one that had to go for it.
+    pub fn keep(&self, e: Event) -> Option<Event> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let full = q.len() >= MOST;
-        if full {
-            q.pop_front();
-        }
+        let gone = match q.len() >= MOST {
+            true => q.pop_front(),
+            false => None,
+        };
         q.push_back(e);
-        full
+        gone
     }
 
     /// The oldest event kept.
@@ -92,20 +95,22 @@ mod tests {
             model: "m".into(),
             scored: (1.0, 1.0, None),
             at_ms: 0,
+            held: None,
         }
     }
 
     #[test]
     fn events_are_kept_in_order_and_the_oldest_go_past_the_bound() {
         let u = Unshared::default();
-        assert!(!u.keep(event("a")));
-        assert!(!u.keep(event("b")));
+        assert!(u.keep(event("a")).is_none());
+        assert!(u.keep(event("b")).is_none());
         assert_eq!(u.first().unwrap().rid, "a");
         u.done();
         assert_eq!(u.first().unwrap().rid, "b");
-        for i in 0..MOST {
-            u.keep(event(&i.to_string()));
+        for i in 0..MOST - 1 {
+            assert!(u.keep(event(&i.to_string())).is_none());
         }
+        assert_eq!(u.keep(event("last")).unwrap().rid, "b", "the oldest goes");
         assert_eq!(u.len(), MOST);
         assert_eq!(u.first().unwrap().rid, "0", "b went first");
     }

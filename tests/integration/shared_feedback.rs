@@ -450,3 +450,62 @@ fn feedback_taken_while_redis_is_away_is_shared_when_it_is_back() {
         shared_posterior(&redis, "support", "t/cheap")
     );
 }
+
+/// Feedback taken while Redis is away counts once when it is back, whether
+/// Redis never had its task and model, or lost everything meanwhile: what
+/// was taken is shared, not also put back with what Redis lost.
+#[test]
+fn feedback_taken_while_redis_is_away_counts_once() {
+    for emptied in [false, true] {
+        let redis = RedisServer::start();
+        let env = two();
+        let alice = shared_key(&env, &redis, "alice");
+        let s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
+        let mut body = chat(None, "help me");
+        body["model"] = json!("t/cheap");
+        let ids: Vec<String> = (0..2)
+            .map(|i| {
+                body["messages"][0]["content"] = json!(format!("help me {i}"));
+                let (status, _, id) = post(&s, &alice, "/v1/chat/completions", &body);
+                assert_eq!(status, 200);
+                id.unwrap()
+            })
+            .collect();
+        // Emptied: Redis held one event, and loses it. Not emptied: the
+        // first event of the task and model comes while Redis is away.
+        let before = match emptied {
+            true => {
+                let fb = json!({"request_id": ids[0], "score": 1});
+                let (status, v, _) = post(&s, &alice, "/v1/feedback", &fb);
+                assert_eq!(status, 200, "{v}");
+                assert!(eventually(|| shared_posterior(
+                    &redis, "support", "t/cheap"
+                )
+                .is_some()));
+                // The watcher has read it there.
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                1
+            }
+            false => 0,
+        };
+        let away = || {
+            let fb = json!({"request_id": ids[1], "score": 0});
+            let (status, v, _) = post(&s, &alice, "/v1/feedback", &fb);
+            assert_eq!(status, 200, "{v}");
+        };
+        let redis = match emptied {
+            true => redis.down_and_back_empty(away),
+            false => redis.down_and_back(away),
+        };
+        let want = before + 1;
+        let events = || shared_posterior(&redis, "support", "t/cheap").map(|p| p.0);
+        assert!(
+            eventually(|| events().is_some_and(|n| n >= want)),
+            "{:?}",
+            events()
+        );
+        // Both the share of what was taken and the put-back have had time.
+        std::thread::sleep(std::time::Duration::from_millis(3000));
+        assert_eq!(events(), Some(want), "emptied: {emptied}");
+    }
+}

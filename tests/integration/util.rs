@@ -527,6 +527,17 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Kills it; runs `meanwhile`; then starts it again on the same port,
+    /// empty: Redis away, and back without its data.
+    pub fn down_and_back_empty(mut self, meanwhile: impl FnOnce()) -> RedisServer {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        meanwhile();
+        RedisServer::start_on(self.port, tempfile::tempdir().unwrap())
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
