@@ -26,12 +26,15 @@ pub struct QualityBook {
     unshared: std::sync::Mutex<Unshared>,
 }
 
-/// Events the book holds that Redis has not: (task, model, score, weight,
-/// unix ms), by number.
+/// An event the book holds that Redis has not: task, model, score,
+/// weight, unix ms.
+type Held = (Arc<str>, Arc<str>, f64, f64, i64);
+
+/// Events the book holds that Redis has not, by number.
 #[derive(Default)]
 struct Unshared {
     next: u64,
-    events: HashMap<u64, (Arc<str>, Arc<str>, f64, f64, i64)>,
+    events: HashMap<u64, Held>,
     /// Of those, how many each (task, model) has shared since the watcher
     /// of Redis last asked ([`QualityBook::take_replayed`]).
     replayed: HashMap<(String, String), u64>,
