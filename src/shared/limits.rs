@@ -47,16 +47,15 @@ return math.ceil(wait)
 ";
 
 /// Reserves an estimate: KEYS[1] = the budget; ARGV = estimate, cap, keep
-/// ms, what this machine knows was spent. A budget Redis does not hold (it
-/// restarted empty) starts from that, not from 0. Returns {1 or 0, spent,
-/// held} as strings.
+/// ms, what this machine knows was spent. A budget whose spend Redis does
+/// not hold (it restarted empty) is checked against that, but not written
+/// with it: what this machine knows includes its settlements kept to be
+/// sent, which would then count twice. The first settlement Redis takes
+/// writes it ([`SETTLE`]). Returns {1 or 0, spent, held} as strings.
 const RESERVE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 and tonumber(ARGV[4]) > 0 then
-  redis.call('HSET', KEYS[1], 'spent', ARGV[4], 'held', '0')
-end
 local est = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or ARGV[4])
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 local ok = 0
 if cap > 0 and spent + held + est <= cap + 1e-9 then
@@ -71,21 +70,24 @@ return {ok, tostring(spent), tostring(held)}
 /// Settles a reservation: KEYS[1] = the budget, KEYS[2] = the number of the
 /// last settlement of this process Redis took; ARGV = estimate, cost, keep
 /// ms, this settlement's number, what this machine knows was spent, this
-/// settlement included. One numbered no later than the last is one taken
-/// already: it changes nothing. A budget Redis does not hold (it restarted
-/// empty) starts from what this machine knows.
+/// settlement included (and none of its later ones). One numbered no later
+/// than the last is one taken already: it changes nothing. A budget whose
+/// spend Redis does not hold (it restarted empty) starts from what this
+/// machine knows; the settlements after it, this machine's and the
+/// others', add to it.
 const SETTLE: &str = r"
 local n = tonumber(ARGV[4])
 if n <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'held', '0', 'spent', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
-if held < 0 then held = 0 end
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0') + tonumber(ARGV[2])
+-- What sums of estimates leave over (1e-21) is nothing held.
+if held < 1e-12 then held = 0 end
+local spent = redis.call('HGET', KEYS[1], 'spent')
+if spent then
+  spent = tonumber(spent) + tonumber(ARGV[2])
+else
+  spent = tonumber(ARGV[5])
+end
 redis.call('HSET', KEYS[1], 'held', tostring(held), 'spent', tostring(spent))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1

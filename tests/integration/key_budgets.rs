@@ -225,3 +225,51 @@ fn keys_show_with_redis_shows_every_server_s_spend() {
         .run();
     assert!(out.stdout.contains("all servers'"), "{}", out.stdout);
 }
+
+/// What a key spent while Redis was away counts once in the shared budget
+/// when Redis comes back empty, however its first requests and the
+/// settlements kept meanwhile reach it.
+#[test]
+fn spend_while_redis_is_away_counts_once_when_it_comes_back_empty() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let token = make_key(
+        &env,
+        "team",
+        &["--budget", "1", "--per", "day", "--redis", &url],
+    );
+    let s = env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
+    let ask = |i: usize| {
+        let mut body = chat(None, &format!("prompt {i}"));
+        body["max_tokens"] = json!(10);
+        body
+    };
+    let send = |range: std::ops::Range<usize>| {
+        rt().block_on(async {
+            for i in range {
+                assert_eq!(post(&s, Some(&token), &ask(i)).await.0, 200);
+            }
+        })
+    };
+    send(0..2);
+    let redis = redis.down_and_back_empty(|| send(2..5));
+    // Requests go on as Redis comes back.
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300));
+        send(10 + round..11 + round);
+    }
+    s.stop();
+    let spent = || {
+        let out = env
+            .cmd()
+            .args(["keys", "show", "team", "--json", "--redis", &redis.url()])
+            .run();
+        out.assert_code(0);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        v["spent_usd"].as_f64().unwrap()
+    };
+    // 2 before, 3 while away, 6 after: $0.11.
+    assert!((spent() - 0.11).abs() < 1e-6, "Redis holds {}", spent());
+}
