@@ -143,28 +143,35 @@ pub fn main(run: &RunArgs, options: &Options) -> anyhow::Result<i32> {
     }
 }
 
-/// Whether standard output was open when the run started. Started with it
-/// closed (`>&-`), a run would pay for every answer and write none. Rust's
-/// runtime puts /dev/null, opened read-write, on a standard descriptor it
-/// finds closed; a shell's `> /dev/null` opens it write-only, and stays a
-/// way to fill the cache without keeping the output.
+/// Whether standard output was closed when the process started (`>&-`),
+/// as seen before Rust's runtime puts /dev/null on a closed standard
+/// descriptor: by then a closed output cannot be told from a /dev/null
+/// opened read-write on purpose (Python's `subprocess.DEVNULL`, systemd's
+/// `StandardOutput=null`).
+static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Looks at standard output as the C runtime starts the process, before
+/// Rust's runtime does: run from `.init_array`, as a C constructor is.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static LOOK_AT_STDOUT: extern "C" fn() = {
+    extern "C" fn look() {
+        // SAFETY: F_GETFD reads descriptor 1's flags and changes nothing.
+        if unsafe { libc::fcntl(1, libc::F_GETFD) } == -1 {
+            STDOUT_CLOSED_AT_START.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    look
+};
+
+/// Whether standard output can take the answers: it was not closed when
+/// the process started.
 fn stdout_is_open() -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    // SAFETY: F_GETFL reads the descriptor's flags and changes nothing.
-    let flags = unsafe { libc::fcntl(1, libc::F_GETFL) };
-    if flags == -1 {
-        return false;
-    }
-    if flags & libc::O_ACCMODE != libc::O_RDWR {
-        return true;
-    }
-    match (
-        std::fs::metadata("/dev/stdout"),
-        std::fs::metadata("/dev/null"),
-    ) {
-        (Ok(out), Ok(null)) => !(out.file_type().is_char_device() && out.rdev() == null.rdev()),
-        _ => true,
-    }
+    #[cfg(target_os = "linux")]
+    let _ = &LOOK_AT_STDOUT;
+    !STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The output lines' shape.

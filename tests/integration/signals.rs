@@ -258,6 +258,34 @@ fn a_run_with_its_output_closed_sends_nothing() {
 }
 
 #[test]
+fn a_run_whose_output_goes_to_dev_null_opened_read_write_is_answered() {
+    // Python's `subprocess.DEVNULL` and systemd's `StandardOutput=null`
+    // open /dev/null read-write: output thrown away on purpose, the cache
+    // filled, not an output closed.
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(0));
+    let file = env.write("batch.jsonl", &prompts(3));
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let out = env
+        .cmd()
+        .args(["--models", "t/a"])
+        .arg(&file)
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(null))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("llmroute runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(env.server.completions().len(), 3);
+}
+
+#[test]
 fn sigterm_ends_a_run_whose_output_nobody_reads() {
     // A reader downstream that stalls: the output blocks for good, and a
     // supervisor's SIGTERM must still end the run, its store consistent.
