@@ -11,12 +11,11 @@
 //!   until its average has caught up; not before the best candidate has
 //!   had its own warm-up tries, and only if it could win were it as fast
 //!   as can be (its score plus the latency weight passes the best's).
-//! - **Ageing.** One request in every `1 / share` probes the candidate that
-//!   was tried longest ago, so that a model that slowed down or failed, and
-//!   so lost its traffic, is measured again and can win it back. The
-//!   requests are counted per task, from a place drawn by a hash of its
-//!   name ([`turn`]), so that tasks coming in a fixed order are each
-//!   explored.
+//! - **Ageing.** One request in every `1 / share` of each task probes the
+//!   candidate that was tried longest ago, so that a model that slowed down
+//!   or failed, and so lost its traffic, is measured again and can win it
+//!   back. (Counted per task, so that tasks coming in a fixed order are
+//!   each explored.)
 //! - **Quality.** On a task that has had feedback, every other of those
 //!   requests goes instead to a candidate with fewer than
 //!   [`QUALITY_WARMUP`] feedback events on the task (fewest first), else
@@ -107,22 +106,9 @@ fn quality_probe(
         .map(|(i, _)| i)
 }
 
-/// The turn [`choose`] sees for the `n`th request (from 1) of `task`: the
-/// requests are counted per task, so that tasks coming in a fixed order are
-/// each explored, from a place drawn by a hash of the task's name, so that
-/// each task is explored as soon, on average, as one request in every
-/// `1 / share` of all would be (not after its own first `1 / share`).
-pub fn turn(n: u64, task: &str) -> u64 {
-    // FNV-1a: the same place for a task in every run.
-    let hash = task.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    n + (hash >> 40)
-}
-
 /// The candidate of `order` (ranked best first) that this request should
-/// probe, if any. `tick` is the request's [`turn`]; `share` is
-/// `--explore`.
+/// probe, if any. `tick` numbers the requests of the request's task;
+/// `share` is `--explore`.
 pub fn choose(
     order: &[Planned],
     health: &(impl HealthView + ?Sized),
@@ -190,27 +176,6 @@ mod tests {
     use super::*;
     use crate::core::health::ModelStat;
     use std::collections::{HashMap, HashSet};
-
-    #[test]
-    fn each_task_takes_its_turns_from_a_place_of_its_own() {
-        let every = 20;
-        let explored = |task: &str| {
-            (1..=100u64)
-                .filter(|n| turn(*n, task).is_multiple_of(every))
-                .collect::<Vec<_>>()
-        };
-        // One request in every 20 of each task...
-        for task in ["a", "b", "sql", "mmlu/anatomy"] {
-            let at = explored(task);
-            assert_eq!(at.len(), 5, "{task}: {at:?}");
-            assert!(at.windows(2).all(|w| w[1] - w[0] == every), "{at:?}");
-        }
-        // ...not all from the same place: some tasks start sooner.
-        let firsts: std::collections::BTreeSet<u64> =
-            (0..40).map(|i| explored(&format!("t{i}"))[0]).collect();
-        assert!(firsts.len() > 10, "{firsts:?}");
-        assert!(*firsts.iter().next().unwrap() < 10, "{firsts:?}");
-    }
 
     #[derive(Default)]
     struct View {

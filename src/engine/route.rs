@@ -196,8 +196,7 @@ impl Router {
         self.ticks.fetch_add(1, Ordering::Relaxed);
         // Exploration's turns are counted per task, so that tasks coming
         // in a fixed order are each explored.
-        let task = job.req.task();
-        let tick = self.turns.next(task);
+        let tick = self.turns.next(job.req.task());
         // A dry run sends nothing, so it measures nothing: it shows the choice.
         let share = if self.config.dry_run {
             0.0
@@ -209,8 +208,7 @@ impl Router {
             quality: job.settings.weights.quality,
             latency: job.settings.weights.latency,
         };
-        let turn = explore::turn(tick, task);
-        let probe = match explore::choose(&plan.order, health, now, (turn, share), Some(terms)) {
+        let probe = match explore::choose(&plan.order, health, now, (tick, share), Some(terms)) {
             Some((i, _)) => {
                 plan.order[..=i].rotate_right(1);
                 Some(plan.order[0].model.clone())
