@@ -11,11 +11,9 @@
 //!   until its average has caught up; not before the best candidate has
 //!   had its own warm-up tries, and only if it could win were it as fast
 //!   as can be (its score plus the latency weight passes the best's).
-//! - **Ageing.** One request in every `1 / share` of each task probes the
-//!   candidate that was tried longest ago, so that a model that slowed down
-//!   or failed, and so lost its traffic, is measured again and can win it
-//!   back. (Counted per task, so that tasks coming in a fixed order are
-//!   each explored.)
+//! - **Ageing.** One request in every `1 / share` probes the candidate that
+//!   was tried longest ago, so that a model that slowed down or failed, and
+//!   so lost its traffic, is measured again and can win it back.
 //! - **Quality.** On a task that has had feedback, every other of those
 //!   requests goes instead to a candidate with fewer than
 //!   [`QUALITY_WARMUP`] feedback events on the task (fewest first), else
@@ -107,8 +105,7 @@ fn quality_probe(
 }
 
 /// The candidate of `order` (ranked best first) that this request should
-/// probe, if any. `tick` numbers the requests of the request's task;
-/// `share` is `--explore`.
+/// probe, if any. `tick` numbers the requests; `share` is `--explore`.
 pub fn choose(
     order: &[Planned],
     health: &(impl HealthView + ?Sized),

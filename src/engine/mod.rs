@@ -20,7 +20,6 @@ mod route;
 mod stream;
 #[cfg(test)]
 mod tests;
-mod turns;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -280,8 +279,6 @@ pub struct Router {
     budget_warned: AtomicBool,
     /// Requests planned so far.
     ticks: AtomicU64,
-    /// Requests planned so far, per task: exploration's turns.
-    turns: turns::Turns,
     /// Requests hedged so far.
     hedges: AtomicU64,
     /// The routing side of the cache key of a request without settings of
@@ -310,7 +307,6 @@ impl Router {
             refusal: Refusal::default(),
             budget_warned: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
-            turns: turns::Turns::default(),
             hedges: AtomicU64::new(0),
             seal,
             seal_base,

@@ -193,10 +193,7 @@ impl Router {
         if let Some(c) = &mut candidates {
             ranking::with_states(c, health, now);
         }
-        self.ticks.fetch_add(1, Ordering::Relaxed);
-        // Exploration's turns are counted per task, so that tasks coming
-        // in a fixed order are each explored.
-        let tick = self.turns.next(job.req.task());
+        let tick = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         // A dry run sends nothing, so it measures nothing: it shows the choice.
         let share = if self.config.dry_run {
             0.0

@@ -1129,55 +1129,6 @@ fn route_takes_the_task_header_as_a_chat_request_does() {
     }
 }
 
-/// Exploration is spread over the tasks whatever order they come in: a
-/// pipeline whose steps repeat in a fixed order (tasks a, b, c, d, a, ...)
-/// gets each of its tasks explored, not only the one whose turn falls on
-/// the exploring requests.
-#[test]
-fn tasks_in_a_fixed_order_are_each_explored() {
-    let env = two();
-    let tasks = ["a", "b", "c", "d"];
-    let mut outcomes = String::new();
-    for task in tasks {
-        outcomes.push_str(&format!(
-            "{}\n{}\n",
-            json!({"task": task, "model": "t/strong", "score": 0.9, "weight": 10}),
-            json!({"task": task, "model": "t/cheap", "score": 0.5, "weight": 1})
-        ));
-    }
-    let file = env.write("outcomes.jsonl", &outcomes);
-    env.cmd()
-        .args(["feedback", "-q", "--outcomes"])
-        .arg(&file)
-        .run()
-        .assert_code(0);
-    let mut input = String::new();
-    for i in 0..40 {
-        for task in tasks {
-            input.push_str(&format!(
-                "{}\n",
-                json!({"prompt": format!("{task} {i}"), "llmroute": {"task": task}})
-            ));
-        }
-    }
-    let out = env
-        .cmd()
-        .args(["--models", "t/cheap,t/strong", "--weights", WEIGHTS])
-        .args(["--explore", "0.25", "--no-cache", "-j", "1"])
-        .stdin(input)
-        .run();
-    out.assert_code(0);
-    let lines = out.lines();
-    assert_eq!(lines.len(), 160);
-    // Past the warm-up, the cheap model gets the exploring requests only.
-    let explored: std::collections::BTreeSet<&str> = lines[8..]
-        .iter()
-        .filter(|l| l["model"] == "t/cheap")
-        .map(|l| tasks[(l["line"].as_u64().unwrap() as usize - 1) % 4])
-        .collect();
-    assert!(explored.len() >= 3, "explored only on {explored:?}");
-}
-
 /// `--explain` on an answer from the cache ranks with what was learned,
 /// as it does for one sent upstream.
 #[test]
