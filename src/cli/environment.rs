@@ -22,10 +22,7 @@ pub(super) fn from_the_environment(
     let Some(long) = arg.strip_prefix("--").and_then(|a| a.split(' ').next()) else {
         return e;
     };
-    let given = args
-        .iter()
-        .filter_map(|a| a.to_str())
-        .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let given = given(args.iter().filter_map(|a| a.to_str()), long, None);
     let value = match e.get(ContextKind::InvalidValue) {
         Some(ContextValue::String(v)) => v.clone(),
         _ => return e,
@@ -37,23 +34,39 @@ pub(super) fn from_the_environment(
     if let (false, Some(var)) = (given, var) {
         e.insert(
             ContextKind::Suggested,
-            ContextValue::StyledStrs(vec![format!(
-                "the value is the environment variable {var}'s: set it right, or unset it"
-            )
-            .into()]),
+            ContextValue::StyledStrs(vec![blame(&var).into()]),
         );
     }
     e
 }
 
-/// The environment variable of flag `--long`, in `command` or a subcommand.
-fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+/// Flag `--long` of `command` or of a subcommand.
+fn arg_of<'a>(command: &'a clap::Command, long: &str) -> Option<&'a clap::Arg> {
     command
         .get_arguments()
         .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_env())
+        .or_else(|| command.get_subcommands().find_map(|c| arg_of(c, long)))
+}
+
+/// The environment variable of flag `--long`, in `command` or a subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    arg_of(command, long)?
+        .get_env()
         .map(|v| v.to_string_lossy().into_owned())
-        .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+}
+
+/// Whether `args` give `--long` (or its `short` form).
+fn given<'a>(mut args: impl Iterator<Item = &'a str>, long: &str, short: Option<char>) -> bool {
+    args.any(|a| {
+        a == format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || short.is_some_and(|s| a.starts_with(&format!("-{s}")))
+    })
+}
+
+/// What a tip says of a value that is variable `var`'s.
+fn blame(var: &str) -> String {
+    format!("the value is the environment variable {var}'s: set it right, or unset it")
 }
 
 /// For an error about `--long`'s value that is found after parsing (a
@@ -63,28 +76,14 @@ fn env_of(command: &clap::Command, long: &str) -> Option<String> {
 pub fn tip(long: &str) -> String {
     use clap::CommandFactory;
     let args: Vec<String> = std::env::args_os()
+        .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let command = super::Cli::command();
-    let short = short_of(&command, long);
-    let given = args.iter().skip(1).any(|a| {
-        a == &format!("--{long}")
-            || a.starts_with(&format!("--{long}="))
-            || short.is_some_and(|s| a.starts_with(&format!("-{s}")))
-    });
+    let short = arg_of(&command, long).and_then(|a| a.get_short());
+    let given = given(args.iter().map(String::as_str), long, short);
     match env_of(&command, long).filter(|v| !given && std::env::var_os(v).is_some()) {
-        Some(var) => format!(
-            " (tip: the value is the environment variable {var}'s: set it right, or unset it)"
-        ),
+        Some(var) => format!(" (tip: {})", blame(&var)),
         None => String::new(),
     }
-}
-
-/// The short form of flag `--long`, in `command` or a subcommand.
-fn short_of(command: &clap::Command, long: &str) -> Option<char> {
-    command
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))
-        .and_then(|a| a.get_short())
-        .or_else(|| command.get_subcommands().find_map(|c| short_of(c, long)))
 }
