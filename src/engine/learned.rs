@@ -168,11 +168,13 @@ impl QualityBook {
         let mut all = self.all();
         let u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
         for (task, model, score, weight, at) in u.events.values() {
-            if let Some((_, _, p)) = all
-                .iter_mut()
-                .find(|(t, m, _)| t.as_str() == &**task && m.as_str() == &**model)
-            {
-                p.remove(*score, *weight, *at, now_ms, self.half_life_ms);
+            // `all` is sorted by task and model.
+            let at_field = all
+                .binary_search_by(|(t, m, _)| (t.as_str(), m.as_str()).cmp(&(&**task, &**model)));
+            if let Ok(i) = at_field {
+                all[i]
+                    .2
+                    .remove(*score, *weight, *at, now_ms, self.half_life_ms);
             }
         }
         all.retain(|(_, _, p)| p.events > 0);
