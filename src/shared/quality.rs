@@ -207,17 +207,16 @@ pub async fn watch(
     let mut seen: std::collections::HashMap<(String, String), u64> = Default::default();
     loop {
         tick.tick().await;
-        // Taken before Redis is read: an event shared after is in what is
-        // read, and counts next time.
-        let replayed = book.take_replayed();
+        // What this machine shared since it last read, of what it took
+        // while Redis did not answer, adds to what it saw there. Taken
+        // before Redis is read (an event shared after is in what is read),
+        // and kept in `seen` should the read fail.
+        for (field, n) in book.take_replayed() {
+            *seen.entry(field).or_default() += n;
+        }
         let Some(mut rows) = all(&link, &identity).await else {
             continue;
         };
-        // What this machine shared since it last read, of what it took
-        // while Redis did not answer, adds to what it saw there.
-        for (field, n) in replayed {
-            *seen.entry(field).or_default() += n;
-        }
         // Less the events this machine took while Redis did not answer and
         // has not shared yet: they reach it on their own, and put back too
         // would count twice.
