@@ -46,6 +46,16 @@ impl<S> Shared<S> {
     fn now(&self) -> u64 {
         self.base.elapsed().as_millis() as u64
     }
+
+    /// Milliseconds until the piece owed, if any, passes the limit; the
+    /// whole limit when none is owed.
+    fn wait(&self) -> u64 {
+        let limit = self.limit.as_millis() as u64;
+        match self.owed_since.load(Ordering::Acquire) {
+            0 => limit,
+            since => (since - 1 + limit).saturating_sub(self.now()),
+        }
+    }
 }
 
 impl<S: Stream<Item = Bytes> + Unpin + Send + 'static> Unread<S> {
@@ -74,14 +84,17 @@ async fn watch<S>(shared: Weak<Shared<S>>) {
         if s.over.load(Ordering::Acquire) {
             return;
         }
-        let limit = s.limit.as_millis() as u64;
-        let wait = match s.owed_since.load(Ordering::Acquire) {
-            0 => limit,
-            since => (since - 1 + limit).saturating_sub(s.now()),
-        };
+        let wait = s.wait();
         if wait == 0 {
+            let mut inner = lock(&s.inner);
+            // Looked at again under the lock: the client may have asked for
+            // the next piece meanwhile.
+            if s.wait() > 0 {
+                continue;
+            }
             s.over.store(true, Ordering::Release);
-            let held = lock(&s.inner).take();
+            let held = inner.take();
+            drop(inner);
             drop(s);
             // Its slot, its upstream call and its record go here.
             drop(held);
