@@ -446,12 +446,9 @@ fn a_request_cut_off_by_the_grace_period_may_be_retried() {
     assert!(answered < cut, "{log}");
 }
 
-#[test]
-fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
-    // One slot (-j 1): a stream of some megabytes whose client reads none
-    // of it holds that slot only until the server's writes have waited on
-    // it for --timeout; then another client is served.
-    use std::io::Write as _;
+/// A server with one slot (-j 1), `--timeout 2s`, and the body of a
+/// stream of some megabytes from t/a.
+fn one_slot_and_a_long_stream() -> (Env, Served, Value) {
     let env = Env::three();
     env.server
         .set_default("t/a", Behavior::stream(0, 0, 400_000));
@@ -468,6 +465,28 @@ fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
     ]);
     let mut body = chat(Some("t/a"), "a long stream");
     body["stream"] = json!(true);
+    (env, s, body)
+}
+
+/// A request of another client gets the slot and is answered.
+async fn another_client_is_served(s: &Served) {
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&chat(Some("t/b"), "may I?"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+}
+
+#[test]
+fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
+    // One slot (-j 1): a stream of some megabytes whose client reads none
+    // of it holds that slot only until the server's writes have waited on
+    // it for --timeout; then another client is served.
+    use std::io::Write as _;
+    let (_env, s, body) = one_slot_and_a_long_stream();
     let body = body.to_string();
     let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
     write!(
@@ -478,14 +497,7 @@ fn a_client_that_never_reads_its_stream_is_cut_off_and_frees_its_slot() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     rt().block_on(async {
-        let r = client()
-            .post(s.url("/v1/chat/completions"))
-            .json(&chat(Some("t/b"), "may I?"))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        another_client_is_served(&s).await;
     });
     drop(stalled);
 }
@@ -496,22 +508,7 @@ fn an_http2_client_that_keeps_its_stream_s_window_shut_frees_its_slot() {
     // while its connection goes on: no write of the connection waits, yet
     // that stream's answer cannot be sent. Its slot (-j 1) is held only
     // until the stream has waited on its client for --timeout.
-    let env = Env::three();
-    env.server
-        .set_default("t/a", Behavior::stream(0, 0, 400_000));
-    env.server.set_default("t/b", Behavior::ok());
-    let s = env.serve(&[
-        "--models",
-        "t/a,t/b",
-        "-j",
-        "1",
-        "--timeout",
-        "2s",
-        "--deadline",
-        "30s",
-    ]);
-    let mut body = chat(Some("t/a"), "a long stream");
-    body["stream"] = json!(true);
+    let (_env, s, body) = one_slot_and_a_long_stream();
     rt().block_on(async {
         let shut = reqwest::Client::builder()
             .http2_prior_knowledge()
@@ -527,14 +524,7 @@ fn an_http2_client_that_keeps_its_stream_s_window_shut_frees_its_slot() {
         assert_eq!(held.status().as_u16(), 200);
         assert_eq!(held.version(), reqwest::Version::HTTP_2);
         // The connection stays open and its stream unread.
-        let r = client()
-            .post(s.url("/v1/chat/completions"))
-            .json(&chat(Some("t/b"), "may I?"))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        another_client_is_served(&s).await;
         drop(held);
     });
 }
