@@ -71,6 +71,11 @@ pub const RETRY_REFUSED: Duration = Duration::from_secs(30);
 pub fn main(options: &Options) -> anyhow::Result<i32> {
     let s = &options.serve;
     let (addr, clients, admins) = access(s)?;
+    // Refused before the catalogue is fetched when no key can be
+    // anywhere; with Redis, keys made on another machine are read first.
+    if clients.is_empty() && options.redis.is_none() && !has_keys(options)? {
+        refuse_open(addr, false)?;
+    }
     log::init(s.log_format, s.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,12 +99,7 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     let settings = &wired.router.config().settings;
     metrics.keep_labels(settings.models.iter().chain(settings.fallback.iter()));
     let (ring, seen) = key_ring(&wired, &clients, &admins, &rt)?;
-    if !ring.required() && !addr.ip().is_loopback() {
-        return Err(anyhow!(
-            "refusing to listen on {addr} without client tokens or keys: anyone who can reach it could spend your API key. \
-             Make a key with `llmroute keys create NAME`, set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
-        ));
-    }
+    refuse_open(addr, ring.required())?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -224,6 +224,34 @@ async fn stop_at_the_cut(
 }
 
 /// The address to listen on, and the client and admin tokens.
+/// Refuses to listen beyond loopback for anyone without a token.
+fn refuse_open(addr: SocketAddr, tokens_required: bool) -> anyhow::Result<()> {
+    if tokens_required || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "refusing to listen on {addr} without client tokens or keys: anyone who can reach it could spend your API key. \
+         Make a key with `llmroute keys create NAME`, set {CLIENT_VAR}=token1,token2 or --auth-token-file FILE, or listen on 127.0.0.1"
+    ))
+}
+
+/// Whether the store holds any client key (a store not made yet holds none).
+fn has_keys(options: &Options) -> anyhow::Result<bool> {
+    let path = options.store_path()?;
+    if !path.exists() {
+        return Ok(false);
+    }
+    Ok(
+        match crate::store::Store::open_reader(&path).and_then(|s| s.keys()) {
+            Ok((keys, _)) => !keys.is_empty(),
+            // A store without the keys table yet has no keys.
+            Err(crate::store::StoreError::Sql(_)) => false,
+            // Unreadable here: the wiring says why, with its own words.
+            Err(_) => true,
+        },
+    )
+}
+
 fn access(s: &ServeOptions) -> anyhow::Result<(SocketAddr, Tokens, Tokens)> {
     let addr: SocketAddr = s.listen.trim().parse().map_err(|_| {
         anyhow!(

@@ -376,6 +376,9 @@ fn without_tokens_only_loopback_is_served() {
         "{}",
         out.stderr
     );
+    // Refused before it reaches the API: no catalogue fetch, no store.
+    assert_eq!(env.server.requests().len(), 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("catalogue"), "{}", out.stderr);
     let tokens = env.write("tokens", "# clients\nsecret-a\n\n");
     let s = env.serve(&[
         "--listen",
