@@ -102,8 +102,9 @@ fn all(
             Some(shared) => keys.extend(shared),
             // What the store holds is still worth showing, said as such.
             None => eprintln!(
-                "llmroute: warning: Redis did not answer: these are the keys this store holds, \
-                 without those made on other machines"
+                "llmroute: warning: Redis {}: these are the keys this store holds, \
+                 without those made on other machines",
+                l.unreached()
             ),
         }
     }
@@ -299,7 +300,9 @@ fn revoke(
                 found = true;
                 k.revoked_at_ms = Some(now);
                 rt.block_on(crate::shared::clients::put(l, &k))
-                    .ok_or_else(|| half_done(true, "Redis did not answer to revoke it there"))?;
+                    .ok_or_else(|| {
+                        half_done(true, &format!("Redis {} to revoke it there", l.unreached()))
+                    })?;
                 let _ = store.mirror_key(&k);
             }
         }

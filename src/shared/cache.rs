@@ -310,14 +310,15 @@ impl<L: Cache + Recorder + 'static> Cache for SharedCache<L> {
                         .arg(now),
                 )
                 .await;
-            marked.ok_or_else(|| format!("Redis at {} did not answer", self.link.shown))?;
+            marked
+                .ok_or_else(|| format!("Redis at {} {}", self.link.shown, self.link.unreached()))?;
             self.cleared_at.fetch_max(now, Ordering::Relaxed);
             let local = self.local.clear().await?;
             let shared = self
                 .link
                 .delete_matching(&format!("{}cache:*", self.link.prefix))
                 .await
-                .ok_or_else(|| format!("Redis at {} did not answer", self.link.shown))?;
+                .ok_or_else(|| format!("Redis at {} {}", self.link.shown, self.link.unreached()))?;
             Ok(local + shared)
         })
     }

@@ -62,6 +62,9 @@ pub struct Link {
     up: AtomicBool,
     /// That Redis is down was said, and that it is back is not yet.
     down_said: AtomicBool,
+    /// Redis refused the user or password when the link opened, and has
+    /// not answered since.
+    refused: AtomicBool,
     /// Writes, in the order they were made, for the writer task.
     writes: mpsc::Sender<Pipeline>,
     /// Writes queued and not yet sent (or given up on).
@@ -104,6 +107,7 @@ impl Link {
             resting_until: AtomicI64::new(0),
             up: AtomicBool::new(false),
             down_said: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             writes: tx,
             pending: AtomicUsize::new(0),
             kept: Arc::new(Kept::default()),
@@ -119,7 +123,9 @@ impl Link {
         let pong: Option<String> = link.call(&redis::cmd("PING")).await;
         if pong.is_none() {
             link.down_said.store(true, Ordering::Relaxed);
-            let why = match refused_login(&link.client, timeout).await {
+            let refused = refused_login(&link.client, timeout).await;
+            link.refused.store(refused, Ordering::Relaxed);
+            let why = match refused {
                 true => "refuses its user or password",
                 false => "does not answer",
             };
@@ -151,7 +157,18 @@ impl Link {
         self.resting_until.store(until, Ordering::Relaxed);
     }
 
+    /// Why a call just failed, for a message after "Redis": "did not
+    /// answer", or that it refuses the user or password when it did so
+    /// from the start.
+    pub fn unreached(&self) -> &'static str {
+        match self.refused.load(Ordering::Relaxed) {
+            true => "refuses its user or password",
+            false => "did not answer",
+        }
+    }
+
     fn answered(&self) {
+        self.refused.store(false, Ordering::Relaxed);
         // Said once it was said to be down (the watcher clears the rest
         // before the ping that finds it back, so the rest cannot tell).
         if !self.up.swap(true, Ordering::Relaxed) && self.down_said.swap(false, Ordering::Relaxed) {

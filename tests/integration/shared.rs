@@ -685,6 +685,15 @@ fn a_redis_that_refuses_the_password_says_so() {
             out.stderr
         );
         assert!(!out.stderr.contains("wrong-pw-9"), "{}", out.stderr);
+        // Nor does a command reading keys say Redis did not answer.
+        let out = env.cmd().args(["keys", "list", "--redis", &url]).run();
+        out.assert_code(0);
+        assert!(
+            out.stderr.contains("refuses its user or password")
+                && !out.stderr.contains("did not answer"),
+            "{url}: {}",
+            out.stderr
+        );
     }
 }
 
