@@ -248,6 +248,9 @@ impl Drop for Pending {
                 handle.spawn(async move {
                     if let Ok(r) = task.await {
                         access.attempts = r.attempts.len();
+                        // Named by the model it was last sent to, as an
+                        // error after attempts is.
+                        access.model = r.attempts.last().map(|t| t.model.clone());
                         access.tried = r.attempts;
                     }
                     app.done(&mut access, CLIENT_CLOSED, started);

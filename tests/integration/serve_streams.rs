@@ -345,7 +345,7 @@ fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
         .lines()
         .find(|l| l.starts_with("llmroute_requests_total{") && l.contains(r#"status="499""#));
     assert!(
-        counted.is_some_and(|l| l.ends_with(" 1")),
+        counted.is_some_and(|l| l.ends_with(" 1") && l.contains(r#"model="t/a""#)),
         "{metrics}\n{}",
         s.log()
     );
@@ -359,6 +359,7 @@ fn a_client_that_leaves_before_the_answer_is_logged_and_counted_as_499() {
     assert_eq!(lines[0]["status"], 499, "{log}");
     assert!(lines[0]["request_id"].is_string(), "{log}");
     assert_eq!(lines[0]["attempts"], 1, "the attempt it cancelled: {log}");
+    assert_eq!(lines[0]["model"], "t/a", "the model it was sent to: {log}");
     assert!(
         lines[0]["error"]
             .as_str()
