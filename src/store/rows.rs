@@ -19,8 +19,9 @@ const INSERT_ATTEMPT: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 const INSERT_REQUEST: &str =
     "INSERT INTO requests (ts, run_id, line, request_id, model, ok, cached, latency_ms, cost_usd,
-     prompt_tokens, completion_tokens, priority, score, attempts, error_type, key_name, rid, task, upstream)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+     prompt_tokens, completion_tokens, priority, score, attempts, error_type, key_name, rid, task, upstream,
+     charged_usd)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 const ADD_KEY_DAY: &str = "INSERT INTO key_days (name, day, cost_usd) VALUES (?1, ?2, ?3)
      ON CONFLICT (name, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd";
 const MARK_USED: &str = "UPDATE cache SET used_at = ?2 WHERE key = ?1";
@@ -159,7 +160,8 @@ impl Store {
                 r.key.as_deref(),
                 r.rid.as_deref(),
                 r.task.as_deref(),
-                self.upstream
+                self.upstream,
+                r.charged_usd
             ])?;
             // What the key's budget was charged, estimates included, so
             // that a restart starts from what it had spent.

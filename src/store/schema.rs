@@ -261,4 +261,9 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE feedback;
     ALTER TABLE feedback_v2 RENAME TO feedback;
     "#,
+    // 11: what a request was charged, where its cost is not known (sent,
+    // and cut off or not priced): the estimate its budgets kept.
+    r#"
+    ALTER TABLE requests ADD COLUMN charged_usd REAL;
+    "#,
 ];

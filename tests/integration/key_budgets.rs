@@ -273,3 +273,65 @@ fn spend_while_redis_is_away_counts_once_when_it_comes_back_empty() {
     // 2 before, 3 while away, 6 after: $0.11.
     assert!((spent() - 0.11).abs() < 1e-6, "Redis holds {}", spent());
 }
+
+/// A request whose client left before any answer keeps its estimate in the
+/// key's budget, as it may have been billed; `report --by key` shows that
+/// charge beside the known cost, so the two agree.
+#[test]
+fn report_by_key_shows_what_a_request_cut_off_was_charged() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::Hang);
+    let token = make_key(&env, "leaver", &["--budget", "5", "--per", "day"]);
+    let s = env.serve(&["--models", "t/a", "--no-cache"]);
+    let spent = rt().block_on(async {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let mut body = chat(None, "cut off");
+        body["max_tokens"] = json!(1000);
+        let r = impatient
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await;
+        assert!(r.is_err(), "the client gave up");
+        let mut spent = 0.0;
+        for _ in 0..100 {
+            let (_, me) = get(&s, Some(&token), "/v1/key").await;
+            let me: Value = serde_json::from_str(&me).unwrap();
+            spent = me["spent_usd"].as_f64().unwrap_or(0.0);
+            if spent > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        spent
+    });
+    s.stop();
+    assert!(spent > 0.0, "the estimate is charged");
+    let out = env
+        .cmd()
+        .args(["report", "--by", "key", "--since", "all", "--json"])
+        .run();
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let row = &v["keys"][0];
+    assert_eq!(row["key"], "leaver", "{v}");
+    assert_eq!(row["cost_usd"].as_f64(), Some(0.0), "{v}");
+    let charged = row["charged_usd"].as_f64().unwrap_or(0.0);
+    assert!(
+        (charged - spent).abs() < 1e-9,
+        "{charged} against {spent}: {v}"
+    );
+    let table = env
+        .cmd()
+        .args(["report", "--by", "key", "--since", "all"])
+        .run();
+    assert!(
+        table.stdout.contains("; budget charged $0.002"),
+        "{}",
+        table.stdout
+    );
+}

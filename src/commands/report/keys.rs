@@ -19,6 +19,11 @@ pub struct KeyReport {
     pub cost_usd: f64,
     /// Answered lines whose cost is unknown, left out of `cost_usd`.
     pub cost_unknown_lines: i64,
+    /// What its budget was charged: `cost_usd` and the estimates kept for
+    /// requests sent whose cost is not known (cut off, timed out, not
+    /// priced; a hedge that lost).
+    #[serde(serialize_with = "numbers::serialize_usd")]
+    pub charged_usd: f64,
     /// Whether any line's cost is known ($0 included).
     #[serde(skip)]
     pub cost_known: bool,
@@ -36,7 +41,8 @@ pub fn load(
         "SELECT key_name, count(*), sum(ok AND NOT cached), sum(NOT ok), sum(cached),
                 total(cost_usd), total(prompt_tokens) FILTER (WHERE NOT cached),
                 total(completion_tokens) FILTER (WHERE NOT cached),
-                sum(ok AND cost_usd IS NULL), count(cost_usd)
+                sum(ok AND cost_usd IS NULL), count(cost_usd),
+                total(coalesce(charged_usd, cost_usd))
          FROM requests WHERE key_name IS NOT NULL AND ts >= ?",
     );
     let mut params: Vec<rusqlite::types::Value> = vec![rusqlite::types::Value::Integer(
@@ -67,6 +73,7 @@ pub fn load(
             completion_tokens: r.get::<_, f64>(7)? as i64,
             cost_unknown_lines: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
             cost_known: r.get::<_, i64>(9)? > 0,
+            charged_usd: r.get(10)?,
         })
     })?;
     rows.collect()
@@ -93,11 +100,22 @@ pub fn cells(keys: &[KeyReport]) -> ([&'static str; 7], Vec<[String; 7]>) {
             k.answered.to_string(),
             k.errors.to_string(),
             k.cache_hits.to_string(),
-            super::table::total_cost(k.cost_usd, k.cost_known, k.cost_unknown_lines),
+            cost_cell(k),
             (k.prompt_tokens + k.completion_tokens).to_string(),
         ]
     });
     (header, rows.collect())
+}
+
+/// The cost, and what the budget was charged when estimates kept for
+/// requests of unknown cost make that more.
+fn cost_cell(k: &KeyReport) -> String {
+    let cost = super::table::total_cost(k.cost_usd, k.cost_known, k.cost_unknown_lines);
+    // Sums of the same costs in another order differ in the last bits.
+    match k.charged_usd - k.cost_usd > 1e-9 * k.charged_usd {
+        true => format!("{cost}; budget charged {}", numbers::usd(k.charged_usd)),
+        false => cost,
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +142,23 @@ mod tests {
         assert_eq!(keys[0].cost_usd, 0.5);
         assert_eq!(keys[1].prompt_tokens + keys[1].completion_tokens, 7);
         assert!(render(&keys, "all").contains("a "));
+    }
+
+    #[test]
+    fn an_estimate_kept_by_the_budget_is_shown_as_charged() {
+        let cut = RequestRow {
+            cost_usd: None,
+            charged_usd: Some(0.25),
+            ..request(Some("m"), Some("a"), false, 0.0)
+        };
+        let s = store_of([request(Some("m"), Some("a"), true, 0.5), cut]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        assert_eq!((keys[0].cost_usd, keys[0].charged_usd), (0.5, 0.75));
+        assert!(render(&keys, "all").contains("$0.50; budget charged $0.75"));
+        // Charged what it cost: said once.
+        let s = store_of([request(Some("m"), Some("a"), true, 0.5)]);
+        let keys = load(s.conn(), &all_time(), &[]).unwrap();
+        assert!(!render(&keys, "all").contains("charged"));
     }
 
     #[test]
