@@ -104,6 +104,45 @@ fn die_with_this_process(command: &mut Command) {
     let _ = command;
 }
 
+/// Kills a grader's process group should this process die without ending
+/// it (by `kill -9`): the parent-death signal reaches only the shell,
+/// not the program it runs nor what that starts. A small shell of its
+/// own waits for its input to end; it ends with "done" once the group was
+/// ended here, and with nothing when this process died.
+struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    fn new(group: i32) -> Guard {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                r#"read -r done; [ "$done" = done ] || kill -s KILL -- "-$1" 2>/dev/null"#,
+                "llmroute-grade-guard",
+                &group.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Out of the run's group: Ctrl-C is the run's to handle.
+            .process_group(0)
+            .spawn()
+            .ok();
+        Guard(child)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.0.take() {
+            if let Some(mut input) = guard.stdin.take() {
+                let _ = input.write_all(b"done\n");
+            }
+            let _ = guard.wait();
+        }
+    }
+}
+
 /// Where grades are shared, and whether Redis has stopped answering.
 struct Shared {
     link: Arc<crate::shared::Link>,
@@ -284,6 +323,8 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         .spawn()
         .map_err(|e| format!("cannot run the grader: {e}"))?;
     let group = child.id() as i32;
+    // Dropped when this function returns, once the group is ended.
+    let _guard = Guard::new(group);
     {
         let mut groups = lock(&running.groups);
         groups.insert(group);

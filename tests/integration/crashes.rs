@@ -965,39 +965,51 @@ fn ended(pid: u32) -> bool {
 
 #[test]
 fn a_grader_does_not_outlive_a_kill_9_of_its_run() {
-    let env = Env::three();
-    let pid_file = env.path("grader.pid");
     // The grader is in a process group of its own (Ctrl-C is the run's to
-    // handle), so nothing but llmroute itself can end it.
-    let grader = format!(
-        "cat >/dev/null; echo $$ > {}.tmp; mv {0}.tmp {0}; exec sleep 120",
-        pid_file.display()
-    );
-    let file = env.write("in.jsonl", &prompts(1));
-    let mut run = env.spawn(
-        &[
-            "--models",
-            "t/a",
-            "--no-cache",
-            "--grade",
-            &grader,
-            "--grade-timeout",
-            "300s",
-        ],
-        &file,
-    );
-    assert!(eventually(|| pid_file.exists()), "the grader started");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(!ended(pid));
-    run.kill().unwrap();
-    run.wait().unwrap();
-    let gone = eventually(|| ended(pid));
-    if !gone {
-        signal(pid, "KILL");
+    // handle), so nothing but llmroute itself can end it: the program the
+    // shell runs, and what that starts in turn.
+    for (form, tail) in [
+        ("exec", "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 120"),
+        (
+            "child",
+            "sleep 120 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
+        ),
+    ] {
+        let env = Env::three();
+        let pid_file = env.path("grader.pid");
+        let grader = format!(
+            "cat >/dev/null; {}",
+            tail.replace("{p}", &pid_file.display().to_string())
+        );
+        let file = env.write("in.jsonl", &prompts(1));
+        let mut run = env.spawn(
+            &[
+                "--models",
+                "t/a",
+                "--no-cache",
+                "--grade",
+                &grader,
+                "--grade-timeout",
+                "300s",
+            ],
+            &file,
+        );
+        assert!(
+            eventually(|| pid_file.exists()),
+            "{form}: the grader started"
+        );
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!ended(pid));
+        run.kill().unwrap();
+        run.wait().unwrap();
+        let gone = eventually(|| ended(pid));
+        if !gone {
+            signal(pid, "KILL");
+        }
+        assert!(gone, "{form}: grader {pid} outlived its run");
     }
-    assert!(gone, "grader {pid} outlived its run");
 }
