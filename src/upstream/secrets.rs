@@ -10,9 +10,11 @@ use base64::Engine as _;
 /// What stands for a secret where a text held it.
 pub const REDACTED: &str = "[redacted]";
 
-/// A password shorter than this is not blanked out on its own (only as
-/// part of its Basic credentials): a short word would be cut out of every
-/// answer that happened to hold it.
+/// A key or password shorter than this is not blanked out on its own (a
+/// password only as part of its Basic credentials): a short word would be
+/// cut out of every answer that happened to hold it. Keys that short are
+/// the placeholders local servers take (`EMPTY`, `x`), not secrets; any
+/// key a provider issues is far longer.
 const MIN_ALONE: usize = 8;
 
 /// The secrets of one upstream, longest first (so that one holding another
@@ -25,7 +27,7 @@ impl Secrets {
     pub fn new(api_key: Option<&str>, url: &url::Url) -> Secrets {
         let mut all: Vec<String> = api_key
             .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
+            .filter(|k| k.len() >= MIN_ALONE)
             .into_iter()
             .collect();
         if let Some(password) = url.password() {
@@ -106,9 +108,9 @@ mod tests {
     #[test]
     fn a_base_url_s_credentials_are_secrets_as_sent_and_alone() {
         let url = url::Url::parse("http://alice:pw-TOPSECRET9@127.0.0.1:1/v1").unwrap();
-        let s = Secrets::new(Some("sk-key"), &url);
+        let s = Secrets::new(Some("sk-key-42"), &url);
         // base64("alice:pw-TOPSECRET9"), as Basic authorisation sends it.
-        let echoed = "got Basic YWxpY2U6cHctVE9QU0VDUkVUOQ== and pw-TOPSECRET9 and sk-key";
+        let echoed = "got Basic YWxpY2U6cHctVE9QU0VDUkVUOQ== and pw-TOPSECRET9 and sk-key-42";
         assert_eq!(
             s.scrub(echoed).unwrap(),
             "got Basic [redacted] and [redacted] and [redacted]"
@@ -122,5 +124,18 @@ mod tests {
         let s = Secrets::new(None, &url);
         assert_eq!(s.scrub("a pw here"), None);
         assert_eq!(s.scrub("Basic ZGF2ZTpwdw==").unwrap(), "Basic [redacted]");
+    }
+
+    #[test]
+    fn a_placeholder_key_leaves_answers_alone() {
+        // What local servers take: any word, often a letter or `EMPTY`.
+        let url = url::Url::parse("http://127.0.0.1:1/v1").unwrap();
+        for key in ["x", "e", "EMPTY", "ollama"] {
+            let s = Secrets::new(Some(key), &url);
+            let body = r#"{"index":0,"usage":{"prompt_tokens":1},"content":"EMPTY ollama text"}"#;
+            assert_eq!(s.scrub(body), None, "{key}");
+            let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+            assert_eq!(parsed(&s.scrub_json(body)), parsed(body), "{key}");
+        }
     }
 }
