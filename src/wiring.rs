@@ -238,6 +238,7 @@ fn engine_config(
 
 /// `--shared-limits` needs Redis, and something to share.
 fn check_sharing(options: &Options, quiet: bool) -> anyhow::Result<()> {
+    check_redis(options)?;
     if options.shared_limits && options.redis.is_none() {
         return Err(anyhow!(
             "--shared-limits shares the limits through Redis: give --redis URL too"
@@ -254,7 +255,10 @@ fn check_sharing(options: &Options, quiet: bool) -> anyhow::Result<()> {
 
 /// The HTTP client to the upstream, with the API key; none for a dry run.
 fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
+    let tip = || crate::cli::environment::tip("base-url");
     if wants.dry_run {
+        // Nothing is called, but a base URL a run would refuse is refused.
+        crate::core::urls::check_base(base).map_err(|e| anyhow!("{e}{}", tip()))?;
         return Ok(None);
     }
     let api_key = setup::api_key().map(|(_, key)| key);
@@ -263,7 +267,7 @@ fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
     }
     Client::new(base, api_key.as_deref(), wants.pool)
         .map(Some)
-        .map_err(|e| anyhow!("{e}{}", crate::cli::environment::tip("base-url")))
+        .map_err(|e| anyhow!("{e}{}", tip()))
 }
 
 /// The named upstreams (`[upstreams.NAME]`): their clients (none for a
@@ -450,6 +454,16 @@ pub fn learned_book(
         read_shared_quality(r, store.upstream(), &book, rt);
     }
     Ok(book)
+}
+
+/// A Redis URL a run would refuse is refused before anything is done, by
+/// `config show` too.
+pub fn check_redis(options: &Options) -> anyhow::Result<()> {
+    match &options.redis {
+        Some(r) => crate::shared::check_url(&r.url)
+            .map_err(|e| anyhow!("{e}{}", crate::cli::environment::tip("redis"))),
+        None => Ok(()),
+    }
 }
 
 /// Reads into `book` the quality Redis shares, once; Redis out of reach

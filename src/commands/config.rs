@@ -36,6 +36,7 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
             options.settings()?;
             crate::core::urls::check_base(&options.base_url)
                 .map_err(|e| anyhow::anyhow!("{e}{}", crate::cli::environment::tip("base-url")))?;
+            crate::wiring::check_redis(options)?;
             let key = match api_key() {
                 Some((var, _)) => format!("{var} is set"),
                 None => format!(

@@ -426,6 +426,26 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// Whether `url` is a Redis URL a link can be opened on (checked without
+/// reaching Redis); what is wrong with it, showing no password, if not.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let form = "give redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... for TLS, or unix:///PATH";
+    let scheme = url::Url::parse(url).ok().map(|u| u.scheme().to_string());
+    if !matches!(
+        scheme.as_deref(),
+        Some("redis" | "rediss" | "unix" | "redis+unix")
+    ) {
+        return Err(format!("--redis {}: not a Redis URL; {form}", shown(url)));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "--redis {}: {}; {form}",
+            shown(url),
+            redact(&e.to_string(), url)
+        )
+    })
+}
+
 /// Whether Redis answers, but refuses the URL's user or password: a
 /// wrong password is not a Redis that is away, and should not be told as
 /// one.

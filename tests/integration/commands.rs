@@ -374,14 +374,30 @@ fn a_bad_value_from_an_environment_variable_names_the_variable() {
         out.assert_code(2);
         assert!(out.stderr.contains(var), "{var}: {}", out.stderr);
     }
-    // `config show` refuses what a run refuses.
+    // `config show` refuses what a run refuses, as a dry run does.
+    for (var, value) in [
+        ("LLMROUTE_BASE_URL", "ftp://x"),
+        ("LLMROUTE_REDIS_URL", "http://x"),
+    ] {
+        let out = env.cmd().env(var, value).args(["config", "show"]).run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(var), "{}", out.stderr);
+        let out = env
+            .cmd()
+            .env(var, value)
+            .args(["--dry-run", "-q"])
+            .stdin(prompts(1))
+            .run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(var), "{}", out.stderr);
+    }
     let out = env
         .cmd()
-        .env("LLMROUTE_BASE_URL", "ftp://x")
-        .args(["config", "show"])
+        .args(["config", "show", "--redis", "http://u:pw-hidden-9@x"])
         .run();
     out.assert_code(2);
-    assert!(out.stderr.contains("LLMROUTE_BASE_URL"), "{}", out.stderr);
+    assert!(out.stderr.contains("not a Redis URL"), "{}", out.stderr);
+    assert!(!out.stderr.contains("pw-hidden-9"), "{}", out.stderr);
     // On the command line, the flag is to blame.
     let out = env
         .cmd()
