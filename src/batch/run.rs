@@ -397,7 +397,15 @@ async fn route_line(
         }
     }
     drop(permit);
-    line.request_id = Some(rid);
+    // No valid request, nothing to judge: no id (as for a line that did
+    // not parse).
+    if !line
+        .error
+        .as_ref()
+        .is_some_and(|e| e.kind == "invalid_input")
+    {
+        line.request_id = Some(rid);
+    }
     if !ctx.upstreams.is_empty() {
         line.upstream = line.model.as_deref().map(|m| label(m, &ctx.upstreams));
     }

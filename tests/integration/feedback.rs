@@ -179,6 +179,31 @@ fn every_answer_has_a_request_id_unique_across_runs() {
     );
 }
 
+/// A line that is no valid request gets no id to give feedback by,
+/// whether it fails to parse or names a priority no preset has.
+#[test]
+fn an_invalid_line_has_no_request_id() {
+    let env = two();
+    let input = [
+        r#"{"messages":"not a list"}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"llmroute":{"priority":"bogus"}}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    ]
+    .join("\n");
+    let out = env
+        .cmd()
+        .args(["--models", "t/cheap", "--no-cache"])
+        .stdin(input)
+        .run();
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    for l in &lines[..2] {
+        assert_eq!(l["error"]["type"], "invalid_input", "{l}");
+        assert!(l.get("request_id").is_none(), "{l}");
+    }
+    assert!(lines[2]["request_id"].is_string(), "{}", lines[2]);
+}
+
 /// Two prompts answered by the cheap model on task `sql`: requests to
 /// give feedback on.
 fn two_answered_on_sql(env: &Env) -> Output {
