@@ -334,4 +334,18 @@ fn report_by_key_shows_what_a_request_cut_off_was_charged() {
         "{}",
         table.stdout
     );
+    let prom = env
+        .cmd()
+        .args(["report", "--since", "all", "--format", "prometheus"])
+        .run();
+    let line = prom
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(r#"llmroute_key_charged_usd{key="leaver"}"#));
+    let value: Option<f64> = line.and_then(|l| l.rsplit(' ').next()?.parse().ok());
+    assert!(
+        value.is_some_and(|v| (v - spent).abs() < 1e-9),
+        "{}",
+        prom.stdout
+    );
 }

@@ -39,7 +39,7 @@ fn per_key(o: &mut String, r: &Report) {
         let labels = |k: &super::keys::KeyReport| vec![("key", k.key.clone())];
         r.keys.iter().map(|k| (labels(k), value(k))).collect()
     };
-    let families: [Gauge<super::keys::KeyReport>; 4] = [
+    let families: [Gauge<super::keys::KeyReport>; 5] = [
         (
             "llmroute_key_requests",
             "Requests of each client key, refused ones too.",
@@ -59,6 +59,11 @@ fn per_key(o: &mut String, r: &Report) {
             "llmroute_key_errors",
             "Requests of each client key that ended with an error.",
             &|k| k.errors as f64,
+        ),
+        (
+            "llmroute_key_charged_usd",
+            "What each client key's budget was charged in US dollars: the known cost and the estimates kept for requests sent whose cost is not known.",
+            &|k| crate::core::numbers::round_usd(k.charged_usd),
         ),
     ];
     for (name, help, value) in families {
