@@ -104,6 +104,21 @@ fn quality_probe(
         .map(|(i, _)| i)
 }
 
+/// The request that explores among the `every` of block `block` (requests
+/// `block * every` up to the next block's): one a block, at a place that
+/// moves from block to block by the golden ratio of the block's length
+/// (Weyl's sequence: the places spread evenly over the block, in short
+/// runs too). Requests that come in a fixed cycle (tasks a, b, c, d in
+/// turn) would otherwise put the same one at every exploring place: with
+/// one request in 20 exploring, only d's.
+pub fn exploring_tick(block: u64, every: u64) -> u64 {
+    // The fractional part of block × (√5 − 1) / 2, in 64 bits.
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let fraction = block.wrapping_mul(GOLDEN);
+    let place = ((u128::from(fraction) * u128::from(every)) >> 64) as u64;
+    block * every + place
+}
+
 /// The candidate of `order` (ranked best first) that this request should
 /// probe, if any. `tick` numbers the requests; `share` is `--explore`.
 pub fn choose(
@@ -151,7 +166,7 @@ pub fn choose(
         return Some((i + 1, Probe::Recovery));
     }
     let every = (1.0 / share.min(1.0)).round().max(1.0) as u64;
-    if !tick.is_multiple_of(every) {
+    if tick != exploring_tick(tick / every, every) {
         return None;
     }
     if let Some(q) = terms.filter(|_| (tick / every) % 2 == 1) {
@@ -247,7 +262,11 @@ mod tests {
         v.probing.clear();
         measured(&mut v, "b", WARMUP_TRIES, 2);
         measured(&mut v, "c", WARMUP_TRIES, 3);
-        assert_eq!(choose(&order, &v, now, (1, 0.05), None), None, "all warm");
+        assert_eq!(
+            choose(&order, &v, now, (calm(), 0.05), None),
+            None,
+            "all warm"
+        );
     }
 
     #[test]
@@ -258,19 +277,50 @@ mod tests {
         for (m, at) in [("a", 30), ("b", 20), ("c", 10)] {
             measured(&mut v, m, 10, at);
         }
-        let probed: Vec<u64> = (1..=60)
+        let probed: Vec<u64> = (0..60)
             .filter(|t| choose(&order, &v, now, (*t, 0.05), None).is_some())
             .collect();
-        assert_eq!(probed, [20, 40, 60]);
+        let each_block: Vec<u64> = (0..3).map(|b| exploring_tick(b, 20)).collect();
+        assert_eq!(probed, each_block);
         assert_eq!(
-            choose(&order, &v, now, (20, 0.05), None),
+            choose(&order, &v, now, (at(1), 0.05), None),
             Some((2, Probe::Ageing))
         );
+        // One in two: one of each pair of requests.
+        let t = exploring_tick(10, 2);
         assert_eq!(
-            choose(&order, &v, now, (20, 0.5), None),
+            choose(&order, &v, now, (t, 0.5), None),
             Some((2, Probe::Ageing))
         );
-        assert_eq!(choose(&order, &v, now, (21, 0.5), None), None);
+        let other = if t == 20 { 21 } else { 20 };
+        assert_eq!(choose(&order, &v, now, (other, 0.5), None), None);
+    }
+
+    /// The exploring request of block `b` at the default share.
+    fn at(b: u64) -> u64 {
+        exploring_tick(b, 20)
+    }
+
+    /// A request that does not explore at the default share: another of
+    /// block 1.
+    fn calm() -> u64 {
+        match at(1) % 20 {
+            19 => at(1) - 1,
+            _ => at(1) + 1,
+        }
+    }
+
+    #[test]
+    fn tasks_that_come_in_turn_are_each_explored() {
+        // Tasks a, b, c, d in turn: a fixed exploring place (every 20th
+        // request) would always fall on d.
+        let mut explored = [0u32; 4];
+        let ticks = (0..4000u64).filter(|t| *t == exploring_tick(t / 20, 20));
+        for t in ticks {
+            explored[(t % 4) as usize] += 1;
+        }
+        assert_eq!(explored.iter().sum::<u32>(), 200, "one in 20");
+        assert!(explored.iter().all(|n| *n >= 30), "{explored:?}");
     }
 
     #[test]
@@ -290,12 +340,12 @@ mod tests {
         let mut fresh = View::default();
         measured(&mut fresh, "c", 10, 5);
         fresh.improving.insert("c".into());
-        assert_eq!(choose(&order[1..], &fresh, now, (1, 0.05), None), None);
+        assert_eq!(choose(&order[1..], &fresh, now, (calm(), 0.05), None), None);
         v.cooling
             .insert("c".into(), now + std::time::Duration::from_secs(1));
-        assert_eq!(choose(&order, &v, now, (1, 0.05), None), None);
+        assert_eq!(choose(&order, &v, now, (calm(), 0.05), None), None);
         assert_eq!(
-            choose(&order, &v, now, (20, 0.05), None),
+            choose(&order, &v, now, (at(1), 0.05), None),
             Some((1, Probe::Ageing))
         );
     }
@@ -319,8 +369,8 @@ mod tests {
             })
         };
         // Latency is a tenth of the score: b would still lose at its fastest.
-        assert_eq!(choose(&order, &v, now, (1, 0.05), terms(0.1)), None);
-        assert_eq!(choose(&order, &v, now, (1, 0.05), terms(0.0)), None);
+        assert_eq!(choose(&order, &v, now, (calm(), 0.05), terms(0.1)), None);
+        assert_eq!(choose(&order, &v, now, (calm(), 0.05), terms(0.0)), None);
         // Where latency weighs enough to close the gap, it is heard again.
         assert_eq!(
             choose(&order, &v, now, (1, 0.05), terms(0.7)),
@@ -332,11 +382,14 @@ mod tests {
     fn share_zero_turns_exploration_off_and_fallbacks_are_never_probed() {
         let mut order = ranked(&["a", "b"]);
         let v = View::default();
-        assert_eq!(choose(&order, &v, Instant::now(), (20, 0.0), None), None);
+        assert_eq!(choose(&order, &v, Instant::now(), (at(1), 0.0), None), None);
         for p in &mut order {
             p.score = None;
         }
-        assert_eq!(choose(&order, &v, Instant::now(), (20, 0.05), None), None);
+        assert_eq!(
+            choose(&order, &v, Instant::now(), (at(1), 0.05), None),
+            None
+        );
     }
 
     #[test]
@@ -389,11 +442,11 @@ mod tests {
         // Every other exploring request: the one that could win, not the
         // one known to be worse though it scores higher now.
         assert_eq!(
-            choose(&order, &v, now, (20, 0.05), q),
+            choose(&order, &v, now, (at(1), 0.05), q),
             Some((1, Probe::Quality))
         );
         assert_eq!(
-            choose(&order, &v, now, (40, 0.05), q).map(|p| p.1),
+            choose(&order, &v, now, (at(2), 0.05), q).map(|p| p.1),
             Some(Probe::Ageing)
         );
         // A candidate with few outcomes on the task is heard first, however
@@ -414,7 +467,7 @@ mod tests {
             ("known-bad".to_string(), sure(5.0, 300.0)),
         ]));
         assert_eq!(
-            choose(&far, &few, now, (20, 0.05), q),
+            choose(&far, &few, now, (at(1), 0.05), q),
             Some((1, Probe::Quality))
         );
         // A task nothing was said of explores no quality.
@@ -424,7 +477,7 @@ mod tests {
             latency: 0.1,
         });
         assert_eq!(
-            choose(&order, &v, now, (20, 0.05), other).map(|p| p.1),
+            choose(&order, &v, now, (at(1), 0.05), other).map(|p| p.1),
             Some(Probe::Ageing)
         );
     }

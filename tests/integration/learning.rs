@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::util::*;
 
@@ -453,4 +453,37 @@ fn a_slow_answer_is_hedged_on_the_next_best_model_and_the_first_answer_wins() {
     // Both attempts of a hedged line are recorded.
     let cancelled: i64 = env.count("SELECT count(*) FROM attempts WHERE error_type = 'cancelled'");
     assert_eq!(cancelled as usize, hedged.len());
+}
+
+#[test]
+fn tasks_that_come_in_turn_are_each_explored() {
+    // Tasks a, b, c, d in turn, one request in 20 exploring: a fixed
+    // exploring place (every 20th line) would always fall on d's lines.
+    let env = equal(&[("t/fast", 5), ("t/slow", 40)]);
+    let tasks = ["a", "b", "c", "d"];
+    let input: String = (0..400)
+        .map(|i| {
+            let line = json!({
+                "messages": [{"role": "user", "content": format!("question {i}")}],
+                "llmroute": {"task": tasks[i % 4]},
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    let out = env
+        .cmd()
+        .args(["--models", "t/fast,t/slow", "-p", "speed", "-j", "1"])
+        .args(EXPLORE)
+        .stdin(input)
+        .run();
+    out.assert_code(0);
+    let firsts = first_choices(&out);
+    // Past the warm-up, the slow model's lines are the exploring ones.
+    let mut explored = [0usize; 4];
+    for (i, m) in firsts.iter().enumerate().skip(20) {
+        if m == "t/slow" {
+            explored[i % 4] += 1;
+        }
+    }
+    assert!(explored.iter().all(|n| *n >= 1), "{explored:?}");
 }
