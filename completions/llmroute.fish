@@ -318,7 +318,7 @@ complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-connecti
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l max-body -d 'The largest request body, at least 1KiB, e.g. 16MiB [default: 16MiB]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l deadline -d 'Time limit of a whole request from its arrival, queue and fallbacks included, at least 100ms; then 504 [default: 5m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l grace -d 'How long requests in flight may finish after SIGTERM or Ctrl-C [default: 30s]' -r
-complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l header-timeout -d 'Time a client has to send a request\'s headers, and an idle connection stays open [default: 30s]' -r
+complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l header-timeout -d 'Time a client has to send a request\'s headers (a new connection its first byte), and an idle connection stays open [default: 30s]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l cache-max-size -d 'Cap of the response cache; past it the least recently used answers go, e.g. 2GiB [default: no cap]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l upkeep-every -d 'How often the store drops expired answers, old metrics, and answers past --cache-max-size [default: 10m]' -r
 complete -c llmroute -n "__fish_llmroute_using_subcommand serve" -l log-format -d 'Access log lines as text or JSON [default: text]' -r -f -a "text\t''

@@ -53,7 +53,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub grace: Option<Duration>,
 
-    /// Time a client has to send a request's headers, and an idle connection stays open [default: 30s]
+    /// Time a client has to send a request's headers (a new connection its first byte), and an idle connection stays open [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub header_timeout: Option<Duration>,
 

@@ -345,3 +345,31 @@ fn slow_headers_are_cut_off() {
         "{text}"
     );
 }
+
+/// A connection that sends nothing at all is cut off as one that sends
+/// half its headers is: otherwise a few silent sockets hold every
+/// `--max-connections` slot, and no one is served.
+#[test]
+fn a_connection_that_sends_nothing_is_cut_off() {
+    let env = Env::three();
+    let s = env.serve(&["--header-timeout", "300ms", "--max-connections", "4"]);
+    let silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    for mut conn in silent {
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = conn.read_to_end(&mut buf);
+        assert!(
+            read.is_ok(),
+            "closed by the server, not by our timeout: {read:?}"
+        );
+    }
+    // Their slots are free again: a request is answered.
+    let (status, _) = rt().block_on(async {
+        let r = reqwest::get(s.url("/health")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 200);
+}
