@@ -73,9 +73,7 @@ pub fn main(args: &KeysArgs, options: &Options) -> anyhow::Result<i32> {
             let shared = link.as_deref().and_then(|l| {
                 let id = format!("key:{}:{period}", k.name);
                 let hash = crate::shared::keys::budget(&l.prefix, &id);
-                let spent: Option<Option<String>> =
-                    rt.block_on(l.call(redis::cmd("HGET").arg(hash).arg("spent")));
-                spent.flatten()?.parse::<f64>().ok()
+                rt.block_on(crate::shared::limits::spent(l, &hash))
             });
             let spent = match shared {
                 Some(all) => Spent::AllServers(all.max(here)),

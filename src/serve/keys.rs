@@ -445,9 +445,15 @@ pub fn budgets(path: std::path::PathBuf, redis: Option<Arc<crate::shared::Link>>
     use crate::engine::admission::{Budget, Limits, RateLimits};
     Box::new(move |name, policy, start, period| {
         let max = policy.budget_usd.unwrap_or(0.0);
-        let spent = crate::store::Store::open_reader(&path)
-            .and_then(|s| s.key_spend(name, start))
+        let store = crate::store::Store::open_reader(&path);
+        let spent = store
+            .as_ref()
+            .ok()
+            .and_then(|s| s.key_spend(name, start).ok())
             .unwrap_or(0.0);
+        // This store's spending is one part of a budget shared through
+        // Redis: the part its spend in the period starts from.
+        let store_id = store.ok().and_then(|s| s.store_id().ok());
         let local = Limits {
             rates: RateLimits::new(None, None),
             budget: Some(Budget::with_spent(max, spent)),
@@ -471,6 +477,10 @@ pub fn budgets(path: std::path::PathBuf, redis: Option<Arc<crate::shared::Link>>
                     &id,
                 )
                 .keep_for(keep);
+                let shared = match &store_id {
+                    Some(s) => shared.contributed_by(&format!("store-{s}")),
+                    None => shared,
+                };
                 Allowance(Arc::new(shared))
             }
         }

@@ -46,17 +46,36 @@ end
 return math.ceil(wait)
 ";
 
+/// A shared budget is a hash: `held`, what requests in flight hold, and
+/// one field `by:ID` a contributor (a store of `serve`'s client keys, a
+/// process of a run) with what it has spent of the budget in all. The
+/// spend is their sum: a Redis that restarted empty gets each part back
+/// whole with its contributor's next settlement, what the others never
+/// heard of included, and a settlement sent twice changes nothing.
+const SUM: &str = r"
+local function budget(key)
+  local all = redis.call('HGETALL', key)
+  local spent, held = 0, 0
+  for i = 1, #all, 2 do
+    local f, v = all[i], tonumber(all[i + 1]) or 0
+    if f == 'held' then held = v
+    elseif string.sub(f, 1, 3) == 'by:' then spent = spent + v end
+  end
+  return spent, held
+end
+";
+
 /// Reserves an estimate: KEYS[1] = the budget; ARGV = estimate, cap, keep
-/// ms, what this machine knows was spent. A budget whose spend Redis does
-/// not hold (it restarted empty) is checked against that, but not written
-/// with it: what this machine knows includes its settlements kept to be
-/// sent, which would then count twice. The first settlement Redis takes
-/// writes it ([`SETTLE`]). Returns {1 or 0, spent, held} as strings.
+/// ms, what this machine knows was spent. The spend is checked as the
+/// larger of the parts' sum and what this machine knows (a Redis that
+/// restarted empty lacks the parts of contributors that have not settled
+/// since), which is not written. Returns {1 or 0, spent, held} as strings.
 const RESERVE: &str = r"
 local est = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or ARGV[4])
-local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
+local spent, held = budget(KEYS[1])
+local known = tonumber(ARGV[4])
+if known > spent then spent = known end
 local ok = 0
 if cap > 0 and spent + held + est <= cap + 1e-9 then
   held = held + est
@@ -68,30 +87,36 @@ return {ok, tostring(spent), tostring(held)}
 ";
 
 /// Settles a reservation: KEYS[1] = the budget, KEYS[2] = the number of the
-/// last settlement of this process Redis took; ARGV = estimate, cost, keep
-/// ms, this settlement's number, what this machine knows was spent, this
-/// settlement included (and none of its later ones). One numbered no later
-/// than the last is one taken already: it changes nothing. A budget whose
-/// spend Redis does not hold (it restarted empty) starts from what this
-/// machine knows; the settlements after it, this machine's and the
-/// others', add to it.
+/// last settlement of this process Redis took; ARGV = estimate, keep ms,
+/// this settlement's number, what this contributor has spent in all (this
+/// settlement included), the contributor's id. One numbered no later than
+/// the last is one taken already: its estimate is not given back twice.
+/// A contributor's part only grows.
 const SETTLE: &str = r"
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[3])
 if n <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
 -- What sums of estimates leave over (1e-21) is nothing held.
 if held < 1e-12 then held = 0 end
-local spent = redis.call('HGET', KEYS[1], 'spent')
-if spent then
-  spent = tonumber(spent) + tonumber(ARGV[2])
-else
-  spent = tonumber(ARGV[5])
-end
-redis.call('HSET', KEYS[1], 'held', tostring(held), 'spent', tostring(spent))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local part = 'by:' .. ARGV[5]
+local mine = tonumber(ARGV[4])
+local before = tonumber(redis.call('HGET', KEYS[1], part) or '0')
+if before > mine then mine = before end
+redis.call('HSET', KEYS[1], 'held', tostring(held), part, tostring(mine))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
+
+/// What all contributors spent of the budget at `key`; None when Redis
+/// does not answer or holds none of it.
+pub async fn spent(link: &Link, key: &str) -> Option<f64> {
+    let script = format!("{SUM}\nlocal s, h = budget(KEYS[1])\nif s == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return false end\nreturn tostring(s)");
+    let spent: Option<String> = link
+        .call(redis::cmd("EVAL").arg(script).arg(1).arg(key))
+        .await?;
+    spent?.parse().ok()
+}
 
 /// A machine's limits, shared with the others through Redis.
 pub struct SharedLimits {
@@ -105,6 +130,8 @@ pub struct SharedLimits {
     keep_ms: u64,
     /// The key of the number of this process's last settlement Redis took.
     settled_key: String,
+    /// Whose part of the budget this machine's spending is (see [`SUM`]).
+    contributor: String,
     /// The number of this process's last settlement; held while one is
     /// numbered and queued, so that they are queued in order.
     settled: Mutex<u64>,
@@ -131,10 +158,11 @@ impl SharedLimits {
             budget,
             keep_ms: KEEP_BUDGET_MS,
             settled_key: keys::settled(&link.prefix, budget_id, &link.id),
+            contributor: link.id.clone(),
             settled: Mutex::new(0),
             spent: AtomicU64::new(0f64.to_bits()),
             schedule: Script::new(SCHEDULE),
-            reserve: Script::new(RESERVE),
+            reserve: Script::new(&format!("{SUM}{RESERVE}")),
             link,
         }
     }
@@ -145,6 +173,15 @@ impl SharedLimits {
     fn known_spent(&self) -> f64 {
         let own = self.local.budget().map_or(0.0, |b| b.spent);
         own.max(f64::from_bits(self.spent.load(Ordering::Relaxed)))
+    }
+
+    /// Counts this machine's spending as `id`'s part of the budget instead
+    /// of this process's: a store of client keys, whose spend in the
+    /// period this machine's budget starts from, is one contributor across
+    /// its servers' restarts.
+    pub fn contributed_by(mut self, id: &str) -> SharedLimits {
+        self.contributor = id.to_string();
+        self
     }
 
     /// Keeps the budget in Redis for `ms` after its last use (a week by
@@ -271,16 +308,17 @@ impl Admission for SharedLimits {
             let mut n = self.settled.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
             let mut p = redis::pipe();
+            let mine = self.local.budget().map_or(cost, |b| b.spent);
             p.cmd("EVAL")
                 .arg(SETTLE)
                 .arg(2)
                 .arg(key)
                 .arg(&self.settled_key)
                 .arg(estimate)
-                .arg(actual.unwrap_or(estimate))
                 .arg(self.keep_ms)
                 .arg(*n)
-                .arg(self.known_spent());
+                .arg(mine)
+                .arg(&self.contributor);
             self.link.send_kept(p);
         }
     }

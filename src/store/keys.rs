@@ -107,6 +107,16 @@ impl Store {
             .unwrap_or(0.0))
     }
 
+    /// The store's own id, drawn when it was made (or first opened by an
+    /// llmroute that keeps one).
+    pub fn store_id(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = 'store_id'", [], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// A number that changes whenever any connection changes the store
     /// (`PRAGMA data_version` as seen by this one), so that a reader polls
     /// cheaply for changes to the keys.

@@ -266,4 +266,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE requests ADD COLUMN charged_usd REAL;
     "#,
+    // 12: the store's own id, drawn once: its part of a budget shared
+    // through Redis is kept under it.
+    r#"
+    CREATE TABLE meta (
+        name   TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta (name, value) VALUES ('store_id', lower(hex(randomblob(12))));
+    "#,
 ];

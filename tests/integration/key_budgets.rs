@@ -188,6 +188,54 @@ fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
     drop(redis);
 }
 
+/// When Redis comes back empty, what each server spent before counts,
+/// also what one spent that the other never heard of: each server keeps
+/// its own part of the budget there, and the spend is their sum.
+#[test]
+fn a_redis_that_restarts_empty_gets_every_server_s_spend_back() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = ["--budget", "1", "--per", "day", "--redis", &url];
+    let token = make_key(&env, "pair", &flags);
+    let serve = |db: &str| {
+        let db = env.path(db);
+        let db = db.to_str().unwrap();
+        env.serve(&["--models", "t/a", "--no-cache", "--redis", &url, "--db", db])
+    };
+    let (a, b) = (serve("a.db"), serve("b.db"));
+    let ask = |i: usize| {
+        let mut body = chat(None, &format!("prompt {i}"));
+        body["max_tokens"] = json!(10);
+        body
+    };
+    // b spends first, so it never hears of what a spends after it.
+    rt().block_on(async {
+        assert_eq!(post(&b, Some(&token), &ask(0)).await.0, 200);
+        for i in 1..3 {
+            assert_eq!(post(&a, Some(&token), &ask(i)).await.0, 200);
+        }
+    });
+    let redis = redis.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    rt().block_on(async {
+        assert_eq!(post(&b, Some(&token), &ask(3)).await.0, 200);
+        assert_eq!(post(&a, Some(&token), &ask(4)).await.0, 200);
+        assert_eq!(post(&b, Some(&token), &ask(5)).await.0, 200);
+    });
+    a.stop();
+    b.stop();
+    let out = env
+        .cmd()
+        .args(["keys", "show", "pair", "--json", "--redis", &redis.url()])
+        .run();
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let spent = v["spent_usd"].as_f64().unwrap();
+    assert!((spent - 0.06).abs() < 1e-6, "six requests at $0.01: {v}");
+}
+
 /// `keys show` with Redis shows what every server spent of a key's budget,
 /// not what this machine's store recorded.
 #[test]
