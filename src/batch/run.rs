@@ -399,10 +399,10 @@ async fn route_line(
     drop(permit);
     // No valid request, nothing to judge: no id (as for a line that did
     // not parse).
-    if !line
+    if line
         .error
         .as_ref()
-        .is_some_and(|e| e.kind == "invalid_input")
+        .is_none_or(|e| e.kind != "invalid_input")
     {
         line.request_id = Some(rid);
     }
