@@ -430,20 +430,17 @@ pub fn shown(url: &str) -> String {
 /// reaching Redis); what is wrong with it, showing no password, if not.
 pub fn check_url(url: &str) -> Result<(), String> {
     let form = "give redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... for TLS, or unix:///PATH";
-    let scheme = url::Url::parse(url).ok().map(|u| u.scheme().to_string());
-    if !matches!(
-        scheme.as_deref(),
-        Some("redis" | "rediss" | "unix" | "redis+unix")
-    ) {
-        return Err(format!("--redis {}: not a Redis URL; {form}", shown(url)));
+    let named = crate::core::urls::without_password(url);
+    let scheme = match url::Url::parse(url) {
+        Ok(u) => u.scheme().to_string(),
+        Err(e) => return Err(format!("--redis {named}: not a URL ({e}); {form}")),
+    };
+    if !matches!(scheme.as_str(), "redis" | "rediss" | "unix" | "redis+unix") {
+        return Err(format!("--redis {named}: not a Redis URL; {form}"));
     }
-    redis::Client::open(url).map(|_| ()).map_err(|e| {
-        format!(
-            "--redis {}: {}; {form}",
-            shown(url),
-            redact(&e.to_string(), url)
-        )
-    })
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| format!("--redis {named}: {}; {form}", redact(&e.to_string(), url)))
 }
 
 /// Whether Redis answers, but refuses the URL's user or password: a

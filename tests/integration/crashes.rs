@@ -644,9 +644,9 @@ fn a_password_in_a_url_that_does_not_parse_is_not_shown_either() {
     assert!(show.stderr.contains("badport"), "{}", show.stderr);
     assert!(!show.stderr.contains("URLPASS"), "{}", show.stderr);
     let show = env.cmd().args(["config", "show", "--redis", redis]).run();
-    show.assert_code(0);
-    assert!(!show.stdout.contains("REDISPASS"), "{}", show.stdout);
-    assert!(show.stdout.contains("notaport"), "{}", show.stdout);
+    show.assert_code(2);
+    assert!(!show.stderr.contains("REDISPASS"), "{}", show.stderr);
+    assert!(show.stderr.contains("notaport"), "{}", show.stderr);
 }
 
 #[test]
