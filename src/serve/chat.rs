@@ -442,11 +442,12 @@ impl App {
             self.key_used(&c, status, &access);
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        // A stream cut short is an error, though its status was 200.
-        let shown = if end.ok || end.error_kind == Some("interrupted") {
-            status
-        } else {
-            502
+        // A stream cut short is an error, though its status was 200, as
+        // the store records it: one its client left shows as 499.
+        let shown = match (end.ok, end.error_kind) {
+            (true, _) => status,
+            (false, Some("interrupted")) => CLIENT_CLOSED,
+            (false, _) => 502,
         };
         self.live.ended(ended(&mut access, shown, ms));
         access.log(status, ms);

@@ -133,7 +133,23 @@ fn a_client_that_leaves_mid_stream_stops_the_upstream_call() {
         "the upstream call was cut"
     );
     assert_eq!(env.server.streams_completed(), 0);
+    // The dashboard counts it as the report does: not answered.
+    let totals = rt().block_on(async {
+        let r = client().get(s.url("/dashboard/data")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()["totals"].clone()
+    });
+    assert_eq!(
+        (&totals["answered"], &totals["errors"]),
+        (&json!(0), &json!(1)),
+        "{totals}"
+    );
     s.stop();
+    let report = env.cmd().args(["report", "--since", "all", "--json"]).run();
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (&report["answered"], &report["errors"]),
+        (&json!(0), &json!(1))
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
         1,
