@@ -230,12 +230,18 @@ async fn access(req: Request, next: Next) -> Response {
             method = %method,
             path = %crate::core::failure::snippet(uri.path().as_bytes()),
             status = resp.status().as_u16(),
+            key = resp.extensions().get::<RefusedKey>().map(|k| &*k.0),
             latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
             "request"
         );
     }
     resp
 }
+
+/// The revoked or expired key a refused request came with, for its
+/// access line.
+#[derive(Clone)]
+struct RefusedKey(Arc<str>);
 
 /// Refuses a request without a valid token (when tokens or keys are
 /// set), and hands on the key it came with.
@@ -244,10 +250,14 @@ async fn authorise(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     let caller = match app.keys.find(token, crate::engine::now_ms()) {
         Found::Open => Caller(None),
         Found::Key(c) => Caller(Some(c)),
-        Found::Refused(why) => {
+        Found::Refused(why, key) => {
             let mut e = ApiError::unauthorized();
             e.message = why;
-            return e.into_response();
+            let mut resp = e.into_response();
+            if let Some(k) = key {
+                resp.extensions_mut().insert(RefusedKey(k));
+            }
+            return resp;
         }
     };
     req.extensions_mut().insert(caller);

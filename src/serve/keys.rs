@@ -292,14 +292,15 @@ pub enum Found {
     /// The server takes no tokens (loopback, no keys).
     Open,
     Key(Arc<Client>),
-    Refused(String),
+    /// Why, and the key's name when the token is a revoked or expired one.
+    Refused(String, Option<Arc<str>>),
 }
 
 #[derive(Default)]
 struct Table {
     live: HashMap<[u8; 32], Arc<Client>>,
-    /// Revoked or expired keys, by token, with why.
-    dead: HashMap<[u8; 32], String>,
+    /// Revoked or expired keys, by token, with why and their names.
+    dead: HashMap<[u8; 32], (String, Arc<str>)>,
     /// Whether tokens are needed at all.
     required: bool,
 }
@@ -391,7 +392,7 @@ impl KeyRing {
                     Some(_) => format!("key {} was revoked", r.name),
                     None => format!("key {} has expired", r.name),
                 };
-                t.dead.insert(d, why);
+                t.dead.insert(d, (why, r.name.as_str().into()));
                 continue;
             }
             let kept = old
@@ -416,17 +417,22 @@ impl KeyRing {
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
             return Found::Refused(
                 "a valid token is needed: send Authorization: Bearer <token>".into(),
+                None,
             );
         };
         let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         match t.live.get(&d) {
             Some(c) if c.policy.expires_at_ms.is_some_and(|e| now_ms >= e) => {
-                Found::Refused(format!("key {} has expired", c.name))
+                Found::Refused(format!("key {} has expired", c.name), Some(c.name.clone()))
             }
             Some(c) => Found::Key(c.clone()),
-            None => Found::Refused(t.dead.get(&d).cloned().unwrap_or_else(|| {
-                "a valid token is needed: send Authorization: Bearer <token>".into()
-            })),
+            None => match t.dead.get(&d) {
+                Some((why, name)) => Found::Refused(why.clone(), Some(name.clone())),
+                None => Found::Refused(
+                    "a valid token is needed: send Authorization: Bearer <token>".into(),
+                    None,
+                ),
+            },
         }
     }
 
@@ -666,9 +672,14 @@ mod tests {
         revoked.revoked_at_ms = Some(5);
         ring.load(vec![record("a", "t-a", Policy::default()), revoked], 10);
         assert!(matches!(ring.find(Some("t-a"), 10), Found::Key(c) if &*c.name == "a"));
-        assert!(matches!(ring.find(Some("t-old"), 10), Found::Refused(m) if m.contains("revoked")));
-        assert!(matches!(ring.find(Some("nope"), 10), Found::Refused(_)));
-        assert!(matches!(ring.find(None, 10), Found::Refused(_)));
+        assert!(
+            matches!(ring.find(Some("t-old"), 10), Found::Refused(m, _) if m.contains("revoked"))
+        );
+        assert!(matches!(
+            ring.find(Some("nope"), 10),
+            Found::Refused(_, None)
+        ));
+        assert!(matches!(ring.find(None, 10), Found::Refused(_, None)));
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl App {
         match self.keys.find(token, crate::engine::now_ms()) {
             Found::Open => true,
             Found::Key(c) => c.trusted,
-            Found::Refused(_) => false,
+            Found::Refused(..) => false,
         }
     }
 

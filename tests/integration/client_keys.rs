@@ -122,6 +122,40 @@ fn a_token_is_shown_once_and_only_its_hash_is_kept() {
     assert_eq!(v[0]["state"], "revoked");
 }
 
+/// The access line of a request refused for a revoked key names the key,
+/// so that its use can be audited; an unknown token's names none.
+#[test]
+fn a_revoked_key_s_refusals_are_logged_with_its_name() {
+    let env = Env::three();
+    let a = make_key(&env, "gone", &[]);
+    let s = env.serve(&["--models", "t/a", "--log-format", "json"]);
+    env.cmd()
+        .args(["keys", "revoke", "gone"])
+        .run()
+        .assert_code(0);
+    rt().block_on(async {
+        let body = chat(None, "hello");
+        assert!(
+            eventually(async || post(&s, Some(&a), &body).await.0 == 401).await,
+            "a revoked key is refused within seconds"
+        );
+        assert_eq!(post(&s, Some("llmr-nope"), &body).await.0, 401);
+    });
+    let (_, log) = s.stop();
+    let refused: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["status"] == 401)
+        .collect();
+    assert!(refused.iter().any(|v| v["key"] == "gone"), "{log}");
+    assert!(
+        refused
+            .iter()
+            .any(|v| v.get("key").is_none_or(Value::is_null)),
+        "the unknown token's line: {log}"
+    );
+}
+
 #[test]
 fn a_running_server_takes_new_keys_and_refuses_revoked_ones() {
     let env = Env::three();
