@@ -275,4 +275,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT INTO meta (name, value) VALUES ('store_id', lower(hex(randomblob(12))));
     "#,
+    // 13: requests by key are read only by `report --by key`, over a window
+    // `requests_ts` finds: an index that every keyed request paid to keep
+    // is dropped.
+    r#"
+    DROP INDEX IF EXISTS requests_key;
+    "#,
 ];
