@@ -316,6 +316,12 @@ impl Streaming {
         self.finish.as_ref().map_or("", |f| &f.planned.model)
     }
 
+    /// The model's score when it was chosen (none for a pinned or fallback
+    /// model), as a whole answer carries it.
+    pub fn score(&self) -> Option<f64> {
+        self.finish.as_ref().and_then(|f| f.planned.score)
+    }
+
     fn end(&mut self, end: End) {
         let Some(finish) = self.finish.take() else {
             return;

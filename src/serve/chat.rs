@@ -314,7 +314,7 @@ impl App {
                 self.whole(a, cached, cost, whole, headers, slot, access, started)
             }
             Outcome::Streaming(mut s) => {
-                let h = headers(s.model(), None, false);
+                let h = headers(s.model(), s.score(), false);
                 access.model = Some(s.model().to_string());
                 s.include_usage(include_usage);
                 let app = self.clone();

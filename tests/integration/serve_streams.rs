@@ -28,6 +28,9 @@ fn streams_pass_through_and_fall_back_before_their_first_chunk() {
         assert_eq!(header(r.headers(), "content-type"), "text/event-stream");
         assert_eq!(header(r.headers(), "x-llmroute-model"), "t/b");
         assert_eq!(header(r.headers(), "x-llmroute-attempts"), "2");
+        // Routed, it has its score, as a whole answer does.
+        let score = header(r.headers(), "x-llmroute-score").parse::<f64>();
+        assert!(score.is_ok(), "{:?}", r.headers());
         let text = r.text().await.unwrap();
         let ev = events(&text);
         assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
