@@ -30,6 +30,16 @@ impl Router {
     /// Plans `req` with its own settings, as a call would, but sends
     /// nothing and probes nothing.
     pub fn decide(&self, req: &Request) -> Result<Decision, Ending> {
+        self.decide_within(req, self.parts.admission.budget_left())
+    }
+
+    /// [`Router::decide`] as if no budget left anything out: what each
+    /// candidate's figures are, for a view that shows them all.
+    pub fn decide_unbudgeted(&self, req: &Request) -> Result<Decision, Ending> {
+        self.decide_within(req, None)
+    }
+
+    fn decide_within(&self, req: &Request, budget_left: Option<f64>) -> Result<Decision, Ending> {
         let settings = self
             .settings_for(req)
             .map_err(|e| Ending::new(error_type::INVALID_INPUT, e))?;
@@ -40,7 +50,6 @@ impl Router {
             now_ms: crate::engine::now_ms(),
         };
         let health = &seen;
-        let budget_left = self.parts.admission.budget_left();
         let mut plan = ranking::plan(req, settings, &self.catalogue, health, budget_left, true);
         let mut ranked = plan.ranking.take().unwrap_or_default();
         ranking::with_states(&mut ranked, health, Instant::now());

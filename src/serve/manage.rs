@@ -93,7 +93,15 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
     };
     let router = &app.router;
     let settings = &router.config().settings;
-    let decision = probe(None).and_then(|r| router.decide(&r).ok());
+    let probe = probe(None);
+    let decision = probe.as_ref().and_then(|r| router.decide(r).ok());
+    // A candidate the budget leaves out keeps its figures, and says why.
+    let figures = match decision.as_ref().is_some_and(|d| !d.excluded.is_empty()) {
+        true => probe
+            .as_ref()
+            .and_then(|r| router.decide_unbudgeted(r).ok()),
+        false => None,
+    };
     let mut data = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (m, fallback) in settings
@@ -108,26 +116,47 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
         let ranked = decision
             .as_ref()
             .and_then(|d| d.ranking.iter().find(|r| &r.model == m));
+        let left_out = match ranked {
+            Some(_) => None,
+            None => decision
+                .as_ref()
+                .and_then(|d| d.excluded.iter().find(|(x, _)| x == m))
+                .map(|(_, why)| why.clone()),
+        };
+        let unranked = left_out.as_ref().and_then(|_| {
+            figures
+                .as_ref()
+                .and_then(|d| d.ranking.iter().find(|r| &r.model == m))
+        });
         let info = router.catalogue().get(m);
-        data.push(json!({
+        let shown = ranked.or(unranked);
+        let state = match &left_out {
+            Some(_) => Some("excluded"),
+            None => ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
+        };
+        let mut entry = json!({
             "id": m,
             "object": "model",
             "created": 0,
             "owned_by": m.split('/').next().unwrap_or("unknown"),
             "fallback": fallback,
             "score": ranked.map(|r| round_score(r.score)),
-            "latency_ms": ranked.and_then(|r| r.latency_ms).map(round_ms),
-            "latency_measured": ranked.map(|r| r.latency_measured),
-            "state": ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
-            "quality": ranked.map(|r| round_score(r.quality)),
-            "quality_source": ranked.map(|r| r.quality_source.name()),
-            "quality_events": ranked.map(|r| r.quality_events),
+            "latency_ms": shown.and_then(|r| r.latency_ms).map(round_ms),
+            "latency_measured": shown.map(|r| r.latency_measured),
+            "state": state,
+            "quality": shown.map(|r| round_score(r.quality)),
+            "quality_source": shown.map(|r| r.quality_source.name()),
+            "quality_events": shown.map(|r| r.quality_events),
             "pricing": {
                 "prompt": info.and_then(|i| i.prompt_price),
                 "completion": info.and_then(|i| i.completion_price),
             },
             "context_length": info.and_then(|i| i.context_length),
-        }));
+        });
+        if let Some(why) = left_out {
+            entry["why"] = Value::String(why);
+        }
+        data.push(entry);
     }
     // `auto` is the server's priority, or the key's first when the key may
     // not ask for the server's.

@@ -403,6 +403,51 @@ fn a_server_says_it_fetches_the_catalogue_before_it_listens() {
     );
 }
 
+/// A candidate the budget left cannot cover keeps its figures in
+/// `/v1/models`, and says why it is left out, as `/route` does.
+#[test]
+fn models_over_the_budget_keep_their_figures_and_say_why() {
+    let env = Env::three();
+    // Less than a short request's estimate on t/b or t/c, not on t/a.
+    let s = env.serve(&["--models", "t/a,t/b,t/c", "--max-cost", "0.002"]);
+    rt().block_on(async {
+        let c = client();
+        let mut short = chat(Some("t/b"), "measure b");
+        short["max_tokens"] = json!(5);
+        let (status, _, v) = post(&c, &s, &short).await;
+        assert_eq!(status, 200, "{v}");
+        let models: Value = c
+            .get(s.url("/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let by_id = |id: &str| {
+            models["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == id)
+                .cloned()
+                .unwrap()
+        };
+        let a = by_id("t/a");
+        assert!(a["score"].is_number(), "{a}");
+        let b = by_id("t/b");
+        assert_eq!(b["state"], "excluded", "{b}");
+        assert!(
+            b["why"].as_str().is_some_and(|w| w.contains("budget")),
+            "{b}"
+        );
+        assert!(b["quality"].is_number(), "{b}");
+        assert_eq!(b["latency_measured"], true, "it answered once: {b}");
+        assert!(b["latency_ms"].is_number(), "{b}");
+        assert!(b["score"].is_null(), "not ranked: {b}");
+    });
+}
+
 #[test]
 fn models_route_health_ready_and_metrics_answer() {
     let env = Env::three();
