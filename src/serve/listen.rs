@@ -70,23 +70,13 @@ pub async fn serve(
             app.clone()
                 .map_request(|r: axum::http::Request<Incoming>| r.map(axum::body::Body::new)),
         );
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let socket = super::stall::Stalls::new(socket, send_timeout).opening_within(header_timeout);
+        let conn = builder
+            .serve_connection(TokioIo::new(socket), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            // hyper's header time-out starts with the first byte, and the
-            // wait to tell HTTP/1.1 from HTTP/2 has none: a connection that
-            // sends nothing would hold its slot for good.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(header_timeout, socket.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
-                return;
-            }
-            let socket = super::stall::Stalls::new(socket, send_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(socket), service)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
+            let _ = conn.await;
             drop(permit);
         });
     }

@@ -14,12 +14,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+/// What an HTTP/2 client sends first, whole, before anything else.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// `inner`, whose writes fail once they have been held up for `limit`.
 pub struct Stalls<S> {
     inner: S,
     limit: Duration,
     /// Since the first write held up, until one goes through.
     held: Option<Pin<Box<Sleep>>>,
+    /// Until the client's first bytes tell HTTP/1.1 from HTTP/2: when they
+    /// must have come, and how many of the HTTP/2 preface came so far.
+    opening: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl<S> Stalls<S> {
@@ -28,6 +34,33 @@ impl<S> Stalls<S> {
             inner,
             limit,
             held: None,
+            opening: None,
+        }
+    }
+
+    /// Reads fail after `within` until the client's first bytes have told
+    /// HTTP/1.1 from HTTP/2 (a byte off the HTTP/2 preface, or all of it):
+    /// the wait to tell them apart has no time limit of its own, and
+    /// hyper's header time-out starts only after it, so a client that
+    /// sends nothing, or a few bytes of the preface, would hold its
+    /// connection for good.
+    pub fn opening_within(mut self, within: Duration) -> Stalls<S> {
+        self.opening = Some((Box::pin(tokio::time::sleep(within)), 0));
+        self
+    }
+
+    /// Follows the opening bytes `read`: once they tell, no deadline.
+    fn opened(&mut self, read: &[u8]) {
+        let Some((_, seen)) = &mut self.opening else {
+            return;
+        };
+        let told = read
+            .iter()
+            .zip(PREFACE.iter().skip(*seen))
+            .any(|(got, want)| got != want);
+        *seen += read.len();
+        if told || *seen >= PREFACE.len() {
+            self.opening = None;
         }
     }
 
@@ -61,7 +94,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stalls<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                self.opened(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let late = match &mut self.opening {
+                    Some((due, _)) => due.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                match late {
+                    true => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent no request in time",
+                    ))),
+                    false => Poll::Pending,
+                }
+            }
+            other => other,
+        }
     }
 }
 
@@ -102,6 +155,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stalls<S> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn the_opening_deadline_ends_once_the_first_bytes_tell() {
+        let opening = || {
+            let (ours, _theirs) = tokio::io::duplex(64);
+            Stalls::new(ours, Duration::from_secs(1)).opening_within(Duration::from_secs(1))
+        };
+        let mut s = opening();
+        // A method that starts as the preface does, then leaves it.
+        s.opened(b"P");
+        assert!(s.opening.is_some());
+        s.opened(b"OST / HTTP/1.1");
+        assert!(s.opening.is_none(), "HTTP/1.1");
+        let mut s = opening();
+        s.opened(&PREFACE[..10]);
+        assert!(s.opening.is_some(), "part of the preface");
+        s.opened(&PREFACE[10..]);
+        assert!(s.opening.is_none(), "HTTP/2");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_cut_at_the_opening_deadline() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut s =
+            Stalls::new(ours, Duration::from_secs(5)).opening_within(Duration::from_millis(50));
+        theirs.write_all(b"PRI").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 3);
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
 
     #[tokio::test]
     async fn a_write_held_up_past_the_limit_fails() {

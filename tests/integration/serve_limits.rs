@@ -353,8 +353,14 @@ fn slow_headers_are_cut_off() {
 fn a_connection_that_sends_nothing_is_cut_off() {
     let env = Env::three();
     let s = env.serve(&["--header-timeout", "300ms", "--max-connections", "4"]);
-    let silent: Vec<std::net::TcpStream> = (0..4)
-        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+    // Nothing at all, or the start of HTTP/2's preface and then nothing.
+    let silent: Vec<std::net::TcpStream> = ["", "", "P", "PRI * HTTP/2.0\r\n"]
+        .iter()
+        .map(|opening| {
+            let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+            c.write_all(opening.as_bytes()).unwrap();
+            c
+        })
         .collect();
     for mut conn in silent {
         conn.set_read_timeout(Some(Duration::from_secs(20)))
