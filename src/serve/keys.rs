@@ -449,17 +449,16 @@ impl KeyRing {
 /// (kept there past the period's end).
 pub fn budgets(path: std::path::PathBuf, redis: Option<Arc<crate::shared::Link>>) -> MakeBudget {
     use crate::engine::admission::{Budget, Limits, RateLimits};
+    // This store's spending is one part of a budget shared through Redis,
+    // whichever of its servers spent it.
+    let store_id = crate::store::Store::open_reader(&path)
+        .and_then(|s| s.store_id())
+        .ok();
     Box::new(move |name, policy, start, period| {
         let max = policy.budget_usd.unwrap_or(0.0);
-        let store = crate::store::Store::open_reader(&path);
-        let spent = store
-            .as_ref()
-            .ok()
-            .and_then(|s| s.key_spend(name, start).ok())
+        let spent = crate::store::Store::open_reader(&path)
+            .and_then(|s| s.key_spend(name, start))
             .unwrap_or(0.0);
-        // This store's spending is one part of a budget shared through
-        // Redis: the part its spend in the period starts from.
-        let store_id = store.ok().and_then(|s| s.store_id().ok());
         let local = Limits {
             rates: RateLimits::new(None, None),
             budget: Some(Budget::with_spent(max, spent)),

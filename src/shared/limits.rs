@@ -46,36 +46,28 @@ end
 return math.ceil(wait)
 ";
 
-/// A shared budget is a hash: `held`, what requests in flight hold, and
-/// one field `by:ID` a contributor (a store of `serve`'s client keys, a
-/// process of a run) with what it has spent of the budget in all. The
-/// spend is their sum: a Redis that restarted empty gets each part back
-/// whole with its contributor's next settlement, what the others never
-/// heard of included, and a settlement sent twice changes nothing.
-const SUM: &str = r"
-local function budget(key)
-  local all = redis.call('HGETALL', key)
-  local spent, held = 0, 0
-  for i = 1, #all, 2 do
-    local f, v = all[i], tonumber(all[i + 1]) or 0
-    if f == 'held' then held = v
-    elseif string.sub(f, 1, 3) == 'by:' then spent = spent + v end
-  end
-  return spent, held
-end
-";
-
+/// A shared budget is a hash: `held`, what requests in flight hold;
+/// `run`, the sum of every settlement it took; one field `by:ID` a
+/// contributor (a store of `serve`'s client keys, a process of a run) with
+/// what that contributor knows it has spent of the budget in all; and
+/// `sum`, the sum of those parts, kept as they grow. The spend is the
+/// larger of `run` and `sum`: `run` counts every machine's spending
+/// exactly while Redis keeps it; a Redis that restarted empty gets each
+/// part back whole with its contributor's next settlement, what the other
+/// machines never heard of included. A settlement sent twice changes
+/// nothing.
+///
 /// Reserves an estimate: KEYS[1] = the budget; ARGV = estimate, cap, keep
 /// ms, what this machine knows was spent. The spend is checked as the
-/// larger of the parts' sum and what this machine knows (a Redis that
-/// restarted empty lacks the parts of contributors that have not settled
-/// since), which is not written. Returns {1 or 0, spent, held} as strings.
+/// larger of that and what this machine knows (a Redis that restarted
+/// empty lacks the parts of contributors that have not settled since),
+/// which is not written. Returns {1 or 0, spent, held} as strings.
 const RESERVE: &str = r"
 local est = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
-local spent, held = budget(KEYS[1])
-local known = tonumber(ARGV[4])
-if known > spent then spent = known end
+local got = redis.call('HMGET', KEYS[1], 'run', 'sum', 'held')
+local spent = math.max(tonumber(got[1] or '0'), tonumber(got[2] or '0'), tonumber(ARGV[4]))
+local held = tonumber(got[3] or '0')
 local ok = 0
 if cap > 0 and spent + held + est <= cap + 1e-9 then
   held = held + est
@@ -87,11 +79,12 @@ return {ok, tostring(spent), tostring(held)}
 ";
 
 /// Settles a reservation: KEYS[1] = the budget, KEYS[2] = the number of the
-/// last settlement of this process Redis took; ARGV = estimate, keep ms,
-/// this settlement's number, what this contributor has spent in all (this
-/// settlement included), the contributor's id. One numbered no later than
-/// the last is one taken already: its estimate is not given back twice.
-/// A contributor's part only grows.
+/// last settlement of this budget's holder in this process Redis took;
+/// ARGV = estimate, keep ms, this settlement's number, what this
+/// contributor knows it has spent in all (this settlement included), the
+/// contributor's id, the cost. One numbered no later than the last is one
+/// taken already: it changes nothing. A contributor's part only grows,
+/// and `sum` with it.
 const SETTLE: &str = r"
 local n = tonumber(ARGV[3])
 if n <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
@@ -99,24 +92,34 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0') - tonumber(ARGV[1])
 -- What sums of estimates leave over (1e-21) is nothing held.
 if held < 1e-12 then held = 0 end
+redis.call('HSET', KEYS[1], 'held', tostring(held))
+redis.call('HINCRBYFLOAT', KEYS[1], 'run', ARGV[6])
 local part = 'by:' .. ARGV[5]
 local mine = tonumber(ARGV[4])
 local before = tonumber(redis.call('HGET', KEYS[1], part) or '0')
-if before > mine then mine = before end
-redis.call('HSET', KEYS[1], 'held', tostring(held), part, tostring(mine))
+if mine > before then
+  redis.call('HSET', KEYS[1], part, tostring(mine))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'sum', tostring(mine - before))
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// What all contributors spent of the budget at `key`; None when Redis
-/// does not answer or holds none of it.
+/// What all machines spent of the budget at `key`; None when Redis does
+/// not answer or holds none of it.
 pub async fn spent(link: &Link, key: &str) -> Option<f64> {
-    let script = format!("{SUM}\nlocal s, h = budget(KEYS[1])\nif s == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return false end\nreturn tostring(s)");
-    let spent: Option<String> = link
-        .call(redis::cmd("EVAL").arg(script).arg(1).arg(key))
+    let got: Vec<Option<String>> = link
+        .call(redis::cmd("HMGET").arg(key).arg("run").arg("sum"))
         .await?;
-    spent?.parse().ok()
+    got.iter()
+        .filter_map(|v| v.as_deref()?.parse::<f64>().ok())
+        .reduce(f64::max)
 }
+
+/// Each holder of a budget in this process numbers its settlements apart:
+/// one made anew for the same budget (a key's policy changed) does not
+/// start again from numbers Redis has taken.
+static HOLDERS: AtomicU64 = AtomicU64::new(0);
 
 /// A machine's limits, shared with the others through Redis.
 pub struct SharedLimits {
@@ -130,7 +133,7 @@ pub struct SharedLimits {
     keep_ms: u64,
     /// The key of the number of this process's last settlement Redis took.
     settled_key: String,
-    /// Whose part of the budget this machine's spending is (see [`SUM`]).
+    /// Whose part of the budget this machine's spending is (see [`RESERVE`]).
     contributor: String,
     /// The number of this process's last settlement; held while one is
     /// numbered and queued, so that they are queued in order.
@@ -157,12 +160,16 @@ impl SharedLimits {
             tpm,
             budget,
             keep_ms: KEEP_BUDGET_MS,
-            settled_key: keys::settled(&link.prefix, budget_id, &link.id),
+            settled_key: keys::settled(
+                &link.prefix,
+                budget_id,
+                &format!("{}-{}", link.id, HOLDERS.fetch_add(1, Ordering::Relaxed)),
+            ),
             contributor: link.id.clone(),
             settled: Mutex::new(0),
             spent: AtomicU64::new(0f64.to_bits()),
             schedule: Script::new(SCHEDULE),
-            reserve: Script::new(&format!("{SUM}{RESERVE}")),
+            reserve: Script::new(RESERVE),
             link,
         }
     }
@@ -318,7 +325,8 @@ impl Admission for SharedLimits {
                 .arg(self.keep_ms)
                 .arg(*n)
                 .arg(mine)
-                .arg(&self.contributor);
+                .arg(&self.contributor)
+                .arg(cost);
             self.link.send_kept(p);
         }
     }

@@ -47,7 +47,7 @@ pub(crate) async fn get(s: &Served, token: Option<&str>, path: &str) -> (u16, St
 }
 
 /// Waits up to 10 s for `check` to hold.
-async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
         if check().await {

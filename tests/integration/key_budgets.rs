@@ -236,6 +236,110 @@ fn a_redis_that_restarts_empty_gets_every_server_s_spend_back() {
     assert!((spent - 0.06).abs() < 1e-6, "six requests at $0.01: {v}");
 }
 
+/// Two servers on one store share a key's budget through Redis as two on
+/// stores of their own do: what each spends counts.
+#[test]
+fn two_servers_on_one_store_count_each_other_s_spend() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = ["--budget", "1", "--per", "day", "--redis", &url];
+    let token = make_key(&env, "one-store", &flags);
+    let serve = || env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
+    let (a, b) = (serve(), serve());
+    let ask = |i: usize| {
+        let mut body = chat(None, &format!("prompt {i}"));
+        body["max_tokens"] = json!(10);
+        body
+    };
+    // In turn: each has spent from the store what it found there when its
+    // budget was made, then only its own.
+    rt().block_on(async {
+        for i in 0..5 {
+            let s = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(post(s, Some(&token), &ask(i)).await.0, 200);
+        }
+    });
+    a.stop();
+    b.stop();
+    // Redis itself: `keys show` on this store would show the store's.
+    let sum = budget_spent(&redis, "one-store");
+    assert!(
+        sum.is_some_and(|s| (s - 0.05).abs() < 1e-6),
+        "five requests at $0.01: {sum:?}"
+    );
+}
+
+/// What key `name`'s budget in Redis says was spent: the larger of the
+/// settlements' sum and the parts'.
+fn budget_spent(redis: &RedisServer, name: &str) -> Option<f64> {
+    let run = budget_field(redis, name, "run");
+    let sum = budget_field(redis, name, "sum");
+    run.into_iter().chain(sum).reduce(f64::max)
+}
+
+/// Field `field` of key `name`'s budget in Redis.
+fn budget_field(redis: &RedisServer, name: &str, field: &str) -> Option<f64> {
+    let budget = redis
+        .dump()
+        .into_iter()
+        .find(|(k, _)| k.contains(&format!("budget:key:{name}:")))
+        .map(|(_, v)| v)?;
+    // The hash as "field value field value ...".
+    let fields: Vec<&str> = budget.split(' ').collect();
+    fields
+        .chunks(2)
+        .find(|p| p[0] == field)
+        .and_then(|p| p.get(1)?.parse::<f64>().ok())
+}
+
+/// A key made again while a server runs gets a budget of its own making,
+/// whose settlements Redis takes: nothing stays held once its requests
+/// are answered.
+#[test]
+fn a_key_made_again_settles_its_requests_in_redis() {
+    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
+    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let flags = ["--budget", "1", "--per", "total", "--redis", &url];
+    let old = make_key(&env, "again", &flags);
+    let s = env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
+    let ask = |i: usize| {
+        let mut body = chat(None, &format!("prompt {i}"));
+        body["max_tokens"] = json!(10);
+        body
+    };
+    rt().block_on(async {
+        for i in 0..3 {
+            assert_eq!(post(&s, Some(&old), &ask(i)).await.0, 200);
+        }
+    });
+    env.cmd()
+        .args(["keys", "revoke", "again", "--redis", &url])
+        .run()
+        .assert_code(0);
+    let new = make_key(&env, "again", &flags);
+    rt().block_on(async {
+        assert!(
+            crate::client_keys::eventually(async || post(&s, Some(&new), &ask(10)).await.0 == 200)
+                .await,
+            "the key made again is taken"
+        );
+        for i in 11..13 {
+            assert_eq!(post(&s, Some(&new), &ask(i)).await.0, 200);
+        }
+    });
+    s.stop();
+    assert_eq!(budget_field(&redis, "again", "held"), Some(0.0));
+    let sum = budget_spent(&redis, "again");
+    assert!(
+        sum.is_some_and(|s| (s - 0.06).abs() < 1e-6),
+        "six requests at $0.01: {sum:?}"
+    );
+}
+
 /// `keys show` with Redis shows what every server spent of a key's budget,
 /// not what this machine's store recorded.
 #[test]
