@@ -114,7 +114,9 @@ fn quality_probe(
 pub fn exploring_tick(block: u64, every: u64) -> u64 {
     // The fractional part of block × (√5 − 1) / 2, in 64 bits.
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    let fraction = block.wrapping_mul(GOLDEN);
+    // From block 1's step: block 0's would be its first request, and
+    // requests are numbered from 1.
+    let fraction = (block + 1).wrapping_mul(GOLDEN);
     let place = ((u128::from(fraction) * u128::from(every)) >> 64) as u64;
     block * every + place
 }
@@ -277,11 +279,13 @@ mod tests {
         for (m, at) in [("a", 30), ("b", 20), ("c", 10)] {
             measured(&mut v, m, 10, at);
         }
-        let probed: Vec<u64> = (0..60)
+        let probed: Vec<u64> = (1..60)
             .filter(|t| choose(&order, &v, now, (*t, 0.05), None).is_some())
             .collect();
         let each_block: Vec<u64> = (0..3).map(|b| exploring_tick(b, 20)).collect();
         assert_eq!(probed, each_block);
+        // Requests are numbered from 1: the first block explores too.
+        assert!((1..20).contains(&exploring_tick(0, 20)));
         assert_eq!(
             choose(&order, &v, now, (at(1), 0.05), None),
             Some((2, Probe::Ageing))

@@ -435,7 +435,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
         Ok(u) => u.scheme().to_string(),
         Err(e) => return Err(format!("--redis {named}: not a URL ({e}); {form}")),
     };
-    if !matches!(scheme.as_str(), "redis" | "rediss" | "unix" | "redis+unix") {
+    let known = [
+        "redis",
+        "rediss",
+        "unix",
+        "redis+unix",
+        "valkey",
+        "valkeys",
+        "valkey+unix",
+    ];
+    if !known.contains(&scheme.as_str()) {
         return Err(format!("--redis {named}: not a Redis URL; {form}"));
     }
     redis::Client::open(url)

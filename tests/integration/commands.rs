@@ -398,6 +398,11 @@ fn a_bad_value_from_an_environment_variable_names_the_variable() {
     out.assert_code(2);
     assert!(out.stderr.contains("not a Redis URL"), "{}", out.stderr);
     assert!(!out.stderr.contains("pw-hidden-9"), "{}", out.stderr);
+    // Valkey's schemes are Redis URLs.
+    for url in ["valkey://127.0.0.1:1/0", "valkeys://127.0.0.1:1/0"] {
+        let out = env.cmd().args(["config", "show", "--redis", url]).run();
+        out.assert_code(0);
+    }
     // On the command line, the flag is to blame.
     let out = env
         .cmd()
