@@ -10,26 +10,63 @@ use base64::Engine as _;
 /// What stands for a secret where a text held it.
 pub const REDACTED: &str = "[redacted]";
 
-/// A key or password shorter than this is not blanked out on its own (a
-/// password only as part of its Basic credentials): a short word would be
-/// cut out of every answer that happened to hold it. Keys that short are
-/// the placeholders local servers take (`EMPTY`, `x`), not secrets; any
-/// key a provider issues is far longer.
+/// A key or password shorter than this is not blanked out inside other
+/// words (a password only as part of its Basic credentials): a short word
+/// would be cut out of every answer that happened to hold it. A short key
+/// is blanked out where it stands as a word of its own.
 const MIN_ALONE: usize = 8;
 
+/// Keys local servers are given for form's sake, never blanked out: as
+/// words they are everywhere (`none`, `x`, `EMPTY`), and they guard nothing.
+const PLACEHOLDERS: [&str; 12] = [
+    "empty",
+    "none",
+    "null",
+    "x",
+    "-",
+    "dummy",
+    "fake",
+    "ollama",
+    "vllm",
+    "lm-studio",
+    "no-key",
+    "sk-no-key-required",
+];
+
 /// The secrets of one upstream, longest first (so that one holding another
-/// is blanked out whole).
+/// is blanked out whole), and short keys, blanked out only as words of
+/// their own (not inside another word).
 #[derive(Debug, Clone, Default)]
-pub struct Secrets(Arc<[String]>);
+pub struct Secrets {
+    whole: Arc<[String]>,
+    words: Arc<[String]>,
+}
+
+/// Whether `c` may be part of a word a short key would be cut out of.
+fn in_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Where `word` stands as a word of its own in `text`.
+fn as_word<'t>(text: &'t str, word: &'t str) -> impl Iterator<Item = usize> + 't {
+    text.match_indices(word)
+        .map(|(at, _)| at)
+        .filter(move |at| {
+            let before = text[..*at].chars().next_back();
+            let after = text[at + word.len()..].chars().next();
+            !before.is_some_and(in_word) && !after.is_some_and(in_word)
+        })
+}
 
 impl Secrets {
     /// The key, and the credentials of `url`'s user and password.
     pub fn new(api_key: Option<&str>, url: &url::Url) -> Secrets {
-        let mut all: Vec<String> = api_key
-            .map(|k| k.trim().to_string())
-            .filter(|k| k.len() >= MIN_ALONE)
-            .into_iter()
-            .collect();
+        // Two characters or fewer guard nothing either.
+        let key = api_key.map(|k| k.trim().to_string()).filter(|k| {
+            k.chars().count() > 2 && !PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(k))
+        });
+        let (mut all, words): (Vec<String>, Vec<String>) =
+            key.into_iter().partition(|k| k.len() >= MIN_ALONE);
         if let Some(password) = url.password() {
             let decode = |s: &str| {
                 percent_encoding::percent_decode_str(s)
@@ -46,12 +83,16 @@ impl Secrets {
         }
         all.sort_by_key(|s| std::cmp::Reverse(s.len()));
         all.dedup();
-        Secrets(all.into())
+        Secrets {
+            whole: all.into(),
+            words: words.into(),
+        }
     }
 
     /// Whether `text` holds any of them.
     pub fn in_text(&self, text: &str) -> bool {
-        self.0.iter().any(|s| text.contains(s.as_str()))
+        self.whole.iter().any(|s| text.contains(s.as_str()))
+            || self.words.iter().any(|w| as_word(text, w).next().is_some())
     }
 
     /// `text` with each of them replaced by `[redacted]`; None when it
@@ -61,8 +102,14 @@ impl Secrets {
             return None;
         }
         let mut out = text.to_string();
-        for s in self.0.iter() {
+        for s in self.whole.iter() {
             out = out.replace(s.as_str(), REDACTED);
+        }
+        for w in self.words.iter() {
+            let at: Vec<usize> = as_word(&out, w).collect();
+            for i in at.into_iter().rev() {
+                out.replace_range(i..i + w.len(), REDACTED);
+            }
         }
         Some(out)
     }
@@ -97,7 +144,7 @@ impl Secrets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.whole.is_empty() && self.words.is_empty()
     }
 }
 
@@ -124,6 +171,17 @@ mod tests {
         let s = Secrets::new(None, &url);
         assert_eq!(s.scrub("a pw here"), None);
         assert_eq!(s.scrub("Basic ZGF2ZTpwdw==").unwrap(), "Basic [redacted]");
+    }
+
+    #[test]
+    fn a_short_key_is_blanked_out_only_as_a_word_of_its_own() {
+        let url = url::Url::parse("http://127.0.0.1:1/v1").unwrap();
+        let s = Secrets::new(Some("sk-1234"), &url);
+        assert_eq!(
+            s.scrub("bad key sk-1234, try again").unwrap(),
+            "bad key [redacted], try again"
+        );
+        assert_eq!(s.scrub("ask-12345 and sk-1234x"), None);
     }
 
     #[test]
