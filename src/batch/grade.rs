@@ -323,8 +323,9 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         .spawn()
         .map_err(|e| format!("cannot run the grader: {e}"))?;
     let group = child.id() as i32;
-    // Dropped when this function returns, once the group is ended.
-    let _guard = Guard::new(group);
+    // Disarmed once the group is ended here, before the grader is reaped
+    // (which frees its group id for another).
+    let mut guard = Some(Guard::new(group));
     {
         let mut groups = lock(&running.groups);
         groups.insert(group);
@@ -358,6 +359,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         let gone = exited(group);
         if gone {
             kill_group(group);
+            drop(guard.take());
         }
         let reaped = match gone {
             true => child.try_wait(),
@@ -371,6 +373,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
             Ok(None) if started.elapsed() > limit => {
                 // Not yet reaped, so the group is still the grader's.
                 kill_group(group);
+                drop(guard.take());
                 groups.remove(&group);
                 drop(groups);
                 let _ = child.wait();

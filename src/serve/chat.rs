@@ -446,6 +446,8 @@ impl App {
         // the store records it: one its client left shows as 499.
         let shown = match (end.ok, end.error_kind) {
             (true, _) => status,
+            // Cut by the server's stop, not by its client.
+            (false, Some("interrupted")) if self.cut.is_cancelled() => 503,
             (false, Some("interrupted")) => CLIENT_CLOSED,
             (false, _) => 502,
         };

@@ -245,8 +245,11 @@ fn has_keys(options: &Options) -> anyhow::Result<bool> {
         match crate::store::Store::open_reader(&path).and_then(|s| s.keys()) {
             Ok((keys, _)) => !keys.is_empty(),
             // A store without the keys table yet has no keys.
-            Err(crate::store::StoreError::Sql(_)) => false,
-            // Unreadable here: the wiring says why, with its own words.
+            Err(crate::store::StoreError::Sql(e)) if e.to_string().contains("no such table") => {
+                false
+            }
+            // Unreadable here (busy, damaged): the wiring says why, with
+            // its own words.
             Err(_) => true,
         },
     )
