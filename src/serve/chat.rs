@@ -248,9 +248,16 @@ impl Drop for Pending {
                 handle.spawn(async move {
                     if let Ok(r) = task.await {
                         access.attempts = r.attempts.len();
-                        // Named by the model it was last sent to, as an
-                        // error after attempts is.
-                        access.model = r.attempts.last().map(|t| t.model.clone());
+                        // Named by the model that answered, or else the
+                        // one it was last sent to, as an error after
+                        // attempts is.
+                        let answered = match &r.outcome {
+                            Outcome::Answered(a) | Outcome::Cached(a) => Some(a.model.clone()),
+                            _ => None,
+                        };
+                        access.model = answered
+                            .or_else(|| r.attempts.last().map(|t| t.model.clone()))
+                            .or(access.model.take());
                         access.tried = r.attempts;
                     }
                     app.done(&mut access, CLIENT_CLOSED, started);
