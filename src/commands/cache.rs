@@ -111,11 +111,11 @@ fn human(s: &StatsOut, now: i64) -> String {
         d => format!("last {d}"),
     };
     format!(
-        "store      {}\nentries    {}\nsize       {:.1} MiB of answers, {:.1} MiB on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {}, {})\n",
+        "store      {}\nentries    {}\nsize       {} of answers, {} on disk\noldest     {}\nnewest     {}\nhit rate   {:.1}% ({} of {}, {})\n",
         s.path,
         s.entries,
-        s.bytes as f64 / 1048576.0,
-        s.file_bytes as f64 / 1048576.0,
+        crate::core::numbers::bytes(s.bytes.max(0) as u64),
+        crate::core::numbers::bytes(s.file_bytes.max(0) as u64),
         age(now, s.oldest_ms),
         age(now, s.newest_ms),
         s.hit_rate * 100.0,

@@ -62,6 +62,16 @@ pub fn usd(x: f64) -> String {
     }
 }
 
+/// A size for people, in the largest binary unit it reaches: `312 B`,
+/// `5.2 KiB`, `1.0 MiB`, `2.3 GiB`.
+pub fn bytes(n: u64) -> String {
+    let units = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match units.iter().find(|(unit, _)| n >= *unit) {
+        Some((unit, name)) => format!("{:.1} {name}", n as f64 / *unit as f64),
+        None => format!("{n} B"),
+    }
+}
+
 /// `n` and its thing, in the singular for one: `1 line`, `3 lines`.
 /// `thing` is the singular, which takes an `s` in the plural.
 pub fn counted(n: u64, thing: &str) -> String {
@@ -81,6 +91,14 @@ pub fn per_second(rate: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sizes_are_in_the_largest_unit_they_reach() {
+        assert_eq!(bytes(312), "312 B");
+        assert_eq!(bytes(5_300), "5.2 KiB");
+        assert_eq!(bytes(1 << 20), "1.0 MiB");
+        assert_eq!(bytes(5 << 29), "2.5 GiB");
+    }
     use super::*;
 
     #[test]

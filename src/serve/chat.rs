@@ -356,7 +356,16 @@ impl App {
                     }
                     err.retry_after = err.retry_after.or(super::quota::key_budget_retry(&e, c));
                 }
-                self.refuse(err, access, started)
+                // What was tried, as an answer says it.
+                let model = access.model.clone();
+                let attempts = access.attempts;
+                let mut resp = self.refuse(err, access, started);
+                let h = resp.headers_mut();
+                if let Some(v) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                    h.insert(X_LLMROUTE_MODEL, v);
+                }
+                h.insert(X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
+                resp
             }
             Outcome::Planned(_) | Outcome::Unsent => {
                 drop(slot);

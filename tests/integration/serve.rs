@@ -164,9 +164,11 @@ fn errors_have_openais_shape_and_fitting_statuses() {
         let (status, _, v) = post(&client(), &s, &chat(None, "x")).await;
         assert_eq!(status, 502, "{v}");
         assert_eq!(v["error"]["code"], "all_models_failed");
-        // Its access line names the model it last tried.
-        let (status, _, _) = post(&client(), &s, &chat(Some("t/b"), "pinned")).await;
+        // Its access line names the model it last tried, as its headers do.
+        let (status, h, _) = post(&client(), &s, &chat(Some("t/b"), "pinned")).await;
         assert_eq!(status, 502);
+        assert_eq!(header(&h, "x-llmroute-model"), "t/b");
+        assert!(header(&h, "x-llmroute-attempts").parse::<u32>().unwrap() >= 1);
     });
     let log = s.log();
     let line = log
