@@ -115,7 +115,7 @@ fn human(s: &StatsOut, now: i64) -> String {
         s.path,
         s.entries,
         crate::core::numbers::bytes(s.bytes.max(0) as u64),
-        crate::core::numbers::bytes(s.file_bytes.max(0) as u64),
+        crate::core::numbers::bytes(s.file_bytes),
         age(now, s.oldest_ms),
         age(now, s.newest_ms),
         s.hit_rate * 100.0,
