@@ -342,36 +342,46 @@ impl App {
             }
             Outcome::Failed(e) => {
                 drop(slot);
-                // Its access line names the model it last tried.
-                access.model = access.tried.last().map(|t| t.model.clone());
-                // Cut off by the server's stop (or its client leaving): a
-                // retry, elsewhere or once it is back, may well be answered.
-                let mut err = match e.kind {
-                    crate::core::failure::error_type::INTERRUPTED => ApiError::shutting_down(),
-                    _ => ApiError::from_ending(&e, self.retry_refused),
-                };
-                if let Some(c) = access.client.as_ref() {
-                    if e.kind == crate::core::failure::error_type::KEY_BUDGET_EXCEEDED {
-                        self.metrics.key_refused(&c.name, "budget");
-                    }
-                    err.retry_after = err.retry_after.or(super::quota::key_budget_retry(&e, c));
-                }
-                // What was tried, as an answer says it.
-                let model = access.model.clone();
-                let attempts = access.attempts;
-                let mut resp = self.refuse(err, access, started);
-                let h = resp.headers_mut();
-                if let Some(v) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
-                    h.insert(X_LLMROUTE_MODEL, v);
-                }
-                h.insert(X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
-                resp
+                self.failed(&e, access, started)
             }
             Outcome::Planned(_) | Outcome::Unsent => {
                 drop(slot);
                 self.refuse(ApiError::shutting_down(), access, started)
             }
         }
+    }
+
+    /// The error of a request routed to no answer, with what was tried in
+    /// its headers as an answer has them.
+    fn failed(
+        &self,
+        e: &crate::core::attempts::Ending,
+        mut access: Access,
+        started: Instant,
+    ) -> Response {
+        // Its access line names the model it last tried.
+        access.model = access.tried.last().map(|t| t.model.clone());
+        // Cut off by the server's stop (or its client leaving): a
+        // retry, elsewhere or once it is back, may well be answered.
+        let mut err = match e.kind {
+            crate::core::failure::error_type::INTERRUPTED => ApiError::shutting_down(),
+            _ => ApiError::from_ending(e, self.retry_refused),
+        };
+        if let Some(c) = access.client.as_ref() {
+            if e.kind == crate::core::failure::error_type::KEY_BUDGET_EXCEEDED {
+                self.metrics.key_refused(&c.name, "budget");
+            }
+            err.retry_after = err.retry_after.or(super::quota::key_budget_retry(e, c));
+        }
+        let model = access.model.clone();
+        let attempts = access.attempts;
+        let mut resp = self.refuse(err, access, started);
+        let h = resp.headers_mut();
+        if let Some(v) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
+            h.insert(X_LLMROUTE_MODEL, v);
+        }
+        h.insert(X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
+        resp
     }
 
     /// A whole answer: as JSON, or replayed as a stream to a client that
