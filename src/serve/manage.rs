@@ -113,50 +113,12 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
         if !may_use(m) || !seen.insert(m.clone()) {
             continue;
         }
-        let ranked = decision
-            .as_ref()
-            .and_then(|d| d.ranking.iter().find(|r| &r.model == m));
-        let left_out = match ranked {
-            Some(_) => None,
-            None => decision
-                .as_ref()
-                .and_then(|d| d.excluded.iter().find(|(x, _)| x == m))
-                .map(|(_, why)| why.clone()),
-        };
-        let unranked = left_out.as_ref().and_then(|_| {
-            figures
-                .as_ref()
-                .and_then(|d| d.ranking.iter().find(|r| &r.model == m))
-        });
-        let info = router.catalogue().get(m);
-        let shown = ranked.or(unranked);
-        let state = match &left_out {
-            Some(_) => Some("excluded"),
-            None => ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
-        };
-        let mut entry = json!({
-            "id": m,
-            "object": "model",
-            "created": 0,
-            "owned_by": m.split('/').next().unwrap_or("unknown"),
-            "fallback": fallback,
-            "score": ranked.map(|r| round_score(r.score)),
-            "latency_ms": shown.and_then(|r| r.latency_ms).map(round_ms),
-            "latency_measured": shown.map(|r| r.latency_measured),
-            "state": state,
-            "quality": shown.map(|r| round_score(r.quality)),
-            "quality_source": shown.map(|r| r.quality_source.name()),
-            "quality_events": shown.map(|r| r.quality_events),
-            "pricing": {
-                "prompt": info.and_then(|i| i.prompt_price),
-                "completion": info.and_then(|i| i.completion_price),
-            },
-            "context_length": info.and_then(|i| i.context_length),
-        });
-        if let Some(why) = left_out {
-            entry["why"] = Value::String(why);
-        }
-        data.push(entry);
+        data.push(model_entry(
+            app,
+            (m, fallback),
+            decision.as_ref(),
+            figures.as_ref(),
+        ));
     }
     // `auto` is the server's priority, or the key's first when the key may
     // not ask for the server's.
@@ -185,6 +147,58 @@ fn listing(app: &App, policy: Option<&crate::core::keys::Policy>) -> Vec<Value> 
         }));
     }
     data
+}
+
+/// One candidate of `/v1/models`: its figures in `decision`'s ranking, or,
+/// left out by the budget, in `figures` (the ranking without it), with why.
+fn model_entry(
+    app: &App,
+    (m, fallback): (&str, bool),
+    decision: Option<&crate::engine::Decision>,
+    figures: Option<&crate::engine::Decision>,
+) -> Value {
+    fn in_ranking<'d>(
+        d: Option<&'d crate::engine::Decision>,
+        m: &str,
+    ) -> Option<&'d crate::core::ranking::Ranked> {
+        d.and_then(|d| d.ranking.iter().find(|r| r.model == m))
+    }
+    let ranked = in_ranking(decision, m);
+    let left_out = match ranked {
+        Some(_) => None,
+        None => decision
+            .and_then(|d| d.excluded.iter().find(|(x, _)| x == m))
+            .map(|(_, why)| why.clone()),
+    };
+    let shown = ranked.or(left_out.as_ref().and_then(|_| in_ranking(figures, m)));
+    let state = match &left_out {
+        Some(_) => Some("excluded"),
+        None => ranked.and_then(|r| r.state.as_ref()).map(|s| s.0.name()),
+    };
+    let info = app.router.catalogue().get(m);
+    let mut entry = json!({
+        "id": m,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.split('/').next().unwrap_or("unknown"),
+        "fallback": fallback,
+        "score": ranked.map(|r| round_score(r.score)),
+        "latency_ms": shown.and_then(|r| r.latency_ms).map(round_ms),
+        "latency_measured": shown.map(|r| r.latency_measured),
+        "state": state,
+        "quality": shown.map(|r| round_score(r.quality)),
+        "quality_source": shown.map(|r| r.quality_source.name()),
+        "quality_events": shown.map(|r| r.quality_events),
+        "pricing": {
+            "prompt": info.and_then(|i| i.prompt_price),
+            "completion": info.and_then(|i| i.completion_price),
+        },
+        "context_length": info.and_then(|i| i.context_length),
+    });
+    if let Some(why) = left_out {
+        entry["why"] = Value::String(why);
+    }
+    entry
 }
 
 /// A short request, as `/v1/models` and the dashboard rank the candidates
