@@ -343,13 +343,28 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         }
     });
     let (printed, out_rx) = read_output(child.stdout.take().expect("the grader's output is piped"));
-    let too_long = || {
-        format!(
-            "the grader took more than {}",
-            crate::core::duration::format(limit)
-        )
-    };
-    let status = loop {
+    let status = wait(&mut child, group, &mut guard, (started, limit), running)?;
+    if running.stopped() {
+        return Err(interrupted());
+    }
+    if !status.success() {
+        return Err(format!("the grader exited with {status}"));
+    }
+    score_printed(&printed, &out_rx)
+}
+
+/// Waits for the grader `child`, leader of process group `group`, to
+/// end within `limit` of `started`: its exit status, or why there is none.
+/// Its group is killed and `guard` disarmed before it is reaped, when its
+/// group id is still its own.
+fn wait(
+    child: &mut std::process::Child,
+    group: i32,
+    guard: &mut Option<Guard>,
+    (started, limit): (Instant, Duration),
+    running: &Running,
+) -> Result<std::process::ExitStatus, String> {
+    loop {
         // Reaped under the lock, and forgotten with it: a stop never
         // kills a group id the system may have given to another.
         let mut groups = lock(&running.groups);
@@ -368,7 +383,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
         match reaped {
             Ok(Some(status)) => {
                 groups.remove(&group);
-                break status;
+                return Ok(status);
             }
             Ok(None) if started.elapsed() > limit => {
                 // Not yet reaped, so the group is still the grader's.
@@ -377,7 +392,10 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
                 groups.remove(&group);
                 drop(groups);
                 let _ = child.wait();
-                return Err(too_long());
+                return Err(format!(
+                    "the grader took more than {}",
+                    crate::core::duration::format(limit)
+                ));
             }
             Ok(None) => {
                 drop(groups);
@@ -388,18 +406,15 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
                 return Err(format!("the grader: {e}"));
             }
         }
-    };
-    if running.stopped() {
-        return Err(interrupted());
     }
-    if !status.success() {
-        return Err(format!("the grader exited with {status}"));
-    }
-    // Its output, once it ends; a process that left its group (setsid)
-    // may hold the pipe open for good, so a little while after the grader
-    // exited, what it printed by then.
-    let ended = out_rx.recv_timeout(AFTER_EXIT).is_ok();
-    let out = std::mem::take(&mut *lock(&printed));
+}
+
+/// The score a grader that exited printed: its first word. A process that
+/// left its group (setsid) may hold the output open for good, so a little
+/// while after the grader exited, what it printed by then.
+fn score_printed(printed: &Mutex<Vec<u8>>, ended: &Receiver<()>) -> Result<f64, String> {
+    let ended = ended.recv_timeout(AFTER_EXIT).is_ok();
+    let out = std::mem::take(&mut *lock(printed));
     let text = String::from_utf8_lossy(&out);
     match (text.split_whitespace().next(), ended) {
         (Some(word), _) => score_in(word),
