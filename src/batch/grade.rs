@@ -333,7 +333,6 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
             kill_group(group);
         }
     }
-    let interrupted = || "the run was interrupted before its grade".to_string();
     let mut stdin = child.stdin.take();
     let input = input.to_owned();
     std::thread::spawn(move || {
@@ -345,7 +344,7 @@ fn run(cmd: &str, input: &str, limit: Duration, running: &Running) -> Result<f64
     let (printed, out_rx) = read_output(child.stdout.take().expect("the grader's output is piped"));
     let status = wait(&mut child, group, &mut guard, (started, limit), running)?;
     if running.stopped() {
-        return Err(interrupted());
+        return Err("the run was interrupted before its grade".into());
     }
     if !status.success() {
         return Err(format!("the grader exited with {status}"));
