@@ -141,26 +141,41 @@ fn a_shared_budget_waits_for_requests_in_flight_instead_of_refusing() {
     }
 }
 
-#[test]
-fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
+/// One model, t/a, whose every answer costs $0.01.
+fn a_cent_a_request() -> Env {
     let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
     env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    env
+}
+
+/// A short request, the `i`-th.
+fn ask(i: usize) -> Value {
+    let mut body = chat(None, &format!("prompt {i}"));
+    body["max_tokens"] = json!(10);
+    body
+}
+
+/// A server on t/a sharing state through the Redis at `url`, on the store
+/// `db` of its own if given.
+fn serve_on(env: &Env, url: &str, db: Option<&str>) -> Served {
+    let mut args = vec!["--models", "t/a", "--no-cache", "--redis", url];
+    let path = db.map(|d| env.path(d));
+    if let Some(p) = &path {
+        args.extend(["--db", p.to_str().unwrap()]);
+    }
+    env.serve(&args)
+}
+
+#[test]
+fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
+    let env = a_cent_a_request();
     let redis = RedisServer::start();
     let url = redis.url();
     let flags = ["--budget", "0.05", "--per", "day", "--redis", &url];
     let token = make_key(&env, "shared", &flags);
     // Two servers with stores of their own, sharing the key's budget.
-    let serve = |db: &str| {
-        let db = env.path(db);
-        let db = db.to_str().unwrap();
-        env.serve(&["--models", "t/a", "--no-cache", "--redis", &url, "--db", db])
-    };
+    let serve = |db: &str| serve_on(&env, &url, Some(db));
     let (a, b) = (serve("a.db"), serve("b.db"));
-    let ask = |i: usize| {
-        let mut body = chat(None, &format!("prompt {i}"));
-        body["max_tokens"] = json!(10);
-        body
-    };
     rt().block_on(async {
         for i in 0..3 {
             assert_eq!(post(&a, Some(&token), &ask(i)).await.0, 200);
@@ -193,23 +208,13 @@ fn a_redis_that_restarts_empty_does_not_give_a_key_its_budget_back() {
 /// its own part of the budget there, and the spend is their sum.
 #[test]
 fn a_redis_that_restarts_empty_gets_every_server_s_spend_back() {
-    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
-    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let env = a_cent_a_request();
     let redis = RedisServer::start();
     let url = redis.url();
     let flags = ["--budget", "1", "--per", "day", "--redis", &url];
     let token = make_key(&env, "pair", &flags);
-    let serve = |db: &str| {
-        let db = env.path(db);
-        let db = db.to_str().unwrap();
-        env.serve(&["--models", "t/a", "--no-cache", "--redis", &url, "--db", db])
-    };
+    let serve = |db: &str| serve_on(&env, &url, Some(db));
     let (a, b) = (serve("a.db"), serve("b.db"));
-    let ask = |i: usize| {
-        let mut body = chat(None, &format!("prompt {i}"));
-        body["max_tokens"] = json!(10);
-        body
-    };
     // b spends first, so it never hears of what a spends after it.
     rt().block_on(async {
         assert_eq!(post(&b, Some(&token), &ask(0)).await.0, 200);
@@ -224,6 +229,9 @@ fn a_redis_that_restarts_empty_gets_every_server_s_spend_back() {
         assert_eq!(post(&a, Some(&token), &ask(4)).await.0, 200);
         assert_eq!(post(&b, Some(&token), &ask(5)).await.0, 200);
     });
+    // Settlements kept while a server's link rests reach Redis once it
+    // tries again.
+    eventually(|| budget_spent(&redis, "pair").is_some_and(|s| (s - 0.06).abs() < 1e-6));
     a.stop();
     b.stop();
     let out = env
@@ -240,19 +248,13 @@ fn a_redis_that_restarts_empty_gets_every_server_s_spend_back() {
 /// stores of their own do: what each spends counts.
 #[test]
 fn two_servers_on_one_store_count_each_other_s_spend() {
-    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
-    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let env = a_cent_a_request();
     let redis = RedisServer::start();
     let url = redis.url();
     let flags = ["--budget", "1", "--per", "day", "--redis", &url];
     let token = make_key(&env, "one-store", &flags);
-    let serve = || env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
+    let serve = || serve_on(&env, &url, None);
     let (a, b) = (serve(), serve());
-    let ask = |i: usize| {
-        let mut body = chat(None, &format!("prompt {i}"));
-        body["max_tokens"] = json!(10);
-        body
-    };
     // In turn: each has spent from the store what it found there when its
     // budget was made, then only its own.
     rt().block_on(async {
@@ -299,18 +301,12 @@ fn budget_field(redis: &RedisServer, name: &str, field: &str) -> Option<f64> {
 /// are answered.
 #[test]
 fn a_key_made_again_settles_its_requests_in_redis() {
-    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
-    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let env = a_cent_a_request();
     let redis = RedisServer::start();
     let url = redis.url();
     let flags = ["--budget", "1", "--per", "total", "--redis", &url];
     let old = make_key(&env, "again", &flags);
-    let s = env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
-    let ask = |i: usize| {
-        let mut body = chat(None, &format!("prompt {i}"));
-        body["max_tokens"] = json!(10);
-        body
-    };
+    let s = serve_on(&env, &url, None);
     rt().block_on(async {
         for i in 0..3 {
             assert_eq!(post(&s, Some(&old), &ask(i)).await.0, 200);
@@ -383,8 +379,7 @@ fn keys_show_with_redis_shows_every_server_s_spend() {
 /// settlements kept meanwhile reach it.
 #[test]
 fn spend_while_redis_is_away_counts_once_when_it_comes_back_empty() {
-    let env = Env::new(vec![ModelSpec::new("t/a").prices("0", "0.00002")]);
-    env.server.set_default("t/a", Behavior::ok_with_cost(0.01));
+    let env = a_cent_a_request();
     let redis = RedisServer::start();
     let url = redis.url();
     let token = make_key(
@@ -392,12 +387,7 @@ fn spend_while_redis_is_away_counts_once_when_it_comes_back_empty() {
         "team",
         &["--budget", "1", "--per", "day", "--redis", &url],
     );
-    let s = env.serve(&["--models", "t/a", "--no-cache", "--redis", &url]);
-    let ask = |i: usize| {
-        let mut body = chat(None, &format!("prompt {i}"));
-        body["max_tokens"] = json!(10);
-        body
-    };
+    let s = serve_on(&env, &url, None);
     let send = |range: std::ops::Range<usize>| {
         rt().block_on(async {
             for i in range {
