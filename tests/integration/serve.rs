@@ -23,6 +23,17 @@ pub fn rt() -> tokio::runtime::Runtime {
 }
 
 /// POSTs `body` to `/v1/chat/completions`; the status, headers and JSON body.
+/// GETs `path`, whose answer is JSON.
+pub async fn get_json(c: &reqwest::Client, s: &Served, path: &str) -> Value {
+    c.get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn post(
     c: &reqwest::Client,
     s: &Served,
@@ -418,14 +429,7 @@ fn models_over_the_budget_keep_their_figures_and_say_why() {
         short["max_tokens"] = json!(5);
         let (status, _, v) = post(&c, &s, &short).await;
         assert_eq!(status, 200, "{v}");
-        let models: Value = c
-            .get(s.url("/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models = get_json(&c, &s, "/v1/models").await;
         let by_id = |id: &str| {
             models["data"]
                 .as_array()
@@ -456,14 +460,7 @@ fn models_route_health_ready_and_metrics_answer() {
     let s = env.serve(&["-p", "cost", "--models", "t/a,t/b", "--fallback", "t/c"]);
     rt().block_on(async {
         let c = client();
-        let models: Value = c
-            .get(s.url("/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models = get_json(&c, &s, "/v1/models").await;
         assert_eq!(models["object"], "list");
         let ids: Vec<&str> = models["data"]
             .as_array()

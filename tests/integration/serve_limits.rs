@@ -323,6 +323,19 @@ fn bodies_past_the_cap_are_413_declared_or_not() {
     assert_eq!(refused, 2, "chat access lines: {log}");
 }
 
+/// What the server sent on `conn` before it closed it, within 20 s.
+fn closed_by_the_server(conn: &mut std::net::TcpStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = conn.read_to_end(&mut buf);
+    assert!(
+        read.is_ok(),
+        "closed by the server, not by our timeout: {read:?}"
+    );
+    buf
+}
+
 #[test]
 fn slow_headers_are_cut_off() {
     let env = Env::three();
@@ -330,15 +343,8 @@ fn slow_headers_are_cut_off() {
     let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
     conn.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut buf = Vec::new();
     // The server closes the connection (with or without a 408).
-    let read = conn.read_to_end(&mut buf);
-    assert!(
-        read.is_ok(),
-        "closed by the server, not by our timeout: {read:?}"
-    );
+    let buf = closed_by_the_server(&mut conn);
     let text = String::from_utf8_lossy(&buf);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
@@ -363,14 +369,7 @@ fn a_connection_that_sends_nothing_is_cut_off() {
         })
         .collect();
     for mut conn in silent {
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut buf = Vec::new();
-        let read = conn.read_to_end(&mut buf);
-        assert!(
-            read.is_ok(),
-            "closed by the server, not by our timeout: {read:?}"
-        );
+        closed_by_the_server(&mut conn);
     }
     // Their slots are free again: a request is answered.
     let (status, _) = rt().block_on(async {

@@ -547,14 +547,7 @@ fn a_server_says_which_upstream_answered() {
             assert_eq!(r.headers()["x-llmroute-upstream"], upstream);
         }
         // Both upstreams' candidates are listed.
-        let v: Value = c
-            .get(s.url("/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = crate::serve::get_json(&c, &s, "/v1/models").await;
         let ids: Vec<&str> = v["data"]
             .as_array()
             .unwrap()
