@@ -404,22 +404,27 @@ fn a_machine_that_learned_more_on_its_own_replaces_nothing_another_shared() {
     );
 }
 
+/// The request ids of `n` prompts `token` sent pinned to t/cheap.
+fn answered_by_cheap(s: &Served, token: &str, n: usize) -> Vec<String> {
+    let mut body = chat(None, "help me");
+    body["model"] = json!("t/cheap");
+    (0..n)
+        .map(|i| {
+            body["messages"][0]["content"] = json!(format!("help me {i}"));
+            let (status, _, id) = post(s, token, "/v1/chat/completions", &body);
+            assert_eq!(status, 200);
+            id.unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn feedback_taken_while_redis_is_away_is_shared_when_it_is_back() {
     let redis = RedisServer::start();
     let env = two();
     let alice = shared_key(&env, &redis, "alice");
     let s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
-    let mut body = chat(None, "help me");
-    body["model"] = json!("t/cheap");
-    let ids: Vec<String> = (0..4)
-        .map(|i| {
-            body["messages"][0]["content"] = json!(format!("help me {i}"));
-            let (status, _, id) = post(&s, &alice, "/v1/chat/completions", &body);
-            assert_eq!(status, 200);
-            id.unwrap()
-        })
-        .collect();
+    let ids = answered_by_cheap(&s, &alice, 4);
     // Redis holds the field before it goes away.
     let (status, v, _) = post(
         &s,
@@ -461,16 +466,7 @@ fn feedback_taken_while_redis_is_away_counts_once() {
         let env = two();
         let alice = shared_key(&env, &redis, "alice");
         let s = env.serve(&["--models", "t/cheap,t/strong", "--redis", &redis.url()]);
-        let mut body = chat(None, "help me");
-        body["model"] = json!("t/cheap");
-        let ids: Vec<String> = (0..2)
-            .map(|i| {
-                body["messages"][0]["content"] = json!(format!("help me {i}"));
-                let (status, _, id) = post(&s, &alice, "/v1/chat/completions", &body);
-                assert_eq!(status, 200);
-                id.unwrap()
-            })
-            .collect();
+        let ids = answered_by_cheap(&s, &alice, 2);
         // Emptied: Redis held one event, and loses it. Not emptied: the
         // first event of the task and model comes while Redis is away.
         let before = match emptied {
