@@ -45,6 +45,9 @@ pub struct Ending {
     /// Waiting would not help: a budget refused a request larger than the
     /// whole budget, which no new period makes fit.
     pub for_good: bool,
+    /// How long until a retry may get further: the pause left of the model
+    /// that would be tried next, for a request ended by rate limits.
+    pub retry_after: Option<Duration>,
 }
 
 impl Ending {
@@ -53,6 +56,7 @@ impl Ending {
             kind,
             message: message.into(),
             for_good: false,
+            retry_after: None,
         }
     }
 }
@@ -112,6 +116,11 @@ pub struct Attempts {
     max_cost: Vec<(u16, f64)>,
     /// The last failure was a 402: giving up then says so.
     payment: bool,
+    /// Every failure so far was a rate limit (429): giving up then says so.
+    rate_limited: bool,
+    /// The longest this request waits for a paused model: past it, it
+    /// ends (`None`: as long as the pause lasts).
+    patience: Option<Duration>,
     sent: u32,
     max: u32,
     /// `model: message` of the last failure.
@@ -133,6 +142,8 @@ impl Attempts {
             accounts,
             max_cost: Vec::new(),
             payment: false,
+            rate_limited: true,
+            patience: None,
             sent: 0,
             max: max_attempts,
             last: None,
@@ -157,6 +168,15 @@ impl Attempts {
         self
     }
 
+    /// Waits for a paused model at most `patience`: a request whose every
+    /// model left is paused for longer ends, as `rate_limited` when its
+    /// failures were all rate limits, with the pause left as its
+    /// `retry_after`.
+    pub fn waiting_at_most(mut self, patience: Duration) -> Attempts {
+        self.patience = Some(patience);
+        self
+    }
+
     pub fn plan(&self) -> &[Planned] {
         &self.plan
     }
@@ -173,7 +193,7 @@ impl Attempts {
             return Next::GiveUp(e.clone());
         }
         if self.sent >= self.max {
-            return Next::GiveUp(self.all_failed());
+            return Next::GiveUp(self.all_failed(now, health));
         }
         let mut again = None;
         let mut earliest: Option<(Instant, usize)> = None;
@@ -195,8 +215,11 @@ impl Attempts {
         }
         match (again, earliest) {
             (Some(i), _) => Next::Send(i),
+            (None, Some((t, i))) if self.patience.is_some_and(|p| t - now > p) => {
+                Next::GiveUp(self.out_of_patience((t, i), now, health))
+            }
             (None, Some((t, i))) => Next::Wait(t, i),
-            (None, None) => Next::GiveUp(self.all_failed()),
+            (None, None) => Next::GiveUp(self.all_failed(now, health)),
         }
     }
 
@@ -212,6 +235,7 @@ impl Attempts {
         };
         let model = &self.plan[i].model;
         self.last = Some(format!("{model}: {}", f.message));
+        self.rate_limited &= matches!(f.kind, FailureKind::RateLimited | FailureKind::Cancelled);
         match f.kind {
             FailureKind::Cancelled => {
                 // The other attempt of a hedged request answered.
@@ -345,7 +369,41 @@ impl Attempts {
                 .any(|&(a, c)| a == account && p.est_cost.is_none_or(|x| x >= c))
     }
 
-    fn all_failed(&self) -> Ending {
+    /// The ending of a request whose every model left is paused past its
+    /// patience, the first until `t` (the plan's `i`): a rate limit when
+    /// its own failures were rate limits, or it had none and the model is
+    /// not paused for failing.
+    fn out_of_patience(
+        &self,
+        (t, i): (Instant, usize),
+        now: Instant,
+        health: &(impl HealthView + ?Sized),
+    ) -> Ending {
+        let model = &self.plan[i].model;
+        let wait = t - now;
+        let why = health
+            .pause_reason(model)
+            .or_else(|| self.held_off_for(i).map(str::to_string))
+            .unwrap_or_else(|| "paused".to_string());
+        let mut message = format!(
+            "every model left is paused, the first ({model}: {why}) for another {}",
+            crate::core::duration::format(Duration::from_secs(wait.as_secs().max(1)))
+        );
+        if let Some(last) = &self.last {
+            message = format!("{message}; last failure: {last}");
+        }
+        let kind = match self.rate_limited && !health.open(model) {
+            true => error_type::RATE_LIMITED,
+            false => error_type::ALL_MODELS_FAILED,
+        };
+        Ending {
+            retry_after: Some(wait),
+            ..Ending::new(kind, message)
+        }
+    }
+
+    /// The ending of a request with no model left to try.
+    fn all_failed(&self, now: Instant, health: &(impl HealthView + ?Sized)) -> Ending {
         let message = match &self.last {
             None => "no candidate model could be tried".to_string(),
             Some(last) => format!(
@@ -353,11 +411,22 @@ impl Attempts {
                 crate::core::numbers::counted(u64::from(self.sent), "attempt")
             ),
         };
-        let kind = match self.payment {
-            true => error_type::PAYMENT_REQUIRED,
-            false => error_type::ALL_MODELS_FAILED,
-        };
-        Ending::new(kind, message)
+        if self.payment {
+            return Ending::new(error_type::PAYMENT_REQUIRED, message);
+        }
+        if !(self.rate_limited && self.last.is_some()) {
+            return Ending::new(error_type::ALL_MODELS_FAILED, message);
+        }
+        // Rate limits alone: until the first of the models tried is free.
+        let retry_after = (0..self.plan.len())
+            .filter(|&i| self.state[i] == State::Cooling)
+            .filter_map(|i| self.cooling_until(i, now, health))
+            .min()
+            .map(|t| t - now);
+        Ending {
+            retry_after,
+            ..Ending::new(error_type::RATE_LIMITED, message)
+        }
     }
 }
 
@@ -550,6 +619,53 @@ mod tests {
         );
         // A pause already over does not count.
         assert_eq!(a.next(t0 + Duration::from_secs(4), &health), Next::Send(1));
+    }
+
+    #[test]
+    fn a_request_that_may_wait_a_while_ends_when_every_pause_is_longer() {
+        let t0 = Instant::now();
+        let mut health = Pauses::default();
+        let mut a = Attempts::new(vec![planned("a", None), planned("b", None)], 4)
+            .waiting_at_most(Duration::from_secs(5));
+        a.observe(0, Err(&status(429, Some(40), "slow down")));
+        health.0.insert("a".into(), t0 + Duration::from_secs(40));
+        a.observe(1, Err(&status(429, Some(60), "")));
+        health.0.insert("b".into(), t0 + Duration::from_secs(60));
+        let e = gave_up(a.next(t0, &health));
+        assert_eq!(e.kind, error_type::RATE_LIMITED);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(40)));
+        assert!(e.message.contains("a: paused"), "{}", e.message);
+        // A pause within its patience is waited for.
+        let soon = t0 + Duration::from_secs(35);
+        assert_eq!(
+            a.next(soon, &health),
+            Next::Wait(t0 + Duration::from_secs(40), 0)
+        );
+        // A failure other than a rate limit makes it an ordinary failure.
+        let mut mixed = Attempts::new(vec![planned("a", None), planned("b", None)], 4)
+            .waiting_at_most(Duration::from_secs(5));
+        mixed.observe(0, Err(&status(500, None, "")));
+        mixed.observe(1, Err(&status(429, Some(40), "")));
+        health.0.insert("b".into(), t0 + Duration::from_secs(40));
+        let e = gave_up(mixed.next(t0, &health));
+        assert_eq!(e.kind, error_type::ALL_MODELS_FAILED);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(40)));
+    }
+
+    #[test]
+    fn rate_limits_until_the_last_attempt_end_as_a_rate_limit() {
+        let t0 = Instant::now();
+        let mut health = Pauses::default();
+        let mut a = Attempts::new(vec![planned("a", None)], 2);
+        a.observe(0, Err(&status(429, Some(1), "")));
+        a.observe(0, Err(&status(429, Some(3), "")));
+        health.0.insert("a".into(), t0 + Duration::from_secs(3));
+        let e = gave_up(a.next(t0, &health));
+        assert_eq!(e.kind, error_type::RATE_LIMITED);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
+        // Without patience, a request waits as long as a pause lasts.
+        let b = Attempts::new(vec![planned("a", None)], 2);
+        assert!(matches!(b.next(t0, &health), Next::Wait(..)));
     }
 
     #[test]

@@ -14,6 +14,9 @@ use serde_json::Value;
 pub mod error_type {
     pub const INVALID_INPUT: &str = "invalid_input";
     pub const ALL_MODELS_FAILED: &str = "all_models_failed";
+    /// Every model left was rate limited by its upstream: tried until
+    /// `--max-attempts`, or paused longer than the request may wait.
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const NO_ELIGIBLE_MODEL: &str = "no_eligible_model";
     pub const BAD_REQUEST: &str = "bad_request";
     pub const AUTH: &str = "auth";

@@ -233,8 +233,11 @@ impl Router {
                 Some(_) if self.cancel.is_cancelled() => Routed::new(Outcome::Unsent, 0.0),
                 Some(upstream) => {
                     // A 402 speaks for its own upstream's account only.
-                    let attempts = Attempts::new(plan.order, self.config.max_attempts)
+                    let mut attempts = Attempts::new(plan.order, self.config.max_attempts)
                         .on_accounts(|c| account_of(&**upstream, c));
+                    if let Some(p) = job.opts.patience {
+                        attempts = attempts.waiting_at_most(p);
+                    }
                     self.send(job, attempts, probe, &**upstream, leader).await
                 }
             }

@@ -29,6 +29,11 @@ use crate::core::request::Request;
 use crate::core::sse;
 use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd, Streaming};
 
+/// The longest a request waits for a paused model (a rate limit, an open
+/// circuit) before it is answered 429 or 502 with the pause left as its
+/// `Retry-After`: a longer wait is its client's to choose.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The headers an answer carries: names made once, not parsed each time.
 const X_LLMROUTE_MODEL: HeaderName = HeaderName::from_static("x-llmroute-model");
 const X_LLMROUTE_UPSTREAM: HeaderName = HeaderName::from_static("x-llmroute-upstream");
@@ -130,6 +135,7 @@ async fn complete(
             .and_then(|c| c.allowance(crate::engine::now_ms(), &app.keys.make_budget)),
         // The answer goes out at once; what reads records back syncs first.
         record_lazily: true,
+        patience: Some(PATIENCE),
     };
     let (routed, access) = match pending.route(call.req, opts, token).await {
         Ok(r) => r,

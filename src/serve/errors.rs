@@ -170,9 +170,17 @@ impl ApiError {
                 return err;
             }
             error_type::INTERNAL => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            // Every model left is rate limited upstream: a wait may help.
+            error_type::RATE_LIMITED => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
             _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
         };
-        ApiError::new(status, kind, e.kind, e.message.clone())
+        ApiError {
+            // Whole seconds, rounded up: a retry sooner finds it paused.
+            retry_after: e
+                .retry_after
+                .map(|d| d.as_millis().div_ceil(1000).max(1) as u64),
+            ..ApiError::new(status, kind, e.kind, e.message.clone())
+        }
     }
 
     /// The JSON body.

@@ -640,6 +640,35 @@ fn final_errors_tell_clients_not_to_retry() {
     assert_eq!(budget.1.unwrap(), "false");
 }
 
+/// A request whose every model its upstream rate limited is a rate limit
+/// to the client too: 429 with the upstream's `Retry-After`, which a
+/// client's retry after the wait may get past, not a 502 that tells it
+/// not to retry.
+#[test]
+fn an_upstream_rate_limit_reaches_the_client_as_one() {
+    let env = Env::three();
+    env.server
+        .set_default("t/c", Behavior::rate_limited(Some(40)));
+    let s = env.serve(&["--models", "t/a,t/b"]);
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat(Some("t/c"), "busy"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        let h = r.headers().clone();
+        assert_eq!(h["retry-after"], "40", "{h:?}");
+        assert!(h.get("x-should-retry").is_none(), "{h:?}");
+        assert_eq!(h["x-llmroute-model"], "t/c", "{h:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+        assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    });
+    s.stop();
+}
+
 /// `GET /v1/models/{id}`, as the OpenAI clients' `models.retrieve` asks it,
 /// ids with slashes included.
 #[test]
