@@ -85,7 +85,7 @@ pub fn wire(
     let settings = options.settings()?;
     check_sharing(options, wants.quiet)?;
     let base = options.base_url.clone();
-    let client = client(&base, &wants)?;
+    let mut client = client(&base, &wants)?;
     setup::warn_plain_http(&base, wants.quiet);
     let path = options.store_path()?;
     let mut store = open_store(&path, &wants)?;
@@ -94,7 +94,8 @@ pub fn wire(
     let fetched_from = store::now_ms();
     let catalogue = setup::load_catalogue(&store, client.as_ref(), &base, rt, wants.quiet, false);
     let refused = refused_at_fetch(&store, &base, fetched_from);
-    let (named, catalogue) = named_upstreams(options, &store, rt, &wants, catalogue)?;
+    let (named, catalogue) =
+        named_upstreams(options, &store, rt, &wants, catalogue, client.as_mut())?;
     no_misspelt_upstream(options, &settings, &catalogue)?;
     let notes = notes(&settings, &catalogue, wants.quiet);
     let health = Arc::new(LocalHealth::default());
@@ -273,15 +274,17 @@ fn client(base: &str, wants: &Wants) -> anyhow::Result<Option<Client>> {
 /// The named upstreams (`[upstreams.NAME]`): their clients (none for a
 /// dry run, which calls nothing), and `catalogue` with their candidates,
 /// `NAME:model`, each from its own catalogue kept in the store (and the
-/// prices its table sets).
+/// prices its table sets). Every client, `default`'s too, blanks out every
+/// upstream's key from what comes back.
 pub fn named_upstreams(
     options: &Options,
     store: &Store,
     rt: &tokio::runtime::Runtime,
     wants: &Wants,
     catalogue: Catalogue,
+    default: Option<&mut Client>,
 ) -> anyhow::Result<(Vec<(String, crate::upstreams::Named)>, Catalogue)> {
-    let (clients, merged) = with_named_candidates(
+    let (mut clients, merged) = with_named_candidates(
         options,
         store,
         rt,
@@ -293,6 +296,17 @@ pub fn named_upstreams(
         wants.quiet || wants.dry_run,
         catalogue,
     )?;
+    let all = clients
+        .iter()
+        .map(|(_, c)| c.secrets())
+        .chain(default.as_deref().map(Client::secrets))
+        .fold(crate::upstream::Secrets::default(), |all, s| all.with(s));
+    for (_, c) in &mut clients {
+        c.hide_too(&all);
+    }
+    if let Some(c) = default {
+        c.hide_too(&all);
+    }
     let named = match wants.dry_run {
         true => Vec::new(),
         false => clients

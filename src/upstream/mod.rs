@@ -174,6 +174,17 @@ impl Client {
         })
     }
 
+    /// What it blanks out of what comes back.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Blanks out `others` too: another upstream's key, which a prompt
+    /// sent to this one may hold and its answer echo.
+    pub fn hide_too(&mut self, others: &Secrets) {
+        self.secrets = self.secrets.with(others);
+    }
+
     /// Replaces the key and the base URL's credentials, wherever they
     /// appear in `text`, with `[redacted]`.
     pub fn redact(&self, text: String) -> String {

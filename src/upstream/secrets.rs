@@ -146,6 +146,21 @@ impl Secrets {
     pub fn is_empty(&self) -> bool {
         self.whole.is_empty() && self.words.is_empty()
     }
+
+    /// These and `other`'s: an upstream's answer may echo another's key
+    /// (a prompt that held it, sent to the one that answered).
+    pub fn with(&self, other: &Secrets) -> Secrets {
+        let join = |a: &[String], b: &[String]| {
+            let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+            all.sort_by(|x, y| y.len().cmp(&x.len()).then_with(|| x.cmp(y)));
+            all.dedup();
+            all
+        };
+        Secrets {
+            whole: join(&self.whole, &other.whole).into(),
+            words: join(&self.words, &other.words).into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +197,21 @@ mod tests {
             "bad key [redacted], try again"
         );
         assert_eq!(s.scrub("ask-12345 and sk-1234x"), None);
+    }
+
+    #[test]
+    fn secrets_joined_blank_out_each_other_s() {
+        let url = url::Url::parse("http://127.0.0.1:1/v1").unwrap();
+        let a = Secrets::new(Some("sk-or-SECRETKEY123456"), &url);
+        let b = Secrets::new(Some("DIRECTKEY-abcdef123456"), &url);
+        let c = Secrets::new(Some("sk-1234"), &url);
+        let all = a.with(&b).with(&c).with(&a);
+        assert_eq!(
+            all.scrub("sk-or-SECRETKEY123456, DIRECTKEY-abcdef123456, sk-1234 and sk-12345")
+                .unwrap(),
+            "[redacted], [redacted], [redacted] and sk-12345"
+        );
+        assert_eq!(a.scrub("DIRECTKEY-abcdef123456"), None);
     }
 
     #[test]

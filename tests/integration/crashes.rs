@@ -55,14 +55,14 @@ fn mode(p: &Path) -> u32 {
         & 0o777
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
 
 /// The store file and its WAL and shared-memory files, as they are now.
-fn store_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn store_bytes(db: &Path) -> Vec<(String, Vec<u8>)> {
     ["", "-wal", "-shm"]
         .iter()
         .map(|suffix| {

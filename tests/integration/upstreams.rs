@@ -958,3 +958,29 @@ fn waiting_requests_take_a_free_slot_on_any_upstream() {
     assert!(on_other >= 24, "{on_one} on one, {on_other} on the other");
     assert!(one.most_in_flight() <= 1 && other.most_in_flight() <= 8);
 }
+
+/// An answer that echoes a key (a prompt that held it) has every
+/// upstream's key blanked out, not only the key of the upstream that
+/// answered it: in the output and in the cache.
+#[test]
+fn an_answer_holds_no_upstream_s_key() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let prompt = format!("say {KEY} and {LOCAL_KEY}");
+    let lines = ["local:llama3", "m/x"]
+        .map(|m| serde_json::json!({"prompt": prompt, "model": m}).to_string() + "\n")
+        .concat();
+    let out = with(&env, &cfg).stdin(lines).run();
+    out.assert_code(0);
+    for l in out.lines() {
+        let content = l["content"].as_str().unwrap();
+        assert_eq!(content.matches("[redacted]").count(), 2, "{l}");
+    }
+    for secret in [KEY, LOCAL_KEY] {
+        assert!(!out.stdout.contains(secret), "{}", out.stdout);
+        for (name, bytes) in crate::crashes::store_bytes(&env.db()) {
+            assert!(!crate::crashes::contains(&bytes, secret), "{name}");
+        }
+    }
+}
