@@ -284,6 +284,13 @@ pub fn named_upstreams(
     catalogue: Catalogue,
     default: Option<&mut Client>,
 ) -> anyhow::Result<(Vec<(String, crate::upstreams::Named)>, Catalogue)> {
+    // A run calls them: one whose key is missing stops it before it sends
+    // anything, as the default API's does.
+    if !wants.dry_run {
+        for (name, u) in &options.upstreams {
+            u.key(name).map_err(|e| anyhow!(e))?;
+        }
+    }
     let (mut clients, merged) = with_named_candidates(
         options,
         store,
@@ -338,7 +345,13 @@ pub fn with_named_candidates(
     let mut models = catalogue.models().to_vec();
     let mut clients = Vec::new();
     for (name, u) in &options.upstreams {
-        let key = u.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+        // Without its key, its catalogue is not fetched (the stored copy
+        // serves), unless a refresh asks for it.
+        let (key, fetch) = match u.key(name) {
+            Ok(key) => (key, fetch),
+            Err(e) if fetch == Fetch::Again => return Err(anyhow!(e)),
+            Err(_) => (None, Fetch::Never),
+        };
         let base = u.base_url.trim().trim_end_matches('/').to_string();
         let client = Client::with_headers(&base, key.as_deref(), pool, &u.headers)
             .map_err(|e| anyhow!("upstream {name}: {e}"))?;

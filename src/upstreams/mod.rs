@@ -71,6 +71,20 @@ pub struct ModelConfig {
 impl UpstreamConfig {
     /// Checks the table of upstream `name`: Err is the key's path below
     /// `upstreams.NAME` and why.
+    /// Its key, from `api_key_env` (none without one), or why there is none
+    /// when the variable is unset or blank: a call to it would be refused.
+    pub fn key(&self, name: &str) -> Result<Option<String>, String> {
+        let Some(var) = &self.api_key_env else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+            _ => Err(format!(
+                "upstream {name}: the variable {var} that holds its key is not set"
+            )),
+        }
+    }
+
     pub fn check(&self, name: &str) -> Result<(), (Vec<String>, String)> {
         let at = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ok_name = !name.is_empty()
@@ -107,14 +121,6 @@ impl UpstreamConfig {
                 at(&["base_url"]),
                 format!("upstream {name}: the base URL must be http or https"),
             ));
-        }
-        if let Some(var) = &self.api_key_env {
-            if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
-                return Err((
-                    at(&["api_key_env"]),
-                    format!("upstream {name}: the variable {var} that holds its key is not set"),
-                ));
-            }
         }
         for (header, value) in &self.headers {
             check_header(header, value).map_err(|e| {
@@ -716,9 +722,11 @@ mod tests {
             api_key_env: Some("LLMROUTE_TEST_SURELY_UNSET_1234".into()),
             ..UpstreamConfig::default()
         };
-        let e = no_key.check("p").unwrap_err();
-        assert_eq!(e.0, ["api_key_env"]);
-        assert!(e.1.contains("LLMROUTE_TEST_SURELY_UNSET_1234"));
+        // Only what calls it needs its key.
+        assert!(no_key.check("p").is_ok());
+        let e = no_key.key("p").unwrap_err();
+        assert!(e.contains("LLMROUTE_TEST_SURELY_UNSET_1234"), "{e}");
+        assert_eq!(UpstreamConfig::default().key("p"), Ok(None));
         assert!(UpstreamConfig::default().check("a b").is_err());
     }
 

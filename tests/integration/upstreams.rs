@@ -411,11 +411,12 @@ fn a_bad_upstream_in_the_config_names_the_upstream_and_the_line() {
         .args(["--models", "gpu:x"])
         .stdin(prompts(1))
         .run();
+    // A run that would call it: before anything is sent.
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("line 5")
-            && out.stderr.contains("gpu")
-            && out.stderr.contains("NO_SUCH_VAR_9F"),
+        out.stderr.contains("upstream gpu")
+            && out.stderr.contains("NO_SUCH_VAR_9F")
+            && out.stdout.is_empty(),
         "{}",
         out.stderr
     );
@@ -983,4 +984,55 @@ fn an_answer_holds_no_upstream_s_key() {
             assert!(!crate::crashes::contains(&bytes, secret), "{name}");
         }
     }
+}
+
+/// Commands that call no upstream need none of their keys: a report, the
+/// model list from the stored catalogues, a dry run. A run that would
+/// call an upstream whose key variable is unset says so before it sends
+/// anything, as does a refresh of its catalogue.
+#[test]
+fn only_what_calls_an_upstream_needs_its_key() {
+    let env = env();
+    let local = local();
+    let cfg = config(&env, &local.base_url());
+    let out = run(
+        &env,
+        &cfg,
+        &["--models", "m/x,local:llama3", "-p", "cost"],
+        2,
+    );
+    out.assert_code(0);
+    let without = |args: &[&str]| {
+        env.cmd()
+            .env("LLMROUTE_CONFIG", &cfg)
+            .env_remove("LOCAL_KEY")
+            .args(args)
+    };
+    for args in [
+        &["report"][..],
+        &["report", "--by", "upstream", "--json"],
+        &["models", "--models", "m/x,local:llama3"],
+        &["--dry-run", "--models", "m/x,local:llama3"],
+    ] {
+        let out = without(args).stdin(prompts(1)).run();
+        out.assert_code(0);
+        assert!(!out.stdout.contains(LOCAL_KEY));
+    }
+    let out = without(&["models", "--models", "m/x,local:llama3", "--json"]).run();
+    assert!(out.stdout.contains("\"local:llama3\""), "{}", out.stdout);
+    let sent = local.completions().len();
+    for args in [
+        &["--models", "m/x,local:llama3"][..],
+        &["models", "--refresh"],
+    ] {
+        let out = without(args).stdin(prompts(1)).run();
+        out.assert_code(2);
+        assert!(
+            out.stderr
+                .contains("upstream local: the variable LOCAL_KEY that holds its key is not set"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(local.completions().len(), sent);
 }
