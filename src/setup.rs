@@ -345,8 +345,10 @@ pub fn load_catalogue(
             Err(problem) => problem,
         },
     };
-    // Nor does the URL shown.
+    // Nor does the URL shown. A refused key is no catalogue problem: the
+    // caller says the key is refused, and nothing is sent meanwhile.
     let base = &crate::core::urls::without_password(base);
+    let quiet = quiet || problem.starts_with(REFUSED_KEY);
     match stored {
         Some(c) => {
             if !quiet {

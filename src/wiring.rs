@@ -97,7 +97,7 @@ pub fn wire(
     let (named, catalogue) =
         named_upstreams(options, &store, rt, &wants, catalogue, client.as_mut())?;
     no_misspelt_upstream(options, &settings, &catalogue)?;
-    let notes = notes(&settings, &catalogue, wants.quiet);
+    let notes = notes(&settings, &catalogue, wants.quiet || refused.is_some());
     let health = Arc::new(LocalHealth::default());
     store::ports::read_health(&store, &health).map_err(setup::store_fatal(&path))?;
     if options.hedge == engine::Hedge::Auto {

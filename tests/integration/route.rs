@@ -636,6 +636,8 @@ fn a_key_the_api_refuses_at_its_catalogue_sends_no_line() {
     );
     assert_eq!(env.server.completions().len(), 0);
     assert!(out.stderr.contains("refused the key"), "{}", out.stderr);
+    // Not a catalogue problem: nothing is routed on one meanwhile.
+    assert!(!out.stderr.contains("built-in catalogue"), "{}", out.stderr);
     // A refusal is the key's, not the API's, and is not remembered as a
     // failed fetch is: the same key again learns it before any line...
     let out = env.cmd().args(["--models", "t/a"]).stdin(prompts(1)).run();
