@@ -191,6 +191,16 @@ pub fn unknown_candidates(
         1 => "1 candidate is".to_string(),
         n => format!("{n} candidates are"),
     };
+    // Not fetched (a dry run on a new store, an API that could not be
+    // reached): the candidates may well be the API's.
+    if catalogue.origin == crate::core::catalogue::Origin::Embedded {
+        return Some(format!(
+            "llmroute: warning: {which} not in the built-in catalogue of {} ({shown}), \
+             as the API's was not fetched: prices and context windows unknown; \
+             `llmroute models --refresh` fetches the API's",
+            catalogue::EMBEDDED_DATE
+        ));
+    }
     Some(format!(
         "llmroute: warning: {which} not in the model catalogue ({shown}): prices and context windows unknown; \
          choose candidates the API serves with --models (llmroute models --all lists them)"

@@ -540,6 +540,34 @@ fn an_unknown_model_is_warned_about_once_on_stderr_only() {
     assert_eq!(out.lines().len(), 3);
 }
 
+/// A dry run on a new store fetches nothing: a candidate missing from the
+/// built-in snapshot is said to be missing from that, with the way to
+/// fetch the API's, which works on a store that does not exist yet.
+#[test]
+fn a_dry_run_on_a_new_store_says_its_catalogue_is_the_built_in_one() {
+    let env = Env::three();
+    let dry = || {
+        env.cmd()
+            .args(["--dry-run", "--models", "t/a,t/b"])
+            .stdin(prompts(1))
+            .run()
+    };
+    let out = dry();
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("not in the built-in catalogue")
+            && out.stderr.contains("llmroute models --refresh"),
+        "{}",
+        out.stderr
+    );
+    let refresh = env.cmd().args(["models", "--refresh"]).run();
+    refresh.assert_code(0);
+    let out = dry();
+    assert!(!out.stderr.contains("catalogue"), "{}", out.stderr);
+    let line = &out.lines()[0];
+    assert!(line["cost_usd"].is_number(), "{line}");
+}
+
 /// Against an API whose catalogue lists none of the default candidates,
 /// one line says so (not one per model), and an empty input hears nothing.
 #[test]
