@@ -185,6 +185,12 @@ pub fn parse_line(line: &[u8]) -> Result<Request, InputError> {
     parse_object(obj)
 }
 
+/// Whether `obj` is an OpenAI Batch API line (`body`, with `method` or
+/// `url`) rather than a chat body.
+pub fn is_batch_line(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("body") && (obj.contains_key("method") || obj.contains_key("url"))
+}
+
 /// Parses a request already read as a JSON object (a server's body); as
 /// [`parse_line`] does after reading the line.
 pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> {
@@ -195,12 +201,11 @@ pub fn parse_object(mut obj: Map<String, Value>) -> Result<Request, InputError> 
     };
     let top_overrides = obj.remove("llmroute");
 
-    let mut body =
-        if obj.contains_key("body") && (obj.contains_key("method") || obj.contains_key("url")) {
-            batch_body(obj, &id)?
-        } else {
-            obj
-        };
+    let mut body = if is_batch_line(&obj) {
+        batch_body(obj, &id)?
+    } else {
+        obj
+    };
     let overrides = match top_overrides.or_else(|| body.remove("llmroute")) {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_overrides(v).map_err(|m| InputError::new(&id, m))?),

@@ -48,6 +48,14 @@ pub fn parse_call(
     let Value::Object(mut obj) = value else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     };
+    // The batch filter's second input form: its checks would pass over
+    // what its `body` holds.
+    if request::is_batch_line(&obj) {
+        return Err(ApiError::bad_request(
+            "the body is an OpenAI Batch API line (custom_id, method, url, body), not a chat \
+             completions body: send its \"body\" alone (the batch filter reads such lines)",
+        ));
+    }
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

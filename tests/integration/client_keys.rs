@@ -532,6 +532,48 @@ fn a_key_cannot_hand_the_choice_of_model_to_the_upstream() {
     assert_eq!(sent[0]["models"], json!([]));
 }
 
+/// A chat body in the shape of an OpenAI Batch API line (`custom_id`,
+/// `method`, `url`, `body`), the batch filter's second input form, is not
+/// a chat body: refused, so that nothing inside it passes the key's
+/// checks unseen.
+#[test]
+fn a_batch_line_is_not_taken_as_a_chat_body() {
+    let env = Env::three();
+    let t = make_key(&env, "capped", &["--models", "t/b", "--max-tokens", "16"]);
+    let s = env.serve(&["--models", "t/a,t/b,t/c"]);
+    rt().block_on(async {
+        let inner = [
+            json!({"models": ["t/c"]}),
+            json!({"preset": "dear"}),
+            json!({"max_tokens": 100000}),
+            json!({}),
+        ];
+        for extra in inner {
+            let mut body = chat(Some("t/b"), "hi");
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let line = json!({
+                "custom_id": "r-1",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": body,
+            });
+            for token in [Some(t.as_str()), None] {
+                let (status, _, v) = post(&s, token, &line).await;
+                let want = if token.is_some() { 400 } else { 401 };
+                assert_eq!(status, want, "{v}");
+                if token.is_some() {
+                    assert_eq!(v["error"]["code"], "invalid_input", "{v}");
+                    let m = v["error"]["message"].as_str().unwrap();
+                    assert!(m.contains("Batch API line"), "{v}");
+                }
+            }
+        }
+    });
+    assert_eq!(env.server.completions().len(), 0);
+}
+
 #[test]
 fn a_key_s_pinned_model_failing_falls_back_only_to_models_it_may_use() {
     let env = Env::three();
