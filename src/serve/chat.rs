@@ -217,10 +217,14 @@ impl Pending {
                 // records them.
                 if let Ok(r) = task.as_mut().await {
                     self.access.attempts = r.attempts.len();
+                    self.access.model = r.attempts.last().map(|t| t.model.clone());
                     self.access.tried = r.attempts;
                 }
                 drop(guard);
-                return Err(app.refuse(ApiError::deadline(app.deadline), self.take(), started));
+                let tried = (self.access.model.clone(), self.access.attempts);
+                let mut resp = app.refuse(ApiError::deadline(app.deadline), self.take(), started);
+                say_tried(&mut resp, tried);
+                return Err(resp);
             }
         };
         guard.disarm();
@@ -379,14 +383,9 @@ impl App {
             }
             err.retry_after = err.retry_after.or(super::quota::key_budget_retry(e, c));
         }
-        let model = access.model.clone();
-        let attempts = access.attempts;
+        let tried = (access.model.clone(), access.attempts);
         let mut resp = self.refuse(err, access, started);
-        let h = resp.headers_mut();
-        if let Some(v) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
-            h.insert(X_LLMROUTE_MODEL, v);
-        }
-        h.insert(X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
+        say_tried(&mut resp, tried);
         resp
     }
 
@@ -521,6 +520,16 @@ impl App {
         self.done(&mut access, e.status.as_u16(), started);
         e.into_response()
     }
+}
+
+/// The headers of an error after routing: the model last tried, and the
+/// attempts made, as an answer has them.
+fn say_tried(resp: &mut Response, (model, attempts): (Option<String>, usize)) {
+    let h = resp.headers_mut();
+    if let Some(v) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        h.insert(X_LLMROUTE_MODEL, v);
+    }
+    h.insert(X_LLMROUTE_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 /// A request as the dashboard counts it.

@@ -145,10 +145,18 @@ fn a_request_past_its_deadline_gets_504_and_is_recorded() {
     let env = Env::three();
     env.server.set_default("t/a", Behavior::Hang);
     let s = env.serve(&["--models", "t/a", "--deadline", "300ms"]);
-    let (status, _, v) = rt().block_on(post(&client(), &s, &chat(None, "late")));
+    let (status, h, v) = rt().block_on(post(&client(), &s, &chat(None, "late")));
     assert_eq!(status, 504, "{v}");
     assert_eq!(v["error"]["code"], "deadline_exceeded");
-    s.stop();
+    // What was tried, as any error after routing says.
+    assert_eq!(header(&h, "x-llmroute-model"), "t/a");
+    assert_eq!(header(&h, "x-llmroute-attempts"), "1");
+    let (_, log) = s.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("status=504") && l.contains("model=\"t/a\"")),
+        "{log}"
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM attempts WHERE error_type = 'interrupted'"),
         1
