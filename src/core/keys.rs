@@ -196,7 +196,7 @@ impl Policy {
         if let Some(p) = self
             .models
             .iter()
-            .find(|p| p.trim().is_empty() || p.len() > 256)
+            .find(|p| p.trim().is_empty() || p.len() > 256 || p.chars().any(char::is_control))
         {
             return Err(format!("{p:?}: not a model pattern"));
         }
@@ -393,6 +393,18 @@ mod tests {
             ..Policy::default()
         };
         assert!(bad.check().is_err());
+        // A control character in a pattern would garble `keys list`'s
+        // table, or a terminal.
+        for p in ["openai/*\nx", "a\u{1b}[31m", "a\tb"] {
+            let bad = Policy {
+                models: vec![p.into()],
+                ..Policy::default()
+            };
+            assert!(
+                bad.check().unwrap_err().contains("not a model pattern"),
+                "{p:?}"
+            );
+        }
         let budget = |b| Policy {
             budget_usd: Some(b),
             ..Policy::default()
