@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A set of tokens.
+/// A set of tokens, and how many of them are short enough to guess.
 #[derive(Default, Clone)]
-pub struct Tokens(Vec<[u8; 32]>);
+pub struct Tokens(Vec<[u8; 32]>, usize);
+
+/// A token shorter than this draws a warning: a guess may find it.
+/// `llmroute keys create` makes tokens of 43 characters.
+pub const STRONG_LEN: usize = 16;
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +55,13 @@ impl Tokens {
         let t = token.trim();
         if !t.is_empty() {
             self.0.push(Sha256::digest(t.as_bytes()).into());
+            self.1 += usize::from(t.chars().count() < STRONG_LEN);
         }
+    }
+
+    /// How many of them are shorter than [`STRONG_LEN`].
+    pub fn short(&self) -> usize {
+        self.1
     }
 
     pub fn is_empty(&self) -> bool {

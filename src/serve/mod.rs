@@ -139,6 +139,15 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
         seen,
     ));
     announce(&wired, ring.required(), local);
+    if clients.short() + app.admins.short() > 0 {
+        tracing::warn!(
+            "{} of the tokens given (LLMROUTE_AUTH_TOKENS, LLMROUTE_ADMIN_TOKENS or a token file) \
+             {} shorter than {} characters, easy to guess: `llmroute keys create` makes strong ones",
+            clients.short() + app.admins.short(),
+            if clients.short() + app.admins.short() == 1 { "is" } else { "are" },
+            auth::STRONG_LEN
+        );
+    }
     let routes = http::routes(app.clone());
     rt.spawn(stop_at_the_cut(app.router.clone(), app.cut.clone()));
     let finished = rt.block_on(listen::serve(
