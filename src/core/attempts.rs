@@ -118,9 +118,10 @@ pub struct Attempts {
     payment: bool,
     /// Every failure so far was a rate limit (429): giving up then says so.
     rate_limited: bool,
-    /// The longest this request waits for a paused model: past it, it
-    /// ends (`None`: as long as the pause lasts).
-    patience: Option<Duration>,
+    /// The longest this request waits for a paused model, in ms: past it,
+    /// it ends (`None`: as long as the pause lasts). Small, as the
+    /// request's future carries it.
+    patience_ms: Option<std::num::NonZeroU32>,
     sent: u32,
     max: u32,
     /// `model: message` of the last failure.
@@ -143,7 +144,7 @@ impl Attempts {
             max_cost: Vec::new(),
             payment: false,
             rate_limited: true,
-            patience: None,
+            patience_ms: None,
             sent: 0,
             max: max_attempts,
             last: None,
@@ -173,7 +174,8 @@ impl Attempts {
     /// failures were all rate limits, with the pause left as its
     /// `retry_after`.
     pub fn waiting_at_most(mut self, patience: Duration) -> Attempts {
-        self.patience = Some(patience);
+        let ms = u32::try_from(patience.as_millis()).unwrap_or(u32::MAX);
+        self.patience_ms = std::num::NonZeroU32::new(ms.max(1));
         self
     }
 
@@ -215,7 +217,11 @@ impl Attempts {
         }
         match (again, earliest) {
             (Some(i), _) => Next::Send(i),
-            (None, Some((t, i))) if self.patience.is_some_and(|p| t - now > p) => {
+            (None, Some((t, i)))
+                if self
+                    .patience_ms
+                    .is_some_and(|p| t - now > Duration::from_millis(p.get().into())) =>
+            {
                 Next::GiveUp(self.out_of_patience((t, i), now, health))
             }
             (None, Some((t, i))) => Next::Wait(t, i),

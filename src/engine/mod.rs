@@ -244,9 +244,10 @@ pub struct RouteOptions {
     /// The client's own budget, held to as well as the run's.
     pub allowance: Option<ports::Allowance>,
     /// The longest the request waits for a paused model (a rate limit, an
-    /// open circuit): past it, it ends with the pause left as its
-    /// `retry_after`. `None`: it waits as long as the pause lasts.
-    pub patience: Option<std::time::Duration>,
+    /// open circuit), in seconds: past it, it ends with the pause left as
+    /// its `retry_after`. `None`: it waits as long as the pause lasts.
+    /// Small, as the request's future carries it.
+    pub patience: Option<std::num::NonZeroU16>,
     /// Nothing waits for the request's record to be durable (a server
     /// answers at once, and syncs the store before it reads records back):
     /// it goes to the recorder as a record nobody waits for, and the

@@ -236,7 +236,8 @@ impl Router {
                     let mut attempts = Attempts::new(plan.order, self.config.max_attempts)
                         .on_accounts(|c| account_of(&**upstream, c));
                     if let Some(p) = job.opts.patience {
-                        attempts = attempts.waiting_at_most(p);
+                        let secs = std::time::Duration::from_secs(p.get().into());
+                        attempts = attempts.waiting_at_most(secs);
                     }
                     self.send(job, attempts, probe, &**upstream, leader).await
                 }

@@ -32,7 +32,7 @@ use crate::engine::{Outcome, RouteOptions, Routed, StreamEnd, Streaming};
 /// The longest a request waits for a paused model (a rate limit, an open
 /// circuit) before it is answered 429 or 502 with the pause left as its
 /// `Retry-After`: a longer wait is its client's to choose.
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+const PATIENCE: std::num::NonZeroU16 = std::num::NonZeroU16::new(5).unwrap();
 
 /// The headers an answer carries: names made once, not parsed each time.
 const X_LLMROUTE_MODEL: HeaderName = HeaderName::from_static("x-llmroute-model");
