@@ -20,6 +20,15 @@ pub const TASK_NAME_MAX: usize = 64;
 pub const TASKS_MAX: usize = 1000;
 /// How many observations the prior is worth.
 pub const PSEUDO: f64 = 4.0;
+/// How many standard errors a task's own feedback may stand from where the
+/// task started before that start counts for less: past it, the start's
+/// weight shrinks with the square of how far past (an adaptive power
+/// prior). A model poor on your other tasks but right on this one every
+/// time is believed in tens of answers, not hundreds.
+pub const CONFLICT_Z: f64 = 3.0;
+/// The feedback weight under which no conflict is judged: one or two
+/// answers say little.
+pub const CONFLICT_MIN: f64 = 3.0;
 /// How long until an observation counts half, by default.
 pub const HALF_LIFE_MS: i64 = 14 * 86_400_000;
 
@@ -129,17 +138,38 @@ impl Posterior {
         self.good + self.bad
     }
 
+    /// How many observations `prior` is worth against this feedback:
+    /// [`PSEUDO`], unless the feedback's share of good stands more than
+    /// [`CONFLICT_Z`] standard errors from it (the error of that many
+    /// answers, were the prior right, taken as at least 0.05 from 0 or 1);
+    /// then `PSEUDO × (CONFLICT_Z / z)²`.
+    pub fn prior_weight(&self, prior: f64) -> f64 {
+        let n = self.good + self.bad;
+        if n < CONFLICT_MIN {
+            return PSEUDO;
+        }
+        let p = prior.clamp(0.0, 1.0);
+        let q = p.clamp(0.05, 0.95);
+        let z = (self.good / n - p).abs() / (q * (1.0 - q) / n).sqrt();
+        match z > CONFLICT_Z {
+            true => PSEUDO * (CONFLICT_Z / z).powi(2),
+            false => PSEUDO,
+        }
+    }
+
     /// The posterior mean of quality, from `prior`: what the score uses.
     pub fn mean(&self, prior: f64) -> f64 {
         let p = prior.clamp(0.0, 1.0);
-        (p * PSEUDO + self.good) / (PSEUDO + self.good + self.bad)
+        let w = self.prior_weight(p);
+        (p * w + self.good) / (w + self.good + self.bad)
     }
 
     /// The posterior's standard deviation, from `prior`.
     pub fn sd(&self, prior: f64) -> f64 {
         let p = prior.clamp(0.0, 1.0);
-        let a = p * PSEUDO + self.good;
-        let b = (1.0 - p) * PSEUDO + self.bad;
+        let w = self.prior_weight(p);
+        let a = p * w + self.good;
+        let b = (1.0 - p) * w + self.bad;
         let n = a + b;
         (a * b / (n * n * (n + 1.0))).sqrt()
     }
@@ -218,17 +248,50 @@ mod tests {
         let p = Posterior::default();
         assert!((p.mean(0.8) - 0.8).abs() < 1e-12);
         let mut p = Posterior::default();
-        for _ in 0..4 {
+        for _ in 0..2 {
             p.add(0.0, 1.0, 0, HALF_LIFE_MS);
         }
-        // As much failure as the prior's weight: halfway from 0.8 to 0.
-        assert!((p.mean(0.8) - 0.4).abs() < 1e-12);
-        for _ in 0..96 {
+        // Half as much failure as the prior's weight: a third of the way
+        // from 0.8 to 0.
+        assert!((p.mean(0.8) - 3.2 / 6.0).abs() < 1e-12);
+        for _ in 0..98 {
             p.add(0.0, 1.0, 0, HALF_LIFE_MS);
         }
         assert!(p.mean(0.8) < 0.04);
         assert_eq!(p.events, 100);
         assert!(p.sd(0.8) < Posterior::default().sd(0.8));
+    }
+
+    #[test]
+    fn feedback_far_from_the_start_weighs_the_start_less() {
+        let perfect = |n: usize| {
+            let mut p = Posterior::default();
+            for _ in 0..n {
+                p.add(1.0, 1.0, 0, HALF_LIFE_MS);
+            }
+            p
+        };
+        // Within 3 standard errors of the start: its whole weight.
+        // 3 good of 3 from 0.6: z = 0.4 / √(0.24 / 3) = 1.41.
+        assert_eq!(perfect(3).prior_weight(0.6), PSEUDO);
+        assert!((perfect(3).mean(0.6) - 5.4 / 7.0).abs() < 1e-12);
+        // A model its other tasks put at 0.26, right 15 times of 15 here:
+        // z = 0.74 / √(0.26 × 0.74 / 15) = 6.53, so the start is worth
+        // 4 × (3 / 6.53)² = 0.84 answers, and the mean 0.96 (0.80 at the
+        // whole weight).
+        let p = perfect(15);
+        let z: f64 = 0.74 / (0.26f64 * 0.74 / 15.0).sqrt();
+        let w = PSEUDO * (CONFLICT_Z / z).powi(2);
+        assert!((p.prior_weight(0.26) - w).abs() < 1e-12);
+        assert!((p.mean(0.26) - (0.26 * w + 15.0) / (w + 15.0)).abs() < 1e-12);
+        assert!(p.mean(0.26) > 0.96, "{}", p.mean(0.26));
+        // One or two answers judge no conflict, however far.
+        assert_eq!(perfect(2).prior_weight(0.01), PSEUDO);
+        // A start at 0 or 1 is taken as 0.05 from it for the error: one
+        // wrong answer in five of a model started at 1 is no conflict.
+        let mut p = perfect(4);
+        p.add(0.0, 1.0, 0, HALF_LIFE_MS);
+        assert_eq!(p.prior_weight(1.0), PSEUDO);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! no I/O.
 //!
 //! A task's posterior ([`crate::core::learned`]) starts from a prior worth
-//! [`PSEUDO`] observations. That prior is not the model's static quality
+//! [`PSEUDO`](crate::core::learned::PSEUDO) observations. That prior is not the model's static quality
 //! alone, but:
 //!
 //! 1. **The model's other tasks.** The static prior worth [`POOL_PSEUDO`]
@@ -20,7 +20,7 @@
 //! the evidence puts it, not from 0.5; and its own feedback on the task,
 //! once there is a fair amount of it, decides.
 
-use crate::core::learned::{Posterior, PSEUDO};
+use crate::core::learned::Posterior;
 
 /// How many observations the static prior is worth against a model's
 /// feedback on its other tasks.
@@ -73,6 +73,16 @@ fn mean(p: Option<&Posterior>, prior: f64, pseudo: f64) -> f64 {
     }
 }
 
+/// The mean of `p`'s posterior on the task from `start`, worth [`PSEUDO`](crate::core::learned::PSEUDO)
+/// observations unless `p` conflicts with it: see
+/// [`Posterior::prior_weight`].
+fn here_mean(p: Option<&Posterior>, start: f64) -> f64 {
+    match p {
+        Some(p) => p.mean(start),
+        None => start.clamp(0.0, 1.0),
+    }
+}
+
 fn has_events(p: Option<&Posterior>) -> bool {
     p.is_some_and(|p| p.events > 0)
 }
@@ -81,7 +91,7 @@ fn has_events(p: Option<&Posterior>) -> bool {
 /// puts it from there (0 without any).
 fn pooled_and_lead(e: &Evidence) -> (f64, f64) {
     let pooled = mean(e.elsewhere.as_ref(), e.prior, POOL_PSEUDO);
-    (pooled, mean(e.here.as_ref(), pooled, PSEUDO) - pooled)
+    (pooled, here_mean(e.here.as_ref(), pooled) - pooled)
 }
 
 /// Each candidate's quality on the task and where it comes from, in the
@@ -107,13 +117,14 @@ pub fn qualities(ev: &[Evidence], out: &mut Vec<(f64, Source)>) {
             (false, true) => Source::Pooled,
             (false, false) => Source::Prior,
         };
-        (mean(e.here.as_ref(), start, PSEUDO), source)
+        (here_mean(e.here.as_ref(), start), source)
     }));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::learned::PSEUDO;
 
     /// `good` of `n` answers good, now.
     fn seen(good: f64, n: f64) -> Option<Posterior> {
@@ -183,7 +194,10 @@ mod tests {
         };
         let out = run(&[new, other]);
         let other_pooled = (0.5 * POOL_PSEUDO + 95.0) / (POOL_PSEUDO + 105.0);
-        let other_here = (other_pooled * PSEUDO + 10.0) / (PSEUDO + 40.0);
+        // Its quarter stands far from its 0.84: its start weighs less.
+        let z = (0.25 - other_pooled).abs() / (other_pooled * (1.0 - other_pooled) / 40.0).sqrt();
+        let w = PSEUDO * (crate::core::learned::CONFLICT_Z / z).powi(2);
+        let other_here = (other_pooled * w + 10.0) / (w + 40.0);
         let want = 0.6 + KINSHIP * (other_here - other_pooled);
         assert!((out[0].0 - want).abs() < 1e-12, "{:?}", out[0]);
         assert!(out[0].0 < 0.3);

@@ -493,6 +493,39 @@ fn outcomes_of_an_evaluation_warm_the_router() {
     assert!(out.stdout.contains("(pooled)"), "{}", out.stdout);
 }
 
+/// A model poor on the other tasks starts a task low, but its own record
+/// there, right every time, overturns that start within tens of answers:
+/// the start weighs less once the task's feedback stands far from it.
+#[test]
+fn a_model_right_every_time_on_a_task_wins_it_though_poor_elsewhere() {
+    let env = two();
+    let mut outcomes = String::new();
+    let mut add = |task: &str, model: &str, score: u8, n: usize| {
+        for _ in 0..n {
+            outcomes.push_str(&format!(
+                "{}\n",
+                json!({"task": task, "model": model, "score": score})
+            ));
+        }
+    };
+    add("sql", "t/cheap", 0, 40);
+    add("sql", "t/strong", 1, 40);
+    add("tickets", "t/strong", 1, 20);
+    add("tickets", "t/cheap", 1, 15);
+    let out = env
+        .cmd()
+        .args(["feedback", "--outcomes", "-", "-q"])
+        .stdin(outcomes)
+        .run();
+    out.assert_code(0);
+    let (tickets, candidates) = choice(&env, "tickets");
+    assert_eq!(tickets, "t/cheap", "{candidates:?}");
+    let cheap = candidates.iter().find(|c| c["model"] == "t/cheap").unwrap();
+    assert!(cheap["quality"].as_f64().unwrap() > 0.95, "{cheap}");
+    let (sql, candidates) = choice(&env, "sql");
+    assert_eq!(sql, "t/strong", "{candidates:?}");
+}
+
 /// Posts `body` to `path` with `token`; the status and the JSON answer.
 pub fn post(s: &Served, token: &str, path: &str, body: &Value) -> (u16, Value, Option<String>) {
     crate::serve::rt().block_on(async {
