@@ -243,7 +243,12 @@ impl Router {
             Err(f) => health_signal(false, Some(f.kind.name())),
         };
         let tokens = result.as_ref().ok().and_then(|s| s.usage.completion_tokens);
-        self.parts.health.observe(model, signal, ms, tokens, ts)
+        let opened = self.parts.health.observe(model, signal, ms, tokens, ts);
+        if let (Some(until), Err(f)) = (opened, result) {
+            let pause = until.saturating_duration_since(Instant::now());
+            self.parts.observer.circuit_opened(model, pause, &f.message);
+        }
+        opened
     }
 
     /// Sends the request to `model`, whole or as a stream (up to its first

@@ -463,4 +463,8 @@ pub trait Observer: Send + Sync {
     /// Request `tag` waits `wait` for `model`, every model left being
     /// paused; `why` says why that one is.
     fn waiting(&self, _tag: u64, _model: &str, _wait: std::time::Duration, _why: &str) {}
+    /// `model` failed often enough in a row that it is left alone for
+    /// `pause` (its circuit opened; a probe then tries it); `last` is its
+    /// last failure.
+    fn circuit_opened(&self, _model: &str, _pause: std::time::Duration, _last: &str) {}
 }

@@ -299,6 +299,13 @@ impl Observer for ServeObserver {
     fn waiting(&self, _tag: u64, model: &str, wait: std::time::Duration, why: &str) {
         tracing::debug!("waiting {:.1}s for {model}: {why}", wait.as_secs_f64());
     }
+
+    fn circuit_opened(&self, model: &str, pause: std::time::Duration, last: &str) {
+        tracing::warn!(
+            "{model} fails: left alone for {} after failures in a row (last: {last}); then one request tries it",
+            crate::core::duration::format(pause.max(std::time::Duration::from_secs(1)))
+        );
+    }
 }
 
 #[cfg(test)]

@@ -184,3 +184,33 @@ fn models_reset_reaches_redis() {
     out.assert_code(0);
     assert_eq!(health_keys(&redis), 0, "{}: {:?}", out.stdout, redis.dump());
 }
+
+/// A server says when a model starts failing enough to be left alone:
+/// an upstream that went down is seen in its log, not only in its 502s.
+#[test]
+fn a_server_logs_a_model_it_leaves_alone() {
+    let env = Env::three();
+    env.server
+        .set_default("t/a", fake_openrouter::Behavior::status(500));
+    let s = env.serve(&["--models", "t/a", "--fallback", "t/b"]);
+    crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        for i in 0..6 {
+            let r = c
+                .post(s.url("/v1/chat/completions"))
+                .json(&chat(None, &format!("line {i}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    });
+    let (_, log) = s.stop();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("t/a fails")).collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("WARN") && said[0].contains("HTTP 500"),
+        "{}",
+        said[0]
+    );
+}
