@@ -368,11 +368,29 @@ fn rankings(app: &App) -> Vec<Ranking> {
     names
         .into_iter()
         .filter_map(|name| {
-            let decision = router.decide(&probe(Some(&name))?).ok()?;
-            let candidates = decision
-                .ranking
-                .iter()
-                .map(|r| {
+            let probe = probe(Some(&name))?;
+            let decision = router.decide(&probe).ok()?;
+            // A candidate the budget leaves out keeps its figures after
+            // those ranked, and says why, as /v1/models does.
+            let left_out: Vec<(crate::core::ranking::Ranked, String)> =
+                match decision.excluded.is_empty() {
+                    true => Vec::new(),
+                    false => router
+                        .decide_unbudgeted(&probe)
+                        .map(|d| d.ranking)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|r| {
+                            let (_, why) = decision.excluded.iter().find(|(m, _)| *m == r.model)?;
+                            Some((r, why.clone()))
+                        })
+                        .collect(),
+                };
+            let ranked = decision.ranking.iter().map(|r| (r, None));
+            let excluded = left_out.iter().map(|(r, why)| (r, Some(why.as_str())));
+            let candidates = ranked
+                .chain(excluded)
+                .map(|(r, excluded)| {
                     let info = router.catalogue().get(&r.model);
                     let per_mtok = |p: Option<f64>| p.map(|p| p * 1e6);
                     Candidate {
@@ -385,8 +403,14 @@ fn rankings(app: &App) -> Vec<Ranking> {
                         quality: crate::core::numbers::round_score(r.quality),
                         quality_events: r.quality_events,
                         quality_source: r.quality_source.name(),
-                        state: r.state.as_ref().map_or("", |s| s.0.name()).to_string(),
-                        why: r.state.as_ref().map_or_else(String::new, |s| s.1.clone()),
+                        state: match excluded {
+                            Some(_) => "excluded".to_string(),
+                            None => r.state.as_ref().map_or("", |s| s.0.name()).to_string(),
+                        },
+                        why: match excluded {
+                            Some(why) => why.to_string(),
+                            None => r.state.as_ref().map_or_else(String::new, |s| s.1.clone()),
+                        },
                     }
                 })
                 .collect();

@@ -579,7 +579,7 @@ td.name{white-space:normal;min-width:7rem}
 tr.bad td{color:var(--red)}
 .state{padding:.05rem .4rem;border-radius:999px;border:1px solid var(--line);font-size:.8rem}
 .state.cooling,.state.open{color:var(--red);border-color:var(--red)}
-.state.probing,.state.prior{color:var(--muted)}
+.state.probing,.state.prior,.state.excluded{color:var(--muted)}
 .state.measured{color:var(--green);border-color:var(--green)}
 details{margin-top:.6rem}
 summary{cursor:pointer;color:var(--muted)}

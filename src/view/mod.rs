@@ -170,7 +170,8 @@ pub struct Candidate {
     pub quality_events: u64,
     /// `prior`, `pooled` or `learned` (see `core::pooled`).
     pub quality_source: &'static str,
-    /// measured, prior, probing, cooling or open.
+    /// measured, prior, probing, cooling or open; or excluded (by the
+    /// budget), after the ranked ones.
     pub state: String,
     /// Why it is in that state.
     pub why: String,

@@ -454,6 +454,30 @@ fn models_over_the_budget_keep_their_figures_and_say_why() {
         assert_eq!(b["latency_measured"], true, "it answered once: {b}");
         assert!(b["latency_ms"].is_number(), "{b}");
         assert!(b["score"].is_null(), "not ranked: {b}");
+        // The dashboard's rankings show it too, after those ranked.
+        let data = get_json(&c, &s, "/dashboard/data").await;
+        let ranking = data["live"]["rankings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["default"] == true)
+            .unwrap()["candidates"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let models: Vec<&str> = ranking
+            .iter()
+            .map(|c| c["model"].as_str().unwrap())
+            .collect();
+        assert_eq!(models.len(), 3, "{ranking:?}");
+        assert_eq!(models[0], "t/a", "{ranking:?}");
+        let b = ranking.iter().find(|c| c["model"] == "t/b").unwrap();
+        assert_eq!(b["state"], "excluded", "{b}");
+        assert!(b["why"].as_str().unwrap().contains("budget"), "{b}");
+        assert!(
+            b["quality"].is_number() && b["latency_ms"].is_number(),
+            "{b}"
+        );
     });
 }
 
