@@ -196,8 +196,8 @@ pub fn unknown_candidates(
     if catalogue.origin == crate::core::catalogue::Origin::Embedded {
         return Some(format!(
             "llmroute: warning: {which} not in the built-in catalogue of {} ({shown}), \
-             as the API's was not fetched: prices and context windows unknown; \
-             `llmroute models --refresh` fetches the API's",
+             as the API's was not fetched (a dry run fetches nothing): prices and context \
+             windows unknown; a run, or `llmroute models --refresh` on its store, fetches the API's",
             catalogue::EMBEDDED_DATE
         ));
     }

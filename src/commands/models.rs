@@ -74,10 +74,8 @@ pub fn main(args: &ModelsArgs, options: &Options) -> anyhow::Result<i32> {
     let client = Client::new(&base, key.as_deref(), 1).map_err(anyhow::Error::msg)?;
     let path = options.store_path()?;
     // The default store is where the catalogue is kept, so a first look
-    // at the models may create it, as may a refresh, which asks to keep
-    // it; another store named by --db must exist.
+    // at the models may create it; a store named by --db must exist.
     let mut store = match (&options.db, &args.reset) {
-        (Some(_), None) if args.refresh => Store::open(&path)?,
         (Some(_), None) => crate::setup::open_to_read(&path)?,
         (Some(_), Some(_)) => crate::setup::open_existing(&path)?,
         (None, _) => Store::open(&path)?,

@@ -541,8 +541,8 @@ fn an_unknown_model_is_warned_about_once_on_stderr_only() {
 }
 
 /// A dry run on a new store fetches nothing: a candidate missing from the
-/// built-in snapshot is said to be missing from that, with the way to
-/// fetch the API's, which works on a store that does not exist yet.
+/// built-in snapshot is said to be missing from that, with the ways to
+/// fetch the API's.
 #[test]
 fn a_dry_run_on_a_new_store_says_its_catalogue_is_the_built_in_one() {
     let env = Env::three();
@@ -556,12 +556,14 @@ fn a_dry_run_on_a_new_store_says_its_catalogue_is_the_built_in_one() {
     out.assert_code(0);
     assert!(
         out.stderr.contains("not in the built-in catalogue")
-            && out.stderr.contains("llmroute models --refresh"),
+            && out
+                .stderr
+                .contains("`llmroute models --refresh` on its store"),
         "{}",
         out.stderr
     );
-    let refresh = env.cmd().args(["models", "--refresh"]).run();
-    refresh.assert_code(0);
+    // The dry run made the store: the refresh keeps the API's there.
+    env.cmd().args(["models", "--refresh"]).run().assert_code(0);
     let out = dry();
     assert!(!out.stderr.contains("catalogue"), "{}", out.stderr);
     let line = &out.lines()[0];
