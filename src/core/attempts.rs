@@ -25,6 +25,12 @@ use std::time::{Duration, Instant};
 use crate::core::failure::{error_type, Failure, FailureKind};
 use crate::core::health::HealthView;
 
+/// The longest any request waits for a model whose circuit is open (one
+/// that kept failing, not one rate limited): a pause past it means its
+/// upstream has been failing a while, and the request ends as failed, for
+/// its client or a re-run to try again, rather than wait minutes.
+pub const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
 /// A model in the order of models to try for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
@@ -217,11 +223,7 @@ impl Attempts {
         }
         match (again, earliest) {
             (Some(i), _) => Next::Send(i),
-            (None, Some((t, i)))
-                if self
-                    .patience_ms
-                    .is_some_and(|p| t - now > Duration::from_millis(p.get().into())) =>
-            {
+            (None, Some((t, i))) if self.past_patience(t - now, i, health) => {
                 Next::GiveUp(self.out_of_patience((t, i), now, health))
             }
             (None, Some((t, i))) => Next::Wait(t, i),
@@ -373,6 +375,20 @@ impl Attempts {
                 .max_cost
                 .iter()
                 .any(|&(a, c)| a == account && p.est_cost.is_none_or(|x| x >= c))
+    }
+
+    /// Whether waiting `wait` for the plan's model `i` is past this
+    /// request's patience, or past [`OPEN_PATIENCE`] for a model whose
+    /// circuit is open.
+    fn past_patience(&self, wait: Duration, i: usize, health: &(impl HealthView + ?Sized)) -> bool {
+        let own = self
+            .patience_ms
+            .map(|p| Duration::from_millis(p.get().into()));
+        let patience = match health.open(&self.plan[i].model) {
+            true => Some(own.map_or(OPEN_PATIENCE, |p| p.min(OPEN_PATIENCE))),
+            false => own,
+        };
+        patience.is_some_and(|p| wait > p)
     }
 
     /// The ending of a request whose every model left is paused past its
@@ -656,6 +672,47 @@ mod tests {
         let e = gave_up(mixed.next(t0, &health));
         assert_eq!(e.kind, error_type::ALL_MODELS_FAILED);
         assert_eq!(e.retry_after, Some(Duration::from_secs(40)));
+    }
+
+    /// Pauses that are open circuits: models that kept failing.
+    struct Open(HashMap<String, Instant>);
+
+    impl HealthView for Open {
+        fn stat(&self, _: &str) -> Option<ModelStat> {
+            None
+        }
+        fn cooling_until(&self, model: &str) -> Option<Instant> {
+            self.0.get(model).copied()
+        }
+        fn open(&self, model: &str) -> bool {
+            self.0.contains_key(model)
+        }
+    }
+
+    #[test]
+    fn no_request_waits_minutes_for_models_that_keep_failing() {
+        let t0 = Instant::now();
+        let a = Attempts::new(vec![planned("a", None), planned("b", None)], 4);
+        let open = |secs: [u64; 2]| {
+            Open(HashMap::from([
+                ("a".to_string(), t0 + Duration::from_secs(secs[0])),
+                ("b".to_string(), t0 + Duration::from_secs(secs[1])),
+            ]))
+        };
+        // A minute or less is waited for, as a rate limit is...
+        assert_eq!(
+            a.next(t0, &open([60, 90])),
+            Next::Wait(t0 + Duration::from_secs(60), 0)
+        );
+        // ...longer ends the request as failed, with the pause left.
+        let e = gave_up(a.next(t0, &open([61, 90])));
+        assert_eq!(e.kind, error_type::ALL_MODELS_FAILED);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(61)));
+        // A rate limit's pause is waited out, however long.
+        let mut limited = Pauses::default();
+        limited.0.insert("a".into(), t0 + Duration::from_secs(300));
+        limited.0.insert("b".into(), t0 + Duration::from_secs(300));
+        assert!(matches!(a.next(t0, &limited), Next::Wait(..)));
     }
 
     #[test]

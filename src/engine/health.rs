@@ -108,6 +108,17 @@ impl LocalHealth {
         }
     }
 
+    /// Marks the models' circuits open until then, as another process on
+    /// the store found them failing: a request waits for them no more than
+    /// for a circuit of its own (see [`crate::core::attempts::OPEN_PATIENCE`]).
+    pub fn open_circuits(&self, circuits: HashMap<String, Instant>) {
+        let mut local = self.local();
+        for (model, until) in circuits {
+            let l = local.entry(model).or_default();
+            l.open_until = Some(l.open_until.map_or(until, |t| t.max(until)));
+        }
+    }
+
     /// Takes in the latencies of models' answers from before this process
     /// (each model's oldest first), for `--hedge auto`: they are older than
     /// its own, so they fill only what room its window has left.
@@ -162,6 +173,9 @@ impl HealthView for LocalHealth {
         let paused = l.pause.filter(|p| p.until > now);
         Some(match (open, paused) {
             (Some(o), Some(p)) if p.until > o && p.streak > 0 => "rate-limited by the API".into(),
+            (Some(_), _) if l.fails == 0 => {
+                "circuit open: failing, as another process on this store found".into()
+            }
             (Some(_), _) => format!("circuit open after {} failures in a row", l.fails),
             (None, Some(p)) if p.streak > 0 => "rate-limited by the API".into(),
             (None, Some(_)) => {

@@ -267,18 +267,24 @@ pub fn share_learned(
 pub fn read_health(store: &Store, health: &LocalHealth) -> Result<(), StoreError> {
     let now = now_ms();
     let stats = store.model_stats()?;
-    let cooldowns = store.cooldowns(now)?;
+    let cooldowns = store.cooldowns_and_why(now)?;
     let at = Instant::now();
+    let mut circuits = HashMap::new();
     let pauses = cooldowns
         .into_iter()
-        .map(|(m, until)| {
+        .map(|(m, (until, why))| {
             let ahead = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
             // A pause past what an Instant holds lasts as long as one can.
             let ahead = Duration::from_millis(ahead);
-            (m, at.checked_add(ahead).unwrap_or(at + MAX_PAUSE))
+            let until = at.checked_add(ahead).unwrap_or(at + MAX_PAUSE);
+            if why == crate::engine::ports::Pause::Circuit.name() {
+                circuits.insert(m.clone(), until);
+            }
+            (m, until)
         })
         .collect();
     health.merge(stats, pauses);
+    health.open_circuits(circuits);
     Ok(())
 }
 

@@ -214,3 +214,50 @@ fn a_server_logs_a_model_it_leaves_alone() {
         said[0]
     );
 }
+
+/// A batch does not wait minutes for models that keep failing: once every
+/// candidate's circuit is open for longer than a minute (an upstream down
+/// a while, as this store's pauses say), its lines end at once as failed,
+/// naming the pause, for a re-run to answer; a rate limit's pause is
+/// still waited out.
+#[test]
+fn a_batch_does_not_wait_minutes_for_models_that_keep_failing() {
+    let env = Env::three();
+    env.cmd()
+        .args(["--models", "t/a"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    // The store names the upstream by its base URL.
+    let upstream = env.server.base_url().trim_end_matches('/').to_string();
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 300_000;
+    let db = rusqlite::Connection::open(env.db()).unwrap();
+    for m in ["t/a", "t/b"] {
+        db.execute(
+            "INSERT OR REPLACE INTO cooldowns (upstream, model, until_ms, reason)
+                 VALUES (?1, ?2, ?3, 'circuit')",
+            rusqlite::params![upstream, m, later],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let sent = env.server.completions().len();
+    let run = crate::faults::run_guarded(
+        env.cmd()
+            .args(["--models", "t/a,t/b", "--no-cache", "-j", "2"]),
+        prompts(4),
+        std::time::Duration::from_secs(30),
+    );
+    let out = &run.out;
+    out.assert_code(1);
+    for l in out.lines() {
+        assert_eq!(l["error"]["type"], "all_models_failed", "{l}");
+        let m = l["error"]["message"].as_str().unwrap();
+        assert!(m.contains("circuit open"), "{m}");
+    }
+    assert_eq!(env.server.completions().len(), sent);
+}
