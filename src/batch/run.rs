@@ -471,6 +471,10 @@ async fn finish_lines(
     false
 }
 
+/// How soon after the first a SIGINT is taken as the same one delivered
+/// again, rather than a person's second Ctrl-C.
+const SAME_SIGNAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Watches for signals for the whole run.
 async fn watch_signals(ctx: Arc<Shared>) {
     let exit_code = super::signals::signal().await;
@@ -485,7 +489,15 @@ async fn watch_signals(ctx: Arc<Shared>) {
             GRACE.as_secs()
         ));
     }
-    let _ = tokio::signal::ctrl_c().await;
+    // A SIGINT again at once is the same one delivered twice (`timeout -s
+    // INT` signals llmroute, then its process group), not a second press.
+    let first = std::time::Instant::now();
+    loop {
+        let _ = tokio::signal::ctrl_c().await;
+        if first.elapsed() >= SAME_SIGNAL {
+            break;
+        }
+    }
     ctx.console()
         .say(format_args!("llmroute: quitting at once"));
     std::process::exit(exit_code);

@@ -183,6 +183,8 @@ fn a_second_ctrl_c_exits_at_once() {
         said.push_str(&line);
     }
     assert!(said.contains("Ctrl-C again to quit now"), "{said}");
+    // A person's second press, not the same signal delivered twice.
+    std::thread::sleep(Duration::from_millis(300));
     signal(child.id(), "INT");
     let out = wait_at_most(child, Duration::from_secs(60));
     std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
@@ -195,6 +197,35 @@ fn a_second_ctrl_c_exits_at_once() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(integrity(&env), "ok");
+}
+
+/// `timeout -s INT` signals llmroute and then its process group: the one
+/// SIGINT comes twice at once. That is one Ctrl-C: the lines in flight
+/// finish within the grace period, and the run ends as interrupted.
+#[test]
+fn a_sigint_delivered_twice_at_once_is_one_ctrl_c() {
+    let env = Env::three();
+    env.server.set_default("t/a", Behavior::ok_after(1_500));
+    let file = env.write("batch.jsonl", &prompts(10));
+    let mut child = env.spawn(&["--models", "t/a", "-j", "2"], &file);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.server.completions().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no request was sent");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(child.id(), "INT");
+    signal(child.id(), "INT");
+    let out = wait_at_most(child, Duration::from_secs(60));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("quitting at once"), "{said}");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answered = stdout
+        .lines()
+        .filter(|l| l.contains("\"error\":null"))
+        .count();
+    assert_eq!(answered, 2, "the two in flight finish: {stdout}");
     assert_eq!(integrity(&env), "ok");
 }
 
