@@ -208,7 +208,7 @@ fn a_sigint_delivered_twice_at_once_is_one_ctrl_c() {
     let env = Env::three();
     env.server.set_default("t/a", Behavior::ok_after(1_500));
     let file = env.write("batch.jsonl", &prompts(10));
-    let mut child = env.spawn(&["--models", "t/a", "-j", "2"], &file);
+    let child = env.spawn(&["--models", "t/a", "-j", "2"], &file);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while env.server.completions().len() < 2 {
         assert!(std::time::Instant::now() < deadline, "no request was sent");
