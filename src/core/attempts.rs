@@ -31,6 +31,17 @@ use crate::core::health::HealthView;
 /// its client or a re-run to try again, rather than wait minutes.
 pub const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 
+/// How long after a pause ends request number `tag`, waiting `wait` for
+/// it, wakes: up to a quarter of the wait, at most a second, spread over
+/// the requests by multiples of the golden ratio. So requests waiting for
+/// one pause do not all send at its end: the first one's answer (a pause
+/// renewed) is seen by the rest before they send.
+pub fn wake_spread(wait: Duration, tag: u64) -> Duration {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let share = (tag.wrapping_mul(GOLDEN) >> 11) as f64 / (1u64 << 53) as f64;
+    (wait / 4).min(Duration::from_secs(1)).mul_f64(share)
+}
+
 /// A model in the order of models to try for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
@@ -687,6 +698,23 @@ mod tests {
         fn open(&self, model: &str) -> bool {
             self.0.contains_key(model)
         }
+    }
+
+    #[test]
+    fn requests_waiting_for_one_pause_wake_spread_out() {
+        let wait = Duration::from_secs(2);
+        let mut at: Vec<Duration> = (1..=8).map(|tag| wake_spread(wait, tag)).collect();
+        assert!(at.iter().all(|d| *d < Duration::from_millis(500)), "{at:?}");
+        at.sort();
+        // Apart enough for the first one's answer to come back first.
+        assert!(
+            at.windows(2)
+                .all(|w| w[1] - w[0] > Duration::from_millis(10)),
+            "{at:?}"
+        );
+        // At most a second, however long the wait.
+        assert!(wake_spread(Duration::from_secs(300), 7) <= Duration::from_secs(1));
+        assert_eq!(wake_spread(Duration::ZERO, 7), Duration::ZERO);
     }
 
     #[test]

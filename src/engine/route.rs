@@ -390,6 +390,8 @@ impl Router {
             .unwrap_or_else(|| "paused".to_string());
         let wait = until.saturating_duration_since(Instant::now());
         self.parts.observer.waiting(job.opts.tag, model, wait, &why);
+        // Not all at the pause's end: see `wake_spread`.
+        let until = until + crate::core::attempts::wake_spread(wait, job.opts.tag);
         let turns: Vec<_> = policy
             .plan()
             .iter()

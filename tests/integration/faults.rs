@@ -438,6 +438,34 @@ fn a_503_with_retry_after_pauses_that_model_for_later_lines() {
     assert!(left > 250_000 && left <= 300_000, "{left} ms");
 }
 
+/// Lines waiting for one rate limit's pause do not all send when it ends:
+/// they wake spread out, so that the first one's renewed pause is seen by
+/// the rest, and each pause draws one 429, not one a line. Eight lines and
+/// five 429s of a second each: sent at once at each pause's end, all five
+/// are drawn within two pauses; one a pause, they take five.
+#[test]
+fn lines_waiting_for_one_pause_do_not_all_send_at_its_end() {
+    let env = Env::three();
+    env.server
+        .script("t/a", (0..13).map(|_| Behavior::rate_limited(Some(1))));
+    let run = run_guarded(
+        env.cmd()
+            .args(["--models", "t/a", "--max-attempts", "20", "-j", "8"]),
+        prompts(8),
+        Duration::from_secs(60),
+    );
+    let out = &run.out;
+    out.assert_code(0);
+    assert_eq!(env.server.completions().len(), 13 + 8);
+    // The first round's eight 429s, then five pauses of a second, one
+    // 429 each: the slowest machine takes longer, none shorter.
+    assert!(
+        run.elapsed >= Duration::from_secs(5),
+        "the 429s after the first round came a pause each ({:?})",
+        run.elapsed
+    );
+}
+
 #[test]
 fn a_429_storm_with_retry_after_is_waited_out() {
     let env = Env::three();
