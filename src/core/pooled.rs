@@ -30,6 +30,11 @@ pub const POOL_PSEUDO: f64 = 20.0;
 /// their pooled quality, is taken to hold for a model on it too.
 pub const KINSHIP: f64 = 0.75;
 
+/// How far the other candidates' lead on a task may carry a start, down
+/// and up.
+pub const SHIFT_FLOOR: f64 = 0.05;
+pub const SHIFT_CEILING: f64 = 0.95;
+
 /// What is known of one candidate.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Evidence {
@@ -111,7 +116,20 @@ pub fn qualities(ev: &[Evidence], out: &mut Vec<(f64, Source)>) {
             0 => 0.0,
             n => (sum - if own { lead } else { 0.0 }) / n as f64,
         };
-        let start = (pooled + KINSHIP * shift).clamp(0.0, 1.0);
+        // The shift never carries a start past 0.05 or 0.95: at 1, a
+        // model's perfect record there would sit on it, outranking any
+        // other's whatever its evidence.
+        let lo = if pooled < SHIFT_FLOOR {
+            pooled.max(0.0)
+        } else {
+            SHIFT_FLOOR
+        };
+        let hi = if pooled > SHIFT_CEILING {
+            pooled.min(1.0)
+        } else {
+            SHIFT_CEILING
+        };
+        let start = (pooled + KINSHIP * shift).clamp(lo, hi);
         let source = match (own, others > 0 || has_events(e.elsewhere.as_ref())) {
             (true, _) => Source::Learned,
             (false, true) => Source::Pooled,
@@ -242,15 +260,22 @@ mod tests {
         // One far below, one far above their pooled 0.5: no shift.
         let q = run(&[new, low, high])[0].0;
         assert!((q - 0.5).abs() < 1e-12, "{q}");
-        // A low prior moved down far stays at 0, not below.
-        let q = run(&[
-            Evidence {
-                prior: 0.05,
-                ..Default::default()
-            },
-            low,
-        ])[0]
-            .0;
-        assert_eq!(q, 0.0);
+        // A prior moved down far stays at 0.05, not below: nor up past
+        // 0.95, where the model's own perfect record could never move it.
+        let at = |prior: f64, other: Evidence| {
+            run(&[
+                Evidence {
+                    prior,
+                    ..Default::default()
+                },
+                other,
+            ])[0]
+                .0
+        };
+        assert_eq!(at(0.3, low), SHIFT_FLOOR);
+        assert_eq!(at(0.7, high), SHIFT_CEILING);
+        // A start already past them by itself stays where it is.
+        assert_eq!(at(0.02, low), 0.02);
+        assert_eq!(at(0.97, high), 0.97);
     }
 }
