@@ -420,7 +420,10 @@ impl Attempts {
             .unwrap_or_else(|| "paused".to_string());
         let mut message = format!(
             "every model left is paused, the first ({model}: {why}) for another {}",
-            crate::core::duration::format(Duration::from_secs(wait.as_secs().max(1)))
+            // Whole seconds, rounded up, as its `Retry-After`.
+            crate::core::duration::format(Duration::from_secs(
+                u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX)
+            ))
         );
         if let Some(last) = &self.last {
             message = format!("{message}; last failure: {last}");

@@ -173,9 +173,9 @@ impl HealthView for LocalHealth {
         let paused = l.pause.filter(|p| p.until > now);
         Some(match (open, paused) {
             (Some(o), Some(p)) if p.until > o && p.streak > 0 => "rate-limited by the API".into(),
-            (Some(_), _) if l.fails == 0 => {
-                "circuit open: failing, as another process on this store found".into()
-            }
+            (Some(_), _) if l.fails == 0 => "circuit open: failing, as an earlier run or another \
+                 process on this store found (once it is back, `llmroute models --reset` forgets that)"
+                .into(),
             (Some(_), _) => format!("circuit open after {} failures in a row", l.fails),
             (None, Some(p)) if p.streak > 0 => "rate-limited by the API".into(),
             (None, Some(_)) => {

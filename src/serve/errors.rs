@@ -200,12 +200,16 @@ impl ApiError {
     /// ran out of time doing so (504), or the budget or the credit refused
     /// it (429 `budget_exceeded`, 402). The OpenAI SDKs read
     /// `x-should-retry: false` and do not retry.
+    /// A 502 with a `Retry-After` (every model left paused a while) is
+    /// not: a retry after the wait may be answered.
     fn final_answer(&self) -> bool {
-        matches!(
+        let paused = self.status == StatusCode::BAD_GATEWAY && self.retry_after.is_some();
+        (matches!(
             self.status,
             StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT | StatusCode::PAYMENT_REQUIRED
-        ) || (self.status == StatusCode::TOO_MANY_REQUESTS
-            && matches!(self.code, "budget_exceeded" | "key_budget_exceeded"))
+        ) && !paused)
+            || (self.status == StatusCode::TOO_MANY_REQUESTS
+                && matches!(self.code, "budget_exceeded" | "key_budget_exceeded"))
     }
 }
 
@@ -244,6 +248,26 @@ mod tests {
         let refused = ApiError::from_ending(&Ending::new(error_type::AUTH, "no"), 30);
         assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.retry_after, Some(30));
+    }
+
+    #[test]
+    fn only_what_a_retry_would_repeat_says_not_to_retry() {
+        let failed = |retry_after: Option<std::time::Duration>| {
+            let e = Ending {
+                retry_after,
+                ..Ending::new(error_type::ALL_MODELS_FAILED, "m")
+            };
+            ApiError::from_ending(&e, 30).into_response()
+        };
+        let h = failed(None).headers().clone();
+        assert_eq!(h["x-should-retry"], "false");
+        // Every model left paused: the wait is said, and a retry after it
+        // may be answered.
+        let h = failed(Some(std::time::Duration::from_millis(9_200)))
+            .headers()
+            .clone();
+        assert_eq!(h["retry-after"], "10");
+        assert!(h.get("x-should-retry").is_none(), "{h:?}");
     }
 
     #[test]
