@@ -395,7 +395,9 @@ fn rankings(app: &App) -> Vec<Ranking> {
                     let per_mtok = |p: Option<f64>| p.map(|p| p * 1e6);
                     Candidate {
                         model: r.model.clone(),
-                        score: crate::core::numbers::round_score(r.score),
+                        score: excluded
+                            .is_none()
+                            .then(|| crate::core::numbers::round_score(r.score)),
                         latency_ms: r.latency_ms.map(round_ms),
                         latency_measured: r.latency_measured,
                         prompt_per_mtok: per_mtok(info.and_then(|i| i.prompt_price)),

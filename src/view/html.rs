@@ -275,6 +275,11 @@ fn rankings(out: &mut String, live: &Live) {
 }
 
 fn candidate(out: &mut String, rank: usize, c: &Candidate) {
+    // One the budget excludes is not ranked.
+    let rank = match c.score {
+        Some(_) => rank.to_string(),
+        None => "–".to_string(),
+    };
     let latency = match (c.latency_ms, c.latency_measured) {
         (Some(_), true) => ms(c.latency_ms),
         (Some(_), false) => format!("{} (prior)", ms(c.latency_ms)),
@@ -287,9 +292,9 @@ fn candidate(out: &mut String, rank: usize, c: &Candidate) {
     };
     let _ = write!(
         out,
-        "<tr data-model=\"{m}\"><td>{rank}</td><td class=\"name\">{m}</td><td>{:.3}</td><td>{}</td>\
+        "<tr data-model=\"{m}\"><td>{rank}</td><td class=\"name\">{m}</td><td>{}</td><td>{}</td>\
          <td>{}</td><td>{}</td><td>{}</td><td><span class=\"state {s}\" title=\"{w}\">{s}</span></td></tr>",
-        c.score,
+        c.score.map_or_else(|| "–".into(), |s| format!("{s:.3}")),
         esc(&latency),
         price(c.prompt_per_mtok),
         price(c.completion_per_mtok),

@@ -157,7 +157,8 @@ pub struct Ranking {
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub model: String,
-    pub score: f64,
+    /// None for one the budget excludes: it is not ranked.
+    pub score: Option<f64>,
     pub latency_ms: Option<f64>,
     /// Whether `latency_ms` was measured, not assumed.
     pub latency_measured: bool,

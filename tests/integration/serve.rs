@@ -478,6 +478,7 @@ fn models_over_the_budget_keep_their_figures_and_say_why() {
             b["quality"].is_number() && b["latency_ms"].is_number(),
             "{b}"
         );
+        assert!(b["score"].is_null(), "not ranked, as in /v1/models: {b}");
     });
 }
 
