@@ -347,10 +347,10 @@ pub fn with_named_candidates(
     for (name, u) in &options.upstreams {
         // Without its key, its catalogue is not fetched (the stored copy
         // serves), unless a refresh asks for it.
-        let (key, fetch) = match u.key(name) {
-            Ok(key) => (key, fetch),
+        let (key, fetch, unkeyed) = match u.key(name) {
+            Ok(key) => (key, fetch, None),
             Err(e) if fetch == Fetch::Again => return Err(anyhow!(e)),
-            Err(_) => (None, Fetch::Never),
+            Err(e) => (None, Fetch::Never, Some(e)),
         };
         let base = u.base_url.trim().trim_end_matches('/').to_string();
         let client = Client::with_headers(&base, key.as_deref(), pool, &u.headers)
@@ -368,7 +368,11 @@ pub fn with_named_candidates(
         // A server of its own has no snapshot to fall back on: OpenRouter's is not its.
         let listed = match listed.origin {
             crate::core::catalogue::Origin::Embedded => {
-                if !quiet {
+                if let (Some(e), false) = (&unkeyed, quiet) {
+                    setup::warn(format_args!(
+                        "{e}, so its catalogue is not fetched; its models are those its [upstreams.{name}.models] table names"
+                    ));
+                } else if !quiet {
                     let why = match setup::last_fetch_failure(store, &base) {
                         None => String::new(),
                         Some((at, problem)) => {

@@ -995,6 +995,28 @@ fn only_what_calls_an_upstream_needs_its_key() {
     let env = env();
     let local = local();
     let cfg = config(&env, &local.base_url());
+    let without = |args: &[&str]| {
+        env.cmd()
+            .env("LLMROUTE_CONFIG", &cfg)
+            .env_remove("LOCAL_KEY")
+            .args(args)
+    };
+    // Before any run (a dry run made the store): its catalogue is not
+    // fetched, and the warning says why, not that it cannot be.
+    without(&["--dry-run"])
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let out = without(&["models", "--models", "m/x,local:llama3"]).run();
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains(
+            "the variable LOCAL_KEY that holds its key is not set, so its catalogue is not fetched"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(local.requests().is_empty());
     let out = run(
         &env,
         &cfg,
@@ -1002,12 +1024,6 @@ fn only_what_calls_an_upstream_needs_its_key() {
         2,
     );
     out.assert_code(0);
-    let without = |args: &[&str]| {
-        env.cmd()
-            .env("LLMROUTE_CONFIG", &cfg)
-            .env_remove("LOCAL_KEY")
-            .args(args)
-    };
     for args in [
         &["report"][..],
         &["report", "--by", "upstream", "--json"],
