@@ -54,13 +54,24 @@ pub struct LocalHealth {
     // chooses: a fast hash, not SipHash.
     stats: RwLock<foldhash::HashMap<String, ModelStat>>,
     local: Mutex<foldhash::HashMap<String, Local>>,
+    /// The open circuits the store held when this process first read it
+    /// (an earlier run's, or another process's from before it started):
+    /// when that was, and each model's pause end (unix ms).
+    found: Mutex<Option<(Instant, HashMap<String, i64>)>>,
 }
+
+/// How long a process trusts an open circuit it found in the store as it
+/// started: a first pause of its own. Then it tries the model itself, so
+/// that a re-run after its upstream came back is not turned away for
+/// minutes by what an earlier run saw.
+pub const FOUND_TRUST: Duration = crate::core::health::BREAKER_OPEN;
 
 impl LocalHealth {
     pub fn new(stats: HashMap<String, ModelStat>) -> LocalHealth {
         LocalHealth {
             stats: RwLock::new(stats.into_iter().collect()),
             local: Mutex::new(foldhash::HashMap::default()),
+            found: Mutex::new(None),
         }
     }
 
@@ -104,6 +115,23 @@ impl LocalHealth {
                 Some(p) if until <= p.until + ROUNDING => {}
                 Some(p) => p.until = until,
                 None => l.pause = Some(Pause::until(until)),
+            }
+        }
+    }
+
+    /// Caps the circuits read from the store, `(model, until_ms, until)`:
+    /// those it held at this process's first read are trusted until
+    /// [`FOUND_TRUST`] after it; those opened since, in full.
+    pub fn trust_found(&self, circuits: &mut [(String, i64, Instant)]) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        let first = found.is_none();
+        let (at, seen) = found.get_or_insert_with(|| (Instant::now(), HashMap::new()));
+        for (model, until_ms, until) in circuits.iter_mut() {
+            if first {
+                seen.insert(model.clone(), *until_ms);
+            }
+            if seen.get(model.as_str()) == Some(until_ms) {
+                *until = (*until).min(*at + FOUND_TRUST);
             }
         }
     }

@@ -269,20 +269,24 @@ pub fn read_health(store: &Store, health: &LocalHealth) -> Result<(), StoreError
     let stats = store.model_stats()?;
     let cooldowns = store.cooldowns_and_why(now)?;
     let at = Instant::now();
-    let mut circuits = HashMap::new();
-    let pauses = cooldowns
-        .into_iter()
-        .map(|(m, (until, why))| {
-            let ahead = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
-            // A pause past what an Instant holds lasts as long as one can.
-            let ahead = Duration::from_millis(ahead);
-            let until = at.checked_add(ahead).unwrap_or(at + MAX_PAUSE);
-            if why == crate::engine::ports::Pause::Circuit.name() {
-                circuits.insert(m.clone(), until);
+    let mut pauses = HashMap::new();
+    let mut circuits = Vec::new();
+    for (m, (until_ms, why)) in cooldowns {
+        let ahead = u64::try_from(until_ms.saturating_sub(now)).unwrap_or(0);
+        // A pause past what an Instant holds lasts as long as one can.
+        let ahead = Duration::from_millis(ahead);
+        let until = at.checked_add(ahead).unwrap_or(at + MAX_PAUSE);
+        match why == crate::engine::ports::Pause::Circuit.name() {
+            true => circuits.push((m, until_ms, until)),
+            false => {
+                pauses.insert(m, until);
             }
-            (m, until)
-        })
-        .collect();
+        }
+    }
+    // Circuits it found as it started are trusted a while only.
+    health.trust_found(&mut circuits);
+    let circuits: HashMap<String, Instant> = circuits.into_iter().map(|(m, _, u)| (m, u)).collect();
+    pauses.extend(circuits.iter().map(|(m, u)| (m.clone(), *u)));
     health.merge(stats, pauses);
     health.open_circuits(circuits);
     Ok(())
