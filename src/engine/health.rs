@@ -360,6 +360,28 @@ mod tests {
     use crate::core::failure::health_signal;
     use crate::core::health::State;
 
+    #[test]
+    fn circuits_found_at_the_first_read_are_trusted_a_first_pause_only() {
+        let h = LocalHealth::default();
+        let later = Instant::now() + Duration::from_secs(300);
+        let mut first = vec![("a".to_string(), 1_000, later)];
+        h.trust_found(&mut first);
+        assert!(first[0].2 <= Instant::now() + FOUND_TRUST, "capped");
+        // Read again, the same pause stays capped...
+        let mut again = vec![
+            ("a".to_string(), 1_000, later),
+            // ...while one opened since holds in full.
+            ("b".to_string(), 2_000, later),
+        ];
+        h.trust_found(&mut again);
+        assert!(again[0].2 <= Instant::now() + FOUND_TRUST);
+        assert_eq!(again[1].2, later);
+        // A's circuit opened again since: in full.
+        let mut renewed = vec![("a".to_string(), 3_000, later)];
+        h.trust_found(&mut renewed);
+        assert_eq!(renewed[0].2, later);
+    }
+
     fn stat(ewma_ms: f64, samples: i64) -> ModelStat {
         ModelStat {
             ewma_ms,
