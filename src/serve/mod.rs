@@ -124,30 +124,9 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
     app.cors_origins = cors_origins;
     app.upstreams = options.upstreams.keys().cloned().collect();
     let app = Arc::new(app);
-    let keep = upkeep::Keep {
-        path: wired.store_path.clone(),
-        cache_ttl: options.cache_ttl,
-        retention: options.retention,
-        cache_max_size: s.cache_max_size,
-    };
-    let upkeep = rt.spawn(upkeep::run(keep, s.upkeep_every));
-    let unshared = rt.spawn(feedback::share_kept(app.clone()));
-    let watcher = rt.spawn(keys::watch(
-        ring.clone(),
-        wired.store_path.clone(),
-        wired.redis.clone(),
-        seen,
-    ));
-    announce(&wired, ring.required(), local);
-    if clients.short() + app.admins.short() > 0 {
-        tracing::warn!(
-            "{} of the tokens given (LLMROUTE_AUTH_TOKENS, LLMROUTE_ADMIN_TOKENS or a token file) \
-             {} shorter than {} characters, easy to guess: `llmroute keys create` makes strong ones",
-            clients.short() + app.admins.short(),
-            if clients.short() + app.admins.short() == 1 { "is" } else { "are" },
-            auth::STRONG_LEN
-        );
-    }
+    let beside = spawn_beside(&rt, options, &wired, (&app, &ring, seen));
+    let short_tokens = clients.short() + app.admins.short();
+    announce(&wired, (ring.required(), short_tokens), local);
     let routes = http::routes(app.clone());
     rt.spawn(stop_at_the_cut(app.router.clone(), app.cut.clone()));
     let finished = rt.block_on(listen::serve(
@@ -167,14 +146,42 @@ pub fn main(options: &Options) -> anyhow::Result<i32> {
             crate::core::duration::format(s.grace)
         );
     }
-    upkeep.abort();
-    watcher.abort();
-    unshared.abort();
+    beside.iter().for_each(tokio::task::JoinHandle::abort);
     app.unshared.say_left();
     drop(app);
     stop(rt, wired);
     tracing::info!("llmroute stopped");
     Ok(exit::OK)
+}
+
+/// What runs beside the server until it stops: the store's upkeep, the
+/// feedback kept for Redis while it was away, and the watch on the keys.
+fn spawn_beside(
+    rt: &tokio::runtime::Runtime,
+    options: &Options,
+    wired: &wiring::Wired,
+    (app, ring, seen): (
+        &Arc<state::App>,
+        &Arc<keys::KeyRing>,
+        Arc<keys::SeenInRedis>,
+    ),
+) -> [tokio::task::JoinHandle<()>; 3] {
+    let keep = upkeep::Keep {
+        path: wired.store_path.clone(),
+        cache_ttl: options.cache_ttl,
+        retention: options.retention,
+        cache_max_size: options.serve.cache_max_size,
+    };
+    [
+        rt.spawn(upkeep::run(keep, options.serve.upkeep_every)),
+        rt.spawn(feedback::share_kept(app.clone())),
+        rt.spawn(keys::watch(
+            ring.clone(),
+            wired.store_path.clone(),
+            wired.redis.clone(),
+            seen,
+        )),
+    ]
 }
 
 /// The client keys: the tokens given by flag or variable, and the keys
@@ -205,9 +212,22 @@ fn key_ring(
 
 /// The warnings of the set-up, and the line that says where the server
 /// listens.
-fn announce(wired: &wiring::Wired, tokens_required: bool, local: std::net::SocketAddr) {
+fn announce(
+    wired: &wiring::Wired,
+    (tokens_required, short_tokens): (bool, usize),
+    local: std::net::SocketAddr,
+) {
     for note in &wired.notes {
         tracing::warn!("{}", note.trim_start_matches("llmroute: warning: "));
+    }
+    if short_tokens > 0 {
+        tracing::warn!(
+            "{short_tokens} of the tokens given (LLMROUTE_AUTH_TOKENS, LLMROUTE_ADMIN_TOKENS or a \
+             token file) {} shorter than {} characters, easy to guess: `llmroute keys create` \
+             makes strong ones",
+            if short_tokens == 1 { "is" } else { "are" },
+            auth::STRONG_LEN
+        );
     }
     tracing::info!(
         "llmroute {} listening on http://{local} (base URL http://{local}/v1; {}; store {})",
