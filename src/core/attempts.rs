@@ -421,9 +421,9 @@ impl Attempts {
         let mut message = format!(
             "every model left is paused, the first ({model}: {why}) for another {}",
             // Whole seconds, rounded up, as its `Retry-After`.
-            crate::core::duration::format(Duration::from_secs(
-                u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX)
-            ))
+            crate::core::duration::format(Duration::from_secs(crate::core::duration::secs_up(
+                wait
+            )))
         );
         if let Some(last) = &self.last {
             message = format!("{message}; last failure: {last}");

@@ -73,6 +73,12 @@ pub fn format(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
+/// Whole seconds, rounded up and at least 1, as `Retry-After` gives a
+/// wait: a retry sooner would find it not over.
+pub fn secs_up(d: Duration) -> u64 {
+    u64::try_from(d.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX)
+}
+
 /// A duration for people, rounded to what matters at its size: to the
 /// millisecond under 10 s (`9s 967ms`, `850ms`), to the second under an
 /// hour (`1m 20s`), to the minute under a day (`2h 5m`), else to the hour
@@ -112,6 +118,13 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_round_up_to_one_at_least() {
+        assert_eq!(secs_up(Duration::ZERO), 1);
+        assert_eq!(secs_up(Duration::from_millis(9_200)), 10);
+        assert_eq!(secs_up(Duration::from_secs(40)), 40);
+    }
 
     #[test]
     fn bare_numbers_are_seconds() {

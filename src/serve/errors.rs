@@ -175,10 +175,7 @@ impl ApiError {
             _ => (StatusCode::BAD_GATEWAY, "upstream_error"),
         };
         ApiError {
-            // Whole seconds, rounded up: a retry sooner finds it paused.
-            retry_after: e
-                .retry_after
-                .map(|d| d.as_millis().div_ceil(1000).max(1) as u64),
+            retry_after: e.retry_after.map(crate::core::duration::secs_up),
             ..ApiError::new(status, kind, e.kind, e.message.clone())
         }
     }

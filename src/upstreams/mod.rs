@@ -69,8 +69,6 @@ pub struct ModelConfig {
 }
 
 impl UpstreamConfig {
-    /// Checks the table of upstream `name`: Err is the key's path below
-    /// `upstreams.NAME` and why.
     /// Its key, from `api_key_env` (none without one), or why there is none
     /// when the variable is unset or blank: a call to it would be refused.
     pub fn key(&self, name: &str) -> Result<Option<String>, String> {
@@ -85,6 +83,8 @@ impl UpstreamConfig {
         }
     }
 
+    /// Checks the table of upstream `name`: Err is the key's path below
+    /// `upstreams.NAME` and why.
     pub fn check(&self, name: &str) -> Result<(), (Vec<String>, String)> {
         let at = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ok_name = !name.is_empty()
