@@ -473,9 +473,10 @@ mod tests {
     use crate::core::health::ModelStat;
     use std::collections::HashMap;
 
-    /// A fake health view: pauses only.
+    /// A fake health view: pauses only; with `.1`, open circuits (models
+    /// that kept failing), else rate limits.
     #[derive(Default)]
-    struct Pauses(HashMap<String, Instant>);
+    struct Pauses(HashMap<String, Instant>, bool);
 
     impl HealthView for Pauses {
         fn stat(&self, _: &str) -> Option<ModelStat> {
@@ -483,6 +484,9 @@ mod tests {
         }
         fn cooling_until(&self, model: &str) -> Option<Instant> {
             self.0.get(model).copied()
+        }
+        fn open(&self, model: &str) -> bool {
+            self.1 && self.0.contains_key(model)
         }
     }
 
@@ -688,21 +692,6 @@ mod tests {
         assert_eq!(e.retry_after, Some(Duration::from_secs(40)));
     }
 
-    /// Pauses that are open circuits: models that kept failing.
-    struct Open(HashMap<String, Instant>);
-
-    impl HealthView for Open {
-        fn stat(&self, _: &str) -> Option<ModelStat> {
-            None
-        }
-        fn cooling_until(&self, model: &str) -> Option<Instant> {
-            self.0.get(model).copied()
-        }
-        fn open(&self, model: &str) -> bool {
-            self.0.contains_key(model)
-        }
-    }
-
     #[test]
     fn requests_waiting_for_one_pause_wake_spread_out() {
         let wait = Duration::from_secs(2);
@@ -725,10 +714,13 @@ mod tests {
         let t0 = Instant::now();
         let a = Attempts::new(vec![planned("a", None), planned("b", None)], 4);
         let open = |secs: [u64; 2]| {
-            Open(HashMap::from([
-                ("a".to_string(), t0 + Duration::from_secs(secs[0])),
-                ("b".to_string(), t0 + Duration::from_secs(secs[1])),
-            ]))
+            Pauses(
+                HashMap::from([
+                    ("a".to_string(), t0 + Duration::from_secs(secs[0])),
+                    ("b".to_string(), t0 + Duration::from_secs(secs[1])),
+                ]),
+                true,
+            )
         };
         // A minute or less is waited for, as a rate limit is...
         assert_eq!(

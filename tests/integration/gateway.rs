@@ -651,18 +651,12 @@ fn an_upstream_rate_limit_reaches_the_client_as_one() {
         .set_default("t/c", Behavior::rate_limited(Some(40)));
     let s = env.serve(&["--models", "t/a,t/b"]);
     rt().block_on(async {
-        let r = reqwest::Client::new()
-            .post(s.url("/v1/chat/completions"))
-            .json(&chat(Some("t/c"), "busy"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 429);
-        let h = r.headers().clone();
+        let c = reqwest::Client::new();
+        let (status, h, v) = crate::serve::post(&c, &s, &chat(Some("t/c"), "busy")).await;
+        assert_eq!(status, 429);
         assert_eq!(h["retry-after"], "40", "{h:?}");
         assert!(h.get("x-should-retry").is_none(), "{h:?}");
         assert_eq!(h["x-llmroute-model"], "t/c", "{h:?}");
-        let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "rate_limited", "{v}");
         assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     });

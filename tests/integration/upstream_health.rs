@@ -196,13 +196,9 @@ fn a_server_logs_a_model_it_leaves_alone() {
     crate::serve::rt().block_on(async {
         let c = reqwest::Client::new();
         for i in 0..6 {
-            let r = c
-                .post(s.url("/v1/chat/completions"))
-                .json(&chat(None, &format!("line {i}")))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
+            let (status, _, v) =
+                crate::serve::post(&c, &s, &chat(None, &format!("line {i}"))).await;
+            assert_eq!(status, 200, "{v}");
         }
     });
     let (_, log) = s.stop();
