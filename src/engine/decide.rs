@@ -26,6 +26,16 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// Why `model` was left out, when it was.
+    pub fn why_left_out(&self, model: &str) -> Option<&str> {
+        self.excluded
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, why)| why.as_str())
+    }
+}
+
 impl Router {
     /// Plans `req` with its own settings, as a call would, but sends
     /// nothing and probes nothing.

@@ -381,8 +381,8 @@ fn rankings(app: &App) -> Vec<Ranking> {
                         .unwrap_or_default()
                         .into_iter()
                         .filter_map(|r| {
-                            let (_, why) = decision.excluded.iter().find(|(m, _)| *m == r.model)?;
-                            Some((r, why.clone()))
+                            let why = decision.why_left_out(&r.model)?.to_string();
+                            Some((r, why))
                         })
                         .collect(),
                 };

@@ -166,9 +166,7 @@ fn model_entry(
     let ranked = in_ranking(decision, m);
     let left_out = match ranked {
         Some(_) => None,
-        None => decision
-            .and_then(|d| d.excluded.iter().find(|(x, _)| x == m))
-            .map(|(_, why)| why.clone()),
+        None => decision.and_then(|d| d.why_left_out(m)).map(str::to_string),
     };
     let shown = ranked.or(left_out.as_ref().and_then(|_| in_ranking(figures, m)));
     let state = match &left_out {
