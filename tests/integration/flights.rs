@@ -76,12 +76,16 @@ fn a_lease_left_by_a_killed_process_does_not_hold_the_line() {
         conn.and_then(|c| c.query_row("SELECT count(*) FROM flights", [], |r| r.get(0)))
             .unwrap_or(0i64)
     };
+    // The lease is taken before the call goes out: wait for both, or the
+    // kill may come before the upstream was asked at all.
+    let asked = || env.server.completions().len();
     let mut waited = 0;
-    while held() == 0 && waited < 600 {
+    while (held() == 0 || asked() == 0) && waited < 600 {
         std::thread::sleep(Duration::from_millis(50));
         waited += 1;
     }
     assert_eq!(leases(&env), 1, "the first process took the lease");
+    assert_eq!(asked(), 1, "the first process asked the upstream");
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
     env.server.set_default("t/a", Behavior::ok());
