@@ -18,8 +18,11 @@ use crate::shared::requests::UNREACHED;
 use crate::store::learned::{Feedback, Judge, UNKNOWN};
 use crate::store::{self, Store};
 
-/// Lines taken in one transaction.
-const BATCH: usize = 10_000;
+/// Lines taken in one transaction. A transaction takes its lines in the
+/// order of their request ids: the more lines, the nearer their requests'
+/// and feedback's pages lie, and the fewer commits. 25,000 hold the
+/// store's write lock for well under a second.
+const BATCH: usize = 25_000;
 
 /// What one input line asks.
 enum Item {
@@ -89,7 +92,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
                     Err(_) => errors += 1,
                 }
                 if r.is_err() || !args.quiet {
-                    let _ = writeln!(out, "{}", answer_line(n, r));
+                    let _ = write_answer(&mut out, n, r);
                 }
             }
             batch.clear();
@@ -131,16 +134,38 @@ fn open_input(named: Option<&std::path::PathBuf>) -> anyhow::Result<Box<dyn BufR
     })
 }
 
-/// The output line of input line `n`: what was taken in, or its error.
-fn answer_line(n: u64, r: Result<Value, (Value, String)>) -> Value {
+/// Writes the output line of input line `n`: what was taken in, or its
+/// error.
+fn write_answer(out: &mut impl Write, n: u64, r: Taken) -> std::io::Result<()> {
     match r {
-        Ok(v) => v,
-        Err((rid, message)) => json!({
-            "line": n,
-            "request_id": rid,
-            "error": {"type": "invalid_feedback", "message": message},
-        }),
+        Ok(a) => serde_json::to_writer(&mut *out, &a)?,
+        Err((rid, message)) => serde_json::to_writer(
+            &mut *out,
+            &json!({
+                "line": n,
+                "request_id": rid,
+                "error": {"type": "invalid_feedback", "message": message},
+            }),
+        )?,
     }
+    out.write_all(b"\n")
+}
+
+/// What one line taught. Its fields are in the order of their names, as
+/// every other output line's are.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Answer {
+    line: u64,
+    model: String,
+    /// The events (task, model) has taken in, up to this line.
+    quality_events: u64,
+    /// Feedback only: it replaced earlier feedback on its request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced: Option<bool>,
+    /// Feedback only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    task: String,
 }
 
 /// The models an evaluation's outcomes may name without a word: those of
@@ -197,7 +222,7 @@ impl Unlisted {
     }
 }
 
-type Taken = Result<Value, (Value, String)>;
+type Taken = Result<Answer, (Value, String)>;
 
 /// An event taken in, to share: its upstream, task and model, the
 /// event, and the request it judged, by its key's name and its id, with
@@ -282,12 +307,12 @@ impl Shared {
         });
         // Every machine's events count.
         for (line, r) in results.iter_mut() {
-            let Ok(v) = r else { continue };
+            let Ok(a) = r else { continue };
             if replaced.contains(line) {
-                v["replaced"] = Value::Bool(true);
+                a.replaced = Some(true);
             }
             if let Some(n) = shared_events.get(line) {
-                v["quality_events"] = (*n).into();
+                a.quality_events = *n;
             }
         }
         if shared.is_none() {
@@ -335,11 +360,14 @@ impl Shared {
             ));
             match taught {
                 Ok(Some(t)) => {
-                    *r = Ok(json!({
-                        "line": n, "request_id": f.rid, "task": t.task, "model": t.model,
-                        "replaced": t.replaced,
-                        "quality_events": t.posterior.events,
-                    }))
+                    *r = Ok(Answer {
+                        line: *n,
+                        request_id: Some(f.rid.clone()),
+                        task: t.task,
+                        model: t.model,
+                        replaced: Some(t.replaced),
+                        quality_events: t.posterior.events,
+                    })
                 }
                 Ok(None) => {}
                 Err(_) => {
@@ -363,7 +391,7 @@ fn take_in(
         .write_transaction()
         .map_err(crate::setup::store_fatal(path))?;
     let mut out: Vec<Option<(u64, Taken)>> = vec![None; batch.len()];
-    let taught = &mut crate::store::learned::Taught::default();
+    let mut taught = crate::store::learned::Taught::default();
     // Taken in the order of their request ids, which the store's index
     // keeps them in, so that lookups walk it rather than jump about; a
     // request's feedback keeps its order (a later one replaces an earlier).
@@ -376,7 +404,7 @@ fn take_in(
             Ok(Item::Feedback(f)) => {
                 let rid = Value::String(f.rid.clone());
                 match store
-                    .apply_feedback_in(f, Judge::Any, (now, HALF_LIFE_MS), taught)
+                    .apply_feedback_in(f, Judge::Any, (now, HALF_LIFE_MS), &mut taught)
                     .map_err(crate::setup::store_fatal(path))?
                 {
                     Ok(a) => {
@@ -391,11 +419,14 @@ fn take_in(
                             },
                             Some((a.key.clone(), f.rid.clone(), *n)),
                         ));
-                        Ok(json!({
-                        "line": n, "request_id": f.rid, "task": a.task, "model": a.model,
-                        "replaced": a.replaced,
-                        "quality_events": a.posterior.events,
-                        }))
+                        Ok(Answer {
+                            line: *n,
+                            request_id: Some(f.rid.clone()),
+                            task: a.task,
+                            model: a.model,
+                            replaced: Some(a.replaced),
+                            quality_events: a.posterior.events,
+                        })
                     }
                     Err(e) => Err((rid, e)),
                 }
@@ -411,7 +442,7 @@ fn take_in(
                         (task, model),
                         (*score, *weight),
                         (now, HALF_LIFE_MS),
-                        taught,
+                        &mut taught,
                     )
                     .map_err(crate::setup::store_fatal(path))?;
                 events.push((
@@ -425,11 +456,21 @@ fn take_in(
                     },
                     None,
                 ));
-                Ok(json!({"line": n, "task": task, "model": model, "quality_events": p.events}))
+                Ok(Answer {
+                    line: *n,
+                    request_id: None,
+                    task,
+                    model: model.clone(),
+                    replaced: None,
+                    quality_events: p.events,
+                })
             }
         };
         out[i] = Some((*n, r));
     }
+    store
+        .keep_taught(taught)
+        .map_err(crate::setup::store_fatal(path))?;
     let mut out: Vec<(u64, Taken)> = out.into_iter().flatten().collect();
     count_in_line_order(&mut out);
     tx.commit()
@@ -443,31 +484,34 @@ fn take_in(
 /// feedback on its request added no event.
 fn count_in_line_order(out: &mut [(u64, Taken)]) {
     use std::collections::HashMap;
-    let key = |v: &Value| {
-        let s = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
-        (s("task"), s("model"))
-    };
-    let events = |v: &Value| v.get("quality_events").and_then(Value::as_u64).unwrap_or(0);
-    let replaced = |v: &Value| v.get("replaced").and_then(Value::as_bool) == Some(true);
+    // Each line's (task, model), as a number.
+    let mut pairs: HashMap<(&str, &str), usize> = HashMap::new();
+    let pair: Vec<Option<usize>> = out
+        .iter()
+        .map(|(_, r)| {
+            let a = r.as_ref().ok()?;
+            let next = pairs.len();
+            Some(*pairs.entry((&a.task, &a.model)).or_insert(next))
+        })
+        .collect();
     // Per (task, model): the count after the whole batch, and the events
     // the batch added.
-    let mut totals: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    for (_, r) in out.iter() {
-        if let Ok(v) = r {
-            let t = totals.entry(key(v)).or_default();
-            t.0 = t.0.max(events(v));
-            t.1 += u64::from(!replaced(v));
+    let mut totals = vec![(0u64, 0u64); pairs.len()];
+    for ((_, r), p) in out.iter().zip(&pair) {
+        if let (Ok(a), Some(p)) = (r, p) {
+            let t = &mut totals[*p];
+            t.0 = t.0.max(a.quality_events);
+            t.1 += u64::from(a.replaced != Some(true));
         }
     }
-    let mut running: HashMap<(String, String), u64> = totals
+    let mut running: Vec<u64> = totals
         .into_iter()
-        .map(|(k, (after, added))| (k, after.saturating_sub(added)))
+        .map(|(after, added)| after.saturating_sub(added))
         .collect();
-    for (_, r) in out.iter_mut() {
-        if let Ok(v) = r {
-            let n = running.entry(key(v)).or_default();
-            *n += u64::from(!replaced(v));
-            v["quality_events"] = Value::from(*n);
+    for ((_, r), p) in out.iter_mut().zip(&pair) {
+        if let (Ok(a), Some(p)) = (r, p) {
+            running[*p] += u64::from(a.replaced != Some(true));
+            a.quality_events = running[*p];
         }
     }
 }
@@ -587,10 +631,14 @@ mod tests {
     #[test]
     fn each_line_counts_the_events_up_to_it_in_the_input_s_order() {
         let line = |events: u64, replaced: bool, model: &str| -> Taken {
-            Ok(
-                json!({"task": "t", "model": model, "quality_events": events,
-                      "replaced": replaced}),
-            )
+            Ok(Answer {
+                line: 0,
+                model: model.into(),
+                quality_events: events,
+                replaced: Some(replaced),
+                request_id: None,
+                task: "t".into(),
+            })
         };
         // Taken in as lines 3, 1, 2, 4 (by request id) on a posterior of 10
         // events: 11, 12, 12 (a replacement), 13; `n` on another model.
@@ -605,11 +653,7 @@ mod tests {
         count_in_line_order(&mut out);
         let counts: Vec<Option<u64>> = out
             .iter()
-            .map(|(_, r)| {
-                r.as_ref()
-                    .ok()
-                    .map(|v| v["quality_events"].as_u64().unwrap())
-            })
+            .map(|(_, r)| r.as_ref().ok().map(|a| a.quality_events))
             .collect();
         assert_eq!(
             counts,

@@ -266,7 +266,7 @@ fn take_in(
     let now = crate::engine::now_ms();
     let tx = store.write_transaction()?;
     let mut out = Vec::with_capacity(items.len());
-    let taught = &mut crate::store::learned::Taught::default();
+    let mut taught = crate::store::learned::Taught::default();
     for v in items {
         let f = match item(v) {
             Ok(f) => f,
@@ -275,7 +275,7 @@ fn take_in(
                 continue;
             }
         };
-        match store.apply_feedback_in(&f, Judge::Key(key), (now, book.half_life_ms), taught)? {
+        match store.apply_feedback_in(&f, Judge::Key(key), (now, book.half_life_ms), &mut taught)? {
             Ok(a) => {
                 // The book holds this server's upstream only. With Redis,
                 // this store's posterior holds this server's feedback alone,
@@ -294,6 +294,7 @@ fn take_in(
             Err(e) => out.push(Outcome::Refused(Some(Value::String(f.rid)), e)),
         }
     }
+    store.keep_taught(taught)?;
     tx.commit()?;
     Ok(out)
 }

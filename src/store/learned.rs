@@ -32,12 +32,19 @@ pub enum Judge<'a> {
 /// read again what an earlier line of the same transaction wrote: the
 /// posteriors written. Good for one transaction only (another process may write
 /// between two).
+///
+/// A posterior is written to the store when the batch first teaches it
+/// (so that the store knows its task), and once more by
+/// [`Store::keep_taught`] if later lines moved it: a batch writes each
+/// posterior at most twice, not once a line.
 #[derive(Debug, Default)]
 pub struct Taught {
-    /// By upstream and task, then model; a task here is learned under its
-    /// own name.
-    posteriors:
-        std::collections::HashMap<(String, String), std::collections::HashMap<String, Posterior>>,
+    /// By upstream and task, then model, with whether it moved since it
+    /// was last written; a task here is learned under its own name.
+    posteriors: std::collections::HashMap<
+        (String, String),
+        std::collections::HashMap<String, (Posterior, bool)>,
+    >,
 }
 
 /// What one feedback event did: the (task, model) it taught, and its
@@ -99,24 +106,43 @@ impl Store {
             .get(&(up.to_string(), task.to_string()))
             .and_then(|m| m.get(model));
         match written {
-            Some(p) => Ok(Some(*p)),
+            Some((p, _)) => Ok(Some(*p)),
             None => self.posterior(up, task, model),
         }
     }
 
-    /// Writes a posterior, and keeps it in `taught`.
+    /// Keeps a posterior in `taught`, and writes it when the batch had
+    /// not taught it before; [`Self::keep_taught`] writes the rest.
     fn put_posterior_in(
         &self,
         (up, task, model): (&str, &str, &str),
         p: &Posterior,
         taught: &mut Taught,
     ) -> Result<(), StoreError> {
-        self.put_posterior(up, task, model, p)?;
-        taught
+        let models = taught
             .posteriors
             .entry((up.to_string(), task.to_string()))
-            .or_default()
-            .insert(model.to_string(), *p);
+            .or_default();
+        match models.get_mut(model) {
+            Some(kept) => *kept = (*p, true),
+            None => {
+                self.put_posterior(up, task, model, p)?;
+                models.insert(model.to_string(), (*p, false));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what a batch taught that is not written yet. Call before the
+    /// batch's transaction commits.
+    pub fn keep_taught(&self, mut taught: Taught) -> Result<(), StoreError> {
+        for ((up, task), models) in &mut taught.posteriors {
+            for (model, (p, moved)) in models {
+                if std::mem::take(moved) {
+                    self.put_posterior(up, task, model, p)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -212,8 +238,10 @@ impl Store {
         now_ms: i64,
         half_life_ms: i64,
     ) -> Result<(String, Posterior), StoreError> {
-        let taught = &mut Taught::default();
-        self.add_outcome_in(outcome, scored, (now_ms, half_life_ms), taught)
+        let mut taught = Taught::default();
+        let taken = self.add_outcome_in(outcome, scored, (now_ms, half_life_ms), &mut taught)?;
+        self.keep_taught(taught)?;
+        Ok(taken)
     }
 
     /// [`Self::add_outcome`] as one of a batch, in one transaction.
@@ -245,8 +273,10 @@ impl Store {
         now_ms: i64,
         half_life_ms: i64,
     ) -> Result<Result<Applied, String>, StoreError> {
-        let taught = &mut Taught::default();
-        self.apply_feedback_in(f, judge, (now_ms, half_life_ms), taught)
+        let mut taught = Taught::default();
+        let taken = self.apply_feedback_in(f, judge, (now_ms, half_life_ms), &mut taught)?;
+        self.keep_taught(taught)?;
+        Ok(taken)
     }
 
     /// [`Self::apply_feedback`] as one of a batch, in one transaction.
@@ -281,32 +311,29 @@ impl Store {
         let mut p = self
             .posterior_in((&up, &task, &model), taught)?
             .unwrap_or_default();
-        // Earlier feedback on this very request is replaced; on an earlier
-        // request that had the same id, it stands.
-        let old: Option<(f64, f64, i64)> = self
+        let row = params![key, f.rid, req.id, up, task, model, f.score, f.weight, now_ms];
+        // Most feedback is a request's first: kept at once, with nothing
+        // to take back.
+        let first = self
             .conn
             .prepare_cached(
-                "SELECT score, weight, at FROM feedback
-                 WHERE key_name = ?1 AND rid = ?2 AND coalesce(request, ?3) = ?3
-                   AND upstream = ?4 AND task = ?5 AND model = ?6",
+                "INSERT INTO feedback
+                 (key_name, rid, request, upstream, task, model, score, weight, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (key_name, rid) DO NOTHING",
             )?
-            .query_row(params![key, f.rid, req.id, up, task, model], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
+            .execute(row)?
+            == 1;
+        // Earlier feedback on this very request is replaced; on an earlier
+        // request that had the same id, it stands.
+        let old: Option<(f64, f64, i64)> = match first {
+            true => None,
+            false => self.replace_feedback(row)?,
+        };
         if let Some((score, weight, at)) = old {
             p.remove(score, weight, at, now_ms, half_life_ms);
         }
         p.add(f.score, f.weight, now_ms, half_life_ms);
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO feedback
-                 (key_name, rid, request, upstream, task, model, score, weight, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                key, f.rid, req.id, up, task, model, f.score, f.weight, now_ms
-            ])?;
         self.put_posterior_in((&up, &task, &model), &p, taught)?;
         Ok(Ok(Applied {
             upstream: up,
@@ -317,6 +344,33 @@ impl Store {
             replaced_event: old,
             posterior: p,
         }))
+    }
+
+    /// Replaces the feedback kept on a request id with `row` (key, id,
+    /// request, upstream, task, model, score, weight, at); returns the
+    /// score, weight and time of the one replaced when it judged the same
+    /// request, which its posterior must take back.
+    fn replace_feedback(
+        &self,
+        row: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<(f64, f64, i64)>, StoreError> {
+        let old = self
+            .conn
+            .prepare_cached(
+                "SELECT score, weight, at FROM feedback
+                 WHERE key_name = ?1 AND rid = ?2 AND coalesce(request, ?3) = ?3
+                   AND upstream = ?4 AND task = ?5 AND model = ?6",
+            )?
+            .query_row(&row[..6], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO feedback
+                 (key_name, rid, request, upstream, task, model, score, weight, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(row)?;
+        Ok(old)
     }
 
     /// The latest request with id `rid` that `judge` may judge. Another
@@ -430,17 +484,18 @@ mod tests {
         }
         let batched = Store::in_memory().unwrap();
         fill(&batched);
-        let taught = &mut Taught::default();
+        let mut taught = Taught::default();
         let tx = batched.conn().unchecked_transaction().unwrap();
         let mut last = None;
         for (rid, score) in lines {
             last = Some(
                 batched
-                    .apply_feedback_in(&fb(rid, score), Judge::Any, (10, hl), taught)
+                    .apply_feedback_in(&fb(rid, score), Judge::Any, (10, hl), &mut taught)
                     .unwrap()
                     .unwrap(),
             );
         }
+        batched.keep_taught(taught).unwrap();
         tx.commit().unwrap();
         let mut a = alone.quality().unwrap();
         let mut b = batched.quality().unwrap();
