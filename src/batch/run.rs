@@ -319,10 +319,20 @@ fn start_line(
         req.default_task(t);
     }
     let pinned = !req.pin_as_hint(ctx.route_all);
-    if let Some(message) = ctx.misspelt(&req) {
+    let refusal = ctx.router.no_secret_in(&req).err();
+    if let Some(message) = refusal.or_else(|| ctx.misspelt(&req)) {
         drop(permit);
+        // Echoed and kept, an id must not be a key.
+        let id = match req
+            .id
+            .as_str()
+            .is_some_and(|id| ctx.router.holds_secret(id))
+        {
+            true => crate::core::urls::REDACTED.into(),
+            false => req.id,
+        };
         let e = InputError {
-            id: req.id,
+            id,
             message,
             kind: "invalid_input",
         };

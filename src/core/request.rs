@@ -84,6 +84,35 @@ impl Request {
             .chain(o.and_then(|o| o.fallback.as_ref()).into_iter().flatten())
     }
 
+    /// The names it gives that are echoed or kept as given, each with the
+    /// field it came from: its `id`, the models it names, its task and
+    /// its priority.
+    pub fn labels(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        fn list<'a>(
+            field: &'static str,
+            l: Option<&'a Vec<String>>,
+        ) -> impl Iterator<Item = (&'static str, &'a str)> {
+            l.into_iter().flatten().map(move |m| (field, m.as_str()))
+        }
+        fn one<'a>(field: &'static str, t: Option<&'a String>) -> Option<(&'static str, &'a str)> {
+            t.map(|t| (field, t.as_str()))
+        }
+        let o = self.overrides.as_ref();
+        (self.id.as_str().map(|id| ("id", id)).into_iter())
+            .chain(one("model", self.pinned.as_ref()))
+            .chain(one("model", o.and_then(|o| o.hint.as_ref())))
+            .chain(list("llmroute.models", o.and_then(|o| o.models.as_ref())))
+            .chain(list(
+                "llmroute.fallback",
+                o.and_then(|o| o.fallback.as_ref()),
+            ))
+            .chain(one("llmroute.task", o.and_then(|o| o.task.as_ref())))
+            .chain(one(
+                "llmroute.priority",
+                o.and_then(|o| o.priority.as_ref()),
+            ))
+    }
+
     /// The request's task: its `llmroute.task`, else the default task.
     pub fn task(&self) -> &str {
         self.overrides

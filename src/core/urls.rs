@@ -17,6 +17,9 @@ fn password_at(url: &str) -> Option<std::ops::Range<usize>> {
     (colon + 1 < at).then(|| start + colon + 1..start + at)
 }
 
+/// What stands for a secret (a password, an API key) where a text held it.
+pub const REDACTED: &str = "[redacted]";
+
 /// `url` with the password of its user part, if any, replaced by
 /// `[redacted]` ([`password_at`] says where it is).
 pub fn without_password(url: &str) -> String {

@@ -341,6 +341,32 @@ impl Router {
         &self.catalogue
     }
 
+    /// Whether `text` holds an upstream's API key or base URL credentials
+    /// (every upstream blanks out every upstream's).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        (self.parts.upstream.as_ref()).is_some_and(|u| u.holds_secret(text))
+    }
+
+    /// `text`, an upstream's key or credentials blanked out, to be logged.
+    pub fn scrubbed(&self, text: String) -> String {
+        match self.parts.upstream.as_ref().and_then(|u| u.scrub(&text)) {
+            Some(clean) => clean,
+            None => text,
+        }
+    }
+
+    /// Refuses a request that gives an upstream's key where a name goes:
+    /// names are echoed in errors and kept in the store, so the message
+    /// names the field and not what it held.
+    pub fn no_secret_in(&self, req: &crate::core::request::Request) -> Result<(), String> {
+        match req.labels().find(|(_, text)| self.holds_secret(text)) {
+            None => Ok(()),
+            Some((field, _)) => Err(format!(
+                "\"{field}\" holds an upstream's API key; nothing of this request was sent or kept"
+            )),
+        }
+    }
+
     /// The settings `req` is routed with: the run's, with the line's
     /// overrides, and with the model it names as a hint among the
     /// candidates when the catalogue lists it. An error for overrides that

@@ -90,6 +90,11 @@ pub trait Upstream: Send + Sync {
         let _ = text;
         None
     }
+
+    /// Whether `text` holds what [`Upstream::scrub`] blanks out.
+    fn holds_secret(&self, text: &str) -> bool {
+        self.scrub(text).is_some()
+    }
 }
 
 /// An answer, from a model or from the cache.

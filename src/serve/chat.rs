@@ -91,13 +91,17 @@ async fn complete(
         Err(e) => return app.refuse_early(e, pending.take(), started),
     };
     if app.log_bodies {
-        pending.access.request_body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        pending.access.request_body = Some(app.router.scrubbed(body));
     }
     let key = client.as_deref().map(|c| (&*c.name, &c.policy));
     let mut call = match parse_call(&bytes, app.use_cache, key) {
         Ok(c) => c,
         Err(e) => return app.refuse_early(e, pending.take(), started),
     };
+    if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
+        return app.refuse_early(e, pending.take(), started);
+    }
     if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return app.refuse_early(e, pending.take(), started);
     }
@@ -108,9 +112,6 @@ async fn complete(
         }
     }
     drop(bytes);
-    if let Err(e) = task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
-        return app.refuse_early(e, pending.take(), started);
-    }
     call.req.id = Value::String(id_text(&id).to_string());
     if let Some(e) = app.router.stopped() {
         let e = ApiError::from_ending(&e, app.retry_refused);

@@ -76,17 +76,18 @@ pub fn routes(app: Arc<App>) -> Api {
     // Around the router, not through `Router::layer`: that wraps every
     // route in each layer, boxed, and a request clones every box on its
     // way in. Outermost first: a preflight is answered before the checks
-    // of a request; a client's id is kept when sane, else replaced by one
-    // of ours; the access line reads it from the answer, refusals of the
+    // of a request; a client's id is kept when sane (and no upstream's
+    // key), else replaced by one of ours; the access line reads it from the answer, refusals of the
     // checks included. The log is set up before the routes: without access
     // lines (`-q`), a request does not pass through a layer that would
     // write none.
     let logged = tracing::enabled!(target: "access", tracing::Level::INFO);
     let stack = ServiceBuilder::new()
         .option_layer(cors(&app.cors_origins))
-        .layer(MapRequestLayer::new(
-            layers::sane_client_id as fn(Request) -> Request,
-        ))
+        .layer(MapRequestLayer::new({
+            let router = app.router.clone();
+            move |req| layers::sane_client_id(req, |id| router.holds_secret(id))
+        }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
         .option_layer(logged.then(|| middleware::from_fn(access)))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))

@@ -68,10 +68,11 @@ impl MakeRequestId for Ids {
 
 /// Keeps a client's `x-request-id` only when it is a sane one — visible
 /// ASCII but quotes and backslashes, at most 128 bytes, spaces around it
-/// trimmed — and drops it
-/// otherwise, so that tower-http's `SetRequestIdLayer`, which keeps any id
-/// it finds, puts one of ours in its place.
-pub fn sane_client_id(mut req: Request) -> Request {
+/// trimmed, and not `secret` (an upstream's key, which an id would echo
+/// and keep) — and drops it otherwise, so that tower-http's
+/// `SetRequestIdLayer`, which keeps any id it finds, puts one of ours in
+/// its place.
+pub fn sane_client_id(mut req: Request, secret: impl Fn(&str) -> bool) -> Request {
     let Some(given) = req.headers().get(&X_REQUEST_ID) else {
         return req;
     };
@@ -81,7 +82,8 @@ pub fn sane_client_id(mut req: Request) -> Request {
         && trimmed.len() <= MAX_CLIENT_ID
         && trimmed
             .iter()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'));
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'))
+        && std::str::from_utf8(trimmed).is_ok_and(|id| !secret(id));
     if !sane {
         req.headers_mut().remove(&X_REQUEST_ID);
     } else if trimmed.len() != bytes.len() {
@@ -176,7 +178,7 @@ mod tests {
     /// `given` as its `x-request-id`.
     async fn ids(given: Option<HeaderValue>) -> (String, String) {
         let service = ServiceBuilder::new()
-            .map_request(sane_client_id as fn(Request) -> Request)
+            .map_request(|req| sane_client_id(req, |id| id == "sk-secret-key"))
             .layer(SetRequestIdLayer::new(X_REQUEST_ID, Ids::default()))
             .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
             .service_fn(|req: Request| async move {
@@ -215,6 +217,8 @@ mod tests {
             kept(r"back\slash"),
             Some(HeaderValue::from_str(&"a".repeat(MAX_CLIENT_ID + 1)).unwrap()),
             Some(HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()),
+            // An id would echo the key, and keep it.
+            kept("sk-secret-key"),
         ] {
             let (seen, sent) = ids(given.clone()).await;
             assert!(seen.starts_with("req-"), "{given:?}: {seen}");

@@ -260,11 +260,11 @@ pub async fn route(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = app.hold_to_policy(&mut call.req, key) {
-        return e.into_response();
-    }
     // The task as a chat request takes it: the body's, else the header's.
     if let Err(e) = super::call::task_of(&headers).map(|t| t.map(|t| call.req.default_task(t))) {
+        return e.into_response();
+    }
+    if let Err(e) = app.hold_to_policy(&mut call.req, key) {
         return e.into_response();
     }
     match app.router.decide(&call.req) {

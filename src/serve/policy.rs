@@ -88,11 +88,15 @@ pub fn no_upstream_choice(obj: &Map<String, Value>, name: &str) -> Result<(), Ap
 
 impl App {
     /// Holds `req` to the policy of key `name` and to the server's rules.
+    /// Give it the request's task first: the task is checked too.
     pub fn hold_to_policy(
         &self,
         req: &mut Request,
         key: Option<(&str, &Policy)>,
     ) -> Result<(), ApiError> {
+        self.router
+            .no_secret_in(req)
+            .map_err(ApiError::bad_request)?;
         self.no_misspelt_upstream(req)?;
         match key {
             Some((name, p)) if p.limits_models() => self.check_patterns(req, name, p)?,

@@ -349,6 +349,10 @@ impl crate::engine::ports::Upstream for Client {
         self.secrets.scrub(text)
     }
 
+    fn holds_secret(&self, text: &str) -> bool {
+        self.secrets.in_text(text)
+    }
+
     fn complete(
         &self,
         body: Vec<u8>,

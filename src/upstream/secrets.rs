@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-/// What stands for a secret where a text held it.
-pub const REDACTED: &str = "[redacted]";
+use crate::core::urls::REDACTED;
 
 /// A key or password shorter than this is not blanked out inside other
 /// words (a password only as part of its Basic credentials): a short word

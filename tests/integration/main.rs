@@ -35,6 +35,7 @@ mod readme;
 mod report;
 mod report_html;
 mod route;
+mod secrets;
 mod serve;
 mod serve_limits;
 mod serve_streams;
