@@ -306,7 +306,17 @@ fn revoke(
         }
     }
     if !found {
-        bail!("no live key named {name}; `llmroute keys list` shows them");
+        let known = store
+            .key(name)
+            .map_err(app::store_fatal(store.path()))?
+            .and_then(|k| k.revoked_at_ms);
+        let Some(at) = known else {
+            bail!("no key named {name}; `llmroute keys list` shows them");
+        };
+        // Revoking twice (a script run again) leaves it as it was.
+        return app::write_stdout(
+            format!("key {name} was already revoked, at {}\n", time(at)).as_bytes(),
+        );
     }
     let reach = match link {
         Some(_) => "servers on this store or this Redis",

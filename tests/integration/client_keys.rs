@@ -120,6 +120,22 @@ fn a_token_is_shown_once_and_only_its_hash_is_kept() {
     let list = env.cmd().args(["keys", "list", "--json"]).run();
     let v: Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(v[0]["state"], "revoked");
+    // Revoked again (a script run twice), it stays revoked, and says so;
+    // a name no key ever had is an error.
+    let again = env.cmd().args(["keys", "revoke", "team-a"]).run();
+    again.assert_code(0);
+    assert!(
+        again.stdout.contains("key team-a was already revoked"),
+        "{}",
+        again.stdout
+    );
+    let none = env.cmd().args(["keys", "revoke", "team-z"]).run();
+    none.assert_code(2);
+    assert!(
+        none.stderr.contains("no key named team-z"),
+        "{}",
+        none.stderr
+    );
 }
 
 /// The access line of a request refused for a revoked key names the key,
