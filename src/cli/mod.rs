@@ -174,7 +174,13 @@ pub struct RunArgs {
     pub files: Vec<PathBuf>,
 
     /// Route this one prompt instead of reading input, and print the answer's text
-    #[arg(short = 'P', long, value_name = "TEXT", conflicts_with = "files")]
+    #[arg(
+        short = 'P',
+        long,
+        value_name = "TEXT",
+        conflicts_with = "files",
+        value_parser = values::prompt_text
+    )]
     pub prompt: Option<String>,
 
     /// With --prompt: print the JSON output line instead of the answer's text

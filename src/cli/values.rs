@@ -6,6 +6,15 @@ use std::time::Duration;
 use crate::core::scoring::Weights;
 use crate::engine::Hedge;
 
+/// A `--prompt`: anything but empty or blank, which would be sent (and
+/// paid for) as a question nobody asked.
+pub fn prompt_text(s: &str) -> Result<String, String> {
+    match s.trim().is_empty() {
+        true => Err("the prompt is empty: there is nothing to ask".into()),
+        false => Ok(s.to_string()),
+    }
+}
+
 /// Reads a size: bytes, or a number with a unit (KiB, MiB, GiB, KB, MB, GB).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     s.trim()

@@ -63,6 +63,20 @@ fn a_prompt_that_fails_says_why_on_stderr() {
     assert!(!out.stderr.contains(KEY));
 }
 
+/// `-P "$PROMPT"` with the variable unset would otherwise pay for a
+/// question nobody asked.
+#[test]
+fn an_empty_prompt_is_a_usage_error_and_sends_nothing() {
+    let env = Env::three();
+    for empty in ["", "  \n"] {
+        let out = env.cmd().args(["--models", "t/a", "-P", empty]).run();
+        out.assert_code(2);
+        assert!(out.stderr.contains("--prompt"), "{}", out.stderr);
+        assert!(out.stderr.contains("empty"), "{}", out.stderr);
+    }
+    assert!(env.server.completions().is_empty());
+}
+
 #[test]
 fn a_prompt_and_files_together_are_a_usage_error() {
     let env = Env::three();
