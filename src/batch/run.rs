@@ -322,17 +322,8 @@ fn start_line(
     let refusal = ctx.router.no_secret_in(&req).err();
     if let Some(message) = refusal.or_else(|| ctx.misspelt(&req)) {
         drop(permit);
-        // Echoed and kept, an id must not be a key.
-        let id = match req
-            .id
-            .as_str()
-            .is_some_and(|id| ctx.router.holds_secret(id))
-        {
-            true => crate::core::urls::REDACTED.into(),
-            false => req.id,
-        };
         let e = InputError {
-            id,
+            id: req.id,
             message,
             kind: "invalid_input",
         };

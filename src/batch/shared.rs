@@ -72,7 +72,19 @@ impl Shared {
 
     /// A line that is not routed: recorded, counted, and its error line
     /// written in its turn.
-    pub(super) fn refused(&self, (seq, line_no): (u64, u64), e: InputError, out: &OutSender) {
+    pub(super) fn refused(&self, (seq, line_no): (u64, u64), mut e: InputError, out: &OutSender) {
+        // Echoed and kept, neither its id nor its message may hold a key
+        // the line gave where a name goes.
+        let id = match &e.id {
+            serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+            other => std::borrow::Cow::Owned(other.to_string()),
+        };
+        if self.router.holds_secret(&id) {
+            e.id = crate::core::urls::REDACTED.into();
+        }
+        if let Some(clean) = (self.router.scrubber())(&e.message) {
+            e.message = clean;
+        }
         if !self.router.config().dry_run {
             self.router.record_refused(line_no, &e.id, e.kind);
         }

@@ -385,11 +385,13 @@ fn take_in(
     batch: &[(u64, Result<Item, Bad>)],
     path: &std::path::Path,
 ) -> anyhow::Result<TakenIn> {
-    let now = store::now_ms();
     let mut events = Vec::new();
     let tx = store
         .write_transaction()
         .map_err(crate::setup::store_fatal(path))?;
+    // Once the store is this batch's alone: a wait for it is no part of
+    // how long its rows take to commit after their stamp.
+    let now = store::now_ms();
     let mut out: Vec<Option<(u64, Taken)>> = vec![None; batch.len()];
     let mut taught = crate::store::learned::Taught::default();
     // Taken in the order of their request ids, which the store's index

@@ -285,6 +285,8 @@ fn revoke(
         ),
         false => anyhow!("{what}"),
     };
+    // When it was revoked, if it already was (here or, with Redis, there).
+    let mut already = None;
     if let Some(l) = link {
         let shared = rt
             .block_on(crate::shared::clients::all(l))
@@ -294,6 +296,7 @@ fn revoke(
             .chain(store.key(name).ok().flatten())
             .filter(|k| k.name == name);
         if let Some(mut k) = merge(live).into_iter().next() {
+            already = k.revoked_at_ms;
             if k.revoked_at_ms.is_none() || found {
                 found = true;
                 k.revoked_at_ms = Some(now);
@@ -306,11 +309,11 @@ fn revoke(
         }
     }
     if !found {
-        let known = store
-            .key(name)
-            .map_err(app::store_fatal(store.path()))?
-            .and_then(|k| k.revoked_at_ms);
-        let Some(at) = known else {
+        let here = || -> anyhow::Result<Option<i64>> {
+            let k = store.key(name).map_err(app::store_fatal(store.path()))?;
+            Ok(k.and_then(|k| k.revoked_at_ms))
+        };
+        let Some(at) = already.map_or_else(here, |at| Ok(Some(at)))? else {
             bail!("no key named {name}; `llmroute keys list` shows them");
         };
         // Revoking twice (a script run again) leaves it as it was.

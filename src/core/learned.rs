@@ -42,14 +42,17 @@ pub fn check_task(name: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b));
     match ok {
         true => Ok(()),
+        // Quoted whole or not at all: a part of what was given (a key,
+        // given by mistake) could not be told apart and blanked out.
         false => {
-            let mut shown: String = name.chars().take(TASK_NAME_MAX).collect();
-            if shown.len() < name.len() {
-                shown.push('…');
-            }
+            let chars = name.chars().count();
+            let shown = match chars <= TASK_NAME_MAX {
+                true => format!("{name:?} "),
+                false => String::new(),
+            };
             Err(format!(
-                "task {shown:?} ({}): a task's name is 1 to {TASK_NAME_MAX} ASCII letters, digits, '-', '_', '.', '/' or ':'",
-                crate::core::numbers::counted(name.chars().count() as u64, "character")
+                "task {shown}({}): a task's name is 1 to {TASK_NAME_MAX} ASCII letters, digits, '-', '_', '.', '/' or ':'",
+                crate::core::numbers::counted(chars as u64, "character")
             ))
         }
     }

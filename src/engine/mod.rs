@@ -347,19 +347,39 @@ impl Router {
         (self.parts.upstream.as_ref()).is_some_and(|u| u.holds_secret(text))
     }
 
-    /// `text`, an upstream's key or credentials blanked out, to be logged.
-    pub fn scrubbed(&self, text: String) -> String {
-        match self.parts.upstream.as_ref().and_then(|u| u.scrub(&text)) {
+    /// A JSON body (or any text), an upstream's key or credentials
+    /// blanked out wherever a string holds it, escaped or not: to be
+    /// logged.
+    pub fn scrubbed_body(&self, body: String) -> String {
+        match self
+            .parts
+            .upstream
+            .as_ref()
+            .and_then(|u| u.scrub_json(&body))
+        {
             Some(clean) => clean,
-            None => text,
+            None => body,
         }
+    }
+
+    /// What blanks out an upstream's key or credentials from a text
+    /// (None: it holds none), for what outlives this router.
+    pub fn scrubber(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let upstream = self.parts.upstream.clone();
+        move |text| upstream.as_ref().and_then(|u| u.scrub(text))
     }
 
     /// Refuses a request that gives an upstream's key where a name goes:
     /// names are echoed in errors and kept in the store, so the message
     /// names the field and not what it held.
     pub fn no_secret_in(&self, req: &crate::core::request::Request) -> Result<(), String> {
-        match req.labels().find(|(_, text)| self.holds_secret(text)) {
+        // An id that is no string (an object, a list) is echoed all the same.
+        let id = (!req.id.is_string() && !req.id.is_null()).then(|| req.id.to_string());
+        let found = req
+            .labels()
+            .chain(id.as_deref().map(|id| ("id", id)))
+            .find(|(_, text)| self.holds_secret(text));
+        match found {
             None => Ok(()),
             Some((field, _)) => Err(format!(
                 "\"{field}\" holds an upstream's API key; nothing of this request was sent or kept"

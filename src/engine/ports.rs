@@ -91,7 +91,15 @@ pub trait Upstream: Send + Sync {
         None
     }
 
-    /// Whether `text` holds what [`Upstream::scrub`] blanks out.
+    /// [`Upstream::scrub`] of a JSON body: its strings as JSON holds
+    /// them (escapes decoded).
+    fn scrub_json(&self, body: &str) -> Option<String> {
+        self.scrub(body)
+    }
+
+    /// Whether `text` holds a key long enough to be a real one (not a
+    /// short one a local server takes for form's sake, which model names
+    /// may hold): a client that gives it as a name has mistaken it.
     fn holds_secret(&self, text: &str) -> bool {
         self.scrub(text).is_some()
     }

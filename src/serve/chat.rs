@@ -92,7 +92,7 @@ async fn complete(
     };
     if app.log_bodies {
         let body = String::from_utf8_lossy(&bytes).into_owned();
-        pending.access.request_body = Some(app.router.scrubbed(body));
+        pending.access.request_body = Some(app.router.scrubbed_body(body));
     }
     let key = client.as_deref().map(|c| (&*c.name, &c.policy));
     let mut call = match parse_call(&bytes, app.use_cache, key) {

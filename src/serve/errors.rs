@@ -183,7 +183,7 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {
-            "message": self.message,
+            "message": super::redact::clean(&self.message),
             "type": self.kind,
             "param": null,
             "code": self.code,

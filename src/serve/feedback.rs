@@ -263,8 +263,8 @@ fn take_in(
     key: Option<&str>,
     book: &crate::engine::learned::QualityBook,
 ) -> Result<Vec<Outcome>, crate::store::StoreError> {
-    let now = crate::engine::now_ms();
     let tx = store.write_transaction()?;
+    let now = crate::engine::now_ms();
     let mut out = Vec::with_capacity(items.len());
     let mut taught = crate::store::learned::Taught::default();
     for v in items {
@@ -345,5 +345,11 @@ fn answer_many(results: Vec<Answered>) -> Response {
             }),
         })
         .collect();
-    Json(json!({"taken": taken, "results": shown})).into_response()
+    // Each result echoes what its object gave as its request id.
+    let body = json!({"taken": taken, "results": shown}).to_string();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::redact::clean(&body).into_owned(),
+    )
+        .into_response()
 }

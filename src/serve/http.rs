@@ -229,7 +229,7 @@ async fn access(req: Request, next: Next) -> Response {
             target: "access",
             request_id = %id.unwrap_or("-"),
             method = %method,
-            path = %crate::core::failure::snippet(uri.path().as_bytes()),
+            path = %crate::core::failure::snippet(super::redact::clean(uri.path()).as_bytes()),
             status = resp.status().as_u16(),
             key = resp.extensions().get::<RefusedKey>().map(|k| &*k.0),
             latency_ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,

@@ -80,8 +80,8 @@ impl Access {
             attempts = self.attempts,
             cost_usd = self.cost_usd.map(crate::core::numbers::round_usd),
             ttft_ms = self.ttft_ms.map(|t| (t * 10.0).round() / 10.0),
-            error = self.error.as_deref(),
-            request_body = self.request_body.as_deref(),
+            error = self.error.as_deref().map(super::redact::clean).as_deref(),
+            request_body = self.request_body.as_deref().map(super::redact::clean).as_deref(),
             response_body = self.response_body.as_deref(),
             "request"
         );

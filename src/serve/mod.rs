@@ -42,6 +42,7 @@ pub mod manage;
 pub mod metrics;
 pub mod policy;
 pub mod quota;
+pub mod redact;
 pub mod site;
 pub mod stall;
 pub mod state;

@@ -88,6 +88,7 @@ impl App {
         writer: crate::store::writer::WriterHandle,
         redis: Option<Arc<crate::shared::Link>>,
     ) -> App {
+        super::redact::set(std::sync::Arc::new(router.scrubber()));
         let s = &router.config().settings;
         let known: Vec<String> = s.models.iter().chain(s.fallback.iter()).cloned().collect();
         let send_timeout = router.config().timeout;

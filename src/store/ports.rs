@@ -242,6 +242,10 @@ pub fn share_health(store: &Store, health: Arc<LocalHealth>, every: Duration) ->
     })
 }
 
+/// How far back each read of learned quality reaches before the last one
+/// began: further than any transaction that writes it lasts.
+const LEARNED_OVERLAP_MS: i64 = 60_000;
+
 /// Reads what other processes taught the store of quality into `book`
 /// every `every`, until the guard is dropped.
 pub fn share_learned(
@@ -251,8 +255,10 @@ pub fn share_learned(
 ) -> HealthReader {
     let mut since = now_ms();
     reading_every(store, "llmroute-quality", every, move |reader| {
-        // A row brought up to date as the last read ran is read again.
-        let started = now_ms() - 1000;
+        // A row brought up to date as the last read ran is read again, as
+        // is one a long transaction stamped well before it committed (a
+        // batch of feedback stamps its rows as it begins).
+        let started = now_ms() - LEARNED_OVERLAP_MS;
         if let Ok(rows) = reader.quality_since(since) {
             for (task, model, p) in rows {
                 book.set(&task, &model, p);

@@ -349,8 +349,12 @@ impl crate::engine::ports::Upstream for Client {
         self.secrets.scrub(text)
     }
 
+    fn scrub_json(&self, body: &str) -> Option<String> {
+        self.secrets.scrub_json_changed(body)
+    }
+
     fn holds_secret(&self, text: &str) -> bool {
-        self.secrets.in_text(text)
+        self.secrets.holds_key(text)
     }
 
     fn complete(

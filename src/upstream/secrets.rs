@@ -15,6 +15,11 @@ use crate::core::urls::REDACTED;
 /// is blanked out where it stands as a word of its own.
 const MIN_ALONE: usize = 8;
 
+/// A secret this long or longer is a real key: a name that holds it was
+/// given a key by mistake. Shorter keys (`anthropic`, `sk-1234`) are the
+/// kind local servers take for form's sake, and model names hold them.
+const KEY_LIKE: usize = 16;
+
 /// Keys local servers are given for form's sake, never blanked out: as
 /// words they are everywhere (`none`, `x`, `EMPTY`), and they guard nothing.
 const PLACEHOLDERS: [&str; 12] = [
@@ -121,25 +126,51 @@ impl Secrets {
     /// `body` (JSON) with each of them replaced in every string, as JSON
     /// holds it (escapes decoded); not JSON, replaced as text.
     pub fn scrub_json(&self, body: &str) -> String {
-        fn walk(v: &mut serde_json::Value, s: &Secrets) {
+        self.scrub_json_changed(body)
+            .unwrap_or_else(|| body.to_string())
+    }
+
+    /// [`Secrets::scrub_json`], or None when `body` holds none.
+    pub fn scrub_json_changed(&self, body: &str) -> Option<String> {
+        fn walk(v: &mut serde_json::Value, s: &Secrets, changed: &mut bool) {
             match v {
                 serde_json::Value::String(t) => {
                     if let Some(clean) = s.scrub(t) {
                         *t = clean;
+                        *changed = true;
                     }
                 }
-                serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, s)),
-                serde_json::Value::Object(o) => o.values_mut().for_each(|v| walk(v, s)),
+                serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, s, changed)),
+                serde_json::Value::Object(o) => o.values_mut().for_each(|v| walk(v, s, changed)),
                 _ => {}
             }
         }
         match serde_json::from_str::<serde_json::Value>(body) {
             Ok(mut v) => {
-                walk(&mut v, self);
-                self.scrubbed(v.to_string())
+                let mut changed = false;
+                walk(&mut v, self, &mut changed);
+                let text = v.to_string();
+                // Keys (of an object) are text too.
+                match self.scrub(&text) {
+                    Some(clean) => Some(clean),
+                    None => changed.then_some(text),
+                }
             }
-            Err(_) => self.scrubbed(body.to_string()),
+            Err(_) => self.scrub(body),
         }
+    }
+
+    /// Whether `text` holds a secret of [`KEY_LIKE`] characters or more,
+    /// in any case (a key in capitals spells it as well).
+    pub fn holds_key(&self, text: &str) -> bool {
+        let mut long = self.whole.iter().filter(|s| s.chars().count() >= KEY_LIKE);
+        let Some(first) = long.next() else {
+            return false;
+        };
+        let text = text.to_ascii_lowercase();
+        std::iter::once(first)
+            .chain(long)
+            .any(|s| text.contains(&s.to_ascii_lowercase()))
     }
 
     pub fn is_empty(&self) -> bool {

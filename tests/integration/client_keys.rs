@@ -751,6 +751,20 @@ fn keys_are_shared_through_redis_and_survive_a_restart() {
     rt().block_on(async {
         assert_eq!(post(&s, Some(&token), &chat(None, "hi")).await.0, 401);
     });
+    // Revoked again from a store that never held it: it is, through Redis.
+    let three = Env::three();
+    three
+        .cmd()
+        .arg("--dry-run")
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let again = three
+        .cmd()
+        .args(["keys", "revoke", "shared-key", "--redis", &redis.url()])
+        .run();
+    again.assert_code(0);
+    assert!(again.stdout.contains("already revoked"), "{}", again.stdout);
     // Redis keeps the token's hash only.
     let dump = std::process::Command::new("redis-cli")
         .args([

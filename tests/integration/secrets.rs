@@ -120,3 +120,216 @@ fn a_batch_line_that_gives_the_key_for_a_name_is_refused_without_it() {
     assert!(!out.stderr.contains(KEY), "{}", out.stderr);
     assert_no_key_kept(&env);
 }
+
+/// A key as long as OpenAI's project keys, longer than a task's name.
+fn long_key() -> String {
+    let tail: String = (0..120)
+        .map(|i| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7 + 3) % 36]))
+        .collect();
+    format!("sk-proj-{tail}")
+}
+
+/// Whether `text` holds any 12 characters of `key` past its first 8.
+fn holds_part(text: &str, key: &str) -> bool {
+    (8..key.len() - 12).any(|i| text.contains(&key[i..i + 12]))
+}
+
+#[test]
+fn no_part_of_a_long_key_is_echoed_by_a_server() {
+    let env = Env::three();
+    let long = long_key();
+    let s = env.serve_with(&["--log-bodies"], &[("OPENROUTER_API_KEY", &long)]);
+    let mut answers = Vec::new();
+    // Refused as no task's name, it is not quoted even in part.
+    let (status, answer) = post(&s, &chat(), &[("x-llmroute-task", &long)]);
+    assert_eq!(status, 400, "{answer}");
+    answers.push(answer);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "llmroute": {"task": long}});
+    let (status, answer) = post(&s, &body, &[]);
+    assert_eq!(status, 400, "{answer}");
+    answers.push(answer);
+    // Feedback on an id that is the key: its error does not repeat it.
+    let (feedback, model) = crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        let fb = c
+            .post(s.url("/v1/feedback"))
+            .json(&json!([{"request_id": long, "score": 1}]))
+            .send()
+            .await
+            .unwrap();
+        let fb = format!("{} {}", fb.status(), fb.text().await.unwrap());
+        let m = c
+            .get(s.url(&format!("/v1/models/{long}")))
+            .send()
+            .await
+            .unwrap();
+        let m = format!("{} {}", m.status(), m.text().await.unwrap());
+        (fb, m)
+    });
+    answers.push(feedback);
+    answers.push(model);
+    // A prompt that spells the key with JSON escapes is logged without it.
+    let escaped = format!(
+        "{{\"messages\":[{{\"role\":\"user\",\"content\":\"key \\u0073{}\"}}]}}",
+        &long[1..]
+    );
+    let (status, answer) = crate::serve::rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(s.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(escaped)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 200, "{answer}");
+    answers.push(answer);
+    for a in &answers {
+        assert!(!holds_part(a, &long), "{a}");
+    }
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!holds_part(&log, &long), "{log}");
+    for (name, bytes) in store_bytes(&env.db()) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!holds_part(&text, &long), "{name} holds part of the key");
+    }
+}
+
+#[test]
+fn a_batch_line_that_does_not_parse_echoes_no_key_as_its_id() {
+    let env = Env::three();
+    let long = long_key();
+    let lines = [
+        json!({"id": KEY, "messages": "not a list"}),
+        json!({"id": "b", "prompt": "x", "llmroute": {"task": long}}),
+    ]
+    .map(|l| l.to_string() + "\n")
+    .concat();
+    let out = env.cmd().args(["--models", "t/a"]).stdin(lines).run();
+    out.assert_code(1);
+    let got = out.lines();
+    assert_eq!(got[0]["id"], "[redacted]", "{}", out.stdout);
+    assert_eq!(got[0]["error"]["type"], "invalid_input");
+    assert!(!out.stdout.contains(KEY), "{}", out.stdout);
+    assert_no_key_kept(&env);
+    // A key longer than a task's name is not quoted, even in part.
+    let out = env
+        .cmd()
+        .env("OPENROUTER_API_KEY", &long)
+        .args(["--models", "t/a"])
+        .stdin(format!(
+            "{}\n",
+            json!({"prompt": "x", "llmroute": {"task": long}})
+        ))
+        .run();
+    out.assert_code(1);
+    assert!(!holds_part(&out.stdout, &long), "{}", out.stdout);
+    assert!(!holds_part(&out.stderr, &long), "{}", out.stderr);
+    assert!(env.server.completions().is_empty());
+}
+
+/// Local servers take short keys for form's sake, and model names hold
+/// them: `anthropic` as a key does not refuse `anthropic/claude-x`.
+#[test]
+fn a_short_key_that_a_model_name_holds_refuses_nothing() {
+    let env = Env::new(vec![ModelSpec::new("anthropic/claude-x")]);
+    let line =
+        json!({"prompt": "x", "model": "anthropic/claude-x", "llmroute": {"task": "anthropic"}});
+    let out = env
+        .cmd()
+        .env("OPENROUTER_API_KEY", "anthropic")
+        .stdin(line.to_string() + "\n")
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.lines()[0]["error"], Value::Null, "{}", out.stdout);
+}
+
+/// Whatever a client sends back to itself through a message that quotes
+/// it (a bad field's value, an unknown field, a path) has the key blanked
+/// out; a key in capitals is a key.
+#[test]
+fn messages_that_quote_what_a_client_sent_quote_no_key() {
+    let env = Env::three();
+    let upper = KEY.to_ascii_uppercase();
+    let s = env.serve(&[]);
+    let mut answers = Vec::new();
+    for llmroute in [
+        json!({"task": format!(" {KEY} ")}),
+        json!({"weights": KEY}),
+        json!({"weights": {KEY: 1}}),
+        json!({KEY: 1}),
+        json!({"task": upper}),
+    ] {
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "llmroute": llmroute});
+        let (status, answer) = post(&s, &body, &[]);
+        assert_eq!(status, 400, "{llmroute}: {answer}");
+        answers.push(answer);
+    }
+    let (status, answer) = post(&s, &chat(), &[("x-request-id", &upper)]);
+    assert_eq!(status, 200, "{answer}");
+    answers.push(answer);
+    crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        for (method, path, body) in [
+            (
+                "POST",
+                "/v1/feedback",
+                json!({"request_id": KEY, "score": 1}),
+            ),
+            ("POST", "/v1/feedback", json!({"request_id": "x", KEY: 1})),
+            ("GET", &*format!("/{KEY}"), Value::Null),
+            ("GET", &*format!("/v1/models/{KEY}"), Value::Null),
+        ] {
+            let r = match method {
+                "GET" => c.get(s.url(path)),
+                _ => c.post(s.url(path)).json(&body),
+            };
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            assert!(status >= 400, "{path}: {status}");
+            answers.push(format!("{status} {}", r.text().await.unwrap()));
+        }
+    });
+    for a in &answers {
+        assert!(!a.contains(KEY), "{a}");
+        assert!(!a.contains(&upper), "{a}");
+    }
+    assert!(env.server.completions().len() == 1);
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains(KEY), "{log}");
+    assert!(!log.contains(&upper), "{log}");
+    for (name, bytes) in store_bytes(&env.db()) {
+        assert!(!contains(&bytes, KEY), "{name}");
+        assert!(!contains(&bytes, &upper), "{name}");
+    }
+}
+
+#[test]
+fn a_batch_line_s_messages_and_ids_quote_no_key() {
+    let env = Env::three();
+    let lines = [
+        json!({"prompt": "a", "llmroute": {"task": format!(" {KEY} ")}}),
+        json!({"prompt": "b", "llmroute": {"weights": KEY}}),
+        json!({"prompt": "c", "id": {"n": KEY}}),
+        json!({"prompt": "d", "llmroute": {"task": KEY.to_ascii_uppercase()}}),
+    ]
+    .map(|l| l.to_string() + "\n")
+    .concat();
+    let out = env.cmd().args(["--models", "t/a"]).stdin(lines).run();
+    out.assert_code(1);
+    let got = out.lines();
+    assert_eq!(got.len(), 4, "{}", out.stdout);
+    for l in &got {
+        assert_eq!(l["error"]["type"], "invalid_input", "{l}");
+    }
+    assert_eq!(got[2]["id"], "[redacted]");
+    let upper = KEY.to_ascii_uppercase();
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains(KEY) && !text.contains(&upper), "{text}");
+    }
+    assert!(env.server.completions().is_empty());
+    assert_no_key_kept(&env);
+}
