@@ -83,6 +83,13 @@ pub fn wire(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Wired> {
     let settings = options.settings()?;
+    // Candidates are sent, shown and kept: a key given for one is refused
+    // before anything is made, and not repeated.
+    let keys = secrets(options);
+    let mut candidates = settings.models.iter().chain(settings.fallback.iter());
+    if candidates.any(|m| keys.holds_key(m)) {
+        anyhow::bail!("a candidate (--models or --fallback) holds an upstream's API key");
+    }
     check_sharing(options, wants.quiet)?;
     let base = options.base_url.clone();
     let mut client = client(&base, &wants)?;
@@ -252,6 +259,13 @@ fn check_sharing(options: &Options, quiet: bool) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Every upstream's key and credentials this process can see, for what
+/// calls none.
+pub fn secrets(options: &Options) -> crate::upstream::Secrets {
+    let key = setup::api_key().map(|(_, k)| k);
+    crate::upstreams::all_secrets((&options.base_url, key.as_deref()), &options.upstreams)
 }
 
 /// The HTTP client to the upstream, with the API key; none for a dry run.

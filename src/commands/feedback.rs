@@ -55,6 +55,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
     let input_name = named.map_or("the input".to_string(), |p| p.display().to_string());
     let outcomes = args.outcomes.is_some();
     let mut unlisted = Unlisted::new(&store, options);
+    let secrets = crate::wiring::secrets(options);
     let mut shared = Shared::open(options)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut taken, mut errors, mut line_no) = (0u64, 0u64, 0u64);
@@ -72,7 +73,8 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
             }
             let item = text
                 .map_err(|e| (Value::Null, e))
-                .and_then(|t| parse(t, outcomes));
+                .and_then(|t| parse(t, outcomes))
+                .and_then(|i| keyless(i, &secrets));
             if let Ok(Item::Outcome { model, .. }) = &item {
                 unlisted.check(model);
             }
@@ -92,7 +94,7 @@ pub fn main(args: &FeedbackArgs, options: &Options) -> anyhow::Result<i32> {
                     Err(_) => errors += 1,
                 }
                 if r.is_err() || !args.quiet {
-                    let _ = write_answer(&mut out, n, r);
+                    let _ = write_answer(&mut out, n, r, &secrets);
                 }
             }
             batch.clear();
@@ -136,19 +138,48 @@ fn open_input(named: Option<&std::path::PathBuf>) -> anyhow::Result<Box<dyn BufR
 
 /// Writes the output line of input line `n`: what was taken in, or its
 /// error.
-fn write_answer(out: &mut impl Write, n: u64, r: Taken) -> std::io::Result<()> {
+fn write_answer(
+    out: &mut impl Write,
+    n: u64,
+    r: Taken,
+    secrets: &crate::upstream::Secrets,
+) -> std::io::Result<()> {
     match r {
         Ok(a) => serde_json::to_writer(&mut *out, &a)?,
-        Err((rid, message)) => serde_json::to_writer(
-            &mut *out,
-            &json!({
-                "line": n,
-                "request_id": rid,
-                "error": {"type": "invalid_feedback", "message": message},
-            }),
-        )?,
+        Err((rid, message)) => {
+            // Both echo what the line gave, which may hold a key.
+            let shown = |t: String| secrets.scrub_shown(&t).unwrap_or(t);
+            let rid = match rid {
+                Value::String(r) => Value::String(shown(r)),
+                other => other,
+            };
+            serde_json::to_writer(
+                &mut *out,
+                &json!({
+                    "line": n,
+                    "request_id": rid,
+                    "error": {"type": "invalid_feedback", "message": shown(message)},
+                }),
+            )?
+        }
     }
     out.write_all(b"\n")
+}
+
+/// Refuses a line that gives an upstream's key for a request id, a task
+/// or a model: these are kept, and shown.
+fn keyless(item: Item, secrets: &crate::upstream::Secrets) -> Result<Item, Bad> {
+    let given = match &item {
+        Item::Feedback(f) => vec![("request_id", &f.rid)],
+        Item::Outcome { task, model, .. } => vec![("task", task), ("model", model)],
+    };
+    match given.into_iter().find(|(_, t)| secrets.holds_key(t)) {
+        None => Ok(item),
+        Some((field, _)) => Err((
+            Value::Null,
+            format!("\"{field}\" holds an upstream's API key; the line was not taken in"),
+        )),
+    }
 }
 
 /// What one line taught. Its fields are in the order of their names, as

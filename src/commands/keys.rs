@@ -38,6 +38,17 @@ pub fn main(args: &KeysArgs, options: &Options) -> anyhow::Result<i32> {
     let now = store::now_ms();
     match &args.action {
         KeysAction::Create(c) => {
+            // A key's name and patterns are shown, logged and kept: an
+            // upstream's key given for one is refused, and not repeated.
+            let secrets = crate::wiring::secrets(options);
+            let given = std::iter::once(("the name", &c.name))
+                .chain(c.models.iter().map(|m| ("--models", m)))
+                .chain(c.priorities.iter().map(|p| ("--priorities", p)));
+            for (what, text) in given {
+                if secrets.holds_key(text) {
+                    bail!("{what} holds an upstream's API key; no key was made");
+                }
+            }
             // Keys are made before a server first runs: the first one
             // makes the store, as the server would.
             let store = Store::open(&path)?;

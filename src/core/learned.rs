@@ -214,7 +214,12 @@ pub fn only_fields(
     let Some(field) = o.keys().find(|k| !known.contains(&k.as_str())) else {
         return Ok(());
     };
-    let shown: String = field.chars().take(64).collect();
+    // Quoted whole or not at all: a part of what was given (a key, given
+    // by mistake) could not be told apart and blanked out.
+    let shown = match field.chars().count() <= 64 {
+        true => format!(" {field:?}"),
+        false => String::new(),
+    };
     let list = known
         .iter()
         .map(|k| format!("\"{k}\""))
@@ -225,7 +230,7 @@ pub fn only_fields(
         false => "",
     };
     Err(format!(
-        "unknown field \"{shown}\": it may have only {list}{hint}"
+        "unknown field{shown}: it may have only {list}{hint}"
     ))
 }
 

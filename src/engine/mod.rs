@@ -366,7 +366,7 @@ impl Router {
     /// (None: it holds none), for what outlives this router.
     pub fn scrubber(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
         let upstream = self.parts.upstream.clone();
-        move |text| upstream.as_ref().and_then(|u| u.scrub(text))
+        move |text| upstream.as_ref().and_then(|u| u.scrub_shown(text))
     }
 
     /// Refuses a request that gives an upstream's key where a name goes:

@@ -91,6 +91,12 @@ pub trait Upstream: Send + Sync {
         None
     }
 
+    /// [`Upstream::scrub`] of what is shown back to a client or logged: a
+    /// key in another case, or percent-encoded, counts too.
+    fn scrub_shown(&self, text: &str) -> Option<String> {
+        self.scrub(text)
+    }
+
     /// [`Upstream::scrub`] of a JSON body: its strings as JSON holds
     /// them (escapes decoded).
     fn scrub_json(&self, body: &str) -> Option<String> {

@@ -349,6 +349,10 @@ impl crate::engine::ports::Upstream for Client {
         self.secrets.scrub(text)
     }
 
+    fn scrub_shown(&self, text: &str) -> Option<String> {
+        self.secrets.scrub_shown(text)
+    }
+
     fn scrub_json(&self, body: &str) -> Option<String> {
         self.secrets.scrub_json_changed(body)
     }

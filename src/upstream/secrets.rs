@@ -118,6 +118,30 @@ impl Secrets {
         Some(out)
     }
 
+    /// [`Secrets::scrub`] of what is shown back or logged rather than
+    /// answered: a key in another case counts, and a text whose
+    /// percent-decoded form (a path) holds a key is shown decoded.
+    pub fn scrub_shown(&self, text: &str) -> Option<String> {
+        let decoded = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+        let lower = decoded.to_ascii_lowercase();
+        let spelt = |s: &String| lower.contains(&s.to_ascii_lowercase());
+        if !self.whole.iter().any(spelt) {
+            return self.scrub(text);
+        }
+        // ASCII case leaves every byte where it was.
+        let mut out = decoded.into_owned();
+        for s in self.whole.iter() {
+            let needle = s.to_ascii_lowercase();
+            let at: Vec<usize> = (out.to_ascii_lowercase().match_indices(&needle))
+                .map(|(i, _)| i)
+                .collect();
+            for i in at.into_iter().rev() {
+                out.replace_range(i..i + s.len(), REDACTED);
+            }
+        }
+        Some(self.scrubbed(out))
+    }
+
     /// [`Secrets::scrub`], or `text` as it was.
     pub fn scrubbed(&self, text: String) -> String {
         self.scrub(&text).unwrap_or(text)

@@ -587,6 +587,24 @@ impl Upstream for Upstreams {
     }
 }
 
+/// Every key and base URL credential this process can see: the default
+/// API's (`key`, at `base_url`) and each named upstream's whose variable
+/// is set. What calls no upstream keeps keys out of what it keeps and
+/// shows with it.
+pub fn all_secrets(
+    (base_url, key): (&str, Option<&str>),
+    named: &BTreeMap<String, UpstreamConfig>,
+) -> crate::upstream::Secrets {
+    let one = |url: &str, key: Option<&str>| {
+        url::Url::parse(url)
+            .map(|u| crate::upstream::Secrets::new(key, &u))
+            .unwrap_or_default()
+    };
+    named.iter().fold(one(base_url, key), |all, (name, u)| {
+        all.with(&one(&u.base_url, u.key(name).ok().flatten().as_deref()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,3 +333,100 @@ fn a_batch_line_s_messages_and_ids_quote_no_key() {
     assert!(env.server.completions().is_empty());
     assert_no_key_kept(&env);
 }
+
+/// What calls no upstream keeps keys out too: feedback and outcomes that
+/// give one are refused without it, and a client key is not named with it.
+#[test]
+fn commands_that_call_no_upstream_keep_and_show_no_key() {
+    let env = Env::three();
+    env.cmd()
+        .arg("--dry-run")
+        .stdin(prompts(1))
+        .run()
+        .assert_code(0);
+    let outcomes = [
+        json!({"task": KEY, "model": "t/a", "score": 1}),
+        json!({"task": "t", "model": format!("x/{KEY}"), "score": 1}),
+    ]
+    .map(|l| l.to_string() + "\n")
+    .concat();
+    let feedback = [
+        json!({"request_id": KEY, "score": 1}),
+        json!({"request_id": "x", "score": 1, "weight": KEY}),
+    ]
+    .map(|l| l.to_string() + "\n")
+    .concat();
+    let runs = [
+        env.cmd()
+            .args(["feedback", "--outcomes", "-"])
+            .stdin(outcomes)
+            .run(),
+        env.cmd().args(["feedback", "-"]).stdin(feedback).run(),
+    ];
+    for out in &runs {
+        out.assert_code(1);
+        assert_eq!(out.lines().len(), 2, "{}", out.stdout);
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains(KEY), "{text}");
+        }
+    }
+    for args in [
+        vec!["keys", "create", KEY],
+        vec!["keys", "create", "fine", "--models", KEY],
+    ] {
+        let out = env.cmd().args(&args).run();
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains("an upstream's API key"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(KEY) && !out.stdout.contains(KEY));
+    }
+    // A candidate given on the command line is a mistake too.
+    let out = env
+        .cmd()
+        .args(["--models", &format!("t/a,{KEY}")])
+        .stdin(prompts(1))
+        .run();
+    out.assert_code(2);
+    assert!(!out.stderr.contains(KEY), "{}", out.stderr);
+    assert!(env.server.completions().is_empty());
+    assert_no_key_kept(&env);
+}
+
+/// A key in capitals in a logged body, one percent-encoded in a path, and
+/// one past what an unknown field's name shows, are blanked out too.
+#[test]
+fn a_key_spelt_otherwise_is_blanked_out_of_what_a_server_shows() {
+    let env = Env::three();
+    let s = env.serve(&["--log-bodies"]);
+    let upper = KEY.to_ascii_uppercase();
+    let body = json!({"model": upper, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, answer) = post(&s, &body, &[]);
+    assert_eq!(status, 400, "{answer}");
+    let encoded = KEY.replace('0', "%30").replace('a', "%61");
+    let padded = format!("{}{KEY}", "x".repeat(30));
+    let answers = crate::serve::rt().block_on(async {
+        let c = reqwest::Client::new();
+        let mut out = vec![answer];
+        for r in [
+            c.post(s.url(&format!("/v1/{encoded}"))),
+            c.get(s.url(&format!("/v1/models/{encoded}"))),
+            c.post(s.url("/v1/feedback"))
+                .json(&json!({"request_id": "x", "score": 1, padded.as_str(): 1})),
+        ] {
+            let r = r.send().await.unwrap();
+            out.push(format!("{} {}", r.status(), r.text().await.unwrap()));
+        }
+        out
+    });
+    let (code, log) = s.stop();
+    assert_eq!(code, 0, "{log}");
+    let tail = &KEY[9..];
+    for text in answers.iter().chain([&log]) {
+        assert!(!text.to_ascii_lowercase().contains(tail), "{text}");
+        assert!(!text.contains(&encoded), "{text}");
+        assert!(!text.contains(&KEY[9..30]), "{text}");
+    }
+}
