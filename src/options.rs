@@ -195,6 +195,15 @@ impl RedisOptions {
     }
 }
 
+/// Whether a header of this name carries a credential (`Authorization`,
+/// `X-Api-Key`, `X-Auth-Token`, ...), whose value `config show` hides.
+fn credential(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    ["auth", "key", "token", "secret", "password", "cookie"]
+        .iter()
+        .any(|w| h.contains(w))
+}
+
 /// A URL with its password, if any, replaced: what `config show` prints.
 fn hide_password(url: &str) -> String {
     crate::core::urls::without_password(url)
@@ -495,6 +504,12 @@ impl Options {
                 .map(|(name, u)| {
                     let mut u = u.clone();
                     u.base_url = hide_password(&u.base_url);
+                    // A header that authenticates holds a provider's key.
+                    for (header, value) in &mut u.headers {
+                        if credential(header) {
+                            *value = crate::core::urls::REDACTED.into();
+                        }
+                    }
                     (name.clone(), u)
                 })
                 .collect(),

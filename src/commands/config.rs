@@ -46,6 +46,9 @@ pub fn main(action: &ConfigAction, options: &Options, loaded: &Loaded) -> anyhow
             };
             let body =
                 toml::to_string(&options.to_config()?).context("cannot show the configuration")?;
+            // A key given where a setting goes (a header, a name) is not shown.
+            let secrets = crate::wiring::secrets(options);
+            let body = secrets.scrub_shown(&body).unwrap_or(body);
             let source = match &loaded.path {
                 Some(p) => format!("flags, environment, {}, built-in defaults", p.display()),
                 None => "flags, environment, built-in defaults (no config file)".into(),

@@ -430,3 +430,27 @@ fn a_key_spelt_otherwise_is_blanked_out_of_what_a_server_shows() {
         assert!(!text.contains(&KEY[9..30]), "{text}");
     }
 }
+
+/// `config show` shows no key: not one given where a setting goes, nor a
+/// header that authenticates to an upstream.
+#[test]
+fn config_show_shows_no_key_and_no_credential_header() {
+    let env = Env::three();
+    let cfg = env.write(
+        "config.toml",
+        &format!(
+            "[upstreams.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             headers = {{ \"X-Api-Key\" = \"provider-secret-7d1e9a\", \"X-Team\" = \"{KEY}\", \
+             \"X-Title\" = \"search\" }}\n"
+        ),
+    );
+    let out = env
+        .cmd()
+        .env("LLMROUTE_CONFIG", &cfg)
+        .args(["config", "show"])
+        .run();
+    out.assert_code(0);
+    assert!(!out.stdout.contains(KEY), "{}", out.stdout);
+    assert!(!out.stdout.contains("provider-secret"), "{}", out.stdout);
+    assert!(out.stdout.contains("search"), "{}", out.stdout);
+}
