@@ -18,7 +18,8 @@ pub fn main(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("llmroute: error: {e:#}");
+            let text = crate::setup::hide_keys(format!("{e:#}"));
+            eprintln!("llmroute: error: {text}");
             exit::FATAL
         }
     }

@@ -42,6 +42,21 @@ pub fn no_api_key() -> String {
     )
 }
 
+/// `text` without the API key of either variable, in any case: for an
+/// error that quotes what was typed (a flag's value, a setting).
+pub fn hide_keys(text: String) -> String {
+    let Ok(url) = url::Url::parse("http://localhost/") else {
+        return text;
+    };
+    let keys = API_KEY_VARS
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .fold(crate::upstream::Secrets::default(), |all, k| {
+            all.with(&crate::upstream::Secrets::new(Some(&k), &url))
+        });
+    keys.scrub_shown(&text).unwrap_or(text)
+}
+
 /// Replaces Rust's panic message with one that says it is a bug, and never
 /// shows an API key (from either variable), whatever the message holds.
 pub fn install_panic_hook() {

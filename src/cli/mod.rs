@@ -70,7 +70,17 @@ pub fn parse() -> Cli {
     let mut command = hidden(Cli::command().color(choice));
     let matches = match command.try_get_matches_from_mut(&args) {
         Ok(m) => m,
-        Err(e) => environment::from_the_environment(e, &command, &args).exit(),
+        Err(e) => {
+            let e = environment::from_the_environment(e, &command, &args);
+            // A value typed where a flag's goes is quoted back: not a key.
+            let text = e.render().to_string();
+            let hidden = crate::setup::hide_keys(text.clone());
+            if hidden != text {
+                eprint!("{hidden}");
+                std::process::exit(e.exit_code());
+            }
+            e.exit()
+        }
     };
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -454,3 +454,23 @@ fn config_show_shows_no_key_and_no_credential_header() {
     assert!(!out.stdout.contains("provider-secret"), "{}", out.stdout);
     assert!(out.stdout.contains("search"), "{}", out.stdout);
 }
+
+/// A key typed where a flag's value goes is not quoted back.
+#[test]
+fn a_flag_given_the_key_does_not_quote_it() {
+    let env = Env::three();
+    for args in [
+        vec!["--dry-run", "-p", KEY],
+        vec!["--timeout", KEY],
+        vec!["keys", "create", "k", "--budget", KEY],
+    ] {
+        let out = env.cmd().args(&args).stdin(prompts(1)).run();
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains("[redacted]"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(KEY), "{args:?}: {}", out.stderr);
+    }
+}
