@@ -46,6 +46,17 @@ pub struct Secrets {
     words: Arc<[String]>,
 }
 
+/// Whether `key` is one a local server takes for form's sake: one of
+/// [`PLACEHOLDERS`], two characters or fewer, or a word (letters alone,
+/// shorter than a real key: `anthropic`, `notneeded`), which model names
+/// and answers hold.
+fn placeholder(key: &str) -> bool {
+    let n = key.chars().count();
+    n <= 2
+        || PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(key))
+        || (n < KEY_LIKE && key.chars().all(|c| c.is_ascii_alphabetic()))
+}
+
 /// Whether `c` may be part of a word a short key would be cut out of.
 fn in_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '-'
@@ -65,10 +76,9 @@ fn as_word<'t>(text: &'t str, word: &'t str) -> impl Iterator<Item = usize> + 't
 impl Secrets {
     /// The key, and the credentials of `url`'s user and password.
     pub fn new(api_key: Option<&str>, url: &url::Url) -> Secrets {
-        // Two characters or fewer guard nothing either.
-        let key = api_key.map(|k| k.trim().to_string()).filter(|k| {
-            k.chars().count() > 2 && !PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(k))
-        });
+        let key = api_key
+            .map(|k| k.trim().to_string())
+            .filter(|k| !placeholder(k));
         let (mut all, words): (Vec<String>, Vec<String>) =
             key.into_iter().partition(|k| k.len() >= MIN_ALONE);
         if let Some(password) = url.password() {
@@ -272,9 +282,9 @@ mod tests {
     fn a_placeholder_key_leaves_answers_alone() {
         // What local servers take: any word, often a letter or `EMPTY`.
         let url = url::Url::parse("http://127.0.0.1:1/v1").unwrap();
-        for key in ["x", "e", "EMPTY", "ollama"] {
+        for key in ["x", "e", "EMPTY", "ollama", "anthropic", "NotNeeded"] {
             let s = Secrets::new(Some(key), &url);
-            let body = r#"{"index":0,"usage":{"prompt_tokens":1},"content":"EMPTY ollama text"}"#;
+            let body = r#"{"index":0,"model":"anthropic/claude-x","content":"EMPTY ollama notneeded text"}"#;
             assert_eq!(s.scrub(body), None, "{key}");
             let parsed = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
             assert_eq!(parsed(&s.scrub_json(body)), parsed(body), "{key}");

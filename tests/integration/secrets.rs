@@ -243,7 +243,11 @@ fn a_short_key_that_a_model_name_holds_refuses_nothing() {
         .stdin(line.to_string() + "\n")
         .run();
     out.assert_code(0);
-    assert_eq!(out.lines()[0]["error"], Value::Null, "{}", out.stdout);
+    let line = &out.lines()[0];
+    assert_eq!(line["error"], Value::Null, "{}", out.stdout);
+    // Nor is it blanked out of the answer: it is a word, not a secret.
+    assert_eq!(line["model"], "anthropic/claude-x");
+    assert_eq!(line["content"], "[anthropic/claude-x] x", "{line}");
 }
 
 /// Whatever a client sends back to itself through a message that quotes
