@@ -44,6 +44,9 @@ const PLACEHOLDERS: [&str; 12] = [
 pub struct Secrets {
     whole: Arc<[String]>,
     words: Arc<[String]>,
+    /// Those of `whole` of [`KEY_LIKE`] characters or more, in lower case:
+    /// what [`Secrets::holds_key`] looks for, once a request.
+    keys: Arc<[String]>,
 }
 
 /// Whether `key` is one a local server takes for form's sake: one of
@@ -97,9 +100,19 @@ impl Secrets {
         }
         all.sort_by_key(|s| std::cmp::Reverse(s.len()));
         all.dedup();
+        Secrets::of(all, words)
+    }
+
+    /// Of the secrets blanked out whole and those blanked out as words.
+    fn of(whole: Vec<String>, words: Vec<String>) -> Secrets {
+        let keys: Vec<String> = (whole.iter())
+            .filter(|s| s.chars().count() >= KEY_LIKE)
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
         Secrets {
-            whole: all.into(),
+            whole: whole.into(),
             words: words.into(),
+            keys: keys.into(),
         }
     }
 
@@ -197,14 +210,11 @@ impl Secrets {
     /// Whether `text` holds a secret of [`KEY_LIKE`] characters or more,
     /// in any case (a key in capitals spells it as well).
     pub fn holds_key(&self, text: &str) -> bool {
-        let mut long = self.whole.iter().filter(|s| s.chars().count() >= KEY_LIKE);
-        let Some(first) = long.next() else {
+        if self.keys.is_empty() || text.len() < KEY_LIKE {
             return false;
-        };
+        }
         let text = text.to_ascii_lowercase();
-        std::iter::once(first)
-            .chain(long)
-            .any(|s| text.contains(&s.to_ascii_lowercase()))
+        self.keys.iter().any(|k| text.contains(k.as_str()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -220,10 +230,7 @@ impl Secrets {
             all.dedup();
             all
         };
-        Secrets {
-            whole: join(&self.whole, &other.whole).into(),
-            words: join(&self.words, &other.words).into(),
-        }
+        Secrets::of(join(&self.whole, &other.whole), join(&self.words, &other.words))
     }
 }
 
