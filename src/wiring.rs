@@ -83,13 +83,7 @@ pub fn wire(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Wired> {
     let settings = options.settings()?;
-    // Candidates are sent, shown and kept: a key given for one is refused
-    // before anything is made, and not repeated.
-    let keys = secrets(options);
-    let mut candidates = settings.models.iter().chain(settings.fallback.iter());
-    if candidates.any(|m| keys.holds_key(m)) {
-        anyhow::bail!("a candidate (--models or --fallback) holds an upstream's API key");
-    }
+    no_key_among_candidates(options, &settings)?;
     check_sharing(options, wants.quiet)?;
     let base = options.base_url.clone();
     let mut client = client(&base, &wants)?;
@@ -437,6 +431,22 @@ pub enum Fetch {
 }
 
 /// The local store, health and limits with Redis beside them.
+/// Candidates are sent, shown and kept: a key given for one is refused
+/// before anything is made, and not repeated.
+fn no_key_among_candidates(
+    options: &Options,
+    settings: &crate::core::ranking::Settings,
+) -> anyhow::Result<()> {
+    let keys = secrets(options);
+    let mut candidates = settings.models.iter().chain(settings.fallback.iter());
+    match candidates.any(|m| keys.holds_key(m)) {
+        true => Err(anyhow!(
+            "a candidate (--models or --fallback) holds an upstream's API key"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// A candidate or fallback that names an upstream no config has is a
 /// usage error, not a request to the default API with its key.
 fn no_misspelt_upstream(

@@ -82,7 +82,7 @@ impl Shared {
         if self.router.holds_secret(&id) {
             e.id = crate::core::urls::REDACTED.into();
         }
-        if let Some(clean) = (self.router.scrubber())(&e.message) {
+        if let Some(clean) = self.router.scrub_shown(&e.message) {
             e.message = clean;
         }
         if !self.router.config().dry_run {

@@ -362,8 +362,13 @@ impl Router {
         }
     }
 
-    /// What blanks out an upstream's key or credentials from a text
-    /// (None: it holds none), for what outlives this router.
+    /// `text`, shown back or logged, with an upstream's key or credentials
+    /// blanked out, in any case (None: it holds none).
+    pub fn scrub_shown(&self, text: &str) -> Option<String> {
+        self.parts.upstream.as_ref()?.scrub_shown(text)
+    }
+
+    /// [`Router::scrub_shown`], for what outlives this router.
     pub fn scrubber(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
         let upstream = self.parts.upstream.clone();
         move |text| upstream.as_ref().and_then(|u| u.scrub_shown(text))

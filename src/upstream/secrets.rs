@@ -230,7 +230,10 @@ impl Secrets {
             all.dedup();
             all
         };
-        Secrets::of(join(&self.whole, &other.whole), join(&self.words, &other.words))
+        Secrets::of(
+            join(&self.whole, &other.whole),
+            join(&self.words, &other.words),
+        )
     }
 }
 
